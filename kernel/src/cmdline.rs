@@ -1,0 +1,164 @@
+//! The kernel command line.
+//!
+//! Words are separated by spaces; each is `key=value` or a bare `key`.
+//! Unknown keys are collected (and reported by the kernel) rather than
+//! rejected, so that one command line can serve several kernel versions.
+//!
+//! | key | values | default |
+//! |---|---|---|
+//! | `mode` | `run`, `test`, `bench`, `panic-test` | `run` |
+//! | `log` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
+//! | `tick_hz` | timer interrupts per second per core, 1..=10000 | 100 |
+//! | `bench_samples` | samples per benchmark, 1..=100000 | 1000 |
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+/// What the kernel does once every core is up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The default demonstration, then power off.
+    Run,
+    /// Run the in-kernel test suite and report `N passed, N failed`.
+    Test,
+    /// Run the benchmarks and print one JSON line per result.
+    Bench,
+    /// Panic on purpose, to check the panic path (report, backtrace, exit).
+    PanicTest,
+}
+
+/// Log verbosity, ordered from silent to chatty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Nothing.
+    Off,
+    /// Errors only.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// The normal level.
+    Info,
+    /// Developer detail.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+/// The parsed command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cmdline {
+    /// What to do after boot.
+    pub mode: Mode,
+    /// Log verbosity.
+    pub log: LogLevel,
+    /// Per-core timer frequency in Hz.
+    pub tick_hz: u32,
+    /// Samples per benchmark.
+    pub bench_samples: u32,
+    /// Words that were not understood, kept for a warning.
+    pub unknown: Vec<String>,
+}
+
+impl Default for Cmdline {
+    fn default() -> Self {
+        Cmdline {
+            mode: Mode::Run,
+            log: LogLevel::Info,
+            tick_hz: 100,
+            bench_samples: 1000,
+            unknown: Vec::new(),
+        }
+    }
+}
+
+impl Cmdline {
+    /// Parses a command line. Never fails: a bad word lands in `unknown`
+    /// and the setting keeps its default.
+    pub fn parse(text: &str) -> Cmdline {
+        let mut out = Cmdline::default();
+        for word in text.split_ascii_whitespace() {
+            let (key, value) = word.split_once('=').unwrap_or((word, ""));
+            let understood = match key {
+                "mode" => parse_mode(value).map(|m| out.mode = m).is_some(),
+                "log" => parse_log(value).map(|l| out.log = l).is_some(),
+                "tick_hz" => parse_in(value, 1, 10_000)
+                    .map(|v| out.tick_hz = v)
+                    .is_some(),
+                "bench_samples" => parse_in(value, 1, 100_000)
+                    .map(|v| out.bench_samples = v)
+                    .is_some(),
+                _ => false,
+            };
+            if !understood {
+                out.unknown.push(String::from(word));
+            }
+        }
+        out
+    }
+}
+
+fn parse_mode(value: &str) -> Option<Mode> {
+    Some(match value {
+        "run" => Mode::Run,
+        "test" => Mode::Test,
+        "bench" => Mode::Bench,
+        "panic-test" => Mode::PanicTest,
+        _ => return None,
+    })
+}
+
+fn parse_log(value: &str) -> Option<LogLevel> {
+    Some(match value {
+        "off" => LogLevel::Off,
+        "error" => LogLevel::Error,
+        "warn" => LogLevel::Warn,
+        "info" => LogLevel::Info,
+        "debug" => LogLevel::Debug,
+        "trace" => LogLevel::Trace,
+        _ => return None,
+    })
+}
+
+fn parse_in(value: &str, min: u32, max: u32) -> Option<u32> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_gives_defaults() {
+        assert_eq!(Cmdline::parse(""), Cmdline::default());
+    }
+
+    #[test]
+    fn parses_every_key() {
+        let c = Cmdline::parse("  mode=test log=debug tick_hz=250 bench_samples=7 ");
+        assert_eq!(c.mode, Mode::Test);
+        assert_eq!(c.log, LogLevel::Debug);
+        assert_eq!(c.tick_hz, 250);
+        assert_eq!(c.bench_samples, 7);
+        assert!(c.unknown.is_empty());
+    }
+
+    #[test]
+    fn bad_values_keep_defaults_and_are_reported() {
+        let c = Cmdline::parse("mode=fly tick_hz=0 tick_hz=99999 log= quiet");
+        assert_eq!(c.mode, Mode::Run);
+        assert_eq!(c.tick_hz, 100);
+        assert_eq!(c.log, LogLevel::Info);
+        assert_eq!(
+            c.unknown,
+            ["mode=fly", "tick_hz=0", "tick_hz=99999", "log=", "quiet"]
+        );
+    }
+
+    #[test]
+    fn later_words_win() {
+        assert_eq!(Cmdline::parse("mode=test mode=bench").mode, Mode::Bench);
+    }
+}

@@ -1,0 +1,30 @@
+//! Hardware-free kernel logic.
+//!
+//! Everything in this library compiles and unit-tests on the host: it owns
+//! no hardware, touches no physical memory and contains no `unsafe`. The
+//! machine-facing half of the kernel (`src/main.rs` and `src/machine/`)
+//! feeds it plain data (byte slices, numbers) and acts on its answers.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`cmdline`] | the kernel command line: modes, log level, tunables |
+//! | [`pvh`] | parsing the PVH `hvm_start_info` and its memory map |
+//! | [`memmap`] | turning a firmware memory map into free frame ranges |
+//! | [`frames`] | the physical frame allocator (a bitmap) |
+//! | [`initrd`] | the initrd archive format (ustar) reader |
+//! | [`stats`] | benchmark summaries (median, p99) |
+
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+pub mod cmdline;
+pub mod frames;
+pub mod initrd;
+pub mod memmap;
+pub mod pvh;
+pub mod stats;
+
+/// Size of a base page and of a physical frame.
+pub const PAGE_SIZE: u64 = 4096;

@@ -1,0 +1,116 @@
+//! In-kernel benchmarks, booted with `mode=bench` (`cargo xtask bench`).
+//!
+//! Each result is one line `bench {json}` with the name, the unit (TSC
+//! cycles; under `-icount shift=0` these are guest instructions), the median,
+//! the 99th percentile and the number of samples; `bench done` ends the run.
+//!
+//! * `ipi_roundtrip_0_to_N`: core 0 sends a bare IPI ([`BENCH_PING`]) to
+//!   core N, whose handler answers with a bare IPI ([`BENCH_PONG`]); timed
+//!   from before the send until core 0's pong handler has run.
+//! * `mailbox_roundtrip_0_to_N`: core 0 posts `Echo` to core N's mailbox
+//!   (queue push + IPI); N's handler posts `EchoReply` back the same way;
+//!   timed until core 0 has handled the reply. The target: within 2x the
+//!   bare IPI round trip.
+//!
+//! [`BENCH_PING`]: super::interrupts::vectors::BENCH_PING
+//! [`BENCH_PONG`]: super::interrupts::vectors::BENCH_PONG
+
+use super::console::kprintln;
+use super::cpu::{pause, rdtsc};
+use super::interrupts::vectors;
+use super::mailbox::{self, Message};
+use super::percpu::{cpu, online_cpus, this_cpu};
+use super::time::Deadline;
+use super::{apic, time};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use kernel::stats::summarize;
+
+/// APIC id of the core that started the current ping benchmark.
+static PING_FROM: AtomicU32 = AtomicU32::new(0);
+
+/// Handler of [`vectors::BENCH_PING`]: answer with a pong.
+pub fn on_ping() {
+    apic::send_ipi(PING_FROM.load(Ordering::Relaxed), vectors::BENCH_PONG);
+}
+
+/// Handler of [`vectors::BENCH_PONG`].
+pub fn on_pong() {
+    this_cpu().pongs.fetch_add(1, Ordering::Release);
+}
+
+/// Waits (interrupts on) until `counter` passes `seen`; `None` on timeout.
+fn wait_past(counter: &AtomicU64, seen: u64) -> Option<()> {
+    let deadline = Deadline::after_ms(5000);
+    while counter.load(Ordering::Acquire) <= seen {
+        if deadline.passed() {
+            return None;
+        }
+        pause();
+    }
+    Some(())
+}
+
+fn report(name: &str, samples: &mut [u64]) {
+    if let Some(s) = summarize(samples) {
+        kprintln!(
+            "bench {{\"name\":\"{name}\",\"unit\":\"cycles\",\"median\":{},\"p99\":{},\"samples\":{}}}",
+            s.median,
+            s.p99,
+            s.samples
+        );
+    }
+}
+
+/// Runs every benchmark with `n` samples each; returns whether all ran.
+pub fn run_all(n: usize) -> bool {
+    let me = this_cpu();
+    PING_FROM.store(me.apic_id, Ordering::Relaxed);
+    log::info!(
+        "benchmarks: {n} samples each, TSC {} MHz",
+        time::tsc_hz() / 1_000_000
+    );
+    let mut ok = true;
+    let warmup = 16;
+    for target in 1..online_cpus() {
+        let Some(dest) = cpu(target) else { continue };
+
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..n + warmup {
+            let seen = me.pongs.load(Ordering::Acquire);
+            let start = rdtsc();
+            apic::send_ipi(dest.apic_id, vectors::BENCH_PING);
+            if wait_past(&me.pongs, seen).is_none() {
+                log::error!("ipi round trip to core {target}: no pong");
+                ok = false;
+                break;
+            }
+            if i >= warmup {
+                samples.push(rdtsc() - start);
+            }
+        }
+        report(&alloc::format!("ipi_roundtrip_0_to_{target}"), &mut samples);
+
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..n + warmup {
+            let seen = me.echo_replies.load(Ordering::Acquire);
+            let start = rdtsc();
+            if mailbox::post(target, Message::Echo, None).is_err()
+                || wait_past(&me.echo_replies, seen).is_none()
+            {
+                log::error!("mailbox round trip to core {target}: no reply");
+                ok = false;
+                break;
+            }
+            if i >= warmup {
+                samples.push(rdtsc() - start);
+            }
+        }
+        report(
+            &alloc::format!("mailbox_roundtrip_0_to_{target}"),
+            &mut samples,
+        );
+    }
+    kprintln!("bench done");
+    ok
+}

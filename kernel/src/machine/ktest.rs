@@ -1,0 +1,345 @@
+//! In-kernel tests, booted with `mode=test` (`cargo xtask test`).
+//!
+//! Each test runs on the BSP after every core is up and may use the other
+//! cores through the mailboxes. Output, one line per test, then a summary:
+//!
+//! ```text
+//! test NAME ... ok
+//! test NAME ... FAILED (reason)
+//! N passed, M failed
+//! ```
+
+use super::console::kprintln;
+use super::mailbox::{self, MailboxError, Message};
+use super::percpu::{MAX_CPUS, all_cpus, cpu, online_cpus, this_cpu};
+use super::time::Deadline;
+use super::{memory, start};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+type TestResult = Result<(), String>;
+
+/// Every in-kernel test, in the order they run.
+const TESTS: &[(&str, fn() -> TestResult)] = &[
+    (
+        "cores_online_with_distinct_apic_ids",
+        cores_online_with_distinct_apic_ids,
+    ),
+    (
+        "each_core_reads_its_own_apic_id",
+        each_core_reads_its_own_apic_id,
+    ),
+    (
+        "ipi_every_core_to_every_other_core_acknowledged",
+        ipi_all_to_all,
+    ),
+    (
+        "timer_interrupts_on_every_core",
+        timer_interrupts_on_every_core,
+    ),
+    ("idle_cores_halt", idle_cores_halt),
+    ("heap_allocation_concurrent_on_all_cores", heap_concurrent),
+    ("frame_allocator_concurrent_on_all_cores", frames_concurrent),
+    (
+        "breakpoint_exception_handled_and_returned_on_every_core",
+        breakpoint_on_every_core,
+    ),
+    ("mailbox_rejects_offline_core", mailbox_rejects_offline_core),
+    ("mailbox_full_queue_is_drained_not_lost", mailbox_burst),
+    ("initrd_module_found_and_parsed", initrd_found),
+];
+
+/// Runs every test; returns whether all passed.
+pub fn run_all() -> bool {
+    let (mut passed, mut failed) = (0, 0);
+    for (name, test) in TESTS {
+        match test() {
+            Ok(()) => {
+                passed += 1;
+                kprintln!("test {name} ... ok");
+            }
+            Err(why) => {
+                failed += 1;
+                kprintln!("test {name} ... FAILED ({why})");
+            }
+        }
+    }
+    kprintln!("{passed} passed, {failed} failed");
+    failed == 0
+}
+
+fn check(cond: bool, why: impl FnOnce() -> String) -> TestResult {
+    if cond { Ok(()) } else { Err(why()) }
+}
+
+fn on_all(func: fn(usize), arg: usize) -> TestResult {
+    mailbox::run_on_all_cores(func, arg, 30_000).map_err(|e| format!("run_on_all_cores: {e:?}"))
+}
+
+fn cores_online_with_distinct_apic_ids() -> TestResult {
+    let madt = &start::boot_info().madt_apic_ids;
+    let online = online_cpus();
+    check(online == madt.len(), || {
+        format!("{online} cores online, MADT lists {}", madt.len())
+    })?;
+    let mut ids: Vec<u32> = all_cpus().map(|c| c.apic_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    check(ids.len() == online, || {
+        format!("only {} distinct APIC ids for {online} cores", ids.len())
+    })?;
+    check(madt.iter().all(|id| ids.contains(id)), || {
+        "a MADT processor is not online".into()
+    })
+}
+
+static APIC_ID_MISMATCHES: AtomicUsize = AtomicUsize::new(0);
+
+fn each_core_reads_its_own_apic_id() -> TestResult {
+    APIC_ID_MISMATCHES.store(0, Ordering::SeqCst);
+    on_all(
+        |_| {
+            let me = this_cpu();
+            if me.apic.with(|a| a.id()) != me.apic_id {
+                APIC_ID_MISMATCHES.fetch_add(1, Ordering::SeqCst);
+            }
+        },
+        0,
+    )?;
+    let bad = APIC_ID_MISMATCHES.load(Ordering::SeqCst);
+    check(bad == 0, || {
+        format!("{bad} cores disagree with their recorded APIC id")
+    })
+}
+
+/// `DELIVERED[i] bit j`: core i's ping to core j was acknowledged.
+static DELIVERED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+fn ipi_all_to_all() -> TestResult {
+    for d in &DELIVERED {
+        d.store(0, Ordering::SeqCst);
+    }
+    on_all(
+        |_| {
+            let me = this_cpu().index;
+            for target in (0..online_cpus()).filter(|&t| t != me) {
+                if mailbox::ping(target, 5000).is_ok() {
+                    DELIVERED[me].fetch_or(1 << target, Ordering::SeqCst);
+                }
+            }
+        },
+        0,
+    )?;
+    let n = online_cpus();
+    for from in 0..n {
+        let want = ((1u64 << n) - 1) & !(1 << from);
+        let got = DELIVERED[from].load(Ordering::SeqCst);
+        check(got == want, || {
+            format!("core {from}: acknowledged targets {got:#b}, expected {want:#b}")
+        })?;
+    }
+    Ok(())
+}
+
+fn timer_interrupts_on_every_core() -> TestResult {
+    let before: Vec<u64> = all_cpus()
+        .map(|c| c.ticks.load(Ordering::Relaxed))
+        .collect();
+    let deadline = Deadline::after_ms(20_000);
+    loop {
+        let behind: Vec<usize> = all_cpus()
+            .zip(&before)
+            .filter(|(c, b)| c.ticks.load(Ordering::Relaxed) < *b + 3)
+            .map(|(c, _)| c.index)
+            .collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if deadline.passed() {
+            return Err(format!(
+                "cores {behind:?} took fewer than 3 timer interrupts in 20 s"
+            ));
+        }
+        core::hint::spin_loop();
+    }
+}
+
+fn idle_cores_halt() -> TestResult {
+    // Every AP spends its life in the idle loop; each must have halted.
+    let never: Vec<usize> = all_cpus()
+        .filter(|c| c.index != 0 && c.halts.load(Ordering::Relaxed) == 0)
+        .map(|c| c.index)
+        .collect();
+    check(never.is_empty(), || format!("cores {never:?} never halted"))
+}
+
+static HEAP_ARRIVED: AtomicUsize = AtomicUsize::new(0);
+static HEAP_CORRUPT: AtomicUsize = AtomicUsize::new(0);
+
+/// Waits until `counter` reaches `n` (a barrier across cores), bounded.
+fn barrier(counter: &AtomicUsize, n: usize) -> bool {
+    counter.fetch_add(1, Ordering::AcqRel);
+    let deadline = Deadline::after_ms(20_000);
+    while counter.load(Ordering::Acquire) < n {
+        if deadline.passed() {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+    true
+}
+
+fn heap_concurrent() -> TestResult {
+    HEAP_ARRIVED.store(0, Ordering::SeqCst);
+    HEAP_CORRUPT.store(0, Ordering::SeqCst);
+    on_all(
+        |_| {
+            let me = this_cpu().index as u64;
+            // Many allocations of varied sizes, each filled with a pattern
+            // naming its owner; all held across a barrier so that every core
+            // allocates while the others hold theirs.
+            let mut held: Vec<Vec<u64>> = Vec::new();
+            for round in 0..3 {
+                for i in 0..200u64 {
+                    let len = 1 + ((i * 37 + round * 11) % 300) as usize;
+                    held.push((0..len as u64).map(|k| me << 48 | i << 16 | k).collect());
+                }
+                if round == 1 && !barrier(&HEAP_ARRIVED, online_cpus()) {
+                    HEAP_CORRUPT.fetch_add(1_000_000, Ordering::SeqCst);
+                }
+                held.retain(|v| v.len() % 3 != 0);
+            }
+            for v in &held {
+                let owner_ok = v
+                    .iter()
+                    .enumerate()
+                    .all(|(k, &x)| x >> 48 == me && x & 0xffff == k as u64);
+                if !owner_ok {
+                    HEAP_CORRUPT.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        },
+        0,
+    )?;
+    let bad = HEAP_CORRUPT.load(Ordering::SeqCst);
+    check(bad == 0, || {
+        format!("{bad} corrupted allocations (>= 1000000: barrier timeout)")
+    })
+}
+
+static FRAMES_ARRIVED: AtomicUsize = AtomicUsize::new(0);
+static FRAMES_BAD: AtomicUsize = AtomicUsize::new(0);
+
+fn frames_concurrent() -> TestResult {
+    FRAMES_ARRIVED.store(0, Ordering::SeqCst);
+    FRAMES_BAD.store(0, Ordering::SeqCst);
+    let free_before = memory::free_frames();
+    on_all(
+        |_| {
+            let me = this_cpu().index as u64;
+            let frames: Vec<u64> = (0..128)
+                .filter_map(|_| memory::alloc_frame().ok())
+                .collect();
+            if frames.len() != 128 {
+                FRAMES_BAD.fetch_add(1000, Ordering::SeqCst);
+            }
+            for &f in &frames {
+                // SAFETY: the frame was just allocated to this core and is
+                // mapped in the direct map; one aligned u64 write.
+                unsafe { (memory::frame_virt(f) as *mut u64).write_volatile(me << 40 | f) };
+            }
+            barrier(&FRAMES_ARRIVED, online_cpus());
+            for &f in &frames {
+                // SAFETY: as above; the frame is still owned by this core.
+                let v = unsafe { (memory::frame_virt(f) as *const u64).read_volatile() };
+                if v != me << 40 | f {
+                    FRAMES_BAD.fetch_add(1, Ordering::SeqCst);
+                }
+                if memory::free_frame(f).is_err() {
+                    FRAMES_BAD.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        },
+        0,
+    )?;
+    let bad = FRAMES_BAD.load(Ordering::SeqCst);
+    check(bad == 0, || {
+        format!("{bad} frames shared between cores or not freed")
+    })?;
+    let free_after = memory::free_frames();
+    check(free_after == free_before, || {
+        format!("free frames {free_before} before, {free_after} after")
+    })?;
+    let double = memory::alloc_frame().map_err(|e| format!("{e:?}"))?;
+    memory::free_frame(double).map_err(|e| format!("{e:?}"))?;
+    check(memory::free_frame(double).is_err(), || {
+        "double free was accepted".into()
+    })
+}
+
+static BREAKPOINT_FAILURES: AtomicUsize = AtomicUsize::new(0);
+
+fn breakpoint_on_every_core() -> TestResult {
+    BREAKPOINT_FAILURES.store(0, Ordering::SeqCst);
+    on_all(
+        |_| {
+            let counter = &this_cpu().breakpoints;
+            let before = counter.load(Ordering::SeqCst);
+            let resumed: u64;
+            // SAFETY: `int3` traps to the breakpoint handler, which counts it
+            // and returns to the next instruction; rax proves we got there.
+            unsafe { core::arch::asm!("int3", "mov {0}, 0x5eed", out(reg) resumed) };
+            if counter.load(Ordering::SeqCst) != before + 1 || resumed != 0x5eed {
+                BREAKPOINT_FAILURES.fetch_add(1, Ordering::SeqCst);
+            }
+        },
+        0,
+    )?;
+    let bad = BREAKPOINT_FAILURES.load(Ordering::SeqCst);
+    check(bad == 0, || {
+        format!("{bad} cores did not count or resume from int3")
+    })
+}
+
+fn mailbox_rejects_offline_core() -> TestResult {
+    let offline = online_cpus();
+    check(
+        mailbox::post(offline, Message::Ping, None) == Err(MailboxError::NoSuchCore(offline)),
+        || "post to an offline core was accepted".into(),
+    )?;
+    check(cpu(MAX_CPUS + 5).is_none(), || {
+        "cpu() beyond MAX_CPUS returned a core".into()
+    })
+}
+
+static BURST_ACKS: AtomicU64 = AtomicU64::new(0);
+
+fn mailbox_burst() -> TestResult {
+    // Post more messages than a queue holds, to one core, as fast as
+    // possible: the sender waits for room, nothing is dropped.
+    let target = online_cpus() - 1;
+    let n = (mailbox::QUEUE_CAPACITY * 4) as u64;
+    BURST_ACKS.store(0, Ordering::SeqCst);
+    for _ in 0..n {
+        mailbox::post(target, Message::Ping, Some(&BURST_ACKS)).map_err(|e| format!("{e:?}"))?;
+    }
+    mailbox::wait_for(&BURST_ACKS, n, 20_000).map_err(|e| format!("{e:?}"))?;
+    let got = BURST_ACKS.load(Ordering::SeqCst);
+    check(got == n, || {
+        format!("{got} acknowledgements for {n} messages")
+    })
+}
+
+fn initrd_found() -> TestResult {
+    let initrd = start::boot_info()
+        .initrd
+        .ok_or("no initrd module was passed")?;
+    let readme = kernel::initrd::find(initrd, "README")
+        .map_err(|e| format!("initrd: {e:?}"))?
+        .ok_or("initrd has no README")?;
+    check(readme.data.starts_with(b"exo initrd v1"), || {
+        "README does not name format v1".into()
+    })
+}

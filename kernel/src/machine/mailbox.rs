@@ -1,0 +1,239 @@
+//! Per-core mailboxes: the only way one core asks another for something.
+//!
+//! Each core has two bounded lock-free queues (`crossbeam_queue::ArrayQueue`,
+//! multi-producer): `urgent` for [`Message`]s that the target handles in its
+//! mailbox IPI handler (interrupts off, must be short and must not wait), and
+//! `work` for functions that the target runs from its idle loop with
+//! interrupts on (these may wait for other cores). Posting pushes the item
+//! and sends the target a [`MAILBOX`](super::interrupts::vectors::MAILBOX)
+//! IPI, which also wakes it from `hlt`.
+//!
+//! No wake-up is lost: the target drains `urgent` inside the IPI handler and
+//! checks `work` with interrupts disabled right before `sti; hlt`, and an IPI
+//! that arrives in between stays pending until `sti` takes effect.
+//!
+//! Acknowledgement: an item may carry a reference to a counter; the target
+//! increments it (release) after handling the item, and the sender waits for
+//! the count it expects (acquire), bounded by a deadline. Handlers never wait,
+//! so two cores waiting on each other's acknowledgements cannot deadlock: the
+//! waits happen in idle-loop context, where interrupts stay enabled.
+
+use super::apic;
+use super::cpu::pause;
+use super::percpu::{cpu, online_cpus, this_cpu};
+use super::time::Deadline;
+use core::sync::atomic::{AtomicU64, Ordering};
+use crossbeam_queue::ArrayQueue;
+
+/// Capacity of each queue.
+pub const QUEUE_CAPACITY: usize = 256;
+
+/// Something a core asks another core to do in interrupt context.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Message {
+    /// Nothing but the acknowledgement: proves delivery.
+    Ping,
+    /// Answer with [`Message::EchoReply`] (mailbox round-trip benchmark).
+    Echo,
+    /// The answer to an `Echo`.
+    EchoReply,
+}
+
+/// A function for a core's idle loop: `func(arg)`.
+#[derive(Clone, Copy)]
+pub struct Work {
+    /// What to run.
+    pub func: fn(usize),
+    /// Its argument.
+    pub arg: usize,
+}
+
+struct Envelope<T> {
+    from: usize,
+    item: T,
+    ack: Option<&'static AtomicU64>,
+}
+
+/// One core's incoming queues.
+pub struct Mailbox {
+    urgent: ArrayQueue<Envelope<Message>>,
+    work: ArrayQueue<Envelope<Work>>,
+}
+
+impl Default for Mailbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Mailbox {
+    /// Empty queues.
+    pub fn new() -> Mailbox {
+        Mailbox {
+            urgent: ArrayQueue::new(QUEUE_CAPACITY),
+            work: ArrayQueue::new(QUEUE_CAPACITY),
+        }
+    }
+
+    /// Whether there is idle-loop work pending.
+    pub fn has_work(&self) -> bool {
+        !self.work.is_empty()
+    }
+}
+
+/// Why a post or a wait failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailboxError {
+    /// No online core has that index.
+    NoSuchCore(usize),
+    /// The target's queue stayed full until the deadline.
+    QueueFull(usize),
+    /// The acknowledgements did not all arrive before the deadline.
+    Timeout,
+}
+
+/// How long a post waits for room in a full queue.
+const POST_TIMEOUT_MS: u64 = 1000;
+
+/// Posts `msg` to core `target`'s urgent queue and wakes it.
+pub fn post(
+    target: usize,
+    msg: Message,
+    ack: Option<&'static AtomicU64>,
+) -> Result<(), MailboxError> {
+    let dest = cpu(target).ok_or(MailboxError::NoSuchCore(target))?;
+    push(
+        &dest.mailbox.urgent,
+        Envelope {
+            from: this_cpu().index,
+            item: msg,
+            ack,
+        },
+        dest.apic_id,
+        target,
+    )
+}
+
+/// Posts `work` to core `target`'s idle-loop queue and wakes it.
+pub fn post_work(
+    target: usize,
+    work: Work,
+    ack: Option<&'static AtomicU64>,
+) -> Result<(), MailboxError> {
+    let dest = cpu(target).ok_or(MailboxError::NoSuchCore(target))?;
+    push(
+        &dest.mailbox.work,
+        Envelope {
+            from: this_cpu().index,
+            item: work,
+            ack,
+        },
+        dest.apic_id,
+        target,
+    )
+}
+
+fn push<T>(
+    queue: &ArrayQueue<T>,
+    mut item: T,
+    apic_id: u32,
+    target: usize,
+) -> Result<(), MailboxError> {
+    let deadline = Deadline::after_ms(POST_TIMEOUT_MS);
+    loop {
+        match queue.push(item) {
+            Ok(()) => break,
+            Err(back) => {
+                item = back;
+                // Full: make sure the target is awake and draining, then retry.
+                apic::send_ipi(apic_id, super::interrupts::vectors::MAILBOX);
+                if deadline.passed() {
+                    return Err(MailboxError::QueueFull(target));
+                }
+                pause();
+            }
+        }
+    }
+    apic::send_ipi(apic_id, super::interrupts::vectors::MAILBOX);
+    Ok(())
+}
+
+/// Waits until `counter` reaches `target`, bounded by `timeout_ms`. Must be
+/// called with interrupts enabled (idle-loop or BSP context), so that this
+/// core keeps serving its own mailbox while it waits.
+pub fn wait_for(counter: &AtomicU64, target: u64, timeout_ms: u64) -> Result<(), MailboxError> {
+    let deadline = Deadline::after_ms(timeout_ms);
+    while counter.load(Ordering::Acquire) < target {
+        if deadline.passed() {
+            return Err(MailboxError::Timeout);
+        }
+        pause();
+    }
+    Ok(())
+}
+
+/// Sends a ping to `target` and waits for its acknowledgement.
+pub fn ping(target: usize, timeout_ms: u64) -> Result<(), MailboxError> {
+    let acks = &this_cpu().ping_acks;
+    let expect = acks.load(Ordering::Acquire) + 1;
+    post(target, Message::Ping, Some(acks))?;
+    wait_for(acks, expect, timeout_ms)
+}
+
+/// Runs `func(arg)` on every online core (this one included, directly) and
+/// waits until all have finished.
+pub fn run_on_all_cores(func: fn(usize), arg: usize, timeout_ms: u64) -> Result<(), MailboxError> {
+    let me = this_cpu();
+    let acks = &me.work_acks;
+    let others = online_cpus() as u64 - 1;
+    let expect = acks.load(Ordering::Acquire) + others;
+    for index in (0..online_cpus()).filter(|&i| i != me.index) {
+        post_work(index, Work { func, arg }, Some(acks))?;
+    }
+    func(arg);
+    wait_for(acks, expect, timeout_ms)
+}
+
+/// The mailbox IPI handler: handles every urgent message (interrupts off).
+pub fn on_ipi() {
+    let me = this_cpu();
+    while let Some(env) = me.mailbox.urgent.pop() {
+        match env.item {
+            Message::Ping => {}
+            Message::Echo => {
+                // From interrupt context: posting never waits for an ack.
+                if let Err(e) = post(env.from, Message::EchoReply, None) {
+                    log::warn!("echo reply to core {} failed: {e:?}", env.from);
+                }
+            }
+            Message::EchoReply => {
+                me.echo_replies.fetch_add(1, Ordering::Release);
+            }
+        }
+        if let Some(ack) = env.ack {
+            ack.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// A core's idle loop: runs posted work with interrupts on, halts when there
+/// is none. Never returns.
+pub fn idle_loop() -> ! {
+    let me = this_cpu();
+    loop {
+        while let Some(env) = me.mailbox.work.pop() {
+            x86_64::instructions::interrupts::enable();
+            (env.item.func)(env.item.arg);
+            if let Some(ack) = env.ack {
+                ack.fetch_add(1, Ordering::Release);
+            }
+        }
+        x86_64::instructions::interrupts::disable();
+        if me.mailbox.has_work() {
+            continue;
+        }
+        me.halts.fetch_add(1, Ordering::Relaxed);
+        // `sti; hlt`: an interrupt pending since the check above wakes us.
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}

@@ -1,0 +1,123 @@
+//! Physical memory: the direct map, the kernel's frame allocator and heap.
+//!
+//! * The **direct map** (`PHYS_OFFSET + p` for physical `p` below
+//!   [`DIRECT_MAP_LIMIT`]) is set up by [`boot`](super::boot); every
+//!   physical access the kernel makes goes through it.
+//! * The **frame allocator** is one [`FrameBitmap`] behind a spin lock taken
+//!   with interrupts disabled (lock order: it is a leaf lock; nothing else is
+//!   taken while it is held). RAM above 4 GiB is not used yet (logged).
+//! * The **kernel heap** is a fixed contiguous run of frames managed by
+//!   `linked_list_allocator`, also behind a leaf spin lock with interrupts
+//!   disabled, so allocating in an interrupt handler cannot deadlock against
+//!   the interrupted code on the same core.
+
+use core::alloc::{GlobalAlloc, Layout};
+use kernel::PAGE_SIZE;
+use kernel::frames::{FrameBitmap, FrameError, FrameNumber};
+use linked_list_allocator::LockedHeap;
+use spin::Mutex;
+use x86_64::instructions::interrupts::without_interrupts;
+
+/// Virtual address of physical address 0 in the direct map.
+pub const PHYS_OFFSET: u64 = 0xffff_8000_0000_0000;
+/// The direct map covers physical `0..DIRECT_MAP_LIMIT`.
+pub const DIRECT_MAP_LIMIT: u64 = 4 << 30;
+/// Kernel heap size.
+pub const HEAP_SIZE: u64 = 32 << 20;
+
+/// Frames below 4 GiB: 1 Mi frames, a 128 KiB bitmap.
+const BITMAP_WORDS: usize = (DIRECT_MAP_LIMIT / PAGE_SIZE / 64) as usize;
+
+static FRAMES: Mutex<FrameBitmap<BITMAP_WORDS>> = Mutex::new(FrameBitmap::new());
+
+/// Virtual address of a physical address in the direct map.
+pub fn phys_to_virt(phys: u64) -> u64 {
+    debug_assert!(phys < DIRECT_MAP_LIMIT);
+    PHYS_OFFSET + phys
+}
+
+/// Reads `len` bytes of physical memory.
+///
+/// Only for boot-time structures handed over by the loader and firmware
+/// (start info, memory map, modules), which lie in RAM the frame allocator
+/// never hands out. Returns `None` if the range leaves the direct map.
+pub fn boot_phys_slice(phys: u64, len: usize) -> Option<&'static [u8]> {
+    let end = phys.checked_add(len as u64)?;
+    if end > DIRECT_MAP_LIMIT {
+        return None;
+    }
+    // SAFETY: the range lies inside the direct map (checked above), which maps
+    // all of physical 0..4 GiB for the kernel's lifetime; callers only pass
+    // loader/firmware structures that nothing writes after boot.
+    Some(unsafe { core::slice::from_raw_parts(phys_to_virt(phys) as *const u8, len) })
+}
+
+/// Releases the usable frames of the memory map to the allocator.
+pub fn add_free_range(start: u64, end: u64) {
+    without_interrupts(|| {
+        FRAMES
+            .lock()
+            .add_free_range(start / PAGE_SIZE, end / PAGE_SIZE)
+    });
+}
+
+/// Allocates one zeroed frame.
+pub fn alloc_frame() -> Result<FrameNumber, FrameError> {
+    let frame = without_interrupts(|| FRAMES.lock().alloc())?;
+    zero_frames(frame, 1);
+    Ok(frame)
+}
+
+/// Returns a frame to the allocator.
+pub fn free_frame(frame: FrameNumber) -> Result<(), FrameError> {
+    without_interrupts(|| FRAMES.lock().free(frame))
+}
+
+/// Number of free frames.
+pub fn free_frames() -> u64 {
+    without_interrupts(|| FRAMES.lock().free_frames())
+}
+
+/// The direct-map address of a frame.
+pub fn frame_virt(frame: FrameNumber) -> *mut u8 {
+    phys_to_virt(frame * PAGE_SIZE) as *mut u8
+}
+
+fn zero_frames(first: FrameNumber, count: u64) {
+    // SAFETY: the frames were just taken from the allocator, so this core owns
+    // them exclusively, and they lie in the direct map (the bitmap only covers
+    // frames below DIRECT_MAP_LIMIT).
+    unsafe { core::ptr::write_bytes(frame_virt(first), 0, (count * PAGE_SIZE) as usize) };
+}
+
+/// The global allocator: a locked linked-list heap used with interrupts off.
+struct KernelHeap(LockedHeap);
+
+// SAFETY: delegates to `LockedHeap`, a correct `GlobalAlloc`; disabling
+// interrupts around it changes nothing about the memory it returns.
+unsafe impl GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: forwarded contract of `GlobalAlloc::alloc`.
+        without_interrupts(|| unsafe { self.0.alloc(layout) })
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded contract of `GlobalAlloc::dealloc`.
+        without_interrupts(|| unsafe { self.0.dealloc(ptr, layout) })
+    }
+}
+
+#[global_allocator]
+static HEAP: KernelHeap = KernelHeap(LockedHeap::empty());
+
+/// Carves the heap out of the frame allocator. Call once, on the BSP, after
+/// the memory map has been added.
+pub fn init_heap() -> Result<(), FrameError> {
+    let frames = HEAP_SIZE / PAGE_SIZE;
+    let first = without_interrupts(|| FRAMES.lock().alloc_contiguous(frames, 512))?;
+    let start = frame_virt(first);
+    // SAFETY: `first..first+frames` were just allocated, are owned by the heap
+    // from now on, never freed, and mapped writable in the direct map.
+    unsafe { HEAP.0.lock().init(start, HEAP_SIZE as usize) };
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! Everything that touches the hardware.
+//!
+//! `unsafe` in the kernel lives here and only here, in these modules:
+//!
+//! | module | owns | unsafe for |
+//! |---|---|---|
+//! | [`boot`] | PVH entry, boot page tables, AP trampoline | assembly, linker symbols |
+//! | [`cpu`] | port I/O, MSRs, `rdtsc`, halting, leaving QEMU | privileged instructions |
+//! | [`console`] | the serial port and the `log` backend | port I/O |
+//! | [`memory`] | the direct map, frame allocator instance, kernel heap | raw physical memory |
+//! | [`percpu`] | per-core state reached through GS | GS base, `CpuLocal` |
+//! | [`gdt`] | per-core GDT, TSS and IST stacks | loading descriptor tables |
+//! | [`interrupts`] | IDT, entry stubs, trap frames, exception reports | assembly, `lidt` |
+//! | [`apic`] | local APIC (x2APIC or xAPIC), timer, IPIs | APIC registers |
+//! | [`time`] | TSC frequency, PIT calibration, bounded waits | PIT ports |
+//! | [`acpi`] | MADT: the list of processors | firmware tables |
+//! | [`smp`] | INIT-SIPI-SIPI bring-up of application processors | trampoline copy |
+//! | [`mailbox`] | per-core message queues, IPI wake-up, acknowledgements | — |
+//! | [`panic`] | panic report, backtrace, failure exit | frame-pointer walk |
+//!
+//! [`start`] is the bootstrap processor's path from the PVH entry to the
+//! mode the command line chose; `ktest` and `bench` hold the in-kernel tests
+//! and benchmarks.
+
+pub mod acpi;
+pub mod apic;
+pub mod bench;
+pub mod boot;
+pub mod console;
+pub mod cpu;
+pub mod gdt;
+pub mod interrupts;
+pub mod ktest;
+pub mod mailbox;
+pub mod memory;
+pub mod panic;
+pub mod percpu;
+pub mod smp;
+pub mod start;
+pub mod time;

@@ -1,0 +1,167 @@
+//! Per-core state, reached through the GS base.
+//!
+//! Each core owns one [`PerCpu`], allocated on that core during its bring-up
+//! and never freed. `IA32_GS_BASE` points at it and its first word points at
+//! itself, so [`this_cpu`] is one `mov rax, gs:[0]`. Other cores may look at
+//! a core's `PerCpu` through [`cpu`] (to reach its mailbox, read its
+//! counters), but only through atomics or the mailbox queues: mutable state
+//! that only the owner may touch is wrapped in [`CpuLocal`].
+
+use super::apic::Apic;
+use super::mailbox::Mailbox;
+use alloc::boxed::Box;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use spin::Once;
+use x86_64::VirtAddr;
+use x86_64::instructions::interrupts::without_interrupts;
+use x86_64::registers::model_specific::GsBase;
+
+/// The most cores the kernel supports.
+pub const MAX_CPUS: usize = 64;
+
+/// One core's state.
+#[repr(C)]
+pub struct PerCpu {
+    /// Points at this structure; must stay the first field (`gs:[0]`).
+    self_ptr: u64,
+    /// Dense core number: 0 is the bootstrap processor.
+    pub index: usize,
+    /// This core's local APIC id.
+    pub apic_id: u32,
+    /// Timer interrupts taken.
+    pub ticks: AtomicU64,
+    /// Breakpoint exceptions taken in ring 0 (the breakpoint test counts them).
+    pub breakpoints: AtomicU64,
+    /// Times the idle loop halted this core.
+    pub halts: AtomicU64,
+    /// Acknowledgements received for pings this core sent.
+    pub ping_acks: AtomicU64,
+    /// Acknowledgements received for work this core posted.
+    pub work_acks: AtomicU64,
+    /// Echo replies received (mailbox round-trip benchmark).
+    pub echo_replies: AtomicU64,
+    /// Bare-IPI pongs received (IPI round-trip benchmark).
+    pub pongs: AtomicU64,
+    /// Incoming messages and work.
+    pub mailbox: Mailbox,
+    /// This core's local APIC; only this core may program it.
+    pub apic: CpuLocal<Apic>,
+}
+
+static CPUS: [Once<&'static PerCpu>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
+static ONLINE: AtomicUsize = AtomicUsize::new(0);
+
+/// Creates this core's `PerCpu`, points GS at it and publishes it.
+/// Call once per core, on that core, with its dense index.
+pub fn init_this_cpu(index: usize, apic: Apic) -> &'static PerCpu {
+    assert!(index < MAX_CPUS, "core index {index} beyond MAX_CPUS");
+    let apic_id = apic.id();
+    let cpu: &'static mut PerCpu = Box::leak(Box::new(PerCpu {
+        self_ptr: 0,
+        index,
+        apic_id,
+        ticks: AtomicU64::new(0),
+        breakpoints: AtomicU64::new(0),
+        halts: AtomicU64::new(0),
+        ping_acks: AtomicU64::new(0),
+        work_acks: AtomicU64::new(0),
+        echo_replies: AtomicU64::new(0),
+        pongs: AtomicU64::new(0),
+        mailbox: Mailbox::new(),
+        apic: CpuLocal::new(index, apic),
+    }));
+    cpu.self_ptr = cpu as *mut PerCpu as u64;
+    GsBase::write(VirtAddr::new(cpu.self_ptr));
+    let cpu: &'static PerCpu = cpu;
+    CPUS[index].call_once(|| cpu);
+    ONLINE.fetch_add(1, Ordering::AcqRel);
+    cpu
+}
+
+/// This core's state. Panics if called before [`init_this_cpu`].
+#[inline(always)]
+pub fn this_cpu() -> &'static PerCpu {
+    let ptr: u64;
+    // SAFETY: reads one word at gs:[0]. After `init_this_cpu` GS points at a
+    // leaked `PerCpu` whose first field is its own address; before it, the GS
+    // base is 0 and the read would hit physical page 0 through the identity
+    // map, which is why `try_current_index` checks the MSR first.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags))
+    };
+    assert!(ptr != 0, "per-cpu state used before init");
+    // SAFETY: `ptr` came from `Box::leak` in `init_this_cpu`: valid forever,
+    // and only shared references are ever made to it after publication.
+    unsafe { &*(ptr as *const PerCpu) }
+}
+
+/// This core's index, or `None` if its per-cpu state is not set up yet.
+pub fn try_current_index() -> Option<usize> {
+    (GsBase::read().as_u64() != 0).then(|| this_cpu().index)
+}
+
+/// Core `index`'s state, if that core is online.
+pub fn cpu(index: usize) -> Option<&'static PerCpu> {
+    CPUS.get(index)?.get().copied()
+}
+
+/// Number of cores online.
+pub fn online_cpus() -> usize {
+    ONLINE.load(Ordering::Acquire)
+}
+
+/// Iterates over the online cores.
+pub fn all_cpus() -> impl Iterator<Item = &'static PerCpu> {
+    CPUS.iter().filter_map(|c| c.get().copied())
+}
+
+/// State that belongs to one core and is only ever touched by that core,
+/// with interrupts disabled.
+///
+/// [`CpuLocal::with`] checks both at run time: it panics if another core
+/// calls it, and it refuses re-entry (an interrupt handler cannot interrupt
+/// it because interrupts are off; an NMI handler must not use it).
+pub struct CpuLocal<T> {
+    owner: usize,
+    busy: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is only reached through `with`, which runs on the owning
+// core only (checked), with interrupts disabled and a busy flag against
+// re-entry, so at most one `&mut T` exists at any time and it never crosses
+// cores. `T` itself need not be `Send` (the local APIC handle is not) because
+// it is created by and never leaves its core.
+unsafe impl<T> Sync for CpuLocal<T> {}
+
+impl<T> CpuLocal<T> {
+    /// Wraps a value owned by core `owner`.
+    pub const fn new(owner: usize, value: T) -> Self {
+        CpuLocal {
+            owner,
+            busy: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Runs `f` with exclusive access to the value.
+    pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        assert_eq!(
+            this_cpu().index,
+            self.owner,
+            "CpuLocal touched by another core"
+        );
+        without_interrupts(|| {
+            assert!(
+                !self.busy.swap(true, Ordering::Acquire),
+                "CpuLocal re-entered"
+            );
+            // SAFETY: owner core, interrupts off, busy flag set: this is the
+            // only reference to the value until the flag is cleared below.
+            let result = f(unsafe { &mut *self.value.get() });
+            self.busy.store(false, Ordering::Release);
+            result
+        })
+    }
+}

@@ -1,0 +1,222 @@
+//! The bootstrap processor's path from the PVH entry to the chosen mode.
+//!
+//! Order matters and is the order below: console; start info and command
+//! line; frame allocator and heap (everything after may allocate); this
+//! core's GDT, IDT and per-core state; TSC; ACPI; local APIC and timer;
+//! the APs; the boot line; then the mode (`run`, `test`, `bench`,
+//! `panic-test`).
+
+use super::console::{self, kprintln};
+use super::{acpi, apic, bench, boot, cpu, gdt, interrupts, ktest, memory, percpu, smp, time};
+use alloc::string::String;
+use kernel::cmdline::{Cmdline, Mode};
+use kernel::pvh::{self, StartInfo};
+use spin::Once;
+
+/// What the loader told the kernel, kept for tests and later issues.
+pub struct BootInfo {
+    /// The parsed command line.
+    pub cmdline: Cmdline,
+    /// The raw command line text.
+    pub cmdline_text: String,
+    /// The initrd (module 0), if the loader passed one.
+    pub initrd: Option<&'static [u8]>,
+    /// Local APIC ids from the MADT.
+    pub madt_apic_ids: alloc::vec::Vec<u32>,
+}
+
+static BOOT_INFO: Once<BootInfo> = Once::new();
+
+/// The boot information (after boot).
+pub fn boot_info() -> &'static BootInfo {
+    BOOT_INFO
+        .get()
+        .expect("boot info is set before any mode runs")
+}
+
+/// The BSP's first Rust code, called by the boot stub with the physical
+/// address of `hvm_start_info`.
+#[unsafe(no_mangle)]
+extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
+    console::init();
+    let info = memory::boot_phys_slice(u64::from(start_info_phys), pvh::START_INFO_SIZE)
+        .ok_or(pvh::PvhError::Truncated)
+        .and_then(StartInfo::parse)
+        .unwrap_or_else(|e| panic!("bad PVH start info: {e:?}"));
+
+    let mut text_buf = [0u8; 1024];
+    let raw_cmdline =
+        memory::boot_phys_slice(info.cmdline_paddr, 1024).filter(|_| info.cmdline_paddr != 0);
+    let n = raw_cmdline.map_or(0, |raw| pvh::cmdline_text(raw, &mut text_buf));
+    let text = core::str::from_utf8(&text_buf[..n]).unwrap_or("");
+    let cmdline = Cmdline::parse(text);
+    console::init_log(cmdline.log);
+
+    let initrd = init_memory(&info);
+    let cmdline_text = String::from(text);
+    for word in &cmdline.unknown {
+        log::warn!("unknown command line word {word:?} ignored");
+    }
+
+    gdt::init_this_cpu();
+    interrupts::init_this_cpu();
+    interrupts::disable_legacy_pic();
+
+    let tsc_hz = time::calibrate();
+    let mut bsp_apic = apic::Apic::enable_this_cpu();
+    let timer_hz = bsp_apic.calibrate_timer();
+    apic::set_tick_rate(timer_hz, cmdline.tick_hz);
+    bsp_apic.start_periodic_timer();
+    let me = percpu::init_this_cpu(0, bsp_apic);
+    log::info!(
+        "TSC {} MHz, APIC timer {} MHz, tick {} Hz, {} MiB free",
+        tsc_hz / 1_000_000,
+        timer_hz / 1_000_000,
+        cmdline.tick_hz,
+        memory::free_frames() * 4096 >> 20
+    );
+
+    let processors = acpi::processors(info.rsdp_paddr).unwrap_or_else(|e| panic!("ACPI: {e}"));
+    log::info!(
+        "MADT: {} processors, BSP APIC id {}",
+        processors.apic_ids.len(),
+        me.apic_id
+    );
+    smp::start_aps(&processors.apic_ids);
+    x86_64::instructions::interrupts::enable();
+
+    BOOT_INFO.call_once(|| BootInfo {
+        cmdline: cmdline.clone(),
+        cmdline_text,
+        initrd,
+        madt_apic_ids: processors.apic_ids,
+    });
+    kprintln!(
+        "exo: boot ok cores={} apic={}",
+        percpu::online_cpus(),
+        apic::mode_name()
+    );
+
+    match cmdline.mode {
+        Mode::Run => run_demo(),
+        Mode::Test => cpu::exit_qemu(ktest::run_all()),
+        Mode::Bench => cpu::exit_qemu(bench::run_all(cmdline.bench_samples as usize)),
+        Mode::PanicTest => panic_test_outer(),
+    }
+}
+
+/// Feeds the memory map to the frame allocator, then sets up the heap.
+/// Returns the initrd's bytes if there is one.
+fn init_memory(info: &StartInfo) -> Option<&'static [u8]> {
+    let memmap = memory::boot_phys_slice(info.memmap_paddr, info.memmap_bytes())
+        .expect("PVH memory map outside the direct map");
+    let modlist = memory::boot_phys_slice(info.modlist_paddr, info.modlist_bytes())
+        .expect("PVH module list outside the direct map");
+    let initrd = (info.nr_modules > 0)
+        .then(|| pvh::parse_module(modlist, 0).ok())
+        .flatten()
+        .filter(|m| m.size > 0);
+
+    let page_up = |x: u64| x.next_multiple_of(4096);
+    let mut reserved = heapless_ranges::Ranges::default();
+    reserved.push(0..0x10_0000); // real-mode area, BIOS data, AP trampoline
+    reserved.push(boot::kernel_image_phys());
+    if let Some(m) = initrd {
+        reserved.push(m.paddr..page_up(m.paddr + m.size));
+    }
+    for (addr, len) in [
+        (info.memmap_paddr, info.memmap_bytes() as u64),
+        (info.modlist_paddr, info.modlist_bytes() as u64),
+        (info.cmdline_paddr, 1024),
+    ] {
+        if addr != 0 {
+            reserved.push(addr..addr + len);
+        }
+    }
+    let regions =
+        (0..info.memmap_entries as usize).filter_map(|i| pvh::parse_memmap(memmap, i).ok());
+    let mut above_limit = 0u64;
+    for r in regions.clone() {
+        if r.kind == pvh::E820_RAM && r.addr + r.size > memory::DIRECT_MAP_LIMIT {
+            above_limit += r.addr + r.size - r.addr.max(memory::DIRECT_MAP_LIMIT);
+        }
+    }
+    kernel::memmap::free_ranges(
+        regions,
+        &reserved,
+        memory::DIRECT_MAP_LIMIT,
+        memory::add_free_range,
+    )
+    .expect("reserved ranges fit");
+    memory::init_heap().expect("no room for the kernel heap");
+    if above_limit > 0 {
+        log::warn!(
+            "{} MiB of RAM above 4 GiB is not used yet",
+            above_limit >> 20
+        );
+    }
+    initrd.and_then(|m| memory::boot_phys_slice(m.paddr, m.size as usize))
+}
+
+mod heapless_ranges {
+    //! A tiny fixed-capacity vector of ranges for use before the heap exists.
+    use core::ops::{Deref, Range};
+    use kernel::memmap::MAX_RESERVED;
+
+    #[derive(Default)]
+    pub struct Ranges {
+        len: usize,
+        flat: [Range<u64>; MAX_RESERVED],
+    }
+
+    impl Ranges {
+        pub fn push(&mut self, r: Range<u64>) {
+            assert!(self.len < MAX_RESERVED, "too many reserved ranges");
+            self.flat[self.len] = r;
+            self.len += 1;
+        }
+    }
+
+    impl Deref for Ranges {
+        type Target = [Range<u64>];
+        fn deref(&self) -> &[Range<u64>] {
+            &self.flat[..self.len]
+        }
+    }
+}
+
+/// `mode=run`: the default demonstration, then power off.
+fn run_demo() -> ! {
+    let cores = percpu::online_cpus();
+    kprintln!("exo: {cores} cores online; each core reports in from its idle loop:");
+    let result = super::mailbox::run_on_all_cores(
+        |_| {
+            let me = percpu::this_cpu();
+            kprintln!(
+                "  core {} (APIC id {}): {} timer ticks so far, {} halts",
+                me.index,
+                me.apic_id,
+                me.ticks.load(core::sync::atomic::Ordering::Relaxed),
+                me.halts.load(core::sync::atomic::Ordering::Relaxed)
+            );
+        },
+        0,
+        10_000,
+    );
+    if let Err(e) = result {
+        log::error!("demo: {e:?}");
+        cpu::exit_qemu(false);
+    }
+    kprintln!("exo: ring-3 environments are not implemented yet (see README); powering off");
+    cpu::exit_qemu(true)
+}
+
+#[inline(never)]
+fn panic_test_outer() -> ! {
+    panic_test_inner(core::hint::black_box(42))
+}
+
+#[inline(never)]
+fn panic_test_inner(value: u32) -> ! {
+    panic!("deliberate panic for the panic-path test (value {value})")
+}

@@ -1,0 +1,698 @@
+//! `cargo xtask`: the project's host tool.
+//!
+//! - `cargo xtask build`: build the kernel for `x86_64-unknown-none` and pack
+//!   the initrd (`target/initrd.tar`, see [`initrd`]).
+//! - `cargo xtask run`: build, then boot QEMU with the serial console on
+//!   stdout; exit with the guest's status.
+//! - `cargo xtask test`: host unit tests, then the in-kernel tests under TCG
+//!   with x2APIC (`-cpu max`) and xAPIC (default CPU model), plus a panic
+//!   handler check; one `N passed, M failed` line at the end.
+//! - `cargo xtask bench`: run the in-guest benchmarks, print a table and
+//!   write `target/bench/results.json` (see [`bench`]).
+//!
+//! How QEMU is invoked and how the guest reports results: [`qemu`] and
+//! [`report`]. Getting QEMU 10 onto a Debian machine: [`install`].
+
+#![forbid(unsafe_code)]
+
+mod bench;
+mod initrd;
+mod install;
+mod qemu;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use qemu::{Accel, AccelChoice, Boot, GuestStatus};
+
+/// The kernel's target triple.
+const TARGET: &str = "x86_64-unknown-none";
+
+/// Build, boot, test and benchmark the exokernel.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build the kernel and pack the initrd.
+    Build(BuildArgs),
+    /// Build, then boot the kernel in QEMU and stream its serial console.
+    Run(RunArgs),
+    /// Run the host unit tests, then the in-QEMU tests.
+    Test(TestArgs),
+    /// Run the in-guest benchmarks and record the results.
+    Bench(BenchArgs),
+}
+
+/// Options shared by everything that builds.
+#[derive(Debug, Default, Args)]
+struct BuildArgs {
+    /// Boot this prebuilt kernel ELF instead of building `kernel/`.
+    #[arg(long, value_name = "ELF")]
+    kernel: Option<PathBuf>,
+    /// A prebuilt ring-3 ELF to pack into the initrd (named after its file
+    /// stem); may be repeated.
+    #[arg(long = "app", value_name = "ELF")]
+    apps: Vec<PathBuf>,
+}
+
+/// `cargo xtask run` options.
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 8)]
+    smp: u32,
+    /// Accelerator: auto picks KVM only on hosts with real vmx/svm.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+    /// QEMU CPU model (default: QEMU's default under TCG, `host` under KVM).
+    #[arg(long, value_name = "MODEL")]
+    cpu: Option<String>,
+    /// Extra kernel command-line arguments, appended after `mode=run`.
+    #[arg(long, value_name = "ARGS")]
+    append: Option<String>,
+    /// Start QEMU's GDB stub on :1234 and wait for a debugger (no timeout).
+    #[arg(long)]
+    gdb: bool,
+    /// Kill the guest after this many seconds (default: no limit).
+    #[arg(long, value_name = "SECS")]
+    timeout: Option<u64>,
+    /// Deterministic time: TCG with `-icount shift=0`.
+    #[arg(long)]
+    icount: bool,
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+/// `cargo xtask test` options.
+#[derive(Debug, Args)]
+struct TestArgs {
+    /// Accelerator: with KVM (explicit, or auto on a host with real vmx/svm)
+    /// the tests also run under KVM, besides the two TCG configurations.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+    /// Only run the host unit tests.
+    #[arg(long, conflicts_with = "qemu_only")]
+    host_only: bool,
+    /// Only run the in-QEMU tests.
+    #[arg(long)]
+    qemu_only: bool,
+    /// Per-boot timeout in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    timeout: u64,
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+/// `cargo xtask bench` options.
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// Deterministic mode: TCG with `-icount shift=0`; cycles become guest
+    /// instructions.
+    #[arg(long)]
+    icount: bool,
+    /// Accelerator (ignored, TCG forced, with `--icount`).
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 8)]
+    smp: u32,
+    /// QEMU CPU model.
+    #[arg(long, value_name = "MODEL")]
+    cpu: Option<String>,
+    /// Timeout in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    timeout: u64,
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+/// Paths of the workspace and its build outputs.
+struct Workspace {
+    /// The workspace root.
+    root: PathBuf,
+    /// Cargo's target directory.
+    target: PathBuf,
+}
+
+impl Workspace {
+    /// Finds the workspace from this crate's manifest directory.
+    fn locate() -> Self {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("xtask lives inside the workspace")
+            .to_path_buf();
+        // Like cargo, resolve a relative CARGO_TARGET_DIR against the current
+        // directory; `cargo()` passes the absolute path on.
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .and_then(|dir| std::path::absolute(dir).ok())
+            .unwrap_or_else(|| root.join("target"));
+        Self { root, target }
+    }
+
+    /// The kernel ELF.
+    fn kernel(&self) -> PathBuf {
+        self.target.join(TARGET).join("release").join("kernel")
+    }
+
+    /// The initrd archive.
+    fn initrd(&self) -> PathBuf {
+        self.target.join("initrd.tar")
+    }
+
+    /// The serial log of one boot.
+    fn log(&self, mode: &str, config: &str) -> PathBuf {
+        self.target.join(format!("qemu-{mode}-{config}.log"))
+    }
+
+    /// A path relative to the root, for messages.
+    fn rel(&self, p: &Path) -> String {
+        qemu::display_rel(&self.root, p)
+    }
+
+    /// A cargo command run from the workspace root.
+    fn cargo(&self) -> Command {
+        let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cmd.current_dir(&self.root)
+            .env("CARGO_TARGET_DIR", &self.target);
+        cmd
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ws = Workspace::locate();
+    let result = match cli.command {
+        Cmd::Build(args) => build(&ws, &args).map(|_| true),
+        Cmd::Run(args) => run(&ws, args),
+        Cmd::Test(args) => test(&ws, &args),
+        Cmd::Bench(args) => bench_cmd(&ws, &args),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("xtask: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What a build produced.
+struct Artifacts {
+    /// The kernel ELF.
+    kernel: PathBuf,
+    /// The initrd archive.
+    initrd: PathBuf,
+}
+
+/// Builds the kernel (unless a prebuilt one is given) and packs the initrd.
+fn build(ws: &Workspace, args: &BuildArgs) -> Result<Artifacts, String> {
+    let kernel = match &args.kernel {
+        Some(prebuilt) => {
+            let kernel = std::path::absolute(prebuilt)
+                .map_err(|e| format!("{}: {e}", prebuilt.display()))?;
+            if !kernel.is_file() {
+                return Err(format!("kernel {} not found", prebuilt.display()));
+            }
+            println!("xtask: using prebuilt kernel {}", prebuilt.display());
+            kernel
+        }
+        None => {
+            println!("xtask: building kernel...");
+            let mut cmd = ws.cargo();
+            cmd.args(["build", "--release", "-p", "kernel", "--target", TARGET]);
+            let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+            if !status.success() {
+                return Err(format!("building the kernel failed ({status})"));
+            }
+            let kernel = ws.kernel();
+            if !kernel.is_file() {
+                return Err(format!(
+                    "the kernel build succeeded but {} is missing",
+                    ws.rel(&kernel)
+                ));
+            }
+            kernel
+        }
+    };
+
+    let mut apps = Vec::new();
+    for path in &args.apps {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .ok_or_else(|| format!("cannot name app {}", path.display()))?;
+        let elf = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        apps.push(initrd::App { name, elf });
+    }
+    let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
+    println!(
+        "xtask: packing initrd ({})...",
+        if names.is_empty() {
+            "no apps".to_string()
+        } else {
+            names.join(", ")
+        }
+    );
+    let initrd = ws.initrd();
+    initrd::write(&initrd, &apps)?;
+    println!("xtask: built {} and {}", ws.rel(&kernel), ws.rel(&initrd));
+    Ok(Artifacts { kernel, initrd })
+}
+
+/// Resolves the accelerator, forcing TCG for `-icount`.
+fn pick_accel(choice: AccelChoice, icount: bool) -> Result<Accel, String> {
+    if icount {
+        if choice == AccelChoice::Kvm {
+            return Err("--icount needs TCG; it cannot be combined with --accel kvm".into());
+        }
+        println!("xtask: accel tcg (forced by --icount)");
+        return Ok(Accel::Tcg);
+    }
+    Ok(qemu::resolve(choice))
+}
+
+/// `cargo xtask run`.
+fn run(ws: &Workspace, args: RunArgs) -> Result<bool, String> {
+    let accel = pick_accel(args.accel, args.icount)?;
+    let built = build(ws, &args.build)?;
+    install::ensure_qemu()?;
+    let mut append = "mode=run".to_string();
+    if let Some(extra) = args.append.as_deref().filter(|s| !s.trim().is_empty()) {
+        append.push(' ');
+        append.push_str(extra.trim());
+    }
+    let timeout = if args.gdb {
+        None
+    } else {
+        args.timeout.map(Duration::from_secs)
+    };
+    if args.gdb {
+        println!(
+            "xtask: QEMU waits for GDB on localhost:1234; attach with:\n  \
+             gdb {} -ex 'target remote localhost:1234'",
+            ws.rel(&built.kernel)
+        );
+    }
+    let boot = Boot {
+        kernel: built.kernel.clone(),
+        initrd: built.initrd.clone(),
+        append,
+        smp: args.smp,
+        accel,
+        cpu: args.cpu,
+        icount: args.icount,
+        gdb: args.gdb,
+        timeout,
+        log: ws.log("run", accel.as_str()),
+        interactive: true,
+    };
+    println!(
+        "xtask: booting kernel ({}, smp {})...",
+        accel.as_str(),
+        boot.smp
+    );
+    let out = qemu::boot(&boot)?;
+    println!("xtask: {}", out.status.describe());
+    Ok(out.status.is_success())
+}
+
+/// One xtask-level or guest test result in `cargo xtask test`.
+struct Check {
+    /// Configuration label, e.g. `x2apic`.
+    config: String,
+    /// Test name.
+    name: String,
+    /// Whether it passed.
+    ok: bool,
+    /// Why it failed.
+    detail: Option<String>,
+}
+
+impl Check {
+    /// A check from a result.
+    fn new(config: &str, name: String, result: Result<(), String>) -> Self {
+        Self {
+            config: config.to_string(),
+            name,
+            ok: result.is_ok(),
+            detail: result.err(),
+        }
+    }
+
+    /// The `[config] test NAME ... ok|FAILED` line.
+    fn line(&self) -> String {
+        format!(
+            "[{}] test {} ... {}",
+            self.config,
+            self.name,
+            if self.ok { "ok" } else { "FAILED" }
+        )
+    }
+
+    /// Prints the line, and the reason on the next line when it failed.
+    fn print(&self) {
+        println!("{}", self.line());
+        if let Some(d) = &self.detail {
+            println!("    {d}");
+        }
+    }
+}
+
+/// One in-kernel test configuration.
+struct TestConfig {
+    /// Label: also the log name and the `boot_line_` suffix.
+    name: &'static str,
+    /// Accelerator.
+    accel: Accel,
+    /// `-cpu` model.
+    cpu: Option<&'static str>,
+    /// The APIC mode the boot line must report.
+    apic: &'static str,
+}
+
+/// vCPUs for the test boots; the boot line must report this many cores.
+const TEST_SMP: u32 = 8;
+
+/// `cargo xtask test`.
+fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
+    if !args.qemu_only {
+        println!("xtask: running host unit tests (cargo test --workspace)...");
+        let status = ws
+            .cargo()
+            .args(["test", "--workspace"])
+            .status()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            println!("xtask: host unit tests failed ({status}); not booting QEMU");
+            return Ok(false);
+        }
+    }
+    if args.host_only {
+        return Ok(true);
+    }
+
+    let built = build(ws, &args.build)?;
+    install::ensure_qemu()?;
+    let mut configs = vec![
+        TestConfig {
+            name: "x2apic",
+            accel: Accel::Tcg,
+            cpu: Some("max"),
+            apic: "x2apic",
+        },
+        TestConfig {
+            name: "xapic",
+            accel: Accel::Tcg,
+            cpu: None,
+            apic: "xapic",
+        },
+    ];
+    if qemu::resolve(args.accel) == Accel::Kvm {
+        configs.push(TestConfig {
+            name: "kvm",
+            accel: Accel::Kvm,
+            cpu: None,
+            apic: "x2apic",
+        });
+    }
+    let timeout = Duration::from_secs(args.timeout);
+    let mut checks: Vec<Check> = Vec::new();
+
+    for cfg in &configs {
+        println!(
+            "xtask: booting test kernel ({}, -cpu {}, smp {TEST_SMP})...",
+            cfg.accel.as_str(),
+            cfg.cpu.unwrap_or(if cfg.accel == Accel::Kvm {
+                "host"
+            } else {
+                "default"
+            }),
+        );
+        let boot = Boot {
+            kernel: built.kernel.clone(),
+            initrd: built.initrd.clone(),
+            append: "mode=test".into(),
+            smp: TEST_SMP,
+            accel: cfg.accel,
+            cpu: cfg.cpu.map(str::to_string),
+            icount: false,
+            gdb: false,
+            timeout: Some(timeout),
+            log: ws.log("test", cfg.name),
+            interactive: false,
+        };
+        let out = qemu::boot(&boot)?;
+        let report = report::TestReport::from_lines(&out.lines);
+        for t in &report.tests {
+            checks.push(Check {
+                config: cfg.name.to_string(),
+                name: t.name.clone(),
+                ok: t.outcome == report::Outcome::Ok,
+                detail: None,
+            });
+        }
+        let mine = [
+            Check::new(
+                cfg.name,
+                format!("boot_line_{}", cfg.name),
+                report::check_boot_line(&out.lines, TEST_SMP, cfg.apic),
+            ),
+            Check::new(
+                cfg.name,
+                format!("kernel_report_{}", cfg.name),
+                check_kernel_report(&report, &out.status),
+            ),
+        ];
+        for c in &mine {
+            c.print();
+        }
+        checks.extend(mine);
+    }
+
+    println!("xtask: booting panic test kernel (tcg, -cpu default, smp 2)...");
+    let boot = Boot {
+        kernel: built.kernel.clone(),
+        initrd: built.initrd.clone(),
+        append: "mode=panic-test".into(),
+        smp: 2,
+        accel: Accel::Tcg,
+        cpu: None,
+        icount: false,
+        gdb: false,
+        timeout: Some(timeout),
+        log: ws.log("panic-test", "tcg"),
+        interactive: false,
+    };
+    let out = qemu::boot(&boot)?;
+    let panic = Check::new(
+        "panic",
+        "panic_handler_reports_and_exits".into(),
+        check_panic(&out.lines, &out.status),
+    );
+    panic.print();
+    checks.push(panic);
+
+    let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
+    if !failed.is_empty() {
+        println!("\nfailures:");
+        for c in &failed {
+            println!("    {}", c.line());
+        }
+        println!("serial logs: {}", ws.rel(&ws.target.join("qemu-*.log")));
+    }
+    println!(
+        "{} passed, {} failed",
+        checks.len() - failed.len(),
+        failed.len()
+    );
+    Ok(failed.is_empty())
+}
+
+/// The kernel's test report is complete and consistent: a summary matching
+/// its `test` lines, and the exit status agreeing with it (success iff
+/// nothing failed).
+fn check_kernel_report(report: &report::TestReport, status: &GuestStatus) -> Result<(), String> {
+    if let GuestStatus::TimedOut(_) = status {
+        return Err(status.describe());
+    }
+    report.check_summary()?;
+    let (_, failed) = report.counts();
+    match (failed, status) {
+        (0, GuestStatus::Success) => Ok(()),
+        (0, s) => Err(format!("no test failed but {}", s.describe())),
+        (_, GuestStatus::Failure) => Ok(()),
+        (n, s) => Err(format!("{n} tests failed but {}", s.describe())),
+    }
+}
+
+/// The panic test: the guest exits with the failure status and prints
+/// `PANIC` and a `backtrace:` line.
+fn check_panic(lines: &[String], status: &GuestStatus) -> Result<(), String> {
+    let mut missing = Vec::new();
+    if *status != GuestStatus::Failure {
+        missing.push(format!(
+            "expected the failure exit status, but {}",
+            status.describe()
+        ));
+    }
+    if !lines.iter().any(|l| l.contains("PANIC")) {
+        missing.push("no `PANIC` in the serial output".into());
+    }
+    if !lines.iter().any(|l| l.starts_with("backtrace:")) {
+        missing.push("no line starting with `backtrace:`".into());
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join("; "))
+    }
+}
+
+/// `cargo xtask bench`.
+fn bench_cmd(ws: &Workspace, args: &BenchArgs) -> Result<bool, String> {
+    let accel = pick_accel(args.accel, args.icount)?;
+    let built = build(ws, &args.build)?;
+    install::ensure_qemu()?;
+    let mode = if args.icount {
+        bench::Mode::Icount
+    } else {
+        bench::Mode::Wall
+    };
+    println!(
+        "xtask: booting bench kernel ({}{}, smp {})...",
+        accel.as_str(),
+        if args.icount { ", icount" } else { "" },
+        args.smp
+    );
+    let boot = Boot {
+        kernel: built.kernel.clone(),
+        initrd: built.initrd.clone(),
+        append: "mode=bench".into(),
+        smp: args.smp,
+        accel,
+        cpu: args.cpu.clone(),
+        icount: args.icount,
+        gdb: false,
+        timeout: Some(Duration::from_secs(args.timeout)),
+        log: ws.log("bench", mode.as_str()),
+        interactive: false,
+    };
+    let out = qemu::boot(&boot)?;
+
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    let mut done = false;
+    for line in &out.lines {
+        match report::parse_bench_line(line) {
+            None => {}
+            Some(Ok(report::Bench::Done)) => done = true,
+            Some(Ok(report::Bench::Result(b))) => entries.push(bench::Entry::from_line(b, mode)),
+            Some(Err(e)) => problems.push(e),
+        }
+    }
+    if !out.status.is_success() {
+        problems.push(out.status.describe());
+    }
+    if !done {
+        problems.push("the kernel never printed `bench done`".into());
+    }
+
+    println!("\nbenchmarks ({}):", mode.as_str());
+    print!("{}", bench::table(&entries));
+    if !problems.is_empty() {
+        for p in &problems {
+            println!("xtask: bench failed: {p}");
+        }
+        println!("xtask: results not written");
+        return Ok(false);
+    }
+
+    let path = ws.target.join("bench").join("results.json");
+    let existing = std::fs::read_to_string(&path).ok();
+    let (merged, warning) = bench::merge(existing.as_deref(), entries, mode);
+    if let Some(w) = warning {
+        println!("xtask: warning: {}: {w}", ws.rel(&path));
+    }
+    std::fs::create_dir_all(path.parent().expect("has a parent"))
+        .map_err(|e| format!("creating {}: {e}", path.display()))?;
+    let mut json = serde_json::to_string_pretty(&merged).map_err(|e| e.to_string())?;
+    json.push('\n');
+    std::fs::write(&path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    println!("xtask: wrote {}", ws.rel(&path));
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(s: &str) -> Vec<String> {
+        s.lines().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn kernel_report_consistency() {
+        let all_ok = report::TestReport::from_lines(&lines("test a ... ok\n1 passed, 0 failed"));
+        assert!(check_kernel_report(&all_ok, &GuestStatus::Success).is_ok());
+        assert!(check_kernel_report(&all_ok, &GuestStatus::Failure).is_err());
+        assert!(
+            check_kernel_report(&all_ok, &GuestStatus::TimedOut(Duration::from_secs(1))).is_err()
+        );
+        let one_bad = report::TestReport::from_lines(&lines(
+            "test a ... ok\ntest b ... FAILED\n1 passed, 1 failed",
+        ));
+        assert!(check_kernel_report(&one_bad, &GuestStatus::Failure).is_ok());
+        assert!(check_kernel_report(&one_bad, &GuestStatus::Success).is_err());
+        let no_summary = report::TestReport::from_lines(&lines("test a ... ok"));
+        assert!(check_kernel_report(&no_summary, &GuestStatus::Success).is_err());
+    }
+
+    #[test]
+    fn panic_check() {
+        let good = lines(
+            "exo: boot ok\nPANIC at kernel/src/main.rs:3: boom\nbacktrace: 0xffff8000 0xffff8010",
+        );
+        assert!(check_panic(&good, &GuestStatus::Failure).is_ok());
+        assert!(check_panic(&good, &GuestStatus::NoResult).is_err());
+        assert!(check_panic(&good[..2], &GuestStatus::Failure).is_err());
+        assert!(check_panic(&good[2..], &GuestStatus::Failure).is_err());
+    }
+
+    #[test]
+    fn check_lines() {
+        let c = Check::new("x2apic", "boot_line_x2apic".into(), Ok(()));
+        assert_eq!(c.line(), "[x2apic] test boot_line_x2apic ... ok");
+        let c = Check::new("panic", "p".into(), Err("why".into()));
+        assert_eq!(c.line(), "[panic] test p ... FAILED");
+    }
+
+    #[test]
+    fn cli_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["xtask", "run", "--smp", "2", "--append", "a=b c", "--gdb"])
+            .unwrap();
+        match cli.command {
+            Cmd::Run(r) => {
+                assert_eq!(r.smp, 2);
+                assert_eq!(r.append.as_deref(), Some("a=b c"));
+                assert!(r.gdb);
+                assert_eq!(r.accel, AccelChoice::Auto);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["xtask", "test", "--host-only", "--qemu-only"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "bench", "--icount", "--accel", "tcg"]).is_ok());
+    }
+}
