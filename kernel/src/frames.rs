@@ -197,7 +197,7 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            if x % 3 != 0 {
+            if !x.is_multiple_of(3) {
                 if let Ok(f) = b.alloc() {
                     assert!((3..500).contains(&f));
                     assert!(live.insert(f), "frame {f} handed out twice");

@@ -13,17 +13,21 @@ use core::ops::Range;
 /// The most reserved ranges [`free_ranges`] accepts.
 pub const MAX_RESERVED: usize = 16;
 
+/// More reserved ranges than [`MAX_RESERVED`] were given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooManyReserved;
+
 /// Calls `emit(start, end)` for every free, page-aligned physical range of
-/// the memory map below `limit`, in ascending order per region. Returns
-/// `Err(())` if more than [`MAX_RESERVED`] ranges are given.
+/// the memory map below `limit`, in ascending order per region. Fails if
+/// more than [`MAX_RESERVED`] ranges are given.
 pub fn free_ranges(
     regions: impl Iterator<Item = MemoryRegion>,
     reserved: &[Range<u64>],
     limit: u64,
     mut emit: impl FnMut(u64, u64),
-) -> Result<(), ()> {
+) -> Result<(), TooManyReserved> {
     if reserved.len() > MAX_RESERVED {
-        return Err(());
+        return Err(TooManyReserved);
     }
     let mut sorted: [Range<u64>; MAX_RESERVED] = core::array::from_fn(|_| 0..0);
     sorted[..reserved.len()].clone_from_slice(reserved);

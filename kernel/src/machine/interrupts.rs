@@ -69,7 +69,7 @@ pub struct TrapFrame {
 
 impl TrapFrame {
     /// Whether the interrupted code ran in ring 3.
-    pub fn from_user(&self) -> bool {
+    pub fn came_from_user(&self) -> bool {
         self.cs & 3 == 3
     }
 }
@@ -332,7 +332,7 @@ fn fatal_exception(frame: &TrapFrame) -> ! {
     panic!(
         "{name} at {:#x} in {}",
         frame.rip,
-        if frame.from_user() {
+        if frame.came_from_user() {
             "ring 3"
         } else {
             "the kernel"

@@ -21,8 +21,11 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 type TestResult = Result<(), String>;
 
+/// A named in-kernel test.
+type KernelTest = (&'static str, fn() -> TestResult);
+
 /// Every in-kernel test, in the order they run.
-const TESTS: &[(&str, fn() -> TestResult)] = &[
+const TESTS: &[KernelTest] = &[
     (
         "cores_online_with_distinct_apic_ids",
         cores_online_with_distinct_apic_ids,
@@ -133,9 +136,9 @@ fn ipi_all_to_all() -> TestResult {
         0,
     )?;
     let n = online_cpus();
-    for from in 0..n {
-        let want = ((1u64 << n) - 1) & !(1 << from);
-        let got = DELIVERED[from].load(Ordering::SeqCst);
+    for (from, delivered) in DELIVERED.iter().enumerate().take(n) {
+        let want = (u64::MAX >> (64 - n)) & !(1 << from);
+        let got = delivered.load(Ordering::SeqCst);
         check(got == want, || {
             format!("core {from}: acknowledged targets {got:#b}, expected {want:#b}")
         })?;

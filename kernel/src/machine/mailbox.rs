@@ -135,22 +135,23 @@ pub fn post_work(
 
 fn push<T>(
     queue: &ArrayQueue<T>,
-    mut item: T,
+    item: T,
     apic_id: u32,
     target: usize,
 ) -> Result<(), MailboxError> {
-    let deadline = Deadline::after_ms(POST_TIMEOUT_MS);
-    loop {
-        match queue.push(item) {
-            Ok(()) => break,
-            Err(back) => {
-                item = back;
-                // Full: make sure the target is awake and draining, then retry.
-                apic::send_ipi(apic_id, super::interrupts::vectors::MAILBOX);
-                if deadline.passed() {
+    if let Err(mut item) = queue.push(item) {
+        // Full: keep the target awake and draining, retry until the deadline.
+        let deadline = Deadline::after_ms(POST_TIMEOUT_MS);
+        loop {
+            apic::send_ipi(apic_id, super::interrupts::vectors::MAILBOX);
+            pause();
+            match queue.push(item) {
+                Ok(()) => break,
+                Err(back) if deadline.passed() => {
+                    drop(back);
                     return Err(MailboxError::QueueFull(target));
                 }
-                pause();
+                Err(back) => item = back,
             }
         }
     }

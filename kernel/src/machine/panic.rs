@@ -52,7 +52,7 @@ fn walk_frames(mut visit: impl FnMut(u64)) {
     for _ in 0..32 {
         // Stop at the first frame pointer that cannot be a kernel stack slot.
         let in_direct_map = (PHYS_OFFSET..PHYS_OFFSET + DIRECT_MAP_LIMIT - 16).contains(&rbp);
-        if !(in_direct_map || rbp >= KERNEL_TEXT_START) || rbp % 8 != 0 {
+        if !(in_direct_map || rbp >= KERNEL_TEXT_START) || !rbp.is_multiple_of(8) {
             break;
         }
         // SAFETY: `rbp` is 8-aligned and in the kernel half, where kernel

@@ -8,17 +8,12 @@
 
 use super::console::{self, kprintln};
 use super::{acpi, apic, bench, boot, cpu, gdt, interrupts, ktest, memory, percpu, smp, time};
-use alloc::string::String;
 use kernel::cmdline::{Cmdline, Mode};
 use kernel::pvh::{self, StartInfo};
 use spin::Once;
 
 /// What the loader told the kernel, kept for tests and later issues.
 pub struct BootInfo {
-    /// The parsed command line.
-    pub cmdline: Cmdline,
-    /// The raw command line text.
-    pub cmdline_text: String,
     /// The initrd (module 0), if the loader passed one.
     pub initrd: Option<&'static [u8]>,
     /// Local APIC ids from the MADT.
@@ -53,7 +48,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     console::init_log(cmdline.log);
 
     let initrd = init_memory(&info);
-    let cmdline_text = String::from(text);
+    log::info!("command line: {text:?}");
     for word in &cmdline.unknown {
         log::warn!("unknown command line word {word:?} ignored");
     }
@@ -73,7 +68,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
         tsc_hz / 1_000_000,
         timer_hz / 1_000_000,
         cmdline.tick_hz,
-        memory::free_frames() * 4096 >> 20
+        (memory::free_frames() * 4096) >> 20
     );
 
     let processors = acpi::processors(info.rsdp_paddr).unwrap_or_else(|e| panic!("ACPI: {e}"));
@@ -86,8 +81,6 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     x86_64::instructions::interrupts::enable();
 
     BOOT_INFO.call_once(|| BootInfo {
-        cmdline: cmdline.clone(),
-        cmdline_text,
         initrd,
         madt_apic_ids: processors.apic_ids,
     });

@@ -75,9 +75,3 @@ impl Deadline {
         rdtsc() >= self.0
     }
 }
-
-/// Converts TSC ticks to nanoseconds.
-pub fn ticks_to_ns(ticks: u64) -> u64 {
-    let hz = tsc_hz().max(1);
-    (u128::from(ticks) * 1_000_000_000 / u128::from(hz)) as u64
-}
