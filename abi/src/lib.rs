@@ -1,17 +1,465 @@
 //! The kernel/libOS contract.
 //!
 //! This crate is the one place the exokernel and the library operating
-//! systems share: syscall numbers, ring entry layouts, error codes, upcall
-//! frames, the predicate bytecode and the read-only info page will all be
-//! defined here, documented item by item, and nowhere else.
+//! systems share: system call numbers and calling convention, error codes,
+//! access rights, the user address-space layout, the exception upcall frame
+//! and the read-only info pages. Both sides depend on it; nothing else is
+//! shared between them. Every item is part of the ABI: changing a number or
+//! a layout means bumping [`ABI_VERSION`].
 //!
-//! Status: the boot issue only fixes the ABI version. Ring 3, system calls
-//! and everything they carry arrive with the environments issue; until then
-//! no libOS exists and nothing else is defined here.
+//! # System calls
+//!
+//! `syscall` with the number in `rax` and up to six arguments in `rdi`,
+//! `rsi`, `rdx`, `r10`, `r8`, `r9`. The result comes back in `rax`: a value
+//! `0..=MAX_VALUE` on success, or `-(code)` for an [`Error`] (so the top 4095
+//! values of `u64` are errors). `rcx` and `r11` are clobbered (by the
+//! instruction itself); every other register is preserved. [`decode`] turns
+//! `rax` into a `Result`.
+//!
+//! # User address space
+//!
+//! ```text
+//! 0x0000_0000_0000_0000  unmapped (null page and below USER_MIN)
+//! USER_MIN               applications are linked from here (ELF segments)
+//! ...                    free for the libOS: map() anything here
+//! INFO_VA                the environment's InfoPage (read-only, kernel-owned)
+//! INFO_VA + 4 KiB * (1+c) the VcpuPage of core c (read-only)
+//! STACK_TOP - STACK_SIZE the initial stack (frames owned by the environment)
+//! USER_MAX (exclusive)   end of the user half (last page excluded)
+//! ```
+//!
+//! `map`, `unmap` and `protect` refuse the info region and anything outside
+//! `USER_MIN..USER_MAX`.
+//!
+//! # Exceptions
+//!
+//! An environment registers an entry point and an exception stack with
+//! [`Syscall::SetExceptionHandler`]. When one of its vCPUs raises a page
+//! fault, general-protection fault, divide error, invalid opcode or
+//! breakpoint, the kernel writes an [`UpcallFrame`] onto the exception stack
+//! (below the interrupted `rsp` if that is already on the exception stack,
+//! after a 128-byte red zone; else at the stack's top), and enters the entry
+//! point with `rsp` = `rdi` = the frame's address. The handler may edit the
+//! frame and resume it with [`Syscall::ExceptionResume`]. Without a handler,
+//! or if the frame does not fit on a mapped, writable exception stack, the
+//! environment is killed with a one-line reason on the console.
 
 #![no_std]
 #![forbid(unsafe_code)]
 
-/// Version of this contract. The kernel will refuse to start an environment
-/// built against another version (once environments exist).
-pub const ABI_VERSION: u32 = 0;
+/// Version of this contract, written into every [`InfoPage`].
+pub const ABI_VERSION: u32 = 1;
+
+/// Size of a page and of a frame.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Lowest address an environment may map (the first 4 MiB stay unmapped so
+/// that null-pointer dereferences fault).
+pub const USER_MIN: u64 = 0x0000_0000_0040_0000;
+/// End (exclusive) of the addresses an environment may map: the user half
+/// less its last page, so that no user instruction ends at the canonical
+/// boundary.
+pub const USER_MAX: u64 = 0x0000_7fff_ffff_f000;
+/// Address of the environment's [`InfoPage`].
+pub const INFO_VA: u64 = 0x0000_7fff_f000_0000;
+/// Size of the info region: the info page plus one [`VcpuPage`] per core.
+pub const INFO_REGION_SIZE: u64 = PAGE_SIZE * (1 + MAX_CORES as u64);
+/// Top (exclusive) of the initial stack of an environment's first vCPU.
+pub const STACK_TOP: u64 = 0x0000_7fff_e000_0000;
+/// Size of that initial stack.
+pub const STACK_SIZE: u64 = 64 * 1024;
+
+/// The most cores the ABI describes.
+pub const MAX_CORES: usize = 64;
+
+// The layout's ordering, checked at compile time.
+const _: () = assert!(USER_MIN < STACK_TOP && STACK_TOP < INFO_VA);
+const _: () = assert!(INFO_VA + INFO_REGION_SIZE < USER_MAX);
+const _: () = assert!(core::mem::size_of::<InfoPage>() as u64 <= PAGE_SIZE);
+
+/// Address of core `core`'s [`VcpuPage`].
+pub const fn vcpu_page_va(core: usize) -> u64 {
+    INFO_VA + PAGE_SIZE * (1 + core as u64)
+}
+
+/// Whether `va` lies in the kernel-managed info region.
+pub const fn in_info_region(va: u64) -> bool {
+    va >= INFO_VA && va < INFO_VA + INFO_REGION_SIZE
+}
+
+/// System call numbers (`rax`).
+///
+/// Arguments are listed as `(rdi, rsi, rdx, r10, r8, r9)`; "→" is the value
+/// returned on success.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syscall {
+    /// `()` → 0. Does nothing: the null-syscall benchmark.
+    Null = 0,
+    /// `(ptr, len)` → bytes written. Writes `len` bytes (at most
+    /// [`CONSOLE_WRITE_MAX`]) to the console.
+    ConsoleWrite = 1,
+    /// `(code)` → does not return. Ends the environment (every vCPU).
+    Exit = 2,
+    /// `()` → 0. Gives up the rest of this vCPU's time.
+    Yield = 3,
+    /// `(frame)` → frame number. Allocates a zeroed frame: any frame if
+    /// `frame` is [`ANY_FRAME`], otherwise exactly that physical frame.
+    /// Counts against the quota.
+    FrameAlloc = 4,
+    /// `(frame)` → 0. Frees a frame this environment owns. Fails with
+    /// [`Error::Busy`] while the frame is mapped anywhere or granted.
+    FrameFree = 5,
+    /// `(frame, grantee, rights)` → 0. Lets environment `grantee` map a frame
+    /// this environment owns, with at most `rights` ([`Rights`] bits).
+    FrameGrant = 6,
+    /// `(frame, grantee)` → 0. Withdraws a grant; every mapping the grantee
+    /// has of the frame is removed before this returns.
+    FrameRevoke = 7,
+    /// `(frame, va, rights)` → 0. Maps `frame` at page `va` with `rights`.
+    /// The frame must be owned by or granted to this environment (and the
+    /// rights within the grant); `va` must be page-aligned, in
+    /// `USER_MIN..USER_MAX`, outside the info region and not mapped yet.
+    /// Page-table frames the kernel needs count against the quota.
+    Map = 8,
+    /// `(va)` → 0. Removes the mapping of page `va`.
+    Unmap = 9,
+    /// `(va, rights)` → 0. Changes the rights of the mapping at `va`
+    /// (within what the binding allows).
+    Protect = 10,
+    /// `(entry, stack_top)` → 0. Registers the exception entry point and the
+    /// top of the exception stack. `entry` 0 unregisters.
+    SetExceptionHandler = 11,
+    /// `(frame_ptr)` → does not return on success. Resumes the context in
+    /// the [`UpcallFrame`] at `frame_ptr`.
+    ExceptionResume = 12,
+    /// `(core, entry, stack_top, arg)` → 0. Starts a vCPU of this
+    /// environment on `core` at `entry` with `rsp = stack_top` and
+    /// `rdi = arg`. One vCPU per core per environment.
+    VcpuStart = 13,
+    /// `()` → does not return. Ends this vCPU; the environment ends (with
+    /// code 0) when its last vCPU does.
+    VcpuExit = 14,
+    /// `(name_ptr, name_len)` → environment id of the live environment
+    /// started from the application `name`.
+    EnvLookup = 15,
+    /// `(frame)` → [`FrameStatus`] word: who holds the frame, for libOS
+    /// pagers and tests. Any environment may ask about any frame.
+    FrameStatus = 16,
+}
+
+/// Number of defined system calls; numbers from here on are
+/// [`Error::InvalidSyscall`].
+pub const SYSCALL_COUNT: u64 = 17;
+
+impl Syscall {
+    /// The call with number `n`, if defined.
+    pub fn from_number(n: u64) -> Option<Syscall> {
+        use Syscall::*;
+        const ALL: [Syscall; SYSCALL_COUNT as usize] = [
+            Null,
+            ConsoleWrite,
+            Exit,
+            Yield,
+            FrameAlloc,
+            FrameFree,
+            FrameGrant,
+            FrameRevoke,
+            Map,
+            Unmap,
+            Protect,
+            SetExceptionHandler,
+            ExceptionResume,
+            VcpuStart,
+            VcpuExit,
+            EnvLookup,
+            FrameStatus,
+        ];
+        ALL.get(usize::try_from(n).ok()?).copied()
+    }
+}
+
+/// [`Syscall::FrameAlloc`]'s argument for "any frame".
+pub const ANY_FRAME: u64 = u64::MAX;
+/// The most bytes one [`Syscall::ConsoleWrite`] takes.
+pub const CONSOLE_WRITE_MAX: u64 = 4096;
+/// The longest application name [`Syscall::EnvLookup`] accepts.
+pub const NAME_MAX: u64 = 64;
+
+/// [`Syscall::FrameStatus`]'s answer, packed in one word:
+/// bits 0..8 the [`FrameHolder`] kind, bits 32..64 the owning environment.
+pub type FrameStatus = u64;
+
+/// Who holds a frame, as reported by [`Syscall::FrameStatus`].
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameHolder {
+    /// Free: [`Syscall::FrameAlloc`] may take it.
+    Free = 0,
+    /// Used by the kernel (its image, heap, boot structures) or not RAM.
+    Kernel = 1,
+    /// A page-table page of the environment in the high bits.
+    PageTable = 2,
+    /// A data frame owned by the environment in the high bits.
+    Owned = 3,
+}
+
+/// Access rights of a mapping or a grant (bit set).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Rights(pub u64);
+
+impl Rights {
+    /// No access.
+    pub const NONE: Rights = Rights(0);
+    /// Readable.
+    pub const READ: Rights = Rights(1);
+    /// Writable (implies nothing else; mapping needs READ too).
+    pub const WRITE: Rights = Rights(2);
+    /// Executable.
+    pub const EXEC: Rights = Rights(4);
+    /// Read and write.
+    pub const RW: Rights = Rights(3);
+    /// Read, write and execute.
+    pub const RWX: Rights = Rights(7);
+    /// All defined bits.
+    pub const ALL_BITS: u64 = 7;
+
+    /// Whether every right in `other` is also in `self`.
+    pub const fn contains(self, other: Rights) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether only defined bits are set.
+    pub const fn is_valid(self) -> bool {
+        self.0 & !Self::ALL_BITS == 0
+    }
+
+    /// The union of both.
+    pub const fn union(self, other: Rights) -> Rights {
+        Rights(self.0 | other.0)
+    }
+}
+
+/// Errors, with their stable numeric codes (returned as `-(code)`).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The system call number is not defined.
+    InvalidSyscall = 1,
+    /// An argument is out of its range (bad rights bits, unaligned address,
+    /// absurd length, ...).
+    InvalidArgument = 2,
+    /// A pointer argument is null, in the kernel half, unmapped, or lacks
+    /// the access the call needs.
+    BadAddress = 3,
+    /// No free frame is left in the machine.
+    NoMemory = 4,
+    /// The environment's frame quota would be exceeded.
+    QuotaExceeded = 5,
+    /// The frame is not owned by (or granted to) the caller.
+    NotOwner = 6,
+    /// The rights asked for exceed what the binding allows.
+    PermissionDenied = 7,
+    /// The specific frame asked for is not free.
+    FrameUnavailable = 8,
+    /// The frame is in use (mapped or granted) and cannot be freed.
+    Busy = 9,
+    /// Nothing is mapped at that address.
+    NotMapped = 10,
+    /// Something is already mapped at that address.
+    AlreadyMapped = 11,
+    /// No such (live) environment.
+    NoSuchEnv = 12,
+    /// No such core, or the environment already has a vCPU there.
+    NoSuchCore = 13,
+    /// The frame number names no RAM frame an environment could hold.
+    BadFrame = 14,
+    /// The address lies in a region the kernel reserves (info pages).
+    Reserved = 15,
+}
+
+/// The largest success value a system call returns.
+pub const MAX_VALUE: u64 = u64::MAX - 4095;
+
+impl Error {
+    /// The error with code `code`, if defined.
+    pub fn from_code(code: u64) -> Option<Error> {
+        use Error::*;
+        const ALL: [Error; 15] = [
+            InvalidSyscall,
+            InvalidArgument,
+            BadAddress,
+            NoMemory,
+            QuotaExceeded,
+            NotOwner,
+            PermissionDenied,
+            FrameUnavailable,
+            Busy,
+            NotMapped,
+            AlreadyMapped,
+            NoSuchEnv,
+            NoSuchCore,
+            BadFrame,
+            Reserved,
+        ];
+        ALL.get(usize::try_from(code.checked_sub(1)?).ok()?)
+            .copied()
+    }
+
+    /// The `rax` value that reports this error.
+    pub const fn to_raw(self) -> u64 {
+        (self as u64).wrapping_neg()
+    }
+}
+
+/// Encodes a system call result into `rax`.
+pub fn encode(result: Result<u64, Error>) -> u64 {
+    match result {
+        Ok(v) => v.min(MAX_VALUE),
+        Err(e) => e.to_raw(),
+    }
+}
+
+/// Decodes `rax` after a system call. An error code the ABI does not define
+/// decodes as [`Error::InvalidSyscall`].
+pub fn decode(rax: u64) -> Result<u64, Error> {
+    if rax <= MAX_VALUE {
+        Ok(rax)
+    } else {
+        Err(Error::from_code(rax.wrapping_neg()).unwrap_or(Error::InvalidSyscall))
+    }
+}
+
+/// Exception vectors delivered to environments.
+pub mod vector {
+    /// Divide error (#DE).
+    pub const DIVIDE_ERROR: u64 = 0;
+    /// Breakpoint (#BP, `int3`).
+    pub const BREAKPOINT: u64 = 3;
+    /// Invalid opcode (#UD).
+    pub const INVALID_OPCODE: u64 = 6;
+    /// General-protection fault (#GP).
+    pub const GENERAL_PROTECTION: u64 = 13;
+    /// Page fault (#PF); `fault_addr` is CR2.
+    pub const PAGE_FAULT: u64 = 14;
+}
+
+/// The state of a vCPU at an exception, as written on its exception stack.
+///
+/// `ExceptionResume` restores every field but `vector`, `error_code` and
+/// `fault_addr`. The kernel only accepts a `rip` in the user half and keeps
+/// the privileged bits of `rflags` (IOPL, IF, ...) to itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct UpcallFrame {
+    /// Exception vector (see [`vector`]).
+    pub vector: u64,
+    /// The CPU's error code (0 where it pushes none).
+    pub error_code: u64,
+    /// For page faults, the faulting address (CR2); else 0.
+    pub fault_addr: u64,
+    pub rip: u64,
+    pub rsp: u64,
+    pub rflags: u64,
+    pub rax: u64,
+    pub rbx: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rbp: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub r10: u64,
+    pub r11: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+}
+
+/// Size of [`UpcallFrame`] in bytes.
+pub const UPCALL_FRAME_SIZE: u64 = core::mem::size_of::<UpcallFrame>() as u64;
+
+/// Bits of page-fault error codes.
+pub mod pf {
+    /// The page was present (a protection violation, not a missing page).
+    pub const PRESENT: u64 = 1;
+    /// The access was a write.
+    pub const WRITE: u64 = 2;
+    /// The access came from ring 3.
+    pub const USER: u64 = 4;
+    /// The access was an instruction fetch.
+    pub const FETCH: u64 = 16;
+}
+
+/// The environment-wide read-only page at [`INFO_VA`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct InfoPage {
+    /// [`ABI_VERSION`] of the kernel.
+    pub abi_version: u32,
+    /// This environment's id.
+    pub env_id: u32,
+    /// TSC ticks per second.
+    pub tsc_hz: u64,
+    /// Cores online.
+    pub cores: u32,
+    /// Frame quota of this environment.
+    pub frame_quota: u32,
+    /// Argument word the environment was started with.
+    pub start_arg: u64,
+    /// The application's name (NUL-padded).
+    pub name: [u8; NAME_MAX as usize],
+}
+
+/// The per-core read-only page at [`vcpu_page_va`]`(core)`. A vCPU's user
+/// GS base points at its own page, so `gs:[0]` is the core it runs on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VcpuPage {
+    /// The core this page describes.
+    pub core: u64,
+    /// This environment's id.
+    pub env_id: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+
+    #[test]
+    fn syscall_numbers_round_trip() {
+        for n in 0..SYSCALL_COUNT {
+            assert_eq!(Syscall::from_number(n).map(|s| s as u64), Some(n));
+        }
+        assert_eq!(Syscall::from_number(SYSCALL_COUNT), None);
+        assert_eq!(Syscall::from_number(u64::MAX), None);
+    }
+
+    #[test]
+    fn errors_round_trip_through_rax() {
+        for code in 1..=15 {
+            let e = Error::from_code(code).unwrap();
+            assert_eq!(e as u64, code);
+            assert_eq!(decode(encode(Err(e))), Err(e));
+        }
+        assert_eq!(Error::from_code(0), None);
+        assert_eq!(Error::from_code(16), None);
+        assert_eq!(decode(encode(Ok(42))), Ok(42));
+        assert_eq!(decode(MAX_VALUE), Ok(MAX_VALUE));
+        assert_eq!(decode(u64::MAX - 100), Err(Error::InvalidSyscall));
+    }
+
+    #[test]
+    fn rights_and_layout() {
+        assert!(Rights::RWX.contains(Rights::RW));
+        assert!(!Rights::READ.contains(Rights::WRITE));
+        assert!(!Rights(8).is_valid());
+        assert!(in_info_region(INFO_VA) && in_info_region(vcpu_page_va(MAX_CORES - 1)));
+        assert!(!in_info_region(INFO_VA + INFO_REGION_SIZE));
+        assert_eq!(UPCALL_FRAME_SIZE, 21 * 8);
+    }
+}
