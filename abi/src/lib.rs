@@ -408,6 +408,11 @@ pub struct InfoPage {
     pub cores: u32,
     /// Frame quota of this environment.
     pub frame_quota: u32,
+    /// Bit `c` set: core `c` runs environments' vCPUs. In `test` and `bench`
+    /// modes core 0 runs the kernel's harness and takes no vCPUs;
+    /// [`Syscall::VcpuStart`] on a core outside this set fails with
+    /// [`Error::NoSuchCore`].
+    pub user_cores: u64,
     /// Argument word the environment was started with.
     pub start_arg: u64,
     /// The application's name (NUL-padded).

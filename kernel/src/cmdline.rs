@@ -10,6 +10,7 @@
 //! | `log` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //! | `tick_hz` | timer interrupts per second per core, 1..=10000 | 100 |
 //! | `bench_samples` | samples per benchmark, 1..=100000 | 1000 |
+//! | `init` | comma-separated applications to start in `run` mode | `hello` |
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -55,6 +56,8 @@ pub struct Cmdline {
     pub tick_hz: u32,
     /// Samples per benchmark.
     pub bench_samples: u32,
+    /// Applications to start in `run` mode.
+    pub init: Vec<String>,
     /// Words that were not understood, kept for a warning.
     pub unknown: Vec<String>,
 }
@@ -66,6 +69,7 @@ impl Default for Cmdline {
             log: LogLevel::Info,
             tick_hz: 100,
             bench_samples: 1000,
+            init: alloc::vec![String::from("hello")],
             unknown: Vec::new(),
         }
     }
@@ -87,6 +91,14 @@ impl Cmdline {
                 "bench_samples" => parse_in(value, 1, 100_000)
                     .map(|v| out.bench_samples = v)
                     .is_some(),
+                "init" => {
+                    out.init = value
+                        .split(',')
+                        .filter(|a| !a.is_empty())
+                        .map(String::from)
+                        .collect();
+                    true
+                }
                 _ => false,
             };
             if !understood {
@@ -143,6 +155,9 @@ mod tests {
         assert_eq!(c.tick_hz, 250);
         assert_eq!(c.bench_samples, 7);
         assert!(c.unknown.is_empty());
+        assert_eq!(Cmdline::parse("init=a,,b").init, ["a", "b"]);
+        assert_eq!(Cmdline::parse("").init, ["hello"]);
+        assert!(Cmdline::parse("init=").init.is_empty());
     }
 
     #[test]

@@ -22,7 +22,8 @@ pub enum FrameError {
     OutOfMemory,
     /// The frame number lies outside the bitmap.
     OutOfRange(FrameNumber),
-    /// The frame was already free: a double free.
+    /// The frame was already free (a double free), or, for
+    /// [`FrameBitmap::take`], already in use.
     NotAllocated(FrameNumber),
 }
 
@@ -110,6 +111,20 @@ impl<const WORDS: usize> FrameBitmap<WORDS> {
         Err(FrameError::OutOfMemory)
     }
 
+    /// Takes the specific frame `frame` out of the pool.
+    pub fn take(&mut self, frame: FrameNumber) -> Result<(), FrameError> {
+        if frame >= Self::CAPACITY {
+            return Err(FrameError::OutOfRange(frame));
+        }
+        let (word, bit) = Self::split(frame);
+        if self.used[word] & bit != 0 {
+            return Err(FrameError::NotAllocated(frame));
+        }
+        self.used[word] |= bit;
+        self.free -= 1;
+        Ok(())
+    }
+
     /// Returns a frame to the pool.
     pub fn free(&mut self, frame: FrameNumber) -> Result<(), FrameError> {
         if frame >= Self::CAPACITY {
@@ -177,6 +192,18 @@ mod tests {
         assert!((16..32).all(|f| b.is_used(f)));
         assert_eq!(b.alloc_contiguous(500, 1), Err(FrameError::OutOfMemory));
         assert_eq!(b.free_frames(), 199 - 17);
+    }
+
+    #[test]
+    fn take_claims_exactly_one_free_frame() {
+        let mut b = FrameBitmap::<1>::new();
+        b.add_free_range(4, 8);
+        assert_eq!(b.take(5), Ok(()));
+        assert_eq!(b.take(5), Err(FrameError::NotAllocated(5)));
+        assert_eq!(b.take(2), Err(FrameError::NotAllocated(2)));
+        assert_eq!(b.take(64), Err(FrameError::OutOfRange(64)));
+        assert_eq!(b.free_frames(), 3);
+        assert!(b.is_used(5));
     }
 
     #[test]

@@ -10,8 +10,10 @@
 //! | [`cmdline`] | the kernel command line: modes, log level, tunables |
 //! | [`pvh`] | parsing the PVH `hvm_start_info` and its memory map |
 //! | [`memmap`] | turning a firmware memory map into free frame ranges |
+//! | [`ownership`] | who holds each frame: owner, kind, grants, reverse map |
 //! | [`frames`] | the physical frame allocator (a bitmap) |
 //! | [`initrd`] | the initrd archive format (ustar) reader |
+//! | [`elf`] | checking an application's ELF image and planning its load |
 //! | [`stats`] | benchmark summaries (median, p99) |
 
 #![cfg_attr(not(test), no_std)]
@@ -20,9 +22,11 @@
 extern crate alloc;
 
 pub mod cmdline;
+pub mod elf;
 pub mod frames;
 pub mod initrd;
 pub mod memmap;
+pub mod ownership;
 pub mod pvh;
 pub mod stats;
 

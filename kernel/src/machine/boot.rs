@@ -170,6 +170,7 @@ boot_pd:
 
     .section .bss.boot_stack, "aw", @nobits
     .balign 16
+    .global boot_stack_top
 boot_stack:
     .skip 65536
 boot_stack_top:
@@ -198,6 +199,7 @@ trampoline_end:
 );
 
 unsafe extern "C" {
+    static boot_stack_top: u8;
     static trampoline_start: u8;
     static trampoline_end: u8;
     static __kernel_phys_start: u8;
@@ -214,6 +216,11 @@ pub fn trampoline_code() -> &'static [u8] {
         let end = &raw const trampoline_end;
         core::slice::from_raw_parts(start, end.offset_from(start) as usize)
     }
+}
+
+/// Top of the BSP's boot stack, which becomes its idle stack.
+pub fn boot_stack_top_addr() -> u64 {
+    (&raw const boot_stack_top) as u64
 }
 
 /// Physical range occupied by the kernel image (boot section to end of bss).

@@ -33,6 +33,10 @@ pub const STACK_SIZE: usize = 64 * 1024;
 pub const KERNEL_CS: u16 = 0x08;
 /// Kernel data selector.
 pub const KERNEL_DS: u16 = 0x10;
+/// User data selector (RPL 3).
+pub const USER_DS: u16 = 0x1b;
+/// User code selector (RPL 3).
+pub const USER_CS: u16 = 0x23;
 
 /// A freshly allocated kernel stack; returns its top.
 pub fn alloc_stack() -> VirtAddr {
@@ -40,22 +44,25 @@ pub fn alloc_stack() -> VirtAddr {
     VirtAddr::from_ptr(stack.as_ptr_range().end)
 }
 
-/// Builds and loads this core's GDT and TSS.
-pub fn init_this_cpu() {
+/// Builds and loads this core's GDT and TSS; returns the top of the trap
+/// stack (`TSS.rsp0`) that entries from ring 3 use.
+pub fn init_this_cpu() -> VirtAddr {
     let mut tss = TaskStateSegment::new();
     tss.interrupt_stack_table[IST_DOUBLE_FAULT as usize] = alloc_stack();
     tss.interrupt_stack_table[IST_NMI as usize] = alloc_stack();
     tss.interrupt_stack_table[IST_MACHINE_CHECK as usize] = alloc_stack();
-    tss.privilege_stack_table[0] = alloc_stack();
+    let trap_stack = alloc_stack();
+    tss.privilege_stack_table[0] = trap_stack;
     let tss: &'static TaskStateSegment = Box::leak(Box::new(tss));
 
     let gdt: &'static mut GlobalDescriptorTable = Box::leak(Box::new(GlobalDescriptorTable::new()));
     let kernel_cs = gdt.append(Descriptor::kernel_code_segment());
     let kernel_ds = gdt.append(Descriptor::kernel_data_segment());
-    gdt.append(Descriptor::user_data_segment());
-    gdt.append(Descriptor::user_code_segment());
+    let user_ds = gdt.append(Descriptor::user_data_segment());
+    let user_cs = gdt.append(Descriptor::user_code_segment());
     let tss_sel = gdt.append(Descriptor::tss_segment(tss));
     debug_assert_eq!((kernel_cs.0, kernel_ds.0), (KERNEL_CS, KERNEL_DS));
+    debug_assert_eq!((user_ds.0, user_cs.0), (USER_DS, USER_CS));
     let gdt: &'static GlobalDescriptorTable = gdt;
     gdt.load();
     // SAFETY: the selectors index the GDT just loaded, which lives forever;
@@ -68,4 +75,15 @@ pub fn init_this_cpu() {
         SS::set_reg(kernel_ds);
         load_tss(tss_sel);
     }
+    // x87 and SSE state is not saved across environments: make any use of
+    // it fault (x87: #NM, SSE: #UD) instead of leaking state between them.
+    // SAFETY: the kernel is built soft-float and never uses the FPU.
+    unsafe {
+        use x86_64::registers::control::{Cr0, Cr0Flags};
+        Cr0::update(|f| {
+            f.insert(Cr0Flags::EMULATE_COPROCESSOR);
+            f.remove(Cr0Flags::MONITOR_COPROCESSOR);
+        });
+    }
+    trap_stack
 }

@@ -38,7 +38,7 @@ pub mod vectors {
 
 /// Registers saved on entry, in stack order (lowest address first).
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Debug, Clone, Default)]
 #[allow(missing_docs)]
 pub struct TrapFrame {
     pub r15: u64,
@@ -115,6 +115,8 @@ isr_common:
     mov rdi, rsp
     cld
     call {dispatch}
+    .global isr_restore
+isr_restore:
     pop r15
     pop r14
     pop r13
@@ -256,6 +258,10 @@ const EXCEPTION_NAMES: [&str; 32] = [
 
 /// Called by `isr_common` with the saved state of the interrupted code.
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    if frame.came_from_user() && frame.vector != 2 && frame.vector != 18 {
+        super::sched::user_trap(frame);
+        return;
+    }
     let vector = frame.vector as u8;
     match vector {
         3 => {
@@ -294,6 +300,14 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             apic::end_of_interrupt();
         }
     }
+}
+
+/// The name of exception `vector`.
+pub fn exception_name(vector: u64) -> &'static str {
+    EXCEPTION_NAMES
+        .get(vector as usize)
+        .copied()
+        .unwrap_or("interrupt")
 }
 
 /// Prints the full faulting state and panics. Exceptions in the kernel are

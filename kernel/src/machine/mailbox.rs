@@ -37,6 +37,17 @@ pub enum Message {
     Echo,
     /// The answer to an `Echo`.
     EchoReply,
+    /// Look at the run queue again (new vCPU, or one of its environments is
+    /// ending). Handled by the entry path that took the IPI.
+    Reschedule,
+    /// Invalidate page `va` (all pages for `u64::MAX`) of the address space
+    /// `cr3`, if it is loaded on this core (TLB shootdown).
+    FlushTlb {
+        /// Root of the address space.
+        cr3: u64,
+        /// The page, or `u64::MAX`.
+        va: u64,
+    },
 }
 
 /// A function for a core's idle loop: `func(arg)`.
@@ -173,6 +184,20 @@ pub fn wait_for(counter: &AtomicU64, target: u64, timeout_ms: u64) -> Result<(),
     Ok(())
 }
 
+/// Like [`wait_for`], but for callers with interrupts off: serves this
+/// core's urgent mailbox while waiting.
+pub fn wait_serving(counter: &AtomicU64, target: u64, timeout_ms: u64) -> Result<(), MailboxError> {
+    let deadline = Deadline::after_ms(timeout_ms);
+    while counter.load(Ordering::Acquire) < target {
+        if deadline.passed() {
+            return Err(MailboxError::Timeout);
+        }
+        serve_urgent();
+        pause();
+    }
+    Ok(())
+}
+
 /// Sends a ping to `target` and waits for its acknowledgement.
 pub fn ping(target: usize, timeout_ms: u64) -> Result<(), MailboxError> {
     let acks = &this_cpu().ping_acks;
@@ -197,6 +222,13 @@ pub fn run_on_all_cores(func: fn(usize), arg: usize, timeout_ms: u64) -> Result<
 
 /// The mailbox IPI handler: handles every urgent message (interrupts off).
 pub fn on_ipi() {
+    serve_urgent();
+}
+
+/// Handles every urgent message now. Also called by code that spins with
+/// interrupts off (lock acquisition, shootdown waits), so that this core
+/// never blocks another core's request while it waits.
+pub fn serve_urgent() {
     let me = this_cpu();
     while let Some(env) = me.mailbox.urgent.pop() {
         match env.item {
@@ -209,6 +241,16 @@ pub fn on_ipi() {
             }
             Message::EchoReply => {
                 me.echo_replies.fetch_add(1, Ordering::Release);
+            }
+            Message::Reschedule => {}
+            Message::FlushTlb { cr3, va } => {
+                if super::paging::current_cr3() == cr3 {
+                    if va == u64::MAX {
+                        super::paging::load_cr3(cr3);
+                    } else {
+                        super::paging::flush_page(va);
+                    }
+                }
             }
         }
         if let Some(ack) = env.ack {
@@ -233,6 +275,8 @@ pub fn idle_loop() -> ! {
         if me.mailbox.has_work() {
             continue;
         }
+        // A ready vCPU: enter ring 3 (does not return).
+        super::sched::run_ready();
         me.halts.fetch_add(1, Ordering::Relaxed);
         // `sti; hlt`: an interrupt pending since the check above wakes us.
         x86_64::instructions::interrupts::enable_and_hlt();

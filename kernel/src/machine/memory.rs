@@ -121,3 +121,19 @@ pub fn init_heap() -> Result<(), FrameError> {
     unsafe { HEAP.0.lock().init(start, HEAP_SIZE as usize) };
     Ok(())
 }
+
+/// Takes the specific frame `frame` from the free pool, zeroed.
+pub fn take_frame(frame: FrameNumber) -> Result<(), FrameError> {
+    without_interrupts(|| FRAMES.lock().take(frame))?;
+    zero_frames(frame, 1);
+    Ok(())
+}
+
+/// Whether `frame` is free in the pool.
+pub fn frame_is_free(frame: FrameNumber) -> bool {
+    without_interrupts(|| !FRAMES.lock().is_used(frame))
+}
+
+/// Number of frames the allocator describes (frames at or above this do
+/// not exist for it).
+pub const FRAME_CAPACITY: u64 = FrameBitmap::<BITMAP_WORDS>::CAPACITY;

@@ -16,6 +16,10 @@
 //! | [`acpi`] | MADT: the list of processors | firmware tables |
 //! | [`smp`] | INIT-SIPI-SIPI bring-up of application processors | trampoline copy |
 //! | [`mailbox`] | per-core message queues, IPI wake-up, acknowledgements | — |
+//! | [`paging`] | environment page tables | page-table memory, CR3 |
+//! | [`env`] | environments, frame/mapping secure bindings, user copies | user memory through the direct map |
+//! | [`sched`] | vCPUs, run queues, entering and leaving ring 3, upcalls | stack switches |
+//! | [`syscall`] | the `syscall` entry and dispatcher | entry stub, MSRs |
 //! | [`panic`] | panic report, backtrace, failure exit | frame-pointer walk |
 //!
 //! [`start`] is the bootstrap processor's path from the PVH entry to the
@@ -28,13 +32,17 @@ pub mod bench;
 pub mod boot;
 pub mod console;
 pub mod cpu;
+pub mod env;
 pub mod gdt;
 pub mod interrupts;
 pub mod ktest;
 pub mod mailbox;
 pub mod memory;
+pub mod paging;
 pub mod panic;
 pub mod percpu;
+pub mod sched;
 pub mod smp;
 pub mod start;
+pub mod syscall;
 pub mod time;

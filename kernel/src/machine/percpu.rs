@@ -8,8 +8,12 @@
 //! that only the owner may touch is wrapped in [`CpuLocal`].
 
 use super::apic::Apic;
+use super::env::Env;
 use super::mailbox::Mailbox;
+use super::sched::{RunQueue, Vcpu};
 use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
@@ -18,13 +22,24 @@ use x86_64::instructions::interrupts::without_interrupts;
 use x86_64::registers::model_specific::GsBase;
 
 /// The most cores the kernel supports.
-pub const MAX_CPUS: usize = 64;
+pub const MAX_CPUS: usize = abi::MAX_CORES;
+
+/// Offset of [`PerCpu::kernel_stack_top`], used by the `syscall` entry.
+pub const PERCPU_KERNEL_STACK_OFFSET: u64 = 8;
+/// Offset of [`PerCpu::user_rsp`], used by the `syscall` entry.
+pub const PERCPU_USER_RSP_OFFSET: u64 = 16;
 
 /// One core's state.
 #[repr(C)]
 pub struct PerCpu {
     /// Points at this structure; must stay the first field (`gs:[0]`).
     self_ptr: u64,
+    /// Top of this core's trap stack (`TSS.rsp0`); `gs:[8]`.
+    pub kernel_stack_top: AtomicU64,
+    /// The user `rsp` parked by the `syscall` entry; `gs:[16]`.
+    pub user_rsp: AtomicU64,
+    /// Top of the stack the idle loop restarts on.
+    pub idle_stack_top: AtomicU64,
     /// Dense core number: 0 is the bootstrap processor.
     pub index: usize,
     /// This core's local APIC id.
@@ -43,6 +58,14 @@ pub struct PerCpu {
     pub echo_replies: AtomicU64,
     /// Bare-IPI pongs received (IPI round-trip benchmark).
     pub pongs: AtomicU64,
+    /// Acknowledgements received for TLB shootdowns this core sent.
+    pub flush_acks: AtomicU64,
+    /// vCPUs other cores started here, not yet in the run queue (leaf lock).
+    pub incoming: spin::Mutex<Vec<Box<Vcpu>>>,
+    /// This core's vCPUs.
+    pub runq: CpuLocal<RunQueue>,
+    /// The environment whose address space is loaded in CR3, if any.
+    pub loaded_env: CpuLocal<Option<Arc<Env>>>,
     /// Incoming messages and work.
     pub mailbox: Mailbox,
     /// This core's local APIC; only this core may program it.
@@ -54,11 +77,19 @@ static ONLINE: AtomicUsize = AtomicUsize::new(0);
 
 /// Creates this core's `PerCpu`, points GS at it and publishes it.
 /// Call once per core, on that core, with its dense index.
-pub fn init_this_cpu(index: usize, apic: Apic) -> &'static PerCpu {
+pub fn init_this_cpu(
+    index: usize,
+    apic: Apic,
+    kernel_stack_top: u64,
+    idle_stack_top: u64,
+) -> &'static PerCpu {
     assert!(index < MAX_CPUS, "core index {index} beyond MAX_CPUS");
     let apic_id = apic.id();
     let cpu: &'static mut PerCpu = Box::leak(Box::new(PerCpu {
         self_ptr: 0,
+        kernel_stack_top: AtomicU64::new(kernel_stack_top),
+        user_rsp: AtomicU64::new(0),
+        idle_stack_top: AtomicU64::new(idle_stack_top),
         index,
         apic_id,
         ticks: AtomicU64::new(0),
@@ -68,6 +99,10 @@ pub fn init_this_cpu(index: usize, apic: Apic) -> &'static PerCpu {
         work_acks: AtomicU64::new(0),
         echo_replies: AtomicU64::new(0),
         pongs: AtomicU64::new(0),
+        flush_acks: AtomicU64::new(0),
+        incoming: spin::Mutex::new(Vec::new()),
+        runq: CpuLocal::new(index, RunQueue::default()),
+        loaded_env: CpuLocal::new(index, None),
         mailbox: Mailbox::new(),
         apic: CpuLocal::new(index, apic),
     }));

@@ -88,11 +88,13 @@ fn start_one(apic_id: u32, index: usize) -> bool {
 #[unsafe(no_mangle)]
 extern "C" fn kernel_ap_main() -> ! {
     let index = NEXT_INDEX.load(Ordering::Acquire);
-    gdt::init_this_cpu();
+    let idle_stack_top = AP_BOOT_STACK_TOP.load(Ordering::Acquire);
+    let trap_stack_top = gdt::init_this_cpu();
     interrupts::init_this_cpu();
+    super::syscall::init_this_cpu();
     let mut apic = Apic::enable_this_cpu();
     apic.start_periodic_timer();
-    let me = percpu::init_this_cpu(index, apic);
+    let me = percpu::init_this_cpu(index, apic, trap_stack_top.as_u64(), idle_stack_top);
     log::debug!("core {index} up (APIC id {})", me.apic_id);
     STARTED.fetch_add(1, Ordering::AcqRel);
     mailbox::idle_loop()

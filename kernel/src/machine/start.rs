@@ -7,7 +7,7 @@
 //! `panic-test`).
 
 use super::console::{self, kprintln};
-use super::{acpi, apic, bench, boot, cpu, gdt, interrupts, ktest, memory, percpu, smp, time};
+use super::{acpi, apic, bench, boot, cpu, env, gdt, interrupts, ktest, memory, percpu, smp, time};
 use kernel::cmdline::{Cmdline, Mode};
 use kernel::pvh::{self, StartInfo};
 use spin::Once;
@@ -44,17 +44,24 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
         memory::boot_phys_slice(info.cmdline_paddr, 1024).filter(|_| info.cmdline_paddr != 0);
     let n = raw_cmdline.map_or(0, |raw| pvh::cmdline_text(raw, &mut text_buf));
     let text = core::str::from_utf8(&text_buf[..n]).unwrap_or("");
+    // The heap comes first: parsing the command line allocates.
+    let (initrd, unused_ram) = init_memory(&info);
     let cmdline = Cmdline::parse(text);
     console::init_log(cmdline.log);
-
-    let initrd = init_memory(&info);
+    if unused_ram > 0 {
+        log::warn!(
+            "{} MiB of RAM above 4 GiB is not used yet",
+            unused_ram >> 20
+        );
+    }
     log::info!("command line: {text:?}");
     for word in &cmdline.unknown {
         log::warn!("unknown command line word {word:?} ignored");
     }
 
-    gdt::init_this_cpu();
+    let trap_stack_top = gdt::init_this_cpu();
     interrupts::init_this_cpu();
+    super::syscall::init_this_cpu();
     interrupts::disable_legacy_pic();
 
     let tsc_hz = time::calibrate();
@@ -62,7 +69,12 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     let timer_hz = bsp_apic.calibrate_timer();
     apic::set_tick_rate(timer_hz, cmdline.tick_hz);
     bsp_apic.start_periodic_timer();
-    let me = percpu::init_this_cpu(0, bsp_apic);
+    let me = percpu::init_this_cpu(
+        0,
+        bsp_apic,
+        trap_stack_top.as_u64(),
+        boot::boot_stack_top_addr(),
+    );
     log::info!(
         "TSC {} MHz, APIC timer {} MHz, tick {} Hz, {} MiB free",
         tsc_hz / 1_000_000,
@@ -89,9 +101,17 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
         percpu::online_cpus(),
         apic::mode_name()
     );
+    let all_cores = u64::MAX >> (64 - percpu::online_cpus());
+    // Core 0 runs the test and benchmark harnesses; in `run` mode it joins
+    // the others in running environments once the demo is started.
+    env::set_user_cores(if cmdline.mode == Mode::Run {
+        all_cores
+    } else {
+        all_cores & !1
+    });
 
     match cmdline.mode {
-        Mode::Run => run_demo(),
+        Mode::Run => run_demo(&cmdline.init),
         Mode::Test => cpu::exit_qemu(ktest::run_all()),
         Mode::Bench => cpu::exit_qemu(bench::run_all(cmdline.bench_samples as usize)),
         Mode::PanicTest => panic_test_outer(),
@@ -99,8 +119,9 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
 }
 
 /// Feeds the memory map to the frame allocator, then sets up the heap.
-/// Returns the initrd's bytes if there is one.
-fn init_memory(info: &StartInfo) -> Option<&'static [u8]> {
+/// Returns the initrd's bytes if there is one, and how much RAM lies above
+/// the direct map (unused).
+fn init_memory(info: &StartInfo) -> (Option<&'static [u8]>, u64) {
     let memmap = memory::boot_phys_slice(info.memmap_paddr, info.memmap_bytes())
         .expect("PVH memory map outside the direct map");
     let modlist = memory::boot_phys_slice(info.modlist_paddr, info.modlist_bytes())
@@ -142,13 +163,8 @@ fn init_memory(info: &StartInfo) -> Option<&'static [u8]> {
     )
     .expect("reserved ranges fit");
     memory::init_heap().expect("no room for the kernel heap");
-    if above_limit > 0 {
-        log::warn!(
-            "{} MiB of RAM above 4 GiB is not used yet",
-            above_limit >> 20
-        );
-    }
-    initrd.and_then(|m| memory::boot_phys_slice(m.paddr, m.size as usize))
+    let initrd = initrd.and_then(|m| memory::boot_phys_slice(m.paddr, m.size as usize));
+    (initrd, above_limit)
 }
 
 mod heapless_ranges {
@@ -178,30 +194,23 @@ mod heapless_ranges {
     }
 }
 
-/// `mode=run`: the default demonstration, then power off.
-fn run_demo() -> ! {
-    let cores = percpu::online_cpus();
-    kprintln!("exo: {cores} cores online; each core reports in from its idle loop:");
-    let result = super::mailbox::run_on_all_cores(
-        |_| {
-            let me = percpu::this_cpu();
-            kprintln!(
-                "  core {} (APIC id {}): {} timer ticks so far, {} halts",
-                me.index,
-                me.apic_id,
-                me.ticks.load(core::sync::atomic::Ordering::Relaxed),
-                me.halts.load(core::sync::atomic::Ordering::Relaxed)
-            );
-        },
-        0,
-        10_000,
+/// `mode=run`: starts the `init` applications, then this core joins the
+/// others in running them; the machine powers off when the last one ends.
+fn run_demo(init: &[alloc::string::String]) -> ! {
+    kprintln!(
+        "exo: {} cores online; starting {:?}",
+        percpu::online_cpus(),
+        init
     );
-    if let Err(e) = result {
-        log::error!("demo: {e:?}");
-        cpu::exit_qemu(false);
+    env::power_off_when_all_done();
+    for name in init {
+        if let Err(e) = env::spawn(name, 0, None) {
+            kprintln!("exo: cannot start {name}: {e:?}");
+            env::note_run_failure();
+        }
     }
-    kprintln!("exo: ring-3 environments are not implemented yet (see README); powering off");
-    cpu::exit_qemu(true)
+    env::check_all_done();
+    super::mailbox::idle_loop()
 }
 
 #[inline(never)]

@@ -1,0 +1,778 @@
+//! Environments: protection domains, their frames and their mappings.
+//!
+//! An [`Env`] is the kernel's only notion of a protection domain: an address
+//! space, the frames charged to it (data frames it owns, the page-table pages
+//! of its address space), its exception entry, and the vCPUs that run it (see
+//! `machine::sched`). This module implements the memory secure bindings:
+//! every frame allocation, free, grant, revoke, map, unmap and protect goes
+//! through here and is checked against the frame ownership table
+//! ([`kernel::ownership`]), sharded over [`SHARDS`] locks by frame number.
+//!
+//! # Lock order
+//!
+//! `ENVS` (read, briefly, to find an environment) → one `Env::aspace` →
+//! one frame-table shard → the frame bitmap. Never two `aspace` locks at
+//! once; a shard lock is never held while waiting for another core. The
+//! `aspace` lock may be held across a TLB shootdown, so it is acquired with
+//! [`lock_serving_mailbox`], which keeps this core answering shootdown
+//! requests while it spins: two cores that each hold one address space and
+//! shoot at the other cannot deadlock.
+//!
+//! # Life cycle
+//!
+//! `spawn` → running (one or more vCPUs) → [`terminate`] (first outcome
+//! wins; every core holding one of its vCPUs is told) → the last vCPU is
+//! dropped by its core → `reclaim`: every mapping others have of its frames
+//! is removed, every frame returns to the pool, and only then is the outcome
+//! published, so a test that sees the outcome can count free frames.
+
+use super::console::kprintln;
+use super::mailbox::{self, Message};
+use super::memory;
+use super::paging::{self, AddressSpace, leaf_flags, rights_of};
+use super::percpu::{MAX_CPUS, cpu, online_cpus, this_cpu};
+use abi::{Error, Rights};
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use kernel::frames::{FrameError, FrameNumber};
+use kernel::ownership::{EnvId, FrameKind, FrameTable, Mapping};
+use spin::{Mutex, MutexGuard, Once, RwLock};
+
+/// Number of frame-table shards (frame number modulo this).
+pub const SHARDS: usize = 64;
+
+static FRAME_TABLE: [Mutex<FrameTable>; SHARDS] = [const { Mutex::new(FrameTable::new()) }; SHARDS];
+static ENVS: RwLock<BTreeMap<EnvId, Arc<Env>>> = RwLock::new(BTreeMap::new());
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+fn shard(frame: FrameNumber) -> MutexGuard<'static, FrameTable> {
+    FRAME_TABLE[(frame % SHARDS as u64) as usize].lock()
+}
+
+/// Default frame quota of an environment (16 MiB).
+pub const DEFAULT_QUOTA: u64 = 4096;
+
+/// How an environment ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `exit(code)`, or its last vCPU ended (code 0).
+    Exited(u64),
+    /// Stopped by the kernel, with the reason printed on the console.
+    Killed(String),
+}
+
+/// The registered exception entry and stack.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExceptionHandler {
+    /// Entry point (0: none).
+    pub entry: u64,
+    /// Top of the exception stack.
+    pub stack_top: u64,
+}
+
+/// A protection domain.
+pub struct Env {
+    /// Its id, never reused.
+    pub id: EnvId,
+    /// The application it was started from.
+    pub name: String,
+    /// The argument word it was started with.
+    pub start_arg: u64,
+    /// Its page tables. See the module docs for the lock order.
+    pub aspace: Mutex<AddressSpace>,
+    /// CR3 of that address space (its PML4 never changes).
+    root_cr3: u64,
+    /// Data frames it owns (for reclaim), under this leaf lock.
+    owned: Mutex<BTreeSet<FrameNumber>>,
+    /// Kernel-owned frames in its address space (info and vCPU pages).
+    kernel_frames: Mutex<Vec<FrameNumber>>,
+    /// vCPU pages already created, bit per core.
+    vcpu_pages: AtomicU64,
+    /// Frame quota (data and page-table frames).
+    pub quota: u64,
+    charged: AtomicU64,
+    /// The exception entry, if registered.
+    pub exception: Mutex<ExceptionHandler>,
+    /// Cores that may hold translations of its address space (bit per core):
+    /// set before a core loads its CR3, cleared after the core loads another.
+    pub active_cores: AtomicU64,
+    /// Cores where it has a vCPU (bit per core).
+    pub vcpu_cores: AtomicU64,
+    /// Live vCPUs; the one that drops it to 0 reclaims the environment.
+    pub live_vcpus: AtomicUsize,
+    dying: AtomicBool,
+    outcome: Once<Outcome>,
+    finished: AtomicBool,
+}
+
+impl Env {
+    /// Whether it has been told to end.
+    pub fn is_dying(&self) -> bool {
+        self.dying.load(Ordering::Acquire)
+    }
+
+    /// Its outcome, once it has ended *and* been reclaimed.
+    pub fn finished(&self) -> Option<&Outcome> {
+        self.finished
+            .load(Ordering::Acquire)
+            .then(|| self.outcome.get())
+            .flatten()
+    }
+
+    /// Frames charged to it now.
+    pub fn charged(&self) -> u64 {
+        self.charged.load(Ordering::Relaxed)
+    }
+
+    fn charge(&self) -> Result<(), Error> {
+        self.charged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c < self.quota).then_some(c + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| Error::QuotaExceeded)
+    }
+
+    fn uncharge(&self) {
+        self.charged.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Finds a live environment.
+pub fn lookup(id: EnvId) -> Option<Arc<Env>> {
+    ENVS.read().get(&id).cloned()
+}
+
+/// Finds a live environment by application name (the oldest, if several).
+pub fn lookup_name(name: &str) -> Option<Arc<Env>> {
+    ENVS.read()
+        .values()
+        .find(|e| e.name == name && !e.is_dying())
+        .cloned()
+}
+
+/// Acquires an address-space lock while serving this core's mailbox, so that
+/// shootdown requests from a core holding another address space are
+/// answered (see the module docs).
+pub fn lock_serving_mailbox<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    loop {
+        if let Some(guard) = lock.try_lock() {
+            return guard;
+        }
+        mailbox::serve_urgent();
+        core::hint::spin_loop();
+    }
+}
+
+/// Invalidates page `va` (or everything, for `None`) of `env`'s address
+/// space on every core that may cache it, and waits for all of them.
+pub fn shootdown(env: &Env, va: Option<u64>) {
+    core::sync::atomic::fence(Ordering::SeqCst);
+    let me = this_cpu().index;
+    let cores = env.active_cores.load(Ordering::SeqCst);
+    let cr3 = env.aspace_cr3();
+    if cores & (1 << me) != 0 {
+        match va {
+            Some(va) => paging::flush_page(va),
+            None => paging::load_cr3(paging::current_cr3()),
+        }
+    }
+    let acks = &this_cpu().flush_acks;
+    let mut expect = acks.load(Ordering::Acquire);
+    for core in (0..online_cpus()).filter(|&c| c != me && cores & (1 << c) != 0) {
+        let msg = Message::FlushTlb {
+            cr3,
+            va: va.unwrap_or(u64::MAX),
+        };
+        if mailbox::post(core, msg, Some(acks)).is_ok() {
+            expect += 1;
+        }
+    }
+    if let Err(e) = mailbox::wait_serving(acks, expect, 5000) {
+        panic!("TLB shootdown for env {} not acknowledged: {e:?}", env.id);
+    }
+}
+
+impl Env {
+    /// CR3 of its address space.
+    pub fn aspace_cr3(&self) -> u64 {
+        self.root_cr3
+    }
+}
+
+// --- frames -----------------------------------------------------------------
+
+fn frame_error(e: FrameError) -> Error {
+    match e {
+        FrameError::OutOfMemory => Error::NoMemory,
+        FrameError::OutOfRange(_) => Error::BadFrame,
+        FrameError::NotAllocated(_) => Error::FrameUnavailable,
+    }
+}
+
+/// Allocates a zeroed data frame for `env`: any, or exactly `which`.
+pub fn frame_alloc(env: &Env, which: Option<FrameNumber>) -> Result<FrameNumber, Error> {
+    env.charge()?;
+    let taken = match which {
+        None => memory::alloc_frame(),
+        Some(f) if f >= memory::FRAME_CAPACITY => Err(FrameError::OutOfRange(f)),
+        Some(f) => memory::take_frame(f).map(|()| f),
+    };
+    let frame = match taken {
+        Ok(f) => f,
+        Err(e) => {
+            env.uncharge();
+            return Err(frame_error(e));
+        }
+    };
+    shard(frame).insert(frame, env.id, FrameKind::Data);
+    env.owned.lock().insert(frame);
+    Ok(frame)
+}
+
+/// Allocates a zeroed page-table frame charged to `env`.
+fn alloc_table_frame(env: &Env) -> Result<FrameNumber, Error> {
+    env.charge()?;
+    match memory::alloc_frame() {
+        Ok(frame) => {
+            shard(frame).insert(frame, env.id, FrameKind::PageTable);
+            Ok(frame)
+        }
+        Err(e) => {
+            env.uncharge();
+            Err(frame_error(e))
+        }
+    }
+}
+
+/// Frees a data frame `env` owns (not mapped, not granted).
+pub fn frame_free(env: &Env, frame: FrameNumber) -> Result<(), Error> {
+    if frame >= memory::FRAME_CAPACITY {
+        return Err(Error::BadFrame);
+    }
+    shard(frame).free(frame, env.id)?;
+    env.owned.lock().remove(&frame);
+    memory::free_frame(frame).expect("an owned frame is allocated");
+    env.uncharge();
+    Ok(())
+}
+
+/// Who holds `frame`, as [`abi::FrameStatus`].
+pub fn frame_status(frame: FrameNumber) -> Result<u64, Error> {
+    if frame >= memory::FRAME_CAPACITY {
+        return Err(Error::BadFrame);
+    }
+    if let Some(r) = shard(frame).get(frame) {
+        let kind = match r.kind {
+            FrameKind::Data => abi::FrameHolder::Owned,
+            FrameKind::PageTable => abi::FrameHolder::PageTable,
+        };
+        return Ok(kind as u64 | u64::from(r.owner) << 32);
+    }
+    Ok(if memory::frame_is_free(frame) {
+        abi::FrameHolder::Free
+    } else {
+        abi::FrameHolder::Kernel
+    } as u64)
+}
+
+/// `owner` lets `grantee` map `frame` with at most `rights`.
+pub fn frame_grant(
+    owner: &Env,
+    frame: FrameNumber,
+    grantee: EnvId,
+    rights: Rights,
+) -> Result<(), Error> {
+    let grantee_env = lookup(grantee)
+        .filter(|g| !g.is_dying())
+        .ok_or(Error::NoSuchEnv)?;
+    if frame >= memory::FRAME_CAPACITY {
+        return Err(Error::BadFrame);
+    }
+    let lowered = shard(frame).grant(frame, owner.id, grantee, rights)?;
+    unmap_foreign(frame, &lowered, Some(&grantee_env));
+    Ok(())
+}
+
+/// `owner` withdraws `grantee`'s grant of `frame`; the grantee's mappings
+/// are gone (on every core) when this returns.
+pub fn frame_revoke(owner: &Env, frame: FrameNumber, grantee: EnvId) -> Result<(), Error> {
+    if frame >= memory::FRAME_CAPACITY {
+        return Err(Error::BadFrame);
+    }
+    let mappings = shard(frame).revoke(frame, owner.id, grantee)?;
+    unmap_foreign(frame, &mappings, None);
+    Ok(())
+}
+
+/// Removes other environments' mappings of `frame` (after a revoke, a
+/// lowered grant or the owner's death), with shootdown.
+fn unmap_foreign(frame: FrameNumber, mappings: &[Mapping], known: Option<&Arc<Env>>) {
+    for m in mappings {
+        let env = match known {
+            Some(e) if e.id == m.env => Some(Arc::clone(e)),
+            _ => lookup(m.env),
+        };
+        let Some(env) = env else { continue };
+        let mut aspace = lock_serving_mailbox(&env.aspace);
+        if aspace.translate(m.va).is_some_and(|(f, _)| f == frame) {
+            let _ = aspace.unmap(m.va);
+            shootdown(&env, Some(m.va));
+        }
+        shard(frame).remove_mapping(frame, m.env, m.va);
+        drop(aspace);
+    }
+}
+
+// --- mappings ---------------------------------------------------------------
+
+/// Checks a user page address for `map`/`unmap`/`protect`.
+fn check_va(va: u64) -> Result<(), Error> {
+    if !va.is_multiple_of(abi::PAGE_SIZE) || !(abi::USER_MIN..abi::USER_MAX).contains(&va) {
+        return Err(Error::InvalidArgument);
+    }
+    if abi::in_info_region(va) {
+        return Err(Error::Reserved);
+    }
+    Ok(())
+}
+
+fn check_rights(rights: Rights) -> Result<(), Error> {
+    if !rights.is_valid() || !rights.contains(Rights::READ) {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(())
+}
+
+/// Maps `frame` at `va` in `env`'s address space with `rights`.
+pub fn map(env: &Env, frame: FrameNumber, va: u64, rights: Rights) -> Result<(), Error> {
+    check_va(va)?;
+    check_rights(rights)?;
+    if frame >= memory::FRAME_CAPACITY {
+        return Err(Error::BadFrame);
+    }
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    map_locked(env, &mut aspace, frame, va, rights)
+}
+
+fn map_locked(
+    env: &Env,
+    aspace: &mut AddressSpace,
+    frame: FrameNumber,
+    va: u64,
+    rights: Rights,
+) -> Result<(), Error> {
+    if aspace.translate(va).is_some() {
+        return Err(Error::AlreadyMapped);
+    }
+    // Intermediate tables first (they may take other shards' locks), then the
+    // leaf under the frame's shard lock, so the check and the mapping are one
+    // step that a concurrent free or revoke cannot split.
+    aspace.ensure_tables(va, &mut || alloc_table_frame(env))?;
+    let mut table = shard(frame);
+    table.check_map(frame, env.id, rights)?;
+    aspace.map(va, frame, leaf_flags(rights), &mut || Err(Error::NoMemory))?;
+    table.add_mapping(frame, env.id, va);
+    Ok(())
+}
+
+/// Removes the mapping at `va`; other cores have forgotten it on return.
+pub fn unmap(env: &Env, va: u64) -> Result<(), Error> {
+    check_va(va)?;
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let frame = aspace.unmap(va)?;
+    shootdown(env, Some(va));
+    shard(frame).remove_mapping(frame, env.id, va);
+    Ok(())
+}
+
+/// Changes the rights of the mapping at `va`.
+pub fn protect(env: &Env, va: u64, rights: Rights) -> Result<(), Error> {
+    check_va(va)?;
+    check_rights(rights)?;
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let (frame, old) = aspace.translate(va).ok_or(Error::NotMapped)?;
+    shard(frame).check_map(frame, env.id, rights)?;
+    aspace.protect(va, leaf_flags(rights))?;
+    if !rights.contains(rights_of(old)) {
+        shootdown(env, Some(va));
+    }
+    Ok(())
+}
+
+// --- user memory ------------------------------------------------------------
+
+/// Copies `len` bytes from `env`'s memory at `va`. Every page must be mapped
+/// user-readable; the copy goes through the direct map, so a bad pointer is
+/// an error, never a kernel fault.
+pub fn copy_from_user(env: &Env, va: u64, len: usize) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len)
+        .map_err(|_| Error::InvalidArgument)?;
+    with_user_pages(env, va, len, false, |chunk_phys, n| {
+        // SAFETY: `chunk_phys..+n` lies inside one frame mapped user-readable
+        // in `env`, which cannot be freed while the aspace lock is held.
+        let bytes = unsafe {
+            core::slice::from_raw_parts(memory::phys_to_virt(chunk_phys) as *const u8, n)
+        };
+        out.extend_from_slice(bytes);
+    })?;
+    Ok(out)
+}
+
+/// Copies `bytes` into `env`'s memory at `va` (pages must be user-writable).
+pub fn copy_to_user(env: &Env, va: u64, bytes: &[u8]) -> Result<(), Error> {
+    let mut done = 0;
+    with_user_pages(env, va, bytes.len(), true, |chunk_phys, n| {
+        // SAFETY: as in `copy_from_user`, and the page is mapped writable.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                bytes[done..].as_ptr(),
+                memory::phys_to_virt(chunk_phys) as *mut u8,
+                n,
+            )
+        };
+        done += n;
+    })
+}
+
+fn with_user_pages(
+    env: &Env,
+    va: u64,
+    len: usize,
+    write: bool,
+    mut chunk: impl FnMut(u64, usize),
+) -> Result<(), Error> {
+    let end = va.checked_add(len as u64).ok_or(Error::BadAddress)?;
+    if va < abi::USER_MIN && len > 0 || end > abi::USER_MAX + abi::PAGE_SIZE {
+        return Err(Error::BadAddress);
+    }
+    if va == 0 {
+        return Err(Error::BadAddress);
+    }
+    let aspace = lock_serving_mailbox(&env.aspace);
+    // Check every page first so that a failing copy_to_user writes nothing.
+    let mut page = va & !(abi::PAGE_SIZE - 1);
+    while page < end {
+        let (_, flags) = aspace.translate(page).ok_or(Error::BadAddress)?;
+        use x86_64::structures::paging::PageTableFlags as F;
+        if !flags.contains(F::USER_ACCESSIBLE) || (write && !flags.contains(F::WRITABLE)) {
+            return Err(Error::BadAddress);
+        }
+        page += abi::PAGE_SIZE;
+    }
+    let mut at = va;
+    while at < end {
+        let (frame, _) = aspace
+            .translate(at & !(abi::PAGE_SIZE - 1))
+            .ok_or(Error::BadAddress)?;
+        let offset = at % abi::PAGE_SIZE;
+        let n = (abi::PAGE_SIZE - offset).min(end - at) as usize;
+        chunk(frame * abi::PAGE_SIZE + offset, n);
+        at += n as u64;
+    }
+    Ok(())
+}
+
+// --- creation ---------------------------------------------------------------
+
+/// Why an application could not be started.
+#[derive(Debug)]
+pub enum SpawnError {
+    /// No such application in the initrd.
+    NotFound,
+    /// Its ELF image was refused by the loader.
+    BadElf(kernel::elf::ElfError),
+    /// Loading it ran out of frames or quota.
+    Memory(Error),
+}
+
+/// Round-robin placement of first vCPUs.
+static NEXT_CORE: AtomicUsize = AtomicUsize::new(0);
+
+/// Bit mask of the cores that run environments.
+pub fn user_cores() -> u64 {
+    USER_CORES.load(Ordering::Relaxed)
+}
+
+static USER_CORES: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the cores that run environments (boot, once all cores are up).
+pub fn set_user_cores(mask: u64) {
+    USER_CORES.store(mask, Ordering::Relaxed);
+}
+
+fn pick_core() -> usize {
+    let mask = user_cores();
+    let n = online_cpus();
+    for _ in 0..n {
+        let c = NEXT_CORE.fetch_add(1, Ordering::Relaxed) % n;
+        if mask & (1 << c) != 0 {
+            return c;
+        }
+    }
+    0
+}
+
+/// Starts application `name` from the initrd with `arg`; its first vCPU
+/// runs on `core` (or a core chosen round-robin).
+pub fn spawn(name: &str, arg: u64, core: Option<usize>) -> Result<Arc<Env>, SpawnError> {
+    let initrd = super::start::boot_info()
+        .initrd
+        .ok_or(SpawnError::NotFound)?;
+    let file = kernel::initrd::find(initrd, name)
+        .ok()
+        .flatten()
+        .ok_or(SpawnError::NotFound)?;
+    spawn_image(name, file.data, arg, core.unwrap_or_else(pick_core))
+}
+
+/// Starts an environment from an ELF image.
+pub fn spawn_image(
+    name: &str,
+    image: &[u8],
+    arg: u64,
+    core: usize,
+) -> Result<Arc<Env>, SpawnError> {
+    let plan = kernel::elf::plan(image).map_err(SpawnError::BadElf)?;
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let pml4 = memory::alloc_frame().map_err(|e| SpawnError::Memory(frame_error(e)))?;
+    shard(pml4).insert(pml4, id, FrameKind::PageTable);
+    let env = Arc::new(Env {
+        id,
+        name: String::from(name),
+        start_arg: arg,
+        aspace: Mutex::new(AddressSpace::new(pml4)),
+        root_cr3: pml4 * abi::PAGE_SIZE,
+        owned: Mutex::new(BTreeSet::new()),
+        kernel_frames: Mutex::new(Vec::new()),
+        vcpu_pages: AtomicU64::new(0),
+        quota: DEFAULT_QUOTA,
+        charged: AtomicU64::new(1),
+        exception: Mutex::new(ExceptionHandler::default()),
+        active_cores: AtomicU64::new(0),
+        vcpu_cores: AtomicU64::new(0),
+        live_vcpus: AtomicUsize::new(0),
+        dying: AtomicBool::new(false),
+        outcome: Once::new(),
+        finished: AtomicBool::new(false),
+    });
+    if let Err(e) = load(&env, image, &plan) {
+        reclaim(&env);
+        return Err(SpawnError::Memory(e));
+    }
+    ENVS.write().insert(id, Arc::clone(&env));
+    let context = super::sched::initial_context(plan.entry, abi::STACK_TOP, arg);
+    if let Err(e) = super::sched::start_vcpu(&env, core, context) {
+        terminate(
+            &env,
+            Outcome::Killed(alloc::format!("could not start its first vCPU: {e:?}")),
+        );
+        reclaim(&env);
+        return Err(SpawnError::Memory(e));
+    }
+    log::debug!("env {id} ({name}) started on core {core}");
+    Ok(env)
+}
+
+/// Maps the ELF segments, the stack and the info page.
+fn load(env: &Env, image: &[u8], plan: &kernel::elf::LoadPlan) -> Result<(), Error> {
+    let mut aspace = env.aspace.lock();
+    for seg in &plan.segments {
+        for page in 0..seg.pages {
+            let va = seg.vaddr + page * abi::PAGE_SIZE;
+            let frame = frame_alloc(env, None)?;
+            // Copy the part of the file that falls into this page.
+            let file_start = seg.copy_to;
+            let file_end = seg.copy_to + seg.file_len as u64;
+            let lo = va.max(file_start);
+            let hi = (va + abi::PAGE_SIZE).min(file_end);
+            if lo < hi {
+                let src = seg.file_offset + (lo - file_start) as usize;
+                let bytes = &image[src..src + (hi - lo) as usize];
+                // SAFETY: the frame was just allocated to this environment and
+                // is not mapped anywhere yet; the range stays inside it.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        memory::frame_virt(frame).add((lo - va) as usize),
+                        bytes.len(),
+                    )
+                };
+            }
+            map_locked(env, &mut aspace, frame, va, seg.rights)?;
+        }
+    }
+    for page in 0..abi::STACK_SIZE / abi::PAGE_SIZE {
+        let frame = frame_alloc(env, None)?;
+        map_locked(
+            env,
+            &mut aspace,
+            frame,
+            abi::STACK_TOP - abi::STACK_SIZE + page * abi::PAGE_SIZE,
+            Rights::RW,
+        )?;
+    }
+    // The info page: kernel-owned, read-only for the environment.
+    let info_frame = memory::alloc_frame().map_err(frame_error)?;
+    env.kernel_frames.lock().push(info_frame);
+    let mut info = abi::InfoPage {
+        abi_version: abi::ABI_VERSION,
+        env_id: env.id,
+        tsc_hz: super::time::tsc_hz(),
+        cores: online_cpus() as u32,
+        frame_quota: env.quota as u32,
+        user_cores: user_cores(),
+        start_arg: env.start_arg,
+        name: [0; abi::NAME_MAX as usize],
+    };
+    let n = env.name.len().min(info.name.len());
+    info.name[..n].copy_from_slice(&env.name.as_bytes()[..n]);
+    // SAFETY: the frame is ours, unmapped elsewhere, and large enough.
+    unsafe { (memory::frame_virt(info_frame) as *mut abi::InfoPage).write(info) };
+    aspace.map(
+        abi::INFO_VA,
+        info_frame,
+        leaf_flags(Rights::READ),
+        &mut || alloc_table_frame(env),
+    )?;
+    Ok(())
+}
+
+/// Maps core `core`'s read-only vCPU page into `env` (once per core).
+pub fn ensure_vcpu_page(env: &Env, core: usize) -> Result<(), Error> {
+    if env.vcpu_pages.load(Ordering::Acquire) & (1 << core) != 0 {
+        return Ok(());
+    }
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    if env.vcpu_pages.load(Ordering::Acquire) & (1 << core) != 0 {
+        return Ok(());
+    }
+    let frame = memory::alloc_frame().map_err(frame_error)?;
+    env.kernel_frames.lock().push(frame);
+    let page = abi::VcpuPage {
+        core: core as u64,
+        env_id: u64::from(env.id),
+    };
+    // SAFETY: a fresh kernel frame, mapped nowhere yet.
+    unsafe { (memory::frame_virt(frame) as *mut abi::VcpuPage).write(page) };
+    aspace.map(
+        abi::vcpu_page_va(core),
+        frame,
+        leaf_flags(Rights::READ),
+        &mut || alloc_table_frame(env),
+    )?;
+    env.vcpu_pages.fetch_or(1 << core, Ordering::AcqRel);
+    Ok(())
+}
+
+// --- ending -----------------------------------------------------------------
+
+/// Ends `env` with `outcome` (the first call wins) and tells every core that
+/// holds one of its vCPUs to drop it. Prints the one-line report.
+pub fn terminate(env: &Env, outcome: Outcome) {
+    let mut first = false;
+    env.outcome.call_once(|| {
+        first = true;
+        outcome
+    });
+    if !first {
+        return;
+    }
+    env.dying.store(true, Ordering::Release);
+    match env.outcome.get() {
+        Some(Outcome::Exited(code)) => kprintln!(
+            "exo: env {} ({}) exited with code {}",
+            env.id,
+            env.name,
+            code
+        ),
+        Some(Outcome::Killed(why)) => {
+            kprintln!("exo: env {} ({}) killed: {}", env.id, env.name, why)
+        }
+        None => {}
+    }
+    let me = this_cpu().index;
+    let cores = env.vcpu_cores.load(Ordering::Acquire);
+    for core in (0..MAX_CPUS.min(online_cpus())).filter(|&c| c != me && cores & (1 << c) != 0) {
+        if cpu(core).is_some() {
+            let _ = mailbox::post(core, Message::Reschedule, None);
+        }
+    }
+}
+
+/// Called by a core that dropped one of `env`'s vCPUs (after it stopped
+/// using the address space). The last one reclaims the environment.
+pub fn vcpu_dropped(env: &Arc<Env>) {
+    if env.live_vcpus.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if !env.is_dying() {
+            terminate(env, Outcome::Exited(0));
+        }
+        reclaim(env);
+    }
+}
+
+/// Returns every frame of a dead environment to the pool.
+fn reclaim(env: &Env) {
+    ENVS.write().remove(&env.id);
+    for table in &FRAME_TABLE {
+        table.lock().forget_grantee(env.id);
+    }
+    let aspace = lock_serving_mailbox(&env.aspace);
+    // Mappings of its own address space: forget them (the space goes away).
+    for (va, frame) in aspace.mappings() {
+        if !abi::in_info_region(va) {
+            shard(frame).remove_mapping(frame, env.id, va);
+        }
+    }
+    let owned: Vec<FrameNumber> = core::mem::take(&mut *env.owned.lock())
+        .into_iter()
+        .collect();
+    for frame in owned {
+        let foreign = shard(frame).release(frame, env.id).unwrap_or_default();
+        unmap_foreign(frame, &foreign, None);
+        memory::free_frame(frame).expect("owned frame was allocated");
+    }
+    for frame in aspace.table_frames().into_iter().chain([aspace.root()]) {
+        shard(frame).free_page_table(frame);
+        memory::free_frame(frame).expect("page-table frame was allocated");
+    }
+    for frame in core::mem::take(&mut *env.kernel_frames.lock()) {
+        memory::free_frame(frame).expect("kernel frame was allocated");
+    }
+    env.charged.store(0, Ordering::Release);
+    drop(aspace);
+    let outcome = env.outcome.call_once(|| Outcome::Exited(0));
+    if *outcome != Outcome::Exited(0) {
+        note_run_failure();
+    }
+    env.finished.store(true, Ordering::Release);
+    check_all_done();
+}
+
+// --- run mode ---------------------------------------------------------------
+
+static POWER_OFF_WHEN_DONE: AtomicBool = AtomicBool::new(false);
+static RUN_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// `run` mode: power off once no environment is left.
+pub fn power_off_when_all_done() {
+    POWER_OFF_WHEN_DONE.store(true, Ordering::Release);
+}
+
+/// `run` mode: something failed, so the run's status is failure.
+pub fn note_run_failure() {
+    RUN_FAILED.store(true, Ordering::Release);
+}
+
+/// Powers off if `run` mode is done: no environment is left.
+pub fn check_all_done() {
+    if POWER_OFF_WHEN_DONE.load(Ordering::Acquire) && ENVS.read().is_empty() {
+        let ok = !RUN_FAILED.load(Ordering::Acquire);
+        kprintln!("exo: all environments have ended; powering off");
+        super::cpu::exit_qemu(ok);
+    }
+}

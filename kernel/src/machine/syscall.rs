@@ -1,0 +1,221 @@
+//! The `syscall` entry and the system-call dispatcher.
+//!
+//! `syscall` lands in `syscall_entry` with interrupts masked (`SFMASK`
+//! clears IF, TF, DF, AC, NT). It swaps to the kernel GS, parks the user
+//! `rsp` in the per-core area, switches to this core's trap stack and builds
+//! the same [`TrapFrame`] an interrupt from ring 3 would (`vector` =
+//! [`SYSCALL_VECTOR`]), so that every way back to ring 3, including a switch
+//! to another vCPU, is the one `iretq` path. The dispatcher decodes the
+//! number, validates every argument (pointers are copied through the
+//! owner's page tables, never dereferenced), and writes the encoded result
+//! into the frame's `rax`.
+//!
+//! System calls run to completion with interrupts off; the long ones (TLB
+//! shootdowns) keep serving this core's mailbox while they wait.
+
+use super::env::{self, Outcome};
+use super::gdt::{KERNEL_CS, USER_DS};
+use super::interrupts::TrapFrame;
+use super::percpu::PERCPU_KERNEL_STACK_OFFSET;
+use super::percpu::PERCPU_USER_RSP_OFFSET;
+use super::sched;
+use abi::{Error, Rights, Syscall};
+use x86_64::VirtAddr;
+use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
+use x86_64::registers::rflags::RFlags;
+
+/// The `vector` field of a trap frame built by `syscall`.
+pub const SYSCALL_VECTOR: u64 = 0x100;
+
+core::arch::global_asm!(
+    r#"
+    .section .text.syscall_entry, "ax"
+    .global syscall_entry
+syscall_entry:
+    swapgs
+    mov gs:[{user_rsp}], rsp
+    mov rsp, gs:[{kernel_stack}]
+    push {user_ds}
+    push qword ptr gs:[{user_rsp}]
+    push r11
+    push {user_cs}
+    push rcx
+    push 0
+    push {vector}
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
+    xor ebp, ebp
+    call {dispatch}
+    jmp isr_restore
+    "#,
+    user_rsp = const PERCPU_USER_RSP_OFFSET,
+    kernel_stack = const PERCPU_KERNEL_STACK_OFFSET,
+    user_ds = const USER_DS as u64,
+    user_cs = const super::gdt::USER_CS as u64,
+    vector = const SYSCALL_VECTOR,
+    dispatch = sym syscall_dispatch,
+);
+
+unsafe extern "C" {
+    fn syscall_entry();
+}
+
+/// Enables `syscall` on this core.
+pub fn init_this_cpu() {
+    // SAFETY: enabling SCE only makes the `syscall` instruction usable; its
+    // target is programmed right below, before any ring-3 code runs.
+    unsafe { Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS)) };
+    // STAR: kernel CS/SS from 0x08; the sysret half (0x10) is unused since
+    // the kernel returns with iretq, but is set consistently with the GDT.
+    // SAFETY: selectors of this core's GDT (see gdt.rs for the layout).
+    unsafe { Star::write_raw(0x10, KERNEL_CS) };
+    LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
+    SFMask::write(
+        RFlags::INTERRUPT_FLAG
+            | RFlags::TRAP_FLAG
+            | RFlags::DIRECTION_FLAG
+            | RFlags::ALIGNMENT_CHECK
+            | RFlags::NESTED_TASK,
+    );
+}
+
+extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
+    let number = frame.rax;
+    let args = [
+        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
+    ];
+    // The null call is the benchmark's hot path: no lookups at all.
+    if number == Syscall::Null as u64 {
+        frame.rax = 0;
+        return;
+    }
+    let Some(call) = Syscall::from_number(number) else {
+        frame.rax = Error::InvalidSyscall.to_raw();
+        return;
+    };
+    let env = sched::current_env();
+    let mut reschedule = false;
+    let result: Result<u64, Error> = match call {
+        Syscall::Null => Ok(0),
+        Syscall::ConsoleWrite => console_write(&env, args[0], args[1]),
+        Syscall::Exit => {
+            env::terminate(&env, Outcome::Exited(args[0]));
+            reschedule = true;
+            Ok(0)
+        }
+        Syscall::Yield => {
+            reschedule = true;
+            Ok(0)
+        }
+        Syscall::FrameAlloc => {
+            let which = (args[0] != abi::ANY_FRAME).then_some(args[0]);
+            env::frame_alloc(&env, which)
+        }
+        Syscall::FrameFree => env::frame_free(&env, args[0]).map(|()| 0),
+        Syscall::FrameGrant => {
+            let grantee = u32::try_from(args[1]).map_err(|_| Error::NoSuchEnv);
+            grantee
+                .and_then(|g| env::frame_grant(&env, args[0], g, Rights(args[2])))
+                .map(|()| 0)
+        }
+        Syscall::FrameRevoke => {
+            let grantee = u32::try_from(args[1]).map_err(|_| Error::NoSuchEnv);
+            grantee
+                .and_then(|g| env::frame_revoke(&env, args[0], g))
+                .map(|()| 0)
+        }
+        Syscall::Map => env::map(&env, args[0], args[1], Rights(args[2])).map(|()| 0),
+        Syscall::Unmap => env::unmap(&env, args[0]).map(|()| 0),
+        Syscall::Protect => env::protect(&env, args[0], Rights(args[1])).map(|()| 0),
+        Syscall::SetExceptionHandler => set_exception_handler(&env, args[0], args[1]),
+        Syscall::ExceptionResume => match exception_resume(&env, frame, args[0]) {
+            // The frame now holds the resumed context, rax included.
+            Ok(()) => return,
+            Err(e) => Err(e),
+        },
+        Syscall::VcpuStart => vcpu_start(&env, args),
+        Syscall::VcpuExit => {
+            // Dropping the current vCPU: mark it so the scheduler drops it.
+            sched::exit_current_vcpu();
+            reschedule = true;
+            Ok(0)
+        }
+        Syscall::EnvLookup => env_lookup(&env, args[0], args[1]),
+        Syscall::FrameStatus => env::frame_status(args[0]),
+    };
+    frame.rax = abi::encode(result);
+    if reschedule || env.is_dying() {
+        sched::finish(frame, true);
+    }
+}
+
+fn console_write(env: &env::Env, ptr: u64, len: u64) -> Result<u64, Error> {
+    if len > abi::CONSOLE_WRITE_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    let bytes = env::copy_from_user(env, ptr, len as usize)?;
+    let text = core::str::from_utf8(&bytes).unwrap_or("<invalid UTF-8>");
+    super::console::write_fmt(format_args!("{text}"));
+    Ok(len)
+}
+
+fn set_exception_handler(env: &env::Env, entry: u64, stack_top: u64) -> Result<u64, Error> {
+    if entry != 0 && (entry < abi::USER_MIN || entry >= abi::USER_MAX || stack_top > abi::USER_MAX)
+    {
+        return Err(Error::InvalidArgument);
+    }
+    *env.exception.lock() = env::ExceptionHandler { entry, stack_top };
+    Ok(0)
+}
+
+fn exception_resume(env: &env::Env, frame: &mut TrapFrame, ptr: u64) -> Result<(), Error> {
+    let bytes = env::copy_from_user(env, ptr, abi::UPCALL_FRAME_SIZE as usize)?;
+    let mut upcall = abi::UpcallFrame::default();
+    // SAFETY: `UpcallFrame` is `repr(C)` and every bit pattern of its u64
+    // fields is valid; `bytes` has exactly its size.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            &mut upcall as *mut abi::UpcallFrame as *mut u8,
+            bytes.len(),
+        )
+    };
+    sched::resume_from(frame, &upcall)
+}
+
+fn vcpu_start(env: &alloc::sync::Arc<env::Env>, args: [u64; 6]) -> Result<u64, Error> {
+    let [core, entry, stack_top, arg, ..] = args;
+    if !(abi::USER_MIN..abi::USER_MAX).contains(&entry) || stack_top > abi::USER_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    let core = usize::try_from(core).map_err(|_| Error::NoSuchCore)?;
+    if core >= super::percpu::MAX_CPUS {
+        return Err(Error::NoSuchCore);
+    }
+    sched::start_vcpu(env, core, sched::initial_context(entry, stack_top, arg)).map(|()| 0)
+}
+
+fn env_lookup(env: &env::Env, ptr: u64, len: u64) -> Result<u64, Error> {
+    if len == 0 || len > abi::NAME_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    let bytes = env::copy_from_user(env, ptr, len as usize)?;
+    let name = core::str::from_utf8(&bytes).map_err(|_| Error::InvalidArgument)?;
+    env::lookup_name(name)
+        .map(|e| u64::from(e.id))
+        .ok_or(Error::NoSuchEnv)
+}

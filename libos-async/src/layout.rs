@@ -1,0 +1,72 @@
+//! Where libos-async puts things in the user address space.
+//!
+//! ```text
+//! USER_MIN (4 MiB)        the application image (user.ld), a few MiB
+//! HEAP_BASE               reserved for the global allocator (not used yet)
+//! SCRATCH_BASE            1 TiB that libos-async never touches: apps map
+//!                         frames here for experiments, and probe::write
+//!                         may write here
+//! VCPU_STACKS_BASE        one VCPU_STACK_SLOT per core c: the stack of the
+//!                         vCPU started by start_vcpu(c) is the top
+//!                         VCPU_STACK_SIZE of slot c, the rest is an
+//!                         unmapped guard
+//! EXC_STACK_TOP - size    the exception stack (one per environment, see
+//!                         crate::exception), with an unmapped guard below
+//! STACK_TOP - STACK_SIZE  the first vCPU's stack (the kernel maps it)
+//! INFO_VA                 info pages (kernel)
+//! ```
+//!
+//! Everything here lies between the image and `abi::STACK_TOP -
+//! abi::STACK_SIZE`.
+
+use abi::{MAX_CORES, PAGE_SIZE, STACK_SIZE, STACK_TOP};
+
+/// Start of the region reserved for a heap.
+pub const HEAP_BASE: u64 = 0x0000_1000_0000_0000;
+/// Size of the heap region.
+pub const HEAP_SIZE: u64 = 0x0000_0000_4000_0000;
+
+/// Start of the scratch window: never used by libos-async.
+pub const SCRATCH_BASE: u64 = 0x0000_2000_0000_0000;
+/// End (exclusive) of the scratch window.
+pub const SCRATCH_END: u64 = SCRATCH_BASE + 0x0000_0100_0000_0000;
+
+/// Base of the per-core vCPU stack slots.
+pub const VCPU_STACKS_BASE: u64 = 0x0000_7000_0000_0000;
+/// Address space per core (stack plus guard).
+pub const VCPU_STACK_SLOT: u64 = 64 * 1024;
+/// Mapped stack per vCPU.
+pub const VCPU_STACK_SIZE: u64 = 16 * 1024;
+
+/// Top (exclusive) of the exception stack.
+pub const EXC_STACK_TOP: u64 = 0x0000_7100_0001_0000;
+/// Size of the exception stack.
+pub const EXC_STACK_SIZE: u64 = 16 * 1024;
+
+/// The top of core `core`'s vCPU stack.
+pub const fn vcpu_stack_top(core: usize) -> u64 {
+    VCPU_STACKS_BASE + VCPU_STACK_SLOT * (core as u64 + 1)
+}
+
+const _: () = assert!(HEAP_BASE + HEAP_SIZE <= SCRATCH_BASE);
+const _: () = assert!(SCRATCH_END <= VCPU_STACKS_BASE);
+const _: () = assert!(vcpu_stack_top(MAX_CORES - 1) <= EXC_STACK_TOP - EXC_STACK_SIZE - PAGE_SIZE);
+const _: () = assert!(EXC_STACK_TOP <= STACK_TOP - STACK_SIZE);
+const _: () = assert!(VCPU_STACK_SIZE < VCPU_STACK_SLOT && VCPU_STACK_SIZE % PAGE_SIZE == 0);
+const _: () = assert!(EXC_STACK_SIZE % PAGE_SIZE == 0 && EXC_STACK_TOP % PAGE_SIZE == 0);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_are_disjoint_and_in_user_space() {
+        assert!(abi::USER_MIN < HEAP_BASE);
+        assert_eq!(
+            vcpu_stack_top(0) - VCPU_STACK_SIZE,
+            VCPU_STACKS_BASE + 48 * 1024
+        );
+        assert!(!abi::in_info_region(EXC_STACK_TOP));
+        assert!(EXC_STACK_TOP < abi::USER_MAX);
+    }
+}

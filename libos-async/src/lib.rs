@@ -1,0 +1,85 @@
+//! libos-async: the library operating system ring-3 applications link.
+//!
+//! For now the minimal runtime (the async executor comes later):
+//!
+//! - [`sys`]: the system calls (raw and typed), the entry stubs and
+//!   [`sys::probe`]; the only module with `unsafe`;
+//! - [`entry!`]: the application's `main(start_arg) -> i32`; `_start` runs it
+//!   on the first vCPU and exits with its result;
+//! - [`info`], [`core_id`], [`env_id`]: who and where we are;
+//! - [`print!`] / [`println!`] and a panic handler (`panic in env E on core
+//!   C: msg`, exit code 101);
+//! - [`start_vcpu`]: more vCPUs, each on its own stack;
+//! - [`set_exception_handler`]: exception upcalls (unhandled: exit 102);
+//! - [`layout`]: the address regions libos-async uses, and the scratch
+//!   window it leaves to applications;
+//! - [`check`]: helpers for test applications.
+//!
+//! Exit codes chosen by the library: 101 panic, 102 unhandled or
+//! unresumable exception, 103 vCPU started without an entry.
+//!
+//! On the host everything compiles (so `cargo test`/`clippy --workspace`
+//! work), but only the pure parts are meaningful.
+
+#![cfg_attr(not(test), no_std)]
+
+pub mod check;
+pub mod console;
+pub mod exception;
+pub mod layout;
+pub mod mem;
+pub mod sys;
+pub mod vcpu;
+
+pub use abi;
+pub use exception::{clear_exception_handler, set_exception_handler};
+pub use sys::{core_id, info};
+pub use vcpu::start_vcpu;
+
+/// This environment's id.
+pub fn env_id() -> u64 {
+    u64::from(info().env_id)
+}
+
+/// Yields up to `max` times until `done()` holds; returns whether it did.
+/// The bounded wait every application uses instead of spinning.
+pub fn wait_until(max: u64, mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..max {
+        if done() {
+            return true;
+        }
+        let _ = sys::yield_now();
+    }
+    done()
+}
+
+/// Declares the application's main function, `fn(start_arg: u64) -> i32`:
+/// the environment exits with its result.
+///
+/// ```ignore
+/// libos_async::entry!(app_main);
+/// fn app_main(_arg: u64) -> i32 { 0 }
+/// ```
+///
+/// On the bare-metal target this links the function to `_start`; on the host
+/// it defines a `main` that says the app only runs under the kernel. The
+/// application's crate root needs
+/// `#![cfg_attr(target_os = "none", no_std, no_main)]`.
+#[macro_export]
+macro_rules! entry {
+    ($main:path) => {
+        #[cfg(target_os = "none")]
+        #[unsafe(no_mangle)]
+        fn __libos_async_main(start_arg: u64) -> i32 {
+            let main: fn(u64) -> i32 = $main;
+            main(start_arg)
+        }
+
+        #[cfg(not(target_os = "none"))]
+        fn main() {
+            let _main: fn(u64) -> i32 = $main;
+            eprintln!("this application runs only on x86_64-unknown-none, under the exokernel");
+            std::process::exit(2);
+        }
+    };
+}

@@ -1,0 +1,530 @@
+//! The machine boundary: every `unsafe` of libos-async lives here.
+//!
+//! - raw `syscall` stubs ([`syscall0`] .. [`syscall6`], [`syscall_raw`]) and
+//!   one typed wrapper per [`abi::Syscall`];
+//! - the entry points the kernel jumps to: `_start` (first vCPU), the
+//!   secondary-vCPU trampoline and the exception-upcall stub;
+//! - reads of the kernel-provided pages ([`info`], [`core_id`]);
+//! - [`probe`]: single instructions that tests use to provoke faults.
+//!
+//! # Why the system calls are safe functions
+//!
+//! The kernel never writes user memory: every call only reads from user
+//! pointers (and the kernel checks them), so passing any value cannot make
+//! the kernel scribble on Rust objects. What calls *can* do to this program
+//! is change its address space — unmap its own stack, map another frame
+//! under a live object, resume an arbitrary [`UpcallFrame`]. An exokernel
+//! hands that power to the library OS on purpose; like `/proc/self/mem` in
+//! `std`, it is outside what Rust's type system can police, and the libOS's
+//! own layout ([`crate::layout`]) is what keeps its memory out of harm's
+//! way. Hostile tests pass arbitrary values through [`syscall_raw`].
+
+use core::arch::asm;
+
+use abi::{Error, FrameHolder, InfoPage, Rights, Syscall, UpcallFrame};
+
+// ---------------------------------------------------------------------------
+// Raw system calls.
+
+/// System call `n` without arguments; returns `rax`.
+#[inline(always)]
+pub fn syscall0(n: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: `syscall` enters the kernel, which (per the ABI) clobbers only
+    // rax, rcx and r11 and never writes user memory; no stack is used.
+    unsafe {
+        asm!("syscall", inlateout("rax") n => ret, lateout("rcx") _, lateout("r11") _,
+             options(nostack));
+    }
+    ret
+}
+
+/// System call `n` with one argument; returns `rax`.
+#[inline(always)]
+pub fn syscall1(n: u64, a0: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: as in `syscall0`; the argument is passed in rdi.
+    unsafe {
+        asm!("syscall", inlateout("rax") n => ret, in("rdi") a0,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// System call `n` with two arguments; returns `rax`.
+#[inline(always)]
+pub fn syscall2(n: u64, a0: u64, a1: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: as in `syscall0`; arguments in rdi, rsi.
+    unsafe {
+        asm!("syscall", inlateout("rax") n => ret, in("rdi") a0, in("rsi") a1,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// System call `n` with three arguments; returns `rax`.
+#[inline(always)]
+pub fn syscall3(n: u64, a0: u64, a1: u64, a2: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: as in `syscall0`; arguments in rdi, rsi, rdx.
+    unsafe {
+        asm!("syscall", inlateout("rax") n => ret, in("rdi") a0, in("rsi") a1, in("rdx") a2,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// System call `n` with four arguments; returns `rax`.
+#[inline(always)]
+pub fn syscall4(n: u64, a0: u64, a1: u64, a2: u64, a3: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: as in `syscall0`; arguments in rdi, rsi, rdx, r10.
+    unsafe {
+        asm!("syscall", inlateout("rax") n => ret, in("rdi") a0, in("rsi") a1, in("rdx") a2,
+             in("r10") a3, lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// System call `n` with five arguments; returns `rax`.
+#[inline(always)]
+pub fn syscall5(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: as in `syscall0`; arguments in rdi, rsi, rdx, r10, r8.
+    unsafe {
+        asm!("syscall", inlateout("rax") n => ret, in("rdi") a0, in("rsi") a1, in("rdx") a2,
+             in("r10") a3, in("r8") a4, lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    ret
+}
+
+/// System call `n` with six arguments; returns `rax`.
+#[inline(always)]
+pub fn syscall6(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> u64 {
+    let ret: u64;
+    // SAFETY: as in `syscall0`; arguments in rdi, rsi, rdx, r10, r8, r9.
+    unsafe {
+        asm!("syscall", inlateout("rax") n => ret, in("rdi") a0, in("rsi") a1, in("rdx") a2,
+             in("r10") a3, in("r8") a4, in("r9") a5, lateout("rcx") _, lateout("r11") _,
+             options(nostack));
+    }
+    ret
+}
+
+/// Any system call number with any six argument words; returns raw `rax`.
+/// For hostile tests and fuzzing (see the module documentation).
+#[inline(never)]
+pub fn syscall_raw(n: u64, args: [u64; 6]) -> u64 {
+    syscall6(n, args[0], args[1], args[2], args[3], args[4], args[5])
+}
+
+// ---------------------------------------------------------------------------
+// Typed wrappers, one per `abi::Syscall`.
+
+/// `Null`: does nothing.
+pub fn null() -> Result<u64, Error> {
+    abi::decode(syscall0(Syscall::Null as u64))
+}
+
+/// `ConsoleWrite`: writes `bytes` (at most [`abi::CONSOLE_WRITE_MAX`]).
+pub fn console_write(bytes: &[u8]) -> Result<u64, Error> {
+    abi::decode(syscall2(
+        Syscall::ConsoleWrite as u64,
+        bytes.as_ptr() as u64,
+        bytes.len() as u64,
+    ))
+}
+
+/// `Exit`: ends the environment with `code`.
+pub fn exit(code: u64) -> ! {
+    loop {
+        syscall1(Syscall::Exit as u64, code);
+    }
+}
+
+/// `Yield`: gives up the rest of this vCPU's time slice.
+pub fn yield_now() -> Result<u64, Error> {
+    abi::decode(syscall0(Syscall::Yield as u64))
+}
+
+/// `FrameAlloc`: a zeroed frame, `Some(n)` for exactly frame `n`, `None`
+/// for any. Returns the frame number.
+pub fn frame_alloc(frame: Option<u64>) -> Result<u64, Error> {
+    abi::decode(syscall1(
+        Syscall::FrameAlloc as u64,
+        frame.unwrap_or(abi::ANY_FRAME),
+    ))
+}
+
+/// `FrameFree`.
+pub fn frame_free(frame: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::FrameFree as u64, frame))
+}
+
+/// `FrameGrant`: lets environment `env` map `frame` with at most `rights`.
+pub fn frame_grant(frame: u64, env: u64, rights: Rights) -> Result<u64, Error> {
+    abi::decode(syscall3(Syscall::FrameGrant as u64, frame, env, rights.0))
+}
+
+/// `FrameRevoke`: withdraws the grant of `frame` to `env`.
+pub fn frame_revoke(frame: u64, env: u64) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::FrameRevoke as u64, frame, env))
+}
+
+/// `Map`: maps `frame` at page `va` with `rights`.
+pub fn map(frame: u64, va: u64, rights: Rights) -> Result<u64, Error> {
+    abi::decode(syscall3(Syscall::Map as u64, frame, va, rights.0))
+}
+
+/// `Unmap`: removes the mapping of page `va`.
+pub fn unmap(va: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::Unmap as u64, va))
+}
+
+/// `Protect`: changes the rights of the mapping at `va`.
+pub fn protect(va: u64, rights: Rights) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::Protect as u64, va, rights.0))
+}
+
+/// `SetExceptionHandler`: raw registration of an entry address and an
+/// exception-stack top (`entry` 0 unregisters). Most code wants
+/// [`crate::set_exception_handler`], which provides both.
+pub fn set_exception_handler(entry: u64, stack_top: u64) -> Result<u64, Error> {
+    abi::decode(syscall2(
+        Syscall::SetExceptionHandler as u64,
+        entry,
+        stack_top,
+    ))
+}
+
+/// `ExceptionResume`: resumes `frame`; returns only on failure.
+pub fn exception_resume(frame: &UpcallFrame) -> Error {
+    let rax = syscall1(
+        Syscall::ExceptionResume as u64,
+        frame as *const UpcallFrame as u64,
+    );
+    abi::decode(rax).err().unwrap_or(Error::InvalidSyscall)
+}
+
+/// `VcpuStart`: raw start of a vCPU on `core` at `entry` with
+/// `rsp = stack_top`, `rdi = arg`. Most code wants [`crate::start_vcpu`].
+pub fn vcpu_start(core: u64, entry: u64, stack_top: u64, arg: u64) -> Result<u64, Error> {
+    abi::decode(syscall4(
+        Syscall::VcpuStart as u64,
+        core,
+        entry,
+        stack_top,
+        arg,
+    ))
+}
+
+/// `VcpuExit`: ends this vCPU.
+pub fn vcpu_exit() -> ! {
+    loop {
+        syscall0(Syscall::VcpuExit as u64);
+    }
+}
+
+/// `EnvLookup`: the id of the live environment started from app `name`.
+pub fn env_lookup(name: &str) -> Result<u64, Error> {
+    abi::decode(syscall2(
+        Syscall::EnvLookup as u64,
+        name.as_ptr() as u64,
+        name.len() as u64,
+    ))
+}
+
+/// A decoded [`abi::FrameStatus`] word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameInfo {
+    /// Bits 0..8: the holder kind (see [`FrameInfo::holder`]).
+    pub kind: u64,
+    /// Bits 32..64: the owning environment (meaningful for
+    /// [`FrameHolder::PageTable`] and [`FrameHolder::Owned`]).
+    pub env: u64,
+}
+
+impl FrameInfo {
+    /// Decodes a status word.
+    pub fn from_word(word: u64) -> Self {
+        Self {
+            kind: word & 0xff,
+            env: word >> 32,
+        }
+    }
+
+    /// The holder, if the kind is one the ABI defines.
+    pub fn holder(self) -> Option<FrameHolder> {
+        match self.kind {
+            0 => Some(FrameHolder::Free),
+            1 => Some(FrameHolder::Kernel),
+            2 => Some(FrameHolder::PageTable),
+            3 => Some(FrameHolder::Owned),
+            _ => None,
+        }
+    }
+}
+
+/// `FrameStatus`: who holds `frame`.
+pub fn frame_status(frame: u64) -> Result<FrameInfo, Error> {
+    abi::decode(syscall1(Syscall::FrameStatus as u64, frame)).map(FrameInfo::from_word)
+}
+
+// ---------------------------------------------------------------------------
+// Kernel-provided pages.
+
+/// The environment's read-only [`InfoPage`].
+pub fn info() -> &'static InfoPage {
+    // SAFETY: the kernel maps the InfoPage read-only at INFO_VA for the whole
+    // life of the environment, page-aligned (so aligned for InfoPage), and
+    // never changes it after start; nothing in user space can write it.
+    unsafe { &*(abi::INFO_VA as *const InfoPage) }
+}
+
+/// The core this vCPU runs on (`gs:[0]`, the `core` field of its
+/// [`abi::VcpuPage`]).
+pub fn core_id() -> usize {
+    let core: u64;
+    // SAFETY: the kernel sets this vCPU's user GS base to its VcpuPage,
+    // which is mapped readable; reading 8 bytes at gs:0 touches nothing else.
+    unsafe {
+        asm!("mov {}, qword ptr gs:[0]", out(reg) core,
+             options(nostack, readonly, preserves_flags));
+    }
+    core as usize
+}
+
+// ---------------------------------------------------------------------------
+// Entry points.
+
+#[cfg(target_os = "none")]
+unsafe extern "Rust" {
+    /// The application's main function, defined by [`crate::entry!`].
+    fn __libos_async_main(start_arg: u64) -> i32;
+}
+
+/// The ELF entry of every application: the kernel starts the first vCPU
+/// here with `rsp = STACK_TOP`, `rdi = start_arg`.
+#[cfg(target_os = "none")]
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+#[unsafe(link_section = ".text._start")]
+extern "C" fn _start() -> ! {
+    // SAFETY (naked): no prologue exists; the stub aligns the stack, ends the
+    // frame-pointer chain and calls a Rust function that never returns, with
+    // rdi (start_arg) untouched.
+    core::arch::naked_asm!(
+        "xor ebp, ebp",
+        "and rsp, -16",
+        "call {main}",
+        "ud2",
+        main = sym rust_start,
+    )
+}
+
+/// `_start`'s Rust half: runs the app and exits with its code.
+#[cfg(target_os = "none")]
+extern "C" fn rust_start(start_arg: u64) -> ! {
+    // SAFETY: `entry!` defines `__libos_async_main` with exactly this
+    // signature; the linker fails if the app did not use `entry!`.
+    let code = unsafe { __libos_async_main(start_arg) };
+    exit(code as i64 as u64)
+}
+
+/// Entry of every vCPU started by [`crate::start_vcpu`]: `rsp` = the top of
+/// its stack, `rdi` = the argument.
+#[unsafe(naked)]
+extern "C" fn vcpu_entry() -> ! {
+    // SAFETY (naked): as `_start`: align, end the frame chain, call a
+    // diverging Rust function with rdi untouched.
+    core::arch::naked_asm!(
+        "xor ebp, ebp",
+        "and rsp, -16",
+        "call {main}",
+        "ud2",
+        main = sym vcpu_rust_entry,
+    )
+}
+
+/// `vcpu_entry`'s Rust half.
+extern "C" fn vcpu_rust_entry(arg: u64) -> ! {
+    crate::vcpu::vcpu_main(arg)
+}
+
+/// Address of the vCPU trampoline, for [`vcpu_start`].
+pub(crate) fn vcpu_entry_addr() -> u64 {
+    vcpu_entry as *const () as u64
+}
+
+/// Entry of exception upcalls: `rsp` = `rdi` = the [`UpcallFrame`].
+#[unsafe(naked)]
+extern "C" fn exception_entry() -> ! {
+    // SAFETY (naked): the frame lies at and above rsp; aligning rsp down and
+    // calling only uses memory below it, so the frame stays intact. rdi (the
+    // frame's address) is passed on untouched.
+    core::arch::naked_asm!(
+        "xor ebp, ebp",
+        "and rsp, -16",
+        "call {dispatch}",
+        "ud2",
+        dispatch = sym exception_rust_entry,
+    )
+}
+
+/// `exception_entry`'s Rust half.
+extern "C" fn exception_rust_entry(frame: *mut UpcallFrame) -> ! {
+    // SAFETY: the kernel wrote a complete UpcallFrame at `frame` (8-byte
+    // aligned, on the mapped, writable exception stack) and nothing else
+    // refers to it: this activation owns it until it resumes or exits.
+    let frame = unsafe { &mut *frame };
+    crate::exception::dispatch(frame)
+}
+
+/// Address of the exception stub, for [`set_exception_handler`].
+pub(crate) fn exception_entry_addr() -> u64 {
+    exception_entry as *const () as u64
+}
+
+// ---------------------------------------------------------------------------
+// Probes.
+
+/// Single instructions for tests that provoke faults or try privileged
+/// operations. Each has a fixed encoding, so an exception handler knows how
+/// many bytes to skip: see the `*_LEN` constants.
+pub mod probe {
+    use core::arch::asm;
+
+    /// Length of `cli` (`fa`).
+    pub const CLI_LEN: u64 = 1;
+    /// Length of `hlt` (`f4`).
+    pub const HLT_LEN: u64 = 1;
+    /// Length of `ud2` (`0f 0b`).
+    pub const UD2_LEN: u64 = 2;
+    /// Length of `div rcx` (`48 f7 f1`).
+    pub const DIV_LEN: u64 = 3;
+    /// Length of `int3` (`cc`); a trap, so the saved `rip` is already past it.
+    pub const INT3_LEN: u64 = 1;
+
+    /// Executes `cli`.
+    pub fn cli() {
+        // SAFETY: a single instruction that touches no memory; in ring 3 it
+        // faults (#GP), which the kernel handles.
+        unsafe { asm!(".byte 0xfa", options(nostack)) }
+    }
+
+    /// Executes `hlt`.
+    pub fn hlt() {
+        // SAFETY: as `cli`.
+        unsafe { asm!(".byte 0xf4", options(nostack)) }
+    }
+
+    /// Executes `ud2`.
+    pub fn ud2() {
+        // SAFETY: raises #UD; touches no memory.
+        unsafe { asm!(".byte 0x0f, 0x0b", options(nostack)) }
+    }
+
+    /// Executes `int3`.
+    pub fn int3() {
+        // SAFETY: raises #BP; touches no memory.
+        unsafe { asm!(".byte 0xcc", options(nostack)) }
+    }
+
+    /// Executes `div rcx` with `rcx = 0` (divide error); returns `rax`
+    /// afterwards (unchanged, 1, if a handler skipped the instruction).
+    pub fn div_zero() -> u64 {
+        let rax: u64;
+        // SAFETY: register-only instruction; #DE is handled by the kernel.
+        unsafe {
+            asm!(".byte 0x48, 0xf7, 0xf1", inout("rax") 1u64 => rax, inout("rdx") 0u64 => _,
+                 in("rcx") 0u64, options(nostack));
+        }
+        rax
+    }
+
+    /// `wrmsr` to IA32_EFER (`ecx = 0xC0000080`) with `edx:eax = 0`.
+    pub fn wrmsr_efer() {
+        // SAFETY: privileged: #GP in ring 3; touches no memory.
+        unsafe {
+            asm!("wrmsr", in("ecx") 0xC000_0080u32, in("eax") 0u32, in("edx") 0u32,
+                 options(nostack));
+        }
+    }
+
+    /// `mov cr3, rax` with `rax = 0x1000`.
+    pub fn write_cr3() {
+        // SAFETY: privileged: #GP in ring 3.
+        unsafe { asm!("mov cr3, rax", in("rax") 0x1000u64, options(nostack)) }
+    }
+
+    /// `lgdt` from a 10-byte descriptor on the stack.
+    pub fn lgdt() {
+        let desc = [0u8; 16];
+        // SAFETY: privileged: #GP in ring 3; would only read `desc`.
+        unsafe {
+            asm!("lgdt [{}]", in(reg) desc.as_ptr(), options(nostack, readonly));
+        }
+    }
+
+    /// Reads the 8 bytes at `addr` with one `mov`.
+    ///
+    /// Meant for addresses Rust does not otherwise use (kernel half,
+    /// unmapped pages, the scratch window, pages shared with another
+    /// environment): a fault goes to the exception handler or kills the
+    /// environment.
+    pub fn read(addr: u64) -> u64 {
+        let v: u64;
+        // SAFETY: the access is opaque to the compiler and aligned accesses
+        // are single-copy atomic, so a concurrent writer (another vCPU or
+        // environment) cannot cause a torn value; a bad address faults.
+        unsafe {
+            asm!("mov {}, qword ptr [{}]", out(reg) v, in(reg) addr,
+                 options(nostack, readonly, preserves_flags));
+        }
+        v
+    }
+
+    /// Writes `value` to the 8 bytes at `addr` with one `mov`.
+    ///
+    /// # Panics
+    ///
+    /// Unless `addr` is outside the user half's mappable range (below
+    /// `USER_MIN` or at/above `USER_MAX`: it can only fault) or inside
+    /// [`crate::layout::SCRATCH_BASE`]`..`[`crate::layout::SCRATCH_END`],
+    /// where no Rust object ever lives.
+    pub fn write(addr: u64, value: u64) {
+        let scratch = addr >= crate::layout::SCRATCH_BASE && addr <= crate::layout::SCRATCH_END - 8;
+        let outside = !(abi::USER_MIN..abi::USER_MAX).contains(&addr);
+        assert!(
+            scratch || outside,
+            "probe::write({addr:#x}) outside the scratch window"
+        );
+        // SAFETY: checked above: `addr` is in no Rust object (scratch window
+        // or outside the user half), so the write cannot alias Rust memory;
+        // a fault goes to the kernel.
+        unsafe {
+            asm!("mov qword ptr [{}], {}", in(reg) addr, in(reg) value,
+                 options(nostack, preserves_flags));
+        }
+    }
+
+    /// Puts known values in rax, rcx, rdx, rsi, rdi, r8..r15, executes
+    /// `ud2`, and returns what those registers hold afterwards, in that
+    /// order. A handler that skips the `ud2` must see them all preserved.
+    pub fn ud2_with_registers(values: [u64; 13]) -> [u64; 13] {
+        let mut r = values;
+        // SAFETY: register-only; #UD goes to the handler, which resumes the
+        // saved context (every general-purpose register).
+        unsafe {
+            asm!(".byte 0x0f, 0x0b",
+                 inout("rax") r[0] => r[0], inout("rcx") r[1] => r[1], inout("rdx") r[2] => r[2],
+                 inout("rsi") r[3] => r[3], inout("rdi") r[4] => r[4], inout("r8") r[5] => r[5],
+                 inout("r9") r[6] => r[6], inout("r10") r[7] => r[7], inout("r11") r[8] => r[8],
+                 inout("r12") r[9] => r[9], inout("r13") r[10] => r[10],
+                 inout("r14") r[11] => r[11], inout("r15") r[12] => r[12],
+                 options(nostack));
+        }
+        r
+    }
+}

@@ -1,0 +1,68 @@
+//! Secondary vCPUs.
+//!
+//! [`start_vcpu`]`(core, f, arg)` gives core `core` a 16 KiB stack (mapped
+//! once, at [`crate::layout::vcpu_stack_top`]`(core)`, and reused when a
+//! later vCPU starts there) and starts a vCPU on it at an assembly
+//! trampoline that aligns the stack and calls `f(arg)`. The first vCPU runs
+//! on the kernel-provided stack below `abi::STACK_TOP`; if it runs on core
+//! `c`, slot `c` is simply unused until another vCPU starts there.
+
+use abi::{Error, MAX_CORES, PAGE_SIZE, Rights};
+use spin::Mutex;
+
+use crate::{layout, mem, sys};
+
+/// What each core's next vCPU runs, and which stacks are mapped.
+struct Table {
+    /// The function the vCPU started on each core calls.
+    entry: [Option<fn(u64) -> !>; MAX_CORES],
+    /// Bit `c`: core `c`'s stack is mapped.
+    stacks: u64,
+}
+
+static TABLE: Mutex<Table> = Mutex::new(Table {
+    entry: [None; MAX_CORES],
+    stacks: 0,
+});
+
+/// Starts a vCPU on `core` that runs `f(arg)` on its own stack.
+///
+/// Errors: [`Error::NoSuchCore`] for a core beyond [`MAX_CORES`] (or one the
+/// kernel refuses: offline, or this environment already runs there), and
+/// the allocation errors of mapping the stack.
+pub fn start_vcpu(core: usize, f: fn(u64) -> !, arg: u64) -> Result<(), Error> {
+    if core >= MAX_CORES {
+        return Err(Error::NoSuchCore);
+    }
+    let mut table = TABLE.lock();
+    if table.stacks & (1 << core) == 0 {
+        let top = layout::vcpu_stack_top(core);
+        mem::map_fresh(
+            top - layout::VCPU_STACK_SIZE,
+            layout::VCPU_STACK_SIZE / PAGE_SIZE,
+            Rights::RW,
+        )?;
+        table.stacks |= 1 << core;
+    }
+    table.entry[core] = Some(f);
+    sys::vcpu_start(
+        core as u64,
+        sys::vcpu_entry_addr(),
+        layout::vcpu_stack_top(core),
+        arg,
+    )?;
+    Ok(())
+}
+
+/// Rust side of the vCPU trampoline.
+pub(crate) fn vcpu_main(arg: u64) -> ! {
+    let core = sys::core_id();
+    let f = TABLE.lock().entry.get(core).copied().flatten();
+    match f {
+        Some(f) => f(arg),
+        None => {
+            crate::println!("libos: vCPU on core {core} has no entry");
+            sys::exit(103)
+        }
+    }
+}
