@@ -124,7 +124,7 @@ mod tests {
         let mut writes: Vec<Vec<u8>> = Vec::new();
         {
             let mut w = LineBuf::new(|b: &[u8]| writes.push(b.to_vec()));
-            write!(w, "hello {} on core {}\n", 3, 1).unwrap();
+            writeln!(w, "hello {} on core {}", 3, 1).unwrap();
             w.flush();
         }
         assert_eq!(writes, [b"hello 3 on core 1\n".to_vec()]);

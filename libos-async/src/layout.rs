@@ -52,21 +52,28 @@ const _: () = assert!(HEAP_BASE + HEAP_SIZE <= SCRATCH_BASE);
 const _: () = assert!(SCRATCH_END <= VCPU_STACKS_BASE);
 const _: () = assert!(vcpu_stack_top(MAX_CORES - 1) <= EXC_STACK_TOP - EXC_STACK_SIZE - PAGE_SIZE);
 const _: () = assert!(EXC_STACK_TOP <= STACK_TOP - STACK_SIZE);
-const _: () = assert!(VCPU_STACK_SIZE < VCPU_STACK_SLOT && VCPU_STACK_SIZE % PAGE_SIZE == 0);
-const _: () = assert!(EXC_STACK_SIZE % PAGE_SIZE == 0 && EXC_STACK_TOP % PAGE_SIZE == 0);
+const _: () =
+    assert!(VCPU_STACK_SIZE < VCPU_STACK_SLOT && VCPU_STACK_SIZE.is_multiple_of(PAGE_SIZE));
+const _: () =
+    assert!(EXC_STACK_SIZE.is_multiple_of(PAGE_SIZE) && EXC_STACK_TOP.is_multiple_of(PAGE_SIZE));
+
+const _: () = assert!(abi::USER_MIN < HEAP_BASE && EXC_STACK_TOP < abi::USER_MAX);
+const _: () = assert!(!abi::in_info_region(EXC_STACK_TOP));
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn regions_are_disjoint_and_in_user_space() {
-        assert!(abi::USER_MIN < HEAP_BASE);
-        assert_eq!(
-            vcpu_stack_top(0) - VCPU_STACK_SIZE,
-            VCPU_STACKS_BASE + 48 * 1024
-        );
-        assert!(!abi::in_info_region(EXC_STACK_TOP));
-        assert!(EXC_STACK_TOP < abi::USER_MAX);
+    fn vcpu_stacks_are_disjoint_with_guards() {
+        for core in 0..MAX_CORES {
+            let top = vcpu_stack_top(core);
+            let bottom = top - VCPU_STACK_SIZE;
+            assert_eq!(top % PAGE_SIZE, 0);
+            assert!(bottom >= VCPU_STACKS_BASE + VCPU_STACK_SLOT * core as u64 + PAGE_SIZE);
+            if core > 0 {
+                assert!(bottom > vcpu_stack_top(core - 1));
+            }
+        }
     }
 }

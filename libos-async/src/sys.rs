@@ -494,7 +494,8 @@ pub mod probe {
     /// [`crate::layout::SCRATCH_BASE`]`..`[`crate::layout::SCRATCH_END`],
     /// where no Rust object ever lives.
     pub fn write(addr: u64, value: u64) {
-        let scratch = addr >= crate::layout::SCRATCH_BASE && addr <= crate::layout::SCRATCH_END - 8;
+        let scratch =
+            (crate::layout::SCRATCH_BASE..=crate::layout::SCRATCH_END - 8).contains(&addr);
         let outside = !(abi::USER_MIN..abi::USER_MAX).contains(&addr);
         assert!(
             scratch || outside,

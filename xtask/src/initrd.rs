@@ -20,6 +20,17 @@
 //! - then one file per application, named after the application (no
 //!   directory, no extension), holding its static ring-3 ELF, in the order
 //!   listed on the `apps:` line.
+//!
+//! What `cargo xtask build` packs, in this order:
+//!
+//! - every workspace app (`apps/NAME/`, built for `x86_64-unknown-none` in
+//!   one cargo invocation), sorted by name;
+//! - four deliberately malformed ELFs made from `hello` for the kernel's
+//!   loader tests (see `badelf`): `bad_truncated` (its first 100 bytes),
+//!   `bad_machine` (`e_machine` = 0x28, ARM), `bad_entry` (`e_entry` =
+//!   0x10) and `bad_overlap` (the second `PT_LOAD`'s `p_vaddr` rewritten to
+//!   the first's);
+//! - the prebuilt ELFs given with `--app`, named after their file stem.
 
 use std::io;
 use std::path::Path;

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the project's host tool.
 //!
-//! - `cargo xtask build`: build the kernel for `x86_64-unknown-none` and pack
-//!   the initrd (`target/initrd.tar`, see [`initrd`]).
+//! - `cargo xtask build`: build the kernel and every app under `apps/` for
+//!   `x86_64-unknown-none` and pack the initrd (`target/initrd.tar`, see
+//!   [`initrd`]; plus the malformed ELFs of [`badelf`]).
 //! - `cargo xtask run`: build, then boot QEMU with the serial console on
 //!   stdout; exit with the guest's status.
 //! - `cargo xtask test`: host unit tests, then the in-kernel tests under TCG
@@ -15,6 +16,7 @@
 
 #![forbid(unsafe_code)]
 
+mod badelf;
 mod bench;
 mod initrd;
 mod install;
@@ -43,7 +45,7 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Build the kernel and pack the initrd.
+    /// Build the kernel and the apps, and pack the initrd.
     Build(BuildArgs),
     /// Build, then boot the kernel in QEMU and stream its serial console.
     Run(RunArgs),
@@ -164,6 +166,11 @@ impl Workspace {
         self.target.join(TARGET).join("release").join("kernel")
     }
 
+    /// The ELF of app `name`.
+    fn app(&self, name: &str) -> PathBuf {
+        self.target.join(TARGET).join("release").join(name)
+    }
+
     /// The initrd archive.
     fn initrd(&self) -> PathBuf {
         self.target.join("initrd.tar")
@@ -246,7 +253,7 @@ fn build(ws: &Workspace, args: &BuildArgs) -> Result<Artifacts, String> {
         }
     };
 
-    let mut apps = Vec::new();
+    let mut apps = build_apps(ws)?;
     for path in &args.apps {
         let name = path
             .file_stem()
@@ -268,6 +275,64 @@ fn build(ws: &Workspace, args: &BuildArgs) -> Result<Artifacts, String> {
     initrd::write(&initrd, &apps)?;
     println!("xtask: built {} and {}", ws.rel(&kernel), ws.rel(&initrd));
     Ok(Artifacts { kernel, initrd })
+}
+
+/// The apps of the workspace: every `apps/NAME/Cargo.toml`, sorted. The
+/// crate, its binary and its initrd entry are all called `NAME`.
+fn discover_apps(root: &Path) -> Result<Vec<String>, String> {
+    let dir = root.join("apps");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("reading {}: {e}", dir.display())),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
+        if entry.path().join("Cargo.toml").is_file() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            initrd::check_name(&name)?;
+            names.push(name);
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Builds every app in one cargo invocation and returns them, followed by
+/// the malformed ELFs made from `hello` (see [`badelf`]).
+fn build_apps(ws: &Workspace) -> Result<Vec<initrd::App>, String> {
+    let names = discover_apps(&ws.root)?;
+    if names.is_empty() {
+        return Ok(Vec::new());
+    }
+    println!("xtask: building apps ({})...", names.join(", "));
+    let mut cmd = ws.cargo();
+    cmd.args(["build", "--release", "--target", TARGET]);
+    for name in &names {
+        cmd.args(["-p", name]);
+    }
+    let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!("building the apps failed ({status})"));
+    }
+    let mut apps = Vec::new();
+    for name in &names {
+        let path = ws.app(name);
+        let elf = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", ws.rel(&path)))?;
+        apps.push(initrd::App {
+            name: name.clone(),
+            elf,
+        });
+    }
+    if let Some(hello) = apps.iter().find(|a| a.name == "hello") {
+        let bad = badelf::variants(&hello.elf).map_err(|e| format!("hello: {e}"))?;
+        apps.extend(bad.into_iter().map(|(name, elf)| initrd::App {
+            name: name.to_string(),
+            elf,
+        }));
+    }
+    Ok(apps)
 }
 
 /// Resolves the accelerator, forcing TCG for `-icount`.

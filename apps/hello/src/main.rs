@@ -1,6 +1,7 @@
 //! `hello`: prints `hello from ring 3: env E on core C` on its first core,
-//! starts a vCPU on every other core that prints the same line and exits,
-//! waits (bounded) until all of them have printed, and exits 0.
+//! starts a vCPU on every other core that takes vCPUs (`user_cores`), each
+//! of which prints the same line and exits, waits (bounded) until all of
+//! them have printed, and exits 0.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -27,8 +28,9 @@ fn app_main(_arg: u64) -> i32 {
     greet();
     let me = core_id();
     let cores = info().cores as usize;
+    let user_cores = info().user_cores;
     let mut started = 0;
-    for core in (0..cores).filter(|&c| c != me) {
+    for core in (0..cores).filter(|&c| c != me && user_cores & (1 << c) != 0) {
         check::require("start_vcpu", start_vcpu(core, secondary, 0));
         started += 1;
     }

@@ -120,11 +120,16 @@ fn app_main(_arg: u64) -> i32 {
     // ExceptionResume: a frame that starts mapped but runs into the next
     // (unmapped) page, aligned or not; the bad pointers above.
     for (what, ptr) in bad_ptrs {
-        c.expect_err(
-            what,
-            raw(Syscall::ExceptionResume, [ptr, 0, 0, 0, 0, 0]),
-            Error::BadAddress,
-        );
+        let got = raw(Syscall::ExceptionResume, [ptr, 0, 0, 0, 0, 0]);
+        if ptr % 8 == 0 {
+            c.expect_err(what, got, Error::BadAddress);
+        } else {
+            // A misaligned frame pointer may be refused for its alignment.
+            c.check(
+                matches!(got, Err(Error::BadAddress | Error::InvalidArgument)),
+                format_args!("exception_resume {what}: {got:?}"),
+            );
+        }
     }
     let got = raw(Syscall::ExceptionResume, [P + PAGE_SIZE - 8, 0, 0, 0, 0, 0]);
     c.expect_err("exception_resume aligned spanning", got, Error::BadAddress);
@@ -243,10 +248,12 @@ fn app_main(_arg: u64) -> i32 {
         sys::frame_grant(f, 999_999, Rights::READ),
         Error::NoSuchEnv,
     );
-    c.expect_err(
-        "grant huge frame",
-        sys::frame_grant(HUGE_FRAME, env_id(), Rights::READ),
-        Error::BadFrame,
+    // (To itself, the only environment surely alive: that may be refused
+    // as InvalidArgument before the frame is looked at.)
+    let got = sys::frame_grant(HUGE_FRAME, env_id(), Rights::READ);
+    c.check(
+        matches!(got, Err(Error::BadFrame | Error::InvalidArgument)),
+        format_args!("grant huge frame: {got:?}"),
     );
     let got = sys::frame_revoke(f, 999_999);
     c.check(

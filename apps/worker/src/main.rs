@@ -28,11 +28,11 @@ fn app_main(_arg: u64) -> i32 {
         *f = require("frame_alloc", sys::frame_alloc(None));
         require("map", sys::map(*f, BASE + i as u64 * PAGE_SIZE, Rights::RW));
     }
-    for page in 0..FRAMES {
+    for (page, frame) in frames.iter().enumerate() {
         let va = BASE + page as u64 * PAGE_SIZE;
         for w in 0..PAGE_SIZE / 8 {
             if probe::read(va + w * 8) != 0 {
-                fail(format_args!("fresh frame {} not zeroed", frames[page]));
+                fail(format_args!("fresh frame {frame} not zeroed"));
             }
             probe::write(va + w * 8, pattern(page, w));
         }

@@ -122,11 +122,6 @@ impl Env {
             .flatten()
     }
 
-    /// Frames charged to it now.
-    pub fn charged(&self) -> u64 {
-        self.charged.load(Ordering::Relaxed)
-    }
-
     fn charge(&self) -> Result<(), Error> {
         self.charged
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
@@ -488,6 +483,16 @@ pub enum SpawnError {
     BadElf(kernel::elf::ElfError),
     /// Loading it ran out of frames or quota.
     Memory(Error),
+}
+
+impl core::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SpawnError::NotFound => write!(f, "no such application in the initrd"),
+            SpawnError::BadElf(e) => write!(f, "malformed ELF: {e}"),
+            SpawnError::Memory(e) => write!(f, "out of memory while loading: {e:?}"),
+        }
+    }
 }
 
 /// Round-robin placement of first vCPUs.

@@ -10,12 +10,14 @@
 //! ```
 
 use super::console::kprintln;
+use super::env::{self, Env, Outcome};
 use super::mailbox::{self, MailboxError, Message};
 use super::percpu::{MAX_CPUS, all_cpus, cpu, online_cpus, this_cpu};
 use super::time::Deadline;
 use super::{memory, start};
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -52,6 +54,63 @@ const TESTS: &[KernelTest] = &[
     ("mailbox_rejects_offline_core", mailbox_rejects_offline_core),
     ("mailbox_full_queue_is_drained_not_lost", mailbox_burst),
     ("initrd_module_found_and_parsed", initrd_found),
+    ("env_hello_runs_in_ring3_on_every_user_core", || {
+        expect_exit("hello", 0)
+    }),
+    ("env_worker_completes", || expect_exit("worker", 0)),
+    ("env_syscall_abuse_gets_error_codes", || {
+        hostile_beside_worker("syscall_abuse", 0, None)
+    }),
+    ("env_map_abuse_gets_error_codes", || {
+        hostile_beside_worker("map_abuse", 0, None)
+    }),
+    ("env_cli_in_ring3_kills", || {
+        hostile_beside_worker("privileged", 0, Some("general protection"))
+    }),
+    ("env_hlt_in_ring3_kills", || {
+        hostile_beside_worker("privileged", 1, Some("general protection"))
+    }),
+    ("env_wrmsr_in_ring3_kills", || {
+        hostile_beside_worker("privileged", 2, Some("general protection"))
+    }),
+    ("env_mov_cr3_in_ring3_kills", || {
+        hostile_beside_worker("privileged", 3, Some("general protection"))
+    }),
+    ("env_lgdt_in_ring3_kills", || {
+        hostile_beside_worker("privileged", 4, Some("general protection"))
+    }),
+    ("env_kernel_read_kills", || {
+        hostile_beside_worker("privileged", 5, Some("page fault"))
+    }),
+    ("env_kernel_write_kills", || {
+        hostile_beside_worker("privileged", 6, Some("page fault"))
+    }),
+    ("env_direct_map_read_kills", || {
+        hostile_beside_worker("privileged", 7, Some("page fault"))
+    }),
+    ("env_invalid_opcode_without_handler_kills", || {
+        hostile_beside_worker("ud", 0, Some("invalid opcode"))
+    }),
+    ("env_exception_upcalls_resume", || expect_exit("upcall", 0)),
+    ("env_unusable_exception_stack_kills", || {
+        hostile_beside_worker("bad_exstack", 0, Some("exception stack"))
+    }),
+    ("env_grant_read_only_then_revoke", grant_and_revoke),
+    ("env_malformed_elf_truncated_rejected", || {
+        malformed_elf("bad_truncated")
+    }),
+    ("env_malformed_elf_wrong_machine_rejected", || {
+        malformed_elf("bad_machine")
+    }),
+    ("env_malformed_elf_overlapping_segments_rejected", || {
+        malformed_elf("bad_overlap")
+    }),
+    ("env_malformed_elf_entry_outside_segments_rejected", || {
+        malformed_elf("bad_entry")
+    }),
+    ("env_syscall_fuzzer_survives_beside_worker", || {
+        hostile_beside_worker("fuzz", 0, None)
+    }),
 ];
 
 /// Runs every test; returns whether all passed.
@@ -344,5 +403,108 @@ fn initrd_found() -> TestResult {
         .ok_or("initrd has no README")?;
     check(readme.data.starts_with(b"exo initrd v1"), || {
         "README does not name format v1".into()
+    })
+}
+
+// --- environments -----------------------------------------------------------
+
+/// How long an environment may take in a test (TCG on a loaded host is slow).
+const ENV_TIMEOUT_MS: u64 = 120_000;
+
+fn spawn(name: &str, arg: u64) -> Result<Arc<Env>, String> {
+    env::spawn(name, arg, None).map_err(|e| format!("cannot start {name}: {e}"))
+}
+
+fn wait(env: &Arc<Env>) -> Result<Outcome, String> {
+    let deadline = Deadline::after_ms(ENV_TIMEOUT_MS);
+    loop {
+        if let Some(outcome) = env.finished() {
+            return Ok(outcome.clone());
+        }
+        if deadline.passed() {
+            return Err(format!(
+                "env {} ({}) still running after {} s",
+                env.id,
+                env.name,
+                ENV_TIMEOUT_MS / 1000
+            ));
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Runs `body`, then checks that every frame came back to the pool.
+fn frames_restored(body: impl FnOnce() -> TestResult) -> TestResult {
+    let before = memory::free_frames();
+    body()?;
+    let after = memory::free_frames();
+    check(after == before, || {
+        format!(
+            "{} frames missing after the environments ended",
+            before as i64 - after as i64
+        )
+    })
+}
+
+fn expect_exit(name: &str, arg: u64) -> TestResult {
+    frames_restored(|| {
+        let env = spawn(name, arg)?;
+        let outcome = wait(&env)?;
+        check(outcome == Outcome::Exited(0), || {
+            format!("{name}: {outcome:?}")
+        })
+    })
+}
+
+/// Runs a hostile app beside the well-behaved `worker`. The hostile one must
+/// exit 0 (its own checks passed) or, with `killed_for`, be killed with a
+/// reason naming that; the worker must finish its work regardless.
+fn hostile_beside_worker(name: &str, arg: u64, killed_for: Option<&str>) -> TestResult {
+    frames_restored(|| {
+        let hostile = spawn(name, arg)?;
+        let worker = spawn("worker", 0)?;
+        let h = wait(&hostile)?;
+        let w = wait(&worker)?;
+        check(w == Outcome::Exited(0), || {
+            format!("worker beside {name}: {w:?}")
+        })?;
+        match (killed_for, &h) {
+            (None, Outcome::Exited(0)) => Ok(()),
+            (Some(why), Outcome::Killed(reason)) if reason.contains(why) => Ok(()),
+            _ => Err(format!(
+                "{name}({arg}): {h:?}, expected {}",
+                killed_for.map_or("exit 0".into(), |w| format!("killed for {w}"))
+            )),
+        }
+    })
+}
+
+fn grant_and_revoke() -> TestResult {
+    frames_restored(|| {
+        // Two adjacent free frames the granter will ask for by number.
+        let first = (0x1000..memory::FRAME_CAPACITY - 1)
+            .find(|&f| memory::frame_is_free(f) && memory::frame_is_free(f + 1))
+            .ok_or("no two adjacent free frames")?;
+        let granter = spawn("granter", first)?;
+        let grantee = spawn("grantee", first)?;
+        let g = wait(&granter)?;
+        let e = wait(&grantee)?;
+        check(g == Outcome::Exited(0) && e == Outcome::Exited(0), || {
+            format!("granter {g:?}, grantee {e:?}")
+        })
+    })
+}
+
+fn malformed_elf(name: &str) -> TestResult {
+    frames_restored(|| match env::spawn(name, 0, None) {
+        Err(env::SpawnError::BadElf(why)) => {
+            kprintln!("  {name}: refused: {why}");
+            Ok(())
+        }
+        Err(e) => Err(format!("{name}: refused for the wrong reason: {e:?}")),
+        Ok(env) => {
+            let _ = wait(&env);
+            Err(format!("{name}: a malformed ELF was started"))
+        }
     })
 }

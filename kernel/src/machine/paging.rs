@@ -94,11 +94,6 @@ impl AddressSpace {
         AddressSpace { pml4 }
     }
 
-    /// The value to load into CR3.
-    pub fn cr3(&self) -> u64 {
-        self.pml4 * 4096
-    }
-
     /// The PML4 frame.
     pub fn root(&self) -> FrameNumber {
         self.pml4

@@ -205,7 +205,7 @@ fn run_demo(init: &[alloc::string::String]) -> ! {
     env::power_off_when_all_done();
     for name in init {
         if let Err(e) = env::spawn(name, 0, None) {
-            kprintln!("exo: cannot start {name}: {e:?}");
+            kprintln!("exo: cannot start {name}: {e}");
             env::note_run_failure();
         }
     }

@@ -1,0 +1,157 @@
+//! Deliberately malformed ELF images for the kernel's loader tests, made
+//! from a good one (the `hello` app):
+//!
+//! | entry | how it is broken |
+//! |---|---|
+//! | `bad_truncated` | only the first 100 bytes (the program headers are cut off) |
+//! | `bad_machine` | `e_machine` = 0x28 (ARM) |
+//! | `bad_entry` | `e_entry` = 0x10 (below `USER_MIN`, in no segment) |
+//! | `bad_overlap` | the second `PT_LOAD`'s `p_vaddr` = the first's (everything else kept) |
+
+/// `e_machine` offset in the ELF64 header.
+const E_MACHINE: usize = 18;
+/// `e_entry` offset.
+const E_ENTRY: usize = 24;
+/// `e_phoff` offset.
+const E_PHOFF: usize = 32;
+/// `e_phentsize` offset.
+const E_PHENTSIZE: usize = 54;
+/// `e_phnum` offset.
+const E_PHNUM: usize = 56;
+/// `p_vaddr` offset in a program header.
+const P_VADDR: usize = 16;
+/// `PT_LOAD`.
+const PT_LOAD: u32 = 1;
+/// `EM_ARM`.
+const EM_ARM: u16 = 0x28;
+
+fn u16_at(b: &[u8], off: usize) -> Result<u16, String> {
+    b.get(off..off + 2)
+        .map(|s| u16::from_le_bytes(s.try_into().expect("2 bytes")))
+        .ok_or_else(|| format!("ELF too short for a u16 at {off}"))
+}
+
+fn u32_at(b: &[u8], off: usize) -> Result<u32, String> {
+    b.get(off..off + 4)
+        .map(|s| u32::from_le_bytes(s.try_into().expect("4 bytes")))
+        .ok_or_else(|| format!("ELF too short for a u32 at {off}"))
+}
+
+fn u64_at(b: &[u8], off: usize) -> Result<u64, String> {
+    b.get(off..off + 8)
+        .map(|s| u64::from_le_bytes(s.try_into().expect("8 bytes")))
+        .ok_or_else(|| format!("ELF too short for a u64 at {off}"))
+}
+
+fn check_elf64(elf: &[u8]) -> Result<(), String> {
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return Err("not a little-endian ELF64 image".into());
+    }
+    Ok(())
+}
+
+/// The file offsets of the `PT_LOAD` program headers, in order.
+fn load_headers(elf: &[u8]) -> Result<Vec<usize>, String> {
+    check_elf64(elf)?;
+    let phoff = usize::try_from(u64_at(elf, E_PHOFF)?).map_err(|e| e.to_string())?;
+    let size = usize::from(u16_at(elf, E_PHENTSIZE)?);
+    let num = usize::from(u16_at(elf, E_PHNUM)?);
+    let mut loads = Vec::new();
+    for i in 0..num {
+        let off = phoff + i * size;
+        if u32_at(elf, off)? == PT_LOAD {
+            loads.push(off);
+        }
+    }
+    Ok(loads)
+}
+
+/// The malformed variants of `elf`, as `(name, bytes)`.
+pub fn variants(elf: &[u8]) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
+    check_elf64(elf)?;
+    let truncated = elf[..100].to_vec();
+
+    let mut machine = elf.to_vec();
+    machine[E_MACHINE..E_MACHINE + 2].copy_from_slice(&EM_ARM.to_le_bytes());
+
+    let mut entry = elf.to_vec();
+    entry[E_ENTRY..E_ENTRY + 8].copy_from_slice(&0x10u64.to_le_bytes());
+
+    let loads = load_headers(elf)?;
+    let [first, second, ..] = loads[..] else {
+        return Err(format!(
+            "need two PT_LOAD segments for bad_overlap, found {}",
+            loads.len()
+        ));
+    };
+    let mut overlap = elf.to_vec();
+    let vaddr = u64_at(elf, first + P_VADDR)?;
+    overlap[second + P_VADDR..second + P_VADDR + 8].copy_from_slice(&vaddr.to_le_bytes());
+
+    Ok(vec![
+        ("bad_truncated", truncated),
+        ("bad_machine", machine),
+        ("bad_entry", entry),
+        ("bad_overlap", overlap),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal ELF64 header with two PT_LOAD headers (and a PT_NOTE
+    /// between them).
+    fn sample() -> Vec<u8> {
+        let mut e = vec![0u8; 64 + 3 * 56];
+        e[..4].copy_from_slice(b"\x7fELF");
+        e[4] = 2;
+        e[5] = 1;
+        e[E_MACHINE..E_MACHINE + 2].copy_from_slice(&0x3eu16.to_le_bytes());
+        e[E_ENTRY..E_ENTRY + 8].copy_from_slice(&0x40_0000u64.to_le_bytes());
+        e[E_PHOFF..E_PHOFF + 8].copy_from_slice(&64u64.to_le_bytes());
+        e[E_PHENTSIZE..E_PHENTSIZE + 2].copy_from_slice(&56u16.to_le_bytes());
+        e[E_PHNUM..E_PHNUM + 2].copy_from_slice(&3u16.to_le_bytes());
+        for (i, (ty, vaddr)) in [(PT_LOAD, 0x40_0000u64), (4, 0), (PT_LOAD, 0x40_2000)]
+            .into_iter()
+            .enumerate()
+        {
+            let ph = 64 + i * 56;
+            e[ph..ph + 4].copy_from_slice(&ty.to_le_bytes());
+            e[ph + P_VADDR..ph + P_VADDR + 8].copy_from_slice(&vaddr.to_le_bytes());
+        }
+        e
+    }
+
+    #[test]
+    fn variants_break_exactly_one_thing() {
+        let good = sample();
+        let v = variants(&good).unwrap();
+        let names: Vec<&str> = v.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            ["bad_truncated", "bad_machine", "bad_entry", "bad_overlap"]
+        );
+        assert_eq!(v[0].1, good[..100]);
+        assert_eq!(u16_at(&v[1].1, E_MACHINE).unwrap(), 0x28);
+        assert_eq!(u64_at(&v[2].1, E_ENTRY).unwrap(), 0x10);
+        let overlap = &v[3].1;
+        assert_eq!(u64_at(overlap, 64 + 2 * 56 + P_VADDR).unwrap(), 0x40_0000);
+        // Only those bytes differ.
+        for (name, bad) in &v[1..] {
+            let diff = good.iter().zip(bad).filter(|(a, b)| a != b).count();
+            assert!((1..=8).contains(&diff), "{name}: {diff} bytes differ");
+            assert_eq!(bad.len(), good.len());
+        }
+    }
+
+    #[test]
+    fn rejects_non_elf_and_single_segment() {
+        assert!(
+            variants(b"not an elf at all, not even close............................").is_err()
+        );
+        let mut one = sample();
+        one[E_PHNUM..E_PHNUM + 2].copy_from_slice(&1u16.to_le_bytes());
+        assert!(variants(&one).is_err());
+    }
+}
