@@ -4,7 +4,8 @@
 //! [`crate::layout::EXC_STACK_TOP`], once) and registers the assembly stub
 //! in `sys` with the kernel. On an upcall the stub calls the handler with the
 //! [`UpcallFrame`]; if it returns `true` the (possibly edited) frame is
-//! resumed, otherwise the frame is printed and the environment exits with
+//! resumed (in user space, or through the kernel: [`resume_via_kernel`]),
+//! otherwise the frame is printed and the environment exits with
 //! code 102.
 //!
 //! **One exception stack per environment.** The ABI registers one stack per
@@ -24,6 +25,14 @@ use crate::{layout, mem, sys};
 pub type Handler = fn(&mut UpcallFrame) -> bool;
 
 static HANDLER: Mutex<Option<Handler>> = Mutex::new(None);
+static RESUME_VIA_KERNEL: AtomicBool = AtomicBool::new(false);
+
+/// Chooses how a handled exception resumes: by default in user space (no
+/// system call; see `sys::resume_in_user`), or with `true`, through the
+/// kernel's `ExceptionResume` (needed by code that uses a red zone).
+pub fn resume_via_kernel(yes: bool) {
+    RESUME_VIA_KERNEL.store(yes, Ordering::Relaxed);
+}
 static STACK_MAPPED: AtomicBool = AtomicBool::new(false);
 static STACK_LOCK: Mutex<()> = Mutex::new(());
 
@@ -74,6 +83,9 @@ pub(crate) fn dispatch(frame: &mut UpcallFrame) -> ! {
         None => false,
     };
     if resume {
+        if !RESUME_VIA_KERNEL.load(Ordering::Relaxed) {
+            sys::resume_in_user(frame);
+        }
         let e = sys::exception_resume(frame);
         crate::println!("libos: exception_resume failed: {e:?}");
     } else {

@@ -381,6 +381,76 @@ extern "C" fn exception_rust_entry(frame: *mut UpcallFrame) -> ! {
     crate::exception::dispatch(frame)
 }
 
+/// Resumes the context in `frame` without entering the kernel (Aegis-style):
+/// the trap-time `rip` is written just below the trap-time `rsp`, every
+/// general-purpose register and the user flags are reloaded from the frame,
+/// and a `ret` on the trap-time stack lands on `rip` with `rsp` restored.
+///
+/// The 8 bytes below the interrupted `rsp` are overwritten: fine for code
+/// built without a red zone (like everything for `x86_64-unknown-none`);
+/// code that keeps data in a red zone must resume through
+/// [`exception_resume`] instead. `popfq` in ring 3 cannot change IF or IOPL,
+/// so the frame's flags are taken as they are.
+pub(crate) fn resume_in_user(frame: &UpcallFrame) -> ! {
+    const RIP: usize = core::mem::offset_of!(UpcallFrame, rip);
+    const RSP: usize = core::mem::offset_of!(UpcallFrame, rsp);
+    const RFLAGS: usize = core::mem::offset_of!(UpcallFrame, rflags);
+    // SAFETY: `frame` is the upcall frame on the exception stack, owned by
+    // this activation; the stack below it is free, and the slot below the
+    // trap-time rsp is dead stack space in the interrupted code (no red
+    // zone). Every register the interrupted code had is restored before the
+    // final `ret`, which only pops the slot we wrote.
+    unsafe {
+        core::arch::asm!(
+            "mov rsp, {frame}",
+            "mov rax, [rsp + {rsp_off}]",
+            "sub rax, 8",
+            "mov rbx, [rsp + {rip_off}]",
+            "mov [rax], rbx",
+            "mov [rsp + {rsp_off}], rax",
+            "push qword ptr [rsp + {flags_off}]",
+            "mov rax, [rsp + 8 + {rax}]",
+            "mov rbx, [rsp + 8 + {rbx}]",
+            "mov rcx, [rsp + 8 + {rcx}]",
+            "mov rdx, [rsp + 8 + {rdx}]",
+            "mov rsi, [rsp + 8 + {rsi}]",
+            "mov rdi, [rsp + 8 + {rdi}]",
+            "mov rbp, [rsp + 8 + {rbp}]",
+            "mov r8, [rsp + 8 + {r8}]",
+            "mov r9, [rsp + 8 + {r9}]",
+            "mov r10, [rsp + 8 + {r10}]",
+            "mov r11, [rsp + 8 + {r11}]",
+            "mov r12, [rsp + 8 + {r12}]",
+            "mov r13, [rsp + 8 + {r13}]",
+            "mov r14, [rsp + 8 + {r14}]",
+            "mov r15, [rsp + 8 + {r15}]",
+            "popfq",
+            "mov rsp, [rsp + {rsp_off}]",
+            "ret",
+            frame = in(reg) frame as *const UpcallFrame,
+            rsp_off = const RSP,
+            rip_off = const RIP,
+            flags_off = const RFLAGS,
+            rax = const core::mem::offset_of!(UpcallFrame, rax),
+            rbx = const core::mem::offset_of!(UpcallFrame, rbx),
+            rcx = const core::mem::offset_of!(UpcallFrame, rcx),
+            rdx = const core::mem::offset_of!(UpcallFrame, rdx),
+            rsi = const core::mem::offset_of!(UpcallFrame, rsi),
+            rdi = const core::mem::offset_of!(UpcallFrame, rdi),
+            rbp = const core::mem::offset_of!(UpcallFrame, rbp),
+            r8 = const core::mem::offset_of!(UpcallFrame, r8),
+            r9 = const core::mem::offset_of!(UpcallFrame, r9),
+            r10 = const core::mem::offset_of!(UpcallFrame, r10),
+            r11 = const core::mem::offset_of!(UpcallFrame, r11),
+            r12 = const core::mem::offset_of!(UpcallFrame, r12),
+            r13 = const core::mem::offset_of!(UpcallFrame, r13),
+            r14 = const core::mem::offset_of!(UpcallFrame, r14),
+            r15 = const core::mem::offset_of!(UpcallFrame, r15),
+            options(noreturn)
+        )
+    }
+}
+
 /// Address of the exception stub, for [`set_exception_handler`].
 pub(crate) fn exception_entry_addr() -> u64 {
     exception_entry as *const () as u64
@@ -388,6 +458,14 @@ pub(crate) fn exception_entry_addr() -> u64 {
 
 // ---------------------------------------------------------------------------
 // Probes.
+
+/// Reads the time-stamp counter (allowed in ring 3: the kernel leaves
+/// CR4.TSD clear). Under `-icount` it counts guest instructions.
+#[inline(always)]
+pub fn rdtsc() -> u64 {
+    // SAFETY: `rdtsc` reads a counter; no memory or state is affected.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
 
 /// Single instructions for tests that provoke faults or try privileged
 /// operations. Each has a fixed encoding, so an exception handler knows how

@@ -75,7 +75,10 @@ fn seen_one(c: &mut Checks, before: u64, what: &str) {
     );
 }
 
-fn app_main(_arg: u64) -> i32 {
+fn app_main(arg: u64) -> i32 {
+    // arg 1: resume through the kernel's ExceptionResume instead of in user
+    // space, so that both paths are exercised.
+    libos_async::exception::resume_via_kernel(arg == 1);
     let mut c = Checks::new();
     require("set_exception_handler", set_exception_handler(handler));
 

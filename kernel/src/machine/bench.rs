@@ -7,6 +7,8 @@
 //! * `ipi_roundtrip_0_to_N`: core 0 sends a bare IPI ([`BENCH_PING`]) to
 //!   core N, whose handler answers with a bare IPI ([`BENCH_PONG`]); timed
 //!   from before the send until core 0's pong handler has run.
+//! * ring 3 (`apps/benchsys`): `syscall_null`, `fault_upcall_resume`,
+//!   `map_unmap`, `frame_alloc_free`; see that application's docs.
 //! * `mailbox_roundtrip_0_to_N`: core 0 posts `Echo` to core N's mailbox
 //!   (queue push + IPI); N's handler posts `EchoReply` back the same way;
 //!   timed until core 0 has handled the reply. The target: within 2x the
@@ -111,6 +113,30 @@ pub fn run_all(n: usize) -> bool {
             &mut samples,
         );
     }
+    ok &= run_ring3_benchmarks(n);
     kprintln!("bench done");
     ok
+}
+
+/// The system-call, upcall, mapping and frame benchmarks run in ring 3 (the
+/// `benchsys` application measures them itself and prints its own lines).
+fn run_ring3_benchmarks(n: usize) -> bool {
+    let env = match super::env::spawn("benchsys", n as u64, None) {
+        Ok(env) => env,
+        Err(e) => {
+            log::error!("cannot start benchsys: {e}");
+            return false;
+        }
+    };
+    let deadline = Deadline::after_ms(600_000);
+    loop {
+        if let Some(outcome) = env.finished() {
+            return *outcome == super::env::Outcome::Exited(0);
+        }
+        if deadline.passed() {
+            log::error!("benchsys did not finish");
+            return false;
+        }
+        pause();
+    }
 }

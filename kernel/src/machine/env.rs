@@ -389,9 +389,10 @@ pub fn protect(env: &Env, va: u64, rights: Rights) -> Result<(), Error> {
     check_va(va)?;
     check_rights(rights)?;
     let mut aspace = lock_serving_mailbox(&env.aspace);
-    let (frame, old) = aspace.translate(va).ok_or(Error::NotMapped)?;
-    shard(frame).check_map(frame, env.id, rights)?;
-    aspace.protect(va, leaf_flags(rights))?;
+    let old = aspace.protect(va, |frame, _| {
+        shard(frame).check_map(frame, env.id, rights)?;
+        Ok(leaf_flags(rights))
+    })?;
     if !rights.contains(rights_of(old)) {
         shootdown(env, Some(va));
     }
@@ -407,15 +408,24 @@ pub fn copy_from_user(env: &Env, va: u64, len: usize) -> Result<Vec<u8>, Error> 
     let mut out = Vec::new();
     out.try_reserve_exact(len)
         .map_err(|_| Error::InvalidArgument)?;
-    with_user_pages(env, va, len, false, |chunk_phys, n| {
+    out.resize(len, 0);
+    copy_from_user_into(env, va, &mut out)?;
+    Ok(out)
+}
+
+/// Copies `out.len()` bytes from `env`'s memory at `va` into `out` (no
+/// allocation: the hot paths use a buffer on the stack).
+pub fn copy_from_user_into(env: &Env, va: u64, out: &mut [u8]) -> Result<(), Error> {
+    let mut done = 0;
+    with_user_pages(env, va, out.len(), false, |chunk_phys, n| {
         // SAFETY: `chunk_phys..+n` lies inside one frame mapped user-readable
         // in `env`, which cannot be freed while the aspace lock is held.
         let bytes = unsafe {
             core::slice::from_raw_parts(memory::phys_to_virt(chunk_phys) as *const u8, n)
         };
-        out.extend_from_slice(bytes);
-    })?;
-    Ok(out)
+        out[done..done + n].copy_from_slice(bytes);
+        done += n;
+    })
 }
 
 /// Copies `bytes` into `env`'s memory at `va` (pages must be user-writable).
@@ -449,12 +459,28 @@ fn with_user_pages(
         return Err(Error::BadAddress);
     }
     let aspace = lock_serving_mailbox(&env.aspace);
+    use x86_64::structures::paging::PageTableFlags as F;
+    let allowed =
+        |flags: F| flags.contains(F::USER_ACCESSIBLE) && (!write || flags.contains(F::WRITABLE));
+    // Fast path: the whole range in one page (upcall frames, small buffers).
+    if len > 0
+        && (va ^ (end - 1)) < abi::PAGE_SIZE
+        && va % abi::PAGE_SIZE + len as u64 <= abi::PAGE_SIZE
+    {
+        let (frame, flags) = aspace
+            .translate(va & !(abi::PAGE_SIZE - 1))
+            .ok_or(Error::BadAddress)?;
+        if !allowed(flags) {
+            return Err(Error::BadAddress);
+        }
+        chunk(frame * abi::PAGE_SIZE + va % abi::PAGE_SIZE, len);
+        return Ok(());
+    }
     // Check every page first so that a failing copy_to_user writes nothing.
     let mut page = va & !(abi::PAGE_SIZE - 1);
     while page < end {
         let (_, flags) = aspace.translate(page).ok_or(Error::BadAddress)?;
-        use x86_64::structures::paging::PageTableFlags as F;
-        if !flags.contains(F::USER_ACCESSIBLE) || (write && !flags.contains(F::WRITABLE)) {
+        if !allowed(flags) {
             return Err(Error::BadAddress);
         }
         page += abi::PAGE_SIZE;

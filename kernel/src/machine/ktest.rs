@@ -91,7 +91,12 @@ const TESTS: &[KernelTest] = &[
     ("env_invalid_opcode_without_handler_kills", || {
         hostile_beside_worker("ud", 0, Some("invalid opcode"))
     }),
-    ("env_exception_upcalls_resume", || expect_exit("upcall", 0)),
+    ("env_exception_upcalls_resume_in_user_space", || {
+        expect_exit("upcall", 0)
+    }),
+    ("env_exception_upcalls_resume_through_kernel", || {
+        expect_exit("upcall", 1)
+    }),
     ("env_unusable_exception_stack_kills", || {
         hostile_beside_worker("bad_exstack", 0, Some("exception stack"))
     }),

@@ -23,10 +23,20 @@ unsafe extern "C" {
     static boot_pml4: u8;
 }
 
-/// Whether the CPU honours the no-execute bit (EFER.NXE set by the boot stub).
+static NX: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Records whether the CPU honours the no-execute bit (EFER.NXE, set by the
+/// boot stub when CPUID offers NX). Call once at boot.
+pub fn init() {
+    use x86_64::registers::model_specific::{Efer, EferFlags};
+    NX.store(
+        Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE),
+        core::sync::atomic::Ordering::Relaxed,
+    );
+}
+
 fn nx_enabled() -> bool {
-    x86_64::registers::model_specific::Efer::read()
-        .contains(x86_64::registers::model_specific::EferFlags::NO_EXECUTE_ENABLE)
+    NX.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 /// Leaf flags for a user mapping with `rights` (READ is implied).
@@ -171,14 +181,18 @@ impl AddressSpace {
         Ok(frame)
     }
 
-    /// Replaces the flags of the mapping at `va`; returns the frame and the
-    /// old flags.
-    pub fn protect(&mut self, va: u64, flags: F) -> Result<(FrameNumber, F), Error> {
+    /// Replaces the flags of the mapping at `va` with `flags_for(frame,
+    /// old_flags)`, which may refuse; returns the old flags.
+    pub fn protect(
+        &mut self,
+        va: u64,
+        flags_for: impl FnOnce(FrameNumber, F) -> Result<F, Error>,
+    ) -> Result<F, Error> {
         let leaf = self.leaf(va).ok_or(Error::NotMapped)?;
         let old = leaf.flags();
-        let frame = leaf.addr().as_u64() / 4096;
-        leaf.set_addr(leaf.addr(), flags);
-        Ok((frame, old))
+        let new = flags_for(leaf.addr().as_u64() / 4096, old)?;
+        leaf.set_addr(leaf.addr(), new);
+        Ok(old)
     }
 
     /// Every leaf mapping of the user half, as `(va, frame)`.

@@ -61,7 +61,11 @@ pub struct PerCpu {
     /// Acknowledgements received for TLB shootdowns this core sent.
     pub flush_acks: AtomicU64,
     /// vCPUs other cores started here, not yet in the run queue (leaf lock).
-    pub incoming: spin::Mutex<Vec<Box<Vcpu>>>,
+    pub incoming: spin::Mutex<Vec<Vcpu>>,
+    /// Set after a push to `incoming`, cleared when it is drained.
+    pub incoming_pending: AtomicBool,
+    /// vCPUs assigned to this core (incoming, ready or running).
+    pub vcpus: AtomicUsize,
     /// This core's vCPUs.
     pub runq: CpuLocal<RunQueue>,
     /// The environment whose address space is loaded in CR3, if any.
@@ -101,6 +105,8 @@ pub fn init_this_cpu(
         pongs: AtomicU64::new(0),
         flush_acks: AtomicU64::new(0),
         incoming: spin::Mutex::new(Vec::new()),
+        incoming_pending: AtomicBool::new(false),
+        vcpus: AtomicUsize::new(0),
         runq: CpuLocal::new(index, RunQueue::default()),
         loaded_env: CpuLocal::new(index, None),
         mailbox: Mailbox::new(),

@@ -87,10 +87,12 @@ pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(),
         return Err(Error::NoSuchCore); // one vCPU per core per environment
     }
     env.live_vcpus.fetch_add(1, Ordering::AcqRel);
-    target.incoming.lock().push(Box::new(Vcpu {
+    target.incoming.lock().push(Vcpu {
         env: Arc::clone(env),
         context,
-    }));
+    });
+    target.incoming_pending.store(true, Ordering::Release);
+    target.vcpus.fetch_add(1, Ordering::AcqRel);
     let _ = super::mailbox::post(core, super::mailbox::Message::Reschedule, None);
     Ok(())
 }
@@ -121,10 +123,8 @@ pub fn reschedule(frame: &mut TrapFrame, preempt: bool) -> Next {
         });
         let keep_current = rq.current.as_ref().is_some_and(|v| !v.env.is_dying()) && !rq.exiting;
         rq.exiting = false;
-        if !keep_current {
-            if let Some(dead) = rq.current.take() {
-                dropped.push(Arc::clone(&dead.env));
-            }
+        if !keep_current && let Some(dead) = rq.current.take() {
+            dropped.push(Arc::clone(&dead.env));
         }
         if me.mailbox.has_work() {
             park_current(rq, frame);
@@ -169,12 +169,17 @@ fn release_vcpu(env: &Arc<Env>) {
         deactivate_user();
     }
     env.vcpu_cores.fetch_and(!(1 << me.index), Ordering::AcqRel);
+    me.vcpus.fetch_sub(1, Ordering::AcqRel);
     env::vcpu_dropped(env);
 }
 
 fn absorb_incoming(rq: &mut RunQueue) {
-    let mut incoming = this_cpu().incoming.lock();
-    rq.ready.extend(incoming.drain(..));
+    let me = this_cpu();
+    if me.incoming_pending.load(Ordering::Acquire) {
+        let mut incoming = me.incoming.lock();
+        me.incoming_pending.store(false, Ordering::Release);
+        rq.ready.extend(incoming.drain(..).map(Box::new));
+    }
 }
 
 fn park_current(rq: &mut RunQueue, frame: &TrapFrame) {
@@ -219,6 +224,9 @@ fn deactivate_user() {
 /// From the idle loop: if a vCPU is ready, run it (does not return).
 pub fn run_ready() {
     let me = this_cpu();
+    if me.vcpus.load(Ordering::Acquire) == 0 {
+        return;
+    }
     let mut dropped: alloc::vec::Vec<Arc<Env>> = alloc::vec::Vec::new();
     let chosen = me.runq.with(|rq| {
         absorb_incoming(rq);
@@ -324,6 +332,16 @@ pub fn user_trap(frame: &mut TrapFrame) {
 
 /// After an entry from ring 3: pick who runs, and go there.
 pub fn finish(frame: &mut TrapFrame, preempt: bool) {
+    let me = this_cpu();
+    // Fast path: nothing changed for this core, the same vCPU continues.
+    if !preempt && !me.incoming_pending.load(Ordering::Acquire) && !me.mailbox.has_work() {
+        let same = me
+            .runq
+            .with(|rq| !rq.exiting && rq.current.as_ref().is_some_and(|v| !v.env.is_dying()));
+        if same {
+            return;
+        }
+    }
     if let Next::Idle = reschedule(frame, preempt) {
         switch_to_idle();
     }

@@ -174,7 +174,7 @@ fn console_write(env: &env::Env, ptr: u64, len: u64) -> Result<u64, Error> {
 }
 
 fn set_exception_handler(env: &env::Env, entry: u64, stack_top: u64) -> Result<u64, Error> {
-    if entry != 0 && (entry < abi::USER_MIN || entry >= abi::USER_MAX || stack_top > abi::USER_MAX)
+    if entry != 0 && (!(abi::USER_MIN..abi::USER_MAX).contains(&entry) || stack_top > abi::USER_MAX)
     {
         return Err(Error::InvalidArgument);
     }
@@ -183,16 +183,57 @@ fn set_exception_handler(env: &env::Env, entry: u64, stack_top: u64) -> Result<u
 }
 
 fn exception_resume(env: &env::Env, frame: &mut TrapFrame, ptr: u64) -> Result<(), Error> {
-    let bytes = env::copy_from_user(env, ptr, abi::UPCALL_FRAME_SIZE as usize)?;
-    let mut upcall = abi::UpcallFrame::default();
-    // SAFETY: `UpcallFrame` is `repr(C)` and every bit pattern of its u64
-    // fields is valid; `bytes` has exactly its size.
-    unsafe {
-        core::ptr::copy_nonoverlapping(
-            bytes.as_ptr(),
-            &mut upcall as *mut abi::UpcallFrame as *mut u8,
-            bytes.len(),
-        )
+    let mut words = [0u64; abi::UPCALL_FRAME_SIZE as usize / 8];
+    let mut bytes = [0u8; abi::UPCALL_FRAME_SIZE as usize];
+    env::copy_from_user_into(env, ptr, &mut bytes)?;
+    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+        *word = u64::from_le_bytes(chunk.try_into().expect("8-byte chunks"));
+    }
+    let [
+        vector,
+        error_code,
+        fault_addr,
+        rip,
+        rsp,
+        rflags,
+        rax,
+        rbx,
+        rcx,
+        rdx,
+        rsi,
+        rdi,
+        rbp,
+        r8,
+        r9,
+        r10,
+        r11,
+        r12,
+        r13,
+        r14,
+        r15,
+    ] = words;
+    let upcall = abi::UpcallFrame {
+        vector,
+        error_code,
+        fault_addr,
+        rip,
+        rsp,
+        rflags,
+        rax,
+        rbx,
+        rcx,
+        rdx,
+        rsi,
+        rdi,
+        rbp,
+        r8,
+        r9,
+        r10,
+        r11,
+        r12,
+        r13,
+        r14,
+        r15,
     };
     sched::resume_from(frame, &upcall)
 }

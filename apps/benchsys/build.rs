@@ -1,0 +1,11 @@
+//! Links the ring-3 binary with libos-async's user linker script.
+
+fn main() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let script = format!("{dir}/../../libos-async/user.ld");
+    if std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default() == "none" {
+        println!("cargo:rustc-link-arg-bins=-T{script}");
+        println!("cargo:rustc-link-arg-bins=--no-pie");
+    }
+    println!("cargo:rerun-if-changed={script}");
+}
