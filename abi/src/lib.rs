@@ -33,11 +33,11 @@
 //!
 //! # Exceptions
 //!
-//! An environment registers an entry point and an exception stack with
-//! [`Syscall::SetExceptionHandler`]. When one of its vCPUs raises a page
+//! An environment registers an entry point and its vCPUs' exception stacks
+//! with [`Syscall::SetExceptionHandler`]. When one of its vCPUs raises a page
 //! fault, general-protection fault, divide error, invalid opcode or
-//! breakpoint, the kernel writes an [`UpcallFrame`] onto the exception stack
-//! (below the interrupted `rsp` if that is already on the exception stack,
+//! breakpoint, the kernel writes an [`UpcallFrame`] onto that core's
+//! exception stack (below the interrupted `rsp` if that is already on it,
 //! after a 128-byte red zone; else at the stack's top), and enters the entry
 //! point with `rsp` = `rdi` = the frame's address. The handler may edit the
 //! frame and resume it with [`Syscall::ExceptionResume`]. Without a handler,
@@ -127,8 +127,11 @@ pub enum Syscall {
     /// `(va, rights)` → 0. Changes the rights of the mapping at `va`
     /// (within what the binding allows).
     Protect = 10,
-    /// `(entry, stack_top)` → 0. Registers the exception entry point and the
-    /// top of the exception stack. `entry` 0 unregisters.
+    /// `(entry, stack_top, stride)` → 0. Registers the exception entry point
+    /// and the exception stacks: core `c`'s stack ends at
+    /// `stack_top - c * stride` (stride 0: one stack shared by every vCPU,
+    /// which is only safe if they never fault at the same time). `entry` 0
+    /// unregisters.
     SetExceptionHandler = 11,
     /// `(frame_ptr)` → does not return on success. Resumes the context in
     /// the [`UpcallFrame`] at `frame_ptr`.
@@ -146,11 +149,15 @@ pub enum Syscall {
     /// `(frame)` → [`FrameStatus`] word: who holds the frame, for libOS
     /// pagers and tests. Any environment may ask about any frame.
     FrameStatus = 16,
+    /// `(va, pages)` → pages unmapped. Removes every mapping in
+    /// `va .. va + pages * PAGE_SIZE` (holes are skipped; `pages` at most
+    /// [`UNMAP_RANGE_MAX`]) with one TLB shootdown round for the whole range.
+    UnmapRange = 17,
 }
 
 /// Number of defined system calls; numbers from here on are
 /// [`Error::InvalidSyscall`].
-pub const SYSCALL_COUNT: u64 = 17;
+pub const SYSCALL_COUNT: u64 = 18;
 
 impl Syscall {
     /// The call with number `n`, if defined.
@@ -174,6 +181,7 @@ impl Syscall {
             VcpuExit,
             EnvLookup,
             FrameStatus,
+            UnmapRange,
         ];
         ALL.get(usize::try_from(n).ok()?).copied()
     }
@@ -183,6 +191,8 @@ impl Syscall {
 pub const ANY_FRAME: u64 = u64::MAX;
 /// The most bytes one [`Syscall::ConsoleWrite`] takes.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
+/// The most pages one [`Syscall::UnmapRange`] takes.
+pub const UNMAP_RANGE_MAX: u64 = 1 << 20;
 /// The longest application name [`Syscall::EnvLookup`] accepts.
 pub const NAME_MAX: u64 = 64;
 

@@ -51,13 +51,13 @@ pub fn set_exception_handler(handler: Handler) -> Result<(), Error> {
             STACK_MAPPED.store(true, Ordering::Release);
         }
     }
-    sys::set_exception_handler(sys::exception_entry_addr(), layout::EXC_STACK_TOP)?;
+    sys::set_exception_handler(sys::exception_entry_addr(), layout::EXC_STACK_TOP, 0)?;
     Ok(())
 }
 
 /// Unregisters the handler: later exceptions kill the environment.
 pub fn clear_exception_handler() -> Result<(), Error> {
-    sys::set_exception_handler(0, 0)?;
+    sys::set_exception_handler(0, 0, 0)?;
     *HANDLER.lock() = None;
     Ok(())
 }

@@ -190,11 +190,12 @@ pub fn protect(va: u64, rights: Rights) -> Result<u64, Error> {
 /// `SetExceptionHandler`: raw registration of an entry address and an
 /// exception-stack top (`entry` 0 unregisters). Most code wants
 /// [`crate::set_exception_handler`], which provides both.
-pub fn set_exception_handler(entry: u64, stack_top: u64) -> Result<u64, Error> {
-    abi::decode(syscall2(
+pub fn set_exception_handler(entry: u64, stack_top: u64, stride: u64) -> Result<u64, Error> {
+    abi::decode(syscall3(
         Syscall::SetExceptionHandler as u64,
         entry,
         stack_top,
+        stride,
     ))
 }
 

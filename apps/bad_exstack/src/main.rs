@@ -25,7 +25,7 @@ fn app_main(_arg: u64) -> i32 {
     let entry = never_called as fn(u64) -> ! as usize as u64;
     require(
         "set_exception_handler",
-        sys::set_exception_handler(entry, UNMAPPED_STACK_TOP),
+        sys::set_exception_handler(entry, UNMAPPED_STACK_TOP, 0),
     );
     probe::ud2();
     println!("CHECK FAILED: bad_exstack survived a fault with an unmapped exception stack");

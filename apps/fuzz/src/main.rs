@@ -217,6 +217,16 @@ impl Fuzz {
                 a[2] = self.rights();
             }
             Syscall::Unmap => a[0] = self.map_va(),
+            Syscall::UnmapRange => {
+                // At most 64 pages past the map window: nothing of ours
+                // lives there, so the range cannot hit code or stacks.
+                a[0] = self.map_va();
+                a[1] = if self.rng.below(8) == 0 {
+                    self.rng.next()
+                } else {
+                    self.rng.below(64)
+                };
+            }
             Syscall::Protect => {
                 a[0] = self.map_va();
                 a[1] = self.rights();

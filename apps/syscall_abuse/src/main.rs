@@ -279,16 +279,16 @@ fn app_main(_arg: u64) -> i32 {
         sys::vcpu_start(u64::MAX, entry, abi::STACK_TOP - 4096, 0),
         Error::NoSuchCore,
     );
-    let got = sys::set_exception_handler(KERNEL_HIGH, P + PAGE_SIZE);
+    let got = sys::set_exception_handler(KERNEL_HIGH, P + PAGE_SIZE, 0);
     c.check(
         matches!(got, Err(Error::InvalidArgument | Error::BadAddress)),
         format_args!("handler entry in kernel half: {got:?}"),
     );
     // A kernel-half stack top may be refused now or only when an upcall
     // cannot be delivered (the ABI allows both): it must just not crash.
-    let _ = sys::set_exception_handler(entry, KERNEL_HIGH);
+    let _ = sys::set_exception_handler(entry, KERNEL_HIGH, 0);
     // Whatever happened above, leave no handler registered.
-    let _ = sys::set_exception_handler(0, 0);
+    let _ = sys::set_exception_handler(0, 0, 0);
 
     // Clean up.
     c.expect_ok("unmap P", sys::unmap(P));

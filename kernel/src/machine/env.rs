@@ -10,7 +10,7 @@
 //!
 //! # Lock order
 //!
-//! `ENVS` (read, briefly, to find an environment) → one `Env::aspace` →
+//! `ENVS` (briefly, with interrupts off: the shootdown handler reads it) → one `Env::aspace` →
 //! one frame-table shard → the frame bitmap. Never two `aspace` locks at
 //! once; a shard lock is never held while waiting for another core. The
 //! `aspace` lock may be held across a TLB shootdown, so it is acquired with
@@ -29,8 +29,9 @@
 use super::console::kprintln;
 use super::mailbox::{self, Message};
 use super::memory;
-use super::paging::{self, AddressSpace, leaf_flags, rights_of};
+use super::paging::{AddressSpace, leaf_flags, rights_of};
 use super::percpu::{MAX_CPUS, cpu, online_cpus, this_cpu};
+use super::tlb::{self, Flush};
 use abi::{Error, Rights};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::string::String;
@@ -40,6 +41,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering
 use kernel::frames::{FrameError, FrameNumber};
 use kernel::ownership::{EnvId, FrameKind, FrameTable, Mapping};
 use spin::{Mutex, MutexGuard, Once, RwLock};
+use x86_64::instructions::interrupts::without_interrupts;
 
 /// Number of frame-table shards (frame number modulo this).
 pub const SHARDS: usize = 64;
@@ -69,8 +71,18 @@ pub enum Outcome {
 pub struct ExceptionHandler {
     /// Entry point (0: none).
     pub entry: u64,
-    /// Top of the exception stack.
+    /// Top of core 0's exception stack.
     pub stack_top: u64,
+    /// Distance between consecutive cores' stack tops (0: one shared stack).
+    pub stride: u64,
+}
+
+impl ExceptionHandler {
+    /// Top of core `core`'s exception stack.
+    pub fn stack_top_for(&self, core: usize) -> u64 {
+        self.stack_top
+            .saturating_sub(self.stride.saturating_mul(core as u64))
+    }
 }
 
 /// A protection domain.
@@ -138,15 +150,17 @@ impl Env {
 
 /// Finds a live environment.
 pub fn lookup(id: EnvId) -> Option<Arc<Env>> {
-    ENVS.read().get(&id).cloned()
+    without_interrupts(|| ENVS.read().get(&id).cloned())
 }
 
 /// Finds a live environment by application name (the oldest, if several).
 pub fn lookup_name(name: &str) -> Option<Arc<Env>> {
-    ENVS.read()
-        .values()
-        .find(|e| e.name == name && !e.is_dying())
-        .cloned()
+    without_interrupts(|| {
+        ENVS.read()
+            .values()
+            .find(|e| e.name == name && !e.is_dying())
+            .cloned()
+    })
 }
 
 /// Acquires an address-space lock while serving this core's mailbox, so that
@@ -159,35 +173,6 @@ pub fn lock_serving_mailbox<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
         }
         mailbox::serve_urgent();
         core::hint::spin_loop();
-    }
-}
-
-/// Invalidates page `va` (or everything, for `None`) of `env`'s address
-/// space on every core that may cache it, and waits for all of them.
-pub fn shootdown(env: &Env, va: Option<u64>) {
-    core::sync::atomic::fence(Ordering::SeqCst);
-    let me = this_cpu().index;
-    let cores = env.active_cores.load(Ordering::SeqCst);
-    let cr3 = env.aspace_cr3();
-    if cores & (1 << me) != 0 {
-        match va {
-            Some(va) => paging::flush_page(va),
-            None => paging::load_cr3(paging::current_cr3()),
-        }
-    }
-    let acks = &this_cpu().flush_acks;
-    let mut expect = acks.load(Ordering::Acquire);
-    for core in (0..online_cpus()).filter(|&c| c != me && cores & (1 << c) != 0) {
-        let msg = Message::FlushTlb {
-            cr3,
-            va: va.unwrap_or(u64::MAX),
-        };
-        if mailbox::post(core, msg, Some(acks)).is_ok() {
-            expect += 1;
-        }
-    }
-    if let Err(e) = mailbox::wait_serving(acks, expect, 5000) {
-        panic!("TLB shootdown for env {} not acknowledged: {e:?}", env.id);
     }
 }
 
@@ -315,7 +300,7 @@ fn unmap_foreign(frame: FrameNumber, mappings: &[Mapping], known: Option<&Arc<En
         let mut aspace = lock_serving_mailbox(&env.aspace);
         if aspace.translate(m.va).is_some_and(|(f, _)| f == frame) {
             let _ = aspace.unmap(m.va);
-            shootdown(&env, Some(m.va));
+            tlb::shootdown(&env, Flush::page(m.va));
         }
         shard(frame).remove_mapping(frame, m.env, m.va);
         drop(aspace);
@@ -379,9 +364,43 @@ pub fn unmap(env: &Env, va: u64) -> Result<(), Error> {
     check_va(va)?;
     let mut aspace = lock_serving_mailbox(&env.aspace);
     let frame = aspace.unmap(va)?;
-    shootdown(env, Some(va));
+    tlb::shootdown(env, Flush::page(va));
     shard(frame).remove_mapping(frame, env.id, va);
     Ok(())
+}
+
+/// Removes every mapping in `va .. va + pages` pages, with one shootdown
+/// round (a full flush above the threshold); returns how many were mapped.
+pub fn unmap_range(env: &Env, va: u64, pages: u64) -> Result<u64, Error> {
+    if pages > abi::UNMAP_RANGE_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    if pages == 0 {
+        return Ok(0);
+    }
+    check_va(va)?;
+    let end = va + pages * abi::PAGE_SIZE;
+    if end > abi::USER_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
+        return Err(Error::Reserved);
+    }
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let mut removed = Vec::new();
+    for page in 0..pages {
+        let at = va + page * abi::PAGE_SIZE;
+        if let Ok(frame) = aspace.unmap(at) {
+            removed.push((at, frame));
+        }
+    }
+    if !removed.is_empty() {
+        tlb::shootdown(env, Flush { start: va, pages });
+    }
+    for &(at, frame) in &removed {
+        shard(frame).remove_mapping(frame, env.id, at);
+    }
+    Ok(removed.len() as u64)
 }
 
 /// Changes the rights of the mapping at `va`.
@@ -394,7 +413,7 @@ pub fn protect(env: &Env, va: u64, rights: Rights) -> Result<(), Error> {
         Ok(leaf_flags(rights))
     })?;
     if !rights.contains(rights_of(old)) {
-        shootdown(env, Some(va));
+        tlb::shootdown(env, Flush::page(va));
     }
     Ok(())
 }
@@ -595,7 +614,7 @@ pub fn spawn_image(
         reclaim(&env);
         return Err(SpawnError::Memory(e));
     }
-    ENVS.write().insert(id, Arc::clone(&env));
+    without_interrupts(|| ENVS.write().insert(id, Arc::clone(&env)));
     let context = super::sched::initial_context(plan.entry, abi::STACK_TOP, arg);
     if let Err(e) = super::sched::start_vcpu(&env, core, context) {
         terminate(
@@ -748,7 +767,7 @@ pub fn vcpu_dropped(env: &Arc<Env>) {
 
 /// Returns every frame of a dead environment to the pool.
 fn reclaim(env: &Env) {
-    ENVS.write().remove(&env.id);
+    without_interrupts(|| ENVS.write().remove(&env.id));
     for table in &FRAME_TABLE {
         table.lock().forget_grantee(env.id);
     }
@@ -801,7 +820,8 @@ pub fn note_run_failure() {
 
 /// Powers off if `run` mode is done: no environment is left.
 pub fn check_all_done() {
-    if POWER_OFF_WHEN_DONE.load(Ordering::Acquire) && ENVS.read().is_empty() {
+    if POWER_OFF_WHEN_DONE.load(Ordering::Acquire) && without_interrupts(|| ENVS.read().is_empty())
+    {
         let ok = !RUN_FAILED.load(Ordering::Acquire);
         kprintln!("exo: all environments have ended; powering off");
         super::cpu::exit_qemu(ok);

@@ -40,13 +40,18 @@ pub enum Message {
     /// Look at the run queue again (new vCPU, or one of its environments is
     /// ending). Handled by the entry path that took the IPI.
     Reschedule,
-    /// Invalidate page `va` (all pages for `u64::MAX`) of the address space
-    /// `cr3`, if it is loaded on this core (TLB shootdown).
+    /// TLB shootdown: invalidate `pages` pages from `start` (everything
+    /// above `tlb::FULL_FLUSH_THRESHOLD`) of environment `env`'s address
+    /// space (`root`).
     FlushTlb {
-        /// Root of the address space.
-        cr3: u64,
-        /// The page, or `u64::MAX`.
-        va: u64,
+        /// The environment.
+        env: u32,
+        /// Physical root of its address space.
+        root: u64,
+        /// First page.
+        start: u64,
+        /// Page count.
+        pages: u64,
     },
 }
 
@@ -243,14 +248,14 @@ pub fn serve_urgent() {
                 me.echo_replies.fetch_add(1, Ordering::Release);
             }
             Message::Reschedule => {}
-            Message::FlushTlb { cr3, va } => {
-                if super::paging::current_cr3() == cr3 {
-                    if va == u64::MAX {
-                        super::paging::load_cr3(cr3);
-                    } else {
-                        super::paging::flush_page(va);
-                    }
-                }
+            Message::FlushTlb {
+                env,
+                root,
+                start,
+                pages,
+            } => {
+                me.flush_ipis_received.fetch_add(1, Ordering::Relaxed);
+                super::tlb::flush_here(env, root, super::tlb::Flush { start, pages });
             }
         }
         if let Some(ack) = env.ack {

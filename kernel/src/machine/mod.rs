@@ -20,6 +20,7 @@
 //! | [`env`] | environments, frame/mapping secure bindings, user copies | user memory through the direct map |
 //! | [`sched`] | vCPUs, run queues, entering and leaving ring 3, upcalls | stack switches |
 //! | [`syscall`] | the `syscall` entry and dispatcher | entry stub, MSRs |
+//! | [`tlb`] | PCIDs and cross-core TLB shootdown | CR4 |
 //! | [`panic`] | panic report, backtrace, failure exit | frame-pointer walk |
 //!
 //! [`start`] is the bootstrap processor's path from the PVH entry to the
@@ -46,3 +47,4 @@ pub mod smp;
 pub mod start;
 pub mod syscall;
 pub mod time;
+pub mod tlb;

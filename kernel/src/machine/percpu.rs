@@ -60,6 +60,12 @@ pub struct PerCpu {
     pub pongs: AtomicU64,
     /// Acknowledgements received for TLB shootdowns this core sent.
     pub flush_acks: AtomicU64,
+    /// Shootdown IPIs this core sent.
+    pub flush_ipis_sent: AtomicU64,
+    /// Shootdown IPIs this core received.
+    pub flush_ipis_received: AtomicU64,
+    /// Per PCID, the environment whose translations this core may cache.
+    pub pcid_owner: CpuLocal<Vec<u32>>,
     /// vCPUs other cores started here, not yet in the run queue (leaf lock).
     pub incoming: spin::Mutex<Vec<Vcpu>>,
     /// Set after a push to `incoming`, cleared when it is drained.
@@ -86,6 +92,7 @@ pub fn init_this_cpu(
     apic: Apic,
     kernel_stack_top: u64,
     idle_stack_top: u64,
+    pcid_owner: Vec<u32>,
 ) -> &'static PerCpu {
     assert!(index < MAX_CPUS, "core index {index} beyond MAX_CPUS");
     let apic_id = apic.id();
@@ -104,6 +111,9 @@ pub fn init_this_cpu(
         echo_replies: AtomicU64::new(0),
         pongs: AtomicU64::new(0),
         flush_acks: AtomicU64::new(0),
+        flush_ipis_sent: AtomicU64::new(0),
+        flush_ipis_received: AtomicU64::new(0),
+        pcid_owner: CpuLocal::new(index, pcid_owner),
         incoming: spin::Mutex::new(Vec::new()),
         incoming_pending: AtomicBool::new(false),
         vcpus: AtomicUsize::new(0),

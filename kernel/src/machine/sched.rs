@@ -33,8 +33,8 @@ use super::env::{self, Env, Outcome};
 use super::gdt::{USER_CS, USER_DS};
 use super::interrupts::TrapFrame;
 use super::interrupts::vectors;
-use super::paging;
 use super::percpu::{cpu, this_cpu};
+use super::tlb;
 use abi::Error;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -196,10 +196,14 @@ fn activate(env: &Arc<Env>) {
     me.loaded_env.with(|loaded| {
         if !loaded.as_ref().is_some_and(|e| Arc::ptr_eq(e, env)) {
             // Announce before loading, so that a shootdown which misses the
-            // bit finds the fresh CR3 load already flushed (env::shootdown).
+            // bit finds the fresh CR3 load already done (see tlb.rs).
             env.active_cores.fetch_or(1 << me.index, Ordering::SeqCst);
-            paging::load_cr3(env.aspace_cr3());
-            if let Some(prev) = loaded.replace(Arc::clone(env)) {
+            tlb::load(env);
+            if let Some(prev) = loaded.replace(Arc::clone(env))
+                && !tlb::pcids_enabled()
+            {
+                // Without PCIDs the load flushed all of `prev`; with them
+                // this core stays in its set ("lazily left", see tlb.rs).
                 prev.active_cores
                     .fetch_and(!(1 << me.index), Ordering::SeqCst);
             }
@@ -214,9 +218,11 @@ fn deactivate_user() {
     let me = this_cpu();
     me.loaded_env.with(|loaded| {
         if let Some(prev) = loaded.take() {
-            paging::load_cr3(paging::kernel_cr3());
-            prev.active_cores
-                .fetch_and(!(1 << me.index), Ordering::SeqCst);
+            tlb::load_kernel();
+            if !tlb::pcids_enabled() {
+                prev.active_cores
+                    .fetch_and(!(1 << me.index), Ordering::SeqCst);
+            }
         }
     });
 }
@@ -426,13 +432,17 @@ fn user_exception(frame: &mut TrapFrame) {
     };
     // Nested fault on the exception stack: go below the interrupted rsp and
     // its red zone; otherwise start at the top.
-    const NEST_WINDOW: u64 = 1 << 20;
-    let nested =
-        frame.rsp < handler.stack_top && frame.rsp >= handler.stack_top.saturating_sub(NEST_WINDOW);
+    let stack_top = handler.stack_top_for(this_cpu().index);
+    let window = if handler.stride > 0 {
+        handler.stride
+    } else {
+        1 << 20
+    };
+    let nested = frame.rsp < stack_top && frame.rsp >= stack_top.saturating_sub(window);
     let base = if nested {
         frame.rsp.saturating_sub(128)
     } else {
-        handler.stack_top
+        stack_top
     };
     let at = base.saturating_sub(abi::UPCALL_FRAME_SIZE) & !0xf;
     // SAFETY: `UpcallFrame` is `repr(C)` plain data; viewing it as bytes to

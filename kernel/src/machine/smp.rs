@@ -94,7 +94,14 @@ extern "C" fn kernel_ap_main() -> ! {
     super::syscall::init_this_cpu();
     let mut apic = Apic::enable_this_cpu();
     apic.start_periodic_timer();
-    let me = percpu::init_this_cpu(index, apic, trap_stack_top.as_u64(), idle_stack_top);
+    let pcid_owner = super::tlb::init_this_cpu(false);
+    let me = percpu::init_this_cpu(
+        index,
+        apic,
+        trap_stack_top.as_u64(),
+        idle_stack_top,
+        pcid_owner,
+    );
     log::debug!("core {index} up (APIC id {})", me.apic_id);
     STARTED.fetch_add(1, Ordering::AcqRel);
     mailbox::idle_loop()

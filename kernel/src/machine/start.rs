@@ -70,11 +70,13 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     let timer_hz = bsp_apic.calibrate_timer();
     apic::set_tick_rate(timer_hz, cmdline.tick_hz);
     bsp_apic.start_periodic_timer();
+    let pcid_owner = super::tlb::init_this_cpu(true);
     let me = percpu::init_this_cpu(
         0,
         bsp_apic,
         trap_stack_top.as_u64(),
         boot::boot_stack_top_addr(),
+        pcid_owner,
     );
     log::info!(
         "TSC {} MHz, APIC timer {} MHz, tick {} Hz, {} MiB free",

@@ -141,7 +141,7 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
         Syscall::Map => env::map(&env, args[0], args[1], Rights(args[2])).map(|()| 0),
         Syscall::Unmap => env::unmap(&env, args[0]).map(|()| 0),
         Syscall::Protect => env::protect(&env, args[0], Rights(args[1])).map(|()| 0),
-        Syscall::SetExceptionHandler => set_exception_handler(&env, args[0], args[1]),
+        Syscall::SetExceptionHandler => set_exception_handler(&env, args[0], args[1], args[2]),
         Syscall::ExceptionResume => match exception_resume(&env, frame, args[0]) {
             // The frame now holds the resumed context, rax included.
             Ok(()) => return,
@@ -156,6 +156,7 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
         }
         Syscall::EnvLookup => env_lookup(&env, args[0], args[1]),
         Syscall::FrameStatus => env::frame_status(args[0]),
+        Syscall::UnmapRange => env::unmap_range(&env, args[0], args[1]),
     };
     frame.rax = abi::encode(result);
     if reschedule || env.is_dying() {
@@ -173,12 +174,21 @@ fn console_write(env: &env::Env, ptr: u64, len: u64) -> Result<u64, Error> {
     Ok(len)
 }
 
-fn set_exception_handler(env: &env::Env, entry: u64, stack_top: u64) -> Result<u64, Error> {
+fn set_exception_handler(
+    env: &env::Env,
+    entry: u64,
+    stack_top: u64,
+    stride: u64,
+) -> Result<u64, Error> {
     if entry != 0 && (!(abi::USER_MIN..abi::USER_MAX).contains(&entry) || stack_top > abi::USER_MAX)
     {
         return Err(Error::InvalidArgument);
     }
-    *env.exception.lock() = env::ExceptionHandler { entry, stack_top };
+    *env.exception.lock() = env::ExceptionHandler {
+        entry,
+        stack_top,
+        stride,
+    };
     Ok(0)
 }
 
