@@ -1,19 +1,22 @@
 //! Exception upcalls.
 //!
-//! [`set_exception_handler`] maps the exception stack (16 KiB ending at
-//! [`crate::layout::EXC_STACK_TOP`], once) and registers the assembly stub
-//! in `sys` with the kernel. On an upcall the stub calls the handler with the
-//! [`UpcallFrame`]; if it returns `true` the (possibly edited) frame is
-//! resumed (in user space, or through the kernel: [`resume_via_kernel`]),
-//! otherwise the frame is printed and the environment exits with
-//! code 102.
+//! [`set_exception_handler`] maps one 16 KiB exception stack per core that
+//! may run this environment's vCPUs (every core in `info().user_cores`, or
+//! every online core if that set is empty), each at
+//! [`crate::layout::exc_stack_top`]`(core)` with an unmapped guard below it
+//! (once per core; later calls only map what is missing), and registers the
+//! assembly stub in `sys` with the kernel, with stack top
+//! [`crate::layout::EXC_STACK_TOP`] and stride
+//! [`crate::layout::EXC_STACK_SLOT`]. On an upcall the stub calls the handler
+//! with the [`UpcallFrame`]; if it returns `true` the (possibly edited) frame
+//! is resumed (in user space, or through the kernel: [`resume_via_kernel`]),
+//! otherwise the frame is printed and the environment exits with code 102.
 //!
-//! **One exception stack per environment.** The ABI registers one stack per
-//! environment, and the kernel writes each frame at its top unless the
-//! interrupted `rsp` is already on it. Two vCPUs that fault at the same time
-//! would therefore overwrite each other's frames: applications must not
-//! fault on several cores at once (a nested fault on the *same* vCPU, inside
-//! the handler, is fine: it lands below the current frame).
+//! **One exception stack per core.** Each vCPU's frames land on its own
+//! core's stack, so several vCPUs may fault at the same time; a nested fault
+//! on the same vCPU, inside the handler, lands below the current frame. The
+//! handler itself runs concurrently on every core that faults: it must only
+//! touch shared state through atomics or locks.
 
 use abi::{Error, PAGE_SIZE, Rights, UpcallFrame};
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -33,25 +36,48 @@ static RESUME_VIA_KERNEL: AtomicBool = AtomicBool::new(false);
 pub fn resume_via_kernel(yes: bool) {
     RESUME_VIA_KERNEL.store(yes, Ordering::Relaxed);
 }
-static STACK_MAPPED: AtomicBool = AtomicBool::new(false);
-static STACK_LOCK: Mutex<()> = Mutex::new(());
+/// Bit `c`: core `c`'s exception stack is mapped.
+static STACKS_MAPPED: Mutex<u64> = Mutex::new(0);
+
+/// The cores whose vCPUs may fault: the user cores, or every online core.
+fn fault_cores() -> u64 {
+    let info = sys::info();
+    if info.user_cores != 0 {
+        info.user_cores
+    } else if info.cores as usize >= abi::MAX_CORES {
+        u64::MAX
+    } else {
+        (1u64 << info.cores) - 1
+    }
+}
+
+/// Maps the exception stack of every core in `cores` not mapped yet.
+fn map_stacks(cores: u64) -> Result<(), Error> {
+    let mut mapped = STACKS_MAPPED.lock();
+    let missing = cores & !*mapped;
+    for core in (0..abi::MAX_CORES).filter(|&c| missing & (1 << c) != 0) {
+        let top = layout::exc_stack_top(core);
+        mem::map_fresh(
+            top - layout::EXC_STACK_SIZE,
+            layout::EXC_STACK_SIZE / PAGE_SIZE,
+            Rights::RW,
+        )?;
+        *mapped |= 1 << core;
+    }
+    Ok(())
+}
 
 /// Installs `handler` for every exception of this environment (replacing
-/// any previous one).
+/// any previous one), with one exception stack per core (see the module
+/// documentation).
 pub fn set_exception_handler(handler: Handler) -> Result<(), Error> {
+    map_stacks(fault_cores())?;
     *HANDLER.lock() = Some(handler);
-    {
-        let _guard = STACK_LOCK.lock();
-        if !STACK_MAPPED.load(Ordering::Acquire) {
-            mem::map_fresh(
-                layout::EXC_STACK_TOP - layout::EXC_STACK_SIZE,
-                layout::EXC_STACK_SIZE / PAGE_SIZE,
-                Rights::RW,
-            )?;
-            STACK_MAPPED.store(true, Ordering::Release);
-        }
-    }
-    sys::set_exception_handler(sys::exception_entry_addr(), layout::EXC_STACK_TOP, 0)?;
+    sys::set_exception_handler(
+        sys::exception_entry_addr(),
+        layout::EXC_STACK_TOP,
+        layout::EXC_STACK_SLOT,
+    )?;
     Ok(())
 }
 

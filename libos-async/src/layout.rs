@@ -10,8 +10,12 @@
 //!                         vCPU started by start_vcpu(c) is the top
 //!                         VCPU_STACK_SIZE of slot c, the rest is an
 //!                         unmapped guard
-//! EXC_STACK_TOP - size    the exception stack (one per environment, see
-//!                         crate::exception), with an unmapped guard below
+//! EXC_STACKS_BASE         one EXC_STACK_SLOT per core c, counted down
+//!                         from EXC_STACK_TOP: core c's exception stack is
+//!                         the EXC_STACK_SIZE bytes below
+//!                         exc_stack_top(c) = EXC_STACK_TOP - c * slot
+//!                         (the kernel's stride, see crate::exception); the
+//!                         rest of each slot is an unmapped guard
 //! STACK_TOP - STACK_SIZE  the first vCPU's stack (the kernel maps it)
 //! INFO_VA                 info pages (kernel)
 //! ```
@@ -38,10 +42,21 @@ pub const VCPU_STACK_SLOT: u64 = 64 * 1024;
 /// Mapped stack per vCPU.
 pub const VCPU_STACK_SIZE: u64 = 16 * 1024;
 
-/// Top (exclusive) of the exception stack.
-pub const EXC_STACK_TOP: u64 = 0x0000_7100_0001_0000;
-/// Size of the exception stack.
+/// Bottom of the per-core exception stack slots.
+pub const EXC_STACKS_BASE: u64 = 0x0000_7100_0000_0000;
+/// Address space per core (exception stack plus guard): the stride
+/// registered with `SetExceptionHandler`.
+pub const EXC_STACK_SLOT: u64 = 64 * 1024;
+/// Top (exclusive) of core 0's exception stack; core `c`'s ends
+/// `c * EXC_STACK_SLOT` lower (see [`exc_stack_top`]).
+pub const EXC_STACK_TOP: u64 = EXC_STACKS_BASE + EXC_STACK_SLOT * MAX_CORES as u64;
+/// Size of each core's exception stack.
 pub const EXC_STACK_SIZE: u64 = 16 * 1024;
+
+/// The top of core `core`'s exception stack.
+pub const fn exc_stack_top(core: usize) -> u64 {
+    EXC_STACK_TOP - EXC_STACK_SLOT * core as u64
+}
 
 /// The top of core `core`'s vCPU stack.
 pub const fn vcpu_stack_top(core: usize) -> u64 {
@@ -50,12 +65,16 @@ pub const fn vcpu_stack_top(core: usize) -> u64 {
 
 const _: () = assert!(HEAP_BASE + HEAP_SIZE <= SCRATCH_BASE);
 const _: () = assert!(SCRATCH_END <= VCPU_STACKS_BASE);
-const _: () = assert!(vcpu_stack_top(MAX_CORES - 1) <= EXC_STACK_TOP - EXC_STACK_SIZE - PAGE_SIZE);
+const _: () = assert!(vcpu_stack_top(MAX_CORES - 1) + PAGE_SIZE <= EXC_STACKS_BASE);
+const _: () = assert!(EXC_STACKS_BASE + PAGE_SIZE <= exc_stack_top(MAX_CORES - 1) - EXC_STACK_SIZE);
 const _: () = assert!(EXC_STACK_TOP <= STACK_TOP - STACK_SIZE);
 const _: () =
     assert!(VCPU_STACK_SIZE < VCPU_STACK_SLOT && VCPU_STACK_SIZE.is_multiple_of(PAGE_SIZE));
 const _: () =
     assert!(EXC_STACK_SIZE.is_multiple_of(PAGE_SIZE) && EXC_STACK_TOP.is_multiple_of(PAGE_SIZE));
+const _: () = assert!(
+    EXC_STACK_SIZE + PAGE_SIZE <= EXC_STACK_SLOT && EXC_STACK_SLOT.is_multiple_of(PAGE_SIZE)
+);
 
 const _: () = assert!(abi::USER_MIN < HEAP_BASE && EXC_STACK_TOP < abi::USER_MAX);
 const _: () = assert!(!abi::in_info_region(EXC_STACK_TOP));
@@ -73,6 +92,21 @@ mod tests {
             assert!(bottom >= VCPU_STACKS_BASE + VCPU_STACK_SLOT * core as u64 + PAGE_SIZE);
             if core > 0 {
                 assert!(bottom > vcpu_stack_top(core - 1));
+            }
+        }
+    }
+
+    #[test]
+    fn exception_stacks_are_disjoint_with_guards() {
+        for core in 0..MAX_CORES {
+            let top = exc_stack_top(core);
+            let bottom = top - EXC_STACK_SIZE;
+            assert_eq!(top, EXC_STACK_TOP - core as u64 * EXC_STACK_SLOT);
+            assert!(bottom >= EXC_STACKS_BASE + PAGE_SIZE);
+            if core > 0 {
+                // The guard: at least a page between this stack's top and
+                // the bottom of the next-lower core's stack.
+                assert!(exc_stack_top(core - 1) - EXC_STACK_SIZE >= top + PAGE_SIZE);
             }
         }
     }

@@ -13,7 +13,8 @@
 //! - [`set_exception_handler`]: exception upcalls (unhandled: exit 102);
 //! - [`layout`]: the address regions libos-async uses, and the scratch
 //!   window it leaves to applications;
-//! - [`check`]: helpers for test applications.
+//! - [`check`]: helpers for test applications;
+//! - [`bench`]: benchmark report lines for `cargo xtask bench`.
 //!
 //! Exit codes chosen by the library: 101 panic, 102 unhandled or
 //! unresumable exception, 103 vCPU started without an entry.
@@ -23,6 +24,7 @@
 
 #![cfg_attr(not(test), no_std)]
 
+pub mod bench;
 pub mod check;
 pub mod console;
 pub mod exception;
@@ -45,6 +47,21 @@ pub fn env_id() -> u64 {
 /// The bounded wait every application uses instead of spinning.
 pub fn wait_until(max: u64, mut done: impl FnMut() -> bool) -> bool {
     for _ in 0..max {
+        if done() {
+            return true;
+        }
+        let _ = sys::yield_now();
+    }
+    done()
+}
+
+/// Yields until `done()` holds or `ms` milliseconds of TSC time have
+/// passed; returns whether it held. For waits whose length depends on other
+/// cores getting the (possibly overcommitted) host CPU.
+pub fn wait_for_ms(ms: u64, mut done: impl FnMut() -> bool) -> bool {
+    let ticks = info().tsc_hz.saturating_mul(ms) / 1000;
+    let deadline = sys::rdtsc().saturating_add(ticks);
+    while sys::rdtsc() < deadline {
         if done() {
             return true;
         }

@@ -182,6 +182,13 @@ pub fn unmap(va: u64) -> Result<u64, Error> {
     abi::decode(syscall1(Syscall::Unmap as u64, va))
 }
 
+/// `UnmapRange`: removes every mapping in `va .. va + pages * 4 KiB` (holes
+/// are skipped; `pages` at most [`abi::UNMAP_RANGE_MAX`]) with one TLB
+/// shootdown round. Returns how many pages were mapped.
+pub fn unmap_range(va: u64, pages: u64) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::UnmapRange as u64, va, pages))
+}
+
 /// `Protect`: changes the rights of the mapping at `va`.
 pub fn protect(va: u64, rights: Rights) -> Result<u64, Error> {
     abi::decode(syscall2(Syscall::Protect as u64, va, rights.0))
@@ -587,6 +594,89 @@ pub mod probe {
             asm!("mov qword ptr [{}], {}", in(reg) addr, in(reg) value,
                  options(nostack, preserves_flags));
         }
+    }
+
+    /// Length of the load in [`read_fixed`] (`mov rax, [rdi]`: `48 8b 07`).
+    pub const READ_LEN: u64 = 3;
+    /// Length of the store in [`write_fixed`] (`mov [rdi], rsi`: `48 89 37`).
+    pub const WRITE_LEN: u64 = 3;
+
+    /// `mov rax, [rdi]; ret`: the load is the function's first instruction.
+    #[unsafe(naked)]
+    extern "C" fn read_insn(_addr: u64) -> u64 {
+        // SAFETY (naked): one load into the return register and `ret`; no
+        // stack use, only rax (a return register) is written. A fault at the
+        // load is seen by an exception handler at exactly this address.
+        core::arch::naked_asm!(".byte 0x48, 0x8b, 0x07", "ret")
+    }
+
+    /// `mov rax, rsi; mov [rdi], rsi; ret`: the store starts 3 bytes in.
+    #[unsafe(naked)]
+    extern "C" fn write_insn(_addr: u64, _value: u64) -> u64 {
+        // SAFETY (naked): copies the value to the return register, stores
+        // it and returns; no stack use, only rax is written. A fault at the
+        // store is seen by an exception handler at [`write_insn_addr`].
+        core::arch::naked_asm!(".byte 0x48, 0x89, 0xf0", ".byte 0x48, 0x89, 0x37", "ret")
+    }
+
+    /// Address of [`read_fixed`]'s load instruction (`READ_LEN` bytes).
+    pub fn read_insn_addr() -> u64 {
+        read_insn as *const () as u64
+    }
+
+    /// Address of [`write_fixed`]'s store instruction (`WRITE_LEN` bytes).
+    pub fn write_insn_addr() -> u64 {
+        write_insn as *const () as u64 + 3
+    }
+
+    /// Reads the 8 bytes at `addr` with one `mov rax, [rdi]` at a known
+    /// address ([`read_insn_addr`]), for tests whose exception handler
+    /// survives the fault with [`skip_fixed`]: then the result is the
+    /// handler's marker instead. Like [`read`], meant for addresses Rust
+    /// does not otherwise use; the load is single-copy atomic when aligned.
+    #[inline]
+    pub fn read_fixed(addr: u64) -> u64 {
+        read_insn(addr)
+    }
+
+    /// Writes `value` to the 8 bytes at `addr` with one `mov [rdi], rsi` at
+    /// a known address ([`write_insn_addr`]) and returns `value` — or, if
+    /// the store faulted and the handler skipped it with [`skip_fixed`],
+    /// the handler's marker.
+    ///
+    /// # Panics
+    ///
+    /// Where [`write`] does: unless `addr` is in the scratch window or
+    /// outside the user half's mappable range.
+    #[inline]
+    pub fn write_fixed(addr: u64, value: u64) -> u64 {
+        let scratch =
+            (crate::layout::SCRATCH_BASE..=crate::layout::SCRATCH_END - 8).contains(&addr);
+        let outside = !(abi::USER_MIN..abi::USER_MAX).contains(&addr);
+        assert!(
+            scratch || outside,
+            "probe::write_fixed({addr:#x}) outside the scratch window"
+        );
+        // The store cannot alias a Rust object (checked above), and the
+        // naked function touches nothing else.
+        write_insn(addr, value)
+    }
+
+    /// For exception handlers: if `frame` faulted at the access of
+    /// [`read_fixed`] or [`write_fixed`], skips that instruction, puts
+    /// `marker` in its result register (rax) and returns `true`; otherwise
+    /// leaves the frame alone and returns `false`.
+    pub fn skip_fixed(frame: &mut abi::UpcallFrame, marker: u64) -> bool {
+        let len = if frame.rip == read_insn_addr() {
+            READ_LEN
+        } else if frame.rip == write_insn_addr() {
+            WRITE_LEN
+        } else {
+            return false;
+        };
+        frame.rip += len;
+        frame.rax = marker;
+        true
     }
 
     /// Puts known values in rax, rcx, rdx, rsi, rdi, r8..r15, executes

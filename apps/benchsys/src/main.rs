@@ -9,8 +9,8 @@
 //! * `syscall_null`: one `Null` system call, entry to return.
 //! * `fault_upcall_resume`: a write to a read-only page, through the page
 //!   fault, the upcall to the handler (which upgrades the page with
-//!   `Protect`), `ExceptionResume`, to the retried write completing — the
-//!   path Linux measures as SIGSEGV + `mprotect` + return.
+//!   `Protect`) and the libOS's user-space resume, to the retried write
+//!   completing — the path Linux measures as SIGSEGV + `mprotect` + return.
 //! * `map_unmap`: `Map` then `Unmap` of one page (the unmap includes its
 //!   TLB shootdown to the other cores running this environment: none here).
 //! * `frame_alloc_free`: `FrameAlloc(ANY)` then `FrameFree`.
@@ -19,6 +19,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use libos_async::abi::{PAGE_SIZE, Rights, UpcallFrame, vector};
+use libos_async::bench::report;
 use libos_async::check::require;
 use libos_async::layout::SCRATCH_BASE;
 use libos_async::sys::{self, probe, rdtsc};
@@ -32,17 +33,6 @@ const WARMUP: usize = 32;
 const FAULT_PAGE: u64 = SCRATCH_BASE;
 /// The page the map benchmark maps.
 const MAP_PAGE: u64 = SCRATCH_BASE + 16 * PAGE_SIZE;
-
-fn report(name: &str, samples: &mut [u64]) {
-    samples.sort_unstable();
-    let n = samples.len();
-    let pick = |pct: usize| samples[((pct * n).div_ceil(100)).max(1) - 1];
-    println!(
-        "bench {{\"name\":\"{name}\",\"unit\":\"cycles\",\"median\":{},\"p99\":{},\"samples\":{n}}}",
-        pick(50),
-        pick(99)
-    );
-}
 
 /// Times `op` `n` times (after a warm-up) into `out`.
 fn measure(n: usize, out: &mut [u64; MAX_SAMPLES], mut op: impl FnMut()) -> usize {
@@ -114,7 +104,6 @@ fn app_main(arg: u64) -> i32 {
         require("unmap", sys::unmap(MAP_PAGE));
     });
     report("map_unmap", &mut samples[..k]);
-    require("unmap", sys::unmap(MAP_PAGE));
     require("frame_free", sys::frame_free(frame));
 
     let k = measure(n, &mut samples, || {

@@ -9,6 +9,8 @@
 //!   from before the send until core 0's pong handler has run.
 //! * ring 3 (`apps/benchsys`): `syscall_null`, `fault_upcall_resume`,
 //!   `map_unmap`, `frame_alloc_free`; see that application's docs.
+//! * ring 3 on all cores (`apps/tlbbench`): TLB shootdown latency to 1..7
+//!   cores for one page, a 64-page batch and a full flush.
 //! * `mailbox_roundtrip_0_to_N`: core 0 posts `Echo` to core N's mailbox
 //!   (queue push + IPI); N's handler posts `EchoReply` back the same way;
 //!   timed until core 0 has handled the reply. The target: within 2x the
@@ -64,8 +66,9 @@ fn report(name: &str, samples: &mut [u64]) {
     }
 }
 
-/// Runs every benchmark with `n` samples each; returns whether all ran.
-pub fn run_all(n: usize) -> bool {
+/// Runs every benchmark with `n` samples each, then powers off (failure if
+/// one did not run).
+pub fn run_all(n: usize, all_cores: u64) -> ! {
     let me = this_cpu();
     PING_FROM.store(me.apic_id, Ordering::Relaxed);
     log::info!(
@@ -114,8 +117,18 @@ pub fn run_all(n: usize) -> bool {
         );
     }
     ok &= run_ring3_benchmarks(n);
-    kprintln!("bench done");
-    ok
+    if !ok {
+        super::cpu::exit_qemu(false);
+    }
+    // The shootdown benchmarks want every core, so core 0 stops being the
+    // harness and joins the others; the last environment to end powers off.
+    super::env::set_user_cores(all_cores);
+    super::env::power_off_when_all_done("bench done");
+    if let Err(e) = super::env::spawn("tlbbench", (n / 5).max(20) as u64, Some(0)) {
+        log::error!("cannot start tlbbench: {e}");
+        super::cpu::exit_qemu(false);
+    }
+    super::mailbox::idle_loop()
 }
 
 /// The system-call, upcall, mapping and frame benchmarks run in ring 3 (the

@@ -56,6 +56,8 @@ fn shard(frame: FrameNumber) -> MutexGuard<'static, FrameTable> {
 
 /// Default frame quota of an environment (16 MiB).
 pub const DEFAULT_QUOTA: u64 = 4096;
+/// Mappings an environment may hold per frame of quota (see `map_locked`).
+pub const MAPPINGS_PER_FRAME: u64 = 16;
 
 /// How an environment ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -105,6 +107,8 @@ pub struct Env {
     vcpu_pages: AtomicU64,
     /// Frame quota (data and page-table frames).
     pub quota: u64,
+    /// Pages it has mapped (each costs the kernel a reverse-map entry).
+    mappings: AtomicU64,
     charged: AtomicU64,
     /// The exception entry, if registered.
     pub exception: Mutex<ExceptionHandler>,
@@ -301,6 +305,7 @@ fn unmap_foreign(frame: FrameNumber, mappings: &[Mapping], known: Option<&Arc<En
         if aspace.translate(m.va).is_some_and(|(f, _)| f == frame) {
             let _ = aspace.unmap(m.va);
             tlb::shootdown(&env, Flush::page(m.va));
+            env.mappings.fetch_sub(1, Ordering::Relaxed);
         }
         shard(frame).remove_mapping(frame, m.env, m.va);
         drop(aspace);
@@ -348,6 +353,12 @@ fn map_locked(
     if aspace.translate(va).is_some() {
         return Err(Error::AlreadyMapped);
     }
+    // Kernel memory spent on an environment's behalf is bounded by its
+    // quota: the reverse map holds at most MAPPINGS_PER_FRAME entries per
+    // frame of quota.
+    if env.mappings.load(Ordering::Relaxed) >= env.quota * MAPPINGS_PER_FRAME {
+        return Err(Error::QuotaExceeded);
+    }
     // Intermediate tables first (they may take other shards' locks), then the
     // leaf under the frame's shard lock, so the check and the mapping are one
     // step that a concurrent free or revoke cannot split.
@@ -356,6 +367,7 @@ fn map_locked(
     table.check_map(frame, env.id, rights)?;
     aspace.map(va, frame, leaf_flags(rights), &mut || Err(Error::NoMemory))?;
     table.add_mapping(frame, env.id, va);
+    env.mappings.fetch_add(1, Ordering::Relaxed);
     Ok(())
 }
 
@@ -366,6 +378,7 @@ pub fn unmap(env: &Env, va: u64) -> Result<(), Error> {
     let frame = aspace.unmap(va)?;
     tlb::shootdown(env, Flush::page(va));
     shard(frame).remove_mapping(frame, env.id, va);
+    env.mappings.fetch_sub(1, Ordering::Relaxed);
     Ok(())
 }
 
@@ -393,6 +406,10 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64) -> Result<u64, Error> {
         if let Ok(frame) = aspace.unmap(at) {
             removed.push((at, frame));
         }
+        if page % 512 == 511 {
+            // A long range must not keep other cores' shootdowns waiting.
+            mailbox::serve_urgent();
+        }
     }
     if !removed.is_empty() {
         tlb::shootdown(env, Flush { start: va, pages });
@@ -400,6 +417,8 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64) -> Result<u64, Error> {
     for &(at, frame) in &removed {
         shard(frame).remove_mapping(frame, env.id, at);
     }
+    env.mappings
+        .fetch_sub(removed.len() as u64, Ordering::Relaxed);
     Ok(removed.len() as u64)
 }
 
@@ -601,6 +620,7 @@ pub fn spawn_image(
         kernel_frames: Mutex::new(Vec::new()),
         vcpu_pages: AtomicU64::new(0),
         quota: DEFAULT_QUOTA,
+        mappings: AtomicU64::new(0),
         charged: AtomicU64::new(1),
         exception: Mutex::new(ExceptionHandler::default()),
         active_cores: AtomicU64::new(0),
@@ -805,25 +825,26 @@ fn reclaim(env: &Env) {
 
 // --- run mode ---------------------------------------------------------------
 
-static POWER_OFF_WHEN_DONE: AtomicBool = AtomicBool::new(false);
+static POWER_OFF_WHEN_DONE: Once<&'static str> = Once::new();
 static RUN_FAILED: AtomicBool = AtomicBool::new(false);
 
-/// `run` mode: power off once no environment is left.
-pub fn power_off_when_all_done() {
-    POWER_OFF_WHEN_DONE.store(true, Ordering::Release);
+/// `run` and `bench` modes: once no environment is left, print `last_line`
+/// and power off (failure if anything failed).
+pub fn power_off_when_all_done(last_line: &'static str) {
+    POWER_OFF_WHEN_DONE.call_once(|| last_line);
 }
 
-/// `run` mode: something failed, so the run's status is failure.
+/// Something failed, so the run's status is failure.
 pub fn note_run_failure() {
     RUN_FAILED.store(true, Ordering::Release);
 }
 
-/// Powers off if `run` mode is done: no environment is left.
+/// Powers off if asked to once every environment has ended.
 pub fn check_all_done() {
-    if POWER_OFF_WHEN_DONE.load(Ordering::Acquire) && without_interrupts(|| ENVS.read().is_empty())
+    if let Some(line) = POWER_OFF_WHEN_DONE.get()
+        && without_interrupts(|| ENVS.read().is_empty())
     {
-        let ok = !RUN_FAILED.load(Ordering::Acquire);
-        kprintln!("exo: all environments have ended; powering off");
-        super::cpu::exit_qemu(ok);
+        kprintln!("{line}");
+        super::cpu::exit_qemu(!RUN_FAILED.load(Ordering::Acquire));
     }
 }

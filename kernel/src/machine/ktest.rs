@@ -116,6 +116,23 @@ const TESTS: &[KernelTest] = &[
     ("env_syscall_fuzzer_survives_beside_worker", || {
         hostile_beside_worker("fuzz", 0, None)
     }),
+    ("tlb_unmap_never_leaves_a_stale_translation", || {
+        expect_exit("tlbtest", 0)
+    }),
+    ("tlb_protect_read_only_faults_on_every_core", || {
+        expect_exit("tlbtest", 1)
+    }),
+    ("tlb_concurrent_shootdowns_from_all_cores", || {
+        expect_exit("tlbtest", 2)
+    }),
+    ("tlb_shootdown_to_a_halted_core", || {
+        expect_exit("tlbtest", 3)
+    }),
+    (
+        "tlb_shootdown_targets_exactly_the_live_cores",
+        tlb_precision,
+    ),
+    ("tlb_revoke_reaches_the_grantee_on_other_cores", tlb_revoke),
 ];
 
 /// Runs every test; returns whether all passed.
@@ -511,5 +528,52 @@ fn malformed_elf(name: &str) -> TestResult {
             let _ = wait(&env);
             Err(format!("{name}: a malformed ELF was started"))
         }
+    })
+}
+
+// --- TLB shootdown ----------------------------------------------------------
+
+fn tlb_precision() -> TestResult {
+    if online_cpus() < 6 {
+        return Err(format!("needs 6 cores, {} online", online_cpus()));
+    }
+    let before: Vec<u64> = all_cpus()
+        .map(|c| c.flush_ipis_received.load(Ordering::SeqCst))
+        .collect();
+    frames_restored(|| {
+        let env =
+            env::spawn("tlbtest", 4, Some(2)).map_err(|e| format!("cannot start tlbtest: {e}"))?;
+        let outcome = wait(&env)?;
+        check(outcome == Outcome::Exited(0), || {
+            format!("tlbtest 4: {outcome:?}")
+        })
+    })?;
+    let delta: Vec<u64> = all_cpus()
+        .zip(&before)
+        .map(|(c, b)| c.flush_ipis_received.load(Ordering::SeqCst) - b)
+        .collect();
+    let strays: Vec<usize> = (0..delta.len())
+        .filter(|&c| c != 2 && c != 5 && delta[c] > 0)
+        .collect();
+    check(strays.is_empty(), || {
+        format!("shootdown IPIs reached cores {strays:?} (per core: {delta:?})")
+    })?;
+    check(delta[5] > 0, || {
+        format!("core 5 got no shootdown IPI (per core: {delta:?})")
+    })
+}
+
+fn tlb_revoke() -> TestResult {
+    frames_restored(|| {
+        let first = (0x1000..memory::FRAME_CAPACITY - 1)
+            .find(|&f| memory::frame_is_free(f) && memory::frame_is_free(f + 1))
+            .ok_or("no two adjacent free frames")?;
+        let granter = spawn("tlbgranter", first)?;
+        let grantee = spawn("tlbgrantee", first)?;
+        let g = wait(&granter)?;
+        let e = wait(&grantee)?;
+        check(g == Outcome::Exited(0) && e == Outcome::Exited(0), || {
+            format!("granter {g:?}, grantee {e:?}")
+        })
     })
 }

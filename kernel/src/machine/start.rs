@@ -116,7 +116,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     match cmdline.mode {
         Mode::Run => run_demo(&cmdline.init),
         Mode::Test => cpu::exit_qemu(ktest::run_all()),
-        Mode::Bench => cpu::exit_qemu(bench::run_all(cmdline.bench_samples as usize)),
+        Mode::Bench => bench::run_all(cmdline.bench_samples as usize, all_cores),
         Mode::PanicTest => panic_test_outer(),
     }
 }
@@ -205,7 +205,7 @@ fn run_demo(init: &[alloc::string::String]) -> ! {
         percpu::online_cpus(),
         init
     );
-    env::power_off_when_all_done();
+    env::power_off_when_all_done("exo: all environments have ended; powering off");
     for name in init {
         if let Err(e) = env::spawn(name, 0, None) {
             kprintln!("exo: cannot start {name}: {e}");

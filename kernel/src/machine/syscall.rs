@@ -159,7 +159,11 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
         Syscall::UnmapRange => env::unmap_range(&env, args[0], args[1]),
     };
     frame.rax = abi::encode(result);
-    if reschedule || env.is_dying() {
+    let dying = env.is_dying();
+    // `finish` may abandon this stack for the idle loop: drop the reference
+    // first so it is not leaked.
+    drop(env);
+    if reschedule || dying {
         sched::finish(frame, true);
     }
 }

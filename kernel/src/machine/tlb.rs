@@ -56,7 +56,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 /// Above this many pages a shootdown flushes the whole address space.
-pub const FULL_FLUSH_THRESHOLD: u64 = 32;
+pub const FULL_FLUSH_THRESHOLD: u64 = 64;
 
 const NUM_PCIDS: usize = 4096;
 const CR3_NO_FLUSH: u64 = 1 << 63;
@@ -164,8 +164,20 @@ pub fn shootdown(env: &Env, flush: Flush) {
             me.flush_ipis_sent.fetch_add(1, Ordering::Relaxed);
         }
     }
-    if let Err(e) = mailbox::wait_serving(acks, expect, 5000) {
-        panic!("TLB shootdown for env {} not acknowledged: {e:?}", env.id);
+    // A target can be slow (a long system call on it, or its vCPU thread
+    // descheduled by the host); correctness requires waiting, so warn and
+    // keep waiting. A core that never answers is a kernel bug.
+    if mailbox::wait_serving(acks, expect, 5_000).is_err() {
+        log::warn!(
+            "TLB shootdown for env {}: acknowledgements slow, still waiting",
+            env.id
+        );
+        if let Err(e) = mailbox::wait_serving(acks, expect, 120_000) {
+            panic!(
+                "TLB shootdown for env {} not acknowledged in 2 minutes: {e:?}",
+                env.id
+            );
+        }
     }
 }
 

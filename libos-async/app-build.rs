@@ -1,4 +1,6 @@
-//! Links the ring-3 binary with libos-async's user linker script.
+//! The build script of every application (`build = "../../libos-async/app-build.rs"`
+//! in its manifest): links the ring-3 binary with libos-async's user linker
+//! script when building for the bare-metal target.
 
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
