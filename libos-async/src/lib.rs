@@ -70,6 +70,17 @@ pub fn wait_for_ms(ms: u64, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
+/// Finds the environment started from application `name`, waiting up to
+/// `ms` milliseconds for it to appear (it may be started after the caller).
+pub fn find_env(name: &str, ms: u64) -> Result<u64, abi::Error> {
+    let mut found = Err(abi::Error::NoSuchEnv);
+    wait_for_ms(ms, || {
+        found = sys::env_lookup(name);
+        found.is_ok()
+    });
+    found
+}
+
 /// Declares the application's main function, `fn(start_arg: u64) -> i32`:
 /// the environment exits with its result.
 ///

@@ -36,14 +36,7 @@ fn app_main(f: u64) -> i32 {
     require("map F+1", sys::map(g, VA_G, Rights::RW));
     probe::write(VA_F, 0xfeed_face);
 
-    let mut grantee = Err(Error::NoSuchEnv);
-    if !wait_until(WAIT, || {
-        grantee = sys::env_lookup("grantee");
-        grantee.is_ok()
-    }) {
-        fail(format_args!("granter: no grantee: {grantee:?}"));
-    }
-    let grantee = require("env_lookup(grantee)", grantee);
+    let grantee = require("find grantee", libos_async::find_env("grantee", 60_000));
     require("grant F", sys::frame_grant(f, grantee, Rights::READ));
     require("grant F+1", sys::frame_grant(g, grantee, Rights::RW));
 

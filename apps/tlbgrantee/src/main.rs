@@ -19,31 +19,19 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use libos_async::abi::{Error, PAGE_SIZE, Rights, UpcallFrame, vector};
+use libos_async::abi::{Error, Rights, UpcallFrame, vector};
 use libos_async::check::{fail, require};
-use libos_async::layout::SCRATCH_BASE;
 use libos_async::sys::{self, probe};
 use libos_async::{core_id, info, println, set_exception_handler, start_vcpu, wait_for_ms};
 
 libos_async::entry!(app_main);
 
-/// What F holds while granted (the granter writes it).
-const OLD: u64 = 0x01d0_0000_feed_face;
-/// What the granter writes into F once the revocation has returned.
-const SENTINEL: u64 = 0xdead_beef_0000_0005;
+#[path = "../../tlbgranter/src/protocol.rs"]
+mod protocol;
+use protocol::*;
+
 /// What a faulting probe returns.
 const MARKER: u64 = 0xfa17_fa17_fa17_fa17;
-/// Where F and F+1 are mapped.
-const VA_F: u64 = SCRATCH_BASE;
-const VA_G: u64 = SCRATCH_BASE + PAGE_SIZE;
-/// Control words in F+1.
-const READERS_RUNNING: u64 = VA_G;
-const REVOKED: u64 = VA_G + 8;
-const VIOLATION_COUNT: u64 = VA_G + 16;
-const REPORTED: u64 = VA_G + 24;
-/// How long one wait may take (the kernel's test harness allows 120 s per
-/// environment; TCG with 8 busy vCPUs on 2 host cores is slow).
-const WAIT_MS: u64 = 100_000;
 const SPIN_MAX: u64 = 5_000_000;
 
 static STARTED: AtomicU64 = AtomicU64::new(0);

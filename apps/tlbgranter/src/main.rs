@@ -15,26 +15,15 @@
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-use libos_async::abi::{Error, PAGE_SIZE, Rights};
+use libos_async::abi::{Error, Rights};
 use libos_async::check::{fail, require};
-use libos_async::layout::SCRATCH_BASE;
 use libos_async::sys::{self, probe};
 use libos_async::{println, wait_for_ms};
 
 libos_async::entry!(app_main);
 
-/// Must match `tlbgrantee`.
-const OLD: u64 = 0x01d0_0000_feed_face;
-const SENTINEL: u64 = 0xdead_beef_0000_0005;
-const VA_F: u64 = SCRATCH_BASE;
-const VA_G: u64 = SCRATCH_BASE + PAGE_SIZE;
-const READERS_RUNNING: u64 = VA_G;
-const REVOKED: u64 = VA_G + 8;
-const VIOLATION_COUNT: u64 = VA_G + 16;
-const REPORTED: u64 = VA_G + 24;
-/// How long one wait may take (the kernel's test harness allows 120 s per
-/// environment; TCG with 8 busy vCPUs on 2 host cores is slow).
-const WAIT_MS: u64 = 100_000;
+mod protocol;
+use protocol::*;
 
 fn app_main(f: u64) -> i32 {
     let g = f + 1;
@@ -44,14 +33,10 @@ fn app_main(f: u64) -> i32 {
     require("map F+1", sys::map(g, VA_G, Rights::RW));
     probe::write(VA_F, OLD);
 
-    let mut grantee = Err(Error::NoSuchEnv);
-    if !wait_for_ms(WAIT_MS, || {
-        grantee = sys::env_lookup("tlbgrantee");
-        grantee.is_ok()
-    }) {
-        fail(format_args!("tlbgranter: no tlbgrantee: {grantee:?}"));
-    }
-    let grantee = require("env_lookup(tlbgrantee)", grantee);
+    let grantee = require(
+        "find tlbgrantee",
+        libos_async::find_env("tlbgrantee", WAIT_MS),
+    );
     require("grant F", sys::frame_grant(f, grantee, Rights::READ));
     require("grant F+1", sys::frame_grant(g, grantee, Rights::RW));
 

@@ -502,17 +502,23 @@ fn hostile_beside_worker(name: &str, arg: u64, killed_for: Option<&str>) -> Test
 }
 
 fn grant_and_revoke() -> TestResult {
+    granter_and_grantee("granter", "grantee")
+}
+
+/// Runs a granter/grantee pair on two adjacent free frames (the start
+/// argument names the first; the granter allocates both by number). Both
+/// must exit 0 and every frame must come back.
+fn granter_and_grantee(granter_app: &str, grantee_app: &str) -> TestResult {
     frames_restored(|| {
-        // Two adjacent free frames the granter will ask for by number.
         let first = (0x1000..memory::FRAME_CAPACITY - 1)
             .find(|&f| memory::frame_is_free(f) && memory::frame_is_free(f + 1))
             .ok_or("no two adjacent free frames")?;
-        let granter = spawn("granter", first)?;
-        let grantee = spawn("grantee", first)?;
+        let granter = spawn(granter_app, first)?;
+        let grantee = spawn(grantee_app, first)?;
         let g = wait(&granter)?;
         let e = wait(&grantee)?;
         check(g == Outcome::Exited(0) && e == Outcome::Exited(0), || {
-            format!("granter {g:?}, grantee {e:?}")
+            format!("{granter_app} {g:?}, {grantee_app} {e:?}")
         })
     })
 }
@@ -564,16 +570,5 @@ fn tlb_precision() -> TestResult {
 }
 
 fn tlb_revoke() -> TestResult {
-    frames_restored(|| {
-        let first = (0x1000..memory::FRAME_CAPACITY - 1)
-            .find(|&f| memory::frame_is_free(f) && memory::frame_is_free(f + 1))
-            .ok_or("no two adjacent free frames")?;
-        let granter = spawn("tlbgranter", first)?;
-        let grantee = spawn("tlbgrantee", first)?;
-        let g = wait(&granter)?;
-        let e = wait(&grantee)?;
-        check(g == Outcome::Exited(0) && e == Outcome::Exited(0), || {
-            format!("granter {g:?}, grantee {e:?}")
-        })
-    })
+    granter_and_grantee("tlbgranter", "tlbgrantee")
 }

@@ -1,0 +1,26 @@
+//! The protocol `tlbgranter` and `tlbgrantee` share (the grantee includes
+//! this file with `#[path]`): where F and F+1 are mapped, what F holds, and
+//! the control words in F+1.
+
+use libos_async::abi::PAGE_SIZE;
+use libos_async::layout::SCRATCH_BASE;
+
+/// What F holds while granted (the granter writes it).
+pub const OLD: u64 = 0x01d0_0000_feed_face;
+/// What the granter writes into F once the revocation has returned.
+pub const SENTINEL: u64 = 0xdead_beef_0000_0005;
+/// Where F is mapped (in both environments).
+pub const VA_F: u64 = SCRATCH_BASE;
+/// Where F+1, the control page, is mapped.
+pub const VA_G: u64 = SCRATCH_BASE + PAGE_SIZE;
+/// Control word: the grantee's readers are running.
+pub const READERS_RUNNING: u64 = VA_G;
+/// Control word: the granter's revocation of F has returned.
+pub const REVOKED: u64 = VA_G + 8;
+/// Control word: violations the grantee's readers saw.
+pub const VIOLATION_COUNT: u64 = VA_G + 16;
+/// Control word: the grantee has reported.
+pub const REPORTED: u64 = VA_G + 24;
+/// How long one wait may take (the kernel's test harness allows 120 s per
+/// environment; TCG with 8 busy vCPUs on 2 host cores is slow).
+pub const WAIT_MS: u64 = 100_000;
