@@ -153,11 +153,24 @@ pub enum Syscall {
     /// `va .. va + pages * PAGE_SIZE` (holes are skipped; `pages` at most
     /// [`UNMAP_RANGE_MAX`]) with one TLB shootdown round for the whole range.
     UnmapRange = 17,
+    /// `(base_va, sq_entries, cq_entries)` → 0. Registers this vCPU's
+    /// [`ring`]: `ring::ring_bytes(sq, cq)` bytes at page-aligned `base_va`,
+    /// mapped read-write and owned by the caller; both sizes powers of two
+    /// up to `ring::MAX_ENTRIES`. The frames stay pinned until the vCPU ends.
+    RingSetup = 18,
+    /// `(to_submit, min_complete)` → submissions consumed. Processes up to
+    /// `to_submit` submissions, then, if `min_complete > 0`, blocks until at
+    /// least that many completions are waiting.
+    RingEnter = 19,
+    /// `(insns_ptr, count)` → 0 once the [`predicate`] holds. Verifies the
+    /// program (refusing it with an error) and blocks this vCPU until it
+    /// evaluates non-zero.
+    SleepOn = 20,
 }
 
 /// Number of defined system calls; numbers from here on are
 /// [`Error::InvalidSyscall`].
-pub const SYSCALL_COUNT: u64 = 18;
+pub const SYSCALL_COUNT: u64 = 21;
 
 impl Syscall {
     /// The call with number `n`, if defined.
@@ -182,6 +195,9 @@ impl Syscall {
             EnvLookup,
             FrameStatus,
             UnmapRange,
+            RingSetup,
+            RingEnter,
+            SleepOn,
         ];
         ALL.get(usize::try_from(n).ok()?).copied()
     }
@@ -286,6 +302,12 @@ pub enum Error {
     BadFrame = 14,
     /// The address lies in a region the kernel reserves (info pages).
     Reserved = 15,
+    /// A linked ring entry was not run because an earlier entry of its
+    /// chain failed.
+    Canceled = 16,
+    /// The operation exists in the ABI but this kernel does not implement
+    /// it yet.
+    Unsupported = 17,
 }
 
 /// The largest success value a system call returns.
@@ -295,7 +317,7 @@ impl Error {
     /// The error with code `code`, if defined.
     pub fn from_code(code: u64) -> Option<Error> {
         use Error::*;
-        const ALL: [Error; 15] = [
+        const ALL: [Error; 17] = [
             InvalidSyscall,
             InvalidArgument,
             BadAddress,
@@ -311,9 +333,10 @@ impl Error {
             NoSuchCore,
             BadFrame,
             Reserved,
+            Canceled,
+            Unsupported,
         ];
-        ALL.get(usize::try_from(code.checked_sub(1)?).ok()?)
-            .copied()
+        ALL.get(usize::try_from(code.checked_sub(1)?).ok()?).copied()
     }
 
     /// The `rax` value that reports this error.
@@ -418,6 +441,9 @@ pub struct InfoPage {
     pub cores: u32,
     /// Frame quota of this environment.
     pub frame_quota: u32,
+    /// Notifications other environments posted to this one (the ring's
+    /// `Notify` operation); a predicate can wait for it to change.
+    pub notifications: u64,
     /// Bit `c` set: core `c` runs environments' vCPUs. In `test` and `bench`
     /// modes core 0 runs the kernel's harness and takes no vCPUs;
     /// [`Syscall::VcpuStart`] on a core outside this set fails with
@@ -456,13 +482,13 @@ mod tests {
 
     #[test]
     fn errors_round_trip_through_rax() {
-        for code in 1..=15 {
+        for code in 1..=17 {
             let e = Error::from_code(code).unwrap();
             assert_eq!(e as u64, code);
             assert_eq!(decode(encode(Err(e))), Err(e));
         }
         assert_eq!(Error::from_code(0), None);
-        assert_eq!(Error::from_code(16), None);
+        assert_eq!(Error::from_code(18), None);
         assert_eq!(decode(encode(Ok(42))), Ok(42));
         assert_eq!(decode(MAX_VALUE), Ok(MAX_VALUE));
         assert_eq!(decode(u64::MAX - 100), Err(Error::InvalidSyscall));
@@ -477,4 +503,252 @@ mod tests {
         assert!(!in_info_region(INFO_VA + INFO_REGION_SIZE));
         assert_eq!(UPCALL_FRAME_SIZE, 21 * 8);
     }
+}
+
+/// The shared submission/completion ring (io_uring-like).
+///
+/// One ring per vCPU, in memory the environment owns and registers once;
+/// the kernel reads submissions and writes completions through its own
+/// mapping of those frames, which stay pinned (not freeable) while
+/// registered.
+///
+/// ```text
+/// base + 0                 RingHeader (one cache line, see below)
+/// base + SQ_OFFSET         sq_entries × SqEntry (64 bytes each)
+/// base + cq_offset(sq)     cq_entries × CqEntry (16 bytes each)
+/// ```
+///
+/// Both sizes are powers of two. Indices are free-running `u32` counters;
+/// an entry's slot is `index & (entries - 1)`.
+///
+/// Ordering: the libOS writes submission entries, then stores `sq_tail`
+/// with release; the kernel loads `sq_tail` with acquire, copies each entry
+/// once before looking at it, and stores `sq_head` with release after
+/// consuming. The kernel writes completion entries, then stores `cq_tail`
+/// with release; the libOS loads `cq_tail` with acquire, reads them, and
+/// stores `cq_head` with release. The kernel never trusts the header: a
+/// `sq_tail` more than `sq_entries` ahead of `sq_head` is an error (nothing
+/// is consumed, `RING_ERR_BAD_INDEX` is raised), and a full completion queue
+/// stops consumption (`overflow` is incremented; nothing is lost: the
+/// unconsumed submissions stay in the queue).
+pub mod ring {
+    use super::PAGE_SIZE;
+
+    /// Offset of the submission entries from the ring's base.
+    pub const SQ_OFFSET: u64 = 64;
+    /// The most submission or completion entries in a ring.
+    pub const MAX_ENTRIES: u32 = 4096;
+
+    /// Offset of the completion entries for a ring with `sq_entries`.
+    pub const fn cq_offset(sq_entries: u32) -> u64 {
+        SQ_OFFSET + sq_entries as u64 * core::mem::size_of::<SqEntry>() as u64
+    }
+
+    /// Bytes (whole pages) a ring with these sizes occupies.
+    pub const fn ring_bytes(sq_entries: u32, cq_entries: u32) -> u64 {
+        let bytes =
+            cq_offset(sq_entries) + cq_entries as u64 * core::mem::size_of::<CqEntry>() as u64;
+        bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE
+    }
+
+    /// The ring's header, at its base.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct RingHeader {
+        /// Next submission the kernel will consume (kernel writes).
+        pub sq_head: u32,
+        /// One past the last submission (libOS writes).
+        pub sq_tail: u32,
+        /// Next completion the libOS will read (libOS writes).
+        pub cq_head: u32,
+        /// One past the last completion (kernel writes).
+        pub cq_tail: u32,
+        /// Number of submission entries (kernel writes at registration).
+        pub sq_entries: u32,
+        /// Number of completion entries (kernel writes at registration).
+        pub cq_entries: u32,
+        /// Times the kernel stopped consuming because the completion queue
+        /// was full (kernel writes).
+        pub overflow: u32,
+        /// `RING_ERR_*` bits the kernel raised (kernel writes).
+        pub errors: u32,
+    }
+
+    /// The header's `sq_tail` was more than `sq_entries` past `sq_head`.
+    pub const RING_ERR_BAD_INDEX: u32 = 1;
+
+    /// One submission.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct SqEntry {
+        /// An [`Op`] number.
+        pub opcode: u8,
+        /// `SQE_*` flags.
+        pub flags: u8,
+        /// Must be 0.
+        pub reserved: [u8; 6],
+        /// Echoed in the completion.
+        pub user_data: u64,
+        /// Operation arguments (see [`Op`]).
+        pub args: [u64; 6],
+    }
+
+    /// One completion.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct CqEntry {
+        /// The submission's `user_data`.
+        pub user_data: u64,
+        /// The result, encoded like a system call's `rax` ([`crate::decode`]).
+        pub result: u64,
+    }
+
+    /// If this entry fails, every following entry of its chain (entries
+    /// carrying `SQE_LINK`, up to and including the first without it)
+    /// completes with [`crate::Error::Canceled`] instead of running.
+    pub const SQE_LINK: u8 = 1;
+    /// All defined flag bits.
+    pub const SQE_FLAGS: u8 = SQE_LINK;
+
+    /// Ring operations. Arguments are those of the system call of the same
+    /// name unless stated.
+    #[repr(u8)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Op {
+        /// `()` → 0.
+        Nop = 0,
+        /// `(ptr, len)`, as `Syscall::ConsoleWrite`.
+        ConsoleWrite = 1,
+        /// `(frame)`, as `Syscall::FrameAlloc`.
+        FrameAlloc = 2,
+        /// `(frame)`.
+        FrameFree = 3,
+        /// `(frame, va, rights)`.
+        Map = 4,
+        /// `(va)`.
+        Unmap = 5,
+        /// `(va, rights)`.
+        Protect = 6,
+        /// `(frame, grantee, rights)`.
+        FrameGrant = 7,
+        /// `(frame, grantee)`.
+        FrameRevoke = 8,
+        /// `(tsc_deadline)` → 0 once the TSC has reached the deadline.
+        Timer = 9,
+        /// `(env)` → 0: increments `InfoPage::notifications` of `env` and
+        /// wakes its sleeping vCPUs.
+        Notify = 10,
+        /// `(core, count)`: time slots (the CPU issue); `Unsupported` now.
+        SlotAlloc = 11,
+    }
+
+    /// Number of defined ops.
+    pub const OP_COUNT: u8 = 12;
+
+    impl Op {
+        /// The op with number `n`, if defined.
+        pub fn from_number(n: u8) -> Option<Op> {
+            use Op::*;
+            const ALL: [Op; OP_COUNT as usize] = [
+                Nop,
+                ConsoleWrite,
+                FrameAlloc,
+                FrameFree,
+                Map,
+                Unmap,
+                Protect,
+                FrameGrant,
+                FrameRevoke,
+                Timer,
+                Notify,
+                SlotAlloc,
+            ];
+            ALL.get(n as usize).copied()
+        }
+    }
+}
+
+/// Wakeup predicates: the only way a vCPU blocks.
+///
+/// A predicate is a short program of [`Insn`]s over eight 64-bit registers.
+/// The kernel verifies it once when it is installed and refuses it
+/// (`InvalidArgument`, or `BadAddress` for a load it cannot prove safe)
+/// unless:
+/// * it has 1 to [`MAX_INSNS`] instructions, every opcode and register is
+///   valid and reserved fields are 0;
+/// * every jump goes strictly forward and lands inside the program or just
+///   past its end (so it terminates after at most `len` steps);
+/// * every `LoadUser` address is 8-byte aligned and lies in a page the
+///   environment has mapped readable at install time (the kernel
+///   re-translates at each evaluation: a page unmapped since reads as
+///   "wake up");
+/// * every `LoadInfo` offset is 8-byte aligned and inside [`InfoPage`].
+///
+/// The program's value is the register named by the `Ret` it reaches (or
+/// `r0` if it runs off the end); non-zero means "wake up". The kernel
+/// evaluates it when it considers the vCPU for the CPU and whenever an event
+/// (a notification, a completion) concerns the environment, so a condition
+/// that becomes true between a check and the sleep is never missed.
+pub mod predicate {
+    /// The most instructions in a predicate.
+    pub const MAX_INSNS: usize = 64;
+    /// Number of registers.
+    pub const REGS: u8 = 8;
+
+    /// One instruction (16 bytes).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Insn {
+        /// A [`PredOp`] number.
+        pub op: u8,
+        /// Destination register.
+        pub dst: u8,
+        /// First source register.
+        pub a: u8,
+        /// Second source register.
+        pub b: u8,
+        /// Must be 0.
+        pub reserved: u32,
+        /// Immediate: a constant, an address, an offset or a jump distance.
+        pub imm: u64,
+    }
+
+    /// Predicate opcodes.
+    #[repr(u8)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum PredOp {
+        /// `dst = imm`.
+        Const = 0,
+        /// `dst = *(u64 *)imm`, a word of the environment's memory.
+        LoadUser = 1,
+        /// `dst = word at offset imm of the environment's InfoPage`.
+        LoadInfo = 2,
+        /// `dst = TSC`.
+        Tsc = 3,
+        /// `dst = (a == b)`.
+        Eq = 4,
+        /// `dst = (a != b)`.
+        Ne = 5,
+        /// `dst = (a < b)`, unsigned.
+        Lt = 6,
+        /// `dst = (a <= b)`, unsigned.
+        Le = 7,
+        /// `dst = (a != 0 && b != 0)`.
+        And = 8,
+        /// `dst = (a != 0 || b != 0)`.
+        Or = 9,
+        /// `dst = a + b` (wrapping).
+        Add = 10,
+        /// `dst = !(a != 0)`.
+        Not = 11,
+        /// Skip `imm` (≥ 1) instructions forward if `a == 0`.
+        JumpIfZero = 12,
+        /// Skip `imm` (≥ 1) instructions forward.
+        Jump = 13,
+        /// Stop; the value is register `a`.
+        Ret = 14,
+    }
+
+    /// Number of defined opcodes.
+    pub const PRED_OP_COUNT: u8 = 15;
 }

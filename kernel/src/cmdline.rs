@@ -85,18 +85,13 @@ impl Cmdline {
             let understood = match key {
                 "mode" => parse_mode(value).map(|m| out.mode = m).is_some(),
                 "log" => parse_log(value).map(|l| out.log = l).is_some(),
-                "tick_hz" => parse_in(value, 1, 10_000)
-                    .map(|v| out.tick_hz = v)
-                    .is_some(),
-                "bench_samples" => parse_in(value, 1, 100_000)
-                    .map(|v| out.bench_samples = v)
-                    .is_some(),
+                "tick_hz" => parse_in(value, 1, 10_000).map(|v| out.tick_hz = v).is_some(),
+                "bench_samples" => {
+                    parse_in(value, 1, 100_000).map(|v| out.bench_samples = v).is_some()
+                }
                 "init" => {
-                    out.init = value
-                        .split(',')
-                        .filter(|a| !a.is_empty())
-                        .map(String::from)
-                        .collect();
+                    out.init =
+                        value.split(',').filter(|a| !a.is_empty()).map(String::from).collect();
                     true
                 }
                 _ => false,
@@ -132,10 +127,7 @@ fn parse_log(value: &str) -> Option<LogLevel> {
 }
 
 fn parse_in(value: &str, min: u32, max: u32) -> Option<u32> {
-    value
-        .parse::<u32>()
-        .ok()
-        .filter(|v| (min..=max).contains(v))
+    value.parse::<u32>().ok().filter(|v| (min..=max).contains(v))
 }
 
 #[cfg(test)]
@@ -166,10 +158,7 @@ mod tests {
         assert_eq!(c.mode, Mode::Run);
         assert_eq!(c.tick_hz, 100);
         assert_eq!(c.log, LogLevel::Info);
-        assert_eq!(
-            c.unknown,
-            ["mode=fly", "tick_hz=0", "tick_hz=99999", "log=", "quiet"]
-        );
+        assert_eq!(c.unknown, ["mode=fly", "tick_hz=0", "tick_hz=99999", "log=", "quiet"]);
     }
 
     #[test]

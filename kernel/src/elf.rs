@@ -242,9 +242,7 @@ fn check_header(image: &[u8]) -> Result<(usize, usize), ElfError> {
     }
     let phnum = usize::from(phnum);
     let phoff = usize::try_from(phoff).map_err(|_| ElfError::ProgramHeadersOutOfBounds)?;
-    let end = phoff
-        .checked_add(phnum * PHDR_SIZE)
-        .ok_or(ElfError::ProgramHeadersOutOfBounds)?;
+    let end = phoff.checked_add(phnum * PHDR_SIZE).ok_or(ElfError::ProgramHeadersOutOfBounds)?;
     if end > image.len() {
         return Err(ElfError::ProgramHeadersOutOfBounds);
     }
@@ -283,13 +281,8 @@ fn check_load(
         }
         (offset, len)
     };
-    let end = phdr
-        .p_vaddr
-        .checked_add(phdr.p_memsz)
-        .ok_or(ElfError::AddressOverflow)?;
-    let page_end = end
-        .checked_next_multiple_of(PAGE_SIZE)
-        .ok_or(ElfError::AddressOverflow)?;
+    let end = phdr.p_vaddr.checked_add(phdr.p_memsz).ok_or(ElfError::AddressOverflow)?;
+    let page_end = end.checked_next_multiple_of(PAGE_SIZE).ok_or(ElfError::AddressOverflow)?;
     let vaddr = phdr.p_vaddr - phdr.p_vaddr % PAGE_SIZE;
     if vaddr < USER_MIN || page_end > USER_MAX {
         return Err(ElfError::OutsideUserSpace);
@@ -379,10 +372,7 @@ pub fn plan(image: &[u8]) -> Result<LoadPlan, ElfError> {
         return Err(ElfError::EntryNotExecutable);
     }
 
-    Ok(LoadPlan {
-        entry,
-        segments: checked.into_iter().map(|c| c.segment).collect(),
-    })
+    Ok(LoadPlan { entry, segments: checked.into_iter().map(|c| c.segment).collect() })
 }
 
 #[cfg(test)]
@@ -435,14 +425,8 @@ mod tests {
         filesz: 0x40,
         memsz: 0x2000,
     };
-    const STACK: Phdr = Phdr {
-        p_type: PT_GNU_STACK,
-        flags: PF_R | PF_W,
-        offset: 0,
-        vaddr: 0,
-        filesz: 0,
-        memsz: 0,
-    };
+    const STACK: Phdr =
+        Phdr { p_type: PT_GNU_STACK, flags: PF_R | PF_W, offset: 0, vaddr: 0, filesz: 0, memsz: 0 };
 
     impl Builder {
         /// A valid executable: text (R+X) at 0x400000 holding the headers and
@@ -525,14 +509,7 @@ mod tests {
 
     /// A bss-only RW segment.
     fn bss(vaddr: u64, memsz: u64) -> Phdr {
-        Phdr {
-            p_type: PT_LOAD,
-            flags: PF_R | PF_W,
-            offset: 0,
-            vaddr,
-            filesz: 0,
-            memsz,
-        }
+        Phdr { p_type: PT_LOAD, flags: PF_R | PF_W, offset: 0, vaddr, filesz: 0, memsz }
     }
 
     /// Checks what every accepted plan promises.
@@ -618,10 +595,7 @@ mod tests {
     fn empty_load_segments_are_skipped() {
         let plan = with_extra(bss(0x40_1000, 0)).plan().unwrap();
         assert_eq!(plan.segments.len(), 2);
-        assert_eq!(
-            with_phdrs(&[bss(0x50_0000, 0)]).plan(),
-            Err(ElfError::NoLoadSegment)
-        );
+        assert_eq!(with_phdrs(&[bss(0x50_0000, 0)]).plan(), Err(ElfError::NoLoadSegment));
     }
 
     #[test]
@@ -636,10 +610,7 @@ mod tests {
     fn bss_only_segment_has_no_file_bytes() {
         let plan = with_extra(bss(0x50_0800, 0x1000)).plan().unwrap();
         let s = plan.segments[2];
-        assert_eq!(
-            (s.vaddr, s.pages, s.file_offset, s.file_len),
-            (0x50_0000, 2, 0, 0)
-        );
+        assert_eq!((s.vaddr, s.pages, s.file_offset, s.file_len), (0x50_0000, 2, 0, 0));
         assert_eq!(s.copy_to, 0x50_0800);
     }
 
@@ -649,10 +620,7 @@ mod tests {
             ElfError::ProgramHeadersOutOfBounds.reason(),
             "truncated: program header table runs past the end of the file"
         );
-        assert_eq!(
-            alloc::format!("{}", ElfError::NotElf),
-            ElfError::NotElf.reason()
-        );
+        assert_eq!(alloc::format!("{}", ElfError::NotElf), ElfError::NotElf.reason());
     }
 
     #[test]
@@ -713,10 +681,7 @@ mod tests {
     fn rejects_truncated_program_header_table() {
         let image = Builder::valid().build();
         // The table is at 64..232.
-        assert_eq!(
-            plan(&image[..200]),
-            Err(ElfError::ProgramHeadersOutOfBounds)
-        );
+        assert_eq!(plan(&image[..200]), Err(ElfError::ProgramHeadersOutOfBounds));
         let mut b = Builder::valid();
         b.phnum = Some(100);
         assert_eq!(b.plan(), Err(ElfError::ProgramHeadersOutOfBounds));
@@ -765,42 +730,27 @@ mod tests {
     fn rejects_file_size_over_memory_size() {
         let mut data = DATA;
         data.memsz = data.filesz - 1;
-        assert_eq!(
-            with_phdrs(&[TEXT, data]).plan(),
-            Err(ElfError::FileSizeExceedsMemSize)
-        );
+        assert_eq!(with_phdrs(&[TEXT, data]).plan(), Err(ElfError::FileSizeExceedsMemSize));
         data.memsz = 0;
-        assert_eq!(
-            with_phdrs(&[TEXT, data]).plan(),
-            Err(ElfError::FileSizeExceedsMemSize)
-        );
+        assert_eq!(with_phdrs(&[TEXT, data]).plan(), Err(ElfError::FileSizeExceedsMemSize));
     }
 
     #[test]
     fn rejects_file_range_out_of_bounds() {
         let mut data = DATA;
         data.filesz = 0x41; // one byte past the end
-        assert_eq!(
-            with_phdrs(&[TEXT, data]).plan(),
-            Err(ElfError::FileRangeOutOfBounds)
-        );
+        assert_eq!(with_phdrs(&[TEXT, data]).plan(), Err(ElfError::FileRangeOutOfBounds));
         let mut data = DATA;
         data.offset = u64::MAX - 0x1f;
         data.vaddr = 0x40_1fe0;
-        assert_eq!(
-            with_phdrs(&[TEXT, data]).plan(),
-            Err(ElfError::FileRangeOutOfBounds)
-        );
+        assert_eq!(with_phdrs(&[TEXT, data]).plan(), Err(ElfError::FileRangeOutOfBounds));
     }
 
     #[test]
     fn rejects_incongruent_segment() {
         let mut data = DATA;
         data.vaddr = 0x40_1300;
-        assert_eq!(
-            with_phdrs(&[TEXT, data]).plan(),
-            Err(ElfError::IncongruentSegment)
-        );
+        assert_eq!(with_phdrs(&[TEXT, data]).plan(), Err(ElfError::IncongruentSegment));
     }
 
     #[test]
@@ -828,10 +778,7 @@ mod tests {
 
     #[test]
     fn rejects_outside_user_space() {
-        assert_eq!(
-            with_extra(bss(0x3f_f000, 0x1000)).plan(),
-            Err(ElfError::OutsideUserSpace)
-        );
+        assert_eq!(with_extra(bss(0x3f_f000, 0x1000)).plan(), Err(ElfError::OutsideUserSpace));
         assert_eq!(
             with_extra(bss(USER_MAX - 0x1000, 0x1001)).plan(),
             Err(ElfError::OutsideUserSpace)
@@ -845,20 +792,13 @@ mod tests {
 
     #[test]
     fn rejects_info_region_overlap() {
-        assert_eq!(
-            with_extra(bss(INFO_VA - 0x10, 0x20)).plan(),
-            Err(ElfError::OverlapsInfoRegion)
-        );
+        assert_eq!(with_extra(bss(INFO_VA - 0x10, 0x20)).plan(), Err(ElfError::OverlapsInfoRegion));
         assert_eq!(
             with_extra(bss(INFO_VA + INFO_REGION_SIZE - 1, 1)).plan(),
             Err(ElfError::OverlapsInfoRegion)
         );
         assert!(with_extra(bss(INFO_VA - 0x1000, 0x1000)).plan().is_ok());
-        assert!(
-            with_extra(bss(INFO_VA + INFO_REGION_SIZE, 1))
-                .plan()
-                .is_ok()
-        );
+        assert!(with_extra(bss(INFO_VA + INFO_REGION_SIZE, 1)).plan().is_ok());
     }
 
     #[test]
@@ -867,28 +807,16 @@ mod tests {
             with_extra(bss(STACK_TOP - STACK_SIZE - 0x1000, 0x1001)).plan(),
             Err(ElfError::OverlapsStack)
         );
-        assert_eq!(
-            with_extra(bss(STACK_TOP - 1, 0x10)).plan(),
-            Err(ElfError::OverlapsStack)
-        );
+        assert_eq!(with_extra(bss(STACK_TOP - 1, 0x10)).plan(), Err(ElfError::OverlapsStack));
         assert!(with_extra(bss(STACK_TOP, 0x1000)).plan().is_ok());
     }
 
     #[test]
     fn rejects_overlapping_segments() {
         // Sharing only the page 0x401000 with DATA.
-        assert_eq!(
-            with_extra(bss(0x40_1000, 0x10)).plan(),
-            Err(ElfError::OverlappingSegments)
-        );
-        assert_eq!(
-            with_extra(bss(0x40_3ff0, 0x10)).plan(),
-            Err(ElfError::OverlappingSegments)
-        );
-        assert_eq!(
-            with_phdrs(&[TEXT, DATA, DATA]).plan(),
-            Err(ElfError::OverlappingSegments)
-        );
+        assert_eq!(with_extra(bss(0x40_1000, 0x10)).plan(), Err(ElfError::OverlappingSegments));
+        assert_eq!(with_extra(bss(0x40_3ff0, 0x10)).plan(), Err(ElfError::OverlappingSegments));
+        assert_eq!(with_phdrs(&[TEXT, DATA, DATA]).plan(), Err(ElfError::OverlappingSegments));
         assert!(with_extra(bss(0x40_4000, 0x10)).plan().is_ok());
     }
 
@@ -926,11 +854,7 @@ mod tests {
     }
 
     fn config() -> ProptestConfig {
-        ProptestConfig {
-            cases: 2000,
-            failure_persistence: None,
-            ..ProptestConfig::default()
-        }
+        ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() }
     }
 
     proptest! {

@@ -46,11 +46,7 @@ impl<const WORDS: usize> FrameBitmap<WORDS> {
 
     /// A bitmap with every frame marked used.
     pub const fn new() -> Self {
-        FrameBitmap {
-            used: [u64::MAX; WORDS],
-            hint: 0,
-            free: 0,
-        }
+        FrameBitmap { used: [u64::MAX; WORDS], hint: 0, free: 0 }
     }
 
     /// Number of free frames.

@@ -64,11 +64,7 @@ impl File<'_> {
 
 /// Iterates over the regular files of `archive`.
 pub fn files(archive: &[u8]) -> Files<'_> {
-    Files {
-        archive,
-        offset: 0,
-        done: false,
-    }
+    Files { archive, offset: 0, done: false }
 }
 
 /// Finds the regular file at `path`.
@@ -130,13 +126,7 @@ fn parse_header(archive: &[u8], offset: usize) -> Result<(File<'_>, u8, usize), 
     let sum: u64 = h
         .iter()
         .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                u64::from(b' ')
-            } else {
-                u64::from(b)
-            }
-        })
+        .map(|(i, &b)| if (148..156).contains(&i) { u64::from(b' ') } else { u64::from(b) })
         .sum();
     if sum != stored {
         return Err(InitrdError::BadHeader { offset });
@@ -151,15 +141,7 @@ fn parse_header(archive: &[u8], offset: usize) -> Result<(File<'_>, u8, usize), 
     let name = field_str(&h[0..100]).ok_or(InitrdError::BadName { offset })?;
     let prefix = field_str(&h[345..500]).ok_or(InitrdError::BadName { offset })?;
     let next = data_start + (data_end - data_start).next_multiple_of(BLOCK);
-    Ok((
-        File {
-            name,
-            prefix,
-            data: &archive[data_start..data_end],
-        },
-        h[156],
-        next,
-    ))
+    Ok((File { name, prefix, data: &archive[data_start..data_end] }, h[156], next))
 }
 
 fn field_str(field: &[u8]) -> Option<&str> {
@@ -169,10 +151,7 @@ fn field_str(field: &[u8]) -> Option<&str> {
 
 /// Parses a NUL- or space-terminated octal field.
 fn octal(field: &[u8]) -> Option<u64> {
-    let digits = field
-        .iter()
-        .skip_while(|&&b| b == b' ')
-        .take_while(|&&b| b != 0 && b != b' ');
+    let digits = field.iter().skip_while(|&&b| b == b' ').take_while(|&&b| b != 0 && b != b' ');
     let mut value: u64 = 0;
     let mut any = false;
     for &d in digits {
@@ -230,16 +209,10 @@ mod tests {
     fn corrupt_checksum_and_magic_are_errors() {
         let mut a = archive(&[entry("README", b"x", b'0')]);
         a[0] = b'Q';
-        assert_eq!(
-            find(&a, "README"),
-            Err(InitrdError::BadHeader { offset: 0 })
-        );
+        assert_eq!(find(&a, "README"), Err(InitrdError::BadHeader { offset: 0 }));
         let mut a = archive(&[entry("README", b"x", b'0')]);
         a[257] = b'X';
-        assert_eq!(
-            find(&a, "README"),
-            Err(InitrdError::BadHeader { offset: 0 })
-        );
+        assert_eq!(find(&a, "README"), Err(InitrdError::BadHeader { offset: 0 }));
     }
 
     #[test]
@@ -281,11 +254,7 @@ mod tests {
 
     #[test]
     fn prefixed_names_match_full_paths() {
-        let f = File {
-            name: "hello",
-            prefix: "apps",
-            data: b"",
-        };
+        let f = File { name: "hello", prefix: "apps", data: b"" };
         assert!(f.is("apps/hello"));
         assert!(!f.is("apps-hello"));
         assert!(!f.is("hello"));

@@ -14,7 +14,9 @@
 //! | [`frames`] | the physical frame allocator (a bitmap) |
 //! | [`initrd`] | the initrd archive format (ustar) reader |
 //! | [`elf`] | checking an application's ELF image and planning its load |
+//! | [`ring`] | the kernel side of the submission/completion ring protocol |
 //! | [`stats`] | benchmark summaries (median, p99) |
+//! | [`predicate`] | verifying and evaluating wakeup predicates |
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -27,7 +29,9 @@ pub mod frames;
 pub mod initrd;
 pub mod memmap;
 pub mod ownership;
+pub mod predicate;
 pub mod pvh;
+pub mod ring;
 pub mod stats;
 
 /// Size of a base page and of a physical frame.

@@ -74,19 +74,12 @@ mod tests {
     use super::*;
 
     fn ram(addr: u64, size: u64) -> MemoryRegion {
-        MemoryRegion {
-            addr,
-            size,
-            kind: E820_RAM,
-        }
+        MemoryRegion { addr, size, kind: E820_RAM }
     }
 
     fn collect(regions: &[MemoryRegion], reserved: &[Range<u64>], limit: u64) -> Vec<(u64, u64)> {
         let mut v = Vec::new();
-        free_ranges(regions.iter().copied(), reserved, limit, |a, b| {
-            v.push((a, b))
-        })
-        .unwrap();
+        free_ranges(regions.iter().copied(), reserved, limit, |a, b| v.push((a, b))).unwrap();
         v
     }
 
@@ -94,11 +87,7 @@ mod tests {
     fn a_typical_qemu_map() {
         let map = [
             ram(0, 0x9fc00),
-            MemoryRegion {
-                addr: 0x9fc00,
-                size: 0x400,
-                kind: 2,
-            },
+            MemoryRegion { addr: 0x9fc00, size: 0x400, kind: 2 },
             ram(0x10_0000, 0x1fee_0000),
         ];
         let reserved = [0..0x10_0000, 0x10_0000..0x40_0123, 0x1000_0000..0x1000_8000];
@@ -110,14 +99,8 @@ mod tests {
 
     #[test]
     fn unaligned_regions_shrink_inward_and_limit_cuts() {
-        assert_eq!(
-            collect(&[ram(0x1001, 0x3000)], &[], u64::MAX),
-            [(0x2000, 0x4000)]
-        );
-        assert_eq!(
-            collect(&[ram(0x1000, 0x10_0000)], &[], 0x8000),
-            [(0x1000, 0x8000)]
-        );
+        assert_eq!(collect(&[ram(0x1001, 0x3000)], &[], u64::MAX), [(0x2000, 0x4000)]);
+        assert_eq!(collect(&[ram(0x1000, 0x10_0000)], &[], 0x8000), [(0x1000, 0x8000)]);
         assert!(collect(&[ram(0x1001, 0xffe)], &[], u64::MAX).is_empty());
     }
 
@@ -132,10 +115,7 @@ mod tests {
 
     #[test]
     fn huge_sizes_do_not_overflow() {
-        assert_eq!(
-            collect(&[ram(u64::MAX - 0x1fff, u64::MAX)], &[], u64::MAX).len(),
-            1
-        );
+        assert_eq!(collect(&[ram(u64::MAX - 0x1fff, u64::MAX)], &[], u64::MAX).len(), 1);
     }
 
     #[test]

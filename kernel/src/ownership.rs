@@ -15,7 +15,7 @@
 
 use crate::frames::FrameNumber;
 use abi::{Error, Rights};
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 /// An environment's id (never 0: 0 means "no environment").
@@ -40,8 +40,9 @@ pub struct Grant {
     pub rights: Rights,
 }
 
-/// One mapping of the frame: page `va` in `env`'s address space.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// One mapping of the frame: page `va` in `env`'s address space. Ordered by
+/// environment first, so one environment's mappings form a range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Mapping {
     /// Whose address space.
     pub env: EnvId,
@@ -58,8 +59,11 @@ pub struct FrameRecord {
     pub kind: FrameKind,
     /// Who else may map it.
     pub grants: Vec<Grant>,
-    /// Where it is mapped (owner and grantees).
-    pub mappings: Vec<Mapping>,
+    /// Where it is mapped (owner and grantees): a set, so that adding and
+    /// removing one of many mappings stays O(log n).
+    pub mappings: BTreeSet<Mapping>,
+    /// Registered rings using it (the kernel writes into it directly).
+    pub pins: u32,
 }
 
 /// A shard of the frame ownership table.
@@ -71,9 +75,7 @@ pub struct FrameTable {
 impl FrameTable {
     /// An empty table.
     pub const fn new() -> FrameTable {
-        FrameTable {
-            records: BTreeMap::new(),
-        }
+        FrameTable { records: BTreeMap::new() }
     }
 
     /// The record of `frame`, if an environment holds it.
@@ -85,12 +87,7 @@ impl FrameTable {
     pub fn insert(&mut self, frame: FrameNumber, owner: EnvId, kind: FrameKind) {
         let previous = self.records.insert(
             frame,
-            FrameRecord {
-                owner,
-                kind,
-                grants: Vec::new(),
-                mappings: Vec::new(),
-            },
+            FrameRecord { owner, kind, grants: Vec::new(), mappings: BTreeSet::new(), pins: 0 },
         );
         debug_assert!(previous.is_none(), "frame {frame} recorded twice");
     }
@@ -108,29 +105,21 @@ impl FrameTable {
         if record.owner == env {
             return Ok(());
         }
-        let grant = record
-            .grants
-            .iter()
-            .find(|g| g.grantee == env)
-            .ok_or(Error::NotOwner)?;
-        if grant.rights.contains(rights) {
-            Ok(())
-        } else {
-            Err(Error::PermissionDenied)
-        }
+        let grant = record.grants.iter().find(|g| g.grantee == env).ok_or(Error::NotOwner)?;
+        if grant.rights.contains(rights) { Ok(()) } else { Err(Error::PermissionDenied) }
     }
 
     /// Records a mapping that [`check_map`](Self::check_map) allowed.
     pub fn add_mapping(&mut self, frame: FrameNumber, env: EnvId, va: u64) {
         if let Some(r) = self.records.get_mut(&frame) {
-            r.mappings.push(Mapping { env, va });
+            r.mappings.insert(Mapping { env, va });
         }
     }
 
     /// Forgets a mapping (after the page-table entry was cleared).
     pub fn remove_mapping(&mut self, frame: FrameNumber, env: EnvId, va: u64) {
         if let Some(r) = self.records.get_mut(&frame) {
-            r.mappings.retain(|m| !(m.env == env && m.va == va));
+            r.mappings.remove(&Mapping { env, va });
         }
     }
 
@@ -142,20 +131,33 @@ impl FrameTable {
         if record.owner != env || record.kind != FrameKind::Data {
             return Err(Error::NotOwner);
         }
-        if !record.mappings.is_empty() || !record.grants.is_empty() {
+        if !record.mappings.is_empty() || !record.grants.is_empty() || record.pins > 0 {
             return Err(Error::Busy);
         }
         self.records.remove(&frame);
         Ok(())
     }
 
+    /// Pins a data frame `env` owns (a registered ring): until unpinned it
+    /// cannot be freed and reused under the kernel.
+    pub fn pin(&mut self, frame: FrameNumber, env: EnvId) -> Result<(), Error> {
+        self.owned_data(frame, env)?.pins += 1;
+        Ok(())
+    }
+
+    /// Removes one pin of `env`'s frame (no effect if it has none, or if the
+    /// frame now belongs to someone else).
+    pub fn unpin(&mut self, frame: FrameNumber, env: EnvId) {
+        if let Some(r) = self.records.get_mut(&frame)
+            && r.owner == env
+        {
+            r.pins = r.pins.saturating_sub(1);
+        }
+    }
+
     /// Drops the record of a page-table frame its address space released.
     pub fn free_page_table(&mut self, frame: FrameNumber) {
-        if self
-            .records
-            .get(&frame)
-            .is_some_and(|r| r.kind == FrameKind::PageTable)
-        {
+        if self.records.get(&frame).is_some_and(|r| r.kind == FrameKind::PageTable) {
             self.records.remove(&frame);
         }
     }
@@ -183,12 +185,7 @@ impl FrameTable {
                 let lowered = !rights.contains(g.rights);
                 g.rights = rights;
                 if lowered {
-                    return Ok(record
-                        .mappings
-                        .iter()
-                        .filter(|m| m.env == grantee)
-                        .copied()
-                        .collect());
+                    return Ok(Self::mappings_of(record, grantee));
                 }
             }
             None => record.grants.push(Grant { grantee, rights }),
@@ -211,12 +208,12 @@ impl FrameTable {
         if record.grants.len() == before {
             return Err(Error::NoSuchEnv);
         }
-        Ok(record
-            .mappings
-            .iter()
-            .filter(|m| m.env == grantee)
-            .copied()
-            .collect())
+        Ok(Self::mappings_of(record, grantee))
+    }
+
+    fn mappings_of(record: &FrameRecord, env: EnvId) -> Vec<Mapping> {
+        let range = Mapping { env, va: 0 }..=Mapping { env, va: u64::MAX };
+        record.mappings.range(range).copied().collect()
     }
 
     /// When `env` dies: removes its grants on other environments' frames and
@@ -225,7 +222,9 @@ impl FrameTable {
     pub fn forget_grantee(&mut self, env: EnvId) {
         for record in self.records.values_mut() {
             record.grants.retain(|g| g.grantee != env);
-            record.mappings.retain(|m| m.env != env);
+            for m in Self::mappings_of(record, env) {
+                record.mappings.remove(&m);
+            }
         }
     }
 
@@ -236,13 +235,7 @@ impl FrameTable {
             return None;
         }
         let record = self.records.remove(&frame)?;
-        Some(
-            record
-                .mappings
-                .into_iter()
-                .filter(|m| m.env != owner)
-                .collect(),
-        )
+        Some(record.mappings.into_iter().filter(|m| m.env != owner).collect())
     }
 
     fn owned_data(&mut self, frame: FrameNumber, owner: EnvId) -> Result<&mut FrameRecord, Error> {
@@ -283,10 +276,7 @@ mod tests {
     #[test]
     fn page_tables_are_never_mappable_or_grantable() {
         let mut t = table();
-        assert_eq!(
-            t.check_map(11, A, Rights::READ),
-            Err(Error::PermissionDenied)
-        );
+        assert_eq!(t.check_map(11, A, Rights::READ), Err(Error::PermissionDenied));
         assert_eq!(t.check_map(11, B, Rights::READ), Err(Error::NotOwner));
         assert_eq!(t.grant(11, A, B, Rights::READ), Err(Error::NotOwner));
         assert_eq!(t.free(11, A), Err(Error::NotOwner));
@@ -318,13 +308,7 @@ mod tests {
         t.add_mapping(10, B, 0x3000);
         t.add_mapping(10, C, 0x4000);
         let m = t.revoke(10, A, B).unwrap();
-        assert_eq!(
-            m,
-            [
-                Mapping { env: B, va: 0x2000 },
-                Mapping { env: B, va: 0x3000 }
-            ]
-        );
+        assert_eq!(m, [Mapping { env: B, va: 0x2000 }, Mapping { env: B, va: 0x3000 }]);
         assert_eq!(t.check_map(10, B, Rights::READ), Err(Error::NotOwner));
         assert_eq!(t.revoke(10, A, B), Err(Error::NoSuchEnv));
         assert_eq!(t.revoke(10, B, C), Err(Error::NotOwner));
@@ -336,13 +320,25 @@ mod tests {
         t.grant(10, A, B, Rights::RW).unwrap();
         t.add_mapping(10, B, 0x2000);
         assert!(t.grant(10, A, B, Rights::RWX).unwrap().is_empty());
-        assert_eq!(
-            t.grant(10, A, B, Rights::READ).unwrap(),
-            [Mapping { env: B, va: 0x2000 }]
-        );
+        assert_eq!(t.grant(10, A, B, Rights::READ).unwrap(), [Mapping { env: B, va: 0x2000 }]);
         assert_eq!(t.grant(10, A, A, Rights::READ), Err(Error::InvalidArgument));
         assert_eq!(t.grant(10, A, B, Rights(8)), Err(Error::InvalidArgument));
         assert_eq!(t.grant(10, A, B, Rights::NONE), Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn pinned_frames_cannot_be_freed() {
+        let mut t = table();
+        assert_eq!(t.pin(10, B), Err(Error::NotOwner));
+        assert_eq!(t.pin(11, A), Err(Error::NotOwner));
+        t.pin(10, A).unwrap();
+        assert_eq!(t.free(10, A), Err(Error::Busy));
+        t.pin(10, A).unwrap();
+        t.unpin(10, B);
+        t.unpin(10, A);
+        assert_eq!(t.free(10, A), Err(Error::Busy), "pinned twice, unpinned once");
+        t.unpin(10, A);
+        assert_eq!(t.free(10, A), Ok(()));
     }
 
     #[test]
@@ -364,6 +360,14 @@ mod tests {
         t.forget_grantee(B);
         let r = t.get(10).unwrap();
         assert!(r.grants.is_empty() && r.mappings.is_empty());
+        let mut t = table();
+        for va in 0..10_000u64 {
+            t.add_mapping(10, A, va << 12);
+        }
+        for va in 0..10_000u64 {
+            t.remove_mapping(10, A, va << 12);
+        }
+        assert!(t.get(10).unwrap().mappings.is_empty());
         assert_eq!(t.free(10, A), Ok(()));
     }
 }

@@ -87,16 +87,12 @@ pub enum PvhError {
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, PvhError> {
     let bytes = b.get(at..at + 4).ok_or(PvhError::Truncated)?;
-    Ok(u32::from_le_bytes(
-        bytes.try_into().map_err(|_| PvhError::Truncated)?,
-    ))
+    Ok(u32::from_le_bytes(bytes.try_into().map_err(|_| PvhError::Truncated)?))
 }
 
 fn u64_at(b: &[u8], at: usize) -> Result<u64, PvhError> {
     let bytes = b.get(at..at + 8).ok_or(PvhError::Truncated)?;
-    Ok(u64::from_le_bytes(
-        bytes.try_into().map_err(|_| PvhError::Truncated)?,
-    ))
+    Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| PvhError::Truncated)?))
 }
 
 impl StartInfo {
@@ -150,10 +146,7 @@ pub fn parse_memmap(table: &[u8], index: usize) -> Result<MemoryRegion, PvhError
 /// Parses entry `index` of a module list.
 pub fn parse_module(table: &[u8], index: usize) -> Result<Module, PvhError> {
     let at = index * MODULE_ENTRY_SIZE;
-    Ok(Module {
-        paddr: u64_at(table, at)?,
-        size: u64_at(table, at + 8)?,
-    })
+    Ok(Module { paddr: u64_at(table, at)?, size: u64_at(table, at + 8)? })
 }
 
 /// The command line from its NUL-terminated bytes: up to the first NUL,
@@ -202,14 +195,8 @@ mod tests {
         let mut b = start_info(1, 0, 1);
         b[0] ^= 1;
         assert!(matches!(StartInfo::parse(&b), Err(PvhError::BadMagic(_))));
-        assert_eq!(
-            StartInfo::parse(&start_info(0, 0, 1)),
-            Err(PvhError::NoMemoryMap)
-        );
-        assert_eq!(
-            StartInfo::parse(&start_info(1, 0, 1)[..40]),
-            Err(PvhError::Truncated)
-        );
+        assert_eq!(StartInfo::parse(&start_info(0, 0, 1)), Err(PvhError::NoMemoryMap));
+        assert_eq!(StartInfo::parse(&start_info(1, 0, 1)[..40]), Err(PvhError::Truncated));
         assert_eq!(
             StartInfo::parse(&start_info(1, 0, 100_000)),
             Err(PvhError::TooManyEntries(100_000))
@@ -223,14 +210,7 @@ mod tests {
         t[32..40].copy_from_slice(&0x7f0_0000u64.to_le_bytes());
         t[40..44].copy_from_slice(&1u32.to_le_bytes());
         let r = parse_memmap(&t, 1).unwrap();
-        assert_eq!(
-            r,
-            MemoryRegion {
-                addr: 0x10_0000,
-                size: 0x7f0_0000,
-                kind: E820_RAM
-            }
-        );
+        assert_eq!(r, MemoryRegion { addr: 0x10_0000, size: 0x7f0_0000, kind: E820_RAM });
         assert_eq!(parse_memmap(&t, 2), Err(PvhError::Truncated));
         assert_eq!(parse_module(&t, 2), Err(PvhError::Truncated));
     }

@@ -43,14 +43,7 @@ mod tests {
         let mut v: Vec<u64> = (1..=100).rev().collect();
         let s = summarize(&mut v).unwrap();
         assert_eq!((s.median, s.p99, s.samples), (50, 99, 100));
-        assert_eq!(
-            summarize(&mut [7]).unwrap(),
-            Summary {
-                median: 7,
-                p99: 7,
-                samples: 1
-            }
-        );
+        assert_eq!(summarize(&mut [7]).unwrap(), Summary { median: 7, p99: 7, samples: 1 });
         assert_eq!(summarize(&mut []), None);
         let mut v = vec![5, 1, 1000, 2, 3];
         let s = summarize(&mut v).unwrap();

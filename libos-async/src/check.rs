@@ -14,10 +14,7 @@ pub struct Checks {
 impl Checks {
     /// No checks yet.
     pub const fn new() -> Self {
-        Self {
-            failed: 0,
-            passed: 0,
-        }
+        Self { failed: 0, passed: 0 }
     }
 
     /// Records `ok`; prints `CHECK FAILED: what` when it is false.
@@ -33,18 +30,12 @@ impl Checks {
 
     /// Checks that `got` is exactly `Err(want)`.
     pub fn expect_err(&mut self, what: &str, got: Result<u64, Error>, want: Error) -> bool {
-        self.check(
-            got == Err(want),
-            format_args!("{what}: expected {want:?}, got {got:?}"),
-        )
+        self.check(got == Err(want), format_args!("{what}: expected {want:?}, got {got:?}"))
     }
 
     /// Checks that `got` is `Ok`.
     pub fn expect_ok(&mut self, what: &str, got: Result<u64, Error>) -> bool {
-        self.check(
-            got.is_ok(),
-            format_args!("{what}: expected Ok, got {got:?}"),
-        )
+        self.check(got.is_ok(), format_args!("{what}: expected Ok, got {got:?}"))
     }
 
     /// Number of failed checks.

@@ -21,11 +21,7 @@ pub struct LineBuf<F: FnMut(&[u8])> {
 impl<F: FnMut(&[u8])> LineBuf<F> {
     /// An empty buffer writing to `sink`.
     pub fn new(sink: F) -> Self {
-        Self {
-            buf: [0; LINE_MAX],
-            len: 0,
-            sink,
-        }
+        Self { buf: [0; LINE_MAX], len: 0, sink }
     }
 
     /// Passes whatever is buffered to the sink.

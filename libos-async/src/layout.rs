@@ -6,6 +6,13 @@
 //! SCRATCH_BASE            1 TiB that libos-async never touches: apps map
 //!                         frames here for experiments, and probe::write
 //!                         may write here
+//! RINGS_BASE              one RING_SLOT per core c: the submission/
+//!                         completion ring of the vCPU on core c
+//!                         (crate::ring::Ring) at ring_base(c), as many
+//!                         pages as abi::ring::ring_bytes says (at most
+//!                         RING_MAX_BYTES), the rest of the slot an
+//!                         unmapped guard; shared with the kernel, so no
+//!                         Rust object ever lives there
 //! VCPU_STACKS_BASE        one VCPU_STACK_SLOT per core c: the stack of the
 //!                         vCPU started by start_vcpu(c) is the top
 //!                         VCPU_STACK_SIZE of slot c, the rest is an
@@ -34,6 +41,19 @@ pub const HEAP_SIZE: u64 = 0x0000_0000_4000_0000;
 pub const SCRATCH_BASE: u64 = 0x0000_2000_0000_0000;
 /// End (exclusive) of the scratch window.
 pub const SCRATCH_END: u64 = SCRATCH_BASE + 0x0000_0100_0000_0000;
+
+/// Base of the per-core ring slots.
+pub const RINGS_BASE: u64 = 0x0000_6000_0000_0000;
+/// Address space per core for its ring (ring plus guard).
+pub const RING_SLOT: u64 = 1024 * 1024;
+/// The largest ring: `MAX_ENTRIES` submissions and completions.
+pub const RING_MAX_BYTES: u64 =
+    abi::ring::ring_bytes(abi::ring::MAX_ENTRIES, abi::ring::MAX_ENTRIES);
+
+/// The base of core `core`'s ring.
+pub const fn ring_base(core: usize) -> u64 {
+    RINGS_BASE + RING_SLOT * core as u64
+}
 
 /// Base of the per-core vCPU stack slots.
 pub const VCPU_STACKS_BASE: u64 = 0x0000_7000_0000_0000;
@@ -64,7 +84,10 @@ pub const fn vcpu_stack_top(core: usize) -> u64 {
 }
 
 const _: () = assert!(HEAP_BASE + HEAP_SIZE <= SCRATCH_BASE);
-const _: () = assert!(SCRATCH_END <= VCPU_STACKS_BASE);
+const _: () = assert!(SCRATCH_END <= RINGS_BASE);
+const _: () =
+    assert!(RING_MAX_BYTES + PAGE_SIZE <= RING_SLOT && RING_SLOT.is_multiple_of(PAGE_SIZE));
+const _: () = assert!(ring_base(MAX_CORES) <= VCPU_STACKS_BASE);
 const _: () = assert!(vcpu_stack_top(MAX_CORES - 1) + PAGE_SIZE <= EXC_STACKS_BASE);
 const _: () = assert!(EXC_STACKS_BASE + PAGE_SIZE <= exc_stack_top(MAX_CORES - 1) - EXC_STACK_SIZE);
 const _: () = assert!(EXC_STACK_TOP <= STACK_TOP - STACK_SIZE);
@@ -93,6 +116,18 @@ mod tests {
             if core > 0 {
                 assert!(bottom > vcpu_stack_top(core - 1));
             }
+        }
+    }
+
+    #[test]
+    fn rings_fit_their_slots() {
+        assert_eq!(RING_MAX_BYTES % PAGE_SIZE, 0);
+        for core in 0..MAX_CORES {
+            let base = ring_base(core);
+            assert_eq!(base % PAGE_SIZE, 0);
+            assert!(base >= SCRATCH_END && base + RING_SLOT <= VCPU_STACKS_BASE);
+            // At least one unmapped guard page before the next core's ring.
+            assert!(base + RING_MAX_BYTES + PAGE_SIZE <= ring_base(core + 1));
         }
     }
 

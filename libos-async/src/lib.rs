@@ -3,7 +3,12 @@
 //! For now the minimal runtime (the async executor comes later):
 //!
 //! - [`sys`]: the system calls (raw and typed), the entry stubs and
-//!   [`sys::probe`]; the only module with `unsafe`;
+//!   [`sys::probe`]; one of the two modules with `unsafe`;
+//! - [`ring`]: [`ring::Ring`], this vCPU's submission/completion ring over
+//!   pages shared with the kernel; the other module with `unsafe` (atomic
+//!   and volatile accesses to those pages); [`sqe`] builds its entries;
+//! - [`predicate`]: [`predicate::Pred`], an assembler for wakeup
+//!   predicates (`SleepOn`);
 //! - [`entry!`]: the application's `main(start_arg) -> i32`; `_start` runs it
 //!   on the first vCPU and exits with its result;
 //! - [`info`], [`core_id`], [`env_id`]: who and where we are;
@@ -30,17 +35,38 @@ pub mod console;
 pub mod exception;
 pub mod layout;
 pub mod mem;
+pub mod predicate;
+pub mod ring;
+pub mod sqe;
 pub mod sys;
 pub mod vcpu;
 
 pub use abi;
 pub use exception::{clear_exception_handler, set_exception_handler};
+pub use predicate::Pred;
+pub use ring::Ring;
 pub use sys::{core_id, info};
 pub use vcpu::start_vcpu;
 
 /// This environment's id.
 pub fn env_id() -> u64 {
     u64::from(info().env_id)
+}
+
+/// The cores this environment's vCPUs may run on, as a bit set: the user
+/// cores of the info page, or every online core if that set is empty.
+pub fn usable_cores() -> u64 {
+    let info = info();
+    let online =
+        if info.cores as usize >= abi::MAX_CORES { u64::MAX } else { (1u64 << info.cores) - 1 };
+    if info.user_cores == 0 { online } else { info.user_cores & online }
+}
+
+/// The usable cores other than the caller's, lowest first.
+pub fn other_cores() -> impl Iterator<Item = usize> {
+    let me = core_id();
+    let usable = usable_cores();
+    (0..abi::MAX_CORES).filter(move |&c| c != me && usable & (1 << c) != 0)
 }
 
 /// Yields up to `max` times until `done()` holds; returns whether it did.

@@ -19,11 +19,9 @@ pub fn map_fresh(va: u64, pages: u64, rights: Rights) -> Result<(), Error> {
     for i in 0..pages {
         let page = va + i * PAGE_SIZE;
         let result = sys::frame_alloc(None).and_then(|frame| {
-            sys::map(frame, page, rights)
-                .map(|_| frame)
-                .inspect_err(|_| {
-                    let _ = sys::frame_free(frame);
-                })
+            sys::map(frame, page, rights).map(|_| frame).inspect_err(|_| {
+                let _ = sys::frame_free(frame);
+            })
         });
         match result {
             Ok(frame) => frames[i as usize] = frame,

@@ -4,14 +4,19 @@
 //!   one typed wrapper per [`abi::Syscall`];
 //! - the entry points the kernel jumps to: `_start` (first vCPU), the
 //!   secondary-vCPU trampoline and the exception-upcall stub;
-//! - reads of the kernel-provided pages ([`info`], [`core_id`]);
+//! - reads of the kernel-provided pages ([`info`], [`notifications`],
+//!   [`core_id`]);
 //! - [`probe`]: single instructions that tests use to provoke faults.
 //!
 //! # Why the system calls are safe functions
 //!
-//! The kernel never writes user memory: every call only reads from user
-//! pointers (and the kernel checks them), so passing any value cannot make
-//! the kernel scribble on Rust objects. What calls *can* do to this program
+//! The kernel never writes user memory except a registered ring: every
+//! other call only reads from user pointers (and the kernel checks them),
+//! so passing any value cannot make the kernel scribble on Rust objects.
+//! [`ring_setup`] is the exception — from then on the kernel writes the
+//! pages it names — so it is an `unsafe fn`; [`crate::ring::Ring`] is its
+//! safe door (it registers only pages of [`crate::layout::RINGS_BASE`],
+//! where no Rust object lives). What calls *can* do to this program
 //! is change its address space — unmap its own stack, map another frame
 //! under a live object, resume an arbitrary [`UpcallFrame`]. An exokernel
 //! hands that power to the library OS on purpose; like `/proc/self/mem` in
@@ -21,6 +26,7 @@
 
 use core::arch::asm;
 
+use abi::predicate::Insn;
 use abi::{Error, FrameHolder, InfoPage, Rights, Syscall, UpcallFrame};
 
 // ---------------------------------------------------------------------------
@@ -129,11 +135,7 @@ pub fn null() -> Result<u64, Error> {
 
 /// `ConsoleWrite`: writes `bytes` (at most [`abi::CONSOLE_WRITE_MAX`]).
 pub fn console_write(bytes: &[u8]) -> Result<u64, Error> {
-    abi::decode(syscall2(
-        Syscall::ConsoleWrite as u64,
-        bytes.as_ptr() as u64,
-        bytes.len() as u64,
-    ))
+    abi::decode(syscall2(Syscall::ConsoleWrite as u64, bytes.as_ptr() as u64, bytes.len() as u64))
 }
 
 /// `Exit`: ends the environment with `code`.
@@ -151,10 +153,7 @@ pub fn yield_now() -> Result<u64, Error> {
 /// `FrameAlloc`: a zeroed frame, `Some(n)` for exactly frame `n`, `None`
 /// for any. Returns the frame number.
 pub fn frame_alloc(frame: Option<u64>) -> Result<u64, Error> {
-    abi::decode(syscall1(
-        Syscall::FrameAlloc as u64,
-        frame.unwrap_or(abi::ANY_FRAME),
-    ))
+    abi::decode(syscall1(Syscall::FrameAlloc as u64, frame.unwrap_or(abi::ANY_FRAME)))
 }
 
 /// `FrameFree`.
@@ -198,37 +197,25 @@ pub fn protect(va: u64, rights: Rights) -> Result<u64, Error> {
 /// exception-stack top (`entry` 0 unregisters). Most code wants
 /// [`crate::set_exception_handler`], which provides both.
 pub fn set_exception_handler(entry: u64, stack_top: u64, stride: u64) -> Result<u64, Error> {
-    abi::decode(syscall3(
-        Syscall::SetExceptionHandler as u64,
-        entry,
-        stack_top,
-        stride,
-    ))
+    abi::decode(syscall3(Syscall::SetExceptionHandler as u64, entry, stack_top, stride))
 }
 
 /// `ExceptionResume`: resumes `frame`; returns only on failure.
 pub fn exception_resume(frame: &UpcallFrame) -> Error {
-    let rax = syscall1(
-        Syscall::ExceptionResume as u64,
-        frame as *const UpcallFrame as u64,
-    );
+    let rax = syscall1(Syscall::ExceptionResume as u64, frame as *const UpcallFrame as u64);
     abi::decode(rax).err().unwrap_or(Error::InvalidSyscall)
 }
 
 /// `VcpuStart`: raw start of a vCPU on `core` at `entry` with
 /// `rsp = stack_top`, `rdi = arg`. Most code wants [`crate::start_vcpu`].
 pub fn vcpu_start(core: u64, entry: u64, stack_top: u64, arg: u64) -> Result<u64, Error> {
-    abi::decode(syscall4(
-        Syscall::VcpuStart as u64,
-        core,
-        entry,
-        stack_top,
-        arg,
-    ))
+    abi::decode(syscall4(Syscall::VcpuStart as u64, core, entry, stack_top, arg))
 }
 
-/// `VcpuExit`: ends this vCPU.
+/// `VcpuExit`: ends this vCPU (and with it the registration of its ring:
+/// [`crate::ring::Ring::new`] may be called again on this core).
 pub fn vcpu_exit() -> ! {
+    crate::ring::vcpu_exiting();
     loop {
         syscall0(Syscall::VcpuExit as u64);
     }
@@ -236,11 +223,7 @@ pub fn vcpu_exit() -> ! {
 
 /// `EnvLookup`: the id of the live environment started from app `name`.
 pub fn env_lookup(name: &str) -> Result<u64, Error> {
-    abi::decode(syscall2(
-        Syscall::EnvLookup as u64,
-        name.as_ptr() as u64,
-        name.len() as u64,
-    ))
+    abi::decode(syscall2(Syscall::EnvLookup as u64, name.as_ptr() as u64, name.len() as u64))
 }
 
 /// A decoded [`abi::FrameStatus`] word.
@@ -256,10 +239,7 @@ pub struct FrameInfo {
 impl FrameInfo {
     /// Decodes a status word.
     pub fn from_word(word: u64) -> Self {
-        Self {
-            kind: word & 0xff,
-            env: word >> 32,
-        }
+        Self { kind: word & 0xff, env: word >> 32 }
     }
 
     /// The holder, if the kind is one the ABI defines.
@@ -279,15 +259,71 @@ pub fn frame_status(frame: u64) -> Result<FrameInfo, Error> {
     abi::decode(syscall1(Syscall::FrameStatus as u64, frame)).map(FrameInfo::from_word)
 }
 
+/// `RingSetup`: registers this vCPU's ring of `sq_entries` submissions and
+/// `cq_entries` completions at page-aligned `base_va`
+/// (`abi::ring::ring_bytes(sq, cq)` bytes, mapped read-write, owned).
+/// Most code wants [`crate::ring::Ring::new`].
+///
+/// # Safety
+///
+/// Until this vCPU ends, the kernel writes ring headers and completions
+/// into those pages at any time (timer completions arrive
+/// asynchronously): no Rust object may live in
+/// `base_va .. base_va + ring_bytes(sq, cq)`, and every access to it must
+/// be atomic or volatile.
+pub unsafe fn ring_setup(base_va: u64, sq_entries: u32, cq_entries: u32) -> Result<u64, Error> {
+    abi::decode(syscall3(
+        Syscall::RingSetup as u64,
+        base_va,
+        u64::from(sq_entries),
+        u64::from(cq_entries),
+    ))
+}
+
+/// `RingEnter`: processes up to `to_submit` submissions of this vCPU's
+/// ring, then, if `min_complete > 0`, blocks until at least that many
+/// completions wait in its completion queue. Returns the number of
+/// submissions consumed.
+pub fn ring_enter(to_submit: u64, min_complete: u64) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::RingEnter as u64, to_submit, min_complete))
+}
+
+/// `SleepOn`: blocks this vCPU until the [`abi::predicate`] program
+/// `insns` evaluates non-zero (at once if it already does). The kernel
+/// verifies the program first: `InvalidArgument` or `BadAddress` when it
+/// refuses it. [`crate::predicate::Pred`] builds programs.
+pub fn sleep_on(insns: &[Insn]) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::SleepOn as u64, insns.as_ptr() as u64, insns.len() as u64))
+}
+
 // ---------------------------------------------------------------------------
 // Kernel-provided pages.
 
-/// The environment's read-only [`InfoPage`].
-pub fn info() -> &'static InfoPage {
+/// A snapshot of the environment's read-only [`InfoPage`].
+///
+/// A copy, not a reference: the kernel changes `notifications` at any
+/// time (see [`notifications`] for a single atomic read of it).
+pub fn info() -> InfoPage {
     // SAFETY: the kernel maps the InfoPage read-only at INFO_VA for the whole
     // life of the environment, page-aligned (so aligned for InfoPage), and
-    // never changes it after start; nothing in user space can write it.
-    unsafe { &*(abi::INFO_VA as *const InfoPage) }
+    // nothing in user space can write it. The kernel may update
+    // `notifications` concurrently, so this is a volatile copy (no reference
+    // to the changing memory is ever made); every field is a plain integer,
+    // so any bytes are a valid InfoPage.
+    unsafe { core::ptr::read_volatile(abi::INFO_VA as *const InfoPage) }
+}
+
+/// `InfoPage::notifications`: how many notifications other environments
+/// (or this one) have posted to this environment, read with one atomic
+/// acquire load.
+pub fn notifications() -> u64 {
+    let ptr = (abi::INFO_VA as usize + core::mem::offset_of!(InfoPage, notifications)) as *mut u64;
+    // SAFETY: the field lies in the InfoPage, mapped readable for the whole
+    // life of the environment and 8-byte aligned (offset 24 of a page); the
+    // kernel only ever updates it atomically, and this view is only loaded
+    // from (the page is read-only: a store would fault, and none is made).
+    let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(ptr) };
+    word.load(core::sync::atomic::Ordering::Acquire)
 }
 
 /// The core this vCPU runs on (`gs:[0]`, the `core` field of its
@@ -583,10 +619,7 @@ pub mod probe {
         let scratch =
             (crate::layout::SCRATCH_BASE..=crate::layout::SCRATCH_END - 8).contains(&addr);
         let outside = !(abi::USER_MIN..abi::USER_MAX).contains(&addr);
-        assert!(
-            scratch || outside,
-            "probe::write({addr:#x}) outside the scratch window"
-        );
+        assert!(scratch || outside, "probe::write({addr:#x}) outside the scratch window");
         // SAFETY: checked above: `addr` is in no Rust object (scratch window
         // or outside the user half), so the write cannot alias Rust memory;
         // a fault goes to the kernel.
@@ -653,10 +686,7 @@ pub mod probe {
         let scratch =
             (crate::layout::SCRATCH_BASE..=crate::layout::SCRATCH_END - 8).contains(&addr);
         let outside = !(abi::USER_MIN..abi::USER_MAX).contains(&addr);
-        assert!(
-            scratch || outside,
-            "probe::write_fixed({addr:#x}) outside the scratch window"
-        );
+        assert!(scratch || outside, "probe::write_fixed({addr:#x}) outside the scratch window");
         // The store cannot alias a Rust object (checked above), and the
         // naked function touches nothing else.
         write_insn(addr, value)

@@ -20,10 +20,7 @@ struct Table {
     stacks: u64,
 }
 
-static TABLE: Mutex<Table> = Mutex::new(Table {
-    entry: [None; MAX_CORES],
-    stacks: 0,
-});
+static TABLE: Mutex<Table> = Mutex::new(Table { entry: [None; MAX_CORES], stacks: 0 });
 
 /// Starts a vCPU on `core` that runs `f(arg)` on its own stack.
 ///
@@ -45,12 +42,7 @@ pub fn start_vcpu(core: usize, f: fn(u64) -> !, arg: u64) -> Result<(), Error> {
         table.stacks |= 1 << core;
     }
     table.entry[core] = Some(f);
-    sys::vcpu_start(
-        core as u64,
-        sys::vcpu_entry_addr(),
-        layout::vcpu_stack_top(core),
-        arg,
-    )?;
+    sys::vcpu_start(core as u64, sys::vcpu_entry_addr(), layout::vcpu_stack_top(core), arg)?;
     Ok(())
 }
 

@@ -79,10 +79,7 @@ pub fn variants(elf: &[u8]) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
 
     let loads = load_headers(elf)?;
     let [first, second, ..] = loads[..] else {
-        return Err(format!(
-            "need two PT_LOAD segments for bad_overlap, found {}",
-            loads.len()
-        ));
+        return Err(format!("need two PT_LOAD segments for bad_overlap, found {}", loads.len()));
     };
     let mut overlap = elf.to_vec();
     let vaddr = u64_at(elf, first + P_VADDR)?;
@@ -112,9 +109,8 @@ mod tests {
         e[E_PHOFF..E_PHOFF + 8].copy_from_slice(&64u64.to_le_bytes());
         e[E_PHENTSIZE..E_PHENTSIZE + 2].copy_from_slice(&56u16.to_le_bytes());
         e[E_PHNUM..E_PHNUM + 2].copy_from_slice(&3u16.to_le_bytes());
-        for (i, (ty, vaddr)) in [(PT_LOAD, 0x40_0000u64), (4, 0), (PT_LOAD, 0x40_2000)]
-            .into_iter()
-            .enumerate()
+        for (i, (ty, vaddr)) in
+            [(PT_LOAD, 0x40_0000u64), (4, 0), (PT_LOAD, 0x40_2000)].into_iter().enumerate()
         {
             let ph = 64 + i * 56;
             e[ph..ph + 4].copy_from_slice(&ty.to_le_bytes());
@@ -128,10 +124,7 @@ mod tests {
         let good = sample();
         let v = variants(&good).unwrap();
         let names: Vec<&str> = v.iter().map(|(n, _)| *n).collect();
-        assert_eq!(
-            names,
-            ["bad_truncated", "bad_machine", "bad_entry", "bad_overlap"]
-        );
+        assert_eq!(names, ["bad_truncated", "bad_machine", "bad_entry", "bad_overlap"]);
         assert_eq!(v[0].1, good[..100]);
         assert_eq!(u16_at(&v[1].1, E_MACHINE).unwrap(), 0x28);
         assert_eq!(u64_at(&v[2].1, E_ENTRY).unwrap(), 0x10);

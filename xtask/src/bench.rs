@@ -76,17 +76,12 @@ pub fn merge(existing: Option<&str>, new: Vec<Entry>, mode: Mode) -> (Vec<Entry>
         Some(text) => match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                warning = Some(format!(
-                    "existing results do not parse ({e}); replacing them"
-                ));
+                warning = Some(format!("existing results do not parse ({e}); replacing them"));
                 Vec::new()
             }
         },
     };
-    let mut merged: Vec<Entry> = old
-        .into_iter()
-        .filter(|e| e.mode != mode.as_str())
-        .collect();
+    let mut merged: Vec<Entry> = old.into_iter().filter(|e| e.mode != mode.as_str()).collect();
     merged.extend(new);
     (merged, warning)
 }
@@ -181,11 +176,8 @@ mod tests {
         let (merged, warn) = merge(Some("not json"), vec![], Mode::Wall);
         assert!(merged.is_empty());
         assert!(warn.is_some());
-        let (merged, _) = merge(
-            None,
-            vec![Entry::from_line(line("x", "cycles"), Mode::Wall)],
-            Mode::Wall,
-        );
+        let (merged, _) =
+            merge(None, vec![Entry::from_line(line("x", "cycles"), Mode::Wall)], Mode::Wall);
         assert_eq!(merged.len(), 1);
     }
 
@@ -201,10 +193,7 @@ mod tests {
 
     #[test]
     fn table_aligns() {
-        let t = table(&[Entry::from_line(
-            line("ipc_roundtrip", "cycles"),
-            Mode::Wall,
-        )]);
+        let t = table(&[Entry::from_line(line("ipc_roundtrip", "cycles"), Mode::Wall)]);
         let lines: Vec<_> = t.lines().collect();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0], "name           unit    median  p99  samples");

@@ -68,10 +68,7 @@ pub fn check_name(name: &str) -> Result<(), String> {
     if name == "README" {
         return Err("app name README is reserved".into());
     }
-    if name
-        .chars()
-        .any(|c| c == '/' || c.is_whitespace() || c.is_control())
-    {
+    if name.chars().any(|c| c == '/' || c.is_whitespace() || c.is_control()) {
         return Err(format!(
             "app name {name:?} must not contain '/', whitespace or control characters"
         ));
@@ -125,25 +122,14 @@ mod tests {
     #[test]
     fn readme_lists_apps() {
         assert_eq!(readme(&[]), "exo initrd v1\napps:\n");
-        let apps = [
-            App {
-                name: "hello".into(),
-                elf: vec![1],
-            },
-            App {
-                name: "echo".into(),
-                elf: vec![2],
-            },
-        ];
+        let apps =
+            [App { name: "hello".into(), elf: vec![1] }, App { name: "echo".into(), elf: vec![2] }];
         assert_eq!(readme(&apps), "exo initrd v1\napps: hello echo\n");
     }
 
     #[test]
     fn archive_is_ustar_with_readme_then_apps() {
-        let apps = [App {
-            name: "hello".into(),
-            elf: b"\x7fELF...".to_vec(),
-        }];
+        let apps = [App { name: "hello".into(), elf: b"\x7fELF...".to_vec() }];
         let bytes = pack(&apps).unwrap();
         assert_eq!(bytes.len() % 512, 0);
         // ustar magic at offset 257 of the first header.
@@ -177,16 +163,7 @@ mod tests {
         for bad in ["", "a/b", "a b", "README", &"x".repeat(101)] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
-        let dup = [
-            App {
-                name: "a".into(),
-                elf: vec![],
-            },
-            App {
-                name: "a".into(),
-                elf: vec![],
-            },
-        ];
+        let dup = [App { name: "a".into(), elf: vec![] }, App { name: "a".into(), elf: vec![] }];
         assert!(pack(&dup).is_err());
     }
 }

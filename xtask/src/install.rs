@@ -25,9 +25,7 @@ const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
 /// Finds `name` on `PATH`.
 pub fn which(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
 /// Whether this process runs as root (real uid 0, from `/proc/self/status`,
@@ -181,14 +179,8 @@ fn manual_instructions() -> String {
 /// Runs a command, failing with a message when it does not succeed.
 fn run(cmd: &mut Command) -> Result<(), String> {
     eprintln!("xtask: running {cmd:?}");
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!("{cmd:?} failed: {status}"))
-    }
+    let status = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed: {status}")) }
 }
 
 /// Installs `qemu-system-x86` with apt (bookworm: from backports).
@@ -216,8 +208,7 @@ fn install() -> Result<(), String> {
     }
     run(Command::new("apt-get").arg("update"))?;
     let mut cmd = Command::new("apt-get");
-    cmd.env("DEBIAN_FRONTEND", "noninteractive")
-        .args(["install", "-y"]);
+    cmd.env("DEBIAN_FRONTEND", "noninteractive").args(["install", "-y"]);
     if bookworm {
         cmd.args(["-t", "bookworm-backports"]);
     }
@@ -237,10 +228,7 @@ pub fn ensure_qemu() -> Result<(), String> {
                 return Err(format!("{QEMU} still not on PATH after installing"));
             }
         } else {
-            return Err(format!(
-                "{QEMU} not found on PATH.\n{}",
-                manual_instructions()
-            ));
+            return Err(format!("{QEMU} not found on PATH.\n{}", manual_instructions()));
         }
     }
     if let Ok(out) = Command::new(QEMU).arg("--version").output() {
@@ -301,9 +289,7 @@ Components: main
     fn backports_detection_and_stanza() {
         assert!(!has_backports(&[DEBIAN_SOURCES.into()]));
         assert!(has_backports(&["Suites: bookworm-backports\n".into()]));
-        assert!(!has_backports(&[
-            "# deb http://x bookworm-backports main\n".into()
-        ]));
+        assert!(!has_backports(&["# deb http://x bookworm-backports main\n".into()]));
         assert_eq!(
             backports_stanza("http://m/debian", Some("/k.gpg")),
             "Types: deb\nURIs: http://m/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /k.gpg\n"
@@ -316,10 +302,7 @@ Components: main
         assert_eq!(parse_qemu_major(v), Some(10));
         assert_eq!(parse_qemu_major("QEMU emulator version 7.2.15"), Some(7));
         assert_eq!(parse_qemu_major("garbage"), None);
-        assert_eq!(
-            parse_uid("Name:\tx\nUid:\t1000\t1000\t1000\t1000\n"),
-            Some(1000)
-        );
+        assert_eq!(parse_uid("Name:\tx\nUid:\t1000\t1000\t1000\t1000\n"), Some(1000));
         assert_eq!(parse_uid("Uid:\t0\t0\t0\t0\n"), Some(0));
     }
 }

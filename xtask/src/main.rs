@@ -189,8 +189,7 @@ impl Workspace {
     /// A cargo command run from the workspace root.
     fn cargo(&self) -> Command {
         let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-        cmd.current_dir(&self.root)
-            .env("CARGO_TARGET_DIR", &self.target);
+        cmd.current_dir(&self.root).env("CARGO_TARGET_DIR", &self.target);
         cmd
     }
 }
@@ -265,11 +264,7 @@ fn build(ws: &Workspace, args: &BuildArgs) -> Result<Artifacts, String> {
     let names: Vec<&str> = apps.iter().map(|a| a.name.as_str()).collect();
     println!(
         "xtask: packing initrd ({})...",
-        if names.is_empty() {
-            "no apps".to_string()
-        } else {
-            names.join(", ")
-        }
+        if names.is_empty() { "no apps".to_string() } else { names.join(", ") }
     );
     let initrd = ws.initrd();
     initrd::write(&initrd, &apps)?;
@@ -320,17 +315,11 @@ fn build_apps(ws: &Workspace) -> Result<Vec<initrd::App>, String> {
     for name in &names {
         let path = ws.app(name);
         let elf = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", ws.rel(&path)))?;
-        apps.push(initrd::App {
-            name: name.clone(),
-            elf,
-        });
+        apps.push(initrd::App { name: name.clone(), elf });
     }
     if let Some(hello) = apps.iter().find(|a| a.name == "hello") {
         let bad = badelf::variants(&hello.elf).map_err(|e| format!("hello: {e}"))?;
-        apps.extend(bad.into_iter().map(|(name, elf)| initrd::App {
-            name: name.to_string(),
-            elf,
-        }));
+        apps.extend(bad.into_iter().map(|(name, elf)| initrd::App { name: name.to_string(), elf }));
     }
     Ok(apps)
 }
@@ -357,11 +346,7 @@ fn run(ws: &Workspace, args: RunArgs) -> Result<bool, String> {
         append.push(' ');
         append.push_str(extra.trim());
     }
-    let timeout = if args.gdb {
-        None
-    } else {
-        args.timeout.map(Duration::from_secs)
-    };
+    let timeout = if args.gdb { None } else { args.timeout.map(Duration::from_secs) };
     if args.gdb {
         println!(
             "xtask: QEMU waits for GDB on localhost:1234; attach with:\n  \
@@ -382,11 +367,7 @@ fn run(ws: &Workspace, args: RunArgs) -> Result<bool, String> {
         log: ws.log("run", accel.as_str()),
         interactive: true,
     };
-    println!(
-        "xtask: booting kernel ({}, smp {})...",
-        accel.as_str(),
-        boot.smp
-    );
+    println!("xtask: booting kernel ({}, smp {})...", accel.as_str(), boot.smp);
     let out = qemu::boot(&boot)?;
     println!("xtask: {}", out.status.describe());
     Ok(out.status.is_success())
@@ -407,12 +388,7 @@ struct Check {
 impl Check {
     /// A check from a result.
     fn new(config: &str, name: String, result: Result<(), String>) -> Self {
-        Self {
-            config: config.to_string(),
-            name,
-            ok: result.is_ok(),
-            detail: result.err(),
-        }
+        Self { config: config.to_string(), name, ok: result.is_ok(), detail: result.err() }
     }
 
     /// The `[config] test NAME ... ok|FAILED` line.
@@ -470,26 +446,11 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
     let built = build(ws, &args.build)?;
     install::ensure_qemu()?;
     let mut configs = vec![
-        TestConfig {
-            name: "x2apic",
-            accel: Accel::Tcg,
-            cpu: Some("max"),
-            apic: "x2apic",
-        },
-        TestConfig {
-            name: "xapic",
-            accel: Accel::Tcg,
-            cpu: None,
-            apic: "xapic",
-        },
+        TestConfig { name: "x2apic", accel: Accel::Tcg, cpu: Some("max"), apic: "x2apic" },
+        TestConfig { name: "xapic", accel: Accel::Tcg, cpu: None, apic: "xapic" },
     ];
     if qemu::resolve(args.accel) == Accel::Kvm {
-        configs.push(TestConfig {
-            name: "kvm",
-            accel: Accel::Kvm,
-            cpu: None,
-            apic: "x2apic",
-        });
+        configs.push(TestConfig { name: "kvm", accel: Accel::Kvm, cpu: None, apic: "x2apic" });
     }
     let timeout = Duration::from_secs(args.timeout);
     let mut checks: Vec<Check> = Vec::new();
@@ -498,11 +459,7 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
         println!(
             "xtask: booting test kernel ({}, -cpu {}, smp {TEST_SMP})...",
             cfg.accel.as_str(),
-            cfg.cpu.unwrap_or(if cfg.accel == Accel::Kvm {
-                "host"
-            } else {
-                "default"
-            }),
+            cfg.cpu.unwrap_or(if cfg.accel == Accel::Kvm { "host" } else { "default" }),
         );
         let boot = Boot {
             kernel: built.kernel.clone(),
@@ -576,11 +533,7 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
         }
         println!("serial logs: {}", ws.rel(&ws.target.join("qemu-*.log")));
     }
-    println!(
-        "{} passed, {} failed",
-        checks.len() - failed.len(),
-        failed.len()
-    );
+    println!("{} passed, {} failed", checks.len() - failed.len(), failed.len());
     Ok(failed.is_empty())
 }
 
@@ -606,10 +559,7 @@ fn check_kernel_report(report: &report::TestReport, status: &GuestStatus) -> Res
 fn check_panic(lines: &[String], status: &GuestStatus) -> Result<(), String> {
     let mut missing = Vec::new();
     if *status != GuestStatus::Failure {
-        missing.push(format!(
-            "expected the failure exit status, but {}",
-            status.describe()
-        ));
+        missing.push(format!("expected the failure exit status, but {}", status.describe()));
     }
     if !lines.iter().any(|l| l.contains("PANIC")) {
         missing.push("no `PANIC` in the serial output".into());
@@ -617,11 +567,7 @@ fn check_panic(lines: &[String], status: &GuestStatus) -> Result<(), String> {
     if !lines.iter().any(|l| l.starts_with("backtrace:")) {
         missing.push("no line starting with `backtrace:`".into());
     }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(missing.join("; "))
-    }
+    if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
 }
 
 /// `cargo xtask bench`.
@@ -629,11 +575,7 @@ fn bench_cmd(ws: &Workspace, args: &BenchArgs) -> Result<bool, String> {
     let accel = pick_accel(args.accel, args.icount)?;
     let built = build(ws, &args.build)?;
     install::ensure_qemu()?;
-    let mode = if args.icount {
-        bench::Mode::Icount
-    } else {
-        bench::Mode::Wall
-    };
+    let mode = if args.icount { bench::Mode::Icount } else { bench::Mode::Wall };
     println!(
         "xtask: booting bench kernel ({}{}, smp {})...",
         accel.as_str(),

@@ -76,11 +76,8 @@ pub fn resolve(choice: AccelChoice) -> Accel {
         AccelChoice::Kvm => Accel::Kvm,
         AccelChoice::Tcg => Accel::Tcg,
         AccelChoice::Auto => {
-            let kvm_opens = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open("/dev/kvm")
-                .is_ok();
+            let kvm_opens =
+                std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
             let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
             let (accel, why) = decide_auto(kvm_opens, &cpuinfo);
             println!("xtask: accel {} ({why})", accel.as_str());
@@ -294,18 +291,13 @@ pub fn boot(boot: &Boot) -> Result<Outcome, String> {
         File::create(&boot.log).map_err(|e| format!("creating {}: {e}", boot.log.display()))?;
     let args = boot.args();
     let mut cmd = Command::new(QEMU);
-    cmd.args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .stdin(if boot.interactive {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        });
+    cmd.args(&args).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(if boot.interactive {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    });
     println!("xtask: {QEMU} {}", shell_words(&args));
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {QEMU}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {QEMU}: {e}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
 
     // The reader echoes raw bytes as they come (so prompts without a newline
@@ -454,10 +446,7 @@ mod tests {
         assert_eq!(decide_auto(true, CPUINFO_NO_VIRT).0, Accel::Tcg);
         assert_eq!(decide_auto(false, CPUINFO_VMX).0, Accel::Tcg);
         // `vmx` must be a whole flag on a flags line.
-        assert_eq!(
-            decide_auto(true, "flags\t: vmxfoo\nmodel name\t: vmx\n").0,
-            Accel::Tcg
-        );
+        assert_eq!(decide_auto(true, "flags\t: vmxfoo\nmodel name\t: vmx\n").0, Accel::Tcg);
     }
 
     #[test]
@@ -465,23 +454,10 @@ mod tests {
         assert_eq!(GuestStatus::from_exit(Some(33), None), GuestStatus::Success);
         assert_eq!(GuestStatus::from_exit(Some(35), None), GuestStatus::Failure);
         assert_eq!(GuestStatus::from_exit(Some(0), None), GuestStatus::NoResult);
-        assert_eq!(
-            GuestStatus::from_exit(Some(1), None),
-            GuestStatus::QemuError(1)
-        );
-        assert_eq!(
-            GuestStatus::from_exit(Some(5), None),
-            GuestStatus::OtherCode(2)
-        );
-        assert_eq!(
-            GuestStatus::from_exit(None, Some(9)),
-            GuestStatus::Signal(9)
-        );
-        assert!(
-            GuestStatus::NoResult
-                .describe()
-                .contains("without reporting a result")
-        );
+        assert_eq!(GuestStatus::from_exit(Some(1), None), GuestStatus::QemuError(1));
+        assert_eq!(GuestStatus::from_exit(Some(5), None), GuestStatus::OtherCode(2));
+        assert_eq!(GuestStatus::from_exit(None, Some(9)), GuestStatus::Signal(9));
+        assert!(GuestStatus::NoResult.describe().contains("without reporting a result"));
     }
 
     #[test]
@@ -528,10 +504,6 @@ mod tests {
         b.cpu = Some("max".into());
         b.icount = true;
         b.gdb = true;
-        assert!(
-            b.args()
-                .join(" ")
-                .ends_with("-cpu max -icount shift=0 -s -S")
-        );
+        assert!(b.args().join(" ").ends_with("-cpu max -icount shift=0 -s -S"));
     }
 }

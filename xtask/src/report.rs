@@ -48,10 +48,7 @@ pub fn parse_test_line(line: &str) -> Option<TestLine> {
     } else {
         return None;
     };
-    Some(TestLine {
-        name: name.to_string(),
-        outcome,
-    })
+    Some(TestLine { name: name.to_string(), outcome })
 }
 
 /// Parses a `N passed, M failed` summary line into `(N, M)`.
@@ -79,10 +76,7 @@ pub fn parse_boot_line(line: &str) -> Option<BootLine> {
     if !(rest.is_empty() || rest.starts_with(' ')) {
         return None;
     }
-    let mut boot = BootLine {
-        cores: None,
-        apic: None,
-    };
+    let mut boot = BootLine { cores: None, apic: None };
     for field in rest.split_whitespace() {
         match field.split_once('=') {
             Some(("cores", v)) => boot.cores = v.parse().ok(),
@@ -105,10 +99,7 @@ pub fn check_boot_line(lines: &[String], cores: u32, apic: &str) -> Result<(), S
             b.cores.map_or("?".into(), |c| c.to_string()),
             b.apic.as_deref().unwrap_or("?")
         )),
-        many => Err(format!(
-            "`exo: boot ok` appeared {} times, expected once",
-            many.len()
-        )),
+        many => Err(format!("`exo: boot ok` appeared {} times, expected once", many.len())),
     }
 }
 
@@ -137,11 +128,7 @@ impl TestReport {
 
     /// Passed and failed counts over the `test` lines.
     pub fn counts(&self) -> (u64, u64) {
-        let passed = self
-            .tests
-            .iter()
-            .filter(|t| t.outcome == Outcome::Ok)
-            .count() as u64;
+        let passed = self.tests.iter().filter(|t| t.outcome == Outcome::Ok).count() as u64;
         (passed, self.tests.len() as u64 - passed)
     }
 
@@ -211,17 +198,11 @@ mod tests {
     fn test_lines() {
         assert_eq!(
             parse_test_line("test frame_alloc ... ok\r"),
-            Some(TestLine {
-                name: "frame_alloc".into(),
-                outcome: Outcome::Ok
-            })
+            Some(TestLine { name: "frame_alloc".into(), outcome: Outcome::Ok })
         );
         assert_eq!(
             parse_test_line("test ring::wraps ... FAILED: at ring.rs:10"),
-            Some(TestLine {
-                name: "ring::wraps".into(),
-                outcome: Outcome::Failed
-            })
+            Some(TestLine { name: "ring::wraps".into(), outcome: Outcome::Failed })
         );
         assert_eq!(parse_test_line("test foo ... ignored"), None);
         assert_eq!(parse_test_line("test  ... ok"), None);
@@ -282,10 +263,7 @@ mod tests {
         }
         assert_eq!(parse_bench_line("bench done\r"), Some(Ok(Bench::Done)));
         assert!(matches!(parse_bench_line("bench {oops"), Some(Err(_))));
-        assert!(matches!(
-            parse_bench_line(r#"bench {"name":"x"}"#),
-            Some(Err(_))
-        ));
+        assert!(matches!(parse_bench_line(r#"bench {"name":"x"}"#), Some(Err(_))));
         assert_eq!(parse_bench_line("benchmarks starting"), None);
     }
 }

@@ -23,10 +23,7 @@ fn never_called(_arg: u64) -> ! {
 fn app_main(_arg: u64) -> i32 {
     // Any user-half code address serves as the entry; it must never run.
     let entry = never_called as fn(u64) -> ! as usize as u64;
-    require(
-        "set_exception_handler",
-        sys::set_exception_handler(entry, UNMAPPED_STACK_TOP, 0),
-    );
+    require("set_exception_handler", sys::set_exception_handler(entry, UNMAPPED_STACK_TOP, 0));
     probe::ud2();
     println!("CHECK FAILED: bad_exstack survived a fault with an unmapped exception stack");
     1

@@ -59,11 +59,7 @@ fn upgrade_on_fault(frame: &mut UpcallFrame) -> bool {
 }
 
 fn app_main(arg: u64) -> i32 {
-    let n = if arg == 0 {
-        1000
-    } else {
-        (arg as usize).min(MAX_SAMPLES)
-    };
+    let n = if arg == 0 { 1000 } else { (arg as usize).min(MAX_SAMPLES) };
     let mut samples = [0u64; MAX_SAMPLES];
 
     let k = measure(n, &mut samples, || {
@@ -71,10 +67,7 @@ fn app_main(arg: u64) -> i32 {
     });
     report("syscall_null", &mut samples[..k]);
 
-    require(
-        "set_exception_handler",
-        set_exception_handler(upgrade_on_fault),
-    );
+    require("set_exception_handler", set_exception_handler(upgrade_on_fault));
     let frame = require("frame_alloc", sys::frame_alloc(None));
     require("map", sys::map(frame, FAULT_PAGE, Rights::READ));
     let mut value = 0;
@@ -90,10 +83,7 @@ fn app_main(arg: u64) -> i32 {
     }
     if FAULTS.load(Ordering::Relaxed) != (n + WARMUP) as u64 || probe::read(FAULT_PAGE) != value - 1
     {
-        println!(
-            "CHECK FAILED: fault benchmark took {} faults",
-            FAULTS.load(Ordering::Relaxed)
-        );
+        println!("CHECK FAILED: fault benchmark took {} faults", FAULTS.load(Ordering::Relaxed));
         return 1;
     }
     report("fault_upcall_resume", &mut samples[..n]);

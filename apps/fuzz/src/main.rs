@@ -74,11 +74,8 @@ struct Fuzz {
 
 impl Fuzz {
     fn kernel_addr(&mut self) -> u64 {
-        let base = self.rng.pick(&[
-            0xffff_8000_0000_0000,
-            0xffff_ffff_8000_0000,
-            0xffff_ffff_ffff_f000,
-        ]);
+        let base =
+            self.rng.pick(&[0xffff_8000_0000_0000, 0xffff_ffff_8000_0000, 0xffff_ffff_ffff_f000]);
         base + (self.rng.below(1 << 20) & !7)
     }
 
@@ -161,9 +158,7 @@ impl Fuzz {
             2 => self.rng.next(),
             3 => self.frame(),
             4 => self.any_ptr(),
-            5 => self
-                .rng
-                .pick(&[u64::MAX, 1 << 63, CONSOLE_WRITE_MAX + 1, abi::NAME_MAX]),
+            5 => self.rng.pick(&[u64::MAX, 1 << 63, CONSOLE_WRITE_MAX + 1, abi::NAME_MAX]),
             _ => self.rng.below(1 << 20),
         }
     }
@@ -191,25 +186,13 @@ impl Fuzz {
             }
             Syscall::EnvLookup => {
                 a[0] = self.any_ptr();
-                a[1] = if self.rng.below(2) == 0 {
-                    self.rng.below(80)
-                } else {
-                    self.any()
-                };
+                a[1] = if self.rng.below(2) == 0 { self.rng.below(80) } else { self.any() };
             }
             Syscall::ExceptionResume => a[0] = self.bad_ptr(),
             Syscall::VcpuStart => a[1] = self.kernel_addr(),
             Syscall::SetExceptionHandler => {
-                a[0] = if self.rng.below(2) == 0 {
-                    0
-                } else {
-                    self.kernel_addr()
-                };
-                a[1] = if self.rng.below(2) == 0 {
-                    0
-                } else {
-                    self.kernel_addr()
-                };
+                a[0] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
+                a[1] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
             }
             Syscall::Map => {
                 a[0] = self.frame();
@@ -217,15 +200,20 @@ impl Fuzz {
                 a[2] = self.rights();
             }
             Syscall::Unmap => a[0] = self.map_va(),
+            // Never block: no wait for completions, and predicates only
+            // from addresses that cannot hold a verifiable program.
+            Syscall::RingEnter => a[1] = 0,
+            Syscall::SleepOn => a[0] = self.bad_ptr(),
+            Syscall::RingSetup => {
+                a[0] = self.map_va();
+                a[1] = 1 << self.rng.below(14);
+                a[2] = 1 << self.rng.below(14);
+            }
             Syscall::UnmapRange => {
                 // At most 64 pages past the map window: nothing of ours
                 // lives there, so the range cannot hit code or stacks.
                 a[0] = self.map_va();
-                a[1] = if self.rng.below(8) == 0 {
-                    self.rng.next()
-                } else {
-                    self.rng.below(64)
-                };
+                a[1] = if self.rng.below(8) == 0 { self.rng.next() } else { self.rng.below(64) };
             }
             Syscall::Protect => {
                 a[0] = self.map_va();
@@ -250,10 +238,7 @@ impl Fuzz {
 
 fn app_main(seed: u64) -> i32 {
     let seed = if seed == 0 { DEFAULT_SEED } else { seed };
-    let mut fuzz = Fuzz {
-        rng: Rng(seed),
-        own: [0; OWN_FRAMES],
-    };
+    let mut fuzz = Fuzz { rng: Rng(seed), own: [0; OWN_FRAMES] };
     let buf_frame = require("frame_alloc", sys::frame_alloc(None));
     require("map buffer", sys::map(buf_frame, BUF, Rights::RW));
     for w in 0..PAGE_SIZE / 8 {

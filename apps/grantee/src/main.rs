@@ -40,9 +40,7 @@ fn handler(frame: &mut UpcallFrame) -> bool {
     FAULTS.fetch_add(1, SeqCst);
     FAULT_ADDR.store(frame.fault_addr, SeqCst);
     let page = frame.fault_addr & !(PAGE_SIZE - 1);
-    sys::frame_alloc(None)
-        .and_then(|f| sys::map(f, page, Rights::RW))
-        .is_ok()
+    sys::frame_alloc(None).and_then(|f| sys::map(f, page, Rights::RW)).is_ok()
 }
 
 /// Retries `map(frame, va, rights)` while it fails with `NotOwner` (the
@@ -91,10 +89,6 @@ fn app_main(f: u64) -> i32 {
         ),
     );
     probe::write(VA_G + 16, 3);
-    println!(
-        "grantee: {} checks passed, {} failed",
-        c.passed(),
-        c.failed()
-    );
+    println!("grantee: {} checks passed, {} failed", c.passed(), c.failed());
     c.finish()
 }

@@ -48,11 +48,7 @@ fn app_main(_arg: u64) -> i32 {
         status.is_ok_and(|s| s.holder() == Some(FrameHolder::Kernel)),
         format_args!("frame 256 status: {status:?}"),
     );
-    c.expect_err(
-        "map kernel frame",
-        sys::map(KERNEL_FRAME, va, Rights::READ),
-        Error::NotOwner,
-    );
+    c.expect_err("map kernel frame", sys::map(KERNEL_FRAME, va, Rights::READ), Error::NotOwner);
     c.expect_err(
         "alloc kernel frame",
         sys::frame_alloc(Some(KERNEL_FRAME)),
@@ -82,10 +78,7 @@ fn app_main(_arg: u64) -> i32 {
     }
     match own_pt {
         None => {
-            c.check(
-                false,
-                format_args!("no own PageTable frame below {SCAN_FRAMES}"),
-            );
+            c.check(false, format_args!("no own PageTable frame below {SCAN_FRAMES}"));
         }
         Some(pt) => {
             c.expect_err(
@@ -108,16 +101,8 @@ fn app_main(_arg: u64) -> i32 {
         }
     }
     if let Some(other) = foreign {
-        c.expect_err(
-            "alloc foreign frame",
-            sys::frame_alloc(Some(other)),
-            Error::FrameUnavailable,
-        );
-        c.expect_err(
-            "map foreign frame",
-            sys::map(other, va2, Rights::READ),
-            Error::NotOwner,
-        );
+        c.expect_err("alloc foreign frame", sys::frame_alloc(Some(other)), Error::FrameUnavailable);
+        c.expect_err("map foreign frame", sys::map(other, va2, Rights::READ), Error::NotOwner);
     }
 
     // Double mappings, busy frames.
@@ -132,11 +117,7 @@ fn app_main(_arg: u64) -> i32 {
         sys::map(g, va, Rights::READ),
         Error::AlreadyMapped,
     );
-    c.expect_err(
-        "alloc own frame",
-        sys::frame_alloc(Some(f)),
-        Error::FrameUnavailable,
-    );
+    c.expect_err("alloc own frame", sys::frame_alloc(Some(f)), Error::FrameUnavailable);
     c.expect_err("free mapped frame", sys::frame_free(f), Error::Busy);
     c.expect_ok("unmap f", sys::unmap(va));
     c.expect_ok("free f", sys::frame_free(f));

@@ -64,11 +64,7 @@ fn app_main(_arg: u64) -> i32 {
 
     // ConsoleWrite.
     for (what, ptr) in bad_ptrs {
-        c.expect_err(
-            what,
-            raw(Syscall::ConsoleWrite, [ptr, 8, 0, 0, 0, 0]),
-            Error::BadAddress,
-        );
+        c.expect_err(what, raw(Syscall::ConsoleWrite, [ptr, 8, 0, 0, 0, 0]), Error::BadAddress);
     }
     for len in [u64::MAX, CONSOLE_WRITE_MAX + 1, 1 << 32] {
         c.expect_err(
@@ -81,18 +77,11 @@ fn app_main(_arg: u64) -> i32 {
     put_bytes(P, line);
     let n = line.len() as u64 - 1;
     let got = raw(Syscall::ConsoleWrite, [P + 1, n, 0, 0, 0, 0]);
-    c.check(
-        got == Ok(n),
-        format_args!("misaligned mapped console_write: {got:?}"),
-    );
+    c.check(got == Ok(n), format_args!("misaligned mapped console_write: {got:?}"));
 
     // EnvLookup.
     for (what, ptr) in bad_ptrs {
-        c.expect_err(
-            what,
-            raw(Syscall::EnvLookup, [ptr, 8, 0, 0, 0, 0]),
-            Error::BadAddress,
-        );
+        c.expect_err(what, raw(Syscall::EnvLookup, [ptr, 8, 0, 0, 0, 0]), Error::BadAddress);
     }
     for len in [u64::MAX, NAME_MAX + 1] {
         c.expect_err(
@@ -101,17 +90,10 @@ fn app_main(_arg: u64) -> i32 {
             Error::InvalidArgument,
         );
     }
-    c.expect_err(
-        "env_lookup unknown",
-        sys::env_lookup("no_such_app"),
-        Error::NoSuchEnv,
-    );
+    c.expect_err("env_lookup unknown", sys::env_lookup("no_such_app"), Error::NoSuchEnv);
     let me = b"#syscall_abuse";
     put_bytes(P + 0x100, me);
-    let got = raw(
-        Syscall::EnvLookup,
-        [P + 0x101, me.len() as u64 - 1, 0, 0, 0, 0],
-    );
+    let got = raw(Syscall::EnvLookup, [P + 0x101, me.len() as u64 - 1, 0, 0, 0, 0]);
     c.check(
         got == Ok(env_id()),
         format_args!("misaligned env_lookup of itself: {got:?}, env {}", env_id()),
@@ -167,82 +149,38 @@ fn app_main(_arg: u64) -> i32 {
         ("map va kernel half low", KERNEL_LOW),
         ("map va kernel half high", KERNEL_HIGH),
     ] {
-        c.expect_err(
-            what,
-            sys::map(f, bad_va, Rights::RW),
-            Error::InvalidArgument,
-        );
+        c.expect_err(what, sys::map(f, bad_va, Rights::RW), Error::InvalidArgument);
     }
-    c.expect_err(
-        "map info page",
-        sys::map(f, abi::INFO_VA, Rights::READ),
-        Error::Reserved,
-    );
-    c.expect_err(
-        "map vcpu page",
-        sys::map(f, abi::vcpu_page_va(1), Rights::READ),
-        Error::Reserved,
-    );
+    c.expect_err("map info page", sys::map(f, abi::INFO_VA, Rights::READ), Error::Reserved);
+    c.expect_err("map vcpu page", sys::map(f, abi::vcpu_page_va(1), Rights::READ), Error::Reserved);
     c.expect_err(
         "map last info-region page",
-        sys::map(
-            f,
-            abi::INFO_VA + abi::INFO_REGION_SIZE - PAGE_SIZE,
-            Rights::READ,
-        ),
+        sys::map(f, abi::INFO_VA + abi::INFO_REGION_SIZE - PAGE_SIZE, Rights::READ),
         Error::Reserved,
     );
-    c.expect_err(
-        "map huge frame",
-        sys::map(HUGE_FRAME, va, Rights::RW),
-        Error::BadFrame,
-    );
+    c.expect_err("map huge frame", sys::map(HUGE_FRAME, va, Rights::RW), Error::BadFrame);
 
     // Unmap / Protect.
     c.expect_err("unmap unmapped", sys::unmap(UNMAPPED), Error::NotMapped);
     c.expect_err("unmap info page", sys::unmap(abi::INFO_VA), Error::Reserved);
     c.expect_err("unmap unaligned", sys::unmap(P + 1), Error::InvalidArgument);
-    c.expect_err(
-        "unmap kernel half",
-        sys::unmap(KERNEL_HIGH),
-        Error::InvalidArgument,
-    );
-    c.expect_err(
-        "protect unmapped",
-        sys::protect(UNMAPPED, Rights::READ),
-        Error::NotMapped,
-    );
+    c.expect_err("unmap kernel half", sys::unmap(KERNEL_HIGH), Error::InvalidArgument);
+    c.expect_err("protect unmapped", sys::protect(UNMAPPED, Rights::READ), Error::NotMapped);
     c.expect_err(
         "protect invalid rights",
         raw(Syscall::Protect, [P, 8, 0, 0, 0, 0]),
         Error::InvalidArgument,
     );
-    c.expect_err(
-        "protect info page",
-        sys::protect(abi::INFO_VA, Rights::READ),
-        Error::Reserved,
-    );
+    c.expect_err("protect info page", sys::protect(abi::INFO_VA, Rights::READ), Error::Reserved);
 
     // Frames.
     let spare = require("frame_alloc", sys::frame_alloc(None));
     require("frame_free", sys::frame_free(spare));
     c.expect_err("free freed frame", sys::frame_free(spare), Error::NotOwner);
     c.expect_err("free kernel frame", sys::frame_free(256), Error::NotOwner);
-    c.expect_err(
-        "free huge frame",
-        sys::frame_free(HUGE_FRAME),
-        Error::BadFrame,
-    );
-    c.expect_err(
-        "alloc huge frame",
-        sys::frame_alloc(Some(HUGE_FRAME)),
-        Error::BadFrame,
-    );
-    c.expect_err(
-        "alloc frame u64::MAX - 1",
-        sys::frame_alloc(Some(u64::MAX - 1)),
-        Error::BadFrame,
-    );
+    c.expect_err("free huge frame", sys::frame_free(HUGE_FRAME), Error::BadFrame);
+    c.expect_err("alloc huge frame", sys::frame_alloc(Some(HUGE_FRAME)), Error::BadFrame);
+    c.expect_err("alloc frame u64::MAX - 1", sys::frame_alloc(Some(u64::MAX - 1)), Error::BadFrame);
     c.expect_err(
         "grant to env 999999",
         sys::frame_grant(f, 999_999, Rights::READ),
@@ -256,10 +194,7 @@ fn app_main(_arg: u64) -> i32 {
         format_args!("grant huge frame: {got:?}"),
     );
     let got = sys::frame_revoke(f, 999_999);
-    c.check(
-        got.is_err(),
-        format_args!("revoke from env 999999: {got:?}"),
-    );
+    c.check(got.is_err(), format_args!("revoke from env 999999: {got:?}"));
     let got = sys::frame_status(HUGE_FRAME);
     c.check(
         matches!(got, Err(Error::BadFrame))
@@ -294,10 +229,6 @@ fn app_main(_arg: u64) -> i32 {
     c.expect_ok("unmap P", sys::unmap(P));
     c.expect_ok("free P", sys::frame_free(page_frame));
     c.expect_ok("free f", sys::frame_free(f));
-    println!(
-        "syscall_abuse: {} checks passed, {} failed",
-        c.passed(),
-        c.failed()
-    );
+    println!("syscall_abuse: {} checks passed, {} failed", c.passed(), c.failed());
     c.finish()
 }

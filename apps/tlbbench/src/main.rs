@@ -65,10 +65,7 @@ fn spinner(_: u64) -> ! {
         core::hint::spin_loop();
         i += 1;
         if i.is_multiple_of(1024) && rdtsc() > deadline {
-            println!(
-                "CHECK FAILED: tlbbench spinner on core {} never stopped",
-                core_id()
-            );
+            println!("CHECK FAILED: tlbbench spinner on core {} never stopped", core_id());
             break;
         }
     }
@@ -84,9 +81,7 @@ fn start_spinner(core: usize) {
         last = start_vcpu(core, spinner, 0);
         last != Err(Error::NoSuchCore)
     }) {
-        fail(format_args!(
-            "tlbbench: cannot start a spinner on core {core}: {last:?}"
-        ));
+        fail(format_args!("tlbbench: cannot start a spinner on core {core}: {last:?}"));
     }
     require("start_vcpu", last);
 }
@@ -94,10 +89,7 @@ fn start_spinner(core: usize) {
 /// Maps the first `pages` of `frames` at [`BENCH_VA`] onwards.
 fn map_pages(frames: &[u64], pages: u64) {
     for (p, &frame) in frames[..pages as usize].iter().enumerate() {
-        require(
-            "map",
-            sys::map(frame, BENCH_VA + p as u64 * PAGE_SIZE, Rights::RW),
-        );
+        require("map", sys::map(frame, BENCH_VA + p as u64 * PAGE_SIZE, Rights::RW));
     }
 }
 
@@ -164,31 +156,19 @@ fn app_main(arg: u64) -> i32 {
             start_spinner(core);
         }
         if !wait_for_ms(WAIT_MS, || RUNNING.load(SeqCst) >= k as u64) {
-            fail(format_args!(
-                "tlbbench: only {} of {k} spinners run",
-                RUNNING.load(SeqCst)
-            ));
+            fail(format_args!("tlbbench: only {} of {k} spinners run", RUNNING.load(SeqCst)));
         }
 
         measure(n, 1, &frames, &mut samples);
         report(&format_name("tlb_shootdown_1page_k", k), &mut samples[..n]);
         measure(n, RANGE_PAGES, &frames, &mut samples);
-        report(
-            &format_name("tlb_shootdown_64pages_k", k),
-            &mut samples[..n],
-        );
+        report(&format_name("tlb_shootdown_64pages_k", k), &mut samples[..n]);
         measure(n_full, FULL_PAGES, &frames, &mut samples);
-        report(
-            &format_name("tlb_shootdown_full_k", k),
-            &mut samples[..n_full],
-        );
+        report(&format_name("tlb_shootdown_full_k", k), &mut samples[..n_full]);
 
         STOP.store(true, SeqCst);
         if !wait_for_ms(WAIT_MS, || EXITED.load(SeqCst) >= k as u64) {
-            fail(format_args!(
-                "tlbbench: only {} of {k} spinners stopped",
-                EXITED.load(SeqCst)
-            ));
+            fail(format_args!("tlbbench: only {} of {k} spinners stopped", EXITED.load(SeqCst)));
         }
     }
 
@@ -206,10 +186,7 @@ fn app_main(arg: u64) -> i32 {
 
 /// `prefix` followed by `k`, in a fixed buffer (no allocator).
 fn format_name(prefix: &str, k: usize) -> Name {
-    let mut name = Name {
-        buf: [0; 48],
-        len: 0,
-    };
+    let mut name = Name { buf: [0; 48], len: 0 };
     let _ = core::fmt::Write::write_fmt(&mut name, format_args!("{prefix}{k}"));
     name
 }

@@ -83,9 +83,7 @@ fn reader(_: u64) -> ! {
         if v == OLD {
             violation(format_args!("read OLD after the revocation returned"));
         } else if v == SENTINEL {
-            violation(format_args!(
-                "read the owner's SENTINEL after the revocation"
-            ));
+            violation(format_args!("read the owner's SENTINEL after the revocation"));
         } else {
             violation(format_args!("read {v:#x}"));
         }
@@ -116,9 +114,7 @@ fn app_main(f: u64) -> i32 {
     map_when_granted("map F+1 RW", g, VA_G, Rights::RW);
     let v = probe::read(VA_F);
     if v != OLD {
-        fail(format_args!(
-            "tlbgrantee: F holds {v:#x}, expected {OLD:#x}"
-        ));
+        fail(format_args!("tlbgrantee: F holds {v:#x}, expected {OLD:#x}"));
     }
 
     let me = core_id();

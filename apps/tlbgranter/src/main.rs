@@ -33,10 +33,7 @@ fn app_main(f: u64) -> i32 {
     require("map F+1", sys::map(g, VA_G, Rights::RW));
     probe::write(VA_F, OLD);
 
-    let grantee = require(
-        "find tlbgrantee",
-        libos_async::find_env("tlbgrantee", WAIT_MS),
-    );
+    let grantee = require("find tlbgrantee", libos_async::find_env("tlbgrantee", WAIT_MS));
     require("grant F", sys::frame_grant(f, grantee, Rights::READ));
     require("grant F+1", sys::frame_grant(g, grantee, Rights::RW));
 

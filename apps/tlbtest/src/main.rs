@@ -149,16 +149,8 @@ fn violation(what: core::fmt::Arguments) {
 /// The cores vCPUs of this environment may use, as a bit set.
 fn usable_cores() -> u64 {
     let i = info();
-    let online = if i.cores >= 64 {
-        u64::MAX
-    } else {
-        (1u64 << i.cores) - 1
-    };
-    if i.user_cores == 0 {
-        online
-    } else {
-        i.user_cores & online
-    }
+    let online = if i.cores >= 64 { u64::MAX } else { (1u64 << i.cores) - 1 };
+    if i.user_cores == 0 { online } else { i.user_cores & online }
 }
 
 /// Starts `f` on every usable core but this one; returns how many.
@@ -175,10 +167,7 @@ fn start_readers(f: fn(u64) -> !, arg: u64) -> u64 {
 /// Waits (bounded) until `n` readers have exited.
 fn wait_exited(n: u64) {
     if !wait_for_ms(WAIT_MS, || EXITED.load(SeqCst) >= n) {
-        fail(format_args!(
-            "only {} of {n} readers finished",
-            EXITED.load(SeqCst)
-        ));
+        fail(format_args!("only {} of {n} readers finished", EXITED.load(SeqCst)));
     }
 }
 
@@ -215,10 +204,7 @@ fn release_round(r: u64, readers: u64) {
     ROUND.store(r, SeqCst);
     if !wait_for_ms(WAIT_MS, || STARTED.load(SeqCst) >= readers) {
         STOP.store(true, SeqCst);
-        fail(format_args!(
-            "round {r}: only {} of {readers} readers started",
-            STARTED.load(SeqCst)
-        ));
+        fail(format_args!("round {r}: only {} of {readers} readers started", STARTED.load(SeqCst)));
     }
 }
 
@@ -226,10 +212,7 @@ fn release_round(r: u64, readers: u64) {
 fn wait_round_done(r: u64, readers: u64) {
     if !wait_for_ms(WAIT_MS, || DONE.load(SeqCst) >= readers) {
         STOP.store(true, SeqCst);
-        fail(format_args!(
-            "round {r}: only {} of {readers} readers finished",
-            DONE.load(SeqCst)
-        ));
+        fail(format_args!("round {r}: only {} of {readers} readers finished", DONE.load(SeqCst)));
     }
 }
 
@@ -259,11 +242,7 @@ fn app_main(arg: u64) -> i32 {
         4 => mode_precision(),
         _ => fail(format_args!("tlbtest: unknown mode {mode}")),
     };
-    if ok && VIOLATIONS.load(SeqCst) == 0 {
-        0
-    } else {
-        1
-    }
+    if ok && VIOLATIONS.load(SeqCst) == 0 { 0 } else { 1 }
 }
 
 // --- mode 0: unmap -------------------------------------------------------
@@ -403,9 +382,7 @@ fn protect_reader(_: u64) -> ! {
                 break;
             }
             if flagged {
-                violation(format_args!(
-                    "round {r}: write succeeded after protect(READ) returned"
-                ));
+                violation(format_args!("round {r}: write succeeded after protect(READ) returned"));
                 settled = true;
                 break;
             }
@@ -414,9 +391,7 @@ fn protect_reader(_: u64) -> ! {
             if !await_removed(r) {
                 violation(format_args!("round {r}: protect never returned"));
             } else if probe::write_fixed(slot, value) != MARKER {
-                violation(format_args!(
-                    "round {r}: write succeeded after protect(READ) returned"
-                ));
+                violation(format_args!("round {r}: write succeeded after protect(READ) returned"));
             }
         }
         DONE.fetch_add(1, SeqCst);
@@ -484,9 +459,7 @@ fn churn() {
         }
         require("unmap", sys::unmap(va));
         if i % 10 == 0 && probe::read_fixed(va) != MARKER {
-            violation(format_args!(
-                "iteration {i}: page still readable after unmap"
-            ));
+            violation(format_args!("iteration {i}: page still readable after unmap"));
         }
         require("frame_free", sys::frame_free(f));
 
@@ -506,9 +479,7 @@ fn churn() {
             }
             let n = require("unmap_range", sys::unmap_range(blk, BLOCK_PAGES));
             if n != BLOCK_PAGES {
-                violation(format_args!(
-                    "unmap_range removed {n} pages, not {BLOCK_PAGES}"
-                ));
+                violation(format_args!("unmap_range removed {n} pages, not {BLOCK_PAGES}"));
             }
             for j in [0, BLOCK_PAGES / 2, BLOCK_PAGES - 1] {
                 if probe::read_fixed(blk + j * PAGE_SIZE) != MARKER {
@@ -639,10 +610,7 @@ fn mode_precision() -> bool {
     let f = require("frame_alloc", sys::frame_alloc(None));
     require("map shared", sys::map(f, VA, Rights::RW));
     probe::write_fixed(VA, 1);
-    require(
-        "start_vcpu",
-        start_vcpu(PRECISION_READER, precision_reader, 0),
-    );
+    require("start_vcpu", start_vcpu(PRECISION_READER, precision_reader, 0));
     if !wait_for_ms(WAIT_MS, || READY.load(SeqCst) == 1) {
         fail(format_args!("mode 4: reader did not start"));
     }

@@ -69,10 +69,7 @@ fn expect(vec: u64, skip: u64) -> u64 {
 
 fn seen_one(c: &mut Checks, before: u64, what: &str) {
     let seen = SEEN.load(SeqCst) - before;
-    c.check(
-        seen == 1,
-        format_args!("{what}: {seen} upcalls instead of 1"),
-    );
+    c.check(seen == 1, format_args!("{what}: {seen} upcalls instead of 1"));
 }
 
 fn app_main(arg: u64) -> i32 {
@@ -89,10 +86,7 @@ fn app_main(arg: u64) -> i32 {
     seen_one(&mut c, before, "write fault");
     c.check(
         FAULT_ADDR.load(SeqCst) == va,
-        format_args!(
-            "fault_addr {:#x}, expected {va:#x}",
-            FAULT_ADDR.load(SeqCst)
-        ),
+        format_args!("fault_addr {:#x}, expected {va:#x}", FAULT_ADDR.load(SeqCst)),
     );
     let code = ERROR_CODE.load(SeqCst);
     c.check(
@@ -100,10 +94,7 @@ fn app_main(arg: u64) -> i32 {
         format_args!("write fault error code {code:#x}"),
     );
     let v = probe::read(va);
-    c.check(
-        v == 0x1234_5678_9abc_def0,
-        format_args!("value after resumed write: {v:#x}"),
-    );
+    c.check(v == 0x1234_5678_9abc_def0, format_args!("value after resumed write: {v:#x}"));
     let va_r = SCRATCH_BASE + 0x30_0000 + 0x10;
     let before = expect(vector::PAGE_FAULT, 0);
     let v = probe::read(va_r);
@@ -144,23 +135,15 @@ fn app_main(arg: u64) -> i32 {
     let before = expect(vector::INVALID_OPCODE, probe::UD2_LEN);
     let after = probe::ud2_with_registers(values);
     seen_one(&mut c, before, "ud2 with registers");
-    const NAMES: [&str; 13] = [
-        "rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
-    ];
+    const NAMES: [&str; 13] =
+        ["rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15"];
     for i in 0..13 {
         c.check(
             after[i] == values[i],
-            format_args!(
-                "{} after resume: {:#x}, expected {:#x}",
-                NAMES[i], after[i], values[i]
-            ),
+            format_args!("{} after resume: {:#x}, expected {:#x}", NAMES[i], after[i], values[i]),
         );
     }
 
-    println!(
-        "upcall: {} checks passed, {} failed",
-        c.passed(),
-        c.failed()
-    );
+    println!("upcall: {} checks passed, {} failed", c.passed(), c.failed());
     c.finish()
 }

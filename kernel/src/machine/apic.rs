@@ -21,11 +21,7 @@ static TIMER_PERIOD: AtomicU32 = AtomicU32::new(0);
 
 /// Which APIC interface the kernel uses, as printed in the boot line.
 pub fn mode_name() -> &'static str {
-    if X2APIC_MODE.load(Ordering::Relaxed) {
-        "x2apic"
-    } else {
-        "xapic"
-    }
+    if X2APIC_MODE.load(Ordering::Relaxed) { "x2apic" } else { "xapic" }
 }
 
 /// One core's local APIC.
@@ -50,9 +46,7 @@ impl Apic {
             .set_xapic_base(phys_to_virt(base_phys))
             .build()
             .expect("local APIC builder: all fields are set");
-        let x2apic = raw_cpuid::CpuId::new()
-            .get_feature_info()
-            .is_some_and(|f| f.has_x2apic());
+        let x2apic = raw_cpuid::CpuId::new().get_feature_info().is_some_and(|f| f.has_x2apic());
         X2APIC_MODE.store(x2apic, Ordering::Relaxed);
         // SAFETY: programs this core's own local APIC: switches to x2APIC mode
         // if available, sets the LVT vectors (all handled by the IDT), masks
@@ -94,10 +88,7 @@ impl Apic {
     /// Sends an NMI to every other core (used by the panic path).
     pub fn send_nmi_to_others(&mut self) {
         // SAFETY: NMIs land in the IST-backed NMI handler on every core.
-        unsafe {
-            self.lapic
-                .send_nmi_all(x2apic::lapic::IpiAllShorthand::AllExcludingSelf)
-        };
+        unsafe { self.lapic.send_nmi_all(x2apic::lapic::IpiAllShorthand::AllExcludingSelf) };
     }
 
     /// Signals end of interrupt.

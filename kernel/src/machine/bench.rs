@@ -9,6 +9,8 @@
 //!   from before the send until core 0's pong handler has run.
 //! * ring 3 (`apps/benchsys`): `syscall_null`, `fault_upcall_resume`,
 //!   `map_unmap`, `frame_alloc_free`; see that application's docs.
+//! * ring 3 (`apps/ringbench`): `ring_nop_batch_{1,8,64,256}` (cycles per
+//!   operation), `syscall_null_for_ring`, `wakeup_notify_cross_core`.
 //! * ring 3 on all cores (`apps/tlbbench`): TLB shootdown latency to 1..7
 //!   cores for one page, a 64-page batch and a full flush.
 //! * `mailbox_roundtrip_0_to_N`: core 0 posts `Echo` to core N's mailbox
@@ -71,10 +73,7 @@ fn report(name: &str, samples: &mut [u64]) {
 pub fn run_all(n: usize, all_cores: u64) -> ! {
     let me = this_cpu();
     PING_FROM.store(me.apic_id, Ordering::Relaxed);
-    log::info!(
-        "benchmarks: {n} samples each, TSC {} MHz",
-        time::tsc_hz() / 1_000_000
-    );
+    log::info!("benchmarks: {n} samples each, TSC {} MHz", time::tsc_hz() / 1_000_000);
     let mut ok = true;
     let warmup = 16;
     for target in 1..online_cpus() {
@@ -111,10 +110,7 @@ pub fn run_all(n: usize, all_cores: u64) -> ! {
                 samples.push(rdtsc() - start);
             }
         }
-        report(
-            &alloc::format!("mailbox_roundtrip_0_to_{target}"),
-            &mut samples,
-        );
+        report(&alloc::format!("mailbox_roundtrip_0_to_{target}"), &mut samples);
     }
     ok &= run_ring3_benchmarks(n);
     if !ok {
@@ -134,10 +130,15 @@ pub fn run_all(n: usize, all_cores: u64) -> ! {
 /// The system-call, upcall, mapping and frame benchmarks run in ring 3 (the
 /// `benchsys` application measures them itself and prints its own lines).
 fn run_ring3_benchmarks(n: usize) -> bool {
-    let env = match super::env::spawn("benchsys", n as u64, None) {
+    run_app("benchsys", n) && run_app("ringbench", n)
+}
+
+/// Runs one benchmark application to its end; whether it exited 0.
+fn run_app(name: &str, n: usize) -> bool {
+    let env = match super::env::spawn(name, n as u64, None) {
         Ok(env) => env,
         Err(e) => {
-            log::error!("cannot start benchsys: {e}");
+            log::error!("cannot start {name}: {e}");
             return false;
         }
     };
@@ -147,7 +148,7 @@ fn run_ring3_benchmarks(n: usize) -> bool {
             return *outcome == super::env::Outcome::Exited(0);
         }
         if deadline.passed() {
-            log::error!("benchsys did not finish");
+            log::error!("{name} did not finish");
             return false;
         }
         pause();

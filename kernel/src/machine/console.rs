@@ -64,11 +64,7 @@ impl log::Log for Logger {
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
             let cpu = super::percpu::try_current_index().unwrap_or(0);
-            write_fmt(format_args!(
-                "[cpu {cpu}] {:<5} {}\n",
-                record.level(),
-                record.args()
-            ));
+            write_fmt(format_args!("[cpu {cpu}] {:<5} {}\n", record.level(), record.args()));
         }
     }
 

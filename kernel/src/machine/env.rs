@@ -82,8 +82,7 @@ pub struct ExceptionHandler {
 impl ExceptionHandler {
     /// Top of core `core`'s exception stack.
     pub fn stack_top_for(&self, core: usize) -> u64 {
-        self.stack_top
-            .saturating_sub(self.stride.saturating_mul(core as u64))
+        self.stack_top.saturating_sub(self.stride.saturating_mul(core as u64))
     }
 }
 
@@ -105,6 +104,8 @@ pub struct Env {
     kernel_frames: Mutex<Vec<FrameNumber>>,
     /// vCPU pages already created, bit per core.
     vcpu_pages: AtomicU64,
+    /// The frame of its info page (kernel-owned; 0 until loaded).
+    info_frame: AtomicU64,
     /// Frame quota (data and page-table frames).
     pub quota: u64,
     /// Pages it has mapped (each costs the kernel a reverse-map entry).
@@ -132,10 +133,7 @@ impl Env {
 
     /// Its outcome, once it has ended *and* been reclaimed.
     pub fn finished(&self) -> Option<&Outcome> {
-        self.finished
-            .load(Ordering::Acquire)
-            .then(|| self.outcome.get())
-            .flatten()
+        self.finished.load(Ordering::Acquire).then(|| self.outcome.get()).flatten()
     }
 
     fn charge(&self) -> Result<(), Error> {
@@ -159,12 +157,7 @@ pub fn lookup(id: EnvId) -> Option<Arc<Env>> {
 
 /// Finds a live environment by application name (the oldest, if several).
 pub fn lookup_name(name: &str) -> Option<Arc<Env>> {
-    without_interrupts(|| {
-        ENVS.read()
-            .values()
-            .find(|e| e.name == name && !e.is_dying())
-            .cloned()
-    })
+    without_interrupts(|| ENVS.read().values().find(|e| e.name == name && !e.is_dying()).cloned())
 }
 
 /// Acquires an address-space lock while serving this core's mailbox, so that
@@ -256,11 +249,8 @@ pub fn frame_status(frame: FrameNumber) -> Result<u64, Error> {
         };
         return Ok(kind as u64 | u64::from(r.owner) << 32);
     }
-    Ok(if memory::frame_is_free(frame) {
-        abi::FrameHolder::Free
-    } else {
-        abi::FrameHolder::Kernel
-    } as u64)
+    Ok(if memory::frame_is_free(frame) { abi::FrameHolder::Free } else { abi::FrameHolder::Kernel }
+        as u64)
 }
 
 /// `owner` lets `grantee` map `frame` with at most `rights`.
@@ -270,9 +260,7 @@ pub fn frame_grant(
     grantee: EnvId,
     rights: Rights,
 ) -> Result<(), Error> {
-    let grantee_env = lookup(grantee)
-        .filter(|g| !g.is_dying())
-        .ok_or(Error::NoSuchEnv)?;
+    let grantee_env = lookup(grantee).filter(|g| !g.is_dying()).ok_or(Error::NoSuchEnv)?;
     if frame >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
@@ -417,8 +405,7 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64) -> Result<u64, Error> {
     for &(at, frame) in &removed {
         shard(frame).remove_mapping(frame, env.id, at);
     }
-    env.mappings
-        .fetch_sub(removed.len() as u64, Ordering::Relaxed);
+    env.mappings.fetch_sub(removed.len() as u64, Ordering::Relaxed);
     Ok(removed.len() as u64)
 }
 
@@ -444,8 +431,7 @@ pub fn protect(env: &Env, va: u64, rights: Rights) -> Result<(), Error> {
 /// an error, never a kernel fault.
 pub fn copy_from_user(env: &Env, va: u64, len: usize) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    out.try_reserve_exact(len)
-        .map_err(|_| Error::InvalidArgument)?;
+    out.try_reserve_exact(len).map_err(|_| Error::InvalidArgument)?;
     out.resize(len, 0);
     copy_from_user_into(env, va, &mut out)?;
     Ok(out)
@@ -505,9 +491,8 @@ fn with_user_pages(
         && (va ^ (end - 1)) < abi::PAGE_SIZE
         && va % abi::PAGE_SIZE + len as u64 <= abi::PAGE_SIZE
     {
-        let (frame, flags) = aspace
-            .translate(va & !(abi::PAGE_SIZE - 1))
-            .ok_or(Error::BadAddress)?;
+        let (frame, flags) =
+            aspace.translate(va & !(abi::PAGE_SIZE - 1)).ok_or(Error::BadAddress)?;
         if !allowed(flags) {
             return Err(Error::BadAddress);
         }
@@ -525,9 +510,7 @@ fn with_user_pages(
     }
     let mut at = va;
     while at < end {
-        let (frame, _) = aspace
-            .translate(at & !(abi::PAGE_SIZE - 1))
-            .ok_or(Error::BadAddress)?;
+        let (frame, _) = aspace.translate(at & !(abi::PAGE_SIZE - 1)).ok_or(Error::BadAddress)?;
         let offset = at % abi::PAGE_SIZE;
         let n = (abi::PAGE_SIZE - offset).min(end - at) as usize;
         chunk(frame * abi::PAGE_SIZE + offset, n);
@@ -589,13 +572,8 @@ fn pick_core() -> usize {
 /// Starts application `name` from the initrd with `arg`; its first vCPU
 /// runs on `core` (or a core chosen round-robin).
 pub fn spawn(name: &str, arg: u64, core: Option<usize>) -> Result<Arc<Env>, SpawnError> {
-    let initrd = super::start::boot_info()
-        .initrd
-        .ok_or(SpawnError::NotFound)?;
-    let file = kernel::initrd::find(initrd, name)
-        .ok()
-        .flatten()
-        .ok_or(SpawnError::NotFound)?;
+    let initrd = super::start::boot_info().initrd.ok_or(SpawnError::NotFound)?;
+    let file = kernel::initrd::find(initrd, name).ok().flatten().ok_or(SpawnError::NotFound)?;
     spawn_image(name, file.data, arg, core.unwrap_or_else(pick_core))
 }
 
@@ -619,6 +597,7 @@ pub fn spawn_image(
         owned: Mutex::new(BTreeSet::new()),
         kernel_frames: Mutex::new(Vec::new()),
         vcpu_pages: AtomicU64::new(0),
+        info_frame: AtomicU64::new(0),
         quota: DEFAULT_QUOTA,
         mappings: AtomicU64::new(0),
         charged: AtomicU64::new(1),
@@ -637,10 +616,7 @@ pub fn spawn_image(
     without_interrupts(|| ENVS.write().insert(id, Arc::clone(&env)));
     let context = super::sched::initial_context(plan.entry, abi::STACK_TOP, arg);
     if let Err(e) = super::sched::start_vcpu(&env, core, context) {
-        terminate(
-            &env,
-            Outcome::Killed(alloc::format!("could not start its first vCPU: {e:?}")),
-        );
+        terminate(&env, Outcome::Killed(alloc::format!("could not start its first vCPU: {e:?}")));
         reclaim(&env);
         return Err(SpawnError::Memory(e));
     }
@@ -689,6 +665,7 @@ fn load(env: &Env, image: &[u8], plan: &kernel::elf::LoadPlan) -> Result<(), Err
     // The info page: kernel-owned, read-only for the environment.
     let info_frame = memory::alloc_frame().map_err(frame_error)?;
     env.kernel_frames.lock().push(info_frame);
+    env.info_frame.store(info_frame, Ordering::Release);
     let mut info = abi::InfoPage {
         abi_version: abi::ABI_VERSION,
         env_id: env.id,
@@ -696,6 +673,7 @@ fn load(env: &Env, image: &[u8], plan: &kernel::elf::LoadPlan) -> Result<(), Err
         cores: online_cpus() as u32,
         frame_quota: env.quota as u32,
         user_cores: user_cores(),
+        notifications: 0,
         start_arg: env.start_arg,
         name: [0; abi::NAME_MAX as usize],
     };
@@ -703,12 +681,8 @@ fn load(env: &Env, image: &[u8], plan: &kernel::elf::LoadPlan) -> Result<(), Err
     info.name[..n].copy_from_slice(&env.name.as_bytes()[..n]);
     // SAFETY: the frame is ours, unmapped elsewhere, and large enough.
     unsafe { (memory::frame_virt(info_frame) as *mut abi::InfoPage).write(info) };
-    aspace.map(
-        abi::INFO_VA,
-        info_frame,
-        leaf_flags(Rights::READ),
-        &mut || alloc_table_frame(env),
-    )?;
+    aspace
+        .map(abi::INFO_VA, info_frame, leaf_flags(Rights::READ), &mut || alloc_table_frame(env))?;
     Ok(())
 }
 
@@ -723,18 +697,12 @@ pub fn ensure_vcpu_page(env: &Env, core: usize) -> Result<(), Error> {
     }
     let frame = memory::alloc_frame().map_err(frame_error)?;
     env.kernel_frames.lock().push(frame);
-    let page = abi::VcpuPage {
-        core: core as u64,
-        env_id: u64::from(env.id),
-    };
+    let page = abi::VcpuPage { core: core as u64, env_id: u64::from(env.id) };
     // SAFETY: a fresh kernel frame, mapped nowhere yet.
     unsafe { (memory::frame_virt(frame) as *mut abi::VcpuPage).write(page) };
-    aspace.map(
-        abi::vcpu_page_va(core),
-        frame,
-        leaf_flags(Rights::READ),
-        &mut || alloc_table_frame(env),
-    )?;
+    aspace.map(abi::vcpu_page_va(core), frame, leaf_flags(Rights::READ), &mut || {
+        alloc_table_frame(env)
+    })?;
     env.vcpu_pages.fetch_or(1 << core, Ordering::AcqRel);
     Ok(())
 }
@@ -754,12 +722,9 @@ pub fn terminate(env: &Env, outcome: Outcome) {
     }
     env.dying.store(true, Ordering::Release);
     match env.outcome.get() {
-        Some(Outcome::Exited(code)) => kprintln!(
-            "exo: env {} ({}) exited with code {}",
-            env.id,
-            env.name,
-            code
-        ),
+        Some(Outcome::Exited(code)) => {
+            kprintln!("exo: env {} ({}) exited with code {}", env.id, env.name, code)
+        }
         Some(Outcome::Killed(why)) => {
             kprintln!("exo: env {} ({}) killed: {}", env.id, env.name, why)
         }
@@ -798,9 +763,7 @@ fn reclaim(env: &Env) {
             shard(frame).remove_mapping(frame, env.id, va);
         }
     }
-    let owned: Vec<FrameNumber> = core::mem::take(&mut *env.owned.lock())
-        .into_iter()
-        .collect();
+    let owned: Vec<FrameNumber> = core::mem::take(&mut *env.owned.lock()).into_iter().collect();
     for frame in owned {
         let foreign = shard(frame).release(frame, env.id).unwrap_or_default();
         unmap_foreign(frame, &foreign, None);
@@ -846,5 +809,60 @@ pub fn check_all_done() {
     {
         kprintln!("{line}");
         super::cpu::exit_qemu(!RUN_FAILED.load(Ordering::Acquire));
+    }
+}
+
+// --- rings and predicates ---------------------------------------------------
+
+/// Pins the frames behind `pages` pages at `va` of `env` (each mapped
+/// user-writable and owned by `env`), in page order, for a ring. On failure
+/// nothing stays pinned.
+pub fn pin_user_pages(env: &Env, va: u64, pages: u64) -> Result<Vec<FrameNumber>, Error> {
+    use x86_64::structures::paging::PageTableFlags as F;
+    let aspace = lock_serving_mailbox(&env.aspace);
+    let mut frames = Vec::new();
+    for page in 0..pages {
+        let at = va + page * abi::PAGE_SIZE;
+        let result = match aspace.translate(at) {
+            Some((frame, flags)) if flags.contains(F::USER_ACCESSIBLE | F::WRITABLE) => {
+                shard(frame).pin(frame, env.id).map(|()| frame)
+            }
+            _ => Err(Error::BadAddress),
+        };
+        match result {
+            Ok(frame) => frames.push(frame),
+            Err(e) => {
+                unpin_frames(env.id, &frames);
+                return Err(e);
+            }
+        }
+    }
+    Ok(frames)
+}
+
+/// Undoes [`pin_user_pages`].
+pub fn unpin_frames(env: EnvId, frames: &[FrameNumber]) {
+    for &frame in frames {
+        shard(frame).unpin(frame, env);
+    }
+}
+
+/// The info-page word at byte `offset` (8-aligned, inside `InfoPage`).
+pub fn info_word(env: &Env, offset: u64) -> &AtomicU64 {
+    assert!(offset.is_multiple_of(8) && offset + 8 <= core::mem::size_of::<abi::InfoPage>() as u64);
+    let frame = env.info_frame.load(Ordering::Acquire);
+    // SAFETY: the info frame is kernel-owned for the environment's lifetime
+    // (freed only by reclaim, after its last reference is gone: `env` is
+    // borrowed here), mapped in the direct map; the offset is 8-aligned
+    // inside the page (asserted). The environment only has it read-only.
+    unsafe { &*(memory::frame_virt(frame).add(offset as usize) as *const AtomicU64) }
+}
+
+/// Makes every core that holds one of `env`'s vCPUs look at its run queue
+/// again (sleeping predicates may now hold).
+pub fn wake(env: &Env) {
+    let cores = env.vcpu_cores.load(Ordering::Acquire);
+    for core in (0..online_cpus()).filter(|&c| cores & (1 << c) != 0) {
+        let _ = mailbox::post(core, Message::Reschedule, None);
     }
 }

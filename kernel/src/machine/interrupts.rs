@@ -265,17 +265,13 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector as u8;
     match vector {
         3 => {
-            this_cpu()
-                .breakpoints
-                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            this_cpu().breakpoints.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         }
         2 => panic::on_nmi(frame),
         0..=31 => fatal_exception(frame),
         0x20..=0x2f => {} // spurious legacy PIC interrupt: masked lines, no EOI
         vectors::TIMER => {
-            this_cpu()
-                .ticks
-                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            this_cpu().ticks.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             apic::end_of_interrupt();
         }
         vectors::MAILBOX => {
@@ -304,10 +300,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
 
 /// The name of exception `vector`.
 pub fn exception_name(vector: u64) -> &'static str {
-    EXCEPTION_NAMES
-        .get(vector as usize)
-        .copied()
-        .unwrap_or("interrupt")
+    EXCEPTION_NAMES.get(vector as usize).copied().unwrap_or("interrupt")
 }
 
 /// Prints the full faulting state and panics. Exceptions in the kernel are
@@ -346,10 +339,6 @@ fn fatal_exception(frame: &TrapFrame) -> ! {
     panic!(
         "{name} at {:#x} in {}",
         frame.rip,
-        if frame.came_from_user() {
-            "ring 3"
-        } else {
-            "the kernel"
-        }
+        if frame.came_from_user() { "ring 3" } else { "the kernel" }
     );
 }

@@ -28,42 +28,21 @@ type KernelTest = (&'static str, fn() -> TestResult);
 
 /// Every in-kernel test, in the order they run.
 const TESTS: &[KernelTest] = &[
-    (
-        "cores_online_with_distinct_apic_ids",
-        cores_online_with_distinct_apic_ids,
-    ),
-    (
-        "each_core_reads_its_own_apic_id",
-        each_core_reads_its_own_apic_id,
-    ),
-    (
-        "ipi_every_core_to_every_other_core_acknowledged",
-        ipi_all_to_all,
-    ),
-    (
-        "timer_interrupts_on_every_core",
-        timer_interrupts_on_every_core,
-    ),
+    ("cores_online_with_distinct_apic_ids", cores_online_with_distinct_apic_ids),
+    ("each_core_reads_its_own_apic_id", each_core_reads_its_own_apic_id),
+    ("ipi_every_core_to_every_other_core_acknowledged", ipi_all_to_all),
+    ("timer_interrupts_on_every_core", timer_interrupts_on_every_core),
     ("idle_cores_halt", idle_cores_halt),
     ("heap_allocation_concurrent_on_all_cores", heap_concurrent),
     ("frame_allocator_concurrent_on_all_cores", frames_concurrent),
-    (
-        "breakpoint_exception_handled_and_returned_on_every_core",
-        breakpoint_on_every_core,
-    ),
+    ("breakpoint_exception_handled_and_returned_on_every_core", breakpoint_on_every_core),
     ("mailbox_rejects_offline_core", mailbox_rejects_offline_core),
     ("mailbox_full_queue_is_drained_not_lost", mailbox_burst),
     ("initrd_module_found_and_parsed", initrd_found),
-    ("env_hello_runs_in_ring3_on_every_user_core", || {
-        expect_exit("hello", 0)
-    }),
+    ("env_hello_runs_in_ring3_on_every_user_core", || expect_exit("hello", 0)),
     ("env_worker_completes", || expect_exit("worker", 0)),
-    ("env_syscall_abuse_gets_error_codes", || {
-        hostile_beside_worker("syscall_abuse", 0, None)
-    }),
-    ("env_map_abuse_gets_error_codes", || {
-        hostile_beside_worker("map_abuse", 0, None)
-    }),
+    ("env_syscall_abuse_gets_error_codes", || hostile_beside_worker("syscall_abuse", 0, None)),
+    ("env_map_abuse_gets_error_codes", || hostile_beside_worker("map_abuse", 0, None)),
     ("env_cli_in_ring3_kills", || {
         hostile_beside_worker("privileged", 0, Some("general protection"))
     }),
@@ -79,60 +58,32 @@ const TESTS: &[KernelTest] = &[
     ("env_lgdt_in_ring3_kills", || {
         hostile_beside_worker("privileged", 4, Some("general protection"))
     }),
-    ("env_kernel_read_kills", || {
-        hostile_beside_worker("privileged", 5, Some("page fault"))
-    }),
-    ("env_kernel_write_kills", || {
-        hostile_beside_worker("privileged", 6, Some("page fault"))
-    }),
-    ("env_direct_map_read_kills", || {
-        hostile_beside_worker("privileged", 7, Some("page fault"))
-    }),
+    ("env_kernel_read_kills", || hostile_beside_worker("privileged", 5, Some("page fault"))),
+    ("env_kernel_write_kills", || hostile_beside_worker("privileged", 6, Some("page fault"))),
+    ("env_direct_map_read_kills", || hostile_beside_worker("privileged", 7, Some("page fault"))),
     ("env_invalid_opcode_without_handler_kills", || {
         hostile_beside_worker("ud", 0, Some("invalid opcode"))
     }),
-    ("env_exception_upcalls_resume_in_user_space", || {
-        expect_exit("upcall", 0)
-    }),
-    ("env_exception_upcalls_resume_through_kernel", || {
-        expect_exit("upcall", 1)
-    }),
+    ("env_exception_upcalls_resume_in_user_space", || expect_exit("upcall", 0)),
+    ("env_exception_upcalls_resume_through_kernel", || expect_exit("upcall", 1)),
     ("env_unusable_exception_stack_kills", || {
         hostile_beside_worker("bad_exstack", 0, Some("exception stack"))
     }),
     ("env_grant_read_only_then_revoke", grant_and_revoke),
-    ("env_malformed_elf_truncated_rejected", || {
-        malformed_elf("bad_truncated")
-    }),
-    ("env_malformed_elf_wrong_machine_rejected", || {
-        malformed_elf("bad_machine")
-    }),
-    ("env_malformed_elf_overlapping_segments_rejected", || {
-        malformed_elf("bad_overlap")
-    }),
-    ("env_malformed_elf_entry_outside_segments_rejected", || {
-        malformed_elf("bad_entry")
-    }),
-    ("env_syscall_fuzzer_survives_beside_worker", || {
-        hostile_beside_worker("fuzz", 0, None)
-    }),
-    ("tlb_unmap_never_leaves_a_stale_translation", || {
-        expect_exit("tlbtest", 0)
-    }),
-    ("tlb_protect_read_only_faults_on_every_core", || {
-        expect_exit("tlbtest", 1)
-    }),
-    ("tlb_concurrent_shootdowns_from_all_cores", || {
-        expect_exit("tlbtest", 2)
-    }),
-    ("tlb_shootdown_to_a_halted_core", || {
-        expect_exit("tlbtest", 3)
-    }),
-    (
-        "tlb_shootdown_targets_exactly_the_live_cores",
-        tlb_precision,
-    ),
+    ("env_malformed_elf_truncated_rejected", || malformed_elf("bad_truncated")),
+    ("env_malformed_elf_wrong_machine_rejected", || malformed_elf("bad_machine")),
+    ("env_malformed_elf_overlapping_segments_rejected", || malformed_elf("bad_overlap")),
+    ("env_malformed_elf_entry_outside_segments_rejected", || malformed_elf("bad_entry")),
+    ("env_syscall_fuzzer_survives_beside_worker", || hostile_beside_worker("fuzz", 0, None)),
+    ("tlb_unmap_never_leaves_a_stale_translation", || expect_exit("tlbtest", 0)),
+    ("tlb_protect_read_only_faults_on_every_core", || expect_exit("tlbtest", 1)),
+    ("tlb_concurrent_shootdowns_from_all_cores", || expect_exit("tlbtest", 2)),
+    ("tlb_shootdown_to_a_halted_core", || expect_exit("tlbtest", 3)),
+    ("tlb_shootdown_targets_exactly_the_live_cores", tlb_precision),
     ("tlb_revoke_reaches_the_grantee_on_other_cores", tlb_revoke),
+    ("ring_batches_chains_overflow_timers_and_bad_entries", || expect_exit("ringtest", 0)),
+    ("ring_hostile_bytes_beside_worker", || hostile_beside_worker("ringhostile", 0, None)),
+    ("predicates_wake_on_memory_deadline_notification_and_reject_bad_programs", predicates),
 ];
 
 /// Runs every test; returns whether all passed.
@@ -165,18 +116,14 @@ fn on_all(func: fn(usize), arg: usize) -> TestResult {
 fn cores_online_with_distinct_apic_ids() -> TestResult {
     let madt = &start::boot_info().madt_apic_ids;
     let online = online_cpus();
-    check(online == madt.len(), || {
-        format!("{online} cores online, MADT lists {}", madt.len())
-    })?;
+    check(online == madt.len(), || format!("{online} cores online, MADT lists {}", madt.len()))?;
     let mut ids: Vec<u32> = all_cpus().map(|c| c.apic_id).collect();
     ids.sort_unstable();
     ids.dedup();
     check(ids.len() == online, || {
         format!("only {} distinct APIC ids for {online} cores", ids.len())
     })?;
-    check(madt.iter().all(|id| ids.contains(id)), || {
-        "a MADT processor is not online".into()
-    })
+    check(madt.iter().all(|id| ids.contains(id)), || "a MADT processor is not online".into())
 }
 
 static APIC_ID_MISMATCHES: AtomicUsize = AtomicUsize::new(0);
@@ -193,9 +140,7 @@ fn each_core_reads_its_own_apic_id() -> TestResult {
         0,
     )?;
     let bad = APIC_ID_MISMATCHES.load(Ordering::SeqCst);
-    check(bad == 0, || {
-        format!("{bad} cores disagree with their recorded APIC id")
-    })
+    check(bad == 0, || format!("{bad} cores disagree with their recorded APIC id"))
 }
 
 /// `DELIVERED[i] bit j`: core i's ping to core j was acknowledged.
@@ -228,9 +173,7 @@ fn ipi_all_to_all() -> TestResult {
 }
 
 fn timer_interrupts_on_every_core() -> TestResult {
-    let before: Vec<u64> = all_cpus()
-        .map(|c| c.ticks.load(Ordering::Relaxed))
-        .collect();
+    let before: Vec<u64> = all_cpus().map(|c| c.ticks.load(Ordering::Relaxed)).collect();
     let deadline = Deadline::after_ms(20_000);
     loop {
         let behind: Vec<usize> = all_cpus()
@@ -242,9 +185,7 @@ fn timer_interrupts_on_every_core() -> TestResult {
             return Ok(());
         }
         if deadline.passed() {
-            return Err(format!(
-                "cores {behind:?} took fewer than 3 timer interrupts in 20 s"
-            ));
+            return Err(format!("cores {behind:?} took fewer than 3 timer interrupts in 20 s"));
         }
         core::hint::spin_loop();
     }
@@ -296,10 +237,8 @@ fn heap_concurrent() -> TestResult {
                 held.retain(|v| v.len() % 3 != 0);
             }
             for v in &held {
-                let owner_ok = v
-                    .iter()
-                    .enumerate()
-                    .all(|(k, &x)| x >> 48 == me && x & 0xffff == k as u64);
+                let owner_ok =
+                    v.iter().enumerate().all(|(k, &x)| x >> 48 == me && x & 0xffff == k as u64);
                 if !owner_ok {
                     HEAP_CORRUPT.fetch_add(1, Ordering::SeqCst);
                 }
@@ -308,9 +247,7 @@ fn heap_concurrent() -> TestResult {
         0,
     )?;
     let bad = HEAP_CORRUPT.load(Ordering::SeqCst);
-    check(bad == 0, || {
-        format!("{bad} corrupted allocations (>= 1000000: barrier timeout)")
-    })
+    check(bad == 0, || format!("{bad} corrupted allocations (>= 1000000: barrier timeout)"))
 }
 
 static FRAMES_ARRIVED: AtomicUsize = AtomicUsize::new(0);
@@ -323,9 +260,7 @@ fn frames_concurrent() -> TestResult {
     on_all(
         |_| {
             let me = this_cpu().index as u64;
-            let frames: Vec<u64> = (0..128)
-                .filter_map(|_| memory::alloc_frame().ok())
-                .collect();
+            let frames: Vec<u64> = (0..128).filter_map(|_| memory::alloc_frame().ok()).collect();
             if frames.len() != 128 {
                 FRAMES_BAD.fetch_add(1000, Ordering::SeqCst);
             }
@@ -349,18 +284,14 @@ fn frames_concurrent() -> TestResult {
         0,
     )?;
     let bad = FRAMES_BAD.load(Ordering::SeqCst);
-    check(bad == 0, || {
-        format!("{bad} frames shared between cores or not freed")
-    })?;
+    check(bad == 0, || format!("{bad} frames shared between cores or not freed"))?;
     let free_after = memory::free_frames();
     check(free_after == free_before, || {
         format!("free frames {free_before} before, {free_after} after")
     })?;
     let double = memory::alloc_frame().map_err(|e| format!("{e:?}"))?;
     memory::free_frame(double).map_err(|e| format!("{e:?}"))?;
-    check(memory::free_frame(double).is_err(), || {
-        "double free was accepted".into()
-    })
+    check(memory::free_frame(double).is_err(), || "double free was accepted".into())
 }
 
 static BREAKPOINT_FAILURES: AtomicUsize = AtomicUsize::new(0);
@@ -382,9 +313,7 @@ fn breakpoint_on_every_core() -> TestResult {
         0,
     )?;
     let bad = BREAKPOINT_FAILURES.load(Ordering::SeqCst);
-    check(bad == 0, || {
-        format!("{bad} cores did not count or resume from int3")
-    })
+    check(bad == 0, || format!("{bad} cores did not count or resume from int3"))
 }
 
 fn mailbox_rejects_offline_core() -> TestResult {
@@ -393,9 +322,7 @@ fn mailbox_rejects_offline_core() -> TestResult {
         mailbox::post(offline, Message::Ping, None) == Err(MailboxError::NoSuchCore(offline)),
         || "post to an offline core was accepted".into(),
     )?;
-    check(cpu(MAX_CPUS + 5).is_none(), || {
-        "cpu() beyond MAX_CPUS returned a core".into()
-    })
+    check(cpu(MAX_CPUS + 5).is_none(), || "cpu() beyond MAX_CPUS returned a core".into())
 }
 
 static BURST_ACKS: AtomicU64 = AtomicU64::new(0);
@@ -411,21 +338,15 @@ fn mailbox_burst() -> TestResult {
     }
     mailbox::wait_for(&BURST_ACKS, n, 20_000).map_err(|e| format!("{e:?}"))?;
     let got = BURST_ACKS.load(Ordering::SeqCst);
-    check(got == n, || {
-        format!("{got} acknowledgements for {n} messages")
-    })
+    check(got == n, || format!("{got} acknowledgements for {n} messages"))
 }
 
 fn initrd_found() -> TestResult {
-    let initrd = start::boot_info()
-        .initrd
-        .ok_or("no initrd module was passed")?;
+    let initrd = start::boot_info().initrd.ok_or("no initrd module was passed")?;
     let readme = kernel::initrd::find(initrd, "README")
         .map_err(|e| format!("initrd: {e:?}"))?
         .ok_or("initrd has no README")?;
-    check(readme.data.starts_with(b"exo initrd v1"), || {
-        "README does not name format v1".into()
-    })
+    check(readme.data.starts_with(b"exo initrd v1"), || "README does not name format v1".into())
 }
 
 // --- environments -----------------------------------------------------------
@@ -461,10 +382,7 @@ fn frames_restored(body: impl FnOnce() -> TestResult) -> TestResult {
     body()?;
     let after = memory::free_frames();
     check(after == before, || {
-        format!(
-            "{} frames missing after the environments ended",
-            before as i64 - after as i64
-        )
+        format!("{} frames missing after the environments ended", before as i64 - after as i64)
     })
 }
 
@@ -472,9 +390,7 @@ fn expect_exit(name: &str, arg: u64) -> TestResult {
     frames_restored(|| {
         let env = spawn(name, arg)?;
         let outcome = wait(&env)?;
-        check(outcome == Outcome::Exited(0), || {
-            format!("{name}: {outcome:?}")
-        })
+        check(outcome == Outcome::Exited(0), || format!("{name}: {outcome:?}"))
     })
 }
 
@@ -487,9 +403,7 @@ fn hostile_beside_worker(name: &str, arg: u64, killed_for: Option<&str>) -> Test
         let worker = spawn("worker", 0)?;
         let h = wait(&hostile)?;
         let w = wait(&worker)?;
-        check(w == Outcome::Exited(0), || {
-            format!("worker beside {name}: {w:?}")
-        })?;
+        check(w == Outcome::Exited(0), || format!("worker beside {name}: {w:?}"))?;
         match (killed_for, &h) {
             (None, Outcome::Exited(0)) => Ok(()),
             (Some(why), Outcome::Killed(reason)) if reason.contains(why) => Ok(()),
@@ -543,32 +457,40 @@ fn tlb_precision() -> TestResult {
     if online_cpus() < 6 {
         return Err(format!("needs 6 cores, {} online", online_cpus()));
     }
-    let before: Vec<u64> = all_cpus()
-        .map(|c| c.flush_ipis_received.load(Ordering::SeqCst))
-        .collect();
+    let before: Vec<u64> =
+        all_cpus().map(|c| c.flush_ipis_received.load(Ordering::SeqCst)).collect();
     frames_restored(|| {
         let env =
             env::spawn("tlbtest", 4, Some(2)).map_err(|e| format!("cannot start tlbtest: {e}"))?;
         let outcome = wait(&env)?;
-        check(outcome == Outcome::Exited(0), || {
-            format!("tlbtest 4: {outcome:?}")
-        })
+        check(outcome == Outcome::Exited(0), || format!("tlbtest 4: {outcome:?}"))
     })?;
     let delta: Vec<u64> = all_cpus()
         .zip(&before)
         .map(|(c, b)| c.flush_ipis_received.load(Ordering::SeqCst) - b)
         .collect();
-    let strays: Vec<usize> = (0..delta.len())
-        .filter(|&c| c != 2 && c != 5 && delta[c] > 0)
-        .collect();
+    let strays: Vec<usize> =
+        (0..delta.len()).filter(|&c| c != 2 && c != 5 && delta[c] > 0).collect();
     check(strays.is_empty(), || {
         format!("shootdown IPIs reached cores {strays:?} (per core: {delta:?})")
     })?;
-    check(delta[5] > 0, || {
-        format!("core 5 got no shootdown IPI (per core: {delta:?})")
-    })
+    check(delta[5] > 0, || format!("core 5 got no shootdown IPI (per core: {delta:?})"))
 }
 
 fn tlb_revoke() -> TestResult {
     granter_and_grantee("tlbgranter", "tlbgrantee")
+}
+
+// --- ring and predicates ----------------------------------------------------
+
+fn predicates() -> TestResult {
+    frames_restored(|| {
+        let sleeper = spawn("predtest", 0)?;
+        let peer = spawn("predpeer", 0)?;
+        let s = wait(&sleeper)?;
+        let p = wait(&peer)?;
+        check(s == Outcome::Exited(0) && p == Outcome::Exited(0), || {
+            format!("predtest {s:?}, predpeer {p:?}")
+        })
+    })
 }

@@ -85,10 +85,7 @@ impl Default for Mailbox {
 impl Mailbox {
     /// Empty queues.
     pub fn new() -> Mailbox {
-        Mailbox {
-            urgent: ArrayQueue::new(QUEUE_CAPACITY),
-            work: ArrayQueue::new(QUEUE_CAPACITY),
-        }
+        Mailbox { urgent: ArrayQueue::new(QUEUE_CAPACITY), work: ArrayQueue::new(QUEUE_CAPACITY) }
     }
 
     /// Whether there is idle-loop work pending.
@@ -120,11 +117,7 @@ pub fn post(
     let dest = cpu(target).ok_or(MailboxError::NoSuchCore(target))?;
     push(
         &dest.mailbox.urgent,
-        Envelope {
-            from: this_cpu().index,
-            item: msg,
-            ack,
-        },
+        Envelope { from: this_cpu().index, item: msg, ack },
         dest.apic_id,
         target,
     )
@@ -139,11 +132,7 @@ pub fn post_work(
     let dest = cpu(target).ok_or(MailboxError::NoSuchCore(target))?;
     push(
         &dest.mailbox.work,
-        Envelope {
-            from: this_cpu().index,
-            item: work,
-            ack,
-        },
+        Envelope { from: this_cpu().index, item: work, ack },
         dest.apic_id,
         target,
     )
@@ -247,13 +236,8 @@ pub fn serve_urgent() {
             Message::EchoReply => {
                 me.echo_replies.fetch_add(1, Ordering::Release);
             }
-            Message::Reschedule => {}
-            Message::FlushTlb {
-                env,
-                root,
-                start,
-                pages,
-            } => {
+            Message::Reschedule => me.resched_pending.store(true, Ordering::Release),
+            Message::FlushTlb { env, root, start, pages } => {
                 me.flush_ipis_received.fetch_add(1, Ordering::Relaxed);
                 super::tlb::flush_here(env, root, super::tlb::Flush { start, pages });
             }

@@ -54,11 +54,7 @@ pub fn boot_phys_slice(phys: u64, len: usize) -> Option<&'static [u8]> {
 
 /// Releases the usable frames of the memory map to the allocator.
 pub fn add_free_range(start: u64, end: u64) {
-    without_interrupts(|| {
-        FRAMES
-            .lock()
-            .add_free_range(start / PAGE_SIZE, end / PAGE_SIZE)
-    });
+    without_interrupts(|| FRAMES.lock().add_free_range(start / PAGE_SIZE, end / PAGE_SIZE));
 }
 
 /// Allocates one zeroed frame.

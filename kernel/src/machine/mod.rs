@@ -21,6 +21,7 @@
 //! | [`sched`] | vCPUs, run queues, entering and leaving ring 3, upcalls | stack switches |
 //! | [`syscall`] | the `syscall` entry and dispatcher | entry stub, MSRs |
 //! | [`tlb`] | PCIDs and cross-core TLB shootdown | CR4 |
+//! | [`uring`] | ring memory, ring operations, timers, notifications, predicate memory | pinned shared frames |
 //! | [`panic`] | panic report, backtrace, failure exit | frame-pointer walk |
 //!
 //! [`start`] is the bootstrap processor's path from the PVH entry to the
@@ -48,3 +49,4 @@ pub mod start;
 pub mod syscall;
 pub mod time;
 pub mod tlb;
+pub mod uring;

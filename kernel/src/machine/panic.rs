@@ -25,10 +25,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     let cpu = try_current_index().unwrap_or(0);
     if PANICKING.swap(true, Ordering::AcqRel) {
         // A second panic (on this or another core): the first one reports.
-        emergency_write(format_args!(
-            "exo: nested PANIC on cpu {cpu}: {}\n",
-            info.message()
-        ));
+        emergency_write(format_args!("exo: nested PANIC on cpu {cpu}: {}\n", info.message()));
         exit_qemu(false);
     }
     if try_current_index().is_some() {

@@ -70,6 +70,9 @@ pub struct PerCpu {
     pub incoming: spin::Mutex<Vec<Vcpu>>,
     /// Set after a push to `incoming`, cleared when it is drained.
     pub incoming_pending: AtomicBool,
+    /// Set by a `Reschedule` message: the next return to ring 3 must look
+    /// at the run queue (a sleeper may have become runnable).
+    pub resched_pending: AtomicBool,
     /// vCPUs assigned to this core (incoming, ready or running).
     pub vcpus: AtomicUsize,
     /// This core's vCPUs.
@@ -116,6 +119,7 @@ pub fn init_this_cpu(
         pcid_owner: CpuLocal::new(index, pcid_owner),
         incoming: spin::Mutex::new(Vec::new()),
         incoming_pending: AtomicBool::new(false),
+        resched_pending: AtomicBool::new(false),
         vcpus: AtomicUsize::new(0),
         runq: CpuLocal::new(index, RunQueue::default()),
         loaded_env: CpuLocal::new(index, None),
@@ -189,25 +193,14 @@ unsafe impl<T> Sync for CpuLocal<T> {}
 impl<T> CpuLocal<T> {
     /// Wraps a value owned by core `owner`.
     pub const fn new(owner: usize, value: T) -> Self {
-        CpuLocal {
-            owner,
-            busy: AtomicBool::new(false),
-            value: UnsafeCell::new(value),
-        }
+        CpuLocal { owner, busy: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
     /// Runs `f` with exclusive access to the value.
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        assert_eq!(
-            this_cpu().index,
-            self.owner,
-            "CpuLocal touched by another core"
-        );
+        assert_eq!(this_cpu().index, self.owner, "CpuLocal touched by another core");
         without_interrupts(|| {
-            assert!(
-                !self.busy.swap(true, Ordering::Acquire),
-                "CpuLocal re-entered"
-            );
+            assert!(!self.busy.swap(true, Ordering::Acquire), "CpuLocal re-entered");
             // SAFETY: owner core, interrupts off, busy flag set: this is the
             // only reference to the value until the flag is cleared below.
             let result = f(unsafe { &mut *self.value.get() });

@@ -35,11 +35,14 @@ use super::interrupts::TrapFrame;
 use super::interrupts::vectors;
 use super::percpu::{cpu, this_cpu};
 use super::tlb;
+use super::uring::{PredicateMemory, VcpuRing};
 use abi::Error;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
+use kernel::predicate::Program;
 use x86_64::VirtAddr;
 use x86_64::registers::model_specific::KernelGsBase;
 
@@ -50,6 +53,18 @@ pub struct Vcpu {
     /// Saved user registers (stale while it runs: the live copy is the trap
     /// frame).
     pub context: TrapFrame,
+    /// Its submission/completion ring, once registered.
+    pub ring: Option<VcpuRing>,
+    /// What it sleeps on, while in the sleeping list.
+    pub wait: Option<Wait>,
+}
+
+/// Why a vCPU sleeps.
+pub enum Wait {
+    /// Until a verified predicate holds (`SleepOn`).
+    Predicate(Program),
+    /// Until its ring has this many completions waiting (`RingEnter`).
+    Completions(u32),
 }
 
 /// A core's vCPUs.
@@ -61,6 +76,11 @@ pub struct RunQueue {
     pub exiting: bool,
     /// vCPUs waiting for this core.
     pub ready: VecDeque<Box<Vcpu>>,
+    /// vCPUs blocked on a [`Wait`]; evaluated at every scheduling decision
+    /// (tick, IPI, idle loop), so a condition that becomes true is noticed
+    /// by the next one at the latest.
+    #[allow(clippy::vec_box, reason = "vCPUs move between the lists as boxes, without copying")]
+    pub sleeping: Vec<Box<Vcpu>>,
 }
 
 /// The register state a new vCPU starts with.
@@ -87,10 +107,7 @@ pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(),
         return Err(Error::NoSuchCore); // one vCPU per core per environment
     }
     env.live_vcpus.fetch_add(1, Ordering::AcqRel);
-    target.incoming.lock().push(Vcpu {
-        env: Arc::clone(env),
-        context,
-    });
+    target.incoming.lock().push(Vcpu { env: Arc::clone(env), context, ring: None, wait: None });
     target.incoming_pending.store(true, Ordering::Release);
     target.vcpus.fetch_add(1, Ordering::AcqRel);
     let _ = super::mailbox::post(core, super::mailbox::Message::Reschedule, None);
@@ -111,16 +128,12 @@ pub enum Next {
 pub fn reschedule(frame: &mut TrapFrame, preempt: bool) -> Next {
     let me = this_cpu();
     let mut dropped: alloc::vec::Vec<Arc<Env>> = alloc::vec::Vec::new();
+    me.resched_pending.store(false, Ordering::Release);
     let next = me.runq.with(|rq| {
         absorb_incoming(rq);
-        rq.ready.retain(|v| {
-            if v.env.is_dying() {
-                dropped.push(Arc::clone(&v.env));
-                false
-            } else {
-                true
-            }
-        });
+        drop_dying(rq, &mut dropped);
+        // A vCPU that wakes up runs next (wake-up preempts).
+        let preempt = wake_sleepers(rq) || preempt;
         let keep_current = rq.current.as_ref().is_some_and(|v| !v.env.is_dying()) && !rq.exiting;
         rq.exiting = false;
         if !keep_current && let Some(dead) = rq.current.take() {
@@ -136,6 +149,7 @@ pub fn reschedule(frame: &mut TrapFrame, preempt: bool) -> Next {
         }
         if let Some(mut old) = rq.current.take() {
             old.context = frame.clone();
+            // Behind any vCPU that just woke (those went to the front).
             rq.ready.push_back(old);
         }
         match rq.ready.pop_front() {
@@ -162,15 +176,88 @@ pub fn reschedule(frame: &mut TrapFrame, preempt: bool) -> Next {
 /// gone (and the last one reclaims it).
 fn release_vcpu(env: &Arc<Env>) {
     let me = this_cpu();
-    let loaded = me
-        .loaded_env
-        .with(|l| l.as_ref().is_some_and(|e| Arc::ptr_eq(e, env)));
+    let loaded = me.loaded_env.with(|l| l.as_ref().is_some_and(|e| Arc::ptr_eq(e, env)));
     if loaded {
         deactivate_user();
     }
     env.vcpu_cores.fetch_and(!(1 << me.index), Ordering::AcqRel);
     me.vcpus.fetch_sub(1, Ordering::AcqRel);
     env::vcpu_dropped(env);
+}
+
+/// Takes the dying environments' vCPUs out of the ready and sleeping lists
+/// (their environments are released by the caller).
+fn drop_dying(rq: &mut RunQueue, dropped: &mut Vec<Arc<Env>>) {
+    let mut keep = |v: &Vcpu| {
+        if v.env.is_dying() {
+            dropped.push(Arc::clone(&v.env));
+            false
+        } else {
+            true
+        }
+    };
+    rq.ready.retain(|v| keep(v));
+    rq.sleeping.retain(|v| keep(v));
+}
+
+/// Fires due ring timers of every vCPU here and moves the sleepers whose
+/// condition now holds to the front of the ready queue. Returns whether
+/// any woke.
+fn wake_sleepers(rq: &mut RunQueue) -> bool {
+    let now = super::cpu::rdtsc();
+    for v in rq.current.iter_mut().chain(rq.ready.iter_mut()).chain(rq.sleeping.iter_mut()) {
+        if let Some(ring) = v.ring.as_mut() {
+            ring.fire_timers(now);
+        }
+    }
+    let mut woke = false;
+    let mut i = 0;
+    while i < rq.sleeping.len() {
+        if condition_holds(&rq.sleeping[i]) {
+            let mut v = rq.sleeping.swap_remove(i);
+            v.wait = None;
+            rq.ready.push_front(v);
+            woke = true;
+        } else {
+            i += 1;
+        }
+    }
+    woke
+}
+
+fn condition_holds(v: &Vcpu) -> bool {
+    match &v.wait {
+        None => true,
+        Some(Wait::Predicate(program)) => program.eval(&PredicateMemory::new(&v.env)),
+        Some(Wait::Completions(n)) => v.ring.as_ref().is_none_or(|r| r.pending_completions() >= *n),
+    }
+}
+
+/// Puts the current vCPU to sleep on `wait`; `frame` holds the registers it
+/// resumes with (its system call's result already in `rax`). The caller
+/// then calls [`finish`].
+pub fn sleep_current(frame: &TrapFrame, wait: Wait) {
+    this_cpu().runq.with(|rq| {
+        if let Some(mut v) = rq.current.take() {
+            v.context = frame.clone();
+            v.wait = Some(wait);
+            rq.sleeping.push(v);
+        }
+    });
+}
+
+/// Runs `f` with the current vCPU's ring slot (taken out of the run queue
+/// for the call, so `f` may do anything the kernel does on this core).
+pub fn with_current_ring<R>(f: impl FnOnce(&mut Option<VcpuRing>) -> R) -> R {
+    let me = this_cpu();
+    let mut ring = me.runq.with(|rq| rq.current.as_mut().and_then(|v| v.ring.take()));
+    let result = f(&mut ring);
+    me.runq.with(|rq| {
+        if let Some(v) = rq.current.as_mut() {
+            v.ring = ring;
+        }
+    });
+    result
 }
 
 fn absorb_incoming(rq: &mut RunQueue) {
@@ -204,8 +291,7 @@ fn activate(env: &Arc<Env>) {
             {
                 // Without PCIDs the load flushed all of `prev`; with them
                 // this core stays in its set ("lazily left", see tlb.rs).
-                prev.active_cores
-                    .fetch_and(!(1 << me.index), Ordering::SeqCst);
+                prev.active_cores.fetch_and(!(1 << me.index), Ordering::SeqCst);
             }
         }
     });
@@ -220,8 +306,7 @@ fn deactivate_user() {
         if let Some(prev) = loaded.take() {
             tlb::load_kernel();
             if !tlb::pcids_enabled() {
-                prev.active_cores
-                    .fetch_and(!(1 << me.index), Ordering::SeqCst);
+                prev.active_cores.fetch_and(!(1 << me.index), Ordering::SeqCst);
             }
         }
     });
@@ -234,16 +319,11 @@ pub fn run_ready() {
         return;
     }
     let mut dropped: alloc::vec::Vec<Arc<Env>> = alloc::vec::Vec::new();
+    me.resched_pending.store(false, Ordering::Release);
     let chosen = me.runq.with(|rq| {
         absorb_incoming(rq);
-        rq.ready.retain(|v| {
-            if v.env.is_dying() {
-                dropped.push(Arc::clone(&v.env));
-                false
-            } else {
-                true
-            }
-        });
+        drop_dying(rq, &mut dropped);
+        wake_sleepers(rq);
         let v = rq.ready.pop_front()?;
         let context = v.context.clone();
         let env = Arc::clone(&v.env);
@@ -340,7 +420,11 @@ pub fn user_trap(frame: &mut TrapFrame) {
 pub fn finish(frame: &mut TrapFrame, preempt: bool) {
     let me = this_cpu();
     // Fast path: nothing changed for this core, the same vCPU continues.
-    if !preempt && !me.incoming_pending.load(Ordering::Acquire) && !me.mailbox.has_work() {
+    if !preempt
+        && !me.incoming_pending.load(Ordering::Acquire)
+        && !me.resched_pending.load(Ordering::Acquire)
+        && !me.mailbox.has_work()
+    {
         let same = me
             .runq
             .with(|rq| !rq.exiting && rq.current.as_ref().is_some_and(|v| !v.env.is_dying()));
@@ -387,10 +471,7 @@ fn user_exception(frame: &mut TrapFrame) {
     if !deliverable {
         env::terminate(
             &env,
-            Outcome::Killed(alloc::format!(
-                "{name} at rip {:#x} (not deliverable)",
-                frame.rip
-            )),
+            Outcome::Killed(alloc::format!("{name} at rip {:#x} (not deliverable)", frame.rip)),
         );
         return;
     }
@@ -433,17 +514,9 @@ fn user_exception(frame: &mut TrapFrame) {
     // Nested fault on the exception stack: go below the interrupted rsp and
     // its red zone; otherwise start at the top.
     let stack_top = handler.stack_top_for(this_cpu().index);
-    let window = if handler.stride > 0 {
-        handler.stride
-    } else {
-        1 << 20
-    };
+    let window = if handler.stride > 0 { handler.stride } else { 1 << 20 };
     let nested = frame.rsp < stack_top && frame.rsp >= stack_top.saturating_sub(window);
-    let base = if nested {
-        frame.rsp.saturating_sub(128)
-    } else {
-        stack_top
-    };
+    let base = if nested { frame.rsp.saturating_sub(128) } else { stack_top };
     let at = base.saturating_sub(abi::UPCALL_FRAME_SIZE) & !0xf;
     // SAFETY: `UpcallFrame` is `repr(C)` plain data; viewing it as bytes to
     // copy it out is sound.

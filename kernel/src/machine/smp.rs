@@ -42,10 +42,7 @@ pub fn start_aps(apic_ids: &[u32]) -> usize {
     for &apic_id in apic_ids.iter().filter(|&&id| id != bsp.apic_id) {
         let index = started + 1;
         if index >= percpu::MAX_CPUS {
-            log::warn!(
-                "more than {} processors: ignoring the rest",
-                percpu::MAX_CPUS
-            );
+            log::warn!("more than {} processors: ignoring the rest", percpu::MAX_CPUS);
             break;
         }
         if start_one(apic_id, index) {
@@ -95,13 +92,8 @@ extern "C" fn kernel_ap_main() -> ! {
     let mut apic = Apic::enable_this_cpu();
     apic.start_periodic_timer();
     let pcid_owner = super::tlb::init_this_cpu(false);
-    let me = percpu::init_this_cpu(
-        index,
-        apic,
-        trap_stack_top.as_u64(),
-        idle_stack_top,
-        pcid_owner,
-    );
+    let me =
+        percpu::init_this_cpu(index, apic, trap_stack_top.as_u64(), idle_stack_top, pcid_owner);
     log::debug!("core {index} up (APIC id {})", me.apic_id);
     STARTED.fetch_add(1, Ordering::AcqRel);
     mailbox::idle_loop()

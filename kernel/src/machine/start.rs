@@ -24,9 +24,7 @@ static BOOT_INFO: Once<BootInfo> = Once::new();
 
 /// The boot information (after boot).
 pub fn boot_info() -> &'static BootInfo {
-    BOOT_INFO
-        .get()
-        .expect("boot info is set before any mode runs")
+    BOOT_INFO.get().expect("boot info is set before any mode runs")
 }
 
 /// The BSP's first Rust code, called by the boot stub with the physical
@@ -49,10 +47,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     let cmdline = Cmdline::parse(text);
     console::init_log(cmdline.log);
     if unused_ram > 0 {
-        log::warn!(
-            "{} MiB of RAM above 4 GiB is not used yet",
-            unused_ram >> 20
-        );
+        log::warn!("{} MiB of RAM above 4 GiB is not used yet", unused_ram >> 20);
     }
     log::info!("command line: {text:?}");
     for word in &cmdline.unknown {
@@ -87,31 +82,16 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     );
 
     let processors = acpi::processors(info.rsdp_paddr).unwrap_or_else(|e| panic!("ACPI: {e}"));
-    log::info!(
-        "MADT: {} processors, BSP APIC id {}",
-        processors.apic_ids.len(),
-        me.apic_id
-    );
+    log::info!("MADT: {} processors, BSP APIC id {}", processors.apic_ids.len(), me.apic_id);
     smp::start_aps(&processors.apic_ids);
     x86_64::instructions::interrupts::enable();
 
-    BOOT_INFO.call_once(|| BootInfo {
-        initrd,
-        madt_apic_ids: processors.apic_ids,
-    });
-    kprintln!(
-        "exo: boot ok cores={} apic={}",
-        percpu::online_cpus(),
-        apic::mode_name()
-    );
+    BOOT_INFO.call_once(|| BootInfo { initrd, madt_apic_ids: processors.apic_ids });
+    kprintln!("exo: boot ok cores={} apic={}", percpu::online_cpus(), apic::mode_name());
     let all_cores = u64::MAX >> (64 - percpu::online_cpus());
     // Core 0 runs the test and benchmark harnesses; in `run` mode it joins
     // the others in running environments once the demo is started.
-    env::set_user_cores(if cmdline.mode == Mode::Run {
-        all_cores
-    } else {
-        all_cores & !1
-    });
+    env::set_user_cores(if cmdline.mode == Mode::Run { all_cores } else { all_cores & !1 });
 
     match cmdline.mode {
         Mode::Run => run_demo(&cmdline.init),
@@ -200,11 +180,7 @@ mod heapless_ranges {
 /// `mode=run`: starts the `init` applications, then this core joins the
 /// others in running them; the machine powers off when the last one ends.
 fn run_demo(init: &[alloc::string::String]) -> ! {
-    kprintln!(
-        "exo: {} cores online; starting {:?}",
-        percpu::online_cpus(),
-        init
-    );
+    kprintln!("exo: {} cores online; starting {:?}", percpu::online_cpus(), init);
     env::power_off_when_all_done("exo: all environments have ended; powering off");
     for name in init {
         if let Err(e) = env::spawn(name, 0, None) {

@@ -19,6 +19,7 @@ use super::interrupts::TrapFrame;
 use super::percpu::PERCPU_KERNEL_STACK_OFFSET;
 use super::percpu::PERCPU_USER_RSP_OFFSET;
 use super::sched;
+use super::uring::{PredicateMemory, VcpuRing};
 use abi::{Error, Rights, Syscall};
 use x86_64::VirtAddr;
 use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
@@ -95,9 +96,7 @@ pub fn init_this_cpu() {
 
 extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
     let number = frame.rax;
-    let args = [
-        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
-    ];
+    let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     // The null call is the benchmark's hot path: no lookups at all.
     if number == Syscall::Null as u64 {
         frame.rax = 0;
@@ -128,15 +127,11 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
         Syscall::FrameFree => env::frame_free(&env, args[0]).map(|()| 0),
         Syscall::FrameGrant => {
             let grantee = u32::try_from(args[1]).map_err(|_| Error::NoSuchEnv);
-            grantee
-                .and_then(|g| env::frame_grant(&env, args[0], g, Rights(args[2])))
-                .map(|()| 0)
+            grantee.and_then(|g| env::frame_grant(&env, args[0], g, Rights(args[2]))).map(|()| 0)
         }
         Syscall::FrameRevoke => {
             let grantee = u32::try_from(args[1]).map_err(|_| Error::NoSuchEnv);
-            grantee
-                .and_then(|g| env::frame_revoke(&env, args[0], g))
-                .map(|()| 0)
+            grantee.and_then(|g| env::frame_revoke(&env, args[0], g)).map(|()| 0)
         }
         Syscall::Map => env::map(&env, args[0], args[1], Rights(args[2])).map(|()| 0),
         Syscall::Unmap => env::unmap(&env, args[0]).map(|()| 0),
@@ -157,6 +152,33 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
         Syscall::EnvLookup => env_lookup(&env, args[0], args[1]),
         Syscall::FrameStatus => env::frame_status(args[0]),
         Syscall::UnmapRange => env::unmap_range(&env, args[0], args[1]),
+        Syscall::RingSetup => sched::with_current_ring(|slot| {
+            // A new registration replaces (and unpins) the old ring.
+            *slot = Some(VcpuRing::setup(&env, args[0], args[1], args[2])?);
+            Ok(0)
+        }),
+        Syscall::RingEnter => match ring_enter(&env, args[0], args[1]) {
+            Ok((consumed, Some(wait))) => {
+                frame.rax = consumed;
+                drop(env);
+                sched::sleep_current(frame, wait);
+                sched::finish(frame, false);
+                return;
+            }
+            Ok((consumed, None)) => Ok(consumed),
+            Err(e) => Err(e),
+        },
+        Syscall::SleepOn => match sleep_on(&env, args[0], args[1]) {
+            Ok(Some(program)) => {
+                frame.rax = 0;
+                drop(env);
+                sched::sleep_current(frame, sched::Wait::Predicate(program));
+                sched::finish(frame, false);
+                return;
+            }
+            Ok(None) => Ok(0),
+            Err(e) => Err(e),
+        },
     };
     frame.rax = abi::encode(result);
     let dying = env.is_dying();
@@ -168,7 +190,60 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
     }
 }
 
-fn console_write(env: &env::Env, ptr: u64, len: u64) -> Result<u64, Error> {
+/// `RingEnter`: submits, then says whether to sleep for completions.
+fn ring_enter(
+    env: &env::Env,
+    to_submit: u64,
+    min_complete: u64,
+) -> Result<(u64, Option<sched::Wait>), Error> {
+    sched::with_current_ring(|slot| {
+        let ring = slot.as_mut().ok_or(Error::InvalidArgument)?;
+        if min_complete > u64::from(ring.state.cq_entries()) {
+            return Err(Error::InvalidArgument);
+        }
+        let consumed = ring.submit(env, to_submit);
+        ring.fire_timers(super::cpu::rdtsc());
+        let wait = (u64::from(ring.pending_completions()) < min_complete)
+            .then_some(sched::Wait::Completions(min_complete as u32));
+        Ok((consumed, wait))
+    })
+}
+
+/// `SleepOn`: copies and verifies the predicate; `None` if it already holds.
+fn sleep_on(
+    env: &env::Env,
+    ptr: u64,
+    count: u64,
+) -> Result<Option<kernel::predicate::Program>, Error> {
+    use abi::predicate::{Insn, MAX_INSNS};
+    if count == 0 || count > MAX_INSNS as u64 {
+        return Err(Error::InvalidArgument);
+    }
+    let mut bytes = [0u8; MAX_INSNS * core::mem::size_of::<Insn>()];
+    let bytes = &mut bytes[..count as usize * core::mem::size_of::<Insn>()];
+    env::copy_from_user_into(env, ptr, bytes)?;
+    let insns: alloc::vec::Vec<Insn> = bytes
+        .chunks_exact(16)
+        .map(|c| {
+            let word = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().expect("8 bytes"));
+            Insn {
+                op: c[0],
+                dst: c[1],
+                a: c[2],
+                b: c[3],
+                reserved: u32::from_le_bytes(c[4..8].try_into().expect("4 bytes")),
+                imm: word(8),
+            }
+        })
+        .collect();
+    let memory = PredicateMemory::new(env);
+    let program = kernel::predicate::verify(&insns, &memory).map_err(|e| e.to_abi())?;
+    let holds = program.eval(&memory);
+    Ok((!holds).then_some(program))
+}
+
+/// `ConsoleWrite` (also the ring's `ConsoleWrite` operation).
+pub fn console_write(env: &env::Env, ptr: u64, len: u64) -> Result<u64, Error> {
     if len > abi::CONSOLE_WRITE_MAX {
         return Err(Error::InvalidArgument);
     }
@@ -188,11 +263,7 @@ fn set_exception_handler(
     {
         return Err(Error::InvalidArgument);
     }
-    *env.exception.lock() = env::ExceptionHandler {
-        entry,
-        stack_top,
-        stride,
-    };
+    *env.exception.lock() = env::ExceptionHandler { entry, stack_top, stride };
     Ok(0)
 }
 
@@ -270,7 +341,5 @@ fn env_lookup(env: &env::Env, ptr: u64, len: u64) -> Result<u64, Error> {
     }
     let bytes = env::copy_from_user(env, ptr, len as usize)?;
     let name = core::str::from_utf8(&bytes).map_err(|_| Error::InvalidArgument)?;
-    env::lookup_name(name)
-        .map(|e| u64::from(e.id))
-        .ok_or(Error::NoSuchEnv)
+    env::lookup_name(name).map(|e| u64::from(e.id)).ok_or(Error::NoSuchEnv)
 }

@@ -73,9 +73,7 @@ pub fn pcids_enabled() -> bool {
 /// table.
 pub fn init_this_cpu(bsp: bool) -> Vec<u32> {
     if bsp {
-        let has = raw_cpuid::CpuId::new()
-            .get_feature_info()
-            .is_some_and(|f| f.has_pcid());
+        let has = raw_cpuid::CpuId::new().get_feature_info().is_some_and(|f| f.has_pcid());
         PCID_ENABLED.store(has, Ordering::Relaxed);
     }
     if pcids_enabled() {
@@ -91,11 +89,7 @@ pub fn init_this_cpu(bsp: bool) -> Vec<u32> {
 
 /// The PCID of environment `id` (0 without PCIDs).
 pub fn pcid_of(id: u32) -> u64 {
-    if pcids_enabled() {
-        u64::from(id % (NUM_PCIDS as u32 - 1)) + 1
-    } else {
-        0
-    }
+    if pcids_enabled() { u64::from(id % (NUM_PCIDS as u32 - 1)) + 1 } else { 0 }
 }
 
 /// Loads `env`'s address space on this core, flushing only if this core's
@@ -134,10 +128,7 @@ pub struct Flush {
 impl Flush {
     /// One page.
     pub fn page(va: u64) -> Flush {
-        Flush {
-            start: va,
-            pages: 1,
-        }
+        Flush { start: va, pages: 1 }
     }
 }
 
@@ -168,15 +159,9 @@ pub fn shootdown(env: &Env, flush: Flush) {
     // descheduled by the host); correctness requires waiting, so warn and
     // keep waiting. A core that never answers is a kernel bug.
     if mailbox::wait_serving(acks, expect, 5_000).is_err() {
-        log::warn!(
-            "TLB shootdown for env {}: acknowledgements slow, still waiting",
-            env.id
-        );
+        log::warn!("TLB shootdown for env {}: acknowledgements slow, still waiting", env.id);
         if let Err(e) = mailbox::wait_serving(acks, expect, 120_000) {
-            panic!(
-                "TLB shootdown for env {} not acknowledged in 2 minutes: {e:?}",
-                env.id
-            );
+            panic!("TLB shootdown for env {} not acknowledged in 2 minutes: {e:?}", env.id);
         }
     }
 }
@@ -207,7 +192,6 @@ pub fn flush_here(env_id: u32, root: u64, flush: Flush) {
         });
     }
     if let Some(env) = env::lookup(env_id) {
-        env.active_cores
-            .fetch_and(!(1 << me.index), Ordering::SeqCst);
+        env.active_cores.fetch_and(!(1 << me.index), Ordering::SeqCst);
     }
 }
