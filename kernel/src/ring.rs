@@ -1152,7 +1152,7 @@ mod loom {
 
     impl RingMemory for LoomRing {
         fn load_sq_tail(&self) -> u32 {
-            self.sq_tail.load(Ordering::Relaxed)
+            self.sq_tail.load(Ordering::Acquire)
         }
         fn load_cq_head(&self) -> u32 {
             self.cq_head.load(Ordering::Acquire)
