@@ -212,7 +212,7 @@ impl Ring {
         // index), in the shared region described in the module
         // documentation; SqEntry is plain integers, and the kernel reads the
         // slot only after our release store of sq_tail below.
-        unsafe { core::ptr::write_volatile(self.sq_slot(tail), entry) };
+        unsafe { write_sqe(self.sq_slot(tail), &entry) };
         self.header_word(field::SQ_TAIL).store(tail.wrapping_add(1), Ordering::Release);
         Ok(())
     }
@@ -261,7 +261,7 @@ impl Ring {
         // release store of cq_tail, which our acquire load above observed,
         // and does not rewrite it until we release it below. CqEntry is
         // plain integers: any bytes are valid.
-        let entry = unsafe { core::ptr::read_volatile(self.cq_slot(head)) };
+        let entry = unsafe { read_cqe(self.cq_slot(head)) };
         self.header_word(field::CQ_HEAD).store(head.wrapping_add(1), Ordering::Release);
         Some(entry)
     }
@@ -311,4 +311,31 @@ impl Drop for Ring {
     fn drop(&mut self) {
         LIVE.fetch_and(!(1 << self.core), Ordering::AcqRel);
     }
+}
+
+/// Writes a submission with eight volatile word stores (a volatile store of
+/// the whole struct may be lowered to byte stores).
+///
+/// # Safety
+/// `slot` must point at a submission slot of a mapped ring (8-aligned).
+unsafe fn write_sqe(slot: *mut SqEntry, e: &SqEntry) {
+    let r = e.reserved;
+    let head = u64::from_le_bytes([e.opcode, e.flags, r[0], r[1], r[2], r[3], r[4], r[5]]);
+    let words =
+        [head, e.user_data, e.args[0], e.args[1], e.args[2], e.args[3], e.args[4], e.args[5]];
+    let base = slot as *mut u64;
+    for (i, w) in words.into_iter().enumerate() {
+        // SAFETY: inside the 64-byte slot the caller vouches for.
+        unsafe { base.add(i).write_volatile(w) };
+    }
+}
+
+/// Reads a completion with two volatile word loads.
+///
+/// # Safety
+/// `slot` must point at a completion slot of a mapped ring (8-aligned).
+unsafe fn read_cqe(slot: *const CqEntry) -> CqEntry {
+    let base = slot as *const u64;
+    // SAFETY: inside the 16-byte slot the caller vouches for.
+    unsafe { CqEntry { user_data: base.read_volatile(), result: base.add(1).read_volatile() } }
 }

@@ -89,15 +89,30 @@ impl RingMemory for Pinned<'_> {
     fn read_sqe(&self, slot: u32) -> SqEntry {
         let offset =
             abi::ring::SQ_OFFSET + u64::from(slot) * core::mem::size_of::<SqEntry>() as u64;
-        // SAFETY: `slot` < sq_entries (the protocol masks it), so the entry
-        // lies inside the pinned ring; a volatile copy of plain data, whose
-        // every bit pattern is valid, taken once.
-        unsafe { core::ptr::read_volatile(self.at(offset) as *const SqEntry) }
+        let words = self.at(offset) as *const u64;
+        // SAFETY: `slot` < sq_entries (the protocol masks it), so the 64-byte
+        // entry lies inside the pinned ring, 8-aligned; eight volatile word
+        // loads (a volatile load of the whole struct may be lowered to byte
+        // loads), taken once; every bit pattern is a valid SqEntry.
+        let w: [u64; 8] = core::array::from_fn(|i| unsafe { words.add(i).read_volatile() });
+        let head = w[0].to_le_bytes();
+        SqEntry {
+            opcode: head[0],
+            flags: head[1],
+            reserved: [head[2], head[3], head[4], head[5], head[6], head[7]],
+            user_data: w[1],
+            args: [w[2], w[3], w[4], w[5], w[6], w[7]],
+        }
     }
     fn write_cqe(&self, slot: u32, e: CqEntry) {
         let offset = self.cq_offset + u64::from(slot) * core::mem::size_of::<CqEntry>() as u64;
-        // SAFETY: `slot` < cq_entries (masked), inside the pinned ring.
-        unsafe { core::ptr::write_volatile(self.at(offset) as *mut CqEntry, e) }
+        let words = self.at(offset) as *mut u64;
+        // SAFETY: `slot` < cq_entries (masked): the 16-byte entry lies inside
+        // the pinned ring, 16-aligned; two volatile word stores.
+        unsafe {
+            words.write_volatile(e.user_data);
+            words.add(1).write_volatile(e.result);
+        }
     }
     fn add_overflow(&self) {
         self.header_word(OVERFLOW).fetch_add(1, Ordering::Release);
