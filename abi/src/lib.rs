@@ -412,6 +412,88 @@ pub struct UpcallFrame {
     pub r15: u64,
 }
 
+impl UpcallFrame {
+    /// Number of 64-bit words in the frame.
+    pub const WORDS: usize = 21;
+
+    /// The frame as words, in field (memory) order.
+    pub const fn to_words(&self) -> [u64; Self::WORDS] {
+        [
+            self.vector,
+            self.error_code,
+            self.fault_addr,
+            self.rip,
+            self.rsp,
+            self.rflags,
+            self.rax,
+            self.rbx,
+            self.rcx,
+            self.rdx,
+            self.rsi,
+            self.rdi,
+            self.rbp,
+            self.r8,
+            self.r9,
+            self.r10,
+            self.r11,
+            self.r12,
+            self.r13,
+            self.r14,
+            self.r15,
+        ]
+    }
+
+    /// The frame from words in field (memory) order.
+    pub const fn from_words(w: [u64; Self::WORDS]) -> UpcallFrame {
+        let [
+            vector,
+            error_code,
+            fault_addr,
+            rip,
+            rsp,
+            rflags,
+            rax,
+            rbx,
+            rcx,
+            rdx,
+            rsi,
+            rdi,
+            rbp,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+        ] = w;
+        UpcallFrame {
+            vector,
+            error_code,
+            fault_addr,
+            rip,
+            rsp,
+            rflags,
+            rax,
+            rbx,
+            rcx,
+            rdx,
+            rsi,
+            rdi,
+            rbp,
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+        }
+    }
+}
+
 /// Size of [`UpcallFrame`] in bytes.
 pub const UPCALL_FRAME_SIZE: u64 = core::mem::size_of::<UpcallFrame>() as u64;
 
@@ -501,7 +583,11 @@ mod tests {
         assert!(!Rights(8).is_valid());
         assert!(in_info_region(INFO_VA) && in_info_region(vcpu_page_va(MAX_CORES - 1)));
         assert!(!in_info_region(INFO_VA + INFO_REGION_SIZE));
-        assert_eq!(UPCALL_FRAME_SIZE, 21 * 8);
+        assert_eq!(UPCALL_FRAME_SIZE, UpcallFrame::WORDS as u64 * 8);
+        let words: [u64; UpcallFrame::WORDS] = core::array::from_fn(|i| i as u64 * 3 + 1);
+        let frame = UpcallFrame::from_words(words);
+        assert_eq!((frame.vector, frame.rip, frame.r15), (1, 10, 61));
+        assert_eq!(frame.to_words(), words);
     }
 }
 

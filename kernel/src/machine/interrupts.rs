@@ -3,7 +3,9 @@
 //! One table of 256 assembly stubs (16 bytes apart) pushes a dummy error
 //! code where the CPU does not, then the vector number, and jumps to
 //! `isr_common`, which saves every general-purpose register into a
-//! [`TrapFrame`] on the current stack and calls [`trap_dispatch`]. Returning
+//! [`TrapFrame`] on the current stack and calls [`trap_dispatch`]. The
+//! `syscall` entry builds the same frame's top half itself and joins at
+//! `isr_save_registers` (vector [`SYSCALL_VECTOR`](super::syscall::SYSCALL_VECTOR)). Returning
 //! from `trap_dispatch` restores the (possibly edited) frame with `iretq`.
 //! `swapgs` runs on entry from and exit to ring 3, so GS always points at the
 //! per-core state inside the kernel.
@@ -97,6 +99,9 @@ isr_common:
     jz 1f
     swapgs
 1:
+    /* The syscall entry joins here, GS already swapped. */
+    .global isr_save_registers
+isr_save_registers:
     push rax
     push rbx
     push rcx
@@ -258,6 +263,10 @@ const EXCEPTION_NAMES: [&str; 32] = [
 
 /// Called by `isr_common` with the saved state of the interrupted code.
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    if frame.vector == super::syscall::SYSCALL_VECTOR {
+        super::syscall::dispatch(frame);
+        return;
+    }
     if frame.came_from_user() && frame.vector != 2 && frame.vector != 18 {
         super::sched::user_trap(frame);
         return;

@@ -518,8 +518,8 @@ fn user_exception(frame: &mut TrapFrame) {
     let nested = frame.rsp < stack_top && frame.rsp >= stack_top.saturating_sub(window);
     let base = if nested { frame.rsp.saturating_sub(128) } else { stack_top };
     let at = base.saturating_sub(abi::UPCALL_FRAME_SIZE) & !0xf;
-    // SAFETY: `UpcallFrame` is `repr(C)` plain data; viewing it as bytes to
-    // copy it out is sound.
+    // SAFETY: `UpcallFrame` is `repr(C)` plain data (21 `u64`s, no
+    // padding); viewing it as bytes to copy it out is sound.
     let bytes = unsafe {
         core::slice::from_raw_parts(
             &upcall as *const abi::UpcallFrame as *const u8,

@@ -2,10 +2,11 @@
 //!
 //! `syscall` lands in `syscall_entry` with interrupts masked (`SFMASK`
 //! clears IF, TF, DF, AC, NT). It swaps to the kernel GS, parks the user
-//! `rsp` in the per-core area, switches to this core's trap stack and builds
-//! the same [`TrapFrame`] an interrupt from ring 3 would (`vector` =
-//! [`SYSCALL_VECTOR`]), so that every way back to ring 3, including a switch
-//! to another vCPU, is the one `iretq` path. The dispatcher decodes the
+//! `rsp` in the per-core area, switches to this core's trap stack, pushes
+//! what an interrupt from ring 3 would have (`vector` = [`SYSCALL_VECTOR`])
+//! and joins the interrupt path to save the registers, so the frame is the
+//! same [`TrapFrame`] and every way back to ring 3, including a switch to
+//! another vCPU, is the one `iretq` path. The dispatcher decodes the
 //! number, validates every argument (pointers are copied through the
 //! owner's page tables, never dereferenced), and writes the encoded result
 //! into the frame's `rax`.
@@ -43,32 +44,13 @@ syscall_entry:
     push rcx
     push 0
     push {vector}
-    push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
-    mov rdi, rsp
-    xor ebp, ebp
-    call {dispatch}
-    jmp isr_restore
+    jmp isr_save_registers
     "#,
     user_rsp = const PERCPU_USER_RSP_OFFSET,
     kernel_stack = const PERCPU_KERNEL_STACK_OFFSET,
     user_ds = const USER_DS as u64,
     user_cs = const super::gdt::USER_CS as u64,
     vector = const SYSCALL_VECTOR,
-    dispatch = sym syscall_dispatch,
 );
 
 unsafe extern "C" {
@@ -94,7 +76,8 @@ pub fn init_this_cpu() {
     );
 }
 
-extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
+/// Handles a system call whose frame `trap_dispatch` received.
+pub fn dispatch(frame: &mut TrapFrame) {
     let number = frame.rax;
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     // The null call is the benchmark's hot path: no lookups at all.
@@ -268,59 +251,12 @@ fn set_exception_handler(
 }
 
 fn exception_resume(env: &env::Env, frame: &mut TrapFrame, ptr: u64) -> Result<(), Error> {
-    let mut words = [0u64; abi::UPCALL_FRAME_SIZE as usize / 8];
     let mut bytes = [0u8; abi::UPCALL_FRAME_SIZE as usize];
     env::copy_from_user_into(env, ptr, &mut bytes)?;
-    for (word, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-        *word = u64::from_le_bytes(chunk.try_into().expect("8-byte chunks"));
-    }
-    let [
-        vector,
-        error_code,
-        fault_addr,
-        rip,
-        rsp,
-        rflags,
-        rax,
-        rbx,
-        rcx,
-        rdx,
-        rsi,
-        rdi,
-        rbp,
-        r8,
-        r9,
-        r10,
-        r11,
-        r12,
-        r13,
-        r14,
-        r15,
-    ] = words;
-    let upcall = abi::UpcallFrame {
-        vector,
-        error_code,
-        fault_addr,
-        rip,
-        rsp,
-        rflags,
-        rax,
-        rbx,
-        rcx,
-        rdx,
-        rsi,
-        rdi,
-        rbp,
-        r8,
-        r9,
-        r10,
-        r11,
-        r12,
-        r13,
-        r14,
-        r15,
-    };
-    sched::resume_from(frame, &upcall)
+    let words = core::array::from_fn(|i| {
+        u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+    });
+    sched::resume_from(frame, &abi::UpcallFrame::from_words(words))
 }
 
 fn vcpu_start(env: &alloc::sync::Arc<env::Env>, args: [u64; 6]) -> Result<u64, Error> {
