@@ -37,6 +37,7 @@ pub mod layout;
 pub mod mem;
 pub mod predicate;
 pub mod ring;
+pub mod rng;
 pub mod sqe;
 pub mod sys;
 pub mod vcpu;
@@ -80,6 +81,11 @@ pub fn wait_until(max: u64, mut done: impl FnMut() -> bool) -> bool {
     }
     done()
 }
+
+/// How long one wait in a test program may take: the kernel's test harness
+/// allows 120 s per environment, and TCG with 8 busy vCPUs on 2 host cores
+/// is slow.
+pub const TEST_WAIT_MS: u64 = 100_000;
 
 /// Yields until `done()` holds or `ms` milliseconds of TSC time have
 /// passed; returns whether it held. For waits whose length depends on other

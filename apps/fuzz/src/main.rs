@@ -28,6 +28,8 @@ use libos_async::layout::SCRATCH_BASE;
 use libos_async::println;
 use libos_async::sys::{self, probe};
 
+use libos_async::rng::Rng;
+
 libos_async::entry!(app_main);
 
 const CALLS: u64 = 1_000_000;
@@ -43,28 +45,6 @@ const WINDOW_PAGES: u64 = 64;
 const NEVER_MAPPED: u64 = SCRATCH_BASE + 0x8000_0000;
 /// Frames it owns from the start.
 const OWN_FRAMES: usize = 8;
-
-/// xorshift64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn pick(&mut self, choices: &[u64]) -> u64 {
-        choices[self.below(choices.len() as u64) as usize]
-    }
-}
 
 struct Fuzz {
     rng: Rng,
@@ -102,7 +82,7 @@ impl Fuzz {
     fn frame(&mut self) -> u64 {
         match self.rng.below(6) {
             0 => self.rng.below(64),
-            1 => self.rng.next(),
+            1 => self.rng.next_u64(),
             2 => abi::ANY_FRAME,
             _ => {
                 let base = self.own[self.rng.below(OWN_FRAMES as u64) as usize];
@@ -146,7 +126,7 @@ impl Fuzz {
 
     fn rights(&mut self) -> u64 {
         match self.rng.below(4) {
-            0 => self.rng.next(),
+            0 => self.rng.next_u64(),
             _ => self.rng.below(16),
         }
     }
@@ -155,7 +135,7 @@ impl Fuzz {
     fn any(&mut self) -> u64 {
         match self.rng.below(8) {
             0 | 1 => self.rng.below(16),
-            2 => self.rng.next(),
+            2 => self.rng.next_u64(),
             3 => self.frame(),
             4 => self.any_ptr(),
             5 => self.rng.pick(&[u64::MAX, 1 << 63, CONSOLE_WRITE_MAX + 1, abi::NAME_MAX]),
@@ -216,7 +196,8 @@ impl Fuzz {
                 // At most 64 pages past the map window: nothing of ours
                 // lives there, so the range cannot hit code or stacks.
                 a[0] = self.map_va();
-                a[1] = if self.rng.below(8) == 0 { self.rng.next() } else { self.rng.below(64) };
+                a[1] =
+                    if self.rng.below(8) == 0 { self.rng.next_u64() } else { self.rng.below(64) };
             }
             Syscall::Protect => {
                 a[0] = self.map_va();
@@ -241,11 +222,11 @@ impl Fuzz {
 
 fn app_main(seed: u64) -> i32 {
     let seed = if seed == 0 { DEFAULT_SEED } else { seed };
-    let mut fuzz = Fuzz { rng: Rng(seed), own: [0; OWN_FRAMES] };
+    let mut fuzz = Fuzz { rng: Rng::new(seed), own: [0; OWN_FRAMES] };
     let buf_frame = require("frame_alloc", sys::frame_alloc(None));
     require("map buffer", sys::map(buf_frame, BUF, Rights::RW));
     for w in 0..PAGE_SIZE / 8 {
-        probe::write(BUF + w * 8, fuzz.rng.next());
+        probe::write(BUF + w * 8, fuzz.rng.next_u64());
     }
     for i in 0..OWN_FRAMES {
         fuzz.own[i] = require("frame_alloc", sys::frame_alloc(None));

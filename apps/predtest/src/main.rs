@@ -46,6 +46,8 @@ use libos_async::{
     core_id, find_env, info, other_cores, println, sqe, start_vcpu, usable_cores, wait_for_ms,
 };
 
+use libos_async::rng::Rng;
+
 libos_async::entry!(app_main);
 
 /// Bounded waits for the other vCPUs.
@@ -363,13 +365,11 @@ fn part_e(c: &mut Checks) {
         took / (info().tsc_hz / 1_000_000).max(1)
     );
 
-    let mut rng = rdtsc() | 1;
+    let mut random = Rng::new(rdtsc());
     let mut early = 0;
     let mut slept = 0;
     for round in 2..RACE_ROUNDS + 2 {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
+        let rng = random.next_u64();
         // A quarter of the rounds without any spin.
         let spins = if rng & 3 == 0 { 0 } else { (rng >> 8) & 0xfff };
         // This vCPU's own spin: none, short or long (a third each), so the

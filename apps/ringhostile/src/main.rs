@@ -40,6 +40,8 @@ use libos_async::ring::{Ring, field};
 use libos_async::sys::{self, rdtsc};
 use libos_async::{env_id, println, sqe, wait_for_ms};
 
+use libos_async::rng::Rng;
+
 libos_async::entry!(app_main);
 
 const ITERATIONS: u64 = 1_000_000;
@@ -67,35 +69,20 @@ const SQE_BYTES: u64 = 64;
 /// Size of the header.
 const HEADER_BYTES: u64 = 32;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// An argument word that is hostile but never names our own memory.
-    fn arg(&mut self) -> u64 {
-        match self.below(10) {
-            0 => 0,
-            1 => u64::MAX,
-            2 => SCRATCH_BASE + self.below(1 << 20) * 4096,
-            3 => SCRATCH_BASE + self.below(1 << 32),
-            4 => 0xffff_8000_0000_0000 + self.below(1 << 30) * 8,
-            5 => 0x0000_8000_0000_0000 + self.below(1 << 20),
-            6 => self.below(1 << 20),
-            7 => self.below(8),
-            // Powers of two above the user half only (0x40_0000 is our image).
-            8 => 1 << (47 + self.below(17)),
-            _ => self.next(),
-        }
+/// An argument word that is hostile but never names our own memory.
+fn hostile_arg(rng: &mut Rng) -> u64 {
+    match rng.below(10) {
+        0 => 0,
+        1 => u64::MAX,
+        2 => SCRATCH_BASE + rng.below(1 << 20) * 4096,
+        3 => SCRATCH_BASE + rng.below(1 << 32),
+        4 => 0xffff_8000_0000_0000 + rng.below(1 << 30) * 8,
+        5 => 0x0000_8000_0000_0000 + rng.below(1 << 20),
+        6 => rng.below(1 << 20),
+        7 => rng.below(8),
+        // Powers of two above the user half only (0x40_0000 is our image).
+        8 => 1 << (47 + rng.below(17)),
+        _ => rng.next_u64(),
     }
 }
 
@@ -118,7 +105,7 @@ impl Hostile {
             // Random words.
             0 => {
                 for w in 0..8 {
-                    let v = rng.next();
+                    let v = rng.next_u64();
                     self.ring.poke(base + w * 8, v);
                 }
             }
@@ -153,10 +140,10 @@ impl Hostile {
                     1..=3 => 1,
                     _ => 0,
                 };
-                let reserved = if rng.below(16) == 0 { rng.next() << 16 } else { 0 };
+                let reserved = if rng.below(16) == 0 { rng.next_u64() << 16 } else { 0 };
                 let mut words = [op | flags << 8 | reserved, user_data, 0, 0, 0, 0, 0, 0];
                 for w in &mut words[2..] {
-                    *w = rng.arg();
+                    *w = hostile_arg(rng);
                 }
                 if op == 9 {
                     words[2] = match rng.below(2) {
@@ -176,7 +163,7 @@ impl Hostile {
         for _ in 0..=self.rng.below(2) {
             if self.rng.below(2) == 0 {
                 let off = self.rng.below(HEADER_BYTES / 4) * 4;
-                let value = self.rng.next() as u32;
+                let value = self.rng.next_u64() as u32;
                 if off == field::CQ_TAIL {
                     // The kernel's value: what is there, unless that is
                     // our own earlier scribble (then what that replaced).
@@ -192,7 +179,7 @@ impl Hostile {
                 // Anything past the header (the header is handled above,
                 // with cq_tail saved).
                 let off = HEADER_BYTES + self.rng.below(self.ring.bytes() - HEADER_BYTES);
-                let value = self.rng.next();
+                let value = self.rng.next_u64();
                 self.ring.poke(off, value);
             }
         }
@@ -227,7 +214,7 @@ fn app_main(arg: u64) -> i32 {
     let iterations = if arg == 0 { ITERATIONS } else { arg };
     let mut c = Checks::new();
     let ring = require("Ring::new", Ring::new(SQ, CQ));
-    let mut h = Hostile { ring, rng: Rng(rdtsc() | 1), head: 0, cq_tail_saved: None };
+    let mut h = Hostile { ring, rng: Rng::new(rdtsc()), head: 0, cq_tail_saved: None };
     let (mut consumed, mut refused, mut popped, mut bad) = (0u64, 0u64, 0u64, 0u64);
     for i in 0..iterations {
         let queued = if h.rng.below(4) == 0 {
@@ -261,7 +248,7 @@ fn app_main(arg: u64) -> i32 {
             }
             _ => {}
         }
-        let to_submit = if h.rng.below(256) == 0 { h.rng.next() } else { h.rng.below(41) };
+        let to_submit = if h.rng.below(256) == 0 { h.rng.next_u64() } else { h.rng.below(41) };
         match h.ring.enter(to_submit, 0) {
             Ok(n) => {
                 consumed += n;

@@ -45,9 +45,7 @@ const SPIN_VA: u64 = SCRATCH_BASE;
 const BENCH_VA: u64 = SCRATCH_BASE + 0x100_0000;
 const RANGE_PAGES: u64 = 64;
 const FULL_PAGES: u64 = 512;
-/// How long one wait may take (the kernel's test harness allows 120 s per
-/// environment; TCG with 8 busy vCPUs on 2 host cores is slow).
-const WAIT_MS: u64 = 100_000;
+use libos_async::TEST_WAIT_MS as WAIT_MS;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static RUNNING: AtomicU64 = AtomicU64::new(0);

@@ -21,6 +21,4 @@ pub const REVOKED: u64 = VA_G + 8;
 pub const VIOLATION_COUNT: u64 = VA_G + 16;
 /// Control word: the grantee has reported.
 pub const REPORTED: u64 = VA_G + 24;
-/// How long one wait may take (the kernel's test harness allows 120 s per
-/// environment; TCG with 8 busy vCPUs on 2 host cores is slow).
-pub const WAIT_MS: u64 = 100_000;
+pub use libos_async::TEST_WAIT_MS as WAIT_MS;

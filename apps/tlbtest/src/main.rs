@@ -45,6 +45,8 @@ use libos_async::layout::SCRATCH_BASE;
 use libos_async::sys::{self, probe, rdtsc};
 use libos_async::{core_id, info, println, set_exception_handler, start_vcpu, wait_for_ms};
 
+use libos_async::rng::Rng;
+
 libos_async::entry!(app_main);
 
 /// What a faulting probe returns.
@@ -53,9 +55,7 @@ const MARKER: u64 = 0xfa17_fa17_fa17_fa17;
 const VA: u64 = SCRATCH_BASE + 0x1000_0000;
 /// Where the new owner of F writes the sentinel (mode 0).
 const VA2: u64 = SCRATCH_BASE + 0x2000_0000;
-/// How long one wait may take (the kernel's test harness allows 120 s per
-/// environment; TCG with 8 busy vCPUs on 2 host cores is slow).
-const WAIT_MS: u64 = 100_000;
+use libos_async::TEST_WAIT_MS as WAIT_MS;
 /// Iterations a reader spins before it falls back to waiting for the flag.
 const SPIN_MAX: u64 = 2_000_000;
 
@@ -177,22 +177,10 @@ fn reader_exit() -> ! {
     sys::vcpu_exit()
 }
 
-/// A small xorshift generator for the writer's delays.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Spins for a pseudo-random 0..4096 iterations.
-    fn delay(&mut self) {
-        for _ in 0..self.next() % 4096 {
-            core::hint::spin_loop();
-        }
+/// Spins for a pseudo-random 0..4096 iterations (the writer's delays).
+fn random_delay(rng: &mut Rng) {
+    for _ in 0..rng.below(4096) {
+        core::hint::spin_loop();
     }
 }
 
@@ -299,7 +287,7 @@ fn unmap_reader(_: u64) -> ! {
 
 fn mode_unmap() -> bool {
     let readers = start_readers(unmap_reader, 0);
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ rdtsc());
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15 ^ rdtsc());
     let mut old_rounds = 0;
     let mut reuse_missed = 0;
     let (mut t_release, mut t_unmap, mut t_done) = (0, 0, 0);
@@ -311,7 +299,7 @@ fn mode_unmap() -> bool {
         let t = rdtsc();
         release_round(r, readers);
         t_release += rdtsc() - t;
-        rng.delay();
+        random_delay(&mut rng);
         REMOVING.store(r, SeqCst);
         let t = rdtsc();
         require("unmap VA", sys::unmap(VA));
@@ -403,11 +391,11 @@ fn mode_protect() -> bool {
     let f = require("frame_alloc", sys::frame_alloc(None));
     require("map VA", sys::map(f, VA, Rights::RW));
     let readers = start_readers(protect_reader, 0);
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ rdtsc());
+    let mut rng = Rng::new(0x2545_f491_4f6c_dd1d ^ rdtsc());
     let t0 = rdtsc();
     for r in 1..=rounds(ROUNDS_PROTECT) {
         release_round(r, readers);
-        rng.delay();
+        random_delay(&mut rng);
         REMOVING.store(r, SeqCst);
         require("protect READ", sys::protect(VA, Rights::READ));
         REMOVED.store(r, SeqCst);
