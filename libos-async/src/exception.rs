@@ -40,7 +40,7 @@ pub fn resume_via_kernel(yes: bool) {
 static STACKS_MAPPED: Mutex<u64> = Mutex::new(0);
 
 /// The cores whose vCPUs may fault: the user cores, or every online core.
-fn fault_cores() -> u64 {
+pub(crate) fn fault_cores() -> u64 {
     let info = sys::info();
     if info.user_cores != 0 {
         info.user_cores
@@ -51,8 +51,21 @@ fn fault_cores() -> u64 {
     }
 }
 
+/// Maps the exception stacks and registers the upcall stub with the kernel
+/// (with no handler installed, exceptions still end in exit code 102).
+/// Slot upcalls ([`crate::cpu`]) need this.
+pub(crate) fn ensure_upcalls() -> Result<(), Error> {
+    map_stacks(fault_cores())?;
+    sys::set_exception_handler(
+        sys::exception_entry_addr(),
+        layout::EXC_STACK_TOP,
+        layout::EXC_STACK_SLOT,
+    )?;
+    Ok(())
+}
+
 /// Maps the exception stack of every core in `cores` not mapped yet.
-fn map_stacks(cores: u64) -> Result<(), Error> {
+pub(crate) fn map_stacks(cores: u64) -> Result<(), Error> {
     let mut mapped = STACKS_MAPPED.lock();
     let missing = cores & !*mapped;
     for core in (0..abi::MAX_CORES).filter(|&c| missing & (1 << c) != 0) {
@@ -103,6 +116,9 @@ pub fn print_frame(frame: &UpcallFrame) {
 
 /// Rust side of the upcall stub.
 pub(crate) fn dispatch(frame: &mut UpcallFrame) -> ! {
+    if frame.vector >= abi::vector::SLOT_START {
+        crate::cpu::slot_upcall(frame);
+    }
     let handler = *HANDLER.lock();
     let resume = match handler {
         Some(h) => h(frame),

@@ -78,6 +78,21 @@ pub const fn exc_stack_top(core: usize) -> u64 {
     EXC_STACK_TOP - EXC_STACK_SLOT * core as u64
 }
 
+/// Bottom of the per-core stacks of protected control transfers.
+pub const IPC_STACKS_BASE: u64 = 0x0000_7200_0000_0000;
+/// Address space per core (IPC stack plus guard): the stride registered
+/// with `IpcRegister`.
+pub const IPC_STACK_SLOT: u64 = 64 * 1024;
+/// Top (exclusive) of core 0's IPC stack.
+pub const IPC_STACK_TOP: u64 = IPC_STACKS_BASE + IPC_STACK_SLOT * MAX_CORES as u64;
+/// Size of each core's IPC stack.
+pub const IPC_STACK_SIZE: u64 = 16 * 1024;
+
+/// The top of core `core`'s IPC stack.
+pub const fn ipc_stack_top(core: usize) -> u64 {
+    IPC_STACK_TOP - IPC_STACK_SLOT * core as u64
+}
+
 /// The top of core `core`'s vCPU stack.
 pub const fn vcpu_stack_top(core: usize) -> u64 {
     VCPU_STACKS_BASE + VCPU_STACK_SLOT * (core as u64 + 1)
@@ -146,3 +161,4 @@ mod tests {
         }
     }
 }
+const _: () = assert!(EXC_STACK_TOP <= IPC_STACKS_BASE && IPC_STACK_TOP < STACK_TOP - STACK_SIZE);

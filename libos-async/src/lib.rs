@@ -16,6 +16,8 @@
 //!   C: msg`, exit code 101);
 //! - [`start_vcpu`]: more vCPUs, each on its own stack;
 //! - [`set_exception_handler`]: exception upcalls (unhandled: exit 102);
+//! - [`cpu`]: time slots and their upcalls, directed yield, protected
+//!   control transfer (exit 104 if a reply fails), the event queue;
 //! - [`layout`]: the address regions libos-async uses, and the scratch
 //!   window it leaves to applications;
 //! - [`check`]: helpers for test applications;
@@ -32,6 +34,7 @@
 pub mod bench;
 pub mod check;
 pub mod console;
+pub mod cpu;
 pub mod exception;
 pub mod layout;
 pub mod mem;

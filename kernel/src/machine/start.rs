@@ -64,7 +64,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     let mut bsp_apic = apic::Apic::enable_this_cpu();
     let timer_hz = bsp_apic.calibrate_timer();
     apic::set_tick_rate(timer_hz, cmdline.tick_hz);
-    bsp_apic.start_periodic_timer();
+    bsp_apic.start_timer();
     let pcid_owner = super::tlb::init_this_cpu(true);
     let me = percpu::init_this_cpu(
         0,
@@ -74,10 +74,12 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
         pcid_owner,
     );
     log::info!(
-        "TSC {} MHz, APIC timer {} MHz, tick {} Hz, {} MiB free",
+        "TSC {} MHz, APIC timer {} MHz, idle tick {} Hz, {} slots of {} us per core, {} MiB free",
         tsc_hz / 1_000_000,
         timer_hz / 1_000_000,
         cmdline.tick_hz,
+        cmdline.slots,
+        cmdline.slot_us,
         (memory::free_frames() * 4096) >> 20
     );
 
@@ -88,6 +90,15 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
 
     BOOT_INFO.call_once(|| BootInfo { initrd, madt_apic_ids: processors.apic_ids });
     kprintln!("exo: boot ok cores={} apic={}", percpu::online_cpus(), apic::mode_name());
+    super::slots::init(
+        super::slots::Config {
+            slots: cmdline.slots,
+            slot_us: cmdline.slot_us,
+            grace_us: cmdline.grace_us,
+            slots_reserved: cmdline.slots_reserved,
+        },
+        percpu::online_cpus(),
+    );
     let all_cores = u64::MAX >> (64 - percpu::online_cpus());
     // Core 0 runs the test and benchmark harnesses; in `run` mode it joins
     // the others in running environments once the demo is started.
