@@ -15,6 +15,7 @@
 //! | `slots_reserved` | slots per core nobody may own, 0..`slots` | `slots / 4` |
 //! | `bench_samples` | samples per benchmark, 1..=100000 | 1000 |
 //! | `init` | comma-separated applications to start in `run` mode | `hello` |
+//! | `tests` | in `test` mode, run only the tests whose name contains this | all |
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -71,6 +72,8 @@ pub struct Cmdline {
     pub bench_samples: u32,
     /// Applications to start in `run` mode.
     pub init: Vec<String>,
+    /// In `test` mode, only tests whose name contains this.
+    pub tests: Option<String>,
     /// Words that were not understood, kept for a warning.
     pub unknown: Vec<String>,
 }
@@ -87,6 +90,7 @@ impl Default for Cmdline {
             slots_reserved: 4,
             bench_samples: 1000,
             init: alloc::vec![String::from("hello")],
+            tests: None,
             unknown: Vec::new(),
         }
     }
@@ -110,6 +114,10 @@ impl Cmdline {
                 "slots_reserved" => parse_in(value, 0, 63).map(|v| reserved = Some(v)).is_some(),
                 "bench_samples" => {
                     parse_in(value, 1, 100_000).map(|v| out.bench_samples = v).is_some()
+                }
+                "tests" if !value.is_empty() => {
+                    out.tests = Some(String::from(value));
+                    true
                 }
                 "init" => {
                     out.init =
@@ -174,6 +182,8 @@ mod tests {
         assert!(c.unknown.is_empty());
         assert_eq!(Cmdline::parse("init=a,,b").init, ["a", "b"]);
         assert_eq!(Cmdline::parse("").init, ["hello"]);
+        assert_eq!(Cmdline::parse("tests=cpu_").tests.as_deref(), Some("cpu_"));
+        assert_eq!(Cmdline::parse("tests=").tests, None);
         assert!(Cmdline::parse("init=").init.is_empty());
     }
 

@@ -201,9 +201,14 @@ impl Events {
     pub fn position(&self) -> u64 {
         self.next
     }
+}
 
-    /// The next event, if one was posted.
-    pub fn next(&mut self) -> Option<Received> {
+/// Yields what has been posted so far; `None` means "nothing new yet" (the
+/// reader can be polled again later: it is not fused).
+impl Iterator for Events {
+    type Item = Received;
+
+    fn next(&mut self) -> Option<Received> {
         let tail = sys::event_tail();
         if self.next >= tail {
             return None;

@@ -103,6 +103,7 @@ const _: () = assert!(SCRATCH_END <= RINGS_BASE);
 const _: () =
     assert!(RING_MAX_BYTES + PAGE_SIZE <= RING_SLOT && RING_SLOT.is_multiple_of(PAGE_SIZE));
 const _: () = assert!(ring_base(MAX_CORES) <= VCPU_STACKS_BASE);
+const _: () = assert!(EXC_STACK_TOP <= IPC_STACKS_BASE && IPC_STACK_TOP < STACK_TOP - STACK_SIZE);
 const _: () = assert!(vcpu_stack_top(MAX_CORES - 1) + PAGE_SIZE <= EXC_STACKS_BASE);
 const _: () = assert!(EXC_STACKS_BASE + PAGE_SIZE <= exc_stack_top(MAX_CORES - 1) - EXC_STACK_SIZE);
 const _: () = assert!(EXC_STACK_TOP <= STACK_TOP - STACK_SIZE);
@@ -161,4 +162,3 @@ mod tests {
         }
     }
 }
-const _: () = assert!(EXC_STACK_TOP <= IPC_STACKS_BASE && IPC_STACK_TOP < STACK_TOP - STACK_SIZE);

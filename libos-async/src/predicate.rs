@@ -203,6 +203,13 @@ impl Pred {
         Self::new().load_info(R1, NOTIFICATIONS_OFFSET).konst(R2, seen).ne(R0, R1, R2)
     }
 
+    /// Wake when `InfoPage::event_tail` differs from `seen` (a new event in
+    /// the queue; read it with [`crate::sys::event_tail`] before sleeping).
+    pub fn events_ne(seen: u64) -> Self {
+        let offset = core::mem::offset_of!(abi::InfoPage, event_tail) as u64;
+        Self::new().load_info(R1, offset).konst(R2, seen).ne(R0, R1, R2)
+    }
+
     /// Appends `other`'s instructions.
     fn append(mut self, other: &Pred) -> Self {
         self.invalid |= other.invalid;

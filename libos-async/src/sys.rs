@@ -456,11 +456,7 @@ pub fn event_at(index: u64) -> Result<abi::event::Event, u64> {
         let event = core::ptr::read_volatile(at as *const Event);
         (before, event, kernel_word(at))
     };
-    if before == index + 1 && after == index + 1 {
-        Ok(event)
-    } else {
-        Err(before.max(after))
-    }
+    if before == index + 1 && after == index + 1 { Ok(event) } else { Err(before.max(after)) }
 }
 
 /// A snapshot of the environment's read-only [`InfoPage`].

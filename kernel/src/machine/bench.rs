@@ -11,6 +11,8 @@
 //!   `map_unmap`, `frame_alloc_free`; see that application's docs.
 //! * ring 3 (`apps/ringbench`): `ring_nop_batch_{1,8,64,256}` (cycles per
 //!   operation), `syscall_null_for_ring`, `wakeup_notify_cross_core`.
+//! * ring 3 (`apps/cpubench`): `pct_call_reply`, `yield_to_switch`,
+//!   `acall_wakeup_cross_core`.
 //! * ring 3 on all cores (`apps/tlbbench`): TLB shootdown latency to 1..7
 //!   cores for one page, a 64-page batch and a full flush.
 //! * `mailbox_roundtrip_0_to_N`: core 0 posts `Echo` to core N's mailbox
@@ -130,26 +132,51 @@ pub fn run_all(n: usize, all_cores: u64) -> ! {
 /// The system-call, upcall, mapping and frame benchmarks run in ring 3 (the
 /// `benchsys` application measures them itself and prints its own lines).
 fn run_ring3_benchmarks(n: usize) -> bool {
-    run_app("benchsys", n) && run_app("ringbench", n)
+    run_app("benchsys", n) && run_app("ringbench", n) && run_cpubench(n)
+}
+
+/// `cpubench` on core 1 with its partners: an echo `pctserver` (on core 2;
+/// the calls run on core 1) and a `yielder` target on core 1.
+fn run_cpubench(n: usize) -> bool {
+    let partners = super::env::spawn("pctserver", 0, Some(2))
+        .and_then(|server| super::env::spawn("yielder", 0, Some(1)).map(|y| (server, y)));
+    let (server, yielder) = match partners {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("cannot start cpubench's partners: {e}");
+            return false;
+        }
+    };
+    let arg = n as u64 | u64::from(server.id) << 32 | u64::from(yielder.id) << 48;
+    let ok = run_env("cpubench", arg, Some(1));
+    ok && [server, yielder].iter().all(|e| wait_env(e) == Some(super::env::Outcome::Exited(0)))
 }
 
 /// Runs one benchmark application to its end; whether it exited 0.
 fn run_app(name: &str, n: usize) -> bool {
-    let env = match super::env::spawn(name, n as u64, None) {
-        Ok(env) => env,
+    run_env(name, n as u64, None)
+}
+
+fn run_env(name: &str, arg: u64, core: Option<usize>) -> bool {
+    match super::env::spawn(name, arg, core) {
+        Ok(env) => wait_env(&env) == Some(super::env::Outcome::Exited(0)),
         Err(e) => {
             log::error!("cannot start {name}: {e}");
-            return false;
+            false
         }
-    };
+    }
+}
+
+/// Waits (10 minutes at most) for `env` to end; its outcome.
+fn wait_env(env: &super::env::Env) -> Option<super::env::Outcome> {
     let deadline = Deadline::after_ms(600_000);
     loop {
         if let Some(outcome) = env.finished() {
-            return *outcome == super::env::Outcome::Exited(0);
+            return Some(outcome.clone());
         }
         if deadline.passed() {
-            log::error!("{name} did not finish");
-            return false;
+            log::error!("{} did not finish", env.name);
+            return None;
         }
         pause();
     }

@@ -961,11 +961,13 @@ pub fn post_event(env: &Env, kind: u32, source: EnvId, data: [u64; 2]) {
         unsafe { &*(base.add(offset) as *const AtomicU64) }
     };
     {
-        let _writer = without_interrupts(|| loop {
-            if let Some(guard) = env.event_lock.try_lock() {
-                break guard;
+        let _writer = without_interrupts(|| {
+            loop {
+                if let Some(guard) = env.event_lock.try_lock() {
+                    break guard;
+                }
+                core::hint::spin_loop();
             }
-            core::hint::spin_loop();
         });
         let index = word(0).load(Ordering::Relaxed);
         let entry = core::mem::offset_of!(abi::event::EventQueue, entries)

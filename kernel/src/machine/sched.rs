@@ -86,6 +86,9 @@ pub struct Vcpu {
     pub wait: Option<Wait>,
     /// The protected control transfer it is making, if any.
     pub call: Option<Activation>,
+    /// It got an epilogue upcall and has not yielded since (the abort
+    /// protocol stopped it): it gets no new epilogue until it yields.
+    pub owes_yield: bool,
 }
 
 /// Another environment running on a vCPU's time (`Call` until `Reply`).
@@ -202,6 +205,7 @@ pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(),
         ring: None,
         wait: None,
         call: None,
+        owes_yield: false,
     });
     target.incoming_pending.store(true, Ordering::Release);
     target.vcpus.fetch_add(1, Ordering::AcqRel);
@@ -313,6 +317,11 @@ fn decide(
     upcall: &mut Option<Upcall>,
 ) -> Next {
     let (_, grace_tsc) = slot_tsc();
+    if why == Why::Yield
+        && let Some(v) = rq.current.as_mut()
+    {
+        v.owes_yield = false;
+    }
     // An epilogue is running: did it yield, or is its time up?
     if let Some(deadline) = rq.clock.grace_until {
         if rq.current.is_none() || why == Why::Yield {
@@ -333,14 +342,20 @@ fn decide(
     }
     // The slot is over.
     if !rq.clock.started || now >= rq.clock.ends_at {
-        if let Some(v) = rq.current.as_ref()
+        if let Some(v) = rq.current.as_mut()
             && rq.clock.started
             && why != Why::Yield
             && v.env.id == rq.clock.entitled()
             && v.call.is_none()
         {
             let entry = v.env.epilogue.load(Ordering::Relaxed);
-            if entry != 0 {
+            if entry != 0 && v.owes_yield {
+                // Still inside the epilogue it was stopped in: no new
+                // upcall (they would pile up on its stack); charged again.
+                charge_overrun(&v.env, core, rq.clock.index);
+                rq.forfeits.push(v.env.id);
+            } else if entry != 0 {
+                v.owes_yield = true;
                 bump_vcpu_stat(&v.env, core, offset_of!(abi::VcpuPage, epilogues));
                 rq.clock.grace_until = Some(now.saturating_add(grace_tsc));
                 *upcall = Some(Upcall::Epilogue(entry));
@@ -611,6 +626,7 @@ pub fn sleep_current(frame: &TrapFrame, wait: Wait) {
             v.context = frame.clone();
             account(&v, me.index, now.saturating_sub(rq.run_since));
             v.wait = Some(wait);
+            v.owes_yield = false;
             rq.sleeping.push(v);
         }
     });
@@ -654,7 +670,8 @@ pub fn yield_to(frame: &mut TrapFrame, target: EnvId) -> Result<(), Error> {
     let core = me.index;
     let now = super::cpu::rdtsc();
     let result = me.runq.with(|rq| {
-        let current = rq.current.as_ref().ok_or(Error::NotRunnable)?;
+        let current = rq.current.as_mut().ok_or(Error::NotRunnable)?;
+        current.owes_yield = false;
         if current.call.is_some() {
             return Err(Error::Busy);
         }

@@ -147,7 +147,11 @@ pub fn release_env(env: u32) {
 
 /// The owner of slot `index` of `core` (0: nobody).
 pub fn owner(core: usize, index: usize) -> u32 {
-    SCHEDULE.core.get(core).and_then(|v| v.owner.get(index)).map_or(0, |o| o.load(Ordering::Acquire))
+    SCHEDULE
+        .core
+        .get(core)
+        .and_then(|v| v.owner.get(index))
+        .map_or(0, |o| o.load(Ordering::Acquire))
 }
 
 /// The slots `env` owns on `core`.

@@ -242,9 +242,12 @@ fn execute(env: &Env, sqe: &SqEntry, timers: &mut Vec<(u64, u64)>) -> Outcome {
                 Outcome::Pending
             }
         }
-        Op::Notify => {
-            done(u32::try_from(a0).map_err(|_| Error::NoSuchEnv).and_then(|t| notify(env, t)).map(|()| 0))
-        }
+        Op::Notify => done(
+            u32::try_from(a0)
+                .map_err(|_| Error::NoSuchEnv)
+                .and_then(|t| notify(env, t))
+                .map(|()| 0),
+        ),
         Op::SlotAlloc => done(super::slots::alloc(env.id, a0, a1, a2)),
     }
 }
