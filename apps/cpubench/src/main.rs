@@ -39,6 +39,8 @@ const WAIT_MS: u64 = 30_000;
 
 fn pct(server: u64, samples: &mut [u64]) {
     let me = env_id();
+    // The server may not have registered its entry yet.
+    wait_for_ms(WAIT_MS, || cpu::call(server, &[0; 8]) != Err(libos_async::abi::Error::Refused));
     for i in 0..samples.len() + WARMUP {
         let msg = [i as u64; 8];
         let t0 = rdtsc();

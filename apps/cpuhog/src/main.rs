@@ -11,8 +11,9 @@
 //!
 //! Modes:
 //! * 0, **plain**: no slot upcalls (preempted at each slot end);
-//! * 1, **polite**: an epilogue that counts itself and returns (the
-//!   library then yields at once); exits 0 only if it saw epilogues;
+//! * 1, **polite**: a prologue and an epilogue that count themselves and
+//!   return (after the epilogue the library yields at once); exits 0 only
+//!   if both upcalls arrived;
 //! * 2, **rude**: an epilogue that never yields: it spins until the time
 //!   is up and exits from there. The kernel's abort protocol must stop it
 //!   at every slot end and charge it.
@@ -32,9 +33,14 @@ pub const WORK_VA: u64 = libos_async::layout::SCRATCH_BASE;
 
 static DEADLINE: AtomicU64 = AtomicU64::new(0);
 static EPILOGUES: AtomicU64 = AtomicU64::new(0);
+static PROLOGUES: AtomicU64 = AtomicU64::new(0);
 
 fn polite(_frame: &mut UpcallFrame) {
     EPILOGUES.fetch_add(1, SeqCst);
+}
+
+fn prologue(_frame: &mut UpcallFrame) {
+    PROLOGUES.fetch_add(1, SeqCst);
 }
 
 fn rude(_frame: &mut UpcallFrame) {
@@ -48,15 +54,16 @@ fn rude(_frame: &mut UpcallFrame) {
 fn report_and_exit(mode: u64) -> ! {
     let page = sys::vcpu_page();
     println!(
-        "cpuhog {} (mode {mode}): {} slots started, {} epilogues ({} seen), {} overruns",
+        "cpuhog {} (mode {mode}): {} slots started, {} prologues seen, {} epilogues ({} seen), {} overruns",
         libos_async::env_id(),
         page.slots_started,
+        PROLOGUES.load(SeqCst),
         page.epilogues,
         EPILOGUES.load(SeqCst),
         page.overruns
     );
-    if mode == 1 && EPILOGUES.load(SeqCst) == 0 {
-        println!("CHECK FAILED: cpuhog: no epilogue upcall arrived");
+    if mode == 1 && (EPILOGUES.load(SeqCst) == 0 || PROLOGUES.load(SeqCst) == 0) {
+        println!("CHECK FAILED: cpuhog: a slot upcall never arrived");
         sys::exit(1);
     }
     sys::exit(0)
@@ -71,7 +78,7 @@ fn app_main(arg: u64) -> i32 {
     DEADLINE.store(deadline, SeqCst);
     match mode {
         0 => {}
-        1 => require("set_slot_handlers", cpu::set_slot_handlers(None, Some(polite))),
+        1 => require("set_slot_handlers", cpu::set_slot_handlers(Some(prologue), Some(polite))),
         2 => require("set_slot_handlers", cpu::set_slot_handlers(None, Some(rude))),
         _ => fail(format_args!("cpuhog: unknown mode {mode}")),
     }

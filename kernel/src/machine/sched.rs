@@ -288,8 +288,14 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
     if let Some(upcall) = upcall {
         let env = current_env();
         let delivered = match upcall {
-            Upcall::Prologue(entry) => deliver_upcall(frame, &env, abi::vector::SLOT_START, entry),
-            Upcall::Epilogue(entry) => deliver_upcall(frame, &env, abi::vector::SLOT_END, entry),
+            Upcall::Prologue(entry) => {
+                let handler = *env.exception.lock();
+                deliver_upcall(frame, &env, &handler, abi::vector::SLOT_START, entry)
+            }
+            Upcall::Epilogue(entry) => {
+                let handler = *env.exception.lock();
+                deliver_upcall(frame, &env, &handler, abi::vector::SLOT_END, entry)
+            }
         };
         if delivered.is_err() && matches!(upcall, Upcall::Epilogue(_)) {
             // It cannot be told: the abort protocol applies right away.
@@ -639,9 +645,15 @@ pub fn in_call() -> bool {
 
 /// Runs `f` with the current vCPU's ring slot (taken out of the run queue
 /// for the call, so `f` may do anything the kernel does on this core).
-pub fn with_current_ring<R>(f: impl FnOnce(&mut Option<VcpuRing>) -> R) -> R {
+/// `Busy` inside a protected control transfer: the ring is the caller's.
+pub fn with_current_ring<R>(
+    f: impl FnOnce(&mut Option<VcpuRing>) -> Result<R, Error>,
+) -> Result<R, Error> {
     let me = this_cpu();
-    let mut ring = me.runq.with(|rq| rq.current.as_mut().and_then(|v| v.ring.take()));
+    let mut ring = me.runq.with(|rq| match rq.current.as_mut() {
+        Some(v) if v.call.is_none() => Ok(v.ring.take()),
+        _ => Err(Error::Busy),
+    })?;
     let result = f(&mut ring);
     me.runq.with(|rq| {
         if let Some(v) = rq.current.as_mut() {
@@ -991,7 +1003,8 @@ fn user_exception(frame: &mut TrapFrame) {
         );
         return;
     }
-    let entry = env.exception.lock().entry;
+    let handler = *env.exception.lock();
+    let entry = handler.entry;
     if entry == 0 {
         let what = if vector == abi::vector::PAGE_FAULT {
             let fault_addr = x86_64::registers::control::Cr2::read_raw();
@@ -1006,7 +1019,7 @@ fn user_exception(frame: &mut TrapFrame) {
         return;
     }
     let rip = frame.rip;
-    if let Err(at) = deliver_upcall(frame, &env, vector, entry) {
+    if let Err(at) = deliver_upcall(frame, &env, &handler, vector, entry) {
         env::terminate(
             &env,
             Outcome::Killed(alloc::format!(
@@ -1020,8 +1033,13 @@ fn user_exception(frame: &mut TrapFrame) {
 /// upcall's with `vector` ≥ 0x100) on `env`'s exception stack for this
 /// core and makes `frame` enter `entry` with `rsp` = `rdi` = its address.
 /// Fails with the address it could not write.
-fn deliver_upcall(frame: &mut TrapFrame, env: &Env, vector: u64, entry: u64) -> Result<(), u64> {
-    let handler = *env.exception.lock();
+fn deliver_upcall(
+    frame: &mut TrapFrame,
+    env: &Env,
+    handler: &env::ExceptionHandler,
+    vector: u64,
+    entry: u64,
+) -> Result<(), u64> {
     let fault_addr = if vector == abi::vector::PAGE_FAULT {
         x86_64::registers::control::Cr2::read_raw()
     } else {
@@ -1058,12 +1076,15 @@ fn deliver_upcall(frame: &mut TrapFrame, env: &Env, vector: u64, entry: u64) -> 
     let nested = frame.rsp < stack_top && frame.rsp >= stack_top.saturating_sub(window);
     let base = if nested { frame.rsp.saturating_sub(128) } else { stack_top };
     let at = base.saturating_sub(abi::UPCALL_FRAME_SIZE) & !0xf;
-    let words = upcall.to_words();
-    let mut bytes = [0u8; abi::UPCALL_FRAME_SIZE as usize];
-    for (chunk, word) in bytes.chunks_exact_mut(8).zip(words) {
-        chunk.copy_from_slice(&word.to_le_bytes());
-    }
-    env::copy_to_user(env, at, &bytes).map_err(|_| at)?;
+    // SAFETY: `UpcallFrame` is `repr(C)` plain data (21 `u64`s, no
+    // padding); viewing it as bytes to copy it out is sound.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            &upcall as *const abi::UpcallFrame as *const u8,
+            abi::UPCALL_FRAME_SIZE as usize,
+        )
+    };
+    env::copy_to_user(env, at, bytes).map_err(|_| at)?;
     frame.rip = entry;
     frame.rsp = at;
     frame.rdi = at;

@@ -142,12 +142,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Syscall::EnvLookup => env_lookup(&env, args[0], args[1]),
         Syscall::FrameStatus => env::frame_status(args[0]),
         Syscall::UnmapRange => env::unmap_range(&env, args[0], args[1]),
-        Syscall::RingSetup | Syscall::RingEnter | Syscall::SleepOn | Syscall::YieldTo
-            if sched::in_call() =>
-        {
-            // These belong to the caller's vCPU, not to a callee.
-            Err(Error::Busy)
-        }
+        // These belong to the caller's vCPU, not to a callee (the ring ones
+        // check inside `with_current_ring`).
+        Syscall::SleepOn | Syscall::YieldTo if sched::in_call() => Err(Error::Busy),
         Syscall::RingSetup => sched::with_current_ring(|slot| {
             // A new registration replaces (and unpins) the old ring.
             *slot = Some(VcpuRing::setup(&env, args[0], args[1], args[2])?);

@@ -221,8 +221,9 @@ pub fn abort_protocol_stops_and_charges() -> TestResult {
     })
 }
 
-/// A hog whose epilogue returns at once gets its epilogue upcalls.
-pub fn polite_epilogue_upcalls() -> TestResult {
+/// A hog with a prologue and an epilogue that return at once gets both
+/// upcalls (it checks itself).
+pub fn slot_upcalls() -> TestResult {
     frames_restored(|| {
         let hog = spawn_on("cpuhog", 1 | 2 << 8 | 600 << 16, 6)?;
         let outcome = wait(&hog)?;
