@@ -791,9 +791,9 @@ mod tests {
 mod loom {
     use super::*;
     use ::loom::sync::Arc;
-    use core::sync::atomic::Ordering::AcqRel;
     use ::loom::sync::atomic::{AtomicBool, AtomicU64};
     use ::loom::thread;
+    use core::sync::atomic::Ordering::AcqRel;
     use std::vec::Vec;
 
     /// Ring memory made of loom atomics (slot contents relaxed, so only
