@@ -87,6 +87,45 @@ const TESTS: &[KernelTest] = &[
     ("ring_batches_chains_overflow_timers_and_bad_entries", || expect_exit("ringtest", 0)),
     ("ring_hostile_bytes_beside_worker", || hostile_beside_worker("ringhostile", 0, None)),
     ("predicates_wake_on_memory_deadline_notification_and_reject_bad_programs", predicates),
+    ("channel_echo_serves_two_clients", || {
+        env_group(&[("echo", 2), ("echo-client", 300), ("echo-client", 300)])
+    }),
+    ("channel_client_dies_mid_conversation_server_sees_peer_gone", || {
+        env_group(&[("chanserver", 1), ("chanpeer", 1)])
+    }),
+    ("channel_server_dies_mid_conversation_client_sees_peer_gone", || {
+        env_group(&[("chanserver", 2), ("chanpeer", 2)])
+    }),
+    ("channel_hostile_client_scribbles_server_reports_corrupt", || {
+        env_group(&[("chanserver", 3), ("chanpeer", 3)])
+    }),
+    ("channel_hostile_server_scribbles_client_reports_corrupt", || {
+        env_group(&[("chanserver", 4), ("chanpeer", 4)])
+    }),
+    ("channel_7_producers_1_consumer_exactly_once_in_order", || {
+        env_group(&[
+            ("chanserver", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+        ])
+    }),
+    ("channel_kv_7_clients_final_checksum", || {
+        env_group(&[
+            ("kv", 7),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+        ])
+    }),
 ];
 
 /// Runs every test; returns whether all passed.
@@ -495,5 +534,26 @@ fn predicates() -> TestResult {
         check(s == Outcome::Exited(0) && p == Outcome::Exited(0), || {
             format!("predtest {s:?}, predpeer {p:?}")
         })
+    })
+}
+
+// --- channels ---------------------------------------------------------------
+
+/// Starts every `(app, start_arg)` at once; all must exit 0, and every frame
+/// must come back.
+fn env_group(apps: &[(&str, u64)]) -> TestResult {
+    frames_restored(|| {
+        let mut envs = Vec::new();
+        for &(name, arg) in apps {
+            envs.push(spawn(name, arg)?);
+        }
+        let mut failed = Vec::new();
+        for env in &envs {
+            let outcome = wait(env)?;
+            if outcome != Outcome::Exited(0) {
+                failed.push(format!("{} ({}) {outcome:?}", env.name, env.start_arg));
+            }
+        }
+        check(failed.is_empty(), || failed.join(", "))
     })
 }

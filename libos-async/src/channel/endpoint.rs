@@ -46,10 +46,11 @@ impl Peer {
     }
 }
 
-/// Turns a ring error into `PeerGone` when the reason is a dead peer.
+/// Turns a ring error into `PeerGone` when the reason is a dead peer (a
+/// peer that closed its end properly and then exited stays `Closed`).
 fn classify(e: ChannelError, peer: &Peer) -> ChannelError {
     match e {
-        ChannelError::Corrupt(_) | ChannelError::Closed if !peer.alive() => ChannelError::PeerGone,
+        ChannelError::Corrupt(_) if !peer.alive() => ChannelError::PeerGone,
         e => e,
     }
 }
@@ -333,6 +334,25 @@ impl Receiver {
                 Poll::Pending
             }
         }
+    }
+
+    /// For hand-written futures: `Ready` when [`Receiver::try_recv`] has
+    /// something to say (a message or an error), else registers the wait
+    /// with the executor and returns `Pending`. It does not check the
+    /// peer's liveness: the caller does (see [`Receiver::check_peer`]).
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self.ring.prepare_wait(&self.mem) {
+            Err(_) | Ok(Wait::Ready) => Poll::Ready(()),
+            Ok(Wait::Sleep { off, value }) => {
+                wait::watch(cx, self.mem.addr(off), value, u64::MAX);
+                Poll::Pending
+            }
+        }
+    }
+
+    /// `Err(PeerGone)` if the sender's environment is gone.
+    pub fn check_peer(&self) -> Result<(), ChannelError> {
+        if self.peer.alive() { Ok(()) } else { Err(ChannelError::PeerGone) }
     }
 
     /// Closes the channel from this side (later sends fail with `Closed`).

@@ -79,11 +79,13 @@
 
 pub mod endpoint;
 pub mod ring;
+pub mod serve;
 pub mod setup;
 pub mod shm;
 pub mod wait;
 
 pub use endpoint::{LIVENESS_POLL_MS, Peer, Receiver, Sender, ready_any};
+pub use serve::{Event, ServeStats, serve};
 pub use setup::{ClientConn, Config, DOORBELL_PROBES, Listener, ServerConn, connect, connect_env};
 pub use wait::block_on;
 
