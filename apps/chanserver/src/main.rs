@@ -8,7 +8,8 @@
 //! * 3 — a hostile client scribbles over the request ring: the connection
 //!   must end with `Corrupt`, and the server goes on (exits cleanly).
 //! * 4 — this server turns hostile: after 2 echoes it writes garbage into
-//!   the reply ring's header and slots (`chanpeer 4` must see `Corrupt`);
+//!   the reply ring's header and slots instead of answering the third
+//!   request (`chanpeer 4` must see `Corrupt`);
 //!   then it waits for the client to leave.
 //! * 5 — 7 producers: accepts 7 clients, each sending `chanpeer`'s
 //!   `MESSAGES` one-way sequence numbers; every connection must deliver
@@ -80,6 +81,12 @@ fn app_main(case: u64) -> i32 {
             if case == 2 {
                 println!("chanserver 2: dying mid-conversation");
                 libos_async::sys::exit(0);
+            }
+            // The client has read both echoes once its third request
+            // arrives; that one is answered with garbage instead.
+            if let Err(e) = conn.rx.recv_blocking(&mut buf) {
+                println!("chanserver 4: third request: {e:?}");
+                return 1;
             }
             // Hostile: a tail far beyond capacity, and huge lengths.
             let ring = conn.tx.shared();

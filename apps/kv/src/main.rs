@@ -2,8 +2,10 @@
 //! environments at once (one connection each, answered in turn by one
 //! async loop that sleeps on all of their request rings).
 //!
-//! Start argument: how many clients to serve (0 means 2, the demo's
-//! `init=kv,kv-client,kv-client`). When they have all left, the server
+//! Start argument: how many clients to serve in its low 32 bits (0 means
+//! 2, the demo's `init=kv,kv-client,kv-client`); any upper bit: print the
+//! `kv_op_7_clients` benchmark line (cycles per request, first connection
+//! to last close). When they have all left, the server
 //! checks its final state: for every client it replays that client's
 //! deterministic workload (`proto::expected`) and compares with the
 //! checksum of the pairs it holds in that client's key space, and it
@@ -83,7 +85,9 @@ impl Table {
 }
 
 fn app_main(arg: u64) -> i32 {
-    let clients = if arg == 0 { 2 } else { arg };
+    let clients = if arg & 0xffff_ffff == 0 { 2 } else { arg & 0xffff_ffff };
+    let bench = arg >> 32 != 0;
+    let mut first = 0u64;
     let mut table = Table { keys: [0; SLOTS], values: [0; SLOTS], state: [0; SLOTS] };
     let Ok(mut listener) = Listener::new(Config::default()) else {
         println!("kv: cannot listen");
@@ -95,6 +99,9 @@ fn app_main(arg: u64) -> i32 {
     let stats =
         channel::block_on(channel::serve(&mut listener, clients, 60_000, |ev, out| match ev {
             Event::Connected(_, conn) => {
+                if first == 0 {
+                    first = libos_async::sys::rdtsc();
+                }
                 if n_ids < ids.len() {
                     ids[n_ids] = conn.client().env;
                     n_ids += 1;
@@ -115,6 +122,10 @@ fn app_main(arg: u64) -> i32 {
                 None
             }
         }));
+    if bench {
+        let cycles = libos_async::sys::rdtsc() - first;
+        libos_async::bench::report("kv_op_7_clients", &mut [cycles / stats.requests.max(1)]);
+    }
     let mut ok = stats.closed == clients && stats.accepted == clients;
     let mut total = 0u64;
     for &id in &ids[..n_ids] {

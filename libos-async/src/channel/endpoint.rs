@@ -56,18 +56,17 @@ fn classify(e: ChannelError, peer: &Peer) -> ChannelError {
 }
 
 /// Blocks until the word at `addr` differs from `value` or the liveness
-/// poll is due. `Err(PeerGone)` if the peer died.
-fn sleep_on_word(addr: u64, value: u64, peer: &Peer) -> Result<(), ChannelError> {
+/// poll is due; returns whether the peer was found dead (the caller tries
+/// its operation once more first, so a close just before the death is
+/// still seen as `Closed`).
+fn sleep_on_word(addr: u64, value: u64, peer: &Peer) -> bool {
     let seen = sys::notifications();
     let deadline = sys::rdtsc() + ms_to_tsc(LIVENESS_POLL_MS);
     let _ = Pred::word_ne(addr, value)
         .either(Pred::notifications_ne(seen))
         .either(Pred::deadline(deadline))
         .sleep();
-    if sys::rdtsc() >= deadline && !peer.alive() {
-        return Err(ChannelError::PeerGone);
-    }
-    Ok(())
+    sys::rdtsc() >= deadline && !peer.alive()
 }
 
 /// State shared by the waiting loops of both ends.
@@ -150,8 +149,10 @@ impl Sender {
     /// executor needed. `PeerGone` if the receiver dies meanwhile.
     pub fn send_blocking(&mut self, msg: &[u8]) -> Result<(), ChannelError> {
         let mut spins = 0;
+        let mut dead = false;
         loop {
             match self.try_send(msg) {
+                Err(ChannelError::WouldBlock) if dead => return Err(ChannelError::PeerGone),
                 Err(ChannelError::WouldBlock) => {}
                 r => return r,
             }
@@ -162,7 +163,9 @@ impl Sender {
             }
             match self.ring.prepare_wait(&self.mem).map_err(|e| classify(e, &self.peer))? {
                 Wait::Ready => {}
-                Wait::Sleep { off, value } => sleep_on_word(self.mem.addr(off), value, &self.peer)?,
+                Wait::Sleep { off, value } => {
+                    dead = sleep_on_word(self.mem.addr(off), value, &self.peer);
+                }
             }
         }
     }
@@ -272,8 +275,10 @@ impl Receiver {
     /// delivered, `PeerGone` if it died.
     pub fn recv_blocking(&mut self, buf: &mut [u8]) -> Result<usize, ChannelError> {
         let mut spins = 0;
+        let mut dead = false;
         loop {
             match self.try_recv(buf) {
+                Err(ChannelError::WouldBlock) if dead => return Err(ChannelError::PeerGone),
                 Err(ChannelError::WouldBlock) => {}
                 r => return r,
             }
@@ -284,7 +289,9 @@ impl Receiver {
             }
             match self.ring.prepare_wait(&self.mem).map_err(|e| classify(e, &self.peer))? {
                 Wait::Ready => {}
-                Wait::Sleep { off, value } => sleep_on_word(self.mem.addr(off), value, &self.peer)?,
+                Wait::Sleep { off, value } => {
+                    dead = sleep_on_word(self.mem.addr(off), value, &self.peer);
+                }
             }
         }
     }

@@ -211,7 +211,6 @@ fn copy_in(mem: &impl SharedMem, off: usize, src: &[u8]) {
 
 /// What a successful send or receive asks of the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[must_use]
 pub struct Done {
     /// Bytes moved.
     pub len: usize,
@@ -771,15 +770,10 @@ mod tests {
             };
             let mut buf = [0u8; 16];
             let mut got = 0;
-            loop {
-                match c.try_recv(&mem, &mut buf) {
-                    Ok(d) => {
-                        prop_assert!(d.len <= 16);
-                        got += 1;
-                        prop_assert!(got <= 4);
-                    }
-                    Err(_) => break,
-                }
+            while let Ok(d) = c.try_recv(&mem, &mut buf) {
+                prop_assert!(d.len <= 16);
+                got += 1;
+                prop_assert!(got <= 4);
             }
         }
     }
