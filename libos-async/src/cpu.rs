@@ -82,7 +82,7 @@ pub fn set_slot_handlers(
     prologue: Option<SlotHandler>,
     epilogue: Option<SlotHandler>,
 ) -> Result<(), Error> {
-    exception::ensure_upcalls()?;
+    exception::ensure_registered()?;
     *PROLOGUE.write() = prologue;
     *EPILOGUE.write() = epilogue;
     let entry = sys::exception_entry_addr();

@@ -6,6 +6,10 @@
 //! SCRATCH_BASE            1 TiB that libos-async never touches: apps map
 //!                         frames here for experiments, and probe::write
 //!                         may write here
+//! CHANNELS_BASE           1 TiB of channel mappings (crate::channel::shm):
+//!                         rings and rendezvous pages shared with other
+//!                         environments, each followed by an unmapped
+//!                         guard page; no Rust object lives there
 //! RINGS_BASE              one RING_SLOT per core c: the submission/
 //!                         completion ring of the vCPU on core c
 //!                         (crate::ring::Ring) at ring_base(c), as many
@@ -41,6 +45,11 @@ pub const HEAP_SIZE: u64 = 0x0000_0000_4000_0000;
 pub const SCRATCH_BASE: u64 = 0x0000_2000_0000_0000;
 /// End (exclusive) of the scratch window.
 pub const SCRATCH_END: u64 = SCRATCH_BASE + 0x0000_0100_0000_0000;
+
+/// Start of the channel window (`crate::channel::shm`).
+pub const CHANNELS_BASE: u64 = 0x0000_3000_0000_0000;
+/// End (exclusive) of the channel window.
+pub const CHANNELS_END: u64 = CHANNELS_BASE + 0x0000_0100_0000_0000;
 
 /// Base of the per-core ring slots.
 pub const RINGS_BASE: u64 = 0x0000_6000_0000_0000;
@@ -99,7 +108,7 @@ pub const fn vcpu_stack_top(core: usize) -> u64 {
 }
 
 const _: () = assert!(HEAP_BASE + HEAP_SIZE <= SCRATCH_BASE);
-const _: () = assert!(SCRATCH_END <= RINGS_BASE);
+const _: () = assert!(SCRATCH_END <= CHANNELS_BASE && CHANNELS_END <= RINGS_BASE);
 const _: () =
     assert!(RING_MAX_BYTES + PAGE_SIZE <= RING_SLOT && RING_SLOT.is_multiple_of(PAGE_SIZE));
 const _: () = assert!(ring_base(MAX_CORES) <= VCPU_STACKS_BASE);

@@ -32,6 +32,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod bench;
+pub mod channel;
 pub mod check;
 pub mod console;
 pub mod cpu;

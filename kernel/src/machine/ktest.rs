@@ -96,6 +96,45 @@ const TESTS: &[KernelTest] = &[
     ("cpu_directed_yield_hands_the_slot_to_the_named_env", cpu::directed_yield),
     ("pct_million_calls_intact_errors_and_faulting_target", || cpu::protected_control_transfer(20)),
     ("pct_async_call_wakes_a_target_on_a_halted_core", cpu::async_call_wakes_halted_core),
+    ("channel_echo_serves_two_clients", || {
+        env_group(&[("echo", 2), ("echo-client", 300), ("echo-client", 300)])
+    }),
+    ("channel_client_dies_mid_conversation_server_sees_peer_gone", || {
+        env_group(&[("chanserver", 1), ("chanpeer", 1)])
+    }),
+    ("channel_server_dies_mid_conversation_client_sees_peer_gone", || {
+        env_group(&[("chanserver", 2), ("chanpeer", 2)])
+    }),
+    ("channel_hostile_client_scribbles_server_reports_corrupt", || {
+        env_group(&[("chanserver", 3), ("chanpeer", 3)])
+    }),
+    ("channel_hostile_server_scribbles_client_reports_corrupt", || {
+        env_group(&[("chanserver", 4), ("chanpeer", 4)])
+    }),
+    ("channel_7_producers_1_consumer_exactly_once_in_order", || {
+        env_group(&[
+            ("chanserver", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+        ])
+    }),
+    ("channel_kv_7_clients_final_checksum", || {
+        env_group(&[
+            ("kv", 7),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+        ])
+    }),
 ];
 
 /// Runs every test (whose name contains `filter`, if given); returns
@@ -505,5 +544,26 @@ fn predicates() -> TestResult {
         check(s == Outcome::Exited(0) && p == Outcome::Exited(0), || {
             format!("predtest {s:?}, predpeer {p:?}")
         })
+    })
+}
+
+// --- channels ---------------------------------------------------------------
+
+/// Starts every `(app, start_arg)` at once; all must exit 0, and every frame
+/// must come back.
+fn env_group(apps: &[(&str, u64)]) -> TestResult {
+    frames_restored(|| {
+        let mut envs = Vec::new();
+        for &(name, arg) in apps {
+            envs.push(spawn(name, arg)?);
+        }
+        let mut failed = Vec::new();
+        for env in &envs {
+            let outcome = wait(env)?;
+            if outcome != Outcome::Exited(0) {
+                failed.push(format!("{} ({}) {outcome:?}", env.name, env.start_arg));
+            }
+        }
+        check(failed.is_empty(), || failed.join(", "))
     })
 }
