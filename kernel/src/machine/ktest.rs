@@ -87,6 +87,7 @@ const TESTS: &[KernelTest] = &[
     ("ring_batches_chains_overflow_timers_and_bad_entries", || expect_exit("ringtest", 0)),
     ("ring_hostile_bytes_beside_worker", || hostile_beside_worker("ringhostile", 0, None)),
     ("predicates_wake_on_memory_deadline_notification_and_reject_bad_programs", predicates),
+    ("rt_hello_async_spawns_and_joins_on_every_user_core", || expect_exit("hello-async", 0)),
 ];
 
 /// Runs every test; returns whether all passed.
