@@ -11,6 +11,9 @@
 //!   `map_unmap`, `frame_alloc_free`; see that application's docs.
 //! * ring 3 (`apps/ringbench`): `ring_nop_batch_{1,8,64,256}` (cycles per
 //!   operation), `syscall_null_for_ring`, `wakeup_notify_cross_core`.
+//! * ring 3 (`apps/rtbench`): the async runtime's `rt_spawn_join_local`,
+//!   `rt_spawn_join_cross_core`, `rt_wakeup_ring_completion`,
+//!   `rt_wakeup_cross_core`, `rt_yield`.
 //! * ring 3 on all cores (`apps/tlbbench`): TLB shootdown latency to 1..7
 //!   cores for one page, a 64-page batch and a full flush.
 //! * `mailbox_roundtrip_0_to_N`: core 0 posts `Echo` to core N's mailbox
@@ -130,7 +133,7 @@ pub fn run_all(n: usize, all_cores: u64) -> ! {
 /// The system-call, upcall, mapping and frame benchmarks run in ring 3 (the
 /// `benchsys` application measures them itself and prints its own lines).
 fn run_ring3_benchmarks(n: usize) -> bool {
-    run_app("benchsys", n) && run_app("ringbench", n)
+    run_app("benchsys", n) && run_app("ringbench", n) && run_app("rtbench", n)
 }
 
 /// Runs one benchmark application to its end; whether it exited 0.

@@ -223,10 +223,11 @@ pub(crate) fn enqueue(task: TaskRef) {
     let len = push(home, task);
     if home != here {
         wake_core(home, false);
-    } else if len >= 2 && stealing() {
-        // More work than this core can start now: wake one sleeping
-        // executor so that it can steal.
-        wake_one_sleeper(here);
+    }
+    if len >= 2 && stealing() {
+        // More work queued there than that core can start now: wake one
+        // sleeping executor (not the home core) so that it can steal.
+        wake_one_sleeper(home);
     }
 }
 
@@ -239,9 +240,10 @@ pub(crate) fn wake_core(core: usize, force: bool) {
     }
 }
 
-fn wake_one_sleeper(here: usize) {
+fn wake_one_sleeper(except: usize) {
     loop {
-        let sleepers = SLEEPERS.load(Ordering::SeqCst) & ACTIVE.load(Ordering::SeqCst) & !bit(here);
+        let sleepers =
+            SLEEPERS.load(Ordering::SeqCst) & ACTIVE.load(Ordering::SeqCst) & !bit(except);
         if sleepers == 0 {
             return;
         }

@@ -61,8 +61,8 @@ pub use exec::{
 };
 pub use policy::{Fifo, Policy, PolicyKind, Priority};
 pub use reactor::{
-    RingOp, console_write, frame_alloc, frame_free, grant, map, nop, notify, op, protect, revoke,
-    timer_at, unmap,
+    RingOp, console_write, frame_alloc, frame_free, grant, in_flight, last_reap_tsc, map, nop,
+    notify, op, protect, revoke, timer_at, unmap,
 };
 pub use task::JoinHandle;
 pub use time::{Elapsed, Instant, Interval, Sleep, interval, sleep, sleep_until, timeout};

@@ -80,6 +80,17 @@ pub(crate) fn notify_self() -> bool {
         .is_some()
 }
 
+/// The TSC when the last batch of completions was found on a ring (set
+/// before they are dispatched): benchmarks measure wake-up latency from
+/// it.
+static LAST_REAP_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// When the last batch of completions was found (see [`LAST_REAP_TSC`]),
+/// for wake-up benchmarks.
+pub fn last_reap_tsc() -> u64 {
+    LAST_REAP_TSC.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// Submits what is pending and dispatches every completion waiting on
 /// `core`'s ring (the calling core's); whether any completion arrived.
 pub(crate) fn flush_and_reap(core: usize) -> bool {
@@ -109,6 +120,7 @@ pub(crate) fn flush_and_reap(core: usize) -> bool {
         if n == 0 {
             return any;
         }
+        LAST_REAP_TSC.store(machine::now(), core::sync::atomic::Ordering::Relaxed);
         any = true;
         let mut wake = [const { None }; BATCH];
         {
