@@ -72,6 +72,12 @@ pub(crate) struct CoreExec {
     looping: AtomicBool,
     /// Timers armed by tasks polled on this core.
     pub(crate) timers: Mutex<TimerHeap<Waker>>,
+    /// A lower bound of the earliest armed deadline (`u64::MAX`: none),
+    /// so that a tick need not lock `timers` when nothing is due.
+    pub(crate) earliest: AtomicU64,
+    /// Something was pushed on this core's ring since the last reap, or
+    /// operations are in flight: the tick must look at the ring.
+    pub(crate) ring_busy: AtomicBool,
     /// Words and notifications tasks on this core wait for.
     pub(crate) watch: Mutex<WatchList>,
     /// Ring operations submitted on this core's ring.
@@ -87,6 +93,8 @@ impl CoreExec {
             notify_pending: AtomicBool::new(false),
             looping: AtomicBool::new(false),
             timers: Mutex::new(TimerHeap::new()),
+            earliest: AtomicU64::new(u64::MAX),
+            ring_busy: AtomicBool::new(false),
             watch: Mutex::new(WatchList::new()),
             slots: Mutex::new(SlotTable::new()),
         }
@@ -400,16 +408,18 @@ fn try_steal(core: usize) -> bool {
 
 /// Fires due timers; whether any fired.
 fn fire_timers(core: usize) -> bool {
+    let exec = &CORES[core];
     let now = machine::now();
+    if now < exec.earliest.load(Ordering::Acquire) {
+        return false;
+    }
     let mut fired: Vec<Waker> = Vec::new();
     {
-        let mut timers = CORES[core].timers.lock();
-        if timers.is_empty() {
-            return false;
-        }
+        let mut timers = exec.timers.lock();
         while let Some((_, _, w)) = timers.pop_expired(now) {
             fired.push(w);
         }
+        exec.earliest.store(timers.next_deadline().unwrap_or(u64::MAX), Ordering::Release);
     }
     let any = !fired.is_empty();
     for w in fired {
@@ -619,6 +629,7 @@ pub(crate) mod testing {
             c.len.store(0, Ordering::SeqCst);
             c.looping.store(false, Ordering::SeqCst);
             *c.timers.lock() = TimerHeap::new();
+            c.earliest.store(u64::MAX, Ordering::SeqCst);
         }
         ACTIVE.store(0, Ordering::SeqCst);
         SLEEPERS.store(0, Ordering::SeqCst);

@@ -7,6 +7,8 @@
 //! is a nanosecond clock (`tsc_hz` = 10^9); sleeping yields the thread (a
 //! bounded busy-wait standing in for the kernel's predicate evaluation).
 
+pub use imp::*;
+
 #[cfg(not(test))]
 mod imp {
     /// The core this vCPU runs on.
@@ -91,4 +93,3 @@ mod imp {
     }
 }
 
-pub use imp::*;

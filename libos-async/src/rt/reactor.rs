@@ -66,6 +66,7 @@ pub(crate) fn ensure_ring() {
 /// the ring is in use further up the stack (the caller retries later).
 /// Without a ring there is nothing to do (and `true` is returned).
 pub(crate) fn notify_self() -> bool {
+    CORES[machine::current_core()].ring_busy.store(true, core::sync::atomic::Ordering::SeqCst);
     RINGS
         .try_with(|slot| {
             if let Some(Ok(ring)) = slot {
@@ -95,6 +96,11 @@ pub fn last_reap_tsc() -> u64 {
 /// `core`'s ring (the calling core's); whether any completion arrived.
 pub(crate) fn flush_and_reap(core: usize) -> bool {
     const BATCH: usize = 32;
+    let exec = &CORES[core];
+    // Clear before looking: a push after this sets it again.
+    if !exec.ring_busy.swap(false, core::sync::atomic::Ordering::SeqCst) {
+        return false;
+    }
     let mut any = false;
     loop {
         let mut got = [(0u64, 0u64); BATCH];
@@ -118,7 +124,7 @@ pub(crate) fn flush_and_reap(core: usize) -> bool {
             })
             .unwrap_or(0);
         if n == 0 {
-            return any;
+            break;
         }
         LAST_REAP_TSC.store(machine::now(), core::sync::atomic::Ordering::Relaxed);
         any = true;
@@ -135,9 +141,14 @@ pub(crate) fn flush_and_reap(core: usize) -> bool {
             w.wake();
         }
         if n < BATCH {
-            return any;
+            break;
         }
     }
+    if exec.slots.lock().in_flight() > 0 {
+        // Completions may still come: look again next tick.
+        exec.ring_busy.store(true, core::sync::atomic::Ordering::SeqCst);
+    }
+    any
 }
 
 /// What the idle predicate must know about the ring.
@@ -201,6 +212,7 @@ impl Future for RingOp {
             OpState::New => {
                 let core = machine::current_core();
                 let user_data = CORES[core].slots.lock().alloc();
+                CORES[core].ring_busy.store(true, core::sync::atomic::Ordering::SeqCst);
                 this.entry.user_data = user_data;
                 let entry = this.entry;
                 let pushed = RINGS.try_with(|slot| match slot {

@@ -19,6 +19,7 @@ use core::time::Duration;
 use super::exec::CORES;
 use super::machine;
 use super::timer::TimerId;
+use core::sync::atomic::Ordering;
 
 /// A TSC reading.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -117,11 +118,13 @@ impl Future for Sleep {
                     // Fired (woken a moment early by the clock check of
                     // another core's TSC, or spuriously): arm again.
                     this.armed = Some((c, timers.insert(this.deadline.0, cx.waker().clone())));
+                    CORES[c].earliest.fetch_min(this.deadline.0, Ordering::AcqRel);
                 }
             }
             _ => {
                 this.disarm();
                 let id = CORES[core].timers.lock().insert(this.deadline.0, cx.waker().clone());
+                CORES[core].earliest.fetch_min(this.deadline.0, Ordering::AcqRel);
                 this.armed = Some((core, id));
             }
         }
