@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! USER_MIN (4 MiB)        the application image (user.ld), a few MiB
-//! HEAP_BASE               reserved for the global allocator (not used yet)
+//! HEAP_BASE               the global allocator's region (crate::heap),
+//!                         mapped on demand from its bottom
 //! SCRATCH_BASE            1 TiB that libos-async never touches: apps map
 //!                         frames here for experiments, and probe::write
 //!                         may write here
@@ -36,7 +37,7 @@
 
 use abi::{MAX_CORES, PAGE_SIZE, STACK_SIZE, STACK_TOP};
 
-/// Start of the region reserved for a heap.
+/// Start of the global allocator's region ([`crate::heap`]).
 pub const HEAP_BASE: u64 = 0x0000_1000_0000_0000;
 /// Size of the heap region.
 pub const HEAP_SIZE: u64 = 0x0000_0000_4000_0000;

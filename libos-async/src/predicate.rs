@@ -279,13 +279,13 @@ impl Pred {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use abi::predicate::REGS;
 
     /// How a jump's `imm` is read (the ABI's "skip imm instructions").
     #[derive(Clone, Copy)]
-    enum Jumps {
+    pub(crate) enum Jumps {
         /// Next pc = pc + 1 + imm.
         Skip,
         /// Next pc = pc + imm.
@@ -294,7 +294,7 @@ mod tests {
 
     /// A reference interpreter: `mem(va)` for LoadUser, `info(off)` for
     /// LoadInfo. Panics on anything the kernel's verifier would refuse.
-    fn eval(
+    pub(crate) fn eval(
         p: &[Insn],
         jumps: Jumps,
         mem: &dyn Fn(u64) -> u64,

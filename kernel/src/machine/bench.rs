@@ -15,6 +15,9 @@
 //!   `acall_wakeup_cross_core`.
 //! * ring 3, pairs and groups of environments (`apps/chanbench`,
 //!   `apps/kv`): channel round trips, throughput, key-value operations.
+//! * ring 3 (`apps/rtbench`): the async runtime's `rt_spawn_join_local`,
+//!   `rt_spawn_join_cross_core`, `rt_wakeup_ring_completion`,
+//!   `rt_wakeup_cross_core`, `rt_yield`.
 //! * ring 3 on all cores (`apps/tlbbench`): TLB shootdown latency to 1..7
 //!   cores for one page, a 64-page batch and a full flush.
 //! * `mailbox_roundtrip_0_to_N`: core 0 posts `Echo` to core N's mailbox
@@ -137,6 +140,7 @@ fn run_ring3_benchmarks(n: usize) -> bool {
     run_app("benchsys", n)
         && run_app("ringbench", n)
         && run_cpubench(n)
+        && run_app("rtbench", n)
         && run_channel_benchmarks(n)
 }
 

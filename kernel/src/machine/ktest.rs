@@ -135,6 +135,19 @@ const TESTS: &[KernelTest] = &[
             ("kv-client", 0),
         ])
     }),
+    ("rt_hello_async_spawns_and_joins_on_every_user_core", || expect_exit("hello-async", 0)),
+    ("rt_spawn_join_across_cores_and_allocator_on_all_cores", || expect_exit("rttest", 0)),
+    ("rt_work_stealing_moves_work_off_a_loaded_core", || expect_exit("rttest", 1)),
+    ("rt_timers_fire_in_order_and_never_early", || expect_exit("rttest", 2)),
+    ("rt_ring_futures_and_dropping_one_in_flight_is_safe", || expect_exit("rttest", 3)),
+    ("rt_wait_word_change_ping_pong_across_cores", || expect_exit("rttest", 4)),
+    ("rt_out_of_memory_exits_104", || {
+        frames_restored(|| {
+            let env = spawn("rttest", 5)?;
+            let outcome = wait(&env)?;
+            check(outcome == Outcome::Exited(104), || format!("rttest 5: {outcome:?}"))
+        })
+    }),
 ];
 
 /// Runs every test (whose name contains `filter`, if given); returns
