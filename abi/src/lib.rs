@@ -229,10 +229,10 @@ pub enum Syscall {
     /// the caller with these words. [`Error::InvalidArgument`] outside a
     /// call.
     Reply = 29,
-    /// `(target, w0, w1)` → 0. Asynchronous call: posts an
-    /// [`event::CALL`] event carrying `w0`, `w1` to `target`'s event queue
-    /// and wakes its sleeping vCPUs on any core. Same acceptance rule as
-    /// [`Syscall::Call`].
+    /// `(target, w0, w1)` → 0. Asynchronous call: increments `target`'s
+    /// `InfoPage::notifications`, posts an [`event::CALL`] event carrying
+    /// `w0`, `w1` to its event queue and wakes its sleeping vCPUs on any
+    /// core. Same acceptance rule as [`Syscall::Call`].
     Acall = 30,
 }
 
@@ -625,8 +625,9 @@ pub struct InfoPage {
     pub cores: u32,
     /// Frame quota of this environment.
     pub frame_quota: u32,
-    /// Notifications other environments posted to this one (the ring's
-    /// `Notify` operation); a predicate can wait for it to change.
+    /// Notifications and asynchronous calls posted to this environment
+    /// (the ring's `Notify` operation, [`Syscall::Acall`]); a predicate can
+    /// wait for it to change.
     pub notifications: u64,
     /// Bit `c` set: core `c` runs environments' vCPUs. In `test` and `bench`
     /// modes core 0 runs the kernel's harness and takes no vCPUs;

@@ -269,7 +269,8 @@ pub fn notify(source: &Env, target: u32) -> Result<(), Error> {
     Ok(())
 }
 
-/// `Acall`: posts a `CALL` event with two words to `target` and wakes it.
+/// `Acall`: bumps `target`'s notification counter, posts a `CALL` event
+/// with two words and wakes it.
 pub fn acall(source: &Env, target: u64, words: [u64; 2]) -> Result<(), Error> {
     let env = u32::try_from(target)
         .ok()
@@ -279,6 +280,8 @@ pub fn acall(source: &Env, target: u64, words: [u64; 2]) -> Result<(), Error> {
     if !env.ipc.lock().accepts(source.id) {
         return Err(Error::Refused);
     }
+    let counter = env::info_word(&env, core::mem::offset_of!(abi::InfoPage, notifications) as u64);
+    counter.fetch_add(1, Ordering::Release);
     env::post_event(&env, abi::event::CALL, source.id, words);
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The machine side of channels, and their only `unsafe`: mappings of
 //! shared frames in the channel window, atomic word access to them, the
-//! page-fault fix-up that keeps a vanished mapping from killing us, and a
-//! per-core ring for `Notify`.
+//! page-fault fix-up that keeps a vanished mapping from killing us, and the
+//! wake-up of a peer ([`notify`], an asynchronous call).
 //!
 //! # The channel window
 //!
@@ -27,12 +27,10 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use abi::{Error, MAX_CORES, PAGE_SIZE, Rights, UpcallFrame, vector};
-use spin::Mutex;
+use abi::{Error, PAGE_SIZE, Rights, UpcallFrame, vector};
 
 use super::ring::SharedMem;
-use crate::ring::Ring;
-use crate::{layout, sqe, sys};
+use crate::{layout, sys};
 
 /// Next free address of the channel window.
 static NEXT_VA: AtomicU64 = AtomicU64::new(layout::CHANNELS_BASE);
@@ -156,36 +154,13 @@ pub fn ensure_fault_handling() -> Result<(), Error> {
     crate::exception::ensure_registered()
 }
 
-/// This core's ring for `Notify`, owned by the channel code.
-struct CoreRing(Ring);
-
-// SAFETY: `Ring` is not `Send` because it names the ring of the vCPU that
-// created it. A `CoreRing` lives in slot `c` of `RINGS` and is only ever
-// used by code running on core `c` (`notify` indexes with `core_id()`, and
-// a vCPU never moves to another core; an environment has at most one vCPU
-// per core), i.e. by the vCPU whose ring it is.
-unsafe impl Send for CoreRing {}
-
-/// Per core: the channel code's ring, once made (`None` also when making it
-/// failed, e.g. because the application holds this core's ring itself).
-static RINGS: [Mutex<Option<CoreRing>>; MAX_CORES] = [const { Mutex::new(None) }; MAX_CORES];
-
-/// Posts a `Notify` to environment `env` through this core's ring (made on
-/// first use): its sleeping vCPUs wake at once. Fails with `Busy` if the
-/// application holds this core's ring (the peer then wakes at its next
-/// timer tick, when its predicate sees the changed word).
+/// Wakes environment `env`'s sleeping vCPUs at once: an asynchronous call
+/// (a direct system call, so it never competes with the runtime for this
+/// core's ring), which bumps its `InfoPage::notifications` — the word every
+/// channel wait and the executor's idle predicate watch.
 pub fn notify(env: u64) -> Result<(), Error> {
-    let core = sys::core_id();
-    let mut slot = RINGS.get(core).ok_or(Error::NoSuchCore)?.lock();
-    if slot.is_none() {
-        *slot = Some(CoreRing(Ring::new(4, 8)?));
-    }
-    let Some(CoreRing(ring)) = slot.as_mut() else { unreachable!() };
-    while ring.pop().is_some() {}
-    ring.push(sqe::notify(env, 0)).map_err(|_| Error::Busy)?;
-    ring.submit(0)?;
-    while let Some(cqe) = ring.pop() {
-        abi::decode(cqe.result)?;
-    }
-    Ok(())
+    sys::acall(env, WAKE_EVENT, 0).map(|_| ())
 }
+
+/// First word of the `CALL` event a channel wake-up posts.
+pub const WAKE_EVENT: u64 = 0x6368_616e; // "chan"

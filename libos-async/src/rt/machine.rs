@@ -42,6 +42,11 @@ mod imp {
     pub fn sleep(pred: &crate::Pred) -> Result<u64, abi::Error> {
         pred.sleep()
     }
+
+    /// Wakes this environment's sleeping vCPUs (`Acall` to ourselves).
+    pub fn notify_self() -> Result<u64, abi::Error> {
+        crate::sys::acall(env_id(), 0, 0)
+    }
 }
 
 #[cfg(test)]
@@ -84,6 +89,11 @@ mod imp {
     /// A fixed environment id.
     pub fn env_id() -> u64 {
         1
+    }
+
+    /// Nothing to wake on the host (sleeps are short and timed).
+    pub fn notify_self() -> Result<u64, abi::Error> {
+        Ok(0)
     }
 
     /// Sleeps 20 µs (the predicate is not evaluated on the host).

@@ -34,13 +34,17 @@
 //! when that future returns, the environment exits with its value (every
 //! other vCPU ends with it, like a process whose `main` returns).
 //!
-//! **Not done** (said plainly): the runtime does not ask the kernel for
-//! time slots yet ([`RuntimeConfig::slots_per_core`] is recorded, and
-//! [`request_slots`] is the marked hook, a no-op pending the time-vector
-//! system calls); the executor does not read the per-environment event
-//! queue (not in the kernel yet: its `event_tail` would be one more term of
-//! the idle predicate, like `notifications`); protected control transfer
-//! has no async wrapper. Tasks are `Send` only (no `spawn_local`).
+//! **CPU time.** With [`RuntimeConfig::slots_per_core`] `n > 0`, the
+//! runtime takes `n` slots of each executor core's time vector
+//! ([`request_slots`]) before it starts the executors; with 0 it runs in
+//! the kernel's default round-robin. The executor's idle predicate watches
+//! `InfoPage::notifications`, which asynchronous calls (`Acall`) and ring
+//! `Notify`s both bump, so any of them wakes a sleeping executor at once.
+//!
+//! **Not done** (said plainly): the executor does not read the event queue
+//! itself (applications read it with [`crate::cpu::Events`]); protected
+//! control transfer has no async wrapper (it is synchronous by nature: see
+//! [`crate::cpu::call`]). Tasks are `Send` only (no `spawn_local`).
 
 pub mod exec;
 pub mod machine;
@@ -127,14 +131,18 @@ impl Default for RuntimeConfig {
     }
 }
 
-/// **Hook, pending the time-vector system calls**: where the runtime will
-/// ask the kernel for `config.slots_per_core` time slots on each of
-/// `cores` (`SlotAlloc(core, ANY, count)` → slot bitmask, kept to
-/// `SlotFree` them at exit) before starting its executors. Today the
-/// kernel round-robins every vCPU per core, so this does nothing and
-/// returns `Ok(())`.
+/// Takes `config.slots_per_core` time slots of each of `cores` (any free
+/// ones: `SlotAlloc(core, ANY, n)`); nothing with 0. The slots are the
+/// environment's until it frees them or ends. Stops at the first core
+/// where the kernel refuses (its error), keeping what it got; the
+/// executors still run in the default round-robin there.
 pub fn request_slots(config: &RuntimeConfig, cores: u64) -> Result<(), abi::Error> {
-    let _ = (config.slots_per_core, cores);
+    if config.slots_per_core == 0 {
+        return Ok(());
+    }
+    for core in (0..abi::MAX_CORES).filter(|&c| cores & (1 << c) != 0) {
+        crate::cpu::alloc_slots(core, u64::from(config.slots_per_core))?;
+    }
     Ok(())
 }
 

@@ -36,7 +36,7 @@ use abi::{Error, Rights};
 
 use super::exec::CORES;
 use super::machine;
-use super::slots::{Delivery, UNTRACKED};
+use super::slots::Delivery;
 use crate::percore::CoreLocal;
 use crate::ring::{Ring, field};
 use crate::sqe;
@@ -62,23 +62,14 @@ pub(crate) fn ensure_ring() {
     });
 }
 
-/// Posts `Notify(our environment)` through this core's ring; `false` if
-/// the ring is in use further up the stack (the caller retries later).
-/// Without a ring there is nothing to do (and `true` is returned).
+/// Wakes this environment's sleeping vCPUs on every core: an asynchronous
+/// call to ourselves (a direct system call, so it works whether or not this
+/// core's ring exists or is in use), which bumps `InfoPage::notifications`.
+/// Always `true` (the signature keeps the retry protocol of callers that
+/// once went through the ring).
 pub(crate) fn notify_self() -> bool {
-    CORES[machine::current_core()].ring_busy.store(true, core::sync::atomic::Ordering::SeqCst);
-    RINGS
-        .try_with(|slot| {
-            if let Some(Ok(ring)) = slot {
-                let entry = sqe::notify(machine::env_id(), UNTRACKED);
-                if ring.push(entry).is_err() {
-                    let _ = ring.submit(0);
-                    let _ = ring.push(entry);
-                }
-                let _ = ring.submit(0);
-            }
-        })
-        .is_some()
+    let _ = machine::notify_self();
+    true
 }
 
 /// The TSC when the last batch of completions was found on a ring (set
