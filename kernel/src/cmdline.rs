@@ -14,11 +14,16 @@
 //! | `grace_us` | time to yield after an epilogue upcall, 1..=`slot_us` | 50 |
 //! | `slots_reserved` | slots per core nobody may own, 0..`slots` | `slots / 4` |
 //! | `bench_samples` | samples per benchmark, 1..=100000 | 1000 |
-//! | `init` | comma-separated applications to start in `run` mode | `hello` |
+//! | `init` | comma-separated applications to start in `run` mode | [`DEFAULT_DEMO`] |
 //! | `tests` | in `test` mode, run only the tests whose name contains this | all |
 
 use alloc::string::String;
 use alloc::vec::Vec;
+
+/// The applications `run` mode starts by default: tasks on every core,
+/// an echo server with a client, a key-value server with two clients.
+pub const DEFAULT_DEMO: [&str; 6] =
+    ["hello-async", "echo", "echo-client", "kv", "kv-client", "kv-client"];
 
 /// What the kernel does once every core is up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +94,7 @@ impl Default for Cmdline {
             grace_us: 50,
             slots_reserved: 4,
             bench_samples: 1000,
-            init: alloc::vec![String::from("hello")],
+            init: DEFAULT_DEMO.iter().map(|&a| String::from(a)).collect(),
             tests: None,
             unknown: Vec::new(),
         }
@@ -181,7 +186,7 @@ mod tests {
         assert_eq!(c.bench_samples, 7);
         assert!(c.unknown.is_empty());
         assert_eq!(Cmdline::parse("init=a,,b").init, ["a", "b"]);
-        assert_eq!(Cmdline::parse("").init, ["hello"]);
+        assert_eq!(Cmdline::parse("").init, DEFAULT_DEMO);
         assert_eq!(Cmdline::parse("tests=cpu_").tests.as_deref(), Some("cpu_"));
         assert_eq!(Cmdline::parse("tests=").tests, None);
         assert!(Cmdline::parse("init=").init.is_empty());
