@@ -17,6 +17,8 @@ use libos_async::sys::rdtsc;
 libos_async::entry!(app_main);
 
 const MAX_SAMPLES: usize = 2000;
+/// One-way messages per sample in the throughput cases (as `chanbench`).
+const MESSAGES_PER_SAMPLE: u64 = 5;
 
 fn app_main(arg: u64) -> i32 {
     let (case, samples) = (arg & 0xff, (arg >> 8) as usize);
@@ -60,7 +62,8 @@ fn app_main(arg: u64) -> i32 {
             report(name, &mut times[..n]);
             ok
         }
-        3 | 4 => (0..samples as u64 * 20).all(|i| conn.tx.send_blocking(&i.to_le_bytes()).is_ok()),
+        3 | 4 => (0..samples as u64 * MESSAGES_PER_SAMPLE)
+            .all(|i| conn.tx.send_blocking(&i.to_le_bytes()).is_ok()),
         _ => false,
     };
     conn.close();

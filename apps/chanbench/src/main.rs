@@ -18,6 +18,9 @@ use libos_async::sys::rdtsc;
 
 libos_async::entry!(app_main);
 
+/// One-way messages per sample in the throughput cases (as `chanbench-peer`).
+const MESSAGES_PER_SAMPLE: u64 = 5;
+
 fn app_main(arg: u64) -> i32 {
     let (case, samples) = (arg & 0xff, arg >> 8);
     let Ok(mut listener) = Listener::new(Config::default()) else {
@@ -61,14 +64,21 @@ fn app_main(arg: u64) -> i32 {
                     None
                 }));
             let cycles = rdtsc() - first;
-            let want = producers * samples * 5;
+            let want = producers * samples * MESSAGES_PER_SAMPLE;
             let name = if case == 3 {
                 "channel_throughput_1_producer"
             } else {
                 "channel_throughput_7_producers"
             };
             report(name, &mut [cycles / count.max(1)]);
-            i32::from(stats.requests != want || stats.closed != producers)
+            if stats.requests != want || stats.closed != producers {
+                println!(
+                    "chanbench: {name}: {} of {want} messages, {} of {producers} producers closed ({stats:?})",
+                    stats.requests, stats.closed
+                );
+                return 1;
+            }
+            0
         }
         _ => 2,
     }

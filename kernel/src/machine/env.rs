@@ -87,25 +87,33 @@ impl ExceptionHandler {
 }
 
 /// Where protected control transfers enter an environment, and whom it
-/// accepts calls (and notifications) from.
-#[derive(Clone, Debug)]
-pub struct IpcConfig {
+/// accepts calls (and notifications) from. Read on every call without a
+/// lock: the entry is stored last (release) and loaded first (acquire).
+pub struct Ipc {
     /// Entry point (0: none registered).
-    pub entry: u64,
+    pub entry: AtomicU64,
     /// Top of core 0's IPC stack.
-    pub stack_top: u64,
+    pub stack_top: AtomicU64,
     /// Distance between consecutive cores' IPC stack tops.
-    pub stride: u64,
+    pub stride: AtomicU64,
     /// Everyone is accepted.
-    pub accept_any: bool,
+    pub accept_any: AtomicBool,
     /// Callers accepted by name (at most `abi::ACCEPT_MAX`).
-    pub accept: Vec<EnvId>,
+    pub accept: Mutex<Vec<EnvId>>,
 }
 
-impl IpcConfig {
+impl Ipc {
     /// Whether `caller` may call (or notify) this environment.
     pub fn accepts(&self, caller: EnvId) -> bool {
-        self.accept_any || self.accept.contains(&caller)
+        self.accept_any.load(Ordering::Acquire) || self.accept.lock().contains(&caller)
+    }
+
+    /// The entry and the top of core `core`'s IPC stack, if registered.
+    pub fn entry_for(&self, core: usize) -> Option<(u64, u64)> {
+        let entry = self.entry.load(Ordering::Acquire);
+        let top = self.stack_top.load(Ordering::Relaxed);
+        let stride = self.stride.load(Ordering::Relaxed);
+        (entry != 0).then(|| (entry, top.saturating_sub(stride.saturating_mul(core as u64))))
     }
 }
 
@@ -140,7 +148,7 @@ pub struct Env {
     /// Cores where its vCPU may run in unowned slots (bit per core).
     pub default_time: AtomicU64,
     /// Protected control transfer entry and acceptance.
-    pub ipc: Mutex<IpcConfig>,
+    pub ipc: Ipc,
     /// The frame of its info page (kernel-owned; 0 until loaded).
     info_frame: AtomicU64,
     /// Frame quota (data and page-table frames).
@@ -643,13 +651,13 @@ pub fn spawn_image(
         prologue: AtomicU64::new(0),
         epilogue: AtomicU64::new(0),
         default_time: AtomicU64::new(u64::MAX),
-        ipc: Mutex::new(IpcConfig {
-            entry: 0,
-            stack_top: 0,
-            stride: 0,
-            accept_any: true,
-            accept: Vec::new(),
-        }),
+        ipc: Ipc {
+            entry: AtomicU64::new(0),
+            stack_top: AtomicU64::new(0),
+            stride: AtomicU64::new(0),
+            accept_any: AtomicBool::new(true),
+            accept: Mutex::new(Vec::new()),
+        },
         info_frame: AtomicU64::new(0),
         quota: DEFAULT_QUOTA,
         mappings: AtomicU64::new(0),

@@ -89,6 +89,9 @@ pub struct Vcpu {
     /// It got an epilogue upcall and has not yielded since (the abort
     /// protocol stopped it): it gets no new epilogue until it yields.
     pub owes_yield: bool,
+    /// The target of its last call, kept for the next one (no lookup and
+    /// no reference-count traffic on a repeated call).
+    pub call_cache: Option<Arc<Env>>,
 }
 
 /// Another environment running on a vCPU's time (`Call` until `Reply`).
@@ -206,6 +209,7 @@ pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(),
         wait: None,
         call: None,
         owes_yield: false,
+        call_cache: None,
     });
     target.incoming_pending.store(true, Ordering::Release);
     target.vcpus.fetch_add(1, Ordering::AcqRel);
@@ -720,28 +724,41 @@ pub fn yield_to(frame: &mut TrapFrame, target: EnvId) -> Result<(), Error> {
 
 /// `Call`: enters `target`'s IPC entry on this vCPU. On success `frame`
 /// holds the activation's registers.
-pub fn call(frame: &mut TrapFrame, caller: EnvId, target: u64) -> Result<(), Error> {
+pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
     let me = this_cpu();
     let core = me.index;
-    let target = u32::try_from(target)
-        .ok()
-        .and_then(env::lookup)
-        .filter(|e| !e.is_dying())
-        .ok_or(Error::NoSuchEnv)?;
-    let (entry, stack_top) = {
-        let ipc = target.ipc.lock();
-        if ipc.entry == 0 || !ipc.accepts(caller) {
-            return Err(Error::Refused);
+    let (caller, cached) = me.runq.with(|rq| {
+        let v = rq.current.as_mut().expect("a system call has a current vCPU");
+        if v.call.is_some() {
+            return Err(Error::Busy);
         }
-        (ipc.entry, ipc.stack_top.saturating_sub(ipc.stride.saturating_mul(core as u64)))
+        Ok((v.env.id, v.call_cache.take()))
+    })?;
+    let target = match cached {
+        Some(t) if u64::from(t.id) == target => t,
+        _ => u32::try_from(target).ok().and_then(env::lookup).ok_or(Error::NoSuchEnv)?,
     };
+    if target.is_dying() {
+        return Err(Error::NoSuchEnv);
+    }
+    let (entry, stack_top) = target.ipc.entry_for(core).ok_or(Error::Refused)?;
+    if !target.ipc.accepts(caller) {
+        return Err(Error::Refused);
+    }
     env::ensure_vcpu_page(&target, core)?;
     // Hold the target like a vCPU does, unless its last vCPU is already gone.
     target
         .live_vcpus
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > 0).then_some(n + 1))
         .map_err(|_| Error::NoSuchEnv)?;
-    let context = TrapFrame {
+    activate(&target);
+    me.runq.with(|rq| {
+        let v = rq.current.as_mut().expect("a system call has a current vCPU");
+        v.context = frame.clone();
+        v.call = Some(Activation { target, context: TrapFrame::default() });
+    });
+    // The callee starts with the message and nothing else of the caller's.
+    *frame = TrapFrame {
         rip: entry,
         rsp: stack_top,
         rdi: u64::from(caller),
@@ -756,30 +773,17 @@ pub fn call(frame: &mut TrapFrame, caller: EnvId, target: u64) -> Result<(), Err
         rflags: 0x202,
         cs: u64::from(USER_CS),
         ss: u64::from(USER_DS),
+        vector: frame.vector,
         ..TrapFrame::default()
     };
-    let entered = me.runq.with(|rq| {
-        let v = rq.current.as_mut().expect("a system call has a current vCPU");
-        if v.call.is_some() {
-            return false;
-        }
-        v.context = frame.clone();
-        v.call = Some(Activation { target: Arc::clone(&target), context: TrapFrame::default() });
-        true
-    });
-    if !entered {
-        release_activation(&target);
-        return Err(Error::Busy);
-    }
-    *frame = context;
-    activate(&target);
     Ok(())
 }
 
 /// `Reply`: ends the current call; `frame` then holds the caller's
 /// registers with the reply words and `rax` = 0.
 pub fn reply(frame: &mut TrapFrame) -> Result<(), Error> {
-    let (caller_env, target) = this_cpu().runq.with(|rq| {
+    let me = this_cpu();
+    let target = me.runq.with(|rq| {
         let v = rq.current.as_mut().expect("a system call has a current vCPU");
         let call = v.call.take().ok_or(Error::InvalidArgument)?;
         let mut back = v.context.clone();
@@ -793,10 +797,17 @@ pub fn reply(frame: &mut TrapFrame) -> Result<(), Error> {
         back.r13 = frame.r13;
         back.r14 = frame.r14;
         *frame = back;
-        Ok((Arc::clone(&v.env), call.target))
+        activate(&v.env);
+        Ok(call.target)
     })?;
-    activate(&caller_env);
-    release_activation(&target);
+    // The caller's space is loaded: the target's hold can go, and the
+    // reference is kept for the next call.
+    env::vcpu_dropped(&target);
+    me.runq.with(|rq| {
+        if let Some(v) = rq.current.as_mut() {
+            v.call_cache = Some(target);
+        }
+    });
     Ok(())
 }
 

@@ -193,8 +193,19 @@ mod heapless_ranges {
 fn run_demo(init: &[alloc::string::String]) -> ! {
     kprintln!("exo: {} cores online; starting {:?}", percpu::online_cpus(), init);
     env::power_off_when_all_done("exo: all environments have ended; powering off");
-    for name in init {
-        if let Err(e) = env::spawn(name, 0, None) {
+    for word in init {
+        // `name` or `name:arg` (decimal or 0x-hex start argument).
+        let (name, arg) = word.split_once(':').unwrap_or((word, "0"));
+        let arg = match arg.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => arg.parse().ok(),
+        };
+        let Some(arg) = arg else {
+            kprintln!("exo: bad start argument in {word:?}");
+            env::note_run_failure();
+            continue;
+        };
+        if let Err(e) = env::spawn(name, arg, None) {
             kprintln!("exo: cannot start {name}: {e}");
             env::note_run_failure();
         }

@@ -86,6 +86,13 @@ pub fn dispatch(frame: &mut TrapFrame) {
         frame.rax = 0;
         return;
     }
+    // Protected control transfer: its own fast path, no environment lookup.
+    if number == Syscall::Call as u64 {
+        return pct_call(frame);
+    }
+    if number == Syscall::Reply as u64 {
+        return pct_reply(frame);
+    }
     let Some(call) = Syscall::from_number(number) else {
         frame.rax = Error::InvalidSyscall.to_raw();
         return;
@@ -192,26 +199,12 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Syscall::IpcRegister => ipc_register(&env, args[0], args[1], args[2]),
         Syscall::IpcAccept => ipc_accept(&env, args[0], args[1]),
         Syscall::Call => {
-            let caller = env.id;
             drop(env);
-            match sched::call(frame, caller, args[0]) {
-                // The frame holds the callee's registers now.
-                Ok(()) => return,
-                Err(e) => {
-                    frame.rax = e.to_raw();
-                    return;
-                }
-            }
+            return pct_call(frame);
         }
         Syscall::Reply => {
             drop(env);
-            match sched::reply(frame) {
-                Ok(()) => return,
-                Err(e) => {
-                    frame.rax = e.to_raw();
-                    return;
-                }
-            }
+            return pct_reply(frame);
         }
         Syscall::Acall => super::uring::acall(&env, args[0], [args[1], args[2]]).map(|()| 0),
     };
@@ -222,6 +215,20 @@ pub fn dispatch(frame: &mut TrapFrame) {
     drop(env);
     if reschedule || dying {
         sched::finish(frame, sched::Why::Event);
+    }
+}
+
+/// `Call`: on success the frame holds the callee's registers.
+fn pct_call(frame: &mut TrapFrame) {
+    if let Err(e) = sched::call(frame, frame.rdi) {
+        frame.rax = e.to_raw();
+    }
+}
+
+/// `Reply`: on success the frame holds the caller's registers.
+fn pct_reply(frame: &mut TrapFrame) {
+    if let Err(e) = sched::reply(frame) {
+        frame.rax = e.to_raw();
     }
 }
 
@@ -240,10 +247,10 @@ fn ipc_register(env: &env::Env, entry: u64, stack_top: u64, stride: u64) -> Resu
     {
         return Err(Error::InvalidArgument);
     }
-    let mut ipc = env.ipc.lock();
-    ipc.entry = entry;
-    ipc.stack_top = stack_top;
-    ipc.stride = stride;
+    // The entry last: a concurrent call sees the stacks that go with it.
+    env.ipc.stack_top.store(stack_top, Ordering::Relaxed);
+    env.ipc.stride.store(stride, Ordering::Relaxed);
+    env.ipc.entry.store(entry, Ordering::Release);
     Ok(0)
 }
 
@@ -253,18 +260,18 @@ fn ipc_accept(env: &env::Env, who: u64, allow: u64) -> Result<u64, Error> {
         1 => true,
         _ => return Err(Error::InvalidArgument),
     };
-    let mut ipc = env.ipc.lock();
     if who == abi::ANY_ENV {
-        ipc.accept_any = allow;
+        env.ipc.accept_any.store(allow, Ordering::Release);
         return Ok(0);
     }
     let who = u32::try_from(who).map_err(|_| Error::NoSuchEnv)?;
-    let known = ipc.accept.iter().position(|&e| e == who);
+    let mut accept = env.ipc.accept.lock();
+    let known = accept.iter().position(|&e| e == who);
     match (allow, known) {
-        (true, None) if ipc.accept.len() >= abi::ACCEPT_MAX => return Err(Error::QuotaExceeded),
-        (true, None) => ipc.accept.push(who),
+        (true, None) if accept.len() >= abi::ACCEPT_MAX => return Err(Error::QuotaExceeded),
+        (true, None) => accept.push(who),
         (false, Some(i)) => {
-            ipc.accept.swap_remove(i);
+            accept.swap_remove(i);
         }
         _ => {}
     }

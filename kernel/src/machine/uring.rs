@@ -260,7 +260,7 @@ pub const MAX_TIMERS: usize = 4096;
 /// are evaluated again.
 pub fn notify(source: &Env, target: u32) -> Result<(), Error> {
     let env = env::lookup(target).filter(|e| !e.is_dying()).ok_or(Error::NoSuchEnv)?;
-    if !env.ipc.lock().accepts(source.id) {
+    if !env.ipc.accepts(source.id) {
         return Err(Error::Refused);
     }
     let counter = env::info_word(&env, core::mem::offset_of!(abi::InfoPage, notifications) as u64);
@@ -277,7 +277,7 @@ pub fn acall(source: &Env, target: u64, words: [u64; 2]) -> Result<(), Error> {
         .and_then(env::lookup)
         .filter(|e| !e.is_dying())
         .ok_or(Error::NoSuchEnv)?;
-    if !env.ipc.lock().accepts(source.id) {
+    if !env.ipc.accepts(source.id) {
         return Err(Error::Refused);
     }
     let counter = env::info_word(&env, core::mem::offset_of!(abi::InfoPage, notifications) as u64);
