@@ -15,7 +15,7 @@
 //! | `slots_reserved` | slots per core nobody may own, 0..`slots` | `slots / 4` |
 //! | `bench_samples` | samples per benchmark, 1..=100000 | 1000 |
 //! | `init` | comma-separated applications (`name` or `name:arg`) to start in `run` mode | [`DEFAULT_DEMO`] |
-//! | `tests` | in `test` mode, run only the tests whose name contains this | all |
+//! | `tests` | in `test` mode, the tests to run: comma-separated name fragments, `-fragment` excludes | all |
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -77,7 +77,7 @@ pub struct Cmdline {
     pub bench_samples: u32,
     /// Applications to start in `run` mode.
     pub init: Vec<String>,
-    /// In `test` mode, only tests whose name contains this.
+    /// In `test` mode, which tests run (fragments of names; `-` excludes).
     pub tests: Option<String>,
     /// Words that were not understood, kept for a warning.
     pub unknown: Vec<String>,
@@ -140,6 +140,18 @@ impl Cmdline {
         out.slots_reserved = reserved.unwrap_or(out.slots / 4).min(out.slots - 1);
         out
     }
+}
+
+/// Whether test `name` is selected by a `tests=` filter: comma-separated
+/// fragments; `-fragment` excludes names containing it, any other fragment
+/// includes names containing it (no include fragment: everything not
+/// excluded).
+pub fn test_selected(name: &str, filter: &str) -> bool {
+    let words = || filter.split(',').filter(|w| !w.is_empty());
+    let excluded = words().filter_map(|w| w.strip_prefix('-')).any(|w| name.contains(w));
+    let mut includes = words().filter(|w| !w.starts_with('-')).peekable();
+    let included = includes.peek().is_none() || includes.any(|w| name.contains(w));
+    included && !excluded
 }
 
 fn parse_mode(value: &str) -> Option<Mode> {
@@ -211,6 +223,17 @@ mod tests {
         assert_eq!((c.slots, c.slot_us), (16, 1000));
         assert_eq!(c.unknown, ["slots=65", "slot_us=10"]);
         assert_eq!(Cmdline::parse("slots_reserved=0").slots_reserved, 0);
+    }
+
+    #[test]
+    fn test_filters_include_and_exclude() {
+        assert!(test_selected("cpu_time_ratio", "cpu_time_"));
+        assert!(!test_selected("env_hello", "cpu_time_"));
+        assert!(test_selected("env_hello", "-cpu_time_"));
+        assert!(!test_selected("cpu_time_ratio", "-cpu_time_"));
+        assert!(test_selected("pct_calls", "cpu_,pct_"));
+        assert!(!test_selected("pct_calls", "pct_,-calls"));
+        assert!(test_selected("anything", ""));
     }
 
     #[test]

@@ -146,6 +146,8 @@ impl VerifyError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Program {
     insns: Vec<Insn>,
+    /// See [`Program::deadlines`].
+    deadlines: Vec<u64>,
 }
 
 /// The opcode numbered `n`, if defined.
@@ -231,7 +233,49 @@ pub fn verify(insns: &[Insn], mem: &impl Memory) -> Result<Program, VerifyError>
     for (at, insn) in insns.iter().enumerate() {
         verify_insn(at, insn, insns.len(), mem)?;
     }
-    Ok(Program { insns: insns.to_vec() })
+    Ok(Program { insns: insns.to_vec(), deadlines: tsc_deadlines(insns) })
+}
+
+/// The TSC values at which `insns` may start to hold because of the clock:
+/// every `c` of a comparison `c <= tsc` or `c < tsc` (as `Le`/`Lt` with a
+/// `Const` in `a` and a `Tsc` in `b`, tracked through straight-line code;
+/// a jump target forgets what it knew). A hint only: the kernel arms its
+/// timer for the earliest one still ahead and evaluates the program then,
+/// so a missed or spurious hint costs a late or an extra evaluation, never
+/// a wrong answer.
+fn tsc_deadlines(insns: &[Insn]) -> Vec<u64> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Known {
+        Nothing,
+        Const(u64),
+        Tsc,
+    }
+    let mut regs = [Known::Nothing; REGS as usize];
+    let mut targets = [false; MAX_INSNS + 1];
+    let mut out = Vec::new();
+    for (at, insn) in insns.iter().enumerate() {
+        if targets[at] {
+            regs = [Known::Nothing; REGS as usize];
+        }
+        let op = pred_op(insn.op);
+        if matches!(op, Some(PredOp::Jump | PredOp::JumpIfZero)) {
+            let to = at + 1 + insn.imm as usize;
+            if to <= MAX_INSNS {
+                targets[to] = true;
+            }
+            continue;
+        }
+        let (a, b) = (regs[reg(insn.a)], regs[reg(insn.b)]);
+        if let (Some(PredOp::Le | PredOp::Lt), Known::Const(c), Known::Tsc) = (op, a, b) {
+            out.push(if op == Some(PredOp::Lt) { c.saturating_add(1) } else { c });
+        }
+        regs[reg(insn.dst)] = match op {
+            Some(PredOp::Const) => Known::Const(insn.imm),
+            Some(PredOp::Tsc) => Known::Tsc,
+            _ => Known::Nothing,
+        };
+    }
+    out
 }
 
 /// Register index of a verified register field (`r < REGS`; the mask keeps
@@ -244,6 +288,13 @@ impl Program {
     /// Number of instructions (1 to [`MAX_INSNS`]).
     pub fn len(&self) -> usize {
         self.insns.len()
+    }
+
+    /// The earliest TSC deadline the program compares the clock with that
+    /// is after `now`, if any (a hint for the kernel's timer; see
+    /// `tsc_deadlines`).
+    pub fn next_deadline(&self, now: u64) -> Option<u64> {
+        self.deadlines.iter().copied().filter(|&d| d > now).min()
     }
 
     /// Always `false`: [`verify`] refuses empty programs.
@@ -415,6 +466,52 @@ mod tests {
     }
 
     const X: u64 = 0x4000_1000;
+
+    #[test]
+    fn deadline_hints_follow_clock_comparisons() {
+        let mem = FakeMemory::with_words(&[(X, 0)]);
+        // `deadline <= tsc`, as the libOS's `Pred::deadline` emits it, or a
+        // word change: one hint, the deadline.
+        let p = verify(
+            &[
+                konst(1, 5_000),
+                tsc(2),
+                bin(PredOp::Le, 0, 1, 2),
+                load_user(3, X),
+                konst(4, 7),
+                bin(PredOp::Ne, 3, 3, 4),
+                bin(PredOp::Or, 0, 0, 3),
+            ],
+            &mem,
+        )
+        .unwrap();
+        assert_eq!(p.next_deadline(0), Some(5_000));
+        assert_eq!(p.next_deadline(5_000), None);
+        // `c < tsc` holds from c + 1; `tsc < c` never starts to hold later.
+        let p = verify(&[konst(1, 9), tsc(2), bin(PredOp::Lt, 0, 1, 2)], &mem).unwrap();
+        assert_eq!(p.next_deadline(0), Some(10));
+        let p = verify(&[konst(1, 9), tsc(2), bin(PredOp::Lt, 0, 2, 1)], &mem).unwrap();
+        assert_eq!(p.next_deadline(0), None);
+        // A jump target forgets the constant; the earliest of two wins.
+        let p = verify(
+            &[
+                konst(1, 300),
+                jz(1, 1),
+                tsc(2),
+                bin(PredOp::Le, 0, 1, 2),
+                konst(5, 200),
+                tsc(6),
+                bin(PredOp::Le, 3, 5, 6),
+                bin(PredOp::Or, 0, 0, 3),
+            ],
+            &mem,
+        )
+        .unwrap();
+        assert_eq!(p.next_deadline(0), Some(200));
+        // No clock, no hint.
+        let p = verify(&[load_user(1, X), konst(2, 1), bin(PredOp::Eq, 0, 1, 2)], &mem).unwrap();
+        assert_eq!(p.next_deadline(0), None);
+    }
 
     fn run(insns: &[Insn], mem: &FakeMemory) -> bool {
         let p = verify(insns, mem).expect("verifies");

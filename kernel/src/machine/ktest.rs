@@ -89,9 +89,9 @@ const TESTS: &[KernelTest] = &[
     ("ring_batches_chains_overflow_timers_and_bad_entries", || expect_exit("ringtest", 0)),
     ("ring_hostile_bytes_beside_worker", || hostile_beside_worker("ringhostile", 0, None)),
     ("predicates_wake_on_memory_deadline_notification_and_reject_bad_programs", predicates),
-    ("cpu_equal_slots_give_equal_shares", cpu::equal_slots_equal_share),
-    ("cpu_slots_in_ratio_1_2_3_give_cpu_time_in_ratio", cpu::slot_ratio_is_cpu_ratio),
-    ("cpu_abort_protocol_stops_and_charges_a_rude_env", cpu::abort_protocol_stops_and_charges),
+    ("cpu_time_equal_slots_give_equal_shares", cpu::equal_slots_equal_share),
+    ("cpu_time_slots_in_ratio_1_2_3_give_work_in_ratio", cpu::slot_ratio_is_cpu_ratio),
+    ("cpu_time_abort_protocol_stops_and_charges_a_rude_env", cpu::abort_protocol_stops_and_charges),
     ("cpu_slot_prologue_and_epilogue_upcalls_arrive", cpu::slot_upcalls),
     ("cpu_directed_yield_hands_the_slot_to_the_named_env", cpu::directed_yield),
     ("pct_million_calls_intact_errors_and_faulting_target", || cpu::protected_control_transfer(20)),
@@ -150,11 +150,14 @@ const TESTS: &[KernelTest] = &[
     }),
 ];
 
-/// Runs every test (whose name contains `filter`, if given); returns
-/// whether all passed.
+/// Runs every test selected by `filter` (all without one); returns whether
+/// all passed.
 pub fn run_all(filter: Option<&str>) -> bool {
     let (mut passed, mut failed) = (0, 0);
-    for (name, test) in TESTS.iter().filter(|(name, _)| filter.is_none_or(|f| name.contains(f))) {
+    for (name, test) in TESTS
+        .iter()
+        .filter(|(name, _)| filter.is_none_or(|f| kernel::cmdline::test_selected(name, f)))
+    {
         match test() {
             Ok(()) => {
                 passed += 1;

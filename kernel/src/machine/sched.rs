@@ -278,7 +278,7 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
         } else {
             decide(rq, frame, why, now, woke, core, &mut upcall)
         };
-        (next, timer_deadline(rq))
+        (next, timer_deadline(rq, now))
     });
     if matches!(next, Next::Idle) {
         deactivate_user();
@@ -489,8 +489,10 @@ fn charge_overrun(env: &Env, core: usize, slot: usize) {
 
 /// When the timer must fire next: the grace period's or slot's end while
 /// this core has vCPUs (sleepers' predicates are evaluated at slot
-/// boundaries), or the earliest ring timer; `None` (idle tick) otherwise.
-fn timer_deadline(rq: &RunQueue) -> Option<u64> {
+/// boundaries), the earliest ring timer, or the earliest TSC deadline a
+/// sleeper's predicate compares the clock with; `None` (idle tick)
+/// otherwise.
+fn timer_deadline(rq: &RunQueue, now: u64) -> Option<u64> {
     let busy = rq.current.is_some() || !rq.ready.is_empty() || !rq.sleeping.is_empty();
     if !busy {
         return None;
@@ -503,7 +505,15 @@ fn timer_deadline(rq: &RunQueue) -> Option<u64> {
         .chain(rq.sleeping.iter())
         .filter_map(|v| v.ring.as_ref().and_then(VcpuRing::next_timer))
         .min();
-    Some(timers.map_or(clock, |t| t.min(clock)))
+    let predicates = rq
+        .sleeping
+        .iter()
+        .filter_map(|v| match &v.wait {
+            Some(Wait::Predicate(program)) => program.next_deadline(now),
+            _ => None,
+        })
+        .min();
+    Some([timers, predicates].into_iter().flatten().fold(clock, u64::min))
 }
 
 /// Releases a dropped vCPU's hold on its environment: its address space is

@@ -60,6 +60,16 @@ pub fn spin_for_ms(ms: u64) {
     }
 }
 
+/// Waits `ms` milliseconds halted (interrupts on; woken by the idle tick
+/// or any interrupt): for a harness that must not burn the instructions
+/// of an `-icount` machine while it waits.
+pub fn halt_for_ms(ms: u64) {
+    let deadline = Deadline::after_ms(ms);
+    while !deadline.passed() {
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
+}
+
 /// A point in TSC time; every wait in the kernel is bounded by one.
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline(u64);

@@ -67,15 +67,15 @@
 //!
 //! # Not done
 //!
-//! * The executor is a stand-in ([`block_on`], see [`wait`]) until the
-//!   runtime branch lands; then the futures wait through its
-//!   `wait_word_change` and timers.
-//! * RPC over protected control transfer (same-core synchronous
-//!   Call/Reply, DESIGN §4) needs kernel calls that do not exist yet; the
-//!   hook is [`rpc_over_pct`], which answers `Unsupported`.
-//! * The `Notify` that wakes a peer goes through a ring the channel code
-//!   makes per core; if the application holds that core's ring itself,
-//!   the wake-up falls back to the peer's next timer tick.
+//! * The channel futures run under the runtime's executor ([`crate::rt`])
+//!   or, for programs without one, under this module's [`block_on`] (see
+//!   [`wait`]).
+//! * A peer is woken by an asynchronous call (`Acall`, a direct system
+//!   call), which bumps its `notifications`; both executors watch that.
+//! * RPC over protected control transfer is [`rpc_over_pct`]: eight words
+//!   each way, synchronous, on the caller's core and time, to a server
+//!   that serves calls with [`crate::cpu::serve_calls`]. It is not wired
+//!   into [`ClientConn`]: a caller chooses it for small same-core requests.
 
 pub mod endpoint;
 pub mod ring;
@@ -117,10 +117,11 @@ impl From<abi::Error> for ChannelError {
     }
 }
 
-/// TODO(PCT): a synchronous request/reply to a server on the same core by
-/// protected control transfer (registers as the message). The kernel calls
-/// are not there yet, so this always answers `Sys(Unsupported)`; callers
-/// fall back to a [`ClientConn`].
-pub fn rpc_over_pct(_server: u64, _request: [u64; 4]) -> Result<[u64; 4], ChannelError> {
-    Err(ChannelError::Sys(abi::Error::Unsupported))
+/// A synchronous request/reply to `server` by protected control
+/// transfer: the server's [`crate::cpu::serve_calls`] handler runs at once
+/// on this core, in its own address space, on our time, with `request` in
+/// registers, and its reply comes back the same way. No shared memory, no
+/// wake-up, no sleep: the same-core fast path beside a [`ClientConn`].
+pub fn rpc_over_pct(server: u64, request: [u64; 8]) -> Result<[u64; 8], ChannelError> {
+    crate::cpu::call(server, &request).map_err(ChannelError::Sys)
 }

@@ -130,7 +130,7 @@ pub async fn serve(
             if sys::notifications() != seen || now >= next_scan || now >= next_live {
                 return Poll::Ready(());
             }
-            wait::watch_deadline(next_scan.min(next_live));
+            wait::watch_deadline(cx, seen, next_scan.min(next_live));
             for r in arr.iter_mut().flatten() {
                 if r.poll_ready(cx).is_ready() {
                     return Poll::Ready(());

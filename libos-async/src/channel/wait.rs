@@ -1,6 +1,12 @@
-//! Waiting for shared words to change: a minimal stand-in reactor and
-//! `block_on` until the runtime (`libos-rt`: executor, `wait_word_change`)
-//! is merged.
+//! Waiting for shared words to change, under the runtime's executor or
+//! without it.
+//!
+//! A channel future polled by the runtime ([`crate::rt`]: `main!`,
+//! `rt::block_on`, a spawned task) registers through
+//! [`crate::rt::watch::watch_once`]: the executor's idle predicate watches
+//! the word and its timer heap the deadline, and the task's waker is woken.
+//! Outside the runtime the module's own small reactor and [`block_on`]
+//! serve (below): programs that want channels without an executor.
 //!
 //! A channel future that cannot progress calls [`watch`] with the word it
 //! waits on, the value it saw and a deadline (for the peer-liveness poll),
@@ -19,9 +25,6 @@
 //! at a time); it holds [`MAX_WATCHES`] words — a future that registers
 //! more is simply re-polled at once (busy, but correct).
 //!
-//! TODO(libos-rt): once the runtime lands, [`watch`] becomes its
-//! `wait_word_change` (plus a timer for the deadline) and [`block_on`] its
-//! own; the channel futures do not change.
 
 use core::future::Future;
 use core::pin::pin;
@@ -56,6 +59,9 @@ static WATCHES: [Mutex<Watches>; MAX_CORES] = [const { Mutex::new(EMPTY) }; MAX_
 /// Registers interest in the word at `addr` changing from `value`, or the
 /// TSC reaching `deadline`, for the task polled with `cx`.
 pub fn watch(cx: &mut Context<'_>, addr: u64, value: u64, deadline: u64) {
+    if crate::rt::watch::watch_once(addr, value, deadline, cx.waker()) {
+        return;
+    }
     let core = sys::core_id();
     let Some(slot) = WATCHES.get(core) else {
         return;
@@ -69,13 +75,16 @@ pub fn watch(cx: &mut Context<'_>, addr: u64, value: u64, deadline: u64) {
     } else {
         w.overflow = true;
     }
-    // The stand-in `block_on` does not use wakers (it watches the words
-    // itself); a real executor's waker is still told nothing here.
-    let _ = cx;
+    // This module's `block_on` does not use wakers: it watches the words
+    // itself.
 }
 
-/// Registers only a deadline.
-pub fn watch_deadline(deadline: u64) {
+/// Registers a deadline (and, under the runtime, the notification count
+/// `seen`: this module's `block_on` watches notifications anyway).
+pub fn watch_deadline(cx: &mut Context<'_>, seen: u64, deadline: u64) {
+    if crate::rt::watch::watch_notification_once(seen, deadline, cx.waker()) {
+        return;
+    }
     if let Some(slot) = WATCHES.get(sys::core_id()) {
         let mut w = slot.lock();
         w.deadline = w.deadline.min(deadline);

@@ -113,6 +113,12 @@ static POLICY: AtomicUsize = AtomicUsize::new(0);
 /// Tasks moved by stealing (for tests and statistics).
 static STOLEN: AtomicU64 = AtomicU64::new(0);
 
+/// Whether an executor loop (`block_on` or an executor vCPU) runs on
+/// `core`: futures polled there can count on its wakers.
+pub(crate) fn executor_running(core: usize) -> bool {
+    CORES.get(core).is_some_and(|c| c.looping.load(Ordering::Acquire))
+}
+
 fn bit(core: usize) -> u64 {
     1u64 << core
 }

@@ -117,6 +117,42 @@ impl WatchList {
     }
 }
 
+/// For futures that keep no registration of their own (the channel
+/// futures): asks the calling core's executor to wake `waker` once the
+/// word at `addr` may differ from `old`, or once the TSC reaches
+/// `deadline` (`u64::MAX`: no deadline). One-shot: the watch goes away at
+/// the executor's next round of wake-ups (see the module documentation)
+/// and the timer when it fires; a future still waiting registers again
+/// when polled. `false` (nothing registered) when no executor loop runs on
+/// this core.
+pub fn watch_once(addr: u64, old: u64, deadline: u64, waker: &Waker) -> bool {
+    let core = machine::current_core();
+    if !super::exec::executor_running(core) {
+        return false;
+    }
+    CORES[core].watch.lock().register(What::Word { addr, old }, waker);
+    arm_once(core, deadline, waker);
+    true
+}
+
+/// [`watch_once`] for `InfoPage::notifications` differing from `seen`.
+pub fn watch_notification_once(seen: u64, deadline: u64, waker: &Waker) -> bool {
+    let core = machine::current_core();
+    if !super::exec::executor_running(core) {
+        return false;
+    }
+    CORES[core].watch.lock().register(What::Notification { seen }, waker);
+    arm_once(core, deadline, waker);
+    true
+}
+
+fn arm_once(core: usize, deadline: u64, waker: &Waker) {
+    if deadline != u64::MAX {
+        CORES[core].timers.lock().insert(deadline, waker.clone());
+        CORES[core].earliest.fetch_min(deadline, Ordering::AcqRel);
+    }
+}
+
 /// A registration in some core's watch list, removed on drop.
 #[derive(Default)]
 struct Registration {

@@ -8,10 +8,13 @@
 //! (turns of its loop, a word in its memory). Shares are compared per slot
 //! owned. The slot counts must match within [`SLOT_TOLERANCE_PCT`] (they
 //! are the scheduler's decisions) and the work within [`TOLERANCE_PCT`].
-//! The accounted TSC time is printed, not judged: under TCG on a loaded
-//! host a vCPU thread is descheduled for milliseconds while the TSC runs
-//! on, so the slot that happens to be running is charged for time nobody
-//! got; the work counts only what was executed.
+//! The accounted TSC time is printed, not judged.
+//!
+//! The tests named `cpu_time_*` need exact guest time: `cargo xtask test`
+//! runs them in a boot of their own under `-icount shift=0` (guest time is
+//! instructions) and leaves them out of the plain TCG boots, where a vCPU
+//! thread the overcommitted host deschedules loses work while the TSC runs
+//! on. With hardware KVM they run in the one boot.
 
 use super::{TestResult, check, frames_restored, wait};
 use crate::machine::env::{self, Env, Outcome};
@@ -27,15 +30,15 @@ use core::sync::atomic::Ordering;
 
 /// Allowed deviation of a measured share of work from the expected one,
 /// percent.
-const TOLERANCE_PCT: u64 = 20;
+const TOLERANCE_PCT: u64 = 10;
 /// Allowed deviation of the slots started from the expected share, percent.
 const SLOT_TOLERANCE_PCT: u64 = 10;
 /// Where `cpuhog` counts the turns of its loop (its `WORK_VA`).
 const HOG_WORK_VA: u64 = 0x0000_2000_0000_0000;
 /// Measuring window.
-const WINDOW_MS: u64 = 1500;
+const WINDOW_MS: u64 = 400;
 /// How long each `cpuhog` runs (covers start-up, the window and slack).
-const HOG_MS: u64 = 4500;
+const HOG_MS: u64 = 1200;
 
 fn spawn_on(name: &str, arg: u64, core: usize) -> Result<Arc<Env>, String> {
     env::spawn(name, arg, Some(core)).map_err(|e| format!("cannot start {name}: {e}"))
@@ -93,7 +96,7 @@ fn run_hogs(core: usize, hogs: &[(u64, u64)]) -> Result<(Vec<Arc<Env>>, Vec<Samp
         core::hint::spin_loop();
     }
     let before: Vec<Sample> = envs.iter().map(|e| sample(e, core)).collect();
-    time::spin_for_ms(WINDOW_MS);
+    time::halt_for_ms(WINDOW_MS);
     let after: Vec<Sample> = envs.iter().map(|e| sample(e, core)).collect();
     let delta = before
         .iter()
