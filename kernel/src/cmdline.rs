@@ -14,7 +14,7 @@
 //! | `grace_us` | time to yield after an epilogue upcall, 1..=`slot_us` | 50 |
 //! | `slots_reserved` | slots per core nobody may own, 0..`slots` | `slots / 4` |
 //! | `bench_samples` | samples per benchmark, 1..=100000 | 1000 |
-//! | `init` | comma-separated applications (`name` or `name:arg`) to start in `run` mode | [`DEFAULT_DEMO`] |
+//! | `init` | comma-separated applications (`name[:arg][@core]`) to start in `run` mode | [`DEFAULT_DEMO`] |
 //! | `tests` | in `test` mode, the tests to run: comma-separated name fragments, `-fragment` excludes | all |
 
 use alloc::string::String;

@@ -86,6 +86,9 @@ pub struct Vcpu {
     pub wait: Option<Wait>,
     /// The protected control transfer it is making, if any.
     pub call: Option<Activation>,
+    /// The callee's registers during a call (stale while it runs; not
+    /// meaningful outside a call).
+    pub call_context: TrapFrame,
     /// It got an epilogue upcall and has not yielded since (the abort
     /// protocol stopped it): it gets no new epilogue until it yields.
     pub owes_yield: bool,
@@ -94,12 +97,11 @@ pub struct Vcpu {
     pub call_cache: Option<Arc<Env>>,
 }
 
-/// Another environment running on a vCPU's time (`Call` until `Reply`).
+/// Another environment running on a vCPU's time (`Call` until `Reply`);
+/// its registers are the vCPU's `call_context`.
 pub struct Activation {
     /// The environment called.
     pub target: Arc<Env>,
-    /// Its registers (stale while it runs).
-    pub context: TrapFrame,
 }
 
 impl Vcpu {
@@ -110,10 +112,7 @@ impl Vcpu {
 
     /// Where the registers of the code that runs are saved.
     fn live_context(&mut self) -> &mut TrapFrame {
-        match self.call.as_mut() {
-            Some(a) => &mut a.context,
-            None => &mut self.context,
-        }
+        if self.call.is_some() { &mut self.call_context } else { &mut self.context }
     }
 
     fn candidate(&self, core: usize) -> Candidate {
@@ -208,6 +207,7 @@ pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(),
         ring: None,
         wait: None,
         call: None,
+        call_context: TrapFrame::default(),
         owes_yield: false,
         call_cache: None,
     });
@@ -765,27 +765,22 @@ pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
     me.runq.with(|rq| {
         let v = rq.current.as_mut().expect("a system call has a current vCPU");
         v.context = frame.clone();
-        v.call = Some(Activation { target, context: TrapFrame::default() });
+        v.call = Some(Activation { target });
     });
-    // The callee starts with the message and nothing else of the caller's.
-    *frame = TrapFrame {
-        rip: entry,
-        rsp: stack_top,
-        rdi: u64::from(caller),
-        rsi: frame.rsi,
-        rdx: frame.rdx,
-        r10: frame.r10,
-        r8: frame.r8,
-        r9: frame.r9,
-        r12: frame.r12,
-        r13: frame.r13,
-        r14: frame.r14,
-        rflags: 0x202,
-        cs: u64::from(USER_CS),
-        ss: u64::from(USER_DS),
-        vector: frame.vector,
-        ..TrapFrame::default()
-    };
+    // The callee starts with the message (rsi, rdx, r10, r8, r9, r12, r13,
+    // r14, left in place) and nothing else of the caller's.
+    frame.rip = entry;
+    frame.rsp = stack_top;
+    frame.rdi = u64::from(caller);
+    frame.rflags = 0x202;
+    frame.cs = u64::from(USER_CS);
+    frame.ss = u64::from(USER_DS);
+    frame.rax = 0;
+    frame.rbx = 0;
+    frame.rcx = 0;
+    frame.rbp = 0;
+    frame.r11 = 0;
+    frame.r15 = 0;
     Ok(())
 }
 
@@ -796,17 +791,12 @@ pub fn reply(frame: &mut TrapFrame) -> Result<(), Error> {
     let target = me.runq.with(|rq| {
         let v = rq.current.as_mut().expect("a system call has a current vCPU");
         let call = v.call.take().ok_or(Error::InvalidArgument)?;
-        let mut back = v.context.clone();
-        back.rax = 0;
-        back.rsi = frame.rsi;
-        back.rdx = frame.rdx;
-        back.r10 = frame.r10;
-        back.r8 = frame.r8;
-        back.r9 = frame.r9;
-        back.r12 = frame.r12;
-        back.r13 = frame.r13;
-        back.r14 = frame.r14;
-        *frame = back;
+        let words = [frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9, frame.r12, frame.r13];
+        let last = frame.r14;
+        *frame = v.context.clone();
+        frame.rax = 0;
+        [frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9, frame.r12, frame.r13] = words;
+        frame.r14 = last;
         activate(&v.env);
         Ok(call.target)
     })?;

@@ -194,18 +194,22 @@ fn run_demo(init: &[alloc::string::String]) -> ! {
     kprintln!("exo: {} cores online; starting {:?}", percpu::online_cpus(), init);
     env::power_off_when_all_done("exo: all environments have ended; powering off");
     for word in init {
-        // `name` or `name:arg` (decimal or 0x-hex start argument).
-        let (name, arg) = word.split_once(':').unwrap_or((word, "0"));
+        // `name[:arg][@core]`: a decimal or 0x-hex start argument, a core.
+        let (word_core, core) = match word.split_once('@') {
+            Some((w, c)) => (w, c.parse::<usize>().ok().map(Some)),
+            None => (word.as_str(), Some(None)),
+        };
+        let (name, arg) = word_core.split_once(':').unwrap_or((word_core, "0"));
         let arg = match arg.strip_prefix("0x") {
             Some(hex) => u64::from_str_radix(hex, 16).ok(),
             None => arg.parse().ok(),
         };
-        let Some(arg) = arg else {
-            kprintln!("exo: bad start argument in {word:?}");
+        let (Some(arg), Some(core)) = (arg, core) else {
+            kprintln!("exo: bad start argument or core in {word:?}");
             env::note_run_failure();
             continue;
         };
-        if let Err(e) = env::spawn(name, arg, None) {
+        if let Err(e) = env::spawn(name, arg, core) {
             kprintln!("exo: cannot start {name}: {e}");
             env::note_run_failure();
         }
