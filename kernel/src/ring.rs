@@ -1,7 +1,7 @@
 //! The kernel side of the submission/completion ring ([`abi::ring`]).
 //!
 //! The ring lives in frames the environment owns; the machine layer maps
-//! them, pins them and hands this module a [`RingMemory`]: eight narrow
+//! them, pins them and hands this module a [`RingMemory`]: nine narrow
 //! accessors to the header's indices and to the entries. Everything else —
 //! which entries to consume, how to validate them, link chains, where
 //! completions go and when to stop — is decided here, by a [`RingState`]
@@ -12,10 +12,14 @@
 //! # Protocol
 //!
 //! [`RingState::submit`] loads `sq_tail` (acquire) and `cq_head` (acquire)
-//! once each, copies every entry it consumes exactly once
-//! ([`RingMemory::read_sqe`]) and looks only at the copy, writes the
-//! completions, then stores `cq_tail` (release) and finally `sq_head`
-//! (release). A libOS that sees the new `sq_head` therefore also sees the
+//! once each, copies every entry it consumes once and looks only at the
+//! copy, writes the completions, then stores `cq_tail` (release) and
+//! finally `sq_head` (release). The copy is taken in two parts, each word
+//! read exactly once: the head word and `user_data`
+//! ([`RingMemory::read_sqe_head`]) of every entry, and the six arguments
+//! ([`RingMemory::read_sqe_args`]) only of an entry handed to `exec` — a
+//! `Nop`, a malformed or a canceled entry needs none, and a batch of `Nop`s
+//! costs two loads per entry. A libOS that sees the new `sq_head` therefore also sees the
 //! completions of the entries it covers, and may reuse those submission
 //! slots: the kernel has finished reading them.
 //!
@@ -23,6 +27,7 @@
 //! * `InvalidArgument` if its opcode is not an [`Op`], it has flags outside
 //!   [`SQE_FLAGS`] or a non-zero reserved byte;
 //! * otherwise `Canceled` if an earlier entry of its link chain failed;
+//! * otherwise, for a `Nop`, `Ok(0)`, answered here without `exec`;
 //! * otherwise whatever the caller's `exec` decides ([`Outcome::Done`]), or,
 //!   for operations that finish later (timers), a completion the caller
 //!   posts with [`RingState::complete`] ([`Outcome::Pending`]).
@@ -70,20 +75,22 @@
 //!   looking at `cq_head` again (a libOS that moved `cq_head` backwards in
 //!   the meantime only confuses itself).
 //! * **Torn entries.** An entry the libOS rewrites while it is being copied
-//!   yields a mixture of old and new bytes; the copy is validated like any
-//!   other entry.
+//!   (the head, then perhaps the arguments) yields a mixture of old and new
+//!   words; the copy is validated like any other entry, and no word is read
+//!   twice, so no decision is taken on a value that changes under it.
 
 use abi::Error;
-use abi::ring::{CqEntry, MAX_ENTRIES, Op, RING_ERR_BAD_INDEX, SQE_FLAGS, SQE_LINK, SqEntry};
+use abi::ring::{
+    CqEntry, MAX_ENTRIES, OP_COUNT, Op, RING_ERR_BAD_INDEX, SQE_FLAGS, SQE_LINK, SqEntry,
+};
 
 /// The ring's memory as the kernel sees it.
 ///
 /// The kernel implements it over the pinned frames of a registered ring;
 /// the tests implement it over vectors or loom atomics. `slot` arguments
-/// are always below the ring's `sq_entries` (for [`read_sqe`]) or
-/// `cq_entries` (for [`write_cqe`]).
+/// are always below the ring's `sq_entries` (for the `read_sqe_*`
+/// accessors) or `cq_entries` (for [`write_cqe`]).
 ///
-/// [`read_sqe`]: RingMemory::read_sqe
 /// [`write_cqe`]: RingMemory::write_cqe
 pub trait RingMemory {
     /// The header's `sq_tail`, loaded with acquire ordering.
@@ -94,8 +101,12 @@ pub trait RingMemory {
     fn store_sq_head(&self, v: u32);
     /// Stores the header's `cq_tail` with release ordering.
     fn store_cq_tail(&self, v: u32);
-    /// A copy of submission slot `slot`.
-    fn read_sqe(&self, slot: u32) -> SqEntry;
+    /// A copy of the first two words of submission slot `slot`: its head
+    /// word ([`SqEntry::head_word`]: opcode, flags, reserved bytes) and its
+    /// `user_data`.
+    fn read_sqe_head(&self, slot: u32) -> [u64; 2];
+    /// A copy of the six argument words of submission slot `slot`.
+    fn read_sqe_args(&self, slot: u32) -> [u64; 6];
     /// Writes completion slot `slot`.
     fn write_cqe(&self, slot: u32, e: CqEntry);
     /// `header.overflow += 1` (wrapping).
@@ -117,11 +128,33 @@ pub enum Outcome {
 /// Checks a submission's format: a defined opcode, only defined flags and
 /// zero reserved bytes. Returns its op, or `InvalidArgument`.
 pub fn validate(e: &SqEntry) -> Result<Op, Error> {
-    let op = Op::from_number(e.opcode).ok_or(Error::InvalidArgument)?;
-    if e.flags & !SQE_FLAGS != 0 || e.reserved != [0; 6] {
+    if !well_formed(e.head_word()) {
         return Err(Error::InvalidArgument);
     }
-    Ok(op)
+    Op::from_number(e.opcode).ok_or(Error::InvalidArgument)
+}
+
+/// The bits of an entry's head word that may be set: the opcode byte and
+/// the defined flags.
+const HEAD_BITS: u64 = 0xff | (SQE_FLAGS as u64) << 8;
+
+/// [`validate`] on the head word ([`SqEntry::head_word`]): a defined
+/// opcode, no flag outside [`SQE_FLAGS`], zero reserved bytes.
+#[inline]
+fn well_formed(head: u64) -> bool {
+    head & !HEAD_BITS == 0 && (head as u8) < OP_COUNT
+}
+
+/// A well-formed head word says `Nop` (with or without [`SQE_LINK`]).
+#[inline]
+fn is_nop(head: u64) -> bool {
+    head as u8 == Op::Nop as u8
+}
+
+/// The head word's [`SQE_LINK`] bit.
+#[inline]
+fn links(head: u64) -> bool {
+    (head >> 8) as u8 & SQE_LINK != 0
 }
 
 /// The kernel's own view of one ring: its sizes and its private copies of
@@ -200,8 +233,8 @@ impl RingState {
     ///
     /// Each one is copied once and validated; a malformed one completes
     /// with `InvalidArgument`, one whose chain already failed with
-    /// `Canceled`, and the others are handed to `exec` (which sees only
-    /// entries [`validate`] accepts). Stops early, counting one overflow,
+    /// `Canceled`, a `Nop` with `Ok(0)`, and the others are handed to `exec`
+    /// (which sees only entries [`validate`] accepts, never a `Nop`). Stops early, counting one overflow,
     /// when no completion slot is free (reserved slots are not free). A
     /// `sq_tail` more than `sq_entries` ahead raises [`RING_ERR_BAD_INDEX`]
     /// and consumes nothing.
@@ -228,32 +261,46 @@ impl RingState {
             return 0;
         }
 
-        let sq_mask = self.sq_entries - 1;
-        let cq_tail_before = self.cq_tail;
+        // The loop keeps the indices in locals (they are written back once
+        // below): `exec` cannot reach `self`, and the compiler then keeps
+        // them in registers across the whole batch.
+        let (sq_mask, cq_mask) = (self.sq_entries - 1, self.cq_entries - 1);
+        let (mut sq_head, mut cq_tail) = (self.sq_head, self.cq_tail);
+        let (mut reserved, mut chain_failed) = (self.reserved, self.chain_failed);
         for _ in 0..count {
-            let entry = mem.read_sqe(self.sq_head & sq_mask);
-            self.sq_head = self.sq_head.wrapping_add(1);
-            let outcome = match validate(&entry) {
-                Err(e) => Outcome::Done(Err(e)),
-                Ok(_) if self.chain_failed => Outcome::Done(Err(Error::Canceled)),
-                Ok(_) => exec(&entry),
-            };
-            let failed = match outcome {
-                Outcome::Done(result) => {
-                    self.post(mem, entry.user_data, result);
-                    result.is_err()
+            let slot = sq_head & sq_mask;
+            let [head, user_data] = mem.read_sqe_head(slot);
+            sq_head = sq_head.wrapping_add(1);
+            let result = if !well_formed(head) {
+                Err(Error::InvalidArgument)
+            } else if chain_failed {
+                Err(Error::Canceled)
+            } else if is_nop(head) {
+                Ok(0)
+            } else {
+                let entry = SqEntry::from_parts(head, user_data, mem.read_sqe_args(slot));
+                match exec(&entry) {
+                    Outcome::Done(result) => result,
+                    Outcome::Pending => {
+                        reserved += 1;
+                        chain_failed = false;
+                        continue;
+                    }
                 }
-                Outcome::Pending => {
-                    self.reserved += 1;
-                    false
-                }
             };
-            self.chain_failed = failed && entry.flags & SQE_LINK != 0;
+            let cqe = CqEntry { user_data, result: abi::encode(result) };
+            mem.write_cqe(cq_tail & cq_mask, cqe);
+            cq_tail = cq_tail.wrapping_add(1);
+            chain_failed = result.is_err() && links(head);
         }
-        if self.cq_tail != cq_tail_before {
-            mem.store_cq_tail(self.cq_tail);
+        self.reserved = reserved;
+        self.chain_failed = chain_failed;
+        self.sq_head = sq_head;
+        if self.cq_tail != cq_tail {
+            self.cq_tail = cq_tail;
+            mem.store_cq_tail(cq_tail);
         }
-        mem.store_sq_head(self.sq_head);
+        mem.store_sq_head(sq_head);
         count
     }
 
@@ -406,8 +453,12 @@ mod tests {
         fn store_cq_tail(&self, v: u32) {
             self.cq_tail.set(v);
         }
-        fn read_sqe(&self, slot: u32) -> SqEntry {
-            self.sqes.borrow()[slot as usize]
+        fn read_sqe_head(&self, slot: u32) -> [u64; 2] {
+            let e = self.sqes.borrow()[slot as usize];
+            [e.head_word(), e.user_data]
+        }
+        fn read_sqe_args(&self, slot: u32) -> [u64; 6] {
+            self.sqes.borrow()[slot as usize].args
         }
         fn write_cqe(&self, slot: u32, e: CqEntry) {
             let mut unread = self.unread.borrow_mut();
@@ -435,7 +486,8 @@ mod tests {
         sqe(Op::Nop, 0, user_data)
     }
 
-    /// The tests' `exec`: Nop → 0, Timer → pending, anything else succeeds
+    /// The tests' `exec` (and the model's expectation): Nop → 0 (which
+    /// `submit` answers itself, never calling `exec`), Timer → pending, anything else succeeds
     /// with `args[1] % 1000` if `args[0] == 0` and fails with `Busy`
     /// otherwise.
     fn rule(e: &SqEntry) -> Outcome {
@@ -468,15 +520,8 @@ mod tests {
             assert!(ring.push(nop(100 + i)));
         }
         assert!(!ring.push(nop(0)), "the submission queue is full");
-        let mut seen = Vec::new();
-        assert_eq!(
-            k.submit(&ring, 8, |e| {
-                seen.push(e.user_data);
-                Outcome::Done(Ok(0))
-            }),
-            8
-        );
-        assert_eq!(seen, (100..108).collect::<Vec<_>>());
+        // Nops are answered by the protocol itself, without `exec`.
+        assert_eq!(k.submit(&ring, 8, |_| panic!("exec saw a Nop")), 8);
         assert_eq!((ring.sq_head.get(), ring.cq_tail.get()), (8, 8));
         assert_eq!(k.pending_completions(&ring), 8);
         let got = results(&ring.drain_all());
@@ -571,7 +616,7 @@ mod tests {
             }),
             5
         );
-        assert_eq!(ran, [1, 2, 5]);
+        assert_eq!(ran, [2], "only the Map runs: Nops never reach exec");
         assert_eq!(
             results(&ring.drain_all()),
             [
@@ -970,6 +1015,7 @@ mod tests {
         let (head, tail, writes) = (k.sq_head(), k.cq_tail(), ring.writes.get());
         let mut execs = 0;
         let n = k.submit(ring, max, |e| {
+            assert_ne!(e.opcode, Op::Nop as u8, "exec saw a Nop");
             execs += 1;
             let o = rule(e);
             if o == Outcome::Pending {
@@ -1163,11 +1209,11 @@ mod loom {
         fn store_cq_tail(&self, v: u32) {
             self.cq_tail.store(v, Ordering::Release)
         }
-        fn read_sqe(&self, slot: u32) -> SqEntry {
-            SqEntry {
-                user_data: self.sqes[slot as usize].load(Ordering::Relaxed),
-                ..SqEntry::default()
-            }
+        fn read_sqe_head(&self, slot: u32) -> [u64; 2] {
+            [Op::Nop as u64, self.sqes[slot as usize].load(Ordering::Relaxed)]
+        }
+        fn read_sqe_args(&self, _slot: u32) -> [u64; 6] {
+            panic!("a Nop has no arguments to read")
         }
         fn write_cqe(&self, slot: u32, e: CqEntry) {
             let (user_data, result) = &self.cqes[slot as usize];
