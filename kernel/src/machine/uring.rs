@@ -23,7 +23,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::frames::FrameNumber;
-use kernel::ring::{Outcome, RingMemory, RingState};
+use kernel::ring::{CqRun, Outcome, RingMemory, RingState, SqRun};
 
 /// One vCPU's registered ring: a pointer, so that taking it out of the run
 /// queue for a `RingEnter` ([`super::sched::with_current_ring`]) and putting
@@ -36,6 +36,8 @@ struct Registered {
     env: u32,
     /// The ring's frames, pinned, in order.
     frames: Vec<FrameNumber>,
+    /// Their direct-map addresses (what [`Pinned`] works with).
+    pages: Vec<usize>,
     /// `abi::ring::cq_offset(sq_entries)`.
     cq_offset: u64,
     /// Pending `Timer` operations: (TSC deadline, user data).
@@ -50,19 +52,19 @@ impl Drop for Registered {
 
 /// The ring's memory, reached through the pinned frames.
 struct Pinned<'a> {
-    frames: &'a [FrameNumber],
+    /// The direct-map address of each pinned frame, in ring order.
+    pages: &'a [usize],
     cq_offset: u64,
 }
 
 impl Pinned<'_> {
-    /// The kernel address of byte `offset` of the ring. Entries and header
-    /// fields never straddle a page (64-byte submissions after a 64-byte
-    /// header; 16-byte completions at a 16-byte-aligned offset).
+    /// The kernel address of byte `offset` of the ring (the page index is
+    /// bounds-checked). Entries and header fields never straddle a page
+    /// (64-byte submissions after a 64-byte header; 16-byte completions at
+    /// a 16-byte-aligned offset).
     #[inline]
-    fn at(&self, offset: u64) -> *mut u8 {
-        let frame = self.frames[(offset / PAGE_SIZE) as usize];
-        // SAFETY: arithmetic only; the frame is pinned and in the direct map.
-        unsafe { memory::frame_virt(frame).add((offset % PAGE_SIZE) as usize) }
+    fn at(&self, offset: u64) -> usize {
+        self.pages[(offset / PAGE_SIZE) as usize] + (offset % PAGE_SIZE) as usize
     }
 
     #[inline]
@@ -72,6 +74,72 @@ impl Pinned<'_> {
         // u32 fields are 4-aligned; atomics make concurrent libOS writes
         // well-defined.
         unsafe { &*(self.at(index * 4) as *const AtomicU32) }
+    }
+
+    /// The entries of `size` bytes (a multiple of 8 dividing the page size)
+    /// from the one at byte `offset` (size-aligned) of the ring to the end
+    /// of its page.
+    #[inline]
+    fn run(&self, offset: u64, size: u64) -> PageRun {
+        let base = self.at(offset) as *mut u64;
+        let slots = ((PAGE_SIZE - offset % PAGE_SIZE) / size) as u32;
+        PageRun { base, slots, stride: size as usize / 8 }
+    }
+}
+
+/// Consecutive entries in one pinned page of a ring: `slots` entries of
+/// `stride` words from `base`. Made only by [`Pinned::run`], so every entry
+/// `i < slots` lies inside that page, 8-aligned.
+struct PageRun {
+    base: *mut u64,
+    slots: u32,
+    stride: usize,
+}
+
+impl PageRun {
+    /// Entry `i` of the run (panics if `i` is not below `slots`).
+    #[inline]
+    fn entry(&self, i: u32) -> *mut u64 {
+        assert!(i < self.slots, "ring slot outside its run");
+        self.base.wrapping_add(i as usize * self.stride)
+    }
+}
+
+impl SqRun for PageRun {
+    #[inline]
+    fn slots(&self) -> u32 {
+        self.slots
+    }
+    #[inline]
+    fn head(&self, i: u32) -> [u64; 2] {
+        let words = self.entry(i);
+        // SAFETY: `entry` gives a submission's eight words inside a pinned
+        // page (see `PageRun`); two volatile loads (the compiler may
+        // neither repeat nor merge them), taken once; any bits are valid.
+        unsafe { [words.read_volatile(), words.add(1).read_volatile()] }
+    }
+    #[inline]
+    fn args(&self, i: u32) -> [u64; 6] {
+        let words = self.entry(i);
+        // SAFETY: as in `head`, words 2..8 of the entry.
+        core::array::from_fn(|k| unsafe { words.add(2 + k).read_volatile() })
+    }
+}
+
+impl CqRun for PageRun {
+    #[inline]
+    fn slots(&self) -> u32 {
+        self.slots
+    }
+    #[inline]
+    fn write(&self, i: u32, e: CqEntry) {
+        let words = self.entry(i);
+        // SAFETY: `entry` gives a completion's two words inside a pinned
+        // page (see `PageRun`); two volatile stores.
+        unsafe {
+            words.write_volatile(e.user_data);
+            words.add(1).write_volatile(e.result);
+        }
     }
 }
 
@@ -84,19 +152,15 @@ const CQ_ENTRIES: u64 = 5;
 const OVERFLOW: u64 = 6;
 const ERRORS: u64 = 7;
 
-impl Pinned<'_> {
-    /// Submission slot `slot` as eight words. `slot` < sq_entries (the
-    /// protocol masks it), so the 64-byte entry lies inside the pinned ring,
-    /// 8-aligned, within one page; any bit pattern is a valid word.
-    #[inline]
-    fn sqe_words(&self, slot: u32) -> *const u64 {
-        let offset =
-            abi::ring::SQ_OFFSET + u64::from(slot) * core::mem::size_of::<SqEntry>() as u64;
-        self.at(offset) as *const u64
-    }
-}
-
 impl RingMemory for Pinned<'_> {
+    type Sq<'a>
+        = PageRun
+    where
+        Self: 'a;
+    type Cq<'a>
+        = PageRun
+    where
+        Self: 'a;
     #[inline]
     fn load_sq_tail(&self) -> u32 {
         self.header_word(SQ_TAIL).load(Ordering::Acquire)
@@ -114,28 +178,14 @@ impl RingMemory for Pinned<'_> {
         self.header_word(CQ_TAIL).store(v, Ordering::Release)
     }
     #[inline]
-    fn read_sqe_head(&self, slot: u32) -> [u64; 2] {
-        let words = self.sqe_words(slot);
-        // SAFETY: `sqe_words` points at the slot's eight words; two volatile
-        // loads (the compiler may neither repeat nor merge them), taken once.
-        unsafe { [words.read_volatile(), words.add(1).read_volatile()] }
+    fn sq_run(&self, slot: u32) -> PageRun {
+        let size = core::mem::size_of::<SqEntry>() as u64;
+        self.run(abi::ring::SQ_OFFSET + u64::from(slot) * size, size)
     }
     #[inline]
-    fn read_sqe_args(&self, slot: u32) -> [u64; 6] {
-        let words = self.sqe_words(slot);
-        // SAFETY: as in `read_sqe_head`, words 2..8 of the slot.
-        core::array::from_fn(|i| unsafe { words.add(2 + i).read_volatile() })
-    }
-    #[inline]
-    fn write_cqe(&self, slot: u32, e: CqEntry) {
-        let offset = self.cq_offset + u64::from(slot) * core::mem::size_of::<CqEntry>() as u64;
-        let words = self.at(offset) as *mut u64;
-        // SAFETY: `slot` < cq_entries (masked): the 16-byte entry lies inside
-        // the pinned ring, 16-aligned; two volatile word stores.
-        unsafe {
-            words.write_volatile(e.user_data);
-            words.add(1).write_volatile(e.result);
-        }
+    fn cq_run(&self, slot: u32) -> PageRun {
+        let size = core::mem::size_of::<CqEntry>() as u64;
+        self.run(self.cq_offset + u64::from(slot) * size, size)
     }
     fn add_overflow(&self) {
         self.header_word(OVERFLOW).fetch_add(1, Ordering::Release);
@@ -147,7 +197,7 @@ impl RingMemory for Pinned<'_> {
 
 impl Registered {
     fn memory(&self) -> Pinned<'_> {
-        Pinned { frames: &self.frames, cq_offset: self.cq_offset }
+        Pinned { pages: &self.pages, cq_offset: self.cq_offset }
     }
 }
 
@@ -170,10 +220,12 @@ impl VcpuRing {
             return Err(Error::InvalidArgument);
         }
         let frames = env::pin_user_pages(env, base, bytes / PAGE_SIZE)?;
+        let pages = frames.iter().map(|&f| memory::frame_virt(f) as usize).collect();
         let ring = Registered {
             state,
             env: env.id,
             frames,
+            pages,
             cq_offset: abi::ring::cq_offset(sq),
             timers: Vec::new(),
         };
@@ -213,7 +265,7 @@ impl VcpuRing {
             return Err(Error::InvalidArgument);
         }
         let max = to_submit.min(u64::from(ring.state.sq_entries())) as u32;
-        let mem = Pinned { frames: &ring.frames, cq_offset: ring.cq_offset };
+        let mem = Pinned { pages: &ring.pages, cq_offset: ring.cq_offset };
         let timers = &mut ring.timers;
         let consumed = ring.state.submit(&mem, max, |sqe| execute(env, sqe, timers));
         if !ring.timers.is_empty() {
@@ -241,7 +293,7 @@ impl Registered {
         if self.timers.iter().all(|&(deadline, _)| deadline > now) {
             return;
         }
-        let mem = Pinned { frames: &self.frames, cq_offset: self.cq_offset };
+        let mem = Pinned { pages: &self.pages, cq_offset: self.cq_offset };
         let state = &mut self.state;
         self.timers.retain(|&(deadline, user_data)| {
             if deadline <= now {
