@@ -314,24 +314,35 @@ impl RingState {
             // Completion `j` of this run is at most entry `i`: within both.
             let (mut i, mut j) = (0, 0);
             let mut chain_failed = self.chain_failed;
-            'run: while i < n {
-                // The fast path, a loop of its own (so that it keeps its
-                // few values in registers): well-formed Nops in a live
-                // chain. It hands over the first other entry, already read.
-                let [head, user_data] = loop {
-                    let [head, user_data] = sq.head(i);
-                    i += 1;
+            while i < n {
+                // The fast path, a loop of its own (so that it keeps its few
+                // values in registers): well-formed Nops in a live chain,
+                // entry `i + k` answered in completion `j + k` (`m` says to
+                // the compiler that both stay inside their runs). It hands
+                // over the first other entry, already read.
+                let m = (n - i).min(cq.slots().saturating_sub(j));
+                if m == 0 {
+                    break; // only if `cq.slots()` changed: see below
+                }
+                let mut k = 0;
+                let (head, user_data) = loop {
+                    if k == m {
+                        break (0, 0);
+                    }
+                    let [head, user_data] = sq.head(i + k);
                     if head & !NOP_HEAD_BITS != 0 || chain_failed {
-                        break [head, user_data];
+                        break (head, user_data);
                     }
-                    cq.write(j, CqEntry { user_data, result: 0 });
-                    j += 1;
-                    if i == n {
-                        break 'run;
-                    }
+                    cq.write(j + k, CqEntry { user_data, result: 0 });
+                    k += 1;
                 };
-                let args = || sq.args(i - 1);
-                match self.slow(head, user_data, chain_failed, args, &mut exec) {
+                (i, j) = (i + k, j + k);
+                if k == m {
+                    continue;
+                }
+                let at = i;
+                i += 1;
+                match self.slow(head, user_data, chain_failed, || sq.args(at), &mut exec) {
                     Some((result, failed)) => {
                         cq.write(j, CqEntry { user_data, result });
                         j += 1;
@@ -341,9 +352,12 @@ impl RingState {
                 }
             }
             self.chain_failed = chain_failed;
-            self.sq_head = self.sq_head.wrapping_add(n);
+            self.sq_head = self.sq_head.wrapping_add(i);
             self.cq_tail = self.cq_tail.wrapping_add(j);
-            left -= n;
+            left -= i;
+            if i < n {
+                break; // a RingMemory whose runs change size: stop, not spin
+            }
         }
         if self.cq_tail != cq_tail_before {
             mem.store_cq_tail(self.cq_tail);

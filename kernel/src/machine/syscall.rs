@@ -174,6 +174,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
 }
 
 /// `RingEnter`: submits, then says whether to sleep for completions.
+#[inline(always)]
 fn ring_enter(
     env: &env::Env,
     to_submit: u64,
