@@ -264,10 +264,10 @@ impl RingState {
     /// Each one is copied once and validated; a malformed one completes
     /// with `InvalidArgument`, one whose chain already failed with
     /// `Canceled`, a `Nop` with `Ok(0)`, and the others are handed to `exec`
-    /// (which sees only entries [`validate`] accepts, never a `Nop`). Stops early, counting one overflow,
-    /// when no completion slot is free (reserved slots are not free). A
-    /// `sq_tail` more than `sq_entries` ahead raises [`RING_ERR_BAD_INDEX`]
-    /// and consumes nothing.
+    /// (which sees only entries [`validate`] accepts, never a `Nop`). Stops
+    /// early, counting one overflow, when no completion slot is free
+    /// (reserved slots are not free). A `sq_tail` more than `sq_entries`
+    /// ahead raises [`RING_ERR_BAD_INDEX`] and consumes nothing.
     #[inline]
     pub fn submit(
         &mut self,
