@@ -1,8 +1,8 @@
 //! The kernel side of the submission/completion ring ([`abi::ring`]).
 //!
 //! The ring lives in frames the environment owns; the machine layer maps
-//! them, pins them and hands this module a [`RingMemory`]: nine narrow
-//! accessors to the header's indices and to the entries. Everything else —
+//! them, pins them and hands this module a [`RingMemory`]: narrow
+//! accessors to the header's indices and to runs of entries. Everything else —
 //! which entries to consume, how to validate them, link chains, where
 //! completions go and when to stop — is decided here, by a [`RingState`]
 //! that keeps the kernel's private copies of its indices. On the host the
