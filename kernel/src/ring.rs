@@ -2,9 +2,9 @@
 //!
 //! The ring lives in frames the environment owns; the machine layer maps
 //! them, pins them and hands this module a [`RingMemory`]: narrow
-//! accessors to the header's indices and to runs of entries. Everything else —
-//! which entries to consume, how to validate them, link chains, where
-//! completions go and when to stop — is decided here, by a [`RingState`]
+//! accessors to the header's indices and to runs of entries. Everything
+//! else — which entries to consume, how to validate them, link chains,
+//! where completions go and when to stop — is decided here, by a [`RingState`]
 //! that keeps the kernel's private copies of its indices. On the host the
 //! tests implement [`RingMemory`] over plain vectors (and over loom atomics
 //! to model-check the acquire/release protocol).
