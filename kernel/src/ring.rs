@@ -14,13 +14,15 @@
 //! [`RingState::submit`] loads `sq_tail` (acquire) and `cq_head` (acquire)
 //! once each, copies every entry it consumes once and looks only at the
 //! copy, writes the completions, then stores `cq_tail` (release) and
-//! finally `sq_head` (release). The copy is taken in two parts, each word
-//! read exactly once: the head word and `user_data` ([`SqRun::head`]) of
-//! every entry, and the six arguments ([`SqRun::args`]) only of an entry
-//! handed to `exec` — a `Nop`, a malformed or a canceled entry needs none,
-//! and a batch of `Nop`s costs two loads per entry. A libOS that sees the new `sq_head` therefore also sees the
-//! completions of the entries it covers, and may reuse those submission
-//! slots: the kernel has finished reading them.
+//! finally `sq_head` (release). A libOS that sees the new `sq_head`
+//! therefore also sees the completions of the entries it covers, and may
+//! reuse those submission slots: the kernel has finished reading them.
+//!
+//! The copy of an entry is taken in two parts, each word read exactly once:
+//! the head word and `user_data` ([`SqRun::head`]) of every entry, and the
+//! six arguments ([`SqRun::args`]) only of an entry handed to `exec` — a
+//! `Nop`, a malformed or a canceled entry needs none, so a batch of `Nop`s
+//! costs two loads per entry.
 //!
 //! Each consumed entry gets exactly one completion with its `user_data`:
 //! * `InvalidArgument` if its opcode is not an [`Op`], it has flags outside
