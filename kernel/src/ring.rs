@@ -127,11 +127,13 @@ pub trait RingMemory {
 }
 
 /// Submission slots `first..first + slots()` of a ring, in order, `first`
-/// being the slot [`RingMemory::sq_run`] was asked for. Arguments `i` are
-/// below [`SqRun::slots`].
+/// being the slot [`RingMemory::sq_run`] was asked for (and moved by
+/// [`SqRun::skip`]). Arguments `i` are below [`SqRun::slots`].
 pub trait SqRun {
-    /// The number of slots in the run, at least 1.
+    /// The number of slots in the run, at least 1 when it is made.
     fn slots(&self) -> u32;
+    /// Drops the first `k` (at most `slots()`) slots from the run.
+    fn skip(&mut self, k: u32);
     /// A copy of the first two words of slot `first + i`: its head word
     /// ([`SqEntry::head_word`]: opcode, flags, reserved bytes) and its
     /// `user_data`.
@@ -142,8 +144,10 @@ pub trait SqRun {
 
 /// Completion slots `first..first + slots()` of a ring (as [`SqRun`]).
 pub trait CqRun {
-    /// The number of slots in the run, at least 1.
+    /// The number of slots in the run, at least 1 when it is made.
     fn slots(&self) -> u32;
+    /// Drops the first `k` (at most `slots()`) slots from the run.
+    fn skip(&mut self, k: u32);
     /// Writes completion slot `first + i`.
     fn write(&self, i: u32, e: CqEntry);
 }
@@ -295,70 +299,67 @@ impl RingState {
         }
 
         // The outer loop walks runs: `n` entries that lie in one run of
-        // each queue and before the end of both, so that the inner loop
-        // needs no index arithmetic; the indices in `self` move once per
-        // run. Anything but a well-formed Nop in a live chain leaves the
-        // inner loop for `slow`, out of line.
+        // each queue and before the end of both, so that the inner loops
+        // need no index arithmetic; the indices in `self` move once per
+        // run. Within a run, the fast path is a loop of its own (so that it
+        // keeps its few values in registers): well-formed Nops in a live
+        // chain, entry `k` of the submission run answered in completion `k`
+        // of the completion run (`m` tells the compiler that both are in
+        // their runs). It hands the first other entry, already read, to
+        // `slow`, out of line; then both runs skip what was used.
         let cq_tail_before = self.cq_tail;
         let mut left = count;
         while left > 0 {
             let sq_slot = self.sq_head & (self.sq_entries - 1);
             let cq_slot = self.cq_tail & (self.cq_entries - 1);
-            let (sq, cq) = (mem.sq_run(sq_slot), mem.cq_run(cq_slot));
+            let (mut sq, mut cq) = (mem.sq_run(sq_slot), mem.cq_run(cq_slot));
             let n = left
                 .min(sq.slots())
                 .min(self.sq_entries - sq_slot)
                 .min(cq.slots())
                 .min(self.cq_entries - cq_slot);
-            if n == 0 {
-                break; // a run of no slots: not a valid RingMemory
-            }
-            // Completion `j` of this run is at most entry `i`: within both.
-            let (mut i, mut j) = (0, 0);
+            let (mut consumed, mut posted) = (0, 0);
             let mut chain_failed = self.chain_failed;
-            while i < n {
-                // The fast path, a loop of its own (so that it keeps its few
-                // values in registers): well-formed Nops in a live chain,
-                // entry `i + k` answered in completion `j + k` (`m` says to
-                // the compiler that both stay inside their runs). It hands
-                // over the first other entry, already read.
-                let m = (n - i).min(cq.slots().saturating_sub(j));
+            while consumed < n {
+                let m = (n - consumed).min(sq.slots()).min(cq.slots());
                 if m == 0 {
-                    break; // only if `cq.slots()` changed: see below
+                    break; // only with runs of no slots: see below
                 }
                 let mut k = 0;
-                let (head, user_data) = loop {
+                let other = loop {
                     if k == m {
-                        break (0, 0);
+                        break None;
                     }
-                    let [head, user_data] = sq.head(i + k);
+                    let [head, user_data] = sq.head(k);
                     if head & !NOP_HEAD_BITS != 0 || chain_failed {
-                        break (head, user_data);
+                        break Some((head, user_data));
                     }
-                    cq.write(j + k, CqEntry { user_data, result: 0 });
+                    cq.write(k, CqEntry { user_data, result: 0 });
                     k += 1;
                 };
-                (i, j) = (i + k, j + k);
-                if k == m {
-                    continue;
-                }
-                let at = i;
-                i += 1;
-                match self.slow(head, user_data, chain_failed, || sq.args(at), &mut exec) {
-                    Some((result, failed)) => {
-                        cq.write(j, CqEntry { user_data, result });
-                        j += 1;
-                        chain_failed = failed && links(head);
+                let (mut sq_used, mut cq_used) = (k, k);
+                if let Some((head, user_data)) = other {
+                    sq_used += 1;
+                    match self.slow(head, user_data, chain_failed, || sq.args(k), &mut exec) {
+                        Some((result, failed)) => {
+                            cq.write(k, CqEntry { user_data, result });
+                            cq_used += 1;
+                            chain_failed = failed && links(head);
+                        }
+                        None => chain_failed = false,
                     }
-                    None => chain_failed = false,
                 }
+                sq.skip(sq_used);
+                cq.skip(cq_used);
+                consumed += sq_used;
+                posted += cq_used;
             }
             self.chain_failed = chain_failed;
-            self.sq_head = self.sq_head.wrapping_add(i);
-            self.cq_tail = self.cq_tail.wrapping_add(j);
-            left -= i;
-            if i < n {
-                break; // a RingMemory whose runs change size: stop, not spin
+            self.sq_head = self.sq_head.wrapping_add(consumed);
+            self.cq_tail = self.cq_tail.wrapping_add(posted);
+            left -= consumed;
+            if consumed < n || n == 0 {
+                break; // a RingMemory with empty runs: stop, not spin
             }
         }
         if self.cq_tail != cq_tail_before {
@@ -536,25 +537,36 @@ mod tests {
     }
 
     /// Slots `first..` of a [`VecRing`] queue up to the next multiple of
-    /// its `run`.
+    /// its `run` (a run skipped to that multiple is empty).
     struct VecRun<'a> {
         ring: &'a VecRing,
         first: u32,
+        end: u32,
     }
 
-    impl VecRun<'_> {
+    impl<'a> VecRun<'a> {
+        fn new(ring: &'a VecRing, first: u32) -> VecRun<'a> {
+            VecRun { ring, first, end: (first / ring.run + 1) * ring.run }
+        }
+        fn advance(&mut self, k: u32) {
+            assert!(k <= self.run_slots(), "skipped past the run");
+            self.first += k;
+        }
         fn slot(&self, i: u32) -> usize {
             assert!(i < self.run_slots(), "access past the run");
             (self.first + i) as usize
         }
         fn run_slots(&self) -> u32 {
-            self.ring.run - self.first % self.ring.run
+            self.end.saturating_sub(self.first)
         }
     }
 
     impl SqRun for VecRun<'_> {
         fn slots(&self) -> u32 {
             self.run_slots()
+        }
+        fn skip(&mut self, k: u32) {
+            self.advance(k);
         }
         fn head(&self, i: u32) -> [u64; 2] {
             let e = self.ring.sqes.borrow()[self.slot(i)];
@@ -568,6 +580,9 @@ mod tests {
     impl CqRun for VecRun<'_> {
         fn slots(&self) -> u32 {
             self.run_slots()
+        }
+        fn skip(&mut self, k: u32) {
+            self.advance(k);
         }
         fn write(&self, i: u32, e: CqEntry) {
             let slot = self.slot(i);
@@ -596,10 +611,10 @@ mod tests {
             self.cq_tail.set(v);
         }
         fn sq_run(&self, slot: u32) -> VecRun<'_> {
-            VecRun { ring: self, first: slot }
+            VecRun::new(self, slot)
         }
         fn cq_run(&self, slot: u32) -> VecRun<'_> {
-            VecRun { ring: self, first: slot }
+            VecRun::new(self, slot)
         }
         fn add_overflow(&self) {
             self.overflow.set(self.overflow.get().wrapping_add(1));
@@ -1335,14 +1350,25 @@ mod loom {
     struct LoomRun<'a> {
         ring: &'a LoomRing,
         first: usize,
+        used: bool,
+    }
+
+    impl LoomRun<'_> {
+        fn advance(&mut self, k: u32) {
+            assert!(k <= u32::from(!self.used), "skipped past the run");
+            self.used |= k == 1;
+        }
     }
 
     impl SqRun for LoomRun<'_> {
         fn slots(&self) -> u32 {
-            1
+            u32::from(!self.used)
+        }
+        fn skip(&mut self, k: u32) {
+            self.advance(k);
         }
         fn head(&self, i: u32) -> [u64; 2] {
-            assert_eq!(i, 0);
+            assert!(i == 0 && !self.used);
             [Op::Nop as u64, self.ring.sqes[self.first].load(Ordering::Relaxed)]
         }
         fn args(&self, _i: u32) -> [u64; 6] {
@@ -1352,10 +1378,13 @@ mod loom {
 
     impl CqRun for LoomRun<'_> {
         fn slots(&self) -> u32 {
-            1
+            u32::from(!self.used)
+        }
+        fn skip(&mut self, k: u32) {
+            self.advance(k);
         }
         fn write(&self, i: u32, e: CqEntry) {
-            assert_eq!(i, 0);
+            assert!(i == 0 && !self.used);
             let (user_data, result) = &self.ring.cqes[self.first];
             user_data.store(e.user_data, Ordering::Relaxed);
             result.store(e.result, Ordering::Relaxed);
@@ -1378,10 +1407,10 @@ mod loom {
             self.cq_tail.store(v, Ordering::Release)
         }
         fn sq_run(&self, slot: u32) -> LoomRun<'_> {
-            LoomRun { ring: self, first: slot as usize }
+            LoomRun { ring: self, first: slot as usize, used: false }
         }
         fn cq_run(&self, slot: u32) -> LoomRun<'_> {
-            LoomRun { ring: self, first: slot as usize }
+            LoomRun { ring: self, first: slot as usize, used: false }
         }
         fn add_overflow(&self) {}
         fn raise_error(&self, _bits: u32) {

@@ -88,8 +88,9 @@ impl Pinned<'_> {
 }
 
 /// Consecutive entries in one pinned page of a ring: `slots` entries of
-/// `stride` words from `base`. Made only by [`Pinned::run`], so every entry
-/// `i < slots` lies inside that page, 8-aligned.
+/// `stride` words from `base`. Made only by [`Pinned::run`] and shrunk only
+/// from the front by `advance`, so every entry `i < slots` lies inside that
+/// page, 8-aligned.
 struct PageRun {
     base: *mut u64,
     slots: u32,
@@ -103,12 +104,24 @@ impl PageRun {
         assert!(i < self.slots, "ring slot outside its run");
         self.base.wrapping_add(i as usize * self.stride)
     }
+
+    /// Drops the first `k` entries (all of them if `k` is larger).
+    #[inline]
+    fn advance(&mut self, k: u32) {
+        let k = k.min(self.slots);
+        self.base = self.base.wrapping_add(k as usize * self.stride);
+        self.slots -= k;
+    }
 }
 
 impl SqRun for PageRun {
     #[inline]
     fn slots(&self) -> u32 {
         self.slots
+    }
+    #[inline]
+    fn skip(&mut self, k: u32) {
+        self.advance(k);
     }
     #[inline]
     fn head(&self, i: u32) -> [u64; 2] {
@@ -130,6 +143,10 @@ impl CqRun for PageRun {
     #[inline]
     fn slots(&self) -> u32 {
         self.slots
+    }
+    #[inline]
+    fn skip(&mut self, k: u32) {
+        self.advance(k);
     }
     #[inline]
     fn write(&self, i: u32, e: CqEntry) {
