@@ -24,6 +24,8 @@
 //! ...                    free for the libOS: map() anything here
 //! INFO_VA                the environment's InfoPage (read-only, kernel-owned)
 //! INFO_VA + 4 KiB * (1+c) the VcpuPage of core c (read-only)
+//! EVENTS_VA              the environment's event queue (read-only)
+//! SCHEDULE_VA            every core's time vector (read-only, shared by all)
 //! STACK_TOP - STACK_SIZE the initial stack (frames owned by the environment)
 //! USER_MAX (exclusive)   end of the user half (last page excluded)
 //! ```
@@ -48,7 +50,7 @@
 #![forbid(unsafe_code)]
 
 /// Version of this contract, written into every [`InfoPage`].
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Size of a page and of a frame.
 pub const PAGE_SIZE: u64 = 4096;
@@ -62,8 +64,16 @@ pub const USER_MIN: u64 = 0x0000_0000_0040_0000;
 pub const USER_MAX: u64 = 0x0000_7fff_ffff_f000;
 /// Address of the environment's [`InfoPage`].
 pub const INFO_VA: u64 = 0x0000_7fff_f000_0000;
-/// Size of the info region: the info page plus one [`VcpuPage`] per core.
-pub const INFO_REGION_SIZE: u64 = PAGE_SIZE * (1 + MAX_CORES as u64);
+/// Address of the environment's [`event::EventQueue`].
+pub const EVENTS_VA: u64 = INFO_VA + PAGE_SIZE * (1 + MAX_CORES as u64);
+/// Address of the [`schedule::Schedule`]: every core's time vector.
+pub const SCHEDULE_VA: u64 = EVENTS_VA + PAGE_SIZE;
+/// Pages of the [`schedule::Schedule`].
+pub const SCHEDULE_PAGES: u64 =
+    (core::mem::size_of::<schedule::Schedule>() as u64).div_ceil(PAGE_SIZE);
+/// Size of the info region: the info page, one [`VcpuPage`] per core, the
+/// event queue and the schedule.
+pub const INFO_REGION_SIZE: u64 = PAGE_SIZE * (2 + MAX_CORES as u64) + SCHEDULE_PAGES * PAGE_SIZE;
 /// Top (exclusive) of the initial stack of an environment's first vCPU.
 pub const STACK_TOP: u64 = 0x0000_7fff_e000_0000;
 /// Size of that initial stack.
@@ -76,6 +86,7 @@ pub const MAX_CORES: usize = 64;
 const _: () = assert!(USER_MIN < STACK_TOP && STACK_TOP < INFO_VA);
 const _: () = assert!(INFO_VA + INFO_REGION_SIZE < USER_MAX);
 const _: () = assert!(core::mem::size_of::<InfoPage>() as u64 <= PAGE_SIZE);
+const _: () = assert!(core::mem::size_of::<event::EventQueue>() as u64 <= PAGE_SIZE);
 
 /// Address of core `core`'s [`VcpuPage`].
 pub const fn vcpu_page_va(core: usize) -> u64 {
@@ -166,11 +177,68 @@ pub enum Syscall {
     /// program (refusing it with an error) and blocks this vCPU until it
     /// evaluates non-zero.
     SleepOn = 20,
+    /// `(core, index, count)` → bit set of the slots obtained. Allocates
+    /// time slots of `core`'s time vector (see [`schedule`]): exactly slot
+    /// `index`, or, with `index` = [`schedule::ANY_SLOT`], any `count` free
+    /// slots (all or none). Fails with [`Error::Busy`] if the named slot is
+    /// taken, [`Error::QuotaExceeded`] if the core's unreserved slots would
+    /// not suffice, [`Error::NoSuchCore`] for a core that runs no vCPUs.
+    SlotAlloc = 21,
+    /// `(core, mask)` → 0. Frees the slots in `mask` (bit = slot index); all
+    /// must be the caller's ([`Error::NotOwner`], and nothing is freed).
+    SlotFree = 22,
+    /// `(prologue, epilogue)` → 0. Registers the slot upcalls (0: none).
+    /// At the start of one of its slots a vCPU enters `prologue` (if set)
+    /// instead of resuming; at the end of one of its slots it enters
+    /// `epilogue` (if set) and must yield within the grace period (the
+    /// abort protocol, see [`schedule`]). Both are delivered like exceptions:
+    /// an [`UpcallFrame`] with vector [`vector::SLOT_START`] /
+    /// [`vector::SLOT_END`] on the exception stack.
+    SetSlotHandlers = 23,
+    /// `(core_mask)` → the previous mask. Bit `c` set: this environment's
+    /// vCPU on core `c` may run in slots nobody owns (the default
+    /// round-robin). All bits are set at start.
+    SetDefaultTime = 24,
+    /// `(env)` → 0 when this vCPU runs again. Directed yield: gives the rest
+    /// of the current slot to `env`'s vCPU on this core
+    /// ([`Error::NotRunnable`] if it has none that can run now).
+    YieldTo = 25,
+    /// `(entry, stack_top, stride)` → 0. Registers the entry point of
+    /// protected control transfers into this environment and their stacks
+    /// (core `c`'s at `stack_top - c * stride`). `entry` 0 unregisters.
+    IpcRegister = 26,
+    /// `(env, allow)` → 0. Adds (`allow` = 1) or removes (`allow` = 0) `env`
+    /// from the callers this environment accepts [`Syscall::Call`]s,
+    /// [`Syscall::Acall`]s and ring `Notify`s from; `env` = [`ANY_ENV`]
+    /// accepts (or stops accepting) everyone. An environment starts out
+    /// accepting everyone (a `Call` still needs its [`Syscall::IpcRegister`]
+    /// entry). At most [`ACCEPT_MAX`] named callers.
+    IpcAccept = 27,
+    /// `(target, m0, m1, m2, m3, m4)` with `m5..m7` in `r12`, `r13`, `r14`
+    /// → 0, with the reply's eight words in `rsi`, `rdx`, `r10`, `r8`, `r9`,
+    /// `r12`, `r13`, `r14`. Protected control transfer: runs `target`'s IPC
+    /// entry on this core, now, on the rest of this slot, with the message
+    /// in the same registers and `rdi` = the caller's id; the target's
+    /// [`Syscall::Reply`] returns here. [`Error::NoSuchEnv`],
+    /// [`Error::Refused`] (no entry, or the caller is not accepted),
+    /// [`Error::CallFailed`] (the target ended, faulted fatally or left the
+    /// call without replying), [`Error::Busy`] (called from inside a call).
+    Call = 28,
+    /// `(_, r0, r1, r2, r3, r4)` with `r5..r7` in `r12`, `r13`, `r14` → does
+    /// not return: ends the current protected control transfer, resuming
+    /// the caller with these words. [`Error::InvalidArgument`] outside a
+    /// call.
+    Reply = 29,
+    /// `(target, w0, w1)` → 0. Asynchronous call: increments `target`'s
+    /// `InfoPage::notifications`, posts an [`event::CALL`] event carrying
+    /// `w0`, `w1` to its event queue and wakes its sleeping vCPUs on any
+    /// core. Same acceptance rule as [`Syscall::Call`].
+    Acall = 30,
 }
 
 /// Number of defined system calls; numbers from here on are
 /// [`Error::InvalidSyscall`].
-pub const SYSCALL_COUNT: u64 = 21;
+pub const SYSCALL_COUNT: u64 = 31;
 
 impl Syscall {
     /// The call with number `n`, if defined.
@@ -198,6 +266,16 @@ impl Syscall {
             RingSetup,
             RingEnter,
             SleepOn,
+            SlotAlloc,
+            SlotFree,
+            SetSlotHandlers,
+            SetDefaultTime,
+            YieldTo,
+            IpcRegister,
+            IpcAccept,
+            Call,
+            Reply,
+            Acall,
         ];
         ALL.get(usize::try_from(n).ok()?).copied()
     }
@@ -211,6 +289,10 @@ pub const CONSOLE_WRITE_MAX: u64 = 4096;
 pub const UNMAP_RANGE_MAX: u64 = 1 << 20;
 /// The longest application name [`Syscall::EnvLookup`] accepts.
 pub const NAME_MAX: u64 = 64;
+/// [`Syscall::IpcAccept`]'s "every environment".
+pub const ANY_ENV: u64 = u64::MAX;
+/// The most callers one environment names in [`Syscall::IpcAccept`].
+pub const ACCEPT_MAX: usize = 32;
 
 /// [`Syscall::FrameStatus`]'s answer, packed in one word:
 /// bits 0..8 the [`FrameHolder`] kind, bits 32..64 the owning environment.
@@ -308,7 +390,17 @@ pub enum Error {
     /// The operation exists in the ABI but this kernel does not implement
     /// it yet.
     Unsupported = 17,
+    /// The environment named has no vCPU on this core that can run now.
+    NotRunnable = 18,
+    /// The target has no IPC entry, or does not accept the caller.
+    Refused = 19,
+    /// The target of a [`Syscall::Call`] ended, faulted fatally or left the
+    /// call without replying.
+    CallFailed = 20,
 }
+
+/// Number of defined error codes (`1..=ERROR_COUNT`).
+pub const ERROR_COUNT: u64 = 20;
 
 /// The largest success value a system call returns.
 pub const MAX_VALUE: u64 = u64::MAX - 4095;
@@ -317,7 +409,7 @@ impl Error {
     /// The error with code `code`, if defined.
     pub fn from_code(code: u64) -> Option<Error> {
         use Error::*;
-        const ALL: [Error; 17] = [
+        const ALL: [Error; ERROR_COUNT as usize] = [
             InvalidSyscall,
             InvalidArgument,
             BadAddress,
@@ -335,6 +427,9 @@ impl Error {
             Reserved,
             Canceled,
             Unsupported,
+            NotRunnable,
+            Refused,
+            CallFailed,
         ];
         ALL.get(usize::try_from(code.checked_sub(1)?).ok()?).copied()
     }
@@ -377,6 +472,13 @@ pub mod vector {
     pub const GENERAL_PROTECTION: u64 = 13;
     /// Page fault (#PF); `fault_addr` is CR2.
     pub const PAGE_FAULT: u64 = 14;
+    /// Not an exception: one of the environment's time slots starts (the
+    /// prologue upcall); the frame is the context the vCPU left off in.
+    pub const SLOT_START: u64 = 0x100;
+    /// Not an exception: the vCPU's time slot is over (the epilogue
+    /// upcall); the frame is the interrupted context. Yield within the
+    /// grace period.
+    pub const SLOT_END: u64 = 0x101;
 }
 
 /// The state of a vCPU at an exception, as written on its exception stack.
@@ -525,8 +627,9 @@ pub struct InfoPage {
     pub cores: u32,
     /// Frame quota of this environment.
     pub frame_quota: u32,
-    /// Notifications other environments posted to this one (the ring's
-    /// `Notify` operation); a predicate can wait for it to change.
+    /// Notifications and asynchronous calls posted to this environment
+    /// (the ring's `Notify` operation, [`Syscall::Acall`]); a predicate can
+    /// wait for it to change.
     pub notifications: u64,
     /// Bit `c` set: core `c` runs environments' vCPUs. In `test` and `bench`
     /// modes core 0 runs the kernel's harness and takes no vCPUs;
@@ -537,6 +640,22 @@ pub struct InfoPage {
     pub start_arg: u64,
     /// The application's name (NUL-padded).
     pub name: [u8; NAME_MAX as usize],
+    /// Times the kernel stopped one of this environment's vCPUs by force
+    /// because it did not yield within the grace period after its epilogue
+    /// (the abort protocol; see [`schedule`]).
+    pub overruns: u64,
+    /// The [`event::EventQueue`]'s tail, mirrored here so that a predicate
+    /// (`LoadInfo`) can wait for new events.
+    pub event_tail: u64,
+    /// Slots in each core's time vector.
+    pub slots_per_core: u32,
+    /// Length of a slot, in microseconds.
+    pub slot_us: u32,
+    /// The grace period after an epilogue upcall, in microseconds.
+    pub grace_us: u32,
+    /// Slots per core that nobody may own (they always run the default
+    /// round-robin).
+    pub slots_reserved: u32,
 }
 
 /// The per-core read-only page at [`vcpu_page_va`]`(core)`. A vCPU's user
@@ -548,6 +667,135 @@ pub struct VcpuPage {
     pub core: u64,
     /// This environment's id.
     pub env_id: u64,
+    /// TSC ticks this environment's vCPU has run on this core (including
+    /// protected control transfers it made).
+    pub run_tsc: u64,
+    /// Slots of this environment's that started on this core.
+    pub slots_started: u64,
+    /// Epilogue upcalls delivered on this core.
+    pub epilogues: u64,
+    /// Of those, how many ended by force (the abort protocol).
+    pub overruns: u64,
+}
+
+/// The time vectors (the CPU resource), read-only at [`SCHEDULE_VA`].
+///
+/// Each core runs a vector of `slots_per_core` slots of `slot_us`
+/// microseconds in a cycle. A slot is owned by one environment or by nobody
+/// (owner 0). At the start of a slot the core runs the owner's vCPU on that
+/// core if it can run; otherwise, and in unowned slots, the *default
+/// round-robin* among the runnable vCPUs whose environment asked for default
+/// time on that core ([`crate::Syscall::SetDefaultTime`]), or nothing
+/// (`hlt`).
+///
+/// **Slot end (visible revocation).** When a slot's time is up and its
+/// owner's vCPU is running with an epilogue registered, the kernel upcalls
+/// the epilogue (vector [`crate::vector::SLOT_END`]) and gives it `grace_us`
+/// microseconds to yield (any of `Yield`, `YieldTo`, `SleepOn`, a blocking
+/// `RingEnter`, `VcpuExit`). Without an epilogue the vCPU is preempted.
+///
+/// **Abort protocol.** A vCPU still running when the grace period ends is
+/// stopped by force: its registers are saved as they are (it resumes there
+/// later), `overruns` is counted in its [`crate::VcpuPage`] and
+/// [`crate::InfoPage`], an [`crate::event::OVERRUN`] event is posted, and
+/// the penalty applies: **its next slot on that core is forfeited** (run as
+/// an unowned slot). Every slot lasts its full length from the moment it
+/// really starts, so an overrun never shortens another environment's slot.
+///
+/// A vCPU inside a protected control transfer at its slot's end is preempted
+/// without an epilogue (the code running is not the slot owner's).
+pub mod schedule {
+    use super::MAX_CORES;
+
+    /// The most slots in a core's time vector.
+    pub const MAX_SLOTS: usize = 64;
+    /// [`crate::Syscall::SlotAlloc`]'s "any free slots".
+    pub const ANY_SLOT: u64 = u64::MAX;
+
+    /// One core's time vector.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct CoreSchedule {
+        /// Index of the slot running now.
+        pub current: u32,
+        /// Slots in use (`slots_per_core`).
+        pub len: u32,
+        /// Slot starts on this core so far.
+        pub generation: u64,
+        /// Owner of each slot (an environment id; 0: nobody).
+        pub owner: [u32; MAX_SLOTS],
+    }
+
+    /// Every core's time vector.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct Schedule {
+        /// Slots per core.
+        pub slots_per_core: u32,
+        /// Slot length in microseconds.
+        pub slot_us: u32,
+        /// Grace period in microseconds.
+        pub grace_us: u32,
+        /// Slots per core nobody may own.
+        pub slots_reserved: u32,
+        /// Cores online (entries of `core` in use).
+        pub cores: u32,
+        /// Must be 0.
+        pub reserved: [u32; 11],
+        /// Core `c`'s vector.
+        pub core: [CoreSchedule; MAX_CORES],
+    }
+}
+
+/// The per-environment event queue, read-only at [`crate::EVENTS_VA`].
+///
+/// The kernel appends; the environment reads without a system call. Entry
+/// `i` (counting from 0, free-running) lives at `entries[i % CAPACITY]` and
+/// is valid when its `seq` reads `i + 1` both before and after the fields
+/// are read (the kernel writes `seq = 0`, the fields, then `seq = i + 1`,
+/// then `tail = i + 1`, all with release ordering). The kernel never waits
+/// for the reader: an entry more than [`CAPACITY`] behind `tail` has been
+/// overwritten, which the reader sees as a larger `seq` and counts as lost.
+/// `InfoPage::event_tail` mirrors `tail` for predicates.
+pub mod event {
+    /// Entries in the queue.
+    pub const CAPACITY: u64 = 64;
+
+    /// [`crate::Syscall::Acall`]: `data` = the two words.
+    pub const CALL: u32 = 1;
+    /// The ring's `Notify` operation: `data` = `[0, 0]`.
+    pub const NOTIFY: u32 = 2;
+    /// A vCPU was stopped by the abort protocol: `data` = `[core, slot]`.
+    pub const OVERRUN: u32 = 3;
+    /// The owner revoked a grant: `data` = `[frame, 0]`; the mappings are
+    /// already gone.
+    pub const GRANT_REVOKED: u32 = 4;
+
+    /// One event.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct Event {
+        /// Index + 1 of the event in this entry (0 while being written).
+        pub seq: u64,
+        /// What happened (`CALL`, `NOTIFY`, ...).
+        pub kind: u32,
+        /// The environment that caused it (0: the kernel).
+        pub source: u32,
+        /// Kind-specific words.
+        pub data: [u64; 2],
+    }
+
+    /// The queue page.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug)]
+    pub struct EventQueue {
+        /// Events posted so far.
+        pub tail: u64,
+        /// Must be 0.
+        pub reserved: [u64; 7],
+        /// The ring of entries.
+        pub entries: [Event; CAPACITY as usize],
+    }
 }
 
 #[cfg(test)]
@@ -566,13 +814,13 @@ mod tests {
 
     #[test]
     fn errors_round_trip_through_rax() {
-        for code in 1..=17 {
+        for code in 1..=ERROR_COUNT {
             let e = Error::from_code(code).unwrap();
             assert_eq!(e as u64, code);
             assert_eq!(decode(encode(Err(e))), Err(e));
         }
         assert_eq!(Error::from_code(0), None);
-        assert_eq!(Error::from_code(18), None);
+        assert_eq!(Error::from_code(ERROR_COUNT + 1), None);
         assert_eq!(decode(encode(Ok(42))), Ok(42));
         assert_eq!(decode(MAX_VALUE), Ok(MAX_VALUE));
         assert_eq!(decode(u64::MAX - 100), Err(Error::InvalidSyscall));
@@ -773,10 +1021,12 @@ pub mod ring {
         FrameRevoke = 8,
         /// `(tsc_deadline)` → 0 once the TSC has reached the deadline.
         Timer = 9,
-        /// `(env)` → 0: increments `InfoPage::notifications` of `env` and
-        /// wakes its sleeping vCPUs.
+        /// `(env)` → 0: increments `InfoPage::notifications` of `env`,
+        /// posts a [`crate::event::NOTIFY`] event and wakes its sleeping
+        /// vCPUs. [`crate::Error::Refused`] if `env` does not accept the
+        /// caller (`Syscall::IpcAccept`).
         Notify = 10,
-        /// `(core, count)`: time slots (the CPU issue); `Unsupported` now.
+        /// `(core, index, count)`, as `Syscall::SlotAlloc`.
         SlotAlloc = 11,
     }
 

@@ -8,12 +8,22 @@
 //! |---|---|---|
 //! | `mode` | `run`, `test`, `bench`, `panic-test` | `run` |
 //! | `log` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
-//! | `tick_hz` | timer interrupts per second per core, 1..=10000 | 100 |
+//! | `tick_hz` | timer interrupts per second of a core with no vCPU, 1..=10000 | 100 |
+//! | `slots` | slots in each core's time vector, 1..=64 | 16 |
+//! | `slot_us` | length of a slot in microseconds, 50..=1000000 | 1000 |
+//! | `grace_us` | time to yield after an epilogue upcall, 1..=`slot_us` | 50 |
+//! | `slots_reserved` | slots per core nobody may own, 0..`slots` | `slots / 4` |
 //! | `bench_samples` | samples per benchmark, 1..=100000 | 1000 |
-//! | `init` | comma-separated applications to start in `run` mode | `hello` |
+//! | `init` | comma-separated applications (`name` or `name:arg`) to start in `run` mode | [`DEFAULT_DEMO`] |
+//! | `tests` | in `test` mode, run only the tests whose name contains this | all |
 
 use alloc::string::String;
 use alloc::vec::Vec;
+
+/// The applications `run` mode starts by default: tasks on every core,
+/// an echo server with a client, a key-value server with two clients.
+pub const DEFAULT_DEMO: [&str; 6] =
+    ["hello-async", "echo", "echo-client", "kv", "kv-client", "kv-client"];
 
 /// What the kernel does once every core is up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,12 +62,23 @@ pub struct Cmdline {
     pub mode: Mode,
     /// Log verbosity.
     pub log: LogLevel,
-    /// Per-core timer frequency in Hz.
+    /// Timer frequency of a core with no vCPU, in Hz.
     pub tick_hz: u32,
+    /// Slots per core's time vector.
+    pub slots: u32,
+    /// Slot length in microseconds.
+    pub slot_us: u32,
+    /// Grace period after an epilogue upcall, in microseconds (at most
+    /// `slot_us`).
+    pub grace_us: u32,
+    /// Slots per core nobody may own (less than `slots`).
+    pub slots_reserved: u32,
     /// Samples per benchmark.
     pub bench_samples: u32,
     /// Applications to start in `run` mode.
     pub init: Vec<String>,
+    /// In `test` mode, only tests whose name contains this.
+    pub tests: Option<String>,
     /// Words that were not understood, kept for a warning.
     pub unknown: Vec<String>,
 }
@@ -68,8 +89,13 @@ impl Default for Cmdline {
             mode: Mode::Run,
             log: LogLevel::Info,
             tick_hz: 100,
+            slots: 16,
+            slot_us: 1000,
+            grace_us: 50,
+            slots_reserved: 4,
             bench_samples: 1000,
-            init: alloc::vec![String::from("hello")],
+            init: DEFAULT_DEMO.iter().map(|&a| String::from(a)).collect(),
+            tests: None,
             unknown: Vec::new(),
         }
     }
@@ -80,14 +106,23 @@ impl Cmdline {
     /// and the setting keeps its default.
     pub fn parse(text: &str) -> Cmdline {
         let mut out = Cmdline::default();
+        let mut reserved = None;
         for word in text.split_ascii_whitespace() {
             let (key, value) = word.split_once('=').unwrap_or((word, ""));
             let understood = match key {
                 "mode" => parse_mode(value).map(|m| out.mode = m).is_some(),
                 "log" => parse_log(value).map(|l| out.log = l).is_some(),
                 "tick_hz" => parse_in(value, 1, 10_000).map(|v| out.tick_hz = v).is_some(),
+                "slots" => parse_in(value, 1, 64).map(|v| out.slots = v).is_some(),
+                "slot_us" => parse_in(value, 50, 1_000_000).map(|v| out.slot_us = v).is_some(),
+                "grace_us" => parse_in(value, 1, 1_000_000).map(|v| out.grace_us = v).is_some(),
+                "slots_reserved" => parse_in(value, 0, 63).map(|v| reserved = Some(v)).is_some(),
                 "bench_samples" => {
                     parse_in(value, 1, 100_000).map(|v| out.bench_samples = v).is_some()
+                }
+                "tests" if !value.is_empty() => {
+                    out.tests = Some(String::from(value));
+                    true
                 }
                 "init" => {
                     out.init =
@@ -100,6 +135,9 @@ impl Cmdline {
                 out.unknown.push(String::from(word));
             }
         }
+        // Settings that depend on each other, fixed up after every word.
+        out.grace_us = out.grace_us.min(out.slot_us);
+        out.slots_reserved = reserved.unwrap_or(out.slots / 4).min(out.slots - 1);
         out
     }
 }
@@ -148,7 +186,9 @@ mod tests {
         assert_eq!(c.bench_samples, 7);
         assert!(c.unknown.is_empty());
         assert_eq!(Cmdline::parse("init=a,,b").init, ["a", "b"]);
-        assert_eq!(Cmdline::parse("").init, ["hello"]);
+        assert_eq!(Cmdline::parse("").init, DEFAULT_DEMO);
+        assert_eq!(Cmdline::parse("tests=cpu_").tests.as_deref(), Some("cpu_"));
+        assert_eq!(Cmdline::parse("tests=").tests, None);
         assert!(Cmdline::parse("init=").init.is_empty());
     }
 
@@ -159,6 +199,18 @@ mod tests {
         assert_eq!(c.tick_hz, 100);
         assert_eq!(c.log, LogLevel::Info);
         assert_eq!(c.unknown, ["mode=fly", "tick_hz=0", "tick_hz=99999", "log=", "quiet"]);
+    }
+
+    #[test]
+    fn time_vector_settings_are_consistent() {
+        let c = Cmdline::parse("slots=8 slot_us=2000 grace_us=5000");
+        assert_eq!((c.slots, c.slot_us, c.grace_us, c.slots_reserved), (8, 2000, 2000, 2));
+        let c = Cmdline::parse("slots=1 slots_reserved=3");
+        assert_eq!((c.slots, c.slots_reserved), (1, 0));
+        let c = Cmdline::parse("slots=65 slot_us=10");
+        assert_eq!((c.slots, c.slot_us), (16, 1000));
+        assert_eq!(c.unknown, ["slots=65", "slot_us=10"]);
+        assert_eq!(Cmdline::parse("slots_reserved=0").slots_reserved, 0);
     }
 
     #[test]

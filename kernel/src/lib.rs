@@ -17,6 +17,7 @@
 //! | [`ring`] | the kernel side of the submission/completion ring protocol |
 //! | [`stats`] | benchmark summaries (median, p99) |
 //! | [`predicate`] | verifying and evaluating wakeup predicates |
+//! | [`timevec`] | time-slot ownership and the slot picking rule |
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -33,6 +34,7 @@ pub mod predicate;
 pub mod pvh;
 pub mod ring;
 pub mod stats;
+pub mod timevec;
 
 /// Size of a base page and of a physical frame.
 pub const PAGE_SIZE: u64 = 4096;

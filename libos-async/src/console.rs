@@ -89,7 +89,8 @@ macro_rules! println {
 }
 
 /// The panic handler: `panic in env E on core C: msg at file:line`, then
-/// exit code 101.
+/// exit code 101 — or 104 ([`crate::heap::EXIT_OUT_OF_MEMORY`]) when an
+/// allocation failed (Rust's allocation-error path panics).
 #[cfg(target_os = "none")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
@@ -106,6 +107,10 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
     let _ = w.write_str("\n");
     w.flush();
+    if crate::heap::out_of_memory() {
+        crate::println!("libos: out of memory");
+        crate::sys::exit(crate::heap::EXIT_OUT_OF_MEMORY)
+    }
     crate::sys::exit(101)
 }
 

@@ -11,6 +11,10 @@
 //! with the [`UpcallFrame`]; if it returns `true` the (possibly edited) frame
 //! is resumed (in user space, or through the kernel: [`resume_via_kernel`]),
 //! otherwise the frame is printed and the environment exits with code 102.
+//! Before the handler, the library's own fix-up runs: a page fault in the
+//! channel window is repaired by [`crate::channel::shm`]; and
+//! [`ensure_registered`] registers the stub without a handler, for that
+//! fix-up alone. Clearing the handler turns the fix-up off too.
 //!
 //! **One exception stack per core.** Each vCPU's frames land on its own
 //! core's stack, so several vCPUs may fault at the same time; a nested fault
@@ -28,6 +32,8 @@ use crate::{layout, mem, sys};
 pub type Handler = fn(&mut UpcallFrame) -> bool;
 
 static HANDLER: Mutex<Option<Handler>> = Mutex::new(None);
+/// The upcall stub is registered with the kernel.
+static REGISTERED: AtomicBool = AtomicBool::new(false);
 static RESUME_VIA_KERNEL: AtomicBool = AtomicBool::new(false);
 
 /// Chooses how a handled exception resumes: by default in user space (no
@@ -40,7 +46,7 @@ pub fn resume_via_kernel(yes: bool) {
 static STACKS_MAPPED: Mutex<u64> = Mutex::new(0);
 
 /// The cores whose vCPUs may fault: the user cores, or every online core.
-fn fault_cores() -> u64 {
+pub(crate) fn fault_cores() -> u64 {
     let info = sys::info();
     if info.user_cores != 0 {
         info.user_cores
@@ -52,7 +58,7 @@ fn fault_cores() -> u64 {
 }
 
 /// Maps the exception stack of every core in `cores` not mapped yet.
-fn map_stacks(cores: u64) -> Result<(), Error> {
+pub(crate) fn map_stacks(cores: u64) -> Result<(), Error> {
     let mut mapped = STACKS_MAPPED.lock();
     let missing = cores & !*mapped;
     for core in (0..abi::MAX_CORES).filter(|&c| missing & (1 << c) != 0) {
@@ -73,17 +79,36 @@ fn map_stacks(cores: u64) -> Result<(), Error> {
 pub fn set_exception_handler(handler: Handler) -> Result<(), Error> {
     map_stacks(fault_cores())?;
     *HANDLER.lock() = Some(handler);
+    register_stub()
+}
+
+fn register_stub() -> Result<(), Error> {
     sys::set_exception_handler(
         sys::exception_entry_addr(),
         layout::EXC_STACK_TOP,
         layout::EXC_STACK_SLOT,
     )?;
+    REGISTERED.store(true, Ordering::Release);
     Ok(())
+}
+
+/// Registers the upcall stub (with the exception stacks) if nothing is
+/// registered yet, without an application handler: the library's own
+/// fix-ups (channel pages whose peer vanished, see
+/// [`crate::channel::shm`]) and slot upcalls ([`crate::cpu`]) then work;
+/// any other exception still ends the environment with code 102.
+pub fn ensure_registered() -> Result<(), Error> {
+    if REGISTERED.load(Ordering::Acquire) {
+        return Ok(());
+    }
+    map_stacks(fault_cores())?;
+    register_stub()
 }
 
 /// Unregisters the handler: later exceptions kill the environment.
 pub fn clear_exception_handler() -> Result<(), Error> {
     sys::set_exception_handler(0, 0, 0)?;
+    REGISTERED.store(false, Ordering::Release);
     *HANDLER.lock() = None;
     Ok(())
 }
@@ -103,11 +128,15 @@ pub fn print_frame(frame: &UpcallFrame) {
 
 /// Rust side of the upcall stub.
 pub(crate) fn dispatch(frame: &mut UpcallFrame) -> ! {
+    if frame.vector >= abi::vector::SLOT_START {
+        crate::cpu::slot_upcall(frame);
+    }
     let handler = *HANDLER.lock();
-    let resume = match handler {
-        Some(h) => h(frame),
-        None => false,
-    };
+    let resume = crate::channel::shm::fixup(frame)
+        || match handler {
+            Some(h) => h(frame),
+            None => false,
+        };
     if resume {
         if !RESUME_VIA_KERNEL.load(Ordering::Relaxed) {
             sys::resume_in_user(frame);

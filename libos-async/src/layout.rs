@@ -2,10 +2,15 @@
 //!
 //! ```text
 //! USER_MIN (4 MiB)        the application image (user.ld), a few MiB
-//! HEAP_BASE               reserved for the global allocator (not used yet)
+//! HEAP_BASE               the global allocator's region (crate::heap),
+//!                         mapped on demand from its bottom
 //! SCRATCH_BASE            1 TiB that libos-async never touches: apps map
 //!                         frames here for experiments, and probe::write
 //!                         may write here
+//! CHANNELS_BASE           1 TiB of channel mappings (crate::channel::shm):
+//!                         rings and rendezvous pages shared with other
+//!                         environments, each followed by an unmapped
+//!                         guard page; no Rust object lives there
 //! RINGS_BASE              one RING_SLOT per core c: the submission/
 //!                         completion ring of the vCPU on core c
 //!                         (crate::ring::Ring) at ring_base(c), as many
@@ -32,7 +37,7 @@
 
 use abi::{MAX_CORES, PAGE_SIZE, STACK_SIZE, STACK_TOP};
 
-/// Start of the region reserved for a heap.
+/// Start of the global allocator's region ([`crate::heap`]).
 pub const HEAP_BASE: u64 = 0x0000_1000_0000_0000;
 /// Size of the heap region.
 pub const HEAP_SIZE: u64 = 0x0000_0000_4000_0000;
@@ -41,6 +46,11 @@ pub const HEAP_SIZE: u64 = 0x0000_0000_4000_0000;
 pub const SCRATCH_BASE: u64 = 0x0000_2000_0000_0000;
 /// End (exclusive) of the scratch window.
 pub const SCRATCH_END: u64 = SCRATCH_BASE + 0x0000_0100_0000_0000;
+
+/// Start of the channel window (`crate::channel::shm`).
+pub const CHANNELS_BASE: u64 = 0x0000_3000_0000_0000;
+/// End (exclusive) of the channel window.
+pub const CHANNELS_END: u64 = CHANNELS_BASE + 0x0000_0100_0000_0000;
 
 /// Base of the per-core ring slots.
 pub const RINGS_BASE: u64 = 0x0000_6000_0000_0000;
@@ -78,16 +88,32 @@ pub const fn exc_stack_top(core: usize) -> u64 {
     EXC_STACK_TOP - EXC_STACK_SLOT * core as u64
 }
 
+/// Bottom of the per-core stacks of protected control transfers.
+pub const IPC_STACKS_BASE: u64 = 0x0000_7200_0000_0000;
+/// Address space per core (IPC stack plus guard): the stride registered
+/// with `IpcRegister`.
+pub const IPC_STACK_SLOT: u64 = 64 * 1024;
+/// Top (exclusive) of core 0's IPC stack.
+pub const IPC_STACK_TOP: u64 = IPC_STACKS_BASE + IPC_STACK_SLOT * MAX_CORES as u64;
+/// Size of each core's IPC stack.
+pub const IPC_STACK_SIZE: u64 = 16 * 1024;
+
+/// The top of core `core`'s IPC stack.
+pub const fn ipc_stack_top(core: usize) -> u64 {
+    IPC_STACK_TOP - IPC_STACK_SLOT * core as u64
+}
+
 /// The top of core `core`'s vCPU stack.
 pub const fn vcpu_stack_top(core: usize) -> u64 {
     VCPU_STACKS_BASE + VCPU_STACK_SLOT * (core as u64 + 1)
 }
 
 const _: () = assert!(HEAP_BASE + HEAP_SIZE <= SCRATCH_BASE);
-const _: () = assert!(SCRATCH_END <= RINGS_BASE);
+const _: () = assert!(SCRATCH_END <= CHANNELS_BASE && CHANNELS_END <= RINGS_BASE);
 const _: () =
     assert!(RING_MAX_BYTES + PAGE_SIZE <= RING_SLOT && RING_SLOT.is_multiple_of(PAGE_SIZE));
 const _: () = assert!(ring_base(MAX_CORES) <= VCPU_STACKS_BASE);
+const _: () = assert!(EXC_STACK_TOP <= IPC_STACKS_BASE && IPC_STACK_TOP < STACK_TOP - STACK_SIZE);
 const _: () = assert!(vcpu_stack_top(MAX_CORES - 1) + PAGE_SIZE <= EXC_STACKS_BASE);
 const _: () = assert!(EXC_STACKS_BASE + PAGE_SIZE <= exc_stack_top(MAX_CORES - 1) - EXC_STACK_SIZE);
 const _: () = assert!(EXC_STACK_TOP <= STACK_TOP - STACK_SIZE);

@@ -1,6 +1,8 @@
 //! libos-async: the library operating system ring-3 applications link.
 //!
-//! For now the minimal runtime (the async executor comes later):
+//! The async runtime ([`rt`]: executors, tasks, ring futures, timers,
+//! word watchers; [`main!`] declares an async `main`), the global
+//! allocator ([`heap`]), and underneath them the minimal runtime:
 //!
 //! - [`sys`]: the system calls (raw and typed), the entry stubs and
 //!   [`sys::probe`]; one of the two modules with `unsafe`;
@@ -16,28 +18,42 @@
 //!   C: msg`, exit code 101);
 //! - [`start_vcpu`]: more vCPUs, each on its own stack;
 //! - [`set_exception_handler`]: exception upcalls (unhandled: exit 102);
+//! - [`cpu`]: time slots and their upcalls, directed yield, protected
+//!   control transfer (exit 104 if a reply fails), the event queue;
 //! - [`layout`]: the address regions libos-async uses, and the scratch
 //!   window it leaves to applications;
 //! - [`check`]: helpers for test applications;
 //! - [`bench`]: benchmark report lines for `cargo xtask bench`.
 //!
 //! Exit codes chosen by the library: 101 panic, 102 unhandled or
-//! unresumable exception, 103 vCPU started without an entry.
+//! unresumable exception, 103 vCPU started without an entry, 104 out of
+//! memory (an allocation failed: [`heap::EXIT_OUT_OF_MEMORY`]).
+//!
+//! Modules with `unsafe`: [`sys`], [`ring`], [`heap`] (the allocator's
+//! free lists) and [`percore`] (core-local storage's `Sync`); everything
+//! else, the whole runtime included, is safe code.
 //!
 //! On the host everything compiles (so `cargo test`/`clippy --workspace`
 //! work), but only the pure parts are meaningful.
 
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod bench;
+pub mod channel;
 pub mod check;
 pub mod console;
+pub mod cpu;
 pub mod exception;
+pub mod heap;
 pub mod layout;
 pub mod mem;
+pub mod percore;
 pub mod predicate;
 pub mod ring;
 pub mod rng;
+pub mod rt;
 pub mod sqe;
 pub mod sys;
 pub mod vcpu;
@@ -114,7 +130,9 @@ pub fn find_env(name: &str, ms: u64) -> Result<u64, abi::Error> {
 }
 
 /// Declares the application's main function, `fn(start_arg: u64) -> i32`:
-/// the environment exits with its result.
+/// the environment exits with its result. Also installs libos-async's
+/// global allocator ([`heap::FrameHeap`]), unless the second argument
+/// `custom_allocator` says the application brings its own.
 ///
 /// ```ignore
 /// libos_async::entry!(app_main);
@@ -128,6 +146,10 @@ pub fn find_env(name: &str, ms: u64) -> Result<u64, abi::Error> {
 #[macro_export]
 macro_rules! entry {
     ($main:path) => {
+        $crate::global_allocator!();
+        $crate::entry!($main, custom_allocator);
+    };
+    ($main:path, custom_allocator) => {
         #[cfg(target_os = "none")]
         #[unsafe(no_mangle)]
         fn __libos_async_main(start_arg: u64) -> i32 {

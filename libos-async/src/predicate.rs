@@ -203,6 +203,13 @@ impl Pred {
         Self::new().load_info(R1, NOTIFICATIONS_OFFSET).konst(R2, seen).ne(R0, R1, R2)
     }
 
+    /// Wake when `InfoPage::event_tail` differs from `seen` (a new event in
+    /// the queue; read it with [`crate::sys::event_tail`] before sleeping).
+    pub fn events_ne(seen: u64) -> Self {
+        let offset = core::mem::offset_of!(abi::InfoPage, event_tail) as u64;
+        Self::new().load_info(R1, offset).konst(R2, seen).ne(R0, R1, R2)
+    }
+
     /// Appends `other`'s instructions.
     fn append(mut self, other: &Pred) -> Self {
         self.invalid |= other.invalid;
@@ -272,13 +279,13 @@ impl Pred {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use abi::predicate::REGS;
 
     /// How a jump's `imm` is read (the ABI's "skip imm instructions").
     #[derive(Clone, Copy)]
-    enum Jumps {
+    pub(crate) enum Jumps {
         /// Next pc = pc + 1 + imm.
         Skip,
         /// Next pc = pc + imm.
@@ -287,7 +294,7 @@ mod tests {
 
     /// A reference interpreter: `mem(va)` for LoadUser, `info(off)` for
     /// LoadInfo. Panics on anything the kernel's verifier would refuse.
-    fn eval(
+    pub(crate) fn eval(
         p: &[Insn],
         jumps: Jumps,
         mem: &dyn Fn(u64) -> u64,

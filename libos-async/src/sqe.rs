@@ -84,9 +84,10 @@ pub fn notify(env: u64, user_data: u64) -> SqEntry {
     op(Op::Notify, &[env], user_data)
 }
 
-/// `SlotAlloc(core, count)` (not implemented by the kernel yet).
-pub fn slot_alloc(core: u64, count: u64, user_data: u64) -> SqEntry {
-    op(Op::SlotAlloc, &[core, count], user_data)
+/// `SlotAlloc(core, index, count)`: exactly slot `index` (`Some`), or any
+/// `count` free slots (`None`).
+pub fn slot_alloc(core: u64, index: Option<u64>, count: u64, user_data: u64) -> SqEntry {
+    op(Op::SlotAlloc, &[core, index.unwrap_or(abi::schedule::ANY_SLOT), count], user_data)
 }
 
 /// Chaining for entries.
@@ -119,7 +120,8 @@ mod tests {
         assert_eq!(nop(3).linked().flags, SQE_LINK);
         assert_eq!(nop(3).linked().linked().flags, SQE_LINK);
         assert_eq!(notify(4, 0).opcode, Op::Notify as u8);
-        assert_eq!(slot_alloc(1, 2, 0).args[..2], [1, 2]);
+        assert_eq!(slot_alloc(1, Some(2), 1, 0).args[..3], [1, 2, 1]);
+        assert_eq!(slot_alloc(1, None, 3, 0).args[1], abi::schedule::ANY_SLOT);
     }
 
     #[test]
@@ -136,7 +138,7 @@ mod tests {
             revoke(0, 0, 0),
             timer(0, 0),
             notify(0, 0),
-            slot_alloc(0, 0, 0),
+            slot_alloc(0, None, 0, 0),
         ];
         assert_eq!(all.len(), abi::ring::OP_COUNT as usize);
         for (n, e) in all.iter().enumerate() {

@@ -297,8 +297,168 @@ pub fn sleep_on(insns: &[Insn]) -> Result<u64, Error> {
     abi::decode(syscall2(Syscall::SleepOn as u64, insns.as_ptr() as u64, insns.len() as u64))
 }
 
+/// `SlotAlloc`: time slots of `core`: exactly slot `index`
+/// (`Some(index)`), or any `count` free ones (`None`). Returns the bit set
+/// of the slots obtained.
+pub fn slot_alloc(core: usize, index: Option<u64>, count: u64) -> Result<u64, Error> {
+    let index = index.unwrap_or(abi::schedule::ANY_SLOT);
+    abi::decode(syscall3(Syscall::SlotAlloc as u64, core as u64, index, count))
+}
+
+/// `SlotFree`: gives back the slots in `mask` of `core`.
+pub fn slot_free(core: usize, mask: u64) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::SlotFree as u64, core as u64, mask))
+}
+
+/// `SetSlotHandlers`: raw registration of the slot prologue and epilogue
+/// entries (0: none). Most code wants [`crate::cpu::set_slot_handlers`].
+pub fn set_slot_handlers(prologue: u64, epilogue: u64) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::SetSlotHandlers as u64, prologue, epilogue))
+}
+
+/// `SetDefaultTime`: the cores (bit set) where this environment's vCPUs
+/// may run in unowned slots; returns the previous set.
+pub fn set_default_time(cores: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::SetDefaultTime as u64, cores))
+}
+
+/// `YieldTo`: gives the rest of this slot to `env`'s vCPU on this core.
+pub fn yield_to(env: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::YieldTo as u64, env))
+}
+
+/// `IpcRegister`: raw registration of the protected-control-transfer entry
+/// and its per-core stacks. Most code wants [`crate::cpu::serve_calls`].
+pub fn ipc_register(entry: u64, stack_top: u64, stride: u64) -> Result<u64, Error> {
+    abi::decode(syscall3(Syscall::IpcRegister as u64, entry, stack_top, stride))
+}
+
+/// `IpcAccept`: accept (or stop accepting) calls and notifications from
+/// `env` ([`abi::ANY_ENV`]: everyone).
+pub fn ipc_accept(env: u64, allow: bool) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::IpcAccept as u64, env, u64::from(allow)))
+}
+
+/// The eight words of a protected control transfer's message or reply.
+pub type Message = [u64; 8];
+
+/// `Call`: protected control transfer into `target` with `msg`; returns
+/// its reply.
+#[inline(always)]
+pub fn call(target: u64, msg: &Message) -> Result<Message, Error> {
+    let rax: u64;
+    let mut m = *msg;
+    // SAFETY: `syscall` with the message in the registers the ABI names; the
+    // kernel returns with the reply in the same registers and clobbers only
+    // rcx and r11 besides (the callee runs in its own address space and
+    // cannot touch ours). r12-r14 are callee-saved in the Rust ABI but are
+    // declared as outputs here, so the compiler saves them around this.
+    unsafe {
+        asm!("syscall",
+             inlateout("rax") Syscall::Call as u64 => rax,
+             in("rdi") target,
+             inlateout("rsi") m[0] => m[0],
+             inlateout("rdx") m[1] => m[1],
+             inlateout("r10") m[2] => m[2],
+             inlateout("r8") m[3] => m[3],
+             inlateout("r9") m[4] => m[4],
+             inlateout("r12") m[5] => m[5],
+             inlateout("r13") m[6] => m[6],
+             inlateout("r14") m[7] => m[7],
+             lateout("rcx") _, lateout("r11") _,
+             options(nostack));
+    }
+    abi::decode(rax).map(|_| m)
+}
+
+/// `Reply`: ends the protected control transfer this activation serves,
+/// giving `words` to the caller. Returns only on failure (not in a call).
+pub fn reply(words: &Message) -> Error {
+    let rax: u64;
+    // SAFETY: as `call`; on success the kernel does not come back here.
+    unsafe {
+        asm!("syscall",
+             inlateout("rax") Syscall::Reply as u64 => rax,
+             in("rsi") words[0], in("rdx") words[1], in("r10") words[2],
+             in("r8") words[3], in("r9") words[4], in("r12") words[5],
+             in("r13") words[6], in("r14") words[7],
+             lateout("rcx") _, lateout("r11") _,
+             options(nostack));
+    }
+    abi::decode(rax).err().unwrap_or(Error::InvalidSyscall)
+}
+
+/// `Acall`: posts a `CALL` event with `w0`, `w1` to `target`'s event queue
+/// and wakes it.
+pub fn acall(target: u64, w0: u64, w1: u64) -> Result<u64, Error> {
+    abi::decode(syscall3(Syscall::Acall as u64, target, w0, w1))
+}
+
 // ---------------------------------------------------------------------------
 // Kernel-provided pages.
+
+/// A word of a kernel-written page, read with one atomic acquire load.
+///
+/// # Safety
+///
+/// `addr` must be 8-byte aligned inside a page the kernel keeps mapped
+/// readable for the environment's whole life (the info region) and only
+/// updates atomically.
+unsafe fn kernel_word(addr: u64) -> u64 {
+    // SAFETY: per the contract; the view is only loaded from.
+    let word = unsafe { core::sync::atomic::AtomicU64::from_ptr(addr as *mut u64) };
+    word.load(core::sync::atomic::Ordering::Acquire)
+}
+
+/// A snapshot of this vCPU's [`abi::VcpuPage`] (its run-time statistics on
+/// this core).
+pub fn vcpu_page() -> abi::VcpuPage {
+    let base = abi::vcpu_page_va(core_id());
+    // SAFETY: the kernel maps this core's VcpuPage read-only for as long as
+    // this vCPU exists (it runs here now); a volatile copy of plain
+    // integers, so any bytes are valid.
+    unsafe { core::ptr::read_volatile(base as *const abi::VcpuPage) }
+}
+
+/// One core's time vector, copied from the schedule pages.
+pub fn core_schedule(core: usize) -> Option<abi::schedule::CoreSchedule> {
+    if core >= abi::MAX_CORES {
+        return None;
+    }
+    let at = abi::SCHEDULE_VA
+        + core::mem::offset_of!(abi::schedule::Schedule, core) as u64
+        + (core * core::mem::size_of::<abi::schedule::CoreSchedule>()) as u64;
+    // SAFETY: the schedule pages are mapped read-only in every environment
+    // for its whole life; the entry lies inside them (core < MAX_CORES) and
+    // is 8-aligned; a volatile copy of plain integers.
+    Some(unsafe { core::ptr::read_volatile(at as *const abi::schedule::CoreSchedule) })
+}
+
+/// The event queue's `tail` (events posted so far).
+pub fn event_tail() -> u64 {
+    // SAFETY: the first word of the event queue page, which the kernel keeps
+    // mapped read-only and updates atomically.
+    unsafe { kernel_word(abi::EVENTS_VA) }
+}
+
+/// Entry `index` (free-running) of the event queue, if it still holds that
+/// event: `Ok(event)`, or `Err(seq)` with the sequence number found (larger:
+/// overwritten; smaller: not written yet).
+pub fn event_at(index: u64) -> Result<abi::event::Event, u64> {
+    use abi::event::{CAPACITY, Event, EventQueue};
+    let at = abi::EVENTS_VA
+        + core::mem::offset_of!(EventQueue, entries) as u64
+        + (index % CAPACITY) * core::mem::size_of::<Event>() as u64;
+    // SAFETY: the entry lies in the event queue page (index % CAPACITY), is
+    // 8-aligned, and the kernel writes it atomically word by word; the
+    // sequence word is read before and after (see `abi::event`).
+    let (before, event, after) = unsafe {
+        let before = kernel_word(at);
+        let event = core::ptr::read_volatile(at as *const Event);
+        (before, event, kernel_word(at))
+    };
+    if before == index + 1 && after == index + 1 { Ok(event) } else { Err(before.max(after)) }
+}
 
 /// A snapshot of the environment's read-only [`InfoPage`].
 ///
@@ -494,6 +654,46 @@ pub(crate) fn resume_in_user(frame: &UpcallFrame) -> ! {
             options(noreturn)
         )
     }
+}
+
+/// Entry of protected control transfers: `rsp` = this core's IPC stack
+/// top, `rdi` = the caller's id, the message in `rsi`, `rdx`, `r10`, `r8`,
+/// `r9`, `r12`, `r13`, `r14`.
+#[unsafe(naked)]
+extern "C" fn ipc_entry() -> ! {
+    // SAFETY (naked): the message registers are stored in a 64-byte array
+    // on the fresh IPC stack (16-byte aligned), whose address is passed with
+    // the caller id to a diverging Rust function.
+    core::arch::naked_asm!(
+        "xor ebp, ebp",
+        "and rsp, -16",
+        "sub rsp, 64",
+        "mov [rsp], rsi",
+        "mov [rsp + 8], rdx",
+        "mov [rsp + 16], r10",
+        "mov [rsp + 24], r8",
+        "mov [rsp + 32], r9",
+        "mov [rsp + 40], r12",
+        "mov [rsp + 48], r13",
+        "mov [rsp + 56], r14",
+        "mov rsi, rsp",
+        "call {serve}",
+        "ud2",
+        serve = sym ipc_rust_entry,
+    )
+}
+
+/// `ipc_entry`'s Rust half.
+extern "C" fn ipc_rust_entry(caller: u64, msg: *const Message) -> ! {
+    // SAFETY: the stub stored the eight message words at `msg`, on this
+    // activation's own stack, just above the return address.
+    let msg = unsafe { *msg };
+    crate::cpu::serve(caller, msg)
+}
+
+/// Address of the IPC entry stub, for [`ipc_register`].
+pub(crate) fn ipc_entry_addr() -> u64 {
+    ipc_entry as *const () as u64
 }
 
 /// Address of the exception stub, for [`set_exception_handler`].

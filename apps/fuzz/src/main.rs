@@ -15,7 +15,10 @@
 //!   uses otherwise, or are invalid (kernel half, info region, below
 //!   `USER_MIN`, unaligned, ...), so its code, data and stacks stay mapped;
 //! - `ConsoleWrite` with a readable pointer only with an invalid length (no
-//!   garbage on the console).
+//!   garbage on the console);
+//! - slot upcall and IPC entries only null or kernel-half, default time
+//!   kept on every core; slots, directed yields, calls and asynchronous
+//!   calls with small or random arguments.
 //!
 //! Prints progress every 250,000 calls and `fuzz: N syscalls, M errors`,
 //! then checks that the basic calls still work and exits 0.
@@ -214,7 +217,26 @@ impl Fuzz {
                     a[2] = self.rights();
                 }
             }
-            Syscall::Null | Syscall::Yield => {}
+            // Upcall entries only where no code is: a random user address
+            // would make this program jump into garbage.
+            Syscall::SetSlotHandlers | Syscall::IpcRegister => {
+                a[0] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
+                a[1] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
+            }
+            // Keep default time on every core: without slots, turning it off
+            // here would stop this program for good (correctly).
+            Syscall::SetDefaultTime => a[0] = u64::MAX,
+            Syscall::SlotAlloc | Syscall::SlotFree => {
+                a[0] = self.rng.below(10);
+                if self.rng.below(2) == 0 {
+                    a[1] = self.rng.below(20);
+                }
+                a[2] = self.rng.below(4);
+            }
+            Syscall::YieldTo | Syscall::Call | Syscall::Acall | Syscall::IpcAccept => {
+                a[0] = if self.rng.below(4) == 0 { self.any() } else { self.rng.below(16) };
+            }
+            Syscall::Null | Syscall::Yield | Syscall::Reply => {}
         }
         (n, a)
     }

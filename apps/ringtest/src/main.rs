@@ -5,8 +5,8 @@
 //!   `ConsoleWrite`, `FrameAlloc`, `Map`, `Protect`, `Unmap`, `FrameFree`,
 //!   `FrameGrant` and `FrameRevoke` to itself (`InvalidArgument`,
 //!   `NoSuchEnv`: a grant to oneself is refused, so there is none to
-//!   revoke), a `Timer` 3 ms ahead, `Notify` to itself and `SlotAlloc`
-//!   (`Unsupported`) in one `submit`: every entry consumed, every
+//!   revoke), a `Timer` 3 ms ahead, `Notify` to itself and `SlotAlloc` of
+//!   one slot on its core (seen in the schedule, then freed) in one `submit`: every entry consumed, every
 //!   completion's `user_data` seen exactly once with its expected result,
 //!   the timer not before its deadline, `notifications` up by one, the
 //!   allocated frame ours.
@@ -37,7 +37,7 @@ use libos_async::layout::SCRATCH_BASE;
 use libos_async::ring::{Ring, field};
 use libos_async::sqe::{self, SqeExt};
 use libos_async::sys::{self, rdtsc};
-use libos_async::{env_id, info, other_cores, println, start_vcpu, wait_for_ms};
+use libos_async::{core_id, env_id, info, other_cores, println, start_vcpu, wait_for_ms};
 
 libos_async::entry!(app_main);
 
@@ -160,7 +160,7 @@ fn part_a(c: &mut Checks, ring: &mut Ring) {
     batch[15] = (sqe::revoke(g, me, 17), Want::Err(Error::NoSuchEnv));
     batch[16] = (sqe::timer(deadline, 18), Want::Val(0));
     batch[17] = (sqe::notify(me, 19), Want::Val(0));
-    batch[18] = (sqe::slot_alloc(0, 1, 20), Want::Err(Error::Unsupported));
+    batch[18] = (sqe::slot_alloc(core_id() as u64, None, 1, 20), Want::AnyOk);
     let mut out = [CqEntry::default(); 32];
     let got = run_batch(c, ring, "a", &batch, &mut out);
     let now = rdtsc();
@@ -172,6 +172,19 @@ fn part_a(c: &mut Checks, ring: &mut Ring) {
     }
     let n = sys::notifications();
     c.check(n == notified + 1, format_args!("a: notifications {notified} -> {n}, want +1"));
+    if let Some(s) = out[..got].iter().find(|e| e.user_data == 20) {
+        let mask = s.result;
+        c.check(
+            mask.count_ones() == 1 && libos_async::cpu::my_slots(core_id()) == mask,
+            format_args!("a: slot mask {mask:#x}, schedule says {:#x}", {
+                libos_async::cpu::my_slots(core_id())
+            }),
+        );
+        c.check(
+            sys::slot_free(core_id(), mask).is_ok(),
+            format_args!("a: freeing the slot the ring allocated"),
+        );
+    }
     let allocated = out[..got].iter().find(|e| e.user_data == 11);
     if let Some(Ok(frame)) = allocated.map(|f| abi::decode(f.result)) {
         let status = sys::frame_status(frame);

@@ -6,18 +6,22 @@
 //! here: in xAPIC mode the ID register and the ICR destination carry the
 //! 8-bit APIC id in bits 24..32 of their 32-bit halves.
 //!
-//! The timer runs in periodic mode at `tick_hz`, calibrated once against the
-//! TSC on the BSP; every core uses the same count.
+//! The timer runs in one-shot mode, calibrated once against the TSC on the
+//! BSP. The scheduler arms it for the next event it needs (a slot's end, the
+//! end of a grace period, a ring timer's deadline); every timer interrupt
+//! first re-arms the *idle tick* (`tick_hz`), so a core whose scheduler
+//! does not ask for an earlier one still wakes up regularly.
 
 use super::interrupts::vectors;
 use super::memory::phys_to_virt;
 use super::percpu::this_cpu;
 use super::time;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use x2apic::lapic::{LocalApic, LocalApicBuilder, TimerDivide, TimerMode, xapic_base};
 
 static X2APIC_MODE: AtomicBool = AtomicBool::new(false);
-static TIMER_PERIOD: AtomicU32 = AtomicU32::new(0);
+static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+static IDLE_TICK_TSC: AtomicU64 = AtomicU64::new(0);
 
 /// Which APIC interface the kernel uses, as printed in the boot line.
 pub fn mode_name() -> &'static str {
@@ -40,7 +44,7 @@ impl Apic {
             .timer_vector(vectors::TIMER as usize)
             .error_vector(vectors::APIC_ERROR as usize)
             .spurious_vector(vectors::SPURIOUS as usize)
-            .timer_mode(TimerMode::Periodic)
+            .timer_mode(TimerMode::OneShot)
             .timer_divide(TimerDivide::Div16)
             .timer_initial(0)
             .set_xapic_base(phys_to_virt(base_phys))
@@ -117,15 +121,25 @@ impl Apic {
         elapsed * 1000 / WINDOW_MS
     }
 
-    /// Starts the periodic tick at the period the BSP calibrated.
-    pub fn start_periodic_timer(&mut self) {
-        let period = TIMER_PERIOD.load(Ordering::Relaxed);
-        // SAFETY: periodic timer on the kernel's TIMER vector.
+    /// Starts the one-shot timer with the idle tick.
+    pub fn start_timer(&mut self) {
+        // SAFETY: one-shot timer on the kernel's TIMER vector.
         unsafe {
-            self.lapic.set_timer_mode(TimerMode::Periodic);
-            self.lapic.set_timer_initial(period.max(1));
+            self.lapic.set_timer_mode(TimerMode::OneShot);
             self.lapic.enable_timer();
         }
+        self.arm_after(IDLE_TICK_TSC.load(Ordering::Relaxed));
+    }
+
+    /// Makes the timer interrupt fire `tsc` TSC ticks from now (at least one
+    /// timer count; at most the counter's range, about a minute).
+    pub fn arm_after(&mut self, tsc: u64) {
+        let hz = TIMER_HZ.load(Ordering::Relaxed);
+        let count = (u128::from(tsc) * u128::from(hz) / u128::from(time::tsc_hz().max(1)))
+            .clamp(1, u128::from(u32::MAX)) as u32;
+        // SAFETY: writing the initial count (re)starts this core's one-shot
+        // countdown; the timer vector is handled by the IDT.
+        unsafe { self.lapic.set_timer_initial(count) };
     }
 
     fn destination(&self, apic_id: u32) -> u32 {
@@ -147,10 +161,21 @@ impl Apic {
     }
 }
 
-/// Records the timer period for `tick_hz` from the BSP's calibration.
+/// Records the timer's frequency (from the BSP's calibration) and the idle
+/// tick rate.
 pub fn set_tick_rate(timer_hz: u64, tick_hz: u32) {
-    let period = (timer_hz / u64::from(tick_hz)).clamp(1, u64::from(u32::MAX));
-    TIMER_PERIOD.store(period as u32, Ordering::Relaxed);
+    TIMER_HZ.store(timer_hz, Ordering::Relaxed);
+    IDLE_TICK_TSC.store(time::tsc_hz() / u64::from(tick_hz.max(1)), Ordering::Relaxed);
+}
+
+/// Arms this core's timer `tsc` TSC ticks from now.
+pub fn arm_timer_after(tsc: u64) {
+    this_cpu().apic.with(|a| a.arm_after(tsc));
+}
+
+/// Arms this core's timer for the idle tick (every timer interrupt does).
+pub fn arm_idle_tick() {
+    arm_timer_after(IDLE_TICK_TSC.load(Ordering::Relaxed));
 }
 
 /// EOI on this core.

@@ -11,6 +11,13 @@
 //!   `map_unmap`, `frame_alloc_free`; see that application's docs.
 //! * ring 3 (`apps/ringbench`): `ring_nop_batch_{1,8,64,256}` (cycles per
 //!   operation), `syscall_null_for_ring`, `wakeup_notify_cross_core`.
+//! * ring 3 (`apps/cpubench`): `pct_call_reply`, `yield_to_switch`,
+//!   `acall_wakeup_cross_core`.
+//! * ring 3, pairs and groups of environments (`apps/chanbench`,
+//!   `apps/kv`): channel round trips, throughput, key-value operations.
+//! * ring 3 (`apps/rtbench`): the async runtime's `rt_spawn_join_local`,
+//!   `rt_spawn_join_cross_core`, `rt_wakeup_ring_completion`,
+//!   `rt_wakeup_cross_core`, `rt_yield`.
 //! * ring 3 on all cores (`apps/tlbbench`): TLB shootdown latency to 1..7
 //!   cores for one page, a 64-page batch and a full flush.
 //! * `mailbox_roundtrip_0_to_N`: core 0 posts `Echo` to core N's mailbox
@@ -130,26 +137,106 @@ pub fn run_all(n: usize, all_cores: u64) -> ! {
 /// The system-call, upcall, mapping and frame benchmarks run in ring 3 (the
 /// `benchsys` application measures them itself and prints its own lines).
 fn run_ring3_benchmarks(n: usize) -> bool {
-    run_app("benchsys", n) && run_app("ringbench", n)
+    run_app("benchsys", n)
+        && run_app("ringbench", n)
+        && run_cpubench(n)
+        && run_app("rtbench", n)
+        && run_channel_benchmarks(n)
+}
+
+/// `cpubench` on core 1 with its partners: an echo `pctserver` (on core 2;
+/// the calls run on core 1) and a `yielder` target on core 1.
+fn run_cpubench(n: usize) -> bool {
+    let partners = super::env::spawn("pctserver", 0, Some(2))
+        .and_then(|server| super::env::spawn("yielder", 0, Some(1)).map(|y| (server, y)));
+    let (server, yielder) = match partners {
+        Ok(p) => p,
+        Err(e) => {
+            log::error!("cannot start cpubench's partners: {e}");
+            return false;
+        }
+    };
+    let arg = n as u64 | u64::from(server.id) << 32 | u64::from(yielder.id) << 48;
+    let ok = run_env("cpubench", arg, Some(1));
+    ok && [server, yielder].iter().all(|e| wait_env(e) == Some(super::env::Outcome::Exited(0)))
+}
+
+/// Channel benchmarks between environments placed on chosen cores
+/// (`apps/chanbench` + `apps/chanbench-peer`, `apps/kv` + `apps/kv-client`):
+/// `channel_roundtrip_same_core` / `_cross_core`,
+/// `channel_throughput_1_producer` / `_7_producers` (cycles per message),
+/// `kv_op_7_clients` (cycles per request at the server).
+fn run_channel_benchmarks(n: usize) -> bool {
+    let s = (n.min(2000) as u64) << 8;
+    let mut seven = alloc::vec![("chanbench", 4 | s, 1)];
+    let mut kv = alloc::vec![("kv", 7 | 1 << 32, 1)];
+    for core in 1..=7 {
+        seven.push(("chanbench-peer", 4 | s, core));
+        kv.push(("kv-client", 0, core));
+    }
+    run_group(&[("chanbench", 1 | s, 1), ("chanbench-peer", 1 | s, 1)])
+        && run_group(&[("chanbench", 2 | s, 1), ("chanbench-peer", 2 | s, 2)])
+        && run_group(&[("chanbench", 3 | s, 1), ("chanbench-peer", 3 | s, 2)])
+        && run_group(&seven)
+        && run_group(&kv)
+}
+
+/// Starts every `(app, start_arg, core)` and waits for all; whether every
+/// one exited 0.
+fn run_group(apps: &[(&str, u64, usize)]) -> bool {
+    let mut envs = Vec::new();
+    for &(name, arg, core) in apps {
+        match super::env::spawn(name, arg, Some(core)) {
+            Ok(env) => envs.push(env),
+            Err(e) => {
+                log::error!("cannot start {name}: {e}");
+                return false;
+            }
+        }
+    }
+    let deadline = Deadline::after_ms(600_000);
+    let mut ok = true;
+    for env in &envs {
+        loop {
+            if let Some(outcome) = env.finished() {
+                ok &= *outcome == super::env::Outcome::Exited(0);
+                break;
+            }
+            if deadline.passed() {
+                log::error!("{} did not finish", env.name);
+                return false;
+            }
+            pause();
+        }
+    }
+    ok
 }
 
 /// Runs one benchmark application to its end; whether it exited 0.
 fn run_app(name: &str, n: usize) -> bool {
-    let env = match super::env::spawn(name, n as u64, None) {
-        Ok(env) => env,
+    run_env(name, n as u64, None)
+}
+
+fn run_env(name: &str, arg: u64, core: Option<usize>) -> bool {
+    match super::env::spawn(name, arg, core) {
+        Ok(env) => wait_env(&env) == Some(super::env::Outcome::Exited(0)),
         Err(e) => {
             log::error!("cannot start {name}: {e}");
-            return false;
+            false
         }
-    };
+    }
+}
+
+/// Waits (10 minutes at most) for `env` to end; its outcome.
+fn wait_env(env: &super::env::Env) -> Option<super::env::Outcome> {
     let deadline = Deadline::after_ms(600_000);
     loop {
         if let Some(outcome) = env.finished() {
-            return *outcome == super::env::Outcome::Exited(0);
+            return Some(outcome.clone());
         }
         if deadline.passed() {
-            log::error!("{name} did not finish");
-            return false;
+            log::error!("{} did not finish", env.name);
+            return None;
         }
         pause();
     }

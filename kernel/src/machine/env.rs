@@ -86,6 +86,37 @@ impl ExceptionHandler {
     }
 }
 
+/// Where protected control transfers enter an environment, and whom it
+/// accepts calls (and notifications) from. Read on every call without a
+/// lock: the entry is stored last (release) and loaded first (acquire).
+pub struct Ipc {
+    /// Entry point (0: none registered).
+    pub entry: AtomicU64,
+    /// Top of core 0's IPC stack.
+    pub stack_top: AtomicU64,
+    /// Distance between consecutive cores' IPC stack tops.
+    pub stride: AtomicU64,
+    /// Everyone is accepted.
+    pub accept_any: AtomicBool,
+    /// Callers accepted by name (at most `abi::ACCEPT_MAX`).
+    pub accept: Mutex<Vec<EnvId>>,
+}
+
+impl Ipc {
+    /// Whether `caller` may call (or notify) this environment.
+    pub fn accepts(&self, caller: EnvId) -> bool {
+        self.accept_any.load(Ordering::Acquire) || self.accept.lock().contains(&caller)
+    }
+
+    /// The entry and the top of core `core`'s IPC stack, if registered.
+    pub fn entry_for(&self, core: usize) -> Option<(u64, u64)> {
+        let entry = self.entry.load(Ordering::Acquire);
+        let top = self.stack_top.load(Ordering::Relaxed);
+        let stride = self.stride.load(Ordering::Relaxed);
+        (entry != 0).then(|| (entry, top.saturating_sub(stride.saturating_mul(core as u64))))
+    }
+}
+
 /// A protection domain.
 pub struct Env {
     /// Its id, never reused.
@@ -104,6 +135,20 @@ pub struct Env {
     kernel_frames: Mutex<Vec<FrameNumber>>,
     /// vCPU pages already created, bit per core.
     vcpu_pages: AtomicU64,
+    /// The frame of each core's vCPU page (0: none yet).
+    vcpu_page_frames: [AtomicU64; MAX_CPUS],
+    /// The frame of its event queue (kernel-owned; 0 until loaded).
+    event_frame: AtomicU64,
+    /// Serializes writers of the event queue (a leaf lock).
+    event_lock: Mutex<()>,
+    /// The slot prologue upcall entry (0: none).
+    pub prologue: AtomicU64,
+    /// The slot epilogue upcall entry (0: none).
+    pub epilogue: AtomicU64,
+    /// Cores where its vCPU may run in unowned slots (bit per core).
+    pub default_time: AtomicU64,
+    /// Protected control transfer entry and acceptance.
+    pub ipc: Ipc,
     /// The frame of its info page (kernel-owned; 0 until loaded).
     info_frame: AtomicU64,
     /// Frame quota (data and page-table frames).
@@ -277,6 +322,9 @@ pub fn frame_revoke(owner: &Env, frame: FrameNumber, grantee: EnvId) -> Result<(
     }
     let mappings = shard(frame).revoke(frame, owner.id, grantee)?;
     unmap_foreign(frame, &mappings, None);
+    if let Some(grantee) = lookup(grantee) {
+        post_event(&grantee, abi::event::GRANT_REVOKED, owner.id, [frame, 0]);
+    }
     Ok(())
 }
 
@@ -597,6 +645,19 @@ pub fn spawn_image(
         owned: Mutex::new(BTreeSet::new()),
         kernel_frames: Mutex::new(Vec::new()),
         vcpu_pages: AtomicU64::new(0),
+        vcpu_page_frames: [const { AtomicU64::new(0) }; MAX_CPUS],
+        event_frame: AtomicU64::new(0),
+        event_lock: Mutex::new(()),
+        prologue: AtomicU64::new(0),
+        epilogue: AtomicU64::new(0),
+        default_time: AtomicU64::new(u64::MAX),
+        ipc: Ipc {
+            entry: AtomicU64::new(0),
+            stack_top: AtomicU64::new(0),
+            stride: AtomicU64::new(0),
+            accept_any: AtomicBool::new(true),
+            accept: Mutex::new(Vec::new()),
+        },
         info_frame: AtomicU64::new(0),
         quota: DEFAULT_QUOTA,
         mappings: AtomicU64::new(0),
@@ -676,6 +737,12 @@ fn load(env: &Env, image: &[u8], plan: &kernel::elf::LoadPlan) -> Result<(), Err
         notifications: 0,
         start_arg: env.start_arg,
         name: [0; abi::NAME_MAX as usize],
+        overruns: 0,
+        event_tail: 0,
+        slots_per_core: super::slots::config().slots,
+        slot_us: super::slots::config().slot_us,
+        grace_us: super::slots::config().grace_us,
+        slots_reserved: super::slots::config().slots_reserved,
     };
     let n = env.name.len().min(info.name.len());
     info.name[..n].copy_from_slice(&env.name.as_bytes()[..n]);
@@ -683,6 +750,19 @@ fn load(env: &Env, image: &[u8], plan: &kernel::elf::LoadPlan) -> Result<(), Err
     unsafe { (memory::frame_virt(info_frame) as *mut abi::InfoPage).write(info) };
     aspace
         .map(abi::INFO_VA, info_frame, leaf_flags(Rights::READ), &mut || alloc_table_frame(env))?;
+    // The event queue: kernel-owned, read-only for the environment; a fresh
+    // frame is zeroed, which is an empty queue.
+    let event_frame = memory::alloc_frame().map_err(frame_error)?;
+    env.kernel_frames.lock().push(event_frame);
+    env.event_frame.store(event_frame, Ordering::Release);
+    aspace.map(abi::EVENTS_VA, event_frame, leaf_flags(Rights::READ), &mut || {
+        alloc_table_frame(env)
+    })?;
+    // Every core's time vector: the same kernel frames in every environment.
+    for (page, frame) in super::slots::schedule_frames().enumerate() {
+        let va = abi::SCHEDULE_VA + page as u64 * abi::PAGE_SIZE;
+        aspace.map(va, frame, leaf_flags(Rights::READ), &mut || alloc_table_frame(env))?;
+    }
     Ok(())
 }
 
@@ -697,12 +777,13 @@ pub fn ensure_vcpu_page(env: &Env, core: usize) -> Result<(), Error> {
     }
     let frame = memory::alloc_frame().map_err(frame_error)?;
     env.kernel_frames.lock().push(frame);
-    let page = abi::VcpuPage { core: core as u64, env_id: u64::from(env.id) };
+    let page = abi::VcpuPage { core: core as u64, env_id: u64::from(env.id), ..Default::default() };
     // SAFETY: a fresh kernel frame, mapped nowhere yet.
     unsafe { (memory::frame_virt(frame) as *mut abi::VcpuPage).write(page) };
     aspace.map(abi::vcpu_page_va(core), frame, leaf_flags(Rights::READ), &mut || {
         alloc_table_frame(env)
     })?;
+    env.vcpu_page_frames[core].store(frame, Ordering::Release);
     env.vcpu_pages.fetch_or(1 << core, Ordering::AcqRel);
     Ok(())
 }
@@ -753,6 +834,7 @@ pub fn vcpu_dropped(env: &Arc<Env>) {
 /// Returns every frame of a dead environment to the pool.
 fn reclaim(env: &Env) {
     without_interrupts(|| ENVS.write().remove(&env.id));
+    super::slots::release_env(env.id);
     for table in &FRAME_TABLE {
         table.lock().forget_grantee(env.id);
     }
@@ -856,6 +938,58 @@ pub fn info_word(env: &Env, offset: u64) -> &AtomicU64 {
     // borrowed here), mapped in the direct map; the offset is 8-aligned
     // inside the page (asserted). The environment only has it read-only.
     unsafe { &*(memory::frame_virt(frame).add(offset as usize) as *const AtomicU64) }
+}
+
+/// The word at byte `offset` of `env`'s vCPU page for `core`, if that page
+/// exists (the vCPU statistics the kernel keeps there).
+pub fn vcpu_word(env: &Env, core: usize, offset: u64) -> Option<&AtomicU64> {
+    assert!(offset.is_multiple_of(8) && offset + 8 <= core::mem::size_of::<abi::VcpuPage>() as u64);
+    let frame = env.vcpu_page_frames.get(core)?.load(Ordering::Acquire);
+    if frame == 0 {
+        return None;
+    }
+    // SAFETY: as for `info_word`: a kernel-owned frame freed only by
+    // reclaim, after `env`'s last use; the offset is 8-aligned in the page.
+    Some(unsafe { &*(memory::frame_virt(frame).add(offset as usize) as *const AtomicU64) })
+}
+
+/// Appends an event to `env`'s queue (see `abi::event`) and wakes its
+/// sleeping vCPUs. Never waits for the reader: the oldest entry is
+/// overwritten when the queue is full.
+pub fn post_event(env: &Env, kind: u32, source: EnvId, data: [u64; 2]) {
+    let frame = env.event_frame.load(Ordering::Acquire);
+    if frame == 0 {
+        return;
+    }
+    let base = memory::frame_virt(frame);
+    let word = |offset: usize| {
+        // SAFETY: the event frame is kernel-owned for the environment's
+        // lifetime (freed by reclaim after its last use); every offset used
+        // below is 8-aligned inside the page (the queue fits: checked in abi).
+        unsafe { &*(base.add(offset) as *const AtomicU64) }
+    };
+    {
+        let _writer = without_interrupts(|| {
+            loop {
+                if let Some(guard) = env.event_lock.try_lock() {
+                    break guard;
+                }
+                core::hint::spin_loop();
+            }
+        });
+        let index = word(0).load(Ordering::Relaxed);
+        let entry = core::mem::offset_of!(abi::event::EventQueue, entries)
+            + (index % abi::event::CAPACITY) as usize * core::mem::size_of::<abi::event::Event>();
+        word(entry).store(0, Ordering::Release);
+        word(entry + 8).store(u64::from(kind) | u64::from(source) << 32, Ordering::Release);
+        word(entry + 16).store(data[0], Ordering::Release);
+        word(entry + 24).store(data[1], Ordering::Release);
+        word(entry).store(index + 1, Ordering::Release);
+        word(0).store(index + 1, Ordering::Release);
+        info_word(env, core::mem::offset_of!(abi::InfoPage, event_tail) as u64)
+            .store(index + 1, Ordering::Release);
+    }
+    wake(env);
 }
 
 /// Makes every core that holds one of `env`'s vCPUs look at its run queue

@@ -281,6 +281,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         0x20..=0x2f => {} // spurious legacy PIC interrupt: masked lines, no EOI
         vectors::TIMER => {
             this_cpu().ticks.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            apic::arm_idle_tick();
             apic::end_of_interrupt();
         }
         vectors::MAILBOX => {

@@ -21,6 +21,8 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+mod cpu;
+
 type TestResult = Result<(), String>;
 
 /// A named in-kernel test.
@@ -87,12 +89,72 @@ const TESTS: &[KernelTest] = &[
     ("ring_batches_chains_overflow_timers_and_bad_entries", || expect_exit("ringtest", 0)),
     ("ring_hostile_bytes_beside_worker", || hostile_beside_worker("ringhostile", 0, None)),
     ("predicates_wake_on_memory_deadline_notification_and_reject_bad_programs", predicates),
+    ("cpu_equal_slots_give_equal_shares", cpu::equal_slots_equal_share),
+    ("cpu_slots_in_ratio_1_2_3_give_cpu_time_in_ratio", cpu::slot_ratio_is_cpu_ratio),
+    ("cpu_abort_protocol_stops_and_charges_a_rude_env", cpu::abort_protocol_stops_and_charges),
+    ("cpu_slot_prologue_and_epilogue_upcalls_arrive", cpu::slot_upcalls),
+    ("cpu_directed_yield_hands_the_slot_to_the_named_env", cpu::directed_yield),
+    ("pct_million_calls_intact_errors_and_faulting_target", || cpu::protected_control_transfer(20)),
+    ("pct_async_call_wakes_a_target_on_a_halted_core", cpu::async_call_wakes_halted_core),
+    ("channel_echo_serves_two_clients", || {
+        env_group(&[("echo", 2), ("echo-client", 300), ("echo-client", 300)])
+    }),
+    ("channel_client_dies_mid_conversation_server_sees_peer_gone", || {
+        env_group(&[("chanserver", 1), ("chanpeer", 1)])
+    }),
+    ("channel_server_dies_mid_conversation_client_sees_peer_gone", || {
+        env_group(&[("chanserver", 2), ("chanpeer", 2)])
+    }),
+    ("channel_hostile_client_scribbles_server_reports_corrupt", || {
+        env_group(&[("chanserver", 3), ("chanpeer", 3)])
+    }),
+    ("channel_hostile_server_scribbles_client_reports_corrupt", || {
+        env_group(&[("chanserver", 4), ("chanpeer", 4)])
+    }),
+    ("channel_7_producers_1_consumer_exactly_once_in_order", || {
+        env_group(&[
+            ("chanserver", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+            ("chanpeer", 5),
+        ])
+    }),
+    ("channel_kv_7_clients_final_checksum", || {
+        env_group(&[
+            ("kv", 7),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+            ("kv-client", 0),
+        ])
+    }),
+    ("rt_hello_async_spawns_and_joins_on_every_user_core", || expect_exit("hello-async", 0)),
+    ("rt_spawn_join_across_cores_and_allocator_on_all_cores", || expect_exit("rttest", 0)),
+    ("rt_work_stealing_moves_work_off_a_loaded_core", || expect_exit("rttest", 1)),
+    ("rt_timers_fire_in_order_and_never_early", || expect_exit("rttest", 2)),
+    ("rt_ring_futures_and_dropping_one_in_flight_is_safe", || expect_exit("rttest", 3)),
+    ("rt_wait_word_change_ping_pong_across_cores", || expect_exit("rttest", 4)),
+    ("rt_out_of_memory_exits_104", || {
+        frames_restored(|| {
+            let env = spawn("rttest", 5)?;
+            let outcome = wait(&env)?;
+            check(outcome == Outcome::Exited(104), || format!("rttest 5: {outcome:?}"))
+        })
+    }),
 ];
 
-/// Runs every test; returns whether all passed.
-pub fn run_all() -> bool {
+/// Runs every test (whose name contains `filter`, if given); returns
+/// whether all passed.
+pub fn run_all(filter: Option<&str>) -> bool {
     let (mut passed, mut failed) = (0, 0);
-    for (name, test) in TESTS {
+    for (name, test) in TESTS.iter().filter(|(name, _)| filter.is_none_or(|f| name.contains(f))) {
         match test() {
             Ok(()) => {
                 passed += 1;
@@ -495,5 +557,26 @@ fn predicates() -> TestResult {
         check(s == Outcome::Exited(0) && p == Outcome::Exited(0), || {
             format!("predtest {s:?}, predpeer {p:?}")
         })
+    })
+}
+
+// --- channels ---------------------------------------------------------------
+
+/// Starts every `(app, start_arg)` at once; all must exit 0, and every frame
+/// must come back.
+fn env_group(apps: &[(&str, u64)]) -> TestResult {
+    frames_restored(|| {
+        let mut envs = Vec::new();
+        for &(name, arg) in apps {
+            envs.push(spawn(name, arg)?);
+        }
+        let mut failed = Vec::new();
+        for env in &envs {
+            let outcome = wait(env)?;
+            if outcome != Outcome::Exited(0) {
+                failed.push(format!("{} ({}) {outcome:?}", env.name, env.start_arg));
+            }
+        }
+        check(failed.is_empty(), || failed.join(", "))
     })
 }

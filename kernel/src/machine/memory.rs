@@ -36,6 +36,16 @@ pub fn phys_to_virt(phys: u64) -> u64 {
     PHYS_OFFSET + phys
 }
 
+/// Where the kernel image is linked (`kernel/linker.ld`): a kernel-image
+/// address minus this is its physical address.
+pub const KERNEL_VMA: u64 = 0xffff_ffff_8000_0000;
+
+/// Physical address of a static in the kernel image.
+pub fn kernel_image_phys(virt: u64) -> u64 {
+    debug_assert!(virt >= KERNEL_VMA);
+    virt - KERNEL_VMA
+}
+
 /// Reads `len` bytes of physical memory.
 ///
 /// Only for boot-time structures handed over by the loader and firmware

@@ -18,7 +18,8 @@
 //! | [`mailbox`] | per-core message queues, IPI wake-up, acknowledgements | — |
 //! | [`paging`] | environment page tables | page-table memory, CR3 |
 //! | [`env`] | environments, frame/mapping secure bindings, user copies | user memory through the direct map |
-//! | [`sched`] | vCPUs, run queues, entering and leaving ring 3, upcalls | stack switches |
+//! | [`sched`] | vCPUs, run queues, time slots, protected control transfer, entering and leaving ring 3, upcalls | stack switches |
+//! | [`slots`] | the time vectors' shared schedule pages | — |
 //! | [`syscall`] | the `syscall` entry and dispatcher | entry stub, MSRs |
 //! | [`tlb`] | PCIDs and cross-core TLB shootdown | CR4 |
 //! | [`uring`] | ring memory, ring operations, timers, notifications, predicate memory | pinned shared frames |
@@ -44,6 +45,7 @@ pub mod paging;
 pub mod panic;
 pub mod percpu;
 pub mod sched;
+pub mod slots;
 pub mod smp;
 pub mod start;
 pub mod syscall;

@@ -1,12 +1,36 @@
-//! vCPUs and the per-core run queue: entering ring 3 and coming back.
+//! vCPUs, the per-core run queue and time vector, protected control
+//! transfer: entering ring 3 and coming back.
 //!
 //! A [`Vcpu`] is one environment's context on one core. Each core owns a
 //! [`RunQueue`] (reached only by that core, through `CpuLocal`): the vCPU it
-//! is running, if any, and those ready to run. Other cores hand a core new
-//! vCPUs through its `incoming` list (a leaf lock) plus a mailbox IPI.
-//! Placement is static: a vCPU never moves. This round-robin among a core's
-//! ready vCPUs at every timer tick is the stand-in policy until the time
-//! vectors of the CPU issue replace it.
+//! is running, those ready to run, those asleep on a [`Wait`], and the
+//! [`SlotClock`] of its time vector. Other cores hand a core new vCPUs
+//! through its `incoming` list (a leaf lock) plus a mailbox IPI. Placement is
+//! static: a vCPU never moves.
+//!
+//! # Time slots
+//!
+//! The rules are documented for environments in `abi::schedule`; the
+//! allocation logic and the picking rule are `kernel::timevec`'s, the shared
+//! owner table is `slots.rs`'s. Here each core runs its vector: a slot lasts
+//! `slot_us` from the moment it really starts (so an overrun never shortens
+//! someone else's slot); the one-shot APIC timer is armed for the slot's end,
+//! the grace period's end or the earliest ring timer, whichever is first. At
+//! a slot's end the owner's running vCPU gets its epilogue upcall and the
+//! grace period; past it, the abort protocol stops it and its next slot here
+//! is forfeited. A vCPU that wakes up during its own slot preempts whoever
+//! runs there; one that wakes during a default slot preempts too (quick
+//! wake-ups), unless the running vCPU owns the slot.
+//!
+//! # Protected control transfer
+//!
+//! `Call` runs the target's IPC entry *on the caller's vCPU*: the caller's
+//! registers are saved in its [`Vcpu::context`] and an [`Activation`] of the
+//! target (its own address space, registers and stack) becomes the vCPU's
+//! live context until `Reply` (or the target's death) pops it. The vCPU keeps
+//! its slot, ring and accounting: the call runs on the caller's time. An
+//! activation holds a reference on the target like a vCPU does
+//! (`live_vcpus`), so the target's memory outlives every activation of it.
 //!
 //! # Stacks and transitions
 //!
@@ -34,15 +58,18 @@ use super::gdt::{USER_CS, USER_DS};
 use super::interrupts::TrapFrame;
 use super::interrupts::vectors;
 use super::percpu::{cpu, this_cpu};
-use super::tlb;
 use super::uring::{PredicateMemory, VcpuRing};
+use super::{apic, slots, tlb};
 use abi::Error;
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::mem::offset_of;
 use core::sync::atomic::Ordering;
+use kernel::ownership::EnvId;
 use kernel::predicate::Program;
+use kernel::timevec::{self, Candidate};
 use x86_64::VirtAddr;
 use x86_64::registers::model_specific::KernelGsBase;
 
@@ -51,12 +78,50 @@ pub struct Vcpu {
     /// Whose.
     pub env: Arc<Env>,
     /// Saved user registers (stale while it runs: the live copy is the trap
-    /// frame).
+    /// frame). During a call, the caller's registers.
     pub context: TrapFrame,
     /// Its submission/completion ring, once registered.
     pub ring: Option<VcpuRing>,
     /// What it sleeps on, while in the sleeping list.
     pub wait: Option<Wait>,
+    /// The protected control transfer it is making, if any.
+    pub call: Option<Activation>,
+    /// It got an epilogue upcall and has not yielded since (the abort
+    /// protocol stopped it): it gets no new epilogue until it yields.
+    pub owes_yield: bool,
+    /// The target of its last call, kept for the next one (no lookup and
+    /// no reference-count traffic on a repeated call).
+    pub call_cache: Option<Arc<Env>>,
+}
+
+/// Another environment running on a vCPU's time (`Call` until `Reply`).
+pub struct Activation {
+    /// The environment called.
+    pub target: Arc<Env>,
+    /// Its registers (stale while it runs).
+    pub context: TrapFrame,
+}
+
+impl Vcpu {
+    /// The environment whose code runs: the callee during a call.
+    fn running_env(&self) -> &Arc<Env> {
+        self.call.as_ref().map_or(&self.env, |a| &a.target)
+    }
+
+    /// Where the registers of the code that runs are saved.
+    fn live_context(&mut self) -> &mut TrapFrame {
+        match self.call.as_mut() {
+            Some(a) => &mut a.context,
+            None => &mut self.context,
+        }
+    }
+
+    fn candidate(&self, core: usize) -> Candidate {
+        Candidate {
+            env: self.env.id,
+            default_time: self.env.default_time.load(Ordering::Relaxed) & (1 << core) != 0,
+        }
+    }
 }
 
 /// Why a vCPU sleeps.
@@ -67,7 +132,31 @@ pub enum Wait {
     Completions(u32),
 }
 
-/// A core's vCPUs.
+/// Where a core is in its time vector.
+#[derive(Default)]
+pub struct SlotClock {
+    /// Whether the first slot has started.
+    started: bool,
+    /// The slot running.
+    index: usize,
+    /// TSC at which it ends.
+    ends_at: u64,
+    /// Its owner, 0 if nobody owns it or the owner forfeited it.
+    owner: EnvId,
+    /// The owner gave up (or away) the rest of it.
+    owner_done: bool,
+    /// The epilogue was delivered; the owner must yield by then.
+    grace_until: Option<u64>,
+}
+
+impl SlotClock {
+    /// The environment entitled to the rest of this slot (0: default).
+    fn entitled(&self) -> EnvId {
+        if self.owner_done { 0 } else { self.owner }
+    }
+}
+
+/// A core's vCPUs and time vector.
 #[derive(Default)]
 pub struct RunQueue {
     /// The vCPU whose registers are in the trap frame, if any.
@@ -77,10 +166,16 @@ pub struct RunQueue {
     /// vCPUs waiting for this core.
     pub ready: VecDeque<Box<Vcpu>>,
     /// vCPUs blocked on a [`Wait`]; evaluated at every scheduling decision
-    /// (tick, IPI, idle loop), so a condition that becomes true is noticed
-    /// by the next one at the latest.
+    /// (slot boundary, IPI, idle loop), so a condition that becomes true is
+    /// noticed at the next slot boundary at the latest.
     #[allow(clippy::vec_box, reason = "vCPUs move between the lists as boxes, without copying")]
     pub sleeping: Vec<Box<Vcpu>>,
+    /// The time vector's state.
+    pub clock: SlotClock,
+    /// Environments that lose their next slot here (abort protocol).
+    pub forfeits: Vec<EnvId>,
+    /// TSC when `current` started running (for accounting).
+    pub run_since: u64,
 }
 
 /// The register state a new vCPU starts with.
@@ -107,7 +202,15 @@ pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(),
         return Err(Error::NoSuchCore); // one vCPU per core per environment
     }
     env.live_vcpus.fetch_add(1, Ordering::AcqRel);
-    target.incoming.lock().push(Vcpu { env: Arc::clone(env), context, ring: None, wait: None });
+    target.incoming.lock().push(Vcpu {
+        env: Arc::clone(env),
+        context,
+        ring: None,
+        wait: None,
+        call: None,
+        owes_yield: false,
+        call_cache: None,
+    });
     target.incoming_pending.store(true, Ordering::Release);
     target.vcpus.fetch_add(1, Ordering::AcqRel);
     let _ = super::mailbox::post(core, super::mailbox::Message::Reschedule, None);
@@ -122,53 +225,285 @@ pub enum Next {
     Idle,
 }
 
+/// What made the core reconsider who runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// The timer: a slot, a grace period or a ring timer may be over.
+    Timer,
+    /// The current vCPU gives up the rest of its time (`Yield`).
+    Yield,
+    /// Anything else: a wake-up, a new vCPU, an exit, a sleep, a death.
+    Event,
+}
+
+/// An upcall to deliver once the run queue is released.
+enum Upcall {
+    Prologue(u64),
+    Epilogue(u64),
+}
+
+/// Released references, acted on once the run queue is released.
+#[derive(Default)]
+struct Released {
+    /// Environments whose vCPU here was dropped.
+    vcpus: Vec<Arc<Env>>,
+    /// Targets of activations that ended.
+    activations: Vec<Arc<Env>>,
+}
+
+fn slot_tsc() -> (u64, u64) {
+    let config = slots::config();
+    let hz = super::time::tsc_hz();
+    (hz / 1_000_000 * u64::from(config.slot_us), hz / 1_000_000 * u64::from(config.grace_us))
+}
+
 /// Decides which vCPU runs next on this core and puts its registers in
-/// `frame`. `preempt` rotates the ready queue (timer tick); dying vCPUs are
-/// dropped; pending idle-loop work sends the core to idle.
-pub fn reschedule(frame: &mut TrapFrame, preempt: bool) -> Next {
+/// `frame` (whose contents are the current vCPU's live registers, if there
+/// is one), then arms the timer for the next decision.
+pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
     let me = this_cpu();
-    let mut dropped: alloc::vec::Vec<Arc<Env>> = alloc::vec::Vec::new();
+    let core = me.index;
+    let mut released = Released::default();
+    let mut upcall = None;
     me.resched_pending.store(false, Ordering::Release);
-    let next = me.runq.with(|rq| {
+    let now = super::cpu::rdtsc();
+    let (next, deadline) = me.runq.with(|rq| {
         absorb_incoming(rq);
-        drop_dying(rq, &mut dropped);
-        // A vCPU that wakes up runs next (wake-up preempts).
-        let preempt = wake_sleepers(rq) || preempt;
-        let keep_current = rq.current.as_ref().is_some_and(|v| !v.env.is_dying()) && !rq.exiting;
-        rq.exiting = false;
-        if !keep_current && let Some(dead) = rq.current.take() {
-            dropped.push(Arc::clone(&dead.env));
-        }
-        if me.mailbox.has_work() {
-            park_current(rq, frame);
-            return Next::Idle;
-        }
-        let switch = rq.current.is_none() || (preempt && !rq.ready.is_empty());
-        if !switch {
-            return Next::Resume;
-        }
-        if let Some(mut old) = rq.current.take() {
-            old.context = frame.clone();
-            // Behind any vCPU that just woke (those went to the front).
-            rq.ready.push_back(old);
-        }
-        match rq.ready.pop_front() {
-            Some(v) => {
-                *frame = v.context.clone();
-                activate(&v.env);
-                rq.current = Some(v);
-                Next::Resume
-            }
-            None => Next::Idle,
-        }
+        drop_dying(rq, frame, now, core, &mut released);
+        let woke = wake_sleepers(rq, now);
+        let next = if me.mailbox.has_work() {
+            // Kernel work queued for this core runs in the idle loop first.
+            park_current(rq, frame, now, core, 0);
+            Next::Idle
+        } else {
+            decide(rq, frame, why, now, woke, core, &mut upcall)
+        };
+        (next, timer_deadline(rq))
     });
     if matches!(next, Next::Idle) {
         deactivate_user();
     }
-    for env in dropped {
+    for env in released.vcpus {
         release_vcpu(&env);
     }
+    for target in released.activations {
+        release_activation(&target);
+    }
+    if let Some(upcall) = upcall {
+        let env = current_env();
+        let delivered = match upcall {
+            Upcall::Prologue(entry) => {
+                let handler = *env.exception.lock();
+                deliver_upcall(frame, &env, &handler, abi::vector::SLOT_START, entry)
+            }
+            Upcall::Epilogue(entry) => {
+                let handler = *env.exception.lock();
+                deliver_upcall(frame, &env, &handler, abi::vector::SLOT_END, entry)
+            }
+        };
+        if delivered.is_err() && matches!(upcall, Upcall::Epilogue(_)) {
+            // It cannot be told: the abort protocol applies right away.
+            drop(env);
+            me.runq.with(|rq| rq.clock.grace_until = Some(0));
+            return reschedule(frame, Why::Timer);
+        }
+    }
+    let now = super::cpu::rdtsc();
+    match deadline {
+        Some(at) => apic::arm_timer_after(at.saturating_sub(now).max(1)),
+        None => apic::arm_idle_tick(),
+    }
     next
+}
+
+/// The scheduling decision proper (see the module docs).
+fn decide(
+    rq: &mut RunQueue,
+    frame: &mut TrapFrame,
+    why: Why,
+    now: u64,
+    woke: usize,
+    core: usize,
+    upcall: &mut Option<Upcall>,
+) -> Next {
+    let (_, grace_tsc) = slot_tsc();
+    if why == Why::Yield
+        && let Some(v) = rq.current.as_mut()
+    {
+        v.owes_yield = false;
+    }
+    // An epilogue is running: did it yield, or is its time up?
+    if let Some(deadline) = rq.clock.grace_until {
+        if rq.current.is_none() || why == Why::Yield {
+            rq.clock.grace_until = None;
+            park_current(rq, frame, now, core, usize::MAX);
+            return start_next_slot(rq, frame, now, core, upcall);
+        }
+        if now >= deadline {
+            rq.clock.grace_until = None;
+            if let Some(v) = rq.current.as_ref() {
+                charge_overrun(&v.env, core, rq.clock.index);
+                rq.forfeits.push(v.env.id);
+            }
+            park_current(rq, frame, now, core, usize::MAX);
+            return start_next_slot(rq, frame, now, core, upcall);
+        }
+        return Next::Resume;
+    }
+    // The slot is over.
+    if !rq.clock.started || now >= rq.clock.ends_at {
+        if let Some(v) = rq.current.as_mut()
+            && rq.clock.started
+            && why != Why::Yield
+            && v.env.id == rq.clock.entitled()
+            && v.call.is_none()
+        {
+            let entry = v.env.epilogue.load(Ordering::Relaxed);
+            if entry != 0 && v.owes_yield {
+                // Still inside the epilogue it was stopped in: no new
+                // upcall (they would pile up on its stack); charged again.
+                charge_overrun(&v.env, core, rq.clock.index);
+                rq.forfeits.push(v.env.id);
+            } else if entry != 0 {
+                v.owes_yield = true;
+                bump_vcpu_stat(&v.env, core, offset_of!(abi::VcpuPage, epilogues));
+                rq.clock.grace_until = Some(now.saturating_add(grace_tsc));
+                *upcall = Some(Upcall::Epilogue(entry));
+                return Next::Resume;
+            }
+        }
+        park_current(rq, frame, now, core, usize::MAX);
+        return start_next_slot(rq, frame, now, core, upcall);
+    }
+    // Within the slot.
+    if why == Why::Yield {
+        if rq.current.as_ref().is_some_and(|v| v.env.id == rq.clock.owner) {
+            rq.clock.owner_done = true;
+        }
+        park_current(rq, frame, now, core, usize::MAX);
+        return pick_in_slot(rq, frame, now, core);
+    }
+    let Some(current) = rq.current.as_ref() else {
+        return pick_in_slot(rq, frame, now, core);
+    };
+    if woke > 0 && current.env.id != rq.clock.entitled() {
+        // Woken vCPUs are at the front of the queue; the preempted one goes
+        // right behind them.
+        park_current(rq, frame, now, core, woke);
+        return pick_in_slot(rq, frame, now, core);
+    }
+    Next::Resume
+}
+
+/// Starts the next slot of this core's vector and picks who runs in it.
+fn start_next_slot(
+    rq: &mut RunQueue,
+    frame: &mut TrapFrame,
+    now: u64,
+    core: usize,
+    upcall: &mut Option<Upcall>,
+) -> Next {
+    let (slot_tsc, _) = slot_tsc();
+    let len = slots::len(core).max(1);
+    let clock = &mut rq.clock;
+    clock.index = if clock.started { (clock.index + 1) % len } else { 0 };
+    clock.started = true;
+    clock.ends_at = now.saturating_add(slot_tsc);
+    clock.owner_done = false;
+    clock.grace_until = None;
+    let mut owner = slots::owner(core, clock.index);
+    if owner != 0
+        && let Some(i) = rq.forfeits.iter().position(|&e| e == owner)
+    {
+        rq.forfeits.swap_remove(i);
+        owner = 0;
+    }
+    clock.owner = owner;
+    slots::publish_current(core, clock.index);
+    let next = pick_in_slot(rq, frame, now, core);
+    if let Some(v) = rq.current.as_ref()
+        && owner != 0
+        && v.env.id == owner
+    {
+        bump_vcpu_stat(&v.env, core, offset_of!(abi::VcpuPage, slots_started));
+        let entry = v.env.prologue.load(Ordering::Relaxed);
+        if entry != 0 && v.call.is_none() {
+            *upcall = Some(Upcall::Prologue(entry));
+        }
+    }
+    next
+}
+
+/// With no vCPU current, picks one for the rest of the slot: its owner if
+/// it can run and is entitled, else the first taking default time.
+fn pick_in_slot(rq: &mut RunQueue, frame: &mut TrapFrame, now: u64, core: usize) -> Next {
+    debug_assert!(rq.current.is_none());
+    let entitled = rq.clock.entitled();
+    let choice = timevec::pick(entitled, rq.ready.iter().map(|v| v.candidate(core)));
+    match choice.and_then(|i| rq.ready.remove(i)) {
+        Some(v) => {
+            load(rq, v, frame, now);
+            Next::Resume
+        }
+        None => Next::Idle,
+    }
+}
+
+/// Makes `v` current with its live registers in `frame`.
+fn load(rq: &mut RunQueue, mut v: Box<Vcpu>, frame: &mut TrapFrame, now: u64) {
+    *frame = v.live_context().clone();
+    activate(v.running_env());
+    rq.current = Some(v);
+    rq.run_since = now;
+}
+
+/// Saves the current vCPU's registers from `frame`, charges its run time
+/// and queues it at `position` of the ready queue (clamped to the end).
+fn park_current(rq: &mut RunQueue, frame: &TrapFrame, now: u64, core: usize, position: usize) {
+    if let Some(mut v) = rq.current.take() {
+        *v.live_context() = frame.clone();
+        account(&v, core, now.saturating_sub(rq.run_since));
+        rq.ready.insert(position.min(rq.ready.len()), v);
+    }
+}
+
+fn account(v: &Vcpu, core: usize, tsc: u64) {
+    if let Some(word) = env::vcpu_word(&v.env, core, offset_of!(abi::VcpuPage, run_tsc) as u64) {
+        word.fetch_add(tsc, Ordering::Relaxed);
+    }
+}
+
+fn bump_vcpu_stat(env: &Env, core: usize, offset: usize) {
+    if let Some(word) = env::vcpu_word(env, core, offset as u64) {
+        word.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The abort protocol's bookkeeping: count the overrun where the
+/// environment sees it and tell it through its event queue.
+fn charge_overrun(env: &Env, core: usize, slot: usize) {
+    bump_vcpu_stat(env, core, offset_of!(abi::VcpuPage, overruns));
+    env::info_word(env, offset_of!(abi::InfoPage, overruns) as u64).fetch_add(1, Ordering::Relaxed);
+    env::post_event(env, abi::event::OVERRUN, 0, [core as u64, slot as u64]);
+}
+
+/// When the timer must fire next: the grace period's or slot's end while
+/// this core has vCPUs (sleepers' predicates are evaluated at slot
+/// boundaries), or the earliest ring timer; `None` (idle tick) otherwise.
+fn timer_deadline(rq: &RunQueue) -> Option<u64> {
+    let busy = rq.current.is_some() || !rq.ready.is_empty() || !rq.sleeping.is_empty();
+    if !busy {
+        return None;
+    }
+    let clock = rq.clock.grace_until.unwrap_or(rq.clock.ends_at);
+    let timers = rq
+        .current
+        .iter()
+        .chain(rq.ready.iter())
+        .chain(rq.sleeping.iter())
+        .filter_map(|v| v.ring.as_ref().and_then(VcpuRing::next_timer))
+        .min();
+    Some(timers.map_or(clock, |t| t.min(clock)))
 }
 
 /// Releases a dropped vCPU's hold on its environment: its address space is
@@ -176,48 +511,105 @@ pub fn reschedule(frame: &mut TrapFrame, preempt: bool) -> Next {
 /// gone (and the last one reclaims it).
 fn release_vcpu(env: &Arc<Env>) {
     let me = this_cpu();
-    let loaded = me.loaded_env.with(|l| l.as_ref().is_some_and(|e| Arc::ptr_eq(e, env)));
-    if loaded {
-        deactivate_user();
-    }
+    unload_if_loaded(env);
     env.vcpu_cores.fetch_and(!(1 << me.index), Ordering::AcqRel);
     me.vcpus.fetch_sub(1, Ordering::AcqRel);
     env::vcpu_dropped(env);
 }
 
-/// Takes the dying environments' vCPUs out of the ready and sleeping lists
-/// (their environments are released by the caller).
-fn drop_dying(rq: &mut RunQueue, dropped: &mut Vec<Arc<Env>>) {
-    let mut keep = |v: &Vcpu| {
-        if v.env.is_dying() {
-            dropped.push(Arc::clone(&v.env));
-            false
-        } else {
-            true
+/// Releases an ended activation's hold on its target.
+fn release_activation(target: &Arc<Env>) {
+    unload_if_loaded(target);
+    env::vcpu_dropped(target);
+}
+
+fn unload_if_loaded(env: &Arc<Env>) {
+    let loaded = this_cpu().loaded_env.with(|l| l.as_ref().is_some_and(|e| Arc::ptr_eq(e, env)));
+    if loaded {
+        deactivate_user();
+    }
+}
+
+/// Drops the vCPUs of dying environments (the current one too, with
+/// `exiting`), and ends calls into dying targets: their callers resume
+/// with `CallFailed`.
+fn drop_dying(
+    rq: &mut RunQueue,
+    frame: &mut TrapFrame,
+    now: u64,
+    core: usize,
+    released: &mut Released,
+) {
+    let exiting = core::mem::take(&mut rq.exiting);
+    if let Some(v) = rq.current.as_mut() {
+        if exiting || v.env.is_dying() {
+            let v = rq.current.take().expect("checked");
+            account(&v, core, now.saturating_sub(rq.run_since));
+            release_into(*v, released);
+        } else if v.call.as_ref().is_some_and(|a| a.target.is_dying()) {
+            let call = v.call.take().expect("checked");
+            released.activations.push(call.target);
+            *frame = v.context.clone();
+            frame.rax = Error::CallFailed.to_raw();
+            activate(&v.env);
         }
+    }
+    let keep = |v: &mut Box<Vcpu>, released: &mut Released| {
+        if v.env.is_dying() {
+            return false;
+        }
+        if v.call.as_ref().is_some_and(|a| a.target.is_dying()) {
+            let call = v.call.take().expect("checked");
+            released.activations.push(call.target);
+            v.context.rax = Error::CallFailed.to_raw();
+        }
+        true
     };
-    rq.ready.retain(|v| keep(v));
-    rq.sleeping.retain(|v| keep(v));
+    for list in [0, 1] {
+        let mut i = 0;
+        loop {
+            let v = match list {
+                0 => rq.ready.get_mut(i),
+                _ => rq.sleeping.get_mut(i),
+            };
+            let Some(v) = v else { break };
+            if keep(v, released) {
+                i += 1;
+                continue;
+            }
+            let v = match list {
+                0 => rq.ready.remove(i).expect("index in range"),
+                _ => rq.sleeping.swap_remove(i),
+            };
+            release_into(*v, released);
+        }
+    }
+}
+
+fn release_into(v: Vcpu, released: &mut Released) {
+    if let Some(call) = v.call {
+        released.activations.push(call.target);
+    }
+    released.vcpus.push(v.env);
 }
 
 /// Fires due ring timers of every vCPU here and moves the sleepers whose
-/// condition now holds to the front of the ready queue. Returns whether
-/// any woke.
-fn wake_sleepers(rq: &mut RunQueue) -> bool {
-    let now = super::cpu::rdtsc();
+/// condition now holds to the front of the ready queue. Returns how many
+/// woke.
+fn wake_sleepers(rq: &mut RunQueue, now: u64) -> usize {
     for v in rq.current.iter_mut().chain(rq.ready.iter_mut()).chain(rq.sleeping.iter_mut()) {
         if let Some(ring) = v.ring.as_mut() {
             ring.fire_timers(now);
         }
     }
-    let mut woke = false;
+    let mut woke = 0;
     let mut i = 0;
     while i < rq.sleeping.len() {
         if condition_holds(&rq.sleeping[i]) {
             let mut v = rq.sleeping.swap_remove(i);
             v.wait = None;
             rq.ready.push_front(v);
-            woke = true;
+            woke += 1;
         } else {
             i += 1;
         }
@@ -237,20 +629,35 @@ fn condition_holds(v: &Vcpu) -> bool {
 /// resumes with (its system call's result already in `rax`). The caller
 /// then calls [`finish`].
 pub fn sleep_current(frame: &TrapFrame, wait: Wait) {
-    this_cpu().runq.with(|rq| {
+    let me = this_cpu();
+    let now = super::cpu::rdtsc();
+    me.runq.with(|rq| {
         if let Some(mut v) = rq.current.take() {
             v.context = frame.clone();
+            account(&v, me.index, now.saturating_sub(rq.run_since));
             v.wait = Some(wait);
+            v.owes_yield = false;
             rq.sleeping.push(v);
         }
     });
 }
 
+/// Whether the current vCPU is inside a protected control transfer.
+pub fn in_call() -> bool {
+    this_cpu().runq.with(|rq| rq.current.as_ref().is_some_and(|v| v.call.is_some()))
+}
+
 /// Runs `f` with the current vCPU's ring slot (taken out of the run queue
 /// for the call, so `f` may do anything the kernel does on this core).
-pub fn with_current_ring<R>(f: impl FnOnce(&mut Option<VcpuRing>) -> R) -> R {
+/// `Busy` inside a protected control transfer: the ring is the caller's.
+pub fn with_current_ring<R>(
+    f: impl FnOnce(&mut Option<VcpuRing>) -> Result<R, Error>,
+) -> Result<R, Error> {
     let me = this_cpu();
-    let mut ring = me.runq.with(|rq| rq.current.as_mut().and_then(|v| v.ring.take()));
+    let mut ring = me.runq.with(|rq| match rq.current.as_mut() {
+        Some(v) if v.call.is_none() => Ok(v.ring.take()),
+        _ => Err(Error::Busy),
+    })?;
     let result = f(&mut ring);
     me.runq.with(|rq| {
         // The slot is still empty (nothing else reaches it during `f`), so
@@ -274,10 +681,158 @@ fn absorb_incoming(rq: &mut RunQueue) {
     }
 }
 
-fn park_current(rq: &mut RunQueue, frame: &TrapFrame) {
-    if let Some(mut v) = rq.current.take() {
+// --- directed yield and protected control transfer ---------------------------
+
+/// `YieldTo`: hands the rest of the slot to `target`'s vCPU on this core.
+/// On success `frame` holds the target's registers (the caller's result,
+/// 0, is saved with its own).
+pub fn yield_to(frame: &mut TrapFrame, target: EnvId) -> Result<(), Error> {
+    let me = this_cpu();
+    let core = me.index;
+    let now = super::cpu::rdtsc();
+    let result = me.runq.with(|rq| {
+        let current = rq.current.as_mut().ok_or(Error::NotRunnable)?;
+        current.owes_yield = false;
+        if current.call.is_some() {
+            return Err(Error::Busy);
+        }
+        if current.env.id == target {
+            return Err(Error::InvalidArgument);
+        }
+        let i = rq.ready.iter().position(|v| v.env.id == target).ok_or(Error::NotRunnable)?;
+        if rq.clock.grace_until.is_some() {
+            // Its slot is over anyway: this counts as the epilogue's yield.
+            return Ok(false);
+        }
+        if current.env.id == rq.clock.owner {
+            rq.clock.owner_done = true;
+        }
+        frame.rax = 0;
+        park_current(rq, frame, now, core, usize::MAX);
+        let i = i.min(rq.ready.len() - 1);
+        let v = rq.ready.remove(i).expect("index in range");
+        load(rq, v, frame, now);
+        Ok(true)
+    });
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            frame.rax = 0;
+            if let Next::Idle = reschedule(frame, Why::Yield) {
+                switch_to_idle();
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// `Call`: enters `target`'s IPC entry on this vCPU. On success `frame`
+/// holds the activation's registers.
+pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
+    let me = this_cpu();
+    let core = me.index;
+    let (caller, cached) = me.runq.with(|rq| {
+        let v = rq.current.as_mut().expect("a system call has a current vCPU");
+        if v.call.is_some() {
+            return Err(Error::Busy);
+        }
+        Ok((v.env.id, v.call_cache.take()))
+    })?;
+    let target = match cached {
+        Some(t) if u64::from(t.id) == target => t,
+        _ => u32::try_from(target).ok().and_then(env::lookup).ok_or(Error::NoSuchEnv)?,
+    };
+    if target.is_dying() {
+        return Err(Error::NoSuchEnv);
+    }
+    let (entry, stack_top) = target.ipc.entry_for(core).ok_or(Error::Refused)?;
+    if !target.ipc.accepts(caller) {
+        return Err(Error::Refused);
+    }
+    env::ensure_vcpu_page(&target, core)?;
+    // Hold the target like a vCPU does, unless its last vCPU is already gone.
+    target
+        .live_vcpus
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > 0).then_some(n + 1))
+        .map_err(|_| Error::NoSuchEnv)?;
+    activate(&target);
+    me.runq.with(|rq| {
+        let v = rq.current.as_mut().expect("a system call has a current vCPU");
         v.context = frame.clone();
-        rq.ready.push_front(v);
+        v.call = Some(Activation { target, context: TrapFrame::default() });
+    });
+    // The callee starts with the message and nothing else of the caller's.
+    *frame = TrapFrame {
+        rip: entry,
+        rsp: stack_top,
+        rdi: u64::from(caller),
+        rsi: frame.rsi,
+        rdx: frame.rdx,
+        r10: frame.r10,
+        r8: frame.r8,
+        r9: frame.r9,
+        r12: frame.r12,
+        r13: frame.r13,
+        r14: frame.r14,
+        rflags: 0x202,
+        cs: u64::from(USER_CS),
+        ss: u64::from(USER_DS),
+        vector: frame.vector,
+        ..TrapFrame::default()
+    };
+    Ok(())
+}
+
+/// `Reply`: ends the current call; `frame` then holds the caller's
+/// registers with the reply words and `rax` = 0.
+pub fn reply(frame: &mut TrapFrame) -> Result<(), Error> {
+    let me = this_cpu();
+    let target = me.runq.with(|rq| {
+        let v = rq.current.as_mut().expect("a system call has a current vCPU");
+        let call = v.call.take().ok_or(Error::InvalidArgument)?;
+        let mut back = v.context.clone();
+        back.rax = 0;
+        back.rsi = frame.rsi;
+        back.rdx = frame.rdx;
+        back.r10 = frame.r10;
+        back.r8 = frame.r8;
+        back.r9 = frame.r9;
+        back.r12 = frame.r12;
+        back.r13 = frame.r13;
+        back.r14 = frame.r14;
+        *frame = back;
+        activate(&v.env);
+        Ok(call.target)
+    })?;
+    // The caller's space is loaded: the target's hold can go, and the
+    // reference is kept for the next call.
+    env::vcpu_dropped(&target);
+    me.runq.with(|rq| {
+        if let Some(v) = rq.current.as_mut() {
+            v.call_cache = Some(target);
+        }
+    });
+    Ok(())
+}
+
+/// Ends the current call without a reply (the callee's `VcpuExit`): the
+/// caller resumes with `CallFailed`. Returns whether there was a call.
+pub fn abandon_call(frame: &mut TrapFrame) -> bool {
+    let ended = this_cpu().runq.with(|rq| {
+        let v = rq.current.as_mut()?;
+        let call = v.call.take()?;
+        *frame = v.context.clone();
+        frame.rax = Error::CallFailed.to_raw();
+        Some((Arc::clone(&v.env), call.target))
+    });
+    match ended {
+        Some((caller_env, target)) => {
+            activate(&caller_env);
+            release_activation(&target);
+            true
+        }
+        None => false,
     }
 }
 
@@ -317,31 +872,16 @@ fn deactivate_user() {
     });
 }
 
-/// From the idle loop: if a vCPU is ready, run it (does not return).
+/// From the idle loop: runs this core's time vector; if a vCPU should run,
+/// enters it (does not return).
 pub fn run_ready() {
     let me = this_cpu();
     if me.vcpus.load(Ordering::Acquire) == 0 {
         return;
     }
-    let mut dropped: alloc::vec::Vec<Arc<Env>> = alloc::vec::Vec::new();
-    me.resched_pending.store(false, Ordering::Release);
-    let chosen = me.runq.with(|rq| {
-        absorb_incoming(rq);
-        drop_dying(rq, &mut dropped);
-        wake_sleepers(rq);
-        let v = rq.ready.pop_front()?;
-        let context = v.context.clone();
-        let env = Arc::clone(&v.env);
-        rq.current = Some(v);
-        Some((env, context))
-    });
-    for env in dropped {
-        release_vcpu(&env);
-    }
-    if let Some((env, context)) = chosen {
-        activate(&env);
-        drop(env);
-        enter_user(&context);
+    let mut frame = TrapFrame::default();
+    if let Next::Resume = reschedule(&mut frame, Why::Event) {
+        enter_user(&frame);
     }
 }
 
@@ -395,12 +935,12 @@ extern "C" fn idle_entry() -> ! {
 /// exceptions. Called by `trap_dispatch` with the live frame.
 pub fn user_trap(frame: &mut TrapFrame) {
     let vector = frame.vector as u8;
-    let mut preempt = false;
+    let mut why = Why::Event;
     match vector {
         vectors::TIMER => {
             this_cpu().ticks.fetch_add(1, Ordering::Relaxed);
             super::apic::end_of_interrupt();
-            preempt = true;
+            why = Why::Timer;
         }
         vectors::MAILBOX => {
             super::mailbox::on_ipi();
@@ -418,26 +958,29 @@ pub fn user_trap(frame: &mut TrapFrame) {
         0..=31 => user_exception(frame),
         _ => super::apic::end_of_interrupt(),
     }
-    finish(frame, preempt);
+    finish(frame, why);
 }
 
 /// After an entry from ring 3: pick who runs, and go there.
-pub fn finish(frame: &mut TrapFrame, preempt: bool) {
+pub fn finish(frame: &mut TrapFrame, why: Why) {
     let me = this_cpu();
     // Fast path: nothing changed for this core, the same vCPU continues.
-    if !preempt
+    if why == Why::Event
         && !me.incoming_pending.load(Ordering::Acquire)
         && !me.resched_pending.load(Ordering::Acquire)
         && !me.mailbox.has_work()
     {
-        let same = me
-            .runq
-            .with(|rq| !rq.exiting && rq.current.as_ref().is_some_and(|v| !v.env.is_dying()));
+        let same = me.runq.with(|rq| {
+            !rq.exiting
+                && rq.current.as_ref().is_some_and(|v| {
+                    !v.env.is_dying() && v.call.as_ref().is_none_or(|a| !a.target.is_dying())
+                })
+        });
         if same {
             return;
         }
     }
-    if let Next::Idle = reschedule(frame, preempt) {
+    if let Next::Idle = reschedule(frame, why) {
         switch_to_idle();
     }
 }
@@ -447,11 +990,12 @@ pub fn exit_current_vcpu() {
     this_cpu().runq.with(|rq| rq.exiting = true);
 }
 
-/// The environment of the vCPU in the trap frame.
+/// The environment whose code is in the trap frame (the callee during a
+/// protected control transfer).
 pub fn current_env() -> Arc<Env> {
     this_cpu()
         .runq
-        .with(|rq| rq.current.as_ref().map(|v| Arc::clone(&v.env)))
+        .with(|rq| rq.current.as_ref().map(|v| Arc::clone(v.running_env())))
         .expect("an entry from ring 3 has a current vCPU")
 }
 
@@ -468,11 +1012,6 @@ fn user_exception(frame: &mut TrapFrame) {
             | abi::vector::GENERAL_PROTECTION
             | abi::vector::PAGE_FAULT
     );
-    let fault_addr = if vector == abi::vector::PAGE_FAULT {
-        x86_64::registers::control::Cr2::read_raw()
-    } else {
-        0
-    };
     if !deliverable {
         env::terminate(
             &env,
@@ -481,8 +1020,10 @@ fn user_exception(frame: &mut TrapFrame) {
         return;
     }
     let handler = *env.exception.lock();
-    if handler.entry == 0 {
+    let entry = handler.entry;
+    if entry == 0 {
         let what = if vector == abi::vector::PAGE_FAULT {
+            let fault_addr = x86_64::registers::control::Cr2::read_raw();
             alloc::format!(
                 "{name} at rip {:#x} accessing {fault_addr:#x}, no exception handler",
                 frame.rip
@@ -493,9 +1034,36 @@ fn user_exception(frame: &mut TrapFrame) {
         env::terminate(&env, Outcome::Killed(what));
         return;
     }
+    let rip = frame.rip;
+    if let Err(at) = deliver_upcall(frame, &env, &handler, vector, entry) {
+        env::terminate(
+            &env,
+            Outcome::Killed(alloc::format!(
+                "{name} at rip {rip:#x}, and its exception stack at {at:#x} is not mapped writable"
+            )),
+        );
+    }
+}
+
+/// Writes an [`abi::UpcallFrame`] of `frame` (an exception's, or a slot
+/// upcall's with `vector` ≥ 0x100) on `env`'s exception stack for this
+/// core and makes `frame` enter `entry` with `rsp` = `rdi` = its address.
+/// Fails with the address it could not write.
+fn deliver_upcall(
+    frame: &mut TrapFrame,
+    env: &Env,
+    handler: &env::ExceptionHandler,
+    vector: u64,
+    entry: u64,
+) -> Result<(), u64> {
+    let fault_addr = if vector == abi::vector::PAGE_FAULT {
+        x86_64::registers::control::Cr2::read_raw()
+    } else {
+        0
+    };
     let upcall = abi::UpcallFrame {
         vector,
-        error_code: frame.error_code,
+        error_code: if vector < 32 { frame.error_code } else { 0 },
         fault_addr,
         rip: frame.rip,
         rsp: frame.rsp,
@@ -516,9 +1084,10 @@ fn user_exception(frame: &mut TrapFrame) {
         r14: frame.r14,
         r15: frame.r15,
     };
-    // Nested fault on the exception stack: go below the interrupted rsp and
-    // its red zone; otherwise start at the top.
-    let stack_top = handler.stack_top_for(this_cpu().index);
+    // Nested upcall on the exception stack: go below the interrupted rsp
+    // and its red zone; otherwise start at the top. No handler registered:
+    // there is no stack (address 0 fails below).
+    let stack_top = if handler.entry == 0 { 0 } else { handler.stack_top_for(this_cpu().index) };
     let window = if handler.stride > 0 { handler.stride } else { 1 << 20 };
     let nested = frame.rsp < stack_top && frame.rsp >= stack_top.saturating_sub(window);
     let base = if nested { frame.rsp.saturating_sub(128) } else { stack_top };
@@ -531,20 +1100,12 @@ fn user_exception(frame: &mut TrapFrame) {
             abi::UPCALL_FRAME_SIZE as usize,
         )
     };
-    if env::copy_to_user(&env, at, bytes).is_err() {
-        env::terminate(
-            &env,
-            Outcome::Killed(alloc::format!(
-                "{name} at rip {:#x}, and its exception stack at {at:#x} is not mapped writable",
-                frame.rip
-            )),
-        );
-        return;
-    }
-    frame.rip = handler.entry;
+    env::copy_to_user(env, at, bytes).map_err(|_| at)?;
+    frame.rip = entry;
     frame.rsp = at;
     frame.rdi = at;
     frame.rflags = 0x202;
+    Ok(())
 }
 
 /// `ExceptionResume`: loads the user-supplied frame into the trap frame.

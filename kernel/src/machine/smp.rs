@@ -90,7 +90,7 @@ extern "C" fn kernel_ap_main() -> ! {
     interrupts::init_this_cpu();
     super::syscall::init_this_cpu();
     let mut apic = Apic::enable_this_cpu();
-    apic.start_periodic_timer();
+    apic.start_timer();
     let pcid_owner = super::tlb::init_this_cpu(false);
     let me =
         percpu::init_this_cpu(index, apic, trap_stack_top.as_u64(), idle_stack_top, pcid_owner);

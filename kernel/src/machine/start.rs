@@ -64,7 +64,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     let mut bsp_apic = apic::Apic::enable_this_cpu();
     let timer_hz = bsp_apic.calibrate_timer();
     apic::set_tick_rate(timer_hz, cmdline.tick_hz);
-    bsp_apic.start_periodic_timer();
+    bsp_apic.start_timer();
     let pcid_owner = super::tlb::init_this_cpu(true);
     let me = percpu::init_this_cpu(
         0,
@@ -74,10 +74,12 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
         pcid_owner,
     );
     log::info!(
-        "TSC {} MHz, APIC timer {} MHz, tick {} Hz, {} MiB free",
+        "TSC {} MHz, APIC timer {} MHz, idle tick {} Hz, {} slots of {} us per core, {} MiB free",
         tsc_hz / 1_000_000,
         timer_hz / 1_000_000,
         cmdline.tick_hz,
+        cmdline.slots,
+        cmdline.slot_us,
         (memory::free_frames() * 4096) >> 20
     );
 
@@ -88,6 +90,15 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
 
     BOOT_INFO.call_once(|| BootInfo { initrd, madt_apic_ids: processors.apic_ids });
     kprintln!("exo: boot ok cores={} apic={}", percpu::online_cpus(), apic::mode_name());
+    super::slots::init(
+        super::slots::Config {
+            slots: cmdline.slots,
+            slot_us: cmdline.slot_us,
+            grace_us: cmdline.grace_us,
+            slots_reserved: cmdline.slots_reserved,
+        },
+        percpu::online_cpus(),
+    );
     let all_cores = u64::MAX >> (64 - percpu::online_cpus());
     // Core 0 runs the test and benchmark harnesses; in `run` mode it joins
     // the others in running environments once the demo is started.
@@ -95,7 +106,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
 
     match cmdline.mode {
         Mode::Run => run_demo(&cmdline.init),
-        Mode::Test => cpu::exit_qemu(ktest::run_all()),
+        Mode::Test => cpu::exit_qemu(ktest::run_all(cmdline.tests.as_deref())),
         Mode::Bench => bench::run_all(cmdline.bench_samples as usize, all_cores),
         Mode::PanicTest => panic_test_outer(),
     }
@@ -182,8 +193,19 @@ mod heapless_ranges {
 fn run_demo(init: &[alloc::string::String]) -> ! {
     kprintln!("exo: {} cores online; starting {:?}", percpu::online_cpus(), init);
     env::power_off_when_all_done("exo: all environments have ended; powering off");
-    for name in init {
-        if let Err(e) = env::spawn(name, 0, None) {
+    for word in init {
+        // `name` or `name:arg` (decimal or 0x-hex start argument).
+        let (name, arg) = word.split_once(':').unwrap_or((word, "0"));
+        let arg = match arg.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok(),
+            None => arg.parse().ok(),
+        };
+        let Some(arg) = arg else {
+            kprintln!("exo: bad start argument in {word:?}");
+            env::note_run_failure();
+            continue;
+        };
+        if let Err(e) = env::spawn(name, arg, None) {
             kprintln!("exo: cannot start {name}: {e}");
             env::note_run_failure();
         }

@@ -22,6 +22,7 @@ use super::percpu::PERCPU_USER_RSP_OFFSET;
 use super::sched;
 use super::uring::{PredicateMemory, VcpuRing};
 use abi::{Error, Rights, Syscall};
+use core::sync::atomic::Ordering;
 use x86_64::VirtAddr;
 use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
 use x86_64::registers::rflags::RFlags;
@@ -85,6 +86,13 @@ pub fn dispatch(frame: &mut TrapFrame) {
         frame.rax = 0;
         return;
     }
+    // Protected control transfer: its own fast path, no environment lookup.
+    if number == Syscall::Call as u64 {
+        return pct_call(frame);
+    }
+    if number == Syscall::Reply as u64 {
+        return pct_reply(frame);
+    }
     let Some(call) = Syscall::from_number(number) else {
         frame.rax = Error::InvalidSyscall.to_raw();
         return;
@@ -100,8 +108,10 @@ pub fn dispatch(frame: &mut TrapFrame) {
             Ok(0)
         }
         Syscall::Yield => {
-            reschedule = true;
-            Ok(0)
+            frame.rax = 0;
+            drop(env);
+            sched::finish(frame, sched::Why::Yield);
+            return;
         }
         Syscall::FrameAlloc => {
             let which = (args[0] != abi::ANY_FRAME).then_some(args[0]);
@@ -127,7 +137,11 @@ pub fn dispatch(frame: &mut TrapFrame) {
         },
         Syscall::VcpuStart => vcpu_start(&env, args),
         Syscall::VcpuExit => {
-            // Dropping the current vCPU: mark it so the scheduler drops it.
+            // Inside a call this ends the call (the caller gets
+            // `CallFailed`); otherwise the scheduler drops the vCPU.
+            if sched::abandon_call(frame) {
+                return;
+            }
             sched::exit_current_vcpu();
             reschedule = true;
             Ok(0)
@@ -135,6 +149,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Syscall::EnvLookup => env_lookup(&env, args[0], args[1]),
         Syscall::FrameStatus => env::frame_status(args[0]),
         Syscall::UnmapRange => env::unmap_range(&env, args[0], args[1]),
+        // These belong to the caller's vCPU, not to a callee (the ring ones
+        // check inside `with_current_ring`).
+        Syscall::SleepOn | Syscall::YieldTo if sched::in_call() => Err(Error::Busy),
         Syscall::RingSetup => sched::with_current_ring(|slot| {
             // A new registration replaces (and unpins) the old ring.
             *slot = Some(VcpuRing::setup(&env, args[0], args[1], args[2])?);
@@ -145,7 +162,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
                 frame.rax = consumed;
                 drop(env);
                 sched::sleep_current(frame, wait);
-                sched::finish(frame, false);
+                sched::finish(frame, sched::Why::Event);
                 return;
             }
             Ok((consumed, None)) => Ok(consumed),
@@ -156,12 +173,40 @@ pub fn dispatch(frame: &mut TrapFrame) {
                 frame.rax = 0;
                 drop(env);
                 sched::sleep_current(frame, sched::Wait::Predicate(program));
-                sched::finish(frame, false);
+                sched::finish(frame, sched::Why::Event);
                 return;
             }
             Ok(None) => Ok(0),
             Err(e) => Err(e),
         },
+        Syscall::SlotAlloc => super::slots::alloc(env.id, args[0], args[1], args[2]),
+        Syscall::SlotFree => super::slots::free(env.id, args[0], args[1]).map(|()| 0),
+        Syscall::SetSlotHandlers => set_slot_handlers(&env, args[0], args[1]),
+        Syscall::SetDefaultTime => Ok(env.default_time.swap(args[0], Ordering::AcqRel)),
+        Syscall::YieldTo => {
+            drop(env);
+            let target = u32::try_from(args[0]).ok().and_then(env::lookup);
+            let result = match target {
+                Some(t) if !t.is_dying() => sched::yield_to(frame, t.id),
+                _ => Err(Error::NoSuchEnv),
+            };
+            // On success the frame holds the registers of whoever runs now.
+            if let Err(e) = result {
+                frame.rax = e.to_raw();
+            }
+            return;
+        }
+        Syscall::IpcRegister => ipc_register(&env, args[0], args[1], args[2]),
+        Syscall::IpcAccept => ipc_accept(&env, args[0], args[1]),
+        Syscall::Call => {
+            drop(env);
+            return pct_call(frame);
+        }
+        Syscall::Reply => {
+            drop(env);
+            return pct_reply(frame);
+        }
+        Syscall::Acall => super::uring::acall(&env, args[0], [args[1], args[2]]).map(|()| 0),
     };
     frame.rax = abi::encode(result);
     let dying = env.is_dying();
@@ -169,8 +214,68 @@ pub fn dispatch(frame: &mut TrapFrame) {
     // first so it is not leaked.
     drop(env);
     if reschedule || dying {
-        sched::finish(frame, true);
+        sched::finish(frame, sched::Why::Event);
     }
+}
+
+/// `Call`: on success the frame holds the callee's registers.
+fn pct_call(frame: &mut TrapFrame) {
+    if let Err(e) = sched::call(frame, frame.rdi) {
+        frame.rax = e.to_raw();
+    }
+}
+
+/// `Reply`: on success the frame holds the caller's registers.
+fn pct_reply(frame: &mut TrapFrame) {
+    if let Err(e) = sched::reply(frame) {
+        frame.rax = e.to_raw();
+    }
+}
+
+fn set_slot_handlers(env: &env::Env, prologue: u64, epilogue: u64) -> Result<u64, Error> {
+    let valid = |entry: u64| entry == 0 || (abi::USER_MIN..abi::USER_MAX).contains(&entry);
+    if !valid(prologue) || !valid(epilogue) {
+        return Err(Error::InvalidArgument);
+    }
+    env.prologue.store(prologue, Ordering::Release);
+    env.epilogue.store(epilogue, Ordering::Release);
+    Ok(0)
+}
+
+fn ipc_register(env: &env::Env, entry: u64, stack_top: u64, stride: u64) -> Result<u64, Error> {
+    if entry != 0 && (!(abi::USER_MIN..abi::USER_MAX).contains(&entry) || stack_top > abi::USER_MAX)
+    {
+        return Err(Error::InvalidArgument);
+    }
+    // The entry last: a concurrent call sees the stacks that go with it.
+    env.ipc.stack_top.store(stack_top, Ordering::Relaxed);
+    env.ipc.stride.store(stride, Ordering::Relaxed);
+    env.ipc.entry.store(entry, Ordering::Release);
+    Ok(0)
+}
+
+fn ipc_accept(env: &env::Env, who: u64, allow: u64) -> Result<u64, Error> {
+    let allow = match allow {
+        0 => false,
+        1 => true,
+        _ => return Err(Error::InvalidArgument),
+    };
+    if who == abi::ANY_ENV {
+        env.ipc.accept_any.store(allow, Ordering::Release);
+        return Ok(0);
+    }
+    let who = u32::try_from(who).map_err(|_| Error::NoSuchEnv)?;
+    let mut accept = env.ipc.accept.lock();
+    let known = accept.iter().position(|&e| e == who);
+    match (allow, known) {
+        (true, None) if accept.len() >= abi::ACCEPT_MAX => return Err(Error::QuotaExceeded),
+        (true, None) => accept.push(who),
+        (false, Some(i)) => {
+            accept.swap_remove(i);
+        }
+        _ => {}
+    }
+    Ok(0)
 }
 
 /// `RingEnter`: submits, then says whether to sleep for completions.

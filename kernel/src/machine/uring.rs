@@ -294,6 +294,11 @@ impl VcpuRing {
         Ok((u64::from(consumed), wait))
     }
 
+    /// The earliest pending timer's deadline.
+    pub fn next_timer(&self) -> Option<u64> {
+        self.0.timers.iter().map(|&(deadline, _)| deadline).min()
+    }
+
     /// Completes every timer whose deadline has passed.
     pub fn fire_timers(&mut self, now: u64) {
         self.0.fire_timers(now);
@@ -361,23 +366,47 @@ fn execute(env: &Env, sqe: &SqEntry, timers: &mut Vec<(u64, u64)>) -> Outcome {
                 Outcome::Pending
             }
         }
-        Op::Notify => {
-            done(u32::try_from(a0).map_err(|_| Error::NoSuchEnv).and_then(notify).map(|()| 0))
-        }
-        Op::SlotAlloc => done(Err(Error::Unsupported)),
+        Op::Notify => done(
+            u32::try_from(a0)
+                .map_err(|_| Error::NoSuchEnv)
+                .and_then(|t| notify(env, t))
+                .map(|()| 0),
+        ),
+        Op::SlotAlloc => done(super::slots::alloc(env.id, a0, a1, a2)),
     }
 }
 
 /// The most timers one ring may have pending.
 pub const MAX_TIMERS: usize = 4096;
 
-/// Increments environment `target`'s notification counter and wakes its
-/// vCPUs' cores so that sleeping predicates are evaluated again.
-pub fn notify(target: u32) -> Result<(), Error> {
+/// Increments environment `target`'s notification counter, posts a
+/// `NOTIFY` event and wakes its vCPUs' cores so that sleeping predicates
+/// are evaluated again.
+pub fn notify(source: &Env, target: u32) -> Result<(), Error> {
     let env = env::lookup(target).filter(|e| !e.is_dying()).ok_or(Error::NoSuchEnv)?;
+    if !env.ipc.accepts(source.id) {
+        return Err(Error::Refused);
+    }
     let counter = env::info_word(&env, core::mem::offset_of!(abi::InfoPage, notifications) as u64);
     counter.fetch_add(1, Ordering::Release);
-    env::wake(&env);
+    env::post_event(&env, abi::event::NOTIFY, source.id, [0, 0]);
+    Ok(())
+}
+
+/// `Acall`: bumps `target`'s notification counter, posts a `CALL` event
+/// with two words and wakes it.
+pub fn acall(source: &Env, target: u64, words: [u64; 2]) -> Result<(), Error> {
+    let env = u32::try_from(target)
+        .ok()
+        .and_then(env::lookup)
+        .filter(|e| !e.is_dying())
+        .ok_or(Error::NoSuchEnv)?;
+    if !env.ipc.accepts(source.id) {
+        return Err(Error::Refused);
+    }
+    let counter = env::info_word(&env, core::mem::offset_of!(abi::InfoPage, notifications) as u64);
+    counter.fetch_add(1, Ordering::Release);
+    env::post_event(&env, abi::event::CALL, source.id, words);
     Ok(())
 }
 

@@ -1,0 +1,63 @@
+//! `echo-client`: connects to `echo`, sends numbered messages of varying
+//! length, checks each echo, and prints the median round trip.
+//!
+//! Start argument: messages to send (0 means 1000). Exit 0 iff every echo
+//! came back intact and in order.
+
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+use libos_async::channel::{self, ChannelError};
+use libos_async::sys::rdtsc;
+use libos_async::{core_id, env_id, info, println};
+
+libos_async::entry!(app_main);
+
+fn app_main(arg: u64) -> i32 {
+    let n = if arg == 0 { 1000 } else { arg } as usize;
+    let mut conn = match channel::connect("echo", 60_000) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("echo-client: cannot connect: {e:?}");
+            return 1;
+        }
+    };
+    println!(
+        "echo-client: env {} on core {} connected to echo (env {})",
+        env_id(),
+        core_id(),
+        conn.server().env
+    );
+    let mut times = [0u64; 1000];
+    let result = channel::block_on(async {
+        let mut buf = [0u8; 64];
+        for i in 0..n {
+            let mut msg = [0u8; 56];
+            let len = 8 + i % 48;
+            msg[..8].copy_from_slice(&(i as u64).to_le_bytes());
+            msg[8..len].fill(i as u8);
+            let t0 = rdtsc();
+            conn.tx.send(&msg[..len]).await?;
+            let got = conn.rx.recv(&mut buf).await?;
+            times[i % times.len()] = rdtsc() - t0;
+            if buf[..got] != msg[..len] {
+                return Err(ChannelError::Corrupt("echo differs"));
+            }
+        }
+        Ok(())
+    });
+    let samples = &mut times[..n.min(1000)];
+    samples.sort_unstable();
+    let median = samples[samples.len() / 2];
+    let us = median / (info().tsc_hz / 1_000_000).max(1);
+    conn.close();
+    match result {
+        Ok(()) => {
+            println!("echo-client: {n} echoes ok, round trip median {median} cycles ({us} us)");
+            0
+        }
+        Err(e) => {
+            println!("echo-client: failed: {e:?}");
+            1
+        }
+    }
+}

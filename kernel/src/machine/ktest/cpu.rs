@@ -1,0 +1,296 @@
+//! In-kernel tests of the CPU resource: time slots, the abort protocol,
+//! directed yield, protected control transfer and asynchronous calls.
+//!
+//! The slot tests run CPU-bound `cpuhog` environments that hold slots on one
+//! core and stay out of its default round-robin, and measure over a window
+//! while all of them run: the slots each one started, the CPU time the
+//! kernel accounted to it (`VcpuPage::run_tsc`) and the work it got done
+//! (turns of its loop, a word in its memory). Shares are compared per slot
+//! owned. The slot counts must match within [`SLOT_TOLERANCE_PCT`] (they
+//! are the scheduler's decisions) and the work within [`TOLERANCE_PCT`].
+//! The accounted TSC time is printed, not judged: under TCG on a loaded
+//! host a vCPU thread is descheduled for milliseconds while the TSC runs
+//! on, so the slot that happens to be running is charged for time nobody
+//! got; the work counts only what was executed.
+
+use super::{TestResult, check, frames_restored, wait};
+use crate::machine::env::{self, Env, Outcome};
+use crate::machine::percpu::{cpu, online_cpus};
+use crate::machine::slots;
+use crate::machine::time::{self, Deadline};
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::mem::offset_of;
+use core::sync::atomic::Ordering;
+
+/// Allowed deviation of a measured share of work from the expected one,
+/// percent.
+const TOLERANCE_PCT: u64 = 20;
+/// Allowed deviation of the slots started from the expected share, percent.
+const SLOT_TOLERANCE_PCT: u64 = 10;
+/// Where `cpuhog` counts the turns of its loop (its `WORK_VA`).
+const HOG_WORK_VA: u64 = 0x0000_2000_0000_0000;
+/// Measuring window.
+const WINDOW_MS: u64 = 1500;
+/// How long each `cpuhog` runs (covers start-up, the window and slack).
+const HOG_MS: u64 = 4500;
+
+fn spawn_on(name: &str, arg: u64, core: usize) -> Result<Arc<Env>, String> {
+    env::spawn(name, arg, Some(core)).map_err(|e| format!("cannot start {name}: {e}"))
+}
+
+fn hog_arg(mode: u64, slots: u64) -> u64 {
+    mode | slots << 8 | HOG_MS << 16
+}
+
+/// A word of `env`'s vCPU page for `core`.
+fn vcpu_stat(env: &Env, core: usize, offset: usize) -> u64 {
+    env::vcpu_word(env, core, offset as u64).map_or(0, |w| w.load(Ordering::Relaxed))
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Sample {
+    run: u64,
+    slots: u64,
+    overruns: u64,
+    work: u64,
+}
+
+fn sample(env: &Env, core: usize) -> Sample {
+    let mut work = [0u8; 8];
+    let _ = env::copy_from_user_into(env, HOG_WORK_VA, &mut work);
+    Sample {
+        run: vcpu_stat(env, core, offset_of!(abi::VcpuPage, run_tsc)),
+        slots: vcpu_stat(env, core, offset_of!(abi::VcpuPage, slots_started)),
+        overruns: vcpu_stat(env, core, offset_of!(abi::VcpuPage, overruns)),
+        work: u64::from_le_bytes(work),
+    }
+}
+
+/// Starts one `cpuhog` per `(mode, slots)` on `core`, waits until each
+/// holds its slots and left the default round-robin, and returns the
+/// environments with the CPU time each got during the window.
+fn run_hogs(core: usize, hogs: &[(u64, u64)]) -> Result<(Vec<Arc<Env>>, Vec<Sample>), String> {
+    if online_cpus() <= core {
+        return Err(format!("needs core {core}, {} online", online_cpus()));
+    }
+    let envs = hogs
+        .iter()
+        .map(|&(mode, n)| spawn_on("cpuhog", hog_arg(mode, n), core))
+        .collect::<Result<Vec<_>, _>>()?;
+    let settled = Deadline::after_ms(super::ENV_TIMEOUT_MS);
+    let ready = |e: &Arc<Env>, n: u64| {
+        slots::owned_by(core, e.id).count_ones() as u64 == n
+            && e.default_time.load(Ordering::Acquire) & (1 << core) == 0
+            && sample(e, core).work > 0
+    };
+    while !envs.iter().zip(hogs).all(|(e, &(_, n))| ready(e, n)) {
+        if settled.passed() || envs.iter().any(|e| e.is_dying()) {
+            return Err(String::from("the hogs did not all take their slots"));
+        }
+        core::hint::spin_loop();
+    }
+    let before: Vec<Sample> = envs.iter().map(|e| sample(e, core)).collect();
+    time::spin_for_ms(WINDOW_MS);
+    let after: Vec<Sample> = envs.iter().map(|e| sample(e, core)).collect();
+    let delta = before
+        .iter()
+        .zip(&after)
+        .map(|(b, a)| Sample {
+            run: a.run - b.run,
+            slots: a.slots - b.slots,
+            overruns: a.overruns - b.overruns,
+            work: a.work - b.work,
+        })
+        .collect();
+    Ok((envs, delta))
+}
+
+fn wait_all(envs: &[Arc<Env>], expect: &[Outcome]) -> TestResult {
+    for (e, want) in envs.iter().zip(expect) {
+        let got = wait(e)?;
+        check(got == *want, || format!("cpuhog {}: {got:?}, expected {want:?}", e.id))?;
+    }
+    Ok(())
+}
+
+/// Each value per slot owned, as a percentage of their mean.
+fn per_slot(hogs: &[(u64, u64)], values: impl Iterator<Item = u64>) -> Vec<u64> {
+    let per: Vec<u64> = hogs.iter().zip(values).map(|(&(_, n), v)| v / n).collect();
+    let mean = per.iter().sum::<u64>() / per.len() as u64;
+    per.iter().map(|&p| p * 100 / mean.max(1)).collect()
+}
+
+/// Each hog's slots started and work done, per slot owned, are within the
+/// tolerances of the mean.
+fn shares_follow_slots(hogs: &[(u64, u64)], delta: &[Sample]) -> TestResult {
+    let slots = per_slot(hogs, delta.iter().map(|d| d.slots));
+    let work = per_slot(hogs, delta.iter().map(|d| d.work));
+    let tsc = per_slot(hogs, delta.iter().map(|d| d.run));
+    crate::machine::console::kprintln!(
+        "  slots {:?}, per slot owned in % of the mean: slots started {slots:?}, work {work:?}, accounted TSC {tsc:?}",
+        hogs.iter().map(|h| h.1).collect::<Vec<_>>()
+    );
+    check(slots.iter().all(|&p| p.abs_diff(100) <= SLOT_TOLERANCE_PCT), || {
+        format!("slots started per slot owned {slots:?} % of the mean ({delta:?})")
+    })?;
+    check(work.iter().all(|&p| p.abs_diff(100) <= TOLERANCE_PCT), || {
+        format!("work per slot owned {work:?} % of the mean ({delta:?})")
+    })
+}
+
+/// k environments with equal slots on one core get equal CPU time.
+pub fn equal_slots_equal_share() -> TestResult {
+    let hogs = [(0, 3), (0, 3), (0, 3)];
+    frames_restored(|| {
+        let (envs, delta) = run_hogs(3, &hogs)?;
+        let shares = shares_follow_slots(&hogs, &delta);
+        wait_all(&envs, &[Outcome::Exited(0), Outcome::Exited(0), Outcome::Exited(0)])?;
+        shares
+    })
+}
+
+/// Slots in ratio 1:2:3 give CPU time in ratio 1:2:3.
+pub fn slot_ratio_is_cpu_ratio() -> TestResult {
+    let hogs = [(0, 2), (0, 4), (0, 6)];
+    frames_restored(|| {
+        let (envs, delta) = run_hogs(4, &hogs)?;
+        let shares = shares_follow_slots(&hogs, &delta);
+        wait_all(&envs, &[Outcome::Exited(0), Outcome::Exited(0), Outcome::Exited(0)])?;
+        shares
+    })
+}
+
+/// A hog that never yields after its epilogue is stopped at every slot end
+/// and charged; the two polite ones beside it get every slot they own in
+/// full.
+pub fn abort_protocol_stops_and_charges() -> TestResult {
+    let core = 5;
+    let hogs = [(0, 3), (0, 3), (2, 3)];
+    frames_restored(|| {
+        let (envs, delta) = run_hogs(core, &hogs)?;
+        let config = slots::config();
+        let slot_tsc = time::tsc_hz() / 1_000_000 * u64::from(config.slot_us);
+        let grace_tsc = time::tsc_hz() / 1_000_000 * u64::from(config.grace_us);
+        let rude = delta[2];
+        let result = (|| {
+            check(rude.overruns > 0, || format!("the rude hog was never charged: {rude:?}"))?;
+            // Per slot it may get a slot plus the grace period of work,
+            // compared with what a polite hog gets done in a slot (TCG runs
+            // slower than the TSC suggests, see the module docs).
+            let polite = (delta[0].work + delta[1].work) / (delta[0].slots + delta[1].slots).max(1);
+            let allowed = polite + polite * grace_tsc / slot_tsc.max(1);
+            check(rude.work / rude.slots.max(1) <= allowed * (100 + TOLERANCE_PCT) / 100, || {
+                format!("the rude hog got more than its slots and grace: {delta:?}")
+            })?;
+            for (i, d) in delta[..2].iter().enumerate() {
+                check(d.slots > 0 && d.run >= d.slots * slot_tsc * 85 / 100, || {
+                    format!(
+                        "polite hog {i} got {} TSC in {} slots of {slot_tsc}: {delta:?}",
+                        d.run, d.slots
+                    )
+                })?;
+            }
+            // Every slot the polite ones own starts: the rude one cannot
+            // take them (3 slots each of the 16, like the rude one's).
+            check(delta[0].slots.abs_diff(delta[1].slots) * 10 <= delta[0].slots, || {
+                format!("the polite hogs started different numbers of slots: {delta:?}")
+            })?;
+            shares_follow_slots(&hogs[..2], &delta[..2])?;
+            let forfeited = delta[0].slots.saturating_sub(rude.slots);
+            crate::machine::console::kprintln!(
+                "  rude hog: {} overruns, {} slots started vs {} for a polite one ({} forfeited)",
+                rude.overruns,
+                rude.slots,
+                delta[0].slots,
+                forfeited
+            );
+            check(rude.slots < delta[0].slots, || {
+                format!("the rude hog forfeited no slot: {delta:?}")
+            })
+        })();
+        let info_overruns = env::info_word(&envs[2], offset_of!(abi::InfoPage, overruns) as u64)
+            .load(Ordering::Relaxed);
+        wait_all(&envs, &[Outcome::Exited(0), Outcome::Exited(0), Outcome::Exited(0)])?;
+        result?;
+        check(info_overruns >= rude.overruns, || {
+            format!("InfoPage::overruns {info_overruns} < {} counted per core", rude.overruns)
+        })
+    })
+}
+
+/// A hog with a prologue and an epilogue that return at once gets both
+/// upcalls (it checks itself).
+pub fn slot_upcalls() -> TestResult {
+    frames_restored(|| {
+        let hog = spawn_on("cpuhog", 1 | 2 << 8 | 600 << 16, 6)?;
+        let outcome = wait(&hog)?;
+        check(outcome == Outcome::Exited(0), || format!("polite cpuhog: {outcome:?}"))
+    })
+}
+
+/// Directed yield hands the slot to the named environment: the target has
+/// no slot and no default time, so it runs only when handed time.
+pub fn directed_yield() -> TestResult {
+    frames_restored(|| {
+        let target = spawn_on("yielder", 0, 2)?;
+        let source = spawn_on("yielder", 1 | u64::from(target.id) << 32, 2)?;
+        let t = wait(&target)?;
+        let s = wait(&source)?;
+        check(t == Outcome::Exited(0) && s == Outcome::Exited(0), || {
+            format!("yielder target {t:?}, source {s:?}")
+        })
+    })
+}
+
+/// Protected control transfer: `2^calls_log2` calls with checked payloads,
+/// the error cases, and a target that faults inside a call.
+pub fn protected_control_transfer(calls_log2: u64) -> TestResult {
+    frames_restored(|| {
+        let echo = spawn_on("pctserver", 0, 1)?;
+        let faulty = spawn_on("pctserver", 1, 1)?;
+        // Accepts only environment 1, long gone.
+        let picky = spawn_on("pctserver", 2 | 1 << 8, 1)?;
+        let ids = u64::from(echo.id) | u64::from(picky.id) << 16 | u64::from(faulty.id) << 32;
+        let client = spawn_on("pctclient", ids | calls_log2 << 48, 2)?;
+        let c = wait(&client)?;
+        let e = wait(&echo)?;
+        let f = wait(&faulty)?;
+        env::terminate(&picky, Outcome::Exited(0));
+        let _ = wait(&picky)?;
+        check(c == Outcome::Exited(0), || format!("pctclient: {c:?}"))?;
+        check(e == Outcome::Exited(0), || format!("echo pctserver: {e:?}"))?;
+        check(matches!(&f, Outcome::Killed(why) if why.contains("page fault")), || {
+            format!("faulty pctserver: {f:?}, expected killed for a page fault")
+        })
+    })
+}
+
+/// An asynchronous call from one core wakes a target asleep on a halted
+/// core.
+pub fn async_call_wakes_halted_core() -> TestResult {
+    let core = 6;
+    frames_restored(|| {
+        let waiter = spawn_on("pctserver", 3, core)?;
+        // Wait until the waiter sleeps and its core halts.
+        let asleep = Deadline::after_ms(super::ENV_TIMEOUT_MS);
+        let halted = || {
+            let before = cpu(core).map_or(0, |c| c.halts.load(Ordering::Relaxed));
+            time::spin_for_ms(20);
+            cpu(core).map_or(0, |c| c.halts.load(Ordering::Relaxed)) > before
+        };
+        while !halted() {
+            if asleep.passed() {
+                return Err(String::from("the waiter's core never halted"));
+            }
+        }
+        let client = spawn_on("pctclient", u64::from(waiter.id) | 1 << 56, 3)?;
+        let c = wait(&client)?;
+        let w = wait(&waiter)?;
+        check(c == Outcome::Exited(0) && w == Outcome::Exited(0), || {
+            format!("pctclient {c:?}, waiter {w:?}")
+        })
+    })
+}

@@ -1,0 +1,345 @@
+//! Host tests of the runtime: executors on test threads standing in for
+//! cores (see [`super::machine`]).
+
+extern crate std;
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::time::Duration;
+use std::sync::Mutex as StdMutex;
+
+use super::exec::testing::{self, LOCK};
+use super::machine::set_test_core;
+use super::*;
+
+fn setup() -> std::sync::MutexGuard<'static, ()> {
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    testing::reset();
+    set_test_core(0);
+    g
+}
+
+/// Runs executors for `cores` on threads until `stop` is set; returns their
+/// join handles.
+fn serve(cores: &[usize], stop: &Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    for &c in cores {
+        exec::ensure_queue(c);
+    }
+    cores
+        .iter()
+        .map(|&c| {
+            let stop = stop.clone();
+            std::thread::spawn(move || testing::serve_until(c, || stop.load(Ordering::SeqCst)))
+        })
+        .collect()
+}
+
+#[test]
+fn spawn_join_and_yield_order_on_one_core() {
+    let _g = setup();
+    let log = Arc::new(StdMutex::new(Vec::new()));
+    let out = block_on({
+        let log = log.clone();
+        async move {
+            let mut hs = Vec::new();
+            for i in 0..3u32 {
+                let log = log.clone();
+                hs.push(spawn(async move {
+                    log.lock().unwrap().push((i, 0));
+                    yield_now().await;
+                    log.lock().unwrap().push((i, 1));
+                    i * 10
+                }));
+            }
+            let mut sum = 0;
+            for h in hs {
+                sum += h.await;
+            }
+            sum
+        }
+    });
+    assert_eq!(out, 30);
+    // FIFO: every task's first half runs before any second half.
+    assert_eq!(*log.lock().unwrap(), [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1)]);
+}
+
+#[test]
+fn priority_policy_runs_high_priority_first() {
+    let _g = setup();
+    exec::set_default_policy(PolicyKind::Priority);
+    let log = Arc::new(StdMutex::new(Vec::new()));
+    block_on({
+        let log = log.clone();
+        async move {
+            let hs: Vec<_> = [1u8, 5, 3]
+                .into_iter()
+                .map(|p| {
+                    let log = log.clone();
+                    spawn_with_priority(p, async move { log.lock().unwrap().push(p) })
+                })
+                .collect();
+            for h in hs {
+                h.await;
+            }
+        }
+    });
+    assert_eq!(*log.lock().unwrap(), [5, 3, 1]);
+}
+
+#[test]
+fn spawn_on_other_cores_runs_there_and_joins_across() {
+    let _g = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = serve(&[1, 2, 3], &stop);
+    exec::set_stealing(false);
+    let cores = block_on(async {
+        let hs: Vec<_> = (1..=3).map(|c| spawn_on(c, async { current_core() })).collect();
+        let mut got = Vec::new();
+        for h in hs {
+            got.push(h.await);
+        }
+        got
+    });
+    assert_eq!(cores, [1, 2, 3]);
+    assert_eq!(try_spawn_on(9, 0, async {}).err(), Some(NoExecutor(9)));
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn idle_cores_steal_from_a_loaded_core() {
+    let _g = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = serve(&[1, 2], &stop);
+    let ran_on: Arc<[AtomicUsize; 4]> = Arc::new([const { AtomicUsize::new(0) }; 4]);
+    block_on({
+        let ran_on = ran_on.clone();
+        async move {
+            // 64 tasks that each take a while, all queued on core 0.
+            let hs: Vec<_> = (0..64)
+                .map(|_| {
+                    let ran_on = ran_on.clone();
+                    spawn(async move {
+                        std::thread::sleep(std::time::Duration::from_micros(300));
+                        ran_on[current_core()].fetch_add(1, Ordering::SeqCst);
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.await;
+            }
+        }
+    });
+    let counts: Vec<usize> = ran_on.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(counts.iter().sum::<usize>(), 64);
+    assert!(counts[1] + counts[2] > 0, "nothing was stolen: {counts:?}");
+    assert!(stolen_tasks() > 0);
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn without_stealing_work_stays_home() {
+    let _g = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = serve(&[1], &stop);
+    exec::set_stealing(false);
+    let others = Arc::new(AtomicUsize::new(0));
+    block_on({
+        let others = others.clone();
+        async move {
+            let hs: Vec<_> = (0..16)
+                .map(|_| {
+                    let others = others.clone();
+                    spawn(async move {
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                        if current_core() != 0 {
+                            others.fetch_add(1, Ordering::SeqCst);
+                        }
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.await;
+            }
+        }
+    });
+    assert_eq!(others.load(Ordering::SeqCst), 0);
+    assert_eq!(stolen_tasks(), 0);
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn timers_fire_in_order_and_never_early() {
+    let _g = setup();
+    let order = Arc::new(StdMutex::new(Vec::new()));
+    block_on({
+        let order = order.clone();
+        async move {
+            let hs: Vec<_> = [3u64, 1, 2, 0]
+                .into_iter()
+                .map(|i| {
+                    let order = order.clone();
+                    spawn(async move {
+                        let start = Instant::now();
+                        let d = Duration::from_millis(2 + 3 * i);
+                        sleep(d).await;
+                        assert!(start.elapsed() >= d, "woke early");
+                        order.lock().unwrap().push(i);
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.await;
+            }
+        }
+    });
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3]);
+}
+
+#[test]
+fn timeout_and_interval() {
+    let _g = setup();
+    block_on(async {
+        let r = timeout(Duration::from_millis(2), sleep(Duration::from_secs(5))).await;
+        assert_eq!(r, Err(Elapsed));
+        let r = timeout(Duration::from_secs(5), async { 7 }).await;
+        assert_eq!(r, Ok(7));
+        let mut iv = interval(Duration::from_millis(1));
+        let t0 = iv.tick().await;
+        let t1 = iv.tick().await;
+        let t2 = iv.tick().await;
+        assert!(t1 > t0 && t2 > t1);
+        assert!(Instant::now() >= t2);
+        assert!(t2.duration_since(t0) >= Duration::from_millis(2));
+    });
+    // The cancelled 5 s sleep left no timer behind.
+    assert!(exec::CORES[0].timers.lock().is_empty());
+}
+
+#[test]
+fn word_watchers_wake_on_change_from_another_core() {
+    let _g = setup();
+    static WORD: AtomicU64 = AtomicU64::new(5);
+    WORD.store(5, Ordering::SeqCst);
+    let writer = std::thread::spawn(|| {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        WORD.store(9, Ordering::SeqCst);
+    });
+    let v = block_on(async {
+        let a = spawn(async { wait_word_change(&WORD, 5).await });
+        let b = wait_word_change(&WORD, 5).await;
+        (a.await, b)
+    });
+    assert_eq!(v, (9, 9));
+    assert_eq!(watch::watchers(0), 0);
+    // Already different: completes at once.
+    assert_eq!(block_on(wait_word_change(&WORD, 1)), 9);
+    writer.join().unwrap();
+}
+
+#[test]
+fn dropped_watchers_and_join_handles_leave_nothing_behind() {
+    let _g = setup();
+    static WORD: AtomicU64 = AtomicU64::new(0);
+    block_on(async {
+        let r = timeout(Duration::from_millis(1), wait_word_change(&WORD, 0)).await;
+        assert_eq!(r, Err(Elapsed));
+        // A detached task still runs.
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        drop(spawn(async move { d.store(true, Ordering::SeqCst) }));
+        while !done.load(Ordering::SeqCst) {
+            yield_now().await;
+        }
+    });
+    assert_eq!(watch::watchers(0), 0);
+}
+
+#[test]
+fn many_tasks_many_cores_all_complete() {
+    let _g = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = serve(&[1, 2, 3], &stop);
+    let total = block_on(async {
+        let hs: Vec<_> = (0..400u64)
+            .map(|i| {
+                let core = (i % 4) as usize;
+                try_spawn_on(core, 0, async move {
+                    for _ in 0..(i % 3) {
+                        yield_now().await;
+                    }
+                    // A nested spawn joined from another core's task.
+                    spawn(async move { i }).await
+                })
+                .unwrap()
+            })
+            .collect();
+        let mut sum = 0;
+        for h in hs {
+            sum += h.await;
+        }
+        sum
+    });
+    assert_eq!(total, (0..400).sum::<u64>());
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn idle_predicate_fits_and_means_what_it_says() {
+    use crate::predicate::tests::{Jumps, eval};
+    const SEQ: u64 = 0x1000;
+    const RING: u64 = 0x2000;
+    let words: Vec<(u64, u64)> = (0..20).map(|i| (0x3000 + 8 * i, i)).collect();
+    for n in [0usize, 1, 12, 20] {
+        for deadline in [None, Some(500u64)] {
+            let p =
+                exec::idle_predicate(SEQ, 7, Some((RING, 3)), Some(4), deadline, &words[..n], 100);
+            assert!(p.is_valid(), "{n} words, {deadline:?}: {} insns", p.len());
+            let run = |seq: u64, ring: u64, notif: u64, changed: Option<u64>, tsc: u64| {
+                let mem = move |va: u64| match va {
+                    SEQ => seq,
+                    RING => ring,
+                    va => {
+                        let i = (va - 0x3000) / 8;
+                        if Some(i) == changed { 999 } else { i }
+                    }
+                };
+                let info = move |_off: u64| notif;
+                let a = eval(p.insns(), Jumps::Skip, &mem, &info, tsc) != 0;
+                let b = eval(p.insns(), Jumps::Target, &mem, &info, tsc) != 0;
+                assert_eq!(a, b);
+                a
+            };
+            assert!(!run(7, 3, 4, None, 100), "nothing changed: must sleep");
+            assert!(run(8, 3, 4, None, 100));
+            assert!(run(7, 4, 4, None, 100));
+            assert!(run(7, 3, 5, None, 100));
+            for i in 0..n.min(12) {
+                assert!(run(7, 3, 4, Some(i as u64), 100), "word {i}");
+            }
+            // Over capacity, the rest are polled by a 1 ms deadline.
+            let poll = 100 + machine::tsc_hz() / 1000;
+            let d = match (deadline, n > 12) {
+                (Some(d), true) => Some(d.min(poll)),
+                (None, true) => Some(poll),
+                (d, false) => d,
+            };
+            if let Some(d) = d {
+                assert!(!run(7, 3, 4, None, d - 1));
+                assert!(run(7, 3, 4, None, d));
+            }
+        }
+    }
+}
