@@ -441,6 +441,7 @@ impl Error {
 }
 
 /// Encodes a system call result into `rax`.
+#[inline]
 pub fn encode(result: Result<u64, Error>) -> u64 {
     match result {
         Ok(v) => v.min(MAX_VALUE),
@@ -450,6 +451,7 @@ pub fn encode(result: Result<u64, Error>) -> u64 {
 
 /// Decodes `rax` after a system call. An error code the ABI does not define
 /// decodes as [`Error::InvalidSyscall`].
+#[inline]
 pub fn decode(rax: u64) -> Result<u64, Error> {
     if rax <= MAX_VALUE {
         Ok(rax)
@@ -837,6 +839,25 @@ mod tests {
         assert_eq!((frame.vector, frame.rip, frame.r15), (1, 10, 61));
         assert_eq!(frame.to_words(), words);
     }
+
+    #[test]
+    fn sq_entry_words_are_its_memory_layout() {
+        use ring::SqEntry;
+        let e = SqEntry {
+            opcode: 0x11,
+            flags: 0x22,
+            reserved: [0x33, 0x44, 0x55, 0x66, 0x77, 0x88],
+            user_data: 9,
+            args: [1, 2, 3, 4, 5, 6],
+        };
+        let words = e.to_words();
+        assert_eq!(words, [0x8877_6655_4433_2211, 9, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(words.len() * 8, core::mem::size_of::<SqEntry>());
+        assert_eq!(core::mem::offset_of!(SqEntry, user_data), 8);
+        assert_eq!(core::mem::offset_of!(SqEntry, args), 16);
+        let args = [words[2], words[3], words[4], words[5], words[6], words[7]];
+        assert_eq!(SqEntry::from_parts(words[0], words[1], args), e);
+    }
 }
 
 /// The shared submission/completion ring (io_uring-like).
@@ -925,6 +946,37 @@ pub mod ring {
         pub user_data: u64,
         /// Operation arguments (see [`Op`]).
         pub args: [u64; 6],
+    }
+
+    impl SqEntry {
+        /// Number of 64-bit words in an entry.
+        pub const WORDS: usize = 8;
+
+        /// The entry's first word: `opcode`, `flags` and `reserved` as they
+        /// lie in memory (little-endian: `opcode` is the low byte).
+        pub const fn head_word(&self) -> u64 {
+            let r = self.reserved;
+            u64::from_le_bytes([self.opcode, self.flags, r[0], r[1], r[2], r[3], r[4], r[5]])
+        }
+
+        /// The entry as words, in memory order.
+        pub const fn to_words(&self) -> [u64; Self::WORDS] {
+            let a = self.args;
+            [self.head_word(), self.user_data, a[0], a[1], a[2], a[3], a[4], a[5]]
+        }
+
+        /// The entry from its first word, `user_data` and arguments (memory
+        /// order).
+        pub const fn from_parts(head: u64, user_data: u64, args: [u64; 6]) -> SqEntry {
+            let h = head.to_le_bytes();
+            SqEntry {
+                opcode: h[0],
+                flags: h[1],
+                reserved: [h[2], h[3], h[4], h[5], h[6], h[7]],
+                user_data,
+                args,
+            }
+        }
     }
 
     /// One completion.

@@ -177,6 +177,7 @@ impl Ring {
     }
 
     /// The header word at byte offset `off` (4-aligned, inside the header).
+    #[inline]
     fn header_word(&self, off: u64) -> &AtomicU32 {
         assert!(off.is_multiple_of(4) && off < size_of::<RingHeader>() as u64);
         let ptr = (self.base + off) as *mut u32;
@@ -189,12 +190,14 @@ impl Ring {
     }
 
     /// Address of submission slot `index & (sq_entries - 1)`.
+    #[inline]
     fn sq_slot(&self, index: u32) -> *mut SqEntry {
         let slot = u64::from(index & (self.sq_entries - 1));
         (self.base + ring::SQ_OFFSET + slot * size_of::<SqEntry>() as u64) as *mut SqEntry
     }
 
     /// Address of completion slot `index & (cq_entries - 1)`.
+    #[inline]
     fn cq_slot(&self, index: u32) -> *const CqEntry {
         let slot = u64::from(index & (self.cq_entries - 1));
         (self.base + ring::cq_offset(self.sq_entries) + slot * size_of::<CqEntry>() as u64)
@@ -202,6 +205,7 @@ impl Ring {
     }
 
     /// Queues `entry` (not yet seen by the kernel: see [`Ring::submit`]).
+    #[inline]
     pub fn push(&mut self, entry: SqEntry) -> Result<(), Full> {
         let tail = self.header_word(field::SQ_TAIL).load(Ordering::Relaxed);
         let head = self.header_word(field::SQ_HEAD).load(Ordering::Acquire);
@@ -219,6 +223,7 @@ impl Ring {
 
     /// Submissions pushed but not consumed by the kernel yet (at most
     /// `sq_entries`).
+    #[inline]
     pub fn pending(&self) -> u32 {
         let tail = self.header_word(field::SQ_TAIL).load(Ordering::Relaxed);
         let head = self.header_word(field::SQ_HEAD).load(Ordering::Acquire);
@@ -230,6 +235,7 @@ impl Ring {
     /// number consumed, which is smaller than [`Ring::pending`] was when
     /// the completion queue filled up (the rest stays queued: pop and
     /// submit again).
+    #[inline]
     pub fn submit(&mut self, min_complete: u32) -> Result<u64, Error> {
         sys::ring_enter(u64::from(self.pending()), u64::from(min_complete))
     }
@@ -240,6 +246,7 @@ impl Ring {
     }
 
     /// Completions waiting to be popped (0 if the header is inconsistent).
+    #[inline]
     pub fn ready(&self) -> u32 {
         let head = self.header_word(field::CQ_HEAD).load(Ordering::Relaxed);
         let tail = self.header_word(field::CQ_TAIL).load(Ordering::Acquire);
@@ -249,6 +256,7 @@ impl Ring {
 
     /// The oldest completion, if any. `None` also when `cq_tail` is more
     /// than `cq_entries` past `cq_head` (a scribbled header).
+    #[inline]
     pub fn pop(&mut self) -> Option<CqEntry> {
         let head = self.header_word(field::CQ_HEAD).load(Ordering::Relaxed);
         let tail = self.header_word(field::CQ_TAIL).load(Ordering::Acquire);
@@ -318,6 +326,7 @@ impl Drop for Ring {
 ///
 /// # Safety
 /// `slot` must point at a submission slot of a mapped ring (8-aligned).
+#[inline]
 unsafe fn write_sqe(slot: *mut SqEntry, e: &SqEntry) {
     let r = e.reserved;
     let head = u64::from_le_bytes([e.opcode, e.flags, r[0], r[1], r[2], r[3], r[4], r[5]]);
@@ -334,6 +343,7 @@ unsafe fn write_sqe(slot: *mut SqEntry, e: &SqEntry) {
 ///
 /// # Safety
 /// `slot` must point at a completion slot of a mapped ring (8-aligned).
+#[inline]
 unsafe fn read_cqe(slot: *const CqEntry) -> CqEntry {
     let base = slot as *const u64;
     // SAFETY: inside the 16-byte slot the caller vouches for.

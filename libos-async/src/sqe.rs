@@ -12,6 +12,7 @@ use abi::Rights;
 use abi::ring::{Op, SQE_LINK, SqEntry};
 
 /// An entry for `op` with `args` (missing ones 0).
+#[inline]
 pub fn op(op: Op, args: &[u64], user_data: u64) -> SqEntry {
     let mut entry = SqEntry { opcode: op as u8, user_data, ..SqEntry::default() };
     for (slot, &arg) in entry.args.iter_mut().zip(args) {
@@ -21,6 +22,7 @@ pub fn op(op: Op, args: &[u64], user_data: u64) -> SqEntry {
 }
 
 /// `Nop` → 0.
+#[inline]
 pub fn nop(user_data: u64) -> SqEntry {
     op(Op::Nop, &[], user_data)
 }

@@ -284,6 +284,7 @@ pub unsafe fn ring_setup(base_va: u64, sq_entries: u32, cq_entries: u32) -> Resu
 /// ring, then, if `min_complete > 0`, blocks until at least that many
 /// completions wait in its completion queue. Returns the number of
 /// submissions consumed.
+#[inline]
 pub fn ring_enter(to_submit: u64, min_complete: u64) -> Result<u64, Error> {
     abi::decode(syscall2(Syscall::RingEnter as u64, to_submit, min_complete))
 }

@@ -670,7 +670,12 @@ pub fn with_current_ring<R>(
     })?;
     let result = f(&mut ring);
     me.runq.with(|rq| {
-        if let Some(v) = rq.current.as_mut() {
+        // The slot is still empty (nothing else reaches it during `f`), so
+        // this stores one pointer and drops nothing; if the vCPU is gone,
+        // the ring is dropped here (unpinning its frames).
+        if let Some(v) = rq.current.as_mut()
+            && v.ring.is_none()
+        {
             v.ring = ring;
         }
     });

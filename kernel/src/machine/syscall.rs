@@ -279,22 +279,16 @@ fn ipc_accept(env: &env::Env, who: u64, allow: u64) -> Result<u64, Error> {
 }
 
 /// `RingEnter`: submits, then says whether to sleep for completions.
+#[inline(always)]
 fn ring_enter(
     env: &env::Env,
     to_submit: u64,
     min_complete: u64,
 ) -> Result<(u64, Option<sched::Wait>), Error> {
-    sched::with_current_ring(|slot| {
-        let ring = slot.as_mut().ok_or(Error::InvalidArgument)?;
-        if min_complete > u64::from(ring.state.cq_entries()) {
-            return Err(Error::InvalidArgument);
-        }
-        let consumed = ring.submit(env, to_submit);
-        ring.fire_timers(super::cpu::rdtsc());
-        let wait = (u64::from(ring.pending_completions()) < min_complete)
-            .then_some(sched::Wait::Completions(min_complete as u32));
-        Ok((consumed, wait))
-    })
+    let (consumed, wait) = sched::with_current_ring(|slot| {
+        slot.as_mut().ok_or(Error::InvalidArgument)?.enter(env, to_submit, min_complete)
+    })?;
+    Ok((consumed, wait.map(sched::Wait::Completions)))
 }
 
 /// `SleepOn`: copies and verifies the predicate; `None` if it already holds.

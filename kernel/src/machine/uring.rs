@@ -10,30 +10,41 @@
 //! reads the environment's memory through its page tables at every
 //! evaluation.
 //!
-//! Shared memory is hostile: the kernel reads each submission entry once
-//! with a volatile copy and never reads a header field twice for one
-//! decision (the protocol module keeps its own copies of the indices).
+//! Shared memory is hostile: the kernel reads each word of a submission
+//! entry at most once, with a volatile load, and never reads a header field
+//! twice for one decision (the protocol module keeps its own copies of the
+//! indices).
 
 use super::env::{self, Env};
 use super::memory;
 use abi::ring::{CqEntry, Op, SqEntry};
 use abi::{Error, PAGE_SIZE};
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::frames::FrameNumber;
-use kernel::ring::{Outcome, RingMemory, RingState};
+use kernel::ring::{CqRun, Outcome, RingMemory, RingState, SqRun};
 
-/// One vCPU's registered ring.
-pub struct VcpuRing {
+/// One vCPU's registered ring: a pointer, so that taking it out of the run
+/// queue for a `RingEnter` ([`super::sched::with_current_ring`]) and putting
+/// it back moves one word.
+pub struct VcpuRing(Box<Registered>);
+
+struct Registered {
     /// Protocol state (the kernel's private indices).
-    pub state: RingState,
+    state: RingState,
     env: u32,
+    /// The ring's frames, pinned, in order.
     frames: Vec<FrameNumber>,
+    /// Their direct-map addresses (what [`Pinned`] works with).
+    pages: Vec<usize>,
+    /// `abi::ring::cq_offset(sq_entries)`.
+    cq_offset: u64,
     /// Pending `Timer` operations: (TSC deadline, user data).
     timers: Vec<(u64, u64)>,
 }
 
-impl Drop for VcpuRing {
+impl Drop for Registered {
     fn drop(&mut self) {
         env::unpin_frames(self.env, &self.frames);
     }
@@ -41,26 +52,111 @@ impl Drop for VcpuRing {
 
 /// The ring's memory, reached through the pinned frames.
 struct Pinned<'a> {
-    frames: &'a [FrameNumber],
+    /// The direct-map address of each pinned frame, in ring order.
+    pages: &'a [usize],
     cq_offset: u64,
 }
 
 impl Pinned<'_> {
-    /// The kernel address of byte `offset` of the ring. Entries and header
-    /// fields never straddle a page (64-byte submissions after a 64-byte
-    /// header; 16-byte completions at a 16-byte-aligned offset).
-    fn at(&self, offset: u64) -> *mut u8 {
-        let frame = self.frames[(offset / PAGE_SIZE) as usize];
-        // SAFETY: arithmetic only; the frame is pinned and in the direct map.
-        unsafe { memory::frame_virt(frame).add((offset % PAGE_SIZE) as usize) }
+    /// The kernel address of byte `offset` of the ring (the page index is
+    /// bounds-checked). Entries and header fields never straddle a page
+    /// (64-byte submissions after a 64-byte header; 16-byte completions at
+    /// a 16-byte-aligned offset).
+    #[inline]
+    fn at(&self, offset: u64) -> usize {
+        self.pages[(offset / PAGE_SIZE) as usize] + (offset % PAGE_SIZE) as usize
     }
 
+    #[inline]
     fn header_word(&self, index: u64) -> &AtomicU32 {
         // SAFETY: the header is the first 32 bytes of the first pinned
         // frame; `index` < 8 (callers use the fixed field indices below);
         // u32 fields are 4-aligned; atomics make concurrent libOS writes
         // well-defined.
         unsafe { &*(self.at(index * 4) as *const AtomicU32) }
+    }
+
+    /// The entries of `size` bytes (a multiple of 8 dividing the page size)
+    /// from the one at byte `offset` (size-aligned) of the ring to the end
+    /// of its page.
+    #[inline]
+    fn run(&self, offset: u64, size: u64) -> PageRun {
+        let base = self.at(offset) as *mut u64;
+        let slots = ((PAGE_SIZE - offset % PAGE_SIZE) / size) as u32;
+        PageRun { base, slots, stride: size as usize / 8 }
+    }
+}
+
+/// Consecutive entries in one pinned page of a ring: `slots` entries of
+/// `stride` words from `base`. Made only by [`Pinned::run`] and shrunk only
+/// from the front by `advance`, so every entry `i < slots` lies inside that
+/// page, 8-aligned.
+struct PageRun {
+    base: *mut u64,
+    slots: u32,
+    stride: usize,
+}
+
+impl PageRun {
+    /// Entry `i` of the run (panics if `i` is not below `slots`).
+    #[inline]
+    fn entry(&self, i: u32) -> *mut u64 {
+        assert!(i < self.slots, "ring slot outside its run");
+        self.base.wrapping_add(i as usize * self.stride)
+    }
+
+    /// Drops the first `k` entries (all of them if `k` is larger).
+    #[inline]
+    fn advance(&mut self, k: u32) {
+        let k = k.min(self.slots);
+        self.base = self.base.wrapping_add(k as usize * self.stride);
+        self.slots -= k;
+    }
+}
+
+impl SqRun for PageRun {
+    #[inline]
+    fn slots(&self) -> u32 {
+        self.slots
+    }
+    #[inline]
+    fn skip(&mut self, k: u32) {
+        self.advance(k);
+    }
+    #[inline]
+    fn head(&self, i: u32) -> [u64; 2] {
+        let words = self.entry(i);
+        // SAFETY: `entry` gives a submission's eight words inside a pinned
+        // page (see `PageRun`); two volatile loads (the compiler may
+        // neither repeat nor merge them), taken once; any bits are valid.
+        unsafe { [words.read_volatile(), words.add(1).read_volatile()] }
+    }
+    #[inline]
+    fn args(&self, i: u32) -> [u64; 6] {
+        let words = self.entry(i);
+        // SAFETY: as in `head`, words 2..8 of the entry.
+        core::array::from_fn(|k| unsafe { words.add(2 + k).read_volatile() })
+    }
+}
+
+impl CqRun for PageRun {
+    #[inline]
+    fn slots(&self) -> u32 {
+        self.slots
+    }
+    #[inline]
+    fn skip(&mut self, k: u32) {
+        self.advance(k);
+    }
+    #[inline]
+    fn write(&self, i: u32, e: CqEntry) {
+        let words = self.entry(i);
+        // SAFETY: `entry` gives a completion's two words inside a pinned
+        // page (see `PageRun`); two volatile stores.
+        unsafe {
+            words.write_volatile(e.user_data);
+            words.add(1).write_volatile(e.result);
+        }
     }
 }
 
@@ -74,45 +170,39 @@ const OVERFLOW: u64 = 6;
 const ERRORS: u64 = 7;
 
 impl RingMemory for Pinned<'_> {
+    type Sq<'a>
+        = PageRun
+    where
+        Self: 'a;
+    type Cq<'a>
+        = PageRun
+    where
+        Self: 'a;
+    #[inline]
     fn load_sq_tail(&self) -> u32 {
         self.header_word(SQ_TAIL).load(Ordering::Acquire)
     }
+    #[inline]
     fn load_cq_head(&self) -> u32 {
         self.header_word(CQ_HEAD).load(Ordering::Acquire)
     }
+    #[inline]
     fn store_sq_head(&self, v: u32) {
         self.header_word(SQ_HEAD).store(v, Ordering::Release)
     }
+    #[inline]
     fn store_cq_tail(&self, v: u32) {
         self.header_word(CQ_TAIL).store(v, Ordering::Release)
     }
-    fn read_sqe(&self, slot: u32) -> SqEntry {
-        let offset =
-            abi::ring::SQ_OFFSET + u64::from(slot) * core::mem::size_of::<SqEntry>() as u64;
-        let words = self.at(offset) as *const u64;
-        // SAFETY: `slot` < sq_entries (the protocol masks it), so the 64-byte
-        // entry lies inside the pinned ring, 8-aligned; eight volatile word
-        // loads (a volatile load of the whole struct may be lowered to byte
-        // loads), taken once; every bit pattern is a valid SqEntry.
-        let w: [u64; 8] = core::array::from_fn(|i| unsafe { words.add(i).read_volatile() });
-        let head = w[0].to_le_bytes();
-        SqEntry {
-            opcode: head[0],
-            flags: head[1],
-            reserved: [head[2], head[3], head[4], head[5], head[6], head[7]],
-            user_data: w[1],
-            args: [w[2], w[3], w[4], w[5], w[6], w[7]],
-        }
+    #[inline]
+    fn sq_run(&self, slot: u32) -> PageRun {
+        let size = core::mem::size_of::<SqEntry>() as u64;
+        self.run(abi::ring::SQ_OFFSET + u64::from(slot) * size, size)
     }
-    fn write_cqe(&self, slot: u32, e: CqEntry) {
-        let offset = self.cq_offset + u64::from(slot) * core::mem::size_of::<CqEntry>() as u64;
-        let words = self.at(offset) as *mut u64;
-        // SAFETY: `slot` < cq_entries (masked): the 16-byte entry lies inside
-        // the pinned ring, 16-aligned; two volatile word stores.
-        unsafe {
-            words.write_volatile(e.user_data);
-            words.add(1).write_volatile(e.result);
-        }
+    #[inline]
+    fn cq_run(&self, slot: u32) -> PageRun {
+        let size = core::mem::size_of::<CqEntry>() as u64;
+        self.run(self.cq_offset + u64::from(slot) * size, size)
     }
     fn add_overflow(&self) {
         self.header_word(OVERFLOW).fetch_add(1, Ordering::Release);
@@ -122,11 +212,13 @@ impl RingMemory for Pinned<'_> {
     }
 }
 
-impl VcpuRing {
+impl Registered {
     fn memory(&self) -> Pinned<'_> {
-        Pinned { frames: &self.frames, cq_offset: abi::ring::cq_offset(self.state.sq_entries()) }
+        Pinned { pages: &self.pages, cq_offset: self.cq_offset }
     }
+}
 
+impl VcpuRing {
     /// Registers `ring_bytes(sq, cq)` bytes at `base` of `env` as a ring.
     pub fn setup(
         env: &Env,
@@ -145,7 +237,15 @@ impl VcpuRing {
             return Err(Error::InvalidArgument);
         }
         let frames = env::pin_user_pages(env, base, bytes / PAGE_SIZE)?;
-        let ring = VcpuRing { state, env: env.id, frames, timers: Vec::new() };
+        let pages = frames.iter().map(|&f| memory::frame_virt(f) as usize).collect();
+        let ring = Registered {
+            state,
+            env: env.id,
+            frames,
+            pages,
+            cq_offset: abi::ring::cq_offset(sq),
+            timers: Vec::new(),
+        };
         let mem = ring.memory();
         for (field, value) in [
             (SQ_HEAD, 0),
@@ -159,34 +259,63 @@ impl VcpuRing {
         ] {
             mem.header_word(field).store(value, Ordering::Release);
         }
-        Ok(ring)
+        Ok(VcpuRing(Box::new(ring)))
     }
 
-    /// `RingEnter`'s submission half: consumes up to `to_submit` entries.
-    pub fn submit(&mut self, env: &Env, to_submit: u64) -> u64 {
-        let max = to_submit.min(u64::from(self.state.sq_entries())) as u32;
-        let frames = core::mem::take(&mut self.frames);
-        let mem =
-            Pinned { frames: &frames, cq_offset: abi::ring::cq_offset(self.state.sq_entries()) };
-        let timers = &mut self.timers;
-        let consumed = self.state.submit(&mem, max, |sqe| execute(env, sqe, timers));
-        self.frames = frames;
-        u64::from(consumed)
+    /// `RingEnter(to_submit, min_complete)`: consumes up to `to_submit`
+    /// entries, completes the timers that are due, and returns the number
+    /// consumed and, if fewer than `min_complete` completions wait, the
+    /// count to sleep for. `InvalidArgument` if `min_complete` exceeds the
+    /// completion queue.
+    ///
+    /// The ring's fast path: with no timer armed the TSC is not read, and
+    /// with `min_complete == 0` the completion queue is not looked at again.
+    #[inline]
+    pub fn enter(
+        &mut self,
+        env: &Env,
+        to_submit: u64,
+        min_complete: u64,
+    ) -> Result<(u64, Option<u32>), Error> {
+        let ring = &mut *self.0;
+        if min_complete > u64::from(ring.state.cq_entries()) {
+            return Err(Error::InvalidArgument);
+        }
+        let max = to_submit.min(u64::from(ring.state.sq_entries())) as u32;
+        let mem = Pinned { pages: &ring.pages, cq_offset: ring.cq_offset };
+        let timers = &mut ring.timers;
+        let consumed = ring.state.submit(&mem, max, |sqe| execute(env, sqe, timers));
+        if !ring.timers.is_empty() {
+            ring.fire_timers(super::cpu::rdtsc());
+        }
+        let wait = (min_complete != 0
+            && u64::from(ring.state.pending_completions(&ring.memory())) < min_complete)
+            .then_some(min_complete as u32);
+        Ok((u64::from(consumed), wait))
     }
 
     /// The earliest pending timer's deadline.
     pub fn next_timer(&self) -> Option<u64> {
-        self.timers.iter().map(|&(deadline, _)| deadline).min()
+        self.0.timers.iter().map(|&(deadline, _)| deadline).min()
     }
 
     /// Completes every timer whose deadline has passed.
     pub fn fire_timers(&mut self, now: u64) {
+        self.0.fire_timers(now);
+    }
+
+    /// Completions waiting to be read by the libOS.
+    pub fn pending_completions(&self) -> u32 {
+        self.0.state.pending_completions(&self.0.memory())
+    }
+}
+
+impl Registered {
+    fn fire_timers(&mut self, now: u64) {
         if self.timers.iter().all(|&(deadline, _)| deadline > now) {
             return;
         }
-        let frames = core::mem::take(&mut self.frames);
-        let mem =
-            Pinned { frames: &frames, cq_offset: abi::ring::cq_offset(self.state.sq_entries()) };
+        let mem = Pinned { pages: &self.pages, cq_offset: self.cq_offset };
         let state = &mut self.state;
         self.timers.retain(|&(deadline, user_data)| {
             if deadline <= now {
@@ -196,16 +325,11 @@ impl VcpuRing {
                 true
             }
         });
-        self.frames = frames;
-    }
-
-    /// Completions waiting to be read by the libOS.
-    pub fn pending_completions(&self) -> u32 {
-        self.state.pending_completions(&self.memory())
     }
 }
 
-/// Runs one validated submission.
+/// Runs one validated submission (the protocol answers `Nop`s itself).
+#[inline(never)]
 fn execute(env: &Env, sqe: &SqEntry, timers: &mut Vec<(u64, u64)>) -> Outcome {
     let [a0, a1, a2, ..] = sqe.args;
     let done = |r: Result<u64, Error>| Outcome::Done(r);
