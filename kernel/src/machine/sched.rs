@@ -658,17 +658,18 @@ pub fn in_call() -> bool {
 }
 
 /// Runs `f` with the current vCPU's ring slot (taken out of the run queue
-/// for the call, so `f` may do anything the kernel does on this core).
-/// `Busy` inside a protected control transfer: the ring is the caller's.
+/// for the call, so `f` may do anything the kernel does on this core) and
+/// its environment. `Busy` inside a protected control transfer: the ring is
+/// the caller's.
 pub fn with_current_ring<R>(
-    f: impl FnOnce(&mut Option<VcpuRing>) -> Result<R, Error>,
+    f: impl FnOnce(&mut Option<VcpuRing>, &Arc<Env>) -> Result<R, Error>,
 ) -> Result<R, Error> {
     let me = this_cpu();
-    let mut ring = me.runq.with(|rq| match rq.current.as_mut() {
-        Some(v) if v.call.is_none() => Ok(v.ring.take()),
+    let (mut ring, env) = me.runq.with(|rq| match rq.current.as_mut() {
+        Some(v) if v.call.is_none() => Ok((v.ring.take(), Arc::clone(&v.env))),
         _ => Err(Error::Busy),
     })?;
-    let result = f(&mut ring);
+    let result = f(&mut ring, &env);
     me.runq.with(|rq| {
         // The slot is still empty (nothing else reaches it during `f`), so
         // this stores one pointer and drops nothing; if the vCPU is gone,

@@ -93,6 +93,10 @@ pub fn dispatch(frame: &mut TrapFrame) {
     if number == Syscall::Reply as u64 {
         return pct_reply(frame);
     }
+    // The ring: its own fast path too (the environment comes with the ring).
+    if number == Syscall::RingEnter as u64 {
+        return ring_enter(frame);
+    }
     let Some(call) = Syscall::from_number(number) else {
         frame.rax = Error::InvalidSyscall.to_raw();
         return;
@@ -152,22 +156,15 @@ pub fn dispatch(frame: &mut TrapFrame) {
         // These belong to the caller's vCPU, not to a callee (the ring ones
         // check inside `with_current_ring`).
         Syscall::SleepOn | Syscall::YieldTo if sched::in_call() => Err(Error::Busy),
-        Syscall::RingSetup => sched::with_current_ring(|slot| {
+        Syscall::RingSetup => sched::with_current_ring(|slot, _| {
             // A new registration replaces (and unpins) the old ring.
             *slot = Some(VcpuRing::setup(&env, args[0], args[1], args[2])?);
             Ok(0)
         }),
-        Syscall::RingEnter => match ring_enter(&env, args[0], args[1]) {
-            Ok((consumed, Some(wait))) => {
-                frame.rax = consumed;
-                drop(env);
-                sched::sleep_current(frame, wait);
-                sched::finish(frame, sched::Why::Event);
-                return;
-            }
-            Ok((consumed, None)) => Ok(consumed),
-            Err(e) => Err(e),
-        },
+        Syscall::RingEnter => {
+            drop(env);
+            return ring_enter(frame);
+        }
         Syscall::SleepOn => match sleep_on(&env, args[0], args[1]) {
             Ok(Some(program)) => {
                 frame.rax = 0;
@@ -278,17 +275,22 @@ fn ipc_accept(env: &env::Env, who: u64, allow: u64) -> Result<u64, Error> {
     Ok(0)
 }
 
-/// `RingEnter`: submits, then says whether to sleep for completions.
+/// `RingEnter`: submits, then sleeps for completions if asked to.
 #[inline(always)]
-fn ring_enter(
-    env: &env::Env,
-    to_submit: u64,
-    min_complete: u64,
-) -> Result<(u64, Option<sched::Wait>), Error> {
-    let (consumed, wait) = sched::with_current_ring(|slot| {
+fn ring_enter(frame: &mut TrapFrame) {
+    let (to_submit, min_complete) = (frame.rdi, frame.rsi);
+    let entered = sched::with_current_ring(|slot, env| {
         slot.as_mut().ok_or(Error::InvalidArgument)?.enter(env, to_submit, min_complete)
-    })?;
-    Ok((consumed, wait.map(sched::Wait::Completions)))
+    });
+    match entered {
+        Ok((consumed, None)) => frame.rax = consumed,
+        Ok((consumed, Some(wait))) => {
+            frame.rax = consumed;
+            sched::sleep_current(frame, sched::Wait::Completions(wait));
+            sched::finish(frame, sched::Why::Event);
+        }
+        Err(e) => frame.rax = e.to_raw(),
+    }
 }
 
 /// `SleepOn`: copies and verifies the predicate; `None` if it already holds.
