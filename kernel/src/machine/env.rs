@@ -996,7 +996,14 @@ pub fn post_event(env: &Env, kind: u32, source: EnvId, data: [u64; 2]) {
 /// again (sleeping predicates may now hold).
 pub fn wake(env: &Env) {
     let cores = env.vcpu_cores.load(Ordering::Acquire);
+    let me = this_cpu();
     for core in (0..online_cpus()).filter(|&c| cores & (1 << c) != 0) {
-        let _ = mailbox::post(core, Message::Reschedule, None);
+        if core == me.index {
+            // This core looks at its run queue before it returns to ring 3
+            // (`sched::finish` checks the flag): no IPI to itself.
+            me.resched_pending.store(true, Ordering::Release);
+        } else {
+            let _ = mailbox::post(core, Message::Reschedule, None);
+        }
     }
 }

@@ -210,7 +210,9 @@ pub fn dispatch(frame: &mut TrapFrame) {
     // `finish` may abandon this stack for the idle loop: drop the reference
     // first so it is not leaked.
     drop(env);
-    if reschedule || dying {
+    // A wake-up for a vCPU on this core (`env::wake` sets the flag instead
+    // of interrupting itself) is looked at before returning.
+    if reschedule || dying || super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
         sched::finish(frame, sched::Why::Event);
     }
 }
@@ -283,7 +285,13 @@ fn ring_enter(frame: &mut TrapFrame) {
         slot.as_mut().ok_or(Error::InvalidArgument)?.enter(env, to_submit, min_complete)
     });
     match entered {
-        Ok((consumed, None)) => frame.rax = consumed,
+        Ok((consumed, None)) => {
+            frame.rax = consumed;
+            // A `Notify` may have woken a vCPU on this core (see `dispatch`).
+            if super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
+                sched::finish(frame, sched::Why::Event);
+            }
+        }
         Ok((consumed, Some(wait))) => {
             frame.rax = consumed;
             sched::sleep_current(frame, sched::Wait::Completions(wait));
