@@ -197,7 +197,10 @@ pub enum Syscall {
     SetSlotHandlers = 23,
     /// `(core_mask)` → the previous mask. Bit `c` set: this environment's
     /// vCPU on core `c` may run in slots nobody owns (the default
-    /// round-robin). All bits are set at start.
+    /// round-robin). All bits are set at start. A vCPU with neither slots
+    /// nor default time on its core runs only when handed time
+    /// ([`Syscall::YieldTo`]) or called ([`Syscall::Call`] runs on the
+    /// caller's vCPU, not on it).
     SetDefaultTime = 24,
     /// `(env)` → 0 when this vCPU runs again. Directed yield: gives the rest
     /// of the current slot to `env`'s vCPU on this core

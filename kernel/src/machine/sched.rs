@@ -343,7 +343,7 @@ fn decide(
             rq.clock.grace_until = None;
             if let Some(v) = rq.current.as_ref() {
                 charge_overrun(&v.env, core, rq.clock.index);
-                rq.forfeits.push(v.env.id);
+                forfeit_next(rq, v.env.id, core);
             }
             park_current(rq, frame, now, core, usize::MAX);
             return start_next_slot(rq, frame, now, core, upcall);
@@ -363,7 +363,8 @@ fn decide(
                 // Still inside the epilogue it was stopped in: no new
                 // upcall (they would pile up on its stack); charged again.
                 charge_overrun(&v.env, core, rq.clock.index);
-                rq.forfeits.push(v.env.id);
+                let id = v.env.id;
+                forfeit_next(rq, id, core);
             } else if entry != 0 {
                 v.owes_yield = true;
                 bump_vcpu_stat(&v.env, core, offset_of!(abi::VcpuPage, epilogues));
@@ -476,6 +477,16 @@ fn account(v: &Vcpu, core: usize, tsc: u64) {
 fn bump_vcpu_stat(env: &Env, core: usize, offset: usize) {
     if let Some(word) = env::vcpu_word(env, core, offset as u64) {
         word.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Records that `env` forfeits its next slot here. Entries of
+/// environments that no longer own a slot here (they freed them or ended)
+/// are dropped once the list grows, so it stays small.
+fn forfeit_next(rq: &mut RunQueue, env: EnvId, core: usize) {
+    rq.forfeits.push(env);
+    if rq.forfeits.len() > 32 {
+        rq.forfeits.retain(|&e| slots::owned_by(core, e) != 0);
     }
 }
 
