@@ -118,6 +118,20 @@ pub fn wait_for_ms(ms: u64, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
+/// Spins (with `pause`) up to a million turns until `done()` holds, then
+/// waits yielding for up to `ms` milliseconds; whether it held. For a
+/// partner on another core that usually answers within microseconds
+/// (benchmarks), where a yield would add a scheduling round to the figure.
+pub fn spin_until(ms: u64, done: impl Fn() -> bool) -> bool {
+    for _ in 0..1_000_000 {
+        if done() {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    wait_for_ms(ms, done)
+}
+
 /// Finds the environment started from application `name`, waiting up to
 /// `ms` milliseconds for it to appear (it may be started after the caller).
 pub fn find_env(name: &str, ms: u64) -> Result<u64, abi::Error> {

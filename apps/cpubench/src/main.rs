@@ -25,7 +25,7 @@ use libos_async::check::{fail, require};
 use libos_async::cpu::{self, Events, Received};
 use libos_async::predicate::Pred;
 use libos_async::sys::{self, rdtsc};
-use libos_async::{env_id, info, other_cores, println, start_vcpu, wait_for_ms};
+use libos_async::{env_id, info, other_cores, println, spin_until, start_vcpu, wait_for_ms};
 
 #[path = "../../pctserver/src/protocol.rs"]
 #[allow(dead_code, reason = "shared with pctserver; this app uses part of it")]
@@ -82,21 +82,10 @@ fn yield_switch(target: u64, samples: &mut [u64]) {
 static READY: AtomicU64 = AtomicU64::new(0);
 static DONE: AtomicU64 = AtomicU64::new(0);
 
-/// Spins (with `pause`) a while, then waits yielding, until `done()`.
-fn spin_until(done: impl Fn() -> bool) -> bool {
-    for _ in 0..1_000_000 {
-        if done() {
-            return true;
-        }
-        core::hint::spin_loop();
-    }
-    wait_for_ms(WAIT_MS, done)
-}
-
 fn sender(rounds: u64) -> ! {
     let settle = info().tsc_hz / 1000;
     for round in 1..=rounds {
-        if !spin_until(|| READY.load(SeqCst) >= round) {
+        if !spin_until(WAIT_MS, || READY.load(SeqCst) >= round) {
             DONE.store(2, SeqCst);
             sys::vcpu_exit();
         }

@@ -24,7 +24,7 @@ use libos_async::check::{fail, require};
 use libos_async::predicate::Pred;
 use libos_async::ring::Ring;
 use libos_async::sys::{self, rdtsc};
-use libos_async::{env_id, info, other_cores, println, sqe, start_vcpu, wait_for_ms};
+use libos_async::{env_id, info, other_cores, println, spin_until, sqe, start_vcpu, wait_for_ms};
 
 libos_async::entry!(app_main);
 
@@ -93,16 +93,6 @@ static ROUNDS: AtomicU64 = AtomicU64::new(0);
 /// Set by the notifier when it gives up or finishes (1 ok, 2 failed).
 static NOTIFIER: AtomicU64 = AtomicU64::new(0);
 
-fn spin_until(done: impl Fn() -> bool) -> bool {
-    for _ in 0..1_000_000 {
-        if done() {
-            return true;
-        }
-        core::hint::spin_loop();
-    }
-    wait_for_ms(WAIT_MS, done)
-}
-
 fn notifier(env: u64) -> ! {
     let mut ring = match Ring::new(8, 8) {
         Ok(r) => r,
@@ -116,7 +106,7 @@ fn notifier(env: u64) -> ! {
     let settle = ms(1);
     let mut status = 1;
     for round in 1..=rounds {
-        if !spin_until(|| READY.load(SeqCst) >= round) {
+        if !spin_until(WAIT_MS, || READY.load(SeqCst) >= round) {
             println!("CHECK FAILED: notifier: sleeper never got to round {round}");
             status = 2;
             break;
@@ -135,7 +125,7 @@ fn notifier(env: u64) -> ! {
             status = 2;
             break;
         }
-        if !spin_until(|| WOKE.load(SeqCst) >= round) {
+        if !spin_until(WAIT_MS, || WOKE.load(SeqCst) >= round) {
             println!("CHECK FAILED: notifier: sleeper did not wake in round {round}");
             status = 2;
             break;
@@ -166,7 +156,7 @@ fn wakeup(n: usize, samples: &mut [u64; MAX_SAMPLES]) {
         }
         // The send time is published after RingEnter returns, which may
         // be after the sleeper ran: wait for it.
-        if !spin_until(|| SEND[round as usize].load(SeqCst) != 0) {
+        if !spin_until(WAIT_MS, || SEND[round as usize].load(SeqCst) != 0) {
             fail(format_args!("wakeup round {round}: no send time"));
         }
         let sent = SEND[round as usize].load(SeqCst);
