@@ -195,9 +195,9 @@ pub enum Syscall {
     /// an [`UpcallFrame`] with vector [`vector::SLOT_START`] /
     /// [`vector::SLOT_END`] on the exception stack.
     SetSlotHandlers = 23,
-    /// `(core_mask)` → the previous mask. Bit `c` set: this environment's
-    /// vCPU on core `c` may run in slots nobody owns (the default
-    /// round-robin). All bits are set at start. A vCPU with neither slots
+    /// `(core, on)` → 0. Whether this environment's vCPU on `core` may run
+    /// in slots nobody owns (the default round-robin; `on` 1) or not (0).
+    /// On for every core at start. A vCPU with neither slots
     /// nor default time on its core runs only when handed time
     /// ([`Syscall::YieldTo`]) or called ([`Syscall::Call`] runs on the
     /// caller's vCPU, not on it).

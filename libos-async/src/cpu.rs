@@ -53,10 +53,7 @@ pub fn free_slots(core: usize, mask: u64) -> Result<(), Error> {
 /// Whether this environment's vCPU on `core` takes part in the default
 /// round-robin of unowned slots (it does at start).
 pub fn default_time(core: usize, on: bool) -> Result<(), Error> {
-    // Read-modify-write of our own mask: set it, then fix the one bit.
-    let old = sys::set_default_time(u64::MAX)?;
-    let new = if on { old | 1 << core } else { old & !(1 << core) };
-    sys::set_default_time(new).map(|_| ())
+    sys::set_default_time(core, on).map(|_| ())
 }
 
 /// `core`'s time vector as the kernel publishes it.

@@ -316,10 +316,10 @@ pub fn set_slot_handlers(prologue: u64, epilogue: u64) -> Result<u64, Error> {
     abi::decode(syscall2(Syscall::SetSlotHandlers as u64, prologue, epilogue))
 }
 
-/// `SetDefaultTime`: the cores (bit set) where this environment's vCPUs
-/// may run in unowned slots; returns the previous set.
-pub fn set_default_time(cores: u64) -> Result<u64, Error> {
-    abi::decode(syscall1(Syscall::SetDefaultTime as u64, cores))
+/// `SetDefaultTime`: whether this environment's vCPU on `core` may run in
+/// unowned slots.
+pub fn set_default_time(core: usize, on: bool) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::SetDefaultTime as u64, core as u64, u64::from(on)))
 }
 
 /// `YieldTo`: gives the rest of this slot to `env`'s vCPU on this core.

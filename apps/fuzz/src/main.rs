@@ -223,9 +223,12 @@ impl Fuzz {
                 a[0] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
                 a[1] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
             }
-            // Keep default time on every core: without slots, turning it off
-            // here would stop this program for good (correctly).
-            Syscall::SetDefaultTime => a[0] = u64::MAX,
+            // Never turn default time off (only on, or refused): without
+            // slots, off on its core would stop this program for good
+            // (correctly).
+            Syscall::SetDefaultTime => {
+                a[1] = if self.rng.below(2) == 0 { 1 } else { 2 + self.rng.below(100) };
+            }
             Syscall::SlotAlloc | Syscall::SlotFree => {
                 a[0] = self.rng.below(10);
                 if self.rng.below(2) == 0 {

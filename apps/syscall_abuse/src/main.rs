@@ -225,10 +225,123 @@ fn app_main(_arg: u64) -> i32 {
     // Whatever happened above, leave no handler registered.
     let _ = sys::set_exception_handler(0, 0, 0);
 
+    cpu_calls(&mut c, entry);
+
     // Clean up.
     c.expect_ok("unmap P", sys::unmap(P));
     c.expect_ok("free P", sys::frame_free(page_frame));
     c.expect_ok("free f", sys::frame_free(f));
     println!("syscall_abuse: {} checks passed, {} failed", c.passed(), c.failed());
     c.finish()
+}
+
+/// Time slots, slot upcalls, directed yield and IPC with bad arguments.
+fn cpu_calls(c: &mut Checks, entry: u64) {
+    use abi::schedule::ANY_SLOT;
+    let me = env_id();
+    let core = libos_async::core_id();
+    let info = sys::info();
+    let slots = u64::from(info.slots_per_core);
+    let ownable = slots - u64::from(info.slots_reserved);
+    c.expect_err("slot_alloc core 1000", sys::slot_alloc(1000, None, 1), Error::NoSuchCore);
+    c.expect_err(
+        "slot_alloc core u64::MAX",
+        raw(Syscall::SlotAlloc, [u64::MAX, ANY_SLOT, 1, 0, 0, 0]),
+        Error::NoSuchCore,
+    );
+    c.expect_err(
+        "slot_alloc index past the vector",
+        sys::slot_alloc(core, Some(slots), 1),
+        Error::InvalidArgument,
+    );
+    c.expect_err("slot_alloc any 0", sys::slot_alloc(core, None, 0), Error::InvalidArgument);
+    c.expect_err("slot_alloc any 1000", sys::slot_alloc(core, None, 1000), Error::InvalidArgument);
+    c.expect_err(
+        "slot_alloc more than ownable",
+        sys::slot_alloc(core, None, ownable + 1),
+        Error::QuotaExceeded,
+    );
+    match sys::slot_alloc(core, Some(0), 1) {
+        Ok(mask) => {
+            c.check(mask == 1, format_args!("slot_alloc slot 0: mask {mask:#x}"));
+            c.expect_err("slot_alloc slot 0 again", sys::slot_alloc(core, Some(0), 1), Error::Busy);
+            c.expect_ok("slot_free slot 0", sys::slot_free(core, 1));
+        }
+        // Another environment may hold slot 0 of this core: fine.
+        Err(e) => {
+            c.check(e == Error::Busy, format_args!("slot_alloc slot 0: {e:?}"));
+        }
+    }
+    c.expect_err("slot_free nothing", sys::slot_free(core, 0), Error::InvalidArgument);
+    c.expect_err(
+        "slot_free a slot not ours",
+        sys::slot_free(core, 1 << (slots - 1)),
+        Error::NotOwner,
+    );
+    c.expect_err(
+        "slot_free past the vector",
+        raw(Syscall::SlotFree, [core as u64, u64::MAX, 0, 0, 0, 0]),
+        Error::InvalidArgument,
+    );
+    c.expect_err(
+        "slot handlers in the kernel half",
+        sys::set_slot_handlers(KERNEL_HIGH, 0),
+        Error::InvalidArgument,
+    );
+    c.expect_err(
+        "slot handlers below USER_MIN",
+        sys::set_slot_handlers(0, 0x1000),
+        Error::InvalidArgument,
+    );
+    c.expect_ok("no slot handlers", sys::set_slot_handlers(0, 0));
+    c.expect_err("default time on core 1000", sys::set_default_time(1000, true), Error::NoSuchCore);
+    c.expect_err(
+        "default time with on = 2",
+        raw(Syscall::SetDefaultTime, [core as u64, 2, 0, 0, 0, 0]),
+        Error::InvalidArgument,
+    );
+    c.expect_ok("default time on", sys::set_default_time(core, true));
+    c.expect_err("yield_to u64::MAX", sys::yield_to(u64::MAX), Error::NoSuchEnv);
+    c.expect_err("yield_to itself", sys::yield_to(me), Error::InvalidArgument);
+    c.expect_err(
+        "ipc entry in the kernel half",
+        sys::ipc_register(KERNEL_HIGH, P, 0),
+        Error::InvalidArgument,
+    );
+    c.expect_err(
+        "ipc stack past the user half",
+        sys::ipc_register(entry, KERNEL_HIGH, 0),
+        Error::InvalidArgument,
+    );
+    c.expect_err(
+        "ipc_accept allow = 2",
+        raw(Syscall::IpcAccept, [me, 2, 0, 0, 0, 0]),
+        Error::InvalidArgument,
+    );
+    c.expect_err("ipc_accept an absurd id", sys::ipc_accept(1 << 40, true), Error::NoSuchEnv);
+    let mut refused = None;
+    for id in 0..=abi::ACCEPT_MAX as u64 {
+        if let Err(e) = sys::ipc_accept(10_000 + id, true) {
+            refused = Some((id, e));
+            break;
+        }
+    }
+    c.check(
+        refused == Some((abi::ACCEPT_MAX as u64, Error::QuotaExceeded)),
+        format_args!("accept list beyond ACCEPT_MAX: {refused:?}"),
+    );
+    for id in 0..abi::ACCEPT_MAX as u64 {
+        let _ = sys::ipc_accept(10_000 + id, false);
+    }
+    c.expect_err("call u64::MAX", sys::call(u64::MAX, &[0; 8]).map(|_| 0), Error::NoSuchEnv);
+    c.expect_err("call itself without an entry", sys::call(me, &[0; 8]).map(|_| 0), Error::Refused);
+    c.check(sys::reply(&[0; 8]) == Error::InvalidArgument, format_args!("reply outside a call"));
+    c.expect_err("acall u64::MAX", sys::acall(u64::MAX, 0, 0), Error::NoSuchEnv);
+    let seen = sys::event_tail();
+    c.expect_ok("acall itself", sys::acall(me, 1, 2));
+    let got = sys::event_at(seen);
+    c.check(
+        got.is_ok_and(|e| e.kind == abi::event::CALL && e.source as u64 == me && e.data == [1, 2]),
+        format_args!("own asynchronous call in the event queue: {got:?}"),
+    );
 }

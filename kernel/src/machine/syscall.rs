@@ -179,7 +179,7 @@ pub fn dispatch(frame: &mut TrapFrame) {
         Syscall::SlotAlloc => super::slots::alloc(env.id, args[0], args[1], args[2]),
         Syscall::SlotFree => super::slots::free(env.id, args[0], args[1]).map(|()| 0),
         Syscall::SetSlotHandlers => set_slot_handlers(&env, args[0], args[1]),
-        Syscall::SetDefaultTime => Ok(env.default_time.swap(args[0], Ordering::AcqRel)),
+        Syscall::SetDefaultTime => set_default_time(&env, args[0], args[1]),
         Syscall::YieldTo => {
             drop(env);
             let target = u32::try_from(args[0]).ok().and_then(env::lookup);
@@ -229,6 +229,17 @@ fn pct_reply(frame: &mut TrapFrame) {
     if let Err(e) = sched::reply(frame) {
         frame.rax = e.to_raw();
     }
+}
+
+fn set_default_time(env: &env::Env, core: u64, on: u64) -> Result<u64, Error> {
+    let core =
+        usize::try_from(core).ok().filter(|&c| c < abi::MAX_CORES).ok_or(Error::NoSuchCore)?;
+    match on {
+        0 => env.default_time.fetch_and(!(1 << core), Ordering::AcqRel),
+        1 => env.default_time.fetch_or(1 << core, Ordering::AcqRel),
+        _ => return Err(Error::InvalidArgument),
+    };
+    Ok(0)
 }
 
 fn set_slot_handlers(env: &env::Env, prologue: u64, epilogue: u64) -> Result<u64, Error> {
