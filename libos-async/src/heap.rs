@@ -98,10 +98,34 @@ pub struct Heap {
 // thread (tests), so moving it between threads is fine.
 unsafe impl Send for Heap {}
 
-/// The size class of `layout`, or `None` for a page-granular request.
+/// `CLASS[(s - 1) / MIN_BLOCK]`: the class of a request of `s` bytes
+/// (`1 ..= MAX_SMALL`), `ceil(log2(max(s, 16))) - 4`, precomputed so that
+/// the allocation fast path is a table load.
+static CLASS: [u8; MAX_SMALL / MIN_BLOCK] = {
+    let mut t = [0u8; MAX_SMALL / MIN_BLOCK];
+    let mut i = 0;
+    while i < t.len() {
+        // Blocks of (i + 1) * 16 bytes need class ceil(log2(i + 1)).
+        let mut class = 0;
+        while (1usize << class) < i + 1 {
+            class += 1;
+        }
+        t[i] = class as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The size class of `layout`, or `None` for a page-granular request:
+/// `ceil(log2(max(size, align, 16))) - 4`.
+#[inline]
 fn class_of(layout: Layout) -> Option<usize> {
-    let size = layout.size().max(layout.align()).max(MIN_BLOCK).next_power_of_two();
-    (size <= MAX_SMALL).then(|| (size / MIN_BLOCK).trailing_zeros() as usize)
+    let size = layout.size().max(layout.align());
+    if size > MAX_SMALL {
+        return None;
+    }
+    // `align` is at least 1, so `size >= 1`.
+    Some(usize::from(CLASS[(size - 1) / MIN_BLOCK]))
 }
 
 /// Pages for a large request.
@@ -191,36 +215,56 @@ impl Heap {
     }
 
     /// Allocates for `layout`; null when the region or `grow` runs out.
+    /// The common case (a small block whose class has a free one) is a
+    /// few inlined instructions; the rest is out of line.
+    #[inline]
     pub fn alloc(&mut self, layout: Layout, grow: &mut dyn Grow) -> *mut u8 {
         let Some(class) = class_of(layout) else {
-            return self.alloc_pages(pages_of(layout), layout.align(), grow);
+            return self.alloc_large(layout, grow);
         };
-        if self.free[class].is_null() {
-            let page = self.alloc_pages(1, PAGE, grow);
-            if page.is_null() {
-                return ptr::null_mut();
-            }
-            let size = MIN_BLOCK << class;
-            // Thread the page's blocks onto the (empty) list, lowest first.
-            for i in (0..PAGE / size).rev() {
-                let block = (page as usize + i * size) as *mut Block;
-                // SAFETY: inside the page just taken, `size`-aligned, and
-                // not handed out to anyone.
-                unsafe { block.write(Block { next: self.free[class] }) };
-                self.free[class] = block;
-            }
-        }
         let block = self.free[class];
+        if block.is_null() {
+            return self.refill(class, grow);
+        }
         // SAFETY: a block on the free list holds a valid link (written when
         // it was put there) and belongs to nobody else.
         self.free[class] = unsafe { (*block).next };
         block as *mut u8
     }
 
+    #[cold]
+    #[inline(never)]
+    fn alloc_large(&mut self, layout: Layout, grow: &mut dyn Grow) -> *mut u8 {
+        self.alloc_pages(pages_of(layout), layout.align(), grow)
+    }
+
+    /// Cuts a fresh page into blocks of `class` (whose list is empty) and
+    /// hands out the first.
+    #[cold]
+    #[inline(never)]
+    fn refill(&mut self, class: usize, grow: &mut dyn Grow) -> *mut u8 {
+        let page = self.alloc_pages(1, PAGE, grow);
+        if page.is_null() {
+            return ptr::null_mut();
+        }
+        let size = MIN_BLOCK << class;
+        // Thread the page's blocks but the first onto the (empty) list,
+        // lowest first.
+        for i in (1..PAGE / size).rev() {
+            let block = (page as usize + i * size) as *mut Block;
+            // SAFETY: inside the page just taken, `size`-aligned, and not
+            // handed out to anyone.
+            unsafe { block.write(Block { next: self.free[class] }) };
+            self.free[class] = block;
+        }
+        page
+    }
+
     /// Gives back a block from [`Heap::alloc`] with the same `layout`.
     ///
     /// # Safety
     /// `at` must come from `self.alloc(layout, ..)` and not be freed yet.
+    #[inline]
     pub unsafe fn dealloc(&mut self, at: *mut u8, layout: Layout) {
         match class_of(layout) {
             Some(class) => {
@@ -354,6 +398,11 @@ mod tests {
         assert_eq!(class_of(l(2048, 8)), Some(7));
         assert_eq!(class_of(l(2049, 8)), None);
         assert_eq!(pages_of(l(4097, 8)), 2);
+        // The table agrees with the definition for every small size.
+        for size in 1..=MAX_SMALL {
+            let want = size.max(MIN_BLOCK).next_power_of_two().trailing_zeros() - 4;
+            assert_eq!(class_of(l(size, 1)), Some(want as usize), "size {size}");
+        }
     }
 
     #[test]

@@ -29,7 +29,6 @@
 //! changed (if a task waits for that), OR the TSC reached its earliest
 //! timer, OR a watched word changed. It never spins.
 
-use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
@@ -42,8 +41,8 @@ use abi::MAX_CORES;
 use spin::Mutex;
 
 use super::machine;
-use super::policy::{Fifo, Policy, PolicyKind, Priority};
-use super::task::{self, DONE, IDLE, JoinHandle, NOTIFIED, RUNNING, SCHEDULED, TaskRef};
+use super::policy::{Policy, PolicyKind, RunQueue};
+use super::task::{self, JoinHandle, TaskRef};
 use super::timer::TimerHeap;
 use super::watch::WatchList;
 use super::{reactor, slots::SlotTable};
@@ -59,7 +58,7 @@ pub const WATCH_RECHECK_TICKS: u64 = 16;
 /// One core's executor state.
 pub(crate) struct CoreExec {
     /// The run queue; `None` until an executor is set up on this core.
-    queue: Mutex<Option<Box<dyn Policy<TaskRef>>>>,
+    queue: Mutex<Option<RunQueue<TaskRef>>>,
     /// Tasks in `queue` (read without the lock by thieves and the idle
     /// check).
     len: AtomicUsize,
@@ -147,11 +146,11 @@ pub fn queued(core: usize) -> usize {
     CORES.get(core).map_or(0, |c| c.len.load(Ordering::Relaxed))
 }
 
-fn new_policy() -> Box<dyn Policy<TaskRef>> {
+fn new_policy() -> RunQueue<TaskRef> {
     if POLICY.load(Ordering::SeqCst) == PolicyKind::Priority as usize {
-        Box::new(Priority::new())
+        RunQueue::new(PolicyKind::Priority)
     } else {
-        Box::new(Fifo::new())
+        RunQueue::new(PolicyKind::Fifo)
     }
 }
 
@@ -189,28 +188,33 @@ pub(crate) fn ensure_executor() -> usize {
 }
 
 /// Pushes `task` on `core`'s queue; returns the queue's new length.
-fn push(core: usize, task: TaskRef) -> usize {
+#[inline(always)]
+pub(crate) fn push(core: usize, task: TaskRef) -> usize {
     let exec = &CORES[core];
     let mut q = exec.queue.lock();
-    match q.as_mut() {
-        Some(q) => {
-            q.push(task);
-            let n = q.len();
-            exec.len.store(n, Ordering::SeqCst);
-            n
-        }
-        None => {
-            drop(q);
-            // No executor there (any more): run it here instead.
-            let here = machine::current_core();
-            assert!(here != core, "no executor on core {core} to run a task");
-            ensure_queue(here);
-            task.header().home.store(here, Ordering::Relaxed);
-            push(here, task)
-        }
-    }
+    let Some(rq) = q.as_mut() else {
+        drop(q);
+        return push_elsewhere(core, task);
+    };
+    rq.push(task);
+    let n = rq.len();
+    exec.len.store(n, Ordering::SeqCst);
+    n
 }
 
+/// [`push`] for a core whose executor is gone (or never was): run the
+/// task here instead.
+#[cold]
+#[inline(never)]
+fn push_elsewhere(core: usize, task: TaskRef) -> usize {
+    let here = machine::current_core();
+    assert!(here != core, "no executor on core {core} to run a task");
+    ensure_queue(here);
+    task.header().home.store(here, Ordering::Relaxed);
+    push(here, task)
+}
+
+#[inline]
 fn pop(core: usize) -> Option<TaskRef> {
     let exec = &CORES[core];
     if exec.len.load(Ordering::Relaxed) == 0 {
@@ -223,10 +227,10 @@ fn pop(core: usize) -> Option<TaskRef> {
     t
 }
 
-/// Queues a woken (or new) task on its home core and makes sure that
-/// core notices.
-pub(crate) fn enqueue(task: TaskRef) {
-    let home = task.header().home.load(Ordering::Relaxed);
+/// Queues a woken (or new) task on its home core `home` (the caller read
+/// it from the task's header) and makes sure that core notices.
+#[inline]
+pub(crate) fn enqueue(task: TaskRef, home: usize) {
     let here = machine::current_core();
     let len = push(home, task);
     if home != here {
@@ -298,7 +302,7 @@ where
         ensure_queue(core);
     }
     let (task, handle) = task::new_task(fut, core, priority);
-    enqueue(task);
+    enqueue(task, core);
     handle
 }
 
@@ -336,7 +340,7 @@ where
         return Err(NoExecutor(core));
     }
     let (task, handle) = task::new_task(fut, core, priority);
-    enqueue(task);
+    enqueue(task, core);
     Ok(handle)
 }
 
@@ -352,23 +356,6 @@ pub fn yield_now() -> impl Future<Output = ()> {
             Poll::Pending
         }
     })
-}
-
-/// Polls one task taken from `core`'s queue.
-fn run_task(core: usize, task: TaskRef) {
-    let header = task.header();
-    header.state.store(RUNNING, Ordering::Release);
-    header.home.store(core, Ordering::Relaxed);
-    if task.clone().poll_once() {
-        header.state.store(DONE, Ordering::Release);
-        return;
-    }
-    if header.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire).is_err() {
-        // Woken while it ran (NOTIFIED): back in the queue.
-        debug_assert_eq!(header.state.load(Ordering::Relaxed), NOTIFIED);
-        header.state.store(SCHEDULED, Ordering::Release);
-        push(core, task);
-    }
 }
 
 /// Steals up to half of the most loaded other core's queue; whether
@@ -435,7 +422,7 @@ fn tick(core: usize, ticks: &mut u64) -> bool {
     let mut did = false;
     for _ in 0..TICK_BUDGET {
         let Some(t) = pop(core) else { break };
-        run_task(core, t);
+        t.run(core);
         did = true;
     }
     let exec = &CORES[core];
