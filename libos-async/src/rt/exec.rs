@@ -196,21 +196,22 @@ pub(crate) fn push(core: usize, task: TaskRef) -> usize {
         drop(q);
         return push_elsewhere(core, task);
     };
-    rq.push(task);
-    let n = rq.len();
+    let n = rq.push_len(task);
     exec.len.store(n, Ordering::SeqCst);
     n
 }
 
-/// [`push`] for a core whose executor is gone (or never was): run the
-/// task here instead.
+/// [`push`] for a core without a run queue: its executor is gone (the
+/// task runs here instead), or it is the calling core, which spawns its
+/// first task before any executor was set up here (it gets a queue).
 #[cold]
 #[inline(never)]
 fn push_elsewhere(core: usize, task: TaskRef) -> usize {
     let here = machine::current_core();
-    assert!(here != core, "no executor on core {core} to run a task");
     ensure_queue(here);
-    task.header().home.store(here, Ordering::Relaxed);
+    if here != core {
+        task.header().home.store(here, Ordering::Relaxed);
+    }
     push(here, task)
 }
 
@@ -221,9 +222,8 @@ fn pop(core: usize) -> Option<TaskRef> {
         return None;
     }
     let mut q = exec.queue.lock();
-    let q = q.as_mut()?;
-    let t = q.pop();
-    exec.len.store(q.len(), Ordering::SeqCst);
+    let (t, n) = q.as_mut()?.pop_len();
+    exec.len.store(n, Ordering::SeqCst);
     t
 }
 
@@ -231,9 +231,18 @@ fn pop(core: usize) -> Option<TaskRef> {
 /// it from the task's header) and makes sure that core notices.
 #[inline]
 pub(crate) fn enqueue(task: TaskRef, home: usize) {
-    let here = machine::current_core();
     let len = push(home, task);
-    if home != here {
+    // The common case (a task queued on our own core's empty queue) needs
+    // nothing more.
+    if len >= 2 || home != machine::current_core() {
+        notice(home, len);
+    }
+}
+
+/// The rest of [`enqueue`], after `home`'s queue grew to `len`.
+#[inline(never)]
+fn notice(home: usize, len: usize) {
+    if home != machine::current_core() {
         wake_core(home, false);
     }
     if len >= 2 && stealing() {
@@ -296,11 +305,7 @@ where
     F::Output: Send + 'static,
 {
     let core = machine::current_core();
-    if CORES[core].len.load(Ordering::Relaxed) == 0
-        && ACTIVE.load(Ordering::Relaxed) & bit(core) == 0
-    {
-        ensure_queue(core);
-    }
+    // No queue here yet: `push` makes one.
     let (task, handle) = task::new_task(fut, core, priority);
     enqueue(task, core);
     handle

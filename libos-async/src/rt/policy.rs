@@ -152,10 +152,34 @@ impl<T: Prioritized + Send + 'static> RunQueue<T> {
     }
 }
 
-impl<T> RunQueue<T> {
+impl<T: Send> RunQueue<T> {
     /// An empty queue run by `policy`.
     pub fn with_policy(policy: Box<dyn Policy<T>>) -> Self {
         RunQueue { fifo: Fifo::new(), custom: Some(policy) }
+    }
+
+    /// [`Policy::push`], then the new length (one dispatch for both).
+    #[inline]
+    pub fn push_len(&mut self, item: T) -> usize {
+        match &mut self.custom {
+            None => {
+                self.fifo.push(item);
+                self.fifo.len()
+            }
+            Some(q) => {
+                q.push(item);
+                q.len()
+            }
+        }
+    }
+
+    /// [`Policy::pop`], and the length left (one dispatch for both).
+    #[inline]
+    pub fn pop_len(&mut self) -> (Option<T>, usize) {
+        match &mut self.custom {
+            None => (self.fifo.pop(), self.fifo.len()),
+            Some(q) => (q.pop(), q.len()),
+        }
     }
 }
 
