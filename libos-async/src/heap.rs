@@ -215,21 +215,32 @@ impl Heap {
     }
 
     /// Allocates for `layout`; null when the region or `grow` runs out.
-    /// The common case (a small block whose class has a free one) is a
-    /// few inlined instructions; the rest is out of line.
+    /// The common case ([`Heap::take_free`]) is a few inlined
+    /// instructions; the rest is out of line.
     #[inline]
     pub fn alloc(&mut self, layout: Layout, grow: &mut dyn Grow) -> *mut u8 {
-        let Some(class) = class_of(layout) else {
-            return self.alloc_large(layout, grow);
-        };
+        if let Some(block) = self.take_free(layout) {
+            return block;
+        }
+        match class_of(layout) {
+            Some(class) => self.refill(class, grow),
+            None => self.alloc_large(layout, grow),
+        }
+    }
+
+    /// A free block of `layout`'s size class, if it is a small request
+    /// and its class has one: the allocation fast path.
+    #[inline]
+    pub fn take_free(&mut self, layout: Layout) -> Option<*mut u8> {
+        let class = class_of(layout)?;
         let block = self.free[class];
         if block.is_null() {
-            return self.refill(class, grow);
+            return None;
         }
         // SAFETY: a block on the free list holds a valid link (written when
         // it was put there) and belongs to nobody else.
         self.free[class] = unsafe { (*block).next };
-        block as *mut u8
+        Some(block as *mut u8)
     }
 
     #[cold]
@@ -321,6 +332,18 @@ impl FrameHeap {
     }
 }
 
+impl FrameHeap {
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, layout: Layout) -> *mut u8 {
+        let p = self.heap.lock().alloc(layout, &mut FrameGrow);
+        if p.is_null() {
+            OUT_OF_MEMORY.store(true, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
 impl Default for FrameHeap {
     fn default() -> Self {
         Self::new()
@@ -334,11 +357,11 @@ impl Default for FrameHeap {
 // hands out a block twice until it is freed; the lock serializes all cores.
 unsafe impl GlobalAlloc for FrameHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = self.heap.lock().alloc(layout, &mut FrameGrow);
-        if p.is_null() {
-            OUT_OF_MEMORY.store(true, Ordering::Relaxed);
+        // The fast path first, kept apart so that it compiles to a leaf.
+        if let Some(p) = self.heap.lock().take_free(layout) {
+            return p;
         }
-        p
+        self.alloc_slow(layout)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

@@ -38,7 +38,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
 
 use abi::MAX_CORES;
-use spin::Mutex;
+use spin::{Mutex, MutexGuard};
 
 use super::machine;
 use super::policy::{Policy, PolicyKind, RunQueue};
@@ -57,8 +57,8 @@ pub const WATCH_RECHECK_TICKS: u64 = 16;
 
 /// One core's executor state.
 pub(crate) struct CoreExec {
-    /// The run queue; `None` until an executor is set up on this core.
-    queue: Mutex<Option<RunQueue<TaskRef>>>,
+    /// The run queue; none until an executor is set up on this core.
+    queue: Mutex<QueueSlot>,
     /// Tasks in `queue` (read without the lock by thieves and the idle
     /// check).
     len: AtomicUsize,
@@ -86,7 +86,7 @@ pub(crate) struct CoreExec {
 impl CoreExec {
     const fn new() -> Self {
         CoreExec {
-            queue: Mutex::new(None),
+            queue: Mutex::new(QueueSlot::none()),
             len: AtomicUsize::new(0),
             wake_seq: AtomicU64::new(0),
             notify_pending: AtomicBool::new(false),
@@ -97,6 +97,45 @@ impl CoreExec {
             watch: Mutex::new(WatchList::new()),
             slots: Mutex::new(SlotTable::new()),
         }
+    }
+}
+
+/// A core's run queue or none, like an `Option<RunQueue>` but with one
+/// flag for the hot paths to test: `fifo` (open, and the plain FIFO
+/// policy, whose part is used directly).
+struct QueueSlot {
+    open: bool,
+    /// `open` and `rq.is_fifo()`.
+    fifo: bool,
+    /// Empty while `!open`.
+    rq: RunQueue<TaskRef>,
+}
+
+impl QueueSlot {
+    const fn none() -> Self {
+        QueueSlot { open: false, fifo: false, rq: RunQueue::fifo() }
+    }
+
+    #[inline]
+    fn as_mut(&mut self) -> Option<&mut RunQueue<TaskRef>> {
+        if self.open { Some(&mut self.rq) } else { None }
+    }
+
+    fn is_none(&self) -> bool {
+        !self.open
+    }
+
+    fn set(&mut self, rq: RunQueue<TaskRef>) {
+        self.fifo = rq.is_fifo();
+        self.rq = rq;
+        self.open = true;
+    }
+
+    fn take(&mut self) -> Option<RunQueue<TaskRef>> {
+        let open = core::mem::replace(&mut self.open, false);
+        self.fifo = false;
+        let rq = core::mem::replace(&mut self.rq, RunQueue::fifo());
+        open.then_some(rq)
     }
 }
 
@@ -159,7 +198,7 @@ pub(crate) fn ensure_queue(core: usize) {
     let exec = &CORES[core];
     let mut q = exec.queue.lock();
     if q.is_none() {
-        *q = Some(new_policy());
+        q.set(new_policy());
     }
     ACTIVE.fetch_or(bit(core), Ordering::SeqCst);
 }
@@ -192,12 +231,25 @@ pub(crate) fn ensure_executor() -> usize {
 pub(crate) fn push(core: usize, task: TaskRef) -> usize {
     let exec = &CORES[core];
     let mut q = exec.queue.lock();
+    if !q.fifo {
+        return push_slow(q, core, task);
+    }
+    let fifo = q.rq.fifo_part();
+    fifo.push(task);
+    let n = fifo.len();
+    exec.len.store(n, Ordering::SeqCst);
+    n
+}
+
+/// [`push`] to a queue with another policy than FIFO, or none.
+#[inline(never)]
+fn push_slow(mut q: MutexGuard<'_, QueueSlot>, core: usize, task: TaskRef) -> usize {
     let Some(rq) = q.as_mut() else {
         drop(q);
         return push_elsewhere(core, task);
     };
     let n = rq.push_len(task);
-    exec.len.store(n, Ordering::SeqCst);
+    CORES[core].len.store(n, Ordering::SeqCst);
     n
 }
 
@@ -222,9 +274,20 @@ fn pop(core: usize) -> Option<TaskRef> {
         return None;
     }
     let mut q = exec.queue.lock();
-    let (t, n) = q.as_mut()?.pop_len();
+    let (t, n) = if q.fifo {
+        let fifo = q.rq.fifo_part();
+        (fifo.pop(), fifo.len())
+    } else {
+        pop_slow(&mut q)?
+    };
     exec.len.store(n, Ordering::SeqCst);
     t
+}
+
+/// [`pop`] from a queue with another policy than FIFO, or none.
+#[inline(never)]
+fn pop_slow(q: &mut QueueSlot) -> Option<(Option<TaskRef>, usize)> {
+    Some(q.as_mut()?.pop_len())
 }
 
 /// Queues a woken (or new) task on its home core `home` (the caller read
@@ -307,7 +370,11 @@ where
     let core = machine::current_core();
     // No queue here yet: `push` makes one.
     let (task, handle) = task::new_task(fut, core, priority);
-    enqueue(task, core);
+    // `enqueue` for a task whose home is the calling core.
+    let len = push(core, task);
+    if len >= 2 {
+        notice(core, len);
+    }
     handle
 }
 
@@ -617,7 +684,7 @@ pub(crate) mod testing {
 
     pub fn reset() {
         for c in CORES.iter() {
-            *c.queue.lock() = None;
+            c.queue.lock().take();
             c.len.store(0, Ordering::SeqCst);
             c.looping.store(false, Ordering::SeqCst);
             *c.timers.lock() = TimerHeap::new();

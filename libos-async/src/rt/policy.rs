@@ -153,9 +153,26 @@ impl<T: Prioritized + Send + 'static> RunQueue<T> {
 }
 
 impl<T: Send> RunQueue<T> {
+    /// An empty [`Fifo`] queue.
+    pub const fn fifo() -> Self {
+        RunQueue { fifo: Fifo::new(), custom: None }
+    }
+
     /// An empty queue run by `policy`.
     pub fn with_policy(policy: Box<dyn Policy<T>>) -> Self {
         RunQueue { fifo: Fifo::new(), custom: Some(policy) }
+    }
+
+    /// The [`Fifo`] part: the queue itself when no other policy is
+    /// plugged in (else unused and empty). The executors' fast path.
+    #[inline]
+    pub fn fifo_part(&mut self) -> &mut Fifo<T> {
+        &mut self.fifo
+    }
+
+    /// Whether the queue is the plain [`Fifo`] (no other policy).
+    pub fn is_fifo(&self) -> bool {
+        self.custom.is_none()
     }
 
     /// [`Policy::push`], then the new length (one dispatch for both).

@@ -142,7 +142,9 @@ where
     fn run(self: Arc<Self>, core: usize) {
         let header = &self.header;
         header.state.store(RUNNING, Ordering::Relaxed);
-        header.home.store(core, Ordering::Relaxed);
+        // Whoever moves a task to another core's queue sets its home first
+        // (stealing, retiring a core), so it is `core` already.
+        debug_assert_eq!(header.home.load(Ordering::Relaxed), core);
         // SAFETY: a borrowed waker: `self` holds a strong count for as long
         // as `waker` lives (it is never dropped, so it gives back no count),
         // and the data pointer is `Arc::as_ptr` of an `Arc<Self>`, which is
@@ -255,6 +257,9 @@ trait Join<T>: Send + Sync {
     /// Only ever called by the task's one [`JoinHandle`] (through `&mut`).
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<T>;
     fn is_finished(&self) -> bool;
+    /// Drops the handle's reference (monomorphic: the task's layout and
+    /// destructor are known statically, unlike through `Arc<dyn Join>`).
+    fn release(self: Arc<Self>);
 }
 
 impl<F> Join<F::Output> for Cell<F>
@@ -291,25 +296,45 @@ where
     fn is_finished(&self) -> bool {
         self.header.state.load(Ordering::Acquire) == DONE
     }
+
+    fn release(self: Arc<Self>) {
+        drop(self);
+    }
 }
 
 /// Awaits a spawned task's output. Dropping it detaches the task (it runs
 /// to completion anyway; its output is dropped).
 pub struct JoinHandle<T> {
-    task: Arc<dyn Join<T>>,
+    /// `None` only while the handle is dropped.
+    task: Option<Arc<dyn Join<T>>>,
 }
 
 impl<T> JoinHandle<T> {
+    fn task(&self) -> &dyn Join<T> {
+        match &self.task {
+            Some(t) => &**t,
+            None => unreachable!("JoinHandle used while dropped"),
+        }
+    }
+
     /// Whether the task has finished.
     pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+        self.task().is_finished()
     }
 }
 
 impl<T> Future for JoinHandle<T> {
     type Output = T;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        self.task.poll_join(cx)
+        self.task().poll_join(cx)
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.release();
+        }
     }
 }
 
@@ -331,5 +356,5 @@ where
         stage: UnsafeCell::new(Stage::Running(fut)),
         joiner: Mutex::new(None),
     });
-    (cell.clone(), JoinHandle { task: cell })
+    (cell.clone(), JoinHandle { task: Some(cell) })
 }
