@@ -25,9 +25,15 @@
 //! * **Growth**: when the bump pointer reaches the end of what is mapped,
 //!   [`Grow::grow`] maps at least [`GROW_PAGES`] more pages (fresh frames,
 //!   through [`crate::mem::map_fresh`] on the machine).
+//! * **Fast path**: a small request whose class has a free block is a
+//!   table lookup for the class and a list pop under the lock
+//!   ([`Heap::take_free`], inlined into [`FrameHeap`]'s `alloc`, which
+//!   compiles to a leaf); everything else is out of line.
 //! * **Multi-core**: one [`spin::Mutex`] around the whole heap (short
 //!   critical sections; growth makes system calls under it, which other
-//!   cores wait out).
+//!   cores wait out). Uncontended, the lock is a few instructions of the
+//!   fast path; per-core caches would relieve contention between cores,
+//!   not shorten the path, and are not done.
 //! * **Out of memory** (quota exhausted, region full): `alloc` returns null
 //!   and records it; Rust's allocation-error path then panics, and the
 //!   panic handler sees [`out_of_memory`] and exits with code

@@ -2,7 +2,9 @@
 //! work stealing, the executor loop and its idle sleep.
 //!
 //! Every core has a [`CoreExec`] in one static array. Its run queue (a
-//! [`Policy`] behind a spin lock) exists once an executor was set up there
+//! [`Policy`] behind a spin lock; the default FIFO is tested for with one
+//! flag and used directly, other policies go through the trait object out
+//! of line) exists once an executor was set up there
 //! ([`ensure_executor`]); anyone may push to it, from any core. What each
 //! lock guards, and the order: a core's `queue` lock is never held while
 //! taking another lock, except by a thief, which holds its victim's queue

@@ -20,7 +20,7 @@
 //! core: the core that last polled it; see [`super::exec::enqueue`]).
 //!
 //! This module has `unsafe` for two things: the waker's vtable (a raw
-//! `Arc` pointer, see [`Cell::VTABLE`]) and the stage.
+//! `Arc` pointer, see `Cell::VTABLE`) and the stage.
 //!
 //! **Who may touch the stage** (the future, then its output; an
 //! `UnsafeCell`): while the state is not
