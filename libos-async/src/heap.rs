@@ -25,9 +25,15 @@
 //! * **Growth**: when the bump pointer reaches the end of what is mapped,
 //!   [`Grow::grow`] maps at least [`GROW_PAGES`] more pages (fresh frames,
 //!   through [`crate::mem::map_fresh`] on the machine).
+//! * **Fast path**: a small request whose class has a free block is a
+//!   table lookup for the class and a list pop under the lock
+//!   ([`Heap::take_free`], inlined into [`FrameHeap`]'s `alloc`, which
+//!   compiles to a leaf); everything else is out of line.
 //! * **Multi-core**: one [`spin::Mutex`] around the whole heap (short
 //!   critical sections; growth makes system calls under it, which other
-//!   cores wait out).
+//!   cores wait out). Uncontended, the lock is a few instructions of the
+//!   fast path; per-core caches would relieve contention between cores,
+//!   not shorten the path, and are not done.
 //! * **Out of memory** (quota exhausted, region full): `alloc` returns null
 //!   and records it; Rust's allocation-error path then panics, and the
 //!   panic handler sees [`out_of_memory`] and exits with code
@@ -98,10 +104,34 @@ pub struct Heap {
 // thread (tests), so moving it between threads is fine.
 unsafe impl Send for Heap {}
 
-/// The size class of `layout`, or `None` for a page-granular request.
+/// `CLASS[(s - 1) / MIN_BLOCK]`: the class of a request of `s` bytes
+/// (`1 ..= MAX_SMALL`), `ceil(log2(max(s, 16))) - 4`, precomputed so that
+/// the allocation fast path is a table load.
+static CLASS: [u8; MAX_SMALL / MIN_BLOCK] = {
+    let mut t = [0u8; MAX_SMALL / MIN_BLOCK];
+    let mut i = 0;
+    while i < t.len() {
+        // Blocks of (i + 1) * 16 bytes need class ceil(log2(i + 1)).
+        let mut class = 0;
+        while (1usize << class) < i + 1 {
+            class += 1;
+        }
+        t[i] = class as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The size class of `layout`, or `None` for a page-granular request:
+/// `ceil(log2(max(size, align, 16))) - 4`.
+#[inline]
 fn class_of(layout: Layout) -> Option<usize> {
-    let size = layout.size().max(layout.align()).max(MIN_BLOCK).next_power_of_two();
-    (size <= MAX_SMALL).then(|| (size / MIN_BLOCK).trailing_zeros() as usize)
+    let size = layout.size().max(layout.align());
+    if size > MAX_SMALL {
+        return None;
+    }
+    // `align` is at least 1, so `size >= 1`.
+    Some(usize::from(CLASS[(size - 1) / MIN_BLOCK]))
 }
 
 /// Pages for a large request.
@@ -191,36 +221,67 @@ impl Heap {
     }
 
     /// Allocates for `layout`; null when the region or `grow` runs out.
+    /// The common case ([`Heap::take_free`]) is a few inlined
+    /// instructions; the rest is out of line.
+    #[inline]
     pub fn alloc(&mut self, layout: Layout, grow: &mut dyn Grow) -> *mut u8 {
-        let Some(class) = class_of(layout) else {
-            return self.alloc_pages(pages_of(layout), layout.align(), grow);
-        };
-        if self.free[class].is_null() {
-            let page = self.alloc_pages(1, PAGE, grow);
-            if page.is_null() {
-                return ptr::null_mut();
-            }
-            let size = MIN_BLOCK << class;
-            // Thread the page's blocks onto the (empty) list, lowest first.
-            for i in (0..PAGE / size).rev() {
-                let block = (page as usize + i * size) as *mut Block;
-                // SAFETY: inside the page just taken, `size`-aligned, and
-                // not handed out to anyone.
-                unsafe { block.write(Block { next: self.free[class] }) };
-                self.free[class] = block;
-            }
+        if let Some(block) = self.take_free(layout) {
+            return block;
         }
+        match class_of(layout) {
+            Some(class) => self.refill(class, grow),
+            None => self.alloc_large(layout, grow),
+        }
+    }
+
+    /// A free block of `layout`'s size class, if it is a small request
+    /// and its class has one: the allocation fast path.
+    #[inline]
+    pub fn take_free(&mut self, layout: Layout) -> Option<*mut u8> {
+        let class = class_of(layout)?;
         let block = self.free[class];
+        if block.is_null() {
+            return None;
+        }
         // SAFETY: a block on the free list holds a valid link (written when
         // it was put there) and belongs to nobody else.
         self.free[class] = unsafe { (*block).next };
-        block as *mut u8
+        Some(block as *mut u8)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn alloc_large(&mut self, layout: Layout, grow: &mut dyn Grow) -> *mut u8 {
+        self.alloc_pages(pages_of(layout), layout.align(), grow)
+    }
+
+    /// Cuts a fresh page into blocks of `class` (whose list is empty) and
+    /// hands out the first.
+    #[cold]
+    #[inline(never)]
+    fn refill(&mut self, class: usize, grow: &mut dyn Grow) -> *mut u8 {
+        let page = self.alloc_pages(1, PAGE, grow);
+        if page.is_null() {
+            return ptr::null_mut();
+        }
+        let size = MIN_BLOCK << class;
+        // Thread the page's blocks but the first onto the (empty) list,
+        // lowest first.
+        for i in (1..PAGE / size).rev() {
+            let block = (page as usize + i * size) as *mut Block;
+            // SAFETY: inside the page just taken, `size`-aligned, and not
+            // handed out to anyone.
+            unsafe { block.write(Block { next: self.free[class] }) };
+            self.free[class] = block;
+        }
+        page
     }
 
     /// Gives back a block from [`Heap::alloc`] with the same `layout`.
     ///
     /// # Safety
     /// `at` must come from `self.alloc(layout, ..)` and not be freed yet.
+    #[inline]
     pub unsafe fn dealloc(&mut self, at: *mut u8, layout: Layout) {
         match class_of(layout) {
             Some(class) => {
@@ -277,6 +338,18 @@ impl FrameHeap {
     }
 }
 
+impl FrameHeap {
+    #[cold]
+    #[inline(never)]
+    fn alloc_slow(&self, layout: Layout) -> *mut u8 {
+        let p = self.heap.lock().alloc(layout, &mut FrameGrow);
+        if p.is_null() {
+            OUT_OF_MEMORY.store(true, Ordering::Relaxed);
+        }
+        p
+    }
+}
+
 impl Default for FrameHeap {
     fn default() -> Self {
         Self::new()
@@ -290,11 +363,11 @@ impl Default for FrameHeap {
 // hands out a block twice until it is freed; the lock serializes all cores.
 unsafe impl GlobalAlloc for FrameHeap {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = self.heap.lock().alloc(layout, &mut FrameGrow);
-        if p.is_null() {
-            OUT_OF_MEMORY.store(true, Ordering::Relaxed);
+        // The fast path first, kept apart so that it compiles to a leaf.
+        if let Some(p) = self.heap.lock().take_free(layout) {
+            return p;
         }
-        p
+        self.alloc_slow(layout)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -354,6 +427,11 @@ mod tests {
         assert_eq!(class_of(l(2048, 8)), Some(7));
         assert_eq!(class_of(l(2049, 8)), None);
         assert_eq!(pages_of(l(4097, 8)), 2);
+        // The table agrees with the definition for every small size.
+        for size in 1..=MAX_SMALL {
+            let want = size.max(MIN_BLOCK).next_power_of_two().trailing_zeros() - 4;
+            assert_eq!(class_of(l(size, 1)), Some(want as usize), "size {size}");
+        }
     }
 
     #[test]

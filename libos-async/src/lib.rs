@@ -30,8 +30,10 @@
 //! memory (an allocation failed: [`heap::EXIT_OUT_OF_MEMORY`]).
 //!
 //! Modules with `unsafe`: [`sys`], [`ring`], [`heap`] (the allocator's
-//! free lists) and [`percore`] (core-local storage's `Sync`); everything
-//! else, the whole runtime included, is safe code.
+//! free lists), [`percore`] (core-local storage's `Sync`) and
+//! [`rt::task`] (a task's future stored inline in its `Arc`, guarded by
+//! the run state, and its waker vtable); everything else, the rest of the
+//! runtime included, is safe code.
 //!
 //! On the host everything compiles (so `cargo test`/`clippy --workspace`
 //! work), but only the pure parts are meaningful.

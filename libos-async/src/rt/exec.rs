@@ -2,7 +2,9 @@
 //! work stealing, the executor loop and its idle sleep.
 //!
 //! Every core has a [`CoreExec`] in one static array. Its run queue (a
-//! [`Policy`] behind a spin lock) exists once an executor was set up there
+//! [`Policy`] behind a spin lock; the default FIFO is tested for with one
+//! flag and used directly, other policies go through the trait object out
+//! of line) exists once an executor was set up there
 //! ([`ensure_executor`]); anyone may push to it, from any core. What each
 //! lock guards, and the order: a core's `queue` lock is never held while
 //! taking another lock, except by a thief, which holds its victim's queue
@@ -29,7 +31,6 @@
 //! changed (if a task waits for that), OR the TSC reached its earliest
 //! timer, OR a watched word changed. It never spins.
 
-use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::task::Wake;
 use alloc::vec::Vec;
@@ -39,11 +40,11 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
 
 use abi::MAX_CORES;
-use spin::Mutex;
+use spin::{Mutex, MutexGuard};
 
 use super::machine;
-use super::policy::{Fifo, Policy, PolicyKind, Priority};
-use super::task::{self, DONE, IDLE, JoinHandle, NOTIFIED, RUNNING, SCHEDULED, TaskRef};
+use super::policy::{Policy, PolicyKind, RunQueue};
+use super::task::{self, JoinHandle, TaskRef};
 use super::timer::TimerHeap;
 use super::watch::WatchList;
 use super::{reactor, slots::SlotTable};
@@ -58,8 +59,8 @@ pub const WATCH_RECHECK_TICKS: u64 = 16;
 
 /// One core's executor state.
 pub(crate) struct CoreExec {
-    /// The run queue; `None` until an executor is set up on this core.
-    queue: Mutex<Option<Box<dyn Policy<TaskRef>>>>,
+    /// The run queue; none until an executor is set up on this core.
+    queue: Mutex<QueueSlot>,
     /// Tasks in `queue` (read without the lock by thieves and the idle
     /// check).
     len: AtomicUsize,
@@ -87,7 +88,7 @@ pub(crate) struct CoreExec {
 impl CoreExec {
     const fn new() -> Self {
         CoreExec {
-            queue: Mutex::new(None),
+            queue: Mutex::new(QueueSlot::none()),
             len: AtomicUsize::new(0),
             wake_seq: AtomicU64::new(0),
             notify_pending: AtomicBool::new(false),
@@ -98,6 +99,45 @@ impl CoreExec {
             watch: Mutex::new(WatchList::new()),
             slots: Mutex::new(SlotTable::new()),
         }
+    }
+}
+
+/// A core's run queue or none, like an `Option<RunQueue>` but with one
+/// flag for the hot paths to test: `fifo` (open, and the plain FIFO
+/// policy, whose part is used directly).
+struct QueueSlot {
+    open: bool,
+    /// `open` and `rq.is_fifo()`.
+    fifo: bool,
+    /// Empty while `!open`.
+    rq: RunQueue<TaskRef>,
+}
+
+impl QueueSlot {
+    const fn none() -> Self {
+        QueueSlot { open: false, fifo: false, rq: RunQueue::fifo() }
+    }
+
+    #[inline]
+    fn as_mut(&mut self) -> Option<&mut RunQueue<TaskRef>> {
+        if self.open { Some(&mut self.rq) } else { None }
+    }
+
+    fn is_none(&self) -> bool {
+        !self.open
+    }
+
+    fn set(&mut self, rq: RunQueue<TaskRef>) {
+        self.fifo = rq.is_fifo();
+        self.rq = rq;
+        self.open = true;
+    }
+
+    fn take(&mut self) -> Option<RunQueue<TaskRef>> {
+        let open = core::mem::replace(&mut self.open, false);
+        self.fifo = false;
+        let rq = core::mem::replace(&mut self.rq, RunQueue::fifo());
+        open.then_some(rq)
     }
 }
 
@@ -153,11 +193,11 @@ pub fn queued(core: usize) -> usize {
     CORES.get(core).map_or(0, |c| c.len.load(Ordering::Relaxed))
 }
 
-fn new_policy() -> Box<dyn Policy<TaskRef>> {
+fn new_policy() -> RunQueue<TaskRef> {
     if POLICY.load(Ordering::SeqCst) == PolicyKind::Priority as usize {
-        Box::new(Priority::new())
+        RunQueue::new(PolicyKind::Priority)
     } else {
-        Box::new(Fifo::new())
+        RunQueue::new(PolicyKind::Fifo)
     }
 }
 
@@ -166,7 +206,7 @@ pub(crate) fn ensure_queue(core: usize) {
     let exec = &CORES[core];
     let mut q = exec.queue.lock();
     if q.is_none() {
-        *q = Some(new_policy());
+        q.set(new_policy());
     }
     ACTIVE.fetch_or(bit(core), Ordering::SeqCst);
 }
@@ -195,47 +235,85 @@ pub(crate) fn ensure_executor() -> usize {
 }
 
 /// Pushes `task` on `core`'s queue; returns the queue's new length.
-fn push(core: usize, task: TaskRef) -> usize {
+#[inline(always)]
+pub(crate) fn push(core: usize, task: TaskRef) -> usize {
     let exec = &CORES[core];
     let mut q = exec.queue.lock();
-    match q.as_mut() {
-        Some(q) => {
-            q.push(task);
-            let n = q.len();
-            exec.len.store(n, Ordering::SeqCst);
-            n
-        }
-        None => {
-            drop(q);
-            // No executor there (any more): run it here instead.
-            let here = machine::current_core();
-            assert!(here != core, "no executor on core {core} to run a task");
-            ensure_queue(here);
-            task.header().home.store(here, Ordering::Relaxed);
-            push(here, task)
-        }
+    if !q.fifo {
+        return push_slow(q, core, task);
     }
+    let fifo = q.rq.fifo_part();
+    fifo.push(task);
+    let n = fifo.len();
+    exec.len.store(n, Ordering::SeqCst);
+    n
 }
 
+/// [`push`] to a queue with another policy than FIFO, or none.
+#[inline(never)]
+fn push_slow(mut q: MutexGuard<'_, QueueSlot>, core: usize, task: TaskRef) -> usize {
+    let Some(rq) = q.as_mut() else {
+        drop(q);
+        return push_elsewhere(core, task);
+    };
+    let n = rq.push_len(task);
+    CORES[core].len.store(n, Ordering::SeqCst);
+    n
+}
+
+/// [`push`] for a core without a run queue: its executor is gone (the
+/// task runs here instead), or it is the calling core, which spawns its
+/// first task before any executor was set up here (it gets a queue).
+#[cold]
+#[inline(never)]
+fn push_elsewhere(core: usize, task: TaskRef) -> usize {
+    let here = machine::current_core();
+    ensure_queue(here);
+    if here != core {
+        task.header().home.store(here, Ordering::Relaxed);
+    }
+    push(here, task)
+}
+
+#[inline]
 fn pop(core: usize) -> Option<TaskRef> {
     let exec = &CORES[core];
     if exec.len.load(Ordering::Relaxed) == 0 {
         return None;
     }
     let mut q = exec.queue.lock();
-    let q = q.as_mut()?;
-    let t = q.pop();
-    exec.len.store(q.len(), Ordering::SeqCst);
+    let (t, n) = if q.fifo {
+        let fifo = q.rq.fifo_part();
+        (fifo.pop(), fifo.len())
+    } else {
+        pop_slow(&mut q)?
+    };
+    exec.len.store(n, Ordering::SeqCst);
     t
 }
 
-/// Queues a woken (or new) task on its home core and makes sure that
-/// core notices.
-pub(crate) fn enqueue(task: TaskRef) {
-    let home = task.header().home.load(Ordering::Relaxed);
-    let here = machine::current_core();
+/// [`pop`] from a queue with another policy than FIFO, or none.
+#[inline(never)]
+fn pop_slow(q: &mut QueueSlot) -> Option<(Option<TaskRef>, usize)> {
+    Some(q.as_mut()?.pop_len())
+}
+
+/// Queues a woken (or new) task on its home core `home` (the caller read
+/// it from the task's header) and makes sure that core notices.
+#[inline]
+pub(crate) fn enqueue(task: TaskRef, home: usize) {
     let len = push(home, task);
-    if home != here {
+    // The common case (a task queued on our own core's empty queue) needs
+    // nothing more.
+    if len >= 2 || home != machine::current_core() {
+        notice(home, len);
+    }
+}
+
+/// The rest of [`enqueue`], after `home`'s queue grew to `len`.
+#[inline(never)]
+fn notice(home: usize, len: usize) {
+    if home != machine::current_core() {
         wake_core(home, false);
     }
     if len >= 2 && stealing() {
@@ -298,13 +376,13 @@ where
     F::Output: Send + 'static,
 {
     let core = machine::current_core();
-    if CORES[core].len.load(Ordering::Relaxed) == 0
-        && ACTIVE.load(Ordering::Relaxed) & bit(core) == 0
-    {
-        ensure_queue(core);
-    }
+    // No queue here yet: `push` makes one.
     let (task, handle) = task::new_task(fut, core, priority);
-    enqueue(task);
+    // `enqueue` for a task whose home is the calling core.
+    let len = push(core, task);
+    if len >= 2 {
+        notice(core, len);
+    }
     handle
 }
 
@@ -342,7 +420,7 @@ where
         return Err(NoExecutor(core));
     }
     let (task, handle) = task::new_task(fut, core, priority);
-    enqueue(task);
+    enqueue(task, core);
     Ok(handle)
 }
 
@@ -358,23 +436,6 @@ pub fn yield_now() -> impl Future<Output = ()> {
             Poll::Pending
         }
     })
-}
-
-/// Polls one task taken from `core`'s queue.
-fn run_task(core: usize, task: TaskRef) {
-    let header = task.header();
-    header.state.store(RUNNING, Ordering::Release);
-    header.home.store(core, Ordering::Relaxed);
-    if task.clone().poll_once() {
-        header.state.store(DONE, Ordering::Release);
-        return;
-    }
-    if header.state.compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire).is_err() {
-        // Woken while it ran (NOTIFIED): back in the queue.
-        debug_assert_eq!(header.state.load(Ordering::Relaxed), NOTIFIED);
-        header.state.store(SCHEDULED, Ordering::Release);
-        push(core, task);
-    }
 }
 
 /// Steals up to half of the most loaded other core's queue; whether
@@ -441,7 +502,7 @@ fn tick(core: usize, ticks: &mut u64) -> bool {
     let mut did = false;
     for _ in 0..TICK_BUDGET {
         let Some(t) = pop(core) else { break };
-        run_task(core, t);
+        t.run(core);
         did = true;
     }
     let exec = &CORES[core];
@@ -631,7 +692,7 @@ pub(crate) mod testing {
 
     pub fn reset() {
         for c in CORES.iter() {
-            *c.queue.lock() = None;
+            c.queue.lock().take();
             c.len.store(0, Ordering::SeqCst);
             c.looping.store(false, Ordering::SeqCst);
             *c.timers.lock() = TimerHeap::new();

@@ -6,8 +6,11 @@
 //! may [`steal`](Policy::steal) from it when stealing is on. Policies are
 //! plain data structures with no knowledge of cores or wakers (the host
 //! tests drive them directly); each core's policy sits behind that core's
-//! queue lock in [`super::exec`].
+//! queue lock in [`super::exec`], wrapped in a [`RunQueue`]: the default
+//! [`Fifo`] is held directly (its calls inline into the executor's hot
+//! path), any other policy as a `Box<dyn Policy>`.
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
@@ -54,12 +57,15 @@ impl<T> Default for Fifo<T> {
 }
 
 impl<T: Send> Policy<T> for Fifo<T> {
+    #[inline]
     fn push(&mut self, item: T) {
         self.queue.push_back(item);
     }
+    #[inline]
     fn pop(&mut self) -> Option<T> {
         self.queue.pop_front()
     }
+    #[inline]
     fn len(&self) -> usize {
         self.queue.len()
     }
@@ -123,6 +129,103 @@ impl<T: Prioritized + Send> Policy<T> for Priority<T> {
                     None => break,
                 }
             }
+        }
+    }
+}
+
+/// A core's run queue: the [`Fifo`] fast path (held directly: no
+/// indirect calls) unless another policy is plugged in behind the
+/// [`Policy`] trait object.
+pub struct RunQueue<T> {
+    fifo: Fifo<T>,
+    /// `Some`: this policy is used instead of `fifo` (which stays empty).
+    custom: Option<Box<dyn Policy<T>>>,
+}
+
+impl<T: Prioritized + Send + 'static> RunQueue<T> {
+    /// An empty queue of the policy `kind`.
+    pub fn new(kind: PolicyKind) -> Self {
+        match kind {
+            PolicyKind::Fifo => RunQueue { fifo: Fifo::new(), custom: None },
+            PolicyKind::Priority => Self::with_policy(Box::new(Priority::new())),
+        }
+    }
+}
+
+impl<T: Send> RunQueue<T> {
+    /// An empty [`Fifo`] queue.
+    pub const fn fifo() -> Self {
+        RunQueue { fifo: Fifo::new(), custom: None }
+    }
+
+    /// An empty queue run by `policy`.
+    pub fn with_policy(policy: Box<dyn Policy<T>>) -> Self {
+        RunQueue { fifo: Fifo::new(), custom: Some(policy) }
+    }
+
+    /// The [`Fifo`] part: the queue itself when no other policy is
+    /// plugged in (else unused and empty). The executors' fast path.
+    #[inline]
+    pub fn fifo_part(&mut self) -> &mut Fifo<T> {
+        &mut self.fifo
+    }
+
+    /// Whether the queue is the plain [`Fifo`] (no other policy).
+    pub fn is_fifo(&self) -> bool {
+        self.custom.is_none()
+    }
+
+    /// [`Policy::push`], then the new length (one dispatch for both).
+    #[inline]
+    pub fn push_len(&mut self, item: T) -> usize {
+        match &mut self.custom {
+            None => {
+                self.fifo.push(item);
+                self.fifo.len()
+            }
+            Some(q) => {
+                q.push(item);
+                q.len()
+            }
+        }
+    }
+
+    /// [`Policy::pop`], and the length left (one dispatch for both).
+    #[inline]
+    pub fn pop_len(&mut self) -> (Option<T>, usize) {
+        match &mut self.custom {
+            None => (self.fifo.pop(), self.fifo.len()),
+            Some(q) => (q.pop(), q.len()),
+        }
+    }
+}
+
+impl<T: Send> Policy<T> for RunQueue<T> {
+    #[inline]
+    fn push(&mut self, item: T) {
+        match &mut self.custom {
+            None => self.fifo.push(item),
+            Some(q) => q.push(item),
+        }
+    }
+    #[inline]
+    fn pop(&mut self) -> Option<T> {
+        match &mut self.custom {
+            None => self.fifo.pop(),
+            Some(q) => q.pop(),
+        }
+    }
+    #[inline]
+    fn len(&self) -> usize {
+        match &self.custom {
+            None => self.fifo.len(),
+            Some(q) => q.len(),
+        }
+    }
+    fn steal(&mut self, max: usize, out: &mut Vec<T>) {
+        match &mut self.custom {
+            None => self.fifo.steal(max, out),
+            Some(q) => q.steal(max, out),
         }
     }
 }
@@ -197,8 +300,9 @@ mod tests {
         /// exactly once, and `len` is exact.
         #[test]
         fn nothing_lost_or_duplicated(ops in proptest::collection::vec((0u8..3, 0u8..10), 0..200)) {
-            let mut fifo = Fifo::new();
-            let mut prio = Priority::new();
+            // Through the run-queue wrapper, as the executors use them.
+            let mut fifo = RunQueue::new(PolicyKind::Fifo);
+            let mut prio = RunQueue::new(PolicyKind::Priority);
             let (mut pushed, mut got_f, mut got_p) = (0u32, Vec::new(), Vec::new());
             for (op, p) in ops {
                 match op {

@@ -29,6 +29,7 @@
 use alloc::boxed::Box;
 use core::future::Future;
 use core::pin::Pin;
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::task::{Context, Poll};
 
 use abi::ring::SqEntry;
@@ -73,71 +74,54 @@ pub(crate) fn notify_self() -> bool {
 }
 
 /// The TSC when the last batch of completions was found on a ring (set
-/// before they are dispatched): benchmarks measure wake-up latency from
-/// it.
-static LAST_REAP_TSC: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// when the first of a reap is found, before it is dispatched): benchmarks
+/// measure wake-up latency from it.
+static LAST_REAP_TSC: AtomicU64 = AtomicU64::new(0);
 
 /// When the last batch of completions was found (see [`LAST_REAP_TSC`]),
 /// for wake-up benchmarks.
 pub fn last_reap_tsc() -> u64 {
-    LAST_REAP_TSC.load(core::sync::atomic::Ordering::Relaxed)
+    LAST_REAP_TSC.load(Ordering::Relaxed)
 }
 
 /// Submits what is pending and dispatches every completion waiting on
 /// `core`'s ring (the calling core's); whether any completion arrived.
+///
+/// Completions are taken one at a time (ring, then slot table, each lock
+/// dropped before the waiter is woken): no batch buffers to fill and
+/// drain on the wake-up path.
 pub(crate) fn flush_and_reap(core: usize) -> bool {
-    const BATCH: usize = 32;
     let exec = &CORES[core];
     // Clear before looking: a push after this sets it again.
-    if !exec.ring_busy.swap(false, core::sync::atomic::Ordering::SeqCst) {
+    if !exec.ring_busy.swap(false, Ordering::SeqCst) {
         return false;
     }
+    let mut submit = true;
     let mut any = false;
     loop {
-        let mut got = [(0u64, 0u64); BATCH];
-        let n = RINGS
+        let got = RINGS
             .try_with(|slot| {
-                let Some(Ok(ring)) = slot else { return 0 };
-                if ring.pending() > 0 {
+                let Some(Ok(ring)) = slot else { return None };
+                if submit && ring.pending() > 0 {
                     let _ = ring.submit(0);
                 }
-                let mut n = 0;
-                while n < BATCH {
-                    match ring.pop() {
-                        Some(c) => {
-                            got[n] = (c.user_data, c.result);
-                            n += 1;
-                        }
-                        None => break,
-                    }
-                }
-                n
+                ring.pop()
             })
-            .unwrap_or(0);
-        if n == 0 {
-            break;
+            .flatten();
+        submit = false;
+        let Some(c) = got else { break };
+        if !any {
+            LAST_REAP_TSC.store(machine::now(), Ordering::Relaxed);
+            any = true;
         }
-        LAST_REAP_TSC.store(machine::now(), core::sync::atomic::Ordering::Relaxed);
-        any = true;
-        let mut wake = [const { None }; BATCH];
-        {
-            let mut slots = CORES[core].slots.lock();
-            for (i, &(user_data, result)) in got[..n].iter().enumerate() {
-                if let Delivery::Wake(w) = slots.complete(user_data, result) {
-                    wake[i] = w;
-                }
-            }
-        }
-        for w in wake.into_iter().flatten() {
+        let delivery = exec.slots.lock().complete(c.user_data, c.result);
+        if let Delivery::Wake(Some(w)) = delivery {
             w.wake();
-        }
-        if n < BATCH {
-            break;
         }
     }
     if exec.slots.lock().in_flight() > 0 {
         // Completions may still come: look again next tick.
-        exec.ring_busy.store(true, core::sync::atomic::Ordering::SeqCst);
+        exec.ring_busy.store(true, Ordering::SeqCst);
     }
     any
 }
@@ -203,7 +187,7 @@ impl Future for RingOp {
             OpState::New => {
                 let core = machine::current_core();
                 let user_data = CORES[core].slots.lock().alloc();
-                CORES[core].ring_busy.store(true, core::sync::atomic::Ordering::SeqCst);
+                CORES[core].ring_busy.store(true, Ordering::SeqCst);
                 this.entry.user_data = user_data;
                 let entry = this.entry;
                 let pushed = RINGS.try_with(|slot| match slot {

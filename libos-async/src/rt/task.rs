@@ -1,9 +1,12 @@
 //! Tasks: a spawned future, its run state, and its [`JoinHandle`].
 //!
-//! A task is one `Arc` holding a header (run state, home core, priority),
-//! the boxed future, and the slot for its output. Its [`Waker`] is that
-//! `Arc` (through [`alloc::task::Wake`], so wakers are `Send + Sync` and
-//! work from any core). The run state makes sure a task is in at most one
+//! A task is **one allocation**: an `Arc` holding a header (run state, home
+//! core, priority), the future itself (inline, never moved: it is pinned
+//! there), later its output, and the joiner's waker. Its [`Waker`] is that
+//! `Arc` (a strong count per waker, so wakers are `Send + Sync` and work
+//! from any core); the waker a poll hands to the future is borrowed from
+//! the executor's own count, so a poll costs no count changes unless the
+//! future keeps a clone. The run state makes sure a task is in at most one
 //! run queue and polled by at most one core at a time:
 //!
 //! ```text
@@ -15,14 +18,31 @@
 //!
 //! Only the `IDLE -> SCHEDULED` transition queues the task (on its home
 //! core: the core that last polled it; see [`super::exec::enqueue`]).
+//!
+//! This module has `unsafe` for two things: the waker's vtable (a raw
+//! `Arc` pointer, see `Cell::VTABLE`) and the stage.
+//!
+//! **Who may touch the stage** (the future, then its output; an
+//! `UnsafeCell`): while the state is not
+//! `DONE`, only the executor that popped the task from a run queue (and
+//! so owns the `RUNNING` state) until it stores `IDLE` (Release; the next
+//! owner comes through a waker's `IDLE -> SCHEDULED` CAS and a queue lock,
+//! both acquiring). The executor stores `DONE` (Release) right after it
+//! replaced the future by its output and never touches the stage again
+//! (a `DONE` task is never queued). After `DONE`, only the one
+//! [`JoinHandle`] (it is not `Clone`; polling it takes `&mut`) reads the
+//! stage, after an Acquire load of `DONE`. The joiner's waker is handed
+//! over under a small spin lock: the handle stores its waker, then looks
+//! at the state again; the completer stores `DONE`, then takes the waker;
+//! one of the two sees the other (no lost wake-up).
 
-use alloc::boxed::Box;
 use alloc::sync::Arc;
-use alloc::task::Wake;
+use core::cell::UnsafeCell;
 use core::future::Future;
+use core::mem::ManuallyDrop;
 use core::pin::Pin;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use core::task::{Context, Poll, Waker};
+use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use spin::Mutex;
 
@@ -44,6 +64,7 @@ pub(crate) struct Header {
 
 impl Header {
     /// A wake-up: whether the caller must queue the task.
+    #[inline]
     pub(crate) fn wake_needs_queue(&self) -> bool {
         let mut state = self.state.load(Ordering::Acquire);
         loop {
@@ -64,9 +85,11 @@ impl Header {
 /// A task as the executor sees it.
 pub(crate) trait Runnable: Send + Sync {
     fn header(&self) -> &Header;
-    /// Polls the future once (the caller set the state to RUNNING);
-    /// whether it finished.
-    fn poll_once(self: Arc<Self>) -> bool;
+    /// Runs the task once on `core`, whose executor popped it from a run
+    /// queue (state `SCHEDULED`): `RUNNING`, one poll, then `DONE`, `IDLE`,
+    /// or — if it was woken meanwhile — `SCHEDULED` again and pushed back
+    /// on `core`'s queue.
+    fn run(self: Arc<Self>, core: usize);
 }
 
 /// A queued task.
@@ -78,18 +101,33 @@ impl Prioritized for TaskRef {
     }
 }
 
-struct Output<T> {
-    value: Option<T>,
-    finished: bool,
-    joiner: Option<Waker>,
+/// What the task's cell holds: the future, then its output.
+enum Stage<F: Future> {
+    Running(F),
+    Finished(F::Output),
+    /// The output was taken by the [`JoinHandle`].
+    Taken,
 }
 
 struct Cell<F: Future> {
     header: Header,
-    /// Locked only by the executor polling the task (the run state makes
-    /// that one core at a time, so the lock is never contended).
-    future: Mutex<Option<Pin<Box<F>>>>,
-    output: Mutex<Output<F::Output>>,
+    /// See the module documentation for who may touch it when.
+    stage: UnsafeCell<Stage<F>>,
+    /// The waker of the task awaiting the [`JoinHandle`].
+    joiner: Mutex<Option<Waker>>,
+}
+
+// SAFETY: `stage` is the only field that is not `Sync` by itself. It is
+// only ever accessed by one core at a time, with a happens-before edge
+// between successive accessors (the run-state protocol of the module
+// documentation), so sharing `&Cell` between cores is sound provided what
+// moves between cores through it may: the future (polled on whatever core
+// pops it) and its output (read by the joiner's core) are both `Send`.
+unsafe impl<F> Sync for Cell<F>
+where
+    F: Future + Send,
+    F::Output: Send,
+{
 }
 
 impl<F> Runnable for Cell<F>
@@ -101,54 +139,127 @@ where
         &self.header
     }
 
-    fn poll_once(self: Arc<Self>) -> bool {
-        let waker = Waker::from(self.clone());
+    fn run(self: Arc<Self>, core: usize) {
+        let header = &self.header;
+        header.state.store(RUNNING, Ordering::Relaxed);
+        // Whoever moves a task to another core's queue sets its home first
+        // (stealing, retiring a core), so it is `core` already.
+        debug_assert_eq!(header.home.load(Ordering::Relaxed), core);
+        // SAFETY: a borrowed waker: `self` holds a strong count for as long
+        // as `waker` lives (it is never dropped, so it gives back no count),
+        // and the data pointer is `Arc::as_ptr` of an `Arc<Self>`, which is
+        // what the vtable's functions expect.
+        let waker = ManuallyDrop::new(unsafe {
+            Waker::from_raw(RawWaker::new(Arc::as_ptr(&self).cast(), &Self::VTABLE))
+        });
         let mut cx = Context::from_waker(&waker);
-        let mut slot = self.future.lock();
-        let Some(fut) = slot.as_mut() else { return true };
-        match fut.as_mut().poll(&mut cx) {
-            Poll::Pending => false,
+        // SAFETY: we own the RUNNING state (our executor popped the task
+        // from its run queue, where only the IDLE -> SCHEDULED transition
+        // puts it, and the queue lock orders us after the previous owner's
+        // last access): no one else touches `stage` until we store IDLE or
+        // DONE below (module documentation).
+        let stage = unsafe { &mut *self.stage.get() };
+        let Stage::Running(fut) = stage else {
+            // Cannot happen (a DONE task is never queued): nothing to do.
+            return;
+        };
+        // SAFETY: the future lives inside the `Arc`'s allocation, which
+        // never moves, and is never moved out of it: it stays there until
+        // it is dropped in place (replaced by its output below, or with the
+        // cell).
+        let fut = unsafe { Pin::new_unchecked(fut) };
+        match fut.poll(&mut cx) {
+            Poll::Pending => {
+                if header
+                    .state
+                    .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    // Woken while it ran (NOTIFIED): back in the queue.
+                    debug_assert_eq!(header.state.load(Ordering::Relaxed), NOTIFIED);
+                    header.state.store(SCHEDULED, Ordering::Relaxed);
+                    super::exec::push(core, self);
+                }
+            }
             Poll::Ready(value) => {
-                *slot = None;
-                drop(slot);
-                let joiner = {
-                    let mut out = self.output.lock();
-                    out.value = Some(value);
-                    out.finished = true;
-                    out.joiner.take()
-                };
-                self.header.state.store(DONE, Ordering::Release);
+                // Drops the future in place.
+                *stage = Stage::Finished(value);
+                header.state.store(DONE, Ordering::Release);
+                let joiner = self.joiner.lock().take();
                 if let Some(w) = joiner {
                     w.wake();
                 }
-                true
             }
         }
     }
 }
 
-impl<F> Wake for Cell<F>
+impl<F> Cell<F>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    fn wake(self: Arc<Self>) {
+    /// The vtable of this task's wakers. Every `RawWaker` with it has as
+    /// data `Arc::as_ptr` of an `Arc<Self>`, and either owns one strong
+    /// count of it (made by `clone_raw`) or is borrowed, for its whole
+    /// life, from an `Arc` its maker holds (the one in [`Runnable::run`],
+    /// never dropped).
+    const VTABLE: RawWakerVTable =
+        RawWakerVTable::new(Self::clone_raw, Self::wake_raw, Self::wake_by_ref_raw, Self::drop_raw);
+
+    /// Queues the task if this wake-up must (see [`Header::wake_needs_queue`]).
+    #[inline]
+    fn wake_arc(self: Arc<Self>) {
         if self.header.wake_needs_queue() {
-            super::exec::enqueue(self);
+            let home = self.header.home.load(Ordering::Relaxed);
+            super::exec::enqueue(self, home);
         }
     }
 
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.header.wake_needs_queue() {
-            super::exec::enqueue(self.clone());
+    unsafe fn clone_raw(data: *const ()) -> RawWaker {
+        // SAFETY: `data` is `Arc::as_ptr` of an `Arc<Self>` that is alive
+        // (the waker being cloned owns or borrows a count: VTABLE).
+        unsafe { Arc::increment_strong_count(data.cast::<Self>()) };
+        RawWaker::new(data, &Self::VTABLE)
+    }
+
+    unsafe fn wake_raw(data: *const ()) {
+        // SAFETY: `wake` consumes a waker, and only owning wakers can be
+        // consumed (the borrowed one is never handed out by value): its
+        // count passes to this `Arc`.
+        let task = unsafe { Arc::from_raw(data.cast::<Self>()) };
+        task.wake_arc();
+    }
+
+    unsafe fn wake_by_ref_raw(data: *const ()) {
+        let ptr = data.cast::<Self>();
+        // SAFETY: the waker keeps its count (owned or borrowed) during the
+        // call, so the task is alive.
+        let header = unsafe { &(*ptr).header };
+        if header.wake_needs_queue() {
+            let home = header.home.load(Ordering::Relaxed);
+            // SAFETY: as above; the new count is the queue's.
+            unsafe { Arc::increment_strong_count(ptr) };
+            // SAFETY: the count just taken passes to this `Arc`.
+            super::exec::enqueue(unsafe { Arc::from_raw(ptr) }, home);
         }
+    }
+
+    unsafe fn drop_raw(data: *const ()) {
+        // SAFETY: only owning wakers are dropped (the borrowed one is in a
+        // `ManuallyDrop`): this gives back the count it owned.
+        unsafe { Arc::decrement_strong_count(data.cast::<Self>()) };
     }
 }
 
 /// The join side of a task, whatever its future.
 trait Join<T>: Send + Sync {
+    /// Only ever called by the task's one [`JoinHandle`] (through `&mut`).
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<T>;
     fn is_finished(&self) -> bool;
+    /// Drops the handle's reference (monomorphic: the task's layout and
+    /// destructor are known statically, unlike through `Arc<dyn Join>`).
+    fn release(self: Arc<Self>);
 }
 
 impl<F> Join<F::Output> for Cell<F>
@@ -157,40 +268,73 @@ where
     F::Output: Send + 'static,
 {
     fn poll_join(&self, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let mut out = self.output.lock();
-        if let Some(v) = out.value.take() {
-            return Poll::Ready(v);
+        if self.header.state.load(Ordering::Acquire) != DONE {
+            {
+                let mut joiner = self.joiner.lock();
+                match &*joiner {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *joiner = Some(cx.waker().clone()),
+                }
+            }
+            // The completer stores DONE before it takes the waker: if it
+            // took it before we stored ours, we see DONE now.
+            if self.header.state.load(Ordering::Acquire) != DONE {
+                return Poll::Pending;
+            }
         }
-        assert!(!out.finished, "JoinHandle polled after it returned the output");
-        match &out.joiner {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            _ => out.joiner = Some(cx.waker().clone()),
+        // SAFETY: the state is DONE (Acquire, pairing with the completer's
+        // Release store made after its last access to the stage); no
+        // executor touches a DONE task's stage again, and only the one
+        // JoinHandle, which holds `&mut` while it polls, calls this.
+        let stage = unsafe { &mut *self.stage.get() };
+        match core::mem::replace(stage, Stage::Taken) {
+            Stage::Finished(v) => Poll::Ready(v),
+            _ => panic!("JoinHandle polled after it returned the output"),
         }
-        Poll::Pending
     }
 
     fn is_finished(&self) -> bool {
-        self.output.lock().finished
+        self.header.state.load(Ordering::Acquire) == DONE
+    }
+
+    fn release(self: Arc<Self>) {
+        drop(self);
     }
 }
 
 /// Awaits a spawned task's output. Dropping it detaches the task (it runs
 /// to completion anyway; its output is dropped).
 pub struct JoinHandle<T> {
-    task: Arc<dyn Join<T>>,
+    /// `None` only while the handle is dropped.
+    task: Option<Arc<dyn Join<T>>>,
 }
 
 impl<T> JoinHandle<T> {
+    fn task(&self) -> &dyn Join<T> {
+        match &self.task {
+            Some(t) => &**t,
+            None => unreachable!("JoinHandle used while dropped"),
+        }
+    }
+
     /// Whether the task has finished.
     pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
+        self.task().is_finished()
     }
 }
 
 impl<T> Future for JoinHandle<T> {
     type Output = T;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        self.task.poll_join(cx)
+        self.task().poll_join(cx)
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.release();
+        }
     }
 }
 
@@ -200,7 +344,8 @@ impl<T> core::fmt::Debug for JoinHandle<T> {
     }
 }
 
-/// Makes a task (state SCHEDULED, home `core`) and its join handle.
+/// Makes a task (state SCHEDULED, home `core`) and its join handle: one
+/// allocation.
 pub(crate) fn new_task<F>(fut: F, core: usize, priority: u8) -> (TaskRef, JoinHandle<F::Output>)
 where
     F: Future + Send + 'static,
@@ -208,8 +353,8 @@ where
 {
     let cell = Arc::new(Cell {
         header: Header { state: AtomicU8::new(SCHEDULED), home: AtomicUsize::new(core), priority },
-        future: Mutex::new(Some(Box::pin(fut))),
-        output: Mutex::new(Output { value: None, finished: false, joiner: None }),
+        stage: UnsafeCell::new(Stage::Running(fut)),
+        joiner: Mutex::new(None),
     });
-    (cell.clone(), JoinHandle { task: cell })
+    (cell.clone(), JoinHandle { task: Some(cell) })
 }

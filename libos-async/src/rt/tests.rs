@@ -296,6 +296,70 @@ fn many_tasks_many_cores_all_complete() {
     }
 }
 
+/// Counts its drops; a task's future holds one, its output another.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn task_future_and_output_are_dropped_exactly_once_however_it_ends() {
+    let _g = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = serve(&[1, 2], &stop);
+    let drops = Arc::new(AtomicUsize::new(0));
+    const N: usize = 300;
+    block_on({
+        let drops = drops.clone();
+        async move {
+            let mut kept = Vec::new();
+            for i in 0..N {
+                let f = Counted(drops.clone());
+                let out = Counted(drops.clone());
+                let h = try_spawn_on(i % 3, 0, async move {
+                    for _ in 0..(i % 3) {
+                        yield_now().await;
+                    }
+                    drop(f);
+                    out
+                })
+                .unwrap();
+                match i % 3 {
+                    // Joined: the output comes out once.
+                    0 => kept.push(h),
+                    // Detached before it ran (or while it runs elsewhere).
+                    1 => drop(h),
+                    // Detached after it finished.
+                    _ => {
+                        while !h.is_finished() {
+                            yield_now().await;
+                        }
+                        drop(h);
+                    }
+                }
+            }
+            for h in kept {
+                drop(h.await);
+            }
+        }
+    });
+    // Detached tasks may still be finishing on the other cores.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while drops.load(Ordering::SeqCst) < 2 * N && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Every future and every output exactly once (the executors are gone,
+    // so nothing else can drop anything).
+    assert_eq!(drops.load(Ordering::SeqCst), 2 * N);
+}
+
 #[test]
 fn idle_predicate_fits_and_means_what_it_says() {
     use crate::predicate::tests::{Jumps, eval};
