@@ -153,7 +153,7 @@ pub(crate) fn serve(caller: u64, msg: Message) -> ! {
     };
     let e = sys::reply(&reply);
     crate::println!("libos: reply failed: {e:?}");
-    sys::exit(104)
+    sys::exit(105)
 }
 
 /// Protected control transfer into `target`: runs its handler now, on this

@@ -2,7 +2,8 @@
 //!
 //! The async runtime ([`rt`]: executors, tasks, ring futures, timers,
 //! word watchers; [`main!`] declares an async `main`), the global
-//! allocator ([`heap`]), and underneath them the minimal runtime:
+//! allocator ([`heap`]), channels between environments ([`channel`]), the
+//! CPU and IPC calls ([`cpu`]), and underneath them the minimal runtime:
 //!
 //! - [`sys`]: the system calls (raw and typed), the entry stubs and
 //!   [`sys::probe`]; one of the two modules with `unsafe`;
@@ -19,7 +20,7 @@
 //! - [`start_vcpu`]: more vCPUs, each on its own stack;
 //! - [`set_exception_handler`]: exception upcalls (unhandled: exit 102);
 //! - [`cpu`]: time slots and their upcalls, directed yield, protected
-//!   control transfer (exit 104 if a reply fails), the event queue;
+//!   control transfer (exit 105 if a reply fails), the event queue;
 //! - [`layout`]: the address regions libos-async uses, and the scratch
 //!   window it leaves to applications;
 //! - [`check`]: helpers for test applications;
@@ -27,10 +28,12 @@
 //!
 //! Exit codes chosen by the library: 101 panic, 102 unhandled or
 //! unresumable exception, 103 vCPU started without an entry, 104 out of
-//! memory (an allocation failed: [`heap::EXIT_OUT_OF_MEMORY`]).
+//! memory (an allocation failed: [`heap::EXIT_OUT_OF_MEMORY`]), 105 a
+//! protected-control-transfer reply refused by the kernel.
 //!
 //! Modules with `unsafe`: [`sys`], [`ring`], [`heap`] (the allocator's
-//! free lists), [`percore`] (core-local storage's `Sync`) and
+//! free lists), [`percore`] (core-local storage's `Sync`),
+//! [`channel::shm`] (shared channel frames and their fault fix-up) and
 //! [`rt::task`] (a task's future stored inline in its `Arc`, guarded by
 //! the run state, and its waker vtable); everything else, the rest of the
 //! runtime included, is safe code.
