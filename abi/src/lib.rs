@@ -1004,7 +1004,7 @@ pub mod ring {
     #[repr(u8)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     pub enum Op {
-        /// `()` → 0.
+        /// `()` → 0. Its argument words are ignored (never read).
         Nop = 0,
         /// `(ptr, len)`, as `Syscall::ConsoleWrite`.
         ConsoleWrite = 1,

@@ -330,12 +330,20 @@ impl Drop for Ring {
 unsafe fn write_sqe(slot: *mut SqEntry, e: &SqEntry) {
     let r = e.reserved;
     let head = u64::from_le_bytes([e.opcode, e.flags, r[0], r[1], r[2], r[3], r[4], r[5]]);
-    let words =
-        [head, e.user_data, e.args[0], e.args[1], e.args[2], e.args[3], e.args[4], e.args[5]];
     let base = slot as *mut u64;
-    for (i, w) in words.into_iter().enumerate() {
+    // SAFETY: inside the 64-byte slot the caller vouches for.
+    unsafe {
+        base.write_volatile(head);
+        base.add(1).write_volatile(e.user_data);
+    }
+    // A `Nop` has no arguments and the kernel never reads them: its
+    // argument words are left as they are.
+    if e.opcode == abi::ring::Op::Nop as u8 {
+        return;
+    }
+    for (i, w) in e.args.into_iter().enumerate() {
         // SAFETY: inside the 64-byte slot the caller vouches for.
-        unsafe { base.add(i).write_volatile(w) };
+        unsafe { base.add(2 + i).write_volatile(w) };
     }
 }
 
