@@ -98,13 +98,50 @@ pub const fn in_info_region(va: u64) -> bool {
     va >= INFO_VA && va < INFO_VA + INFO_REGION_SIZE
 }
 
+/// Declares a `#[repr(int)]` enum whose variants are numbered
+/// consecutively in declaration order, with `ALL` (every variant, in number
+/// order) and `from_index` (the variant at `number - first`). A gap or a
+/// number out of order fails to compile.
+macro_rules! numbered {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident: $int:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $value:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr($int)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant = $value, )+
+        }
+
+        impl $name {
+            /// Every variant, in number order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The variant at position `index` of [`Self::ALL`].
+            fn from_index(index: u64) -> Option<$name> {
+                Self::ALL.get(usize::try_from(index).ok()?).copied()
+            }
+        }
+
+        const _: () = {
+            let mut i = 1;
+            while i < $name::ALL.len() {
+                assert!($name::ALL[i] as u64 == $name::ALL[i - 1] as u64 + 1);
+                i += 1;
+            }
+        };
+    };
+}
+
+numbered! {
 /// System call numbers (`rax`).
 ///
 /// Arguments are listed as `(rdi, rsi, rdx, r10, r8, r9)`; "→" is the value
 /// returned on success.
-#[repr(u64)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Syscall {
+pub enum Syscall: u64 {
     /// `()` → 0. Does nothing: the null-syscall benchmark.
     Null = 0,
     /// `(ptr, len)` → bytes written. Writes `len` bytes (at most
@@ -238,49 +275,18 @@ pub enum Syscall {
     /// core. Same acceptance rule as [`Syscall::Call`].
     Acall = 30,
 }
+}
 
 /// Number of defined system calls; numbers from here on are
 /// [`Error::InvalidSyscall`].
-pub const SYSCALL_COUNT: u64 = 31;
+pub const SYSCALL_COUNT: u64 = Syscall::ALL.len() as u64;
+
+const _: () = assert!(Syscall::ALL[0] as u64 == 0);
 
 impl Syscall {
     /// The call with number `n`, if defined.
     pub fn from_number(n: u64) -> Option<Syscall> {
-        use Syscall::*;
-        const ALL: [Syscall; SYSCALL_COUNT as usize] = [
-            Null,
-            ConsoleWrite,
-            Exit,
-            Yield,
-            FrameAlloc,
-            FrameFree,
-            FrameGrant,
-            FrameRevoke,
-            Map,
-            Unmap,
-            Protect,
-            SetExceptionHandler,
-            ExceptionResume,
-            VcpuStart,
-            VcpuExit,
-            EnvLookup,
-            FrameStatus,
-            UnmapRange,
-            RingSetup,
-            RingEnter,
-            SleepOn,
-            SlotAlloc,
-            SlotFree,
-            SetSlotHandlers,
-            SetDefaultTime,
-            YieldTo,
-            IpcRegister,
-            IpcAccept,
-            Call,
-            Reply,
-            Acall,
-        ];
-        ALL.get(usize::try_from(n).ok()?).copied()
+        Self::from_index(n)
     }
 }
 
@@ -351,10 +357,9 @@ impl Rights {
     }
 }
 
+numbered! {
 /// Errors, with their stable numeric codes (returned as `-(code)`).
-#[repr(u64)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Error {
+pub enum Error: u64 {
     /// The system call number is not defined.
     InvalidSyscall = 1,
     /// An argument is out of its range (bad rights bits, unaligned address,
@@ -401,9 +406,12 @@ pub enum Error {
     /// call without replying.
     CallFailed = 20,
 }
+}
 
 /// Number of defined error codes (`1..=ERROR_COUNT`).
-pub const ERROR_COUNT: u64 = 20;
+pub const ERROR_COUNT: u64 = Error::ALL.len() as u64;
+
+const _: () = assert!(Error::ALL[0] as u64 == 1);
 
 /// The largest success value a system call returns.
 pub const MAX_VALUE: u64 = u64::MAX - 4095;
@@ -411,30 +419,7 @@ pub const MAX_VALUE: u64 = u64::MAX - 4095;
 impl Error {
     /// The error with code `code`, if defined.
     pub fn from_code(code: u64) -> Option<Error> {
-        use Error::*;
-        const ALL: [Error; ERROR_COUNT as usize] = [
-            InvalidSyscall,
-            InvalidArgument,
-            BadAddress,
-            NoMemory,
-            QuotaExceeded,
-            NotOwner,
-            PermissionDenied,
-            FrameUnavailable,
-            Busy,
-            NotMapped,
-            AlreadyMapped,
-            NoSuchEnv,
-            NoSuchCore,
-            BadFrame,
-            Reserved,
-            Canceled,
-            Unsupported,
-            NotRunnable,
-            Refused,
-            CallFailed,
-        ];
-        ALL.get(usize::try_from(code.checked_sub(1)?).ok()?).copied()
+        Self::from_index(code.checked_sub(1)?)
     }
 
     /// The `rax` value that reports this error.
@@ -999,11 +984,10 @@ pub mod ring {
     /// All defined flag bits.
     pub const SQE_FLAGS: u8 = SQE_LINK;
 
+    numbered! {
     /// Ring operations. Arguments are those of the system call of the same
     /// name unless stated.
-    #[repr(u8)]
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub enum Op {
+    pub enum Op: u8 {
         /// `()` → 0. Its argument words are ignored (never read).
         Nop = 0,
         /// `(ptr, len)`, as `Syscall::ConsoleWrite`.
@@ -1032,29 +1016,17 @@ pub mod ring {
         /// `(core, index, count)`, as `Syscall::SlotAlloc`.
         SlotAlloc = 11,
     }
+    }
 
     /// Number of defined ops.
-    pub const OP_COUNT: u8 = 12;
+    pub const OP_COUNT: u8 = Op::ALL.len() as u8;
+
+    const _: () = assert!(Op::ALL[0] as u8 == 0);
 
     impl Op {
         /// The op with number `n`, if defined.
         pub fn from_number(n: u8) -> Option<Op> {
-            use Op::*;
-            const ALL: [Op; OP_COUNT as usize] = [
-                Nop,
-                ConsoleWrite,
-                FrameAlloc,
-                FrameFree,
-                Map,
-                Unmap,
-                Protect,
-                FrameGrant,
-                FrameRevoke,
-                Timer,
-                Notify,
-                SlotAlloc,
-            ];
-            ALL.get(n as usize).copied()
+            Self::from_index(u64::from(n))
         }
     }
 }
@@ -1104,10 +1076,9 @@ pub mod predicate {
         pub imm: u64,
     }
 
+    numbered! {
     /// Predicate opcodes.
-    #[repr(u8)]
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub enum PredOp {
+    pub enum PredOp: u8 {
         /// `dst = imm`.
         Const = 0,
         /// `dst = *(u64 *)imm`, a word of the environment's memory.
@@ -1139,7 +1110,17 @@ pub mod predicate {
         /// Stop; the value is register `a`.
         Ret = 14,
     }
+    }
 
     /// Number of defined opcodes.
-    pub const PRED_OP_COUNT: u8 = 15;
+    pub const PRED_OP_COUNT: u8 = PredOp::ALL.len() as u8;
+
+    impl PredOp {
+        /// The opcode with number `n`, if defined.
+        pub fn from_number(n: u8) -> Option<PredOp> {
+            Self::from_index(u64::from(n))
+        }
+    }
+
+    const _: () = assert!(PredOp::ALL[0] as u8 == 0);
 }

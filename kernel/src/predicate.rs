@@ -61,7 +61,7 @@
 //! to find out for itself.
 
 use abi::InfoPage;
-use abi::predicate::{Insn, MAX_INSNS, PRED_OP_COUNT, PredOp, REGS};
+use abi::predicate::{Insn, MAX_INSNS, PredOp, REGS};
 use alloc::vec::Vec;
 
 /// Where a verified program may load from; implemented by the kernel (and by
@@ -152,10 +152,7 @@ pub struct Program {
 
 /// The opcode numbered `n`, if defined.
 fn pred_op(n: u8) -> Option<PredOp> {
-    use PredOp::*;
-    const ALL: [PredOp; PRED_OP_COUNT as usize] =
-        [Const, LoadUser, LoadInfo, Tsc, Eq, Ne, Lt, Le, And, Or, Add, Not, JumpIfZero, Jump, Ret];
-    ALL.get(usize::from(n)).copied()
+    PredOp::from_number(n)
 }
 
 /// Which fields an opcode uses: `(dst, a, b, imm)`.
@@ -362,6 +359,7 @@ impl Program {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::predicate::PRED_OP_COUNT;
     use core::cell::{Cell, RefCell};
     use core::mem::{offset_of, size_of};
     use proptest::prelude::*;
