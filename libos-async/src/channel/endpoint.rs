@@ -39,8 +39,8 @@ impl Peer {
             .is_ok_and(|s| s.holder() == Some(FrameHolder::Owned) && s.env == self.env)
     }
 
-    /// Wakes the peer's sleeping vCPUs (best effort: if this core's ring is
-    /// unavailable the peer notices the changed word at its next tick).
+    /// Wakes the peer's sleeping vCPUs (best effort: if the call is refused
+    /// the peer notices the changed word at its next slot boundary).
     fn wake(&self) {
         let _ = shm::notify(self.env);
     }

@@ -16,9 +16,10 @@
 //! **Cross-core wake-ups.** Waking a task whose home is another core
 //! pushes it to that core's queue, then bumps that core's `wake_seq` (a
 //! word its idle predicate watches), and — only if the core is asleep
-//! (its bit in `SLEEPERS`) — posts a ring `Notify` to our own environment,
-//! which makes the kernel re-evaluate the sleeping predicates at once
-//! (an IPI to the cores holding our vCPUs) instead of at its next tick.
+//! (its bit in `SLEEPERS`) — posts an asynchronous call (`Acall`) to our
+//! own environment, which makes the kernel re-evaluate the sleeping
+//! predicates at once (an IPI to the cores holding our vCPUs) instead of
+//! at the next slot boundary.
 //! The sleeper publishes its bit *after* snapshotting `wake_seq` and then
 //! re-checks its queue, and the waker bumps `wake_seq` *before* looking at
 //! the bit (all `SeqCst`), so either the sleeper sees the task or its
@@ -66,9 +67,6 @@ pub(crate) struct CoreExec {
     len: AtomicUsize,
     /// Bumped by every cross-core push; the idle predicate watches it.
     pub(crate) wake_seq: AtomicU64,
-    /// Set when a cross-core waker could not post its `Notify` itself; the
-    /// executor posts it at its next tick.
-    notify_pending: AtomicBool,
     /// An executor loop is running on this core (re-entrance check).
     looping: AtomicBool,
     /// Timers armed by tasks polled on this core.
@@ -91,7 +89,6 @@ impl CoreExec {
             queue: Mutex::new(QueueSlot::none()),
             len: AtomicUsize::new(0),
             wake_seq: AtomicU64::new(0),
-            notify_pending: AtomicBool::new(false),
             looping: AtomicBool::new(false),
             timers: Mutex::new(TimerHeap::new()),
             earliest: AtomicU64::new(u64::MAX),
@@ -324,7 +321,7 @@ fn notice(home: usize, len: usize) {
 }
 
 /// Makes `core`'s executor look at its queue: bump its `wake_seq`; if it
-/// sleeps (or `force`), post a `Notify` so the kernel re-evaluates at once.
+/// sleeps (or `force`), wake it so the kernel re-evaluates at once.
 pub(crate) fn wake_core(core: usize, force: bool) {
     CORES[core].wake_seq.fetch_add(1, Ordering::SeqCst);
     if force || SLEEPERS.load(Ordering::SeqCst) & bit(core) != 0 {
@@ -340,7 +337,7 @@ fn wake_one_sleeper(except: usize) {
             return;
         }
         let target = sleepers.trailing_zeros() as usize;
-        // Claim it: only one waker sends it a Notify.
+        // Claim it: only one waker wakes it.
         if SLEEPERS.fetch_and(!bit(target), Ordering::SeqCst) & bit(target) != 0 {
             wake_core(target, true);
             return;
@@ -348,14 +345,10 @@ fn wake_one_sleeper(except: usize) {
     }
 }
 
-/// Posts `Notify(self)` through this core's ring, or leaves it to this
-/// core's executor if the ring is busy further up the stack. On a core
-/// without a ring the bump of `wake_seq` alone is seen at the kernel's
-/// next tick.
+/// Wakes this environment's sleeping executors at once (an asynchronous
+/// call to ourselves: a direct system call, no ring involved).
 fn post_notify() {
-    if !reactor::notify_self() {
-        CORES[machine::current_core()].notify_pending.store(true, Ordering::SeqCst);
-    }
+    let _ = machine::notify_self();
 }
 
 /// Spawns `fut` on the calling core (it may be stolen by another core's
@@ -496,7 +489,7 @@ fn fire_timers(core: usize) -> bool {
 }
 
 /// One round of the executor loop: up to [`TICK_BUDGET`] tasks, then
-/// pending `Notify`s, ring submissions and completions, timers. Whether
+/// ring submissions and completions, timers. Whether
 /// anything happened.
 fn tick(core: usize, ticks: &mut u64) -> bool {
     let mut did = false;
@@ -506,9 +499,6 @@ fn tick(core: usize, ticks: &mut u64) -> bool {
         did = true;
     }
     let exec = &CORES[core];
-    if exec.notify_pending.swap(false, Ordering::SeqCst) {
-        post_notify();
-    }
     did |= reactor::flush_and_reap(core);
     did |= fire_timers(core);
     *ticks += 1;
@@ -572,11 +562,8 @@ fn idle(core: usize, main: Option<&AtomicBool>) {
     let exec = &CORES[core];
     let seq = exec.wake_seq.load(Ordering::SeqCst);
     SLEEPERS.fetch_or(bit(core), Ordering::SeqCst);
-    let woken = || {
-        exec.len.load(Ordering::SeqCst) != 0
-            || main.is_some_and(|m| m.load(Ordering::SeqCst))
-            || exec.notify_pending.load(Ordering::SeqCst)
-    };
+    let woken =
+        || exec.len.load(Ordering::SeqCst) != 0 || main.is_some_and(|m| m.load(Ordering::SeqCst));
     if !woken() {
         let notif_now = machine::notifications();
         let (notif, words, stale) = exec.watch.lock().idle_view(notif_now);

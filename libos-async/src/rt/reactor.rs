@@ -63,16 +63,6 @@ pub(crate) fn ensure_ring() {
     });
 }
 
-/// Wakes this environment's sleeping vCPUs on every core: an asynchronous
-/// call to ourselves (a direct system call, so it works whether or not this
-/// core's ring exists or is in use), which bumps `InfoPage::notifications`.
-/// Always `true` (the signature keeps the retry protocol of callers that
-/// once went through the ring).
-pub(crate) fn notify_self() -> bool {
-    let _ = machine::notify_self();
-    true
-}
-
 /// The TSC when the last batch of completions was found on a ring (set
 /// when the first of a reap is found, before it is dispatched): benchmarks
 /// measure wake-up latency from it.

@@ -6,10 +6,10 @@
 //! timers at every tick, in deadline order (ties in arming order), and
 //! puts the earliest deadline in its idle predicate. A sleep never ends
 //! early: its future checks the TSC itself before completing, whatever
-//! woke it. It may end late by up to the kernel's scheduling granularity
-//! (a TSC deadline in a predicate is noticed at the next tick, 10 ms by
-//! default, until the kernel programs one-shot timers) — or more if the
-//! executor is busy with tasks that do not yield.
+//! woke it. The kernel arms its one-shot timer for the deadline the idle
+//! predicate compares the TSC with, so a sleeping executor wakes on time;
+//! a sleep ends late only when the executor is busy with tasks that do
+//! not yield (or the core's time went to other environments).
 
 use core::future::Future;
 use core::pin::Pin;

@@ -9,9 +9,9 @@
 //! [`super::exec::idle_predicate`] has room for — 12 beside the fixed
 //! terms — the rest are polled every millisecond), so the kernel wakes
 //! the executor when one changes: at once if the writer follows the write
-//! with a ring `Notify` to this environment (or the write is ours, on
-//! another core, and comes with a task wake-up), else at the kernel's next
-//! tick. After every idle sleep, and every
+//! with an `Acall` or a ring `Notify` to this environment (or the write is
+//! ours, on another core, and comes with a task wake-up), else at the
+//! kernel's next slot boundary on that core. After every idle sleep, and every
 //! [`super::exec::WATCH_RECHECK_TICKS`] ticks of a busy executor, the
 //! executor wakes all of its watchers and each re-checks its own word
 //! (the executor never reads the words itself, so a watcher's memory is
