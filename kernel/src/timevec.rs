@@ -52,6 +52,7 @@ pub struct Slots<'a> {
 }
 
 impl Slots<'_> {
+    #[allow(deprecated, reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables")]
     fn reserve(&self, count: u32) -> Result<(), SlotError> {
         self.owned
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -246,7 +247,7 @@ mod tests {
                                 mine |= m;
                             }
                             if round % 4 == 3 && mine != 0 {
-                                let low = mine & mine.wrapping_neg();
+                                let low = 1 << mine.trailing_zeros();
                                 s.free(low, env).unwrap();
                                 mine &= !low;
                             }

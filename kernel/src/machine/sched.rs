@@ -774,6 +774,7 @@ pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
     }
     env::ensure_vcpu_page(&target, core)?;
     // Hold the target like a vCPU does, unless its last vCPU is already gone.
+    #[allow(deprecated, reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables")]
     target
         .live_vcpus
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > 0).then_some(n + 1))
