@@ -127,13 +127,11 @@ pub trait RingMemory {
 }
 
 /// Submission slots `first..first + slots()` of a ring, in order, `first`
-/// being the slot [`RingMemory::sq_run`] was asked for (and moved by
-/// [`SqRun::skip`]). Arguments `i` are below [`SqRun::slots`].
+/// being the slot [`RingMemory::sq_run`] was asked for. Arguments `i` are
+/// below [`SqRun::slots`].
 pub trait SqRun {
     /// The number of slots in the run, at least 1 when it is made.
     fn slots(&self) -> u32;
-    /// Drops the first `k` (at most `slots()`) slots from the run.
-    fn skip(&mut self, k: u32);
     /// A copy of the first two words of slot `first + i`: its head word
     /// ([`SqEntry::head_word`]: opcode, flags, reserved bytes) and its
     /// `user_data`.
@@ -146,8 +144,6 @@ pub trait SqRun {
 pub trait CqRun {
     /// The number of slots in the run, at least 1 when it is made.
     fn slots(&self) -> u32;
-    /// Drops the first `k` (at most `slots()`) slots from the run.
-    fn skip(&mut self, k: u32);
     /// Writes completion slot `first + i`.
     fn write(&self, i: u32, e: CqEntry);
 }
@@ -160,6 +156,20 @@ pub enum Outcome {
     /// Started; the caller will post its completion later with
     /// [`RingState::complete`]. A completion slot is reserved for it now.
     Pending,
+    /// Not now: `submit` stops before this entry and leaves it queued, so
+    /// that a later `submit` (whose `exec` can run it) copies it afresh.
+    /// The kernel's fast path uses it for everything but Nops.
+    Defer,
+}
+
+/// What [`RingState::submit`] does with an entry that is not a live Nop.
+enum Slow {
+    /// Complete it with this encoded result; whether it failed.
+    Complete(u64, bool),
+    /// Consumed; its completion comes later (a slot is reserved).
+    Pending,
+    /// Leave it queued and stop.
+    Defer,
 }
 
 /// Checks a submission's format: a defined opcode, only defined flags and
@@ -272,8 +282,9 @@ impl RingState {
     /// `Canceled`, a `Nop` with `Ok(0)`, and the others are handed to `exec`
     /// (which sees only entries [`validate`] accepts, never a `Nop`). Stops
     /// early, counting one overflow, when no completion slot is free
-    /// (reserved slots are not free). A `sq_tail` more than `sq_entries`
-    /// ahead raises [`RING_ERR_BAD_INDEX`] and consumes nothing.
+    /// (reserved slots are not free), and, without consuming it, at an
+    /// entry `exec` answers with [`Outcome::Defer`]. A `sq_tail` more than
+    /// `sq_entries` ahead raises [`RING_ERR_BAD_INDEX`] and consumes nothing.
     #[inline]
     pub fn submit(
         &mut self,
@@ -293,85 +304,75 @@ impl RingState {
         let count = wanted.min(self.free_completion_slots(mem));
         if count < wanted {
             mem.add_overflow();
-        }
-        if count == 0 {
-            return 0;
+            if count == 0 {
+                return 0;
+            }
         }
 
-        // The outer loop walks runs: `n` entries that lie in one run of
-        // each queue and before the end of both, so that the inner loops
-        // need no index arithmetic; the indices in `self` move once per
-        // run. Within a run, the fast path is a loop of its own (so that it
-        // keeps its few values in registers): well-formed Nops in a live
-        // chain, entry `k` of the submission run answered in completion `k`
-        // of the completion run (`m` tells the compiler that both are in
-        // their runs). It hands the first other entry, already read, to
-        // `slow`, out of line; then both runs skip what was used.
-        let cq_tail_before = self.cq_tail;
+        // Each pass of the outer loop takes the runs at the current slots
+        // and walks the `n` entries that lie in both and before the end of
+        // both queues. Its inner loop is the fast path, small enough to
+        // keep everything in registers: well-formed Nops in a live chain,
+        // submission `k` of the run answered in completion `k`. The first
+        // other entry, already read, goes out of line to `slow`; then the
+        // next pass starts from the slots after it.
+        let (sq_mask, cq_mask) = (self.sq_entries - 1, self.cq_entries - 1);
+        let (mut sq_head, mut cq_tail) = (self.sq_head, self.cq_tail);
+        let mut chain_failed = self.chain_failed;
         let mut left = count;
         while left > 0 {
-            let sq_slot = self.sq_head & (self.sq_entries - 1);
-            let cq_slot = self.cq_tail & (self.cq_entries - 1);
-            let (mut sq, mut cq) = (mem.sq_run(sq_slot), mem.cq_run(cq_slot));
+            let (sq_slot, cq_slot) = (sq_head & sq_mask, cq_tail & cq_mask);
+            let (sq, cq) = (mem.sq_run(sq_slot), mem.cq_run(cq_slot));
             let n = left
                 .min(sq.slots())
-                .min(self.sq_entries - sq_slot)
+                .min(sq_mask - sq_slot + 1)
                 .min(cq.slots())
-                .min(self.cq_entries - cq_slot);
-            let (mut consumed, mut posted) = (0, 0);
-            let mut chain_failed = self.chain_failed;
-            while consumed < n {
-                let m = (n - consumed).min(sq.slots()).min(cq.slots());
-                if m == 0 {
-                    break; // only with runs of no slots: see below
+                .min(cq_mask - cq_slot + 1);
+            let mut k = 0;
+            let other = loop {
+                if k == n {
+                    break None;
                 }
-                let mut k = 0;
-                let other = loop {
-                    if k == m {
-                        break None;
-                    }
-                    let [head, user_data] = sq.head(k);
-                    if head & !NOP_HEAD_BITS != 0 || chain_failed {
-                        break Some((head, user_data));
-                    }
-                    cq.write(k, CqEntry { user_data, result: 0 });
-                    k += 1;
-                };
-                let (mut sq_used, mut cq_used) = (k, k);
-                if let Some((head, user_data)) = other {
-                    sq_used += 1;
-                    match self.slow(head, user_data, chain_failed, || sq.args(k), &mut exec) {
-                        Some((result, failed)) => {
-                            cq.write(k, CqEntry { user_data, result });
-                            cq_used += 1;
-                            chain_failed = failed && links(head);
-                        }
-                        None => chain_failed = false,
-                    }
+                let [head, user_data] = sq.head(k);
+                if head & !NOP_HEAD_BITS != 0 || chain_failed {
+                    break Some((head, user_data));
                 }
-                sq.skip(sq_used);
-                cq.skip(cq_used);
-                consumed += sq_used;
-                posted += cq_used;
+                cq.write(k, CqEntry { user_data, result: 0 });
+                k += 1;
+            };
+            sq_head = sq_head.wrapping_add(k);
+            cq_tail = cq_tail.wrapping_add(k);
+            left -= k;
+            let Some((head, user_data)) = other else {
+                if n == 0 {
+                    break; // a RingMemory with an empty run: stop, not spin
+                }
+                continue;
+            };
+            match self.slow(head, user_data, chain_failed, || sq.args(k), &mut exec) {
+                Slow::Complete(result, failed) => {
+                    cq.write(k, CqEntry { user_data, result });
+                    cq_tail = cq_tail.wrapping_add(1);
+                    chain_failed = failed && links(head);
+                }
+                Slow::Pending => chain_failed = false,
+                Slow::Defer => break,
             }
-            self.chain_failed = chain_failed;
-            self.sq_head = self.sq_head.wrapping_add(consumed);
-            self.cq_tail = self.cq_tail.wrapping_add(posted);
-            left -= consumed;
-            if consumed < n || n == 0 {
-                break; // a RingMemory with empty runs: stop, not spin
-            }
+            sq_head = sq_head.wrapping_add(1);
+            left -= 1;
         }
-        if self.cq_tail != cq_tail_before {
-            mem.store_cq_tail(self.cq_tail);
+        self.chain_failed = chain_failed;
+        if cq_tail != self.cq_tail {
+            self.cq_tail = cq_tail;
+            mem.store_cq_tail(cq_tail);
         }
-        mem.store_sq_head(self.sq_head);
+        self.sq_head = sq_head;
+        mem.store_sq_head(sq_head);
         count - left
     }
 
     /// [`RingState::submit`] for an entry that is not a well-formed Nop in a
-    /// live chain: its encoded result and whether it failed, or `None` if
-    /// `exec` left it pending (a completion slot is then reserved).
+    /// live chain.
     #[inline(never)]
     fn slow(
         &mut self,
@@ -380,18 +381,19 @@ impl RingState {
         chain_failed: bool,
         args: impl FnOnce() -> [u64; 6],
         exec: &mut impl FnMut(&SqEntry) -> Outcome,
-    ) -> Option<(u64, bool)> {
+    ) -> Slow {
         if !well_formed(head) {
-            Some((Error::InvalidArgument.to_raw(), true))
+            Slow::Complete(Error::InvalidArgument.to_raw(), true)
         } else if chain_failed {
-            Some((Error::Canceled.to_raw(), true))
+            Slow::Complete(Error::Canceled.to_raw(), true)
         } else {
             match exec(&SqEntry::from_parts(head, user_data, args())) {
-                Outcome::Done(result) => Some((abi::encode(result), result.is_err())),
+                Outcome::Done(result) => Slow::Complete(abi::encode(result), result.is_err()),
                 Outcome::Pending => {
                     self.reserved += 1;
-                    None
+                    Slow::Pending
                 }
+                Outcome::Defer => Slow::Defer,
             }
         }
     }
@@ -537,7 +539,7 @@ mod tests {
     }
 
     /// Slots `first..` of a [`VecRing`] queue up to the next multiple of
-    /// its `run` (a run skipped to that multiple is empty).
+    /// its `run`.
     struct VecRun<'a> {
         ring: &'a VecRing,
         first: u32,
@@ -547,10 +549,6 @@ mod tests {
     impl<'a> VecRun<'a> {
         fn new(ring: &'a VecRing, first: u32) -> VecRun<'a> {
             VecRun { ring, first, end: (first / ring.run + 1) * ring.run }
-        }
-        fn advance(&mut self, k: u32) {
-            assert!(k <= self.run_slots(), "skipped past the run");
-            self.first += k;
         }
         fn slot(&self, i: u32) -> usize {
             assert!(i < self.run_slots(), "access past the run");
@@ -565,9 +563,6 @@ mod tests {
         fn slots(&self) -> u32 {
             self.run_slots()
         }
-        fn skip(&mut self, k: u32) {
-            self.advance(k);
-        }
         fn head(&self, i: u32) -> [u64; 2] {
             let e = self.ring.sqes.borrow()[self.slot(i)];
             [e.head_word(), e.user_data]
@@ -580,9 +575,6 @@ mod tests {
     impl CqRun for VecRun<'_> {
         fn slots(&self) -> u32 {
             self.run_slots()
-        }
-        fn skip(&mut self, k: u32) {
-            self.advance(k);
         }
         fn write(&self, i: u32, e: CqEntry) {
             let slot = self.slot(i);
@@ -981,6 +973,64 @@ mod tests {
         assert_eq!(ring.sq_head.get(), 1);
     }
 
+    /// The kernel's fast path: `exec` defers whatever it is handed.
+    fn defer(_: &SqEntry) -> Outcome {
+        Outcome::Defer
+    }
+
+    #[test]
+    fn a_deferred_entry_stays_queued_for_the_next_submit() {
+        let ring = VecRing::new(8, 8);
+        let mut k = RingState::new(8, 8).unwrap();
+        ring.push(nop(1));
+        ring.push(nop(2));
+        ring.push(sqe(Op::Map, 0, 3));
+        ring.push(nop(4));
+        assert_eq!(k.submit(&ring, 8, defer), 2, "the Nops before the Map");
+        assert_eq!((ring.sq_head.get(), ring.cq_tail.get(), k.reserved()), (2, 2, 0));
+        assert_eq!(k.submit(&ring, 8, defer), 0, "still at the Map");
+        assert_eq!(ring.overflow.get(), 0, "a deferral is not an overflow");
+        assert_eq!(k.submit(&ring, 8, rule), 2, "the Map (copied afresh) and the last Nop");
+        let got = results(&ring.drain_all());
+        assert_eq!(got, vec![(1, Ok(0)), (2, Ok(0)), (3, Ok(0)), (4, Ok(0))]);
+    }
+
+    #[test]
+    fn deferring_submit_still_answers_malformed_and_canceled_entries() {
+        let ring = VecRing::new(8, 8);
+        let mut k = RingState::new(8, 8).unwrap();
+        let bad = SqEntry { opcode: 0xee, flags: SQE_LINK, user_data: 1, ..SqEntry::default() };
+        ring.push(bad);
+        ring.push(sqe(Op::Map, SQE_LINK, 2));
+        ring.push(nop(3));
+        ring.push(sqe(Op::Map, 0, 4));
+        // None of the first three needs `exec`; the fourth (a fresh chain)
+        // does, and stays queued.
+        assert_eq!(k.submit(&ring, 8, defer), 3);
+        let got = results(&ring.drain_all());
+        let canceled = Err(Error::Canceled);
+        assert_eq!(got, vec![(1, Err(Error::InvalidArgument)), (2, canceled), (3, canceled)]);
+        assert!(!k.chain_failed(), "the chain ended at the Nop");
+        assert_eq!(k.submit(&ring, 8, rule), 1);
+        assert_eq!(results(&ring.drain_all()), vec![(4, Ok(0))]);
+    }
+
+    #[test]
+    fn a_deferral_inside_a_chain_keeps_the_chain() {
+        let ring = VecRing::new(8, 8);
+        let mut k = RingState::new(8, 8).unwrap();
+        let mut failing = sqe(Op::Map, SQE_LINK, 1);
+        failing.args[0] = 1; // the rule fails it
+        ring.push(failing);
+        ring.push(nop(2));
+        assert_eq!(k.submit(&ring, 8, defer), 0);
+        assert_eq!(k.submit(&ring, 8, rule), 2);
+        assert_eq!(
+            results(&ring.drain_all()),
+            vec![(1, Err(Error::Busy)), (2, Err(Error::Canceled))]
+        );
+    }
+
     #[test]
     fn garbage_cq_head_means_no_space() {
         let ring = VecRing::new(4, 4);
@@ -1065,8 +1115,9 @@ mod tests {
         /// libOS queues these entries (as many as fit); `user_data` is
         /// replaced by a unique counter.
         Push(Vec<SqEntry>),
-        /// Kernel: `submit(max)`.
-        Submit(u32),
+        /// Kernel: `submit(max)`; with `true`, the fast path's `exec`, which
+        /// defers every entry it is handed.
+        Submit(u32, bool),
         /// libOS reads up to this many completions.
         Drain(u32),
         /// Kernel: completes the pending entry at this index (modulo), with
@@ -1097,7 +1148,7 @@ mod tests {
     fn action(hostile: bool) -> BoxedStrategy<Action> {
         let honest = prop_oneof![
             3 => prop::collection::vec(entry(), 0..10).prop_map(Action::Push),
-            3 => (0..12u32).prop_map(Action::Submit),
+            3 => (0..12u32, any::<bool>()).prop_map(|(max, fast)| Action::Submit(max, fast)),
             2 => (0..10u32).prop_map(Action::Drain),
             1 => (any::<usize>(), any::<bool>()).prop_map(|(i, ok)| Action::Complete(i, ok)),
         ];
@@ -1140,6 +1191,7 @@ mod tests {
                 match rule(e) {
                     Outcome::Done(r) => Some(r),
                     Outcome::Pending => None,
+                    Outcome::Defer => unreachable!("the rule never defers"),
                 }
             };
             self.chain_failed = matches!(result, Some(Err(_))) && e.flags & SQE_LINK != 0;
@@ -1147,21 +1199,29 @@ mod tests {
         }
     }
 
-    /// `k.submit(max)` with the tests' `exec`, checking what must hold
+    /// `k.submit(max)` with the tests' `exec` (`fast`: one that defers
+    /// everything, as the kernel's fast path does), checking what must hold
     /// whatever the libOS did. Returns the count and whether it overflowed.
     fn checked_submit(
         k: &mut RingState,
         ring: &VecRing,
         max: u32,
+        fast: bool,
         pending: &mut Vec<u64>,
     ) -> (u32, bool) {
         let (sq, cq) = (k.sq_entries(), k.cq_entries());
         let available = ring.sq_tail.get().wrapping_sub(k.sq_head());
         let free = k.free_completion_slots(ring);
         let (head, tail, writes) = (k.sq_head(), k.cq_tail(), ring.writes.get());
-        let mut execs = 0;
+        let overflows = ring.overflow.get();
+        let (mut execs, mut deferred) = (0, 0);
         let n = k.submit(ring, max, |e| {
             assert_ne!(e.opcode, Op::Nop as u8, "exec saw a Nop");
+            assert_eq!(deferred, 0, "exec called after a deferral");
+            if fast {
+                deferred += 1;
+                return Outcome::Defer;
+            }
             execs += 1;
             let o = rule(e);
             if o == Outcome::Pending {
@@ -1178,10 +1238,17 @@ mod tests {
         if available > sq {
             assert_eq!(n, 0);
             assert_ne!(ring.errors.get() & RING_ERR_BAD_INDEX, 0);
-            (n, false)
-        } else {
-            (n, n < available.min(max))
+            return (n, false);
         }
+        let wanted = available.min(max);
+        if deferred == 0 {
+            assert_eq!(n, wanted.min(free), "stopped only for lack of completion slots");
+        } else {
+            assert!(n < wanted.min(free), "a deferred entry stays queued");
+        }
+        let overflowed = free < wanted;
+        assert_eq!(ring.overflow.get().wrapping_sub(overflows), u32::from(overflowed));
+        (n, overflowed)
     }
 
     /// Runs `actions` over a ring whose runs end at multiples of `run_len`
@@ -1213,8 +1280,8 @@ mod tests {
                         queued.push((e.user_data, model.expect(&e)));
                     }
                 }
-                Action::Submit(max) => {
-                    let (n, overflowed) = checked_submit(&mut k, &ring, *max, &mut pending);
+                Action::Submit(max, fast) => {
+                    let (n, overflowed) = checked_submit(&mut k, &ring, *max, *fast, &mut pending);
                     consumed_total += n;
                     overflows += u32::from(overflowed);
                 }
@@ -1256,7 +1323,7 @@ mod tests {
                 posted.push((user_data, Ok(5)));
             }
             received.extend(ring.drain_all());
-            consumed_total += checked_submit(&mut k, &ring, u32::MAX, &mut pending).0;
+            consumed_total += checked_submit(&mut k, &ring, u32::MAX, false, &mut pending).0;
         }
         received.extend(ring.drain_all());
         assert!(pending.is_empty());
@@ -1350,25 +1417,14 @@ mod loom {
     struct LoomRun<'a> {
         ring: &'a LoomRing,
         first: usize,
-        used: bool,
-    }
-
-    impl LoomRun<'_> {
-        fn advance(&mut self, k: u32) {
-            assert!(k <= u32::from(!self.used), "skipped past the run");
-            self.used |= k == 1;
-        }
     }
 
     impl SqRun for LoomRun<'_> {
         fn slots(&self) -> u32 {
-            u32::from(!self.used)
-        }
-        fn skip(&mut self, k: u32) {
-            self.advance(k);
+            1
         }
         fn head(&self, i: u32) -> [u64; 2] {
-            assert!(i == 0 && !self.used);
+            assert_eq!(i, 0, "access past the run");
             [Op::Nop as u64, self.ring.sqes[self.first].load(Ordering::Relaxed)]
         }
         fn args(&self, _i: u32) -> [u64; 6] {
@@ -1378,13 +1434,10 @@ mod loom {
 
     impl CqRun for LoomRun<'_> {
         fn slots(&self) -> u32 {
-            u32::from(!self.used)
-        }
-        fn skip(&mut self, k: u32) {
-            self.advance(k);
+            1
         }
         fn write(&self, i: u32, e: CqEntry) {
-            assert!(i == 0 && !self.used);
+            assert_eq!(i, 0, "access past the run");
             let (user_data, result) = &self.ring.cqes[self.first];
             user_data.store(e.user_data, Ordering::Relaxed);
             result.store(e.result, Ordering::Relaxed);
@@ -1407,10 +1460,10 @@ mod loom {
             self.cq_tail.store(v, Ordering::Release)
         }
         fn sq_run(&self, slot: u32) -> LoomRun<'_> {
-            LoomRun { ring: self, first: slot as usize, used: false }
+            LoomRun { ring: self, first: slot as usize }
         }
         fn cq_run(&self, slot: u32) -> LoomRun<'_> {
-            LoomRun { ring: self, first: slot as usize, used: false }
+            LoomRun { ring: self, first: slot as usize }
         }
         fn add_overflow(&self) {}
         fn raise_error(&self, _bits: u32) {

@@ -52,7 +52,10 @@ pub struct Slots<'a> {
 }
 
 impl Slots<'_> {
-    #[allow(deprecated, reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables")]
+    #[allow(
+        deprecated,
+        reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
+    )]
     fn reserve(&self, count: u32) -> Result<(), SlotError> {
         self.owned
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {

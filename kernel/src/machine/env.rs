@@ -181,7 +181,10 @@ impl Env {
         self.finished.load(Ordering::Acquire).then(|| self.outcome.get()).flatten()
     }
 
-    #[allow(deprecated, reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables")]
+    #[allow(
+        deprecated,
+        reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
+    )]
     fn charge(&self) -> Result<(), Error> {
         self.charged
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {

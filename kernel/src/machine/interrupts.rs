@@ -4,8 +4,9 @@
 //! code where the CPU does not, then the vector number, and jumps to
 //! `isr_common`, which saves every general-purpose register into a
 //! [`TrapFrame`] on the current stack and calls [`trap_dispatch`]. The
-//! `syscall` entry builds the same frame's top half itself and joins at
-//! `isr_save_registers` (vector [`SYSCALL_VECTOR`](super::syscall::SYSCALL_VECTOR)). Returning
+//! `syscall` entry builds the same frame itself (vector
+//! [`SYSCALL_VECTOR`](super::syscall::SYSCALL_VECTOR)), calls its own
+//! dispatcher and leaves through `isr_restore`. Returning
 //! from `trap_dispatch` restores the (possibly edited) frame with `iretq`.
 //! `swapgs` runs on entry from and exit to ring 3, so GS always points at the
 //! per-core state inside the kernel.
@@ -99,9 +100,6 @@ isr_common:
     jz 1f
     swapgs
 1:
-    /* The syscall entry joins here, GS already swapped. */
-    .global isr_save_registers
-isr_save_registers:
     push rax
     push rbx
     push rcx
@@ -120,6 +118,7 @@ isr_save_registers:
     mov rdi, rsp
     cld
     call {dispatch}
+    /* The syscall entry leaves through here too. */
     .global isr_restore
 isr_restore:
     pop r15
@@ -263,10 +262,6 @@ const EXCEPTION_NAMES: [&str; 32] = [
 
 /// Called by `isr_common` with the saved state of the interrupted code.
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    if frame.vector == super::syscall::SYSCALL_VECTOR {
-        super::syscall::dispatch(frame);
-        return;
-    }
     if frame.came_from_user() && frame.vector != 2 && frame.vector != 18 {
         super::sched::user_trap(frame);
         return;

@@ -668,6 +668,23 @@ pub fn in_call() -> bool {
     this_cpu().runq.with(|rq| rq.current.as_ref().is_some_and(|v| v.call.is_some()))
 }
 
+/// [`VcpuRing::enter_fast`] on the current vCPU's ring, in place, within
+/// one borrow of the run queue: the `RingEnter` fast path. `None` if there
+/// is no ring to enter this way (none registered, or inside a protected
+/// control transfer): [`with_current_ring`] then gives the right error.
+#[inline(always)]
+pub fn enter_current_ring_fast(
+    to_submit: u64,
+    min_complete: u64,
+) -> Option<Result<super::uring::Entered, Error>> {
+    this_cpu().runq.with(|rq| match rq.current.as_deref_mut() {
+        Some(Vcpu { call: None, ring: Some(ring), .. }) => {
+            Some(ring.enter_fast(to_submit, min_complete))
+        }
+        _ => None,
+    })
+}
+
 /// Runs `f` with the current vCPU's ring slot (taken out of the run queue
 /// for the call, so `f` may do anything the kernel does on this core) and
 /// its environment. `Busy` inside a protected control transfer: the ring is
@@ -774,7 +791,10 @@ pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
     }
     env::ensure_vcpu_page(&target, core)?;
     // Hold the target like a vCPU does, unless its last vCPU is already gone.
-    #[allow(deprecated, reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables")]
+    #[allow(
+        deprecated,
+        reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
+    )]
     target
         .live_vcpus
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > 0).then_some(n + 1))

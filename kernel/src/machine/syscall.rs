@@ -4,9 +4,10 @@
 //! clears IF, TF, DF, AC, NT). It swaps to the kernel GS, parks the user
 //! `rsp` in the per-core area, switches to this core's trap stack, pushes
 //! what an interrupt from ring 3 would have (`vector` = [`SYSCALL_VECTOR`])
-//! and joins the interrupt path to save the registers, so the frame is the
-//! same [`TrapFrame`] and every way back to ring 3, including a switch to
-//! another vCPU, is the one `iretq` path. The dispatcher decodes the
+//! and then every register in the interrupt path's order, so the frame is
+//! the same [`TrapFrame`], and calls [`syscall_dispatch`] directly; it
+//! leaves through the interrupt path's `isr_restore`, so every way back to
+//! ring 3, including a switch to another vCPU, is the one `iretq` path. The dispatcher decodes the
 //! number, validates every argument (pointers are copied through the
 //! owner's page tables, never dereferenced), and writes the encoded result
 //! into the frame's `rax`.
@@ -20,7 +21,7 @@ use super::interrupts::TrapFrame;
 use super::percpu::PERCPU_KERNEL_STACK_OFFSET;
 use super::percpu::PERCPU_USER_RSP_OFFSET;
 use super::sched;
-use super::uring::{PredicateMemory, VcpuRing};
+use super::uring::{Entered, PredicateMemory, VcpuRing};
 use abi::{Error, Rights, Syscall};
 use core::sync::atomic::Ordering;
 use x86_64::VirtAddr;
@@ -45,13 +46,31 @@ syscall_entry:
     push rcx
     push 0
     push {vector}
-    jmp isr_save_registers
+    push rax
+    push rbx
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push rbp
+    push r8
+    push r9
+    push r10
+    push r11
+    push r12
+    push r13
+    push r14
+    push r15
+    mov rdi, rsp
+    call {dispatch}
+    jmp isr_restore
     "#,
     user_rsp = const PERCPU_USER_RSP_OFFSET,
     kernel_stack = const PERCPU_KERNEL_STACK_OFFSET,
     user_ds = const USER_DS as u64,
     user_cs = const super::gdt::USER_CS as u64,
     vector = const SYSCALL_VECTOR,
+    dispatch = sym syscall_dispatch,
 );
 
 unsafe extern "C" {
@@ -77,26 +96,32 @@ pub fn init_this_cpu() {
     );
 }
 
-/// Handles a system call whose frame `trap_dispatch` received.
-pub fn dispatch(frame: &mut TrapFrame) {
+/// Handles the system call in `frame` (called by `syscall_entry`).
+///
+/// The hot calls are decided here with nothing else loaded: the ring, the
+/// null call and protected control transfer; everything else is
+/// [`dispatch_general`], out of line.
+#[unsafe(no_mangle)]
+extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
+    let number = frame.rax;
+    if number == Syscall::RingEnter as u64 {
+        ring_enter(frame);
+    } else if number == Syscall::Null as u64 {
+        frame.rax = 0;
+    } else if number == Syscall::Call as u64 {
+        pct_call(frame);
+    } else if number == Syscall::Reply as u64 {
+        pct_reply(frame);
+    } else {
+        dispatch_general(frame);
+    }
+}
+
+/// Every system call but the hot ones of [`syscall_dispatch`].
+#[inline(never)]
+fn dispatch_general(frame: &mut TrapFrame) {
     let number = frame.rax;
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
-    // The null call is the benchmark's hot path: no lookups at all.
-    if number == Syscall::Null as u64 {
-        frame.rax = 0;
-        return;
-    }
-    // Protected control transfer: its own fast path, no environment lookup.
-    if number == Syscall::Call as u64 {
-        return pct_call(frame);
-    }
-    if number == Syscall::Reply as u64 {
-        return pct_reply(frame);
-    }
-    // The ring: its own fast path too (the environment comes with the ring).
-    if number == Syscall::RingEnter as u64 {
-        return ring_enter(frame);
-    }
     let Some(call) = Syscall::from_number(number) else {
         frame.rax = Error::InvalidSyscall.to_raw();
         return;
@@ -289,27 +314,48 @@ fn ipc_accept(env: &env::Env, who: u64, allow: u64) -> Result<u64, Error> {
 }
 
 /// `RingEnter`: submits, then sleeps for completions if asked to.
+///
+/// The fast path answers everything the ring protocol can by itself in
+/// place, inside one borrow of the run queue; at the first entry that needs
+/// an operation run, the rest goes through [`sched::with_current_ring`],
+/// which takes the ring out of the run queue so that the operation may do
+/// anything the kernel does on this core.
 #[inline(always)]
 fn ring_enter(frame: &mut TrapFrame) {
     let (to_submit, min_complete) = (frame.rdi, frame.rsi);
-    let entered = sched::with_current_ring(|slot, env| {
-        slot.as_mut().ok_or(Error::InvalidArgument)?.enter(env, to_submit, min_complete)
-    });
+    let entered = match sched::enter_current_ring_fast(to_submit, min_complete) {
+        Some(Ok(fast)) if !fast.deferred => Ok(fast),
+        Some(Err(e)) => Err(e),
+        fast => ring_enter_slow(
+            to_submit,
+            min_complete,
+            fast.map_or(0, |f| f.map_or(0, |f| f.consumed)),
+        ),
+    };
     match entered {
-        Ok((consumed, None)) => {
+        Ok(Entered { consumed, wait: None, .. }) => {
             frame.rax = consumed;
             // A `Notify` may have woken a vCPU on this core (see `dispatch`).
             if super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
                 sched::finish(frame, sched::Why::Event);
             }
         }
-        Ok((consumed, Some(wait))) => {
+        Ok(Entered { consumed, wait: Some(wait), .. }) => {
             frame.rax = consumed;
             sched::sleep_current(frame, sched::Wait::Completions(wait));
             sched::finish(frame, sched::Why::Event);
         }
         Err(e) => frame.rax = e.to_raw(),
     }
+}
+
+/// The rest of a `RingEnter` whose fast path consumed `consumed` entries.
+#[inline(never)]
+fn ring_enter_slow(to_submit: u64, min_complete: u64, consumed: u64) -> Result<Entered, Error> {
+    let rest = sched::with_current_ring(|slot, env| {
+        slot.as_mut().ok_or(Error::InvalidArgument)?.enter(env, to_submit - consumed, min_complete)
+    })?;
+    Ok(Entered { consumed: consumed + rest.consumed, ..rest })
 }
 
 /// `SleepOn`: copies and verifies the predicate; `None` if it already holds.
@@ -326,7 +372,9 @@ fn sleep_on(
     let bytes = &mut bytes[..count as usize * core::mem::size_of::<Insn>()];
     env::copy_from_user_into(env, ptr, bytes)?;
     let insns: alloc::vec::Vec<Insn> = bytes
-        .chunks_exact(16)
+        .as_chunks::<16>()
+        .0
+        .iter()
         .map(|c| {
             let word = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().expect("8 bytes"));
             Insn {

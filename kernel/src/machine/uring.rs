@@ -88,9 +88,8 @@ impl Pinned<'_> {
 }
 
 /// Consecutive entries in one pinned page of a ring: `slots` entries of
-/// `stride` words from `base`. Made only by [`Pinned::run`] and shrunk only
-/// from the front by `advance`, so every entry `i < slots` lies inside that
-/// page, 8-aligned.
+/// `stride` words from `base`. Made only by [`Pinned::run`], so every entry
+/// `i < slots` lies inside that page, 8-aligned.
 struct PageRun {
     base: *mut u64,
     slots: u32,
@@ -104,24 +103,12 @@ impl PageRun {
         assert!(i < self.slots, "ring slot outside its run");
         self.base.wrapping_add(i as usize * self.stride)
     }
-
-    /// Drops the first `k` entries (all of them if `k` is larger).
-    #[inline]
-    fn advance(&mut self, k: u32) {
-        let k = k.min(self.slots);
-        self.base = self.base.wrapping_add(k as usize * self.stride);
-        self.slots -= k;
-    }
 }
 
 impl SqRun for PageRun {
     #[inline]
     fn slots(&self) -> u32 {
         self.slots
-    }
-    #[inline]
-    fn skip(&mut self, k: u32) {
-        self.advance(k);
     }
     #[inline]
     fn head(&self, i: u32) -> [u64; 2] {
@@ -143,10 +130,6 @@ impl CqRun for PageRun {
     #[inline]
     fn slots(&self) -> u32 {
         self.slots
-    }
-    #[inline]
-    fn skip(&mut self, k: u32) {
-        self.advance(k);
     }
     #[inline]
     fn write(&self, i: u32, e: CqEntry) {
@@ -267,33 +250,24 @@ impl VcpuRing {
     /// consumed and, if fewer than `min_complete` completions wait, the
     /// count to sleep for. `InvalidArgument` if `min_complete` exceeds the
     /// completion queue.
-    ///
-    /// The ring's fast path: with no timer armed the TSC is not read, and
-    /// with `min_complete == 0` the completion queue is not looked at again.
-    #[inline]
     pub fn enter(
         &mut self,
         env: &Env,
         to_submit: u64,
         min_complete: u64,
-    ) -> Result<(u64, Option<u32>), Error> {
-        let ring = &mut *self.0;
-        if min_complete > u64::from(ring.state.cq_entries()) {
-            return Err(Error::InvalidArgument);
-        }
-        let max = to_submit.min(u64::from(ring.state.sq_entries())) as u32;
-        let mem = Pinned { pages: &ring.pages, cq_offset: ring.cq_offset };
-        let timers = &mut ring.timers;
-        let consumed = ring.state.submit(&mem, max, |sqe| execute(env, sqe, timers));
-        if !ring.timers.is_empty() {
-            ring.fire_timers(super::cpu::rdtsc());
-        }
-        let wait = (min_complete != 0
-            && u64::from(ring.state.pending_completions(&ring.memory())) < min_complete)
-            .then_some(min_complete as u32);
-        Ok((u64::from(consumed), wait))
+    ) -> Result<Entered, Error> {
+        self.0.enter(to_submit, min_complete, |sqe, timers| execute(env, sqe, timers))
     }
 
+    /// [`VcpuRing::enter`] for only what the ring protocol answers by
+    /// itself (Nops, malformed and canceled entries) and due timers: it
+    /// stops, with [`Entered::deferred`], at the first entry that needs
+    /// [`execute`]. It touches nothing outside the ring, so the scheduler
+    /// may run it while it holds the run queue.
+    #[inline]
+    pub fn enter_fast(&mut self, to_submit: u64, min_complete: u64) -> Result<Entered, Error> {
+        self.0.enter(to_submit, min_complete, |_, _| Outcome::Defer)
+    }
     /// The earliest pending timer's deadline.
     pub fn next_timer(&self) -> Option<u64> {
         self.0.timers.iter().map(|&(deadline, _)| deadline).min()
@@ -310,7 +284,52 @@ impl VcpuRing {
     }
 }
 
+/// What a `RingEnter` pass did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entered {
+    /// Submissions consumed.
+    pub consumed: u64,
+    /// It stopped at an entry that needs the full path
+    /// ([`VcpuRing::enter_fast`] only; the count to sleep for is then not
+    /// computed).
+    pub deferred: bool,
+    /// Fewer than `min_complete` completions wait: sleep for this many.
+    pub wait: Option<u32>,
+}
+
 impl Registered {
+    /// Both kinds of `RingEnter`: `exec` runs what the protocol hands out.
+    /// With no timer armed the TSC is not read, and with
+    /// `min_complete == 0` the completion queue is not looked at again.
+    #[inline(always)]
+    fn enter(
+        &mut self,
+        to_submit: u64,
+        min_complete: u64,
+        mut exec: impl FnMut(&SqEntry, &mut Vec<(u64, u64)>) -> Outcome,
+    ) -> Result<Entered, Error> {
+        if min_complete > u64::from(self.state.cq_entries()) {
+            return Err(Error::InvalidArgument);
+        }
+        let max = to_submit.min(u64::from(self.state.sq_entries())) as u32;
+        let mem = Pinned { pages: &self.pages, cq_offset: self.cq_offset };
+        let timers = &mut self.timers;
+        let mut deferred = false;
+        let consumed = self.state.submit(&mem, max, |sqe| {
+            let outcome = exec(sqe, timers);
+            deferred |= outcome == Outcome::Defer;
+            outcome
+        });
+        if !self.timers.is_empty() {
+            self.fire_timers(super::cpu::rdtsc());
+        }
+        let wait = (min_complete != 0
+            && !deferred
+            && u64::from(self.state.pending_completions(&self.memory())) < min_complete)
+            .then_some(min_complete as u32);
+        Ok(Entered { consumed: u64::from(consumed), deferred, wait })
+    }
+
     fn fire_timers(&mut self, now: u64) {
         if self.timers.iter().all(|&(deadline, _)| deadline > now) {
             return;
