@@ -26,8 +26,9 @@ use kernel::frames::FrameNumber;
 use kernel::ring::{CqRun, Outcome, RingMemory, RingState, SqRun};
 
 /// One vCPU's registered ring: a pointer, so that taking it out of the run
-/// queue for a `RingEnter` ([`super::sched::with_current_ring`]) and putting
-/// it back moves one word.
+/// queue for a `RingEnter`'s full path ([`super::sched::with_current_ring`];
+/// the fast path, [`VcpuRing::enter_fast`], works on it in place) and
+/// putting it back moves one word.
 pub struct VcpuRing(Box<Registered>);
 
 struct Registered {
