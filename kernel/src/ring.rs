@@ -2,7 +2,7 @@
 //!
 //! The ring lives in frames the environment owns; the machine layer maps
 //! them, pins them and hands this module a [`RingMemory`]: narrow
-//! accessors to the header's indices and to runs of entries. Everything
+//! accessors to the header's indices and to entries by slot. Everything
 //! else — which entries to consume, how to validate them, link chains,
 //! where completions go and when to stop — is decided here, by a [`RingState`]
 //! that keeps the kernel's private copies of its indices. On the host the
@@ -19,8 +19,8 @@
 //! reuse those submission slots: the kernel has finished reading them.
 //!
 //! The copy of an entry is taken in two parts, each word read exactly once:
-//! the head word and `user_data` ([`SqRun::head`]) of every entry, and the
-//! six arguments ([`SqRun::args`]) only of an entry handed to `exec` — a
+//! the head word and `user_data` ([`RingMemory::sq_head`]) of every entry, and
+//! the six arguments ([`RingMemory::sq_args`]) only of an entry handed to `exec` — a
 //! `Nop`, a malformed or a canceled entry needs none, so a batch of `Nop`s
 //! costs two loads per entry.
 //!
@@ -88,25 +88,15 @@ use abi::ring::{
 
 /// The ring's memory as the kernel sees it.
 ///
-/// The kernel implements it over the pinned frames of a registered ring;
-/// the tests implement it over vectors or loom atomics. The entries are
-/// reached in *runs* of consecutive slots ([`SqRun`], [`CqRun`]; for the
-/// kernel, the slots in one page), so that walking a queue costs an
-/// address increment per entry rather than a page lookup. `slot` arguments
-/// are always below the ring's `sq_entries` ([`sq_run`]) or `cq_entries`
-/// ([`cq_run`]).
-///
-/// [`sq_run`]: RingMemory::sq_run
-/// [`cq_run`]: RingMemory::cq_run
+/// The kernel implements it over the pinned frames of a registered ring
+/// (with a table of each slot's address, so that an entry costs one load to
+/// find whatever page it lies in); the tests implement it over vectors or
+/// loom atomics. Entries are named by their free-running *index* (the value
+/// of `sq_head` or `cq_tail` that reaches them): index `i` is slot
+/// `i mod sq_entries` (or `cq_entries`), and the implementation does the
+/// wrapping — with a power-of-two mask it owns, so no slot it computes can
+/// be out of range.
 pub trait RingMemory {
-    /// A run of submission slots.
-    type Sq<'a>: SqRun
-    where
-        Self: 'a;
-    /// A run of completion slots.
-    type Cq<'a>: CqRun
-    where
-        Self: 'a;
     /// The header's `sq_tail`, loaded with acquire ordering.
     fn load_sq_tail(&self) -> u32;
     /// The header's `cq_head`, loaded with acquire ordering.
@@ -115,37 +105,18 @@ pub trait RingMemory {
     fn store_sq_head(&self, v: u32);
     /// Stores the header's `cq_tail` with release ordering.
     fn store_cq_tail(&self, v: u32);
-    /// The run of submission slots that starts at `slot`. It may extend
-    /// past the last slot; the protocol never goes there.
-    fn sq_run(&self, slot: u32) -> Self::Sq<'_>;
-    /// The run of completion slots that starts at `slot` (likewise).
-    fn cq_run(&self, slot: u32) -> Self::Cq<'_>;
+    /// A copy of the first two words of submission `index`: its head word
+    /// ([`SqEntry::head_word`]: opcode, flags, reserved bytes) and its
+    /// `user_data`.
+    fn sq_head(&self, index: u32) -> [u64; 2];
+    /// A copy of the six argument words of submission `index`.
+    fn sq_args(&self, index: u32) -> [u64; 6];
+    /// Writes completion `index`.
+    fn cq_write(&self, index: u32, e: CqEntry);
     /// `header.overflow += 1` (wrapping).
     fn add_overflow(&self);
     /// `header.errors |= bits`.
     fn raise_error(&self, bits: u32);
-}
-
-/// Submission slots `first..first + slots()` of a ring, in order, `first`
-/// being the slot [`RingMemory::sq_run`] was asked for. Arguments `i` are
-/// below [`SqRun::slots`].
-pub trait SqRun {
-    /// The number of slots in the run, at least 1 when it is made.
-    fn slots(&self) -> u32;
-    /// A copy of the first two words of slot `first + i`: its head word
-    /// ([`SqEntry::head_word`]: opcode, flags, reserved bytes) and its
-    /// `user_data`.
-    fn head(&self, i: u32) -> [u64; 2];
-    /// A copy of the six argument words of slot `first + i`.
-    fn args(&self, i: u32) -> [u64; 6];
-}
-
-/// Completion slots `first..first + slots()` of a ring (as [`SqRun`]).
-pub trait CqRun {
-    /// The number of slots in the run, at least 1 when it is made.
-    fn slots(&self) -> u32;
-    /// Writes completion slot `first + i`.
-    fn write(&self, i: u32, e: CqEntry);
 }
 
 /// What the caller did with one valid, non-canceled submission.
@@ -309,58 +280,36 @@ impl RingState {
             }
         }
 
-        // Each pass of the outer loop takes the runs at the current slots
-        // and walks the `n` entries that lie in both and before the end of
-        // both queues. Its inner loop is the fast path, small enough to
-        // keep everything in registers: well-formed Nops in a live chain,
-        // submission `k` of the run answered in completion `k`. The first
-        // other entry, already read, goes out of line to `slow`; then the
-        // next pass starts from the slots after it.
-        let (sq_mask, cq_mask) = (self.sq_entries - 1, self.cq_entries - 1);
+        // The inner loop is the common case, small enough to stay in
+        // registers: well-formed Nops in a live chain, two loads and two
+        // stores each. The first other entry, already read, goes out of
+        // line to `slow`; then the inner loop resumes after it.
         let (mut sq_head, mut cq_tail) = (self.sq_head, self.cq_tail);
+        let end = sq_head.wrapping_add(count);
         let mut chain_failed = self.chain_failed;
-        let mut left = count;
-        while left > 0 {
-            let (sq_slot, cq_slot) = (sq_head & sq_mask, cq_tail & cq_mask);
-            let (sq, cq) = (mem.sq_run(sq_slot), mem.cq_run(cq_slot));
-            let n = left
-                .min(sq.slots())
-                .min(sq_mask - sq_slot + 1)
-                .min(cq.slots())
-                .min(cq_mask - cq_slot + 1);
-            let mut k = 0;
-            let other = loop {
-                if k == n {
-                    break None;
+        while sq_head != end {
+            let index = sq_head;
+            let [head, user_data] = mem.sq_head(index);
+            if head & !NOP_HEAD_BITS == 0 && !chain_failed {
+                mem.cq_write(cq_tail, CqEntry { user_data, result: 0 });
+            } else {
+                match self.slow(head, user_data, chain_failed, || mem.sq_args(index), &mut exec) {
+                    Slow::Complete(result, failed) => {
+                        mem.cq_write(cq_tail, CqEntry { user_data, result });
+                        chain_failed = failed && links(head);
+                    }
+                    Slow::Pending => {
+                        chain_failed = false;
+                        sq_head = sq_head.wrapping_add(1);
+                        continue;
+                    }
+                    Slow::Defer => break,
                 }
-                let [head, user_data] = sq.head(k);
-                if head & !NOP_HEAD_BITS != 0 || chain_failed {
-                    break Some((head, user_data));
-                }
-                cq.write(k, CqEntry { user_data, result: 0 });
-                k += 1;
-            };
-            sq_head = sq_head.wrapping_add(k);
-            cq_tail = cq_tail.wrapping_add(k);
-            left -= k;
-            let Some((head, user_data)) = other else {
-                if n == 0 {
-                    break; // a RingMemory with an empty run: stop, not spin
-                }
-                continue;
-            };
-            match self.slow(head, user_data, chain_failed, || sq.args(k), &mut exec) {
-                Slow::Complete(result, failed) => {
-                    cq.write(k, CqEntry { user_data, result });
-                    cq_tail = cq_tail.wrapping_add(1);
-                    chain_failed = failed && links(head);
-                }
-                Slow::Pending => chain_failed = false,
-                Slow::Defer => break,
             }
+            cq_tail = cq_tail.wrapping_add(1);
             sq_head = sq_head.wrapping_add(1);
-            left -= 1;
         }
+        let consumed = sq_head.wrapping_sub(self.sq_head);
         self.chain_failed = chain_failed;
         if cq_tail != self.cq_tail {
             self.cq_tail = cq_tail;
@@ -368,7 +317,7 @@ impl RingState {
         }
         self.sq_head = sq_head;
         mem.store_sq_head(sq_head);
-        count - left
+        consumed
     }
 
     /// [`RingState::submit`] for an entry that is not a well-formed Nop in a
@@ -434,8 +383,7 @@ impl RingState {
 
     /// Writes one completion at `cq_tail` (without publishing the tail).
     fn post(&mut self, mem: &impl RingMemory, user_data: u64, result: Result<u64, Error>) {
-        let slot = self.cq_tail & (self.cq_entries - 1);
-        mem.cq_run(slot).write(0, CqEntry { user_data, result: abi::encode(result) });
+        mem.cq_write(self.cq_tail, CqEntry { user_data, result: abi::encode(result) });
         self.cq_tail = self.cq_tail.wrapping_add(1);
     }
 }
@@ -466,9 +414,6 @@ mod tests {
         strict: bool,
         /// Completions the kernel wrote.
         writes: Cell<u32>,
-        /// Runs end at multiples of this many slots (like pages), and may
-        /// go past the end of a queue: an access there panics.
-        run: u32,
         /// The libOS's private indices.
         lib_sq_tail: Cell<u32>,
         lib_cq_head: Cell<u32>,
@@ -488,7 +433,6 @@ mod tests {
                 unread: RefCell::new(vec![false; cq as usize]),
                 strict: true,
                 writes: Cell::new(0),
-                run: 3,
                 lib_sq_tail: Cell::new(0),
                 lib_cq_head: Cell::new(0),
             }
@@ -538,58 +482,7 @@ mod tests {
         }
     }
 
-    /// Slots `first..` of a [`VecRing`] queue up to the next multiple of
-    /// its `run`.
-    struct VecRun<'a> {
-        ring: &'a VecRing,
-        first: u32,
-        end: u32,
-    }
-
-    impl<'a> VecRun<'a> {
-        fn new(ring: &'a VecRing, first: u32) -> VecRun<'a> {
-            VecRun { ring, first, end: (first / ring.run + 1) * ring.run }
-        }
-        fn slot(&self, i: u32) -> usize {
-            assert!(i < self.run_slots(), "access past the run");
-            (self.first + i) as usize
-        }
-        fn run_slots(&self) -> u32 {
-            self.end.saturating_sub(self.first)
-        }
-    }
-
-    impl SqRun for VecRun<'_> {
-        fn slots(&self) -> u32 {
-            self.run_slots()
-        }
-        fn head(&self, i: u32) -> [u64; 2] {
-            let e = self.ring.sqes.borrow()[self.slot(i)];
-            [e.head_word(), e.user_data]
-        }
-        fn args(&self, i: u32) -> [u64; 6] {
-            self.ring.sqes.borrow()[self.slot(i)].args
-        }
-    }
-
-    impl CqRun for VecRun<'_> {
-        fn slots(&self) -> u32 {
-            self.run_slots()
-        }
-        fn write(&self, i: u32, e: CqEntry) {
-            let slot = self.slot(i);
-            let ring = self.ring;
-            let mut unread = ring.unread.borrow_mut();
-            assert!(!ring.strict || !unread[slot], "overwrote unread completion in slot {slot}");
-            unread[slot] = true;
-            ring.cqes.borrow_mut()[slot] = e;
-            ring.writes.set(ring.writes.get().wrapping_add(1));
-        }
-    }
-
     impl RingMemory for VecRing {
-        type Sq<'a> = VecRun<'a>;
-        type Cq<'a> = VecRun<'a>;
         fn load_sq_tail(&self) -> u32 {
             self.sq_tail.get()
         }
@@ -602,11 +495,20 @@ mod tests {
         fn store_cq_tail(&self, v: u32) {
             self.cq_tail.set(v);
         }
-        fn sq_run(&self, slot: u32) -> VecRun<'_> {
-            VecRun::new(self, slot)
+        fn sq_head(&self, index: u32) -> [u64; 2] {
+            let e = self.sqes.borrow()[(index % self.sq_len()) as usize];
+            [e.head_word(), e.user_data]
         }
-        fn cq_run(&self, slot: u32) -> VecRun<'_> {
-            VecRun::new(self, slot)
+        fn sq_args(&self, index: u32) -> [u64; 6] {
+            self.sqes.borrow()[(index % self.sq_len()) as usize].args
+        }
+        fn cq_write(&self, index: u32, e: CqEntry) {
+            let slot = (index % self.cq_len()) as usize;
+            let mut unread = self.unread.borrow_mut();
+            assert!(!self.strict || !unread[slot], "overwrote unread completion in slot {slot}");
+            unread[slot] = true;
+            self.cqes.borrow_mut()[slot] = e;
+            self.writes.set(self.writes.get().wrapping_add(1));
         }
         fn add_overflow(&self) {
             self.overflow.set(self.overflow.get().wrapping_add(1));
@@ -1251,12 +1153,10 @@ mod tests {
         (n, overflowed)
     }
 
-    /// Runs `actions` over a ring whose runs end at multiples of `run_len`
-    /// slots; in honest runs, checks the full contract.
-    fn run(sq: u32, cq: u32, run_len: u32, actions: &[Action], hostile: bool) {
+    /// Runs `actions` over a ring; in honest runs, checks the full contract.
+    fn run(sq: u32, cq: u32, actions: &[Action], hostile: bool) {
         let mut ring = VecRing::new(sq, cq);
         ring.strict = !hostile;
-        ring.run = run_len;
         let mut k = RingState::new(sq, cq).unwrap();
         let mut model = Model { chain_failed: false };
         let mut next_user_data = 1u64;
@@ -1357,19 +1257,17 @@ mod tests {
         #[test]
         fn honest_libos_gets_every_completion_once(
             (sq, cq) in sizes(),
-            run_len in 1..6u32,
             actions in prop::collection::vec(action(false), 0..60),
         ) {
-            run(sq, cq, run_len, &actions, false);
+            run(sq, cq, &actions, false);
         }
 
         #[test]
         fn hostile_libos_never_breaks_the_kernel(
             (sq, cq) in sizes(),
-            run_len in 1..6u32,
             actions in prop::collection::vec(action(true), 0..60),
         ) {
-            run(sq, cq, run_len, &actions, true);
+            run(sq, cq, &actions, true);
         }
     }
 }
@@ -1413,40 +1311,7 @@ mod loom {
         }
     }
 
-    /// One-slot runs (the slot's own atomics).
-    struct LoomRun<'a> {
-        ring: &'a LoomRing,
-        first: usize,
-    }
-
-    impl SqRun for LoomRun<'_> {
-        fn slots(&self) -> u32 {
-            1
-        }
-        fn head(&self, i: u32) -> [u64; 2] {
-            assert_eq!(i, 0, "access past the run");
-            [Op::Nop as u64, self.ring.sqes[self.first].load(Ordering::Relaxed)]
-        }
-        fn args(&self, _i: u32) -> [u64; 6] {
-            panic!("a Nop has no arguments to read")
-        }
-    }
-
-    impl CqRun for LoomRun<'_> {
-        fn slots(&self) -> u32 {
-            1
-        }
-        fn write(&self, i: u32, e: CqEntry) {
-            assert_eq!(i, 0, "access past the run");
-            let (user_data, result) = &self.ring.cqes[self.first];
-            user_data.store(e.user_data, Ordering::Relaxed);
-            result.store(e.result, Ordering::Relaxed);
-        }
-    }
-
     impl RingMemory for LoomRing {
-        type Sq<'a> = LoomRun<'a>;
-        type Cq<'a> = LoomRun<'a>;
         fn load_sq_tail(&self) -> u32 {
             self.sq_tail.load(Ordering::Acquire)
         }
@@ -1459,11 +1324,17 @@ mod loom {
         fn store_cq_tail(&self, v: u32) {
             self.cq_tail.store(v, Ordering::Release)
         }
-        fn sq_run(&self, slot: u32) -> LoomRun<'_> {
-            LoomRun { ring: self, first: slot as usize }
+        fn sq_head(&self, index: u32) -> [u64; 2] {
+            let slot = index as usize % self.sqes.len();
+            [Op::Nop as u64, self.sqes[slot].load(Ordering::Relaxed)]
         }
-        fn cq_run(&self, slot: u32) -> LoomRun<'_> {
-            LoomRun { ring: self, first: slot as usize }
+        fn sq_args(&self, _index: u32) -> [u64; 6] {
+            panic!("a Nop has no arguments to read")
+        }
+        fn cq_write(&self, index: u32, e: CqEntry) {
+            let (user_data, result) = &self.cqes[index as usize % self.cqes.len()];
+            user_data.store(e.user_data, Ordering::Relaxed);
+            result.store(e.result, Ordering::Relaxed);
         }
         fn add_overflow(&self) {}
         fn raise_error(&self, _bits: u32) {

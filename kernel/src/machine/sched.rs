@@ -58,7 +58,7 @@ use super::gdt::{USER_CS, USER_DS};
 use super::interrupts::TrapFrame;
 use super::interrupts::vectors;
 use super::percpu::{cpu, this_cpu};
-use super::uring::{PredicateMemory, VcpuRing};
+use super::uring::{FastEntered, PredicateMemory, VcpuRing};
 use super::{apic, slots, tlb};
 use abi::Error;
 use alloc::boxed::Box;
@@ -669,19 +669,15 @@ pub fn in_call() -> bool {
 }
 
 /// [`VcpuRing::enter_fast`] on the current vCPU's ring, in place, within
-/// one borrow of the run queue: the `RingEnter` fast path. `None` if there
-/// is no ring to enter this way (none registered, or inside a protected
-/// control transfer): [`with_current_ring`] then gives the right error.
+/// one borrow of the run queue: the `RingEnter` fast path. `Full(0)` if
+/// there is no ring to enter this way (none registered, or inside a
+/// protected control transfer): [`with_current_ring`] then gives the right
+/// error.
 #[inline(always)]
-pub fn enter_current_ring_fast(
-    to_submit: u64,
-    min_complete: u64,
-) -> Option<Result<super::uring::Entered, Error>> {
+pub fn enter_current_ring_fast(to_submit: u64, min_complete: u64) -> FastEntered {
     this_cpu().runq.with(|rq| match rq.current.as_deref_mut() {
-        Some(Vcpu { call: None, ring: Some(ring), .. }) => {
-            Some(ring.enter_fast(to_submit, min_complete))
-        }
-        _ => None,
+        Some(Vcpu { call: None, ring: Some(ring), .. }) => ring.enter_fast(to_submit, min_complete),
+        _ => FastEntered::Full(0),
     })
 }
 

@@ -21,7 +21,7 @@ use super::interrupts::TrapFrame;
 use super::percpu::PERCPU_KERNEL_STACK_OFFSET;
 use super::percpu::PERCPU_USER_RSP_OFFSET;
 use super::sched;
-use super::uring::{Entered, PredicateMemory, VcpuRing};
+use super::uring::{Entered, FastEntered, PredicateMemory, VcpuRing};
 use abi::{Error, Rights, Syscall};
 use core::sync::atomic::Ordering;
 use x86_64::VirtAddr;
@@ -243,6 +243,7 @@ fn dispatch_general(frame: &mut TrapFrame) {
 }
 
 /// `Call`: on success the frame holds the callee's registers.
+#[inline(never)]
 fn pct_call(frame: &mut TrapFrame) {
     if let Err(e) = sched::call(frame, frame.rdi) {
         frame.rax = e.to_raw();
@@ -250,6 +251,7 @@ fn pct_call(frame: &mut TrapFrame) {
 }
 
 /// `Reply`: on success the frame holds the caller's registers.
+#[inline(never)]
 fn pct_reply(frame: &mut TrapFrame) {
     if let Err(e) = sched::reply(frame) {
         frame.rax = e.to_raw();
@@ -320,42 +322,49 @@ fn ipc_accept(env: &env::Env, who: u64, allow: u64) -> Result<u64, Error> {
 /// an operation run, the rest goes through [`sched::with_current_ring`],
 /// which takes the ring out of the run queue so that the operation may do
 /// anything the kernel does on this core.
-#[inline(always)]
+#[inline(never)]
 fn ring_enter(frame: &mut TrapFrame) {
     let (to_submit, min_complete) = (frame.rdi, frame.rsi);
-    let entered = match sched::enter_current_ring_fast(to_submit, min_complete) {
-        Some(Ok(fast)) if !fast.deferred => Ok(fast),
-        Some(Err(e)) => Err(e),
-        fast => ring_enter_slow(
-            to_submit,
-            min_complete,
-            fast.map_or(0, |f| f.map_or(0, |f| f.consumed)),
-        ),
-    };
-    match entered {
-        Ok(Entered { consumed, wait: None, .. }) => {
-            frame.rax = consumed;
-            // A `Notify` may have woken a vCPU on this core (see `dispatch`).
-            if super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
-                sched::finish(frame, sched::Why::Event);
-            }
+    match sched::enter_current_ring_fast(to_submit, min_complete) {
+        FastEntered::Done(consumed) => {
+            frame.rax = u64::from(consumed);
+            reschedule_if_woken(frame);
         }
-        Ok(Entered { consumed, wait: Some(wait), .. }) => {
-            frame.rax = consumed;
+        FastEntered::Full(consumed) => ring_enter_full(frame, u64::from(consumed)),
+    }
+}
+
+/// The rest of a `RingEnter` whose fast path consumed `consumed` entries:
+/// the operations that need the kernel, timers, and the wait.
+#[inline(never)]
+fn ring_enter_full(frame: &mut TrapFrame, consumed: u64) {
+    let (to_submit, min_complete) = (frame.rdi, frame.rsi);
+    let entered = sched::with_current_ring(|slot, env| {
+        slot.as_mut().ok_or(Error::InvalidArgument)?.enter(env, to_submit - consumed, min_complete)
+    });
+    match entered {
+        Ok(Entered { consumed: rest, wait: None }) => {
+            frame.rax = consumed + rest;
+            // A `Notify` may have woken a vCPU on this core.
+            reschedule_if_woken(frame);
+        }
+        Ok(Entered { consumed: rest, wait: Some(wait) }) => {
+            frame.rax = consumed + rest;
             sched::sleep_current(frame, sched::Wait::Completions(wait));
             sched::finish(frame, sched::Why::Event);
         }
+        // Only before anything was consumed: the fast path gives up at once
+        // on a missing ring, a call in progress or a bad `min_complete`.
         Err(e) => frame.rax = e.to_raw(),
     }
 }
 
-/// The rest of a `RingEnter` whose fast path consumed `consumed` entries.
-#[inline(never)]
-fn ring_enter_slow(to_submit: u64, min_complete: u64, consumed: u64) -> Result<Entered, Error> {
-    let rest = sched::with_current_ring(|slot, env| {
-        slot.as_mut().ok_or(Error::InvalidArgument)?.enter(env, to_submit - consumed, min_complete)
-    })?;
-    Ok(Entered { consumed: consumed + rest.consumed, ..rest })
+/// Switches away if an event woke a vCPU on this core during the call.
+#[inline]
+fn reschedule_if_woken(frame: &mut TrapFrame) {
+    if super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
+        sched::finish(frame, sched::Why::Event);
+    }
 }
 
 /// `SleepOn`: copies and verifies the predicate; `None` if it already holds.

@@ -23,7 +23,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::frames::FrameNumber;
-use kernel::ring::{CqRun, Outcome, RingMemory, RingState, SqRun};
+use kernel::ring::{Outcome, RingMemory, RingState};
 
 /// One vCPU's registered ring: a pointer, so that taking it out of the run
 /// queue for a `RingEnter`'s full path ([`super::sched::with_current_ring`];
@@ -37,10 +37,12 @@ struct Registered {
     env: u32,
     /// The ring's frames, pinned, in order.
     frames: Vec<FrameNumber>,
-    /// Their direct-map addresses (what [`Pinned`] works with).
-    pages: Vec<usize>,
-    /// `abi::ring::cq_offset(sq_entries)`.
-    cq_offset: u64,
+    /// The direct-map address of the header (the start of the first frame).
+    header: usize,
+    /// Where each submission slot is.
+    sq_slots: SlotTable,
+    /// Where each completion slot is.
+    cq_slots: SlotTable,
     /// Pending `Timer` operations: (TSC deadline, user data).
     timers: Vec<(u64, u64)>,
 }
@@ -51,96 +53,59 @@ impl Drop for Registered {
     }
 }
 
-/// The ring's memory, reached through the pinned frames.
+/// The ring's memory, reached through the pinned frames' direct-map
+/// addresses: one per slot, so that an entry costs one table load whatever
+/// page it lies in.
 struct Pinned<'a> {
-    /// The direct-map address of each pinned frame, in ring order.
-    pages: &'a [usize],
-    cq_offset: u64,
+    header: usize,
+    sq_slots: &'a SlotTable,
+    cq_slots: &'a SlotTable,
 }
 
 impl Pinned<'_> {
-    /// The kernel address of byte `offset` of the ring (the page index is
-    /// bounds-checked). Entries and header fields never straddle a page
-    /// (64-byte submissions after a 64-byte header; 16-byte completions at
-    /// a 16-byte-aligned offset).
-    #[inline]
-    fn at(&self, offset: u64) -> usize {
-        self.pages[(offset / PAGE_SIZE) as usize] + (offset % PAGE_SIZE) as usize
-    }
-
     #[inline]
     fn header_word(&self, index: u64) -> &AtomicU32 {
         // SAFETY: the header is the first 32 bytes of the first pinned
         // frame; `index` < 8 (callers use the fixed field indices below);
         // u32 fields are 4-aligned; atomics make concurrent libOS writes
         // well-defined.
-        unsafe { &*(self.at(index * 4) as *const AtomicU32) }
-    }
-
-    /// The entries of `size` bytes (a multiple of 8 dividing the page size)
-    /// from the one at byte `offset` (size-aligned) of the ring to the end
-    /// of its page.
-    #[inline]
-    fn run(&self, offset: u64, size: u64) -> PageRun {
-        let base = self.at(offset) as *mut u64;
-        let slots = ((PAGE_SIZE - offset % PAGE_SIZE) / size) as u32;
-        PageRun { base, slots, stride: size as usize / 8 }
+        unsafe { &*((self.header + index as usize * 4) as *const AtomicU32) }
     }
 }
 
-/// Consecutive entries in one pinned page of a ring: `slots` entries of
-/// `stride` words from `base`. Made only by [`Pinned::run`], so every entry
-/// `i < slots` lies inside that page, 8-aligned.
-struct PageRun {
-    base: *mut u64,
-    slots: u32,
-    stride: usize,
+/// The direct-map address of every entry of one queue, in slot order:
+/// each that of a whole, 8-aligned entry inside one pinned frame (entries
+/// never straddle a page: 64-byte submissions after a 64-byte header,
+/// 16-byte completions at a 16-byte-aligned offset). Their number is a
+/// power of two.
+struct SlotTable {
+    addresses: Box<[usize]>,
+    /// `addresses.len() - 1`.
+    mask: usize,
 }
 
-impl PageRun {
-    /// Entry `i` of the run (panics if `i` is not below `slots`).
-    #[inline]
-    fn entry(&self, i: u32) -> *mut u64 {
-        assert!(i < self.slots, "ring slot outside its run");
-        self.base.wrapping_add(i as usize * self.stride)
+impl SlotTable {
+    /// The table of `count` (a power of two) entries of `size` bytes from
+    /// byte `offset` of a ring whose frames' direct-map addresses are
+    /// `pages` (`setup` pinned enough frames for all of them).
+    fn new(pages: &[usize], offset: u64, size: u64, count: u32) -> SlotTable {
+        assert!(count.is_power_of_two(), "ring sizes are powers of two");
+        let addresses: Box<[usize]> = (0..u64::from(count))
+            .map(|i| {
+                let at = offset + i * size;
+                pages[(at / PAGE_SIZE) as usize] + (at % PAGE_SIZE) as usize
+            })
+            .collect();
+        SlotTable { mask: addresses.len() - 1, addresses }
     }
-}
 
-impl SqRun for PageRun {
+    /// The first word of the entry with free-running index `index` (slot
+    /// `index mod count`).
     #[inline]
-    fn slots(&self) -> u32 {
-        self.slots
-    }
-    #[inline]
-    fn head(&self, i: u32) -> [u64; 2] {
-        let words = self.entry(i);
-        // SAFETY: `entry` gives a submission's eight words inside a pinned
-        // page (see `PageRun`); two volatile loads (the compiler may
-        // neither repeat nor merge them), taken once; any bits are valid.
-        unsafe { [words.read_volatile(), words.add(1).read_volatile()] }
-    }
-    #[inline]
-    fn args(&self, i: u32) -> [u64; 6] {
-        let words = self.entry(i);
-        // SAFETY: as in `head`, words 2..8 of the entry.
-        core::array::from_fn(|k| unsafe { words.add(2 + k).read_volatile() })
-    }
-}
-
-impl CqRun for PageRun {
-    #[inline]
-    fn slots(&self) -> u32 {
-        self.slots
-    }
-    #[inline]
-    fn write(&self, i: u32, e: CqEntry) {
-        let words = self.entry(i);
-        // SAFETY: `entry` gives a completion's two words inside a pinned
-        // page (see `PageRun`); two volatile stores.
-        unsafe {
-            words.write_volatile(e.user_data);
-            words.add(1).write_volatile(e.result);
-        }
+    fn entry(&self, index: u32) -> *mut u64 {
+        // SAFETY: the length is a power of two (asserted in `new`) and
+        // `mask` is one less, so the masked index is in bounds.
+        (unsafe { *self.addresses.get_unchecked(index as usize & self.mask) }) as *mut u64
     }
 }
 
@@ -154,14 +119,6 @@ const OVERFLOW: u64 = 6;
 const ERRORS: u64 = 7;
 
 impl RingMemory for Pinned<'_> {
-    type Sq<'a>
-        = PageRun
-    where
-        Self: 'a;
-    type Cq<'a>
-        = PageRun
-    where
-        Self: 'a;
     #[inline]
     fn load_sq_tail(&self) -> u32 {
         self.header_word(SQ_TAIL).load(Ordering::Acquire)
@@ -179,14 +136,28 @@ impl RingMemory for Pinned<'_> {
         self.header_word(CQ_TAIL).store(v, Ordering::Release)
     }
     #[inline]
-    fn sq_run(&self, slot: u32) -> PageRun {
-        let size = core::mem::size_of::<SqEntry>() as u64;
-        self.run(abi::ring::SQ_OFFSET + u64::from(slot) * size, size)
+    fn sq_head(&self, index: u32) -> [u64; 2] {
+        let words = self.sq_slots.entry(index);
+        // SAFETY: `entry` gives a submission's eight words inside a pinned
+        // frame (see `SlotTable`); two volatile loads (the compiler may
+        // neither repeat nor merge them), taken once; any bits are valid.
+        unsafe { [words.read_volatile(), words.add(1).read_volatile()] }
     }
     #[inline]
-    fn cq_run(&self, slot: u32) -> PageRun {
-        let size = core::mem::size_of::<CqEntry>() as u64;
-        self.run(self.cq_offset + u64::from(slot) * size, size)
+    fn sq_args(&self, index: u32) -> [u64; 6] {
+        let words = self.sq_slots.entry(index);
+        // SAFETY: as in `sq_head`, words 2..8 of the entry.
+        core::array::from_fn(|k| unsafe { words.add(2 + k).read_volatile() })
+    }
+    #[inline]
+    fn cq_write(&self, index: u32, e: CqEntry) {
+        let words = self.cq_slots.entry(index);
+        // SAFETY: `entry` gives a completion's two words inside a pinned
+        // frame (see `SlotTable`); two volatile stores.
+        unsafe {
+            words.write_volatile(e.user_data);
+            words.add(1).write_volatile(e.result);
+        }
     }
     fn add_overflow(&self) {
         self.header_word(OVERFLOW).fetch_add(1, Ordering::Release);
@@ -198,7 +169,7 @@ impl RingMemory for Pinned<'_> {
 
 impl Registered {
     fn memory(&self) -> Pinned<'_> {
-        Pinned { pages: &self.pages, cq_offset: self.cq_offset }
+        Pinned { header: self.header, sq_slots: &self.sq_slots, cq_slots: &self.cq_slots }
     }
 }
 
@@ -221,16 +192,19 @@ impl VcpuRing {
             return Err(Error::InvalidArgument);
         }
         let frames = env::pin_user_pages(env, base, bytes / PAGE_SIZE)?;
-        let pages = frames.iter().map(|&f| memory::frame_virt(f) as usize).collect();
+        let pages: Vec<usize> = frames.iter().map(|&f| memory::frame_virt(f) as usize).collect();
+        let (sq_size, cq_size) = (size_of::<SqEntry>() as u64, size_of::<CqEntry>() as u64);
         let ring = Registered {
             state,
             env: env.id,
+            header: pages[0],
+            sq_slots: SlotTable::new(&pages, abi::ring::SQ_OFFSET, sq_size, sq),
+            cq_slots: SlotTable::new(&pages, abi::ring::cq_offset(sq), cq_size, cq),
             frames,
-            pages,
-            cq_offset: abi::ring::cq_offset(sq),
             timers: Vec::new(),
         };
-        let mem = ring.memory();
+        let mem =
+            Pinned { header: ring.header, sq_slots: &ring.sq_slots, cq_slots: &ring.cq_slots };
         for (field, value) in [
             (SQ_HEAD, 0),
             (SQ_TAIL, 0),
@@ -257,18 +231,56 @@ impl VcpuRing {
         to_submit: u64,
         min_complete: u64,
     ) -> Result<Entered, Error> {
-        self.0.enter(to_submit, min_complete, |sqe, timers| execute(env, sqe, timers))
+        let ring = &mut *self.0;
+        if min_complete > u64::from(ring.state.cq_entries()) {
+            return Err(Error::InvalidArgument);
+        }
+        let max = to_submit.min(u64::from(ring.state.sq_entries())) as u32;
+        let mem =
+            Pinned { header: ring.header, sq_slots: &ring.sq_slots, cq_slots: &ring.cq_slots };
+        let timers = &mut ring.timers;
+        let consumed = ring.state.submit(&mem, max, |sqe| execute(env, sqe, timers));
+        if !ring.timers.is_empty() {
+            ring.fire_timers(super::cpu::rdtsc());
+        }
+        let wait = (min_complete != 0
+            && u64::from(ring.state.pending_completions(&ring.memory())) < min_complete)
+            .then_some(min_complete as u32);
+        Ok(Entered { consumed: u64::from(consumed), wait })
     }
 
-    /// [`VcpuRing::enter`] for only what the ring protocol answers by
-    /// itself (Nops, malformed and canceled entries) and due timers: it
-    /// stops, with [`Entered::deferred`], at the first entry that needs
-    /// [`execute`]. It touches nothing outside the ring, so the scheduler
-    /// may run it while it holds the run queue.
+    /// The part of [`VcpuRing::enter`] the ring protocol answers by itself:
+    /// Nops, malformed and canceled entries. It touches nothing outside the
+    /// ring, so the scheduler may run it while it holds the run queue.
+    ///
+    /// It returns [`FastEntered::Full`] (for [`VcpuRing::enter`] to go on
+    /// from there) at the first entry that needs [`execute`], with a timer
+    /// pending, when fewer than `min_complete` completions wait, and, having
+    /// consumed nothing, when `min_complete` is out of range.
     #[inline]
-    pub fn enter_fast(&mut self, to_submit: u64, min_complete: u64) -> Result<Entered, Error> {
-        self.0.enter(to_submit, min_complete, |_, _| Outcome::Defer)
+    pub fn enter_fast(&mut self, to_submit: u64, min_complete: u64) -> FastEntered {
+        let ring = &mut *self.0;
+        if min_complete > u64::from(ring.state.cq_entries()) {
+            return FastEntered::Full(0);
+        }
+        let max = to_submit.min(u64::from(ring.state.sq_entries())) as u32;
+        let mem =
+            Pinned { header: ring.header, sq_slots: &ring.sq_slots, cq_slots: &ring.cq_slots };
+        let mut deferred = false;
+        let consumed = ring.state.submit(&mem, max, |_| {
+            deferred = true;
+            Outcome::Defer
+        });
+        if deferred
+            || !ring.timers.is_empty()
+            || min_complete != 0 && u64::from(ring.state.pending_completions(&mem)) < min_complete
+        {
+            FastEntered::Full(consumed)
+        } else {
+            FastEntered::Done(consumed)
+        }
     }
+
     /// The earliest pending timer's deadline.
     pub fn next_timer(&self) -> Option<u64> {
         self.0.timers.iter().map(|&(deadline, _)| deadline).min()
@@ -285,57 +297,31 @@ impl VcpuRing {
     }
 }
 
-/// What a `RingEnter` pass did.
+/// What a `RingEnter` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entered {
     /// Submissions consumed.
     pub consumed: u64,
-    /// It stopped at an entry that needs the full path
-    /// ([`VcpuRing::enter_fast`] only; the count to sleep for is then not
-    /// computed).
-    pub deferred: bool,
     /// Fewer than `min_complete` completions wait: sleep for this many.
     pub wait: Option<u32>,
 }
 
-impl Registered {
-    /// Both kinds of `RingEnter`: `exec` runs what the protocol hands out.
-    /// With no timer armed the TSC is not read, and with
-    /// `min_complete == 0` the completion queue is not looked at again.
-    #[inline(always)]
-    fn enter(
-        &mut self,
-        to_submit: u64,
-        min_complete: u64,
-        mut exec: impl FnMut(&SqEntry, &mut Vec<(u64, u64)>) -> Outcome,
-    ) -> Result<Entered, Error> {
-        if min_complete > u64::from(self.state.cq_entries()) {
-            return Err(Error::InvalidArgument);
-        }
-        let max = to_submit.min(u64::from(self.state.sq_entries())) as u32;
-        let mem = Pinned { pages: &self.pages, cq_offset: self.cq_offset };
-        let timers = &mut self.timers;
-        let mut deferred = false;
-        let consumed = self.state.submit(&mem, max, |sqe| {
-            let outcome = exec(sqe, timers);
-            deferred |= outcome == Outcome::Defer;
-            outcome
-        });
-        if !self.timers.is_empty() {
-            self.fire_timers(super::cpu::rdtsc());
-        }
-        let wait = (min_complete != 0
-            && !deferred
-            && u64::from(self.state.pending_completions(&self.memory())) < min_complete)
-            .then_some(min_complete as u32);
-        Ok(Entered { consumed: u64::from(consumed), deferred, wait })
-    }
+/// What [`VcpuRing::enter_fast`] did: two words, returned in registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FastEntered {
+    /// The whole `RingEnter`: this many consumed, no sleep.
+    Done(u32),
+    /// This many consumed; [`VcpuRing::enter`] must do the rest.
+    Full(u32),
+}
 
+impl Registered {
     fn fire_timers(&mut self, now: u64) {
         if self.timers.iter().all(|&(deadline, _)| deadline > now) {
             return;
         }
-        let mem = Pinned { pages: &self.pages, cq_offset: self.cq_offset };
+        let mem =
+            Pinned { header: self.header, sq_slots: &self.sq_slots, cq_slots: &self.cq_slots };
         let state = &mut self.state;
         self.timers.retain(|&(deadline, user_data)| {
             if deadline <= now {
