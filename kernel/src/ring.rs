@@ -133,6 +133,16 @@ pub enum Outcome {
     Defer,
 }
 
+/// What [`RingState::submit_batch`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Submitted {
+    /// Entries consumed.
+    pub consumed: u32,
+    /// It stopped, without consuming it, at an entry `exec` answered with
+    /// [`Outcome::Defer`].
+    pub deferred: bool,
+}
+
 /// What [`RingState::submit`] does with an entry that is not a live Nop.
 enum Slow {
     /// Complete it with this encoded result; whether it failed.
@@ -261,22 +271,35 @@ impl RingState {
         &mut self,
         mem: &impl RingMemory,
         max: u32,
-        mut exec: impl FnMut(&SqEntry) -> Outcome,
+        exec: impl FnMut(&SqEntry) -> Outcome,
     ) -> u32 {
+        self.submit_batch(mem, max, exec).consumed
+    }
+
+    /// [`RingState::submit`], saying also whether it stopped at an entry
+    /// `exec` deferred.
+    #[inline]
+    pub fn submit_batch(
+        &mut self,
+        mem: &impl RingMemory,
+        max: u32,
+        mut exec: impl FnMut(&SqEntry) -> Outcome,
+    ) -> Submitted {
+        let nothing = Submitted { consumed: 0, deferred: false };
         let available = mem.load_sq_tail().wrapping_sub(self.sq_head);
         if available > self.sq_entries {
             mem.raise_error(RING_ERR_BAD_INDEX);
-            return 0;
+            return nothing;
         }
         let wanted = available.min(max);
         if wanted == 0 {
-            return 0;
+            return nothing;
         }
         let count = wanted.min(self.free_completion_slots(mem));
         if count < wanted {
             mem.add_overflow();
             if count == 0 {
-                return 0;
+                return nothing;
             }
         }
 
@@ -309,7 +332,8 @@ impl RingState {
             cq_tail = cq_tail.wrapping_add(1);
             sq_head = sq_head.wrapping_add(1);
         }
-        let consumed = sq_head.wrapping_sub(self.sq_head);
+        let submitted =
+            Submitted { consumed: sq_head.wrapping_sub(self.sq_head), deferred: sq_head != end };
         self.chain_failed = chain_failed;
         if cq_tail != self.cq_tail {
             self.cq_tail = cq_tail;
@@ -317,7 +341,7 @@ impl RingState {
         }
         self.sq_head = sq_head;
         mem.store_sq_head(sq_head);
-        consumed
+        submitted
     }
 
     /// [`RingState::submit`] for an entry that is not a well-formed Nop in a

@@ -183,10 +183,10 @@ pub struct CpuLocal<T> {
     value: UnsafeCell<T>,
 }
 
-// SAFETY: the value is only reached through `with`, which runs on the owning
-// core only (checked), with interrupts disabled and a busy flag against
-// re-entry, so at most one `&mut T` exists at any time and it never crosses
-// cores. `T` itself need not be `Send` (the local APIC handle is not) because
+// SAFETY: the value is only reached through `with` and `with_masked`, which
+// run on the owning core only (checked), with a busy flag against re-entry
+// (and interrupts disabled, so that no handler meets it), so at most one
+// `&mut T` exists at any time and it never crosses cores. `T` itself need not be `Send` (the local APIC handle is not) because
 // it is created by and never leaves its core.
 unsafe impl<T> Sync for CpuLocal<T> {}
 
@@ -196,7 +196,25 @@ impl<T> CpuLocal<T> {
         CpuLocal { owner, busy: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
+    /// [`CpuLocal::with`] for a caller that runs with interrupts masked
+    /// (the system-call path: `SFMASK` clears IF), which it does not
+    /// re-check. If one did call it with interrupts on, an interrupt
+    /// handler using the same value would panic on the busy flag: the
+    /// exclusive access rests on the owner and busy checks, which stay.
+    #[inline(always)]
+    pub fn with_masked<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        debug_assert!(!interrupts::are_enabled(), "with_masked with interrupts on");
+        assert_eq!(this_cpu().index, self.owner, "CpuLocal touched by another core");
+        assert!(!self.busy.swap(true, Ordering::Acquire), "CpuLocal re-entered");
+        // SAFETY: owner core, busy flag set: this is the only reference to
+        // the value until the flag is cleared below.
+        let result = f(unsafe { &mut *self.value.get() });
+        self.busy.store(false, Ordering::Release);
+        result
+    }
+
     /// Runs `f` with exclusive access to the value.
+    #[inline]
     pub fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         assert_eq!(this_cpu().index, self.owner, "CpuLocal touched by another core");
         // `without_interrupts`, spelt out so that `f` is inlined once rather

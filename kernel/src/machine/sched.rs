@@ -57,7 +57,7 @@ use super::env::{self, Env, Outcome};
 use super::gdt::{USER_CS, USER_DS};
 use super::interrupts::TrapFrame;
 use super::interrupts::vectors;
-use super::percpu::{cpu, this_cpu};
+use super::percpu::{PerCpu, cpu, this_cpu};
 use super::uring::{FastEntered, PredicateMemory, VcpuRing};
 use super::{apic, slots, tlb};
 use abi::Error;
@@ -673,9 +673,10 @@ pub fn in_call() -> bool {
 /// there is no ring to enter this way (none registered, or inside a
 /// protected control transfer): [`with_current_ring`] then gives the right
 /// error.
+/// Called from the system-call path, with interrupts masked.
 #[inline(always)]
-pub fn enter_current_ring_fast(to_submit: u64, min_complete: u64) -> FastEntered {
-    this_cpu().runq.with(|rq| match rq.current.as_deref_mut() {
+pub fn enter_current_ring_fast(me: &PerCpu, to_submit: u64, min_complete: u64) -> FastEntered {
+    me.runq.with_masked(|rq| match rq.current.as_deref_mut() {
         Some(Vcpu { call: None, ring: Some(ring), .. }) => ring.enter_fast(to_submit, min_complete),
         _ => FastEntered::Full(0),
     })

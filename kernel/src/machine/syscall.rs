@@ -325,10 +325,15 @@ fn ipc_accept(env: &env::Env, who: u64, allow: u64) -> Result<u64, Error> {
 #[inline(never)]
 fn ring_enter(frame: &mut TrapFrame) {
     let (to_submit, min_complete) = (frame.rdi, frame.rsi);
-    match sched::enter_current_ring_fast(to_submit, min_complete) {
+    let me = super::percpu::this_cpu();
+    match sched::enter_current_ring_fast(me, to_submit, min_complete) {
         FastEntered::Done(consumed) => {
             frame.rax = u64::from(consumed);
-            reschedule_if_woken(frame);
+            // Nothing the fast path does wakes a vCPU, but an event before
+            // the call may have left a switch owed.
+            if me.resched_pending.load(Ordering::Acquire) {
+                sched::finish(frame, sched::Why::Event);
+            }
         }
         FastEntered::Full(consumed) => ring_enter_full(frame, u64::from(consumed)),
     }

@@ -23,7 +23,7 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::frames::FrameNumber;
-use kernel::ring::{Outcome, RingMemory, RingState};
+use kernel::ring::{Outcome, RingMemory, RingState, Submitted};
 
 /// One vCPU's registered ring: a pointer, so that taking it out of the run
 /// queue for a `RingEnter`'s full path ([`super::sched::with_current_ring`];
@@ -266,11 +266,8 @@ impl VcpuRing {
         let max = to_submit.min(u64::from(ring.state.sq_entries())) as u32;
         let mem =
             Pinned { header: ring.header, sq_slots: &ring.sq_slots, cq_slots: &ring.cq_slots };
-        let mut deferred = false;
-        let consumed = ring.state.submit(&mem, max, |_| {
-            deferred = true;
-            Outcome::Defer
-        });
+        let Submitted { consumed, deferred } =
+            ring.state.submit_batch(&mem, max, |_| Outcome::Defer);
         if deferred
             || !ring.timers.is_empty()
             || min_complete != 0 && u64::from(ring.state.pending_completions(&mem)) < min_complete
