@@ -335,10 +335,8 @@ impl RingState {
         let submitted =
             Submitted { consumed: sq_head.wrapping_sub(self.sq_head), deferred: sq_head != end };
         self.chain_failed = chain_failed;
-        if cq_tail != self.cq_tail {
-            self.cq_tail = cq_tail;
-            mem.store_cq_tail(cq_tail);
-        }
+        self.cq_tail = cq_tail;
+        mem.store_cq_tail(cq_tail);
         self.sq_head = sq_head;
         mem.store_sq_head(sq_head);
         submitted

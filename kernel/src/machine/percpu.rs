@@ -141,9 +141,15 @@ pub fn this_cpu() -> &'static PerCpu {
     // SAFETY: reads one word at gs:[0]. After `init_this_cpu` GS points at a
     // leaked `PerCpu` whose first field is its own address; before it, the GS
     // base is 0 and the read would hit physical page 0 through the identity
-    // map, which is why `try_current_index` checks the MSR first.
+    // map, which is why `try_current_index` checks the MSR first. `pure`:
+    // the word only changes when the GS base does (a `wrmsr`, which the
+    // compiler treats as writing memory), so repeated reads may be merged.
     unsafe {
-        core::arch::asm!("mov {}, gs:[0]", out(reg) ptr, options(nostack, readonly, preserves_flags))
+        core::arch::asm!(
+            "mov {}, gs:[0]",
+            out(reg) ptr,
+            options(pure, nostack, readonly, preserves_flags)
+        )
     };
     assert!(ptr != 0, "per-cpu state used before init");
     // SAFETY: `ptr` came from `Box::leak` in `init_this_cpu`: valid forever,
