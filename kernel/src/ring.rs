@@ -54,9 +54,10 @@
 //! * **Private indices.** `sq_head` and `cq_tail` are kept in the
 //!   [`RingState`] and only ever *stored* to the header; the only header
 //!   values read are `sq_tail` and `cq_head`, once per call.
-//! * **Masked slots.** Every slot handed to [`RingMemory`] is
-//!   `index & (entries - 1)`, so it is always `< entries`, and no run is
-//!   used past the last slot of its queue.
+//! * **Masked slots.** [`RingMemory`] is handed free-running indices and
+//!   wraps them itself with a power-of-two mask it owns (the kernel's, set
+//!   at registration, never read from the header), so no index the libOS
+//!   influences can reach outside a queue.
 //! * **Bounded work.** One `submit` consumes at most
 //!   `min(max, sq_entries, free completion slots)` entries and does O(1)
 //!   work per entry; nothing loops on shared memory.
