@@ -25,6 +25,10 @@
 //! * **f, bad index**: `sq_tail` more than `sq_entries` past `sq_head`:
 //!   nothing consumed, `RING_ERR_BAD_INDEX` raised; after the tail is put
 //!   back the ring works again.
+//! * **g, registers**: `RingEnter` keeps every register but `rax`, `rcx`
+//!   and `r11`, both on its fast path (a `Nop`, answered without a trap
+//!   frame, returning with `sysretq`) and when the fast path hands the call
+//!   on to the full one (a `Notify` to itself).
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -370,6 +374,81 @@ fn part_f(c: &mut Checks, ring: &mut Ring) {
     println!("ringtest f: bad index refused (enter {r:?} after repair)");
 }
 
+/// `RingEnter(to_submit, 0)` with a distinct pattern in every register the
+/// ABI says it keeps (those inline assembly may name); returns the result
+/// and the registers that came back changed.
+#[cfg(target_os = "none")]
+fn enter_keeping_registers(to_submit: u64) -> (u64, u32) {
+    const P: u64 = 0x5a5a_0000_0000_0000;
+    let (mut rdi, mut rsi, mut rdx, mut r8, mut r9, mut r10) =
+        (to_submit, 0, P | 2, P | 8, P | 9, P | 10);
+    let (mut r12, mut r13, mut r14, mut r15) = (P | 12, P | 13, P | 14, P | 15);
+    let ret: u64;
+    // SAFETY: a system call; the kernel reads only its own ring (registered
+    // by `Ring::new`). Every named register is an in-out operand, so the
+    // compiler assumes nothing about them afterwards; rcx and r11 are
+    // clobbered by `syscall`.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") abi::Syscall::RingEnter as u64 => ret,
+            inout("rdi") rdi, inout("rsi") rsi, inout("rdx") rdx,
+            inout("r8") r8, inout("r9") r9, inout("r10") r10,
+            inout("r12") r12, inout("r13") r13, inout("r14") r14, inout("r15") r15,
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack),
+        );
+    }
+    let kept = [
+        (rdi, to_submit),
+        (rsi, 0),
+        (rdx, P | 2),
+        (r8, P | 8),
+        (r9, P | 9),
+        (r10, P | 10),
+        (r12, P | 12),
+        (r13, P | 13),
+        (r14, P | 14),
+        (r15, P | 15),
+    ];
+    let changed = kept
+        .iter()
+        .enumerate()
+        .filter(|(_, (got, want))| got != want)
+        .fold(0, |m, (i, _)| m | 1 << i);
+    (ret, changed)
+}
+
+#[cfg(not(target_os = "none"))]
+fn enter_keeping_registers(_to_submit: u64) -> (u64, u32) {
+    unreachable!("ringtest runs on the exokernel")
+}
+
+fn part_g(c: &mut Checks, ring: &mut Ring) {
+    while ring.pop().is_some() {}
+    let cases =
+        [("fast path (Nop)", sqe::nop(500)), ("full path (Notify)", sqe::notify(env_id(), 501))];
+    for (path, entry) in cases {
+        let pushed = ring.push(entry).is_ok();
+        let (ret, changed) = enter_keeping_registers(1);
+        let mut out = [CqEntry::default(); 1];
+        let got = collect(ring, &mut out, 1);
+        c.check(
+            pushed
+                && ret == 1
+                && got == 1
+                && out[0].user_data == entry.user_data
+                && out[0].result == 0,
+            format_args!("g: {path}: RingEnter returned {ret:#x}, completion {:?}", out[0]),
+        );
+        c.check(
+            changed == 0,
+            format_args!("g: {path}: registers changed (bit i: rdi, rsi, rdx, r8, r9, r10, r12..r15): {changed:#b}"),
+        );
+    }
+    println!("ringtest g: registers kept on both RingEnter paths");
+}
+
 fn app_main(_arg: u64) -> i32 {
     let mut c = Checks::new();
     let mut ring = require("Ring::new(64, 64)", Ring::new(64, 64));
@@ -383,6 +462,7 @@ fn app_main(_arg: u64) -> i32 {
     part_d(&mut c, &mut ring);
     part_e(&mut c, &mut ring);
     part_f(&mut c, &mut ring);
+    part_g(&mut c, &mut ring);
     let h = ring.header();
     println!(
         "ringtest: {} checks passed, {} failed (overflow {}, errors {:#x})",

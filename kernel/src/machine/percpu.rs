@@ -73,6 +73,9 @@ pub struct PerCpu {
     /// Set by a `Reschedule` message: the next return to ring 3 must look
     /// at the run queue (a sleeper may have become runnable).
     pub resched_pending: AtomicBool,
+    /// Entries the `RingEnter` fast path consumed before handing the call
+    /// to the full path (set and taken within one system call).
+    pub ring_carry: AtomicU64,
     /// vCPUs assigned to this core (incoming, ready or running).
     pub vcpus: AtomicUsize,
     /// This core's vCPUs.
@@ -120,6 +123,7 @@ pub fn init_this_cpu(
         incoming: spin::Mutex::new(Vec::new()),
         incoming_pending: AtomicBool::new(false),
         resched_pending: AtomicBool::new(false),
+        ring_carry: AtomicU64::new(0),
         vcpus: AtomicUsize::new(0),
         runq: CpuLocal::new(index, RunQueue::default()),
         loaded_env: CpuLocal::new(index, None),

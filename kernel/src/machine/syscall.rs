@@ -2,15 +2,20 @@
 //!
 //! `syscall` lands in `syscall_entry` with interrupts masked (`SFMASK`
 //! clears IF, TF, DF, AC, NT). It swaps to the kernel GS, parks the user
-//! `rsp` in the per-core area, switches to this core's trap stack, pushes
-//! what an interrupt from ring 3 would have (`vector` = [`SYSCALL_VECTOR`])
-//! and then every register in the interrupt path's order, so the frame is
-//! the same [`TrapFrame`], and calls [`syscall_dispatch`] directly; it
-//! leaves through the interrupt path's `isr_restore`, so every way back to
-//! ring 3, including a switch to another vCPU, is the one `iretq` path. The dispatcher decodes the
-//! number, validates every argument (pointers are copied through the
-//! owner's page tables, never dereferenced), and writes the encoded result
-//! into the frame's `rax`.
+//! `rsp` in the per-core area and switches to this core's trap stack.
+//!
+//! `RingEnter` first takes a fast path without a trap frame: the entry
+//! keeps only the registers a call may clobber, calls [`ring_enter_fast`]
+//! (the ring protocol's own answers, in place) and, when that was the whole
+//! call, returns with `sysretq`. Everything else — every other call, and a
+//! `RingEnter` the fast path hands on — pushes what an interrupt from ring 3
+//! would have (`vector` = [`SYSCALL_VECTOR`]) and then every register in the
+//! interrupt path's order, so the frame is the same [`TrapFrame`], and calls
+//! [`syscall_dispatch`]; it leaves through the interrupt path's
+//! `isr_restore`, so every way back to ring 3 that may switch vCPUs is the
+//! one `iretq` path. The dispatcher decodes the number, validates every
+//! argument (pointers are copied through the owner's page tables, never
+//! dereferenced), and writes the encoded result into the frame's `rax`.
 //!
 //! System calls run to completion with interrupts off; the long ones (TLB
 //! shootdowns) keep serving this core's mailbox while they wait.
@@ -39,6 +44,39 @@ syscall_entry:
     swapgs
     mov gs:[{user_rsp}], rsp
     mov rsp, gs:[{kernel_stack}]
+    cmp rax, {ring_enter}
+    jne 2f
+    // RingEnter first tries `ring_enter_fast` with no trap frame: only the
+    // registers a call may clobber are kept, and it returns with `sysretq`.
+    push rcx
+    push r11
+    push rdi
+    push rsi
+    push rdx
+    push r8
+    push r9
+    push r10
+    call {ring_enter_fast}
+    test rdx, rdx
+    pop r10
+    pop r9
+    pop r8
+    pop rdx
+    pop rsi
+    pop rdi
+    pop r11
+    pop rcx
+    jnz 1f
+    // rax holds the result, rcx the user rip (canonical: below USER_MAX),
+    // r11 the user rflags.
+    mov rsp, gs:[{user_rsp}]
+    swapgs
+    sysretq
+1:
+    // The full path goes on from where the fast one stopped (the count it
+    // consumed is in `PerCpu::ring_carry`).
+    mov eax, {ring_enter}
+2:
     push {user_ds}
     push qword ptr gs:[{user_rsp}]
     push r11
@@ -71,6 +109,8 @@ syscall_entry:
     user_cs = const super::gdt::USER_CS as u64,
     vector = const SYSCALL_VECTOR,
     dispatch = sym syscall_dispatch,
+    ring_enter = const Syscall::RingEnter as u64,
+    ring_enter_fast = sym ring_enter_fast,
 );
 
 unsafe extern "C" {
@@ -82,8 +122,9 @@ pub fn init_this_cpu() {
     // SAFETY: enabling SCE only makes the `syscall` instruction usable; its
     // target is programmed right below, before any ring-3 code runs.
     unsafe { Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS)) };
-    // STAR: kernel CS/SS from 0x08; the sysret half (0x10) is unused since
-    // the kernel returns with iretq, but is set consistently with the GDT.
+    // STAR: kernel CS/SS from 0x08; user SS/CS from 0x10 + 8 and + 16
+    // (`USER_DS`, `USER_CS`), for the RingEnter fast path's `sysretq` (every
+    // other return is `iretq`).
     // SAFETY: selectors of this core's GDT (see gdt.rs for the layout).
     unsafe { Star::write_raw(0x10, KERNEL_CS) };
     LStar::write(VirtAddr::new(syscall_entry as *const () as u64));
@@ -324,18 +365,37 @@ fn ipc_accept(env: &env::Env, who: u64, allow: u64) -> Result<u64, Error> {
 /// anything the kernel does on this core.
 #[inline(never)]
 fn ring_enter(frame: &mut TrapFrame) {
-    let (to_submit, min_complete) = (frame.rdi, frame.rsi);
+    let carried = super::percpu::this_cpu().ring_carry.swap(0, Ordering::Relaxed);
+    ring_enter_full(frame, carried);
+}
+
+/// What [`ring_enter_fast`] returns to `syscall_entry` (in `rax`, `rdx`).
+#[repr(C)]
+struct FastReturn {
+    /// The system call's result.
+    rax: u64,
+    /// Non-zero: the full path must go on.
+    full: u64,
+}
+
+/// The `RingEnter` fast path, called by `syscall_entry` before it builds a
+/// trap frame, with interrupts masked: the protocol's own answers in place
+/// ([`sched::enter_current_ring_fast`]). When that is not the whole call
+/// (an entry needs an operation run, a timer is pending, the caller must
+/// wait, there is no ring to enter this way, or a switch is owed), it
+/// leaves the count consumed in `PerCpu::ring_carry` and asks for the full
+/// path, which builds the frame and goes on from there.
+#[unsafe(no_mangle)]
+extern "C" fn ring_enter_fast(to_submit: u64, min_complete: u64) -> FastReturn {
     let me = super::percpu::this_cpu();
     match sched::enter_current_ring_fast(me, to_submit, min_complete) {
-        FastEntered::Done(consumed) => {
-            frame.rax = u64::from(consumed);
-            // Nothing the fast path does wakes a vCPU, but an event before
-            // the call may have left a switch owed.
-            if me.resched_pending.load(Ordering::Acquire) {
-                sched::finish(frame, sched::Why::Event);
-            }
+        FastEntered::Done(consumed) if !me.resched_pending.load(Ordering::Acquire) => {
+            FastReturn { rax: u64::from(consumed), full: 0 }
         }
-        FastEntered::Full(consumed) => ring_enter_full(frame, u64::from(consumed)),
+        FastEntered::Done(consumed) | FastEntered::Full(consumed) => {
+            me.ring_carry.store(u64::from(consumed), Ordering::Relaxed);
+            FastReturn { rax: 0, full: 1 }
+        }
     }
 }
 
