@@ -443,7 +443,10 @@ fn part_g(c: &mut Checks, ring: &mut Ring) {
         );
         c.check(
             changed == 0,
-            format_args!("g: {path}: registers changed (bit i: rdi, rsi, rdx, r8, r9, r10, r12..r15): {changed:#b}"),
+            format_args!(
+                "g: {path}: registers changed (bit i of rdi, rsi, rdx, r8, r9, r10, \
+                 r12, r13, r14, r15): {changed:#b}"
+            ),
         );
     }
     println!("ringtest g: registers kept on both RingEnter paths");

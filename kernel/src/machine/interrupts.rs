@@ -6,7 +6,8 @@
 //! [`TrapFrame`] on the current stack and calls [`trap_dispatch`]. The
 //! `syscall` entry builds the same frame itself (vector
 //! [`SYSCALL_VECTOR`](super::syscall::SYSCALL_VECTOR)), calls its own
-//! dispatcher and leaves through `isr_restore`. Returning
+//! dispatcher and leaves through `isr_restore` (all but the `RingEnter`
+//! fast path, which builds no frame and returns with `sysretq`). Returning
 //! from `trap_dispatch` restores the (possibly edited) frame with `iretq`.
 //! `swapgs` runs on entry from and exit to ring 3, so GS always points at the
 //! per-core state inside the kernel.

@@ -196,7 +196,8 @@ pub struct CpuLocal<T> {
 // SAFETY: the value is only reached through `with` and `with_masked`, which
 // run on the owning core only (checked), with a busy flag against re-entry
 // (and interrupts disabled, so that no handler meets it), so at most one
-// `&mut T` exists at any time and it never crosses cores. `T` itself need not be `Send` (the local APIC handle is not) because
+// `&mut T` exists at any time and it never crosses cores. `T` itself need
+// not be `Send` (the local APIC handle is not) because
 // it is created by and never leaves its core.
 unsafe impl<T> Sync for CpuLocal<T> {}
 

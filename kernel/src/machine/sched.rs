@@ -673,6 +673,7 @@ pub fn in_call() -> bool {
 /// there is no ring to enter this way (none registered, or inside a
 /// protected control transfer): [`with_current_ring`] then gives the right
 /// error.
+///
 /// Called from the system-call path, with interrupts masked.
 #[inline(always)]
 pub fn enter_current_ring_fast(me: &PerCpu, to_submit: u64, min_complete: u64) -> FastEntered {
