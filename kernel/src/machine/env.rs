@@ -27,10 +27,10 @@
 //! published, so a test that sees the outcome can count free frames.
 
 use super::console::kprintln;
-use super::mailbox::{self, Message};
+use super::mailbox;
 use super::memory;
 use super::paging::{AddressSpace, leaf_flags, rights_of};
-use super::percpu::{MAX_CPUS, cpu, online_cpus, this_cpu};
+use super::percpu::{MAX_CPUS, online_cpus};
 use super::tlb::{self, Flush};
 use abi::{Error, Rights};
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -100,6 +100,9 @@ pub struct Ipc {
     pub accept_any: AtomicBool,
     /// Callers accepted by name (at most `abi::ACCEPT_MAX`).
     pub accept: Mutex<Vec<EnvId>>,
+    /// Cores whose IPC stack an activation is using (bit per core): a call
+    /// into a busy stack gets `Busy` (see `sched::Activation`).
+    pub stack_busy: AtomicU64,
 }
 
 impl Ipc {
@@ -165,6 +168,9 @@ pub struct Env {
     pub vcpu_cores: AtomicU64,
     /// Live vCPUs; the one that drops it to 0 reclaims the environment.
     pub live_vcpus: AtomicUsize,
+    /// Cores that owe it a look at its sleeping vCPU there (bit per core; see
+    /// [`wake`]).
+    pub wake_owed: AtomicU64,
     dying: AtomicBool,
     outcome: Once<Outcome>,
     finished: AtomicBool,
@@ -661,6 +667,7 @@ pub fn spawn_image(
             stride: AtomicU64::new(0),
             accept_any: AtomicBool::new(true),
             accept: Mutex::new(Vec::new()),
+            stack_busy: AtomicU64::new(0),
         },
         info_frame: AtomicU64::new(0),
         quota: DEFAULT_QUOTA,
@@ -670,6 +677,7 @@ pub fn spawn_image(
         active_cores: AtomicU64::new(0),
         vcpu_cores: AtomicU64::new(0),
         live_vcpus: AtomicUsize::new(0),
+        wake_owed: AtomicU64::new(0),
         dying: AtomicBool::new(false),
         outcome: Once::new(),
         finished: AtomicBool::new(false),
@@ -815,12 +823,9 @@ pub fn terminate(env: &Env, outcome: Outcome) {
         }
         None => {}
     }
-    let me = this_cpu().index;
     let cores = env.vcpu_cores.load(Ordering::Acquire);
-    for core in (0..MAX_CPUS.min(online_cpus())).filter(|&c| c != me && cores & (1 << c) != 0) {
-        if cpu(core).is_some() {
-            let _ = mailbox::post(core, Message::Reschedule, None);
-        }
+    for core in (0..MAX_CPUS.min(online_cpus())).filter(|&c| cores & (1 << c) != 0) {
+        super::sched::kick(core);
     }
 }
 
@@ -996,18 +1001,24 @@ pub fn post_event(env: &Env, kind: u32, source: EnvId, data: [u64; 2]) {
     wake(env);
 }
 
-/// Makes every core that holds one of `env`'s vCPUs look at its run queue
-/// again (sleeping predicates may now hold).
+/// Makes every core that holds one of `env`'s vCPUs look at its sleepers
+/// again (their predicates may now hold).
+///
+/// Coalesced: `env.wake_owed` has a bit per core, set here and cleared by
+/// that core just before it evaluates `env`'s sleeping vCPU. While the bit is
+/// set the core already owes `env` a look, so another wake-up costs one
+/// atomic and nothing cross-core; a core is interrupted only when its bit
+/// goes from clear to set *and* it has no reschedule pending already
+/// ([`super::sched::kick`]). However fast an environment notifies, each core
+/// does at most one reschedule per look it takes on its own.
 pub fn wake(env: &Env) {
     let cores = env.vcpu_cores.load(Ordering::Acquire);
-    let me = this_cpu();
-    for core in (0..online_cpus()).filter(|&c| cores & (1 << c) != 0) {
-        if core == me.index {
-            // This core looks at its run queue before it returns to ring 3
-            // (`sched::finish` checks the flag): no IPI to itself.
-            me.resched_pending.store(true, Ordering::Release);
-        } else {
-            let _ = mailbox::post(core, Message::Reschedule, None);
+    let mut mask = cores;
+    while mask != 0 {
+        let core = mask.trailing_zeros() as usize;
+        mask &= mask - 1;
+        if env.wake_owed.fetch_or(1 << core, Ordering::AcqRel) & (1 << core) == 0 {
+            super::sched::kick(core);
         }
     }
 }

@@ -37,22 +37,6 @@ pub enum Message {
     Echo,
     /// The answer to an `Echo`.
     EchoReply,
-    /// Look at the run queue again (new vCPU, or one of its environments is
-    /// ending). Handled by the entry path that took the IPI.
-    Reschedule,
-    /// TLB shootdown: invalidate `pages` pages from `start` (everything
-    /// above `tlb::FULL_FLUSH_THRESHOLD`) of environment `env`'s address
-    /// space (`root`).
-    FlushTlb {
-        /// The environment.
-        env: u32,
-        /// Physical root of its address space.
-        root: u64,
-        /// First page.
-        start: u64,
-        /// Page count.
-        pages: u64,
-    },
 }
 
 /// A function for a core's idle loop: `func(arg)`.
@@ -149,6 +133,8 @@ fn push<T>(
         let deadline = Deadline::after_ms(POST_TIMEOUT_MS);
         loop {
             apic::send_ipi(apic_id, super::interrupts::vectors::MAILBOX);
+            // Keep answering other cores' shootdowns while waiting for room.
+            super::tlb::serve_flushes();
             pause();
             match queue.push(item) {
                 Ok(()) => break,
@@ -173,20 +159,6 @@ pub fn wait_for(counter: &AtomicU64, target: u64, timeout_ms: u64) -> Result<(),
         if deadline.passed() {
             return Err(MailboxError::Timeout);
         }
-        pause();
-    }
-    Ok(())
-}
-
-/// Like [`wait_for`], but for callers with interrupts off: serves this
-/// core's urgent mailbox while waiting.
-pub fn wait_serving(counter: &AtomicU64, target: u64, timeout_ms: u64) -> Result<(), MailboxError> {
-    let deadline = Deadline::after_ms(timeout_ms);
-    while counter.load(Ordering::Acquire) < target {
-        if deadline.passed() {
-            return Err(MailboxError::Timeout);
-        }
-        serve_urgent();
         pause();
     }
     Ok(())
@@ -223,6 +195,8 @@ pub fn on_ipi() {
 /// interrupts off (lock acquisition, shootdown waits), so that this core
 /// never blocks another core's request while it waits.
 pub fn serve_urgent() {
+    // TLB shootdowns first: they have their own inbox, never a queue slot.
+    super::tlb::serve_flushes();
     let me = this_cpu();
     while let Some(env) = me.mailbox.urgent.pop() {
         match env.item {
@@ -235,11 +209,6 @@ pub fn serve_urgent() {
             }
             Message::EchoReply => {
                 me.echo_replies.fetch_add(1, Ordering::Release);
-            }
-            Message::Reschedule => me.resched_pending.store(true, Ordering::Release),
-            Message::FlushTlb { env, root, start, pages } => {
-                me.flush_ipis_received.fetch_add(1, Ordering::Relaxed);
-                super::tlb::flush_here(env, root, super::tlb::Flush { start, pages });
             }
         }
         if let Some(ack) = env.ack {

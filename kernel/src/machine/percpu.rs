@@ -11,6 +11,7 @@ use super::apic::Apic;
 use super::env::Env;
 use super::mailbox::Mailbox;
 use super::sched::{RunQueue, Vcpu};
+use super::tlb::FlushInbox;
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -58,8 +59,10 @@ pub struct PerCpu {
     pub echo_replies: AtomicU64,
     /// Bare-IPI pongs received (IPI round-trip benchmark).
     pub pongs: AtomicU64,
-    /// Acknowledgements received for TLB shootdowns this core sent.
-    pub flush_acks: AtomicU64,
+    /// Generation of the last TLB shootdown this core made.
+    pub flush_generation: AtomicU64,
+    /// TLB shootdown requests addressed to this core (see `tlb.rs`).
+    pub flush_inbox: FlushInbox,
     /// Shootdown IPIs this core sent.
     pub flush_ipis_sent: AtomicU64,
     /// Shootdown IPIs this core received.
@@ -116,7 +119,8 @@ pub fn init_this_cpu(
         work_acks: AtomicU64::new(0),
         echo_replies: AtomicU64::new(0),
         pongs: AtomicU64::new(0),
-        flush_acks: AtomicU64::new(0),
+        flush_generation: AtomicU64::new(0),
+        flush_inbox: FlushInbox::default(),
         flush_ipis_sent: AtomicU64::new(0),
         flush_ipis_received: AtomicU64::new(0),
         pcid_owner: CpuLocal::new(index, pcid_owner),

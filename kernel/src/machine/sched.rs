@@ -99,9 +99,25 @@ pub struct Vcpu {
 
 /// Another environment running on a vCPU's time (`Call` until `Reply`);
 /// its registers are the vCPU's `call_context`.
+///
+/// An activation owns its target's IPC stack on this core: the target's
+/// `ipc.stack_busy` bit for the core is set when the call starts and
+/// cleared by [`Activation::end`], the only way an activation goes, so two
+/// activations never share a stack (a second call gets `Busy`).
 pub struct Activation {
     /// The environment called.
-    pub target: Arc<Env>,
+    target: Arc<Env>,
+}
+
+impl Activation {
+    /// Ends the activation on this core (the one it ran on: vCPUs never
+    /// move): frees the target's IPC stack here and returns the target,
+    /// whose hold (`live_vcpus`) the caller releases.
+    fn end(self) -> Arc<Env> {
+        let bit = 1 << this_cpu().index;
+        self.target.ipc.stack_busy.fetch_and(!bit, Ordering::Release);
+        self.target
+    }
 }
 
 impl Vcpu {
@@ -213,8 +229,27 @@ pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(),
     });
     target.incoming_pending.store(true, Ordering::Release);
     target.vcpus.fetch_add(1, Ordering::AcqRel);
-    let _ = super::mailbox::post(core, super::mailbox::Message::Reschedule, None);
+    kick(core);
     Ok(())
+}
+
+/// Makes `core` look at its run queue before it next returns to ring 3 or
+/// halts: sets its `resched_pending` flag and, if the flag was clear and the
+/// core is another one, sends it one IPI. Never queues anything, so it
+/// cannot fail or wait, and requests coalesce into the one flag.
+pub fn kick(core: usize) {
+    let me = this_cpu();
+    if core == me.index {
+        // Checked before this core returns from the system call or interrupt
+        // (`finish`): no IPI to itself.
+        me.resched_pending.store(true, Ordering::Release);
+        return;
+    }
+    if let Some(target) = cpu(core)
+        && !target.resched_pending.swap(true, Ordering::AcqRel)
+    {
+        apic::send_ipi(target.apic_id, vectors::MAILBOX);
+    }
 }
 
 /// What the core should do after handling an entry from ring 3.
@@ -265,7 +300,9 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
     let core = me.index;
     let mut released = Released::default();
     let mut upcall = None;
-    me.resched_pending.store(false, Ordering::Release);
+    // Acquire: pairs with `kick`, so every wake-up that found the flag set
+    // is visible to the sleeper evaluation below.
+    me.resched_pending.swap(false, Ordering::AcqRel);
     let now = super::cpu::rdtsc();
     let (next, deadline) = me.runq.with(|rq| {
         absorb_incoming(rq);
@@ -294,11 +331,25 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
         let delivered = match upcall {
             Upcall::Prologue(entry) => {
                 let handler = *env.exception.lock();
-                deliver_upcall(frame, &env, &handler, abi::vector::SLOT_START, entry)
+                deliver_upcall(
+                    frame,
+                    &env,
+                    &handler,
+                    abi::vector::SLOT_START,
+                    entry,
+                    UpcallStack::Exception,
+                )
             }
             Upcall::Epilogue(entry) => {
                 let handler = *env.exception.lock();
-                deliver_upcall(frame, &env, &handler, abi::vector::SLOT_END, entry)
+                deliver_upcall(
+                    frame,
+                    &env,
+                    &handler,
+                    abi::vector::SLOT_END,
+                    entry,
+                    UpcallStack::Exception,
+                )
             }
         };
         if delivered.is_err() && matches!(upcall, Upcall::Epilogue(_)) {
@@ -569,7 +620,7 @@ fn drop_dying(
             release_into(*v, released);
         } else if v.call.as_ref().is_some_and(|a| a.target.is_dying()) {
             let call = v.call.take().expect("checked");
-            released.activations.push(call.target);
+            released.activations.push(call.end());
             *frame = v.context.clone();
             frame.rax = Error::CallFailed.to_raw();
             activate(&v.env);
@@ -581,7 +632,7 @@ fn drop_dying(
         }
         if v.call.as_ref().is_some_and(|a| a.target.is_dying()) {
             let call = v.call.take().expect("checked");
-            released.activations.push(call.target);
+            released.activations.push(call.end());
             v.context.rax = Error::CallFailed.to_raw();
         }
         true
@@ -609,7 +660,7 @@ fn drop_dying(
 
 fn release_into(v: Vcpu, released: &mut Released) {
     if let Some(call) = v.call {
-        released.activations.push(call.target);
+        released.activations.push(call.end());
     }
     released.vcpus.push(v.env);
 }
@@ -625,7 +676,11 @@ fn wake_sleepers(rq: &mut RunQueue, now: u64) -> usize {
     }
     let mut woke = 0;
     let mut i = 0;
+    let bit = 1 << this_cpu().index;
     while i < rq.sleeping.len() {
+        // Clear the owed look before taking it (see `env::wake`): a wake-up
+        // after this clear sets the bit again and kicks this core.
+        rq.sleeping[i].env.wake_owed.fetch_and(!bit, Ordering::AcqRel);
         if condition_holds(&rq.sleeping[i]) {
             let mut v = rq.sleeping.swap_remove(i);
             v.wait = None;
@@ -641,7 +696,11 @@ fn wake_sleepers(rq: &mut RunQueue, now: u64) -> usize {
 fn condition_holds(v: &Vcpu) -> bool {
     match &v.wait {
         None => true,
-        Some(Wait::Predicate(program)) => program.eval(&PredicateMemory::new(&v.env)),
+        // Lock busy: deferred to the next decision (at the latest the slot's
+        // end: a core with sleepers keeps its slot timer armed).
+        Some(Wait::Predicate(program)) => {
+            PredicateMemory::try_new(&v.env).is_some_and(|memory| program.eval(&memory))
+        }
         Some(Wait::Completions(n)) => v.ring.as_ref().is_none_or(|r| r.pending_completions() >= *n),
     }
 }
@@ -780,15 +839,13 @@ pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
         Some(t) if u64::from(t.id) == target => t,
         _ => u32::try_from(target).ok().and_then(env::lookup).ok_or(Error::NoSuchEnv)?,
     };
-    if target.is_dying() {
-        return Err(Error::NoSuchEnv);
-    }
     let (entry, stack_top) = target.ipc.entry_for(core).ok_or(Error::Refused)?;
     if !target.ipc.accepts(caller) {
         return Err(Error::Refused);
     }
-    env::ensure_vcpu_page(&target, core)?;
-    // Hold the target like a vCPU does, unless its last vCPU is already gone.
+    // Hold the target like a vCPU does, unless its last vCPU is already gone,
+    // *before* touching its address space: with the hold taken it cannot be
+    // reclaimed under us, however soon it is told to die.
     #[allow(
         deprecated,
         reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
@@ -797,6 +854,22 @@ pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
         .live_vcpus
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n > 0).then_some(n + 1))
         .map_err(|_| Error::NoSuchEnv)?;
+    // Its IPC stack on this core is this activation's alone (see `abi`).
+    let bit = 1 << core;
+    if target.ipc.stack_busy.fetch_or(bit, Ordering::Acquire) & bit != 0 {
+        env::vcpu_dropped(&target);
+        return Err(Error::Busy);
+    }
+    let ready = if target.is_dying() {
+        Err(Error::NoSuchEnv)
+    } else {
+        env::ensure_vcpu_page(&target, core)
+    };
+    if let Err(e) = ready {
+        target.ipc.stack_busy.fetch_and(!bit, Ordering::Release);
+        env::vcpu_dropped(&target);
+        return Err(e);
+    }
     activate(&target);
     me.runq.with(|rq| {
         let v = rq.current.as_mut().expect("a system call has a current vCPU");
@@ -834,7 +907,7 @@ pub fn reply(frame: &mut TrapFrame) -> Result<(), Error> {
         [frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9, frame.r12, frame.r13] = words;
         frame.r14 = last;
         activate(&v.env);
-        Ok(call.target)
+        Ok(call.end())
     })?;
     // The caller's space is loaded: the target's hold can go, and the
     // reference is kept for the next call.
@@ -855,7 +928,7 @@ pub fn abandon_call(frame: &mut TrapFrame) -> bool {
         let call = v.call.take()?;
         *frame = v.context.clone();
         frame.rax = Error::CallFailed.to_raw();
-        Some((Arc::clone(&v.env), call.target))
+        Some((Arc::clone(&v.env), call.end()))
     });
     match ended {
         Some((caller_env, target)) => {
@@ -1066,7 +1139,12 @@ fn user_exception(frame: &mut TrapFrame) {
         return;
     }
     let rip = frame.rip;
-    if let Err(at) = deliver_upcall(frame, &env, &handler, vector, entry) {
+    // Inside a protected control transfer the target's exception stack on
+    // this core may hold a frame of its own vCPU here (preempted in its
+    // handler): the upcall goes on the activation's own IPC stack instead,
+    // below the interrupted `rsp`, which no other activation uses.
+    let stack = if in_call() { UpcallStack::Interrupted } else { UpcallStack::Exception };
+    if let Err(at) = deliver_upcall(frame, &env, &handler, vector, entry, stack) {
         env::terminate(
             &env,
             Outcome::Killed(alloc::format!(
@@ -1076,16 +1154,28 @@ fn user_exception(frame: &mut TrapFrame) {
     }
 }
 
+/// Which stack an upcall frame goes on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum UpcallStack {
+    /// The environment's exception stack for this core (nested upcalls go
+    /// below the interrupted handler's `rsp`).
+    Exception,
+    /// Below the interrupted code's own `rsp` and red zone (an activation's
+    /// IPC stack).
+    Interrupted,
+}
+
 /// Writes an [`abi::UpcallFrame`] of `frame` (an exception's, or a slot
-/// upcall's with `vector` ≥ 0x100) on `env`'s exception stack for this
-/// core and makes `frame` enter `entry` with `rsp` = `rdi` = its address.
-/// Fails with the address it could not write.
+/// upcall's with `vector` ≥ 0x100) on `stack` and makes `frame` enter
+/// `entry` with `rsp` = `rdi` = its address. Fails with the address it
+/// could not write.
 fn deliver_upcall(
     frame: &mut TrapFrame,
     env: &Env,
     handler: &env::ExceptionHandler,
     vector: u64,
     entry: u64,
+    stack: UpcallStack,
 ) -> Result<(), u64> {
     let fault_addr = if vector == abi::vector::PAGE_FAULT {
         x86_64::registers::control::Cr2::read_raw()
@@ -1120,7 +1210,8 @@ fn deliver_upcall(
     // there is no stack (address 0 fails below).
     let stack_top = if handler.entry == 0 { 0 } else { handler.stack_top_for(this_cpu().index) };
     let window = if handler.stride > 0 { handler.stride } else { 1 << 20 };
-    let nested = frame.rsp < stack_top && frame.rsp >= stack_top.saturating_sub(window);
+    let nested = stack == UpcallStack::Interrupted
+        || frame.rsp < stack_top && frame.rsp >= stack_top.saturating_sub(window);
     let base = if nested { frame.rsp.saturating_sub(128) } else { stack_top };
     let at = base.saturating_sub(abi::UPCALL_FRAME_SIZE) & !0xf;
     // SAFETY: `UpcallFrame` is `repr(C)` plain data (21 `u64`s, no

@@ -27,11 +27,22 @@
 //! 1. edit the page-table entries;
 //! 2. a full fence, then read `active_cores` (a core that sets its bit after
 //!    this read loads CR3 after the edit, so it cannot cache the old entry);
-//! 3. invalidate locally, post a [`Message::FlushTlb`] to exactly the other
-//!    cores in the set (one IPI each, whatever the number of pages) and wait
-//!    for every acknowledgement;
+//! 3. invalidate locally, write the request into each other target's
+//!    [`FlushInbox`] slot for this core, set this core's bit in the target's
+//!    pending mask, send one IPI each, and wait until every target has
+//!    acknowledged this request's generation;
 //! 4. only then release the frames (the caller removes the reverse mappings,
 //!    after which a frame may be freed and reused).
+//!
+//! # Why an inbox and not a queue
+//!
+//! A request cannot be lost or refused: each core has, in every other core's
+//! [`FlushInbox`], one slot of its own. A core makes one shootdown at a time
+//! (it waits for it to complete, and nothing it does while waiting starts
+//! another), so the slot is free whenever it writes it; the target finds it
+//! through an atomic bit mask, which any number of requests coalesce into,
+//! and the IPI only says "look". No other traffic — wake-ups, pings, work
+//! — shares this path, so no flood of anything can delay or drop it.
 //!
 //! A target that has the address space loaded invalidates the pages
 //! (`invlpg`, or a full flush of its PCID above [`FULL_FLUSH_THRESHOLD`]
@@ -40,20 +51,20 @@
 //! never waits.
 //!
 //! No deadlock: the waiting core spins with interrupts off but keeps serving
-//! its own urgent mailbox (`mailbox::wait_serving`), and so does a core
-//! spinning for an address-space lock (`env::lock_serving_mailbox`). Two
-//! cores shooting at each other both answer each other's request while they
-//! wait; a halted target is woken by the IPI; a target inside its own IPI
-//! handler finds the message on its next drain (the IPI stays pending until
+//! its own inbox (`mailbox::serve_urgent` serves it first), and so does a
+//! core spinning for an address-space lock (`env::lock_serving_mailbox`).
+//! Two cores shooting at each other both answer each other's request while
+//! they wait; a halted target is woken by the IPI; a target inside its own
+//! IPI handler finds the bit on its next drain (the IPI stays pending until
 //! its EOI).
 
-use super::env::{self, Env};
-use super::mailbox::{self, Message};
+use super::env::Env;
 use super::paging;
-use super::percpu::{online_cpus, this_cpu};
+use super::percpu::{MAX_CPUS, cpu, online_cpus, this_cpu};
+use super::time::Deadline;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 /// Above this many pages a shootdown flushes the whole address space.
 pub const FULL_FLUSH_THRESHOLD: u64 = 64;
@@ -132,48 +143,151 @@ impl Flush {
     }
 }
 
+/// One core's slot in another core's [`FlushInbox`]: the request it made
+/// last and the target's acknowledgement of it.
+struct FlushSlot {
+    /// The requesting core's generation of this request (written last).
+    request: AtomicU64,
+    /// The generation the target has carried out (written by the target).
+    done: AtomicU64,
+    /// The environment whose translations go; the requester keeps it alive
+    /// until `done` reaches `request`.
+    env: AtomicPtr<Env>,
+    /// Physical root of its address space.
+    root: AtomicU64,
+    /// First page.
+    start: AtomicU64,
+    /// Page count (above [`FULL_FLUSH_THRESHOLD`]: everything).
+    pages: AtomicU64,
+}
+
+/// The shootdown requests addressed to one core: a slot per requesting
+/// core and a bit mask of the slots holding a new request. Never full.
+pub struct FlushInbox {
+    slots: [FlushSlot; MAX_CPUS],
+    pending: AtomicU64,
+}
+
+impl Default for FlushInbox {
+    fn default() -> Self {
+        FlushInbox {
+            slots: [const {
+                FlushSlot {
+                    request: AtomicU64::new(0),
+                    done: AtomicU64::new(0),
+                    env: AtomicPtr::new(core::ptr::null_mut()),
+                    root: AtomicU64::new(0),
+                    start: AtomicU64::new(0),
+                    pages: AtomicU64::new(0),
+                }
+            }; MAX_CPUS],
+            pending: AtomicU64::new(0),
+        }
+    }
+}
+
+impl FlushInbox {
+    /// Whether a request waits to be carried out.
+    pub fn has_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire) != 0
+    }
+}
+
 /// Invalidates `flush` of `env`'s address space on every core that may
-/// cache it, and returns once all of them have.
+/// cache it, and returns once all of them have. Cannot fail: see the module
+/// docs.
 pub fn shootdown(env: &Env, flush: Flush) {
     core::sync::atomic::fence(Ordering::SeqCst);
     let me = this_cpu();
     let cores = env.active_cores.load(Ordering::SeqCst);
     if cores & (1 << me.index) != 0 {
-        flush_here(env.id, env.aspace_cr3(), flush);
+        flush_here(env, env.aspace_cr3(), flush);
     }
-    let acks = &me.flush_acks;
-    let mut expect = acks.load(Ordering::Acquire);
-    for core in (0..online_cpus()).filter(|&c| c != me.index && cores & (1 << c) != 0) {
-        let msg = Message::FlushTlb {
-            env: env.id,
-            root: env.aspace_cr3(),
-            start: flush.start,
-            pages: flush.pages,
-        };
-        if mailbox::post(core, msg, Some(acks)).is_ok() {
-            expect += 1;
-            me.flush_ipis_sent.fetch_add(1, Ordering::Relaxed);
-        }
+    let targets = cores & !(1 << me.index) & online_mask();
+    if targets == 0 {
+        return;
     }
-    // A target can be slow (a long system call on it, or its vCPU thread
-    // descheduled by the host); correctness requires waiting, so warn and
-    // keep waiting. A core that never answers is a kernel bug.
-    if mailbox::wait_serving(acks, expect, 5_000).is_err() {
-        log::warn!("TLB shootdown for env {}: acknowledgements slow, still waiting", env.id);
-        if let Err(e) = mailbox::wait_serving(acks, expect, 120_000) {
-            panic!("TLB shootdown for env {} not acknowledged in 2 minutes: {e:?}", env.id);
+    let generation = me.flush_generation.fetch_add(1, Ordering::Relaxed) + 1;
+    for core in bits(targets) {
+        let Some(target) = cpu(core) else { continue };
+        let slot = &target.flush_inbox.slots[me.index];
+        slot.env.store(core::ptr::from_ref(env).cast_mut(), Ordering::Relaxed);
+        slot.root.store(env.aspace_cr3(), Ordering::Relaxed);
+        slot.start.store(flush.start, Ordering::Relaxed);
+        slot.pages.store(flush.pages, Ordering::Relaxed);
+        slot.request.store(generation, Ordering::Release);
+        target.flush_inbox.pending.fetch_or(1 << me.index, Ordering::AcqRel);
+        super::apic::send_ipi(target.apic_id, super::interrupts::vectors::MAILBOX);
+        me.flush_ipis_sent.fetch_add(1, Ordering::Relaxed);
+    }
+    // A target can be slow (a bounded system call with interrupts off, or
+    // its vCPU thread descheduled by the host); correctness requires
+    // waiting, so warn and keep waiting. A core that never answers is a
+    // kernel bug.
+    let warn_at = Deadline::after_ms(5_000);
+    let give_up_at = Deadline::after_ms(120_000);
+    let mut warned = false;
+    for core in bits(targets) {
+        let Some(target) = cpu(core) else { continue };
+        let slot = &target.flush_inbox.slots[me.index];
+        while slot.done.load(Ordering::Acquire) != generation {
+            super::mailbox::serve_urgent();
+            super::cpu::pause();
+            if !warned && warn_at.passed() {
+                warned = true;
+                log::warn!("TLB shootdown for env {}: core {core} slow to answer", env.id);
+            }
+            assert!(!give_up_at.passed(), "TLB shootdown to core {core} not answered in 2 min");
         }
     }
 }
 
-/// Carries out a shootdown request on this core (from the mailbox, or for
+fn online_mask() -> u64 {
+    let n = online_cpus();
+    if n >= 64 { u64::MAX } else { (1 << n) - 1 }
+}
+
+fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
+    core::iter::from_fn(move || {
+        (mask != 0).then(|| {
+            let bit = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            bit
+        })
+    })
+}
+
+/// Carries out every shootdown request waiting for this core. Called by the
+/// mailbox IPI handler and by every loop that waits with interrupts off.
+pub fn serve_flushes() {
+    let me = this_cpu();
+    let inbox = &me.flush_inbox;
+    if !inbox.has_pending() {
+        return;
+    }
+    for from in bits(inbox.pending.swap(0, Ordering::AcqRel)) {
+        let slot = &inbox.slots[from];
+        let generation = slot.request.load(Ordering::Acquire);
+        let env = slot.env.load(Ordering::Relaxed);
+        let flush =
+            Flush { start: slot.start.load(Ordering::Relaxed), pages: slot.pages.load(Ordering::Relaxed) };
+        // SAFETY: the requesting core keeps `env` borrowed until it sees
+        // `done` reach `generation`, which is stored only below.
+        let env = unsafe { &*env };
+        flush_here(env, slot.root.load(Ordering::Relaxed), flush);
+        me.flush_ipis_received.fetch_add(1, Ordering::Relaxed);
+        slot.done.store(generation, Ordering::Release);
+    }
+}
+
+/// Carries out a shootdown request on this core (for another core, or for
 /// the requesting core itself).
-pub fn flush_here(env_id: u32, root: u64, flush: Flush) {
+fn flush_here(env: &Env, root: u64, flush: Flush) {
     let me = this_cpu();
     if paging::current_cr3() == root {
         if flush.pages > FULL_FLUSH_THRESHOLD {
             // Reloading without the no-flush bit drops this PCID's entries.
-            paging::load_cr3(root | pcid_of(env_id));
+            paging::load_cr3(root | pcid_of(env.id));
         } else {
             for i in 0..flush.pages {
                 paging::flush_page(flush.start + i * abi::PAGE_SIZE);
@@ -184,14 +298,12 @@ pub fn flush_here(env_id: u32, root: u64, flush: Flush) {
     // Not loaded here: forget the PCID so the next load flushes, and leave
     // the set of cores that may cache this address space.
     if pcids_enabled() {
-        let pcid = pcid_of(env_id) as usize;
+        let pcid = pcid_of(env.id) as usize;
         me.pcid_owner.with(|owner| {
-            if owner[pcid] == env_id {
+            if owner[pcid] == env.id {
                 owner[pcid] = 0;
             }
         });
     }
-    if let Some(env) = env::lookup(env_id) {
-        env.active_cores.fetch_and(!(1 << me.index), Ordering::SeqCst);
-    }
+    env.active_cores.fetch_and(!(1 << me.index), Ordering::SeqCst);
 }

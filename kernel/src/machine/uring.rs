@@ -422,9 +422,18 @@ pub struct PredicateMemory<'a> {
 }
 
 impl<'a> PredicateMemory<'a> {
-    /// Locks `env`'s address space for one verification or evaluation.
+    /// Locks `env`'s address space for one verification or evaluation (on
+    /// `env`'s own time: its `SleepOn`).
     pub fn new(env: &'a Env) -> PredicateMemory<'a> {
         PredicateMemory { env, aspace: env::lock_serving_mailbox(&env.aspace) }
+    }
+
+    /// The same if the lock is free now, `None` otherwise: a scheduling
+    /// decision never waits for an environment's lock (its other vCPUs could
+    /// keep it busy for as long as they like), it evaluates the predicate at
+    /// its next decision instead.
+    pub fn try_new(env: &'a Env) -> Option<PredicateMemory<'a>> {
+        Some(PredicateMemory { env, aspace: env.aspace.try_lock()? })
     }
 
     fn word(&self, va: u64) -> Option<&AtomicU64> {
