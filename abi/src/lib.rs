@@ -160,9 +160,19 @@ pub enum Syscall: u64 {
     FrameFree = 5,
     /// `(frame, grantee, rights)` → 0. Lets environment `grantee` map a frame
     /// this environment owns, with at most `rights` ([`Rights`] bits).
+    /// Lowering the rights of an existing grant removes the grantee's
+    /// mappings of the frame first, as [`Syscall::FrameRevoke`] does (in
+    /// restarted steps; the grantee's `Map` of it gets [`Error::Busy`]
+    /// meanwhile).
     FrameGrant = 6,
     /// `(frame, grantee)` → 0. Withdraws a grant; every mapping the grantee
-    /// has of the frame is removed before this returns.
+    /// has of the frame is removed, on every core, before this returns.
+    /// Many mappings are removed in bounded steps (at most 64 each, one TLB
+    /// shootdown round each): between steps the kernel returns to the
+    /// `syscall` instruction itself, with every register as it was, so that
+    /// interrupts and the slot's end are taken in between and the work is
+    /// done on the caller's time. The frame cannot be freed until the last
+    /// step; the grantee may not map it from the first.
     FrameRevoke = 7,
     /// `(frame, va, rights)` → 0. Maps `frame` at page `va` with `rights`.
     /// The frame must be owned by or granted to this environment (and the
@@ -197,9 +207,14 @@ pub enum Syscall: u64 {
     /// `(frame)` → [`FrameStatus`] word: who holds the frame, for libOS
     /// pagers and tests. Any environment may ask about any frame.
     FrameStatus = 16,
-    /// `(va, pages)` → pages unmapped. Removes every mapping in
+    /// `(va, pages, 0)` → pages unmapped. Removes every mapping in
     /// `va .. va + pages * PAGE_SIZE` (holes are skipped; `pages` at most
-    /// [`UNMAP_RANGE_MAX`]) with one TLB shootdown round for the whole range.
+    /// [`UNMAP_RANGE_MAX`]) in bounded steps, each with one TLB shootdown
+    /// round (a full flush above 64 pages). Restartable: between steps the
+    /// kernel returns to the `syscall` instruction with `rdi` and `rsi`
+    /// advanced to the rest of the range and `rdx` the count so far, so
+    /// those three registers do not survive the call and the third argument
+    /// must be 0.
     UnmapRange = 17,
     /// `(base_va, sq_entries, cq_entries)` → 0. Registers this vCPU's
     /// [`ring`]: `ring::ring_bytes(sq, cq)` bytes at page-aligned `base_va`,
@@ -262,7 +277,18 @@ pub enum Syscall: u64 {
     /// [`Syscall::Reply`] returns here. [`Error::NoSuchEnv`],
     /// [`Error::Refused`] (no entry, or the caller is not accepted),
     /// [`Error::CallFailed`] (the target ended, faulted fatally or left the
-    /// call without replying), [`Error::Busy`] (called from inside a call).
+    /// call without replying), [`Error::Busy`] (called from inside a call,
+    /// or the target's IPC stack on this core is in use).
+    ///
+    /// **One activation per stack.** A call runs on the target's IPC stack
+    /// for this core, and owns it until its `Reply` (or the call's end): a
+    /// second call into the same target on the same core meanwhile (the
+    /// first caller was preempted at its slot's end, say) gets
+    /// [`Error::Busy`] at once and may try again later; calls on other cores
+    /// use their own stacks. An exception inside a call is delivered on the
+    /// activation's own stack, below its interrupted `rsp` and red zone, not
+    /// on the target's exception stack (which the target's own vCPU on this
+    /// core may be using).
     Call = 28,
     /// `(_, r0, r1, r2, r3, r4)` with `r5..r7` in `r12`, `r13`, `r14` → does
     /// not return: ends the current protected control transfer, resuming
@@ -378,7 +404,9 @@ pub enum Error: u64 {
     PermissionDenied = 7,
     /// The specific frame asked for is not free.
     FrameUnavailable = 8,
-    /// The frame is in use (mapped or granted) and cannot be freed.
+    /// In use: a frame mapped, granted or being withdrawn (cannot be freed
+    /// or mapped yet), an IPC stack taken by another call, a call from
+    /// inside a call.
     Busy = 9,
     /// Nothing is mapped at that address.
     NotMapped = 10,

@@ -64,6 +64,28 @@ pub struct FrameRecord {
     pub mappings: BTreeSet<Mapping>,
     /// Registered rings using it (the kernel writes into it directly).
     pub pins: u32,
+    /// Grantees whose mappings are being taken away (a revoke or a lowered
+    /// grant in progress): they may not map the frame until the owner's
+    /// call has removed every one of them ([`FrameTable::unmap_step`]).
+    pub withdrawing: Vec<EnvId>,
+}
+
+/// What [`FrameTable::unmap_step`] asks of its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UnmapStep {
+    /// Remove these mappings (one environment's), then ask again.
+    Unmap(Vec<Mapping>),
+    /// Nothing is left to remove.
+    Done,
+}
+
+/// What [`FrameTable::release_step`] asks of its caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReleaseStep {
+    /// Remove these mappings (ordered by environment), then ask again.
+    Unmap(Vec<Mapping>),
+    /// The record is gone: free the frame.
+    Released,
 }
 
 /// A shard of the frame ownership table.
@@ -87,7 +109,14 @@ impl FrameTable {
     pub fn insert(&mut self, frame: FrameNumber, owner: EnvId, kind: FrameKind) {
         let previous = self.records.insert(
             frame,
-            FrameRecord { owner, kind, grants: Vec::new(), mappings: BTreeSet::new(), pins: 0 },
+            FrameRecord {
+                owner,
+                kind,
+                grants: Vec::new(),
+                mappings: BTreeSet::new(),
+                pins: 0,
+                withdrawing: Vec::new(),
+            },
         );
         debug_assert!(previous.is_none(), "frame {frame} recorded twice");
     }
@@ -104,6 +133,9 @@ impl FrameTable {
         }
         if record.owner == env {
             return Ok(());
+        }
+        if record.withdrawing.contains(&env) {
+            return Err(Error::Busy);
         }
         let grant = record.grants.iter().find(|g| g.grantee == env).ok_or(Error::NotOwner)?;
         if grant.rights.contains(rights) { Ok(()) } else { Err(Error::PermissionDenied) }
@@ -164,15 +196,17 @@ impl FrameTable {
 
     /// The owner grants `grantee` the right to map `frame` with `rights`
     /// (replacing an earlier grant to the same grantee). A grant that lowers
-    /// the rights returns the grantee's mappings, which the caller must
-    /// unmap (they may carry rights beyond the new grant).
+    /// the rights withdraws the grantee's mappings (they may carry rights
+    /// beyond the new grant): the caller then removes them with
+    /// [`unmap_step`](Self::unmap_step) until it says `Done`. Granting again
+    /// while that is in progress goes on with it.
     pub fn grant(
         &mut self,
         frame: FrameNumber,
         owner: EnvId,
         grantee: EnvId,
         rights: Rights,
-    ) -> Result<Vec<Mapping>, Error> {
+    ) -> Result<(), Error> {
         if !rights.is_valid() || rights == Rights::NONE {
             return Err(Error::InvalidArgument);
         }
@@ -185,30 +219,58 @@ impl FrameTable {
                 let lowered = !rights.contains(g.rights);
                 g.rights = rights;
                 if lowered {
-                    return Ok(Self::mappings_of(record, grantee));
+                    Self::withdraw(record, grantee);
                 }
             }
             None => record.grants.push(Grant { grantee, rights }),
         }
-        Ok(Vec::new())
+        Ok(())
     }
 
-    /// Withdraws `grantee`'s grant. Returns the grantee's mappings of the
-    /// frame, which the caller must unmap (and remove with
-    /// [`remove_mapping`](Self::remove_mapping)) before reporting success.
+    /// Withdraws `grantee`'s grant: it may no longer map the frame, and the
+    /// caller removes its mappings with [`unmap_step`](Self::unmap_step)
+    /// until it says `Done`. Revoking again while that is in progress goes
+    /// on with it; `NoSuchEnv` if there is neither a grant nor a withdrawal.
     pub fn revoke(
         &mut self,
         frame: FrameNumber,
         owner: EnvId,
         grantee: EnvId,
-    ) -> Result<Vec<Mapping>, Error> {
+    ) -> Result<(), Error> {
         let record = self.owned_data(frame, owner)?;
         let before = record.grants.len();
         record.grants.retain(|g| g.grantee != grantee);
-        if record.grants.len() == before {
+        if record.grants.len() < before {
+            Self::withdraw(record, grantee);
+        } else if !record.withdrawing.contains(&grantee) {
             return Err(Error::NoSuchEnv);
         }
-        Ok(Self::mappings_of(record, grantee))
+        Ok(())
+    }
+
+    fn withdraw(record: &mut FrameRecord, grantee: EnvId) {
+        if !record.withdrawing.contains(&grantee) {
+            record.withdrawing.push(grantee);
+        }
+    }
+
+    /// The next at most `limit` mappings of a withdrawal of `grantee`'s
+    /// rights to `frame` (a revoke or a lowered grant). The caller clears
+    /// them from the page tables and calls [`remove_mapping`]
+    /// (Self::remove_mapping) for each, then asks again; `Done` (and the
+    /// withdrawal ends) once none is left, or if none is in progress.
+    pub fn unmap_step(&mut self, frame: FrameNumber, grantee: EnvId, limit: usize) -> UnmapStep {
+        let Some(record) = self.records.get_mut(&frame) else { return UnmapStep::Done };
+        let Some(i) = record.withdrawing.iter().position(|&g| g == grantee) else {
+            return UnmapStep::Done;
+        };
+        let range = Mapping { env: grantee, va: 0 }..=Mapping { env: grantee, va: u64::MAX };
+        let batch: Vec<Mapping> = record.mappings.range(range).take(limit).copied().collect();
+        if batch.is_empty() {
+            record.withdrawing.swap_remove(i);
+            return UnmapStep::Done;
+        }
+        UnmapStep::Unmap(batch)
     }
 
     fn mappings_of(record: &FrameRecord, env: EnvId) -> Vec<Mapping> {
@@ -222,20 +284,33 @@ impl FrameTable {
     pub fn forget_grantee(&mut self, env: EnvId) {
         for record in self.records.values_mut() {
             record.grants.retain(|g| g.grantee != env);
+            record.withdrawing.retain(|&g| g != env);
             for m in Self::mappings_of(record, env) {
                 record.mappings.remove(&m);
             }
         }
     }
 
-    /// Releases a frame of a dying owner: returns the mappings other
-    /// environments still have (to unmap) and removes the record.
-    pub fn release(&mut self, frame: FrameNumber, owner: EnvId) -> Option<Vec<Mapping>> {
-        if self.records.get(&frame)?.owner != owner {
-            return None;
+    /// One step of releasing a frame of a dead owner, whose own mappings are
+    /// already forgotten: ends every grant (so nobody maps it anew), then
+    /// returns at most `limit` of the mappings others still have, for the
+    /// caller to remove ([`remove_mapping`](Self::remove_mapping)) before
+    /// asking again; once none is left the record goes and the caller frees
+    /// the frame. `None` if `owner` does not hold it.
+    pub fn release_step(
+        &mut self,
+        frame: FrameNumber,
+        owner: EnvId,
+        limit: usize,
+    ) -> Option<ReleaseStep> {
+        let record = self.records.get_mut(&frame).filter(|r| r.owner == owner)?;
+        record.grants.clear();
+        record.withdrawing.clear();
+        if record.mappings.is_empty() {
+            self.records.remove(&frame);
+            return Some(ReleaseStep::Released);
         }
-        let record = self.records.remove(&frame)?;
-        Some(record.mappings.into_iter().filter(|m| m.env != owner).collect())
+        Some(ReleaseStep::Unmap(record.mappings.iter().take(limit).copied().collect()))
     }
 
     fn owned_data(&mut self, frame: FrameNumber, owner: EnvId) -> Result<&mut FrameRecord, Error> {
@@ -294,12 +369,28 @@ mod tests {
         t.grant(10, A, B, Rights::READ).unwrap();
         assert_eq!(t.free(10, A), Err(Error::Busy));
         t.revoke(10, A, B).unwrap();
+        assert_eq!(t.unmap_step(10, B, 8), UnmapStep::Done);
         assert_eq!(t.free(10, A), Ok(()));
         assert!(t.get(10).is_none());
     }
 
+    /// Runs a withdrawal to the end the way the kernel does, `limit`
+    /// mappings per step; returns the mappings in the order removed.
+    fn drain(t: &mut FrameTable, frame: FrameNumber, grantee: EnvId, limit: usize) -> Vec<Mapping> {
+        let mut removed = Vec::new();
+        while let UnmapStep::Unmap(batch) = t.unmap_step(frame, grantee, limit) {
+            assert!(!batch.is_empty() && batch.len() <= limit);
+            for m in batch {
+                assert_eq!(m.env, grantee);
+                t.remove_mapping(frame, m.env, m.va);
+                removed.push(m);
+            }
+        }
+        removed
+    }
+
     #[test]
-    fn revoke_returns_the_grantees_mappings_only() {
+    fn revoke_withdraws_the_grantees_mappings_only() {
         let mut t = table();
         t.grant(10, A, B, Rights::RW).unwrap();
         t.grant(10, A, C, Rights::READ).unwrap();
@@ -307,23 +398,65 @@ mod tests {
         t.add_mapping(10, B, 0x2000);
         t.add_mapping(10, B, 0x3000);
         t.add_mapping(10, C, 0x4000);
-        let m = t.revoke(10, A, B).unwrap();
+        t.revoke(10, A, B).unwrap();
+        // In progress: B may not map, revoking again goes on with it, and
+        // the frame cannot be freed while B still maps it.
+        assert_eq!(t.check_map(10, B, Rights::READ), Err(Error::Busy));
+        assert_eq!(t.revoke(10, A, B), Ok(()));
+        assert_eq!(t.revoke(10, B, C), Err(Error::NotOwner));
+        let m = drain(&mut t, 10, B, 1);
         assert_eq!(m, [Mapping { env: B, va: 0x2000 }, Mapping { env: B, va: 0x3000 }]);
         assert_eq!(t.check_map(10, B, Rights::READ), Err(Error::NotOwner));
         assert_eq!(t.revoke(10, A, B), Err(Error::NoSuchEnv));
-        assert_eq!(t.revoke(10, B, C), Err(Error::NotOwner));
+        assert_eq!(t.get(10).unwrap().mappings.len(), 2, "A's and C's stay");
     }
 
     #[test]
-    fn lowering_a_grant_returns_mappings_to_redo() {
+    fn lowering_a_grant_withdraws_mappings_to_redo() {
         let mut t = table();
         t.grant(10, A, B, Rights::RW).unwrap();
         t.add_mapping(10, B, 0x2000);
-        assert!(t.grant(10, A, B, Rights::RWX).unwrap().is_empty());
-        assert_eq!(t.grant(10, A, B, Rights::READ).unwrap(), [Mapping { env: B, va: 0x2000 }]);
+        t.grant(10, A, B, Rights::RWX).unwrap();
+        assert_eq!(t.unmap_step(10, B, 8), UnmapStep::Done, "raised: nothing to redo");
+        t.grant(10, A, B, Rights::READ).unwrap();
+        assert_eq!(t.check_map(10, B, Rights::READ), Err(Error::Busy));
+        assert_eq!(drain(&mut t, 10, B, 8), [Mapping { env: B, va: 0x2000 }]);
+        assert_eq!(t.check_map(10, B, Rights::READ), Ok(()));
+        assert_eq!(t.check_map(10, B, Rights::RW), Err(Error::PermissionDenied));
         assert_eq!(t.grant(10, A, A, Rights::READ), Err(Error::InvalidArgument));
         assert_eq!(t.grant(10, A, B, Rights(8)), Err(Error::InvalidArgument));
         assert_eq!(t.grant(10, A, B, Rights::NONE), Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn a_withdrawal_of_many_mappings_goes_in_bounded_steps() {
+        let mut t = table();
+        t.grant(10, A, B, Rights::READ).unwrap();
+        for page in 0..1000u64 {
+            t.add_mapping(10, B, page << 12);
+        }
+        t.revoke(10, A, B).unwrap();
+        let mut steps = 0;
+        while let UnmapStep::Unmap(batch) = t.unmap_step(10, B, 64) {
+            assert!(batch.len() <= 64);
+            steps += 1;
+            for m in batch {
+                t.remove_mapping(10, m.env, m.va);
+            }
+        }
+        assert_eq!(steps, 1000_usize.div_ceil(64));
+        assert_eq!(t.free(10, A), Ok(()));
+    }
+
+    #[test]
+    fn a_dying_grantee_ends_its_withdrawal() {
+        let mut t = table();
+        t.grant(10, A, B, Rights::READ).unwrap();
+        t.add_mapping(10, B, 0x2000);
+        t.revoke(10, A, B).unwrap();
+        t.forget_grantee(B);
+        assert_eq!(t.unmap_step(10, B, 8), UnmapStep::Done);
+        assert_eq!(t.free(10, A), Ok(()));
     }
 
     #[test]
@@ -342,13 +475,25 @@ mod tests {
     }
 
     #[test]
-    fn release_on_death_reports_foreign_mappings() {
+    fn release_on_death_ends_grants_then_unmaps_in_steps() {
         let mut t = table();
         t.grant(10, A, B, Rights::READ).unwrap();
-        t.add_mapping(10, A, 0x1000);
         t.add_mapping(10, B, 0x2000);
-        assert_eq!(t.release(10, B), None);
-        assert_eq!(t.release(10, A), Some(vec![Mapping { env: B, va: 0x2000 }]));
+        t.add_mapping(10, B, 0x3000);
+        t.add_mapping(10, C, 0x4000);
+        assert_eq!(t.release_step(10, B, 8), None);
+        let Some(ReleaseStep::Unmap(first)) = t.release_step(10, A, 2) else { panic!() };
+        assert_eq!(first, [Mapping { env: B, va: 0x2000 }, Mapping { env: B, va: 0x3000 }]);
+        assert_eq!(t.check_map(10, B, Rights::READ), Err(Error::NotOwner), "grant ended");
+        for m in first {
+            t.remove_mapping(10, m.env, m.va);
+        }
+        assert_eq!(
+            t.release_step(10, A, 2),
+            Some(ReleaseStep::Unmap(vec![Mapping { env: C, va: 0x4000 }]))
+        );
+        t.remove_mapping(10, C, 0x4000);
+        assert_eq!(t.release_step(10, A, 2), Some(ReleaseStep::Released));
         assert!(t.get(10).is_none());
     }
 

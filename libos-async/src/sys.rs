@@ -119,10 +119,21 @@ pub fn syscall6(n: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) ->
 }
 
 /// Any system call number with any six argument words; returns raw `rax`.
-/// For hostile tests and fuzzing (see the module documentation).
+/// For hostile tests and fuzzing (see the module documentation). Every
+/// argument register counts as clobbered: a restartable call (see
+/// [`unmap_range`]) may advance them.
 #[inline(never)]
 pub fn syscall_raw(n: u64, args: [u64; 6]) -> u64 {
-    syscall6(n, args[0], args[1], args[2], args[3], args[4], args[5])
+    let ret: u64;
+    // SAFETY: as in `syscall0`; every argument register is declared
+    // clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") n => ret, inlateout("rdi") args[0] => _,
+             inlateout("rsi") args[1] => _, inlateout("rdx") args[2] => _,
+             in("r10") args[3], in("r8") args[4], in("r9") args[5], lateout("rcx") _,
+             lateout("r11") _, options(nostack));
+    }
+    ret
 }
 
 // ---------------------------------------------------------------------------
@@ -182,10 +193,23 @@ pub fn unmap(va: u64) -> Result<u64, Error> {
 }
 
 /// `UnmapRange`: removes every mapping in `va .. va + pages * 4 KiB` (holes
-/// are skipped; `pages` at most [`abi::UNMAP_RANGE_MAX`]) with one TLB
-/// shootdown round. Returns how many pages were mapped.
+/// are skipped; `pages` at most [`abi::UNMAP_RANGE_MAX`]), a bounded step
+/// with one TLB shootdown round at a time. Returns how many pages were
+/// mapped.
+///
+/// Restartable: between steps the kernel returns to the `syscall`
+/// instruction with `rdi`/`rsi` advanced and `rdx` the count so far (which
+/// starts at 0), so those registers are outputs too.
 pub fn unmap_range(va: u64, pages: u64) -> Result<u64, Error> {
-    abi::decode(syscall2(Syscall::UnmapRange as u64, va, pages))
+    let ret: u64;
+    // SAFETY: as in `syscall0`; the registers the kernel advances between
+    // steps are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") Syscall::UnmapRange as u64 => ret,
+             inlateout("rdi") va => _, inlateout("rsi") pages => _, inlateout("rdx") 0u64 => _,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    abi::decode(ret)
 }
 
 /// `Protect`: changes the rights of the mapping at `va`.

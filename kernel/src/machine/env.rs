@@ -33,13 +33,13 @@ use super::paging::{AddressSpace, leaf_flags, rights_of};
 use super::percpu::{MAX_CPUS, online_cpus};
 use super::tlb::{self, Flush};
 use abi::{Error, Rights};
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kernel::frames::{FrameError, FrameNumber};
-use kernel::ownership::{EnvId, FrameKind, FrameTable, Mapping};
+use kernel::ownership::{EnvId, FrameKind, FrameTable, Mapping, ReleaseStep, UnmapStep};
 use spin::{Mutex, MutexGuard, Once, RwLock};
 use x86_64::instructions::interrupts::without_interrupts;
 
@@ -308,53 +308,104 @@ pub fn frame_status(frame: FrameNumber) -> Result<u64, Error> {
         as u64)
 }
 
-/// `owner` lets `grantee` map `frame` with at most `rights`.
+/// Mappings one step of a withdrawal removes (under one address-space lock,
+/// with one shootdown round), and frames one step of a reclaim releases.
+pub const UNMAP_CHUNK: usize = 64;
+
+/// How far a long operation got. Long operations (revoking a frame mapped
+/// many times, unmapping a large range, reclaiming a dead environment) work
+/// in bounded steps, so that no system call keeps its core, with interrupts
+/// off, from the next slot's owner for long: the system-call layer restarts
+/// the call for the next step (see `syscall::restart`), the ring leaves the
+/// entry queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Finished, with this result.
+    Done(u64),
+    /// One step done, more to do: call again with the same arguments.
+    More,
+}
+
+/// `owner` lets `grantee` map `frame` with at most `rights`. Lowering the
+/// rights of an existing grant removes the grantee's mappings first, in
+/// steps ([`Progress::More`] until they are all gone; the grantee may not
+/// map the frame meanwhile).
 pub fn frame_grant(
     owner: &Env,
     frame: FrameNumber,
     grantee: EnvId,
     rights: Rights,
-) -> Result<(), Error> {
-    let grantee_env = lookup(grantee).filter(|g| !g.is_dying()).ok_or(Error::NoSuchEnv)?;
+) -> Result<Progress, Error> {
+    lookup(grantee).filter(|g| !g.is_dying()).ok_or(Error::NoSuchEnv)?;
     if frame >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
-    let lowered = shard(frame).grant(frame, owner.id, grantee, rights)?;
-    unmap_foreign(frame, &lowered, Some(&grantee_env));
-    Ok(())
+    shard(frame).grant(frame, owner.id, grantee, rights)?;
+    Ok(withdraw_step(frame, grantee))
 }
 
 /// `owner` withdraws `grantee`'s grant of `frame`; the grantee's mappings
-/// are gone (on every core) when this returns.
-pub fn frame_revoke(owner: &Env, frame: FrameNumber, grantee: EnvId) -> Result<(), Error> {
+/// are gone (on every core) when this returns `Done`. Many mappings are
+/// removed in steps: [`Progress::More`] means "call again".
+pub fn frame_revoke(owner: &Env, frame: FrameNumber, grantee: EnvId) -> Result<Progress, Error> {
     if frame >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
-    let mappings = shard(frame).revoke(frame, owner.id, grantee)?;
-    unmap_foreign(frame, &mappings, None);
-    if let Some(grantee) = lookup(grantee) {
+    shard(frame).revoke(frame, owner.id, grantee)?;
+    let progress = withdraw_step(frame, grantee);
+    if progress == Progress::Done(0)
+        && let Some(grantee) = lookup(grantee)
+    {
         post_event(&grantee, abi::event::GRANT_REVOKED, owner.id, [frame, 0]);
     }
-    Ok(())
+    Ok(progress)
 }
 
-/// Removes other environments' mappings of `frame` (after a revoke, a
-/// lowered grant or the owner's death), with shootdown.
-fn unmap_foreign(frame: FrameNumber, mappings: &[Mapping], known: Option<&Arc<Env>>) {
-    for m in mappings {
-        let env = match known {
-            Some(e) if e.id == m.env => Some(Arc::clone(e)),
-            _ => lookup(m.env),
-        };
-        let Some(env) = env else { continue };
-        let mut aspace = lock_serving_mailbox(&env.aspace);
-        if aspace.translate(m.va).is_some_and(|(f, _)| f == frame) {
-            let _ = aspace.unmap(m.va);
-            tlb::shootdown(&env, Flush::page(m.va));
-            env.mappings.fetch_sub(1, Ordering::Relaxed);
+/// One step of a withdrawal of `grantee`'s mappings of `frame`: at most
+/// [`UNMAP_CHUNK`] of them, one lock of its address space, one shootdown.
+fn withdraw_step(frame: FrameNumber, grantee: EnvId) -> Progress {
+    let step = shard(frame).unmap_step(frame, grantee, UNMAP_CHUNK);
+    let UnmapStep::Unmap(batch) = step else { return Progress::Done(0) };
+    let full = batch.len() == UNMAP_CHUNK;
+    unmap_foreign(frame, &batch);
+    // A short batch was the last one: finish in this call.
+    if !full && shard(frame).unmap_step(frame, grantee, UNMAP_CHUNK) == UnmapStep::Done {
+        return Progress::Done(0);
+    }
+    Progress::More
+}
+
+/// Removes other environments' mappings of `frame` (a withdrawal's batch,
+/// or what a dead owner leaves), each environment's under one lock of its
+/// address space with one shootdown round, then forgets them. Takes only
+/// those address-space locks, one at a time: the caller holds none.
+fn unmap_foreign(frame: FrameNumber, mappings: &[Mapping]) {
+    // `mappings` come ordered by environment (the reverse map's order).
+    for group in mappings.chunk_by(|a, b| a.env == b.env) {
+        if let Some(env) = lookup(group[0].env) {
+            let mut aspace = lock_serving_mailbox(&env.aspace);
+            let mut removed = 0u64;
+            let mut first = 0;
+            for m in group {
+                if aspace.translate(m.va).is_some_and(|(f, _)| f == frame) {
+                    let _ = aspace.unmap(m.va);
+                    removed += 1;
+                    first = m.va;
+                }
+            }
+            if removed > 0 {
+                // Scattered pages: one page, or the whole space.
+                let flush = if removed == 1 { Flush::page(first) } else { Flush::everything() };
+                tlb::shootdown(&env, flush);
+                env.mappings.fetch_sub(removed, Ordering::Relaxed);
+            }
+            drop(aspace);
         }
-        shard(frame).remove_mapping(frame, m.env, m.va);
-        drop(aspace);
+        // Forgotten only now: a frame is reusable once nobody can reach it.
+        let mut table = shard(frame);
+        for m in group {
+            table.remove_mapping(frame, m.env, m.va);
+        }
     }
 }
 
@@ -428,14 +479,36 @@ pub fn unmap(env: &Env, va: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Removes every mapping in `va .. va + pages` pages, with one shootdown
-/// round (a full flush above the threshold); returns how many were mapped.
-pub fn unmap_range(env: &Env, va: u64, pages: u64) -> Result<u64, Error> {
+/// Page-table entries one step of [`unmap_range`] visits at most (present
+/// pages, and absent tables skipped whole).
+pub const RANGE_CHUNK: usize = 256;
+
+/// How far [`unmap_range`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeStep {
+    /// The range is done: this many pages were mapped in all.
+    Done(u64),
+    /// One step done: go on with `pages` pages from `va`, `done` pages
+    /// removed so far.
+    More {
+        /// Where to go on.
+        va: u64,
+        /// Pages left.
+        pages: u64,
+        /// Pages removed so far.
+        done: u64,
+    },
+}
+
+/// Removes the mappings in `va .. va + pages` pages, one bounded step
+/// ([`RANGE_CHUNK`] entries, one shootdown round: a full flush above the
+/// threshold); `done` is what earlier steps removed.
+pub fn unmap_range(env: &Env, va: u64, pages: u64, done: u64) -> Result<RangeStep, Error> {
     if pages > abi::UNMAP_RANGE_MAX {
         return Err(Error::InvalidArgument);
     }
     if pages == 0 {
-        return Ok(0);
+        return Ok(RangeStep::Done(done));
     }
     check_va(va)?;
     let end = va + pages * abi::PAGE_SIZE;
@@ -447,24 +520,22 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64) -> Result<u64, Error> {
     }
     let mut aspace = lock_serving_mailbox(&env.aspace);
     let mut removed = Vec::new();
-    for page in 0..pages {
-        let at = va + page * abi::PAGE_SIZE;
-        if let Ok(frame) = aspace.unmap(at) {
-            removed.push((at, frame));
-        }
-        if page % 512 == 511 {
-            // A long range must not keep other cores' shootdowns waiting.
-            mailbox::serve_urgent();
-        }
-    }
+    let stop = aspace.unmap_some(va, end, RANGE_CHUNK, &mut removed);
     if !removed.is_empty() {
-        tlb::shootdown(env, Flush { start: va, pages });
+        tlb::shootdown(env, Flush { start: va, pages: (stop - va) / abi::PAGE_SIZE });
     }
+    drop(aspace);
     for &(at, frame) in &removed {
         shard(frame).remove_mapping(frame, env.id, at);
     }
-    env.mappings.fetch_sub(removed.len() as u64, Ordering::Relaxed);
-    Ok(removed.len() as u64)
+    let n = removed.len() as u64;
+    env.mappings.fetch_sub(n, Ordering::Relaxed);
+    let done = done.saturating_add(n);
+    Ok(if stop >= end {
+        RangeStep::Done(done)
+    } else {
+        RangeStep::More { va: stop, pages: (end - stop) / abi::PAGE_SIZE, done }
+    })
 }
 
 /// Changes the rights of the mapping at `va`.
@@ -683,14 +754,14 @@ pub fn spawn_image(
         finished: AtomicBool::new(false),
     });
     if let Err(e) = load(&env, image, &plan) {
-        reclaim(&env);
+        Reclaim::new(Arc::clone(&env)).run();
         return Err(SpawnError::Memory(e));
     }
     without_interrupts(|| ENVS.write().insert(id, Arc::clone(&env)));
     let context = super::sched::initial_context(plan.entry, abi::STACK_TOP, arg);
     if let Err(e) = super::sched::start_vcpu(&env, core, context) {
         terminate(&env, Outcome::Killed(alloc::format!("could not start its first vCPU: {e:?}")));
-        reclaim(&env);
+        Reclaim::new(Arc::clone(&env)).run();
         return Err(SpawnError::Memory(e));
     }
     log::debug!("env {id} ({name}) started on core {core}");
@@ -830,51 +901,143 @@ pub fn terminate(env: &Env, outcome: Outcome) {
 }
 
 /// Called by a core that dropped one of `env`'s vCPUs (after it stopped
-/// using the address space). The last one reclaims the environment.
+/// using the address space). The last one queues the environment's reclaim
+/// on this core (see [`Reclaim`]).
 pub fn vcpu_dropped(env: &Arc<Env>) {
     if env.live_vcpus.fetch_sub(1, Ordering::AcqRel) == 1 {
         if !env.is_dying() {
             terminate(env, Outcome::Exited(0));
         }
-        reclaim(env);
+        let reclaim = Reclaim::new(Arc::clone(env));
+        without_interrupts(|| RECLAIMS.lock().push_back(reclaim));
     }
 }
 
-/// Returns every frame of a dead environment to the pool.
-fn reclaim(env: &Env) {
-    without_interrupts(|| ENVS.write().remove(&env.id));
-    super::slots::release_env(env.id);
-    for table in &FRAME_TABLE {
-        table.lock().forget_grantee(env.id);
+/// Dead environments whose reclaim is under way, stepped by
+/// [`reclaim_step`]. A leaf lock (taken with interrupts off).
+static RECLAIMS: Mutex<VecDeque<Reclaim>> = Mutex::new(VecDeque::new());
+
+/// Runs one bounded step of the oldest reclaim under way, if any (at every
+/// scheduling decision and in the idle loop: a dead environment with tens of
+/// thousands of mappings never holds a core for long). Returns whether a
+/// step ran.
+pub fn reclaim_step() -> bool {
+    let Some(mut reclaim) = without_interrupts(|| RECLAIMS.lock().pop_front()) else {
+        return false;
+    };
+    if reclaim.step() {
+        without_interrupts(|| RECLAIMS.lock().push_back(reclaim));
     }
-    let aspace = lock_serving_mailbox(&env.aspace);
-    // Mappings of its own address space: forget them (the space goes away).
-    for (va, frame) in aspace.mappings() {
-        if !abi::in_info_region(va) {
-            shard(frame).remove_mapping(frame, env.id, va);
+    true
+}
+
+/// A dead environment returned to the pool in bounded steps: every mapping
+/// others have of its frames is removed, every frame goes back, and only
+/// then is the outcome published, so a test that sees the outcome can count
+/// free frames. Holds the environment's last reference.
+pub struct Reclaim {
+    env: Arc<Env>,
+    stage: ReclaimStage,
+}
+
+enum ReclaimStage {
+    /// Take it out of the registry and the time vectors.
+    Start,
+    /// Forget its grants and mappings of others' frames, shard by shard.
+    ForgetGrantee(usize),
+    /// Forget its own mappings (its page tables go), from this address on.
+    OwnMappings(u64),
+    /// Release its data frames (others' mappings of them first).
+    OwnedFrames,
+    /// Free its page tables and kernel frames, publish the outcome.
+    Finish,
+}
+
+impl Reclaim {
+    fn new(env: Arc<Env>) -> Reclaim {
+        Reclaim { env, stage: ReclaimStage::Start }
+    }
+
+    /// Runs the whole reclaim at once (a small environment that failed to
+    /// start).
+    fn run(mut self) {
+        while self.step() {}
+    }
+
+    /// One bounded step; whether more remain. Takes at most one
+    /// address-space lock at a time (its own, or one of the others' it
+    /// must unmap from), never two.
+    fn step(&mut self) -> bool {
+        let env = &self.env;
+        match self.stage {
+            ReclaimStage::Start => {
+                without_interrupts(|| ENVS.write().remove(&env.id));
+                super::slots::release_env(env.id);
+                self.stage = ReclaimStage::ForgetGrantee(0);
+            }
+            ReclaimStage::ForgetGrantee(first) => {
+                let last = (first + 8).min(SHARDS);
+                for table in &FRAME_TABLE[first..last] {
+                    table.lock().forget_grantee(env.id);
+                }
+                self.stage = if last == SHARDS {
+                    ReclaimStage::OwnMappings(abi::USER_MIN)
+                } else {
+                    ReclaimStage::ForgetGrantee(last)
+                };
+            }
+            ReclaimStage::OwnMappings(from) => {
+                let mut leaves = Vec::new();
+                let next =
+                    lock_serving_mailbox(&env.aspace).leaves_from(from, RANGE_CHUNK, &mut leaves);
+                for (va, frame) in leaves {
+                    if !abi::in_info_region(va) {
+                        shard(frame).remove_mapping(frame, env.id, va);
+                    }
+                }
+                self.stage = match next {
+                    Some(va) => ReclaimStage::OwnMappings(va),
+                    None => ReclaimStage::OwnedFrames,
+                };
+            }
+            ReclaimStage::OwnedFrames => {
+                let Some(frame) = env.owned.lock().pop_first() else {
+                    self.stage = ReclaimStage::Finish;
+                    return true;
+                };
+                match shard(frame).release_step(frame, env.id, UNMAP_CHUNK) {
+                    Some(ReleaseStep::Released) => {
+                        memory::free_frame(frame).expect("owned frame was allocated");
+                    }
+                    Some(ReleaseStep::Unmap(foreign)) => {
+                        unmap_foreign(frame, &foreign);
+                        env.owned.lock().insert(frame);
+                    }
+                    None => log::error!("env {}: owned frame {frame} not recorded", env.id),
+                }
+            }
+            ReclaimStage::Finish => {
+                let aspace = lock_serving_mailbox(&env.aspace);
+                for frame in aspace.table_frames().into_iter().chain([aspace.root()]) {
+                    shard(frame).free_page_table(frame);
+                    memory::free_frame(frame).expect("page-table frame was allocated");
+                }
+                drop(aspace);
+                for frame in core::mem::take(&mut *env.kernel_frames.lock()) {
+                    memory::free_frame(frame).expect("kernel frame was allocated");
+                }
+                env.charged.store(0, Ordering::Release);
+                let outcome = env.outcome.call_once(|| Outcome::Exited(0));
+                if *outcome != Outcome::Exited(0) {
+                    note_run_failure();
+                }
+                env.finished.store(true, Ordering::Release);
+                check_all_done();
+                return false;
+            }
         }
+        true
     }
-    let owned: Vec<FrameNumber> = core::mem::take(&mut *env.owned.lock()).into_iter().collect();
-    for frame in owned {
-        let foreign = shard(frame).release(frame, env.id).unwrap_or_default();
-        unmap_foreign(frame, &foreign, None);
-        memory::free_frame(frame).expect("owned frame was allocated");
-    }
-    for frame in aspace.table_frames().into_iter().chain([aspace.root()]) {
-        shard(frame).free_page_table(frame);
-        memory::free_frame(frame).expect("page-table frame was allocated");
-    }
-    for frame in core::mem::take(&mut *env.kernel_frames.lock()) {
-        memory::free_frame(frame).expect("kernel frame was allocated");
-    }
-    env.charged.store(0, Ordering::Release);
-    drop(aspace);
-    let outcome = env.outcome.call_once(|| Outcome::Exited(0));
-    if *outcome != Outcome::Exited(0) {
-        note_run_failure();
-    }
-    env.finished.store(true, Ordering::Release);
-    check_all_done();
 }
 
 // --- run mode ---------------------------------------------------------------

@@ -229,6 +229,11 @@ pub fn idle_loop() -> ! {
                 ack.fetch_add(1, Ordering::Release);
             }
         }
+        // Dead environments' reclaims, a bounded step at a time with
+        // interrupts on between them.
+        if super::env::reclaim_step() {
+            continue;
+        }
         x86_64::instructions::interrupts::disable();
         if me.mailbox.has_work() {
             continue;

@@ -195,15 +195,86 @@ impl AddressSpace {
         Ok(old)
     }
 
-    /// Every leaf mapping of the user half, as `(va, frame)`.
-    pub fn mappings(&self) -> Vec<(u64, FrameNumber)> {
-        let mut out = Vec::new();
-        self.walk(|va, frame, level| {
-            if level == 0 {
-                out.push((va, frame));
+    /// Removes the mappings in `[va, end)`, visiting at most `budget` entries
+    /// (present leaves, and absent tables, whose whole span is skipped at
+    /// the cost of one), and appends each removed `(va, frame)` to `out`.
+    /// Returns where it stopped (`end` when the range is done). The caller
+    /// flushes the TLBs.
+    pub fn unmap_some(
+        &mut self,
+        mut va: u64,
+        end: u64,
+        mut budget: usize,
+        out: &mut Vec<(u64, FrameNumber)>,
+    ) -> u64 {
+        'walk: while va < end && budget > 0 {
+            let idx = indices(va);
+            let mut current = self.pml4;
+            for (level, &i) in idx[..3].iter().enumerate() {
+                let entry = &table(current)[i];
+                if entry.is_unused() {
+                    // Nothing mapped in this entry's span: skip all of it.
+                    let span = 1u64 << (39 - 9 * level);
+                    va = (va & !(span - 1)).saturating_add(span);
+                    budget -= 1;
+                    continue 'walk;
+                }
+                current = entry.addr().as_u64() / 4096;
             }
-        });
-        out
+            let leaves = table(current);
+            for leaf in leaves.iter_mut().skip(idx[3]) {
+                if va >= end || budget == 0 {
+                    break;
+                }
+                if !leaf.is_unused() {
+                    out.push((va, leaf.addr().as_u64() / 4096));
+                    leaf.set_unused();
+                    budget -= 1;
+                }
+                va += abi::PAGE_SIZE;
+            }
+            // A table's worth of empty entries costs one more.
+            budget = budget.saturating_sub(1);
+        }
+        va.min(end)
+    }
+
+    /// The leaf mappings from `va` on, at most `budget` of them (absent
+    /// tables are skipped at the cost of one each): appends `(va, frame)` to
+    /// `out` and returns where to go on, `None` at the end of the user half.
+    pub fn leaves_from(
+        &self,
+        mut va: u64,
+        mut budget: usize,
+        out: &mut Vec<(u64, FrameNumber)>,
+    ) -> Option<u64> {
+        let end = abi::USER_MAX;
+        'walk: while va < end && budget > 0 {
+            let idx = indices(va);
+            let mut current = self.pml4;
+            for (level, &i) in idx[..3].iter().enumerate() {
+                let entry = &table(current)[i];
+                if entry.is_unused() {
+                    let span = 1u64 << (39 - 9 * level);
+                    va = (va & !(span - 1)).saturating_add(span);
+                    budget -= 1;
+                    continue 'walk;
+                }
+                current = entry.addr().as_u64() / 4096;
+            }
+            for leaf in table(current).iter().skip(idx[3]) {
+                if va >= end || budget == 0 {
+                    break;
+                }
+                if !leaf.is_unused() {
+                    out.push((va, leaf.addr().as_u64() / 4096));
+                    budget -= 1;
+                }
+                va += abi::PAGE_SIZE;
+            }
+            budget = budget.saturating_sub(1);
+        }
+        (va < end).then_some(va)
     }
 
     /// Every page-table frame below the PML4 (the PML4 itself excluded).

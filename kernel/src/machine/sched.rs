@@ -326,6 +326,9 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
     for target in released.activations {
         release_activation(&target);
     }
+    // One bounded step of a dead environment's reclaim per decision (the
+    // idle loop runs them back to back).
+    env::reclaim_step();
     if let Some(upcall) = upcall {
         let env = current_env();
         let delivered = match upcall {

@@ -20,7 +20,7 @@
 //! System calls run to completion with interrupts off; the long ones (TLB
 //! shootdowns) keep serving this core's mailbox while they wait.
 
-use super::env::{self, Outcome};
+use super::env::{self, Outcome, Progress};
 use super::gdt::{KERNEL_CS, USER_DS};
 use super::interrupts::TrapFrame;
 use super::percpu::PERCPU_KERNEL_STACK_OFFSET;
@@ -190,11 +190,19 @@ fn dispatch_general(frame: &mut TrapFrame) {
         Syscall::FrameFree => env::frame_free(&env, args[0]).map(|()| 0),
         Syscall::FrameGrant => {
             let grantee = u32::try_from(args[1]).map_err(|_| Error::NoSuchEnv);
-            grantee.and_then(|g| env::frame_grant(&env, args[0], g, Rights(args[2]))).map(|()| 0)
+            match grantee.and_then(|g| env::frame_grant(&env, args[0], g, Rights(args[2]))) {
+                Ok(Progress::More) => return restart(frame),
+                Ok(Progress::Done(v)) => Ok(v),
+                Err(e) => Err(e),
+            }
         }
         Syscall::FrameRevoke => {
             let grantee = u32::try_from(args[1]).map_err(|_| Error::NoSuchEnv);
-            grantee.and_then(|g| env::frame_revoke(&env, args[0], g)).map(|()| 0)
+            match grantee.and_then(|g| env::frame_revoke(&env, args[0], g)) {
+                Ok(Progress::More) => return restart(frame),
+                Ok(Progress::Done(v)) => Ok(v),
+                Err(e) => Err(e),
+            }
         }
         Syscall::Map => env::map(&env, args[0], args[1], Rights(args[2])).map(|()| 0),
         Syscall::Unmap => env::unmap(&env, args[0]).map(|()| 0),
@@ -218,7 +226,14 @@ fn dispatch_general(frame: &mut TrapFrame) {
         }
         Syscall::EnvLookup => env_lookup(&env, args[0], args[1]),
         Syscall::FrameStatus => env::frame_status(args[0]),
-        Syscall::UnmapRange => env::unmap_range(&env, args[0], args[1]),
+        Syscall::UnmapRange => match env::unmap_range(&env, args[0], args[1], args[2]) {
+            Ok(env::RangeStep::More { va, pages, done }) => {
+                (frame.rdi, frame.rsi, frame.rdx) = (va, pages, done);
+                return restart(frame);
+            }
+            Ok(env::RangeStep::Done(n)) => Ok(n),
+            Err(e) => Err(e),
+        },
         // These belong to the caller's vCPU, not to a callee (the ring ones
         // check inside `with_current_ring`).
         Syscall::SleepOn | Syscall::YieldTo if sched::in_call() => Err(Error::Busy),
@@ -279,6 +294,20 @@ fn dispatch_general(frame: &mut TrapFrame) {
     // A wake-up for a vCPU on this core (`env::wake` sets the flag instead
     // of interrupting itself) is looked at before returning.
     if reschedule || dying || super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
+        sched::finish(frame, sched::Why::Event);
+    }
+}
+
+/// Makes the caller execute the same system call again (its arguments
+/// possibly advanced) when it returns: one step of a long operation is
+/// done ([`Progress::More`]). The `syscall` instruction is two bytes; `rax`
+/// still holds the call number. Pending interrupts — the slot's end among
+/// them — are taken between the steps, with the caller's registers saved
+/// as at any other point in ring 3, so no step keeps the core for long and
+/// the work is done on the caller's time.
+fn restart(frame: &mut TrapFrame) {
+    frame.rip -= 2;
+    if super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
         sched::finish(frame, sched::Why::Event);
     }
 }

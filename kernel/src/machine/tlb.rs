@@ -141,6 +141,11 @@ impl Flush {
     pub fn page(va: u64) -> Flush {
         Flush { start: va, pages: 1 }
     }
+
+    /// The whole address space.
+    pub fn everything() -> Flush {
+        Flush { start: 0, pages: u64::MAX }
+    }
 }
 
 /// One core's slot in another core's [`FlushInbox`]: the request it made
@@ -269,8 +274,10 @@ pub fn serve_flushes() {
         let slot = &inbox.slots[from];
         let generation = slot.request.load(Ordering::Acquire);
         let env = slot.env.load(Ordering::Relaxed);
-        let flush =
-            Flush { start: slot.start.load(Ordering::Relaxed), pages: slot.pages.load(Ordering::Relaxed) };
+        let flush = Flush {
+            start: slot.start.load(Ordering::Relaxed),
+            pages: slot.pages.load(Ordering::Relaxed),
+        };
         // SAFETY: the requesting core keeps `env` borrowed until it sees
         // `done` reach `generation`, which is stored only below.
         let env = unsafe { &*env };

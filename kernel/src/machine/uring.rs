@@ -239,14 +239,26 @@ impl VcpuRing {
         let mem =
             Pinned { header: ring.header, sq_slots: &ring.sq_slots, cq_slots: &ring.cq_slots };
         let timers = &mut ring.timers;
-        let consumed = ring.state.submit(&mem, max, |sqe| execute(env, sqe, timers));
+        // A batch's work is bounded: past `RING_BUDGET_US` the rest stays
+        // queued for the next `RingEnter` (the first entry always runs).
+        let budget_end = super::cpu::rdtsc() + super::time::tsc_hz() / 1_000_000 * RING_BUDGET_US;
+        let mut ran = 0u32;
+        let submitted = ring.state.submit_batch(&mem, max, |sqe| {
+            if ran > 0 && super::cpu::rdtsc() > budget_end {
+                return Outcome::Defer;
+            }
+            ran += 1;
+            execute(env, sqe, timers)
+        });
         if !ring.timers.is_empty() {
             ring.fire_timers(super::cpu::rdtsc());
         }
+        // Stopped early: the caller resubmits the rest, it does not sleep.
         let wait = (min_complete != 0
+            && !submitted.deferred
             && u64::from(ring.state.pending_completions(&ring.memory())) < min_complete)
             .then_some(min_complete as u32);
-        Ok(Entered { consumed: u64::from(consumed), wait })
+        Ok(Entered { consumed: u64::from(submitted.consumed), wait })
     }
 
     /// The part of [`VcpuRing::enter`] the ring protocol answers by itself:
@@ -347,17 +359,17 @@ fn execute(env: &Env, sqe: &SqEntry, timers: &mut Vec<(u64, u64)>) -> Outcome {
         Op::Map => done(env::map(env, a0, a1, abi::Rights(a2)).map(|()| 0)),
         Op::Unmap => done(env::unmap(env, a0).map(|()| 0)),
         Op::Protect => done(env::protect(env, a0, abi::Rights(a1)).map(|()| 0)),
-        Op::FrameGrant => done(
+        // A withdrawal of many mappings goes in steps: the entry stays
+        // queued (`Defer`) and the next `RingEnter` takes the next step.
+        Op::FrameGrant => stepped(
             u32::try_from(a1)
                 .map_err(|_| Error::NoSuchEnv)
-                .and_then(|g| env::frame_grant(env, a0, g, abi::Rights(a2)))
-                .map(|()| 0),
+                .and_then(|g| env::frame_grant(env, a0, g, abi::Rights(a2))),
         ),
-        Op::FrameRevoke => done(
+        Op::FrameRevoke => stepped(
             u32::try_from(a1)
                 .map_err(|_| Error::NoSuchEnv)
-                .and_then(|g| env::frame_revoke(env, a0, g))
-                .map(|()| 0),
+                .and_then(|g| env::frame_revoke(env, a0, g)),
         ),
         Op::Timer => {
             if a0 <= super::cpu::rdtsc() {
@@ -378,6 +390,19 @@ fn execute(env: &Env, sqe: &SqEntry, timers: &mut Vec<(u64, u64)>) -> Outcome {
         Op::SlotAlloc => done(super::slots::alloc(env.id, a0, a1, a2)),
     }
 }
+
+/// A stepped operation's outcome: done, or left queued for the next step.
+fn stepped(result: Result<env::Progress, Error>) -> Outcome {
+    match result {
+        Ok(env::Progress::More) => Outcome::Defer,
+        Ok(env::Progress::Done(v)) => Outcome::Done(Ok(v)),
+        Err(e) => Outcome::Done(Err(e)),
+    }
+}
+
+/// How long one `RingEnter` runs operations before it leaves the rest
+/// queued (microseconds).
+pub const RING_BUDGET_US: u64 = 100;
 
 /// The most timers one ring may have pending.
 pub const MAX_TIMERS: usize = 4096;
