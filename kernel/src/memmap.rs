@@ -1,6 +1,6 @@
 //! From a firmware memory map to the frames the kernel may hand out.
 //!
-//! Usable RAM is every [`E820_RAM`](crate::pvh::E820_RAM) region, shrunk
+//! Usable RAM is every [`crate::pvh::E820_RAM`] region, shrunk
 //! inward to whole pages, cut at the highest address the kernel maps, minus
 //! the reserved ranges (the kernel image, the boot structures, the initrd,
 //! the first megabyte with the AP trampoline). Nothing here allocates: the

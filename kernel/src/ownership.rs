@@ -256,8 +256,8 @@ impl FrameTable {
 
     /// The next at most `limit` mappings of a withdrawal of `grantee`'s
     /// rights to `frame` (a revoke or a lowered grant). The caller clears
-    /// them from the page tables and calls [`remove_mapping`]
-    /// (Self::remove_mapping) for each, then asks again; `Done` (and the
+    /// them from the page tables and calls
+    /// [`remove_mapping`](Self::remove_mapping) for each, then asks again; `Done` (and the
     /// withdrawal ends) once none is left, or if none is in progress.
     pub fn unmap_step(&mut self, frame: FrameNumber, grantee: EnvId, limit: usize) -> UnmapStep {
         let Some(record) = self.records.get_mut(&frame) else { return UnmapStep::Done };
@@ -280,7 +280,7 @@ impl FrameTable {
 
     /// When `env` dies: removes its grants on other environments' frames and
     /// its mappings of them (they vanish with its address space). Its own
-    /// frames are handled by [`release`](Self::release).
+    /// frames are handled by [`release_step`](Self::release_step).
     pub fn forget_grantee(&mut self, env: EnvId) {
         for record in self.records.values_mut() {
             record.grants.retain(|g| g.grantee != env);

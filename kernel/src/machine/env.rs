@@ -10,20 +10,37 @@
 //!
 //! # Lock order
 //!
-//! `ENVS` (briefly, with interrupts off: the shootdown handler reads it) → one `Env::aspace` →
-//! one frame-table shard → the frame bitmap. Never two `aspace` locks at
-//! once; a shard lock is never held while waiting for another core. The
-//! `aspace` lock may be held across a TLB shootdown, so it is acquired with
+//! ```text
+//! ENVS (read or write, briefly, interrupts off)
+//!   → one Env::aspace (never two at once)
+//!     → one frame-table shard
+//!       → the frame bitmap
+//! leaf locks, taken alone: Env::owned, Env::kernel_frames, Env::event_lock,
+//!   Env::exception, Ipc::accept, RECLAIMS, PerCpu::incoming
+//! ```
+//!
+//! A shard lock is never held while waiting for another core. The `aspace`
+//! lock may be held across a TLB shootdown, so it is acquired with
 //! [`lock_serving_mailbox`], which keeps this core answering shootdown
 //! requests while it spins: two cores that each hold one address space and
-//! shoot at the other cannot deadlock.
+//! shoot at the other cannot deadlock. Code that must unmap from *other*
+//! environments (revocation, a dead owner's reclaim) holds no address-space
+//! lock of its own meanwhile ([`unmap_foreign`]).
+//!
+//! **A scheduling decision never waits for an environment's lock**: the
+//! environment's other vCPUs could keep it busy for as long as they like.
+//! Predicate evaluation and slot upcalls use `try_lock`; a busy lock defers
+//! the predicate to the next decision and counts as an undeliverable upcall.
+//! Every lock holder works in bounded steps ([`Progress`], [`RangeStep`],
+//! [`Reclaim`]), so a waiter's spin is bounded too.
 //!
 //! # Life cycle
 //!
 //! `spawn` → running (one or more vCPUs) → [`terminate`] (first outcome
 //! wins; every core holding one of its vCPUs is told) → the last vCPU is
-//! dropped by its core → `reclaim`: every mapping others have of its frames
-//! is removed, every frame returns to the pool, and only then is the outcome
+//! dropped by its core → [`Reclaim`], in bounded steps at scheduling
+//! decisions and in idle loops: every mapping others have of its frames is
+//! removed, every frame returns to the pool, and only then is the outcome
 //! published, so a test that sees the outcome can count free frames.
 
 use super::console::kprintln;
@@ -570,7 +587,7 @@ pub fn copy_from_user(env: &Env, va: u64, len: usize) -> Result<Vec<u8>, Error> 
 /// allocation: the hot paths use a buffer on the stack).
 pub fn copy_from_user_into(env: &Env, va: u64, out: &mut [u8]) -> Result<(), Error> {
     let mut done = 0;
-    with_user_pages(env, va, out.len(), false, |chunk_phys, n| {
+    with_user_pages(env, va, out.len(), false, Lock::Wait, |chunk_phys, n| {
         // SAFETY: `chunk_phys..+n` lies inside one frame mapped user-readable
         // in `env`, which cannot be freed while the aspace lock is held.
         let bytes = unsafe {
@@ -583,8 +600,25 @@ pub fn copy_from_user_into(env: &Env, va: u64, out: &mut [u8]) -> Result<(), Err
 
 /// Copies `bytes` into `env`'s memory at `va` (pages must be user-writable).
 pub fn copy_to_user(env: &Env, va: u64, bytes: &[u8]) -> Result<(), Error> {
+    copy_to_user_with(env, va, bytes, Lock::Wait)
+}
+
+/// [`copy_to_user`] for a scheduling decision, which never waits for an
+/// environment's lock: `Busy` if its address space is locked now.
+pub fn copy_to_user_nowait(env: &Env, va: u64, bytes: &[u8]) -> Result<(), Error> {
+    copy_to_user_with(env, va, bytes, Lock::Try)
+}
+
+/// Whether a user copy may wait for the address-space lock.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    Wait,
+    Try,
+}
+
+fn copy_to_user_with(env: &Env, va: u64, bytes: &[u8], lock: Lock) -> Result<(), Error> {
     let mut done = 0;
-    with_user_pages(env, va, bytes.len(), true, |chunk_phys, n| {
+    with_user_pages(env, va, bytes.len(), true, lock, |chunk_phys, n| {
         // SAFETY: as in `copy_from_user`, and the page is mapped writable.
         unsafe {
             core::ptr::copy_nonoverlapping(
@@ -602,6 +636,7 @@ fn with_user_pages(
     va: u64,
     len: usize,
     write: bool,
+    lock: Lock,
     mut chunk: impl FnMut(u64, usize),
 ) -> Result<(), Error> {
     let end = va.checked_add(len as u64).ok_or(Error::BadAddress)?;
@@ -611,7 +646,10 @@ fn with_user_pages(
     if va == 0 {
         return Err(Error::BadAddress);
     }
-    let aspace = lock_serving_mailbox(&env.aspace);
+    let aspace = match lock {
+        Lock::Wait => lock_serving_mailbox(&env.aspace),
+        Lock::Try => env.aspace.try_lock().ok_or(Error::Busy)?,
+    };
     use x86_64::structures::paging::PageTableFlags as F;
     let allowed =
         |flags: F| flags.contains(F::USER_ACCESSIBLE) && (!write || flags.contains(F::WRITABLE));

@@ -331,30 +331,16 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
     env::reclaim_step();
     if let Some(upcall) = upcall {
         let env = current_env();
-        let delivered = match upcall {
-            Upcall::Prologue(entry) => {
-                let handler = *env.exception.lock();
-                deliver_upcall(
-                    frame,
-                    &env,
-                    &handler,
-                    abi::vector::SLOT_START,
-                    entry,
-                    UpcallStack::Exception,
-                )
-            }
-            Upcall::Epilogue(entry) => {
-                let handler = *env.exception.lock();
-                deliver_upcall(
-                    frame,
-                    &env,
-                    &handler,
-                    abi::vector::SLOT_END,
-                    entry,
-                    UpcallStack::Exception,
-                )
-            }
+        let (vector, entry) = match upcall {
+            Upcall::Prologue(entry) => (abi::vector::SLOT_START, entry),
+            Upcall::Epilogue(entry) => (abi::vector::SLOT_END, entry),
         };
+        // A scheduling decision takes none of the environment's locks by
+        // waiting: a busy one means "not delivered".
+        let handler = env.exception.try_lock().map(|h| *h);
+        let delivered = handler.ok_or(0).and_then(|handler| {
+            deliver_upcall(frame, &env, &handler, vector, entry, UpcallStack::ExceptionNoWait)
+        });
         if delivered.is_err() && matches!(upcall, Upcall::Epilogue(_)) {
             // It cannot be told: the abort protocol applies right away.
             drop(env);
@@ -1166,6 +1152,11 @@ enum UpcallStack {
     /// Below the interrupted code's own `rsp` and red zone (an activation's
     /// IPC stack).
     Interrupted,
+    /// As `Exception`, for a slot upcall delivered by a scheduling decision:
+    /// fails rather than wait for the address-space lock (the environment's
+    /// other vCPUs may keep it busy; the epilogue's abort protocol then
+    /// applies at once).
+    ExceptionNoWait,
 }
 
 /// Writes an [`abi::UpcallFrame`] of `frame` (an exception's, or a slot
@@ -1225,7 +1216,12 @@ fn deliver_upcall(
             abi::UPCALL_FRAME_SIZE as usize,
         )
     };
-    env::copy_to_user(env, at, bytes).map_err(|_| at)?;
+    let copied = if stack == UpcallStack::ExceptionNoWait {
+        env::copy_to_user_nowait(env, at, bytes)
+    } else {
+        env::copy_to_user(env, at, bytes)
+    };
+    copied.map_err(|_| at)?;
     frame.rip = entry;
     frame.rsp = at;
     frame.rdi = at;

@@ -159,6 +159,15 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
 }
 
 /// Every system call but the hot ones of [`syscall_dispatch`].
+///
+/// **Restartable calls.** A long operation (`FrameRevoke` or a lowering
+/// `FrameGrant` of a frame mapped many times, `UnmapRange`) does one bounded
+/// step ([`Progress::More`]) and makes the caller execute the same
+/// `syscall` instruction again (two bytes back, `rax` still the call
+/// number, arguments possibly advanced). Pending interrupts — the slot's
+/// end among them — are taken between the steps with the caller's
+/// registers saved as at any other point in ring 3, so no step keeps the
+/// core for long and the work is done on the caller's own time.
 #[inline(never)]
 fn dispatch_general(frame: &mut TrapFrame) {
     let number = frame.rax;
@@ -169,6 +178,8 @@ fn dispatch_general(frame: &mut TrapFrame) {
     };
     let env = sched::current_env();
     let mut reschedule = false;
+    // One step of a long operation done: run the call again (see `restart`).
+    let mut restart = false;
     let result: Result<u64, Error> = match call {
         Syscall::Null => Ok(0),
         Syscall::ConsoleWrite => console_write(&env, args[0], args[1]),
@@ -191,7 +202,10 @@ fn dispatch_general(frame: &mut TrapFrame) {
         Syscall::FrameGrant => {
             let grantee = u32::try_from(args[1]).map_err(|_| Error::NoSuchEnv);
             match grantee.and_then(|g| env::frame_grant(&env, args[0], g, Rights(args[2]))) {
-                Ok(Progress::More) => return restart(frame),
+                Ok(Progress::More) => {
+                    restart = true;
+                    Ok(0)
+                }
                 Ok(Progress::Done(v)) => Ok(v),
                 Err(e) => Err(e),
             }
@@ -199,7 +213,10 @@ fn dispatch_general(frame: &mut TrapFrame) {
         Syscall::FrameRevoke => {
             let grantee = u32::try_from(args[1]).map_err(|_| Error::NoSuchEnv);
             match grantee.and_then(|g| env::frame_revoke(&env, args[0], g)) {
-                Ok(Progress::More) => return restart(frame),
+                Ok(Progress::More) => {
+                    restart = true;
+                    Ok(0)
+                }
                 Ok(Progress::Done(v)) => Ok(v),
                 Err(e) => Err(e),
             }
@@ -229,7 +246,8 @@ fn dispatch_general(frame: &mut TrapFrame) {
         Syscall::UnmapRange => match env::unmap_range(&env, args[0], args[1], args[2]) {
             Ok(env::RangeStep::More { va, pages, done }) => {
                 (frame.rdi, frame.rsi, frame.rdx) = (va, pages, done);
-                return restart(frame);
+                restart = true;
+                Ok(0)
             }
             Ok(env::RangeStep::Done(n)) => Ok(n),
             Err(e) => Err(e),
@@ -286,7 +304,12 @@ fn dispatch_general(frame: &mut TrapFrame) {
         }
         Syscall::Acall => super::uring::acall(&env, args[0], [args[1], args[2]]).map(|()| 0),
     };
-    frame.rax = abi::encode(result);
+    if restart {
+        // `rax` still holds the call number.
+        frame.rip -= 2;
+    } else {
+        frame.rax = abi::encode(result);
+    }
     let dying = env.is_dying();
     // `finish` may abandon this stack for the idle loop: drop the reference
     // first so it is not leaked.
@@ -294,20 +317,6 @@ fn dispatch_general(frame: &mut TrapFrame) {
     // A wake-up for a vCPU on this core (`env::wake` sets the flag instead
     // of interrupting itself) is looked at before returning.
     if reschedule || dying || super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
-        sched::finish(frame, sched::Why::Event);
-    }
-}
-
-/// Makes the caller execute the same system call again (its arguments
-/// possibly advanced) when it returns: one step of a long operation is
-/// done ([`Progress::More`]). The `syscall` instruction is two bytes; `rax`
-/// still holds the call number. Pending interrupts — the slot's end among
-/// them — are taken between the steps, with the caller's registers saved
-/// as at any other point in ring 3, so no step keeps the core for long and
-/// the work is done on the caller's time.
-fn restart(frame: &mut TrapFrame) {
-    frame.rip -= 2;
-    if super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
         sched::finish(frame, sched::Why::Event);
     }
 }
