@@ -1043,7 +1043,10 @@ impl Reclaim {
                     self.stage = ReclaimStage::Finish;
                     return true;
                 };
-                match shard(frame).release_step(frame, env.id, UNMAP_CHUNK) {
+                // Bound first: the shard lock must not be held across the
+                // shootdown below.
+                let step = shard(frame).release_step(frame, env.id, UNMAP_CHUNK);
+                match step {
                     Some(ReleaseStep::Released) => {
                         memory::free_frame(frame).expect("owned frame was allocated");
                     }

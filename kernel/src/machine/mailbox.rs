@@ -240,6 +240,12 @@ pub fn idle_loop() -> ! {
         }
         // A ready vCPU: enter ring 3 (does not return).
         super::sched::run_ready();
+        // About to halt: a reschedule request is answered (there was nothing
+        // to run), and clearing the flag makes the next `sched::kick` send an
+        // IPI again; one that came after `run_ready` looked goes round again.
+        if me.resched_pending.swap(false, Ordering::AcqRel) {
+            continue;
+        }
         me.halts.fetch_add(1, Ordering::Relaxed);
         // `sti; hlt`: an interrupt pending since the check above wakes us.
         x86_64::instructions::interrupts::enable_and_hlt();
