@@ -17,10 +17,12 @@
 //!    is zeroed and fills it with its own pattern; the unmapper waits until
 //!    `FrameStatus(F)` names the victim as owner, then a little more;
 //! 3. every flooder, from the moment it sees that the unmap returned until
-//!    the round ends, reads VA with a fault-tolerant probe between bursts:
+//!    the round ends (and at least [`MIN_LOOKS`] times), reads VA with a fault-tolerant probe between bursts:
 //!    any read that does not fault is a stale translation (counted, and
 //!    classified: `OLD(r)`, zeros, the victim's pattern, other); after one,
 //!    it also writes [`EVIL`] through it, which the victim must then see.
+//!    The first read of the next round (VA then maps a new frame) must
+//!    give the new round's value, not a leftover translation's.
 //!
 //! Exit 0 iff no stale access happened and every unmap returned `Ok`; the
 //! victim exits 0 iff its frames never changed. Rounds stop early after
@@ -51,7 +53,9 @@ const VA: u64 = SCRATCH_BASE + 0x1000_0000;
 /// Written through a stale translation (the victim must notice).
 const EVIL: u64 = 0xe711_e711_e711_e711;
 /// Asynchronous calls a flooder makes between two looks at VA.
-const BURST: u64 = 32;
+const BURST: u64 = 8;
+/// Looks at VA each flooder takes after the unmap returned, at least.
+const MIN_LOOKS: u64 = 4;
 /// How long the unmapper lets the flood run before it unmaps, and how
 /// long the flooders keep probing once the victim holds F.
 const FLOOD_BEFORE_UNMAP_MS: u64 = 5;
@@ -85,6 +89,8 @@ static STALE_ZERO: AtomicU64 = AtomicU64::new(0);
 static STALE_VICTIM: AtomicU64 = AtomicU64::new(0);
 static STALE_OTHER: AtomicU64 = AtomicU64::new(0);
 static STALE_WRITES: AtomicU64 = AtomicU64::new(0);
+/// Reads of VA after the unmap returned.
+static LOOKS: AtomicU64 = AtomicU64::new(0);
 static ACALLS: AtomicU64 = AtomicU64::new(0);
 static ACALL_ERRORS: AtomicU64 = AtomicU64::new(0);
 
@@ -126,10 +132,10 @@ fn flooder(_: u64) -> ! {
             flood(me);
             continue;
         }
+        // A translation left over from an earlier round shows here too.
         let v = probe::read_fixed(VA);
         if v != old(r) {
-            println!("CHECK FAILED: isoflood: core {}: round {r}: VA holds {v:#x}", core_id());
-            STALE_OTHER.fetch_add(1, SeqCst);
+            stale(r, v);
         }
         STARTED.fetch_add(1, SeqCst);
         // Flood until the unmap has returned (the translation stays cached
@@ -137,10 +143,13 @@ fn flooder(_: u64) -> ! {
         while REMOVED.load(SeqCst) < r && STOP.load(SeqCst) == 0 {
             flood(me);
         }
-        // From here on VA must fault.
+        // From here on VA must fault: look at least a few times (a burst
+        // may have outlasted the whole round), then until the round closes.
         let mut wrote = false;
-        while CLOSED.load(SeqCst) < r && STOP.load(SeqCst) == 0 {
+        let mut looks = 0;
+        while looks < MIN_LOOKS || (CLOSED.load(SeqCst) < r && STOP.load(SeqCst) == 0) {
             let v = probe::read_fixed(VA);
+            LOOKS.fetch_add(1, SeqCst);
             if v != MARKER {
                 stale(r, v);
                 if !wrote && probe::write_fixed(VA, EVIL) != MARKER {
@@ -148,6 +157,7 @@ fn flooder(_: u64) -> ! {
                     wrote = true;
                 }
             }
+            looks += 1;
             flood(me);
         }
         DONE_COUNT.fetch_add(1, SeqCst);
@@ -221,11 +231,12 @@ fn app_main(arg: u64) -> i32 {
     let stale = [&STALE_OLD, &STALE_ZERO, &STALE_VICTIM, &STALE_OTHER].map(|c| c.load(SeqCst));
     println!(
         "isoflood: {done} of {rounds} rounds, {flooders} flooders, {} async calls ({} failed), \
-         victim took F in {} rounds; stale reads after unmap: {} OLD, {} zero, {} victim data, \
+         victim took F in {} rounds; {} looks at VA after unmap returned, stale reads: {} OLD, {} zero, {} victim data, \
          {} other; {} stale writes; longest unmap {} ms",
         ACALLS.load(SeqCst),
         ACALL_ERRORS.load(SeqCst),
         done - not_taken,
+        LOOKS.load(SeqCst),
         stale[0],
         stale[1],
         stale[2],

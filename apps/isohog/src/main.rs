@@ -36,7 +36,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
-use libos_async::abi::event::{CALL, GRANT_REVOKED};
+use libos_async::abi::event::{CALL, Event, GRANT_REVOKED};
 use libos_async::abi::{Error, PAGE_SIZE, Rights, UNMAP_RANGE_MAX, UpcallFrame, vector};
 use libos_async::check::{fail, require};
 use libos_async::cpu::{Events, Received};
@@ -113,24 +113,31 @@ fn all_gone(base: u64, n: u64) -> bool {
     [0, n / 2, n - 1].iter().all(|&i| probe::read_fixed(base + i * PAGE_SIZE) == MARKER)
 }
 
-/// Waits (bounded) for a `CALL` event; returns its source and words.
-fn next_call(events: &mut Events) -> (u64, [u64; 2]) {
-    let mut found = None;
-    let ok = wait_for_ms(TEST_WAIT_MS, || {
+/// Sleeps (bounded) until an event that `wanted` accepts arrives; returns
+/// it. Sleeping, not yielding: on the victim's core only one attacker
+/// vCPU is runnable at a time.
+fn next_event(events: &mut Events, wanted: impl Fn(&Event) -> bool) -> Event {
+    let give_up = rdtsc() + info().tsc_hz / 1000 * TEST_WAIT_MS;
+    loop {
+        let seen = sys::event_tail();
         for got in events.by_ref() {
             if let Received::Event(e) = got
-                && e.kind == CALL
+                && wanted(&e)
             {
-                found = Some((u64::from(e.source), e.data));
-                return true;
+                return e;
             }
         }
-        false
-    });
-    match found {
-        Some(call) if ok => call,
-        _ => fail(format_args!("isohog: no call arrived")),
+        if rdtsc() > give_up {
+            fail(format_args!("isohog: the event never arrived"));
+        }
+        let _ = Pred::events_ne(seen).either(Pred::deadline(give_up)).sleep();
     }
+}
+
+/// The next `CALL` event: its source and words.
+fn next_call(events: &mut Events) -> (u64, [u64; 2]) {
+    let e = next_event(events, |e| e.kind == CALL);
+    (u64::from(e.source), e.data)
 }
 
 // --- mode 0 ------------------------------------------------------------------
@@ -231,10 +238,8 @@ fn revoke_grantee(n: u64) -> i32 {
         fail(format_args!("isohog grantee: mapped {mapped} of {n}, or wrong contents"));
     }
     require("answer", sys::acall(owner, MAPPED, mapped));
-    let revoked = wait_for_ms(TEST_WAIT_MS, || {
-        events.by_ref().any(|got| matches!(got, Received::Event(e) if e.kind == GRANT_REVOKED))
-    });
-    if !revoked || !all_gone(BASE, mapped) {
+    next_event(&mut events, |e| e.kind == GRANT_REVOKED);
+    if !all_gone(BASE, mapped) {
         fail(format_args!("isohog grantee: revocation not seen, or a page still mapped"));
     }
     println!("isohog grantee on core {}: {mapped} mappings of frame {f:#x} revoked", core_id());

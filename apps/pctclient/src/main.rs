@@ -131,11 +131,10 @@ fn shared_core(c: &mut Checks, server: u64, rounds: u64) {
             }
         }
     }
-    let slots = sys::vcpu_page().slots_started;
     c.check(bad == 0, format_args!("{bad} of {rounds} calls came back wrong"));
     println!(
         "pctclient {me}: {rounds} calls on a shared core, {bad} wrong, {busy} Busy retried, \
-         {} ms, {slots} slots started",
+         {} ms",
         (rdtsc() - t0) / (libos_async::info().tsc_hz / 1000).max(1)
     );
     let mut quit = [0u64; 8];
