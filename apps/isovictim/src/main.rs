@@ -212,8 +212,8 @@ fn gap_meter() -> i32 {
     let start = rdtsc();
     let mut last = start;
     let (mut longest, mut at) = (0u64, 0u64);
-    let mut over_slot = 0u64;
-    let slot = u64::from(i.slot_us) * per_us;
+    let limit = gap_limit(&i);
+    let mut over = 0u64;
     let mut end = u64::MAX;
     let mut turns = 0u64;
     loop {
@@ -223,8 +223,8 @@ fn gap_meter() -> i32 {
             longest = gap;
             at = now - start;
         }
-        if gap > slot {
-            over_slot += 1;
+        if gap > limit {
+            over += 1;
         }
         last = now;
         turns += 1;
@@ -241,10 +241,9 @@ fn gap_meter() -> i32 {
     let bad = (0..MEM_PAGES * 512).filter(|&w| probe::read(MEM_VA + w * 8) != pattern(w >> 9, w));
     let bad = bad.count();
     c.check(bad == 0, format_args!("isovictim: {bad} words of its memory changed"));
-    let limit = gap_limit(&i);
     println!(
         "isovictim: core {}: longest gap {} us at {} us (limit {} us = 2 x {} us slot + {} us \
-         grace + {MARGIN_US} us), {over_slot} gaps over one slot, in {} us",
+         grace + {MARGIN_US} us), {over} gaps over the limit, in {} us",
         core_id(),
         longest / per_us,
         at / per_us,
