@@ -14,6 +14,12 @@
 //!   `QUIT` call ends the echo server. Exit 0 iff every check passed.
 //! * mode 1, **async**: one `Acall` carrying `[WAKE, tsc]` to the waiter
 //!   (in the echo field), plus `Acall` to a dead id (`NoSuchEnv`).
+//! * mode 2, **shared core** (beside another caller on this core, calling
+//!   the slow echo server, `pctserver` mode 4, on this core too): `2^n`
+//!   calls whose word 0 is our id, the rest random; `Busy` (the target's
+//!   IPC stack on this core is in use by a preempted call) is retried
+//!   after a yield, any other error or a reply that is not exactly ours is
+//!   a failure; then one `QUIT` call.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
@@ -87,6 +93,55 @@ fn calls(c: &mut Checks, echo: u64, picky: u64, faulty: u64, rounds: u64) {
     c.expect_ok("quit the echo server", cpu::call(echo, &quit).map(|_| 0));
 }
 
+/// Mode 2: `call` that retries `Busy` after a yield (bounded).
+fn call_retrying_busy(target: u64, msg: &Message, busy: &mut u64) -> Result<Message, Error> {
+    let mut got = cpu::call(target, msg);
+    wait_for_ms(TEST_WAIT_MS, || {
+        if got != Err(Error::Busy) {
+            return true;
+        }
+        *busy += 1;
+        got = cpu::call(target, msg);
+        got != Err(Error::Busy)
+    });
+    got
+}
+
+fn shared_core(c: &mut Checks, server: u64, rounds: u64) {
+    let me = env_id();
+    let ready = wait_for_ms(TEST_WAIT_MS, || {
+        let mut probe = [0; 8];
+        probe[0] = me;
+        !matches!(cpu::call(server, &probe), Err(Error::Refused))
+    });
+    c.check(ready, format_args!("env {server} never registered its IPC entry"));
+    let mut rng = Rng::new(0x2545_f491 ^ me ^ rdtsc());
+    let (mut bad, mut busy) = (0u64, 0u64);
+    let t0 = rdtsc();
+    for round in 0..rounds {
+        let mut msg: Message = core::array::from_fn(|_| rng.next_u64());
+        msg[0] = me;
+        match call_retrying_busy(server, &msg, &mut busy) {
+            Ok(reply) if reply == pct_reply(&msg, me) => {}
+            other => {
+                bad += 1;
+                if bad <= 3 {
+                    println!("pctclient {me}: round {round}: {msg:x?} -> {other:x?}");
+                }
+            }
+        }
+    }
+    c.check(bad == 0, format_args!("{bad} of {rounds} calls came back wrong"));
+    println!(
+        "pctclient {me}: {rounds} calls on a shared core, {bad} wrong, {busy} Busy retried, \
+         {} ms",
+        (rdtsc() - t0) / (libos_async::info().tsc_hz / 1000).max(1)
+    );
+    let mut quit = [0u64; 8];
+    quit[0] = QUIT;
+    c.expect_ok("quit", call_retrying_busy(server, &quit, &mut busy).map(|_| 0));
+}
+
 fn app_main(arg: u64) -> i32 {
     let echo = arg & 0xffff;
     let picky = (arg >> 16) & 0xffff;
@@ -95,6 +150,7 @@ fn app_main(arg: u64) -> i32 {
     let mut c = Checks::new();
     match arg >> 56 {
         0 => calls(&mut c, echo, picky, faulty, rounds),
+        2 => shared_core(&mut c, echo, rounds),
         _ => {
             c.expect_err("acall a dead id", cpu::acall(DEAD, WAKE, 0).map(|_| 0), Error::NoSuchEnv);
             c.expect_ok("acall the waiter", cpu::acall(echo, WAKE, rdtsc()).map(|_| 0));

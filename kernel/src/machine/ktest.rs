@@ -22,6 +22,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 mod cpu;
+mod iso;
 
 type TestResult = Result<(), String>;
 
@@ -135,6 +136,19 @@ const TESTS: &[KernelTest] = &[
             ("kv-client", 0),
         ])
     }),
+    // Isolation under multi-core attack (issue 13): see `ktest/iso.rs`.
+    ("iso_flood_of_async_calls_never_leaves_a_stale_translation_to_a_freed_frame", || {
+        iso::flood_never_leaves_stale_translation()
+    }),
+    ("pct_two_callers_on_one_core_never_get_each_others_replies", iso::pct_two_callers_one_core),
+    ("cpu_time_victim_gap_beside_a_computing_env_control", iso::victim_gap_control),
+    (
+        "cpu_time_victim_gap_sleeper_predicate_vs_aspace_lock_churn",
+        iso::victim_gap_sleeper_lock_churn,
+    ),
+    ("cpu_time_victim_gap_revoke_of_a_frame_mapped_60000_times", iso::victim_gap_mass_revoke),
+    ("cpu_time_victim_gap_unmap_range_of_2_20_pages", iso::victim_gap_huge_unmap_range),
+    ("cpu_time_victim_gap_exit_with_60000_mappings", iso::victim_gap_exit_with_mappings),
     ("rt_hello_async_spawns_and_joins_on_every_user_core", || expect_exit("hello-async", 0)),
     ("rt_spawn_join_across_cores_and_allocator_on_all_cores", || expect_exit("rttest", 0)),
     ("rt_work_stealing_moves_work_off_a_loaded_core", || expect_exit("rttest", 1)),
