@@ -154,9 +154,9 @@ workspace = true
     )
 }
 
-/// The template's `src/main.rs`.
+/// The template's `src/main.rs` (`cargo fmt` clean whatever the name's
+/// length: the name appears only where line length does not matter).
 pub fn template_main(name: &str) -> String {
-    let greeting = greeting(name);
     format!(
         r#"//! `{name}`: TODO: say what it does. Made by `cargo xtask new {name}`:
 //! prints a greeting, runs one task on another core, and exits 0.
@@ -171,18 +171,22 @@ use core::time::Duration;
 use libos_async::rt;
 use libos_async::{{env_id, println}};
 
+/// The app's name, as `init=` and the initrd know it.
+const NAME: &str = "{name}";
+
 // One executor per usable core; `main_async` runs on the first.
 libos_async::main!(main_async);
 
 /// The app's main task: `arg` is the start argument from `init=`. The
 /// return value is the exit status; non-zero marks the run as failed.
 async fn main_async(arg: u64) -> i32 {{
-    println!("{greeting} (env {{}}, core {{}}, arg {{arg}})", env_id(), rt::current_core());
+    let (env, core) = (env_id(), rt::current_core());
+    println!("{{NAME}}: hello from ring 3 (env {{env}}, core {{core}}, arg {{arg}})");
     let task = rt::spawn(async {{
         rt::sleep(Duration::from_millis(1)).await;
         rt::current_core()
     }});
-    println!("{name}: a task ran on core {{}}", task.await);
+    println!("{{NAME}}: a task ran on core {{}}", task.await);
     0
 }}
 "#
@@ -270,8 +274,8 @@ pub fn check_elf(name: &str, elf: &[u8]) -> Result<(), String> {
             return Err(format!(
                 "app {name}: a loadable segment at {vaddr:#x} lies outside the user address \
                  range {:#x}..{:#x}, so the kernel would refuse it at boot; it was not linked \
-                 with libos-async/user.ld.\n  fix: apps/{name}/Cargo.toml's [package] section \
-                 needs\n    {BUILD_LINE}",
+                 with libos-async/user.ld.\n  fix: use libos-async's build script: \
+                 apps/{name}/Cargo.toml's [package] section needs\n    {BUILD_LINE}",
                 abi::USER_MIN,
                 abi::USER_MAX
             ));
@@ -336,7 +340,9 @@ mod tests {
     #[test]
     fn template_names_itself() {
         let main = template_main("my-app");
-        assert!(main.contains("my-app: hello from ring 3 (env {}"));
+        assert!(main.contains("const NAME: &str = \"my-app\";"));
+        assert!(main.contains("{NAME}: hello from ring 3 (env"));
+        assert_eq!(greeting("my-app"), "my-app: hello from ring 3");
         assert!(main.contains("init=my-app"));
         assert!(template_manifest("my-app").contains("name = \"my-app\""));
     }

@@ -439,7 +439,8 @@ fn unknown_init_apps(append: &str, apps: &[String]) -> Vec<String> {
                 .map(|(_, a)| format!(" (did you mean {a}?)"))
                 .unwrap_or_default();
             format!(
-                "init={n}: there is no app {n} in the initrd{close}; the kernel will not                  start it. Apps: {}",
+                "init={n}: there is no app {n} in the initrd{close}; the kernel will not \
+                 start it. Apps: {}",
                 apps.join(" ")
             )
         })
@@ -465,11 +466,11 @@ fn new_app(ws: &Workspace, args: &NewArgs) -> Result<(), String> {
     let dir = apps::create(&ws.root, &args.name)?;
     let name = &args.name;
     println!(
-        "xtask: created {rel}/Cargo.toml and {rel}/src/main.rs.
-         It is a workspace member (\"apps/*\") and `cargo xtask build` packs it into the          initrd; nothing else to register.
-         Run it:
-  cargo xtask run --append \"init={name}\"
-         (add --smp 2 for a quicker boot; `init={name},hello` starts more than one app)",
+        "xtask: created {rel}/Cargo.toml and {rel}/src/main.rs.\n\
+         It is a workspace member (\"apps/*\") and `cargo xtask build` packs it into the \
+         initrd; nothing else to register.\n\
+         Run it:\n  cargo xtask run --append \"init={name}\"\n\
+         (--smp 2 boots quicker; `init={name},hello` starts more than one app)",
         rel = ws.rel(&dir)
     );
     Ok(())
