@@ -77,6 +77,12 @@ pub fn run(ws: &Workspace, kernel: Option<&Path>) -> (Option<PathBuf>, Result<()
     let target = dir.join("target");
     let setup = || -> Result<PathBuf, String> {
         mirror(&ws.root, &scratch, SKIP)?;
+        // The app is made afresh each time, from the template as it is now.
+        let apps_dir = scratch.join("apps");
+        if apps_dir.exists() {
+            std::fs::remove_dir_all(&apps_dir)
+                .map_err(|e| format!("removing {}: {e}", apps_dir.display()))?;
+        }
         let app = apps::create(&scratch, NAME)?;
         println!("xtask: made {} from the template", ws.rel(&app));
         let mut cmd =
