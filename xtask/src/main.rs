@@ -410,7 +410,7 @@ fn run(ws: &Workspace, args: RunArgs) -> Result<bool, String> {
 /// The apps `init=` names in kernel command line `append` (the last
 /// `init=` wins, as in the kernel), each `name[:arg][@core]`.
 fn init_names(append: &str) -> Option<Vec<&str>> {
-    let value = append.split_whitespace().filter_map(|w| w.strip_prefix("init=")).last()?;
+    let value = append.split_whitespace().filter_map(|w| w.strip_prefix("init=")).next_back()?;
     Some(
         value
             .split(',')
