@@ -1,5 +1,6 @@
 //! Deliberately malformed ELF images for the kernel's loader tests, made
-//! from a good one (the `hello` app):
+//! from a good one (the `hello` app), and the little ELF reading that needs
+//! (also used to check where apps load: [`load_segments`]):
 //!
 //! | entry | how it is broken |
 //! |---|---|
@@ -20,6 +21,8 @@ const E_PHENTSIZE: usize = 54;
 const E_PHNUM: usize = 56;
 /// `p_vaddr` offset in a program header.
 const P_VADDR: usize = 16;
+/// `p_memsz` offset in a program header.
+const P_MEMSZ: usize = 40;
 /// `PT_LOAD`.
 const PT_LOAD: u32 = 1;
 /// `EM_ARM`.
@@ -66,6 +69,14 @@ fn load_headers(elf: &[u8]) -> Result<Vec<usize>, String> {
     Ok(loads)
 }
 
+/// `(p_vaddr, p_memsz)` of each `PT_LOAD` segment, in order.
+pub fn load_segments(elf: &[u8]) -> Result<Vec<(u64, u64)>, String> {
+    load_headers(elf)?
+        .into_iter()
+        .map(|ph| Ok((u64_at(elf, ph + P_VADDR)?, u64_at(elf, ph + P_MEMSZ)?)))
+        .collect()
+}
+
 /// The malformed variants of `elf`, as `(name, bytes)`.
 pub fn variants(elf: &[u8]) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     check_elf64(elf)?;
@@ -94,13 +105,13 @@ pub fn variants(elf: &[u8]) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A minimal ELF64 header with two PT_LOAD headers (and a PT_NOTE
-    /// between them).
-    fn sample() -> Vec<u8> {
-        let mut e = vec![0u8; 64 + 3 * 56];
+    /// A minimal ELF64 header with these program headers: `(type, vaddr,
+    /// memsz)`.
+    fn elf_with(headers: &[(u32, u64, u64)]) -> Vec<u8> {
+        let mut e = vec![0u8; 64 + headers.len() * 56];
         e[..4].copy_from_slice(b"\x7fELF");
         e[4] = 2;
         e[5] = 1;
@@ -108,15 +119,32 @@ mod tests {
         e[E_ENTRY..E_ENTRY + 8].copy_from_slice(&0x40_0000u64.to_le_bytes());
         e[E_PHOFF..E_PHOFF + 8].copy_from_slice(&64u64.to_le_bytes());
         e[E_PHENTSIZE..E_PHENTSIZE + 2].copy_from_slice(&56u16.to_le_bytes());
-        e[E_PHNUM..E_PHNUM + 2].copy_from_slice(&3u16.to_le_bytes());
-        for (i, (ty, vaddr)) in
-            [(PT_LOAD, 0x40_0000u64), (4, 0), (PT_LOAD, 0x40_2000)].into_iter().enumerate()
-        {
+        let num = u16::try_from(headers.len()).unwrap();
+        e[E_PHNUM..E_PHNUM + 2].copy_from_slice(&num.to_le_bytes());
+        for (i, &(ty, vaddr, memsz)) in headers.iter().enumerate() {
             let ph = 64 + i * 56;
             e[ph..ph + 4].copy_from_slice(&ty.to_le_bytes());
             e[ph + P_VADDR..ph + P_VADDR + 8].copy_from_slice(&vaddr.to_le_bytes());
+            e[ph + P_MEMSZ..ph + P_MEMSZ + 8].copy_from_slice(&memsz.to_le_bytes());
         }
         e
+    }
+
+    /// An ELF with a `PT_LOAD` for each `(vaddr, memsz)` (for other
+    /// modules' tests).
+    pub(crate) fn sample_with(segments: &[(u64, u64)]) -> Vec<u8> {
+        let headers: Vec<_> = segments.iter().map(|&(v, m)| (PT_LOAD, v, m)).collect();
+        elf_with(&headers)
+    }
+
+    /// Two PT_LOAD headers and a PT_NOTE between them.
+    fn sample() -> Vec<u8> {
+        elf_with(&[(PT_LOAD, 0x40_0000, 0x1000), (4, 0, 0), (PT_LOAD, 0x40_2000, 0x1000)])
+    }
+
+    #[test]
+    fn segments() {
+        assert_eq!(load_segments(&sample()).unwrap(), [(0x40_0000, 0x1000), (0x40_2000, 0x1000)]);
     }
 
     #[test]

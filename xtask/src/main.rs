@@ -2,26 +2,40 @@
 //!
 //! - `cargo xtask build`: build the kernel and every app under `apps/` for
 //!   `x86_64-unknown-none` and pack the initrd (`target/initrd.tar`, see
-//!   [`initrd`]; plus the malformed ELFs of [`badelf`]).
+//!   [`initrd`]; plus the malformed ELFs of [`badelf`]). Each app's
+//!   manifest and ELF are checked for the ring-3 link ([`apps`]).
 //! - `cargo xtask run`: build, then boot QEMU with the serial console on
-//!   stdout; exit with the guest's status.
-//! - `cargo xtask test`: host unit tests, then the in-kernel tests under TCG
-//!   with x2APIC (`-cpu max`) and xAPIC (default CPU model), plus a panic
-//!   handler check; one `N passed, M failed` line at the end.
+//!   stdout; exit with the guest's status. Warns first about `init=` names
+//!   that are not in the initrd.
+//! - `cargo xtask new NAME`: make `apps/NAME` from the template ([`apps`]).
+//! - `cargo xtask check`: what CI checks before the tests: `cargo fmt`,
+//!   clippy on the host workspace and on the bare-metal crates, and the
+//!   `loom` models.
+//! - `cargo xtask test`: host unit tests, a new app made from the template
+//!   booted ([`newcheck`]), then the in-kernel tests under TCG with x2APIC
+//!   (`-cpu max`), xAPIC (default CPU model) and `-icount` (the CPU-share
+//!   tests), plus a panic handler check; one `N passed, M failed` line at
+//!   the end.
 //! - `cargo xtask bench`: run the in-guest benchmarks, print a table and
 //!   write `target/bench/results.json` (see [`bench`]).
 //!
 //! How QEMU is invoked and how the guest reports results: [`qemu`] and
-//! [`report`]. Getting QEMU 10 onto a Debian machine: [`install`].
+//! [`report`]; where each boot's serial log goes: [`logs`]. Getting QEMU 10
+//! onto a Debian machine: [`install`]; the Rust target and components:
+//! [`toolchain`].
 
 #![forbid(unsafe_code)]
 
+mod apps;
 mod badelf;
 mod bench;
 mod initrd;
 mod install;
+mod logs;
+mod newcheck;
 mod qemu;
 mod report;
+mod toolchain;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -53,6 +67,31 @@ enum Cmd {
     Test(TestArgs),
     /// Run the in-guest benchmarks and record the results.
     Bench(BenchArgs),
+    /// Make a new app `apps/NAME` from the template.
+    New(NewArgs),
+    /// Run what CI checks before the tests: rustfmt, clippy (host and
+    /// bare-metal), the loom models.
+    Check(CheckArgs),
+}
+
+/// `cargo xtask new` options.
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// The app's name: lowercase letters, digits and hyphens, starting with a
+    /// letter.
+    name: String,
+}
+
+/// `cargo xtask check` options.
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Reformat with `cargo fmt` and apply clippy's suggested fixes
+    /// (`--allow-dirty`) before checking.
+    #[arg(long)]
+    fix: bool,
+    /// Skip the loom models (the slowest part).
+    #[arg(long)]
+    no_loom: bool,
 }
 
 /// Options shared by everything that builds.
@@ -176,9 +215,14 @@ impl Workspace {
         self.target.join("initrd.tar")
     }
 
-    /// The serial log of one boot.
+    /// A fresh serial log for one boot (see [`logs`]).
     fn log(&self, mode: &str, config: &str) -> PathBuf {
-        self.target.join(format!("qemu-{mode}-{config}.log"))
+        logs::new_path(&self.logs(), mode, config)
+    }
+
+    /// The directory of the serial logs.
+    fn logs(&self) -> PathBuf {
+        self.target.join("logs")
     }
 
     /// A path relative to the root, for messages.
@@ -202,6 +246,8 @@ fn main() -> ExitCode {
         Cmd::Run(args) => run(&ws, args),
         Cmd::Test(args) => test(&ws, &args),
         Cmd::Bench(args) => bench_cmd(&ws, &args),
+        Cmd::New(args) => new_app(&ws, &args).map(|_| true),
+        Cmd::Check(args) => check(&ws, &args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -219,10 +265,13 @@ struct Artifacts {
     kernel: PathBuf,
     /// The initrd archive.
     initrd: PathBuf,
+    /// The names of the apps in it.
+    apps: Vec<String>,
 }
 
 /// Builds the kernel (unless a prebuilt one is given) and packs the initrd.
 fn build(ws: &Workspace, args: &BuildArgs) -> Result<Artifacts, String> {
+    toolchain::ensure_target(&ws.root, TARGET)?;
     let kernel = match &args.kernel {
         Some(prebuilt) => {
             let kernel = std::path::absolute(prebuilt)
@@ -269,38 +318,18 @@ fn build(ws: &Workspace, args: &BuildArgs) -> Result<Artifacts, String> {
     let initrd = ws.initrd();
     initrd::write(&initrd, &apps)?;
     println!("xtask: built {} and {}", ws.rel(&kernel), ws.rel(&initrd));
-    Ok(Artifacts { kernel, initrd })
-}
-
-/// The apps of the workspace: every `apps/NAME/Cargo.toml`, sorted. The
-/// crate, its binary and its initrd entry are all called `NAME`.
-fn discover_apps(root: &Path) -> Result<Vec<String>, String> {
-    let dir = root.join("apps");
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("reading {}: {e}", dir.display())),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("reading {}: {e}", dir.display()))?;
-        if entry.path().join("Cargo.toml").is_file() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            initrd::check_name(&name)?;
-            names.push(name);
-        }
-    }
-    names.sort();
-    Ok(names)
+    let apps = names.iter().map(|n| n.to_string()).collect();
+    Ok(Artifacts { kernel, initrd, apps })
 }
 
 /// Builds every app in one cargo invocation and returns them, followed by
 /// the malformed ELFs made from `hello` (see [`badelf`]).
 fn build_apps(ws: &Workspace) -> Result<Vec<initrd::App>, String> {
-    let names = discover_apps(&ws.root)?;
+    let names = apps::discover(&ws.root)?;
     if names.is_empty() {
         return Ok(Vec::new());
     }
+    apps::check_manifests(&ws.root, &names)?;
     println!("xtask: building apps ({})...", names.join(", "));
     let mut cmd = ws.cargo();
     cmd.args(["build", "--release", "--target", TARGET]);
@@ -315,6 +344,7 @@ fn build_apps(ws: &Workspace) -> Result<Vec<initrd::App>, String> {
     for name in &names {
         let path = ws.app(name);
         let elf = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", ws.rel(&path)))?;
+        apps::check_elf(name, &elf)?;
         apps.push(initrd::App { name: name.clone(), elf });
     }
     if let Some(hello) = apps.iter().find(|a| a.name == "hello") {
@@ -346,6 +376,9 @@ fn run(ws: &Workspace, args: RunArgs) -> Result<bool, String> {
         append.push(' ');
         append.push_str(extra.trim());
     }
+    for warning in unknown_init_apps(&append, &built.apps) {
+        eprintln!("xtask: warning: {warning}");
+    }
     let timeout = if args.gdb { None } else { args.timeout.map(Duration::from_secs) };
     if args.gdb {
         println!(
@@ -370,7 +403,138 @@ fn run(ws: &Workspace, args: RunArgs) -> Result<bool, String> {
     println!("xtask: booting kernel ({}, smp {})...", accel.as_str(), boot.smp);
     let out = qemu::boot(&boot)?;
     println!("xtask: {}", out.status.describe());
+    println!("xtask: serial log: {}", ws.rel(&boot.log));
     Ok(out.status.is_success())
+}
+
+/// The apps `init=` names in kernel command line `append` (the last
+/// `init=` wins, as in the kernel), each `name[:arg][@core]`.
+fn init_names(append: &str) -> Option<Vec<&str>> {
+    let value = append.split_whitespace().filter_map(|w| w.strip_prefix("init=")).next_back()?;
+    Some(
+        value
+            .split(',')
+            .filter(|w| !w.is_empty())
+            .map(|w| {
+                let w = w.split_once('@').map_or(w, |(n, _)| n);
+                w.split_once(':').map_or(w, |(n, _)| n)
+            })
+            .collect(),
+    )
+}
+
+/// One warning for each `init=` name in `append` that is not in `apps`,
+/// with the closest name (if one is close) and the list.
+fn unknown_init_apps(append: &str, apps: &[String]) -> Vec<String> {
+    let Some(names) = init_names(append) else { return Vec::new() };
+    names
+        .into_iter()
+        .filter(|n| !apps.iter().any(|a| a == n))
+        .map(|n| {
+            let close = apps
+                .iter()
+                .map(|a| (edit_distance(n, a), a))
+                .filter(|&(d, _)| d <= 2)
+                .min()
+                .map(|(_, a)| format!(" (did you mean {a}?)"))
+                .unwrap_or_default();
+            format!(
+                "init={n}: there is no app {n} in the initrd{close}; the kernel will not \
+                 start it. Apps: {}",
+                apps.join(" ")
+            )
+        })
+        .collect()
+}
+
+/// Levenshtein distance between `a` and `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// `cargo xtask new NAME`.
+fn new_app(ws: &Workspace, args: &NewArgs) -> Result<(), String> {
+    let dir = apps::create(&ws.root, &args.name)?;
+    let name = &args.name;
+    println!(
+        "xtask: created {rel}/Cargo.toml and {rel}/src/main.rs.\n\
+         It is a workspace member (\"apps/*\") and `cargo xtask build` packs it into the \
+         initrd; nothing else to register.\n\
+         Run it:\n  cargo xtask run --append \"init={name}\"\n\
+         (--smp 2 boots quicker; `init={name},hello` starts more than one app)",
+        rel = ws.rel(&dir)
+    );
+    Ok(())
+}
+
+/// `cargo xtask check`: the checks CI runs before the tests. Runs them all
+/// and fails if any failed.
+fn check(ws: &Workspace, args: &CheckArgs) -> Result<bool, String> {
+    toolchain::ensure_components(&ws.root, &["rustfmt", "clippy"])?;
+    toolchain::ensure_target(&ws.root, TARGET)?;
+    let mut bare = vec!["-p".to_string(), "kernel".into(), "-p".into(), "libos-async".into()];
+    for name in apps::discover(&ws.root)? {
+        bare.extend(["-p".into(), name]);
+    }
+    let fix = ["--fix", "--allow-dirty", "--allow-staged"];
+    let mut steps: Vec<(&str, Command)> = Vec::new();
+    if args.fix {
+        let mut cmd = ws.cargo();
+        cmd.args(["fmt", "--all"]);
+        steps.push(("cargo fmt (fix)", cmd));
+        let mut cmd = ws.cargo();
+        cmd.args(["clippy"]).args(fix).args(["--workspace", "--all-targets"]);
+        steps.push(("clippy --fix (host)", cmd));
+        let mut cmd = ws.cargo();
+        cmd.args(["clippy"]).args(fix).args(["--target", TARGET]).args(&bare);
+        steps.push(("clippy --fix (bare metal)", cmd));
+    }
+    let mut cmd = ws.cargo();
+    cmd.args(["fmt", "--all", "--", "--check"]);
+    steps.push(("cargo fmt --check", cmd));
+    let mut cmd = ws.cargo();
+    cmd.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    steps.push(("clippy (host workspace)", cmd));
+    let mut cmd = ws.cargo();
+    cmd.args(["clippy", "--target", TARGET]).args(&bare).args(["--", "-D", "warnings"]);
+    steps.push(("clippy (kernel, libOS and apps, x86_64-unknown-none)", cmd));
+    if !args.no_loom {
+        // Its own target directory: `--cfg loom` rebuilds everything.
+        for (what, package, filter) in [
+            ("loom model of the ring protocol", "kernel", "ring::loom"),
+            ("loom model of the channel protocol", "libos-async", "channel::ring::loom"),
+        ] {
+            let mut cmd = ws.cargo();
+            cmd.env("CARGO_TARGET_DIR", ws.target.join("loom"))
+                .env("RUSTFLAGS", "--cfg loom")
+                .args(["test", "-q", "-p", package, "--lib", "--release", filter]);
+            steps.push((what, cmd));
+        }
+    }
+    let mut failed = Vec::new();
+    for (what, mut cmd) in steps {
+        println!("xtask: check: {what}");
+        let ok = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?.success();
+        if !ok {
+            println!("xtask: check: {what} FAILED");
+            failed.push(what);
+        }
+    }
+    if failed.is_empty() {
+        println!("xtask: check: all passed");
+    } else {
+        println!("xtask: check: failed: {}", failed.join("; "));
+    }
+    Ok(failed.is_empty())
 }
 
 /// One xtask-level or guest test result in `cargo xtask test`.
@@ -450,6 +614,22 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
 
     let built = build(ws, &args.build)?;
     install::ensure_qemu()?;
+    let timeout = Duration::from_secs(args.timeout);
+    let mut checks: Vec<Check> = Vec::new();
+    // The serial log of each configuration, for the failure summary.
+    let mut logs: Vec<(String, PathBuf)> = Vec::new();
+
+    // First the newcomer's path: an app made by `cargo xtask new` builds
+    // and boots (in a scratch copy of the sources; a few seconds).
+    println!("xtask: checking that `cargo xtask new` makes an app that boots...");
+    let (log, result) = newcheck::run(ws, Some(&built.kernel));
+    if let Some(log) = log {
+        logs.push(("new".into(), log));
+    }
+    let new = Check::new("new", "new_app_builds_and_boots".into(), result);
+    new.print();
+    checks.push(new);
+
     // The CPU-share tests measure how much work each environment gets done
     // in its slots. Under plain TCG a vCPU thread that the (2-core,
     // overcommitted) host deschedules loses work while guest time runs on,
@@ -492,9 +672,6 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
             icount: false,
         });
     }
-    let timeout = Duration::from_secs(args.timeout);
-    let mut checks: Vec<Check> = Vec::new();
-
     for cfg in &configs {
         println!(
             "xtask: booting test kernel ({}{}, -cpu {}, smp {TEST_SMP}{})...",
@@ -521,6 +698,7 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
             log: ws.log("test", cfg.name),
             interactive: false,
         };
+        logs.push((cfg.name.to_string(), boot.log.clone()));
         let out = qemu::boot(&boot)?;
         let report = report::TestReport::from_lines(&out.lines);
         for t in &report.tests {
@@ -563,6 +741,7 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
         log: ws.log("panic-test", "tcg"),
         interactive: false,
     };
+    logs.push(("panic".into(), boot.log.clone()));
     let out = qemu::boot(&boot)?;
     let panic = Check::new(
         "panic",
@@ -578,7 +757,12 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
         for c in &failed {
             println!("    {}", c.line());
         }
-        println!("serial logs: {}", ws.rel(&ws.target.join("qemu-*.log")));
+        println!("serial logs:");
+        for (config, log) in &logs {
+            if failed.iter().any(|c| &c.config == config) {
+                println!("    [{config}] {}", ws.rel(log));
+            }
+        }
     }
     println!("{} passed, {} failed", checks.len() - failed.len(), failed.len());
     Ok(failed.is_empty())
@@ -643,6 +827,7 @@ fn bench_cmd(ws: &Workspace, args: &BenchArgs) -> Result<bool, String> {
         interactive: false,
     };
     let out = qemu::boot(&boot)?;
+    println!("xtask: serial log: {}", ws.rel(&boot.log));
 
     let mut entries = Vec::new();
     let mut problems = Vec::new();
@@ -732,6 +917,25 @@ mod tests {
     }
 
     #[test]
+    fn init_warnings() {
+        let apps: Vec<String> = ["hello", "hello-async", "worker"].map(String::from).to_vec();
+        assert_eq!(init_names("mode=run"), None);
+        assert_eq!(
+            init_names("init=a init=hello:0x10@3,,worker@1 log=off"),
+            Some(vec!["hello", "worker"])
+        );
+        assert!(unknown_init_apps("mode=run init=hello,worker:7", &apps).is_empty());
+        assert!(unknown_init_apps("mode=run", &apps).is_empty());
+        let w = unknown_init_apps("mode=run init=helo,nothing-like-it", &apps);
+        assert_eq!(w.len(), 2);
+        assert!(w[0].starts_with("init=helo:") && w[0].contains("did you mean hello?"), "{w:?}");
+        assert!(w[0].ends_with("Apps: hello hello-async worker"));
+        assert!(!w[1].contains("did you mean"));
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "ab"), 2);
+    }
+
+    #[test]
     fn cli_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
@@ -748,5 +952,14 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["xtask", "test", "--host-only", "--qemu-only"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "bench", "--icount", "--accel", "tcg"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "new"]).is_err());
+        assert!(matches!(
+            Cli::try_parse_from(["xtask", "new", "my-app"]).unwrap().command,
+            Cmd::New(NewArgs { name }) if name == "my-app"
+        ));
+        assert!(matches!(
+            Cli::try_parse_from(["xtask", "check", "--fix"]).unwrap().command,
+            Cmd::Check(CheckArgs { fix: true, no_loom: false })
+        ));
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Every boot uses the same machine: `q35`, 512 MiB, the PVH kernel ELF with
 //! `-kernel`, the initrd with `-initrd`, serial on stdio (read through a
-//! pipe, echoed live and saved to `target/qemu-<mode>-<config>.log`), no
+//! pipe, echoed live and saved to a fresh log under `target/logs/`, see
+//! [`crate::logs`]), no
 //! display, no monitor, `-no-reboot` and an `isa-debug-exit` device at port
 //! `0xf4`. The guest reports its result by writing to that port: `0x10` is
 //! success (QEMU exits with 33), `0x11` failure (35). Exit 0 means the guest
@@ -385,6 +386,8 @@ pub fn boot(boot: &Boot) -> Result<Outcome, String> {
         // Make sure whatever follows starts on a fresh line.
         println!();
     }
+
+    crate::logs::finish(&boot.log);
 
     if let GuestStatus::TimedOut(_) = status {
         println!(

@@ -211,11 +211,29 @@ fn run_demo(init: &[alloc::string::String]) -> ! {
         };
         if let Err(e) = env::spawn(name, arg, core) {
             kprintln!("exo: cannot start {name}: {e}");
+            if let env::SpawnError::NotFound = e {
+                // Most often a typo in `init=`: say what could have been meant.
+                kprintln!("exo: apps in the initrd: {}", initrd_apps());
+            }
             env::note_run_failure();
         }
     }
     env::check_all_done();
     super::mailbox::idle_loop()
+}
+
+/// The names of the apps in the initrd, space-separated (`README` left
+/// out), or `(no initrd)`.
+fn initrd_apps() -> alloc::string::String {
+    let Some(initrd) = boot_info().initrd else {
+        return "(no initrd)".into();
+    };
+    let names: alloc::vec::Vec<&str> = kernel::initrd::files(initrd)
+        .map_while(Result::ok)
+        .map(|f| f.name)
+        .filter(|&n| n != "README")
+        .collect();
+    names.join(" ")
 }
 
 #[inline(never)]
