@@ -1,4 +1,11 @@
-//! Per-core mailboxes: the only way one core asks another for something.
+//! Per-core mailboxes: queued requests from one core to another.
+//!
+//! Nothing that guards isolation goes through here, because a bounded queue
+//! can be full: TLB shootdowns have per-core inboxes (`tlb.rs`) and wake-ups
+//! a per-core flag (`sched::kick`); both share this module's IPI vector, and
+//! [`serve_urgent`] serves the shootdown inbox first. What remains is the
+//! test harness's and the benchmarks' traffic (pings, echoes, work run on
+//! every core).
 //!
 //! Each core has two bounded lock-free queues (`crossbeam_queue::ArrayQueue`,
 //! multi-producer): `urgent` for [`Message`]s that the target handles in its
