@@ -948,23 +948,32 @@ pub fn vcpu_dropped(env: &Arc<Env>) {
         }
         let reclaim = Reclaim::new(Arc::clone(env));
         without_interrupts(|| RECLAIMS.lock().push_back(reclaim));
+        RECLAIMS_QUEUED.fetch_add(1, Ordering::Release);
     }
 }
 
 /// Dead environments whose reclaim is under way, stepped by
 /// [`reclaim_step`]. A leaf lock (taken with interrupts off).
 static RECLAIMS: Mutex<VecDeque<Reclaim>> = Mutex::new(VecDeque::new());
+/// How many reclaims are queued: lets the idle loop and every scheduling
+/// decision skip the lock when there is nothing to do.
+static RECLAIMS_QUEUED: AtomicUsize = AtomicUsize::new(0);
 
 /// Runs one bounded step of the oldest reclaim under way, if any (at every
 /// scheduling decision and in the idle loop: a dead environment with tens of
 /// thousands of mappings never holds a core for long). Returns whether a
 /// step ran.
 pub fn reclaim_step() -> bool {
+    if RECLAIMS_QUEUED.load(Ordering::Acquire) == 0 {
+        return false;
+    }
     let Some(mut reclaim) = without_interrupts(|| RECLAIMS.lock().pop_front()) else {
         return false;
     };
     if reclaim.step() {
         without_interrupts(|| RECLAIMS.lock().push_back(reclaim));
+    } else {
+        RECLAIMS_QUEUED.fetch_sub(1, Ordering::Release);
     }
     true
 }

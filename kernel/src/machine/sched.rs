@@ -1094,7 +1094,10 @@ pub fn current_env() -> Arc<Env> {
 
 /// An exception raised in ring 3: upcall to the environment or kill it.
 fn user_exception(frame: &mut TrapFrame) {
-    let env = current_env();
+    let (env, in_call) = this_cpu()
+        .runq
+        .with(|rq| rq.current.as_ref().map(|v| (Arc::clone(v.running_env()), v.call.is_some())))
+        .expect("an entry from ring 3 has a current vCPU");
     let vector = frame.vector;
     let name = super::interrupts::exception_name(vector);
     let deliverable = matches!(
@@ -1132,7 +1135,7 @@ fn user_exception(frame: &mut TrapFrame) {
     // this core may hold a frame of its own vCPU here (preempted in its
     // handler): the upcall goes on the activation's own IPC stack instead,
     // below the interrupted `rsp`, which no other activation uses.
-    let stack = if in_call() { UpcallStack::Interrupted } else { UpcallStack::Exception };
+    let stack = if in_call { UpcallStack::Interrupted } else { UpcallStack::Exception };
     if let Err(at) = deliver_upcall(frame, &env, &handler, vector, entry, stack) {
         env::terminate(
             &env,
