@@ -990,9 +990,10 @@ pub struct Reclaim {
 enum ReclaimStage {
     /// Take it out of the registry and the time vectors.
     Start,
-    /// Forget its grants and mappings of others' frames, shard by shard.
+    /// End the grants others gave it, shard by shard.
     ForgetGrantee(usize),
-    /// Forget its own mappings (its page tables go), from this address on.
+    /// Forget its mappings, of its own frames and of others' (its page
+    /// tables go), walking them from this address on.
     OwnMappings(u64),
     /// Release its data frames (others' mappings of them first).
     OwnedFrames,
@@ -1025,7 +1026,7 @@ impl Reclaim {
             ReclaimStage::ForgetGrantee(first) => {
                 let last = (first + 8).min(SHARDS);
                 for table in &FRAME_TABLE[first..last] {
-                    table.lock().forget_grantee(env.id);
+                    table.lock().forget_grants_to(env.id);
                 }
                 self.stage = if last == SHARDS {
                     ReclaimStage::OwnMappings(abi::USER_MIN)
