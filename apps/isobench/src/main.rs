@@ -15,7 +15,12 @@
 //!   - `acall_flood_cost`: the same while a vCPU of this environment on
 //!     every other user core (six with 8 cores; one shares core 2 with the
 //!     sink) calls `Acall` at the sink in a tight loop. Both: `n` samples
-//!     after [`ACALL_WARMUP`] calls.
+//!     after [`ACALL_WARMUP`] calls. The wake-ups the sink is owed
+//!     coalesce (one per core until it looks), so a flooded call does the
+//!     same work as a lone one; what the flood adds is contention for the
+//!     sink's event-queue lock and cache lines. Under `--icount` QEMU runs
+//!     one vCPU at a time, so the flood shows only in samples that span a
+//!     switch to other vCPUs (their instructions count: the p99).
 //! * 1, **sink**: sleeps on its event queue and drains it until a
 //!   [`QUIT`] call; prints how many calls it saw.
 //! * 2, **revoke owner** (peer: a `grantee` on another core):
@@ -26,8 +31,8 @@
 //!   restarted step (64 mappings withdrawn, one shootdown round each)
 //!   until the call returns. Samples ([`REVOKES`]): `n`, 20 and
 //!   5, after 4 / 1 / 1 warm-up rounds.
-//! * 3, **revoke grantee**: maps the frame it is told about the number of
-//!   times it is told, at consecutive pages, answers, waits for
+//! * 3, **revoke grantee**: maps the frame named in the owner's call as
+//!   many times as the call says, at consecutive pages, answers, waits for
 //!   `GRANT_REVOKED` and checks that the first, middle and last pages
 //!   fault; repeats until a `count = 0` call.
 //! * 4, **unmap range**: `unmap_range_64_per_page`,
@@ -40,7 +45,8 @@
 //!   frame of its quota of 4096 (65,536), its own code, data and stacks
 //!   included. Samples: `n`, 20, 5, after 4 / 1 / 1 warm-up rounds.
 //! * 5, **gap meter** (the scenario in bits 8..32 names the figure, see
-//!   [`GAPS`]; the kernel starts `isohog`s on this core): the honest
+//!   [`GAPS`]; the kernel starts it on core 1, then `isohog`s on the same
+//!   core, which share its default round-robin): the honest
 //!   victim of `isovictim` mode 1, reporting instead of judging. It maps
 //!   [`PROGRESS_VA`] (the kernel starts the attack once the counter there is
 //!   set), fills [`MEM_PAGES`] pages with a pattern, waits for an `isohog`,
