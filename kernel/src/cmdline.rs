@@ -16,6 +16,7 @@
 //! | `bench_samples` | samples per benchmark, 1..=100000 | 1000 |
 //! | `init` | comma-separated applications (`name[:arg][@core]`) to start in `run` mode | [`DEFAULT_DEMO`] |
 //! | `tests` | in `test` mode, the tests to run: comma-separated name fragments, `-fragment` excludes | all |
+//! | `benches` | in `bench` mode, the benchmark groups to run, selected like `tests` (group names: `machine/bench.rs`) | all |
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -79,6 +80,8 @@ pub struct Cmdline {
     pub init: Vec<String>,
     /// In `test` mode, which tests run (fragments of names; `-` excludes).
     pub tests: Option<String>,
+    /// In `bench` mode, which benchmark groups run (as `tests`).
+    pub benches: Option<String>,
     /// Words that were not understood, kept for a warning.
     pub unknown: Vec<String>,
 }
@@ -96,6 +99,7 @@ impl Default for Cmdline {
             bench_samples: 1000,
             init: DEFAULT_DEMO.iter().map(|&a| String::from(a)).collect(),
             tests: None,
+            benches: None,
             unknown: Vec::new(),
         }
     }
@@ -124,6 +128,10 @@ impl Cmdline {
                     out.tests = Some(String::from(value));
                     true
                 }
+                "benches" if !value.is_empty() => {
+                    out.benches = Some(String::from(value));
+                    true
+                }
                 "init" => {
                     out.init =
                         value.split(',').filter(|a| !a.is_empty()).map(String::from).collect();
@@ -142,7 +150,8 @@ impl Cmdline {
     }
 }
 
-/// Whether test `name` is selected by a `tests=` filter: comma-separated
+/// Whether test (or benchmark group) `name` is selected by a `tests=`
+/// (`benches=`) filter: comma-separated
 /// fragments; `-fragment` excludes names containing it, any other fragment
 /// includes names containing it (no include fragment: everything not
 /// excluded).
@@ -201,6 +210,8 @@ mod tests {
         assert_eq!(Cmdline::parse("").init, DEFAULT_DEMO);
         assert_eq!(Cmdline::parse("tests=cpu_").tests.as_deref(), Some("cpu_"));
         assert_eq!(Cmdline::parse("tests=").tests, None);
+        assert_eq!(Cmdline::parse("benches=iso").benches.as_deref(), Some("iso"));
+        assert_eq!(Cmdline::parse("benches=").benches, None);
         assert!(Cmdline::parse("init=").init.is_empty());
     }
 

@@ -5,7 +5,8 @@
 //! `mode` is `"wall"` (cycles measured in real time) or `"icount"` (TCG with
 //! `-icount shift=0`: one tick per guest instruction, so a `"cycles"` unit
 //! from the kernel becomes `"guest-instructions"`). Each `cargo xtask bench`
-//! replaces the entries of its own mode and keeps those of the other.
+//! replaces the entries of its own mode and keeps those of the other; a run
+//! of some groups only (`--benches`) replaces only the entries it produced.
 
 use serde::{Deserialize, Serialize};
 
@@ -66,10 +67,25 @@ impl Entry {
     }
 }
 
+/// Which existing entries of its mode a run replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// All of them (a full run).
+    Mode,
+    /// Those with the names of the new entries (a run of some groups).
+    SameNames,
+}
+
 /// Merges `new` (all of `mode`) into the entries of an existing file's text:
-/// keeps existing entries of other modes, drops existing entries of `mode`.
-/// An existing file that does not parse is reported and replaced.
-pub fn merge(existing: Option<&str>, new: Vec<Entry>, mode: Mode) -> (Vec<Entry>, Option<String>) {
+/// keeps existing entries of other modes, drops existing entries of `mode`
+/// (with `Scope::SameNames`, only those a new entry replaces). An existing
+/// file that does not parse is reported and replaced.
+pub fn merge(
+    existing: Option<&str>,
+    new: Vec<Entry>,
+    mode: Mode,
+    scope: Scope,
+) -> (Vec<Entry>, Option<String>) {
     let mut warning = None;
     let old: Vec<Entry> = match existing {
         None => Vec::new(),
@@ -81,7 +97,10 @@ pub fn merge(existing: Option<&str>, new: Vec<Entry>, mode: Mode) -> (Vec<Entry>
             }
         },
     };
-    let mut merged: Vec<Entry> = old.into_iter().filter(|e| e.mode != mode.as_str()).collect();
+    let replaced = |e: &Entry| {
+        e.mode == mode.as_str() && (scope == Scope::Mode || new.iter().any(|n| n.name == e.name))
+    };
+    let mut merged: Vec<Entry> = old.into_iter().filter(|e| !replaced(e)).collect();
     merged.extend(new);
     (merged, warning)
 }
@@ -168,17 +187,37 @@ mod tests {
         ];
         let text = serde_json::to_string(&old).unwrap();
         let new = vec![Entry::from_line(line("new_icount", "cycles"), Mode::Icount)];
-        let (merged, warn) = merge(Some(&text), new, Mode::Icount);
+        let (merged, warn) = merge(Some(&text), new, Mode::Icount, Scope::Mode);
         assert!(warn.is_none());
         let names: Vec<_> = merged.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["old_wall", "new_icount"]);
 
-        let (merged, warn) = merge(Some("not json"), vec![], Mode::Wall);
+        let (merged, warn) = merge(Some("not json"), vec![], Mode::Wall, Scope::Mode);
         assert!(merged.is_empty());
         assert!(warn.is_some());
-        let (merged, _) =
-            merge(None, vec![Entry::from_line(line("x", "cycles"), Mode::Wall)], Mode::Wall);
+        let (merged, _) = merge(
+            None,
+            vec![Entry::from_line(line("x", "cycles"), Mode::Wall)],
+            Mode::Wall,
+            Scope::Mode,
+        );
         assert_eq!(merged.len(), 1);
+    }
+
+    #[test]
+    fn partial_run_replaces_only_its_names() {
+        let old = vec![
+            Entry::from_line(line("a", "cycles"), Mode::Icount),
+            Entry::from_line(line("b", "cycles"), Mode::Icount),
+            Entry::from_line(line("b", "cycles"), Mode::Wall),
+        ];
+        let text = serde_json::to_string(&old).unwrap();
+        let mut b = Entry::from_line(line("b", "cycles"), Mode::Icount);
+        b.samples = 7;
+        let (merged, _) = merge(Some(&text), vec![b], Mode::Icount, Scope::SameNames);
+        let got: Vec<_> =
+            merged.iter().map(|e| (e.name.as_str(), e.mode.as_str(), e.samples)).collect();
+        assert_eq!(got, [("a", "icount", 100), ("b", "wall", 100), ("b", "icount", 7)]);
     }
 
     #[test]

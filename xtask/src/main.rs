@@ -173,6 +173,12 @@ struct BenchArgs {
     /// Timeout in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     timeout: u64,
+    /// Only the benchmark groups named by these comma-separated fragments
+    /// (`-fragment` excludes; the groups are listed in
+    /// kernel/src/machine/bench.rs), e.g. `isobench`. The results replace
+    /// only the stored entries of the same names.
+    #[arg(long, value_name = "FRAGMENTS")]
+    benches: Option<String>,
     #[command(flatten)]
     build: BuildArgs,
 }
@@ -816,7 +822,10 @@ fn bench_cmd(ws: &Workspace, args: &BenchArgs) -> Result<bool, String> {
     let boot = Boot {
         kernel: built.kernel.clone(),
         initrd: built.initrd.clone(),
-        append: "mode=bench".into(),
+        append: match &args.benches {
+            Some(fragments) => format!("mode=bench benches={fragments}"),
+            None => "mode=bench".into(),
+        },
         smp: args.smp,
         accel,
         cpu: args.cpu.clone(),
@@ -859,7 +868,8 @@ fn bench_cmd(ws: &Workspace, args: &BenchArgs) -> Result<bool, String> {
 
     let path = ws.target.join("bench").join("results.json");
     let existing = std::fs::read_to_string(&path).ok();
-    let (merged, warning) = bench::merge(existing.as_deref(), entries, mode);
+    let scope = if args.benches.is_some() { bench::Scope::SameNames } else { bench::Scope::Mode };
+    let (merged, warning) = bench::merge(existing.as_deref(), entries, mode, scope);
     if let Some(w) = warning {
         println!("xtask: warning: {}: {w}", ws.rel(&path));
     }
@@ -952,6 +962,7 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["xtask", "test", "--host-only", "--qemu-only"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "bench", "--icount", "--accel", "tcg"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "bench", "--benches", "isobench,-gap"]).is_ok());
         assert!(Cli::try_parse_from(["xtask", "new"]).is_err());
         assert!(matches!(
             Cli::try_parse_from(["xtask", "new", "my-app"]).unwrap().command,

@@ -20,10 +20,38 @@
 //!   `rt_wakeup_cross_core`, `rt_yield`.
 //! * ring 3 on all cores (`apps/tlbbench`): TLB shootdown latency to 1..7
 //!   cores for one page, a 64-page batch and a full flush.
+//! * ring 3, isolation under multi-core attack (`apps/isobench`, issue 13;
+//!   that application's docs say exactly what each times):
+//!   - `acall_noflood_cost` / `acall_flood_cost`: one `Acall` on core 1 to
+//!     a sink environment asleep on core 2, alone, then while a vCPU of the
+//!     caller's environment on every other user core floods `Acall` at the
+//!     same sink;
+//!   - `frame_revoke_1` / `_1000` / `_60000`: the whole `FrameRevoke` (all
+//!     restarted steps) of a frame another environment, on core 2, has
+//!     mapped that many times (samples: `n` / 20 / 5);
+//!   - `unmap_range_64_per_page` / `_4096_per_page` / `_65000_per_page`:
+//!     the whole `UnmapRange` of that many populated pages divided by the
+//!     page count (**cycles per page**; samples `n` / 20 / 5). 65,000 is
+//!     the most an environment can map: 16 mappings per frame of its
+//!     4096-frame quota (65,536), its own mappings included, so the
+//!     issue's 262,144 cannot be reached;
+//!   - `victim_longest_gap_control` / `_revoke_60000` /
+//!     `_unmap_range_60000` / `_exit_60000`: one sample each, an honest
+//!     vCPU's longest time off the CPU on [`GAP_CORE`] while `isohog`s
+//!     there compute (the baseline), revoke a frame mapped 60,000 times,
+//!     `UnmapRange` 2^20 pages with 60,000 populated, or exit with 60,000
+//!     mappings.
 //! * `mailbox_roundtrip_0_to_N`: core 0 posts `Echo` to core N's mailbox
 //!   (queue push + IPI); N's handler posts `EchoReply` back the same way;
 //!   timed until core 0 has handled the reply. The target: within 2x the
 //!   bare IPI round trip.
+//!
+//! `benches=FRAGMENTS` on the command line (`cargo xtask bench --benches
+//! FRAGMENTS`) runs only the groups whose names contain a fragment
+//! (`-fragment` excludes; as `tests=`): `ipi_mailbox`, `benchsys`,
+//! `ringbench`, `cpubench`, `rtbench`, `chanbench`, `kv`,
+//! `isobench_acall`, `isobench_revoke`, `isobench_unmap_range`,
+//! `isobench_gap`, `tlbbench`.
 //!
 //! [`BENCH_PING`]: super::interrupts::vectors::BENCH_PING
 //! [`BENCH_PONG`]: super::interrupts::vectors::BENCH_PONG
@@ -35,9 +63,28 @@ use super::mailbox::{self, Message};
 use super::percpu::{cpu, online_cpus, this_cpu};
 use super::time::Deadline;
 use super::{apic, time};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use kernel::cmdline::test_selected;
 use kernel::stats::summarize;
+
+/// Which benchmark groups run (the `benches=` filter; `None`: all).
+#[derive(Clone, Copy)]
+struct Selection<'a>(Option<&'a str>);
+
+impl Selection<'_> {
+    /// Whether group `name` runs.
+    fn has(self, name: &str) -> bool {
+        self.0.is_none_or(|f| test_selected(name, f))
+    }
+
+    /// Runs `bench` if group `name` is selected; whether it succeeded (or
+    /// did not run).
+    fn run(self, name: &str, bench: impl FnOnce() -> bool) -> bool {
+        !self.has(name) || bench()
+    }
+}
 
 /// APIC id of the core that started the current ping benchmark.
 static PING_FROM: AtomicU32 = AtomicU32::new(0);
@@ -75,12 +122,36 @@ fn report(name: &str, samples: &mut [u64]) {
     }
 }
 
-/// Runs every benchmark with `n` samples each, then powers off (failure if
-/// one did not run).
-pub fn run_all(n: usize, all_cores: u64) -> ! {
+/// Runs every benchmark (of the groups `filter` selects) with `n` samples
+/// each, then powers off (failure if one did not run).
+pub fn run_all(n: usize, all_cores: u64, filter: Option<&str>) -> ! {
+    let sel = Selection(filter);
+    log::info!("benchmarks: {n} samples each, TSC {} MHz", time::tsc_hz() / 1_000_000);
+    let mut ok = sel.run("ipi_mailbox", || run_ipi_mailbox(n));
+    ok &= run_ring3_benchmarks(n, sel);
+    if !ok {
+        super::cpu::exit_qemu(false);
+    }
+    if !sel.has("tlbbench") {
+        kprintln!("bench done");
+        super::cpu::exit_qemu(true);
+    }
+    // The shootdown benchmarks want every core, so core 0 stops being the
+    // harness and joins the others; the last environment to end powers off.
+    super::env::set_user_cores(all_cores);
+    super::env::power_off_when_all_done("bench done");
+    if let Err(e) = super::env::spawn("tlbbench", (n / 5).max(20) as u64, Some(0)) {
+        log::error!("cannot start tlbbench: {e}");
+        super::cpu::exit_qemu(false);
+    }
+    super::mailbox::idle_loop()
+}
+
+/// `ipi_roundtrip_0_to_N` and `mailbox_roundtrip_0_to_N` for every other
+/// core N; whether every round trip completed.
+fn run_ipi_mailbox(n: usize) -> bool {
     let me = this_cpu();
     PING_FROM.store(me.apic_id, Ordering::Relaxed);
-    log::info!("benchmarks: {n} samples each, TSC {} MHz", time::tsc_hz() / 1_000_000);
     let mut ok = true;
     let warmup = 16;
     for target in 1..online_cpus() {
@@ -119,29 +190,18 @@ pub fn run_all(n: usize, all_cores: u64) -> ! {
         }
         report(&alloc::format!("mailbox_roundtrip_0_to_{target}"), &mut samples);
     }
-    ok &= run_ring3_benchmarks(n);
-    if !ok {
-        super::cpu::exit_qemu(false);
-    }
-    // The shootdown benchmarks want every core, so core 0 stops being the
-    // harness and joins the others; the last environment to end powers off.
-    super::env::set_user_cores(all_cores);
-    super::env::power_off_when_all_done("bench done");
-    if let Err(e) = super::env::spawn("tlbbench", (n / 5).max(20) as u64, Some(0)) {
-        log::error!("cannot start tlbbench: {e}");
-        super::cpu::exit_qemu(false);
-    }
-    super::mailbox::idle_loop()
+    ok
 }
 
 /// The system-call, upcall, mapping and frame benchmarks run in ring 3 (the
 /// `benchsys` application measures them itself and prints its own lines).
-fn run_ring3_benchmarks(n: usize) -> bool {
-    run_app("benchsys", n)
-        && run_app("ringbench", n)
-        && run_cpubench(n)
-        && run_app("rtbench", n)
-        && run_channel_benchmarks(n)
+fn run_ring3_benchmarks(n: usize, sel: Selection) -> bool {
+    sel.run("benchsys", || run_app("benchsys", n))
+        && sel.run("ringbench", || run_app("ringbench", n))
+        && sel.run("cpubench", || run_cpubench(n))
+        && sel.run("rtbench", || run_app("rtbench", n))
+        && run_channel_benchmarks(n, sel)
+        && run_isobench(n, sel)
 }
 
 /// `cpubench` on core 1 with its partners: an echo `pctserver` (on core 2;
@@ -166,7 +226,7 @@ fn run_cpubench(n: usize) -> bool {
 /// `channel_roundtrip_same_core` / `_cross_core`,
 /// `channel_throughput_1_producer` / `_7_producers` (cycles per message),
 /// `kv_op_7_clients` (cycles per request at the server).
-fn run_channel_benchmarks(n: usize) -> bool {
+fn run_channel_benchmarks(n: usize, sel: Selection) -> bool {
     let s = (n.min(2000) as u64) << 8;
     let mut seven = alloc::vec![("chanbench", 4 | s, 1)];
     let mut kv = alloc::vec![("kv", 7 | 1 << 32, 1)];
@@ -174,11 +234,130 @@ fn run_channel_benchmarks(n: usize) -> bool {
         seven.push(("chanbench-peer", 4 | s, core));
         kv.push(("kv-client", 0, core));
     }
-    run_group(&[("chanbench", 1 | s, 1), ("chanbench-peer", 1 | s, 1)])
-        && run_group(&[("chanbench", 2 | s, 1), ("chanbench-peer", 2 | s, 2)])
-        && run_group(&[("chanbench", 3 | s, 1), ("chanbench-peer", 3 | s, 2)])
-        && run_group(&seven)
-        && run_group(&kv)
+    sel.run("chanbench", || {
+        run_group(&[("chanbench", 1 | s, 1), ("chanbench-peer", 1 | s, 1)])
+            && run_group(&[("chanbench", 2 | s, 1), ("chanbench-peer", 2 | s, 2)])
+            && run_group(&[("chanbench", 3 | s, 1), ("chanbench-peer", 3 | s, 2)])
+            && run_group(&seven)
+    }) && sel.run("kv", || run_group(&kv))
+}
+
+/// The core of the gap meter and its attackers.
+const GAP_CORE: usize = 1;
+/// `isobench`'s gap-meter progress counter (its `PROGRESS_VA`).
+const ISOBENCH_PROGRESS_VA: u64 = 0x0000_2000_0000_0000;
+
+/// Isolation under multi-core attack (`apps/isobench`, with `isohog`s as
+/// the attackers of the gap meter), groups `isobench_acall`,
+/// `isobench_revoke`, `isobench_unmap_range`, `isobench_gap`. The harness
+/// halts between looks (as the in-kernel isolation tests do), so that
+/// under `-icount` its core takes no turns from the measured ones.
+fn run_isobench(n: usize, sel: Selection) -> bool {
+    // Bits 8..32 of the start argument: the sample count.
+    let s = (n.min(4096) as u64) << 8;
+    let with_peer = |peer: &Arc<super::env::Env>, arg: u64| arg | u64::from(peer.id) << 32;
+    sel.run("isobench_acall", || {
+        with_partner(("isobench", 1, 2), |sink| ("isobench", with_peer(sink, s), 1))
+    }) && sel.run("isobench_revoke", || {
+        with_partner(("isobench", 3, 2), |grantee| ("isobench", with_peer(grantee, 2 | s), 1))
+    }) && sel.run("isobench_unmap_range", || {
+        spawn_all(&[("isobench", 4 | s, 1)]).is_some_and(|b| all_exit_0_halted(&b))
+    }) && sel.run("isobench_gap", || {
+        // Scenario k of `isobench`'s `GAPS`, with its `isohog` modes: only
+        // computing; revoke (the grantee, mode 3, first: the owner, mode 2,
+        // names it); huge `unmap_range`; exit with mappings.
+        let hogs: [&[u64]; 4] = [&[0], &[3, 2], &[4], &[5]];
+        hogs.iter().enumerate().all(|(k, modes)| victim_gap(k as u64, modes))
+    })
+}
+
+/// One `victim_longest_gap_*` figure: the gap meter (`isobench` mode 5,
+/// scenario `k`) on [`GAP_CORE`], then, once it measures, `isohog`s of
+/// `modes` on the same core (a revoke owner, mode 2, gets the previous
+/// hog's id as its grantee).
+fn victim_gap(k: u64, modes: &[u64]) -> bool {
+    let Some(victim) = spawn_all(&[("isobench", 5 | k << 8, GAP_CORE)]) else { return false };
+    let deadline = Deadline::after_ms(600_000);
+    loop {
+        let mut word = [0u8; 8];
+        let _ = super::env::copy_from_user_into(&victim[0], ISOBENCH_PROGRESS_VA, &mut word);
+        if u64::from_le_bytes(word) != 0 {
+            break;
+        }
+        if deadline.passed() || victim[0].finished().is_some() {
+            log::error!("isobench gap meter {k} never started: {:?}", victim[0].finished());
+            return false;
+        }
+        time::halt_for_ms(2);
+    }
+    let mut envs: Vec<Arc<super::env::Env>> = Vec::new();
+    for &mode in modes {
+        let arg = match (mode, envs.last()) {
+            (2, Some(grantee)) => mode | u64::from(grantee.id) << 32,
+            _ => mode,
+        };
+        match spawn_all(&[("isohog", arg, GAP_CORE)]) {
+            Some(mut e) => envs.append(&mut e),
+            None => return false,
+        }
+    }
+    envs.extend(victim);
+    all_exit_0_halted(&envs)
+}
+
+/// Starts `partner`, then the benchmark `bench` names given the partner,
+/// and waits for both; whether both exited 0. A partner left waiting by a
+/// failed benchmark is stopped.
+fn with_partner(
+    partner: (&str, u64, usize),
+    bench: impl FnOnce(&Arc<super::env::Env>) -> (&'static str, u64, usize),
+) -> bool {
+    let Some(partner) = spawn_all(&[partner]) else { return false };
+    let ok = spawn_all(&[bench(&partner[0])]).is_some_and(|b| all_exit_0_halted(&b));
+    if !ok {
+        let why = alloc::string::String::from("its benchmark failed");
+        super::env::terminate(&partner[0], super::env::Outcome::Killed(why));
+    }
+    all_exit_0_halted(&partner) && ok
+}
+
+/// Starts every `(app, start_arg, core)`; `None` (logged) if one cannot be.
+fn spawn_all(apps: &[(&str, u64, usize)]) -> Option<Vec<Arc<super::env::Env>>> {
+    let mut envs = Vec::new();
+    for &(name, arg, core) in apps {
+        match super::env::spawn(name, arg, Some(core)) {
+            Ok(env) => envs.push(env),
+            Err(e) => {
+                log::error!("cannot start {name}: {e}");
+                return None;
+            }
+        }
+    }
+    Some(envs)
+}
+
+/// Waits (10 minutes at most, halted between looks) for every environment;
+/// whether all exited 0.
+fn all_exit_0_halted(envs: &[Arc<super::env::Env>]) -> bool {
+    let deadline = Deadline::after_ms(600_000);
+    let mut ok = true;
+    for env in envs {
+        loop {
+            if let Some(outcome) = env.finished() {
+                if *outcome != super::env::Outcome::Exited(0) {
+                    log::error!("{} ({:#x}): {outcome:?}", env.name, env.start_arg);
+                    ok = false;
+                }
+                break;
+            }
+            if deadline.passed() {
+                log::error!("{} did not finish", env.name);
+                return false;
+            }
+            time::halt_for_ms(2);
+        }
+    }
+    ok
 }
 
 /// Starts every `(app, start_arg, core)` and waits for all; whether every

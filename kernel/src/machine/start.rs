@@ -107,7 +107,9 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     match cmdline.mode {
         Mode::Run => run_demo(&cmdline.init),
         Mode::Test => cpu::exit_qemu(ktest::run_all(cmdline.tests.as_deref())),
-        Mode::Bench => bench::run_all(cmdline.bench_samples as usize, all_cores),
+        Mode::Bench => {
+            bench::run_all(cmdline.bench_samples as usize, all_cores, cmdline.benches.as_deref())
+        }
         Mode::PanicTest => panic_test_outer(),
     }
 }
