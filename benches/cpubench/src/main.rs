@@ -27,7 +27,7 @@ use libos_async::predicate::Pred;
 use libos_async::sys::{self, rdtsc};
 use libos_async::{env_id, info, other_cores, println, spin_until, start_vcpu, wait_for_ms};
 
-#[path = "../../pctserver/src/protocol.rs"]
+#[path = "../../../tests/pctserver/src/protocol.rs"]
 #[allow(dead_code, reason = "shared with pctserver; this app uses part of it")]
 mod protocol;
 
