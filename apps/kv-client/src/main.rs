@@ -1,4 +1,4 @@
-//! `kv-client`: runs a deterministic sequence of `proto::OPS` put / get /
+//! `kv-client`: runs a deterministic sequence of `kv_proto::OPS` put / get /
 //! delete operations against `kv` in its own key space (named by its
 //! environment id), checks every GET against a local model, then asks the
 //! server for the checksum of its key space and compares it with the
@@ -6,14 +6,10 @@
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
-#[allow(dead_code)]
-#[path = "../../kv/src/proto.rs"]
-mod proto;
-
+use kv_proto::*;
 use libos_async::channel::{self, ChannelError};
 use libos_async::sys::rdtsc;
 use libos_async::{core_id, env_id, println};
-use proto::*;
 
 libos_async::entry!(app_main);
 

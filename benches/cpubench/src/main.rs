@@ -27,10 +27,6 @@ use libos_async::predicate::Pred;
 use libos_async::sys::{self, rdtsc};
 use libos_async::{env_id, info, other_cores, println, spin_until, start_vcpu, wait_for_ms};
 
-#[path = "../../../tests/pctserver/src/protocol.rs"]
-#[allow(dead_code, reason = "shared with pctserver; this app uses part of it")]
-mod protocol;
-
 libos_async::entry!(app_main);
 
 const MAX_SAMPLES: usize = 4096;
@@ -46,7 +42,7 @@ fn pct(server: u64, samples: &mut [u64]) {
         let t0 = rdtsc();
         let reply = cpu::call(server, &msg);
         let t1 = rdtsc();
-        if reply != Ok(protocol::pct_reply(&msg, me)) {
+        if reply != Ok(pct_proto::pct_reply(&msg, me)) {
             fail(format_args!("pct_call_reply: call {i}: {reply:?}"));
         }
         if i >= WARMUP {
@@ -55,7 +51,7 @@ fn pct(server: u64, samples: &mut [u64]) {
     }
     report("pct_call_reply", samples);
     let mut quit = [0; 8];
-    quit[0] = protocol::QUIT;
+    quit[0] = pct_proto::QUIT;
     require("quit the echo server", cpu::call(server, &quit));
 }
 

@@ -32,9 +32,7 @@ use libos_async::{TEST_WAIT_MS, env_id, println, wait_for_ms};
 
 libos_async::entry!(app_main);
 
-#[path = "../../pctserver/src/protocol.rs"]
-mod protocol;
-use protocol::{BAD, QUIT, WAKE, pct_reply};
+use pct_proto::{BAD, QUIT, WAKE, pct_reply};
 
 const DEAD: u64 = 0xffff_fff0;
 

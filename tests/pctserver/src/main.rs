@@ -3,7 +3,7 @@
 //! mode, bits 8..40 an environment id (picky mode).
 //!
 //! Its call handler answers message `m` from caller `c` with
-//! `protocol::pct_reply(m, c)`, so a caller can check that every word of the
+//! `pct_proto::pct_reply(m, c)`, so a caller can check that every word of the
 //! message and of the reply crossed intact. A message whose first word is
 //! `QUIT` makes the first vCPU exit 0 (the handler runs on the caller's
 //! core; the first vCPU sleeps on a predicate over a word the handler
@@ -39,8 +39,7 @@ use libos_async::{Pred, println};
 
 libos_async::entry!(app_main);
 
-mod protocol;
-use protocol::{BAD, QUIT, WAKE, pct_reply};
+use pct_proto::{BAD, QUIT, WAKE, pct_reply};
 
 static QUIT_SEEN: AtomicU64 = AtomicU64::new(0);
 static CALLS: AtomicU64 = AtomicU64::new(0);

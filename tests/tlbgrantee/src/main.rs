@@ -26,9 +26,7 @@ use libos_async::{core_id, info, println, set_exception_handler, start_vcpu, wai
 
 libos_async::entry!(app_main);
 
-#[path = "../../tlbgranter/src/protocol.rs"]
-mod protocol;
-use protocol::*;
+use tlb_proto::*;
 
 /// What a faulting probe returns.
 const MARKER: u64 = 0xfa17_fa17_fa17_fa17;

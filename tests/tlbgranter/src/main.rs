@@ -22,8 +22,7 @@ use libos_async::{println, wait_for_ms};
 
 libos_async::entry!(app_main);
 
-mod protocol;
-use protocol::*;
+use tlb_proto::*;
 
 fn app_main(f: u64) -> i32 {
     let g = f + 1;

@@ -1,6 +1,8 @@
-//! The protocol `tlbgranter` and `tlbgrantee` share (the grantee includes
-//! this file with `#[path]`): where F and F+1 are mapped, what F holds, and
-//! the control words in F+1.
+//! The protocol `tests/tlbgranter` and `tests/tlbgrantee` share: where F
+//! and F+1 are mapped, what F holds, and the control words in F+1.
+
+#![no_std]
+#![forbid(unsafe_code)]
 
 use libos_async::abi::PAGE_SIZE;
 use libos_async::layout::SCRATCH_BASE;

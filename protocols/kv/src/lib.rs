@@ -1,10 +1,13 @@
 //! The key-value protocol and the clients' deterministic workload, shared
-//! by `kv` and `kv-client` (included with `#[path]`).
+//! by `apps/kv` and `apps/kv-client`.
 //!
 //! Request: `[op, 0 × 7, key: u64, value: u64]` (little endian, 24 bytes).
 //! Reply: `[status, 0 × 7, value: u64]`: status 0 ok, 1 not found, 2 full,
 //! 3 bad request. Ops: `GET`, `PUT`, `DELETE`, and `SUM` (value =
 //! checksum of every pair whose key's upper 32 bits equal `key`'s).
+
+#![cfg_attr(not(test), no_std)]
+#![forbid(unsafe_code)]
 
 /// Read a key.
 pub const GET: u8 = 1;
@@ -105,4 +108,29 @@ pub fn expected(id: u64) -> u64 {
         }
     }
     sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        assert_eq!(parse_request(&request(PUT, 7 << 32 | 3, 42)), Some((PUT, 7 << 32 | 3, 42)));
+        assert_eq!(parse_reply(&reply(NOT_FOUND, 9)), Some((NOT_FOUND, 9)));
+        assert_eq!(parse_request(&[0; 23]), None);
+        assert_eq!(parse_reply(&[0; 17]), None);
+    }
+
+    #[test]
+    fn workload_stays_in_the_clients_key_space() {
+        for id in [1, 2, 9] {
+            for i in 0..OPS {
+                let (_, key, _) = op(id, i);
+                assert_eq!(key >> 32, id);
+                assert!(key & 0xffff_ffff < KEYS);
+            }
+            assert_eq!(expected(id), expected(id));
+        }
+    }
 }
