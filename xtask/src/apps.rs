@@ -262,6 +262,7 @@ pub fn template_main(name: &str) -> String {
 //! passes a start argument, `init={name}@CORE` picks the first core).
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::time::Duration;
 
@@ -468,6 +469,7 @@ mod tests {
     fn template_names_itself() {
         let main = template_main("my-app");
         assert!(main.contains("const NAME: &str = \"my-app\";"));
+        assert!(main.contains("#![forbid(unsafe_code)]"));
         assert!(main.contains("{NAME}: hello from ring 3 (env"));
         assert_eq!(greeting("my-app"), "my-app: hello from ring 3");
         assert!(main.contains("init=my-app"));

@@ -5,6 +5,7 @@
 //! expected one. Exit 0 iff everything matched.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use kv_proto::*;
 use libos_async::channel::{self, ChannelError};

@@ -13,6 +13,7 @@
 //! normally and every checksum matches.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use kv_proto::*;
 use libos_async::channel::{self, Config, Event, Listener};

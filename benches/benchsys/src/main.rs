@@ -16,6 +16,7 @@
 //! * `frame_alloc_free`: `FrameAlloc(ANY)` then `FrameFree`.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
 use libos_async::abi::{PAGE_SIZE, Rights, UpcallFrame, vector};

@@ -8,6 +8,7 @@
 //!   ring allows, then closes.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::bench::report;
 use libos_async::channel;

@@ -10,6 +10,7 @@
 //! * 4 — the same with 7 producers: `channel_throughput_7_producers`.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::bench::report;
 use libos_async::channel::{self, Config, Event, Listener};

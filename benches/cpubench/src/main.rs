@@ -17,6 +17,7 @@
 //! Ends the echo server with its `QUIT` message.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 

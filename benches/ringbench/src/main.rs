@@ -16,6 +16,7 @@
 //!   synchronized (QEMU, modern hardware).
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 

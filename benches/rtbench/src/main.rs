@@ -20,6 +20,7 @@
 //! * `rt_yield`: one `yield_now` round trip of a lone task.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

@@ -22,6 +22,7 @@
 //! `bench {"name":..,"unit":"cycles","median":..,"p99":..,"samples":..}`.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 

@@ -4,6 +4,7 @@
 //! exits 1.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::check::require;
 use libos_async::layout::SCRATCH_BASE;

@@ -11,6 +11,7 @@
 //! * 5 — sends `MESSAGES` one-way sequence numbers, then closes.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::Ordering;
 

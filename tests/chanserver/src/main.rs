@@ -16,6 +16,7 @@
 //!   each number exactly once, in order, and then close.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::channel::ring::{HEADER_BYTES, SharedMem, TAIL_OFF};
 use libos_async::channel::{self, ChannelError, Config, Event, Listener};

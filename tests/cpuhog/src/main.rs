@@ -19,6 +19,7 @@
 //!   at every slot end and charge it.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use libos_async::abi::{Rights, UpcallFrame};

@@ -24,6 +24,7 @@
 //! then checks that the basic calls still work and exits 0.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::abi::{self, CONSOLE_WRITE_MAX, PAGE_SIZE, Rights, SYSCALL_COUNT, Syscall};
 use libos_async::check::{fail, require};

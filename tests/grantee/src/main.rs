@@ -13,6 +13,7 @@
 //! 5. writes 3 into word 2 and exits 0.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 

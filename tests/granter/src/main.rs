@@ -13,6 +13,7 @@
 //! 6. revokes F+1, unmaps and frees both, exits 0.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::abi::{Error, PAGE_SIZE, Rights};
 use libos_async::check::{fail, require};

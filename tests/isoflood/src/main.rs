@@ -30,6 +30,7 @@
 //! bug). Prints one summary line with the longest `Unmap`.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 

@@ -33,6 +33,7 @@
 //! page tables included), so `n` is a little under 65,536.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 

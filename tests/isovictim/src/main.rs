@@ -30,6 +30,7 @@
 //!   intact at the end.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::abi::{Error, InfoPage, PAGE_SIZE, Rights, event::CALL};
 use libos_async::check::{Checks, fail, require};

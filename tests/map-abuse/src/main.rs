@@ -15,6 +15,7 @@
 //! Exits 0 if all of it held.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU32, Ordering};
 

@@ -22,6 +22,7 @@
 //!   a failure; then one `QUIT` call.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::abi::Error;
 use libos_async::check::Checks;
@@ -29,10 +30,9 @@ use libos_async::cpu;
 use libos_async::rng::Rng;
 use libos_async::sys::{self, Message, rdtsc};
 use libos_async::{TEST_WAIT_MS, env_id, println, wait_for_ms};
+use pct_proto::{BAD, QUIT, WAKE, pct_reply};
 
 libos_async::entry!(app_main);
-
-use pct_proto::{BAD, QUIT, WAKE, pct_reply};
 
 const DEAD: u64 = 0xffff_fff0;
 

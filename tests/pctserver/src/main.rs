@@ -27,8 +27,13 @@
 //!   preempted, the buffer — and so the reply — carries the other
 //!   caller's words. Exits 1 if it saw a wrong identity or a changed
 //!   buffer.
+//!
+//! Unsafe code is denied but in `slow` (mode 4): volatile accesses to its
+//! stack buffer, so that the buffer really sits in memory on the IPC stack
+//! where a second call reusing that stack would overwrite it.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![deny(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use libos_async::abi::{ANY_ENV, event::CALL};
@@ -36,10 +41,9 @@ use libos_async::check::{fail, require};
 use libos_async::cpu::{self, Events, Received};
 use libos_async::sys::{self, Message, probe};
 use libos_async::{Pred, println};
+use pct_proto::{BAD, QUIT, WAKE, pct_reply};
 
 libos_async::entry!(app_main);
-
-use pct_proto::{BAD, QUIT, WAKE, pct_reply};
 
 static QUIT_SEEN: AtomicU64 = AtomicU64::new(0);
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -68,6 +72,7 @@ fn faulty(caller: u64, msg: Message) -> Message {
     echo(caller, msg)
 }
 
+#[allow(unsafe_code, reason = "volatile accesses keep the buffer on the IPC stack")]
 fn slow(caller: u64, msg: Message) -> Message {
     if msg[0] == QUIT {
         if QUITS.fetch_add(1, SeqCst) + 1 >= QUITS_NEEDED.load(SeqCst) {

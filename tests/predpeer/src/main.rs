@@ -8,6 +8,7 @@
 //! core N`.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 

@@ -16,6 +16,7 @@
 //! succeeded` and exits 1; an unknown argument exits 2.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::println;
 use libos_async::sys::probe;

@@ -30,6 +30,7 @@
 //! through. Prints `ringhostile: N iterations, ...`; exit 0 iff all held.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use libos_async::abi::ring::{OP_COUNT, SQ_OFFSET};

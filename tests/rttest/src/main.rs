@@ -28,6 +28,7 @@
 //!   exit code 104 (the test expects that code, not 0).
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

@@ -11,6 +11,7 @@
 //! The other calls: see the checks below.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::abi::{
     self, CONSOLE_WRITE_MAX, Error, NAME_MAX, PAGE_SIZE, Rights, SYSCALL_COUNT, Syscall,

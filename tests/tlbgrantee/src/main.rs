@@ -16,6 +16,7 @@
 //! 4. exits 0 if there was no violation, else 1.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
@@ -23,10 +24,9 @@ use libos_async::abi::{Error, Rights, UpcallFrame, vector};
 use libos_async::check::{fail, require};
 use libos_async::sys::{self, probe};
 use libos_async::{core_id, info, println, set_exception_handler, start_vcpu, wait_for_ms};
+use tlb_proto::*;
 
 libos_async::entry!(app_main);
-
-use tlb_proto::*;
 
 /// What a faulting probe returns.
 const MARKER: u64 = 0xfa17_fa17_fa17_fa17;

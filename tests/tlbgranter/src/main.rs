@@ -14,15 +14,15 @@
 //!    violations, else 1.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::abi::{Error, Rights};
 use libos_async::check::{fail, require};
 use libos_async::sys::{self, probe};
 use libos_async::{println, wait_for_ms};
+use tlb_proto::*;
 
 libos_async::entry!(app_main);
-
-use tlb_proto::*;
 
 fn app_main(f: u64) -> i32 {
     let g = f + 1;

@@ -36,6 +36,7 @@
 //! Each mode prints one summary line `tlbtest mode N: ...`.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 

@@ -2,6 +2,7 @@
 //! it (invalid opcode); reaching the exit is a failure.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::println;
 use libos_async::sys::probe;

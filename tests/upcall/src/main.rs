@@ -14,6 +14,7 @@
 //! Exits 0 if every upcall came exactly as expected.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 

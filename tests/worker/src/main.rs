@@ -4,6 +4,7 @@
 //! `worker: done` and exits 0.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::abi::{PAGE_SIZE, Rights};
 use libos_async::check::{fail, require};

@@ -12,6 +12,7 @@
 //!   Exits 0 if the target ran every round.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::abi::Error;
 use libos_async::abi::event::CALL;
