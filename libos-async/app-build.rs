@@ -1,6 +1,7 @@
-//! The build script of every application (`build = "../../libos-async/app-build.rs"`
-//! in its manifest): links the ring-3 binary with libos-async's user linker
-//! script when building for the bare-metal target.
+//! The build script of every ring-3 program in `apps/`, `tests/` and
+//! `benches/` (`build = "../../libos-async/app-build.rs"` in its manifest):
+//! links the ring-3 binary with libos-async's user linker script when
+//! building for the bare-metal target.
 
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");

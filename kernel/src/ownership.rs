@@ -273,11 +273,6 @@ impl FrameTable {
         UnmapStep::Unmap(batch)
     }
 
-    fn mappings_of(record: &FrameRecord, env: EnvId) -> Vec<Mapping> {
-        let range = Mapping { env, va: 0 }..=Mapping { env, va: u64::MAX };
-        record.mappings.range(range).copied().collect()
-    }
-
     /// When `env` dies: removes its grants on other environments' frames,
     /// in time linear in the records only. Its mappings (of its own frames
     /// and of others') are forgotten one by one as the kernel walks its page

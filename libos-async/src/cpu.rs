@@ -82,7 +82,7 @@ pub fn set_slot_handlers(
     exception::ensure_registered()?;
     *PROLOGUE.write() = prologue;
     *EPILOGUE.write() = epilogue;
-    let entry = sys::exception_entry_addr();
+    let entry = crate::entry::exception_entry_addr();
     sys::set_slot_handlers(
         if prologue.is_some() { entry } else { 0 },
         if epilogue.is_some() { entry } else { 0 },
@@ -102,7 +102,7 @@ pub(crate) fn slot_upcall(frame: &mut UpcallFrame) -> ! {
     } else if let Some(f) = *PROLOGUE.read() {
         f(frame);
     }
-    sys::resume_in_user(frame)
+    crate::entry::resume_in_user(frame)
 }
 
 /// Directed yield: gives the rest of this slot to `env`'s vCPU on this core.
@@ -134,7 +134,7 @@ pub fn serve_calls(handler: CallHandler) -> Result<(), Error> {
         }
     }
     *CALL_HANDLER.write() = Some(handler);
-    sys::ipc_register(sys::ipc_entry_addr(), layout::IPC_STACK_TOP, layout::IPC_STACK_SLOT)
+    sys::ipc_register(crate::entry::ipc_entry_addr(), layout::IPC_STACK_TOP, layout::IPC_STACK_SLOT)
         .map(|_| ())
 }
 

@@ -37,7 +37,7 @@ static REGISTERED: AtomicBool = AtomicBool::new(false);
 static RESUME_VIA_KERNEL: AtomicBool = AtomicBool::new(false);
 
 /// Chooses how a handled exception resumes: by default in user space (no
-/// system call; see `sys::resume_in_user`), or with `true`, through the
+/// system call; see `entry::resume_in_user`), or with `true`, through the
 /// kernel's `ExceptionResume` (needed by code that uses a red zone).
 pub fn resume_via_kernel(yes: bool) {
     RESUME_VIA_KERNEL.store(yes, Ordering::Relaxed);
@@ -84,7 +84,7 @@ pub fn set_exception_handler(handler: Handler) -> Result<(), Error> {
 
 fn register_stub() -> Result<(), Error> {
     sys::set_exception_handler(
-        sys::exception_entry_addr(),
+        crate::entry::exception_entry_addr(),
         layout::EXC_STACK_TOP,
         layout::EXC_STACK_SLOT,
     )?;
@@ -139,7 +139,7 @@ pub(crate) fn dispatch(frame: &mut UpcallFrame) -> ! {
         };
     if resume {
         if !RESUME_VIA_KERNEL.load(Ordering::Relaxed) {
-            sys::resume_in_user(frame);
+            crate::entry::resume_in_user(frame);
         }
         let e = sys::exception_resume(frame);
         crate::println!("libos: exception_resume failed: {e:?}");

@@ -5,11 +5,15 @@
 //! allocator ([`heap`]), channels between environments ([`channel`]), the
 //! CPU and IPC calls ([`cpu`]), and underneath them the minimal runtime:
 //!
-//! - [`sys`]: the system calls (raw and typed), the entry stubs and
-//!   [`sys::probe`]; one of the two modules with `unsafe`;
+//! - [`sys`]: the system calls (raw and typed), reads of the pages the
+//!   kernel writes, and [`sys::probe`]; it calls nothing of the runtime;
+//! - [`entry`](mod@entry): the entry points the kernel jumps to (`_start`,
+//!   new vCPUs, exception upcalls, protected control transfers) and the
+//!   user-space resumption of an upcall frame, which hand over to the
+//!   runtime;
 //! - [`ring`]: [`ring::Ring`], this vCPU's submission/completion ring over
-//!   pages shared with the kernel; the other module with `unsafe` (atomic
-//!   and volatile accesses to those pages); [`sqe`] builds its entries;
+//!   pages shared with the kernel (atomic and volatile accesses to those
+//!   pages); [`sqe`] builds its entries;
 //! - [`predicate`]: [`predicate::Pred`], an assembler for wakeup
 //!   predicates (`SleepOn`);
 //! - [`entry!`]: the application's `main(start_arg) -> i32`; `_start` runs it
@@ -31,17 +35,21 @@
 //! memory (an allocation failed: [`heap::EXIT_OUT_OF_MEMORY`]), 105 a
 //! protected-control-transfer reply refused by the kernel.
 //!
-//! Modules with `unsafe`: [`sys`], [`ring`], [`heap`] (the allocator's
+//! `unsafe` is denied at the crate root and allowed, each with its reason,
+//! on exactly these modules: [`sys`] (the `syscall` instruction, reads of
+//! kernel pages, probes), [`entry`](mod@entry) (naked entry stubs),
+//! [`ring`] (the ring pages the kernel writes), [`heap`] (the allocator's
 //! free lists), [`percore`] (core-local storage's `Sync`),
 //! [`channel::shm`] (shared channel frames and their fault fix-up) and
 //! [`rt::task`] (a task's future stored inline in its `Arc`, guarded by
 //! the run state, and its waker vtable); everything else, the rest of the
-//! runtime included, is safe code.
+//! runtime included, is safe code, and the compiler holds it to that.
 //!
 //! On the host everything compiles (so `cargo test`/`clippy --workspace`
 //! work), but only the pure parts are meaningful.
 
 #![cfg_attr(not(test), no_std)]
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
@@ -50,16 +58,22 @@ pub mod channel;
 pub mod check;
 pub mod console;
 pub mod cpu;
+#[allow(unsafe_code, reason = "naked entry stubs; resuming an upcall frame in user space")]
+pub mod entry;
 pub mod exception;
+#[allow(unsafe_code, reason = "the allocator's free lists live in the frames it maps")]
 pub mod heap;
 pub mod layout;
 pub mod mem;
+#[allow(unsafe_code, reason = "CoreLocal is Sync: each core touches only its own slot")]
 pub mod percore;
 pub mod predicate;
+#[allow(unsafe_code, reason = "atomic and volatile access to ring pages the kernel writes")]
 pub mod ring;
 pub mod rng;
 pub mod rt;
 pub mod sqe;
+#[allow(unsafe_code, reason = "the syscall instruction, kernel-page reads, test probes")]
 pub mod sys;
 pub mod vcpu;
 

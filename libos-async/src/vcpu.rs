@@ -42,7 +42,12 @@ pub fn start_vcpu(core: usize, f: fn(u64) -> !, arg: u64) -> Result<(), Error> {
         table.stacks |= 1 << core;
     }
     table.entry[core] = Some(f);
-    sys::vcpu_start(core as u64, sys::vcpu_entry_addr(), layout::vcpu_stack_top(core), arg)?;
+    sys::vcpu_start(
+        core as u64,
+        crate::entry::vcpu_entry_addr(),
+        layout::vcpu_stack_top(core),
+        arg,
+    )?;
     Ok(())
 }
 

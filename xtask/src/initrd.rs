@@ -23,8 +23,9 @@
 //!
 //! What `cargo xtask build` packs, in this order:
 //!
-//! - every workspace app (`apps/NAME/`, built for `x86_64-unknown-none` in
-//!   one cargo invocation), sorted by name;
+//! - every ring-3 program of the workspace (`apps/*/`, `tests/*/`,
+//!   `benches/*/`, built for `x86_64-unknown-none` in one cargo invocation),
+//!   named after its binary and sorted by that name;
 //! - four deliberately malformed ELFs made from `hello` for the kernel's
 //!   loader tests (see `badelf`): `bad_truncated` (its first 100 bytes),
 //!   `bad_machine` (`e_machine` = 0x28, ARM), `bad_entry` (`e_entry` =

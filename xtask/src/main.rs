@@ -1,15 +1,17 @@
 //! `cargo xtask`: the project's host tool.
 //!
-//! - `cargo xtask build`: build the kernel and every app under `apps/` for
-//!   `x86_64-unknown-none` and pack the initrd (`target/initrd.tar`, see
-//!   [`initrd`]; plus the malformed ELFs of [`badelf`]). Each app's
-//!   manifest and ELF are checked for the ring-3 link ([`apps`]).
+//! - `cargo xtask build`: build the kernel and every ring-3 program under
+//!   `apps/`, `tests/` and `benches/` for `x86_64-unknown-none` and pack the
+//!   initrd (`target/initrd.tar`, see [`initrd`]; plus the malformed ELFs of
+//!   [`badelf`]). Each program's manifest and ELF are checked for the ring-3
+//!   link ([`apps`]).
 //! - `cargo xtask run`: build, then boot QEMU with the serial console on
 //!   stdout; exit with the guest's status. Warns first about `init=` names
 //!   that are not in the initrd.
 //! - `cargo xtask new NAME`: make `apps/NAME` from the template ([`apps`]).
 //! - `cargo xtask check`: what CI checks before the tests: `cargo fmt`,
-//!   clippy on the host workspace and on the bare-metal crates, and the
+//!   clippy on the host workspace and on the bare-metal crates (the kernel,
+//!   `libos-async`, every program and the `protocols/` crates), and the
 //!   `loom` models.
 //! - `cargo xtask test`: host unit tests, a new app made from the template
 //!   booted ([`newcheck`]), then the in-kernel tests under TCG with x2APIC
@@ -211,7 +213,7 @@ impl Workspace {
         self.target.join(TARGET).join("release").join("kernel")
     }
 
-    /// The ELF of app `name`.
+    /// The ELF of program `name` (its binary's name).
     fn app(&self, name: &str) -> PathBuf {
         self.target.join(TARGET).join("release").join(name)
     }
@@ -328,30 +330,32 @@ fn build(ws: &Workspace, args: &BuildArgs) -> Result<Artifacts, String> {
     Ok(Artifacts { kernel, initrd, apps })
 }
 
-/// Builds every app in one cargo invocation and returns them, followed by
-/// the malformed ELFs made from `hello` (see [`badelf`]).
+/// Builds every ring-3 program (apps, tests, benches) in one cargo
+/// invocation and returns them, in the order of their binary names,
+/// followed by the malformed ELFs made from `hello` (see [`badelf`]).
 fn build_apps(ws: &Workspace) -> Result<Vec<initrd::App>, String> {
-    let names = apps::discover(&ws.root)?;
-    if names.is_empty() {
+    let programs = apps::discover(&ws.root)?;
+    if programs.is_empty() {
         return Ok(Vec::new());
     }
-    apps::check_manifests(&ws.root, &names)?;
+    apps::check_manifests(&ws.root, &programs)?;
+    let names: Vec<&str> = programs.iter().map(|p| p.name.as_str()).collect();
     println!("xtask: building apps ({})...", names.join(", "));
     let mut cmd = ws.cargo();
     cmd.args(["build", "--release", "--target", TARGET]);
-    for name in &names {
-        cmd.args(["-p", name]);
+    for program in &programs {
+        cmd.args(["-p", &program.package]);
     }
     let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
         return Err(format!("building the apps failed ({status})"));
     }
     let mut apps = Vec::new();
-    for name in &names {
-        let path = ws.app(name);
+    for program in &programs {
+        let path = ws.app(&program.name);
         let elf = std::fs::read(&path).map_err(|e| format!("reading {}: {e}", ws.rel(&path)))?;
-        apps::check_elf(name, &elf)?;
-        apps.push(initrd::App { name: name.clone(), elf });
+        apps::check_elf(&program.name, &program.dir, &elf)?;
+        apps.push(initrd::App { name: program.name.clone(), elf });
     }
     if let Some(hello) = apps.iter().find(|a| a.name == "hello") {
         let bad = badelf::variants(&hello.elf).map_err(|e| format!("hello: {e}"))?;
@@ -488,8 +492,11 @@ fn check(ws: &Workspace, args: &CheckArgs) -> Result<bool, String> {
     toolchain::ensure_components(&ws.root, &["rustfmt", "clippy"])?;
     toolchain::ensure_target(&ws.root, TARGET)?;
     let mut bare = vec!["-p".to_string(), "kernel".into(), "-p".into(), "libos-async".into()];
-    for name in apps::discover(&ws.root)? {
-        bare.extend(["-p".into(), name]);
+    for library in apps::libraries(&ws.root)? {
+        bare.extend(["-p".into(), library]);
+    }
+    for program in apps::discover(&ws.root)? {
+        bare.extend(["-p".into(), program.package]);
     }
     let fix = ["--fix", "--allow-dirty", "--allow-staged"];
     let mut steps: Vec<(&str, Command)> = Vec::new();
@@ -512,7 +519,10 @@ fn check(ws: &Workspace, args: &CheckArgs) -> Result<bool, String> {
     steps.push(("clippy (host workspace)", cmd));
     let mut cmd = ws.cargo();
     cmd.args(["clippy", "--target", TARGET]).args(&bare).args(["--", "-D", "warnings"]);
-    steps.push(("clippy (kernel, libOS and apps, x86_64-unknown-none)", cmd));
+    steps.push((
+        "clippy (kernel, libOS, protocols, apps, tests, benches; x86_64-unknown-none)",
+        cmd,
+    ));
     if !args.no_loom {
         // Its own target directory: `--cfg loom` rebuilds everything.
         for (what, package, filter) in [

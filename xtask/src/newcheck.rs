@@ -104,7 +104,7 @@ pub fn run(ws: &Workspace, kernel: Option<&Path>) -> (Option<PathBuf>, Result<()
         }
         let release = target.join(TARGET).join("release");
         let elf = std::fs::read(release.join(NAME)).map_err(|e| format!("reading {NAME}: {e}"))?;
-        apps::check_elf(NAME, &elf)?;
+        apps::check_elf(NAME, &format!("{}/{NAME}", apps::NEW_APP_DIR), &elf)?;
         let initrd = dir.join("initrd.tar");
         initrd::write(&initrd, &[initrd::App { name: NAME.into(), elf }])?;
         Ok(initrd)

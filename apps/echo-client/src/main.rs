@@ -9,6 +9,7 @@
 //! the executor's idle predicate.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::channel::{self, ChannelError};
 use libos_async::rt::{self, RuntimeConfig};

@@ -7,6 +7,7 @@
 //! closed its connection normally.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use libos_async::channel::{self, Config, Event, Listener};
 use libos_async::check::require;

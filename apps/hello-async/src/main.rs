@@ -7,6 +7,7 @@
 //! and exits 0 iff every task ran on the core it was spawned on.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 extern crate alloc;
 

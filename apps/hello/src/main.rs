@@ -4,6 +4,7 @@
 //! them have printed, and exits 0.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
 

@@ -1,19 +1,16 @@
-//! `kv-client`: runs a deterministic sequence of `proto::OPS` put / get /
+//! `kv-client`: runs a deterministic sequence of `kv_proto::OPS` put / get /
 //! delete operations against `kv` in its own key space (named by its
 //! environment id), checks every GET against a local model, then asks the
 //! server for the checksum of its key space and compares it with the
 //! expected one. Exit 0 iff everything matched.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
-#[allow(dead_code)]
-#[path = "../../kv/src/proto.rs"]
-mod proto;
-
+use kv_proto::*;
 use libos_async::channel::{self, ChannelError};
 use libos_async::sys::rdtsc;
 use libos_async::{core_id, env_id, println};
-use proto::*;
 
 libos_async::entry!(app_main);
 

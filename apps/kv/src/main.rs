@@ -7,19 +7,17 @@
 //! `kv_op_7_clients` benchmark line (cycles per request, first connection
 //! to last close). When they have all left, the server
 //! checks its final state: for every client it replays that client's
-//! deterministic workload (`proto::expected`) and compares with the
+//! deterministic workload (`kv_proto::expected`) and compares with the
 //! checksum of the pairs it holds in that client's key space, and it
 //! checks that it holds nothing else. Exit 0 iff every client closed
 //! normally and every checksum matches.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
 
-#[allow(dead_code)]
-mod proto;
-
+use kv_proto::*;
 use libos_async::channel::{self, Config, Event, Listener};
 use libos_async::{core_id, env_id, println};
-use proto::*;
 
 libos_async::entry!(app_main);
 

@@ -7,20 +7,20 @@
 //! * `ipi_roundtrip_0_to_N`: core 0 sends a bare IPI ([`BENCH_PING`]) to
 //!   core N, whose handler answers with a bare IPI ([`BENCH_PONG`]); timed
 //!   from before the send until core 0's pong handler has run.
-//! * ring 3 (`apps/benchsys`): `syscall_null`, `fault_upcall_resume`,
+//! * ring 3 (`benches/benchsys`): `syscall_null`, `fault_upcall_resume`,
 //!   `map_unmap`, `frame_alloc_free`; see that application's docs.
-//! * ring 3 (`apps/ringbench`): `ring_nop_batch_{1,8,64,256}` (cycles per
+//! * ring 3 (`benches/ringbench`): `ring_nop_batch_{1,8,64,256}` (cycles per
 //!   operation), `syscall_null_for_ring`, `wakeup_notify_cross_core`.
-//! * ring 3 (`apps/cpubench`): `pct_call_reply`, `yield_to_switch`,
+//! * ring 3 (`benches/cpubench`): `pct_call_reply`, `yield_to_switch`,
 //!   `acall_wakeup_cross_core`.
-//! * ring 3, pairs and groups of environments (`apps/chanbench`,
+//! * ring 3, pairs and groups of environments (`benches/chanbench`,
 //!   `apps/kv`): channel round trips, throughput, key-value operations.
-//! * ring 3 (`apps/rtbench`): the async runtime's `rt_spawn_join_local`,
+//! * ring 3 (`benches/rtbench`): the async runtime's `rt_spawn_join_local`,
 //!   `rt_spawn_join_cross_core`, `rt_wakeup_ring_completion`,
 //!   `rt_wakeup_cross_core`, `rt_yield`.
-//! * ring 3 on all cores (`apps/tlbbench`): TLB shootdown latency to 1..7
+//! * ring 3 on all cores (`benches/tlbbench`): TLB shootdown latency to 1..7
 //!   cores for one page, a 64-page batch and a full flush.
-//! * ring 3, isolation under multi-core attack (`apps/isobench`, issue 13;
+//! * ring 3, isolation under multi-core attack (`benches/isobench`, issue 13;
 //!   that application's docs say exactly what each times):
 //!   - `acall_noflood_cost` / `acall_flood_cost`: one `Acall` on core 1 to
 //!     a sink environment asleep on core 2, alone, then while a vCPU of the
@@ -222,7 +222,7 @@ fn run_cpubench(n: usize) -> bool {
 }
 
 /// Channel benchmarks between environments placed on chosen cores
-/// (`apps/chanbench` + `apps/chanbench-peer`, `apps/kv` + `apps/kv-client`):
+/// (`benches/chanbench` + `apps/chanbench-peer`, `apps/kv` + `apps/kv-client`):
 /// `channel_roundtrip_same_core` / `_cross_core`,
 /// `channel_throughput_1_producer` / `_7_producers` (cycles per message),
 /// `kv_op_7_clients` (cycles per request at the server).
@@ -247,7 +247,7 @@ const GAP_CORE: usize = 1;
 /// `isobench`'s gap-meter progress counter (its `PROGRESS_VA`).
 const ISOBENCH_PROGRESS_VA: u64 = 0x0000_2000_0000_0000;
 
-/// Isolation under multi-core attack (`apps/isobench`, with `isohog`s as
+/// Isolation under multi-core attack (`benches/isobench`, with `isohog`s as
 /// the attackers of the gap meter), groups `isobench_acall`,
 /// `isobench_revoke`, `isobench_unmap_range`, `isobench_gap`. The harness
 /// halts between looks (as the in-kernel isolation tests do), so that

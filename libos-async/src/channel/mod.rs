@@ -81,6 +81,7 @@ pub mod endpoint;
 pub mod ring;
 pub mod serve;
 pub mod setup;
+#[allow(unsafe_code, reason = "atomic views of shared frames; the page-fault fix-up")]
 pub mod shm;
 pub mod wait;
 

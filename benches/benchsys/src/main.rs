@@ -1,0 +1,106 @@
+//! `benchsys`: ring-3 microbenchmarks of the kernel's hot paths, run by the
+//! kernel's `mode=bench` (`cargo xtask bench`).
+//!
+//! Each benchmark times one operation with `rdtsc` around it, `start_arg`
+//! samples (default 1000) after a short warm-up, and prints one line
+//! `bench {"name":..,"unit":"cycles","median":..,"p99":..,"samples":..}`
+//! that xtask collects. Under `--icount` the unit is guest instructions.
+//!
+//! * `syscall_null`: one `Null` system call, entry to return.
+//! * `fault_upcall_resume`: a write to a read-only page, through the page
+//!   fault, the upcall to the handler (which upgrades the page with
+//!   `Protect`) and the libOS's user-space resume, to the retried write
+//!   completing — the path Linux measures as SIGSEGV + `mprotect` + return.
+//! * `map_unmap`: `Map` then `Unmap` of one page (the unmap includes its
+//!   TLB shootdown to the other cores running this environment: none here).
+//! * `frame_alloc_free`: `FrameAlloc(ANY)` then `FrameFree`.
+
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
+
+use core::sync::atomic::{AtomicU64, Ordering};
+use libos_async::abi::{PAGE_SIZE, Rights, UpcallFrame, vector};
+use libos_async::bench::report;
+use libos_async::check::require;
+use libos_async::layout::SCRATCH_BASE;
+use libos_async::sys::{self, probe, rdtsc};
+use libos_async::{println, set_exception_handler};
+
+libos_async::entry!(app_main);
+
+const MAX_SAMPLES: usize = 4096;
+const WARMUP: usize = 32;
+/// The page the fault benchmark writes to.
+const FAULT_PAGE: u64 = SCRATCH_BASE;
+/// The page the map benchmark maps.
+const MAP_PAGE: u64 = SCRATCH_BASE + 16 * PAGE_SIZE;
+
+/// Times `op` `n` times (after a warm-up) into `out`.
+fn measure(n: usize, out: &mut [u64; MAX_SAMPLES], mut op: impl FnMut()) -> usize {
+    for i in 0..n + WARMUP {
+        let start = rdtsc();
+        op();
+        let cycles = rdtsc() - start;
+        if i >= WARMUP {
+            out[i - WARMUP] = cycles;
+        }
+    }
+    n
+}
+
+static FAULTS: AtomicU64 = AtomicU64::new(0);
+
+/// Fixes the fault the way a libOS pager would: upgrade the page, resume.
+fn upgrade_on_fault(frame: &mut UpcallFrame) -> bool {
+    if frame.vector != vector::PAGE_FAULT || frame.fault_addr & !(PAGE_SIZE - 1) != FAULT_PAGE {
+        return false;
+    }
+    FAULTS.fetch_add(1, Ordering::Relaxed);
+    sys::protect(FAULT_PAGE, Rights::RW).is_ok()
+}
+
+fn app_main(arg: u64) -> i32 {
+    let n = if arg == 0 { 1000 } else { (arg as usize).min(MAX_SAMPLES) };
+    let mut samples = [0u64; MAX_SAMPLES];
+
+    let k = measure(n, &mut samples, || {
+        let _ = sys::null();
+    });
+    report("syscall_null", &mut samples[..k]);
+
+    require("set_exception_handler", set_exception_handler(upgrade_on_fault));
+    let frame = require("frame_alloc", sys::frame_alloc(None));
+    require("map", sys::map(frame, FAULT_PAGE, Rights::READ));
+    let mut value = 0;
+    for i in 0..n + WARMUP {
+        let start = rdtsc();
+        probe::write(FAULT_PAGE, value);
+        let cycles = rdtsc() - start;
+        require("protect back", sys::protect(FAULT_PAGE, Rights::READ));
+        value += 1;
+        if i >= WARMUP {
+            samples[i - WARMUP] = cycles;
+        }
+    }
+    if FAULTS.load(Ordering::Relaxed) != (n + WARMUP) as u64 || probe::read(FAULT_PAGE) != value - 1
+    {
+        println!("CHECK FAILED: fault benchmark took {} faults", FAULTS.load(Ordering::Relaxed));
+        return 1;
+    }
+    report("fault_upcall_resume", &mut samples[..n]);
+    require("unmap", sys::unmap(FAULT_PAGE));
+
+    let k = measure(n, &mut samples, || {
+        require("map", sys::map(frame, MAP_PAGE, Rights::RW));
+        require("unmap", sys::unmap(MAP_PAGE));
+    });
+    report("map_unmap", &mut samples[..k]);
+    require("frame_free", sys::frame_free(frame));
+
+    let k = measure(n, &mut samples, || {
+        let f = require("frame_alloc", sys::frame_alloc(None));
+        require("frame_free", sys::frame_free(f));
+    });
+    report("frame_alloc_free", &mut samples[..k]);
+    0
+}
