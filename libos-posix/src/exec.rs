@@ -309,16 +309,7 @@ pub fn plan(image: &[u8], pie_bias: u64, user_end: u64) -> Result<Plan, ExecErro
             .ok_or(ExecError::BadHeaders)?,
     };
     let end = segments.iter().map(Segment::page_end).max().unwrap_or(0);
-    Ok(Plan {
-        pie,
-        bias,
-        entry: entry.wrapping_add(bias),
-        segments,
-        phdr,
-        phnum,
-        exec_stack,
-        end,
-    })
+    Ok(Plan { pie, bias, entry: entry.wrapping_add(bias), segments, phdr, phnum, exec_stack, end })
 }
 
 /// The initial stack: `bytes` are the contents of `[rsp, top)`.

@@ -50,7 +50,11 @@ impl<D> FdTable<D> {
     }
 
     fn slot(&self, fd: i32) -> SysResult<&Slot<D>> {
-        usize::try_from(fd).ok().and_then(|i| self.slots.get(i)).and_then(Option::as_ref).ok_or(errno::EBADF)
+        usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.slots.get(i))
+            .and_then(Option::as_ref)
+            .ok_or(errno::EBADF)
     }
 
     /// The description `fd` names.
@@ -98,7 +102,13 @@ impl<D> FdTable<D> {
     /// `dup2(2)`/`dup3(2)`: makes `new` name `old`'s description, closing
     /// what `new` named (returned for release). `dup2(fd, fd)` checks `fd`
     /// and does nothing; `dup3` refuses it with `EINVAL` (`same_is_error`).
-    pub fn dup2(&mut self, old: i32, new: i32, cloexec: bool, same_is_error: bool) -> SysResult<(i32, Option<Rc<D>>)> {
+    pub fn dup2(
+        &mut self,
+        old: i32,
+        new: i32,
+        cloexec: bool,
+        same_is_error: bool,
+    ) -> SysResult<(i32, Option<Rc<D>>)> {
         let d = self.get(old)?.clone();
         if old == new {
             return if same_is_error { Err(errno::EINVAL) } else { Ok((new, None)) };
@@ -222,7 +232,7 @@ mod tests {
             let mut released = 0usize;
             let ok = |fd: i32, m: &[Option<usize>; LIMIT]| (0..LIMIT as i32).contains(&fd) && m[fd as usize].is_some();
             let lowest = |min: usize, m: &[Option<usize>; LIMIT]| (min..LIMIT).find(|&i| m[i].is_none());
-            let mut release = |d: Option<Rc<(usize, Cell<u64>)>>| if let Some(d) = d { if Rc::strong_count(&d) == 1 { released += 1; } };
+            let mut release = |d: Option<Rc<(usize, Cell<u64>)>>| if d.is_some_and(|d| Rc::strong_count(&d) == 1) { released += 1; };
             for op in ops {
                 match op {
                     Op::Open => {

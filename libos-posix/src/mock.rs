@@ -107,7 +107,7 @@ impl UserMemory for MockMemory {
 
 impl Memory for MockMemory {
     fn map(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()> {
-        assert!(addr % PAGE_SIZE == 0 && len % PAGE_SIZE == 0 && len > 0);
+        assert!(addr.is_multiple_of(PAGE_SIZE) && len.is_multiple_of(PAGE_SIZE) && len > 0);
         self.calls.push(("map", addr, len, prot));
         for p in (addr..addr + len).step_by(PAGE_SIZE as usize) {
             self.pages.insert(p, (prot, vec![0; PAGE_SIZE as usize]));
@@ -171,5 +171,31 @@ impl Host for MockHost {
     }
     fn report(&mut self, line: &str) {
         self.reports.borrow_mut().push(line.into());
+    }
+}
+
+/// One mock address space shared by the `Memory` the process owns and the
+/// `UserMemory` passed to each call.
+#[derive(Clone, Default)]
+pub struct Shared(pub Rc<RefCell<MockMemory>>);
+
+impl UserMemory for Shared {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> SysResult<()> {
+        self.0.borrow().read(addr, buf)
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) -> SysResult<()> {
+        self.0.borrow_mut().write(addr, data)
+    }
+}
+
+impl Memory for Shared {
+    fn map(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()> {
+        self.0.borrow_mut().map(addr, len, prot)
+    }
+    fn unmap(&mut self, addr: u64, len: u64) -> SysResult<()> {
+        self.0.borrow_mut().unmap(addr, len)
+    }
+    fn protect(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()> {
+        self.0.borrow_mut().protect(addr, len, prot)
     }
 }

@@ -103,7 +103,14 @@ mod tests {
 
     fn path() -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(
-            prop_oneof![Just(&b"a"[..]), Just(&b"bc"[..]), Just(&b"."[..]), Just(&b".."[..]), Just(&b"/"[..]), Just(&b"//"[..])],
+            prop_oneof![
+                Just(&b"a"[..]),
+                Just(&b"bc"[..]),
+                Just(&b"."[..]),
+                Just(&b".."[..]),
+                Just(&b"/"[..]),
+                Just(&b"//"[..])
+            ],
             0..12,
         )
         .prop_map(|v| v.concat())

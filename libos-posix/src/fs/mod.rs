@@ -179,7 +179,8 @@ struct Parent<'p> {
 impl<'a> Fs<'a> {
     /// An empty tree (just `/`, `/dev` with its devices, and `/tmp`).
     pub fn new(console: Box<dyn Console + 'a>) -> Self {
-        let mut fs = Fs { nodes: Vec::new(), free: Vec::new(), root: 0, console, now: Timespec::default() };
+        let mut fs =
+            Fs { nodes: Vec::new(), free: Vec::new(), root: 0, console, now: Timespec::default() };
         let root = fs.alloc(Kind::Dir { entries: BTreeMap::new(), parent: 0 }, 0o755);
         fs.node_mut(root).nlink = 1;
         fs.root = root;
@@ -190,7 +191,10 @@ impl<'a> Fs<'a> {
     /// The tree of a ustar `archive` (zero-copy), plus `/dev` and `/tmp` if
     /// the archive lacks them. Later entries replace earlier ones of the same
     /// name, as `tar x` does; device and FIFO entries are skipped.
-    pub fn from_initrd(archive: &'a [u8], console: Box<dyn Console + 'a>) -> Result<Self, BuildError> {
+    pub fn from_initrd(
+        archive: &'a [u8],
+        console: Box<dyn Console + 'a>,
+    ) -> Result<Self, BuildError> {
         let mut fs = Fs::new(console);
         for e in tar::entries(archive).map_err(BuildError::Tar)? {
             fs.now = Timespec { sec: e.mtime as i64, nsec: 0 };
@@ -207,9 +211,12 @@ impl<'a> Fs<'a> {
             Ok(d) => d,
             Err(_) => self.mkdir(root, b"/dev", 0o755).expect("fresh /dev"),
         };
-        for (name, d) in
-            [(&b"null"[..], Device::Null), (b"zero", Device::Zero), (b"tty", Device::Tty), (b"console", Device::Console)]
-        {
+        for (name, d) in [
+            (&b"null"[..], Device::Null),
+            (b"zero", Device::Zero),
+            (b"tty", Device::Tty),
+            (b"console", Device::Console),
+        ] {
             if !self.entries(dev).contains_key(name) {
                 let ino = self.alloc(Kind::Dev(d), 0o666);
                 self.link_into(dev, name, ino);
@@ -281,7 +288,14 @@ impl<'a> Fs<'a> {
     // ---- the arena ----
 
     fn alloc(&mut self, kind: Kind<'a>, perm: u32) -> Ino {
-        let node = Node { kind, perm: perm & 0o7777, nlink: 0, holders: 0, mtime: self.now, ctime: self.now };
+        let node = Node {
+            kind,
+            perm: perm & 0o7777,
+            nlink: 0,
+            holders: 0,
+            mtime: self.now,
+            ctime: self.now,
+        };
         match self.free.pop() {
             Some(i) => {
                 self.nodes[i] = Some(node);
@@ -488,11 +502,8 @@ impl<'a> Fs<'a> {
         };
         match &self.node(ino).kind {
             Kind::Symlink(_) => return Err(ELOOP), // O_NOFOLLOW on a link
-            Kind::Dir { .. } => {
-                if writes || flags & O_CREAT != 0 {
-                    return Err(EISDIR);
-                }
-            }
+            Kind::Dir { .. } if writes || flags & O_CREAT != 0 => return Err(EISDIR),
+            Kind::Dir { .. } => {}
             _ if flags & O_DIRECTORY != 0 => return Err(ENOTDIR),
             _ => {}
         }
@@ -518,7 +529,11 @@ impl<'a> Fs<'a> {
     /// `mkdir(2)`; returns the new directory.
     pub fn mkdir(&mut self, start: Ino, path: &[u8], mode: u32) -> SysResult<Ino> {
         let p = self.parent(start, path)?;
-        if p.name.is_empty() || p.name == b"." || p.name == b".." || self.entries(p.dir).contains_key(p.name) {
+        if p.name.is_empty()
+            || p.name == b"."
+            || p.name == b".."
+            || self.entries(p.dir).contains_key(p.name)
+        {
             return Err(EEXIST);
         }
         let d = self.new_dir(p.dir, mode & !UMASK & 0o1777);
@@ -568,7 +583,11 @@ impl<'a> Fs<'a> {
     pub fn symlink(&mut self, target: &[u8], start: Ino, path: &[u8]) -> SysResult<()> {
         path::check(target)?;
         let p = self.parent(start, path)?;
-        if p.name.is_empty() || p.name == b"." || p.name == b".." || self.entries(p.dir).contains_key(p.name) {
+        if p.name.is_empty()
+            || p.name == b"."
+            || p.name == b".."
+            || self.entries(p.dir).contains_key(p.name)
+        {
             return Err(EEXIST);
         }
         let l = self.alloc(Kind::Symlink(target.to_vec()), 0o777);
@@ -583,7 +602,11 @@ impl<'a> Fs<'a> {
             return Err(EPERM);
         }
         let p = self.parent(nstart, new)?;
-        if p.name.is_empty() || p.name == b"." || p.name == b".." || self.entries(p.dir).contains_key(p.name) {
+        if p.name.is_empty()
+            || p.name == b"."
+            || p.name == b".."
+            || self.entries(p.dir).contains_key(p.name)
+        {
             return Err(EEXIST);
         }
         self.link_into(p.dir, p.name, ino);
@@ -674,7 +697,8 @@ impl<'a> Fs<'a> {
                 return Err(ENOENT);
             }
             let Kind::Dir { parent, .. } = self.node(dir).kind else { return Err(ENOTDIR) };
-            let name = self.entries(parent).iter().find(|e| *e.1 == dir).map(|e| e.0).ok_or(ENOENT)?;
+            let name =
+                self.entries(parent).iter().find(|e| *e.1 == dir).map(|e| e.0).ok_or(ENOENT)?;
             parts.push(name);
             dir = parent;
         }

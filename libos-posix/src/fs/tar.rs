@@ -93,7 +93,11 @@ pub fn entries(archive: &[u8]) -> Result<Vec<Entry<'_>>, TarError> {
         if &h[257..262] != b"ustar" {
             return Err(TarError::BadHeader(at));
         }
-        let sum: u64 = h.iter().enumerate().map(|(i, &c)| if (148..156).contains(&i) { 32 } else { c as u64 }).sum();
+        let sum: u64 = h
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| if (148..156).contains(&i) { 32 } else { c as u64 })
+            .sum();
         if octal(&h[148..156]) != Some(sum) {
             return Err(TarError::BadHeader(at));
         }
@@ -136,9 +140,11 @@ pub fn entries(archive: &[u8]) -> Result<Vec<Entry<'_>>, TarError> {
     Ok(out)
 }
 
+/// One entry for [`build`]: (name ≤ 100 bytes, type flag, mode, link target, data).
+pub type BuildEntry<'e> = (&'e [u8], u8, u32, &'e [u8], &'e [u8]);
+
 /// Builds a ustar archive (for tests, and for glue that packs a tree).
-/// `entries`: (name ≤ 100 bytes, type flag, mode, link target, data).
-pub fn build(entries: &[(&[u8], u8, u32, &[u8], &[u8])]) -> Vec<u8> {
+pub fn build(entries: &[BuildEntry<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
     for &(name, typ, mode, link, data) in entries {
         let mut h = [0u8; BLOCK];

@@ -50,7 +50,11 @@ fn tree_from_archive_zero_copy_and_links() {
     assert!(f.lookup(r, b"/etc/loop", false).is_ok());
     let motd = f.lookup(r, b"/lib/motd", true).unwrap();
     assert_eq!(read_all(&mut f, motd), b"hello\n");
-    assert_eq!(f.lookup(r, b"/lib/../bin/busybox", true), Ok(bb), ".. after a symlink is the target's parent");
+    assert_eq!(
+        f.lookup(r, b"/lib/../bin/busybox", true),
+        Ok(bb),
+        ".. after a symlink is the target's parent"
+    );
     // Devices and /tmp added; the archive's device entry skipped.
     let null = f.lookup(r, b"/dev/null", true).unwrap();
     assert_eq!(f.device(null), Some(Device::Null));
@@ -113,7 +117,10 @@ fn open_semantics() {
     f.symlink(b"/tmp/target", r, b"/tmp/dangling").unwrap();
     let t = f.open(r, b"/tmp/dangling", O_CREAT | O_WRONLY, 0o600).unwrap();
     assert_eq!(f.lookup(r, b"/tmp/target", true), Ok(t));
-    assert_eq!(f.open(r, b"/tmp/dangling2", O_CREAT | O_EXCL | O_WRONLY, 0o600).map(|_| ()), Ok(()));
+    assert_eq!(
+        f.open(r, b"/tmp/dangling2", O_CREAT | O_EXCL | O_WRONLY, 0o600).map(|_| ()),
+        Ok(())
+    );
 }
 
 #[test]
@@ -224,7 +231,10 @@ fn malformed_archives() {
     a[5] ^= 1; // first header's name: checksum mismatch
     assert!(matches!(Fs::from_initrd(&a, MockConsole::default().boxed()), Err(BuildError::Tar(_))));
     let a = tar::build(&[(b"x", b'0', 0o644, b"", b"1"), (b"x/y", b'0', 0o644, b"", b"2")]);
-    assert_eq!(Fs::from_initrd(&a, MockConsole::default().boxed()).unwrap_err(), BuildError::Entry(b"x/y".to_vec(), ENOTDIR));
+    assert_eq!(
+        Fs::from_initrd(&a, MockConsole::default().boxed()).unwrap_err(),
+        BuildError::Entry(b"x/y".to_vec(), ENOTDIR)
+    );
 }
 
 // ---- model-based property test of the writable layer over the archive ----
@@ -347,8 +357,12 @@ impl Model {
         // Move the subtree.
         let mut pre = a.to_vec();
         pre.push(b'/');
-        let moved: Vec<(Vec<u8>, M)> =
-            self.0.iter().filter(|(k, _)| k.starts_with(&pre)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let moved: Vec<(Vec<u8>, M)> = self
+            .0
+            .iter()
+            .filter(|(k, _)| k.starts_with(&pre))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         for (k, _) in &moved {
             self.0.remove(k);
         }
@@ -374,14 +388,25 @@ enum Op {
     Rename(usize, usize),
 }
 
-const PATHS: [&[u8]; 10] =
-    [b"/etc", b"/etc/motd", b"/etc/new", b"/a", b"/a/b", b"/a/b/c", b"/tmp/x", b"/tmp/y", b"/etc/motd/z", b"/q"];
+const PATHS: [&[u8]; 10] = [
+    b"/etc",
+    b"/etc/motd",
+    b"/etc/new",
+    b"/a",
+    b"/a/b",
+    b"/a/b/c",
+    b"/tmp/x",
+    b"/tmp/y",
+    b"/etc/motd/z",
+    b"/q",
+];
 
 fn op() -> impl Strategy<Value = Op> {
     let p = 0..PATHS.len();
     prop_oneof![
         p.clone().prop_map(Op::Create),
-        (p.clone(), 0usize..20, proptest::collection::vec(any::<u8>(), 0..8)).prop_map(|(a, o, d)| Op::Write(a, o, d)),
+        (p.clone(), 0usize..20, proptest::collection::vec(any::<u8>(), 0..8))
+            .prop_map(|(a, o, d)| Op::Write(a, o, d)),
         (p.clone(), 0usize..20).prop_map(|(a, n)| Op::Trunc(a, n)),
         p.clone().prop_map(Op::Mkdir),
         p.clone().prop_map(Op::Rmdir),

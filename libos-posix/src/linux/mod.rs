@@ -498,8 +498,14 @@ impl Utsname<'_> {
     /// The bytes Linux writes (each field NUL-padded, truncated to 64 bytes).
     pub fn encode(&self) -> [u8; 390] {
         let mut b = [0u8; 390];
-        let fields =
-            [self.sysname, self.nodename, self.release, self.version, self.machine, self.domainname];
+        let fields = [
+            self.sysname,
+            self.nodename,
+            self.release,
+            self.version,
+            self.machine,
+            self.domainname,
+        ];
         for (i, f) in fields.iter().enumerate() {
             let n = f.len().min(Self::FIELD - 1);
             b[i * Self::FIELD..i * Self::FIELD + n].copy_from_slice(&f.as_bytes()[..n]);
@@ -709,7 +715,7 @@ mod tests {
         encode_dirent64(&mut v, 7, 1, DT_REG, b"abcde");
         assert_eq!(v.len(), 32); // 19 + 5 + 1 = 25 -> 32
         assert_eq!(u16::from_le_bytes([v[16], v[17]]), 32);
-        assert_eq!(&v[19..25], b"abcde");
+        assert_eq!(&v[19..24], b"abcde");
         assert_eq!(v[23], b'e');
         assert_eq!(v[24], 0);
         assert_eq!(dirent64_reclen(4), 24);
