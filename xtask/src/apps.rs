@@ -44,6 +44,7 @@ const RESERVED: &[&str] = &[
     "abi",
     "kernel",
     "libos-async",
+    "libos-posix",
     "xtask",
     "core",
     "std",

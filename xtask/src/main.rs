@@ -491,7 +491,14 @@ fn new_app(ws: &Workspace, args: &NewArgs) -> Result<(), String> {
 fn check(ws: &Workspace, args: &CheckArgs) -> Result<bool, String> {
     toolchain::ensure_components(&ws.root, &["rustfmt", "clippy"])?;
     toolchain::ensure_target(&ws.root, TARGET)?;
-    let mut bare = vec!["-p".to_string(), "kernel".into(), "-p".into(), "libos-async".into()];
+    let mut bare = vec![
+        "-p".to_string(),
+        "kernel".into(),
+        "-p".into(),
+        "libos-async".into(),
+        "-p".into(),
+        "libos-posix".into(),
+    ];
     for library in apps::libraries(&ws.root)? {
         bare.extend(["-p".into(), library]);
     }

@@ -1,0 +1,81 @@
+//! What the ring-3 glue provides: the only doors from the core to the
+//! machine.
+//!
+//! The core never dereferences a pointer, maps a page, reads a clock or
+//! prints. Each of those is one of these traits, implemented by the glue
+//! with the exokernel's primitives (and by `mock` in the tests):
+//!
+//! | trait | used for | glue implements it with |
+//! |---|---|---|
+//! | [`UserMemory`] | every pointer argument | checked copies in its own address space |
+//! | [`Memory`] | `brk`, `mmap`, `munmap`, `mprotect`, `madvise` | frame allocation and page-table calls |
+//! | [`Clock`] | `clock_*`, `nanosleep`, file times | the TSC / info page and a wake-up predicate |
+//! | [`Console`] | fds 0–2, `/dev/console`, `/dev/tty` | the console channel |
+//! | [`Host`] | `arch_prctl(ARCH_SET_FS)`, `getrandom`, "unimplemented" reports | the vCPU's FS base, `rdrand`/TSC mixing, the log |
+
+use crate::linux::{SysResult, Winsize};
+
+/// The program's memory, as seen from its own environment. Both methods fail
+/// with `EFAULT` when any byte of the range is not mapped with the needed
+/// access; they never panic on a bad address.
+pub trait UserMemory {
+    /// Copies `buf.len()` bytes from user address `addr`.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> SysResult<()>;
+    /// Copies `data` to user address `addr`.
+    fn write(&mut self, addr: u64, data: &[u8]) -> SysResult<()>;
+}
+
+/// The program's address space. Addresses and lengths are page-aligned and
+/// lie in the ranges the core was configured with; the core tracks what is
+/// mapped and asks only for consistent changes.
+pub trait Memory {
+    /// Maps fresh zero-filled private pages over `[addr, addr+len)` with
+    /// `prot` (`PROT_*`), replacing whatever was mapped there.
+    fn map(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()>;
+    /// Unmaps `[addr, addr+len)`, which is entirely mapped.
+    fn unmap(&mut self, addr: u64, len: u64) -> SysResult<()>;
+    /// Changes the rights of `[addr, addr+len)`, which is entirely mapped.
+    fn protect(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()>;
+}
+
+/// Time. All values are nanoseconds.
+pub trait Clock {
+    /// Time since an arbitrary start, never going back (`CLOCK_MONOTONIC`).
+    fn monotonic_ns(&self) -> u64;
+    /// Time since the Unix epoch (`CLOCK_REALTIME`).
+    fn realtime_ns(&self) -> u64;
+    /// CPU time this process has used (`CLOCK_PROCESS_CPUTIME_ID`).
+    fn cpu_ns(&self) -> u64 {
+        self.monotonic_ns()
+    }
+    /// The clocks' resolution.
+    fn resolution_ns(&self) -> u64 {
+        1
+    }
+    /// Blocks until `monotonic_ns() >= deadline`.
+    fn sleep_until(&mut self, deadline_ns: u64);
+}
+
+/// The console: a terminal the program's standard streams are attached to.
+pub trait Console {
+    /// Writes `data`; returns how many bytes were taken.
+    fn write(&mut self, data: &[u8]) -> usize;
+    /// Reads up to `buf.len()` bytes, blocking until at least one (or end of
+    /// input, 0).
+    fn read(&mut self, buf: &mut [u8]) -> SysResult<usize>;
+    /// The window size `TIOCGWINSZ` reports.
+    fn winsize(&self) -> Winsize {
+        Winsize { rows: 24, cols: 80 }
+    }
+}
+
+/// Everything else the core asks of its environment.
+pub trait Host {
+    /// Sets this vCPU's FS base (`arch_prctl(ARCH_SET_FS)`); the address is
+    /// canonical and in the user half.
+    fn set_fs(&mut self, base: u64) -> SysResult<()>;
+    /// Fills `buf` with unpredictable bytes (`getrandom`).
+    fn random(&mut self, buf: &mut [u8]);
+    /// A diagnostic line, e.g. `libos-posix: unimplemented syscall mremap (25)`.
+    fn report(&mut self, line: &str);
+}

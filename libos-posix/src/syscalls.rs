@@ -1,0 +1,924 @@
+//! The Linux system-call dispatcher and the per-process state it works on.
+//!
+//! This module owns [`Process`] (file system, descriptors, working
+//! directory, address-space record, the glue's traits) and [`dispatch`]:
+//! the one place that turns a system-call number and six raw arguments into
+//! a handler call and the handler's `Result` into Linux's return value
+//! (`-errno` on failure). Every pointer argument goes through
+//! [`UserMemory`]; nothing here dereferences user addresses.
+//!
+//! Tier 1 is implemented (files, memory, clocks, identity, `exit_group`);
+//! any other number answers `-ENOSYS` and is reported once per process,
+//! by name, through [`Host::report`].
+//!
+//! Notes on Linux exactness:
+//! - `read`/`write` move at most 64 KiB per copy and stop at the first
+//!   fault after progress (returning the bytes done), as Linux does.
+//! - `lseek` on a terminal is `ESPIPE`; on `/dev/null`/`/dev/zero` it
+//!   succeeds with 0; on a directory only `SEEK_SET`/`SEEK_CUR` work.
+//! - `pwrite64` on an `O_APPEND` description appends (a documented Linux
+//!   bug, `man 2 pwrite`).
+//! - File mappings are private copies made at `mmap` time; `MAP_SHARED`
+//!   file mappings with `PROT_WRITE` are `ENODEV` (not supported), read-only
+//!   shared ones are copies too (later writes to the file are not seen).
+//! - The process CPU-time clocks read [`Clock::cpu_ns`].
+
+use crate::exec;
+use crate::fd::{DEFAULT_LIMIT, FdTable};
+use crate::fs::{Device, Fs, Ino};
+use crate::host::{Clock, Host, Memory, UserMemory};
+use crate::linux::errno::*;
+use crate::linux::sysno::*;
+use crate::linux::*;
+use crate::mm::{Layout, Mm, page_up};
+use alloc::boxed::Box;
+use alloc::collections::BTreeSet;
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+/// An open-file description: what `open` creates and `dup` shares.
+#[derive(Debug)]
+pub struct OpenFile {
+    /// The inode.
+    pub ino: Ino,
+    /// Access mode and status flags (`O_APPEND`, `O_NONBLOCK`, `O_LARGEFILE`, ...).
+    pub flags: u32,
+    /// The file offset (for a directory: the index of the next entry).
+    pub offset: u64,
+}
+
+/// A shared description, as the descriptor table holds it.
+pub type Desc = RefCell<OpenFile>;
+
+/// The largest copy through a kernel-side buffer.
+const CHUNK: usize = 64 * 1024;
+/// Status flags `F_SETFL` may change (`fs/fcntl.c: SETFL_MASK`).
+const SETFL_MASK: u32 = O_APPEND | O_ASYNC | O_DIRECT | O_NOATIME | O_NONBLOCK;
+
+/// One Linux process in this environment.
+pub struct Process<'a> {
+    /// Its file system.
+    pub fs: Fs<'a>,
+    /// Its descriptors.
+    pub fds: FdTable<Desc>,
+    /// Its address-space record.
+    pub mm: Mm,
+    cwd: Ino,
+    memory: Box<dyn Memory + 'a>,
+    clock: Box<dyn Clock + 'a>,
+    host: Box<dyn Host + 'a>,
+    pid: i32,
+    fs_base: u64,
+    reported: BTreeSet<u64>,
+    exit_status: Option<i32>,
+}
+
+impl core::fmt::Debug for Process<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Process").field("pid", &self.pid).field("fds", &self.fds).finish()
+    }
+}
+
+/// Where the program starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Initial `rip`.
+    pub rip: u64,
+    /// Initial `rsp` (16-byte aligned, at `argc`); `rdx` must be 0.
+    pub rsp: u64,
+}
+
+impl<'a> Process<'a> {
+    /// A process with `fs`, the console open on descriptors 0, 1 and 2 (one
+    /// shared read/write description, as Linux's `init` gets), `/` as its
+    /// working directory, and nothing mapped.
+    pub fn new(
+        mut fs: Fs<'a>,
+        layout: Layout,
+        pid: i32,
+        memory: Box<dyn Memory + 'a>,
+        clock: Box<dyn Clock + 'a>,
+        host: Box<dyn Host + 'a>,
+    ) -> Self {
+        let root = fs.root();
+        fs.hold(root);
+        let mut fds = FdTable::new(DEFAULT_LIMIT);
+        if let Ok(con) = fs.lookup(root, b"/dev/console", true) {
+            fs.hold(con);
+            let d = Rc::new(RefCell::new(OpenFile {
+                ino: con,
+                flags: O_RDWR | O_LARGEFILE,
+                offset: 0,
+            }));
+            for _ in 0..3 {
+                fds.insert(d.clone(), false, 0).expect("empty table");
+            }
+        }
+        Process {
+            fs,
+            fds,
+            mm: Mm::new(layout),
+            cwd: root,
+            memory,
+            clock,
+            host,
+            pid,
+            fs_base: 0,
+            reported: BTreeSet::new(),
+            exit_status: None,
+        }
+    }
+
+    /// The status passed to `exit`/`exit_group`, once the program has called it.
+    pub fn exit_status(&self) -> Option<i32> {
+        self.exit_status
+    }
+
+    /// Maps `image` (a static executable, see [`exec::plan`]) and its stack,
+    /// writes the start stack for `argv`/`envp` and returns where to start.
+    /// The stack is `stack_size` bytes just below `stack_top`; `pie_bias`
+    /// places a static PIE.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load(
+        &mut self,
+        image: &[u8],
+        pie_bias: u64,
+        argv: &[&[u8]],
+        envp: &[&[u8]],
+        random: &[u8; 16],
+        stack_top: u64,
+        stack_size: u64,
+        mem: &mut dyn UserMemory,
+    ) -> Result<Entry, exec::ExecError> {
+        let l = self.mm.layout();
+        let plan = exec::plan(image, pie_bias, l.user_end)?;
+        let fault = |_| exec::ExecError::BadSegment(usize::MAX);
+        for s in &plan.segments {
+            let (start, end) = (s.page_start(), s.page_end());
+            self.mm
+                .map(start, end - start, PROT_READ | PROT_WRITE, true, false, &mut *self.memory)
+                .map_err(fault)?;
+            mem.write(s.vaddr, &image[s.offset as usize..(s.offset + s.filesz) as usize])
+                .map_err(fault)?;
+            self.mm.protect(start, end - start, s.prot(), &mut *self.memory).map_err(fault)?;
+        }
+        let stack_prot = PROT_READ | PROT_WRITE | if plan.exec_stack { PROT_EXEC } else { 0 };
+        let top = stack_top & !(PAGE_SIZE - 1);
+        self.mm
+            .map(top - stack_size, stack_size, stack_prot, true, false, &mut *self.memory)
+            .map_err(fault)?;
+        let execfn = argv.first().copied().unwrap_or(b"");
+        let st = exec::build_stack(top, argv, envp, execfn, random, &plan.auxv())?;
+        if top - st.rsp > stack_size {
+            return Err(exec::ExecError::TooBig);
+        }
+        mem.write(st.rsp, &st.bytes).map_err(fault)?;
+        Ok(Entry { rip: plan.entry, rsp: st.rsp })
+    }
+
+    fn desc(&self, fd: i32) -> SysResult<Rc<Desc>> {
+        self.fds.get(fd).cloned()
+    }
+
+    fn release(&mut self, d: Rc<Desc>) {
+        if let Ok(d) = Rc::try_unwrap(d) {
+            self.fs.release(d.into_inner().ino);
+        }
+    }
+
+    /// The directory a `*at` call starts from, for a path not starting at `/`.
+    fn at_dir(&self, dirfd: i32, path: &[u8]) -> SysResult<Ino> {
+        if path.is_empty() {
+            return Err(ENOENT); // before dirfd is looked at, as getname() does
+        }
+        if path.first() == Some(&b'/') || dirfd == AT_FDCWD {
+            return Ok(self.cwd);
+        }
+        let ino = self.desc(dirfd)?.borrow().ino;
+        if !self.fs.is_dir(ino) { Err(ENOTDIR) } else { Ok(ino) }
+    }
+
+    fn report_once(&mut self, nr: u64) {
+        if self.reported.insert(nr) {
+            let name = syscall_name(nr).unwrap_or("?");
+            self.host.report(&format!("libos-posix: unimplemented syscall {name} ({nr})"));
+        }
+    }
+}
+
+/// Reads a NUL-terminated path from user memory, page by page so that a
+/// string ending just before an unmapped page is read without fault.
+pub fn read_path(mem: &dyn UserMemory, addr: u64) -> SysResult<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = addr;
+    while out.len() < PATH_MAX {
+        let chunk = (PAGE_SIZE - at % PAGE_SIZE).min((PATH_MAX - out.len()) as u64) as usize;
+        let mut buf = vec![0u8; chunk];
+        mem.read(at, &mut buf)?;
+        if let Some(n) = buf.iter().position(|&c| c == 0) {
+            out.extend_from_slice(&buf[..n]);
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf);
+        at += chunk as u64;
+    }
+    Err(ENAMETOOLONG)
+}
+
+fn read_struct<const N: usize>(mem: &dyn UserMemory, addr: u64) -> SysResult<[u8; N]> {
+    let mut b = [0u8; N];
+    mem.read(addr, &mut b)?;
+    Ok(b)
+}
+
+/// Handles system call `nr` with `args` for `p`; returns what goes in `rax`.
+pub fn dispatch(p: &mut Process<'_>, nr: u64, args: [u64; 6], mem: &mut impl UserMemory) -> i64 {
+    p.fs.now = Timespec::from_ns(p.clock.realtime_ns());
+    match call(p, nr, args, mem) {
+        Ok(v) => v as i64,
+        Err(e) => e.to_ret(),
+    }
+}
+
+fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> SysResult<u64> {
+    let fd = a[0] as i32;
+    match nr {
+        SYS_READ => sys_read(p, fd, None, a[1], a[2], mem),
+        SYS_WRITE => sys_write(p, fd, None, a[1], a[2], mem),
+        SYS_PREAD64 => sys_read(p, fd, Some(a[3] as i64), a[1], a[2], mem),
+        SYS_PWRITE64 => sys_write(p, fd, Some(a[3] as i64), a[1], a[2], mem),
+        SYS_READV => sys_rwv(p, fd, a[1], a[2], false, mem),
+        SYS_WRITEV => sys_rwv(p, fd, a[1], a[2], true, mem),
+        SYS_LSEEK => sys_lseek(p, fd, a[1] as i64, a[2] as u32),
+        SYS_OPEN => sys_openat(p, AT_FDCWD, a[0], a[1] as u32, a[2] as u32, mem),
+        SYS_OPENAT => sys_openat(p, a[0] as i32, a[1], a[2] as u32, a[3] as u32, mem),
+        SYS_CREAT => sys_openat(p, AT_FDCWD, a[0], O_CREAT | O_WRONLY | O_TRUNC, a[1] as u32, mem),
+        SYS_CLOSE => {
+            let d = p.fds.close(fd)?;
+            p.release(d);
+            Ok(0)
+        }
+        SYS_ACCESS => sys_access(p, AT_FDCWD, a[0], a[1] as u32, 0, mem),
+        SYS_FACCESSAT => sys_access(p, a[0] as i32, a[1], a[2] as u32, 0, mem),
+        SYS_FACCESSAT2 => sys_access(p, a[0] as i32, a[1], a[2] as u32, a[3] as u32, mem),
+        SYS_STAT => sys_stat(p, AT_FDCWD, a[0], a[1], 0, mem),
+        SYS_LSTAT => sys_stat(p, AT_FDCWD, a[0], a[1], AT_SYMLINK_NOFOLLOW, mem),
+        SYS_NEWFSTATAT => sys_stat(p, a[0] as i32, a[1], a[2], a[3] as u32, mem),
+        SYS_FSTAT => {
+            let st = p.fs.stat(p.desc(fd)?.borrow().ino);
+            mem.write(a[1], &st.encode())?;
+            Ok(0)
+        }
+        SYS_GETDENTS64 => sys_getdents64(p, fd, a[1], a[2], mem),
+        SYS_GETCWD => {
+            let mut path = p.fs.path_of(p.cwd)?;
+            path.push(0);
+            if (a[1] as usize) < path.len() {
+                return Err(ERANGE);
+            }
+            mem.write(a[0], &path)?;
+            Ok(path.len() as u64)
+        }
+        SYS_CHDIR => {
+            let path = read_path(mem, a[0])?;
+            let ino = p.fs.lookup(p.cwd, &path, true)?;
+            set_cwd(p, ino)
+        }
+        SYS_FCHDIR => {
+            let ino = p.desc(fd)?.borrow().ino;
+            set_cwd(p, ino)
+        }
+        SYS_MKDIR => sys_mkdirat(p, AT_FDCWD, a[0], a[1] as u32, mem),
+        SYS_MKDIRAT => sys_mkdirat(p, a[0] as i32, a[1], a[2] as u32, mem),
+        SYS_RMDIR => {
+            let path = read_path(mem, a[0])?;
+            p.fs.rmdir(p.cwd, &path).map(|_| 0)
+        }
+        SYS_UNLINK => sys_unlinkat(p, AT_FDCWD, a[0], 0, mem),
+        SYS_UNLINKAT => sys_unlinkat(p, a[0] as i32, a[1], a[2] as u32, mem),
+        SYS_RENAME => sys_renameat(p, AT_FDCWD, a[0], AT_FDCWD, a[1], 0, mem),
+        SYS_RENAMEAT => sys_renameat(p, a[0] as i32, a[1], a[2] as i32, a[3], 0, mem),
+        SYS_RENAMEAT2 => sys_renameat(p, a[0] as i32, a[1], a[2] as i32, a[3], a[4] as u32, mem),
+        SYS_READLINK => sys_readlinkat(p, AT_FDCWD, a[0], a[1], a[2] as i64, mem),
+        SYS_READLINKAT => sys_readlinkat(p, a[0] as i32, a[1], a[2], a[3] as i64, mem),
+        SYS_SYMLINK => {
+            let (target, path) = (read_path(mem, a[0])?, read_path(mem, a[1])?);
+            p.fs.symlink(&target, p.cwd, &path).map(|_| 0)
+        }
+        SYS_LINK => {
+            let (old, new) = (read_path(mem, a[0])?, read_path(mem, a[1])?);
+            p.fs.link(p.cwd, &old, p.cwd, &new).map(|_| 0)
+        }
+        SYS_FTRUNCATE => {
+            let d = p.desc(fd)?;
+            let f = d.borrow();
+            if f.flags & O_ACCMODE == O_RDONLY || (a[1] as i64) < 0 {
+                return Err(EINVAL);
+            }
+            p.fs.truncate(f.ino, a[1]).map(|_| 0)
+        }
+        SYS_TRUNCATE => {
+            let path = read_path(mem, a[0])?;
+            if (a[1] as i64) < 0 {
+                return Err(EINVAL);
+            }
+            let ino = p.fs.lookup(p.cwd, &path, true)?;
+            p.fs.truncate(ino, a[1]).map(|_| 0)
+        }
+        SYS_DUP => p.fds.dup(fd).map(|n| n as u64),
+        SYS_DUP2 => sys_dup3(p, fd, a[1] as i32, 0, false),
+        SYS_DUP3 => sys_dup3(p, fd, a[1] as i32, a[2] as u32, true),
+        SYS_FCNTL => sys_fcntl(p, fd, a[1] as u32, a[2]),
+        SYS_IOCTL => sys_ioctl(p, fd, a[1] as u32, a[2], mem),
+        SYS_BRK => Ok(p.mm.brk(a[0], &mut *p.memory)),
+        SYS_MMAP => sys_mmap(p, a, mem),
+        SYS_MUNMAP => p.mm.unmap(a[0], a[1], &mut *p.memory).map(|_| 0),
+        SYS_MPROTECT => p.mm.protect(a[0], a[1], a[2] as u32, &mut *p.memory).map(|_| 0),
+        SYS_MADVISE => sys_madvise(p, a[0], a[1], a[2] as u32),
+        SYS_CLOCK_GETTIME => {
+            let ns = clock_now(p, a[0] as u32)?;
+            mem.write(a[1], &Timespec::from_ns(ns).encode())?;
+            Ok(0)
+        }
+        SYS_CLOCK_GETRES => {
+            clock_now(p, a[0] as u32)?;
+            if a[1] != 0 {
+                mem.write(a[1], &Timespec::from_ns(p.clock.resolution_ns()).encode())?;
+            }
+            Ok(0)
+        }
+        SYS_NANOSLEEP => sys_sleep(p, CLOCK_MONOTONIC, 0, a[0], mem),
+        SYS_CLOCK_NANOSLEEP => sys_sleep(p, a[0] as u32, a[1] as u32, a[2], mem),
+        SYS_EXIT | SYS_EXIT_GROUP => {
+            p.exit_status = Some(a[0] as i32 & 0xff);
+            Ok(0)
+        }
+        SYS_ARCH_PRCTL => match a[0] {
+            ARCH_SET_FS => {
+                // Linux refuses a base outside the user half (EPERM).
+                if a[1] >= p.mm.layout().user_end {
+                    return Err(EPERM);
+                }
+                p.host.set_fs(a[1])?;
+                p.fs_base = a[1];
+                Ok(0)
+            }
+            ARCH_GET_FS => {
+                mem.write(a[1], &p.fs_base.to_le_bytes())?;
+                Ok(0)
+            }
+            _ => Err(EINVAL),
+        },
+        SYS_SET_TID_ADDRESS | SYS_GETPID | SYS_GETTID => Ok(p.pid as u64),
+        SYS_GETPPID => Ok(0),
+        SYS_GETUID | SYS_GETEUID | SYS_GETGID | SYS_GETEGID => Ok(0),
+        SYS_UMASK => Ok(crate::fs::UMASK as u64),
+        SYS_UNAME => {
+            let u = Utsname {
+                sysname: "Linux",
+                nodename: "exo",
+                release: "6.1.0-exo",
+                version: "#1 libos-posix",
+                machine: "x86_64",
+                domainname: "(none)",
+            };
+            mem.write(a[0], &u.encode())?;
+            Ok(0)
+        }
+        SYS_GETRANDOM => {
+            if a[2] as u32 & !(GRND_NONBLOCK | GRND_RANDOM | GRND_INSECURE) != 0
+                || a[2] as u32 & (GRND_RANDOM | GRND_INSECURE) == GRND_RANDOM | GRND_INSECURE
+            {
+                return Err(EINVAL);
+            }
+            let n = (a[1] as usize).min(CHUNK);
+            let mut buf = vec![0u8; n];
+            p.host.random(&mut buf);
+            mem.write(a[0], &buf)?;
+            Ok(n as u64)
+        }
+        _ => {
+            p.report_once(nr);
+            Err(ENOSYS)
+        }
+    }
+}
+
+fn set_cwd(p: &mut Process<'_>, ino: Ino) -> SysResult<u64> {
+    if !p.fs.is_dir(ino) {
+        return Err(ENOTDIR);
+    }
+    p.fs.hold(ino);
+    let old = core::mem::replace(&mut p.cwd, ino);
+    p.fs.release(old);
+    Ok(0)
+}
+
+/// Whether a description can be positioned (`FMODE_LSEEK`/`FMODE_PREAD`):
+/// not a terminal.
+fn seekable(p: &Process<'_>, ino: Ino) -> bool {
+    !p.fs.device(ino).is_some_and(Device::is_tty)
+}
+
+fn sys_read(
+    p: &mut Process<'_>,
+    fd: i32,
+    at: Option<i64>,
+    buf: u64,
+    count: u64,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    let d = p.desc(fd)?;
+    let (ino, flags, offset) = {
+        let f = d.borrow();
+        (f.ino, f.flags, f.offset)
+    };
+    if flags & O_ACCMODE == O_WRONLY || flags & O_ACCMODE == 3 {
+        return Err(EBADF);
+    }
+    if p.fs.is_dir(ino) {
+        return Err(EISDIR);
+    }
+    if let Some(off) = at {
+        if !seekable(p, ino) {
+            return Err(ESPIPE);
+        }
+        if off < 0 {
+            return Err(EINVAL);
+        }
+    }
+    let mut off = at.map_or(offset, |o| o as u64);
+    let is_file = p.fs.device(ino).is_none();
+    let mut done = 0u64;
+    let mut tmp = vec![0u8; (count as usize).min(CHUNK)];
+    while done < count {
+        let want = ((count - done) as usize).min(CHUNK);
+        let n = p.fs.read_at(ino, off, &mut tmp[..want])?;
+        if let Err(e) = mem.write(buf + done, &tmp[..n]) {
+            if done == 0 {
+                return Err(e);
+            }
+            break;
+        }
+        done += n as u64;
+        off += n as u64;
+        if n < want || !is_file {
+            break;
+        }
+    }
+    if at.is_none() && is_file {
+        d.borrow_mut().offset = off;
+    }
+    Ok(done)
+}
+
+fn sys_write(
+    p: &mut Process<'_>,
+    fd: i32,
+    at: Option<i64>,
+    buf: u64,
+    count: u64,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    let d = p.desc(fd)?;
+    let (ino, flags, offset) = {
+        let f = d.borrow();
+        (f.ino, f.flags, f.offset)
+    };
+    if flags & O_ACCMODE == O_RDONLY || flags & O_ACCMODE == 3 {
+        return Err(EBADF);
+    }
+    if let Some(off) = at {
+        if !seekable(p, ino) {
+            return Err(ESPIPE);
+        }
+        if off < 0 {
+            return Err(EINVAL);
+        }
+    }
+    let is_file = p.fs.device(ino).is_none();
+    let mut off =
+        if flags & O_APPEND != 0 { p.fs.size(ino) } else { at.map_or(offset, |o| o as u64) };
+    let mut done = 0u64;
+    let mut tmp = vec![0u8; (count as usize).min(CHUNK)];
+    while done < count {
+        let want = ((count - done) as usize).min(CHUNK);
+        if let Err(e) = mem.read(buf + done, &mut tmp[..want]) {
+            if done == 0 {
+                return Err(e);
+            }
+            break;
+        }
+        let n = p.fs.write_at(ino, off, &tmp[..want])?;
+        done += n as u64;
+        off += n as u64;
+        if n < want {
+            break;
+        }
+    }
+    if at.is_none() && is_file {
+        d.borrow_mut().offset = off;
+    }
+    Ok(done)
+}
+
+fn sys_rwv(
+    p: &mut Process<'_>,
+    fd: i32,
+    iov: u64,
+    cnt: u64,
+    write: bool,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    if cnt > UIO_MAXIOV {
+        return Err(EINVAL);
+    }
+    let mut raw = vec![0u8; cnt as usize * Iovec::SIZE];
+    mem.read(iov, &mut raw)?;
+    let vecs: Vec<Iovec> = raw.chunks(Iovec::SIZE).map(Iovec::decode).collect();
+    if vecs.iter().try_fold(0u64, |s, v| s.checked_add(v.len)).is_none_or(|t| t > isize::MAX as u64)
+    {
+        return Err(EINVAL);
+    }
+    p.desc(fd)?;
+    let mut total = 0;
+    for v in vecs {
+        if v.len == 0 {
+            continue;
+        }
+        let r = if write {
+            sys_write(p, fd, None, v.base, v.len, mem)
+        } else {
+            sys_read(p, fd, None, v.base, v.len, mem)
+        };
+        match r {
+            Ok(n) => {
+                total += n;
+                if n < v.len {
+                    break;
+                }
+            }
+            Err(e) if total == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(total)
+}
+
+fn sys_lseek(p: &mut Process<'_>, fd: i32, off: i64, whence: u32) -> SysResult<u64> {
+    let d = p.desc(fd)?;
+    let mut f = d.borrow_mut();
+    match p.fs.device(f.ino) {
+        Some(dev) if dev.is_tty() => return Err(ESPIPE),
+        Some(_) => {
+            if whence > SEEK_END {
+                return Err(EINVAL);
+            }
+            f.offset = 0;
+            return Ok(0);
+        }
+        None => {}
+    }
+    let size = p.fs.size(f.ino) as i64;
+    let dir = p.fs.is_dir(f.ino);
+    let new = match whence {
+        SEEK_SET => off,
+        SEEK_CUR => (f.offset as i64).checked_add(off).ok_or(EOVERFLOW)?,
+        SEEK_END if !dir => size.checked_add(off).ok_or(EOVERFLOW)?,
+        SEEK_DATA | SEEK_HOLE if !dir => {
+            if off < 0 || off >= size {
+                return Err(ENXIO);
+            }
+            if whence == SEEK_DATA { off } else { size }
+        }
+        _ => return Err(EINVAL),
+    };
+    if new < 0 {
+        return Err(EINVAL);
+    }
+    f.offset = new as u64;
+    Ok(new as u64)
+}
+
+fn sys_openat(
+    p: &mut Process<'_>,
+    dirfd: i32,
+    path: u64,
+    flags: u32,
+    mode: u32,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    let path = read_path(mem, path)?;
+    let start = p.at_dir(dirfd, &path)?;
+    // Linux reserves the descriptor before resolving the name: EMFILE wins.
+    if p.fds.fds().count() >= p.fds.limit() {
+        return Err(EMFILE);
+    }
+    let ino = p.fs.open(start, &path, flags, mode)?;
+    p.fs.hold(ino);
+    let keep = (flags & !(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | O_LARGEFILE;
+    let d = Rc::new(RefCell::new(OpenFile { ino, flags: keep, offset: 0 }));
+    match p.fds.insert(d.clone(), flags & O_CLOEXEC != 0, 0) {
+        Ok(fd) => Ok(fd as u64),
+        Err(e) => {
+            p.release(d);
+            Err(e)
+        }
+    }
+}
+
+fn sys_access(
+    p: &mut Process<'_>,
+    dirfd: i32,
+    path: u64,
+    mode: u32,
+    flags: u32,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    if flags & !(AT_EACCESS | AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH) != 0 {
+        return Err(EINVAL);
+    }
+    let path = read_path(mem, path)?;
+    let start = p.at_dir(dirfd, &path)?;
+    p.fs.access(start, &path, mode, flags & AT_SYMLINK_NOFOLLOW == 0).map(|_| 0)
+}
+
+fn sys_stat(
+    p: &mut Process<'_>,
+    dirfd: i32,
+    path: u64,
+    buf: u64,
+    flags: u32,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    if flags & !(AT_SYMLINK_NOFOLLOW | AT_EMPTY_PATH | AT_NO_AUTOMOUNT) != 0 {
+        return Err(EINVAL);
+    }
+    let path = read_path(mem, path)?;
+    let ino = if path.is_empty() && flags & AT_EMPTY_PATH != 0 {
+        if dirfd == AT_FDCWD { p.cwd } else { p.desc(dirfd)?.borrow().ino }
+    } else {
+        let start = p.at_dir(dirfd, &path)?;
+        p.fs.lookup(start, &path, flags & AT_SYMLINK_NOFOLLOW == 0)?
+    };
+    mem.write(buf, &p.fs.stat(ino).encode())?;
+    Ok(0)
+}
+
+fn sys_getdents64(
+    p: &mut Process<'_>,
+    fd: i32,
+    buf: u64,
+    count: u64,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    let d = p.desc(fd)?;
+    let mut f = d.borrow_mut();
+    if !p.fs.is_dir(f.ino) {
+        return Err(ENOTDIR);
+    }
+    let mut out = Vec::new();
+    let mut idx = f.offset as usize;
+    while let Some((ino, t, name)) = p.fs.dirent(f.ino, idx)? {
+        if (out.len() + dirent64_reclen(name.len())) as u64 > count {
+            if out.is_empty() {
+                return Err(EINVAL);
+            }
+            break;
+        }
+        idx += 1;
+        encode_dirent64(&mut out, ino, idx as i64, t, name);
+    }
+    mem.write(buf, &out)?;
+    f.offset = idx as u64;
+    Ok(out.len() as u64)
+}
+
+fn sys_mkdirat(
+    p: &mut Process<'_>,
+    dirfd: i32,
+    path: u64,
+    mode: u32,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    let path = read_path(mem, path)?;
+    let start = p.at_dir(dirfd, &path)?;
+    p.fs.mkdir(start, &path, mode).map(|_| 0)
+}
+
+fn sys_unlinkat(
+    p: &mut Process<'_>,
+    dirfd: i32,
+    path: u64,
+    flags: u32,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    if flags & !AT_REMOVEDIR != 0 {
+        return Err(EINVAL);
+    }
+    let path = read_path(mem, path)?;
+    let start = p.at_dir(dirfd, &path)?;
+    if flags & AT_REMOVEDIR != 0 { p.fs.rmdir(start, &path) } else { p.fs.unlink(start, &path) }
+        .map(|_| 0)
+}
+
+fn sys_renameat(
+    p: &mut Process<'_>,
+    odir: i32,
+    old: u64,
+    ndir: i32,
+    new: u64,
+    flags: u32,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    const RENAME_NOREPLACE: u32 = 1;
+    if flags & !RENAME_NOREPLACE != 0 {
+        return Err(EINVAL);
+    }
+    let (old, new) = (read_path(mem, old)?, read_path(mem, new)?);
+    let (os, ns) = (p.at_dir(odir, &old)?, p.at_dir(ndir, &new)?);
+    if flags & RENAME_NOREPLACE != 0 && p.fs.lookup(ns, &new, false).is_ok() {
+        return Err(EEXIST);
+    }
+    p.fs.rename(os, &old, ns, &new).map(|_| 0)
+}
+
+fn sys_readlinkat(
+    p: &mut Process<'_>,
+    dirfd: i32,
+    path: u64,
+    buf: u64,
+    size: i64,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    if size <= 0 {
+        return Err(EINVAL);
+    }
+    let path = read_path(mem, path)?;
+    let start = p.at_dir(dirfd, &path)?;
+    let target = p.fs.readlink(start, &path)?;
+    let n = target.len().min(size as usize);
+    mem.write(buf, &target[..n])?;
+    Ok(n as u64)
+}
+
+fn sys_dup3(p: &mut Process<'_>, old: i32, new: i32, flags: u32, is_dup3: bool) -> SysResult<u64> {
+    if flags & !O_CLOEXEC != 0 {
+        return Err(EINVAL);
+    }
+    let (fd, replaced) = p.fds.dup2(old, new, flags & O_CLOEXEC != 0, is_dup3)?;
+    if let Some(d) = replaced {
+        p.release(d);
+    }
+    Ok(fd as u64)
+}
+
+fn sys_fcntl(p: &mut Process<'_>, fd: i32, cmd: u32, arg: u64) -> SysResult<u64> {
+    match cmd {
+        F_DUPFD | F_DUPFD_CLOEXEC => {
+            let min = usize::try_from(arg as i32).map_err(|_| EINVAL)?;
+            p.fds.dup_min(fd, min, cmd == F_DUPFD_CLOEXEC).map(|n| n as u64)
+        }
+        F_GETFD => p.fds.cloexec(fd).map(|c| if c { FD_CLOEXEC } else { 0 }),
+        F_SETFD => p.fds.set_cloexec(fd, arg & FD_CLOEXEC != 0).map(|_| 0),
+        F_GETFL => Ok(p.desc(fd)?.borrow().flags as u64),
+        F_SETFL => {
+            let d = p.desc(fd)?;
+            let mut f = d.borrow_mut();
+            f.flags = (f.flags & !SETFL_MASK) | (arg as u32 & SETFL_MASK);
+            Ok(0)
+        }
+        _ => {
+            p.desc(fd)?;
+            Err(EINVAL)
+        }
+    }
+}
+
+fn sys_ioctl(
+    p: &mut Process<'_>,
+    fd: i32,
+    req: u32,
+    arg: u64,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    let ino = p.desc(fd)?.borrow().ino;
+    if !p.fs.device(ino).is_some_and(Device::is_tty) {
+        return Err(ENOTTY);
+    }
+    match req {
+        TCGETS => mem.write(arg, &Termios::default_tty().encode()).map(|_| 0),
+        TCSETS | TCSETSW | TCSETSF => read_struct::<{ Termios::SIZE }>(mem, arg).map(|_| 0),
+        TIOCGWINSZ => mem.write(arg, &p.fs.winsize().encode()).map(|_| 0),
+        TIOCGPGRP => mem.write(arg, &p.pid.to_le_bytes()).map(|_| 0),
+        _ => Err(ENOTTY),
+    }
+}
+
+fn sys_mmap(p: &mut Process<'_>, a: [u64; 6], mem: &mut dyn UserMemory) -> SysResult<u64> {
+    let (addr, len, prot, flags, fd, off) =
+        (a[0], a[1], a[2] as u32, a[3] as u32, a[4] as i32, a[5]);
+    let typ = flags & MAP_TYPE;
+    if !matches!(typ, MAP_SHARED | MAP_PRIVATE | MAP_SHARED_VALIDATE) || len == 0 {
+        return Err(EINVAL);
+    }
+    if !off.is_multiple_of(PAGE_SIZE) || prot & !(PROT_READ | PROT_WRITE | PROT_EXEC) != 0 {
+        return Err(EINVAL);
+    }
+    if flags & MAP_HUGETLB != 0 {
+        return Err(EINVAL);
+    }
+    let fixed = flags & MAP_FIXED != 0;
+    let noreplace = flags & MAP_FIXED_NOREPLACE != 0;
+    let len = page_up(len).ok_or(ENOMEM)?;
+    if flags & MAP_ANONYMOUS != 0 {
+        return p.mm.map(addr, len, prot, fixed, noreplace, &mut *p.memory);
+    }
+    let d = p.desc(fd)?;
+    let (ino, acc) = {
+        let f = d.borrow();
+        (f.ino, f.flags & O_ACCMODE)
+    };
+    if acc == O_WRONLY {
+        return Err(EACCES);
+    }
+    match p.fs.device(ino) {
+        Some(Device::Zero) => return p.mm.map(addr, len, prot, fixed, noreplace, &mut *p.memory),
+        Some(_) => return Err(ENODEV),
+        None if p.fs.is_dir(ino) => return Err(ENODEV),
+        None => {}
+    }
+    if typ != MAP_PRIVATE && prot & PROT_WRITE != 0 {
+        if acc != O_RDWR {
+            return Err(EACCES);
+        }
+        return Err(ENODEV); // shared writable file mappings: not supported
+    }
+    let at = p.mm.map(addr, len, PROT_READ | PROT_WRITE, fixed, noreplace, &mut *p.memory)?;
+    let data = p.fs.contents(ino)?;
+    let start = (off as usize).min(data.len());
+    let n = (data.len() - start).min(len as usize);
+    let copied = mem.write(at, &data[start..start + n]);
+    let prot_set = p.mm.protect(at, len, prot, &mut *p.memory);
+    if let Err(e) = copied.and(prot_set) {
+        let _ = p.mm.unmap(at, len, &mut *p.memory);
+        return Err(e);
+    }
+    Ok(at)
+}
+
+fn sys_madvise(p: &mut Process<'_>, addr: u64, len: u64, advice: u32) -> SysResult<u64> {
+    const MADV_DONTNEED: u32 = 4;
+    if !addr.is_multiple_of(PAGE_SIZE) {
+        return Err(EINVAL);
+    }
+    match advice {
+        MADV_DONTNEED => p.mm.discard(addr, len, &mut *p.memory).map(|_| 0),
+        // NORMAL RANDOM SEQUENTIAL WILLNEED FREE and the hints: advice only.
+        0..=3 | 8..=21 => Ok(0),
+        _ => Err(EINVAL),
+    }
+}
+
+fn clock_now(p: &Process<'_>, id: u32) -> SysResult<u64> {
+    match id {
+        CLOCK_REALTIME | CLOCK_REALTIME_COARSE => Ok(p.clock.realtime_ns()),
+        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME => {
+            Ok(p.clock.monotonic_ns())
+        }
+        CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => Ok(p.clock.cpu_ns()),
+        _ => Err(EINVAL),
+    }
+}
+
+fn sys_sleep(
+    p: &mut Process<'_>,
+    id: u32,
+    flags: u32,
+    req: u64,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    let t = Timespec::decode(&read_struct::<16>(mem, req)?);
+    let ns = t.to_ns()?;
+    let now_mono = p.clock.monotonic_ns();
+    let deadline = match id {
+        CLOCK_THREAD_CPUTIME_ID => return Err(EINVAL),
+        CLOCK_PROCESS_CPUTIME_ID => return Err(EOPNOTSUPP), // Linux: ENOTSUP
+        _ if flags & TIMER_ABSTIME != 0 => {
+            let now = clock_now(p, id)?;
+            now_mono.saturating_add(ns.saturating_sub(now))
+        }
+        _ => {
+            clock_now(p, id)?;
+            now_mono.saturating_add(ns)
+        }
+    };
+    p.clock.sleep_until(deadline);
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,447 @@
+use super::*;
+use crate::fs::tar;
+use crate::mock::*;
+use alloc::string::String;
+
+const SCRATCH: u64 = 0x7000_0000;
+const LAYOUT: Layout = Layout {
+    min_addr: 0x10000,
+    user_end: 0x8000_0000_0000,
+    brk_start: 0x60_0000,
+    brk_limit: 0x4000_0000,
+    mmap_lo: 0x10_0000_0000,
+    mmap_hi: 0x7f00_0000_0000,
+};
+
+struct T {
+    p: Process<'static>,
+    mem: Shared,
+    con: MockConsole,
+    host: MockHost,
+    clock: MockClock,
+    next: u64,
+}
+
+impl T {
+    fn new() -> Self {
+        let a = tar::build(&[
+            (b"etc/motd", b'0', 0o644, b"", b"hello, world\n"),
+            (b"bin/busybox", b'0', 0o755, b"", b"BB"),
+            (b"bin/sh", b'2', 0o777, b"busybox", b""),
+        ]);
+        let a: &'static [u8] = Box::leak(a.into_boxed_slice());
+        let con = MockConsole::default();
+        let fs = Fs::from_initrd(a, con.boxed()).unwrap();
+        let mem = Shared::default();
+        mem.0.borrow_mut().ensure(SCRATCH, 0x10000);
+        let host = MockHost::default();
+        let clock = MockClock::default();
+        let p = Process::new(
+            fs,
+            LAYOUT,
+            1,
+            Box::new(mem.clone()),
+            Box::new(clock.clone()),
+            Box::new(host.clone()),
+        );
+        T { p, mem, con, host, clock, next: SCRATCH }
+    }
+    /// Copies bytes into scratch memory; returns their address.
+    fn put(&mut self, b: &[u8]) -> u64 {
+        let at = self.next;
+        self.mem.0.borrow_mut().put(at, b);
+        self.next += (b.len() as u64 + 16) & !15;
+        at
+    }
+    fn cstr(&mut self, s: &str) -> u64 {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        self.put(&v)
+    }
+    fn buf(&mut self, n: usize) -> u64 {
+        self.put(&vec![0; n])
+    }
+    fn get(&self, addr: u64, n: usize) -> Vec<u8> {
+        self.mem.0.borrow().get(addr, n)
+    }
+    fn sys(&mut self, nr: u64, args: &[u64]) -> i64 {
+        let mut a = [0u64; 6];
+        a[..args.len()].copy_from_slice(args);
+        let mut m = self.mem.clone();
+        dispatch(&mut self.p, nr, a, &mut m)
+    }
+    fn open(&mut self, path: &str, flags: u32, mode: u32) -> i64 {
+        let s = self.cstr(path);
+        self.sys(SYS_OPENAT, &[AT_FDCWD as u64, s, flags as u64, mode as u64])
+    }
+    fn write(&mut self, fd: i64, data: &[u8]) -> i64 {
+        let b = self.put(data);
+        self.sys(SYS_WRITE, &[fd as u64, b, data.len() as u64])
+    }
+    fn read(&mut self, fd: i64, n: usize) -> Result<Vec<u8>, i64> {
+        let b = self.buf(n);
+        let r = self.sys(SYS_READ, &[fd as u64, b, n as u64]);
+        if r < 0 { Err(r) } else { Ok(self.get(b, r as usize)) }
+    }
+    fn stat(&mut self, path: &str, flags: u32) -> Result<Vec<u8>, i64> {
+        let s = self.cstr(path);
+        let b = self.buf(144);
+        let r = self.sys(SYS_NEWFSTATAT, &[AT_FDCWD as u64, s, b, flags as u64]);
+        if r < 0 { Err(r) } else { Ok(self.get(b, 144)) }
+    }
+}
+
+fn e(x: Errno) -> i64 {
+    x.to_ret()
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().unwrap())
+}
+
+#[test]
+fn hello_on_the_console() {
+    let mut t = T::new();
+    assert_eq!(t.write(1, b"hi\n"), 3);
+    let iov_data = [t.put(b"a"), t.put(b"bc")];
+    let mut iov = Vec::new();
+    iov.extend_from_slice(&iov_data[0].to_le_bytes());
+    iov.extend_from_slice(&1u64.to_le_bytes());
+    iov.extend_from_slice(&iov_data[1].to_le_bytes());
+    iov.extend_from_slice(&2u64.to_le_bytes());
+    let iov = t.put(&iov);
+    assert_eq!(t.sys(SYS_WRITEV, &[2, iov, 2]), 3);
+    assert_eq!(t.sys(SYS_WRITEV, &[2, iov, 1025]), e(EINVAL));
+    assert_eq!(t.con.output(), "hi\nabc");
+    assert_eq!(t.sys(SYS_LSEEK, &[1, 0, 0]), e(ESPIPE));
+    assert_eq!(t.sys(SYS_PWRITE64, &[1, iov_data[0], 1, 0]), e(ESPIPE));
+    // Bad buffer: EFAULT, nothing written.
+    assert_eq!(t.sys(SYS_WRITE, &[1, 0x1000, 4]), e(EFAULT));
+    assert_eq!(t.sys(SYS_WRITE, &[7, iov_data[0], 1]), e(EBADF));
+    t.con.input.borrow_mut().extend_from_slice(b"typed");
+    assert_eq!(t.read(0, 100), Ok(b"typed".to_vec()));
+}
+
+#[test]
+fn file_io() {
+    let mut t = T::new();
+    let fd = t.open("/tmp/f", O_CREAT | O_RDWR | O_EXCL, 0o644);
+    assert_eq!(fd, 3);
+    assert_eq!(t.open("/tmp/f", O_CREAT | O_RDWR | O_EXCL, 0o644), e(EEXIST));
+    assert_eq!(t.write(fd, b"0123456789"), 10);
+    assert_eq!(t.sys(SYS_LSEEK, &[fd as u64, 2, SEEK_SET as u64]), 2);
+    assert_eq!(t.read(fd, 3), Ok(b"234".to_vec()));
+    assert_eq!(t.sys(SYS_LSEEK, &[fd as u64, (-1i64) as u64, SEEK_CUR as u64]), 4);
+    assert_eq!(t.sys(SYS_LSEEK, &[fd as u64, (-20i64) as u64, SEEK_END as u64]), e(EINVAL));
+    assert_eq!(t.sys(SYS_LSEEK, &[fd as u64, 0, 9]), e(EINVAL));
+    assert_eq!(t.sys(SYS_LSEEK, &[fd as u64, 3, SEEK_HOLE as u64]), 10);
+    assert_eq!(t.sys(SYS_LSEEK, &[fd as u64, 10, SEEK_DATA as u64]), e(ENXIO));
+    // pread/pwrite leave the offset alone.
+    let b = t.buf(4);
+    t.sys(SYS_LSEEK, &[fd as u64, 1, SEEK_SET as u64]);
+    assert_eq!(t.sys(SYS_PREAD64, &[fd as u64, b, 4, 6]), 4);
+    assert_eq!(t.get(b, 4), b"6789");
+    let x = t.put(b"XY");
+    assert_eq!(t.sys(SYS_PWRITE64, &[fd as u64, x, 2, 12]), 2);
+    assert_eq!(t.sys(SYS_PREAD64, &[fd as u64, b, 4, (-1i64) as u64]), e(EINVAL));
+    assert_eq!(t.read(fd, 100), Ok(b"123456789\0\0XY".to_vec()));
+    // dup shares the offset; dup2 onto stdout.
+    let d = t.sys(SYS_DUP, &[fd as u64]);
+    assert_eq!(d, 4);
+    t.sys(SYS_LSEEK, &[fd as u64, 0, SEEK_SET as u64]);
+    assert_eq!(t.read(d, 2), Ok(b"01".to_vec()));
+    assert_eq!(t.read(fd, 2), Ok(b"23".to_vec()));
+    assert_eq!(t.sys(SYS_DUP2, &[fd as u64, 1]), 1);
+    assert_eq!(t.write(1, b"!"), 1);
+    assert_eq!(t.con.output(), "");
+    assert_eq!(t.sys(SYS_DUP3, &[fd as u64, fd as u64, 0]), e(EINVAL));
+    assert_eq!(t.sys(SYS_DUP3, &[fd as u64, 9, O_CLOEXEC as u64]), 9);
+    assert_eq!(t.sys(SYS_FCNTL, &[9, F_GETFD as u64]), 1);
+    // Read-only descriptors refuse writes, and vice versa.
+    let ro = t.open("/tmp/f", O_RDONLY, 0);
+    assert_eq!(t.write(ro, b"z"), e(EBADF));
+    let wo = t.open("/tmp/f", O_WRONLY | O_APPEND, 0);
+    assert_eq!(t.read(wo, 1), Err(e(EBADF)));
+    assert_eq!(t.write(wo, b"END"), 3);
+    assert_eq!(t.sys(SYS_PWRITE64, &[wo as u64, x, 2, 0]), 2, "pwrite appends under O_APPEND");
+    let st = t.stat("/tmp/f", 0).unwrap();
+    assert_eq!(u64_at(&st, 48), 14 + 3 + 2);
+    assert_eq!(u32::from_le_bytes(st[24..28].try_into().unwrap()), S_IFREG | 0o644);
+    assert_eq!(
+        t.sys(SYS_FCNTL, &[wo as u64, F_GETFL as u64]),
+        (O_WRONLY | O_APPEND | O_LARGEFILE) as i64
+    );
+    assert_eq!(t.sys(SYS_FCNTL, &[wo as u64, F_SETFL as u64, O_NONBLOCK as u64]), 0);
+    assert_eq!(
+        t.sys(SYS_FCNTL, &[wo as u64, F_GETFL as u64]),
+        (O_WRONLY | O_NONBLOCK | O_LARGEFILE) as i64
+    );
+    assert_eq!(t.sys(SYS_FCNTL, &[wo as u64, F_DUPFD as u64, 20]), 20);
+    assert_eq!(t.sys(SYS_FCNTL, &[wo as u64, 9999]), e(EINVAL));
+    assert_eq!(t.sys(SYS_CLOSE, &[wo as u64]), 0);
+    assert_eq!(t.sys(SYS_CLOSE, &[wo as u64]), e(EBADF));
+    assert_eq!(t.open("/nope/x", O_CREAT | O_WRONLY, 0o644), e(ENOENT));
+    assert_eq!(t.open("/etc", O_WRONLY, 0), e(EISDIR));
+    let etc = t.open("/etc", O_RDONLY, 0);
+    assert_eq!(t.read(etc, 4), Err(e(EISDIR)));
+    let zero = t.open("/dev/zero", O_RDONLY, 0);
+    assert_eq!(t.read(zero, 4), Ok(vec![0; 4]));
+    let null = t.open("/dev/null", O_RDWR, 0);
+    assert_eq!(t.sys(SYS_LSEEK, &[null as u64, 100, SEEK_SET as u64]), 0);
+    assert_eq!(t.sys(SYS_FTRUNCATE, &[fd as u64, 3]), 0);
+    assert_eq!(t.sys(SYS_FTRUNCATE, &[ro as u64, 3]), e(EINVAL));
+}
+
+#[test]
+fn emfile_and_fd_release() {
+    let mut t = T::new();
+    let n0 = t.p.fs.inode_count();
+    let mut last = 0;
+    for _ in 3..1024 {
+        last = t.open("/etc/motd", O_RDONLY, 0);
+    }
+    assert_eq!(last, 1023);
+    assert_eq!(t.open("/etc/motd", O_RDONLY, 0), e(EMFILE));
+    assert_eq!(t.open("/tmp/new", O_CREAT | O_RDONLY, 0), e(EMFILE));
+    assert_eq!(t.stat("/tmp/new", 0), Err(e(ENOENT)), "EMFILE before creating");
+    assert_eq!(t.sys(SYS_DUP, &[0]), e(EMFILE));
+    // An unlinked open file disappears when its last descriptor closes.
+    for fd in 3..1024 {
+        t.sys(SYS_CLOSE, &[fd]);
+    }
+    let fd = t.open("/tmp/x", O_CREAT | O_RDWR, 0o600);
+    let d = t.sys(SYS_DUP, &[fd as u64]);
+    let s = t.cstr("/tmp/x");
+    assert_eq!(t.sys(SYS_UNLINK, &[s]), 0);
+    assert_eq!(t.write(fd, b"still here"), 10);
+    t.sys(SYS_CLOSE, &[fd as u64]);
+    assert_eq!(t.p.fs.inode_count(), n0 + 1);
+    t.sys(SYS_CLOSE, &[d as u64]);
+    assert_eq!(t.p.fs.inode_count(), n0);
+}
+
+#[test]
+fn names_and_directories() {
+    let mut t = T::new();
+    let d = t.cstr("/tmp/d");
+    assert_eq!(t.sys(SYS_MKDIR, &[d, 0o755]), 0);
+    assert_eq!(t.sys(SYS_MKDIR, &[d, 0o755]), e(EEXIST));
+    assert_eq!(t.sys(SYS_CHDIR, &[d]), 0);
+    let b = t.buf(64);
+    assert_eq!(t.sys(SYS_GETCWD, &[b, 64]), 7);
+    assert_eq!(t.get(b, 7), b"/tmp/d\0");
+    assert_eq!(t.sys(SYS_GETCWD, &[b, 6]), e(ERANGE));
+    assert_eq!(t.open("rel", O_CREAT | O_WRONLY, 0o644), 3);
+    assert_eq!(t.sys(SYS_RMDIR, &[d]), e(ENOTEMPTY));
+    let (rel, rel2) = (t.cstr("rel"), t.cstr("../rel2"));
+    assert_eq!(t.sys(SYS_RENAME, &[rel, rel2]), 0);
+    assert!(t.stat("/tmp/rel2", 0).is_ok());
+    assert_eq!(t.sys(SYS_RMDIR, &[d]), 0);
+    assert_eq!(t.sys(SYS_GETCWD, &[b, 64]), e(ENOENT));
+    let dot = t.cstr("..");
+    assert_eq!(t.sys(SYS_CHDIR, &[dot]), 0);
+    assert_eq!(t.sys(SYS_GETCWD, &[b, 64]), 5);
+    let motd = t.cstr("/etc/motd");
+    assert_eq!(t.sys(SYS_CHDIR, &[motd]), e(ENOTDIR));
+    let tmp = t.cstr("/tmp");
+    assert_eq!(t.sys(SYS_UNLINK, &[tmp]), e(EISDIR));
+    assert_eq!(t.sys(SYS_ACCESS, &[motd, X_OK as u64]), e(EACCES));
+    assert_eq!(t.sys(SYS_ACCESS, &[motd, (R_OK | W_OK) as u64]), 0);
+    let shx = t.cstr("/bin/sh");
+    assert_eq!(t.sys(SYS_ACCESS, &[shx, X_OK as u64]), 0);
+    // readlink, lstat vs stat, AT_EMPTY_PATH.
+    let sh = t.cstr("/bin/sh");
+    assert_eq!(t.sys(SYS_READLINK, &[sh, b, 64]), 7);
+    assert_eq!(t.get(b, 7), b"busybox");
+    assert_eq!(t.sys(SYS_READLINK, &[sh, b, 3]), 3);
+    assert_eq!(t.sys(SYS_READLINK, &[motd, b, 64]), e(EINVAL));
+    let lst = t.stat("/bin/sh", AT_SYMLINK_NOFOLLOW).unwrap();
+    assert_eq!(u32::from_le_bytes(lst[24..28].try_into().unwrap()) & S_IFMT, S_IFLNK);
+    let st = t.stat("/bin/sh", 0).unwrap();
+    assert_eq!(u64_at(&st, 48), 2);
+    let fd = t.open("/etc/motd", O_RDONLY, 0);
+    let empty = t.cstr("");
+    let sb = t.buf(144);
+    assert_eq!(t.sys(SYS_NEWFSTATAT, &[fd as u64, empty, sb, AT_EMPTY_PATH as u64]), 0);
+    assert_eq!(u64_at(&t.get(sb, 144), 48), 13);
+    assert_eq!(t.sys(SYS_NEWFSTATAT, &[fd as u64, empty, sb, 0]), e(ENOENT));
+    let xx = t.cstr("x");
+    assert_eq!(t.sys(SYS_NEWFSTATAT, &[fd as u64, xx, sb, 0]), e(ENOTDIR));
+    assert_eq!(t.sys(SYS_NEWFSTATAT, &[AT_FDCWD as u64, motd, sb, 0x8000]), e(EINVAL));
+    // openat relative to a directory descriptor.
+    let etc = t.open("/etc", O_RDONLY | O_DIRECTORY, 0);
+    let m = t.cstr("motd");
+    assert!(t.sys(SYS_OPENAT, &[etc as u64, m, 0, 0]) >= 0);
+    assert_eq!(t.sys(SYS_UNLINKAT, &[etc as u64, m, AT_REMOVEDIR as u64]), e(ENOTDIR));
+    assert_eq!(t.sys(SYS_UNLINKAT, &[etc as u64, m, 0]), 0);
+}
+
+#[test]
+fn getdents64_in_small_buffers() {
+    let mut t = T::new();
+    for i in 0..20 {
+        t.open(&alloc::format!("/tmp/file{i:02}"), O_CREAT | O_WRONLY, 0o644);
+    }
+    let fd = t.open("/tmp", O_RDONLY | O_DIRECTORY, 0);
+    let b = t.buf(100);
+    let mut names: Vec<String> = Vec::new();
+    loop {
+        let n = t.sys(SYS_GETDENTS64, &[fd as u64, b, 100]);
+        assert!(n >= 0);
+        if n == 0 {
+            break;
+        }
+        let raw = t.get(b, n as usize);
+        let mut at = 0;
+        while at < raw.len() {
+            let reclen = u16::from_le_bytes([raw[at + 16], raw[at + 17]]) as usize;
+            assert_eq!(reclen % 8, 0);
+            let name = &raw[at + 19..at + reclen];
+            names.push(
+                String::from_utf8_lossy(&name[..name.iter().position(|&c| c == 0).unwrap()]).into(),
+            );
+            at += reclen;
+        }
+    }
+    assert_eq!(names.len(), 22);
+    assert_eq!(names[0], ".");
+    assert_eq!(names[2], "file00");
+    assert_eq!(t.sys(SYS_GETDENTS64, &[fd as u64, b, 10]), 0, "at the end");
+    t.sys(SYS_LSEEK, &[fd as u64, 0, SEEK_SET as u64]);
+    assert_eq!(t.sys(SYS_GETDENTS64, &[fd as u64, b, 10]), e(EINVAL), "buffer too small");
+    assert_eq!(t.sys(SYS_LSEEK, &[fd as u64, 0, SEEK_END as u64]), e(EINVAL));
+    assert_eq!(t.sys(SYS_GETDENTS64, &[1, b, 100]), e(ENOTDIR));
+}
+
+#[test]
+fn memory_calls() {
+    let mut t = T::new();
+    assert_eq!(t.sys(SYS_BRK, &[0]), 0x60_0000);
+    assert_eq!(t.sys(SYS_BRK, &[0x60_5000]), 0x60_5000);
+    t.mem.0.borrow_mut().write(0x60_4fff, b"x").unwrap();
+    let anon = (MAP_PRIVATE | MAP_ANONYMOUS) as u64;
+    let rw = (PROT_READ | PROT_WRITE) as u64;
+    let a = t.sys(SYS_MMAP, &[0, 8 << 20, rw, anon, u64::MAX, 0]);
+    assert!(a > 0 && (a as u64).is_multiple_of(PAGE_SIZE));
+    let a = a as u64;
+    t.mem.0.borrow_mut().write(a + (8 << 20) - 1, b"y").unwrap();
+    assert_eq!(t.sys(SYS_MPROTECT, &[a, 4096, PROT_READ as u64]), 0);
+    assert_eq!(t.mem.0.borrow_mut().write(a, b"z"), Err(EFAULT));
+    assert_eq!(t.sys(SYS_MUNMAP, &[a, 8 << 20]), 0);
+    assert_eq!(t.sys(SYS_MPROTECT, &[a, 4096, PROT_READ as u64]), e(ENOMEM));
+    assert_eq!(t.sys(SYS_MMAP, &[0, 0, rw, anon, u64::MAX, 0]), e(EINVAL));
+    assert_eq!(t.sys(SYS_MMAP, &[0, 4096, rw, MAP_ANONYMOUS as u64, u64::MAX, 0]), e(EINVAL));
+    // A private file mapping is a copy of the file.
+    let fd = t.open("/etc/motd", O_RDONLY, 0);
+    let f = t.sys(SYS_MMAP, &[0, 4096, PROT_READ as u64, MAP_PRIVATE as u64, fd as u64, 0]) as u64;
+    assert_eq!(t.get(f, 14), b"hello, world\n\0");
+    assert_eq!(t.mem.0.borrow().prot(f), Some(PROT_READ));
+    assert_eq!(t.sys(SYS_MMAP, &[0, 4096, rw, MAP_SHARED as u64, fd as u64, 0]), e(EACCES));
+    assert_eq!(t.sys(SYS_MMAP, &[0, 4096, PROT_READ as u64, MAP_PRIVATE as u64, 99, 0]), e(EBADF));
+    assert_eq!(
+        t.sys(SYS_MMAP, &[0, 4096, PROT_READ as u64, MAP_PRIVATE as u64, fd as u64, 1]),
+        e(EINVAL)
+    );
+    // MADV_DONTNEED zeroes.
+    let g = t.sys(SYS_MMAP, &[0, 4096, rw, anon, u64::MAX, 0]) as u64;
+    t.mem.0.borrow_mut().write(g, b"q").unwrap();
+    assert_eq!(t.sys(SYS_MADVISE, &[g, 4096, 4]), 0);
+    assert_eq!(t.get(g, 1), [0]);
+}
+
+#[test]
+fn clocks_identity_and_misc() {
+    let mut t = T::new();
+    let ts = t.buf(16);
+    *t.clock.now.borrow_mut() = 5_000_000_123;
+    assert_eq!(t.sys(SYS_CLOCK_GETTIME, &[CLOCK_MONOTONIC as u64, ts]), 0);
+    assert_eq!(
+        Timespec::decode(&t.get(ts, 16).try_into().unwrap()),
+        Timespec { sec: 5, nsec: 123 }
+    );
+    assert_eq!(t.sys(SYS_CLOCK_GETTIME, &[99, ts]), e(EINVAL));
+    assert_eq!(t.sys(SYS_CLOCK_GETRES, &[CLOCK_REALTIME as u64, 0]), 0);
+    let req = t.put(&Timespec { sec: 1, nsec: 500 }.encode());
+    assert_eq!(t.sys(SYS_NANOSLEEP, &[req, 0]), 0);
+    assert_eq!(*t.clock.now.borrow(), 6_000_000_623);
+    let abs = t.put(&Timespec { sec: 7, nsec: 0 }.encode());
+    assert_eq!(
+        t.sys(SYS_CLOCK_NANOSLEEP, &[CLOCK_MONOTONIC as u64, TIMER_ABSTIME as u64, abs, 0]),
+        0
+    );
+    assert_eq!(*t.clock.now.borrow(), 7_000_000_000);
+    let bad = t.put(&Timespec { sec: 0, nsec: 1_000_000_000 }.encode());
+    assert_eq!(t.sys(SYS_NANOSLEEP, &[bad, 0]), e(EINVAL));
+    // arch_prctl, set_tid_address, uname, getrandom, ioctl.
+    assert_eq!(t.sys(SYS_ARCH_PRCTL, &[ARCH_SET_FS, 0x7000_1234]), 0);
+    assert_eq!(*t.host.fs.borrow(), Some(0x7000_1234));
+    let b = t.buf(8);
+    assert_eq!(t.sys(SYS_ARCH_PRCTL, &[ARCH_GET_FS, b]), 0);
+    assert_eq!(u64_at(&t.get(b, 8), 0), 0x7000_1234);
+    assert_eq!(t.sys(SYS_ARCH_PRCTL, &[ARCH_SET_FS, 1 << 63]), e(EPERM));
+    assert_eq!(t.sys(SYS_SET_TID_ADDRESS, &[b]), 1);
+    assert_eq!(t.sys(SYS_GETPID, &[]), 1);
+    let u = t.buf(390);
+    assert_eq!(t.sys(SYS_UNAME, &[u]), 0);
+    assert_eq!(&t.get(u, 6), b"Linux\0");
+    assert_eq!(&t.get(u + 4 * 65, 7), b"x86_64\0");
+    assert_eq!(t.sys(SYS_GETRANDOM, &[u, 16, 0]), 16);
+    assert_eq!(t.sys(SYS_GETRANDOM, &[u, 16, 0x80]), e(EINVAL));
+    let tio = t.buf(36);
+    assert_eq!(t.sys(SYS_IOCTL, &[1, TCGETS as u64, tio]), 0);
+    assert_eq!(t.sys(SYS_IOCTL, &[1, TIOCGWINSZ as u64, tio]), 0);
+    assert_eq!(t.get(tio, 4), [24, 0, 80, 0]);
+    let fd = t.open("/etc/motd", O_RDONLY, 0);
+    assert_eq!(t.sys(SYS_IOCTL, &[fd as u64, TCGETS as u64, tio]), e(ENOTTY));
+    assert_eq!(t.sys(SYS_IOCTL, &[77, TCGETS as u64, tio]), e(EBADF));
+    // Unimplemented: ENOSYS, reported once by name.
+    assert_eq!(t.sys(SYS_MREMAP, &[]), e(ENOSYS));
+    assert_eq!(t.sys(SYS_MREMAP, &[]), e(ENOSYS));
+    assert_eq!(t.sys(9999, &[]), e(ENOSYS));
+    assert_eq!(
+        *t.host.reports.borrow(),
+        [
+            "libos-posix: unimplemented syscall mremap (25)",
+            "libos-posix: unimplemented syscall ? (9999)"
+        ]
+    );
+    assert_eq!(t.p.exit_status(), None);
+    assert_eq!(t.sys(SYS_EXIT_GROUP, &[3]), 0);
+    assert_eq!(t.p.exit_status(), Some(3));
+}
+
+#[test]
+fn paths_from_user_memory() {
+    let mut t = T::new();
+    // A path ending exactly at the end of the mapping reads without fault.
+    let end = SCRATCH + 0x10000;
+    t.mem.0.borrow_mut().write(end - 10, b"/etc/motd\0").unwrap();
+    assert_eq!(t.sys(SYS_OPEN, &[end - 10, 0, 0]), 3);
+    t.mem.0.borrow_mut().write(end - 3, b"/et").unwrap();
+    assert_eq!(t.sys(SYS_OPEN, &[end - 3, 0, 0]), e(EFAULT));
+    assert_eq!(t.sys(SYS_OPEN, &[0, 0, 0]), e(EFAULT));
+    let long = t.put(&[b'a'; 5000]);
+    assert_eq!(t.sys(SYS_OPEN, &[long, 0, 0]), e(ENAMETOOLONG));
+}
+
+#[test]
+fn load_maps_the_image_and_the_stack() {
+    let mut t = T::new();
+    let image = crate::exec::tests::tiny_elf(2, None);
+    let mut m = t.mem.clone();
+    let entry = t
+        .p
+        .load(&image, 0, &[b"prog", b"arg"], &[b"K=V"], &[1; 16], 0x7fff_0000_0000, 0x10000, &mut m)
+        .unwrap();
+    assert_eq!(entry.rip, 0x400100);
+    assert_eq!(entry.rsp % 16, 0);
+    let mm = t.mem.0.borrow();
+    assert_eq!(mm.prot(0x400000), Some(PROT_READ | PROT_EXEC));
+    assert_eq!(mm.prot(0x402000), Some(PROT_READ | PROT_WRITE));
+    assert_eq!(mm.get(0x400000, 4), b"\x7fELF");
+    assert_eq!(mm.get(0x401010, 4), [0; 4], "bss is zero");
+    let stack = mm.get(entry.rsp, (0x7fff_0000_0000 - entry.rsp) as usize);
+    let info = crate::exec::parse_stack(&stack, entry.rsp).unwrap();
+    assert_eq!(info.argv, [b"prog".to_vec(), b"arg".to_vec()]);
+    assert_eq!(info.aux(AT_PHDR), Some(0x400040));
+}
