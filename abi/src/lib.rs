@@ -223,7 +223,10 @@ pub enum Syscall: u64 {
     RingSetup = 18,
     /// `(to_submit, min_complete)` → submissions consumed. Processes up to
     /// `to_submit` submissions, then, if `min_complete > 0`, blocks until at
-    /// least that many completions are waiting.
+    /// least that many completions are waiting. It stops early, leaving the
+    /// rest queued, when the completion queue is full or after 64
+    /// operations other than `Nop` (so that one call's work is bounded); a
+    /// call that stopped early this way does not block: submit the rest.
     RingEnter = 19,
     /// `(insns_ptr, count)` → 0 once the [`predicate`] holds. Verifies the
     /// program (refusing it with an error) and blocks this vCPU until it

@@ -239,15 +239,16 @@ impl VcpuRing {
         let mem =
             Pinned { header: ring.header, sq_slots: &ring.sq_slots, cq_slots: &ring.cq_slots };
         let timers = &mut ring.timers;
-        // A batch's work is bounded: past `RING_BUDGET_US` the rest stays
-        // queued for the next `RingEnter` (the first entry always runs).
-        let budget_end = super::cpu::rdtsc() + super::time::tsc_hz() / 1_000_000 * RING_BUDGET_US;
-        let mut ran = 0u32;
+        // A batch's work is bounded: after `RING_OPS_PER_ENTER` operations
+        // (Nops aside) the rest stays queued for the next `RingEnter`.
+        let mut ops = 0usize;
         let submitted = ring.state.submit_batch(&mem, max, |sqe| {
-            if ran > 0 && super::cpu::rdtsc() > budget_end {
-                return Outcome::Defer;
+            if sqe.opcode != Op::Nop as u8 {
+                if ops == RING_OPS_PER_ENTER {
+                    return Outcome::Defer;
+                }
+                ops += 1;
             }
-            ran += 1;
             execute(env, sqe, timers)
         });
         if !ring.timers.is_empty() {
@@ -400,9 +401,11 @@ fn stepped(result: Result<env::Progress, Error>) -> Outcome {
     }
 }
 
-/// How long one `RingEnter` runs operations before it leaves the rest
-/// queued (microseconds).
-pub const RING_BUDGET_US: u64 = 100;
+/// How many operations (Nops aside) one `RingEnter` runs before it leaves
+/// the rest queued: each is bounded (an unmap's shootdown to every core at
+/// most), so a batch keeps its core for a bounded time however long the
+/// queue, and the count does not depend on how fast the machine is.
+pub const RING_OPS_PER_ENTER: usize = 64;
 
 /// The most timers one ring may have pending.
 pub const MAX_TIMERS: usize = 4096;
