@@ -18,6 +18,7 @@
 //! | [`stats`] | benchmark summaries (median, p99) |
 //! | [`predicate`] | verifying and evaluating wakeup predicates |
 //! | [`timevec`] | time-slot ownership and the slot picking rule |
+//! | [`syscall`] | decoding a system call's registers into a typed request |
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -34,6 +35,7 @@ pub mod predicate;
 pub mod pvh;
 pub mod ring;
 pub mod stats;
+pub mod syscall;
 pub mod timevec;
 
 /// Size of a base page and of a physical frame.
