@@ -18,6 +18,7 @@
 //! | [`stats`] | benchmark summaries (median, p99) |
 //! | [`predicate`] | verifying and evaluating wakeup predicates |
 //! | [`timevec`] | time-slot ownership and the slot picking rule |
+//! | [`slotclock`] | the rules of a core's walk through its time vector (the abort protocol) |
 //! | [`syscall`] | decoding a system call's registers into a typed request |
 
 #![cfg_attr(not(test), no_std)]
@@ -34,6 +35,7 @@ pub mod ownership;
 pub mod predicate;
 pub mod pvh;
 pub mod ring;
+pub mod slotclock;
 pub mod stats;
 pub mod syscall;
 pub mod timevec;
