@@ -18,6 +18,8 @@
 //! | [`stats`] | benchmark summaries (median, p99) |
 //! | [`predicate`] | verifying and evaluating wakeup predicates |
 //! | [`timevec`] | time-slot ownership and the slot picking rule |
+//! | [`slotclock`] | the rules of a core's walk through its time vector (the abort protocol) |
+//! | [`syscall`] | decoding a system call's registers into a typed request |
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -33,7 +35,9 @@ pub mod ownership;
 pub mod predicate;
 pub mod pvh;
 pub mod ring;
+pub mod slotclock;
 pub mod stats;
+pub mod syscall;
 pub mod timevec;
 
 /// Size of a base page and of a physical frame.

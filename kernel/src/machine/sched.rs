@@ -11,8 +11,9 @@
 //! # Time slots
 //!
 //! The rules are documented for environments in `abi::schedule`; the
-//! allocation logic and the picking rule are `kernel::timevec`'s, the shared
-//! owner table is `slots.rs`'s. Here each core runs its vector: a slot lasts
+//! allocation logic and the picking rule are `kernel::timevec`'s, the
+//! slot clock's decisions `kernel::slotclock`'s (applied by `decide`), the
+//! shared owner table is `slots.rs`'s. Here each core runs its vector: a slot lasts
 //! `slot_us` from the moment it really starts (so an overrun never shortens
 //! someone else's slot); the one-shot APIC timer is armed for the slot's end,
 //! the grace period's end or the earliest ring timer, whichever is first. At
@@ -69,7 +70,8 @@ use core::mem::offset_of;
 use core::sync::atomic::Ordering;
 use kernel::ownership::EnvId;
 use kernel::predicate::Program;
-use kernel::timevec::{self, Candidate};
+use kernel::slotclock::{self, SlotClock};
+use kernel::timevec::Candidate;
 use x86_64::VirtAddr;
 use x86_64::registers::model_specific::KernelGsBase;
 
@@ -147,30 +149,6 @@ pub enum Wait {
     Completions(u32),
 }
 
-/// Where a core is in its time vector.
-#[derive(Default)]
-pub struct SlotClock {
-    /// Whether the first slot has started.
-    started: bool,
-    /// The slot running.
-    index: usize,
-    /// TSC at which it ends.
-    ends_at: u64,
-    /// Its owner, 0 if nobody owns it or the owner forfeited it.
-    owner: EnvId,
-    /// The owner gave up (or away) the rest of it.
-    owner_done: bool,
-    /// The epilogue was delivered; the owner must yield by then.
-    grace_until: Option<u64>,
-}
-
-impl SlotClock {
-    /// The environment entitled to the rest of this slot (0: default).
-    fn entitled(&self) -> EnvId {
-        if self.owner_done { 0 } else { self.owner }
-    }
-}
-
 /// A core's vCPUs and time vector.
 #[derive(Default)]
 pub struct RunQueue {
@@ -187,8 +165,6 @@ pub struct RunQueue {
     pub sleeping: Vec<Box<Vcpu>>,
     /// The time vector's state.
     pub clock: SlotClock,
-    /// Environments that lose their next slot here (abort protocol).
-    pub forfeits: Vec<EnvId>,
     /// TSC when `current` started running (for accounting).
     pub run_since: u64,
 }
@@ -344,7 +320,7 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
         if delivered.is_err() && matches!(upcall, Upcall::Epilogue(_)) {
             // It cannot be told: the abort protocol applies right away.
             drop(env);
-            me.runq.with(|rq| rq.clock.grace_until = Some(0));
+            me.runq.with(|rq| rq.clock.abort_now());
             return reschedule(frame, Why::Timer);
         }
     }
@@ -356,7 +332,8 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
     next
 }
 
-/// The scheduling decision proper (see the module docs).
+/// The scheduling decision proper: the slot clock's
+/// ([`SlotClock::step`], which owns the rules), applied here.
 fn decide(
     rq: &mut RunQueue,
     frame: &mut TrapFrame,
@@ -366,127 +343,91 @@ fn decide(
     core: usize,
     upcall: &mut Option<Upcall>,
 ) -> Next {
-    let (_, grace_tsc) = slot_tsc();
-    if why == Why::Yield
-        && let Some(v) = rq.current.as_mut()
-    {
-        v.owes_yield = false;
-    }
-    // An epilogue is running: did it yield, or is its time up?
-    if let Some(deadline) = rq.clock.grace_until {
-        if rq.current.is_none() || why == Why::Yield {
-            rq.clock.grace_until = None;
-            park_current(rq, frame, now, core, usize::MAX);
-            return start_next_slot(rq, frame, now, core, upcall);
-        }
-        if now >= deadline {
-            rq.clock.grace_until = None;
-            if let Some(v) = rq.current.as_ref() {
-                charge_overrun(&v.env, core, rq.clock.index);
-                forfeit_next(rq, v.env.id, core);
-            }
-            park_current(rq, frame, now, core, usize::MAX);
-            return start_next_slot(rq, frame, now, core, upcall);
-        }
-        return Next::Resume;
-    }
-    // The slot is over.
-    if !rq.clock.started || now >= rq.clock.ends_at {
-        if let Some(v) = rq.current.as_mut()
-            && rq.clock.started
-            && why != Why::Yield
-            && v.env.id == rq.clock.entitled()
-            && v.call.is_none()
-        {
-            let entry = v.env.epilogue.load(Ordering::Relaxed);
-            if entry != 0 && v.owes_yield {
-                // Still inside the epilogue it was stopped in: no new
-                // upcall (they would pile up on its stack); charged again.
-                charge_overrun(&v.env, core, rq.clock.index);
-                let id = v.env.id;
-                forfeit_next(rq, id, core);
-            } else if entry != 0 {
-                v.owes_yield = true;
-                bump_vcpu_stat(&v.env, core, offset_of!(abi::VcpuPage, epilogues));
-                rq.clock.grace_until = Some(now.saturating_add(grace_tsc));
-                *upcall = Some(Upcall::Epilogue(entry));
-                return Next::Resume;
-            }
-        }
-        park_current(rq, frame, now, core, usize::MAX);
-        return start_next_slot(rq, frame, now, core, upcall);
-    }
-    // Within the slot.
-    if why == Why::Yield {
-        if rq.current.as_ref().is_some_and(|v| v.env.id == rq.clock.owner) {
-            rq.clock.owner_done = true;
-        }
-        park_current(rq, frame, now, core, usize::MAX);
-        return pick_in_slot(rq, frame, now, core);
-    }
-    let Some(current) = rq.current.as_ref() else {
-        return pick_in_slot(rq, frame, now, core);
+    let (slot, grace) = slot_tsc();
+    let event = match why {
+        Why::Timer => slotclock::Event::Timer,
+        Why::Yield => slotclock::Event::Yield,
+        Why::Event => slotclock::Event::Other,
     };
-    if woke > 0 && current.env.id != rq.clock.entitled() {
-        // Woken vCPUs are at the front of the queue; the preempted one goes
-        // right behind them.
-        park_current(rq, frame, now, core, woke);
-        return pick_in_slot(rq, frame, now, core);
+    let view = QueueView { current: rq.current.as_deref(), ready: &rq.ready, core };
+    let d = rq.clock.step(event, now, woke, &view, slotclock::Times { slot, grace });
+    if let Some(v) = rq.current.as_mut() {
+        if d.yielded {
+            v.owes_yield = false;
+        }
+        if let Some(index) = d.overrun {
+            charge_overrun(&v.env, core, index);
+        }
+        if let Some(entry) = d.epilogue {
+            v.owes_yield = true;
+            bump_vcpu_stat(&v.env, core, offset_of!(abi::VcpuPage, epilogues));
+            *upcall = Some(Upcall::Epilogue(entry));
+        }
     }
-    Next::Resume
-}
-
-/// Starts the next slot of this core's vector and picks who runs in it.
-fn start_next_slot(
-    rq: &mut RunQueue,
-    frame: &mut TrapFrame,
-    now: u64,
-    core: usize,
-    upcall: &mut Option<Upcall>,
-) -> Next {
-    let (slot_tsc, _) = slot_tsc();
-    let len = slots::len(core).max(1);
-    let clock = &mut rq.clock;
-    clock.index = if clock.started { (clock.index + 1) % len } else { 0 };
-    clock.started = true;
-    clock.ends_at = now.saturating_add(slot_tsc);
-    clock.owner_done = false;
-    clock.grace_until = None;
-    let mut owner = slots::owner(core, clock.index);
-    if owner != 0
-        && let Some(i) = rq.forfeits.iter().position(|&e| e == owner)
-    {
-        rq.forfeits.swap_remove(i);
-        owner = 0;
+    if let Some(position) = d.park {
+        park_current(rq, frame, now, core, position);
     }
-    clock.owner = owner;
-    slots::publish_current(core, clock.index);
-    let next = pick_in_slot(rq, frame, now, core);
-    if let Some(v) = rq.current.as_ref()
-        && owner != 0
-        && v.env.id == owner
+    if let Some(index) = d.slot_started {
+        slots::publish_current(core, index);
+    }
+    if let Some(v) = d.run.and_then(|i| rq.ready.remove(i)) {
+        load(rq, v, frame, now);
+    }
+    if d.owner_started
+        && let Some(v) = rq.current.as_ref()
     {
         bump_vcpu_stat(&v.env, core, offset_of!(abi::VcpuPage, slots_started));
-        let entry = v.env.prologue.load(Ordering::Relaxed);
-        if entry != 0 && v.call.is_none() {
-            *upcall = Some(Upcall::Prologue(entry));
-        }
     }
-    next
+    if let Some(entry) = d.prologue {
+        *upcall = Some(Upcall::Prologue(entry));
+    }
+    if rq.current.is_some() { Next::Resume } else { Next::Idle }
 }
 
-/// With no vCPU current, picks one for the rest of the slot: its owner if
-/// it can run and is entitled, else the first taking default time.
-fn pick_in_slot(rq: &mut RunQueue, frame: &mut TrapFrame, now: u64, core: usize) -> Next {
-    debug_assert!(rq.current.is_none());
-    let entitled = rq.clock.entitled();
-    let choice = timevec::pick(entitled, rq.ready.iter().map(|v| v.candidate(core)));
-    match choice.and_then(|i| rq.ready.remove(i)) {
-        Some(v) => {
-            load(rq, v, frame, now);
-            Next::Resume
-        }
-        None => Next::Idle,
+/// A core's run queue as the slot clock sees it.
+struct QueueView<'a> {
+    current: Option<&'a Vcpu>,
+    ready: &'a VecDeque<Box<Vcpu>>,
+    core: usize,
+}
+
+impl slotclock::View for QueueView<'_> {
+    fn current(&self) -> Option<slotclock::Running> {
+        self.current.map(|v| slotclock::Running {
+            env: v.env.id,
+            default_time: v.candidate(self.core).default_time,
+            in_call: v.call.is_some(),
+            owes_yield: v.owes_yield,
+            epilogue: v.env.epilogue.load(Ordering::Relaxed),
+        })
+    }
+
+    fn ready(&self) -> impl Iterator<Item = Candidate> + Clone {
+        self.ready.iter().map(|v| v.candidate(self.core))
+    }
+
+    fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    fn prologue(&self, who: slotclock::Who) -> (u64, bool) {
+        let v = match who {
+            slotclock::Who::Current => self.current,
+            slotclock::Who::Ready(i) => self.ready.get(i).map(|v| &**v),
+        };
+        v.map_or((0, false), |v| (v.env.prologue.load(Ordering::Relaxed), v.call.is_some()))
+    }
+
+    fn slots(&self) -> usize {
+        slots::len(self.core)
+    }
+
+    fn owner(&self, index: usize) -> EnvId {
+        slots::owner(self.core, index)
+    }
+
+    fn owns_a_slot(&self, env: EnvId) -> bool {
+        slots::owned_by(self.core, env) != 0
     }
 }
 
@@ -520,16 +461,6 @@ fn bump_vcpu_stat(env: &Env, core: usize, offset: usize) {
     }
 }
 
-/// Records that `env` forfeits its next slot here. Entries of
-/// environments that no longer own a slot here (they freed them or ended)
-/// are dropped once the list grows, so it stays small.
-fn forfeit_next(rq: &mut RunQueue, env: EnvId, core: usize) {
-    rq.forfeits.push(env);
-    if rq.forfeits.len() > 32 {
-        rq.forfeits.retain(|&e| slots::owned_by(core, e) != 0);
-    }
-}
-
 /// The abort protocol's bookkeeping: count the overrun where the
 /// environment sees it and tell it through its event queue.
 fn charge_overrun(env: &Env, core: usize, slot: usize) {
@@ -548,7 +479,7 @@ fn timer_deadline(rq: &RunQueue, now: u64) -> Option<u64> {
     if !busy {
         return None;
     }
-    let clock = rq.clock.grace_until.unwrap_or(rq.clock.ends_at);
+    let clock = rq.clock.deadline();
     let timers = rq
         .current
         .iter()
@@ -785,13 +716,11 @@ pub fn yield_to(frame: &mut TrapFrame, target: EnvId) -> Result<(), Error> {
             return Err(Error::InvalidArgument);
         }
         let i = rq.ready.iter().position(|v| v.env.id == target).ok_or(Error::NotRunnable)?;
-        if rq.clock.grace_until.is_some() {
+        if rq.clock.in_grace() {
             // Its slot is over anyway: this counts as the epilogue's yield.
             return Ok(false);
         }
-        if current.env.id == rq.clock.owner {
-            rq.clock.owner_done = true;
-        }
+        rq.clock.give_away(current.env.id);
         frame.rax = 0;
         park_current(rq, frame, now, core, usize::MAX);
         let i = i.min(rq.ready.len() - 1);

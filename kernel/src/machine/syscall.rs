@@ -13,9 +13,15 @@
 //! interrupt path's order, so the frame is the same [`TrapFrame`], and calls
 //! [`syscall_dispatch`]; it leaves through the interrupt path's
 //! `isr_restore`, so every way back to ring 3 that may switch vCPUs is the
-//! one `iretq` path. The dispatcher decodes the number, validates every
-//! argument (pointers are copied through the owner's page tables, never
-//! dereferenced), and writes the encoded result into the frame's `rax`.
+//! one `iretq` path.
+//!
+//! Past the hot calls, a call goes decode → typed call → handler → one
+//! writer: [`kernel::syscall::decode`] turns the registers into a
+//! [`Request`] (the pure argument checks), [`handle`] runs it and returns a
+//! [`Next`] (the result and what comes after: return, restart, switch,
+//! sleep, hand over, or a frame already replaced), and [`complete`] writes
+//! `rax` and takes that step. Pointers are copied through the owner's page
+//! tables, never dereferenced.
 //!
 //! System calls run to completion with interrupts off; the long ones (TLB
 //! shootdowns) keep serving this core's mailbox while they wait.
@@ -27,8 +33,11 @@ use super::percpu::PERCPU_KERNEL_STACK_OFFSET;
 use super::percpu::PERCPU_USER_RSP_OFFSET;
 use super::sched;
 use super::uring::{Entered, FastEntered, PredicateMemory, VcpuRing};
-use abi::{Error, Rights, Syscall};
+use abi::{Error, Syscall};
+use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
+use kernel::ownership::EnvId;
+use kernel::syscall::{Accept, Request};
 use x86_64::VirtAddr;
 use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
 use x86_64::registers::rflags::RFlags;
@@ -139,8 +148,10 @@ pub fn init_this_cpu() {
 
 /// Handles the system call in `frame` (called by `syscall_entry`).
 ///
-/// The hot calls are decided here with nothing else loaded: the ring, the
-/// null call and protected control transfer; everything else is
+/// The hot calls are answered here, before decoding and with nothing else
+/// loaded: the ring, the null call and protected control transfer (their
+/// arguments need no checks of [`kernel::syscall::decode`]'s, and each
+/// handler writes its own `rax` or replaces the frame). Everything else is
 /// [`dispatch_general`], out of line.
 #[unsafe(no_mangle)]
 extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
@@ -158,7 +169,40 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
     }
 }
 
-/// Every system call but the hot ones of [`syscall_dispatch`].
+/// What a handler of [`dispatch_general`] leaves to do: the result and the
+/// step after it. [`complete`] applies it and is the one writer of `rax`.
+enum Next {
+    /// Back to the caller with this result, once a wake-up for this core
+    /// (`env::wake` sets `resched_pending` instead of interrupting itself)
+    /// and the death of the running environment have been looked at.
+    Return(Result<u64, Error>),
+    /// One step of a long operation done: the caller executes the same
+    /// `syscall` again (`rip` two bytes back, `rax` still the number; see
+    /// [`dispatch_general`]). Wake-ups and death are looked at as for
+    /// `Return`.
+    Restart,
+    /// The result, then the caller gives up the CPU (`Yield`, `Exit`,
+    /// `VcpuExit`).
+    Switch(Result<u64, Error>, sched::Why),
+    /// The result (what the caller resumes with), then it sleeps.
+    Sleep(Result<u64, Error>, sched::Wait),
+    /// Back to the caller at once with this error: nothing happened (an
+    /// unknown number, a directed yield to nobody).
+    Refuse(Error),
+    /// Directed yield: the rest of the slot goes to this environment's
+    /// vCPU here; a refusal comes back at once.
+    HandOver(EnvId),
+    /// A hot call, whose handler in [`syscall_dispatch`] writes its own
+    /// result or replaces the frame (not reached: those calls are answered
+    /// before decoding).
+    Hot,
+    /// The frame holds the context to resume now, `rax` included (an
+    /// exception frame resumed, a call abandoned).
+    Replaced,
+}
+
+/// Every system call but the hot ones of [`syscall_dispatch`]: decode,
+/// handle, then [`complete`].
 ///
 /// **Restartable calls.** A long operation (`FrameRevoke` or a lowering
 /// `FrameGrant` of a frame mapped many times, `UnmapRange`) does one bounded
@@ -170,154 +214,185 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
 /// core for long and the work is done on the caller's own time.
 #[inline(never)]
 fn dispatch_general(frame: &mut TrapFrame) {
-    let number = frame.rax;
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
-    let Some(call) = Syscall::from_number(number) else {
-        frame.rax = Error::InvalidSyscall.to_raw();
-        return;
+    let (env, next) = match kernel::syscall::decode(frame.rax, args) {
+        // An unknown number does nothing: straight back.
+        Err(Error::InvalidSyscall) => (None, Next::Refuse(Error::InvalidSyscall)),
+        Err(e) => (Some(sched::current_env()), Next::Return(Err(e))),
+        Ok(request) => {
+            let env = sched::current_env();
+            let next = handle(request, &env, frame);
+            (Some(env), next)
+        }
     };
-    let env = sched::current_env();
-    let mut reschedule = false;
-    // One step of a long operation done: run the call again (see `restart`).
-    let mut restart = false;
-    let result: Result<u64, Error> = match call {
-        Syscall::Null => Ok(0),
-        Syscall::ConsoleWrite => console_write(&env, args[0], args[1]),
-        Syscall::Exit => {
-            env::terminate(&env, Outcome::Exited(args[0]));
-            reschedule = true;
-            Ok(0)
+    complete(frame, env, next);
+}
+
+/// Writes the result into `rax` and takes the step after it. `env` is the
+/// caller's running environment (`None`: nothing happened that could make
+/// anyone else run first); it is dropped before anything that may leave
+/// this stack for the idle loop, so that it is not leaked.
+fn complete(frame: &mut TrapFrame, env: Option<Arc<env::Env>>, next: Next) {
+    match next {
+        Next::Return(result) => {
+            frame.rax = abi::encode(result);
+            look_before_returning(frame, env);
         }
-        Syscall::Yield => {
-            frame.rax = 0;
+        Next::Restart => {
+            // `rax` still holds the call number.
+            frame.rip -= 2;
+            look_before_returning(frame, env);
+        }
+        Next::Switch(result, why) => {
+            frame.rax = abi::encode(result);
             drop(env);
-            sched::finish(frame, sched::Why::Yield);
-            return;
+            sched::finish(frame, why);
         }
-        Syscall::FrameAlloc => {
-            let which = (args[0] != abi::ANY_FRAME).then_some(args[0]);
-            env::frame_alloc(&env, which)
+        Next::Sleep(result, wait) => {
+            frame.rax = abi::encode(result);
+            drop(env);
+            sched::sleep_current(frame, wait);
+            sched::finish(frame, sched::Why::Event);
         }
-        Syscall::FrameFree => env::frame_free(&env, args[0]).map(|()| 0),
-        Syscall::FrameGrant => {
-            let grantee = u32::try_from(args[1]).map_err(|_| Error::NoSuchEnv);
-            match grantee.and_then(|g| env::frame_grant(&env, args[0], g, Rights(args[2]))) {
-                Ok(Progress::More) => {
-                    restart = true;
-                    Ok(0)
-                }
-                Ok(Progress::Done(v)) => Ok(v),
-                Err(e) => Err(e),
+        Next::Refuse(e) => frame.rax = e.to_raw(),
+        Next::HandOver(target) => {
+            drop(env);
+            // On success the frame holds the registers of whoever runs now.
+            if let Err(e) = sched::yield_to(frame, target) {
+                frame.rax = e.to_raw();
             }
         }
-        Syscall::FrameRevoke => {
-            let grantee = u32::try_from(args[1]).map_err(|_| Error::NoSuchEnv);
-            match grantee.and_then(|g| env::frame_revoke(&env, args[0], g)) {
-                Ok(Progress::More) => {
-                    restart = true;
-                    Ok(0)
-                }
-                Ok(Progress::Done(v)) => Ok(v),
-                Err(e) => Err(e),
-            }
+        Next::Hot => {
+            drop(env);
+            syscall_dispatch(frame);
         }
-        Syscall::Map => env::map(&env, args[0], args[1], Rights(args[2])).map(|()| 0),
-        Syscall::Unmap => env::unmap(&env, args[0]).map(|()| 0),
-        Syscall::Protect => env::protect(&env, args[0], Rights(args[1])).map(|()| 0),
-        Syscall::SetExceptionHandler => set_exception_handler(&env, args[0], args[1], args[2]),
-        Syscall::ExceptionResume => match exception_resume(&env, frame, args[0]) {
+        Next::Replaced => {}
+    }
+}
+
+/// Before returning to the caller: switches away if its environment is
+/// dying or an event woke a vCPU on this core during the call.
+fn look_before_returning(frame: &mut TrapFrame, env: Option<Arc<env::Env>>) {
+    let Some(env) = env else { return };
+    let dying = env.is_dying();
+    drop(env);
+    if dying || super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
+        sched::finish(frame, sched::Why::Event);
+    }
+}
+
+/// One system call's handler: its effect, and what comes next.
+fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next {
+    let done = |r: Result<(), Error>| Next::Return(r.map(|()| 0));
+    let progress = |r: Result<Progress, Error>| match r {
+        Ok(Progress::More) => Next::Restart,
+        Ok(Progress::Done(v)) => Next::Return(Ok(v)),
+        Err(e) => Next::Return(Err(e)),
+    };
+    match request {
+        Request::Null => Next::Return(Ok(0)),
+        // Answered by `syscall_dispatch` before decoding.
+        Request::RingEnter { .. } | Request::Call { .. } | Request::Reply => Next::Hot,
+        Request::ConsoleWrite { ptr, len } => Next::Return(console_write(env, ptr, len)),
+        Request::Exit { code } => {
+            env::terminate(env, Outcome::Exited(code));
+            Next::Switch(Ok(0), sched::Why::Event)
+        }
+        Request::Yield => Next::Switch(Ok(0), sched::Why::Yield),
+        Request::FrameAlloc { frame: which } => Next::Return(env::frame_alloc(env, which)),
+        Request::FrameFree { frame: f } => done(env::frame_free(env, f)),
+        Request::FrameGrant { frame: f, grantee, rights } => {
+            progress(env::frame_grant(env, f, grantee, rights))
+        }
+        Request::FrameRevoke { frame: f, grantee } => progress(env::frame_revoke(env, f, grantee)),
+        Request::Map { frame: f, va, rights } => done(env::map(env, f, va, rights)),
+        Request::Unmap { va } => done(env::unmap(env, va)),
+        Request::Protect { va, rights } => done(env::protect(env, va, rights)),
+        Request::SetExceptionHandler { entry, stack_top, stride } => {
+            *env.exception.lock() = env::ExceptionHandler { entry, stack_top, stride };
+            Next::Return(Ok(0))
+        }
+        Request::ExceptionResume { frame_ptr } => match exception_resume(env, frame, frame_ptr) {
             // The frame now holds the resumed context, rax included.
-            Ok(()) => return,
-            Err(e) => Err(e),
+            Ok(()) => Next::Replaced,
+            Err(e) => Next::Return(Err(e)),
         },
-        Syscall::VcpuStart => vcpu_start(&env, args),
-        Syscall::VcpuExit => {
+        Request::VcpuStart { core, entry, stack_top, arg } => {
+            let context = sched::initial_context(entry, stack_top, arg);
+            done(sched::start_vcpu(env, core, context))
+        }
+        Request::VcpuExit => {
             // Inside a call this ends the call (the caller gets
             // `CallFailed`); otherwise the scheduler drops the vCPU.
             if sched::abandon_call(frame) {
-                return;
+                return Next::Replaced;
             }
             sched::exit_current_vcpu();
-            reschedule = true;
-            Ok(0)
+            Next::Switch(Ok(0), sched::Why::Event)
         }
-        Syscall::EnvLookup => env_lookup(&env, args[0], args[1]),
-        Syscall::FrameStatus => env::frame_status(args[0]),
-        Syscall::UnmapRange => match env::unmap_range(&env, args[0], args[1], args[2]) {
-            Ok(env::RangeStep::More { va, pages, done }) => {
-                (frame.rdi, frame.rsi, frame.rdx) = (va, pages, done);
-                restart = true;
-                Ok(0)
+        Request::EnvLookup { ptr, len } => Next::Return(env_lookup(env, ptr, len)),
+        Request::FrameStatus { frame: f } => Next::Return(env::frame_status(f)),
+        Request::UnmapRange { va, pages, done: so_far } => {
+            match env::unmap_range(env, va, pages, so_far) {
+                Ok(env::RangeStep::More { va, pages, done }) => {
+                    (frame.rdi, frame.rsi, frame.rdx) = (va, pages, done);
+                    Next::Restart
+                }
+                Ok(env::RangeStep::Done(n)) => Next::Return(Ok(n)),
+                Err(e) => Next::Return(Err(e)),
             }
-            Ok(env::RangeStep::Done(n)) => Ok(n),
-            Err(e) => Err(e),
-        },
+        }
         // These belong to the caller's vCPU, not to a callee (the ring ones
         // check inside `with_current_ring`).
-        Syscall::SleepOn | Syscall::YieldTo if sched::in_call() => Err(Error::Busy),
-        Syscall::RingSetup => sched::with_current_ring(|slot, _| {
-            // A new registration replaces (and unpins) the old ring.
-            *slot = Some(VcpuRing::setup(&env, args[0], args[1], args[2])?);
-            Ok(0)
-        }),
-        Syscall::RingEnter => {
-            drop(env);
-            return ring_enter(frame);
+        Request::SleepOn { .. } | Request::YieldTo { .. } if sched::in_call() => {
+            Next::Return(Err(Error::Busy))
         }
-        Syscall::SleepOn => match sleep_on(&env, args[0], args[1]) {
-            Ok(Some(program)) => {
-                frame.rax = 0;
-                drop(env);
-                sched::sleep_current(frame, sched::Wait::Predicate(program));
-                sched::finish(frame, sched::Why::Event);
-                return;
-            }
-            Ok(None) => Ok(0),
-            Err(e) => Err(e),
+        Request::RingSetup { base, sq_entries, cq_entries } => {
+            Next::Return(sched::with_current_ring(|slot, _| {
+                // A new registration replaces (and unpins) the old ring.
+                *slot = Some(VcpuRing::setup(env, base, sq_entries, cq_entries)?);
+                Ok(0)
+            }))
+        }
+        Request::SleepOn { ptr, count } => match sleep_on(env, ptr, count) {
+            Ok(Some(program)) => Next::Sleep(Ok(0), sched::Wait::Predicate(program)),
+            Ok(None) => Next::Return(Ok(0)),
+            Err(e) => Next::Return(Err(e)),
         },
-        Syscall::SlotAlloc => super::slots::alloc(env.id, args[0], args[1], args[2]),
-        Syscall::SlotFree => super::slots::free(env.id, args[0], args[1]).map(|()| 0),
-        Syscall::SetSlotHandlers => set_slot_handlers(&env, args[0], args[1]),
-        Syscall::SetDefaultTime => set_default_time(&env, args[0], args[1]),
-        Syscall::YieldTo => {
-            drop(env);
-            let target = u32::try_from(args[0]).ok().and_then(env::lookup);
-            let result = match target {
-                Some(t) if !t.is_dying() => sched::yield_to(frame, t.id),
-                _ => Err(Error::NoSuchEnv),
-            };
-            // On success the frame holds the registers of whoever runs now.
-            if let Err(e) = result {
-                frame.rax = e.to_raw();
+        Request::SlotAlloc { core, index, count } => {
+            Next::Return(super::slots::alloc(env.id, core as u64, index, count))
+        }
+        Request::SlotFree { core, mask } => done(super::slots::free(env.id, core as u64, mask)),
+        Request::SetSlotHandlers { prologue, epilogue } => {
+            env.prologue.store(prologue, Ordering::Release);
+            env.epilogue.store(epilogue, Ordering::Release);
+            Next::Return(Ok(0))
+        }
+        Request::SetDefaultTime { core, on } => {
+            if on {
+                env.default_time.fetch_or(1 << core, Ordering::AcqRel);
+            } else {
+                env.default_time.fetch_and(!(1 << core), Ordering::AcqRel);
             }
-            return;
+            Next::Return(Ok(0))
         }
-        Syscall::IpcRegister => ipc_register(&env, args[0], args[1], args[2]),
-        Syscall::IpcAccept => ipc_accept(&env, args[0], args[1]),
-        Syscall::Call => {
-            drop(env);
-            return pct_call(frame);
+        Request::YieldTo { target } => {
+            match target.and_then(env::lookup).filter(|t| !t.is_dying()) {
+                Some(t) => Next::HandOver(t.id),
+                None => Next::Refuse(Error::NoSuchEnv),
+            }
         }
-        Syscall::Reply => {
-            drop(env);
-            return pct_reply(frame);
+        Request::IpcRegister { entry, stack_top, stride } => {
+            // The entry last: a concurrent call sees the stacks that go with it.
+            env.ipc.stack_top.store(stack_top, Ordering::Relaxed);
+            env.ipc.stride.store(stride, Ordering::Relaxed);
+            env.ipc.entry.store(entry, Ordering::Release);
+            Next::Return(Ok(0))
         }
-        Syscall::Acall => super::uring::acall(&env, args[0], [args[1], args[2]]).map(|()| 0),
-    };
-    if restart {
-        // `rax` still holds the call number.
-        frame.rip -= 2;
-    } else {
-        frame.rax = abi::encode(result);
-    }
-    let dying = env.is_dying();
-    // `finish` may abandon this stack for the idle loop: drop the reference
-    // first so it is not leaked.
-    drop(env);
-    // A wake-up for a vCPU on this core (`env::wake` sets the flag instead
-    // of interrupting itself) is looked at before returning.
-    if reschedule || dying || super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
-        sched::finish(frame, sched::Why::Event);
+        Request::IpcAccept { who, allow } => Next::Return(ipc_accept(env, who, allow)),
+        Request::Acall { target, words } => {
+            done(super::uring::acall(env, u64::from(target), words))
+        }
     }
 }
 
@@ -337,50 +412,14 @@ fn pct_reply(frame: &mut TrapFrame) {
     }
 }
 
-fn set_default_time(env: &env::Env, core: u64, on: u64) -> Result<u64, Error> {
-    let core =
-        usize::try_from(core).ok().filter(|&c| c < abi::MAX_CORES).ok_or(Error::NoSuchCore)?;
-    match on {
-        0 => env.default_time.fetch_and(!(1 << core), Ordering::AcqRel),
-        1 => env.default_time.fetch_or(1 << core, Ordering::AcqRel),
-        _ => return Err(Error::InvalidArgument),
+fn ipc_accept(env: &env::Env, who: Accept, allow: bool) -> Result<u64, Error> {
+    let who = match who {
+        Accept::Any => {
+            env.ipc.accept_any.store(allow, Ordering::Release);
+            return Ok(0);
+        }
+        Accept::Env(who) => who,
     };
-    Ok(0)
-}
-
-fn set_slot_handlers(env: &env::Env, prologue: u64, epilogue: u64) -> Result<u64, Error> {
-    let valid = |entry: u64| entry == 0 || (abi::USER_MIN..abi::USER_MAX).contains(&entry);
-    if !valid(prologue) || !valid(epilogue) {
-        return Err(Error::InvalidArgument);
-    }
-    env.prologue.store(prologue, Ordering::Release);
-    env.epilogue.store(epilogue, Ordering::Release);
-    Ok(0)
-}
-
-fn ipc_register(env: &env::Env, entry: u64, stack_top: u64, stride: u64) -> Result<u64, Error> {
-    if entry != 0 && (!(abi::USER_MIN..abi::USER_MAX).contains(&entry) || stack_top > abi::USER_MAX)
-    {
-        return Err(Error::InvalidArgument);
-    }
-    // The entry last: a concurrent call sees the stacks that go with it.
-    env.ipc.stack_top.store(stack_top, Ordering::Relaxed);
-    env.ipc.stride.store(stride, Ordering::Relaxed);
-    env.ipc.entry.store(entry, Ordering::Release);
-    Ok(0)
-}
-
-fn ipc_accept(env: &env::Env, who: u64, allow: u64) -> Result<u64, Error> {
-    let allow = match allow {
-        0 => false,
-        1 => true,
-        _ => return Err(Error::InvalidArgument),
-    };
-    if who == abi::ANY_ENV {
-        env.ipc.accept_any.store(allow, Ordering::Release);
-        return Ok(0);
-    }
-    let who = u32::try_from(who).map_err(|_| Error::NoSuchEnv)?;
     let mut accept = env.ipc.accept.lock();
     let known = accept.iter().position(|&e| e == who);
     match (allow, known) {
@@ -516,20 +555,6 @@ pub fn console_write(env: &env::Env, ptr: u64, len: u64) -> Result<u64, Error> {
     Ok(len)
 }
 
-fn set_exception_handler(
-    env: &env::Env,
-    entry: u64,
-    stack_top: u64,
-    stride: u64,
-) -> Result<u64, Error> {
-    if entry != 0 && (!(abi::USER_MIN..abi::USER_MAX).contains(&entry) || stack_top > abi::USER_MAX)
-    {
-        return Err(Error::InvalidArgument);
-    }
-    *env.exception.lock() = env::ExceptionHandler { entry, stack_top, stride };
-    Ok(0)
-}
-
 fn exception_resume(env: &env::Env, frame: &mut TrapFrame, ptr: u64) -> Result<(), Error> {
     let mut bytes = [0u8; abi::UPCALL_FRAME_SIZE as usize];
     env::copy_from_user_into(env, ptr, &mut bytes)?;
@@ -539,22 +564,8 @@ fn exception_resume(env: &env::Env, frame: &mut TrapFrame, ptr: u64) -> Result<(
     sched::resume_from(frame, &abi::UpcallFrame::from_words(words))
 }
 
-fn vcpu_start(env: &alloc::sync::Arc<env::Env>, args: [u64; 6]) -> Result<u64, Error> {
-    let [core, entry, stack_top, arg, ..] = args;
-    if !(abi::USER_MIN..abi::USER_MAX).contains(&entry) || stack_top > abi::USER_MAX {
-        return Err(Error::InvalidArgument);
-    }
-    let core = usize::try_from(core).map_err(|_| Error::NoSuchCore)?;
-    if core >= super::percpu::MAX_CPUS {
-        return Err(Error::NoSuchCore);
-    }
-    sched::start_vcpu(env, core, sched::initial_context(entry, stack_top, arg)).map(|()| 0)
-}
-
+/// `EnvLookup` (`len` checked by the decoder).
 fn env_lookup(env: &env::Env, ptr: u64, len: u64) -> Result<u64, Error> {
-    if len == 0 || len > abi::NAME_MAX {
-        return Err(Error::InvalidArgument);
-    }
     let bytes = env::copy_from_user(env, ptr, len as usize)?;
     let name = core::str::from_utf8(&bytes).map_err(|_| Error::InvalidArgument)?;
     env::lookup_name(name).map(|e| u64::from(e.id)).ok_or(Error::NoSuchEnv)

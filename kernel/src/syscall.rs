@@ -1,0 +1,697 @@
+//! Decoding a system call: from `(number, [u64; 6])` to a typed [`Request`].
+//!
+//! The machine's dispatcher (`machine/syscall.rs`) decodes first and then
+//! dispatches on the [`Request`]; each handler sees typed, range-checked
+//! arguments. This module owns the *pure* argument checks: those that look
+//! only at the registers and that the handlers made before any side effect
+//! or any look at the kernel's state, so that moving them here changes no
+//! answer (the same error for the same registers; the property tests below
+//! hold that against a copy of the handlers' old checks). Checks that need
+//! state (an environment's existence, a frame's owner, the machine's frame
+//! capacity, the cores online), or that the handlers make only after such a
+//! check, stay with the handlers: `SleepOn`, `YieldTo` and `RingSetup` first
+//! refuse a caller inside a protected control transfer (`Busy`), so their
+//! arguments are decoded without checks (`YieldTo`'s target as an
+//! `Option`: `None` is "no such environment" once the caller may yield).
+//!
+//! The memory operations (`Map`, `Unmap`, `Protect`, `UnmapRange`) and
+//! `ConsoleWrite` are also ring operations, which reach the same handlers
+//! without this decoder: those handlers keep their own checks (the same
+//! functions' answers, so the decoder only answers them earlier).
+
+use crate::ownership::EnvId;
+use abi::{Error, Rights, Syscall};
+
+/// A frame number (checked against the machine's frame capacity by the
+/// handlers, which know it).
+pub type Frame = u64;
+
+/// A decoded system call: one variant per [`abi::Syscall`], arguments typed
+/// and checked as far as the registers alone allow. See `abi::Syscall` for
+/// each call's meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `Null`.
+    Null,
+    /// `ConsoleWrite`: `len` ≤ [`abi::CONSOLE_WRITE_MAX`].
+    ConsoleWrite {
+        /// The text.
+        ptr: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// `Exit`.
+    Exit {
+        /// The exit code.
+        code: u64,
+    },
+    /// `Yield`.
+    Yield,
+    /// `FrameAlloc`: `None` is [`abi::ANY_FRAME`].
+    FrameAlloc {
+        /// The frame asked for.
+        frame: Option<Frame>,
+    },
+    /// `FrameFree`.
+    FrameFree {
+        /// The frame.
+        frame: Frame,
+    },
+    /// `FrameGrant`.
+    FrameGrant {
+        /// The frame.
+        frame: Frame,
+        /// Who may map it (an id in range; whether it lives is the
+        /// handler's question).
+        grantee: EnvId,
+        /// With at most these rights (checked by the ownership table).
+        rights: Rights,
+    },
+    /// `FrameRevoke`.
+    FrameRevoke {
+        /// The frame.
+        frame: Frame,
+        /// Whose grant goes.
+        grantee: EnvId,
+    },
+    /// `Map`: `va` a user page outside the info region, `rights` valid and
+    /// readable.
+    Map {
+        /// The frame.
+        frame: Frame,
+        /// The page.
+        va: u64,
+        /// Its rights.
+        rights: Rights,
+    },
+    /// `Unmap`: `va` a user page outside the info region.
+    Unmap {
+        /// The page.
+        va: u64,
+    },
+    /// `Protect`: as `Map`.
+    Protect {
+        /// The page.
+        va: u64,
+        /// Its new rights.
+        rights: Rights,
+    },
+    /// `SetExceptionHandler`: `entry` 0 (none) or an [entry](entry_ok).
+    SetExceptionHandler {
+        /// The entry point (0: none).
+        entry: u64,
+        /// Core 0's exception stack top.
+        stack_top: u64,
+        /// Distance between cores' stacks.
+        stride: u64,
+    },
+    /// `ExceptionResume`.
+    ExceptionResume {
+        /// The [`abi::UpcallFrame`] to resume.
+        frame_ptr: u64,
+    },
+    /// `VcpuStart`: an [entry](entry_ok), a core index below
+    /// [`abi::MAX_CORES`].
+    VcpuStart {
+        /// The core.
+        core: usize,
+        /// Where it starts.
+        entry: u64,
+        /// Its stack.
+        stack_top: u64,
+        /// Its `rdi`.
+        arg: u64,
+    },
+    /// `VcpuExit`.
+    VcpuExit,
+    /// `EnvLookup`: `1 ≤ len ≤` [`abi::NAME_MAX`].
+    EnvLookup {
+        /// The name.
+        ptr: u64,
+        /// Its length.
+        len: u64,
+    },
+    /// `FrameStatus`.
+    FrameStatus {
+        /// The frame.
+        frame: Frame,
+    },
+    /// `UnmapRange`: `pages` ≤ [`abi::UNMAP_RANGE_MAX`]; unless `pages` is
+    /// 0, `va` a user page and the range inside the user half, clear of the
+    /// info region.
+    UnmapRange {
+        /// Start of the rest of the range.
+        va: u64,
+        /// Pages left.
+        pages: u64,
+        /// Pages removed so far (0 on the first step).
+        done: u64,
+    },
+    /// `RingSetup` (checked by the ring, after the in-call check).
+    RingSetup {
+        /// The ring's base.
+        base: u64,
+        /// Submission entries.
+        sq_entries: u64,
+        /// Completion entries.
+        cq_entries: u64,
+    },
+    /// `RingEnter` (checked by the ring).
+    RingEnter {
+        /// Submissions to consume.
+        to_submit: u64,
+        /// Completions to wait for.
+        min_complete: u64,
+    },
+    /// `SleepOn` (checked after the in-call check).
+    SleepOn {
+        /// The program.
+        ptr: u64,
+        /// Its instructions.
+        count: u64,
+    },
+    /// `SlotAlloc`: a core index below [`abi::MAX_CORES`].
+    SlotAlloc {
+        /// The core.
+        core: usize,
+        /// The slot, or [`abi::schedule::ANY_SLOT`].
+        index: u64,
+        /// How many (with `ANY_SLOT`).
+        count: u64,
+    },
+    /// `SlotFree`: a core index below [`abi::MAX_CORES`].
+    SlotFree {
+        /// The core.
+        core: usize,
+        /// The slots.
+        mask: u64,
+    },
+    /// `SetSlotHandlers`: each 0 (none) or an [entry](entry_ok).
+    SetSlotHandlers {
+        /// At a slot's start.
+        prologue: u64,
+        /// At a slot's end.
+        epilogue: u64,
+    },
+    /// `SetDefaultTime`.
+    SetDefaultTime {
+        /// The core.
+        core: usize,
+        /// Take part in the default round-robin there.
+        on: bool,
+    },
+    /// `YieldTo`: `None` if the register cannot name an environment (the
+    /// handler answers [`Error::NoSuchEnv`] after its in-call check).
+    YieldTo {
+        /// The environment.
+        target: Option<EnvId>,
+    },
+    /// `IpcRegister`: `entry` 0 (none) or an [entry](entry_ok).
+    IpcRegister {
+        /// The entry point (0: none).
+        entry: u64,
+        /// Core 0's IPC stack top.
+        stack_top: u64,
+        /// Distance between cores' stacks.
+        stride: u64,
+    },
+    /// `IpcAccept`.
+    IpcAccept {
+        /// Whom.
+        who: Accept,
+        /// Accept (true) or stop accepting.
+        allow: bool,
+    },
+    /// `Call` (the hot path's; checked by the transfer, after its in-call
+    /// check).
+    Call {
+        /// The environment called.
+        target: u64,
+    },
+    /// `Reply`.
+    Reply,
+    /// `Acall`.
+    Acall {
+        /// The environment called.
+        target: EnvId,
+        /// The two words.
+        words: [u64; 2],
+    },
+}
+
+/// Whom [`Request::IpcAccept`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accept {
+    /// Every environment ([`abi::ANY_ENV`]).
+    Any,
+    /// One environment.
+    Env(EnvId),
+}
+
+/// Whether `entry` may be the entry point of user code: in
+/// `USER_MIN..USER_MAX`.
+pub fn entry_ok(entry: u64) -> bool {
+    (abi::USER_MIN..abi::USER_MAX).contains(&entry)
+}
+
+/// An entry point with its stack: `entry` in the user range (or 0 when
+/// `optional`, which unregisters and ignores the stack) and `stack_top` at
+/// most `USER_MAX`. The one place the entry-address rule is written.
+fn entry_and_stack(entry: u64, stack_top: u64, optional: bool) -> Result<(), Error> {
+    if optional && entry == 0 {
+        return Ok(());
+    }
+    if !entry_ok(entry) || stack_top > abi::USER_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(())
+}
+
+/// An upcall entry: 0 (none) or in the user range.
+fn handler_ok(entry: u64) -> bool {
+    entry == 0 || entry_ok(entry)
+}
+
+/// A user page: aligned, in `USER_MIN..USER_MAX` ([`Error::InvalidArgument`])
+/// and outside the info region ([`Error::Reserved`]).
+pub fn check_page(va: u64) -> Result<u64, Error> {
+    if !va.is_multiple_of(abi::PAGE_SIZE) || !(abi::USER_MIN..abi::USER_MAX).contains(&va) {
+        return Err(Error::InvalidArgument);
+    }
+    if abi::in_info_region(va) {
+        return Err(Error::Reserved);
+    }
+    Ok(va)
+}
+
+/// Rights a mapping may have: defined bits only, readable.
+pub fn check_rights(rights: u64) -> Result<Rights, Error> {
+    let rights = Rights(rights);
+    if !rights.is_valid() || !rights.contains(Rights::READ) {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(rights)
+}
+
+/// A core index the ABI can name ([`Error::NoSuchCore`] otherwise).
+fn core_index(core: u64) -> Result<usize, Error> {
+    usize::try_from(core).ok().filter(|&c| c < abi::MAX_CORES).ok_or(Error::NoSuchCore)
+}
+
+/// An environment id ([`Error::NoSuchEnv`] if the word cannot be one).
+fn env_id(word: u64) -> Result<EnvId, Error> {
+    EnvId::try_from(word).map_err(|_| Error::NoSuchEnv)
+}
+
+/// A 0/1 flag ([`Error::InvalidArgument`] otherwise).
+fn flag(word: u64) -> Result<bool, Error> {
+    match word {
+        0 => Ok(false),
+        1 => Ok(true),
+        _ => Err(Error::InvalidArgument),
+    }
+}
+
+/// Decodes system call `number` with arguments `args` (`rdi`, `rsi`, `rdx`,
+/// `r10`, `r8`, `r9`): [`Error::InvalidSyscall`] for an undefined number,
+/// else [`decode_args`].
+pub fn decode(number: u64, args: [u64; 6]) -> Result<Request, Error> {
+    decode_args(Syscall::from_number(number).ok_or(Error::InvalidSyscall)?, args)
+}
+
+/// Decodes the arguments of `call`. Never panics; the errors are those the
+/// handlers gave for the same registers.
+pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
+    let [a0, a1, a2, a3, ..] = args;
+    Ok(match call {
+        Syscall::Null => Request::Null,
+        Syscall::ConsoleWrite => {
+            if a1 > abi::CONSOLE_WRITE_MAX {
+                return Err(Error::InvalidArgument);
+            }
+            Request::ConsoleWrite { ptr: a0, len: a1 }
+        }
+        Syscall::Exit => Request::Exit { code: a0 },
+        Syscall::Yield => Request::Yield,
+        Syscall::FrameAlloc => Request::FrameAlloc { frame: (a0 != abi::ANY_FRAME).then_some(a0) },
+        Syscall::FrameFree => Request::FrameFree { frame: a0 },
+        Syscall::FrameGrant => {
+            Request::FrameGrant { frame: a0, grantee: env_id(a1)?, rights: Rights(a2) }
+        }
+        Syscall::FrameRevoke => Request::FrameRevoke { frame: a0, grantee: env_id(a1)? },
+        Syscall::Map => Request::Map { frame: a0, va: check_page(a1)?, rights: check_rights(a2)? },
+        Syscall::Unmap => Request::Unmap { va: check_page(a0)? },
+        Syscall::Protect => Request::Protect { va: check_page(a0)?, rights: check_rights(a1)? },
+        Syscall::SetExceptionHandler => {
+            entry_and_stack(a0, a1, true)?;
+            Request::SetExceptionHandler { entry: a0, stack_top: a1, stride: a2 }
+        }
+        Syscall::ExceptionResume => Request::ExceptionResume { frame_ptr: a0 },
+        Syscall::VcpuStart => {
+            entry_and_stack(a1, a2, false)?;
+            Request::VcpuStart { core: core_index(a0)?, entry: a1, stack_top: a2, arg: a3 }
+        }
+        Syscall::VcpuExit => Request::VcpuExit,
+        Syscall::EnvLookup => {
+            if a1 == 0 || a1 > abi::NAME_MAX {
+                return Err(Error::InvalidArgument);
+            }
+            Request::EnvLookup { ptr: a0, len: a1 }
+        }
+        Syscall::FrameStatus => Request::FrameStatus { frame: a0 },
+        Syscall::UnmapRange => {
+            check_range(a0, a1)?;
+            Request::UnmapRange { va: a0, pages: a1, done: a2 }
+        }
+        Syscall::RingSetup => Request::RingSetup { base: a0, sq_entries: a1, cq_entries: a2 },
+        Syscall::RingEnter => Request::RingEnter { to_submit: a0, min_complete: a1 },
+        Syscall::SleepOn => Request::SleepOn { ptr: a0, count: a1 },
+        Syscall::SlotAlloc => Request::SlotAlloc { core: core_index(a0)?, index: a1, count: a2 },
+        Syscall::SlotFree => Request::SlotFree { core: core_index(a0)?, mask: a1 },
+        Syscall::SetSlotHandlers => {
+            if !handler_ok(a0) || !handler_ok(a1) {
+                return Err(Error::InvalidArgument);
+            }
+            Request::SetSlotHandlers { prologue: a0, epilogue: a1 }
+        }
+        Syscall::SetDefaultTime => Request::SetDefaultTime { core: core_index(a0)?, on: flag(a1)? },
+        Syscall::YieldTo => Request::YieldTo { target: EnvId::try_from(a0).ok() },
+        Syscall::IpcRegister => {
+            entry_and_stack(a0, a1, true)?;
+            Request::IpcRegister { entry: a0, stack_top: a1, stride: a2 }
+        }
+        Syscall::IpcAccept => {
+            let allow = flag(a1)?;
+            let who = if a0 == abi::ANY_ENV { Accept::Any } else { Accept::Env(env_id(a0)?) };
+            Request::IpcAccept { who, allow }
+        }
+        Syscall::Call => Request::Call { target: a0 },
+        Syscall::Reply => Request::Reply,
+        Syscall::Acall => Request::Acall { target: env_id(a0)?, words: [a1, a2] },
+    })
+}
+
+/// `UnmapRange`'s checks: at most [`abi::UNMAP_RANGE_MAX`] pages; an empty
+/// range is done whatever its address; otherwise a user page start, an end
+/// within the user half and no overlap with the info region.
+pub fn check_range(va: u64, pages: u64) -> Result<(), Error> {
+    if pages > abi::UNMAP_RANGE_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    if pages == 0 {
+        return Ok(());
+    }
+    check_page(va)?;
+    let end = va + pages * abi::PAGE_SIZE;
+    if end > abi::USER_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
+        return Err(Error::Reserved);
+    }
+    Ok(())
+}
+
+impl Request {
+    /// The system call this is.
+    pub fn syscall(&self) -> Syscall {
+        match self {
+            Request::Null => Syscall::Null,
+            Request::ConsoleWrite { .. } => Syscall::ConsoleWrite,
+            Request::Exit { .. } => Syscall::Exit,
+            Request::Yield => Syscall::Yield,
+            Request::FrameAlloc { .. } => Syscall::FrameAlloc,
+            Request::FrameFree { .. } => Syscall::FrameFree,
+            Request::FrameGrant { .. } => Syscall::FrameGrant,
+            Request::FrameRevoke { .. } => Syscall::FrameRevoke,
+            Request::Map { .. } => Syscall::Map,
+            Request::Unmap { .. } => Syscall::Unmap,
+            Request::Protect { .. } => Syscall::Protect,
+            Request::SetExceptionHandler { .. } => Syscall::SetExceptionHandler,
+            Request::ExceptionResume { .. } => Syscall::ExceptionResume,
+            Request::VcpuStart { .. } => Syscall::VcpuStart,
+            Request::VcpuExit => Syscall::VcpuExit,
+            Request::EnvLookup { .. } => Syscall::EnvLookup,
+            Request::FrameStatus { .. } => Syscall::FrameStatus,
+            Request::UnmapRange { .. } => Syscall::UnmapRange,
+            Request::RingSetup { .. } => Syscall::RingSetup,
+            Request::RingEnter { .. } => Syscall::RingEnter,
+            Request::SleepOn { .. } => Syscall::SleepOn,
+            Request::SlotAlloc { .. } => Syscall::SlotAlloc,
+            Request::SlotFree { .. } => Syscall::SlotFree,
+            Request::SetSlotHandlers { .. } => Syscall::SetSlotHandlers,
+            Request::SetDefaultTime { .. } => Syscall::SetDefaultTime,
+            Request::YieldTo { .. } => Syscall::YieldTo,
+            Request::IpcRegister { .. } => Syscall::IpcRegister,
+            Request::IpcAccept { .. } => Syscall::IpcAccept,
+            Request::Call { .. } => Syscall::Call,
+            Request::Reply => Syscall::Reply,
+            Request::Acall { .. } => Syscall::Acall,
+        }
+    }
+
+    /// The registers that make this call (`rax` and the six arguments;
+    /// those the call does not read are 0): [`decode`]'s inverse.
+    pub fn to_registers(&self) -> (u64, [u64; 6]) {
+        let core = |c: usize| c as u64;
+        let args: [u64; 3] = match *self {
+            Request::Null | Request::Yield | Request::VcpuExit | Request::Reply => [0; 3],
+            Request::ConsoleWrite { ptr, len } | Request::EnvLookup { ptr, len } => [ptr, len, 0],
+            Request::Exit { code } => [code, 0, 0],
+            Request::FrameAlloc { frame } => [frame.unwrap_or(abi::ANY_FRAME), 0, 0],
+            Request::FrameFree { frame } | Request::FrameStatus { frame } => [frame, 0, 0],
+            Request::FrameGrant { frame, grantee, rights } => [frame, u64::from(grantee), rights.0],
+            Request::FrameRevoke { frame, grantee } => [frame, u64::from(grantee), 0],
+            Request::Map { frame, va, rights } => [frame, va, rights.0],
+            Request::Unmap { va } => [va, 0, 0],
+            Request::Protect { va, rights } => [va, rights.0, 0],
+            Request::SetExceptionHandler { entry, stack_top, stride }
+            | Request::IpcRegister { entry, stack_top, stride } => [entry, stack_top, stride],
+            Request::ExceptionResume { frame_ptr } => [frame_ptr, 0, 0],
+            Request::VcpuStart { core: c, entry, stack_top, arg } => {
+                return (Syscall::VcpuStart as u64, [core(c), entry, stack_top, arg, 0, 0]);
+            }
+            Request::UnmapRange { va, pages, done } => [va, pages, done],
+            Request::RingSetup { base, sq_entries, cq_entries } => [base, sq_entries, cq_entries],
+            Request::RingEnter { to_submit, min_complete } => [to_submit, min_complete, 0],
+            Request::SleepOn { ptr, count } => [ptr, count, 0],
+            Request::SlotAlloc { core: c, index, count } => [core(c), index, count],
+            Request::SlotFree { core: c, mask } => [core(c), mask, 0],
+            Request::SetSlotHandlers { prologue, epilogue } => [prologue, epilogue, 0],
+            Request::SetDefaultTime { core: c, on } => [core(c), u64::from(on), 0],
+            Request::YieldTo { target } => [target.map_or(u64::MAX, u64::from), 0, 0],
+            Request::IpcAccept { who, allow } => {
+                let who = match who {
+                    Accept::Any => abi::ANY_ENV,
+                    Accept::Env(e) => u64::from(e),
+                };
+                [who, u64::from(allow), 0]
+            }
+            Request::Call { target } => [target, 0, 0],
+            Request::Acall { target, words: [w0, w1] } => [u64::from(target), w0, w1],
+        };
+        (self.syscall() as u64, [args[0], args[1], args[2], 0, 0, 0])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The checks the handlers made before this module existed, copied from
+    /// them in their order (`None`: none of them refused the registers).
+    /// The decoder must refuse exactly these, with these errors.
+    fn old_handler_checks(number: u64, a: [u64; 6]) -> Option<Error> {
+        let Some(call) = Syscall::from_number(number) else {
+            return Some(Error::InvalidSyscall);
+        };
+        let entry_in = |e: u64| (abi::USER_MIN..abi::USER_MAX).contains(&e);
+        let check_va = |va: u64| {
+            if !va.is_multiple_of(abi::PAGE_SIZE) || !entry_in(va) {
+                Some(Error::InvalidArgument)
+            } else if abi::in_info_region(va) {
+                Some(Error::Reserved)
+            } else {
+                None
+            }
+        };
+        let check_rights = |r: u64| {
+            (!Rights(r).is_valid() || !Rights(r).contains(Rights::READ))
+                .then_some(Error::InvalidArgument)
+        };
+        let core = |c: u64| {
+            (usize::try_from(c).is_err() || c >= abi::MAX_CORES as u64).then_some(Error::NoSuchCore)
+        };
+        let env = |e: u64| u32::try_from(e).is_err().then_some(Error::NoSuchEnv);
+        match call {
+            Syscall::ConsoleWrite => {
+                (a[1] > abi::CONSOLE_WRITE_MAX).then_some(Error::InvalidArgument)
+            }
+            Syscall::FrameGrant | Syscall::FrameRevoke => env(a[1]),
+            Syscall::Map => check_va(a[1]).or_else(|| check_rights(a[2])),
+            Syscall::Unmap => check_va(a[0]),
+            Syscall::Protect => check_va(a[0]).or_else(|| check_rights(a[1])),
+            Syscall::SetExceptionHandler | Syscall::IpcRegister => (a[0] != 0
+                && (!entry_in(a[0]) || a[1] > abi::USER_MAX))
+                .then_some(Error::InvalidArgument),
+            Syscall::VcpuStart => (!entry_in(a[1]) || a[2] > abi::USER_MAX)
+                .then_some(Error::InvalidArgument)
+                .or_else(|| core(a[0])),
+            Syscall::EnvLookup => {
+                (a[1] == 0 || a[1] > abi::NAME_MAX).then_some(Error::InvalidArgument)
+            }
+            Syscall::UnmapRange => {
+                let (va, pages) = (a[0], a[1]);
+                if pages > abi::UNMAP_RANGE_MAX {
+                    return Some(Error::InvalidArgument);
+                }
+                if pages == 0 {
+                    return None;
+                }
+                check_va(va).or_else(|| {
+                    let end = va + pages * abi::PAGE_SIZE;
+                    if end > abi::USER_MAX {
+                        Some(Error::InvalidArgument)
+                    } else if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
+                        Some(Error::Reserved)
+                    } else {
+                        None
+                    }
+                })
+            }
+            Syscall::SlotAlloc | Syscall::SlotFree => core(a[0]),
+            Syscall::SetSlotHandlers => {
+                let valid = |e: u64| e == 0 || entry_in(e);
+                (!valid(a[0]) || !valid(a[1])).then_some(Error::InvalidArgument)
+            }
+            Syscall::SetDefaultTime => {
+                core(a[0]).or_else(|| (a[1] > 1).then_some(Error::InvalidArgument))
+            }
+            Syscall::IpcAccept => (a[1] > 1)
+                .then_some(Error::InvalidArgument)
+                .or_else(|| if a[0] == abi::ANY_ENV { None } else { env(a[0]) }),
+            Syscall::Acall => env(a[0]),
+            _ => None,
+        }
+    }
+
+    /// A word that often lands on the interesting boundaries.
+    fn word() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            any::<u64>(),
+            0u64..4,
+            Just(u64::MAX),
+            Just(u64::from(u32::MAX)),
+            Just(u64::from(u32::MAX) + 1),
+            (abi::USER_MIN - 2..abi::USER_MIN + 2),
+            (abi::USER_MAX - 2..abi::USER_MAX + 2),
+            (0u64..16).prop_map(|p| abi::USER_MIN + p * abi::PAGE_SIZE),
+            (0u64..8).prop_map(|p| abi::USER_MAX - p * abi::PAGE_SIZE),
+            (0u64..0x50).prop_map(|p| abi::INFO_VA - 8 * abi::PAGE_SIZE + p * abi::PAGE_SIZE),
+            (60u64..70),
+            (abi::UNMAP_RANGE_MAX - 1..abi::UNMAP_RANGE_MAX + 2),
+            (abi::CONSOLE_WRITE_MAX - 1..abi::CONSOLE_WRITE_MAX + 2),
+            (abi::NAME_MAX - 1..abi::NAME_MAX + 2),
+        ]
+    }
+
+    fn number() -> impl Strategy<Value = u64> {
+        prop_oneof![0..abi::SYSCALL_COUNT + 2, any::<u64>()]
+    }
+
+    fn config() -> ProptestConfig {
+        ProptestConfig { cases: 4000, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        /// Never panics, refuses exactly what the handlers refused, and a
+        /// decoded call encodes back to the registers it reads.
+        #[test]
+        fn decode_matches_the_handlers(n in number(), args in [word(), word(), word(), word(), word(), word()]) {
+            let decoded = decode(n, args);
+            prop_assert_eq!(decoded.err(), old_handler_checks(n, args));
+            if let Ok(request) = decoded {
+                prop_assert_eq!(request.syscall() as u64, n);
+                let (number, regs) = request.to_registers();
+                prop_assert_eq!(number, n);
+                // The registers it reads are the ones given (the unused
+                // ones encode as 0, and YieldTo's unnameable target as
+                // u64::MAX), and they decode to the same request.
+                prop_assert_eq!(decode(number, regs), Ok(request));
+                for (i, (&given, &back)) in args.iter().zip(regs.iter()).enumerate() {
+                    prop_assert!(back == 0 || back == given
+                        || matches!(request, Request::YieldTo { target: None }) && i == 0,
+                        "register {} of {:?}: {:#x} → {:#x}", i, request, given, back);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_call_round_trips() {
+        let valid = [
+            Request::Null,
+            Request::ConsoleWrite { ptr: 5, len: abi::CONSOLE_WRITE_MAX },
+            Request::FrameAlloc { frame: None },
+            Request::FrameAlloc { frame: Some(7) },
+            Request::FrameGrant { frame: 1, grantee: u32::MAX, rights: Rights(99) },
+            Request::Map { frame: 1, va: abi::USER_MIN, rights: Rights::RWX },
+            Request::SetExceptionHandler { entry: 0, stack_top: u64::MAX, stride: 3 },
+            Request::VcpuStart {
+                core: abi::MAX_CORES - 1,
+                entry: abi::USER_MAX - 1,
+                stack_top: abi::USER_MAX,
+                arg: 9,
+            },
+            Request::UnmapRange { va: 3, pages: 0, done: 4 },
+            Request::YieldTo { target: None },
+            Request::YieldTo { target: Some(4) },
+            Request::IpcAccept { who: Accept::Any, allow: true },
+            Request::IpcAccept { who: Accept::Env(0), allow: false },
+            Request::Acall { target: 2, words: [3, 4] },
+        ];
+        for request in valid {
+            let (n, args) = request.to_registers();
+            assert_eq!(decode(n, args), Ok(request));
+        }
+        for &call in Syscall::ALL {
+            // All-zero arguments: whatever it answers, the number is kept.
+            if let Ok(r) = decode_args(call, [0; 6]) {
+                assert_eq!(r.syscall(), call);
+            }
+        }
+    }
+
+    #[test]
+    fn the_boundaries() {
+        let d = |call: Syscall, a: [u64; 6]| decode(call as u64, a);
+        assert_eq!(decode(abi::SYSCALL_COUNT, [0; 6]), Err(Error::InvalidSyscall));
+        // Entry checked before the core.
+        assert_eq!(d(Syscall::VcpuStart, [u64::MAX, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        let e = abi::USER_MIN;
+        assert_eq!(d(Syscall::VcpuStart, [64, e, 0, 0, 0, 0]), Err(Error::NoSuchCore));
+        // The core before the flag; the flag before the environment.
+        assert_eq!(d(Syscall::SetDefaultTime, [64, 2, 0, 0, 0, 0]), Err(Error::NoSuchCore));
+        assert_eq!(
+            d(Syscall::IpcAccept, [u64::MAX - 1, 2, 0, 0, 0, 0]),
+            Err(Error::InvalidArgument)
+        );
+        assert_eq!(d(Syscall::IpcAccept, [u64::MAX - 1, 1, 0, 0, 0, 0]), Err(Error::NoSuchEnv));
+        // An info page is reserved; an empty range is fine anywhere.
+        assert_eq!(d(Syscall::Unmap, [abi::INFO_VA, 0, 0, 0, 0, 0]), Err(Error::Reserved));
+        assert!(d(Syscall::UnmapRange, [1, 0, 0, 0, 0, 0]).is_ok());
+        assert_eq!(
+            d(Syscall::UnmapRange, [abi::INFO_VA - abi::PAGE_SIZE, 2, 0, 0, 0, 0]),
+            Err(Error::Reserved)
+        );
+        // The in-call refusals come first: no checks here.
+        assert!(d(Syscall::SleepOn, [0, 0, 0, 0, 0, 0]).is_ok());
+        assert_eq!(
+            d(Syscall::YieldTo, [u64::MAX, 0, 0, 0, 0, 0]),
+            Ok(Request::YieldTo { target: None })
+        );
+    }
+}
