@@ -333,7 +333,7 @@ pub const UNMAP_CHUNK: usize = 64;
 /// many times, unmapping a large range, reclaiming a dead environment) work
 /// in bounded steps, so that no system call keeps its core, with interrupts
 /// off, from the next slot's owner for long: the system-call layer restarts
-/// the call for the next step (see `syscall::restart`), the ring leaves the
+/// the call for the next step (`Next::Restart` in `machine/syscall.rs`), the ring leaves the
 /// entry queued.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {
