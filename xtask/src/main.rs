@@ -150,7 +150,7 @@ struct TestArgs {
     #[arg(long)]
     qemu_only: bool,
     /// Per-boot timeout in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
     timeout: u64,
     #[command(flatten)]
     build: BuildArgs,
