@@ -12,10 +12,10 @@
 //! first re-arms the *idle tick* (`tick_hz`), so a core whose scheduler
 //! does not ask for an earlier one still wakes up regularly.
 
-use super::interrupts::vectors;
 use super::memory::phys_to_virt;
 use super::percpu::this_cpu;
 use super::time;
+use super::trap::vectors;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use x2apic::lapic::{LocalApic, LocalApicBuilder, TimerDivide, TimerMode, xapic_base};
 

@@ -20,20 +20,27 @@
 //!   `rt_wakeup_cross_core`, `rt_yield`.
 //! * ring 3 on all cores (`apps/tlbbench`): TLB shootdown latency to 1..7
 //!   cores for one page, a 64-page batch and a full flush.
-//! * `mailbox_roundtrip_0_to_N`: core 0 posts `Echo` to core N's mailbox
-//!   (queue push + IPI); N's handler posts `EchoReply` back the same way;
-//!   timed until core 0 has handled the reply. The target: within 2x the
+//! * `mailbox_roundtrip_0_to_N`: core 0 posts an echo request (a
+//!   [`Message::Run`] of this module's `echo`) to core N's mailbox (queue
+//!   push + IPI); N's handler posts the reply back the same way; timed until
+//!   core 0 has handled the reply. The target: within 2x the
 //!   bare IPI round trip.
 //!
-//! [`BENCH_PING`]: super::interrupts::vectors::BENCH_PING
-//! [`BENCH_PONG`]: super::interrupts::vectors::BENCH_PONG
+//!
+//! The benchmark's IPI handlers and counters are this module's own: it
+//! registers the handlers of [`BENCH_PING`] and [`BENCH_PONG`] with
+//! [`trap::register`] when it starts, and counts pongs and echo replies in
+//! per-core statics.
+//!
+//! [`BENCH_PING`]: super::trap::vectors::BENCH_PING
+//! [`BENCH_PONG`]: super::trap::vectors::BENCH_PONG
 
 use super::console::kprintln;
 use super::cpu::{pause, rdtsc};
-use super::interrupts::vectors;
 use super::mailbox::{self, Message};
-use super::percpu::{cpu, online_cpus, this_cpu};
+use super::percpu::{MAX_CPUS, cpu, online_cpus, this_cpu};
 use super::time::Deadline;
+use super::trap::{self, vectors};
 use super::{apic, time};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -42,14 +49,32 @@ use kernel::stats::summarize;
 /// APIC id of the core that started the current ping benchmark.
 static PING_FROM: AtomicU32 = AtomicU32::new(0);
 
+/// Bare-IPI pongs received, per core (IPI round-trip benchmark).
+static PONGS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Echo replies received, per core (mailbox round-trip benchmark).
+static ECHO_REPLIES: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
 /// Handler of [`vectors::BENCH_PING`]: answer with a pong.
-pub fn on_ping() {
+fn on_ping() {
     apic::send_ipi(PING_FROM.load(Ordering::Relaxed), vectors::BENCH_PONG);
 }
 
 /// Handler of [`vectors::BENCH_PONG`].
-pub fn on_pong() {
-    this_cpu().pongs.fetch_add(1, Ordering::Release);
+fn on_pong() {
+    PONGS[this_cpu().index].fetch_add(1, Ordering::Release);
+}
+
+/// Run by the target's mailbox handler: answers the echo request of core
+/// `from` (from interrupt context: posting never waits for an ack).
+fn echo(from: usize) {
+    if let Err(e) = mailbox::post(from, Message::Run(echo_reply), None) {
+        log::warn!("echo reply to core {from} failed: {e:?}");
+    }
+}
+
+/// Run by the requester's mailbox handler: counts the reply.
+fn echo_reply(_from: usize) {
+    ECHO_REPLIES[this_cpu().index].fetch_add(1, Ordering::Release);
 }
 
 /// Waits (interrupts on) until `counter` passes `seen`; `None` on timeout.
@@ -80,6 +105,10 @@ fn report(name: &str, samples: &mut [u64]) {
 pub fn run_all(n: usize, all_cores: u64) -> ! {
     let me = this_cpu();
     PING_FROM.store(me.apic_id, Ordering::Relaxed);
+    trap::register(vectors::BENCH_PING, on_ping);
+    trap::register(vectors::BENCH_PONG, on_pong);
+    let pongs = &PONGS[me.index];
+    let echo_replies = &ECHO_REPLIES[me.index];
     log::info!("benchmarks: {n} samples each, TSC {} MHz", time::tsc_hz() / 1_000_000);
     let mut ok = true;
     let warmup = 16;
@@ -88,10 +117,10 @@ pub fn run_all(n: usize, all_cores: u64) -> ! {
 
         let mut samples = Vec::with_capacity(n);
         for i in 0..n + warmup {
-            let seen = me.pongs.load(Ordering::Acquire);
+            let seen = pongs.load(Ordering::Acquire);
             let start = rdtsc();
             apic::send_ipi(dest.apic_id, vectors::BENCH_PING);
-            if wait_past(&me.pongs, seen).is_none() {
+            if wait_past(pongs, seen).is_none() {
                 log::error!("ipi round trip to core {target}: no pong");
                 ok = false;
                 break;
@@ -104,10 +133,10 @@ pub fn run_all(n: usize, all_cores: u64) -> ! {
 
         let mut samples = Vec::with_capacity(n);
         for i in 0..n + warmup {
-            let seen = me.echo_replies.load(Ordering::Acquire);
+            let seen = echo_replies.load(Ordering::Acquire);
             let start = rdtsc();
-            if mailbox::post(target, Message::Echo, None).is_err()
-                || wait_past(&me.echo_replies, seen).is_none()
+            if mailbox::post(target, Message::Run(echo), None).is_err()
+                || wait_past(echo_replies, seen).is_none()
             {
                 log::error!("mailbox round trip to core {target}: no reply");
                 ok = false;

@@ -99,8 +99,15 @@ pub struct ExceptionHandler {
 impl ExceptionHandler {
     /// Top of core `core`'s exception stack.
     pub fn stack_top_for(&self, core: usize) -> u64 {
-        self.stack_top.saturating_sub(self.stride.saturating_mul(core as u64))
+        per_core_stack_top(self.stack_top, self.stride, core)
     }
+}
+
+/// Top of core `core`'s stack in a per-core stack array registered as core
+/// 0's top and the distance between consecutive cores' tops (exception and
+/// IPC stacks); saturates at 0, which is never mapped.
+pub fn per_core_stack_top(top: u64, stride: u64, core: usize) -> u64 {
+    top.saturating_sub(stride.saturating_mul(core as u64))
 }
 
 /// Where protected control transfers enter an environment, and whom it
@@ -133,7 +140,7 @@ impl Ipc {
         let entry = self.entry.load(Ordering::Acquire);
         let top = self.stack_top.load(Ordering::Relaxed);
         let stride = self.stride.load(Ordering::Relaxed);
-        (entry != 0).then(|| (entry, top.saturating_sub(stride.saturating_mul(core as u64))))
+        (entry != 0).then(|| (entry, per_core_stack_top(top, stride, core)))
     }
 }
 

@@ -14,6 +14,7 @@ use super::env::{self, Env, Outcome};
 use super::mailbox::{self, MailboxError, Message};
 use super::percpu::{MAX_CPUS, all_cpus, cpu, online_cpus, this_cpu};
 use super::time::Deadline;
+use super::trap::{self, vectors};
 use super::{memory, start};
 use alloc::format;
 use alloc::string::String;
@@ -225,6 +226,17 @@ fn each_core_reads_its_own_apic_id() -> TestResult {
     check(bad == 0, || format!("{bad} cores disagree with their recorded APIC id"))
 }
 
+/// Acknowledgements received for the pings each core sent.
+static PING_ACKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Sends a ping to `target` and waits for its acknowledgement.
+fn ping(target: usize, timeout_ms: u64) -> Result<(), MailboxError> {
+    let acks = &PING_ACKS[this_cpu().index];
+    let expect = acks.load(Ordering::Acquire) + 1;
+    mailbox::post(target, Message::Ping, Some(acks))?;
+    mailbox::wait_for(acks, expect, timeout_ms)
+}
+
 /// `DELIVERED[i] bit j`: core i's ping to core j was acknowledged.
 static DELIVERED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
@@ -236,7 +248,7 @@ fn ipi_all_to_all() -> TestResult {
         |_| {
             let me = this_cpu().index;
             for target in (0..online_cpus()).filter(|&t| t != me) {
-                if mailbox::ping(target, 5000).is_ok() {
+                if ping(target, 5000).is_ok() {
                     DELIVERED[me].fetch_or(1 << target, Ordering::SeqCst);
                 }
             }
@@ -377,12 +389,20 @@ fn frames_concurrent() -> TestResult {
 }
 
 static BREAKPOINT_FAILURES: AtomicUsize = AtomicUsize::new(0);
+/// Breakpoint exceptions taken in ring 0, per core.
+static BREAKPOINTS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// The ring-0 breakpoint handler this test registers.
+fn count_breakpoint() {
+    BREAKPOINTS[this_cpu().index].fetch_add(1, Ordering::Relaxed);
+}
 
 fn breakpoint_on_every_core() -> TestResult {
     BREAKPOINT_FAILURES.store(0, Ordering::SeqCst);
+    trap::register(vectors::BREAKPOINT, count_breakpoint);
     on_all(
         |_| {
-            let counter = &this_cpu().breakpoints;
+            let counter = &BREAKPOINTS[this_cpu().index];
             let before = counter.load(Ordering::SeqCst);
             let resumed: u64;
             // SAFETY: `int3` traps to the breakpoint handler, which counts it

@@ -5,7 +5,7 @@
 //! mailbox IPI handler (interrupts off, must be short and must not wait), and
 //! `work` for functions that the target runs from its idle loop with
 //! interrupts on (these may wait for other cores). Posting pushes the item
-//! and sends the target a [`MAILBOX`](super::interrupts::vectors::MAILBOX)
+//! and sends the target a [`MAILBOX`](super::trap::vectors::MAILBOX)
 //! IPI, which also wakes it from `hlt`.
 //!
 //! No wake-up is lost: the target drains `urgent` inside the IPI handler and
@@ -29,14 +29,13 @@ use crossbeam_queue::ArrayQueue;
 pub const QUEUE_CAPACITY: usize = 256;
 
 /// Something a core asks another core to do in interrupt context.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum Message {
     /// Nothing but the acknowledgement: proves delivery.
     Ping,
-    /// Answer with [`Message::EchoReply`] (mailbox round-trip benchmark).
-    Echo,
-    /// The answer to an `Echo`.
-    EchoReply,
+    /// Run this function in the target's mailbox handler (interrupts off:
+    /// it must be short and must not wait), with the sender's core index.
+    Run(fn(usize)),
 }
 
 /// A function for a core's idle loop: `func(arg)`.
@@ -132,7 +131,7 @@ fn push<T>(
         // Full: keep the target awake and draining, retry until the deadline.
         let deadline = Deadline::after_ms(POST_TIMEOUT_MS);
         loop {
-            apic::send_ipi(apic_id, super::interrupts::vectors::MAILBOX);
+            apic::send_ipi(apic_id, super::trap::vectors::MAILBOX);
             // Keep answering other cores' shootdowns while waiting for room.
             super::tlb::serve_flushes();
             pause();
@@ -146,7 +145,7 @@ fn push<T>(
             }
         }
     }
-    apic::send_ipi(apic_id, super::interrupts::vectors::MAILBOX);
+    apic::send_ipi(apic_id, super::trap::vectors::MAILBOX);
     Ok(())
 }
 
@@ -164,14 +163,6 @@ pub fn wait_for(counter: &AtomicU64, target: u64, timeout_ms: u64) -> Result<(),
     Ok(())
 }
 
-/// Sends a ping to `target` and waits for its acknowledgement.
-pub fn ping(target: usize, timeout_ms: u64) -> Result<(), MailboxError> {
-    let acks = &this_cpu().ping_acks;
-    let expect = acks.load(Ordering::Acquire) + 1;
-    post(target, Message::Ping, Some(acks))?;
-    wait_for(acks, expect, timeout_ms)
-}
-
 /// Runs `func(arg)` on every online core (this one included, directly) and
 /// waits until all have finished.
 pub fn run_on_all_cores(func: fn(usize), arg: usize, timeout_ms: u64) -> Result<(), MailboxError> {
@@ -186,8 +177,13 @@ pub fn run_on_all_cores(func: fn(usize), arg: usize, timeout_ms: u64) -> Result<
     wait_for(acks, expect, timeout_ms)
 }
 
+/// Registers the mailbox IPI handler (boot, before the first IPI).
+pub fn init() {
+    super::trap::register(super::trap::vectors::MAILBOX, on_ipi);
+}
+
 /// The mailbox IPI handler: handles every urgent message (interrupts off).
-pub fn on_ipi() {
+fn on_ipi() {
     serve_urgent();
 }
 
@@ -201,15 +197,7 @@ pub fn serve_urgent() {
     while let Some(env) = me.mailbox.urgent.pop() {
         match env.item {
             Message::Ping => {}
-            Message::Echo => {
-                // From interrupt context: posting never waits for an ack.
-                if let Err(e) = post(env.from, Message::EchoReply, None) {
-                    log::warn!("echo reply to core {} failed: {e:?}", env.from);
-                }
-            }
-            Message::EchoReply => {
-                me.echo_replies.fetch_add(1, Ordering::Release);
-            }
+            Message::Run(func) => func(env.from),
         }
         if let Some(ack) = env.ack {
             ack.fetch_add(1, Ordering::Release);

@@ -51,4 +51,5 @@ pub mod start;
 pub mod syscall;
 pub mod time;
 pub mod tlb;
+pub mod trap;
 pub mod uring;

@@ -9,9 +9,9 @@
 
 use super::console::emergency_write;
 use super::cpu::{exit_qemu, halt_forever};
-use super::interrupts::TrapFrame;
 use super::memory::{DIRECT_MAP_LIMIT, PHYS_OFFSET};
 use super::percpu::{this_cpu, try_current_index};
+use super::trap::TrapFrame;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 static PANICKING: AtomicBool = AtomicBool::new(false);

@@ -47,18 +47,10 @@ pub struct PerCpu {
     pub apic_id: u32,
     /// Timer interrupts taken.
     pub ticks: AtomicU64,
-    /// Breakpoint exceptions taken in ring 0 (the breakpoint test counts them).
-    pub breakpoints: AtomicU64,
     /// Times the idle loop halted this core.
     pub halts: AtomicU64,
-    /// Acknowledgements received for pings this core sent.
-    pub ping_acks: AtomicU64,
     /// Acknowledgements received for work this core posted.
     pub work_acks: AtomicU64,
-    /// Echo replies received (mailbox round-trip benchmark).
-    pub echo_replies: AtomicU64,
-    /// Bare-IPI pongs received (IPI round-trip benchmark).
-    pub pongs: AtomicU64,
     /// Generation of the last TLB shootdown this core made.
     pub flush_generation: AtomicU64,
     /// TLB shootdown requests addressed to this core (see `tlb.rs`).
@@ -113,12 +105,8 @@ pub fn init_this_cpu(
         index,
         apic_id,
         ticks: AtomicU64::new(0),
-        breakpoints: AtomicU64::new(0),
         halts: AtomicU64::new(0),
-        ping_acks: AtomicU64::new(0),
         work_acks: AtomicU64::new(0),
-        echo_replies: AtomicU64::new(0),
-        pongs: AtomicU64::new(0),
         flush_generation: AtomicU64::new(0),
         flush_inbox: FlushInbox::default(),
         flush_ipis_sent: AtomicU64::new(0),

@@ -55,9 +55,9 @@
 
 use super::env::{self, Env, Outcome};
 use super::gdt::{USER_CS, USER_DS};
-use super::interrupts::TrapFrame;
-use super::interrupts::vectors;
+use super::interrupts::{self, Device};
 use super::percpu::{PerCpu, cpu, this_cpu};
+use super::trap::{RFLAGS_USER, TrapFrame, vectors};
 use super::uring::{FastEntered, PredicateMemory, VcpuRing};
 use super::{apic, slots, tlb};
 use abi::Error;
@@ -199,7 +199,7 @@ pub fn initial_context(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
         rip: entry,
         rsp: stack_top,
         rdi: arg,
-        rflags: 0x202,
+        rflags: RFLAGS_USER,
         cs: u64::from(USER_CS),
         ss: u64::from(USER_DS),
         ..TrapFrame::default()
@@ -870,7 +870,7 @@ pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
     frame.rip = entry;
     frame.rsp = stack_top;
     frame.rdi = u64::from(caller);
-    frame.rflags = 0x202;
+    frame.rflags = RFLAGS_USER;
     frame.cs = u64::from(USER_CS);
     frame.ss = u64::from(USER_DS);
     frame.rax = 0;
@@ -1029,27 +1029,10 @@ extern "C" fn idle_entry() -> ! {
 pub fn user_trap(frame: &mut TrapFrame) {
     let vector = frame.vector as u8;
     let mut why = Why::Event;
-    match vector {
-        vectors::TIMER => {
-            this_cpu().ticks.fetch_add(1, Ordering::Relaxed);
-            super::apic::end_of_interrupt();
-            why = Why::Timer;
-        }
-        vectors::MAILBOX => {
-            super::mailbox::on_ipi();
-            super::apic::end_of_interrupt();
-        }
-        vectors::BENCH_PING => {
-            super::bench::on_ping();
-            super::apic::end_of_interrupt();
-        }
-        vectors::BENCH_PONG => {
-            super::bench::on_pong();
-            super::apic::end_of_interrupt();
-        }
-        vectors::SPURIOUS | 0x20..=0x2f => {}
-        0..=31 => user_exception(frame),
-        _ => super::apic::end_of_interrupt(),
+    if vector < 32 {
+        user_exception(frame);
+    } else if interrupts::device_interrupt(vector, true) == Device::Timer {
+        why = Why::Timer;
     }
     finish(frame, why);
 }
@@ -1096,7 +1079,7 @@ pub fn current_env() -> Arc<Env> {
 fn user_exception(frame: &mut TrapFrame) {
     let env = current_env();
     let vector = frame.vector;
-    let name = super::interrupts::exception_name(vector);
+    let name = interrupts::exception_name(vector);
     let deliverable = matches!(
         vector,
         abi::vector::DIVIDE_ERROR
@@ -1225,7 +1208,7 @@ fn deliver_upcall(
     frame.rip = entry;
     frame.rsp = at;
     frame.rdi = at;
-    frame.rflags = 0x202;
+    frame.rflags = RFLAGS_USER;
     Ok(())
 }
 
@@ -1240,7 +1223,7 @@ pub fn resume_from(frame: &mut TrapFrame, upcall: &abi::UpcallFrame) -> Result<(
     *frame = TrapFrame {
         rip: upcall.rip,
         rsp: upcall.rsp,
-        rflags: (upcall.rflags & USER_FLAGS) | 0x202,
+        rflags: (upcall.rflags & USER_FLAGS) | RFLAGS_USER,
         rax: upcall.rax,
         rbx: upcall.rbx,
         rcx: upcall.rcx,

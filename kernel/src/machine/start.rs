@@ -57,6 +57,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     let trap_stack_top = gdt::init_this_cpu();
     super::paging::init();
     interrupts::init_this_cpu();
+    super::mailbox::init();
     super::syscall::init_this_cpu();
     interrupts::disable_legacy_pic();
 

@@ -222,7 +222,7 @@ pub fn shootdown(env: &Env, flush: Flush) {
         slot.pages.store(flush.pages, Ordering::Relaxed);
         slot.request.store(generation, Ordering::Release);
         target.flush_inbox.pending.fetch_or(1 << me.index, Ordering::AcqRel);
-        super::apic::send_ipi(target.apic_id, super::interrupts::vectors::MAILBOX);
+        super::apic::send_ipi(target.apic_id, super::trap::vectors::MAILBOX);
         me.flush_ipis_sent.fetch_add(1, Ordering::Relaxed);
     }
     // A target can be slow (a bounded system call with interrupts off, or
