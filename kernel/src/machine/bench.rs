@@ -160,7 +160,7 @@ pub fn run_all(n: usize, all_cores: u64) -> ! {
         log::error!("cannot start tlbbench: {e}");
         super::cpu::exit_qemu(false);
     }
-    super::mailbox::idle_loop()
+    super::sched::idle_loop()
 }
 
 /// The system-call, upcall, mapping and frame benchmarks run in ring 3 (the

@@ -16,7 +16,7 @@
 //!     → one frame-table shard
 //!       → the frame bitmap
 //! leaf locks, taken alone: Env::owned, Env::kernel_frames, Env::event_lock,
-//!   Env::exception, Ipc::accept, RECLAIMS, PerCpu::incoming
+//!   Env::exception, Ipc::accept, RECLAIMS, the scheduler's `incoming` lists
 //! ```
 //!
 //! A shard lock is never held while waiting for another core. The `aspace`
@@ -941,7 +941,7 @@ pub fn terminate(env: &Env, outcome: Outcome) {
     }
     let cores = env.vcpu_cores.load(Ordering::Acquire);
     for core in (0..MAX_CPUS.min(online_cpus())).filter(|&c| cores & (1 << c) != 0) {
-        super::sched::kick(core);
+        mailbox::kick(core);
     }
 }
 
@@ -1220,7 +1220,7 @@ pub fn post_event(env: &Env, kind: u32, source: EnvId, data: [u64; 2]) {
 /// set the core already owes `env` a look, so another wake-up costs one
 /// atomic and nothing cross-core; a core is interrupted only when its bit
 /// goes from clear to set *and* it has no reschedule pending already
-/// ([`super::sched::kick`]). However fast an environment notifies, each core
+/// ([`mailbox::kick`]). However fast an environment notifies, each core
 /// does at most one reschedule per look it takes on its own.
 pub fn wake(env: &Env) {
     let cores = env.vcpu_cores.load(Ordering::Acquire);
@@ -1229,7 +1229,7 @@ pub fn wake(env: &Env) {
         let core = mask.trailing_zeros() as usize;
         mask &= mask - 1;
         if env.wake_owed.fetch_or(1 << core, Ordering::AcqRel) & (1 << core) == 0 {
-            super::sched::kick(core);
+            mailbox::kick(core);
         }
     }
 }

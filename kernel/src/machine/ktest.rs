@@ -216,7 +216,7 @@ fn each_core_reads_its_own_apic_id() -> TestResult {
     on_all(
         |_| {
             let me = this_cpu();
-            if me.apic.with(|a| a.id()) != me.apic_id {
+            if super::apic::with_local(|a| a.id()) != me.apic_id {
                 APIC_ID_MISMATCHES.fetch_add(1, Ordering::SeqCst);
             }
         },

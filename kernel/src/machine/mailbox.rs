@@ -20,10 +20,18 @@
 
 use super::apic;
 use super::cpu::pause;
-use super::percpu::{cpu, online_cpus, this_cpu};
+use super::percpu::{CacheAligned, MAX_CPUS, PerCore, cpu, current_index, online_cpus, this_cpu};
 use super::time::Deadline;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crossbeam_queue::ArrayQueue;
+
+/// Each core's queues (other cores push to them).
+static MAILBOXES: PerCore<Mailbox> = PerCore::new();
+
+/// Each core's reschedule request (see [`kick`]): set by any core, taken by
+/// the owner.
+static RESCHED: [CacheAligned<AtomicBool>; MAX_CPUS] =
+    [const { CacheAligned(AtomicBool::new(false)) }; MAX_CPUS];
 
 /// Capacity of each queue.
 pub const QUEUE_CAPACITY: usize = 256;
@@ -70,11 +78,74 @@ impl Mailbox {
     pub fn new() -> Mailbox {
         Mailbox { urgent: ArrayQueue::new(QUEUE_CAPACITY), work: ArrayQueue::new(QUEUE_CAPACITY) }
     }
+}
 
-    /// Whether there is idle-loop work pending.
-    pub fn has_work(&self) -> bool {
-        !self.work.is_empty()
+/// Creates core `index`'s mailbox (its bring-up, before the core is
+/// published: whoever finds the core online finds its mailbox).
+pub fn init_this_cpu(index: usize) {
+    MAILBOXES.install(index, Mailbox::new());
+}
+
+/// Whether there is idle-loop work pending for this core.
+#[inline]
+pub fn has_work() -> bool {
+    !MAILBOXES.this().work.is_empty()
+}
+
+/// The next idle-loop work item posted to this core, if any; the caller
+/// runs it, then [`Taken::acknowledge`]s it.
+pub fn take_work() -> Option<Taken> {
+    MAILBOXES.this().work.pop().map(|e| Taken { work: e.item, ack: e.ack })
+}
+
+/// An idle-loop work item taken from this core's queue.
+pub struct Taken {
+    /// What to run.
+    pub work: Work,
+    ack: Option<&'static AtomicU64>,
+}
+
+impl Taken {
+    /// Tells the sender the work is done (if it asked to know).
+    pub fn acknowledge(self) {
+        if let Some(ack) = self.ack {
+            ack.fetch_add(1, Ordering::Release);
+        }
     }
+}
+
+/// Makes `core` look at its run queue before it next returns to ring 3 or
+/// halts: sets its reschedule request and, if the request was clear and
+/// the core is another one, sends it one mailbox IPI. Never queues
+/// anything, so it cannot fail or wait, and requests coalesce into the one
+/// flag.
+pub fn kick(core: usize) {
+    let me = current_index();
+    if core == me {
+        // Checked before this core returns from the system call or interrupt
+        // (`sched::finish`): no IPI to itself.
+        RESCHED[me].store(true, Ordering::Release);
+        return;
+    }
+    if let Some(target) = cpu(core)
+        && !RESCHED[core].swap(true, Ordering::AcqRel)
+    {
+        apic::send_ipi(target.apic_id, super::trap::vectors::MAILBOX);
+    }
+}
+
+/// Whether this core has a reschedule request pending.
+#[inline]
+pub fn resched_pending() -> bool {
+    RESCHED[current_index()].load(Ordering::Acquire)
+}
+
+/// Takes this core's reschedule request: whether there was one. Acquire:
+/// pairs with [`kick`], so every wake-up that found the request set is
+/// visible to the caller.
+#[inline]
+pub fn take_resched() -> bool {
+    RESCHED[current_index()].swap(false, Ordering::AcqRel)
 }
 
 /// Why a post or a wait failed.
@@ -98,12 +169,8 @@ pub fn post(
     ack: Option<&'static AtomicU64>,
 ) -> Result<(), MailboxError> {
     let dest = cpu(target).ok_or(MailboxError::NoSuchCore(target))?;
-    push(
-        &dest.mailbox.urgent,
-        Envelope { from: this_cpu().index, item: msg, ack },
-        dest.apic_id,
-        target,
-    )
+    let mailbox = MAILBOXES.get(target).ok_or(MailboxError::NoSuchCore(target))?;
+    push(&mailbox.urgent, Envelope { from: this_cpu().index, item: msg, ack }, dest.apic_id, target)
 }
 
 /// Posts `work` to core `target`'s idle-loop queue and wakes it.
@@ -113,12 +180,8 @@ pub fn post_work(
     ack: Option<&'static AtomicU64>,
 ) -> Result<(), MailboxError> {
     let dest = cpu(target).ok_or(MailboxError::NoSuchCore(target))?;
-    push(
-        &dest.mailbox.work,
-        Envelope { from: this_cpu().index, item: work, ack },
-        dest.apic_id,
-        target,
-    )
+    let mailbox = MAILBOXES.get(target).ok_or(MailboxError::NoSuchCore(target))?;
+    push(&mailbox.work, Envelope { from: this_cpu().index, item: work, ack }, dest.apic_id, target)
 }
 
 fn push<T>(
@@ -193,8 +256,10 @@ fn on_ipi() {
 pub fn serve_urgent() {
     // TLB shootdowns first: they have their own inbox, never a queue slot.
     super::tlb::serve_flushes();
-    let me = this_cpu();
-    while let Some(env) = me.mailbox.urgent.pop() {
+    let Some(mailbox) = MAILBOXES.get(current_index()) else {
+        return; // this core is still coming up: nobody can post to it yet
+    };
+    while let Some(env) = mailbox.urgent.pop() {
         match env.item {
             Message::Ping => {}
             Message::Run(func) => func(env.from),
@@ -202,40 +267,5 @@ pub fn serve_urgent() {
         if let Some(ack) = env.ack {
             ack.fetch_add(1, Ordering::Release);
         }
-    }
-}
-
-/// A core's idle loop: runs posted work with interrupts on, halts when there
-/// is none. Never returns.
-pub fn idle_loop() -> ! {
-    let me = this_cpu();
-    loop {
-        while let Some(env) = me.mailbox.work.pop() {
-            x86_64::instructions::interrupts::enable();
-            (env.item.func)(env.item.arg);
-            if let Some(ack) = env.ack {
-                ack.fetch_add(1, Ordering::Release);
-            }
-        }
-        // Dead environments' reclaims, a bounded step at a time with
-        // interrupts on between them.
-        if super::env::reclaim_step() {
-            continue;
-        }
-        x86_64::instructions::interrupts::disable();
-        if me.mailbox.has_work() {
-            continue;
-        }
-        // A ready vCPU: enter ring 3 (does not return).
-        super::sched::run_ready();
-        // About to halt: a reschedule request is answered (there was nothing
-        // to run), and clearing the flag makes the next `sched::kick` send an
-        // IPI again; one that came after `run_ready` looked goes round again.
-        if me.resched_pending.swap(false, Ordering::AcqRel) {
-            continue;
-        }
-        me.halts.fetch_add(1, Ordering::Relaxed);
-        // `sti; hlt`: an interrupt pending since the check above wakes us.
-        x86_64::instructions::interrupts::enable_and_hlt();
     }
 }

@@ -56,8 +56,9 @@
 use super::env::{self, Env, Outcome};
 use super::gdt::{USER_CS, USER_DS};
 use super::interrupts::{self, Device};
-use super::percpu::{PerCpu, cpu, this_cpu};
-use super::trap::{RFLAGS_USER, TrapFrame, vectors};
+use super::mailbox;
+use super::percpu::{CacheAligned, MAX_CPUS, cpu, cpu_local, this_cpu};
+use super::trap::{RFLAGS_USER, TrapFrame};
 use super::uring::{FastEntered, PredicateMemory, VcpuRing};
 use super::{apic, slots, tlb};
 use abi::Error;
@@ -66,12 +67,37 @@ use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem::offset_of;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use kernel::ownership::EnvId;
 use kernel::predicate::Program;
 use kernel::timevec::{self, Candidate};
 use x86_64::VirtAddr;
 use x86_64::registers::model_specific::KernelGsBase;
+
+cpu_local! {
+    /// This core's vCPUs and time vector.
+    static RUNQ: RunQueue = RunQueue::new();
+    /// The environment whose address space is loaded in CR3, if any.
+    static LOADED_ENV: Option<Arc<Env>> = None;
+}
+
+/// What other cores hand a core: vCPUs they started there.
+struct Inbound {
+    /// vCPUs other cores started here, not yet in the run queue (leaf lock).
+    incoming: spin::Mutex<Vec<Vcpu>>,
+    /// Set after a push to `incoming`, cleared when it is drained.
+    incoming_pending: AtomicBool,
+    /// vCPUs assigned to this core (incoming, ready or running).
+    vcpus: AtomicUsize,
+}
+
+static INBOUND: [CacheAligned<Inbound>; MAX_CPUS] = [const {
+    CacheAligned(Inbound {
+        incoming: spin::Mutex::new(Vec::new()),
+        incoming_pending: AtomicBool::new(false),
+        vcpus: AtomicUsize::new(0),
+    })
+}; MAX_CPUS];
 
 /// One environment's context on one core.
 pub struct Vcpu {
@@ -148,7 +174,6 @@ pub enum Wait {
 }
 
 /// Where a core is in its time vector.
-#[derive(Default)]
 pub struct SlotClock {
     /// Whether the first slot has started.
     started: bool,
@@ -165,6 +190,18 @@ pub struct SlotClock {
 }
 
 impl SlotClock {
+    /// Before the first slot.
+    pub const fn new() -> SlotClock {
+        SlotClock {
+            started: false,
+            index: 0,
+            ends_at: 0,
+            owner: 0,
+            owner_done: false,
+            grace_until: None,
+        }
+    }
+
     /// The environment entitled to the rest of this slot (0: default).
     fn entitled(&self) -> EnvId {
         if self.owner_done { 0 } else { self.owner }
@@ -172,7 +209,6 @@ impl SlotClock {
 }
 
 /// A core's vCPUs and time vector.
-#[derive(Default)]
 pub struct RunQueue {
     /// The vCPU whose registers are in the trap frame, if any.
     pub current: Option<Box<Vcpu>>,
@@ -193,6 +229,21 @@ pub struct RunQueue {
     pub run_since: u64,
 }
 
+impl RunQueue {
+    /// No vCPUs, before the first slot.
+    pub const fn new() -> RunQueue {
+        RunQueue {
+            current: None,
+            exiting: false,
+            ready: VecDeque::new(),
+            sleeping: Vec::new(),
+            clock: SlotClock::new(),
+            forfeits: Vec::new(),
+            run_since: 0,
+        }
+    }
+}
+
 /// The register state a new vCPU starts with.
 pub fn initial_context(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
     TrapFrame {
@@ -208,7 +259,7 @@ pub fn initial_context(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
 
 /// Starts a vCPU of `env` on `core` with `context`.
 pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(), Error> {
-    let target = cpu(core).ok_or(Error::NoSuchCore)?;
+    cpu(core).ok_or(Error::NoSuchCore)?;
     if env::user_cores() & (1 << core) == 0 {
         return Err(Error::NoSuchCore);
     }
@@ -217,7 +268,8 @@ pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(),
         return Err(Error::NoSuchCore); // one vCPU per core per environment
     }
     env.live_vcpus.fetch_add(1, Ordering::AcqRel);
-    target.incoming.lock().push(Vcpu {
+    let inbound = &INBOUND[core];
+    inbound.incoming.lock().push(Vcpu {
         env: Arc::clone(env),
         context,
         ring: None,
@@ -227,30 +279,13 @@ pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(),
         owes_yield: false,
         call_cache: None,
     });
-    target.incoming_pending.store(true, Ordering::Release);
-    target.vcpus.fetch_add(1, Ordering::AcqRel);
+    inbound.incoming_pending.store(true, Ordering::Release);
+    inbound.vcpus.fetch_add(1, Ordering::AcqRel);
     kick(core);
     Ok(())
 }
 
-/// Makes `core` look at its run queue before it next returns to ring 3 or
-/// halts: sets its `resched_pending` flag and, if the flag was clear and the
-/// core is another one, sends it one IPI. Never queues anything, so it
-/// cannot fail or wait, and requests coalesce into the one flag.
-pub fn kick(core: usize) {
-    let me = this_cpu();
-    if core == me.index {
-        // Checked before this core returns from the system call or interrupt
-        // (`finish`): no IPI to itself.
-        me.resched_pending.store(true, Ordering::Release);
-        return;
-    }
-    if let Some(target) = cpu(core)
-        && !target.resched_pending.swap(true, Ordering::AcqRel)
-    {
-        apic::send_ipi(target.apic_id, vectors::MAILBOX);
-    }
-}
+pub use super::mailbox::{kick, resched_pending};
 
 /// What the core should do after handling an entry from ring 3.
 pub enum Next {
@@ -302,13 +337,13 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
     let mut upcall = None;
     // Acquire: pairs with `kick`, so every wake-up that found the flag set
     // is visible to the sleeper evaluation below.
-    me.resched_pending.swap(false, Ordering::AcqRel);
+    mailbox::take_resched();
     let now = super::cpu::rdtsc();
-    let (next, deadline) = me.runq.with(|rq| {
+    let (next, deadline) = RUNQ.with(|rq| {
         absorb_incoming(rq);
         drop_dying(rq, frame, now, core, &mut released);
         let woke = wake_sleepers(rq, now);
-        let next = if me.mailbox.has_work() {
+        let next = if mailbox::has_work() {
             // Kernel work queued for this core runs in the idle loop first.
             park_current(rq, frame, now, core, 0);
             Next::Idle
@@ -344,7 +379,7 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
         if delivered.is_err() && matches!(upcall, Upcall::Epilogue(_)) {
             // It cannot be told: the abort protocol applies right away.
             drop(env);
-            me.runq.with(|rq| rq.clock.grace_until = Some(0));
+            RUNQ.with(|rq| rq.clock.grace_until = Some(0));
             return reschedule(frame, Why::Timer);
         }
     }
@@ -574,7 +609,7 @@ fn release_vcpu(env: &Arc<Env>) {
     let me = this_cpu();
     unload_if_loaded(env);
     env.vcpu_cores.fetch_and(!(1 << me.index), Ordering::AcqRel);
-    me.vcpus.fetch_sub(1, Ordering::AcqRel);
+    INBOUND[me.index].vcpus.fetch_sub(1, Ordering::AcqRel);
     env::vcpu_dropped(env);
 }
 
@@ -585,7 +620,7 @@ fn release_activation(target: &Arc<Env>) {
 }
 
 fn unload_if_loaded(env: &Arc<Env>) {
-    let loaded = this_cpu().loaded_env.with(|l| l.as_ref().is_some_and(|e| Arc::ptr_eq(e, env)));
+    let loaded = LOADED_ENV.with(|l| l.as_ref().is_some_and(|e| Arc::ptr_eq(e, env)));
     if loaded {
         deactivate_user();
     }
@@ -700,7 +735,7 @@ fn condition_holds(v: &Vcpu) -> bool {
 pub fn sleep_current(frame: &TrapFrame, wait: Wait) {
     let me = this_cpu();
     let now = super::cpu::rdtsc();
-    me.runq.with(|rq| {
+    RUNQ.with(|rq| {
         if let Some(mut v) = rq.current.take() {
             v.context = frame.clone();
             account(&v, me.index, now.saturating_sub(rq.run_since));
@@ -713,7 +748,7 @@ pub fn sleep_current(frame: &TrapFrame, wait: Wait) {
 
 /// Whether the current vCPU is inside a protected control transfer.
 pub fn in_call() -> bool {
-    this_cpu().runq.with(|rq| rq.current.as_ref().is_some_and(|v| v.call.is_some()))
+    RUNQ.with(|rq| rq.current.as_ref().is_some_and(|v| v.call.is_some()))
 }
 
 /// [`VcpuRing::enter_fast`] on the current vCPU's ring, in place, within
@@ -724,8 +759,8 @@ pub fn in_call() -> bool {
 ///
 /// Called from the system-call path, with interrupts masked.
 #[inline(always)]
-pub fn enter_current_ring_fast(me: &PerCpu, to_submit: u64, min_complete: u64) -> FastEntered {
-    me.runq.with_masked(|rq| match rq.current.as_deref_mut() {
+pub fn enter_current_ring_fast(to_submit: u64, min_complete: u64) -> FastEntered {
+    RUNQ.with_masked(|rq| match rq.current.as_deref_mut() {
         Some(Vcpu { call: None, ring: Some(ring), .. }) => ring.enter_fast(to_submit, min_complete),
         _ => FastEntered::Full(0),
     })
@@ -738,13 +773,12 @@ pub fn enter_current_ring_fast(me: &PerCpu, to_submit: u64, min_complete: u64) -
 pub fn with_current_ring<R>(
     f: impl FnOnce(&mut Option<VcpuRing>, &Arc<Env>) -> Result<R, Error>,
 ) -> Result<R, Error> {
-    let me = this_cpu();
-    let (mut ring, env) = me.runq.with(|rq| match rq.current.as_mut() {
+    let (mut ring, env) = RUNQ.with(|rq| match rq.current.as_mut() {
         Some(v) if v.call.is_none() => Ok((v.ring.take(), Arc::clone(&v.env))),
         _ => Err(Error::Busy),
     })?;
     let result = f(&mut ring, &env);
-    me.runq.with(|rq| {
+    RUNQ.with(|rq| {
         // The slot is still empty (nothing else reaches it during `f`), so
         // this stores one pointer and drops nothing; if the vCPU is gone,
         // the ring is dropped here (unpinning its frames).
@@ -758,10 +792,10 @@ pub fn with_current_ring<R>(
 }
 
 fn absorb_incoming(rq: &mut RunQueue) {
-    let me = this_cpu();
-    if me.incoming_pending.load(Ordering::Acquire) {
-        let mut incoming = me.incoming.lock();
-        me.incoming_pending.store(false, Ordering::Release);
+    let inbound = &INBOUND[this_cpu().index];
+    if inbound.incoming_pending.load(Ordering::Acquire) {
+        let mut incoming = inbound.incoming.lock();
+        inbound.incoming_pending.store(false, Ordering::Release);
         rq.ready.extend(incoming.drain(..).map(Box::new));
     }
 }
@@ -775,7 +809,7 @@ pub fn yield_to(frame: &mut TrapFrame, target: EnvId) -> Result<(), Error> {
     let me = this_cpu();
     let core = me.index;
     let now = super::cpu::rdtsc();
-    let result = me.runq.with(|rq| {
+    let result = RUNQ.with(|rq| {
         let current = rq.current.as_mut().ok_or(Error::NotRunnable)?;
         current.owes_yield = false;
         if current.call.is_some() {
@@ -817,7 +851,7 @@ pub fn yield_to(frame: &mut TrapFrame, target: EnvId) -> Result<(), Error> {
 pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
     let me = this_cpu();
     let core = me.index;
-    let (caller, cached) = me.runq.with(|rq| {
+    let (caller, cached) = RUNQ.with(|rq| {
         let v = rq.current.as_mut().expect("a system call has a current vCPU");
         if v.call.is_some() {
             return Err(Error::Busy);
@@ -860,7 +894,7 @@ pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
         return Err(e);
     }
     activate(&target);
-    me.runq.with(|rq| {
+    RUNQ.with(|rq| {
         let v = rq.current.as_mut().expect("a system call has a current vCPU");
         v.context = frame.clone();
         v.call = Some(Activation { target });
@@ -885,8 +919,7 @@ pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
 /// `Reply`: ends the current call; `frame` then holds the caller's
 /// registers with the reply words and `rax` = 0.
 pub fn reply(frame: &mut TrapFrame) -> Result<(), Error> {
-    let me = this_cpu();
-    let target = me.runq.with(|rq| {
+    let target = RUNQ.with(|rq| {
         let v = rq.current.as_mut().expect("a system call has a current vCPU");
         let call = v.call.take().ok_or(Error::InvalidArgument)?;
         let words = [frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9, frame.r12, frame.r13];
@@ -901,7 +934,7 @@ pub fn reply(frame: &mut TrapFrame) -> Result<(), Error> {
     // The caller's space is loaded: the target's hold can go, and the
     // reference is kept for the next call.
     env::vcpu_dropped(&target);
-    me.runq.with(|rq| {
+    RUNQ.with(|rq| {
         if let Some(v) = rq.current.as_mut() {
             v.call_cache = Some(target);
         }
@@ -912,7 +945,7 @@ pub fn reply(frame: &mut TrapFrame) -> Result<(), Error> {
 /// Ends the current call without a reply (the callee's `VcpuExit`): the
 /// caller resumes with `CallFailed`. Returns whether there was a call.
 pub fn abandon_call(frame: &mut TrapFrame) -> bool {
-    let ended = this_cpu().runq.with(|rq| {
+    let ended = RUNQ.with(|rq| {
         let v = rq.current.as_mut()?;
         let call = v.call.take()?;
         *frame = v.context.clone();
@@ -933,7 +966,7 @@ pub fn abandon_call(frame: &mut TrapFrame) -> bool {
 /// page as the user GS base.
 fn activate(env: &Arc<Env>) {
     let me = this_cpu();
-    me.loaded_env.with(|loaded| {
+    LOADED_ENV.with(|loaded| {
         if !loaded.as_ref().is_some_and(|e| Arc::ptr_eq(e, env)) {
             // Announce before loading, so that a shootdown which misses the
             // bit finds the fresh CR3 load already done (see tlb.rs).
@@ -955,7 +988,7 @@ fn activate(env: &Arc<Env>) {
 /// idle core holds no environment's translations.
 fn deactivate_user() {
     let me = this_cpu();
-    me.loaded_env.with(|loaded| {
+    LOADED_ENV.with(|loaded| {
         if let Some(prev) = loaded.take() {
             tlb::load_kernel();
             if !tlb::pcids_enabled() {
@@ -968,8 +1001,7 @@ fn deactivate_user() {
 /// From the idle loop: runs this core's time vector; if a vCPU should run,
 /// enters it (does not return).
 pub fn run_ready() {
-    let me = this_cpu();
-    if me.vcpus.load(Ordering::Acquire) == 0 {
+    if INBOUND[this_cpu().index].vcpus.load(Ordering::Acquire) == 0 {
         return;
     }
     let mut frame = TrapFrame::default();
@@ -1021,7 +1053,41 @@ pub fn switch_to_idle() -> ! {
 }
 
 extern "C" fn idle_entry() -> ! {
-    super::mailbox::idle_loop()
+    idle_loop()
+}
+
+/// A core's idle loop: runs work posted to its mailbox with interrupts on,
+/// steps dead environments' reclaims, enters a ready vCPU, and halts when
+/// there is nothing to do. Never returns.
+pub fn idle_loop() -> ! {
+    let me = this_cpu();
+    loop {
+        while let Some(taken) = mailbox::take_work() {
+            x86_64::instructions::interrupts::enable();
+            (taken.work.func)(taken.work.arg);
+            taken.acknowledge();
+        }
+        // Dead environments' reclaims, a bounded step at a time with
+        // interrupts on between them.
+        if env::reclaim_step() {
+            continue;
+        }
+        x86_64::instructions::interrupts::disable();
+        if mailbox::has_work() {
+            continue;
+        }
+        // A ready vCPU: enter ring 3 (does not return).
+        run_ready();
+        // About to halt: a reschedule request is answered (there was nothing
+        // to run), and clearing the flag makes the next `kick` send an IPI
+        // again; one that came after `run_ready` looked goes round again.
+        if mailbox::take_resched() {
+            continue;
+        }
+        me.halts.fetch_add(1, Ordering::Relaxed);
+        // `sti; hlt`: an interrupt pending since the check above wakes us.
+        x86_64::instructions::interrupts::enable_and_hlt();
+    }
 }
 
 /// Handles an entry from ring 3 other than `syscall`: timer, IPIs,
@@ -1042,11 +1108,11 @@ pub fn finish(frame: &mut TrapFrame, why: Why) {
     let me = this_cpu();
     // Fast path: nothing changed for this core, the same vCPU continues.
     if why == Why::Event
-        && !me.incoming_pending.load(Ordering::Acquire)
-        && !me.resched_pending.load(Ordering::Acquire)
-        && !me.mailbox.has_work()
+        && !INBOUND[me.index].incoming_pending.load(Ordering::Acquire)
+        && !mailbox::resched_pending()
+        && !mailbox::has_work()
     {
-        let same = me.runq.with(|rq| {
+        let same = RUNQ.with(|rq| {
             !rq.exiting
                 && rq.current.as_ref().is_some_and(|v| {
                     !v.env.is_dying() && v.call.as_ref().is_none_or(|a| !a.target.is_dying())
@@ -1063,15 +1129,13 @@ pub fn finish(frame: &mut TrapFrame, why: Why) {
 
 /// Marks the current vCPU as ending; the next [`reschedule`] drops it.
 pub fn exit_current_vcpu() {
-    this_cpu().runq.with(|rq| rq.exiting = true);
+    RUNQ.with(|rq| rq.exiting = true);
 }
 
 /// The environment whose code is in the trap frame (the callee during a
 /// protected control transfer).
 pub fn current_env() -> Arc<Env> {
-    this_cpu()
-        .runq
-        .with(|rq| rq.current.as_ref().map(|v| Arc::clone(v.running_env())))
+    RUNQ.with(|rq| rq.current.as_ref().map(|v| Arc::clone(v.running_env())))
         .expect("an entry from ring 3 has a current vCPU")
 }
 

@@ -61,15 +61,15 @@ fn start_one(apic_id: u32, index: usize) -> bool {
     let page = (TRAMPOLINE_PHYS >> 12) as u8;
     let arrived = || STARTED.load(Ordering::Acquire) > before;
 
-    this_cpu().apic.with(|a| a.send_init(apic_id));
+    super::apic::with_local(|a| a.send_init(apic_id));
     time::spin_for_ms(10);
-    this_cpu().apic.with(|a| a.send_startup(apic_id, page));
+    super::apic::with_local(|a| a.send_startup(apic_id, page));
     let first = Deadline::after_ms(1);
     while !arrived() && !first.passed() {
         super::cpu::pause();
     }
     if !arrived() {
-        this_cpu().apic.with(|a| a.send_startup(apic_id, page));
+        super::apic::with_local(|a| a.send_startup(apic_id, page));
     }
     let deadline = Deadline::after_ms(AP_START_TIMEOUT_MS);
     while !arrived() {
@@ -91,10 +91,11 @@ extern "C" fn kernel_ap_main() -> ! {
     super::syscall::init_this_cpu();
     let mut apic = Apic::enable_this_cpu();
     apic.start_timer();
-    let pcid_owner = super::tlb::init_this_cpu(false);
-    let me =
-        percpu::init_this_cpu(index, apic, trap_stack_top.as_u64(), idle_stack_top, pcid_owner);
+    mailbox::init_this_cpu(index);
+    let me = percpu::init_this_cpu(index, apic.id(), trap_stack_top.as_u64(), idle_stack_top);
+    super::apic::install(apic);
+    super::tlb::init_this_cpu(index, false);
     log::debug!("core {index} up (APIC id {})", me.apic_id);
     STARTED.fetch_add(1, Ordering::AcqRel);
-    mailbox::idle_loop()
+    super::sched::idle_loop()
 }

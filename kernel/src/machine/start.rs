@@ -66,14 +66,15 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     let timer_hz = bsp_apic.calibrate_timer();
     apic::set_tick_rate(timer_hz, cmdline.tick_hz);
     bsp_apic.start_timer();
-    let pcid_owner = super::tlb::init_this_cpu(true);
+    super::mailbox::init_this_cpu(0);
     let me = percpu::init_this_cpu(
         0,
-        bsp_apic,
+        bsp_apic.id(),
         trap_stack_top.as_u64(),
         boot::boot_stack_top_addr(),
-        pcid_owner,
     );
+    apic::install(bsp_apic);
+    super::tlb::init_this_cpu(0, true);
     log::info!(
         "TSC {} MHz, APIC timer {} MHz, idle tick {} Hz, {} slots of {} us per core, {} MiB free",
         tsc_hz / 1_000_000,
@@ -220,7 +221,7 @@ fn run_demo(init: &[alloc::string::String]) -> ! {
         }
     }
     env::check_all_done();
-    super::mailbox::idle_loop()
+    super::sched::idle_loop()
 }
 
 /// The names of the apps in the initrd, space-separated (`README` left

@@ -25,10 +25,11 @@ use super::gdt::{KERNEL_CS, USER_DS};
 use super::interrupts::TrapFrame;
 use super::percpu::PERCPU_KERNEL_STACK_OFFSET;
 use super::percpu::PERCPU_USER_RSP_OFFSET;
+use super::percpu::{MAX_CPUS, current_index};
 use super::sched;
 use super::uring::{Entered, FastEntered, PredicateMemory, VcpuRing};
 use abi::{Error, Rights, Syscall};
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::VirtAddr;
 use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
 use x86_64::registers::rflags::RFlags;
@@ -74,7 +75,7 @@ syscall_entry:
     sysretq
 1:
     // The full path goes on from where the fast one stopped (the count it
-    // consumed is in `PerCpu::ring_carry`).
+    // consumed is in `RING_CARRY`).
     mov eax, {ring_enter}
 2:
     push {user_ds}
@@ -316,7 +317,7 @@ fn dispatch_general(frame: &mut TrapFrame) {
     drop(env);
     // A wake-up for a vCPU on this core (`env::wake` sets the flag instead
     // of interrupting itself) is looked at before returning.
-    if reschedule || dying || super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
+    if reschedule || dying || sched::resched_pending() {
         sched::finish(frame, sched::Why::Event);
     }
 }
@@ -403,9 +404,13 @@ fn ipc_accept(env: &env::Env, who: u64, allow: u64) -> Result<u64, Error> {
 /// anything the kernel does on this core.
 #[inline(never)]
 fn ring_enter(frame: &mut TrapFrame) {
-    let carried = super::percpu::this_cpu().ring_carry.swap(0, Ordering::Relaxed);
+    let carried = RING_CARRY[current_index()].swap(0, Ordering::Relaxed);
     ring_enter_full(frame, carried);
 }
+
+/// Per core, the entries the `RingEnter` fast path consumed before handing
+/// the call to the full path (set and taken within one system call).
+static RING_CARRY: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// What [`ring_enter_fast`] returns to `syscall_entry` (in `rax`, `rdx`).
 #[repr(C)]
@@ -421,17 +426,16 @@ struct FastReturn {
 /// ([`sched::enter_current_ring_fast`]). When that is not the whole call
 /// (an entry needs an operation run, a timer is pending, the caller must
 /// wait, there is no ring to enter this way, or a switch is owed), it
-/// leaves the count consumed in `PerCpu::ring_carry` and asks for the full
+/// leaves the count consumed in `RING_CARRY` and asks for the full
 /// path, which builds the frame and goes on from there.
 #[unsafe(no_mangle)]
 extern "C" fn ring_enter_fast(to_submit: u64, min_complete: u64) -> FastReturn {
-    let me = super::percpu::this_cpu();
-    match sched::enter_current_ring_fast(me, to_submit, min_complete) {
-        FastEntered::Done(consumed) if !me.resched_pending.load(Ordering::Acquire) => {
+    match sched::enter_current_ring_fast(to_submit, min_complete) {
+        FastEntered::Done(consumed) if !sched::resched_pending() => {
             FastReturn { rax: u64::from(consumed), full: 0 }
         }
         FastEntered::Done(consumed) | FastEntered::Full(consumed) => {
-            me.ring_carry.store(u64::from(consumed), Ordering::Relaxed);
+            RING_CARRY[current_index()].store(u64::from(consumed), Ordering::Relaxed);
             FastReturn { rax: 0, full: 1 }
         }
     }
@@ -465,7 +469,7 @@ fn ring_enter_full(frame: &mut TrapFrame, consumed: u64) {
 /// Switches away if an event woke a vCPU on this core during the call.
 #[inline]
 fn reschedule_if_woken(frame: &mut TrapFrame) {
-    if super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
+    if sched::resched_pending() {
         sched::finish(frame, sched::Why::Event);
     }
 }
@@ -545,7 +549,7 @@ fn vcpu_start(env: &alloc::sync::Arc<env::Env>, args: [u64; 6]) -> Result<u64, E
         return Err(Error::InvalidArgument);
     }
     let core = usize::try_from(core).map_err(|_| Error::NoSuchCore)?;
-    if core >= super::percpu::MAX_CPUS {
+    if core >= MAX_CPUS {
         return Err(Error::NoSuchCore);
     }
     sched::start_vcpu(env, core, sched::initial_context(entry, stack_top, arg)).map(|()| 0)

@@ -60,7 +60,7 @@
 
 use super::env::Env;
 use super::paging;
-use super::percpu::{MAX_CPUS, cpu, online_cpus, this_cpu};
+use super::percpu::{MAX_CPUS, PerCore, cpu, cpu_local, current_index, online_cpus, this_cpu};
 use super::time::Deadline;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -74,15 +74,28 @@ const CR3_NO_FLUSH: u64 = 1 << 63;
 
 static PCID_ENABLED: AtomicBool = AtomicBool::new(false);
 
+cpu_local! {
+    /// Per PCID, the environment whose translations this core may cache.
+    static PCID_OWNER: Vec<u32> = Vec::new();
+}
+
+/// Each core's inbox of shootdown requests (other cores write it).
+static INBOXES: PerCore<FlushInbox> = PerCore::new();
+
+/// Each core's generation of the last shootdown it made (only that core
+/// writes its entry; targets compare against the copy in their inbox).
+static GENERATIONS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
 /// Whether address spaces are tagged with PCIDs.
 pub fn pcids_enabled() -> bool {
     PCID_ENABLED.load(Ordering::Relaxed)
 }
 
 /// Enables PCIDs on this core if the CPU has them (all cores agree: the BSP
-/// decides from CPUID and the APs follow). Returns the per-core PCID owner
-/// table.
-pub fn init_this_cpu(bsp: bool) -> Vec<u32> {
+/// decides from CPUID and the APs follow), and sets up this core's PCID
+/// owner table and shootdown inbox. Call on core `index` once its per-core
+/// state exists, before it loads any environment's address space.
+pub fn init_this_cpu(index: usize, bsp: bool) {
     if bsp {
         let has = raw_cpuid::CpuId::new().get_feature_info().is_some_and(|f| f.has_pcid());
         PCID_ENABLED.store(has, Ordering::Relaxed);
@@ -95,7 +108,8 @@ pub fn init_this_cpu(bsp: bool) -> Vec<u32> {
             Cr4::update(|f| f.insert(Cr4Flags::PCID));
         }
     }
-    vec![0; NUM_PCIDS]
+    PCID_OWNER.with(|owner| *owner = vec![0; NUM_PCIDS]);
+    INBOXES.install(index, FlushInbox::default());
 }
 
 /// The PCID of environment `id` (0 without PCIDs).
@@ -112,7 +126,7 @@ pub fn load(env: &Env) {
         return;
     }
     let pcid = pcid_of(env.id);
-    let fresh = this_cpu().pcid_owner.with(|owner| {
+    let fresh = PCID_OWNER.with(|owner| {
         let slot = &mut owner[pcid as usize];
         let fresh = *slot == env.id;
         *slot = env.id;
@@ -212,16 +226,16 @@ pub fn shootdown(env: &Env, flush: Flush) {
     if targets == 0 {
         return;
     }
-    let generation = me.flush_generation.fetch_add(1, Ordering::Relaxed) + 1;
+    let generation = GENERATIONS[me.index].fetch_add(1, Ordering::Relaxed) + 1;
     for core in bits(targets) {
-        let Some(target) = cpu(core) else { continue };
-        let slot = &target.flush_inbox.slots[me.index];
+        let (Some(target), Some(inbox)) = (cpu(core), INBOXES.get(core)) else { continue };
+        let slot = &inbox.slots[me.index];
         slot.env.store(core::ptr::from_ref(env).cast_mut(), Ordering::Relaxed);
         slot.root.store(env.aspace_cr3(), Ordering::Relaxed);
         slot.start.store(flush.start, Ordering::Relaxed);
         slot.pages.store(flush.pages, Ordering::Relaxed);
         slot.request.store(generation, Ordering::Release);
-        target.flush_inbox.pending.fetch_or(1 << me.index, Ordering::AcqRel);
+        inbox.pending.fetch_or(1 << me.index, Ordering::AcqRel);
         super::apic::send_ipi(target.apic_id, super::trap::vectors::MAILBOX);
         me.flush_ipis_sent.fetch_add(1, Ordering::Relaxed);
     }
@@ -233,8 +247,8 @@ pub fn shootdown(env: &Env, flush: Flush) {
     let give_up_at = Deadline::after_ms(120_000);
     let mut warned = false;
     for core in bits(targets) {
-        let Some(target) = cpu(core) else { continue };
-        let slot = &target.flush_inbox.slots[me.index];
+        let Some(inbox) = INBOXES.get(core) else { continue };
+        let slot = &inbox.slots[me.index];
         while slot.done.load(Ordering::Acquire) != generation {
             super::mailbox::serve_urgent();
             super::cpu::pause();
@@ -265,11 +279,13 @@ fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
 /// Carries out every shootdown request waiting for this core. Called by the
 /// mailbox IPI handler and by every loop that waits with interrupts off.
 pub fn serve_flushes() {
-    let me = this_cpu();
-    let inbox = &me.flush_inbox;
+    let Some(inbox) = INBOXES.get(current_index()) else {
+        return; // this core is still coming up: nobody can target it yet
+    };
     if !inbox.has_pending() {
         return;
     }
+    let me = this_cpu();
     for from in bits(inbox.pending.swap(0, Ordering::AcqRel)) {
         let slot = &inbox.slots[from];
         let generation = slot.request.load(Ordering::Acquire);
@@ -306,7 +322,7 @@ fn flush_here(env: &Env, root: u64, flush: Flush) {
     // the set of cores that may cache this address space.
     if pcids_enabled() {
         let pcid = pcid_of(env.id) as usize;
-        me.pcid_owner.with(|owner| {
+        PCID_OWNER.with(|owner| {
             if owner[pcid] == env.id {
                 owner[pcid] = 0;
             }
