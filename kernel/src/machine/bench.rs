@@ -156,7 +156,7 @@ pub fn run_all(n: usize, all_cores: u64) -> ! {
     // harness and joins the others; the last environment to end powers off.
     super::env::set_user_cores(all_cores);
     super::env::power_off_when_all_done("bench done");
-    if let Err(e) = super::env::spawn("tlbbench", (n / 5).max(20) as u64, Some(0)) {
+    if let Err(e) = super::sched::spawn("tlbbench", (n / 5).max(20) as u64, Some(0)) {
         log::error!("cannot start tlbbench: {e}");
         super::cpu::exit_qemu(false);
     }
@@ -176,8 +176,8 @@ fn run_ring3_benchmarks(n: usize) -> bool {
 /// `cpubench` on core 1 with its partners: an echo `pctserver` (on core 2;
 /// the calls run on core 1) and a `yielder` target on core 1.
 fn run_cpubench(n: usize) -> bool {
-    let partners = super::env::spawn("pctserver", 0, Some(2))
-        .and_then(|server| super::env::spawn("yielder", 0, Some(1)).map(|y| (server, y)));
+    let partners = super::sched::spawn("pctserver", 0, Some(2))
+        .and_then(|server| super::sched::spawn("yielder", 0, Some(1)).map(|y| (server, y)));
     let (server, yielder) = match partners {
         Ok(p) => p,
         Err(e) => {
@@ -215,7 +215,7 @@ fn run_channel_benchmarks(n: usize) -> bool {
 fn run_group(apps: &[(&str, u64, usize)]) -> bool {
     let mut envs = Vec::new();
     for &(name, arg, core) in apps {
-        match super::env::spawn(name, arg, Some(core)) {
+        match super::sched::spawn(name, arg, Some(core)) {
             Ok(env) => envs.push(env),
             Err(e) => {
                 log::error!("cannot start {name}: {e}");
@@ -247,7 +247,7 @@ fn run_app(name: &str, n: usize) -> bool {
 }
 
 fn run_env(name: &str, arg: u64, core: Option<usize>) -> bool {
-    match super::env::spawn(name, arg, core) {
+    match super::sched::spawn(name, arg, core) {
         Ok(env) => wait_env(&env) == Some(super::env::Outcome::Exited(0)),
         Err(e) => {
             log::error!("cannot start {name}: {e}");

@@ -253,9 +253,9 @@ pub fn lock_serving_mailbox<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Env {
-    /// CR3 of its address space.
-    pub fn aspace_cr3(&self) -> u64 {
-        self.root_cr3
+    /// Its address space as the TLB protocol sees it.
+    pub fn tlb_space(&self) -> tlb::Space<'_> {
+        tlb::Space { id: self.id, root: self.root_cr3, active_cores: &self.active_cores }
     }
 }
 
@@ -420,7 +420,7 @@ fn unmap_foreign(frame: FrameNumber, mappings: &[Mapping]) {
             if removed > 0 {
                 // Scattered pages: one page, or the whole space.
                 let flush = if removed == 1 { Flush::page(first) } else { Flush::everything() };
-                tlb::shootdown(&env, flush);
+                tlb::shootdown(&env.tlb_space(), flush);
                 env.mappings.fetch_sub(removed, Ordering::Relaxed);
             }
             drop(aspace);
@@ -497,7 +497,7 @@ pub fn unmap(env: &Env, va: u64) -> Result<(), Error> {
     check_va(va)?;
     let mut aspace = lock_serving_mailbox(&env.aspace);
     let frame = aspace.unmap(va)?;
-    tlb::shootdown(env, Flush::page(va));
+    tlb::shootdown(&env.tlb_space(), Flush::page(va));
     shard(frame).remove_mapping(frame, env.id, va);
     env.mappings.fetch_sub(1, Ordering::Relaxed);
     Ok(())
@@ -546,7 +546,7 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64, done: u64) -> Result<RangeSte
     let mut removed = Vec::new();
     let stop = aspace.unmap_some(va, end, RANGE_CHUNK, &mut removed);
     if !removed.is_empty() {
-        tlb::shootdown(env, Flush { start: va, pages: (stop - va) / abi::PAGE_SIZE });
+        tlb::shootdown(&env.tlb_space(), Flush { start: va, pages: (stop - va) / abi::PAGE_SIZE });
     }
     drop(aspace);
     for &(at, frame) in &removed {
@@ -572,7 +572,7 @@ pub fn protect(env: &Env, va: u64, rights: Rights) -> Result<(), Error> {
         Ok(leaf_flags(rights))
     })?;
     if !rights.contains(rights_of(old)) {
-        tlb::shootdown(env, Flush::page(va));
+        tlb::shootdown(&env.tlb_space(), Flush::page(va));
     }
     Ok(())
 }
@@ -693,6 +693,17 @@ fn with_user_pages(
     Ok(())
 }
 
+/// `ConsoleWrite` (also the ring's `ConsoleWrite` operation).
+pub fn console_write(env: &Env, ptr: u64, len: u64) -> Result<u64, Error> {
+    if len > abi::CONSOLE_WRITE_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    let bytes = copy_from_user(env, ptr, len as usize)?;
+    let text = core::str::from_utf8(&bytes).unwrap_or("<invalid UTF-8>");
+    super::console::write_fmt(format_args!("{text}"));
+    Ok(len)
+}
+
 // --- creation ---------------------------------------------------------------
 
 /// Why an application could not be started.
@@ -719,19 +730,26 @@ impl core::fmt::Display for SpawnError {
 /// Round-robin placement of first vCPUs.
 static NEXT_CORE: AtomicUsize = AtomicUsize::new(0);
 
-/// Bit mask of the cores that run environments.
-pub fn user_cores() -> u64 {
-    USER_CORES.load(Ordering::Relaxed)
+pub use super::percpu::{set_user_cores, user_cores};
+
+/// The initrd the applications are started from (set once at boot).
+static INITRD: Once<&'static [u8]> = Once::new();
+
+/// Gives this module the initrd (boot, before any environment starts).
+pub fn set_initrd(initrd: &'static [u8]) {
+    INITRD.call_once(|| initrd);
 }
 
-static USER_CORES: AtomicU64 = AtomicU64::new(0);
-
-/// Sets the cores that run environments (boot, once all cores are up).
-pub fn set_user_cores(mask: u64) {
-    USER_CORES.store(mask, Ordering::Relaxed);
+/// The ELF image of application `name` in the initrd.
+pub fn find_app(name: &str) -> Result<&'static [u8], SpawnError> {
+    let initrd = INITRD.get().ok_or(SpawnError::NotFound)?;
+    let file = kernel::initrd::find(initrd, name).ok().flatten().ok_or(SpawnError::NotFound)?;
+    Ok(file.data)
 }
 
-fn pick_core() -> usize {
+/// A core for a new environment's first vCPU: the cores that run
+/// environments, round-robin.
+pub fn pick_core() -> usize {
     let mask = user_cores();
     let n = online_cpus();
     for _ in 0..n {
@@ -743,21 +761,10 @@ fn pick_core() -> usize {
     0
 }
 
-/// Starts application `name` from the initrd with `arg`; its first vCPU
-/// runs on `core` (or a core chosen round-robin).
-pub fn spawn(name: &str, arg: u64, core: Option<usize>) -> Result<Arc<Env>, SpawnError> {
-    let initrd = super::start::boot_info().initrd.ok_or(SpawnError::NotFound)?;
-    let file = kernel::initrd::find(initrd, name).ok().flatten().ok_or(SpawnError::NotFound)?;
-    spawn_image(name, file.data, arg, core.unwrap_or_else(pick_core))
-}
-
-/// Starts an environment from an ELF image.
-pub fn spawn_image(
-    name: &str,
-    image: &[u8],
-    arg: u64,
-    core: usize,
-) -> Result<Arc<Env>, SpawnError> {
+/// Creates an environment from an ELF image and registers it; returns it
+/// with its entry point. It has no vCPU yet: `sched::spawn` starts its
+/// first one, or [`abort_start`] ends it.
+pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), SpawnError> {
     let plan = kernel::elf::plan(image).map_err(SpawnError::BadElf)?;
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let pml4 = memory::alloc_frame().map_err(|e| SpawnError::Memory(frame_error(e)))?;
@@ -803,14 +810,14 @@ pub fn spawn_image(
         return Err(SpawnError::Memory(e));
     }
     without_interrupts(|| ENVS.write().insert(id, Arc::clone(&env)));
-    let context = super::sched::initial_context(plan.entry, abi::STACK_TOP, arg);
-    if let Err(e) = super::sched::start_vcpu(&env, core, context) {
-        terminate(&env, Outcome::Killed(alloc::format!("could not start its first vCPU: {e:?}")));
-        Reclaim::new(Arc::clone(&env)).run();
-        return Err(SpawnError::Memory(e));
-    }
-    log::debug!("env {id} ({name}) started on core {core}");
-    Ok(env)
+    Ok((env, plan.entry))
+}
+
+/// Ends an environment [`create`]d whose first vCPU could not start, and
+/// reclaims it at once.
+pub fn abort_start(env: &Arc<Env>, e: Error) {
+    terminate(env, Outcome::Killed(alloc::format!("could not start its first vCPU: {e:?}")));
+    Reclaim::new(Arc::clone(env)).run();
 }
 
 /// Maps the ELF segments, the stack and the info page.

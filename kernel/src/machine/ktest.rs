@@ -13,6 +13,7 @@ use super::console::kprintln;
 use super::env::{self, Env, Outcome};
 use super::mailbox::{self, MailboxError, Message};
 use super::percpu::{MAX_CPUS, all_cpus, cpu, online_cpus, this_cpu};
+use super::sched;
 use super::time::Deadline;
 use super::trap::{self, vectors};
 use super::{memory, start};
@@ -457,7 +458,7 @@ fn initrd_found() -> TestResult {
 const ENV_TIMEOUT_MS: u64 = 120_000;
 
 fn spawn(name: &str, arg: u64) -> Result<Arc<Env>, String> {
-    env::spawn(name, arg, None).map_err(|e| format!("cannot start {name}: {e}"))
+    sched::spawn(name, arg, None).map_err(|e| format!("cannot start {name}: {e}"))
 }
 
 fn wait(env: &Arc<Env>) -> Result<Outcome, String> {
@@ -540,7 +541,7 @@ fn granter_and_grantee(granter_app: &str, grantee_app: &str) -> TestResult {
 }
 
 fn malformed_elf(name: &str) -> TestResult {
-    frames_restored(|| match env::spawn(name, 0, None) {
+    frames_restored(|| match sched::spawn(name, 0, None) {
         Err(env::SpawnError::BadElf(why)) => {
             kprintln!("  {name}: refused: {why}");
             Ok(())
@@ -562,8 +563,8 @@ fn tlb_precision() -> TestResult {
     let before: Vec<u64> =
         all_cpus().map(|c| c.flush_ipis_received.load(Ordering::SeqCst)).collect();
     frames_restored(|| {
-        let env =
-            env::spawn("tlbtest", 4, Some(2)).map_err(|e| format!("cannot start tlbtest: {e}"))?;
+        let env = sched::spawn("tlbtest", 4, Some(2))
+            .map_err(|e| format!("cannot start tlbtest: {e}"))?;
         let outcome = wait(&env)?;
         check(outcome == Outcome::Exited(0), || format!("tlbtest 4: {outcome:?}"))
     })?;

@@ -167,6 +167,19 @@ pub fn online_cpus() -> usize {
     ONLINE.load(Ordering::Acquire)
 }
 
+/// Bit mask of the cores that run environments.
+pub fn user_cores() -> u64 {
+    USER_CORES.load(Ordering::Relaxed)
+}
+
+static USER_CORES: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the cores that run environments (boot, once all cores are up; the
+/// benchmarks widen it).
+pub fn set_user_cores(mask: u64) {
+    USER_CORES.store(mask, Ordering::Relaxed);
+}
+
 /// Iterates over the online cores.
 pub fn all_cpus() -> impl Iterator<Item = &'static PerCpu> {
     CPUS.iter().filter_map(|c| c.get().copied())

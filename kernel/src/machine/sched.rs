@@ -257,6 +257,29 @@ pub fn initial_context(entry: u64, stack_top: u64, arg: u64) -> TrapFrame {
     }
 }
 
+/// Starts application `name` from the initrd with `arg`; its first vCPU
+/// runs on `core` (or a core chosen round-robin).
+pub fn spawn(name: &str, arg: u64, core: Option<usize>) -> Result<Arc<Env>, env::SpawnError> {
+    spawn_image(name, env::find_app(name)?, arg, core.unwrap_or_else(env::pick_core))
+}
+
+/// Starts an environment from an ELF image, its first vCPU on `core`.
+pub fn spawn_image(
+    name: &str,
+    image: &[u8],
+    arg: u64,
+    core: usize,
+) -> Result<Arc<Env>, env::SpawnError> {
+    let (env, entry) = env::create(name, image, arg)?;
+    let context = initial_context(entry, abi::STACK_TOP, arg);
+    if let Err(e) = start_vcpu(&env, core, context) {
+        env::abort_start(&env, e);
+        return Err(env::SpawnError::Memory(e));
+    }
+    log::debug!("env {} ({name}) started on core {core}", env.id);
+    Ok(env)
+}
+
 /// Starts a vCPU of `env` on `core` with `context`.
 pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(), Error> {
     cpu(core).ok_or(Error::NoSuchCore)?;
@@ -971,7 +994,7 @@ fn activate(env: &Arc<Env>) {
             // Announce before loading, so that a shootdown which misses the
             // bit finds the fresh CR3 load already done (see tlb.rs).
             env.active_cores.fetch_or(1 << me.index, Ordering::SeqCst);
-            tlb::load(env);
+            tlb::load(&env.tlb_space());
             if let Some(prev) = loaded.replace(Arc::clone(env))
                 && !tlb::pcids_enabled()
             {

@@ -7,7 +7,9 @@
 //! `panic-test`).
 
 use super::console::{self, kprintln};
-use super::{acpi, apic, bench, boot, cpu, env, gdt, interrupts, ktest, memory, percpu, smp, time};
+use super::{
+    acpi, apic, bench, boot, cpu, env, gdt, interrupts, ktest, memory, percpu, sched, smp, time,
+};
 use kernel::cmdline::{Cmdline, Mode};
 use kernel::pvh::{self, StartInfo};
 use spin::Once;
@@ -90,6 +92,9 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     smp::start_aps(&processors.apic_ids);
     x86_64::instructions::interrupts::enable();
 
+    if let Some(initrd) = initrd {
+        env::set_initrd(initrd);
+    }
     BOOT_INFO.call_once(|| BootInfo { initrd, madt_apic_ids: processors.apic_ids });
     kprintln!("exo: boot ok cores={} apic={}", percpu::online_cpus(), apic::mode_name());
     super::slots::init(
@@ -211,7 +216,7 @@ fn run_demo(init: &[alloc::string::String]) -> ! {
             env::note_run_failure();
             continue;
         };
-        if let Err(e) = env::spawn(name, arg, core) {
+        if let Err(e) = sched::spawn(name, arg, core) {
             kprintln!("exo: cannot start {name}: {e}");
             if let env::SpawnError::NotFound = e {
                 // Most often a typo in `init=`: say what could have been meant.

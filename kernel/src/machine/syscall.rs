@@ -20,7 +20,7 @@
 //! System calls run to completion with interrupts off; the long ones (TLB
 //! shootdowns) keep serving this core's mailbox while they wait.
 
-use super::env::{self, Outcome, Progress};
+use super::env::{self, Outcome, Progress, console_write};
 use super::gdt::{KERNEL_CS, USER_DS};
 use super::interrupts::TrapFrame;
 use super::percpu::PERCPU_KERNEL_STACK_OFFSET;
@@ -507,17 +507,6 @@ fn sleep_on(
     let program = kernel::predicate::verify(&insns, &memory).map_err(|e| e.to_abi())?;
     let holds = program.eval(&memory);
     Ok((!holds).then_some(program))
-}
-
-/// `ConsoleWrite` (also the ring's `ConsoleWrite` operation).
-pub fn console_write(env: &env::Env, ptr: u64, len: u64) -> Result<u64, Error> {
-    if len > abi::CONSOLE_WRITE_MAX {
-        return Err(Error::InvalidArgument);
-    }
-    let bytes = env::copy_from_user(env, ptr, len as usize)?;
-    let text = core::str::from_utf8(&bytes).unwrap_or("<invalid UTF-8>");
-    super::console::write_fmt(format_args!("{text}"));
-    Ok(len)
 }
 
 fn set_exception_handler(

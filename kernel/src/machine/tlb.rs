@@ -51,20 +51,24 @@
 //! never waits.
 //!
 //! No deadlock: the waiting core spins with interrupts off but keeps serving
-//! its own inbox (`mailbox::serve_urgent` serves it first), and so does a
-//! core spinning for an address-space lock (`env::lock_serving_mailbox`).
+//! its own inbox ([`serve_flushes`]), and so does a core spinning for an
+//! address-space lock (`env::lock_serving_mailbox`, through
+//! `mailbox::serve_urgent`, which serves this inbox first) or for room in a
+//! mailbox queue.
+//!
+//! This module knows an address space only as a [`Space`] (id, root,
+//! active-core set), so it sits below the mailboxes and the environments.
 //! Two cores shooting at each other both answer each other's request while
 //! they wait; a halted target is woken by the IPI; a target inside its own
 //! IPI handler finds the bit on its next drain (the IPI stays pending until
 //! its EOI).
 
-use super::env::Env;
 use super::paging;
 use super::percpu::{MAX_CPUS, PerCore, cpu, cpu_local, current_index, online_cpus, this_cpu};
 use super::time::Deadline;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 /// Above this many pages a shootdown flushes the whole address space.
 pub const FULL_FLUSH_THRESHOLD: u64 = 64;
@@ -117,19 +121,19 @@ pub fn pcid_of(id: u32) -> u64 {
     if pcids_enabled() { u64::from(id % (NUM_PCIDS as u32 - 1)) + 1 } else { 0 }
 }
 
-/// Loads `env`'s address space on this core, flushing only if this core's
-/// cached translations for its PCID may belong to someone else.
-pub fn load(env: &Env) {
-    let root = env.aspace_cr3();
+/// Loads `space` on this core, flushing only if this core's cached
+/// translations for its PCID may belong to someone else.
+pub fn load(space: &Space) {
+    let root = space.root;
     if !pcids_enabled() {
         paging::load_cr3(root);
         return;
     }
-    let pcid = pcid_of(env.id);
+    let pcid = pcid_of(space.id);
     let fresh = PCID_OWNER.with(|owner| {
         let slot = &mut owner[pcid as usize];
-        let fresh = *slot == env.id;
-        *slot = env.id;
+        let fresh = *slot == space.id;
+        *slot = space.id;
         fresh
     });
     paging::load_cr3(root | pcid | if fresh { CR3_NO_FLUSH } else { 0 });
@@ -139,6 +143,20 @@ pub fn load(env: &Env) {
 pub fn load_kernel() {
     let no_flush = if pcids_enabled() { CR3_NO_FLUSH } else { 0 };
     paging::load_cr3(paging::kernel_cr3() | no_flush);
+}
+
+/// What this module needs to know of an address space (an environment's):
+/// its PCID owner id, its page-table root and the set of cores that may
+/// cache its translations. It names no environment type, so the
+/// environment layer sits above this one.
+#[derive(Clone, Copy)]
+pub struct Space<'a> {
+    /// The environment id (its PCID is derived from it).
+    pub id: u32,
+    /// Physical address of its PML4 (CR3 without flags).
+    pub root: u64,
+    /// Cores that may hold its translations (bit per core).
+    pub active_cores: &'a AtomicU64,
 }
 
 /// What a shootdown invalidates.
@@ -169,9 +187,11 @@ struct FlushSlot {
     request: AtomicU64,
     /// The generation the target has carried out (written by the target).
     done: AtomicU64,
-    /// The environment whose translations go; the requester keeps it alive
-    /// until `done` reaches `request`.
-    env: AtomicPtr<Env>,
+    /// The environment whose translations go.
+    id: AtomicU32,
+    /// Its `active_cores`; the requester keeps it alive until `done`
+    /// reaches `request`.
+    active_cores: AtomicPtr<AtomicU64>,
     /// Physical root of its address space.
     root: AtomicU64,
     /// First page.
@@ -194,7 +214,8 @@ impl Default for FlushInbox {
                 FlushSlot {
                     request: AtomicU64::new(0),
                     done: AtomicU64::new(0),
-                    env: AtomicPtr::new(core::ptr::null_mut()),
+                    id: AtomicU32::new(0),
+                    active_cores: AtomicPtr::new(core::ptr::null_mut()),
                     root: AtomicU64::new(0),
                     start: AtomicU64::new(0),
                     pages: AtomicU64::new(0),
@@ -212,15 +233,15 @@ impl FlushInbox {
     }
 }
 
-/// Invalidates `flush` of `env`'s address space on every core that may
+/// Invalidates `flush` of the address space `space` on every core that may
 /// cache it, and returns once all of them have. Cannot fail: see the module
 /// docs.
-pub fn shootdown(env: &Env, flush: Flush) {
+pub fn shootdown(space: &Space, flush: Flush) {
     core::sync::atomic::fence(Ordering::SeqCst);
     let me = this_cpu();
-    let cores = env.active_cores.load(Ordering::SeqCst);
+    let cores = space.active_cores.load(Ordering::SeqCst);
     if cores & (1 << me.index) != 0 {
-        flush_here(env, env.aspace_cr3(), flush);
+        flush_here(space, flush);
     }
     let targets = cores & !(1 << me.index) & online_mask();
     if targets == 0 {
@@ -230,8 +251,10 @@ pub fn shootdown(env: &Env, flush: Flush) {
     for core in bits(targets) {
         let (Some(target), Some(inbox)) = (cpu(core), INBOXES.get(core)) else { continue };
         let slot = &inbox.slots[me.index];
-        slot.env.store(core::ptr::from_ref(env).cast_mut(), Ordering::Relaxed);
-        slot.root.store(env.aspace_cr3(), Ordering::Relaxed);
+        slot.id.store(space.id, Ordering::Relaxed);
+        slot.active_cores
+            .store(core::ptr::from_ref(space.active_cores).cast_mut(), Ordering::Relaxed);
+        slot.root.store(space.root, Ordering::Relaxed);
         slot.start.store(flush.start, Ordering::Relaxed);
         slot.pages.store(flush.pages, Ordering::Relaxed);
         slot.request.store(generation, Ordering::Release);
@@ -250,11 +273,13 @@ pub fn shootdown(env: &Env, flush: Flush) {
         let Some(inbox) = INBOXES.get(core) else { continue };
         let slot = &inbox.slots[me.index];
         while slot.done.load(Ordering::Acquire) != generation {
-            super::mailbox::serve_urgent();
+            // Answer the others' shootdowns meanwhile (two cores may be
+            // shooting at each other).
+            serve_flushes();
             super::cpu::pause();
             if !warned && warn_at.passed() {
                 warned = true;
-                log::warn!("TLB shootdown for env {}: core {core} slow to answer", env.id);
+                log::warn!("TLB shootdown for env {}: core {core} slow to answer", space.id);
             }
             assert!(!give_up_at.passed(), "TLB shootdown to core {core} not answered in 2 min");
         }
@@ -289,15 +314,21 @@ pub fn serve_flushes() {
     for from in bits(inbox.pending.swap(0, Ordering::AcqRel)) {
         let slot = &inbox.slots[from];
         let generation = slot.request.load(Ordering::Acquire);
-        let env = slot.env.load(Ordering::Relaxed);
+        let active_cores = slot.active_cores.load(Ordering::Relaxed);
         let flush = Flush {
             start: slot.start.load(Ordering::Relaxed),
             pages: slot.pages.load(Ordering::Relaxed),
         };
-        // SAFETY: the requesting core keeps `env` borrowed until it sees
-        // `done` reach `generation`, which is stored only below.
-        let env = unsafe { &*env };
-        flush_here(env, slot.root.load(Ordering::Relaxed), flush);
+        // SAFETY: the requesting core keeps the environment (whose
+        // `active_cores` this is) borrowed until it sees `done` reach
+        // `generation`, which is stored only below.
+        let active_cores = unsafe { &*active_cores };
+        let space = Space {
+            id: slot.id.load(Ordering::Relaxed),
+            root: slot.root.load(Ordering::Relaxed),
+            active_cores,
+        };
+        flush_here(&space, flush);
         me.flush_ipis_received.fetch_add(1, Ordering::Relaxed);
         slot.done.store(generation, Ordering::Release);
     }
@@ -305,12 +336,13 @@ pub fn serve_flushes() {
 
 /// Carries out a shootdown request on this core (for another core, or for
 /// the requesting core itself).
-fn flush_here(env: &Env, root: u64, flush: Flush) {
+fn flush_here(space: &Space, flush: Flush) {
     let me = this_cpu();
+    let root = space.root;
     if paging::current_cr3() == root {
         if flush.pages > FULL_FLUSH_THRESHOLD {
             // Reloading without the no-flush bit drops this PCID's entries.
-            paging::load_cr3(root | pcid_of(env.id));
+            paging::load_cr3(root | pcid_of(space.id));
         } else {
             for i in 0..flush.pages {
                 paging::flush_page(flush.start + i * abi::PAGE_SIZE);
@@ -321,12 +353,12 @@ fn flush_here(env: &Env, root: u64, flush: Flush) {
     // Not loaded here: forget the PCID so the next load flushes, and leave
     // the set of cores that may cache this address space.
     if pcids_enabled() {
-        let pcid = pcid_of(env.id) as usize;
+        let pcid = pcid_of(space.id) as usize;
         PCID_OWNER.with(|owner| {
-            if owner[pcid] == env.id {
+            if owner[pcid] == space.id {
                 owner[pcid] = 0;
             }
         });
     }
-    env.active_cores.fetch_and(!(1 << me.index), Ordering::SeqCst);
+    space.active_cores.fetch_and(!(1 << me.index), Ordering::SeqCst);
 }
