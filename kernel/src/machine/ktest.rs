@@ -16,7 +16,7 @@ use super::percpu::{MAX_CPUS, all_cpus, cpu, online_cpus, this_cpu};
 use super::sched;
 use super::time::Deadline;
 use super::trap::{self, vectors};
-use super::{memory, start};
+use super::{memory, smp};
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -198,7 +198,7 @@ fn on_all(func: fn(usize), arg: usize) -> TestResult {
 }
 
 fn cores_online_with_distinct_apic_ids() -> TestResult {
-    let madt = &start::boot_info().madt_apic_ids;
+    let madt = smp::madt_apic_ids();
     let online = online_cpus();
     check(online == madt.len(), || format!("{online} cores online, MADT lists {}", madt.len()))?;
     let mut ids: Vec<u32> = all_cpus().map(|c| c.apic_id).collect();
@@ -445,7 +445,7 @@ fn mailbox_burst() -> TestResult {
 }
 
 fn initrd_found() -> TestResult {
-    let initrd = start::boot_info().initrd.ok_or("no initrd module was passed")?;
+    let initrd = env::initrd().ok_or("no initrd module was passed")?;
     let readme = kernel::initrd::find(initrd, "README")
         .map_err(|e| format!("initrd: {e:?}"))?
         .ok_or("initrd has no README")?;

@@ -12,22 +12,6 @@ use super::{
 };
 use kernel::cmdline::{Cmdline, Mode};
 use kernel::pvh::{self, StartInfo};
-use spin::Once;
-
-/// What the loader told the kernel, kept for tests and later issues.
-pub struct BootInfo {
-    /// The initrd (module 0), if the loader passed one.
-    pub initrd: Option<&'static [u8]>,
-    /// Local APIC ids from the MADT.
-    pub madt_apic_ids: alloc::vec::Vec<u32>,
-}
-
-static BOOT_INFO: Once<BootInfo> = Once::new();
-
-/// The boot information (after boot).
-pub fn boot_info() -> &'static BootInfo {
-    BOOT_INFO.get().expect("boot info is set before any mode runs")
-}
 
 /// The BSP's first Rust code, called by the boot stub with the physical
 /// address of `hvm_start_info`.
@@ -89,13 +73,12 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
 
     let processors = acpi::processors(info.rsdp_paddr).unwrap_or_else(|e| panic!("ACPI: {e}"));
     log::info!("MADT: {} processors, BSP APIC id {}", processors.apic_ids.len(), me.apic_id);
-    smp::start_aps(&processors.apic_ids);
+    smp::start_aps(processors.apic_ids);
     x86_64::instructions::interrupts::enable();
 
     if let Some(initrd) = initrd {
         env::set_initrd(initrd);
     }
-    BOOT_INFO.call_once(|| BootInfo { initrd, madt_apic_ids: processors.apic_ids });
     kprintln!("exo: boot ok cores={} apic={}", percpu::online_cpus(), apic::mode_name());
     super::slots::init(
         super::slots::Config {
@@ -232,7 +215,7 @@ fn run_demo(init: &[alloc::string::String]) -> ! {
 /// The names of the apps in the initrd, space-separated (`README` left
 /// out), or `(no initrd)`.
 fn initrd_apps() -> alloc::string::String {
-    let Some(initrd) = boot_info().initrd else {
+    let Some(initrd) = env::initrd() else {
         return "(no initrd)".into();
     };
     let names: alloc::vec::Vec<&str> = kernel::initrd::files(initrd)

@@ -3,7 +3,7 @@
 //! against the frame ownership table ([`kernel::ownership`]) under the
 //! frame's shard lock. See the parent module for the lock order.
 //!
-//! May not touch: the registry (only [`lookup`](super::lookup)), the
+//! May not touch: the registry (only [`super::lookup`]), the
 //! scheduler, user memory contents.
 
 use super::events::post_event;

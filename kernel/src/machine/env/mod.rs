@@ -59,9 +59,12 @@
 //! `sched::spawn`'s, and waking one is a [`mailbox::kick`].
 
 pub mod bindings;
+#[allow(unsafe_code, reason = "kernel-owned pages' words through the direct map")]
 pub mod events;
 pub mod registry;
+#[allow(unsafe_code, reason = "writes ELF segments and kernel pages into fresh frames")]
 pub mod spawn;
+#[allow(unsafe_code, reason = "user memory through the direct map, under the address-space lock")]
 pub mod umem;
 
 pub use bindings::*;

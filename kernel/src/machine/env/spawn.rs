@@ -56,6 +56,11 @@ pub fn set_initrd(initrd: &'static [u8]) {
     INITRD.call_once(|| initrd);
 }
 
+/// The initrd, if the loader passed one.
+pub fn initrd() -> Option<&'static [u8]> {
+    INITRD.get().copied()
+}
+
 /// The ELF image of application `name` in the initrd.
 pub fn find_app(name: &str) -> Result<&'static [u8], SpawnError> {
     let initrd = INITRD.get().ok_or(SpawnError::NotFound)?;

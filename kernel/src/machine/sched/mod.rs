@@ -68,6 +68,7 @@
 pub mod clock;
 pub mod pct;
 pub mod runq;
+#[allow(unsafe_code, reason = "stack switches into ring 3 and the idle loop")]
 pub mod switch;
 pub mod upcall;
 

@@ -125,14 +125,11 @@ pub(super) fn deliver_upcall(
         || frame.rsp < stack_top && frame.rsp >= stack_top.saturating_sub(window);
     let base = if nested { frame.rsp.saturating_sub(128) } else { stack_top };
     let at = base.saturating_sub(abi::UPCALL_FRAME_SIZE) & !0xf;
-    // SAFETY: `UpcallFrame` is `repr(C)` plain data (21 `u64`s, no
-    // padding); viewing it as bytes to copy it out is sound.
-    let bytes = unsafe {
-        core::slice::from_raw_parts(
-            &upcall as *const abi::UpcallFrame as *const u8,
-            abi::UPCALL_FRAME_SIZE as usize,
-        )
-    };
+    let mut bytes = [0u8; abi::UPCALL_FRAME_SIZE as usize];
+    for (chunk, word) in bytes.as_chunks_mut::<8>().0.iter_mut().zip(upcall.to_words()) {
+        *chunk = word.to_le_bytes();
+    }
+    let bytes = &bytes[..];
     let copied = if stack == UpcallStack::ExceptionNoWait {
         env::copy_to_user_nowait(env, at, bytes)
     } else {
