@@ -9,8 +9,19 @@
 //! IPI, which also wakes it from `hlt`.
 //!
 //! No wake-up is lost: the target drains `urgent` inside the IPI handler and
-//! checks `work` with interrupts disabled right before `sti; hlt`, and an IPI
-//! that arrives in between stays pending until `sti` takes effect.
+//! its idle loop (`sched::idle_loop`) checks `work` with interrupts disabled
+//! right before `sti; hlt`, and an IPI that arrives in between stays pending
+//! until `sti` takes effect.
+//!
+//! A *reschedule request* ([`kick`]) is one flag per core plus, when the
+//! flag was clear, one mailbox IPI: it asks the core to look at its run
+//! queue before it next returns to ring 3 or halts, and coalesces.
+//!
+//! This module owns each core's queues ([`init_this_cpu`] installs them at
+//! bring-up) and reschedule flag, and registers the mailbox IPI's handler
+//! ([`init`]); the interrupt path does not name it. It serves TLB shootdown
+//! inboxes before its own queue (`tlb` sits below it) and never calls the
+//! scheduler or the environments.
 //!
 //! Acknowledgement: an item may carry a reference to a counter; the target
 //! increments it (release) after handling the item, and the sender waits for
