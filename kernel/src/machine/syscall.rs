@@ -538,7 +538,7 @@ fn vcpu_start(env: &alloc::sync::Arc<env::Env>, args: [u64; 6]) -> Result<u64, E
         return Err(Error::InvalidArgument);
     }
     let core = usize::try_from(core).map_err(|_| Error::NoSuchCore)?;
-    if core >= MAX_CPUS {
+    if core >= super::percpu::MAX_CPUS {
         return Err(Error::NoSuchCore);
     }
     sched::start_vcpu(env, core, sched::initial_context(entry, stack_top, arg)).map(|()| 0)

@@ -3,7 +3,8 @@
 //! An [`Env`] is the kernel's only notion of a protection domain: an address
 //! space, the frames charged to it (data frames it owns, the page-table pages
 //! of its address space), its exception entry, and the vCPUs that run it (see
-//! `machine::sched`). This module implements the memory secure bindings:
+//! `machine::sched`). This module (in [`bindings`]) implements the memory
+//! secure bindings:
 //! every frame allocation, free, grant, revoke, map, unmap and protect goes
 //! through here and is checked against the frame ownership table
 //! ([`kernel::ownership`]), sharded over [`SHARDS`] locks by frame number.
@@ -42,7 +43,6 @@
 //! decisions and in idle loops: every mapping others have of its frames is
 //! removed, every frame returns to the pool, and only then is the outcome
 //! published, so a test that sees the outcome can count free frames.
-
 //!
 //! # Files
 //!
