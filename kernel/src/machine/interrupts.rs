@@ -248,6 +248,7 @@ pub enum Device {
 /// benchmarks), spurious and unexpected vectors; sends the EOI where one is
 /// due. From ring 0 the timer re-arms the idle tick; from ring 3 the
 /// scheduler arms it for its next decision.
+#[inline]
 pub fn device_interrupt(vector: u8, from_user: bool) -> Device {
     match vector {
         vectors::TIMER => {

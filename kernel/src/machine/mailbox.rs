@@ -105,6 +105,7 @@ pub fn has_work() -> bool {
 
 /// The next idle-loop work item posted to this core, if any; the caller
 /// runs it, then [`Taken::acknowledge`]s it.
+#[inline]
 pub fn take_work() -> Option<Taken> {
     MAILBOXES.this().work.pop().map(|e| Taken { work: e.item, ack: e.ack })
 }
@@ -118,6 +119,7 @@ pub struct Taken {
 
 impl Taken {
     /// Tells the sender the work is done (if it asked to know).
+    #[inline]
     pub fn acknowledge(self) {
         if let Some(ack) = self.ack {
             ack.fetch_add(1, Ordering::Release);

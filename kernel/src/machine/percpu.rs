@@ -31,7 +31,7 @@
 use alloc::boxed::Box;
 use core::cell::UnsafeCell;
 use core::mem::offset_of;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 use x86_64::VirtAddr;
 use x86_64::instructions::interrupts;
@@ -44,6 +44,8 @@ pub const MAX_CPUS: usize = abi::MAX_CORES;
 pub const PERCPU_KERNEL_STACK_OFFSET: u64 = offset_of!(PerCpu, kernel_stack_top) as u64;
 /// Offset of [`PerCpu::user_rsp`], used by the `syscall` entry.
 pub const PERCPU_USER_RSP_OFFSET: u64 = offset_of!(PerCpu, user_rsp) as u64;
+// `current_index` masks with `MAX_CPUS - 1`.
+const _: () = assert!(MAX_CPUS.is_power_of_two());
 // The offsets the entry stubs and the docs name.
 const _: () = assert!(PERCPU_KERNEL_STACK_OFFSET == 8 && PERCPU_USER_RSP_OFFSET == 16);
 /// Offset of [`PerCpu::index`], read by [`current_index`].
@@ -133,8 +135,10 @@ pub fn this_cpu() -> &'static PerCpu {
     unsafe { &*(ptr as *const PerCpu) }
 }
 
-/// This core's index (one `mov rax, gs:[index]`). Panics in debug builds
-/// if called before [`init_this_cpu`].
+/// This core's index (one `mov rax, gs:[index]`, then masked so that the
+/// compiler knows it is below [`MAX_CPUS`] and drops the bounds checks of
+/// every per-core array indexed with it). Panics in debug builds if called
+/// before [`init_this_cpu`].
 #[inline(always)]
 pub fn current_index() -> usize {
     let index: usize;
@@ -149,7 +153,9 @@ pub fn current_index() -> usize {
         )
     };
     debug_assert!(GsBase::read().as_u64() != 0, "per-cpu state used before init");
-    index
+    // `init_this_cpu` asserts `index < MAX_CPUS`, a power of two: the mask
+    // changes nothing but what the compiler can prove.
+    index & (MAX_CPUS - 1)
 }
 
 /// This core's index, or `None` if its per-cpu state is not set up yet.
@@ -308,24 +314,37 @@ impl<T> CpuLocal<T> {
 /// atomics, lock-free queues), installed once by its core's bring-up and
 /// never freed. Declared as a static in the module that owns it.
 pub struct PerCore<T: 'static> {
-    slots: [Once<&'static T>; MAX_CPUS],
+    slots: [AtomicPtr<T>; MAX_CPUS],
 }
 
 impl<T: Sync + 'static> PerCore<T> {
     /// No core's value installed yet.
     pub const fn new() -> Self {
-        PerCore { slots: [const { Once::new() }; MAX_CPUS] }
+        PerCore { slots: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS] }
     }
 
-    /// Installs core `index`'s value (once; later calls are ignored).
+    /// Installs core `index`'s value (once; a second value is dropped).
     pub fn install(&self, index: usize, value: T) {
-        self.slots[index].call_once(|| Box::leak(Box::new(value)));
+        let ptr = Box::into_raw(Box::new(value));
+        let slot = &self.slots[index];
+        if slot
+            .compare_exchange(core::ptr::null_mut(), ptr, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // SAFETY: `ptr` came from `Box::into_raw` above and was not
+            // published: this is its only owner.
+            drop(unsafe { Box::from_raw(ptr) });
+        }
     }
 
     /// Core `index`'s value, if installed.
     #[inline]
     pub fn get(&self, index: usize) -> Option<&'static T> {
-        self.slots.get(index)?.get().copied()
+        let ptr = self.slots.get(index)?.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer was published by `install` (release)
+        // from a leaked `Box` that is never freed or written through again;
+        // `T: Sync`, so shared references on any core are fine.
+        unsafe { ptr.as_ref() }
     }
 
     /// This core's value. Panics if it is not installed.

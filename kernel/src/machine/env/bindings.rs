@@ -18,6 +18,7 @@ use core::sync::atomic::Ordering;
 use kernel::frames::{FrameError, FrameNumber};
 use kernel::ownership::{EnvId, FrameKind, Mapping, UnmapStep};
 
+#[inline]
 pub(super) fn frame_error(e: FrameError) -> Error {
     match e {
         FrameError::OutOfMemory => Error::NoMemory,

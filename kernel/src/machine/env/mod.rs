@@ -92,6 +92,7 @@ pub const SHARDS: usize = 64;
 pub(super) static FRAME_TABLE: [Mutex<FrameTable>; SHARDS] =
     [const { Mutex::new(FrameTable::new()) }; SHARDS];
 
+#[inline]
 pub(super) fn shard(frame: FrameNumber) -> MutexGuard<'static, FrameTable> {
     FRAME_TABLE[(frame % SHARDS as u64) as usize].lock()
 }
@@ -240,6 +241,7 @@ impl Env {
         deprecated,
         reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
     )]
+    #[inline]
     fn charge(&self) -> Result<(), Error> {
         self.charged
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
@@ -249,6 +251,7 @@ impl Env {
             .map_err(|_| Error::QuotaExceeded)
     }
 
+    #[inline]
     fn uncharge(&self) {
         self.charged.fetch_sub(1, Ordering::AcqRel);
     }
@@ -257,6 +260,7 @@ impl Env {
 /// Acquires an address-space lock while serving this core's mailbox, so that
 /// shootdown requests from a core holding another address space are
 /// answered (see the module docs).
+#[inline]
 pub fn lock_serving_mailbox<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
     loop {
         if let Some(guard) = lock.try_lock() {
@@ -269,6 +273,7 @@ pub fn lock_serving_mailbox<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Env {
     /// Its address space as the TLB protocol sees it.
+    #[inline]
     pub fn tlb_space(&self) -> tlb::Space<'_> {
         tlb::Space { id: self.id, root: self.root_cr3, active_cores: &self.active_cores }
     }

@@ -44,11 +44,13 @@ impl SlotClock {
     }
 
     /// The environment entitled to the rest of this slot (0: default).
+    #[inline]
     fn entitled(&self) -> EnvId {
         if self.owner_done { 0 } else { self.owner }
     }
 }
 
+#[inline]
 pub(super) fn slot_tsc() -> (u64, u64) {
     let config = slots::config();
     let hz = crate::machine::time::tsc_hz();
@@ -56,6 +58,7 @@ pub(super) fn slot_tsc() -> (u64, u64) {
 }
 
 /// The scheduling decision proper (see the module docs).
+#[inline]
 pub(super) fn decide(
     rq: &mut RunQueue,
     frame: &mut TrapFrame,
@@ -136,6 +139,7 @@ pub(super) fn decide(
 }
 
 /// Starts the next slot of this core's vector and picks who runs in it.
+#[inline]
 pub(super) fn start_next_slot(
     rq: &mut RunQueue,
     frame: &mut TrapFrame,
@@ -176,6 +180,7 @@ pub(super) fn start_next_slot(
 
 /// With no vCPU current, picks one for the rest of the slot: its owner if
 /// it can run and is entitled, else the first taking default time.
+#[inline]
 pub(super) fn pick_in_slot(
     rq: &mut RunQueue,
     frame: &mut TrapFrame,
@@ -197,6 +202,7 @@ pub(super) fn pick_in_slot(
 /// Records that `env` forfeits its next slot here. Entries of
 /// environments that no longer own a slot here (they freed them or ended)
 /// are dropped once the list grows, so it stays small.
+#[inline]
 pub(super) fn forfeit_next(rq: &mut RunQueue, env: EnvId, core: usize) {
     rq.forfeits.push(env);
     if rq.forfeits.len() > 32 {
@@ -206,6 +212,7 @@ pub(super) fn forfeit_next(rq: &mut RunQueue, env: EnvId, core: usize) {
 
 /// The abort protocol's bookkeeping: count the overrun where the
 /// environment sees it and tell it through its event queue.
+#[inline]
 pub(super) fn charge_overrun(env: &Env, core: usize, slot: usize) {
     bump_vcpu_stat(env, core, offset_of!(abi::VcpuPage, overruns));
     env::info_word(env, offset_of!(abi::InfoPage, overruns) as u64).fetch_add(1, Ordering::Relaxed);
@@ -217,6 +224,7 @@ pub(super) fn charge_overrun(env: &Env, core: usize, slot: usize) {
 /// boundaries), the earliest ring timer, or the earliest TSC deadline a
 /// sleeper's predicate compares the clock with; `None` (idle tick)
 /// otherwise.
+#[inline]
 pub(super) fn timer_deadline(rq: &RunQueue, now: u64) -> Option<u64> {
     let busy = rq.current.is_some() || !rq.ready.is_empty() || !rq.sleeping.is_empty();
     if !busy {

@@ -119,15 +119,18 @@ pub struct Vcpu {
 
 impl Vcpu {
     /// The environment whose code runs: the callee during a call.
+    #[inline]
     fn running_env(&self) -> &Arc<Env> {
         self.call.as_ref().map_or(&self.env, |a| &a.target)
     }
 
     /// Where the registers of the code that runs are saved.
+    #[inline]
     fn live_context(&mut self) -> &mut TrapFrame {
         if self.call.is_some() { &mut self.call_context } else { &mut self.context }
     }
 
+    #[inline]
     fn candidate(&self, core: usize) -> Candidate {
         Candidate {
             env: self.env.id,

@@ -29,6 +29,7 @@ impl Activation {
     /// Ends the activation on this core (the one it ran on: vCPUs never
     /// move): frees the target's IPC stack here and returns the target,
     /// whose hold (`live_vcpus`) the caller releases.
+    #[inline]
     pub(super) fn end(self) -> Arc<Env> {
         let bit = 1 << this_cpu().index;
         self.target.ipc.stack_busy.fetch_and(!bit, Ordering::Release);

@@ -148,6 +148,7 @@ pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(),
 }
 
 /// Makes `v` current with its live registers in `frame`.
+#[inline]
 pub(super) fn load(rq: &mut RunQueue, mut v: Box<Vcpu>, frame: &mut TrapFrame, now: u64) {
     *frame = v.live_context().clone();
     activate(v.running_env());
@@ -157,6 +158,7 @@ pub(super) fn load(rq: &mut RunQueue, mut v: Box<Vcpu>, frame: &mut TrapFrame, n
 
 /// Saves the current vCPU's registers from `frame`, charges its run time
 /// and queues it at `position` of the ready queue (clamped to the end).
+#[inline]
 pub(super) fn park_current(
     rq: &mut RunQueue,
     frame: &TrapFrame,
@@ -171,12 +173,14 @@ pub(super) fn park_current(
     }
 }
 
+#[inline]
 pub(super) fn account(v: &Vcpu, core: usize, tsc: u64) {
     if let Some(word) = env::vcpu_word(&v.env, core, offset_of!(abi::VcpuPage, run_tsc) as u64) {
         word.fetch_add(tsc, Ordering::Relaxed);
     }
 }
 
+#[inline]
 pub(super) fn bump_vcpu_stat(env: &Env, core: usize, offset: usize) {
     if let Some(word) = env::vcpu_word(env, core, offset as u64) {
         word.fetch_add(1, Ordering::Relaxed);
@@ -186,6 +190,7 @@ pub(super) fn bump_vcpu_stat(env: &Env, core: usize, offset: usize) {
 /// Releases a dropped vCPU's hold on its environment: its address space is
 /// unloaded from this core first, then the environment learns the vCPU is
 /// gone (and the last one reclaims it).
+#[inline]
 pub(super) fn release_vcpu(env: &Arc<Env>) {
     let me = this_cpu();
     unload_if_loaded(env);
@@ -195,11 +200,13 @@ pub(super) fn release_vcpu(env: &Arc<Env>) {
 }
 
 /// Releases an ended activation's hold on its target.
+#[inline]
 pub(super) fn release_activation(target: &Arc<Env>) {
     unload_if_loaded(target);
     env::vcpu_dropped(target);
 }
 
+#[inline]
 pub(super) fn unload_if_loaded(env: &Arc<Env>) {
     let loaded = LOADED_ENV.with(|l| l.as_ref().is_some_and(|e| Arc::ptr_eq(e, env)));
     if loaded {
@@ -210,6 +217,7 @@ pub(super) fn unload_if_loaded(env: &Arc<Env>) {
 /// Drops the vCPUs of dying environments (the current one too, with
 /// `exiting`), and ends calls into dying targets: their callers resume
 /// with `CallFailed`.
+#[inline]
 pub(super) fn drop_dying(
     rq: &mut RunQueue,
     frame: &mut TrapFrame,
@@ -263,6 +271,7 @@ pub(super) fn drop_dying(
     }
 }
 
+#[inline]
 pub(super) fn release_into(v: Vcpu, released: &mut Released) {
     if let Some(call) = v.call {
         released.activations.push(call.end());
@@ -273,6 +282,7 @@ pub(super) fn release_into(v: Vcpu, released: &mut Released) {
 /// Fires due ring timers of every vCPU here and moves the sleepers whose
 /// condition now holds to the front of the ready queue. Returns how many
 /// woke.
+#[inline]
 pub(super) fn wake_sleepers(rq: &mut RunQueue, now: u64) -> usize {
     for v in rq.current.iter_mut().chain(rq.ready.iter_mut()).chain(rq.sleeping.iter_mut()) {
         if let Some(ring) = v.ring.as_mut() {
@@ -298,6 +308,7 @@ pub(super) fn wake_sleepers(rq: &mut RunQueue, now: u64) -> usize {
     woke
 }
 
+#[inline]
 pub(super) fn condition_holds(v: &Vcpu) -> bool {
     match &v.wait {
         None => true,
@@ -328,6 +339,7 @@ pub fn sleep_current(frame: &TrapFrame, wait: Wait) {
 }
 
 /// Whether the current vCPU is inside a protected control transfer.
+#[inline]
 pub fn in_call() -> bool {
     RUNQ.with(|rq| rq.current.as_ref().is_some_and(|v| v.call.is_some()))
 }
@@ -372,6 +384,7 @@ pub fn with_current_ring<R>(
     result
 }
 
+#[inline]
 pub(super) fn absorb_incoming(rq: &mut RunQueue) {
     let inbound = &INBOUND[this_cpu().index];
     if inbound.incoming_pending.load(Ordering::Acquire) {
@@ -388,6 +401,7 @@ pub fn exit_current_vcpu() {
 
 /// The environment whose code is in the trap frame (the callee during a
 /// protected control transfer).
+#[inline]
 pub fn current_env() -> Arc<Env> {
     RUNQ.with(|rq| rq.current.as_ref().map(|v| Arc::clone(v.running_env())))
         .expect("an entry from ring 3 has a current vCPU")

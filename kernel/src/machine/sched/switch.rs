@@ -18,6 +18,7 @@ use x86_64::registers::model_specific::KernelGsBase;
 
 /// Loads `env`'s address space (if not loaded already) and this core's vCPU
 /// page as the user GS base.
+#[inline]
 pub(super) fn activate(env: &Arc<Env>) {
     let me = this_cpu();
     LOADED_ENV.with(|loaded| {
@@ -40,6 +41,7 @@ pub(super) fn activate(env: &Arc<Env>) {
 
 /// Leaves any user address space: the kernel's own tables are loaded, so an
 /// idle core holds no environment's translations.
+#[inline]
 pub(super) fn deactivate_user() {
     let me = this_cpu();
     LOADED_ENV.with(|loaded| {

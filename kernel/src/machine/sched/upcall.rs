@@ -10,6 +10,7 @@ use crate::machine::trap::{RFLAGS_USER, TrapFrame};
 use abi::Error;
 
 /// An exception raised in ring 3: upcall to the environment or kill it.
+#[inline]
 pub(super) fn user_exception(frame: &mut TrapFrame) {
     let env = current_env();
     let vector = frame.vector;
@@ -80,6 +81,7 @@ pub(super) enum UpcallStack {
 /// upcall's with `vector` ≥ 0x100) on `stack` and makes `frame` enter
 /// `entry` with `rsp` = `rdi` = its address. Fails with the address it
 /// could not write.
+#[inline]
 pub(super) fn deliver_upcall(
     frame: &mut TrapFrame,
     env: &Env,
