@@ -5,8 +5,9 @@
 //! When CPUID offers PCIDs, every environment's address space is tagged with
 //! PCID `id % 4095 + 1` (0 is the kernel's own tables), and switching address
 //! spaces does not flush: a core keeps, per PCID, the id of the environment
-//! whose translations it may hold (`pcid_owner`). Loading an address space
-//! whose PCID this core last used for the same environment sets CR3's
+//! whose translations it may hold (`PCID_OWNER`, this module's
+//! `cpu_local!`). Loading an address space whose PCID this core last used
+//! for the same environment sets CR3's
 //! no-flush bit; anything else (first use, a PCID reused by a newer
 //! environment, or one invalidated by a shootdown while not loaded) loads
 //! without it, which drops every translation of that PCID on this core.
