@@ -149,6 +149,19 @@ pub struct SlotClock {
 }
 
 impl SlotClock {
+    /// Before the first slot.
+    pub const fn new() -> SlotClock {
+        SlotClock {
+            started: false,
+            index: 0,
+            ends_at: 0,
+            owner: 0,
+            owner_done: false,
+            grace_until: None,
+            forfeits: Vec::new(),
+        }
+    }
+
     /// The environment entitled to the rest of this slot (0: default).
     pub fn entitled(&self) -> EnvId {
         if self.owner_done { 0 } else { self.owner }

@@ -12,12 +12,18 @@
 //! first re-arms the *idle tick* (`tick_hz`), so a core whose scheduler
 //! does not ask for an earlier one still wakes up regularly.
 
-use super::interrupts::vectors;
 use super::memory::phys_to_virt;
-use super::percpu::this_cpu;
+use super::percpu::cpu_local;
 use super::time;
+use super::trap::vectors;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use x2apic::lapic::{LocalApic, LocalApicBuilder, TimerDivide, TimerMode, xapic_base};
+
+cpu_local! {
+    /// This core's local APIC; only this core may program it (set by
+    /// [`install`] during the core's bring-up).
+    static APIC: Option<Apic> = None;
+}
 
 static X2APIC_MODE: AtomicBool = AtomicBool::new(false);
 static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
@@ -168,9 +174,20 @@ pub fn set_tick_rate(timer_hz: u64, tick_hz: u32) {
     IDLE_TICK_TSC.store(time::tsc_hz() / u64::from(tick_hz.max(1)), Ordering::Relaxed);
 }
 
+/// Makes `apic` this core's local APIC (bring-up, after the core's
+/// per-core state is set up).
+pub fn install(apic: Apic) {
+    APIC.with(|slot| *slot = Some(apic));
+}
+
+/// Runs `f` with this core's local APIC (interrupts off meanwhile).
+pub fn with_local<R>(f: impl FnOnce(&mut Apic) -> R) -> R {
+    APIC.with(|slot| f(slot.as_mut().expect("local APIC used before its core installed it")))
+}
+
 /// Arms this core's timer `tsc` TSC ticks from now.
 pub fn arm_timer_after(tsc: u64) {
-    this_cpu().apic.with(|a| a.arm_after(tsc));
+    with_local(|a| a.arm_after(tsc));
 }
 
 /// Arms this core's timer for the idle tick (every timer interrupt does).
@@ -180,10 +197,15 @@ pub fn arm_idle_tick() {
 
 /// EOI on this core.
 pub fn end_of_interrupt() {
-    this_cpu().apic.with(|a| a.end_of_interrupt());
+    with_local(|a| a.end_of_interrupt());
 }
 
 /// Sends `vector` to the core with `apic_id`, from this core.
 pub fn send_ipi(apic_id: u32, vector: u8) {
-    this_cpu().apic.with(|a| a.send_ipi(apic_id, vector));
+    with_local(|a| a.send_ipi(apic_id, vector));
+}
+
+/// Sends an NMI to every other core (the panic path).
+pub fn send_nmi_to_others() {
+    with_local(|a| a.send_nmi_to_others());
 }

@@ -41,9 +41,10 @@
 //!     there compute (the baseline), revoke a frame mapped 60,000 times,
 //!     `UnmapRange` 2^20 pages with 60,000 populated, or exit with 60,000
 //!     mappings.
-//! * `mailbox_roundtrip_0_to_N`: core 0 posts `Echo` to core N's mailbox
-//!   (queue push + IPI); N's handler posts `EchoReply` back the same way;
-//!   timed until core 0 has handled the reply. The target: within 2x the
+//! * `mailbox_roundtrip_0_to_N`: core 0 posts an echo request (a
+//!   [`Message::Run`] of this module's `echo`) to core N's mailbox (queue
+//!   push + IPI); N's handler posts the reply back the same way; timed until
+//!   core 0 has handled the reply. The target: within 2x the
 //!   bare IPI round trip.
 //!
 //! `benches=FRAGMENTS` on the command line (`cargo xtask bench --benches
@@ -53,15 +54,20 @@
 //! `isobench_acall`, `isobench_revoke`, `isobench_unmap_range`,
 //! `isobench_gap`, `tlbbench`.
 //!
-//! [`BENCH_PING`]: super::interrupts::vectors::BENCH_PING
-//! [`BENCH_PONG`]: super::interrupts::vectors::BENCH_PONG
+//! The benchmark's IPI handlers and counters are this module's own: it
+//! registers the handlers of [`BENCH_PING`] and [`BENCH_PONG`] with
+//! [`trap::register`] when it starts, and counts pongs and echo replies in
+//! per-core statics.
+//!
+//! [`BENCH_PING`]: super::trap::vectors::BENCH_PING
+//! [`BENCH_PONG`]: super::trap::vectors::BENCH_PONG
 
 use super::console::kprintln;
 use super::cpu::{pause, rdtsc};
-use super::interrupts::vectors;
 use super::mailbox::{self, Message};
-use super::percpu::{cpu, online_cpus, this_cpu};
+use super::percpu::{MAX_CPUS, cpu, online_cpus, this_cpu};
 use super::time::Deadline;
+use super::trap::{self, vectors};
 use super::{apic, time};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -89,14 +95,32 @@ impl Selection<'_> {
 /// APIC id of the core that started the current ping benchmark.
 static PING_FROM: AtomicU32 = AtomicU32::new(0);
 
+/// Bare-IPI pongs received, per core (IPI round-trip benchmark).
+static PONGS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// Echo replies received, per core (mailbox round-trip benchmark).
+static ECHO_REPLIES: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
 /// Handler of [`vectors::BENCH_PING`]: answer with a pong.
-pub fn on_ping() {
+fn on_ping() {
     apic::send_ipi(PING_FROM.load(Ordering::Relaxed), vectors::BENCH_PONG);
 }
 
 /// Handler of [`vectors::BENCH_PONG`].
-pub fn on_pong() {
-    this_cpu().pongs.fetch_add(1, Ordering::Release);
+fn on_pong() {
+    PONGS[this_cpu().index].fetch_add(1, Ordering::Release);
+}
+
+/// Run by the target's mailbox handler: answers the echo request of core
+/// `from` (from interrupt context: posting never waits for an ack).
+fn echo(from: usize) {
+    if let Err(e) = mailbox::post(from, Message::Run(echo_reply), None) {
+        log::warn!("echo reply to core {from} failed: {e:?}");
+    }
+}
+
+/// Run by the requester's mailbox handler: counts the reply.
+fn echo_reply(_from: usize) {
+    ECHO_REPLIES[this_cpu().index].fetch_add(1, Ordering::Release);
 }
 
 /// Waits (interrupts on) until `counter` passes `seen`; `None` on timeout.
@@ -140,11 +164,11 @@ pub fn run_all(n: usize, all_cores: u64, filter: Option<&str>) -> ! {
     // harness and joins the others; the last environment to end powers off.
     super::env::set_user_cores(all_cores);
     super::env::power_off_when_all_done("bench done");
-    if let Err(e) = super::env::spawn("tlbbench", (n / 5).max(20) as u64, Some(0)) {
+    if let Err(e) = super::sched::spawn("tlbbench", (n / 5).max(20) as u64, Some(0)) {
         log::error!("cannot start tlbbench: {e}");
         super::cpu::exit_qemu(false);
     }
-    super::mailbox::idle_loop()
+    super::sched::idle_loop()
 }
 
 /// `ipi_roundtrip_0_to_N` and `mailbox_roundtrip_0_to_N` for every other
@@ -152,6 +176,10 @@ pub fn run_all(n: usize, all_cores: u64, filter: Option<&str>) -> ! {
 fn run_ipi_mailbox(n: usize) -> bool {
     let me = this_cpu();
     PING_FROM.store(me.apic_id, Ordering::Relaxed);
+    trap::register(vectors::BENCH_PING, on_ping);
+    trap::register(vectors::BENCH_PONG, on_pong);
+    let pongs = &PONGS[me.index];
+    let echo_replies = &ECHO_REPLIES[me.index];
     let mut ok = true;
     let warmup = 16;
     for target in 1..online_cpus() {
@@ -159,10 +187,10 @@ fn run_ipi_mailbox(n: usize) -> bool {
 
         let mut samples = Vec::with_capacity(n);
         for i in 0..n + warmup {
-            let seen = me.pongs.load(Ordering::Acquire);
+            let seen = pongs.load(Ordering::Acquire);
             let start = rdtsc();
             apic::send_ipi(dest.apic_id, vectors::BENCH_PING);
-            if wait_past(&me.pongs, seen).is_none() {
+            if wait_past(pongs, seen).is_none() {
                 log::error!("ipi round trip to core {target}: no pong");
                 ok = false;
                 break;
@@ -175,10 +203,10 @@ fn run_ipi_mailbox(n: usize) -> bool {
 
         let mut samples = Vec::with_capacity(n);
         for i in 0..n + warmup {
-            let seen = me.echo_replies.load(Ordering::Acquire);
+            let seen = echo_replies.load(Ordering::Acquire);
             let start = rdtsc();
-            if mailbox::post(target, Message::Echo, None).is_err()
-                || wait_past(&me.echo_replies, seen).is_none()
+            if mailbox::post(target, Message::Run(echo), None).is_err()
+                || wait_past(echo_replies, seen).is_none()
             {
                 log::error!("mailbox round trip to core {target}: no reply");
                 ok = false;
@@ -207,8 +235,8 @@ fn run_ring3_benchmarks(n: usize, sel: Selection) -> bool {
 /// `cpubench` on core 1 with its partners: an echo `pctserver` (on core 2;
 /// the calls run on core 1) and a `yielder` target on core 1.
 fn run_cpubench(n: usize) -> bool {
-    let partners = super::env::spawn("pctserver", 0, Some(2))
-        .and_then(|server| super::env::spawn("yielder", 0, Some(1)).map(|y| (server, y)));
+    let partners = super::sched::spawn("pctserver", 0, Some(2))
+        .and_then(|server| super::sched::spawn("yielder", 0, Some(1)).map(|y| (server, y)));
     let (server, yielder) = match partners {
         Ok(p) => p,
         Err(e) => {
@@ -325,7 +353,7 @@ fn with_partner(
 fn spawn_all(apps: &[(&str, u64, usize)]) -> Option<Vec<Arc<super::env::Env>>> {
     let mut envs = Vec::new();
     for &(name, arg, core) in apps {
-        match super::env::spawn(name, arg, Some(core)) {
+        match super::sched::spawn(name, arg, Some(core)) {
             Ok(env) => envs.push(env),
             Err(e) => {
                 log::error!("cannot start {name}: {e}");
@@ -365,7 +393,7 @@ fn all_exit_0_halted(envs: &[Arc<super::env::Env>]) -> bool {
 fn run_group(apps: &[(&str, u64, usize)]) -> bool {
     let mut envs = Vec::new();
     for &(name, arg, core) in apps {
-        match super::env::spawn(name, arg, Some(core)) {
+        match super::sched::spawn(name, arg, Some(core)) {
             Ok(env) => envs.push(env),
             Err(e) => {
                 log::error!("cannot start {name}: {e}");
@@ -397,7 +425,7 @@ fn run_app(name: &str, n: usize) -> bool {
 }
 
 fn run_env(name: &str, arg: u64, core: Option<usize>) -> bool {
-    match super::env::spawn(name, arg, core) {
+    match super::sched::spawn(name, arg, core) {
         Ok(env) => wait_env(&env) == Some(super::env::Outcome::Exited(0)),
         Err(e) => {
             log::error!("cannot start {name}: {e}");

@@ -14,69 +14,19 @@
 //!
 //! Vector map: 0..32 exceptions; 0x20..0x30 the legacy PIC (remapped there
 //! and masked; its spurious interrupts are ignored); [`vectors`] for ours.
+//! Handlers of our IPIs are registered by their modules ([`trap::register`]):
+//! this module names none of them.
 
 use super::console::kprintln;
 use super::gdt::{IST_DOUBLE_FAULT, IST_MACHINE_CHECK, IST_NMI, KERNEL_CS};
 use super::percpu::this_cpu;
-use super::{apic, bench, cpu, mailbox, panic};
+use super::{apic, cpu, panic, trap};
 use spin::Once;
 use x86_64::VirtAddr;
 use x86_64::instructions::tables::{DescriptorTablePointer, lidt};
 use x86_64::registers::control::Cr2;
 
-/// The kernel's interrupt vectors.
-pub mod vectors {
-    /// Local APIC timer.
-    pub const TIMER: u8 = 0x30;
-    /// Mailbox wake-up IPI.
-    pub const MAILBOX: u8 = 0x31;
-    /// Benchmark: bare IPI ping (the target answers with a pong IPI).
-    pub const BENCH_PING: u8 = 0x32;
-    /// Benchmark: bare IPI pong.
-    pub const BENCH_PONG: u8 = 0x33;
-    /// Local APIC error.
-    pub const APIC_ERROR: u8 = 0xfe;
-    /// Local APIC spurious interrupt (no EOI).
-    pub const SPURIOUS: u8 = 0xff;
-}
-
-/// Registers saved on entry, in stack order (lowest address first).
-#[repr(C)]
-#[derive(Debug, Clone, Default)]
-#[allow(missing_docs)]
-pub struct TrapFrame {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
-    /// Vector number pushed by the stub.
-    pub vector: u64,
-    /// Error code pushed by the CPU, or 0.
-    pub error_code: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
-
-impl TrapFrame {
-    /// Whether the interrupted code ran in ring 3.
-    pub fn came_from_user(&self) -> bool {
-        self.cs & 3 == 3
-    }
-}
+pub use super::trap::{TrapFrame, vectors};
 
 core::arch::global_asm!(
     r#"
@@ -264,44 +214,67 @@ const EXCEPTION_NAMES: [&str; 32] = [
 /// Called by `isr_common` with the saved state of the interrupted code.
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if frame.came_from_user() && frame.vector != 2 && frame.vector != 18 {
+        // The one call upwards: an entry from ring 3 belongs to the
+        // scheduler, which decides who runs when the entry returns.
         super::sched::user_trap(frame);
         return;
     }
     let vector = frame.vector as u8;
     match vector {
-        3 => {
-            this_cpu().breakpoints.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        vectors::BREAKPOINT => {
+            if let Some(handler) = trap::handler(vectors::BREAKPOINT) {
+                handler();
+            }
         }
         2 => panic::on_nmi(frame),
         0..=31 => fatal_exception(frame),
-        0x20..=0x2f => {} // spurious legacy PIC interrupt: masked lines, no EOI
+        _ => {
+            device_interrupt(vector, false);
+        }
+    }
+}
+
+/// What [`device_interrupt`] handled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    /// The local APIC timer.
+    Timer,
+    /// Anything else.
+    Other,
+}
+
+/// Handles an interrupt that is not an exception (vector 32 and up), from
+/// ring 0 or ring 3: the timer, the registered handlers (mailbox IPI,
+/// benchmarks), spurious and unexpected vectors; sends the EOI where one is
+/// due. From ring 0 the timer re-arms the idle tick; from ring 3 the
+/// scheduler arms it for its next decision.
+#[inline]
+pub fn device_interrupt(vector: u8, from_user: bool) -> Device {
+    match vector {
         vectors::TIMER => {
             this_cpu().ticks.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
-            apic::arm_idle_tick();
+            if !from_user {
+                apic::arm_idle_tick();
+            }
             apic::end_of_interrupt();
+            return Device::Timer;
         }
-        vectors::MAILBOX => {
-            mailbox::on_ipi();
-            apic::end_of_interrupt();
-        }
-        vectors::BENCH_PING => {
-            bench::on_ping();
-            apic::end_of_interrupt();
-        }
-        vectors::BENCH_PONG => {
-            bench::on_pong();
-            apic::end_of_interrupt();
-        }
-        vectors::SPURIOUS => {}
+        // Spurious legacy PIC interrupts (masked lines) and the APIC's
+        // spurious vector take no EOI.
+        0x20..=0x2f | vectors::SPURIOUS => {}
         vectors::APIC_ERROR => {
             log::error!("local APIC error interrupt");
             apic::end_of_interrupt();
         }
         other => {
-            log::warn!("unexpected interrupt vector {other:#x}");
+            match trap::handler(other) {
+                Some(handler) => handler(),
+                None => log::warn!("unexpected interrupt vector {other:#x}"),
+            }
             apic::end_of_interrupt();
         }
     }
+    Device::Other
 }
 
 /// The name of exception `vector`.

@@ -13,8 +13,10 @@ use super::console::kprintln;
 use super::env::{self, Env, Outcome};
 use super::mailbox::{self, MailboxError, Message};
 use super::percpu::{MAX_CPUS, all_cpus, cpu, online_cpus, this_cpu};
+use super::sched;
 use super::time::Deadline;
-use super::{memory, start};
+use super::trap::{self, vectors};
+use super::{memory, smp};
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -196,7 +198,7 @@ fn on_all(func: fn(usize), arg: usize) -> TestResult {
 }
 
 fn cores_online_with_distinct_apic_ids() -> TestResult {
-    let madt = &start::boot_info().madt_apic_ids;
+    let madt = smp::madt_apic_ids();
     let online = online_cpus();
     check(online == madt.len(), || format!("{online} cores online, MADT lists {}", madt.len()))?;
     let mut ids: Vec<u32> = all_cpus().map(|c| c.apic_id).collect();
@@ -215,7 +217,7 @@ fn each_core_reads_its_own_apic_id() -> TestResult {
     on_all(
         |_| {
             let me = this_cpu();
-            if me.apic.with(|a| a.id()) != me.apic_id {
+            if super::apic::with_local(|a| a.id()) != me.apic_id {
                 APIC_ID_MISMATCHES.fetch_add(1, Ordering::SeqCst);
             }
         },
@@ -223,6 +225,17 @@ fn each_core_reads_its_own_apic_id() -> TestResult {
     )?;
     let bad = APIC_ID_MISMATCHES.load(Ordering::SeqCst);
     check(bad == 0, || format!("{bad} cores disagree with their recorded APIC id"))
+}
+
+/// Acknowledgements received for the pings each core sent.
+static PING_ACKS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Sends a ping to `target` and waits for its acknowledgement.
+fn ping(target: usize, timeout_ms: u64) -> Result<(), MailboxError> {
+    let acks = &PING_ACKS[this_cpu().index];
+    let expect = acks.load(Ordering::Acquire) + 1;
+    mailbox::post(target, Message::Ping, Some(acks))?;
+    mailbox::wait_for(acks, expect, timeout_ms)
 }
 
 /// `DELIVERED[i] bit j`: core i's ping to core j was acknowledged.
@@ -236,7 +249,7 @@ fn ipi_all_to_all() -> TestResult {
         |_| {
             let me = this_cpu().index;
             for target in (0..online_cpus()).filter(|&t| t != me) {
-                if mailbox::ping(target, 5000).is_ok() {
+                if ping(target, 5000).is_ok() {
                     DELIVERED[me].fetch_or(1 << target, Ordering::SeqCst);
                 }
             }
@@ -377,12 +390,20 @@ fn frames_concurrent() -> TestResult {
 }
 
 static BREAKPOINT_FAILURES: AtomicUsize = AtomicUsize::new(0);
+/// Breakpoint exceptions taken in ring 0, per core.
+static BREAKPOINTS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// The ring-0 breakpoint handler this test registers.
+fn count_breakpoint() {
+    BREAKPOINTS[this_cpu().index].fetch_add(1, Ordering::Relaxed);
+}
 
 fn breakpoint_on_every_core() -> TestResult {
     BREAKPOINT_FAILURES.store(0, Ordering::SeqCst);
+    trap::register(vectors::BREAKPOINT, count_breakpoint);
     on_all(
         |_| {
-            let counter = &this_cpu().breakpoints;
+            let counter = &BREAKPOINTS[this_cpu().index];
             let before = counter.load(Ordering::SeqCst);
             let resumed: u64;
             // SAFETY: `int3` traps to the breakpoint handler, which counts it
@@ -424,7 +445,7 @@ fn mailbox_burst() -> TestResult {
 }
 
 fn initrd_found() -> TestResult {
-    let initrd = start::boot_info().initrd.ok_or("no initrd module was passed")?;
+    let initrd = env::initrd().ok_or("no initrd module was passed")?;
     let readme = kernel::initrd::find(initrd, "README")
         .map_err(|e| format!("initrd: {e:?}"))?
         .ok_or("initrd has no README")?;
@@ -437,7 +458,7 @@ fn initrd_found() -> TestResult {
 const ENV_TIMEOUT_MS: u64 = 120_000;
 
 fn spawn(name: &str, arg: u64) -> Result<Arc<Env>, String> {
-    env::spawn(name, arg, None).map_err(|e| format!("cannot start {name}: {e}"))
+    sched::spawn(name, arg, None).map_err(|e| format!("cannot start {name}: {e}"))
 }
 
 fn wait(env: &Arc<Env>) -> Result<Outcome, String> {
@@ -520,7 +541,7 @@ fn granter_and_grantee(granter_app: &str, grantee_app: &str) -> TestResult {
 }
 
 fn malformed_elf(name: &str) -> TestResult {
-    frames_restored(|| match env::spawn(name, 0, None) {
+    frames_restored(|| match sched::spawn(name, 0, None) {
         Err(env::SpawnError::BadElf(why)) => {
             kprintln!("  {name}: refused: {why}");
             Ok(())
@@ -542,8 +563,8 @@ fn tlb_precision() -> TestResult {
     let before: Vec<u64> =
         all_cpus().map(|c| c.flush_ipis_received.load(Ordering::SeqCst)).collect();
     frames_restored(|| {
-        let env =
-            env::spawn("tlbtest", 4, Some(2)).map_err(|e| format!("cannot start tlbtest: {e}"))?;
+        let env = sched::spawn("tlbtest", 4, Some(2))
+            .map_err(|e| format!("cannot start tlbtest: {e}"))?;
         let outcome = wait(&env)?;
         check(outcome == Outcome::Exited(0), || format!("tlbtest 4: {outcome:?}"))
     })?;

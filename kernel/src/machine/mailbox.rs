@@ -12,12 +12,23 @@
 //! mailbox IPI handler (interrupts off, must be short and must not wait), and
 //! `work` for functions that the target runs from its idle loop with
 //! interrupts on (these may wait for other cores). Posting pushes the item
-//! and sends the target a [`MAILBOX`](super::interrupts::vectors::MAILBOX)
+//! and sends the target a [`MAILBOX`](super::trap::vectors::MAILBOX)
 //! IPI, which also wakes it from `hlt`.
 //!
 //! No wake-up is lost: the target drains `urgent` inside the IPI handler and
-//! checks `work` with interrupts disabled right before `sti; hlt`, and an IPI
-//! that arrives in between stays pending until `sti` takes effect.
+//! its idle loop (`sched::idle_loop`) checks `work` with interrupts disabled
+//! right before `sti; hlt`, and an IPI that arrives in between stays pending
+//! until `sti` takes effect.
+//!
+//! A *reschedule request* ([`kick`]) is one flag per core plus, when the
+//! flag was clear, one mailbox IPI: it asks the core to look at its run
+//! queue before it next returns to ring 3 or halts, and coalesces.
+//!
+//! This module owns each core's queues ([`init_this_cpu`] installs them at
+//! bring-up) and reschedule flag, and registers the mailbox IPI's handler
+//! ([`init`]); the interrupt path does not name it. It serves TLB shootdown
+//! inboxes before its own queue (`tlb` sits below it) and never calls the
+//! scheduler or the environments.
 //!
 //! Acknowledgement: an item may carry a reference to a counter; the target
 //! increments it (release) after handling the item, and the sender waits for
@@ -27,23 +38,30 @@
 
 use super::apic;
 use super::cpu::pause;
-use super::percpu::{cpu, online_cpus, this_cpu};
+use super::percpu::{CacheAligned, MAX_CPUS, PerCore, cpu, current_index, online_cpus, this_cpu};
 use super::time::Deadline;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crossbeam_queue::ArrayQueue;
+
+/// Each core's queues (other cores push to them).
+static MAILBOXES: PerCore<Mailbox> = PerCore::new();
+
+/// Each core's reschedule request (see [`kick`]): set by any core, taken by
+/// the owner.
+static RESCHED: [CacheAligned<AtomicBool>; MAX_CPUS] =
+    [const { CacheAligned(AtomicBool::new(false)) }; MAX_CPUS];
 
 /// Capacity of each queue.
 pub const QUEUE_CAPACITY: usize = 256;
 
 /// Something a core asks another core to do in interrupt context.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug)]
 pub enum Message {
     /// Nothing but the acknowledgement: proves delivery.
     Ping,
-    /// Answer with [`Message::EchoReply`] (mailbox round-trip benchmark).
-    Echo,
-    /// The answer to an `Echo`.
-    EchoReply,
+    /// Run this function in the target's mailbox handler (interrupts off:
+    /// it must be short and must not wait), with the sender's core index.
+    Run(fn(usize)),
 }
 
 /// A function for a core's idle loop: `func(arg)`.
@@ -78,11 +96,76 @@ impl Mailbox {
     pub fn new() -> Mailbox {
         Mailbox { urgent: ArrayQueue::new(QUEUE_CAPACITY), work: ArrayQueue::new(QUEUE_CAPACITY) }
     }
+}
 
-    /// Whether there is idle-loop work pending.
-    pub fn has_work(&self) -> bool {
-        !self.work.is_empty()
+/// Creates core `index`'s mailbox (its bring-up, before the core is
+/// published: whoever finds the core online finds its mailbox).
+pub fn init_this_cpu(index: usize) {
+    MAILBOXES.install(index, Mailbox::new());
+}
+
+/// Whether there is idle-loop work pending for this core.
+#[inline]
+pub fn has_work() -> bool {
+    !MAILBOXES.this().work.is_empty()
+}
+
+/// The next idle-loop work item posted to this core, if any; the caller
+/// runs it, then [`Taken::acknowledge`]s it.
+#[inline]
+pub fn take_work() -> Option<Taken> {
+    MAILBOXES.this().work.pop().map(|e| Taken { work: e.item, ack: e.ack })
+}
+
+/// An idle-loop work item taken from this core's queue.
+pub struct Taken {
+    /// What to run.
+    pub work: Work,
+    ack: Option<&'static AtomicU64>,
+}
+
+impl Taken {
+    /// Tells the sender the work is done (if it asked to know).
+    #[inline]
+    pub fn acknowledge(self) {
+        if let Some(ack) = self.ack {
+            ack.fetch_add(1, Ordering::Release);
+        }
     }
+}
+
+/// Makes `core` look at its run queue before it next returns to ring 3 or
+/// halts: sets its reschedule request and, if the request was clear and
+/// the core is another one, sends it one mailbox IPI. Never queues
+/// anything, so it cannot fail or wait, and requests coalesce into the one
+/// flag.
+pub fn kick(core: usize) {
+    let me = current_index();
+    if core == me {
+        // Checked before this core returns from the system call or interrupt
+        // (`sched::finish`): no IPI to itself.
+        RESCHED[me].store(true, Ordering::Release);
+        return;
+    }
+    if let Some(target) = cpu(core)
+        && !RESCHED[core].swap(true, Ordering::AcqRel)
+    {
+        apic::send_ipi(target.apic_id, super::trap::vectors::MAILBOX);
+    }
+}
+
+/// Whether this core has a reschedule request pending.
+#[inline]
+pub fn resched_pending() -> bool {
+    RESCHED[current_index()].load(Ordering::Acquire)
+}
+
+/// Takes this core's reschedule request: whether there was one. Acquire:
+/// pairs with [`kick`], so every wake-up that found the request set is
+/// visible to the caller.
+#[inline]
+pub fn take_resched() -> bool {
+    RESCHED[current_index()].swap(false, Ordering::AcqRel)
 }
 
 /// Why a post or a wait failed.
@@ -106,12 +189,8 @@ pub fn post(
     ack: Option<&'static AtomicU64>,
 ) -> Result<(), MailboxError> {
     let dest = cpu(target).ok_or(MailboxError::NoSuchCore(target))?;
-    push(
-        &dest.mailbox.urgent,
-        Envelope { from: this_cpu().index, item: msg, ack },
-        dest.apic_id,
-        target,
-    )
+    let mailbox = MAILBOXES.get(target).ok_or(MailboxError::NoSuchCore(target))?;
+    push(&mailbox.urgent, Envelope { from: this_cpu().index, item: msg, ack }, dest.apic_id, target)
 }
 
 /// Posts `work` to core `target`'s idle-loop queue and wakes it.
@@ -121,12 +200,8 @@ pub fn post_work(
     ack: Option<&'static AtomicU64>,
 ) -> Result<(), MailboxError> {
     let dest = cpu(target).ok_or(MailboxError::NoSuchCore(target))?;
-    push(
-        &dest.mailbox.work,
-        Envelope { from: this_cpu().index, item: work, ack },
-        dest.apic_id,
-        target,
-    )
+    let mailbox = MAILBOXES.get(target).ok_or(MailboxError::NoSuchCore(target))?;
+    push(&mailbox.work, Envelope { from: this_cpu().index, item: work, ack }, dest.apic_id, target)
 }
 
 fn push<T>(
@@ -139,7 +214,7 @@ fn push<T>(
         // Full: keep the target awake and draining, retry until the deadline.
         let deadline = Deadline::after_ms(POST_TIMEOUT_MS);
         loop {
-            apic::send_ipi(apic_id, super::interrupts::vectors::MAILBOX);
+            apic::send_ipi(apic_id, super::trap::vectors::MAILBOX);
             // Keep answering other cores' shootdowns while waiting for room.
             super::tlb::serve_flushes();
             pause();
@@ -153,7 +228,7 @@ fn push<T>(
             }
         }
     }
-    apic::send_ipi(apic_id, super::interrupts::vectors::MAILBOX);
+    apic::send_ipi(apic_id, super::trap::vectors::MAILBOX);
     Ok(())
 }
 
@@ -171,14 +246,6 @@ pub fn wait_for(counter: &AtomicU64, target: u64, timeout_ms: u64) -> Result<(),
     Ok(())
 }
 
-/// Sends a ping to `target` and waits for its acknowledgement.
-pub fn ping(target: usize, timeout_ms: u64) -> Result<(), MailboxError> {
-    let acks = &this_cpu().ping_acks;
-    let expect = acks.load(Ordering::Acquire) + 1;
-    post(target, Message::Ping, Some(acks))?;
-    wait_for(acks, expect, timeout_ms)
-}
-
 /// Runs `func(arg)` on every online core (this one included, directly) and
 /// waits until all have finished.
 pub fn run_on_all_cores(func: fn(usize), arg: usize, timeout_ms: u64) -> Result<(), MailboxError> {
@@ -193,8 +260,13 @@ pub fn run_on_all_cores(func: fn(usize), arg: usize, timeout_ms: u64) -> Result<
     wait_for(acks, expect, timeout_ms)
 }
 
+/// Registers the mailbox IPI handler (boot, before the first IPI).
+pub fn init() {
+    super::trap::register(super::trap::vectors::MAILBOX, on_ipi);
+}
+
 /// The mailbox IPI handler: handles every urgent message (interrupts off).
-pub fn on_ipi() {
+fn on_ipi() {
     serve_urgent();
 }
 
@@ -204,57 +276,16 @@ pub fn on_ipi() {
 pub fn serve_urgent() {
     // TLB shootdowns first: they have their own inbox, never a queue slot.
     super::tlb::serve_flushes();
-    let me = this_cpu();
-    while let Some(env) = me.mailbox.urgent.pop() {
+    let Some(mailbox) = MAILBOXES.get(current_index()) else {
+        return; // this core is still coming up: nobody can post to it yet
+    };
+    while let Some(env) = mailbox.urgent.pop() {
         match env.item {
             Message::Ping => {}
-            Message::Echo => {
-                // From interrupt context: posting never waits for an ack.
-                if let Err(e) = post(env.from, Message::EchoReply, None) {
-                    log::warn!("echo reply to core {} failed: {e:?}", env.from);
-                }
-            }
-            Message::EchoReply => {
-                me.echo_replies.fetch_add(1, Ordering::Release);
-            }
+            Message::Run(func) => func(env.from),
         }
         if let Some(ack) = env.ack {
             ack.fetch_add(1, Ordering::Release);
         }
-    }
-}
-
-/// A core's idle loop: runs posted work with interrupts on, halts when there
-/// is none. Never returns.
-pub fn idle_loop() -> ! {
-    let me = this_cpu();
-    loop {
-        while let Some(env) = me.mailbox.work.pop() {
-            x86_64::instructions::interrupts::enable();
-            (env.item.func)(env.item.arg);
-            if let Some(ack) = env.ack {
-                ack.fetch_add(1, Ordering::Release);
-            }
-        }
-        // Dead environments' reclaims, a bounded step at a time with
-        // interrupts on between them.
-        if super::env::reclaim_step() {
-            continue;
-        }
-        x86_64::instructions::interrupts::disable();
-        if me.mailbox.has_work() {
-            continue;
-        }
-        // A ready vCPU: enter ring 3 (does not return).
-        super::sched::run_ready();
-        // About to halt: a reschedule request is answered (there was nothing
-        // to run), and clearing the flag makes the next `sched::kick` send an
-        // IPI again; one that came after `run_ready` looked goes round again.
-        if me.resched_pending.swap(false, Ordering::AcqRel) {
-            continue;
-        }
-        me.halts.fetch_add(1, Ordering::Relaxed);
-        // `sti; hlt`: an interrupt pending since the check above wakes us.
-        x86_64::instructions::interrupts::enable_and_hlt();
     }
 }

@@ -9,9 +9,9 @@
 
 use super::console::emergency_write;
 use super::cpu::{exit_qemu, halt_forever};
-use super::interrupts::TrapFrame;
 use super::memory::{DIRECT_MAP_LIMIT, PHYS_OFFSET};
-use super::percpu::{this_cpu, try_current_index};
+use super::percpu::try_current_index;
+use super::trap::TrapFrame;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 static PANICKING: AtomicBool = AtomicBool::new(false);
@@ -29,7 +29,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
         exit_qemu(false);
     }
     if try_current_index().is_some() {
-        this_cpu().apic.with(|a| a.send_nmi_to_others());
+        super::apic::send_nmi_to_others();
     }
     emergency_write(format_args!("exo: PANIC on cpu {cpu}: {info}\n"));
     emergency_write(format_args!("backtrace:"));

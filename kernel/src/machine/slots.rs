@@ -117,7 +117,7 @@ fn slots(core: usize) -> Option<Slots<'static>> {
 /// `SlotAlloc` for environment `env`.
 pub fn alloc(env: u32, core: u64, index: u64, count: u64) -> Result<u64, abi::Error> {
     let core = usize::try_from(core).map_err(|_| abi::Error::NoSuchCore)?;
-    if core >= MAX_CPUS || super::env::user_cores() & (1 << core) == 0 {
+    if core >= MAX_CPUS || super::percpu::user_cores() & (1 << core) == 0 {
         return Err(abi::Error::NoSuchCore);
     }
     let slots = slots(core).ok_or(abi::Error::NoSuchCore)?;

@@ -14,7 +14,9 @@ use super::memory::phys_to_virt;
 use super::percpu::{self, this_cpu};
 use super::time::{self, Deadline};
 use super::{gdt, interrupts, mailbox};
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
+use spin::Once;
 
 static NEXT_INDEX: AtomicUsize = AtomicUsize::new(0);
 static STARTED: AtomicUsize = AtomicUsize::new(0);
@@ -22,9 +24,20 @@ static STARTED: AtomicUsize = AtomicUsize::new(0);
 /// How long the BSP waits for one AP to reach Rust.
 const AP_START_TIMEOUT_MS: u64 = 5000;
 
-/// Starts every AP in `apic_ids` (the BSP's own id is skipped). Returns how
-/// many came up; an AP that does not answer is logged and left out.
-pub fn start_aps(apic_ids: &[u32]) -> usize {
+/// The local APIC ids the MADT listed (set by [`start_aps`]).
+static MADT_APIC_IDS: Once<Vec<u32>> = Once::new();
+
+/// The local APIC ids the MADT listed, BSP included (empty before
+/// [`start_aps`]).
+pub fn madt_apic_ids() -> &'static [u32] {
+    MADT_APIC_IDS.get().map_or(&[], |ids| ids.as_slice())
+}
+
+/// Starts every AP in `apic_ids` (the MADT's list; the BSP's own id is
+/// skipped) and keeps the list. Returns how many came up; an AP that does
+/// not answer is logged and left out.
+pub fn start_aps(apic_ids: Vec<u32>) -> usize {
+    let apic_ids = MADT_APIC_IDS.call_once(|| apic_ids);
     let code = trampoline_code();
     assert!(code.len() <= 4096, "trampoline larger than a page");
     // SAFETY: the trampoline page lies below 1 MiB, which the frame allocator
@@ -61,15 +74,15 @@ fn start_one(apic_id: u32, index: usize) -> bool {
     let page = (TRAMPOLINE_PHYS >> 12) as u8;
     let arrived = || STARTED.load(Ordering::Acquire) > before;
 
-    this_cpu().apic.with(|a| a.send_init(apic_id));
+    super::apic::with_local(|a| a.send_init(apic_id));
     time::spin_for_ms(10);
-    this_cpu().apic.with(|a| a.send_startup(apic_id, page));
+    super::apic::with_local(|a| a.send_startup(apic_id, page));
     let first = Deadline::after_ms(1);
     while !arrived() && !first.passed() {
         super::cpu::pause();
     }
     if !arrived() {
-        this_cpu().apic.with(|a| a.send_startup(apic_id, page));
+        super::apic::with_local(|a| a.send_startup(apic_id, page));
     }
     let deadline = Deadline::after_ms(AP_START_TIMEOUT_MS);
     while !arrived() {
@@ -91,10 +104,11 @@ extern "C" fn kernel_ap_main() -> ! {
     super::syscall::init_this_cpu();
     let mut apic = Apic::enable_this_cpu();
     apic.start_timer();
-    let pcid_owner = super::tlb::init_this_cpu(false);
-    let me =
-        percpu::init_this_cpu(index, apic, trap_stack_top.as_u64(), idle_stack_top, pcid_owner);
+    mailbox::init_this_cpu(index);
+    let me = percpu::init_this_cpu(index, apic.id(), trap_stack_top.as_u64(), idle_stack_top);
+    super::apic::install(apic);
+    super::tlb::init_this_cpu(index, false);
     log::debug!("core {index} up (APIC id {})", me.apic_id);
     STARTED.fetch_add(1, Ordering::AcqRel);
-    mailbox::idle_loop()
+    super::sched::idle_loop()
 }

@@ -7,25 +7,11 @@
 //! `panic-test`).
 
 use super::console::{self, kprintln};
-use super::{acpi, apic, bench, boot, cpu, env, gdt, interrupts, ktest, memory, percpu, smp, time};
+use super::{
+    acpi, apic, bench, boot, cpu, env, gdt, interrupts, ktest, memory, percpu, sched, smp, time,
+};
 use kernel::cmdline::{Cmdline, Mode};
 use kernel::pvh::{self, StartInfo};
-use spin::Once;
-
-/// What the loader told the kernel, kept for tests and later issues.
-pub struct BootInfo {
-    /// The initrd (module 0), if the loader passed one.
-    pub initrd: Option<&'static [u8]>,
-    /// Local APIC ids from the MADT.
-    pub madt_apic_ids: alloc::vec::Vec<u32>,
-}
-
-static BOOT_INFO: Once<BootInfo> = Once::new();
-
-/// The boot information (after boot).
-pub fn boot_info() -> &'static BootInfo {
-    BOOT_INFO.get().expect("boot info is set before any mode runs")
-}
 
 /// The BSP's first Rust code, called by the boot stub with the physical
 /// address of `hvm_start_info`.
@@ -57,6 +43,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     let trap_stack_top = gdt::init_this_cpu();
     super::paging::init();
     interrupts::init_this_cpu();
+    super::mailbox::init();
     super::syscall::init_this_cpu();
     interrupts::disable_legacy_pic();
 
@@ -65,14 +52,15 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     let timer_hz = bsp_apic.calibrate_timer();
     apic::set_tick_rate(timer_hz, cmdline.tick_hz);
     bsp_apic.start_timer();
-    let pcid_owner = super::tlb::init_this_cpu(true);
+    super::mailbox::init_this_cpu(0);
     let me = percpu::init_this_cpu(
         0,
-        bsp_apic,
+        bsp_apic.id(),
         trap_stack_top.as_u64(),
         boot::boot_stack_top_addr(),
-        pcid_owner,
     );
+    apic::install(bsp_apic);
+    super::tlb::init_this_cpu(0, true);
     log::info!(
         "TSC {} MHz, APIC timer {} MHz, idle tick {} Hz, {} slots of {} us per core, {} MiB free",
         tsc_hz / 1_000_000,
@@ -85,10 +73,12 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
 
     let processors = acpi::processors(info.rsdp_paddr).unwrap_or_else(|e| panic!("ACPI: {e}"));
     log::info!("MADT: {} processors, BSP APIC id {}", processors.apic_ids.len(), me.apic_id);
-    smp::start_aps(&processors.apic_ids);
+    smp::start_aps(processors.apic_ids);
     x86_64::instructions::interrupts::enable();
 
-    BOOT_INFO.call_once(|| BootInfo { initrd, madt_apic_ids: processors.apic_ids });
+    if let Some(initrd) = initrd {
+        env::set_initrd(initrd);
+    }
     kprintln!("exo: boot ok cores={} apic={}", percpu::online_cpus(), apic::mode_name());
     super::slots::init(
         super::slots::Config {
@@ -211,7 +201,7 @@ fn run_demo(init: &[alloc::string::String]) -> ! {
             env::note_run_failure();
             continue;
         };
-        if let Err(e) = env::spawn(name, arg, core) {
+        if let Err(e) = sched::spawn(name, arg, core) {
             kprintln!("exo: cannot start {name}: {e}");
             if let env::SpawnError::NotFound = e {
                 // Most often a typo in `init=`: say what could have been meant.
@@ -221,13 +211,13 @@ fn run_demo(init: &[alloc::string::String]) -> ! {
         }
     }
     env::check_all_done();
-    super::mailbox::idle_loop()
+    super::sched::idle_loop()
 }
 
 /// The names of the apps in the initrd, space-separated (`README` left
 /// out), or `(no initrd)`.
 fn initrd_apps() -> alloc::string::String {
-    let Some(initrd) = boot_info().initrd else {
+    let Some(initrd) = env::initrd() else {
         return "(no initrd)".into();
     };
     let names: alloc::vec::Vec<&str> = kernel::initrd::files(initrd)

@@ -26,16 +26,17 @@
 //! System calls run to completion with interrupts off; the long ones (TLB
 //! shootdowns) keep serving this core's mailbox while they wait.
 
-use super::env::{self, Outcome, Progress};
+use super::env::{self, Outcome, Progress, console_write};
 use super::gdt::{KERNEL_CS, USER_DS};
 use super::interrupts::TrapFrame;
 use super::percpu::PERCPU_KERNEL_STACK_OFFSET;
 use super::percpu::PERCPU_USER_RSP_OFFSET;
+use super::percpu::{MAX_CPUS, current_index};
 use super::sched;
 use super::uring::{Entered, FastEntered, PredicateMemory, VcpuRing};
 use abi::{Error, Syscall};
 use alloc::sync::Arc;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::ownership::EnvId;
 use kernel::syscall::{Accept, Request};
 use x86_64::VirtAddr;
@@ -83,7 +84,7 @@ syscall_entry:
     sysretq
 1:
     // The full path goes on from where the fast one stopped (the count it
-    // consumed is in `PerCpu::ring_carry`).
+    // consumed is in `RING_CARRY`).
     mov eax, {ring_enter}
 2:
     push {user_ds}
@@ -276,7 +277,7 @@ fn look_before_returning(frame: &mut TrapFrame, env: Option<Arc<env::Env>>) {
     let Some(env) = env else { return };
     let dying = env.is_dying();
     drop(env);
-    if dying || super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
+    if dying || sched::resched_pending() {
         sched::finish(frame, sched::Why::Event);
     }
 }
@@ -442,9 +443,13 @@ fn ipc_accept(env: &env::Env, who: Accept, allow: bool) -> Result<u64, Error> {
 /// anything the kernel does on this core.
 #[inline(never)]
 fn ring_enter(frame: &mut TrapFrame) {
-    let carried = super::percpu::this_cpu().ring_carry.swap(0, Ordering::Relaxed);
+    let carried = RING_CARRY[current_index()].swap(0, Ordering::Relaxed);
     ring_enter_full(frame, carried);
 }
+
+/// Per core, the entries the `RingEnter` fast path consumed before handing
+/// the call to the full path (set and taken within one system call).
+static RING_CARRY: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// What [`ring_enter_fast`] returns to `syscall_entry` (in `rax`, `rdx`).
 #[repr(C)]
@@ -460,17 +465,16 @@ struct FastReturn {
 /// ([`sched::enter_current_ring_fast`]). When that is not the whole call
 /// (an entry needs an operation run, a timer is pending, the caller must
 /// wait, there is no ring to enter this way, or a switch is owed), it
-/// leaves the count consumed in `PerCpu::ring_carry` and asks for the full
+/// leaves the count consumed in `RING_CARRY` and asks for the full
 /// path, which builds the frame and goes on from there.
 #[unsafe(no_mangle)]
 extern "C" fn ring_enter_fast(to_submit: u64, min_complete: u64) -> FastReturn {
-    let me = super::percpu::this_cpu();
-    match sched::enter_current_ring_fast(me, to_submit, min_complete) {
-        FastEntered::Done(consumed) if !me.resched_pending.load(Ordering::Acquire) => {
+    match sched::enter_current_ring_fast(to_submit, min_complete) {
+        FastEntered::Done(consumed) if !sched::resched_pending() => {
             FastReturn { rax: u64::from(consumed), full: 0 }
         }
         FastEntered::Done(consumed) | FastEntered::Full(consumed) => {
-            me.ring_carry.store(u64::from(consumed), Ordering::Relaxed);
+            RING_CARRY[current_index()].store(u64::from(consumed), Ordering::Relaxed);
             FastReturn { rax: 0, full: 1 }
         }
     }
@@ -504,7 +508,7 @@ fn ring_enter_full(frame: &mut TrapFrame, consumed: u64) {
 /// Switches away if an event woke a vCPU on this core during the call.
 #[inline]
 fn reschedule_if_woken(frame: &mut TrapFrame) {
-    if super::percpu::this_cpu().resched_pending.load(Ordering::Acquire) {
+    if sched::resched_pending() {
         sched::finish(frame, sched::Why::Event);
     }
 }
@@ -542,17 +546,6 @@ fn sleep_on(
     let program = kernel::predicate::verify(&insns, &memory).map_err(|e| e.to_abi())?;
     let holds = program.eval(&memory);
     Ok((!holds).then_some(program))
-}
-
-/// `ConsoleWrite` (also the ring's `ConsoleWrite` operation).
-pub fn console_write(env: &env::Env, ptr: u64, len: u64) -> Result<u64, Error> {
-    if len > abi::CONSOLE_WRITE_MAX {
-        return Err(Error::InvalidArgument);
-    }
-    let bytes = env::copy_from_user(env, ptr, len as usize)?;
-    let text = core::str::from_utf8(&bytes).unwrap_or("<invalid UTF-8>");
-    super::console::write_fmt(format_args!("{text}"));
-    Ok(len)
 }
 
 fn exception_resume(env: &env::Env, frame: &mut TrapFrame, ptr: u64) -> Result<(), Error> {

@@ -5,8 +5,9 @@
 //! When CPUID offers PCIDs, every environment's address space is tagged with
 //! PCID `id % 4095 + 1` (0 is the kernel's own tables), and switching address
 //! spaces does not flush: a core keeps, per PCID, the id of the environment
-//! whose translations it may hold (`pcid_owner`). Loading an address space
-//! whose PCID this core last used for the same environment sets CR3's
+//! whose translations it may hold (`PCID_OWNER`, this module's
+//! `cpu_local!`). Loading an address space whose PCID this core last used
+//! for the same environment sets CR3's
 //! no-flush bit; anything else (first use, a PCID reused by a newer
 //! environment, or one invalidated by a shootdown while not loaded) loads
 //! without it, which drops every translation of that PCID on this core.
@@ -51,20 +52,24 @@
 //! never waits.
 //!
 //! No deadlock: the waiting core spins with interrupts off but keeps serving
-//! its own inbox (`mailbox::serve_urgent` serves it first), and so does a
-//! core spinning for an address-space lock (`env::lock_serving_mailbox`).
+//! its own inbox ([`serve_flushes`]), and so does a core spinning for an
+//! address-space lock (`env::lock_serving_mailbox`, through
+//! `mailbox::serve_urgent`, which serves this inbox first) or for room in a
+//! mailbox queue.
+//!
+//! This module knows an address space only as a [`Space`] (id, root,
+//! active-core set), so it sits below the mailboxes and the environments.
 //! Two cores shooting at each other both answer each other's request while
 //! they wait; a halted target is woken by the IPI; a target inside its own
 //! IPI handler finds the bit on its next drain (the IPI stays pending until
 //! its EOI).
 
-use super::env::Env;
 use super::paging;
-use super::percpu::{MAX_CPUS, cpu, online_cpus, this_cpu};
+use super::percpu::{MAX_CPUS, PerCore, cpu, cpu_local, current_index, online_cpus, this_cpu};
 use super::time::Deadline;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 /// Above this many pages a shootdown flushes the whole address space.
 pub const FULL_FLUSH_THRESHOLD: u64 = 64;
@@ -74,15 +79,28 @@ const CR3_NO_FLUSH: u64 = 1 << 63;
 
 static PCID_ENABLED: AtomicBool = AtomicBool::new(false);
 
+cpu_local! {
+    /// Per PCID, the environment whose translations this core may cache.
+    static PCID_OWNER: Vec<u32> = Vec::new();
+}
+
+/// Each core's inbox of shootdown requests (other cores write it).
+static INBOXES: PerCore<FlushInbox> = PerCore::new();
+
+/// Each core's generation of the last shootdown it made (only that core
+/// writes its entry; targets compare against the copy in their inbox).
+static GENERATIONS: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
 /// Whether address spaces are tagged with PCIDs.
 pub fn pcids_enabled() -> bool {
     PCID_ENABLED.load(Ordering::Relaxed)
 }
 
 /// Enables PCIDs on this core if the CPU has them (all cores agree: the BSP
-/// decides from CPUID and the APs follow). Returns the per-core PCID owner
-/// table.
-pub fn init_this_cpu(bsp: bool) -> Vec<u32> {
+/// decides from CPUID and the APs follow), and sets up this core's PCID
+/// owner table and shootdown inbox. Call on core `index` once its per-core
+/// state exists, before it loads any environment's address space.
+pub fn init_this_cpu(index: usize, bsp: bool) {
     if bsp {
         let has = raw_cpuid::CpuId::new().get_feature_info().is_some_and(|f| f.has_pcid());
         PCID_ENABLED.store(has, Ordering::Relaxed);
@@ -95,7 +113,8 @@ pub fn init_this_cpu(bsp: bool) -> Vec<u32> {
             Cr4::update(|f| f.insert(Cr4Flags::PCID));
         }
     }
-    vec![0; NUM_PCIDS]
+    PCID_OWNER.with(|owner| *owner = vec![0; NUM_PCIDS]);
+    INBOXES.install(index, FlushInbox::default());
 }
 
 /// The PCID of environment `id` (0 without PCIDs).
@@ -103,19 +122,19 @@ pub fn pcid_of(id: u32) -> u64 {
     if pcids_enabled() { u64::from(id % (NUM_PCIDS as u32 - 1)) + 1 } else { 0 }
 }
 
-/// Loads `env`'s address space on this core, flushing only if this core's
-/// cached translations for its PCID may belong to someone else.
-pub fn load(env: &Env) {
-    let root = env.aspace_cr3();
+/// Loads `space` on this core, flushing only if this core's cached
+/// translations for its PCID may belong to someone else.
+pub fn load(space: &Space) {
+    let root = space.root;
     if !pcids_enabled() {
         paging::load_cr3(root);
         return;
     }
-    let pcid = pcid_of(env.id);
-    let fresh = this_cpu().pcid_owner.with(|owner| {
+    let pcid = pcid_of(space.id);
+    let fresh = PCID_OWNER.with(|owner| {
         let slot = &mut owner[pcid as usize];
-        let fresh = *slot == env.id;
-        *slot = env.id;
+        let fresh = *slot == space.id;
+        *slot = space.id;
         fresh
     });
     paging::load_cr3(root | pcid | if fresh { CR3_NO_FLUSH } else { 0 });
@@ -125,6 +144,20 @@ pub fn load(env: &Env) {
 pub fn load_kernel() {
     let no_flush = if pcids_enabled() { CR3_NO_FLUSH } else { 0 };
     paging::load_cr3(paging::kernel_cr3() | no_flush);
+}
+
+/// What this module needs to know of an address space (an environment's):
+/// its PCID owner id, its page-table root and the set of cores that may
+/// cache its translations. It names no environment type, so the
+/// environment layer sits above this one.
+#[derive(Clone, Copy)]
+pub struct Space<'a> {
+    /// The environment id (its PCID is derived from it).
+    pub id: u32,
+    /// Physical address of its PML4 (CR3 without flags).
+    pub root: u64,
+    /// Cores that may hold its translations (bit per core).
+    pub active_cores: &'a AtomicU64,
 }
 
 /// What a shootdown invalidates.
@@ -155,9 +188,11 @@ struct FlushSlot {
     request: AtomicU64,
     /// The generation the target has carried out (written by the target).
     done: AtomicU64,
-    /// The environment whose translations go; the requester keeps it alive
-    /// until `done` reaches `request`.
-    env: AtomicPtr<Env>,
+    /// The environment whose translations go.
+    id: AtomicU32,
+    /// Its `active_cores`; the requester keeps it alive until `done`
+    /// reaches `request`.
+    active_cores: AtomicPtr<AtomicU64>,
     /// Physical root of its address space.
     root: AtomicU64,
     /// First page.
@@ -180,7 +215,8 @@ impl Default for FlushInbox {
                 FlushSlot {
                     request: AtomicU64::new(0),
                     done: AtomicU64::new(0),
-                    env: AtomicPtr::new(core::ptr::null_mut()),
+                    id: AtomicU32::new(0),
+                    active_cores: AtomicPtr::new(core::ptr::null_mut()),
                     root: AtomicU64::new(0),
                     start: AtomicU64::new(0),
                     pages: AtomicU64::new(0),
@@ -198,31 +234,33 @@ impl FlushInbox {
     }
 }
 
-/// Invalidates `flush` of `env`'s address space on every core that may
+/// Invalidates `flush` of the address space `space` on every core that may
 /// cache it, and returns once all of them have. Cannot fail: see the module
 /// docs.
-pub fn shootdown(env: &Env, flush: Flush) {
+pub fn shootdown(space: &Space, flush: Flush) {
     core::sync::atomic::fence(Ordering::SeqCst);
     let me = this_cpu();
-    let cores = env.active_cores.load(Ordering::SeqCst);
+    let cores = space.active_cores.load(Ordering::SeqCst);
     if cores & (1 << me.index) != 0 {
-        flush_here(env, env.aspace_cr3(), flush);
+        flush_here(space, flush);
     }
     let targets = cores & !(1 << me.index) & online_mask();
     if targets == 0 {
         return;
     }
-    let generation = me.flush_generation.fetch_add(1, Ordering::Relaxed) + 1;
+    let generation = GENERATIONS[me.index].fetch_add(1, Ordering::Relaxed) + 1;
     for core in bits(targets) {
-        let Some(target) = cpu(core) else { continue };
-        let slot = &target.flush_inbox.slots[me.index];
-        slot.env.store(core::ptr::from_ref(env).cast_mut(), Ordering::Relaxed);
-        slot.root.store(env.aspace_cr3(), Ordering::Relaxed);
+        let (Some(target), Some(inbox)) = (cpu(core), INBOXES.get(core)) else { continue };
+        let slot = &inbox.slots[me.index];
+        slot.id.store(space.id, Ordering::Relaxed);
+        slot.active_cores
+            .store(core::ptr::from_ref(space.active_cores).cast_mut(), Ordering::Relaxed);
+        slot.root.store(space.root, Ordering::Relaxed);
         slot.start.store(flush.start, Ordering::Relaxed);
         slot.pages.store(flush.pages, Ordering::Relaxed);
         slot.request.store(generation, Ordering::Release);
-        target.flush_inbox.pending.fetch_or(1 << me.index, Ordering::AcqRel);
-        super::apic::send_ipi(target.apic_id, super::interrupts::vectors::MAILBOX);
+        inbox.pending.fetch_or(1 << me.index, Ordering::AcqRel);
+        super::apic::send_ipi(target.apic_id, super::trap::vectors::MAILBOX);
         me.flush_ipis_sent.fetch_add(1, Ordering::Relaxed);
     }
     // A target can be slow (a bounded system call with interrupts off, or
@@ -233,14 +271,16 @@ pub fn shootdown(env: &Env, flush: Flush) {
     let give_up_at = Deadline::after_ms(120_000);
     let mut warned = false;
     for core in bits(targets) {
-        let Some(target) = cpu(core) else { continue };
-        let slot = &target.flush_inbox.slots[me.index];
+        let Some(inbox) = INBOXES.get(core) else { continue };
+        let slot = &inbox.slots[me.index];
         while slot.done.load(Ordering::Acquire) != generation {
-            super::mailbox::serve_urgent();
+            // Answer the others' shootdowns meanwhile (two cores may be
+            // shooting at each other).
+            serve_flushes();
             super::cpu::pause();
             if !warned && warn_at.passed() {
                 warned = true;
-                log::warn!("TLB shootdown for env {}: core {core} slow to answer", env.id);
+                log::warn!("TLB shootdown for env {}: core {core} slow to answer", space.id);
             }
             assert!(!give_up_at.passed(), "TLB shootdown to core {core} not answered in 2 min");
         }
@@ -265,23 +305,31 @@ fn bits(mut mask: u64) -> impl Iterator<Item = usize> {
 /// Carries out every shootdown request waiting for this core. Called by the
 /// mailbox IPI handler and by every loop that waits with interrupts off.
 pub fn serve_flushes() {
-    let me = this_cpu();
-    let inbox = &me.flush_inbox;
+    let Some(inbox) = INBOXES.get(current_index()) else {
+        return; // this core is still coming up: nobody can target it yet
+    };
     if !inbox.has_pending() {
         return;
     }
+    let me = this_cpu();
     for from in bits(inbox.pending.swap(0, Ordering::AcqRel)) {
         let slot = &inbox.slots[from];
         let generation = slot.request.load(Ordering::Acquire);
-        let env = slot.env.load(Ordering::Relaxed);
+        let active_cores = slot.active_cores.load(Ordering::Relaxed);
         let flush = Flush {
             start: slot.start.load(Ordering::Relaxed),
             pages: slot.pages.load(Ordering::Relaxed),
         };
-        // SAFETY: the requesting core keeps `env` borrowed until it sees
-        // `done` reach `generation`, which is stored only below.
-        let env = unsafe { &*env };
-        flush_here(env, slot.root.load(Ordering::Relaxed), flush);
+        // SAFETY: the requesting core keeps the environment (whose
+        // `active_cores` this is) borrowed until it sees `done` reach
+        // `generation`, which is stored only below.
+        let active_cores = unsafe { &*active_cores };
+        let space = Space {
+            id: slot.id.load(Ordering::Relaxed),
+            root: slot.root.load(Ordering::Relaxed),
+            active_cores,
+        };
+        flush_here(&space, flush);
         me.flush_ipis_received.fetch_add(1, Ordering::Relaxed);
         slot.done.store(generation, Ordering::Release);
     }
@@ -289,12 +337,13 @@ pub fn serve_flushes() {
 
 /// Carries out a shootdown request on this core (for another core, or for
 /// the requesting core itself).
-fn flush_here(env: &Env, root: u64, flush: Flush) {
+fn flush_here(space: &Space, flush: Flush) {
     let me = this_cpu();
+    let root = space.root;
     if paging::current_cr3() == root {
         if flush.pages > FULL_FLUSH_THRESHOLD {
             // Reloading without the no-flush bit drops this PCID's entries.
-            paging::load_cr3(root | pcid_of(env.id));
+            paging::load_cr3(root | pcid_of(space.id));
         } else {
             for i in 0..flush.pages {
                 paging::flush_page(flush.start + i * abi::PAGE_SIZE);
@@ -305,12 +354,12 @@ fn flush_here(env: &Env, root: u64, flush: Flush) {
     // Not loaded here: forget the PCID so the next load flushes, and leave
     // the set of cores that may cache this address space.
     if pcids_enabled() {
-        let pcid = pcid_of(env.id) as usize;
-        me.pcid_owner.with(|owner| {
-            if owner[pcid] == env.id {
+        let pcid = pcid_of(space.id) as usize;
+        PCID_OWNER.with(|owner| {
+            if owner[pcid] == space.id {
                 owner[pcid] = 0;
             }
         });
     }
-    env.active_cores.fetch_and(!(1 << me.index), Ordering::SeqCst);
+    space.active_cores.fetch_and(!(1 << me.index), Ordering::SeqCst);
 }

@@ -354,7 +354,7 @@ fn execute(env: &Env, sqe: &SqEntry, timers: &mut Vec<(u64, u64)>) -> Outcome {
     };
     match op {
         Op::Nop => done(Ok(0)),
-        Op::ConsoleWrite => done(super::syscall::console_write(env, a0, a1)),
+        Op::ConsoleWrite => done(env::console_write(env, a0, a1)),
         Op::FrameAlloc => done(env::frame_alloc(env, (a0 != abi::ANY_FRAME).then_some(a0))),
         Op::FrameFree => done(env::frame_free(env, a0).map(|()| 0)),
         Op::Map => done(env::map(env, a0, a1, abi::Rights(a2)).map(|()| 0)),

@@ -19,6 +19,7 @@
 use super::{TestResult, check, frames_restored, wait};
 use crate::machine::env::{self, Env, Outcome};
 use crate::machine::percpu::{cpu, online_cpus};
+use crate::machine::sched;
 use crate::machine::slots;
 use crate::machine::time::{self, Deadline};
 use alloc::format;
@@ -41,7 +42,7 @@ const WINDOW_MS: u64 = 400;
 const HOG_MS: u64 = 1200;
 
 fn spawn_on(name: &str, arg: u64, core: usize) -> Result<Arc<Env>, String> {
-    env::spawn(name, arg, Some(core)).map_err(|e| format!("cannot start {name}: {e}"))
+    sched::spawn(name, arg, Some(core)).map_err(|e| format!("cannot start {name}: {e}"))
 }
 
 fn hog_arg(mode: u64, slots: u64) -> u64 {

@@ -24,6 +24,7 @@
 use super::{ENV_TIMEOUT_MS, TestResult, check, frames_restored};
 use crate::machine::env::{self, Env, Outcome};
 use crate::machine::percpu::online_cpus;
+use crate::machine::sched;
 use crate::machine::time::{self, Deadline};
 use alloc::format;
 use alloc::string::String;
@@ -43,7 +44,7 @@ fn spawn_on(name: &str, arg: u64, core: usize) -> Result<Arc<Env>, String> {
     if online_cpus() <= core {
         return Err(format!("needs core {core}, {} online", online_cpus()));
     }
-    env::spawn(name, arg, Some(core)).map_err(|e| format!("cannot start {name}: {e}"))
+    sched::spawn(name, arg, Some(core)).map_err(|e| format!("cannot start {name}: {e}"))
 }
 
 /// Waits for `env` halted between looks, so that an `-icount` machine's

@@ -1,0 +1,371 @@
+//! The memory secure bindings: every frame allocation, free, grant,
+//! revoke, map, unmap and protect, and the pinning of ring frames, checked
+//! against the frame ownership table ([`kernel::ownership`]) under the
+//! frame's shard lock. See the parent module for the lock order.
+//!
+//! May not touch: the registry (only [`super::lookup`]), the
+//! scheduler, user memory contents.
+
+use super::events::post_event;
+use super::{Env, shard};
+use super::{MAPPINGS_PER_FRAME, lock_serving_mailbox, lookup};
+use crate::machine::memory;
+use crate::machine::paging::{AddressSpace, leaf_flags, rights_of};
+use crate::machine::tlb::{self, Flush};
+use abi::{Error, Rights};
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use kernel::frames::{FrameError, FrameNumber};
+use kernel::ownership::{EnvId, FrameKind, Mapping, UnmapStep};
+
+#[inline]
+pub(super) fn frame_error(e: FrameError) -> Error {
+    match e {
+        FrameError::OutOfMemory => Error::NoMemory,
+        FrameError::OutOfRange(_) => Error::BadFrame,
+        FrameError::NotAllocated(_) => Error::FrameUnavailable,
+    }
+}
+
+/// Allocates a zeroed data frame for `env`: any, or exactly `which`.
+pub fn frame_alloc(env: &Env, which: Option<FrameNumber>) -> Result<FrameNumber, Error> {
+    env.charge()?;
+    let taken = match which {
+        None => memory::alloc_frame(),
+        Some(f) if f >= memory::FRAME_CAPACITY => Err(FrameError::OutOfRange(f)),
+        Some(f) => memory::take_frame(f).map(|()| f),
+    };
+    let frame = match taken {
+        Ok(f) => f,
+        Err(e) => {
+            env.uncharge();
+            return Err(frame_error(e));
+        }
+    };
+    shard(frame).insert(frame, env.id, FrameKind::Data);
+    env.owned.lock().insert(frame);
+    Ok(frame)
+}
+
+/// Allocates a zeroed page-table frame charged to `env`.
+pub(super) fn alloc_table_frame(env: &Env) -> Result<FrameNumber, Error> {
+    env.charge()?;
+    match memory::alloc_frame() {
+        Ok(frame) => {
+            shard(frame).insert(frame, env.id, FrameKind::PageTable);
+            Ok(frame)
+        }
+        Err(e) => {
+            env.uncharge();
+            Err(frame_error(e))
+        }
+    }
+}
+
+/// Frees a data frame `env` owns (not mapped, not granted).
+pub fn frame_free(env: &Env, frame: FrameNumber) -> Result<(), Error> {
+    if frame >= memory::FRAME_CAPACITY {
+        return Err(Error::BadFrame);
+    }
+    shard(frame).free(frame, env.id)?;
+    env.owned.lock().remove(&frame);
+    memory::free_frame(frame).expect("an owned frame is allocated");
+    env.uncharge();
+    Ok(())
+}
+
+/// Who holds `frame`, as [`abi::FrameStatus`].
+pub fn frame_status(frame: FrameNumber) -> Result<u64, Error> {
+    if frame >= memory::FRAME_CAPACITY {
+        return Err(Error::BadFrame);
+    }
+    if let Some(r) = shard(frame).get(frame) {
+        let kind = match r.kind {
+            FrameKind::Data => abi::FrameHolder::Owned,
+            FrameKind::PageTable => abi::FrameHolder::PageTable,
+        };
+        return Ok(kind as u64 | u64::from(r.owner) << 32);
+    }
+    Ok(if memory::frame_is_free(frame) { abi::FrameHolder::Free } else { abi::FrameHolder::Kernel }
+        as u64)
+}
+
+/// Mappings one step of a withdrawal removes (under one address-space lock,
+/// with one shootdown round), and frames one step of a reclaim releases.
+pub const UNMAP_CHUNK: usize = 64;
+
+/// How far a long operation got. Long operations (revoking a frame mapped
+/// many times, unmapping a large range, reclaiming a dead environment) work
+/// in bounded steps, so that no system call keeps its core, with interrupts
+/// off, from the next slot's owner for long: the system-call layer restarts
+/// the call for the next step (`Next::Restart` in `machine/syscall.rs`), the ring leaves the
+/// entry queued.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Finished, with this result.
+    Done(u64),
+    /// One step done, more to do: call again with the same arguments.
+    More,
+}
+
+/// `owner` lets `grantee` map `frame` with at most `rights`. Lowering the
+/// rights of an existing grant removes the grantee's mappings first, in
+/// steps ([`Progress::More`] until they are all gone; the grantee may not
+/// map the frame meanwhile).
+pub fn frame_grant(
+    owner: &Env,
+    frame: FrameNumber,
+    grantee: EnvId,
+    rights: Rights,
+) -> Result<Progress, Error> {
+    lookup(grantee).filter(|g| !g.is_dying()).ok_or(Error::NoSuchEnv)?;
+    if frame >= memory::FRAME_CAPACITY {
+        return Err(Error::BadFrame);
+    }
+    shard(frame).grant(frame, owner.id, grantee, rights)?;
+    Ok(withdraw_step(frame, grantee))
+}
+
+/// `owner` withdraws `grantee`'s grant of `frame`; the grantee's mappings
+/// are gone (on every core) when this returns `Done`. Many mappings are
+/// removed in steps: [`Progress::More`] means "call again".
+pub fn frame_revoke(owner: &Env, frame: FrameNumber, grantee: EnvId) -> Result<Progress, Error> {
+    if frame >= memory::FRAME_CAPACITY {
+        return Err(Error::BadFrame);
+    }
+    shard(frame).revoke(frame, owner.id, grantee)?;
+    let progress = withdraw_step(frame, grantee);
+    if progress == Progress::Done(0)
+        && let Some(grantee) = lookup(grantee)
+    {
+        post_event(&grantee, abi::event::GRANT_REVOKED, owner.id, [frame, 0]);
+    }
+    Ok(progress)
+}
+
+/// One step of a withdrawal of `grantee`'s mappings of `frame`: at most
+/// [`UNMAP_CHUNK`] of them, one lock of its address space, one shootdown.
+fn withdraw_step(frame: FrameNumber, grantee: EnvId) -> Progress {
+    let step = shard(frame).unmap_step(frame, grantee, UNMAP_CHUNK);
+    let UnmapStep::Unmap(batch) = step else { return Progress::Done(0) };
+    let full = batch.len() == UNMAP_CHUNK;
+    unmap_foreign(frame, &batch);
+    // A short batch was the last one: finish in this call.
+    if !full && shard(frame).unmap_step(frame, grantee, UNMAP_CHUNK) == UnmapStep::Done {
+        return Progress::Done(0);
+    }
+    Progress::More
+}
+
+/// Removes other environments' mappings of `frame` (a withdrawal's batch,
+/// or what a dead owner leaves), each environment's under one lock of its
+/// address space with one shootdown round, then forgets them. Takes only
+/// those address-space locks, one at a time: the caller holds none.
+pub(super) fn unmap_foreign(frame: FrameNumber, mappings: &[Mapping]) {
+    // `mappings` come ordered by environment (the reverse map's order).
+    for group in mappings.chunk_by(|a, b| a.env == b.env) {
+        if let Some(env) = lookup(group[0].env) {
+            let mut aspace = lock_serving_mailbox(&env.aspace);
+            let mut removed = 0u64;
+            let mut first = 0;
+            for m in group {
+                if aspace.translate(m.va).is_some_and(|(f, _)| f == frame) {
+                    let _ = aspace.unmap(m.va);
+                    removed += 1;
+                    first = m.va;
+                }
+            }
+            if removed > 0 {
+                // Scattered pages: one page, or the whole space.
+                let flush = if removed == 1 { Flush::page(first) } else { Flush::everything() };
+                tlb::shootdown(&env.tlb_space(), flush);
+                env.mappings.fetch_sub(removed, Ordering::Relaxed);
+            }
+            drop(aspace);
+        }
+        // Forgotten only now: a frame is reusable once nobody can reach it.
+        let mut table = shard(frame);
+        for m in group {
+            table.remove_mapping(frame, m.env, m.va);
+        }
+    }
+}
+
+// --- mappings ---------------------------------------------------------------
+
+/// Checks a user page address for `map`/`unmap`/`protect`.
+fn check_va(va: u64) -> Result<(), Error> {
+    if !va.is_multiple_of(abi::PAGE_SIZE) || !(abi::USER_MIN..abi::USER_MAX).contains(&va) {
+        return Err(Error::InvalidArgument);
+    }
+    if abi::in_info_region(va) {
+        return Err(Error::Reserved);
+    }
+    Ok(())
+}
+
+fn check_rights(rights: Rights) -> Result<(), Error> {
+    if !rights.is_valid() || !rights.contains(Rights::READ) {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(())
+}
+
+/// Maps `frame` at `va` in `env`'s address space with `rights`.
+pub fn map(env: &Env, frame: FrameNumber, va: u64, rights: Rights) -> Result<(), Error> {
+    check_va(va)?;
+    check_rights(rights)?;
+    if frame >= memory::FRAME_CAPACITY {
+        return Err(Error::BadFrame);
+    }
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    map_locked(env, &mut aspace, frame, va, rights)
+}
+
+pub(super) fn map_locked(
+    env: &Env,
+    aspace: &mut AddressSpace,
+    frame: FrameNumber,
+    va: u64,
+    rights: Rights,
+) -> Result<(), Error> {
+    if aspace.translate(va).is_some() {
+        return Err(Error::AlreadyMapped);
+    }
+    // Kernel memory spent on an environment's behalf is bounded by its
+    // quota: the reverse map holds at most MAPPINGS_PER_FRAME entries per
+    // frame of quota.
+    if env.mappings.load(Ordering::Relaxed) >= env.quota * MAPPINGS_PER_FRAME {
+        return Err(Error::QuotaExceeded);
+    }
+    // Intermediate tables first (they may take other shards' locks), then the
+    // leaf under the frame's shard lock, so the check and the mapping are one
+    // step that a concurrent free or revoke cannot split.
+    aspace.ensure_tables(va, &mut || alloc_table_frame(env))?;
+    let mut table = shard(frame);
+    table.check_map(frame, env.id, rights)?;
+    aspace.map(va, frame, leaf_flags(rights), &mut || Err(Error::NoMemory))?;
+    table.add_mapping(frame, env.id, va);
+    env.mappings.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Removes the mapping at `va`; other cores have forgotten it on return.
+pub fn unmap(env: &Env, va: u64) -> Result<(), Error> {
+    check_va(va)?;
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let frame = aspace.unmap(va)?;
+    tlb::shootdown(&env.tlb_space(), Flush::page(va));
+    shard(frame).remove_mapping(frame, env.id, va);
+    env.mappings.fetch_sub(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Page-table entries one step of [`unmap_range`] visits at most (present
+/// pages, and absent tables skipped whole).
+pub const RANGE_CHUNK: usize = 256;
+
+/// How far [`unmap_range`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeStep {
+    /// The range is done: this many pages were mapped in all.
+    Done(u64),
+    /// One step done: go on with `pages` pages from `va`, `done` pages
+    /// removed so far.
+    More {
+        /// Where to go on.
+        va: u64,
+        /// Pages left.
+        pages: u64,
+        /// Pages removed so far.
+        done: u64,
+    },
+}
+
+/// Removes the mappings in `va .. va + pages` pages, one bounded step
+/// ([`RANGE_CHUNK`] entries, one shootdown round: a full flush above the
+/// threshold); `done` is what earlier steps removed.
+pub fn unmap_range(env: &Env, va: u64, pages: u64, done: u64) -> Result<RangeStep, Error> {
+    if pages > abi::UNMAP_RANGE_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    if pages == 0 {
+        return Ok(RangeStep::Done(done));
+    }
+    check_va(va)?;
+    let end = va + pages * abi::PAGE_SIZE;
+    if end > abi::USER_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
+        return Err(Error::Reserved);
+    }
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let mut removed = Vec::new();
+    let stop = aspace.unmap_some(va, end, RANGE_CHUNK, &mut removed);
+    if !removed.is_empty() {
+        tlb::shootdown(&env.tlb_space(), Flush { start: va, pages: (stop - va) / abi::PAGE_SIZE });
+    }
+    drop(aspace);
+    for &(at, frame) in &removed {
+        shard(frame).remove_mapping(frame, env.id, at);
+    }
+    let n = removed.len() as u64;
+    env.mappings.fetch_sub(n, Ordering::Relaxed);
+    let done = done.saturating_add(n);
+    Ok(if stop >= end {
+        RangeStep::Done(done)
+    } else {
+        RangeStep::More { va: stop, pages: (end - stop) / abi::PAGE_SIZE, done }
+    })
+}
+
+/// Changes the rights of the mapping at `va`.
+pub fn protect(env: &Env, va: u64, rights: Rights) -> Result<(), Error> {
+    check_va(va)?;
+    check_rights(rights)?;
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let old = aspace.protect(va, |frame, _| {
+        shard(frame).check_map(frame, env.id, rights)?;
+        Ok(leaf_flags(rights))
+    })?;
+    if !rights.contains(rights_of(old)) {
+        tlb::shootdown(&env.tlb_space(), Flush::page(va));
+    }
+    Ok(())
+}
+
+// --- ring frames ----------------------------------------------------------
+
+/// Pins the frames behind `pages` pages at `va` of `env` (each mapped
+/// user-writable and owned by `env`), in page order, for a ring. On failure
+/// nothing stays pinned.
+pub fn pin_user_pages(env: &Env, va: u64, pages: u64) -> Result<Vec<FrameNumber>, Error> {
+    use x86_64::structures::paging::PageTableFlags as F;
+    let aspace = lock_serving_mailbox(&env.aspace);
+    let mut frames = Vec::new();
+    for page in 0..pages {
+        let at = va + page * abi::PAGE_SIZE;
+        let result = match aspace.translate(at) {
+            Some((frame, flags)) if flags.contains(F::USER_ACCESSIBLE | F::WRITABLE) => {
+                shard(frame).pin(frame, env.id).map(|()| frame)
+            }
+            _ => Err(Error::BadAddress),
+        };
+        match result {
+            Ok(frame) => frames.push(frame),
+            Err(e) => {
+                unpin_frames(env.id, &frames);
+                return Err(e);
+            }
+        }
+    }
+    Ok(frames)
+}
+
+/// Undoes [`pin_user_pages`].
+pub fn unpin_frames(env: EnvId, frames: &[FrameNumber]) {
+    for &frame in frames {
+        shard(frame).unpin(frame, env);
+    }
+}

@@ -1,0 +1,280 @@
+//! Environments: protection domains, their frames and their mappings.
+//!
+//! An [`Env`] is the kernel's only notion of a protection domain: an address
+//! space, the frames charged to it (data frames it owns, the page-table pages
+//! of its address space), its exception entry, and the vCPUs that run it (see
+//! `machine::sched`). This module (in [`bindings`]) implements the memory
+//! secure bindings:
+//! every frame allocation, free, grant, revoke, map, unmap and protect goes
+//! through here and is checked against the frame ownership table
+//! ([`kernel::ownership`]), sharded over [`SHARDS`] locks by frame number.
+//!
+//! # Lock order
+//!
+//! ```text
+//! ENVS (read or write, briefly, interrupts off)
+//!   → one Env::aspace (never two at once)
+//!     → one frame-table shard
+//!       → the frame bitmap
+//! leaf locks, taken alone: Env::owned, Env::kernel_frames, Env::event_lock,
+//!   Env::exception, Ipc::accept, RECLAIMS, the scheduler's `incoming` lists
+//! ```
+//!
+//! A shard lock is never held while waiting for another core. The `aspace`
+//! lock may be held across a TLB shootdown, so it is acquired with
+//! [`lock_serving_mailbox`], which keeps this core answering shootdown
+//! requests while it spins: two cores that each hold one address space and
+//! shoot at the other cannot deadlock. Code that must unmap from *other*
+//! environments (revocation, a dead owner's reclaim) holds no address-space
+//! lock of its own meanwhile ([`unmap_foreign`]).
+//!
+//! **A scheduling decision never waits for an environment's lock**: the
+//! environment's other vCPUs could keep it busy for as long as they like.
+//! Predicate evaluation and slot upcalls use `try_lock`; a busy lock defers
+//! the predicate to the next decision and counts as an undeliverable upcall.
+//! Every lock holder works in bounded steps ([`Progress`], [`RangeStep`],
+//! [`Reclaim`]), so a waiter's spin is bounded too.
+//!
+//! # Life cycle
+//!
+//! `spawn` → running (one or more vCPUs) → [`terminate`] (first outcome
+//! wins; every core holding one of its vCPUs is told) → the last vCPU is
+//! dropped by its core → [`Reclaim`], in bounded steps at scheduling
+//! decisions and in idle loops: every mapping others have of its frames is
+//! removed, every frame returns to the pool, and only then is the outcome
+//! published, so a test that sees the outcome can count free frames.
+//!
+//! # Files
+//!
+//! | file | owns |
+//! |---|---|
+//! | `mod.rs` | [`Env`], its exception and IPC registrations, the frame table's shards, the address-space lock discipline |
+//! | [`registry`] | the registry of live environments, ending ([`terminate`]), the [`Reclaim`] state machine, run-mode power-off |
+//! | [`bindings`] | the secure bindings: frames, grants, mappings, pinned ring frames |
+//! | [`umem`] | user memory: [`USlice`], copies through the owner's page tables, console output |
+//! | [`spawn`] | creating an environment from an ELF image in the initrd, its kernel pages |
+//! | [`events`] | the info page, vCPU pages, the event queue and wake-ups |
+//!
+//! This layer never calls the scheduler: starting a vCPU is
+//! `sched::spawn`'s, and waking one is a [`mailbox::kick`].
+
+pub mod bindings;
+#[allow(unsafe_code, reason = "kernel-owned pages' words through the direct map")]
+pub mod events;
+pub mod registry;
+#[allow(unsafe_code, reason = "writes ELF segments and kernel pages into fresh frames")]
+pub mod spawn;
+#[allow(unsafe_code, reason = "user memory through the direct map, under the address-space lock")]
+pub mod umem;
+
+pub use bindings::*;
+pub use events::*;
+pub use registry::*;
+pub use spawn::*;
+pub use umem::*;
+
+use super::mailbox;
+use super::paging::AddressSpace;
+use super::percpu::MAX_CPUS;
+use super::tlb;
+use abi::Error;
+use alloc::collections::BTreeSet;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use kernel::frames::FrameNumber;
+use kernel::ownership::{EnvId, FrameTable};
+use spin::{Mutex, MutexGuard, Once};
+
+/// Number of frame-table shards (frame number modulo this).
+pub const SHARDS: usize = 64;
+
+pub(super) static FRAME_TABLE: [Mutex<FrameTable>; SHARDS] =
+    [const { Mutex::new(FrameTable::new()) }; SHARDS];
+
+#[inline]
+pub(super) fn shard(frame: FrameNumber) -> MutexGuard<'static, FrameTable> {
+    FRAME_TABLE[(frame % SHARDS as u64) as usize].lock()
+}
+
+/// Default frame quota of an environment (16 MiB).
+pub const DEFAULT_QUOTA: u64 = 4096;
+/// Mappings an environment may hold per frame of quota (see `map_locked`).
+pub const MAPPINGS_PER_FRAME: u64 = 16;
+
+/// How an environment ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// `exit(code)`, or its last vCPU ended (code 0).
+    Exited(u64),
+    /// Stopped by the kernel, with the reason printed on the console.
+    Killed(String),
+}
+
+/// The registered exception entry and stack.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExceptionHandler {
+    /// Entry point (0: none).
+    pub entry: u64,
+    /// Top of core 0's exception stack.
+    pub stack_top: u64,
+    /// Distance between consecutive cores' stack tops (0: one shared stack).
+    pub stride: u64,
+}
+
+impl ExceptionHandler {
+    /// Top of core `core`'s exception stack.
+    pub fn stack_top_for(&self, core: usize) -> u64 {
+        per_core_stack_top(self.stack_top, self.stride, core)
+    }
+}
+
+/// Top of core `core`'s stack in a per-core stack array registered as core
+/// 0's top and the distance between consecutive cores' tops (exception and
+/// IPC stacks); saturates at 0, which is never mapped.
+pub fn per_core_stack_top(top: u64, stride: u64, core: usize) -> u64 {
+    top.saturating_sub(stride.saturating_mul(core as u64))
+}
+
+/// Where protected control transfers enter an environment, and whom it
+/// accepts calls (and notifications) from. Read on every call without a
+/// lock: the entry is stored last (release) and loaded first (acquire).
+pub struct Ipc {
+    /// Entry point (0: none registered).
+    pub entry: AtomicU64,
+    /// Top of core 0's IPC stack.
+    pub stack_top: AtomicU64,
+    /// Distance between consecutive cores' IPC stack tops.
+    pub stride: AtomicU64,
+    /// Everyone is accepted.
+    pub accept_any: AtomicBool,
+    /// Callers accepted by name (at most `abi::ACCEPT_MAX`).
+    pub accept: Mutex<Vec<EnvId>>,
+    /// Cores whose IPC stack an activation is using (bit per core): a call
+    /// into a busy stack gets `Busy` (see `sched::Activation`).
+    pub stack_busy: AtomicU64,
+}
+
+impl Ipc {
+    /// Whether `caller` may call (or notify) this environment.
+    pub fn accepts(&self, caller: EnvId) -> bool {
+        self.accept_any.load(Ordering::Acquire) || self.accept.lock().contains(&caller)
+    }
+
+    /// The entry and the top of core `core`'s IPC stack, if registered.
+    pub fn entry_for(&self, core: usize) -> Option<(u64, u64)> {
+        let entry = self.entry.load(Ordering::Acquire);
+        let top = self.stack_top.load(Ordering::Relaxed);
+        let stride = self.stride.load(Ordering::Relaxed);
+        (entry != 0).then(|| (entry, per_core_stack_top(top, stride, core)))
+    }
+}
+
+/// A protection domain.
+pub struct Env {
+    /// Its id, never reused.
+    pub id: EnvId,
+    /// The application it was started from.
+    pub name: String,
+    /// The argument word it was started with.
+    pub start_arg: u64,
+    /// Its page tables. See the module docs for the lock order.
+    pub aspace: Mutex<AddressSpace>,
+    /// CR3 of that address space (its PML4 never changes).
+    root_cr3: u64,
+    /// Data frames it owns (for reclaim), under this leaf lock.
+    owned: Mutex<BTreeSet<FrameNumber>>,
+    /// Kernel-owned frames in its address space (info and vCPU pages).
+    kernel_frames: Mutex<Vec<FrameNumber>>,
+    /// vCPU pages already created, bit per core.
+    vcpu_pages: AtomicU64,
+    /// The frame of each core's vCPU page (0: none yet).
+    vcpu_page_frames: [AtomicU64; MAX_CPUS],
+    /// The frame of its event queue (kernel-owned; 0 until loaded).
+    event_frame: AtomicU64,
+    /// Serializes writers of the event queue (a leaf lock).
+    event_lock: Mutex<()>,
+    /// The slot prologue upcall entry (0: none).
+    pub prologue: AtomicU64,
+    /// The slot epilogue upcall entry (0: none).
+    pub epilogue: AtomicU64,
+    /// Cores where its vCPU may run in unowned slots (bit per core).
+    pub default_time: AtomicU64,
+    /// Protected control transfer entry and acceptance.
+    pub ipc: Ipc,
+    /// The frame of its info page (kernel-owned; 0 until loaded).
+    info_frame: AtomicU64,
+    /// Frame quota (data and page-table frames).
+    pub quota: u64,
+    /// Pages it has mapped (each costs the kernel a reverse-map entry).
+    mappings: AtomicU64,
+    charged: AtomicU64,
+    /// The exception entry, if registered.
+    pub exception: Mutex<ExceptionHandler>,
+    /// Cores that may hold translations of its address space (bit per core):
+    /// set before a core loads its CR3, cleared after the core loads another.
+    pub active_cores: AtomicU64,
+    /// Cores where it has a vCPU (bit per core).
+    pub vcpu_cores: AtomicU64,
+    /// Live vCPUs; the one that drops it to 0 reclaims the environment.
+    pub live_vcpus: AtomicUsize,
+    /// Cores that owe it a look at its sleeping vCPU there (bit per core; see
+    /// [`wake`]).
+    pub wake_owed: AtomicU64,
+    dying: AtomicBool,
+    outcome: Once<Outcome>,
+    finished: AtomicBool,
+}
+
+impl Env {
+    /// Whether it has been told to end.
+    pub fn is_dying(&self) -> bool {
+        self.dying.load(Ordering::Acquire)
+    }
+
+    /// Its outcome, once it has ended *and* been reclaimed.
+    pub fn finished(&self) -> Option<&Outcome> {
+        self.finished.load(Ordering::Acquire).then(|| self.outcome.get()).flatten()
+    }
+
+    #[allow(
+        deprecated,
+        reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
+    )]
+    #[inline]
+    fn charge(&self) -> Result<(), Error> {
+        self.charged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                (c < self.quota).then_some(c + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| Error::QuotaExceeded)
+    }
+
+    #[inline]
+    fn uncharge(&self) {
+        self.charged.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Acquires an address-space lock while serving this core's mailbox, so that
+/// shootdown requests from a core holding another address space are
+/// answered (see the module docs).
+#[inline]
+pub fn lock_serving_mailbox<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    loop {
+        if let Some(guard) = lock.try_lock() {
+            return guard;
+        }
+        mailbox::serve_urgent();
+        core::hint::spin_loop();
+    }
+}
+
+impl Env {
+    /// Its address space as the TLB protocol sees it.
+    #[inline]
+    pub fn tlb_space(&self) -> tlb::Space<'_> {
+        tlb::Space { id: self.id, root: self.root_cr3, active_cores: &self.active_cores }
+    }
+}

@@ -1,0 +1,242 @@
+//! The registry of live environments and their life cycle's end: lookup,
+//! [`terminate`], the last vCPU's drop, the [`Reclaim`] state machine that
+//! returns a dead environment's resources in bounded steps, and the run
+//! mode's power-off once none is left.
+//!
+//! May not touch: the scheduler (cores holding a dying environment's vCPUs
+//! are told with [`mailbox::kick`]).
+
+use super::bindings::{RANGE_CHUNK, UNMAP_CHUNK, unmap_foreign};
+use super::{Env, shard};
+use super::{FRAME_TABLE, Outcome, SHARDS, lock_serving_mailbox};
+use crate::machine::console::kprintln;
+use crate::machine::mailbox;
+use crate::machine::memory;
+use crate::machine::percpu::{MAX_CPUS, online_cpus};
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use kernel::ownership::{EnvId, ReleaseStep};
+use spin::RwLock;
+use spin::{Mutex, Once};
+use x86_64::instructions::interrupts::without_interrupts;
+
+pub(super) static ENVS: RwLock<BTreeMap<EnvId, Arc<Env>>> = RwLock::new(BTreeMap::new());
+pub(super) static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// Finds a live environment.
+pub fn lookup(id: EnvId) -> Option<Arc<Env>> {
+    without_interrupts(|| ENVS.read().get(&id).cloned())
+}
+
+/// Finds a live environment by application name (the oldest, if several).
+pub fn lookup_name(name: &str) -> Option<Arc<Env>> {
+    without_interrupts(|| ENVS.read().values().find(|e| e.name == name && !e.is_dying()).cloned())
+}
+
+/// Ends `env` with `outcome` (the first call wins) and tells every core that
+/// holds one of its vCPUs to drop it. Prints the one-line report.
+pub fn terminate(env: &Env, outcome: Outcome) {
+    let mut first = false;
+    env.outcome.call_once(|| {
+        first = true;
+        outcome
+    });
+    if !first {
+        return;
+    }
+    env.dying.store(true, Ordering::Release);
+    match env.outcome.get() {
+        Some(Outcome::Exited(code)) => {
+            kprintln!("exo: env {} ({}) exited with code {}", env.id, env.name, code)
+        }
+        Some(Outcome::Killed(why)) => {
+            kprintln!("exo: env {} ({}) killed: {}", env.id, env.name, why)
+        }
+        None => {}
+    }
+    let cores = env.vcpu_cores.load(Ordering::Acquire);
+    for core in (0..MAX_CPUS.min(online_cpus())).filter(|&c| cores & (1 << c) != 0) {
+        mailbox::kick(core);
+    }
+}
+
+/// Called by a core that dropped one of `env`'s vCPUs (after it stopped
+/// using the address space). The last one queues the environment's reclaim
+/// on this core (see [`Reclaim`]).
+pub fn vcpu_dropped(env: &Arc<Env>) {
+    if env.live_vcpus.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if !env.is_dying() {
+            terminate(env, Outcome::Exited(0));
+        }
+        let reclaim = Reclaim::new(Arc::clone(env));
+        without_interrupts(|| RECLAIMS.lock().push_back(reclaim));
+        RECLAIMS_QUEUED.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// Dead environments whose reclaim is under way, stepped by
+/// [`reclaim_step`]. A leaf lock (taken with interrupts off).
+static RECLAIMS: Mutex<VecDeque<Reclaim>> = Mutex::new(VecDeque::new());
+/// How many reclaims are queued: lets the idle loop and every scheduling
+/// decision skip the lock when there is nothing to do.
+static RECLAIMS_QUEUED: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs one bounded step of the oldest reclaim under way, if any (at every
+/// scheduling decision and in the idle loop: a dead environment with tens of
+/// thousands of mappings never holds a core for long). Returns whether a
+/// step ran.
+pub fn reclaim_step() -> bool {
+    if RECLAIMS_QUEUED.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    let Some(mut reclaim) = without_interrupts(|| RECLAIMS.lock().pop_front()) else {
+        return false;
+    };
+    if reclaim.step() {
+        without_interrupts(|| RECLAIMS.lock().push_back(reclaim));
+    } else {
+        RECLAIMS_QUEUED.fetch_sub(1, Ordering::Release);
+    }
+    true
+}
+
+/// A dead environment returned to the pool in bounded steps: every mapping
+/// others have of its frames is removed, every frame goes back, and only
+/// then is the outcome published, so a test that sees the outcome can count
+/// free frames. Holds the environment's last reference.
+pub struct Reclaim {
+    env: Arc<Env>,
+    stage: ReclaimStage,
+}
+
+enum ReclaimStage {
+    /// Take it out of the registry and the time vectors.
+    Start,
+    /// End the grants others gave it, shard by shard.
+    ForgetGrantee(usize),
+    /// Forget its mappings, of its own frames and of others' (its page
+    /// tables go), walking them from this address on.
+    OwnMappings(u64),
+    /// Release its data frames (others' mappings of them first).
+    OwnedFrames,
+    /// Free its page tables and kernel frames, publish the outcome.
+    Finish,
+}
+
+impl Reclaim {
+    pub(super) fn new(env: Arc<Env>) -> Reclaim {
+        Reclaim { env, stage: ReclaimStage::Start }
+    }
+
+    /// Runs the whole reclaim at once (a small environment that failed to
+    /// start).
+    pub(super) fn run(mut self) {
+        while self.step() {}
+    }
+
+    /// One bounded step; whether more remain. Takes at most one
+    /// address-space lock at a time (its own, or one of the others' it
+    /// must unmap from), never two.
+    fn step(&mut self) -> bool {
+        let env = &self.env;
+        match self.stage {
+            ReclaimStage::Start => {
+                without_interrupts(|| ENVS.write().remove(&env.id));
+                crate::machine::slots::release_env(env.id);
+                self.stage = ReclaimStage::ForgetGrantee(0);
+            }
+            ReclaimStage::ForgetGrantee(first) => {
+                let last = (first + 8).min(SHARDS);
+                for table in &FRAME_TABLE[first..last] {
+                    table.lock().forget_grants_to(env.id);
+                }
+                self.stage = if last == SHARDS {
+                    ReclaimStage::OwnMappings(abi::USER_MIN)
+                } else {
+                    ReclaimStage::ForgetGrantee(last)
+                };
+            }
+            ReclaimStage::OwnMappings(from) => {
+                let mut leaves = Vec::new();
+                let next =
+                    lock_serving_mailbox(&env.aspace).leaves_from(from, RANGE_CHUNK, &mut leaves);
+                for (va, frame) in leaves {
+                    if !abi::in_info_region(va) {
+                        shard(frame).remove_mapping(frame, env.id, va);
+                    }
+                }
+                self.stage = match next {
+                    Some(va) => ReclaimStage::OwnMappings(va),
+                    None => ReclaimStage::OwnedFrames,
+                };
+            }
+            ReclaimStage::OwnedFrames => {
+                let Some(frame) = env.owned.lock().pop_first() else {
+                    self.stage = ReclaimStage::Finish;
+                    return true;
+                };
+                // Bound first: the shard lock must not be held across the
+                // shootdown below.
+                let step = shard(frame).release_step(frame, env.id, UNMAP_CHUNK);
+                match step {
+                    Some(ReleaseStep::Released) => {
+                        memory::free_frame(frame).expect("owned frame was allocated");
+                    }
+                    Some(ReleaseStep::Unmap(foreign)) => {
+                        unmap_foreign(frame, &foreign);
+                        env.owned.lock().insert(frame);
+                    }
+                    None => log::error!("env {}: owned frame {frame} not recorded", env.id),
+                }
+            }
+            ReclaimStage::Finish => {
+                let aspace = lock_serving_mailbox(&env.aspace);
+                for frame in aspace.table_frames().into_iter().chain([aspace.root()]) {
+                    shard(frame).free_page_table(frame);
+                    memory::free_frame(frame).expect("page-table frame was allocated");
+                }
+                drop(aspace);
+                for frame in core::mem::take(&mut *env.kernel_frames.lock()) {
+                    memory::free_frame(frame).expect("kernel frame was allocated");
+                }
+                env.charged.store(0, Ordering::Release);
+                let outcome = env.outcome.call_once(|| Outcome::Exited(0));
+                if *outcome != Outcome::Exited(0) {
+                    note_run_failure();
+                }
+                env.finished.store(true, Ordering::Release);
+                check_all_done();
+                return false;
+            }
+        }
+        true
+    }
+}
+
+// --- run mode ---------------------------------------------------------------
+
+static POWER_OFF_WHEN_DONE: Once<&'static str> = Once::new();
+static RUN_FAILED: AtomicBool = AtomicBool::new(false);
+
+/// `run` and `bench` modes: once no environment is left, print `last_line`
+/// and power off (failure if anything failed).
+pub fn power_off_when_all_done(last_line: &'static str) {
+    POWER_OFF_WHEN_DONE.call_once(|| last_line);
+}
+
+/// Something failed, so the run's status is failure.
+pub fn note_run_failure() {
+    RUN_FAILED.store(true, Ordering::Release);
+}
+
+/// Powers off if asked to once every environment has ended.
+pub fn check_all_done() {
+    if let Some(line) = POWER_OFF_WHEN_DONE.get()
+        && without_interrupts(|| ENVS.read().is_empty())
+    {
+        kprintln!("{line}");
+        crate::machine::cpu::exit_qemu(!RUN_FAILED.load(Ordering::Acquire));
+    }
+}

@@ -1,0 +1,185 @@
+//! User memory: ranges an environment names, read and written only through
+//! its own page tables (the direct map under them), so a bad pointer is an
+//! error, never a kernel fault; and console output on an environment's
+//! behalf.
+//!
+//! A [`USlice`] is a range of user addresses that passed the range check
+//! (inside the user half, not at 0); it can only be read or written
+//! through [`USlice::read_into`] and [`USlice::write`], which translate
+//! every page through the owner's page tables under its address-space lock
+//! and check the page's user and write permissions first (as Hubris'
+//! `umem.rs`). The `copy_*` functions are the short forms the rest of the
+//! kernel uses.
+//!
+//! May not touch: frame ownership (it only translates under the
+//! address-space lock, which keeps the frames from being freed).
+
+use super::Env;
+use super::lock_serving_mailbox;
+use crate::machine::memory;
+use abi::Error;
+use alloc::vec::Vec;
+
+/// A range of an environment's memory: `len` bytes at user address `va`,
+/// inside the user range (checked when it is made). Says nothing about
+/// what is mapped there: every access checks that again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct USlice {
+    va: u64,
+    len: usize,
+}
+
+impl USlice {
+    /// The range `va .. va + len`, if it lies in the user range (an empty
+    /// range anywhere but 0 is fine).
+    pub fn new(va: u64, len: usize) -> Result<USlice, Error> {
+        let end = va.checked_add(len as u64).ok_or(Error::BadAddress)?;
+        if va < abi::USER_MIN && len > 0 || end > abi::USER_MAX + abi::PAGE_SIZE {
+            return Err(Error::BadAddress);
+        }
+        if va == 0 {
+            return Err(Error::BadAddress);
+        }
+        Ok(USlice { va, len })
+    }
+
+    /// Copies the range out of `env`'s memory into `out` (exactly
+    /// `self.len()` bytes long). Every page must be mapped user-readable.
+    pub fn read_into(&self, env: &Env, out: &mut [u8]) -> Result<(), Error> {
+        assert_eq!(out.len(), self.len, "USlice::read_into with a buffer of another length");
+        let mut done = 0;
+        self.with_pages(env, false, Lock::Wait, |chunk_phys, n| {
+            // SAFETY: `chunk_phys..+n` lies inside one frame mapped
+            // user-readable in `env`, which cannot be freed while the aspace
+            // lock is held.
+            let bytes = unsafe {
+                core::slice::from_raw_parts(memory::phys_to_virt(chunk_phys) as *const u8, n)
+            };
+            out[done..done + n].copy_from_slice(bytes);
+            done += n;
+        })
+    }
+
+    /// Copies `bytes` (exactly `self.len()` long) into the range of `env`'s
+    /// memory; every page must be mapped user-writable, and nothing is
+    /// written unless all are. With [`Lock::Try`], `Busy` if the address
+    /// space is locked now.
+    pub fn write(&self, env: &Env, bytes: &[u8], lock: Lock) -> Result<(), Error> {
+        assert_eq!(bytes.len(), self.len, "USlice::write with a buffer of another length");
+        let mut done = 0;
+        self.with_pages(env, true, lock, |chunk_phys, n| {
+            // SAFETY: as in `read_into`, and the page is mapped writable.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    bytes[done..].as_ptr(),
+                    memory::phys_to_virt(chunk_phys) as *mut u8,
+                    n,
+                )
+            };
+            done += n;
+        })
+    }
+
+    /// Calls `chunk(physical address, length)` for each piece of the range
+    /// that lies in one page, in order, after checking every page's
+    /// permissions, under `env`'s address-space lock.
+    fn with_pages(
+        &self,
+        env: &Env,
+        write: bool,
+        lock: Lock,
+        mut chunk: impl FnMut(u64, usize),
+    ) -> Result<(), Error> {
+        let (va, len) = (self.va, self.len);
+        let end = va + len as u64;
+        let aspace = match lock {
+            Lock::Wait => lock_serving_mailbox(&env.aspace),
+            Lock::Try => env.aspace.try_lock().ok_or(Error::Busy)?,
+        };
+        use x86_64::structures::paging::PageTableFlags as F;
+        let allowed = |flags: F| {
+            flags.contains(F::USER_ACCESSIBLE) && (!write || flags.contains(F::WRITABLE))
+        };
+        // Fast path: the whole range in one page (upcall frames, small buffers).
+        if len > 0
+            && (va ^ (end - 1)) < abi::PAGE_SIZE
+            && va % abi::PAGE_SIZE + len as u64 <= abi::PAGE_SIZE
+        {
+            let (frame, flags) =
+                aspace.translate(va & !(abi::PAGE_SIZE - 1)).ok_or(Error::BadAddress)?;
+            if !allowed(flags) {
+                return Err(Error::BadAddress);
+            }
+            chunk(frame * abi::PAGE_SIZE + va % abi::PAGE_SIZE, len);
+            return Ok(());
+        }
+        // Check every page first so that a failing write writes nothing.
+        let mut page = va & !(abi::PAGE_SIZE - 1);
+        while page < end {
+            let (_, flags) = aspace.translate(page).ok_or(Error::BadAddress)?;
+            if !allowed(flags) {
+                return Err(Error::BadAddress);
+            }
+            page += abi::PAGE_SIZE;
+        }
+        let mut at = va;
+        while at < end {
+            let (frame, _) =
+                aspace.translate(at & !(abi::PAGE_SIZE - 1)).ok_or(Error::BadAddress)?;
+            let offset = at % abi::PAGE_SIZE;
+            let n = (abi::PAGE_SIZE - offset).min(end - at) as usize;
+            chunk(frame * abi::PAGE_SIZE + offset, n);
+            at += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a user copy may wait for the address-space lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lock {
+    /// Wait (serving this core's mailbox meanwhile).
+    Wait,
+    /// Fail with `Busy` if it is held now (scheduling decisions, which never
+    /// wait for an environment's lock).
+    Try,
+}
+
+/// Copies `len` bytes from `env`'s memory at `va`. Every page must be mapped
+/// user-readable; the copy goes through the direct map, so a bad pointer is
+/// an error, never a kernel fault.
+pub fn copy_from_user(env: &Env, va: u64, len: usize) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| Error::InvalidArgument)?;
+    out.resize(len, 0);
+    copy_from_user_into(env, va, &mut out)?;
+    Ok(out)
+}
+
+/// Copies `out.len()` bytes from `env`'s memory at `va` into `out` (no
+/// allocation: the hot paths use a buffer on the stack).
+pub fn copy_from_user_into(env: &Env, va: u64, out: &mut [u8]) -> Result<(), Error> {
+    USlice::new(va, out.len())?.read_into(env, out)
+}
+
+/// Copies `bytes` into `env`'s memory at `va` (pages must be user-writable).
+pub fn copy_to_user(env: &Env, va: u64, bytes: &[u8]) -> Result<(), Error> {
+    USlice::new(va, bytes.len())?.write(env, bytes, Lock::Wait)
+}
+
+/// [`copy_to_user`] for a scheduling decision, which never waits for an
+/// environment's lock: `Busy` if its address space is locked now.
+pub fn copy_to_user_nowait(env: &Env, va: u64, bytes: &[u8]) -> Result<(), Error> {
+    USlice::new(va, bytes.len())?.write(env, bytes, Lock::Try)
+}
+
+/// `ConsoleWrite` (also the ring's `ConsoleWrite` operation).
+pub fn console_write(env: &Env, ptr: u64, len: u64) -> Result<u64, Error> {
+    if len > abi::CONSOLE_WRITE_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    let bytes = copy_from_user(env, ptr, len as usize)?;
+    let text = core::str::from_utf8(&bytes).unwrap_or("<invalid UTF-8>");
+    crate::machine::console::write_fmt(format_args!("{text}"));
+    Ok(len)
+}

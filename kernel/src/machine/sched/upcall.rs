@@ -1,0 +1,186 @@
+//! Upcalls: exceptions raised in ring 3 delivered to the environment's
+//! handler (or the environment killed), the slot prologue/epilogue frames,
+//! and `ExceptionResume` loading a user-supplied frame back.
+use super::runq::*;
+use crate::machine::env::{self, Env, Outcome};
+use crate::machine::gdt::{USER_CS, USER_DS};
+use crate::machine::interrupts;
+use crate::machine::percpu::this_cpu;
+use crate::machine::trap::{RFLAGS_USER, TrapFrame};
+use abi::Error;
+use alloc::sync::Arc;
+
+/// An exception raised in ring 3: upcall to the environment or kill it.
+#[inline]
+pub(super) fn user_exception(frame: &mut TrapFrame) {
+    // The running environment and whether it runs inside a call, in one
+    // borrow of the run queue.
+    let (env, in_call) = RUNQ
+        .with(|rq| rq.current.as_ref().map(|v| (Arc::clone(v.running_env()), v.call.is_some())))
+        .expect("an entry from ring 3 has a current vCPU");
+    let vector = frame.vector;
+    let name = interrupts::exception_name(vector);
+    let deliverable = matches!(
+        vector,
+        abi::vector::DIVIDE_ERROR
+            | abi::vector::BREAKPOINT
+            | abi::vector::INVALID_OPCODE
+            | abi::vector::GENERAL_PROTECTION
+            | abi::vector::PAGE_FAULT
+    );
+    if !deliverable {
+        env::terminate(
+            &env,
+            Outcome::Killed(alloc::format!("{name} at rip {:#x} (not deliverable)", frame.rip)),
+        );
+        return;
+    }
+    let handler = *env.exception.lock();
+    let entry = handler.entry;
+    if entry == 0 {
+        let what = if vector == abi::vector::PAGE_FAULT {
+            let fault_addr = x86_64::registers::control::Cr2::read_raw();
+            alloc::format!(
+                "{name} at rip {:#x} accessing {fault_addr:#x}, no exception handler",
+                frame.rip
+            )
+        } else {
+            alloc::format!("{name} at rip {:#x}, no exception handler", frame.rip)
+        };
+        env::terminate(&env, Outcome::Killed(what));
+        return;
+    }
+    let rip = frame.rip;
+    // Inside a protected control transfer the target's exception stack on
+    // this core may hold a frame of its own vCPU here (preempted in its
+    // handler): the upcall goes on the activation's own IPC stack instead,
+    // below the interrupted `rsp`, which no other activation uses.
+    let stack = if in_call { UpcallStack::Interrupted } else { UpcallStack::Exception };
+    if let Err(at) = deliver_upcall(frame, &env, &handler, vector, entry, stack) {
+        env::terminate(
+            &env,
+            Outcome::Killed(alloc::format!(
+                "{name} at rip {rip:#x}, and its exception stack at {at:#x} is not mapped writable"
+            )),
+        );
+    }
+}
+
+/// Which stack an upcall frame goes on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum UpcallStack {
+    /// The environment's exception stack for this core (nested upcalls go
+    /// below the interrupted handler's `rsp`).
+    Exception,
+    /// Below the interrupted code's own `rsp` and red zone (an activation's
+    /// IPC stack).
+    Interrupted,
+    /// As `Exception`, for a slot upcall delivered by a scheduling decision:
+    /// fails rather than wait for the address-space lock (the environment's
+    /// other vCPUs may keep it busy; the epilogue's abort protocol then
+    /// applies at once).
+    ExceptionNoWait,
+}
+
+/// Writes an [`abi::UpcallFrame`] of `frame` (an exception's, or a slot
+/// upcall's with `vector` ≥ 0x100) on `stack` and makes `frame` enter
+/// `entry` with `rsp` = `rdi` = its address. Fails with the address it
+/// could not write.
+#[inline]
+pub(super) fn deliver_upcall(
+    frame: &mut TrapFrame,
+    env: &Env,
+    handler: &env::ExceptionHandler,
+    vector: u64,
+    entry: u64,
+    stack: UpcallStack,
+) -> Result<(), u64> {
+    let fault_addr = if vector == abi::vector::PAGE_FAULT {
+        x86_64::registers::control::Cr2::read_raw()
+    } else {
+        0
+    };
+    let upcall = abi::UpcallFrame {
+        vector,
+        error_code: if vector < 32 { frame.error_code } else { 0 },
+        fault_addr,
+        rip: frame.rip,
+        rsp: frame.rsp,
+        rflags: frame.rflags,
+        rax: frame.rax,
+        rbx: frame.rbx,
+        rcx: frame.rcx,
+        rdx: frame.rdx,
+        rsi: frame.rsi,
+        rdi: frame.rdi,
+        rbp: frame.rbp,
+        r8: frame.r8,
+        r9: frame.r9,
+        r10: frame.r10,
+        r11: frame.r11,
+        r12: frame.r12,
+        r13: frame.r13,
+        r14: frame.r14,
+        r15: frame.r15,
+    };
+    // Nested upcall on the exception stack: go below the interrupted rsp
+    // and its red zone; otherwise start at the top. No handler registered:
+    // there is no stack (address 0 fails below).
+    let stack_top = if handler.entry == 0 { 0 } else { handler.stack_top_for(this_cpu().index) };
+    let window = if handler.stride > 0 { handler.stride } else { 1 << 20 };
+    let nested = stack == UpcallStack::Interrupted
+        || frame.rsp < stack_top && frame.rsp >= stack_top.saturating_sub(window);
+    let base = if nested { frame.rsp.saturating_sub(128) } else { stack_top };
+    let at = base.saturating_sub(abi::UPCALL_FRAME_SIZE) & !0xf;
+    let mut bytes = [0u8; abi::UPCALL_FRAME_SIZE as usize];
+    for (chunk, word) in bytes.as_chunks_mut::<8>().0.iter_mut().zip(upcall.to_words()) {
+        *chunk = word.to_le_bytes();
+    }
+    let bytes = &bytes[..];
+    let copied = if stack == UpcallStack::ExceptionNoWait {
+        env::copy_to_user_nowait(env, at, bytes)
+    } else {
+        env::copy_to_user(env, at, bytes)
+    };
+    copied.map_err(|_| at)?;
+    frame.rip = entry;
+    frame.rsp = at;
+    frame.rdi = at;
+    frame.rflags = RFLAGS_USER;
+    Ok(())
+}
+
+/// `ExceptionResume`: loads the user-supplied frame into the trap frame.
+pub fn resume_from(frame: &mut TrapFrame, upcall: &abi::UpcallFrame) -> Result<(), Error> {
+    if upcall.rip >= abi::USER_MAX || upcall.rsp > abi::USER_MAX {
+        return Err(Error::InvalidArgument);
+    }
+    // Only the arithmetic flags, TF and DF come from user space; IF is on,
+    // IOPL 0.
+    const USER_FLAGS: u64 = 0xdd5;
+    *frame = TrapFrame {
+        rip: upcall.rip,
+        rsp: upcall.rsp,
+        rflags: (upcall.rflags & USER_FLAGS) | RFLAGS_USER,
+        rax: upcall.rax,
+        rbx: upcall.rbx,
+        rcx: upcall.rcx,
+        rdx: upcall.rdx,
+        rsi: upcall.rsi,
+        rdi: upcall.rdi,
+        rbp: upcall.rbp,
+        r8: upcall.r8,
+        r9: upcall.r9,
+        r10: upcall.r10,
+        r11: upcall.r11,
+        r12: upcall.r12,
+        r13: upcall.r13,
+        r14: upcall.r14,
+        r15: upcall.r15,
+        cs: u64::from(USER_CS),
+        ss: u64::from(USER_DS),
+        vector: frame.vector,
+        error_code: 0,
+    };
+    Ok(())
+}
