@@ -776,6 +776,8 @@ pub mod schedule {
 /// for the reader: an entry more than [`CAPACITY`] behind `tail` has been
 /// overwritten, which the reader sees as a larger `seq` and counts as lost.
 /// `InfoPage::event_tail` mirrors `tail` for predicates.
+///
+/// [`CAPACITY`]: crate::event::CAPACITY
 pub mod event {
     /// Entries in the queue.
     pub const CAPACITY: u64 = 64;
@@ -1083,6 +1085,9 @@ pub mod ring {
 /// evaluates it when it considers the vCPU for the CPU and whenever an event
 /// (a notification, a completion) concerns the environment, so a condition
 /// that becomes true between a check and the sleep is never missed.
+///
+/// [`Insn`]: crate::predicate::Insn
+/// [`MAX_INSNS`]: crate::predicate::MAX_INSNS
 pub mod predicate {
     /// The most instructions in a predicate.
     pub const MAX_INSNS: usize = 64;

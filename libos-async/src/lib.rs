@@ -28,7 +28,7 @@
 //! - [`layout`]: the address regions libos-async uses, and the scratch
 //!   window it leaves to applications;
 //! - [`check`]: helpers for test applications;
-//! - [`bench`]: benchmark report lines for `cargo xtask bench`.
+//! - [`mod@bench`]: benchmark report lines for `cargo xtask bench`.
 //!
 //! Exit codes chosen by the library: 101 panic, 102 unhandled or
 //! unresumable exception, 103 vCPU started without an entry, 104 out of

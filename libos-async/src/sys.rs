@@ -711,7 +711,7 @@ pub mod probe {
     ///
     /// # Panics
     ///
-    /// Where [`write`] does: unless `addr` is in the scratch window or
+    /// Where [`fn@write`] does: unless `addr` is in the scratch window or
     /// outside the user half's mappable range.
     #[inline]
     pub fn write_fixed(addr: u64, value: u64) -> u64 {

@@ -188,7 +188,7 @@ impl Mm {
 
     /// Maps `len` (page-rounded) fresh zero pages with `prot` at `addr` (with
     /// `fixed`/`noreplace` as `MAP_FIXED`/`MAP_FIXED_NOREPLACE`), or where
-    /// [`Self::place`] chooses. Returns the address.
+    /// `place` chooses. Returns the address.
     pub fn map(
         &mut self,
         addr: u64,

@@ -11,15 +11,15 @@
 //! - `cargo xtask new NAME`: make `apps/NAME` from the template ([`apps`]).
 //! - `cargo xtask check`: what CI checks before the tests: `cargo fmt`,
 //!   clippy on the host workspace and on the bare-metal crates (the kernel,
-//!   `libos-async`, every program and the `protocols/` crates), and the
-//!   `loom` models.
+//!   `libos-async`, every program and the `protocols/` crates), rustdoc
+//!   with warnings denied, and the `loom` models.
 //! - `cargo xtask test`: host unit tests, a new app made from the template
 //!   booted ([`newcheck`]), then the in-kernel tests under TCG with x2APIC
 //!   (`-cpu max`), xAPIC (default CPU model) and `-icount` (the CPU-share
 //!   tests), plus a panic handler check; one `N passed, M failed` line at
 //!   the end.
 //! - `cargo xtask bench`: run the in-guest benchmarks, print a table and
-//!   write `target/bench/results.json` (see [`bench`]).
+//!   write `target/bench/results.json` (see [`mod@bench`]).
 //!
 //! How QEMU is invoked and how the guest reports results: [`qemu`] and
 //! [`report`]; where each boot's serial log goes: [`logs`]. Getting QEMU 10
@@ -72,7 +72,7 @@ enum Cmd {
     /// Make a new app `apps/NAME` from the template.
     New(NewArgs),
     /// Run what CI checks before the tests: rustfmt, clippy (host and
-    /// bare-metal), the loom models.
+    /// bare-metal), rustdoc without warnings, the loom models.
     Check(CheckArgs),
 }
 
@@ -530,6 +530,19 @@ fn check(ws: &Workspace, args: &CheckArgs) -> Result<bool, String> {
         "clippy (kernel, libOS, protocols, apps, tests, benches; x86_64-unknown-none)",
         cmd,
     ));
+    // Rustdoc warnings (broken or private intra-doc links, ambiguous
+    // names) are errors. Nothing is skipped: `kernel/src/machine` belongs to
+    // the `kernel` binary, which `cargo doc` does not document (the library
+    // of the same name wins), so its docs are not checked here.
+    let mut cmd = ws.cargo();
+    cmd.env("RUSTDOCFLAGS", "-D warnings").args(["doc", "--workspace", "--no-deps"]);
+    steps.push(("rustdoc (host workspace)", cmd));
+    // The libOS crates and `abi` again as the apps see them: code under
+    // `cfg(target_os = "none")` is only documented here.
+    let mut cmd = ws.cargo();
+    cmd.env("RUSTDOCFLAGS", "-D warnings").args(["doc", "--target", TARGET, "--no-deps"]);
+    cmd.args(["-p", "abi", "-p", "libos-async", "-p", "libos-posix"]);
+    steps.push(("rustdoc (abi, libOS; x86_64-unknown-none)", cmd));
     if !args.no_loom {
         // Its own target directory: `--cfg loom` rebuilds everything.
         for (what, package, filter) in [

@@ -17,7 +17,7 @@
 //! A shared frame belongs to one of the two environments. When its owner
 //! dies (or revokes the grant), the kernel unmaps it from the other side on
 //! every core; the next access there would page-fault and kill the
-//! environment. [`fixup`] (called first by every exception upcall, see
+//! environment. `fixup` (called first by every exception upcall, see
 //! [`crate::exception`]) instead maps a fresh zeroed frame at the faulting
 //! page of the window and resumes: the access then reads zeros (a bad magic,
 //! counters at 0), which the ring's validation reports, and the endpoint's
@@ -142,13 +142,13 @@ pub(crate) fn fixup(frame: &UpcallFrame) -> bool {
     ok
 }
 
-/// How many channel pages [`fixup`] has replaced (each one a peer that
+/// How many channel pages `fixup` has replaced (each one a peer that
 /// went away under a live mapping).
 pub fn replaced_pages() -> u64 {
     REPLACED.load(Ordering::Relaxed)
 }
 
-/// Makes sure exception upcalls reach [`fixup`]: registers the libOS's
+/// Makes sure exception upcalls reach `fixup`: registers the libOS's
 /// upcall stub (without an application handler) unless one is registered.
 pub fn ensure_fault_handling() -> Result<(), Error> {
     crate::exception::ensure_registered()

@@ -1,11 +1,11 @@
 //! The per-core executors: run queues, spawning, cross-core wake-ups,
 //! work stealing, the executor loop and its idle sleep.
 //!
-//! Every core has a [`CoreExec`] in one static array. Its run queue (a
+//! Every core has a `CoreExec` in one static array. Its run queue (a
 //! [`Policy`] behind a spin lock; the default FIFO is tested for with one
 //! flag and used directly, other policies go through the trait object out
 //! of line) exists once an executor was set up there
-//! ([`ensure_executor`]); anyone may push to it, from any core. What each
+//! (`ensure_executor`); anyone may push to it, from any core. What each
 //! lock guards, and the order: a core's `queue` lock is never held while
 //! taking another lock, except by a thief, which holds its victim's queue
 //! only while moving tasks into a local vector (never two queue locks at
@@ -27,7 +27,7 @@
 //!
 //! **Idle.** With nothing runnable (after trying to steal, if stealing is
 //! on), the executor sleeps with `SleepOn` on one predicate (see
-//! [`idle_predicate`]): its `wake_seq` moved, OR its ring's completion
+//! `idle_predicate`): its `wake_seq` moved, OR its ring's completion
 //! tail moved (if operations are in flight), OR `InfoPage::notifications`
 //! changed (if a task waits for that), OR the TSC reached its earliest
 //! timer, OR a watched word changed. It never spins.

@@ -3,9 +3,10 @@
 //! which core we are on, the TSC and its rate, the notification counter,
 //! and sleeping on a predicate.
 //!
-//! On the host a "core" is a thread that called [`set_test_core`]; the TSC
-//! is a nanosecond clock (`tsc_hz` = 10^9); sleeping yields the thread (a
-//! bounded busy-wait standing in for the kernel's predicate evaluation).
+//! On the host a "core" is a thread that called `set_test_core` (which
+//! exists only under `cargo test`); the TSC is a nanosecond clock
+//! (`tsc_hz` = 10^9); sleeping yields the thread (a bounded busy-wait
+//! standing in for the kernel's predicate evaluation).
 
 pub use imp::*;
 

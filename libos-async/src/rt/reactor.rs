@@ -25,6 +25,8 @@
 //! On a core without a ring (the app made its own [`Ring`] there before
 //! the runtime started, or `RingSetup` failed) every operation completes
 //! with that error (`Busy` for an app-owned ring).
+//!
+//! [`SlotTable`]: super::slots::SlotTable
 
 use alloc::boxed::Box;
 use core::future::Future;
@@ -68,7 +70,7 @@ pub(crate) fn ensure_ring() {
 /// measure wake-up latency from it.
 static LAST_REAP_TSC: AtomicU64 = AtomicU64::new(0);
 
-/// When the last batch of completions was found (see [`LAST_REAP_TSC`]),
+/// When the last batch of completions was found (see `LAST_REAP_TSC`),
 /// for wake-up benchmarks.
 pub fn last_reap_tsc() -> u64 {
     LAST_REAP_TSC.load(Ordering::Relaxed)

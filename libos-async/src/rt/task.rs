@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Only the `IDLE -> SCHEDULED` transition queues the task (on its home
-//! core: the core that last polled it; see [`super::exec::enqueue`]).
+//! core: the core that last polled it; see `exec::enqueue`).
 //!
 //! This module has `unsafe` for two things: the waker's vtable (a raw
 //! `Arc` pointer, see `Cell::VTABLE`) and the stage.

@@ -6,7 +6,7 @@
 //! when `InfoPage::notifications` is not `seen`. A pending one registers
 //! `(address, old, waker)` in the watch list of the core that polled it.
 //! That core's idle predicate loads each registered word (the first
-//! [`super::exec::idle_predicate`] has room for — 12 beside the fixed
+//! `exec::idle_predicate` has room for — 12 beside the fixed
 //! terms — the rest are polled every millisecond), so the kernel wakes
 //! the executor when one changes: at once if the writer follows the write
 //! with an `Acall` or a ring `Notify` to this environment (or the write is

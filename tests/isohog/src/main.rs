@@ -31,6 +31,8 @@
 //!
 //! The number of mappings is bounded by the quota (16 per frame of quota,
 //! page tables included), so `n` is a little under 65,536.
+//!
+//! [`abi::UNMAP_RANGE_MAX`]: libos_async::abi::UNMAP_RANGE_MAX
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
