@@ -26,7 +26,7 @@ pub(super) fn slot_tsc() -> (u64, u64) {
 }
 
 /// The scheduling decision proper: the slot clock's
-/// ([`SlotClock::step`], which owns the rules), applied here.
+/// ([`SlotClock::step`](kernel::slotclock::SlotClock::step), which owns the rules), applied here.
 pub(super) fn decide(
     rq: &mut RunQueue,
     frame: &mut TrapFrame,

@@ -4,7 +4,7 @@
 //! A [`Vcpu`] is one environment's context on one core. Each core owns a
 //! [`RunQueue`] (reached only by that core, through `CpuLocal`): the vCPU it
 //! is running, those ready to run, those asleep on a [`Wait`], and the
-//! [`SlotClock`] of its time vector. Other cores hand a core new vCPUs
+//! [`SlotClock`](kernel::slotclock::SlotClock) of its time vector. Other cores hand a core new vCPUs
 //! through its `incoming` list (a leaf lock) plus a mailbox IPI. Placement is
 //! static: a vCPU never moves.
 //!
