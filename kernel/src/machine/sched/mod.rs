@@ -49,10 +49,12 @@
 //!   the idle loop at the top of the idle stack; the idle loop keeps no state
 //!   on its stack across this, and no lock or `CpuLocal` borrow is held.
 //!
-//! Both return paths use `iretq`, also after `syscall`: `sysret` would save a
-//! few cycles but brings the non-canonical-`rcx` hazard and cannot return to
-//! a context that was interrupted (whose `rcx`/`r11` must be restored).
-
+//! Every return to ring 3 that may switch vCPUs uses `iretq`, also after
+//! `syscall`: `sysret` cannot return to a context that was interrupted
+//! (whose `rcx`/`r11` must be restored). The one exception is the
+//! `RingEnter` fast path in `syscall.rs`, which never switches and returns
+//! with `sysretq` (its `rcx` is the caller's own, canonical by
+//! construction).
 //!
 //! # Files
 //!
