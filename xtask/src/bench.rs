@@ -1,7 +1,8 @@
-//! Benchmark results: the table and `target/bench/results.json`.
+//! Benchmark results: one figure ([`Entry`]), merging a run into earlier
+//! ones, and the text tables (ours; ours vs Linux).
 //!
-//! `results.json` is a JSON list of
-//! `{"name", "unit", "median", "p99", "samples", "mode"}` objects, where
+//! An entry is `{"name", "unit", "median", "p99", "samples", "mode",
+//! "run"}` (see [`crate::history`] for the files that hold them), where
 //! `mode` is `"wall"` (cycles measured in real time) or `"icount"` (TCG with
 //! `-icount shift=0`: one tick per guest instruction, so a `"cycles"` unit
 //! from the kernel becomes `"guest-instructions"`). Each `cargo xtask bench`

@@ -18,8 +18,13 @@
 //!   (`-cpu max`), xAPIC (default CPU model) and `-icount` (the CPU-share
 //!   tests), plus a panic handler check; one `N passed, M failed` line at
 //!   the end.
-//! - `cargo xtask bench`: run the in-guest benchmarks, print a table and
-//!   write `target/bench/results.json` (see [`bench`]).
+//! - `cargo xtask bench`: run the in-guest benchmarks (all, or those whose
+//!   names contain the given fragments: [`registry`], `--list`), print a
+//!   table, record the run ([`history`]) and fold it into
+//!   `target/bench/results.json` ([`bench`]); `--vs linux` also boots a
+//!   Linux guest in the same QEMU configuration and runs the counterparts
+//!   ([`linux`]); `--compare` compares recorded runs; `--plot` draws SVG
+//!   figures ([`plot`]). The command's flow: [`benchcmd`].
 //!
 //! How QEMU is invoked and how the guest reports results: [`qemu`] and
 //! [`report`]; where each boot's serial log goes: [`logs`]. Getting QEMU 10
