@@ -109,6 +109,8 @@ fn measure(ws: &Workspace, args: &BenchArgs, all: &[Bench]) -> Result<bool, Stri
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    // The tree as built, not as it may be by the time the run ends.
+    let (commit, dirty) = history::commit(&ws.root);
     let (selected, groups) = selection(args, all)?;
     let accel = crate::pick_accel(args.accel, args.icount)?;
     let built = crate::build(ws, &args.build)?;
@@ -203,7 +205,6 @@ fn measure(ws: &Workspace, args: &BenchArgs, all: &[Bench]) -> Result<bool, Stri
         return Ok(false);
     }
 
-    let (commit, dirty) = history::commit(&ws.root);
     let (id, date) = history::stamp(unix);
     let run = RunInfo {
         id,
@@ -266,6 +267,9 @@ pub fn honesty_note(mode: Mode) -> &'static str {
 fn compare(ws: &Workspace, which: &[String], fail_on_regression: bool) -> Result<bool, String> {
     let a = history::resolve(&ws.root, &ws.target, &which[0])?;
     let b = history::resolve(&ws.root, &ws.target, which.get(1).map_or("latest", String::as_str))?;
+    if a == b {
+        println!("xtask: note: both sides are the same run ({})", ws.rel(&a));
+    }
     let (old, new) = (history::read(&a)?, history::read(&b)?);
     println!("old: {} [{}]", history::describe(&old.run), ws.rel(&a));
     println!("new: {} [{}]", history::describe(&new.run), ws.rel(&b));

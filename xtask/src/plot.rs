@@ -89,6 +89,7 @@ pub fn lines(
                     .configure_mesh()
                     .x_desc(x_desc)
                     .y_desc(y_desc)
+                    .x_label_formatter(&|v| format!("{v:.0}"))
                     .y_label_formatter(&|v| format!("{v:.0}"))
                     .draw()
                     .map_err(err)?;
