@@ -150,7 +150,7 @@ pub fn render<R: AsRef<[String]>>(header: &[&str], rows: &[R], right: &[usize]) 
 /// How the figures of a run were timed, for the table's labels.
 pub fn timing_label(mode: &str, accel: &str) -> &'static str {
     match (mode, accel) {
-        ("icount", _) => "icount: exact",
+        ("icount", _) => "icount: instructions",
         (_, "kvm") => "wall: KVM",
         _ => "wall: TCG, host scheduling",
     }
@@ -301,7 +301,7 @@ mod tests {
         );
         assert!(
             lines[2].starts_with(
-                "syscall_null    64  linux_getpid         320        5.00  icount: exact"
+                "syscall_null    64  linux_getpid         320        5.00  icount: instructions"
             ),
             "{t}"
         );

@@ -252,9 +252,11 @@ fn measure(ws: &Workspace, args: &BenchArgs, all: &[Bench]) -> Result<bool, Stri
 pub fn honesty_note(mode: Mode) -> &'static str {
     match mode {
         Mode::Icount => {
-            "note: -icount figures count guest instructions; they repeat exactly with the same \
-             build, initrd and Linux kernel, and cross-core figures include every vCPU's \
-             instructions in the window"
+            "note: -icount figures count guest instructions. One-core paths whose samples all \
+             agree repeat exactly with the same build, initrd and Linux kernel; cross-core \
+             figures (which count every vCPU's instructions in the window) and most of \
+             Linux's move by a few instructions between runs: an idle guest's virtual clock \
+             follows the host's (-icount sleep=on), so timer interrupts land differently"
         }
         Mode::Wall => {
             "note: wall-clock figures; under TCG on a shared host they mostly measure QEMU's \
@@ -280,8 +282,8 @@ fn compare(ws: &Workspace, which: &[String], fail_on_regression: bool) -> Result
     print!("{}", history::compare_table(&changes));
     let regressions = changes.iter().filter(|c| c.verdict == history::Verdict::Regression).count();
     println!(
-        "{regressions} regression(s) among {} benchmarks (icount: any change is real; wall: \
-         beyond the larger p99/median spread)",
+        "{regressions} regression(s) among {} benchmarks (exact figures: any change is real; \
+         others: beyond the larger p99/median spread)",
         changes.len()
     );
     Ok(!(fail_on_regression && regressions > 0))

@@ -54,12 +54,13 @@ fn err(e: impl std::fmt::Display) -> String {
     format!("plotting: {e}")
 }
 
-/// A log axis range covering `values` with some room.
-fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+/// A log axis range covering `values`, with `headroom` times the largest
+/// on top (room for the legend).
+fn log_range(values: impl Iterator<Item = f64>, headroom: f64) -> std::ops::Range<f64> {
     let (lo, hi) = values
         .filter(|v| *v > 0.0)
         .fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    if lo > hi { 1.0..10.0 } else { (lo / 2.0).max(0.5)..hi * 2.0 }
+    if lo > hi { 1.0..10.0 } else { (lo / 2.0).max(0.5)..hi * headroom }
 }
 
 /// A line figure, one polyline (and its points) per series; empty series
@@ -73,12 +74,14 @@ pub fn lines(
 ) -> Result<String, String> {
     let series: Vec<&Series> = series.iter().filter(|s| !s.points.is_empty()).collect();
     let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let ys = log_range(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+    // The legend sits above the lines, one row per series.
+    let headroom = 2.0 * 3f64.powi(series.len() as i32 / 2);
+    let ys = log_range(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)), headroom);
     let (xmin, xmax) = xs().fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
     let (xmin, xmax) = if xmin > xmax { (0.0, 1.0) } else { (xmin, xmax) };
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (720, 440)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (720, 480)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut b = ChartBuilder::on(&root);
         b.caption(title, ("sans-serif", 18)).margin(12).x_label_area_size(40).y_label_area_size(80);
@@ -131,17 +134,17 @@ pub fn lines(
 /// Horizontal bars, ours and Linux's per operation, on a log axis.
 pub fn bars(title: &str, x_desc: &str, pairs: &[Pair]) -> Result<String, String> {
     let n = pairs.len().max(1);
-    let xs = log_range(pairs.iter().flat_map(|p| [p.ours, p.linux]).flatten());
+    let xs = log_range(pairs.iter().flat_map(|p| [p.ours, p.linux]).flatten(), 2.0);
     let height = 90 + 30 * n as u32;
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (820, height)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (1000, height)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
-            .y_label_area_size(300)
+            .y_label_area_size(400)
             .build_cartesian_2d(xs.clone().log_scale(), 0f64..n as f64)
             .map_err(err)?;
         chart
@@ -177,7 +180,7 @@ pub fn bars(title: &str, x_desc: &str, pairs: &[Pair]) -> Result<String, String>
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .draw()
@@ -198,7 +201,7 @@ pub fn bars(title: &str, x_desc: &str, pairs: &[Pair]) -> Result<String, String>
 pub fn figures(registry: &[Bench], results: &[Entry]) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     for (mode, unit) in
-        [("icount", "guest instructions (-icount, exact)"), ("wall", "TSC cycles (wall clock)")]
+        [("icount", "guest instructions (-icount)"), ("wall", "TSC cycles (wall clock)")]
     {
         let get = |name: &str| {
             results
@@ -256,15 +259,17 @@ pub fn figures(registry: &[Bench], results: &[Entry]) -> Result<Vec<(String, Str
                         })
                         .collect::<Vec<_>>()
                 };
-                let stem = fam.replace("_{x}", "").replace("{x}", "");
+                let stem = fam.replace("{x}", "N");
                 series.push(Series {
                     name: format!("ours: {stem}"),
                     points: points(&|b| Some(b.name.clone())),
                 });
                 if let Some(l) = members.first().and_then(|b| b.linux.as_deref()) {
-                    let lstem = l
-                        .trim_end_matches(|c: char| c.is_ascii_digit())
-                        .trim_end_matches(['_', 'k']);
+                    let lstem = members[0]
+                        .x
+                        .as_deref()
+                        .and_then(|x| l.strip_suffix(x))
+                        .map_or(l.to_string(), |s| format!("{s}N"));
                     series.push(Series {
                         name: format!("Linux: {lstem}"),
                         points: points(&|b| b.linux.clone()),
