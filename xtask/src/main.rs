@@ -11,8 +11,9 @@
 //! - `cargo xtask new NAME`: make `apps/NAME` from the template ([`apps`]).
 //! - `cargo xtask check`: what CI checks before the tests: `cargo fmt`,
 //!   clippy on the host workspace and on the bare-metal crates (the kernel,
-//!   `libos-async`, every program and the `protocols/` crates), and the
-//!   `loom` models.
+//!   `libos-async`, every program and the `protocols/` crates), the Linux
+//!   guest's C (`-Wall -Wextra -Werror`, when a C compiler is there), and
+//!   the `loom` models.
 //! - `cargo xtask test`: host unit tests, a new app made from the template
 //!   booted ([`newcheck`]), then the in-kernel tests under TCG with x2APIC
 //!   (`-cpu max`), xAPIC (default CPU model) and `-icount` (the CPU-share
@@ -579,6 +580,14 @@ fn check(ws: &Workspace, args: &CheckArgs) -> Result<bool, String> {
         "clippy (kernel, libOS, protocols, apps, tests, benches; x86_64-unknown-none)",
         cmd,
     ));
+    // The Linux guest's C, warning-free, when a C compiler is there (the
+    // bench builds it with musl-gcc and -Werror anyway).
+    if let Some(cc) = ["musl-gcc", "gcc", "cc"].into_iter().find(|c| install::which(c).is_some()) {
+        let mut cmd = Command::new(cc);
+        cmd.args(["-fsyntax-only", "-Wall", "-Wextra", "-Werror"])
+            .arg(ws.root.join(linux::INIT_SOURCE));
+        steps.push(("C warnings (benches/linux/init.c)", cmd));
+    }
     if !args.no_loom {
         // Its own target directory: `--cfg loom` rebuilds everything.
         for (what, package, filter) in [
