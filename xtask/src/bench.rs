@@ -1,7 +1,8 @@
-//! Benchmark results: the table and `target/bench/results.json`.
+//! Benchmark results: one figure ([`Entry`]), merging a run into earlier
+//! ones, and the text tables (ours; ours vs Linux).
 //!
-//! `results.json` is a JSON list of
-//! `{"name", "unit", "median", "p99", "samples", "mode"}` objects, where
+//! An entry is `{"name", "unit", "median", "p99", "samples", "mode",
+//! "run"}` (see [`crate::history`] for the files that hold them), where
 //! `mode` is `"wall"` (cycles measured in real time) or `"icount"` (TCG with
 //! `-icount shift=0`: one tick per guest instruction, so a `"cycles"` unit
 //! from the kernel becomes `"guest-instructions"`). Each `cargo xtask bench`
@@ -46,6 +47,9 @@ pub struct Entry {
     pub samples: u64,
     /// `"wall"` or `"icount"`.
     pub mode: String,
+    /// The id of the run that measured it (see [`crate::history`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
 }
 
 impl Entry {
@@ -63,6 +67,7 @@ impl Entry {
             p99: line.p99,
             samples: line.samples,
             mode: mode.as_str().to_string(),
+            run: None,
         }
     }
 }
@@ -76,42 +81,24 @@ pub enum Scope {
     SameNames,
 }
 
-/// Merges `new` (all of `mode`) into the entries of an existing file's text:
-/// keeps existing entries of other modes, drops existing entries of `mode`
-/// (with `Scope::SameNames`, only those a new entry replaces). An existing
-/// file that does not parse is reported and replaced.
-pub fn merge(
-    existing: Option<&str>,
-    new: Vec<Entry>,
-    mode: Mode,
-    scope: Scope,
-) -> (Vec<Entry>, Option<String>) {
-    let mut warning = None;
-    let old: Vec<Entry> = match existing {
-        None => Vec::new(),
-        Some(text) => match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                warning = Some(format!("existing results do not parse ({e}); replacing them"));
-                Vec::new()
-            }
-        },
-    };
+/// Merges `new` (all of `mode`) into `old`: keeps entries of other modes,
+/// drops those of `mode` (with `Scope::SameNames`, only those a new entry
+/// replaces).
+pub fn merge(old: Vec<Entry>, new: Vec<Entry>, mode: Mode, scope: Scope) -> Vec<Entry> {
     let replaced = |e: &Entry| {
         e.mode == mode.as_str() && (scope == Scope::Mode || new.iter().any(|n| n.name == e.name))
     };
     let mut merged: Vec<Entry> = old.into_iter().filter(|e| !replaced(e)).collect();
     merged.extend(new);
-    (merged, warning)
+    merged
 }
 
 /// Renders the results as an aligned text table.
 pub fn table(entries: &[Entry]) -> String {
-    let header = ["name", "unit", "median", "p99", "samples"];
-    let rows: Vec<[String; 5]> = entries
+    let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
-            [
+            vec![
                 e.name.clone(),
                 e.unit.clone(),
                 e.median.to_string(),
@@ -120,37 +107,97 @@ pub fn table(entries: &[Entry]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
+    render(&["name", "unit", "median", "p99", "samples"], &rows, &[2, 3, 4])
+}
+
+/// An aligned text table: two spaces between columns, the columns in
+/// `right` right-aligned (numbers), a rule under the header, no trailing
+/// blanks.
+pub fn render<R: AsRef<[String]>>(header: &[&str], rows: &[R], right: &[usize]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row.as_ref()) {
+            *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let mut push_row = |cells: [&str; 5]| {
+    let mut push_row = |cells: &[String]| {
+        let mut line = String::new();
         for (i, cell) in cells.iter().enumerate() {
-            // Text left-aligned, numbers right-aligned.
-            let s = if i < 2 {
-                format!("{cell:<w$}", w = widths[i])
-            } else {
-                format!("{cell:>w$}", w = widths[i])
-            };
             if i > 0 {
-                out.push_str("  ");
+                line.push_str("  ");
             }
-            out.push_str(&s);
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            if right.contains(&i) {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            }
         }
-        let trimmed = out.trim_end().len();
-        out.truncate(trimmed);
+        out.push_str(line.trim_end());
         out.push('\n');
     };
-    push_row(header);
-    let rule = widths.map(|w| "-".repeat(w));
-    push_row([&rule[0], &rule[1], &rule[2], &rule[3], &rule[4]]);
-    for row in &rows {
-        push_row([&row[0], &row[1], &row[2], &row[3], &row[4]]);
+    push_row(&header.iter().map(|h| h.to_string()).collect::<Vec<_>>());
+    push_row(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>());
+    for row in rows {
+        push_row(row.as_ref());
     }
     out
+}
+
+/// How the figures of a run were timed, for the table's labels.
+pub fn timing_label(mode: &str, accel: &str) -> &'static str {
+    match (mode, accel) {
+        ("icount", _) => "icount: instructions",
+        (_, "kvm") => "wall: KVM",
+        _ => "wall: TCG, host scheduling",
+    }
+}
+
+/// `--vs linux`: one row per benchmark of `benches` with a Linux
+/// counterpart and a figure on either side: our median, Linux's, and
+/// Linux / ours (above 1: we take fewer cycles). `label` says how they were
+/// timed (see [`timing_label`]).
+pub fn vs_table(
+    benches: &[&crate::registry::Bench],
+    ours: &[Entry],
+    linux: &[Entry],
+    mode: Mode,
+    label: &str,
+) -> String {
+    let find = |entries: &[Entry], name: &str| {
+        entries.iter().find(|e| e.name == name && e.mode == mode.as_str()).cloned()
+    };
+    let mut rows = Vec::new();
+    for b in benches {
+        let Some(lname) = &b.linux else { continue };
+        let (o, l) = (find(ours, &b.name), find(linux, lname));
+        if o.is_none() && l.is_none() {
+            continue;
+        }
+        let num = |e: &Option<Entry>| e.as_ref().and_then(|e| e.median.as_f64());
+        let ratio = match (num(&o), num(&l)) {
+            (Some(o), Some(l)) if o > 0.0 => format!("{:.2}", l / o),
+            _ => "-".into(),
+        };
+        let show =
+            |e: &Option<Entry>| e.as_ref().map_or("missing".into(), |e| e.median.to_string());
+        rows.push(vec![
+            b.name.clone(),
+            show(&o),
+            lname.clone(),
+            show(&l),
+            ratio,
+            label.to_string(),
+        ]);
+    }
+    render(
+        &["benchmark", "ours", "linux counterpart", "linux", "linux/ours", "timing"],
+        &rows,
+        &[1, 3, 4],
+    )
 }
 
 #[cfg(test)]
@@ -185,18 +232,12 @@ mod tests {
             Entry::from_line(line("old_wall", "cycles"), Mode::Wall),
             Entry::from_line(line("old_icount", "cycles"), Mode::Icount),
         ];
-        let text = serde_json::to_string(&old).unwrap();
         let new = vec![Entry::from_line(line("new_icount", "cycles"), Mode::Icount)];
-        let (merged, warn) = merge(Some(&text), new, Mode::Icount, Scope::Mode);
-        assert!(warn.is_none());
+        let merged = merge(old, new, Mode::Icount, Scope::Mode);
         let names: Vec<_> = merged.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["old_wall", "new_icount"]);
-
-        let (merged, warn) = merge(Some("not json"), vec![], Mode::Wall, Scope::Mode);
-        assert!(merged.is_empty());
-        assert!(warn.is_some());
-        let (merged, _) = merge(
-            None,
+        let merged = merge(
+            vec![],
             vec![Entry::from_line(line("x", "cycles"), Mode::Wall)],
             Mode::Wall,
             Scope::Mode,
@@ -211,10 +252,9 @@ mod tests {
             Entry::from_line(line("b", "cycles"), Mode::Icount),
             Entry::from_line(line("b", "cycles"), Mode::Wall),
         ];
-        let text = serde_json::to_string(&old).unwrap();
         let mut b = Entry::from_line(line("b", "cycles"), Mode::Icount);
         b.samples = 7;
-        let (merged, _) = merge(Some(&text), vec![b], Mode::Icount, Scope::SameNames);
+        let merged = merge(old, vec![b], Mode::Icount, Scope::SameNames);
         let got: Vec<_> =
             merged.iter().map(|e| (e.name.as_str(), e.mode.as_str(), e.samples)).collect();
         assert_eq!(got, [("a", "icount", 100), ("b", "wall", 100), ("b", "icount", 7)]);
@@ -228,6 +268,44 @@ mod tests {
             v,
             serde_json::json!([{"name":"a","unit":"cycles","median":10,"p99":20,"samples":100,"mode":"wall"}])
         );
+    }
+
+    #[test]
+    fn vs_table_rows() {
+        let all = crate::registry::load(&crate::root()).unwrap();
+        let sel = crate::registry::select(
+            &all,
+            &["syscall_null".into(), "ring_nop_batch_8".into()],
+            false,
+        )
+        .unwrap();
+        let mut ours = Entry::from_line(line("syscall_null", "cycles"), Mode::Icount);
+        ours.median = 64.into();
+        let mut linux = Entry::from_line(line("linux_getpid", "cycles"), Mode::Icount);
+        linux.median = 320.into();
+        let wall_linux = Entry::from_line(line("linux_io_uring_nop_batch_8", "cycles"), Mode::Wall);
+        let t = vs_table(
+            &sel,
+            &[ours],
+            &[linux, wall_linux],
+            Mode::Icount,
+            timing_label("icount", "tcg"),
+        );
+        let lines: Vec<_> = t.lines().collect();
+        // Header, rule, syscall_null; ring_nop_batch_8 has only a wall
+        // figure (another mode) and syscall_null_for_ring no counterpart.
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(
+            lines[0]
+                .starts_with("benchmark     ours  linux counterpart  linux  linux/ours  timing")
+        );
+        assert!(
+            lines[2].starts_with(
+                "syscall_null    64  linux_getpid         320        5.00  icount: instructions"
+            ),
+            "{t}"
+        );
+        assert_eq!(timing_label("wall", "tcg"), "wall: TCG, host scheduling");
     }
 
     #[test]

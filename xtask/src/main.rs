@@ -12,14 +12,20 @@
 //! - `cargo xtask check`: what CI checks before the tests: `cargo fmt`,
 //!   clippy on the host workspace and on the bare-metal crates (the kernel,
 //!   `libos-async`, every program and the `protocols/` crates), rustdoc
-//!   with warnings denied, and the `loom` models.
+//!   with warnings denied, the Linux guest's C (`-Wall -Wextra -Werror`,
+//!   when a C compiler is there), and the `loom` models.
 //! - `cargo xtask test`: host unit tests, a new app made from the template
 //!   booted ([`newcheck`]), then the in-kernel tests under TCG with x2APIC
 //!   (`-cpu max`), xAPIC (default CPU model) and `-icount` (the CPU-share
 //!   tests), plus a panic handler check; one `N passed, M failed` line at
 //!   the end.
-//! - `cargo xtask bench`: run the in-guest benchmarks, print a table and
-//!   write `target/bench/results.json` (see [`mod@bench`]).
+//! - `cargo xtask bench`: run the in-guest benchmarks (all, or those whose
+//!   names contain the given fragments: [`registry`], `--list`), print a
+//!   table, record the run ([`history`]) and fold it into
+//!   `target/bench/results.json` ([`mod@bench`]); `--vs linux` also boots a
+//!   Linux guest in the same QEMU configuration and runs the counterparts
+//!   ([`linux`]); `--compare` compares recorded runs; `--plot` draws SVG
+//!   figures ([`plot`]). The command's flow: [`benchcmd`].
 //!
 //! How QEMU is invoked and how the guest reports results: [`qemu`] and
 //! [`report`]; where each boot's serial log goes: [`logs`]. Getting QEMU 10
@@ -31,11 +37,16 @@
 mod apps;
 mod badelf;
 mod bench;
+mod benchcmd;
+mod history;
 mod initrd;
 mod install;
+mod linux;
 mod logs;
 mod newcheck;
+mod plot;
 mod qemu;
+mod registry;
 mod report;
 mod toolchain;
 
@@ -159,6 +170,40 @@ struct TestArgs {
 /// `cargo xtask bench` options.
 #[derive(Debug, Args)]
 struct BenchArgs {
+    /// Only the benchmarks whose names contain one of these fragments
+    /// (see `--list`); their kernel groups run, and with `--vs linux` their
+    /// Linux counterparts.
+    #[arg(value_name = "NAME", conflicts_with = "benches")]
+    names: Vec<String>,
+    /// Print the benchmark registry (benches/registry.toml) and stop.
+    #[arg(long)]
+    list: bool,
+    /// Also boot a Linux guest in the same QEMU configuration, run the
+    /// Linux counterparts and print ours, Linux's and the ratio.
+    #[arg(long, value_enum, value_name = "OS")]
+    vs: Option<Versus>,
+    /// Only the benchmarks that have a Linux counterpart.
+    #[arg(long)]
+    paired: bool,
+    /// Samples per benchmark (`bench_samples=`, both guests; default the
+    /// kernel's 1000).
+    #[arg(long, value_name = "N")]
+    samples: Option<u32>,
+    /// Compare two recorded runs and stop: A and B are history files,
+    /// `results.json` files, `latest`, or git revisions (that commit's
+    /// latest recorded run); B defaults to the latest run.
+    #[arg(long, num_args = 1..=2, value_names = ["A", "B"])]
+    compare: Option<Vec<String>>,
+    /// With `--compare`: exit non-zero when a benchmark regressed.
+    #[arg(long, requires = "compare")]
+    fail_on_regression: bool,
+    /// Write SVG figures of `target/bench/results.json` under
+    /// `target/bench/plots/` and stop.
+    #[arg(long)]
+    plot: bool,
+    /// With `--plot`: also write them, and a generated page, to docs/bench/.
+    #[arg(long, requires = "plot")]
+    docs: bool,
     /// Deterministic mode: TCG with `-icount shift=0`; cycles become guest
     /// instructions.
     #[arg(long)]
@@ -172,17 +217,32 @@ struct BenchArgs {
     /// QEMU CPU model.
     #[arg(long, value_name = "MODEL")]
     cpu: Option<String>,
-    /// Timeout in seconds.
+    /// Timeout in seconds, per boot.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     timeout: u64,
-    /// Only the benchmark groups named by these comma-separated fragments
-    /// (`-fragment` excludes; the groups are listed in
+    /// Only the kernel's benchmark groups named by these comma-separated
+    /// fragments (`-fragment` excludes; the groups are listed in
     /// kernel/src/machine/bench.rs), e.g. `isobench`. The results replace
     /// only the stored entries of the same names.
     #[arg(long, value_name = "FRAGMENTS")]
     benches: Option<String>,
     #[command(flatten)]
     build: BuildArgs,
+}
+
+/// What `--vs` compares with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Versus {
+    /// Debian's Linux kernel with benches/linux/init.c as /init.
+    Linux,
+}
+
+/// The workspace root (this crate's parent directory).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
 }
 
 /// Paths of the workspace and its build outputs.
@@ -196,10 +256,7 @@ struct Workspace {
 impl Workspace {
     /// Finds the workspace from this crate's manifest directory.
     fn locate() -> Self {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("xtask lives inside the workspace")
-            .to_path_buf();
+        let root = root();
         // Like cargo, resolve a relative CARGO_TARGET_DIR against the current
         // directory; `cargo()` passes the absolute path on.
         let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -253,7 +310,7 @@ fn main() -> ExitCode {
         Cmd::Build(args) => build(&ws, &args).map(|_| true),
         Cmd::Run(args) => run(&ws, args),
         Cmd::Test(args) => test(&ws, &args),
-        Cmd::Bench(args) => bench_cmd(&ws, &args),
+        Cmd::Bench(args) => benchcmd::run(&ws, &args),
         Cmd::New(args) => new_app(&ws, &args).map(|_| true),
         Cmd::Check(args) => check(&ws, &args),
     };
@@ -547,6 +604,14 @@ fn check(ws: &Workspace, args: &CheckArgs) -> Result<bool, String> {
     cmd.args(["rustdoc", "-p", "kernel", "--bin", "kernel", "--target", TARGET]);
     cmd.args(["--", "-D", "warnings", "--document-private-items"]);
     steps.push(("rustdoc (the kernel binary: machine/, private items too)", cmd));
+    // The Linux guest's C, warning-free, when a C compiler is there (the
+    // bench builds it with musl-gcc and -Werror anyway).
+    if let Some(cc) = ["musl-gcc", "gcc", "cc"].into_iter().find(|c| install::which(c).is_some()) {
+        let mut cmd = Command::new(cc);
+        cmd.args(["-fsyntax-only", "-Wall", "-Wextra", "-Werror"])
+            .arg(ws.root.join(linux::INIT_SOURCE));
+        steps.push(("C warnings (benches/linux/init.c)", cmd));
+    }
     if !args.no_loom {
         // Its own target directory: `--cfg loom` rebuilds everything.
         for (what, package, filter) in [
@@ -841,81 +906,6 @@ fn check_panic(lines: &[String], status: &GuestStatus) -> Result<(), String> {
     if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
 }
 
-/// `cargo xtask bench`.
-fn bench_cmd(ws: &Workspace, args: &BenchArgs) -> Result<bool, String> {
-    let accel = pick_accel(args.accel, args.icount)?;
-    let built = build(ws, &args.build)?;
-    install::ensure_qemu()?;
-    let mode = if args.icount { bench::Mode::Icount } else { bench::Mode::Wall };
-    println!(
-        "xtask: booting bench kernel ({}{}, smp {})...",
-        accel.as_str(),
-        if args.icount { ", icount" } else { "" },
-        args.smp
-    );
-    let boot = Boot {
-        kernel: built.kernel.clone(),
-        initrd: built.initrd.clone(),
-        append: match &args.benches {
-            Some(fragments) => format!("mode=bench benches={fragments}"),
-            None => "mode=bench".into(),
-        },
-        smp: args.smp,
-        accel,
-        cpu: args.cpu.clone(),
-        icount: args.icount,
-        gdb: false,
-        timeout: Some(Duration::from_secs(args.timeout)),
-        log: ws.log("bench", mode.as_str()),
-        interactive: false,
-    };
-    let out = qemu::boot(&boot)?;
-    println!("xtask: serial log: {}", ws.rel(&boot.log));
-
-    let mut entries = Vec::new();
-    let mut problems = Vec::new();
-    let mut done = false;
-    for line in &out.lines {
-        match report::parse_bench_line(line) {
-            None => {}
-            Some(Ok(report::Bench::Done)) => done = true,
-            Some(Ok(report::Bench::Result(b))) => entries.push(bench::Entry::from_line(b, mode)),
-            Some(Err(e)) => problems.push(e),
-        }
-    }
-    if !out.status.is_success() {
-        problems.push(out.status.describe());
-    }
-    if !done {
-        problems.push("the kernel never printed `bench done`".into());
-    }
-
-    println!("\nbenchmarks ({}):", mode.as_str());
-    print!("{}", bench::table(&entries));
-    if !problems.is_empty() {
-        for p in &problems {
-            println!("xtask: bench failed: {p}");
-        }
-        println!("xtask: results not written");
-        return Ok(false);
-    }
-
-    let path = ws.target.join("bench").join("results.json");
-    let existing = std::fs::read_to_string(&path).ok();
-    let scope = if args.benches.is_some() { bench::Scope::SameNames } else { bench::Scope::Mode };
-    let (merged, warning) = bench::merge(existing.as_deref(), entries, mode, scope);
-    if let Some(w) = warning {
-        println!("xtask: warning: {}: {w}", ws.rel(&path));
-    }
-    std::fs::create_dir_all(path.parent().expect("has a parent"))
-        .map_err(|e| format!("creating {}: {e}", path.display()))?;
-    let mut json = serde_json::to_string_pretty(&merged).map_err(|e| e.to_string())?;
-    json.push('\n');
-    std::fs::write(&path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
-    println!("xtask: wrote {}", ws.rel(&path));
-    Ok(true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -997,6 +987,25 @@ mod tests {
         assert!(Cli::try_parse_from(["xtask", "test", "--host-only", "--qemu-only"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "bench", "--icount", "--accel", "tcg"]).is_ok());
         assert!(Cli::try_parse_from(["xtask", "bench", "--benches", "isobench,-gap"]).is_ok());
+        assert!(Cli::try_parse_from(["xtask", "bench", "syscall", "--benches", "x"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "bench", "--fail-on-regression"]).is_err());
+        match Cli::try_parse_from(["xtask", "bench", "--vs", "linux", "--icount", "ring", "tlb"])
+            .unwrap()
+            .command
+        {
+            Cmd::Bench(b) => {
+                assert_eq!(b.vs, Some(Versus::Linux));
+                assert_eq!(b.names, ["ring", "tlb"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match Cli::try_parse_from(["xtask", "bench", "--compare", "HEAD", "latest"])
+            .unwrap()
+            .command
+        {
+            Cmd::Bench(b) => assert_eq!(b.compare, Some(vec!["HEAD".into(), "latest".into()])),
+            other => panic!("{other:?}"),
+        }
         assert!(Cli::try_parse_from(["xtask", "new"]).is_err());
         assert!(matches!(
             Cli::try_parse_from(["xtask", "new", "my-app"]).unwrap().command,

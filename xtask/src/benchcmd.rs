@@ -1,0 +1,375 @@
+//! `cargo xtask bench`: what the options ask for, in order: `--list` (the
+//! registry), `--compare` (two recorded runs), `--plot` (figures of
+//! `results.json`), or a run: choose benchmarks ([`crate::registry`]),
+//! boot our kernel with `mode=bench`, with `--vs linux` boot the Linux
+//! guest ([`crate::linux`]) in the same QEMU configuration, print the
+//! tables, record the run ([`crate::history`]).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::bench::{self, Entry, Mode, Scope};
+use crate::history::{self, Record, RunInfo};
+use crate::qemu::{self, Boot, GuestStatus};
+use crate::registry::{self, Bench};
+use crate::{BenchArgs, Versus, Workspace, install, plot, report};
+
+/// Runs `cargo xtask bench`.
+pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<bool, String> {
+    let all = registry::load(&ws.root)?;
+    if args.list {
+        print!("{}", registry::list(&all));
+        return Ok(true);
+    }
+    if let Some(which) = &args.compare {
+        return compare(ws, which, args.fail_on_regression);
+    }
+    if args.plot {
+        return plot_cmd(ws, &all, args.docs);
+    }
+    measure(ws, args, &all)
+}
+
+/// Whether kernel group `group` runs under `benches=fragments` (the
+/// kernel's rule: it contains an including fragment, if there is one, and
+/// no `-` excluded one).
+fn group_selected(group: &str, fragments: &str) -> bool {
+    let frags: Vec<&str> = fragments.split(',').filter(|f| !f.is_empty()).collect();
+    let (excl, incl): (Vec<&str>, Vec<&str>) = frags.iter().partition(|f| f.starts_with('-'));
+    !excl.iter().any(|f| group.contains(&f[1..]))
+        && (incl.is_empty() || incl.iter().any(|f| group.contains(f)))
+}
+
+/// The selected benchmarks and the kernel's `benches=` value (`None`:
+/// every group).
+fn selection<'a>(
+    args: &BenchArgs,
+    all: &'a [Bench],
+) -> Result<(Vec<&'a Bench>, Option<String>), String> {
+    if let Some(raw) = &args.benches {
+        let sel: Vec<&Bench> = all
+            .iter()
+            .filter(|b| group_selected(&b.group, raw))
+            .filter(|b| !args.paired || b.linux.is_some())
+            .collect();
+        let groups = if args.paired { registry::kernel_groups(&sel) } else { raw.clone() };
+        return Ok((sel, Some(groups)));
+    }
+    let sel = registry::select(all, &args.names, args.paired)?;
+    if sel.is_empty() {
+        return Err("no benchmark selected".into());
+    }
+    let everything = sel.len() == all.len();
+    let groups = (!everything).then(|| registry::kernel_groups(&sel));
+    Ok((sel, groups))
+}
+
+/// The `bench` results and problems in a guest's serial lines.
+fn collect(lines: &[String], mode: Mode) -> (Vec<Entry>, bool, Vec<String>) {
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    let mut done = false;
+    for line in lines {
+        match report::parse_bench_line(line) {
+            None => {}
+            Some(Ok(report::Bench::Done)) => done = true,
+            Some(Ok(report::Bench::Result(b))) => entries.push(Entry::from_line(b, mode)),
+            Some(Err(e)) => problems.push(e),
+        }
+    }
+    (entries, done, problems)
+}
+
+fn boot_config(
+    args: &BenchArgs,
+    accel: qemu::Accel,
+    kernel: &Path,
+    initrd: &Path,
+    append: String,
+    log: std::path::PathBuf,
+) -> Boot {
+    Boot {
+        kernel: kernel.to_path_buf(),
+        initrd: initrd.to_path_buf(),
+        append,
+        smp: args.smp,
+        accel,
+        cpu: args.cpu.clone(),
+        icount: args.icount,
+        gdb: false,
+        timeout: Some(Duration::from_secs(args.timeout)),
+        log,
+        interactive: false,
+    }
+}
+
+/// A run: boot, tables, record.
+fn measure(ws: &Workspace, args: &BenchArgs, all: &[Bench]) -> Result<bool, String> {
+    let started = Instant::now();
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // The tree as built, not as it may be by the time the run ends.
+    let (commit, dirty) = history::commit(&ws.root);
+    let (selected, groups) = selection(args, all)?;
+    let accel = crate::pick_accel(args.accel, args.icount)?;
+    let built = crate::build(ws, &args.build)?;
+    install::ensure_qemu()?;
+    let mode = if args.icount { Mode::Icount } else { Mode::Wall };
+
+    let mut append = "mode=bench".to_string();
+    if let Some(g) = &groups {
+        append.push_str(&format!(" benches={g}"));
+    }
+    if let Some(n) = args.samples {
+        append.push_str(&format!(" bench_samples={n}"));
+    }
+    println!(
+        "xtask: booting bench kernel ({}{}, smp {}){}...",
+        accel.as_str(),
+        if args.icount { ", icount" } else { "" },
+        args.smp,
+        groups.as_deref().map(|g| format!(", groups {g}")).unwrap_or_default()
+    );
+    let boot = boot_config(
+        args,
+        accel,
+        &built.kernel,
+        &built.initrd,
+        append.clone(),
+        ws.log("bench", mode.as_str()),
+    );
+    let out = qemu::boot(&boot)?;
+    println!("xtask: serial log: {}", ws.rel(&boot.log));
+    let (ours, done, mut problems) = collect(&out.lines, mode);
+    if !out.status.is_success() {
+        problems.push(out.status.describe());
+    }
+    if !done {
+        problems.push("the kernel never printed `bench done`".into());
+    }
+
+    let mut linux = Vec::new();
+    let mut linux_kernel = None;
+    if args.vs == Some(Versus::Linux) {
+        let guest = crate::linux::prepare(&ws.root, &ws.target)?;
+        let lgroups = registry::linux_groups(&selected);
+        if lgroups.is_empty() {
+            println!("xtask: no selected benchmark has a Linux counterpart; not booting Linux");
+        } else {
+            let everything = lgroups == registry::LINUX_GROUPS.join(",");
+            let lappend =
+                crate::linux::append(args.samples, (!everything).then_some(lgroups.as_str()));
+            println!("xtask: booting Linux ({}; {lappend})...", guest.package);
+            let lboot = boot_config(
+                args,
+                accel,
+                &guest.vmlinux,
+                &guest.initramfs,
+                lappend,
+                ws.log("bench-linux", mode.as_str()),
+            );
+            let lout = qemu::boot(&lboot)?;
+            println!("xtask: serial log: {}", ws.rel(&lboot.log));
+            let (entries, ldone, lproblems) = collect(&lout.lines, mode);
+            problems.extend(lproblems);
+            // Linux powers off (exit 0) rather than using the debug-exit
+            // port; `bench done` says it got through.
+            let ended = matches!(lout.status, GuestStatus::NoResult | GuestStatus::Success);
+            if !ldone || !ended {
+                problems
+                    .push(format!("the Linux guest did not finish: {}", lout.status.describe()));
+            }
+            linux = entries;
+            linux_kernel = Some(guest.package);
+        }
+    }
+
+    let label = bench::timing_label(mode.as_str(), accel.as_str());
+    println!("\nbenchmarks ({}; {label}):", mode.as_str());
+    print!("{}", bench::table(&ours));
+    if args.vs.is_some() {
+        println!("\nLinux counterparts ({}; {label}):", mode.as_str());
+        print!("{}", bench::table(&linux));
+        println!("\nours vs Linux (medians; linux/ours above 1: we take fewer):");
+        print!("{}", bench::vs_table(&selected, &ours, &linux, mode, label));
+        println!("{}", honesty_note(mode));
+    }
+    let took = started.elapsed();
+    println!("xtask: bench took {:.0} s", took.as_secs_f64());
+    if !problems.is_empty() {
+        for p in &problems {
+            println!("xtask: bench failed: {p}");
+        }
+        println!("xtask: results not written");
+        return Ok(false);
+    }
+
+    let (id, date) = history::stamp(unix);
+    let run = RunInfo {
+        id,
+        date,
+        commit,
+        dirty,
+        qemu: history::qemu_version(),
+        accel: accel.as_str().into(),
+        mode: mode.as_str().into(),
+        smp: args.smp,
+        cpu: args.cpu.clone(),
+        command_line: std::iter::once("cargo xtask".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+        append,
+        host_cpu: history::host_cpu(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default()),
+        linux_kernel,
+    };
+    let mut record =
+        Record { format: history::FORMAT, run, results: ours.into_iter().chain(linux).collect() };
+    let saved = history::save(&ws.target, &mut record)?;
+    println!("xtask: recorded {}", ws.rel(&saved));
+
+    let path = ws.target.join("bench").join("results.json");
+    let old = match std::fs::read_to_string(&path) {
+        Err(_) => history::Results::default(),
+        Ok(text) => history::parse_results(&text).unwrap_or_else(|e| {
+            println!("xtask: warning: {}: does not parse ({e}); replacing it", ws.rel(&path));
+            history::Results::default()
+        }),
+    };
+    let scope = if groups.is_some() { Scope::SameNames } else { Scope::Mode };
+    let (theirs, ours): (Vec<Entry>, Vec<Entry>) =
+        record.results.iter().cloned().partition(|e| e.name.starts_with("linux_"));
+    let folded = history::fold(old, &record.run, ours, theirs, mode, scope);
+    let mut json = serde_json::to_string_pretty(&folded).map_err(|e| e.to_string())?;
+    json.push('\n');
+    std::fs::write(&path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    println!("xtask: wrote {}", ws.rel(&path));
+    Ok(true)
+}
+
+/// What the figures of a mode can be trusted for.
+pub fn honesty_note(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Icount => {
+            "note: -icount figures count guest instructions. One-core paths whose samples all \
+             agree repeat exactly with the same build, initrd and Linux kernel; cross-core \
+             figures (which count every vCPU's instructions in the window) and most of \
+             Linux's move by a few instructions between runs: an idle guest's virtual clock \
+             follows the host's (-icount sleep=on), so timer interrupts land differently"
+        }
+        Mode::Wall => {
+            "note: wall-clock figures; under TCG on a shared host they mostly measure QEMU's \
+             and the host's scheduling and do not repeat: use --icount to compare paths"
+        }
+    }
+}
+
+/// `--compare A [B]`.
+fn compare(ws: &Workspace, which: &[String], fail_on_regression: bool) -> Result<bool, String> {
+    let a = history::resolve(&ws.root, &ws.target, &which[0])?;
+    let b = history::resolve(&ws.root, &ws.target, which.get(1).map_or("latest", String::as_str))?;
+    if a == b {
+        println!("xtask: note: both sides are the same run ({})", ws.rel(&a));
+    }
+    let (old, new) = (history::read(&a)?, history::read(&b)?);
+    println!("old: {} [{}]", history::describe(&old.run), ws.rel(&a));
+    println!("new: {} [{}]", history::describe(&new.run), ws.rel(&b));
+    let changes = history::compare(&old.results, &new.results);
+    if changes.is_empty() {
+        return Err("the two runs share no benchmark of the same name and mode".into());
+    }
+    print!("{}", history::compare_table(&changes));
+    let regressions = changes.iter().filter(|c| c.verdict == history::Verdict::Regression).count();
+    println!(
+        "{regressions} regression(s) among {} benchmarks (exact figures: any change is real; \
+         others: beyond the larger p99/median spread)",
+        changes.len()
+    );
+    Ok(!(fail_on_regression && regressions > 0))
+}
+
+/// `--plot [--docs]`.
+fn plot_cmd(ws: &Workspace, all: &[Bench], docs: bool) -> Result<bool, String> {
+    let path = ws.target.join("bench").join("results.json");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("reading {}: {e} (run `cargo xtask bench` first)", ws.rel(&path)))?;
+    let results = history::parse_results(&text).map_err(|e| format!("{}: {e}", ws.rel(&path)))?;
+    let figures = plot::figures(all, &results.results)?;
+    if figures.is_empty() {
+        println!("xtask: nothing to plot in {}", ws.rel(&path));
+        return Ok(true);
+    }
+    for p in plot::write(&ws.target.join("bench").join("plots"), &figures)? {
+        println!("xtask: wrote {}", ws.rel(&p));
+    }
+    if docs {
+        let dir = ws.root.join("docs").join("bench");
+        plot::write(&dir, &figures)?;
+        let page = docs_page(all, &results, &figures);
+        std::fs::write(dir.join("README.md"), page).map_err(|e| e.to_string())?;
+        println!("xtask: wrote {} (figures and README.md)", ws.rel(&dir));
+    }
+    Ok(true)
+}
+
+/// docs/bench/README.md, generated from `results.json`.
+fn docs_page(all: &[Bench], results: &history::Results, figures: &[(String, String)]) -> String {
+    let mut s = String::from(
+        "# Benchmark figures\n\n<!-- Generated by `cargo xtask bench --plot --docs` from \
+         target/bench/results.json; do not edit by hand. -->\n\n\
+         Regenerate: run the benchmarks (e.g. `cargo xtask bench --vs linux --icount --paired`), \
+         then `cargo xtask bench --plot --docs`.\n\n",
+    );
+    s.push_str("Runs the figures come from:\n\n");
+    for r in &results.runs {
+        s.push_str(&format!(
+            "- {}: `{}`; {}{}; {} {} smp {}; host {}{}\n",
+            r.date,
+            r.command_line,
+            r.commit.as_deref().map_or("?", |c| &c[..c.len().min(12)]),
+            if r.dirty == Some(true) { " (dirty tree)" } else { "" },
+            r.qemu,
+            r.accel,
+            r.smp,
+            r.host_cpu,
+            r.linux_kernel.as_deref().map(|k| format!("; Linux {k}")).unwrap_or_default(),
+        ));
+    }
+    let everything: Vec<&Bench> = all.iter().collect();
+    for mode in [Mode::Icount, Mode::Wall] {
+        let (theirs, ours): (Vec<Entry>, Vec<Entry>) =
+            results.results.iter().cloned().partition(|e| e.name.starts_with("linux_"));
+        if !theirs.iter().any(|e| e.mode == mode.as_str()) {
+            continue;
+        }
+        let accel = results
+            .runs
+            .iter()
+            .find(|r| r.mode == mode.as_str())
+            .map_or("tcg", |r| r.accel.as_str());
+        let label = bench::timing_label(mode.as_str(), accel);
+        s.push_str(&format!("\n## Ours vs Linux ({})\n\n```\n", mode.as_str()));
+        s.push_str(&bench::vs_table(&everything, &ours, &theirs, mode, label));
+        s.push_str(&format!("```\n\n{}\n", honesty_note(mode)));
+    }
+    s.push_str("\n## Figures\n\n");
+    for (name, _) in figures {
+        s.push_str(&format!("![{name}]({name})\n\n"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_group_fragments_follow_the_kernel() {
+        assert!(group_selected("isobench_gap", "isobench"));
+        assert!(!group_selected("isobench_gap", "isobench,-gap"));
+        assert!(group_selected("tlbbench", "-gap"));
+        assert!(!group_selected("kv", "tlb,ring"));
+        assert!(group_selected("kv", ""));
+    }
+}
