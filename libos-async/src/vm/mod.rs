@@ -383,7 +383,7 @@ pub(crate) fn fixup(frame: &UpcallFrame) -> bool {
             let (from, to) = table::grow_plan(e.low.load(Ordering::Acquire), addr);
             // Top down: the committed part stays contiguous as it grows.
             let mut r = Ok(());
-            for p in (from..to).rev().step_by(PAGE_SIZE as usize) {
+            for p in (0..(to - from) / PAGE_SIZE).rev().map(|i| from + i * PAGE_SIZE) {
                 r = fill_page(p, e.rights).map(|_| ());
                 if r.is_err() {
                     break;
