@@ -145,12 +145,11 @@ pub(super) fn free_range(base: u64, end: u64) -> u64 {
         if base <= chunk_end - span
             && chunk_end <= end
             && slot(table_page) / PAGE_SIZE != table_page / PAGE_SIZE
+            && let Some(frame) = take(table_page)
         {
-            if let Some(frame) = take(table_page) {
-                let _ = sys::unmap(table_page);
-                let _ = sys::frame_free(frame);
-                TABLE_FRAMES.fetch_sub(1, Ordering::Relaxed);
-            }
+            let _ = sys::unmap(table_page);
+            let _ = sys::frame_free(frame);
+            TABLE_FRAMES.fetch_sub(1, Ordering::Relaxed);
         }
         page = chunk_end;
     }

@@ -190,7 +190,7 @@ fn insert(t: &mut Table<MAX_REGIONS>, e: Entry) -> Result<Region, Error> {
 /// A stack: a growable region of at most `max_bytes` below `top` (one
 /// guard page below that), whose top `initial_bytes` are committed now.
 pub fn stack(name: Name, top: u64, max_bytes: u64, initial_bytes: u64) -> Result<Region, Error> {
-    if initial_bytes > max_bytes || initial_bytes % PAGE_SIZE != 0 {
+    if initial_bytes > max_bytes || !initial_bytes.is_multiple_of(PAGE_SIZE) {
         return Err(Error::InvalidArgument);
     }
     let base = top.checked_sub(max_bytes).ok_or(Error::InvalidArgument)?;
@@ -239,7 +239,7 @@ impl Region {
     fn pages(&self, offset: u64, bytes: u64) -> Result<core::ops::Range<u64>, Error> {
         let from = self.base.checked_add(offset).ok_or(Error::InvalidArgument)?;
         let to = from.checked_add(bytes).ok_or(Error::InvalidArgument)?;
-        if offset % PAGE_SIZE != 0 || bytes % PAGE_SIZE != 0 || to > self.end {
+        if !offset.is_multiple_of(PAGE_SIZE) || !bytes.is_multiple_of(PAGE_SIZE) || to > self.end {
             return Err(Error::InvalidArgument);
         }
         Ok(from..to)
@@ -302,6 +302,7 @@ impl Region {
 /// Registers the kernel-made stack of the first vCPU (all of it mapped by
 /// the kernel) as a reserved region with a guard page below, so that an
 /// overflow gets the guard line. Once, at start.
+#[cfg_attr(not(target_os = "none"), allow(dead_code, reason = "called by `_start` only"))]
 pub(crate) fn register_main_stack() {
     let _ = reserve_at(
         "main stack",

@@ -112,6 +112,9 @@ pub struct Entry {
 }
 
 impl Entry {
+    // A template for filling arrays (`[const { Entry::EMPTY }; N]`): each
+    // use is a fresh value, which is what is wanted.
+    #[allow(clippy::declare_interior_mutable_const)]
     const EMPTY: Entry = Entry {
         base: 0,
         end: 0,
