@@ -51,6 +51,7 @@ extern "C" fn _start() -> ! {
 /// `_start`'s Rust half: runs the app and exits with its code.
 #[cfg(target_os = "none")]
 extern "C" fn rust_start(start_arg: u64) -> ! {
+    crate::vm::register_main_stack();
     // SAFETY: `entry!` defines `__libos_async_main` with exactly this
     // signature; the linker fails if the app did not use `entry!`.
     let code = unsafe { __libos_async_main(start_arg) };

@@ -11,10 +11,13 @@
 //! with the [`UpcallFrame`]; if it returns `true` the (possibly edited) frame
 //! is resumed (in user space, or through the kernel: [`resume_via_kernel`]),
 //! otherwise the frame is printed and the environment exits with code 102.
-//! Before the handler, the library's own fix-up runs: a page fault in the
-//! channel window is repaired by [`crate::channel::shm`]; and
-//! [`ensure_registered`] registers the stub without a handler, for that
-//! fix-up alone. Clearing the handler turns the fix-up off too.
+//! Before the handler, the library's own fix-ups run: a page fault in a
+//! region the library fills (the heap, vCPU stacks, [`crate::vm`] regions)
+//! is served by [`crate::vm`], and one in the channel window is repaired by
+//! [`crate::channel::shm`]; the application's handler sees every other
+//! exception. [`ensure_registered`] registers the stub without a handler,
+//! for those fix-ups alone (the heap does so before its first page).
+//! Clearing the handler leaves the stub (and the fix-ups) in place.
 //!
 //! **One exception stack per core.** Each vCPU's frames land on its own
 //! core's stack, so several vCPUs may fault at the same time; a nested fault
@@ -105,10 +108,11 @@ pub fn ensure_registered() -> Result<(), Error> {
     register_stub()
 }
 
-/// Unregisters the handler: later exceptions kill the environment.
+/// Removes the application's handler: later exceptions that no library
+/// fix-up owns end the environment (exit 102, the frame printed). The
+/// stub stays registered, because lazy regions (the heap among them) need
+/// it to be filled.
 pub fn clear_exception_handler() -> Result<(), Error> {
-    sys::set_exception_handler(0, 0, 0)?;
-    REGISTERED.store(false, Ordering::Release);
     *HANDLER.lock() = None;
     Ok(())
 }
@@ -131,12 +135,14 @@ pub(crate) fn dispatch(frame: &mut UpcallFrame) -> ! {
     if frame.vector >= abi::vector::SLOT_START {
         crate::cpu::slot_upcall(frame);
     }
-    let handler = *HANDLER.lock();
-    let resume = crate::channel::shm::fixup(frame)
-        || match handler {
-            Some(h) => h(frame),
-            None => false,
-        };
+    let resume = crate::vm::fixup(frame) || {
+        let handler = *HANDLER.lock();
+        crate::channel::shm::fixup(frame)
+            || match handler {
+                Some(h) => h(frame),
+                None => false,
+            }
+    };
     if resume {
         if !RESUME_VIA_KERNEL.load(Ordering::Relaxed) {
             crate::entry::resume_in_user(frame);

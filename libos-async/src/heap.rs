@@ -1,15 +1,16 @@
-//! The global allocator: a size-class heap that grows by asking the kernel
-//! for frames.
+//! The global allocator: a size-class heap over a lazy region, so that a
+//! heap page costs a frame only once it is touched.
 //!
 //! This module owns the heap region [`crate::layout::HEAP_BASE`] ..
-//! `+ HEAP_SIZE`: nothing else maps or touches it. It is one of the few
+//! `+ HEAP_SIZE`: nothing else touches it, and only the region layer
+//! ([`crate::vm`], the lazy region `"heap"`) maps it. It is one of the few
 //! modules of libos-async with `unsafe` (free blocks carry their list links
 //! inside themselves, and [`GlobalAlloc`] is an unsafe trait).
 //!
 //! ```text
 //! base                      top                 mapped              end
 //!  | pages handed out ...    | (bump) ........... |  not mapped yet ... |
-//!                              grow(): map_fresh GROW_PAGES at a time
+//!                              grow(): make GROW_PAGES (or more) usable
 //! ```
 //!
 //! * **Small** requests (size and alignment rounded up to a power of two
@@ -22,9 +23,16 @@
 //!   runs (a bigger run is split), else from the bump pointer. Freed runs
 //!   are not coalesced (a known limitation: a program that frees and
 //!   allocates large blocks of ever-changing sizes fragments the region).
-//! * **Growth**: when the bump pointer reaches the end of what is mapped,
-//!   [`Grow::grow`] maps at least [`GROW_PAGES`] more pages (fresh frames,
-//!   through [`crate::mem::map_fresh`] on the machine).
+//! * **Growth**: when the bump pointer reaches the end of what is usable,
+//!   [`Grow::grow`] makes at least [`GROW_PAGES`] more pages usable. On the
+//!   machine that maps nothing: the whole region is the lazy region
+//!   `"heap"` (registered with the first growth), whose pages the fault
+//!   handler fills with zeroed frames on first touch.
+//! * **Zeroed requests** ([`Heap::alloc_zeroed`]): pages never handed out
+//!   before (above the bump pointer) read as zero — fresh frames, or lazy
+//!   pages never touched — so a large zeroed request from the bump pointer
+//!   is not written at all: `vec![0; n]` costs frames only where it is
+//!   touched. Anything reused is zeroed by hand.
 //! * **Fast path**: a small request whose class has a free block is a
 //!   table lookup for the class and a list pop under the lock
 //!   ([`Heap::take_free`], inlined into [`FrameHeap`]'s `alloc`, which
@@ -34,11 +42,12 @@
 //!   cores wait out). Uncontended, the lock is a few instructions of the
 //!   fast path; per-core caches would relieve contention between cores,
 //!   not shorten the path, and are not done.
-//! * **Out of memory** (quota exhausted, region full): `alloc` returns null
-//!   and records it; Rust's allocation-error path then panics, and the
-//!   panic handler sees [`out_of_memory`] and exits with code
-//!   [`EXIT_OUT_OF_MEMORY`] (104) instead of 101. The kernel never notices
-//!   anything but a failed `FrameAlloc`.
+//! * **Out of memory**: when the region is full `alloc` returns null and
+//!   records it; Rust's allocation-error path then panics, and the panic
+//!   handler sees [`out_of_memory`] and exits with code
+//!   [`EXIT_OUT_OF_MEMORY`] (104) instead of 101. When the frame quota is
+//!   exhausted, the fault handler that finds no frame for a touched page
+//!   prints `libos: out of memory: ...` and exits 104 itself.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr;
@@ -69,6 +78,9 @@ pub fn out_of_memory() -> bool {
 }
 
 /// Makes `bytes` at `at` (page-aligned, a whole number of pages) usable.
+///
+/// What it makes usable must read as zero until the heap writes it
+/// ([`Heap::alloc_zeroed`] relies on it).
 pub trait Grow {
     /// Maps `at .. at + bytes` read-write, page by page from `at`; returns
     /// how many bytes it mapped (a multiple of the page size; fewer than
@@ -183,8 +195,9 @@ impl Heap {
         start as *mut u8
     }
 
-    /// `pages` pages, first fit from the freed runs, else fresh.
-    fn alloc_pages(&mut self, pages: usize, align: usize, grow: &mut dyn Grow) -> *mut u8 {
+    /// `pages` pages, first fit from the freed runs, else fresh; and
+    /// whether they are fresh (never handed out: they read as zero).
+    fn alloc_pages(&mut self, pages: usize, align: usize, grow: &mut dyn Grow) -> (*mut u8, bool) {
         if align <= PAGE {
             let mut link: *mut *mut Run = &mut self.runs;
             // SAFETY: every run on the list is a freed, mapped, page-aligned
@@ -203,13 +216,13 @@ impl Heap {
                             rest.write(Run { pages: have - pages, next: (*run).next });
                             *link = rest;
                         }
-                        return run as *mut u8;
+                        return (run as *mut u8, false);
                     }
                     link = &mut (*run).next;
                 }
             }
         }
-        self.bump(pages, align, grow)
+        (self.bump(pages, align, grow), true)
     }
 
     fn free_pages(&mut self, at: *mut u8, pages: usize) {
@@ -252,7 +265,23 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn alloc_large(&mut self, layout: Layout, grow: &mut dyn Grow) -> *mut u8 {
-        self.alloc_pages(pages_of(layout), layout.align(), grow)
+        self.alloc_pages(pages_of(layout), layout.align(), grow).0
+    }
+
+    /// As [`Heap::alloc`], with the block zeroed; a large block from the
+    /// bump pointer is zero already and is not written (see the module
+    /// documentation).
+    pub fn alloc_zeroed(&mut self, layout: Layout, grow: &mut dyn Grow) -> *mut u8 {
+        let (p, fresh) = match class_of(layout) {
+            Some(_) => (self.alloc(layout, grow), false),
+            None => self.alloc_pages(pages_of(layout), layout.align(), grow),
+        };
+        if !p.is_null() && !fresh {
+            // SAFETY: a block of at least `layout.size()` bytes just handed
+            // out, that nobody else uses.
+            unsafe { ptr::write_bytes(p, 0, layout.size()) };
+        }
+        p
     }
 
     /// Cuts a fresh page into blocks of `class` (whose list is empty) and
@@ -260,7 +289,7 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn refill(&mut self, class: usize, grow: &mut dyn Grow) -> *mut u8 {
-        let page = self.alloc_pages(1, PAGE, grow);
+        let (page, _) = self.alloc_pages(1, PAGE, grow);
         if page.is_null() {
             return ptr::null_mut();
         }
@@ -296,26 +325,20 @@ impl Heap {
     }
 }
 
-/// Maps fresh frames (on the machine).
-struct FrameGrow;
+/// The heap region is lazy (on the machine): growing maps nothing, once
+/// the region is registered; its pages are filled on first touch.
+struct LazyGrow;
 
-impl Grow for FrameGrow {
-    fn grow(&mut self, at: usize, bytes: usize) -> usize {
-        let mut done = 0;
-        while done < bytes {
-            if crate::mem::map_fresh((at + done) as u64, 1, abi::Rights::RW).is_err() {
-                break;
-            }
-            done += PAGE;
-        }
-        done
+impl Grow for LazyGrow {
+    fn grow(&mut self, _at: usize, bytes: usize) -> usize {
+        if crate::vm::heap_region_ready() { bytes } else { 0 }
     }
 }
 
 /// The `#[global_allocator]` of applications (installed by
 /// [`crate::entry!`] and [`crate::main!`]): a [`Heap`] over
-/// [`crate::layout::HEAP_BASE`] under a spin lock, growing with fresh
-/// frames.
+/// [`crate::layout::HEAP_BASE`] under a spin lock, over the lazy region
+/// `"heap"`.
 pub struct FrameHeap {
     heap: spin::Mutex<Heap>,
 }
@@ -331,7 +354,8 @@ impl FrameHeap {
         }
     }
 
-    /// (bytes handed out from the region, bytes mapped).
+    /// (bytes handed out from the region, bytes made usable — reserved in
+    /// the lazy region, not necessarily backed by frames).
     pub fn usage(&self) -> (usize, usize) {
         let heap = self.heap.lock();
         (heap.used_bytes(), heap.mapped_bytes())
@@ -342,7 +366,7 @@ impl FrameHeap {
     #[cold]
     #[inline(never)]
     fn alloc_slow(&self, layout: Layout) -> *mut u8 {
-        let p = self.heap.lock().alloc(layout, &mut FrameGrow);
+        let p = self.heap.lock().alloc(layout, &mut LazyGrow);
         if p.is_null() {
             OUT_OF_MEMORY.store(true, Ordering::Relaxed);
         }
@@ -368,6 +392,14 @@ unsafe impl GlobalAlloc for FrameHeap {
             return p;
         }
         self.alloc_slow(layout)
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = self.heap.lock().alloc_zeroed(layout, &mut LazyGrow);
+        if p.is_null() {
+            OUT_OF_MEMORY.store(true, Ordering::Relaxed);
+        }
+        p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -484,6 +516,45 @@ mod tests {
         assert_eq!(heap.alloc(l, &mut grow), ps[2]);
         let huge = Layout::from_size_align(1 << 40, 8).unwrap();
         assert!(heap.alloc(huge, &mut grow).is_null());
+    }
+
+    #[test]
+    fn zeroed_blocks_are_zero_and_fresh_pages_are_not_written() {
+        let (mem, base) = region(32);
+        let mut heap = Heap::new(base, 32 * PAGE);
+        let mut grow = Host { calls: Vec::new(), limit: 32 * PAGE, base };
+        let big = Layout::from_size_align(4 * PAGE, 8).unwrap();
+        // Dirty a run, free it, and take it back zeroed.
+        let p = heap.alloc(big, &mut grow);
+        // SAFETY: a fresh block of 4 pages.
+        unsafe { ptr::write_bytes(p, 0xaa, 4 * PAGE) };
+        // SAFETY: from this heap with `big`.
+        unsafe { heap.dealloc(p, big) };
+        let q = heap.alloc_zeroed(big, &mut grow);
+        assert_eq!(q, p);
+        // SAFETY: a live block of 4 pages.
+        assert!(unsafe { core::slice::from_raw_parts(q, 4 * PAGE) }.iter().all(|&b| b == 0));
+        // A fresh run from the bump pointer reads as zero without a write:
+        // make the host memory behind it non-zero to see that it is not
+        // touched (the machine's lazy pages would be zero).
+        let fresh_at = heap.top;
+        let offset = fresh_at - mem.as_ptr() as usize;
+        let raw = mem.as_ptr() as *mut u8;
+        // SAFETY: inside `mem`, beyond anything handed out.
+        unsafe { raw.add(offset).write(7) };
+        let r = heap.alloc_zeroed(big, &mut grow);
+        assert_eq!(r as usize, fresh_at);
+        // SAFETY: the block's first byte.
+        assert_eq!(unsafe { r.read() }, 7, "a fresh block was written");
+        let small = Layout::from_size_align(100, 8).unwrap();
+        let s = heap.alloc(small, &mut grow);
+        // SAFETY: a live block of 100 bytes.
+        unsafe { ptr::write_bytes(s, 0xbb, 100) };
+        // SAFETY: from this heap with `small`.
+        unsafe { heap.dealloc(s, small) };
+        let z = heap.alloc_zeroed(small, &mut grow);
+        // SAFETY: a live block of 100 bytes.
+        assert!(unsafe { core::slice::from_raw_parts(z, 100) }.iter().all(|&b| b == 0));
     }
 
     proptest::proptest! {

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! USER_MIN (4 MiB)        the application image (user.ld), a few MiB
-//! HEAP_BASE               the global allocator's region (crate::heap),
-//!                         mapped on demand from its bottom
+//! HEAP_BASE               the global allocator's region (crate::heap):
+//!                         the lazy region "heap" (crate::vm)
 //! SCRATCH_BASE            1 TiB that libos-async never touches: apps map
 //!                         frames here for experiments, and probe::write
 //!                         may write here
@@ -11,6 +11,9 @@
 //!                         rings and rendezvous pages shared with other
 //!                         environments, each followed by an unmapped
 //!                         guard page; no Rust object lives there
+//! FRAME_TABLE_BASE        128 GiB: the region layer's frame table, one u32
+//!                         per user page, filled lazily (crate::vm::frames)
+//! REGIONS_BASE            1 TiB where crate::vm::reserve places regions
 //! RINGS_BASE              one RING_SLOT per core c: the submission/
 //!                         completion ring of the vCPU on core c
 //!                         (crate::ring::Ring) at ring_base(c), as many
@@ -51,6 +54,16 @@ pub const SCRATCH_END: u64 = SCRATCH_BASE + 0x0000_0100_0000_0000;
 pub const CHANNELS_BASE: u64 = 0x0000_3000_0000_0000;
 /// End (exclusive) of the channel window.
 pub const CHANNELS_END: u64 = CHANNELS_BASE + 0x0000_0100_0000_0000;
+
+/// Start of the frame table's window ([`crate::vm::frames`]).
+pub const FRAME_TABLE_BASE: u64 = 0x0000_4000_0000_0000;
+/// Size of the frame table's window: 4 bytes per page of user space.
+pub const FRAME_TABLE_SIZE: u64 = abi::USER_MAX / PAGE_SIZE * 4;
+
+/// Start of the window [`crate::vm::reserve`] places regions in.
+pub const REGIONS_BASE: u64 = 0x0000_5000_0000_0000;
+/// End (exclusive) of that window.
+pub const REGIONS_END: u64 = REGIONS_BASE + 0x0000_0100_0000_0000;
 
 /// Base of the per-core ring slots.
 pub const RINGS_BASE: u64 = 0x0000_6000_0000_0000;
@@ -109,7 +122,9 @@ pub const fn vcpu_stack_top(core: usize) -> u64 {
 }
 
 const _: () = assert!(HEAP_BASE + HEAP_SIZE <= SCRATCH_BASE);
-const _: () = assert!(SCRATCH_END <= CHANNELS_BASE && CHANNELS_END <= RINGS_BASE);
+const _: () = assert!(SCRATCH_END <= CHANNELS_BASE && CHANNELS_END <= FRAME_TABLE_BASE);
+const _: () = assert!(FRAME_TABLE_BASE + FRAME_TABLE_SIZE <= REGIONS_BASE);
+const _: () = assert!(REGIONS_END <= RINGS_BASE);
 const _: () =
     assert!(RING_MAX_BYTES + PAGE_SIZE <= RING_SLOT && RING_SLOT.is_multiple_of(PAGE_SIZE));
 const _: () = assert!(ring_base(MAX_CORES) <= VCPU_STACKS_BASE);

@@ -27,20 +27,25 @@
 //!   control transfer (exit 105 if a reply fails), the event queue;
 //! - [`layout`]: the address regions libos-async uses, and the scratch
 //!   window it leaves to applications;
+//! - [`vm`]: regions — reserved, lazily zero-filled, growable stacks,
+//!   guard pages — filled by the page-fault upcall (the heap and vCPU
+//!   stacks are regions);
 //! - [`check`]: helpers for test applications;
 //! - [`mod@bench`]: benchmark report lines for `cargo xtask bench`.
 //!
 //! Exit codes chosen by the library: 101 panic, 102 unhandled or
 //! unresumable exception, 103 vCPU started without an entry, 104 out of
-//! memory (an allocation failed: [`heap::EXIT_OUT_OF_MEMORY`]), 105 a
-//! protected-control-transfer reply refused by the kernel.
+//! memory (an allocation failed, or no frame was left for a touched page:
+//! [`heap::EXIT_OUT_OF_MEMORY`]), 105 a protected-control-transfer reply
+//! refused by the kernel, 106 a guard page hit ([`vm::EXIT_GUARD_PAGE`]).
 //!
 //! `unsafe` is denied at the crate root and allowed, each with its reason,
 //! on exactly these modules: [`sys`] (the `syscall` instruction, reads of
 //! kernel pages, probes), [`entry`](mod@entry) (naked entry stubs),
 //! [`ring`] (the ring pages the kernel writes), [`heap`] (the allocator's
 //! free lists), [`percore`] (core-local storage's `Sync`),
-//! [`channel::shm`] (shared channel frames and their fault fix-up) and
+//! [`channel::shm`] (shared channel frames and their fault fix-up),
+//! [`vm::frames`] (the frame table's lazily mapped window) and
 //! [`rt::task`] (a task's future stored inline in its `Arc`, guarded by
 //! the run state, and its waker vtable); everything else, the rest of the
 //! runtime included, is safe code, and the compiler holds it to that.
@@ -76,6 +81,7 @@ pub mod sqe;
 #[allow(unsafe_code, reason = "the syscall instruction, kernel-page reads, test probes")]
 pub mod sys;
 pub mod vcpu;
+pub mod vm;
 
 pub use abi;
 pub use exception::{clear_exception_handler, set_exception_handler};

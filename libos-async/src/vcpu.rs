@@ -1,16 +1,18 @@
 //! Secondary vCPUs.
 //!
-//! [`start_vcpu`]`(core, f, arg)` gives core `core` a 16 KiB stack (mapped
-//! once, at [`crate::layout::vcpu_stack_top`]`(core)`, and reused when a
-//! later vCPU starts there) and starts a vCPU on it at an assembly
+//! [`start_vcpu`]`(core, f, arg)` gives core `core` a stack: the growable
+//! region `"stack C"` ([`crate::vm::stack`]) below
+//! [`crate::layout::vcpu_stack_top`]`(core)`, 16 KiB committed at first,
+//! growing on faults to the whole slot but its lowest page, the guard
+//! (made once, and reused when a later vCPU starts there) and starts a vCPU on it at an assembly
 //! trampoline that aligns the stack and calls `f(arg)`. The first vCPU runs
 //! on the kernel-provided stack below `abi::STACK_TOP`; if it runs on core
 //! `c`, slot `c` is simply unused until another vCPU starts there.
 
-use abi::{Error, MAX_CORES, PAGE_SIZE, Rights};
+use abi::{Error, MAX_CORES, PAGE_SIZE};
 use spin::Mutex;
 
-use crate::{layout, mem, sys};
+use crate::{exception, layout, sys, vm};
 
 /// What each core's next vCPU runs, and which stacks are mapped.
 struct Table {
@@ -33,11 +35,13 @@ pub fn start_vcpu(core: usize, f: fn(u64) -> !, arg: u64) -> Result<(), Error> {
     }
     let mut table = TABLE.lock();
     if table.stacks & (1 << core) == 0 {
-        let top = layout::vcpu_stack_top(core);
-        mem::map_fresh(
-            top - layout::VCPU_STACK_SIZE,
-            layout::VCPU_STACK_SIZE / PAGE_SIZE,
-            Rights::RW,
+        // The stub must be there to serve the stack's growth faults.
+        exception::ensure_registered()?;
+        vm::stack(
+            vm::stack_name(core),
+            layout::vcpu_stack_top(core),
+            layout::VCPU_STACK_SLOT - PAGE_SIZE,
+            layout::VCPU_STACK_SIZE,
         )?;
         table.stacks |= 1 << core;
     }

@@ -270,6 +270,7 @@ group = "isobench_gap"
         "mailbox_roundtrip_0_to_",
         "syscall_null",
         "fault_upcall_resume",
+        "first_touch_per_page",
         "map_unmap",
         "frame_alloc_free",
         "ring_nop_batch_1",

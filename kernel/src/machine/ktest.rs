@@ -164,6 +164,12 @@ const TESTS: &[KernelTest] = &[
             check(outcome == Outcome::Exited(104), || format!("rttest 5: {outcome:?}"))
         })
     }),
+    // The libOS's virtual-memory regions (libos_async::vm): `tests/vmtest`.
+    ("vm_lazy_region_zero_fill_persists_and_frames_return", || expect_exit("vmtest", 0)),
+    ("vm_guard_page_hit_exits_106", || expect_exit_code("vmtest", 1, 106)),
+    ("vm_stack_grows_to_its_limit_then_hits_the_guard", || expect_exit_code("vmtest", 2, 106)),
+    ("vm_concurrent_first_touch_maps_each_page_once", || expect_exit("vmtest", 3)),
+    ("vm_lazy_heap_costs_only_touched_frames", || expect_exit("vmtest", 4)),
 ];
 
 /// Runs every test selected by `filter` (all without one); returns whether
@@ -616,5 +622,18 @@ fn env_group(apps: &[(&str, u64)]) -> TestResult {
             }
         }
         check(failed.is_empty(), || failed.join(", "))
+    })
+}
+
+/// Runs `name` alone; it must end with `exit(code)` — a library-chosen code
+/// (`libos_async::vm::EXIT_GUARD_PAGE`, 106, after its one-line message),
+/// not a kernel kill — and every frame must come back.
+fn expect_exit_code(name: &str, arg: u64, code: u64) -> TestResult {
+    frames_restored(|| {
+        let env = spawn(name, arg)?;
+        let outcome = wait(&env)?;
+        check(outcome == Outcome::Exited(code), || {
+            format!("{name}({arg}): {outcome:?}, expected exit {code}")
+        })
     })
 }

@@ -1,0 +1,393 @@
+//! `vmtest`: the region layer of libos-async (`libos_async::vm`), one mode
+//! per start argument (the kernel's `vm_*` tests):
+//!
+//! 0. a lazy region: untouched pages cost nothing, a touched page reads
+//!    zero, keeps what is written, is backed by a frame this environment
+//!    owns (`FrameStatus`); frames are counted against the quota (probed:
+//!    allocate until `QuotaExceeded`) and all come back on release;
+//! 1. a read just below a region hits its guard page: the library prints
+//!    `libos: guard page hit in region "guarded" at 0x...` and exits 106;
+//! 2. a vCPU's stack (the growable region `"stack C"`) grows page by page
+//!    under recursion — never far below what is used — keeps its data,
+//!    and, recursing without end, reaches its limit and hits the guard
+//!    (exit 106);
+//! 3. vCPUs on every user core first-touch the same pages at once: each
+//!    page is mapped once (every core's write survives), the losers' spare
+//!    frames go back, and no frame is leaked;
+//! 4. the heap is lazy: a 32 MiB `vec![0u8; ..]` touched on one page in 64
+//!    costs about 128 frames (the eager heap would have needed 8192, twice
+//!    the quota).
+//!
+//! Frame accounting: "unaccounted" frames are the quota less the frames
+//! left, less what the region layer holds (its data and frame-table
+//! frames); page tables and exception stacks are in it. Each mode warms up
+//! first where page tables would otherwise appear mid-measurement, and
+//! then that number must not move.
+
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use core::hint::black_box;
+use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+use libos_async::abi::{Error, FrameHolder, PAGE_SIZE, Rights};
+use libos_async::check::{Checks, fail, require};
+use libos_async::layout::SCRATCH_BASE;
+use libos_async::sys::{self, probe};
+use libos_async::vm::{self, Fill};
+use libos_async::{TEST_WAIT_MS, println};
+
+libos_async::entry!(app_main);
+
+/// Mode 0's region: 4 MiB, 4 MiB-aligned (so its frame-table page goes
+/// back with it).
+const LAZY_BASE: u64 = SCRATCH_BASE + 0x4000_0000;
+const LAZY_PAGES: u64 = 1024;
+/// Mode 3's region.
+const RACE_BASE: u64 = SCRATCH_BASE + 0x8000_0000;
+const RACE_PAGES: u64 = 256;
+
+/// Frame numbers held while probing the quota.
+static PROBE: [AtomicU64; 4608] = [const { AtomicU64::new(0) }; 4608];
+
+/// Frames this environment may still allocate: allocates until the quota
+/// says no, then frees them all.
+fn frames_left() -> u64 {
+    let mut n = 0;
+    while (n as usize) < PROBE.len() {
+        match sys::frame_alloc(None) {
+            Ok(f) => PROBE[n as usize].store(f, SeqCst),
+            Err(Error::QuotaExceeded | Error::NoMemory) => break,
+            Err(e) => fail(format_args!("frame_alloc while probing: {e:?}")),
+        }
+        n += 1;
+    }
+    for slot in &PROBE[..n as usize] {
+        require("frame_free", sys::frame_free(slot.load(SeqCst)));
+    }
+    n
+}
+
+/// Frames held that the region layer does not account for.
+fn unaccounted() -> u64 {
+    let quota = u64::from(libos_async::info().frame_quota);
+    let left = frames_left();
+    let s = vm::stats();
+    quota - left - s.data_frames - s.table_frames
+}
+
+fn pattern(page: u64) -> u64 {
+    0x5eed_0000_0000_0000 | page
+}
+
+fn app_main(mode: u64) -> i32 {
+    let mut c = Checks::new();
+    // The heap and vCPU stacks register the upcall stub themselves; a test
+    // that uses neither before its first region must do it.
+    require("exception stub", libos_async::exception::ensure_registered());
+    match mode {
+        0 => {
+            lazy_cycle(&mut c, true);
+            lazy_cycle(&mut c, false);
+        }
+        1 => guard_hit(),
+        2 => stack_growth(),
+        3 => concurrent_first_touch(&mut c),
+        4 => lazy_heap(&mut c),
+        _ => {
+            c.check(false, format_args!("unknown mode {mode}"));
+        }
+    }
+    println!("vmtest {mode}: {} checks passed, {} failed", c.passed(), c.failed());
+    c.finish()
+}
+
+/// Mode 0, once to warm up (page tables), once measured exactly.
+fn lazy_cycle(c: &mut Checks, warm_up: bool) {
+    const TOUCH: [u64; 4] = [0, 5, 17, LAZY_PAGES - 1];
+    let left0 = frames_left();
+    let s0 = vm::stats();
+    let r = require(
+        "reserve_at",
+        vm::reserve_at("lazy", LAZY_BASE, LAZY_PAGES * PAGE_SIZE, 1, Rights::RW, Fill::Lazy),
+    );
+    c.check(
+        vm::stats().data_frames == s0.data_frames && frames_left() == left0,
+        format_args!("reserving cost frames"),
+    );
+    c.check(vm::frame_at(LAZY_BASE).is_none(), format_args!("a frame before any touch"));
+    for &p in &TOUCH {
+        let va = LAZY_BASE + p * PAGE_SIZE + 8 * (p % 512);
+        let v = probe::read(va);
+        c.check(v == 0, format_args!("first read of page {p}: {v:#x}, expected 0"));
+        probe::write(va, pattern(p));
+    }
+    let mut frames = [0u64; TOUCH.len()];
+    for (i, &p) in TOUCH.iter().enumerate() {
+        let va = LAZY_BASE + p * PAGE_SIZE + 8 * (p % 512);
+        let v = probe::read(va);
+        c.check(v == pattern(p), format_args!("page {p} reads {v:#x} after the write"));
+        frames[i] = vm::frame_at(va).unwrap_or(0);
+        let st = sys::frame_status(frames[i]);
+        c.check(
+            st.is_ok_and(|s| {
+                s.holder() == Some(FrameHolder::Owned) && s.env == libos_async::env_id()
+            }),
+            format_args!("page {p}: frame {:#x} status {st:?}", frames[i]),
+        );
+    }
+    let untouched = vm::frame_at(LAZY_BASE + 6 * PAGE_SIZE);
+    c.check(untouched.is_none(), format_args!("an untouched page has frame {untouched:?}"));
+    let s1 = vm::stats();
+    let left1 = frames_left();
+    let data = s1.data_frames - s0.data_frames;
+    let table = s1.table_frames - s0.table_frames;
+    c.check(
+        data == TOUCH.len() as u64,
+        format_args!("{data} data frames for {} pages", TOUCH.len()),
+    );
+    if !warm_up {
+        c.check(
+            left0 - left1 == data + table,
+            format_args!(
+                "quota: {} frames used for {data} data + {table} table frames",
+                left0 - left1
+            ),
+        );
+    }
+    let freed = require("release", r.release());
+    c.check(freed == TOUCH.len() as u64, format_args!("release freed {freed} frames"));
+    for &f in &frames {
+        let st = sys::frame_status(f);
+        c.check(
+            st.is_ok_and(|s| {
+                s.holder() != Some(FrameHolder::Owned) || s.env != libos_async::env_id()
+            }),
+            format_args!("frame {f:#x} still ours after release: {st:?}"),
+        );
+    }
+    let s2 = vm::stats();
+    let left2 = frames_left();
+    c.check(s2.data_frames == s0.data_frames, format_args!("data frames {s2:?} vs {s0:?}"));
+    if !warm_up {
+        c.check(
+            left2 == left0 && s2.table_frames == s0.table_frames,
+            format_args!("after release {left2} frames left, {left0} before ({s2:?}, {s0:?})"),
+        );
+    }
+    println!(
+        "vmtest 0{}: {} pages touched: {data} data + {table} table frames, quota used {}, back after release: {}",
+        if warm_up { " (warm-up)" } else { "" },
+        TOUCH.len(),
+        left0 - left1,
+        left2 - left1
+    );
+}
+
+/// Mode 1: exits 106 from inside the library.
+fn guard_hit() {
+    let base = SCRATCH_BASE + 0x1_0000_0000;
+    let _r = require(
+        "reserve_at",
+        vm::reserve_at("guarded", base, 4 * PAGE_SIZE, 1, Rights::RW, Fill::Lazy),
+    );
+    probe::write(base, 1);
+    println!("vmtest 1: the region works; now a read just below it, in its guard");
+    let v = probe::read(base - 8);
+    fail(format_args!("read {v:#x} from a guard page and lived"))
+}
+
+/// Deepest stack address seen by the recursion (mode 2).
+static DEEPEST: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// One level of about 1 KiB of stack: checks that the stack region grew to
+/// cover it but not far beyond, recurses, and checks its data survived.
+fn recurse(depth: u64, limit: u64) -> u64 {
+    let mut buf = [0u8; 1024];
+    buf.fill(depth as u8);
+    let at = black_box(&mut buf).as_ptr() as u64;
+    DEEPEST.fetch_min(at, SeqCst);
+    let Some(info) = vm::region_at(at) else { fail(format_args!("stack {at:#x} in no region")) };
+    if info.fill != Fill::Grow || info.low > at || info.low + 4 * PAGE_SIZE < DEEPEST.load(SeqCst) {
+        fail(format_args!(
+            "depth {depth}: stack at {at:#x}, region {:?} committed from {:#x}",
+            info.name, info.low
+        ));
+    }
+    let below = if depth < limit { recurse(depth + 1, limit) } else { 0 };
+    if black_box(&buf).iter().any(|&b| b != depth as u8) {
+        fail(format_args!("depth {depth}: stack data changed under the recursion"));
+    }
+    below + u64::from(buf[7])
+}
+
+fn deep_vcpu(_: u64) -> ! {
+    let here = black_box(0u64);
+    let info = vm::region_at(&here as *const u64 as u64)
+        .unwrap_or_else(|| fail(format_args!("no region")));
+    let committed = |i: &vm::Info| (i.end - i.low) / 1024;
+    println!(
+        "vmtest 2: vCPU stack {:?}: {} KiB of {} KiB committed",
+        info.name,
+        committed(&info),
+        (info.end - info.base) / 1024
+    );
+    black_box(recurse(0, 30));
+    let grown = vm::region_at(info.base).unwrap_or(info);
+    println!("vmtest 2: 30 levels deep and back: {} KiB committed", committed(&grown));
+    if grown.low >= info.low {
+        fail(format_args!("the stack did not grow"));
+    }
+    println!("vmtest 2: now without end, to the guard");
+    black_box(recurse(0, u64::MAX));
+    fail(format_args!("endless recursion returned"))
+}
+
+/// Mode 2: the recursion runs on a second vCPU (its stack is a growable
+/// region); the environment ends with exit 106 from there.
+fn stack_growth() {
+    let core = libos_async::other_cores().next().unwrap_or_else(|| fail(format_args!("one core")));
+    require("start_vcpu", libos_async::start_vcpu(core, deep_vcpu, 0));
+    libos_async::wait_for_ms(TEST_WAIT_MS, || false);
+    fail(format_args!(
+        "the recursing vCPU never hit its guard (deepest {:#x})",
+        DEEPEST.load(SeqCst)
+    ))
+}
+
+/// Mode 3: round `r` starts when `GO` reads `r`; each toucher counts
+/// itself in `DONE`.
+static GO: AtomicU64 = AtomicU64::new(0);
+static DONE: AtomicU64 = AtomicU64::new(0);
+
+/// Writes this core's word in every page of the race region, in order.
+fn touch_all(core: usize) {
+    for p in 0..RACE_PAGES {
+        probe::write(RACE_BASE + p * PAGE_SIZE + core as u64 * 8, pattern(p) ^ (core as u64) << 40);
+    }
+}
+
+fn toucher(round_count: u64) -> ! {
+    let core = libos_async::core_id();
+    for round in 1..=round_count {
+        if !libos_async::spin_until(TEST_WAIT_MS, || GO.load(SeqCst) >= round) {
+            fail(format_args!("core {core}: round {round} never started"));
+        }
+        touch_all(core);
+        DONE.fetch_add(1, SeqCst);
+    }
+    sys::vcpu_exit()
+}
+
+fn concurrent_first_touch(c: &mut Checks) {
+    let cores: alloc::vec::Vec<usize> = libos_async::other_cores().collect();
+    let me = libos_async::core_id();
+    for &core in &cores {
+        require("start_vcpu", libos_async::start_vcpu(core, toucher, 2));
+    }
+    let touchers = cores.len() as u64 + 1;
+    let mut base_unaccounted = 0;
+    for round in 1..=2u64 {
+        let r = require(
+            "reserve_at",
+            vm::reserve_at("race", RACE_BASE, RACE_PAGES * PAGE_SIZE, 1, Rights::RW, Fill::Lazy),
+        );
+        let before = vm::stats();
+        let u0 = unaccounted();
+        if round == 2 {
+            c.check(
+                u0 == base_unaccounted,
+                format_args!("unaccounted {u0} before round 2, {base_unaccounted} after round 1"),
+            );
+        }
+        GO.store(round, SeqCst);
+        touch_all(me);
+        DONE.fetch_add(1, SeqCst);
+        let all = libos_async::wait_for_ms(TEST_WAIT_MS, || DONE.load(SeqCst) == round * touchers);
+        c.check(
+            all,
+            format_args!("round {round}: {} of {touchers} touchers done", DONE.load(SeqCst)),
+        );
+        let after = vm::stats();
+        let mut lost = 0;
+        let mut distinct = alloc::collections::BTreeSet::new();
+        for p in 0..RACE_PAGES {
+            for &core in cores.iter().chain([me].iter()) {
+                let v = probe::read(RACE_BASE + p * PAGE_SIZE + core as u64 * 8);
+                lost += u64::from(v != pattern(p) ^ (core as u64) << 40);
+            }
+            distinct.insert(vm::frame_at(RACE_BASE + p * PAGE_SIZE));
+        }
+        c.check(
+            lost == 0,
+            format_args!("round {round}: {lost} writes lost (a page mapped twice?)"),
+        );
+        c.check(
+            distinct.len() as u64 == RACE_PAGES && !distinct.contains(&None),
+            format_args!(
+                "round {round}: {} distinct frames for {RACE_PAGES} pages",
+                distinct.len()
+            ),
+        );
+        let data = after.data_frames - before.data_frames;
+        let races = after.races - before.races;
+        // Data frames: the region's pages plus any stack growth of the
+        // touchers (the first round).
+        c.check(data >= RACE_PAGES, format_args!("round {round}: {data} data frames"));
+        let freed = require("release", r.release());
+        c.check(freed == RACE_PAGES, format_args!("round {round}: release freed {freed}"));
+        let u1 = unaccounted();
+        if round == 2 {
+            c.check(u1 == u0, format_args!("round 2 leaked: unaccounted {u0} before, {u1} after"));
+        }
+        base_unaccounted = u1;
+        println!(
+            "vmtest 3: round {round}: {touchers} cores touched {RACE_PAGES} pages: {data} frames mapped, {races} spare frames given back after losing a race"
+        );
+    }
+}
+
+/// Mode 4: a 32 MiB zeroed vector touched on one page in 64.
+fn lazy_heap(c: &mut Checks) {
+    const LEN: usize = 32 << 20;
+    const STRIDE: usize = 64 * PAGE_SIZE as usize;
+    let s0 = vm::stats();
+    let left0 = frames_left();
+    let mut v = alloc::vec![0u8; LEN];
+    let s1 = vm::stats();
+    c.check(
+        s1.data_frames - s0.data_frames <= 1,
+        format_args!("vec! touched {} pages", s1.data_frames - s0.data_frames),
+    );
+    for i in (0..LEN).step_by(STRIDE) {
+        c.check(v[i] == 0, format_args!("byte {i} not zero"));
+        v[i] = 1;
+    }
+    let s2 = vm::stats();
+    let left2 = frames_left();
+    let pages = (LEN / STRIDE) as u64;
+    let data = s2.data_frames - s0.data_frames;
+    let used = left0 - left2;
+    let ones = (0..LEN).step_by(STRIDE).filter(|&i| black_box(&v)[i] == 1).count() as u64;
+    c.check(ones == pages, format_args!("{ones} of {pages} touched bytes read back"));
+    c.check(
+        (pages..=pages + 1).contains(&data),
+        format_args!("{data} heap frames for {pages} touched pages"),
+    );
+    // Besides the data: frame-table pages (one per 4 MiB of heap — 9 for
+    // 32 MiB not 4 MiB-aligned — and, the first time, the three levels
+    // above) and page tables (one per 2 MiB of heap, 17 unaligned, and
+    // those of the frame table's window: up to 3 per level).
+    let table = s2.table_frames - s0.table_frames;
+    c.check(table <= 9 + 3, format_args!("{table} frame-table frames for 32 MiB"));
+    let page_tables = used - data - table;
+    c.check(page_tables <= 17 + 12, format_args!("{page_tables} page-table frames for 32 MiB"));
+    println!(
+        "vmtest 4: a {} MiB vector touched on {pages} pages used {used} frames ({data} data, {table} frame table, {page_tables} page tables); an eager heap needs {}",
+        LEN >> 20,
+        LEN as u64 / PAGE_SIZE
+    );
+    drop(v);
+}
