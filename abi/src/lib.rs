@@ -106,11 +106,7 @@ impl EnvId {
 
     /// The id a register names, if it fits in 32 bits.
     pub const fn from_word(word: u64) -> Option<EnvId> {
-        if word <= u32::MAX as u64 {
-            Some(EnvId(word as u32))
-        } else {
-            None
-        }
+        if word <= u32::MAX as u64 { Some(EnvId(word as u32)) } else { None }
     }
 }
 
@@ -203,11 +199,7 @@ impl CoreId {
 
     /// The core a register names, if below [`MAX_CORES`].
     pub const fn from_word(word: u64) -> Option<CoreId> {
-        if word < MAX_CORES as u64 {
-            Some(CoreId(word as u32))
-        } else {
-            None
-        }
+        if word < MAX_CORES as u64 { Some(CoreId(word as u32)) } else { None }
     }
 
     /// The index, for per-core arrays.

@@ -18,8 +18,8 @@ use abi::{Error, Rights};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
-/// An environment's id (never 0: 0 means "no environment").
-pub type EnvId = u32;
+/// An environment's id (never 0: [`EnvId::NONE`] means "no environment").
+pub use abi::EnvId;
 
 /// What an allocated frame is used for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,9 +319,9 @@ impl FrameTable {
 mod tests {
     use super::*;
 
-    const A: EnvId = 1;
-    const B: EnvId = 2;
-    const C: EnvId = 3;
+    const A: EnvId = EnvId(1);
+    const B: EnvId = EnvId(2);
+    const C: EnvId = EnvId(3);
 
     fn table() -> FrameTable {
         let mut t = FrameTable::new();

@@ -300,7 +300,7 @@ fn core_index(core: u64) -> Result<usize, Error> {
 
 /// An environment id ([`Error::NoSuchEnv`] if the word cannot be one).
 fn env_id(word: u64) -> Result<EnvId, Error> {
-    EnvId::try_from(word).map_err(|_| Error::NoSuchEnv)
+    EnvId::from_word(word).ok_or(Error::NoSuchEnv)
 }
 
 /// A 0/1 flag ([`Error::InvalidArgument`] otherwise).
@@ -375,7 +375,7 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
             Request::SetSlotHandlers { prologue: a0, epilogue: a1 }
         }
         Syscall::SetDefaultTime => Request::SetDefaultTime { core: core_index(a0)?, on: flag(a1)? },
-        Syscall::YieldTo => Request::YieldTo { target: EnvId::try_from(a0).ok() },
+        Syscall::YieldTo => Request::YieldTo { target: EnvId::from_word(a0) },
         Syscall::IpcRegister => {
             entry_and_stack(a0, a1, true)?;
             Request::IpcRegister { entry: a0, stack_top: a1, stride: a2 }
@@ -637,7 +637,7 @@ mod tests {
             Request::ConsoleWrite { ptr: 5, len: abi::CONSOLE_WRITE_MAX },
             Request::FrameAlloc { frame: None },
             Request::FrameAlloc { frame: Some(7) },
-            Request::FrameGrant { frame: 1, grantee: u32::MAX, rights: Rights(99) },
+            Request::FrameGrant { frame: 1, grantee: EnvId(u32::MAX), rights: Rights(99) },
             Request::Map { frame: 1, va: abi::USER_MIN, rights: Rights::RWX },
             Request::SetExceptionHandler { entry: 0, stack_top: u64::MAX, stride: 3 },
             Request::VcpuStart {
@@ -648,10 +648,10 @@ mod tests {
             },
             Request::UnmapRange { va: 3, pages: 0, done: 4 },
             Request::YieldTo { target: None },
-            Request::YieldTo { target: Some(4) },
+            Request::YieldTo { target: Some(EnvId(4)) },
             Request::IpcAccept { who: Accept::Any, allow: true },
-            Request::IpcAccept { who: Accept::Env(0), allow: false },
-            Request::Acall { target: 2, words: [3, 4] },
+            Request::IpcAccept { who: Accept::Env(EnvId::NONE), allow: false },
+            Request::Acall { target: EnvId(2), words: [3, 4] },
         ];
         for request in valid {
             let (n, args) = request.to_registers();

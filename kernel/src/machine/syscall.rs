@@ -391,9 +391,7 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Next::Return(Ok(0))
         }
         Request::IpcAccept { who, allow } => Next::Return(ipc_accept(env, who, allow)),
-        Request::Acall { target, words } => {
-            done(super::uring::acall(env, u64::from(target), words))
-        }
+        Request::Acall { target, words } => done(super::uring::acall(env, target, words)),
     }
 }
 

@@ -18,7 +18,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use kernel::ownership::FrameKind;
+use kernel::ownership::{EnvId, FrameKind};
 use spin::{Mutex, Once};
 use x86_64::instructions::interrupts::without_interrupts;
 
@@ -87,7 +87,7 @@ pub fn pick_core() -> usize {
 /// first one, or [`abort_start`] ends it.
 pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), SpawnError> {
     let plan = kernel::elf::plan(image).map_err(SpawnError::BadElf)?;
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let id = EnvId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let pml4 = memory::alloc_frame().map_err(|e| SpawnError::Memory(frame_error(e)))?;
     shard(pml4).insert(pml4, id, FrameKind::PageTable);
     let env = Arc::new(Env {
@@ -185,7 +185,7 @@ fn load(env: &Env, image: &[u8], plan: &kernel::elf::LoadPlan) -> Result<(), Err
     env.info_frame.store(info_frame, Ordering::Release);
     let mut info = abi::InfoPage {
         abi_version: abi::ABI_VERSION,
-        env_id: env.id,
+        env_id: env.id.raw(),
         tsc_hz: crate::machine::time::tsc_hz(),
         cores: online_cpus() as u32,
         frame_quota: env.quota as u32,
