@@ -19,12 +19,9 @@
 //! without this decoder: those handlers keep their own checks (the same
 //! functions' answers, so the decoder only answers them earlier).
 
+use crate::frames::FrameNumber;
 use crate::ownership::EnvId;
 use abi::{Error, Rights, Syscall};
-
-/// A frame number (checked against the machine's frame capacity by the
-/// handlers, which know it).
-pub type Frame = u64;
 
 /// A decoded system call: one variant per [`abi::Syscall`], arguments typed
 /// and checked as far as the registers alone allow. See `abi::Syscall` for
@@ -50,17 +47,17 @@ pub enum Request {
     /// `FrameAlloc`: `None` is [`abi::ANY_FRAME`].
     FrameAlloc {
         /// The frame asked for.
-        frame: Option<Frame>,
+        frame: Option<FrameNumber>,
     },
     /// `FrameFree`.
     FrameFree {
         /// The frame.
-        frame: Frame,
+        frame: FrameNumber,
     },
     /// `FrameGrant`.
     FrameGrant {
         /// The frame.
-        frame: Frame,
+        frame: FrameNumber,
         /// Who may map it (an id in range; whether it lives is the
         /// handler's question).
         grantee: EnvId,
@@ -70,7 +67,7 @@ pub enum Request {
     /// `FrameRevoke`.
     FrameRevoke {
         /// The frame.
-        frame: Frame,
+        frame: FrameNumber,
         /// Whose grant goes.
         grantee: EnvId,
     },
@@ -78,7 +75,7 @@ pub enum Request {
     /// readable.
     Map {
         /// The frame.
-        frame: Frame,
+        frame: FrameNumber,
         /// The page.
         va: u64,
         /// Its rights.
@@ -134,7 +131,7 @@ pub enum Request {
     /// `FrameStatus`.
     FrameStatus {
         /// The frame.
-        frame: Frame,
+        frame: FrameNumber,
     },
     /// `UnmapRange`: `pages` ≤ [`abi::UNMAP_RANGE_MAX`]; unless `pages` is
     /// 0, `va` a user page and the range inside the user half, clear of the
@@ -333,13 +330,19 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         }
         Syscall::Exit => Request::Exit { code: a0 },
         Syscall::Yield => Request::Yield,
-        Syscall::FrameAlloc => Request::FrameAlloc { frame: (a0 != abi::ANY_FRAME).then_some(a0) },
-        Syscall::FrameFree => Request::FrameFree { frame: a0 },
-        Syscall::FrameGrant => {
-            Request::FrameGrant { frame: a0, grantee: env_id(a1)?, rights: Rights(a2) }
+        Syscall::FrameAlloc => {
+            Request::FrameAlloc { frame: (a0 != abi::ANY_FRAME).then_some(FrameNumber(a0)) }
         }
-        Syscall::FrameRevoke => Request::FrameRevoke { frame: a0, grantee: env_id(a1)? },
-        Syscall::Map => Request::Map { frame: a0, va: check_page(a1)?, rights: check_rights(a2)? },
+        Syscall::FrameFree => Request::FrameFree { frame: FrameNumber(a0) },
+        Syscall::FrameGrant => {
+            Request::FrameGrant { frame: FrameNumber(a0), grantee: env_id(a1)?, rights: Rights(a2) }
+        }
+        Syscall::FrameRevoke => {
+            Request::FrameRevoke { frame: FrameNumber(a0), grantee: env_id(a1)? }
+        }
+        Syscall::Map => {
+            Request::Map { frame: FrameNumber(a0), va: check_page(a1)?, rights: check_rights(a2)? }
+        }
         Syscall::Unmap => Request::Unmap { va: check_page(a0)? },
         Syscall::Protect => Request::Protect { va: check_page(a0)?, rights: check_rights(a1)? },
         Syscall::SetExceptionHandler => {
@@ -358,7 +361,7 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
             }
             Request::EnvLookup { ptr: a0, len: a1 }
         }
-        Syscall::FrameStatus => Request::FrameStatus { frame: a0 },
+        Syscall::FrameStatus => Request::FrameStatus { frame: FrameNumber(a0) },
         Syscall::UnmapRange => {
             check_range(a0, a1)?;
             Request::UnmapRange { va: a0, pages: a1, done: a2 }
@@ -458,11 +461,13 @@ impl Request {
             Request::Null | Request::Yield | Request::VcpuExit | Request::Reply => [0; 3],
             Request::ConsoleWrite { ptr, len } | Request::EnvLookup { ptr, len } => [ptr, len, 0],
             Request::Exit { code } => [code, 0, 0],
-            Request::FrameAlloc { frame } => [frame.unwrap_or(abi::ANY_FRAME), 0, 0],
-            Request::FrameFree { frame } | Request::FrameStatus { frame } => [frame, 0, 0],
-            Request::FrameGrant { frame, grantee, rights } => [frame, u64::from(grantee), rights.0],
-            Request::FrameRevoke { frame, grantee } => [frame, u64::from(grantee), 0],
-            Request::Map { frame, va, rights } => [frame, va, rights.0],
+            Request::FrameAlloc { frame } => [frame.map_or(abi::ANY_FRAME, u64::from), 0, 0],
+            Request::FrameFree { frame } | Request::FrameStatus { frame } => [frame.raw(), 0, 0],
+            Request::FrameGrant { frame, grantee, rights } => {
+                [frame.raw(), u64::from(grantee), rights.0]
+            }
+            Request::FrameRevoke { frame, grantee } => [frame.raw(), u64::from(grantee), 0],
+            Request::Map { frame, va, rights } => [frame.raw(), va, rights.0],
             Request::Unmap { va } => [va, 0, 0],
             Request::Protect { va, rights } => [va, rights.0, 0],
             Request::SetExceptionHandler { entry, stack_top, stride }
@@ -636,9 +641,13 @@ mod tests {
             Request::Null,
             Request::ConsoleWrite { ptr: 5, len: abi::CONSOLE_WRITE_MAX },
             Request::FrameAlloc { frame: None },
-            Request::FrameAlloc { frame: Some(7) },
-            Request::FrameGrant { frame: 1, grantee: EnvId(u32::MAX), rights: Rights(99) },
-            Request::Map { frame: 1, va: abi::USER_MIN, rights: Rights::RWX },
+            Request::FrameAlloc { frame: Some(FrameNumber(7)) },
+            Request::FrameGrant {
+                frame: FrameNumber(1),
+                grantee: EnvId(u32::MAX),
+                rights: Rights(99),
+            },
+            Request::Map { frame: FrameNumber(1), va: abi::USER_MIN, rights: Rights::RWX },
             Request::SetExceptionHandler { entry: 0, stack_top: u64::MAX, stride: 3 },
             Request::VcpuStart {
                 core: abi::MAX_CORES - 1,

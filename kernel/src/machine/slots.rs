@@ -101,7 +101,7 @@ pub fn config() -> Config {
 /// The physical frames of the schedule pages, in order.
 pub fn schedule_frames() -> impl Iterator<Item = FrameNumber> {
     let phys = super::memory::kernel_image_phys(&SCHEDULE as *const SchedulePages as u64);
-    (0..abi::SCHEDULE_PAGES).map(move |page| phys / abi::PAGE_SIZE + page)
+    (0..abi::SCHEDULE_PAGES).map(move |page| FrameNumber::from_addr(phys).add(page))
 }
 
 fn slots(core: usize) -> Option<Slots<'static>> {

@@ -300,7 +300,9 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Next::Switch(Ok(0), sched::Why::Event)
         }
         Request::Yield => Next::Switch(Ok(0), sched::Why::Yield),
-        Request::FrameAlloc { frame: which } => Next::Return(env::frame_alloc(env, which)),
+        Request::FrameAlloc { frame: which } => {
+            Next::Return(env::frame_alloc(env, which).map(u64::from))
+        }
         Request::FrameFree { frame: f } => done(env::frame_free(env, f)),
         Request::FrameGrant { frame: f, grantee, rights } => {
             progress(env::frame_grant(env, f, grantee, rights))

@@ -356,9 +356,11 @@ fn execute(env: &Env, sqe: &SqEntry, timers: &mut Vec<(u64, u64)>) -> Outcome {
     match op {
         Op::Nop => done(Ok(0)),
         Op::ConsoleWrite => done(env::console_write(env, a0, a1)),
-        Op::FrameAlloc => done(env::frame_alloc(env, (a0 != abi::ANY_FRAME).then_some(a0))),
-        Op::FrameFree => done(env::frame_free(env, a0).map(|()| 0)),
-        Op::Map => done(env::map(env, a0, a1, abi::Rights(a2)).map(|()| 0)),
+        Op::FrameAlloc => done(
+            env::frame_alloc(env, (a0 != abi::ANY_FRAME).then_some(FrameNumber(a0))).map(u64::from),
+        ),
+        Op::FrameFree => done(env::frame_free(env, FrameNumber(a0)).map(|()| 0)),
+        Op::Map => done(env::map(env, FrameNumber(a0), a1, abi::Rights(a2)).map(|()| 0)),
         Op::Unmap => done(env::unmap(env, a0).map(|()| 0)),
         Op::Protect => done(env::protect(env, a0, abi::Rights(a1)).map(|()| 0)),
         // A withdrawal of many mappings goes in steps: the entry stays
@@ -366,12 +368,12 @@ fn execute(env: &Env, sqe: &SqEntry, timers: &mut Vec<(u64, u64)>) -> Outcome {
         Op::FrameGrant => stepped(
             EnvId::from_word(a1)
                 .ok_or(Error::NoSuchEnv)
-                .and_then(|g| env::frame_grant(env, a0, g, abi::Rights(a2))),
+                .and_then(|g| env::frame_grant(env, FrameNumber(a0), g, abi::Rights(a2))),
         ),
         Op::FrameRevoke => stepped(
             EnvId::from_word(a1)
                 .ok_or(Error::NoSuchEnv)
-                .and_then(|g| env::frame_revoke(env, a0, g)),
+                .and_then(|g| env::frame_revoke(env, FrameNumber(a0), g)),
         ),
         Op::Timer => {
             if a0 <= super::cpu::rdtsc() {
