@@ -21,7 +21,7 @@
 
 use crate::frames::FrameNumber;
 use crate::ownership::EnvId;
-use abi::{Error, Rights, Syscall};
+use abi::{CoreId, Error, Rights, Syscall};
 
 /// A decoded system call: one variant per [`abi::Syscall`], arguments typed
 /// and checked as far as the registers alone allow. See `abi::Syscall` for
@@ -111,7 +111,7 @@ pub enum Request {
     /// [`abi::MAX_CORES`].
     VcpuStart {
         /// The core.
-        core: usize,
+        core: CoreId,
         /// Where it starts.
         entry: u64,
         /// Its stack.
@@ -170,7 +170,7 @@ pub enum Request {
     /// `SlotAlloc`: a core index below [`abi::MAX_CORES`].
     SlotAlloc {
         /// The core.
-        core: usize,
+        core: CoreId,
         /// The slot, or [`abi::schedule::ANY_SLOT`].
         index: u64,
         /// How many (with `ANY_SLOT`).
@@ -179,7 +179,7 @@ pub enum Request {
     /// `SlotFree`: a core index below [`abi::MAX_CORES`].
     SlotFree {
         /// The core.
-        core: usize,
+        core: CoreId,
         /// The slots.
         mask: u64,
     },
@@ -193,7 +193,7 @@ pub enum Request {
     /// `SetDefaultTime`.
     SetDefaultTime {
         /// The core.
-        core: usize,
+        core: CoreId,
         /// Take part in the default round-robin there.
         on: bool,
     },
@@ -291,8 +291,8 @@ pub fn check_rights(rights: u64) -> Result<Rights, Error> {
 }
 
 /// A core index the ABI can name ([`Error::NoSuchCore`] otherwise).
-fn core_index(core: u64) -> Result<usize, Error> {
-    usize::try_from(core).ok().filter(|&c| c < abi::MAX_CORES).ok_or(Error::NoSuchCore)
+fn core_index(core: u64) -> Result<CoreId, Error> {
+    CoreId::from_word(core).ok_or(Error::NoSuchCore)
 }
 
 /// An environment id ([`Error::NoSuchEnv`] if the word cannot be one).
@@ -456,7 +456,6 @@ impl Request {
     /// The registers that make this call (`rax` and the six arguments;
     /// those the call does not read are 0): [`decode`]'s inverse.
     pub fn to_registers(&self) -> (u64, [u64; 6]) {
-        let core = |c: usize| c as u64;
         let args: [u64; 3] = match *self {
             Request::Null | Request::Yield | Request::VcpuExit | Request::Reply => [0; 3],
             Request::ConsoleWrite { ptr, len } | Request::EnvLookup { ptr, len } => [ptr, len, 0],
@@ -474,16 +473,16 @@ impl Request {
             | Request::IpcRegister { entry, stack_top, stride } => [entry, stack_top, stride],
             Request::ExceptionResume { frame_ptr } => [frame_ptr, 0, 0],
             Request::VcpuStart { core: c, entry, stack_top, arg } => {
-                return (Syscall::VcpuStart as u64, [core(c), entry, stack_top, arg, 0, 0]);
+                return (Syscall::VcpuStart as u64, [c.word(), entry, stack_top, arg, 0, 0]);
             }
             Request::UnmapRange { va, pages, done } => [va, pages, done],
             Request::RingSetup { base, sq_entries, cq_entries } => [base, sq_entries, cq_entries],
             Request::RingEnter { to_submit, min_complete } => [to_submit, min_complete, 0],
             Request::SleepOn { ptr, count } => [ptr, count, 0],
-            Request::SlotAlloc { core: c, index, count } => [core(c), index, count],
-            Request::SlotFree { core: c, mask } => [core(c), mask, 0],
+            Request::SlotAlloc { core: c, index, count } => [c.word(), index, count],
+            Request::SlotFree { core: c, mask } => [c.word(), mask, 0],
             Request::SetSlotHandlers { prologue, epilogue } => [prologue, epilogue, 0],
-            Request::SetDefaultTime { core: c, on } => [core(c), u64::from(on), 0],
+            Request::SetDefaultTime { core: c, on } => [c.word(), u64::from(on), 0],
             Request::YieldTo { target } => [target.map_or(u64::MAX, u64::from), 0, 0],
             Request::IpcAccept { who, allow } => {
                 let who = match who {
@@ -650,7 +649,7 @@ mod tests {
             Request::Map { frame: FrameNumber(1), va: abi::USER_MIN, rights: Rights::RWX },
             Request::SetExceptionHandler { entry: 0, stack_top: u64::MAX, stride: 3 },
             Request::VcpuStart {
-                core: abi::MAX_CORES - 1,
+                core: CoreId::new(abi::MAX_CORES - 1),
                 entry: abi::USER_MAX - 1,
                 stack_top: abi::USER_MAX,
                 arg: 9,

@@ -9,6 +9,7 @@
 //! compare-and-swap).
 
 use super::percpu::MAX_CPUS;
+use abi::CoreId;
 use abi::schedule::MAX_SLOTS;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::frames::FrameNumber;
@@ -116,8 +117,8 @@ fn slots(core: usize) -> Option<Slots<'static>> {
 }
 
 /// `SlotAlloc` for environment `env`.
-pub fn alloc(env: EnvId, core: u64, index: u64, count: u64) -> Result<u64, abi::Error> {
-    let core = usize::try_from(core).map_err(|_| abi::Error::NoSuchCore)?;
+pub fn alloc(env: EnvId, core: CoreId, index: u64, count: u64) -> Result<u64, abi::Error> {
+    let core = core.index();
     if core >= MAX_CPUS || super::percpu::user_cores() & (1 << core) == 0 {
         return Err(abi::Error::NoSuchCore);
     }
@@ -131,8 +132,8 @@ pub fn alloc(env: EnvId, core: u64, index: u64, count: u64) -> Result<u64, abi::
 }
 
 /// `SlotFree` for environment `env`.
-pub fn free(env: EnvId, core: u64, mask: u64) -> Result<(), abi::Error> {
-    let core = usize::try_from(core).map_err(|_| abi::Error::NoSuchCore)?;
+pub fn free(env: EnvId, core: CoreId, mask: u64) -> Result<(), abi::Error> {
+    let core = core.index();
     let slots = slots(core).ok_or(abi::Error::NoSuchCore)?;
     slots.free(mask, env).map_err(SlotError::to_abi)
 }

@@ -363,9 +363,9 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Err(e) => Next::Return(Err(e)),
         },
         Request::SlotAlloc { core, index, count } => {
-            Next::Return(super::slots::alloc(env.id, core as u64, index, count))
+            Next::Return(super::slots::alloc(env.id, core, index, count))
         }
-        Request::SlotFree { core, mask } => done(super::slots::free(env.id, core as u64, mask)),
+        Request::SlotFree { core, mask } => done(super::slots::free(env.id, core, mask)),
         Request::SetSlotHandlers { prologue, epilogue } => {
             env.prologue.store(prologue, Ordering::Release);
             env.epilogue.store(epilogue, Ordering::Release);
@@ -373,9 +373,9 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         }
         Request::SetDefaultTime { core, on } => {
             if on {
-                env.default_time.fetch_or(1 << core, Ordering::AcqRel);
+                env.default_time.fetch_or(1 << core.index(), Ordering::AcqRel);
             } else {
-                env.default_time.fetch_and(!(1 << core), Ordering::AcqRel);
+                env.default_time.fetch_and(!(1 << core.index()), Ordering::AcqRel);
             }
             Next::Return(Ok(0))
         }

@@ -18,7 +18,7 @@
 use super::env::{self, Env};
 use super::memory;
 use abi::ring::{CqEntry, Op, SqEntry};
-use abi::{Error, PAGE_SIZE};
+use abi::{CoreId, Error, PAGE_SIZE};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -388,7 +388,11 @@ fn execute(env: &Env, sqe: &SqEntry, timers: &mut Vec<(u64, u64)>) -> Outcome {
         Op::Notify => done(
             EnvId::from_word(a0).ok_or(Error::NoSuchEnv).and_then(|t| notify(env, t)).map(|()| 0),
         ),
-        Op::SlotAlloc => done(super::slots::alloc(env.id, a0, a1, a2)),
+        Op::SlotAlloc => done(
+            CoreId::from_word(a0)
+                .ok_or(Error::NoSuchCore)
+                .and_then(|core| super::slots::alloc(env.id, core, a1, a2)),
+        ),
     }
 }
 
