@@ -82,6 +82,155 @@ pub const STACK_SIZE: u64 = 64 * 1024;
 /// The most cores the ABI describes.
 pub const MAX_CORES: usize = 64;
 
+/// An environment's id. Ids are handed out from 1; `EnvId(0)` is
+/// [`EnvId::NONE`], "no environment" (a free slot's owner, an unset
+/// caller). On the wire (registers, [`InfoPage::env_id`], the schedule's
+/// owners, events) it is the plain `u32`, widened to a `u64` in registers.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct EnvId(pub u32);
+
+impl EnvId {
+    /// "No environment" (0).
+    pub const NONE: EnvId = EnvId(0);
+
+    /// The id as its wire value.
+    pub const fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// Whether this is [`EnvId::NONE`].
+    pub const fn is_none(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The id a register names, if it fits in 32 bits.
+    pub const fn from_word(word: u64) -> Option<EnvId> {
+        if word <= u32::MAX as u64 { Some(EnvId(word as u32)) } else { None }
+    }
+}
+
+impl From<u32> for EnvId {
+    fn from(id: u32) -> EnvId {
+        EnvId(id)
+    }
+}
+
+impl From<EnvId> for u32 {
+    fn from(id: EnvId) -> u32 {
+        id.0
+    }
+}
+
+impl From<EnvId> for u64 {
+    fn from(id: EnvId) -> u64 {
+        u64::from(id.0)
+    }
+}
+
+impl core::fmt::Display for EnvId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A physical frame number: the frame's physical address divided by
+/// [`PAGE_SIZE`]. On the wire (system call arguments, [`FrameStatus`]) it is
+/// the plain `u64`.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct FrameNumber(pub u64);
+
+impl FrameNumber {
+    /// The frame holding physical address `addr` (rounded down).
+    pub const fn from_addr(addr: u64) -> FrameNumber {
+        FrameNumber(addr / PAGE_SIZE)
+    }
+
+    /// The physical address of the frame's first byte.
+    pub const fn addr(self) -> u64 {
+        self.0 * PAGE_SIZE
+    }
+
+    /// The number as its wire value.
+    pub const fn raw(self) -> u64 {
+        self.0
+    }
+
+    /// The frame `n` frames further on.
+    pub const fn add(self, n: u64) -> FrameNumber {
+        FrameNumber(self.0 + n)
+    }
+}
+
+impl From<u64> for FrameNumber {
+    fn from(n: u64) -> FrameNumber {
+        FrameNumber(n)
+    }
+}
+
+impl From<FrameNumber> for u64 {
+    fn from(n: FrameNumber) -> u64 {
+        n.0
+    }
+}
+
+impl core::fmt::Display for FrameNumber {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A core's index, `0..`[`MAX_CORES`] (the kernel's numbering: the boot
+/// core is 0; not the APIC id). On the wire it is a plain `u64` register.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct CoreId(pub u32);
+
+impl CoreId {
+    /// The boot core.
+    pub const BOOT: CoreId = CoreId(0);
+
+    /// The core with index `index` (which must be below [`MAX_CORES`]).
+    pub const fn new(index: usize) -> CoreId {
+        assert!(index < MAX_CORES);
+        CoreId(index as u32)
+    }
+
+    /// The core a register names, if below [`MAX_CORES`].
+    pub const fn from_word(word: u64) -> Option<CoreId> {
+        if word < MAX_CORES as u64 { Some(CoreId(word as u32)) } else { None }
+    }
+
+    /// The index, for per-core arrays.
+    pub const fn index(self) -> usize {
+        self.0 as usize
+    }
+
+    /// The index as a register word.
+    pub const fn word(self) -> u64 {
+        self.0 as u64
+    }
+}
+
+impl From<CoreId> for usize {
+    fn from(core: CoreId) -> usize {
+        core.index()
+    }
+}
+
+impl From<CoreId> for u64 {
+    fn from(core: CoreId) -> u64 {
+        core.word()
+    }
+}
+
+impl core::fmt::Display for CoreId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
 // The layout's ordering, checked at compile time.
 const _: () = assert!(USER_MIN < STACK_TOP && STACK_TOP < INFO_VA);
 const _: () = assert!(INFO_VA + INFO_REGION_SIZE < USER_MAX);
@@ -823,6 +972,19 @@ pub mod event {
 mod tests {
     extern crate std;
     use super::*;
+
+    #[test]
+    fn id_newtypes() {
+        assert_eq!(EnvId::from_word(u64::from(u32::MAX)), Some(EnvId(u32::MAX)));
+        assert_eq!(EnvId::from_word(u64::from(u32::MAX) + 1), None);
+        assert!(EnvId::NONE.is_none() && EnvId::default() == EnvId::NONE);
+        assert_eq!(FrameNumber::from_addr(0x5fff), FrameNumber(5));
+        assert_eq!(FrameNumber(5).addr(), 0x5000);
+        assert_eq!(CoreId::from_word(MAX_CORES as u64 - 1), Some(CoreId::new(MAX_CORES - 1)));
+        assert_eq!(CoreId::from_word(MAX_CORES as u64), None);
+        assert_eq!(CoreId::new(3).index(), 3);
+        assert_eq!(std::format!("{} {} {}", EnvId(7), FrameNumber(8), CoreId(9)), "7 8 9");
+    }
 
     #[test]
     fn syscall_numbers_round_trip() {

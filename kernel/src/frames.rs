@@ -13,7 +13,7 @@
 //! wraps it in one (see `machine::memory`).
 
 /// A physical frame number (physical address / 4096).
-pub type FrameNumber = u64;
+pub use abi::FrameNumber;
 
 /// Why a frame operation was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl<const WORDS: usize> FrameBitmap<WORDS> {
     /// ignored). Freeing an already-free frame here is harmless, so
     /// overlapping memory map entries cannot corrupt the count.
     pub fn add_free_range(&mut self, start: FrameNumber, end: FrameNumber) {
-        for frame in start..end.min(Self::CAPACITY) {
+        for frame in start.0..end.0.min(Self::CAPACITY) {
             let (word, bit) = Self::split(frame);
             if self.used[word] & bit != 0 {
                 self.used[word] &= !bit;
@@ -77,7 +77,7 @@ impl<const WORDS: usize> FrameBitmap<WORDS> {
                 self.used[word] |= 1 << bit;
                 self.free -= 1;
                 self.hint = word;
-                return Ok(word as u64 * 64 + bit);
+                return Ok(FrameNumber(word as u64 * 64 + bit));
             }
         }
         Err(FrameError::OutOfMemory)
@@ -92,7 +92,7 @@ impl<const WORDS: usize> FrameBitmap<WORDS> {
         }
         let mut start = 0;
         while start + count <= Self::CAPACITY {
-            match (start..start + count).find(|&f| self.is_used(f)) {
+            match (start..start + count).find(|&f| self.is_used_raw(f)) {
                 Some(used) => start = (used + 1).next_multiple_of(align),
                 None => {
                     for f in start..start + count {
@@ -100,7 +100,7 @@ impl<const WORDS: usize> FrameBitmap<WORDS> {
                         self.used[word] |= bit;
                     }
                     self.free -= count;
-                    return Ok(start);
+                    return Ok(FrameNumber(start));
                 }
             }
         }
@@ -109,10 +109,10 @@ impl<const WORDS: usize> FrameBitmap<WORDS> {
 
     /// Takes the specific frame `frame` out of the pool.
     pub fn take(&mut self, frame: FrameNumber) -> Result<(), FrameError> {
-        if frame >= Self::CAPACITY {
+        if frame.0 >= Self::CAPACITY {
             return Err(FrameError::OutOfRange(frame));
         }
-        let (word, bit) = Self::split(frame);
+        let (word, bit) = Self::split(frame.0);
         if self.used[word] & bit != 0 {
             return Err(FrameError::NotAllocated(frame));
         }
@@ -123,10 +123,10 @@ impl<const WORDS: usize> FrameBitmap<WORDS> {
 
     /// Returns a frame to the pool.
     pub fn free(&mut self, frame: FrameNumber) -> Result<(), FrameError> {
-        if frame >= Self::CAPACITY {
+        if frame.0 >= Self::CAPACITY {
             return Err(FrameError::OutOfRange(frame));
         }
-        let (word, bit) = Self::split(frame);
+        let (word, bit) = Self::split(frame.0);
         if self.used[word] & bit == 0 {
             return Err(FrameError::NotAllocated(frame));
         }
@@ -137,6 +137,10 @@ impl<const WORDS: usize> FrameBitmap<WORDS> {
 
     /// Whether `frame` is in use (or outside the bitmap).
     pub fn is_used(&self, frame: FrameNumber) -> bool {
+        self.is_used_raw(frame.0)
+    }
+
+    fn is_used_raw(&self, frame: u64) -> bool {
         if frame >= Self::CAPACITY {
             return true;
         }
@@ -144,7 +148,7 @@ impl<const WORDS: usize> FrameBitmap<WORDS> {
         self.used[word] & bit != 0
     }
 
-    fn split(frame: FrameNumber) -> (usize, u64) {
+    fn split(frame: u64) -> (usize, u64) {
         ((frame / 64) as usize, 1 << (frame % 64))
     }
 }
@@ -158,34 +162,34 @@ mod tests {
     fn starts_full_and_hands_out_only_added_frames() {
         let mut b = FrameBitmap::<4>::new();
         assert_eq!(b.alloc(), Err(FrameError::OutOfMemory));
-        b.add_free_range(10, 13);
-        b.add_free_range(11, 12); // overlap: no double count
+        b.add_free_range(FrameNumber(10), FrameNumber(13));
+        b.add_free_range(FrameNumber(11), FrameNumber(12)); // overlap: no double count
         assert_eq!(b.free_frames(), 3);
         let got: HashSet<_> = (0..3).map(|_| b.alloc().unwrap()).collect();
-        assert_eq!(got, HashSet::from([10, 11, 12]));
+        assert_eq!(got, HashSet::from([10, 11, 12].map(FrameNumber)));
         assert_eq!(b.alloc(), Err(FrameError::OutOfMemory));
     }
 
     #[test]
     fn free_detects_double_free_and_range() {
         let mut b = FrameBitmap::<1>::new();
-        b.add_free_range(0, 64);
+        b.add_free_range(FrameNumber(0), FrameNumber(64));
         let f = b.alloc().unwrap();
         assert_eq!(b.free(f), Ok(()));
         assert_eq!(b.free(f), Err(FrameError::NotAllocated(f)));
-        assert_eq!(b.free(64), Err(FrameError::OutOfRange(64)));
+        assert_eq!(b.free(FrameNumber(64)), Err(FrameError::OutOfRange(FrameNumber(64))));
         assert_eq!(b.free_frames(), 64);
     }
 
     #[test]
     fn contiguous_runs_respect_alignment_and_holes() {
         let mut b = FrameBitmap::<4>::new();
-        b.add_free_range(1, 200);
+        b.add_free_range(FrameNumber(1), FrameNumber(200));
         let hole = b.alloc_contiguous(1, 1).unwrap();
-        assert_eq!(hole, 1);
+        assert_eq!(hole, FrameNumber(1));
         let run = b.alloc_contiguous(16, 16).unwrap();
-        assert_eq!(run, 16);
-        assert!((16..32).all(|f| b.is_used(f)));
+        assert_eq!(run, FrameNumber(16));
+        assert!((16..32).all(|f| b.is_used(FrameNumber(f))));
         assert_eq!(b.alloc_contiguous(500, 1), Err(FrameError::OutOfMemory));
         assert_eq!(b.free_frames(), 199 - 17);
     }
@@ -193,19 +197,19 @@ mod tests {
     #[test]
     fn take_claims_exactly_one_free_frame() {
         let mut b = FrameBitmap::<1>::new();
-        b.add_free_range(4, 8);
-        assert_eq!(b.take(5), Ok(()));
-        assert_eq!(b.take(5), Err(FrameError::NotAllocated(5)));
-        assert_eq!(b.take(2), Err(FrameError::NotAllocated(2)));
-        assert_eq!(b.take(64), Err(FrameError::OutOfRange(64)));
+        b.add_free_range(FrameNumber(4), FrameNumber(8));
+        assert_eq!(b.take(FrameNumber(5)), Ok(()));
+        assert_eq!(b.take(FrameNumber(5)), Err(FrameError::NotAllocated(FrameNumber(5))));
+        assert_eq!(b.take(FrameNumber(2)), Err(FrameError::NotAllocated(FrameNumber(2))));
+        assert_eq!(b.take(FrameNumber(64)), Err(FrameError::OutOfRange(FrameNumber(64))));
         assert_eq!(b.free_frames(), 3);
-        assert!(b.is_used(5));
+        assert!(b.is_used(FrameNumber(5)));
     }
 
     #[test]
     fn capacity_clips_ranges() {
         let mut b = FrameBitmap::<1>::new();
-        b.add_free_range(60, 1_000_000);
+        b.add_free_range(FrameNumber(60), FrameNumber(1_000_000));
         assert_eq!(b.free_frames(), 4);
     }
 
@@ -213,7 +217,7 @@ mod tests {
     fn random_alloc_free_keeps_count_and_never_hands_out_twice() {
         // A small deterministic xorshift drives a long alloc/free sequence.
         let mut b = FrameBitmap::<8>::new();
-        b.add_free_range(3, 500);
+        b.add_free_range(FrameNumber(3), FrameNumber(500));
         let mut live = HashSet::new();
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for _ in 0..20_000 {
@@ -222,7 +226,7 @@ mod tests {
             x ^= x << 17;
             if !x.is_multiple_of(3) {
                 if let Ok(f) = b.alloc() {
-                    assert!((3..500).contains(&f));
+                    assert!((3..500).contains(&f.0));
                     assert!(live.insert(f), "frame {f} handed out twice");
                 }
             } else if let Some(&f) = live.iter().next() {

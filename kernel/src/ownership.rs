@@ -18,8 +18,8 @@ use abi::{Error, Rights};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
-/// An environment's id (never 0: 0 means "no environment").
-pub type EnvId = u32;
+/// An environment's id (never 0: [`EnvId::NONE`] means "no environment").
+pub use abi::EnvId;
 
 /// What an allocated frame is used for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,53 +319,53 @@ impl FrameTable {
 mod tests {
     use super::*;
 
-    const A: EnvId = 1;
-    const B: EnvId = 2;
-    const C: EnvId = 3;
+    const A: EnvId = EnvId(1);
+    const B: EnvId = EnvId(2);
+    const C: EnvId = EnvId(3);
 
     fn table() -> FrameTable {
         let mut t = FrameTable::new();
-        t.insert(10, A, FrameKind::Data);
-        t.insert(11, A, FrameKind::PageTable);
+        t.insert(FrameNumber(10), A, FrameKind::Data);
+        t.insert(FrameNumber(11), A, FrameKind::PageTable);
         t
     }
 
     #[test]
     fn only_owner_and_grantees_may_map() {
         let mut t = table();
-        assert_eq!(t.check_map(10, A, Rights::RWX), Ok(()));
-        assert_eq!(t.check_map(10, B, Rights::READ), Err(Error::NotOwner));
-        assert_eq!(t.check_map(99, A, Rights::READ), Err(Error::NotOwner));
-        t.grant(10, A, B, Rights::READ).unwrap();
-        assert_eq!(t.check_map(10, B, Rights::READ), Ok(()));
-        assert_eq!(t.check_map(10, B, Rights::RW), Err(Error::PermissionDenied));
-        assert_eq!(t.check_map(10, C, Rights::READ), Err(Error::NotOwner));
+        assert_eq!(t.check_map(FrameNumber(10), A, Rights::RWX), Ok(()));
+        assert_eq!(t.check_map(FrameNumber(10), B, Rights::READ), Err(Error::NotOwner));
+        assert_eq!(t.check_map(FrameNumber(99), A, Rights::READ), Err(Error::NotOwner));
+        t.grant(FrameNumber(10), A, B, Rights::READ).unwrap();
+        assert_eq!(t.check_map(FrameNumber(10), B, Rights::READ), Ok(()));
+        assert_eq!(t.check_map(FrameNumber(10), B, Rights::RW), Err(Error::PermissionDenied));
+        assert_eq!(t.check_map(FrameNumber(10), C, Rights::READ), Err(Error::NotOwner));
     }
 
     #[test]
     fn page_tables_are_never_mappable_or_grantable() {
         let mut t = table();
-        assert_eq!(t.check_map(11, A, Rights::READ), Err(Error::PermissionDenied));
-        assert_eq!(t.check_map(11, B, Rights::READ), Err(Error::NotOwner));
-        assert_eq!(t.grant(11, A, B, Rights::READ), Err(Error::NotOwner));
-        assert_eq!(t.free(11, A), Err(Error::NotOwner));
-        t.free_page_table(11);
-        assert!(t.get(11).is_none());
+        assert_eq!(t.check_map(FrameNumber(11), A, Rights::READ), Err(Error::PermissionDenied));
+        assert_eq!(t.check_map(FrameNumber(11), B, Rights::READ), Err(Error::NotOwner));
+        assert_eq!(t.grant(FrameNumber(11), A, B, Rights::READ), Err(Error::NotOwner));
+        assert_eq!(t.free(FrameNumber(11), A), Err(Error::NotOwner));
+        t.free_page_table(FrameNumber(11));
+        assert!(t.get(FrameNumber(11)).is_none());
     }
 
     #[test]
     fn free_needs_owner_and_no_mappings_or_grants() {
         let mut t = table();
-        assert_eq!(t.free(10, B), Err(Error::NotOwner));
-        t.add_mapping(10, A, 0x40_0000);
-        assert_eq!(t.free(10, A), Err(Error::Busy));
-        t.remove_mapping(10, A, 0x40_0000);
-        t.grant(10, A, B, Rights::READ).unwrap();
-        assert_eq!(t.free(10, A), Err(Error::Busy));
-        t.revoke(10, A, B).unwrap();
-        assert_eq!(t.unmap_step(10, B, 8), UnmapStep::Done);
-        assert_eq!(t.free(10, A), Ok(()));
-        assert!(t.get(10).is_none());
+        assert_eq!(t.free(FrameNumber(10), B), Err(Error::NotOwner));
+        t.add_mapping(FrameNumber(10), A, 0x40_0000);
+        assert_eq!(t.free(FrameNumber(10), A), Err(Error::Busy));
+        t.remove_mapping(FrameNumber(10), A, 0x40_0000);
+        t.grant(FrameNumber(10), A, B, Rights::READ).unwrap();
+        assert_eq!(t.free(FrameNumber(10), A), Err(Error::Busy));
+        t.revoke(FrameNumber(10), A, B).unwrap();
+        assert_eq!(t.unmap_step(FrameNumber(10), B, 8), UnmapStep::Done);
+        assert_eq!(t.free(FrameNumber(10), A), Ok(()));
+        assert!(t.get(FrameNumber(10)).is_none());
     }
 
     /// Runs a withdrawal to the end the way the kernel does, `limit`
@@ -386,131 +386,140 @@ mod tests {
     #[test]
     fn revoke_withdraws_the_grantees_mappings_only() {
         let mut t = table();
-        t.grant(10, A, B, Rights::RW).unwrap();
-        t.grant(10, A, C, Rights::READ).unwrap();
-        t.add_mapping(10, A, 0x1000);
-        t.add_mapping(10, B, 0x2000);
-        t.add_mapping(10, B, 0x3000);
-        t.add_mapping(10, C, 0x4000);
-        t.revoke(10, A, B).unwrap();
+        t.grant(FrameNumber(10), A, B, Rights::RW).unwrap();
+        t.grant(FrameNumber(10), A, C, Rights::READ).unwrap();
+        t.add_mapping(FrameNumber(10), A, 0x1000);
+        t.add_mapping(FrameNumber(10), B, 0x2000);
+        t.add_mapping(FrameNumber(10), B, 0x3000);
+        t.add_mapping(FrameNumber(10), C, 0x4000);
+        t.revoke(FrameNumber(10), A, B).unwrap();
         // In progress: B may not map, revoking again goes on with it, and
         // the frame cannot be freed while B still maps it.
-        assert_eq!(t.check_map(10, B, Rights::READ), Err(Error::Busy));
-        assert_eq!(t.revoke(10, A, B), Ok(()));
-        assert_eq!(t.revoke(10, B, C), Err(Error::NotOwner));
-        let m = drain(&mut t, 10, B, 1);
+        assert_eq!(t.check_map(FrameNumber(10), B, Rights::READ), Err(Error::Busy));
+        assert_eq!(t.revoke(FrameNumber(10), A, B), Ok(()));
+        assert_eq!(t.revoke(FrameNumber(10), B, C), Err(Error::NotOwner));
+        let m = drain(&mut t, FrameNumber(10), B, 1);
         assert_eq!(m, [Mapping { env: B, va: 0x2000 }, Mapping { env: B, va: 0x3000 }]);
-        assert_eq!(t.check_map(10, B, Rights::READ), Err(Error::NotOwner));
-        assert_eq!(t.revoke(10, A, B), Err(Error::NoSuchEnv));
-        assert_eq!(t.get(10).unwrap().mappings.len(), 2, "A's and C's stay");
+        assert_eq!(t.check_map(FrameNumber(10), B, Rights::READ), Err(Error::NotOwner));
+        assert_eq!(t.revoke(FrameNumber(10), A, B), Err(Error::NoSuchEnv));
+        assert_eq!(t.get(FrameNumber(10)).unwrap().mappings.len(), 2, "A's and C's stay");
     }
 
     #[test]
     fn lowering_a_grant_withdraws_mappings_to_redo() {
         let mut t = table();
-        t.grant(10, A, B, Rights::RW).unwrap();
-        t.add_mapping(10, B, 0x2000);
-        t.grant(10, A, B, Rights::RWX).unwrap();
-        assert_eq!(t.unmap_step(10, B, 8), UnmapStep::Done, "raised: nothing to redo");
-        t.grant(10, A, B, Rights::READ).unwrap();
-        assert_eq!(t.check_map(10, B, Rights::READ), Err(Error::Busy));
-        assert_eq!(drain(&mut t, 10, B, 8), [Mapping { env: B, va: 0x2000 }]);
-        assert_eq!(t.check_map(10, B, Rights::READ), Ok(()));
-        assert_eq!(t.check_map(10, B, Rights::RW), Err(Error::PermissionDenied));
-        assert_eq!(t.grant(10, A, A, Rights::READ), Err(Error::InvalidArgument));
-        assert_eq!(t.grant(10, A, B, Rights(8)), Err(Error::InvalidArgument));
-        assert_eq!(t.grant(10, A, B, Rights::NONE), Err(Error::InvalidArgument));
+        t.grant(FrameNumber(10), A, B, Rights::RW).unwrap();
+        t.add_mapping(FrameNumber(10), B, 0x2000);
+        t.grant(FrameNumber(10), A, B, Rights::RWX).unwrap();
+        assert_eq!(t.unmap_step(FrameNumber(10), B, 8), UnmapStep::Done, "raised: nothing to redo");
+        t.grant(FrameNumber(10), A, B, Rights::READ).unwrap();
+        assert_eq!(t.check_map(FrameNumber(10), B, Rights::READ), Err(Error::Busy));
+        assert_eq!(drain(&mut t, FrameNumber(10), B, 8), [Mapping { env: B, va: 0x2000 }]);
+        assert_eq!(t.check_map(FrameNumber(10), B, Rights::READ), Ok(()));
+        assert_eq!(t.check_map(FrameNumber(10), B, Rights::RW), Err(Error::PermissionDenied));
+        assert_eq!(t.grant(FrameNumber(10), A, A, Rights::READ), Err(Error::InvalidArgument));
+        assert_eq!(t.grant(FrameNumber(10), A, B, Rights(8)), Err(Error::InvalidArgument));
+        assert_eq!(t.grant(FrameNumber(10), A, B, Rights::NONE), Err(Error::InvalidArgument));
     }
 
     #[test]
     fn a_withdrawal_of_many_mappings_goes_in_bounded_steps() {
         let mut t = table();
-        t.grant(10, A, B, Rights::READ).unwrap();
+        t.grant(FrameNumber(10), A, B, Rights::READ).unwrap();
         for page in 0..1000u64 {
-            t.add_mapping(10, B, page << 12);
+            t.add_mapping(FrameNumber(10), B, page << 12);
         }
-        t.revoke(10, A, B).unwrap();
+        t.revoke(FrameNumber(10), A, B).unwrap();
         let mut steps = 0;
-        while let UnmapStep::Unmap(batch) = t.unmap_step(10, B, 64) {
+        while let UnmapStep::Unmap(batch) = t.unmap_step(FrameNumber(10), B, 64) {
             assert!(batch.len() <= 64);
             steps += 1;
             for m in batch {
-                t.remove_mapping(10, m.env, m.va);
+                t.remove_mapping(FrameNumber(10), m.env, m.va);
             }
         }
         assert_eq!(steps, 1000_usize.div_ceil(64));
-        assert_eq!(t.free(10, A), Ok(()));
+        assert_eq!(t.free(FrameNumber(10), A), Ok(()));
     }
 
     #[test]
     fn a_dying_grantee_ends_its_withdrawal() {
         let mut t = table();
-        t.grant(10, A, B, Rights::READ).unwrap();
-        t.add_mapping(10, B, 0x2000);
-        t.revoke(10, A, B).unwrap();
+        t.grant(FrameNumber(10), A, B, Rights::READ).unwrap();
+        t.add_mapping(FrameNumber(10), B, 0x2000);
+        t.revoke(FrameNumber(10), A, B).unwrap();
         t.forget_grants_to(B);
         // The withdrawal goes on (the kernel finds B dead and only forgets
         // the mapping), or B's own reclaim forgets it first.
-        assert_eq!(t.unmap_step(10, B, 8), UnmapStep::Unmap(vec![Mapping { env: B, va: 0x2000 }]));
-        t.remove_mapping(10, B, 0x2000);
-        assert_eq!(t.unmap_step(10, B, 8), UnmapStep::Done);
-        assert_eq!(t.free(10, A), Ok(()));
+        assert_eq!(
+            t.unmap_step(FrameNumber(10), B, 8),
+            UnmapStep::Unmap(vec![Mapping { env: B, va: 0x2000 }])
+        );
+        t.remove_mapping(FrameNumber(10), B, 0x2000);
+        assert_eq!(t.unmap_step(FrameNumber(10), B, 8), UnmapStep::Done);
+        assert_eq!(t.free(FrameNumber(10), A), Ok(()));
     }
 
     #[test]
     fn pinned_frames_cannot_be_freed() {
         let mut t = table();
-        assert_eq!(t.pin(10, B), Err(Error::NotOwner));
-        assert_eq!(t.pin(11, A), Err(Error::NotOwner));
-        t.pin(10, A).unwrap();
-        assert_eq!(t.free(10, A), Err(Error::Busy));
-        t.pin(10, A).unwrap();
-        t.unpin(10, B);
-        t.unpin(10, A);
-        assert_eq!(t.free(10, A), Err(Error::Busy), "pinned twice, unpinned once");
-        t.unpin(10, A);
-        assert_eq!(t.free(10, A), Ok(()));
+        assert_eq!(t.pin(FrameNumber(10), B), Err(Error::NotOwner));
+        assert_eq!(t.pin(FrameNumber(11), A), Err(Error::NotOwner));
+        t.pin(FrameNumber(10), A).unwrap();
+        assert_eq!(t.free(FrameNumber(10), A), Err(Error::Busy));
+        t.pin(FrameNumber(10), A).unwrap();
+        t.unpin(FrameNumber(10), B);
+        t.unpin(FrameNumber(10), A);
+        assert_eq!(t.free(FrameNumber(10), A), Err(Error::Busy), "pinned twice, unpinned once");
+        t.unpin(FrameNumber(10), A);
+        assert_eq!(t.free(FrameNumber(10), A), Ok(()));
     }
 
     #[test]
     fn release_on_death_ends_grants_then_unmaps_in_steps() {
         let mut t = table();
-        t.grant(10, A, B, Rights::READ).unwrap();
-        t.add_mapping(10, B, 0x2000);
-        t.add_mapping(10, B, 0x3000);
-        t.add_mapping(10, C, 0x4000);
-        assert_eq!(t.release_step(10, B, 8), None);
-        let Some(ReleaseStep::Unmap(first)) = t.release_step(10, A, 2) else { panic!() };
+        t.grant(FrameNumber(10), A, B, Rights::READ).unwrap();
+        t.add_mapping(FrameNumber(10), B, 0x2000);
+        t.add_mapping(FrameNumber(10), B, 0x3000);
+        t.add_mapping(FrameNumber(10), C, 0x4000);
+        assert_eq!(t.release_step(FrameNumber(10), B, 8), None);
+        let Some(ReleaseStep::Unmap(first)) = t.release_step(FrameNumber(10), A, 2) else {
+            panic!()
+        };
         assert_eq!(first, [Mapping { env: B, va: 0x2000 }, Mapping { env: B, va: 0x3000 }]);
-        assert_eq!(t.check_map(10, B, Rights::READ), Err(Error::NotOwner), "grant ended");
+        assert_eq!(
+            t.check_map(FrameNumber(10), B, Rights::READ),
+            Err(Error::NotOwner),
+            "grant ended"
+        );
         for m in first {
-            t.remove_mapping(10, m.env, m.va);
+            t.remove_mapping(FrameNumber(10), m.env, m.va);
         }
         assert_eq!(
-            t.release_step(10, A, 2),
+            t.release_step(FrameNumber(10), A, 2),
             Some(ReleaseStep::Unmap(vec![Mapping { env: C, va: 0x4000 }]))
         );
-        t.remove_mapping(10, C, 0x4000);
-        assert_eq!(t.release_step(10, A, 2), Some(ReleaseStep::Released));
-        assert!(t.get(10).is_none());
+        t.remove_mapping(FrameNumber(10), C, 0x4000);
+        assert_eq!(t.release_step(FrameNumber(10), A, 2), Some(ReleaseStep::Released));
+        assert!(t.get(FrameNumber(10)).is_none());
     }
 
     #[test]
     fn forget_grants_to_drops_grants_but_leaves_mappings_to_the_walk() {
         let mut t = table();
-        t.grant(10, A, B, Rights::READ).unwrap();
-        t.add_mapping(10, B, 0x2000);
+        t.grant(FrameNumber(10), A, B, Rights::READ).unwrap();
+        t.add_mapping(FrameNumber(10), B, 0x2000);
         t.forget_grants_to(B);
-        let r = t.get(10).unwrap();
+        let r = t.get(FrameNumber(10)).unwrap();
         assert!(r.grants.is_empty() && r.mappings.len() == 1);
         let mut t = table();
         for va in 0..10_000u64 {
-            t.add_mapping(10, A, va << 12);
+            t.add_mapping(FrameNumber(10), A, va << 12);
         }
         for va in 0..10_000u64 {
-            t.remove_mapping(10, A, va << 12);
+            t.remove_mapping(FrameNumber(10), A, va << 12);
         }
-        assert!(t.get(10).unwrap().mappings.is_empty());
-        assert_eq!(t.free(10, A), Ok(()));
+        assert!(t.get(FrameNumber(10)).unwrap().mappings.is_empty());
+        assert_eq!(t.free(FrameNumber(10), A), Ok(()));
     }
 }

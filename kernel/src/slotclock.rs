@@ -155,7 +155,7 @@ impl SlotClock {
             started: false,
             index: 0,
             ends_at: 0,
-            owner: 0,
+            owner: EnvId::NONE,
             owner_done: false,
             grace_until: None,
             forfeits: Vec::new(),
@@ -164,7 +164,7 @@ impl SlotClock {
 
     /// The environment entitled to the rest of this slot (0: default).
     pub fn entitled(&self) -> EnvId {
-        if self.owner_done { 0 } else { self.owner }
+        if self.owner_done { EnvId::NONE } else { self.owner }
     }
 
     /// The slot's owner (0: nobody, or it forfeited the slot).
@@ -311,7 +311,7 @@ impl SlotClock {
                 Some(_) if i > p => Who::Ready(i - 1),
                 _ => Who::Ready(i),
             };
-            (who, queue.clone().nth(i).map_or(0, |c| c.env))
+            (who, queue.clone().nth(i).map_or(EnvId::NONE, |c| c.env))
         });
         (d, picked)
     }
@@ -333,17 +333,17 @@ impl SlotClock {
         self.owner_done = false;
         self.grace_until = None;
         let mut owner = view.owner(self.index);
-        if owner != 0
+        if !owner.is_none()
             && let Some(i) = self.forfeits.iter().position(|&e| e == owner)
         {
             self.forfeits.swap_remove(i);
-            owner = 0;
+            owner = EnvId::NONE;
         }
         self.owner = owner;
         let (mut d, picked) =
             self.pick(Decision { slot_started: Some(self.index), ..d }, current, usize::MAX, view);
         if let Some((who, env)) = picked
-            && owner != 0
+            && !owner.is_none()
             && env == owner
         {
             d.owner_started = true;

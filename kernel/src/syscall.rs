@@ -19,12 +19,9 @@
 //! without this decoder: those handlers keep their own checks (the same
 //! functions' answers, so the decoder only answers them earlier).
 
+use crate::frames::FrameNumber;
 use crate::ownership::EnvId;
-use abi::{Error, Rights, Syscall};
-
-/// A frame number (checked against the machine's frame capacity by the
-/// handlers, which know it).
-pub type Frame = u64;
+use abi::{CoreId, Error, Rights, Syscall};
 
 /// A decoded system call: one variant per [`abi::Syscall`], arguments typed
 /// and checked as far as the registers alone allow. See `abi::Syscall` for
@@ -50,17 +47,17 @@ pub enum Request {
     /// `FrameAlloc`: `None` is [`abi::ANY_FRAME`].
     FrameAlloc {
         /// The frame asked for.
-        frame: Option<Frame>,
+        frame: Option<FrameNumber>,
     },
     /// `FrameFree`.
     FrameFree {
         /// The frame.
-        frame: Frame,
+        frame: FrameNumber,
     },
     /// `FrameGrant`.
     FrameGrant {
         /// The frame.
-        frame: Frame,
+        frame: FrameNumber,
         /// Who may map it (an id in range; whether it lives is the
         /// handler's question).
         grantee: EnvId,
@@ -70,7 +67,7 @@ pub enum Request {
     /// `FrameRevoke`.
     FrameRevoke {
         /// The frame.
-        frame: Frame,
+        frame: FrameNumber,
         /// Whose grant goes.
         grantee: EnvId,
     },
@@ -78,7 +75,7 @@ pub enum Request {
     /// readable.
     Map {
         /// The frame.
-        frame: Frame,
+        frame: FrameNumber,
         /// The page.
         va: u64,
         /// Its rights.
@@ -114,7 +111,7 @@ pub enum Request {
     /// [`abi::MAX_CORES`].
     VcpuStart {
         /// The core.
-        core: usize,
+        core: CoreId,
         /// Where it starts.
         entry: u64,
         /// Its stack.
@@ -134,7 +131,7 @@ pub enum Request {
     /// `FrameStatus`.
     FrameStatus {
         /// The frame.
-        frame: Frame,
+        frame: FrameNumber,
     },
     /// `UnmapRange`: `pages` ≤ [`abi::UNMAP_RANGE_MAX`]; unless `pages` is
     /// 0, `va` a user page and the range inside the user half, clear of the
@@ -173,7 +170,7 @@ pub enum Request {
     /// `SlotAlloc`: a core index below [`abi::MAX_CORES`].
     SlotAlloc {
         /// The core.
-        core: usize,
+        core: CoreId,
         /// The slot, or [`abi::schedule::ANY_SLOT`].
         index: u64,
         /// How many (with `ANY_SLOT`).
@@ -182,7 +179,7 @@ pub enum Request {
     /// `SlotFree`: a core index below [`abi::MAX_CORES`].
     SlotFree {
         /// The core.
-        core: usize,
+        core: CoreId,
         /// The slots.
         mask: u64,
     },
@@ -196,7 +193,7 @@ pub enum Request {
     /// `SetDefaultTime`.
     SetDefaultTime {
         /// The core.
-        core: usize,
+        core: CoreId,
         /// Take part in the default round-robin there.
         on: bool,
     },
@@ -294,13 +291,13 @@ pub fn check_rights(rights: u64) -> Result<Rights, Error> {
 }
 
 /// A core index the ABI can name ([`Error::NoSuchCore`] otherwise).
-fn core_index(core: u64) -> Result<usize, Error> {
-    usize::try_from(core).ok().filter(|&c| c < abi::MAX_CORES).ok_or(Error::NoSuchCore)
+fn core_index(core: u64) -> Result<CoreId, Error> {
+    CoreId::from_word(core).ok_or(Error::NoSuchCore)
 }
 
 /// An environment id ([`Error::NoSuchEnv`] if the word cannot be one).
 fn env_id(word: u64) -> Result<EnvId, Error> {
-    EnvId::try_from(word).map_err(|_| Error::NoSuchEnv)
+    EnvId::from_word(word).ok_or(Error::NoSuchEnv)
 }
 
 /// A 0/1 flag ([`Error::InvalidArgument`] otherwise).
@@ -333,13 +330,19 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         }
         Syscall::Exit => Request::Exit { code: a0 },
         Syscall::Yield => Request::Yield,
-        Syscall::FrameAlloc => Request::FrameAlloc { frame: (a0 != abi::ANY_FRAME).then_some(a0) },
-        Syscall::FrameFree => Request::FrameFree { frame: a0 },
-        Syscall::FrameGrant => {
-            Request::FrameGrant { frame: a0, grantee: env_id(a1)?, rights: Rights(a2) }
+        Syscall::FrameAlloc => {
+            Request::FrameAlloc { frame: (a0 != abi::ANY_FRAME).then_some(FrameNumber(a0)) }
         }
-        Syscall::FrameRevoke => Request::FrameRevoke { frame: a0, grantee: env_id(a1)? },
-        Syscall::Map => Request::Map { frame: a0, va: check_page(a1)?, rights: check_rights(a2)? },
+        Syscall::FrameFree => Request::FrameFree { frame: FrameNumber(a0) },
+        Syscall::FrameGrant => {
+            Request::FrameGrant { frame: FrameNumber(a0), grantee: env_id(a1)?, rights: Rights(a2) }
+        }
+        Syscall::FrameRevoke => {
+            Request::FrameRevoke { frame: FrameNumber(a0), grantee: env_id(a1)? }
+        }
+        Syscall::Map => {
+            Request::Map { frame: FrameNumber(a0), va: check_page(a1)?, rights: check_rights(a2)? }
+        }
         Syscall::Unmap => Request::Unmap { va: check_page(a0)? },
         Syscall::Protect => Request::Protect { va: check_page(a0)?, rights: check_rights(a1)? },
         Syscall::SetExceptionHandler => {
@@ -358,7 +361,7 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
             }
             Request::EnvLookup { ptr: a0, len: a1 }
         }
-        Syscall::FrameStatus => Request::FrameStatus { frame: a0 },
+        Syscall::FrameStatus => Request::FrameStatus { frame: FrameNumber(a0) },
         Syscall::UnmapRange => {
             check_range(a0, a1)?;
             Request::UnmapRange { va: a0, pages: a1, done: a2 }
@@ -375,7 +378,7 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
             Request::SetSlotHandlers { prologue: a0, epilogue: a1 }
         }
         Syscall::SetDefaultTime => Request::SetDefaultTime { core: core_index(a0)?, on: flag(a1)? },
-        Syscall::YieldTo => Request::YieldTo { target: EnvId::try_from(a0).ok() },
+        Syscall::YieldTo => Request::YieldTo { target: EnvId::from_word(a0) },
         Syscall::IpcRegister => {
             entry_and_stack(a0, a1, true)?;
             Request::IpcRegister { entry: a0, stack_top: a1, stride: a2 }
@@ -453,32 +456,33 @@ impl Request {
     /// The registers that make this call (`rax` and the six arguments;
     /// those the call does not read are 0): [`decode`]'s inverse.
     pub fn to_registers(&self) -> (u64, [u64; 6]) {
-        let core = |c: usize| c as u64;
         let args: [u64; 3] = match *self {
             Request::Null | Request::Yield | Request::VcpuExit | Request::Reply => [0; 3],
             Request::ConsoleWrite { ptr, len } | Request::EnvLookup { ptr, len } => [ptr, len, 0],
             Request::Exit { code } => [code, 0, 0],
-            Request::FrameAlloc { frame } => [frame.unwrap_or(abi::ANY_FRAME), 0, 0],
-            Request::FrameFree { frame } | Request::FrameStatus { frame } => [frame, 0, 0],
-            Request::FrameGrant { frame, grantee, rights } => [frame, u64::from(grantee), rights.0],
-            Request::FrameRevoke { frame, grantee } => [frame, u64::from(grantee), 0],
-            Request::Map { frame, va, rights } => [frame, va, rights.0],
+            Request::FrameAlloc { frame } => [frame.map_or(abi::ANY_FRAME, u64::from), 0, 0],
+            Request::FrameFree { frame } | Request::FrameStatus { frame } => [frame.raw(), 0, 0],
+            Request::FrameGrant { frame, grantee, rights } => {
+                [frame.raw(), u64::from(grantee), rights.0]
+            }
+            Request::FrameRevoke { frame, grantee } => [frame.raw(), u64::from(grantee), 0],
+            Request::Map { frame, va, rights } => [frame.raw(), va, rights.0],
             Request::Unmap { va } => [va, 0, 0],
             Request::Protect { va, rights } => [va, rights.0, 0],
             Request::SetExceptionHandler { entry, stack_top, stride }
             | Request::IpcRegister { entry, stack_top, stride } => [entry, stack_top, stride],
             Request::ExceptionResume { frame_ptr } => [frame_ptr, 0, 0],
             Request::VcpuStart { core: c, entry, stack_top, arg } => {
-                return (Syscall::VcpuStart as u64, [core(c), entry, stack_top, arg, 0, 0]);
+                return (Syscall::VcpuStart as u64, [c.word(), entry, stack_top, arg, 0, 0]);
             }
             Request::UnmapRange { va, pages, done } => [va, pages, done],
             Request::RingSetup { base, sq_entries, cq_entries } => [base, sq_entries, cq_entries],
             Request::RingEnter { to_submit, min_complete } => [to_submit, min_complete, 0],
             Request::SleepOn { ptr, count } => [ptr, count, 0],
-            Request::SlotAlloc { core: c, index, count } => [core(c), index, count],
-            Request::SlotFree { core: c, mask } => [core(c), mask, 0],
+            Request::SlotAlloc { core: c, index, count } => [c.word(), index, count],
+            Request::SlotFree { core: c, mask } => [c.word(), mask, 0],
             Request::SetSlotHandlers { prologue, epilogue } => [prologue, epilogue, 0],
-            Request::SetDefaultTime { core: c, on } => [core(c), u64::from(on), 0],
+            Request::SetDefaultTime { core: c, on } => [c.word(), u64::from(on), 0],
             Request::YieldTo { target } => [target.map_or(u64::MAX, u64::from), 0, 0],
             Request::IpcAccept { who, allow } => {
                 let who = match who {
@@ -636,22 +640,26 @@ mod tests {
             Request::Null,
             Request::ConsoleWrite { ptr: 5, len: abi::CONSOLE_WRITE_MAX },
             Request::FrameAlloc { frame: None },
-            Request::FrameAlloc { frame: Some(7) },
-            Request::FrameGrant { frame: 1, grantee: u32::MAX, rights: Rights(99) },
-            Request::Map { frame: 1, va: abi::USER_MIN, rights: Rights::RWX },
+            Request::FrameAlloc { frame: Some(FrameNumber(7)) },
+            Request::FrameGrant {
+                frame: FrameNumber(1),
+                grantee: EnvId(u32::MAX),
+                rights: Rights(99),
+            },
+            Request::Map { frame: FrameNumber(1), va: abi::USER_MIN, rights: Rights::RWX },
             Request::SetExceptionHandler { entry: 0, stack_top: u64::MAX, stride: 3 },
             Request::VcpuStart {
-                core: abi::MAX_CORES - 1,
+                core: CoreId::new(abi::MAX_CORES - 1),
                 entry: abi::USER_MAX - 1,
                 stack_top: abi::USER_MAX,
                 arg: 9,
             },
             Request::UnmapRange { va: 3, pages: 0, done: 4 },
             Request::YieldTo { target: None },
-            Request::YieldTo { target: Some(4) },
+            Request::YieldTo { target: Some(EnvId(4)) },
             Request::IpcAccept { who: Accept::Any, allow: true },
-            Request::IpcAccept { who: Accept::Env(0), allow: false },
-            Request::Acall { target: 2, words: [3, 4] },
+            Request::IpcAccept { who: Accept::Env(EnvId::NONE), allow: false },
+            Request::Acall { target: EnvId(2), words: [3, 4] },
         ];
         for request in valid {
             let (n, args) = request.to_registers();

@@ -22,6 +22,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use kernel::frames::FrameNumber;
 
 mod cpu;
 mod iso;
@@ -361,20 +362,21 @@ fn frames_concurrent() -> TestResult {
     on_all(
         |_| {
             let me = this_cpu().index as u64;
-            let frames: Vec<u64> = (0..128).filter_map(|_| memory::alloc_frame().ok()).collect();
+            let frames: Vec<FrameNumber> =
+                (0..128).filter_map(|_| memory::alloc_frame().ok()).collect();
             if frames.len() != 128 {
                 FRAMES_BAD.fetch_add(1000, Ordering::SeqCst);
             }
             for &f in &frames {
                 // SAFETY: the frame was just allocated to this core and is
                 // mapped in the direct map; one aligned u64 write.
-                unsafe { (memory::frame_virt(f) as *mut u64).write_volatile(me << 40 | f) };
+                unsafe { (memory::frame_virt(f) as *mut u64).write_volatile(me << 40 | f.raw()) };
             }
             barrier(&FRAMES_ARRIVED, online_cpus());
             for &f in &frames {
                 // SAFETY: as above; the frame is still owned by this core.
                 let v = unsafe { (memory::frame_virt(f) as *const u64).read_volatile() };
-                if v != me << 40 | f {
+                if v != me << 40 | f.raw() {
                     FRAMES_BAD.fetch_add(1, Ordering::SeqCst);
                 }
                 if memory::free_frame(f).is_err() {
@@ -534,7 +536,9 @@ fn grant_and_revoke() -> TestResult {
 fn granter_and_grantee(granter_app: &str, grantee_app: &str) -> TestResult {
     frames_restored(|| {
         let first = (0x1000..memory::FRAME_CAPACITY - 1)
-            .find(|&f| memory::frame_is_free(f) && memory::frame_is_free(f + 1))
+            .find(|&f| {
+                memory::frame_is_free(FrameNumber(f)) && memory::frame_is_free(FrameNumber(f + 1))
+            })
             .ok_or("no two adjacent free frames")?;
         let granter = spawn(granter_app, first)?;
         let grantee = spawn(grantee_app, first)?;

@@ -64,7 +64,9 @@ pub fn boot_phys_slice(phys: u64, len: usize) -> Option<&'static [u8]> {
 
 /// Releases the usable frames of the memory map to the allocator.
 pub fn add_free_range(start: u64, end: u64) {
-    without_interrupts(|| FRAMES.lock().add_free_range(start / PAGE_SIZE, end / PAGE_SIZE));
+    without_interrupts(|| {
+        FRAMES.lock().add_free_range(FrameNumber::from_addr(start), FrameNumber::from_addr(end))
+    });
 }
 
 /// Allocates one zeroed frame.
@@ -86,7 +88,7 @@ pub fn free_frames() -> u64 {
 
 /// The direct-map address of a frame.
 pub fn frame_virt(frame: FrameNumber) -> *mut u8 {
-    phys_to_virt(frame * PAGE_SIZE) as *mut u8
+    phys_to_virt(frame.addr()) as *mut u8
 }
 
 fn zero_frames(first: FrameNumber, count: u64) {

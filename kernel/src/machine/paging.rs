@@ -123,11 +123,11 @@ impl AddressSpace {
             if entry.is_unused() {
                 let new = alloc_table()?;
                 entry.set_addr(
-                    x86_64::PhysAddr::new(new * 4096),
+                    x86_64::PhysAddr::new(new.addr()),
                     F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
                 );
             }
-            current = entry.addr().as_u64() / 4096;
+            current = FrameNumber::from_addr(entry.addr().as_u64());
         }
         Ok(current)
     }
@@ -146,7 +146,7 @@ impl AddressSpace {
         if !leaf.is_unused() {
             return Err(Error::AlreadyMapped);
         }
-        leaf.set_addr(x86_64::PhysAddr::new(frame * 4096), flags);
+        leaf.set_addr(x86_64::PhysAddr::new(frame.addr()), flags);
         Ok(())
     }
 
@@ -161,7 +161,7 @@ impl AddressSpace {
             if entry.is_unused() {
                 return None;
             }
-            current = entry.addr().as_u64() / 4096;
+            current = FrameNumber::from_addr(entry.addr().as_u64());
         }
         let leaf = &mut table(current)[idx[3]];
         (!leaf.is_unused()).then_some(leaf)
@@ -169,14 +169,14 @@ impl AddressSpace {
 
     /// The frame and flags mapped at page `va`.
     pub fn translate(&self, va: u64) -> Option<(FrameNumber, F)> {
-        self.leaf(va).map(|e| (e.addr().as_u64() / 4096, e.flags()))
+        self.leaf(va).map(|e| (FrameNumber::from_addr(e.addr().as_u64()), e.flags()))
     }
 
     /// Removes the mapping of page `va`, returning its frame. The caller
     /// flushes the TLBs.
     pub fn unmap(&mut self, va: u64) -> Result<FrameNumber, Error> {
         let leaf = self.leaf(va).ok_or(Error::NotMapped)?;
-        let frame = leaf.addr().as_u64() / 4096;
+        let frame = FrameNumber::from_addr(leaf.addr().as_u64());
         leaf.set_unused();
         Ok(frame)
     }
@@ -190,7 +190,7 @@ impl AddressSpace {
     ) -> Result<F, Error> {
         let leaf = self.leaf(va).ok_or(Error::NotMapped)?;
         let old = leaf.flags();
-        let new = flags_for(leaf.addr().as_u64() / 4096, old)?;
+        let new = flags_for(FrameNumber::from_addr(leaf.addr().as_u64()), old)?;
         leaf.set_addr(leaf.addr(), new);
         Ok(old)
     }
@@ -219,7 +219,7 @@ impl AddressSpace {
                     budget -= 1;
                     continue 'walk;
                 }
-                current = entry.addr().as_u64() / 4096;
+                current = FrameNumber::from_addr(entry.addr().as_u64());
             }
             let leaves = table(current);
             for leaf in leaves.iter_mut().skip(idx[3]) {
@@ -227,7 +227,7 @@ impl AddressSpace {
                     break;
                 }
                 if !leaf.is_unused() {
-                    out.push((va, leaf.addr().as_u64() / 4096));
+                    out.push((va, FrameNumber::from_addr(leaf.addr().as_u64())));
                     leaf.set_unused();
                     budget -= 1;
                 }
@@ -260,14 +260,14 @@ impl AddressSpace {
                     budget -= 1;
                     continue 'walk;
                 }
-                current = entry.addr().as_u64() / 4096;
+                current = FrameNumber::from_addr(entry.addr().as_u64());
             }
             for leaf in table(current).iter().skip(idx[3]) {
                 if va >= end || budget == 0 {
                     break;
                 }
                 if !leaf.is_unused() {
-                    out.push((va, leaf.addr().as_u64() / 4096));
+                    out.push((va, FrameNumber::from_addr(leaf.addr().as_u64())));
                     budget -= 1;
                 }
                 va += abi::PAGE_SIZE;
@@ -302,7 +302,7 @@ impl AddressSpace {
                 if entry.is_unused() {
                     continue;
                 }
-                let child = entry.addr().as_u64() / 4096;
+                let child = FrameNumber::from_addr(entry.addr().as_u64());
                 let va = base | ((i as u64) << (12 + 9 * u64::from(level - 1)));
                 if level == 1 {
                     visit(va, child, 0);

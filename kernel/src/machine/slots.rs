@@ -9,9 +9,11 @@
 //! compare-and-swap).
 
 use super::percpu::MAX_CPUS;
+use abi::CoreId;
 use abi::schedule::MAX_SLOTS;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::frames::FrameNumber;
+use kernel::ownership::EnvId;
 use kernel::timevec::{SlotError, Slots};
 use spin::Once;
 
@@ -100,7 +102,7 @@ pub fn config() -> Config {
 /// The physical frames of the schedule pages, in order.
 pub fn schedule_frames() -> impl Iterator<Item = FrameNumber> {
     let phys = super::memory::kernel_image_phys(&SCHEDULE as *const SchedulePages as u64);
-    (0..abi::SCHEDULE_PAGES).map(move |page| phys / abi::PAGE_SIZE + page)
+    (0..abi::SCHEDULE_PAGES).map(move |page| FrameNumber::from_addr(phys).add(page))
 }
 
 fn slots(core: usize) -> Option<Slots<'static>> {
@@ -115,8 +117,8 @@ fn slots(core: usize) -> Option<Slots<'static>> {
 }
 
 /// `SlotAlloc` for environment `env`.
-pub fn alloc(env: u32, core: u64, index: u64, count: u64) -> Result<u64, abi::Error> {
-    let core = usize::try_from(core).map_err(|_| abi::Error::NoSuchCore)?;
+pub fn alloc(env: EnvId, core: CoreId, index: u64, count: u64) -> Result<u64, abi::Error> {
+    let core = core.index();
     if core >= MAX_CPUS || super::percpu::user_cores() & (1 << core) == 0 {
         return Err(abi::Error::NoSuchCore);
     }
@@ -130,14 +132,14 @@ pub fn alloc(env: u32, core: u64, index: u64, count: u64) -> Result<u64, abi::Er
 }
 
 /// `SlotFree` for environment `env`.
-pub fn free(env: u32, core: u64, mask: u64) -> Result<(), abi::Error> {
-    let core = usize::try_from(core).map_err(|_| abi::Error::NoSuchCore)?;
+pub fn free(env: EnvId, core: CoreId, mask: u64) -> Result<(), abi::Error> {
+    let core = core.index();
     let slots = slots(core).ok_or(abi::Error::NoSuchCore)?;
     slots.free(mask, env).map_err(SlotError::to_abi)
 }
 
 /// Frees every slot of an environment that ended.
-pub fn release_env(env: u32) {
+pub fn release_env(env: EnvId) {
     for core in 0..MAX_CPUS {
         if let Some(slots) = slots(core) {
             slots.free_all(env);
@@ -145,17 +147,17 @@ pub fn release_env(env: u32) {
     }
 }
 
-/// The owner of slot `index` of `core` (0: nobody).
-pub fn owner(core: usize, index: usize) -> u32 {
+/// The owner of slot `index` of `core` ([`EnvId::NONE`]: nobody).
+pub fn owner(core: usize, index: usize) -> EnvId {
     SCHEDULE
         .core
         .get(core)
         .and_then(|v| v.owner.get(index))
-        .map_or(0, |o| o.load(Ordering::Acquire))
+        .map_or(EnvId::NONE, |o| EnvId(o.load(Ordering::Acquire)))
 }
 
 /// The slots `env` owns on `core`.
-pub fn owned_by(core: usize, env: u32) -> u64 {
+pub fn owned_by(core: usize, env: EnvId) -> u64 {
     slots(core).map_or(0, |s| s.owned_by(env))
 }
 

@@ -300,7 +300,9 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Next::Switch(Ok(0), sched::Why::Event)
         }
         Request::Yield => Next::Switch(Ok(0), sched::Why::Yield),
-        Request::FrameAlloc { frame: which } => Next::Return(env::frame_alloc(env, which)),
+        Request::FrameAlloc { frame: which } => {
+            Next::Return(env::frame_alloc(env, which).map(u64::from))
+        }
         Request::FrameFree { frame: f } => done(env::frame_free(env, f)),
         Request::FrameGrant { frame: f, grantee, rights } => {
             progress(env::frame_grant(env, f, grantee, rights))
@@ -361,9 +363,9 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Err(e) => Next::Return(Err(e)),
         },
         Request::SlotAlloc { core, index, count } => {
-            Next::Return(super::slots::alloc(env.id, core as u64, index, count))
+            Next::Return(super::slots::alloc(env.id, core, index, count))
         }
-        Request::SlotFree { core, mask } => done(super::slots::free(env.id, core as u64, mask)),
+        Request::SlotFree { core, mask } => done(super::slots::free(env.id, core, mask)),
         Request::SetSlotHandlers { prologue, epilogue } => {
             env.prologue.store(prologue, Ordering::Release);
             env.epilogue.store(epilogue, Ordering::Release);
@@ -371,9 +373,9 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         }
         Request::SetDefaultTime { core, on } => {
             if on {
-                env.default_time.fetch_or(1 << core, Ordering::AcqRel);
+                env.default_time.fetch_or(1 << core.index(), Ordering::AcqRel);
             } else {
-                env.default_time.fetch_and(!(1 << core), Ordering::AcqRel);
+                env.default_time.fetch_and(!(1 << core.index()), Ordering::AcqRel);
             }
             Next::Return(Ok(0))
         }
@@ -391,9 +393,7 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Next::Return(Ok(0))
         }
         Request::IpcAccept { who, allow } => Next::Return(ipc_accept(env, who, allow)),
-        Request::Acall { target, words } => {
-            done(super::uring::acall(env, u64::from(target), words))
-        }
+        Request::Acall { target, words } => done(super::uring::acall(env, target, words)),
     }
 }
 

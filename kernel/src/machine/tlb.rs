@@ -70,6 +70,7 @@ use super::time::Deadline;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use kernel::ownership::EnvId;
 
 /// Above this many pages a shootdown flushes the whole address space.
 pub const FULL_FLUSH_THRESHOLD: u64 = 64;
@@ -81,7 +82,7 @@ static PCID_ENABLED: AtomicBool = AtomicBool::new(false);
 
 cpu_local! {
     /// Per PCID, the environment whose translations this core may cache.
-    static PCID_OWNER: Vec<u32> = Vec::new();
+    static PCID_OWNER: Vec<EnvId> = Vec::new();
 }
 
 /// Each core's inbox of shootdown requests (other cores write it).
@@ -113,13 +114,13 @@ pub fn init_this_cpu(index: usize, bsp: bool) {
             Cr4::update(|f| f.insert(Cr4Flags::PCID));
         }
     }
-    PCID_OWNER.with(|owner| *owner = vec![0; NUM_PCIDS]);
+    PCID_OWNER.with(|owner| *owner = vec![EnvId::NONE; NUM_PCIDS]);
     INBOXES.install(index, FlushInbox::default());
 }
 
 /// The PCID of environment `id` (0 without PCIDs).
-pub fn pcid_of(id: u32) -> u64 {
-    if pcids_enabled() { u64::from(id % (NUM_PCIDS as u32 - 1)) + 1 } else { 0 }
+pub fn pcid_of(id: EnvId) -> u64 {
+    if pcids_enabled() { u64::from(id.raw() % (NUM_PCIDS as u32 - 1)) + 1 } else { 0 }
 }
 
 /// Loads `space` on this core, flushing only if this core's cached
@@ -153,7 +154,7 @@ pub fn load_kernel() {
 #[derive(Clone, Copy)]
 pub struct Space<'a> {
     /// The environment id (its PCID is derived from it).
-    pub id: u32,
+    pub id: EnvId,
     /// Physical address of its PML4 (CR3 without flags).
     pub root: u64,
     /// Cores that may hold its translations (bit per core).
@@ -252,7 +253,7 @@ pub fn shootdown(space: &Space, flush: Flush) {
     for core in bits(targets) {
         let (Some(target), Some(inbox)) = (cpu(core), INBOXES.get(core)) else { continue };
         let slot = &inbox.slots[me.index];
-        slot.id.store(space.id, Ordering::Relaxed);
+        slot.id.store(space.id.raw(), Ordering::Relaxed);
         slot.active_cores
             .store(core::ptr::from_ref(space.active_cores).cast_mut(), Ordering::Relaxed);
         slot.root.store(space.root, Ordering::Relaxed);
@@ -325,7 +326,7 @@ pub fn serve_flushes() {
         // `generation`, which is stored only below.
         let active_cores = unsafe { &*active_cores };
         let space = Space {
-            id: slot.id.load(Ordering::Relaxed),
+            id: EnvId(slot.id.load(Ordering::Relaxed)),
             root: slot.root.load(Ordering::Relaxed),
             active_cores,
         };
@@ -357,7 +358,7 @@ fn flush_here(space: &Space, flush: Flush) {
         let pcid = pcid_of(space.id) as usize;
         PCID_OWNER.with(|owner| {
             if owner[pcid] == space.id {
-                owner[pcid] = 0;
+                owner[pcid] = EnvId::NONE;
             }
         });
     }

@@ -18,11 +18,12 @@
 use super::env::{self, Env};
 use super::memory;
 use abi::ring::{CqEntry, Op, SqEntry};
-use abi::{Error, PAGE_SIZE};
+use abi::{CoreId, Error, PAGE_SIZE};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::frames::FrameNumber;
+use kernel::ownership::EnvId;
 use kernel::ring::{Outcome, RingMemory, RingState, Submitted};
 
 /// One vCPU's registered ring: a pointer, so that taking it out of the run
@@ -34,7 +35,7 @@ pub struct VcpuRing(Box<Registered>);
 struct Registered {
     /// Protocol state (the kernel's private indices).
     state: RingState,
-    env: u32,
+    env: EnvId,
     /// The ring's frames, pinned, in order.
     frames: Vec<FrameNumber>,
     /// The direct-map address of the header (the start of the first frame).
@@ -355,22 +356,24 @@ fn execute(env: &Env, sqe: &SqEntry, timers: &mut Vec<(u64, u64)>) -> Outcome {
     match op {
         Op::Nop => done(Ok(0)),
         Op::ConsoleWrite => done(env::console_write(env, a0, a1)),
-        Op::FrameAlloc => done(env::frame_alloc(env, (a0 != abi::ANY_FRAME).then_some(a0))),
-        Op::FrameFree => done(env::frame_free(env, a0).map(|()| 0)),
-        Op::Map => done(env::map(env, a0, a1, abi::Rights(a2)).map(|()| 0)),
+        Op::FrameAlloc => done(
+            env::frame_alloc(env, (a0 != abi::ANY_FRAME).then_some(FrameNumber(a0))).map(u64::from),
+        ),
+        Op::FrameFree => done(env::frame_free(env, FrameNumber(a0)).map(|()| 0)),
+        Op::Map => done(env::map(env, FrameNumber(a0), a1, abi::Rights(a2)).map(|()| 0)),
         Op::Unmap => done(env::unmap(env, a0).map(|()| 0)),
         Op::Protect => done(env::protect(env, a0, abi::Rights(a1)).map(|()| 0)),
         // A withdrawal of many mappings goes in steps: the entry stays
         // queued (`Defer`) and the next `RingEnter` takes the next step.
         Op::FrameGrant => stepped(
-            u32::try_from(a1)
-                .map_err(|_| Error::NoSuchEnv)
-                .and_then(|g| env::frame_grant(env, a0, g, abi::Rights(a2))),
+            EnvId::from_word(a1)
+                .ok_or(Error::NoSuchEnv)
+                .and_then(|g| env::frame_grant(env, FrameNumber(a0), g, abi::Rights(a2))),
         ),
         Op::FrameRevoke => stepped(
-            u32::try_from(a1)
-                .map_err(|_| Error::NoSuchEnv)
-                .and_then(|g| env::frame_revoke(env, a0, g)),
+            EnvId::from_word(a1)
+                .ok_or(Error::NoSuchEnv)
+                .and_then(|g| env::frame_revoke(env, FrameNumber(a0), g)),
         ),
         Op::Timer => {
             if a0 <= super::cpu::rdtsc() {
@@ -383,12 +386,13 @@ fn execute(env: &Env, sqe: &SqEntry, timers: &mut Vec<(u64, u64)>) -> Outcome {
             }
         }
         Op::Notify => done(
-            u32::try_from(a0)
-                .map_err(|_| Error::NoSuchEnv)
-                .and_then(|t| notify(env, t))
-                .map(|()| 0),
+            EnvId::from_word(a0).ok_or(Error::NoSuchEnv).and_then(|t| notify(env, t)).map(|()| 0),
         ),
-        Op::SlotAlloc => done(super::slots::alloc(env.id, a0, a1, a2)),
+        Op::SlotAlloc => done(
+            CoreId::from_word(a0)
+                .ok_or(Error::NoSuchCore)
+                .and_then(|core| super::slots::alloc(env.id, core, a1, a2)),
+        ),
     }
 }
 
@@ -413,7 +417,7 @@ pub const MAX_TIMERS: usize = 4096;
 /// Increments environment `target`'s notification counter, posts a
 /// `NOTIFY` event and wakes its vCPUs' cores so that sleeping predicates
 /// are evaluated again.
-pub fn notify(source: &Env, target: u32) -> Result<(), Error> {
+pub fn notify(source: &Env, target: EnvId) -> Result<(), Error> {
     let env = env::lookup(target).filter(|e| !e.is_dying()).ok_or(Error::NoSuchEnv)?;
     if !env.ipc.accepts(source.id) {
         return Err(Error::Refused);
@@ -426,12 +430,8 @@ pub fn notify(source: &Env, target: u32) -> Result<(), Error> {
 
 /// `Acall`: bumps `target`'s notification counter, posts a `CALL` event
 /// with two words and wakes it.
-pub fn acall(source: &Env, target: u64, words: [u64; 2]) -> Result<(), Error> {
-    let env = u32::try_from(target)
-        .ok()
-        .and_then(env::lookup)
-        .filter(|e| !e.is_dying())
-        .ok_or(Error::NoSuchEnv)?;
+pub fn acall(source: &Env, target: EnvId, words: [u64; 2]) -> Result<(), Error> {
+    let env = env::lookup(target).filter(|e| !e.is_dying()).ok_or(Error::NoSuchEnv)?;
     if !env.ipc.accepts(source.id) {
         return Err(Error::Refused);
     }

@@ -56,7 +56,7 @@ impl View for Queue<'_> {
         self.owners.len()
     }
     fn owner(&self, index: usize) -> EnvId {
-        self.owners.get(index).copied().unwrap_or(0)
+        self.owners.get(index).copied().unwrap_or(EnvId::NONE)
     }
     fn owns_a_slot(&self, env: EnvId) -> bool {
         self.owners.contains(&env)
@@ -177,11 +177,11 @@ impl Sim {
             }
             // The penalty: the next slot it owns is run as an unowned one.
             let table = self.owners[i];
-            if table != 0 {
+            if !table.is_none() {
                 let owed = self.owed.entry(table).or_default();
                 if *owed > 0 {
                     *owed -= 1;
-                    assert_eq!(self.clock.owner(), 0, "a forfeited slot has no owner");
+                    assert_eq!(self.clock.owner(), EnvId::NONE, "a forfeited slot has no owner");
                 } else {
                     assert_eq!(self.clock.owner(), table);
                 }
@@ -196,7 +196,7 @@ impl Sim {
             // prologue.
             let owner = self.clock.owner();
             let ready =
-                owner != 0 && self.current.iter().chain(&self.ready).any(|v| v.env == owner);
+                !owner.is_none() && self.current.iter().chain(&self.ready).any(|v| v.env == owner);
             assert_eq!(d.owner_started, ready);
             if ready {
                 let v = self.current.as_ref().unwrap();
@@ -216,7 +216,10 @@ impl Sim {
         assert_eq!(envs.len(), self.count);
         // The vCPU entitled to the slot runs whenever it can.
         let entitled = self.clock.entitled();
-        if !self.clock.in_grace() && entitled != 0 && self.ready.iter().any(|v| v.env == entitled) {
+        if !self.clock.in_grace()
+            && !entitled.is_none()
+            && self.ready.iter().any(|v| v.env == entitled)
+        {
             panic!("{entitled} is entitled and ready but {:?} runs", self.current);
         }
         // A polite vCPU yields within its grace period.
@@ -246,7 +249,7 @@ impl Sim {
                 self.step(Event::Yield, 0);
                 // The owner that yields gives up the rest of its slot.
                 if owner_yields && self.slot_start == start {
-                    assert_eq!(self.clock.entitled(), 0);
+                    assert_eq!(self.clock.entitled(), EnvId::NONE);
                     if others {
                         assert_ne!(self.current.as_ref().map(|v| v.env), Some(me));
                     }
@@ -263,7 +266,7 @@ impl Sim {
                 let default_time = v.default_time;
                 let env = v.env;
                 self.ready.push_front(v);
-                let preempts = self.clock.entitled() == 0
+                let preempts = self.clock.entitled().is_none()
                     && !self.clock.in_grace()
                     && self.current.is_some()
                     && default_time;
@@ -293,7 +296,7 @@ fn setup() -> impl Strategy<Value = (Vec<V>, Vec<EnvId>)> {
             .into_iter()
             .enumerate()
             .map(|(i, (default_time, epilogue, prologue, rude))| V {
-                env: i as u32 + 1,
+                env: EnvId(i as u32 + 1),
                 default_time,
                 epilogue: if epilogue || rude { 0x40_1000 } else { 0 },
                 prologue: if prologue { 0x40_2000 } else { 0 },
@@ -302,7 +305,7 @@ fn setup() -> impl Strategy<Value = (Vec<V>, Vec<EnvId>)> {
                 rude,
             })
             .collect();
-        (Just(vcpus), prop::collection::vec(0..=n, 1..8))
+        (Just(vcpus), prop::collection::vec((0..=n).prop_map(EnvId), 1..8))
     })
 }
 
@@ -342,10 +345,10 @@ proptest! {
     #[test]
     fn a_rude_owner_is_charged_once_per_slot_end(len in 1usize..6, mine in 0usize..6, rounds in 1usize..6) {
         let mine = mine % len;
-        let mut owners = vec![0; len];
-        owners[mine] = 1;
-        let rude = V { env: 1, default_time: false, epilogue: 1 << 22, prologue: 0, in_call: false, owes_yield: false, rude: true };
-        let polite = V { env: 2, default_time: true, rude: false, epilogue: 0, ..rude.clone() };
+        let mut owners = vec![EnvId::NONE; len];
+        owners[mine] = EnvId(1);
+        let rude = V { env: EnvId(1), default_time: false, epilogue: 1 << 22, prologue: 0, in_call: false, owes_yield: false, rude: true };
+        let polite = V { env: EnvId(2), default_time: true, rude: false, epilogue: 0, ..rude.clone() };
         let mut sim = Sim::new(vec![rude, polite], owners);
         sim.step(Event::Other, 0);
         for _ in 0..rounds * 2 * len + 2 {
@@ -353,7 +356,7 @@ proptest! {
         }
         // Its slot came round at least `rounds * 2` times: it ran every
         // other one (the rest were forfeited) and was charged once each.
-        let ran = sim.overruns.get(&1).copied().unwrap_or(0);
+        let ran = sim.overruns.get(&EnvId(1)).copied().unwrap_or(0);
         prop_assert!(ran >= rounds as u64, "charged {} times in {} cycles", ran, rounds * 2);
         prop_assert!(ran <= (rounds as u64 + 1));
     }
@@ -363,7 +366,7 @@ proptest! {
 fn an_overrun_then_a_forfeit_then_a_charge_without_upcall() {
     // Slot 0 is env 1's (rude), slot 1 nobody's; env 2 takes default time.
     let rude = V {
-        env: 1,
+        env: EnvId(1),
         default_time: false,
         epilogue: 0x40_1000,
         prologue: 0x40_2000,
@@ -371,30 +374,36 @@ fn an_overrun_then_a_forfeit_then_a_charge_without_upcall() {
         owes_yield: false,
         rude: true,
     };
-    let polite =
-        V { env: 2, default_time: true, rude: false, epilogue: 0, prologue: 0, ..rude.clone() };
-    let mut sim = Sim::new(vec![polite, rude], vec![1, 0]);
+    let polite = V {
+        env: EnvId(2),
+        default_time: true,
+        rude: false,
+        epilogue: 0,
+        prologue: 0,
+        ..rude.clone()
+    };
+    let mut sim = Sim::new(vec![polite, rude], vec![EnvId(1), EnvId::NONE]);
     sim.step(Event::Other, 0);
-    assert_eq!(sim.current.as_ref().map(|v| v.env), Some(1));
+    assert_eq!(sim.current.as_ref().map(|v| v.env), Some(EnvId(1)));
     // Its slot ends: epilogue, grace.
     sim.act(&Action::Timer);
     assert!(sim.clock.in_grace());
     assert_eq!(sim.clock.deadline(), 1050);
     // The grace period ends: charged, slot 1 starts at 1050 for 1000.
     sim.act(&Action::Timer);
-    assert_eq!((sim.overruns[&1], sim.clock.index(), sim.clock.deadline()), (1, 1, 2050));
-    assert_eq!(sim.current.as_ref().map(|v| v.env), Some(2));
+    assert_eq!((sim.overruns[&EnvId(1)], sim.clock.index(), sim.clock.deadline()), (1, 1, 2050));
+    assert_eq!(sim.current.as_ref().map(|v| v.env), Some(EnvId(2)));
     // Slot 0 again: forfeited, so env 2 runs on.
     sim.act(&Action::Timer);
-    assert_eq!((sim.clock.index(), sim.clock.owner()), (0, 0));
+    assert_eq!((sim.clock.index(), sim.clock.owner()), (0, EnvId::NONE));
     sim.act(&Action::Timer);
     sim.act(&Action::Timer);
     // Its own again: it runs (prologue), still owing the yield...
-    assert_eq!((sim.clock.index(), sim.clock.owner()), (0, 1));
-    assert_eq!(sim.current.as_ref().map(|v| v.env), Some(1));
+    assert_eq!((sim.clock.index(), sim.clock.owner()), (0, EnvId(1)));
+    assert_eq!(sim.current.as_ref().map(|v| v.env), Some(EnvId(1)));
     // ... so at the end it is charged at once, with no new epilogue.
     sim.act(&Action::Timer);
     assert!(!sim.clock.in_grace());
-    assert_eq!((sim.overruns[&1], sim.clock.index()), (2, 1));
-    assert_eq!(sim.clock.forfeits(), &[1]);
+    assert_eq!((sim.overruns[&EnvId(1)], sim.clock.index()), (2, 1));
+    assert_eq!(sim.clock.forfeits(), &[EnvId(1)]);
 }

@@ -32,7 +32,7 @@ pub fn frame_alloc(env: &Env, which: Option<FrameNumber>) -> Result<FrameNumber,
     env.charge()?;
     let taken = match which {
         None => memory::alloc_frame(),
-        Some(f) if f >= memory::FRAME_CAPACITY => Err(FrameError::OutOfRange(f)),
+        Some(f) if f.raw() >= memory::FRAME_CAPACITY => Err(FrameError::OutOfRange(f)),
         Some(f) => memory::take_frame(f).map(|()| f),
     };
     let frame = match taken {
@@ -64,7 +64,7 @@ pub(super) fn alloc_table_frame(env: &Env) -> Result<FrameNumber, Error> {
 
 /// Frees a data frame `env` owns (not mapped, not granted).
 pub fn frame_free(env: &Env, frame: FrameNumber) -> Result<(), Error> {
-    if frame >= memory::FRAME_CAPACITY {
+    if frame.raw() >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
     shard(frame).free(frame, env.id)?;
@@ -76,7 +76,7 @@ pub fn frame_free(env: &Env, frame: FrameNumber) -> Result<(), Error> {
 
 /// Who holds `frame`, as [`abi::FrameStatus`].
 pub fn frame_status(frame: FrameNumber) -> Result<u64, Error> {
-    if frame >= memory::FRAME_CAPACITY {
+    if frame.raw() >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
     if let Some(r) = shard(frame).get(frame) {
@@ -119,7 +119,7 @@ pub fn frame_grant(
     rights: Rights,
 ) -> Result<Progress, Error> {
     lookup(grantee).filter(|g| !g.is_dying()).ok_or(Error::NoSuchEnv)?;
-    if frame >= memory::FRAME_CAPACITY {
+    if frame.raw() >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
     shard(frame).grant(frame, owner.id, grantee, rights)?;
@@ -130,7 +130,7 @@ pub fn frame_grant(
 /// are gone (on every core) when this returns `Done`. Many mappings are
 /// removed in steps: [`Progress::More`] means "call again".
 pub fn frame_revoke(owner: &Env, frame: FrameNumber, grantee: EnvId) -> Result<Progress, Error> {
-    if frame >= memory::FRAME_CAPACITY {
+    if frame.raw() >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
     shard(frame).revoke(frame, owner.id, grantee)?;
@@ -138,7 +138,7 @@ pub fn frame_revoke(owner: &Env, frame: FrameNumber, grantee: EnvId) -> Result<P
     if progress == Progress::Done(0)
         && let Some(grantee) = lookup(grantee)
     {
-        post_event(&grantee, abi::event::GRANT_REVOKED, owner.id, [frame, 0]);
+        post_event(&grantee, abi::event::GRANT_REVOKED, owner.id, [frame.raw(), 0]);
     }
     Ok(progress)
 }
@@ -215,7 +215,7 @@ fn check_rights(rights: Rights) -> Result<(), Error> {
 pub fn map(env: &Env, frame: FrameNumber, va: u64, rights: Rights) -> Result<(), Error> {
     check_va(va)?;
     check_rights(rights)?;
-    if frame >= memory::FRAME_CAPACITY {
+    if frame.raw() >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
     let mut aspace = lock_serving_mailbox(&env.aspace);

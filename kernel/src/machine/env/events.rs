@@ -9,13 +9,14 @@ use super::Env;
 use crate::machine::mailbox;
 use crate::machine::memory;
 use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::frames::FrameNumber;
 use kernel::ownership::EnvId;
 use x86_64::instructions::interrupts::without_interrupts;
 
 /// The info-page word at byte `offset` (8-aligned, inside `InfoPage`).
 pub fn info_word(env: &Env, offset: u64) -> &AtomicU64 {
     assert!(offset.is_multiple_of(8) && offset + 8 <= core::mem::size_of::<abi::InfoPage>() as u64);
-    let frame = env.info_frame.load(Ordering::Acquire);
+    let frame = FrameNumber(env.info_frame.load(Ordering::Acquire));
     // SAFETY: the info frame is kernel-owned for the environment's lifetime
     // (freed only by reclaim, after its last reference is gone: `env` is
     // borrowed here), mapped in the direct map; the offset is 8-aligned
@@ -27,8 +28,8 @@ pub fn info_word(env: &Env, offset: u64) -> &AtomicU64 {
 /// exists (the vCPU statistics the kernel keeps there).
 pub fn vcpu_word(env: &Env, core: usize, offset: u64) -> Option<&AtomicU64> {
     assert!(offset.is_multiple_of(8) && offset + 8 <= core::mem::size_of::<abi::VcpuPage>() as u64);
-    let frame = env.vcpu_page_frames.get(core)?.load(Ordering::Acquire);
-    if frame == 0 {
+    let frame = FrameNumber(env.vcpu_page_frames.get(core)?.load(Ordering::Acquire));
+    if frame.raw() == 0 {
         return None;
     }
     // SAFETY: as for `info_word`: a kernel-owned frame freed only by
@@ -40,8 +41,8 @@ pub fn vcpu_word(env: &Env, core: usize, offset: u64) -> Option<&AtomicU64> {
 /// sleeping vCPUs. Never waits for the reader: the oldest entry is
 /// overwritten when the queue is full.
 pub fn post_event(env: &Env, kind: u32, source: EnvId, data: [u64; 2]) {
-    let frame = env.event_frame.load(Ordering::Acquire);
-    if frame == 0 {
+    let frame = FrameNumber(env.event_frame.load(Ordering::Acquire));
+    if frame.raw() == 0 {
         return;
     }
     let base = memory::frame_virt(frame);

@@ -94,7 +94,7 @@ pub(super) static FRAME_TABLE: [Mutex<FrameTable>; SHARDS] =
 
 #[inline]
 pub(super) fn shard(frame: FrameNumber) -> MutexGuard<'static, FrameTable> {
-    FRAME_TABLE[(frame % SHARDS as u64) as usize].lock()
+    FRAME_TABLE[(frame.raw() % SHARDS as u64) as usize].lock()
 }
 
 /// Default frame quota of an environment (16 MiB).

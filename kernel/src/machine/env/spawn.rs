@@ -18,7 +18,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use kernel::ownership::FrameKind;
+use kernel::ownership::{EnvId, FrameKind};
 use spin::{Mutex, Once};
 use x86_64::instructions::interrupts::without_interrupts;
 
@@ -87,7 +87,7 @@ pub fn pick_core() -> usize {
 /// first one, or [`abort_start`] ends it.
 pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), SpawnError> {
     let plan = kernel::elf::plan(image).map_err(SpawnError::BadElf)?;
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let id = EnvId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
     let pml4 = memory::alloc_frame().map_err(|e| SpawnError::Memory(frame_error(e)))?;
     shard(pml4).insert(pml4, id, FrameKind::PageTable);
     let env = Arc::new(Env {
@@ -95,7 +95,7 @@ pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), Spa
         name: String::from(name),
         start_arg: arg,
         aspace: Mutex::new(AddressSpace::new(pml4)),
-        root_cr3: pml4 * abi::PAGE_SIZE,
+        root_cr3: pml4.addr(),
         owned: Mutex::new(BTreeSet::new()),
         kernel_frames: Mutex::new(Vec::new()),
         vcpu_pages: AtomicU64::new(0),
@@ -182,10 +182,10 @@ fn load(env: &Env, image: &[u8], plan: &kernel::elf::LoadPlan) -> Result<(), Err
     // The info page: kernel-owned, read-only for the environment.
     let info_frame = memory::alloc_frame().map_err(frame_error)?;
     env.kernel_frames.lock().push(info_frame);
-    env.info_frame.store(info_frame, Ordering::Release);
+    env.info_frame.store(info_frame.raw(), Ordering::Release);
     let mut info = abi::InfoPage {
         abi_version: abi::ABI_VERSION,
-        env_id: env.id,
+        env_id: env.id.raw(),
         tsc_hz: crate::machine::time::tsc_hz(),
         cores: online_cpus() as u32,
         frame_quota: env.quota as u32,
@@ -210,7 +210,7 @@ fn load(env: &Env, image: &[u8], plan: &kernel::elf::LoadPlan) -> Result<(), Err
     // frame is zeroed, which is an empty queue.
     let event_frame = memory::alloc_frame().map_err(frame_error)?;
     env.kernel_frames.lock().push(event_frame);
-    env.event_frame.store(event_frame, Ordering::Release);
+    env.event_frame.store(event_frame.raw(), Ordering::Release);
     aspace.map(abi::EVENTS_VA, event_frame, leaf_flags(Rights::READ), &mut || {
         alloc_table_frame(env)
     })?;
@@ -239,7 +239,7 @@ pub fn ensure_vcpu_page(env: &Env, core: usize) -> Result<(), Error> {
     aspace.map(abi::vcpu_page_va(core), frame, leaf_flags(Rights::READ), &mut || {
         alloc_table_frame(env)
     })?;
-    env.vcpu_page_frames[core].store(frame, Ordering::Release);
+    env.vcpu_page_frames[core].store(frame.raw(), Ordering::Release);
     env.vcpu_pages.fetch_or(1 << core, Ordering::AcqRel);
     Ok(())
 }

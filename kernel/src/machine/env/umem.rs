@@ -110,7 +110,7 @@ impl USlice {
             if !allowed(flags) {
                 return Err(Error::BadAddress);
             }
-            chunk(frame * abi::PAGE_SIZE + va % abi::PAGE_SIZE, len);
+            chunk(frame.addr() + va % abi::PAGE_SIZE, len);
             return Ok(());
         }
         // Check every page first so that a failing write writes nothing.
@@ -128,7 +128,7 @@ impl USlice {
                 aspace.translate(at & !(abi::PAGE_SIZE - 1)).ok_or(Error::BadAddress)?;
             let offset = at % abi::PAGE_SIZE;
             let n = (abi::PAGE_SIZE - offset).min(end - at) as usize;
-            chunk(frame * abi::PAGE_SIZE + offset, n);
+            chunk(frame.addr() + offset, n);
             at += n as u64;
         }
         Ok(())

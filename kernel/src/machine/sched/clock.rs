@@ -130,7 +130,7 @@ impl slotclock::View for QueueView<'_> {
 pub(super) fn charge_overrun(env: &Env, core: usize, slot: usize) {
     bump_vcpu_stat(env, core, offset_of!(abi::VcpuPage, overruns));
     env::info_word(env, offset_of!(abi::InfoPage, overruns) as u64).fetch_add(1, Ordering::Relaxed);
-    env::post_event(env, abi::event::OVERRUN, 0, [core as u64, slot as u64]);
+    env::post_event(env, abi::event::OVERRUN, EnvId::NONE, [core as u64, slot as u64]);
 }
 
 /// When the timer must fire next: the grace period's or slot's end while

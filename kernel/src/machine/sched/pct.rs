@@ -93,7 +93,7 @@ pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
     })?;
     let target = match cached {
         Some(t) if u64::from(t.id) == target => t,
-        _ => u32::try_from(target).ok().and_then(env::lookup).ok_or(Error::NoSuchEnv)?,
+        _ => EnvId::from_word(target).and_then(env::lookup).ok_or(Error::NoSuchEnv)?,
     };
     let (entry, stack_top) = target.ipc.entry_for(core).ok_or(Error::Refused)?;
     if !target.ipc.accepts(caller) {

@@ -13,7 +13,7 @@ use crate::machine::gdt::{USER_CS, USER_DS};
 use crate::machine::percpu::{CacheAligned, MAX_CPUS, cpu, cpu_local, this_cpu};
 use crate::machine::trap::{RFLAGS_USER, TrapFrame};
 use crate::machine::uring::{FastEntered, PredicateMemory, VcpuRing};
-use abi::Error;
+use abi::{CoreId, Error};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
@@ -107,7 +107,10 @@ pub fn spawn_image(
 ) -> Result<Arc<Env>, env::SpawnError> {
     let (env, entry) = env::create(name, image, arg)?;
     let context = initial_context(entry, abi::STACK_TOP, arg);
-    if let Err(e) = start_vcpu(&env, core, context) {
+    let started = CoreId::from_word(core as u64)
+        .ok_or(Error::NoSuchCore)
+        .and_then(|core| start_vcpu(&env, core, context));
+    if let Err(e) = started {
         env::abort_start(&env, e);
         return Err(env::SpawnError::Memory(e));
     }
@@ -116,7 +119,8 @@ pub fn spawn_image(
 }
 
 /// Starts a vCPU of `env` on `core` with `context`.
-pub fn start_vcpu(env: &Arc<Env>, core: usize, context: TrapFrame) -> Result<(), Error> {
+pub fn start_vcpu(env: &Arc<Env>, core: CoreId, context: TrapFrame) -> Result<(), Error> {
+    let core = core.index();
     cpu(core).ok_or(Error::NoSuchCore)?;
     if env::user_cores() & (1 << core) == 0 {
         return Err(Error::NoSuchCore);
