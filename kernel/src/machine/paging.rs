@@ -85,6 +85,15 @@ fn indices(va: u64) -> [usize; 4] {
     ]
 }
 
+/// What [`AddressSpace::walk_leaves`] does with the leaves it finds.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leaves {
+    /// Clear them (the caller flushes the TLBs).
+    Remove,
+    /// Only report them.
+    Keep,
+}
+
 /// One environment's page tables.
 pub struct AddressSpace {
     pml4: FrameNumber,
@@ -202,9 +211,39 @@ impl AddressSpace {
     /// flushes the TLBs.
     pub fn unmap_some(
         &mut self,
+        va: u64,
+        end: u64,
+        budget: usize,
+        out: &mut Vec<(u64, FrameNumber)>,
+    ) -> u64 {
+        self.walk_leaves(va, end, budget, Leaves::Remove, out)
+    }
+
+    /// The leaf mappings from `va` on, at most `budget` of them (absent
+    /// tables are skipped at the cost of one each): appends `(va, frame)` to
+    /// `out` and returns where to go on, `None` at the end of the user half.
+    pub fn leaves_from(
+        &self,
+        va: u64,
+        budget: usize,
+        out: &mut Vec<(u64, FrameNumber)>,
+    ) -> Option<u64> {
+        let stop = self.walk_leaves(va, abi::USER_MAX, budget, Leaves::Keep, out);
+        (stop < abi::USER_MAX).then_some(stop)
+    }
+
+    /// The bounded walk behind [`unmap_some`](Self::unmap_some) and
+    /// [`leaves_from`](Self::leaves_from): the present leaves in
+    /// `[va, end)`, at most `budget` entries visited (a present leaf, an
+    /// absent table skipped whole, a leaf table's empty entries: one each);
+    /// returns where it stopped. Callers hold the address space's lock
+    /// (`&self` is enough for `table`'s exclusive access, as in `leaf`).
+    fn walk_leaves(
+        &self,
         mut va: u64,
         end: u64,
         mut budget: usize,
+        leaves: Leaves,
         out: &mut Vec<(u64, FrameNumber)>,
     ) -> u64 {
         'walk: while va < end && budget > 0 {
@@ -221,14 +260,15 @@ impl AddressSpace {
                 }
                 current = FrameNumber::from_addr(entry.addr().as_u64());
             }
-            let leaves = table(current);
-            for leaf in leaves.iter_mut().skip(idx[3]) {
+            for leaf in table(current).iter_mut().skip(idx[3]) {
                 if va >= end || budget == 0 {
                     break;
                 }
                 if !leaf.is_unused() {
                     out.push((va, FrameNumber::from_addr(leaf.addr().as_u64())));
-                    leaf.set_unused();
+                    if leaves == Leaves::Remove {
+                        leaf.set_unused();
+                    }
                     budget -= 1;
                 }
                 va += abi::PAGE_SIZE;
@@ -237,44 +277,6 @@ impl AddressSpace {
             budget = budget.saturating_sub(1);
         }
         va.min(end)
-    }
-
-    /// The leaf mappings from `va` on, at most `budget` of them (absent
-    /// tables are skipped at the cost of one each): appends `(va, frame)` to
-    /// `out` and returns where to go on, `None` at the end of the user half.
-    pub fn leaves_from(
-        &self,
-        mut va: u64,
-        mut budget: usize,
-        out: &mut Vec<(u64, FrameNumber)>,
-    ) -> Option<u64> {
-        let end = abi::USER_MAX;
-        'walk: while va < end && budget > 0 {
-            let idx = indices(va);
-            let mut current = self.pml4;
-            for (level, &i) in idx[..3].iter().enumerate() {
-                let entry = &table(current)[i];
-                if entry.is_unused() {
-                    let span = 1u64 << (39 - 9 * level);
-                    va = (va & !(span - 1)).saturating_add(span);
-                    budget -= 1;
-                    continue 'walk;
-                }
-                current = FrameNumber::from_addr(entry.addr().as_u64());
-            }
-            for leaf in table(current).iter().skip(idx[3]) {
-                if va >= end || budget == 0 {
-                    break;
-                }
-                if !leaf.is_unused() {
-                    out.push((va, FrameNumber::from_addr(leaf.addr().as_u64())));
-                    budget -= 1;
-                }
-                va += abi::PAGE_SIZE;
-            }
-            budget = budget.saturating_sub(1);
-        }
-        (va < end).then_some(va)
     }
 
     /// Every page-table frame below the PML4 (the PML4 itself excluded).
