@@ -247,10 +247,10 @@ pub const fn in_info_region(va: u64) -> bool {
     va >= INFO_VA && va < INFO_VA + INFO_REGION_SIZE
 }
 
-/// Declares a `#[repr(int)]` enum whose variants are numbered
-/// consecutively in declaration order, with `ALL` (every variant, in number
-/// order) and `from_index` (the variant at `number - first`). A gap or a
-/// number out of order fails to compile.
+/// Declares a `#[repr(int)]` enum whose variants are numbered in increasing
+/// order, with `ALL` (every variant, in number order) and `from_value` (the
+/// variant numbered `n`). Numbers may leave gaps (a number nobody defines
+/// decodes as `None`); a number out of order or repeated fails to compile.
 macro_rules! numbered {
     (
         $(#[$meta:meta])*
@@ -269,16 +269,20 @@ macro_rules! numbered {
             /// Every variant, in number order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
-            /// The variant at position `index` of [`Self::ALL`].
-            fn from_index(index: u64) -> Option<$name> {
-                Self::ALL.get(usize::try_from(index).ok()?).copied()
+            /// The variant numbered `value`, if any.
+            #[inline]
+            fn from_value(value: u64) -> Option<$name> {
+                match value {
+                    $( $value => Some($name::$variant), )+
+                    _ => None,
+                }
             }
         }
 
         const _: () = {
             let mut i = 1;
             while i < $name::ALL.len() {
-                assert!($name::ALL[i] as u64 == $name::ALL[i - 1] as u64 + 1);
+                assert!($name::ALL[i] as u64 > $name::ALL[i - 1] as u64);
                 i += 1;
             }
         };
@@ -455,16 +459,16 @@ pub enum Syscall: u64 {
 }
 }
 
-/// Number of defined system calls; numbers from here on are
-/// [`Error::InvalidSyscall`].
-pub const SYSCALL_COUNT: u64 = Syscall::ALL.len() as u64;
+/// One past the highest system call number; numbers from here on (and any
+/// number in a gap below it) are [`Error::InvalidSyscall`].
+pub const SYSCALL_COUNT: u64 = Syscall::ALL[Syscall::ALL.len() - 1] as u64 + 1;
 
 const _: () = assert!(Syscall::ALL[0] as u64 == 0);
 
 impl Syscall {
     /// The call with number `n`, if defined.
     pub fn from_number(n: u64) -> Option<Syscall> {
-        Self::from_index(n)
+        Self::from_value(n)
     }
 }
 
@@ -599,7 +603,7 @@ pub const MAX_VALUE: u64 = u64::MAX - 4095;
 impl Error {
     /// The error with code `code`, if defined.
     pub fn from_code(code: u64) -> Option<Error> {
-        Self::from_index(code.checked_sub(1)?)
+        Self::from_value(code)
     }
 
     /// The `rax` value that reports this error.
@@ -988,8 +992,12 @@ mod tests {
 
     #[test]
     fn syscall_numbers_round_trip() {
+        for &call in Syscall::ALL {
+            assert_eq!(Syscall::from_number(call as u64), Some(call));
+        }
         for n in 0..SYSCALL_COUNT {
-            assert_eq!(Syscall::from_number(n).map(|s| s as u64), Some(n));
+            let defined = Syscall::ALL.iter().any(|&c| c as u64 == n);
+            assert_eq!(Syscall::from_number(n).is_some(), defined, "number {n}");
         }
         assert_eq!(Syscall::from_number(SYSCALL_COUNT), None);
         assert_eq!(Syscall::from_number(u64::MAX), None);
@@ -1221,7 +1229,7 @@ pub mod ring {
     impl Op {
         /// The op with number `n`, if defined.
         pub fn from_number(n: u8) -> Option<Op> {
-            Self::from_index(u64::from(n))
+            Self::from_value(u64::from(n))
         }
     }
 }
@@ -1316,7 +1324,7 @@ pub mod predicate {
     impl PredOp {
         /// The opcode with number `n`, if defined.
         pub fn from_number(n: u8) -> Option<PredOp> {
-            Self::from_index(u64::from(n))
+            Self::from_value(u64::from(n))
         }
     }
 
