@@ -280,11 +280,13 @@ impl Redirect {
         let lowest = stride
             .checked_mul(abi::MAX_CORES as u64 - 1)
             .and_then(|span| stack_top.checked_sub(span));
-        if !stack_top.is_multiple_of(16)
-            || !stride.is_multiple_of(16)
-            || !lowest.is_some_and(|low| low >= abi::USER_MIN)
-            || !(in_user(lib_start) && in_user(lib_end) && lib_start < lib_end)
-        {
+        let ok = stack_top.is_multiple_of(16)
+            && stride.is_multiple_of(16)
+            && lowest.is_some_and(|low| low >= abi::USER_MIN)
+            && in_user(lib_start)
+            && in_user(lib_end)
+            && lib_start < lib_end;
+        if !ok {
             return Err(Error::InvalidArgument);
         }
         Ok(Redirect { entry, stack_top, stride, lib_start, lib_end })
