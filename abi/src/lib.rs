@@ -462,10 +462,10 @@ pub enum Syscall: u64 {
     /// (below `0x0000_8000_0000_0000`), else [`Error::InvalidArgument`]. It
     /// is per vCPU, saved and restored on every switch; a new vCPU starts
     /// with 0. A protected control transfer ([`Syscall::Call`]) runs the
-    /// callee with its own FS base (that of the callee's vCPU on this core,
-    /// or 0 if it has none there) and gives the caller its own back when the
-    /// call ends; a `SetFsBase` inside a call changes only the activation's
-    /// FS base.
+    /// callee with its own FS base, 0 at the start of each call (an
+    /// activation is a fresh thread of the callee, like its registers), and
+    /// gives the caller its own back when the call ends; a `SetFsBase`
+    /// inside a call changes only the activation's FS base.
     SetFsBase = 32,
     /// `(entry, stack_top, stride, lib_start, lib_end)` → 0. Registers
     /// **system-call redirection** for this environment (as Xok's emulator
@@ -485,15 +485,20 @@ pub enum Syscall: u64 {
     /// `rip` (= `rcx`), `rflags` (= `r11`) and `rsp` in
     /// [`VcpuPage::redirect_rip`], [`VcpuPage::redirect_rflags`] and
     /// [`VcpuPage::redirect_rsp`] of that core's (read-only) page, then
-    /// returns to ring 3 at `entry` with `rsp` = that core's handler stack
-    /// top and every other register exactly as the program left it (`rax` =
-    /// the number, `rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9` = the arguments;
-    /// `rcx` and `r11` as the `syscall` instruction set them). Nothing else
-    /// changes: no frame is written to memory, the vector registers, FS
-    /// base and the flags are the program's. The library returns to the
-    /// program without entering the kernel (it restores the registers,
-    /// loads `rsp` from the page, jumps to the saved `rip`). A `syscall`
-    /// from inside the range is an exokernel call as without redirection.
+    /// returns to ring 3 (`sysretq`) at `entry` with `rsp` = that core's
+    /// handler stack top, `rcx` = `entry` (the instruction's return address
+    /// is in `redirect_rip`), `r11` = the program's `rflags` as the
+    /// `syscall` instruction saved it, `rflags` = the same (less RF), and
+    /// every other register exactly as the program left it (`rax` = the
+    /// number, `rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9` = the arguments).
+    /// Nothing else changes: nothing is written to the program's memory; the
+    /// vector registers and FS base are the program's. The library returns
+    /// to the program without entering the kernel: it restores the
+    /// registers (`rax` = the result; `rcx` and `r11` are clobbered, as by
+    /// a `syscall`), then, still on its own stack, `push gs:[rflags field];
+    /// popfq`, `mov rsp, gs:[rsp field]`, `jmp gs:[rip field]` (user GS
+    /// points at this core's page). A `syscall` from inside the range is an
+    /// exokernel call as without redirection.
     ///
     /// The three fields are overwritten by the next redirected `syscall` on
     /// that core: the handler must copy them before it can run code that
