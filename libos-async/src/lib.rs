@@ -73,6 +73,7 @@ pub mod mem;
 #[allow(unsafe_code, reason = "CoreLocal is Sync: each core touches only its own slot")]
 pub mod percore;
 pub mod predicate;
+pub mod redirect;
 #[allow(unsafe_code, reason = "atomic and volatile access to ring pages the kernel writes")]
 pub mod ring;
 pub mod rng;
@@ -81,6 +82,7 @@ pub mod sqe;
 #[allow(unsafe_code, reason = "the syscall instruction, kernel-page reads, test probes")]
 pub mod sys;
 pub mod vcpu;
+pub mod vector;
 pub mod vm;
 
 pub use abi;

@@ -232,6 +232,51 @@ pub fn set_exception_handler(entry: u64, stack_top: u64, stride: u64) -> Result<
     abi::decode(syscall3(Syscall::SetExceptionHandler as u64, entry, stack_top, stride))
 }
 
+/// `SetFsBase`: sets this vCPU's FS base (`fs:`-relative accesses add it;
+/// the thread pointer of x86-64 TLS). [`Error::InvalidArgument`] unless it
+/// lies in the canonical user half. Safe: Rust code built for this target
+/// has no thread-local storage, so nothing here reads `fs:`.
+pub fn set_fs_base(base: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::SetFsBase as u64, base))
+}
+
+/// `SetSyscallRedirect`: raw registration of system-call redirection
+/// (see [`abi::Syscall::SetSyscallRedirect`]); [`crate::redirect`] has the
+/// safe registrations.
+///
+/// # Safety
+///
+/// From the return on, every `syscall` of this environment whose return
+/// address lies outside `lib_start..lib_end` jumps to `entry` on the
+/// handler stack instead of entering the kernel: `lib_start..lib_end` must
+/// hold every `syscall` instruction of this program that expects the
+/// kernel (this library's stubs are inlined all over the program), and
+/// `entry` must be code that follows the handler protocol (return to the
+/// recorded `rip` with the recorded `rsp`, registers other than `rax`,
+/// `rcx`, `r11` preserved).
+pub unsafe fn set_syscall_redirect(
+    entry: u64,
+    stack_top: u64,
+    stride: u64,
+    lib_start: u64,
+    lib_end: u64,
+) -> Result<u64, Error> {
+    abi::decode(syscall5(
+        Syscall::SetSyscallRedirect as u64,
+        entry,
+        stack_top,
+        stride,
+        lib_start,
+        lib_end,
+    ))
+}
+
+/// `SetSyscallRedirect` with `entry` 0: every `syscall` enters the kernel
+/// again.
+pub fn clear_syscall_redirect() -> Result<u64, Error> {
+    abi::decode(syscall5(Syscall::SetSyscallRedirect as u64, 0, 0, 0, 0, 0))
+}
+
 /// `ExceptionResume`: resumes `frame`; returns only on failure.
 pub fn exception_resume(frame: &UpcallFrame) -> Error {
     let rax = syscall1(Syscall::ExceptionResume as u64, frame as *const UpcallFrame as u64);

@@ -273,6 +273,7 @@ group = "isobench_gap"
         "first_touch_per_page",
         "map_unmap",
         "frame_alloc_free",
+        "syscall_redirect_roundtrip",
         "ring_nop_batch_1",
         "ring_nop_batch_8",
         "ring_nop_batch_64",

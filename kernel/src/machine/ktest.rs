@@ -26,6 +26,7 @@ use kernel::frames::FrameNumber;
 
 mod cpu;
 mod iso;
+mod vec;
 
 type TestResult = Result<(), String>;
 
@@ -81,6 +82,17 @@ const TESTS: &[KernelTest] = &[
     ("env_malformed_elf_overlapping_segments_rejected", || malformed_elf("bad_overlap")),
     ("env_malformed_elf_entry_outside_segments_rejected", || malformed_elf("bad_entry")),
     ("env_syscall_fuzzer_survives_beside_worker", || hostile_beside_worker("fuzz", 0, None)),
+    ("vec_xmm_ymm_mxcsr_fs_survive_switches_two_envs_one_core", || vec::pair_on_one_core(1)),
+    ("vec_new_env_starts_with_clean_vector_state", vec::new_env_starts_clean),
+    ("vec_simd_and_x87_exceptions_delivered_as_upcalls", || expect_exit("vecredir", 3)),
+    ("vec_fs_base_set_checked_and_kept_two_envs_one_core", || vec::pair_on_one_core(4)),
+    ("vec_pct_callee_never_sees_caller_vector_state_or_fs", || vec::pct(false, false)),
+    ("redirect_pct_callee_runs_under_its_own_redirection", || vec::pct(true, false)),
+    ("redirect_pct_caller_redirection_not_applied_in_callee", || vec::pct(false, true)),
+    ("redirect_foreign_syscalls_reach_the_handler_intact", || expect_exit("vecredir", 7)),
+    ("redirect_unmapped_handler_stack_kills_only_the_env", || {
+        hostile_beside_worker("vecredir", 8, Some("page fault"))
+    }),
     ("tlb_unmap_never_leaves_a_stale_translation", || expect_exit("tlbtest", 0)),
     ("tlb_protect_read_only_faults_on_every_core", || expect_exit("tlbtest", 1)),
     ("tlb_concurrent_shootdowns_from_all_cores", || expect_exit("tlbtest", 2)),
