@@ -456,6 +456,40 @@ pub enum Syscall: u64 {
     /// `w0`, `w1` to its event queue and wakes its sleeping vCPUs on any
     /// core. Same acceptance rule as [`Syscall::Call`].
     Acall = 30,
+    /// `(va, 0, 0)` → the initrd's size in bytes. With `va` 0 only the size
+    /// is returned (0 when the machine was booted without an initrd).
+    /// Otherwise maps the whole initrd archive (the ustar archive the kernel
+    /// starts applications from: `size` bytes, rounded up to pages, the
+    /// tail of the last page zero) read-only and not executable at
+    /// page-aligned `va`: user-readable, never writable, never executable
+    /// (it is data: programs in it are copied out by their loader). The
+    /// range must lie in `USER_MIN..USER_MAX`, clear of the info region,
+    /// with nothing mapped in it yet; all of it is mapped or none of it.
+    ///
+    /// The frames are the kernel's: no environment owns them, any number of
+    /// environments may map them, [`Syscall::FrameFree`],
+    /// [`Syscall::FrameGrant`], `FrameAlloc` of them and `Map` of them fail
+    /// (their [`FrameStatus`] is [`FrameHolder::Kernel`]), `Protect` of the
+    /// pages fails with [`Error::NotOwner`]. [`Syscall::Unmap`],
+    /// [`Syscall::UnmapRange`] and the environment's end remove the
+    /// mappings and never free the frames. Each page counts as one mapping
+    /// against the quota, and page-table frames the mapping needs count
+    /// against the frame quota.
+    ///
+    /// Restartable, like [`Syscall::UnmapRange`]: the first step checks the
+    /// whole range and makes the page tables, then each step maps at most
+    /// [`INITRD_MAP_CHUNK`] pages; between steps the kernel returns to the
+    /// `syscall` instruction with `rsi` the pages mapped so far and `rdx` 0
+    /// (or, while undoing a failed call, the error code), so both
+    /// registers are outputs and must be 0 on the first call. A step that
+    /// finds a page mapped meanwhile (another vCPU of the caller raced it)
+    /// unmaps, in steps, what the call mapped, then fails.
+    ///
+    /// Errors: [`Error::Unsupported`] (no initrd), [`Error::InvalidArgument`]
+    /// (unaligned, outside the user range), [`Error::Reserved`] (overlaps the
+    /// info region), [`Error::AlreadyMapped`], [`Error::QuotaExceeded`],
+    /// [`Error::NoMemory`].
+    InitrdMap = 31,
 }
 }
 
@@ -478,6 +512,8 @@ pub const ANY_FRAME: u64 = u64::MAX;
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
 /// The most pages one [`Syscall::UnmapRange`] takes.
 pub const UNMAP_RANGE_MAX: u64 = 1 << 20;
+/// The most pages one step of [`Syscall::InitrdMap`] maps.
+pub const INITRD_MAP_CHUNK: u64 = 256;
 /// The longest application name [`Syscall::EnvLookup`] accepts.
 pub const NAME_MAX: u64 = 64;
 /// [`Syscall::IpcAccept`]'s "every environment".

@@ -234,6 +234,16 @@ pub enum Request {
         /// The two words.
         words: [u64; 2],
     },
+    /// `InitrdMap` (checked by the handler: the range's length is the
+    /// initrd's).
+    InitrdMap {
+        /// Where the archive goes (0: only its size).
+        va: u64,
+        /// Pages mapped so far (0 on the first step).
+        done: u64,
+        /// 0, or the error a failed call is undoing its pages for.
+        undo: u64,
+    },
 }
 
 /// Whom [`Request::IpcAccept`] is about.
@@ -391,6 +401,7 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         Syscall::Call => Request::Call { target: a0 },
         Syscall::Reply => Request::Reply,
         Syscall::Acall => Request::Acall { target: env_id(a0)?, words: [a1, a2] },
+        Syscall::InitrdMap => Request::InitrdMap { va: a0, done: a1, undo: a2 },
     })
 }
 
@@ -450,6 +461,7 @@ impl Request {
             Request::Call { .. } => Syscall::Call,
             Request::Reply => Syscall::Reply,
             Request::Acall { .. } => Syscall::Acall,
+            Request::InitrdMap { .. } => Syscall::InitrdMap,
         }
     }
 
@@ -493,6 +505,7 @@ impl Request {
             }
             Request::Call { target } => [target, 0, 0],
             Request::Acall { target, words: [w0, w1] } => [u64::from(target), w0, w1],
+            Request::InitrdMap { va, done, undo } => [va, done, undo],
         };
         (self.syscall() as u64, [args[0], args[1], args[2], 0, 0, 0])
     }
