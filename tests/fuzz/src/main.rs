@@ -224,6 +224,13 @@ impl Fuzz {
                 a[0] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
                 a[1] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
             }
+            // Redirection only refused or disabled: a registered one would
+            // send this program's own system calls into garbage.
+            Syscall::SetSyscallRedirect => {
+                a[0] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
+            }
+            // Any FS base: nothing here uses `fs:` (no TLS).
+            Syscall::SetFsBase => {}
             // Never turn default time off (only on, or refused): without
             // slots, off on its core would stop this program for good
             // (correctly).
