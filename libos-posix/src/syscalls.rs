@@ -139,6 +139,13 @@ impl<'a> Process<'a> {
         }
     }
 
+    /// Changes the working directory to `path` (`chdir`, for the glue's
+    /// start-up).
+    pub fn chdir(&mut self, path: &[u8]) -> SysResult<()> {
+        let ino = self.fs.lookup(self.cwd, path, true)?;
+        set_cwd(self, ino).map(|_| ())
+    }
+
     /// The status passed to `exit`/`exit_group`, once the program has called it.
     pub fn exit_status(&self) -> Option<i32> {
         self.exit_status

@@ -345,6 +345,16 @@ impl<'a> Fs<'a> {
         self.alloc(Kind::Dev(d), 0o620)
     }
 
+    /// The contents of regular file `ino` while they are still the
+    /// archive's bytes (never written): a slice that outlives the tree, for
+    /// a loader that maps the program while the tree is borrowed elsewhere.
+    pub fn archive_bytes(&self, ino: Ino) -> Option<&'a [u8]> {
+        match self.node(ino).kind {
+            Kind::File(Data::Archive(b)) => Some(b),
+            _ => None,
+        }
+    }
+
     /// Records one more holder of `ino` (an open description, a cwd).
     pub fn hold(&mut self, ino: Ino) {
         self.node_mut(ino).holders += 1;
