@@ -297,8 +297,18 @@ numbered! {
 pub enum Syscall: u64 {
     /// `()` → 0. Does nothing: the null-syscall benchmark.
     Null = 0,
-    /// `(ptr, len)` → bytes written. Writes `len` bytes (at most
-    /// [`CONSOLE_WRITE_MAX`]) to the console.
+    /// `(ptr, len, stream)` → bytes written. Writes `len` bytes (at most
+    /// [`CONSOLE_WRITE_MAX`]) to console stream `stream` ([`ConsoleStream`]:
+    /// 0 the kernel console, 1 the program's standard output, 2 its
+    /// standard error). With the kernel command line's `console=split`,
+    /// streams 1 and 2 each go to a channel of their own, byte for byte,
+    /// and never mix with kernel lines; otherwise all three go to the
+    /// kernel console. Errors: [`Error::InvalidArgument`] for a length
+    /// over the maximum or an unknown stream (checked before the pointer),
+    /// [`Error::BadAddress`] if the bytes are not readable user memory.
+    /// Stream 0 text that is not UTF-8 prints as `<invalid UTF-8>`;
+    /// streams 1 and 2 carry any bytes. One call's bytes are never
+    /// interleaved with another call's on the same stream.
     ConsoleWrite = 1,
     /// `(code)` → does not return. Ends the environment (every vCPU).
     Exit = 2,
@@ -566,6 +576,27 @@ impl Syscall {
 pub const ANY_FRAME: u64 = u64::MAX;
 /// The most bytes one [`Syscall::ConsoleWrite`] takes.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
+
+numbered! {
+/// The console streams of [`Syscall::ConsoleWrite`] (`rdx`).
+pub enum ConsoleStream: u64 {
+    /// The kernel console: what every environment printed before streams
+    /// existed. Text; shares its channel with the kernel's own lines.
+    Kernel = 0,
+    /// The program's standard output (what `cargo xtask posix` forwards to
+    /// its stdout). Bytes.
+    Stdout = 1,
+    /// The program's standard error (forwarded to xtask's stderr). Bytes.
+    Stderr = 2,
+}
+}
+
+impl ConsoleStream {
+    /// The stream `rdx` names, if any.
+    pub fn from_number(n: u64) -> Option<ConsoleStream> {
+        Self::from_value(n)
+    }
+}
 /// The most pages one [`Syscall::UnmapRange`] takes.
 pub const UNMAP_RANGE_MAX: u64 = 1 << 20;
 /// The most pages one step of [`Syscall::InitrdMap`] maps.
@@ -1302,7 +1333,7 @@ pub mod ring {
     pub enum Op: u8 {
         /// `()` → 0. Its argument words are ignored (never read).
         Nop = 0,
-        /// `(ptr, len)`, as `Syscall::ConsoleWrite`.
+        /// `(ptr, len, stream)`, as `Syscall::ConsoleWrite`.
         ConsoleWrite = 1,
         /// `(frame)`, as `Syscall::FrameAlloc`.
         FrameAlloc = 2,

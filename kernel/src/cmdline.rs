@@ -16,6 +16,7 @@
 //! | `bench_samples` | samples per benchmark, 1..=100000 | 1000 |
 //! | `init` | comma-separated applications (`name[:arg][@core]`) to start in `run` mode | [`DEFAULT_DEMO`] |
 //! | `tests` | in `test` mode, the tests to run: comma-separated name fragments, `-fragment` excludes | all |
+//! | `console` | `shared`, `split` (see [`ConsoleMode`]) | `shared` |
 //! | `benches` | in `bench` mode, the benchmark groups to run, selected like `tests` (group names: `machine/bench.rs`) | all |
 
 use alloc::string::String;
@@ -37,6 +38,21 @@ pub enum Mode {
     Bench,
     /// Panic on purpose, to check the panic path (report, backtrace, exit).
     PanicTest,
+}
+
+/// Where environments' console streams 1 and 2 (a program's stdout and
+/// stderr, `abi::ConsoleStream`) go, and what ends a `run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleMode {
+    /// Every stream on the kernel console, among the kernel's lines; the
+    /// machine powers off when the last environment has ended.
+    Shared,
+    /// `cargo xtask posix`: streams 1 and 2 each on a channel of their own
+    /// (an `isa-debugcon` device each), the kernel's lines and stream 0
+    /// alone on the kernel console; and in `run` mode the machine powers
+    /// off as soon as the *first* `init` application (the init
+    /// environment) has ended, reporting its exit status.
+    Split,
 }
 
 /// Log verbosity, ordered from silent to chatty.
@@ -63,6 +79,8 @@ pub struct Cmdline {
     pub mode: Mode,
     /// Log verbosity.
     pub log: LogLevel,
+    /// Where program output goes.
+    pub console: ConsoleMode,
     /// Timer frequency of a core with no vCPU, in Hz.
     pub tick_hz: u32,
     /// Slots per core's time vector.
@@ -91,6 +109,7 @@ impl Default for Cmdline {
         Cmdline {
             mode: Mode::Run,
             log: LogLevel::Info,
+            console: ConsoleMode::Shared,
             tick_hz: 100,
             slots: 16,
             slot_us: 1000,
@@ -116,6 +135,13 @@ impl Cmdline {
             let understood = match key {
                 "mode" => parse_mode(value).map(|m| out.mode = m).is_some(),
                 "log" => parse_log(value).map(|l| out.log = l).is_some(),
+                "console" => match value {
+                    "shared" => Some(ConsoleMode::Shared),
+                    "split" => Some(ConsoleMode::Split),
+                    _ => None,
+                }
+                .map(|c| out.console = c)
+                .is_some(),
                 "tick_hz" => parse_in(value, 1, 10_000).map(|v| out.tick_hz = v).is_some(),
                 "slots" => parse_in(value, 1, 64).map(|v| out.slots = v).is_some(),
                 "slot_us" => parse_in(value, 50, 1_000_000).map(|v| out.slot_us = v).is_some(),
@@ -213,6 +239,10 @@ mod tests {
         assert_eq!(Cmdline::parse("benches=iso").benches.as_deref(), Some("iso"));
         assert_eq!(Cmdline::parse("benches=").benches, None);
         assert!(Cmdline::parse("init=").init.is_empty());
+        assert_eq!(Cmdline::parse("console=split").console, ConsoleMode::Split);
+        assert_eq!(Cmdline::parse("console=split console=shared").console, ConsoleMode::Shared);
+        let c = Cmdline::parse("console=both console");
+        assert_eq!((c.console, c.unknown.len()), (ConsoleMode::Shared, 2));
     }
 
     #[test]

@@ -152,9 +152,22 @@ pub fn null() -> Result<u64, Error> {
     abi::decode(syscall0(Syscall::Null as u64))
 }
 
-/// `ConsoleWrite`: writes `bytes` (at most [`abi::CONSOLE_WRITE_MAX`]).
+/// `ConsoleWrite` to the kernel console (stream 0): writes `bytes` (at
+/// most [`abi::CONSOLE_WRITE_MAX`]).
 pub fn console_write(bytes: &[u8]) -> Result<u64, Error> {
-    abi::decode(syscall2(Syscall::ConsoleWrite as u64, bytes.as_ptr() as u64, bytes.len() as u64))
+    console_write_to(abi::ConsoleStream::Kernel, bytes)
+}
+
+/// `ConsoleWrite` to `stream`: a program's stdout or stderr
+/// ([`abi::ConsoleStream`]), or the kernel console. At most
+/// [`abi::CONSOLE_WRITE_MAX`] bytes, any bytes on streams 1 and 2.
+pub fn console_write_to(stream: abi::ConsoleStream, bytes: &[u8]) -> Result<u64, Error> {
+    abi::decode(syscall3(
+        Syscall::ConsoleWrite as u64,
+        bytes.as_ptr() as u64,
+        bytes.len() as u64,
+        stream as u64,
+    ))
 }
 
 /// `Exit`: ends the environment with `code`.

@@ -10,7 +10,7 @@ use super::console::{self, kprintln};
 use super::{
     acpi, apic, bench, boot, cpu, env, gdt, interrupts, ktest, memory, percpu, sched, smp, time,
 };
-use kernel::cmdline::{Cmdline, Mode};
+use kernel::cmdline::{Cmdline, ConsoleMode, Mode};
 use kernel::pvh::{self, StartInfo};
 
 /// The BSP's first Rust code, called by the boot stub with the physical
@@ -32,6 +32,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     let (initrd, unused_ram) = init_memory(&info);
     let cmdline = Cmdline::parse(text);
     console::init_log(cmdline.log);
+    console::set_split(cmdline.console == ConsoleMode::Split);
     if unused_ram > 0 {
         log::warn!("{} MiB of RAM above 4 GiB is not used yet", unused_ram >> 20);
     }
@@ -95,7 +96,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     env::set_user_cores(if cmdline.mode == Mode::Run { all_cores } else { all_cores & !1 });
 
     match cmdline.mode {
-        Mode::Run => run_demo(&cmdline.init),
+        Mode::Run => run_demo(&cmdline.init, cmdline.console == ConsoleMode::Split),
         Mode::Test => cpu::exit_qemu(ktest::run_all(cmdline.tests.as_deref())),
         Mode::Bench => {
             bench::run_all(cmdline.bench_samples as usize, all_cores, cmdline.benches.as_deref())
@@ -195,11 +196,13 @@ mod heapless_ranges {
 }
 
 /// `mode=run`: starts the `init` applications, then this core joins the
-/// others in running them; the machine powers off when the last one ends.
-fn run_demo(init: &[alloc::string::String]) -> ! {
+/// others in running them; the machine powers off when the last one ends,
+/// or with `split` (`console=split`) when the first one (the init
+/// environment) ends.
+fn run_demo(init: &[alloc::string::String], split: bool) -> ! {
     kprintln!("exo: {} cores online; starting {:?}", percpu::online_cpus(), init);
     env::power_off_when_all_done("exo: all environments have ended; powering off");
-    for word in init {
+    for (i, word) in init.iter().enumerate() {
         // `name[:arg][@core]`: a decimal or 0x-hex start argument, a core.
         let (word_core, core) = match word.split_once('@') {
             Some((w, c)) => (w, c.parse::<usize>().ok().map(Some)),
@@ -215,13 +218,17 @@ fn run_demo(init: &[alloc::string::String]) -> ! {
             env::note_run_failure();
             continue;
         };
-        if let Err(e) = sched::spawn(name, arg, core) {
-            kprintln!("exo: cannot start {name}: {e}");
-            if let env::SpawnError::NotFound = e {
-                // Most often a typo in `init=`: say what could have been meant.
-                kprintln!("exo: apps in the initrd: {}", initrd_apps());
+        match sched::spawn(name, arg, core) {
+            Ok(env) if split && i == 0 => env::power_off_when_ends(&env),
+            Ok(_) => {}
+            Err(e) => {
+                kprintln!("exo: cannot start {name}: {e}");
+                if let env::SpawnError::NotFound = e {
+                    // Most often a typo in `init=`: say what could have been meant.
+                    kprintln!("exo: apps in the initrd: {}", initrd_apps());
+                }
+                env::note_run_failure();
             }
-            env::note_run_failure();
         }
     }
     env::check_all_done();

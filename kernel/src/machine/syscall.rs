@@ -294,7 +294,9 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         Request::Null => Next::Return(Ok(0)),
         // Answered by `syscall_dispatch` before decoding.
         Request::RingEnter { .. } | Request::Call { .. } | Request::Reply => Next::Hot,
-        Request::ConsoleWrite { ptr, len } => Next::Return(console_write(env, ptr, len)),
+        Request::ConsoleWrite { ptr, len, stream } => {
+            Next::Return(console_write(env, ptr, len, stream as u64))
+        }
         Request::Exit { code } => {
             env::terminate(env, Outcome::Exited(code));
             Next::Switch(Ok(0), sched::Why::Event)

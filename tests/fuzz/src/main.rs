@@ -161,6 +161,8 @@ impl Fuzz {
             Syscall::Exit | Syscall::VcpuExit => return (Syscall::Null as u64, a),
             Syscall::Yield if self.rng.below(1024) != 0 => return (Syscall::Null as u64, a),
             Syscall::ConsoleWrite => {
+                // Every stream, and unknown ones.
+                a[2] = if self.rng.below(2) == 0 { self.rng.below(4) } else { self.any() };
                 if self.rng.below(2) == 0 {
                     a[0] = self.bad_ptr();
                 } else {
