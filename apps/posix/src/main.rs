@@ -20,6 +20,9 @@
 //! primitives) and returns to the program without entering the kernel.
 //! `exit_group` ends the environment with the program's status.
 //!
+//! Start argument 0 runs the request; 1–3 run built-in programs for the
+//! kernel's tests ([`builtin`]).
+//!
 //! Exit statuses of its own: 127 when there is nothing to run (no initrd,
 //! no request, no such program), 126 when the program cannot be loaded (not
 //! a static x86-64 ELF, out of memory); each with one line on standard
@@ -35,6 +38,8 @@
 extern crate alloc;
 
 #[cfg(target_os = "none")]
+mod builtin;
+#[cfg(target_os = "none")]
 mod glue;
 #[cfg(target_os = "none")]
 mod layout;
@@ -46,8 +51,8 @@ mod run;
 libos_async::entry!(app_main);
 
 #[cfg(target_os = "none")]
-fn app_main(_arg: u64) -> i32 {
-    run::run()
+fn app_main(arg: u64) -> i32 {
+    run::run(arg)
 }
 
 #[cfg(not(target_os = "none"))]
