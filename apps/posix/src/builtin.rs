@@ -149,7 +149,7 @@ fn elf(code: &[u8], base: u64) -> Vec<u8> {
 pub fn image(which: u64) -> Option<Vec<u8>> {
     match which {
         1 => Some(elf(CHECKS, 0x40_0000)),
-        2 => Some(b"#!/bin/sh\necho this is not an ELF image\n".to_vec()),
+        2 => Some(b"#!/bin/sh\n# A script, not an ELF image: the runtime runs no interpreter.\n".to_vec()),
         3 => Some(elf(CHECKS, 0x7000_0000)),
         _ => None,
     }

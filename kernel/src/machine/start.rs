@@ -80,6 +80,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     if let Some(initrd) = initrd {
         env::set_initrd(initrd);
     }
+    env::set_quota(cmdline.quota);
     kprintln!("exo: boot ok cores={} apic={}", percpu::online_cpus(), apic::mode_name());
     super::slots::init(
         super::slots::Config {
