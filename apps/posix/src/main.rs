@@ -26,7 +26,9 @@
 //! Exit statuses of its own: 127 when there is nothing to run (no initrd,
 //! no request, no such program), 126 when the program cannot be loaded (not
 //! a static x86-64 ELF, out of memory); each with one line on standard
-//! error saying why.
+//! error saying why. A program killed by an exception (a page fault, an
+//! invalid opcode, ...) ends with 128 + the signal Linux would send (139
+//! for a segmentation fault) and one line on standard error.
 //!
 //! Linked at `0x7000_0000` (see `build.rs`), away from the programs'
 //! `0x400000` and their break. Built for `x86_64-unknown-none` (soft-float: no SSE

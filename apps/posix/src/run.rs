@@ -127,6 +127,9 @@ pub fn run(arg: u64) -> i32 {
     drop(argv);
     drop(envp);
     drop(req);
+    if let Err(e) = redirect::catch_program_exceptions() {
+        return fail(CANNOT_EXEC, &format!("exception handler refused: {e:?}"));
+    }
     redirect::install(State { process, umem });
     if let Err(e) = redirect::register() {
         return fail(CANNOT_EXEC, &format!("system-call redirection refused: {e:?}"));
