@@ -297,8 +297,18 @@ numbered! {
 pub enum Syscall: u64 {
     /// `()` → 0. Does nothing: the null-syscall benchmark.
     Null = 0,
-    /// `(ptr, len)` → bytes written. Writes `len` bytes (at most
-    /// [`CONSOLE_WRITE_MAX`]) to the console.
+    /// `(ptr, len, stream)` → bytes written. Writes `len` bytes (at most
+    /// [`CONSOLE_WRITE_MAX`]) to console stream `stream` ([`ConsoleStream`]:
+    /// 0 the kernel console, 1 the program's standard output, 2 its
+    /// standard error). With the kernel command line's `console=split`,
+    /// streams 1 and 2 each go to a channel of their own, byte for byte,
+    /// and never mix with kernel lines; otherwise all three go to the
+    /// kernel console. Errors: [`Error::InvalidArgument`] for a length
+    /// over the maximum or an unknown stream (checked before the pointer),
+    /// [`Error::BadAddress`] if the bytes are not readable user memory.
+    /// Stream 0 text that is not UTF-8 prints as `<invalid UTF-8>`;
+    /// streams 1 and 2 carry any bytes. One call's bytes are never
+    /// interleaved with another call's on the same stream.
     ConsoleWrite = 1,
     /// `(code)` → does not return. Ends the environment (every vCPU).
     Exit = 2,
@@ -456,6 +466,40 @@ pub enum Syscall: u64 {
     /// `w0`, `w1` to its event queue and wakes its sleeping vCPUs on any
     /// core. Same acceptance rule as [`Syscall::Call`].
     Acall = 30,
+    /// `(va, 0, 0)` → the initrd's size in bytes. With `va` 0 only the size
+    /// is returned (0 when the machine was booted without an initrd).
+    /// Otherwise maps the whole initrd archive (the ustar archive the kernel
+    /// starts applications from: `size` bytes, rounded up to pages, the
+    /// tail of the last page zero) read-only and not executable at
+    /// page-aligned `va`: user-readable, never writable, never executable
+    /// (it is data: programs in it are copied out by their loader). The
+    /// range must lie in `USER_MIN..USER_MAX`, clear of the info region,
+    /// with nothing mapped in it yet; all of it is mapped or none of it.
+    ///
+    /// The frames are the kernel's: no environment owns them, any number of
+    /// environments may map them, [`Syscall::FrameFree`],
+    /// [`Syscall::FrameGrant`], `FrameAlloc` of them and `Map` of them fail
+    /// (their [`FrameStatus`] is [`FrameHolder::Kernel`]), `Protect` of the
+    /// pages fails with [`Error::NotOwner`]. [`Syscall::Unmap`],
+    /// [`Syscall::UnmapRange`] and the environment's end remove the
+    /// mappings and never free the frames. Each page counts as one mapping
+    /// against the quota, and page-table frames the mapping needs count
+    /// against the frame quota.
+    ///
+    /// Restartable, like [`Syscall::UnmapRange`]: the first step checks the
+    /// whole range and makes the page tables, then each step maps at most
+    /// [`INITRD_MAP_CHUNK`] pages; between steps the kernel returns to the
+    /// `syscall` instruction with `rsi` the pages mapped so far and `rdx` 0
+    /// (or, while undoing a failed call, the error code), so both
+    /// registers are outputs and must be 0 on the first call. A step that
+    /// finds a page mapped meanwhile (another vCPU of the caller raced it)
+    /// unmaps, in steps, what the call mapped, then fails.
+    ///
+    /// Errors: [`Error::Unsupported`] (no initrd), [`Error::InvalidArgument`]
+    /// (unaligned, outside the user range), [`Error::Reserved`] (overlaps the
+    /// info region), [`Error::AlreadyMapped`], [`Error::QuotaExceeded`],
+    /// [`Error::NoMemory`].
+    InitrdMap = 31,
     /// `(base)` → 0. Sets the FS base of the calling vCPU (what
     /// `fs:`-relative accesses add, the thread pointer of x86-64 TLS; Linux's
     /// `arch_prctl(ARCH_SET_FS)`). `base` must lie in the canonical user half
@@ -532,8 +576,31 @@ impl Syscall {
 pub const ANY_FRAME: u64 = u64::MAX;
 /// The most bytes one [`Syscall::ConsoleWrite`] takes.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
+
+numbered! {
+/// The console streams of [`Syscall::ConsoleWrite`] (`rdx`).
+pub enum ConsoleStream: u64 {
+    /// The kernel console: what every environment printed before streams
+    /// existed. Text; shares its channel with the kernel's own lines.
+    Kernel = 0,
+    /// The program's standard output (what `cargo xtask posix` forwards to
+    /// its stdout). Bytes.
+    Stdout = 1,
+    /// The program's standard error (forwarded to xtask's stderr). Bytes.
+    Stderr = 2,
+}
+}
+
+impl ConsoleStream {
+    /// The stream `rdx` names, if any.
+    pub fn from_number(n: u64) -> Option<ConsoleStream> {
+        Self::from_value(n)
+    }
+}
 /// The most pages one [`Syscall::UnmapRange`] takes.
 pub const UNMAP_RANGE_MAX: u64 = 1 << 20;
+/// The most pages one step of [`Syscall::InitrdMap`] maps.
+pub const INITRD_MAP_CHUNK: u64 = 256;
 /// The longest application name [`Syscall::EnvLookup`] accepts.
 pub const NAME_MAX: u64 = 64;
 /// [`Syscall::IpcAccept`]'s "every environment".
@@ -1266,7 +1333,7 @@ pub mod ring {
     pub enum Op: u8 {
         /// `()` → 0. Its argument words are ignored (never read).
         Nop = 0,
-        /// `(ptr, len)`, as `Syscall::ConsoleWrite`.
+        /// `(ptr, len, stream)`, as `Syscall::ConsoleWrite`.
         ConsoleWrite = 1,
         /// `(frame)`, as `Syscall::FrameAlloc`.
         FrameAlloc = 2,

@@ -10,12 +10,14 @@
 //! | `log` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //! | `tick_hz` | timer interrupts per second of a core with no vCPU, 1..=10000 | 100 |
 //! | `slots` | slots in each core's time vector, 1..=64 | 16 |
+//! | `quota` | frames each environment may hold (data and page tables), 16..=1048576 (4 GiB) | 4096 (16 MiB) |
 //! | `slot_us` | length of a slot in microseconds, 50..=1000000 | 1000 |
 //! | `grace_us` | time to yield after an epilogue upcall, 1..=`slot_us` | 50 |
 //! | `slots_reserved` | slots per core nobody may own, 0..`slots` | `slots / 4` |
 //! | `bench_samples` | samples per benchmark, 1..=100000 | 1000 |
 //! | `init` | comma-separated applications (`name[:arg][@core]`) to start in `run` mode | [`DEFAULT_DEMO`] |
 //! | `tests` | in `test` mode, the tests to run: comma-separated name fragments, `-fragment` excludes | all |
+//! | `console` | `shared`, `split` (see [`ConsoleMode`]) | `shared` |
 //! | `benches` | in `bench` mode, the benchmark groups to run, selected like `tests` (group names: `machine/bench.rs`) | all |
 
 use alloc::string::String;
@@ -25,6 +27,11 @@ use alloc::vec::Vec;
 /// an echo server with a client, a key-value server with two clients.
 pub const DEFAULT_DEMO: [&str; 6] =
     ["hello-async", "echo", "echo-client", "kv", "kv-client", "kv-client"];
+
+/// Default frame quota of an environment (16 MiB).
+pub const DEFAULT_QUOTA: u64 = 4096;
+/// The largest quota `quota=` may set (every frame below 4 GiB).
+pub const MAX_QUOTA: u64 = 1 << 20;
 
 /// What the kernel does once every core is up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +44,21 @@ pub enum Mode {
     Bench,
     /// Panic on purpose, to check the panic path (report, backtrace, exit).
     PanicTest,
+}
+
+/// Where environments' console streams 1 and 2 (a program's stdout and
+/// stderr, `abi::ConsoleStream`) go, and what ends a `run`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleMode {
+    /// Every stream on the kernel console, among the kernel's lines; the
+    /// machine powers off when the last environment has ended.
+    Shared,
+    /// `cargo xtask posix`: streams 1 and 2 each on a channel of their own
+    /// (an `isa-debugcon` device each), the kernel's lines and stream 0
+    /// alone on the kernel console; and in `run` mode the machine powers
+    /// off as soon as the *first* `init` application (the init
+    /// environment) has ended, reporting its exit status.
+    Split,
 }
 
 /// Log verbosity, ordered from silent to chatty.
@@ -63,6 +85,8 @@ pub struct Cmdline {
     pub mode: Mode,
     /// Log verbosity.
     pub log: LogLevel,
+    /// Where program output goes.
+    pub console: ConsoleMode,
     /// Timer frequency of a core with no vCPU, in Hz.
     pub tick_hz: u32,
     /// Slots per core's time vector.
@@ -76,6 +100,8 @@ pub struct Cmdline {
     pub slots_reserved: u32,
     /// Samples per benchmark.
     pub bench_samples: u32,
+    /// Frame quota of every environment (data and page-table frames).
+    pub quota: u64,
     /// Applications to start in `run` mode.
     pub init: Vec<String>,
     /// In `test` mode, which tests run (fragments of names; `-` excludes).
@@ -91,9 +117,11 @@ impl Default for Cmdline {
         Cmdline {
             mode: Mode::Run,
             log: LogLevel::Info,
+            console: ConsoleMode::Shared,
             tick_hz: 100,
             slots: 16,
             slot_us: 1000,
+            quota: DEFAULT_QUOTA,
             grace_us: 50,
             slots_reserved: 4,
             bench_samples: 1000,
@@ -116,9 +144,22 @@ impl Cmdline {
             let understood = match key {
                 "mode" => parse_mode(value).map(|m| out.mode = m).is_some(),
                 "log" => parse_log(value).map(|l| out.log = l).is_some(),
+                "console" => match value {
+                    "shared" => Some(ConsoleMode::Shared),
+                    "split" => Some(ConsoleMode::Split),
+                    _ => None,
+                }
+                .map(|c| out.console = c)
+                .is_some(),
                 "tick_hz" => parse_in(value, 1, 10_000).map(|v| out.tick_hz = v).is_some(),
                 "slots" => parse_in(value, 1, 64).map(|v| out.slots = v).is_some(),
                 "slot_us" => parse_in(value, 50, 1_000_000).map(|v| out.slot_us = v).is_some(),
+                "quota" => value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|q| (16..=MAX_QUOTA).contains(q))
+                    .map(|q| out.quota = q)
+                    .is_some(),
                 "grace_us" => parse_in(value, 1, 1_000_000).map(|v| out.grace_us = v).is_some(),
                 "slots_reserved" => parse_in(value, 0, 63).map(|v| reserved = Some(v)).is_some(),
                 "bench_samples" => {
@@ -213,6 +254,14 @@ mod tests {
         assert_eq!(Cmdline::parse("benches=iso").benches.as_deref(), Some("iso"));
         assert_eq!(Cmdline::parse("benches=").benches, None);
         assert!(Cmdline::parse("init=").init.is_empty());
+        assert_eq!(Cmdline::parse("console=split").console, ConsoleMode::Split);
+        assert_eq!(Cmdline::parse("console=split console=shared").console, ConsoleMode::Shared);
+        let c = Cmdline::parse("console=both console");
+        assert_eq!((c.console, c.unknown.len()), (ConsoleMode::Shared, 2));
+        assert_eq!(Cmdline::parse("").quota, DEFAULT_QUOTA);
+        assert_eq!(Cmdline::parse("quota=65536").quota, 65536);
+        let c = Cmdline::parse("quota=15 quota=1048577 quota=x");
+        assert_eq!((c.quota, c.unknown.len()), (DEFAULT_QUOTA, 3));
     }
 
     #[test]

@@ -21,7 +21,7 @@
 
 use crate::frames::FrameNumber;
 use crate::ownership::EnvId;
-use abi::{CoreId, Error, Rights, Syscall};
+use abi::{ConsoleStream, CoreId, Error, Rights, Syscall};
 
 /// A decoded system call: one variant per [`abi::Syscall`], arguments typed
 /// and checked as far as the registers alone allow. See `abi::Syscall` for
@@ -30,12 +30,14 @@ use abi::{CoreId, Error, Rights, Syscall};
 pub enum Request {
     /// `Null`.
     Null,
-    /// `ConsoleWrite`: `len` ≤ [`abi::CONSOLE_WRITE_MAX`].
+    /// `ConsoleWrite`: `len` ≤ [`abi::CONSOLE_WRITE_MAX`], a known stream.
     ConsoleWrite {
         /// The text.
         ptr: u64,
         /// Its length.
         len: u64,
+        /// Where it goes.
+        stream: ConsoleStream,
     },
     /// `Exit`.
     Exit {
@@ -234,6 +236,16 @@ pub enum Request {
         /// The two words.
         words: [u64; 2],
     },
+    /// `InitrdMap` (checked by the handler: the range's length is the
+    /// initrd's).
+    InitrdMap {
+        /// Where the archive goes (0: only its size).
+        va: u64,
+        /// Pages mapped so far (0 on the first step).
+        done: u64,
+        /// 0, or the error a failed call is undoing its pages for.
+        undo: u64,
+    },
     /// `SetFsBase`: `base` in the canonical user half.
     SetFsBase {
         /// The new FS base.
@@ -401,10 +413,11 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
     Ok(match call {
         Syscall::Null => Request::Null,
         Syscall::ConsoleWrite => {
-            if a1 > abi::CONSOLE_WRITE_MAX {
+            let stream = ConsoleStream::from_number(a2);
+            let (Some(stream), true) = (stream, a1 <= abi::CONSOLE_WRITE_MAX) else {
                 return Err(Error::InvalidArgument);
-            }
-            Request::ConsoleWrite { ptr: a0, len: a1 }
+            };
+            Request::ConsoleWrite { ptr: a0, len: a1, stream }
         }
         Syscall::Exit => Request::Exit { code: a0 },
         Syscall::Yield => Request::Yield,
@@ -469,6 +482,7 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         Syscall::Call => Request::Call { target: a0 },
         Syscall::Reply => Request::Reply,
         Syscall::Acall => Request::Acall { target: env_id(a0)?, words: [a1, a2] },
+        Syscall::InitrdMap => Request::InitrdMap { va: a0, done: a1, undo: a2 },
         Syscall::SetFsBase => Request::SetFsBase { base: check_fs_base(a0)? },
         Syscall::SetSyscallRedirect => Request::SetSyscallRedirect {
             redirect: match a0 {
@@ -535,6 +549,7 @@ impl Request {
             Request::Call { .. } => Syscall::Call,
             Request::Reply => Syscall::Reply,
             Request::Acall { .. } => Syscall::Acall,
+            Request::InitrdMap { .. } => Syscall::InitrdMap,
             Request::SetFsBase { .. } => Syscall::SetFsBase,
             Request::SetSyscallRedirect { .. } => Syscall::SetSyscallRedirect,
         }
@@ -545,7 +560,8 @@ impl Request {
     pub fn to_registers(&self) -> (u64, [u64; 6]) {
         let args: [u64; 3] = match *self {
             Request::Null | Request::Yield | Request::VcpuExit | Request::Reply => [0; 3],
-            Request::ConsoleWrite { ptr, len } | Request::EnvLookup { ptr, len } => [ptr, len, 0],
+            Request::ConsoleWrite { ptr, len, stream } => [ptr, len, stream as u64],
+            Request::EnvLookup { ptr, len } => [ptr, len, 0],
             Request::Exit { code } => [code, 0, 0],
             Request::FrameAlloc { frame } => [frame.map_or(abi::ANY_FRAME, u64::from), 0, 0],
             Request::FrameFree { frame } | Request::FrameStatus { frame } => [frame.raw(), 0, 0],
@@ -580,6 +596,7 @@ impl Request {
             }
             Request::Call { target } => [target, 0, 0],
             Request::Acall { target, words: [w0, w1] } => [u64::from(target), w0, w1],
+            Request::InitrdMap { va, done, undo } => [va, done, undo],
             Request::SetFsBase { base } => [base, 0, 0],
             Request::SetSyscallRedirect { redirect: None } => [0; 3],
             Request::SetSyscallRedirect { redirect: Some(r) } => {
@@ -625,7 +642,7 @@ mod tests {
         let env = |e: u64| u32::try_from(e).is_err().then_some(Error::NoSuchEnv);
         match call {
             Syscall::ConsoleWrite => {
-                (a[1] > abi::CONSOLE_WRITE_MAX).then_some(Error::InvalidArgument)
+                (a[1] > abi::CONSOLE_WRITE_MAX || a[2] > 2).then_some(Error::InvalidArgument)
             }
             Syscall::FrameGrant | Syscall::FrameRevoke => env(a[1]),
             Syscall::Map => check_va(a[1]).or_else(|| check_rights(a[2])),
@@ -749,7 +766,13 @@ mod tests {
     fn every_call_round_trips() {
         let valid = [
             Request::Null,
-            Request::ConsoleWrite { ptr: 5, len: abi::CONSOLE_WRITE_MAX },
+            Request::ConsoleWrite {
+                ptr: 5,
+                len: abi::CONSOLE_WRITE_MAX,
+                stream: ConsoleStream::Kernel,
+            },
+            Request::ConsoleWrite { ptr: 0, len: 0, stream: ConsoleStream::Stdout },
+            Request::ConsoleWrite { ptr: u64::MAX, len: 1, stream: ConsoleStream::Stderr },
             Request::FrameAlloc { frame: None },
             Request::FrameAlloc { frame: Some(FrameNumber(7)) },
             Request::FrameGrant {
@@ -800,6 +823,17 @@ mod tests {
     fn the_boundaries() {
         let d = |call: Syscall, a: [u64; 6]| decode(call as u64, a);
         assert_eq!(decode(abi::SYSCALL_COUNT, [0; 6]), Err(Error::InvalidSyscall));
+        // Console streams 0..=2; anything else is refused, whatever the
+        // pointer (the stream is checked with the length, before it).
+        let cw = |len: u64, stream: u64| d(Syscall::ConsoleWrite, [0, len, stream, 0, 0, 0]);
+        assert_eq!(
+            cw(1, 2),
+            Ok(Request::ConsoleWrite { ptr: 0, len: 1, stream: ConsoleStream::Stderr })
+        );
+        for stream in [3, 4, 1 << 32, u64::MAX] {
+            assert_eq!(cw(1, stream), Err(Error::InvalidArgument));
+        }
+        assert_eq!(cw(abi::CONSOLE_WRITE_MAX + 1, 1), Err(Error::InvalidArgument));
         // Entry checked before the core.
         assert_eq!(d(Syscall::VcpuStart, [u64::MAX, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
         let e = abi::USER_MIN;

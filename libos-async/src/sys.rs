@@ -152,9 +152,22 @@ pub fn null() -> Result<u64, Error> {
     abi::decode(syscall0(Syscall::Null as u64))
 }
 
-/// `ConsoleWrite`: writes `bytes` (at most [`abi::CONSOLE_WRITE_MAX`]).
+/// `ConsoleWrite` to the kernel console (stream 0): writes `bytes` (at
+/// most [`abi::CONSOLE_WRITE_MAX`]).
 pub fn console_write(bytes: &[u8]) -> Result<u64, Error> {
-    abi::decode(syscall2(Syscall::ConsoleWrite as u64, bytes.as_ptr() as u64, bytes.len() as u64))
+    console_write_to(abi::ConsoleStream::Kernel, bytes)
+}
+
+/// `ConsoleWrite` to `stream`: a program's stdout or stderr
+/// ([`abi::ConsoleStream`]), or the kernel console. At most
+/// [`abi::CONSOLE_WRITE_MAX`] bytes, any bytes on streams 1 and 2.
+pub fn console_write_to(stream: abi::ConsoleStream, bytes: &[u8]) -> Result<u64, Error> {
+    abi::decode(syscall3(
+        Syscall::ConsoleWrite as u64,
+        bytes.as_ptr() as u64,
+        bytes.len() as u64,
+        stream as u64,
+    ))
 }
 
 /// `Exit`: ends the environment with `code`.
@@ -215,6 +228,26 @@ pub fn unmap_range(va: u64, pages: u64) -> Result<u64, Error> {
     unsafe {
         asm!("syscall", inlateout("rax") Syscall::UnmapRange as u64 => ret,
              inlateout("rdi") va => _, inlateout("rsi") pages => _, inlateout("rdx") 0u64 => _,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    abi::decode(ret)
+}
+
+/// `InitrdMap`: maps the whole initrd archive read-only (not executable) at
+/// page-aligned `va`, all or nothing, and returns its size in bytes; with
+/// `va` 0 only returns the size (0: no initrd).
+///
+/// Restartable: between steps the kernel returns to the `syscall`
+/// instruction with `rsi` the pages mapped so far and `rdx` its undo state
+/// (both start at 0), so those registers are outputs too.
+pub fn initrd_map(va: u64) -> Result<u64, Error> {
+    let ret: u64;
+    // SAFETY: as in `syscall0`; the registers the kernel advances between
+    // steps are declared clobbered. The mapping is read-only and lands only
+    // where nothing was mapped, so no Rust object changes under us.
+    unsafe {
+        asm!("syscall", inlateout("rax") Syscall::InitrdMap as u64 => ret,
+             in("rdi") va, inlateout("rsi") 0u64 => _, inlateout("rdx") 0u64 => _,
              lateout("rcx") _, lateout("r11") _, options(nostack));
     }
     abi::decode(ret)

@@ -233,7 +233,7 @@ enum Next {
 /// handle, then [`complete`].
 ///
 /// **Restartable calls.** A long operation (`FrameRevoke` or a lowering
-/// `FrameGrant` of a frame mapped many times, `UnmapRange`) does one bounded
+/// `FrameGrant` of a frame mapped many times, `UnmapRange`, `InitrdMap`) does one bounded
 /// step ([`Progress::More`]) and makes the caller execute the same
 /// `syscall` instruction again (two bytes back, `rax` still the call
 /// number, arguments possibly advanced). Pending interrupts — the slot's
@@ -321,7 +321,9 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         Request::Null => Next::Return(Ok(0)),
         // Answered by `syscall_dispatch` before decoding.
         Request::RingEnter { .. } | Request::Call { .. } | Request::Reply => Next::Hot,
-        Request::ConsoleWrite { ptr, len } => Next::Return(console_write(env, ptr, len)),
+        Request::ConsoleWrite { ptr, len, stream } => {
+            Next::Return(console_write(env, ptr, len, stream as u64))
+        }
         Request::Exit { code } => {
             env::terminate(env, Outcome::Exited(code));
             Next::Switch(Ok(0), sched::Why::Event)
@@ -421,6 +423,16 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         }
         Request::IpcAccept { who, allow } => Next::Return(ipc_accept(env, who, allow)),
         Request::Acall { target, words } => done(super::uring::acall(env, target, words)),
+        Request::InitrdMap { va, done: so_far, undo } => {
+            match env::initrd_map(env, va, so_far, undo) {
+                Ok(env::InitrdStep::More { done, undo }) => {
+                    (frame.rsi, frame.rdx) = (done, undo);
+                    Next::Restart
+                }
+                Ok(env::InitrdStep::Done(size)) => Next::Return(Ok(size)),
+                Err(e) => Next::Return(Err(e)),
+            }
+        }
         Request::SetFsBase { base } => {
             // The live FS base is the running context's (the activation's
             // inside a call); it is saved with the context when it stops.

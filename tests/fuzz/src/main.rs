@@ -161,6 +161,8 @@ impl Fuzz {
             Syscall::Exit | Syscall::VcpuExit => return (Syscall::Null as u64, a),
             Syscall::Yield if self.rng.below(1024) != 0 => return (Syscall::Null as u64, a),
             Syscall::ConsoleWrite => {
+                // Every stream, and unknown ones.
+                a[2] = if self.rng.below(2) == 0 { self.rng.below(4) } else { self.any() };
                 if self.rng.below(2) == 0 {
                     a[0] = self.bad_ptr();
                 } else {
@@ -248,6 +250,13 @@ impl Fuzz {
                 a[0] = if self.rng.below(4) == 0 { self.any() } else { self.rng.below(16) };
             }
             Syscall::Null | Syscall::Yield | Syscall::Reply => {}
+            Syscall::InitrdMap => {
+                // Into the map window (read-only pages: nothing of ours
+                // can be overwritten), with hostile restart state.
+                a[0] = if self.rng.below(8) == 0 { 0 } else { self.map_va() };
+                a[1] = if self.rng.below(2) == 0 { 0 } else { self.rng.below(8) };
+                a[2] = if self.rng.below(2) == 0 { 0 } else { self.rng.below(32) };
+            }
         }
         (n, a)
     }

@@ -99,7 +99,20 @@ pub(super) fn shard(frame: FrameNumber) -> MutexGuard<'static, FrameTable> {
 }
 
 /// Default frame quota of an environment (16 MiB).
-pub const DEFAULT_QUOTA: u64 = 4096;
+pub const DEFAULT_QUOTA: u64 = kernel::cmdline::DEFAULT_QUOTA;
+
+/// The frame quota new environments get (`quota=` on the command line).
+static QUOTA: AtomicU64 = AtomicU64::new(DEFAULT_QUOTA);
+
+/// Sets the frame quota of environments created from now on (boot).
+pub fn set_quota(frames: u64) {
+    QUOTA.store(frames, Ordering::Relaxed);
+}
+
+/// The frame quota a new environment gets.
+pub fn quota() -> u64 {
+    QUOTA.load(Ordering::Relaxed)
+}
 /// Mappings an environment may hold per frame of quota (see `map_locked`).
 pub const MAPPINGS_PER_FRAME: u64 = 16;
 

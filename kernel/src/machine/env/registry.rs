@@ -1,7 +1,8 @@
 //! The registry of live environments and their life cycle's end: lookup,
 //! [`terminate`], the last vCPU's drop, the [`Reclaim`] state machine that
 //! returns a dead environment's resources in bounded steps, and the run
-//! mode's power-off once none is left.
+//! mode's power-off once none is left (or, under `console=split`, once the
+//! init environment has ended: [`power_off_when_ends`]).
 //!
 //! May not touch: the scheduler (cores holding a dying environment's vCPUs
 //! are told with [`mailbox::kick`]).
@@ -16,7 +17,7 @@ use crate::machine::percpu::{MAX_CPUS, online_cpus};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use kernel::ownership::{EnvId, ReleaseStep};
 use spin::RwLock;
 use spin::{Mutex, Once};
@@ -207,6 +208,12 @@ impl Reclaim {
                     note_run_failure();
                 }
                 env.finished.store(true, Ordering::Release);
+                // Pairs with the fence in `power_off_when_ends`: either it
+                // sees `finished` or this sees its `INIT_ENV`.
+                fence(Ordering::SeqCst);
+                if INIT_ENV.load(Ordering::SeqCst) == u64::from(env.id) {
+                    report_init_end(env);
+                }
                 check_all_done();
                 return false;
             }
@@ -224,6 +231,45 @@ static RUN_FAILED: AtomicBool = AtomicBool::new(false);
 /// and power off (failure if anything failed).
 pub fn power_off_when_all_done(last_line: &'static str) {
     POWER_OFF_WHEN_DONE.call_once(|| last_line);
+}
+
+/// `console=split`: the environment whose end ends the run, or `NO_INIT`.
+static INIT_ENV: AtomicU64 = AtomicU64::new(NO_INIT);
+const NO_INIT: u64 = u64::MAX;
+static INIT_REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// The marker line that says how the init environment ended, on the kernel
+/// console just before the machine powers off under `console=split`:
+/// `exo-exit: status N` (its `Exit` code, in decimal, all 64 bits) or
+/// `exo-exit: killed WHY`. xtask reads the last such line; the QEMU exit
+/// status ([`crate::machine::cpu::EXIT_INIT_ENDED`]) says it is there.
+pub const EXIT_MARKER: &str = "exo-exit:";
+
+/// `console=split`: powers the machine off as soon as `env` has ended and
+/// its resources are back, reporting its outcome ([`EXIT_MARKER`]) —
+/// whatever other environments still run. For the first `init` app.
+pub fn power_off_when_ends(env: &Env) {
+    INIT_ENV.store(u64::from(env.id), Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    // It may have ended (and been reclaimed) already.
+    if env.finished.load(Ordering::SeqCst) {
+        report_init_end(env);
+    }
+}
+
+/// Prints the init environment's outcome and leaves QEMU (once: the
+/// reclaim and `power_off_when_ends` may both get here).
+fn report_init_end(env: &Env) {
+    if INIT_REPORTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    match env.outcome.get() {
+        Some(Outcome::Exited(code)) => kprintln!("{EXIT_MARKER} status {code}"),
+        Some(Outcome::Killed(why)) => kprintln!("{EXIT_MARKER} killed {why}"),
+        // Reclaimed environments always have an outcome.
+        None => kprintln!("{EXIT_MARKER} killed (no outcome recorded)"),
+    }
+    crate::machine::cpu::exit_qemu_with(crate::machine::cpu::EXIT_INIT_ENDED)
 }
 
 /// Something failed, so the run's status is failure.

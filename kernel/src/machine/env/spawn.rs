@@ -7,8 +7,8 @@
 
 use super::bindings::{alloc_table_frame, frame_alloc, frame_error, map_locked};
 use super::registry::{ENVS, NEXT_ID, Reclaim, terminate};
-use super::{DEFAULT_QUOTA, ExceptionHandler, Ipc, Outcome, RedirectCell, lock_serving_mailbox};
 use super::{Env, shard};
+use super::{ExceptionHandler, Ipc, Outcome, RedirectCell, lock_serving_mailbox};
 use crate::machine::memory;
 use crate::machine::paging::{AddressSpace, leaf_flags};
 use crate::machine::percpu::{MAX_CPUS, online_cpus};
@@ -59,6 +59,16 @@ pub fn set_initrd(initrd: &'static [u8]) {
 /// The initrd, if the loader passed one.
 pub fn initrd() -> Option<&'static [u8]> {
     INITRD.get().copied()
+}
+
+/// The initrd's first frame and its size in bytes, for `InitrdMap`: `None`
+/// without an initrd, or if it does not start on a page boundary in the
+/// direct map (boot places it so; see `start::place_initrd`).
+pub fn initrd_frames() -> Option<(kernel::frames::FrameNumber, u64)> {
+    let initrd = INITRD.get()?;
+    let phys = crate::machine::memory::direct_map_phys(initrd.as_ptr() as u64)?;
+    phys.is_multiple_of(abi::PAGE_SIZE)
+        .then(|| (kernel::frames::FrameNumber::from_addr(phys), initrd.len() as u64))
 }
 
 /// The ELF image of application `name` in the initrd.
@@ -114,7 +124,7 @@ pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), Spa
             stack_busy: AtomicU64::new(0),
         },
         info_frame: AtomicU64::new(0),
-        quota: DEFAULT_QUOTA,
+        quota: super::quota(),
         mappings: AtomicU64::new(0),
         charged: AtomicU64::new(1),
         exception: Mutex::new(ExceptionHandler::default()),

@@ -173,13 +173,16 @@ pub fn copy_to_user_nowait(env: &Env, va: u64, bytes: &[u8]) -> Result<(), Error
     USlice::new(va, bytes.len())?.write(env, bytes, Lock::Try)
 }
 
-/// `ConsoleWrite` (also the ring's `ConsoleWrite` operation).
-pub fn console_write(env: &Env, ptr: u64, len: u64) -> Result<u64, Error> {
+/// `ConsoleWrite` (also the ring's `ConsoleWrite` operation, whose stream
+/// word is checked here: the ring does not go through the decoder).
+pub fn console_write(env: &Env, ptr: u64, len: u64, stream: u64) -> Result<u64, Error> {
+    let Some(stream) = abi::ConsoleStream::from_number(stream) else {
+        return Err(Error::InvalidArgument);
+    };
     if len > abi::CONSOLE_WRITE_MAX {
         return Err(Error::InvalidArgument);
     }
     let bytes = copy_from_user(env, ptr, len as usize)?;
-    let text = core::str::from_utf8(&bytes).unwrap_or("<invalid UTF-8>");
-    crate::machine::console::write_fmt(format_args!("{text}"));
+    crate::machine::console::write_stream(stream, &bytes);
     Ok(len)
 }
