@@ -466,6 +466,96 @@ pub enum Syscall: u64 {
     /// `w0`, `w1` to its event queue and wakes its sleeping vCPUs on any
     /// core. Same acceptance rule as [`Syscall::Call`].
     Acall = 30,
+    /// `(va, 0, 0)` → the initrd's size in bytes. With `va` 0 only the size
+    /// is returned (0 when the machine was booted without an initrd).
+    /// Otherwise maps the whole initrd archive (the ustar archive the kernel
+    /// starts applications from: `size` bytes, rounded up to pages, the
+    /// tail of the last page zero) read-only and not executable at
+    /// page-aligned `va`: user-readable, never writable, never executable
+    /// (it is data: programs in it are copied out by their loader). The
+    /// range must lie in `USER_MIN..USER_MAX`, clear of the info region,
+    /// with nothing mapped in it yet; all of it is mapped or none of it.
+    ///
+    /// The frames are the kernel's: no environment owns them, any number of
+    /// environments may map them, [`Syscall::FrameFree`],
+    /// [`Syscall::FrameGrant`], `FrameAlloc` of them and `Map` of them fail
+    /// (their [`FrameStatus`] is [`FrameHolder::Kernel`]), `Protect` of the
+    /// pages fails with [`Error::NotOwner`]. [`Syscall::Unmap`],
+    /// [`Syscall::UnmapRange`] and the environment's end remove the
+    /// mappings and never free the frames. Each page counts as one mapping
+    /// against the quota, and page-table frames the mapping needs count
+    /// against the frame quota.
+    ///
+    /// Restartable, like [`Syscall::UnmapRange`]: the first step checks the
+    /// whole range and makes the page tables, then each step maps at most
+    /// [`INITRD_MAP_CHUNK`] pages; between steps the kernel returns to the
+    /// `syscall` instruction with `rsi` the pages mapped so far and `rdx` 0
+    /// (or, while undoing a failed call, the error code), so both
+    /// registers are outputs and must be 0 on the first call. A step that
+    /// finds a page mapped meanwhile (another vCPU of the caller raced it)
+    /// unmaps, in steps, what the call mapped, then fails.
+    ///
+    /// Errors: [`Error::Unsupported`] (no initrd), [`Error::InvalidArgument`]
+    /// (unaligned, outside the user range), [`Error::Reserved`] (overlaps the
+    /// info region), [`Error::AlreadyMapped`], [`Error::QuotaExceeded`],
+    /// [`Error::NoMemory`].
+    InitrdMap = 31,
+    /// `(base)` → 0. Sets the FS base of the calling vCPU (what
+    /// `fs:`-relative accesses add, the thread pointer of x86-64 TLS; Linux's
+    /// `arch_prctl(ARCH_SET_FS)`). `base` must lie in the canonical user half
+    /// (below `0x0000_8000_0000_0000`), else [`Error::InvalidArgument`]. It
+    /// is per vCPU, saved and restored on every switch; a new vCPU starts
+    /// with 0. A protected control transfer ([`Syscall::Call`]) runs the
+    /// callee with its own FS base, 0 at the start of each call (an
+    /// activation is a fresh thread of the callee, like its registers), and
+    /// gives the caller its own back when the call ends; a `SetFsBase`
+    /// inside a call changes only the activation's FS base.
+    SetFsBase = 32,
+    /// `(entry, stack_top, stride, lib_start, lib_end)` → 0. Registers
+    /// **system-call redirection** for this environment (as Xok's emulator
+    /// and Linux's Syscall User Dispatch do), replacing any earlier
+    /// registration; `entry` 0 disables it (the other arguments are then
+    /// ignored). Checks as for [`Syscall::SetExceptionHandler`], and more:
+    /// `entry` in `USER_MIN..USER_MAX`; `stack_top` at most `USER_MAX`;
+    /// `stack_top` and `stride` multiples of 16; every core's stack top
+    /// `stack_top - c * stride` (`c` < [`MAX_CORES`]) at least `USER_MIN`;
+    /// `lib_start < lib_end`, both in `USER_MIN..=USER_MAX`. Anything else
+    /// is [`Error::InvalidArgument`] and leaves the old registration in
+    /// place. Core `c`'s handler stack ends at `stack_top - c * stride`.
+    ///
+    /// While it is registered, a `syscall` whose return address (`rcx`, the
+    /// address after the instruction) lies **outside** `[lib_start,
+    /// lib_end)` is not an exokernel call: the kernel records the program's
+    /// `rip` (= `rcx`), `rflags` (= `r11`) and `rsp` in
+    /// [`VcpuPage::redirect_rip`], [`VcpuPage::redirect_rflags`] and
+    /// [`VcpuPage::redirect_rsp`] of that core's (read-only) page, then
+    /// returns to ring 3 (`sysretq`) at `entry` with `rsp` = that core's
+    /// handler stack top, `rcx` = `entry` (the instruction's return address
+    /// is in `redirect_rip`), `r11` = the program's `rflags` as the
+    /// `syscall` instruction saved it, `rflags` = the same (less RF), and
+    /// every other register exactly as the program left it (`rax` = the
+    /// number, `rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9` = the arguments).
+    /// Nothing else changes: nothing is written to the program's memory; the
+    /// vector registers and FS base are the program's. The library returns
+    /// to the program without entering the kernel: it restores the
+    /// registers (`rax` = the result; `rcx` and `r11` are clobbered, as by
+    /// a `syscall`), then, still on its own stack, `push gs:[rflags field];
+    /// popfq`, `mov rsp, gs:[rsp field]`, `jmp gs:[rip field]` (user GS
+    /// points at this core's page). A `syscall` from inside the range is an
+    /// exokernel call as without redirection.
+    ///
+    /// The three fields are overwritten by the next redirected `syscall` on
+    /// that core: the handler must copy them before it can run code that
+    /// makes one (its own code lies in the range, but an exception upcall
+    /// or a nested handler may not). If the handler stack is not mapped
+    /// writable, the handler's first push faults in ring 3 like any other
+    /// fault (an exception upcall, or the environment is killed with a
+    /// one-line reason) — never the kernel.
+    ///
+    /// The registration is per environment: a protected control transfer
+    /// into another environment runs under the callee's registration (its
+    /// code, its range) and the caller's applies again when the call ends.
+    SetSyscallRedirect = 33,
 }
 }
 
@@ -509,6 +599,8 @@ impl ConsoleStream {
 }
 /// The most pages one [`Syscall::UnmapRange`] takes.
 pub const UNMAP_RANGE_MAX: u64 = 1 << 20;
+/// The most pages one step of [`Syscall::InitrdMap`] maps.
+pub const INITRD_MAP_CHUNK: u64 = 256;
 /// The longest application name [`Syscall::EnvLookup`] accepts.
 pub const NAME_MAX: u64 = 64;
 /// [`Syscall::IpcAccept`]'s "every environment".
@@ -675,6 +767,15 @@ pub mod vector {
     pub const GENERAL_PROTECTION: u64 = 13;
     /// Page fault (#PF); `fault_addr` is CR2.
     pub const PAGE_FAULT: u64 = 14;
+    /// x87 floating-point error (#MF): an unmasked x87 exception (FPU
+    /// control word) raised by the next x87 instruction. The x87 state is
+    /// left as the fault found it (the handler reads and clears the status
+    /// word itself with `fnstsw`/`fnclex`).
+    pub const X87_FLOATING_POINT: u64 = 16;
+    /// SIMD floating-point exception (#XM): an SSE/AVX instruction raised an
+    /// exception unmasked in MXCSR. MXCSR is left as the fault found it (the
+    /// flags say which exception; the handler reads it with `stmxcsr`).
+    pub const SIMD_FLOATING_POINT: u64 = 19;
     /// Not an exception: one of the environment's time slots starts (the
     /// prologue upcall); the frame is the context the vCPU left off in.
     pub const SLOT_START: u64 = 0x100;
@@ -879,6 +980,14 @@ pub struct VcpuPage {
     pub epilogues: u64,
     /// Of those, how many ended by force (the abort protocol).
     pub overruns: u64,
+    /// [`Syscall::SetSyscallRedirect`]: the program's `rip` (the address
+    /// after its `syscall`, = `rcx`) at the last redirected `syscall` on this
+    /// core.
+    pub redirect_rip: u64,
+    /// The program's `rflags` (= `r11`) at that `syscall`.
+    pub redirect_rflags: u64,
+    /// The program's `rsp` at that `syscall`.
+    pub redirect_rsp: u64,
 }
 
 /// The time vectors (the CPU resource), read-only at [`SCHEDULE_VA`].

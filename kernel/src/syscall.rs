@@ -236,6 +236,94 @@ pub enum Request {
         /// The two words.
         words: [u64; 2],
     },
+    /// `InitrdMap` (checked by the handler: the range's length is the
+    /// initrd's).
+    InitrdMap {
+        /// Where the archive goes (0: only its size).
+        va: u64,
+        /// Pages mapped so far (0 on the first step).
+        done: u64,
+        /// 0, or the error a failed call is undoing its pages for.
+        undo: u64,
+    },
+    /// `SetFsBase`: `base` in the canonical user half.
+    SetFsBase {
+        /// The new FS base.
+        base: u64,
+    },
+    /// `SetSyscallRedirect`: `None` disables (`entry` 0), else a checked
+    /// [`Redirect`].
+    SetSyscallRedirect {
+        /// The registration.
+        redirect: Option<Redirect>,
+    },
+}
+
+/// A checked system-call redirection ([`abi::Syscall::SetSyscallRedirect`]):
+/// `entry` an [entry](entry_ok); `stack_top` ≤ `USER_MAX` and, with
+/// `stride`, 16-byte aligned; every core's stack top at least `USER_MIN`;
+/// `lib_start < lib_end`, both in `USER_MIN..=USER_MAX`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Redirect {
+    /// The handler's entry point.
+    pub entry: u64,
+    /// Core 0's handler stack top.
+    pub stack_top: u64,
+    /// Distance between cores' stacks.
+    pub stride: u64,
+    /// Start of the library's code (a `syscall` returning into
+    /// `lib_start..lib_end` is an exokernel call).
+    pub lib_start: u64,
+    /// End (exclusive) of the library's code.
+    pub lib_end: u64,
+}
+
+impl Redirect {
+    /// Checks the five registers of `SetSyscallRedirect` with `entry` ≠ 0.
+    pub fn new(
+        entry: u64,
+        stack_top: u64,
+        stride: u64,
+        lib_start: u64,
+        lib_end: u64,
+    ) -> Result<Redirect, Error> {
+        let in_user = |va: u64| (abi::USER_MIN..=abi::USER_MAX).contains(&va);
+        entry_and_stack(entry, stack_top, false)?;
+        let lowest = stride
+            .checked_mul(abi::MAX_CORES as u64 - 1)
+            .and_then(|span| stack_top.checked_sub(span));
+        let ok = stack_top.is_multiple_of(16)
+            && stride.is_multiple_of(16)
+            && lowest.is_some_and(|low| low >= abi::USER_MIN)
+            && in_user(lib_start)
+            && in_user(lib_end)
+            && lib_start < lib_end;
+        if !ok {
+            return Err(Error::InvalidArgument);
+        }
+        Ok(Redirect { entry, stack_top, stride, lib_start, lib_end })
+    }
+
+    /// Core `core`'s handler stack top.
+    pub fn stack_for(&self, core: CoreId) -> u64 {
+        // Checked in `new`: no core's top underflows.
+        self.stack_top - self.stride * core.index() as u64
+    }
+
+    /// Whether a `syscall` returning to `rip` is redirected (lies outside
+    /// the library's range).
+    pub fn redirects(&self, rip: u64) -> bool {
+        !(self.lib_start..self.lib_end).contains(&rip)
+    }
+}
+
+/// `SetFsBase`'s check: a canonical user-half address
+/// ([`Error::InvalidArgument`] otherwise).
+pub fn check_fs_base(base: u64) -> Result<u64, Error> {
+    if base >= 0x0000_8000_0000_0000 {
+        return Err(Error::InvalidArgument);
+    }
+    Ok(base)
 }
 
 /// Whom [`Request::IpcAccept`] is about.
@@ -394,6 +482,14 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         Syscall::Call => Request::Call { target: a0 },
         Syscall::Reply => Request::Reply,
         Syscall::Acall => Request::Acall { target: env_id(a0)?, words: [a1, a2] },
+        Syscall::InitrdMap => Request::InitrdMap { va: a0, done: a1, undo: a2 },
+        Syscall::SetFsBase => Request::SetFsBase { base: check_fs_base(a0)? },
+        Syscall::SetSyscallRedirect => Request::SetSyscallRedirect {
+            redirect: match a0 {
+                0 => None,
+                entry => Some(Redirect::new(entry, a1, a2, a3, args[4])?),
+            },
+        },
     })
 }
 
@@ -453,6 +549,9 @@ impl Request {
             Request::Call { .. } => Syscall::Call,
             Request::Reply => Syscall::Reply,
             Request::Acall { .. } => Syscall::Acall,
+            Request::InitrdMap { .. } => Syscall::InitrdMap,
+            Request::SetFsBase { .. } => Syscall::SetFsBase,
+            Request::SetSyscallRedirect { .. } => Syscall::SetSyscallRedirect,
         }
     }
 
@@ -497,6 +596,15 @@ impl Request {
             }
             Request::Call { target } => [target, 0, 0],
             Request::Acall { target, words: [w0, w1] } => [u64::from(target), w0, w1],
+            Request::InitrdMap { va, done, undo } => [va, done, undo],
+            Request::SetFsBase { base } => [base, 0, 0],
+            Request::SetSyscallRedirect { redirect: None } => [0; 3],
+            Request::SetSyscallRedirect { redirect: Some(r) } => {
+                return (
+                    Syscall::SetSyscallRedirect as u64,
+                    [r.entry, r.stack_top, r.stride, r.lib_start, r.lib_end, 0],
+                );
+            }
         };
         (self.syscall() as u64, [args[0], args[1], args[2], 0, 0, 0])
     }
@@ -580,6 +688,22 @@ mod tests {
                 .then_some(Error::InvalidArgument)
                 .or_else(|| if a[0] == abi::ANY_ENV { None } else { env(a[0]) }),
             Syscall::Acall => env(a[0]),
+            // New calls, written here from their ABI text (no older handler).
+            Syscall::SetFsBase => (a[0] >= 1 << 47).then_some(Error::InvalidArgument),
+            Syscall::SetSyscallRedirect => {
+                let user = |v: u64| (abi::USER_MIN..=abi::USER_MAX).contains(&v);
+                let (entry, top, stride, start, end) = (a[0], a[1], a[2], a[3], a[4]);
+                let span = u128::from(stride) * (abi::MAX_CORES as u128 - 1);
+                let lowest_ok = u128::from(top) >= span + u128::from(abi::USER_MIN);
+                (entry != 0
+                    && (!entry_in(entry)
+                        || top > abi::USER_MAX
+                        || top % 16 != 0
+                        || stride % 16 != 0
+                        || !lowest_ok
+                        || !(user(start) && user(end) && start < end)))
+                    .then_some(Error::InvalidArgument)
+            }
             _ => None,
         }
     }
@@ -670,6 +794,18 @@ mod tests {
             Request::IpcAccept { who: Accept::Any, allow: true },
             Request::IpcAccept { who: Accept::Env(EnvId::NONE), allow: false },
             Request::Acall { target: EnvId(2), words: [3, 4] },
+            Request::SetFsBase { base: 0 },
+            Request::SetFsBase { base: (1 << 47) - 1 },
+            Request::SetSyscallRedirect { redirect: None },
+            Request::SetSyscallRedirect {
+                redirect: Some(Redirect {
+                    entry: abi::USER_MIN,
+                    stack_top: abi::USER_MAX,
+                    stride: 0x1_0000,
+                    lib_start: abi::USER_MIN,
+                    lib_end: abi::USER_MAX,
+                }),
+            },
         ];
         for request in valid {
             let (n, args) = request.to_registers();
@@ -716,6 +852,35 @@ mod tests {
             d(Syscall::UnmapRange, [abi::INFO_VA - abi::PAGE_SIZE, 2, 0, 0, 0, 0]),
             Err(Error::Reserved)
         );
+        // FS base: the canonical user half only.
+        assert!(d(Syscall::SetFsBase, [(1 << 47) - 1, 0, 0, 0, 0, 0]).is_ok());
+        assert_eq!(d(Syscall::SetFsBase, [1 << 47, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        assert_eq!(d(Syscall::SetFsBase, [u64::MAX, 0, 0, 0, 0, 0]), Err(Error::InvalidArgument));
+        // Redirection: entry 0 ignores the rest; each rule refuses alone.
+        let r = |a: [u64; 5]| d(Syscall::SetSyscallRedirect, [a[0], a[1], a[2], a[3], a[4], 0]);
+        let (m, top) = (abi::USER_MIN, 0x10_0000_0000);
+        assert_eq!(r([0, 1, 3, 9, 2]), Ok(Request::SetSyscallRedirect { redirect: None }));
+        assert!(r([m, top, 0x1000, m, m + 1]).is_ok());
+        let bad = [
+            [m - 1, top, 0x1000, m, m + 1],         // entry below the user range
+            [abi::USER_MAX, top, 0x1000, m, m + 1], // entry at its end
+            [m, abi::USER_MAX + 16, 0, m, m + 1],   // stack above it
+            [m, top + 8, 0x1000, m, m + 1],         // stack not 16-aligned
+            [m, top, 0x1008, m, m + 1],             // stride not 16-aligned
+            [m, top, top / 32, m, m + 1],           // core 63's stack below USER_MIN
+            [m, top, u64::MAX - 15, m, m + 1],      // the span overflows
+            [m, top, 0x1000, m + 1, m + 1],         // empty range
+            [m, top, 0x1000, m + 2, m + 1],         // reversed range
+            [m, top, 0x1000, 0, m + 1],             // range below USER_MIN
+            [m, top, 0x1000, m, abi::USER_MAX + 1], // range above USER_MAX
+        ];
+        for a in bad {
+            assert_eq!(r(a), Err(Error::InvalidArgument), "{a:#x?}");
+        }
+        let ok = Redirect::new(m, top, 0x1000, m, m + 0x100).unwrap();
+        assert_eq!(ok.stack_for(CoreId::new(3)), top - 0x3000);
+        assert!(ok.redirects(m - 1) && ok.redirects(m + 0x100));
+        assert!(!ok.redirects(m) && !ok.redirects(m + 0xff));
         // The in-call refusals come first: no checks here.
         assert!(d(Syscall::SleepOn, [0, 0, 0, 0, 0, 0]).is_ok());
         assert_eq!(

@@ -233,6 +233,26 @@ pub fn unmap_range(va: u64, pages: u64) -> Result<u64, Error> {
     abi::decode(ret)
 }
 
+/// `InitrdMap`: maps the whole initrd archive read-only (not executable) at
+/// page-aligned `va`, all or nothing, and returns its size in bytes; with
+/// `va` 0 only returns the size (0: no initrd).
+///
+/// Restartable: between steps the kernel returns to the `syscall`
+/// instruction with `rsi` the pages mapped so far and `rdx` its undo state
+/// (both start at 0), so those registers are outputs too.
+pub fn initrd_map(va: u64) -> Result<u64, Error> {
+    let ret: u64;
+    // SAFETY: as in `syscall0`; the registers the kernel advances between
+    // steps are declared clobbered. The mapping is read-only and lands only
+    // where nothing was mapped, so no Rust object changes under us.
+    unsafe {
+        asm!("syscall", inlateout("rax") Syscall::InitrdMap as u64 => ret,
+             in("rdi") va, inlateout("rsi") 0u64 => _, inlateout("rdx") 0u64 => _,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    abi::decode(ret)
+}
+
 /// `Protect`: changes the rights of the mapping at `va`.
 pub fn protect(va: u64, rights: Rights) -> Result<u64, Error> {
     abi::decode(syscall2(Syscall::Protect as u64, va, rights.0))

@@ -92,9 +92,10 @@ pub struct Entry {
 }
 
 impl<'a> Process<'a> {
-    /// A process with `fs`, the console open on descriptors 0, 1 and 2 (one
-    /// shared read/write description, as Linux's `init` gets), `/` as its
-    /// working directory, and nothing mapped.
+    /// A process with `fs`, the console open on descriptors 0, 1 and 2
+    /// (read/write; 0 and 1 share one description, as Linux's `init` gets,
+    /// 2 has its own on [`Device::ConsoleErr`] so that standard error can
+    /// be told apart), `/` as its working directory, and nothing mapped.
     pub fn new(
         mut fs: Fs<'a>,
         layout: Layout,
@@ -113,9 +114,15 @@ impl<'a> Process<'a> {
                 flags: O_RDWR | O_LARGEFILE,
                 offset: 0,
             }));
-            for _ in 0..3 {
+            for _ in 0..2 {
                 fds.insert(d.clone(), false, 0).expect("empty table");
             }
+            // Standard error: the same terminal through its own description,
+            // so that the glue can tell the two output streams apart.
+            let err = fs.anonymous_device(Device::ConsoleErr);
+            fs.hold(err);
+            let e = OpenFile { ino: err, flags: O_RDWR | O_LARGEFILE, offset: 0 };
+            fds.insert(Rc::new(RefCell::new(e)), false, 0).expect("empty table");
         }
         Process {
             fs,
@@ -130,6 +137,13 @@ impl<'a> Process<'a> {
             reported: BTreeSet::new(),
             exit_status: None,
         }
+    }
+
+    /// Changes the working directory to `path` (`chdir`, for the glue's
+    /// start-up).
+    pub fn chdir(&mut self, path: &[u8]) -> SysResult<()> {
+        let ino = self.fs.lookup(self.cwd, path, true)?;
+        set_cwd(self, ino).map(|_| ())
     }
 
     /// The status passed to `exit`/`exit_group`, once the program has called it.

@@ -171,6 +171,8 @@ const TESTS: &[KernelTest] = &[
     ("vm_stack_grows_to_its_limit_then_hits_the_guard", || expect_exit_code("vmtest", 2, 106)),
     ("vm_concurrent_first_touch_maps_each_page_once", || expect_exit("vmtest", 3)),
     ("vm_lazy_heap_costs_only_touched_frames", || expect_exit("vmtest", 4)),
+    ("initrd_map_hostile_gets_errors_frames_stay_kernel", || initrd_map_test(false)),
+    ("initrd_map_write_into_it_kills", || initrd_map_test(true)),
 ];
 
 /// Runs every test selected by `filter` (all without one); returns whether
@@ -458,6 +460,26 @@ fn initrd_found() -> TestResult {
         .map_err(|e| format!("initrd: {e:?}"))?
         .ok_or("initrd has no README")?;
     check(readme.data.starts_with(b"exo initrd v1"), || "README does not name format v1".into())
+}
+
+/// `initrd_map` (tests/initrd-map) beside the worker, told the initrd's
+/// first frame: its own checks pass (or, writing, it is killed for a page
+/// fault); afterwards the initrd's frames are still out of the free pool
+/// and nobody's, and every other frame came back.
+fn initrd_map_test(write: bool) -> TestResult {
+    let (first, size) = env::initrd_frames().ok_or("no page-aligned initrd")?;
+    let arg = first.raw() | if write { 1 << 63 } else { 0 };
+    let killed_for = write.then_some("page fault");
+    hostile_beside_worker("initrd_map", arg, killed_for)?;
+    let pages = size.div_ceil(4096);
+    for frame in (0..pages).map(|i| FrameNumber(first.raw() + i)) {
+        check(!memory::frame_is_free(frame), || format!("initrd frame {frame} is free"))?;
+        let status = env::frame_status(frame);
+        check(status == Ok(abi::FrameHolder::Kernel as u64), || {
+            format!("initrd frame {frame}: status {status:?}")
+        })?;
+    }
+    Ok(())
 }
 
 // --- environments -----------------------------------------------------------

@@ -143,6 +143,48 @@ pub fn init_heap() -> Result<(), FrameError> {
     Ok(())
 }
 
+/// The physical address behind a direct-map address.
+pub fn direct_map_phys(virt: u64) -> Option<u64> {
+    virt.checked_sub(PHYS_OFFSET).filter(|&p| p < DIRECT_MAP_LIMIT)
+}
+
+/// Makes the boot module (the initrd) at physical `paddr..paddr+size`
+/// mappable whole by environments (`InitrdMap`): it must start on a page
+/// boundary and the rest of its last page must hold nothing else (it is
+/// zeroed). Where the loader placed it so (QEMU puts it page-aligned at the
+/// top of low RAM) and `tail_shared` is false, it stays in place: the
+/// caller reserved its pages, rounded out to whole pages, so none of them
+/// is in the free pool. Otherwise it is copied into frames taken from the
+/// pool for good (never freed). Call once, on the BSP, after
+/// [`init_heap`]. `None` if it leaves the direct map or no frames are left.
+pub fn place_boot_module(paddr: u64, size: u64, tail_shared: bool) -> Option<&'static [u8]> {
+    paddr.checked_add(size).filter(|&e| e <= DIRECT_MAP_LIMIT)?;
+    let tail = |end: u64| (end, end.next_multiple_of(PAGE_SIZE) - end);
+    let base = if paddr.is_multiple_of(PAGE_SIZE) && !tail_shared {
+        paddr
+    } else {
+        let frames = size.div_ceil(PAGE_SIZE).max(1);
+        let first = without_interrupts(|| FRAMES.lock().alloc_contiguous(frames, 1)).ok()?;
+        // SAFETY: the source lies in the direct map (checked above) and is
+        // reserved boot memory nothing writes; the destination frames were
+        // just taken from the pool and are this core's alone.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                phys_to_virt(paddr) as *const u8,
+                frame_virt(first),
+                size as usize,
+            );
+        }
+        first.addr()
+    };
+    let (at, n) = tail(base + size);
+    // SAFETY: `at..at+n` is the rest of the module's last page, which the
+    // module owns alone (in place: reserved and not shared, checked by the
+    // caller; copied: our own frame); no Rust reference covers it.
+    unsafe { core::ptr::write_bytes(phys_to_virt(at) as *mut u8, 0, n as usize) };
+    boot_phys_slice(base, size as usize)
+}
+
 /// Takes the specific frame `frame` from the free pool, zeroed.
 pub fn take_frame(frame: FrameNumber) -> Result<(), FrameError> {
     without_interrupts(|| FRAMES.lock().take(frame))?;

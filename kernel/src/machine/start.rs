@@ -150,7 +150,21 @@ fn init_memory(info: &StartInfo) -> (Option<&'static [u8]>, u64) {
     )
     .expect("reserved ranges fit");
     memory::init_heap().expect("no room for the kernel heap");
-    let initrd = initrd.and_then(|m| memory::boot_phys_slice(m.paddr, m.size as usize));
+    // `InitrdMap` maps the initrd's frames whole: it must start on a page
+    // and have its last page to itself (else it is copied).
+    let initrd = initrd.and_then(|m| {
+        let end = m.paddr + m.size;
+        let tail = end..page_up(end);
+        let tail_shared = reserved
+            .iter()
+            .filter(|r| r.start != m.paddr)
+            .any(|r| r.start < tail.end && tail.start < r.end);
+        let placed = memory::place_boot_module(m.paddr, m.size, tail_shared);
+        if placed.is_none() {
+            log::error!("initrd at {:#x} ({} bytes) cannot be used", m.paddr, m.size);
+        }
+        placed
+    });
     (initrd, above_limit)
 }
 

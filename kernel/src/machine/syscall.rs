@@ -206,7 +206,7 @@ enum Next {
 /// handle, then [`complete`].
 ///
 /// **Restartable calls.** A long operation (`FrameRevoke` or a lowering
-/// `FrameGrant` of a frame mapped many times, `UnmapRange`) does one bounded
+/// `FrameGrant` of a frame mapped many times, `UnmapRange`, `InitrdMap`) does one bounded
 /// step ([`Progress::More`]) and makes the caller execute the same
 /// `syscall` instruction again (two bytes back, `rax` still the call
 /// number, arguments possibly advanced). Pending interrupts — the slot's
@@ -396,6 +396,20 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         }
         Request::IpcAccept { who, allow } => Next::Return(ipc_accept(env, who, allow)),
         Request::Acall { target, words } => done(super::uring::acall(env, target, words)),
+        Request::InitrdMap { va, done: so_far, undo } => {
+            match env::initrd_map(env, va, so_far, undo) {
+                Ok(env::InitrdStep::More { done, undo }) => {
+                    (frame.rsi, frame.rdx) = (done, undo);
+                    Next::Restart
+                }
+                Ok(env::InitrdStep::Done(size)) => Next::Return(Ok(size)),
+                Err(e) => Next::Return(Err(e)),
+            }
+        }
+        // Not implemented yet (the ABI is committed first): answered honestly.
+        Request::SetFsBase { .. } | Request::SetSyscallRedirect { .. } => {
+            Next::Return(Err(Error::Unsupported))
+        }
     }
 }
 

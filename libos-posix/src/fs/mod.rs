@@ -90,6 +90,11 @@ pub enum Device {
     Tty,
     /// `/dev/console`.
     Console,
+    /// The console as the program's standard error (descriptor 2 at start;
+    /// named nowhere): the same terminal, written through
+    /// [`Console::write_err`] so that the glue can keep the program's
+    /// stderr apart from its stdout.
+    ConsoleErr,
 }
 
 impl Device {
@@ -98,12 +103,12 @@ impl Device {
             Device::Null => makedev(1, 3),
             Device::Zero => makedev(1, 5),
             Device::Tty => makedev(5, 0),
-            Device::Console => makedev(5, 1),
+            Device::Console | Device::ConsoleErr => makedev(5, 1),
         }
     }
     /// Whether it is a terminal (`TCGETS` works, seeking is `ESPIPE`).
     pub fn is_tty(self) -> bool {
-        matches!(self, Device::Tty | Device::Console)
+        matches!(self, Device::Tty | Device::Console | Device::ConsoleErr)
     }
 }
 
@@ -332,6 +337,22 @@ impl<'a> Fs<'a> {
     /// Number of live inodes.
     pub fn inode_count(&self) -> usize {
         self.nodes.len() - self.free.len()
+    }
+
+    /// A device inode with no name (freed when its last holder goes): the
+    /// standard error description [`Device::ConsoleErr`].
+    pub fn anonymous_device(&mut self, d: Device) -> Ino {
+        self.alloc(Kind::Dev(d), 0o620)
+    }
+
+    /// The contents of regular file `ino` while they are still the
+    /// archive's bytes (never written): a slice that outlives the tree, for
+    /// a loader that maps the program while the tree is borrowed elsewhere.
+    pub fn archive_bytes(&self, ino: Ino) -> Option<&'a [u8]> {
+        match self.node(ino).kind {
+            Kind::File(Data::Archive(b)) => Some(b),
+            _ => None,
+        }
     }
 
     /// Records one more holder of `ino` (an open description, a cwd).
@@ -788,7 +809,9 @@ impl<'a> Fs<'a> {
                 buf.fill(0);
                 Ok(buf.len())
             }
-            Kind::Dev(Device::Tty | Device::Console) => self.console.read(buf),
+            Kind::Dev(Device::Tty | Device::Console | Device::ConsoleErr) => {
+                self.console.read(buf)
+            }
         }
     }
 
@@ -819,6 +842,7 @@ impl<'a> Fs<'a> {
             Kind::Symlink(_) => Err(EINVAL),
             Kind::Dev(Device::Null | Device::Zero) => Ok(data.len()),
             Kind::Dev(Device::Tty | Device::Console) => Ok(self.console.write(data)),
+            Kind::Dev(Device::ConsoleErr) => Ok(self.console.write_err(data)),
         }
     }
 

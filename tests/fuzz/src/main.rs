@@ -226,6 +226,13 @@ impl Fuzz {
                 a[0] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
                 a[1] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
             }
+            // Redirection only refused or disabled: a registered one would
+            // send this program's own system calls into garbage.
+            Syscall::SetSyscallRedirect => {
+                a[0] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
+            }
+            // Any FS base: nothing here uses `fs:` (no TLS).
+            Syscall::SetFsBase => {}
             // Never turn default time off (only on, or refused): without
             // slots, off on its core would stop this program for good
             // (correctly).
@@ -243,6 +250,13 @@ impl Fuzz {
                 a[0] = if self.rng.below(4) == 0 { self.any() } else { self.rng.below(16) };
             }
             Syscall::Null | Syscall::Yield | Syscall::Reply => {}
+            Syscall::InitrdMap => {
+                // Into the map window (read-only pages: nothing of ours
+                // can be overwritten), with hostile restart state.
+                a[0] = if self.rng.below(8) == 0 { 0 } else { self.map_va() };
+                a[1] = if self.rng.below(2) == 0 { 0 } else { self.rng.below(8) };
+                a[2] = if self.rng.below(2) == 0 { 0 } else { self.rng.below(32) };
+            }
         }
         (n, a)
     }

@@ -369,3 +369,141 @@ pub fn unpin_frames(env: EnvId, frames: &[FrameNumber]) {
         shard(frame).unpin(frame, env);
     }
 }
+
+// --- the initrd -------------------------------------------------------------
+
+/// How far [`initrd_map`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitrdStep {
+    /// Finished: the initrd's size in bytes.
+    Done(u64),
+    /// One step done: go on with `done` pages mapped so far; `undo` is 0,
+    /// or the code of the error the call is undoing its mappings for.
+    More {
+        /// Pages mapped so far.
+        done: u64,
+        /// 0, or the error code being undone for.
+        undo: u64,
+    },
+}
+
+/// Page-table coverage of one last-level table (2 MiB).
+const LEAF_TABLE_SPAN: u64 = 512 * abi::PAGE_SIZE;
+
+/// `InitrdMap`: one bounded step of mapping the whole initrd read-only at
+/// `va` in `env` (see `abi::Syscall::InitrdMap`).
+///
+/// The frames are the kernel's (reserved at boot, never in the free pool,
+/// absent from the ownership table), so no reverse-map entry is made:
+/// `Unmap`, `UnmapRange` and the end of the environment clear the entries
+/// and count the mapping down, and nothing ever frees the frames. The
+/// first step checks the whole range (every absent table is skipped at
+/// once, so it costs about one visit per 2 MiB) and makes its page tables
+/// (one per 2 MiB, charged); each step then maps at most
+/// [`abi::INITRD_MAP_CHUNK`] pages under the address-space lock. A step that
+/// fails after pages were mapped (the caller's other vCPU mapped in the
+/// range meanwhile) turns into undo steps that unmap them again, so the
+/// call maps all or nothing.
+pub fn initrd_map(env: &Env, va: u64, done: u64, undo: u64) -> Result<InitrdStep, Error> {
+    let Some((first, size)) = super::initrd_frames() else {
+        return if va == 0 { Ok(InitrdStep::Done(0)) } else { Err(Error::Unsupported) };
+    };
+    if va == 0 {
+        return Ok(InitrdStep::Done(size));
+    }
+    let pages = size.div_ceil(abi::PAGE_SIZE);
+    check_va(va)?;
+    let end = pages
+        .checked_mul(abi::PAGE_SIZE)
+        .and_then(|len| va.checked_add(len))
+        .filter(|&e| e <= abi::USER_MAX)
+        .ok_or(Error::InvalidArgument)?;
+    if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
+        return Err(Error::Reserved);
+    }
+    if done > pages {
+        return Err(Error::InvalidArgument);
+    }
+    let frame_of = |i: u64| FrameNumber(first.raw() + i);
+    if undo != 0 {
+        return initrd_undo(env, va, done, undo, frame_of);
+    }
+    let limit = env.quota * MAPPINGS_PER_FRAME;
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    if done == 0 {
+        let mut found = Vec::new();
+        let mut at = va;
+        while at < end {
+            at = aspace.leaves_in(at, end, RANGE_CHUNK, &mut found);
+            if !found.is_empty() {
+                return Err(Error::AlreadyMapped);
+            }
+        }
+        if env.mappings.load(Ordering::Relaxed).saturating_add(pages) > limit {
+            return Err(Error::QuotaExceeded);
+        }
+        let mut table = va;
+        while table < end {
+            aspace.ensure_tables(table, &mut || alloc_table_frame(env))?;
+            table = (table | (LEAF_TABLE_SPAN - 1)) + 1;
+        }
+    }
+    let stop = (done + abi::INITRD_MAP_CHUNK).min(pages);
+    let flags = leaf_flags(Rights::READ);
+    let mut mapped = done;
+    let mut failure = None;
+    for i in done..stop {
+        if env.mappings.load(Ordering::Relaxed) >= limit {
+            failure = Some(Error::QuotaExceeded);
+            break;
+        }
+        let at = va + i * abi::PAGE_SIZE;
+        match aspace.map(at, frame_of(i), flags, &mut || alloc_table_frame(env)) {
+            Ok(()) => {
+                env.mappings.fetch_add(1, Ordering::Relaxed);
+                mapped = i + 1;
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(aspace);
+    Ok(match failure {
+        None if mapped == pages => InitrdStep::Done(size),
+        None => InitrdStep::More { done: mapped, undo: 0 },
+        Some(e) if mapped == 0 => return Err(e),
+        Some(e) => InitrdStep::More { done: mapped, undo: e as u64 },
+    })
+}
+
+/// One undo step of a failed [`initrd_map`]: unmaps the initrd pages among
+/// the last [`abi::INITRD_MAP_CHUNK`] of the `done` mapped (only entries
+/// that still hold the initrd frame the call put there), then goes on, or
+/// fails with the error being undone for once none is left.
+fn initrd_undo(
+    env: &Env,
+    va: u64,
+    done: u64,
+    undo: u64,
+    frame_of: impl Fn(u64) -> FrameNumber,
+) -> Result<InitrdStep, Error> {
+    let error = Error::from_code(undo).unwrap_or(Error::AlreadyMapped);
+    let from = done.saturating_sub(abi::INITRD_MAP_CHUNK);
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let mut removed = 0;
+    for i in from..done {
+        let at = va + i * abi::PAGE_SIZE;
+        if aspace.translate(at).is_some_and(|(f, _)| f == frame_of(i)) && aspace.unmap(at).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        let start = va + from * abi::PAGE_SIZE;
+        tlb::shootdown(&env.tlb_space(), Flush { start, pages: done - from });
+    }
+    drop(aspace);
+    env.mappings.fetch_sub(removed, Ordering::Relaxed);
+    if from == 0 { Err(error) } else { Ok(InitrdStep::More { done: from, undo }) }
+}

@@ -61,6 +61,16 @@ pub fn initrd() -> Option<&'static [u8]> {
     INITRD.get().copied()
 }
 
+/// The initrd's first frame and its size in bytes, for `InitrdMap`: `None`
+/// without an initrd, or if it does not start on a page boundary in the
+/// direct map (boot places it so; see `start::place_initrd`).
+pub fn initrd_frames() -> Option<(kernel::frames::FrameNumber, u64)> {
+    let initrd = INITRD.get()?;
+    let phys = crate::machine::memory::direct_map_phys(initrd.as_ptr() as u64)?;
+    phys.is_multiple_of(abi::PAGE_SIZE)
+        .then(|| (kernel::frames::FrameNumber::from_addr(phys), initrd.len() as u64))
+}
+
 /// The ELF image of application `name` in the initrd.
 pub fn find_app(name: &str) -> Result<&'static [u8], SpawnError> {
     let initrd = INITRD.get().ok_or(SpawnError::NotFound)?;
