@@ -302,7 +302,9 @@ fn rdrand() -> Option<u64> {
         let (v, ok): (u64, u8);
         // SAFETY: rdrand exists (checked above); it writes a register and
         // the carry flag only.
-        unsafe { core::arch::asm!("rdrand {}", "setc {}", out(reg) v, out(reg_byte) ok, options(nomem, nostack)) };
+        unsafe {
+            core::arch::asm!("rdrand {}", "setc {}", out(reg) v, out(reg_byte) ok, options(nomem, nostack))
+        };
         if ok == 1 {
             return Some(v);
         }

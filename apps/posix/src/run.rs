@@ -65,7 +65,9 @@ pub fn run() -> i32 {
             Err(e) => return fail(NOT_FOUND, &format!("working directory: errno {}", e.0)),
         };
         match fs.lookup(start, &path, true) {
-            Ok(ino) if fs.is_dir(ino) => return fail(CANNOT_EXEC, &format!("{shown}: is a directory")),
+            Ok(ino) if fs.is_dir(ino) => {
+                return fail(CANNOT_EXEC, &format!("{shown}: is a directory"));
+            }
             Ok(ino) => match fs.archive_bytes(ino) {
                 Some(b) => b,
                 None => return fail(CANNOT_EXEC, &format!("{shown}: not a regular file")),

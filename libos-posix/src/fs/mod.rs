@@ -809,9 +809,7 @@ impl<'a> Fs<'a> {
                 buf.fill(0);
                 Ok(buf.len())
             }
-            Kind::Dev(Device::Tty | Device::Console | Device::ConsoleErr) => {
-                self.console.read(buf)
-            }
+            Kind::Dev(Device::Tty | Device::Console | Device::ConsoleErr) => self.console.read(buf),
         }
     }
 
