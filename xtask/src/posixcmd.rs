@@ -461,6 +461,16 @@ fn run_case(
         if !got_err.is_empty() {
             problems.push(format!("stderr: {}", String::from_utf8_lossy(&got_err).trim_end()));
         }
+        // What the runtime and the kernel said last (the runtime reports
+        // its own failures on the kernel console).
+        let text = std::fs::read_to_string(&b.boot.log).unwrap_or_default();
+        let said: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with(posix::EXIT_MARKER) && !l.starts_with("[cpu"))
+            .collect();
+        for l in &said[said.len().saturating_sub(3)..] {
+            problems.push(format!("kernel console: {l}"));
+        }
         problems.push(format!("kernel log: {log}"));
         Err(problems.join("\n"))
     }
