@@ -10,6 +10,7 @@
 //! | `log` | `off`, `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //! | `tick_hz` | timer interrupts per second of a core with no vCPU, 1..=10000 | 100 |
 //! | `slots` | slots in each core's time vector, 1..=64 | 16 |
+//! | `quota` | frames each environment may hold (data and page tables), 16..=1048576 (4 GiB) | 4096 (16 MiB) |
 //! | `slot_us` | length of a slot in microseconds, 50..=1000000 | 1000 |
 //! | `grace_us` | time to yield after an epilogue upcall, 1..=`slot_us` | 50 |
 //! | `slots_reserved` | slots per core nobody may own, 0..`slots` | `slots / 4` |
@@ -27,6 +28,11 @@ use alloc::vec::Vec;
 /// an echo server with a client, a key-value server with two clients.
 pub const DEFAULT_DEMO: [&str; 6] =
     ["hello-async", "echo", "echo-client", "kv", "kv-client", "kv-client"];
+
+/// Default frame quota of an environment (16 MiB).
+pub const DEFAULT_QUOTA: u64 = 4096;
+/// The largest quota `quota=` may set (every frame below 4 GiB).
+pub const MAX_QUOTA: u64 = 1 << 20;
 
 /// What the kernel does once every core is up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +103,8 @@ pub struct Cmdline {
     pub slots_reserved: u32,
     /// Samples per benchmark.
     pub bench_samples: u32,
+    /// Frame quota of every environment (data and page-table frames).
+    pub quota: u64,
     /// Applications to start in `run` mode.
     pub init: Vec<String>,
     /// In `test` mode, which tests run (fragments of names; `-` excludes).
@@ -117,6 +125,7 @@ impl Default for Cmdline {
             tick_hz: 100,
             slots: 16,
             slot_us: 1000,
+            quota: DEFAULT_QUOTA,
             grace_us: 50,
             slots_reserved: 4,
             bench_samples: 1000,
@@ -149,6 +158,12 @@ impl Cmdline {
                 "tick_hz" => parse_in(value, 1, 10_000).map(|v| out.tick_hz = v).is_some(),
                 "slots" => parse_in(value, 1, 64).map(|v| out.slots = v).is_some(),
                 "slot_us" => parse_in(value, 50, 1_000_000).map(|v| out.slot_us = v).is_some(),
+                "quota" => value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|q| (16..=MAX_QUOTA).contains(q))
+                    .map(|q| out.quota = q)
+                    .is_some(),
                 "grace_us" => parse_in(value, 1, 1_000_000).map(|v| out.grace_us = v).is_some(),
                 "slots_reserved" => parse_in(value, 0, 63).map(|v| reserved = Some(v)).is_some(),
                 "bench_samples" => {
@@ -260,6 +275,10 @@ mod tests {
         }
         let long = alloc::format!("exit_tag={}", "x".repeat(33));
         assert_eq!(Cmdline::parse(&long).exit_tag, None);
+        assert_eq!(Cmdline::parse("").quota, DEFAULT_QUOTA);
+        assert_eq!(Cmdline::parse("quota=65536").quota, 65536);
+        let c = Cmdline::parse("quota=15 quota=1048577 quota=x");
+        assert_eq!((c.quota, c.unknown.len()), (DEFAULT_QUOTA, 3));
     }
 
     #[test]

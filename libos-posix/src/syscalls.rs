@@ -169,7 +169,7 @@ impl<'a> Process<'a> {
     ) -> Result<Entry, exec::ExecError> {
         let l = self.mm.layout();
         let plan = exec::plan(image, pie_bias, l.user_end)?;
-        let fault = |_| exec::ExecError::BadSegment(usize::MAX);
+        let fault = exec::ExecError::Map;
         for s in &plan.segments {
             let (start, end) = (s.page_start(), s.page_end());
             self.mm

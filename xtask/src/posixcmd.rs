@@ -43,8 +43,10 @@ use crate::{PosixArgs, Workspace};
 
 /// The app the kernel starts: the POSIX runtime (`apps/posix`).
 pub const RUNTIME: &str = "posix";
-/// The kernel command line of a POSIX run.
-pub const APPEND: &str = "mode=run console=split init=posix";
+/// The kernel command line of a POSIX run. `quota=65536` (256 MiB of the
+/// guest's 512): the runtime maps the program's memory eagerly, and the C
+/// memory test alone holds 24 MiB at its peak.
+pub const APPEND: &str = "mode=run console=split quota=65536 init=posix";
 
 /// Builds everything with a child `xtask build`, its output in a log (so
 /// that our stdout and stderr carry only the program's bytes). Returns the

@@ -13,7 +13,7 @@
 //! (no lazy faults), so a checked copy never faults.
 
 use crate::layout;
-use abi::{Error, Rights};
+use abi::{ConsoleStream, Error, Rights};
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use core::cell::RefCell;
@@ -23,24 +23,23 @@ use libos_posix::host::{Clock, Console, Host, Memory, UserMemory};
 use libos_posix::linux::errno::{EFAULT, EINVAL, ENOMEM};
 use libos_posix::linux::{PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, SysResult};
 
-/// Standard output's stream number.
-pub const STDOUT: u64 = 1;
-/// Standard error's stream number.
-pub const STDERR: u64 = 2;
+/// Standard output's stream.
+pub const STDOUT: ConsoleStream = ConsoleStream::Stdout;
+/// Standard error's stream.
+pub const STDERR: ConsoleStream = ConsoleStream::Stderr;
 
-/// The one place the program's output leaves this environment.
-///
-/// Streams 1 (stdout) and 2 (stderr). Until the kernel's console takes a
-/// stream argument (`ConsoleWrite`'s `rdx`, branch `posix-run`), both go
-/// to the console as every environment's output does.
-pub fn emit(stream: u64, data: &[u8]) {
-    let _ = stream;
+/// The one place the program's output leaves this environment: console
+/// stream 1 (stdout) or 2 (stderr) (`ConsoleWrite`'s `rdx`; under
+/// `console=split` each is its own byte-exact channel).
+pub fn emit(stream: ConsoleStream, data: &[u8]) {
     for chunk in data.chunks(abi::CONSOLE_WRITE_MAX as usize) {
-        let _ = sys::console_write(chunk);
+        let _ = sys::console_write_to(stream, chunk);
     }
 }
 
-/// A line of the runtime's own (diagnostics), on the kernel console.
+/// A line of the runtime's own (diagnostics: unimplemented system calls),
+/// on the kernel console (stream 0, the run's log), never mixed into the
+/// program's output.
 pub fn log_line(line: &str) {
     let _ = sys::console_write(line.as_bytes());
     let _ = sys::console_write(b"\n");

@@ -20,10 +20,15 @@
 //! primitives) and returns to the program without entering the kernel.
 //! `exit_group` ends the environment with the program's status.
 //!
+//! Start argument 0 runs the request; 1–3 run built-in programs for the
+//! kernel's tests ([`builtin`]).
+//!
 //! Exit statuses of its own: 127 when there is nothing to run (no initrd,
 //! no request, no such program), 126 when the program cannot be loaded (not
 //! a static x86-64 ELF, out of memory); each with one line on standard
-//! error saying why.
+//! error saying why. A program killed by an exception (a page fault, an
+//! invalid opcode, ...) ends with 128 + the signal Linux would send (139
+//! for a segmentation fault) and one line on standard error.
 //!
 //! Linked at `0x7000_0000` (see `build.rs`), away from the programs'
 //! `0x400000` and their break. Built for `x86_64-unknown-none` (soft-float: no SSE
@@ -34,6 +39,8 @@
 
 extern crate alloc;
 
+#[cfg(target_os = "none")]
+mod builtin;
 #[cfg(target_os = "none")]
 mod glue;
 #[cfg(target_os = "none")]
@@ -46,8 +53,8 @@ mod run;
 libos_async::entry!(app_main);
 
 #[cfg(target_os = "none")]
-fn app_main(_arg: u64) -> i32 {
-    run::run()
+fn app_main(arg: u64) -> i32 {
+    run::run(arg)
 }
 
 #[cfg(not(target_os = "none"))]

@@ -208,3 +208,42 @@ pub extern "C" fn enter_program(rip: u64, rsp: u64) -> ! {
         "ret",
     )
 }
+
+/// Whether `rip` lies in this runtime's image.
+fn in_runtime(rip: u64) -> bool {
+    (LINK_BASE..(&raw const __image_end) as u64).contains(&rip)
+}
+
+/// The program's fatal exceptions: as Linux's default action for the
+/// signal the exception raises (the process dies), one line on its
+/// standard error and the shell's status for "killed by signal N"
+/// (128 + N). Exceptions in this runtime's own code are left to
+/// libos-async (it prints the frame and exits 102).
+fn program_exception(frame: &mut abi::UpcallFrame) -> bool {
+    use abi::vector;
+    if in_runtime(frame.rip) || frame.vector >= vector::SLOT_START {
+        return false;
+    }
+    let (signal, name) = match frame.vector {
+        vector::PAGE_FAULT | vector::GENERAL_PROTECTION => (11, "Segmentation fault"),
+        vector::INVALID_OPCODE => (4, "Illegal instruction"),
+        vector::DIVIDE_ERROR | vector::X87_FLOATING_POINT | vector::SIMD_FLOATING_POINT => {
+            (8, "Floating point exception")
+        }
+        vector::BREAKPOINT => (5, "Trace/breakpoint trap"),
+        _ => (11, "Segmentation fault"),
+    };
+    let line = alloc::format!(
+        "posix: {name} (vector {}, address {:#x}, rip {:#x})\n",
+        frame.vector,
+        frame.fault_addr,
+        frame.rip
+    );
+    glue::emit(glue::STDERR, line.as_bytes());
+    sys::exit(128 + signal)
+}
+
+/// Registers [`program_exception`].
+pub fn catch_program_exceptions() -> Result<(), abi::Error> {
+    libos_async::set_exception_handler(program_exception)
+}

@@ -1,5 +1,6 @@
 //! Start-up: the initrd, the request, the load, the jump.
 
+use crate::builtin;
 use crate::glue::{self, Clk, Con, Mem, STDERR, Sys, Umem};
 use crate::layout;
 use crate::redirect::{self, State};
@@ -24,8 +25,13 @@ fn fail(status: i32, line: &str) -> i32 {
     status
 }
 
-/// Runs the requested program; returns only on failure (the status).
-pub fn run() -> i32 {
+/// Runs the requested program (start argument 0) or a built-in one
+/// ([`builtin`]); returns only on failure (the status).
+pub fn run(arg: u64) -> i32 {
+    let builtin = builtin::image(arg);
+    if arg != 0 && builtin.is_none() {
+        return fail(NOT_FOUND, &format!("no built-in program {arg}"));
+    }
     let size = match sys::initrd_map(0) {
         Ok(0) | Err(_) => return fail(NOT_FOUND, "no initrd"),
         Ok(n) => n,
@@ -42,12 +48,16 @@ pub fn run() -> i32 {
         Ok(fs) => fs,
         Err(e) => return fail(NOT_FOUND, &format!("the initrd's tree is malformed: {e:?}")),
     };
-    let req = match fs.lookup(fs.root(), request::PATH, true).and_then(|i| fs.contents(i)) {
-        Ok(bytes) => match request::parse(bytes) {
-            Ok(r) => r,
-            Err(e) => return fail(NOT_FOUND, &format!("bad run request /etc/exo-run: {e}")),
-        },
-        Err(_) => return fail(NOT_FOUND, "no run request /etc/exo-run in the initrd"),
+    let req = if builtin.is_some() {
+        request::Request { argv: alloc::vec![b"builtin".to_vec()], ..Default::default() }
+    } else {
+        match fs.lookup(fs.root(), request::PATH, true).and_then(|i| fs.contents(i)) {
+            Ok(bytes) => match request::parse(bytes) {
+                Ok(r) => r,
+                Err(e) => return fail(NOT_FOUND, &format!("bad run request /etc/exo-run: {e}")),
+            },
+            Err(_) => return fail(NOT_FOUND, "no run request /etc/exo-run in the initrd"),
+        }
     };
     let path = req.argv[0].clone();
     let shown = alloc::string::String::from_utf8_lossy(&path).into_owned();
@@ -59,7 +69,9 @@ pub fn run() -> i32 {
 
     // The plan first: the break starts after the image.
     let cwd = req.cwd.clone().unwrap_or_else(|| b"/".to_vec());
-    let image = {
+    let image: &[u8] = if let Some(b) = &builtin {
+        b
+    } else {
         let start = match fs.lookup(fs.root(), &cwd, true) {
             Ok(d) => d,
             Err(e) => return fail(NOT_FOUND, &format!("working directory: errno {}", e.0)),
@@ -117,6 +129,9 @@ pub fn run() -> i32 {
     drop(argv);
     drop(envp);
     drop(req);
+    if let Err(e) = redirect::catch_program_exceptions() {
+        return fail(CANNOT_EXEC, &format!("exception handler refused: {e:?}"));
+    }
     redirect::install(State { process, umem });
     if let Err(e) = redirect::register() {
         return fail(CANNOT_EXEC, &format!("system-call redirection refused: {e:?}"));

@@ -173,6 +173,12 @@ const TESTS: &[KernelTest] = &[
     ("vm_lazy_heap_costs_only_touched_frames", || expect_exit("vmtest", 4)),
     ("initrd_map_hostile_gets_errors_frames_stay_kernel", || initrd_map_test(false)),
     ("initrd_map_write_into_it_kills", || initrd_map_test(true)),
+    // The POSIX runtime (apps/posix) on its built-in programs: a hand-made
+    // static Linux program checking the start stack and the system-call
+    // contract through redirection (exit 42), then two it must refuse.
+    ("posix_hello_runs", || expect_exit_code("posix", 1, 42)),
+    ("posix_not_an_elf_exits_126", || expect_exit_code("posix", 2, 126)),
+    ("posix_program_over_the_runtime_fails_cleanly", || expect_exit_code("posix", 3, 126)),
 ];
 
 /// Runs every test selected by `filter` (all without one); returns whether

@@ -49,6 +49,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     interrupts::init_this_cpu();
     super::mailbox::init();
     super::syscall::init_this_cpu();
+    super::xstate::init_this_cpu();
     interrupts::disable_legacy_pic();
 
     let tsc_hz = time::calibrate();
@@ -83,7 +84,17 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     if let Some(initrd) = initrd {
         env::set_initrd(initrd);
     }
+    env::set_quota(cmdline.quota);
     kprintln!("exo: boot ok cores={} apic={}", percpu::online_cpus(), apic::mode_name());
+    if let Some(x) = super::xstate::features() {
+        log::info!(
+            "vector state: {:?}, XCR0 {:#x}, {} bytes, AVX {}",
+            x.method,
+            x.xcr0,
+            x.size,
+            if x.avx { "on" } else { "absent" }
+        );
+    }
     super::slots::init(
         super::slots::Config {
             slots: cmdline.slots,

@@ -31,7 +31,7 @@ use super::gdt::{KERNEL_CS, USER_DS};
 use super::interrupts::TrapFrame;
 use super::percpu::PERCPU_KERNEL_STACK_OFFSET;
 use super::percpu::PERCPU_USER_RSP_OFFSET;
-use super::percpu::{MAX_CPUS, current_index};
+use super::percpu::{self, MAX_CPUS, current_index};
 use super::sched;
 use super::uring::{Entered, FastEntered, PredicateMemory, VcpuRing};
 use abi::{Error, Syscall};
@@ -53,6 +53,13 @@ core::arch::global_asm!(
 syscall_entry:
     swapgs
     mov gs:[{user_rsp}], rsp
+    // System-call redirection: a `syscall` whose return address lies
+    // outside the running environment's library range goes to its handler
+    // (label 3). Disabled, the range is 0..u64::MAX.
+    cmp rcx, gs:[{redirect_start}]
+    jb 3f
+    cmp rcx, gs:[{redirect_end}]
+    jae 3f
     mov rsp, gs:[{kernel_stack}]
     cmp rax, {ring_enter}
     jne 2f
@@ -112,9 +119,29 @@ syscall_entry:
     mov rdi, rsp
     call {dispatch}
     jmp isr_restore
+3:
+    // Redirected: rip (rcx), rflags (r11) and rsp go to the three words of
+    // this core's VcpuPage (pushed through the kernel's mapping of it: rsp
+    // is the only register free here); then `sysretq` to the handler entry
+    // on this core's handler stack, every other register untouched.
+    mov rsp, gs:[{redirect_record}]
+    push qword ptr gs:[{user_rsp}]
+    push r11
+    push rcx
+    // The entry was checked to lie below USER_MAX: canonical, so `sysretq`
+    // cannot fault in ring 0.
+    mov rcx, gs:[{redirect_entry}]
+    mov rsp, gs:[{redirect_stack}]
+    swapgs
+    sysretq
     "#,
     user_rsp = const PERCPU_USER_RSP_OFFSET,
     kernel_stack = const PERCPU_KERNEL_STACK_OFFSET,
+    redirect_start = const percpu::PERCPU_REDIRECT_START_OFFSET,
+    redirect_end = const percpu::PERCPU_REDIRECT_END_OFFSET,
+    redirect_entry = const percpu::PERCPU_REDIRECT_ENTRY_OFFSET,
+    redirect_stack = const percpu::PERCPU_REDIRECT_STACK_OFFSET,
+    redirect_record = const percpu::PERCPU_REDIRECT_RECORD_OFFSET,
     user_ds = const USER_DS as u64,
     user_cs = const super::gdt::USER_CS as u64,
     vector = const SYSCALL_VECTOR,
@@ -406,9 +433,16 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
                 Err(e) => Next::Return(Err(e)),
             }
         }
-        // Not implemented yet (the ABI is committed first): answered honestly.
-        Request::SetFsBase { .. } | Request::SetSyscallRedirect { .. } => {
-            Next::Return(Err(Error::Unsupported))
+        Request::SetFsBase { base } => {
+            // The live FS base is the running context's (the activation's
+            // inside a call); it is saved with the context when it stops.
+            super::xstate::set_fs_base(base);
+            Next::Return(Ok(0))
+        }
+        Request::SetSyscallRedirect { redirect } => {
+            env.redirect.set(redirect);
+            sched::redirect_changed(env);
+            Next::Return(Ok(0))
         }
     }
 }

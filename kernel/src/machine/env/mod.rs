@@ -81,9 +81,10 @@ use abi::Error;
 use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use kernel::frames::FrameNumber;
 use kernel::ownership::{EnvId, FrameTable};
+use kernel::syscall::Redirect;
 use spin::{Mutex, MutexGuard, Once};
 
 /// Number of frame-table shards (frame number modulo this).
@@ -98,7 +99,20 @@ pub(super) fn shard(frame: FrameNumber) -> MutexGuard<'static, FrameTable> {
 }
 
 /// Default frame quota of an environment (16 MiB).
-pub const DEFAULT_QUOTA: u64 = 4096;
+pub const DEFAULT_QUOTA: u64 = kernel::cmdline::DEFAULT_QUOTA;
+
+/// The frame quota new environments get (`quota=` on the command line).
+static QUOTA: AtomicU64 = AtomicU64::new(DEFAULT_QUOTA);
+
+/// Sets the frame quota of environments created from now on (boot).
+pub fn set_quota(frames: u64) {
+    QUOTA.store(frames, Ordering::Relaxed);
+}
+
+/// The frame quota a new environment gets.
+pub fn quota() -> u64 {
+    QUOTA.load(Ordering::Relaxed)
+}
 /// Mappings an environment may hold per frame of quota (see `map_locked`).
 pub const MAPPINGS_PER_FRAME: u64 = 16;
 
@@ -170,6 +184,64 @@ impl Ipc {
     }
 }
 
+/// An environment's system-call redirection ([`Redirect`]), read without a
+/// lock by scheduling decisions on any core: a sequence lock over five
+/// words. Writers (`SetSyscallRedirect`, interrupts off) serialize on a
+/// leaf lock and hold it for five stores; a reader retries while a write
+/// is in progress, so its wait is bounded by one writer's few stores.
+pub struct RedirectCell {
+    /// Even: stable; odd: a write in progress.
+    seq: AtomicU64,
+    /// `entry` (0: none), `stack_top`, `stride`, `lib_start`, `lib_end`.
+    words: [AtomicU64; 5],
+    writer: Mutex<()>,
+}
+
+impl RedirectCell {
+    /// Not registered.
+    pub const fn new() -> RedirectCell {
+        RedirectCell { seq: AtomicU64::new(0), words: [const { AtomicU64::new(0) }; 5], writer: Mutex::new(()) }
+    }
+
+    /// Replaces the registration (`None`: none).
+    pub fn set(&self, redirect: Option<Redirect>) {
+        let words = redirect.map_or([0; 5], |r| {
+            [r.entry, r.stack_top, r.stride, r.lib_start, r.lib_end]
+        });
+        let _writer = self.writer.lock();
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (slot, word) in self.words.iter().zip(words) {
+            slot.store(word, Ordering::Relaxed);
+        }
+        self.seq.fetch_add(1, Ordering::Release);
+    }
+
+    /// The registration, if any (a consistent snapshot).
+    #[inline]
+    pub fn get(&self) -> Option<Redirect> {
+        loop {
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                let w: [u64; 5] = core::array::from_fn(|i| self.words[i].load(Ordering::Relaxed));
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == before {
+                    let [entry, stack_top, stride, lib_start, lib_end] = w;
+                    return (entry != 0)
+                        .then_some(Redirect { entry, stack_top, stride, lib_start, lib_end });
+                }
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+impl Default for RedirectCell {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A protection domain.
 pub struct Env {
     /// Its id, never reused.
@@ -221,6 +293,8 @@ pub struct Env {
     /// Cores that owe it a look at its sleeping vCPU there (bit per core; see
     /// [`wake`]).
     pub wake_owed: AtomicU64,
+    /// Its system-call redirection (`SetSyscallRedirect`), if registered.
+    pub redirect: RedirectCell,
     dying: AtomicBool,
     outcome: Once<Outcome>,
     finished: AtomicBool,

@@ -7,7 +7,7 @@
 
 use super::bindings::{alloc_table_frame, frame_alloc, frame_error, map_locked};
 use super::registry::{ENVS, NEXT_ID, Reclaim, terminate};
-use super::{DEFAULT_QUOTA, ExceptionHandler, Ipc, Outcome, lock_serving_mailbox};
+use super::{ExceptionHandler, Ipc, Outcome, RedirectCell, lock_serving_mailbox};
 use super::{Env, shard};
 use crate::machine::memory;
 use crate::machine::paging::{AddressSpace, leaf_flags};
@@ -124,7 +124,7 @@ pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), Spa
             stack_busy: AtomicU64::new(0),
         },
         info_frame: AtomicU64::new(0),
-        quota: DEFAULT_QUOTA,
+        quota: super::quota(),
         mappings: AtomicU64::new(0),
         charged: AtomicU64::new(1),
         exception: Mutex::new(ExceptionHandler::default()),
@@ -132,6 +132,7 @@ pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), Spa
         vcpu_cores: AtomicU64::new(0),
         live_vcpus: AtomicUsize::new(0),
         wake_owed: AtomicU64::new(0),
+        redirect: RedirectCell::new(),
         dying: AtomicBool::new(false),
         outcome: Once::new(),
         finished: AtomicBool::new(false),

@@ -89,6 +89,7 @@ use super::mailbox;
 use super::percpu::this_cpu;
 use super::trap::TrapFrame;
 use super::uring::VcpuRing;
+use super::xstate::UserExt;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -117,6 +118,12 @@ pub struct Vcpu {
     /// The target of its last call, kept for the next one (no lookup and
     /// no reference-count traffic on a repeated call).
     pub call_cache: Option<Arc<Env>>,
+    /// Its vector registers and FS base (stale while it runs: the live copy
+    /// is the CPU's). During a call, the caller's.
+    pub ext: UserExt,
+    /// The callee's vector registers and FS base during a call (stale while
+    /// it runs; not meaningful outside a call).
+    pub call_ext: UserExt,
 }
 
 impl Vcpu {
@@ -130,6 +137,13 @@ impl Vcpu {
     #[inline]
     fn live_context(&mut self) -> &mut TrapFrame {
         if self.call.is_some() { &mut self.call_context } else { &mut self.context }
+    }
+
+    /// Where the vector registers and FS base of the code that runs are
+    /// saved (the pair of [`Vcpu::live_context`]).
+    #[inline]
+    fn live_ext(&mut self) -> &mut UserExt {
+        if self.call.is_some() { &mut self.call_ext } else { &mut self.ext }
     }
 
     #[inline]
@@ -210,6 +224,12 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
     });
     if matches!(next, Next::Idle) {
         deactivate_user();
+    } else if take_redirect_stale() {
+        // Another core changed the running environment's redirection.
+        let running = RUNQ.with(|rq| rq.current.as_ref().map(|v| Arc::clone(v.running_env())));
+        if let Some(env) = running {
+            load_redirect(&env);
+        }
     }
     for env in released.vcpus {
         release_vcpu(&env);

@@ -27,6 +27,8 @@ pub(super) fn user_exception(frame: &mut TrapFrame) {
             | abi::vector::INVALID_OPCODE
             | abi::vector::GENERAL_PROTECTION
             | abi::vector::PAGE_FAULT
+            | abi::vector::X87_FLOATING_POINT
+            | abi::vector::SIMD_FLOATING_POINT
     );
     if !deliverable {
         env::terminate(
