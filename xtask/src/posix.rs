@@ -348,7 +348,7 @@ pub fn busybox(target: &Path) -> Result<PathBuf, String> {
         })
     };
     if find_deb().is_none() {
-        eprintln!("xtask: downloading busybox-static (apt-get download) into {}", dir.display());
+        println!("xtask: downloading busybox-static (apt-get download) into {}", dir.display());
         let download = || {
             Command::new("apt-get")
                 .args(["download", "busybox-static"])
