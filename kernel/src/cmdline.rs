@@ -18,6 +18,7 @@
 //! | `init` | comma-separated applications (`name[:arg][@core]`) to start in `run` mode | [`DEFAULT_DEMO`] |
 //! | `tests` | in `test` mode, the tests to run: comma-separated name fragments, `-fragment` excludes | all |
 //! | `console` | `shared`, `split` (see [`ConsoleMode`]) | `shared` |
+//! | `exit_tag` | 1 to 32 ASCII letters and digits: put in the `console=split` end marker, so that a marker printed by ring 3 cannot pass for the kernel's | none |
 //! | `benches` | in `bench` mode, the benchmark groups to run, selected like `tests` (group names: `machine/bench.rs`) | all |
 
 use alloc::string::String;
@@ -87,6 +88,8 @@ pub struct Cmdline {
     pub log: LogLevel,
     /// Where program output goes.
     pub console: ConsoleMode,
+    /// The tag of the `console=split` end marker.
+    pub exit_tag: Option<String>,
     /// Timer frequency of a core with no vCPU, in Hz.
     pub tick_hz: u32,
     /// Slots per core's time vector.
@@ -118,6 +121,7 @@ impl Default for Cmdline {
             mode: Mode::Run,
             log: LogLevel::Info,
             console: ConsoleMode::Shared,
+            exit_tag: None,
             tick_hz: 100,
             slots: 16,
             slot_us: 1000,
@@ -164,6 +168,13 @@ impl Cmdline {
                 "slots_reserved" => parse_in(value, 0, 63).map(|v| reserved = Some(v)).is_some(),
                 "bench_samples" => {
                     parse_in(value, 1, 100_000).map(|v| out.bench_samples = v).is_some()
+                }
+                "exit_tag"
+                    if (1..=32).contains(&value.len())
+                        && value.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+                {
+                    out.exit_tag = Some(String::from(value));
+                    true
                 }
                 "tests" if !value.is_empty() => {
                     out.tests = Some(String::from(value));
@@ -258,6 +269,12 @@ mod tests {
         assert_eq!(Cmdline::parse("console=split console=shared").console, ConsoleMode::Shared);
         let c = Cmdline::parse("console=both console");
         assert_eq!((c.console, c.unknown.len()), (ConsoleMode::Shared, 2));
+        assert_eq!(Cmdline::parse("exit_tag=a1B2").exit_tag.as_deref(), Some("a1B2"));
+        for bad in ["exit_tag=", "exit_tag=a-b", "exit_tag=a.b"] {
+            assert_eq!(Cmdline::parse(bad).exit_tag, None, "{bad}");
+        }
+        let long = alloc::format!("exit_tag={}", "x".repeat(33));
+        assert_eq!(Cmdline::parse(&long).exit_tag, None);
         assert_eq!(Cmdline::parse("").quota, DEFAULT_QUOTA);
         assert_eq!(Cmdline::parse("quota=65536").quota, 65536);
         let c = Cmdline::parse("quota=15 quota=1048577 quota=x");

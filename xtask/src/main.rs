@@ -95,6 +95,10 @@ enum Cmd {
     /// (libos-posix/tests/busybox/*.expected) by running the same busybox
     /// on this Linux host, chrooted into the same tree.
     PosixExpected,
+    /// (For `cargo xtask posix`.) Fetch busybox and build the C test
+    /// programs into target/posix/, printing whatever that prints.
+    #[command(hide = true)]
+    PosixPrepare,
 }
 
 /// `cargo xtask posix` options.
@@ -360,6 +364,7 @@ fn main() -> ExitCode {
         Cmd::Check(args) => check(&ws, &args),
         Cmd::Posix(args) => return posixcmd::run(&ws, &args),
         Cmd::PosixExpected => posixcmd::regenerate(&ws),
+        Cmd::PosixPrepare => posixcmd::prepare(&ws),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -27,10 +27,13 @@
 //!    backed by a file of its own; the kernel's lines stay on COM1, which
 //!    goes to the run's log under `target/logs/`. xtask copies the two files
 //!    to its stdout and stderr as they grow, byte for byte.
-//! 4. When the init environment ends the kernel prints `exo-exit: status N`
-//!    (or `exo-exit: killed WHY`) on COM1 and leaves QEMU with status 37
+//! 4. When the init environment ends the kernel prints `exo-exit: tag=TAG
+//!    status N` (or `... killed WHY`) on COM1 and leaves QEMU with status 37
 //!    ([`Ending`]); xtask exits with `N & 0xff`, as a Linux parent sees a
-//!    child's `exit_group(N)`.
+//!    child's `exit_group(N)`. `TAG` is random per boot, given on the
+//!    kernel command line (`exit_tag=`), which ring 3 never sees: a program
+//!    printing a marker of its own on the kernel console cannot fake its
+//!    status.
 //!
 //! Why debugcon devices and not COM2/COM3: a debugcon is a raw byte sink
 //! (one `out` per byte, nothing to poll, no line discipline), so its file
@@ -345,7 +348,7 @@ pub fn busybox(target: &Path) -> Result<PathBuf, String> {
         })
     };
     if find_deb().is_none() {
-        eprintln!("xtask: downloading busybox-static (apt-get download) into {}", dir.display());
+        println!("xtask: downloading busybox-static (apt-get download) into {}", dir.display());
         let download = || {
             Command::new("apt-get")
                 .args(["download", "busybox-static"])
@@ -519,14 +522,30 @@ impl Ending {
     }
 }
 
+/// A fresh random tag for the end marker (`exit_tag=` on the kernel command
+/// line; 16 hex digits from `/dev/urandom`, else from the time and pid).
+pub fn fresh_tag() -> String {
+    let mut b = [0u8; 8];
+    let random = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b));
+    if random.is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        b = (t ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// Reads how the guest ended from QEMU's exit status and the kernel's log:
-/// status 37 with a last `exo-exit:` line is the init environment's end;
-/// anything else is a failure.
-pub fn ending(qemu: crate::qemu::GuestStatus, log: &str) -> Ending {
+/// status 37 with a last `exo-exit: tag=TAG` line carrying our `tag` is
+/// the init environment's end (a marker with another tag was printed by
+/// someone else and is ignored); anything else is a failure.
+pub fn ending(qemu: crate::qemu::GuestStatus, log: &str, tag: &str) -> Ending {
     use crate::qemu::GuestStatus;
+    let ours = format!("{EXIT_MARKER} tag={tag} ");
     let marker = log
         .lines()
-        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(EXIT_MARKER))
+        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(ours.as_str()))
         .next_back()
         .map(str::trim);
     match (qemu, marker) {
@@ -569,9 +588,12 @@ pub enum Sink<'a> {
 }
 
 /// QEMU's arguments for `b`: those of [`crate::qemu::Boot::args`] with
-/// COM1 to the log file and the two stream devices added.
-pub fn split_args(b: &SplitBoot) -> Vec<String> {
-    let mut a = b.boot.args();
+/// `exit_tag=TAG` on the command line, COM1 to the log file and the two
+/// stream devices added.
+pub fn split_args(b: &SplitBoot, tag: &str) -> Vec<String> {
+    let mut boot = b.boot.clone();
+    boot.append = format!("{} exit_tag={tag}", boot.append);
+    let mut a = boot.args();
     if let Some(i) = a.windows(2).position(|w| w[0] == "-serial" && w[1] == "stdio") {
         a[i + 1] = format!("file:{}", b.boot.log.display());
     }
@@ -593,7 +615,8 @@ pub fn boot_split(b: &SplitBoot, sink: Sink<'_>) -> Result<Ending, String> {
         }
         std::fs::write(p, b"").map_err(|e| format!("{}: {e}", p.display()))?;
     }
-    let args = split_args(b);
+    let tag = fresh_tag();
+    let args = split_args(b, &tag);
     let qemu_err = b.boot.log.with_extension("qemu-stderr");
     let errf = std::fs::File::create(&qemu_err).map_err(|e| e.to_string())?;
     let mut child = Command::new(crate::install::QEMU)
@@ -649,7 +672,7 @@ pub fn boot_split(b: &SplitBoot, sink: Sink<'_>) -> Result<Ending, String> {
     }
     crate::logs::finish(&b.boot.log);
     let log = String::from_utf8_lossy(&std::fs::read(&b.boot.log).unwrap_or_default()).into_owned();
-    let mut end = ending(status, &log);
+    let mut end = ending(status, &log, &tag);
     if let Ending::Failed(why) = &mut end {
         let qe = std::fs::read_to_string(&qemu_err).unwrap_or_default();
         if !qe.trim().is_empty() {
@@ -787,20 +810,25 @@ mod tests {
     #[test]
     fn endings() {
         let ended = GuestStatus::OtherCode(0x12);
-        let log = "exo: boot ok\nexo-exit: status 1\nexo-exit: status 263\r\n";
+        let ending = |s, log: &str| ending(s, log, "t1");
+        let log = "exo: boot ok\nexo-exit: tag=t1 status 1\nexo-exit: tag=t1 status 263\r\n";
         assert_eq!(ending(ended.clone(), log), Ending::Exited(263));
+        // A marker without our tag (printed by ring 3) is not the kernel's.
+        let forged = "exo-exit: tag=t1 status 3\nexo-exit: status 0\nexo-exit: tag=t2 status 0\n";
+        assert_eq!(ending(ended.clone(), forged), Ending::Exited(3));
+        assert!(matches!(ending(ended.clone(), "exo-exit: status 0\n"), Ending::Failed(_)));
         assert_eq!(Ending::Exited(263).status(), 7);
         assert_eq!(Ending::Exited(255).status(), 255);
         assert_eq!(Ending::Exited(0).status(), 0);
-        let k = ending(ended.clone(), "exo-exit: killed ud at rip 0x401000\n");
+        let k = ending(ended.clone(), "exo-exit: tag=t1 killed ud at rip 0x401000\n");
         assert_eq!(k, Ending::Killed("ud at rip 0x401000".into()));
         assert_eq!(k.status(), KILLED_STATUS);
         assert!(matches!(ending(ended, "no marker"), Ending::Failed(_)));
         // A panic or a timeout is never a program status, marker or not.
-        let p = ending(GuestStatus::Failure, "exo-exit: status 0\nPANIC at x");
+        let p = ending(GuestStatus::Failure, "exo-exit: tag=t1 status 0\nPANIC at x");
         assert!(matches!(&p, Ending::Failed(w) if w.contains("panicked")));
         assert_eq!(p.status(), XTASK_FAILED);
-        let t = ending(GuestStatus::TimedOut(Duration::from_secs(3)), "exo-exit: status 0");
+        let t = ending(GuestStatus::TimedOut(Duration::from_secs(3)), "exo-exit: tag=t1 status 0");
         assert!(matches!(t, Ending::Failed(_)));
         assert!(matches!(ending(GuestStatus::Success, ""), Ending::Failed(_)));
     }
@@ -824,7 +852,11 @@ mod tests {
             stdout: "/o".into(),
             stderr: "/e".into(),
         };
-        let a = split_args(&b).join(" ");
+        let a = split_args(&b, "abc").join(" ");
+        assert!(
+            a.contains("-append mode=run console=split init=posix exit_tag=abc -serial"),
+            "{a}"
+        );
         assert!(a.contains("-serial file:/l.log"), "{a}");
         assert!(!a.contains("stdio"));
         assert!(a.contains(

@@ -33,6 +33,9 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     let cmdline = Cmdline::parse(text);
     console::init_log(cmdline.log);
     console::set_split(cmdline.console == ConsoleMode::Split);
+    if let Some(tag) = &cmdline.exit_tag {
+        env::set_exit_tag(tag);
+    }
     if unused_ram > 0 {
         log::warn!("{} MiB of RAM above 4 GiB is not used yet", unused_ram >> 20);
     }

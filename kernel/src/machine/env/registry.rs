@@ -15,6 +15,7 @@ use crate::machine::mailbox;
 use crate::machine::memory;
 use crate::machine::percpu::{MAX_CPUS, online_cpus};
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
@@ -240,10 +241,19 @@ static INIT_REPORTED: AtomicBool = AtomicBool::new(false);
 
 /// The marker line that says how the init environment ended, on the kernel
 /// console just before the machine powers off under `console=split`:
-/// `exo-exit: status N` (its `Exit` code, in decimal, all 64 bits) or
-/// `exo-exit: killed WHY`. xtask reads the last such line; the QEMU exit
-/// status ([`crate::machine::cpu::EXIT_INIT_ENDED`]) says it is there.
+/// `exo-exit: tag=TAG status N` (its `Exit` code, in decimal, all 64 bits)
+/// or `exo-exit: tag=TAG killed WHY`, `TAG` the command line's `exit_tag`
+/// (`-` without one). Ring 3 can print anything on the kernel console, but
+/// it never sees the command line, so it cannot print the tag: xtask takes
+/// only a marker with the tag it chose. The QEMU exit status
+/// ([`crate::machine::cpu::EXIT_INIT_ENDED`]) says the marker is there.
 pub const EXIT_MARKER: &str = "exo-exit:";
+static EXIT_TAG: Once<String> = Once::new();
+
+/// Sets the end marker's tag (the command line's `exit_tag`), at boot.
+pub fn set_exit_tag(tag: &str) {
+    EXIT_TAG.call_once(|| String::from(tag));
+}
 
 /// `console=split`: powers the machine off as soon as `env` has ended and
 /// its resources are back, reporting its outcome ([`EXIT_MARKER`]) —
@@ -263,11 +273,12 @@ fn report_init_end(env: &Env) {
     if INIT_REPORTED.swap(true, Ordering::SeqCst) {
         return;
     }
+    let tag = EXIT_TAG.get().map_or("-", String::as_str);
     match env.outcome.get() {
-        Some(Outcome::Exited(code)) => kprintln!("{EXIT_MARKER} status {code}"),
-        Some(Outcome::Killed(why)) => kprintln!("{EXIT_MARKER} killed {why}"),
+        Some(Outcome::Exited(code)) => kprintln!("{EXIT_MARKER} tag={tag} status {code}"),
+        Some(Outcome::Killed(why)) => kprintln!("{EXIT_MARKER} tag={tag} killed {why}"),
         // Reclaimed environments always have an outcome.
-        None => kprintln!("{EXIT_MARKER} killed (no outcome recorded)"),
+        None => kprintln!("{EXIT_MARKER} tag={tag} killed (no outcome recorded)"),
     }
     crate::machine::cpu::exit_qemu_with(crate::machine::cpu::EXIT_INIT_ENDED)
 }
