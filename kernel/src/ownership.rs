@@ -272,6 +272,23 @@ impl FrameTable {
         Ok(given)
     }
 
+    /// The owner hands a data frame to `to` (it then owns it and is charged
+    /// for it): the frame must be mapped nowhere, granted to nobody, not
+    /// shared, not pinned (`Busy`).
+    pub fn give(&mut self, frame: FrameNumber, from: EnvId, to: EnvId) -> Result<(), Error> {
+        let r = self.owned_data(frame, from)?;
+        if !r.mappings.is_empty()
+            || !r.grants.is_empty()
+            || !r.withdrawing.is_empty()
+            || !r.sharers.is_empty()
+            || r.pins > 0
+        {
+            return Err(Error::Busy);
+        }
+        r.owner = to;
+        Ok(())
+    }
+
     /// The last holder of a frame its owner let go of takes it over (to map
     /// it writable without a copy): `env` must be its only holder. Returns
     /// the previous owner, whom the caller uncharges after charging `env`.

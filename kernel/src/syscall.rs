@@ -197,6 +197,15 @@ pub enum Request {
         /// Take part in the default round-robin there.
         on: bool,
     },
+    /// The child-environment and sharing calls (`EnvCreate` ..=
+    /// `FrameCopy`): every check needs the kernel's state (the handle's
+    /// creator, the frames' holders), so their handlers decode the words.
+    Child {
+        /// Which call.
+        call: Syscall,
+        /// The six argument words.
+        args: [u64; 6],
+    },
     /// `YieldTo`: `None` if the register cannot name an environment (the
     /// handler answers [`Error::NoSuchEnv`] after its in-call check).
     YieldTo {
@@ -391,6 +400,15 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         Syscall::Call => Request::Call { target: a0 },
         Syscall::Reply => Request::Reply,
         Syscall::Acall => Request::Acall { target: env_id(a0)?, words: [a1, a2] },
+        Syscall::EnvCreate
+        | Syscall::ChildMap
+        | Syscall::ChildUnmap
+        | Syscall::ShareRange
+        | Syscall::ChildSetEntry
+        | Syscall::ChildStart
+        | Syscall::ChildStatus
+        | Syscall::ChildDestroy
+        | Syscall::FrameCopy => Request::Child { call, args },
     })
 }
 
@@ -450,6 +468,7 @@ impl Request {
             Request::Call { .. } => Syscall::Call,
             Request::Reply => Syscall::Reply,
             Request::Acall { .. } => Syscall::Acall,
+            Request::Child { call, .. } => *call,
         }
     }
 
@@ -493,6 +512,7 @@ impl Request {
             }
             Request::Call { target } => [target, 0, 0],
             Request::Acall { target, words: [w0, w1] } => [u64::from(target), w0, w1],
+            Request::Child { call, args } => return (call as u64, args),
         };
         (self.syscall() as u64, [args[0], args[1], args[2], 0, 0, 0])
     }
@@ -660,6 +680,7 @@ mod tests {
             Request::IpcAccept { who: Accept::Any, allow: true },
             Request::IpcAccept { who: Accept::Env(EnvId::NONE), allow: false },
             Request::Acall { target: EnvId(2), words: [3, 4] },
+            Request::Child { call: Syscall::ShareRange, args: [1, 2, 3, 4, 5, 6] },
         ];
         for request in valid {
             let (n, args) = request.to_registers();

@@ -6,7 +6,7 @@
 //! May not touch: the scheduler (cores holding a dying environment's vCPUs
 //! are told with [`mailbox::kick`]).
 
-use super::bindings::{RANGE_CHUNK, UNMAP_CHUNK, unmap_foreign};
+use super::bindings::{RANGE_CHUNK, UNMAP_CHUNK, forget_mapping, unmap_foreign};
 use super::{Env, shard};
 use super::{FRAME_TABLE, Outcome, SHARDS, lock_serving_mailbox};
 use crate::machine::console::kprintln;
@@ -144,6 +144,7 @@ impl Reclaim {
         match self.stage {
             ReclaimStage::Start => {
                 without_interrupts(|| ENVS.write().remove(&env.id));
+                super::child::destroy_unstarted_children(env);
                 crate::machine::slots::release_env(env.id);
                 self.stage = ReclaimStage::ForgetGrantee(0);
             }
@@ -164,7 +165,7 @@ impl Reclaim {
                     lock_serving_mailbox(&env.aspace).leaves_from(from, RANGE_CHUNK, &mut leaves);
                 for (va, frame) in leaves {
                     if !abi::in_info_region(va) {
-                        shard(frame).remove_mapping(frame, env.id, va);
+                        forget_mapping(frame, env.id, va);
                     }
                 }
                 self.stage = match next {
@@ -188,6 +189,10 @@ impl Reclaim {
                         unmap_foreign(frame, &foreign);
                         env.owned.lock().insert(frame);
                     }
+                    // Sharers hold it on; it stays charged to this account.
+                    Some(ReleaseStep::Kept) => {
+                        env.kept.fetch_add(1, Ordering::AcqRel);
+                    }
                     None => log::error!("env {}: owned frame {frame} not recorded", env.id),
                 }
             }
@@ -203,10 +208,12 @@ impl Reclaim {
                 }
                 env.charged.store(0, Ordering::Release);
                 let outcome = env.outcome.call_once(|| Outcome::Exited(0));
-                if *outcome != Outcome::Exited(0) {
+                // A child's status is its creator's business.
+                if *outcome != Outcome::Exited(0) && env.creator.is_none() {
                     note_run_failure();
                 }
                 env.finished.store(true, Ordering::Release);
+                super::child::child_reclaimed(env, outcome);
                 check_all_done();
                 return false;
             }
