@@ -520,8 +520,27 @@ pub enum Syscall: u64 {
     /// caller owns and could map writable (not shared): the copy-on-write
     /// fault's copy, without a temporary mapping.
     FrameCopy = 42,
+    /// `(va)` → what maps the page holding `va` in the caller, packed: bits
+    /// 0..3 the mapping's [`Rights`], [`PAGE_QUERY_COW`], [`PAGE_QUERY_OWNED`],
+    /// the number of holders of the frame (see [`FrameStatus`], at most
+    /// 127) from bit [`PAGE_QUERY_HOLDERS_SHIFT`], and the frame's physical
+    /// address (bits 12 and up: [`FrameNumber`] `<< 12`).
+    /// [`Error::NotMapped`] if nothing is mapped there. The libOS's
+    /// copy-on-write fault handler asks this first.
+    PageQuery = 43,
 }
 }
+
+/// [`Syscall::PageQuery`]: the page was made read-only by
+/// [`Syscall::ShareRange`] from a writable mapping (in the caller that
+/// shared it and in the child it was shared into): a write to it is a
+/// copy-on-write fault, not a protection error. A mapping made with
+/// `Map`/`Protect` never has it.
+pub const PAGE_QUERY_COW: u64 = 1 << 3;
+/// [`Syscall::PageQuery`]: the caller owns the frame (and has not let go).
+pub const PAGE_QUERY_OWNED: u64 = 1 << 4;
+/// [`Syscall::PageQuery`]: where the holder count starts (7 bits).
+pub const PAGE_QUERY_HOLDERS_SHIFT: u64 = 5;
 
 /// One past the highest system call number; numbers from here on (and any
 /// number in a gap below it) are [`Error::InvalidSyscall`].

@@ -198,7 +198,7 @@ pub enum Request {
         on: bool,
     },
     /// The child-environment and sharing calls (`EnvCreate` ..=
-    /// `FrameCopy`): every check needs the kernel's state (the handle's
+    /// `PageQuery`): every check needs the kernel's state (the handle's
     /// creator, the frames' holders), so their handlers decode the words.
     Child {
         /// Which call.
@@ -408,7 +408,8 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         | Syscall::ChildStart
         | Syscall::ChildStatus
         | Syscall::ChildDestroy
-        | Syscall::FrameCopy => Request::Child { call, args },
+        | Syscall::FrameCopy
+        | Syscall::PageQuery => Request::Child { call, args },
     })
 }
 

@@ -408,6 +408,9 @@ fn child_call(env: &Arc<env::Env>, frame: &mut TrapFrame, call: Syscall, a: [u64
     if call == Syscall::FrameCopy {
         return Next::Return(env::frame_copy(env, FrameNumber(a[0]), a[1]));
     }
+    if call == Syscall::PageQuery {
+        return Next::Return(env::page_query(env, a[0]));
+    }
     if call == Syscall::ChildStatus {
         return Next::Return(env::child_status(env, a[0]));
     }

@@ -256,6 +256,9 @@ fn share_leaves(
         if let Err(e) = caspace.ensure_tables(cva, &mut || alloc_table_frame(child)) {
             return fail(e);
         }
+        // Writable before (or already copy-on-write): both sides' mappings
+        // carry the mark the libOS's fault handler asks `PageQuery` for.
+        let cow = if flags.intersects(F::WRITABLE | F::BIT_9) { F::BIT_9 } else { F::empty() };
         let mut table = shard(frame);
         let given = match table.share(frame, env.id, Some(va), child.id, rights_of(flags)) {
             Ok(r) => r,
@@ -264,14 +267,16 @@ fn share_leaves(
             Err(Error::NotOwner) => continue,
             Err(e) => return fail(e),
         };
-        if let Err(e) = caspace.map(cva, frame, leaf_flags(given), &mut || Err(Error::NoMemory)) {
+        if let Err(e) =
+            caspace.map(cva, frame, leaf_flags(given) | cow, &mut || Err(Error::NoMemory))
+        {
             return fail(e);
         }
         table.add_mapping(frame, child.id, cva);
         if flags.contains(F::WRITABLE) {
             // The same step as the share: no writable mapping while shared
             // (the TLBs are flushed once for the whole step).
-            let _ = aspace.protect(va, |_, old| Ok(old - F::WRITABLE));
+            let _ = aspace.protect(va, |_, old| Ok((old - F::WRITABLE) | F::BIT_9));
             protected = true;
         }
         drop(table);
@@ -406,4 +411,26 @@ pub fn frame_copy(env: &Env, dst: FrameNumber, src_va: u64) -> Result<u64, Error
     drop(table);
     drop(aspace);
     Ok(src.raw())
+}
+
+/// `PageQuery`: the mapping at the page holding `va` (see the ABI).
+pub fn page_query(env: &Env, va: u64) -> Result<u64, Error> {
+    if !(abi::USER_MIN..abi::USER_MAX).contains(&va) {
+        return Err(Error::InvalidArgument);
+    }
+    let page = va & !(abi::PAGE_SIZE - 1);
+    let aspace = lock_serving_mailbox(&env.aspace);
+    let (frame, flags) = aspace.translate(page).ok_or(Error::NotMapped)?;
+    let (holders, owned) = shard(frame)
+        .get(frame)
+        .map_or((0, false), |r| (r.holders() as u64, r.owner == env.id && !r.released));
+    drop(aspace);
+    let mut word = rights_of(flags).0 | frame.addr() | holders.min(127) << abi::PAGE_QUERY_HOLDERS_SHIFT;
+    if flags.contains(F::BIT_9) {
+        word |= abi::PAGE_QUERY_COW;
+    }
+    if owned {
+        word |= abi::PAGE_QUERY_OWNED;
+    }
+    Ok(word)
 }
