@@ -483,8 +483,9 @@ pub enum Syscall: u64 {
     /// or shared; frames mapped by a grant are skipped) is mapped
     /// read-only at the same offset from `dst_va` in the child, and the
     /// caller's own mapping is made read-only; a page already mapped in the
-    /// child is skipped. `pages` at most [`UNMAP_RANGE_MAX`]; neither range
-    /// may touch the info region. Restartable in bounded steps (at most 256
+    /// child is skipped, and so are pinned (ring) frames. Any length within
+    /// `USER_MIN..USER_MAX` (absent page tables are skipped whole); neither
+    /// range may touch the info region. Restartable in bounded steps (at most 256
     /// page-table entries, one TLB shootdown round for the caller's
     /// write-protect each): between steps the kernel returns to the
     /// `syscall` instruction with `rsi`, `rdx`, `r10` advanced to the rest

@@ -181,11 +181,11 @@ pub fn share_range(
     pages: u64,
     done: u64,
 ) -> Result<ShareStep, Error> {
-    kernel::syscall::check_range(src, pages)?;
-    kernel::syscall::check_range(dst, pages)?;
     if pages == 0 {
         return Ok(ShareStep::Done(done));
     }
+    check_share_range(src, pages)?;
+    check_share_range(dst, pages)?;
     let end = src + pages * abi::PAGE_SIZE;
     let mut aspace = lock_serving_mailbox(&env.aspace);
     let mut leaves = Vec::new();
@@ -228,6 +228,21 @@ pub fn share_range(
     })
 }
 
+/// A `ShareRange` range: page-aligned, inside `USER_MIN..USER_MAX`, clear
+/// of the info region (any length: the work is bounded per step).
+fn check_share_range(va: u64, pages: u64) -> Result<(), Error> {
+    check_va(va)?;
+    let end = pages
+        .checked_mul(abi::PAGE_SIZE)
+        .and_then(|b| va.checked_add(b))
+        .filter(|&e| e <= abi::USER_MAX)
+        .ok_or(Error::InvalidArgument)?;
+    if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
+        return Err(Error::Reserved);
+    }
+    Ok(())
+}
+
 type ShareResult = Result<(u64, bool), (u64, bool, Error)>;
 
 /// Shares each of `leaves` (`env`'s) into `child` at `va + offset`; returns
@@ -260,6 +275,10 @@ fn share_leaves(
         // carry the mark the libOS's fault handler asks `PageQuery` for.
         let cow = if flags.intersects(F::WRITABLE | F::BIT_9) { F::BIT_9 } else { F::empty() };
         let mut table = shard(frame);
+        // A ring's frames stay the caller's alone (the kernel writes them).
+        if table.get(frame).is_some_and(|r| r.pins > 0) {
+            continue;
+        }
         let given = match table.share(frame, env.id, Some(va), child.id, rights_of(flags)) {
             Ok(r) => r,
             // Mapped by a grant (or a page table, never): not the caller's

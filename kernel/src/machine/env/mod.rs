@@ -295,10 +295,6 @@ impl Env {
             .map_err(|_| Error::QuotaExceeded)
     }
 
-    /// Frames charged to it now (data, page tables, children's quotas).
-    pub fn charged(&self) -> u64 {
-        self.charged.load(Ordering::Acquire)
-    }
 }
 
 /// Acquires an address-space lock while serving this core's mailbox, so that

@@ -35,6 +35,11 @@ pub fn lookup_name(name: &str) -> Option<Arc<Env>> {
     without_interrupts(|| ENVS.read().values().find(|e| e.name == name && !e.is_dying()).cloned())
 }
 
+/// A live child of `creator` (the oldest), for the kernel's tests.
+pub fn find_child(creator: EnvId) -> Option<Arc<Env>> {
+    without_interrupts(|| ENVS.read().values().find(|e| e.creator == creator).cloned())
+}
+
 /// Ends `env` with `outcome` (the first call wins) and tells every core that
 /// holds one of its vCPUs to drop it. Prints the one-line report.
 pub fn terminate(env: &Env, outcome: Outcome) {
