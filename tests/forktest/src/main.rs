@@ -40,6 +40,8 @@ libos_async::entry!(app_main);
 /// Pages mapped directly (`map_fresh`).
 const DIRECT: u64 = SCRATCH_BASE + 0x1000_0000;
 const DIRECT_PAGES: u64 = 32;
+/// The lazy region (4 MiB-aligned).
+const LAZY: u64 = SCRATCH_BASE + 0x4000_0000;
 /// Pages of the lazy region.
 const LAZY_PAGES: u64 = 32;
 
@@ -73,7 +75,7 @@ fn page_list() -> alloc::vec::Vec<u64> {
     require("map_fresh", libos_async::mem::map_fresh(DIRECT, DIRECT_PAGES, Rights::RW));
     let lazy = require(
         "reserve",
-        vm::reserve("forktest lazy", LAZY_PAGES * PAGE_SIZE, Rights::RW, Fill::Lazy),
+        vm::reserve_at("forktest lazy", LAZY, LAZY_PAGES * PAGE_SIZE, 1, Rights::RW, Fill::Lazy),
     );
     let mut pages: alloc::vec::Vec<u64> = (0..DIRECT_PAGES).map(|i| DIRECT + i * PAGE_SIZE).collect();
     pages.extend((0..LAZY_PAGES).map(|i| lazy.base() + i * PAGE_SIZE));
