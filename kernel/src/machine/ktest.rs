@@ -173,6 +173,7 @@ const TESTS: &[KernelTest] = &[
     ("vm_lazy_heap_costs_only_touched_frames", || expect_exit("vmtest", 4)),
     ("fork_cow_isolation_child_outlives_parent", fork_child_outlives_parent),
     ("fork_seven_cores_hundred_rounds_no_leak", fork_seven_cores),
+    ("fork_one_core_hundred_rounds", || expect_exit("forktest", 1)),
     ("child_hostile_errors_only_parent_unaffected", || expect_exit("forktest", 2)),
     ("child_read_only_page_is_not_copy_on_write", || expect_exit("forktest", 3)),
 ];

@@ -26,6 +26,9 @@
 
 extern crate alloc;
 
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::Ordering::Relaxed;
+
 use libos_async::abi::{self, Error, FrameHolder, PAGE_SIZE, Rights};
 use libos_async::check::{Checks, fail, require};
 use libos_async::fork::{fork, wait};
@@ -136,17 +139,24 @@ fn isolation() -> i32 {
 
 // --- mode 1 -----------------------------------------------------------------
 
+/// Frame numbers held while probing the quota (static: a heap vector
+/// would take frames of its own).
+static PROBE: [AtomicU64; 4608] = [const { AtomicU64::new(0) }; 4608];
+
+/// Quota left, probed: allocate until refused, then free them all.
 fn frames_left_probe() -> u64 {
-    // Quota left, probed: allocate until refused, then free.
-    let mut held = alloc::vec::Vec::new();
-    while let Ok(f) = sys::frame_alloc(None) {
-        held.push(f);
+    let mut n = 0;
+    while n < PROBE.len() {
+        match sys::frame_alloc(None) {
+            Ok(f) => PROBE[n].store(f, Relaxed),
+            Err(_) => break,
+        }
+        n += 1;
     }
-    let n = held.len() as u64;
-    for f in held {
-        let _ = sys::frame_free(f);
+    for p in &PROBE[..n] {
+        let _ = sys::frame_free(p.load(Relaxed));
     }
-    n
+    n as u64
 }
 
 fn rounds() -> i32 {
