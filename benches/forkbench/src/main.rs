@@ -66,7 +66,11 @@ fn app_main(arg: u64) -> i32 {
     let k = fork_samples(n, &mut samples, |_| {});
     report("fork_exit_wait_0_pages", &mut samples[..k]);
 
-    require("map_fresh", libos_async::mem::map_fresh(BASE, PAGES, Rights::RW));
+    let chunk = libos_async::mem::MAP_FRESH_MAX_PAGES;
+    for c in 0..PAGES / chunk {
+        let va = BASE + c * chunk * PAGE_SIZE;
+        require("map_fresh", libos_async::mem::map_fresh(va, chunk, Rights::RW));
+    }
     let m = (n / 4).max(10);
     let k = fork_samples(m, &mut samples, touch_all);
     report("fork_exit_wait_1024_pages", &mut samples[..k]);
