@@ -201,7 +201,11 @@ impl FrameTable {
             return if shared_write { Err(Error::PermissionDenied) } else { Ok(()) };
         }
         if let Some(share) = record.share_of(env) {
-            return if share.rights.contains(rights) { Ok(()) } else { Err(Error::PermissionDenied) };
+            return if share.rights.contains(rights) {
+                Ok(())
+            } else {
+                Err(Error::PermissionDenied)
+            };
         }
         if record.released {
             return Err(Error::NotOwner);
@@ -491,8 +495,7 @@ impl FrameTable {
         owner: EnvId,
         limit: usize,
     ) -> Option<ReleaseStep> {
-        let record =
-            self.records.get_mut(&frame).filter(|r| r.owner == owner && !r.released)?;
+        let record = self.records.get_mut(&frame).filter(|r| r.owner == owner && !r.released)?;
         record.grants.clear();
         record.withdrawing.clear();
         let foreign: Vec<Mapping> = record

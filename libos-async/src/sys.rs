@@ -306,7 +306,13 @@ pub fn env_create(quota: u64) -> Result<u64, Error> {
 
 /// `ChildMap`: maps our `frame` at `va` in `child` (shared read-only, or
 /// given with [`abi::CHILD_MAP_GIVE`] in `flags`).
-pub fn child_map(child: u64, frame: u64, va: u64, rights: Rights, flags: u64) -> Result<u64, Error> {
+pub fn child_map(
+    child: u64,
+    frame: u64,
+    va: u64,
+    rights: Rights,
+    flags: u64,
+) -> Result<u64, Error> {
     abi::decode(syscall5(Syscall::ChildMap as u64, child, frame, va, rights.0, flags))
 }
 

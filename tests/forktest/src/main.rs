@@ -80,7 +80,8 @@ fn page_list() -> alloc::vec::Vec<u64> {
         "reserve",
         vm::reserve_at("forktest lazy", LAZY, LAZY_PAGES * PAGE_SIZE, 1, Rights::RW, Fill::Lazy),
     );
-    let mut pages: alloc::vec::Vec<u64> = (0..DIRECT_PAGES).map(|i| DIRECT + i * PAGE_SIZE).collect();
+    let mut pages: alloc::vec::Vec<u64> =
+        (0..DIRECT_PAGES).map(|i| DIRECT + i * PAGE_SIZE).collect();
     pages.extend((0..LAZY_PAGES).map(|i| lazy.base() + i * PAGE_SIZE));
     pages
 }
@@ -111,9 +112,8 @@ fn isolation() -> i32 {
             // Wait for the parent to be gone (the oldest "forktest" is then
             // us): we are the only holder of every page.
             let me = u64::from(sys::info().env_id);
-            let gone = libos_async::wait_for_ms(TEST_WAIT_MS, || {
-                sys::env_lookup("forktest") == Ok(me)
-            });
+            let gone =
+                libos_async::wait_for_ms(TEST_WAIT_MS, || sys::env_lookup("forktest") == Ok(me));
             c.check(gone, format_args!("child: parent never ended"));
             let alone = pages.iter().all(|&va| holders(va) == 1);
             c.check(alone, format_args!("child: not the only holder after the parent"));
@@ -229,7 +229,11 @@ fn hostile() -> i32 {
         None => {
             let mut c = Checks::new();
             let va = SCRATCH_BASE + 0x2000_0000;
-            c.expect_err("map parent's private frame", sys::map(private, va, Rights::READ), Error::NotOwner);
+            c.expect_err(
+                "map parent's private frame",
+                sys::map(private, va, Rights::READ),
+                Error::NotOwner,
+            );
             c.expect_err("free parent's private frame", sys::frame_free(private), Error::NotOwner);
             c.expect_err(
                 "grant parent's private frame",
@@ -274,10 +278,7 @@ fn hostile() -> i32 {
             // A stale handle.
             let g = require("env_create", sys::env_create(abi::CHILD_QUOTA_MIN));
             c.expect_ok("destroy an unstarted child", sys::child_destroy(g));
-            c.check(
-                wait(g) == Ok(abi::CHILD_KILLED),
-                format_args!("destroyed child's status"),
-            );
+            c.check(wait(g) == Ok(abi::CHILD_KILLED), format_args!("destroyed child's status"));
             c.expect_err("stale handle", sys::child_destroy(g), Error::NoSuchEnv);
             c.expect_err("stale status", sys::child_status(g), Error::NoSuchEnv);
             // Fork until the quota runs out; the grandchildren sleep.

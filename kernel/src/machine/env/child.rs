@@ -58,7 +58,7 @@ pub fn env_create(env: &Env, quota: u64) -> Result<u64, Error> {
     let child = match create_child(env, quota) {
         Ok(c) => c,
         Err(e) => {
-            env.charged.fetch_sub(quota, Ordering::AcqRel);
+            env.uncharge_n(quota);
             return Err(e);
         }
     };
@@ -121,7 +121,9 @@ pub fn child_map(
         child.charge()?;
     }
     let mut table = shard(frame);
-    let granted = if give { table.give(frame, env.id, child.id).map(|()| rights) } else {
+    let granted = if give {
+        table.give(frame, env.id, child.id).map(|()| rights)
+    } else {
         table.share(frame, env.id, None, child.id, rights)
     };
     let granted = match granted {
@@ -210,7 +212,10 @@ pub fn share_range(
         }
     };
     if protected {
-        tlb::shootdown(&env.tlb_space(), Flush { start: src, pages: (stop - src) / abi::PAGE_SIZE });
+        tlb::shootdown(
+            &env.tlb_space(),
+            Flush { start: src, pages: (stop - src) / abi::PAGE_SIZE },
+        );
     }
     drop(aspace);
     result?;
@@ -219,12 +224,7 @@ pub fn share_range(
         ShareStep::Done(done)
     } else {
         let moved = stop - src;
-        ShareStep::More {
-            src: stop,
-            dst: dst + moved,
-            pages: (end - stop) / abi::PAGE_SIZE,
-            done,
-        }
+        ShareStep::More { src: stop, dst: dst + moved, pages: (end - stop) / abi::PAGE_SIZE, done }
     })
 }
 
@@ -379,7 +379,7 @@ pub(super) fn child_reclaimed(env: &Env, outcome: &Outcome) {
     }
     let Some(creator) = lookup(env.creator) else { return };
     let refund = env.quota.saturating_sub(env.kept.load(Ordering::Acquire));
-    creator.charged.fetch_sub(refund, Ordering::AcqRel);
+    creator.uncharge_n(refund);
     let status = status_word(outcome);
     {
         let mut book = creator.children.lock();
@@ -402,7 +402,9 @@ pub(super) fn destroy_unstarted_children(env: &Env) {
         {
             terminate(
                 &child,
-                Outcome::Killed(alloc::string::String::from("its creator ended before starting it")),
+                Outcome::Killed(alloc::string::String::from(
+                    "its creator ended before starting it",
+                )),
             );
             vcpu_dropped(&child);
         }
@@ -444,7 +446,8 @@ pub fn page_query(env: &Env, va: u64) -> Result<u64, Error> {
         .get(frame)
         .map_or((0, false), |r| (r.holders() as u64, r.owner == env.id && !r.released));
     drop(aspace);
-    let mut word = rights_of(flags).0 | frame.addr() | holders.min(127) << abi::PAGE_QUERY_HOLDERS_SHIFT;
+    let mut word =
+        rights_of(flags).0 | frame.addr() | holders.min(127) << abi::PAGE_QUERY_HOLDERS_SHIFT;
     if flags.contains(F::BIT_9) {
         word |= abi::PAGE_QUERY_COW;
     }

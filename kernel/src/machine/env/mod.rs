@@ -279,7 +279,19 @@ impl Env {
 
     #[inline]
     fn uncharge(&self) {
-        self.charged.fetch_sub(1, Ordering::AcqRel);
+        self.uncharge_n(1);
+    }
+
+    /// Saturating: a late release (a shared frame its dead owner's reclaim
+    /// already zeroed the count of) must not wrap.
+    #[allow(
+        deprecated,
+        reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
+    )]
+    fn uncharge_n(&self, n: u64) {
+        let _ = self
+            .charged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_sub(n)));
     }
 
     #[allow(
@@ -294,7 +306,6 @@ impl Env {
             .map(|_| ())
             .map_err(|_| Error::QuotaExceeded)
     }
-
 }
 
 /// Acquires an address-space lock while serving this core's mailbox, so that
