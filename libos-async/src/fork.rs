@@ -13,7 +13,7 @@
 //! Our ring pages (pinned by the kernel) are not shared; a child must not
 //! use the parent's ring or async runtime (it has none).
 //!
-//! **Copy-on-write faults** ([`cow_fixup`], run first by the upcall
+//! **Copy-on-write faults** (`cow_fixup`, run first by the upcall
 //! dispatcher): a write to a present page the kernel marked
 //! copy-on-write (`PageQuery`): if we are its only holder, `Protect` makes
 //! it writable again (taking it over if its owner let go); otherwise a new
