@@ -556,8 +556,92 @@ pub enum Syscall: u64 {
     /// into another environment runs under the callee's registration (its
     /// code, its range) and the caller's applies again when the call ends.
     SetSyscallRedirect = 33,
+    /// `(quota)` → a [`ChildHandle`]. Creates an empty child environment:
+    /// its own address space (only the kernel's info region mapped), no
+    /// vCPU, exception and IPC entries unset, the caller's name. `quota`
+    /// frames (at least [`CHILD_QUOTA_MIN`]) are taken from the caller's
+    /// quota: they count as charged to the caller until the child is
+    /// reclaimed, then return to it (see [`child`] for the exceptions).
+    /// [`Error::QuotaExceeded`] if the caller has not that much room.
+    EnvCreate = 34,
+    /// `(child, frame, va, rights, flags)` → 0. Maps one of the caller's
+    /// frames at page `va` of the child. With [`CHILD_MAP_GIVE`] in `flags`
+    /// the frame changes owner: it must be a data frame the caller owns,
+    /// mapped nowhere, granted to nobody, not shared; the child is charged
+    /// for it (its quota, [`Error::QuotaExceeded`]) and the caller
+    /// uncharged; the child maps it with `rights`. Without it, the child
+    /// becomes a copy-on-write holder ([`child`]): `rights` less
+    /// [`Rights::WRITE`], within the caller's; a frame nobody shares yet
+    /// must be mapped nowhere ([`Error::Busy`]: use
+    /// [`Syscall::ShareRange`] for mapped memory).
+    ChildMap = 35,
+    /// `(child, va)` → 0. Removes the child's mapping at page `va`.
+    ChildUnmap = 36,
+    /// `(child, src_va, dst_va, pages, done)` → pages shared.
+    /// Copy-on-write sharing of a range: every page the caller maps in
+    /// `src_va .. src_va + pages * PAGE_SIZE` whose frame it holds (owned
+    /// or shared; frames mapped by a grant are skipped) is mapped
+    /// read-only at the same offset from `dst_va` in the child, and the
+    /// caller's own mapping is made read-only; a page already mapped in the
+    /// child is skipped, and so are pinned (ring) frames. Any length within
+    /// `USER_MIN..USER_MAX` (absent page tables are skipped whole); neither
+    /// range may touch the info region. Restartable in bounded steps (at most 256
+    /// page-table entries, one TLB shootdown round for the caller's
+    /// write-protect each): between steps the kernel returns to the
+    /// `syscall` instruction with `rsi`, `rdx`, `r10` advanced to the rest
+    /// and `r8` the count so far (`done` must be 0 at first). A frame with
+    /// a writable grant or another mapping (an alias) stops the call with
+    /// [`Error::Busy`] at that page, the earlier pages shared.
+    ShareRange = 37,
+    /// `(child, which, entry, stack_top, stride)` → 0. Sets the child's
+    /// exception entry and stacks ([`CHILD_ENTRY_EXCEPTION`], as
+    /// [`Syscall::SetExceptionHandler`]) or its IPC entry
+    /// ([`CHILD_ENTRY_IPC`], as [`Syscall::IpcRegister`]).
+    ChildSetEntry = 38,
+    /// `(child, core, frame_ptr)` → 0. Starts a vCPU of the child on
+    /// `core` with the full register state of the [`UpcallFrame`] at
+    /// `frame_ptr` in the caller's memory (checked as by
+    /// [`Syscall::ExceptionResume`]: `rip` in the user half, privileged
+    /// flags the kernel's). One vCPU per core per environment
+    /// ([`Error::NoSuchCore`]).
+    ChildStart = 39,
+    /// `(child)` → the child's exit status, once it has ended and been
+    /// reclaimed (its frames are back in the pool): its exit code, or
+    /// [`CHILD_KILLED`]. [`Error::Busy`] while it lives. The status is kept
+    /// for the creator until read (at most [`CHILD_EXITS_KEPT`] unread
+    /// ones; older ones are dropped); reading it frees the handle
+    /// (afterwards [`Error::NoSuchEnv`]).
+    ChildStatus = 40,
+    /// `(child)` → 0. Ends the child (killed: "destroyed by its creator");
+    /// its resources are reclaimed in the background and its status
+    /// ([`CHILD_KILLED`]) posted like any exit.
+    ChildDestroy = 41,
+    /// `(dst_frame, src_va)` → the frame at `src_va`. Copies the page the
+    /// caller maps readable at `src_va` into `dst_frame`, a data frame the
+    /// caller owns and could map writable (not shared): the copy-on-write
+    /// fault's copy, without a temporary mapping.
+    FrameCopy = 42,
+    /// `(va)` → what maps the page holding `va` in the caller, packed: bits
+    /// 0..3 the mapping's [`Rights`], [`PAGE_QUERY_COW`], [`PAGE_QUERY_OWNED`],
+    /// the number of holders of the frame (see [`FrameStatus`], at most
+    /// 127) from bit [`PAGE_QUERY_HOLDERS_SHIFT`], and the frame's physical
+    /// address (bits 12 and up: [`FrameNumber`] `<< 12`).
+    /// [`Error::NotMapped`] if nothing is mapped there. The libOS's
+    /// copy-on-write fault handler asks this first.
+    PageQuery = 43,
 }
 }
+
+/// [`Syscall::PageQuery`]: the page was made read-only by
+/// [`Syscall::ShareRange`] from a writable mapping (in the caller that
+/// shared it and in the child it was shared into): a write to it is a
+/// copy-on-write fault, not a protection error. A mapping made with
+/// `Map`/`Protect` never has it.
+pub const PAGE_QUERY_COW: u64 = 1 << 3;
+/// [`Syscall::PageQuery`]: the caller owns the frame (and has not let go).
+pub const PAGE_QUERY_OWNED: u64 = 1 << 4;
+/// [`Syscall::PageQuery`]: where the holder count starts (7 bits).
+pub const PAGE_QUERY_HOLDERS_SHIFT: u64 = 5;
 
 /// One past the highest system call number; numbers from here on (and any
 /// number in a gap below it) are [`Error::InvalidSyscall`].
@@ -609,8 +693,66 @@ pub const ANY_ENV: u64 = u64::MAX;
 pub const ACCEPT_MAX: usize = 32;
 
 /// [`Syscall::FrameStatus`]'s answer, packed in one word:
-/// bits 0..8 the [`FrameHolder`] kind, bits 32..64 the owning environment.
+/// bits 0..8 the [`FrameHolder`] kind, bits 8..32 the number of
+/// environments holding the frame ([`FrameHolder::Owned`] and
+/// [`FrameHolder::Released`]: the owner unless it let go, plus every
+/// copy-on-write sharer; 1 means the asker, if it holds it, is alone),
+/// bits 32..64 the environment charged for it.
 pub type FrameStatus = u64;
+
+/// Child environments and copy-on-write sharing.
+///
+/// **Handles.** [`Syscall::EnvCreate`] returns a [`ChildHandle`]: the
+/// child's environment id. Ids are never reused, and every call taking a
+/// handle checks that the caller created the child ([`Error::NotOwner`]
+/// otherwise: a forged handle) and that it lives ([`Error::NoSuchEnv`]: a
+/// stale one; [`Syscall::ChildStatus`] excepted). So the capability is the
+/// pair (creator, id), kept by the kernel: it cannot be passed on, and a
+/// child cannot reach its creator's (it has no handle on it).
+///
+/// **Life.** A child lives on when its creator ends (it keeps running;
+/// nobody holds a handle on it any more), except a child never started,
+/// which is destroyed with its creator. When a child is reclaimed, an
+/// [`event::CHILD_EXIT`] event `[handle, status]` goes to its creator, if
+/// alive, and the status is kept for [`Syscall::ChildStatus`].
+///
+/// **Quota.** A child's quota is carved out of its creator's at creation
+/// (charged to the creator as if it were frames) and handed back when the
+/// child is reclaimed, less the frames still charged to the child then
+/// (shared frames that outlive it, below): those stay lost to the creator.
+///
+/// **Shared frames (copy-on-write).** A frame has one owner. The owner, or
+/// anyone holding it, may let a child hold it too ([`Syscall::ChildMap`],
+/// [`Syscall::ShareRange`]). While more than one holds it, every mapping
+/// of it is read-only, the owner's included: a holder that writes takes a
+/// page fault and copies ([`Syscall::FrameCopy`]). A sharer stops holding
+/// the frame when its last mapping of it goes. **Charging: a frame is
+/// charged to its owner, and stays charged to it until the last holder
+/// lets go**, even after the owner frees it ([`Syscall::FrameFree`] of a
+/// frame others share succeeds, the frame staying for them) or ends. So
+/// each frame counts against exactly one quota, and no holder is charged
+/// for frames it did not choose to own: sharing can move no cost onto
+/// anyone. The last holder may take the frame over: [`Syscall::Protect`]
+/// with [`Rights::WRITE`] by the only holder of a frame its owner let go of
+/// makes it the owner (charged from then on, if its quota allows) and
+/// maps it writable, without a copy.
+pub mod child {}
+
+/// A handle on a child environment (see [`child`]): its id.
+pub type ChildHandle = u64;
+/// The smallest quota [`Syscall::EnvCreate`] accepts.
+pub const CHILD_QUOTA_MIN: u64 = 8;
+/// [`Syscall::ChildMap`] flag: give the frame to the child.
+pub const CHILD_MAP_GIVE: u64 = 1;
+/// [`Syscall::ChildSetEntry`]: the exception entry.
+pub const CHILD_ENTRY_EXCEPTION: u64 = 0;
+/// [`Syscall::ChildSetEntry`]: the IPC entry.
+pub const CHILD_ENTRY_IPC: u64 = 1;
+/// A child's status when it was killed (not exited); exit codes at or
+/// above it read as `CHILD_KILLED - 1`.
+pub const CHILD_KILLED: u64 = MAX_VALUE;
+/// Unread exit statuses kept per creator.
+pub const CHILD_EXITS_KEPT: usize = 64;
 
 /// Who holds a frame, as reported by [`Syscall::FrameStatus`].
 #[repr(u64)]
@@ -624,6 +766,9 @@ pub enum FrameHolder {
     PageTable = 2,
     /// A data frame owned by the environment in the high bits.
     Owned = 3,
+    /// A data frame its owner (in the high bits, still charged for it) let
+    /// go of, held by copy-on-write sharers only (see [`child`]).
+    Released = 4,
 }
 
 /// Access rights of a mapping or a grant (bit set).
@@ -1084,6 +1229,9 @@ pub mod event {
     /// The owner revoked a grant: `data` = `[frame, 0]`; the mappings are
     /// already gone.
     pub const GRANT_REVOKED: u32 = 4;
+    /// A child of this environment was reclaimed: `data` = `[handle,
+    /// status]` (see [`crate::Syscall::ChildStatus`]).
+    pub const CHILD_EXIT: u32 = 5;
 
     /// One event.
     #[repr(C)]

@@ -199,6 +199,15 @@ pub enum Request {
         /// Take part in the default round-robin there.
         on: bool,
     },
+    /// The child-environment and sharing calls (`EnvCreate` ..=
+    /// `PageQuery`): every check needs the kernel's state (the handle's
+    /// creator, the frames' holders), so their handlers decode the words.
+    Child {
+        /// Which call.
+        call: Syscall,
+        /// The six argument words.
+        args: [u64; 6],
+    },
     /// `YieldTo`: `None` if the register cannot name an environment (the
     /// handler answers [`Error::NoSuchEnv`] after its in-call check).
     YieldTo {
@@ -490,6 +499,16 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
                 entry => Some(Redirect::new(entry, a1, a2, a3, args[4])?),
             },
         },
+        Syscall::EnvCreate
+        | Syscall::ChildMap
+        | Syscall::ChildUnmap
+        | Syscall::ShareRange
+        | Syscall::ChildSetEntry
+        | Syscall::ChildStart
+        | Syscall::ChildStatus
+        | Syscall::ChildDestroy
+        | Syscall::FrameCopy
+        | Syscall::PageQuery => Request::Child { call, args },
     })
 }
 
@@ -552,6 +571,7 @@ impl Request {
             Request::InitrdMap { .. } => Syscall::InitrdMap,
             Request::SetFsBase { .. } => Syscall::SetFsBase,
             Request::SetSyscallRedirect { .. } => Syscall::SetSyscallRedirect,
+            Request::Child { call, .. } => *call,
         }
     }
 
@@ -605,6 +625,7 @@ impl Request {
                     [r.entry, r.stack_top, r.stride, r.lib_start, r.lib_end, 0],
                 );
             }
+            Request::Child { call, args } => return (call as u64, args),
         };
         (self.syscall() as u64, [args[0], args[1], args[2], 0, 0, 0])
     }
@@ -806,6 +827,7 @@ mod tests {
                     lib_end: abi::USER_MAX,
                 }),
             },
+            Request::Child { call: Syscall::ShareRange, args: [1, 2, 3, 4, 5, 6] },
         ];
         for request in valid {
             let (n, args) = request.to_registers();

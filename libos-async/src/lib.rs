@@ -66,6 +66,8 @@ pub mod cpu;
 #[allow(unsafe_code, reason = "naked entry stubs; resuming an upcall frame in user space")]
 pub mod entry;
 pub mod exception;
+#[allow(unsafe_code, reason = "the register capture of fork (naked assembly)")]
+pub mod fork;
 #[allow(unsafe_code, reason = "the allocator's free lists live in the frames it maps")]
 pub mod heap;
 pub mod layout;

@@ -342,14 +342,18 @@ pub struct FrameInfo {
     /// Bits 0..8: the holder kind (see [`FrameInfo::holder`]).
     pub kind: u64,
     /// Bits 32..64: the owning environment (meaningful for
-    /// [`FrameHolder::PageTable`] and [`FrameHolder::Owned`]).
+    /// [`FrameHolder::PageTable`], [`FrameHolder::Owned`] and
+    /// [`FrameHolder::Released`]).
     pub env: u64,
+    /// Bits 8..32: how many environments hold it (owner and copy-on-write
+    /// sharers).
+    pub holders: u64,
 }
 
 impl FrameInfo {
     /// Decodes a status word.
     pub fn from_word(word: u64) -> Self {
-        Self { kind: word & 0xff, env: word >> 32 }
+        Self { kind: word & 0xff, env: word >> 32, holders: (word >> 8) & 0xff_ffff }
     }
 
     /// The holder, if the kind is one the ABI defines.
@@ -359,6 +363,7 @@ impl FrameInfo {
             1 => Some(FrameHolder::Kernel),
             2 => Some(FrameHolder::PageTable),
             3 => Some(FrameHolder::Owned),
+            4 => Some(FrameHolder::Released),
             _ => None,
         }
     }
@@ -367,6 +372,91 @@ impl FrameInfo {
 /// `FrameStatus`: who holds `frame`.
 pub fn frame_status(frame: u64) -> Result<FrameInfo, Error> {
     abi::decode(syscall1(Syscall::FrameStatus as u64, frame)).map(FrameInfo::from_word)
+}
+
+// ---------------------------------------------------------------------------
+// Child environments and copy-on-write sharing (see `abi::child`).
+
+/// `EnvCreate`: an empty child with `quota` frames of ours; its handle.
+pub fn env_create(quota: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::EnvCreate as u64, quota))
+}
+
+/// `ChildMap`: maps our `frame` at `va` in `child` (shared read-only, or
+/// given with [`abi::CHILD_MAP_GIVE`] in `flags`).
+pub fn child_map(
+    child: u64,
+    frame: u64,
+    va: u64,
+    rights: Rights,
+    flags: u64,
+) -> Result<u64, Error> {
+    abi::decode(syscall5(Syscall::ChildMap as u64, child, frame, va, rights.0, flags))
+}
+
+/// `ChildUnmap`.
+pub fn child_unmap(child: u64, va: u64) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::ChildUnmap as u64, child, va))
+}
+
+/// `ShareRange`: shares our mappings in `src .. src + pages` pages into
+/// `child` at `dst`, copy-on-write; the pages shared. Restartable: the
+/// kernel advances `rsi`, `rdx`, `r10` and `r8` between steps, so they
+/// are outputs too.
+pub fn share_range(child: u64, src: u64, dst: u64, pages: u64) -> Result<u64, Error> {
+    let ret: u64;
+    // SAFETY: as in `syscall0`; the registers the kernel advances between
+    // steps are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") Syscall::ShareRange as u64 => ret,
+             in("rdi") child, inlateout("rsi") src => _, inlateout("rdx") dst => _,
+             inlateout("r10") pages => _, inlateout("r8") 0u64 => _,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    abi::decode(ret)
+}
+
+/// `ChildSetEntry`: the child's exception (`which` =
+/// [`abi::CHILD_ENTRY_EXCEPTION`]) or IPC entry.
+pub fn child_set_entry(
+    child: u64,
+    which: u64,
+    entry: u64,
+    stack_top: u64,
+    stride: u64,
+) -> Result<u64, Error> {
+    abi::decode(syscall5(Syscall::ChildSetEntry as u64, child, which, entry, stack_top, stride))
+}
+
+/// `ChildStart`: a vCPU of `child` on `core` with the registers in `frame`.
+pub fn child_start(child: u64, core: u64, frame: &UpcallFrame) -> Result<u64, Error> {
+    abi::decode(syscall3(
+        Syscall::ChildStart as u64,
+        child,
+        core,
+        frame as *const UpcallFrame as u64,
+    ))
+}
+
+/// `ChildStatus`: the child's exit status once reclaimed (`Busy` before).
+pub fn child_status(child: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::ChildStatus as u64, child))
+}
+
+/// `ChildDestroy`.
+pub fn child_destroy(child: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::ChildDestroy as u64, child))
+}
+
+/// `FrameCopy`: copies the page we map at `src_va` into our frame `dst`;
+/// returns the source frame.
+pub fn frame_copy(dst: u64, src_va: u64) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::FrameCopy as u64, dst, src_va))
+}
+
+/// `PageQuery`: the packed description of our mapping at `va`.
+pub fn page_query(va: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::PageQuery as u64, va))
 }
 
 /// `RingSetup`: registers this vCPU's ring of `sq_entries` submissions and

@@ -13,6 +13,7 @@ pub const PATH: &str = "benches/registry.toml";
 pub const KERNEL_GROUPS: &[&str] = &[
     "ipi_mailbox",
     "benchsys",
+    "forkbench",
     "ringbench",
     "cpubench",
     "rtbench",
@@ -271,6 +272,9 @@ group = "isobench_gap"
         "syscall_null",
         "fault_upcall_resume",
         "first_touch_per_page",
+        "fork_exit_wait_0_pages",
+        "fork_exit_wait_1024_pages",
+        "cow_fault_per_page_child",
         "map_unmap",
         "frame_alloc_free",
         "syscall_redirect_roundtrip",

@@ -49,7 +49,7 @@
 //!
 //! `benches=FRAGMENTS` on the command line (`cargo xtask bench --benches
 //! FRAGMENTS`) runs only the groups whose names contain a fragment
-//! (`-fragment` excludes; as `tests=`): `ipi_mailbox`, `benchsys`,
+//! (`-fragment` excludes; as `tests=`): `ipi_mailbox`, `benchsys`, `forkbench`,
 //! `ringbench`, `cpubench`, `rtbench`, `chanbench`, `kv`,
 //! `isobench_acall`, `isobench_revoke`, `isobench_unmap_range`,
 //! `isobench_gap`, `tlbbench`.
@@ -225,6 +225,7 @@ fn run_ipi_mailbox(n: usize) -> bool {
 /// `benchsys` application measures them itself and prints its own lines).
 fn run_ring3_benchmarks(n: usize, sel: Selection) -> bool {
     sel.run("benchsys", || run_app("benchsys", n))
+        && sel.run("forkbench", || run_app("forkbench", n))
         && sel.run("ringbench", || run_app("ringbench", n))
         && sel.run("cpubench", || run_cpubench(n))
         && sel.run("rtbench", || run_app("rtbench", n))

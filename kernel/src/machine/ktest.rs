@@ -191,6 +191,11 @@ const TESTS: &[KernelTest] = &[
     ("posix_hello_runs", || expect_exit_code("posix", 1, 42)),
     ("posix_not_an_elf_exits_126", || expect_exit_code("posix", 2, 126)),
     ("posix_program_over_the_runtime_fails_cleanly", || expect_exit_code("posix", 3, 126)),
+    ("fork_cow_isolation_child_outlives_parent", fork_child_outlives_parent),
+    ("fork_seven_cores_hundred_rounds_no_leak", fork_seven_cores),
+    ("fork_one_core_hundred_rounds", || expect_exit("forktest", 1)),
+    ("child_hostile_errors_only_parent_unaffected", || expect_exit("forktest", 2)),
+    ("child_read_only_page_is_not_copy_on_write", || expect_exit("forktest", 3)),
 ];
 
 /// Runs every test selected by `filter` (all without one); returns whether
@@ -534,6 +539,57 @@ fn frames_restored(body: impl FnOnce() -> TestResult) -> TestResult {
     let after = memory::free_frames();
     check(after == before, || {
         format!("{} frames missing after the environments ended", before as i64 - after as i64)
+    })
+}
+
+/// `forktest` 0: the parent exits first; its child (found while it runs)
+/// must finish after it, and both exit 0; every frame comes back.
+fn fork_child_outlives_parent() -> TestResult {
+    frames_restored(|| {
+        let parent = spawn("forktest", 0)?;
+        let deadline = Deadline::after_ms(ENV_TIMEOUT_MS);
+        let child = loop {
+            if let Some(c) = env::find_child(parent.id) {
+                break c;
+            }
+            if parent.finished().is_some() || deadline.passed() {
+                return Err(format!("no child seen: parent {:?}", parent.finished()));
+            }
+            core::hint::spin_loop();
+        };
+        while !parent.is_dying() && !deadline.passed() {
+            core::hint::spin_loop();
+        }
+        let child_alive = !child.is_dying();
+        let p = wait(&parent)?;
+        check(p == Outcome::Exited(0), || format!("parent: {p:?}"))?;
+        check(child_alive, || "the child ended before its parent".into())?;
+        let c = wait(&child)?;
+        check(c == Outcome::Exited(0), || format!("child: {c:?}"))
+    })
+}
+
+/// `forktest` 1 on 7 user cores at once (100 forks each).
+fn fork_seven_cores() -> TestResult {
+    frames_restored(|| {
+        let mask = env::user_cores();
+        let cores: Vec<usize> =
+            (0..MAX_CPUS.min(online_cpus())).filter(|&c| mask & (1 << c) != 0).take(7).collect();
+        let mut envs = Vec::new();
+        for &core in &cores {
+            envs.push(
+                sched::spawn("forktest", 1, Some(core))
+                    .map_err(|e| format!("cannot start forktest: {e}"))?,
+            );
+        }
+        let mut failed = Vec::new();
+        for env in &envs {
+            let outcome = wait(env)?;
+            if outcome != Outcome::Exited(0) {
+                failed.push(format!("env {} {outcome:?}", env.id));
+            }
+        }
+        check(failed.is_empty(), || failed.join(", "))
     })
 }
 

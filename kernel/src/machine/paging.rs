@@ -233,8 +233,9 @@ impl AddressSpace {
     }
 
     /// The leaf mappings in `[va, end)`, at most `budget` entries visited
-    /// as in [`unmap_some`](Self::unmap_some), appended to `out`; returns
-    /// where it stopped (`end` when the range is done).
+    /// (as [`unmap_some`](Self::unmap_some), without removing them):
+    /// appends `(va, frame)` to `out` and returns where it stopped (`end`
+    /// when the range is done).
     pub fn leaves_in(
         &self,
         va: u64,

@@ -34,9 +34,10 @@ use super::percpu::PERCPU_USER_RSP_OFFSET;
 use super::percpu::{self, MAX_CPUS, current_index};
 use super::sched;
 use super::uring::{Entered, FastEntered, PredicateMemory, VcpuRing};
-use abi::{Error, Syscall};
+use abi::{Error, Rights, Syscall};
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::frames::FrameNumber;
 use kernel::ownership::EnvId;
 use kernel::syscall::{Accept, Request};
 use x86_64::VirtAddr;
@@ -444,7 +445,66 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             sched::redirect_changed(env);
             Next::Return(Ok(0))
         }
+        Request::Child { call, args } => child_call(env, frame, call, args),
     }
+}
+
+/// The child-environment and sharing calls (see `env::child`).
+fn child_call(env: &Arc<env::Env>, frame: &mut TrapFrame, call: Syscall, a: [u64; 6]) -> Next {
+    let done = |r: Result<(), Error>| Next::Return(r.map(|()| 0));
+    if call == Syscall::EnvCreate {
+        return Next::Return(env::env_create(env, a[0]));
+    }
+    if call == Syscall::FrameCopy {
+        return Next::Return(env::frame_copy(env, FrameNumber(a[0]), a[1]));
+    }
+    if call == Syscall::PageQuery {
+        return Next::Return(env::page_query(env, a[0]));
+    }
+    if call == Syscall::ChildStatus {
+        return Next::Return(env::child_status(env, a[0]));
+    }
+    let child = match env::child_of(env, a[0]) {
+        Ok(c) => c,
+        Err(e) => return Next::Return(Err(e)),
+    };
+    match call {
+        Syscall::ChildMap => {
+            done(env::child_map(env, &child, FrameNumber(a[1]), a[2], Rights(a[3]), a[4]))
+        }
+        Syscall::ChildUnmap => done(env::child_unmap(&child, a[1])),
+        Syscall::ShareRange => match env::share_range(env, &child, a[1], a[2], a[3], a[4]) {
+            Ok(env::ShareStep::More { src, dst, pages, done }) => {
+                (frame.rsi, frame.rdx, frame.r10, frame.r8) = (src, dst, pages, done);
+                Next::Restart
+            }
+            Ok(env::ShareStep::Done(n)) => Next::Return(Ok(n)),
+            Err(e) => Next::Return(Err(e)),
+        },
+        Syscall::ChildSetEntry => done(env::child_set_entry(&child, a[1], a[2], a[3], a[4])),
+        Syscall::ChildStart => done(child_start(env, &child, a[1], a[2])),
+        Syscall::ChildDestroy => {
+            env::child_destroy(&child);
+            Next::Return(Ok(0))
+        }
+        _ => Next::Return(Err(Error::InvalidSyscall)),
+    }
+}
+
+/// `ChildStart`: the child's vCPU on `core` with the registers of the
+/// `UpcallFrame` at `ptr` in the caller's memory.
+fn child_start(env: &env::Env, child: &Arc<env::Env>, core: u64, ptr: u64) -> Result<(), Error> {
+    let core = abi::CoreId::from_word(core).ok_or(Error::NoSuchCore)?;
+    let mut bytes = [0u8; abi::UPCALL_FRAME_SIZE as usize];
+    env::copy_from_user_into(env, ptr, &mut bytes)?;
+    let words = core::array::from_fn(|i| {
+        u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+    });
+    let mut context = sched::initial_context(abi::USER_MIN, 0, 0);
+    sched::resume_from(&mut context, &abi::UpcallFrame::from_words(words))?;
+    sched::start_vcpu(child, core, context)?;
+    env::child_started(child);
+    Ok(())
 }
 
 /// `Call`: on success the frame holds the callee's registers.

@@ -209,6 +209,28 @@ impl Fuzz {
                 a[0] = self.map_va();
                 a[1] = self.rights();
             }
+            // Children: small quotas and handles that often name one.
+            // Sharing only from the map window (never our own code, data or
+            // stacks, which would turn read-only under us), starting only
+            // from unreadable frames, copying from nowhere.
+            Syscall::EnvCreate => a[0] = self.rng.below(64),
+            Syscall::ShareRange => {
+                a[0] = self.rng.below(64);
+                a[1] = self.map_va();
+                a[3] = self.rng.below(64);
+                a[4] = 0;
+            }
+            Syscall::ChildStart => {
+                a[0] = self.rng.below(64);
+                a[2] = self.bad_ptr();
+            }
+            Syscall::FrameCopy => a[1] = self.bad_ptr(),
+            Syscall::PageQuery => {}
+            Syscall::ChildMap
+            | Syscall::ChildUnmap
+            | Syscall::ChildSetEntry
+            | Syscall::ChildStatus
+            | Syscall::ChildDestroy => a[0] = self.rng.below(64),
             Syscall::FrameAlloc
             | Syscall::FrameFree
             | Syscall::FrameStatus

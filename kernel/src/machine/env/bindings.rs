@@ -16,7 +16,7 @@ use abi::{Error, Rights};
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use kernel::frames::{FrameError, FrameNumber};
-use kernel::ownership::{EnvId, FrameKind, Mapping, UnmapStep};
+use kernel::ownership::{EnvId, FrameKind, Freed, Mapping, Removed, UnmapStep};
 
 #[inline]
 pub(super) fn frame_error(e: FrameError) -> Error {
@@ -67,11 +67,33 @@ pub fn frame_free(env: &Env, frame: FrameNumber) -> Result<(), Error> {
     if frame.raw() >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
-    shard(frame).free(frame, env.id)?;
+    let freed = shard(frame).free(frame, env.id)?;
     env.owned.lock().remove(&frame);
-    memory::free_frame(frame).expect("an owned frame is allocated");
-    env.uncharge();
+    // Shared: it lives on for its sharers, still charged to `env`.
+    if freed == Freed::Now {
+        memory::free_frame(frame).expect("an owned frame is allocated");
+        env.uncharge();
+    }
     Ok(())
+}
+
+/// Forgets `env`'s mapping of `frame` at `va` (its page-table entry is
+/// gone); frees the frame if that was the last hold on one its owner let
+/// go of. Takes the frame's shard lock, then (without it) the registry's.
+pub(super) fn forget_mapping(frame: FrameNumber, env: EnvId, va: u64) {
+    let removed = shard(frame).remove_mapping(frame, env, va);
+    released(frame, removed);
+}
+
+/// Frees a frame [`Removed::Released`] by its last holder and uncharges
+/// its owner (if it still lives; a dead owner's account is closed).
+pub(super) fn released(frame: FrameNumber, removed: Removed) {
+    if let Removed::Released { owner } = removed {
+        memory::free_frame(frame).expect("a recorded frame is allocated");
+        if let Some(owner) = lookup(owner) {
+            owner.uncharge();
+        }
+    }
 }
 
 /// Who holds `frame`, as [`abi::FrameStatus`].
@@ -81,10 +103,12 @@ pub fn frame_status(frame: FrameNumber) -> Result<u64, Error> {
     }
     if let Some(r) = shard(frame).get(frame) {
         let kind = match r.kind {
+            FrameKind::Data if r.released => abi::FrameHolder::Released,
             FrameKind::Data => abi::FrameHolder::Owned,
             FrameKind::PageTable => abi::FrameHolder::PageTable,
         };
-        return Ok(kind as u64 | u64::from(r.owner) << 32);
+        let holders = (r.holders() as u64).min(0xff_ffff);
+        return Ok(kind as u64 | holders << 8 | u64::from(r.owner) << 32);
     }
     Ok(if memory::frame_is_free(frame) { abi::FrameHolder::Free } else { abi::FrameHolder::Kernel }
         as u64)
@@ -185,9 +209,14 @@ pub(super) fn unmap_foreign(frame: FrameNumber, mappings: &[Mapping]) {
         }
         // Forgotten only now: a frame is reusable once nobody can reach it.
         let mut table = shard(frame);
+        let mut last = Removed::Kept;
         for m in group {
-            table.remove_mapping(frame, m.env, m.va);
+            if let r @ Removed::Released { .. } = table.remove_mapping(frame, m.env, m.va) {
+                last = r;
+            }
         }
+        drop(table);
+        released(frame, last);
     }
 }
 
@@ -256,7 +285,8 @@ pub fn unmap(env: &Env, va: u64) -> Result<(), Error> {
     let mut aspace = lock_serving_mailbox(&env.aspace);
     let frame = aspace.unmap(va)?;
     tlb::shootdown(&env.tlb_space(), Flush::page(va));
-    shard(frame).remove_mapping(frame, env.id, va);
+    drop(aspace);
+    forget_mapping(frame, env.id, va);
     env.mappings.fetch_sub(1, Ordering::Relaxed);
     Ok(())
 }
@@ -308,7 +338,7 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64, done: u64) -> Result<RangeSte
     }
     drop(aspace);
     for &(at, frame) in &removed {
-        shard(frame).remove_mapping(frame, env.id, at);
+        forget_mapping(frame, env.id, at);
     }
     let n = removed.len() as u64;
     env.mappings.fetch_sub(n, Ordering::Relaxed);
@@ -320,17 +350,43 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64, done: u64) -> Result<RangeSte
     })
 }
 
-/// Changes the rights of the mapping at `va`.
+/// Changes the rights of the mapping at `va`. Asking for
+/// [`Rights::WRITE`] on a shared frame whose owner let go of it, when `env`
+/// is its only holder, makes `env` its owner (charged for it from now on)
+/// instead of refusing: the last holder takes it over without a copy.
 pub fn protect(env: &Env, va: u64, rights: Rights) -> Result<(), Error> {
     check_va(va)?;
     check_rights(rights)?;
     let mut aspace = lock_serving_mailbox(&env.aspace);
+    let mut adopted = None;
     let old = aspace.protect(va, |frame, _| {
-        shard(frame).check_map(frame, env.id, rights)?;
+        let mut table = shard(frame);
+        match table.check_map(frame, env.id, rights) {
+            Err(Error::PermissionDenied) if rights.contains(Rights::WRITE) => {
+                env.charge()?;
+                match table.adopt(frame, env.id) {
+                    Ok(previous) => adopted = Some((frame, previous)),
+                    Err(e) => {
+                        env.uncharge();
+                        return Err(e);
+                    }
+                }
+            }
+            checked => checked?,
+        }
         Ok(leaf_flags(rights))
     })?;
+    if let Some((frame, _)) = adopted {
+        env.owned.lock().insert(frame);
+    }
     if !rights.contains(rights_of(old)) {
         tlb::shootdown(&env.tlb_space(), Flush::page(va));
+    }
+    drop(aspace);
+    if let Some((_, previous)) = adopted
+        && let Some(previous) = lookup(previous)
+    {
+        previous.uncharge();
     }
     Ok(())
 }

@@ -13,7 +13,8 @@
 //!
 //! ```text
 //! ENVS (read or write, briefly, interrupts off)
-//!   → one Env::aspace (never two at once)
+//!   → one Env::aspace (two only as creator then child: `ShareRange`;
+//!     the creation tree is acyclic, so this order cannot cycle)
 //!     → one frame-table shard
 //!       → the frame bitmap
 //! leaf locks, taken alone: Env::owned, Env::kernel_frames, Env::event_lock,
@@ -51,6 +52,7 @@
 //! | `mod.rs` | [`Env`], its exception and IPC registrations, the frame table's shards, the address-space lock discipline |
 //! | [`registry`] | the registry of live environments, ending ([`terminate`]), the [`Reclaim`] state machine, run-mode power-off |
 //! | [`bindings`] | the secure bindings: frames, grants, mappings, pinned ring frames |
+//! | [`child`] | child environments made from user space, copy-on-write sharing, `FrameCopy` |
 //! | [`umem`] | user memory: [`USlice`], copies through the owner's page tables, console output |
 //! | [`spawn`] | creating an environment from an ELF image in the initrd, its kernel pages |
 //! | [`events`] | the info page, vCPU pages, the event queue and wake-ups |
@@ -59,6 +61,7 @@
 //! `sched::spawn`'s, and waking one is a [`mailbox::kick`].
 
 pub mod bindings;
+pub mod child;
 #[allow(unsafe_code, reason = "kernel-owned pages' words through the direct map")]
 pub mod events;
 pub mod registry;
@@ -68,6 +71,7 @@ pub mod spawn;
 pub mod umem;
 
 pub use bindings::*;
+pub use child::*;
 pub use events::*;
 pub use registry::*;
 pub use spawn::*;
@@ -306,6 +310,28 @@ pub struct Env {
     dying: AtomicBool,
     outcome: Once<Outcome>,
     finished: AtomicBool,
+    /// Who created it with `EnvCreate` (NONE: the kernel did). Only the
+    /// creator may use its handle (see `child`).
+    pub creator: EnvId,
+    /// Its own children: those alive and the unread exit statuses.
+    children: Mutex<ChildBook>,
+    /// A child not yet started holds one count of `live_vcpus` (so that it
+    /// is reclaimed when destroyed before any vCPU ran): the first start or
+    /// the destruction drops it, whichever swaps this first.
+    unstarted: AtomicBool,
+    /// Frames it owned that sharers still held when it died (still charged
+    /// to it; not handed back to its creator).
+    kept: AtomicU64,
+}
+
+/// An environment's children (a leaf lock).
+#[derive(Default)]
+pub struct ChildBook {
+    /// Children not yet reclaimed.
+    pub live: Vec<EnvId>,
+    /// Exit statuses not yet read, oldest first (at most
+    /// `abi::CHILD_EXITS_KEPT`).
+    pub exits: alloc::collections::VecDeque<(EnvId, u64)>,
 }
 
 impl Env {
@@ -335,7 +361,32 @@ impl Env {
 
     #[inline]
     fn uncharge(&self) {
-        self.charged.fetch_sub(1, Ordering::AcqRel);
+        self.uncharge_n(1);
+    }
+
+    /// Saturating: a late release (a shared frame its dead owner's reclaim
+    /// already zeroed the count of) must not wrap.
+    #[allow(
+        deprecated,
+        reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
+    )]
+    fn uncharge_n(&self, n: u64) {
+        let _ = self
+            .charged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_sub(n)));
+    }
+
+    #[allow(
+        deprecated,
+        reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
+    )]
+    fn charge_n(&self, n: u64) -> Result<(), Error> {
+        self.charged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                c.checked_add(n).filter(|&t| t <= self.quota)
+            })
+            .map(|_| ())
+            .map_err(|_| Error::QuotaExceeded)
     }
 }
 

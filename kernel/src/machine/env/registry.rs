@@ -7,7 +7,7 @@
 //! May not touch: the scheduler (cores holding a dying environment's vCPUs
 //! are told with [`mailbox::kick`]).
 
-use super::bindings::{RANGE_CHUNK, UNMAP_CHUNK, unmap_foreign};
+use super::bindings::{RANGE_CHUNK, UNMAP_CHUNK, forget_mapping, unmap_foreign};
 use super::{Env, shard};
 use super::{FRAME_TABLE, Outcome, SHARDS, lock_serving_mailbox};
 use crate::machine::console::kprintln;
@@ -35,6 +35,11 @@ pub fn lookup(id: EnvId) -> Option<Arc<Env>> {
 /// Finds a live environment by application name (the oldest, if several).
 pub fn lookup_name(name: &str) -> Option<Arc<Env>> {
     without_interrupts(|| ENVS.read().values().find(|e| e.name == name && !e.is_dying()).cloned())
+}
+
+/// A live child of `creator` (the oldest), for the kernel's tests.
+pub fn find_child(creator: EnvId) -> Option<Arc<Env>> {
+    without_interrupts(|| ENVS.read().values().find(|e| e.creator == creator).cloned())
 }
 
 /// Ends `env` with `outcome` (the first call wins) and tells every core that
@@ -146,6 +151,7 @@ impl Reclaim {
         match self.stage {
             ReclaimStage::Start => {
                 without_interrupts(|| ENVS.write().remove(&env.id));
+                super::child::destroy_unstarted_children(env);
                 crate::machine::slots::release_env(env.id);
                 self.stage = ReclaimStage::ForgetGrantee(0);
             }
@@ -166,7 +172,7 @@ impl Reclaim {
                     lock_serving_mailbox(&env.aspace).leaves_from(from, RANGE_CHUNK, &mut leaves);
                 for (va, frame) in leaves {
                     if !abi::in_info_region(va) {
-                        shard(frame).remove_mapping(frame, env.id, va);
+                        forget_mapping(frame, env.id, va);
                     }
                 }
                 self.stage = match next {
@@ -190,6 +196,10 @@ impl Reclaim {
                         unmap_foreign(frame, &foreign);
                         env.owned.lock().insert(frame);
                     }
+                    // Sharers hold it on; it stays charged to this account.
+                    Some(ReleaseStep::Kept) => {
+                        env.kept.fetch_add(1, Ordering::AcqRel);
+                    }
                     None => log::error!("env {}: owned frame {frame} not recorded", env.id),
                 }
             }
@@ -205,10 +215,12 @@ impl Reclaim {
                 }
                 env.charged.store(0, Ordering::Release);
                 let outcome = env.outcome.call_once(|| Outcome::Exited(0));
-                if *outcome != Outcome::Exited(0) {
+                // A child's status is its creator's business.
+                if *outcome != Outcome::Exited(0) && env.creator.is_none() {
                     note_run_failure();
                 }
                 env.finished.store(true, Ordering::Release);
+                super::child::child_reclaimed(env, outcome);
                 // Pairs with the fence in `power_off_when_ends`: either it
                 // sees `finished` or this sees its `INIT_ENV`.
                 fence(Ordering::SeqCst);

@@ -19,6 +19,7 @@ use super::lock_serving_mailbox;
 use crate::machine::memory;
 use abi::Error;
 use alloc::vec::Vec;
+use kernel::frames::FrameNumber;
 
 /// A range of an environment's memory: `len` bytes at user address `va`,
 /// inside the user range (checked when it is made). Says nothing about
@@ -185,4 +186,24 @@ pub fn console_write(env: &Env, ptr: u64, len: u64, stream: u64) -> Result<u64, 
     let bytes = copy_from_user(env, ptr, len as usize)?;
     crate::machine::console::write_stream(stream, &bytes);
     Ok(len)
+}
+
+/// Copies frame `src` into frame `dst` through the direct map. The caller
+/// keeps both from being freed meanwhile (`src` mapped under the held
+/// address-space lock, `dst` under its shard lock).
+pub(super) fn copy_frame(dst: FrameNumber, src: FrameNumber) {
+    if dst == src {
+        return;
+    }
+    // SAFETY: both are allocated RAM frames (their holders keep them so for
+    // the call, see above), distinct, each PAGE_SIZE bytes in the direct
+    // map; user code may write `src` concurrently through another vCPU,
+    // which makes the copy's bytes unspecified, not unsafe (plain bytes).
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            memory::frame_virt(src) as *const u8,
+            memory::frame_virt(dst),
+            abi::PAGE_SIZE as usize,
+        )
+    };
 }
