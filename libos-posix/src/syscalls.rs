@@ -364,6 +364,24 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
             }
             Ok(0)
         }
+        SYS_TIME => {
+            let sec = p.clock.realtime_ns() / 1_000_000_000;
+            if a[0] != 0 {
+                mem.write(a[0], &sec.to_le_bytes())?;
+            }
+            Ok(sec)
+        }
+        SYS_GETTIMEOFDAY => {
+            let ns = p.clock.realtime_ns();
+            if a[0] != 0 {
+                let (sec, usec) = (ns / 1_000_000_000, ns % 1_000_000_000 / 1000);
+                let mut tv = [0u8; 16];
+                tv[..8].copy_from_slice(&sec.to_le_bytes());
+                tv[8..].copy_from_slice(&usec.to_le_bytes());
+                mem.write(a[0], &tv)?;
+            }
+            Ok(0)
+        }
         SYS_NANOSLEEP => sys_sleep(p, CLOCK_MONOTONIC, 0, a[0], mem),
         SYS_CLOCK_NANOSLEEP => sys_sleep(p, a[0] as u32, a[1] as u32, a[2], mem),
         SYS_EXIT | SYS_EXIT_GROUP => {

@@ -4,24 +4,24 @@
 //! (libos-posix), as Xok's emulator did.
 //!
 //! At start it
-//! 1. maps the initrd read-only (`InitrdMap`) at [`layout::INITRD_VA`] and
+//! 1. maps the initrd read-only (`InitrdMap`) at `layout::INITRD_VA` and
 //!    builds libos-posix's file system on it (zero-copy);
-//! 2. reads the run request `/etc/exo-run` ([`libos_posix::request`]);
+//! 2. reads the run request `/etc/exo-run` (`libos_posix::request`);
 //! 3. loads the program with libos-posix's plan into this address space
 //!    (frames from `FrameAlloc`, `Map`) and builds its start stack
 //!    (argc, argv, envp, auxv with `AT_RANDOM`, `AT_PHDR`/`PHENT`/`PHNUM`,
 //!    `AT_PAGESZ`, `AT_ENTRY`);
 //! 4. registers system-call redirection with its own image as the library
-//!    range ([`redirect`]) and jumps to the entry point with `rdx` = 0.
+//!    range (`redirect`) and jumps to the entry point with `rdx` = 0.
 //!
-//! From then on every `syscall` of the program enters [`redirect`]'s
+//! From then on every `syscall` of the program enters `redirect`'s
 //! handler in ring 3, which answers it with
-//! `libos_posix::syscalls::dispatch` over the [`glue`] (the exokernel's
+//! `libos_posix::syscalls::dispatch` over the `glue` (the exokernel's
 //! primitives) and returns to the program without entering the kernel.
 //! `exit_group` ends the environment with the program's status.
 //!
 //! Start argument 0 runs the request; 1–3 run built-in programs for the
-//! kernel's tests ([`builtin`]).
+//! kernel's tests (`builtin`).
 //!
 //! Exit statuses of its own: 127 when there is nothing to run (no initrd,
 //! no request, no such program), 126 when the program cannot be loaded (not

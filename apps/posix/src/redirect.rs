@@ -62,6 +62,10 @@ pub struct State {
     pub process: Process<'static>,
     /// Checked copies into its memory.
     pub umem: Umem,
+    /// TSC when the runtime started (before the initrd was mapped).
+    pub start_tsc: u64,
+    /// TSC when the program was entered.
+    pub entered_tsc: u64,
 }
 
 struct Global(UnsafeCell<Option<State>>);
@@ -175,6 +179,15 @@ extern "C" fn handle(frame: &mut Frame) {
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let result = dispatch(&mut state.process, frame.rax, args, &mut state.umem);
     if let Some(status) = state.process.exit_status() {
+        let hz = libos_async::info().tsc_hz.max(1);
+        let us = |ticks: u64| u128::from(ticks) * 1_000_000 / u128::from(hz);
+        let now = sys::rdtsc();
+        glue::log_line(&alloc::format!(
+            "posix: exit {status} after {} us ({} us to load and start, {} us running)",
+            us(now - state.start_tsc),
+            us(state.entered_tsc - state.start_tsc),
+            us(now - state.entered_tsc)
+        ));
         sys::exit(status as u8 as u64);
     }
     frame.rax = result as u64;

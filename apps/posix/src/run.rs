@@ -28,6 +28,7 @@ fn fail(status: i32, line: &str) -> i32 {
 /// Runs the requested program (start argument 0) or a built-in one
 /// ([`builtin`]); returns only on failure (the status).
 pub fn run(arg: u64) -> i32 {
+    let start_tsc = sys::rdtsc();
     let builtin = builtin::image(arg);
     if arg != 0 && builtin.is_none() {
         return fail(NOT_FOUND, &format!("no built-in program {arg}"));
@@ -132,7 +133,7 @@ pub fn run(arg: u64) -> i32 {
     if let Err(e) = redirect::catch_program_exceptions() {
         return fail(CANNOT_EXEC, &format!("exception handler refused: {e:?}"));
     }
-    redirect::install(State { process, umem });
+    redirect::install(State { process, umem, start_tsc, entered_tsc: sys::rdtsc() });
     if let Err(e) = redirect::register() {
         return fail(CANNOT_EXEC, &format!("system-call redirection refused: {e:?}"));
     }

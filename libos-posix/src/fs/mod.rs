@@ -264,7 +264,12 @@ impl<'a> Fs<'a> {
             && let Some(&d) = self.entries(dir).get(last)
             && self.is_dir(d)
         {
-            self.node_mut(d).perm = e.mode;
+            // An existing directory (the defaults, or a parent made
+            // earlier) takes the entry's rights and time, as `tar x` does.
+            let now = self.now;
+            let n = self.node_mut(d);
+            n.perm = e.mode;
+            n.mtime = now;
             return Ok(());
         }
         let ino = match e.kind {
@@ -760,7 +765,13 @@ impl<'a> Fs<'a> {
             rdev,
             size,
             blksize: 4096,
-            blocks: if typ == S_IFREG { (size + 511) / 512 } else { 0 },
+            // Whole 4 KiB blocks, as Linux's tmpfs and ext4 allocate (a
+            // directory is one block: its size is 4096).
+            blocks: match typ {
+                S_IFREG => (size + 4095) / 4096 * 8,
+                S_IFDIR => 8,
+                _ => 0,
+            },
             atime: n.mtime,
             mtime: n.mtime,
             ctime: n.ctime,

@@ -90,7 +90,7 @@ fn app_main(arg: u64) -> i32 {
     c.expect_err("free an initrd frame", sys::frame_free(first), Error::NotOwner);
     c.expect_err(
         "grant an initrd frame",
-        sys::frame_grant(first, u64::from(env_id()), Rights::READ),
+        sys::frame_grant(first, env_id(), Rights::READ),
         Error::NotOwner,
     );
     c.expect_err("map an initrd frame", sys::map(first, va3, Rights::READ), Error::NotOwner);

@@ -200,14 +200,17 @@ pub struct RedirectCell {
 impl RedirectCell {
     /// Not registered.
     pub const fn new() -> RedirectCell {
-        RedirectCell { seq: AtomicU64::new(0), words: [const { AtomicU64::new(0) }; 5], writer: Mutex::new(()) }
+        RedirectCell {
+            seq: AtomicU64::new(0),
+            words: [const { AtomicU64::new(0) }; 5],
+            writer: Mutex::new(()),
+        }
     }
 
     /// Replaces the registration (`None`: none).
     pub fn set(&self, redirect: Option<Redirect>) {
-        let words = redirect.map_or([0; 5], |r| {
-            [r.entry, r.stack_top, r.stride, r.lib_start, r.lib_end]
-        });
+        let words =
+            redirect.map_or([0; 5], |r| [r.entry, r.stack_top, r.stride, r.lib_start, r.lib_end]);
         let _writer = self.writer.lock();
         self.seq.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::Release);
@@ -227,8 +230,13 @@ impl RedirectCell {
                 fence(Ordering::Acquire);
                 if self.seq.load(Ordering::Relaxed) == before {
                     let [entry, stack_top, stride, lib_start, lib_end] = w;
-                    return (entry != 0)
-                        .then_some(Redirect { entry, stack_top, stride, lib_start, lib_end });
+                    return (entry != 0).then_some(Redirect {
+                        entry,
+                        stack_top,
+                        stride,
+                        lib_start,
+                        lib_end,
+                    });
                 }
             }
             core::hint::spin_loop();

@@ -7,8 +7,8 @@
 
 use super::bindings::{alloc_table_frame, frame_alloc, frame_error, map_locked};
 use super::registry::{ENVS, NEXT_ID, Reclaim, terminate};
-use super::{ExceptionHandler, Ipc, Outcome, RedirectCell, lock_serving_mailbox};
 use super::{Env, shard};
+use super::{ExceptionHandler, Ipc, Outcome, RedirectCell, lock_serving_mailbox};
 use crate::machine::memory;
 use crate::machine::paging::{AddressSpace, leaf_flags};
 use crate::machine::percpu::{MAX_CPUS, online_cpus};
