@@ -228,13 +228,7 @@ pub const CASE_ENV: [&str; 2] = ["HOME=/", "TERM=dumb"];
 
 /// Cases whose runtime support is not there yet, with why: printed as
 /// `not yet run`, not counted. Empty once everything runs.
-pub const NOT_YET: &[(&str, &str)] = &[(
-    "bb_ls_root",
-    "the runtime differs from Linux in three ways here: `time` (201) is ENOSYS, so busybox \
-     takes every file as recent and prints HH:MM for the year; st_blocks counts 512-byte \
-     units of the size, not the 4 KiB blocks a Linux file system charges (the `total` line); \
-     /dev and /tmp keep mtime 0 instead of the archive's",
-)];
+pub const NOT_YET: &[(&str, &str)] = &[];
 
 /// The busybox cases: (name, argv). Their expected outputs are in
 /// `libos-posix/tests/busybox/NAME.expected`, but `ls_root`'s.

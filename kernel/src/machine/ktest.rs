@@ -185,6 +185,10 @@ const TESTS: &[KernelTest] = &[
     ("vm_lazy_heap_costs_only_touched_frames", || expect_exit("vmtest", 4)),
     ("initrd_map_hostile_gets_errors_frames_stay_kernel", || initrd_map_test(false)),
     ("initrd_map_write_into_it_kills", || initrd_map_test(true)),
+    ("initrd_map_all_or_nothing_under_a_racing_vcpu", || {
+        let (first, _) = env::initrd_frames().ok_or("no page-aligned initrd")?;
+        expect_exit("initrd_map", first.raw() | 1 << 62)
+    }),
     // The POSIX runtime (apps/posix) on its built-in programs: a hand-made
     // static Linux program checking the start stack and the system-call
     // contract through redirection (exit 42), then two it must refuse.

@@ -232,10 +232,17 @@ fn run_demo(init: &[alloc::string::String], split: bool) -> ! {
             env::note_run_failure();
             continue;
         };
+        let init = split && i == 0;
+        if init {
+            env::expect_init();
+        }
         match sched::spawn(name, arg, core) {
-            Ok(env) if split && i == 0 => env::power_off_when_ends(&env),
+            Ok(env) if init => env::power_off_when_ends(&env),
             Ok(_) => {}
             Err(e) => {
+                if init {
+                    env::init_not_started();
+                }
                 kprintln!("exo: cannot start {name}: {e}");
                 if let env::SpawnError::NotFound = e {
                     // Most often a typo in `init=`: say what could have been meant.

@@ -19,10 +19,17 @@
 //!
 //! Write mode: maps the initrd and writes into it: must be killed with a
 //! page fault.
+//!
+//! Race mode (bit 62): a second vCPU maps and unmaps a frame of its own
+//! at a page in the middle of the range again and again while this one
+//! maps the initrd there 40 times: each call either maps it whole or fails
+//! with `AlreadyMapped` leaving none of its pages (the kernel's undo steps
+//! remove what earlier steps mapped).
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
 
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use libos_async::abi::{Error, FrameHolder, PAGE_SIZE, Rights, USER_MAX};
 use libos_async::check::{Checks, require};
 use libos_async::layout::SCRATCH_BASE;
@@ -36,13 +43,84 @@ const SLOT: u64 = 1 << 30;
 /// At most this many slots are tried before the quota must have run out.
 const MAX_SLOTS: u64 = 128;
 
+/// Race mode: tells the racer to stop; the racer's "stopped".
+static STOP: AtomicBool = AtomicBool::new(false);
+static STOPPED: AtomicBool = AtomicBool::new(false);
+/// Race mode: the racer's successful maps.
+static RACER_MAPS: AtomicU64 = AtomicU64::new(0);
+
+/// Race mode's second vCPU: maps and unmaps its frame at `target`.
+fn racer(target: u64) -> ! {
+    let f = require("racer frame", sys::frame_alloc(None));
+    while !STOP.load(Ordering::Acquire) {
+        if sys::map(f, target, Rights::RW).is_ok() {
+            RACER_MAPS.fetch_add(1, Ordering::Relaxed);
+            let _ = sys::unmap(target);
+        }
+    }
+    let _ = sys::unmap(target);
+    let _ = sys::frame_free(f);
+    STOPPED.store(true, Ordering::Release);
+    loop {
+        let _ = sys::yield_now();
+    }
+}
+
+fn race(c: &mut Checks, pages: u64) -> i32 {
+    let va = SCRATCH_BASE;
+    let target = va + pages / 2 * PAGE_SIZE;
+    let Some(core) = libos_async::other_cores().next() else {
+        println!("initrd_map: race mode needs a second core");
+        return 1;
+    };
+    require("start_vcpu", libos_async::start_vcpu(core, racer, target));
+    let (mut whole, mut refused) = (0, 0);
+    for round in 0..40 {
+        match sys::initrd_map(va) {
+            Ok(_) => {
+                whole += 1;
+                let got = sys::unmap_range(va, pages);
+                // The racer may slip its page in between the steps.
+                c.check(
+                    got.is_ok_and(|n| n == pages || n == pages + 1),
+                    format_args!("round {round}: unmap_range {got:?}"),
+                );
+            }
+            Err(Error::AlreadyMapped) => {
+                refused += 1;
+                for (what, at) in [("first", va), ("before the target", target - PAGE_SIZE)] {
+                    c.expect_err(what, sys::unmap(at), Error::NotMapped);
+                }
+                let last = va + (pages - 1) * PAGE_SIZE;
+                c.expect_err("last", sys::unmap(last), Error::NotMapped);
+            }
+            Err(e) => {
+                c.check(false, format_args!("round {round}: {e:?}"));
+            }
+        }
+    }
+    STOP.store(true, Ordering::Release);
+    let stopped =
+        libos_async::wait_for_ms(libos_async::TEST_WAIT_MS, || STOPPED.load(Ordering::Acquire));
+    c.check(stopped, format_args!("the racer stopped"));
+    println!(
+        "initrd_map: race: {whole} whole, {refused} refused, racer mapped {} times",
+        RACER_MAPS.load(Ordering::Relaxed)
+    );
+    c.finish()
+}
+
 fn app_main(arg: u64) -> i32 {
     let write_mode = arg >> 63 == 1;
-    let first = arg & !(1 << 63);
+    let race_mode = arg >> 62 & 1 == 1;
+    let first = arg & !(3 << 62);
     let mut c = Checks::new();
     let size = require("size", sys::initrd_map(0));
     let pages = size.div_ceil(PAGE_SIZE);
     let va = SCRATCH_BASE;
+    if race_mode {
+        return race(&mut c, pages);
+    }
     if write_mode {
         require("map", sys::initrd_map(va));
         println!("initrd_map: writing into the initrd (must fault)");

@@ -250,6 +250,23 @@ pub fn power_off_when_all_done(last_line: &'static str) {
 static INIT_ENV: AtomicU64 = AtomicU64::new(NO_INIT);
 const NO_INIT: u64 = u64::MAX;
 static INIT_REPORTED: AtomicBool = AtomicBool::new(false);
+/// `console=split`: an init environment is being started or runs, so the
+/// last environment's end is not the end of the run (the init's is; other
+/// environments may end, and leave the registry empty, while the init's
+/// reclaim is still under way on another core).
+static INIT_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// `console=split`: the init environment is about to be spawned; until it
+/// has ended (or [`init_not_started`]), only its end powers off.
+pub fn expect_init() {
+    INIT_PENDING.store(true, Ordering::SeqCst);
+}
+
+/// The init environment could not be started: the run ends as without
+/// `console=split`, when no environment is left (with failure).
+pub fn init_not_started() {
+    INIT_PENDING.store(false, Ordering::SeqCst);
+}
 
 /// The marker line that says how the init environment ended, on the kernel
 /// console just before the machine powers off under `console=split`:
@@ -302,6 +319,9 @@ pub fn note_run_failure() {
 
 /// Powers off if asked to once every environment has ended.
 pub fn check_all_done() {
+    if INIT_PENDING.load(Ordering::SeqCst) {
+        return;
+    }
     if let Some(line) = POWER_OFF_WHEN_DONE.get()
         && without_interrupts(|| ENVS.read().is_empty())
     {
