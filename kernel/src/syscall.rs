@@ -234,6 +234,28 @@ pub enum Request {
         /// The two words.
         words: [u64; 2],
     },
+    /// `RepossessList`: `len` ≤ [`abi::repossess::LIST_MAX`], `ptr`
+    /// 8-aligned, the words inside the user range (`len` 0: withdraw).
+    RepossessList {
+        /// The list's first word.
+        ptr: u64,
+        /// Its length in words.
+        len: u64,
+    },
+    /// `PageAccess`: `pages` ≤ [`abi::repossess::ACCESS_SCAN_MAX`], the
+    /// range as [`check_range`] wants it.
+    PageAccess {
+        /// First page.
+        va: u64,
+        /// Pages to scan.
+        pages: u64,
+        /// Where the bits go.
+        bitmap: u64,
+        /// Clear the dirty bits too.
+        clear_dirty: bool,
+    },
+    /// `RepossessStatus`.
+    RepossessStatus,
 }
 
 /// Whom [`Request::IpcAccept`] is about.
@@ -391,7 +413,33 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         Syscall::Call => Request::Call { target: a0 },
         Syscall::Reply => Request::Reply,
         Syscall::Acall => Request::Acall { target: env_id(a0)?, words: [a1, a2] },
+        Syscall::RepossessList => {
+            check_list(a0, a1)?;
+            Request::RepossessList { ptr: a0, len: a1 }
+        }
+        Syscall::PageAccess => {
+            if a1 > abi::repossess::ACCESS_SCAN_MAX {
+                return Err(Error::InvalidArgument);
+            }
+            check_range(a0, a1)?;
+            Request::PageAccess { va: a0, pages: a1, bitmap: a2, clear_dirty: flag(a3)? }
+        }
+        Syscall::RepossessStatus => Request::RepossessStatus,
     })
+}
+
+/// `RepossessList`'s checks: a length of at most
+/// [`abi::repossess::LIST_MAX`] words, an 8-aligned pointer, and (unless
+/// the length is 0, which withdraws the list) every word inside
+/// `USER_MIN..USER_MAX`.
+pub fn check_list(ptr: u64, len: u64) -> Result<(), Error> {
+    if len > abi::repossess::LIST_MAX || !ptr.is_multiple_of(8) {
+        return Err(Error::InvalidArgument);
+    }
+    if len > 0 && (ptr < abi::USER_MIN || ptr.saturating_add(len * 8) > abi::USER_MAX) {
+        return Err(Error::BadAddress);
+    }
+    Ok(())
 }
 
 /// `UnmapRange`'s checks: at most [`abi::UNMAP_RANGE_MAX`] pages; an empty
@@ -450,6 +498,9 @@ impl Request {
             Request::Call { .. } => Syscall::Call,
             Request::Reply => Syscall::Reply,
             Request::Acall { .. } => Syscall::Acall,
+            Request::RepossessList { .. } => Syscall::RepossessList,
+            Request::PageAccess { .. } => Syscall::PageAccess,
+            Request::RepossessStatus => Syscall::RepossessStatus,
         }
     }
 
@@ -457,7 +508,11 @@ impl Request {
     /// those the call does not read are 0): [`decode`]'s inverse.
     pub fn to_registers(&self) -> (u64, [u64; 6]) {
         let args: [u64; 3] = match *self {
-            Request::Null | Request::Yield | Request::VcpuExit | Request::Reply => [0; 3],
+            Request::Null
+            | Request::Yield
+            | Request::VcpuExit
+            | Request::Reply
+            | Request::RepossessStatus => [0; 3],
             Request::ConsoleWrite { ptr, len } | Request::EnvLookup { ptr, len } => [ptr, len, 0],
             Request::Exit { code } => [code, 0, 0],
             Request::FrameAlloc { frame } => [frame.map_or(abi::ANY_FRAME, u64::from), 0, 0],
@@ -493,6 +548,11 @@ impl Request {
             }
             Request::Call { target } => [target, 0, 0],
             Request::Acall { target, words: [w0, w1] } => [u64::from(target), w0, w1],
+            Request::RepossessList { ptr, len } => [ptr, len, 0],
+            Request::PageAccess { va, pages, bitmap, clear_dirty } => {
+                let regs = [va, pages, bitmap, u64::from(clear_dirty), 0, 0];
+                return (Syscall::PageAccess as u64, regs);
+            }
         };
         (self.syscall() as u64, [args[0], args[1], args[2], 0, 0, 0])
     }
@@ -576,6 +636,40 @@ mod tests {
                 .then_some(Error::InvalidArgument)
                 .or_else(|| if a[0] == abi::ANY_ENV { None } else { env(a[0]) }),
             Syscall::Acall => env(a[0]),
+            // Calls that came with the decoder: their documented checks.
+            Syscall::RepossessList => {
+                if a[1] > abi::repossess::LIST_MAX || a[0] % 8 != 0 {
+                    Some(Error::InvalidArgument)
+                } else if a[1] > 0
+                    && (a[0] < abi::USER_MIN || a[0].saturating_add(a[1] * 8) > abi::USER_MAX)
+                {
+                    Some(Error::BadAddress)
+                } else {
+                    None
+                }
+            }
+            Syscall::PageAccess => {
+                let (va, pages) = (a[0], a[1]);
+                if pages > abi::repossess::ACCESS_SCAN_MAX {
+                    return Some(Error::InvalidArgument);
+                }
+                let range = if pages == 0 {
+                    None
+                } else {
+                    check_va(va).or_else(|| {
+                        let end = va + pages * abi::PAGE_SIZE;
+                        if end > abi::USER_MAX {
+                            Some(Error::InvalidArgument)
+                        } else if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA
+                        {
+                            Some(Error::Reserved)
+                        } else {
+                            None
+                        }
+                    })
+                };
+                range.or_else(|| (a[3] > 1).then_some(Error::InvalidArgument))
+            }
             _ => None,
         }
     }
