@@ -13,7 +13,7 @@
 //! (the debt is paid) or `Uncovered` (the walk reached the list's end, or
 //! an unreadable entry, with frames still owed: the environment is killed).
 
-use abi::repossess::{FORCE_ENTRIES_PER_STEP, FORCE_FRAMES_PER_STEP};
+use abi::repossess::FORCE_ENTRIES_PER_STEP;
 
 /// Where a demand is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,6 +121,12 @@ impl Demand {
         true
     }
 
+    /// The environment's own count of frames owed, which its frees lower
+    /// between steps: the demand follows it down (never up).
+    pub fn sync_owed(&mut self, owed: u64) {
+        self.owed = self.owed.min(owed);
+    }
+
     /// Whether the demand is paid.
     pub fn is_settled(&self) -> bool {
         self.owed == 0
@@ -192,6 +198,7 @@ impl Demand {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use abi::repossess::FORCE_FRAMES_PER_STEP;
     use alloc::collections::BTreeSet;
     use alloc::vec::Vec;
     use proptest::prelude::*;

@@ -394,6 +394,14 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         }
         Request::IpcAccept { who, allow } => Next::Return(ipc_accept(env, who, allow)),
         Request::Acall { target, words } => done(super::uring::acall(env, target, words)),
+        Request::RepossessList { ptr, len } => {
+            env::repossess::set_list(env, ptr, len);
+            Next::Return(Ok(0))
+        }
+        Request::PageAccess { va, pages, bitmap, clear_dirty } => {
+            Next::Return(env::repossess::page_access(env, va, pages, bitmap, clear_dirty))
+        }
+        Request::RepossessStatus => Next::Return(Ok(env::repossess::status(env))),
     }
 }
 

@@ -71,6 +71,7 @@ pub fn frame_free(env: &Env, frame: FrameNumber) -> Result<(), Error> {
     env.owned.lock().remove(&frame);
     memory::free_frame(frame).expect("an owned frame is allocated");
     env.uncharge();
+    super::repossess::on_free(env);
     Ok(())
 }
 

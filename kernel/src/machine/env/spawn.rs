@@ -115,6 +115,7 @@ pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), Spa
         },
         info_frame: AtomicU64::new(0),
         quota: DEFAULT_QUOTA,
+        repossess: super::repossess::Repossess::new(),
         mappings: AtomicU64::new(0),
         charged: AtomicU64::new(1),
         exception: Mutex::new(ExceptionHandler::default()),
