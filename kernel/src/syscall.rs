@@ -660,8 +660,7 @@ mod tests {
                         let end = va + pages * abi::PAGE_SIZE;
                         if end > abi::USER_MAX {
                             Some(Error::InvalidArgument)
-                        } else if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA
-                        {
+                        } else if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
                             Some(Error::Reserved)
                         } else {
                             None

@@ -79,7 +79,10 @@ pub fn sweep(old: Option<&Page>, va: u64, frame: u64, accessed: bool, dirty: boo
 pub fn victim_order(pool: &[u64], pages: &[Page]) -> Vec<(u64, Option<u64>)> {
     let mut order: Vec<&Page> = pages.iter().collect();
     order.sort_by_key(|p| (p.written, core::cmp::Reverse(p.age), p.va));
-    pool.iter().map(|&f| (f, None)).chain(order.into_iter().map(|p| (p.frame, Some(p.va)))).collect()
+    pool.iter()
+        .map(|&f| (f, None))
+        .chain(order.into_iter().map(|p| (p.frame, Some(p.va))))
+        .collect()
 }
 
 /// What the pager did so far.
@@ -294,9 +297,8 @@ impl Pager {
     fn reconcile(&mut self) {
         let me = u64::from(crate::info().env_id);
         let ours = |f: u64| {
-            sys::frame_status(f).is_ok_and(|s| {
-                s.holder() == Some(abi::FrameHolder::Owned) && s.env == me
-            })
+            sys::frame_status(f)
+                .is_ok_and(|s| s.holder() == Some(abi::FrameHolder::Owned) && s.env == me)
         };
         self.pool.retain(|&f| ours(f));
         let gone: Vec<Page> = self.pages.iter().filter(|p| !ours(p.frame)).copied().collect();

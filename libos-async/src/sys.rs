@@ -238,7 +238,12 @@ pub fn repossess_status() -> Result<u64, Error> {
 /// dirty) bits of `pages` (≤ `abi::repossess::ACCESS_SCAN_MAX`) pages from
 /// `va` into `bitmap` (two bits per page: accessed, dirty); returns how
 /// many were accessed.
-pub fn page_access(va: u64, pages: u64, bitmap: &mut [u64], clear_dirty: bool) -> Result<u64, Error> {
+pub fn page_access(
+    va: u64,
+    pages: u64,
+    bitmap: &mut [u64],
+    clear_dirty: bool,
+) -> Result<u64, Error> {
     if (bitmap.len() as u64) < pages.div_ceil(32) {
         return Err(Error::InvalidArgument);
     }

@@ -26,6 +26,7 @@ use kernel::frames::FrameNumber;
 
 mod cpu;
 mod iso;
+mod memrevoke;
 
 type TestResult = Result<(), String>;
 
@@ -171,6 +172,24 @@ const TESTS: &[KernelTest] = &[
     ("vm_stack_grows_to_its_limit_then_hits_the_guard", || expect_exit_code("vmtest", 2, 106)),
     ("vm_concurrent_first_touch_maps_each_page_once", || expect_exit("vmtest", 3)),
     ("vm_lazy_heap_costs_only_touched_frames", || expect_exit("vmtest", 4)),
+    ("memrevoke_compliant_pager_gives_back_in_time", memrevoke::compliant_pager_gives_back_in_time),
+    (
+        "memrevoke_noncompliant_loses_exactly_its_list_in_order_bystander_intact",
+        memrevoke::noncompliant_loses_its_list_in_order,
+    ),
+    (
+        "memrevoke_hostile_list_entries_skipped_then_killed",
+        memrevoke::hostile_list_skipped_then_killed,
+    ),
+    ("memrevoke_unmapped_list_at_the_deadline_kills", memrevoke::unmapped_list_kills),
+    (
+        "memrevoke_exit_mid_repossession_leaks_nothing",
+        memrevoke::exit_mid_repossession_leaks_nothing,
+    ),
+    (
+        "memrevoke_cpu_time_victim_gap_beside_forced_repossession",
+        memrevoke::victim_gap_beside_forced_repossession,
+    ),
 ];
 
 /// Runs every test selected by `filter` (all without one); returns whether

@@ -60,13 +60,13 @@ use spin::RwLock;
 
 use crate::{layout, sys};
 
+pub mod evict;
 #[allow(unsafe_code, reason = "atomic access to the frame table's lazily mapped window")]
 pub mod frames;
 pub mod table;
-pub mod evict;
 
-use table::{Entry, Hit, Table};
 pub use evict::{evict, forget_taken};
+use table::{Entry, Hit, Table};
 pub use table::{Fill, Name};
 
 /// Exit code of an environment that touched a guard page.

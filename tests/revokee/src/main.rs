@@ -166,10 +166,8 @@ fn mine(frame: u64) -> bool {
 
 /// The compliant pager's region, with its pattern and zero pages touched.
 fn pager_region(pager: &mut Pager) -> vm::Region {
-    let region = require(
-        "reserve",
-        vm::reserve("revokee", PAGES * PAGE_SIZE, Rights::RW, Fill::Lazy),
-    );
+    let region =
+        require("reserve", vm::reserve("revokee", PAGES * PAGE_SIZE, Rights::RW, Fill::Lazy));
     for p in 0..WRITTEN {
         fill(region.base() + p * PAGE_SIZE, p);
     }
@@ -319,28 +317,25 @@ fn hostile(other_frame: u64) -> i32 {
     let raw_scan = access_raw(LIST_VA, 1, 0xffff_8000_0000_0000, 0);
     c.expect_err("scan into the kernel", raw_scan, Error::BadAddress);
     c.expect_err("scan bad flag", access_raw(LIST_VA, 1, CONTROL + 64, 2), Error::InvalidArgument);
-    c.expect_err("scan the info page", access_raw(libos_async::abi::INFO_VA, 1, CONTROL + 64, 0), Error::Reserved);
+    c.expect_err(
+        "scan the info page",
+        access_raw(libos_async::abi::INFO_VA, 1, CONTROL + 64, 0),
+        Error::Reserved,
+    );
     // Its own frames: two listed (one of them three times).
     let a = require("frame_alloc", sys::frame_alloc(None));
     let b = require("frame_alloc", sys::frame_alloc(None));
     require("map a", sys::map(a, RAW_BASE, Rights::RW));
     let freed = require("frame_alloc", sys::frame_alloc(None));
     require("frame_free", sys::frame_free(freed));
-    // Its page-table frame behind RAW_BASE: not findable without a scan;
-    // the frame just above the list's frame may be one (skipped either way).
-    let entries = [
-        other_frame,
-        0,
-        1 << 40,
-        u64::MAX,
-        freed,
-        a,
-        a,
-        list_frame + 1,
-        a,
-        b,
-        other_frame,
-    ];
+    // One of its own page-table frames, if one is near (skipped either way).
+    let table = (list_frame.saturating_sub(16)..list_frame + 16)
+        .find(|&f| {
+            sys::frame_status(f)
+                .is_ok_and(|s| s.holder() == Some(FrameHolder::PageTable) && s.env == env_id())
+        })
+        .unwrap_or(u64::MAX - 1);
+    let entries = [other_frame, 0, 1 << 40, u64::MAX, freed, a, a, table, a, b, other_frame];
     for (i, &e) in entries.iter().enumerate() {
         probe::write(LIST_VA + i as u64 * 8, e);
     }

@@ -263,11 +263,6 @@ impl Env {
         self.quota.saturating_sub(self.repossess.quota_cut())
     }
 
-    /// Frames charged to it now (data and page-table frames).
-    pub fn charged(&self) -> u64 {
-        self.charged.load(Ordering::Acquire)
-    }
-
     #[inline]
     fn uncharge(&self) {
         self.charged.fetch_sub(1, Ordering::AcqRel);

@@ -68,7 +68,11 @@ pub struct Repossess {
 impl Repossess {
     /// No demand, no list.
     pub const fn new() -> Repossess {
-        Repossess { owed: AtomicU64::new(0), quota_cut: AtomicU64::new(0), list: Mutex::new((0, 0)) }
+        Repossess {
+            owed: AtomicU64::new(0),
+            quota_cut: AtomicU64::new(0),
+            list: Mutex::new((0, 0)),
+        }
     }
 
     /// Frames of quota taken away so far.
@@ -123,6 +127,11 @@ struct Trigger {
 }
 static TRIGGER: Mutex<Option<Trigger>> = Mutex::new(None);
 static TRIGGER_ARMED: AtomicUsize = AtomicUsize::new(0);
+
+/// Demands open now (the tests' check that every one ended).
+pub fn open_demands() -> usize {
+    OPEN.load(Ordering::Acquire)
+}
 
 /// Asks `env` for `frames` data frames back by TSC `deadline`: posts the
 /// [`REPOSSESS_REQUEST`] event and opens the demand (the test hook and the
