@@ -159,6 +159,9 @@ pub fn noncompliant_loses_its_list_in_order() -> TestResult {
         }
         let cut = env.repossess.quota_cut();
         check(cut == N as u64, || format!("quota cut by {cut}, not {N}"))?;
+        // It has seen the settled event (and allocates nothing until told).
+        wait_until("the settled event seen", || Ok(word(&env, 2)? == N as u64))?;
+        set_word(&env, 1, GO_ON)?;
         exit_0(&env)?;
         set_word(&bystander, 1, GO_ON)?;
         exit_0(&bystander)?;
