@@ -982,10 +982,10 @@ pub mod schedule {
 /// region faults in again as zero.
 ///
 /// **Bounded steps.** The kernel does this work at scheduling decisions
-/// and in idle loops, at most [`FORCE_ENTRIES_PER_STEP`] list entries and
-/// [`FORCE_FRAMES_PER_STEP`] frames per step (a frame mapped many times
-/// takes several steps, at most 64 mappings each with one shootdown
-/// round), never waiting for the environment's address-space lock (a busy
+/// and in idle loops, at most [`repossess::FORCE_ENTRIES_PER_STEP`] list
+/// entries and [`repossess::FORCE_FRAMES_PER_STEP`] frames per step (a
+/// frame mapped many times takes several steps, at most 64 mappings each
+/// with one shootdown round), never waiting for the environment's address-space lock (a busy
 /// lock puts the step off), so the environment keeps running meanwhile and
 /// no core is held for long. The deadline is noticed at the first
 /// scheduling decision after it (within a slot).

@@ -265,7 +265,7 @@ mod tests {
                     None
                 }
                 Plan::Read { start, count } => {
-                    assert!(count >= 1 && count <= FORCE_ENTRIES_PER_STEP);
+                    assert!((1..=FORCE_ENTRIES_PER_STEP).contains(&count));
                     let mut frames = 0;
                     let mut looked = start;
                     for i in start..start + count {

@@ -638,7 +638,7 @@ mod tests {
             Syscall::Acall => env(a[0]),
             // Calls that came with the decoder: their documented checks.
             Syscall::RepossessList => {
-                if a[1] > abi::repossess::LIST_MAX || a[0] % 8 != 0 {
+                if a[1] > abi::repossess::LIST_MAX || !a[0].is_multiple_of(8) {
                     Some(Error::InvalidArgument)
                 } else if a[1] > 0
                     && (a[0] < abi::USER_MIN || a[0].saturating_add(a[1] * 8) > abi::USER_MAX)

@@ -21,7 +21,7 @@
 //! pager does not give back in time. A request (`REPOSSESS_REQUEST`) is
 //! answered at once by [`Pager::poll`]: frames are given back in the same
 //! order (a pool frame is freed; a page is unmapped and freed with
-//! [`crate::vm::evict`]) until `RepossessStatus` says nothing is owed; a
+//! [`crate::vm::evict()`]) until `RepossessStatus` says nothing is owed; a
 //! frame the kernel took (`REPOSSESSED`) is forgotten
 //! ([`crate::vm::forget_taken`]). After either the pager scans and
 //! publishes again.

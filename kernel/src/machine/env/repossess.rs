@@ -16,9 +16,8 @@
 //! core pops the oldest demand (so a demand is stepped by one core at a
 //! time and owned by it meanwhile, without a lock), runs one bounded step
 //! and queues it again. A step reads at most
-//! [`FORCE_ENTRIES_PER_STEP`](abi::repossess::FORCE_ENTRIES_PER_STEP) list
-//! words (one user copy), and takes at most
-//! [`FORCE_FRAMES_PER_STEP`](abi::repossess::FORCE_FRAMES_PER_STEP) frames
+//! [`FORCE_ENTRIES_PER_STEP`] list words (one user copy), and takes at
+//! most [`FORCE_FRAMES_PER_STEP`] frames
 //! or removes at most [`UNMAP_CHUNK`] mappings of one frame, each
 //! environment's under one address-space lock with one shootdown round.
 //! Like every scheduling-decision path it never *waits* for an
