@@ -825,7 +825,8 @@ pub struct InfoPage {
     pub tsc_hz: u64,
     /// Cores online.
     pub cores: u32,
-    /// Frame quota of this environment.
+    /// Frame quota of this environment (lowered by one per frame paid to
+    /// a repossession demand, see [`repossess`]).
     pub frame_quota: u32,
     /// Notifications and asynchronous calls posted to this environment
     /// (the ring's `Notify` operation, [`Syscall::Acall`]); a predicate can
@@ -955,8 +956,9 @@ pub mod schedule {
 /// [`crate::event::REPOSSESS_REQUEST`] event `[n, deadline_tsc]`. From then
 /// on its **debt** is `n` (queried with [`crate::Syscall::RepossessStatus`])
 /// and every data frame it frees ([`crate::Syscall::FrameFree`]) pays one
-/// frame of it and lowers its quota by one, so that memory it returns is
-/// not simply allocated again. The libOS chooses which frames to give.
+/// frame of it and lowers its quota by one (as [`crate::InfoPage`]'s
+/// `frame_quota` shows), so that memory it returns is not simply allocated
+/// again. The libOS chooses which frames to give.
 /// When the debt reaches 0 a [`crate::event::REPOSSESSED`] event
 /// `[SETTLED, taken]` is posted. A second demand while one is open is
 /// refused (to the kernel's caller); the environment sees one at a time.

@@ -156,8 +156,31 @@ pub fn request(env: &Arc<Env>, frames: u64, deadline: u64) -> Result<(), Error> 
 #[inline]
 pub fn on_free(env: &Env) {
     if env.repossess.owed.load(Ordering::Relaxed) != 0 {
-        env.repossess.pay_one();
+        pay(env);
     }
+}
+
+/// Pays one frame of `env`'s debt if any is owed, and shows the smaller
+/// quota in its info page (`InfoPage::frame_quota`, the high half of the
+/// word it shares with `cores`): whether it paid.
+#[allow(
+    deprecated,
+    reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
+)]
+fn pay(env: &Env) -> bool {
+    const WORD: usize = core::mem::offset_of!(abi::InfoPage, cores);
+    const _: () = assert!(core::mem::offset_of!(abi::InfoPage, frame_quota) == WORD + 4);
+    const _: () = assert!(WORD.is_multiple_of(8));
+    let paid = env.repossess.pay_one();
+    if paid && env.info_frame.load(Ordering::Acquire) != 0 {
+        let word = super::info_word(env, WORD as u64);
+        // Never below 0: the info page's quota starts at the whole quota
+        // and loses one per payment, as `Env::quota_now` does.
+        let _ = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+            (w >> 32 != 0).then(|| w - (1 << 32))
+        });
+    }
+    paid
 }
 
 /// `memrevoke=APP:N:MS`: `MS` milliseconds from now, the oldest live
@@ -316,7 +339,7 @@ fn walk(env: &Arc<Env>, demand: &mut Demand, start: u64, words: &[u64]) -> (bool
 }
 
 fn took(env: &Env, demand: &mut Demand, frame: u64, index: u64) {
-    let paid = env.repossess.pay_one();
+    let paid = pay(env);
     demand.finished_frame(paid);
     post_event(env, REPOSSESSED, EnvId::NONE, [frame, index]);
 }
@@ -373,6 +396,12 @@ fn take(env: &Env, frame: FrameNumber) -> Take {
 fn unmap_nowait(frame: FrameNumber, mappings: &[Mapping]) {
     for group in mappings.chunk_by(|a, b| a.env == b.env) {
         if let Some(env) = lookup(group[0].env) {
+            // A dying environment's vCPUs may still run: its mappings stay
+            // (and so does the frame) until its reclaim forgets them; a
+            // busy address space waits for the next step.
+            if env.is_dying() {
+                continue;
+            }
             let Some(mut aspace) = env.aspace.try_lock() else { continue };
             let mut removed = 0u64;
             let mut first = 0;
