@@ -11,7 +11,9 @@
 //! * 0, **compliant**: a [`Pager`] with a pool of [`POOL`] frames over a
 //!   lazy region of [`PAGES`] pages: the first [`WRITTEN`] pages written
 //!   with a pattern, the next [`READ_ONLY`] only read (zero pages), the rest
-//!   untouched. It answers the demand itself; at the settled event it
+//!   untouched. It checks the pager's sweeps (`PageAccess`: ages and the
+//!   written flag after one, two and three sweeps, one page re-read in
+//!   between). It answers the demand itself; at the settled event it
 //!   checks that nothing was taken by force, that no written page was
 //!   given up (the pool and the zero pages cover the test's demand), that
 //!   every written page is intact and that the zero pages given back read
@@ -191,13 +193,33 @@ fn compliant() -> i32 {
     let mut pager = require("Pager::new", Pager::new(256));
     let region = pager_region(&mut pager);
     require("fill_pool", pager.fill_pool(POOL));
-    require("scan", pager.scan());
-    // Scanned twice: the written pages were referenced in the first sweep
-    // only, so they are older now than nothing — the order still puts the
-    // zero pages (never written) before them.
-    require("scan", pager.scan());
-    let listed = require("publish", pager.publish());
     let mut c = Checks::new();
+    // The clock over `PageAccess`: every touched page was referenced
+    // before the first sweep; none before the second; only page 3 before
+    // the third (its accessed bit was cleared and flushed, so the re-read
+    // sets it again).
+    let base = region.base();
+    let ages = |pager: &Pager| -> Vec<(u64, u32, bool)> {
+        pager.pages().iter().map(|p| ((p.va - base) / PAGE_SIZE, p.age, p.written)).collect()
+    };
+    require("scan", pager.scan());
+    let first = ages(&pager);
+    c.check(first.len() == (WRITTEN + READ_ONLY) as usize, format_args!("pages {first:?}"));
+    c.check(
+        first.iter().all(|&(p, age, w)| age == 0 && w == (p < WRITTEN)),
+        format_args!("first sweep {first:?}"),
+    );
+    require("scan", pager.scan());
+    let second = ages(&pager);
+    c.check(second.iter().all(|&(_, age, _)| age == 1), format_args!("second sweep {second:?}"));
+    core::hint::black_box(probe::read(base + 3 * PAGE_SIZE));
+    require("scan", pager.scan());
+    let third = ages(&pager);
+    c.check(
+        third.iter().all(|&(p, age, _)| age == if p == 3 { 0 } else { 2 }),
+        format_args!("third sweep {third:?}"),
+    );
+    let listed = require("publish", pager.publish());
     c.check(listed == POOL + (WRITTEN + READ_ONLY) as usize, format_args!("list of {listed}"));
     ready();
     let give_up = give_up_at();
