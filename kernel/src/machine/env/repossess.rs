@@ -47,7 +47,7 @@ use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::frames::FrameNumber;
 use kernel::ownership::{EnvId, Mapping, ReleaseStep};
 use kernel::repossess::{Demand, End, Plan};
@@ -62,6 +62,9 @@ pub struct Repossess {
     quota_cut: AtomicU64,
     /// The published list: `(ptr, len)` (a leaf lock, held for a copy).
     list: Mutex<(u64, u64)>,
+    /// A demand of its is in the queue (until its last step has run, which
+    /// may be after the debt is paid): one at a time.
+    queued: AtomicBool,
 }
 
 impl Repossess {
@@ -71,6 +74,7 @@ impl Repossess {
             owed: AtomicU64::new(0),
             quota_cut: AtomicU64::new(0),
             list: Mutex::new((0, 0)),
+            queued: AtomicBool::new(false),
         }
     }
 
@@ -141,10 +145,11 @@ pub fn request(env: &Arc<Env>, frames: u64, deadline: u64) -> Result<(), Error> 
         return Err(Error::NoSuchEnv);
     }
     let demand = Demand::new(frames, deadline).ok_or(Error::InvalidArgument)?;
-    env.repossess
-        .owed
-        .compare_exchange(0, frames, Ordering::AcqRel, Ordering::Acquire)
+    let rp = &env.repossess;
+    rp.queued
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
         .map_err(|_| Error::Busy)?;
+    rp.owed.store(frames, Ordering::Release);
     OPEN.fetch_add(1, Ordering::AcqRel);
     without_interrupts(|| DEMANDS.lock().push_back((Arc::clone(env), demand)));
     post_event(env, REPOSSESS_REQUEST, EnvId::NONE, [frames, deadline]);
@@ -243,6 +248,7 @@ pub fn repossess_step() -> bool {
     if open {
         without_interrupts(|| DEMANDS.lock().push_back((env, demand)));
     } else {
+        env.repossess.queued.store(false, Ordering::Release);
         OPEN.fetch_sub(1, Ordering::AcqRel);
     }
     worked
