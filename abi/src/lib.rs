@@ -629,6 +629,34 @@ pub enum Syscall: u64 {
     /// [`Error::NotMapped`] if nothing is mapped there. The libOS's
     /// copy-on-write fault handler asks this first.
     PageQuery = 43,
+    /// `(ptr, len)` → 0. Publishes this environment's **repossession list**
+    /// (see [`repossess`]): `len` words at 8-aligned `ptr` (at most
+    /// [`repossess::LIST_MAX`]), each a frame number, in the order the
+    /// kernel may take them by force. The kernel keeps only `(ptr, len)`
+    /// and reads the words when it repossesses, through checked copies, so
+    /// the environment keeps the list up to date in place. `(0, 0)`
+    /// withdraws it. [`Error::InvalidArgument`] for a misaligned pointer or
+    /// a length above the maximum, [`Error::BadAddress`] for a range
+    /// outside `USER_MIN..USER_MAX` (its pages need not be mapped now).
+    RepossessList = 48,
+    /// `(va, pages, bitmap_ptr, clear_dirty)` → pages found accessed. Reads
+    /// and clears the accessed bits of the caller's mappings of
+    /// `va .. va + pages * PAGE_SIZE` (`pages` at most
+    /// [`repossess::ACCESS_SCAN_MAX`]; page-aligned `va` in the user half),
+    /// and writes two bits per page to `bitmap_ptr`: bit `2i` accessed,
+    /// bit `2i + 1` dirty (written since mapped or since the last clear),
+    /// both 0 for a page not mapped. `clear_dirty` 1 clears the dirty bits
+    /// too (0 leaves them). The cleared translations are flushed on every
+    /// core before it returns. The bitmap is `ceil(pages / 32)` words.
+    /// Bounded (one address-space lock, at most 512 entries, one shootdown);
+    /// scan more by calling again from the next page.
+    /// [`Error::InvalidArgument`] for a bad range or flag,
+    /// [`Error::BadAddress`] if the bitmap is not writable (the bits are
+    /// then already cleared: the information is lost, nothing else).
+    PageAccess = 49,
+    /// `()` → frames still owed. The debt of the current repossession
+    /// demand (0: none). See [`repossess`].
+    RepossessStatus = 50,
 }
 }
 
@@ -1074,7 +1102,8 @@ pub struct InfoPage {
     pub tsc_hz: u64,
     /// Cores online.
     pub cores: u32,
-    /// Frame quota of this environment.
+    /// Frame quota of this environment (lowered by one per frame paid to
+    /// a repossession demand, see [`repossess`]).
     pub frame_quota: u32,
     /// Notifications and asynchronous calls posted to this environment
     /// (the ring's `Notify` operation, [`Syscall::Acall`]); a predicate can
@@ -1204,6 +1233,72 @@ pub mod schedule {
     }
 }
 
+/// Memory as a revocable resource: the repossession protocol.
+///
+/// Visible revocation for memory, as [`schedule`] does for time. The kernel
+/// (an operator's `memrevoke=APP:N:MS` on the command line, or a kernel
+/// test) asks an environment for `n` data frames back by a deadline: a
+/// [`crate::event::REPOSSESS_REQUEST`] event `[n, deadline_tsc]`. From then
+/// on its **debt** is `n` (queried with [`crate::Syscall::RepossessStatus`])
+/// and every data frame it frees ([`crate::Syscall::FrameFree`]) pays one
+/// frame of it and lowers its quota by one (as [`crate::InfoPage`]'s
+/// `frame_quota` shows), so that memory it returns is not simply allocated
+/// again. The libOS chooses which frames to give.
+/// When the debt reaches 0 a [`crate::event::REPOSSESSED`] event
+/// `[SETTLED, taken]` is posted. A second demand while one is open is
+/// refused (to the kernel's caller); the environment sees one at a time.
+///
+/// **Repossession list.** Beforehand the environment publishes an ordered
+/// list of frame numbers it is willing to lose
+/// ([`crate::Syscall::RepossessList`]). The kernel keeps only the pointer
+/// and the length, and reads the words through checked user copies when it
+/// repossesses: the list may change at any time, the kernel uses what it
+/// reads. The list should hold frames with nothing precious in them (zero
+/// pages first, then clean, least recently used ones).
+///
+/// **Past the deadline** the kernel takes the rest of the debt by force,
+/// walking the list from its start: an entry naming a data frame the
+/// environment owns and that no registered ring pins is taken — every
+/// mapping of it removed (the environment's and its grantees', on every
+/// core), its grants ended, the frame returned to the pool, the quota
+/// lowered by one — and a [`crate::event::REPOSSESSED`] `[frame, index]`
+/// is posted. Every other entry (another environment's frame, a free or
+/// kernel frame, a page-table frame, a pinned ring frame, a duplicate of
+/// one already taken, a number out of range) is skipped without effect.
+/// The contents of a taken frame are lost: a page of a lazily filled
+/// region faults in again as zero.
+///
+/// **Bounded steps.** The kernel does this work at scheduling decisions
+/// and in idle loops, at most [`repossess::FORCE_ENTRIES_PER_STEP`] list
+/// entries and [`repossess::FORCE_FRAMES_PER_STEP`] frames per step (a
+/// frame mapped many times takes several steps, at most 64 mappings each
+/// with one shootdown round), never waiting for the environment's address-space lock (a busy
+/// lock puts the step off), so the environment keeps running meanwhile and
+/// no core is held for long. The deadline is noticed at the first
+/// scheduling decision after it (within a slot).
+///
+/// **A list that does not cover the debt** (too short, unreadable or
+/// unmapped where the kernel reads, entries it cannot use) ends the
+/// environment: it is killed with the line
+/// `repossession: list covered K of N frames owed` once the walk has
+/// reached the end of the list. A frame the environment frees meanwhile
+/// still pays, so a libOS that answers late but before the walk ends is
+/// not killed. An environment that ends during a repossession is
+/// reclaimed as usual; the demand ends with it.
+pub mod repossess {
+    /// The most entries in a repossession list.
+    pub const LIST_MAX: u64 = 65536;
+    /// The most pages one [`crate::Syscall::PageAccess`] scans.
+    pub const ACCESS_SCAN_MAX: u64 = 512;
+    /// List entries the kernel examines per step of a forced repossession.
+    pub const FORCE_ENTRIES_PER_STEP: u64 = 32;
+    /// Frames the kernel takes per step of a forced repossession.
+    pub const FORCE_FRAMES_PER_STEP: u64 = 4;
+    /// `data[0]` of the [`crate::event::REPOSSESSED`] event that ends a
+    /// demand.
+    pub const SETTLED: u64 = u64::MAX;
+}
+
 /// The per-environment event queue, read-only at [`crate::EVENTS_VA`].
 ///
 /// The kernel appends; the environment reads without a system call. Entry
@@ -1232,6 +1327,15 @@ pub mod event {
     /// A child of this environment was reclaimed: `data` = `[handle,
     /// status]` (see [`crate::Syscall::ChildStatus`]).
     pub const CHILD_EXIT: u32 = 5;
+    /// The kernel asks for memory back ([`crate::repossess`]): `data` =
+    /// `[n, deadline_tsc]`: free `n` data frames before the TSC reaches
+    /// `deadline_tsc`; the quota shrinks by one per frame paid.
+    pub const REPOSSESS_REQUEST: u32 = 7;
+    /// Repossession news ([`crate::repossess`]): `data` = `[frame, index]`
+    /// for a frame taken by force (`index` its position in the list), or
+    /// `[SETTLED, taken]` once the demand is paid (`taken` of its frames
+    /// by force, the others freed by the environment).
+    pub const REPOSSESSED: u32 = 8;
 
     /// One event.
     #[repr(C)]

@@ -19,6 +19,7 @@
 //! | `tests` | in `test` mode, the tests to run: comma-separated name fragments, `-fragment` excludes | all |
 //! | `console` | `shared`, `split` (see [`ConsoleMode`]) | `shared` |
 //! | `exit_tag` | 1 to 32 ASCII letters and digits: put in the `console=split` end marker, so that a marker printed by ring 3 cannot pass for the kernel's | none |
+//! | `memrevoke` | in `run` mode, `APP:N:MS`: `MS` ms after start, ask the live env `APP` for `N` frames back within `MS` ms (see `abi::repossess`) | none |
 //! | `benches` | in `bench` mode, the benchmark groups to run, selected like `tests` (group names: `machine/bench.rs`) | all |
 
 use alloc::string::String;
@@ -111,8 +112,30 @@ pub struct Cmdline {
     pub tests: Option<String>,
     /// In `bench` mode, which benchmark groups run (as `tests`).
     pub benches: Option<String>,
+    /// `memrevoke=APP:N:MS`: a repossession demand to make in `run` mode.
+    pub memrevoke: Option<MemRevoke>,
     /// Words that were not understood, kept for a warning.
     pub unknown: Vec<String>,
+}
+
+/// A repossession demand asked for on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemRevoke {
+    /// The application (the oldest live environment started from it).
+    pub app: String,
+    /// Frames to give back (1..=1048576).
+    pub frames: u64,
+    /// Milliseconds before the demand, and again before its deadline
+    /// (1..=600000).
+    pub ms: u64,
+}
+
+fn parse_memrevoke(value: &str) -> Option<MemRevoke> {
+    let mut parts = value.split(':');
+    let app = parts.next().filter(|a| !a.is_empty())?;
+    let frames = parts.next()?.parse::<u64>().ok().filter(|n| (1..=1 << 20).contains(n))?;
+    let ms = parts.next()?.parse::<u64>().ok().filter(|n| (1..=600_000).contains(n))?;
+    parts.next().is_none().then(|| MemRevoke { app: String::from(app), frames, ms })
 }
 
 impl Default for Cmdline {
@@ -132,6 +155,7 @@ impl Default for Cmdline {
             init: DEFAULT_DEMO.iter().map(|&a| String::from(a)).collect(),
             tests: None,
             benches: None,
+            memrevoke: None,
             unknown: Vec::new(),
         }
     }
@@ -184,6 +208,7 @@ impl Cmdline {
                     out.benches = Some(String::from(value));
                     true
                 }
+                "memrevoke" => parse_memrevoke(value).map(|m| out.memrevoke = Some(m)).is_some(),
                 "init" => {
                     out.init =
                         value.split(',').filter(|a| !a.is_empty()).map(String::from).collect();
@@ -311,6 +336,16 @@ mod tests {
         assert!(test_selected("pct_calls", "cpu_,pct_"));
         assert!(!test_selected("pct_calls", "pct_,-calls"));
         assert!(test_selected("anything", ""));
+    }
+
+    #[test]
+    fn memrevoke_knob() {
+        let m = Cmdline::parse("memrevoke=kv:16:50").memrevoke.unwrap();
+        assert_eq!((m.app.as_str(), m.frames, m.ms), ("kv", 16, 50));
+        for bad in ["memrevoke=kv:0:5", "memrevoke=:1:5", "memrevoke=kv:1", "memrevoke=kv:1:5:9"] {
+            let c = Cmdline::parse(bad);
+            assert_eq!((c.memrevoke, c.unknown), (None, alloc::vec![String::from(bad)]));
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! | [`frames`] | the physical frame allocator (a bitmap) |
 //! | [`initrd`] | the initrd archive format (ustar) reader |
 //! | [`elf`] | checking an application's ELF image and planning its load |
+//! | [`repossess`] | the rules of a memory repossession demand (debt, deadline, list walk) |
 //! | [`ring`] | the kernel side of the submission/completion ring protocol |
 //! | [`stats`] | benchmark summaries (median, p99) |
 //! | [`predicate`] | verifying and evaluating wakeup predicates |
@@ -34,6 +35,7 @@ pub mod memmap;
 pub mod ownership;
 pub mod predicate;
 pub mod pvh;
+pub mod repossess;
 pub mod ring;
 pub mod slotclock;
 pub mod stats;

@@ -195,6 +195,11 @@ impl FrameTable {
                 Error::NotOwner
             });
         }
+        // The owner itself is "withdrawing" while the kernel repossesses
+        // the frame (`repossess_step`): it may not map it again meanwhile.
+        if record.withdrawing.contains(&env) {
+            return Err(Error::Busy);
+        }
         // A shared frame is mapped read-only by everyone (copy-on-write).
         let shared_write = !record.sharers.is_empty() && rights.contains(Rights::WRITE);
         if record.owner == env && !record.released {
@@ -210,8 +215,8 @@ impl FrameTable {
         if record.released {
             return Err(Error::NotOwner);
         }
-        if record.withdrawing.contains(&env) {
-            return Err(Error::Busy);
+        if record.owner == env {
+            return Ok(());
         }
         let grant = record.grants.iter().find(|g| g.grantee == env).ok_or(Error::NotOwner)?;
         if grant.rights.contains(rights) && !shared_write {
@@ -368,7 +373,12 @@ impl FrameTable {
     /// Pins a data frame `env` owns (a registered ring): until unpinned it
     /// cannot be freed and reused under the kernel.
     pub fn pin(&mut self, frame: FrameNumber, env: EnvId) -> Result<(), Error> {
-        self.owned_data(frame, env)?.pins += 1;
+        let record = self.owned_data(frame, env)?;
+        if record.withdrawing.contains(&env) {
+            // Being repossessed: it is on its way out.
+            return Err(Error::Busy);
+        }
+        record.pins += 1;
         Ok(())
     }
 
@@ -516,6 +526,48 @@ impl FrameTable {
         Some(ReleaseStep::Kept)
     }
 
+    /// One step of repossessing a data frame `owner` still holds (the
+    /// kernel takes it by force, `abi::repossess`): the first step ends
+    /// every grant and marks the owner itself as withdrawing, so that
+    /// nobody maps the frame anew (nor pins it); then at most `limit` of
+    /// its mappings (the owner's and others', ordered by environment) are
+    /// returned for the caller to remove before asking again; once none is
+    /// left the record goes and the caller frees the frame. `None` (and
+    /// nothing changed, or the owner's mark lifted) if `owner` does not
+    /// hold it as a data frame, or a registered ring pins it.
+    pub fn repossess_step(
+        &mut self,
+        frame: FrameNumber,
+        owner: EnvId,
+        limit: usize,
+    ) -> Option<ReleaseStep> {
+        let record = self.owned_data(frame, owner).ok()?;
+        // Pinned (ring) frames and copy-on-write shared ones are not taken:
+        // a sharer's copy of the page must not vanish with the owner's debt.
+        if record.pins > 0 || !record.sharers.is_empty() {
+            record.withdrawing.retain(|&e| e != owner);
+            return None;
+        }
+        for g in core::mem::take(&mut record.grants) {
+            Self::withdraw(record, g.grantee);
+        }
+        Self::withdraw(record, owner);
+        if record.mappings.is_empty() {
+            self.records.remove(&frame);
+            return Some(ReleaseStep::Released);
+        }
+        Some(ReleaseStep::Unmap(record.mappings.iter().take(limit).copied().collect()))
+    }
+
+    /// Gives up a repossession of `frame` begun with
+    /// [`repossess_step`](Self::repossess_step) (its owner may map it
+    /// again; grants already ended stay ended).
+    pub fn repossess_abandon(&mut self, frame: FrameNumber, owner: EnvId) {
+        if let Ok(record) = self.owned_data(frame, owner) {
+            record.withdrawing.retain(|&e| e != owner);
+        }
+    }
+
     fn owned_data(&mut self, frame: FrameNumber, owner: EnvId) -> Result<&mut FrameRecord, Error> {
         match self.records.get_mut(&frame) {
             Some(r) if r.owner == owner && r.kind == FrameKind::Data && !r.released => Ok(r),
@@ -527,6 +579,40 @@ impl FrameTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repossession_takes_every_mapping_and_blocks_remaps() {
+        let mut t = table();
+        let f = FrameNumber(10);
+        t.grant(f, A, B, Rights::RW).unwrap();
+        t.add_mapping(f, A, 0x1000);
+        t.add_mapping(f, B, 0x2000);
+        // Not a data frame of A's: nothing happens.
+        assert_eq!(t.repossess_step(FrameNumber(11), A, 8), None);
+        assert_eq!(t.repossess_step(f, B, 8), None);
+        let Some(ReleaseStep::Unmap(batch)) = t.repossess_step(f, A, 1) else { panic!() };
+        assert_eq!(batch, [Mapping { env: A, va: 0x1000 }]);
+        // Neither the owner nor the former grantee may map it now.
+        assert_eq!(t.check_map(f, A, Rights::READ), Err(Error::Busy));
+        assert!(t.check_map(f, B, Rights::READ).is_err());
+        assert_eq!(t.pin(f, A), Err(Error::Busy));
+        t.remove_mapping(f, A, 0x1000);
+        t.remove_mapping(f, B, 0x2000);
+        assert_eq!(t.repossess_step(f, A, 1), Some(ReleaseStep::Released));
+        assert!(t.get(f).is_none());
+    }
+
+    #[test]
+    fn a_pinned_frame_is_not_repossessed() {
+        let mut t = table();
+        let f = FrameNumber(10);
+        t.add_mapping(f, A, 0x1000);
+        assert!(matches!(t.repossess_step(f, A, 8), Some(ReleaseStep::Unmap(_))));
+        t.repossess_abandon(f, A);
+        t.pin(f, A).unwrap();
+        assert_eq!(t.repossess_step(f, A, 8), None);
+        assert_eq!(t.check_map(f, A, Rights::READ), Ok(()));
+    }
 
     const A: EnvId = EnvId(1);
     const B: EnvId = EnvId(2);

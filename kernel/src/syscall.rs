@@ -266,6 +266,28 @@ pub enum Request {
         /// The registration.
         redirect: Option<Redirect>,
     },
+    /// `RepossessList`: `len` ≤ [`abi::repossess::LIST_MAX`], `ptr`
+    /// 8-aligned, the words inside the user range (`len` 0: withdraw).
+    RepossessList {
+        /// The list's first word.
+        ptr: u64,
+        /// Its length in words.
+        len: u64,
+    },
+    /// `PageAccess`: `pages` ≤ [`abi::repossess::ACCESS_SCAN_MAX`], the
+    /// range as [`check_range`] wants it.
+    PageAccess {
+        /// First page.
+        va: u64,
+        /// Pages to scan.
+        pages: u64,
+        /// Where the bits go.
+        bitmap: u64,
+        /// Clear the dirty bits too.
+        clear_dirty: bool,
+    },
+    /// `RepossessStatus`.
+    RepossessStatus,
 }
 
 /// A checked system-call redirection ([`abi::Syscall::SetSyscallRedirect`]):
@@ -509,7 +531,33 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         | Syscall::ChildDestroy
         | Syscall::FrameCopy
         | Syscall::PageQuery => Request::Child { call, args },
+        Syscall::RepossessList => {
+            check_list(a0, a1)?;
+            Request::RepossessList { ptr: a0, len: a1 }
+        }
+        Syscall::PageAccess => {
+            if a1 > abi::repossess::ACCESS_SCAN_MAX {
+                return Err(Error::InvalidArgument);
+            }
+            check_range(a0, a1)?;
+            Request::PageAccess { va: a0, pages: a1, bitmap: a2, clear_dirty: flag(a3)? }
+        }
+        Syscall::RepossessStatus => Request::RepossessStatus,
     })
+}
+
+/// `RepossessList`'s checks: a length of at most
+/// [`abi::repossess::LIST_MAX`] words, an 8-aligned pointer, and (unless
+/// the length is 0, which withdraws the list) every word inside
+/// `USER_MIN..USER_MAX`.
+pub fn check_list(ptr: u64, len: u64) -> Result<(), Error> {
+    if len > abi::repossess::LIST_MAX || !ptr.is_multiple_of(8) {
+        return Err(Error::InvalidArgument);
+    }
+    if len > 0 && (ptr < abi::USER_MIN || ptr.saturating_add(len * 8) > abi::USER_MAX) {
+        return Err(Error::BadAddress);
+    }
+    Ok(())
 }
 
 /// `UnmapRange`'s checks: at most [`abi::UNMAP_RANGE_MAX`] pages; an empty
@@ -572,6 +620,9 @@ impl Request {
             Request::SetFsBase { .. } => Syscall::SetFsBase,
             Request::SetSyscallRedirect { .. } => Syscall::SetSyscallRedirect,
             Request::Child { call, .. } => *call,
+            Request::RepossessList { .. } => Syscall::RepossessList,
+            Request::PageAccess { .. } => Syscall::PageAccess,
+            Request::RepossessStatus => Syscall::RepossessStatus,
         }
     }
 
@@ -579,7 +630,11 @@ impl Request {
     /// those the call does not read are 0): [`decode`]'s inverse.
     pub fn to_registers(&self) -> (u64, [u64; 6]) {
         let args: [u64; 3] = match *self {
-            Request::Null | Request::Yield | Request::VcpuExit | Request::Reply => [0; 3],
+            Request::Null
+            | Request::Yield
+            | Request::VcpuExit
+            | Request::Reply
+            | Request::RepossessStatus => [0; 3],
             Request::ConsoleWrite { ptr, len, stream } => [ptr, len, stream as u64],
             Request::EnvLookup { ptr, len } => [ptr, len, 0],
             Request::Exit { code } => [code, 0, 0],
@@ -626,6 +681,11 @@ impl Request {
                 );
             }
             Request::Child { call, args } => return (call as u64, args),
+            Request::RepossessList { ptr, len } => [ptr, len, 0],
+            Request::PageAccess { va, pages, bitmap, clear_dirty } => {
+                let regs = [va, pages, bitmap, u64::from(clear_dirty), 0, 0];
+                return (Syscall::PageAccess as u64, regs);
+            }
         };
         (self.syscall() as u64, [args[0], args[1], args[2], 0, 0, 0])
     }
@@ -724,6 +784,39 @@ mod tests {
                         || !lowest_ok
                         || !(user(start) && user(end) && start < end)))
                     .then_some(Error::InvalidArgument)
+            }
+            // Calls that came with the decoder: their documented checks.
+            Syscall::RepossessList => {
+                if a[1] > abi::repossess::LIST_MAX || !a[0].is_multiple_of(8) {
+                    Some(Error::InvalidArgument)
+                } else if a[1] > 0
+                    && (a[0] < abi::USER_MIN || a[0].saturating_add(a[1] * 8) > abi::USER_MAX)
+                {
+                    Some(Error::BadAddress)
+                } else {
+                    None
+                }
+            }
+            Syscall::PageAccess => {
+                let (va, pages) = (a[0], a[1]);
+                if pages > abi::repossess::ACCESS_SCAN_MAX {
+                    return Some(Error::InvalidArgument);
+                }
+                let range = if pages == 0 {
+                    None
+                } else {
+                    check_va(va).or_else(|| {
+                        let end = va + pages * abi::PAGE_SIZE;
+                        if end > abi::USER_MAX {
+                            Some(Error::InvalidArgument)
+                        } else if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
+                            Some(Error::Reserved)
+                        } else {
+                            None
+                        }
+                    })
+                };
+                range.or_else(|| (a[3] > 1).then_some(Error::InvalidArgument))
             }
             _ => None,
         }

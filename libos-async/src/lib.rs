@@ -30,6 +30,8 @@
 //! - [`vm`]: regions — reserved, lazily zero-filled, growable stacks,
 //!   guard pages — filled by the page-fault upcall (the heap and vCPU
 //!   stacks are regions);
+//! - [`pager`]: the answer to the kernel's memory repossession — a free
+//!   pool, an accessed-bit clock over regions, the repossession list;
 //! - [`check`]: helpers for test applications;
 //! - [`mod@bench`]: benchmark report lines for `cargo xtask bench`.
 //!
@@ -72,6 +74,7 @@ pub mod fork;
 pub mod heap;
 pub mod layout;
 pub mod mem;
+pub mod pager;
 #[allow(unsafe_code, reason = "CoreLocal is Sync: each core touches only its own slot")]
 pub mod percore;
 pub mod predicate;

@@ -251,6 +251,35 @@ pub fn initrd_map(va: u64) -> Result<u64, Error> {
              lateout("rcx") _, lateout("r11") _, options(nostack));
     }
     abi::decode(ret)
+/// `RepossessList`: publishes the repossession list (`abi::repossess`):
+/// the kernel keeps the slice's address and length and reads it when it
+/// repossesses, so the slice must stay where it is (and mapped) until
+/// withdrawn with an empty one.
+pub fn repossess_list(list: &[u64]) -> Result<u64, Error> {
+    let ptr = if list.is_empty() { 0 } else { list.as_ptr() as u64 };
+    abi::decode(syscall2(Syscall::RepossessList as u64, ptr, list.len() as u64))
+}
+
+/// `RepossessStatus`: frames still owed to the open repossession demand.
+pub fn repossess_status() -> Result<u64, Error> {
+    abi::decode(syscall0(Syscall::RepossessStatus as u64))
+}
+
+/// `PageAccess`: reads and clears the accessed (and, with `clear_dirty`,
+/// dirty) bits of `pages` (≤ `abi::repossess::ACCESS_SCAN_MAX`) pages from
+/// `va` into `bitmap` (two bits per page: accessed, dirty); returns how
+/// many were accessed.
+pub fn page_access(
+    va: u64,
+    pages: u64,
+    bitmap: &mut [u64],
+    clear_dirty: bool,
+) -> Result<u64, Error> {
+    if (bitmap.len() as u64) < pages.div_ceil(32) {
+        return Err(Error::InvalidArgument);
+    }
+    let ptr = bitmap.as_mut_ptr() as u64;
+    abi::decode(syscall4(Syscall::PageAccess as u64, va, pages, ptr, u64::from(clear_dirty)))
 }
 
 /// `Protect`: changes the rights of the mapping at `va`.

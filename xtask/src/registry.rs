@@ -23,6 +23,7 @@ pub const KERNEL_GROUPS: &[&str] = &[
     "isobench_revoke",
     "isobench_unmap_range",
     "isobench_gap",
+    "memrevoke",
     "tlbbench",
 ];
 
@@ -312,6 +313,7 @@ group = "isobench_gap"
         "tlb_shootdown_1page_k",
         "tlb_shootdown_64pages_k",
         "tlb_shootdown_full_k",
+        "memrevoke_roundtrip_",
     ];
 
     /// The string literals of every Rust source under `dirs`.

@@ -27,6 +27,7 @@ use kernel::frames::FrameNumber;
 mod cpu;
 mod iso;
 mod vec;
+mod memrevoke;
 
 type TestResult = Result<(), String>;
 
@@ -200,6 +201,24 @@ const TESTS: &[KernelTest] = &[
     ("fork_one_core_hundred_rounds", || expect_exit("forktest", 1)),
     ("child_hostile_errors_only_parent_unaffected", || expect_exit("forktest", 2)),
     ("child_read_only_page_is_not_copy_on_write", || expect_exit("forktest", 3)),
+    ("memrevoke_compliant_pager_gives_back_in_time", memrevoke::compliant_pager_gives_back_in_time),
+    (
+        "memrevoke_noncompliant_loses_exactly_its_list_in_order_bystander_intact",
+        memrevoke::noncompliant_loses_its_list_in_order,
+    ),
+    (
+        "memrevoke_hostile_list_entries_skipped_then_killed",
+        memrevoke::hostile_list_skipped_then_killed,
+    ),
+    ("memrevoke_unmapped_list_at_the_deadline_kills", memrevoke::unmapped_list_kills),
+    (
+        "memrevoke_exit_mid_repossession_leaks_nothing",
+        memrevoke::exit_mid_repossession_leaks_nothing,
+    ),
+    (
+        "memrevoke_cpu_time_victim_gap_beside_forced_repossession",
+        memrevoke::victim_gap_beside_forced_repossession,
+    ),
 ];
 
 /// Runs every test selected by `filter` (all without one); returns whether

@@ -110,7 +110,12 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     env::set_user_cores(if cmdline.mode == Mode::Run { all_cores } else { all_cores & !1 });
 
     match cmdline.mode {
-        Mode::Run => run_demo(&cmdline.init, cmdline.console == ConsoleMode::Split),
+        Mode::Run => {
+            if let Some(m) = &cmdline.memrevoke {
+                env::repossess::arm_trigger(&m.app, m.frames, m.ms);
+            }
+            run_demo(&cmdline.init, cmdline.console == ConsoleMode::Split)
+        }
         Mode::Test => cpu::exit_qemu(ktest::run_all(cmdline.tests.as_deref())),
         Mode::Bench => {
             bench::run_all(cmdline.bench_samples as usize, all_cores, cmdline.benches.as_deref())

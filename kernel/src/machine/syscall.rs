@@ -446,6 +446,14 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Next::Return(Ok(0))
         }
         Request::Child { call, args } => child_call(env, frame, call, args),
+        Request::RepossessList { ptr, len } => {
+            env::repossess::set_list(env, ptr, len);
+            Next::Return(Ok(0))
+        }
+        Request::PageAccess { va, pages, bitmap, clear_dirty } => {
+            Next::Return(env::repossess::page_access(env, va, pages, bitmap, clear_dirty))
+        }
+        Request::RepossessStatus => Next::Return(Ok(env::repossess::status(env))),
     }
 }
 

@@ -69,6 +69,16 @@ pub fn record(page: u64, frame: u64) {
     entry(page).store(frame as u32 + 1, Ordering::Relaxed);
 }
 
+/// Clears the entry of `page` if it still records `frame` (a page the
+/// pager gave back or the kernel took): whether it did. A fill that
+/// recorded a new frame meanwhile keeps its entry.
+pub fn clear_if(page: u64, frame: u64) -> bool {
+    if lookup(page) != Some(frame) {
+        return false;
+    }
+    entry(page).compare_exchange(frame as u32 + 1, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 /// Whether the table page at `table_page` is mapped, without faulting it
 /// in (but the fixed-point page, which describes itself, is read).
 fn table_page_present(table_page: u64) -> bool {

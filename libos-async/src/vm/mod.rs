@@ -60,10 +60,12 @@ use spin::RwLock;
 
 use crate::{layout, sys};
 
+pub mod evict;
 #[allow(unsafe_code, reason = "atomic access to the frame table's lazily mapped window")]
 pub mod frames;
 pub mod table;
 
+pub use evict::{evict, forget_taken};
 use table::{Entry, Hit, Table};
 pub use table::{Fill, Name};
 

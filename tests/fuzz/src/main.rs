@@ -271,7 +271,6 @@ impl Fuzz {
             Syscall::YieldTo | Syscall::Call | Syscall::Acall | Syscall::IpcAccept => {
                 a[0] = if self.rng.below(4) == 0 { self.any() } else { self.rng.below(16) };
             }
-            Syscall::Null | Syscall::Yield | Syscall::Reply => {}
             Syscall::InitrdMap => {
                 // Into the map window (read-only pages: nothing of ours
                 // can be overwritten), with hostile restart state.
@@ -279,6 +278,18 @@ impl Fuzz {
                 a[1] = if self.rng.below(2) == 0 { 0 } else { self.rng.below(8) };
                 a[2] = if self.rng.below(2) == 0 { 0 } else { self.rng.below(32) };
             }
+            // The list is only read when a demand is open (never here).
+            Syscall::RepossessList => {
+                a[1] = if self.rng.below(2) == 0 { self.rng.below(1 << 17) } else { self.any() };
+            }
+            // The bitmap is written: never into our own buffer.
+            Syscall::PageAccess => {
+                a[0] = self.map_va();
+                a[1] = self.rng.below(600);
+                a[2] = self.kernel_addr();
+                a[3] = self.rng.below(3);
+            }
+            Syscall::Null | Syscall::Yield | Syscall::Reply | Syscall::RepossessStatus => {}
         }
         (n, a)
     }

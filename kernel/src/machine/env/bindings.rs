@@ -73,6 +73,9 @@ pub fn frame_free(env: &Env, frame: FrameNumber) -> Result<(), Error> {
     if freed == Freed::Now {
         memory::free_frame(frame).expect("an owned frame is allocated");
         env.uncharge();
+        // A frame given back pays a repossession debt; a shared one is still
+        // charged to `env` and pays nothing.
+        super::repossess::on_free(env);
     }
     Ok(())
 }

@@ -56,6 +56,7 @@
 //! | [`umem`] | user memory: [`USlice`], copies through the owner's page tables, console output |
 //! | [`spawn`] | creating an environment from an ELF image in the initrd, its kernel pages |
 //! | [`events`] | the info page, vCPU pages, the event queue and wake-ups |
+//! | [`repossess`] | memory repossession: demands, the repossession list, forced taking in bounded steps, the accessed-bit scan |
 //!
 //! This layer never calls the scheduler: starting a vCPU is
 //! `sched::spawn`'s, and waking one is a [`mailbox::kick`].
@@ -65,6 +66,7 @@ pub mod child;
 #[allow(unsafe_code, reason = "kernel-owned pages' words through the direct map")]
 pub mod events;
 pub mod registry;
+pub mod repossess;
 #[allow(unsafe_code, reason = "writes ELF segments and kernel pages into fresh frames")]
 pub mod spawn;
 #[allow(unsafe_code, reason = "user memory through the direct map, under the address-space lock")]
@@ -74,6 +76,7 @@ pub use bindings::*;
 pub use child::*;
 pub use events::*;
 pub use registry::*;
+pub use repossess::repossess_step;
 pub use spawn::*;
 pub use umem::*;
 
@@ -288,8 +291,11 @@ pub struct Env {
     pub ipc: Ipc,
     /// The frame of its info page (kernel-owned; 0 until loaded).
     info_frame: AtomicU64,
-    /// Frame quota (data and page-table frames).
+    /// Frame quota (data and page-table frames) at start; repossession
+    /// lowers it ([`repossess::Repossess::quota_cut`], see [`Env::quota_now`]).
     pub quota: u64,
+    /// Its side of memory repossession (debt, quota cut, list).
+    pub repossess: repossess::Repossess,
     /// Pages it has mapped (each costs the kernel a reverse-map entry).
     mappings: AtomicU64,
     charged: AtomicU64,
@@ -353,10 +359,16 @@ impl Env {
     fn charge(&self) -> Result<(), Error> {
         self.charged
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (c < self.quota).then_some(c + 1)
+                (c < self.quota_now()).then_some(c + 1)
             })
             .map(|_| ())
             .map_err(|_| Error::QuotaExceeded)
+    }
+
+    /// Its frame quota now: the start quota less what repossession took.
+    #[inline]
+    pub fn quota_now(&self) -> u64 {
+        self.quota.saturating_sub(self.repossess.quota_cut())
     }
 
     #[inline]

@@ -158,6 +158,7 @@ fn new_env(
         },
         info_frame: AtomicU64::new(0),
         quota,
+        repossess: super::repossess::Repossess::new(),
         mappings: AtomicU64::new(0),
         charged: AtomicU64::new(1),
         exception: Mutex::new(ExceptionHandler::default()),

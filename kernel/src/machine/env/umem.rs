@@ -47,9 +47,15 @@ impl USlice {
     /// Copies the range out of `env`'s memory into `out` (exactly
     /// `self.len()` bytes long). Every page must be mapped user-readable.
     pub fn read_into(&self, env: &Env, out: &mut [u8]) -> Result<(), Error> {
+        self.read_into_lock(env, out, Lock::Wait)
+    }
+
+    /// [`read_into`](Self::read_into), waiting for the address-space lock
+    /// or not (`Busy`).
+    pub fn read_into_lock(&self, env: &Env, out: &mut [u8], lock: Lock) -> Result<(), Error> {
         assert_eq!(out.len(), self.len, "USlice::read_into with a buffer of another length");
         let mut done = 0;
-        self.with_pages(env, false, Lock::Wait, |chunk_phys, n| {
+        self.with_pages(env, false, lock, |chunk_phys, n| {
             // SAFETY: `chunk_phys..+n` lies inside one frame mapped
             // user-readable in `env`, which cannot be freed while the aspace
             // lock is held.
@@ -161,6 +167,12 @@ pub fn copy_from_user(env: &Env, va: u64, len: usize) -> Result<Vec<u8>, Error> 
 /// allocation: the hot paths use a buffer on the stack).
 pub fn copy_from_user_into(env: &Env, va: u64, out: &mut [u8]) -> Result<(), Error> {
     USlice::new(va, out.len())?.read_into(env, out)
+}
+
+/// [`copy_from_user_into`] for a scheduling decision: `Busy` if `env`'s
+/// address space is locked now.
+pub fn copy_from_user_nowait(env: &Env, va: u64, out: &mut [u8]) -> Result<(), Error> {
+    USlice::new(va, out.len())?.read_into_lock(env, out, Lock::Try)
 }
 
 /// Copies `bytes` into `env`'s memory at `va` (pages must be user-writable).

@@ -240,6 +240,8 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
     // One bounded step of a dead environment's reclaim per decision (the
     // idle loop runs them back to back).
     env::reclaim_step();
+    // And one of the oldest open memory repossession.
+    env::repossess_step();
     if let Some(upcall) = upcall {
         let env = current_env();
         let (vector, entry) = match upcall {

@@ -189,7 +189,7 @@ pub fn idle_loop() -> ! {
         }
         // Dead environments' reclaims, a bounded step at a time with
         // interrupts on between them.
-        if env::reclaim_step() {
+        if env::reclaim_step() | env::repossess_step() {
             continue;
         }
         x86_64::instructions::interrupts::disable();
