@@ -428,7 +428,7 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Next::Return(Ok(0))
         }
         Request::SetSyscallRedirect { redirect } => {
-            env.redirect.set(redirect);
+            env.redirect.set(redirect.map(|r| *r));
             sched::redirect_changed(env);
             Next::Return(Ok(0))
         }
