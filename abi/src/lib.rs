@@ -37,14 +37,28 @@
 //!
 //! An environment registers an entry point and its vCPUs' exception stacks
 //! with [`Syscall::SetExceptionHandler`]. When one of its vCPUs raises a page
-//! fault, general-protection fault, divide error, invalid opcode or
-//! breakpoint, the kernel writes an [`UpcallFrame`] onto that core's
+//! fault, general-protection fault, divide error, invalid opcode,
+//! breakpoint, x87 floating-point error (#MF) or SIMD floating-point
+//! exception (#XM), the kernel writes an [`UpcallFrame`] onto that core's
 //! exception stack (below the interrupted `rsp` if that is already on it,
 //! after a 128-byte red zone; else at the stack's top), and enters the entry
 //! point with `rsp` = `rdi` = the frame's address. The handler may edit the
 //! frame and resume it with [`Syscall::ExceptionResume`]. Without a handler,
 //! or if the frame does not fit on a mapped, writable exception stack, the
 //! environment is killed with a one-line reason on the console.
+//!
+//! # Vector registers
+//!
+//! x87, SSE and (where the CPU has it) AVX are usable in ring 3; CPUID and
+//! `xgetbv` say which. Each vCPU has its own vector registers and FS base,
+//! saved and restored by the kernel whenever another context runs on the
+//! core; a vCPU starts with every vector register 0, MXCSR 0x1f80 and the
+//! x87 control word 0x37f. A protected control transfer's callee starts
+//! from that same initial state and never sees the caller's; the caller's
+//! are back when the call ends. An upcall handler (exceptions, slot
+//! prologue and epilogue) runs with the interrupted code's vector registers
+//! as they are — it is the environment's own code — and must preserve what
+//! it uses; `ExceptionResume` does not touch them.
 
 #![no_std]
 #![forbid(unsafe_code)]

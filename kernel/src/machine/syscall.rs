@@ -441,11 +441,11 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Next::Return(Ok(0))
         }
         Request::SetSyscallRedirect { redirect } => {
-            env.redirect.set(redirect);
+            env.redirect.set(redirect.map(|r| *r));
             sched::redirect_changed(env);
             Next::Return(Ok(0))
         }
-        Request::Child { call, args } => child_call(env, frame, call, args),
+        Request::Child { call, args } => child_call(env, frame, call, *args),
         Request::RepossessList { ptr, len } => {
             env::repossess::set_list(env, ptr, len);
             Next::Return(Ok(0))

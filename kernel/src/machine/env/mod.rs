@@ -227,6 +227,14 @@ impl RedirectCell {
         self.seq.fetch_add(1, Ordering::Release);
     }
 
+    /// Whether a registration may be present (one load: the common "never
+    /// registered" case costs the switch paths nothing more). A `false`
+    /// racing a concurrent `set` is answered by that `set`'s kick.
+    #[inline(always)]
+    pub fn maybe_set(&self) -> bool {
+        self.words[0].load(Ordering::Relaxed) != 0 || self.seq.load(Ordering::Relaxed) & 1 != 0
+    }
+
     /// The registration, if any (a consistent snapshot).
     #[inline]
     pub fn get(&self) -> Option<Redirect> {

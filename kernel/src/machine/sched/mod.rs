@@ -32,6 +32,18 @@
 //! activation holds a reference on the target like a vCPU does
 //! (`live_vcpus`), so the target's memory outlives every activation of it.
 //!
+//! # Vector registers and FS base
+//!
+//! The kernel never touches a vector register (it is built soft-float), so
+//! ring 3's x87/SSE/AVX registers and FS base stay live in the CPU across
+//! kernel entries; they belong to the context whose registers are in the
+//! trap frame. Wherever that changes, they move too (eagerly: see
+//! `xstate`): [`park_current`] and [`sleep_current`] save them into the
+//! vCPU's [`Vcpu::live_ext`], [`load`] restores them; `Call` saves the
+//! caller's and starts the callee from the initial state, `Reply` (and an
+//! abandoned or failed call) restores the caller's. Upcalls change nothing:
+//! the handler is the same environment's code.
+//!
 //! # Stacks and transitions
 //!
 //! Each core has two kernel stacks. The *idle stack* runs the idle loop (and,

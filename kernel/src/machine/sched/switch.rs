@@ -61,7 +61,11 @@ pub fn load_redirect(env: &Env) {
         // Just past `redirect_rsp`: the entry pushes rsp, rflags, rip.
         Some(word as *const AtomicU64 as u64 + 8)
     };
-    let loaded = env.redirect.get().and_then(|r| Some((r, record(me.index)?)));
+    let loaded = if env.redirect.maybe_set() {
+        env.redirect.get().and_then(|r| Some((r, record(me.index)?)))
+    } else {
+        None
+    };
     match loaded {
         Some((r, record)) => {
             me.redirect_record.store(record, Ordering::Relaxed);
