@@ -251,6 +251,8 @@ pub fn initrd_map(va: u64) -> Result<u64, Error> {
              lateout("rcx") _, lateout("r11") _, options(nostack));
     }
     abi::decode(ret)
+}
+
 /// `RepossessList`: publishes the repossession list (`abi::repossess`):
 /// the kernel keeps the slice's address and length and reads it when it
 /// repossesses, so the slice must stay where it is (and mapped) until
