@@ -12,6 +12,8 @@
 //! | [`memmap`] | turning a firmware memory map into free frame ranges |
 //! | [`ownership`] | who holds each frame: owner, kind, grants, reverse map |
 //! | [`frames`] | the physical frame allocator (a bitmap) |
+//! | [`frameset`] | a set of frames with a steady cost per insert and remove (an environment's frames) |
+//! | [`zeropool`] | the pool of frames zeroed ahead of time (idle cores fill it) |
 //! | [`initrd`] | the initrd archive format (ustar) reader |
 //! | [`elf`] | checking an application's ELF image and planning its load |
 //! | [`ring`] | the kernel side of the submission/completion ring protocol |
@@ -29,6 +31,7 @@ extern crate alloc;
 pub mod cmdline;
 pub mod elf;
 pub mod frames;
+pub mod frameset;
 pub mod initrd;
 pub mod memmap;
 pub mod ownership;
@@ -39,6 +42,7 @@ pub mod slotclock;
 pub mod stats;
 pub mod syscall;
 pub mod timevec;
+pub mod zeropool;
 
 /// Size of a base page and of a physical frame.
 pub const PAGE_SIZE: u64 = 4096;

@@ -68,7 +68,7 @@ pub fn frame_free(env: &Env, frame: FrameNumber) -> Result<(), Error> {
         return Err(Error::BadFrame);
     }
     shard(frame).free(frame, env.id)?;
-    env.owned.lock().remove(&frame);
+    env.owned.lock().remove(frame);
     memory::free_frame(frame).expect("an owned frame is allocated");
     env.uncharge();
     Ok(())
