@@ -10,6 +10,7 @@
 //! | [`cmdline`] | the kernel command line: modes, log level, tunables |
 //! | [`pvh`] | parsing the PVH `hvm_start_info` and its memory map |
 //! | [`memmap`] | turning a firmware memory map into free frame ranges |
+//! | [`mappingset`] | one frame's reverse map (one mapping inline, more in a B-tree) |
 //! | [`ownership`] | who holds each frame: owner, kind, grants, reverse map |
 //! | [`frames`] | the physical frame allocator (a bitmap) |
 //! | [`frameset`] | a set of frames with a steady cost per insert and remove (an environment's frames) |
@@ -33,6 +34,7 @@ pub mod elf;
 pub mod frames;
 pub mod frameset;
 pub mod initrd;
+pub mod mappingset;
 pub mod memmap;
 pub mod ownership;
 pub mod predicate;

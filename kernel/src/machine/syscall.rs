@@ -309,6 +309,9 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         }
         Request::FrameRevoke { frame: f, grantee } => progress(env::frame_revoke(env, f, grantee)),
         Request::Map { frame: f, va, rights } => done(env::map(env, f, va, rights)),
+        Request::AllocMap { va, pages, rights, out } => {
+            Next::Return(env::alloc_map(env, va, pages, rights, out).map(u64::from))
+        }
         Request::Unmap { va } => done(env::unmap(env, va)),
         Request::Protect { va, rights } => done(env::protect(env, va, rights)),
         Request::SetExceptionHandler { entry, stack_top, stride } => {
