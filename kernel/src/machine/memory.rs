@@ -176,15 +176,47 @@ pub fn zero_step() -> bool {
     true
 }
 
-/// Calls `check` on every frame in the pool, under the allocator's lock
-/// (the zero-guarantee test; slow: interrupts off for the whole walk).
-pub fn for_each_pooled(mut check: impl FnMut(FrameNumber)) {
+/// Whether every byte of `frame` is zero.
+///
+/// Only for frames no one else may write: the pool's (under its lock) and
+/// frames the caller just allocated.
+fn is_zero(frame: FrameNumber) -> bool {
+    // SAFETY: the frame lies in the direct map, and the callers hold it
+    // exclusively (see above): nothing writes it during the read.
+    let words =
+        unsafe { core::slice::from_raw_parts(frame_virt(frame) as *const u64, PAGE_SIZE as usize / 8) };
+    words.iter().all(|&w| w == 0)
+}
+
+/// The zero-guarantee test's probes: frames in the pool that are not zero
+/// (under the allocator's lock: interrupts off for the whole walk).
+pub fn pooled_frames_not_zero() -> usize {
     without_interrupts(|| {
         let f = FRAMES.lock();
-        for &frame in f.pool.frames() {
-            check(frame);
-        }
-    });
+        f.pool.frames().iter().filter(|&&frame| !is_zero(frame)).count()
+    })
+}
+
+/// The zero-guarantee test's probes: allocates `n` frames (from the pool
+/// first, then zeroed on demand), counts those that are not zero, fills
+/// every one with a non-zero pattern and frees them all (dirty). Returns
+/// the count, or `None` if memory ran out (what was taken is freed).
+pub fn alloc_check_dirty_free(n: usize) -> Option<usize> {
+    let mut frames = alloc::vec::Vec::with_capacity(n);
+    let mut not_zero = 0;
+    for _ in 0..n {
+        let Ok(frame) = alloc_frame() else { break };
+        not_zero += usize::from(!is_zero(frame));
+        // SAFETY: just allocated: this core holds the frame alone, and it
+        // lies in the direct map.
+        unsafe { core::ptr::write_bytes(frame_virt(frame), 0x5a, PAGE_SIZE as usize) };
+        frames.push(frame);
+    }
+    let complete = frames.len() == n;
+    for frame in frames {
+        free_frame(frame).expect("a frame just allocated is allocated");
+    }
+    complete.then_some(not_zero)
 }
 
 /// The direct-map address of a frame.
