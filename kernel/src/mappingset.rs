@@ -86,7 +86,9 @@ impl MappingSet {
     ) -> impl Iterator<Item = &Mapping> {
         let (one, tree) = self.parts();
         let r = range.clone();
-        one.into_iter().filter(move |m| r.contains(m)).chain(tree.map(|t| t.range(range)).into_iter().flatten())
+        one.into_iter()
+            .filter(move |m| r.contains(m))
+            .chain(tree.map(|t| t.range(range)).into_iter().flatten())
     }
 
     fn parts(&self) -> (Option<&Mapping>, Option<&BTreeSet<Mapping>>) {

@@ -14,8 +14,8 @@
 //! is a pure function of the table's contents and is tested on the host.
 
 use crate::frames::FrameNumber;
-use abi::{Error, Rights};
 use crate::mappingset::MappingSet;
+use abi::{Error, Rights};
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 

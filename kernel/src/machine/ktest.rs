@@ -173,9 +173,7 @@ const TESTS: &[KernelTest] = &[
     ("vm_lazy_heap_costs_only_touched_frames", || expect_exit("vmtest", 4)),
     // Frames zeroed ahead and `AllocMap` (issue 15).
     ("vm_zero_pool_holds_only_zero_frames_and_dirty_frees_come_back_zeroed", zero_pool_is_zero),
-    ("vm_alloc_map_bad_arguments_hostile_ranges_quota_all_or_nothing", || {
-        expect_exit("vmtest", 5)
-    }),
+    ("vm_alloc_map_bad_arguments_hostile_ranges_quota_all_or_nothing", || expect_exit("vmtest", 5)),
     ("vm_fresh_pages_read_zero_after_another_env_dirtied_and_freed_them", || {
         frames_restored(|| {
             let a = spawn("vmtest", 6)?;
@@ -186,9 +184,7 @@ const TESTS: &[KernelTest] = &[
             })
         })
     }),
-    ("vm_alloc_map_racing_unmap_range_from_other_cores_leaks_nothing", || {
-        expect_exit("vmtest", 7)
-    }),
+    ("vm_alloc_map_racing_unmap_range_from_other_cores_leaks_nothing", || expect_exit("vmtest", 7)),
 ];
 
 /// Dirty frames freed, then: every frame idle cores zeroed into the pool

@@ -183,8 +183,9 @@ pub fn zero_step() -> bool {
 fn is_zero(frame: FrameNumber) -> bool {
     // SAFETY: the frame lies in the direct map, and the callers hold it
     // exclusively (see above): nothing writes it during the read.
-    let words =
-        unsafe { core::slice::from_raw_parts(frame_virt(frame) as *const u64, PAGE_SIZE as usize / 8) };
+    let words = unsafe {
+        core::slice::from_raw_parts(frame_virt(frame) as *const u64, PAGE_SIZE as usize / 8)
+    };
     words.iter().all(|&w| w == 0)
 }
 

@@ -610,9 +610,8 @@ fn alloc_map_racing_unmap(c: &mut Checks) {
         }
     }
     STOP.store(1, SeqCst);
-    let all = libos_async::wait_for_ms(TEST_WAIT_MS, || {
-        RACERS_DONE.load(SeqCst) == cores.len() as u64
-    });
+    let all =
+        libos_async::wait_for_ms(TEST_WAIT_MS, || RACERS_DONE.load(SeqCst) == cores.len() as u64);
     c.check(all, format_args!("{} of {} racers stopped", RACERS_DONE.load(SeqCst), cores.len()));
     let after = frames_left();
     c.check(after == left, format_args!("frames {left} before the race, {after} after"));

@@ -243,7 +243,6 @@ pub fn copy_to_user(env: &Env, va: u64, bytes: &[u8]) -> Result<(), Error> {
     USlice::new(va, bytes.len())?.write(env, bytes, Lock::Wait)
 }
 
-
 /// `ConsoleWrite` (also the ring's `ConsoleWrite` operation).
 pub fn console_write(env: &Env, ptr: u64, len: u64) -> Result<u64, Error> {
     if len > abi::CONSOLE_WRITE_MAX {
