@@ -46,13 +46,42 @@ struct Frames {
     bitmap: FrameBitmap<BITMAP_WORDS>,
     /// Zeroed, unowned frames, handed out first.
     pool: ZeroPool,
+    /// Bit per frame: in the pool (so `FrameStatus` and `FrameAlloc` of a
+    /// given frame answer in O(1)).
+    pooled: [u64; BITMAP_WORDS],
     /// Frames taken out of the bitmap by an idle core and being zeroed for
     /// the pool (still counted as free).
     zeroing: u64,
 }
 
-static FRAMES: Mutex<Frames> =
-    Mutex::new(Frames { bitmap: FrameBitmap::new(), pool: ZeroPool::new(), zeroing: 0 });
+static FRAMES: Mutex<Frames> = Mutex::new(Frames {
+    bitmap: FrameBitmap::new(),
+    pool: ZeroPool::new(),
+    pooled: [0; BITMAP_WORDS],
+    zeroing: 0,
+});
+
+impl Frames {
+    fn mark_pooled(&mut self, frame: FrameNumber, on: bool) {
+        let (word, bit) = ((frame.raw() / 64) as usize, 1u64 << (frame.raw() % 64));
+        if let Some(w) = self.pooled.get_mut(word) {
+            if on { *w |= bit } else { *w &= !bit }
+        }
+    }
+
+    fn is_pooled(&self, frame: FrameNumber) -> bool {
+        let (word, bit) = ((frame.raw() / 64) as usize, 1u64 << (frame.raw() % 64));
+        self.pooled.get(word).is_some_and(|w| w & bit != 0)
+    }
+
+    /// Takes the most recently zeroed frame out of the pool.
+    #[inline]
+    fn pop_pooled(&mut self) -> Option<FrameNumber> {
+        let frame = self.pool.pop()?;
+        self.mark_pooled(frame, false);
+        Some(frame)
+    }
+}
 
 /// Virtual address of a physical address in the direct map.
 pub fn phys_to_virt(phys: u64) -> u64 {
@@ -101,7 +130,7 @@ pub fn add_free_range(start: u64, end: u64) {
 pub fn alloc_frame() -> Result<FrameNumber, FrameError> {
     let (frame, zeroed) = without_interrupts(|| {
         let mut frames = FRAMES.lock();
-        match frames.pool.pop() {
+        match frames.pop_pooled() {
             Some(frame) => Ok((frame, true)),
             None => frames.bitmap.alloc().map(|frame| (frame, false)),
         }
@@ -168,9 +197,10 @@ pub fn zero_step() -> bool {
     without_interrupts(|| {
         let mut f = FRAMES.lock();
         f.zeroing -= 1;
-        if let Err(frame) = f.pool.push(frame) {
+        match f.pool.push(frame) {
+            Ok(()) => f.mark_pooled(frame, true),
             // Filled meanwhile by another core.
-            f.bitmap.free(frame).expect("a frame taken for zeroing is allocated");
+            Err(frame) => f.bitmap.free(frame).expect("a frame taken for zeroing is allocated"),
         }
     });
     true
@@ -283,7 +313,10 @@ pub fn take_frame(frame: FrameNumber) -> Result<(), FrameError> {
     let zeroed = without_interrupts(|| {
         let mut f = FRAMES.lock();
         match f.bitmap.take(frame) {
-            Err(FrameError::NotAllocated(_)) if f.pool.take(frame) => Ok(true),
+            Err(FrameError::NotAllocated(_)) if f.is_pooled(frame) && f.pool.take(frame) => {
+                f.mark_pooled(frame, false);
+                Ok(true)
+            }
             other => other.map(|()| false),
         }
     })?;
@@ -297,7 +330,7 @@ pub fn take_frame(frame: FrameNumber) -> Result<(), FrameError> {
 pub fn frame_is_free(frame: FrameNumber) -> bool {
     without_interrupts(|| {
         let f = FRAMES.lock();
-        !f.bitmap.is_used(frame) || f.pool.contains(frame)
+        !f.bitmap.is_used(frame) || f.is_pooled(frame)
     })
 }
 
