@@ -643,6 +643,29 @@ pub enum Syscall: u64 {
     /// [`Error::NotMapped`] if nothing is mapped there. The libOS's
     /// copy-on-write fault handler asks this first.
     PageQuery = 43,
+    /// `(va, pages, rights, out)` → the frame number mapped at `va`.
+    /// Allocates `pages` (1 ..= [`ALLOC_MAP_MAX`]) fresh zeroed data frames,
+    /// charged to the caller's quota like [`Syscall::FrameAlloc`]'s, and
+    /// maps them at `va .. va + pages * PAGE_SIZE` with `rights`, one frame
+    /// per page in order, as many [`Syscall::Map`]s would: the first-touch
+    /// path of a library OS in one call (frames zeroed ahead by idle cores
+    /// when the kernel has them). `out` is 0 (allowed only for one page) or
+    /// the address of `pages` writable `u64` words, which receive the frame
+    /// numbers in page order before anything is mapped (their contents mean
+    /// nothing if the call fails).
+    ///
+    /// **All or nothing**: on any error no page of the range was mapped and
+    /// every frame allocated for the call is free again (the quota as
+    /// before). Bounded (at most [`ALLOC_MAP_MAX`] pages, one lock of the
+    /// address space), so it is not restartable. Errors:
+    /// [`Error::InvalidArgument`] (`pages` 0 or above [`ALLOC_MAP_MAX`],
+    /// `va` not a page-aligned user address, the range leaving the user
+    /// half, invalid or non-readable `rights`, `out` 0 with more than one
+    /// page), [`Error::Reserved`] (the range overlaps the info region),
+    /// [`Error::QuotaExceeded`] (frames, or mappings: the same bound as
+    /// `Map`'s), [`Error::NoMemory`], [`Error::BadAddress`] (`out` not
+    /// writable), [`Error::AlreadyMapped`] (a page of the range is mapped).
+    AllocMap = 46,
     /// `(ptr, len)` → 0. Publishes this environment's **repossession list**
     /// (see [`repossess`]): `len` words at 8-aligned `ptr` (at most
     /// [`repossess::LIST_MAX`]), each a frame number, in the order the
@@ -723,6 +746,8 @@ impl ConsoleStream {
         Self::from_value(n)
     }
 }
+/// The most pages one [`Syscall::AllocMap`] maps.
+pub const ALLOC_MAP_MAX: u64 = 64;
 /// The most pages one [`Syscall::UnmapRange`] takes.
 pub const UNMAP_RANGE_MAX: u64 = 1 << 20;
 /// The most pages one step of [`Syscall::InitrdMap`] maps.

@@ -14,6 +14,7 @@
 //! | `slot_us` | length of a slot in microseconds, 50..=1000000 | 1000 |
 //! | `grace_us` | time to yield after an epilogue upcall, 1..=`slot_us` | 50 |
 //! | `slots_reserved` | slots per core nobody may own, 0..`slots` | `slots / 4` |
+//! | `zero_pool` | frames idle cores keep zeroed ahead, 0..=4096 (0: zero on demand only) | 4096 |
 //! | `bench_samples` | samples per benchmark, 1..=100000 | 1000 |
 //! | `init` | comma-separated applications (`name[:arg][@core]`) to start in `run` mode | [`DEFAULT_DEMO`] |
 //! | `tests` | in `test` mode, the tests to run: comma-separated name fragments, `-fragment` excludes | all |
@@ -106,6 +107,8 @@ pub struct Cmdline {
     pub bench_samples: u32,
     /// Frame quota of every environment (data and page-table frames).
     pub quota: u64,
+    /// Frames idle cores keep zeroed ahead of allocation (0: none).
+    pub zero_pool: u32,
     /// Applications to start in `run` mode.
     pub init: Vec<String>,
     /// In `test` mode, which tests run (fragments of names; `-` excludes).
@@ -152,6 +155,7 @@ impl Default for Cmdline {
             grace_us: 50,
             slots_reserved: 4,
             bench_samples: 1000,
+            zero_pool: 4096,
             init: DEFAULT_DEMO.iter().map(|&a| String::from(a)).collect(),
             tests: None,
             benches: None,
@@ -190,6 +194,7 @@ impl Cmdline {
                     .is_some(),
                 "grace_us" => parse_in(value, 1, 1_000_000).map(|v| out.grace_us = v).is_some(),
                 "slots_reserved" => parse_in(value, 0, 63).map(|v| reserved = Some(v)).is_some(),
+                "zero_pool" => parse_in(value, 0, 4096).map(|v| out.zero_pool = v).is_some(),
                 "bench_samples" => {
                     parse_in(value, 1, 100_000).map(|v| out.bench_samples = v).is_some()
                 }
@@ -282,6 +287,9 @@ mod tests {
         assert_eq!(c.log, LogLevel::Debug);
         assert_eq!(c.tick_hz, 250);
         assert_eq!(c.bench_samples, 7);
+        assert_eq!(c.zero_pool, 4096);
+        assert_eq!(Cmdline::parse("zero_pool=0").zero_pool, 0);
+        assert_eq!(Cmdline::parse("zero_pool=5000").zero_pool, 4096);
         assert!(c.unknown.is_empty());
         assert_eq!(Cmdline::parse("init=a,,b").init, ["a", "b"]);
         assert_eq!(Cmdline::parse("").init, DEFAULT_DEMO);

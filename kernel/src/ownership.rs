@@ -14,8 +14,9 @@
 //! is a pure function of the table's contents and is tested on the host.
 
 use crate::frames::FrameNumber;
+use crate::mappingset::MappingSet;
 use abi::{Error, Rights};
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 /// An environment's id (never 0: [`EnvId::NONE`] means "no environment").
@@ -96,8 +97,9 @@ pub struct FrameRecord {
     /// Who else may map it.
     pub grants: Vec<Grant>,
     /// Where it is mapped (owner and grantees): a set, so that adding and
-    /// removing one of many mappings stays O(log n).
-    pub mappings: BTreeSet<Mapping>,
+    /// removing one of many mappings stays O(log n); a single mapping is
+    /// held inline ([`MappingSet`]: no heap trip for the common case).
+    pub mappings: MappingSet,
     /// Registered rings using it (the kernel writes into it directly).
     pub pins: u32,
     /// Grantees whose mappings are being taken away (a revoke or a lowered
@@ -175,7 +177,7 @@ impl FrameTable {
                 owner,
                 kind,
                 grants: Vec::new(),
-                mappings: BTreeSet::new(),
+                mappings: MappingSet::new(),
                 pins: 0,
                 withdrawing: Vec::new(),
                 sharers: Vec::new(),

@@ -89,6 +89,19 @@ pub enum Request {
         /// Its rights.
         rights: Rights,
     },
+    /// `AllocMap`: 1 ..= [`abi::ALLOC_MAP_MAX`] pages from the user page
+    /// `va`, inside the user half and clear of the info region; `rights`
+    /// as `Map`'s; `out` non-zero for more than one page.
+    AllocMap {
+        /// The first page.
+        va: u64,
+        /// How many pages.
+        pages: u32,
+        /// Their rights.
+        rights: Rights,
+        /// Where the frame numbers go (0: nowhere, one page only).
+        out: u64,
+    },
     /// `Unmap`: `va` a user page outside the info region.
     Unmap {
         /// The page.
@@ -551,6 +564,10 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
             Request::PageAccess { va: a0, pages: a1, bitmap: a2, clear_dirty: flag(a3)? }
         }
         Syscall::RepossessStatus => Request::RepossessStatus,
+        Syscall::AllocMap => {
+            check_alloc_map(a0, a1, a3)?;
+            Request::AllocMap { va: a0, pages: a1 as u32, rights: check_rights(a2)?, out: a3 }
+        }
     })
 }
 
@@ -566,6 +583,16 @@ pub fn check_list(ptr: u64, len: u64) -> Result<(), Error> {
         return Err(Error::BadAddress);
     }
     Ok(())
+}
+
+/// `AllocMap`'s range checks: 1 ..= [`abi::ALLOC_MAP_MAX`] pages, a user
+/// page start, an end within the user half, no overlap with the info
+/// region, and somewhere to put the frame numbers of more than one page.
+pub fn check_alloc_map(va: u64, pages: u64, out: u64) -> Result<(), Error> {
+    if pages == 0 || pages > abi::ALLOC_MAP_MAX || out == 0 && pages > 1 {
+        return Err(Error::InvalidArgument);
+    }
+    check_range(va, pages)
 }
 
 /// `UnmapRange`'s checks: at most [`abi::UNMAP_RANGE_MAX`] pages; an empty
@@ -631,6 +658,7 @@ impl Request {
             Request::RepossessList { .. } => Syscall::RepossessList,
             Request::PageAccess { .. } => Syscall::PageAccess,
             Request::RepossessStatus => Syscall::RepossessStatus,
+            Request::AllocMap { .. } => Syscall::AllocMap,
         }
     }
 
@@ -662,6 +690,9 @@ impl Request {
                 return (Syscall::VcpuStart as u64, [c.word(), entry, stack_top, arg, 0, 0]);
             }
             Request::UnmapRange { va, pages, done } => [va, pages, done],
+            Request::AllocMap { va, pages, rights, out } => {
+                return (Syscall::AllocMap as u64, [va, u64::from(pages), rights.0, out, 0, 0]);
+            }
             Request::RingSetup { base, sq_entries, cq_entries } => [base, sq_entries, cq_entries],
             Request::RingEnter { to_submit, min_complete } => [to_submit, min_complete, 0],
             Request::SleepOn { ptr, count } => [ptr, count, 0],
@@ -764,6 +795,24 @@ mod tests {
                         None
                     }
                 })
+            }
+            Syscall::AllocMap => {
+                let (va, pages) = (a[0], a[1]);
+                if pages == 0 || pages > abi::ALLOC_MAP_MAX || a[3] == 0 && pages > 1 {
+                    return Some(Error::InvalidArgument);
+                }
+                check_va(va)
+                    .or_else(|| {
+                        let end = va + pages * abi::PAGE_SIZE;
+                        if end > abi::USER_MAX {
+                            Some(Error::InvalidArgument)
+                        } else if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
+                            Some(Error::Reserved)
+                        } else {
+                            None
+                        }
+                    })
+                    .or_else(|| check_rights(a[2]))
             }
             Syscall::SlotAlloc | Syscall::SlotFree => core(a[0]),
             Syscall::SetSlotHandlers => {
@@ -929,6 +978,13 @@ mod tests {
                 })),
             },
             Request::Child { call: Syscall::ShareRange, args: Box::new([1, 2, 3, 4, 5, 6]) },
+            Request::AllocMap { va: abi::USER_MIN, pages: 1, rights: Rights::RW, out: 0 },
+            Request::AllocMap {
+                va: abi::USER_MAX - abi::ALLOC_MAP_MAX * abi::PAGE_SIZE,
+                pages: abi::ALLOC_MAP_MAX as u32,
+                rights: Rights::READ,
+                out: 8,
+            },
         ];
         for request in valid {
             let (n, args) = request.to_registers();

@@ -208,6 +208,21 @@ pub fn map(frame: u64, va: u64, rights: Rights) -> Result<u64, Error> {
     abi::decode(syscall3(Syscall::Map as u64, frame, va, rights.0))
 }
 
+/// `AllocMap` of one page: a fresh zeroed frame mapped at page `va` with
+/// `rights`, in one call; returns the frame number.
+#[inline]
+pub fn alloc_map_one(va: u64, rights: Rights) -> Result<u64, Error> {
+    abi::decode(syscall4(Syscall::AllocMap as u64, va, 1, rights.0, 0))
+}
+
+/// `AllocMap`: `out.len()` fresh zeroed frames (1 ..=
+/// [`abi::ALLOC_MAP_MAX`]) mapped at `va ..` with `rights`, all or nothing;
+/// their numbers land in `out` in page order.
+pub fn alloc_map(va: u64, rights: Rights, out: &mut [u64]) -> Result<u64, Error> {
+    let (ptr, len) = (out.as_mut_ptr() as u64, out.len() as u64);
+    abi::decode(syscall4(Syscall::AllocMap as u64, va, len, rights.0, ptr))
+}
+
 /// `Unmap`: removes the mapping of page `va`.
 pub fn unmap(va: u64) -> Result<u64, Error> {
     abi::decode(syscall1(Syscall::Unmap as u64, va))

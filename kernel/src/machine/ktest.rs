@@ -219,7 +219,47 @@ const TESTS: &[KernelTest] = &[
         "memrevoke_cpu_time_victim_gap_beside_forced_repossession",
         memrevoke::victim_gap_beside_forced_repossession,
     ),
+    // Frames zeroed ahead and `AllocMap` (issue 15).
+    ("vm_zero_pool_holds_only_zero_frames_and_dirty_frees_come_back_zeroed", zero_pool_is_zero),
+    ("vm_alloc_map_bad_arguments_hostile_ranges_quota_all_or_nothing", || expect_exit("vmtest", 5)),
+    ("vm_fresh_pages_read_zero_after_another_env_dirtied_and_freed_them", || {
+        frames_restored(|| {
+            let a = spawn("vmtest", 6)?;
+            let b = spawn("vmtest", 6)?;
+            let (oa, ob) = (wait(&a)?, wait(&b)?);
+            check(oa == Outcome::Exited(0) && ob == Outcome::Exited(0), || {
+                format!("vmtest 6 twice: {oa:?}, {ob:?}")
+            })
+        })
+    }),
+    ("vm_alloc_map_racing_unmap_range_from_other_cores_leaks_nothing", || expect_exit("vmtest", 7)),
 ];
+
+/// Dirty frames freed, then: every frame idle cores zeroed into the pool
+/// is zero, and so is every frame handed out — more than the pool holds,
+/// so frames zeroed on demand too.
+fn zero_pool_is_zero() -> TestResult {
+    let dirtied = memory::alloc_check_dirty_free(512);
+    check(dirtied.is_some(), || String::from("no 512 frames to dirty"))?;
+    let deadline = Deadline::after_ms(ENV_TIMEOUT_MS);
+    // Idle cores refill the pool (unless `zero_pool=0`).
+    while memory::zero_pool_wants_more() && memory::zero_pool_len() < 256 {
+        if deadline.passed() {
+            return Err(format!("the pool holds {} frames after 120 s", memory::zero_pool_len()));
+        }
+        core::hint::spin_loop();
+    }
+    let pooled = memory::zero_pool_len();
+    let bad = memory::pooled_frames_not_zero();
+    check(bad == 0, || format!("{bad} of {pooled} pooled frames are not zero"))?;
+    for round in 0..2 {
+        let n = memory::zero_pool_len() + 512;
+        let bad = memory::alloc_check_dirty_free(n);
+        check(bad == Some(0), || format!("round {round}: {bad:?} of {n} fresh frames not zero"))?;
+    }
+    kprintln!("  {pooled} frames zeroed ahead, all zero; fresh frames all zero");
+    Ok(())
+}
 
 /// Runs every test selected by `filter` (all without one); returns whether
 /// all passed.

@@ -44,6 +44,9 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
         log::warn!("unknown command line word {word:?} ignored");
     }
 
+    // Idle cores keep this many frames zeroed ahead (`zero_pool=`).
+    memory::set_zero_pool_target(u64::from(cmdline.zero_pool));
+
     let trap_stack_top = gdt::init_this_cpu();
     super::paging::init();
     interrupts::init_this_cpu();

@@ -178,7 +178,8 @@ pub fn init_this_cpu() {
 /// Handles the system call in `frame` (called by `syscall_entry`).
 ///
 /// The hot calls are answered here, before decoding and with nothing else
-/// loaded: the ring, the null call and protected control transfer (their
+/// loaded: the ring, the null call, `Protect` (the fault path's call) and
+/// protected control transfer (their
 /// arguments need no checks of [`kernel::syscall::decode`]'s, and each
 /// handler writes its own `rax` or replaces the frame). Everything else is
 /// [`dispatch_general`], out of line.
@@ -189,6 +190,8 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
         ring_enter(frame);
     } else if number == Syscall::Null as u64 {
         frame.rax = 0;
+    } else if number == Syscall::Protect as u64 {
+        protect_hot(frame);
     } else if number == Syscall::Call as u64 {
         pct_call(frame);
     } else if number == Syscall::Reply as u64 {
@@ -339,7 +342,11 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         }
         Request::FrameRevoke { frame: f, grantee } => progress(env::frame_revoke(env, f, grantee)),
         Request::Map { frame: f, va, rights } => done(env::map(env, f, va, rights)),
+        Request::AllocMap { va, pages, rights, out } => {
+            Next::Return(env::alloc_map(env, va, u64::from(pages), rights, out).map(u64::from))
+        }
         Request::Unmap { va } => done(env::unmap(env, va)),
+        // Answered by `syscall_dispatch` before decoding (kept for the ring).
         Request::Protect { va, rights } => done(env::protect(env, va, rights)),
         Request::SetExceptionHandler { entry, stack_top, stride } => {
             *env.exception.lock() = env::ExceptionHandler { entry, stack_top, stride };
@@ -513,6 +520,19 @@ fn child_start(env: &env::Env, child: &Arc<env::Env>, core: u64, ptr: u64) -> Re
     sched::start_vcpu(child, core, context)?;
     env::child_started(child);
     Ok(())
+}
+
+/// `Protect`, answered before decoding: the call a library OS's page-fault
+/// handler makes before it resumes (upgrade a page, copy-on-write), on the
+/// fault → handler → resume path. `env::protect` makes the decoder's checks
+/// itself (`va` a user page outside the info region, then `rights`), so the
+/// answers are the same.
+#[inline(never)]
+fn protect_hot(frame: &mut TrapFrame) {
+    let env = sched::current_env();
+    let result = env::protect(&env, frame.rdi, abi::Rights(frame.rsi));
+    frame.rax = abi::encode(result.map(|()| 0));
+    look_before_returning(frame, Some(env));
 }
 
 /// `Call`: on success the frame holds the callee's registers.

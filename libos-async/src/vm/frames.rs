@@ -107,25 +107,19 @@ fn take(page: u64) -> Option<u64> {
 }
 
 /// Serves a fault on a table page: maps a zeroed frame there and records
-/// it (one level further down: possibly a nested fault). `Map` failing
-/// with `AlreadyMapped` means another vCPU filled it first.
+/// it (one level further down: possibly a nested fault), in one
+/// `AllocMap`; `AlreadyMapped` means another vCPU filled it first.
 pub(super) fn fill_table_page(addr: u64) -> Result<(), Error> {
     let page = addr & !(PAGE_SIZE - 1);
-    let frame = sys::frame_alloc(None)?;
-    match sys::map(frame, page, Rights::RW) {
-        Ok(_) => {
+    match sys::alloc_map_one(page, Rights::RW) {
+        Ok(frame) => {
             TABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
             record(page, frame);
             Ok(())
         }
-        Err(Error::AlreadyMapped) => {
-            let _ = sys::frame_free(frame);
-            Ok(())
-        }
-        Err(e) => {
-            let _ = sys::frame_free(frame);
-            Err(e)
-        }
+        // Another vCPU filled it first (the kernel took the spare back).
+        Err(Error::AlreadyMapped) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

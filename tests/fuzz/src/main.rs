@@ -186,6 +186,14 @@ impl Fuzz {
                 a[2] = self.rights();
             }
             Syscall::Unmap => a[0] = self.map_va(),
+            // Pages only in the map window (nothing of ours lives there);
+            // the frame numbers to an address that cannot hold our data.
+            Syscall::AllocMap => {
+                a[0] = self.map_va();
+                a[1] = self.rng.below(70);
+                a[2] = self.rights();
+                a[3] = if self.rng.below(2) == 0 { 0 } else { self.bad_ptr() };
+            }
             // Never block: no wait for completions, and predicates only
             // from addresses that cannot hold a verifiable program.
             Syscall::RingEnter => a[1] = 0,

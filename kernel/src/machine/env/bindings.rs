@@ -68,7 +68,7 @@ pub fn frame_free(env: &Env, frame: FrameNumber) -> Result<(), Error> {
         return Err(Error::BadFrame);
     }
     let freed = shard(frame).free(frame, env.id)?;
-    env.owned.lock().remove(&frame);
+    env.owned.lock().remove(frame);
     // Shared: it lives on for its sharers, still charged to `env`.
     if freed == Freed::Now {
         memory::free_frame(frame).expect("an owned frame is allocated");
@@ -280,6 +280,119 @@ pub(super) fn map_locked(
     table.add_mapping(frame, env.id, va);
     env.mappings.fetch_add(1, Ordering::Relaxed);
     Ok(())
+}
+
+/// `AllocMap`: allocates `pages` zeroed frames for `env` and maps them at
+/// `va ..` with `rights`, all or nothing (see `abi::Syscall::AllocMap`);
+/// the frame numbers go to `out` (if not 0) before anything is mapped.
+/// Returns the frame mapped at `va`.
+///
+/// Steps: (1) charge and allocate every frame — nothing is visible yet, so
+/// a failure frees them; (2) write `out` (takes the address-space lock by
+/// itself); (3) under one lock of the address space: every page free, the
+/// mapping quota, the intermediate tables, then each leaf checked against
+/// the ownership table (another vCPU of `env` may have freed one of the
+/// new frames meanwhile) and mapped. A failure in (3) undoes the leaves it
+/// mapped (with a shootdown: other vCPUs may already have used them) and
+/// frees the frames. Bounded: at most `ALLOC_MAP_MAX` pages.
+pub fn alloc_map(
+    env: &Env,
+    va: u64,
+    pages: u64,
+    rights: Rights,
+    out: u64,
+) -> Result<FrameNumber, Error> {
+    // The decoder's checks, again: this must hold whoever calls.
+    kernel::syscall::check_alloc_map(va, pages, out)?;
+    check_rights(rights)?;
+    if pages == 1 {
+        // The first-touch path: no array to clear.
+        let mut one = [FrameNumber(0)];
+        return alloc_map_frames(env, va, rights, out, &mut one);
+    }
+    let mut frames = [FrameNumber(0); abi::ALLOC_MAP_MAX as usize];
+    alloc_map_frames(env, va, rights, out, &mut frames[..pages as usize])
+}
+
+/// [`alloc_map`] once the arguments are checked, with room for the frames.
+fn alloc_map_frames(
+    env: &Env,
+    va: u64,
+    rights: Rights,
+    out: u64,
+    frames: &mut [FrameNumber],
+) -> Result<FrameNumber, Error> {
+    let n = frames.len();
+    let pages = n as u64;
+    for i in 0..n {
+        match frame_alloc(env, None) {
+            Ok(f) => frames[i] = f,
+            Err(e) => {
+                free_fresh(env, &frames[..i]);
+                return Err(e);
+            }
+        }
+    }
+    let frames = &frames[..];
+    if out != 0 {
+        let mut bytes = [0u8; abi::ALLOC_MAP_MAX as usize * 8];
+        for (chunk, f) in bytes.as_chunks_mut::<8>().0.iter_mut().zip(frames) {
+            *chunk = f.raw().to_le_bytes();
+        }
+        if let Err(e) = super::copy_to_user(env, out, &bytes[..n * 8]) {
+            free_fresh(env, frames);
+            return Err(e);
+        }
+    }
+    let page = |i: usize| va + i as u64 * abi::PAGE_SIZE;
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let mut mapped = 0;
+    let result = (|| {
+        if (0..n).any(|i| aspace.translate(page(i)).is_some()) {
+            return Err(Error::AlreadyMapped);
+        }
+        if env.mappings.load(Ordering::Relaxed) + pages > env.quota * MAPPINGS_PER_FRAME {
+            return Err(Error::QuotaExceeded);
+        }
+        for i in 0..n {
+            aspace.ensure_tables(page(i), &mut || alloc_table_frame(env))?;
+        }
+        for (i, &frame) in frames.iter().enumerate() {
+            let mut table = shard(frame);
+            table.check_map(frame, env.id, rights)?;
+            aspace.map(page(i), frame, leaf_flags(rights), &mut || Err(Error::NoMemory))?;
+            table.add_mapping(frame, env.id, page(i));
+            env.mappings.fetch_add(1, Ordering::Relaxed);
+            mapped += 1;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        if mapped > 0 {
+            for (i, &frame) in frames[..mapped].iter().enumerate() {
+                if aspace.unmap(page(i)).is_ok() {
+                    // Fresh frames of `env`'s own, shared with nobody: the
+                    // record stays (the frames are freed below).
+                    let removed = shard(frame).remove_mapping(frame, env.id, page(i));
+                    debug_assert!(matches!(removed, kernel::ownership::Removed::Kept));
+                    env.mappings.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            tlb::shootdown(&env.tlb_space(), Flush { start: va, pages: mapped as u64 });
+        }
+        drop(aspace);
+        free_fresh(env, frames);
+        return Err(e);
+    }
+    Ok(frames[0])
+}
+
+/// Frees frames [`alloc_map`] allocated and did not map. One that another
+/// vCPU of `env` freed (or mapped) meanwhile is left as it is.
+fn free_fresh(env: &Env, frames: &[FrameNumber]) {
+    for &frame in frames {
+        let _ = frame_free(env, frame);
+    }
 }
 
 /// Removes the mapping at `va`; other cores have forgotten it on return.

@@ -143,7 +143,7 @@ pub fn child_map(
     if give {
         // Under the child's lock: its reclaim sees the frame or refuses us.
         child.owned.lock().insert(frame);
-        env.owned.lock().remove(&frame);
+        env.owned.lock().remove(frame);
         env.uncharge();
     }
     Ok(())

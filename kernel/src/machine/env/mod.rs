@@ -85,7 +85,6 @@ use super::paging::AddressSpace;
 use super::percpu::MAX_CPUS;
 use super::tlb;
 use abi::Error;
-use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
@@ -277,8 +276,11 @@ pub struct Env {
     pub aspace: Mutex<AddressSpace>,
     /// CR3 of that address space (its PML4 never changes).
     root_cr3: u64,
-    /// Data frames it owns (for reclaim), under this leaf lock.
-    owned: Mutex<BTreeSet<FrameNumber>>,
+    /// Data frames it owns (for reclaim), under this leaf lock: a
+    /// [`FrameSet`](kernel::frameset::FrameSet), whose insert and remove
+    /// cost the same at any size (a B-tree set split and merged a node on
+    /// every allocate/free pair at some sizes).
+    owned: Mutex<kernel::frameset::FrameSet>,
     /// Kernel-owned frames in its address space (info and vCPU pages).
     kernel_frames: Mutex<Vec<FrameNumber>>,
     /// vCPU pages already created, bit per core.

@@ -389,7 +389,7 @@ fn take(env: &Env, frame: FrameNumber) -> Take {
         // `repossess_step` skips shared frames, so `Kept` does not occur.
         None | Some(ReleaseStep::Kept) => Take::Skip,
         Some(ReleaseStep::Released) => {
-            env.owned.lock().remove(&frame);
+            env.owned.lock().remove(frame);
             memory::free_frame(frame).expect("an owned frame is allocated");
             env.uncharge();
             Take::Taken
@@ -432,7 +432,10 @@ fn unmap_nowait(frame: FrameNumber, mappings: &[Mapping]) {
         }
         let mut table = shard(frame);
         for m in group {
-            table.remove_mapping(frame, m.env, m.va);
+            // The frame is owned, not released and not shared (`repossess_step`
+            // skips shared frames), so its record stays until `Released`.
+            let removed = table.remove_mapping(frame, m.env, m.va);
+            debug_assert!(matches!(removed, kernel::ownership::Removed::Kept));
         }
     }
 }

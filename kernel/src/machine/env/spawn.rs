@@ -13,7 +13,6 @@ use crate::machine::memory;
 use crate::machine::paging::{AddressSpace, leaf_flags};
 use crate::machine::percpu::{MAX_CPUS, online_cpus};
 use abi::{Error, Rights};
-use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -139,7 +138,7 @@ fn new_env(
         start_arg: arg,
         aspace: Mutex::new(AddressSpace::new(pml4)),
         root_cr3: pml4.addr(),
-        owned: Mutex::new(BTreeSet::new()),
+        owned: Mutex::new(kernel::frameset::FrameSet::new()),
         kernel_frames: Mutex::new(Vec::new()),
         vcpu_pages: AtomicU64::new(0),
         vcpu_page_frames: [const { AtomicU64::new(0) }; MAX_CPUS],

@@ -142,6 +142,82 @@ impl USlice {
     }
 }
 
+/// Writes an [`abi::UpcallFrame`] at user address `at` of `env`: the words
+/// `head` (vector, error code, fault address), then the trap frame's
+/// `rip`, `rsp`, `rflags` and general registers in the ABI's order. On the
+/// exception path: when the frame lies in one page (always, for a 16-byte
+/// aligned `at`) it takes one translation and stores each word straight
+/// from the trap frame into the user page through the direct map, with no
+/// staging buffer; otherwise it goes through [`USlice::write`]. The page
+/// must be mapped user-writable.
+#[inline]
+pub fn write_upcall_frame(
+    env: &Env,
+    at: u64,
+    lock: Lock,
+    head: [u64; 3],
+    f: &crate::machine::trap::TrapFrame,
+) -> Result<(), Error> {
+    let words = || {
+        [
+            head[0], head[1], head[2], f.rip, f.rsp, f.rflags, f.rax, f.rbx, f.rcx, f.rdx, f.rsi,
+            f.rdi, f.rbp, f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15,
+        ]
+    };
+    const _: () = assert!(abi::UpcallFrame::WORDS == 21);
+    let len = abi::UPCALL_FRAME_SIZE;
+    let slice = USlice::new(at, len as usize)?;
+    if !at.is_multiple_of(8) || at % abi::PAGE_SIZE + len > abi::PAGE_SIZE {
+        let mut bytes = [0u8; abi::UPCALL_FRAME_SIZE as usize];
+        for (chunk, w) in bytes.as_chunks_mut::<8>().0.iter_mut().zip(words()) {
+            *chunk = w.to_le_bytes();
+        }
+        return slice.write(env, &bytes, lock);
+    }
+    let aspace = match lock {
+        Lock::Wait => lock_serving_mailbox(&env.aspace),
+        Lock::Try => env.aspace.try_lock().ok_or(Error::Busy)?,
+    };
+    use x86_64::structures::paging::PageTableFlags as F;
+    let (frame, flags) = aspace.translate(at & !(abi::PAGE_SIZE - 1)).ok_or(Error::BadAddress)?;
+    if !flags.contains(F::USER_ACCESSIBLE | F::WRITABLE) {
+        return Err(Error::BadAddress);
+    }
+    let dst = memory::phys_to_virt(frame.addr() + at % abi::PAGE_SIZE) as *mut u64;
+    // Each word loaded from the trap frame and stored at once (no array on
+    // the stack in between).
+    let store = |i: usize, w: u64| {
+        // SAFETY: `dst .. dst + len` lies inside one frame mapped
+        // user-writable in `env` (checked above, 8-aligned; `i` < 21),
+        // which cannot be freed while the address-space lock is held; user
+        // memory is plain data to the kernel (as `USlice::write`'s copy).
+        unsafe { dst.add(i).write(w) }
+    };
+    store(0, head[0]);
+    store(1, head[1]);
+    store(2, head[2]);
+    store(3, f.rip);
+    store(4, f.rsp);
+    store(5, f.rflags);
+    store(6, f.rax);
+    store(7, f.rbx);
+    store(8, f.rcx);
+    store(9, f.rdx);
+    store(10, f.rsi);
+    store(11, f.rdi);
+    store(12, f.rbp);
+    store(13, f.r8);
+    store(14, f.r9);
+    store(15, f.r10);
+    store(16, f.r11);
+    store(17, f.r12);
+    store(18, f.r13);
+    store(19, f.r14);
+    store(20, f.r15);
+    drop(aspace);
+    Ok(())
+}
+
 /// Whether a user copy may wait for the address-space lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lock {
@@ -178,12 +254,6 @@ pub fn copy_from_user_nowait(env: &Env, va: u64, out: &mut [u8]) -> Result<(), E
 /// Copies `bytes` into `env`'s memory at `va` (pages must be user-writable).
 pub fn copy_to_user(env: &Env, va: u64, bytes: &[u8]) -> Result<(), Error> {
     USlice::new(va, bytes.len())?.write(env, bytes, Lock::Wait)
-}
-
-/// [`copy_to_user`] for a scheduling decision, which never waits for an
-/// environment's lock: `Busy` if its address space is locked now.
-pub fn copy_to_user_nowait(env: &Env, va: u64, bytes: &[u8]) -> Result<(), Error> {
-    USlice::new(va, bytes.len())?.write(env, bytes, Lock::Try)
 }
 
 /// `ConsoleWrite` (also the ring's `ConsoleWrite` operation, whose stream

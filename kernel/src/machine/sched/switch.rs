@@ -181,7 +181,8 @@ extern "C" fn idle_entry() -> ! {
 }
 
 /// A core's idle loop: runs work posted to its mailbox with interrupts on,
-/// steps dead environments' reclaims, enters a ready vCPU, and halts when
+/// steps dead environments' reclaims, enters a ready vCPU, zeroes frames
+/// ahead for the allocator's pool while it wants some, and halts when
 /// there is nothing to do. Never returns.
 pub fn idle_loop() -> ! {
     let me = this_cpu();
@@ -207,6 +208,19 @@ pub fn idle_loop() -> ! {
         // again; one that came after `run_ready` looked goes round again.
         if mailbox::take_resched() {
             continue;
+        }
+        // Nothing to run: zero one frame ahead for the allocator's pool
+        // (a few hundred instructions, interrupts on), then look again, so
+        // a wake-up waits for at most one frame's zeroing.
+        if crate::machine::memory::zero_pool_wants_more() {
+            x86_64::instructions::interrupts::enable();
+            if crate::machine::memory::zero_step() {
+                continue;
+            }
+            x86_64::instructions::interrupts::disable();
+            if mailbox::has_work() || mailbox::resched_pending() {
+                continue;
+            }
         }
         me.halts.fetch_add(1, Ordering::Relaxed);
         // `sti; hlt`: an interrupt pending since the check above wakes us.
