@@ -26,8 +26,8 @@ use kernel::frames::FrameNumber;
 
 mod cpu;
 mod iso;
-mod vec;
 mod memrevoke;
+mod vec;
 
 type TestResult = Result<(), String>;
 
