@@ -598,8 +598,8 @@ mod tests {
         assert_eq!(t.check_map(f, A, Rights::READ), Err(Error::Busy));
         assert!(t.check_map(f, B, Rights::READ).is_err());
         assert_eq!(t.pin(f, A), Err(Error::Busy));
-        t.remove_mapping(f, A, 0x1000);
-        t.remove_mapping(f, B, 0x2000);
+        assert_eq!(t.remove_mapping(f, A, 0x1000), Removed::Kept);
+        assert_eq!(t.remove_mapping(f, B, 0x2000), Removed::Kept);
         assert_eq!(t.repossess_step(f, A, 1), Some(ReleaseStep::Released));
         assert!(t.get(f).is_none());
     }
