@@ -401,8 +401,10 @@ pub fn unmap(env: &Env, va: u64) -> Result<(), Error> {
     let mut aspace = lock_serving_mailbox(&env.aspace);
     let frame = aspace.unmap(va)?;
     tlb::shootdown(&env.tlb_space(), Flush::page(va));
+    // As in `unmap_range`: the record goes before the lock does.
+    let outcome = shard(frame).remove_mapping(frame, env.id, va);
     drop(aspace);
-    forget_mapping(frame, env.id, va);
+    released(frame, outcome);
     env.mappings.fetch_sub(1, Ordering::Relaxed);
     Ok(())
 }
@@ -452,9 +454,18 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64, done: u64) -> Result<RangeSte
     if !removed.is_empty() {
         tlb::shootdown(&env.tlb_space(), Flush { start: va, pages: (stop - va) / abi::PAGE_SIZE });
     }
+    // The records go while the address-space lock is still held (after the
+    // shootdown, so no stale translation outlives them): a `FrameFree` by
+    // another vCPU that finds the page unmapped must not still find it
+    // recorded (`Busy`). Freeing a released frame waits until the lock is
+    // dropped (it takes the registry's).
+    let outcomes: Vec<(FrameNumber, Removed)> = removed
+        .iter()
+        .map(|&(at, frame)| (frame, shard(frame).remove_mapping(frame, env.id, at)))
+        .collect();
     drop(aspace);
-    for &(at, frame) in &removed {
-        forget_mapping(frame, env.id, at);
+    for (frame, outcome) in outcomes {
+        released(frame, outcome);
     }
     let n = removed.len() as u64;
     env.mappings.fetch_sub(n, Ordering::Relaxed);
