@@ -28,6 +28,7 @@
 
 use abi::{Error, PAGE_SIZE, Rights, UpcallFrame, pf, vector};
 use core::mem::offset_of;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::{exception, layout, sys};
 
@@ -111,6 +112,7 @@ fn build_child(child: u64, core: usize, frame: &UpcallFrame) -> Result<(), Error
     // region (vCPU stacks, the main stack); the exception stacks are each
     // core's own.
     let low = abi::USER_MIN;
+    COW_SHARED.store(true, Ordering::Release);
     sys::share_range(child, low, low, (layout::EXC_STACKS_BASE - low) / PAGE_SIZE)?;
     let high = layout::EXC_STACK_TOP;
     sys::share_range(child, high, high, (abi::INFO_VA - high) / PAGE_SIZE)?;
@@ -152,9 +154,19 @@ pub fn wait(child: u64) -> Result<u64, Error> {
 
 /// The copy-on-write fault handler (see the module documentation): whether
 /// it fixed the fault.
+/// Set once this environment has shared its memory copy-on-write
+/// ([`fork`] sets it before `ShareRange`, so a forked child, whose memory is
+/// the parent's, sees it set too). Until then no page can be copy-on-write,
+/// and a write fault skips the `PageQuery` (the fault path of an
+/// environment that never forked stays one system call long).
+static COW_SHARED: AtomicBool = AtomicBool::new(false);
+
 pub(crate) fn cow_fixup(frame: &UpcallFrame) -> bool {
     const WRITE_PRESENT: u64 = pf::PRESENT | pf::WRITE;
     if frame.vector != vector::PAGE_FAULT || frame.error_code & WRITE_PRESENT != WRITE_PRESENT {
+        return false;
+    }
+    if !COW_SHARED.load(Ordering::Acquire) {
         return false;
     }
     let page = frame.fault_addr & !(PAGE_SIZE - 1);
