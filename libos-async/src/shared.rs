@@ -85,7 +85,21 @@ pub(crate) fn snapshot() -> [(u64, u64); SHARED_RANGES_MAX] {
 /// mapped now, marked shared with children. Release it with
 /// [`release`] (the frames stay for the other holders until they let go).
 pub fn alloc(name: &str, bytes: u64) -> Result<Region, Error> {
-    let region = vm::reserve(name, bytes, Rights::RW, Fill::Reserved)?;
+    // The region layer's frame table fills in through the upcall stub.
+    crate::exception::ensure_registered()?;
+    committed(vm::reserve(name, bytes, Rights::RW, Fill::Reserved)?)
+}
+
+/// [`alloc`] at `base` (page-aligned; one guard page below), as
+/// [`vm::reserve_at`].
+pub fn alloc_at(name: &str, base: u64, bytes: u64) -> Result<Region, Error> {
+    crate::exception::ensure_registered()?;
+    let bytes = bytes.checked_next_multiple_of(PAGE_SIZE).ok_or(Error::InvalidArgument)?;
+    committed(vm::reserve_at(name, base, bytes, 1, Rights::RW, Fill::Reserved)?)
+}
+
+/// Commits every page of `region` and marks it; releases it on failure.
+fn committed(region: Region) -> Result<Region, Error> {
     let marked = region
         .commit(0, region.len())
         .and_then(|()| share_with_children(region.base(), region.len()));
