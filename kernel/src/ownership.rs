@@ -982,7 +982,10 @@ mod tests {
         t.add_mapping(f, A, 0x1000);
         t.grant(f, A, D, Rights::RW).unwrap();
         t.add_mapping(f, D, 0x9000);
-        assert_eq!(writable(&mut t, f, A, B), Shared { rights: Rights::RW, mode: ShareMode::Writable });
+        assert_eq!(
+            writable(&mut t, f, A, B),
+            Shared { rights: Rights::RW, mode: ShareMode::Writable }
+        );
         t.add_mapping(f, B, 0x1000);
         for env in [A, B, D] {
             assert_eq!(t.check_map(f, env, Rights::RW), Ok(()), "{env:?}");
@@ -1115,10 +1118,10 @@ mod tests {
                     })
                 };
                 match op {
-                    0 if !dead[y.0 as usize] => {
-                        if t.share(f, x, None, y, Rights::RW, ShareMode::Writable).is_ok() {
-                            t.add_mapping(f, y, va);
-                        }
+                    0 if !dead[y.0 as usize]
+                        && t.share(f, x, None, y, Rights::RW, ShareMode::Writable).is_ok() =>
+                    {
+                        t.add_mapping(f, y, va);
                     }
                     1 if holding(&t, x) => t.add_mapping(f, x, va),
                     2 => {

@@ -12,7 +12,7 @@
 //! handler never copies it.
 //!
 //! Only pages mapped at the time of the fork are shared: a page first
-//! touched afterwards would be private to whoever touched it. So [`alloc`]
+//! touched afterwards would be private to whoever touched it. So [`alloc`](fn@alloc)
 //! commits every page of the region it makes (a `Reserved` region: a touch
 //! of an unmapped page of it goes to the application's handler, never to a
 //! silent private fill), and [`share_with_children`] of a range the caller
@@ -90,7 +90,7 @@ pub fn alloc(name: &str, bytes: u64) -> Result<Region, Error> {
     committed(vm::reserve(name, bytes, Rights::RW, Fill::Reserved)?)
 }
 
-/// [`alloc`] at `base` (page-aligned; one guard page below), as
+/// [`alloc`](fn@alloc) at `base` (page-aligned; one guard page below), as
 /// [`vm::reserve_at`].
 pub fn alloc_at(name: &str, base: u64, bytes: u64) -> Result<Region, Error> {
     crate::exception::ensure_registered()?;
@@ -110,7 +110,7 @@ fn committed(region: Region) -> Result<Region, Error> {
     Ok(region)
 }
 
-/// Unmarks and releases a region from [`alloc`]: our hold on its frames
+/// Unmarks and releases a region from [`alloc`](fn@alloc): our hold on its frames
 /// ends; children that hold them keep them (still charged to us until the
 /// last lets go, `abi::child`). In a child, the same call lets go of its
 /// hold.

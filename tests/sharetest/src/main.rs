@@ -269,8 +269,8 @@ fn racing_garbage() -> i32 {
             STOP.store(true, Release);
             c.check(seen, format_args!("the reader never read"));
             // It must be out of the pages before they go.
-            let out = other.is_none()
-                || libos_async::wait_for_ms(TEST_WAIT_MS, || STOPPED.load(Acquire));
+            let out =
+                other.is_none() || libos_async::wait_for_ms(TEST_WAIT_MS, || STOPPED.load(Acquire));
             c.check(out, format_args!("the reader never stopped"));
             c.check(
                 pages(base).all(|va| shared_by(va, 1)),
@@ -314,7 +314,11 @@ fn racing_garbage() -> i32 {
             c.expect_ok("unmap the alias", sys::unmap(va));
             c.expect_ok("unmap the shared pages", sys::unmap_range(base, PAGES));
             c.expect_err("free after letting go", sys::frame_free(frame), Error::NotOwner);
-            c.expect_err("map after letting go", sys::map(frame, va, Rights::READ), Error::NotOwner);
+            c.expect_err(
+                "map after letting go",
+                sys::map(frame, va, Rights::READ),
+                Error::NotOwner,
+            );
             sys::exit(if c.failed() == 0 { 0 } else { 1 })
         }
     }
@@ -386,7 +390,10 @@ fn edges() -> i32 {
     // (Every page of the region was shared writable by the fork above.)
     c.expect_ok("writable share", sys::share_writable(h, base, CHILD_VA, 1));
     let third = base + 2 * PAGE_SIZE;
-    c.expect_ok("writable share of a third page", sys::share_writable(h, third, CHILD_VA + 0x2000, 1));
+    c.expect_ok(
+        "writable share of a third page",
+        sys::share_writable(h, third, CHILD_VA + 0x2000, 1),
+    );
     let k = require("env_create", sys::env_create(16));
     c.check(
         sys::share_range(k, third, CHILD_VA, 1) == Ok(1),
@@ -413,7 +420,11 @@ fn edges() -> i32 {
         sys::share_writable(k, abi::INFO_VA, CHILD_VA, 1),
         Error::Reserved,
     );
-    c.expect_err("misaligned", sys::share_writable(k, base + 8, CHILD_VA, 1), Error::InvalidArgument);
+    c.expect_err(
+        "misaligned",
+        sys::share_writable(k, base + 8, CHILD_VA, 1),
+        Error::InvalidArgument,
+    );
     let me = u64::from(sys::info().env_id);
     c.expect_err("own id", sys::share_writable(me, base, CHILD_VA, 1), Error::NotOwner);
     c.expect_err("forged", sys::share_writable(0xdead_beef, base, CHILD_VA, 1), Error::NoSuchEnv);

@@ -300,11 +300,8 @@ fn share_leaves(
         // copy-on-write one): both sides' mappings carry the mark the
         // libOS's fault handler asks `PageQuery` for. A writable share
         // never carries it.
-        let mark = if cow && flags.intersects(F::WRITABLE | F::BIT_9) {
-            F::BIT_9
-        } else {
-            F::empty()
-        };
+        let mark =
+            if cow && flags.intersects(F::WRITABLE | F::BIT_9) { F::BIT_9 } else { F::empty() };
         if let Err(e) =
             caspace.map(cva, frame, leaf_flags(given.rights) | mark, &mut || Err(Error::NoMemory))
         {
