@@ -9,6 +9,13 @@
 //! | `Console` | [`Con`]: [`emit`], stream 1 (stdout) and 2 (stderr) |
 //! | `Host` | [`Sys`]: `SetFsBase`, `rdrand` mixed with the TSC, reports on the kernel console |
 //!
+//! After a fork (`procs::FORKED`) the record's frame numbers may be stale
+//! (copy-on-write copies replace frames); freeing asks the kernel
+//! (`PageQuery`) which frame is mapped and whether it is ours. Not done: a
+//! `PROT_NONE` page inherited from the parent keeps the parent's frame
+//! number, which the child does not hold, so `mprotect`ing it accessible
+//! again in the child fails (`ENOMEM`).
+//!
 //! The program runs eagerly mapped: a page is backed when the core maps it
 //! (no lazy faults), so a checked copy never faults.
 
@@ -88,12 +95,26 @@ pub struct Mem {
 
 impl Mem {
     fn drop_page(&mut self, va: u64) {
-        if let Some(p) = self.pages.borrow_mut().remove(&va) {
-            if p.prot != 0 {
+        let Some(p) = self.pages.borrow_mut().remove(&va) else { return };
+        if p.prot != 0 && crate::procs::FORKED.load(core::sync::atomic::Ordering::Acquire) {
+            // After a fork the page may be copy-on-write, or a copy made
+            // since: the frame mapped now is the kernel's answer, and it is
+            // ours to free only if we own it (a shared frame goes when its
+            // last mapping does).
+            if let Ok(q) = sys::page_query(va) {
                 let _ = sys::unmap(va);
+                if q & abi::PAGE_QUERY_OWNED != 0 {
+                    let _ = sys::frame_free(q >> 12);
+                }
             }
-            let _ = sys::frame_free(p.frame);
+            return;
         }
+        if p.prot != 0 {
+            let _ = sys::unmap(va);
+        }
+        // Before any fork, or a PROT_NONE page (its frame is ours unless the
+        // record came from our parent: then the kernel refuses, NotOwner).
+        let _ = sys::frame_free(p.frame);
     }
 }
 
