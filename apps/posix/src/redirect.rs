@@ -183,7 +183,11 @@ extern "C" fn handle(frame: &mut Frame) {
         let us = |ticks: u64| u128::from(ticks) * 1_000_000 / u128::from(hz);
         let now = sys::rdtsc();
         glue::log_line(&alloc::format!(
-            "posix: exit {status} after {} us ({} us to load and start, {} us running)",
+            "posix: pid {} on core {} exit {} (environment status {status:#x}) after {} us ({} us \
+             to load and start, {} us running)",
+            state.process.proc.pid,
+            sys::core_id(),
+            state.process.exit_status().unwrap_or(0),
             us(now - state.start_tsc),
             us(state.entered_tsc - state.start_tsc),
             us(now - state.entered_tsc)
@@ -263,7 +267,7 @@ fn program_exception(frame: &mut abi::UpcallFrame) -> bool {
     );
     glue::emit(glue::STDERR, line.as_bytes());
     let child = crate::procs::IS_CHILD.load(core::sync::atomic::Ordering::Acquire);
-    sys::exit(libos_posix::proc::env_status_of_signal(child, signal as i32))
+    sys::exit(libos_posix::proc::env_status_of_signal(child, signal))
 }
 
 /// Registers [`program_exception`].

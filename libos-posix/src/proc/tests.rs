@@ -197,7 +197,7 @@ proptest! {
         h.extend(head);
         if let Some((interp, arg)) = parse_shebang(&h) {
             prop_assert!(!interp.is_empty());
-            prop_assert!(arg.map_or(true, |a| !a.is_empty()));
+            prop_assert!(arg.is_none_or(|a| !a.is_empty()));
         }
     }
 }
@@ -243,7 +243,7 @@ fn fork_in_the_parent_and_wait() {
 fn fork_in_the_child() {
     let mut t = T::new();
     let tid = t.put(&[0; 4]);
-    t.sys(SYS_ARCH_PRCTL, &[ARCH_SET_FS as u64, 0x1234_0000]);
+    t.sys(SYS_ARCH_PRCTL, &[ARCH_SET_FS, 0x1234_0000]);
     t.k.0.borrow_mut().as_child = true;
     let r = t.sys(SYS_CLONE, &[0x0120_0011, 0x7000_8000, 0, tid, 0]);
     assert_eq!(r, 0);
