@@ -359,11 +359,13 @@ fn run_on_linux(dir: &Path, case: &Case) -> Result<(Vec<u8>, u8), String> {
     cmd.current_dir("/").stdin(Stdio::null());
     let out = cmd.output().map_err(|e| format!("cannot run chroot: {e}"))?;
     let status = out.status.code().ok_or("killed by a signal on Linux")?;
-    if status == 125 || status == 126 || status == 127 {
-        return Err(format!(
-            "chroot failed ({status}): {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+    // 125-127 from chroot itself (it says so on stderr); a program run
+    // inside may exit 127 too (a shell's missing command).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if (125..=127).contains(&status)
+        && (stderr.starts_with("chroot:") || stderr.starts_with("unshare:"))
+    {
+        return Err(format!("chroot failed ({status}): {}", stderr.trim()));
     }
     Ok((out.stdout, status as u8))
 }
