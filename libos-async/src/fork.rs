@@ -90,8 +90,19 @@ unsafe extern "C" fn capture(frame: *mut UpcallFrame) -> u64 {
 /// frame changes; the child, which returns at once, reads nothing of it.
 #[inline(never)]
 pub fn fork(quota: u64) -> Result<Option<u64>, Error> {
+    fork_on(quota, sys::core_id())
+}
+
+/// [`fork`], with the child's vCPU on `core` (any core of
+/// `InfoPage::user_cores`: the child is an environment of its own, so it
+/// may share a core with us). A fresh exception stack is mapped for that
+/// core in the child; everything else is as [`fork`].
+#[inline(never)]
+pub fn fork_on(quota: u64, core: usize) -> Result<Option<u64>, Error> {
+    if core >= abi::MAX_CORES {
+        return Err(Error::InvalidArgument);
+    }
     exception::ensure_registered()?;
-    let core = sys::core_id();
     let mut frame = UpcallFrame::default();
     // SAFETY: `frame` is a live local; see `capture`.
     if unsafe { capture(&mut frame) } == 0 {

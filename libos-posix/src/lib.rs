@@ -10,6 +10,7 @@
 //!   writable in-memory layer, plus devices ([`fs`]);
 //! - keeping descriptors and open-file descriptions ([`fd`]);
 //! - keeping the program break and anonymous/file mappings ([`mm`]);
+//! - the process model: pids, fork, execve, wait ([`proc`]);
 //! - answering Linux system calls with Linux's semantics and errno values
 //!   ([`syscalls::dispatch`]).
 //!
@@ -33,6 +34,7 @@ pub mod host;
 pub mod linux;
 pub mod mm;
 pub mod path;
+pub mod proc;
 pub mod request;
 pub mod syscalls;
 

@@ -31,6 +31,7 @@ use crate::linux::errno::*;
 use crate::linux::sysno::*;
 use crate::linux::*;
 use crate::mm::{Layout, Mm, page_up};
+use crate::proc::{ProcHost, ProcState};
 use alloc::boxed::Box;
 use alloc::collections::BTreeSet;
 use alloc::format;
@@ -66,19 +67,21 @@ pub struct Process<'a> {
     pub fds: FdTable<Desc>,
     /// Its address-space record.
     pub mm: Mm,
-    cwd: Ino,
-    memory: Box<dyn Memory + 'a>,
+    /// Its process identity, parent and children ([`crate::proc`]).
+    pub proc: ProcState,
+    pub(crate) cwd: Ino,
+    pub(crate) memory: Box<dyn Memory + 'a>,
     clock: Box<dyn Clock + 'a>,
-    host: Box<dyn Host + 'a>,
-    pid: i32,
-    fs_base: u64,
+    pub(crate) host: Box<dyn Host + 'a>,
+    pub(crate) procs: Option<Box<dyn ProcHost + 'a>>,
+    pub(crate) fs_base: u64,
     reported: BTreeSet<u64>,
-    exit_status: Option<i32>,
+    pub(crate) exit_status: Option<i32>,
 }
 
 impl core::fmt::Debug for Process<'_> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Process").field("pid", &self.pid).field("fds", &self.fds).finish()
+        f.debug_struct("Process").field("pid", &self.proc.pid).field("fds", &self.fds).finish()
     }
 }
 
@@ -129,10 +132,11 @@ impl<'a> Process<'a> {
             fds,
             mm: Mm::new(layout),
             cwd: root,
+            proc: ProcState::new(pid),
             memory,
             clock,
             host,
-            pid,
+            procs: None,
             fs_base: 0,
             reported: BTreeSet::new(),
             exit_status: None,
@@ -144,6 +148,12 @@ impl<'a> Process<'a> {
     pub fn chdir(&mut self, path: &[u8]) -> SysResult<()> {
         let ino = self.fs.lookup(self.cwd, path, true)?;
         set_cwd(self, ino).map(|_| ())
+    }
+
+    /// Gives the process its doors to child environments (`fork`, `wait4`;
+    /// without them those calls are `ENOSYS`).
+    pub fn set_proc_host(&mut self, host: Box<dyn ProcHost + 'a>) {
+        self.procs = Some(host);
     }
 
     /// The status passed to `exit`/`exit_group`, once the program has called it.
@@ -197,14 +207,14 @@ impl<'a> Process<'a> {
         self.fds.get(fd).cloned()
     }
 
-    fn release(&mut self, d: Rc<Desc>) {
+    pub(crate) fn release(&mut self, d: Rc<Desc>) {
         if let Ok(d) = Rc::try_unwrap(d) {
             self.fs.release(d.into_inner().ino);
         }
     }
 
     /// The directory a `*at` call starts from, for a path not starting at `/`.
-    fn at_dir(&self, dirfd: i32, path: &[u8]) -> SysResult<Ino> {
+    pub(crate) fn at_dir(&self, dirfd: i32, path: &[u8]) -> SysResult<Ino> {
         if path.is_empty() {
             return Err(ENOENT); // before dirfd is looked at, as getname() does
         }
@@ -297,6 +307,9 @@ fn may_touch_file_times(nr: u64) -> bool {
 }
 
 fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> SysResult<u64> {
+    if crate::proc::handles(nr) {
+        return crate::proc::call(p, nr, a, mem);
+    }
     let fd = a[0] as i32;
     match nr {
         SYS_READ => sys_read(p, fd, None, a[1], a[2], mem),
@@ -443,10 +456,7 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
             }
             _ => Err(EINVAL),
         },
-        SYS_SET_TID_ADDRESS | SYS_GETPID | SYS_GETTID => Ok(p.pid as u64),
-        SYS_GETPPID => Ok(0),
         SYS_GETUID | SYS_GETEUID | SYS_GETGID | SYS_GETEGID => Ok(0),
-        SYS_UMASK => Ok(crate::fs::UMASK as u64),
         SYS_UNAME => {
             let u = Utsname {
                 sysname: "Linux",
@@ -829,8 +839,13 @@ fn sys_readlinkat(
         return Err(EINVAL);
     }
     let path = read_path(mem, path)?;
-    let start = p.at_dir(dirfd, &path)?;
-    let target = p.fs.readlink(start, &path)?;
+    let target = match crate::proc::self_exe_link(p, &path) {
+        Some(t) => t,
+        None => {
+            let start = p.at_dir(dirfd, &path)?;
+            p.fs.readlink(start, &path)?
+        }
+    };
     let n = target.len().min(size as usize);
     mem.write(buf, &target[..n])?;
     Ok(n as u64)
@@ -884,7 +899,7 @@ fn sys_ioctl(
         TCGETS => mem.write(arg, &Termios::default_tty().encode()).map(|_| 0),
         TCSETS | TCSETSW | TCSETSF => read_struct::<{ Termios::SIZE }>(mem, arg).map(|_| 0),
         TIOCGWINSZ => mem.write(arg, &p.fs.winsize().encode()).map(|_| 0),
-        TIOCGPGRP => mem.write(arg, &p.pid.to_le_bytes()).map(|_| 0),
+        TIOCGPGRP => mem.write(arg, &p.proc.pgid.to_le_bytes()).map(|_| 0),
         _ => Err(ENOTTY),
     }
 }

@@ -3,11 +3,18 @@
 //!
 //! | trait | here |
 //! |---|---|
-//! | `Memory` | [`Mem`]: one frame per page (`FrameAlloc`), `Map`/`Unmap`/`Protect`, `FrameFree`; `PROT_NONE` pages keep their frame unmapped |
+//! | `Memory` | [`Mem`]: one frame per page (`AllocMap`, 64 pages a call), `Unmap`/`Protect`, `FrameFree`; `PROT_NONE` pages keep their frame (`FrameAlloc`) unmapped |
 //! | `UserMemory` | [`Umem`]: copies checked page by page against the same page record, so a program's pointer can reach only its own mappings with the rights they have, never this runtime's memory |
 //! | `Clock` | [`Clk`]: the TSC and the info page's `tsc_hz`; sleeping with a `SleepOn` TSC-deadline predicate |
 //! | `Console` | [`Con`]: [`emit`], stream 1 (stdout) and 2 (stderr) |
 //! | `Host` | [`Sys`]: `SetFsBase`, `rdrand` mixed with the TSC, reports on the kernel console |
+//!
+//! After a fork (`procs::FORKED`) the record's frame numbers may be stale
+//! (copy-on-write copies replace frames); freeing asks the kernel
+//! (`PageQuery`) which frame is mapped and whether it is ours. Not done: a
+//! `PROT_NONE` page inherited from the parent keeps the parent's frame
+//! number, which the child does not hold, so `mprotect`ing it accessible
+//! again in the child fails (`ENOMEM`).
 //!
 //! The program runs eagerly mapped: a page is backed when the core maps it
 //! (no lazy faults), so a checked copy never faults.
@@ -88,12 +95,26 @@ pub struct Mem {
 
 impl Mem {
     fn drop_page(&mut self, va: u64) {
-        if let Some(p) = self.pages.borrow_mut().remove(&va) {
-            if p.prot != 0 {
+        let Some(p) = self.pages.borrow_mut().remove(&va) else { return };
+        if p.prot != 0 && crate::procs::FORKED.load(core::sync::atomic::Ordering::Acquire) {
+            // After a fork the page may be copy-on-write, or a copy made
+            // since: the frame mapped now is the kernel's answer, and it is
+            // ours to free only if we own it (a shared frame goes when its
+            // last mapping does).
+            if let Ok(q) = sys::page_query(va) {
                 let _ = sys::unmap(va);
+                if q & abi::PAGE_QUERY_OWNED != 0 {
+                    let _ = sys::frame_free(q >> 12);
+                }
             }
-            let _ = sys::frame_free(p.frame);
+            return;
         }
+        if p.prot != 0 {
+            let _ = sys::unmap(va);
+        }
+        // Before any fork, or a PROT_NONE page (its frame is ours unless the
+        // record came from our parent: then the kernel refuses, NotOwner).
+        let _ = sys::frame_free(p.frame);
     }
 }
 
@@ -105,14 +126,28 @@ impl Memory for Mem {
     fn map(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()> {
         for va in page_range(addr, len) {
             self.drop_page(va);
-            let frame = sys::frame_alloc(None).map_err(nomem)?;
-            if let Some(r) = rights(prot)
-                && let Err(e) = sys::map(frame, va, r)
-            {
-                let _ = sys::frame_free(frame);
-                return Err(nomem(e));
+        }
+        let Some(r) = rights(prot) else {
+            // PROT_NONE: frames kept unmapped for a later mprotect.
+            for va in page_range(addr, len) {
+                let frame = sys::frame_alloc(None).map_err(nomem)?;
+                self.pages.borrow_mut().insert(va, Page { frame, prot: 0 });
             }
-            self.pages.borrow_mut().insert(va, Page { frame, prot: prot & 7 });
+            return Ok(());
+        };
+        // `AllocMap`: up to 64 zeroed frames mapped per call (all or
+        // nothing each; earlier chunks stay, as earlier pages did).
+        let mut frames = [0u64; abi::ALLOC_MAP_MAX as usize];
+        let mut va = addr;
+        let end = addr.saturating_add(len);
+        while va < end {
+            let n = ((end - va) / PAGE_SIZE).clamp(1, abi::ALLOC_MAP_MAX) as usize;
+            sys::alloc_map(va, r, &mut frames[..n]).map_err(nomem)?;
+            let mut pages = self.pages.borrow_mut();
+            for (i, &frame) in frames[..n].iter().enumerate() {
+                pages.insert(va + i as u64 * PAGE_SIZE, Page { frame, prot: prot & 7 });
+            }
+            va += n as u64 * PAGE_SIZE;
         }
         Ok(())
     }

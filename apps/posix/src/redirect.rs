@@ -178,17 +178,30 @@ extern "C" fn handle(frame: &mut Frame) {
     };
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let result = dispatch(&mut state.process, frame.rax, args, &mut state.umem);
-    if let Some(status) = state.process.exit_status() {
+    if let Some(status) = state.process.env_exit_status() {
         let hz = libos_async::info().tsc_hz.max(1);
         let us = |ticks: u64| u128::from(ticks) * 1_000_000 / u128::from(hz);
         let now = sys::rdtsc();
         glue::log_line(&alloc::format!(
-            "posix: exit {status} after {} us ({} us to load and start, {} us running)",
+            "posix: pid {} on core {} exit {} (environment status {status:#x}) after {} us ({} us \
+             to load and start, {} us running)",
+            state.process.proc.pid,
+            sys::core_id(),
+            state.process.exit_status().unwrap_or(0),
             us(now - state.start_tsc),
             us(state.entered_tsc - state.start_tsc),
             us(now - state.entered_tsc)
         ));
-        sys::exit(status as u8 as u64);
+        sys::exit(status);
+    }
+    if let Some(entry) = state.process.take_exec() {
+        // execve: the old program is gone; the handler stack is abandoned
+        // (the next system call starts it afresh).
+        enter_program(entry.rip, entry.rsp);
+    }
+    if let Some(sp) = state.process.take_child_stack() {
+        // A clone child on the stack its parent gave it.
+        frame.rsp = sp;
     }
     frame.rax = result as u64;
 }
@@ -253,7 +266,8 @@ fn program_exception(frame: &mut abi::UpcallFrame) -> bool {
         frame.rip
     );
     glue::emit(glue::STDERR, line.as_bytes());
-    sys::exit(128 + signal)
+    let child = crate::procs::IS_CHILD.load(core::sync::atomic::Ordering::Acquire);
+    sys::exit(libos_posix::proc::env_status_of_signal(child, signal))
 }
 
 /// Registers [`program_exception`].

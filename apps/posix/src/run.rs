@@ -3,6 +3,7 @@
 use crate::builtin;
 use crate::glue::{self, Clk, Con, Mem, STDERR, Sys, Umem};
 use crate::layout;
+use crate::procs::Procs;
 use crate::redirect::{self, State};
 use alloc::boxed::Box;
 use alloc::format;
@@ -11,6 +12,7 @@ use libos_async::{info, sys};
 use libos_posix::exec;
 use libos_posix::fs::Fs;
 use libos_posix::mm::Layout;
+use libos_posix::proc::ExecLayout;
 use libos_posix::request;
 use libos_posix::syscalls::Process;
 
@@ -103,7 +105,7 @@ pub fn run(arg: u64) -> i32 {
     let mut process = Process::new(
         fs,
         lay,
-        1,
+        info().env_id as i32,
         Box::new(Mem { pages: pages.clone() }),
         Box::new(clock),
         Box::new(sys_glue),
@@ -111,6 +113,24 @@ pub fn run(arg: u64) -> i32 {
     if let Err(e) = process.chdir(&cwd) {
         return fail(NOT_FOUND, &format!("cannot enter {:?}: errno {}", cwd, e.0));
     }
+    // The process model: fork/wait over child environments, execve here.
+    process.set_proc_host(Box::new(Procs));
+    process.proc.layout = Some(ExecLayout {
+        pie_bias: layout::PIE_BIAS,
+        stack_top: layout::STACK_TOP,
+        stack_size: layout::STACK_SIZE,
+        brk_limit: layout::BRK_LIMIT,
+    });
+    process.proc.exe = if path.first() == Some(&b'/') {
+        path.clone()
+    } else {
+        let mut abs = cwd.clone();
+        if abs.last() != Some(&b'/') {
+            abs.push(b'/');
+        }
+        abs.extend_from_slice(&path);
+        abs
+    };
     let mut umem = Umem { pages };
     let argv: Vec<&[u8]> = req.argv.iter().map(Vec::as_slice).collect();
     let envp: Vec<&[u8]> = req.envp.iter().map(Vec::as_slice).collect();

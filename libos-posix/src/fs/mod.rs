@@ -164,6 +164,8 @@ pub struct Fs<'a> {
     console: Box<dyn Console + 'a>,
     /// The time stamped on changes (set by the dispatcher from its clock).
     pub now: Timespec,
+    /// The file-mode creation mask (`umask`; [`UMASK`] at start).
+    pub umask: u32,
 }
 
 impl core::fmt::Debug for Fs<'_> {
@@ -184,8 +186,14 @@ struct Parent<'p> {
 impl<'a> Fs<'a> {
     /// An empty tree (just `/`, `/dev` with its devices, and `/tmp`).
     pub fn new(console: Box<dyn Console + 'a>) -> Self {
-        let mut fs =
-            Fs { nodes: Vec::new(), free: Vec::new(), root: 0, console, now: Timespec::default() };
+        let mut fs = Fs {
+            nodes: Vec::new(),
+            free: Vec::new(),
+            root: 0,
+            console,
+            now: Timespec::default(),
+            umask: UMASK,
+        };
         let root = fs.alloc(Kind::Dir { entries: BTreeMap::new(), parent: 0 }, 0o755);
         fs.node_mut(root).nlink = 1;
         fs.root = root;
@@ -333,6 +341,24 @@ impl<'a> Fs<'a> {
     /// The inode `ino` (which must be live).
     pub fn node(&self, ino: Ino) -> &Node<'a> {
         self.nodes[ino].as_ref().expect("live inode")
+    }
+
+    /// Sets the permission bits of `ino` (`chmod`; the change time is now).
+    pub fn set_perm(&mut self, ino: Ino, perm: u32) {
+        let now = self.now;
+        let n = self.node_mut(ino);
+        n.perm = perm & 0o7777;
+        n.ctime = now;
+    }
+
+    /// Sets the modification time of `ino` (`utimensat`; this tree keeps
+    /// no access time, `stat` reports the modification time for both; the
+    /// change time is now).
+    pub fn set_mtime(&mut self, ino: Ino, mtime: Timespec) {
+        let now = self.now;
+        let n = self.node_mut(ino);
+        n.mtime = mtime;
+        n.ctime = now;
     }
 
     fn node_mut(&mut self, ino: Ino) -> &mut Node<'a> {
@@ -518,7 +544,7 @@ impl<'a> Fs<'a> {
                         // Linux ≥ 6.4: O_CREAT|O_DIRECTORY is EINVAL.
                         return Err(EINVAL);
                     }
-                    let ino = self.alloc(Kind::File(Data::Owned(Vec::new())), mode & !UMASK);
+                    let ino = self.alloc(Kind::File(Data::Owned(Vec::new())), mode & !self.umask);
                     self.link_into(p.dir, p.name, ino);
                     return Ok(ino);
                 }
@@ -547,7 +573,7 @@ impl<'a> Fs<'a> {
         if p.name.is_empty() || p.trailing_slash {
             return Err(EISDIR);
         }
-        let ino = self.alloc(Kind::File(Data::Owned(Vec::new())), mode & !UMASK);
+        let ino = self.alloc(Kind::File(Data::Owned(Vec::new())), mode & !self.umask);
         self.link_into(p.dir, p.name, ino);
         Ok(ino)
     }
@@ -562,7 +588,7 @@ impl<'a> Fs<'a> {
         {
             return Err(EEXIST);
         }
-        let d = self.new_dir(p.dir, mode & !UMASK & 0o1777);
+        let d = self.new_dir(p.dir, mode & !self.umask & 0o1777);
         self.link_into(p.dir, p.name, d);
         Ok(d)
     }
