@@ -10,6 +10,7 @@
 //!   writable in-memory layer, plus devices ([`fs`]);
 //! - keeping descriptors and open-file descriptions ([`fd`]);
 //! - keeping the program break and anonymous/file mappings ([`mm`]);
+//! - being a terminal: line discipline, `termios`, `poll` ([`tty`]);
 //! - answering Linux system calls with Linux's semantics and errno values
 //!   ([`syscalls::dispatch`]).
 //!
@@ -35,6 +36,7 @@ pub mod mm;
 pub mod path;
 pub mod request;
 pub mod syscalls;
+pub mod tty;
 
 #[cfg(test)]
 pub mod mock;
