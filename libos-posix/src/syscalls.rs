@@ -509,6 +509,9 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
             Ok(n as u64)
         }
         _ => {
+            if let Some(r) = crate::tty::process_group_fallback(p, nr, a) {
+                return r;
+            }
             p.report_once(nr);
             Err(ENOSYS)
         }

@@ -501,7 +501,10 @@ pub fn read(tty: &mut Tty, console: &mut dyn Console, buf: &mut [u8]) -> SysResu
                     // (the caller hands the signal on).
                     return Err(EINTR);
                 }
-                match pull(tty, console, timeout)? {
+                // Raw mode takes no more than asked for, so that what is
+                // typed ahead meets the settings in force when it is read.
+                let limit = if tty.lflag(ICANON) { usize::MAX } else { buf.len() };
+                match pull(tty, console, timeout, limit)? {
                     Pulled::Bytes => {}
                     Pulled::TimedOut => timed_out = true,
                     Pulled::End => return Ok(0),
@@ -522,9 +525,15 @@ enum Pulled {
 
 /// Takes raw input from the console (blocking up to `timeout` ns, forever
 /// if `None`) through the line discipline, and writes the echo.
-fn pull(tty: &mut Tty, console: &mut dyn Console, timeout: Option<u64>) -> SysResult<Pulled> {
+fn pull(
+    tty: &mut Tty,
+    console: &mut dyn Console,
+    timeout: Option<u64>,
+    limit: usize,
+) -> SysResult<Pulled> {
     let mut raw = [0u8; 64];
-    let n = console.read_input(&mut raw, timeout)?;
+    let want = limit.clamp(1, raw.len());
+    let n = console.read_input(&mut raw[..want], timeout)?;
     if n == 0 {
         return Ok(if timeout.is_some() { Pulled::TimedOut } else { Pulled::End });
     }
@@ -561,7 +570,7 @@ pub fn poll_readable(tty: &mut Tty, console: &mut dyn Console) -> SysResult<bool
         return Ok(true);
     }
     if !tty.readable() {
-        pull(tty, console, Some(0))?;
+        pull(tty, console, Some(0), 1)?;
     }
     Ok(tty.readable() || !tty.raised.is_empty())
 }
@@ -576,7 +585,7 @@ pub fn wait_input(
     if !console.is_terminal() {
         return Ok(true);
     }
-    Ok(!matches!(pull(tty, console, timeout)?, Pulled::TimedOut))
+    Ok(!matches!(pull(tty, console, timeout, 1)?, Pulled::TimedOut))
 }
 
 // ---- the calls ----
@@ -761,6 +770,44 @@ impl Process<'_> {
             self.tty_signal(pgrp, sig);
         }
     }
+}
+
+/// Process-group calls for a process alone in its session — pid = process
+/// group = session, the terminal's foreground group — which is all there
+/// is until processes can be created (`fork`, another branch's work). An
+/// interactive shell asks them before it reads a line (`ash`'s job control
+/// compares `tcgetpgrp` with `getpgrp`, and would signal itself with
+/// `SIGTTIN` forever on `ENOSYS`). Consulted only for calls the dispatcher
+/// has no arm for, so a real process model's arms take precedence.
+pub fn process_group_fallback(p: &mut Process<'_>, nr: u64, a: [u64; 6]) -> Option<SysResult<u64>> {
+    use crate::linux::sysno::*;
+    let me = p.session();
+    let is_me = |v: u64| v as i32 == 0 || v as i32 == me;
+    Some(match nr {
+        SYS_GETPGRP => Ok(me as u64),
+        SYS_GETPGID | SYS_GETSID => {
+            if is_me(a[0]) {
+                Ok(me as u64)
+            } else {
+                Err(ESRCH)
+            }
+        }
+        SYS_SETPGID => {
+            if (a[1] as i32) < 0 {
+                Err(EINVAL)
+            } else if !is_me(a[0]) {
+                Err(ESRCH)
+            } else if !is_me(a[1]) {
+                // No other group exists to join.
+                Err(EPERM)
+            } else {
+                Ok(0)
+            }
+        }
+        // Already a session leader.
+        SYS_SETSID => Err(EPERM),
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

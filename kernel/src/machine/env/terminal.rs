@@ -67,6 +67,22 @@ pub fn on_receive() {
     });
 }
 
+/// Puts `bytes` into the console input as if typed, and tells the reader
+/// as the receive interrupt does (the kernel's tests). Returns how many
+/// were accepted.
+pub fn inject(bytes: &[u8]) -> usize {
+    let accepted = console::inject_input(bytes);
+    without_interrupts(|| {
+        let t = TERMINAL.lock();
+        if let Some(env) = &t.reader {
+            info_word(env, console_input_offset())
+                .fetch_add(bytes.len() as u64, core::sync::atomic::Ordering::AcqRel);
+            wake(env);
+        }
+    });
+    accepted
+}
+
 /// Makes `env` the reader (the boot's `stdin=console`).
 pub fn give_at_boot(env: &Arc<Env>) {
     let old = without_interrupts(|| {
@@ -75,6 +91,11 @@ pub fn give_at_boot(env: &Arc<Env>) {
         t.reader.replace(env.clone())
     });
     drop(old);
+}
+
+/// Whether anybody reads the console now.
+pub fn has_reader() -> bool {
+    without_interrupts(|| TERMINAL.lock().reader.is_some())
 }
 
 /// Whether `env` is the reader now.
