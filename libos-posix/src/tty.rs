@@ -569,23 +569,45 @@ pub fn poll_readable(tty: &mut Tty, console: &mut dyn Console) -> SysResult<bool
     if !console.is_terminal() {
         return Ok(true);
     }
-    if !tty.readable() {
-        pull(tty, console, Some(0), 1)?;
+    // Whatever has been typed, until a read would return (bounded: each
+    // round takes a byte or ends it, and the input queue is bounded).
+    let limit = if tty.lflag(ICANON) { usize::MAX } else { 1 };
+    for _ in 0..=INPUT_MAX {
+        if tty.readable() || tty.has_raised() {
+            break;
+        }
+        if !matches!(pull(tty, console, Some(0), limit)?, Pulled::Bytes) {
+            break;
+        }
     }
-    Ok(tty.readable() || !tty.raised.is_empty())
+    Ok(tty.readable() || tty.has_raised())
 }
 
-/// Waits up to `timeout` ns (forever: `None`) for terminal input; returns
-/// whether any came.
+/// What [`wait_input`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waited {
+    /// Input came.
+    Input,
+    /// The time was up first.
+    TimedOut,
+    /// The input has ended (a read returns 0 from now on).
+    Ended,
+}
+
+/// Waits up to `timeout` ns (forever: `None`) for terminal input.
 pub fn wait_input(
     tty: &mut Tty,
     console: &mut dyn Console,
     timeout: Option<u64>,
-) -> SysResult<bool> {
+) -> SysResult<Waited> {
     if !console.is_terminal() {
-        return Ok(true);
+        return Ok(Waited::Ended);
     }
-    Ok(!matches!(pull(tty, console, timeout, 1)?, Pulled::TimedOut))
+    Ok(match pull(tty, console, timeout, 1)? {
+        Pulled::Bytes => Waited::Input,
+        Pulled::TimedOut => Waited::TimedOut,
+        Pulled::End => Waited::Ended,
+    })
 }
 
 // ---- the calls ----
@@ -690,6 +712,10 @@ pub fn poll(
     mem.read(fds, &mut raw)?;
     let start = p.clock_now_ns();
     let deadline = timeout_ns.map(|t| start.saturating_add(t));
+    // Set once waiting for the terminal ended without input: the time is
+    // up, or its input ended (then it reads as readable: end of file).
+    let mut timed_out = false;
+    let mut ended = false;
     loop {
         let mut ready = 0u64;
         let mut tty_wanted = false;
@@ -704,7 +730,7 @@ pub fn poll(
                         let ino = d.borrow().ino;
                         let is_tty =
                             p.fs.device(ino).is_some_and(crate::fs::Device::is_tty);
-                        let readable = if is_tty {
+                        let readable = if is_tty && !ended {
                             let (tty, console) = p.fs.tty_parts();
                             poll_readable(tty, console)?
                         } else {
@@ -726,13 +752,17 @@ pub fn poll(
         }
         let now = p.clock_now_ns();
         let left = deadline.map(|d| d.saturating_sub(now));
-        if ready > 0 || left == Some(0) {
+        if ready > 0 || left == Some(0) || timed_out {
             mem.write(fds, &raw)?;
             return Ok(ready);
         }
         if tty_wanted {
             let (tty, console) = p.fs.tty_parts();
-            wait_input(tty, console, left)?;
+            match wait_input(tty, console, left)? {
+                Waited::Input => {}
+                Waited::TimedOut => timed_out = true,
+                Waited::Ended => ended = true,
+            }
         } else if let Some(d) = deadline {
             p.sleep_until_ns(d);
         } else {

@@ -285,24 +285,40 @@ pub const EXCHANGES: &[Exchange] = &[
     },
 ];
 
-/// The test: boots the shell, plays [`EXCHANGES`], ends it with ^D. One
-/// result per exchange, then `sh_ctrl_d_exits`.
+/// The test, on both local-APIC paths: boots the shell on TCG's default
+/// CPU (xAPIC) and plays every exchange of [`EXCHANGES`], then on `-cpu
+/// max` (x2APIC) the first one only (the receive interrupt's route is what
+/// differs); each ends with ^D. One result per exchange, then
+/// `sh_ctrl_d_exits`, the x2APIC ones suffixed `_x2apic`.
 pub fn suite(ws: &Workspace, base: &[u8]) -> Vec<(String, Result<(), String>)> {
+    let mut all = session(ws, base, None, EXCHANGES, "");
+    all.extend(session(ws, base, Some("max"), &EXCHANGES[..1], "_x2apic"));
+    all
+}
+
+fn session(
+    ws: &Workspace,
+    base: &[u8],
+    cpu: Option<&str>,
+    exchanges: &[Exchange],
+    suffix: &str,
+) -> Vec<(String, Result<(), String>)> {
     let mut results = Vec::new();
     let setup = (|| -> Result<Session, String> {
         let initrd = initrd(ws, base)?;
-        let b = boot(ws, initrd, 8, Accel::Tcg, "test");
+        let mut b = boot(ws, initrd, 8, Accel::Tcg, &format!("test{suffix}"));
+        b.cpu = cpu.map(String::from);
         Session::start(&b)
     })();
     let mut s = match setup {
         Ok(s) => s,
-        Err(e) => return vec![("sh_setup".into(), Err(e))],
+        Err(e) => return vec![(format!("sh_setup{suffix}"), Err(e))],
     };
     let slow = Duration::from_secs(120);
     if let Err(e) = s.expect(PROMPT, Duration::from_secs(300)) {
-        return vec![("sh_first_prompt".into(), Err(e))];
+        return vec![(format!("sh_first_prompt{suffix}"), Err(e))];
     }
-    for x in EXCHANGES {
+    for x in exchanges {
         let r = s.type_keys(x.keys).and_then(|()| {
             if x.until.is_empty() {
                 // Nothing to see: give the command time to start.
@@ -321,7 +337,7 @@ pub fn suite(ws: &Workspace, base: &[u8]) -> Vec<(String, Result<(), String>)> {
             Ok(())
         });
         let failed = r.is_err();
-        results.push((x.name.to_string(), r));
+        results.push((format!("{}{suffix}", x.name), r));
         if failed {
             return results;
         }
@@ -330,6 +346,6 @@ pub fn suite(ws: &Workspace, base: &[u8]) -> Vec<(String, Result<(), String>)> {
         .type_keys(b"\x04")
         .and_then(|()| s.expect("exited with code 0", slow).map(|_| ()))
         .and_then(|()| s.finish(Duration::from_secs(60)));
-    results.push(("sh_ctrl_d_exits".into(), exit));
+    results.push((format!("sh_ctrl_d_exits{suffix}"), exit));
     results
 }

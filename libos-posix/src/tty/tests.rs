@@ -236,3 +236,200 @@ fn not_a_terminal_passes_through() {
     assert_eq!(read(&mut t, &mut Pipe, &mut [0u8; 4]), Ok(0));
     assert_eq!(write(&t, &mut Pipe, b"a\nb", false), 3);
 }
+
+// ---- through the dispatcher, with a process whose console is a terminal ----
+
+mod calls {
+    use super::super::*;
+    use crate::fs::Fs;
+    use crate::linux::sysno::*;
+    use crate::mock::*;
+    use crate::mm::Layout;
+    use alloc::boxed::Box;
+    use alloc::rc::Rc;
+    use alloc::vec;
+    use alloc::vec::Vec;
+    use core::cell::RefCell;
+
+    const SCRATCH: u64 = 0x7000_0000;
+
+    /// A keyboard shared between the test and the process.
+    #[derive(Clone, Default)]
+    struct Kbd {
+        bursts: Rc<RefCell<std::collections::VecDeque<Vec<u8>>>>,
+        shown: Rc<RefCell<Vec<u8>>>,
+    }
+
+    impl Console for Kbd {
+        fn write(&mut self, data: &[u8]) -> usize {
+            self.shown.borrow_mut().extend_from_slice(data);
+            data.len()
+        }
+        fn read(&mut self, _buf: &mut [u8]) -> SysResult<usize> {
+            Ok(0)
+        }
+        fn is_terminal(&self) -> bool {
+            true
+        }
+        fn read_input(&mut self, buf: &mut [u8], _timeout: Option<u64>) -> SysResult<usize> {
+            let mut q = self.bursts.borrow_mut();
+            let Some(mut b) = q.pop_front() else { return Ok(0) };
+            let n = b.len().min(buf.len());
+            buf[..n].copy_from_slice(&b[..n]);
+            if n < b.len() {
+                b.drain(..n);
+                q.push_front(b);
+            }
+            Ok(n)
+        }
+    }
+
+    struct P {
+        p: Process<'static>,
+        mem: Shared,
+        kbd: Kbd,
+        host: MockHost,
+    }
+
+    impl P {
+        fn new() -> P {
+            let kbd = Kbd::default();
+            let fs = Fs::new(Box::new(kbd.clone()));
+            let mem = Shared::default();
+            mem.0.borrow_mut().ensure(SCRATCH, 0x10000);
+            let host = MockHost::default();
+            let layout = Layout {
+                min_addr: 0x10000,
+                user_end: 0x8000_0000_0000,
+                brk_start: 0x60_0000,
+                brk_limit: 0x4000_0000,
+                mmap_lo: 0x10_0000_0000,
+                mmap_hi: 0x7f00_0000_0000,
+            };
+            let p = Process::new(
+                fs,
+                layout,
+                1,
+                Box::new(mem.clone()),
+                Box::new(MockClock::default()),
+                Box::new(host.clone()),
+            );
+            P { p, mem, kbd, host }
+        }
+        fn sys(&mut self, nr: u64, args: &[u64]) -> i64 {
+            let mut a = [0u64; 6];
+            a[..args.len()].copy_from_slice(args);
+            let mut m = self.mem.clone();
+            crate::syscalls::dispatch(&mut self.p, nr, a, &mut m)
+        }
+        fn type_keys(&self, keys: &[u8]) {
+            self.kbd.bursts.borrow_mut().push_back(keys.to_vec());
+        }
+        fn get(&self, addr: u64, n: usize) -> Vec<u8> {
+            self.mem.0.borrow().get(addr, n)
+        }
+    }
+
+    fn e(x: crate::linux::Errno) -> i64 {
+        -(x.0 as i64)
+    }
+
+    #[test]
+    fn read_write_through_the_line_discipline() {
+        let mut t = P::new();
+        t.mem.0.borrow_mut().put(SCRATCH, b"a\nb");
+        assert_eq!(t.sys(SYS_WRITE, &[1, SCRATCH, 3]), 3);
+        assert_eq!(&*t.kbd.shown.borrow(), b"a\r\nb");
+        t.type_keys(b"lx\x7fs -l\r");
+        let buf = SCRATCH + 0x100;
+        assert_eq!(t.sys(SYS_READ, &[0, buf, 64]), 6);
+        assert_eq!(t.get(buf, 6), b"ls -l\n");
+        // ^C in a blocked read: EINTR, and the hook reports the signal.
+        t.type_keys(b"x\x03");
+        assert_eq!(t.sys(SYS_READ, &[0, buf, 64]), e(EINTR));
+        assert!(t.host.reports.borrow().iter().any(|r| r.contains("terminal signal 2")));
+        // ^D at the start of a line: end of file.
+        t.type_keys(b"\x04");
+        assert_eq!(t.sys(SYS_READ, &[0, buf, 64]), 0);
+    }
+
+    #[test]
+    fn termios_pgrp_winsize_ioctls() {
+        let mut t = P::new();
+        let tio = SCRATCH;
+        assert_eq!(t.sys(SYS_IOCTL, &[0, u64::from(crate::linux::TCGETS), tio]), 0);
+        let mut raw = decode_termios(&t.get(tio, 36).try_into().unwrap());
+        assert_eq!(raw, Termios::default_tty());
+        raw.lflag &= !(ICANON | ECHO);
+        raw.cc[VMIN] = 1;
+        t.mem.0.borrow_mut().put(tio, &raw.encode());
+        assert_eq!(t.sys(SYS_IOCTL, &[0, u64::from(crate::linux::TCSETSW), tio]), 0);
+        assert_eq!(t.p.fs.tty.termios, raw);
+        // Raw now: one key is readable at once, not echoed.
+        t.type_keys(b"q");
+        assert_eq!(t.sys(SYS_READ, &[0, SCRATCH + 0x100, 1]), 1);
+        assert!(t.kbd.shown.borrow().is_empty());
+        // Foreground process group.
+        t.mem.0.borrow_mut().put(SCRATCH + 0x200, &7i32.to_le_bytes());
+        assert_eq!(t.sys(SYS_IOCTL, &[0, u64::from(TIOCSPGRP), SCRATCH + 0x200]), 0);
+        assert_eq!(t.sys(SYS_IOCTL, &[2, u64::from(crate::linux::TIOCGPGRP), SCRATCH + 0x300]), 0);
+        assert_eq!(t.get(SCRATCH + 0x300, 4), 7i32.to_le_bytes());
+        t.mem.0.borrow_mut().put(SCRATCH + 0x200, &0i32.to_le_bytes());
+        assert_eq!(t.sys(SYS_IOCTL, &[0, u64::from(TIOCSPGRP), SCRATCH + 0x200]), e(EINVAL));
+        // Window size round trip.
+        t.mem.0.borrow_mut().put(SCRATCH + 0x400, &[50, 0, 132, 0, 0, 0, 0, 0]);
+        assert_eq!(t.sys(SYS_IOCTL, &[1, u64::from(crate::linux::TIOCSWINSZ), SCRATCH + 0x400]), 0);
+        assert_eq!(t.sys(SYS_IOCTL, &[1, u64::from(crate::linux::TIOCGWINSZ), SCRATCH + 0x500]), 0);
+        assert_eq!(t.get(SCRATCH + 0x500, 4), [50, 0, 132, 0]);
+        // A bad pointer is EFAULT, an unknown request ENOTTY.
+        assert_eq!(t.sys(SYS_IOCTL, &[0, u64::from(crate::linux::TCGETS), 8]), e(EFAULT));
+        assert_eq!(t.sys(SYS_IOCTL, &[0, 0x5499, SCRATCH]), e(ENOTTY));
+        assert_eq!(t.sys(SYS_IOCTL, &[0, u64::from(TCFLSH), 3]), e(EINVAL));
+    }
+
+    #[test]
+    fn poll_on_the_terminal() {
+        let mut t = P::new();
+        let pfd = |fd: i32, events: u16| {
+            let mut b = vec![0u8; 8];
+            b[..4].copy_from_slice(&fd.to_le_bytes());
+            b[4..6].copy_from_slice(&events.to_le_bytes());
+            b
+        };
+        let mut two = pfd(0, POLLIN);
+        two.extend(pfd(99, POLLIN));
+        t.mem.0.borrow_mut().put(SCRATCH, &two);
+        // Nothing typed: the bad descriptor alone is ready (POLLNVAL).
+        assert_eq!(t.sys(SYS_POLL, &[SCRATCH, 2, 0]), 1);
+        assert_eq!(t.get(SCRATCH + 6, 2), [0, 0]);
+        assert_eq!(t.get(SCRATCH + 14, 2), POLLNVAL.to_le_bytes());
+        // A line typed: readable.
+        t.mem.0.borrow_mut().put(SCRATCH, &pfd(0, POLLIN | POLLOUT));
+        t.type_keys(b"hi\r");
+        assert_eq!(t.sys(SYS_POLL, &[SCRATCH, 1, 1000]), 1);
+        assert_eq!(t.get(SCRATCH + 6, 2), (POLLIN | POLLOUT).to_le_bytes());
+        // Nothing more: a timed poll times out with 0.
+        let mut buf = [0u8; 8];
+        assert_eq!(t.p.fs.tty.try_read(&mut buf, false), ReadStep::Data(3));
+        t.mem.0.borrow_mut().put(SCRATCH, &pfd(0, POLLIN));
+        assert_eq!(t.sys(SYS_POLL, &[SCRATCH, 1, 5]), 0);
+        assert_eq!(t.sys(SYS_POLL, &[SCRATCH, POLL_MAX + 1, 0]), e(EINVAL));
+    }
+
+    #[test]
+    fn a_lone_process_leads_its_group_and_session() {
+        let mut t = P::new();
+        assert_eq!(t.sys(SYS_GETPGRP, &[]), 1);
+        assert_eq!(t.sys(SYS_GETPGID, &[0]), 1);
+        assert_eq!(t.sys(SYS_GETPGID, &[5]), e(ESRCH));
+        assert_eq!(t.sys(SYS_GETSID, &[1]), 1);
+        assert_eq!(t.sys(SYS_SETPGID, &[0, 0]), 0);
+        assert_eq!(t.sys(SYS_SETPGID, &[0, 9]), e(EPERM));
+        assert_eq!(t.sys(SYS_SETPGID, &[0, u64::MAX]), e(EINVAL));
+        assert_eq!(t.sys(SYS_SETSID, &[]), e(EPERM));
+        // tcgetpgrp() == getpgrp(): an interactive shell's job control
+        // starts without signalling itself.
+        assert_eq!(t.sys(SYS_IOCTL, &[0, u64::from(crate::linux::TIOCGPGRP), SCRATCH]), 0);
+        assert_eq!(t.get(SCRATCH, 4), 1i32.to_le_bytes());
+    }
+}
