@@ -724,6 +724,35 @@ pub enum Syscall: u64 {
     /// `()` → frames still owed. The debt of the current repossession
     /// demand (0: none). See [`repossess`].
     RepossessStatus = 50,
+    /// `(ptr, len)` → bytes read. Takes up to `len` bytes (at most
+    /// [`CONSOLE_READ_MAX`]) of **console input** — what was typed on the
+    /// serial console (COM1), received by interrupt into a bounded kernel
+    /// buffer of [`CONSOLE_INPUT_BUFFER`] bytes — and copies them to `ptr`.
+    /// Never blocks: 0 when nothing is waiting. To wait, sleep on a
+    /// predicate over [`InfoPage::console_input`] (read it first, then call
+    /// this, then sleep until it differs: no byte can slip between).
+    ///
+    /// Console input is a capability: only the **console reader** may take
+    /// it, the environment the boot gave it to (the first `init`
+    /// application under the command line's `stdin=console`), or the one
+    /// it was handed to with [`Syscall::ConsoleGive`]. Errors:
+    /// [`Error::InvalidArgument`] for a length over the maximum (checked
+    /// first), [`Error::PermissionDenied`] for anyone but the reader,
+    /// [`Error::BadAddress`] if bytes are waiting and `ptr` is not
+    /// writable user memory for them (they then stay in the buffer). Bytes that arrive while
+    /// the buffer is full are dropped and counted (the kernel logs the
+    /// count), never anything else: the interrupt path never waits for a
+    /// reader.
+    ConsoleRead = 59,
+    /// `(child)` → 0. The console reader hands console input
+    /// ([`Syscall::ConsoleRead`]) to `child`, a live environment it created
+    /// (a [`ChildHandle`]). When a reader that was given the console ends,
+    /// the console goes back to the environment that gave it, if that one
+    /// still lives (else nobody reads it any more). Errors:
+    /// [`Error::PermissionDenied`] if the caller is not the reader,
+    /// [`Error::NotOwner`] if `child` is not the caller's child,
+    /// [`Error::NoSuchEnv`] if it does not exist (any more) or is ending.
+    ConsoleGive = 60,
 }
 }
 
@@ -755,6 +784,11 @@ impl Syscall {
 pub const ANY_FRAME: u64 = u64::MAX;
 /// The most bytes one [`Syscall::ConsoleWrite`] takes.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
+/// The most bytes one [`Syscall::ConsoleRead`] returns.
+pub const CONSOLE_READ_MAX: u64 = 256;
+/// Bytes of console input the kernel keeps for the reader; more is dropped
+/// (and counted) until the reader takes some.
+pub const CONSOLE_INPUT_BUFFER: u64 = 1024;
 
 numbered! {
 /// The console streams of [`Syscall::ConsoleWrite`] (`rdx`).
@@ -1210,6 +1244,13 @@ pub struct InfoPage {
     /// Slots per core that nobody may own (they always run the default
     /// round-robin).
     pub slots_reserved: u32,
+    /// Changes whenever console input becomes readable by this
+    /// environment ([`Syscall::ConsoleRead`]): it grows by the number of
+    /// bytes that arrive while it is the console reader, and by one when the
+    /// console is handed to it; 0 for an environment never the reader. A
+    /// predicate (`LoadInfo`) waits for it to change; the receive interrupt
+    /// wakes the reader's sleeping vCPUs.
+    pub console_input: u64,
 }
 
 /// The per-core read-only page at [`vcpu_page_va`]`(core)`. A vCPU's user

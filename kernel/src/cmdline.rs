@@ -21,6 +21,7 @@
 //! | `console` | `shared`, `split` (see [`ConsoleMode`]) | `shared` |
 //! | `exit_tag` | 1 to 32 ASCII letters and digits: put in the `console=split` end marker, so that a marker printed by ring 3 cannot pass for the kernel's | none |
 //! | `memrevoke` | in `run` mode, `APP:N:MS`: `MS` ms after start, ask the live env `APP` for `N` frames back within `MS` ms (see `abi::repossess`) | none |
+//! | `stdin` | `console`: in `run` mode the first `init` application reads console input (`abi::Syscall::ConsoleRead`) | nobody reads it |
 //! | `benches` | in `bench` mode, the benchmark groups to run, selected like `tests` (group names: `machine/bench.rs`) | all |
 
 use alloc::string::String;
@@ -111,6 +112,8 @@ pub struct Cmdline {
     pub zero_pool: u32,
     /// Applications to start in `run` mode.
     pub init: Vec<String>,
+    /// `stdin=console`: the first `init` application is the console reader.
+    pub stdin_console: bool,
     /// In `test` mode, which tests run (fragments of names; `-` excludes).
     pub tests: Option<String>,
     /// In `bench` mode, which benchmark groups run (as `tests`).
@@ -160,6 +163,7 @@ impl Default for Cmdline {
             tests: None,
             benches: None,
             memrevoke: None,
+            stdin_console: false,
             unknown: Vec::new(),
         }
     }
@@ -211,6 +215,10 @@ impl Cmdline {
                 }
                 "benches" if !value.is_empty() => {
                     out.benches = Some(String::from(value));
+                    true
+                }
+                "stdin" if value == "console" => {
+                    out.stdin_console = true;
                     true
                 }
                 "memrevoke" => parse_memrevoke(value).map(|m| out.memrevoke = Some(m)).is_some(),
@@ -312,6 +320,9 @@ mod tests {
         assert_eq!(Cmdline::parse("quota=65536").quota, 65536);
         let c = Cmdline::parse("quota=15 quota=1048577 quota=x");
         assert_eq!((c.quota, c.unknown.len()), (DEFAULT_QUOTA, 3));
+        assert!(Cmdline::parse("stdin=console").stdin_console);
+        let c = Cmdline::parse("stdin=tty");
+        assert_eq!((c.stdin_console, c.unknown.len()), (false, 1));
     }
 
     #[test]

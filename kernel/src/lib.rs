@@ -18,6 +18,7 @@
 //! | [`initrd`] | the initrd archive format (ustar) reader |
 //! | [`elf`] | checking an application's ELF image and planning its load |
 //! | [`repossess`] | the rules of a memory repossession demand (debt, deadline, list walk) |
+//! | [`serialin`] | console input: the bounded receive buffer, ISA interrupt routing through an I/O APIC |
 //! | [`ring`] | the kernel side of the submission/completion ring protocol |
 //! | [`stats`] | benchmark summaries (median, p99) |
 //! | [`predicate`] | verifying and evaluating wakeup predicates |
@@ -41,6 +42,7 @@ pub mod ownership;
 pub mod predicate;
 pub mod pvh;
 pub mod repossess;
+pub mod serialin;
 pub mod ring;
 pub mod slotclock;
 pub mod stats;

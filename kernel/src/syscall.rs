@@ -307,6 +307,18 @@ pub enum Request {
     },
     /// `RepossessStatus`.
     RepossessStatus,
+    /// `ConsoleRead`: `len` ≤ [`abi::CONSOLE_READ_MAX`].
+    ConsoleRead {
+        /// Where the bytes go.
+        ptr: u64,
+        /// The most to take.
+        len: u64,
+    },
+    /// `ConsoleGive`.
+    ConsoleGive {
+        /// The child to hand console input to.
+        child: EnvId,
+    },
 }
 
 const _: () = assert!(core::mem::size_of::<Request>() <= 32);
@@ -565,6 +577,13 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
             Request::PageAccess { va: a0, pages: a1, bitmap: a2, clear_dirty: flag(a3)? }
         }
         Syscall::RepossessStatus => Request::RepossessStatus,
+        Syscall::ConsoleRead => {
+            if a1 > abi::CONSOLE_READ_MAX {
+                return Err(Error::InvalidArgument);
+            }
+            Request::ConsoleRead { ptr: a0, len: a1 }
+        }
+        Syscall::ConsoleGive => Request::ConsoleGive { child: env_id(a0)? },
         Syscall::AllocMap => {
             check_alloc_map(a0, a1, a3)?;
             Request::AllocMap { va: a0, pages: a1 as u32, rights: check_rights(a2)?, out: a3 }
@@ -660,6 +679,8 @@ impl Request {
             Request::PageAccess { .. } => Syscall::PageAccess,
             Request::RepossessStatus => Syscall::RepossessStatus,
             Request::AllocMap { .. } => Syscall::AllocMap,
+            Request::ConsoleRead { .. } => Syscall::ConsoleRead,
+            Request::ConsoleGive { .. } => Syscall::ConsoleGive,
         }
     }
 
@@ -721,7 +742,10 @@ impl Request {
                 );
             }
             Request::Child { call, ref args } => return (call as u64, **args),
-            Request::RepossessList { ptr, len } => [ptr, len, 0],
+            Request::RepossessList { ptr, len } | Request::ConsoleRead { ptr, len } => {
+                [ptr, len, 0]
+            }
+            Request::ConsoleGive { child } => [u64::from(child), 0, 0],
             Request::PageAccess { va, pages, bitmap, clear_dirty } => {
                 let regs = [va, pages, bitmap, u64::from(clear_dirty), 0, 0];
                 return (Syscall::PageAccess as u64, regs);
@@ -857,6 +881,8 @@ mod tests {
                 let range = if pages == 0 { None } else { check_range(va, pages) };
                 range.or_else(|| (a[3] > 1).then_some(Error::InvalidArgument))
             }
+            Syscall::ConsoleRead => (a[1] > abi::CONSOLE_READ_MAX).then_some(Error::InvalidArgument),
+            Syscall::ConsoleGive => env(a[0]),
             _ => None,
         }
     }
@@ -877,6 +903,7 @@ mod tests {
             (60u64..70),
             (abi::UNMAP_RANGE_MAX - 1..abi::UNMAP_RANGE_MAX + 2),
             (abi::CONSOLE_WRITE_MAX - 1..abi::CONSOLE_WRITE_MAX + 2),
+            (abi::CONSOLE_READ_MAX - 1..abi::CONSOLE_READ_MAX + 2),
             (abi::NAME_MAX - 1..abi::NAME_MAX + 2),
         ]
     }
@@ -961,6 +988,8 @@ mod tests {
             },
             Request::Child { call: Syscall::ShareRange, args: Box::new([1, 2, 3, 4, 5, 6]) },
             Request::AllocMap { va: abi::USER_MIN, pages: 1, rights: Rights::RW, out: 0 },
+            Request::ConsoleRead { ptr: 8, len: abi::CONSOLE_READ_MAX },
+            Request::ConsoleGive { child: EnvId(7) },
             Request::AllocMap {
                 va: abi::USER_MAX - abi::ALLOC_MAP_MAX * abi::PAGE_SIZE,
                 pages: abi::ALLOC_MAP_MAX as u32,

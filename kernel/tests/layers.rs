@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["cpu", "boot", "percpu", "trap", "xstate"],
     &["time", "memory", "console"],
-    &["apic", "paging", "acpi", "gdt", "slots"],
+    &["apic", "paging", "acpi", "gdt", "slots", "ioapic"],
     &["tlb", "panic"],
     &["mailbox", "interrupts"],
     &["env"],

@@ -210,6 +210,14 @@ impl Pred {
         Self::new().load_info(R1, offset).konst(R2, seen).ne(R0, R1, R2)
     }
 
+    /// Wake when `InfoPage::console_input` differs from `seen` (console
+    /// input for the reader; read it with [`crate::sys::console_input`]
+    /// before looking for input).
+    pub fn console_input_ne(seen: u64) -> Self {
+        let offset = core::mem::offset_of!(abi::InfoPage, console_input) as u64;
+        Self::new().load_info(R1, offset).konst(R2, seen).ne(R0, R1, R2)
+    }
+
     /// Appends `other`'s instructions.
     fn append(mut self, other: &Pred) -> Self {
         self.invalid |= other.invalid;

@@ -282,6 +282,35 @@ pub fn repossess_status() -> Result<u64, Error> {
     abi::decode(syscall0(Syscall::RepossessStatus as u64))
 }
 
+/// `ConsoleRead`: up to `buf.len()` (at most [`abi::CONSOLE_READ_MAX`])
+/// bytes of console input, 0 if none is waiting (never blocks: sleep on
+/// [`crate::Pred::console_input_ne`]). `PermissionDenied` unless this
+/// environment is the console reader.
+pub fn console_read(buf: &mut [u8]) -> Result<u64, Error> {
+    abi::decode(syscall2(
+        Syscall::ConsoleRead as u64,
+        buf.as_mut_ptr() as u64,
+        buf.len() as u64,
+    ))
+}
+
+/// `ConsoleGive`: hands console input to `child`, a child of this
+/// environment.
+pub fn console_give(child: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::ConsoleGive as u64, child))
+}
+
+/// `InfoPage::console_input`: changes whenever console input becomes
+/// readable by this environment.
+pub fn console_input() -> u64 {
+    // SAFETY: the field lies in the InfoPage, mapped read-only for the
+    // environment's whole life, 8-aligned; the kernel updates it atomically
+    // and this view is only loaded from.
+    unsafe {
+        kernel_word(abi::INFO_VA + core::mem::offset_of!(InfoPage, console_input) as u64)
+    }
+}
+
 /// `PageAccess`: reads and clears the accessed (and, with `clear_dirty`,
 /// dirty) bits of `pages` (≤ `abi::repossess::ACCESS_SCAN_MAX`) pages from
 /// `va` into `bitmap` (two bits per page: accessed, dirty); returns how

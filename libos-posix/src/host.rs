@@ -70,9 +70,23 @@ pub trait Console {
     /// Reads up to `buf.len()` bytes, blocking until at least one (or end of
     /// input, 0).
     fn read(&mut self, buf: &mut [u8]) -> SysResult<usize>;
-    /// The window size `TIOCGWINSZ` reports.
+    /// The window size `TIOCGWINSZ` reports at first.
     fn winsize(&self) -> Winsize {
         Winsize { rows: 24, cols: 80 }
+    }
+    /// Whether the console is a terminal with a keyboard: then reads go
+    /// through the line discipline (`tty`) over [`Console::read_input`],
+    /// and writes through its output processing. `false` (the default):
+    /// [`Console::read`] and the writes are used as they are.
+    fn is_terminal(&self) -> bool {
+        false
+    }
+    /// Raw keyboard input: up to `buf.len()` bytes as typed, waiting up to
+    /// `timeout_ns` (forever if `None`) for at least one. 0 when the time
+    /// is up, or (without a timeout) at the end of input.
+    fn read_input(&mut self, buf: &mut [u8], timeout_ns: Option<u64>) -> SysResult<usize> {
+        let _ = timeout_ns;
+        self.read(buf)
     }
 }
 

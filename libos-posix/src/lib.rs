@@ -11,6 +11,7 @@
 //! - keeping descriptors and open-file descriptions ([`fd`]);
 //! - keeping the program break and anonymous/file mappings ([`mm`]);
 //! - the process model: pids, fork, execve, wait ([`proc`]);
+//! - being a terminal: line discipline, `termios`, `poll` ([`tty`]);
 //! - answering Linux system calls with Linux's semantics and errno values
 //!   ([`syscalls::dispatch`]).
 //!
@@ -37,6 +38,7 @@ pub mod path;
 pub mod proc;
 pub mod request;
 pub mod syscalls;
+pub mod tty;
 
 #[cfg(test)]
 pub mod mock;

@@ -109,6 +109,9 @@ impl<'a> Process<'a> {
     ) -> Self {
         let root = fs.root();
         fs.hold(root);
+        // The first process leads its session and its process group, which
+        // is the terminal's foreground group.
+        fs.tty.pgrp = pid;
         let mut fds = FdTable::new(DEFAULT_LIMIT);
         if let Ok(con) = fs.lookup(root, b"/dev/console", true) {
             fs.hold(con);
@@ -203,7 +206,7 @@ impl<'a> Process<'a> {
         Ok(Entry { rip: plan.entry, rsp: st.rsp })
     }
 
-    fn desc(&self, fd: i32) -> SysResult<Rc<Desc>> {
+    pub(crate) fn desc(&self, fd: i32) -> SysResult<Rc<Desc>> {
         self.fds.get(fd).cloned()
     }
 
@@ -223,6 +226,28 @@ impl<'a> Process<'a> {
         }
         let ino = self.desc(dirfd)?.borrow().ino;
         if !self.fs.is_dir(ino) { Err(ENOTDIR) } else { Ok(ino) }
+    }
+
+    /// The monotonic clock (for `tty`'s `poll`).
+    pub(crate) fn clock_now_ns(&self) -> u64 {
+        self.clock.monotonic_ns()
+    }
+
+    /// Sleeps until the monotonic clock reaches `deadline`.
+    pub(crate) fn sleep_until_ns(&mut self, deadline: u64) {
+        self.clock.sleep_until(deadline);
+    }
+
+    /// This process's session.
+    pub(crate) fn session(&self) -> i32 {
+        self.proc.sid
+    }
+
+    /// Reports `line` once per `key` (keys below 1000 are system calls).
+    pub(crate) fn report_once_line(&mut self, key: u64, line: &str) {
+        if self.reported.insert(key) {
+            self.host.report(line);
+        }
     }
 
     fn report_once(&mut self, nr: u64) {
@@ -266,10 +291,14 @@ pub fn dispatch(p: &mut Process<'_>, nr: u64, args: [u64; 6], mem: &mut impl Use
     if may_touch_file_times(nr) {
         p.fs.now = Timespec::from_ns(p.clock.realtime_ns());
     }
-    match call(p, nr, args, mem) {
+    let ret = match call(p, nr, args, mem) {
         Ok(v) => v as i64,
         Err(e) => e.to_ret(),
+    };
+    if p.fs.tty.has_raised() {
+        p.deliver_tty_signals();
     }
+    ret
 }
 
 /// Whether call `nr` may create a file or change its times (every call but
@@ -399,6 +428,17 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
         SYS_DUP3 => sys_dup3(p, fd, a[1] as i32, a[2] as u32, true),
         SYS_FCNTL => sys_fcntl(p, fd, a[1] as u32, a[2]),
         SYS_IOCTL => sys_ioctl(p, fd, a[1] as u32, a[2], mem),
+        SYS_POLL => {
+            let timeout = (a[2] as i32 >= 0).then(|| u64::from(a[2] as u32) * 1_000_000);
+            crate::tty::poll(p, a[0], a[1], timeout, mem)
+        }
+        SYS_PPOLL => {
+            let timeout = match a[2] {
+                0 => None,
+                t => Some(Timespec::decode(&read_struct::<16>(mem, t)?).to_ns()?),
+            };
+            crate::tty::poll(p, a[0], a[1], timeout, mem)
+        }
         SYS_BRK => Ok(p.mm.brk(a[0], &mut *p.memory)),
         SYS_MMAP => sys_mmap(p, a, mem),
         SYS_MUNMAP => p.mm.unmap(a[0], a[1], &mut *p.memory).map(|_| 0),
@@ -895,13 +935,7 @@ fn sys_ioctl(
     if !p.fs.device(ino).is_some_and(Device::is_tty) {
         return Err(ENOTTY);
     }
-    match req {
-        TCGETS => mem.write(arg, &Termios::default_tty().encode()).map(|_| 0),
-        TCSETS | TCSETSW | TCSETSF => read_struct::<{ Termios::SIZE }>(mem, arg).map(|_| 0),
-        TIOCGWINSZ => mem.write(arg, &p.fs.winsize().encode()).map(|_| 0),
-        TIOCGPGRP => mem.write(arg, &p.proc.pgid.to_le_bytes()).map(|_| 0),
-        _ => Err(ENOTTY),
-    }
+    crate::tty::ioctl(p, req, arg, mem)
 }
 
 fn sys_mmap(p: &mut Process<'_>, a: [u64; 6], mem: &mut dyn UserMemory) -> SysResult<u64> {

@@ -47,6 +47,7 @@ mod newcheck;
 mod plot;
 mod posix;
 mod posixcmd;
+mod shcmd;
 mod qemu;
 mod registry;
 mod report;
@@ -99,6 +100,20 @@ enum Cmd {
     /// programs into target/posix/, printing whatever that prints.
     #[command(hide = true)]
     PosixPrepare,
+    /// Boot 8 cores into an interactive busybox `sh` whose terminal is the
+    /// serial console (this terminal); `exit` or ^D powers off.
+    Sh(ShArgs),
+}
+
+/// `cargo xtask sh` options.
+#[derive(Debug, Args)]
+struct ShArgs {
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 8)]
+    smp: u32,
+    /// Accelerator: auto picks KVM only on hosts with real vmx/svm.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
 }
 
 /// `cargo xtask posix` options.
@@ -209,6 +224,10 @@ struct TestArgs {
     /// applets) after the host tests (with `--qemu-only`, only it).
     #[arg(long)]
     posix_only: bool,
+    /// Only run the console shell test (`cargo xtask sh` driven by typed
+    /// keys) after the host tests (with `--qemu-only`, only it).
+    #[arg(long)]
+    sh_only: bool,
     /// Per-boot timeout in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     timeout: u64,
@@ -365,6 +384,7 @@ fn main() -> ExitCode {
         Cmd::Posix(args) => return posixcmd::run(&ws, &args),
         Cmd::PosixExpected => posixcmd::regenerate(&ws),
         Cmd::PosixPrepare => posixcmd::prepare(&ws),
+        Cmd::Sh(args) => return shcmd::run(&ws, &args),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -776,6 +796,12 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
     // The serial log of each configuration, for the failure summary.
     let mut logs: Vec<(String, PathBuf)> = Vec::new();
 
+    if args.sh_only {
+        let checks = sh_suite(ws, &built.initrd);
+        let failed = checks.iter().filter(|c| !c.ok).count();
+        println!("{} passed, {} failed", checks.len() - failed, failed);
+        return Ok(failed == 0);
+    }
     if args.posix_only {
         let checks = posix_suite(ws, &built.initrd, args.timeout);
         let failed = checks.iter().filter(|c| !c.ok).count();
@@ -916,6 +942,7 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
     checks.push(panic);
 
     checks.extend(posix_suite(ws, &built.initrd, args.timeout));
+    checks.extend(sh_suite(ws, &built.initrd));
 
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
     if !failed.is_empty() {
@@ -952,6 +979,24 @@ fn posix_suite(ws: &Workspace, initrd: &Path, timeout: u64) -> Vec<Check> {
             vec![c]
         }
     }
+}
+
+/// The console shell test ([`shcmd`]): keys typed into an interactive
+/// busybox `sh` through the serial port; printed as it goes.
+fn sh_suite(ws: &Workspace, initrd: &Path) -> Vec<Check> {
+    println!("xtask: the console shell (keys typed into busybox sh on the serial port)...");
+    let results = match std::fs::read(initrd) {
+        Ok(base) => shcmd::suite(ws, &base),
+        Err(e) => vec![("sh_setup".into(), Err(format!("{}: {e}", ws.rel(initrd))))],
+    };
+    results
+        .into_iter()
+        .map(|(name, r)| {
+            let c = Check::new("sh", name, r);
+            c.print();
+            c
+        })
+        .collect()
 }
 
 /// The first line of `text`.

@@ -52,7 +52,7 @@ pub const APPEND: &str = "mode=run console=split quota=65536 init=posix";
 /// `xtask posix-prepare` (busybox fetched, C programs built, `musl-tools`
 /// installed if need be) — their output in a log, so that our stdout and
 /// stderr carry only the program's bytes. Returns the build's initrd bytes.
-fn quiet_build(ws: &Workspace) -> Result<Vec<u8>, String> {
+pub fn quiet_build(ws: &Workspace) -> Result<Vec<u8>, String> {
     let log = ws.log("posix", "build");
     if let Some(d) = log.parent() {
         std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
@@ -93,7 +93,7 @@ pub fn prepare(ws: &Workspace) -> Result<bool, String> {
 }
 
 /// The default root (busybox, its applets, the C tests).
-fn default_root(ws: &Workspace) -> Result<Tree, String> {
+pub fn default_root(ws: &Workspace) -> Result<Tree, String> {
     let bb = posix::busybox(&ws.target)?;
     let applets = posix::applets(&bb)?;
     let busybox = std::fs::read(&bb).map_err(|e| format!("{}: {e}", bb.display()))?;

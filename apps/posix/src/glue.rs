@@ -272,11 +272,59 @@ impl Clock for Clk {
     }
 }
 
-/// The terminal: output through [`emit`]; input is at its end (the
-/// program's stdin is empty).
-pub struct Con;
+/// The terminal: output through [`emit`]. Input: when this environment is
+/// the console reader (the boot's `stdin=console`, as under `cargo xtask
+/// sh`) the keyboard, through `ConsoleRead` and libos-posix's line
+/// discipline; otherwise it is at its end (the program's stdin is empty).
+pub struct Con {
+    /// Whether this environment reads the console (probed once at start).
+    terminal: bool,
+}
+
+impl Con {
+    /// The console, a terminal if `ConsoleRead` is ours.
+    pub fn new() -> Self {
+        Con { terminal: sys::console_read(&mut []).is_ok() }
+    }
+}
 
 impl Console for Con {
+    fn is_terminal(&self) -> bool {
+        self.terminal
+    }
+
+    fn read_input(&mut self, buf: &mut [u8], timeout_ns: Option<u64>) -> SysResult<usize> {
+        if !self.terminal {
+            return Ok(0);
+        }
+        let hz = libos_async::info().tsc_hz;
+        let deadline = timeout_ns.map(|ns| {
+            let ticks = u128::from(ns) * u128::from(hz) / 1_000_000_000;
+            sys::rdtsc().saturating_add(ticks.min(u128::from(u64::MAX)) as u64)
+        });
+        let want = buf.len().min(abi::CONSOLE_READ_MAX as usize);
+        loop {
+            // The counter first: input arriving after it is read changes it,
+            // so the sleep below cannot miss it.
+            let seen = sys::console_input();
+            match sys::console_read(&mut buf[..want]) {
+                Ok(0) => {}
+                Ok(n) => return Ok(n as usize),
+                // No longer the reader (given away): as at end of input.
+                Err(_) => return Ok(0),
+            }
+            let wake = libos_async::Pred::console_input_ne(seen);
+            let slept = match deadline {
+                Some(d) if sys::rdtsc() >= d => return Ok(0),
+                Some(d) => wake.either(libos_async::Pred::deadline(d)).sleep(),
+                None => wake.sleep(),
+            };
+            if slept.is_err() {
+                let _ = sys::yield_now();
+            }
+        }
+    }
+
     fn write(&mut self, data: &[u8]) -> usize {
         emit(STDOUT, data);
         data.len()

@@ -47,7 +47,7 @@ pub fn run(arg: u64) -> i32 {
     // one can write them.
     let archive: &'static [u8] =
         unsafe { core::slice::from_raw_parts(layout::INITRD_VA as *const u8, size as usize) };
-    let fs = match Fs::from_initrd(archive, Box::new(Con)) {
+    let fs = match Fs::from_initrd(archive, Box::new(Con::new())) {
         Ok(fs) => fs,
         Err(e) => return fail(NOT_FOUND, &format!("the initrd's tree is malformed: {e:?}")),
     };

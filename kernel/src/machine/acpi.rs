@@ -1,4 +1,5 @@
-//! ACPI: the MADT's list of processors.
+//! ACPI: the MADT's list of processors, its I/O APICs and its ISA
+//! interrupt source overrides (console input routes COM1's IRQ 4 with them).
 //!
 //! Tables are read through the direct map (the [`AcpiHandler`] needs no
 //! mapping work). The RSDP comes from the PVH start info, or, if the loader
@@ -34,6 +35,10 @@ pub struct Processors {
     /// Local APIC ids of the enabled (or online-capable) processors, in MADT
     /// order, which is the order to start them in.
     pub apic_ids: Vec<u32>,
+    /// The I/O APICs.
+    pub io_apics: Vec<kernel::serialin::IoApic>,
+    /// The ISA interrupt source overrides.
+    pub isa_overrides: Vec<kernel::serialin::IsaOverride>,
 }
 
 /// Reads the MADT. `rsdp_phys` is 0 when the loader gave none.
@@ -51,10 +56,27 @@ pub fn processors(rsdp_phys: u64) -> Result<Processors, &'static str> {
     .map_err(|_| "no valid ACPI RSDP")?;
     let madt = tables.find_table::<Madt>().map_err(|_| "no MADT")?;
     let mut apic_ids = Vec::new();
+    let mut io_apics = Vec::new();
+    let mut isa_overrides = Vec::new();
     for entry in madt.get().entries() {
         let (id, flags) = match entry {
             MadtEntry::LocalApic(e) => (u32::from(e.apic_id), e.flags),
             MadtEntry::LocalX2Apic(e) => (e.x2apic_id, e.flags),
+            MadtEntry::IoApic(e) => {
+                io_apics.push(kernel::serialin::IoApic {
+                    phys: u64::from(e.io_apic_address),
+                    gsi_base: e.global_system_interrupt_base,
+                });
+                continue;
+            }
+            MadtEntry::InterruptSourceOverride(e) if e.bus == 0 => {
+                isa_overrides.push(kernel::serialin::IsaOverride {
+                    irq: e.irq,
+                    gsi: e.global_system_interrupt,
+                    flags: e.flags,
+                });
+                continue;
+            }
             _ => continue,
         };
         // Bit 0: enabled; bit 1: online capable.
@@ -65,5 +87,5 @@ pub fn processors(rsdp_phys: u64) -> Result<Processors, &'static str> {
     if apic_ids.is_empty() {
         return Err("MADT lists no processor");
     }
-    Ok(Processors { apic_ids })
+    Ok(Processors { apic_ids, io_apics, isa_overrides })
 }

@@ -15,6 +15,14 @@
 //! deadlock on it. The panic path bypasses the lock ([`emergency_write`]):
 //! a core that panicked while holding it must still be heard.
 //!
+//! **Input.** Bytes typed on COM1 raise its receive interrupt (IRQ 4,
+//! routed by `start` through the I/O APIC to the bootstrap processor;
+//! `env::terminal` registers the handler, which calls [`receive`]). They
+//! wait in a bounded buffer ([`INPUT`], `abi::CONSOLE_INPUT_BUFFER` bytes):
+//! the interrupt never waits for a reader, and a byte that finds the
+//! buffer full is dropped and counted. Who may read them is
+//! `env::terminal`'s business.
+//!
 //! Log lines look like `[cpu 3] INFO  message`; machine-read lines (the boot
 //! line, test results, bench results) are printed with [`kprintln!`] without
 //! any prefix.
@@ -23,6 +31,7 @@ use abi::ConsoleStream;
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::cmdline::LogLevel;
+use kernel::serialin::InputRing;
 use spin::Mutex;
 use uart_16550::SerialPort;
 use x86_64::instructions::interrupts::without_interrupts;
@@ -44,6 +53,68 @@ static STREAM_LOCKS: [Mutex<()>; 2] = [Mutex::new(()), Mutex::new(())];
 // SAFETY: COM1 is the standard PC serial port; QEMU always provides it and
 // nothing else in the kernel drives these ports.
 static SERIAL: Mutex<SerialPort> = Mutex::new(unsafe { SerialPort::new(COM1) });
+
+/// Bytes received and not yet read. Taken with interrupts off only, and
+/// never held while waiting for anything (a leaf lock): the receive
+/// interrupt's wait for it is a few instructions at most.
+static INPUT: Mutex<InputRing<{ abi::CONSOLE_INPUT_BUFFER as usize }>> =
+    Mutex::new(InputRing::new());
+
+/// The most bytes one receive interrupt takes from the UART (its FIFO holds
+/// 16; the bound keeps a babbling line from holding the core).
+const RECEIVE_BURST: usize = 64;
+
+/// Moves the bytes the UART has received into the input buffer (the
+/// receive interrupt's work); returns how many arrived, dropped ones
+/// included.
+pub fn receive() -> usize {
+    without_interrupts(|| {
+        let mut arrived = 0;
+        let _serial = SERIAL.lock();
+        let mut lsr = x86_64::instructions::port::PortReadOnly::<u8>::new(COM1 + 5);
+        let mut rbr = x86_64::instructions::port::PortReadOnly::<u8>::new(COM1);
+        let mut input = INPUT.lock();
+        while arrived < RECEIVE_BURST {
+            // SAFETY: reading COM1's line status and receive registers
+            // (under the serial lock, which owns the port): the only effect
+            // is taking the received byte out of the UART's FIFO.
+            if unsafe { lsr.read() } & 1 == 0 {
+                break;
+            }
+            // SAFETY: as above; the line status said a byte is there.
+            input.push(unsafe { rbr.read() });
+            arrived += 1;
+        }
+        arrived
+    })
+}
+
+/// Puts `bytes` into the input buffer as if typed (the in-kernel tests;
+/// never reachable from ring 3). Returns how many were accepted.
+pub fn inject_input(bytes: &[u8]) -> usize {
+    without_interrupts(|| {
+        let mut input = INPUT.lock();
+        bytes.iter().filter(|&&b| input.push(b)).count()
+    })
+}
+
+/// Copies the oldest waiting input bytes into `out` without taking them.
+pub fn peek_input(out: &mut [u8]) -> usize {
+    without_interrupts(|| INPUT.lock().peek(out))
+}
+
+/// Takes `n` input bytes (after a successful [`peek_input`] copy).
+pub fn consume_input(n: usize) {
+    without_interrupts(|| INPUT.lock().consume(n));
+}
+
+/// `(waiting, accepted so far, dropped so far)`.
+pub fn input_counts() -> (usize, u64, u64) {
+    without_interrupts(|| {
+        let input = INPUT.lock();
+        (input.len(), input.received(), input.dropped())
+    })
+}
 
 /// Initialises the UART. Call once on the bootstrap processor, first thing.
 pub fn init() {

@@ -240,7 +240,57 @@ const TESTS: &[KernelTest] = &[
         })
     }),
     ("vm_alloc_map_racing_unmap_range_from_other_cores_leaks_nothing", || expect_exit("vmtest", 7)),
+    // Console input (issue 17): the bounded buffer and the reader capability.
+    ("console_input_overflow_drops_and_counts_only", console_input_overflow),
+    ("console_input_only_the_reader_gets_keystrokes", console_input_capability),
 ];
+
+/// With nobody reading, typing more than the buffer holds keeps the first
+/// `CONSOLE_INPUT_BUFFER` bytes in order and counts the rest as dropped.
+fn console_input_overflow() -> TestResult {
+    use super::console;
+    check(!env::terminal::has_reader(), || "a console reader is left from before".into())?;
+    // Start empty.
+    let (waiting, _, _) = console::input_counts();
+    console::consume_input(waiting);
+    let (_, _, dropped0) = console::input_counts();
+    let size = abi::CONSOLE_INPUT_BUFFER as usize;
+    let bytes: Vec<u8> = (0..size + 100).map(|i| i as u8).collect();
+    let accepted = env::terminal::inject(&bytes);
+    let (waiting, _, dropped) = console::input_counts();
+    check(accepted == size && waiting == size && dropped == dropped0 + 100, || {
+        format!("accepted {accepted}, waiting {waiting}, dropped {}", dropped - dropped0)
+    })?;
+    let mut out = alloc::vec![0u8; size];
+    let n = console::peek_input(&mut out);
+    console::consume_input(n);
+    check(n == size && out[..] == bytes[..size], || format!("read back {n} bytes, not in order"))?;
+    check(console::input_counts().0 == 0, || "input left after reading it all".into())
+}
+
+/// The reader (`console_thief` 1) gets exactly what is typed; a thief
+/// beside it (`console_thief` 0, hammering `ConsoleRead`/`ConsoleGive` on
+/// its core) gets nothing and only refusals; when the reader ends nobody
+/// reads the console.
+fn console_input_capability() -> TestResult {
+    frames_restored(|| {
+        let reader = spawn("console_thief", 1)?;
+        env::terminal::give_at_boot(&reader);
+        let thief = spawn("console_thief", 0)?;
+        // Let both start, then type.
+        let start = Deadline::after_ms(200);
+        while !start.passed() {
+            core::hint::spin_loop();
+        }
+        env::terminal::inject(b"secret-keystrokes\n");
+        let r = wait(&reader)?;
+        let t = wait(&thief)?;
+        check(r == Outcome::Exited(0) && t == Outcome::Exited(0), || {
+            format!("reader {r:?}, thief {t:?}")
+        })?;
+        check(!env::terminal::has_reader(), || "the console still has a reader".into())
+    })
+}
 
 /// Dirty frames freed, then: every frame idle cores zeroed into the pool
 /// is zero, and so is every frame handed out — more than the pool holds,

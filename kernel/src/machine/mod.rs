@@ -19,14 +19,14 @@
 //!  environments   env/ {registry, bindings, umem, spawn, events}
 //!  cross-core     mailbox                  interrupts - - -> sched::user_trap
 //!                 tlb                      panic             (the one back edge)
-//!  devices        apic   paging   acpi   gdt   slots
+//!  devices        apic   paging   acpi   gdt   slots   ioapic
 //!  clocks, I/O    time   memory   console
 //!  base           cpu    boot     percpu   trap   xstate
 //! ```
 //!
 //! In words, bottom up: `cpu`, `boot`, `percpu`, `trap` and `xstate` import nothing
 //! from `machine`; `time` uses `cpu`, `memory` uses `boot`, `console` uses
-//! `percpu`; `apic`, `paging`, `acpi`, `gdt` and `slots` use the rows below;
+//! `percpu`; `apic`, `paging`, `acpi`, `gdt`, `slots` and `ioapic` use the rows below;
 //! `tlb` (it knows an address space only as a `tlb::Space`) and `panic` use
 //! the devices; `mailbox` uses `tlb` (it serves the shootdown inboxes first)
 //! and `interrupts` uses `panic` (NMIs), and neither names a handler above
@@ -63,7 +63,8 @@
 //! | [`time`] | TSC frequency, PIT calibration, bounded waits | PIT ports |
 //! | [`gdt`] | per-core GDT, TSS and IST stacks | loading descriptor tables |
 //! | [`apic`] | local APIC (x2APIC or xAPIC), timer, IPIs | APIC registers |
-//! | [`acpi`] | MADT: the list of processors | firmware tables |
+//! | [`acpi`] | MADT: the list of processors, the I/O APICs, ISA overrides | firmware tables |
+//! | [`ioapic`] | routing a device line (COM1) to a core | I/O APIC registers |
 //! | [`paging`] | environment page tables | page-table memory, CR3 |
 //! | [`slots`] | the time vectors' shared schedule pages | — |
 //! | [`tlb`] | PCIDs and cross-core TLB shootdown | CR4, the inbox's address-space pointer |
@@ -97,6 +98,8 @@ pub mod env;
 pub mod gdt;
 #[allow(unsafe_code, reason = "the entry stubs, lidt and the legacy PIC's ports")]
 pub mod interrupts;
+#[allow(unsafe_code, reason = "the I/O APIC's registers")]
+pub mod ioapic;
 #[allow(unsafe_code, reason = "the breakpoint test executes int3")]
 pub mod ktest;
 pub mod mailbox;

@@ -81,6 +81,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
 
     let processors = acpi::processors(info.rsdp_paddr).unwrap_or_else(|e| panic!("ACPI: {e}"));
     log::info!("MADT: {} processors, BSP APIC id {}", processors.apic_ids.len(), me.apic_id);
+    route_console_input(&processors, me.apic_id);
     smp::start_aps(processors.apic_ids);
     x86_64::instructions::interrupts::enable();
 
@@ -117,13 +118,31 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
             if let Some(m) = &cmdline.memrevoke {
                 env::repossess::arm_trigger(&m.app, m.frames, m.ms);
             }
-            run_demo(&cmdline.init, cmdline.console == ConsoleMode::Split)
+            run_demo(&cmdline.init, cmdline.console == ConsoleMode::Split, cmdline.stdin_console)
         }
         Mode::Test => cpu::exit_qemu(ktest::run_all(cmdline.tests.as_deref())),
         Mode::Bench => {
             bench::run_all(cmdline.bench_samples as usize, all_cores, cmdline.benches.as_deref())
         }
         Mode::PanicTest => panic_test_outer(),
+    }
+}
+
+/// Routes COM1's receive interrupt (ISA IRQ 4, through the I/O APIC the
+/// MADT names, with its override if any) to this core, the BSP. Without an
+/// I/O APIC console input is off (logged), nothing else.
+fn route_console_input(madt: &acpi::Processors, bsp_apic_id: u32) {
+    const COM1_IRQ: u8 = 4;
+    super::trap::register(super::trap::vectors::CONSOLE_RX, env::terminal::on_receive);
+    let route = kernel::serialin::isa_route(COM1_IRQ, &madt.isa_overrides);
+    match super::ioapic::route(
+        &madt.io_apics,
+        route,
+        super::trap::vectors::CONSOLE_RX,
+        bsp_apic_id,
+    ) {
+        Ok(()) => log::info!("console input: COM1 IRQ {COM1_IRQ} on GSI {}", route.gsi),
+        Err(e) => log::warn!("console input off: {e}"),
     }
 }
 
@@ -221,7 +240,7 @@ mod heapless_ranges {
 /// others in running them; the machine powers off when the last one ends,
 /// or with `split` (`console=split`) when the first one (the init
 /// environment) ends.
-fn run_demo(init: &[alloc::string::String], split: bool) -> ! {
+fn run_demo(init: &[alloc::string::String], split: bool, stdin_console: bool) -> ! {
     kprintln!("exo: {} cores online; starting {:?}", percpu::online_cpus(), init);
     env::power_off_when_all_done("exo: all environments have ended; powering off");
     for (i, word) in init.iter().enumerate() {
@@ -244,7 +263,12 @@ fn run_demo(init: &[alloc::string::String], split: bool) -> ! {
         if init {
             env::expect_init();
         }
-        match sched::spawn(name, arg, core) {
+        let spawned = sched::spawn(name, arg, core);
+        if let (Ok(env), true) = (&spawned, stdin_console && i == 0) {
+            // `stdin=console`: the first application reads the console.
+            env::terminal::give_at_boot(env);
+        }
+        match spawned {
             Ok(env) if init => env::power_off_when_ends(&env),
             Ok(_) => {}
             Err(e) => {

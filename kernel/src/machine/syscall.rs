@@ -461,6 +461,8 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Next::Return(env::repossess::page_access(env, va, pages, bitmap, clear_dirty))
         }
         Request::RepossessStatus => Next::Return(Ok(env::repossess::status(env))),
+        Request::ConsoleRead { ptr, len } => Next::Return(env::terminal::read(env, ptr, len)),
+        Request::ConsoleGive { child } => done(env::terminal::give(env, child)),
     }
 }
 

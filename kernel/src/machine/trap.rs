@@ -25,6 +25,8 @@ pub mod vectors {
     pub const BENCH_PING: u8 = 0x32;
     /// Benchmark: bare IPI pong.
     pub const BENCH_PONG: u8 = 0x33;
+    /// COM1's receive interrupt (IRQ 4 through the I/O APIC, to the BSP).
+    pub const CONSOLE_RX: u8 = 0x34;
     /// Local APIC error.
     pub const APIC_ERROR: u8 = 0xfe;
     /// Local APIC spurious interrupt (no EOI).

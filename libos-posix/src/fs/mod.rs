@@ -35,6 +35,7 @@
 pub mod tar;
 
 use crate::host::Console;
+use crate::tty::Tty;
 use crate::linux::errno::*;
 use crate::linux::*;
 use crate::path;
@@ -162,6 +163,8 @@ pub struct Fs<'a> {
     free: Vec<Ino>,
     root: Ino,
     console: Box<dyn Console + 'a>,
+    /// The console's terminal state (line discipline, settings).
+    pub tty: Tty,
     /// The time stamped on changes (set by the dispatcher from its clock).
     pub now: Timespec,
     /// The file-mode creation mask (`umask`; [`UMASK`] at start).
@@ -186,11 +189,13 @@ struct Parent<'p> {
 impl<'a> Fs<'a> {
     /// An empty tree (just `/`, `/dev` with its devices, and `/tmp`).
     pub fn new(console: Box<dyn Console + 'a>) -> Self {
+        let tty = Tty::new(console.winsize(), 1);
         let mut fs = Fs {
             nodes: Vec::new(),
             free: Vec::new(),
             root: 0,
             console,
+            tty,
             now: Timespec::default(),
             umask: UMASK,
         };
@@ -846,7 +851,9 @@ impl<'a> Fs<'a> {
                 buf.fill(0);
                 Ok(buf.len())
             }
-            Kind::Dev(Device::Tty | Device::Console | Device::ConsoleErr) => self.console.read(buf),
+            Kind::Dev(Device::Tty | Device::Console | Device::ConsoleErr) => {
+                crate::tty::read(&mut self.tty, &mut *self.console, buf)
+            }
         }
     }
 
@@ -876,8 +883,10 @@ impl<'a> Fs<'a> {
             Kind::Dir { .. } => Err(EISDIR),
             Kind::Symlink(_) => Err(EINVAL),
             Kind::Dev(Device::Null | Device::Zero) => Ok(data.len()),
-            Kind::Dev(Device::Tty | Device::Console) => Ok(self.console.write(data)),
-            Kind::Dev(Device::ConsoleErr) => Ok(self.console.write_err(data)),
+            Kind::Dev(d @ (Device::Tty | Device::Console | Device::ConsoleErr)) => {
+                let err = *d == Device::ConsoleErr;
+                Ok(crate::tty::write(&self.tty, &mut *self.console, data, err))
+            }
         }
     }
 
@@ -927,7 +936,12 @@ impl<'a> Fs<'a> {
 
     /// The window size of the console.
     pub fn winsize(&self) -> Winsize {
-        self.console.winsize()
+        self.tty.winsize
+    }
+
+    /// The terminal and the console under it (`tty`'s calls need both).
+    pub fn tty_parts(&mut self) -> (&mut Tty, &mut dyn Console) {
+        (&mut self.tty, &mut *self.console)
     }
 
     /// Whether regular file `ino`'s contents are still the archive's bytes.

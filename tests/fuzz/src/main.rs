@@ -298,6 +298,13 @@ impl Fuzz {
                 a[3] = self.rng.below(3);
             }
             Syscall::Null | Syscall::Yield | Syscall::Reply | Syscall::RepossessStatus => {}
+            // Not the console reader: refused whatever the arguments (and
+            // a read would only write the kernel-half or window addresses).
+            Syscall::ConsoleRead => {
+                a[0] = if self.rng.below(2) == 0 { self.kernel_addr() } else { self.map_va() };
+                a[1] = self.rng.below(300);
+            }
+            Syscall::ConsoleGive => a[0] = self.rng.below(16),
         }
         (n, a)
     }

@@ -17,7 +17,7 @@
 //!     the creation tree is acyclic, so this order cannot cycle)
 //!     → one frame-table shard
 //!       → the frame bitmap
-//! leaf locks, taken alone: Env::owned, Env::kernel_frames, Env::event_lock,
+//! leaf locks, taken alone: terminal::TERMINAL, Env::owned, Env::kernel_frames, Env::event_lock,
 //!   Env::exception, Ipc::accept, RECLAIMS, the scheduler's `incoming` lists
 //! ```
 //!
@@ -55,6 +55,7 @@
 //! | [`child`] | child environments made from user space, copy-on-write sharing, `FrameCopy` |
 //! | [`umem`] | user memory: [`USlice`], copies through the owner's page tables, console output |
 //! | [`spawn`] | creating an environment from an ELF image in the initrd, its kernel pages |
+//! | [`terminal`] | console input as a capability: the reader, `ConsoleRead`, `ConsoleGive`, the receive interrupt's wake-up |
 //! | [`events`] | the info page, vCPU pages, the event queue and wake-ups |
 //! | [`repossess`] | memory repossession: demands, the repossession list, forced taking in bounded steps, the accessed-bit scan |
 //!
@@ -69,6 +70,7 @@ pub mod registry;
 pub mod repossess;
 #[allow(unsafe_code, reason = "writes ELF segments and kernel pages into fresh frames")]
 pub mod spawn;
+pub mod terminal;
 #[allow(unsafe_code, reason = "user memory through the direct map, under the address-space lock")]
 pub mod umem;
 

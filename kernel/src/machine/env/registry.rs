@@ -54,6 +54,8 @@ pub fn terminate(env: &Env, outcome: Outcome) {
         return;
     }
     env.dying.store(true, Ordering::Release);
+    // Console input goes back to whoever gave it (if anyone).
+    super::terminal::reader_ended(env);
     match env.outcome.get() {
         Some(Outcome::Exited(code)) => {
             kprintln!("exo: env {} ({}) exited with code {}", env.id, env.name, code)

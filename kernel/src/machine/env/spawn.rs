@@ -247,6 +247,7 @@ fn map_kernel_pages(env: &Env) -> Result<(), Error> {
         slot_us: crate::machine::slots::config().slot_us,
         grace_us: crate::machine::slots::config().grace_us,
         slots_reserved: crate::machine::slots::config().slots_reserved,
+        console_input: 0,
     };
     let n = env.name.len().min(info.name.len());
     info.name[..n].copy_from_slice(&env.name.as_bytes()[..n]);
