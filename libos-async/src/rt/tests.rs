@@ -67,7 +67,7 @@ fn spawn_join_and_yield_order_on_one_core() {
 #[test]
 fn priority_policy_runs_high_priority_first() {
     let _g = setup();
-    exec::set_default_policy(PolicyKind::Priority);
+    exec::set_default_policy(Some(|_| alloc::boxed::Box::new(Priority::new())));
     let log = Arc::new(StdMutex::new(Vec::new()));
     block_on({
         let log = log.clone();
