@@ -248,6 +248,7 @@ pub fn set_policy(
     let mut new = RunQueue::with_policy(policy);
     while let Some(t) = old.pick() {
         new.policy().enqueue(t, Why::Moved);
+        q.counters.enqueued(Why::Moved);
     }
     q.set(new);
     exec.len.store(q.rq.policy_ref().len(), Ordering::SeqCst);
@@ -1062,7 +1063,10 @@ pub(crate) mod testing {
 
     pub fn reset() {
         for c in CORES.iter() {
-            c.queue.lock().take();
+            let mut q = c.queue.lock();
+            q.take();
+            q.counters = Counters::new();
+            drop(q);
             c.len.store(0, Ordering::SeqCst);
             c.looping.store(false, Ordering::SeqCst);
             *c.timers.lock() = TimerHeap::new();
@@ -1080,6 +1084,7 @@ pub(crate) mod testing {
             set_budgets(c, Budgets::DEFAULT);
         }
         super::metrics::set_timing(false);
+        super::machine::set_manual_clock(false);
         super::trace::disable();
     }
 
