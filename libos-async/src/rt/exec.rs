@@ -346,6 +346,13 @@ pub(crate) fn push(core: usize, task: TaskRef, why: Why) -> usize {
     if metrics::instrumented() {
         instrument_enqueue(&task, core, why);
     }
+    push_quiet(core, task, why)
+}
+
+/// [`push`] without the timing and tracing check (the caller knows both
+/// are off, or recorded the event).
+#[inline(always)]
+fn push_quiet(core: usize, task: TaskRef, why: Why) -> usize {
     let exec = &CORES[core];
     let mut q = exec.queue.lock();
     if !q.fifo {
@@ -434,21 +441,30 @@ fn pop_slow(q: &mut QueueSlot) -> Option<(Option<Task>, usize, bool)> {
 }
 
 /// Polls `task` (popped from `core`'s queue) and queues it again if it
-/// was woken while it ran.
+/// was woken while it ran; `block_on`'s main task comes back unpolled.
 #[inline]
-fn run_task(core: usize, task: Task, slow: bool) {
+fn run_task(core: usize, task: Task, slow: bool) -> Option<Task> {
     if slow {
         return run_events(core, task);
     }
-    if task.0.poll_once(core) == Polled::Requeue {
-        push(core, task.0, Why::Yielded);
+    match task.0.poll_once(core) {
+        Polled::Requeue => {
+            // `slow` is false: neither timing nor tracing is on.
+            push_quiet(core, task.0, Why::Yielded);
+            None
+        }
+        Polled::Main => Some(task),
+        _ => None,
     }
 }
 
 /// [`run_task`] with the policy's `running`/`stopped` calls, the poll's
 /// cycles, the wake-to-run delay and trace events.
 #[inline(never)]
-fn run_events(core: usize, task: Task) {
+fn run_events(core: usize, task: Task) -> Option<Task> {
+    if task.is_main() {
+        return Some(task);
+    }
     let exec = &CORES[core];
     let start = machine::now();
     let id = task.0.header().id;
@@ -471,11 +487,7 @@ fn run_events(core: usize, task: Task) {
     let polled = task.0.poll_once(core);
     let end = machine::now();
     let cycles = end.saturating_sub(start);
-    let how = match polled {
-        Polled::Blocked => Stop::Blocked,
-        Polled::Requeue => Stop::Yielded,
-        Polled::Done => Stop::Done,
-    };
+    let how = stop_of(polled);
     if trace::enabled() {
         trace::record(end, id, Event::PollEnd(how), cycles);
     }
@@ -499,6 +511,15 @@ fn run_events(core: usize, task: Task) {
                 push(core, task.0, Why::Yielded);
             }
         }
+    }
+    None
+}
+
+fn stop_of(polled: Polled) -> Stop {
+    match polled {
+        Polled::Blocked | Polled::Main => Stop::Blocked,
+        Polled::Requeue => Stop::Yielded,
+        Polled::Done => Stop::Done,
     }
 }
 
@@ -812,26 +833,30 @@ fn tick(core: usize, ticks: &mut u64) -> Ticked {
     let exec = &CORES[core];
     let timers_every = exec.budget_timers.load(Ordering::Relaxed).max(1);
     let ring_every = exec.budget_ring.load(Ordering::Relaxed).max(1);
-    let (mut to_timers, mut to_ring) = (timers_every, ring_every);
+    let polls = timers_every.max(ring_every);
+    // The next poll count at which to look at the ring or the timers
+    // (with the default equal budgets: only at the end of the tick).
+    let mut check = timers_every.min(ring_every);
     let mut did = false;
     let mut main = None;
-    for _ in 0..timers_every.max(ring_every) {
+    let mut n = 0;
+    while n < polls {
         let Some((t, slow)) = pop(core) else { break };
         did = true;
-        if t.is_main() {
-            main = Some(t);
+        if let Some(m) = run_task(core, t, slow) {
+            main = Some(m);
             break;
         }
-        run_task(core, t, slow);
-        to_timers -= 1;
-        to_ring -= 1;
-        if to_ring == 0 {
-            reactor::flush_and_reap(core);
-            to_ring = ring_every;
-        }
-        if to_timers == 0 {
-            fire_timers(core);
-            to_timers = timers_every;
+        n += 1;
+        if n == check && n < polls {
+            if n.is_multiple_of(ring_every) {
+                reactor::flush_and_reap(core);
+            }
+            if n.is_multiple_of(timers_every) {
+                fire_timers(core);
+            }
+            check = (n / ring_every + 1) * ring_every;
+            check = check.min((n / timers_every + 1) * timers_every);
         }
     }
     did |= reactor::flush_and_reap(core);
@@ -1021,11 +1046,7 @@ fn poll_main<F: Future>(
     if slow {
         let end = machine::now();
         let cycles = end.saturating_sub(start);
-        let how = match polled {
-            Polled::Blocked => Stop::Blocked,
-            Polled::Requeue => Stop::Yielded,
-            Polled::Done => Stop::Done,
-        };
+        let how = stop_of(polled);
         if trace::enabled() {
             trace::record(end, task.0.header().id, Event::PollEnd(how), cycles);
         }

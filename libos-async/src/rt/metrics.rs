@@ -99,14 +99,8 @@ impl Counters {
 
     #[inline(always)]
     pub(crate) fn enqueued(&mut self, why: Why) {
-        let i = match why {
-            Why::Spawned => 0,
-            Why::Woken => 1,
-            Why::Yielded => 2,
-            Why::Stolen => 3,
-            Why::Moved => 4,
-        };
-        self.enq[i] += 1;
+        // `Why`'s variants in order: Spawned, Woken, Yielded, Stolen, Moved.
+        self.enq[why as usize] += 1;
     }
 
     pub(crate) fn record_delay(&mut self, cycles: u64) {

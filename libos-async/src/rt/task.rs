@@ -154,6 +154,9 @@ pub(crate) enum Polled {
     Requeue,
     /// Finished.
     Done,
+    /// Not polled: this is `block_on`'s main task, which only `block_on`
+    /// can poll (the executor hands it back; see [`MainCell`]).
+    Main,
 }
 
 /// A queued task.
@@ -227,7 +230,7 @@ where
         // it is dropped in place (replaced by its output below, or with the
         // cell).
         let fut = unsafe { Pin::new_unchecked(fut) };
-        let current = &CURRENT[core];
+        let current = &CURRENT[core % abi::MAX_CORES];
         current.store(header as *const Header as *mut Header, Ordering::Relaxed);
         let polled = fut.poll(&mut cx);
         current.store(core::ptr::null_mut(), Ordering::Relaxed);
@@ -341,7 +344,7 @@ impl MainCell {
     ) -> (Polled, Option<F::Output>) {
         let header = &self.header;
         header.state.store(RUNNING, Ordering::Relaxed);
-        let current = &CURRENT[core];
+        let current = &CURRENT[core % abi::MAX_CORES];
         current.store(header as *const Header as *mut Header, Ordering::Relaxed);
         let polled = fut.poll(cx);
         current.store(core::ptr::null_mut(), Ordering::Relaxed);
@@ -370,9 +373,9 @@ impl Runnable for MainCell {
         &self.header
     }
     fn poll_once(&self, _core: usize) -> Polled {
-        // The executor hands a popped main task to `block_on` (which polls
-        // the future with `poll_main`); this is never called.
-        Polled::Blocked
+        // The executor hands a popped main task back to `block_on`, which
+        // polls the future with `poll_main`.
+        Polled::Main
     }
 }
 
