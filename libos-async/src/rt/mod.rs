@@ -104,6 +104,11 @@ pub struct RuntimeConfig {
     /// Time slots to ask for on each core (see [`request_slots`]); 0: none
     /// (the kernel's default round-robin).
     pub slots_per_core: u32,
+    /// Task-event trace records per core (see [`trace`]); 0: no trace.
+    /// With n > 0, [`run`] turns tracing on before the executors start and
+    /// dumps the trace on the console when `main` returns (for
+    /// `cargo xtask run --trace`).
+    pub trace_records: usize,
 }
 
 impl RuntimeConfig {
@@ -116,6 +121,7 @@ impl RuntimeConfig {
             policy: None,
             budgets: Budgets::DEFAULT,
             slots_per_core: 0,
+            trace_records: 0,
         }
     }
 
@@ -142,6 +148,12 @@ impl RuntimeConfig {
     /// The timer and ring polling budgets of every executor.
     pub const fn budgets(mut self, budgets: Budgets) -> Self {
         self.budgets = budgets;
+        self
+    }
+
+    /// Traces task events, `records` per core, dumped when `main` returns.
+    pub const fn trace(mut self, records: usize) -> Self {
+        self.trace_records = records;
         self
     }
 
@@ -182,6 +194,9 @@ pub fn run<F: Future<Output = i32>>(config: RuntimeConfig, main: F) -> i32 {
     let cores = (if config.cores == 0 { usable } else { config.cores & usable }) | (1 << here);
     exec::set_stealing(config.stealing);
     exec::set_default_policy(config.policy);
+    if config.trace_records > 0 {
+        trace::enable(config.trace_records);
+    }
     for core in (0..abi::MAX_CORES).filter(|&c| cores & (1 << c) != 0) {
         exec::set_budgets(core, config.budgets);
     }
@@ -200,7 +215,11 @@ pub fn run<F: Future<Output = i32>>(config: RuntimeConfig, main: F) -> i32 {
             exec::retire(core);
         }
     }
-    block_on(main)
+    let code = block_on(main);
+    if config.trace_records > 0 {
+        trace::dump();
+    }
+    code
 }
 
 fn executor_vcpu(_arg: u64) -> ! {
