@@ -98,10 +98,7 @@ pub fn to_chrome(log: &str) -> Result<(Value, usize), String> {
     let lost: Vec<Value> =
         lost.iter().map(|(env, core, n)| json!({"env": env, "core": core, "lost": n})).collect();
     let count = evs.len();
-    Ok((
-        json!({"traceEvents": out, "displayTimeUnit": "ns", "otherData": {"lost": lost}}),
-        count,
-    ))
+    Ok((json!({"traceEvents": out, "displayTimeUnit": "ns", "otherData": {"lost": lost}}), count))
 }
 
 #[cfg(test)]

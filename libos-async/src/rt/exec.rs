@@ -45,8 +45,8 @@ use super::machine;
 use super::metrics::{self, Counters, ExecMetrics};
 use super::policy::{Policy, RunQueue, Stop, Task, Why};
 use super::task::{self, JoinHandle, MainCell, Polled, TaskRef};
-use super::trace::{self, Event};
 use super::timer::TimerHeap;
+use super::trace::{self, Event};
 use super::watch::WatchList;
 use super::{reactor, slots::SlotTable};
 use crate::predicate::{self, Pred};
@@ -132,7 +132,8 @@ impl CoreExec {
 /// policy, whose part is used directly).
 struct QueueSlot {
     open: bool,
-    /// `open` and `rq.is_fifo()`.
+    /// `open`, `rq.is_fifo()`, and neither timing nor tracing on (see
+    /// [`refresh_all`]): the hot paths use the inline FIFO directly.
     fifo: bool,
     /// The policy wants `running`/`stopped` calls.
     events: bool,
@@ -162,8 +163,13 @@ impl QueueSlot {
         !self.open
     }
 
+    /// Recomputes `fifo` after timing or tracing was switched.
+    fn refresh(&mut self) {
+        self.fifo = self.open && self.rq.is_fifo() && !metrics::instrumented();
+    }
+
     fn set(&mut self, rq: RunQueue) {
-        self.fifo = rq.is_fifo();
+        self.fifo = rq.is_fifo() && !metrics::instrumented();
         self.events = rq.policy_ref().wants_run_events();
         self.rq = rq;
         self.open = true;
@@ -261,6 +267,14 @@ pub fn policy_name(core: usize) -> Option<&'static str> {
     if q.is_none() { None } else { Some(q.rq.policy_ref().name()) }
 }
 
+/// Makes every queue take note that timing or tracing was switched on or
+/// off (a push or pop racing with the switch may miss one event).
+pub(crate) fn refresh_all() {
+    for c in CORES.iter() {
+        c.queue.lock().refresh();
+    }
+}
+
 /// Sets `core`'s [`Budgets`] (values below 1 count as 1).
 pub fn set_budgets(core: usize, budgets: Budgets) {
     if let Some(exec) = CORES.get(core) {
@@ -341,18 +355,11 @@ pub(crate) fn ensure_executor() -> usize {
 
 /// Pushes `task` on `core`'s queue (runnable because of `why`); returns
 /// the queue's new length.
+///
+/// The fast path is the inline FIFO with timing and tracing off (one
+/// flag, `QueueSlot::fifo`); everything else goes through `push_slow`.
 #[inline(always)]
 pub(crate) fn push(core: usize, task: TaskRef, why: Why) -> usize {
-    if metrics::instrumented() {
-        instrument_enqueue(&task, core, why);
-    }
-    push_quiet(core, task, why)
-}
-
-/// [`push`] without the timing and tracing check (the caller knows both
-/// are off, or recorded the event).
-#[inline(always)]
-fn push_quiet(core: usize, task: TaskRef, why: Why) -> usize {
     let exec = &CORES[core];
     let mut q = exec.queue.lock();
     if !q.fifo {
@@ -380,6 +387,9 @@ fn instrument_enqueue(task: &TaskRef, core: usize, why: Why) {
 /// [`push`] to a queue with another policy than FIFO, or none.
 #[inline(never)]
 fn push_slow(mut q: MutexGuard<'_, QueueSlot>, core: usize, task: TaskRef, why: Why) -> usize {
+    if metrics::instrumented() {
+        instrument_enqueue(&task, core, why);
+    }
     match q.enqueue(Task(task), why) {
         Ok(n) => {
             CORES[core].len.store(n, Ordering::SeqCst);
@@ -424,13 +434,13 @@ fn pop(core: usize) -> Option<(Task, bool)> {
         pop_slow(&mut q)?
     };
     exec.len.store(n, Ordering::SeqCst);
-    Some((t?, events || metrics::instrumented()))
+    Some((t?, events))
 }
 
 /// [`pop`] from a queue with another policy than FIFO, or none.
 #[inline(never)]
 fn pop_slow(q: &mut QueueSlot) -> Option<(Option<Task>, usize, bool)> {
-    let events = q.events;
+    let events = q.events || metrics::instrumented();
     let p = q.as_mut()?.policy();
     let t = p.pick();
     let n = p.len();
@@ -449,8 +459,7 @@ fn run_task(core: usize, task: Task, slow: bool) -> Option<Task> {
     }
     match task.0.poll_once(core) {
         Polled::Requeue => {
-            // `slow` is false: neither timing nor tracing is on.
-            push_quiet(core, task.0, Why::Yielded);
+            push(core, task.0, Why::Yielded);
             None
         }
         Polled::Main => Some(task),
@@ -469,13 +478,15 @@ fn run_events(core: usize, task: Task) -> Option<Task> {
     let start = machine::now();
     let id = task.0.header().id;
     let timing = metrics::instrumented();
-    let delay = start.saturating_sub(task.0.header().queued_at.load(Ordering::Relaxed));
+    let queued_at = task.0.header().queued_at.load(Ordering::Relaxed);
+    // 0: queued before timing was on.
+    let delay = if queued_at == 0 { 0 } else { start.saturating_sub(queued_at) };
     if trace::enabled() {
         trace::record(start, id, Event::PollStart, delay);
     }
     {
         let mut q = exec.queue.lock();
-        if timing {
+        if timing && queued_at != 0 {
             q.counters.record_delay(delay);
         }
         if q.events
@@ -1028,12 +1039,13 @@ fn poll_main<F: Future>(
     let slow = exec.queue.lock().events || metrics::instrumented();
     let start = if slow { machine::now() } else { 0 };
     if slow {
-        let delay = start.saturating_sub(task.0.header().queued_at.load(Ordering::Relaxed));
+        let queued_at = task.0.header().queued_at.load(Ordering::Relaxed);
+        let delay = if queued_at == 0 { 0 } else { start.saturating_sub(queued_at) };
         if trace::enabled() {
             trace::record(start, task.0.header().id, Event::PollStart, delay);
         }
         let mut q = exec.queue.lock();
-        if metrics::instrumented() {
+        if metrics::instrumented() && queued_at != 0 {
             q.counters.record_delay(delay);
         }
         if q.events

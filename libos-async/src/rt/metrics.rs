@@ -44,6 +44,7 @@ pub fn set_timing(on: bool) {
     } else {
         INSTRUMENT.fetch_and(!TIMING, Ordering::SeqCst);
     }
+    super::exec::refresh_all();
 }
 
 /// Histogram buckets per power of two (4: 19% wide at most).

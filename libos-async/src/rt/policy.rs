@@ -367,7 +367,8 @@ impl KeyedHeap {
         if max == 0 || self.heap.is_empty() {
             return;
         }
-        let mut all: Vec<Keyed> = core::mem::take(&mut self.heap).into_iter().map(|r| r.0).collect();
+        let mut all: Vec<Keyed> =
+            core::mem::take(&mut self.heap).into_iter().map(|r| r.0).collect();
         all.sort_unstable();
         let keep = all.len().saturating_sub(max);
         for k in all.drain(keep..).rev() {

@@ -46,7 +46,6 @@ use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use spin::Mutex;
 
-
 pub(crate) const IDLE: u8 = 0;
 pub(crate) const SCHEDULED: u8 = 1;
 pub(crate) const RUNNING: u8 = 2;

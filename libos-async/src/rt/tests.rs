@@ -457,8 +457,9 @@ fn a_user_policy_sees_every_event_and_the_main_future() {
     let _g = setup();
     let log = Arc::new(StdMutex::new(Vec::new()));
     exec::ensure_queue(0);
-    let old = set_policy(0, alloc::boxed::Box::new(Logging { q: Default::default(), log: log.clone() }))
-        .unwrap();
+    let old =
+        set_policy(0, alloc::boxed::Box::new(Logging { q: Default::default(), log: log.clone() }))
+            .unwrap();
     assert_eq!(old.name(), "fifo");
     assert_eq!(policy_name(0), Some("logging"));
     let (child, main_id) = block_on(async {
@@ -483,7 +484,10 @@ fn a_user_policy_sees_every_event_and_the_main_future() {
     );
     // The main future: queued, polled (spawns, awaits: blocked), woken
     // by the child's completion, polled to the end.
-    assert_eq!(of(main_id), ["spawned", "running", "stop-blocked", "woken", "running", "stop-done"]);
+    assert_eq!(
+        of(main_id),
+        ["spawned", "running", "stop-blocked", "woken", "running", "stop-done"]
+    );
     assert!(log.iter().any(|e| e.0 == child_id.0 && e.1 == "spawned" && e.2 == 77));
 }
 

@@ -148,8 +148,7 @@ impl Buffer {
         let slot = (i % self.capacity() as u64) as usize * 3;
         self.words[slot].store(r.tsc, Ordering::Relaxed);
         self.words[slot + 1].store(r.task, Ordering::Relaxed);
-        self.words[slot + 2]
-            .store(u64::from(r.event.code()) | (r.arg << 8), Ordering::Release);
+        self.words[slot + 2].store(u64::from(r.event.code()) | (r.arg << 8), Ordering::Release);
     }
 
     /// The records it holds, oldest first, and how many older ones were
@@ -195,11 +194,13 @@ pub fn enable(records_per_core: usize) {
         b.call_once(|| Buffer::new(records_per_core));
     }
     INSTRUMENT.fetch_or(TRACE, Ordering::SeqCst);
+    super::exec::refresh_all();
 }
 
 /// Turns tracing off (the records stay until [`clear`]).
 pub fn disable() {
     INSTRUMENT.fetch_and(!TRACE, Ordering::SeqCst);
+    super::exec::refresh_all();
 }
 
 /// Forgets every recorded event.
