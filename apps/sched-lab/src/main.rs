@@ -72,6 +72,9 @@ impl Policy for ShortestFirst {
     }
 }
 
+/// Makes a fresh policy.
+type MakePolicy = fn() -> Box<dyn Policy>;
+
 fn busy(us: u64, hz: u64) {
     let until = rdtsc() + us * hz / 1_000_000;
     while rdtsc() < until {
@@ -136,7 +139,7 @@ fn percentile(sorted: &[u64], p: usize) -> u64 {
 async fn main_async(_arg: u64) -> i32 {
     let hz = libos_async::info().tsc_hz.max(1);
     let core = rt::current_core();
-    let policies: [(&str, fn() -> Box<dyn Policy>); 5] = [
+    let policies: [(&str, MakePolicy); 5] = [
         ("fifo", || Box::new(rt::Fifo::new())),
         ("lifo", || Box::new(rt::Lifo::new())),
         ("stride", || Box::new(rt::Stride::new())),

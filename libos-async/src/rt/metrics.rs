@@ -49,7 +49,7 @@ pub fn set_timing(on: bool) {
 
 /// Histogram buckets per power of two (4: 19% wide at most).
 const SUB: usize = 4;
-/// Histogram buckets: 64 powers of two, [`SUB`] each.
+/// Histogram buckets: 64 powers of two, 4 each.
 pub const DELAY_BUCKETS: usize = 64 * SUB;
 
 /// The bucket of a delay: values below 4 have their own bucket; above,

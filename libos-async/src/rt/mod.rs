@@ -21,7 +21,7 @@
 //! - [`policy`]: the open [`Policy`] trait an application implements (or
 //!   picks: [`Fifo`], [`Lifo`], [`Priority`], [`Stride`], [`Edf`]), the
 //!   [`Task`] a policy holds, per-task data;
-//! - [`metrics`]: per-executor counters and the queueing-delay histogram;
+//! - [`metrics`](mod@metrics): per-executor counters and the queueing-delay histogram;
 //! - [`trace`]: the task-event trace (per-core ring buffers, dumped for
 //!   `cargo xtask run --trace`);
 //! - [`reactor`]: ring operations as futures ([`op`], [`nop`], [`timer_at`],

@@ -412,8 +412,11 @@ fn idle_predicate_fits_and_means_what_it_says() {
 /// logs every call it gets.
 struct Logging {
     q: alloc::collections::VecDeque<Task>,
-    log: Arc<StdMutex<Vec<(u64, &'static str, u64)>>>,
+    log: EventLog,
 }
+
+/// (task id, what, data or cycles) per policy call.
+type EventLog = Arc<StdMutex<Vec<(u64, &'static str, u64)>>>;
 
 impl Policy for Logging {
     fn name(&self) -> &'static str {

@@ -4,7 +4,7 @@
 //! Chrome/Perfetto trace-event JSON file.
 //!
 //! Off by default. When off, the executors pay one load and one branch
-//! per queue push and per pop (the same flag as [`super::metrics`]
+//! per queue push and per pop (the same flag as [`super::metrics`](mod@super::metrics)
 //! timing). When on, each event costs a TSC read, one atomic add and
 //! three stores into the recording core's buffer.
 //!
@@ -188,7 +188,7 @@ pub fn enabled() -> bool {
 
 /// Turns tracing on, with buffers of `records_per_core` records (a
 /// core's buffer, once made, keeps its first size). Also turns on
-/// [`super::metrics`] timing's recording path for the duration.
+/// [`super::metrics`](mod@super::metrics) timing's recording path for the duration.
 pub fn enable(records_per_core: usize) {
     for b in BUFFERS.iter() {
         b.call_once(|| Buffer::new(records_per_core));
