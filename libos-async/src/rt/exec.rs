@@ -419,7 +419,7 @@ fn push_elsewhere(core: usize, task: TaskRef, why: Why) -> usize {
 /// The next task of `core`'s queue, and whether its poll must go the
 /// slow way ([`run_events`]: the policy wants run events, or timing or
 /// tracing is on).
-#[inline]
+#[inline(always)]
 fn pop(core: usize) -> Option<(Task, bool)> {
     let exec = &CORES[core];
     if exec.len.load(Ordering::Relaxed) == 0 {
@@ -452,7 +452,7 @@ fn pop_slow(q: &mut QueueSlot) -> Option<(Option<Task>, usize, bool)> {
 
 /// Polls `task` (popped from `core`'s queue) and queues it again if it
 /// was woken while it ran; `block_on`'s main task comes back unpolled.
-#[inline]
+#[inline(always)]
 fn run_task(core: usize, task: Task, slow: bool) -> Option<Task> {
     if slow {
         return run_events(core, task);
@@ -807,6 +807,7 @@ fn try_steal(core: usize) -> bool {
 }
 
 /// Fires due timers; whether any fired.
+#[inline(always)]
 fn fire_timers(core: usize) -> bool {
     let exec = &CORES[core];
     let now = machine::now();
@@ -842,33 +843,23 @@ struct Ticked {
 /// early at `block_on`'s main task (handed to the caller).
 fn tick(core: usize, ticks: &mut u64) -> Ticked {
     let exec = &CORES[core];
-    let timers_every = exec.budget_timers.load(Ordering::Relaxed).max(1);
-    let ring_every = exec.budget_ring.load(Ordering::Relaxed).max(1);
-    let polls = timers_every.max(ring_every);
-    // The next poll count at which to look at the ring or the timers
-    // (with the default equal budgets: only at the end of the tick).
-    let mut check = timers_every.min(ring_every);
+    let timers_every = exec.budget_timers.load(Ordering::Relaxed);
+    let ring_every = exec.budget_ring.load(Ordering::Relaxed);
     let mut did = false;
     let mut main = None;
-    let mut n = 0;
-    while n < polls {
-        let Some((t, slow)) = pop(core) else { break };
-        did = true;
-        if let Some(m) = run_task(core, t, slow) {
-            main = Some(m);
-            break;
-        }
-        n += 1;
-        if n == check && n < polls {
-            if n.is_multiple_of(ring_every) {
-                reactor::flush_and_reap(core);
+    if timers_every == Budgets::DEFAULT.timers && ring_every == Budgets::DEFAULT.ring {
+        // The default budgets: the ring and the timers only at the end of
+        // the tick (the hot loop has no other check).
+        for _ in 0..TICK_BUDGET {
+            let Some((t, slow)) = pop(core) else { break };
+            did = true;
+            if let Some(m) = run_task(core, t, slow) {
+                main = Some(m);
+                break;
             }
-            if n.is_multiple_of(timers_every) {
-                fire_timers(core);
-            }
-            check = (n / ring_every + 1) * ring_every;
-            check = check.min((n / timers_every + 1) * timers_every);
         }
+    } else {
+        (did, main) = tick_budgeted(core, timers_every.max(1), ring_every.max(1));
     }
     did |= reactor::flush_and_reap(core);
     did |= fire_timers(core);
@@ -877,6 +868,51 @@ fn tick(core: usize, ticks: &mut u64) -> Ticked {
         exec.watch.lock().wake_all();
     }
     Ticked { did, main }
+}
+
+/// The polls of a [`tick`] with other than the default budgets: the
+/// ring and the timers are also looked at every `ring_every` (resp.
+/// `timers_every`) polls. Whether anything ran, and the main task if it
+/// was popped.
+#[inline(never)]
+fn tick_budgeted(core: usize, timers_every: u32, ring_every: u32) -> (bool, Option<Task>) {
+    let polls = timers_every.max(ring_every);
+    // The next poll count at which to look at the ring or the timers.
+    let mut check = timers_every.min(ring_every);
+    let mut did = false;
+    let mut n = 0;
+    while n < polls {
+        let Some((t, slow)) = pop(core) else { break };
+        did = true;
+        if let Some(m) = run_task(core, t, slow) {
+            return (did, Some(m));
+        }
+        n += 1;
+        if n == check && n < polls {
+            if n.is_multiple_of(ring_every) {
+                reap_out_of_line(core);
+            }
+            if n.is_multiple_of(timers_every) {
+                fire_timers_out_of_line(core);
+            }
+            check = (n / ring_every + 1) * ring_every;
+            check = check.min((n / timers_every + 1) * timers_every);
+        }
+    }
+    (did, None)
+}
+
+/// [`reactor::flush_and_reap`] called from the budgeted loop (kept out of
+/// line so that the one call at the end of [`tick`] is inlined there).
+#[inline(never)]
+fn reap_out_of_line(core: usize) {
+    reactor::flush_and_reap(core);
+}
+
+/// [`fire_timers`] called from the budgeted loop (see [`reap_out_of_line`]).
+#[inline(never)]
+fn fire_timers_out_of_line(core: usize) {
+    fire_timers(core);
 }
 
 /// The idle predicate of `core`: see the module documentation. `seq` is
