@@ -107,6 +107,8 @@ pub(crate) struct CoreExec {
     /// [`Budgets::timers`] and [`Budgets::ring`] of this executor.
     budget_timers: AtomicU32,
     budget_ring: AtomicU32,
+    /// The budgets are not [`Budgets::DEFAULT`] (one flag for `tick`).
+    custom_budgets: AtomicBool,
 }
 
 impl CoreExec {
@@ -123,6 +125,7 @@ impl CoreExec {
             slots: Mutex::new(SlotTable::new()),
             budget_timers: AtomicU32::new(Budgets::DEFAULT.timers),
             budget_ring: AtomicU32::new(Budgets::DEFAULT.ring),
+            custom_budgets: AtomicBool::new(false),
         }
     }
 }
@@ -280,6 +283,9 @@ pub fn set_budgets(core: usize, budgets: Budgets) {
     if let Some(exec) = CORES.get(core) {
         exec.budget_timers.store(budgets.timers.max(1), Ordering::Relaxed);
         exec.budget_ring.store(budgets.ring.max(1), Ordering::Relaxed);
+        let custom = budgets.timers.max(1) != Budgets::DEFAULT.timers
+            || budgets.ring.max(1) != Budgets::DEFAULT.ring;
+        exec.custom_budgets.store(custom, Ordering::Relaxed);
     }
 }
 
@@ -829,37 +835,29 @@ fn fire_timers(core: usize) -> bool {
     any
 }
 
-/// What one executor tick did.
-struct Ticked {
-    /// Anything ran, fired or completed.
-    did: bool,
-    /// `block_on`'s main task was popped (its caller must poll it now).
-    main: Option<Task>,
-}
-
 /// One round of the executor loop: up to the larger of the core's
 /// [`Budgets`] polls, with ring submissions and completions and timers
 /// looked at every `ring` (resp. `timers`) polls and at the end. Stops
-/// early at `block_on`'s main task (handed to the caller).
-fn tick(core: usize, ticks: &mut u64) -> Ticked {
+/// early at `block_on`'s main task (stored in `main`, for the caller to
+/// poll now). Whether anything ran, fired or completed.
+fn tick(core: usize, ticks: &mut u64, main: &mut Option<Task>) -> bool {
     let exec = &CORES[core];
-    let timers_every = exec.budget_timers.load(Ordering::Relaxed);
-    let ring_every = exec.budget_ring.load(Ordering::Relaxed);
     let mut did = false;
-    let mut main = None;
-    if timers_every == Budgets::DEFAULT.timers && ring_every == Budgets::DEFAULT.ring {
+    if !exec.custom_budgets.load(Ordering::Relaxed) {
         // The default budgets: the ring and the timers only at the end of
         // the tick (the hot loop has no other check).
         for _ in 0..TICK_BUDGET {
             let Some((t, slow)) = pop(core) else { break };
             did = true;
             if let Some(m) = run_task(core, t, slow) {
-                main = Some(m);
+                *main = Some(m);
                 break;
             }
         }
     } else {
-        (did, main) = tick_budgeted(core, timers_every.max(1), ring_every.max(1));
+        let timers_every = exec.budget_timers.load(Ordering::Relaxed).max(1);
+        let ring_every = exec.budget_ring.load(Ordering::Relaxed).max(1);
+        (did, *main) = tick_budgeted(core, timers_every, ring_every);
     }
     did |= reactor::flush_and_reap(core);
     did |= fire_timers(core);
@@ -867,7 +865,7 @@ fn tick(core: usize, ticks: &mut u64) -> Ticked {
     if did && (*ticks).is_multiple_of(WATCH_RECHECK_TICKS) {
         exec.watch.lock().wake_all();
     }
-    Ticked { did, main }
+    did
 }
 
 /// The polls of a [`tick`] with other than the default budgets: the
@@ -1006,8 +1004,9 @@ fn idle(core: usize) {
 pub(crate) fn run_loop(core: usize, mut stop: impl FnMut() -> bool) {
     let mut ticks = 0;
     while !stop() {
-        let t = tick(core, &mut ticks);
-        if let Some(main) = t.main {
+        let mut main = None;
+        let did = tick(core, &mut ticks, &mut main);
+        if let Some(main) = main {
             // No main future here (cannot happen: only `block_on` queues
             // one, on its own core): it goes back home.
             let home = main.0.header().home.load(Ordering::Relaxed);
@@ -1016,7 +1015,7 @@ pub(crate) fn run_loop(core: usize, mut stop: impl FnMut() -> bool) {
             }
             continue;
         }
-        if !t.did && !stop() {
+        if !did && !stop() {
             idle(core);
         }
     }
@@ -1045,15 +1044,16 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
     let mut ticks = 0;
     push(core, main.clone(), Why::Spawned);
     let out = loop {
-        let t = tick(core, &mut ticks);
-        if let Some(task) = t.main {
+        let mut popped = None;
+        let did = tick(core, &mut ticks, &mut popped);
+        if let Some(task) = popped {
             if let Some(v) = poll_main(core, &main, task, fut.as_mut(), &mut cx) {
                 break v;
             }
             // Its ring submissions go out with the next tick.
             continue;
         }
-        if !t.did {
+        if !did {
             idle(core);
         }
     };
