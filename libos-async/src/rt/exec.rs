@@ -463,14 +463,16 @@ fn run_task(core: usize, task: Task, slow: bool) -> Option<Task> {
     if slow {
         return run_events(core, task);
     }
-    match task.0.poll_once(core) {
-        Polled::Requeue => {
-            push(core, task.0, Why::Yielded);
-            None
-        }
-        Polled::Main => Some(task),
-        _ => None,
+    let polled = task.0.poll_once(core);
+    if polled as u8 >= Polled::Blocked as u8 {
+        // Blocked or done: nothing more to do (the common case).
+        return None;
     }
+    if polled == Polled::Main {
+        return Some(task);
+    }
+    push(core, task.0, Why::Yielded);
+    None
 }
 
 /// [`run_task`] with the policy's `running`/`stopped` calls, the poll's
