@@ -37,14 +37,28 @@
 //!
 //! An environment registers an entry point and its vCPUs' exception stacks
 //! with [`Syscall::SetExceptionHandler`]. When one of its vCPUs raises a page
-//! fault, general-protection fault, divide error, invalid opcode or
-//! breakpoint, the kernel writes an [`UpcallFrame`] onto that core's
+//! fault, general-protection fault, divide error, invalid opcode,
+//! breakpoint, x87 floating-point error (#MF) or SIMD floating-point
+//! exception (#XM), the kernel writes an [`UpcallFrame`] onto that core's
 //! exception stack (below the interrupted `rsp` if that is already on it,
 //! after a 128-byte red zone; else at the stack's top), and enters the entry
 //! point with `rsp` = `rdi` = the frame's address. The handler may edit the
 //! frame and resume it with [`Syscall::ExceptionResume`]. Without a handler,
 //! or if the frame does not fit on a mapped, writable exception stack, the
 //! environment is killed with a one-line reason on the console.
+//!
+//! # Vector registers
+//!
+//! x87, SSE and (where the CPU has it) AVX are usable in ring 3; CPUID and
+//! `xgetbv` say which. Each vCPU has its own vector registers and FS base,
+//! saved and restored by the kernel whenever another context runs on the
+//! core; a vCPU starts with every vector register 0, MXCSR 0x1f80 and the
+//! x87 control word 0x37f. A protected control transfer's callee starts
+//! from that same initial state and never sees the caller's; the caller's
+//! are back when the call ends. An upcall handler (exceptions, slot
+//! prologue and epilogue) runs with the interrupted code's vector registers
+//! as they are — it is the environment's own code — and must preserve what
+//! it uses; `ExceptionResume` does not touch them.
 
 #![no_std]
 #![forbid(unsafe_code)]
@@ -297,8 +311,18 @@ numbered! {
 pub enum Syscall: u64 {
     /// `()` → 0. Does nothing: the null-syscall benchmark.
     Null = 0,
-    /// `(ptr, len)` → bytes written. Writes `len` bytes (at most
-    /// [`CONSOLE_WRITE_MAX`]) to the console.
+    /// `(ptr, len, stream)` → bytes written. Writes `len` bytes (at most
+    /// [`CONSOLE_WRITE_MAX`]) to console stream `stream` ([`ConsoleStream`]:
+    /// 0 the kernel console, 1 the program's standard output, 2 its
+    /// standard error). With the kernel command line's `console=split`,
+    /// streams 1 and 2 each go to a channel of their own, byte for byte,
+    /// and never mix with kernel lines; otherwise all three go to the
+    /// kernel console. Errors: [`Error::InvalidArgument`] for a length
+    /// over the maximum or an unknown stream (checked before the pointer),
+    /// [`Error::BadAddress`] if the bytes are not readable user memory.
+    /// Stream 0 text that is not UTF-8 prints as `<invalid UTF-8>`;
+    /// streams 1 and 2 carry any bytes. One call's bytes are never
+    /// interleaved with another call's on the same stream.
     ConsoleWrite = 1,
     /// `(code)` → does not return. Ends the environment (every vCPU).
     Exit = 2,
@@ -456,8 +480,233 @@ pub enum Syscall: u64 {
     /// `w0`, `w1` to its event queue and wakes its sleeping vCPUs on any
     /// core. Same acceptance rule as [`Syscall::Call`].
     Acall = 30,
+    /// `(va, 0, 0)` → the initrd's size in bytes. With `va` 0 only the size
+    /// is returned (0 when the machine was booted without an initrd).
+    /// Otherwise maps the whole initrd archive (the ustar archive the kernel
+    /// starts applications from: `size` bytes, rounded up to pages, the
+    /// tail of the last page zero) read-only and not executable at
+    /// page-aligned `va`: user-readable, never writable, never executable
+    /// (it is data: programs in it are copied out by their loader). The
+    /// range must lie in `USER_MIN..USER_MAX`, clear of the info region,
+    /// with nothing mapped in it yet; all of it is mapped or none of it.
+    ///
+    /// The frames are the kernel's: no environment owns them, any number of
+    /// environments may map them, [`Syscall::FrameFree`],
+    /// [`Syscall::FrameGrant`], `FrameAlloc` of them and `Map` of them fail
+    /// (their [`FrameStatus`] is [`FrameHolder::Kernel`]), `Protect` of the
+    /// pages fails with [`Error::NotOwner`]. [`Syscall::Unmap`],
+    /// [`Syscall::UnmapRange`] and the environment's end remove the
+    /// mappings and never free the frames. Each page counts as one mapping
+    /// against the quota, and page-table frames the mapping needs count
+    /// against the frame quota.
+    ///
+    /// Restartable, like [`Syscall::UnmapRange`]: the first step checks the
+    /// whole range and makes the page tables, then each step maps at most
+    /// [`INITRD_MAP_CHUNK`] pages; between steps the kernel returns to the
+    /// `syscall` instruction with `rsi` the pages mapped so far and `rdx` 0
+    /// (or, while undoing a failed call, the error code), so both
+    /// registers are outputs and must be 0 on the first call. A step that
+    /// finds a page mapped meanwhile (another vCPU of the caller raced it)
+    /// unmaps, in steps, what the call mapped, then fails.
+    ///
+    /// Errors: [`Error::Unsupported`] (no initrd), [`Error::InvalidArgument`]
+    /// (unaligned, outside the user range), [`Error::Reserved`] (overlaps the
+    /// info region), [`Error::AlreadyMapped`], [`Error::QuotaExceeded`],
+    /// [`Error::NoMemory`].
+    InitrdMap = 31,
+    /// `(base)` → 0. Sets the FS base of the calling vCPU (what
+    /// `fs:`-relative accesses add, the thread pointer of x86-64 TLS; Linux's
+    /// `arch_prctl(ARCH_SET_FS)`). `base` must lie in the canonical user half
+    /// (below `0x0000_8000_0000_0000`), else [`Error::InvalidArgument`]. It
+    /// is per vCPU, saved and restored on every switch; a new vCPU starts
+    /// with 0. A protected control transfer ([`Syscall::Call`]) runs the
+    /// callee with its own FS base, 0 at the start of each call (an
+    /// activation is a fresh thread of the callee, like its registers), and
+    /// gives the caller its own back when the call ends; a `SetFsBase`
+    /// inside a call changes only the activation's FS base.
+    SetFsBase = 32,
+    /// `(entry, stack_top, stride, lib_start, lib_end)` → 0. Registers
+    /// **system-call redirection** for this environment (as Xok's emulator
+    /// and Linux's Syscall User Dispatch do), replacing any earlier
+    /// registration; `entry` 0 disables it (the other arguments are then
+    /// ignored). Checks as for [`Syscall::SetExceptionHandler`], and more:
+    /// `entry` in `USER_MIN..USER_MAX`; `stack_top` at most `USER_MAX`;
+    /// `stack_top` and `stride` multiples of 16; every core's stack top
+    /// `stack_top - c * stride` (`c` < [`MAX_CORES`]) at least `USER_MIN`;
+    /// `lib_start < lib_end`, both in `USER_MIN..=USER_MAX`. Anything else
+    /// is [`Error::InvalidArgument`] and leaves the old registration in
+    /// place. Core `c`'s handler stack ends at `stack_top - c * stride`.
+    ///
+    /// While it is registered, a `syscall` whose return address (`rcx`, the
+    /// address after the instruction) lies **outside** `[lib_start,
+    /// lib_end)` is not an exokernel call: the kernel records the program's
+    /// `rip` (= `rcx`), `rflags` (= `r11`) and `rsp` in
+    /// [`VcpuPage::redirect_rip`], [`VcpuPage::redirect_rflags`] and
+    /// [`VcpuPage::redirect_rsp`] of that core's (read-only) page, then
+    /// returns to ring 3 (`sysretq`) at `entry` with `rsp` = that core's
+    /// handler stack top, `rcx` = `entry` (the instruction's return address
+    /// is in `redirect_rip`), `r11` = the program's `rflags` as the
+    /// `syscall` instruction saved it, `rflags` = the same (less RF), and
+    /// every other register exactly as the program left it (`rax` = the
+    /// number, `rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9` = the arguments).
+    /// Nothing else changes: nothing is written to the program's memory; the
+    /// vector registers and FS base are the program's. The library returns
+    /// to the program without entering the kernel: it restores the
+    /// registers (`rax` = the result; `rcx` and `r11` are clobbered, as by
+    /// a `syscall`), then, still on its own stack, `push gs:[rflags field];
+    /// popfq`, `mov rsp, gs:[rsp field]`, `jmp gs:[rip field]` (user GS
+    /// points at this core's page). A `syscall` from inside the range is an
+    /// exokernel call as without redirection.
+    ///
+    /// The three fields are overwritten by the next redirected `syscall` on
+    /// that core: the handler must copy them before it can run code that
+    /// makes one (its own code lies in the range, but an exception upcall
+    /// or a nested handler may not). If the handler stack is not mapped
+    /// writable, the handler's first push faults in ring 3 like any other
+    /// fault (an exception upcall, or the environment is killed with a
+    /// one-line reason) — never the kernel.
+    ///
+    /// The registration is per environment: a protected control transfer
+    /// into another environment runs under the callee's registration (its
+    /// code, its range) and the caller's applies again when the call ends.
+    SetSyscallRedirect = 33,
+    /// `(quota)` → a [`ChildHandle`]. Creates an empty child environment:
+    /// its own address space (only the kernel's info region mapped), no
+    /// vCPU, exception and IPC entries unset, the caller's name. `quota`
+    /// frames (at least [`CHILD_QUOTA_MIN`]) are taken from the caller's
+    /// quota: they count as charged to the caller until the child is
+    /// reclaimed, then return to it (see [`child`] for the exceptions).
+    /// [`Error::QuotaExceeded`] if the caller has not that much room.
+    EnvCreate = 34,
+    /// `(child, frame, va, rights, flags)` → 0. Maps one of the caller's
+    /// frames at page `va` of the child. With [`CHILD_MAP_GIVE`] in `flags`
+    /// the frame changes owner: it must be a data frame the caller owns,
+    /// mapped nowhere, granted to nobody, not shared; the child is charged
+    /// for it (its quota, [`Error::QuotaExceeded`]) and the caller
+    /// uncharged; the child maps it with `rights`. Without it, the child
+    /// becomes a copy-on-write holder ([`child`]): `rights` less
+    /// [`Rights::WRITE`], within the caller's; a frame nobody shares yet
+    /// must be mapped nowhere ([`Error::Busy`]: use
+    /// [`Syscall::ShareRange`] for mapped memory).
+    ChildMap = 35,
+    /// `(child, va)` → 0. Removes the child's mapping at page `va`.
+    ChildUnmap = 36,
+    /// `(child, src_va, dst_va, pages, done)` → pages shared.
+    /// Copy-on-write sharing of a range: every page the caller maps in
+    /// `src_va .. src_va + pages * PAGE_SIZE` whose frame it holds (owned
+    /// or shared; frames mapped by a grant are skipped) is mapped
+    /// read-only at the same offset from `dst_va` in the child, and the
+    /// caller's own mapping is made read-only; a page already mapped in the
+    /// child is skipped, and so are pinned (ring) frames. Any length within
+    /// `USER_MIN..USER_MAX` (absent page tables are skipped whole); neither
+    /// range may touch the info region. Restartable in bounded steps (at most 256
+    /// page-table entries, one TLB shootdown round for the caller's
+    /// write-protect each): between steps the kernel returns to the
+    /// `syscall` instruction with `rsi`, `rdx`, `r10` advanced to the rest
+    /// and `r8` the count so far (`done` must be 0 at first). A frame with
+    /// a writable grant or another mapping (an alias) stops the call with
+    /// [`Error::Busy`] at that page, the earlier pages shared.
+    ShareRange = 37,
+    /// `(child, which, entry, stack_top, stride)` → 0. Sets the child's
+    /// exception entry and stacks ([`CHILD_ENTRY_EXCEPTION`], as
+    /// [`Syscall::SetExceptionHandler`]) or its IPC entry
+    /// ([`CHILD_ENTRY_IPC`], as [`Syscall::IpcRegister`]).
+    ChildSetEntry = 38,
+    /// `(child, core, frame_ptr)` → 0. Starts a vCPU of the child on
+    /// `core` with the full register state of the [`UpcallFrame`] at
+    /// `frame_ptr` in the caller's memory (checked as by
+    /// [`Syscall::ExceptionResume`]: `rip` in the user half, privileged
+    /// flags the kernel's). One vCPU per core per environment
+    /// ([`Error::NoSuchCore`]).
+    ChildStart = 39,
+    /// `(child)` → the child's exit status, once it has ended and been
+    /// reclaimed (its frames are back in the pool): its exit code, or
+    /// [`CHILD_KILLED`]. [`Error::Busy`] while it lives. The status is kept
+    /// for the creator until read (at most [`CHILD_EXITS_KEPT`] unread
+    /// ones; older ones are dropped); reading it frees the handle
+    /// (afterwards [`Error::NoSuchEnv`]).
+    ChildStatus = 40,
+    /// `(child)` → 0. Ends the child (killed: "destroyed by its creator");
+    /// its resources are reclaimed in the background and its status
+    /// ([`CHILD_KILLED`]) posted like any exit.
+    ChildDestroy = 41,
+    /// `(dst_frame, src_va)` → the frame at `src_va`. Copies the page the
+    /// caller maps readable at `src_va` into `dst_frame`, a data frame the
+    /// caller owns and could map writable (not shared): the copy-on-write
+    /// fault's copy, without a temporary mapping.
+    FrameCopy = 42,
+    /// `(va)` → what maps the page holding `va` in the caller, packed: bits
+    /// 0..3 the mapping's [`Rights`], [`PAGE_QUERY_COW`], [`PAGE_QUERY_OWNED`],
+    /// the number of holders of the frame (see [`FrameStatus`], at most
+    /// 127) from bit [`PAGE_QUERY_HOLDERS_SHIFT`], and the frame's physical
+    /// address (bits 12 and up: [`FrameNumber`] `<< 12`).
+    /// [`Error::NotMapped`] if nothing is mapped there. The libOS's
+    /// copy-on-write fault handler asks this first.
+    PageQuery = 43,
+    /// `(va, pages, rights, out)` → the frame number mapped at `va`.
+    /// Allocates `pages` (1 ..= [`ALLOC_MAP_MAX`]) fresh zeroed data frames,
+    /// charged to the caller's quota like [`Syscall::FrameAlloc`]'s, and
+    /// maps them at `va .. va + pages * PAGE_SIZE` with `rights`, one frame
+    /// per page in order, as many [`Syscall::Map`]s would: the first-touch
+    /// path of a library OS in one call (frames zeroed ahead by idle cores
+    /// when the kernel has them). `out` is 0 (allowed only for one page) or
+    /// the address of `pages` writable `u64` words, which receive the frame
+    /// numbers in page order before anything is mapped (their contents mean
+    /// nothing if the call fails).
+    ///
+    /// **All or nothing**: on any error no page of the range was mapped and
+    /// every frame allocated for the call is free again (the quota as
+    /// before). Bounded (at most [`ALLOC_MAP_MAX`] pages, one lock of the
+    /// address space), so it is not restartable. Errors:
+    /// [`Error::InvalidArgument`] (`pages` 0 or above [`ALLOC_MAP_MAX`],
+    /// `va` not a page-aligned user address, the range leaving the user
+    /// half, invalid or non-readable `rights`, `out` 0 with more than one
+    /// page), [`Error::Reserved`] (the range overlaps the info region),
+    /// [`Error::QuotaExceeded`] (frames, or mappings: the same bound as
+    /// `Map`'s), [`Error::NoMemory`], [`Error::BadAddress`] (`out` not
+    /// writable), [`Error::AlreadyMapped`] (a page of the range is mapped).
+    AllocMap = 46,
+    /// `(ptr, len)` → 0. Publishes this environment's **repossession list**
+    /// (see [`repossess`]): `len` words at 8-aligned `ptr` (at most
+    /// [`repossess::LIST_MAX`]), each a frame number, in the order the
+    /// kernel may take them by force. The kernel keeps only `(ptr, len)`
+    /// and reads the words when it repossesses, through checked copies, so
+    /// the environment keeps the list up to date in place. `(0, 0)`
+    /// withdraws it. [`Error::InvalidArgument`] for a misaligned pointer or
+    /// a length above the maximum, [`Error::BadAddress`] for a range
+    /// outside `USER_MIN..USER_MAX` (its pages need not be mapped now).
+    RepossessList = 48,
+    /// `(va, pages, bitmap_ptr, clear_dirty)` → pages found accessed. Reads
+    /// and clears the accessed bits of the caller's mappings of
+    /// `va .. va + pages * PAGE_SIZE` (`pages` at most
+    /// [`repossess::ACCESS_SCAN_MAX`]; page-aligned `va` in the user half),
+    /// and writes two bits per page to `bitmap_ptr`: bit `2i` accessed,
+    /// bit `2i + 1` dirty (written since mapped or since the last clear),
+    /// both 0 for a page not mapped. `clear_dirty` 1 clears the dirty bits
+    /// too (0 leaves them). The cleared translations are flushed on every
+    /// core before it returns. The bitmap is `ceil(pages / 32)` words.
+    /// Bounded (one address-space lock, at most 512 entries, one shootdown);
+    /// scan more by calling again from the next page.
+    /// [`Error::InvalidArgument`] for a bad range or flag,
+    /// [`Error::BadAddress`] if the bitmap is not writable (the bits are
+    /// then already cleared: the information is lost, nothing else).
+    PageAccess = 49,
+    /// `()` → frames still owed. The debt of the current repossession
+    /// demand (0: none). See [`repossess`].
+    RepossessStatus = 50,
 }
 }
+
+/// [`Syscall::PageQuery`]: the page was made read-only by
+/// [`Syscall::ShareRange`] from a writable mapping (in the caller that
+/// shared it and in the child it was shared into): a write to it is a
+/// copy-on-write fault, not a protection error. A mapping made with
+/// `Map`/`Protect` never has it.
+pub const PAGE_QUERY_COW: u64 = 1 << 3;
+/// [`Syscall::PageQuery`]: the caller owns the frame (and has not let go).
+pub const PAGE_QUERY_OWNED: u64 = 1 << 4;
+/// [`Syscall::PageQuery`]: where the holder count starts (7 bits).
+pub const PAGE_QUERY_HOLDERS_SHIFT: u64 = 5;
 
 /// One past the highest system call number; numbers from here on (and any
 /// number in a gap below it) are [`Error::InvalidSyscall`].
@@ -476,8 +725,33 @@ impl Syscall {
 pub const ANY_FRAME: u64 = u64::MAX;
 /// The most bytes one [`Syscall::ConsoleWrite`] takes.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
+
+numbered! {
+/// The console streams of [`Syscall::ConsoleWrite`] (`rdx`).
+pub enum ConsoleStream: u64 {
+    /// The kernel console: what every environment printed before streams
+    /// existed. Text; shares its channel with the kernel's own lines.
+    Kernel = 0,
+    /// The program's standard output (what `cargo xtask posix` forwards to
+    /// its stdout). Bytes.
+    Stdout = 1,
+    /// The program's standard error (forwarded to xtask's stderr). Bytes.
+    Stderr = 2,
+}
+}
+
+impl ConsoleStream {
+    /// The stream `rdx` names, if any.
+    pub fn from_number(n: u64) -> Option<ConsoleStream> {
+        Self::from_value(n)
+    }
+}
+/// The most pages one [`Syscall::AllocMap`] maps.
+pub const ALLOC_MAP_MAX: u64 = 64;
 /// The most pages one [`Syscall::UnmapRange`] takes.
 pub const UNMAP_RANGE_MAX: u64 = 1 << 20;
+/// The most pages one step of [`Syscall::InitrdMap`] maps.
+pub const INITRD_MAP_CHUNK: u64 = 256;
 /// The longest application name [`Syscall::EnvLookup`] accepts.
 pub const NAME_MAX: u64 = 64;
 /// [`Syscall::IpcAccept`]'s "every environment".
@@ -486,8 +760,66 @@ pub const ANY_ENV: u64 = u64::MAX;
 pub const ACCEPT_MAX: usize = 32;
 
 /// [`Syscall::FrameStatus`]'s answer, packed in one word:
-/// bits 0..8 the [`FrameHolder`] kind, bits 32..64 the owning environment.
+/// bits 0..8 the [`FrameHolder`] kind, bits 8..32 the number of
+/// environments holding the frame ([`FrameHolder::Owned`] and
+/// [`FrameHolder::Released`]: the owner unless it let go, plus every
+/// copy-on-write sharer; 1 means the asker, if it holds it, is alone),
+/// bits 32..64 the environment charged for it.
 pub type FrameStatus = u64;
+
+/// Child environments and copy-on-write sharing.
+///
+/// **Handles.** [`Syscall::EnvCreate`] returns a [`ChildHandle`]: the
+/// child's environment id. Ids are never reused, and every call taking a
+/// handle checks that the caller created the child ([`Error::NotOwner`]
+/// otherwise: a forged handle) and that it lives ([`Error::NoSuchEnv`]: a
+/// stale one; [`Syscall::ChildStatus`] excepted). So the capability is the
+/// pair (creator, id), kept by the kernel: it cannot be passed on, and a
+/// child cannot reach its creator's (it has no handle on it).
+///
+/// **Life.** A child lives on when its creator ends (it keeps running;
+/// nobody holds a handle on it any more), except a child never started,
+/// which is destroyed with its creator. When a child is reclaimed, an
+/// [`event::CHILD_EXIT`] event `[handle, status]` goes to its creator, if
+/// alive, and the status is kept for [`Syscall::ChildStatus`].
+///
+/// **Quota.** A child's quota is carved out of its creator's at creation
+/// (charged to the creator as if it were frames) and handed back when the
+/// child is reclaimed, less the frames still charged to the child then
+/// (shared frames that outlive it, below): those stay lost to the creator.
+///
+/// **Shared frames (copy-on-write).** A frame has one owner. The owner, or
+/// anyone holding it, may let a child hold it too ([`Syscall::ChildMap`],
+/// [`Syscall::ShareRange`]). While more than one holds it, every mapping
+/// of it is read-only, the owner's included: a holder that writes takes a
+/// page fault and copies ([`Syscall::FrameCopy`]). A sharer stops holding
+/// the frame when its last mapping of it goes. **Charging: a frame is
+/// charged to its owner, and stays charged to it until the last holder
+/// lets go**, even after the owner frees it ([`Syscall::FrameFree`] of a
+/// frame others share succeeds, the frame staying for them) or ends. So
+/// each frame counts against exactly one quota, and no holder is charged
+/// for frames it did not choose to own: sharing can move no cost onto
+/// anyone. The last holder may take the frame over: [`Syscall::Protect`]
+/// with [`Rights::WRITE`] by the only holder of a frame its owner let go of
+/// makes it the owner (charged from then on, if its quota allows) and
+/// maps it writable, without a copy.
+pub mod child {}
+
+/// A handle on a child environment (see [`child`]): its id.
+pub type ChildHandle = u64;
+/// The smallest quota [`Syscall::EnvCreate`] accepts.
+pub const CHILD_QUOTA_MIN: u64 = 8;
+/// [`Syscall::ChildMap`] flag: give the frame to the child.
+pub const CHILD_MAP_GIVE: u64 = 1;
+/// [`Syscall::ChildSetEntry`]: the exception entry.
+pub const CHILD_ENTRY_EXCEPTION: u64 = 0;
+/// [`Syscall::ChildSetEntry`]: the IPC entry.
+pub const CHILD_ENTRY_IPC: u64 = 1;
+/// A child's status when it was killed (not exited); exit codes at or
+/// above it read as `CHILD_KILLED - 1`.
+pub const CHILD_KILLED: u64 = MAX_VALUE;
+/// Unread exit statuses kept per creator.
+pub const CHILD_EXITS_KEPT: usize = 64;
 
 /// Who holds a frame, as reported by [`Syscall::FrameStatus`].
 #[repr(u64)]
@@ -501,6 +833,9 @@ pub enum FrameHolder {
     PageTable = 2,
     /// A data frame owned by the environment in the high bits.
     Owned = 3,
+    /// A data frame its owner (in the high bits, still charged for it) let
+    /// go of, held by copy-on-write sharers only (see [`child`]).
+    Released = 4,
 }
 
 /// Access rights of a mapping or a grant (bit set).
@@ -644,6 +979,15 @@ pub mod vector {
     pub const GENERAL_PROTECTION: u64 = 13;
     /// Page fault (#PF); `fault_addr` is CR2.
     pub const PAGE_FAULT: u64 = 14;
+    /// x87 floating-point error (#MF): an unmasked x87 exception (FPU
+    /// control word) raised by the next x87 instruction. The x87 state is
+    /// left as the fault found it (the handler reads and clears the status
+    /// word itself with `fnstsw`/`fnclex`).
+    pub const X87_FLOATING_POINT: u64 = 16;
+    /// SIMD floating-point exception (#XM): an SSE/AVX instruction raised an
+    /// exception unmasked in MXCSR. MXCSR is left as the fault found it (the
+    /// flags say which exception; the handler reads it with `stmxcsr`).
+    pub const SIMD_FLOATING_POINT: u64 = 19;
     /// Not an exception: one of the environment's time slots starts (the
     /// prologue upcall); the frame is the context the vCPU left off in.
     pub const SLOT_START: u64 = 0x100;
@@ -797,7 +1141,8 @@ pub struct InfoPage {
     pub tsc_hz: u64,
     /// Cores online.
     pub cores: u32,
-    /// Frame quota of this environment.
+    /// Frame quota of this environment (lowered by one per frame paid to
+    /// a repossession demand, see [`repossess`]).
     pub frame_quota: u32,
     /// Notifications and asynchronous calls posted to this environment
     /// (the ring's `Notify` operation, [`Syscall::Acall`]); a predicate can
@@ -848,6 +1193,14 @@ pub struct VcpuPage {
     pub epilogues: u64,
     /// Of those, how many ended by force (the abort protocol).
     pub overruns: u64,
+    /// [`Syscall::SetSyscallRedirect`]: the program's `rip` (the address
+    /// after its `syscall`, = `rcx`) at the last redirected `syscall` on this
+    /// core.
+    pub redirect_rip: u64,
+    /// The program's `rflags` (= `r11`) at that `syscall`.
+    pub redirect_rflags: u64,
+    /// The program's `rsp` at that `syscall`.
+    pub redirect_rsp: u64,
 }
 
 /// The time vectors (the CPU resource), read-only at [`SCHEDULE_VA`].
@@ -919,6 +1272,72 @@ pub mod schedule {
     }
 }
 
+/// Memory as a revocable resource: the repossession protocol.
+///
+/// Visible revocation for memory, as [`schedule`] does for time. The kernel
+/// (an operator's `memrevoke=APP:N:MS` on the command line, or a kernel
+/// test) asks an environment for `n` data frames back by a deadline: a
+/// [`crate::event::REPOSSESS_REQUEST`] event `[n, deadline_tsc]`. From then
+/// on its **debt** is `n` (queried with [`crate::Syscall::RepossessStatus`])
+/// and every data frame it frees ([`crate::Syscall::FrameFree`]) pays one
+/// frame of it and lowers its quota by one (as [`crate::InfoPage`]'s
+/// `frame_quota` shows), so that memory it returns is not simply allocated
+/// again. The libOS chooses which frames to give.
+/// When the debt reaches 0 a [`crate::event::REPOSSESSED`] event
+/// `[SETTLED, taken]` is posted. A second demand while one is open is
+/// refused (to the kernel's caller); the environment sees one at a time.
+///
+/// **Repossession list.** Beforehand the environment publishes an ordered
+/// list of frame numbers it is willing to lose
+/// ([`crate::Syscall::RepossessList`]). The kernel keeps only the pointer
+/// and the length, and reads the words through checked user copies when it
+/// repossesses: the list may change at any time, the kernel uses what it
+/// reads. The list should hold frames with nothing precious in them (zero
+/// pages first, then clean, least recently used ones).
+///
+/// **Past the deadline** the kernel takes the rest of the debt by force,
+/// walking the list from its start: an entry naming a data frame the
+/// environment owns and that no registered ring pins is taken — every
+/// mapping of it removed (the environment's and its grantees', on every
+/// core), its grants ended, the frame returned to the pool, the quota
+/// lowered by one — and a [`crate::event::REPOSSESSED`] `[frame, index]`
+/// is posted. Every other entry (another environment's frame, a free or
+/// kernel frame, a page-table frame, a pinned ring frame, a duplicate of
+/// one already taken, a number out of range) is skipped without effect.
+/// The contents of a taken frame are lost: a page of a lazily filled
+/// region faults in again as zero.
+///
+/// **Bounded steps.** The kernel does this work at scheduling decisions
+/// and in idle loops, at most [`repossess::FORCE_ENTRIES_PER_STEP`] list
+/// entries and [`repossess::FORCE_FRAMES_PER_STEP`] frames per step (a
+/// frame mapped many times takes several steps, at most 64 mappings each
+/// with one shootdown round), never waiting for the environment's address-space lock (a busy
+/// lock puts the step off), so the environment keeps running meanwhile and
+/// no core is held for long. The deadline is noticed at the first
+/// scheduling decision after it (within a slot).
+///
+/// **A list that does not cover the debt** (too short, unreadable or
+/// unmapped where the kernel reads, entries it cannot use) ends the
+/// environment: it is killed with the line
+/// `repossession: list covered K of N frames owed` once the walk has
+/// reached the end of the list. A frame the environment frees meanwhile
+/// still pays, so a libOS that answers late but before the walk ends is
+/// not killed. An environment that ends during a repossession is
+/// reclaimed as usual; the demand ends with it.
+pub mod repossess {
+    /// The most entries in a repossession list.
+    pub const LIST_MAX: u64 = 65536;
+    /// The most pages one [`crate::Syscall::PageAccess`] scans.
+    pub const ACCESS_SCAN_MAX: u64 = 512;
+    /// List entries the kernel examines per step of a forced repossession.
+    pub const FORCE_ENTRIES_PER_STEP: u64 = 32;
+    /// Frames the kernel takes per step of a forced repossession.
+    pub const FORCE_FRAMES_PER_STEP: u64 = 4;
+    /// `data[0]` of the [`crate::event::REPOSSESSED`] event that ends a
+    /// demand.
+    pub const SETTLED: u64 = u64::MAX;
+}
+
 /// The per-environment event queue, read-only at [`crate::EVENTS_VA`].
 ///
 /// The kernel appends; the environment reads without a system call. Entry
@@ -944,6 +1363,18 @@ pub mod event {
     /// The owner revoked a grant: `data` = `[frame, 0]`; the mappings are
     /// already gone.
     pub const GRANT_REVOKED: u32 = 4;
+    /// A child of this environment was reclaimed: `data` = `[handle,
+    /// status]` (see [`crate::Syscall::ChildStatus`]).
+    pub const CHILD_EXIT: u32 = 5;
+    /// The kernel asks for memory back ([`crate::repossess`]): `data` =
+    /// `[n, deadline_tsc]`: free `n` data frames before the TSC reaches
+    /// `deadline_tsc`; the quota shrinks by one per frame paid.
+    pub const REPOSSESS_REQUEST: u32 = 7;
+    /// Repossession news ([`crate::repossess`]): `data` = `[frame, index]`
+    /// for a frame taken by force (`index` its position in the list), or
+    /// `[SETTLED, taken]` once the demand is paid (`taken` of its frames
+    /// by force, the others freed by the environment).
+    pub const REPOSSESSED: u32 = 8;
 
     /// One event.
     #[repr(C)]
@@ -1193,7 +1624,7 @@ pub mod ring {
     pub enum Op: u8 {
         /// `()` → 0. Its argument words are ignored (never read).
         Nop = 0,
-        /// `(ptr, len)`, as `Syscall::ConsoleWrite`.
+        /// `(ptr, len, stream)`, as `Syscall::ConsoleWrite`.
         ConsoleWrite = 1,
         /// `(frame)`, as `Syscall::FrameAlloc`.
         FrameAlloc = 2,

@@ -10,10 +10,14 @@
 //! | [`cmdline`] | the kernel command line: modes, log level, tunables |
 //! | [`pvh`] | parsing the PVH `hvm_start_info` and its memory map |
 //! | [`memmap`] | turning a firmware memory map into free frame ranges |
+//! | [`mappingset`] | one frame's reverse map (one mapping inline, more in a B-tree) |
 //! | [`ownership`] | who holds each frame: owner, kind, grants, reverse map |
 //! | [`frames`] | the physical frame allocator (a bitmap) |
+//! | [`frameset`] | a set of frames with a steady cost per insert and remove (an environment's frames) |
+//! | [`zeropool`] | the pool of frames zeroed ahead of time (idle cores fill it) |
 //! | [`initrd`] | the initrd archive format (ustar) reader |
 //! | [`elf`] | checking an application's ELF image and planning its load |
+//! | [`repossess`] | the rules of a memory repossession demand (debt, deadline, list walk) |
 //! | [`ring`] | the kernel side of the submission/completion ring protocol |
 //! | [`stats`] | benchmark summaries (median, p99) |
 //! | [`predicate`] | verifying and evaluating wakeup predicates |
@@ -29,16 +33,20 @@ extern crate alloc;
 pub mod cmdline;
 pub mod elf;
 pub mod frames;
+pub mod frameset;
 pub mod initrd;
+pub mod mappingset;
 pub mod memmap;
 pub mod ownership;
 pub mod predicate;
 pub mod pvh;
+pub mod repossess;
 pub mod ring;
 pub mod slotclock;
 pub mod stats;
 pub mod syscall;
 pub mod timevec;
+pub mod zeropool;
 
 /// Size of a base page and of a physical frame.
 pub const PAGE_SIZE: u64 = 4096;

@@ -14,8 +14,9 @@
 //! is a pure function of the table's contents and is tested on the host.
 
 use crate::frames::FrameNumber;
+use crate::mappingset::MappingSet;
 use abi::{Error, Rights};
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
 /// An environment's id (never 0: [`EnvId::NONE`] means "no environment").
@@ -50,6 +51,42 @@ pub struct Mapping {
     pub va: u64,
 }
 
+/// A holder of a shared frame other than its owner (copy-on-write sharing,
+/// [`FrameTable::share`]): it may map the frame with at most `rights`,
+/// never writable, and it keeps the frame alive while it maps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Share {
+    /// Who holds it.
+    pub env: EnvId,
+    /// With at most these rights (never [`Rights::WRITE`]).
+    pub rights: Rights,
+}
+
+/// What [`FrameTable::remove_mapping`] leaves behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removed {
+    /// The frame lives on (or was not recorded).
+    Kept,
+    /// That was the last holder of a frame its owner had let go of: the
+    /// record is gone; the caller frees the frame and uncharges `owner`
+    /// (the environment charged for it all along).
+    Released {
+        /// The environment charged for the frame.
+        owner: EnvId,
+    },
+}
+
+/// What [`FrameTable::free`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freed {
+    /// The record is gone: return the frame to the pool, uncharge the owner.
+    Now,
+    /// Others still hold it (shares): it stays, charged to the owner, who
+    /// may no longer map or free it, until the last sharer lets go
+    /// ([`Removed::Released`]).
+    Later,
+}
+
 /// Everything known about one allocated frame.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FrameRecord {
@@ -60,14 +97,38 @@ pub struct FrameRecord {
     /// Who else may map it.
     pub grants: Vec<Grant>,
     /// Where it is mapped (owner and grantees): a set, so that adding and
-    /// removing one of many mappings stays O(log n).
-    pub mappings: BTreeSet<Mapping>,
+    /// removing one of many mappings stays O(log n); a single mapping is
+    /// held inline ([`MappingSet`]: no heap trip for the common case).
+    pub mappings: MappingSet,
     /// Registered rings using it (the kernel writes into it directly).
     pub pins: u32,
     /// Grantees whose mappings are being taken away (a revoke or a lowered
     /// grant in progress): they may not map the frame until the owner's
     /// call has removed every one of them ([`FrameTable::unmap_step`]).
     pub withdrawing: Vec<EnvId>,
+    /// Copy-on-write holders besides the owner. While any exists, no
+    /// mapping of the frame is writable (the invariant [`share`] keeps):
+    /// the owner's and grantees' writable mappings are refused, and a
+    /// writable grant blocks sharing.
+    ///
+    /// [`share`]: FrameTable::share
+    pub sharers: Vec<Share>,
+    /// The owner let go of it (freed it, or died) while sharers held it:
+    /// it stays charged to the owner until the last sharer's last mapping
+    /// goes, but the owner may not map, grant or free it any more.
+    pub released: bool,
+}
+
+impl FrameRecord {
+    /// How many environments hold the frame: the owner (unless it let go)
+    /// and every sharer.
+    pub fn holders(&self) -> usize {
+        usize::from(!self.released) + self.sharers.len()
+    }
+
+    fn share_of(&self, env: EnvId) -> Option<&Share> {
+        self.sharers.iter().find(|s| s.env == env)
+    }
 }
 
 /// What [`FrameTable::unmap_step`] asks of its caller.
@@ -86,6 +147,9 @@ pub enum ReleaseStep {
     Unmap(Vec<Mapping>),
     /// The record is gone: free the frame.
     Released,
+    /// Sharers still hold it: it stays (released by its owner, still
+    /// charged to it) until the last of them lets go.
+    Kept,
 }
 
 /// A shard of the frame ownership table.
@@ -113,9 +177,11 @@ impl FrameTable {
                 owner,
                 kind,
                 grants: Vec::new(),
-                mappings: BTreeSet::new(),
+                mappings: MappingSet::new(),
                 pins: 0,
                 withdrawing: Vec::new(),
+                sharers: Vec::new(),
+                released: false,
             },
         );
         debug_assert!(previous.is_none(), "frame {frame} recorded twice");
@@ -131,14 +197,127 @@ impl FrameTable {
                 Error::NotOwner
             });
         }
-        if record.owner == env {
-            return Ok(());
-        }
+        // The owner itself is "withdrawing" while the kernel repossesses
+        // the frame (`repossess_step`): it may not map it again meanwhile.
         if record.withdrawing.contains(&env) {
             return Err(Error::Busy);
         }
+        // A shared frame is mapped read-only by everyone (copy-on-write).
+        let shared_write = !record.sharers.is_empty() && rights.contains(Rights::WRITE);
+        if record.owner == env && !record.released {
+            return if shared_write { Err(Error::PermissionDenied) } else { Ok(()) };
+        }
+        if let Some(share) = record.share_of(env) {
+            return if share.rights.contains(rights) {
+                Ok(())
+            } else {
+                Err(Error::PermissionDenied)
+            };
+        }
+        if record.released {
+            return Err(Error::NotOwner);
+        }
+        if record.owner == env {
+            return Ok(());
+        }
         let grant = record.grants.iter().find(|g| g.grantee == env).ok_or(Error::NotOwner)?;
-        if grant.rights.contains(rights) { Ok(()) } else { Err(Error::PermissionDenied) }
+        if grant.rights.contains(rights) && !shared_write {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied)
+        }
+    }
+
+    /// Copy-on-write sharing: `from`, which holds `frame` (its owner, or a
+    /// sharer), lets `to` hold it too, mapped read-only with at most
+    /// `rights` (less [`Rights::WRITE`]); returns the rights `to` gets.
+    /// `from_va` is `from`'s own mapping of it that the caller write-protects
+    /// in the same step (`None`: `from` maps it nowhere writable, see
+    /// below).
+    ///
+    /// The invariant "no writable mapping while shared" needs, at the first
+    /// share: no writable grant (`Busy`), and no mapping other than `from`'s
+    /// at `from_va` (`Busy`; the kernel cannot see the other mappings'
+    /// rights from here). `to` may not be the owner or a grantee
+    /// (`InvalidArgument`).
+    pub fn share(
+        &mut self,
+        frame: FrameNumber,
+        from: EnvId,
+        from_va: Option<u64>,
+        to: EnvId,
+        rights: Rights,
+    ) -> Result<Rights, Error> {
+        let record = self.records.get_mut(&frame).ok_or(Error::NotOwner)?;
+        if record.kind != FrameKind::Data {
+            return Err(Error::NotOwner);
+        }
+        let from_rights = if record.owner == from && !record.released {
+            Rights::RWX
+        } else {
+            record.share_of(from).ok_or(Error::NotOwner)?.rights
+        };
+        if to == from
+            || to == record.owner
+            || record.grants.iter().any(|g| g.grantee == to)
+            || record.withdrawing.contains(&to)
+        {
+            return Err(Error::InvalidArgument);
+        }
+        let given = Rights(rights.0 & from_rights.0 & !Rights::WRITE.0);
+        if !given.contains(Rights::READ) {
+            return Err(Error::PermissionDenied);
+        }
+        if record.sharers.is_empty() {
+            let mine = from_va.map(|va| Mapping { env: from, va });
+            if record.grants.iter().any(|g| g.rights.contains(Rights::WRITE))
+                || record.mappings.iter().any(|m| Some(*m) != mine)
+            {
+                return Err(Error::Busy);
+            }
+        }
+        match record.sharers.iter_mut().find(|s| s.env == to) {
+            Some(s) => s.rights = s.rights.union(given),
+            None => record.sharers.push(Share { env: to, rights: given }),
+        }
+        Ok(given)
+    }
+
+    /// The owner hands a data frame to `to` (it then owns it and is charged
+    /// for it): the frame must be mapped nowhere, granted to nobody, not
+    /// shared, not pinned (`Busy`).
+    pub fn give(&mut self, frame: FrameNumber, from: EnvId, to: EnvId) -> Result<(), Error> {
+        let r = self.owned_data(frame, from)?;
+        if !r.mappings.is_empty()
+            || !r.grants.is_empty()
+            || !r.withdrawing.is_empty()
+            || !r.sharers.is_empty()
+            || r.pins > 0
+        {
+            return Err(Error::Busy);
+        }
+        r.owner = to;
+        Ok(())
+    }
+
+    /// The last holder of a frame its owner let go of takes it over (to map
+    /// it writable without a copy): `env` must be its only holder. Returns
+    /// the previous owner, whom the caller uncharges after charging `env`.
+    pub fn adopt(&mut self, frame: FrameNumber, env: EnvId) -> Result<EnvId, Error> {
+        let record = self.records.get_mut(&frame).ok_or(Error::NotOwner)?;
+        let sole = record.released
+            && record.sharers.len() == 1
+            && record.sharers[0].env == env
+            && record.grants.is_empty()
+            && record.mappings.iter().all(|m| m.env == env);
+        if !sole {
+            return Err(Error::PermissionDenied);
+        }
+        let previous = record.owner;
+        record.owner = env;
+        record.released = false;
+        record.sharers.clear();
+        Ok(previous)
     }
 
     /// Records a mapping that [`check_map`](Self::check_map) allowed.
@@ -148,32 +327,60 @@ impl FrameTable {
         }
     }
 
-    /// Forgets a mapping (after the page-table entry was cleared).
-    pub fn remove_mapping(&mut self, frame: FrameNumber, env: EnvId, va: u64) {
-        if let Some(r) = self.records.get_mut(&frame) {
-            r.mappings.remove(&Mapping { env, va });
+    /// Forgets a mapping (after the page-table entry was cleared). A
+    /// sharer whose last mapping this was stops holding the frame; if it
+    /// was the last holder of a frame its owner let go of, the record goes
+    /// ([`Removed::Released`]: the caller frees the frame).
+    #[must_use = "a released frame must be freed and its owner uncharged"]
+    pub fn remove_mapping(&mut self, frame: FrameNumber, env: EnvId, va: u64) -> Removed {
+        let Some(r) = self.records.get_mut(&frame) else { return Removed::Kept };
+        r.mappings.remove(&Mapping { env, va });
+        if r.sharers.is_empty() {
+            return Removed::Kept;
         }
+        let range = Mapping { env, va: 0 }..=Mapping { env, va: u64::MAX };
+        if r.mappings.range(range).next().is_none() {
+            r.sharers.retain(|s| s.env != env);
+        }
+        if r.released && r.sharers.is_empty() && r.mappings.is_empty() {
+            let owner = r.owner;
+            self.records.remove(&frame);
+            return Removed::Released { owner };
+        }
+        Removed::Kept
     }
 
-    /// Frees a data frame: only its owner may, and only once nothing maps it
-    /// and no grant is outstanding. On success the record is gone and the
-    /// caller returns the frame to the free pool.
-    pub fn free(&mut self, frame: FrameNumber, env: EnvId) -> Result<(), Error> {
-        let record = self.records.get(&frame).ok_or(Error::NotOwner)?;
-        if record.owner != env || record.kind != FrameKind::Data {
+    /// Frees a data frame: only its owner may, and only once it maps it
+    /// nowhere, nobody maps it by a grant and no grant is outstanding. If
+    /// sharers still hold it, it lives on for them ([`Freed::Later`]: still
+    /// charged to the owner, who lets go of it); otherwise the record is
+    /// gone and the caller returns the frame to the pool.
+    pub fn free(&mut self, frame: FrameNumber, env: EnvId) -> Result<Freed, Error> {
+        let record = self.records.get_mut(&frame).ok_or(Error::NotOwner)?;
+        if record.owner != env || record.kind != FrameKind::Data || record.released {
             return Err(Error::NotOwner);
         }
-        if !record.mappings.is_empty() || !record.grants.is_empty() || record.pins > 0 {
+        let shared_only = record.mappings.iter().all(|m| record.share_of(m.env).is_some());
+        if !shared_only || !record.grants.is_empty() || record.pins > 0 {
             return Err(Error::Busy);
         }
+        if !record.sharers.is_empty() {
+            record.released = true;
+            return Ok(Freed::Later);
+        }
         self.records.remove(&frame);
-        Ok(())
+        Ok(Freed::Now)
     }
 
     /// Pins a data frame `env` owns (a registered ring): until unpinned it
     /// cannot be freed and reused under the kernel.
     pub fn pin(&mut self, frame: FrameNumber, env: EnvId) -> Result<(), Error> {
-        self.owned_data(frame, env)?.pins += 1;
+        let record = self.owned_data(frame, env)?;
+        if record.withdrawing.contains(&env) {
+            // Being repossessed: it is on its way out.
+            return Err(Error::Busy);
+        }
+        record.pins += 1;
         Ok(())
     }
 
@@ -211,8 +418,11 @@ impl FrameTable {
             return Err(Error::InvalidArgument);
         }
         let record = self.owned_data(frame, owner)?;
-        if grantee == owner {
+        if grantee == owner || record.share_of(grantee).is_some() {
             return Err(Error::InvalidArgument);
+        }
+        if !record.sharers.is_empty() && rights.contains(Rights::WRITE) {
+            return Err(Error::PermissionDenied);
         }
         match record.grants.iter_mut().find(|g| g.grantee == grantee) {
             Some(g) => {
@@ -297,9 +507,53 @@ impl FrameTable {
         owner: EnvId,
         limit: usize,
     ) -> Option<ReleaseStep> {
-        let record = self.records.get_mut(&frame).filter(|r| r.owner == owner)?;
+        let record = self.records.get_mut(&frame).filter(|r| r.owner == owner && !r.released)?;
         record.grants.clear();
         record.withdrawing.clear();
+        let foreign: Vec<Mapping> = record
+            .mappings
+            .iter()
+            .filter(|m| record.share_of(m.env).is_none())
+            .take(limit)
+            .copied()
+            .collect();
+        if !foreign.is_empty() {
+            return Some(ReleaseStep::Unmap(foreign));
+        }
+        if record.sharers.is_empty() {
+            self.records.remove(&frame);
+            return Some(ReleaseStep::Released);
+        }
+        record.released = true;
+        Some(ReleaseStep::Kept)
+    }
+
+    /// One step of repossessing a data frame `owner` still holds (the
+    /// kernel takes it by force, `abi::repossess`): the first step ends
+    /// every grant and marks the owner itself as withdrawing, so that
+    /// nobody maps the frame anew (nor pins it); then at most `limit` of
+    /// its mappings (the owner's and others', ordered by environment) are
+    /// returned for the caller to remove before asking again; once none is
+    /// left the record goes and the caller frees the frame. `None` (and
+    /// nothing changed, or the owner's mark lifted) if `owner` does not
+    /// hold it as a data frame, or a registered ring pins it.
+    pub fn repossess_step(
+        &mut self,
+        frame: FrameNumber,
+        owner: EnvId,
+        limit: usize,
+    ) -> Option<ReleaseStep> {
+        let record = self.owned_data(frame, owner).ok()?;
+        // Pinned (ring) frames and copy-on-write shared ones are not taken:
+        // a sharer's copy of the page must not vanish with the owner's debt.
+        if record.pins > 0 || !record.sharers.is_empty() {
+            record.withdrawing.retain(|&e| e != owner);
+            return None;
+        }
+        for g in core::mem::take(&mut record.grants) {
+            Self::withdraw(record, g.grantee);
+        }
+        Self::withdraw(record, owner);
         if record.mappings.is_empty() {
             self.records.remove(&frame);
             return Some(ReleaseStep::Released);
@@ -307,9 +561,18 @@ impl FrameTable {
         Some(ReleaseStep::Unmap(record.mappings.iter().take(limit).copied().collect()))
     }
 
+    /// Gives up a repossession of `frame` begun with
+    /// [`repossess_step`](Self::repossess_step) (its owner may map it
+    /// again; grants already ended stay ended).
+    pub fn repossess_abandon(&mut self, frame: FrameNumber, owner: EnvId) {
+        if let Ok(record) = self.owned_data(frame, owner) {
+            record.withdrawing.retain(|&e| e != owner);
+        }
+    }
+
     fn owned_data(&mut self, frame: FrameNumber, owner: EnvId) -> Result<&mut FrameRecord, Error> {
         match self.records.get_mut(&frame) {
-            Some(r) if r.owner == owner && r.kind == FrameKind::Data => Ok(r),
+            Some(r) if r.owner == owner && r.kind == FrameKind::Data && !r.released => Ok(r),
             _ => Err(Error::NotOwner),
         }
     }
@@ -318,6 +581,40 @@ impl FrameTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repossession_takes_every_mapping_and_blocks_remaps() {
+        let mut t = table();
+        let f = FrameNumber(10);
+        t.grant(f, A, B, Rights::RW).unwrap();
+        t.add_mapping(f, A, 0x1000);
+        t.add_mapping(f, B, 0x2000);
+        // Not a data frame of A's: nothing happens.
+        assert_eq!(t.repossess_step(FrameNumber(11), A, 8), None);
+        assert_eq!(t.repossess_step(f, B, 8), None);
+        let Some(ReleaseStep::Unmap(batch)) = t.repossess_step(f, A, 1) else { panic!() };
+        assert_eq!(batch, [Mapping { env: A, va: 0x1000 }]);
+        // Neither the owner nor the former grantee may map it now.
+        assert_eq!(t.check_map(f, A, Rights::READ), Err(Error::Busy));
+        assert!(t.check_map(f, B, Rights::READ).is_err());
+        assert_eq!(t.pin(f, A), Err(Error::Busy));
+        assert_eq!(t.remove_mapping(f, A, 0x1000), Removed::Kept);
+        assert_eq!(t.remove_mapping(f, B, 0x2000), Removed::Kept);
+        assert_eq!(t.repossess_step(f, A, 1), Some(ReleaseStep::Released));
+        assert!(t.get(f).is_none());
+    }
+
+    #[test]
+    fn a_pinned_frame_is_not_repossessed() {
+        let mut t = table();
+        let f = FrameNumber(10);
+        t.add_mapping(f, A, 0x1000);
+        assert!(matches!(t.repossess_step(f, A, 8), Some(ReleaseStep::Unmap(_))));
+        t.repossess_abandon(f, A);
+        t.pin(f, A).unwrap();
+        assert_eq!(t.repossess_step(f, A, 8), None);
+        assert_eq!(t.check_map(f, A, Rights::READ), Ok(()));
+    }
 
     const A: EnvId = EnvId(1);
     const B: EnvId = EnvId(2);
@@ -359,12 +656,12 @@ mod tests {
         assert_eq!(t.free(FrameNumber(10), B), Err(Error::NotOwner));
         t.add_mapping(FrameNumber(10), A, 0x40_0000);
         assert_eq!(t.free(FrameNumber(10), A), Err(Error::Busy));
-        t.remove_mapping(FrameNumber(10), A, 0x40_0000);
+        let _ = t.remove_mapping(FrameNumber(10), A, 0x40_0000);
         t.grant(FrameNumber(10), A, B, Rights::READ).unwrap();
         assert_eq!(t.free(FrameNumber(10), A), Err(Error::Busy));
         t.revoke(FrameNumber(10), A, B).unwrap();
         assert_eq!(t.unmap_step(FrameNumber(10), B, 8), UnmapStep::Done);
-        assert_eq!(t.free(FrameNumber(10), A), Ok(()));
+        assert_eq!(t.free(FrameNumber(10), A), Ok(Freed::Now));
         assert!(t.get(FrameNumber(10)).is_none());
     }
 
@@ -376,7 +673,7 @@ mod tests {
             assert!(!batch.is_empty() && batch.len() <= limit);
             for m in batch {
                 assert_eq!(m.env, grantee);
-                t.remove_mapping(frame, m.env, m.va);
+                let _ = t.remove_mapping(frame, m.env, m.va);
                 removed.push(m);
             }
         }
@@ -435,11 +732,11 @@ mod tests {
             assert!(batch.len() <= 64);
             steps += 1;
             for m in batch {
-                t.remove_mapping(FrameNumber(10), m.env, m.va);
+                let _ = t.remove_mapping(FrameNumber(10), m.env, m.va);
             }
         }
         assert_eq!(steps, 1000_usize.div_ceil(64));
-        assert_eq!(t.free(FrameNumber(10), A), Ok(()));
+        assert_eq!(t.free(FrameNumber(10), A), Ok(Freed::Now));
     }
 
     #[test]
@@ -455,9 +752,9 @@ mod tests {
             t.unmap_step(FrameNumber(10), B, 8),
             UnmapStep::Unmap(vec![Mapping { env: B, va: 0x2000 }])
         );
-        t.remove_mapping(FrameNumber(10), B, 0x2000);
+        let _ = t.remove_mapping(FrameNumber(10), B, 0x2000);
         assert_eq!(t.unmap_step(FrameNumber(10), B, 8), UnmapStep::Done);
-        assert_eq!(t.free(FrameNumber(10), A), Ok(()));
+        assert_eq!(t.free(FrameNumber(10), A), Ok(Freed::Now));
     }
 
     #[test]
@@ -472,7 +769,7 @@ mod tests {
         t.unpin(FrameNumber(10), A);
         assert_eq!(t.free(FrameNumber(10), A), Err(Error::Busy), "pinned twice, unpinned once");
         t.unpin(FrameNumber(10), A);
-        assert_eq!(t.free(FrameNumber(10), A), Ok(()));
+        assert_eq!(t.free(FrameNumber(10), A), Ok(Freed::Now));
     }
 
     #[test]
@@ -493,13 +790,13 @@ mod tests {
             "grant ended"
         );
         for m in first {
-            t.remove_mapping(FrameNumber(10), m.env, m.va);
+            let _ = t.remove_mapping(FrameNumber(10), m.env, m.va);
         }
         assert_eq!(
             t.release_step(FrameNumber(10), A, 2),
             Some(ReleaseStep::Unmap(vec![Mapping { env: C, va: 0x4000 }]))
         );
-        t.remove_mapping(FrameNumber(10), C, 0x4000);
+        let _ = t.remove_mapping(FrameNumber(10), C, 0x4000);
         assert_eq!(t.release_step(FrameNumber(10), A, 2), Some(ReleaseStep::Released));
         assert!(t.get(FrameNumber(10)).is_none());
     }
@@ -517,9 +814,88 @@ mod tests {
             t.add_mapping(FrameNumber(10), A, va << 12);
         }
         for va in 0..10_000u64 {
-            t.remove_mapping(FrameNumber(10), A, va << 12);
+            let _ = t.remove_mapping(FrameNumber(10), A, va << 12);
         }
         assert!(t.get(FrameNumber(10)).unwrap().mappings.is_empty());
-        assert_eq!(t.free(FrameNumber(10), A), Ok(()));
+        assert_eq!(t.free(FrameNumber(10), A), Ok(Freed::Now));
+    }
+
+    #[test]
+    fn a_shared_frame_is_read_only_and_outlives_its_owner() {
+        let mut t = table();
+        let f = FrameNumber(10);
+        t.add_mapping(f, A, 0x1000);
+        // First share: only A's own mapping at the given va may exist.
+        assert_eq!(t.share(f, A, None, B, Rights::RWX), Err(Error::Busy));
+        assert_eq!(t.share(f, A, Some(0x1000), A, Rights::READ), Err(Error::InvalidArgument));
+        assert_eq!(t.share(f, A, Some(0x1000), B, Rights::RWX), Ok(Rights(5)));
+        t.add_mapping(f, B, 0x1000);
+        // Nobody maps it writable now, the owner included; no writable grant.
+        assert_eq!(t.check_map(f, A, Rights::RW), Err(Error::PermissionDenied));
+        assert_eq!(t.check_map(f, B, Rights::RW), Err(Error::PermissionDenied));
+        assert_eq!(t.check_map(f, B, Rights::READ), Ok(()));
+        assert_eq!(t.check_map(f, C, Rights::READ), Err(Error::NotOwner));
+        assert_eq!(t.grant(f, A, C, Rights::RW), Err(Error::PermissionDenied));
+        assert_eq!(t.grant(f, A, B, Rights::READ), Err(Error::InvalidArgument));
+        // B cannot share what it does not hold, C cannot share at all.
+        assert_eq!(t.share(f, C, None, A, Rights::READ), Err(Error::NotOwner));
+        // B passes it on read-only to C (a grandchild).
+        assert_eq!(t.share(f, B, Some(0x1000), C, Rights::RW), Ok(Rights::READ));
+        t.add_mapping(f, C, 0x5000);
+        assert_eq!(t.get(f).unwrap().holders(), 3);
+        // The owner lets go: still mapped by it → Busy; unmapped → Later.
+        assert_eq!(t.free(f, A), Err(Error::Busy));
+        assert_eq!(t.remove_mapping(f, A, 0x1000), Removed::Kept);
+        assert_eq!(t.free(f, A), Ok(Freed::Later));
+        assert_eq!(t.free(f, A), Err(Error::NotOwner), "let go once");
+        assert_eq!(t.check_map(f, A, Rights::READ), Err(Error::NotOwner));
+        assert_eq!(t.get(f).unwrap().holders(), 2);
+        // Two holders left: nobody adopts.
+        assert_eq!(t.adopt(f, B), Err(Error::PermissionDenied));
+        assert_eq!(t.remove_mapping(f, C, 0x5000), Removed::Kept);
+        assert_eq!(t.get(f).unwrap().holders(), 1, "C let go by unmapping");
+        // B is the sole holder: it adopts and may write.
+        assert_eq!(t.adopt(f, B), Ok(A));
+        assert_eq!(t.check_map(f, B, Rights::RW), Ok(()));
+        assert_eq!(t.get(f).unwrap().owner, B);
+    }
+
+    #[test]
+    fn the_last_sharer_releases_a_let_go_frame() {
+        let mut t = table();
+        let f = FrameNumber(10);
+        t.add_mapping(f, A, 0x1000);
+        t.share(f, A, Some(0x1000), B, Rights::READ).unwrap();
+        t.add_mapping(f, B, 0x1000);
+        t.add_mapping(f, B, 0x2000);
+        // A dies: its own mapping was forgotten by the walk, then release.
+        assert_eq!(t.remove_mapping(f, A, 0x1000), Removed::Kept);
+        assert_eq!(t.release_step(f, A, 8), Some(ReleaseStep::Kept));
+        assert_eq!(t.release_step(f, A, 8), None, "released already");
+        assert_eq!(t.remove_mapping(f, B, 0x1000), Removed::Kept);
+        assert_eq!(t.remove_mapping(f, B, 0x2000), Removed::Released { owner: A });
+        assert!(t.get(f).is_none());
+    }
+
+    #[test]
+    fn a_grantee_mapping_is_removed_but_sharers_keep_theirs_at_release() {
+        let mut t = table();
+        let f = FrameNumber(10);
+        t.grant(f, A, C, Rights::READ).unwrap();
+        t.add_mapping(f, C, 0x3000);
+        // C's (read-only grant) mapping blocks the first share.
+        assert_eq!(t.share(f, A, None, B, Rights::READ), Err(Error::Busy));
+        let _ = t.remove_mapping(f, C, 0x3000);
+        t.share(f, A, None, B, Rights::READ).unwrap();
+        t.add_mapping(f, B, 0x1000);
+        t.add_mapping(f, C, 0x3000);
+        assert_eq!(
+            t.release_step(f, A, 8),
+            Some(ReleaseStep::Unmap(vec![Mapping { env: C, va: 0x3000 }]))
+        );
+        let _ = t.remove_mapping(f, C, 0x3000);
+        assert_eq!(t.release_step(f, A, 8), Some(ReleaseStep::Kept));
+        assert_eq!(t.check_map(f, C, Rights::READ), Err(Error::NotOwner), "grant ended");
+        assert_eq!(t.remove_mapping(f, B, 0x1000), Removed::Released { owner: A });
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// The rows of the diagram, lowest first.
 const LAYERS: &[&[&str]] = &[
-    &["cpu", "boot", "percpu", "trap"],
+    &["cpu", "boot", "percpu", "trap", "xstate"],
     &["time", "memory", "console"],
     &["apic", "paging", "acpi", "gdt", "slots"],
     &["tlb", "panic"],

@@ -95,6 +95,12 @@ fn register_stub() -> Result<(), Error> {
     Ok(())
 }
 
+/// In a child just forked on `core` (see [`crate::fork`]): only that
+/// core's exception stack is mapped (the parent's others were not shared).
+pub(crate) fn forked_child(core: usize) {
+    *STACKS_MAPPED.lock() = 1 << core;
+}
+
 /// Registers the upcall stub (with the exception stacks) if nothing is
 /// registered yet, without an application handler: the library's own
 /// fix-ups (channel pages whose peer vanished, see
@@ -135,7 +141,7 @@ pub(crate) fn dispatch(frame: &mut UpcallFrame) -> ! {
     if frame.vector >= abi::vector::SLOT_START {
         crate::cpu::slot_upcall(frame);
     }
-    let resume = crate::vm::fixup(frame) || {
+    let resume = crate::fork::cow_fixup(frame) || crate::vm::fixup(frame) || {
         let handler = *HANDLER.lock();
         crate::channel::shm::fixup(frame)
             || match handler {

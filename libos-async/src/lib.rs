@@ -30,6 +30,8 @@
 //! - [`vm`]: regions — reserved, lazily zero-filled, growable stacks,
 //!   guard pages — filled by the page-fault upcall (the heap and vCPU
 //!   stacks are regions);
+//! - [`pager`]: the answer to the kernel's memory repossession — a free
+//!   pool, an accessed-bit clock over regions, the repossession list;
 //! - [`check`]: helpers for test applications;
 //! - [`mod@bench`]: benchmark report lines for `cargo xtask bench`.
 //!
@@ -66,13 +68,17 @@ pub mod cpu;
 #[allow(unsafe_code, reason = "naked entry stubs; resuming an upcall frame in user space")]
 pub mod entry;
 pub mod exception;
+#[allow(unsafe_code, reason = "the register capture of fork (naked assembly)")]
+pub mod fork;
 #[allow(unsafe_code, reason = "the allocator's free lists live in the frames it maps")]
 pub mod heap;
 pub mod layout;
 pub mod mem;
+pub mod pager;
 #[allow(unsafe_code, reason = "CoreLocal is Sync: each core touches only its own slot")]
 pub mod percore;
 pub mod predicate;
+pub mod redirect;
 #[allow(unsafe_code, reason = "atomic and volatile access to ring pages the kernel writes")]
 pub mod ring;
 pub mod rng;
@@ -81,6 +87,7 @@ pub mod sqe;
 #[allow(unsafe_code, reason = "the syscall instruction, kernel-page reads, test probes")]
 pub mod sys;
 pub mod vcpu;
+pub mod vector;
 pub mod vm;
 
 pub use abi;

@@ -27,10 +27,17 @@ pub fn nop(user_data: u64) -> SqEntry {
     op(Op::Nop, &[], user_data)
 }
 
-/// `ConsoleWrite(ptr, len)` → bytes written. The bytes must stay valid
-/// until the entry is submitted (the kernel copies them then).
+/// `ConsoleWrite(ptr, len)` to the kernel console (stream 0) → bytes
+/// written. The bytes must stay valid until the entry is submitted (the
+/// kernel copies them then).
 pub fn console_write(ptr: u64, len: u64, user_data: u64) -> SqEntry {
-    op(Op::ConsoleWrite, &[ptr, len], user_data)
+    console_write_to(abi::ConsoleStream::Kernel, ptr, len, user_data)
+}
+
+/// `ConsoleWrite(ptr, len, stream)` → bytes written, as [`console_write`]
+/// to any [`abi::ConsoleStream`].
+pub fn console_write_to(stream: abi::ConsoleStream, ptr: u64, len: u64, user_data: u64) -> SqEntry {
+    op(Op::ConsoleWrite, &[ptr, len, stream as u64], user_data)
 }
 
 /// `ConsoleWrite` of a static string.

@@ -152,9 +152,22 @@ pub fn null() -> Result<u64, Error> {
     abi::decode(syscall0(Syscall::Null as u64))
 }
 
-/// `ConsoleWrite`: writes `bytes` (at most [`abi::CONSOLE_WRITE_MAX`]).
+/// `ConsoleWrite` to the kernel console (stream 0): writes `bytes` (at
+/// most [`abi::CONSOLE_WRITE_MAX`]).
 pub fn console_write(bytes: &[u8]) -> Result<u64, Error> {
-    abi::decode(syscall2(Syscall::ConsoleWrite as u64, bytes.as_ptr() as u64, bytes.len() as u64))
+    console_write_to(abi::ConsoleStream::Kernel, bytes)
+}
+
+/// `ConsoleWrite` to `stream`: a program's stdout or stderr
+/// ([`abi::ConsoleStream`]), or the kernel console. At most
+/// [`abi::CONSOLE_WRITE_MAX`] bytes, any bytes on streams 1 and 2.
+pub fn console_write_to(stream: abi::ConsoleStream, bytes: &[u8]) -> Result<u64, Error> {
+    abi::decode(syscall3(
+        Syscall::ConsoleWrite as u64,
+        bytes.as_ptr() as u64,
+        bytes.len() as u64,
+        stream as u64,
+    ))
 }
 
 /// `Exit`: ends the environment with `code`.
@@ -195,6 +208,21 @@ pub fn map(frame: u64, va: u64, rights: Rights) -> Result<u64, Error> {
     abi::decode(syscall3(Syscall::Map as u64, frame, va, rights.0))
 }
 
+/// `AllocMap` of one page: a fresh zeroed frame mapped at page `va` with
+/// `rights`, in one call; returns the frame number.
+#[inline]
+pub fn alloc_map_one(va: u64, rights: Rights) -> Result<u64, Error> {
+    abi::decode(syscall4(Syscall::AllocMap as u64, va, 1, rights.0, 0))
+}
+
+/// `AllocMap`: `out.len()` fresh zeroed frames (1 ..=
+/// [`abi::ALLOC_MAP_MAX`]) mapped at `va ..` with `rights`, all or nothing;
+/// their numbers land in `out` in page order.
+pub fn alloc_map(va: u64, rights: Rights, out: &mut [u64]) -> Result<u64, Error> {
+    let (ptr, len) = (out.as_mut_ptr() as u64, out.len() as u64);
+    abi::decode(syscall4(Syscall::AllocMap as u64, va, len, rights.0, ptr))
+}
+
 /// `Unmap`: removes the mapping of page `va`.
 pub fn unmap(va: u64) -> Result<u64, Error> {
     abi::decode(syscall1(Syscall::Unmap as u64, va))
@@ -220,6 +248,57 @@ pub fn unmap_range(va: u64, pages: u64) -> Result<u64, Error> {
     abi::decode(ret)
 }
 
+/// `InitrdMap`: maps the whole initrd archive read-only (not executable) at
+/// page-aligned `va`, all or nothing, and returns its size in bytes; with
+/// `va` 0 only returns the size (0: no initrd).
+///
+/// Restartable: between steps the kernel returns to the `syscall`
+/// instruction with `rsi` the pages mapped so far and `rdx` its undo state
+/// (both start at 0), so those registers are outputs too.
+pub fn initrd_map(va: u64) -> Result<u64, Error> {
+    let ret: u64;
+    // SAFETY: as in `syscall0`; the registers the kernel advances between
+    // steps are declared clobbered. The mapping is read-only and lands only
+    // where nothing was mapped, so no Rust object changes under us.
+    unsafe {
+        asm!("syscall", inlateout("rax") Syscall::InitrdMap as u64 => ret,
+             in("rdi") va, inlateout("rsi") 0u64 => _, inlateout("rdx") 0u64 => _,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    abi::decode(ret)
+}
+
+/// `RepossessList`: publishes the repossession list (`abi::repossess`):
+/// the kernel keeps the slice's address and length and reads it when it
+/// repossesses, so the slice must stay where it is (and mapped) until
+/// withdrawn with an empty one.
+pub fn repossess_list(list: &[u64]) -> Result<u64, Error> {
+    let ptr = if list.is_empty() { 0 } else { list.as_ptr() as u64 };
+    abi::decode(syscall2(Syscall::RepossessList as u64, ptr, list.len() as u64))
+}
+
+/// `RepossessStatus`: frames still owed to the open repossession demand.
+pub fn repossess_status() -> Result<u64, Error> {
+    abi::decode(syscall0(Syscall::RepossessStatus as u64))
+}
+
+/// `PageAccess`: reads and clears the accessed (and, with `clear_dirty`,
+/// dirty) bits of `pages` (≤ `abi::repossess::ACCESS_SCAN_MAX`) pages from
+/// `va` into `bitmap` (two bits per page: accessed, dirty); returns how
+/// many were accessed.
+pub fn page_access(
+    va: u64,
+    pages: u64,
+    bitmap: &mut [u64],
+    clear_dirty: bool,
+) -> Result<u64, Error> {
+    if (bitmap.len() as u64) < pages.div_ceil(32) {
+        return Err(Error::InvalidArgument);
+    }
+    let ptr = bitmap.as_mut_ptr() as u64;
+    abi::decode(syscall4(Syscall::PageAccess as u64, va, pages, ptr, u64::from(clear_dirty)))
+}
+
 /// `Protect`: changes the rights of the mapping at `va`.
 pub fn protect(va: u64, rights: Rights) -> Result<u64, Error> {
     abi::decode(syscall2(Syscall::Protect as u64, va, rights.0))
@@ -230,6 +309,51 @@ pub fn protect(va: u64, rights: Rights) -> Result<u64, Error> {
 /// [`crate::set_exception_handler`], which provides both.
 pub fn set_exception_handler(entry: u64, stack_top: u64, stride: u64) -> Result<u64, Error> {
     abi::decode(syscall3(Syscall::SetExceptionHandler as u64, entry, stack_top, stride))
+}
+
+/// `SetFsBase`: sets this vCPU's FS base (`fs:`-relative accesses add it;
+/// the thread pointer of x86-64 TLS). [`Error::InvalidArgument`] unless it
+/// lies in the canonical user half. Safe: Rust code built for this target
+/// has no thread-local storage, so nothing here reads `fs:`.
+pub fn set_fs_base(base: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::SetFsBase as u64, base))
+}
+
+/// `SetSyscallRedirect`: raw registration of system-call redirection
+/// (see [`abi::Syscall::SetSyscallRedirect`]); [`crate::redirect`] has the
+/// safe registrations.
+///
+/// # Safety
+///
+/// From the return on, every `syscall` of this environment whose return
+/// address lies outside `lib_start..lib_end` jumps to `entry` on the
+/// handler stack instead of entering the kernel: `lib_start..lib_end` must
+/// hold every `syscall` instruction of this program that expects the
+/// kernel (this library's stubs are inlined all over the program), and
+/// `entry` must be code that follows the handler protocol (return to the
+/// recorded `rip` with the recorded `rsp`, registers other than `rax`,
+/// `rcx`, `r11` preserved).
+pub unsafe fn set_syscall_redirect(
+    entry: u64,
+    stack_top: u64,
+    stride: u64,
+    lib_start: u64,
+    lib_end: u64,
+) -> Result<u64, Error> {
+    abi::decode(syscall5(
+        Syscall::SetSyscallRedirect as u64,
+        entry,
+        stack_top,
+        stride,
+        lib_start,
+        lib_end,
+    ))
+}
+
+/// `SetSyscallRedirect` with `entry` 0: every `syscall` enters the kernel
+/// again.
+pub fn clear_syscall_redirect() -> Result<u64, Error> {
+    abi::decode(syscall5(Syscall::SetSyscallRedirect as u64, 0, 0, 0, 0, 0))
 }
 
 /// `ExceptionResume`: resumes `frame`; returns only on failure.
@@ -264,14 +388,18 @@ pub struct FrameInfo {
     /// Bits 0..8: the holder kind (see [`FrameInfo::holder`]).
     pub kind: u64,
     /// Bits 32..64: the owning environment (meaningful for
-    /// [`FrameHolder::PageTable`] and [`FrameHolder::Owned`]).
+    /// [`FrameHolder::PageTable`], [`FrameHolder::Owned`] and
+    /// [`FrameHolder::Released`]).
     pub env: u64,
+    /// Bits 8..32: how many environments hold it (owner and copy-on-write
+    /// sharers).
+    pub holders: u64,
 }
 
 impl FrameInfo {
     /// Decodes a status word.
     pub fn from_word(word: u64) -> Self {
-        Self { kind: word & 0xff, env: word >> 32 }
+        Self { kind: word & 0xff, env: word >> 32, holders: (word >> 8) & 0xff_ffff }
     }
 
     /// The holder, if the kind is one the ABI defines.
@@ -281,6 +409,7 @@ impl FrameInfo {
             1 => Some(FrameHolder::Kernel),
             2 => Some(FrameHolder::PageTable),
             3 => Some(FrameHolder::Owned),
+            4 => Some(FrameHolder::Released),
             _ => None,
         }
     }
@@ -289,6 +418,91 @@ impl FrameInfo {
 /// `FrameStatus`: who holds `frame`.
 pub fn frame_status(frame: u64) -> Result<FrameInfo, Error> {
     abi::decode(syscall1(Syscall::FrameStatus as u64, frame)).map(FrameInfo::from_word)
+}
+
+// ---------------------------------------------------------------------------
+// Child environments and copy-on-write sharing (see `abi::child`).
+
+/// `EnvCreate`: an empty child with `quota` frames of ours; its handle.
+pub fn env_create(quota: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::EnvCreate as u64, quota))
+}
+
+/// `ChildMap`: maps our `frame` at `va` in `child` (shared read-only, or
+/// given with [`abi::CHILD_MAP_GIVE`] in `flags`).
+pub fn child_map(
+    child: u64,
+    frame: u64,
+    va: u64,
+    rights: Rights,
+    flags: u64,
+) -> Result<u64, Error> {
+    abi::decode(syscall5(Syscall::ChildMap as u64, child, frame, va, rights.0, flags))
+}
+
+/// `ChildUnmap`.
+pub fn child_unmap(child: u64, va: u64) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::ChildUnmap as u64, child, va))
+}
+
+/// `ShareRange`: shares our mappings in `src .. src + pages` pages into
+/// `child` at `dst`, copy-on-write; the pages shared. Restartable: the
+/// kernel advances `rsi`, `rdx`, `r10` and `r8` between steps, so they
+/// are outputs too.
+pub fn share_range(child: u64, src: u64, dst: u64, pages: u64) -> Result<u64, Error> {
+    let ret: u64;
+    // SAFETY: as in `syscall0`; the registers the kernel advances between
+    // steps are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") Syscall::ShareRange as u64 => ret,
+             in("rdi") child, inlateout("rsi") src => _, inlateout("rdx") dst => _,
+             inlateout("r10") pages => _, inlateout("r8") 0u64 => _,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    abi::decode(ret)
+}
+
+/// `ChildSetEntry`: the child's exception (`which` =
+/// [`abi::CHILD_ENTRY_EXCEPTION`]) or IPC entry.
+pub fn child_set_entry(
+    child: u64,
+    which: u64,
+    entry: u64,
+    stack_top: u64,
+    stride: u64,
+) -> Result<u64, Error> {
+    abi::decode(syscall5(Syscall::ChildSetEntry as u64, child, which, entry, stack_top, stride))
+}
+
+/// `ChildStart`: a vCPU of `child` on `core` with the registers in `frame`.
+pub fn child_start(child: u64, core: u64, frame: &UpcallFrame) -> Result<u64, Error> {
+    abi::decode(syscall3(
+        Syscall::ChildStart as u64,
+        child,
+        core,
+        frame as *const UpcallFrame as u64,
+    ))
+}
+
+/// `ChildStatus`: the child's exit status once reclaimed (`Busy` before).
+pub fn child_status(child: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::ChildStatus as u64, child))
+}
+
+/// `ChildDestroy`.
+pub fn child_destroy(child: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::ChildDestroy as u64, child))
+}
+
+/// `FrameCopy`: copies the page we map at `src_va` into our frame `dst`;
+/// returns the source frame.
+pub fn frame_copy(dst: u64, src_va: u64) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::FrameCopy as u64, dst, src_va))
+}
+
+/// `PageQuery`: the packed description of our mapping at `va`.
+pub fn page_query(va: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::PageQuery as u64, va))
 }
 
 /// `RingSetup`: registers this vCPU's ring of `sq_entries` submissions and

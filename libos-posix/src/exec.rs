@@ -66,6 +66,9 @@ pub enum ExecError {
     NothingToLoad,
     /// The arguments and environment do not fit.
     TooBig,
+    /// Mapping a segment or the stack failed (out of memory, or the range
+    /// is taken by the glue's own memory), with the errno.
+    Map(Errno),
 }
 
 impl ExecError {
@@ -73,6 +76,7 @@ impl ExecError {
     pub fn errno(&self) -> Errno {
         match self {
             ExecError::TooBig => errno::E2BIG,
+            ExecError::Map(e) => *e,
             _ => errno::ENOEXEC,
         }
     }
@@ -93,6 +97,7 @@ impl fmt::Display for ExecError {
             ExecError::BadSegment(i) => write!(f, "malformed loadable segment {i}"),
             ExecError::NothingToLoad => f.write_str("no loadable segment"),
             ExecError::TooBig => f.write_str("arguments and environment too large"),
+            ExecError::Map(e) => write!(f, "cannot map its segments or stack (errno {})", e.0),
         }
     }
 }

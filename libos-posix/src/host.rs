@@ -58,8 +58,15 @@ pub trait Clock {
 
 /// The console: a terminal the program's standard streams are attached to.
 pub trait Console {
-    /// Writes `data`; returns how many bytes were taken.
+    /// Writes `data` (the program's standard output, or anything written
+    /// to the terminal by name); returns how many bytes were taken.
     fn write(&mut self, data: &[u8]) -> usize;
+    /// Writes `data` to the program's standard error (descriptor 2 as the
+    /// process started); the same terminal unless the glue keeps the two
+    /// streams apart.
+    fn write_err(&mut self, data: &[u8]) -> usize {
+        self.write(data)
+    }
     /// Reads up to `buf.len()` bytes, blocking until at least one (or end of
     /// input, 0).
     fn read(&mut self, buf: &mut [u8]) -> SysResult<usize>;

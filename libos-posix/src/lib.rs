@@ -33,6 +33,7 @@ pub mod host;
 pub mod linux;
 pub mod mm;
 pub mod path;
+pub mod request;
 pub mod syscalls;
 
 #[cfg(test)]

@@ -92,9 +92,10 @@ pub struct Entry {
 }
 
 impl<'a> Process<'a> {
-    /// A process with `fs`, the console open on descriptors 0, 1 and 2 (one
-    /// shared read/write description, as Linux's `init` gets), `/` as its
-    /// working directory, and nothing mapped.
+    /// A process with `fs`, the console open on descriptors 0, 1 and 2
+    /// (read/write; 0 and 1 share one description, as Linux's `init` gets,
+    /// 2 has its own on [`Device::ConsoleErr`] so that standard error can
+    /// be told apart), `/` as its working directory, and nothing mapped.
     pub fn new(
         mut fs: Fs<'a>,
         layout: Layout,
@@ -113,9 +114,15 @@ impl<'a> Process<'a> {
                 flags: O_RDWR | O_LARGEFILE,
                 offset: 0,
             }));
-            for _ in 0..3 {
+            for _ in 0..2 {
                 fds.insert(d.clone(), false, 0).expect("empty table");
             }
+            // Standard error: the same terminal through its own description,
+            // so that the glue can tell the two output streams apart.
+            let err = fs.anonymous_device(Device::ConsoleErr);
+            fs.hold(err);
+            let e = OpenFile { ino: err, flags: O_RDWR | O_LARGEFILE, offset: 0 };
+            fds.insert(Rc::new(RefCell::new(e)), false, 0).expect("empty table");
         }
         Process {
             fs,
@@ -130,6 +137,13 @@ impl<'a> Process<'a> {
             reported: BTreeSet::new(),
             exit_status: None,
         }
+    }
+
+    /// Changes the working directory to `path` (`chdir`, for the glue's
+    /// start-up).
+    pub fn chdir(&mut self, path: &[u8]) -> SysResult<()> {
+        let ino = self.fs.lookup(self.cwd, path, true)?;
+        set_cwd(self, ino).map(|_| ())
     }
 
     /// The status passed to `exit`/`exit_group`, once the program has called it.
@@ -155,7 +169,7 @@ impl<'a> Process<'a> {
     ) -> Result<Entry, exec::ExecError> {
         let l = self.mm.layout();
         let plan = exec::plan(image, pie_bias, l.user_end)?;
-        let fault = |_| exec::ExecError::BadSegment(usize::MAX);
+        let fault = exec::ExecError::Map;
         for s in &plan.segments {
             let (start, end) = (s.page_start(), s.page_end());
             self.mm
@@ -236,11 +250,50 @@ fn read_struct<const N: usize>(mem: &dyn UserMemory, addr: u64) -> SysResult<[u8
 
 /// Handles system call `nr` with `args` for `p`; returns what goes in `rax`.
 pub fn dispatch(p: &mut Process<'_>, nr: u64, args: [u64; 6], mem: &mut impl UserMemory) -> i64 {
-    p.fs.now = Timespec::from_ns(p.clock.realtime_ns());
+    // The file system stamps what it creates or changes with `now`; calls
+    // that never touch a file's times skip the clock (a 128-bit division
+    // on the path of the cheapest calls).
+    if may_touch_file_times(nr) {
+        p.fs.now = Timespec::from_ns(p.clock.realtime_ns());
+    }
     match call(p, nr, args, mem) {
         Ok(v) => v as i64,
         Err(e) => e.to_ret(),
     }
+}
+
+/// Whether call `nr` may create a file or change its times (every call but
+/// those known not to).
+fn may_touch_file_times(nr: u64) -> bool {
+    !matches!(
+        nr,
+        SYS_GETPID
+            | SYS_GETPPID
+            | SYS_GETTID
+            | SYS_GETUID
+            | SYS_GETEUID
+            | SYS_GETGID
+            | SYS_GETEGID
+            | SYS_CLOCK_GETTIME
+            | SYS_CLOCK_GETRES
+            | SYS_GETTIMEOFDAY
+            | SYS_TIME
+            | SYS_NANOSLEEP
+            | SYS_CLOCK_NANOSLEEP
+            | SYS_SCHED_YIELD
+            | SYS_BRK
+            | SYS_MMAP
+            | SYS_MUNMAP
+            | SYS_MPROTECT
+            | SYS_ARCH_PRCTL
+            | SYS_SET_TID_ADDRESS
+            | SYS_RT_SIGACTION
+            | SYS_RT_SIGPROCMASK
+            | SYS_GETRANDOM
+            | SYS_UNAME
+            | SYS_LSEEK
+            | SYS_FSTAT
+    )
 }
 
 fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> SysResult<u64> {
@@ -347,6 +400,24 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
             clock_now(p, a[0] as u32)?;
             if a[1] != 0 {
                 mem.write(a[1], &Timespec::from_ns(p.clock.resolution_ns()).encode())?;
+            }
+            Ok(0)
+        }
+        SYS_TIME => {
+            let sec = p.clock.realtime_ns() / 1_000_000_000;
+            if a[0] != 0 {
+                mem.write(a[0], &sec.to_le_bytes())?;
+            }
+            Ok(sec)
+        }
+        SYS_GETTIMEOFDAY => {
+            let ns = p.clock.realtime_ns();
+            if a[0] != 0 {
+                let (sec, usec) = (ns / 1_000_000_000, ns % 1_000_000_000 / 1000);
+                let mut tv = [0u8; 16];
+                tv[..8].copy_from_slice(&sec.to_le_bytes());
+                tv[8..].copy_from_slice(&usec.to_le_bytes());
+                mem.write(a[0], &tv)?;
             }
             Ok(0)
         }

@@ -30,7 +30,7 @@ pub fn which(name: &str) -> Option<PathBuf> {
 
 /// Whether this process runs as root (real uid 0, from `/proc/self/status`,
 /// falling back to `id -u`).
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     if let Ok(status) = std::fs::read_to_string("/proc/self/status")
         && let Some(uid) = parse_uid(&status)
     {

@@ -282,7 +282,7 @@ pub mod cpio {
 
 /// Makes sure `musl-gcc` is there (installing `musl-tools` as root with
 /// apt-get when it is not).
-fn ensure_musl() -> Result<(), String> {
+pub(crate) fn ensure_musl() -> Result<(), String> {
     if crate::install::which("musl-gcc").is_some() {
         return Ok(());
     }

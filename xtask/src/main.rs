@@ -45,6 +45,8 @@ mod linux;
 mod logs;
 mod newcheck;
 mod plot;
+mod posix;
+mod posixcmd;
 mod qemu;
 mod registry;
 mod report;
@@ -86,6 +88,49 @@ enum Cmd {
     /// Run what CI checks before the tests: rustfmt, clippy (host and
     /// bare-metal), rustdoc without warnings, the loom models.
     Check(CheckArgs),
+    /// Run a static Linux program on the exokernel: its stdout and stderr
+    /// become ours, its exit status ours (`cargo xtask posix -- PROGRAM
+    /// ARGS...`).
+    Posix(PosixArgs),
+    /// Regenerate the busybox cases' expected outputs
+    /// (libos-posix/tests/busybox/*.expected) by running the same busybox
+    /// on this Linux host, chrooted into the same tree.
+    PosixExpected,
+    /// (For `cargo xtask posix`.) Fetch busybox and build the C test
+    /// programs into target/posix/, printing whatever that prints.
+    #[command(hide = true)]
+    PosixPrepare,
+}
+
+/// `cargo xtask posix` options.
+#[derive(Debug, Args)]
+struct PosixArgs {
+    /// A directory whose tree is laid on top of the default root (may be
+    /// repeated; later ones win).
+    #[arg(long = "root", value_name = "DIR")]
+    roots: Vec<PathBuf>,
+    /// An environment variable `K=V` for the program (may be repeated; the
+    /// program gets exactly these, in this order).
+    #[arg(long = "env", value_name = "K=V")]
+    env: Vec<String>,
+    /// The program's working directory.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    cwd: String,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 2)]
+    smp: u32,
+    /// Deterministic time: TCG with `-icount shift=0`.
+    #[arg(long)]
+    icount: bool,
+    /// Accelerator: auto picks KVM only on hosts with real vmx/svm.
+    #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+    accel: AccelChoice,
+    /// Kill the guest after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    timeout: u64,
+    /// The program (its path in the root) and its arguments.
+    #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]")]
+    command: Vec<std::ffi::OsString>,
 }
 
 /// `cargo xtask new` options.
@@ -167,6 +212,10 @@ struct TestArgs {
     /// Only run the in-QEMU tests.
     #[arg(long)]
     qemu_only: bool,
+    /// Only run the POSIX suite (split console, C programs, busybox
+    /// applets) after the host tests (with `--qemu-only`, only it).
+    #[arg(long)]
+    posix_only: bool,
     /// Per-boot timeout in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     timeout: u64,
@@ -320,6 +369,9 @@ fn main() -> ExitCode {
         Cmd::Bench(args) => benchcmd::run(&ws, &args),
         Cmd::New(args) => new_app(&ws, &args).map(|_| true),
         Cmd::Check(args) => check(&ws, &args),
+        Cmd::Posix(args) => return posixcmd::run(&ws, &args),
+        Cmd::PosixExpected => posixcmd::regenerate(&ws),
+        Cmd::PosixPrepare => posixcmd::prepare(&ws),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -753,6 +805,13 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
     // The serial log of each configuration, for the failure summary.
     let mut logs: Vec<(String, PathBuf)> = Vec::new();
 
+    if args.posix_only {
+        let checks = posix_suite(ws, &built.initrd, args.timeout);
+        let failed = checks.iter().filter(|c| !c.ok).count();
+        println!("{} passed, {} failed", checks.len() - failed, failed);
+        return Ok(failed == 0);
+    }
+
     // First the newcomer's path: an app made by `cargo xtask new` builds
     // and boots (in a scratch copy of the sources; a few seconds).
     println!("xtask: checking that `cargo xtask new` makes an app that boots...");
@@ -885,6 +944,8 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
     panic.print();
     checks.push(panic);
 
+    checks.extend(posix_suite(ws, &built.initrd, args.timeout));
+
     let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
     if !failed.is_empty() {
         println!("\nfailures:");
@@ -900,6 +961,31 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
     }
     println!("{} passed, {} failed", checks.len() - failed.len(), failed.len());
     Ok(failed.is_empty())
+}
+
+/// The POSIX suite ([`posixcmd`]): each case one boot with the split
+/// console; printed as it goes.
+fn posix_suite(ws: &Workspace, initrd: &Path, timeout: u64) -> Vec<Check> {
+    println!("xtask: the POSIX suite (split console; C programs and busybox applets)...");
+    let result = std::fs::read(initrd)
+        .map_err(|e| format!("{}: {e}", ws.rel(initrd)))
+        .and_then(|base| posixcmd::suite(ws, &base, timeout));
+    match result {
+        Ok(outcomes) => outcomes
+            .into_iter()
+            .map(|o| Check::new("posix", o.name, o.result.map_err(|e| first_line(&e))))
+            .collect(),
+        Err(e) => {
+            let c = Check::new("posix", "posix_suite_setup".into(), Err(e));
+            c.print();
+            vec![c]
+        }
+    }
+}
+
+/// The first line of `text`.
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
 }
 
 /// The kernel's test report is complete and consistent: a summary matching

@@ -71,6 +71,21 @@ pub fn decide_auto(kvm_opens: bool, cpuinfo: &str) -> (Accel, String) {
     }
 }
 
+/// Resolves an accelerator choice without printing (`cargo xtask posix`,
+/// whose stdout is the program's).
+pub fn resolve_quiet(choice: AccelChoice) -> Accel {
+    match choice {
+        AccelChoice::Kvm => Accel::Kvm,
+        AccelChoice::Tcg => Accel::Tcg,
+        AccelChoice::Auto => {
+            let kvm_opens =
+                std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+            let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            decide_auto(kvm_opens, &cpuinfo).0
+        }
+    }
+}
+
 /// Resolves an accelerator choice, printing one line for `auto`.
 pub fn resolve(choice: AccelChoice) -> Accel {
     match choice {

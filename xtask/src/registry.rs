@@ -13,6 +13,7 @@ pub const PATH: &str = "benches/registry.toml";
 pub const KERNEL_GROUPS: &[&str] = &[
     "ipi_mailbox",
     "benchsys",
+    "forkbench",
     "ringbench",
     "cpubench",
     "rtbench",
@@ -22,6 +23,7 @@ pub const KERNEL_GROUPS: &[&str] = &[
     "isobench_revoke",
     "isobench_unmap_range",
     "isobench_gap",
+    "memrevoke",
     "tlbbench",
 ];
 
@@ -271,8 +273,12 @@ group = "isobench_gap"
         "syscall_null",
         "fault_upcall_resume",
         "first_touch_per_page",
+        "fork_exit_wait_0_pages",
+        "fork_exit_wait_1024_pages",
+        "cow_fault_per_page_child",
         "map_unmap",
         "frame_alloc_free",
+        "syscall_redirect_roundtrip",
         "ring_nop_batch_1",
         "ring_nop_batch_8",
         "ring_nop_batch_64",
@@ -307,6 +313,7 @@ group = "isobench_gap"
         "tlb_shootdown_1page_k",
         "tlb_shootdown_64pages_k",
         "tlb_shootdown_full_k",
+        "memrevoke_roundtrip_",
     ];
 
     /// The string literals of every Rust source under `dirs`.

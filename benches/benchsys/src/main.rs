@@ -20,6 +20,12 @@
 //!   frame recorded) and the user-space resume, to the retried write
 //!   completing; one sample per page (the frame-table page filled once per
 //!   1024 pages lands in the tail, not the median).
+//! * `syscall_redirect_roundtrip`: Linux `getpid` (39) made by code outside
+//!   the library range (`libos_async::redirect`'s `.foreign` stub, the
+//!   stand-in for an unmodified binary) with a redirection registered: the
+//!   kernel's fast path sends it to the library's `Answer` handler, which
+//!   answers and returns to the program without entering the kernel again.
+//!   Timed around the stub's call, like `syscall_null`.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
@@ -31,7 +37,7 @@ use libos_async::check::require;
 use libos_async::layout::SCRATCH_BASE;
 use libos_async::sys::{self, probe, rdtsc};
 use libos_async::vm::{self, Fill};
-use libos_async::{println, set_exception_handler};
+use libos_async::{println, redirect, set_exception_handler};
 
 libos_async::entry!(app_main);
 
@@ -43,6 +49,8 @@ const FAULT_PAGE: u64 = SCRATCH_BASE;
 const MAP_PAGE: u64 = SCRATCH_BASE + 16 * PAGE_SIZE;
 /// The lazy region the first-touch benchmark writes to.
 const LAZY_BASE: u64 = SCRATCH_BASE + 0x4000_0000;
+/// The redirection handler's stack page (every core's: stride 0).
+const REDIRECT_STACK: u64 = SCRATCH_BASE + 0x100_0000;
 
 /// Times `op` `n` times (after a warm-up) into `out`.
 fn measure(n: usize, out: &mut [u64; MAX_SAMPLES], mut op: impl FnMut()) -> usize {
@@ -136,5 +144,25 @@ fn app_main(arg: u64) -> i32 {
         return 1;
     }
     report("first_touch_per_page", &mut samples[..n]);
+
+    let stack = require("frame_alloc", sys::frame_alloc(None));
+    require("map", sys::map(stack, REDIRECT_STACK, Rights::RW));
+    require(
+        "install redirect",
+        redirect::install(redirect::Handler::Answer, REDIRECT_STACK + PAGE_SIZE, 0),
+    );
+    const LINUX_GETPID: u64 = 39;
+    let mut wrong = 0;
+    let k = measure(n, &mut samples, || {
+        if redirect::foreign_syscall(LINUX_GETPID, [0; 5]) != LINUX_GETPID {
+            wrong += 1;
+        }
+    });
+    require("clear redirect", sys::clear_syscall_redirect());
+    if wrong != 0 || redirect::foreign_syscall(LINUX_GETPID, [0; 5]) == LINUX_GETPID {
+        println!("CHECK FAILED: redirected getpid answered wrong {wrong} times");
+        return 1;
+    }
+    report("syscall_redirect_roundtrip", &mut samples[..k]);
     0
 }

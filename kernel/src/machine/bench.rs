@@ -41,6 +41,9 @@
 //!     there compute (the baseline), revoke a frame mapped 60,000 times,
 //!     `UnmapRange` 2^20 pages with 60,000 populated, or exit with 60,000
 //!     mappings.
+//! * ring 3, memory repossession (`tests/revokee`, group `memrevoke`):
+//!   `memrevoke_roundtrip_8`, request → the libOS pager gives 8 frames
+//!   back → nothing owed (see [`run_memrevoke`]).
 //! * `mailbox_roundtrip_0_to_N`: core 0 posts an echo request (a
 //!   [`Message::Run`] of this module's `echo`) to core N's mailbox (queue
 //!   push + IPI); N's handler posts the reply back the same way; timed until
@@ -49,10 +52,10 @@
 //!
 //! `benches=FRAGMENTS` on the command line (`cargo xtask bench --benches
 //! FRAGMENTS`) runs only the groups whose names contain a fragment
-//! (`-fragment` excludes; as `tests=`): `ipi_mailbox`, `benchsys`,
+//! (`-fragment` excludes; as `tests=`): `ipi_mailbox`, `benchsys`, `forkbench`,
 //! `ringbench`, `cpubench`, `rtbench`, `chanbench`, `kv`,
 //! `isobench_acall`, `isobench_revoke`, `isobench_unmap_range`,
-//! `isobench_gap`, `tlbbench`.
+//! `isobench_gap`, `memrevoke`, `tlbbench`.
 //!
 //! The benchmark's IPI handlers and counters are this module's own: it
 //! registers the handlers of [`BENCH_PING`] and [`BENCH_PONG`] with
@@ -225,11 +228,82 @@ fn run_ipi_mailbox(n: usize) -> bool {
 /// `benchsys` application measures them itself and prints its own lines).
 fn run_ring3_benchmarks(n: usize, sel: Selection) -> bool {
     sel.run("benchsys", || run_app("benchsys", n))
+        && sel.run("forkbench", || run_app("forkbench", n))
         && sel.run("ringbench", || run_app("ringbench", n))
         && sel.run("cpubench", || run_cpubench(n))
         && sel.run("rtbench", || run_app("rtbench", n))
         && run_channel_benchmarks(n, sel)
         && run_isobench(n, sel)
+        && sel.run("memrevoke", || run_memrevoke(n))
+}
+
+/// `memrevoke_roundtrip_8`: the memory repossession round trip with a
+/// compliant libOS pager (`tests/revokee`, mode 7, on core 1): from the
+/// kernel's request (the test hook, deadline far away) until the pager has
+/// given 8 frames back (8 zero pages of its region: unmapped and freed)
+/// and nothing is owed. Core 0 spins on the debt meanwhile (a load), so
+/// the figure includes the event's delivery: the pager's vCPU asleep on its
+/// event queue is woken, scans, frees, and the `RepossessStatus` checks.
+/// Between samples the pager refills its zero pages and publishes again.
+fn run_memrevoke(n: usize) -> bool {
+    use super::env::{self, repossess};
+    const CONTROL: u64 = 0x0000_2000_0000_0000;
+    const READY: u64 = 0x7265_6164;
+    const GO_ON: u64 = 0x676f_6f6e;
+    const FRAMES: u64 = 8;
+    let word = |e: &super::env::Env, i: u64| {
+        let mut w = [0u8; 8];
+        env::copy_from_user_into(e, CONTROL + i * 8, &mut w).map(|()| u64::from_le_bytes(w))
+    };
+    let Some(envs) = spawn_all(&[("revokee", 7, 1)]) else { return false };
+    let pager = &envs[0];
+    let wait_word = |i: u64, want: u64| {
+        let deadline = Deadline::after_ms(60_000);
+        while word(pager, i) != Ok(want) {
+            if deadline.passed() || pager.finished().is_some() {
+                log::error!("revokee (bench) control word {i} never {want:#x}");
+                return false;
+            }
+            time::halt_for_ms(1);
+        }
+        true
+    };
+    if !wait_word(0, READY) {
+        return false;
+    }
+    let samples_wanted = n.min(200);
+    let mut samples = Vec::with_capacity(samples_wanted);
+    for round in 1..=samples_wanted as u64 {
+        // The last demand's final step (the settled event) may still be
+        // leaving the queue: `Busy` for a moment.
+        let mut start = rdtsc();
+        let mut tries = 0;
+        while let Err(e) = repossess::request(pager, FRAMES, start + time::tsc_hz() * 10) {
+            tries += 1;
+            if e != abi::Error::Busy || tries > 1000 {
+                log::error!("memrevoke request: {e:?}");
+                return false;
+            }
+            pause();
+            start = rdtsc();
+        }
+        let deadline = Deadline::after_ms(10_000);
+        while pager.repossess.owed() != 0 {
+            if deadline.passed() {
+                log::error!("memrevoke: the pager did not give back in time");
+                return false;
+            }
+            pause();
+        }
+        samples.push(rdtsc() - start);
+        // Settled, refilled and published again before the next round.
+        if !wait_word(2, round) {
+            return false;
+        }
+    }
+    report(&alloc::format!("memrevoke_roundtrip_{FRAMES}"), &mut samples);
+    let _ = env::copy_to_user(pager, CONTROL + 8, &GO_ON.to_le_bytes());
+    all_exit_0_halted(&envs)
 }
 
 /// `cpubench` on core 1 with its partners: an echo `pctserver` (on core 2;

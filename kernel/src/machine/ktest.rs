@@ -26,6 +26,8 @@ use kernel::frames::FrameNumber;
 
 mod cpu;
 mod iso;
+mod memrevoke;
+mod vec;
 
 type TestResult = Result<(), String>;
 
@@ -81,6 +83,17 @@ const TESTS: &[KernelTest] = &[
     ("env_malformed_elf_overlapping_segments_rejected", || malformed_elf("bad_overlap")),
     ("env_malformed_elf_entry_outside_segments_rejected", || malformed_elf("bad_entry")),
     ("env_syscall_fuzzer_survives_beside_worker", || hostile_beside_worker("fuzz", 0, None)),
+    ("vec_xmm_ymm_mxcsr_fs_survive_switches_two_envs_one_core", || vec::pair_on_one_core(1)),
+    ("vec_new_env_starts_with_clean_vector_state", vec::new_env_starts_clean),
+    ("vec_simd_and_x87_exceptions_delivered_as_upcalls", || expect_exit("vecredir", 3)),
+    ("vec_fs_base_set_checked_and_kept_two_envs_one_core", || vec::pair_on_one_core(4)),
+    ("vec_pct_callee_never_sees_caller_vector_state_or_fs", || vec::pct(false, false)),
+    ("redirect_pct_callee_runs_under_its_own_redirection", || vec::pct(true, false)),
+    ("redirect_pct_caller_redirection_not_applied_in_callee", || vec::pct(false, true)),
+    ("redirect_foreign_syscalls_reach_the_handler_intact", || expect_exit("vecredir", 7)),
+    ("redirect_unmapped_handler_stack_kills_only_the_env", || {
+        hostile_beside_worker("vecredir", 8, Some("page fault"))
+    }),
     ("tlb_unmap_never_leaves_a_stale_translation", || expect_exit("tlbtest", 0)),
     ("tlb_protect_read_only_faults_on_every_core", || expect_exit("tlbtest", 1)),
     ("tlb_concurrent_shootdowns_from_all_cores", || expect_exit("tlbtest", 2)),
@@ -174,7 +187,82 @@ const TESTS: &[KernelTest] = &[
     ("vm_stack_grows_to_its_limit_then_hits_the_guard", || expect_exit_code("vmtest", 2, 106)),
     ("vm_concurrent_first_touch_maps_each_page_once", || expect_exit("vmtest", 3)),
     ("vm_lazy_heap_costs_only_touched_frames", || expect_exit("vmtest", 4)),
+    ("initrd_map_hostile_gets_errors_frames_stay_kernel", || initrd_map_test(false)),
+    ("initrd_map_write_into_it_kills", || initrd_map_test(true)),
+    ("initrd_map_all_or_nothing_under_a_racing_vcpu", || {
+        let (first, _) = env::initrd_frames().ok_or("no page-aligned initrd")?;
+        expect_exit("initrd_map", first.raw() | 1 << 62)
+    }),
+    // The POSIX runtime (apps/posix) on its built-in programs: a hand-made
+    // static Linux program checking the start stack and the system-call
+    // contract through redirection (exit 42), then two it must refuse.
+    ("posix_hello_runs", || expect_exit_code("posix", 1, 42)),
+    ("posix_not_an_elf_exits_126", || expect_exit_code("posix", 2, 126)),
+    ("posix_program_over_the_runtime_fails_cleanly", || expect_exit_code("posix", 3, 126)),
+    ("fork_cow_isolation_child_outlives_parent", fork_child_outlives_parent),
+    ("fork_seven_cores_hundred_rounds_no_leak", fork_seven_cores),
+    ("fork_one_core_hundred_rounds", || expect_exit("forktest", 1)),
+    ("child_hostile_errors_only_parent_unaffected", || expect_exit("forktest", 2)),
+    ("child_read_only_page_is_not_copy_on_write", || expect_exit("forktest", 3)),
+    ("memrevoke_compliant_pager_gives_back_in_time", memrevoke::compliant_pager_gives_back_in_time),
+    (
+        "memrevoke_noncompliant_loses_exactly_its_list_in_order_bystander_intact",
+        memrevoke::noncompliant_loses_its_list_in_order,
+    ),
+    (
+        "memrevoke_hostile_list_entries_skipped_then_killed",
+        memrevoke::hostile_list_skipped_then_killed,
+    ),
+    ("memrevoke_unmapped_list_at_the_deadline_kills", memrevoke::unmapped_list_kills),
+    (
+        "memrevoke_exit_mid_repossession_leaks_nothing",
+        memrevoke::exit_mid_repossession_leaks_nothing,
+    ),
+    (
+        "memrevoke_cpu_time_victim_gap_beside_forced_repossession",
+        memrevoke::victim_gap_beside_forced_repossession,
+    ),
+    // Frames zeroed ahead and `AllocMap` (issue 15).
+    ("vm_zero_pool_holds_only_zero_frames_and_dirty_frees_come_back_zeroed", zero_pool_is_zero),
+    ("vm_alloc_map_bad_arguments_hostile_ranges_quota_all_or_nothing", || expect_exit("vmtest", 5)),
+    ("vm_fresh_pages_read_zero_after_another_env_dirtied_and_freed_them", || {
+        frames_restored(|| {
+            let a = spawn("vmtest", 6)?;
+            let b = spawn("vmtest", 6)?;
+            let (oa, ob) = (wait(&a)?, wait(&b)?);
+            check(oa == Outcome::Exited(0) && ob == Outcome::Exited(0), || {
+                format!("vmtest 6 twice: {oa:?}, {ob:?}")
+            })
+        })
+    }),
+    ("vm_alloc_map_racing_unmap_range_from_other_cores_leaks_nothing", || expect_exit("vmtest", 7)),
 ];
+
+/// Dirty frames freed, then: every frame idle cores zeroed into the pool
+/// is zero, and so is every frame handed out — more than the pool holds,
+/// so frames zeroed on demand too.
+fn zero_pool_is_zero() -> TestResult {
+    let dirtied = memory::alloc_check_dirty_free(512);
+    check(dirtied.is_some(), || String::from("no 512 frames to dirty"))?;
+    let deadline = Deadline::after_ms(ENV_TIMEOUT_MS);
+    // Idle cores refill the pool (unless `zero_pool=0`).
+    while memory::zero_pool_wants_more() && memory::zero_pool_len() < 256 {
+        if deadline.passed() {
+            return Err(format!("the pool holds {} frames after 120 s", memory::zero_pool_len()));
+        }
+        core::hint::spin_loop();
+    }
+    let pooled = memory::zero_pool_len();
+    let bad = memory::pooled_frames_not_zero();
+    check(bad == 0, || format!("{bad} of {pooled} pooled frames are not zero"))?;
+    for round in 0..2 {
+        let n = memory::zero_pool_len() + 512;
+        let bad = memory::alloc_check_dirty_free(n);
+        check(bad == Some(0), || format!("round {round}: {bad:?} of {n} fresh frames not zero"))?;
+    }
+    kprintln!("  {pooled} frames zeroed ahead, all zero; fresh frames all zero");
+    Ok(())
+}
 
 /// Runs every test selected by `filter` (all without one); returns whether
 /// all passed.
@@ -463,6 +551,26 @@ fn initrd_found() -> TestResult {
     check(readme.data.starts_with(b"exo initrd v1"), || "README does not name format v1".into())
 }
 
+/// `initrd_map` (tests/initrd-map) beside the worker, told the initrd's
+/// first frame: its own checks pass (or, writing, it is killed for a page
+/// fault); afterwards the initrd's frames are still out of the free pool
+/// and nobody's, and every other frame came back.
+fn initrd_map_test(write: bool) -> TestResult {
+    let (first, size) = env::initrd_frames().ok_or("no page-aligned initrd")?;
+    let arg = first.raw() | if write { 1 << 63 } else { 0 };
+    let killed_for = write.then_some("page fault");
+    hostile_beside_worker("initrd_map", arg, killed_for)?;
+    let pages = size.div_ceil(4096);
+    for frame in (0..pages).map(|i| FrameNumber(first.raw() + i)) {
+        check(!memory::frame_is_free(frame), || format!("initrd frame {frame} is free"))?;
+        let status = env::frame_status(frame);
+        check(status == Ok(abi::FrameHolder::Kernel as u64), || {
+            format!("initrd frame {frame}: status {status:?}")
+        })?;
+    }
+    Ok(())
+}
+
 // --- environments -----------------------------------------------------------
 
 /// How long an environment may take in a test (TCG on a loaded host is slow).
@@ -497,6 +605,57 @@ fn frames_restored(body: impl FnOnce() -> TestResult) -> TestResult {
     let after = memory::free_frames();
     check(after == before, || {
         format!("{} frames missing after the environments ended", before as i64 - after as i64)
+    })
+}
+
+/// `forktest` 0: the parent exits first; its child (found while it runs)
+/// must finish after it, and both exit 0; every frame comes back.
+fn fork_child_outlives_parent() -> TestResult {
+    frames_restored(|| {
+        let parent = spawn("forktest", 0)?;
+        let deadline = Deadline::after_ms(ENV_TIMEOUT_MS);
+        let child = loop {
+            if let Some(c) = env::find_child(parent.id) {
+                break c;
+            }
+            if parent.finished().is_some() || deadline.passed() {
+                return Err(format!("no child seen: parent {:?}", parent.finished()));
+            }
+            core::hint::spin_loop();
+        };
+        while !parent.is_dying() && !deadline.passed() {
+            core::hint::spin_loop();
+        }
+        let child_alive = !child.is_dying();
+        let p = wait(&parent)?;
+        check(p == Outcome::Exited(0), || format!("parent: {p:?}"))?;
+        check(child_alive, || "the child ended before its parent".into())?;
+        let c = wait(&child)?;
+        check(c == Outcome::Exited(0), || format!("child: {c:?}"))
+    })
+}
+
+/// `forktest` 1 on 7 user cores at once (100 forks each).
+fn fork_seven_cores() -> TestResult {
+    frames_restored(|| {
+        let mask = env::user_cores();
+        let cores: Vec<usize> =
+            (0..MAX_CPUS.min(online_cpus())).filter(|&c| mask & (1 << c) != 0).take(7).collect();
+        let mut envs = Vec::new();
+        for &core in &cores {
+            envs.push(
+                sched::spawn("forktest", 1, Some(core))
+                    .map_err(|e| format!("cannot start forktest: {e}"))?,
+            );
+        }
+        let mut failed = Vec::new();
+        for env in &envs {
+            let outcome = wait(env)?;
+            if outcome != Outcome::Exited(0) {
+                failed.push(format!("env {} {outcome:?}", env.id));
+            }
+        }
+        check(failed.is_empty(), || failed.join(", "))
     })
 }
 

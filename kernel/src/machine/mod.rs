@@ -21,10 +21,10 @@
 //!                 tlb                      panic             (the one back edge)
 //!  devices        apic   paging   acpi   gdt   slots
 //!  clocks, I/O    time   memory   console
-//!  base           cpu    boot     percpu   trap
+//!  base           cpu    boot     percpu   trap   xstate
 //! ```
 //!
-//! In words, bottom up: `cpu`, `boot`, `percpu` and `trap` import nothing
+//! In words, bottom up: `cpu`, `boot`, `percpu`, `trap` and `xstate` import nothing
 //! from `machine`; `time` uses `cpu`, `memory` uses `boot`, `console` uses
 //! `percpu`; `apic`, `paging`, `acpi`, `gdt` and `slots` use the rows below;
 //! `tlb` (it knows an address space only as a `tlb::Space`) and `panic` use
@@ -56,6 +56,7 @@
 //! | [`boot`] | PVH entry, boot page tables, AP trampoline | assembly, linker symbols |
 //! | [`cpu`] | port I/O, MSRs, `rdtsc`, halting, leaving QEMU | privileged instructions |
 //! | [`trap`] | the trap frame, vectors, IPI handler table | — |
+//! | [`xstate`] | ring 3's vector registers (x87/SSE/AVX) and FS base: CPU setup, save areas | CR0/CR4/XCR0, `xsave`/`xrstor`, MSRs |
 //! | [`percpu`] | the per-core area reached through GS; `cpu_local!`, `PerCore` | GS base, per-core slots |
 //! | [`console`] | the serial port and the `log` backend | port I/O |
 //! | [`memory`] | the direct map, frame allocator instance, kernel heap | raw physical memory |
@@ -122,3 +123,5 @@ pub mod tlb;
 pub mod trap;
 #[allow(unsafe_code, reason = "ring and predicate memory in pinned frames")]
 pub mod uring;
+#[allow(unsafe_code, reason = "CR0/CR4/XCR0, xsave/xrstor, the FS base MSR")]
+pub mod xstate;

@@ -232,6 +232,20 @@ impl AddressSpace {
         (stop < abi::USER_MAX).then_some(stop)
     }
 
+    /// The leaf mappings in `[va, end)`, at most `budget` entries visited
+    /// (as [`unmap_some`](Self::unmap_some), without removing them):
+    /// appends `(va, frame)` to `out` and returns where it stopped (`end`
+    /// when the range is done).
+    pub fn leaves_in(
+        &self,
+        va: u64,
+        end: u64,
+        budget: usize,
+        out: &mut Vec<(u64, FrameNumber)>,
+    ) -> u64 {
+        self.walk_leaves(va, end, budget, Leaves::Keep, out)
+    }
+
     /// The bounded walk behind [`unmap_some`](Self::unmap_some) and
     /// [`leaves_from`](Self::leaves_from): the present leaves in
     /// `[va, end)`, at most `budget` entries visited (a present leaf, an

@@ -76,7 +76,34 @@ pub struct PerCpu {
     pub flush_ipis_sent: AtomicU64,
     /// Shootdown IPIs this core received.
     pub flush_ipis_received: AtomicU64,
+    /// The `syscall` entry's copy of the system-call redirection of the
+    /// environment whose code runs here (written by this core only, at
+    /// every change of that environment; see `sched::switch::activate`): a
+    /// `syscall` returning outside `redirect_start..redirect_end` is
+    /// redirected. Disabled: `0..u64::MAX` (nothing is outside).
+    pub redirect_start: AtomicU64,
+    /// End (exclusive) of the library's range.
+    pub redirect_end: AtomicU64,
+    /// The handler's entry point.
+    pub redirect_entry: AtomicU64,
+    /// This core's handler stack top.
+    pub redirect_stack: AtomicU64,
+    /// Kernel address just past `VcpuPage::redirect_rsp` of the running
+    /// environment's page for this core (the entry pushes `rsp`, `rflags`,
+    /// `rip` below it).
+    pub redirect_record: AtomicU64,
 }
+
+/// Offset of [`PerCpu::redirect_start`], used by the `syscall` entry.
+pub const PERCPU_REDIRECT_START_OFFSET: u64 = offset_of!(PerCpu, redirect_start) as u64;
+/// Offset of [`PerCpu::redirect_end`], used by the `syscall` entry.
+pub const PERCPU_REDIRECT_END_OFFSET: u64 = offset_of!(PerCpu, redirect_end) as u64;
+/// Offset of [`PerCpu::redirect_entry`], used by the `syscall` entry.
+pub const PERCPU_REDIRECT_ENTRY_OFFSET: u64 = offset_of!(PerCpu, redirect_entry) as u64;
+/// Offset of [`PerCpu::redirect_stack`], used by the `syscall` entry.
+pub const PERCPU_REDIRECT_STACK_OFFSET: u64 = offset_of!(PerCpu, redirect_stack) as u64;
+/// Offset of [`PerCpu::redirect_record`], used by the `syscall` entry.
+pub const PERCPU_REDIRECT_RECORD_OFFSET: u64 = offset_of!(PerCpu, redirect_record) as u64;
 
 static CPUS: [Once<&'static PerCpu>; MAX_CPUS] = [const { Once::new() }; MAX_CPUS];
 static ONLINE: AtomicUsize = AtomicUsize::new(0);
@@ -103,6 +130,11 @@ pub fn init_this_cpu(
         work_acks: AtomicU64::new(0),
         flush_ipis_sent: AtomicU64::new(0),
         flush_ipis_received: AtomicU64::new(0),
+        redirect_start: AtomicU64::new(0),
+        redirect_end: AtomicU64::new(u64::MAX),
+        redirect_entry: AtomicU64::new(0),
+        redirect_stack: AtomicU64::new(0),
+        redirect_record: AtomicU64::new(0),
     }));
     cpu.self_ptr = cpu as *mut PerCpu as u64;
     GsBase::write(VirtAddr::new(cpu.self_ptr));

@@ -102,6 +102,7 @@ extern "C" fn kernel_ap_main() -> ! {
     let trap_stack_top = gdt::init_this_cpu();
     interrupts::init_this_cpu();
     super::syscall::init_this_cpu();
+    super::xstate::init_this_cpu();
     let mut apic = Apic::enable_this_cpu();
     apic.start_timer();
     mailbox::init_this_cpu(index);

@@ -10,7 +10,7 @@ use super::console::{self, kprintln};
 use super::{
     acpi, apic, bench, boot, cpu, env, gdt, interrupts, ktest, memory, percpu, sched, smp, time,
 };
-use kernel::cmdline::{Cmdline, Mode};
+use kernel::cmdline::{Cmdline, ConsoleMode, Mode};
 use kernel::pvh::{self, StartInfo};
 
 /// The BSP's first Rust code, called by the boot stub with the physical
@@ -32,6 +32,10 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     let (initrd, unused_ram) = init_memory(&info);
     let cmdline = Cmdline::parse(text);
     console::init_log(cmdline.log);
+    console::set_split(cmdline.console == ConsoleMode::Split);
+    if let Some(tag) = &cmdline.exit_tag {
+        env::set_exit_tag(tag);
+    }
     if unused_ram > 0 {
         log::warn!("{} MiB of RAM above 4 GiB is not used yet", unused_ram >> 20);
     }
@@ -40,11 +44,15 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
         log::warn!("unknown command line word {word:?} ignored");
     }
 
+    // Idle cores keep this many frames zeroed ahead (`zero_pool=`).
+    memory::set_zero_pool_target(u64::from(cmdline.zero_pool));
+
     let trap_stack_top = gdt::init_this_cpu();
     super::paging::init();
     interrupts::init_this_cpu();
     super::mailbox::init();
     super::syscall::init_this_cpu();
+    super::xstate::init_this_cpu();
     interrupts::disable_legacy_pic();
 
     let tsc_hz = time::calibrate();
@@ -79,7 +87,17 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     if let Some(initrd) = initrd {
         env::set_initrd(initrd);
     }
+    env::set_quota(cmdline.quota);
     kprintln!("exo: boot ok cores={} apic={}", percpu::online_cpus(), apic::mode_name());
+    if let Some(x) = super::xstate::features() {
+        log::info!(
+            "vector state: {:?}, XCR0 {:#x}, {} bytes, AVX {}",
+            x.method,
+            x.xcr0,
+            x.size,
+            if x.avx { "on" } else { "absent" }
+        );
+    }
     super::slots::init(
         super::slots::Config {
             slots: cmdline.slots,
@@ -95,7 +113,12 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     env::set_user_cores(if cmdline.mode == Mode::Run { all_cores } else { all_cores & !1 });
 
     match cmdline.mode {
-        Mode::Run => run_demo(&cmdline.init),
+        Mode::Run => {
+            if let Some(m) = &cmdline.memrevoke {
+                env::repossess::arm_trigger(&m.app, m.frames, m.ms);
+            }
+            run_demo(&cmdline.init, cmdline.console == ConsoleMode::Split)
+        }
         Mode::Test => cpu::exit_qemu(ktest::run_all(cmdline.tests.as_deref())),
         Mode::Bench => {
             bench::run_all(cmdline.bench_samples as usize, all_cores, cmdline.benches.as_deref())
@@ -149,7 +172,21 @@ fn init_memory(info: &StartInfo) -> (Option<&'static [u8]>, u64) {
     )
     .expect("reserved ranges fit");
     memory::init_heap().expect("no room for the kernel heap");
-    let initrd = initrd.and_then(|m| memory::boot_phys_slice(m.paddr, m.size as usize));
+    // `InitrdMap` maps the initrd's frames whole: it must start on a page
+    // and have its last page to itself (else it is copied).
+    let initrd = initrd.and_then(|m| {
+        let end = m.paddr + m.size;
+        let tail = end..page_up(end);
+        let tail_shared = reserved
+            .iter()
+            .filter(|r| r.start != m.paddr)
+            .any(|r| r.start < tail.end && tail.start < r.end);
+        let placed = memory::place_boot_module(m.paddr, m.size, tail_shared);
+        if placed.is_none() {
+            log::error!("initrd at {:#x} ({} bytes) cannot be used", m.paddr, m.size);
+        }
+        placed
+    });
     (initrd, above_limit)
 }
 
@@ -181,11 +218,13 @@ mod heapless_ranges {
 }
 
 /// `mode=run`: starts the `init` applications, then this core joins the
-/// others in running them; the machine powers off when the last one ends.
-fn run_demo(init: &[alloc::string::String]) -> ! {
+/// others in running them; the machine powers off when the last one ends,
+/// or with `split` (`console=split`) when the first one (the init
+/// environment) ends.
+fn run_demo(init: &[alloc::string::String], split: bool) -> ! {
     kprintln!("exo: {} cores online; starting {:?}", percpu::online_cpus(), init);
     env::power_off_when_all_done("exo: all environments have ended; powering off");
-    for word in init {
+    for (i, word) in init.iter().enumerate() {
         // `name[:arg][@core]`: a decimal or 0x-hex start argument, a core.
         let (word_core, core) = match word.split_once('@') {
             Some((w, c)) => (w, c.parse::<usize>().ok().map(Some)),
@@ -201,13 +240,24 @@ fn run_demo(init: &[alloc::string::String]) -> ! {
             env::note_run_failure();
             continue;
         };
-        if let Err(e) = sched::spawn(name, arg, core) {
-            kprintln!("exo: cannot start {name}: {e}");
-            if let env::SpawnError::NotFound = e {
-                // Most often a typo in `init=`: say what could have been meant.
-                kprintln!("exo: apps in the initrd: {}", initrd_apps());
+        let init = split && i == 0;
+        if init {
+            env::expect_init();
+        }
+        match sched::spawn(name, arg, core) {
+            Ok(env) if init => env::power_off_when_ends(&env),
+            Ok(_) => {}
+            Err(e) => {
+                if init {
+                    env::init_not_started();
+                }
+                kprintln!("exo: cannot start {name}: {e}");
+                if let env::SpawnError::NotFound = e {
+                    // Most often a typo in `init=`: say what could have been meant.
+                    kprintln!("exo: apps in the initrd: {}", initrd_apps());
+                }
+                env::note_run_failure();
             }
-            env::note_run_failure();
         }
     }
     env::check_all_done();

@@ -31,12 +31,13 @@ use super::gdt::{KERNEL_CS, USER_DS};
 use super::interrupts::TrapFrame;
 use super::percpu::PERCPU_KERNEL_STACK_OFFSET;
 use super::percpu::PERCPU_USER_RSP_OFFSET;
-use super::percpu::{MAX_CPUS, current_index};
+use super::percpu::{self, MAX_CPUS, current_index};
 use super::sched;
 use super::uring::{Entered, FastEntered, PredicateMemory, VcpuRing};
-use abi::{Error, Syscall};
+use abi::{Error, Rights, Syscall};
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::frames::FrameNumber;
 use kernel::ownership::EnvId;
 use kernel::syscall::{Accept, Request};
 use x86_64::VirtAddr;
@@ -53,6 +54,13 @@ core::arch::global_asm!(
 syscall_entry:
     swapgs
     mov gs:[{user_rsp}], rsp
+    // System-call redirection: a `syscall` whose return address lies
+    // outside the running environment's library range goes to its handler
+    // (label 3). Disabled, the range is 0..u64::MAX.
+    cmp rcx, gs:[{redirect_start}]
+    jb 3f
+    cmp rcx, gs:[{redirect_end}]
+    jae 3f
     mov rsp, gs:[{kernel_stack}]
     cmp rax, {ring_enter}
     jne 2f
@@ -112,9 +120,29 @@ syscall_entry:
     mov rdi, rsp
     call {dispatch}
     jmp isr_restore
+3:
+    // Redirected: rip (rcx), rflags (r11) and rsp go to the three words of
+    // this core's VcpuPage (pushed through the kernel's mapping of it: rsp
+    // is the only register free here); then `sysretq` to the handler entry
+    // on this core's handler stack, every other register untouched.
+    mov rsp, gs:[{redirect_record}]
+    push qword ptr gs:[{user_rsp}]
+    push r11
+    push rcx
+    // The entry was checked to lie below USER_MAX: canonical, so `sysretq`
+    // cannot fault in ring 0.
+    mov rcx, gs:[{redirect_entry}]
+    mov rsp, gs:[{redirect_stack}]
+    swapgs
+    sysretq
     "#,
     user_rsp = const PERCPU_USER_RSP_OFFSET,
     kernel_stack = const PERCPU_KERNEL_STACK_OFFSET,
+    redirect_start = const percpu::PERCPU_REDIRECT_START_OFFSET,
+    redirect_end = const percpu::PERCPU_REDIRECT_END_OFFSET,
+    redirect_entry = const percpu::PERCPU_REDIRECT_ENTRY_OFFSET,
+    redirect_stack = const percpu::PERCPU_REDIRECT_STACK_OFFSET,
+    redirect_record = const percpu::PERCPU_REDIRECT_RECORD_OFFSET,
     user_ds = const USER_DS as u64,
     user_cs = const super::gdt::USER_CS as u64,
     vector = const SYSCALL_VECTOR,
@@ -150,7 +178,8 @@ pub fn init_this_cpu() {
 /// Handles the system call in `frame` (called by `syscall_entry`).
 ///
 /// The hot calls are answered here, before decoding and with nothing else
-/// loaded: the ring, the null call and protected control transfer (their
+/// loaded: the ring, the null call, `Protect` (the fault path's call) and
+/// protected control transfer (their
 /// arguments need no checks of [`kernel::syscall::decode`]'s, and each
 /// handler writes its own `rax` or replaces the frame). Everything else is
 /// [`dispatch_general`], out of line.
@@ -161,6 +190,8 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
         ring_enter(frame);
     } else if number == Syscall::Null as u64 {
         frame.rax = 0;
+    } else if number == Syscall::Protect as u64 {
+        protect_hot(frame);
     } else if number == Syscall::Call as u64 {
         pct_call(frame);
     } else if number == Syscall::Reply as u64 {
@@ -206,7 +237,7 @@ enum Next {
 /// handle, then [`complete`].
 ///
 /// **Restartable calls.** A long operation (`FrameRevoke` or a lowering
-/// `FrameGrant` of a frame mapped many times, `UnmapRange`) does one bounded
+/// `FrameGrant` of a frame mapped many times, `UnmapRange`, `InitrdMap`) does one bounded
 /// step ([`Progress::More`]) and makes the caller execute the same
 /// `syscall` instruction again (two bytes back, `rax` still the call
 /// number, arguments possibly advanced). Pending interrupts — the slot's
@@ -294,7 +325,9 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         Request::Null => Next::Return(Ok(0)),
         // Answered by `syscall_dispatch` before decoding.
         Request::RingEnter { .. } | Request::Call { .. } | Request::Reply => Next::Hot,
-        Request::ConsoleWrite { ptr, len } => Next::Return(console_write(env, ptr, len)),
+        Request::ConsoleWrite { ptr, len, stream } => {
+            Next::Return(console_write(env, ptr, len, stream as u64))
+        }
         Request::Exit { code } => {
             env::terminate(env, Outcome::Exited(code));
             Next::Switch(Ok(0), sched::Why::Event)
@@ -309,7 +342,11 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         }
         Request::FrameRevoke { frame: f, grantee } => progress(env::frame_revoke(env, f, grantee)),
         Request::Map { frame: f, va, rights } => done(env::map(env, f, va, rights)),
+        Request::AllocMap { va, pages, rights, out } => {
+            Next::Return(env::alloc_map(env, va, u64::from(pages), rights, out).map(u64::from))
+        }
         Request::Unmap { va } => done(env::unmap(env, va)),
+        // Answered by `syscall_dispatch` before decoding (kept for the ring).
         Request::Protect { va, rights } => done(env::protect(env, va, rights)),
         Request::SetExceptionHandler { entry, stack_top, stride } => {
             *env.exception.lock() = env::ExceptionHandler { entry, stack_top, stride };
@@ -394,7 +431,108 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         }
         Request::IpcAccept { who, allow } => Next::Return(ipc_accept(env, who, allow)),
         Request::Acall { target, words } => done(super::uring::acall(env, target, words)),
+        Request::InitrdMap { va, done: so_far, undo } => {
+            match env::initrd_map(env, va, so_far, undo) {
+                Ok(env::InitrdStep::More { done, undo }) => {
+                    (frame.rsi, frame.rdx) = (done, undo);
+                    Next::Restart
+                }
+                Ok(env::InitrdStep::Done(size)) => Next::Return(Ok(size)),
+                Err(e) => Next::Return(Err(e)),
+            }
+        }
+        Request::SetFsBase { base } => {
+            // The live FS base is the running context's (the activation's
+            // inside a call); it is saved with the context when it stops.
+            super::xstate::set_fs_base(base);
+            Next::Return(Ok(0))
+        }
+        Request::SetSyscallRedirect { redirect } => {
+            env.redirect.set(redirect.map(|r| *r));
+            sched::redirect_changed(env);
+            Next::Return(Ok(0))
+        }
+        Request::Child { call, args } => child_call(env, frame, call, *args),
+        Request::RepossessList { ptr, len } => {
+            env::repossess::set_list(env, ptr, len);
+            Next::Return(Ok(0))
+        }
+        Request::PageAccess { va, pages, bitmap, clear_dirty } => {
+            Next::Return(env::repossess::page_access(env, va, pages, bitmap, clear_dirty))
+        }
+        Request::RepossessStatus => Next::Return(Ok(env::repossess::status(env))),
     }
+}
+
+/// The child-environment and sharing calls (see `env::child`).
+fn child_call(env: &Arc<env::Env>, frame: &mut TrapFrame, call: Syscall, a: [u64; 6]) -> Next {
+    let done = |r: Result<(), Error>| Next::Return(r.map(|()| 0));
+    if call == Syscall::EnvCreate {
+        return Next::Return(env::env_create(env, a[0]));
+    }
+    if call == Syscall::FrameCopy {
+        return Next::Return(env::frame_copy(env, FrameNumber(a[0]), a[1]));
+    }
+    if call == Syscall::PageQuery {
+        return Next::Return(env::page_query(env, a[0]));
+    }
+    if call == Syscall::ChildStatus {
+        return Next::Return(env::child_status(env, a[0]));
+    }
+    let child = match env::child_of(env, a[0]) {
+        Ok(c) => c,
+        Err(e) => return Next::Return(Err(e)),
+    };
+    match call {
+        Syscall::ChildMap => {
+            done(env::child_map(env, &child, FrameNumber(a[1]), a[2], Rights(a[3]), a[4]))
+        }
+        Syscall::ChildUnmap => done(env::child_unmap(&child, a[1])),
+        Syscall::ShareRange => match env::share_range(env, &child, a[1], a[2], a[3], a[4]) {
+            Ok(env::ShareStep::More { src, dst, pages, done }) => {
+                (frame.rsi, frame.rdx, frame.r10, frame.r8) = (src, dst, pages, done);
+                Next::Restart
+            }
+            Ok(env::ShareStep::Done(n)) => Next::Return(Ok(n)),
+            Err(e) => Next::Return(Err(e)),
+        },
+        Syscall::ChildSetEntry => done(env::child_set_entry(&child, a[1], a[2], a[3], a[4])),
+        Syscall::ChildStart => done(child_start(env, &child, a[1], a[2])),
+        Syscall::ChildDestroy => {
+            env::child_destroy(&child);
+            Next::Return(Ok(0))
+        }
+        _ => Next::Return(Err(Error::InvalidSyscall)),
+    }
+}
+
+/// `ChildStart`: the child's vCPU on `core` with the registers of the
+/// `UpcallFrame` at `ptr` in the caller's memory.
+fn child_start(env: &env::Env, child: &Arc<env::Env>, core: u64, ptr: u64) -> Result<(), Error> {
+    let core = abi::CoreId::from_word(core).ok_or(Error::NoSuchCore)?;
+    let mut bytes = [0u8; abi::UPCALL_FRAME_SIZE as usize];
+    env::copy_from_user_into(env, ptr, &mut bytes)?;
+    let words = core::array::from_fn(|i| {
+        u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().expect("8 bytes"))
+    });
+    let mut context = sched::initial_context(abi::USER_MIN, 0, 0);
+    sched::resume_from(&mut context, &abi::UpcallFrame::from_words(words))?;
+    sched::start_vcpu(child, core, context)?;
+    env::child_started(child);
+    Ok(())
+}
+
+/// `Protect`, answered before decoding: the call a library OS's page-fault
+/// handler makes before it resumes (upgrade a page, copy-on-write), on the
+/// fault → handler → resume path. `env::protect` makes the decoder's checks
+/// itself (`va` a user page outside the info region, then `rights`), so the
+/// answers are the same.
+#[inline(never)]
+fn protect_hot(frame: &mut TrapFrame) {
+    let env = sched::current_env();
+    let result = env::protect(&env, frame.rdi, abi::Rights(frame.rsi));
+    frame.rax = abi::encode(result.map(|()| 0));
+    look_before_returning(frame, Some(env));
 }
 
 /// `Call`: on success the frame holds the callee's registers.

@@ -355,7 +355,7 @@ fn execute(env: &Env, sqe: &SqEntry, timers: &mut Vec<(u64, u64)>) -> Outcome {
     };
     match op {
         Op::Nop => done(Ok(0)),
-        Op::ConsoleWrite => done(env::console_write(env, a0, a1)),
+        Op::ConsoleWrite => done(env::console_write(env, a0, a1, a2)),
         Op::FrameAlloc => done(
             env::frame_alloc(env, (a0 != abi::ANY_FRAME).then_some(FrameNumber(a0))).map(u64::from),
         ),

@@ -69,6 +69,16 @@ pub fn record(page: u64, frame: u64) {
     entry(page).store(frame as u32 + 1, Ordering::Relaxed);
 }
 
+/// Clears the entry of `page` if it still records `frame` (a page the
+/// pager gave back or the kernel took): whether it did. A fill that
+/// recorded a new frame meanwhile keeps its entry.
+pub fn clear_if(page: u64, frame: u64) -> bool {
+    if lookup(page) != Some(frame) {
+        return false;
+    }
+    entry(page).compare_exchange(frame as u32 + 1, 0, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 /// Whether the table page at `table_page` is mapped, without faulting it
 /// in (but the fixed-point page, which describes itself, is read).
 fn table_page_present(table_page: u64) -> bool {
@@ -97,25 +107,19 @@ fn take(page: u64) -> Option<u64> {
 }
 
 /// Serves a fault on a table page: maps a zeroed frame there and records
-/// it (one level further down: possibly a nested fault). `Map` failing
-/// with `AlreadyMapped` means another vCPU filled it first.
+/// it (one level further down: possibly a nested fault), in one
+/// `AllocMap`; `AlreadyMapped` means another vCPU filled it first.
 pub(super) fn fill_table_page(addr: u64) -> Result<(), Error> {
     let page = addr & !(PAGE_SIZE - 1);
-    let frame = sys::frame_alloc(None)?;
-    match sys::map(frame, page, Rights::RW) {
-        Ok(_) => {
+    match sys::alloc_map_one(page, Rights::RW) {
+        Ok(frame) => {
             TABLE_FRAMES.fetch_add(1, Ordering::Relaxed);
             record(page, frame);
             Ok(())
         }
-        Err(Error::AlreadyMapped) => {
-            let _ = sys::frame_free(frame);
-            Ok(())
-        }
-        Err(e) => {
-            let _ = sys::frame_free(frame);
-            Err(e)
-        }
+        // Another vCPU filled it first (the kernel took the spare back).
+        Err(Error::AlreadyMapped) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

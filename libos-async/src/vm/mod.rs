@@ -7,8 +7,9 @@
 //! * [`Fill::Reserved`]: address space only; [`Region::commit`] maps frames
 //!   eagerly, faults elsewhere in it go to the application's handler;
 //! * [`Fill::Lazy`]: anonymous memory, zero-filled on first touch — the
-//!   page-fault upcall finds the region, allocates a frame (the kernel
-//!   zeroes it), maps it with the region's rights and resumes;
+//!   page-fault upcall finds the region, has the kernel allocate a zeroed
+//!   frame and map it with the region's rights in one `AllocMap` (the
+//!   frame comes from the pool idle cores zeroed ahead), and resumes;
 //! * [`Fill::Grow`]: a stack ([`stack`]): a fault below the committed part
 //!   maps down to the faulting page, up to the region's size; below that is
 //!   the guard.
@@ -60,10 +61,12 @@ use spin::RwLock;
 
 use crate::{layout, sys};
 
+pub mod evict;
 #[allow(unsafe_code, reason = "atomic access to the frame table's lazily mapped window")]
 pub mod frames;
 pub mod table;
 
+pub use evict::{evict, forget_taken};
 use table::{Entry, Hit, Table};
 pub use table::{Fill, Name};
 
@@ -333,28 +336,39 @@ pub(crate) fn heap_region_ready() -> bool {
     ok
 }
 
-/// Maps a fresh zeroed frame at `page` with `rights` and records it.
-/// `Ok(true)`: mapped; `Ok(false)`: another vCPU mapped it first (the
-/// spare frame went back).
+/// Maps a fresh zeroed frame at `page` with `rights` and records it, in
+/// one `AllocMap` (the kernel hands out a frame its idle cores zeroed
+/// ahead when it has one). `Ok(true)`: mapped; `Ok(false)`: another vCPU
+/// mapped it first (the kernel took the spare frame back).
 #[inline]
 fn fill_page(page: u64, rights: Rights) -> Result<bool, Error> {
-    let frame = sys::frame_alloc(None)?;
-    match sys::map(frame, page, rights) {
-        Ok(_) => {
+    match sys::alloc_map_one(page, rights) {
+        Ok(frame) => {
             frames::record(page, frame);
             DATA_FRAMES.fetch_add(1, Ordering::Relaxed);
             Ok(true)
         }
         Err(Error::AlreadyMapped) => {
-            let _ = sys::frame_free(frame);
             RACES.fetch_add(1, Ordering::Relaxed);
             Ok(false)
         }
-        Err(e) => {
-            let _ = sys::frame_free(frame);
-            Err(e)
-        }
+        Err(e) => Err(e),
     }
+}
+
+/// Maps fresh zeroed frames on the pages `from .. to` (at most
+/// `abi::ALLOC_MAP_MAX` of them) with `rights` and records them, in one
+/// `AllocMap`: all or nothing. `AlreadyMapped` if one of them is mapped.
+fn fill_pages(from: u64, to: u64, rights: Rights) -> Result<(), Error> {
+    let mut frames = [0u64; abi::ALLOC_MAP_MAX as usize];
+    let n = ((to - from) / PAGE_SIZE) as usize;
+    let frames = &mut frames[..n];
+    sys::alloc_map(from, rights, frames)?;
+    for (i, &frame) in frames.iter().enumerate() {
+        frames::record(from + i as u64 * PAGE_SIZE, frame);
+    }
+    DATA_FRAMES.fetch_add(n as u64, Ordering::Relaxed);
+    Ok(())
 }
 
 /// The region layer's part of the exception upcall, before the
@@ -382,14 +396,24 @@ pub(crate) fn fixup(frame: &UpcallFrame) -> bool {
         (Hit::Inside, Fill::Lazy) => fill_page(page, e.rights).map(|_| ()),
         (Hit::Inside, Fill::Grow) => {
             let (from, to) = table::grow_plan(e.low.load(Ordering::Acquire), addr);
-            // Top down: the committed part stays contiguous as it grows.
+            // Top down, in batches of `AllocMap`: the committed part stays
+            // contiguous as it grows. A batch that finds a page mapped
+            // (another vCPU grew the stack meanwhile) goes page by page.
             let mut r = Ok(());
-            for p in (0..(to - from) / PAGE_SIZE).rev().map(|i| from + i * PAGE_SIZE) {
-                r = fill_page(p, e.rights).map(|_| ());
-                if r.is_err() {
-                    break;
+            let mut top = to;
+            while top > from && r.is_ok() {
+                let low = top.saturating_sub(abi::ALLOC_MAP_MAX * PAGE_SIZE).max(from);
+                r = match fill_pages(low, top, e.rights) {
+                    Err(Error::AlreadyMapped) => (0..(top - low) / PAGE_SIZE)
+                        .rev()
+                        .map(|i| low + i * PAGE_SIZE)
+                        .try_for_each(|p| fill_page(p, e.rights).map(|_| ())),
+                    other => other,
+                };
+                if r.is_ok() {
+                    table::lower_committed(e, low);
                 }
-                table::lower_committed(e, p);
+                top = low;
             }
             r
         }

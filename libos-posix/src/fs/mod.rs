@@ -90,6 +90,11 @@ pub enum Device {
     Tty,
     /// `/dev/console`.
     Console,
+    /// The console as the program's standard error (descriptor 2 at start;
+    /// named nowhere): the same terminal, written through
+    /// [`Console::write_err`] so that the glue can keep the program's
+    /// stderr apart from its stdout.
+    ConsoleErr,
 }
 
 impl Device {
@@ -98,12 +103,12 @@ impl Device {
             Device::Null => makedev(1, 3),
             Device::Zero => makedev(1, 5),
             Device::Tty => makedev(5, 0),
-            Device::Console => makedev(5, 1),
+            Device::Console | Device::ConsoleErr => makedev(5, 1),
         }
     }
     /// Whether it is a terminal (`TCGETS` works, seeking is `ESPIPE`).
     pub fn is_tty(self) -> bool {
-        matches!(self, Device::Tty | Device::Console)
+        matches!(self, Device::Tty | Device::Console | Device::ConsoleErr)
     }
 }
 
@@ -259,7 +264,12 @@ impl<'a> Fs<'a> {
             && let Some(&d) = self.entries(dir).get(last)
             && self.is_dir(d)
         {
-            self.node_mut(d).perm = e.mode;
+            // An existing directory (the defaults, or a parent made
+            // earlier) takes the entry's rights and time, as `tar x` does.
+            let now = self.now;
+            let n = self.node_mut(d);
+            n.perm = e.mode;
+            n.mtime = now;
             return Ok(());
         }
         let ino = match e.kind {
@@ -332,6 +342,22 @@ impl<'a> Fs<'a> {
     /// Number of live inodes.
     pub fn inode_count(&self) -> usize {
         self.nodes.len() - self.free.len()
+    }
+
+    /// A device inode with no name (freed when its last holder goes): the
+    /// standard error description [`Device::ConsoleErr`].
+    pub fn anonymous_device(&mut self, d: Device) -> Ino {
+        self.alloc(Kind::Dev(d), 0o620)
+    }
+
+    /// The contents of regular file `ino` while they are still the
+    /// archive's bytes (never written): a slice that outlives the tree, for
+    /// a loader that maps the program while the tree is borrowed elsewhere.
+    pub fn archive_bytes(&self, ino: Ino) -> Option<&'a [u8]> {
+        match self.node(ino).kind {
+            Kind::File(Data::Archive(b)) => Some(b),
+            _ => None,
+        }
     }
 
     /// Records one more holder of `ino` (an open description, a cwd).
@@ -739,7 +765,13 @@ impl<'a> Fs<'a> {
             rdev,
             size,
             blksize: 4096,
-            blocks: if typ == S_IFREG { (size + 511) / 512 } else { 0 },
+            // Whole 4 KiB blocks, as Linux's tmpfs and ext4 allocate (a
+            // directory is one block: its size is 4096).
+            blocks: match typ {
+                S_IFREG => (size + 4095) / 4096 * 8,
+                S_IFDIR => 8,
+                _ => 0,
+            },
             atime: n.mtime,
             mtime: n.mtime,
             ctime: n.ctime,
@@ -788,7 +820,7 @@ impl<'a> Fs<'a> {
                 buf.fill(0);
                 Ok(buf.len())
             }
-            Kind::Dev(Device::Tty | Device::Console) => self.console.read(buf),
+            Kind::Dev(Device::Tty | Device::Console | Device::ConsoleErr) => self.console.read(buf),
         }
     }
 
@@ -819,6 +851,7 @@ impl<'a> Fs<'a> {
             Kind::Symlink(_) => Err(EINVAL),
             Kind::Dev(Device::Null | Device::Zero) => Ok(data.len()),
             Kind::Dev(Device::Tty | Device::Console) => Ok(self.console.write(data)),
+            Kind::Dev(Device::ConsoleErr) => Ok(self.console.write_err(data)),
         }
     }
 

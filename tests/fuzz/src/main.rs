@@ -161,6 +161,8 @@ impl Fuzz {
             Syscall::Exit | Syscall::VcpuExit => return (Syscall::Null as u64, a),
             Syscall::Yield if self.rng.below(1024) != 0 => return (Syscall::Null as u64, a),
             Syscall::ConsoleWrite => {
+                // Every stream, and unknown ones.
+                a[2] = if self.rng.below(2) == 0 { self.rng.below(4) } else { self.any() };
                 if self.rng.below(2) == 0 {
                     a[0] = self.bad_ptr();
                 } else {
@@ -184,6 +186,14 @@ impl Fuzz {
                 a[2] = self.rights();
             }
             Syscall::Unmap => a[0] = self.map_va(),
+            // Pages only in the map window (nothing of ours lives there);
+            // the frame numbers to an address that cannot hold our data.
+            Syscall::AllocMap => {
+                a[0] = self.map_va();
+                a[1] = self.rng.below(70);
+                a[2] = self.rights();
+                a[3] = if self.rng.below(2) == 0 { 0 } else { self.bad_ptr() };
+            }
             // Never block: no wait for completions, and predicates only
             // from addresses that cannot hold a verifiable program.
             Syscall::RingEnter => a[1] = 0,
@@ -207,6 +217,28 @@ impl Fuzz {
                 a[0] = self.map_va();
                 a[1] = self.rights();
             }
+            // Children: small quotas and handles that often name one.
+            // Sharing only from the map window (never our own code, data or
+            // stacks, which would turn read-only under us), starting only
+            // from unreadable frames, copying from nowhere.
+            Syscall::EnvCreate => a[0] = self.rng.below(64),
+            Syscall::ShareRange => {
+                a[0] = self.rng.below(64);
+                a[1] = self.map_va();
+                a[3] = self.rng.below(64);
+                a[4] = 0;
+            }
+            Syscall::ChildStart => {
+                a[0] = self.rng.below(64);
+                a[2] = self.bad_ptr();
+            }
+            Syscall::FrameCopy => a[1] = self.bad_ptr(),
+            Syscall::PageQuery => {}
+            Syscall::ChildMap
+            | Syscall::ChildUnmap
+            | Syscall::ChildSetEntry
+            | Syscall::ChildStatus
+            | Syscall::ChildDestroy => a[0] = self.rng.below(64),
             Syscall::FrameAlloc
             | Syscall::FrameFree
             | Syscall::FrameStatus
@@ -224,6 +256,13 @@ impl Fuzz {
                 a[0] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
                 a[1] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
             }
+            // Redirection only refused or disabled: a registered one would
+            // send this program's own system calls into garbage.
+            Syscall::SetSyscallRedirect => {
+                a[0] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
+            }
+            // Any FS base: nothing here uses `fs:` (no TLS).
+            Syscall::SetFsBase => {}
             // Never turn default time off (only on, or refused): without
             // slots, off on its core would stop this program for good
             // (correctly).
@@ -240,7 +279,25 @@ impl Fuzz {
             Syscall::YieldTo | Syscall::Call | Syscall::Acall | Syscall::IpcAccept => {
                 a[0] = if self.rng.below(4) == 0 { self.any() } else { self.rng.below(16) };
             }
-            Syscall::Null | Syscall::Yield | Syscall::Reply => {}
+            Syscall::InitrdMap => {
+                // Into the map window (read-only pages: nothing of ours
+                // can be overwritten), with hostile restart state.
+                a[0] = if self.rng.below(8) == 0 { 0 } else { self.map_va() };
+                a[1] = if self.rng.below(2) == 0 { 0 } else { self.rng.below(8) };
+                a[2] = if self.rng.below(2) == 0 { 0 } else { self.rng.below(32) };
+            }
+            // The list is only read when a demand is open (never here).
+            Syscall::RepossessList => {
+                a[1] = if self.rng.below(2) == 0 { self.rng.below(1 << 17) } else { self.any() };
+            }
+            // The bitmap is written: never into our own buffer.
+            Syscall::PageAccess => {
+                a[0] = self.map_va();
+                a[1] = self.rng.below(600);
+                a[2] = self.kernel_addr();
+                a[3] = self.rng.below(3);
+            }
+            Syscall::Null | Syscall::Yield | Syscall::Reply | Syscall::RepossessStatus => {}
         }
         (n, a)
     }

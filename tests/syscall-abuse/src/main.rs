@@ -74,6 +74,14 @@ fn app_main(_arg: u64) -> i32 {
             Error::InvalidArgument,
         );
     }
+    // An unknown stream is refused before the pointer is looked at.
+    for stream in [3, 4, 1 << 32, u64::MAX] {
+        c.expect_err(
+            "console_write unknown stream",
+            raw(Syscall::ConsoleWrite, [0, 8, stream, 0, 0, 0]),
+            Error::InvalidArgument,
+        );
+    }
     let line = b"#syscall_abuse: misaligned console_write ok\n";
     put_bytes(P, line);
     let n = line.len() as u64 - 1;

@@ -17,6 +17,18 @@
 //! 4. the heap is lazy: a 32 MiB `vec![0u8; ..]` touched on one page in 64
 //!    costs about 128 frames (the eager heap would have needed 8192, twice
 //!    the quota).
+//! 5. `AllocMap`: bad arguments and hostile ranges (kernel half, past the
+//!    user half, over the info region, unwritable `out`) are refused with
+//!    nothing charged; a range with one page mapped already maps nothing;
+//!    64 pages come back zeroed, distinct and owned; a batch that runs out
+//!    of quota midway maps nothing and charges nothing;
+//! 6. the zero guarantee, hostile: rounds of 64 fresh pages are checked to
+//!    read zero, then dirtied and freed (the kernel runs two of these at
+//!    once, so each gets the other's dirty frames back through the
+//!    allocator and its zeroed-ahead pool);
+//! 7. `AllocMap` while vCPUs on the other cores keep unmapping the same
+//!    range (`UnmapRange`): only `Ok` or `AlreadyMapped`, and every frame
+//!    comes back (none leaked, none lost).
 //!
 //! Frame accounting: "unaccounted" frames are the quota less the frames
 //! left, less what the region layer holds (its data and frame-table
@@ -96,6 +108,9 @@ fn app_main(mode: u64) -> i32 {
         2 => stack_growth(),
         3 => concurrent_first_touch(&mut c),
         4 => lazy_heap(&mut c),
+        5 => alloc_map_checks(&mut c),
+        6 => zero_guarantee(&mut c),
+        7 => alloc_map_racing_unmap(&mut c),
         _ => {
             c.check(false, format_args!("unknown mode {mode}"));
         }
@@ -390,4 +405,219 @@ fn lazy_heap(c: &mut Checks) {
         LEN as u64 / PAGE_SIZE
     );
     drop(v);
+}
+
+/// Modes 5..7's pages (nothing else lives there).
+const AM_BASE: u64 = SCRATCH_BASE + 0xc000_0000;
+const AM_MAX: usize = libos_async::abi::ALLOC_MAP_MAX as usize;
+
+/// `AllocMap` with raw registers.
+fn alloc_map_raw(va: u64, pages: u64, rights: u64, out: u64) -> Result<u64, Error> {
+    use libos_async::abi::{self, Syscall};
+    abi::decode(sys::syscall4(Syscall::AllocMap as u64, va, pages, rights, out))
+}
+
+/// Unmaps `AM_BASE ..` (`pages`) and frees `frames`.
+fn am_release(pages: u64, frames: &[u64]) {
+    require("unmap_range", sys::unmap_range(AM_BASE, pages));
+    for &f in frames {
+        require("frame_free", sys::frame_free(f));
+    }
+}
+
+/// Frames held by mode 5's quota check.
+static HOLD: [AtomicU64; 4608] = [const { AtomicU64::new(0) }; 4608];
+
+/// Mode 5.
+fn alloc_map_checks(c: &mut Checks) {
+    use libos_async::abi::{INFO_VA, USER_MAX};
+    let mut out = [0u64; AM_MAX];
+    let ptr = out.as_mut_ptr() as u64;
+    let rw = Rights::RW.0;
+    // Warm up: the page tables of the range exist from here on.
+    require("warm-up", sys::alloc_map(AM_BASE, Rights::RW, &mut out));
+    let warm = out;
+    am_release(AM_MAX as u64, &warm);
+    let left = frames_left();
+    let inv = Error::InvalidArgument;
+    c.expect_err("0 pages", alloc_map_raw(AM_BASE, 0, rw, ptr), inv);
+    c.expect_err("65 pages", alloc_map_raw(AM_BASE, AM_MAX as u64 + 1, rw, ptr), inv);
+    c.expect_err("huge count", alloc_map_raw(AM_BASE, u64::MAX, rw, ptr), inv);
+    c.expect_err("unaligned", alloc_map_raw(AM_BASE + 8, 1, rw, 0), inv);
+    c.expect_err("kernel half", alloc_map_raw(0xffff_8000_0000_0000, 1, rw, 0), inv);
+    c.expect_err("at 0", alloc_map_raw(0, 1, rw, 0), inv);
+    c.expect_err("past the user half", alloc_map_raw(USER_MAX - PAGE_SIZE, 2, rw, ptr), inv);
+    c.expect_err(
+        "over the info region",
+        alloc_map_raw(INFO_VA - PAGE_SIZE, 2, rw, ptr),
+        Error::Reserved,
+    );
+    c.expect_err("unreadable rights", alloc_map_raw(AM_BASE, 1, Rights::WRITE.0, 0), inv);
+    c.expect_err("undefined rights", alloc_map_raw(AM_BASE, 1, 1 << 40, 0), inv);
+    c.expect_err("no out for 2 pages", alloc_map_raw(AM_BASE, 2, rw, 0), inv);
+    c.expect_err(
+        "out in the kernel half",
+        alloc_map_raw(AM_BASE, 2, rw, 0xffff_8000_0000_0000),
+        Error::BadAddress,
+    );
+    c.expect_err("out read-only", alloc_map_raw(AM_BASE, 2, rw, INFO_VA), Error::BadAddress);
+    c.expect_err("out unmapped", alloc_map_raw(AM_BASE, 2, rw, AM_BASE), Error::BadAddress);
+    let after = frames_left();
+    c.check(after == left, format_args!("refused calls charged frames: {left} -> {after}"));
+
+    // One page mapped in the middle: nothing else is mapped.
+    let lone = require("alloc_map_one", sys::alloc_map_one(AM_BASE + 5 * PAGE_SIZE, Rights::RW));
+    c.expect_err(
+        "over a mapped page",
+        sys::alloc_map(AM_BASE, Rights::RW, &mut out[..8]),
+        Error::AlreadyMapped,
+    );
+    let after = frames_left();
+    c.check(after == left - 1, format_args!("a refused batch kept frames: {left} -> {after}"));
+    let five = require("the 5 pages before", sys::alloc_map(AM_BASE, Rights::RW, &mut out[..5]));
+    c.check(five == out[0], format_args!("result {five} is not the first frame {}", out[0]));
+    let mut held = [0u64; 6];
+    held[..5].copy_from_slice(&out[..5]);
+    held[5] = lone;
+    am_release(8, &held);
+
+    // A full batch: zeroed, distinct, owned by this environment.
+    let first = require("64 pages", sys::alloc_map(AM_BASE, Rights::RW, &mut out));
+    c.check(first == out[0], format_args!("result {first} is not the first frame {}", out[0]));
+    let mut distinct = alloc::collections::BTreeSet::new();
+    let mut nonzero = 0;
+    let me = libos_async::env_id();
+    for (i, &f) in out.iter().enumerate() {
+        distinct.insert(f);
+        let st = sys::frame_status(f);
+        c.check(
+            st.is_ok_and(|s| s.holder() == Some(FrameHolder::Owned) && s.env == me),
+            format_args!("frame {f} of page {i}: {st:?}"),
+        );
+        let va = AM_BASE + i as u64 * PAGE_SIZE;
+        nonzero += (0..PAGE_SIZE / 8).filter(|w| probe::read(va + w * 8) != 0).count();
+    }
+    c.check(distinct.len() == AM_MAX, format_args!("{} distinct frames", distinct.len()));
+    c.check(nonzero == 0, format_args!("{nonzero} non-zero words in fresh pages"));
+    am_release(AM_MAX as u64, &out);
+
+    // Quota exhausted midway through a batch: nothing mapped, nothing kept.
+    let left = frames_left();
+    let keep = left.saturating_sub(10) as usize;
+    for slot in HOLD.iter().take(keep) {
+        slot.store(require("hold", sys::frame_alloc(None)), SeqCst);
+    }
+    c.expect_err(
+        "batch beyond the quota",
+        sys::alloc_map(AM_BASE, Rights::RW, &mut out),
+        Error::QuotaExceeded,
+    );
+    let rest = require("the 10 left", sys::alloc_map(AM_BASE, Rights::RW, &mut out[..10]));
+    c.check(rest == out[0], format_args!("{rest} after the quota"));
+    c.expect_err(
+        "one more",
+        sys::alloc_map_one(AM_BASE + 10 * PAGE_SIZE, Rights::RW),
+        Error::QuotaExceeded,
+    );
+    let ten = out;
+    am_release(10, &ten[..10]);
+    for slot in HOLD.iter().take(keep) {
+        require("free held", sys::frame_free(slot.load(SeqCst)));
+    }
+    let after = frames_left();
+    c.check(after == left, format_args!("quota round lost frames: {left} -> {after}"));
+}
+
+/// Mode 6: fresh pages read zero, round after round of dirty frees.
+fn zero_guarantee(c: &mut Checks) {
+    let mut out = [0u64; AM_MAX];
+    let mut dirty = 0u64;
+    const ROUNDS: u64 = 48;
+    for round in 0..ROUNDS {
+        require("alloc_map", sys::alloc_map(AM_BASE, Rights::RW, &mut out));
+        for p in 0..AM_MAX as u64 {
+            let va = AM_BASE + p * PAGE_SIZE;
+            for w in 0..PAGE_SIZE / 8 {
+                dirty += u64::from(probe::read(va + w * 8) != 0);
+                probe::write(va + w * 8, 0xa5a5_a5a5_0000_0000 | round << 16 | w);
+            }
+        }
+        let frames = out;
+        am_release(AM_MAX as u64, &frames);
+    }
+    c.check(dirty == 0, format_args!("{dirty} non-zero words in fresh pages"));
+    println!("vmtest 6: {} fresh pages read zero", ROUNDS * AM_MAX as u64);
+}
+
+static STOP: AtomicU64 = AtomicU64::new(0);
+static UNMAPPED: AtomicU64 = AtomicU64::new(0);
+static RACERS_DONE: AtomicU64 = AtomicU64::new(0);
+
+static READY: AtomicU64 = AtomicU64::new(0);
+static RACE_GO: AtomicU64 = AtomicU64::new(0);
+
+fn unmapper(_: u64) -> ! {
+    // One call first, so this vCPU's stacks hold what the loop needs
+    // before the main vCPU counts frames.
+    let _ = sys::unmap_range(AM_BASE, AM_MAX as u64);
+    READY.fetch_add(1, SeqCst);
+    while RACE_GO.load(SeqCst) == 0 {
+        core::hint::spin_loop();
+    }
+    while STOP.load(SeqCst) == 0 {
+        match sys::unmap_range(AM_BASE, AM_MAX as u64) {
+            Ok(n) => {
+                UNMAPPED.fetch_add(n, SeqCst);
+            }
+            Err(e) => fail(format_args!("unmap_range: {e:?}")),
+        }
+    }
+    RACERS_DONE.fetch_add(1, SeqCst);
+    sys::vcpu_exit()
+}
+
+/// Mode 7: `AllocMap` against `UnmapRange` on the other cores.
+fn alloc_map_racing_unmap(c: &mut Checks) {
+    let mut out = [0u64; AM_MAX];
+    // Warm up the page tables, so the frame count below is exact.
+    require("warm-up", sys::alloc_map(AM_BASE, Rights::RW, &mut out));
+    let warm = out;
+    am_release(AM_MAX as u64, &warm);
+    let cores: alloc::vec::Vec<usize> = libos_async::other_cores().collect();
+    for &core in &cores {
+        require("start_vcpu", libos_async::start_vcpu(core, unmapper, 0));
+    }
+    // The racers' stacks exist from here on: count the frames then.
+    if !libos_async::wait_for_ms(TEST_WAIT_MS, || READY.load(SeqCst) == cores.len() as u64) {
+        fail(format_args!("{} of {} racers ready", READY.load(SeqCst), cores.len()));
+    }
+    let left = frames_left();
+    RACE_GO.store(1, SeqCst);
+    let (mut mapped, mut refused) = (0u64, 0u64);
+    for _ in 0..200 {
+        match sys::alloc_map(AM_BASE, Rights::RW, &mut out) {
+            Ok(_) => {
+                mapped += AM_MAX as u64;
+                // Whatever the racers left mapped goes here; then every
+                // frame of the batch is free to go.
+                require("unmap_range", sys::unmap_range(AM_BASE, AM_MAX as u64));
+                for &f in &out {
+                    require("frame_free", sys::frame_free(f));
+                }
+            }
+            Err(Error::AlreadyMapped) => refused += 1,
+            Err(e) => fail(format_args!("alloc_map racing unmap: {e:?}")),
+        }
+    }
+    STOP.store(1, SeqCst);
+    let all =
+        libos_async::wait_for_ms(TEST_WAIT_MS, || RACERS_DONE.load(SeqCst) == cores.len() as u64);
+    c.check(all, format_args!("{} of {} racers stopped", RACERS_DONE.load(SeqCst), cores.len()));
+    let after = frames_left();
+    c.check(after == left, format_args!("frames {left} before the race, {after} after"));
+    println!(
+        "vmtest 7: {mapped} pages mapped, {refused} batches refused, {} pages unmapped by {} racers",
+        UNMAPPED.load(SeqCst),
+        cores.len()
+    );
 }

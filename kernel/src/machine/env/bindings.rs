@@ -16,7 +16,7 @@ use abi::{Error, Rights};
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use kernel::frames::{FrameError, FrameNumber};
-use kernel::ownership::{EnvId, FrameKind, Mapping, UnmapStep};
+use kernel::ownership::{EnvId, FrameKind, Freed, Mapping, Removed, UnmapStep};
 
 #[inline]
 pub(super) fn frame_error(e: FrameError) -> Error {
@@ -67,11 +67,36 @@ pub fn frame_free(env: &Env, frame: FrameNumber) -> Result<(), Error> {
     if frame.raw() >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
-    shard(frame).free(frame, env.id)?;
-    env.owned.lock().remove(&frame);
-    memory::free_frame(frame).expect("an owned frame is allocated");
-    env.uncharge();
+    let freed = shard(frame).free(frame, env.id)?;
+    env.owned.lock().remove(frame);
+    // Shared: it lives on for its sharers, still charged to `env`.
+    if freed == Freed::Now {
+        memory::free_frame(frame).expect("an owned frame is allocated");
+        env.uncharge();
+        // A frame given back pays a repossession debt; a shared one is still
+        // charged to `env` and pays nothing.
+        super::repossess::on_free(env);
+    }
     Ok(())
+}
+
+/// Forgets `env`'s mapping of `frame` at `va` (its page-table entry is
+/// gone); frees the frame if that was the last hold on one its owner let
+/// go of. Takes the frame's shard lock, then (without it) the registry's.
+pub(super) fn forget_mapping(frame: FrameNumber, env: EnvId, va: u64) {
+    let removed = shard(frame).remove_mapping(frame, env, va);
+    released(frame, removed);
+}
+
+/// Frees a frame [`Removed::Released`] by its last holder and uncharges
+/// its owner (if it still lives; a dead owner's account is closed).
+pub(super) fn released(frame: FrameNumber, removed: Removed) {
+    if let Removed::Released { owner } = removed {
+        memory::free_frame(frame).expect("a recorded frame is allocated");
+        if let Some(owner) = lookup(owner) {
+            owner.uncharge();
+        }
+    }
 }
 
 /// Who holds `frame`, as [`abi::FrameStatus`].
@@ -81,10 +106,12 @@ pub fn frame_status(frame: FrameNumber) -> Result<u64, Error> {
     }
     if let Some(r) = shard(frame).get(frame) {
         let kind = match r.kind {
+            FrameKind::Data if r.released => abi::FrameHolder::Released,
             FrameKind::Data => abi::FrameHolder::Owned,
             FrameKind::PageTable => abi::FrameHolder::PageTable,
         };
-        return Ok(kind as u64 | u64::from(r.owner) << 32);
+        let holders = (r.holders() as u64).min(0xff_ffff);
+        return Ok(kind as u64 | holders << 8 | u64::from(r.owner) << 32);
     }
     Ok(if memory::frame_is_free(frame) { abi::FrameHolder::Free } else { abi::FrameHolder::Kernel }
         as u64)
@@ -185,9 +212,14 @@ pub(super) fn unmap_foreign(frame: FrameNumber, mappings: &[Mapping]) {
         }
         // Forgotten only now: a frame is reusable once nobody can reach it.
         let mut table = shard(frame);
+        let mut last = Removed::Kept;
         for m in group {
-            table.remove_mapping(frame, m.env, m.va);
+            if let r @ Removed::Released { .. } = table.remove_mapping(frame, m.env, m.va) {
+                last = r;
+            }
         }
+        drop(table);
+        released(frame, last);
     }
 }
 
@@ -250,13 +282,129 @@ pub(super) fn map_locked(
     Ok(())
 }
 
+/// `AllocMap`: allocates `pages` zeroed frames for `env` and maps them at
+/// `va ..` with `rights`, all or nothing (see `abi::Syscall::AllocMap`);
+/// the frame numbers go to `out` (if not 0) before anything is mapped.
+/// Returns the frame mapped at `va`.
+///
+/// Steps: (1) charge and allocate every frame — nothing is visible yet, so
+/// a failure frees them; (2) write `out` (takes the address-space lock by
+/// itself); (3) under one lock of the address space: every page free, the
+/// mapping quota, the intermediate tables, then each leaf checked against
+/// the ownership table (another vCPU of `env` may have freed one of the
+/// new frames meanwhile) and mapped. A failure in (3) undoes the leaves it
+/// mapped (with a shootdown: other vCPUs may already have used them) and
+/// frees the frames. Bounded: at most `ALLOC_MAP_MAX` pages.
+pub fn alloc_map(
+    env: &Env,
+    va: u64,
+    pages: u64,
+    rights: Rights,
+    out: u64,
+) -> Result<FrameNumber, Error> {
+    // The decoder's checks, again: this must hold whoever calls.
+    kernel::syscall::check_alloc_map(va, pages, out)?;
+    check_rights(rights)?;
+    if pages == 1 {
+        // The first-touch path: no array to clear.
+        let mut one = [FrameNumber(0)];
+        return alloc_map_frames(env, va, rights, out, &mut one);
+    }
+    let mut frames = [FrameNumber(0); abi::ALLOC_MAP_MAX as usize];
+    alloc_map_frames(env, va, rights, out, &mut frames[..pages as usize])
+}
+
+/// [`alloc_map`] once the arguments are checked, with room for the frames.
+fn alloc_map_frames(
+    env: &Env,
+    va: u64,
+    rights: Rights,
+    out: u64,
+    frames: &mut [FrameNumber],
+) -> Result<FrameNumber, Error> {
+    let n = frames.len();
+    let pages = n as u64;
+    for i in 0..n {
+        match frame_alloc(env, None) {
+            Ok(f) => frames[i] = f,
+            Err(e) => {
+                free_fresh(env, &frames[..i]);
+                return Err(e);
+            }
+        }
+    }
+    let frames = &frames[..];
+    if out != 0 {
+        let mut bytes = [0u8; abi::ALLOC_MAP_MAX as usize * 8];
+        for (chunk, f) in bytes.as_chunks_mut::<8>().0.iter_mut().zip(frames) {
+            *chunk = f.raw().to_le_bytes();
+        }
+        if let Err(e) = super::copy_to_user(env, out, &bytes[..n * 8]) {
+            free_fresh(env, frames);
+            return Err(e);
+        }
+    }
+    let page = |i: usize| va + i as u64 * abi::PAGE_SIZE;
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let mut mapped = 0;
+    let result = (|| {
+        if (0..n).any(|i| aspace.translate(page(i)).is_some()) {
+            return Err(Error::AlreadyMapped);
+        }
+        if env.mappings.load(Ordering::Relaxed) + pages > env.quota * MAPPINGS_PER_FRAME {
+            return Err(Error::QuotaExceeded);
+        }
+        for i in 0..n {
+            aspace.ensure_tables(page(i), &mut || alloc_table_frame(env))?;
+        }
+        for (i, &frame) in frames.iter().enumerate() {
+            let mut table = shard(frame);
+            table.check_map(frame, env.id, rights)?;
+            aspace.map(page(i), frame, leaf_flags(rights), &mut || Err(Error::NoMemory))?;
+            table.add_mapping(frame, env.id, page(i));
+            env.mappings.fetch_add(1, Ordering::Relaxed);
+            mapped += 1;
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        if mapped > 0 {
+            for (i, &frame) in frames[..mapped].iter().enumerate() {
+                if aspace.unmap(page(i)).is_ok() {
+                    // Fresh frames of `env`'s own, shared with nobody: the
+                    // record stays (the frames are freed below).
+                    let removed = shard(frame).remove_mapping(frame, env.id, page(i));
+                    debug_assert!(matches!(removed, kernel::ownership::Removed::Kept));
+                    env.mappings.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            tlb::shootdown(&env.tlb_space(), Flush { start: va, pages: mapped as u64 });
+        }
+        drop(aspace);
+        free_fresh(env, frames);
+        return Err(e);
+    }
+    Ok(frames[0])
+}
+
+/// Frees frames [`alloc_map`] allocated and did not map. One that another
+/// vCPU of `env` freed (or mapped) meanwhile is left as it is.
+fn free_fresh(env: &Env, frames: &[FrameNumber]) {
+    for &frame in frames {
+        let _ = frame_free(env, frame);
+    }
+}
+
 /// Removes the mapping at `va`; other cores have forgotten it on return.
 pub fn unmap(env: &Env, va: u64) -> Result<(), Error> {
     check_va(va)?;
     let mut aspace = lock_serving_mailbox(&env.aspace);
     let frame = aspace.unmap(va)?;
     tlb::shootdown(&env.tlb_space(), Flush::page(va));
-    shard(frame).remove_mapping(frame, env.id, va);
+    // As in `unmap_range`: the record goes before the lock does.
+    let outcome = shard(frame).remove_mapping(frame, env.id, va);
+    drop(aspace);
+    released(frame, outcome);
     env.mappings.fetch_sub(1, Ordering::Relaxed);
     Ok(())
 }
@@ -306,9 +454,18 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64, done: u64) -> Result<RangeSte
     if !removed.is_empty() {
         tlb::shootdown(&env.tlb_space(), Flush { start: va, pages: (stop - va) / abi::PAGE_SIZE });
     }
+    // The records go while the address-space lock is still held (after the
+    // shootdown, so no stale translation outlives them): a `FrameFree` by
+    // another vCPU that finds the page unmapped must not still find it
+    // recorded (`Busy`). Freeing a released frame waits until the lock is
+    // dropped (it takes the registry's).
+    let outcomes: Vec<(FrameNumber, Removed)> = removed
+        .iter()
+        .map(|&(at, frame)| (frame, shard(frame).remove_mapping(frame, env.id, at)))
+        .collect();
     drop(aspace);
-    for &(at, frame) in &removed {
-        shard(frame).remove_mapping(frame, env.id, at);
+    for (frame, outcome) in outcomes {
+        released(frame, outcome);
     }
     let n = removed.len() as u64;
     env.mappings.fetch_sub(n, Ordering::Relaxed);
@@ -320,17 +477,43 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64, done: u64) -> Result<RangeSte
     })
 }
 
-/// Changes the rights of the mapping at `va`.
+/// Changes the rights of the mapping at `va`. Asking for
+/// [`Rights::WRITE`] on a shared frame whose owner let go of it, when `env`
+/// is its only holder, makes `env` its owner (charged for it from now on)
+/// instead of refusing: the last holder takes it over without a copy.
 pub fn protect(env: &Env, va: u64, rights: Rights) -> Result<(), Error> {
     check_va(va)?;
     check_rights(rights)?;
     let mut aspace = lock_serving_mailbox(&env.aspace);
+    let mut adopted = None;
     let old = aspace.protect(va, |frame, _| {
-        shard(frame).check_map(frame, env.id, rights)?;
+        let mut table = shard(frame);
+        match table.check_map(frame, env.id, rights) {
+            Err(Error::PermissionDenied) if rights.contains(Rights::WRITE) => {
+                env.charge()?;
+                match table.adopt(frame, env.id) {
+                    Ok(previous) => adopted = Some((frame, previous)),
+                    Err(e) => {
+                        env.uncharge();
+                        return Err(e);
+                    }
+                }
+            }
+            checked => checked?,
+        }
         Ok(leaf_flags(rights))
     })?;
+    if let Some((frame, _)) = adopted {
+        env.owned.lock().insert(frame);
+    }
     if !rights.contains(rights_of(old)) {
         tlb::shootdown(&env.tlb_space(), Flush::page(va));
+    }
+    drop(aspace);
+    if let Some((_, previous)) = adopted
+        && let Some(previous) = lookup(previous)
+    {
+        previous.uncharge();
     }
     Ok(())
 }
@@ -368,4 +551,142 @@ pub fn unpin_frames(env: EnvId, frames: &[FrameNumber]) {
     for &frame in frames {
         shard(frame).unpin(frame, env);
     }
+}
+
+// --- the initrd -------------------------------------------------------------
+
+/// How far [`initrd_map`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitrdStep {
+    /// Finished: the initrd's size in bytes.
+    Done(u64),
+    /// One step done: go on with `done` pages mapped so far; `undo` is 0,
+    /// or the code of the error the call is undoing its mappings for.
+    More {
+        /// Pages mapped so far.
+        done: u64,
+        /// 0, or the error code being undone for.
+        undo: u64,
+    },
+}
+
+/// Page-table coverage of one last-level table (2 MiB).
+const LEAF_TABLE_SPAN: u64 = 512 * abi::PAGE_SIZE;
+
+/// `InitrdMap`: one bounded step of mapping the whole initrd read-only at
+/// `va` in `env` (see `abi::Syscall::InitrdMap`).
+///
+/// The frames are the kernel's (reserved at boot, never in the free pool,
+/// absent from the ownership table), so no reverse-map entry is made:
+/// `Unmap`, `UnmapRange` and the end of the environment clear the entries
+/// and count the mapping down, and nothing ever frees the frames. The
+/// first step checks the whole range (every absent table is skipped at
+/// once, so it costs about one visit per 2 MiB) and makes its page tables
+/// (one per 2 MiB, charged); each step then maps at most
+/// [`abi::INITRD_MAP_CHUNK`] pages under the address-space lock. A step that
+/// fails after pages were mapped (the caller's other vCPU mapped in the
+/// range meanwhile) turns into undo steps that unmap them again, so the
+/// call maps all or nothing.
+pub fn initrd_map(env: &Env, va: u64, done: u64, undo: u64) -> Result<InitrdStep, Error> {
+    let Some((first, size)) = super::initrd_frames() else {
+        return if va == 0 { Ok(InitrdStep::Done(0)) } else { Err(Error::Unsupported) };
+    };
+    if va == 0 {
+        return Ok(InitrdStep::Done(size));
+    }
+    let pages = size.div_ceil(abi::PAGE_SIZE);
+    check_va(va)?;
+    let end = pages
+        .checked_mul(abi::PAGE_SIZE)
+        .and_then(|len| va.checked_add(len))
+        .filter(|&e| e <= abi::USER_MAX)
+        .ok_or(Error::InvalidArgument)?;
+    if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
+        return Err(Error::Reserved);
+    }
+    if done > pages {
+        return Err(Error::InvalidArgument);
+    }
+    let frame_of = |i: u64| FrameNumber(first.raw() + i);
+    if undo != 0 {
+        return initrd_undo(env, va, done, undo, frame_of);
+    }
+    let limit = env.quota * MAPPINGS_PER_FRAME;
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    if done == 0 {
+        let mut found = Vec::new();
+        let mut at = va;
+        while at < end {
+            at = aspace.leaves_in(at, end, RANGE_CHUNK, &mut found);
+            if !found.is_empty() {
+                return Err(Error::AlreadyMapped);
+            }
+        }
+        if env.mappings.load(Ordering::Relaxed).saturating_add(pages) > limit {
+            return Err(Error::QuotaExceeded);
+        }
+        let mut table = va;
+        while table < end {
+            aspace.ensure_tables(table, &mut || alloc_table_frame(env))?;
+            table = (table | (LEAF_TABLE_SPAN - 1)) + 1;
+        }
+    }
+    let stop = (done + abi::INITRD_MAP_CHUNK).min(pages);
+    let flags = leaf_flags(Rights::READ);
+    let mut mapped = done;
+    let mut failure = None;
+    for i in done..stop {
+        if env.mappings.load(Ordering::Relaxed) >= limit {
+            failure = Some(Error::QuotaExceeded);
+            break;
+        }
+        let at = va + i * abi::PAGE_SIZE;
+        match aspace.map(at, frame_of(i), flags, &mut || alloc_table_frame(env)) {
+            Ok(()) => {
+                env.mappings.fetch_add(1, Ordering::Relaxed);
+                mapped = i + 1;
+            }
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    drop(aspace);
+    Ok(match failure {
+        None if mapped == pages => InitrdStep::Done(size),
+        None => InitrdStep::More { done: mapped, undo: 0 },
+        Some(e) if mapped == 0 => return Err(e),
+        Some(e) => InitrdStep::More { done: mapped, undo: e as u64 },
+    })
+}
+
+/// One undo step of a failed [`initrd_map`]: unmaps the initrd pages among
+/// the last [`abi::INITRD_MAP_CHUNK`] of the `done` mapped (only entries
+/// that still hold the initrd frame the call put there), then goes on, or
+/// fails with the error being undone for once none is left.
+fn initrd_undo(
+    env: &Env,
+    va: u64,
+    done: u64,
+    undo: u64,
+    frame_of: impl Fn(u64) -> FrameNumber,
+) -> Result<InitrdStep, Error> {
+    let error = Error::from_code(undo).unwrap_or(Error::AlreadyMapped);
+    let from = done.saturating_sub(abi::INITRD_MAP_CHUNK);
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let mut removed = 0;
+    for i in from..done {
+        let at = va + i * abi::PAGE_SIZE;
+        if aspace.translate(at).is_some_and(|(f, _)| f == frame_of(i)) && aspace.unmap(at).is_ok() {
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        let start = va + from * abi::PAGE_SIZE;
+        tlb::shootdown(&env.tlb_space(), Flush { start, pages: done - from });
+    }
+    drop(aspace);
+    env.mappings.fetch_sub(removed, Ordering::Relaxed);
+    if from == 0 { Err(error) } else { Ok(InitrdStep::More { done: from, undo }) }
 }

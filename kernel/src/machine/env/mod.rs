@@ -13,7 +13,8 @@
 //!
 //! ```text
 //! ENVS (read or write, briefly, interrupts off)
-//!   → one Env::aspace (never two at once)
+//!   → one Env::aspace (two only as creator then child: `ShareRange`;
+//!     the creation tree is acyclic, so this order cannot cycle)
 //!     → one frame-table shard
 //!       → the frame bitmap
 //! leaf locks, taken alone: Env::owned, Env::kernel_frames, Env::event_lock,
@@ -51,25 +52,31 @@
 //! | `mod.rs` | [`Env`], its exception and IPC registrations, the frame table's shards, the address-space lock discipline |
 //! | [`registry`] | the registry of live environments, ending ([`terminate`]), the [`Reclaim`] state machine, run-mode power-off |
 //! | [`bindings`] | the secure bindings: frames, grants, mappings, pinned ring frames |
+//! | [`child`] | child environments made from user space, copy-on-write sharing, `FrameCopy` |
 //! | [`umem`] | user memory: [`USlice`], copies through the owner's page tables, console output |
 //! | [`spawn`] | creating an environment from an ELF image in the initrd, its kernel pages |
 //! | [`events`] | the info page, vCPU pages, the event queue and wake-ups |
+//! | [`repossess`] | memory repossession: demands, the repossession list, forced taking in bounded steps, the accessed-bit scan |
 //!
 //! This layer never calls the scheduler: starting a vCPU is
 //! `sched::spawn`'s, and waking one is a [`mailbox::kick`].
 
 pub mod bindings;
+pub mod child;
 #[allow(unsafe_code, reason = "kernel-owned pages' words through the direct map")]
 pub mod events;
 pub mod registry;
+pub mod repossess;
 #[allow(unsafe_code, reason = "writes ELF segments and kernel pages into fresh frames")]
 pub mod spawn;
 #[allow(unsafe_code, reason = "user memory through the direct map, under the address-space lock")]
 pub mod umem;
 
 pub use bindings::*;
+pub use child::*;
 pub use events::*;
 pub use registry::*;
+pub use repossess::repossess_step;
 pub use spawn::*;
 pub use umem::*;
 
@@ -78,12 +85,12 @@ use super::paging::AddressSpace;
 use super::percpu::MAX_CPUS;
 use super::tlb;
 use abi::Error;
-use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
 use kernel::frames::FrameNumber;
 use kernel::ownership::{EnvId, FrameTable};
+use kernel::syscall::Redirect;
 use spin::{Mutex, MutexGuard, Once};
 
 /// Number of frame-table shards (frame number modulo this).
@@ -98,7 +105,20 @@ pub(super) fn shard(frame: FrameNumber) -> MutexGuard<'static, FrameTable> {
 }
 
 /// Default frame quota of an environment (16 MiB).
-pub const DEFAULT_QUOTA: u64 = 4096;
+pub const DEFAULT_QUOTA: u64 = kernel::cmdline::DEFAULT_QUOTA;
+
+/// The frame quota new environments get (`quota=` on the command line).
+static QUOTA: AtomicU64 = AtomicU64::new(DEFAULT_QUOTA);
+
+/// Sets the frame quota of environments created from now on (boot).
+pub fn set_quota(frames: u64) {
+    QUOTA.store(frames, Ordering::Relaxed);
+}
+
+/// The frame quota a new environment gets.
+pub fn quota() -> u64 {
+    QUOTA.load(Ordering::Relaxed)
+}
 /// Mappings an environment may hold per frame of quota (see `map_locked`).
 pub const MAPPINGS_PER_FRAME: u64 = 16;
 
@@ -170,6 +190,80 @@ impl Ipc {
     }
 }
 
+/// An environment's system-call redirection ([`Redirect`]), read without a
+/// lock by scheduling decisions on any core: a sequence lock over five
+/// words. Writers (`SetSyscallRedirect`, interrupts off) serialize on a
+/// leaf lock and hold it for five stores; a reader retries while a write
+/// is in progress, so its wait is bounded by one writer's few stores.
+pub struct RedirectCell {
+    /// Even: stable; odd: a write in progress.
+    seq: AtomicU64,
+    /// `entry` (0: none), `stack_top`, `stride`, `lib_start`, `lib_end`.
+    words: [AtomicU64; 5],
+    writer: Mutex<()>,
+}
+
+impl RedirectCell {
+    /// Not registered.
+    pub const fn new() -> RedirectCell {
+        RedirectCell {
+            seq: AtomicU64::new(0),
+            words: [const { AtomicU64::new(0) }; 5],
+            writer: Mutex::new(()),
+        }
+    }
+
+    /// Replaces the registration (`None`: none).
+    pub fn set(&self, redirect: Option<Redirect>) {
+        let words =
+            redirect.map_or([0; 5], |r| [r.entry, r.stack_top, r.stride, r.lib_start, r.lib_end]);
+        let _writer = self.writer.lock();
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        for (slot, word) in self.words.iter().zip(words) {
+            slot.store(word, Ordering::Relaxed);
+        }
+        self.seq.fetch_add(1, Ordering::Release);
+    }
+
+    /// Whether a registration may be present (one load: the common "never
+    /// registered" case costs the switch paths nothing more). A `false`
+    /// racing a concurrent `set` is answered by that `set`'s kick.
+    #[inline(always)]
+    pub fn maybe_set(&self) -> bool {
+        self.words[0].load(Ordering::Relaxed) != 0 || self.seq.load(Ordering::Relaxed) & 1 != 0
+    }
+
+    /// The registration, if any (a consistent snapshot).
+    #[inline]
+    pub fn get(&self) -> Option<Redirect> {
+        loop {
+            let before = self.seq.load(Ordering::Acquire);
+            if before & 1 == 0 {
+                let w: [u64; 5] = core::array::from_fn(|i| self.words[i].load(Ordering::Relaxed));
+                fence(Ordering::Acquire);
+                if self.seq.load(Ordering::Relaxed) == before {
+                    let [entry, stack_top, stride, lib_start, lib_end] = w;
+                    return (entry != 0).then_some(Redirect {
+                        entry,
+                        stack_top,
+                        stride,
+                        lib_start,
+                        lib_end,
+                    });
+                }
+            }
+            core::hint::spin_loop();
+        }
+    }
+}
+
+impl Default for RedirectCell {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A protection domain.
 pub struct Env {
     /// Its id, never reused.
@@ -182,8 +276,11 @@ pub struct Env {
     pub aspace: Mutex<AddressSpace>,
     /// CR3 of that address space (its PML4 never changes).
     root_cr3: u64,
-    /// Data frames it owns (for reclaim), under this leaf lock.
-    owned: Mutex<BTreeSet<FrameNumber>>,
+    /// Data frames it owns (for reclaim), under this leaf lock: a
+    /// [`FrameSet`](kernel::frameset::FrameSet), whose insert and remove
+    /// cost the same at any size (a B-tree set split and merged a node on
+    /// every allocate/free pair at some sizes).
+    owned: Mutex<kernel::frameset::FrameSet>,
     /// Kernel-owned frames in its address space (info and vCPU pages).
     kernel_frames: Mutex<Vec<FrameNumber>>,
     /// vCPU pages already created, bit per core.
@@ -204,8 +301,11 @@ pub struct Env {
     pub ipc: Ipc,
     /// The frame of its info page (kernel-owned; 0 until loaded).
     info_frame: AtomicU64,
-    /// Frame quota (data and page-table frames).
+    /// Frame quota (data and page-table frames) at start; repossession
+    /// lowers it ([`repossess::Repossess::quota_cut`], see [`Env::quota_now`]).
     pub quota: u64,
+    /// Its side of memory repossession (debt, quota cut, list).
+    pub repossess: repossess::Repossess,
     /// Pages it has mapped (each costs the kernel a reverse-map entry).
     mappings: AtomicU64,
     charged: AtomicU64,
@@ -221,9 +321,33 @@ pub struct Env {
     /// Cores that owe it a look at its sleeping vCPU there (bit per core; see
     /// [`wake`]).
     pub wake_owed: AtomicU64,
+    /// Its system-call redirection (`SetSyscallRedirect`), if registered.
+    pub redirect: RedirectCell,
     dying: AtomicBool,
     outcome: Once<Outcome>,
     finished: AtomicBool,
+    /// Who created it with `EnvCreate` (NONE: the kernel did). Only the
+    /// creator may use its handle (see `child`).
+    pub creator: EnvId,
+    /// Its own children: those alive and the unread exit statuses.
+    children: Mutex<ChildBook>,
+    /// A child not yet started holds one count of `live_vcpus` (so that it
+    /// is reclaimed when destroyed before any vCPU ran): the first start or
+    /// the destruction drops it, whichever swaps this first.
+    unstarted: AtomicBool,
+    /// Frames it owned that sharers still held when it died (still charged
+    /// to it; not handed back to its creator).
+    kept: AtomicU64,
+}
+
+/// An environment's children (a leaf lock).
+#[derive(Default)]
+pub struct ChildBook {
+    /// Children not yet reclaimed.
+    pub live: Vec<EnvId>,
+    /// Exit statuses not yet read, oldest first (at most
+    /// `abi::CHILD_EXITS_KEPT`).
+    pub exits: alloc::collections::VecDeque<(EnvId, u64)>,
 }
 
 impl Env {
@@ -245,15 +369,46 @@ impl Env {
     fn charge(&self) -> Result<(), Error> {
         self.charged
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                (c < self.quota).then_some(c + 1)
+                (c < self.quota_now()).then_some(c + 1)
             })
             .map(|_| ())
             .map_err(|_| Error::QuotaExceeded)
     }
 
+    /// Its frame quota now: the start quota less what repossession took.
+    #[inline]
+    pub fn quota_now(&self) -> u64 {
+        self.quota.saturating_sub(self.repossess.quota_cut())
+    }
+
     #[inline]
     fn uncharge(&self) {
-        self.charged.fetch_sub(1, Ordering::AcqRel);
+        self.uncharge_n(1);
+    }
+
+    /// Saturating: a late release (a shared frame its dead owner's reclaim
+    /// already zeroed the count of) must not wrap.
+    #[allow(
+        deprecated,
+        reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
+    )]
+    fn uncharge_n(&self, n: u64) {
+        let _ = self
+            .charged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_sub(n)));
+    }
+
+    #[allow(
+        deprecated,
+        reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
+    )]
+    fn charge_n(&self, n: u64) -> Result<(), Error> {
+        self.charged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                c.checked_add(n).filter(|&t| t <= self.quota)
+            })
+            .map(|_| ())
+            .map_err(|_| Error::QuotaExceeded)
     }
 }
 

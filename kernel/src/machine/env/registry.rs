@@ -1,12 +1,13 @@
 //! The registry of live environments and their life cycle's end: lookup,
 //! [`terminate`], the last vCPU's drop, the [`Reclaim`] state machine that
 //! returns a dead environment's resources in bounded steps, and the run
-//! mode's power-off once none is left.
+//! mode's power-off once none is left (or, under `console=split`, once the
+//! init environment has ended: [`power_off_when_ends`]).
 //!
 //! May not touch: the scheduler (cores holding a dying environment's vCPUs
 //! are told with [`mailbox::kick`]).
 
-use super::bindings::{RANGE_CHUNK, UNMAP_CHUNK, unmap_foreign};
+use super::bindings::{RANGE_CHUNK, UNMAP_CHUNK, forget_mapping, unmap_foreign};
 use super::{Env, shard};
 use super::{FRAME_TABLE, Outcome, SHARDS, lock_serving_mailbox};
 use crate::machine::console::kprintln;
@@ -14,9 +15,10 @@ use crate::machine::mailbox;
 use crate::machine::memory;
 use crate::machine::percpu::{MAX_CPUS, online_cpus};
 use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use kernel::ownership::{EnvId, ReleaseStep};
 use spin::RwLock;
 use spin::{Mutex, Once};
@@ -33,6 +35,11 @@ pub fn lookup(id: EnvId) -> Option<Arc<Env>> {
 /// Finds a live environment by application name (the oldest, if several).
 pub fn lookup_name(name: &str) -> Option<Arc<Env>> {
     without_interrupts(|| ENVS.read().values().find(|e| e.name == name && !e.is_dying()).cloned())
+}
+
+/// A live child of `creator` (the oldest), for the kernel's tests.
+pub fn find_child(creator: EnvId) -> Option<Arc<Env>> {
+    without_interrupts(|| ENVS.read().values().find(|e| e.creator == creator).cloned())
 }
 
 /// Ends `env` with `outcome` (the first call wins) and tells every core that
@@ -144,6 +151,7 @@ impl Reclaim {
         match self.stage {
             ReclaimStage::Start => {
                 without_interrupts(|| ENVS.write().remove(&env.id));
+                super::child::destroy_unstarted_children(env);
                 crate::machine::slots::release_env(env.id);
                 self.stage = ReclaimStage::ForgetGrantee(0);
             }
@@ -164,7 +172,7 @@ impl Reclaim {
                     lock_serving_mailbox(&env.aspace).leaves_from(from, RANGE_CHUNK, &mut leaves);
                 for (va, frame) in leaves {
                     if !abi::in_info_region(va) {
-                        shard(frame).remove_mapping(frame, env.id, va);
+                        forget_mapping(frame, env.id, va);
                     }
                 }
                 self.stage = match next {
@@ -188,6 +196,10 @@ impl Reclaim {
                         unmap_foreign(frame, &foreign);
                         env.owned.lock().insert(frame);
                     }
+                    // Sharers hold it on; it stays charged to this account.
+                    Some(ReleaseStep::Kept) => {
+                        env.kept.fetch_add(1, Ordering::AcqRel);
+                    }
                     None => log::error!("env {}: owned frame {frame} not recorded", env.id),
                 }
             }
@@ -203,10 +215,18 @@ impl Reclaim {
                 }
                 env.charged.store(0, Ordering::Release);
                 let outcome = env.outcome.call_once(|| Outcome::Exited(0));
-                if *outcome != Outcome::Exited(0) {
+                // A child's status is its creator's business.
+                if *outcome != Outcome::Exited(0) && env.creator.is_none() {
                     note_run_failure();
                 }
                 env.finished.store(true, Ordering::Release);
+                super::child::child_reclaimed(env, outcome);
+                // Pairs with the fence in `power_off_when_ends`: either it
+                // sees `finished` or this sees its `INIT_ENV`.
+                fence(Ordering::SeqCst);
+                if INIT_ENV.load(Ordering::SeqCst) == u64::from(env.id) {
+                    report_init_end(env);
+                }
                 check_all_done();
                 return false;
             }
@@ -226,6 +246,72 @@ pub fn power_off_when_all_done(last_line: &'static str) {
     POWER_OFF_WHEN_DONE.call_once(|| last_line);
 }
 
+/// `console=split`: the environment whose end ends the run, or `NO_INIT`.
+static INIT_ENV: AtomicU64 = AtomicU64::new(NO_INIT);
+const NO_INIT: u64 = u64::MAX;
+static INIT_REPORTED: AtomicBool = AtomicBool::new(false);
+/// `console=split`: an init environment is being started or runs, so the
+/// last environment's end is not the end of the run (the init's is; other
+/// environments may end, and leave the registry empty, while the init's
+/// reclaim is still under way on another core).
+static INIT_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// `console=split`: the init environment is about to be spawned; until it
+/// has ended (or [`init_not_started`]), only its end powers off.
+pub fn expect_init() {
+    INIT_PENDING.store(true, Ordering::SeqCst);
+}
+
+/// The init environment could not be started: the run ends as without
+/// `console=split`, when no environment is left (with failure).
+pub fn init_not_started() {
+    INIT_PENDING.store(false, Ordering::SeqCst);
+}
+
+/// The marker line that says how the init environment ended, on the kernel
+/// console just before the machine powers off under `console=split`:
+/// `exo-exit: tag=TAG status N` (its `Exit` code, in decimal, all 64 bits)
+/// or `exo-exit: tag=TAG killed WHY`, `TAG` the command line's `exit_tag`
+/// (`-` without one). Ring 3 can print anything on the kernel console, but
+/// it never sees the command line, so it cannot print the tag: xtask takes
+/// only a marker with the tag it chose. The QEMU exit status
+/// ([`crate::machine::cpu::EXIT_INIT_ENDED`]) says the marker is there.
+pub const EXIT_MARKER: &str = "exo-exit:";
+static EXIT_TAG: Once<String> = Once::new();
+
+/// Sets the end marker's tag (the command line's `exit_tag`), at boot.
+pub fn set_exit_tag(tag: &str) {
+    EXIT_TAG.call_once(|| String::from(tag));
+}
+
+/// `console=split`: powers the machine off as soon as `env` has ended and
+/// its resources are back, reporting its outcome ([`EXIT_MARKER`]) —
+/// whatever other environments still run. For the first `init` app.
+pub fn power_off_when_ends(env: &Env) {
+    INIT_ENV.store(u64::from(env.id), Ordering::SeqCst);
+    fence(Ordering::SeqCst);
+    // It may have ended (and been reclaimed) already.
+    if env.finished.load(Ordering::SeqCst) {
+        report_init_end(env);
+    }
+}
+
+/// Prints the init environment's outcome and leaves QEMU (once: the
+/// reclaim and `power_off_when_ends` may both get here).
+fn report_init_end(env: &Env) {
+    if INIT_REPORTED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    let tag = EXIT_TAG.get().map_or("-", String::as_str);
+    match env.outcome.get() {
+        Some(Outcome::Exited(code)) => kprintln!("{EXIT_MARKER} tag={tag} status {code}"),
+        Some(Outcome::Killed(why)) => kprintln!("{EXIT_MARKER} tag={tag} killed {why}"),
+        // Reclaimed environments always have an outcome.
+        None => kprintln!("{EXIT_MARKER} tag={tag} killed (no outcome recorded)"),
+    }
+    crate::machine::cpu::exit_qemu_with(crate::machine::cpu::EXIT_INIT_ENDED)
+}
+
 /// Something failed, so the run's status is failure.
 pub fn note_run_failure() {
     RUN_FAILED.store(true, Ordering::Release);
@@ -233,6 +319,9 @@ pub fn note_run_failure() {
 
 /// Powers off if asked to once every environment has ended.
 pub fn check_all_done() {
+    if INIT_PENDING.load(Ordering::SeqCst) {
+        return;
+    }
     if let Some(line) = POWER_OFF_WHEN_DONE.get()
         && without_interrupts(|| ENVS.read().is_empty())
     {

@@ -7,13 +7,12 @@
 
 use super::bindings::{alloc_table_frame, frame_alloc, frame_error, map_locked};
 use super::registry::{ENVS, NEXT_ID, Reclaim, terminate};
-use super::{DEFAULT_QUOTA, ExceptionHandler, Ipc, Outcome, lock_serving_mailbox};
+use super::{ChildBook, ExceptionHandler, Ipc, Outcome, RedirectCell, lock_serving_mailbox};
 use super::{Env, shard};
 use crate::machine::memory;
 use crate::machine::paging::{AddressSpace, leaf_flags};
 use crate::machine::percpu::{MAX_CPUS, online_cpus};
 use abi::{Error, Rights};
-use alloc::collections::BTreeSet;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -61,6 +60,16 @@ pub fn initrd() -> Option<&'static [u8]> {
     INITRD.get().copied()
 }
 
+/// The initrd's first frame and its size in bytes, for `InitrdMap`: `None`
+/// without an initrd, or if it does not start on a page boundary in the
+/// direct map (boot places it so; see `start::place_initrd`).
+pub fn initrd_frames() -> Option<(kernel::frames::FrameNumber, u64)> {
+    let initrd = INITRD.get()?;
+    let phys = crate::machine::memory::direct_map_phys(initrd.as_ptr() as u64)?;
+    phys.is_multiple_of(abi::PAGE_SIZE)
+        .then(|| (kernel::frames::FrameNumber::from_addr(phys), initrd.len() as u64))
+}
+
 /// The ELF image of application `name` in the initrd.
 pub fn find_app(name: &str) -> Result<&'static [u8], SpawnError> {
     let initrd = INITRD.get().ok_or(SpawnError::NotFound)?;
@@ -87,16 +96,49 @@ pub fn pick_core() -> usize {
 /// first one, or [`abort_start`] ends it.
 pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), SpawnError> {
     let plan = kernel::elf::plan(image).map_err(SpawnError::BadElf)?;
+    let env = new_env(name, arg, super::quota(), EnvId::NONE)
+        .map_err(|e| SpawnError::Memory(frame_error(e)))?;
+    if let Err(e) = load(&env, image, &plan).and_then(|()| map_kernel_pages(&env)) {
+        Reclaim::new(Arc::clone(&env)).run();
+        return Err(SpawnError::Memory(e));
+    }
+    without_interrupts(|| ENVS.write().insert(env.id, Arc::clone(&env)));
+    Ok((env, plan.entry))
+}
+
+/// Creates an empty child of `creator` with `quota` (already taken from
+/// the creator's) and registers it: only the kernel's pages are mapped;
+/// it has no vCPU and holds one creation count of `live_vcpus` until it
+/// is first started or destroyed.
+pub fn create_child(creator: &Env, quota: u64) -> Result<Arc<Env>, Error> {
+    let env = new_env(&creator.name, 0, quota, creator.id).map_err(frame_error)?;
+    env.live_vcpus.store(1, Ordering::Release);
+    env.unstarted.store(true, Ordering::Release);
+    if let Err(e) = map_kernel_pages(&env) {
+        Reclaim::new(Arc::clone(&env)).run();
+        return Err(e);
+    }
+    without_interrupts(|| ENVS.write().insert(env.id, Arc::clone(&env)));
+    Ok(env)
+}
+
+/// A new environment with a fresh PML4 (charged to it) and nothing mapped.
+fn new_env(
+    name: &str,
+    arg: u64,
+    quota: u64,
+    creator: EnvId,
+) -> Result<Arc<Env>, kernel::frames::FrameError> {
     let id = EnvId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    let pml4 = memory::alloc_frame().map_err(|e| SpawnError::Memory(frame_error(e)))?;
+    let pml4 = memory::alloc_frame()?;
     shard(pml4).insert(pml4, id, FrameKind::PageTable);
-    let env = Arc::new(Env {
+    Ok(Arc::new(Env {
         id,
         name: String::from(name),
         start_arg: arg,
         aspace: Mutex::new(AddressSpace::new(pml4)),
         root_cr3: pml4.addr(),
-        owned: Mutex::new(BTreeSet::new()),
+        owned: Mutex::new(kernel::frameset::FrameSet::new()),
         kernel_frames: Mutex::new(Vec::new()),
         vcpu_pages: AtomicU64::new(0),
         vcpu_page_frames: [const { AtomicU64::new(0) }; MAX_CPUS],
@@ -114,7 +156,8 @@ pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), Spa
             stack_busy: AtomicU64::new(0),
         },
         info_frame: AtomicU64::new(0),
-        quota: DEFAULT_QUOTA,
+        quota,
+        repossess: super::repossess::Repossess::new(),
         mappings: AtomicU64::new(0),
         charged: AtomicU64::new(1),
         exception: Mutex::new(ExceptionHandler::default()),
@@ -122,16 +165,15 @@ pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), Spa
         vcpu_cores: AtomicU64::new(0),
         live_vcpus: AtomicUsize::new(0),
         wake_owed: AtomicU64::new(0),
+        redirect: RedirectCell::new(),
         dying: AtomicBool::new(false),
         outcome: Once::new(),
         finished: AtomicBool::new(false),
-    });
-    if let Err(e) = load(&env, image, &plan) {
-        Reclaim::new(Arc::clone(&env)).run();
-        return Err(SpawnError::Memory(e));
-    }
-    without_interrupts(|| ENVS.write().insert(id, Arc::clone(&env)));
-    Ok((env, plan.entry))
+        creator,
+        children: Mutex::new(ChildBook::default()),
+        unstarted: AtomicBool::new(false),
+        kept: AtomicU64::new(0),
+    }))
 }
 
 /// Ends an environment [`create`]d whose first vCPU could not start, and
@@ -141,7 +183,7 @@ pub fn abort_start(env: &Arc<Env>, e: Error) {
     Reclaim::new(Arc::clone(env)).run();
 }
 
-/// Maps the ELF segments, the stack and the info page.
+/// Maps the ELF segments and the stack.
 fn load(env: &Env, image: &[u8], plan: &kernel::elf::LoadPlan) -> Result<(), Error> {
     let mut aspace = env.aspace.lock();
     for seg in &plan.segments {
@@ -179,6 +221,12 @@ fn load(env: &Env, image: &[u8], plan: &kernel::elf::LoadPlan) -> Result<(), Err
             Rights::RW,
         )?;
     }
+    Ok(())
+}
+
+/// Maps the kernel's pages: the info page, the event queue, the schedule.
+fn map_kernel_pages(env: &Env) -> Result<(), Error> {
+    let mut aspace = env.aspace.lock();
     // The info page: kernel-owned, read-only for the environment.
     let info_frame = memory::alloc_frame().map_err(frame_error)?;
     env.kernel_frames.lock().push(info_frame);

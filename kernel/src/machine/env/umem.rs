@@ -19,6 +19,7 @@ use super::lock_serving_mailbox;
 use crate::machine::memory;
 use abi::Error;
 use alloc::vec::Vec;
+use kernel::frames::FrameNumber;
 
 /// A range of an environment's memory: `len` bytes at user address `va`,
 /// inside the user range (checked when it is made). Says nothing about
@@ -46,9 +47,15 @@ impl USlice {
     /// Copies the range out of `env`'s memory into `out` (exactly
     /// `self.len()` bytes long). Every page must be mapped user-readable.
     pub fn read_into(&self, env: &Env, out: &mut [u8]) -> Result<(), Error> {
+        self.read_into_lock(env, out, Lock::Wait)
+    }
+
+    /// [`read_into`](Self::read_into), waiting for the address-space lock
+    /// or not (`Busy`).
+    pub fn read_into_lock(&self, env: &Env, out: &mut [u8], lock: Lock) -> Result<(), Error> {
         assert_eq!(out.len(), self.len, "USlice::read_into with a buffer of another length");
         let mut done = 0;
-        self.with_pages(env, false, Lock::Wait, |chunk_phys, n| {
+        self.with_pages(env, false, lock, |chunk_phys, n| {
             // SAFETY: `chunk_phys..+n` lies inside one frame mapped
             // user-readable in `env`, which cannot be freed while the aspace
             // lock is held.
@@ -135,6 +142,82 @@ impl USlice {
     }
 }
 
+/// Writes an [`abi::UpcallFrame`] at user address `at` of `env`: the words
+/// `head` (vector, error code, fault address), then the trap frame's
+/// `rip`, `rsp`, `rflags` and general registers in the ABI's order. On the
+/// exception path: when the frame lies in one page (always, for a 16-byte
+/// aligned `at`) it takes one translation and stores each word straight
+/// from the trap frame into the user page through the direct map, with no
+/// staging buffer; otherwise it goes through [`USlice::write`]. The page
+/// must be mapped user-writable.
+#[inline]
+pub fn write_upcall_frame(
+    env: &Env,
+    at: u64,
+    lock: Lock,
+    head: [u64; 3],
+    f: &crate::machine::trap::TrapFrame,
+) -> Result<(), Error> {
+    let words = || {
+        [
+            head[0], head[1], head[2], f.rip, f.rsp, f.rflags, f.rax, f.rbx, f.rcx, f.rdx, f.rsi,
+            f.rdi, f.rbp, f.r8, f.r9, f.r10, f.r11, f.r12, f.r13, f.r14, f.r15,
+        ]
+    };
+    const _: () = assert!(abi::UpcallFrame::WORDS == 21);
+    let len = abi::UPCALL_FRAME_SIZE;
+    let slice = USlice::new(at, len as usize)?;
+    if !at.is_multiple_of(8) || at % abi::PAGE_SIZE + len > abi::PAGE_SIZE {
+        let mut bytes = [0u8; abi::UPCALL_FRAME_SIZE as usize];
+        for (chunk, w) in bytes.as_chunks_mut::<8>().0.iter_mut().zip(words()) {
+            *chunk = w.to_le_bytes();
+        }
+        return slice.write(env, &bytes, lock);
+    }
+    let aspace = match lock {
+        Lock::Wait => lock_serving_mailbox(&env.aspace),
+        Lock::Try => env.aspace.try_lock().ok_or(Error::Busy)?,
+    };
+    use x86_64::structures::paging::PageTableFlags as F;
+    let (frame, flags) = aspace.translate(at & !(abi::PAGE_SIZE - 1)).ok_or(Error::BadAddress)?;
+    if !flags.contains(F::USER_ACCESSIBLE | F::WRITABLE) {
+        return Err(Error::BadAddress);
+    }
+    let dst = memory::phys_to_virt(frame.addr() + at % abi::PAGE_SIZE) as *mut u64;
+    // Each word loaded from the trap frame and stored at once (no array on
+    // the stack in between).
+    let store = |i: usize, w: u64| {
+        // SAFETY: `dst .. dst + len` lies inside one frame mapped
+        // user-writable in `env` (checked above, 8-aligned; `i` < 21),
+        // which cannot be freed while the address-space lock is held; user
+        // memory is plain data to the kernel (as `USlice::write`'s copy).
+        unsafe { dst.add(i).write(w) }
+    };
+    store(0, head[0]);
+    store(1, head[1]);
+    store(2, head[2]);
+    store(3, f.rip);
+    store(4, f.rsp);
+    store(5, f.rflags);
+    store(6, f.rax);
+    store(7, f.rbx);
+    store(8, f.rcx);
+    store(9, f.rdx);
+    store(10, f.rsi);
+    store(11, f.rdi);
+    store(12, f.rbp);
+    store(13, f.r8);
+    store(14, f.r9);
+    store(15, f.r10);
+    store(16, f.r11);
+    store(17, f.r12);
+    store(18, f.r13);
+    store(19, f.r14);
+    store(20, f.r15);
+    drop(aspace);
+    Ok(())
+}
+
 /// Whether a user copy may wait for the address-space lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lock {
@@ -162,24 +245,47 @@ pub fn copy_from_user_into(env: &Env, va: u64, out: &mut [u8]) -> Result<(), Err
     USlice::new(va, out.len())?.read_into(env, out)
 }
 
+/// [`copy_from_user_into`] for a scheduling decision: `Busy` if `env`'s
+/// address space is locked now.
+pub fn copy_from_user_nowait(env: &Env, va: u64, out: &mut [u8]) -> Result<(), Error> {
+    USlice::new(va, out.len())?.read_into_lock(env, out, Lock::Try)
+}
+
 /// Copies `bytes` into `env`'s memory at `va` (pages must be user-writable).
 pub fn copy_to_user(env: &Env, va: u64, bytes: &[u8]) -> Result<(), Error> {
     USlice::new(va, bytes.len())?.write(env, bytes, Lock::Wait)
 }
 
-/// [`copy_to_user`] for a scheduling decision, which never waits for an
-/// environment's lock: `Busy` if its address space is locked now.
-pub fn copy_to_user_nowait(env: &Env, va: u64, bytes: &[u8]) -> Result<(), Error> {
-    USlice::new(va, bytes.len())?.write(env, bytes, Lock::Try)
-}
-
-/// `ConsoleWrite` (also the ring's `ConsoleWrite` operation).
-pub fn console_write(env: &Env, ptr: u64, len: u64) -> Result<u64, Error> {
+/// `ConsoleWrite` (also the ring's `ConsoleWrite` operation, whose stream
+/// word is checked here: the ring does not go through the decoder).
+pub fn console_write(env: &Env, ptr: u64, len: u64, stream: u64) -> Result<u64, Error> {
+    let Some(stream) = abi::ConsoleStream::from_number(stream) else {
+        return Err(Error::InvalidArgument);
+    };
     if len > abi::CONSOLE_WRITE_MAX {
         return Err(Error::InvalidArgument);
     }
     let bytes = copy_from_user(env, ptr, len as usize)?;
-    let text = core::str::from_utf8(&bytes).unwrap_or("<invalid UTF-8>");
-    crate::machine::console::write_fmt(format_args!("{text}"));
+    crate::machine::console::write_stream(stream, &bytes);
     Ok(len)
+}
+
+/// Copies frame `src` into frame `dst` through the direct map. The caller
+/// keeps both from being freed meanwhile (`src` mapped under the held
+/// address-space lock, `dst` under its shard lock).
+pub(super) fn copy_frame(dst: FrameNumber, src: FrameNumber) {
+    if dst == src {
+        return;
+    }
+    // SAFETY: both are allocated RAM frames (their holders keep them so for
+    // the call, see above), distinct, each PAGE_SIZE bytes in the direct
+    // map; user code may write `src` concurrently through another vCPU,
+    // which makes the copy's bytes unspecified, not unsafe (plain bytes).
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            memory::frame_virt(src) as *const u8,
+            memory::frame_virt(dst),
+            abi::PAGE_SIZE as usize,
+        )
+    };
 }

@@ -32,6 +32,18 @@
 //! activation holds a reference on the target like a vCPU does
 //! (`live_vcpus`), so the target's memory outlives every activation of it.
 //!
+//! # Vector registers and FS base
+//!
+//! The kernel never touches a vector register (it is built soft-float), so
+//! ring 3's x87/SSE/AVX registers and FS base stay live in the CPU across
+//! kernel entries; they belong to the context whose registers are in the
+//! trap frame. Wherever that changes, they move too (eagerly: see
+//! `xstate`): [`park_current`] and [`sleep_current`] save them into the
+//! vCPU's [`Vcpu::live_ext`], [`load`] restores them; `Call` saves the
+//! caller's and starts the callee from the initial state, `Reply` (and an
+//! abandoned or failed call) restores the caller's. Upcalls change nothing:
+//! the handler is the same environment's code.
+//!
 //! # Stacks and transitions
 //!
 //! Each core has two kernel stacks. The *idle stack* runs the idle loop (and,
@@ -89,6 +101,7 @@ use super::mailbox;
 use super::percpu::this_cpu;
 use super::trap::TrapFrame;
 use super::uring::VcpuRing;
+use super::xstate::UserExt;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -117,6 +130,12 @@ pub struct Vcpu {
     /// The target of its last call, kept for the next one (no lookup and
     /// no reference-count traffic on a repeated call).
     pub call_cache: Option<Arc<Env>>,
+    /// Its vector registers and FS base (stale while it runs: the live copy
+    /// is the CPU's). During a call, the caller's.
+    pub ext: UserExt,
+    /// The callee's vector registers and FS base during a call (stale while
+    /// it runs; not meaningful outside a call).
+    pub call_ext: UserExt,
 }
 
 impl Vcpu {
@@ -130,6 +149,13 @@ impl Vcpu {
     #[inline]
     fn live_context(&mut self) -> &mut TrapFrame {
         if self.call.is_some() { &mut self.call_context } else { &mut self.context }
+    }
+
+    /// Where the vector registers and FS base of the code that runs are
+    /// saved (the pair of [`Vcpu::live_context`]).
+    #[inline]
+    fn live_ext(&mut self) -> &mut UserExt {
+        if self.call.is_some() { &mut self.call_ext } else { &mut self.ext }
     }
 
     #[inline]
@@ -210,6 +236,12 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
     });
     if matches!(next, Next::Idle) {
         deactivate_user();
+    } else if take_redirect_stale() {
+        // Another core changed the running environment's redirection.
+        let running = RUNQ.with(|rq| rq.current.as_ref().map(|v| Arc::clone(v.running_env())));
+        if let Some(env) = running {
+            load_redirect(&env);
+        }
     }
     for env in released.vcpus {
         release_vcpu(&env);
@@ -220,6 +252,8 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
     // One bounded step of a dead environment's reclaim per decision (the
     // idle loop runs them back to back).
     env::reclaim_step();
+    // And one of the oldest open memory repossession.
+    env::repossess_step();
     if let Some(upcall) = upcall {
         let env = current_env();
         let (vector, entry) = match upcall {

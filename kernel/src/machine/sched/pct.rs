@@ -8,6 +8,7 @@ use crate::machine::env::{self, Env};
 use crate::machine::gdt::{USER_CS, USER_DS};
 use crate::machine::percpu::this_cpu;
 use crate::machine::trap::{RFLAGS_USER, TrapFrame};
+use crate::machine::xstate;
 use abi::Error;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
@@ -130,8 +131,13 @@ pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
     RUNQ.with(|rq| {
         let v = rq.current.as_mut().expect("a system call has a current vCPU");
         v.context = frame.clone();
+        v.ext.save();
         v.call = Some(Activation { target });
     });
+    // Nor any of the caller's vector registers or its FS base: the callee
+    // starts from the initial state (`Reply` or the call's end restores the
+    // caller's).
+    xstate::load_initial();
     // The callee starts with the message (rsi, rdx, r10, r8, r9, r12, r13,
     // r14, left in place) and nothing else of the caller's.
     frame.rip = entry;
@@ -161,6 +167,8 @@ pub fn reply(frame: &mut TrapFrame) -> Result<(), Error> {
         frame.rax = 0;
         [frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9, frame.r12, frame.r13] = words;
         frame.r14 = last;
+        // The callee's vector state and FS base are dropped with the call.
+        v.ext.restore();
         activate(&v.env);
         Ok(call.end())
     })?;
@@ -183,6 +191,7 @@ pub fn abandon_call(frame: &mut TrapFrame) -> bool {
         let call = v.call.take()?;
         *frame = v.context.clone();
         frame.rax = Error::CallFailed.to_raw();
+        v.ext.restore();
         Some((Arc::clone(&v.env), call.end()))
     });
     match ended {

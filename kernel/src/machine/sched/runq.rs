@@ -13,6 +13,7 @@ use crate::machine::gdt::{USER_CS, USER_DS};
 use crate::machine::percpu::{CacheAligned, MAX_CPUS, cpu, cpu_local, this_cpu};
 use crate::machine::trap::{RFLAGS_USER, TrapFrame};
 use crate::machine::uring::{FastEntered, PredicateMemory, VcpuRing};
+use crate::machine::xstate::UserExt;
 use abi::{CoreId, Error};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -140,6 +141,9 @@ pub fn start_vcpu(env: &Arc<Env>, core: CoreId, context: TrapFrame) -> Result<()
         call_context: TrapFrame::default(),
         owes_yield: false,
         call_cache: None,
+        // A new vCPU never sees another context's leftover registers.
+        ext: UserExt::initial(),
+        call_ext: UserExt::initial(),
     });
     inbound.incoming_pending.store(true, Ordering::Release);
     inbound.vcpus.fetch_add(1, Ordering::AcqRel);
@@ -147,17 +151,20 @@ pub fn start_vcpu(env: &Arc<Env>, core: CoreId, context: TrapFrame) -> Result<()
     Ok(())
 }
 
-/// Makes `v` current with its live registers in `frame`.
+/// Makes `v` current with its live registers in `frame` and its vector
+/// registers and FS base in the CPU.
 #[inline]
 pub(super) fn load(rq: &mut RunQueue, mut v: Box<Vcpu>, frame: &mut TrapFrame, now: u64) {
     *frame = v.live_context().clone();
+    v.live_ext().restore();
     activate(v.running_env());
     rq.current = Some(v);
     rq.run_since = now;
 }
 
-/// Saves the current vCPU's registers from `frame`, charges its run time
-/// and queues it at `position` of the ready queue (clamped to the end).
+/// Saves the current vCPU's registers from `frame` (and its vector
+/// registers and FS base from the CPU), charges its run time and queues it
+/// at `position` of the ready queue (clamped to the end).
 #[inline]
 pub(super) fn park_current(
     rq: &mut RunQueue,
@@ -168,6 +175,7 @@ pub(super) fn park_current(
 ) {
     if let Some(mut v) = rq.current.take() {
         *v.live_context() = frame.clone();
+        v.live_ext().save();
         account(&v, core, now.saturating_sub(rq.run_since));
         rq.ready.insert(position.min(rq.ready.len()), v);
     }
@@ -236,6 +244,7 @@ pub(super) fn drop_dying(
             released.activations.push(call.end());
             *frame = v.context.clone();
             frame.rax = Error::CallFailed.to_raw();
+            v.ext.restore();
             activate(&v.env);
         }
     }
@@ -330,6 +339,8 @@ pub fn sleep_current(frame: &TrapFrame, wait: Wait) {
     RUNQ.with(|rq| {
         if let Some(mut v) = rq.current.take() {
             v.context = frame.clone();
+            // Never inside a call (`SleepOn` and `RingEnter` refuse it).
+            v.live_ext().save();
             account(&v, me.index, now.saturating_sub(rq.run_since));
             v.wait = Some(wait);
             v.owes_yield = false;

@@ -8,16 +8,20 @@ use super::*;
 use crate::machine::env::{self, Env};
 use crate::machine::gdt::USER_CS;
 use crate::machine::mailbox;
+use crate::machine::percpu::MAX_CPUS;
 use crate::machine::percpu::this_cpu;
 use crate::machine::tlb;
 use crate::machine::trap::TrapFrame;
+use abi::CoreId;
 use alloc::sync::Arc;
-use core::sync::atomic::Ordering;
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering, fence};
 use x86_64::VirtAddr;
 use x86_64::registers::model_specific::KernelGsBase;
 
-/// Loads `env`'s address space (if not loaded already) and this core's vCPU
-/// page as the user GS base.
+/// Loads `env`'s address space (if not loaded already), this core's vCPU
+/// page as the user GS base and `env`'s system-call redirection into the
+/// `syscall` entry's per-core copy.
 #[inline]
 pub(super) fn activate(env: &Arc<Env>) {
     let me = this_cpu();
@@ -37,6 +41,70 @@ pub(super) fn activate(env: &Arc<Env>) {
         }
     });
     KernelGsBase::write(VirtAddr::new(abi::vcpu_page_va(me.index)));
+    load_redirect(env);
+}
+
+/// Cores whose copy of the running environment's redirection may be stale
+/// (its `SetSyscallRedirect` ran on another core): the next scheduling
+/// decision there reloads it.
+static REDIRECT_STALE: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Copies `env`'s system-call redirection into this core's `PerCpu`, where
+/// the `syscall` entry reads it (see `syscall.rs`). Interrupts are off (a
+/// trap or system call, or the idle loop entering ring 3): the entry cannot
+/// run on this core in between.
+#[inline]
+pub fn load_redirect(env: &Env) {
+    let me = this_cpu();
+    let record = |core| {
+        let word = env::vcpu_word(env, core, offset_of!(abi::VcpuPage, redirect_rsp) as u64)?;
+        // Just past `redirect_rsp`: the entry pushes rsp, rflags, rip.
+        Some(word as *const AtomicU64 as u64 + 8)
+    };
+    let loaded = if env.redirect.maybe_set() {
+        env.redirect.get().and_then(|r| Some((r, record(me.index)?)))
+    } else {
+        None
+    };
+    match loaded {
+        Some((r, record)) => {
+            me.redirect_record.store(record, Ordering::Relaxed);
+            me.redirect_entry.store(r.entry, Ordering::Relaxed);
+            me.redirect_stack.store(r.stack_for(CoreId::new(me.index)), Ordering::Relaxed);
+            me.redirect_start.store(r.lib_start, Ordering::Relaxed);
+            me.redirect_end.store(r.lib_end, Ordering::Relaxed);
+        }
+        None => {
+            me.redirect_start.store(0, Ordering::Relaxed);
+            me.redirect_end.store(u64::MAX, Ordering::Relaxed);
+        }
+    }
+}
+
+/// `SetSyscallRedirect` of `env` (the caller's running environment) took
+/// effect: this core's copy is reloaded now, and every other core where
+/// `env`'s address space may be loaded is told to reload its copy at its
+/// next scheduling decision (kicked, so that one comes at once).
+pub fn redirect_changed(env: &Env) {
+    let me = this_cpu().index;
+    load_redirect(env);
+    // Pairs with `activate`'s SeqCst `active_cores` update: a core that
+    // activates `env` after this either is in the set read here, or reads
+    // the new registration itself.
+    fence(Ordering::SeqCst);
+    let cores = env.active_cores.load(Ordering::SeqCst) | env.vcpu_cores.load(Ordering::SeqCst);
+    for core in (0..MAX_CPUS).filter(|&c| c != me && cores & (1 << c) != 0) {
+        REDIRECT_STALE[core].store(true, Ordering::Release);
+        kick(core);
+    }
+}
+
+/// Takes this core's "redirection copy stale" mark ([`redirect_changed`]):
+/// whether it was set.
+#[inline]
+pub(super) fn take_redirect_stale() -> bool {
+    let stale = &REDIRECT_STALE[this_cpu().index];
+    stale.load(Ordering::Relaxed) && stale.swap(false, Ordering::Acquire)
 }
 
 /// Leaves any user address space: the kernel's own tables are loaded, so an
@@ -113,7 +181,8 @@ extern "C" fn idle_entry() -> ! {
 }
 
 /// A core's idle loop: runs work posted to its mailbox with interrupts on,
-/// steps dead environments' reclaims, enters a ready vCPU, and halts when
+/// steps dead environments' reclaims, enters a ready vCPU, zeroes frames
+/// ahead for the allocator's pool while it wants some, and halts when
 /// there is nothing to do. Never returns.
 pub fn idle_loop() -> ! {
     let me = this_cpu();
@@ -125,7 +194,7 @@ pub fn idle_loop() -> ! {
         }
         // Dead environments' reclaims, a bounded step at a time with
         // interrupts on between them.
-        if env::reclaim_step() {
+        if env::reclaim_step() | env::repossess_step() {
             continue;
         }
         x86_64::instructions::interrupts::disable();
@@ -139,6 +208,19 @@ pub fn idle_loop() -> ! {
         // again; one that came after `run_ready` looked goes round again.
         if mailbox::take_resched() {
             continue;
+        }
+        // Nothing to run: zero one frame ahead for the allocator's pool
+        // (a few hundred instructions, interrupts on), then look again, so
+        // a wake-up waits for at most one frame's zeroing.
+        if crate::machine::memory::zero_pool_wants_more() {
+            x86_64::instructions::interrupts::enable();
+            if crate::machine::memory::zero_step() {
+                continue;
+            }
+            x86_64::instructions::interrupts::disable();
+            if mailbox::has_work() || mailbox::resched_pending() {
+                continue;
+            }
         }
         me.halts.fetch_add(1, Ordering::Relaxed);
         // `sti; hlt`: an interrupt pending since the check above wakes us.

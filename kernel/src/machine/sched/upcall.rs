@@ -2,7 +2,7 @@
 //! handler (or the environment killed), the slot prologue/epilogue frames,
 //! and `ExceptionResume` loading a user-supplied frame back.
 use super::runq::*;
-use crate::machine::env::{self, Env, Outcome};
+use crate::machine::env::{self, Env, Lock, Outcome};
 use crate::machine::gdt::{USER_CS, USER_DS};
 use crate::machine::interrupts;
 use crate::machine::percpu::this_cpu;
@@ -27,6 +27,8 @@ pub(super) fn user_exception(frame: &mut TrapFrame) {
             | abi::vector::INVALID_OPCODE
             | abi::vector::GENERAL_PROTECTION
             | abi::vector::PAGE_FAULT
+            | abi::vector::X87_FLOATING_POINT
+            | abi::vector::SIMD_FLOATING_POINT
     );
     if !deliverable {
         env::terminate(
@@ -100,29 +102,6 @@ pub(super) fn deliver_upcall(
     } else {
         0
     };
-    let upcall = abi::UpcallFrame {
-        vector,
-        error_code: if vector < 32 { frame.error_code } else { 0 },
-        fault_addr,
-        rip: frame.rip,
-        rsp: frame.rsp,
-        rflags: frame.rflags,
-        rax: frame.rax,
-        rbx: frame.rbx,
-        rcx: frame.rcx,
-        rdx: frame.rdx,
-        rsi: frame.rsi,
-        rdi: frame.rdi,
-        rbp: frame.rbp,
-        r8: frame.r8,
-        r9: frame.r9,
-        r10: frame.r10,
-        r11: frame.r11,
-        r12: frame.r12,
-        r13: frame.r13,
-        r14: frame.r14,
-        r15: frame.r15,
-    };
     // Nested upcall on the exception stack: go below the interrupted rsp
     // and its red zone; otherwise start at the top. No handler registered:
     // there is no stack (address 0 fails below).
@@ -132,17 +111,10 @@ pub(super) fn deliver_upcall(
         || frame.rsp < stack_top && frame.rsp >= stack_top.saturating_sub(window);
     let base = if nested { frame.rsp.saturating_sub(128) } else { stack_top };
     let at = base.saturating_sub(abi::UPCALL_FRAME_SIZE) & !0xf;
-    let mut bytes = [0u8; abi::UPCALL_FRAME_SIZE as usize];
-    for (chunk, word) in bytes.as_chunks_mut::<8>().0.iter_mut().zip(upcall.to_words()) {
-        *chunk = word.to_le_bytes();
-    }
-    let bytes = &bytes[..];
-    let copied = if stack == UpcallStack::ExceptionNoWait {
-        env::copy_to_user_nowait(env, at, bytes)
-    } else {
-        env::copy_to_user(env, at, bytes)
-    };
-    copied.map_err(|_| at)?;
+    let lock = if stack == UpcallStack::ExceptionNoWait { Lock::Try } else { Lock::Wait };
+    let error_code = if vector < 32 { frame.error_code } else { 0 };
+    env::write_upcall_frame(env, at, lock, [vector, error_code, fault_addr], frame)
+        .map_err(|_| at)?;
     frame.rip = entry;
     frame.rsp = at;
     frame.rdi = at;

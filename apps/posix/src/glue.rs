@@ -1,0 +1,319 @@
+//! libos-posix's doors to the machine ([`libos_posix::host`]), built from
+//! the exokernel's primitives.
+//!
+//! | trait | here |
+//! |---|---|
+//! | `Memory` | [`Mem`]: one frame per page (`FrameAlloc`), `Map`/`Unmap`/`Protect`, `FrameFree`; `PROT_NONE` pages keep their frame unmapped |
+//! | `UserMemory` | [`Umem`]: copies checked page by page against the same page record, so a program's pointer can reach only its own mappings with the rights they have, never this runtime's memory |
+//! | `Clock` | [`Clk`]: the TSC and the info page's `tsc_hz`; sleeping with a `SleepOn` TSC-deadline predicate |
+//! | `Console` | [`Con`]: [`emit`], stream 1 (stdout) and 2 (stderr) |
+//! | `Host` | [`Sys`]: `SetFsBase`, `rdrand` mixed with the TSC, reports on the kernel console |
+//!
+//! The program runs eagerly mapped: a page is backed when the core maps it
+//! (no lazy faults), so a checked copy never faults.
+
+use crate::layout;
+use abi::{ConsoleStream, Error, Rights};
+use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
+use core::cell::RefCell;
+use libos_async::abi;
+use libos_async::sys;
+use libos_posix::host::{Clock, Console, Host, Memory, UserMemory};
+use libos_posix::linux::errno::{EFAULT, EINVAL, ENOMEM};
+use libos_posix::linux::{PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, SysResult};
+
+/// Standard output's stream.
+pub const STDOUT: ConsoleStream = ConsoleStream::Stdout;
+/// Standard error's stream.
+pub const STDERR: ConsoleStream = ConsoleStream::Stderr;
+
+/// The one place the program's output leaves this environment: console
+/// stream 1 (stdout) or 2 (stderr) (`ConsoleWrite`'s `rdx`; under
+/// `console=split` each is its own byte-exact channel).
+pub fn emit(stream: ConsoleStream, data: &[u8]) {
+    for chunk in data.chunks(abi::CONSOLE_WRITE_MAX as usize) {
+        let _ = sys::console_write_to(stream, chunk);
+    }
+}
+
+/// A line of the runtime's own (diagnostics: unimplemented system calls),
+/// on the kernel console (stream 0, the run's log), never mixed into the
+/// program's output.
+pub fn log_line(line: &str) {
+    let _ = sys::console_write(line.as_bytes());
+    let _ = sys::console_write(b"\n");
+}
+
+/// One page of the program: its frame and its `PROT_*` rights (0: mapped
+/// nowhere, the frame kept for a later `mprotect`).
+#[derive(Clone, Copy, Debug)]
+pub struct Page {
+    frame: u64,
+    prot: u32,
+}
+
+/// The program's pages, shared by [`Mem`] (which changes them) and
+/// [`Umem`] (which checks copies against them).
+pub type Pages = Rc<RefCell<BTreeMap<u64, Page>>>;
+
+/// A new, empty page record.
+pub fn pages() -> Pages {
+    Rc::new(RefCell::new(BTreeMap::new()))
+}
+
+fn rights(prot: u32) -> Option<Rights> {
+    if prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 {
+        return None;
+    }
+    // x86 pages are always readable when present; the kernel asks for READ.
+    let mut r = Rights::READ;
+    if prot & PROT_WRITE != 0 {
+        r = r.union(Rights::WRITE);
+    }
+    if prot & PROT_EXEC != 0 {
+        r = r.union(Rights::EXEC);
+    }
+    Some(r)
+}
+
+fn nomem(_: Error) -> libos_posix::linux::Errno {
+    ENOMEM
+}
+
+/// `Memory` over frames and mappings.
+pub struct Mem {
+    pub pages: Pages,
+}
+
+impl Mem {
+    fn drop_page(&mut self, va: u64) {
+        if let Some(p) = self.pages.borrow_mut().remove(&va) {
+            if p.prot != 0 {
+                let _ = sys::unmap(va);
+            }
+            let _ = sys::frame_free(p.frame);
+        }
+    }
+}
+
+fn page_range(addr: u64, len: u64) -> impl Iterator<Item = u64> {
+    (addr..addr.saturating_add(len)).step_by(PAGE_SIZE as usize)
+}
+
+impl Memory for Mem {
+    fn map(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()> {
+        for va in page_range(addr, len) {
+            self.drop_page(va);
+            let frame = sys::frame_alloc(None).map_err(nomem)?;
+            if let Some(r) = rights(prot)
+                && let Err(e) = sys::map(frame, va, r)
+            {
+                let _ = sys::frame_free(frame);
+                return Err(nomem(e));
+            }
+            self.pages.borrow_mut().insert(va, Page { frame, prot: prot & 7 });
+        }
+        Ok(())
+    }
+
+    fn unmap(&mut self, addr: u64, len: u64) -> SysResult<()> {
+        for va in page_range(addr, len) {
+            self.drop_page(va);
+        }
+        Ok(())
+    }
+
+    fn protect(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()> {
+        for va in page_range(addr, len) {
+            let Some(old) = self.pages.borrow().get(&va).copied() else {
+                return Err(ENOMEM);
+            };
+            let result = match (old.prot != 0, rights(prot)) {
+                (true, Some(r)) => sys::protect(va, r),
+                (true, None) => sys::unmap(va),
+                (false, Some(r)) => sys::map(old.frame, va, r),
+                (false, None) => Ok(0),
+            };
+            result.map_err(nomem)?;
+            self.pages.borrow_mut().insert(va, Page { frame: old.frame, prot: prot & 7 });
+        }
+        Ok(())
+    }
+}
+
+/// Checked copies in and out of the program's memory.
+pub struct Umem {
+    pub pages: Pages,
+}
+
+impl Umem {
+    /// Whether every page of `[addr, addr+len)` is the program's, with
+    /// `PROT_WRITE` if `write`.
+    fn check(&self, addr: u64, len: usize, write: bool) -> SysResult<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        let end = addr.checked_add(len as u64).ok_or(EFAULT)?;
+        if addr < layout::MIN_ADDR || end > layout::PROGRAM_END {
+            return Err(EFAULT);
+        }
+        let pages = self.pages.borrow();
+        let mut va = addr & !(PAGE_SIZE - 1);
+        while va < end {
+            match pages.get(&va) {
+                Some(p) if p.prot != 0 && (!write || p.prot & PROT_WRITE != 0) => {}
+                _ => return Err(EFAULT),
+            }
+            va += PAGE_SIZE;
+        }
+        Ok(())
+    }
+}
+
+impl UserMemory for Umem {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> SysResult<()> {
+        self.check(addr, buf.len(), false)?;
+        if !buf.is_empty() {
+            // SAFETY: every page of the range is mapped readable for the
+            // program (checked against the record `Mem` keeps of what it
+            // mapped), lies below PROGRAM_END, so in no object of this
+            // runtime; the program is stopped in the handler while we copy.
+            unsafe {
+                core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len())
+            };
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, addr: u64, data: &[u8]) -> SysResult<()> {
+        self.check(addr, data.len(), true)?;
+        if !data.is_empty() {
+            // SAFETY: as in `read`, and the pages are mapped writable.
+            unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
+        }
+        Ok(())
+    }
+}
+
+/// The realtime clock's value at the TSC's start (no RTC is read yet):
+/// 2026-01-01T00:00:00Z.
+const EPOCH_NS: u64 = 1_767_225_600 * 1_000_000_000;
+
+/// Clocks from the TSC.
+pub struct Clk {
+    pub tsc0: u64,
+    pub hz: u64,
+}
+
+impl Clk {
+    fn ns(&self, tsc: u64) -> u64 {
+        (u128::from(tsc.saturating_sub(self.tsc0)) * 1_000_000_000 / u128::from(self.hz.max(1)))
+            as u64
+    }
+}
+
+impl Clock for Clk {
+    fn monotonic_ns(&self) -> u64 {
+        self.ns(sys::rdtsc())
+    }
+
+    fn realtime_ns(&self) -> u64 {
+        EPOCH_NS + self.monotonic_ns()
+    }
+
+    fn resolution_ns(&self) -> u64 {
+        1_000_000_000u64.div_ceil(self.hz.max(1))
+    }
+
+    fn sleep_until(&mut self, deadline_ns: u64) {
+        let ticks = u128::from(deadline_ns) * u128::from(self.hz) / 1_000_000_000;
+        let tsc = self.tsc0.saturating_add(ticks.min(u128::from(u64::MAX)) as u64);
+        while sys::rdtsc() < tsc {
+            if libos_async::Pred::deadline(tsc).sleep().is_err() {
+                let _ = sys::yield_now();
+            }
+        }
+    }
+}
+
+/// The terminal: output through [`emit`]; input is at its end (the
+/// program's stdin is empty).
+pub struct Con;
+
+impl Console for Con {
+    fn write(&mut self, data: &[u8]) -> usize {
+        emit(STDOUT, data);
+        data.len()
+    }
+
+    fn write_err(&mut self, data: &[u8]) -> usize {
+        emit(STDERR, data);
+        data.len()
+    }
+
+    fn read(&mut self, _buf: &mut [u8]) -> SysResult<usize> {
+        Ok(0)
+    }
+}
+
+/// `SetFsBase`.
+const SET_FS_BASE: u64 = 32;
+
+/// The rest.
+pub struct Sys {
+    pub seed: u64,
+}
+
+impl Host for Sys {
+    fn set_fs(&mut self, base: u64) -> SysResult<()> {
+        abi::decode(sys::syscall1(SET_FS_BASE, base)).map(|_| ()).map_err(|_| EINVAL)
+    }
+
+    fn random(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let word = rdrand().unwrap_or(0) ^ splitmix(&mut self.seed, sys::rdtsc());
+            chunk.copy_from_slice(&word.to_le_bytes()[..chunk.len()]);
+        }
+    }
+
+    fn report(&mut self, line: &str) {
+        log_line(line);
+    }
+}
+
+fn splitmix(state: &mut u64, mix: u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15 ^ mix.rotate_left(17));
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// `rdrand`, if the CPU has it and it delivers.
+fn rdrand() -> Option<u64> {
+    // CPUID.01H:ECX bit 30.
+    let ecx = core::arch::x86_64::__cpuid(1).ecx;
+    if ecx & (1 << 30) == 0 {
+        return None;
+    }
+    for _ in 0..10 {
+        let (v, ok): (u64, u8);
+        // SAFETY: rdrand exists (checked above); it writes a register and
+        // the carry flag only.
+        unsafe {
+            core::arch::asm!("rdrand {}", "setc {}", out(reg) v, out(reg_byte) ok, options(nomem, nostack))
+        };
+        if ok == 1 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// 16 bytes for `AT_RANDOM`.
+pub fn random16(s: &mut Sys) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    s.random(&mut b);
+    b
+}

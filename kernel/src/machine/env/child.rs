@@ -1,0 +1,458 @@
+//! Child environments made from user space, and copy-on-write sharing.
+//!
+//! `EnvCreate` builds an empty [`Env`] whose quota is carved from its
+//! creator's; the creator alone may then map frames into it (given, or
+//! shared copy-on-write), share ranges of its own mappings into it
+//! (`ShareRange`, in bounded restartable steps), set its entries, start it
+//! (in `machine/syscall.rs`: that is the scheduler's), read its exit status
+//! and destroy it. The handle is the child's id, checked against
+//! [`Env::creator`] on every call (see `abi::child`). `FrameCopy` copies a
+//! page the caller maps into a frame it owns: the copy of a copy-on-write
+//! fault without a temporary mapping.
+//!
+//! Lock discipline: a call that maps into the child takes the child's
+//! address-space lock and checks, under it, that the child is not dying:
+//! its reclaim takes the same lock to walk its mappings, so whatever this
+//! adds (mappings, owned frames) is either seen by that walk or refused.
+//! `ShareRange` holds the creator's lock, then the child's (the creation
+//! tree is acyclic, so no two cores can take them in the other order).
+//!
+//! May not touch: the scheduler.
+
+use super::bindings::{RANGE_CHUNK, alloc_table_frame, unmap};
+use super::events::post_event;
+use super::registry::{terminate, vcpu_dropped};
+use super::spawn::create_child;
+use super::umem::copy_frame;
+use super::{Env, MAPPINGS_PER_FRAME, Outcome, lock_serving_mailbox, lookup, shard};
+use crate::machine::memory;
+use crate::machine::paging::{AddressSpace, leaf_flags, rights_of};
+use crate::machine::tlb::{self, Flush};
+use abi::{Error, Rights};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use kernel::frames::FrameNumber;
+use kernel::ownership::EnvId;
+use x86_64::structures::paging::PageTableFlags as F;
+
+/// The most children an environment may have alive at once (each also
+/// costs it at least `abi::CHILD_QUOTA_MIN` frames of quota).
+pub const CHILDREN_MAX: usize = 256;
+
+/// `EnvCreate`: a new child of `env` with `quota` frames of its quota.
+pub fn env_create(env: &Env, quota: u64) -> Result<u64, Error> {
+    if quota < abi::CHILD_QUOTA_MIN {
+        return Err(Error::InvalidArgument);
+    }
+    if env.is_dying() {
+        return Err(Error::NoSuchEnv);
+    }
+    {
+        let book = env.children.lock();
+        if book.live.len() >= CHILDREN_MAX {
+            return Err(Error::QuotaExceeded);
+        }
+    }
+    env.charge_n(quota)?;
+    let child = match create_child(env, quota) {
+        Ok(c) => c,
+        Err(e) => {
+            env.uncharge_n(quota);
+            return Err(e);
+        }
+    };
+    env.children.lock().live.push(child.id);
+    Ok(u64::from(child.id))
+}
+
+/// The live child `handle` names, if `env` created it: `NoSuchEnv` for a
+/// stale or meaningless handle, `NotOwner` for someone else's environment.
+pub fn child_of(env: &Env, handle: u64) -> Result<Arc<Env>, Error> {
+    let id = EnvId::from_word(handle).ok_or(Error::NoSuchEnv)?;
+    let child = lookup(id).ok_or(Error::NoSuchEnv)?;
+    if child.creator != env.id || child.id == env.id {
+        return Err(Error::NotOwner);
+    }
+    if child.is_dying() {
+        return Err(Error::NoSuchEnv);
+    }
+    Ok(child)
+}
+
+fn check_va(va: u64) -> Result<(), Error> {
+    kernel::syscall::check_range(va, 1)
+}
+
+fn room_for_mapping(child: &Env) -> Result<(), Error> {
+    if child.mappings.load(Ordering::Relaxed) >= child.quota * MAPPINGS_PER_FRAME {
+        return Err(Error::QuotaExceeded);
+    }
+    Ok(())
+}
+
+/// `ChildMap`: maps `frame` of `env` at `va` in `child`, given or shared.
+pub fn child_map(
+    env: &Env,
+    child: &Env,
+    frame: FrameNumber,
+    va: u64,
+    rights: Rights,
+    flags: u64,
+) -> Result<(), Error> {
+    check_va(va)?;
+    if !rights.is_valid() || !rights.contains(Rights::READ) || flags & !abi::CHILD_MAP_GIVE != 0 {
+        return Err(Error::InvalidArgument);
+    }
+    if frame.raw() >= memory::FRAME_CAPACITY {
+        return Err(Error::BadFrame);
+    }
+    let give = flags & abi::CHILD_MAP_GIVE != 0;
+    let mut aspace = lock_serving_mailbox(&child.aspace);
+    if child.is_dying() {
+        return Err(Error::NoSuchEnv);
+    }
+    if aspace.translate(va).is_some() {
+        return Err(Error::AlreadyMapped);
+    }
+    room_for_mapping(child)?;
+    aspace.ensure_tables(va, &mut || alloc_table_frame(child))?;
+    if give {
+        child.charge()?;
+    }
+    let mut table = shard(frame);
+    let granted = if give {
+        table.give(frame, env.id, child.id).map(|()| rights)
+    } else {
+        table.share(frame, env.id, None, child.id, rights)
+    };
+    let granted = match granted {
+        Ok(r) => r,
+        Err(e) => {
+            drop(table);
+            if give {
+                child.uncharge();
+            }
+            return Err(e);
+        }
+    };
+    aspace.map(va, frame, leaf_flags(granted), &mut || Err(Error::NoMemory))?;
+    table.add_mapping(frame, child.id, va);
+    drop(table);
+    child.mappings.fetch_add(1, Ordering::Relaxed);
+    if give {
+        // Under the child's lock: its reclaim sees the frame or refuses us.
+        child.owned.lock().insert(frame);
+        env.owned.lock().remove(frame);
+        env.uncharge();
+    }
+    Ok(())
+}
+
+/// `ChildUnmap`.
+pub fn child_unmap(child: &Env, va: u64) -> Result<(), Error> {
+    unmap(child, va)
+}
+
+/// How far [`share_range`] got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShareStep {
+    /// Done: this many pages shared in all.
+    Done(u64),
+    /// One step done: go on from `src`/`dst` with `pages` left, `done` so
+    /// far.
+    More {
+        /// Next source page.
+        src: u64,
+        /// Next destination page.
+        dst: u64,
+        /// Pages left.
+        pages: u64,
+        /// Pages shared so far.
+        done: u64,
+    },
+}
+
+/// `ShareRange`: one bounded step (at most [`RANGE_CHUNK`] page-table
+/// entries of `env`'s, one shootdown round for its write-protect).
+pub fn share_range(
+    env: &Env,
+    child: &Env,
+    src: u64,
+    dst: u64,
+    pages: u64,
+    done: u64,
+) -> Result<ShareStep, Error> {
+    if pages == 0 {
+        return Ok(ShareStep::Done(done));
+    }
+    check_share_range(src, pages)?;
+    check_share_range(dst, pages)?;
+    let end = src + pages * abi::PAGE_SIZE;
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let mut leaves = Vec::new();
+    let stop = aspace.leaves_in(src, end, RANGE_CHUNK, &mut leaves);
+    let mut shared = 0u64;
+    let mut protected = false;
+    let result = {
+        let mut caspace = lock_serving_mailbox(&child.aspace);
+        if child.is_dying() {
+            Err(Error::NoSuchEnv)
+        } else {
+            share_leaves(env, &mut aspace, child, &mut caspace, &leaves, dst.wrapping_sub(src))
+                .map(|(n, p)| {
+                    shared = n;
+                    protected = p;
+                })
+                .map_err(|(n, p, e)| {
+                    shared = n;
+                    protected = p;
+                    e
+                })
+        }
+    };
+    if protected {
+        tlb::shootdown(
+            &env.tlb_space(),
+            Flush { start: src, pages: (stop - src) / abi::PAGE_SIZE },
+        );
+    }
+    drop(aspace);
+    result?;
+    let done = done.saturating_add(shared);
+    Ok(if stop >= end {
+        ShareStep::Done(done)
+    } else {
+        let moved = stop - src;
+        ShareStep::More { src: stop, dst: dst + moved, pages: (end - stop) / abi::PAGE_SIZE, done }
+    })
+}
+
+/// A `ShareRange` range: page-aligned, inside `USER_MIN..USER_MAX`, clear
+/// of the info region (any length: the work is bounded per step).
+fn check_share_range(va: u64, pages: u64) -> Result<(), Error> {
+    check_va(va)?;
+    let end = pages
+        .checked_mul(abi::PAGE_SIZE)
+        .and_then(|b| va.checked_add(b))
+        .filter(|&e| e <= abi::USER_MAX)
+        .ok_or(Error::InvalidArgument)?;
+    if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
+        return Err(Error::Reserved);
+    }
+    Ok(())
+}
+
+type ShareResult = Result<(u64, bool), (u64, bool, Error)>;
+
+/// Shares each of `leaves` (`env`'s) into `child` at `va + offset`; returns
+/// how many were shared and whether a writable mapping of `env`'s was made
+/// read-only (its TLBs need a flush), also on error.
+fn share_leaves(
+    env: &Env,
+    aspace: &mut AddressSpace,
+    child: &Env,
+    caspace: &mut AddressSpace,
+    leaves: &[(u64, FrameNumber)],
+    offset: u64,
+) -> ShareResult {
+    let mut shared = 0;
+    let mut protected = false;
+    for &(va, frame) in leaves {
+        let cva = va.wrapping_add(offset);
+        if caspace.translate(cva).is_some() {
+            continue;
+        }
+        let fail = |e: Error| -> ShareResult { Err((shared, protected, e)) };
+        let Some((_, flags)) = aspace.translate(va) else { continue };
+        if let Err(e) = room_for_mapping(child) {
+            return fail(e);
+        }
+        if let Err(e) = caspace.ensure_tables(cva, &mut || alloc_table_frame(child)) {
+            return fail(e);
+        }
+        // Writable before (or already copy-on-write): both sides' mappings
+        // carry the mark the libOS's fault handler asks `PageQuery` for.
+        let cow = if flags.intersects(F::WRITABLE | F::BIT_9) { F::BIT_9 } else { F::empty() };
+        let mut table = shard(frame);
+        // A ring's frames stay the caller's alone (the kernel writes them).
+        if table.get(frame).is_some_and(|r| r.pins > 0) {
+            continue;
+        }
+        let given = match table.share(frame, env.id, Some(va), child.id, rights_of(flags)) {
+            Ok(r) => r,
+            // Mapped by a grant (or a page table, never): not the caller's
+            // to share; skipped.
+            Err(Error::NotOwner) => continue,
+            Err(e) => return fail(e),
+        };
+        if let Err(e) =
+            caspace.map(cva, frame, leaf_flags(given) | cow, &mut || Err(Error::NoMemory))
+        {
+            return fail(e);
+        }
+        table.add_mapping(frame, child.id, cva);
+        if flags.contains(F::WRITABLE) {
+            // The same step as the share: no writable mapping while shared
+            // (the TLBs are flushed once for the whole step).
+            let _ = aspace.protect(va, |_, old| Ok((old - F::WRITABLE) | F::BIT_9));
+            protected = true;
+        }
+        drop(table);
+        child.mappings.fetch_add(1, Ordering::Relaxed);
+        shared += 1;
+    }
+    Ok((shared, protected))
+}
+
+/// `ChildSetEntry`.
+pub fn child_set_entry(
+    child: &Env,
+    which: u64,
+    entry: u64,
+    stack_top: u64,
+    stride: u64,
+) -> Result<(), Error> {
+    if entry != 0 && (!(abi::USER_MIN..abi::USER_MAX).contains(&entry) || stack_top > abi::USER_MAX)
+    {
+        return Err(Error::InvalidArgument);
+    }
+    match which {
+        abi::CHILD_ENTRY_EXCEPTION => {
+            *child.exception.lock() = super::ExceptionHandler { entry, stack_top, stride };
+        }
+        abi::CHILD_ENTRY_IPC => {
+            child.ipc.stack_top.store(stack_top, Ordering::Relaxed);
+            child.ipc.stride.store(stride, Ordering::Relaxed);
+            child.ipc.entry.store(entry, Ordering::Release);
+        }
+        _ => return Err(Error::InvalidArgument),
+    }
+    Ok(())
+}
+
+/// After a vCPU of `child` was queued: drops the creation count if this was
+/// its first start.
+pub fn child_started(child: &Arc<Env>) {
+    if child.unstarted.swap(false, Ordering::AcqRel) {
+        vcpu_dropped(child);
+    }
+}
+
+/// `ChildDestroy`.
+pub fn child_destroy(child: &Arc<Env>) {
+    terminate(child, Outcome::Killed(alloc::string::String::from("destroyed by its creator")));
+    if child.unstarted.swap(false, Ordering::AcqRel) {
+        vcpu_dropped(child);
+    }
+}
+
+/// `ChildStatus`.
+pub fn child_status(env: &Env, handle: u64) -> Result<u64, Error> {
+    let id = EnvId::from_word(handle).ok_or(Error::NoSuchEnv)?;
+    let mut book = env.children.lock();
+    if let Some(i) = book.exits.iter().position(|&(c, _)| c == id) {
+        let (_, status) = book.exits.remove(i).expect("just found");
+        return Ok(status);
+    }
+    if book.live.contains(&id) {
+        return Err(Error::Busy);
+    }
+    drop(book);
+    if lookup(id).is_some() { Err(Error::NotOwner) } else { Err(Error::NoSuchEnv) }
+}
+
+/// The status word of an outcome (see `abi::Syscall::ChildStatus`).
+pub fn status_word(outcome: &Outcome) -> u64 {
+    match outcome {
+        Outcome::Exited(code) => (*code).min(abi::CHILD_KILLED - 1),
+        Outcome::Killed(_) => abi::CHILD_KILLED,
+    }
+}
+
+/// At the end of `env`'s reclaim (its frames are back): hands its quota
+/// back to its creator (less the frames still charged to it), records its
+/// status there and posts [`abi::event::CHILD_EXIT`].
+pub(super) fn child_reclaimed(env: &Env, outcome: &Outcome) {
+    if env.creator.is_none() {
+        return;
+    }
+    let Some(creator) = lookup(env.creator) else { return };
+    let refund = env.quota.saturating_sub(env.kept.load(Ordering::Acquire));
+    creator.uncharge_n(refund);
+    let status = status_word(outcome);
+    {
+        let mut book = creator.children.lock();
+        book.live.retain(|&c| c != env.id);
+        if book.exits.len() >= abi::CHILD_EXITS_KEPT {
+            book.exits.pop_front();
+        }
+        book.exits.push_back((env.id, status));
+    }
+    post_event(&creator, abi::event::CHILD_EXIT, env.id, [u64::from(env.id), status]);
+}
+
+/// At the start of `env`'s reclaim: its children never started die with
+/// it (nothing would ever run or end them); started ones live on.
+pub(super) fn destroy_unstarted_children(env: &Env) {
+    let live = core::mem::take(&mut env.children.lock().live);
+    for id in live {
+        if let Some(child) = lookup(id)
+            && child.unstarted.swap(false, Ordering::AcqRel)
+        {
+            terminate(
+                &child,
+                Outcome::Killed(alloc::string::String::from(
+                    "its creator ended before starting it",
+                )),
+            );
+            vcpu_dropped(&child);
+        }
+    }
+}
+
+/// `FrameCopy`: copies the page `env` maps readable at `src_va` into
+/// `dst`, a frame `env` could map writable; returns the source frame.
+pub fn frame_copy(env: &Env, dst: FrameNumber, src_va: u64) -> Result<u64, Error> {
+    if dst.raw() >= memory::FRAME_CAPACITY {
+        return Err(Error::BadFrame);
+    }
+    if !(abi::USER_MIN..abi::USER_MAX).contains(&src_va) {
+        return Err(Error::BadAddress);
+    }
+    let page = src_va & !(abi::PAGE_SIZE - 1);
+    let aspace = lock_serving_mailbox(&env.aspace);
+    let (src, flags) = aspace.translate(page).ok_or(Error::BadAddress)?;
+    if !flags.contains(F::USER_ACCESSIBLE) {
+        return Err(Error::BadAddress);
+    }
+    let table = shard(dst);
+    table.check_map(dst, env.id, Rights::RW)?;
+    copy_frame(dst, src);
+    drop(table);
+    drop(aspace);
+    Ok(src.raw())
+}
+
+/// `PageQuery`: the mapping at the page holding `va` (see the ABI).
+pub fn page_query(env: &Env, va: u64) -> Result<u64, Error> {
+    if !(abi::USER_MIN..abi::USER_MAX).contains(&va) {
+        return Err(Error::InvalidArgument);
+    }
+    let page = va & !(abi::PAGE_SIZE - 1);
+    let aspace = lock_serving_mailbox(&env.aspace);
+    let (frame, flags) = aspace.translate(page).ok_or(Error::NotMapped)?;
+    let (holders, owned) = shard(frame)
+        .get(frame)
+        .map_or((0, false), |r| (r.holders() as u64, r.owner == env.id && !r.released));
+    drop(aspace);
+    let mut word =
+        rights_of(flags).0 | frame.addr() | holders.min(127) << abi::PAGE_QUERY_HOLDERS_SHIFT;
+    if flags.contains(F::BIT_9) {
+        word |= abi::PAGE_QUERY_COW;
+    }
+    if owned {
+        word |= abi::PAGE_QUERY_OWNED;
+    }
+    Ok(word)
+}

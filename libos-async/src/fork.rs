@@ -1,0 +1,211 @@
+//! `fork`, `wait` and the copy-on-write fault handler, over the kernel's
+//! child environments (`abi::child`).
+//!
+//! [`fork`] (of a single-vCPU environment): captures the caller's
+//! callee-saved registers, stack pointer and return address
+//! (`capture`, a setjmp), creates an empty child with part of our quota,
+//! shares every mapping of ours with it copy-on-write (`ShareRange`: the
+//! kernel write-protects our side in bounded steps) except the exception
+//! stacks, gives it a fresh exception stack for the core it will run on,
+//! registers our upcall stub as its exception entry and starts its vCPU on
+//! our core with the captured registers and `rax` = 0: the child returns
+//! from `capture` a second time, with 0, and `fork` returns `None` there.
+//! Our ring pages (pinned by the kernel) are not shared; a child must not
+//! use the parent's ring or async runtime (it has none).
+//!
+//! **Copy-on-write faults** (`cow_fixup`, run first by the upcall
+//! dispatcher): a write to a present page the kernel marked
+//! copy-on-write (`PageQuery`): if we are its only holder, `Protect` makes
+//! it writable again (taking it over if its owner let go); otherwise a new
+//! frame gets a copy (`FrameCopy`), replaces the shared one
+//! (`Unmap`+`Map`), and the old one is let go of if it was ours
+//! (`FrameFree` of a shared frame leaves it to the other holders). The
+//! region layer's frame table follows the page.
+//!
+//! [`wait`] sleeps on the event queue's tail until `ChildStatus` answers.
+//!
+//! The module's `unsafe`: the register capture (naked assembly).
+
+use abi::{Error, PAGE_SIZE, Rights, UpcallFrame, pf, vector};
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::{exception, layout, sys};
+
+/// Quota [`fork`] gives a child when asked for 0: its page tables and the
+/// pages it copies come out of it.
+pub const DEFAULT_CHILD_QUOTA: u64 = 512;
+
+/// Saves rbx, rbp, r12..r15, rflags, the return address (as `rip`) and the
+/// stack pointer after the return (as `rsp`) into `*frame`, with `rax` 0;
+/// returns 1. A vCPU started from that frame returns from this call again,
+/// with 0.
+///
+/// # Safety
+///
+/// `frame` must be valid for writes of an `UpcallFrame`.
+#[unsafe(naked)]
+unsafe extern "C" fn capture(frame: *mut UpcallFrame) -> u64 {
+    // SAFETY (naked): reads only the return address at [rsp] and the
+    // registers; writes only the frame `rdi` points to (a valid, exclusive
+    // `&mut UpcallFrame` at the one call site); returns with the stack as
+    // it came.
+    core::arch::naked_asm!(
+        "mov rax, [rsp]",
+        "mov [rdi + {rip}], rax",
+        "lea rax, [rsp + 8]",
+        "mov [rdi + {rsp}], rax",
+        "mov [rdi + {rbx}], rbx",
+        "mov [rdi + {rbp}], rbp",
+        "mov [rdi + {r12}], r12",
+        "mov [rdi + {r13}], r13",
+        "mov [rdi + {r14}], r14",
+        "mov [rdi + {r15}], r15",
+        "pushfq",
+        "pop rax",
+        "mov [rdi + {rflags}], rax",
+        "mov qword ptr [rdi + {rax}], 0",
+        "mov eax, 1",
+        "ret",
+        rip = const offset_of!(UpcallFrame, rip),
+        rsp = const offset_of!(UpcallFrame, rsp),
+        rbx = const offset_of!(UpcallFrame, rbx),
+        rbp = const offset_of!(UpcallFrame, rbp),
+        r12 = const offset_of!(UpcallFrame, r12),
+        r13 = const offset_of!(UpcallFrame, r13),
+        r14 = const offset_of!(UpcallFrame, r14),
+        r15 = const offset_of!(UpcallFrame, r15),
+        rflags = const offset_of!(UpcallFrame, rflags),
+        rax = const offset_of!(UpcallFrame, rax),
+    )
+}
+
+/// Forks this (single-vCPU) environment: `Ok(Some(child))` in the parent,
+/// `Ok(None)` in the child. The child gets `quota` frames of ours
+/// ([`DEFAULT_CHILD_QUOTA`] if 0) and runs on our core.
+///
+/// Between the register capture and the sharing, only this function's own
+/// frame changes; the child, which returns at once, reads nothing of it.
+#[inline(never)]
+pub fn fork(quota: u64) -> Result<Option<u64>, Error> {
+    exception::ensure_registered()?;
+    let core = sys::core_id();
+    let mut frame = UpcallFrame::default();
+    // SAFETY: `frame` is a live local; see `capture`.
+    if unsafe { capture(&mut frame) } == 0 {
+        exception::forked_child(core);
+        return Ok(None);
+    }
+    let quota = if quota == 0 { DEFAULT_CHILD_QUOTA } else { quota };
+    let child = sys::env_create(quota)?;
+    match build_child(child, core, &frame) {
+        Ok(()) => Ok(Some(child)),
+        Err(e) => {
+            let _ = sys::child_destroy(child);
+            Err(e)
+        }
+    }
+}
+
+fn build_child(child: u64, core: usize, frame: &UpcallFrame) -> Result<(), Error> {
+    // Everything below the exception stacks, and between them and the info
+    // region (vCPU stacks, the main stack); the exception stacks are each
+    // core's own.
+    let low = abi::USER_MIN;
+    COW_SHARED.store(true, Ordering::Release);
+    sys::share_range(child, low, low, (layout::EXC_STACKS_BASE - low) / PAGE_SIZE)?;
+    let high = layout::EXC_STACK_TOP;
+    sys::share_range(child, high, high, (abi::INFO_VA - high) / PAGE_SIZE)?;
+    // A fresh exception stack for the child's core.
+    let top = layout::exc_stack_top(core);
+    let mut va = top - layout::EXC_STACK_SIZE;
+    while va < top {
+        let f = sys::frame_alloc(None)?;
+        if let Err(e) = sys::child_map(child, f, va, Rights::RW, abi::CHILD_MAP_GIVE) {
+            let _ = sys::frame_free(f);
+            return Err(e);
+        }
+        va += PAGE_SIZE;
+    }
+    sys::child_set_entry(
+        child,
+        abi::CHILD_ENTRY_EXCEPTION,
+        crate::entry::exception_entry_addr(),
+        layout::EXC_STACK_TOP,
+        layout::EXC_STACK_SLOT,
+    )?;
+    sys::child_start(child, core as u64, frame)?;
+    Ok(())
+}
+
+/// Waits for `child` to end and be reclaimed; its exit status
+/// ([`abi::CHILD_KILLED`] if it was killed).
+pub fn wait(child: u64) -> Result<u64, Error> {
+    loop {
+        let seen = sys::event_tail();
+        match sys::child_status(child) {
+            Err(Error::Busy) => {
+                crate::predicate::Pred::events_ne(seen).sleep()?;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The copy-on-write fault handler (see the module documentation): whether
+/// it fixed the fault.
+/// Set once this environment has shared its memory copy-on-write
+/// ([`fork`] sets it before `ShareRange`, so a forked child, whose memory is
+/// the parent's, sees it set too). Until then no page can be copy-on-write,
+/// and a write fault skips the `PageQuery` (the fault path of an
+/// environment that never forked stays one system call long).
+static COW_SHARED: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn cow_fixup(frame: &UpcallFrame) -> bool {
+    const WRITE_PRESENT: u64 = pf::PRESENT | pf::WRITE;
+    if frame.vector != vector::PAGE_FAULT || frame.error_code & WRITE_PRESENT != WRITE_PRESENT {
+        return false;
+    }
+    if !COW_SHARED.load(Ordering::Acquire) {
+        return false;
+    }
+    let page = frame.fault_addr & !(PAGE_SIZE - 1);
+    let Ok(q) = sys::page_query(page) else { return false };
+    if q & abi::PAGE_QUERY_COW == 0 {
+        return false;
+    }
+    let rights = Rights(q & Rights::ALL_BITS).union(Rights::WRITE);
+    let holders = (q >> abi::PAGE_QUERY_HOLDERS_SHIFT) & 127;
+    if holders == 1 && sys::protect(page, rights).is_ok() {
+        return true;
+    }
+    match copy_page(page, rights, q & abi::PAGE_QUERY_OWNED != 0) {
+        Ok(()) => true,
+        Err(e) => {
+            crate::println!("libos: copy-on-write of {page:#x} failed: {e:?}");
+            sys::exit(crate::heap::EXIT_OUT_OF_MEMORY)
+        }
+    }
+}
+
+fn copy_page(page: u64, rights: Rights, owned: bool) -> Result<(), Error> {
+    let new = sys::frame_alloc(None)?;
+    let old = match sys::frame_copy(new, page) {
+        Ok(old) => old,
+        Err(e) => {
+            let _ = sys::frame_free(new);
+            return Err(e);
+        }
+    };
+    sys::unmap(page)?;
+    sys::map(new, page, rights)?;
+    if owned {
+        // Shared: it stays for the other holders, charged to us until they
+        // let go.
+        let _ = sys::frame_free(old);
+    }
+    if crate::vm::frame_at(page).is_some() {
+        crate::vm::frames::record(page, new);
+    }
+    Ok(())
+}

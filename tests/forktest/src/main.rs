@@ -1,0 +1,343 @@
+//! `forktest`: child environments, copy-on-write `fork` and `wait`
+//! (`libos_async::fork`), one mode per start argument (the kernel's
+//! `fork_*` and `child_*` tests):
+//!
+//! 0. fork, then parent and child each write every shared page (some
+//!    mapped directly, some in a lazy region): each sees only its own
+//!    writes; the parent exits without waiting, and the child, which waits
+//!    until the parent is gone, finishes after it: the only holder of the
+//!    frames the parent let go of, its first write to each page takes the
+//!    frame over without a copy;
+//! 1. 100 rounds of fork + child writes + exit(code) + wait (run on 7 cores
+//!    at once by the kernel's test): every status right, and the quota left
+//!    afterwards is what it was before (no frame leaked to the children);
+//! 2. a hostile child: maps, frees, grants, copies into and takes over
+//!    frames of its parent it was not given, uses handles it does not hold
+//!    (its parent's id, its own, forged and stale ones), and forks itself
+//!    until its quota runs out: errors only; the parent's memory and its
+//!    private frame are untouched, the child exits 0 (all its checks held);
+//! 3. a child writes a page that was read-only before the fork: that fault
+//!    is not copy-on-write, so the library does not resolve it; without a
+//!    handler the child exits 102, which its parent's `wait` reports, and
+//!    the parent's page is unchanged.
+
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use core::sync::atomic::AtomicU64;
+use core::sync::atomic::Ordering::Relaxed;
+
+use libos_async::abi::{self, Error, FrameHolder, PAGE_SIZE, Rights};
+use libos_async::check::{Checks, fail, require};
+use libos_async::fork::{fork, wait};
+use libos_async::layout::SCRATCH_BASE;
+use libos_async::predicate::Pred;
+use libos_async::sys::{self, probe};
+use libos_async::vm::{self, Fill};
+use libos_async::{TEST_WAIT_MS, println};
+
+libos_async::entry!(app_main);
+
+/// Pages mapped directly (`map_fresh`).
+const DIRECT: u64 = SCRATCH_BASE + 0x1000_0000;
+const DIRECT_PAGES: u64 = 32;
+/// The lazy region (4 MiB-aligned).
+const LAZY: u64 = SCRATCH_BASE + 0x4000_0000;
+/// Pages of the lazy region.
+const LAZY_PAGES: u64 = 32;
+
+fn app_main(arg: u64) -> i32 {
+    match arg {
+        0 => isolation(),
+        1 => rounds(),
+        2 => hostile(),
+        3 => read_only_stays_read_only(),
+        _ => fail(format_args!("forktest: unknown mode {arg}")),
+    }
+}
+
+fn word(va: u64) -> u64 {
+    probe::read(va)
+}
+
+/// Writes `tag + i` at the start of every page `i` of `pages`.
+fn fill(pages: &[u64], tag: u64) {
+    for (i, &va) in pages.iter().enumerate() {
+        probe::write(va, tag + i as u64);
+    }
+}
+
+/// How many pages of `pages` do not hold `tag + i`.
+fn wrong(pages: &[u64], tag: u64) -> usize {
+    pages.iter().enumerate().filter(|&(i, &va)| word(va) != tag + i as u64).count()
+}
+
+fn page_list() -> alloc::vec::Vec<u64> {
+    require("map_fresh", libos_async::mem::map_fresh(DIRECT, DIRECT_PAGES, Rights::RW));
+    let lazy = require(
+        "reserve",
+        vm::reserve_at("forktest lazy", LAZY, LAZY_PAGES * PAGE_SIZE, 1, Rights::RW, Fill::Lazy),
+    );
+    let mut pages: alloc::vec::Vec<u64> =
+        (0..DIRECT_PAGES).map(|i| DIRECT + i * PAGE_SIZE).collect();
+    pages.extend((0..LAZY_PAGES).map(|i| lazy.base() + i * PAGE_SIZE));
+    pages
+}
+
+fn holders(va: u64) -> u64 {
+    sys::page_query(va).map_or(0, |q| (q >> abi::PAGE_QUERY_HOLDERS_SHIFT) & 127)
+}
+
+// --- mode 0 -----------------------------------------------------------------
+
+fn isolation() -> i32 {
+    let pages = page_list();
+    fill(&pages, 0x1000);
+    match require("fork", fork(0)) {
+        Some(child) => {
+            let mut c = Checks::new();
+            c.check(holders(pages[0]) == 2, format_args!("parent: page shared by 2"));
+            fill(&pages, 0x3000);
+            let bad = wrong(&pages, 0x3000);
+            c.check(bad == 0, format_args!("parent: {bad} pages lost its own writes"));
+            println!("forktest: parent wrote its pages, exits before child {child}");
+            c.finish()
+        }
+        None => {
+            let mut c = Checks::new();
+            let bad = wrong(&pages, 0x1000);
+            c.check(bad == 0, format_args!("child: {bad} pages not as at the fork"));
+            // Wait for the parent to be gone (the oldest "forktest" is then
+            // us): we are the only holder of every page.
+            let me = u64::from(sys::info().env_id);
+            let gone =
+                libos_async::wait_for_ms(TEST_WAIT_MS, || sys::env_lookup("forktest") == Ok(me));
+            c.check(gone, format_args!("child: parent never ended"));
+            let alone = pages.iter().all(|&va| holders(va) == 1);
+            c.check(alone, format_args!("child: not the only holder after the parent"));
+            let status = sys::page_query(pages[0]).map(|q| q & !0xfff).unwrap_or(0) / PAGE_SIZE;
+            let st = sys::frame_status(status);
+            c.check(
+                st.map(|s| s.holder()) == Ok(Some(FrameHolder::Released)),
+                format_args!("child: shared frame not released by the parent: {st:?}"),
+            );
+            let bad = wrong(&pages, 0x1000);
+            c.check(bad == 0, format_args!("child: {bad} pages changed by the parent"));
+            fill(&pages, 0x2000);
+            let bad = wrong(&pages, 0x2000);
+            c.check(bad == 0, format_args!("child: {bad} pages lost its own writes"));
+            // Taken over without a copy: the same frame, now ours.
+            let after = sys::page_query(pages[0]).map(|q| q & !0xfff).unwrap_or(0) / PAGE_SIZE;
+            c.check(after == status, format_args!("child: sole holder copied anyway"));
+            c.check(
+                sys::frame_status(after).map(|s| s.env) == Ok(u64::from(sys::info().env_id)),
+                format_args!("child: did not take the frame over"),
+            );
+            println!("forktest: child done after its parent");
+            c.finish()
+        }
+    }
+}
+
+// --- mode 1 -----------------------------------------------------------------
+
+/// Frame numbers held while probing the quota (static: a heap vector
+/// would take frames of its own).
+static PROBE: [AtomicU64; 4608] = [const { AtomicU64::new(0) }; 4608];
+
+/// Quota left, probed: allocate until refused, then free them all.
+fn frames_left_probe() -> u64 {
+    let mut n = 0;
+    while n < PROBE.len() {
+        match sys::frame_alloc(None) {
+            Ok(f) => PROBE[n].store(f, Relaxed),
+            Err(_) => break,
+        }
+        n += 1;
+    }
+    for p in &PROBE[..n] {
+        let _ = sys::frame_free(p.load(Relaxed));
+    }
+    n as u64
+}
+
+fn rounds() -> i32 {
+    let pages = page_list();
+    fill(&pages, 0x1000);
+    let mut c = Checks::new();
+    // Warm up (page tables of the first fork's paths).
+    round(&pages, 0, &mut c);
+    let before = frames_left_probe();
+    for r in 1..100u64 {
+        round(&pages, r, &mut c);
+        if c.failed() > 0 {
+            break;
+        }
+    }
+    let after = frames_left_probe();
+    c.check(after == before, format_args!("quota left {before} → {after} over 99 forks"));
+    let bad = wrong(&pages, 0x1000 + 99);
+    c.check(bad == 0, format_args!("parent: {bad} pages wrong at the end"));
+    c.finish()
+}
+
+fn round(pages: &[u64], r: u64, c: &mut Checks) {
+    match require("fork", fork(64)) {
+        Some(child) => {
+            // The parent writes too (its copies), then waits.
+            fill(pages, 0x1000 + r);
+            let status = wait(child);
+            c.check(status == Ok(r + 1), format_args!("round {r}: status {status:?}"));
+            c.expect_err("status read twice", sys::child_status(child), Error::NoSuchEnv);
+        }
+        None => {
+            let before = if r == 0 { 0x1000 } else { 0x1000 + r - 1 };
+            let ok = wrong(pages, before) == 0;
+            fill(&pages[..4], 0x5000);
+            let ok = ok && wrong(&pages[..4], 0x5000) == 0;
+            sys::exit(if ok { r + 1 } else { 1000 + r })
+        }
+    }
+}
+
+// --- mode 2 -----------------------------------------------------------------
+
+fn hostile() -> i32 {
+    let pages = page_list();
+    fill(&pages, 0x1000);
+    // A private frame the child is never given (unmapped, so not shared).
+    let private = require("frame_alloc", sys::frame_alloc(None));
+    let shared_frame = sys::page_query(pages[0]).map(|q| q >> 12).unwrap_or(0);
+    let me = u64::from(sys::info().env_id);
+    match require("fork", fork(1024)) {
+        Some(child) => {
+            let mut c = Checks::new();
+            let status = wait(child);
+            c.check(status == Ok(0), format_args!("hostile child's status {status:?}"));
+            let bad = wrong(&pages, 0x1000);
+            c.check(bad == 0, format_args!("parent: {bad} pages changed by the child"));
+            c.expect_ok("parent frees its private frame", sys::frame_free(private));
+            c.expect_ok("parent still writes", {
+                fill(&pages, 0x4000);
+                Ok(0)
+            });
+            c.check(wrong(&pages, 0x4000) == 0, format_args!("parent's own writes"));
+            c.finish()
+        }
+        None => {
+            let mut c = Checks::new();
+            let va = SCRATCH_BASE + 0x2000_0000;
+            c.expect_err(
+                "map parent's private frame",
+                sys::map(private, va, Rights::READ),
+                Error::NotOwner,
+            );
+            c.expect_err("free parent's private frame", sys::frame_free(private), Error::NotOwner);
+            c.expect_err(
+                "grant parent's private frame",
+                sys::frame_grant(private, me, Rights::READ),
+                Error::NotOwner,
+            );
+            c.expect_err("free a shared frame", sys::frame_free(shared_frame), Error::NotOwner);
+            c.expect_err(
+                "map a shared frame writable",
+                sys::map(shared_frame, va, Rights::RW),
+                Error::PermissionDenied,
+            );
+            c.expect_err(
+                "take over a frame the parent still holds",
+                sys::protect(pages[0], Rights::RW),
+                Error::PermissionDenied,
+            );
+            c.expect_err(
+                "copy into a shared frame",
+                sys::frame_copy(shared_frame, pages[1]),
+                Error::PermissionDenied,
+            );
+            c.expect_err(
+                "grant a shared frame",
+                sys::frame_grant(shared_frame, me, Rights::READ),
+                Error::NotOwner,
+            );
+            // Handles it does not hold.
+            let mine = u64::from(sys::info().env_id);
+            for (what, h, want) in [
+                ("parent's id", me, Error::NotOwner),
+                ("own id", mine, Error::NotOwner),
+                ("forged id", 0xdead_beef, Error::NoSuchEnv),
+                ("forged word", u64::MAX, Error::NoSuchEnv),
+            ] {
+                c.expect_err(what, sys::child_map(h, private, va, Rights::READ, 0), want);
+                c.expect_err(what, sys::child_unmap(h, pages[0]), want);
+                c.expect_err(what, sys::child_destroy(h), want);
+                c.expect_err(what, sys::share_range(h, pages[0], pages[0], 1), want);
+                c.expect_err(what, sys::child_status(h), want);
+            }
+            // A stale handle.
+            let g = require("env_create", sys::env_create(abi::CHILD_QUOTA_MIN));
+            c.expect_ok("destroy an unstarted child", sys::child_destroy(g));
+            c.check(wait(g) == Ok(abi::CHILD_KILLED), format_args!("destroyed child's status"));
+            c.expect_err("stale handle", sys::child_destroy(g), Error::NoSuchEnv);
+            c.expect_err("stale status", sys::child_status(g), Error::NoSuchEnv);
+            // Fork until the quota runs out; the grandchildren sleep.
+            let mut kids = alloc::vec::Vec::new();
+            let last = loop {
+                match fork(64) {
+                    Ok(Some(k)) => kids.push(k),
+                    Ok(None) => loop {
+                        let _ = Pred::events_ne(sys::event_tail()).sleep();
+                    },
+                    Err(e) => break e,
+                }
+                if kids.len() > 64 {
+                    break Error::Unsupported;
+                }
+            };
+            c.check(
+                matches!(last, Error::QuotaExceeded | Error::NoMemory) && !kids.is_empty(),
+                format_args!("fork bomb: {} forks, then {last:?}", kids.len()),
+            );
+            for &k in &kids {
+                c.expect_ok("destroy a grandchild", sys::child_destroy(k));
+                c.check(wait(k) == Ok(abi::CHILD_KILLED), format_args!("grandchild status"));
+            }
+            // The quota came back: forking works again.
+            match fork(64) {
+                Ok(Some(k)) => {
+                    c.check(wait(k) == Ok(7), format_args!("fork after the bomb"));
+                }
+                Ok(None) => sys::exit(7),
+                Err(e) => {
+                    c.check(false, format_args!("fork after the bomb: {e:?}"));
+                }
+            }
+            c.finish()
+        }
+    }
+}
+
+// --- mode 3 -----------------------------------------------------------------
+
+fn read_only_stays_read_only() -> i32 {
+    let va = SCRATCH_BASE + 0x3000_0000;
+    require("map_fresh", libos_async::mem::map_fresh(va, 1, Rights::RW));
+    probe::write(va, 5);
+    require("protect", sys::protect(va, Rights::READ));
+    match require("fork", fork(0)) {
+        Some(child) => {
+            let status = wait(child);
+            let mut c = Checks::new();
+            c.check(status == Ok(102), format_args!("child status {status:?}, expected 102"));
+            c.check(word(va) == 5, format_args!("parent's read-only page"));
+            c.finish()
+        }
+        None => {
+            // Not copy-on-write: the fault is the application's, and there
+            // is no handler: the libOS exits 102.
+            probe::write(va, 6);
+            sys::exit(0)
+        }
+    }
+}
