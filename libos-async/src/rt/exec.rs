@@ -252,6 +252,11 @@ pub fn set_policy(
 ) -> Result<alloc::boxed::Box<dyn Policy>, NoExecutor> {
     let exec = CORES.get(core).ok_or(NoExecutor(core))?;
     let mut q = exec.queue.lock();
+    if q.is_none() {
+        return Err(NoExecutor(core));
+    }
+    // The inline FIFO's picks are polls the counters have not seen yet.
+    q.counters.polls += q.rq.fifo_part().picked();
     let Some(old) = q.take() else { return Err(NoExecutor(core)) };
     let mut old = old.into_policy();
     let mut new = RunQueue::with_policy(policy);
@@ -300,8 +305,14 @@ pub fn budgets(core: usize) -> Budgets {
 /// A snapshot of `core`'s executor counters (all zero without one).
 pub fn metrics(core: usize) -> ExecMetrics {
     let Some(exec) = CORES.get(core) else { return ExecMetrics::default() };
-    let q = exec.queue.lock();
-    q.counters.snapshot(exec.len.load(Ordering::Relaxed), STOLEN_BY[core].load(Ordering::Relaxed))
+    let mut q = exec.queue.lock();
+    let picked = q.rq.fifo_part().picked();
+    let mut m = q
+        .counters
+        .snapshot(exec.len.load(Ordering::Relaxed), STOLEN_BY[core].load(Ordering::Relaxed));
+    // The inline FIFO counts its own picks (each one a poll).
+    m.polls += picked;
+    m
 }
 
 /// Tasks moved between cores by stealing so far.
@@ -433,7 +444,7 @@ fn pop(core: usize) -> Option<(Task, bool)> {
     }
     let mut q = exec.queue.lock();
     let (t, n, events) = if q.fifo {
-        q.counters.polls += 1;
+        // Polls are counted by the FIFO itself (`Fifo::picked`).
         let fifo = q.rq.fifo_part();
         (fifo.pick(), fifo.len(), false)
     } else {
@@ -447,10 +458,13 @@ fn pop(core: usize) -> Option<(Task, bool)> {
 #[inline(never)]
 fn pop_slow(q: &mut QueueSlot) -> Option<(Option<Task>, usize, bool)> {
     let events = q.events || metrics::instrumented();
-    let p = q.as_mut()?.policy();
+    let rq = q.as_mut()?;
+    // The inline FIFO counts its own picks (`Fifo::picked`).
+    let counted = rq.is_fifo();
+    let p = rq.policy();
     let t = p.pick();
     let n = p.len();
-    if t.is_some() {
+    if t.is_some() && !counted {
         q.counters.polls += 1;
     }
     Some((t, n, events))
@@ -851,9 +865,24 @@ fn tick(core: usize, ticks: &mut u64, main: &mut Option<Task>) -> bool {
         for _ in 0..TICK_BUDGET {
             let Some((t, slow)) = pop(core) else { break };
             did = true;
-            if let Some(m) = run_task(core, t, slow) {
-                *main = Some(m);
-                break;
+            if slow {
+                if let Some(m) = run_events(core, t) {
+                    *main = Some(m);
+                    break;
+                }
+                continue;
+            }
+            // `run_task`'s fast half, written out so that each outcome
+            // goes straight on with the loop.
+            match t.0.poll_once(core) {
+                Polled::Blocked | Polled::Done => {}
+                Polled::Requeue => {
+                    push(core, t.0, Why::Yielded);
+                }
+                Polled::Main => {
+                    *main = Some(t);
+                    break;
+                }
             }
         }
     } else {

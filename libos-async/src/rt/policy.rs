@@ -186,15 +186,88 @@ pub trait Policy: Send {
 }
 
 /// First in, first out; thieves take the newest.
-#[derive(Default)]
+///
+/// The executors' default, so its queue is built for the hot path: the
+/// first [`Fifo::RING`] queued tasks sit in an inline ring indexed by two
+/// free-running counters (a push and a pop are a few instructions, with
+/// no wrap-around arithmetic and no bounds check), and only a longer
+/// queue spills into a `VecDeque` behind it (out of line). The pop
+/// counter is also the number of tasks ever picked, which is how the
+/// executor counts polls without a counter of its own.
 pub struct Fifo {
-    queue: VecDeque<Task>,
+    /// `ring[i % RING]` for `head <= i < tail` are the oldest queued
+    /// tasks, oldest first; the other slots are `None`.
+    ring: [Option<Task>; Fifo::RING],
+    /// Tasks ever popped from the ring.
+    head: u64,
+    /// Tasks ever pushed to the ring.
+    tail: u64,
+    /// How many tasks the ring may hold now: [`Fifo::RING`], or 0 while
+    /// `spill` holds tasks (newer than the ring's, which must go first),
+    /// so that a push tests one bound.
+    room: u64,
+    /// Tasks queued after the ring was full, oldest first.
+    spill: VecDeque<Task>,
 }
 
 impl Fifo {
+    /// Tasks held inline before the queue spills (a power of two).
+    pub const RING: usize = 128;
+
     /// An empty queue.
     pub const fn new() -> Self {
-        Fifo { queue: VecDeque::new() }
+        Fifo {
+            ring: [const { None }; Fifo::RING],
+            head: 0,
+            tail: 0,
+            room: Fifo::RING as u64,
+            spill: VecDeque::new(),
+        }
+    }
+
+    /// Tasks picked from this queue so far.
+    #[inline]
+    pub(crate) fn picked(&self) -> u64 {
+        self.head
+    }
+
+    #[inline(always)]
+    fn slot(&mut self, i: u64) -> &mut Option<Task> {
+        // In bounds by construction (RING is a power of two): no check.
+        &mut self.ring[(i as usize) & (Fifo::RING - 1)]
+    }
+
+    /// [`Policy::enqueue`] when the ring is full or has spilled.
+    #[cold]
+    #[inline(never)]
+    fn push_spill(&mut self, task: Task) {
+        self.room = 0;
+        self.spill.push_back(task);
+    }
+
+    /// [`Policy::pick`] with the ring empty: refill it from the spill.
+    #[inline(never)]
+    fn refill(&mut self) -> Option<Task> {
+        let first = self.spill.pop_front()?;
+        // `head` counts picks: the one returned now counts as one.
+        self.head += 1;
+        self.tail = self.head;
+        while (self.tail - self.head) < Fifo::RING as u64 {
+            let Some(t) = self.spill.pop_front() else { break };
+            let i = self.tail;
+            *self.slot(i) = Some(t);
+            self.tail += 1;
+        }
+        if self.spill.is_empty() {
+            self.room = Fifo::RING as u64;
+        }
+        Some(first)
+    }
+}
+
+impl Default for Fifo {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -204,22 +277,45 @@ impl Policy for Fifo {
     }
     #[inline]
     fn enqueue(&mut self, task: Task, _why: Why) {
-        self.queue.push_back(task);
+        if self.tail - self.head >= self.room {
+            return self.push_spill(task);
+        }
+        let i = self.tail;
+        // The slot is empty (outside head..tail): nothing to drop.
+        core::mem::forget(self.slot(i).replace(task));
+        self.tail = i + 1;
     }
     #[inline]
     fn pick(&mut self) -> Option<Task> {
-        self.queue.pop_front()
+        let i = self.head;
+        if i == self.tail {
+            return self.refill();
+        }
+        self.head = i + 1;
+        self.slot(i).take()
     }
     #[inline]
     fn len(&self) -> usize {
-        self.queue.len()
+        (self.tail - self.head) as usize + self.spill.len()
     }
     fn steal(&mut self, max: usize, out: &mut Vec<Task>) {
         for _ in 0..max {
-            match self.queue.pop_back() {
-                Some(t) => out.push(t),
-                None => break,
+            // The newest first: the spill's back, then the ring's.
+            if let Some(t) = self.spill.pop_back() {
+                out.push(t);
+                continue;
             }
+            if self.tail == self.head {
+                break;
+            }
+            self.tail -= 1;
+            let i = self.tail;
+            if let Some(t) = self.slot(i).take() {
+                out.push(t);
+            }
+        }
+        if self.spill.is_empty() {
+            self.room = Fifo::RING as u64;
         }
     }
 }
@@ -735,6 +831,48 @@ mod tests {
 
         /// EDF: every pick has the smallest deadline of what is queued.
         #[test]
+        /// The FIFO's inline ring and its spill behave as one deque
+        /// (pushes at the back, picks at the front, steals from the back),
+        /// across the ring's capacity, and `picked` counts the picks.
+        #[test]
+        fn fifo_ring_and_spill_match_a_deque(
+            ops in proptest::collection::vec((0u8..4, 1usize..300), 1..40),
+        ) {
+            let mut q = Fifo::new();
+            let mut model: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
+            let mut picks = 0u64;
+            for (op, n) in ops {
+                match op {
+                    0 | 1 => {
+                        for t in tasks(n, |_| (0, 0)) {
+                            model.push_back(t.id().0);
+                            q.enqueue(t, Why::Woken);
+                        }
+                    }
+                    2 => {
+                        for _ in 0..n {
+                            let got = q.pick().map(|t| t.id().0);
+                            if got.is_some() {
+                                picks += 1;
+                            }
+                            proptest::prop_assert_eq!(got, model.pop_front());
+                        }
+                    }
+                    _ => {
+                        let mut out = Vec::new();
+                        q.steal(n, &mut out);
+                        let want: Vec<u64> =
+                            (0..n).map_while(|_| model.pop_back()).collect();
+                        proptest::prop_assert_eq!(ids(&out), want);
+                    }
+                }
+                proptest::prop_assert_eq!(q.len(), model.len());
+                proptest::prop_assert_eq!(q.picked(), picks);
+            }
+            let rest = ids(&drain(&mut q));
+            proptest::prop_assert_eq!(rest, Vec::from(model));
+        }
+
         fn edf_picks_the_minimum(ds in proptest::collection::vec(0u64..1000, 1..60)) {
             let mut q = Edf::new();
             for &d in &ds {
