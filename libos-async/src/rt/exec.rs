@@ -384,8 +384,7 @@ pub(crate) fn push(core: usize, task: TaskRef, why: Why) -> usize {
     }
     q.counters.enqueued(why);
     let fifo = q.rq.fifo_part();
-    fifo.enqueue(Task(task), why);
-    let n = fifo.len();
+    let n = fifo.push_len(Task(task));
     exec.len.store(n, Ordering::SeqCst);
     n
 }
@@ -478,14 +477,14 @@ fn run_task(core: usize, task: Task, slow: bool) -> Option<Task> {
         return run_events(core, task);
     }
     let polled = task.0.poll_once(core);
-    if polled as u8 >= Polled::Blocked as u8 {
-        // Blocked or done: nothing more to do (the common case).
+    if polled == Polled::Requeue {
+        push(core, task.0, Why::Yielded);
         return None;
     }
     if polled == Polled::Main {
         return Some(task);
     }
-    push(core, task.0, Why::Yielded);
+    // Blocked or done: nothing more to do.
     None
 }
 
@@ -874,15 +873,12 @@ fn tick(core: usize, ticks: &mut u64, main: &mut Option<Task>) -> bool {
             }
             // `run_task`'s fast half, written out so that each outcome
             // goes straight on with the loop.
-            match t.0.poll_once(core) {
-                Polled::Blocked | Polled::Done => {}
-                Polled::Requeue => {
-                    push(core, t.0, Why::Yielded);
-                }
-                Polled::Main => {
-                    *main = Some(t);
-                    break;
-                }
+            let polled = t.0.poll_once(core);
+            if polled == Polled::Requeue {
+                push(core, t.0, Why::Yielded);
+            } else if polled == Polled::Main {
+                *main = Some(t);
+                break;
             }
         }
     } else {

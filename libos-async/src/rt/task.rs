@@ -146,19 +146,19 @@ pub(crate) trait Runnable: Send + Sync {
 
 /// How [`Runnable::poll_once`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-// The two outcomes after which the executor has nothing more to do come
-// last, so that its hot path tells them from the others with one compare.
+// The executor's hot path tests `Requeue` first (one compare: zero), then
+// `Main` (the rare case), so `Blocked` and `Done` cost two compares.
 #[repr(u8)]
 pub(crate) enum Polled {
     /// Woken while it ran: SCHEDULED again, to be queued by the caller.
     Requeue = 0,
+    /// Waiting for a waker (IDLE).
+    Blocked = 1,
+    /// Finished.
+    Done = 2,
     /// Not polled: this is `block_on`'s main task, which only `block_on`
     /// can poll (the executor hands it back; see [`MainCell`]).
-    Main = 1,
-    /// Waiting for a waker (IDLE).
-    Blocked = 2,
-    /// Finished.
-    Done = 3,
+    Main = 3,
 }
 
 /// A queued task.
