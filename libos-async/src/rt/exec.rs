@@ -396,7 +396,7 @@ fn instrument_enqueue(task: &TaskRef, core: usize, why: Why) {
     let now = machine::now();
     task.header().queued_at.store(now, Ordering::Relaxed);
     if trace::enabled() {
-        trace::record(now, task.header().id, Event::Queued(why), core as u64);
+        trace::record(now, task.header().id(), Event::Queued(why), core as u64);
     }
 }
 
@@ -477,14 +477,13 @@ fn run_task(core: usize, task: Task, slow: bool) -> Option<Task> {
         return run_events(core, task);
     }
     let polled = task.0.poll_once(core);
-    if polled == Polled::Requeue {
-        push(core, task.0, Why::Yielded);
+    if polled.finished_poll() {
         return None;
     }
     if polled == Polled::Main {
         return Some(task);
     }
-    // Blocked or done: nothing more to do.
+    push(core, task.0, Why::Yielded);
     None
 }
 
@@ -497,7 +496,7 @@ fn run_events(core: usize, task: Task) -> Option<Task> {
     }
     let exec = &CORES[core];
     let start = machine::now();
-    let id = task.0.header().id;
+    let id = task.0.header().id();
     let timing = metrics::instrumented();
     let queued_at = task.0.header().queued_at.load(Ordering::Relaxed);
     // 0: queued before timing was on.
@@ -713,7 +712,7 @@ pub fn set_task_data(data: u64) -> bool {
 
 /// The calling task's id and application word, if called from a task.
 pub fn current_task() -> Option<(super::TaskId, u64)> {
-    task::with_current(|h| (super::TaskId(h.id), h.data.load(Ordering::Relaxed)))
+    task::with_current(|h| (super::TaskId(h.id()), h.data.load(Ordering::Relaxed)))
 }
 
 /// The error of [`try_spawn_on`]: no executor runs on that core.
@@ -811,7 +810,7 @@ fn try_steal(core: usize) -> bool {
     for t in loot {
         t.0.header().home.store(core, Ordering::Relaxed);
         if trace::enabled() {
-            trace::record(machine::now(), t.0.header().id, Event::Stolen, victim as u64);
+            trace::record(machine::now(), t.0.header().id(), Event::Stolen, victim as u64);
         }
         n = match q.enqueue(t, Why::Stolen) {
             Ok(n) => n,
@@ -857,13 +856,15 @@ fn fire_timers(core: usize) -> bool {
 /// poll now). Whether anything ran, fired or completed.
 fn tick(core: usize, ticks: &mut u64, main: &mut Option<Task>) -> bool {
     let exec = &CORES[core];
-    let mut did = false;
+    let mut did;
     if !exec.custom_budgets.load(Ordering::Relaxed) {
         // The default budgets: the ring and the timers only at the end of
         // the tick (the hot loop has no other check).
-        for _ in 0..TICK_BUDGET {
+        // `did` is worked out after the loop (fewer live values in it).
+        let mut n = 0;
+        while n < TICK_BUDGET {
             let Some((t, slow)) = pop(core) else { break };
-            did = true;
+            n += 1;
             if slow {
                 if let Some(m) = run_events(core, t) {
                     *main = Some(m);
@@ -874,13 +875,16 @@ fn tick(core: usize, ticks: &mut u64, main: &mut Option<Task>) -> bool {
             // `run_task`'s fast half, written out so that each outcome
             // goes straight on with the loop.
             let polled = t.0.poll_once(core);
-            if polled == Polled::Requeue {
-                push(core, t.0, Why::Yielded);
-            } else if polled == Polled::Main {
+            if polled.finished_poll() {
+                continue;
+            }
+            if polled == Polled::Main {
                 *main = Some(t);
                 break;
             }
+            push(core, t.0, Why::Yielded);
         }
+        did = n != 0;
     } else {
         let timers_every = exec.budget_timers.load(Ordering::Relaxed).max(1);
         let ring_every = exec.budget_ring.load(Ordering::Relaxed).max(1);
@@ -1105,7 +1109,7 @@ fn poll_main<F: Future>(
         let queued_at = task.0.header().queued_at.load(Ordering::Relaxed);
         let delay = if queued_at == 0 { 0 } else { start.saturating_sub(queued_at) };
         if trace::enabled() {
-            trace::record(start, task.0.header().id, Event::PollStart, delay);
+            trace::record(start, task.0.header().id(), Event::PollStart, delay);
         }
         let mut q = exec.queue.lock();
         if metrics::instrumented() && queued_at != 0 {
@@ -1123,7 +1127,7 @@ fn poll_main<F: Future>(
         let cycles = end.saturating_sub(start);
         let how = stop_of(polled);
         if trace::enabled() {
-            trace::record(end, task.0.header().id, Event::PollEnd(how), cycles);
+            trace::record(end, task.0.header().id(), Event::PollEnd(how), cycles);
         }
         let mut q = exec.queue.lock();
         q.counters.busy_cycles += cycles;

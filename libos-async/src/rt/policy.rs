@@ -65,7 +65,7 @@ impl Task {
     /// The task's id.
     #[inline]
     pub fn id(&self) -> TaskId {
-        TaskId(self.0.header().id)
+        TaskId(self.0.header().id())
     }
 
     /// The application's word for this task (0 unless set).
@@ -106,6 +106,8 @@ impl Task {
         let (t, h) = super::task::new_task(async {}, 0, priority);
         drop(h);
         t.header().data.store(data, Ordering::Relaxed);
+        // Ids in creation order (the tests compare them).
+        t.header().id();
         Task(t)
     }
 }

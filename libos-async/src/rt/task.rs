@@ -53,15 +53,18 @@ pub(crate) const NOTIFIED: u8 = 3;
 pub(crate) const DONE: u8 = 4;
 
 /// What every task has, whatever its future.
+// `repr(C)`: the four bytes set at spawn side by side (one store).
+#[repr(C)]
 pub(crate) struct Header {
-    pub(crate) state: AtomicU8,
     /// The core whose run queue the task goes to when woken.
     pub(crate) home: AtomicUsize,
+    pub(crate) state: AtomicU8,
     pub(crate) priority: u8,
     /// `block_on`'s main future: never migrated to another core.
     pub(crate) pinned: bool,
-    /// The stable task id (see [`next_id`]).
-    pub(crate) id: u64,
+    _spare: u8,
+    /// The stable task id, 0 until first asked for ([`Header::id`]).
+    id: AtomicU64,
     /// The application's word ([`super::policy::Task::data`]).
     pub(crate) data: AtomicU64,
     /// The policy's word ([`super::policy::Task::sched`]).
@@ -79,13 +82,36 @@ fn next_id() -> u64 {
 }
 
 impl Header {
+    /// The task's id: unique for the environment's lifetime, the same
+    /// every time (taken from [`NEXT_ID`] the first time it is asked for,
+    /// so ids follow the order of first use, not of spawning).
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        match self.id.load(Ordering::Relaxed) {
+            0 => self.assign_id(),
+            id => id,
+        }
+    }
+
+    #[cold]
+    fn assign_id(&self) -> u64 {
+        let fresh = next_id();
+        match self.id.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => fresh,
+            // Another core asked first: its id stands (ours is skipped).
+            Err(theirs) => theirs,
+        }
+    }
+
     pub(crate) fn new(core: usize, priority: u8, state: u8, pinned: bool) -> Self {
         Header {
-            state: AtomicU8::new(state),
             home: AtomicUsize::new(core),
+            state: AtomicU8::new(state),
             priority,
             pinned,
-            id: next_id(),
+            _spare: 0,
+            // Given when first asked for: spawning costs no atomic add.
+            id: AtomicU64::new(0),
             data: AtomicU64::new(0),
             sched: AtomicU64::new(0),
             queued_at: AtomicU64::new(0),
@@ -146,19 +172,28 @@ pub(crate) trait Runnable: Send + Sync {
 
 /// How [`Runnable::poll_once`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-// The executor's hot path tests `Requeue` first (one compare: zero), then
-// `Main` (the rare case), so `Blocked` and `Done` cost two compares.
+// The executor's hot path tells "nothing more to do" (`Blocked`, `Done`)
+// from the rest with one compare (`< Requeue`), then `Requeue` from the
+// rare `Main` with another.
 #[repr(u8)]
 pub(crate) enum Polled {
-    /// Woken while it ran: SCHEDULED again, to be queued by the caller.
-    Requeue = 0,
     /// Waiting for a waker (IDLE).
-    Blocked = 1,
+    Blocked = 0,
     /// Finished.
-    Done = 2,
+    Done = 1,
+    /// Woken while it ran: SCHEDULED again, to be queued by the caller.
+    Requeue = 2,
     /// Not polled: this is `block_on`'s main task, which only `block_on`
     /// can poll (the executor hands it back; see [`MainCell`]).
     Main = 3,
+}
+
+impl Polled {
+    /// `Blocked` or `Done`: the executor has nothing more to do.
+    #[inline(always)]
+    pub(crate) fn finished_poll(self) -> bool {
+        (self as u8) < Polled::Requeue as u8
+    }
 }
 
 /// A queued task.
