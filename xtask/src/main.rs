@@ -52,6 +52,7 @@ mod qemu;
 mod registry;
 mod report;
 mod toolchain;
+mod trace;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -203,6 +204,12 @@ struct RunArgs {
     /// Deterministic time: TCG with `-icount shift=0`.
     #[arg(long)]
     icount: bool,
+    /// Collect the runtime's task-event trace (`rttrace` lines, printed
+    /// by apps run with `RuntimeConfig::trace`) into
+    /// `target/trace/NAME.json` (Chrome/Perfetto format; NAME defaults to
+    /// `run`).
+    #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "run")]
+    trace: Option<String>,
     #[command(flatten)]
     build: BuildArgs,
 }
@@ -543,7 +550,29 @@ fn run(ws: &Workspace, args: RunArgs) -> Result<bool, String> {
     let out = qemu::boot(&boot)?;
     println!("xtask: {}", out.status.describe());
     println!("xtask: serial log: {}", ws.rel(&boot.log));
+    if let Some(name) = &args.trace {
+        write_trace(ws, &boot.log, name)?;
+    }
     Ok(out.status.is_success())
+}
+
+/// Writes the `rttrace` dumps of serial log `log` to
+/// `target/trace/NAME.json` (see [`trace`]).
+fn write_trace(ws: &Workspace, log: &Path, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(format!("--trace {name:?}: a plain file name, please"));
+    }
+    let text = std::fs::read(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let (json, events) = trace::to_chrome(&String::from_utf8_lossy(&text))?;
+    let dir = ws.target.join("trace");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, json.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+    if events == 0 {
+        println!("xtask: no rttrace lines in the log (does the app use RuntimeConfig::trace?)");
+    }
+    println!("xtask: {events} task events -> {} (open in ui.perfetto.dev)", ws.rel(&path));
+    Ok(())
 }
 
 /// The apps `init=` names in kernel command line `append` (the last

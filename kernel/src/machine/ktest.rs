@@ -171,6 +171,9 @@ const TESTS: &[KernelTest] = &[
     ("rt_timers_fire_in_order_and_never_early", || expect_exit("rttest", 2)),
     ("rt_ring_futures_and_dropping_one_in_flight_is_safe", || expect_exit("rttest", 3)),
     ("rt_wait_word_change_ping_pong_across_cores", || expect_exit("rttest", 4)),
+    // Every shipped run-queue policy and one defined by the app run the
+    // same long/short mix to completion (`apps/sched-lab`).
+    ("sched_lab_runs_every_policy_and_a_user_policy_to_completion", || expect_exit("sched-lab", 0)),
     ("rt_out_of_memory_exits_104", || {
         frames_restored(|| {
             let env = spawn("rttest", 5)?;

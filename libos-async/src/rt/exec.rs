@@ -32,27 +32,50 @@
 //! changed (if a task waits for that), OR the TSC reached its earliest
 //! timer, OR a watched word changed. It never spins.
 
-use alloc::sync::Arc;
-use alloc::task::Wake;
 use alloc::vec::Vec;
 use core::future::Future;
 use core::pin::pin;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use core::task::{Context, Poll, Waker};
 
 use abi::MAX_CORES;
 use spin::{Mutex, MutexGuard};
 
 use super::machine;
-use super::policy::{Policy, PolicyKind, RunQueue};
-use super::task::{self, JoinHandle, TaskRef};
+use super::metrics::{self, Counters, ExecMetrics};
+use super::policy::{Policy, RunQueue, Stop, Task, Why};
+use super::task::{self, JoinHandle, MainCell, Polled, TaskRef};
 use super::timer::TimerHeap;
+use super::trace::{self, Event};
 use super::watch::WatchList;
 use super::{reactor, slots::SlotTable};
 use crate::predicate::{self, Pred};
 
-/// Tasks polled per executor tick before timers, completions and watchers
-/// are looked at again.
+/// How often an executor looks at its timers and its ring while tasks
+/// are runnable: every `timers` (resp. `ring`) polls at most (both also
+/// when the run queue empties). The defaults (32 each) keep the executor's
+/// old fixed budget; smaller budgets bound how long a due timer or a
+/// completion waits behind runnable tasks, at some cost per poll.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budgets {
+    /// Polls between timer checks (at least 1).
+    pub timers: u32,
+    /// Polls between ring flushes and reaps (at least 1).
+    pub ring: u32,
+}
+
+impl Budgets {
+    /// 32 and 32.
+    pub const DEFAULT: Budgets = Budgets { timers: 32, ring: 32 };
+}
+
+impl Default for Budgets {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// The old fixed number of polls per executor tick ([`Budgets::DEFAULT`]).
 pub const TICK_BUDGET: usize = 32;
 /// Every this many busy ticks, watchers are woken to re-check their words
 /// (a busy executor does not sleep, so its predicate never reports them).
@@ -81,6 +104,11 @@ pub(crate) struct CoreExec {
     pub(crate) watch: Mutex<WatchList>,
     /// Ring operations submitted on this core's ring.
     pub(crate) slots: Mutex<SlotTable<Waker>>,
+    /// [`Budgets::timers`] and [`Budgets::ring`] of this executor.
+    budget_timers: AtomicU32,
+    budget_ring: AtomicU32,
+    /// The budgets are not [`Budgets::DEFAULT`] (one flag for `tick`).
+    custom_budgets: AtomicBool,
 }
 
 impl CoreExec {
@@ -95,6 +123,9 @@ impl CoreExec {
             ring_busy: AtomicBool::new(false),
             watch: Mutex::new(WatchList::new()),
             slots: Mutex::new(SlotTable::new()),
+            budget_timers: AtomicU32::new(Budgets::DEFAULT.timers),
+            budget_ring: AtomicU32::new(Budgets::DEFAULT.ring),
+            custom_budgets: AtomicBool::new(false),
         }
     }
 }
@@ -104,19 +135,30 @@ impl CoreExec {
 /// policy, whose part is used directly).
 struct QueueSlot {
     open: bool,
-    /// `open` and `rq.is_fifo()`.
+    /// `open`, `rq.is_fifo()`, and neither timing nor tracing on (see
+    /// [`refresh_all`]): the hot paths use the inline FIFO directly.
     fifo: bool,
+    /// The policy wants `running`/`stopped` calls.
+    events: bool,
     /// Empty while `!open`.
-    rq: RunQueue<TaskRef>,
+    rq: RunQueue,
+    /// This core's counters (kept across policy changes).
+    counters: Counters,
 }
 
 impl QueueSlot {
     const fn none() -> Self {
-        QueueSlot { open: false, fifo: false, rq: RunQueue::fifo() }
+        QueueSlot {
+            open: false,
+            fifo: false,
+            events: false,
+            rq: RunQueue::fifo(),
+            counters: Counters::new(),
+        }
     }
 
     #[inline]
-    fn as_mut(&mut self) -> Option<&mut RunQueue<TaskRef>> {
+    fn as_mut(&mut self) -> Option<&mut RunQueue> {
         if self.open { Some(&mut self.rq) } else { None }
     }
 
@@ -124,17 +166,36 @@ impl QueueSlot {
         !self.open
     }
 
-    fn set(&mut self, rq: RunQueue<TaskRef>) {
-        self.fifo = rq.is_fifo();
+    /// Recomputes `fifo` after timing or tracing was switched.
+    fn refresh(&mut self) {
+        self.fifo = self.open && self.rq.is_fifo() && !metrics::instrumented();
+    }
+
+    fn set(&mut self, rq: RunQueue) {
+        self.fifo = rq.is_fifo() && !metrics::instrumented();
+        self.events = rq.policy_ref().wants_run_events();
         self.rq = rq;
         self.open = true;
     }
 
-    fn take(&mut self) -> Option<RunQueue<TaskRef>> {
+    fn take(&mut self) -> Option<RunQueue> {
         let open = core::mem::replace(&mut self.open, false);
         self.fifo = false;
+        self.events = false;
         let rq = core::mem::replace(&mut self.rq, RunQueue::fifo());
         open.then_some(rq)
+    }
+
+    /// Queues `task` for `why` and counts it; the new length (the task
+    /// back if there is no queue).
+    #[inline]
+    fn enqueue(&mut self, task: Task, why: Why) -> Result<usize, Task> {
+        let Some(rq) = self.as_mut() else { return Err(task) };
+        let p = rq.policy();
+        p.enqueue(task, why);
+        let n = p.len();
+        self.counters.enqueued(why);
+        Ok(n)
     }
 }
 
@@ -145,10 +206,14 @@ static ACTIVE: AtomicU64 = AtomicU64::new(0);
 static SLEEPERS: AtomicU64 = AtomicU64::new(0);
 /// Whether idle executors steal from loaded ones.
 static STEALING: AtomicBool = AtomicBool::new(true);
-/// The policy new executors get.
-static POLICY: AtomicUsize = AtomicUsize::new(0);
+/// The policy new executors get (`None`: [`Fifo`](super::Fifo)).
+static POLICY: Mutex<Option<PolicyFn>> = Mutex::new(None);
+/// Makes the policy of an executor core (the argument).
+pub type PolicyFn = fn(usize) -> alloc::boxed::Box<dyn Policy>;
 /// Tasks moved by stealing (for tests and statistics).
 static STOLEN: AtomicU64 = AtomicU64::new(0);
+/// Tasks each core took by stealing.
+static STOLEN_BY: [AtomicU64; MAX_CORES] = [const { AtomicU64::new(0) }; MAX_CORES];
 
 /// Whether an executor loop (`block_on` or an executor vCPU) runs on
 /// `core`: futures polled there can count on its wakers.
@@ -170,9 +235,84 @@ pub fn stealing() -> bool {
     STEALING.load(Ordering::SeqCst)
 }
 
-/// The policy executors set up from now on use.
-pub fn set_default_policy(kind: PolicyKind) {
-    POLICY.store(kind as usize, Ordering::SeqCst);
+/// The policy executors set up from now on get: `make(core)`, or the
+/// built-in [`Fifo`](super::Fifo) with `None`. Executors already set up
+/// keep theirs (see [`set_policy`]).
+pub fn set_default_policy(make: Option<PolicyFn>) {
+    *POLICY.lock() = make;
+}
+
+/// Replaces `core`'s policy by `policy` at run time: the tasks queued in
+/// the old one move to the new one ([`Why::Moved`], in the old one's pick
+/// order); returns the old one (empty). The policy's counters
+/// ([`metrics`](super::metrics::metrics)) carry on.
+pub fn set_policy(
+    core: usize,
+    policy: alloc::boxed::Box<dyn Policy>,
+) -> Result<alloc::boxed::Box<dyn Policy>, NoExecutor> {
+    let exec = CORES.get(core).ok_or(NoExecutor(core))?;
+    let mut q = exec.queue.lock();
+    if q.is_none() {
+        return Err(NoExecutor(core));
+    }
+    // The inline FIFO's picks are polls the counters have not seen yet.
+    q.counters.polls += q.rq.fifo_part().picked();
+    let Some(old) = q.take() else { return Err(NoExecutor(core)) };
+    let mut old = old.into_policy();
+    let mut new = RunQueue::with_policy(policy);
+    while let Some(t) = old.pick() {
+        new.policy().enqueue(t, Why::Moved);
+        q.counters.enqueued(Why::Moved);
+    }
+    q.set(new);
+    exec.len.store(q.rq.policy_ref().len(), Ordering::SeqCst);
+    Ok(old)
+}
+
+/// The name of `core`'s policy ([`Policy::name`]), if it has an executor.
+pub fn policy_name(core: usize) -> Option<&'static str> {
+    let q = CORES.get(core)?.queue.lock();
+    if q.is_none() { None } else { Some(q.rq.policy_ref().name()) }
+}
+
+/// Makes every queue take note that timing or tracing was switched on or
+/// off (a push or pop racing with the switch may miss one event).
+pub(crate) fn refresh_all() {
+    for c in CORES.iter() {
+        c.queue.lock().refresh();
+    }
+}
+
+/// Sets `core`'s [`Budgets`] (values below 1 count as 1).
+pub fn set_budgets(core: usize, budgets: Budgets) {
+    if let Some(exec) = CORES.get(core) {
+        exec.budget_timers.store(budgets.timers.max(1), Ordering::Relaxed);
+        exec.budget_ring.store(budgets.ring.max(1), Ordering::Relaxed);
+        let custom = budgets.timers.max(1) != Budgets::DEFAULT.timers
+            || budgets.ring.max(1) != Budgets::DEFAULT.ring;
+        exec.custom_budgets.store(custom, Ordering::Relaxed);
+    }
+}
+
+/// `core`'s [`Budgets`].
+pub fn budgets(core: usize) -> Budgets {
+    CORES.get(core).map_or(Budgets::DEFAULT, |e| Budgets {
+        timers: e.budget_timers.load(Ordering::Relaxed),
+        ring: e.budget_ring.load(Ordering::Relaxed),
+    })
+}
+
+/// A snapshot of `core`'s executor counters (all zero without one).
+pub fn metrics(core: usize) -> ExecMetrics {
+    let Some(exec) = CORES.get(core) else { return ExecMetrics::default() };
+    let mut q = exec.queue.lock();
+    let picked = q.rq.fifo_part().picked();
+    let mut m = q
+        .counters
+        .snapshot(exec.len.load(Ordering::Relaxed), STOLEN_BY[core].load(Ordering::Relaxed));
+    // The inline FIFO counts its own picks (each one a poll).
+    m.polls += picked;
+    m
 }
 
 /// Tasks moved between cores by stealing so far.
@@ -190,11 +330,10 @@ pub fn queued(core: usize) -> usize {
     CORES.get(core).map_or(0, |c| c.len.load(Ordering::Relaxed))
 }
 
-fn new_policy() -> RunQueue<TaskRef> {
-    if POLICY.load(Ordering::SeqCst) == PolicyKind::Priority as usize {
-        RunQueue::new(PolicyKind::Priority)
-    } else {
-        RunQueue::new(PolicyKind::Fifo)
+fn new_policy(core: usize) -> RunQueue {
+    match *POLICY.lock() {
+        None => RunQueue::fifo(),
+        Some(make) => RunQueue::with_policy(make(core)),
     }
 }
 
@@ -203,7 +342,7 @@ pub(crate) fn ensure_queue(core: usize) {
     let exec = &CORES[core];
     let mut q = exec.queue.lock();
     if q.is_none() {
-        q.set(new_policy());
+        q.set(new_policy(core));
     }
     ACTIVE.fetch_or(bit(core), Ordering::SeqCst);
 }
@@ -216,9 +355,9 @@ pub(crate) fn retire(core: usize) {
     CORES[core].len.store(0, Ordering::SeqCst);
     if let Some(mut q) = q {
         let here = machine::current_core();
-        while let Some(t) = q.pop() {
-            t.header().home.store(here, Ordering::Relaxed);
-            push(here, t);
+        while let Some(t) = q.policy().pick() {
+            t.0.header().home.store(here, Ordering::Relaxed);
+            push(here, t.0, Why::Moved);
         }
     }
 }
@@ -231,31 +370,52 @@ pub(crate) fn ensure_executor() -> usize {
     core
 }
 
-/// Pushes `task` on `core`'s queue; returns the queue's new length.
+/// Pushes `task` on `core`'s queue (runnable because of `why`); returns
+/// the queue's new length.
+///
+/// The fast path is the inline FIFO with timing and tracing off (one
+/// flag, `QueueSlot::fifo`); everything else goes through `push_slow`.
 #[inline(always)]
-pub(crate) fn push(core: usize, task: TaskRef) -> usize {
+pub(crate) fn push(core: usize, task: TaskRef, why: Why) -> usize {
     let exec = &CORES[core];
     let mut q = exec.queue.lock();
     if !q.fifo {
-        return push_slow(q, core, task);
+        return push_slow(q, core, task, why);
     }
+    q.counters.enqueued(why);
     let fifo = q.rq.fifo_part();
-    fifo.push(task);
-    let n = fifo.len();
+    let n = fifo.push_len(Task(task));
     exec.len.store(n, Ordering::SeqCst);
     n
 }
 
+/// What [`push`] records when timing or tracing is on.
+#[cold]
+#[inline(never)]
+fn instrument_enqueue(task: &TaskRef, core: usize, why: Why) {
+    let now = machine::now();
+    task.header().queued_at.store(now, Ordering::Relaxed);
+    if trace::enabled() {
+        trace::record(now, task.header().id(), Event::Queued(why), core as u64);
+    }
+}
+
 /// [`push`] to a queue with another policy than FIFO, or none.
 #[inline(never)]
-fn push_slow(mut q: MutexGuard<'_, QueueSlot>, core: usize, task: TaskRef) -> usize {
-    let Some(rq) = q.as_mut() else {
-        drop(q);
-        return push_elsewhere(core, task);
-    };
-    let n = rq.push_len(task);
-    CORES[core].len.store(n, Ordering::SeqCst);
-    n
+fn push_slow(mut q: MutexGuard<'_, QueueSlot>, core: usize, task: TaskRef, why: Why) -> usize {
+    if metrics::instrumented() {
+        instrument_enqueue(&task, core, why);
+    }
+    match q.enqueue(Task(task), why) {
+        Ok(n) => {
+            CORES[core].len.store(n, Ordering::SeqCst);
+            n
+        }
+        Err(task) => {
+            drop(q);
+            push_elsewhere(core, task.0, why)
+        }
+    }
 }
 
 /// [`push`] for a core without a run queue: its executor is gone (the
@@ -263,43 +423,142 @@ fn push_slow(mut q: MutexGuard<'_, QueueSlot>, core: usize, task: TaskRef) -> us
 /// first task before any executor was set up here (it gets a queue).
 #[cold]
 #[inline(never)]
-fn push_elsewhere(core: usize, task: TaskRef) -> usize {
+fn push_elsewhere(core: usize, task: TaskRef, why: Why) -> usize {
     let here = machine::current_core();
     ensure_queue(here);
     if here != core {
         task.header().home.store(here, Ordering::Relaxed);
     }
-    push(here, task)
+    push(here, task, why)
 }
 
-#[inline]
-fn pop(core: usize) -> Option<TaskRef> {
+/// The next task of `core`'s queue, and whether its poll must go the
+/// slow way ([`run_events`]: the policy wants run events, or timing or
+/// tracing is on).
+#[inline(always)]
+fn pop(core: usize) -> Option<(Task, bool)> {
     let exec = &CORES[core];
     if exec.len.load(Ordering::Relaxed) == 0 {
         return None;
     }
     let mut q = exec.queue.lock();
-    let (t, n) = if q.fifo {
+    let (t, n, events) = if q.fifo {
+        // Polls are counted by the FIFO itself (`Fifo::picked`).
         let fifo = q.rq.fifo_part();
-        (fifo.pop(), fifo.len())
+        (fifo.pick(), fifo.len(), false)
     } else {
         pop_slow(&mut q)?
     };
     exec.len.store(n, Ordering::SeqCst);
-    t
+    Some((t?, events))
 }
 
 /// [`pop`] from a queue with another policy than FIFO, or none.
 #[inline(never)]
-fn pop_slow(q: &mut QueueSlot) -> Option<(Option<TaskRef>, usize)> {
-    Some(q.as_mut()?.pop_len())
+fn pop_slow(q: &mut QueueSlot) -> Option<(Option<Task>, usize, bool)> {
+    let events = q.events || metrics::instrumented();
+    let rq = q.as_mut()?;
+    // The inline FIFO counts its own picks (`Fifo::picked`).
+    let counted = rq.is_fifo();
+    let p = rq.policy();
+    let t = p.pick();
+    let n = p.len();
+    if t.is_some() && !counted {
+        q.counters.polls += 1;
+    }
+    Some((t, n, events))
+}
+
+/// Polls `task` (popped from `core`'s queue) and queues it again if it
+/// was woken while it ran; `block_on`'s main task comes back unpolled.
+#[inline(always)]
+fn run_task(core: usize, task: Task, slow: bool) -> Option<Task> {
+    if slow {
+        return run_events(core, task);
+    }
+    let polled = task.0.poll_once(core);
+    if polled.finished_poll() {
+        return None;
+    }
+    if polled == Polled::Main {
+        return Some(task);
+    }
+    push(core, task.0, Why::Yielded);
+    None
+}
+
+/// [`run_task`] with the policy's `running`/`stopped` calls, the poll's
+/// cycles, the wake-to-run delay and trace events.
+#[inline(never)]
+fn run_events(core: usize, task: Task) -> Option<Task> {
+    if task.is_main() {
+        return Some(task);
+    }
+    let exec = &CORES[core];
+    let start = machine::now();
+    let id = task.0.header().id();
+    let timing = metrics::instrumented();
+    let queued_at = task.0.header().queued_at.load(Ordering::Relaxed);
+    // 0: queued before timing was on.
+    let delay = if queued_at == 0 { 0 } else { start.saturating_sub(queued_at) };
+    if trace::enabled() {
+        trace::record(start, id, Event::PollStart, delay);
+    }
+    {
+        let mut q = exec.queue.lock();
+        if timing && queued_at != 0 {
+            q.counters.record_delay(delay);
+        }
+        if q.events
+            && let Some(rq) = q.as_mut()
+        {
+            rq.policy().running(&task, start);
+        }
+    }
+    let polled = task.0.poll_once(core);
+    let end = machine::now();
+    let cycles = end.saturating_sub(start);
+    let how = stop_of(polled);
+    if trace::enabled() {
+        trace::record(end, id, Event::PollEnd(how), cycles);
+    }
+    if polled == Polled::Requeue && timing {
+        task.0.header().queued_at.store(end, Ordering::Relaxed);
+    }
+    let mut q = exec.queue.lock();
+    q.counters.busy_cycles += cycles;
+    if q.events
+        && let Some(rq) = q.as_mut()
+    {
+        rq.policy().stopped(&task, cycles, how);
+    }
+    if polled == Polled::Requeue {
+        match q.enqueue(task, Why::Yielded) {
+            Ok(n) => exec.len.store(n, Ordering::SeqCst),
+            Err(task) => {
+                // Cannot happen (our own queue is open while we run):
+                // the general path copes anyway.
+                drop(q);
+                push(core, task.0, Why::Yielded);
+            }
+        }
+    }
+    None
+}
+
+fn stop_of(polled: Polled) -> Stop {
+    match polled {
+        Polled::Blocked | Polled::Main => Stop::Blocked,
+        Polled::Requeue => Stop::Yielded,
+        Polled::Done => Stop::Done,
+    }
 }
 
 /// Queues a woken (or new) task on its home core `home` (the caller read
 /// it from the task's header) and makes sure that core notices.
 #[inline]
-pub(crate) fn enqueue(task: TaskRef, home: usize) {
-    let len = push(home, task);
+pub(crate) fn enqueue(task: TaskRef, home: usize, why: Why) {
+    let len = push(home, task, why);
     // The common case (a task queued on our own core's empty queue) needs
     // nothing more.
     if len >= 2 || home != machine::current_core() {
@@ -358,12 +617,21 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    spawn_with_priority(0, fut)
+    spawn_with(0, 0, fut)
 }
 
-/// [`spawn`] with a priority (used by [`PolicyKind::Priority`]; higher
-/// first).
+/// [`spawn`] with a priority (used by [`Priority`](super::Priority);
+/// higher first).
 pub fn spawn_with_priority<F>(priority: u8, fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    spawn_with(priority, 0, fut)
+}
+
+/// [`spawn`] with a priority and the application's word.
+fn spawn_with<F>(priority: u8, data: u64, fut: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -371,12 +639,80 @@ where
     let core = machine::current_core();
     // No queue here yet: `push` makes one.
     let (task, handle) = task::new_task(fut, core, priority);
+    if data != 0 {
+        task.header().data.store(data, Ordering::Relaxed);
+    }
     // `enqueue` for a task whose home is the calling core.
-    let len = push(core, task);
+    let len = push(core, task, Why::Spawned);
     if len >= 2 {
         notice(core, len);
     }
     handle
+}
+
+/// Spawns with task attributes: `Builder::new().data(d).priority(p)`
+/// then [`spawn`](Builder::spawn) or [`spawn_on`](Builder::spawn_on).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Builder {
+    priority: u8,
+    data: u64,
+}
+
+impl Builder {
+    /// Priority 0, data 0.
+    pub const fn new() -> Self {
+        Builder { priority: 0, data: 0 }
+    }
+
+    /// The task's priority ([`Task::priority`]).
+    pub const fn priority(mut self, priority: u8) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The application's word for the task ([`Task::data`]: tickets for
+    /// [`Stride`](super::Stride), a TSC deadline for [`Edf`](super::Edf)).
+    pub const fn data(mut self, data: u64) -> Self {
+        self.data = data;
+        self
+    }
+
+    /// Spawns on the calling core.
+    pub fn spawn<F>(self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        spawn_with(self.priority, self.data, fut)
+    }
+
+    /// Spawns on `core`'s executor, if there is one.
+    pub fn spawn_on<F>(self, core: usize, fut: F) -> Result<JoinHandle<F::Output>, NoExecutor>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if core >= MAX_CORES || ACTIVE.load(Ordering::SeqCst) & bit(core) == 0 {
+            return Err(NoExecutor(core));
+        }
+        let (task, handle) = task::new_task(fut, core, self.priority);
+        task.header().data.store(self.data, Ordering::Relaxed);
+        enqueue(task, core, Why::Spawned);
+        Ok(handle)
+    }
+}
+
+/// Sets the calling task's application word ([`Task::data`]; e.g. its
+/// next deadline under [`Edf`](super::Edf)): policies see it the next
+/// time the task is queued. Whether the caller is a task (polled by an
+/// executor on this core).
+pub fn set_task_data(data: u64) -> bool {
+    task::with_current(|h| h.data.store(data, Ordering::Relaxed)).is_some()
+}
+
+/// The calling task's id and application word, if called from a task.
+pub fn current_task() -> Option<(super::TaskId, u64)> {
+    task::with_current(|h| (super::TaskId(h.id()), h.data.load(Ordering::Relaxed)))
 }
 
 /// The error of [`try_spawn_on`]: no executor runs on that core.
@@ -413,7 +749,7 @@ where
         return Err(NoExecutor(core));
     }
     let (task, handle) = task::new_task(fut, core, priority);
-    enqueue(task, core);
+    enqueue(task, core, Why::Spawned);
     Ok(handle)
 }
 
@@ -443,30 +779,55 @@ fn try_steal(core: usize) -> bool {
     if n == 0 {
         return false;
     }
-    let mut loot = Vec::new();
+    let mut loot: Vec<Task> = Vec::new();
     {
         let exec = &CORES[victim];
         let mut q = exec.queue.lock();
-        let Some(q) = q.as_mut() else { return false };
-        q.steal(q.len().div_ceil(2), &mut loot);
-        exec.len.store(q.len(), Ordering::SeqCst);
+        let Some(rq) = q.as_mut() else { return false };
+        let p = rq.policy();
+        let max = p.len().div_ceil(2);
+        p.steal(max, &mut loot);
+        // A policy may hand out more than asked, or `block_on`'s main
+        // task (which must stay home): both go back.
+        let mut i = 0;
+        while i < loot.len() {
+            if loot[i].is_main() || i >= max {
+                p.enqueue(loot.swap_remove(i), Why::Moved);
+            } else {
+                i += 1;
+            }
+        }
+        exec.len.store(p.len(), Ordering::SeqCst);
     }
     if loot.is_empty() {
         return false;
     }
     STOLEN.fetch_add(loot.len() as u64, Ordering::Relaxed);
+    STOLEN_BY[core].fetch_add(loot.len() as u64, Ordering::Relaxed);
     let exec = &CORES[core];
     let mut q = exec.queue.lock();
-    let q = q.as_mut().expect("the stealing core has a queue");
+    let mut n = 0;
     for t in loot {
-        t.header().home.store(core, Ordering::Relaxed);
-        q.push(t);
+        t.0.header().home.store(core, Ordering::Relaxed);
+        if trace::enabled() {
+            trace::record(machine::now(), t.0.header().id(), Event::Stolen, victim as u64);
+        }
+        n = match q.enqueue(t, Why::Stolen) {
+            Ok(n) => n,
+            Err(t) => {
+                // Cannot happen (a stealing core has a queue): run it here.
+                drop(q);
+                push(core, t.0, Why::Stolen);
+                return true;
+            }
+        };
     }
-    exec.len.store(q.len(), Ordering::SeqCst);
+    exec.len.store(n, Ordering::SeqCst);
     true
 }
 
 /// Fires due timers; whether any fired.
+#[inline(always)]
 fn fire_timers(core: usize) -> bool {
     let exec = &CORES[core];
     let now = machine::now();
@@ -488,17 +849,47 @@ fn fire_timers(core: usize) -> bool {
     any
 }
 
-/// One round of the executor loop: up to [`TICK_BUDGET`] tasks, then
-/// ring submissions and completions, timers. Whether
-/// anything happened.
-fn tick(core: usize, ticks: &mut u64) -> bool {
-    let mut did = false;
-    for _ in 0..TICK_BUDGET {
-        let Some(t) = pop(core) else { break };
-        t.run(core);
-        did = true;
-    }
+/// One round of the executor loop: up to the larger of the core's
+/// [`Budgets`] polls, with ring submissions and completions and timers
+/// looked at every `ring` (resp. `timers`) polls and at the end. Stops
+/// early at `block_on`'s main task (stored in `main`, for the caller to
+/// poll now). Whether anything ran, fired or completed.
+fn tick(core: usize, ticks: &mut u64, main: &mut Option<Task>) -> bool {
     let exec = &CORES[core];
+    let mut did;
+    if !exec.custom_budgets.load(Ordering::Relaxed) {
+        // The default budgets: the ring and the timers only at the end of
+        // the tick (the hot loop has no other check).
+        // `did` is worked out after the loop (fewer live values in it).
+        let mut n = 0;
+        while n < TICK_BUDGET {
+            let Some((t, slow)) = pop(core) else { break };
+            n += 1;
+            if slow {
+                if let Some(m) = run_events(core, t) {
+                    *main = Some(m);
+                    break;
+                }
+                continue;
+            }
+            // `run_task`'s fast half, written out so that each outcome
+            // goes straight on with the loop.
+            let polled = t.0.poll_once(core);
+            if polled.finished_poll() {
+                continue;
+            }
+            if polled == Polled::Main {
+                *main = Some(t);
+                break;
+            }
+            push(core, t.0, Why::Yielded);
+        }
+        did = n != 0;
+    } else {
+        let timers_every = exec.budget_timers.load(Ordering::Relaxed).max(1);
+        let ring_every = exec.budget_ring.load(Ordering::Relaxed).max(1);
+        (did, *main) = tick_budgeted(core, timers_every, ring_every);
+    }
     did |= reactor::flush_and_reap(core);
     did |= fire_timers(core);
     *ticks += 1;
@@ -506,6 +897,51 @@ fn tick(core: usize, ticks: &mut u64) -> bool {
         exec.watch.lock().wake_all();
     }
     did
+}
+
+/// The polls of a [`tick`] with other than the default budgets: the
+/// ring and the timers are also looked at every `ring_every` (resp.
+/// `timers_every`) polls. Whether anything ran, and the main task if it
+/// was popped.
+#[inline(never)]
+fn tick_budgeted(core: usize, timers_every: u32, ring_every: u32) -> (bool, Option<Task>) {
+    let polls = timers_every.max(ring_every);
+    // The next poll count at which to look at the ring or the timers.
+    let mut check = timers_every.min(ring_every);
+    let mut did = false;
+    let mut n = 0;
+    while n < polls {
+        let Some((t, slow)) = pop(core) else { break };
+        did = true;
+        if let Some(m) = run_task(core, t, slow) {
+            return (did, Some(m));
+        }
+        n += 1;
+        if n == check && n < polls {
+            if n.is_multiple_of(ring_every) {
+                reap_out_of_line(core);
+            }
+            if n.is_multiple_of(timers_every) {
+                fire_timers_out_of_line(core);
+            }
+            check = (n / ring_every + 1) * ring_every;
+            check = check.min((n / timers_every + 1) * timers_every);
+        }
+    }
+    (did, None)
+}
+
+/// [`reactor::flush_and_reap`] called from the budgeted loop (kept out of
+/// line so that the one call at the end of [`tick`] is inlined there).
+#[inline(never)]
+fn reap_out_of_line(core: usize) {
+    reactor::flush_and_reap(core);
+}
+
+/// [`fire_timers`] called from the budgeted loop (see [`reap_out_of_line`]).
+#[inline(never)]
+fn fire_timers_out_of_line(core: usize) {
+    fire_timers(core);
 }
 
 /// The idle predicate of `core`: see the module documentation. `seq` is
@@ -553,17 +989,15 @@ pub(crate) fn idle_predicate(
     p
 }
 
-/// Sleeps until something may have become runnable on `core`. `main`: a
-/// flag that also counts as work (`block_on`'s own future was woken).
-fn idle(core: usize, main: Option<&AtomicBool>) {
+/// Sleeps until something may have become runnable on `core`.
+fn idle(core: usize) {
     if stealing() && try_steal(core) {
         return;
     }
     let exec = &CORES[core];
     let seq = exec.wake_seq.load(Ordering::SeqCst);
     SLEEPERS.fetch_or(bit(core), Ordering::SeqCst);
-    let woken =
-        || exec.len.load(Ordering::SeqCst) != 0 || main.is_some_and(|m| m.load(Ordering::SeqCst));
+    let woken = || exec.len.load(Ordering::SeqCst) != 0;
     if !woken() {
         let notif_now = machine::notifications();
         let (notif, words, stale) = exec.watch.lock().idle_view(notif_now);
@@ -598,29 +1032,22 @@ fn idle(core: usize, main: Option<&AtomicBool>) {
 
 /// Runs executor ticks on the calling core until `stop()` holds, sleeping
 /// when idle.
-pub(crate) fn run_loop(core: usize, main: Option<&AtomicBool>, mut stop: impl FnMut() -> bool) {
+pub(crate) fn run_loop(core: usize, mut stop: impl FnMut() -> bool) {
     let mut ticks = 0;
     while !stop() {
-        if !tick(core, &mut ticks) && !stop() {
-            idle(core, main);
+        let mut main = None;
+        let did = tick(core, &mut ticks, &mut main);
+        if let Some(main) = main {
+            // No main future here (cannot happen: only `block_on` queues
+            // one, on its own core): it goes back home.
+            let home = main.0.header().home.load(Ordering::Relaxed);
+            if home != core {
+                push(home, main.0, Why::Moved);
+            }
+            continue;
         }
-    }
-}
-
-/// The waker of `block_on`'s own future.
-struct MainWaker {
-    core: usize,
-    woken: AtomicBool,
-}
-
-impl Wake for MainWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::SeqCst);
-        if machine::current_core() != self.core {
-            wake_core(self.core, false);
+        if !did && !stop() {
+            idle(core);
         }
     }
 }
@@ -639,23 +1066,80 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
         !exec.looping.swap(true, Ordering::SeqCst),
         "block_on called inside a task or block_on (core {core})"
     );
-    let flag = Arc::new(MainWaker { core, woken: AtomicBool::new(true) });
-    let waker = Waker::from(flag.clone());
+    // The main future is a task in this core's queue like any other: the
+    // policy decides when it runs; `tick` hands it back here when popped.
+    let main = MainCell::new(core);
+    let waker = Waker::from(main.clone());
     let mut cx = Context::from_waker(&waker);
     let mut fut = pin!(fut);
     let mut ticks = 0;
+    push(core, main.clone(), Why::Spawned);
     let out = loop {
-        if flag.woken.swap(false, Ordering::SeqCst)
-            && let Poll::Ready(v) = fut.as_mut().poll(&mut cx)
-        {
-            break v;
+        let mut popped = None;
+        let did = tick(core, &mut ticks, &mut popped);
+        if let Some(task) = popped {
+            if let Some(v) = poll_main(core, &main, task, fut.as_mut(), &mut cx) {
+                break v;
+            }
+            // Its ring submissions go out with the next tick.
+            continue;
         }
-        // The main future's ring submissions go out with the tick.
-        if !tick(core, &mut ticks) && !flag.woken.load(Ordering::SeqCst) {
-            idle(core, Some(&flag.woken));
+        if !did {
+            idle(core);
         }
     };
     exec.looping.store(false, Ordering::SeqCst);
+    out
+}
+
+/// Polls `block_on`'s main future (its task `task`, just popped), with
+/// the same policy calls, counters and trace as [`run_events`]; its
+/// output if it finished.
+fn poll_main<F: Future>(
+    core: usize,
+    main: &MainCell,
+    task: Task,
+    fut: core::pin::Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Option<F::Output> {
+    let exec = &CORES[core];
+    let slow = exec.queue.lock().events || metrics::instrumented();
+    let start = if slow { machine::now() } else { 0 };
+    if slow {
+        let queued_at = task.0.header().queued_at.load(Ordering::Relaxed);
+        let delay = if queued_at == 0 { 0 } else { start.saturating_sub(queued_at) };
+        if trace::enabled() {
+            trace::record(start, task.0.header().id(), Event::PollStart, delay);
+        }
+        let mut q = exec.queue.lock();
+        if metrics::instrumented() && queued_at != 0 {
+            q.counters.record_delay(delay);
+        }
+        if q.events
+            && let Some(rq) = q.as_mut()
+        {
+            rq.policy().running(&task, start);
+        }
+    }
+    let (polled, out) = main.poll_main(core, fut, cx);
+    if slow {
+        let end = machine::now();
+        let cycles = end.saturating_sub(start);
+        let how = stop_of(polled);
+        if trace::enabled() {
+            trace::record(end, task.0.header().id(), Event::PollEnd(how), cycles);
+        }
+        let mut q = exec.queue.lock();
+        q.counters.busy_cycles += cycles;
+        if q.events
+            && let Some(rq) = q.as_mut()
+        {
+            rq.policy().stopped(&task, cycles, how);
+        }
+    }
+    if polled == Polled::Requeue {
+        push(core, task.0, Why::Yielded);
+    }
     out
 }
 
@@ -664,7 +1148,7 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 pub(crate) fn serve() -> ! {
     let core = ensure_executor();
     CORES[core].looping.store(true, Ordering::SeqCst);
-    run_loop(core, None, || false);
+    run_loop(core, || false);
     unreachable!("run_loop without a stop condition returned")
 }
 
@@ -679,7 +1163,10 @@ pub(crate) mod testing {
 
     pub fn reset() {
         for c in CORES.iter() {
-            c.queue.lock().take();
+            let mut q = c.queue.lock();
+            q.take();
+            q.counters = Counters::new();
+            drop(q);
             c.len.store(0, Ordering::SeqCst);
             c.looping.store(false, Ordering::SeqCst);
             *c.timers.lock() = TimerHeap::new();
@@ -688,8 +1175,17 @@ pub(crate) mod testing {
         ACTIVE.store(0, Ordering::SeqCst);
         SLEEPERS.store(0, Ordering::SeqCst);
         STEALING.store(true, Ordering::SeqCst);
-        POLICY.store(0, Ordering::SeqCst);
+        *POLICY.lock() = None;
         STOLEN.store(0, Ordering::SeqCst);
+        for s in STOLEN_BY.iter() {
+            s.store(0, Ordering::SeqCst);
+        }
+        for c in 0..MAX_CORES {
+            set_budgets(c, Budgets::DEFAULT);
+        }
+        super::metrics::set_timing(false);
+        super::machine::set_manual_clock(false);
+        super::trace::disable();
     }
 
     /// Runs the executor loop on the calling thread (as `core`) until
@@ -697,6 +1193,6 @@ pub(crate) mod testing {
     pub fn serve_until(core: usize, stop: impl FnMut() -> bool) {
         super::machine::set_test_core(core);
         ensure_queue(core);
-        run_loop(core, None, stop);
+        run_loop(core, stop);
     }
 }

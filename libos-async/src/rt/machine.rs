@@ -53,6 +53,7 @@ mod imp {
 #[cfg(test)]
 mod imp {
     extern crate std;
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::cell::Cell;
     use std::sync::OnceLock;
     use std::time::Instant;
@@ -71,10 +72,28 @@ mod imp {
         CORE.with(|c| c.get())
     }
 
-    /// Nanoseconds since the first call, plus one.
+    /// Nanoseconds since the first call, plus one; or, after
+    /// [`set_manual_clock`], the manual clock.
     pub fn now() -> u64 {
+        if MANUAL.load(Ordering::SeqCst) {
+            return CLOCK.load(Ordering::SeqCst);
+        }
         static START: OnceLock<Instant> = OnceLock::new();
         START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+    }
+
+    static MANUAL: AtomicBool = AtomicBool::new(false);
+    static CLOCK: AtomicU64 = AtomicU64::new(1);
+
+    /// Makes [`now`] a manual clock that only [`advance_clock`] moves
+    /// (for deterministic tests of time-based policies), or the real one.
+    pub fn set_manual_clock(on: bool) {
+        MANUAL.store(on, Ordering::SeqCst);
+    }
+
+    /// Moves the manual clock forward by `ticks`.
+    pub fn advance_clock(ticks: u64) {
+        CLOCK.fetch_add(ticks, Ordering::SeqCst);
     }
 
     /// One tick per nanosecond.

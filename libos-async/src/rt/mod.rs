@@ -18,8 +18,12 @@
 //!   [`yield_now`], cross-core wake-ups, work stealing, the idle sleep on
 //!   a wakeup predicate;
 //! - [`task`]: the task state machine and [`JoinHandle`];
-//! - [`policy`]: the [`Policy`] trait and the [`Fifo`] and [`Priority`]
-//!   policies;
+//! - [`policy`]: the open [`Policy`] trait an application implements (or
+//!   picks: [`Fifo`], [`Lifo`], [`Priority`], [`Stride`], [`Edf`]), the
+//!   [`Task`] a policy holds, per-task data;
+//! - [`metrics`](mod@metrics): per-executor counters and the queueing-delay histogram;
+//! - [`trace`]: the task-event trace (per-core ring buffers, dumped for
+//!   `cargo xtask run --trace`);
 //! - [`reactor`]: ring operations as futures ([`op`], [`nop`], [`timer_at`],
 //!   [`notify`], [`console_write`], [`frame_alloc`], [`map`], ...);
 //!   [`slots`] is its completion table (generations in `user_data`);
@@ -48,6 +52,7 @@
 
 pub mod exec;
 pub mod machine;
+pub mod metrics;
 pub mod policy;
 pub mod reactor;
 pub mod slots;
@@ -55,16 +60,19 @@ pub mod slots;
 pub mod task;
 pub mod time;
 pub mod timer;
+pub mod trace;
 pub mod watch;
 
 #[cfg(test)]
 mod tests;
 
 pub use exec::{
-    NoExecutor, block_on, executor_cores, queued, set_stealing, spawn, spawn_on,
+    Budgets, Builder, NoExecutor, PolicyFn, block_on, budgets, current_task, executor_cores,
+    policy_name, queued, set_budgets, set_policy, set_stealing, set_task_data, spawn, spawn_on,
     spawn_with_priority, stealing, stolen_tasks, try_spawn_on, yield_now,
 };
-pub use policy::{Fifo, Policy, PolicyKind, Priority};
+pub use metrics::{ExecMetrics, metrics};
+pub use policy::{Edf, Fifo, Lifo, Policy, Priority, Stop, Stride, Task, TaskId, Why};
 pub use reactor::{
     RingOp, console_write, frame_alloc, frame_free, grant, in_flight, last_reap_tsc, map, nop,
     notify, op, protect, revoke, timer_at, unmap,
@@ -88,17 +96,33 @@ pub struct RuntimeConfig {
     pub cores: u64,
     /// Whether idle executors steal tasks from loaded ones.
     pub stealing: bool,
-    /// The run-queue policy of every executor.
-    pub policy: PolicyKind,
+    /// Makes each executor core's run-queue policy (`None`: the built-in
+    /// [`Fifo`]).
+    pub policy: Option<PolicyFn>,
+    /// Each executor's timer and ring polling [`Budgets`].
+    pub budgets: Budgets,
     /// Time slots to ask for on each core (see [`request_slots`]); 0: none
     /// (the kernel's default round-robin).
     pub slots_per_core: u32,
+    /// Task-event trace records per core (see [`trace`]); 0: no trace.
+    /// With n > 0, [`run`] turns tracing on before the executors start and
+    /// dumps the trace on the console when `main` returns (for
+    /// `cargo xtask run --trace`).
+    pub trace_records: usize,
 }
 
 impl RuntimeConfig {
-    /// Every usable core, stealing on, FIFO, no slot request.
+    /// Every usable core, stealing on, FIFO, default budgets, no slot
+    /// request.
     pub const fn new() -> Self {
-        RuntimeConfig { cores: 0, stealing: true, policy: PolicyKind::Fifo, slots_per_core: 0 }
+        RuntimeConfig {
+            cores: 0,
+            stealing: true,
+            policy: None,
+            budgets: Budgets::DEFAULT,
+            slots_per_core: 0,
+            trace_records: 0,
+        }
     }
 
     /// Only these cores (bit set).
@@ -113,9 +137,23 @@ impl RuntimeConfig {
         self
     }
 
-    /// The run-queue policy.
-    pub const fn policy(mut self, policy: PolicyKind) -> Self {
-        self.policy = policy;
+    /// The run-queue policy of each executor: `make(core)` (a function,
+    /// so that cores may get different policies), e.g.
+    /// `.policy(|_| Box::new(Stride::new()))`.
+    pub const fn policy(mut self, make: PolicyFn) -> Self {
+        self.policy = Some(make);
+        self
+    }
+
+    /// The timer and ring polling budgets of every executor.
+    pub const fn budgets(mut self, budgets: Budgets) -> Self {
+        self.budgets = budgets;
+        self
+    }
+
+    /// Traces task events, `records` per core, dumped when `main` returns.
+    pub const fn trace(mut self, records: usize) -> Self {
+        self.trace_records = records;
         self
     }
 
@@ -156,6 +194,12 @@ pub fn run<F: Future<Output = i32>>(config: RuntimeConfig, main: F) -> i32 {
     let cores = (if config.cores == 0 { usable } else { config.cores & usable }) | (1 << here);
     exec::set_stealing(config.stealing);
     exec::set_default_policy(config.policy);
+    if config.trace_records > 0 {
+        trace::enable(config.trace_records);
+    }
+    for core in (0..abi::MAX_CORES).filter(|&c| cores & (1 << c) != 0) {
+        exec::set_budgets(core, config.budgets);
+    }
     if let Err(e) = request_slots(&config, cores) {
         crate::println!("libos: slot request failed: {e:?}");
     }
@@ -171,7 +215,11 @@ pub fn run<F: Future<Output = i32>>(config: RuntimeConfig, main: F) -> i32 {
             exec::retire(core);
         }
     }
-    block_on(main)
+    let code = block_on(main);
+    if config.trace_records > 0 {
+        trace::dump();
+    }
+    code
 }
 
 fn executor_vcpu(_arg: u64) -> ! {

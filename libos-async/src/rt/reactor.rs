@@ -82,6 +82,7 @@ pub fn last_reap_tsc() -> u64 {
 /// Completions are taken one at a time (ring, then slot table, each lock
 /// dropped before the waiter is woken): no batch buffers to fill and
 /// drain on the wake-up path.
+#[inline(always)]
 pub(crate) fn flush_and_reap(core: usize) -> bool {
     let exec = &CORES[core];
     // Clear before looking: a push after this sets it again.

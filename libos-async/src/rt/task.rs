@@ -41,12 +41,10 @@ use core::cell::UnsafeCell;
 use core::future::Future;
 use core::mem::ManuallyDrop;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use spin::Mutex;
-
-use super::policy::Prioritized;
 
 pub(crate) const IDLE: u8 = 0;
 pub(crate) const SCHEDULED: u8 = 1;
@@ -55,11 +53,91 @@ pub(crate) const NOTIFIED: u8 = 3;
 pub(crate) const DONE: u8 = 4;
 
 /// What every task has, whatever its future.
+// `repr(C)`: the four bytes set at spawn side by side (one store).
+#[repr(C)]
 pub(crate) struct Header {
-    pub(crate) state: AtomicU8,
     /// The core whose run queue the task goes to when woken.
     pub(crate) home: AtomicUsize,
+    pub(crate) state: AtomicU8,
     pub(crate) priority: u8,
+    /// `block_on`'s main future: never migrated to another core.
+    pub(crate) pinned: bool,
+    _spare: u8,
+    /// The stable task id, 0 until first asked for ([`Header::id`]).
+    id: AtomicU64,
+    /// The application's word ([`super::policy::Task::data`]).
+    pub(crate) data: AtomicU64,
+    /// The policy's word ([`super::policy::Task::sched`]).
+    pub(crate) sched: AtomicU64,
+    /// TSC when last queued (written only while metrics timing is on).
+    pub(crate) queued_at: AtomicU64,
+}
+
+/// Task ids: 1, 2, ... for the environment's lifetime.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh task id.
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Header {
+    /// The task's id: unique for the environment's lifetime, the same
+    /// every time (taken from [`NEXT_ID`] the first time it is asked for,
+    /// so ids follow the order of first use, not of spawning).
+    #[inline]
+    pub(crate) fn id(&self) -> u64 {
+        match self.id.load(Ordering::Relaxed) {
+            0 => self.assign_id(),
+            id => id,
+        }
+    }
+
+    #[cold]
+    fn assign_id(&self) -> u64 {
+        let fresh = next_id();
+        match self.id.compare_exchange(0, fresh, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => fresh,
+            // Another core asked first: its id stands (ours is skipped).
+            Err(theirs) => theirs,
+        }
+    }
+
+    pub(crate) fn new(core: usize, priority: u8, state: u8, pinned: bool) -> Self {
+        Header {
+            home: AtomicUsize::new(core),
+            state: AtomicU8::new(state),
+            priority,
+            pinned,
+            _spare: 0,
+            // Given when first asked for: spawning costs no atomic add.
+            id: AtomicU64::new(0),
+            data: AtomicU64::new(0),
+            sched: AtomicU64::new(0),
+            queued_at: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The header of the task each core is polling (null between polls):
+/// what [`with_current`] reads. Written only by that core's executor.
+static CURRENT: [AtomicPtr<Header>; abi::MAX_CORES] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; abi::MAX_CORES];
+
+/// Runs `f` on the header of the task the calling core is polling, if
+/// any (called from inside a task: that task).
+pub(crate) fn with_current<R>(f: impl FnOnce(&Header) -> R) -> Option<R> {
+    let core = super::machine::current_core();
+    let p = CURRENT.get(core)?.load(Ordering::Relaxed);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: only this core's executor writes `CURRENT[core]`: it stores
+    // a task's header right before polling it, while it holds a strong
+    // count of the task, and null right after the poll, before that count
+    // can go. We run on this core, so either inside that poll (the header
+    // is alive) or outside any poll (we read null).
+    Some(f(unsafe { &*p }))
 }
 
 impl Header {
@@ -85,21 +163,41 @@ impl Header {
 /// A task as the executor sees it.
 pub(crate) trait Runnable: Send + Sync {
     fn header(&self) -> &Header;
-    /// Runs the task once on `core`, whose executor popped it from a run
+    /// Polls the task once on `core`, whose executor popped it from a run
     /// queue (state `SCHEDULED`): `RUNNING`, one poll, then `DONE`, `IDLE`,
-    /// or — if it was woken meanwhile — `SCHEDULED` again and pushed back
-    /// on `core`'s queue.
-    fn run(self: Arc<Self>, core: usize);
+    /// or — if it was woken meanwhile — `SCHEDULED` again, and then the
+    /// caller must queue it on `core` ([`Polled::Requeue`]).
+    fn poll_once(&self, core: usize) -> Polled;
+}
+
+/// How [`Runnable::poll_once`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+// The executor's hot path tells "nothing more to do" (`Blocked`, `Done`)
+// from the rest with one compare (`< Requeue`), then `Requeue` from the
+// rare `Main` with another.
+#[repr(u8)]
+pub(crate) enum Polled {
+    /// Waiting for a waker (IDLE).
+    Blocked = 0,
+    /// Finished.
+    Done = 1,
+    /// Woken while it ran: SCHEDULED again, to be queued by the caller.
+    Requeue = 2,
+    /// Not polled: this is `block_on`'s main task, which only `block_on`
+    /// can poll (the executor hands it back; see [`MainCell`]).
+    Main = 3,
+}
+
+impl Polled {
+    /// `Blocked` or `Done`: the executor has nothing more to do.
+    #[inline(always)]
+    pub(crate) fn finished_poll(self) -> bool {
+        (self as u8) < Polled::Requeue as u8
+    }
 }
 
 /// A queued task.
 pub(crate) type TaskRef = Arc<dyn Runnable>;
-
-impl Prioritized for TaskRef {
-    fn priority(&self) -> u8 {
-        self.header().priority
-    }
-}
 
 /// What the task's cell holds: the future, then its output.
 enum Stage<F: Future> {
@@ -139,18 +237,19 @@ where
         &self.header
     }
 
-    fn run(self: Arc<Self>, core: usize) {
+    fn poll_once(&self, core: usize) -> Polled {
         let header = &self.header;
         header.state.store(RUNNING, Ordering::Relaxed);
         // Whoever moves a task to another core's queue sets its home first
         // (stealing, retiring a core), so it is `core` already.
         debug_assert_eq!(header.home.load(Ordering::Relaxed), core);
-        // SAFETY: a borrowed waker: `self` holds a strong count for as long
-        // as `waker` lives (it is never dropped, so it gives back no count),
-        // and the data pointer is `Arc::as_ptr` of an `Arc<Self>`, which is
-        // what the vtable's functions expect.
+        // SAFETY: a borrowed waker: the caller's `Arc` (every task is
+        // polled through the `TaskRef` its executor popped) holds a strong
+        // count for as long as `waker` lives (it is never dropped, so it
+        // gives back no count), and `self` is `Arc::as_ptr` of that
+        // `Arc<Self>`, which is what the vtable's functions expect.
         let waker = ManuallyDrop::new(unsafe {
-            Waker::from_raw(RawWaker::new(Arc::as_ptr(&self).cast(), &Self::VTABLE))
+            Waker::from_raw(RawWaker::new((self as *const Self).cast(), &Self::VTABLE))
         });
         let mut cx = Context::from_waker(&waker);
         // SAFETY: we own the RUNNING state (our executor popped the task
@@ -161,14 +260,18 @@ where
         let stage = unsafe { &mut *self.stage.get() };
         let Stage::Running(fut) = stage else {
             // Cannot happen (a DONE task is never queued): nothing to do.
-            return;
+            return Polled::Done;
         };
         // SAFETY: the future lives inside the `Arc`'s allocation, which
         // never moves, and is never moved out of it: it stays there until
         // it is dropped in place (replaced by its output below, or with the
         // cell).
         let fut = unsafe { Pin::new_unchecked(fut) };
-        match fut.poll(&mut cx) {
+        let current = &CURRENT[core % abi::MAX_CORES];
+        current.store(header as *const Header as *mut Header, Ordering::Relaxed);
+        let polled = fut.poll(&mut cx);
+        current.store(core::ptr::null_mut(), Ordering::Relaxed);
+        match polled {
             Poll::Pending => {
                 if header
                     .state
@@ -178,8 +281,9 @@ where
                     // Woken while it ran (NOTIFIED): back in the queue.
                     debug_assert_eq!(header.state.load(Ordering::Relaxed), NOTIFIED);
                     header.state.store(SCHEDULED, Ordering::Relaxed);
-                    super::exec::push(core, self);
+                    return Polled::Requeue;
                 }
+                Polled::Blocked
             }
             Poll::Ready(value) => {
                 // Drops the future in place.
@@ -189,6 +293,7 @@ where
                 if let Some(w) = joiner {
                     w.wake();
                 }
+                Polled::Done
             }
         }
     }
@@ -202,8 +307,8 @@ where
     /// The vtable of this task's wakers. Every `RawWaker` with it has as
     /// data `Arc::as_ptr` of an `Arc<Self>`, and either owns one strong
     /// count of it (made by `clone_raw`) or is borrowed, for its whole
-    /// life, from an `Arc` its maker holds (the one in [`Runnable::run`],
-    /// never dropped).
+    /// life, from an `Arc` its maker holds (the one in
+    /// [`Runnable::poll_once`], never dropped).
     const VTABLE: RawWakerVTable =
         RawWakerVTable::new(Self::clone_raw, Self::wake_raw, Self::wake_by_ref_raw, Self::drop_raw);
 
@@ -212,7 +317,7 @@ where
     fn wake_arc(self: Arc<Self>) {
         if self.header.wake_needs_queue() {
             let home = self.header.home.load(Ordering::Relaxed);
-            super::exec::enqueue(self, home);
+            super::exec::enqueue(self, home, super::policy::Why::Woken);
         }
     }
 
@@ -241,7 +346,7 @@ where
             // SAFETY: as above; the new count is the queue's.
             unsafe { Arc::increment_strong_count(ptr) };
             // SAFETY: the count just taken passes to this `Arc`.
-            super::exec::enqueue(unsafe { Arc::from_raw(ptr) }, home);
+            super::exec::enqueue(unsafe { Arc::from_raw(ptr) }, home, super::policy::Why::Woken);
         }
     }
 
@@ -249,6 +354,77 @@ where
         // SAFETY: only owning wakers are dropped (the borrowed one is in a
         // `ManuallyDrop`): this gives back the count it owned.
         unsafe { Arc::decrement_strong_count(data.cast::<Self>()) };
+    }
+}
+
+/// `block_on`'s main future as a task: a header in the run queue like
+/// any task's (so the policy decides when it runs), whose future lives on
+/// `block_on`'s stack and is polled there ([`MainCell::poll_main`]) when
+/// the executor pops this task. Pinned to its core.
+pub(crate) struct MainCell {
+    header: Header,
+}
+
+impl MainCell {
+    /// A main task on `core`, SCHEDULED (the caller queues it).
+    pub(crate) fn new(core: usize) -> Arc<Self> {
+        Arc::new(MainCell { header: Header::new(core, 0, SCHEDULED, true) })
+    }
+
+    /// Polls `fut` as this task, which its executor just popped: the
+    /// same state protocol as [`Cell`]'s poll.
+    pub(crate) fn poll_main<F: Future>(
+        &self,
+        core: usize,
+        fut: Pin<&mut F>,
+        cx: &mut Context<'_>,
+    ) -> (Polled, Option<F::Output>) {
+        let header = &self.header;
+        header.state.store(RUNNING, Ordering::Relaxed);
+        let current = &CURRENT[core % abi::MAX_CORES];
+        current.store(header as *const Header as *mut Header, Ordering::Relaxed);
+        let polled = fut.poll(cx);
+        current.store(core::ptr::null_mut(), Ordering::Relaxed);
+        match polled {
+            Poll::Pending => {
+                if header
+                    .state
+                    .compare_exchange(RUNNING, IDLE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
+                    header.state.store(SCHEDULED, Ordering::Relaxed);
+                    return (Polled::Requeue, None);
+                }
+                (Polled::Blocked, None)
+            }
+            Poll::Ready(v) => {
+                header.state.store(DONE, Ordering::Release);
+                (Polled::Done, Some(v))
+            }
+        }
+    }
+}
+
+impl Runnable for MainCell {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+    fn poll_once(&self, _core: usize) -> Polled {
+        // The executor hands a popped main task back to `block_on`, which
+        // polls the future with `poll_main`.
+        Polled::Main
+    }
+}
+
+impl alloc::task::Wake for MainCell {
+    fn wake(self: Arc<Self>) {
+        if self.header.wake_needs_queue() {
+            let home = self.header.home.load(Ordering::Relaxed);
+            super::exec::enqueue(self, home, super::policy::Why::Woken);
+        }
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.clone().wake();
     }
 }
 
@@ -352,7 +528,7 @@ where
     F::Output: Send + 'static,
 {
     let cell = Arc::new(Cell {
-        header: Header { state: AtomicU8::new(SCHEDULED), home: AtomicUsize::new(core), priority },
+        header: Header::new(core, priority, SCHEDULED, false),
         stage: UnsafeCell::new(Stage::Running(fut)),
         joiner: Mutex::new(None),
     });

@@ -67,7 +67,7 @@ fn spawn_join_and_yield_order_on_one_core() {
 #[test]
 fn priority_policy_runs_high_priority_first() {
     let _g = setup();
-    exec::set_default_policy(PolicyKind::Priority);
+    exec::set_default_policy(Some(|_| alloc::boxed::Box::new(Priority::new())));
     let log = Arc::new(StdMutex::new(Vec::new()));
     block_on({
         let log = log.clone();
@@ -406,4 +406,228 @@ fn idle_predicate_fits_and_means_what_it_says() {
             }
         }
     }
+}
+
+/// A user-defined policy (what an application would write): FIFO that
+/// logs every call it gets.
+struct Logging {
+    q: alloc::collections::VecDeque<Task>,
+    log: EventLog,
+}
+
+/// (task id, what, data or cycles) per policy call.
+type EventLog = Arc<StdMutex<Vec<(u64, &'static str, u64)>>>;
+
+impl Policy for Logging {
+    fn name(&self) -> &'static str {
+        "logging"
+    }
+    fn enqueue(&mut self, task: Task, why: Why) {
+        let what = match why {
+            Why::Spawned => "spawned",
+            Why::Woken => "woken",
+            Why::Yielded => "yielded",
+            Why::Stolen => "stolen",
+            Why::Moved => "moved",
+        };
+        self.log.lock().unwrap().push((task.id().0, what, task.data()));
+        self.q.push_back(task);
+    }
+    fn pick(&mut self) -> Option<Task> {
+        self.q.pop_front()
+    }
+    fn len(&self) -> usize {
+        self.q.len()
+    }
+    fn wants_run_events(&self) -> bool {
+        true
+    }
+    fn running(&mut self, task: &Task, _now: u64) {
+        self.log.lock().unwrap().push((task.id().0, "running", 0));
+    }
+    fn stopped(&mut self, task: &Task, cycles: u64, how: Stop) {
+        let what = match how {
+            Stop::Yielded => "stop-yielded",
+            Stop::Blocked => "stop-blocked",
+            Stop::Done => "stop-done",
+        };
+        self.log.lock().unwrap().push((task.id().0, what, cycles));
+    }
+}
+
+#[test]
+fn a_user_policy_sees_every_event_and_the_main_future() {
+    let _g = setup();
+    let log = Arc::new(StdMutex::new(Vec::new()));
+    exec::ensure_queue(0);
+    let old =
+        set_policy(0, alloc::boxed::Box::new(Logging { q: Default::default(), log: log.clone() }))
+            .unwrap();
+    assert_eq!(old.name(), "fifo");
+    assert_eq!(policy_name(0), Some("logging"));
+    let (child, main_id) = block_on(async {
+        let h = Builder::new().data(77).spawn(async {
+            let me = current_task().unwrap();
+            yield_now().await;
+            me
+        });
+        let main_id = current_task().unwrap().0;
+        (h.await, main_id)
+    });
+    let (child_id, child_data) = child;
+    assert_eq!(child_data, 77);
+    assert_ne!(child_id, main_id);
+    let log = log.lock().unwrap().clone();
+    let of = |id: TaskId| -> Vec<&'static str> {
+        log.iter().filter(|e| e.0 == id.0).map(|e| e.1).collect()
+    };
+    assert_eq!(
+        of(child_id),
+        ["spawned", "running", "stop-yielded", "yielded", "running", "stop-done"]
+    );
+    // The main future: queued, polled (spawns, awaits: blocked), woken
+    // by the child's completion, polled to the end.
+    assert_eq!(
+        of(main_id),
+        ["spawned", "running", "stop-blocked", "woken", "running", "stop-done"]
+    );
+    assert!(log.iter().any(|e| e.0 == child_id.0 && e.1 == "spawned" && e.2 == 77));
+}
+
+#[test]
+fn edf_in_the_runtime_runs_by_deadline_and_set_task_data_moves_it() {
+    let _g = setup();
+    exec::ensure_queue(0);
+    set_policy(0, alloc::boxed::Box::new(Edf::new())).unwrap();
+    let log = Arc::new(StdMutex::new(Vec::new()));
+    block_on({
+        let log = log.clone();
+        async move {
+            let hs: Vec<_> = [30u64, 10, 20]
+                .into_iter()
+                .map(|d| {
+                    let log = log.clone();
+                    Builder::new().data(d).spawn(async move {
+                        log.lock().unwrap().push(d);
+                        // Next deadline far away: runs after the others.
+                        assert!(set_task_data(1000 + d));
+                        yield_now().await;
+                        log.lock().unwrap().push(1000 + d);
+                    })
+                })
+                .collect();
+            // The main future has no deadline: it runs after all of them.
+            for h in hs {
+                h.await;
+            }
+        }
+    });
+    assert_eq!(*log.lock().unwrap(), [10, 20, 30, 1010, 1020, 1030]);
+    assert!(!set_task_data(5), "not a task");
+}
+
+#[test]
+fn replacing_a_policy_keeps_the_queued_tasks() {
+    let _g = setup();
+    exec::ensure_queue(0);
+    let out = block_on(async {
+        let hs: Vec<_> = (0..10u32).map(|i| spawn(async move { i })).collect();
+        // All ten are queued behind us: move them to a LIFO.
+        let old = set_policy(0, alloc::boxed::Box::new(Lifo::new())).unwrap();
+        assert_eq!(old.len(), 0);
+        assert_eq!(queued(0), 10);
+        let mut sum = 0;
+        for h in hs {
+            sum += h.await;
+        }
+        sum
+    });
+    assert_eq!(out, 45);
+    let m = metrics(0);
+    assert_eq!(m.moved, 10);
+    assert_eq!(m.spawned, 11, "ten tasks and the main future");
+}
+
+#[test]
+fn metrics_count_and_time_and_trace_records_polls() {
+    let _g = setup();
+    metrics::set_timing(true);
+    trace::enable(1024);
+    set_budgets(0, Budgets { timers: 1, ring: 1 });
+    block_on(async {
+        for _ in 0..5 {
+            spawn(async { yield_now().await }).await;
+        }
+    });
+    trace::disable();
+    metrics::set_timing(false);
+    let m = metrics(0);
+    assert_eq!(m.spawned, 6);
+    // Each child: 2 polls; the main future: 1 + one per join.
+    assert_eq!(m.polls, 5 * 2 + 6);
+    assert_eq!(m.yielded, 5);
+    assert_eq!(m.woken, 5);
+    assert_eq!(m.delay_count(), m.polls);
+    assert!(m.busy_cycles > 0);
+    assert!(m.delay_percentile(99.0).unwrap() <= m.delay_max);
+    let (recs, lost) = trace::records(0);
+    assert_eq!(lost, 0);
+    let count = |e: trace::Event| recs.iter().filter(|r| r.event == e).count() as u64;
+    assert_eq!(count(trace::Event::PollStart), m.polls);
+    assert_eq!(count(trace::Event::PollEnd(Stop::Done)), 6);
+    assert_eq!(count(trace::Event::Queued(Why::Spawned)), 6);
+    // Every poll's start precedes its end, in order per task.
+    for w in recs.windows(2) {
+        assert!(w[0].tsc <= w[1].tsc);
+    }
+    trace::clear();
+    assert_eq!(trace::records(0).0.len(), 0);
+}
+
+#[test]
+fn stride_in_the_runtime_shares_by_tickets() {
+    let _g = setup();
+    exec::ensure_queue(0);
+    set_policy(0, alloc::boxed::Box::new(Stride::new())).unwrap();
+    machine::set_manual_clock(true);
+    let runs: Arc<[AtomicU64; 2]> = Arc::new([const { AtomicU64::new(0) }; 2]);
+    let stop = Arc::new(AtomicBool::new(false));
+    block_on({
+        let (runs, stop) = (runs.clone(), stop.clone());
+        async move {
+            let hs: Vec<_> = [1u64, 3]
+                .into_iter()
+                .enumerate()
+                .map(|(i, tickets)| {
+                    let (runs, stop) = (runs.clone(), stop.clone());
+                    Builder::new().data(tickets).spawn(async move {
+                        while !stop.load(Ordering::SeqCst) {
+                            // Equal work per poll: 20 µs of the manual
+                            // clock (the host's real one is too noisy).
+                            machine::advance_clock(20_000);
+                            runs[i].fetch_add(1, Ordering::SeqCst);
+                            yield_now().await;
+                        }
+                    })
+                })
+                .collect();
+            // The main future is a stride task with 1 ticket too: it
+            // checks the total and stops the two.
+            while runs[0].load(Ordering::SeqCst) + runs[1].load(Ordering::SeqCst) < 400 {
+                // (A poll of no time would keep its pass, and so run
+                // forever: stride is about time.)
+                machine::advance_clock(1_000);
+                yield_now().await;
+            }
+            stop.store(true, Ordering::SeqCst);
+            for h in hs {
+                h.await;
+            }
+        }
+    });
+    let (a, b) = (runs[0].load(Ordering::SeqCst) as f64, runs[1].load(Ordering::SeqCst) as f64);
+    let ratio = b / a;
+    machine::set_manual_clock(false);
+    // Exact up to the last round (the stop check) under the manual clock.
+    assert!((2.9..3.1).contains(&ratio), "3:1 tickets gave {a}:{b}");
 }

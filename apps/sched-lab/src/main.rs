@@ -1,0 +1,176 @@
+//! `sched-lab`: one workload under several run-queue policies, one
+//! executor core, and a table to compare them.
+//!
+//! The workload: `LONG` long tasks, each `LONG_CHUNKS` chunks of
+//! `LONG_CHUNK_US` µs of busy work with a `yield_now` between chunks,
+//! and `SHORT` short tasks (one chunk of `SHORT_US` µs), spawned by the
+//! main task one every `GAP_US` µs while the long ones run. A short
+//! task's latency is from its spawn to its completion.
+//!
+//! Policies: FIFO, LIFO, stride (short tasks 10 tickets, long ones 1),
+//! EDF (short tasks' deadline: spawn + `SHORT_DEADLINE_US`, long ones
+//! none), and `ShortestFirst`, a policy written here, outside the
+//! runtime, as an application would (it runs tasks whose data says
+//! "short" before the others). Each is installed with `rt::set_policy`
+//! on the one executor core; the main task runs under it too.
+//!
+//! Prints one line per policy: `sched-lab: POLICY short p50 .. p99 ..
+//! max .. us, long tasks done at .. us, N tasks in .. us`, then
+//! `sched-lab: done`. Exit 0 iff every task of every run completed.
+
+#![cfg_attr(target_os = "none", no_std, no_main)]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use libos_async::println;
+use libos_async::rt::{self, Builder, Policy, RuntimeConfig, Task, Why};
+use libos_async::sys::rdtsc;
+
+// One executor: the policy alone decides the order.
+libos_async::main!(main_async, RuntimeConfig::new().cores(1).stealing(false));
+
+const LONG: usize = 4;
+const LONG_CHUNKS: usize = 40;
+const LONG_CHUNK_US: u64 = 200;
+const SHORT: usize = 40;
+const SHORT_US: u64 = 20;
+const GAP_US: u64 = 300;
+const SHORT_DEADLINE_US: u64 = 500;
+/// `data` of short tasks under `ShortestFirst` and stride.
+const SHORT_MARK: u64 = 10;
+
+/// A user-defined policy: tasks whose data is `SHORT_MARK` first (FIFO
+/// among them), then the others (FIFO).
+#[derive(Default)]
+struct ShortestFirst {
+    short: VecDeque<Task>,
+    other: VecDeque<Task>,
+}
+
+impl Policy for ShortestFirst {
+    fn name(&self) -> &'static str {
+        "short-first"
+    }
+    fn enqueue(&mut self, task: Task, _why: Why) {
+        if task.data() == SHORT_MARK {
+            self.short.push_back(task);
+        } else {
+            self.other.push_back(task);
+        }
+    }
+    fn pick(&mut self) -> Option<Task> {
+        self.short.pop_front().or_else(|| self.other.pop_front())
+    }
+    fn len(&self) -> usize {
+        self.short.len() + self.other.len()
+    }
+}
+
+/// Makes a fresh policy.
+type MakePolicy = fn() -> Box<dyn Policy>;
+
+fn busy(us: u64, hz: u64) {
+    let until = rdtsc() + us * hz / 1_000_000;
+    while rdtsc() < until {
+        core::hint::spin_loop();
+    }
+}
+
+struct Outcome {
+    short_us: Vec<u64>,
+    long_done_us: u64,
+    total_us: u64,
+    completed: usize,
+}
+
+async fn run_mix(policy: &str, hz: u64) -> Outcome {
+    let t0 = rdtsc();
+    let us = move |c: u64| c * 1_000_000 / hz;
+    let longs: Vec<_> = (0..LONG)
+        .map(|_| {
+            Builder::new().data(1).spawn(async move {
+                for _ in 0..LONG_CHUNKS {
+                    busy(LONG_CHUNK_US, hz);
+                    rt::yield_now().await;
+                }
+                rdtsc()
+            })
+        })
+        .collect();
+    let mut shorts = Vec::new();
+    for _ in 0..SHORT {
+        rt::sleep(Duration::from_micros(GAP_US)).await;
+        let spawned = rdtsc();
+        let data = match policy {
+            "edf" => spawned + SHORT_DEADLINE_US * hz / 1_000_000,
+            _ => SHORT_MARK,
+        };
+        shorts.push(Builder::new().data(data).spawn(async move {
+            busy(SHORT_US, hz);
+            rdtsc() - spawned
+        }));
+    }
+    let mut out = Outcome { short_us: Vec::new(), long_done_us: 0, total_us: 0, completed: 0 };
+    for h in shorts {
+        out.short_us.push(us(h.await));
+        out.completed += 1;
+    }
+    for h in longs {
+        out.long_done_us = out.long_done_us.max(us(h.await - t0));
+        out.completed += 1;
+    }
+    out.total_us = us(rdtsc() - t0);
+    out
+}
+
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() * p).div_ceil(100)).clamp(1, sorted.len()) - 1]
+}
+
+async fn main_async(_arg: u64) -> i32 {
+    let hz = libos_async::info().tsc_hz.max(1);
+    let core = rt::current_core();
+    let policies: [(&str, MakePolicy); 5] = [
+        ("fifo", || Box::new(rt::Fifo::new())),
+        ("lifo", || Box::new(rt::Lifo::new())),
+        ("stride", || Box::new(rt::Stride::new())),
+        ("edf", || Box::new(rt::Edf::new())),
+        ("short-first", || Box::new(ShortestFirst::default())),
+    ];
+    let mut ok = true;
+    for (name, make) in policies {
+        if rt::set_policy(core, make()).is_err() {
+            println!("CHECK FAILED: sched-lab: no executor on core {core}");
+            return 1;
+        }
+        let mut o = run_mix(name, hz).await;
+        o.short_us.sort_unstable();
+        println!(
+            "sched-lab: {:<11} short p50 {:>6} p99 {:>6} max {:>6} us, long tasks done at {:>6} us, {} tasks in {} us",
+            name,
+            percentile(&o.short_us, 50),
+            percentile(&o.short_us, 99),
+            o.short_us.last().copied().unwrap_or(0),
+            o.long_done_us,
+            o.completed,
+            o.total_us,
+        );
+        ok &= o.completed == LONG + SHORT;
+    }
+    let m = rt::metrics(core);
+    println!(
+        "sched-lab: executor: {} polls, {} spawned, {} woken, {} yielded",
+        m.polls, m.spawned, m.woken, m.yielded
+    );
+    println!("sched-lab: done");
+    if ok { 0 } else { 1 }
+}
