@@ -11,6 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::registry::Bench;
 use crate::report::BenchLine;
 
 /// How a benchmark run measured time.
@@ -50,6 +51,17 @@ pub struct Entry {
     /// The id of the run that measured it (see [`crate::history`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
+    /// Throughput benchmarks (the registry's `plot = "throughput"`):
+    /// operations per second of the whole machine, from the median (see
+    /// [`add_throughput`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops_per_s: Option<u64>,
+    /// `ops_per_s` divided by the number of cores doing the work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops_per_s_per_core: Option<u64>,
+    /// The number of cores doing the work (throughput benchmarks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
 }
 
 impl Entry {
@@ -68,8 +80,81 @@ impl Entry {
             samples: line.samples,
             mode: mode.as_str().to_string(),
             run: None,
+            ops_per_s: None,
+            ops_per_s_per_core: None,
+            cores: None,
         }
     }
+}
+
+/// Ticks per second of a run's time stamps: under `--icount` (`-icount
+/// shift=0`) exactly 10^9 (one guest instruction is one nanosecond of
+/// virtual time, whatever the guest's TSC calibration says); wall-clock,
+/// the TSC frequency our kernel measured (its `TSC N MHz` log line).
+pub fn ticks_per_second(mode: Mode, lines: &[String]) -> Option<f64> {
+    match mode {
+        Mode::Icount => Some(1e9),
+        Mode::Wall => lines.iter().find_map(|l| {
+            let (num, tail) = l[l.find("TSC ")? + 4..].split_once(' ')?;
+            tail.starts_with("MHz").then(|| num.parse::<f64>().ok().map(|m| m * 1e6)).flatten()
+        }),
+    }
+}
+
+/// Fills in the throughput of every entry the registry marks `plot =
+/// "throughput"` (its `x` is the number of cores doing the work and its
+/// median a per-operation cost of the whole machine): `ops_per_s` =
+/// `ticks_per_second / median`, `ops_per_s_per_core` that over the cores.
+/// Without a tick rate (a wall-clock run whose TSC rate is unknown) they
+/// stay empty.
+pub fn add_throughput(entries: &mut [Entry], registry: &[Bench], ticks_per_second: Option<f64>) {
+    for e in entries.iter_mut() {
+        let Some(b) = registry.iter().find(|b| b.name == e.name) else { continue };
+        if b.plot.as_deref() != Some("throughput") {
+            continue;
+        }
+        let Some(cores) = b.x.as_deref().and_then(|x| x.parse::<u32>().ok()) else { continue };
+        e.cores = Some(cores);
+        let Some(hz) = ticks_per_second else { continue };
+        match e.median.as_f64() {
+            Some(m) if m > 0.0 => {
+                let ops = hz / m;
+                e.ops_per_s = Some(ops.round() as u64);
+                e.ops_per_s_per_core = Some((ops / f64::from(cores.max(1))).round() as u64);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The throughput table: per family of `plot = "throughput"` benchmarks,
+/// one row per core count with the per-operation cost, ops/s and ops/s
+/// per core; empty if `entries` has none.
+pub fn throughput_table(entries: &[Entry], label: &str) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .filter_map(|e| {
+            let cores = e.cores?;
+            let show = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
+            Some(vec![
+                e.name.clone(),
+                cores.to_string(),
+                e.median.to_string(),
+                e.unit.clone(),
+                show(e.ops_per_s),
+                show(e.ops_per_s_per_core),
+                label.to_string(),
+            ])
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    render(
+        &["benchmark", "cores", "per op", "unit", "ops/s", "ops/s/core", "timing"],
+        &rows,
+        &[1, 2, 4, 5],
+    )
 }
 
 /// Which existing entries of its mode a run replaces.

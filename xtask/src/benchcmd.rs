@@ -141,7 +141,8 @@ fn measure(ws: &Workspace, args: &BenchArgs, all: &[Bench]) -> Result<bool, Stri
     );
     let out = qemu::boot(&boot)?;
     println!("xtask: serial log: {}", ws.rel(&boot.log));
-    let (ours, done, mut problems) = collect(&out.lines, mode);
+    let (mut ours, done, mut problems) = collect(&out.lines, mode);
+    bench::add_throughput(&mut ours, all, bench::ticks_per_second(mode, &out.lines));
     if !out.status.is_success() {
         problems.push(out.status.describe());
     }
@@ -188,6 +189,12 @@ fn measure(ws: &Workspace, args: &BenchArgs, all: &[Bench]) -> Result<bool, Stri
     let label = bench::timing_label(mode.as_str(), accel.as_str());
     println!("\nbenchmarks ({}; {label}):", mode.as_str());
     print!("{}", bench::table(&ours));
+    let tput = bench::throughput_table(&ours, label);
+    if !tput.is_empty() {
+        println!("\nthroughput over cores ({}; {label}):", mode.as_str());
+        print!("{tput}");
+        println!("{}", throughput_note(mode));
+    }
     if args.vs.is_some() {
         println!("\nLinux counterparts ({}; {label}):", mode.as_str());
         print!("{}", bench::table(&linux));
@@ -261,6 +268,22 @@ pub fn honesty_note(mode: Mode) -> &'static str {
         Mode::Wall => {
             "note: wall-clock figures; under TCG on a shared host they mostly measure QEMU's \
              and the host's scheduling and do not repeat: use --icount to compare paths"
+        }
+    }
+}
+
+/// What the throughput figures of a mode mean.
+pub fn throughput_note(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Icount => {
+            "note: under -icount one vCPU runs at a time and the clock counts every vCPU's \
+             instructions, so ops/s is operations per 10^9 guest instructions of the whole \
+             machine: a flat curve means the work per operation does not grow with cores \
+             (perfect scaling); it cannot show a parallel speed-up"
+        }
+        Mode::Wall => {
+            "note: TCG wall-clock (TSC rate from our kernel's log): 8 vCPUs share the host's \
+             cores, so this mostly measures the host; it is not a hardware speed-up"
         }
     }
 }

@@ -391,6 +391,9 @@ mod tests {
             samples: 100,
             mode: mode.into(),
             run: None,
+            ops_per_s: None,
+            ops_per_s_per_core: None,
+            cores: None,
         }
     }
 

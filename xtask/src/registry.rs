@@ -19,6 +19,8 @@ pub const KERNEL_GROUPS: &[&str] = &[
     "rtbench",
     "chanbench",
     "kv",
+    "ring_scaling",
+    "rt_scaling",
     "isobench_acall",
     "isobench_revoke",
     "isobench_unmap_range",
@@ -31,7 +33,7 @@ pub const KERNEL_GROUPS: &[&str] = &[
 pub const LINUX_GROUPS: &[&str] = &["getpid", "sigsegv", "pipe", "io_uring", "munmap"];
 
 /// The line figures a family may belong to.
-pub const PLOTS: &[&str] = &["cores", "batch"];
+pub const PLOTS: &[&str] = &["cores", "batch", "throughput"];
 
 /// One `[[bench]]` table as written.
 #[derive(Debug, Deserialize)]
@@ -295,9 +297,10 @@ group = "isobench_gap"
         "rt_wakeup_cross_core",
         "channel_roundtrip_same_core",
         "channel_roundtrip_cross_core",
-        "channel_throughput_1_producer",
-        "channel_throughput_7_producers",
-        "kv_op_7_clients",
+        "channel_throughput_{x}_producers",
+        "kv_op_{x}_clients",
+        "ring_timer_notify_{x}_cores",
+        "rt_spawn_{x}_cores",
         "acall_noflood_cost",
         "acall_flood_cost",
         "frame_revoke_1",
@@ -343,38 +346,51 @@ group = "isobench_gap"
         out
     }
 
+    /// Whether registered name `name` is printed name `p`: equal, or `p`
+    /// a prefix (ending in `_` or `k`) completed with a number, or `p` a
+    /// `PREFIX{x}SUFFIX` pattern with a number in place of `{x}`.
+    fn matches_printed(name: &str, p: &str) -> bool {
+        let number = |r: &str| !r.is_empty() && r.chars().all(|c| c.is_ascii_digit());
+        if let Some((pre, suf)) = p.split_once("{x}") {
+            return name.strip_prefix(pre).and_then(|r| r.strip_suffix(suf)).is_some_and(number);
+        }
+        name == p || (p.ends_with(['_', 'k']) && name.strip_prefix(p).is_some_and(number))
+    }
+
     #[test]
     fn every_printed_name_is_registered() {
         let all = load(&crate::root()).unwrap();
         // The whole kernel source: the benchmark driver may move.
         let lits = literals(&["benches", "apps", "kernel/src"]);
         for name in PRINTED {
-            // The sources print it: as a literal, or (a prefix completed
-            // with a number) as the start of a `format!`-ed literal.
-            assert!(
-                lits.iter().any(|l| l == name || (name.ends_with('_') && l.starts_with(name))),
-                "{name} is not in the benchmark sources: update PRINTED"
-            );
-            let registered = all.iter().any(|b| {
-                b.name == *name
-                    || (name.ends_with(['_', 'k'])
-                        && b.name
-                            .strip_prefix(name)
-                            .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit())))
+            // The sources print it: as a literal, as the start of a
+            // `format!`-ed literal (a prefix completed with a number), or
+            // (a `{x}` pattern) as a `format!` literal `PREFIX{..}SUFFIX`.
+            let in_sources = lits.iter().any(|l| match name.split_once("{x}") {
+                Some((pre, suf)) => l
+                    .strip_prefix(pre)
+                    .and_then(|r| r.strip_suffix(suf))
+                    .is_some_and(|mid| mid.starts_with('{') && mid.ends_with('}')),
+                None => l == name || (name.ends_with('_') && l.starts_with(name)),
             });
+            assert!(in_sources, "{name} is not in the benchmark sources: update PRINTED");
+            let registered = all.iter().any(|b| matches_printed(&b.name, name));
             assert!(registered, "{name} is printed but not in {PATH}");
         }
         // And the other way: every registered name is one of these.
         for b in &all {
-            let printed = PRINTED.iter().any(|p| {
-                b.name == *p
-                    || (p.ends_with(['_', 'k'])
-                        && b.name
-                            .strip_prefix(p)
-                            .is_some_and(|r| r.chars().all(|c| c.is_ascii_digit())))
-            });
+            let printed = PRINTED.iter().any(|p| matches_printed(&b.name, p));
             assert!(printed, "{} is registered but nothing prints it", b.name);
         }
+    }
+
+    #[test]
+    fn printed_patterns_match_numbers_only() {
+        assert!(matches_printed("kv_op_7_clients", "kv_op_{x}_clients"));
+        assert!(!matches_printed("kv_op__clients", "kv_op_{x}_clients"));
+        assert!(!matches_printed("kv_op_x_clients", "kv_op_{x}_clients"));
+        assert!(matches_printed("tlb_shootdown_full_k3", "tlb_shootdown_full_k"));
+        assert!(!matches_printed("syscall_null_for_ring", "syscall_null"));
     }
 
     #[test]
