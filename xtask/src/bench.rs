@@ -102,8 +102,8 @@ pub fn ticks_per_second(mode: Mode, lines: &[String]) -> Option<f64> {
 }
 
 /// Fills in the throughput of every entry the registry marks `plot =
-/// "throughput"` (its `x` is the number of cores doing the work and its
-/// median a per-operation cost of the whole machine): `ops_per_s` =
+/// "throughput"` (its median is a per-operation cost of the whole machine;
+/// the registry says how many cores do the work): `ops_per_s` =
 /// `ticks_per_second / median`, `ops_per_s_per_core` that over the cores.
 /// Without a tick rate (a wall-clock run whose TSC rate is unknown) they
 /// stay empty.
@@ -113,7 +113,7 @@ pub fn add_throughput(entries: &mut [Entry], registry: &[Bench], ticks_per_secon
         if b.plot.as_deref() != Some("throughput") {
             continue;
         }
-        let Some(cores) = b.x.as_deref().and_then(|x| x.parse::<u32>().ok()) else { continue };
+        let Some(cores) = b.cores else { continue };
         e.cores = Some(cores);
         let Some(hz) = ticks_per_second else { continue };
         match e.median.as_f64() {
@@ -391,6 +391,55 @@ mod tests {
             "{t}"
         );
         assert_eq!(timing_label("wall", "tcg"), "wall: TCG, host scheduling");
+    }
+
+    #[test]
+    fn throughput_from_the_registry() {
+        let all = crate::registry::load(&crate::root()).unwrap();
+        let mut entries = vec![
+            Entry::from_line(line("kv_op_7_clients", "cycles"), Mode::Icount),
+            Entry::from_line(line("rt_spawn_4_cores", "cycles"), Mode::Icount),
+            Entry::from_line(line("syscall_null", "cycles"), Mode::Icount),
+        ];
+        entries[0].median = 20_000.into();
+        entries[1].median = 1_000.into();
+        add_throughput(&mut entries, &all, ticks_per_second(Mode::Icount, &[]));
+        // kv with 7 clients keeps 7 cores busy (the server's and six
+        // clients'), as the registry says.
+        assert_eq!(
+            (entries[0].cores, entries[0].ops_per_s, entries[0].ops_per_s_per_core),
+            (Some(7), Some(50_000), Some(7_143))
+        );
+        assert_eq!(
+            (entries[1].cores, entries[1].ops_per_s, entries[1].ops_per_s_per_core),
+            (Some(4), Some(1_000_000), Some(250_000))
+        );
+        assert_eq!((entries[2].cores, entries[2].ops_per_s), (None, None));
+        let t = throughput_table(&entries, "icount: instructions");
+        let lines: Vec<_> = t.lines().collect();
+        assert_eq!(lines.len(), 4, "{t}");
+        assert!(lines[2].starts_with("kv_op_7_clients       7   20000"), "{t}");
+        assert!(lines[3].contains("1000000      250000"), "{t}");
+        assert_eq!(throughput_table(&entries[2..], "x"), "");
+        // Without a known tick rate (wall clock, no log line): no figure.
+        let mut wall = vec![Entry::from_line(line("kv_op_1_clients", "cycles"), Mode::Wall)];
+        add_throughput(&mut wall, &all, ticks_per_second(Mode::Wall, &[]));
+        assert_eq!((wall[0].cores, wall[0].ops_per_s), (Some(2), None));
+        // The JSON keeps older readers' shape and adds the fields.
+        let v = serde_json::to_value(&entries[1]).unwrap();
+        assert_eq!(v["ops_per_s"], 1_000_000);
+        assert_eq!(v["cores"], 4);
+    }
+
+    #[test]
+    fn tsc_rate_from_the_kernel_log() {
+        let lines = vec![
+            "exo: boot ok cores=8".to_string(),
+            "[cpu 0] INFO  TSC 2995 MHz, APIC timer 62 MHz, idle tick 100 Hz".to_string(),
+        ];
+        assert_eq!(ticks_per_second(Mode::Wall, &lines), Some(2_995e6));
+        assert_eq!(ticks_per_second(Mode::Icount, &lines), Some(1e9));
+        assert_eq!(ticks_per_second(Mode::Wall, &["TSC unknown".to_string()]), None);
     }
 
     #[test]

@@ -314,7 +314,8 @@ pub fn figures(registry: &[Bench], results: &[Entry]) -> Result<Vec<(String, Str
                             .filter(|b| b.family == *fam)
                             .filter_map(|b| {
                                 let e = tput.iter().find(|e| e.name == b.name)?;
-                                Some((f64::from(e.cores?), pick(e)? as f64))
+                                let x: f64 = b.x.as_deref()?.parse().ok()?;
+                                Some((x, pick(e)? as f64))
                             })
                             .collect();
                         points.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -328,7 +329,13 @@ pub fn figures(registry: &[Bench], results: &[Entry]) -> Result<Vec<(String, Str
                 };
                 out.push((
                     format!("{file}_{mode}.svg"),
-                    lines(&format!("Throughput vs cores ({mode})"), "cores K", &y, &series, false)?,
+                    lines(
+                        &format!("Throughput vs cores ({mode})"),
+                        "K: producers / clients / cores (per core: over the cores in use)",
+                        &y,
+                        &series,
+                        false,
+                    )?,
                 ));
             }
         }

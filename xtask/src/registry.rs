@@ -48,6 +48,8 @@ struct Spec {
     linux: Option<String>,
     linux_group: Option<String>,
     plot: Option<String>,
+    #[serde(default)]
+    cores: Vec<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +79,9 @@ pub struct Bench {
     pub x: Option<String>,
     /// The line figure of its family.
     pub plot: Option<String>,
+    /// Throughput benchmarks: the cores doing the work (the registry's
+    /// `cores` entry for this `x`, or `x` itself).
+    pub cores: Option<u32>,
 }
 
 /// Parses the registry's text, expanding families; checks that names are
@@ -112,6 +117,12 @@ pub fn parse(text: &str) -> Result<Vec<Bench>, String> {
         if spec.plot.is_some() && !templated {
             return Err(format!("{PATH}: {what}: only a family can have a plot"));
         }
+        let throughput = spec.plot.as_deref() == Some("throughput");
+        if !spec.cores.is_empty() && (!throughput || spec.cores.len() != spec.x.len()) {
+            return Err(format!(
+                "{PATH}: {what}: `cores` needs plot = \"throughput\" and one value per x"
+            ));
+        }
         let values: Vec<Option<String>> = if templated {
             spec.x
                 .iter()
@@ -124,7 +135,19 @@ pub fn parse(text: &str) -> Result<Vec<Bench>, String> {
         } else {
             vec![None]
         };
-        for x in values {
+        for (i, x) in values.into_iter().enumerate() {
+            let cores = if !throughput {
+                None
+            } else if let Some(&c) = spec.cores.get(i) {
+                Some(c)
+            } else {
+                match x.as_deref().map(str::parse::<u32>) {
+                    Some(Ok(c)) => Some(c),
+                    _ => {
+                        return Err(format!("{PATH}: {what}: a throughput x must be a core count"));
+                    }
+                }
+            };
             let fill = |t: &str| match &x {
                 Some(x) => t.replace("{x}", x),
                 None => t.to_string(),
@@ -139,6 +162,7 @@ pub fn parse(text: &str) -> Result<Vec<Bench>, String> {
                 family: spec.name.clone(),
                 x: x.clone(),
                 plot: spec.plot.clone(),
+                cores,
             };
             if out.iter().any(|b| b.name == bench.name) {
                 return Err(format!("{PATH}: {} appears twice", bench.name));

@@ -25,7 +25,7 @@ libos_async::entry!(app_main);
 const MESSAGES_PER_SAMPLE: u64 = 5;
 
 fn app_main(arg: u64) -> i32 {
-    let (case, samples) = (arg & 0xff, arg >> 8);
+    let (case, samples) = (arg & 0xff, (arg >> 8) & 0xff_ffff);
     let Ok(mut listener) = Listener::new(Config::default()) else {
         println!("chanbench: cannot listen");
         return 1;

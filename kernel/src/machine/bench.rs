@@ -336,29 +336,38 @@ fn run_cpubench(n: usize) -> bool {
 /// (`benches/chanbench` + `benches/chanbench-peer`, `apps/kv` +
 /// `apps/kv-client`): `channel_roundtrip_same_core` / `_cross_core`, and
 /// the throughput curves `channel_throughput_K_producers` (cycles per
-/// message at the consumer on core 1, producers on cores 1..=K) and
-/// `kv_op_K_clients` (cycles per request at the server on core 1, clients
-/// on cores 1..=K), K = 1..7. The throughput runs wait halted between looks
-/// ([`all_exit_0_halted`]), so that under `-icount` core 0 adds no
-/// instructions to the measured window.
+/// message at the consumer) and `kv_op_K_clients` (cycles per request at
+/// the server), K = 1..7: the consumer or server on core 1, producer or
+/// client i (1..=K) on core [`peer_core`]`(i)` (cores 2..7, the seventh
+/// sharing core 2; `benches/registry.toml` records the cores in use). The
+/// throughput runs wait halted between looks ([`all_exit_0_halted`]), so
+/// that under `-icount` core 0 adds no instructions to the measured window.
 fn run_channel_benchmarks(n: usize, sel: Selection) -> bool {
     let s = (n.min(2000) as u64) << 8;
-    let user_cores = online_cpus().saturating_sub(1).min(7);
+    let peers = online_cpus().saturating_sub(1).min(7);
     sel.run("chanbench", || {
         run_group(&[("chanbench", 1 | s, 1), ("chanbench-peer", 1 | s, 1)])
             && run_group(&[("chanbench", 2 | s, 1), ("chanbench-peer", 2 | s, 2)])
-            && (1..=user_cores).all(|k| {
+            && (1..=peers).all(|k| {
                 let mut apps = alloc::vec![("chanbench", 3 | s | (k as u64) << 32, 1)];
-                apps.extend((1..=k).map(|core| ("chanbench-peer", 3 | s, core)));
+                apps.extend((1..=k).map(|i| ("chanbench-peer", 3 | s, peer_core(i))));
                 spawn_all(&apps).is_some_and(|envs| all_exit_0_halted(&envs))
             })
     }) && sel.run("kv", || {
-        (1..=user_cores).all(|k| {
+        (1..=peers).all(|k| {
             let mut apps = alloc::vec![("kv", k as u64 | 1 << 32, 1)];
-            apps.extend((1..=k).map(|core| ("kv-client", 0, core)));
+            apps.extend((1..=k).map(|i| ("kv-client", 0, peer_core(i))));
             spawn_all(&apps).is_some_and(|envs| all_exit_0_halted(&envs))
         })
     })
+}
+
+/// The core of producer or client `i` (from 1) of the throughput curves:
+/// cores 2.. in turn, wrapping around within the user cores other than the
+/// consumer's core 1 (with 8 cores: 2..7, then 2 again).
+fn peer_core(i: usize) -> usize {
+    let others = online_cpus().saturating_sub(2).max(1);
+    2 + (i - 1) % others
 }
 
 /// The ring and runtime throughput curves, one environment each started
