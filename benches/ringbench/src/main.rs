@@ -273,7 +273,8 @@ fn scaling() -> bool {
             LAST.store(0, SeqCst);
             for &core in &others[..k as usize - 1] {
                 // The core's previous worker may not have left it yet.
-                let started = wait_for_ms(WAIT_MS, || start_vcpu(core, scale_worker, sample).is_ok());
+                let started =
+                    wait_for_ms(WAIT_MS, || start_vcpu(core, scale_worker, sample).is_ok());
                 if !started {
                     println!("CHECK FAILED: cannot start a worker on core {core}");
                     return false;

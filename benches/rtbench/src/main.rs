@@ -78,7 +78,8 @@ async fn spawn_scaling(cores: &[usize]) -> bool {
         let mut samples = [0u64; SCALE_REPS];
         for slot in &mut samples {
             let t0 = rdtsc();
-            let drivers: Vec<_> = cores[..k].iter().map(|&c| rt::spawn_on(c, spawn_driver())).collect();
+            let drivers: Vec<_> =
+                cores[..k].iter().map(|&c| rt::spawn_on(c, spawn_driver())).collect();
             let mut ok = true;
             for d in drivers {
                 ok &= d.await == want;
