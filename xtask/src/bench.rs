@@ -241,48 +241,100 @@ pub fn timing_label(mode: &str, accel: &str) -> &'static str {
     }
 }
 
-/// `--vs linux`: one row per benchmark of `benches` with a Linux
-/// counterpart and a figure on either side: our median, Linux's, and
-/// Linux / ours (above 1: we take fewer cycles). `label` says how they were
-/// timed (see [`timing_label`]).
-pub fn vs_table(
+/// One row of the ours-vs-Linux comparison, as `results.json` keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VsRow {
+    /// Our benchmark.
+    pub name: String,
+    /// Its Linux counterpart.
+    pub linux_name: String,
+    /// `"wall"` or `"icount"`.
+    pub mode: String,
+    /// Our median, if measured.
+    pub ours: Option<serde_json::Number>,
+    /// Linux's median, if measured.
+    pub linux: Option<serde_json::Number>,
+    /// Linux / ours (above 1: we take fewer cycles).
+    pub linux_over_ours: Option<f64>,
+    /// Why ours has no figure, when our system cannot run it yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ours_unsupported: Option<String>,
+}
+
+/// The comparison rows: one per benchmark of `benches` with a Linux
+/// counterpart and a figure (or a reason) on either side. `unsupported`:
+/// `(our name, why)` of what our system cannot run yet.
+pub fn vs_rows(
     benches: &[&crate::registry::Bench],
     ours: &[Entry],
     linux: &[Entry],
     mode: Mode,
-    label: &str,
-) -> String {
-    let find = |entries: &[Entry], name: &str| {
-        entries.iter().find(|e| e.name == name && e.mode == mode.as_str()).cloned()
+    unsupported: &[(String, String)],
+) -> Vec<VsRow> {
+    let median = |entries: &[Entry], name: &str| {
+        entries.iter().find(|e| e.name == name && e.mode == mode.as_str()).map(|e| e.median.clone())
     };
     let mut rows = Vec::new();
     for b in benches {
         let Some(lname) = &b.linux else { continue };
-        let (o, l) = (find(ours, &b.name), find(linux, lname));
-        if o.is_none() && l.is_none() {
+        let (o, l) = (median(ours, &b.name), median(linux, lname));
+        let why = unsupported.iter().find(|(n, _)| *n == b.name).map(|(_, w)| w.clone());
+        if o.is_none() && l.is_none() && why.is_none() {
             continue;
         }
-        let num = |e: &Option<Entry>| e.as_ref().and_then(|e| e.median.as_f64());
-        let ratio = match (num(&o), num(&l)) {
-            (Some(o), Some(l)) if o > 0.0 => format!("{:.2}", l / o),
-            _ => "-".into(),
+        let ratio = match (o.as_ref().and_then(|n| n.as_f64()), l.as_ref().and_then(|n| n.as_f64()))
+        {
+            (Some(o), Some(l)) if o > 0.0 => Some((l / o * 100.0).round() / 100.0),
+            _ => None,
         };
-        let show =
-            |e: &Option<Entry>| e.as_ref().map_or("missing".into(), |e| e.median.to_string());
-        rows.push(vec![
-            b.name.clone(),
-            show(&o),
-            lname.clone(),
-            show(&l),
-            ratio,
-            label.to_string(),
-        ]);
+        let ours_unsupported = if o.is_none() { why } else { None };
+        rows.push(VsRow {
+            name: b.name.clone(),
+            linux_name: lname.clone(),
+            mode: mode.as_str().into(),
+            ours: o,
+            linux: l,
+            linux_over_ours: ratio,
+            ours_unsupported,
+        });
     }
-    render(
+    rows
+}
+
+/// `--vs linux`: the rows of [`vs_rows`] as a table: our median (or "not
+/// yet supported"), Linux's, and Linux / ours. `label` says how they were
+/// timed (see [`timing_label`]). The reasons for "not yet supported"
+/// follow the table.
+pub fn vs_table(rows: &[VsRow], label: &str) -> String {
+    let show =
+        |n: &Option<serde_json::Number>| n.as_ref().map_or("missing".into(), |n| n.to_string());
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.clone(),
+                match (&r.ours, &r.ours_unsupported) {
+                    (None, Some(_)) => "not yet supported".into(),
+                    (o, _) => show(o),
+                },
+                r.linux_name.clone(),
+                show(&r.linux),
+                r.linux_over_ours.map_or("-".into(), |x| format!("{x:.2}")),
+                label.to_string(),
+            ]
+        })
+        .collect();
+    let mut out = render(
         &["benchmark", "ours", "linux counterpart", "linux", "linux/ours", "timing"],
-        &rows,
+        &cells,
         &[1, 3, 4],
-    )
+    );
+    for r in rows {
+        if let (None, Some(why)) = (&r.ours, &r.ours_unsupported) {
+            out.push_str(&format!("{}: not yet supported on ours: {why}\n", r.name));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -369,13 +421,8 @@ mod tests {
         let mut linux = Entry::from_line(line("linux_getpid", "cycles"), Mode::Icount);
         linux.median = 320.into();
         let wall_linux = Entry::from_line(line("linux_io_uring_nop_batch_8", "cycles"), Mode::Wall);
-        let t = vs_table(
-            &sel,
-            &[ours],
-            &[linux, wall_linux],
-            Mode::Icount,
-            timing_label("icount", "tcg"),
-        );
+        let rows = vs_rows(&sel, &[ours], &[linux, wall_linux], Mode::Icount, &[]);
+        let t = vs_table(&rows, timing_label("icount", "tcg"));
         let lines: Vec<_> = t.lines().collect();
         // Header, rule, syscall_null; ring_nop_batch_8 has only a wall
         // figure (another mode) and syscall_null_for_ring no counterpart.
@@ -391,6 +438,38 @@ mod tests {
             "{t}"
         );
         assert_eq!(timing_label("wall", "tcg"), "wall: TCG, host scheduling");
+        assert_eq!(rows[0].linux_over_ours, Some(5.0));
+    }
+
+    #[test]
+    fn unsupported_rows_say_why_and_never_show_a_figure() {
+        let all = crate::registry::load(&crate::root()).unwrap();
+        let sel = crate::registry::select(&all, &["posix_".into()], false).unwrap();
+        let mut linux = Entry::from_line(line("linux_busybox_true", "cycles"), Mode::Icount);
+        linux.median = 998_285.into();
+        let why = "fork: Function not implemented".to_string();
+        let unsupported: Vec<(String, String)> =
+            sel.iter().map(|b| (b.name.clone(), why.clone())).collect();
+        let rows = vs_rows(&sel, &[], &[linux], Mode::Icount, &unsupported);
+        // Every workload has a row, measured on Linux or not.
+        assert_eq!(rows.len(), 6);
+        assert!(rows.iter().all(|r| r.ours.is_none() && r.linux_over_ours.is_none()));
+        assert!(rows.iter().all(|r| r.ours_unsupported.as_deref() == Some(why.as_str())));
+        let t = vs_table(&rows, "icount: instructions");
+        let first = t.lines().nth(2).unwrap();
+        assert!(first.starts_with("posix_busybox_true"), "{t}");
+        assert!(first.contains("not yet supported") && first.contains("998285"), "{t}");
+        assert!(
+            t.contains("posix_gzip_1m: not yet supported on ours: fork: Function not implemented")
+        );
+        let v = serde_json::to_value(&rows[0]).unwrap();
+        assert_eq!(v["ours"], serde_json::Value::Null);
+        assert_eq!(v["ours_unsupported"], why.as_str());
+        // A figure wins over a stale reason.
+        let mut ours = Entry::from_line(line("posix_busybox_true", "cycles"), Mode::Icount);
+        ours.median = 499_000.into();
+        let rows = vs_rows(&sel[..1], &[ours], &[], Mode::Icount, &unsupported);
+        assert_eq!(rows[0].ours_unsupported, None);
     }
 
     #[test]

@@ -93,7 +93,7 @@ pub fn prepare(ws: &Workspace) -> Result<bool, String> {
 }
 
 /// The default root (busybox, its applets, the C tests).
-fn default_root(ws: &Workspace) -> Result<Tree, String> {
+pub(crate) fn default_root(ws: &Workspace) -> Result<Tree, String> {
     let bb = posix::busybox(&ws.target)?;
     let applets = posix::applets(&bb)?;
     let busybox = std::fs::read(&bb).map_err(|e| format!("{}: {e}", bb.display()))?;
@@ -181,7 +181,7 @@ fn run_inner(ws: &Workspace, args: &PosixArgs) -> Result<u8, String> {
 }
 
 /// A split-console boot of `initrd` with its files under `target/`.
-fn split_boot(
+pub(crate) fn split_boot(
     ws: &Workspace,
     initrd: PathBuf,
     what: &str,
