@@ -9,7 +9,9 @@
  * `bench done` and power off.
  *
  * Kernel command-line words the kernel does not know reach us in the
- * environment: `bench_samples=N` (default 1000, as our kernel's) and
+ * environment: `bench_samples=N` (default 1000, as our kernel's),
+ * `workload_samples=N` (the busybox group's timed runs per workload; default
+ * bench_samples, at most 5) and
  * `benches=FRAGMENTS` (comma-separated; a group runs when its name contains
  * a fragment, `-fragment` excludes; the groups are getpid, sigsegv, pipe,
  * io_uring, munmap, busybox).
@@ -147,8 +149,10 @@ static void bench_busybox(size_t n)
         CPU_SET(c, &all);
     if (sched_setaffinity(0, sizeof all, &all) != 0)
         fail("sched_setaffinity(all)");
+    const char *w = getenv("workload_samples");
+    size_t runs = w && atol(w) > 0 ? (size_t)atol(w) : n;
     char samples[16];
-    snprintf(samples, sizeof samples, "%zu", n < 5 ? n : (size_t)5);
+    snprintf(samples, sizeof samples, "%zu", runs < 5 ? runs : (size_t)5);
     char *const run[] = {"/bin/workloads", "linux", samples, NULL};
     if (!spawn_wait(run))
         fail("/bin/workloads");

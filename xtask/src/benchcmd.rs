@@ -220,8 +220,11 @@ fn measure(ws: &Workspace, args: &BenchArgs, all: &[Bench]) -> Result<bool, Stri
             println!("xtask: no selected benchmark has a Linux counterpart; not booting Linux");
         } else {
             let everything = lgroups == registry::LINUX_GROUPS.join(",");
-            let lappend =
+            let mut lappend =
                 crate::linux::append(args.samples, (!everything).then_some(lgroups.as_str()));
+            if with_workloads {
+                lappend.push_str(&format!(" workload_samples={}", workloads::samples(args)));
+            }
             println!("xtask: booting Linux ({}; {lappend})...", guest.package);
             let lboot = boot_config(
                 args,

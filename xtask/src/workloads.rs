@@ -28,6 +28,13 @@ pub const GROUP: &str = "posix";
 /// moves little. Fewer with a smaller `--samples` (as init.c does).
 pub const SAMPLES: u32 = 5;
 
+/// Samples per workload for a run with `args`: [`SAMPLES`], fewer with a
+/// smaller `--samples`, one for `--smoke` (a row is all it checks). The
+/// Linux guest gets the same count (`workload_samples=`).
+pub fn samples(args: &crate::BenchArgs) -> u32 {
+    if args.smoke { 1 } else { args.samples.unwrap_or(SAMPLES).clamp(1, SAMPLES) }
+}
+
 /// Builds the program (static musl, warnings are errors); its bytes.
 pub fn build(root: &Path, target: &Path) -> Result<Vec<u8>, String> {
     crate::linux::ensure_musl()?;
@@ -87,7 +94,7 @@ pub fn run_ours(
     args: &crate::BenchArgs,
 ) -> Result<(Outcome, String, PathBuf), String> {
     let mode = if args.icount { Mode::Icount } else { Mode::Wall };
-    let samples = args.samples.unwrap_or(SAMPLES).clamp(1, SAMPLES);
+    let samples = samples(args);
     let request = RunRequest {
         argv: ["/bin/workloads", "posix", &samples.to_string()]
             .iter()
