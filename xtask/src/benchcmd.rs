@@ -486,6 +486,23 @@ fn docs_page(all: &[Bench], results: &history::Results, figures: &[(String, Stri
         s.push_str(&bench::vs_table(&rows, label));
         s.push_str(&format!("```\n\n{}\n", honesty_note(mode)));
     }
+    for mode in [Mode::Icount, Mode::Wall] {
+        let mine: Vec<Entry> =
+            results.results.iter().filter(|e| e.mode == mode.as_str()).cloned().collect();
+        let accel = results
+            .runs
+            .iter()
+            .find(|r| r.mode == mode.as_str())
+            .map_or("tcg", |r| r.accel.as_str());
+        let t = bench::throughput_table(&mine, bench::timing_label(mode.as_str(), accel));
+        if !t.is_empty() {
+            s.push_str(&format!(
+                "\n## Throughput over cores ({})\n\n```\n{t}```\n\n",
+                mode.as_str()
+            ));
+            s.push_str(&format!("{}\n", throughput_note(mode)));
+        }
+    }
     s.push_str("\n## Figures\n\n");
     for (name, _) in figures {
         s.push_str(&format!("![{name}]({name})\n\n"));

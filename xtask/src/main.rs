@@ -672,6 +672,10 @@ fn check(ws: &Workspace, args: &CheckArgs) -> Result<bool, String> {
         cmd.args(["-fsyntax-only", "-Wall", "-Wextra", "-Werror"])
             .arg(ws.root.join(linux::INIT_SOURCE));
         steps.push(("C warnings (benches/linux/init.c)", cmd));
+        let mut cmd = Command::new(cc);
+        cmd.args(["-fsyntax-only", "-Wall", "-Wextra", "-Werror"])
+            .arg(ws.root.join(workloads::SOURCE));
+        steps.push(("C warnings (benches/posix/workloads.c)", cmd));
     }
     if !args.no_loom {
         // Its own target directory: `--cfg loom` rebuilds everything.
