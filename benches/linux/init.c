@@ -9,10 +9,17 @@
  * `bench done` and power off.
  *
  * Kernel command-line words the kernel does not know reach us in the
- * environment: `bench_samples=N` (default 1000, as our kernel's) and
+ * environment: `bench_samples=N` (default 1000, as our kernel's),
+ * `workload_samples=N` (the busybox group's timed runs per workload; default
+ * bench_samples, at most 5) and
  * `benches=FRAGMENTS` (comma-separated; a group runs when its name contains
  * a fragment, `-fragment` excludes; the groups are getpid, sigsegv, pipe,
- * io_uring, munmap).
+ * io_uring, munmap, busybox).
+ *
+ * The busybox group runs issue 17's workloads with the very program our side
+ * runs, /bin/workloads (benches/posix/workloads.c, which prints its own
+ * `bench` lines), beside Debian's busybox-static at /bin/busybox; xtask puts
+ * both into the initramfs only when the group is asked for.
  *
  * Built static with `musl-gcc -static -O2 -Wall -Wextra` by xtask; io_uring
  * is driven with raw system calls (the few structures it needs are declared
@@ -29,6 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/reboot.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -99,6 +108,55 @@ static void pin(int cpu)
     CPU_SET(cpu, &set);
     if (sched_setaffinity(0, sizeof set, &set) != 0)
         fail("sched_setaffinity(%d)", cpu);
+}
+
+/* ---- issue 17's workloads (benches/posix/workloads.c) ---- */
+
+/* Runs argv to its end; whether it exited 0. */
+static int spawn_wait(char *const argv[])
+{
+    static char *const env[] = {"PATH=/bin", NULL};
+    pid_t pid = fork();
+    if (pid < 0)
+        return 0;
+    if (pid == 0) {
+        execve(argv[0], argv, env);
+        _exit(127);
+    }
+    int status;
+    return waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+static void bench_busybox(size_t n)
+{
+    /* The scripts read /dev/zero and write /dev/null; their applets are
+     * found through links in /bin, made here (untimed) as Debian's
+     * busybox makes them. */
+    if (mknod("/dev/null", S_IFCHR | 0666, makedev(1, 3)) != 0 && errno != EEXIST)
+        fail("mknod /dev/null");
+    if (mknod("/dev/zero", S_IFCHR | 0666, makedev(1, 5)) != 0 && errno != EEXIST)
+        fail("mknod /dev/zero");
+    char *const install[] = {"/bin/busybox", "--install", "-s", "/bin", NULL};
+    if (!spawn_wait(install)) {
+        fail("busybox --install (is /bin/busybox in the initramfs?)");
+        return;
+    }
+    /* Every core, as the scripts' processes would have on a normal boot
+     * (run_benchmarks pinned us to core 0). */
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        CPU_SET(c, &all);
+    if (sched_setaffinity(0, sizeof all, &all) != 0)
+        fail("sched_setaffinity(all)");
+    const char *w = getenv("workload_samples");
+    size_t runs = w && atol(w) > 0 ? (size_t)atol(w) : n;
+    char samples[16];
+    snprintf(samples, sizeof samples, "%zu", runs < 5 ? runs : (size_t)5);
+    char *const run[] = {"/bin/workloads", "linux", samples, NULL};
+    if (!spawn_wait(run))
+        fail("/bin/workloads");
+    pin(0);
 }
 
 /* ---- the `benches=` filter (the kernel's `test_selected` rules) ---- */
@@ -487,6 +545,8 @@ static int run_benchmarks(void)
         bench_io_uring(n);
     if (selected("munmap"))
         bench_munmap(n, cores);
+    if (selected("busybox"))
+        bench_busybox(n);
     return failed;
 }
 

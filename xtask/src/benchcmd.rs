@@ -12,7 +12,7 @@ use crate::bench::{self, Entry, Mode, Scope};
 use crate::history::{self, Record, RunInfo};
 use crate::qemu::{self, Boot, GuestStatus};
 use crate::registry::{self, Bench};
-use crate::{BenchArgs, Versus, Workspace, install, plot, report};
+use crate::{BenchArgs, Versus, Workspace, install, plot, report, workloads};
 
 /// Runs `cargo xtask bench`.
 pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<bool, String> {
@@ -29,6 +29,15 @@ pub fn run(ws: &Workspace, args: &BenchArgs) -> Result<bool, String> {
     }
     measure(ws, args, &all)
 }
+
+/// `--smoke` without names: a benchmark of `benchsys` and of `ringbench`
+/// (one boot of those two groups) with each its Linux counterpart, and
+/// the POSIX workloads (one run of benches/posix/workloads.c on each
+/// side). `--vs linux` is checked the same way for any selection; this
+/// one only keeps CI's cost small.
+pub const SMOKE: &[&str] = &["syscall_null", "fault_upcall_resume", "ring_nop_batch_", "posix_"];
+/// `--smoke`'s samples per benchmark unless `--samples`.
+pub const SMOKE_SAMPLES: u32 = 20;
 
 /// Whether kernel group `group` runs under `benches=fragments` (the
 /// kernel's rule: it contains an including fragment, if there is one, and
@@ -106,6 +115,18 @@ fn boot_config(
 /// A run: boot, tables, record.
 fn measure(ws: &Workspace, args: &BenchArgs, all: &[Bench]) -> Result<bool, String> {
     let started = Instant::now();
+    let smoke_args;
+    let args = if args.smoke && args.names.is_empty() && args.benches.is_none() {
+        smoke_args = BenchArgs {
+            names: SMOKE.iter().map(|s| s.to_string()).collect(),
+            samples: Some(args.samples.unwrap_or(SMOKE_SAMPLES)),
+            paired: true,
+            ..args.clone()
+        };
+        &smoke_args
+    } else {
+        args
+    };
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -124,42 +145,86 @@ fn measure(ws: &Workspace, args: &BenchArgs, all: &[Bench]) -> Result<bool, Stri
     if let Some(n) = args.samples {
         append.push_str(&format!(" bench_samples={n}"));
     }
-    println!(
-        "xtask: booting bench kernel ({}{}, smp {}){}...",
-        accel.as_str(),
-        if args.icount { ", icount" } else { "" },
-        args.smp,
-        groups.as_deref().map(|g| format!(", groups {g}")).unwrap_or_default()
-    );
-    let boot = boot_config(
-        args,
-        accel,
-        &built.kernel,
-        &built.initrd,
-        append.clone(),
-        ws.log("bench", mode.as_str()),
-    );
-    let out = qemu::boot(&boot)?;
-    println!("xtask: serial log: {}", ws.rel(&boot.log));
-    let (ours, done, mut problems) = collect(&out.lines, mode);
-    if !out.status.is_success() {
-        problems.push(out.status.describe());
+    // Kernel groups to run: all (`None`), some, or none when only the POSIX
+    // workloads are selected.
+    let kernel_boot = groups.as_deref() != Some("");
+    let mut ours = Vec::new();
+    let mut problems = Vec::new();
+    if kernel_boot {
+        println!(
+            "xtask: booting bench kernel ({}{}, smp {}){}...",
+            accel.as_str(),
+            if args.icount { ", icount" } else { "" },
+            args.smp,
+            groups.as_deref().map(|g| format!(", groups {g}")).unwrap_or_default()
+        );
+        let boot = boot_config(
+            args,
+            accel,
+            &built.kernel,
+            &built.initrd,
+            append.clone(),
+            ws.log("bench", mode.as_str()),
+        );
+        let out = qemu::boot(&boot)?;
+        println!("xtask: serial log: {}", ws.rel(&boot.log));
+        let (entries, done, found) = collect(&out.lines, mode);
+        ours = entries;
+        problems = found;
+        bench::add_throughput(&mut ours, all, bench::ticks_per_second(mode, &out.lines));
+        if !out.status.is_success() {
+            problems.push(out.status.describe());
+        }
+        if !done {
+            problems.push("the kernel never printed `bench done`".into());
+        }
     }
-    if !done {
-        problems.push("the kernel never printed `bench done`".into());
+
+    // Issue 17's workloads on ours: the POSIX runtime runs
+    // benches/posix/workloads.c; what it cannot run yet is said, not faked.
+    let posix: Vec<&str> =
+        selected.iter().filter(|b| b.group == workloads::GROUP).map(|b| b.name.as_str()).collect();
+    let mut unsupported = Vec::new();
+    if !posix.is_empty() {
+        println!("xtask: running the POSIX workloads on ours (cargo xtask posix's root)...");
+        let run = std::fs::read(&built.initrd)
+            .map_err(|e| format!("{}: {e}", ws.rel(&built.initrd)))
+            .and_then(|base| {
+                let program = workloads::build(&ws.root, &ws.target)?;
+                workloads::run_ours(ws, &base, &program, accel, args)
+            });
+        let mut outcome = match run {
+            Ok((outcome, why, log)) => {
+                println!("xtask: kernel log: {}", ws.rel(&log));
+                let mut o = outcome;
+                workloads::fill_missing(&mut o, &posix, &why);
+                o
+            }
+            Err(e) => {
+                let mut o = workloads::Outcome::default();
+                workloads::fill_missing(&mut o, &posix, &format!("cannot run ours: {e}"));
+                o
+            }
+        };
+        ours.append(&mut outcome.entries);
+        unsupported = outcome.unsupported;
     }
 
     let mut linux = Vec::new();
     let mut linux_kernel = None;
     if args.vs == Some(Versus::Linux) {
-        let guest = crate::linux::prepare(&ws.root, &ws.target)?;
         let lgroups = registry::linux_groups(&selected);
+        let with_workloads = lgroups.split(',').any(|g| g == "busybox");
+        let guest = crate::linux::prepare(&ws.root, &ws.target, with_workloads)?;
         if lgroups.is_empty() {
             println!("xtask: no selected benchmark has a Linux counterpart; not booting Linux");
         } else {
             let everything = lgroups == registry::LINUX_GROUPS.join(",");
-            let lappend =
+            let mut lappend =
                 crate::linux::append(args.samples, (!everything).then_some(lgroups.as_str()));
+            if with_workloads {
+                lappend.push_str(&format!(" workload_samples={}", workloads::samples(args)));
+            }
             println!("xtask: booting Linux ({}; {lappend})...", guest.package);
             let lboot = boot_config(
                 args,
@@ -186,14 +251,28 @@ fn measure(ws: &Workspace, args: &BenchArgs, all: &[Bench]) -> Result<bool, Stri
     }
 
     let label = bench::timing_label(mode.as_str(), accel.as_str());
+    let vs_rows = bench::vs_rows(&selected, &ours, &linux, mode, &unsupported);
     println!("\nbenchmarks ({}; {label}):", mode.as_str());
     print!("{}", bench::table(&ours));
+    let tput = bench::throughput_table(&ours, label);
+    if !tput.is_empty() {
+        println!("\nthroughput over cores ({}; {label}):", mode.as_str());
+        print!("{tput}");
+        println!("{}", throughput_note(mode));
+    }
     if args.vs.is_some() {
         println!("\nLinux counterparts ({}; {label}):", mode.as_str());
         print!("{}", bench::table(&linux));
         println!("\nours vs Linux (medians; linux/ours above 1: we take fewer):");
-        print!("{}", bench::vs_table(&selected, &ours, &linux, mode, label));
+        print!("{}", bench::vs_table(&vs_rows, label));
         println!("{}", honesty_note(mode));
+        // The smoke check: a row, with both sides (or our reason), for
+        // every selected benchmark with a counterpart.
+        problems.extend(vs_gaps(&selected, &vs_rows));
+    } else if !unsupported.is_empty() {
+        for (name, why) in &unsupported {
+            println!("{name}: not yet supported on ours: {why}");
+        }
     }
     let took = started.elapsed();
     println!("xtask: bench took {:.0} s", took.as_secs_f64());
@@ -203,6 +282,14 @@ fn measure(ws: &Workspace, args: &BenchArgs, all: &[Bench]) -> Result<bool, Stri
         }
         println!("xtask: results not written");
         return Ok(false);
+    }
+    if args.smoke {
+        println!(
+            "xtask: --vs linux smoke check passed: {} rows, one for each selected benchmark \
+             with a counterpart (results not written)",
+            vs_rows.len()
+        );
+        return Ok(true);
     }
 
     let (id, date) = history::stamp(unix);
@@ -240,7 +327,10 @@ fn measure(ws: &Workspace, args: &BenchArgs, all: &[Bench]) -> Result<bool, Stri
     let scope = if groups.is_some() { Scope::SameNames } else { Scope::Mode };
     let (theirs, ours): (Vec<Entry>, Vec<Entry>) =
         record.results.iter().cloned().partition(|e| e.name.starts_with("linux_"));
-    let folded = history::fold(old, &record.run, ours, theirs, mode, scope);
+    let mut folded = history::fold(old, &record.run, ours, theirs, mode, scope);
+    if args.vs.is_some() {
+        history::fold_vs(&mut folded, vs_rows);
+    }
     let mut json = serde_json::to_string_pretty(&folded).map_err(|e| e.to_string())?;
     json.push('\n');
     std::fs::write(&path, json).map_err(|e| format!("writing {}: {e}", path.display()))?;
@@ -261,6 +351,42 @@ pub fn honesty_note(mode: Mode) -> &'static str {
         Mode::Wall => {
             "note: wall-clock figures; under TCG on a shared host they mostly measure QEMU's \
              and the host's scheduling and do not repeat: use --icount to compare paths"
+        }
+    }
+}
+
+/// What the `--vs linux` comparison lacks: for each selected benchmark
+/// with a Linux counterpart, a row with Linux's figure and ours (or the
+/// reason ours cannot run yet). Empty when complete.
+pub fn vs_gaps(selected: &[&Bench], rows: &[bench::VsRow]) -> Vec<String> {
+    let mut gaps = Vec::new();
+    for b in selected.iter().filter(|b| b.linux.is_some()) {
+        match rows.iter().find(|r| r.name == b.name) {
+            None => gaps.push(format!("--vs linux: no row for {}", b.name)),
+            Some(r) if r.linux.is_none() => {
+                gaps.push(format!("--vs linux: {}: no Linux figure ({})", b.name, r.linux_name))
+            }
+            Some(r) if r.ours.is_none() && r.ours_unsupported.is_none() => {
+                gaps.push(format!("--vs linux: {}: no figure of ours", b.name))
+            }
+            Some(_) => {}
+        }
+    }
+    gaps
+}
+
+/// What the throughput figures of a mode mean.
+pub fn throughput_note(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Icount => {
+            "note: under -icount one vCPU runs at a time and the clock counts every vCPU's \
+             instructions, so ops/s is operations per 10^9 guest instructions of the whole \
+             machine: a flat curve means the work per operation does not grow with cores \
+             (perfect scaling); it cannot show a parallel speed-up"
+        }
+        Mode::Wall => {
+            "note: TCG wall-clock (TSC rate from our kernel's log): 8 vCPUs share the host's \
+             cores, so this mostly measures the host; it is not a hardware speed-up"
         }
     }
 }
@@ -350,8 +476,32 @@ fn docs_page(all: &[Bench], results: &history::Results, figures: &[(String, Stri
             .map_or("tcg", |r| r.accel.as_str());
         let label = bench::timing_label(mode.as_str(), accel);
         s.push_str(&format!("\n## Ours vs Linux ({})\n\n```\n", mode.as_str()));
-        s.push_str(&bench::vs_table(&everything, &ours, &theirs, mode, label));
+        let unsupported: Vec<(String, String)> = results
+            .vs
+            .iter()
+            .filter(|r| r.mode == mode.as_str())
+            .filter_map(|r| Some((r.name.clone(), r.ours_unsupported.clone()?)))
+            .collect();
+        let rows = bench::vs_rows(&everything, &ours, &theirs, mode, &unsupported);
+        s.push_str(&bench::vs_table(&rows, label));
         s.push_str(&format!("```\n\n{}\n", honesty_note(mode)));
+    }
+    for mode in [Mode::Icount, Mode::Wall] {
+        let mine: Vec<Entry> =
+            results.results.iter().filter(|e| e.mode == mode.as_str()).cloned().collect();
+        let accel = results
+            .runs
+            .iter()
+            .find(|r| r.mode == mode.as_str())
+            .map_or("tcg", |r| r.accel.as_str());
+        let t = bench::throughput_table(&mine, bench::timing_label(mode.as_str(), accel));
+        if !t.is_empty() {
+            s.push_str(&format!(
+                "\n## Throughput over cores ({})\n\n```\n{t}```\n\n",
+                mode.as_str()
+            ));
+            s.push_str(&format!("{}\n", throughput_note(mode)));
+        }
     }
     s.push_str("\n## Figures\n\n");
     for (name, _) in figures {
@@ -363,6 +513,52 @@ fn docs_page(all: &[Bench], results: &history::Results, figures: &[(String, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn smoke_finds_missing_rows() {
+        let all = registry::load(&crate::root()).unwrap();
+        let sel =
+            registry::select(&all, &["syscall_null".into(), "posix_busybox_true".into()], true)
+                .unwrap();
+        let e = |name: &str, v: u64| {
+            let mut e = Entry::from_line(
+                report::BenchLine {
+                    name: name.into(),
+                    unit: "cycles".into(),
+                    median: v.into(),
+                    p99: v.into(),
+                    samples: 1,
+                },
+                Mode::Icount,
+            );
+            e.median = v.into();
+            e
+        };
+        let why = vec![("posix_busybox_true".to_string(), "fork: ENOSYS".to_string())];
+        // Complete: both figures for the null call, Linux's and our reason
+        // for the workload.
+        let linux = [e("linux_getpid", 320), e("linux_busybox_true", 998_285)];
+        let rows = bench::vs_rows(&sel, &[e("syscall_null", 64)], &linux, Mode::Icount, &why);
+        assert_eq!(vs_gaps(&sel, &rows), Vec::<String>::new());
+        // Linux's figure missing; ours missing without a reason.
+        let rows = bench::vs_rows(&sel, &[], &linux[1..], Mode::Icount, &[]);
+        let gaps = vs_gaps(&sel, &rows);
+        assert_eq!(gaps.len(), 2, "{gaps:?}");
+        assert!(gaps[0].contains("syscall_null") && gaps[0].contains("no row"), "{gaps:?}");
+        assert!(gaps[1].contains("no figure of ours"), "{gaps:?}");
+        let rows = bench::vs_rows(&sel, &[e("syscall_null", 64)], &linux[1..], Mode::Icount, &why);
+        assert_eq!(
+            vs_gaps(&sel, &rows),
+            ["--vs linux: syscall_null: no Linux figure (linux_getpid)"]
+        );
+        // The smoke subset names real benchmarks of both kinds.
+        let smoke: Vec<String> = SMOKE.iter().map(|s| s.to_string()).collect();
+        let sel = registry::select(&all, &smoke, true).unwrap();
+        assert!(
+            sel.iter().any(|b| b.group == "benchsys") && sel.iter().any(|b| b.group == "posix")
+        );
+        assert_eq!(registry::kernel_groups(&sel), "benchsys,ringbench");
+    }
 
     #[test]
     fn raw_group_fragments_follow_the_kernel() {

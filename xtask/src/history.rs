@@ -71,12 +71,16 @@ pub struct Results {
     pub runs: Vec<RunInfo>,
     /// The latest figure of each name and mode.
     pub results: Vec<Entry>,
+    /// The latest ours-vs-Linux row of each name and mode (`--vs linux`
+    /// runs; see [`fold_vs`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vs: Vec<crate::bench::VsRow>,
 }
 
 /// Parses `results.json`, also in the legacy shape (a bare list).
 pub fn parse_results(text: &str) -> Result<Results, String> {
     if let Ok(list) = serde_json::from_str::<Vec<Entry>>(text) {
-        return Ok(Results { format: FORMAT, runs: Vec::new(), results: list });
+        return Ok(Results { format: FORMAT, runs: Vec::new(), results: list, vs: Vec::new() });
     }
     serde_json::from_str(text).map_err(|e| e.to_string())
 }
@@ -101,7 +105,14 @@ pub fn fold(
     let mut runs: Vec<RunInfo> = old.runs.into_iter().filter(|r| r.id != run.id).collect();
     runs.push(run.clone());
     runs.retain(|r| results.iter().any(|e| e.run.as_deref() == Some(r.id.as_str())));
-    Results { format: FORMAT, runs, results }
+    Results { format: FORMAT, runs, results, vs: old.vs }
+}
+
+/// Folds a `--vs linux` run's comparison rows into `results`: each
+/// replaces the row of its name and mode.
+pub fn fold_vs(results: &mut Results, rows: Vec<crate::bench::VsRow>) {
+    results.vs.retain(|o| !rows.iter().any(|r| r.name == o.name && r.mode == o.mode));
+    results.vs.extend(rows);
 }
 
 /// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
@@ -391,6 +402,9 @@ mod tests {
             samples: 100,
             mode: mode.into(),
             run: None,
+            ops_per_s: None,
+            ops_per_s_per_core: None,
+            cores: None,
         }
     }
 

@@ -322,17 +322,32 @@ fn build_init(root: &Path, dir: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// The Linux guest: the cached kernel (downloaded and extracted the first
-/// time) and a fresh initramfs.
-pub fn prepare(root: &Path, target: &Path) -> Result<Guest, String> {
+/// time) and a fresh initramfs; with `workloads` (init.c's `busybox`
+/// group) also Debian's busybox-static as `/bin/busybox` and
+/// benches/posix/workloads.c as `/bin/workloads`.
+pub fn prepare(root: &Path, target: &Path, workloads: bool) -> Result<Guest, String> {
     let dir = target.join("linux");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let (vmlinux, package) = kernel(&dir)?;
     let init = build_init(root, &dir)?;
-    let archive = cpio::write(&[
+    let mut members = vec![
         cpio::Member::Dir("dev"),
         cpio::Member::CharDev("dev/console", 5, 1),
         cpio::Member::Exec("init", &init),
-    ]);
+    ];
+    let extra = if workloads {
+        let bb = crate::posix::busybox(target)?;
+        let busybox = std::fs::read(&bb).map_err(|e| format!("{}: {e}", bb.display()))?;
+        Some((busybox, crate::workloads::build(root, target)?))
+    } else {
+        None
+    };
+    if let Some((busybox, program)) = &extra {
+        members.push(cpio::Member::Dir("bin"));
+        members.push(cpio::Member::Exec("bin/busybox", busybox));
+        members.push(cpio::Member::Exec("bin/workloads", program));
+    }
+    let archive = cpio::write(&members);
     let initramfs = dir.join("initramfs.cpio");
     std::fs::write(&initramfs, archive)
         .map_err(|e| format!("writing {}: {e}", initramfs.display()))?;

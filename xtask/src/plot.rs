@@ -6,8 +6,9 @@
 //! Figures, per timing mode that has data: ours vs Linux per operation
 //! (horizontal bars, log scale); shootdown latency vs target cores (the
 //! registry's `plot = "cores"` families); ring cost per operation vs batch
-//! size (`plot = "batch"`). Throughput vs cores needs benchmarks that do
-//! not exist yet.
+//! size (`plot = "batch"`); throughput vs cores (`plot = "throughput"`:
+//! operations per second of the whole machine, and per core, one series
+//! per family).
 
 use std::path::{Path, PathBuf};
 
@@ -283,6 +284,61 @@ pub fn figures(registry: &[Bench], results: &[Entry]) -> Result<Vec<(String, Str
                 ));
             }
         }
+        // Throughput vs cores: ops/s of the whole machine and per core.
+        let tput: Vec<&Entry> = results
+            .iter()
+            .filter(|e| e.mode == mode && e.cores.is_some() && e.ops_per_s.is_some())
+            .collect();
+        if !tput.is_empty() {
+            let mut families: Vec<&str> = Vec::new();
+            for b in registry.iter().filter(|b| b.plot.as_deref() == Some("throughput")) {
+                if !families.contains(&b.family.as_str()) {
+                    families.push(&b.family);
+                }
+            }
+            for (file, what, pick) in [
+                (
+                    "throughput_vs_cores",
+                    "operations per second",
+                    (|e: &Entry| e.ops_per_s) as fn(&Entry) -> Option<u64>,
+                ),
+                ("throughput_per_core_vs_cores", "operations per second per core", |e: &Entry| {
+                    e.ops_per_s_per_core
+                }),
+            ] {
+                let series: Vec<Series> = families
+                    .iter()
+                    .map(|fam| {
+                        let mut points: Vec<(f64, f64)> = registry
+                            .iter()
+                            .filter(|b| b.family == *fam)
+                            .filter_map(|b| {
+                                let e = tput.iter().find(|e| e.name == b.name)?;
+                                let x: f64 = b.x.as_deref()?.parse().ok()?;
+                                Some((x, pick(e)? as f64))
+                            })
+                            .collect();
+                        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                        Series { name: fam.replace("{x}", "K"), points }
+                    })
+                    .collect();
+                let y = if mode == "icount" {
+                    format!("{what} (per 10^9 guest instructions, all vCPUs)")
+                } else {
+                    format!("{what} (TCG wall clock)")
+                };
+                out.push((
+                    format!("{file}_{mode}.svg"),
+                    lines(
+                        &format!("Throughput vs cores ({mode})"),
+                        "K: producers / clients / cores (per core: over the cores in use)",
+                        &y,
+                        &series,
+                        false,
+                    )?,
+                ));
+            }
+        }
     }
     Ok(out)
 }
@@ -386,6 +442,9 @@ mod tests {
             samples: 1,
             mode: "icount".into(),
             run: None,
+            ops_per_s: None,
+            ops_per_s_per_core: None,
+            cores: None,
         };
         let mut results = vec![e("syscall_null", 64), e("linux_getpid", 321)];
         for k in 1..=7 {
@@ -397,5 +456,42 @@ mod tests {
         assert_eq!(names, ["vs_linux_icount.svg", "shootdown_vs_cores_icount.svg"]);
         // Two of the six shootdown series have data.
         assert_eq!(coloured(&figs[1].1, "polyline"), 2);
+    }
+
+    #[test]
+    fn throughput_figures_have_a_series_per_family() {
+        let registry = crate::registry::load(&crate::root()).unwrap();
+        let mut results = Vec::new();
+        for k in 1..=7u64 {
+            for (name, per_op) in [
+                (format!("kv_op_{k}_clients"), 20_000 + k * 500),
+                (format!("rt_spawn_{k}_cores"), 900 + k * 10),
+            ] {
+                results.push(Entry::from_line(
+                    crate::report::BenchLine {
+                        name,
+                        unit: "cycles/op".into(),
+                        median: per_op.into(),
+                        p99: per_op.into(),
+                        samples: 5,
+                    },
+                    crate::bench::Mode::Icount,
+                ));
+            }
+        }
+        crate::bench::add_throughput(&mut results, &registry, Some(1e9));
+        let figs = figures(&registry, &results).unwrap();
+        let names: Vec<_> = figs.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(
+            names,
+            ["throughput_vs_cores_icount.svg", "throughput_per_core_vs_cores_icount.svg"]
+        );
+        for (_, svg) in &figs {
+            // Two families with data, seven points each.
+            assert_eq!(coloured(svg, "polyline"), 2);
+            assert_eq!(coloured(svg, "circle"), 14);
+            let t = texts(svg);
+            assert!(t.contains(&"kv_op_K_clients".to_string()), "{t:?}");
+        }
     }
 }

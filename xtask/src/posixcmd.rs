@@ -181,7 +181,7 @@ fn run_inner(ws: &Workspace, args: &PosixArgs) -> Result<u8, String> {
 }
 
 /// A split-console boot of `initrd` with its files under `target/`.
-fn split_boot(
+pub(crate) fn split_boot(
     ws: &Workspace,
     initrd: PathBuf,
     what: &str,

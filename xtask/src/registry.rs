@@ -19,6 +19,8 @@ pub const KERNEL_GROUPS: &[&str] = &[
     "rtbench",
     "chanbench",
     "kv",
+    "ring_scaling",
+    "rt_scaling",
     "isobench_acall",
     "isobench_revoke",
     "isobench_unmap_range",
@@ -28,10 +30,10 @@ pub const KERNEL_GROUPS: &[&str] = &[
 ];
 
 /// The Linux guest's groups (benches/linux/init.c).
-pub const LINUX_GROUPS: &[&str] = &["getpid", "sigsegv", "pipe", "io_uring", "munmap"];
+pub const LINUX_GROUPS: &[&str] = &["getpid", "sigsegv", "pipe", "io_uring", "munmap", "busybox"];
 
 /// The line figures a family may belong to.
-pub const PLOTS: &[&str] = &["cores", "batch"];
+pub const PLOTS: &[&str] = &["cores", "batch", "throughput"];
 
 /// One `[[bench]]` table as written.
 #[derive(Debug, Deserialize)]
@@ -46,6 +48,8 @@ struct Spec {
     linux: Option<String>,
     linux_group: Option<String>,
     plot: Option<String>,
+    #[serde(default)]
+    cores: Vec<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +79,9 @@ pub struct Bench {
     pub x: Option<String>,
     /// The line figure of its family.
     pub plot: Option<String>,
+    /// Throughput benchmarks: the cores doing the work (the registry's
+    /// `cores` entry for this `x`, or `x` itself).
+    pub cores: Option<u32>,
 }
 
 /// Parses the registry's text, expanding families; checks that names are
@@ -87,7 +94,7 @@ pub fn parse(text: &str) -> Result<Vec<Bench>, String> {
         if spec.measures.trim().is_empty() || spec.unit.trim().is_empty() {
             return Err(format!("{PATH}: {what}: empty `measures` or `unit`"));
         }
-        if !KERNEL_GROUPS.contains(&spec.group.as_str()) {
+        if !KERNEL_GROUPS.contains(&spec.group.as_str()) && spec.group != crate::workloads::GROUP {
             return Err(format!("{PATH}: {what}: unknown kernel group {:?}", spec.group));
         }
         match (&spec.linux, &spec.linux_group) {
@@ -110,6 +117,12 @@ pub fn parse(text: &str) -> Result<Vec<Bench>, String> {
         if spec.plot.is_some() && !templated {
             return Err(format!("{PATH}: {what}: only a family can have a plot"));
         }
+        let throughput = spec.plot.as_deref() == Some("throughput");
+        if !spec.cores.is_empty() && (!throughput || spec.cores.len() != spec.x.len()) {
+            return Err(format!(
+                "{PATH}: {what}: `cores` needs plot = \"throughput\" and one value per x"
+            ));
+        }
         let values: Vec<Option<String>> = if templated {
             spec.x
                 .iter()
@@ -122,7 +135,19 @@ pub fn parse(text: &str) -> Result<Vec<Bench>, String> {
         } else {
             vec![None]
         };
-        for x in values {
+        for (i, x) in values.into_iter().enumerate() {
+            let cores = if !throughput {
+                None
+            } else if let Some(&c) = spec.cores.get(i) {
+                Some(c)
+            } else {
+                match x.as_deref().map(str::parse::<u32>) {
+                    Some(Ok(c)) => Some(c),
+                    _ => {
+                        return Err(format!("{PATH}: {what}: a throughput x must be a core count"));
+                    }
+                }
+            };
             let fill = |t: &str| match &x {
                 Some(x) => t.replace("{x}", x),
                 None => t.to_string(),
@@ -137,6 +162,7 @@ pub fn parse(text: &str) -> Result<Vec<Bench>, String> {
                 family: spec.name.clone(),
                 x: x.clone(),
                 plot: spec.plot.clone(),
+                cores,
             };
             if out.iter().any(|b| b.name == bench.name) {
                 return Err(format!("{PATH}: {} appears twice", bench.name));
@@ -295,9 +321,10 @@ group = "isobench_gap"
         "rt_wakeup_cross_core",
         "channel_roundtrip_same_core",
         "channel_roundtrip_cross_core",
-        "channel_throughput_1_producer",
-        "channel_throughput_7_producers",
-        "kv_op_7_clients",
+        "channel_throughput_{x}_producers",
+        "kv_op_{x}_clients",
+        "ring_timer_notify_{x}_cores",
+        "rt_spawn_{x}_cores",
         "acall_noflood_cost",
         "acall_flood_cost",
         "frame_revoke_1",
@@ -343,38 +370,53 @@ group = "isobench_gap"
         out
     }
 
+    /// Whether registered name `name` is printed name `p`: equal, or `p`
+    /// a prefix (ending in `_` or `k`) completed with a number, or `p` a
+    /// `PREFIX{x}SUFFIX` pattern with a number in place of `{x}`.
+    fn matches_printed(name: &str, p: &str) -> bool {
+        let number = |r: &str| !r.is_empty() && r.chars().all(|c| c.is_ascii_digit());
+        if let Some((pre, suf)) = p.split_once("{x}") {
+            return name.strip_prefix(pre).and_then(|r| r.strip_suffix(suf)).is_some_and(number);
+        }
+        name == p || (p.ends_with(['_', 'k']) && name.strip_prefix(p).is_some_and(number))
+    }
+
     #[test]
     fn every_printed_name_is_registered() {
         let all = load(&crate::root()).unwrap();
         // The whole kernel source: the benchmark driver may move.
         let lits = literals(&["benches", "apps", "kernel/src"]);
         for name in PRINTED {
-            // The sources print it: as a literal, or (a prefix completed
-            // with a number) as the start of a `format!`-ed literal.
-            assert!(
-                lits.iter().any(|l| l == name || (name.ends_with('_') && l.starts_with(name))),
-                "{name} is not in the benchmark sources: update PRINTED"
-            );
-            let registered = all.iter().any(|b| {
-                b.name == *name
-                    || (name.ends_with(['_', 'k'])
-                        && b.name
-                            .strip_prefix(name)
-                            .is_some_and(|rest| rest.chars().all(|c| c.is_ascii_digit())))
+            // The sources print it: as a literal, as the start of a
+            // `format!`-ed literal (a prefix completed with a number), or
+            // (a `{x}` pattern) as a `format!` literal `PREFIX{..}SUFFIX`.
+            let in_sources = lits.iter().any(|l| match name.split_once("{x}") {
+                Some((pre, suf)) => l
+                    .strip_prefix(pre)
+                    .and_then(|r| r.strip_suffix(suf))
+                    .is_some_and(|mid| mid.starts_with('{') && mid.ends_with('}')),
+                None => l == name || (name.ends_with('_') && l.starts_with(name)),
             });
+            assert!(in_sources, "{name} is not in the benchmark sources: update PRINTED");
+            let registered = all.iter().any(|b| matches_printed(&b.name, name));
             assert!(registered, "{name} is printed but not in {PATH}");
         }
-        // And the other way: every registered name is one of these.
-        for b in &all {
-            let printed = PRINTED.iter().any(|p| {
-                b.name == *p
-                    || (p.ends_with(['_', 'k'])
-                        && b.name
-                            .strip_prefix(p)
-                            .is_some_and(|r| r.chars().all(|c| c.is_ascii_digit())))
-            });
+        // And the other way: every registered name is one of these (but
+        // the POSIX workloads, which benches/posix/workloads.c prints:
+        // checked in crate::workloads).
+        for b in all.iter().filter(|b| b.group != crate::workloads::GROUP) {
+            let printed = PRINTED.iter().any(|p| matches_printed(&b.name, p));
             assert!(printed, "{} is registered but nothing prints it", b.name);
         }
+    }
+
+    #[test]
+    fn printed_patterns_match_numbers_only() {
+        assert!(matches_printed("kv_op_7_clients", "kv_op_{x}_clients"));
+        assert!(!matches_printed("kv_op__clients", "kv_op_{x}_clients"));
+        assert!(!matches_printed("kv_op_x_clients", "kv_op_{x}_clients"));
+        assert!(matches_printed("tlb_shootdown_full_k3", "tlb_shootdown_full_k"));
+        assert!(!matches_printed("syscall_null_for_ring", "syscall_null"));
     }
 
     #[test]
@@ -392,7 +434,10 @@ group = "isobench_gap"
         for g in LINUX_GROUPS {
             assert!(src.contains(&format!("selected(\"{g}\")")), "init.c has no group {g}");
         }
-        for b in all.iter().filter_map(|b| b.linux.as_deref()) {
+        // The busybox group's names come from benches/posix/workloads.c
+        // (`PREFIX_NAME`; checked in crate::workloads).
+        let paired = all.iter().filter(|b| b.group != crate::workloads::GROUP);
+        for b in paired.filter_map(|b| b.linux.as_deref()) {
             // A literal name, or a `%u`/`%d`-formatted one.
             let stem = b.trim_end_matches(|c: char| c.is_ascii_digit());
             assert!(

@@ -31,7 +31,7 @@ pub const PROMPT: &str = "exo$ ";
 fn request() -> RunRequest {
     RunRequest {
         argv: vec![b"/bin/sh".to_vec(), b"-i".to_vec()],
-        env: ["HOME=/", "TERM=vt100", "PATH=/bin", &format!("PS1={PROMPT}")]
+        envp: ["HOME=/", "TERM=vt100", "PATH=/bin", &format!("PS1={PROMPT}")]
             .iter()
             .map(|s| s.as_bytes().to_vec())
             .collect(),

@@ -4,8 +4,9 @@
 //!
 //! Start argument: how many clients to serve in its low 32 bits (0 means
 //! 2, the demo's `init=kv,kv-client,kv-client`); any upper bit: print the
-//! `kv_op_7_clients` benchmark line (cycles per request, first connection
-//! to last close). When they have all left, the server
+//! `kv_op_N_clients` benchmark line, N the client count (cycles per
+//! request, all clients together: from the first connection to the last
+//! close, divided by the requests served). When they have all left, the server
 //! checks its final state: for every client it replays that client's
 //! deterministic workload (`kv_proto::expected`) and compares with the
 //! checksum of the pairs it holds in that client's key space, and it
@@ -14,6 +15,8 @@
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
 
 use kv_proto::*;
 use libos_async::channel::{self, Config, Event, Listener};
@@ -122,7 +125,8 @@ fn app_main(arg: u64) -> i32 {
         }));
     if bench {
         let cycles = libos_async::sys::rdtsc() - first;
-        libos_async::bench::report("kv_op_7_clients", &mut [cycles / stats.requests.max(1)]);
+        let name = alloc::format!("kv_op_{clients}_clients");
+        libos_async::bench::report(&name, &mut [cycles / stats.requests.max(1)]);
     }
     let mut ok = stats.closed == clients && stats.accepted == clients;
     let mut total = 0u64;

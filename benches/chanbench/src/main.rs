@@ -1,16 +1,18 @@
 //! `chanbench`: the server half of the channel benchmarks (with
 //! `chanbench-peer`; the kernel's bench harness starts both, placing them
-//! on cores). Start argument: `case | samples << 8`.
+//! on cores). Start argument: `case | samples << 8 | producers << 32`.
 //!
 //! * 1, 2 — echo server for the round-trip benchmarks (the peer measures);
 //!   case 1 runs on the peer's core, so it never spins.
-//! * 3 — consumer of one producer's one-way messages: prints
-//!   `channel_throughput_1_producer` (cycles per message, from the first
-//!   message to the last).
-//! * 4 — the same with 7 producers: `channel_throughput_7_producers`.
+//! * 3 — consumer of `producers` (1 to 7; 0 means 1) producers' one-way
+//!   messages: prints `channel_throughput_N_producers`, N the producer
+//!   count (cycles per message, all producers together: from the first
+//!   message to the last, divided by the messages received).
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
+
+extern crate alloc;
 
 use libos_async::bench::report;
 use libos_async::channel::{self, Config, Event, Listener};
@@ -23,7 +25,7 @@ libos_async::entry!(app_main);
 const MESSAGES_PER_SAMPLE: u64 = 5;
 
 fn app_main(arg: u64) -> i32 {
-    let (case, samples) = (arg & 0xff, arg >> 8);
+    let (case, samples) = (arg & 0xff, (arg >> 8) & 0xff_ffff);
     let Ok(mut listener) = Listener::new(Config::default()) else {
         println!("chanbench: cannot listen");
         return 1;
@@ -50,8 +52,8 @@ fn app_main(arg: u64) -> i32 {
             conn.close();
             0
         }
-        3 | 4 => {
-            let producers = if case == 3 { 1 } else { 7 };
+        3 => {
+            let producers = ((arg >> 32) & 0xff).max(1);
             let mut first = 0;
             let mut count = 0u64;
             let stats =
@@ -66,12 +68,8 @@ fn app_main(arg: u64) -> i32 {
                 }));
             let cycles = rdtsc() - first;
             let want = producers * samples * MESSAGES_PER_SAMPLE;
-            let name = if case == 3 {
-                "channel_throughput_1_producer"
-            } else {
-                "channel_throughput_7_producers"
-            };
-            report(name, &mut [cycles / count.max(1)]);
+            let name = alloc::format!("channel_throughput_{producers}_producers");
+            report(&name, &mut [cycles / count.max(1)]);
             if stats.requests != want || stats.closed != producers {
                 println!(
                     "chanbench: {name}: {} of {want} messages, {} of {producers} producers closed ({stats:?})",

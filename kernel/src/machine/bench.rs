@@ -14,7 +14,13 @@
 //! * ring 3 (`benches/cpubench`): `pct_call_reply`, `yield_to_switch`,
 //!   `acall_wakeup_cross_core`.
 //! * ring 3, pairs and groups of environments (`benches/chanbench`,
-//!   `apps/kv`): channel round trips, throughput, key-value operations.
+//!   `apps/kv`): channel round trips; the throughput curves over cores
+//!   `channel_throughput_K_producers` and `kv_op_K_clients`, K = 1..7.
+//! * ring 3, throughput curves over cores (`ring_scaling`, `rt_scaling`):
+//!   `ring_timer_notify_K_cores` (`benches/ringbench`: K vCPUs each
+//!   submitting batches of due timers and notifications) and
+//!   `rt_spawn_K_cores` (`benches/rtbench`: task spawn and join on K
+//!   executor cores); cycles per operation of the whole machine.
 //! * ring 3 (`benches/rtbench`): the async runtime's `rt_spawn_join_local`,
 //!   `rt_spawn_join_cross_core`, `rt_wakeup_ring_completion`,
 //!   `rt_wakeup_cross_core`, `rt_yield`.
@@ -53,7 +59,8 @@
 //! `benches=FRAGMENTS` on the command line (`cargo xtask bench --benches
 //! FRAGMENTS`) runs only the groups whose names contain a fragment
 //! (`-fragment` excludes; as `tests=`): `ipi_mailbox`, `benchsys`, `forkbench`,
-//! `ringbench`, `cpubench`, `rtbench`, `chanbench`, `kv`,
+//! `ringbench`, `cpubench`, `rtbench`, `chanbench`, `kv`, `ring_scaling`,
+//! `rt_scaling`,
 //! `isobench_acall`, `isobench_revoke`, `isobench_unmap_range`,
 //! `isobench_gap`, `memrevoke`, `tlbbench`.
 //!
@@ -233,6 +240,8 @@ fn run_ring3_benchmarks(n: usize, sel: Selection) -> bool {
         && sel.run("cpubench", || run_cpubench(n))
         && sel.run("rtbench", || run_app("rtbench", n))
         && run_channel_benchmarks(n, sel)
+        && sel.run("ring_scaling", || run_scaling("ringbench"))
+        && sel.run("rt_scaling", || run_scaling("rtbench"))
         && run_isobench(n, sel)
         && sel.run("memrevoke", || run_memrevoke(n))
 }
@@ -324,24 +333,49 @@ fn run_cpubench(n: usize) -> bool {
 }
 
 /// Channel benchmarks between environments placed on chosen cores
-/// (`benches/chanbench` + `apps/chanbench-peer`, `apps/kv` + `apps/kv-client`):
-/// `channel_roundtrip_same_core` / `_cross_core`,
-/// `channel_throughput_1_producer` / `_7_producers` (cycles per message),
-/// `kv_op_7_clients` (cycles per request at the server).
+/// (`benches/chanbench` + `benches/chanbench-peer`, `apps/kv` +
+/// `apps/kv-client`): `channel_roundtrip_same_core` / `_cross_core`, and
+/// the throughput curves `channel_throughput_K_producers` (cycles per
+/// message at the consumer) and `kv_op_K_clients` (cycles per request at
+/// the server), K = 1..7: the consumer or server on core 1, producer or
+/// client i (1..=K) on core [`peer_core`]`(i)` (cores 2..7, the seventh
+/// sharing core 2; `benches/registry.toml` records the cores in use). The
+/// throughput runs wait halted between looks ([`all_exit_0_halted`]), so
+/// that under `-icount` core 0 adds no instructions to the measured window.
 fn run_channel_benchmarks(n: usize, sel: Selection) -> bool {
     let s = (n.min(2000) as u64) << 8;
-    let mut seven = alloc::vec![("chanbench", 4 | s, 1)];
-    let mut kv = alloc::vec![("kv", 7 | 1 << 32, 1)];
-    for core in 1..=7 {
-        seven.push(("chanbench-peer", 4 | s, core));
-        kv.push(("kv-client", 0, core));
-    }
+    let peers = online_cpus().saturating_sub(1).min(7);
     sel.run("chanbench", || {
         run_group(&[("chanbench", 1 | s, 1), ("chanbench-peer", 1 | s, 1)])
             && run_group(&[("chanbench", 2 | s, 1), ("chanbench-peer", 2 | s, 2)])
-            && run_group(&[("chanbench", 3 | s, 1), ("chanbench-peer", 3 | s, 2)])
-            && run_group(&seven)
-    }) && sel.run("kv", || run_group(&kv))
+            && (1..=peers).all(|k| {
+                let mut apps = alloc::vec![("chanbench", 3 | s | (k as u64) << 32, 1)];
+                apps.extend((1..=k).map(|i| ("chanbench-peer", 3 | s, peer_core(i))));
+                spawn_all(&apps).is_some_and(|envs| all_exit_0_halted(&envs))
+            })
+    }) && sel.run("kv", || {
+        (1..=peers).all(|k| {
+            let mut apps = alloc::vec![("kv", k as u64 | 1 << 32, 1)];
+            apps.extend((1..=k).map(|i| ("kv-client", 0, peer_core(i))));
+            spawn_all(&apps).is_some_and(|envs| all_exit_0_halted(&envs))
+        })
+    })
+}
+
+/// The core of producer or client `i` (from 1) of the throughput curves:
+/// cores 2.. in turn, wrapping around within the user cores other than the
+/// consumer's core 1 (with 8 cores: 2..7, then 2 again).
+fn peer_core(i: usize) -> usize {
+    let others = online_cpus().saturating_sub(2).max(1);
+    2 + (i - 1) % others
+}
+
+/// The ring and runtime throughput curves, one environment each started
+/// on core 1 (their start argument's bit 32 selects the curve; see
+/// `benches/ringbench` and `benches/rtbench`): `ring_timer_notify_K_cores`
+/// and `rt_spawn_K_cores`. Waits halted, as [`run_channel_benchmarks`].
+fn run_scaling(name: &str) -> bool {
+    spawn_all(&[(name, 1 << 32, 1)]).is_some_and(|envs| all_exit_0_halted(&envs))
 }
 
 /// The core of the gap meter and its attackers.
