@@ -458,7 +458,9 @@ fn fork(
             st.sigchld_pending = 0;
             if p.fs_base != 0 {
                 // The FS base is per vCPU: the child's starts at 0.
-                p.host.set_fs(p.fs_base)?;
+                // SetFsBase of a base the parent had set cannot fail; if it
+                // did, the child is still the child (never -errno here).
+                let _ = p.host.set_fs(p.fs_base);
             }
             if new_stack != 0 {
                 p.proc.pending_stack = Some(new_stack);
