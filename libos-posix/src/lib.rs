@@ -9,6 +9,7 @@
 //! - keeping a file system: the initrd's ustar tree, zero-copy, under a
 //!   writable in-memory layer, plus devices ([`fs`]);
 //! - keeping descriptors and open-file descriptions ([`fd`]);
+//! - pipes on frames shared between processes, and `poll` ([`pipe`]);
 //! - keeping the program break and anonymous/file mappings ([`mm`]);
 //! - answering Linux system calls with Linux's semantics and errno values
 //!   ([`syscalls::dispatch`]).
@@ -33,6 +34,7 @@ pub mod host;
 pub mod linux;
 pub mod mm;
 pub mod path;
+pub mod pipe;
 pub mod request;
 pub mod syscalls;
 

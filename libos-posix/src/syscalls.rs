@@ -68,7 +68,9 @@ pub struct Process<'a> {
     pub mm: Mm,
     cwd: Ino,
     memory: Box<dyn Memory + 'a>,
-    clock: Box<dyn Clock + 'a>,
+    pub(crate) clock: Box<dyn Clock + 'a>,
+    /// Its pipe ends ([`crate::pipe`]).
+    pub(crate) pipes: crate::pipe::Pipes<'a>,
     host: Box<dyn Host + 'a>,
     pid: i32,
     fs_base: u64,
@@ -131,6 +133,7 @@ impl<'a> Process<'a> {
             cwd: root,
             memory,
             clock,
+            pipes: Default::default(),
             host,
             pid,
             fs_base: 0,
@@ -197,9 +200,11 @@ impl<'a> Process<'a> {
         self.fds.get(fd).cloned()
     }
 
-    fn release(&mut self, d: Rc<Desc>) {
+    pub(crate) fn release(&mut self, d: Rc<Desc>) {
         if let Ok(d) = Rc::try_unwrap(d) {
-            self.fs.release(d.into_inner().ino);
+            let ino = d.into_inner().ino;
+            crate::pipe::released(self, ino);
+            self.fs.release(ino);
         }
     }
 
@@ -385,6 +390,21 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
         SYS_DUP2 => sys_dup3(p, fd, a[1] as i32, 0, false),
         SYS_DUP3 => sys_dup3(p, fd, a[1] as i32, a[2] as u32, true),
         SYS_FCNTL => sys_fcntl(p, fd, a[1] as u32, a[2]),
+        // Pipes and poll: crate::pipe.
+        SYS_PIPE => crate::pipe::sys_pipe2(p, a[0], 0, mem),
+        SYS_PIPE2 => crate::pipe::sys_pipe2(p, a[0], a[1] as u32, mem),
+        SYS_POLL => {
+            let t = (a[2] as i32 >= 0).then(|| u64::from(a[2] as u32) * 1_000_000);
+            crate::pipe::sys_poll(p, a[0], a[1], t, mem)
+        }
+        SYS_PPOLL => {
+            let t = if a[2] == 0 {
+                None
+            } else {
+                Some(Timespec::decode(&read_struct::<16>(mem, a[2])?).to_ns()?)
+            };
+            crate::pipe::sys_poll(p, a[0], a[1], t, mem)
+        }
         SYS_IOCTL => sys_ioctl(p, fd, a[1] as u32, a[2], mem),
         SYS_BRK => Ok(p.mm.brk(a[0], &mut *p.memory)),
         SYS_MMAP => sys_mmap(p, a, mem),
@@ -489,9 +509,9 @@ fn set_cwd(p: &mut Process<'_>, ino: Ino) -> SysResult<u64> {
 }
 
 /// Whether a description can be positioned (`FMODE_LSEEK`/`FMODE_PREAD`):
-/// not a terminal.
+/// not a terminal, not a pipe.
 fn seekable(p: &Process<'_>, ino: Ino) -> bool {
-    !p.fs.device(ino).is_some_and(Device::is_tty)
+    !p.fs.device(ino).is_some_and(|d| d.is_tty() || d == Device::Pipe)
 }
 
 fn sys_read(
@@ -512,6 +532,9 @@ fn sys_read(
     }
     if p.fs.is_dir(ino) {
         return Err(EISDIR);
+    }
+    if at.is_none() && crate::pipe::is_pipe(p, ino) {
+        return crate::pipe::read(p, ino, flags, buf, count, mem);
     }
     if let Some(off) = at {
         if !seekable(p, ino) {
@@ -561,6 +584,9 @@ fn sys_write(
     };
     if flags & O_ACCMODE == O_RDONLY || flags & O_ACCMODE == 3 {
         return Err(EBADF);
+    }
+    if at.is_none() && crate::pipe::is_pipe(p, ino) {
+        return crate::pipe::write(p, ino, flags, buf, count, mem);
     }
     if let Some(off) = at {
         if !seekable(p, ino) {
@@ -643,7 +669,7 @@ fn sys_lseek(p: &mut Process<'_>, fd: i32, off: i64, whence: u32) -> SysResult<u
     let d = p.desc(fd)?;
     let mut f = d.borrow_mut();
     match p.fs.device(f.ino) {
-        Some(dev) if dev.is_tty() => return Err(ESPIPE),
+        Some(dev) if dev.is_tty() || dev == Device::Pipe => return Err(ESPIPE),
         Some(_) => {
             if whence > SEEK_END {
                 return Err(EINVAL);
@@ -862,6 +888,9 @@ fn sys_fcntl(p: &mut Process<'_>, fd: i32, cmd: u32, arg: u64) -> SysResult<u64>
             f.flags = (f.flags & !SETFL_MASK) | (arg as u32 & SETFL_MASK);
             Ok(0)
         }
+        crate::pipe::F_GETPIPE_SZ | crate::pipe::F_SETPIPE_SZ => {
+            crate::pipe::fcntl_size(p, fd, cmd)
+        }
         _ => {
             p.desc(fd)?;
             Err(EINVAL)
@@ -877,6 +906,9 @@ fn sys_ioctl(
     mem: &mut dyn UserMemory,
 ) -> SysResult<u64> {
     let ino = p.desc(fd)?.borrow().ino;
+    if crate::pipe::is_pipe(p, ino) {
+        return crate::pipe::ioctl(p, ino, req, arg, mem);
+    }
     if !p.fs.device(ino).is_some_and(Device::is_tty) {
         return Err(ENOTTY);
     }

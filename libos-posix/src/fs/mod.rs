@@ -95,6 +95,11 @@ pub enum Device {
     /// [`Console::write_err`] so that the glue can keep the program's
     /// stderr apart from its stdout.
     ConsoleErr,
+    /// One end of a pipe (named nowhere; `pipe2` makes it). Its bytes are
+    /// not here: the system calls hand pipe descriptions to [`crate::pipe`]
+    /// before the file system sees them; this inode gives the end its
+    /// `stat` (a FIFO) and its holders.
+    Pipe,
 }
 
 impl Device {
@@ -104,6 +109,7 @@ impl Device {
             Device::Zero => makedev(1, 5),
             Device::Tty => makedev(5, 0),
             Device::Console | Device::ConsoleErr => makedev(5, 1),
+            Device::Pipe => 0,
         }
     }
     /// Whether it is a terminal (`TCGETS` works, seeking is `ESPIPE`).
@@ -348,6 +354,12 @@ impl<'a> Fs<'a> {
     /// standard error description [`Device::ConsoleErr`].
     pub fn anonymous_device(&mut self, d: Device) -> Ino {
         self.alloc(Kind::Dev(d), 0o620)
+    }
+
+    /// A new unnamed inode for one end of a pipe (`prw-------`, as Linux's
+    /// pipefs gives); freed with its last holder.
+    pub fn anonymous_pipe(&mut self) -> Ino {
+        self.alloc(Kind::Dev(Device::Pipe), 0o600)
     }
 
     /// The contents of regular file `ino` while they are still the
@@ -753,6 +765,7 @@ impl<'a> Fs<'a> {
             }
             Kind::File(d) => (S_IFREG, d.bytes().len() as i64, 0, n.nlink as u64),
             Kind::Symlink(t) => (S_IFLNK, t.len() as i64, 0, n.nlink as u64),
+            Kind::Dev(Device::Pipe) => (S_IFIFO, 0, 0, 1),
             Kind::Dev(d) => (S_IFCHR, 0, d.rdev(), n.nlink as u64),
         };
         Stat {
@@ -821,6 +834,7 @@ impl<'a> Fs<'a> {
                 Ok(buf.len())
             }
             Kind::Dev(Device::Tty | Device::Console | Device::ConsoleErr) => self.console.read(buf),
+            Kind::Dev(Device::Pipe) => Err(EINVAL), // crate::pipe moves pipe bytes
         }
     }
 
@@ -852,6 +866,7 @@ impl<'a> Fs<'a> {
             Kind::Dev(Device::Null | Device::Zero) => Ok(data.len()),
             Kind::Dev(Device::Tty | Device::Console) => Ok(self.console.write(data)),
             Kind::Dev(Device::ConsoleErr) => Ok(self.console.write_err(data)),
+            Kind::Dev(Device::Pipe) => Err(EINVAL), // crate::pipe moves pipe bytes
         }
     }
 
