@@ -64,7 +64,7 @@ use alloc::rc::Rc;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use ring::{Frame, Side, Stop, Word};
 
 pub use ring::{CAPACITY, PIPE_BUF};
@@ -139,11 +139,15 @@ impl PipeHost for Spin {
     fn wake(&mut self, _: &dyn Frame, _: Side) {}
 }
 
-/// A pipe frame in this process's heap: atomics, no `unsafe`.
+/// A pipe frame in this process's heap: atomics, no `unsafe`. The data
+/// area is 64-bit words, copied a word at a time (a partial word is read,
+/// patched and stored: only writers store data, one at a time under the
+/// ring's writer lock, so nothing is lost).
 #[derive(Debug)]
 pub struct HeapFrame {
     header: [AtomicU64; ring::HEADER_WORDS],
-    data: Box<[AtomicU8]>,
+    data: Box<[AtomicU64]>,
+    capacity: usize,
 }
 
 impl HeapFrame {
@@ -151,7 +155,8 @@ impl HeapFrame {
     pub fn new(capacity: usize) -> Self {
         HeapFrame {
             header: Default::default(),
-            data: (0..capacity).map(|_| AtomicU8::new(0)).collect(),
+            data: (0..capacity.div_ceil(8)).map(|_| AtomicU64::new(0)).collect(),
+            capacity,
         }
     }
 
@@ -163,7 +168,7 @@ impl HeapFrame {
 
 impl Frame for HeapFrame {
     fn capacity(&self) -> usize {
-        self.data.len()
+        self.capacity
     }
     fn load(&self, w: Word) -> u64 {
         self.header[w as usize].load(SeqCst)
@@ -181,13 +186,24 @@ impl Frame for HeapFrame {
         self.header[w as usize].compare_exchange(old, new, SeqCst, SeqCst).is_ok()
     }
     fn copy_out(&self, off: usize, buf: &mut [u8]) {
-        for (b, s) in buf.iter_mut().zip(&self.data[off..]) {
-            *b = s.load(Relaxed);
+        let mut i = 0;
+        while i < buf.len() {
+            let (w, b) = ((off + i) / 8, (off + i) % 8);
+            let n = (8 - b).min(buf.len() - i);
+            let word = self.data[w].load(Relaxed).to_le_bytes();
+            buf[i..i + n].copy_from_slice(&word[b..b + n]);
+            i += n;
         }
     }
     fn copy_in(&self, off: usize, data: &[u8]) {
-        for (b, s) in data.iter().zip(&self.data[off..]) {
-            s.store(*b, Relaxed);
+        let mut i = 0;
+        while i < data.len() {
+            let (w, b) = ((off + i) / 8, (off + i) % 8);
+            let n = (8 - b).min(data.len() - i);
+            let mut word = if n == 8 { [0; 8] } else { self.data[w].load(Relaxed).to_le_bytes() };
+            word[b..b + n].copy_from_slice(&data[i..i + n]);
+            self.data[w].store(u64::from_le_bytes(word), Relaxed);
+            i += n;
         }
     }
     fn word_addr(&self, w: Word) -> u64 {
