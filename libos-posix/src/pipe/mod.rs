@@ -186,6 +186,22 @@ impl Frame for HeapFrame {
         self.header[w as usize].compare_exchange(old, new, SeqCst, SeqCst).is_ok()
     }
     fn copy_out(&self, off: usize, buf: &mut [u8]) {
+        if off.is_multiple_of(8) {
+            // The common case: whole words, one load each.
+            let words = &self.data[off / 8..];
+            let mut chunks = buf.chunks_exact_mut(8);
+            for (c, w) in (&mut chunks).zip(words) {
+                c.copy_from_slice(&w.load(Relaxed).to_le_bytes());
+            }
+            let rest = chunks.into_remainder();
+            let n = rest.len();
+            if n > 0 {
+                let done = buf.len() - n;
+                let word = self.data[(off + done) / 8].load(Relaxed).to_le_bytes();
+                buf[done..].copy_from_slice(&word[..n]);
+            }
+            return;
+        }
         let mut i = 0;
         while i < buf.len() {
             let (w, b) = ((off + i) / 8, (off + i) % 8);
@@ -196,6 +212,22 @@ impl Frame for HeapFrame {
         }
     }
     fn copy_in(&self, off: usize, data: &[u8]) {
+        if off.is_multiple_of(8) {
+            let words = &self.data[off / 8..];
+            let mut chunks = data.chunks_exact(8);
+            for (c, w) in (&mut chunks).zip(words) {
+                w.store(u64::from_le_bytes(c.try_into().expect("8 bytes")), Relaxed);
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let at = off + data.len() - rest.len();
+                let w = &self.data[at / 8];
+                let mut word = w.load(Relaxed).to_le_bytes();
+                word[..rest.len()].copy_from_slice(rest);
+                w.store(u64::from_le_bytes(word), Relaxed);
+            }
+            return;
+        }
         let mut i = 0;
         while i < data.len() {
             let (w, b) = ((off + i) / 8, (off + i) % 8);
@@ -234,11 +266,13 @@ impl End {
 pub struct Pipes<'a> {
     ends: BTreeMap<Ino, End>,
     host: Box<dyn PipeHost + 'a>,
+    /// A buffer kept between calls (no allocation and zeroing per call).
+    scratch: Vec<u8>,
 }
 
 impl Default for Pipes<'_> {
     fn default() -> Self {
-        Pipes { ends: BTreeMap::new(), host: Box::new(Spin) }
+        Pipes { ends: BTreeMap::new(), host: Box::new(Spin), scratch: Vec::new() }
     }
 }
 
@@ -362,10 +396,35 @@ pub(crate) fn read(
     if count == 0 {
         return Ok(0);
     }
-    let mut scratch = vec![0u8; (count as usize).min(CAPACITY)];
+    let mut scratch = take_scratch(p, count);
+    let r = read_with(p, &e, flags, buf, count, &mut scratch, mem);
+    p.pipes.scratch = scratch;
+    r
+}
+
+/// The kept buffer, at least `min(count, CAPACITY)` bytes long.
+fn take_scratch(p: &mut Process<'_>, count: u64) -> Vec<u8> {
+    let mut s = core::mem::take(&mut p.pipes.scratch);
+    let n = (count as usize).min(CAPACITY);
+    if s.len() < n {
+        s.resize(n, 0);
+    }
+    s
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_with(
+    p: &mut Process<'_>,
+    e: &End,
+    flags: u32,
+    buf: u64,
+    count: u64,
+    scratch: &mut [u8],
+    mem: &mut dyn crate::host::UserMemory,
+) -> SysResult<u64> {
     loop {
         let mut fault = None;
-        let r = ring::read(&*e.frame, count as usize, &mut scratch, &mut |bytes| match mem
+        let r = ring::read(&*e.frame, count as usize, scratch, &mut |bytes| match mem
             .write(buf, bytes)
         {
             Ok(()) => true,
@@ -409,12 +468,27 @@ pub(crate) fn write(
     if count == 0 {
         return Ok(0);
     }
+    let mut chunk = take_scratch(p, count);
+    let r = write_with(p, &e, flags, buf, count, &mut chunk, mem);
+    p.pipes.scratch = chunk;
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_with(
+    p: &mut Process<'_>,
+    e: &End,
+    flags: u32,
+    buf: u64,
+    count: u64,
+    chunk: &mut [u8],
+    mem: &mut dyn crate::host::UserMemory,
+) -> SysResult<u64> {
     let atomic = count as usize <= PIPE_BUF;
     let nonblock = flags & O_NONBLOCK != 0;
     let mut done = 0u64;
-    let mut chunk = vec![0u8; (count as usize).min(CAPACITY)];
     while done < count {
-        let want = ((count - done) as usize).min(chunk.len());
+        let want = ((count - done) as usize).min(chunk.len()).min(CAPACITY);
         if let Err(err) = mem.read(buf + done, &mut chunk[..want]) {
             return if done == 0 { Err(err) } else { Ok(done) };
         }
