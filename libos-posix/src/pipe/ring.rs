@@ -188,7 +188,8 @@ fn mask(f: &dyn Frame) -> u64 {
     (p - 1) as u64
 }
 
-/// The usable capacity (see [`mask`]).
+/// The usable capacity: [`Frame::capacity`] clamped to 1..=[`CAPACITY`] and
+/// rounded down to a power of two.
 pub fn capacity(f: &dyn Frame) -> usize {
     mask(f) as usize + 1
 }
