@@ -9,6 +9,7 @@
 //! - keeping a file system: the initrd's ustar tree, zero-copy, under a
 //!   writable in-memory layer, plus devices ([`fs`]);
 //! - keeping descriptors and open-file descriptions ([`fd`]);
+//! - pipes on frames shared between processes, and `poll` ([`pipe`]);
 //! - keeping the program break and anonymous/file mappings ([`mm`]);
 //! - the process model: pids, fork, execve, wait ([`proc`]);
 //! - being a terminal: line discipline, `termios`, `poll` ([`tty`]);
@@ -36,6 +37,7 @@ pub mod linux;
 pub mod mm;
 pub mod path;
 pub mod proc;
+pub mod pipe;
 pub mod request;
 pub mod syscalls;
 pub mod tty;

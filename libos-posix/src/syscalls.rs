@@ -71,7 +71,9 @@ pub struct Process<'a> {
     pub proc: ProcState,
     pub(crate) cwd: Ino,
     pub(crate) memory: Box<dyn Memory + 'a>,
-    clock: Box<dyn Clock + 'a>,
+    pub(crate) clock: Box<dyn Clock + 'a>,
+    /// Its pipe ends ([`crate::pipe`]).
+    pub(crate) pipes: crate::pipe::Pipes<'a>,
     pub(crate) host: Box<dyn Host + 'a>,
     pub(crate) procs: Option<Box<dyn ProcHost + 'a>>,
     pub(crate) fs_base: u64,
@@ -138,6 +140,7 @@ impl<'a> Process<'a> {
             proc: ProcState::new(pid),
             memory,
             clock,
+            pipes: Default::default(),
             host,
             procs: None,
             fs_base: 0,
@@ -212,7 +215,9 @@ impl<'a> Process<'a> {
 
     pub(crate) fn release(&mut self, d: Rc<Desc>) {
         if let Ok(d) = Rc::try_unwrap(d) {
-            self.fs.release(d.into_inner().ino);
+            let ino = d.into_inner().ino;
+            crate::pipe::released(self, ino);
+            self.fs.release(ino);
         }
     }
 
@@ -427,17 +432,20 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
         SYS_DUP2 => sys_dup3(p, fd, a[1] as i32, 0, false),
         SYS_DUP3 => sys_dup3(p, fd, a[1] as i32, a[2] as u32, true),
         SYS_FCNTL => sys_fcntl(p, fd, a[1] as u32, a[2]),
+        // Pipes and poll: crate::pipe.
+        SYS_PIPE => crate::pipe::sys_pipe2(p, a[0], 0, mem),
+        SYS_PIPE2 => crate::pipe::sys_pipe2(p, a[0], a[1] as u32, mem),
         SYS_IOCTL => sys_ioctl(p, fd, a[1] as u32, a[2], mem),
         SYS_POLL => {
             let timeout = (a[2] as i32 >= 0).then(|| u64::from(a[2] as u32) * 1_000_000);
-            crate::tty::poll(p, a[0], a[1], timeout, mem)
+            sys_poll(p, a[0], a[1], timeout, mem)
         }
         SYS_PPOLL => {
             let timeout = match a[2] {
                 0 => None,
                 t => Some(Timespec::decode(&read_struct::<16>(mem, t)?).to_ns()?),
             };
-            crate::tty::poll(p, a[0], a[1], timeout, mem)
+            sys_poll(p, a[0], a[1], timeout, mem)
         }
         SYS_BRK => Ok(p.mm.brk(a[0], &mut *p.memory)),
         SYS_MMAP => sys_mmap(p, a, mem),
@@ -539,9 +547,9 @@ fn set_cwd(p: &mut Process<'_>, ino: Ino) -> SysResult<u64> {
 }
 
 /// Whether a description can be positioned (`FMODE_LSEEK`/`FMODE_PREAD`):
-/// not a terminal.
+/// not a terminal, not a pipe.
 fn seekable(p: &Process<'_>, ino: Ino) -> bool {
-    !p.fs.device(ino).is_some_and(Device::is_tty)
+    !p.fs.device(ino).is_some_and(|d| d.is_tty() || d == Device::Pipe)
 }
 
 fn sys_read(
@@ -562,6 +570,9 @@ fn sys_read(
     }
     if p.fs.is_dir(ino) {
         return Err(EISDIR);
+    }
+    if at.is_none() && crate::pipe::is_pipe(p, ino) {
+        return crate::pipe::read(p, ino, flags, buf, count, mem);
     }
     if let Some(off) = at {
         if !seekable(p, ino) {
@@ -611,6 +622,9 @@ fn sys_write(
     };
     if flags & O_ACCMODE == O_RDONLY || flags & O_ACCMODE == 3 {
         return Err(EBADF);
+    }
+    if at.is_none() && crate::pipe::is_pipe(p, ino) {
+        return crate::pipe::write(p, ino, flags, buf, count, mem);
     }
     if let Some(off) = at {
         if !seekable(p, ino) {
@@ -693,7 +707,7 @@ fn sys_lseek(p: &mut Process<'_>, fd: i32, off: i64, whence: u32) -> SysResult<u
     let d = p.desc(fd)?;
     let mut f = d.borrow_mut();
     match p.fs.device(f.ino) {
-        Some(dev) if dev.is_tty() => return Err(ESPIPE),
+        Some(dev) if dev.is_tty() || dev == Device::Pipe => return Err(ESPIPE),
         Some(_) => {
             if whence > SEEK_END {
                 return Err(EINVAL);
@@ -917,6 +931,9 @@ fn sys_fcntl(p: &mut Process<'_>, fd: i32, cmd: u32, arg: u64) -> SysResult<u64>
             f.flags = (f.flags & !SETFL_MASK) | (arg as u32 & SETFL_MASK);
             Ok(0)
         }
+        crate::pipe::F_GETPIPE_SZ | crate::pipe::F_SETPIPE_SZ => {
+            crate::pipe::fcntl_size(p, fd, cmd)
+        }
         _ => {
             p.desc(fd)?;
             Err(EINVAL)
@@ -932,10 +949,41 @@ fn sys_ioctl(
     mem: &mut dyn UserMemory,
 ) -> SysResult<u64> {
     let ino = p.desc(fd)?.borrow().ino;
+    if crate::pipe::is_pipe(p, ino) {
+        return crate::pipe::ioctl(p, ino, req, arg, mem);
+    }
     if !p.fs.device(ino).is_some_and(Device::is_tty) {
         return Err(ENOTTY);
     }
     crate::tty::ioctl(p, req, arg, mem)
+}
+
+/// `poll`/`ppoll`: a set holding a pipe end waits on the pipes' shared
+/// words ([`crate::pipe::sys_poll`]); any other set (the terminal, files)
+/// on the terminal's input ([`crate::tty::poll`]). Not done: a set mixing a
+/// pipe end and the terminal sees the terminal as always readable.
+fn sys_poll(
+    p: &mut Process<'_>,
+    addr: u64,
+    nfds: u64,
+    timeout_ns: Option<u64>,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    const POLLFD_SIZE: usize = 8;
+    let mut has_pipe = false;
+    if nfds <= p.fds.limit() as u64 {
+        let mut raw = vec![0u8; nfds as usize * POLLFD_SIZE];
+        mem.read(addr, &mut raw)?;
+        has_pipe = raw.chunks(POLLFD_SIZE).any(|e| {
+            let fd = i32::from_le_bytes([e[0], e[1], e[2], e[3]]);
+            fd >= 0 && p.fds.get(fd).is_ok_and(|d| p.pipes.end(d.borrow().ino).is_some())
+        });
+    }
+    if has_pipe {
+        crate::pipe::sys_poll(p, addr, nfds, timeout_ns, mem)
+    } else {
+        crate::tty::poll(p, addr, nfds, timeout_ns, mem)
+    }
 }
 
 fn sys_mmap(p: &mut Process<'_>, a: [u64; 6], mem: &mut dyn UserMemory) -> SysResult<u64> {

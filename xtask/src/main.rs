@@ -731,6 +731,7 @@ fn check(ws: &Workspace, args: &CheckArgs) -> Result<bool, String> {
         for (what, package, filter) in [
             ("loom model of the ring protocol", "kernel", "ring::loom"),
             ("loom model of the channel protocol", "libos-async", "channel::ring::loom"),
+            ("loom model of the pipe ring", "libos-posix", "pipe::loom"),
         ] {
             let mut cmd = ws.cargo();
             cmd.env("CARGO_TARGET_DIR", ws.target.join("loom"))

@@ -46,6 +46,8 @@ mod glue;
 #[cfg(target_os = "none")]
 mod layout;
 #[cfg(target_os = "none")]
+mod pipes;
+#[cfg(target_os = "none")]
 mod procs;
 #[cfg(target_os = "none")]
 mod redirect;

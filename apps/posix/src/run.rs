@@ -69,6 +69,7 @@ pub fn run(arg: u64) -> i32 {
     let mut sys_glue = Sys { seed: sys::rdtsc() };
     let random = glue::random16(&mut sys_glue);
     let clock = Clk { tsc0: sys::rdtsc(), hz: info().tsc_hz };
+    let clock_tsc0 = clock.tsc0;
 
     // The plan first: the break starts after the image.
     let cwd = req.cwd.clone().unwrap_or_else(|| b"/".to_vec());
@@ -110,6 +111,7 @@ pub fn run(arg: u64) -> i32 {
         Box::new(clock),
         Box::new(sys_glue),
     );
+    process.set_pipe_host(Box::new(crate::pipes::PipeGlue { tsc0: clock_tsc0, hz: info().tsc_hz }));
     if let Err(e) = process.chdir(&cwd) {
         return fail(NOT_FOUND, &format!("cannot enter {:?}: errno {}", cwd, e.0));
     }

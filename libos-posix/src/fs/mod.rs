@@ -96,6 +96,11 @@ pub enum Device {
     /// [`Console::write_err`] so that the glue can keep the program's
     /// stderr apart from its stdout.
     ConsoleErr,
+    /// One end of a pipe (named nowhere; `pipe2` makes it). Its bytes are
+    /// not here: the system calls hand pipe descriptions to [`crate::pipe`]
+    /// before the file system sees them; this inode gives the end its
+    /// `stat` (a FIFO) and its holders.
+    Pipe,
 }
 
 impl Device {
@@ -105,6 +110,7 @@ impl Device {
             Device::Zero => makedev(1, 5),
             Device::Tty => makedev(5, 0),
             Device::Console | Device::ConsoleErr => makedev(5, 1),
+            Device::Pipe => 0,
         }
     }
     /// Whether it is a terminal (`TCGETS` works, seeking is `ESPIPE`).
@@ -379,6 +385,12 @@ impl<'a> Fs<'a> {
     /// standard error description [`Device::ConsoleErr`].
     pub fn anonymous_device(&mut self, d: Device) -> Ino {
         self.alloc(Kind::Dev(d), 0o620)
+    }
+
+    /// A new unnamed inode for one end of a pipe (`prw-------`, as Linux's
+    /// pipefs gives); freed with its last holder.
+    pub fn anonymous_pipe(&mut self) -> Ino {
+        self.alloc(Kind::Dev(Device::Pipe), 0o600)
     }
 
     /// The contents of regular file `ino` while they are still the
@@ -784,6 +796,7 @@ impl<'a> Fs<'a> {
             }
             Kind::File(d) => (S_IFREG, d.bytes().len() as i64, 0, n.nlink as u64),
             Kind::Symlink(t) => (S_IFLNK, t.len() as i64, 0, n.nlink as u64),
+            Kind::Dev(Device::Pipe) => (S_IFIFO, 0, 0, 1),
             Kind::Dev(d) => (S_IFCHR, 0, d.rdev(), n.nlink as u64),
         };
         Stat {
@@ -854,6 +867,7 @@ impl<'a> Fs<'a> {
             Kind::Dev(Device::Tty | Device::Console | Device::ConsoleErr) => {
                 crate::tty::read(&mut self.tty, &mut *self.console, buf)
             }
+            Kind::Dev(Device::Pipe) => Err(EINVAL), // crate::pipe moves pipe bytes
         }
     }
 
@@ -887,6 +901,7 @@ impl<'a> Fs<'a> {
                 let err = *d == Device::ConsoleErr;
                 Ok(crate::tty::write(&self.tty, &mut *self.console, data, err))
             }
+            Kind::Dev(Device::Pipe) => Err(EINVAL), // crate::pipe moves pipe bytes
         }
     }
 

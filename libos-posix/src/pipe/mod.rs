@@ -1,0 +1,643 @@
+//! Pipes: `pipe`, `pipe2`, reading and writing their ends, `poll`.
+//!
+//! This module owns the pipe ends of a process and Linux's pipe semantics
+//! on top of [`ring`], the byte queue that lives in a frame shared by every
+//! process holding an end (the frame's layout, why no word of it is
+//! trusted, and why no wake-up is lost are in [`ring`]'s documentation).
+//! No pipe byte goes through the kernel: the kernel only gives the shared
+//! frame, puts a blocked end to sleep (`SleepOn` a predicate on a header
+//! word) and carries the other side's wake-up (an event): the glue does
+//! both through [`PipeHost`].
+//!
+//! Linux semantics kept (`fs/pipe.c`, `man 7 pipe`):
+//! - capacity 64 KiB ([`ring::CAPACITY`]); writes of at most `PIPE_BUF`
+//!   (4096) bytes are atomic: all or nothing, never interleaved with
+//!   another writer's; larger blocking writes return when all is written;
+//!   larger `O_NONBLOCK` writes write what fits (`EAGAIN` if nothing);
+//! - a read returns what is there (at most the count), blocks while the
+//!   pipe is empty and a writer is open, returns 0 (end of file) once the
+//!   last write description is closed, `EAGAIN` under `O_NONBLOCK`;
+//! - writing with no reader left is `EPIPE`, after [`raise_sigpipe`];
+//! - `lseek`/`pread`/`pwrite` are `ESPIPE`, `fstat` says `S_IFIFO`,
+//!   `FIONREAD` gives the bytes waiting, `F_GETPIPE_SZ` the capacity;
+//!   `dup`/`dup2`/`dup3`/`fcntl` work on pipe ends as on any description
+//!   (the descriptor table shares the description; `F_SETFL` toggles
+//!   `O_NONBLOCK`, which is read at every call);
+//! - `poll`/`ppoll`: pipe ends as `pipe_poll` (`POLLIN` when not empty,
+//!   `POLLHUP` when no writer is left, `POLLOUT` when not full, `POLLERR`
+//!   when no reader is left); everything else as Linux's
+//!   `DEFAULT_POLLMASK` (always readable and writable).
+//!
+//! Differences, said plainly:
+//! - the ring counts bytes, Linux counts page buffers: a sequence of small
+//!   non-atomic-size writes fits exactly 65,536 bytes here, while Linux may
+//!   fit fewer (a write that does not fit the last page's tail starts a new
+//!   page). Writes of whole pages agree;
+//! - `writev`'s atomicity is per `iovec` (Linux: for the total);
+//! - `O_DIRECT` (packet mode) and `F_SETPIPE_SZ` are refused (`EINVAL`);
+//! - the console is always reported readable by `poll` (the console
+//!   trait has no readiness query yet), so `poll` never waits for typed
+//!   input;
+//! - a signal does not interrupt a blocked read, write or poll yet
+//!   (`EINTR`): that needs the signal work (posix-sig);
+//! - ends inherited across `fork` must be counted in the frame
+//!   ([`Pipes::inherit`]), and the frame must then be memory shared
+//!   between the two environments: both come with the fork and
+//!   shared-memory work (posix-proc, vm-share). Until then pipes work
+//!   within one process, and the ring between threads/cores (host tests,
+//!   loom).
+
+pub mod ring;
+
+#[cfg(all(test, loom))]
+mod loom;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+use crate::fs::{Device, Ino};
+use crate::linux::errno::*;
+use crate::linux::*;
+use crate::syscalls::{OpenFile, Process};
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::rc::Rc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use ring::{Frame, Side, Stop, Word};
+
+pub use ring::{CAPACITY, PIPE_BUF};
+
+/// `poll` event bits (`asm-generic/poll.h`).
+pub mod poll_bits {
+    /// Data to read.
+    pub const POLLIN: u16 = 0x1;
+    /// Urgent data.
+    pub const POLLPRI: u16 = 0x2;
+    /// Room to write.
+    pub const POLLOUT: u16 = 0x4;
+    /// Error (no reader left, on a write end).
+    pub const POLLERR: u16 = 0x8;
+    /// Hang-up (no writer left, on a read end).
+    pub const POLLHUP: u16 = 0x10;
+    /// Not an open descriptor.
+    pub const POLLNVAL: u16 = 0x20;
+    /// Normal data to read.
+    pub const POLLRDNORM: u16 = 0x40;
+    /// Normal data may be written.
+    pub const POLLWRNORM: u16 = 0x100;
+}
+use poll_bits::*;
+
+/// `fcntl(F_SETPIPE_SZ)`.
+pub const F_SETPIPE_SZ: u32 = 1031;
+/// `fcntl(F_GETPIPE_SZ)`.
+pub const F_GETPIPE_SZ: u32 = 1032;
+
+/// A word of a wake-up predicate, by address (see [`ring::Cond`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WaitWord {
+    /// Address of the word in this environment (8-byte aligned).
+    pub addr: u64,
+    /// `true`: wake when the word differs from `value`; `false`: when it equals it.
+    pub ne: bool,
+    /// The value.
+    pub value: u64,
+}
+
+/// What the glue provides for pipes.
+pub trait PipeHost {
+    /// A frame for a new pipe: a data area of [`CAPACITY`] bytes (or a
+    /// smaller power of two) and the header words. `ENFILE`/`ENOMEM` when
+    /// there is none. The default is [`HeapFrame`], good within one
+    /// process.
+    fn new_frame(&mut self) -> SysResult<Rc<dyn Frame>> {
+        Ok(Rc::new(HeapFrame::new(CAPACITY)))
+    }
+    /// Sleeps until one of `words` holds or the monotonic clock reaches
+    /// `deadline_ns`. May return early (the caller checks again); must
+    /// not return early forever.
+    fn wait(&mut self, words: &[WaitWord], deadline_ns: Option<u64>);
+    /// Wakes every environment that may be sleeping on `side` of `frame`.
+    fn wake(&mut self, frame: &dyn Frame, side: Side);
+}
+
+/// How long a waiter for a lock held by another process sleeps before it
+/// tries again (ring locks have no wake-up of their own).
+pub const LOCK_RETRY_NS: u64 = 50_000;
+
+/// The glue's stand-in until it sets its own ([`Process::set_pipe_host`]):
+/// heap frames, no sleeping (each wait returns at once, so a blocked call
+/// spins on its checks) and nothing to wake — enough within one process,
+/// where nobody else could make progress anyway.
+#[derive(Debug, Default)]
+pub struct Spin;
+
+impl PipeHost for Spin {
+    fn wait(&mut self, _: &[WaitWord], _: Option<u64>) {}
+    fn wake(&mut self, _: &dyn Frame, _: Side) {}
+}
+
+/// A pipe frame in this process's heap: atomics, no `unsafe`. The data
+/// area is 64-bit words, copied a word at a time (a partial word is read,
+/// patched and stored: only writers store data, one at a time under the
+/// ring's writer lock, so nothing is lost).
+#[derive(Debug)]
+pub struct HeapFrame {
+    header: [AtomicU64; ring::HEADER_WORDS],
+    data: Box<[AtomicU64]>,
+    capacity: usize,
+}
+
+impl HeapFrame {
+    /// A frame with a `capacity`-byte data area (a power of two).
+    pub fn new(capacity: usize) -> Self {
+        HeapFrame {
+            header: Default::default(),
+            data: (0..capacity.div_ceil(8)).map(|_| AtomicU64::new(0)).collect(),
+            capacity,
+        }
+    }
+
+    /// The raw header word `w`, for tests that play a hostile peer.
+    pub fn word(&self, w: usize) -> &AtomicU64 {
+        &self.header[w % ring::HEADER_WORDS]
+    }
+}
+
+impl Frame for HeapFrame {
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+    fn load(&self, w: Word) -> u64 {
+        self.header[w as usize].load(SeqCst)
+    }
+    fn store(&self, w: Word, v: u64) {
+        self.header[w as usize].store(v, SeqCst)
+    }
+    fn swap(&self, w: Word, v: u64) -> u64 {
+        self.header[w as usize].swap(v, SeqCst)
+    }
+    fn fetch_add(&self, w: Word, d: u64) -> u64 {
+        self.header[w as usize].fetch_add(d, SeqCst)
+    }
+    fn compare_exchange(&self, w: Word, old: u64, new: u64) -> bool {
+        self.header[w as usize].compare_exchange(old, new, SeqCst, SeqCst).is_ok()
+    }
+    fn copy_out(&self, off: usize, buf: &mut [u8]) {
+        if off.is_multiple_of(8) {
+            // The common case: whole words, one load each.
+            let words = &self.data[off / 8..];
+            let mut chunks = buf.chunks_exact_mut(8);
+            for (c, w) in (&mut chunks).zip(words) {
+                c.copy_from_slice(&w.load(Relaxed).to_le_bytes());
+            }
+            let rest = chunks.into_remainder();
+            let n = rest.len();
+            if n > 0 {
+                let done = buf.len() - n;
+                let word = self.data[(off + done) / 8].load(Relaxed).to_le_bytes();
+                buf[done..].copy_from_slice(&word[..n]);
+            }
+            return;
+        }
+        let mut i = 0;
+        while i < buf.len() {
+            let (w, b) = ((off + i) / 8, (off + i) % 8);
+            let n = (8 - b).min(buf.len() - i);
+            let word = self.data[w].load(Relaxed).to_le_bytes();
+            buf[i..i + n].copy_from_slice(&word[b..b + n]);
+            i += n;
+        }
+    }
+    fn copy_in(&self, off: usize, data: &[u8]) {
+        if off.is_multiple_of(8) {
+            let words = &self.data[off / 8..];
+            let mut chunks = data.chunks_exact(8);
+            for (c, w) in (&mut chunks).zip(words) {
+                w.store(u64::from_le_bytes(c.try_into().expect("8 bytes")), Relaxed);
+            }
+            let rest = chunks.remainder();
+            if !rest.is_empty() {
+                let at = off + data.len() - rest.len();
+                let w = &self.data[at / 8];
+                let mut word = w.load(Relaxed).to_le_bytes();
+                word[..rest.len()].copy_from_slice(rest);
+                w.store(u64::from_le_bytes(word), Relaxed);
+            }
+            return;
+        }
+        let mut i = 0;
+        while i < data.len() {
+            let (w, b) = ((off + i) / 8, (off + i) % 8);
+            let n = (8 - b).min(data.len() - i);
+            let mut word = if n == 8 { [0; 8] } else { self.data[w].load(Relaxed).to_le_bytes() };
+            word[b..b + n].copy_from_slice(&data[i..i + n]);
+            self.data[w].store(u64::from_le_bytes(word), Relaxed);
+            i += n;
+        }
+    }
+    fn word_addr(&self, w: Word) -> u64 {
+        &self.header[w as usize] as *const AtomicU64 as u64
+    }
+}
+
+/// One end of a pipe held by this process (one per open description).
+#[derive(Clone)]
+pub struct End {
+    frame: Rc<dyn Frame>,
+    side: Side,
+}
+
+impl End {
+    /// The shared frame.
+    pub fn frame(&self) -> &Rc<dyn Frame> {
+        &self.frame
+    }
+    /// Which end: [`Side::Readers`] for a read end.
+    pub fn side(&self) -> Side {
+        self.side
+    }
+}
+
+/// The pipe ends of a process, by the inode of their description, and
+/// the glue's [`PipeHost`].
+pub struct Pipes<'a> {
+    ends: BTreeMap<Ino, End>,
+    host: Box<dyn PipeHost + 'a>,
+    /// A buffer kept between calls (no allocation and zeroing per call).
+    scratch: Vec<u8>,
+}
+
+impl Default for Pipes<'_> {
+    fn default() -> Self {
+        Pipes { ends: BTreeMap::new(), host: Box::new(Spin), scratch: Vec::new() }
+    }
+}
+
+impl core::fmt::Debug for Pipes<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_list().entries(self.ends.keys()).finish()
+    }
+}
+
+impl<'a> Pipes<'a> {
+    /// The end behind inode `ino`, if it is one.
+    pub fn end(&self, ino: Ino) -> Option<&End> {
+        self.ends.get(&ino)
+    }
+
+    /// After `fork`, in the child: counts every end the child inherited
+    /// in its frame (the child's copies are descriptions of their own
+    /// here, each closed on its own). Not called yet: see the module doc.
+    pub fn inherit(&self) {
+        for e in self.ends.values() {
+            ring::open_end(&*e.frame, e.side);
+        }
+    }
+
+    fn wake(&mut self, frame: &dyn Frame, side: Option<Side>) {
+        if let Some(s) = side {
+            self.host.wake(frame, s);
+        }
+    }
+
+    fn wait(&mut self, frame: &dyn Frame, w: ring::Wait, now_ns: u64) {
+        let words =
+            w.conds.map(|c| WaitWord { addr: frame.word_addr(c.word), ne: c.ne, value: c.value });
+        let deadline = w.retry_soon.then(|| now_ns.saturating_add(LOCK_RETRY_NS));
+        self.host.wait(&words, deadline);
+    }
+}
+
+impl<'a> Process<'a> {
+    /// Sets what pipes sleep, wake and allocate frames with (the glue's
+    /// [`PipeHost`]; [`Spin`] until then).
+    pub fn set_pipe_host(&mut self, host: Box<dyn PipeHost + 'a>) {
+        self.pipes.host = host;
+    }
+}
+
+/// The signal hook for a write to a pipe with no reader left: Linux sends
+/// `SIGPIPE` to the writer before failing with `EPIPE`. **Not delivered
+/// yet**: signals are the posix-sig work, which replaces this body with its
+/// delivery (default action: terminate). Until then the write only fails
+/// with `EPIPE`, which is what a program ignoring `SIGPIPE` sees.
+pub fn raise_sigpipe(_p: &mut Process<'_>) {}
+
+/// Whether `ino` is a pipe end (`ESPIPE` for positioning).
+pub fn is_pipe(p: &Process<'_>, ino: Ino) -> bool {
+    p.fs.device(ino) == Some(Device::Pipe)
+}
+
+/// The description of a pipe end has gone (its last descriptor in this
+/// process closed): count it out of the frame and wake the other side if
+/// it was the last of its kind.
+pub(crate) fn released(p: &mut Process<'_>, ino: Ino) {
+    if let Some(e) = p.pipes.ends.remove(&ino) {
+        let wake = ring::close_end(&*e.frame, e.side);
+        p.pipes.wake(&*e.frame, wake);
+    }
+}
+
+/// `pipe2(fds, flags)` (`pipe` is `flags` 0).
+pub(crate) fn sys_pipe2(
+    p: &mut Process<'_>,
+    fds_addr: u64,
+    flags: u32,
+    mem: &mut dyn crate::host::UserMemory,
+) -> SysResult<u64> {
+    if flags & !(O_CLOEXEC | O_NONBLOCK) != 0 {
+        return Err(EINVAL); // O_DIRECT (packet mode), O_NOTIFICATION_PIPE: not supported
+    }
+    // Both numbers first (EMFILE before anything is made), as Linux.
+    let free = (0..p.fds.limit() as i32).filter(|&fd| p.fds.get(fd).is_err()).take(2).count();
+    if free < 2 {
+        return Err(EMFILE);
+    }
+    let frame = p.pipes.host.new_frame()?;
+    ring::init(&*frame);
+    let cloexec = flags & O_CLOEXEC != 0;
+    let mut fds = [0i32; 2];
+    for (i, (side, acc)) in
+        [(Side::Readers, O_RDONLY), (Side::Writers, O_WRONLY)].into_iter().enumerate()
+    {
+        let ino = p.fs.anonymous_pipe();
+        p.fs.hold(ino);
+        p.pipes.ends.insert(ino, End { frame: frame.clone(), side });
+        let f = OpenFile { ino, flags: acc | (flags & O_NONBLOCK), offset: 0 };
+        fds[i] = p.fds.insert(Rc::new(RefCell::new(f)), cloexec, 0).expect("two numbers are free");
+    }
+    let mut out = [0u8; 8];
+    out[..4].copy_from_slice(&fds[0].to_le_bytes());
+    out[4..].copy_from_slice(&fds[1].to_le_bytes());
+    if let Err(e) = mem.write(fds_addr, &out) {
+        for fd in fds {
+            if let Ok(d) = p.fds.close(fd) {
+                p.release(d);
+            }
+        }
+        return Err(e);
+    }
+    Ok(0)
+}
+
+/// `read` on the pipe end `ino` (already checked readable).
+pub(crate) fn read(
+    p: &mut Process<'_>,
+    ino: Ino,
+    flags: u32,
+    buf: u64,
+    count: u64,
+    mem: &mut dyn crate::host::UserMemory,
+) -> SysResult<u64> {
+    let e = p.pipes.end(ino).ok_or(EBADF)?.clone();
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut scratch = take_scratch(p, count);
+    let r = read_with(p, &e, flags, buf, count, &mut scratch, mem);
+    p.pipes.scratch = scratch;
+    r
+}
+
+/// The kept buffer, at least `min(count, CAPACITY)` bytes long.
+fn take_scratch(p: &mut Process<'_>, count: u64) -> Vec<u8> {
+    let mut s = core::mem::take(&mut p.pipes.scratch);
+    let n = (count as usize).min(CAPACITY);
+    if s.len() < n {
+        s.resize(n, 0);
+    }
+    s
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_with(
+    p: &mut Process<'_>,
+    e: &End,
+    flags: u32,
+    buf: u64,
+    count: u64,
+    scratch: &mut [u8],
+    mem: &mut dyn crate::host::UserMemory,
+) -> SysResult<u64> {
+    loop {
+        let mut fault = None;
+        let r = ring::read(&*e.frame, count as usize, scratch, &mut |bytes| match mem
+            .write(buf, bytes)
+        {
+            Ok(()) => true,
+            Err(err) => {
+                fault = Some(err);
+                false
+            }
+        });
+        match r {
+            Ok(m) => {
+                if let Some(err) = fault {
+                    return Err(err);
+                }
+                p.pipes.wake(&*e.frame, m.wake);
+                return Ok(m.n as u64);
+            }
+            Err(Stop::Eof) => return Ok(0),
+            Err(Stop::Corrupt) => return Err(EIO),
+            Err(Stop::Broken) => return Err(EIO), // not a reading outcome
+            Err(Stop::Block(w)) => {
+                if flags & O_NONBLOCK != 0 && !w.retry_soon {
+                    return Err(EAGAIN);
+                }
+                let now = p.clock.monotonic_ns();
+                p.pipes.wait(&*e.frame, w, now);
+            }
+        }
+    }
+}
+
+/// `write` on the pipe end `ino` (already checked writable).
+pub(crate) fn write(
+    p: &mut Process<'_>,
+    ino: Ino,
+    flags: u32,
+    buf: u64,
+    count: u64,
+    mem: &mut dyn crate::host::UserMemory,
+) -> SysResult<u64> {
+    let e = p.pipes.end(ino).ok_or(EBADF)?.clone();
+    if count == 0 {
+        return Ok(0);
+    }
+    let mut chunk = take_scratch(p, count);
+    let r = write_with(p, &e, flags, buf, count, &mut chunk, mem);
+    p.pipes.scratch = chunk;
+    r
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_with(
+    p: &mut Process<'_>,
+    e: &End,
+    flags: u32,
+    buf: u64,
+    count: u64,
+    chunk: &mut [u8],
+    mem: &mut dyn crate::host::UserMemory,
+) -> SysResult<u64> {
+    let atomic = count as usize <= PIPE_BUF;
+    let nonblock = flags & O_NONBLOCK != 0;
+    let mut done = 0u64;
+    while done < count {
+        let want = ((count - done) as usize).min(chunk.len()).min(CAPACITY);
+        if let Err(err) = mem.read(buf + done, &mut chunk[..want]) {
+            return if done == 0 { Err(err) } else { Ok(done) };
+        }
+        let mut at = 0;
+        while at < want {
+            match ring::write(&*e.frame, &chunk[at..want], atomic) {
+                Ok(m) => {
+                    p.pipes.wake(&*e.frame, m.wake);
+                    at += m.n;
+                    done += m.n as u64;
+                }
+                Err(Stop::Broken) => {
+                    raise_sigpipe(p);
+                    return if done == 0 { Err(EPIPE) } else { Ok(done) };
+                }
+                Err(Stop::Corrupt) => return if done == 0 { Err(EIO) } else { Ok(done) },
+                Err(Stop::Eof) => return Err(EIO), // not a writing outcome
+                Err(Stop::Block(w)) => {
+                    if nonblock && !w.retry_soon {
+                        return if done == 0 { Err(EAGAIN) } else { Ok(done) };
+                    }
+                    let now = p.clock.monotonic_ns();
+                    p.pipes.wait(&*e.frame, w, now);
+                }
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// `ioctl` on a pipe end: `FIONREAD` (bytes waiting); anything else `ENOTTY`.
+pub(crate) fn ioctl(
+    p: &mut Process<'_>,
+    ino: Ino,
+    req: u32,
+    arg: u64,
+    mem: &mut dyn crate::host::UserMemory,
+) -> SysResult<u64> {
+    let e = p.pipes.end(ino).ok_or(EBADF)?;
+    match req {
+        FIONREAD => {
+            let r = ring::readiness(&*e.frame, e.side, false);
+            mem.write(arg, &(r.used as i32).to_le_bytes()).map(|_| 0)
+        }
+        _ => Err(ENOTTY),
+    }
+}
+
+/// `fcntl(F_GETPIPE_SZ / F_SETPIPE_SZ)` on `fd`.
+pub(crate) fn fcntl_size(p: &mut Process<'_>, fd: i32, cmd: u32) -> SysResult<u64> {
+    let ino = p.fds.get(fd)?.borrow().ino;
+    let e = p.pipes.end(ino).ok_or(EBADF)?;
+    match cmd {
+        F_GETPIPE_SZ => Ok(ring::capacity(&*e.frame) as u64),
+        _ => Err(EINVAL), // F_SETPIPE_SZ: the capacity is fixed
+    }
+}
+
+/// One `struct pollfd`.
+const POLLFD_SIZE: usize = 8;
+
+/// `poll(fds, nfds, timeout)` / `ppoll` with the timeout already in
+/// nanoseconds (`None`: wait forever). The signal mask of `ppoll` is not
+/// applied (signals are not delivered yet).
+pub(crate) fn sys_poll(
+    p: &mut Process<'_>,
+    addr: u64,
+    nfds: u64,
+    timeout_ns: Option<u64>,
+    mem: &mut dyn crate::host::UserMemory,
+) -> SysResult<u64> {
+    if nfds > p.fds.limit() as u64 {
+        return Err(EINVAL);
+    }
+    let mut raw = vec![0u8; nfds as usize * POLLFD_SIZE];
+    mem.read(addr, &mut raw)?;
+    let deadline = timeout_ns.map(|t| p.clock.monotonic_ns().saturating_add(t));
+    let mut arm = false;
+    loop {
+        let mut ready = 0u64;
+        let mut waits: Vec<(Rc<dyn Frame>, ring::Wait)> = Vec::new();
+        for pfd in raw.chunks_mut(POLLFD_SIZE) {
+            let fd = i32::from_le_bytes([pfd[0], pfd[1], pfd[2], pfd[3]]);
+            let events = u16::from_le_bytes([pfd[4], pfd[5]]);
+            let revents = if fd < 0 {
+                0
+            } else {
+                match p.fds.get(fd) {
+                    Err(_) => POLLNVAL,
+                    Ok(d) => {
+                        let ino = d.borrow().ino;
+                        let mask = match p.pipes.end(ino) {
+                            Some(e) => {
+                                let r = ring::readiness(&*e.frame, e.side, arm);
+                                if arm {
+                                    waits.push((e.frame.clone(), r.wait));
+                                }
+                                pipe_mask(e.side, &r)
+                            }
+                            None => POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM,
+                        };
+                        mask & (events | POLLERR | POLLHUP)
+                    }
+                }
+            };
+            pfd[6..8].copy_from_slice(&revents.to_le_bytes());
+            ready += u64::from(revents != 0);
+        }
+        let now = p.clock.monotonic_ns();
+        let expired = deadline.is_some_and(|d| now >= d);
+        if ready > 0 || expired || (arm && waits.is_empty() && deadline.is_none()) {
+            if ready == 0 && !expired {
+                // Nothing that can ever become ready, no timeout: Linux
+                // sleeps until a signal; without signals that is forever.
+                // Sleep in long steps rather than spin.
+                p.clock.sleep_until(now.saturating_add(1_000_000_000));
+                continue;
+            }
+            mem.write(addr, &raw)?;
+            return Ok(ready);
+        }
+        if !arm {
+            arm = true; // announce ourselves, then look again before sleeping
+            continue;
+        }
+        let mut words = Vec::with_capacity(waits.len() * 2);
+        for (f, w) in &waits {
+            words.extend(w.conds.map(|c| WaitWord {
+                addr: f.word_addr(c.word),
+                ne: c.ne,
+                value: c.value,
+            }));
+        }
+        p.pipes.host.wait(&words, deadline);
+    }
+}
+
+fn pipe_mask(side: Side, r: &ring::Readiness) -> u16 {
+    if r.corrupt {
+        return POLLERR;
+    }
+    match side {
+        Side::Readers => {
+            (if r.used > 0 { POLLIN | POLLRDNORM } else { 0 })
+                | if r.no_writers { POLLHUP } else { 0 }
+        }
+        Side::Writers => {
+            (if r.free > 0 { POLLOUT | POLLWRNORM } else { 0 })
+                | if r.no_readers { POLLERR } else { 0 }
+        }
+    }
+}
