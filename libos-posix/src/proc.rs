@@ -456,6 +456,8 @@ fn fork(
             st.children.clear();
             st.zombies.clear();
             st.sigchld_pending = 0;
+            // Our copies of the parent's pipe ends are ends of our own.
+            p.pipes.inherit();
             if p.fs_base != 0 {
                 // The FS base is per vCPU: the child's starts at 0.
                 // SetFsBase of a base the parent had set cannot fail; if it

@@ -486,6 +486,14 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
         SYS_CLOCK_NANOSLEEP => sys_sleep(p, a[0] as u32, a[1] as u32, a[2], mem),
         SYS_EXIT | SYS_EXIT_GROUP => {
             p.exit_status = Some(a[0] as i32 & 0xff);
+            // Every descriptor goes, as at Linux's exit: pipe ends are
+            // counted out of their shared frames (end of file, EPIPE).
+            let fds: Vec<i32> = p.fds.fds().collect();
+            for fd in fds {
+                if let Ok(d) = p.fds.close(fd) {
+                    p.release(d);
+                }
+            }
             Ok(0)
         }
         SYS_ARCH_PRCTL => match a[0] {

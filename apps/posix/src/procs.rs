@@ -59,9 +59,15 @@ fn next_core(from: usize) -> usize {
 
 impl ProcHost for Procs {
     fn fork(&mut self, shared: &[(u64, u64)]) -> SysResult<Forked> {
-        if !shared.is_empty() {
-            // Writable sharing needs the kernel's help (branch vm-share).
-            return Err(ENOSYS);
+        // Ranges libos-posix wants shared writable join libos-async's
+        // table (pipe frames are there already): `fork_on` shares them
+        // with `ShareWritable` before the copy-on-write pass.
+        for &(base, end) in shared {
+            match libos_async::shared::share_with_children(base, end.saturating_sub(base)) {
+                Ok(()) | Err(Error::AlreadyMapped) => {}
+                Err(Error::QuotaExceeded) => return Err(EAGAIN),
+                Err(_) => return Err(ENOSYS),
+            }
         }
         let last = LAST_CORE.load(Ordering::Relaxed);
         let core = next_core(if last == usize::MAX { sys::core_id() } else { last });

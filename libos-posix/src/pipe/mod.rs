@@ -40,12 +40,13 @@
 //!   input;
 //! - a signal does not interrupt a blocked read, write or poll yet
 //!   (`EINTR`): that needs the signal work (posix-sig);
-//! - ends inherited across `fork` must be counted in the frame
-//!   ([`Pipes::inherit`]), and the frame must then be memory shared
-//!   between the two environments: both come with the fork and
-//!   shared-memory work (posix-proc, vm-share). Until then pipes work
-//!   within one process, and the ring between threads/cores (host tests,
-//!   loom).
+//! - between processes: the glue's frames are memory shared writable
+//!   with every child forked later (`libos_async::shared`); the fork child
+//!   counts its inherited ends in ([`Pipes::inherit`]) and joins each
+//!   frame's table of environments to wake ([`Frame::peers`],
+//!   [`PipeHost::join`]); `exit` closes every descriptor. An environment
+//!   killed from outside never counts its ends out: a reader then waits
+//!   for an end of file that does not come (not handled yet).
 
 pub mod ring;
 
@@ -121,6 +122,11 @@ pub trait PipeHost {
     fn wait(&mut self, words: &[WaitWord], deadline_ns: Option<u64>);
     /// Wakes every environment that may be sleeping on `side` of `frame`.
     fn wake(&mut self, frame: &dyn Frame, side: Side);
+    /// This environment now holds an end of `frame` (made it, or inherited
+    /// it across `fork`): record it among the environments to wake.
+    fn join(&mut self, _frame: &dyn Frame) {}
+    /// This environment holds no end of `frame` any more.
+    fn leave(&mut self, _frame: &dyn Frame) {}
 }
 
 /// How long a waiter for a lock held by another process sleeps before it
@@ -186,60 +192,74 @@ impl Frame for HeapFrame {
         self.header[w as usize].compare_exchange(old, new, SeqCst, SeqCst).is_ok()
     }
     fn copy_out(&self, off: usize, buf: &mut [u8]) {
-        if off.is_multiple_of(8) {
-            // The common case: whole words, one load each.
-            let words = &self.data[off / 8..];
-            let mut chunks = buf.chunks_exact_mut(8);
-            for (c, w) in (&mut chunks).zip(words) {
-                c.copy_from_slice(&w.load(Relaxed).to_le_bytes());
-            }
-            let rest = chunks.into_remainder();
-            let n = rest.len();
-            if n > 0 {
-                let done = buf.len() - n;
-                let word = self.data[(off + done) / 8].load(Relaxed).to_le_bytes();
-                buf[done..].copy_from_slice(&word[..n]);
-            }
-            return;
-        }
-        let mut i = 0;
-        while i < buf.len() {
-            let (w, b) = ((off + i) / 8, (off + i) % 8);
-            let n = (8 - b).min(buf.len() - i);
-            let word = self.data[w].load(Relaxed).to_le_bytes();
-            buf[i..i + n].copy_from_slice(&word[b..b + n]);
-            i += n;
-        }
+        copy_out_words(&self.data, off, buf)
     }
     fn copy_in(&self, off: usize, data: &[u8]) {
-        if off.is_multiple_of(8) {
-            let words = &self.data[off / 8..];
-            let mut chunks = data.chunks_exact(8);
-            for (c, w) in (&mut chunks).zip(words) {
-                w.store(u64::from_le_bytes(c.try_into().expect("8 bytes")), Relaxed);
-            }
-            let rest = chunks.remainder();
-            if !rest.is_empty() {
-                let at = off + data.len() - rest.len();
-                let w = &self.data[at / 8];
-                let mut word = w.load(Relaxed).to_le_bytes();
-                word[..rest.len()].copy_from_slice(rest);
-                w.store(u64::from_le_bytes(word), Relaxed);
-            }
-            return;
-        }
-        let mut i = 0;
-        while i < data.len() {
-            let (w, b) = ((off + i) / 8, (off + i) % 8);
-            let n = (8 - b).min(data.len() - i);
-            let mut word = if n == 8 { [0; 8] } else { self.data[w].load(Relaxed).to_le_bytes() };
-            word[b..b + n].copy_from_slice(&data[i..i + n]);
-            self.data[w].store(u64::from_le_bytes(word), Relaxed);
-            i += n;
-        }
+        copy_in_words(&self.data, off, data)
     }
     fn word_addr(&self, w: Word) -> u64 {
         &self.header[w as usize] as *const AtomicU64 as u64
+    }
+}
+
+/// Copies bytes `off..off + buf.len()` of a data area of 64-bit words out
+/// (a [`Frame::copy_out`] for frames made of words: [`HeapFrame`], the
+/// glue's shared frames). Panics if the range is outside `data`.
+pub fn copy_out_words(data: &[AtomicU64], off: usize, buf: &mut [u8]) {
+    if off.is_multiple_of(8) {
+        // The common case: whole words, one load each.
+        let words = &data[off / 8..];
+        let mut chunks = buf.chunks_exact_mut(8);
+        for (c, w) in (&mut chunks).zip(words) {
+            c.copy_from_slice(&w.load(Relaxed).to_le_bytes());
+        }
+        let rest = chunks.into_remainder();
+        let n = rest.len();
+        if n > 0 {
+            let done = buf.len() - n;
+            let word = data[(off + done) / 8].load(Relaxed).to_le_bytes();
+            buf[done..].copy_from_slice(&word[..n]);
+        }
+        return;
+    }
+    let mut i = 0;
+    while i < buf.len() {
+        let (w, b) = ((off + i) / 8, (off + i) % 8);
+        let n = (8 - b).min(buf.len() - i);
+        let word = data[w].load(Relaxed).to_le_bytes();
+        buf[i..i + n].copy_from_slice(&word[b..b + n]);
+        i += n;
+    }
+}
+
+/// Copies `src` into bytes `off..off + src.len()` of a data area of
+/// 64-bit words (see [`copy_out_words`]). Panics if the range is outside
+/// `data`.
+pub fn copy_in_words(data: &[AtomicU64], off: usize, src: &[u8]) {
+    if off.is_multiple_of(8) {
+        let words = &data[off / 8..];
+        let mut chunks = src.chunks_exact(8);
+        for (c, w) in (&mut chunks).zip(words) {
+            w.store(u64::from_le_bytes(c.try_into().expect("8 bytes")), Relaxed);
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let at = off + src.len() - rest.len();
+            let w = &data[at / 8];
+            let mut word = w.load(Relaxed).to_le_bytes();
+            word[..rest.len()].copy_from_slice(rest);
+            w.store(u64::from_le_bytes(word), Relaxed);
+        }
+        return;
+    }
+    let mut i = 0;
+    while i < src.len() {
+        let (w, b) = ((off + i) / 8, (off + i) % 8);
+        let n = (8 - b).min(src.len() - i);
+        let mut word = if n == 8 { [0; 8] } else { data[w].load(Relaxed).to_le_bytes() };
+        word[b..b + n].copy_from_slice(&src[i..i + n]);
+        data[w].store(u64::from_le_bytes(word), Relaxed);
+        i += n;
     }
 }
 
@@ -290,10 +310,17 @@ impl<'a> Pipes<'a> {
 
     /// After `fork`, in the child: counts every end the child inherited
     /// in its frame (the child's copies are descriptions of their own
-    /// here, each closed on its own). Not called yet: see the module doc.
-    pub fn inherit(&self) {
+    /// here, each closed on its own) and joins the child to each frame's
+    /// environments to wake (the `fork` child calls it).
+    pub fn inherit(&mut self) {
+        let mut joined: Vec<*const ()> = Vec::new();
         for e in self.ends.values() {
             ring::open_end(&*e.frame, e.side);
+            let key = Rc::as_ptr(&e.frame) as *const ();
+            if !joined.contains(&key) {
+                joined.push(key);
+                self.host.join(&*e.frame);
+            }
         }
     }
 
@@ -338,6 +365,9 @@ pub(crate) fn released(p: &mut Process<'_>, ino: Ino) {
     if let Some(e) = p.pipes.ends.remove(&ino) {
         let wake = ring::close_end(&*e.frame, e.side);
         p.pipes.wake(&*e.frame, wake);
+        if !p.pipes.ends.values().any(|o| Rc::ptr_eq(&o.frame, &e.frame)) {
+            p.pipes.host.leave(&*e.frame);
+        }
     }
 }
 
@@ -358,6 +388,7 @@ pub(crate) fn sys_pipe2(
     }
     let frame = p.pipes.host.new_frame()?;
     ring::init(&*frame);
+    p.pipes.host.join(&*frame);
     let cloexec = flags & O_CLOEXEC != 0;
     let mut fds = [0i32; 2];
     for (i, (side, acc)) in

@@ -123,6 +123,12 @@ pub trait Frame {
     /// The address of word `w` in this environment (for a `SleepOn`
     /// predicate's `LoadUser`), 8-byte aligned.
     fn word_addr(&self, w: Word) -> u64;
+    /// The frame's table of environments to wake (`id + 1` per slot, 0 =
+    /// free), shared like the header, so as untrusted: a frame within one
+    /// process has none (the default).
+    fn peers(&self) -> &[core::sync::atomic::AtomicU64] {
+        &[]
+    }
 }
 
 /// Which end's sleepers to wake.
