@@ -32,9 +32,9 @@ use alloc::rc::Rc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use libos_async::vm::Region;
 use libos_async::{Pred, sys};
-use libos_posix::pipe::ring::{Frame, Side};
 use libos_posix::linux::SysResult;
 use libos_posix::linux::errno::{ENFILE, ENOMEM};
+use libos_posix::pipe::ring::{Frame, Side};
 use libos_posix::pipe::ring::{HEADER_WORDS, Word};
 use libos_posix::pipe::{CAPACITY, PipeHost, WaitWord, copy_in_words, copy_out_words};
 
@@ -77,7 +77,10 @@ impl ShmFrame {
         let (header, peers, data) = unsafe {
             (
                 core::slice::from_raw_parts(base as *const AtomicU64, HEADER_WORDS),
-                core::slice::from_raw_parts((base + HEADER_WORDS as u64 * 8) as *const AtomicU64, PEERS),
+                core::slice::from_raw_parts(
+                    (base + HEADER_WORDS as u64 * 8) as *const AtomicU64,
+                    PEERS,
+                ),
                 core::slice::from_raw_parts((base + PAGE) as *const AtomicU64, CAPACITY / 8),
             )
         };
@@ -113,7 +116,9 @@ impl Frame for ShmFrame {
         self.header[w as usize].fetch_add(d, Ordering::SeqCst)
     }
     fn compare_exchange(&self, w: Word, old: u64, new: u64) -> bool {
-        self.header[w as usize].compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        self.header[w as usize]
+            .compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
     }
     fn copy_out(&self, off: usize, buf: &mut [u8]) {
         copy_out_words(self.data, off, buf)
@@ -210,9 +215,9 @@ impl PipeHost for PipeGlue {
             return;
         }
         // One attempt per slot: a peer racing us for slots cannot make us spin.
-        let joined = peers.iter().any(|s| {
-            s.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst).is_ok()
-        });
+        let joined = peers
+            .iter()
+            .any(|s| s.compare_exchange(0, me, Ordering::SeqCst, Ordering::SeqCst).is_ok());
         if !joined && !UNJOINED.swap(true, Ordering::Relaxed) {
             crate::glue::log_line("posix: a pipe's wake-up table is full: its waits poll");
         }
