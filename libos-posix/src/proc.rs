@@ -442,8 +442,14 @@ fn fork(
         return Err(EAGAIN);
     }
     let shared = p.proc.shared_ranges.clone();
-    let host = p.procs.as_mut().ok_or(ENOSYS)?;
-    match host.fork(&shared)? {
+    // The child's pipe ends are counted in now, before it exists: see
+    // `Pipes::inherit`.
+    p.pipes.inherit();
+    let forked = p.procs.as_mut().ok_or(ENOSYS)?.fork(&shared);
+    if forked.is_err() {
+        p.pipes.fork_failed();
+    }
+    match forked? {
         Forked::Parent(pid) => {
             p.proc.children.insert(pid, Child { pgid: p.proc.pgid });
             Ok(pid as u64)
@@ -456,8 +462,9 @@ fn fork(
             st.children.clear();
             st.zombies.clear();
             st.sigchld_pending = 0;
-            // Our copies of the parent's pipe ends are ends of our own.
-            p.pipes.inherit();
+            // Our copies of the parent's pipe ends (counted in by the
+            // parent): wake-ups must reach us.
+            p.pipes.join_as_child();
             if p.fs_base != 0 {
                 // The FS base is per vCPU: the child's starts at 0.
                 // SetFsBase of a base the parent had set cannot fail; if it

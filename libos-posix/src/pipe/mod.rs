@@ -41,9 +41,9 @@
 //! - a signal does not interrupt a blocked read, write or poll yet
 //!   (`EINTR`): that needs the signal work (posix-sig);
 //! - between processes: the glue's frames are memory shared writable
-//!   with every child forked later (`libos_async::shared`); the fork child
-//!   counts its inherited ends in ([`Pipes::inherit`]) and joins each
-//!   frame's table of environments to wake ([`Frame::peers`],
+//!   with every child forked later (`libos_async::shared`); the parent
+//!   counts the child's ends in before the fork ([`Pipes::inherit`]) and
+//!   the child joins each frame's table of environments to wake ([`Frame::peers`],
 //!   [`PipeHost::join`]); `exit` closes every descriptor. An environment
 //!   killed from outside never counts its ends out: a reader then waits
 //!   for an end of file that does not come (not handled yet).
@@ -308,14 +308,34 @@ impl<'a> Pipes<'a> {
         self.ends.get(&ino)
     }
 
-    /// After `fork`, in the child: counts every end the child inherited
-    /// in its frame (the child's copies are descriptions of their own
-    /// here, each closed on its own) and joins the child to each frame's
-    /// environments to wake (the `fork` child calls it).
-    pub fn inherit(&mut self) {
-        let mut joined: Vec<*const ()> = Vec::new();
+    /// Before `fork`, in the parent: counts every end the child will
+    /// inherit in its frame (the child's copies are descriptions of their
+    /// own, each closed on its own). In the parent, not the child: the
+    /// child may run late, and a parent closing its own write end meanwhile
+    /// must not see the count fall to 0 (a false end of file). Undone by
+    /// [`Pipes::fork_failed`] if no child comes.
+    pub fn inherit(&self) {
         for e in self.ends.values() {
             ring::open_end(&*e.frame, e.side);
+        }
+    }
+
+    /// The `fork` after [`Pipes::inherit`] failed: counts the child's ends
+    /// out again (waking the other side where that was the last).
+    pub fn fork_failed(&mut self) {
+        let ends: Vec<End> = self.ends.values().cloned().collect();
+        for e in ends {
+            let wake = ring::close_end(&*e.frame, e.side);
+            self.wake(&*e.frame, wake);
+        }
+    }
+
+    /// After `fork`, in the child: joins each inherited frame's table of
+    /// environments to wake ([`PipeHost::join`]), before any of its calls
+    /// could sleep on it.
+    pub fn join_as_child(&mut self) {
+        let mut joined: Vec<*const ()> = Vec::new();
+        for e in self.ends.values() {
             let key = Rc::as_ptr(&e.frame) as *const ();
             if !joined.contains(&key) {
                 joined.push(key);
