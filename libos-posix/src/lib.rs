@@ -34,6 +34,7 @@ pub mod linux;
 pub mod mm;
 pub mod path;
 pub mod request;
+pub mod signal;
 pub mod syscalls;
 
 #[cfg(test)]
