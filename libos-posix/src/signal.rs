@@ -357,6 +357,9 @@ pub struct Signals {
     /// The mask `rt_sigsuspend` replaced, restored by the handler's frame.
     suspend_saved: Option<u64>,
     host: Box<dyn SignalHost>,
+    /// Handler frames the last [`Signals::deliver`] set up (the glue then
+    /// starts the handler from the initial vector state).
+    pub handlers_started: u32,
 }
 
 impl core::fmt::Debug for Signals {
@@ -420,6 +423,7 @@ impl Signals {
             altstack: (0, 0, SS_DISABLE),
             suspend_saved: None,
             host: Box::new(NoHost::default()),
+            handlers_started: 0,
         }
     }
 
@@ -533,6 +537,7 @@ impl Signals {
             (ret == ERESTARTSYS.to_ret() || ret == ERESTARTNOHAND.to_ret()).then_some((nr, ret))
         });
         let mut first = true;
+        self.handlers_started = 0;
         loop {
             match self.next() {
                 Next::Nothing => break,
@@ -551,6 +556,7 @@ impl Signals {
                     if self.setup_frame(regs, sig, act, state, mem).is_err() {
                         return Delivered::Terminate(SIGSEGV);
                     }
+                    self.handlers_started += 1;
                 }
             }
         }

@@ -49,6 +49,8 @@ mod layout;
 mod redirect;
 #[cfg(target_os = "none")]
 mod run;
+#[cfg(target_os = "none")]
+mod signal;
 
 libos_async::entry!(app_main);
 
