@@ -256,16 +256,68 @@ pub struct Regs {
 impl Regs {
     fn words(&self) -> [u64; 18] {
         [
-            self.r8, self.r9, self.r10, self.r11, self.r12, self.r13, self.r14, self.r15,
-            self.rdi, self.rsi, self.rbp, self.rbx, self.rdx, self.rax, self.rcx, self.rsp,
-            self.rip, self.rflags,
+            self.r8,
+            self.r9,
+            self.r10,
+            self.r11,
+            self.r12,
+            self.r13,
+            self.r14,
+            self.r15,
+            self.rdi,
+            self.rsi,
+            self.rbp,
+            self.rbx,
+            self.rdx,
+            self.rax,
+            self.rcx,
+            self.rsp,
+            self.rip,
+            self.rflags,
         ]
     }
 
     fn from_words(w: [u64; 18]) -> Regs {
-        let [r8, r9, r10, r11, r12, r13, r14, r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, rflags] =
-            w;
-        Regs { r8, r9, r10, r11, r12, r13, r14, r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip, rflags }
+        let [
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+            rdi,
+            rsi,
+            rbp,
+            rbx,
+            rdx,
+            rax,
+            rcx,
+            rsp,
+            rip,
+            rflags,
+        ] = w;
+        Regs {
+            r8,
+            r9,
+            r10,
+            r11,
+            r12,
+            r13,
+            r14,
+            r15,
+            rdi,
+            rsi,
+            rbp,
+            rbx,
+            rdx,
+            rax,
+            rcx,
+            rsp,
+            rip,
+            rflags,
+        }
     }
 }
 
@@ -494,7 +546,7 @@ impl Signals {
 
     /// Takes the next deliverable signal off the pending set and says
     /// what it asks for.
-    pub fn next(&mut self) -> Next {
+    pub fn next_signal(&mut self) -> Next {
         loop {
             let ready = self.pending & (!self.blocked | UNBLOCKABLE);
             if ready == 0 {
@@ -539,7 +591,7 @@ impl Signals {
         let mut first = true;
         self.handlers_started = 0;
         loop {
-            match self.next() {
+            match self.next_signal() {
                 Next::Nothing => break,
                 Next::Terminate(sig) => return Delivered::Terminate(sig),
                 Next::Handler(sig) => {
@@ -672,7 +724,8 @@ impl Signals {
         let uc = rsp; // = frame + UC_OFFSET
         let mut b = [0u8; UC_SIZE as usize];
         mem.read(uc, &mut b)?;
-        let w = |at: u64| u64::from_le_bytes(b[at as usize..at as usize + 8].try_into().expect("8"));
+        let w =
+            |at: u64| u64::from_le_bytes(b[at as usize..at as usize + 8].try_into().expect("8"));
         let regs = Regs::from_words(core::array::from_fn(|i| w(MCONTEXT + i as u64 * 8)));
         let fpstate = w(MCONTEXT + 24 * 8);
         self.blocked = w(UC_SIGMASK) & !UNBLOCKABLE;
@@ -899,11 +952,8 @@ impl Signals {
         if which != 0 {
             return Err(EINVAL);
         }
-        let (interval, value) = if new != 0 {
-            (read_timeval(mem, new)?, read_timeval(mem, new + 16)?)
-        } else {
-            (0, 0)
-        };
+        let (interval, value) =
+            if new != 0 { (read_timeval(mem, new)?, read_timeval(mem, new + 16)?) } else { (0, 0) };
         let before = self.host.get_itimer();
         let (old_value, old_interval) = if new != 0 {
             self.host.set_itimer(value, if value == 0 { 0 } else { interval })

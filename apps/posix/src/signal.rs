@@ -28,9 +28,9 @@
 
 use crate::glue::Umem;
 use crate::redirect::{Frame, State};
-use libos_async::abi::{self, UpcallFrame};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
+use libos_async::abi::{self, UpcallFrame};
 use libos_async::{Pred, sys};
 use libos_posix::linux::SysResult;
 use libos_posix::linux::errno::{EPERM, ESRCH};
@@ -96,7 +96,9 @@ fn probe_xsave() -> Option<(u64, usize)> {
     }
     let (lo, hi): (u32, u32);
     // SAFETY: OSXSAVE is set, so `xgetbv` with ecx = 0 is allowed in ring 3.
-    unsafe { core::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack)) };
+    unsafe {
+        core::arch::asm!("xgetbv", in("ecx") 0, out("eax") lo, out("edx") hi, options(nomem, nostack))
+    };
     let xcr0 = u64::from(lo) | u64::from(hi) << 32;
     let size = core::arch::x86_64::__cpuid_count(0xd, 0).ebx as usize;
     (size >= 576 && size + 4 <= IMAGE_MAX).then_some((xcr0, size))
@@ -149,7 +151,9 @@ fn load_vector(image: *const u8, xsave: Option<u64>) {
                 in("edx") (mask >> 32) as u32, options(nostack, readonly));
         },
         // SAFETY: as above.
-        None => unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) image, options(nostack, readonly)) },
+        None => unsafe {
+            core::arch::asm!("fxrstor64 [{}]", in(reg) image, options(nostack, readonly))
+        },
     }
 }
 
@@ -270,7 +274,8 @@ pub fn pending(state: &State, result: i64) -> bool {
         || state.process.signals.pending() != 0
         || result == sig::ERESTARTSYS.to_ret()
         || result == sig::ERESTARTNOHAND.to_ret()
-        || ALARM_AT.load(Ordering::Relaxed) != u64::MAX && TIMER_CORE.load(Ordering::Relaxed) == u64::MAX
+        || ALARM_AT.load(Ordering::Relaxed) != u64::MAX
+            && TIMER_CORE.load(Ordering::Relaxed) == u64::MAX
 }
 
 /// At the end of system call `nr` whose result is in `frame.rax`:

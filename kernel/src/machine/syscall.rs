@@ -465,9 +465,7 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Next::Return(env::repossess::page_access(env, va, pages, bitmap, clear_dirty))
         }
         Request::RepossessStatus => Next::Return(Ok(env::repossess::status(env))),
-        Request::SignalPost { target, bits } => {
-            Next::Return(env::signal::post(env, target, bits))
-        }
+        Request::SignalPost { target, bits } => Next::Return(env::signal::post(env, target, bits)),
         Request::SignalEntry { entry, cores } => {
             env.signals.cores.store(cores, Ordering::Release);
             env.signals.entry.store(entry, Ordering::Release);

@@ -64,8 +64,8 @@ fn kill_and_stop_cannot_be_caught_or_blocked() {
     assert_eq!(s.blocked, !UNBLOCKABLE);
     s.raise(SIGKILL, SI_USER, 1);
     s.raise(SIGTERM, SI_USER, 1);
-    assert_eq!(s.next(), Next::Terminate(SIGKILL));
-    assert_eq!(s.next(), Next::Nothing, "SIGTERM stays blocked");
+    assert_eq!(s.next_signal(), Next::Terminate(SIGKILL));
+    assert_eq!(s.next_signal(), Next::Nothing, "SIGTERM stays blocked");
 }
 
 #[test]
@@ -76,7 +76,7 @@ fn ignored_signals_are_dropped_and_defaults_ignore() {
     assert_eq!(s.pending(), 0);
     set_action(&mut s, &mut m, SIGUSR1, Action { handler: SIG_IGN, ..Action::default() });
     s.raise(SIGUSR1, SI_USER, 1);
-    assert_eq!(s.next(), Next::Nothing);
+    assert_eq!(s.next_signal(), Next::Nothing);
     // Becoming ignored discards a pending one.
     let mut r = regs();
     m.put(ACT, &bit(SIGUSR2).to_le_bytes());
@@ -175,7 +175,12 @@ fn restart_rules() {
         (SA_RESTART, ERESTARTNOHAND, false),
     ] {
         let mut s = Signals::new();
-        set_action(&mut s, &mut m, SIGALRM, Action { handler: 0x40_2000, flags, ..Action::default() });
+        set_action(
+            &mut s,
+            &mut m,
+            SIGALRM,
+            Action { handler: 0x40_2000, flags, ..Action::default() },
+        );
         s.raise(SIGALRM, SI_KERNEL, 0);
         let mut r = regs();
         r.rax = ret.to_ret() as u64;
@@ -215,7 +220,10 @@ fn nodefer_resethand_and_nesting() {
     assert_eq!(s.action(SIGUSR1), Action::default(), "RESETHAND");
     // A signal whose default terminates ends the process.
     s.raise(SIGUSR1, SI_USER, 1);
-    assert_eq!(s.deliver(&mut r, None, vs(&image), vs(&image), &mut m), Delivered::Terminate(SIGUSR1));
+    assert_eq!(
+        s.deliver(&mut r, None, vs(&image), vs(&image), &mut m),
+        Delivered::Terminate(SIGUSR1)
+    );
 }
 
 #[test]
@@ -227,7 +235,10 @@ fn unwritable_stack_is_sigsegv() {
     let mut r = regs();
     r.rsp = 0x1000;
     let image = fx();
-    assert_eq!(s.deliver(&mut r, None, vs(&image), vs(&image), &mut m), Delivered::Terminate(SIGSEGV));
+    assert_eq!(
+        s.deliver(&mut r, None, vs(&image), vs(&image), &mut m),
+        Delivered::Terminate(SIGSEGV)
+    );
 }
 
 #[test]
@@ -281,7 +292,7 @@ fn kill_targets() {
     assert_eq!(s.syscall(SYS_KILL, [u64::MAX, 15, 0, 0, 0, 0], 1, &mut m), Some(Err(ESRCH)));
     assert_eq!(s.syscall(SYS_TGKILL, [1, 1, 15, 0, 0, 0], 1, &mut m), Some(Ok(0)));
     assert_eq!(s.syscall(SYS_TKILL, [2, 15, 0, 0, 0, 0], 1, &mut m), Some(Err(ESRCH)));
-    assert_eq!(s.next(), Next::Terminate(SIGTERM));
+    assert_eq!(s.next_signal(), Next::Terminate(SIGTERM));
     assert_eq!(s.syscall(SYS_KILL, [0, 10, 0, 0, 0, 0], 1, &mut m), Some(Ok(0)));
-    assert_eq!(s.next(), Next::Terminate(SIGUSR1));
+    assert_eq!(s.next_signal(), Next::Terminate(SIGUSR1));
 }

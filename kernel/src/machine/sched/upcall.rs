@@ -143,9 +143,9 @@ pub(super) enum SignalDelivery {
 pub(super) fn deliver_signal(frame: &mut TrapFrame) -> SignalDelivery {
     use core::sync::atomic::Ordering;
     let core = this_cpu().index;
-    let Some(env) = RUNQ.with(|rq| {
-        rq.current.as_ref().filter(|v| v.call.is_none()).map(|v| Arc::clone(&v.env))
-    }) else {
+    let Some(env) = RUNQ
+        .with(|rq| rq.current.as_ref().filter(|v| v.call.is_none()).map(|v| Arc::clone(&v.env)))
+    else {
         return SignalDelivery::None;
     };
     let s = &env.signals;
