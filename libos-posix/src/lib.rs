@@ -39,6 +39,7 @@ pub mod path;
 pub mod proc;
 pub mod pipe;
 pub mod request;
+pub mod signal;
 pub mod syscalls;
 pub mod tty;
 

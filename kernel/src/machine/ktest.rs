@@ -73,6 +73,13 @@ const TESTS: &[KernelTest] = &[
         hostile_beside_worker("ud", 0, Some("invalid opcode"))
     }),
     ("env_exception_upcalls_resume_in_user_space", || expect_exit("upcall", 0)),
+    ("sig_post_to_self_mask_take_and_refusals", || expect_exit("sigtest", 0)),
+    ("sig_interrupts_a_busy_vcpu_and_cuts_sleep_short", || expect_exit("sigtest", 1)),
+    ("sig_flood_coalesces_and_holds_no_core_hostage", || expect_exit("sigtest", 2)),
+    ("sig_another_family_is_refused", || hostile_beside_worker("sigtest", 3, None)),
+    ("sig_unwritable_exception_stack_kills_the_target", || {
+        hostile_beside_worker("sigtest", 4, Some("signal upcall"))
+    }),
     ("env_exception_upcalls_resume_through_kernel", || expect_exit("upcall", 1)),
     ("env_unusable_exception_stack_kills", || {
         hostile_beside_worker("bad_exstack", 0, Some("exception stack"))
