@@ -643,6 +643,36 @@ pub enum Syscall: u64 {
     /// [`Error::NotMapped`] if nothing is mapped there. The libOS's
     /// copy-on-write fault handler asks this first.
     PageQuery = 43,
+    /// `(child, src_va, dst_va, pages, done)` → pages shared.
+    /// **Writable sharing** of a range (shared memory: pipes, `MAP_SHARED`
+    /// anonymous memory, any buffer between a process and its children):
+    /// every page the caller maps in `src_va .. src_va + pages * PAGE_SIZE`
+    /// whose frame it holds (owned, or held by such a share) is mapped at
+    /// the same offset from `dst_va` in the child **with the rights of the
+    /// caller's mapping, writable included**; the caller's mapping is left
+    /// as it is. Caller and child (and any holder the child passes it on
+    /// to, generations down) then read and write the same frame. The frame
+    /// is *shared writable* from then on and for as long as anyone holds
+    /// it: it is never copy-on-write ([`Syscall::ShareRange`] and
+    /// [`Syscall::ChildMap`] of it share it writable too, no mapping of it
+    /// carries [`PAGE_QUERY_COW`]), never repossessed while shared, never
+    /// pinned by a ring. Charging and lifetime are those of every shared
+    /// frame ([`child`]): charged to its owner until the last holder lets
+    /// go; the owner's exit or [`Syscall::FrameFree`] ends only the owner's
+    /// hold; a sharer lets go by unmapping its last mapping of it.
+    ///
+    /// Skipped, as by [`Syscall::ShareRange`]: a page already mapped in the
+    /// child, a frame mapped by a grant, a pinned (ring) frame. Any length
+    /// within `USER_MIN..USER_MAX`; restartable in the same bounded steps,
+    /// with the same registers (`rsi`, `rdx`, `r10` advanced, `r8` the count
+    /// so far; `done` 0 at first). Errors, stopping at that page with the
+    /// earlier pages shared: [`Error::Busy`] for a frame shared
+    /// copy-on-write now, or a page the caller maps copy-on-write
+    /// ([`PAGE_QUERY_COW`]: write it first); [`Error::QuotaExceeded`] (the
+    /// child's mappings or page tables); [`Error::NoSuchEnv`] (the child is
+    /// dying); the handle errors of [`child`]; [`Error::InvalidArgument`] /
+    /// [`Error::Reserved`] for a bad range, as `ShareRange`.
+    ShareWritable = 44,
     /// `(va, pages, rights, out)` → the frame number mapped at `va`.
     /// Allocates `pages` (1 ..= [`ALLOC_MAP_MAX`]) fresh zeroed data frames,
     /// charged to the caller's quota like [`Syscall::FrameAlloc`]'s, and
@@ -803,6 +833,13 @@ pub type FrameStatus = u64;
 /// with [`Rights::WRITE`] by the only holder of a frame its owner let go of
 /// makes it the owner (charged from then on, if its quota allows) and
 /// maps it writable, without a copy.
+///
+/// **Shared frames (writable).** [`Syscall::ShareWritable`] shares frames
+/// without copy-on-write: every holder maps the frame with the rights it
+/// was given, writable included, and sees the others' writes. Holding,
+/// passing on, letting go and charging are as above; such a frame stays
+/// shared writable while anyone holds it (no later share makes it
+/// copy-on-write) and is not repossessed while shared.
 pub mod child {}
 
 /// A handle on a child environment (see [`child`]): its id.

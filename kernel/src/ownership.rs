@@ -51,15 +51,40 @@ pub struct Mapping {
     pub va: u64,
 }
 
-/// A holder of a shared frame other than its owner (copy-on-write sharing,
-/// [`FrameTable::share`]): it may map the frame with at most `rights`,
-/// never writable, and it keeps the frame alive while it maps it.
+/// A holder of a shared frame other than its owner ([`FrameTable::share`]):
+/// it may map the frame with at most `rights` (never writable in a
+/// copy-on-write share), and it keeps the frame alive while it maps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Share {
     /// Who holds it.
     pub env: EnvId,
-    /// With at most these rights (never [`Rights::WRITE`]).
+    /// With at most these rights ([`Rights::WRITE`] only in a
+    /// [`ShareMode::Writable`] share).
     pub rights: Rights,
+}
+
+/// How a frame is shared between its holders.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShareMode {
+    /// Copy-on-write: while more than one holds it, nobody maps it
+    /// writable; a holder that writes copies.
+    CopyOnWrite,
+    /// Shared memory: every holder may map it with the rights it was given,
+    /// writable included, and all see each other's writes. Once a frame is
+    /// shared this way it stays so while its record lives (a later
+    /// copy-on-write share of it is a writable one): the other holders'
+    /// writable mappings must never be made read-only under them.
+    Writable,
+}
+
+/// What [`FrameTable::share`] gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shared {
+    /// The rights the new holder may map it with.
+    pub rights: Rights,
+    /// How the frame is shared (writable if it already was, whatever was
+    /// asked).
+    pub mode: ShareMode,
 }
 
 /// What [`FrameTable::remove_mapping`] leaves behind.
@@ -106,13 +131,18 @@ pub struct FrameRecord {
     /// grant in progress): they may not map the frame until the owner's
     /// call has removed every one of them ([`FrameTable::unmap_step`]).
     pub withdrawing: Vec<EnvId>,
-    /// Copy-on-write holders besides the owner. While any exists, no
+    /// Holders besides the owner. In a copy-on-write share (not
+    /// [`shared_writable`](Self::shared_writable)), while any exists no
     /// mapping of the frame is writable (the invariant [`share`] keeps):
     /// the owner's and grantees' writable mappings are refused, and a
     /// writable grant blocks sharing.
     ///
     /// [`share`]: FrameTable::share
     pub sharers: Vec<Share>,
+    /// The frame was shared writable ([`ShareMode::Writable`]): its
+    /// holders map it writable at once, so it is never copy-on-write; set
+    /// for the rest of the record's life.
+    pub shared_writable: bool,
     /// The owner let go of it (freed it, or died) while sharers held it:
     /// it stays charged to the owner until the last sharer's last mapping
     /// goes, but the owner may not map, grant or free it any more.
@@ -124,6 +154,11 @@ impl FrameRecord {
     /// and every sharer.
     pub fn holders(&self) -> usize {
         usize::from(!self.released) + self.sharers.len()
+    }
+
+    /// Shared copy-on-write right now: nobody may map it writable.
+    pub fn cow_shared(&self) -> bool {
+        !self.sharers.is_empty() && !self.shared_writable
     }
 
     fn share_of(&self, env: EnvId) -> Option<&Share> {
@@ -181,6 +216,7 @@ impl FrameTable {
                 pins: 0,
                 withdrawing: Vec::new(),
                 sharers: Vec::new(),
+                shared_writable: false,
                 released: false,
             },
         );
@@ -202,8 +238,8 @@ impl FrameTable {
         if record.withdrawing.contains(&env) {
             return Err(Error::Busy);
         }
-        // A shared frame is mapped read-only by everyone (copy-on-write).
-        let shared_write = !record.sharers.is_empty() && rights.contains(Rights::WRITE);
+        // A copy-on-write shared frame is mapped read-only by everyone.
+        let shared_write = record.cow_shared() && rights.contains(Rights::WRITE);
         if record.owner == env && !record.released {
             return if shared_write { Err(Error::PermissionDenied) } else { Ok(()) };
         }
@@ -228,18 +264,27 @@ impl FrameTable {
         }
     }
 
-    /// Copy-on-write sharing: `from`, which holds `frame` (its owner, or a
-    /// sharer), lets `to` hold it too, mapped read-only with at most
-    /// `rights` (less [`Rights::WRITE`]); returns the rights `to` gets.
-    /// `from_va` is `from`'s own mapping of it that the caller write-protects
-    /// in the same step (`None`: `from` maps it nowhere writable, see
-    /// below).
+    /// Sharing: `from`, which holds `frame` (its owner, or a sharer), lets
+    /// `to` hold it too, with at most `rights` (and at most `from`'s own);
+    /// returns the rights `to` gets and how the frame is now shared.
     ///
-    /// The invariant "no writable mapping while shared" needs, at the first
-    /// share: no writable grant (`Busy`), and no mapping other than `from`'s
-    /// at `from_va` (`Busy`; the kernel cannot see the other mappings'
-    /// rights from here). `to` may not be the owner or a grantee
-    /// (`InvalidArgument`).
+    /// [`ShareMode::CopyOnWrite`] takes [`Rights::WRITE`] away; `from_va`
+    /// is `from`'s own mapping of it that the caller write-protects in the
+    /// same step (`None`: `from` maps it nowhere writable, see below). The
+    /// invariant "no writable mapping while shared copy-on-write" needs, at
+    /// the first share: no writable grant (`Busy`), and no mapping other
+    /// than `from`'s at `from_va` (`Busy`; the kernel cannot see the other
+    /// mappings' rights from here). A frame already shared writable is
+    /// shared writable instead (the returned mode says so; `from_va` is
+    /// then left writable).
+    ///
+    /// [`ShareMode::Writable`] keeps [`Rights::WRITE`] if given: `Busy` if
+    /// the frame is shared copy-on-write now (its holders' read-only
+    /// mappings are what keeps their copies apart).
+    ///
+    /// Either mode: a pinned (ring) frame is `Busy`; `to` may not be the
+    /// owner, a grantee or `from` (`InvalidArgument`); `PermissionDenied`
+    /// if `to` would not even get [`Rights::READ`].
     pub fn share(
         &mut self,
         frame: FrameNumber,
@@ -247,7 +292,8 @@ impl FrameTable {
         from_va: Option<u64>,
         to: EnvId,
         rights: Rights,
-    ) -> Result<Rights, Error> {
+        mode: ShareMode,
+    ) -> Result<Shared, Error> {
         let record = self.records.get_mut(&frame).ok_or(Error::NotOwner)?;
         if record.kind != FrameKind::Data {
             return Err(Error::NotOwner);
@@ -264,23 +310,36 @@ impl FrameTable {
         {
             return Err(Error::InvalidArgument);
         }
-        let given = Rights(rights.0 & from_rights.0 & !Rights::WRITE.0);
+        if record.pins > 0 {
+            return Err(Error::Busy);
+        }
+        let mode = if record.shared_writable { ShareMode::Writable } else { mode };
+        let mask = match mode {
+            ShareMode::CopyOnWrite => !Rights::WRITE.0,
+            ShareMode::Writable => !0,
+        };
+        let given = Rights(rights.0 & from_rights.0 & mask);
         if !given.contains(Rights::READ) {
             return Err(Error::PermissionDenied);
         }
-        if record.sharers.is_empty() {
-            let mine = from_va.map(|va| Mapping { env: from, va });
-            if record.grants.iter().any(|g| g.rights.contains(Rights::WRITE))
-                || record.mappings.iter().any(|m| Some(*m) != mine)
-            {
-                return Err(Error::Busy);
+        match mode {
+            ShareMode::CopyOnWrite if record.sharers.is_empty() => {
+                let mine = from_va.map(|va| Mapping { env: from, va });
+                if record.grants.iter().any(|g| g.rights.contains(Rights::WRITE))
+                    || record.mappings.iter().any(|m| Some(*m) != mine)
+                {
+                    return Err(Error::Busy);
+                }
             }
+            ShareMode::CopyOnWrite => {}
+            ShareMode::Writable if record.cow_shared() => return Err(Error::Busy),
+            ShareMode::Writable => record.shared_writable = true,
         }
         match record.sharers.iter_mut().find(|s| s.env == to) {
             Some(s) => s.rights = s.rights.union(given),
             None => record.sharers.push(Share { env: to, rights: given }),
         }
-        Ok(given)
+        Ok(Shared { rights: given, mode })
     }
 
     /// The owner hands a data frame to `to` (it then owns it and is charged
@@ -376,8 +435,9 @@ impl FrameTable {
     /// cannot be freed and reused under the kernel.
     pub fn pin(&mut self, frame: FrameNumber, env: EnvId) -> Result<(), Error> {
         let record = self.owned_data(frame, env)?;
-        if record.withdrawing.contains(&env) {
-            // Being repossessed: it is on its way out.
+        // Being repossessed (on its way out), or held by others too (a
+        // ring's frames stay the caller's alone: the kernel writes them).
+        if record.withdrawing.contains(&env) || !record.sharers.is_empty() {
             return Err(Error::Busy);
         }
         record.pins += 1;
@@ -421,7 +481,7 @@ impl FrameTable {
         if grantee == owner || record.share_of(grantee).is_some() {
             return Err(Error::InvalidArgument);
         }
-        if !record.sharers.is_empty() && rights.contains(Rights::WRITE) {
+        if record.cow_shared() && rights.contains(Rights::WRITE) {
             return Err(Error::PermissionDenied);
         }
         match record.grants.iter_mut().find(|g| g.grantee == grantee) {
@@ -826,9 +886,9 @@ mod tests {
         let f = FrameNumber(10);
         t.add_mapping(f, A, 0x1000);
         // First share: only A's own mapping at the given va may exist.
-        assert_eq!(t.share(f, A, None, B, Rights::RWX), Err(Error::Busy));
-        assert_eq!(t.share(f, A, Some(0x1000), A, Rights::READ), Err(Error::InvalidArgument));
-        assert_eq!(t.share(f, A, Some(0x1000), B, Rights::RWX), Ok(Rights(5)));
+        assert_eq!(cow(&mut t, f, A, None, B, Rights::RWX), Err(Error::Busy));
+        assert_eq!(cow(&mut t, f, A, Some(0x1000), A, Rights::READ), Err(Error::InvalidArgument));
+        assert_eq!(cow(&mut t, f, A, Some(0x1000), B, Rights::RWX), Ok(Rights(5)));
         t.add_mapping(f, B, 0x1000);
         // Nobody maps it writable now, the owner included; no writable grant.
         assert_eq!(t.check_map(f, A, Rights::RW), Err(Error::PermissionDenied));
@@ -838,9 +898,9 @@ mod tests {
         assert_eq!(t.grant(f, A, C, Rights::RW), Err(Error::PermissionDenied));
         assert_eq!(t.grant(f, A, B, Rights::READ), Err(Error::InvalidArgument));
         // B cannot share what it does not hold, C cannot share at all.
-        assert_eq!(t.share(f, C, None, A, Rights::READ), Err(Error::NotOwner));
+        assert_eq!(cow(&mut t, f, C, None, A, Rights::READ), Err(Error::NotOwner));
         // B passes it on read-only to C (a grandchild).
-        assert_eq!(t.share(f, B, Some(0x1000), C, Rights::RW), Ok(Rights::READ));
+        assert_eq!(cow(&mut t, f, B, Some(0x1000), C, Rights::RW), Ok(Rights::READ));
         t.add_mapping(f, C, 0x5000);
         assert_eq!(t.get(f).unwrap().holders(), 3);
         // The owner lets go: still mapped by it → Busy; unmapped → Later.
@@ -865,7 +925,7 @@ mod tests {
         let mut t = table();
         let f = FrameNumber(10);
         t.add_mapping(f, A, 0x1000);
-        t.share(f, A, Some(0x1000), B, Rights::READ).unwrap();
+        cow(&mut t, f, A, Some(0x1000), B, Rights::READ).unwrap();
         t.add_mapping(f, B, 0x1000);
         t.add_mapping(f, B, 0x2000);
         // A dies: its own mapping was forgotten by the walk, then release.
@@ -884,9 +944,9 @@ mod tests {
         t.grant(f, A, C, Rights::READ).unwrap();
         t.add_mapping(f, C, 0x3000);
         // C's (read-only grant) mapping blocks the first share.
-        assert_eq!(t.share(f, A, None, B, Rights::READ), Err(Error::Busy));
+        assert_eq!(cow(&mut t, f, A, None, B, Rights::READ), Err(Error::Busy));
         let _ = t.remove_mapping(f, C, 0x3000);
-        t.share(f, A, None, B, Rights::READ).unwrap();
+        cow(&mut t, f, A, None, B, Rights::READ).unwrap();
         t.add_mapping(f, B, 0x1000);
         t.add_mapping(f, C, 0x3000);
         assert_eq!(
@@ -897,5 +957,225 @@ mod tests {
         assert_eq!(t.release_step(f, A, 8), Some(ReleaseStep::Kept));
         assert_eq!(t.check_map(f, C, Rights::READ), Err(Error::NotOwner), "grant ended");
         assert_eq!(t.remove_mapping(f, B, 0x1000), Removed::Released { owner: A });
+    }
+
+    fn cow(
+        t: &mut FrameTable,
+        frame: FrameNumber,
+        from: EnvId,
+        from_va: Option<u64>,
+        to: EnvId,
+        rights: Rights,
+    ) -> Result<Rights, Error> {
+        t.share(frame, from, from_va, to, rights, ShareMode::CopyOnWrite).map(|s| s.rights)
+    }
+
+    fn writable(t: &mut FrameTable, frame: FrameNumber, from: EnvId, to: EnvId) -> Shared {
+        t.share(frame, from, None, to, Rights::RW, ShareMode::Writable).unwrap()
+    }
+
+    #[test]
+    fn a_writable_share_is_writable_everywhere_and_stays_so() {
+        let mut t = table();
+        let f = FrameNumber(10);
+        // The owner's own mapping and a grantee's do not block it.
+        t.add_mapping(f, A, 0x1000);
+        t.grant(f, A, D, Rights::RW).unwrap();
+        t.add_mapping(f, D, 0x9000);
+        assert_eq!(
+            writable(&mut t, f, A, B),
+            Shared { rights: Rights::RW, mode: ShareMode::Writable }
+        );
+        t.add_mapping(f, B, 0x1000);
+        for env in [A, B, D] {
+            assert_eq!(t.check_map(f, env, Rights::RW), Ok(()), "{env:?}");
+        }
+        assert_eq!(t.check_map(f, C, Rights::READ), Err(Error::NotOwner));
+        // A copy-on-write share of it is a writable one (never turned COW),
+        // and B (a sharer) may pass it on to its own child C.
+        assert_eq!(
+            t.share(f, B, Some(0x1000), C, Rights::RWX, ShareMode::CopyOnWrite),
+            Ok(Shared { rights: Rights::RW, mode: ShareMode::Writable }),
+            "at most B's rights, writable"
+        );
+        t.add_mapping(f, C, 0x2000);
+        assert_eq!(t.check_map(f, C, Rights::RW), Ok(()));
+        assert_eq!(t.check_map(f, C, Rights::RWX), Err(Error::PermissionDenied));
+        // Writable grants are fine; a ring may not pin it; no repossession.
+        assert_eq!(t.grant(f, A, E, Rights::RW), Ok(()));
+        assert_eq!(t.pin(f, A), Err(Error::Busy));
+        assert_eq!(t.repossess_step(f, A, 8), None);
+        assert_eq!(t.check_map(f, A, Rights::READ), Ok(()), "repossession left no mark");
+        assert_eq!(t.get(f).unwrap().holders(), 3);
+    }
+
+    #[test]
+    fn a_writable_share_of_a_cow_or_pinned_frame_is_busy() {
+        let mut t = table();
+        let f = FrameNumber(10);
+        t.add_mapping(f, A, 0x1000);
+        cow(&mut t, f, A, Some(0x1000), B, Rights::READ).unwrap();
+        t.add_mapping(f, B, 0x1000);
+        assert_eq!(t.share(f, A, None, C, Rights::RW, ShareMode::Writable), Err(Error::Busy));
+        assert_eq!(t.share(f, B, None, C, Rights::RW, ShareMode::Writable), Err(Error::Busy));
+        assert!(!t.get(f).unwrap().shared_writable);
+        // Once B lets go, A alone may share it writable.
+        assert_eq!(t.remove_mapping(f, B, 0x1000), Removed::Kept);
+        assert_eq!(writable(&mut t, f, A, C).mode, ShareMode::Writable);
+        let g = FrameNumber(12);
+        t.insert(g, A, FrameKind::Data);
+        t.pin(g, A).unwrap();
+        assert_eq!(t.share(g, A, None, B, Rights::RW, ShareMode::Writable), Err(Error::Busy));
+        assert_eq!(t.share(g, A, None, B, Rights::READ, ShareMode::CopyOnWrite), Err(Error::Busy));
+        // Read-only sharer rights stay read-only when passed on.
+        let h = FrameNumber(13);
+        t.insert(h, A, FrameKind::Data);
+        t.share(h, A, None, B, Rights::READ, ShareMode::Writable).unwrap();
+        t.add_mapping(h, B, 0x1000);
+        assert_eq!(t.check_map(h, B, Rights::RW), Err(Error::PermissionDenied));
+        assert_eq!(
+            t.share(h, B, None, C, Rights::RW, ShareMode::Writable),
+            Ok(Shared { rights: Rights::READ, mode: ShareMode::Writable })
+        );
+    }
+
+    #[test]
+    fn a_writable_share_outlives_its_owner_and_each_holder_lets_go_alone() {
+        let mut t = table();
+        let f = FrameNumber(10);
+        t.add_mapping(f, A, 0x1000);
+        writable(&mut t, f, A, B);
+        t.add_mapping(f, B, 0x1000);
+        writable(&mut t, f, B, C);
+        t.add_mapping(f, C, 0x3000);
+        // The owner frees it: only its own hold goes; still charged to A.
+        assert_eq!(t.free(f, A), Err(Error::Busy), "A still maps it");
+        assert_eq!(t.remove_mapping(f, A, 0x1000), Removed::Kept);
+        assert_eq!(t.free(f, A), Ok(Freed::Later));
+        assert_eq!(t.check_map(f, B, Rights::RW), Ok(()));
+        assert_eq!(t.check_map(f, A, Rights::READ), Err(Error::NotOwner));
+        // A sharer cannot free it (only let go by unmapping).
+        assert_eq!(t.free(f, B), Err(Error::NotOwner));
+        assert_eq!(t.remove_mapping(f, B, 0x1000), Removed::Kept);
+        assert_eq!(t.check_map(f, B, Rights::READ), Err(Error::NotOwner), "B let go");
+        assert_eq!(t.check_map(f, C, Rights::RW), Ok(()));
+        assert_eq!(t.remove_mapping(f, C, 0x3000), Removed::Released { owner: A });
+        assert!(t.get(f).is_none());
+    }
+
+    #[test]
+    fn an_owner_dying_leaves_writable_sharers_their_frame() {
+        let mut t = table();
+        let f = FrameNumber(10);
+        t.add_mapping(f, A, 0x1000);
+        t.grant(f, A, D, Rights::RW).unwrap();
+        t.add_mapping(f, D, 0x4000);
+        writable(&mut t, f, A, B);
+        t.add_mapping(f, B, 0x1000);
+        assert_eq!(t.remove_mapping(f, A, 0x1000), Removed::Kept);
+        assert_eq!(
+            t.release_step(f, A, 8),
+            Some(ReleaseStep::Unmap(vec![Mapping { env: D, va: 0x4000 }])),
+            "the grantee goes, the sharer stays"
+        );
+        assert_eq!(t.remove_mapping(f, D, 0x4000), Removed::Kept);
+        assert_eq!(t.release_step(f, A, 8), Some(ReleaseStep::Kept));
+        assert_eq!(t.check_map(f, B, Rights::RW), Ok(()));
+        // B, the sole holder, adopts it (becomes charged for it).
+        assert_eq!(t.adopt(f, B), Ok(A));
+        assert_eq!(t.get(f).unwrap().owner, B);
+        assert_eq!(t.free(f, B), Err(Error::Busy), "B maps it");
+        assert_eq!(t.remove_mapping(f, B, 0x1000), Removed::Kept);
+        assert_eq!(t.free(f, B), Ok(Freed::Now));
+    }
+
+    const D: EnvId = EnvId(4);
+    const E: EnvId = EnvId(5);
+
+    proptest::proptest! {
+        /// Any sequence of writable shares, mappings, unmappings, frees and
+        /// deaths among five environments: the frame is freed exactly once,
+        /// charged to its first owner until then, and only when nobody holds
+        /// it; every holder may map it writable (if given) while it holds.
+        #[test]
+        fn writable_shares_release_exactly_once(
+            ops in proptest::collection::vec((0u8..5, 1u32..6, 1u32..6, 0u64..3), 1..60)
+        ) {
+            let mut t = FrameTable::new();
+            let f = FrameNumber(7);
+            t.insert(f, A, FrameKind::Data);
+            t.add_mapping(f, A, 0);
+            let mut released = false;
+            let mut dead = [false; 6];
+            for (op, x, y, va) in ops {
+                let (x, y) = (EnvId(x), EnvId(y));
+                if released || dead[x.0 as usize] {
+                    continue;
+                }
+                let holding = |t: &FrameTable, e: EnvId| {
+                    t.get(f).is_some_and(|r| {
+                        (r.owner == e && !r.released) || r.sharers.iter().any(|s| s.env == e)
+                    })
+                };
+                match op {
+                    0 if !dead[y.0 as usize]
+                        && t.share(f, x, None, y, Rights::RW, ShareMode::Writable).is_ok() =>
+                    {
+                        t.add_mapping(f, y, va);
+                    }
+                    1 if holding(&t, x) => t.add_mapping(f, x, va),
+                    2 => {
+                        if let Removed::Released { owner } = t.remove_mapping(f, x, va) {
+                            proptest::prop_assert_eq!(owner, A);
+                            released = true;
+                        }
+                    }
+                    3 => match t.free(f, x) {
+                        Ok(Freed::Now) => released = true,
+                        Ok(Freed::Later) | Err(_) => {}
+                    },
+                    4 => {
+                        // x dies: its mappings go, then its frame's release.
+                        dead[x.0 as usize] = true;
+                        let mine: Vec<Mapping> = t.get(f).map_or(Vec::new(), |r| {
+                            r.mappings.iter().filter(|m| m.env == x).copied().collect()
+                        });
+                        for m in mine {
+                            if let Removed::Released { .. } = t.remove_mapping(f, x, m.va) {
+                                released = true;
+                            }
+                        }
+                        if !released {
+                            while let Some(step) = t.release_step(f, x, 2) {
+                                match step {
+                                    ReleaseStep::Unmap(ms) => {
+                                        for m in ms {
+                                            let r = t.remove_mapping(f, m.env, m.va);
+                                            proptest::prop_assert_eq!(r, Removed::Kept);
+                                        }
+                                    }
+                                    ReleaseStep::Released => { released = true; break; }
+                                    ReleaseStep::Kept => break,
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+                match t.get(f) {
+                    None => proptest::prop_assert!(released),
+                    Some(r) => {
+                        proptest::prop_assert!(!released);
+                        proptest::prop_assert_eq!(r.owner, A, "charged to A all along");
+                        proptest::prop_assert!(r.holders() > 0 || !r.released);
+                        for s in &r.sharers {
+                            proptest::prop_assert!(!dead[s.env.0 as usize] || r.mappings.iter().all(|m| m.env != s.env));
+                            proptest::prop_assert_eq!(t.check_map(f, s.env, Rights::RW), Ok(()));
+                        }
+                        proptest::prop_assert!(!r.cow_shared());
+                    }
+                }
+            }
+        }
     }
 }

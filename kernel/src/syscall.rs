@@ -219,7 +219,7 @@ pub enum Request {
         on: bool,
     },
     /// The child-environment and sharing calls (`EnvCreate` ..=
-    /// `PageQuery`): every check needs the kernel's state (the handle's
+    /// `PageQuery`, and `ShareWritable`): every check needs the kernel's state (the handle's
     /// creator, the frames' holders), so their handlers decode the words.
     Child {
         /// Which call.
@@ -546,6 +546,7 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         | Syscall::ChildMap
         | Syscall::ChildUnmap
         | Syscall::ShareRange
+        | Syscall::ShareWritable
         | Syscall::ChildSetEntry
         | Syscall::ChildStart
         | Syscall::ChildStatus

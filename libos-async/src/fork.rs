@@ -11,7 +11,9 @@
 //! our core with the captured registers and `rax` = 0: the child returns
 //! from `capture` a second time, with 0, and `fork` returns `None` there.
 //! Our ring pages (pinned by the kernel) are not shared; a child must not
-//! use the parent's ring or async runtime (it has none).
+//! use the parent's ring or async runtime (it has none). Ranges marked
+//! with [`crate::shared`] are shared writable first (`ShareWritable`):
+//! parent and child see each other's writes there.
 //!
 //! **Copy-on-write faults** (`cow_fixup`, run first by the upcall
 //! dispatcher): a write to a present page the kernel marked
@@ -123,6 +125,13 @@ fn build_child(child: u64, core: usize, frame: &UpcallFrame) -> Result<(), Error
     // region (vCPU stacks, the main stack); the exception stacks are each
     // core's own.
     let low = abi::USER_MIN;
+    // Shared memory first (writable in both), so that the copy-on-write
+    // pass below finds those pages mapped in the child and skips them.
+    for (base, end) in crate::shared::snapshot() {
+        if end > base {
+            sys::share_writable(child, base, base, (end - base) / PAGE_SIZE)?;
+        }
+    }
     COW_SHARED.store(true, Ordering::Release);
     sys::share_range(child, low, low, (layout::EXC_STACKS_BASE - low) / PAGE_SIZE)?;
     let high = layout::EXC_STACK_TOP;

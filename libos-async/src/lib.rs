@@ -83,6 +83,7 @@ pub mod redirect;
 pub mod ring;
 pub mod rng;
 pub mod rt;
+pub mod shared;
 pub mod sqe;
 #[allow(unsafe_code, reason = "the syscall instruction, kernel-page reads, test probes")]
 pub mod sys;

@@ -462,6 +462,22 @@ pub fn share_range(child: u64, src: u64, dst: u64, pages: u64) -> Result<u64, Er
     abi::decode(ret)
 }
 
+/// `ShareWritable`: shares our mappings in `src .. src + pages` pages into
+/// `child` at `dst`, writable (shared memory, not copy-on-write); the pages
+/// shared. Restartable like [`share_range`].
+pub fn share_writable(child: u64, src: u64, dst: u64, pages: u64) -> Result<u64, Error> {
+    let ret: u64;
+    // SAFETY: as in `syscall0`; the registers the kernel advances between
+    // steps are declared clobbered.
+    unsafe {
+        asm!("syscall", inlateout("rax") Syscall::ShareWritable as u64 => ret,
+             in("rdi") child, inlateout("rsi") src => _, inlateout("rdx") dst => _,
+             inlateout("r10") pages => _, inlateout("r8") 0u64 => _,
+             lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    abi::decode(ret)
+}
+
 /// `ChildSetEntry`: the child's exception (`which` =
 /// [`abi::CHILD_ENTRY_EXCEPTION`]) or IPC entry.
 pub fn child_set_entry(

@@ -196,11 +196,18 @@ const TESTS: &[KernelTest] = &[
     ("posix_hello_runs", || expect_exit_code("posix", 1, 42)),
     ("posix_not_an_elf_exits_126", || expect_exit_code("posix", 2, 126)),
     ("posix_program_over_the_runtime_fails_cleanly", || expect_exit_code("posix", 3, 126)),
-    ("fork_cow_isolation_child_outlives_parent", fork_child_outlives_parent),
+    ("fork_cow_isolation_child_outlives_parent", || child_outlives_parent("forktest", 0)),
     ("fork_seven_cores_hundred_rounds_no_leak", fork_seven_cores),
     ("fork_one_core_hundred_rounds", || expect_exit("forktest", 1)),
     ("child_hostile_errors_only_parent_unaffected", || expect_exit("forktest", 2)),
     ("child_read_only_page_is_not_copy_on_write", || expect_exit("forktest", 3)),
+    // Memory shared writable across fork (ShareWritable): `tests/sharetest`.
+    ("share_writable_generations_see_each_others_writes_quota_exact", || {
+        expect_exit("sharetest", 0)
+    }),
+    ("share_writable_parent_exits_child_keeps_writing", || child_outlives_parent("sharetest", 1)),
+    ("share_writable_garbage_and_unmap_racing_a_reader_core", || expect_exit("sharetest", 2)),
+    ("share_writable_dying_child_ring_cow_and_bad_ranges", || expect_exit("sharetest", 3)),
     ("memrevoke_compliant_pager_gives_back_in_time", memrevoke::compliant_pager_gives_back_in_time),
     (
         "memrevoke_noncompliant_loses_exactly_its_list_in_order_bystander_intact",
@@ -605,11 +612,12 @@ fn frames_restored(body: impl FnOnce() -> TestResult) -> TestResult {
     })
 }
 
-/// `forktest` 0: the parent exits first; its child (found while it runs)
-/// must finish after it, and both exit 0; every frame comes back.
-fn fork_child_outlives_parent() -> TestResult {
+/// `forktest` 0, `sharetest` 1: the parent exits first; its child (found
+/// while it runs) must finish after it, and both exit 0; every frame comes
+/// back.
+fn child_outlives_parent(name: &str, arg: u64) -> TestResult {
     frames_restored(|| {
-        let parent = spawn("forktest", 0)?;
+        let parent = spawn(name, arg)?;
         let deadline = Deadline::after_ms(ENV_TIMEOUT_MS);
         let child = loop {
             if let Some(c) = env::find_child(parent.id) {

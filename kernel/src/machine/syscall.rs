@@ -38,7 +38,7 @@ use abi::{Error, Rights, Syscall};
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::frames::FrameNumber;
-use kernel::ownership::EnvId;
+use kernel::ownership::{EnvId, ShareMode};
 use kernel::syscall::{Accept, Request};
 use x86_64::VirtAddr;
 use x86_64::registers::model_specific::{Efer, EferFlags, LStar, SFMask, Star};
@@ -488,14 +488,14 @@ fn child_call(env: &Arc<env::Env>, frame: &mut TrapFrame, call: Syscall, a: [u64
             done(env::child_map(env, &child, FrameNumber(a[1]), a[2], Rights(a[3]), a[4]))
         }
         Syscall::ChildUnmap => done(env::child_unmap(&child, a[1])),
-        Syscall::ShareRange => match env::share_range(env, &child, a[1], a[2], a[3], a[4]) {
-            Ok(env::ShareStep::More { src, dst, pages, done }) => {
-                (frame.rsi, frame.rdx, frame.r10, frame.r8) = (src, dst, pages, done);
-                Next::Restart
-            }
-            Ok(env::ShareStep::Done(n)) => Next::Return(Ok(n)),
-            Err(e) => Next::Return(Err(e)),
-        },
+        Syscall::ShareRange | Syscall::ShareWritable => {
+            let mode = if call == Syscall::ShareWritable {
+                ShareMode::Writable
+            } else {
+                ShareMode::CopyOnWrite
+            };
+            share_step(frame, env::share_range(env, &child, a[1], a[2], a[3], a[4], mode))
+        }
         Syscall::ChildSetEntry => done(env::child_set_entry(&child, a[1], a[2], a[3], a[4])),
         Syscall::ChildStart => done(child_start(env, &child, a[1], a[2])),
         Syscall::ChildDestroy => {
@@ -503,6 +503,19 @@ fn child_call(env: &Arc<env::Env>, frame: &mut TrapFrame, call: Syscall, a: [u64
             Next::Return(Ok(0))
         }
         _ => Next::Return(Err(Error::InvalidSyscall)),
+    }
+}
+
+/// A `ShareRange`/`ShareWritable` step: restarted with the registers
+/// advanced, or the result.
+fn share_step(frame: &mut TrapFrame, step: Result<env::ShareStep, Error>) -> Next {
+    match step {
+        Ok(env::ShareStep::More { src, dst, pages, done }) => {
+            (frame.rsi, frame.rdx, frame.r10, frame.r8) = (src, dst, pages, done);
+            Next::Restart
+        }
+        Ok(env::ShareStep::Done(n)) => Next::Return(Ok(n)),
+        Err(e) => Next::Return(Err(e)),
     }
 }
 

@@ -24,6 +24,10 @@ use crate::sys;
 /// [`Error::NotMapped`] if the region layer has no frame there.
 pub fn evict(va: u64) -> Result<u64, Error> {
     let page = va & !(PAGE_SIZE - 1);
+    // Shared with children: their view would part from ours.
+    if crate::shared::contains(page) {
+        return Err(Error::Busy);
+    }
     let _regions = REGIONS.read();
     let frame = frames::lookup(page).ok_or(Error::NotMapped)?;
     sys::unmap(page)?;

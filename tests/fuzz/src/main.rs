@@ -222,7 +222,7 @@ impl Fuzz {
             // stacks, which would turn read-only under us), starting only
             // from unreadable frames, copying from nowhere.
             Syscall::EnvCreate => a[0] = self.rng.below(64),
-            Syscall::ShareRange => {
+            Syscall::ShareRange | Syscall::ShareWritable => {
                 a[0] = self.rng.below(64);
                 a[1] = self.map_va();
                 a[3] = self.rng.below(64);

@@ -33,7 +33,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use kernel::frames::FrameNumber;
-use kernel::ownership::EnvId;
+use kernel::ownership::{EnvId, ShareMode};
 use x86_64::structures::paging::PageTableFlags as F;
 
 /// The most children an environment may have alive at once (each also
@@ -124,7 +124,8 @@ pub fn child_map(
     let granted = if give {
         table.give(frame, env.id, child.id).map(|()| rights)
     } else {
-        table.share(frame, env.id, None, child.id, rights)
+        // Copy-on-write, unless the frame is shared writable already.
+        table.share(frame, env.id, None, child.id, rights, ShareMode::CopyOnWrite).map(|s| s.rights)
     };
     let granted = match granted {
         Ok(r) => r,
@@ -173,8 +174,9 @@ pub enum ShareStep {
     },
 }
 
-/// `ShareRange`: one bounded step (at most [`RANGE_CHUNK`] page-table
-/// entries of `env`'s, one shootdown round for its write-protect).
+/// `ShareRange` (`mode` copy-on-write) or `ShareWritable` (writable): one
+/// bounded step (at most [`RANGE_CHUNK`] page-table entries of `env`'s, one
+/// shootdown round for its write-protect).
 pub fn share_range(
     env: &Env,
     child: &Env,
@@ -182,6 +184,7 @@ pub fn share_range(
     dst: u64,
     pages: u64,
     done: u64,
+    mode: ShareMode,
 ) -> Result<ShareStep, Error> {
     if pages == 0 {
         return Ok(ShareStep::Done(done));
@@ -199,7 +202,8 @@ pub fn share_range(
         if child.is_dying() {
             Err(Error::NoSuchEnv)
         } else {
-            share_leaves(env, &mut aspace, child, &mut caspace, &leaves, dst.wrapping_sub(src))
+            let offset = dst.wrapping_sub(src);
+            share_leaves(env, &mut aspace, child, &mut caspace, &leaves, offset, mode)
                 .map(|(n, p)| {
                     shared = n;
                     protected = p;
@@ -245,9 +249,11 @@ fn check_share_range(va: u64, pages: u64) -> Result<(), Error> {
 
 type ShareResult = Result<(u64, bool), (u64, bool, Error)>;
 
-/// Shares each of `leaves` (`env`'s) into `child` at `va + offset`; returns
-/// how many were shared and whether a writable mapping of `env`'s was made
-/// read-only (its TLBs need a flush), also on error.
+/// Shares each of `leaves` (`env`'s) into `child` at `va + offset`, in
+/// `mode` (a frame shared writable already is shared writable whatever
+/// `mode` says); returns how many were shared and whether a writable
+/// mapping of `env`'s was made read-only (its TLBs need a flush), also on
+/// error.
 fn share_leaves(
     env: &Env,
     aspace: &mut AddressSpace,
@@ -255,6 +261,7 @@ fn share_leaves(
     caspace: &mut AddressSpace,
     leaves: &[(u64, FrameNumber)],
     offset: u64,
+    mode: ShareMode,
 ) -> ShareResult {
     let mut shared = 0;
     let mut protected = false;
@@ -265,34 +272,43 @@ fn share_leaves(
         }
         let fail = |e: Error| -> ShareResult { Err((shared, protected, e)) };
         let Some((_, flags)) = aspace.translate(va) else { continue };
+        // Marked copy-on-write in the caller: a writable share would leave
+        // the caller's own next write to copy it away from the child.
+        if mode == ShareMode::Writable && flags.contains(F::BIT_9) {
+            return fail(Error::Busy);
+        }
         if let Err(e) = room_for_mapping(child) {
             return fail(e);
         }
         if let Err(e) = caspace.ensure_tables(cva, &mut || alloc_table_frame(child)) {
             return fail(e);
         }
-        // Writable before (or already copy-on-write): both sides' mappings
-        // carry the mark the libOS's fault handler asks `PageQuery` for.
-        let cow = if flags.intersects(F::WRITABLE | F::BIT_9) { F::BIT_9 } else { F::empty() };
         let mut table = shard(frame);
         // A ring's frames stay the caller's alone (the kernel writes them).
         if table.get(frame).is_some_and(|r| r.pins > 0) {
             continue;
         }
-        let given = match table.share(frame, env.id, Some(va), child.id, rights_of(flags)) {
-            Ok(r) => r,
+        let given = match table.share(frame, env.id, Some(va), child.id, rights_of(flags), mode) {
+            Ok(s) => s,
             // Mapped by a grant (or a page table, never): not the caller's
             // to share; skipped.
             Err(Error::NotOwner) => continue,
             Err(e) => return fail(e),
         };
+        let cow = given.mode == ShareMode::CopyOnWrite;
+        // Copy-on-write from a writable mapping (or an already
+        // copy-on-write one): both sides' mappings carry the mark the
+        // libOS's fault handler asks `PageQuery` for. A writable share
+        // never carries it.
+        let mark =
+            if cow && flags.intersects(F::WRITABLE | F::BIT_9) { F::BIT_9 } else { F::empty() };
         if let Err(e) =
-            caspace.map(cva, frame, leaf_flags(given) | cow, &mut || Err(Error::NoMemory))
+            caspace.map(cva, frame, leaf_flags(given.rights) | mark, &mut || Err(Error::NoMemory))
         {
             return fail(e);
         }
         table.add_mapping(frame, child.id, cva);
-        if flags.contains(F::WRITABLE) {
+        if cow && flags.contains(F::WRITABLE) {
             // The same step as the share: no writable mapping while shared
             // (the TLBs are flushed once for the whole step).
             let _ = aspace.protect(va, |_, old| Ok((old - F::WRITABLE) | F::BIT_9));
