@@ -34,8 +34,8 @@
 //! the signal layer raises `SIGCHLD` there (it counts in
 //! [`ProcState::sigchld_pending`] until then). [`ProcState::shared_ranges`]
 //! lists ranges `fork` must share *writable* with the child instead of
-//! copy-on-write (pipe frames); the glue refuses a non-empty list until the
-//! kernel can do it (branch `vm-share`).
+//! copy-on-write (pipe frames, mapped when fork runs); the glue marks them
+//! in libos-async's shared-range table (`ShareWritable`).
 //!
 //! **vfork.** `vfork` and `clone(CLONE_VM|CLONE_VFORK)` are done as a fork:
 //! the child gets a copy-on-write copy, not the parent's memory, and the

@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use libos_async::abi::Error;
 use libos_async::{info, sys};
 use libos_posix::linux::SysResult;
-use libos_posix::linux::errno::{EAGAIN, ENOMEM, ENOSYS};
+use libos_posix::linux::errno::{EAGAIN, EINVAL, ENOMEM};
 use libos_posix::proc::{ChildPoll, Forked, ProcHost};
 
 /// The most quota a child gets (64 MiB).
@@ -59,9 +59,18 @@ fn next_core(from: usize) -> usize {
 
 impl ProcHost for Procs {
     fn fork(&mut self, shared: &[(u64, u64)]) -> SysResult<Forked> {
-        if !shared.is_empty() {
-            // Writable sharing needs the kernel's help (branch vm-share).
-            return Err(ENOSYS);
+        for &(start, len) in shared {
+            // Shared writable with the child (pipes): marked once in
+            // libos-async's table, which `fork_on` shares first
+            // (`ShareWritable`); the marks are inherited.
+            if libos_async::shared::contains(start) {
+                continue;
+            }
+            match libos_async::shared::share_with_children(start, len) {
+                Ok(()) => {}
+                Err(Error::QuotaExceeded) => return Err(EAGAIN),
+                Err(_) => return Err(EINVAL),
+            }
         }
         let last = LAST_CORE.load(Ordering::Relaxed);
         let core = next_core(if last == usize::MAX { sys::core_id() } else { last });
