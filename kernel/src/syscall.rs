@@ -752,6 +752,20 @@ mod tests {
                 None
             }
         };
+        // A non-empty page range: its first page as `check_va`, then its end
+        // inside the user half and clear of the info region.
+        let check_range = |va: u64, pages: u64| {
+            check_va(va).or_else(|| {
+                let end = va + pages * abi::PAGE_SIZE;
+                if end > abi::USER_MAX {
+                    Some(Error::InvalidArgument)
+                } else if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
+                    Some(Error::Reserved)
+                } else {
+                    None
+                }
+            })
+        };
         let check_rights = |r: u64| {
             (!Rights(r).is_valid() || !Rights(r).contains(Rights::READ))
                 .then_some(Error::InvalidArgument)
@@ -785,34 +799,14 @@ mod tests {
                 if pages == 0 {
                     return None;
                 }
-                check_va(va).or_else(|| {
-                    let end = va + pages * abi::PAGE_SIZE;
-                    if end > abi::USER_MAX {
-                        Some(Error::InvalidArgument)
-                    } else if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
-                        Some(Error::Reserved)
-                    } else {
-                        None
-                    }
-                })
+                check_range(va, pages)
             }
             Syscall::AllocMap => {
                 let (va, pages) = (a[0], a[1]);
                 if pages == 0 || pages > abi::ALLOC_MAP_MAX || a[3] == 0 && pages > 1 {
                     return Some(Error::InvalidArgument);
                 }
-                check_va(va)
-                    .or_else(|| {
-                        let end = va + pages * abi::PAGE_SIZE;
-                        if end > abi::USER_MAX {
-                            Some(Error::InvalidArgument)
-                        } else if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
-                            Some(Error::Reserved)
-                        } else {
-                            None
-                        }
-                    })
-                    .or_else(|| check_rights(a[2]))
+                check_range(va, pages).or_else(|| check_rights(a[2]))
             }
             Syscall::SlotAlloc | Syscall::SlotFree => core(a[0]),
             Syscall::SetSlotHandlers => {
@@ -859,20 +853,7 @@ mod tests {
                 if pages > abi::repossess::ACCESS_SCAN_MAX {
                     return Some(Error::InvalidArgument);
                 }
-                let range = if pages == 0 {
-                    None
-                } else {
-                    check_va(va).or_else(|| {
-                        let end = va + pages * abi::PAGE_SIZE;
-                        if end > abi::USER_MAX {
-                            Some(Error::InvalidArgument)
-                        } else if va < abi::INFO_VA + abi::INFO_REGION_SIZE && end > abi::INFO_VA {
-                            Some(Error::Reserved)
-                        } else {
-                            None
-                        }
-                    })
-                };
+                let range = if pages == 0 { None } else { check_range(va, pages) };
                 range.or_else(|| (a[3] > 1).then_some(Error::InvalidArgument))
             }
             _ => None,

@@ -1,6 +1,7 @@
 //! Test-app helpers: `CHECK FAILED: <what>` lines and the exit code.
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use abi::Error;
 
@@ -52,6 +53,34 @@ impl Checks {
     pub fn finish(&self) -> i32 {
         i32::from(self.failed != 0)
     }
+}
+
+/// Frame numbers held while [`frames_left`] probes the quota (static: a
+/// heap vector would take frames of its own).
+static PROBE: [AtomicU64; PROBE_MAX] = [const { AtomicU64::new(0) }; PROBE_MAX];
+/// The most frames [`frames_left`] counts.
+pub const PROBE_MAX: usize = 4608;
+
+/// Frames this environment may still allocate (at most [`PROBE_MAX`]),
+/// probed: allocates until the quota (or the machine) says no, then frees
+/// them all. Any other refusal fails the test. One vCPU at a time.
+pub fn frames_left() -> u64 {
+    let mut n = 0;
+    while n < PROBE.len() {
+        match crate::sys::frame_alloc(None) {
+            Ok(f) => PROBE[n].store(f, Ordering::Relaxed),
+            Err(Error::QuotaExceeded | Error::NoMemory) => break,
+            Err(e) => fail(format_args!("frame_alloc while probing the quota: {e:?}")),
+        }
+        n += 1;
+    }
+    for slot in &PROBE[..n] {
+        require(
+            "frame_free after probing the quota",
+            crate::sys::frame_free(slot.load(Ordering::Relaxed)),
+        );
+    }
+    n as u64
 }
 
 /// Prints `CHECK FAILED: what` and exits with code 1.

@@ -103,19 +103,12 @@ mod imp {
 
     global_asm!(
         r#"
-    .text
-    .global libos_redirect_answer
-libos_redirect_answer:
-    add rax, rdi
-    push qword ptr gs:[{rflags}]
-    popfq
-    mov rsp, qword ptr gs:[{rsp}]
-    jmp qword ptr gs:[{rip}]
-
-    .global libos_redirect_record
-libos_redirect_record:
+    // Stores the 16 general registers, as they are, into the `REGS`-ordered
+    // table `\table` (rsp as it is at this point); leaves rax = the
+    // table's address.
+    .macro libos_redirect_store_regs table
     push rax
-    lea rax, [rip + LIBOS_REDIRECT_SEEN]
+    lea rax, [rip + \table]
     pop qword ptr [rax]
     mov [rax + 8], rbx
     mov [rax + 16], rcx
@@ -132,6 +125,20 @@ libos_redirect_record:
     mov [rax + 104], r14
     mov [rax + 112], r15
     mov [rax + 120], rsp
+    .endm
+
+    .text
+    .global libos_redirect_answer
+libos_redirect_answer:
+    add rax, rdi
+    push qword ptr gs:[{rflags}]
+    popfq
+    mov rsp, qword ptr gs:[{rsp}]
+    jmp qword ptr gs:[{rip}]
+
+    .global libos_redirect_record
+libos_redirect_record:
+    libos_redirect_store_regs LIBOS_REDIRECT_SEEN
     mov rcx, qword ptr gs:[{rip}]
     mov [rax + 128], rcx
     mov rcx, qword ptr gs:[{rflags}]
@@ -176,24 +183,7 @@ libos_foreign_probe:
     mov r14, {v13}
     mov r15, {v14}
     syscall
-    push rax
-    lea rax, [rip + LIBOS_REDIRECT_AFTER]
-    pop qword ptr [rax]
-    mov [rax + 8], rbx
-    mov [rax + 16], rcx
-    mov [rax + 24], rdx
-    mov [rax + 32], rsi
-    mov [rax + 40], rdi
-    mov [rax + 48], rbp
-    mov [rax + 56], r8
-    mov [rax + 64], r9
-    mov [rax + 72], r10
-    mov [rax + 80], r11
-    mov [rax + 88], r12
-    mov [rax + 96], r13
-    mov [rax + 104], r14
-    mov [rax + 112], r15
-    mov [rax + 120], rsp
+    libos_redirect_store_regs LIBOS_REDIRECT_AFTER
     mov rax, [rax]
     pop r15
     pop r14

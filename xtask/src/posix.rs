@@ -73,80 +73,10 @@ pub const STDERR_PORT: u16 = 0xea;
 
 // --- the run request ----------------------------------------------------
 
-/// What the runtime runs: `etc/exo-run`.
-///
-/// Format (binary-safe): a sequence of records, each one tag byte (`A` an
-/// argv element, in order; `E` an environment entry `K=V`, in order; `C`
-/// the working directory), the record's length in ASCII decimal (no sign,
-/// no leading zeros but `0` itself), `:`, then exactly that many bytes. No
-/// separator between records; nothing after the last. `argv[0]` is the
-/// program's path (resolved in the root); there is always at least one `A`
-/// record and at most one `C` (xtask writes `A`s, then `E`s, then `C`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RunRequest {
-    /// The arguments, `argv[0]` first.
-    pub argv: Vec<Vec<u8>>,
-    /// The environment, `K=V` each.
-    pub env: Vec<Vec<u8>>,
-    /// The working directory.
-    pub cwd: Option<Vec<u8>>,
-}
-
-impl RunRequest {
-    /// The bytes of `etc/exo-run`.
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut record = |tag: u8, bytes: &[u8]| {
-            out.push(tag);
-            out.extend_from_slice(bytes.len().to_string().as_bytes());
-            out.push(b':');
-            out.extend_from_slice(bytes);
-        };
-        for a in &self.argv {
-            record(b'A', a);
-        }
-        for e in &self.env {
-            record(b'E', e);
-        }
-        if let Some(c) = &self.cwd {
-            record(b'C', c);
-        }
-        out
-    }
-
-    /// Parses `etc/exo-run` (what the runtime does; here for the tests and
-    /// as the format's reference).
-    #[cfg_attr(not(test), allow(dead_code))]
-    pub fn decode(mut bytes: &[u8]) -> Result<RunRequest, String> {
-        let mut req = RunRequest::default();
-        while let Some((&tag, rest)) = bytes.split_first() {
-            let colon = rest.iter().position(|&b| b == b':').ok_or("record without ':'")?;
-            let digits = &rest[..colon];
-            if digits.is_empty()
-                || digits.len() > 10
-                || !digits.iter().all(u8::is_ascii_digit)
-                || (digits[0] == b'0' && digits.len() > 1)
-            {
-                return Err(format!("bad length {:?}", String::from_utf8_lossy(digits)));
-            }
-            let len: usize =
-                std::str::from_utf8(digits).unwrap_or("x").parse().map_err(|_| "len")?;
-            let body = rest.get(colon + 1..colon + 1 + len).ok_or("record runs past the end")?;
-            match tag {
-                b'A' => req.argv.push(body.to_vec()),
-                b'E' => req.env.push(body.to_vec()),
-                b'C' if req.cwd.is_none() => req.cwd = Some(body.to_vec()),
-                b'C' => return Err("two C records".into()),
-                t => return Err(format!("unknown tag {t:#x}")),
-            }
-            bytes = &rest[colon + 1 + len..];
-        }
-        if req.argv.is_empty() {
-            return Err("no argv".into());
-        }
-        Ok(req)
-    }
-}
+/// What the runtime runs: `etc/exo-run`, in libos-posix's own format
+/// (`libos_posix::request`: its encoder writes it, the runtime's parser
+/// reads it, and its property tests check that the two agree).
+pub use libos_posix::request::Request as RunRequest;
 
 // --- the tree -----------------------------------------------------------
 
@@ -493,7 +423,7 @@ pub fn layout(default: Tree, roots: &[PathBuf], request: &RunRequest) -> Result<
     for r in roots {
         t.overlay(r)?;
     }
-    t.put(RUN_REQUEST, Node::File(0o644, request.encode()))?;
+    t.put(RUN_REQUEST, Node::File(0o644, libos_posix::request::encode(request)))?;
     Ok(t)
 }
 
@@ -692,26 +622,20 @@ mod tests {
     fn run_request_round_trips_any_bytes() {
         let req = RunRequest {
             argv: vec![b"/bin/busybox".to_vec(), b"".to_vec(), b"a:b\0\n\xff12:".to_vec()],
-            env: vec![b"K=V".to_vec(), b"EMPTY=".to_vec()],
+            envp: vec![b"K=V".to_vec(), b"EMPTY=".to_vec()],
             cwd: Some(b"/tmp".to_vec()),
         };
-        let bytes = req.encode();
+        let bytes = libos_posix::request::encode(&req);
         assert!(bytes.starts_with(b"A12:/bin/busyboxA0:A"));
         assert!(bytes.ends_with(b"E3:K=VE6:EMPTY=C4:/tmp"));
-        assert_eq!(RunRequest::decode(&bytes), Ok(req));
-        // Refusals: no argv, short body, bad lengths and tags.
-        for bad in [
-            &b""[..],
-            b"A5:abc",
-            b"A:x",
-            b"A01:x",
-            b"A-1:x",
-            b"X1:x",
-            b"A1x",
-            b"A1:xC0:C0:",
-            b"E1:x",
-        ] {
-            assert!(RunRequest::decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        assert_eq!(libos_posix::request::parse(&bytes), Ok(req));
+        // Refusals of the runtime's parser: no argv, short body, bad lengths and tags.
+        for bad in [&b""[..], b"A5:abc", b"A:x", b"A-1:x", b"X1:x", b"A1x", b"E1:x"] {
+            assert!(
+                libos_posix::request::parse(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -763,7 +687,7 @@ mod tests {
         let applets = parse_applets("[\n[[\nbusybox\nsh\nls\n\nbad/name\n");
         assert_eq!(applets, ["[", "[[", "sh", "ls"]);
         let default = default_root(b"BB", &applets, &tests).unwrap();
-        let req = RunRequest { argv: vec![b"/bin/sh".to_vec()], env: vec![], cwd: None };
+        let req = RunRequest { argv: vec![b"/bin/sh".to_vec()], envp: vec![], cwd: None };
         let long = format!("{}/{}/{}", "d".repeat(60), "e".repeat(60), "f".repeat(60));
         let mut extra = Tree::default();
         extra.put(&long, Node::File(0o644, b"long".to_vec())).unwrap();
@@ -781,7 +705,7 @@ mod tests {
         assert_eq!((find("bin/sh").1, find("bin/sh").4.as_str()), (b'2', "busybox"));
         assert_eq!((find("tmp").1, find("tmp").2), (b'5', 0o1777));
         assert_eq!(find("tests/hello").5, b"ELF-hello");
-        assert_eq!(RunRequest::decode(&find(RUN_REQUEST).5), Ok(req));
+        assert_eq!(libos_posix::request::parse(&find(RUN_REQUEST).5), Ok(req));
         assert!(e.iter().skip(2).all(|x| x.3 == MTIME));
         // A name over 100 bytes goes in the ustar prefix, not a GNU entry.
         assert_eq!(find(&long).5, b"long");

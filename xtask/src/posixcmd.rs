@@ -150,7 +150,7 @@ fn run_inner(ws: &Workspace, args: &PosixArgs) -> Result<u8, String> {
     }
     let request = RunRequest {
         argv: args.command.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        env,
+        envp: env,
         cwd: Some(args.cwd.as_bytes().to_vec()),
     };
     let accel = if args.icount { Accel::Tcg } else { crate::qemu::resolve_quiet(args.accel) };
@@ -291,7 +291,7 @@ pub fn parse_expected(text: &[u8]) -> Result<(Vec<u8>, u8), String> {
 fn request(case: &Case) -> RunRequest {
     RunRequest {
         argv: case.argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
-        env: CASE_ENV.iter().map(|e| e.as_bytes().to_vec()).collect(),
+        envp: CASE_ENV.iter().map(|e| e.as_bytes().to_vec()).collect(),
         cwd: Some(b"/".to_vec()),
     }
 }

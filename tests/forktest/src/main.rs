@@ -26,11 +26,9 @@
 
 extern crate alloc;
 
-use core::sync::atomic::AtomicU64;
-use core::sync::atomic::Ordering::Relaxed;
 
 use libos_async::abi::{self, Error, FrameHolder, PAGE_SIZE, Rights};
-use libos_async::check::{Checks, fail, require};
+use libos_async::check::{Checks, fail, frames_left, require};
 use libos_async::fork::{fork, wait};
 use libos_async::layout::SCRATCH_BASE;
 use libos_async::predicate::Pred;
@@ -143,40 +141,20 @@ fn isolation() -> i32 {
 
 // --- mode 1 -----------------------------------------------------------------
 
-/// Frame numbers held while probing the quota (static: a heap vector
-/// would take frames of its own).
-static PROBE: [AtomicU64; 4608] = [const { AtomicU64::new(0) }; 4608];
-
-/// Quota left, probed: allocate until refused, then free them all.
-fn frames_left_probe() -> u64 {
-    let mut n = 0;
-    while n < PROBE.len() {
-        match sys::frame_alloc(None) {
-            Ok(f) => PROBE[n].store(f, Relaxed),
-            Err(_) => break,
-        }
-        n += 1;
-    }
-    for p in &PROBE[..n] {
-        let _ = sys::frame_free(p.load(Relaxed));
-    }
-    n as u64
-}
-
 fn rounds() -> i32 {
     let pages = page_list();
     fill(&pages, 0x1000);
     let mut c = Checks::new();
     // Warm up (page tables of the first fork's paths).
     round(&pages, 0, &mut c);
-    let before = frames_left_probe();
+    let before = frames_left();
     for r in 1..100u64 {
         round(&pages, r, &mut c);
         if c.failed() > 0 {
             break;
         }
     }
-    let after = frames_left_probe();
+    let after = frames_left();
     c.check(after == before, format_args!("quota left {before} → {after} over 99 forks"));
     let bad = wrong(&pages, 0x1000 + 99);
     c.check(bad == 0, format_args!("parent: {bad} pages wrong at the end"));

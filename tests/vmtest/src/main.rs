@@ -45,7 +45,7 @@ use core::hint::black_box;
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use libos_async::abi::{Error, FrameHolder, PAGE_SIZE, Rights};
-use libos_async::check::{Checks, fail, require};
+use libos_async::check::{Checks, fail, frames_left, require};
 use libos_async::layout::SCRATCH_BASE;
 use libos_async::sys::{self, probe};
 use libos_async::vm::{self, Fill};
@@ -60,27 +60,6 @@ const LAZY_PAGES: u64 = 1024;
 /// Mode 3's region.
 const RACE_BASE: u64 = SCRATCH_BASE + 0x8000_0000;
 const RACE_PAGES: u64 = 256;
-
-/// Frame numbers held while probing the quota.
-static PROBE: [AtomicU64; 4608] = [const { AtomicU64::new(0) }; 4608];
-
-/// Frames this environment may still allocate: allocates until the quota
-/// says no, then frees them all.
-fn frames_left() -> u64 {
-    let mut n = 0;
-    while (n as usize) < PROBE.len() {
-        match sys::frame_alloc(None) {
-            Ok(f) => PROBE[n as usize].store(f, SeqCst),
-            Err(Error::QuotaExceeded | Error::NoMemory) => break,
-            Err(e) => fail(format_args!("frame_alloc while probing: {e:?}")),
-        }
-        n += 1;
-    }
-    for slot in &PROBE[..n as usize] {
-        require("frame_free", sys::frame_free(slot.load(SeqCst)));
-    }
-    n
-}
 
 /// Frames held that the region layer does not account for.
 fn unaccounted() -> u64 {

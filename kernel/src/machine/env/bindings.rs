@@ -176,7 +176,7 @@ fn withdraw_step(frame: FrameNumber, grantee: EnvId) -> Progress {
     let step = shard(frame).unmap_step(frame, grantee, UNMAP_CHUNK);
     let UnmapStep::Unmap(batch) = step else { return Progress::Done(0) };
     let full = batch.len() == UNMAP_CHUNK;
-    unmap_foreign(frame, &batch);
+    unmap_foreign(frame, &batch, LockPolicy::Wait);
     // A short batch was the last one: finish in this call.
     if !full && shard(frame).unmap_step(frame, grantee, UNMAP_CHUNK) == UnmapStep::Done {
         return Progress::Done(0);
@@ -184,15 +184,37 @@ fn withdraw_step(frame: FrameNumber, grantee: EnvId) -> Progress {
     Progress::More
 }
 
+/// How [`unmap_foreign`] takes another environment's address-space lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LockPolicy {
+    /// Wait for it, serving this core's mailbox meanwhile (system calls and
+    /// the exit reclaim: the caller's own time).
+    Wait,
+    /// Skip an environment whose lock is busy or which is dying: its
+    /// mappings stay recorded and come back in the caller's next step (a
+    /// scheduling decision, which never waits for an environment's lock; a
+    /// dying environment's vCPUs may still run, so its mappings, and the
+    /// frame, stay until its own reclaim forgets them).
+    Skip,
+}
+
 /// Removes other environments' mappings of `frame` (a withdrawal's batch,
-/// or what a dead owner leaves), each environment's under one lock of its
-/// address space with one shootdown round, then forgets them. Takes only
-/// those address-space locks, one at a time: the caller holds none.
-pub(super) fn unmap_foreign(frame: FrameNumber, mappings: &[Mapping]) {
+/// a repossession's, or what a dead owner leaves), each environment's under
+/// one lock of its address space with one shootdown round, then forgets
+/// them. Takes only those address-space locks, one at a time: the caller
+/// holds none.
+pub(super) fn unmap_foreign(frame: FrameNumber, mappings: &[Mapping], policy: LockPolicy) {
     // `mappings` come ordered by environment (the reverse map's order).
     for group in mappings.chunk_by(|a, b| a.env == b.env) {
         if let Some(env) = lookup(group[0].env) {
-            let mut aspace = lock_serving_mailbox(&env.aspace);
+            let mut aspace = match policy {
+                LockPolicy::Wait => lock_serving_mailbox(&env.aspace),
+                LockPolicy::Skip if env.is_dying() => continue,
+                LockPolicy::Skip => match env.aspace.try_lock() {
+                    Some(aspace) => aspace,
+                    None => continue,
+                },
+            };
             let mut removed = 0u64;
             let mut first = 0;
             for m in group {

@@ -7,7 +7,7 @@
 //! May not touch: the scheduler (cores holding a dying environment's vCPUs
 //! are told with [`mailbox::kick`]).
 
-use super::bindings::{RANGE_CHUNK, UNMAP_CHUNK, forget_mapping, unmap_foreign};
+use super::bindings::{LockPolicy, RANGE_CHUNK, UNMAP_CHUNK, forget_mapping, unmap_foreign};
 use super::{Env, shard};
 use super::{FRAME_TABLE, Outcome, SHARDS, lock_serving_mailbox};
 use crate::machine::console::kprintln;
@@ -193,7 +193,7 @@ impl Reclaim {
                         memory::free_frame(frame).expect("owned frame was allocated");
                     }
                     Some(ReleaseStep::Unmap(foreign)) => {
-                        unmap_foreign(frame, &foreign);
+                        unmap_foreign(frame, &foreign, LockPolicy::Wait);
                         env.owned.lock().insert(frame);
                     }
                     // Sharers hold it on; it stays charged to this account.

@@ -34,9 +34,9 @@
 //! environment may allocate one again), only its contents are lost — it
 //! was on the list the environment published.
 
-use super::bindings::UNMAP_CHUNK;
+use super::bindings::{LockPolicy, UNMAP_CHUNK, unmap_foreign};
 use super::events::post_event;
-use super::{Env, Outcome, lock_serving_mailbox, lookup, lookup_name, shard, terminate};
+use super::{Env, Outcome, lock_serving_mailbox, lookup_name, shard, terminate};
 use crate::machine::memory;
 use crate::machine::paging::AddressSpace;
 use crate::machine::tlb::{self, Flush};
@@ -49,7 +49,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use kernel::frames::FrameNumber;
-use kernel::ownership::{EnvId, Mapping, ReleaseStep};
+use kernel::ownership::{EnvId, ReleaseStep};
 use kernel::repossess::{Demand, End, Plan};
 use spin::Mutex;
 use x86_64::instructions::interrupts::without_interrupts;
@@ -395,47 +395,10 @@ fn take(env: &Env, frame: FrameNumber) -> Take {
             Take::Taken
         }
         Some(ReleaseStep::Unmap(batch)) => {
-            unmap_nowait(frame, &batch);
+            // Owned, not released, not shared (shared frames are never
+            // repossessed): the records stay until `Released`.
+            unmap_foreign(frame, &batch, LockPolicy::Skip);
             Take::More
-        }
-    }
-}
-
-/// [`super::bindings::unmap_foreign`] for a scheduling decision: an
-/// address space whose lock is busy is skipped (its mappings stay recorded
-/// and come back in the next step's batch).
-fn unmap_nowait(frame: FrameNumber, mappings: &[Mapping]) {
-    for group in mappings.chunk_by(|a, b| a.env == b.env) {
-        if let Some(env) = lookup(group[0].env) {
-            // A dying environment's vCPUs may still run: its mappings stay
-            // (and so does the frame) until its reclaim forgets them; a
-            // busy address space waits for the next step.
-            if env.is_dying() {
-                continue;
-            }
-            let Some(mut aspace) = env.aspace.try_lock() else { continue };
-            let mut removed = 0u64;
-            let mut first = 0;
-            for m in group {
-                if aspace.translate(m.va).is_some_and(|(f, _)| f == frame) {
-                    let _ = aspace.unmap(m.va);
-                    removed += 1;
-                    first = m.va;
-                }
-            }
-            if removed > 0 {
-                let flush = if removed == 1 { Flush::page(first) } else { Flush::everything() };
-                tlb::shootdown(&env.tlb_space(), flush);
-                env.mappings.fetch_sub(removed, Ordering::Relaxed);
-            }
-            drop(aspace);
-        }
-        let mut table = shard(frame);
-        for m in group {
-            // The frame is owned, not released and not shared (`repossess_step`
-            // skips shared frames), so its record stays until `Released`.
-            let removed = table.remove_mapping(frame, m.env, m.va);
-            debug_assert!(matches!(removed, kernel::ownership::Removed::Kept));
         }
     }
 }
