@@ -100,7 +100,7 @@ pub fn run_ours(
             .iter()
             .map(|a| a.as_bytes().to_vec())
             .collect(),
-        env: vec![b"PATH=/bin".to_vec()],
+        envp: vec![b"PATH=/bin".to_vec()],
         cwd: Some(b"/".to_vec()),
     };
     let mut tree = crate::posixcmd::default_root(ws)?;
