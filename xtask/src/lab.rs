@@ -3,9 +3,10 @@
 //! The app prints one `lab KEY=VALUE ...` line per (workload, policy);
 //! this command writes those lines, in order, to
 //! `target/lab/run-N.txt` (one file per boot) and the last run's to
-//! `target/lab/results.txt`. Under `--icount` (the default) the guest's
-//! time is its instruction count, so two boots of the same build must
-//! give byte-identical files: `--runs 2` (or more) boots that many times
+//! `target/lab/results.txt`. Under `--icount` (the default; with
+//! `sleep=off`, so idle periods jump to the next timer instead of taking
+//! host time) the guest's time is its instruction count, so two boots of
+//! the same build must give byte-identical files: `--runs 2` (or more) boots that many times
 //! and fails unless every run's file equals the first (the determinism
 //! test of the scheduling lab).
 
@@ -18,6 +19,14 @@ use crate::{LabArgs, Workspace};
 /// The `lab ...` lines of a serial log, in order.
 pub fn result_lines(lines: &[String]) -> Vec<String> {
     lines.iter().filter(|l| l.starts_with("lab ")).cloned().collect()
+}
+
+/// QEMU's arguments for a lab boot: with `-icount`, also `sleep=off`, so
+/// that while every vCPU idles (the lab's open-loop arrivals leave its
+/// executor asleep until a timer) virtual time jumps to the next timer
+/// instead of following the host's clock, which made two runs differ.
+fn lab_args(args: Vec<String>) -> Vec<String> {
+    args.into_iter().map(|a| if a == "shift=0" { "shift=0,sleep=off".into() } else { a }).collect()
 }
 
 /// Runs `cargo xtask lab`; whether every run passed (exit 0, results
@@ -45,7 +54,7 @@ pub fn run(ws: &Workspace, args: &LabArgs) -> Result<bool, String> {
             interactive: false,
         };
         println!("xtask: lab run {n}: booting (smp {}, icount {})...", boot.smp, boot.icount);
-        let out = qemu::boot(&boot)?;
+        let out = qemu::boot_with_args(&boot, lab_args(boot.args()))?;
         let lines = result_lines(&out.lines);
         let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
         let path = dir.join(format!("run-{n}.txt"));
@@ -83,6 +92,12 @@ pub fn run(ws: &Workspace, args: &LabArgs) -> Result<bool, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn icount_idles_in_virtual_time() {
+        let a = lab_args(["-smp", "2", "-icount", "shift=0"].map(String::from).into());
+        assert_eq!(a.join(" "), "-smp 2 -icount shift=0,sleep=off");
+    }
 
     #[test]
     fn keeps_only_lab_lines_in_order() {
