@@ -77,6 +77,9 @@ pub const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
 pub const CLONE_CHILD_CLEARTID: u64 = 0x0020_0000;
 /// See [`CLONE_VM`].
 pub const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
+/// `siginfo.si_code` of a `SIGCHLD` for a child's end (`CLD_EXITED`).
+const CLD_EXITED: i32 = 1;
+
 /// `SIGCHLD`, the exit signal of every accepted `clone`.
 pub const SIGCHLD: u64 = 17;
 /// `SIGKILL`.
@@ -281,6 +284,16 @@ impl Process<'_> {
         if self.proc.children.contains_key(&pid) {
             self.proc.zombies.insert(pid, wstatus);
             self.proc.sigchld_pending += 1;
+        }
+    }
+
+    /// Notices children that ended ([`Process::poll_children`]) and raises
+    /// one `SIGCHLD` for them (signals do not queue: one pending bit).
+    pub fn raise_sigchld(&mut self) {
+        self.poll_children();
+        if self.proc.sigchld_pending > 0 {
+            self.proc.sigchld_pending = 0;
+            self.signals.raise(SIGCHLD as u32, CLD_EXITED, 0);
         }
     }
 

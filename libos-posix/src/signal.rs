@@ -339,6 +339,13 @@ pub trait SignalHost {
     /// Blocks until a signal arrives asynchronously (at once if one
     /// already has, untaken).
     fn wait(&mut self);
+    /// As [`SignalHost::wait`], and also returns when the environment's
+    /// event queue moves past `events_mark` (a child's end is an event:
+    /// the caller then looks for ended children and raises `SIGCHLD`).
+    fn wait_or_event(&mut self, events_mark: u64) {
+        let _ = events_mark;
+        self.wait();
+    }
     /// Arms `ITIMER_REAL` (`value_ns` 0 disarms) with a reload interval;
     /// returns the old value left and interval. It raises `SIGALRM`
     /// through [`SignalHost::take`].
@@ -849,6 +856,48 @@ impl Signals {
 
     fn pause(&mut self) -> SysResult<u64> {
         self.wait_for_signal();
+        Err(ERESTARTNOHAND)
+    }
+
+    /// `rt_sigsuspend` (`Some(old mask)`, the temporary mask installed) or
+    /// `pause` (`None`) up to the wait: the dispatcher waits itself, so that
+    /// it can notice children's ends meanwhile ([`Signals::suspend_wait`]).
+    pub(crate) fn suspend_begin(
+        &mut self,
+        nr: u64,
+        a: [u64; 6],
+        mem: &mut dyn UserMemory,
+    ) -> SysResult<Option<u64>> {
+        if nr == crate::linux::sysno::SYS_PAUSE {
+            return Ok(None);
+        }
+        if a[1] != 8 {
+            return Err(EINVAL);
+        }
+        let new = read_u64(mem, a[0])? & !UNBLOCKABLE;
+        Ok(Some(core::mem::replace(&mut self.blocked, new)))
+    }
+
+    /// One round of the wait: true once a signal that is not blocked is
+    /// pending; else sleeps until a signal arrives or the event queue moves
+    /// past `events_mark`, and returns false.
+    pub(crate) fn suspend_wait(&mut self, events_mark: Option<u64>) -> bool {
+        if self.interrupting() {
+            return true;
+        }
+        match events_mark {
+            Some(mark) => self.host.wait_or_event(mark),
+            None => self.host.wait(),
+        }
+        false
+    }
+
+    /// The end of `rt_sigsuspend`/`pause`: the old mask comes back when the
+    /// handler returns; the call is never restarted.
+    pub(crate) fn suspend_end(&mut self, old: Option<u64>) -> SysResult<u64> {
+        if old.is_some() {
+            self.suspend_saved = old;
+        }
         Err(ERESTARTNOHAND)
     }
 

@@ -534,9 +534,22 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
         }
         // Signals: `crate::signal` (rt_sigreturn is the glue's: it needs
         // every register).
-        SYS_RT_SIGACTION | SYS_RT_SIGPROCMASK | SYS_RT_SIGPENDING | SYS_RT_SIGSUSPEND
-        | SYS_PAUSE | SYS_SIGALTSTACK | SYS_KILL | SYS_TKILL | SYS_TGKILL | SYS_ALARM
-        | SYS_SETITIMER | SYS_GETITIMER => {
+        // `rt_sigsuspend` and `pause` wait here, so that a child's end
+        // (an event) raises `SIGCHLD` meanwhile: how a shell's `wait` sleeps.
+        SYS_RT_SIGSUSPEND | SYS_PAUSE => {
+            let old = p.signals.suspend_begin(nr, a, mem)?;
+            loop {
+                // The mark first: an end after it moves the queue and wakes us.
+                let mark = p.procs.as_ref().map(|h| h.mark());
+                p.raise_sigchld();
+                if p.signals.suspend_wait(mark) {
+                    break;
+                }
+            }
+            p.signals.suspend_end(old)
+        }
+        SYS_RT_SIGACTION | SYS_RT_SIGPROCMASK | SYS_RT_SIGPENDING | SYS_SIGALTSTACK
+        | SYS_KILL | SYS_TKILL | SYS_TGKILL | SYS_ALARM | SYS_SETITIMER | SYS_GETITIMER => {
             p.signals.syscall(nr, a, p.proc.pid, mem).expect("a signal call")
         }
         _ => {

@@ -439,6 +439,24 @@ impl SignalHost for Host {
         }
     }
 
+    fn wait_or_event(&mut self, events_mark: u64) {
+        poll_timer();
+        if ASYNC.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        // As `wait`, or until the event queue moves (a child's end).
+        let pred = Pred::word_ne(ASYNC.as_ptr() as u64, 0).either(Pred::events_ne(events_mark));
+        let at = ALARM_AT.load(Ordering::Acquire);
+        let r = if at != u64::MAX && TIMER_CORE.load(Ordering::Acquire) == u64::MAX {
+            pred.either(Pred::deadline(at)).sleep()
+        } else {
+            pred.sleep()
+        };
+        if matches!(r, Err(e) if e != abi::Error::Interrupted) {
+            let _ = sys::yield_now();
+        }
+    }
+
     fn set_itimer(&mut self, value_ns: u64, interval_ns: u64) -> (u64, u64) {
         let now = sys::rdtsc();
         let at = if value_ns == 0 { u64::MAX } else { now.saturating_add(self.ticks(value_ns)) };
