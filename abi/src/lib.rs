@@ -1130,12 +1130,12 @@ pub mod vector {
 /// environment is killed with a one-line reason, as for an exception.
 ///
 /// **Re-entrancy.** Upcalls stay masked until the handler unmasks them:
-/// [`UNMASK`] alone, or [`RESUME`], which unmasks and resumes a frame in
+/// [`signal::UNMASK`] alone, or [`signal::RESUME`], which unmasks and resumes a frame in
 /// one step (bits pending by then are delivered at once, on top of the
 /// resumed context), so that no post is lost between the two.
 ///
 /// An environment without an entry only accumulates bits (it can poll
-/// them with [`TAKE`]); the transition of its word from 0 posts one
+/// them with [`signal::TAKE`]); the transition of its word from 0 posts one
 /// [`crate::event::SIGNAL`] event, so its event queue sees at most one per
 /// take however many posts arrive.
 pub mod signal {

@@ -43,6 +43,11 @@ pub fn take() -> u64 {
     abi::decode(sys::syscall2(SIGNAL_CTL, abi::signal::TAKE, 0)).unwrap_or(0)
 }
 
+/// Masks signal upcalls (bits accumulate) until [`resume`] or an unmask.
+pub fn mask() -> Result<u64, Error> {
+    abi::decode(sys::syscall2(SIGNAL_CTL, abi::signal::MASK, 0))
+}
+
 /// Unmasks signal upcalls and resumes `frame` in one step (see
 /// `abi::signal::RESUME`). Returns only on failure.
 pub fn resume(frame: &UpcallFrame) -> Error {

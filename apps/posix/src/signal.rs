@@ -338,6 +338,10 @@ pub fn sigreturn(state: &mut State, frame: &Frame) -> ! {
         terminate(state, sig::SIGSEGV);
     }
     regs.rflags = (frame.rflags & !sig::RFLAGS_RESTORED) | (regs.rflags & sig::RFLAGS_RESTORED);
+    // Upcalls wait from here to the resume (which unmasks them in the same
+    // step): a signal arriving in between would otherwise only be seen at
+    // the program's next system call.
+    let _ = libos_async::signal::mask();
     // Signals the restored mask unblocks come now, on top.
     deliver(state, &mut regs, None);
     resume(&regs)
