@@ -287,6 +287,38 @@ impl Process<'_> {
         }
     }
 
+    /// `kill` to a process group (`target` 0: the caller's own, `< -1`:
+    /// group `-target`): the caller if it is in the group, and each child
+    /// it knows in the group (the members a shell signals: its jobs).
+    /// Members that are neither (a grandchild that moved into the group)
+    /// are not reached: the process model keeps no machine-wide table.
+    pub(crate) fn kill_group(&mut self, target: i32, sig: u64) -> SysResult<u64> {
+        if sig > 64 {
+            return Err(EINVAL);
+        }
+        let pgrp = if target == 0 { self.proc.pgid } else { target.checked_neg().ok_or(ESRCH)? };
+        let members: Vec<i32> = self
+            .proc
+            .children
+            .iter()
+            .filter(|(_, c)| c.pgid == pgrp)
+            .map(|(&pid, _)| pid)
+            .collect();
+        let me = self.proc.pgid == pgrp;
+        if !me && members.is_empty() {
+            return Err(ESRCH);
+        }
+        let mut delivered = me;
+        for pid in members {
+            delivered |= self.signals.post(pid, sig as u32).is_ok();
+        }
+        if me && sig != 0 {
+            let pid = self.proc.pid;
+            self.signals.raise(sig as u32, crate::signal::SI_USER, pid);
+        }
+        if delivered { Ok(0) } else { Err(EPERM) }
+    }
+
     /// Notices children that ended ([`Process::poll_children`]) and raises
     /// one `SIGCHLD` for them (signals do not queue: one pending bit).
     pub fn raise_sigchld(&mut self) {

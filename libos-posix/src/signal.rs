@@ -514,6 +514,12 @@ impl Signals {
         self.pending |= bit(sig);
     }
 
+    /// Sends `sig` (1..=64; 0 only checks) to another process `pid`
+    /// through the host ([`SignalHost::post`]).
+    pub(crate) fn post(&mut self, pid: i32, sig: u32) -> SysResult<()> {
+        self.host.post(pid, sig)
+    }
+
     /// The hook other parts of the library call (a child ended:
     /// `SIGCHLD`; a write to a pipe without readers: `SIGPIPE`; `^C` on
     /// the terminal: `SIGINT`), raised by the runtime itself.

@@ -548,8 +548,9 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
             }
             p.signals.suspend_end(old)
         }
-        SYS_RT_SIGACTION | SYS_RT_SIGPROCMASK | SYS_RT_SIGPENDING | SYS_SIGALTSTACK
-        | SYS_KILL | SYS_TKILL | SYS_TGKILL | SYS_ALARM | SYS_SETITIMER | SYS_GETITIMER => {
+        SYS_KILL if a[0] as i32 == 0 || (a[0] as i32) < -1 => p.kill_group(a[0] as i32, a[1]),
+        SYS_RT_SIGACTION | SYS_RT_SIGPROCMASK | SYS_RT_SIGPENDING | SYS_SIGALTSTACK | SYS_KILL
+        | SYS_TKILL | SYS_TGKILL | SYS_ALARM | SYS_SETITIMER | SYS_GETITIMER => {
             p.signals.syscall(nr, a, p.proc.pid, mem).expect("a signal call")
         }
         _ => {

@@ -255,7 +255,11 @@ pub const BUSYBOX_CASES: &[(&str, &[&str])] = &[
     // `SIGCHLD` (raised when the child's end reaches the parent).
     (
         "bb_sh_background_wait",
-        &["/bin/sh", "-c", "(exit 3) & wait $!; echo status $?; /bin/busybox true & wait; echo all $?"],
+        &[
+            "/bin/sh",
+            "-c",
+            "(exit 3) & wait $!; echo status $?; /bin/busybox true & wait; echo all $?",
+        ],
     ),
 ];
 
