@@ -899,7 +899,9 @@ mod tests {
                 };
                 range.or_else(|| (a[3] > 1).then_some(Error::InvalidArgument))
             }
-            Syscall::ConsoleRead => (a[1] > abi::CONSOLE_READ_MAX).then_some(Error::InvalidArgument),
+            Syscall::ConsoleRead => {
+                (a[1] > abi::CONSOLE_READ_MAX).then_some(Error::InvalidArgument)
+            }
             Syscall::ConsoleGive => env(a[0]),
             _ => None,
         }

@@ -418,9 +418,7 @@ impl Tty {
             (0, 0) => ReadStep::Data(self.take_raw(buf)),
             (0, _) if have > 0 || timed_out => ReadStep::Data(self.take_raw(buf)),
             (0, _) => ReadStep::Wait(Some(timeout)),
-            _ if enough || have > 0 && timed_out && vtime > 0 => {
-                ReadStep::Data(self.take_raw(buf))
-            }
+            _ if enough || have > 0 && timed_out && vtime > 0 => ReadStep::Data(self.take_raw(buf)),
             (_, 0) => ReadStep::Wait(None),
             _ => ReadStep::Wait(if have > 0 { Some(timeout) } else { None }),
         }
@@ -620,9 +618,8 @@ pub fn ioctl(
     mem: &mut dyn crate::host::UserMemory,
 ) -> SysResult<u64> {
     use crate::linux::*;
-    let write_i32 = |mem: &mut dyn crate::host::UserMemory, v: i32| {
-        mem.write(arg, &v.to_le_bytes()).map(|_| 0)
-    };
+    let write_i32 =
+        |mem: &mut dyn crate::host::UserMemory, v: i32| mem.write(arg, &v.to_le_bytes()).map(|_| 0);
     match req {
         TCGETS => mem.write(arg, &p.fs.tty.termios.encode()).map(|_| 0),
         TCSETS | TCSETSW | TCSETSF => {
@@ -728,8 +725,7 @@ pub fn poll(
                     Err(_) => revents = POLLNVAL,
                     Ok(d) => {
                         let ino = d.borrow().ino;
-                        let is_tty =
-                            p.fs.device(ino).is_some_and(crate::fs::Device::is_tty);
+                        let is_tty = p.fs.device(ino).is_some_and(crate::fs::Device::is_tty);
                         let readable = if is_tty && !ended {
                             let (tty, console) = p.fs.tty_parts();
                             poll_readable(tty, console)?

@@ -47,10 +47,10 @@ mod newcheck;
 mod plot;
 mod posix;
 mod posixcmd;
-mod shcmd;
 mod qemu;
 mod registry;
 mod report;
+mod shcmd;
 mod toolchain;
 
 use std::path::{Path, PathBuf};

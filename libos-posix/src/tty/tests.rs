@@ -243,8 +243,8 @@ mod calls {
     use super::super::*;
     use crate::fs::Fs;
     use crate::linux::sysno::*;
-    use crate::mock::*;
     use crate::mm::Layout;
+    use crate::mock::*;
     use alloc::boxed::Box;
     use alloc::rc::Rc;
     use alloc::vec;
