@@ -252,7 +252,8 @@ const TESTS: &[KernelTest] = &[
     ("vm_alloc_map_racing_unmap_range_from_other_cores_leaks_nothing", || expect_exit("vmtest", 7)),
     // Console input (issue 17): the bounded buffer and the reader capability.
     ("console_input_overflow_drops_and_counts_only", console_input_overflow),
-    ("console_input_only_the_reader_gets_keystrokes", console_input_capability),
+    ("console_input_only_the_reader_gets_keystrokes", || console_input_capability(1)),
+    ("console_input_given_to_a_child_and_back", || console_input_capability(2)),
 ];
 
 /// With nobody reading, typing more than the buffer holds keeps the first
@@ -278,13 +279,14 @@ fn console_input_overflow() -> TestResult {
     check(console::input_counts().0 == 0, || "input left after reading it all".into())
 }
 
-/// The reader (`console_thief` 1) gets exactly what is typed; a thief
-/// beside it (`console_thief` 0, hammering `ConsoleRead`/`ConsoleGive` on
-/// its core) gets nothing and only refusals; when the reader ends nobody
-/// reads the console.
-fn console_input_capability() -> TestResult {
+/// The reader (`console_thief` 1, or 2: the reader's child it hands the
+/// console to) gets exactly what is typed; a thief beside it
+/// (`console_thief` 0, hammering `ConsoleRead`/`ConsoleGive` on its core)
+/// gets nothing and only refusals; when the reader ends nobody reads the
+/// console.
+fn console_input_capability(mode: u64) -> TestResult {
     frames_restored(|| {
-        let reader = spawn("console_thief", 1)?;
+        let reader = spawn("console_thief", mode)?;
         env::terminal::give_at_boot(&reader);
         let thief = spawn("console_thief", 0)?;
         // Let both start, then type.
