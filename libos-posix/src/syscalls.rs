@@ -251,13 +251,6 @@ impl<'a> Process<'a> {
         self.proc.sid
     }
 
-    /// Reports `line` once per `key` (keys below 1000 are system calls).
-    pub(crate) fn report_once_line(&mut self, key: u64, line: &str) {
-        if self.reported.insert(key) {
-            self.host.report(line);
-        }
-    }
-
     fn report_once(&mut self, nr: u64) {
         if self.reported.insert(nr) {
             let name = syscall_name(nr).unwrap_or("?");
