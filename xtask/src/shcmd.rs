@@ -266,6 +266,15 @@ pub const EXCHANGES: &[Exchange] = &[
         answer: "\r\n/tmp\r\n",
         not: None,
     },
+    // An external command: the shell forks, the child execs busybox and
+    // writes to the terminal, the shell waits and prompts again.
+    Exchange {
+        name: "sh_external_command",
+        keys: b"/bin/busybox printf 'ext%s\\n' ernal\r",
+        until: PROMPT,
+        answer: "\r\nexternal\r\n",
+        not: None,
+    },
     Exchange {
         name: "sh_is_a_terminal",
         keys: b"[ -t 0 ] && [ -t 2 ] && echo tty yes\r",

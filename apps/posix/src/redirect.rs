@@ -210,8 +210,14 @@ extern "C" fn late(frame: &mut Frame) {
     }
 }
 
-/// The line the runtime logs when the program ends with `status`.
+/// The line the runtime logs when the program ends with `status` — the
+/// run's first process only: a forked child's end is its parent's to
+/// report (`wait4`), and a shell's every command would otherwise write a
+/// line to the console.
 pub fn log_exit(state: &State, status: u64) {
+    if crate::procs::IS_CHILD.load(core::sync::atomic::Ordering::Acquire) {
+        return;
+    }
     let hz = libos_async::info().tsc_hz.max(1);
     let us = |ticks: u64| u128::from(ticks) * 1_000_000 / u128::from(hz);
     let now = sys::rdtsc();
