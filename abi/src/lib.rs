@@ -724,6 +724,31 @@ pub enum Syscall: u64 {
     /// `()` → frames still owed. The debt of the current repossession
     /// demand (0: none). See [`repossess`].
     RepossessStatus = 50,
+    /// `(target, bits)` → 1 if `target` has a signal entry
+    /// ([`Syscall::SignalEntry`]) and will get an upcall, 0 if it only
+    /// keeps the bits pending. Posts **signal bits** to environment
+    /// `target` (see [`signal`]): ORs the non-zero word `bits` into its
+    /// pending word. Who may signal whom: `target` must be the caller
+    /// itself or belong to the same *family* — the environments created,
+    /// directly or through children, from one environment the kernel
+    /// started ([`Syscall::EnvCreate`] chains); an environment started by
+    /// the kernel is a family of its own. Errors:
+    /// [`Error::InvalidArgument`] (`bits` 0), [`Error::NoSuchEnv`] (no
+    /// such environment, or it is ending), [`Error::PermissionDenied`]
+    /// (another family).
+    SignalPost = 52,
+    /// `(entry, cores)` → 0. Registers the signal upcall entry (`entry` 0
+    /// unregisters: the bits then only stay pending) and the cores whose
+    /// vCPU of this environment takes signal upcalls (bit per core; 0 means
+    /// every core). The upcall uses the exception stacks of
+    /// [`Syscall::SetExceptionHandler`] and their rules. See [`signal`].
+    /// [`Error::InvalidArgument`] for an entry outside the user range.
+    SignalEntry = 53,
+    /// `(op, arg)` → per `op` ([`signal::TAKE`], [`signal::MASK`],
+    /// [`signal::UNMASK`], [`signal::RESUME`]); see [`signal`].
+    /// [`Error::InvalidArgument`] for an unknown op; `RESUME` fails as
+    /// [`Syscall::ExceptionResume`] does.
+    SignalCtl = 54,
     /// `(ptr, len)` → bytes read. Takes up to `len` bytes (at most
     /// [`CONSOLE_READ_MAX`]) of **console input** — what was typed on the
     /// serial console (COM1), received by interrupt into a bounded kernel
@@ -995,11 +1020,15 @@ pub enum Error: u64 {
     /// The target of a [`Syscall::Call`] ended, faulted fatally or left the
     /// call without replying.
     CallFailed = 20,
+    /// `SleepOn` was cut short: signal bits are pending for the
+    /// environment and its signal upcalls are enabled (see [`signal`]).
+    Interrupted = 26,
 }
 }
 
-/// Number of defined error codes (`1..=ERROR_COUNT`).
-pub const ERROR_COUNT: u64 = Error::ALL.len() as u64;
+/// The highest defined error code (codes may leave gaps, like system-call
+/// numbers: helpers' branches are given numbers of their own).
+pub const ERROR_COUNT: u64 = Error::ALL[Error::ALL.len() - 1] as u64;
 
 const _: () = assert!(Error::ALL[0] as u64 == 1);
 
@@ -1066,6 +1095,60 @@ pub mod vector {
     /// upcall); the frame is the interrupted context. Yield within the
     /// grace period.
     pub const SLOT_END: u64 = 0x101;
+    /// Not an exception: signal bits were posted ([`crate::signal`]); the
+    /// frame is the interrupted context and `error_code` holds the bits
+    /// taken (now no longer pending).
+    pub const SIGNAL: u64 = 0x102;
+}
+
+/// Signals between environments: a word of pending bits per environment,
+/// an upcall that interrupts a running vCPU.
+///
+/// [`Syscall::SignalPost`] ORs bits into the target's **pending word**. The
+/// kernel gives the bits no meaning (a library OS maps them, e.g. bit
+/// `n - 1` for POSIX signal `n`). Posts coalesce: a bit already pending is
+/// not posted twice, and a flood of posts costs the poster one system call
+/// each and the target nothing more than one pending word.
+///
+/// **Delivery.** An environment with a signal entry ([`Syscall::SignalEntry`])
+/// and upcalls unmasked gets, when its pending word is non-zero, one
+/// upcall on one of its vCPUs on the registered cores: the kernel takes
+/// the whole word (it becomes 0), **masks** further signal upcalls, and
+/// writes an [`crate::UpcallFrame`] with vector [`crate::vector::SIGNAL`]
+/// and `error_code` = the bits on that core's exception stack, exactly as
+/// for an exception (below the interrupted `rsp` and a 128-byte red zone
+/// if that is already on the exception stack, else at its top), and enters
+/// the entry with `rsp` = `rdi` = the frame. The poster's core interrupts a
+/// vCPU running on another core (one IPI per transition of the pending
+/// word from 0, while upcalls are unmasked); a vCPU that is ready but not
+/// running gets the upcall when it next runs; one in a blocking call
+/// (`SleepOn`, a blocking `RingEnter`) is woken and the call returns
+/// [`crate::Error::Interrupted`] (the upcall is then delivered on the way
+/// out). A vCPU inside a protected control transfer gets no signal upcall
+/// until the call ends (the code running is the callee's). If the frame
+/// cannot be written (no exception stack, or not mapped writable) the
+/// environment is killed with a one-line reason, as for an exception.
+///
+/// **Re-entrancy.** Upcalls stay masked until the handler unmasks them:
+/// [`signal::UNMASK`] alone, or [`signal::RESUME`], which unmasks and resumes a frame in
+/// one step (bits pending by then are delivered at once, on top of the
+/// resumed context), so that no post is lost between the two.
+///
+/// An environment without an entry only accumulates bits (it can poll
+/// them with [`signal::TAKE`]); the transition of its word from 0 posts one
+/// [`crate::event::SIGNAL`] event, so its event queue sees at most one per
+/// take however many posts arrive.
+pub mod signal {
+    /// [`crate::Syscall::SignalCtl`] `(TAKE, 0)` → the pending bits, now 0.
+    pub const TAKE: u64 = 0;
+    /// `(MASK, 0)` → 0: no signal upcalls until unmasked (bits accumulate).
+    pub const MASK: u64 = 1;
+    /// `(UNMASK, 0)` → 0: signal upcalls again (pending bits come at once).
+    pub const UNMASK: u64 = 2;
+    /// `(RESUME, frame_ptr)` → does not return on success: unmasks and
+    /// resumes the [`crate::UpcallFrame`] at `frame_ptr` as
+    /// [`crate::Syscall::ExceptionResume`] does.
+    pub const RESUME: u64 = 3;
 }
 
 /// The state of a vCPU at an exception, as written on its exception stack.
@@ -1453,6 +1536,10 @@ pub mod event {
     /// `[SETTLED, taken]` once the demand is paid (`taken` of its frames
     /// by force, the others freed by the environment).
     pub const REPOSSESSED: u32 = 8;
+    /// Signal bits became pending for an environment without a signal
+    /// entry ([`crate::signal`]): `data` = `[bits, 0]`, `source` the
+    /// poster. One per transition of the pending word from 0.
+    pub const SIGNAL: u32 = 9;
 
     /// One event.
     #[repr(C)]
@@ -1514,9 +1601,8 @@ mod tests {
 
     #[test]
     fn errors_round_trip_through_rax() {
-        for code in 1..=ERROR_COUNT {
-            let e = Error::from_code(code).unwrap();
-            assert_eq!(e as u64, code);
+        for &e in Error::ALL {
+            assert_eq!(Error::from_code(e as u64), Some(e));
             assert_eq!(decode(encode(Err(e))), Err(e));
         }
         assert_eq!(Error::from_code(0), None);

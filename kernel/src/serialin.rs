@@ -229,10 +229,7 @@ mod tests {
         assert_eq!(isa_route(4, &o), Route { gsi: 20, active_low: true, level: true });
         let edge = isa_route(4, &[]);
         assert_eq!(redirection_entry(0x34, 3, edge), Some(0x34 | 3 << 56));
-        assert_eq!(
-            redirection_entry(0x34, 0, isa_route(4, &o)),
-            Some(0x34 | 1 << 13 | 1 << 15)
-        );
+        assert_eq!(redirection_entry(0x34, 0, isa_route(4, &o)), Some(0x34 | 1 << 13 | 1 << 15));
         assert_eq!(redirection_entry(0x34, 255, edge), None);
         assert_eq!(redirection_entry(14, 0, edge), None);
         assert_eq!(find_pin(&[(0, 24)], 4), Some((0, 4)));

@@ -307,6 +307,27 @@ pub enum Request {
     },
     /// `RepossessStatus`.
     RepossessStatus,
+    /// `SignalPost`: `bits` non-zero.
+    SignalPost {
+        /// Whom.
+        target: EnvId,
+        /// The bits.
+        bits: u64,
+    },
+    /// `SignalEntry`: `entry` 0 (none) or an [entry](entry_ok).
+    SignalEntry {
+        /// The upcall entry (0: none).
+        entry: u64,
+        /// Cores whose vCPU takes the upcalls (0: all).
+        cores: u64,
+    },
+    /// `SignalCtl`: a known `op` (see `abi::signal`).
+    SignalCtl {
+        /// Which operation.
+        op: u64,
+        /// Its argument (`RESUME`'s frame pointer).
+        arg: u64,
+    },
     /// `ConsoleRead`: `len` ≤ [`abi::CONSOLE_READ_MAX`].
     ConsoleRead {
         /// Where the bytes go.
@@ -577,6 +598,25 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
             Request::PageAccess { va: a0, pages: a1, bitmap: a2, clear_dirty: flag(a3)? }
         }
         Syscall::RepossessStatus => Request::RepossessStatus,
+        Syscall::SignalPost => {
+            let target = env_id(a0)?;
+            if a1 == 0 {
+                return Err(Error::InvalidArgument);
+            }
+            Request::SignalPost { target, bits: a1 }
+        }
+        Syscall::SignalEntry => {
+            if !handler_ok(a0) {
+                return Err(Error::InvalidArgument);
+            }
+            Request::SignalEntry { entry: a0, cores: a1 }
+        }
+        Syscall::SignalCtl => {
+            if a0 > abi::signal::RESUME {
+                return Err(Error::InvalidArgument);
+            }
+            Request::SignalCtl { op: a0, arg: a1 }
+        }
         Syscall::ConsoleRead => {
             if a1 > abi::CONSOLE_READ_MAX {
                 return Err(Error::InvalidArgument);
@@ -678,6 +718,9 @@ impl Request {
             Request::RepossessList { .. } => Syscall::RepossessList,
             Request::PageAccess { .. } => Syscall::PageAccess,
             Request::RepossessStatus => Syscall::RepossessStatus,
+            Request::SignalPost { .. } => Syscall::SignalPost,
+            Request::SignalEntry { .. } => Syscall::SignalEntry,
+            Request::SignalCtl { .. } => Syscall::SignalCtl,
             Request::AllocMap { .. } => Syscall::AllocMap,
             Request::ConsoleRead { .. } => Syscall::ConsoleRead,
             Request::ConsoleGive { .. } => Syscall::ConsoleGive,
@@ -732,6 +775,9 @@ impl Request {
             }
             Request::Call { target } => [target, 0, 0],
             Request::Acall { target, words: [w0, w1] } => [u64::from(target), w0, w1],
+            Request::SignalPost { target, bits } => [u64::from(target), bits, 0],
+            Request::SignalEntry { entry, cores } => [entry, cores, 0],
+            Request::SignalCtl { op, arg } => [op, arg, 0],
             Request::InitrdMap { va, done, undo } => [va, done, undo],
             Request::SetFsBase { base } => [base, 0, 0],
             Request::SetSyscallRedirect { redirect: None } => [0; 3],
@@ -861,6 +907,14 @@ mod tests {
                         || !(user(start) && user(end) && start < end)))
                     .then_some(Error::InvalidArgument)
             }
+            // Signals: their documented checks.
+            Syscall::SignalPost => {
+                env(a[0]).or_else(|| (a[1] == 0).then_some(Error::InvalidArgument))
+            }
+            Syscall::SignalEntry => {
+                (a[0] != 0 && !entry_in(a[0])).then_some(Error::InvalidArgument)
+            }
+            Syscall::SignalCtl => (a[0] > abi::signal::RESUME).then_some(Error::InvalidArgument),
             // Calls that came with the decoder: their documented checks.
             Syscall::RepossessList => {
                 if a[1] > abi::repossess::LIST_MAX || !a[0].is_multiple_of(8) {
@@ -881,7 +935,9 @@ mod tests {
                 let range = if pages == 0 { None } else { check_range(va, pages) };
                 range.or_else(|| (a[3] > 1).then_some(Error::InvalidArgument))
             }
-            Syscall::ConsoleRead => (a[1] > abi::CONSOLE_READ_MAX).then_some(Error::InvalidArgument),
+            Syscall::ConsoleRead => {
+                (a[1] > abi::CONSOLE_READ_MAX).then_some(Error::InvalidArgument)
+            }
             Syscall::ConsoleGive => env(a[0]),
             _ => None,
         }
@@ -996,6 +1052,10 @@ mod tests {
                 rights: Rights::READ,
                 out: 8,
             },
+            Request::SignalPost { target: EnvId(u32::MAX), bits: u64::MAX },
+            Request::SignalEntry { entry: 0, cores: 5 },
+            Request::SignalEntry { entry: abi::USER_MIN, cores: 0 },
+            Request::SignalCtl { op: abi::signal::RESUME, arg: 9 },
         ];
         for request in valid {
             let (n, args) = request.to_registers();

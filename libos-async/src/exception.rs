@@ -138,6 +138,9 @@ pub fn print_frame(frame: &UpcallFrame) {
 
 /// Rust side of the upcall stub.
 pub(crate) fn dispatch(frame: &mut UpcallFrame) -> ! {
+    if frame.vector == abi::vector::SIGNAL {
+        crate::signal::upcall(frame);
+    }
     if frame.vector >= abi::vector::SLOT_START {
         crate::cpu::slot_upcall(frame);
     }

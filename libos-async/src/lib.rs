@@ -84,6 +84,7 @@ pub mod ring;
 pub mod rng;
 pub mod rt;
 pub mod shared;
+pub mod signal;
 pub mod sqe;
 #[allow(unsafe_code, reason = "the syscall instruction, kernel-page reads, test probes")]
 pub mod sys;

@@ -287,11 +287,7 @@ pub fn repossess_status() -> Result<u64, Error> {
 /// [`crate::Pred::console_input_ne`]). `PermissionDenied` unless this
 /// environment is the console reader.
 pub fn console_read(buf: &mut [u8]) -> Result<u64, Error> {
-    abi::decode(syscall2(
-        Syscall::ConsoleRead as u64,
-        buf.as_mut_ptr() as u64,
-        buf.len() as u64,
-    ))
+    abi::decode(syscall2(Syscall::ConsoleRead as u64, buf.as_mut_ptr() as u64, buf.len() as u64))
 }
 
 /// `ConsoleGive`: hands console input to `child`, a child of this
@@ -306,9 +302,7 @@ pub fn console_input() -> u64 {
     // SAFETY: the field lies in the InfoPage, mapped read-only for the
     // environment's whole life, 8-aligned; the kernel updates it atomically
     // and this view is only loaded from.
-    unsafe {
-        kernel_word(abi::INFO_VA + core::mem::offset_of!(InfoPage, console_input) as u64)
-    }
+    unsafe { kernel_word(abi::INFO_VA + core::mem::offset_of!(InfoPage, console_input) as u64) }
 }
 
 /// `PageAccess`: reads and clears the accessed (and, with `clear_dirty`,

@@ -36,9 +36,10 @@ pub mod host;
 pub mod linux;
 pub mod mm;
 pub mod path;
-pub mod proc;
 pub mod pipe;
+pub mod proc;
 pub mod request;
+pub mod signal;
 pub mod syscalls;
 pub mod tty;
 

@@ -34,8 +34,8 @@
 //! the signal layer raises `SIGCHLD` there (it counts in
 //! [`ProcState::sigchld_pending`] until then). [`ProcState::shared_ranges`]
 //! lists ranges `fork` must share *writable* with the child instead of
-//! copy-on-write (pipe frames); the glue refuses a non-empty list until the
-//! kernel can do it (branch `vm-share`).
+//! copy-on-write (pipe frames, mapped when fork runs); the glue marks them
+//! in libos-async's shared-range table (`ShareWritable`).
 //!
 //! **vfork.** `vfork` and `clone(CLONE_VM|CLONE_VFORK)` are done as a fork:
 //! the child gets a copy-on-write copy, not the parent's memory, and the
@@ -77,6 +77,9 @@ pub const CLONE_PARENT_SETTID: u64 = 0x0010_0000;
 pub const CLONE_CHILD_CLEARTID: u64 = 0x0020_0000;
 /// See [`CLONE_VM`].
 pub const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
+/// `siginfo.si_code` of a `SIGCHLD` for a child's end (`CLD_EXITED`).
+const CLD_EXITED: i32 = 1;
+
 /// `SIGCHLD`, the exit signal of every accepted `clone`.
 pub const SIGCHLD: u64 = 17;
 /// `SIGKILL`.
@@ -281,6 +284,48 @@ impl Process<'_> {
         if self.proc.children.contains_key(&pid) {
             self.proc.zombies.insert(pid, wstatus);
             self.proc.sigchld_pending += 1;
+        }
+    }
+
+    /// `kill` to a process group (`target` 0: the caller's own, `< -1`:
+    /// group `-target`): the caller if it is in the group, and each child
+    /// it knows in the group (the members a shell signals: its jobs).
+    /// Members that are neither (a grandchild that moved into the group)
+    /// are not reached: the process model keeps no machine-wide table.
+    pub(crate) fn kill_group(&mut self, target: i32, sig: u64) -> SysResult<u64> {
+        if sig > 64 {
+            return Err(EINVAL);
+        }
+        let pgrp = if target == 0 { self.proc.pgid } else { target.checked_neg().ok_or(ESRCH)? };
+        let members: Vec<i32> = self
+            .proc
+            .children
+            .iter()
+            .filter(|(_, c)| c.pgid == pgrp)
+            .map(|(&pid, _)| pid)
+            .collect();
+        let me = self.proc.pgid == pgrp;
+        if !me && members.is_empty() {
+            return Err(ESRCH);
+        }
+        let mut delivered = me;
+        for pid in members {
+            delivered |= self.signals.post(pid, sig as u32).is_ok();
+        }
+        if me && sig != 0 {
+            let pid = self.proc.pid;
+            self.signals.raise(sig as u32, crate::signal::SI_USER, pid);
+        }
+        if delivered { Ok(0) } else { Err(EPERM) }
+    }
+
+    /// Notices children that ended ([`Process::poll_children`]) and raises
+    /// one `SIGCHLD` for them (signals do not queue: one pending bit).
+    pub fn raise_sigchld(&mut self) {
+        self.poll_children();
+        if self.proc.sigchld_pending > 0 {
+            self.proc.sigchld_pending = 0;
+            self.signals.raise(SIGCHLD as u32, CLD_EXITED, 0);
         }
     }
 

@@ -79,6 +79,8 @@ pub struct Process<'a> {
     pub(crate) fs_base: u64,
     reported: BTreeSet<u64>,
     pub(crate) exit_status: Option<i32>,
+    /// Its signal state (`crate::signal`).
+    pub signals: crate::signal::Signals,
 }
 
 impl core::fmt::Debug for Process<'_> {
@@ -146,6 +148,7 @@ impl<'a> Process<'a> {
             fs_base: 0,
             reported: BTreeSet::new(),
             exit_status: None,
+            signals: crate::signal::Signals::new(),
         }
     }
 
@@ -246,13 +249,6 @@ impl<'a> Process<'a> {
     /// This process's session.
     pub(crate) fn session(&self) -> i32 {
         self.proc.sid
-    }
-
-    /// Reports `line` once per `key` (keys below 1000 are system calls).
-    pub(crate) fn report_once_line(&mut self, key: u64, line: &str) {
-        if self.reported.insert(key) {
-            self.host.report(line);
-        }
     }
 
     fn report_once(&mut self, nr: u64) {
@@ -482,8 +478,8 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
             }
             Ok(0)
         }
-        SYS_NANOSLEEP => sys_sleep(p, CLOCK_MONOTONIC, 0, a[0], mem),
-        SYS_CLOCK_NANOSLEEP => sys_sleep(p, a[0] as u32, a[1] as u32, a[2], mem),
+        SYS_NANOSLEEP => sys_sleep(p, CLOCK_MONOTONIC, 0, a[0], a[1], mem),
+        SYS_CLOCK_NANOSLEEP => sys_sleep(p, a[0] as u32, a[1] as u32, a[2], a[3], mem),
         SYS_EXIT | SYS_EXIT_GROUP => {
             p.exit_status = Some(a[0] as i32 & 0xff);
             // Every descriptor goes, as at Linux's exit: pipe ends are
@@ -536,6 +532,27 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
             p.host.random(&mut buf);
             mem.write(a[0], &buf)?;
             Ok(n as u64)
+        }
+        // Signals: `crate::signal` (rt_sigreturn is the glue's: it needs
+        // every register).
+        // `rt_sigsuspend` and `pause` wait here, so that a child's end
+        // (an event) raises `SIGCHLD` meanwhile: how a shell's `wait` sleeps.
+        SYS_RT_SIGSUSPEND | SYS_PAUSE => {
+            let old = p.signals.suspend_begin(nr, a, mem)?;
+            loop {
+                // The mark first: an end after it moves the queue and wakes us.
+                let mark = p.procs.as_ref().map(|h| h.mark());
+                p.raise_sigchld();
+                if p.signals.suspend_wait(mark) {
+                    break;
+                }
+            }
+            p.signals.suspend_end(old)
+        }
+        SYS_KILL if a[0] as i32 == 0 || (a[0] as i32) < -1 => p.kill_group(a[0] as i32, a[1]),
+        SYS_RT_SIGACTION | SYS_RT_SIGPROCMASK | SYS_RT_SIGPENDING | SYS_SIGALTSTACK | SYS_KILL
+        | SYS_TKILL | SYS_TGKILL | SYS_ALARM | SYS_SETITIMER | SYS_GETITIMER => {
+            p.signals.syscall(nr, a, p.proc.pid, mem).expect("a signal call")
         }
         _ => {
             p.report_once(nr);
@@ -1075,6 +1092,7 @@ fn sys_sleep(
     id: u32,
     flags: u32,
     req: u64,
+    rem: u64,
     mem: &mut dyn UserMemory,
 ) -> SysResult<u64> {
     let t = Timespec::decode(&read_struct::<16>(mem, req)?);
@@ -1092,8 +1110,22 @@ fn sys_sleep(
             now_mono.saturating_add(ns)
         }
     };
-    p.clock.sleep_until(deadline);
-    Ok(0)
+    // A sleep that ends early was cut short by a signal: one that is
+    // ignored lets it go on; one that is not ends it with `EINTR` and the
+    // time left (relative sleeps), as Linux's `nanosleep`.
+    loop {
+        p.clock.sleep_until(deadline);
+        let now = p.clock.monotonic_ns();
+        if now >= deadline {
+            return Ok(0);
+        }
+        if p.signals.interrupting() {
+            if flags & TIMER_ABSTIME == 0 && rem != 0 {
+                mem.write(rem, &Timespec::from_ns(deadline - now).encode())?;
+            }
+            return Err(EINTR);
+        }
+    }
 }
 
 #[cfg(test)]

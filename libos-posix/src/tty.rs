@@ -418,9 +418,7 @@ impl Tty {
             (0, 0) => ReadStep::Data(self.take_raw(buf)),
             (0, _) if have > 0 || timed_out => ReadStep::Data(self.take_raw(buf)),
             (0, _) => ReadStep::Wait(Some(timeout)),
-            _ if enough || have > 0 && timed_out && vtime > 0 => {
-                ReadStep::Data(self.take_raw(buf))
-            }
+            _ if enough || have > 0 && timed_out && vtime > 0 => ReadStep::Data(self.take_raw(buf)),
             (_, 0) => ReadStep::Wait(None),
             _ => ReadStep::Wait(if have > 0 { Some(timeout) } else { None }),
         }
@@ -620,9 +618,8 @@ pub fn ioctl(
     mem: &mut dyn crate::host::UserMemory,
 ) -> SysResult<u64> {
     use crate::linux::*;
-    let write_i32 = |mem: &mut dyn crate::host::UserMemory, v: i32| {
-        mem.write(arg, &v.to_le_bytes()).map(|_| 0)
-    };
+    let write_i32 =
+        |mem: &mut dyn crate::host::UserMemory, v: i32| mem.write(arg, &v.to_le_bytes()).map(|_| 0);
     match req {
         TCGETS => mem.write(arg, &p.fs.tty.termios.encode()).map(|_| 0),
         TCSETS | TCSETSW | TCSETSF => {
@@ -728,8 +725,7 @@ pub fn poll(
                     Err(_) => revents = POLLNVAL,
                     Ok(d) => {
                         let ino = d.borrow().ino;
-                        let is_tty =
-                            p.fs.device(ino).is_some_and(crate::fs::Device::is_tty);
+                        let is_tty = p.fs.device(ino).is_some_and(crate::fs::Device::is_tty);
                         let readable = if is_tty && !ended {
                             let (tty, console) = p.fs.tty_parts();
                             poll_readable(tty, console)?
@@ -776,21 +772,13 @@ pub fn poll(
 }
 
 impl Process<'_> {
-    /// **The terminal's signal hook**: the terminal raised `sig` (^C, ^\,
-    /// ^Z) for its foreground process group `pgrp`. Called by the
-    /// dispatcher after any call that read input.
-    ///
-    /// Signals are not implemented in this branch (they come with the
-    /// signal work, which replaces this body with delivery to every
-    /// process of `pgrp`): the line discipline has already flushed the
-    /// line and echoed `^C`, and the interrupted `read` or `poll` returns
-    /// `EINTR`; here it is only reported once per signal number.
+    /// A terminal signal (^C, ^\, ^Z) for its foreground process group
+    /// `pgrp`: `kill(-pgrp, sig)` (this process if it is in the group, and
+    /// its children in it).
     pub fn tty_signal(&mut self, pgrp: i32, sig: TtySignal) {
-        let line = alloc::format!(
-            "libos-posix: terminal signal {} for process group {pgrp} not delivered (no signals yet)",
-            sig.number()
-        );
-        self.report_once_line(1000 + sig.number() as u64, &line);
+        if pgrp > 0 {
+            let _ = self.kill_group(-pgrp, sig.number() as u64);
+        }
     }
 
     /// Hands the terminal's raised signals to [`Process::tty_signal`].

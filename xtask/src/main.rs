@@ -41,16 +41,17 @@ mod benchcmd;
 mod history;
 mod initrd;
 mod install;
+mod lab;
 mod linux;
 mod logs;
 mod newcheck;
 mod plot;
 mod posix;
 mod posixcmd;
-mod shcmd;
 mod qemu;
 mod registry;
 mod report;
+mod shcmd;
 mod toolchain;
 mod trace;
 mod workloads;
@@ -87,6 +88,10 @@ enum Cmd {
     Bench(BenchArgs),
     /// Make a new app `apps/NAME` from the template.
     New(NewArgs),
+    /// Boot `apps/sched-lab` (deterministic time by default) and write its
+    /// `lab ...` result lines to target/lab/; with `--runs 2` or more,
+    /// fail unless every run gives the same file.
+    Lab(LabArgs),
     /// Run what CI checks before the tests: rustfmt, clippy (host and
     /// bare-metal), rustdoc without warnings, the loom models.
     Check(CheckArgs),
@@ -147,6 +152,26 @@ struct PosixArgs {
     /// The program (its path in the root) and its arguments.
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]")]
     command: Vec<std::ffi::OsString>,
+}
+
+/// `cargo xtask lab` options.
+#[derive(Debug, Args)]
+struct LabArgs {
+    /// Boots; from 2 on, every run's results must equal the first's.
+    #[arg(long, default_value_t = 1)]
+    runs: u32,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 2)]
+    smp: u32,
+    /// Real time (TCG or KVM as `auto` picks) instead of `-icount`: the
+    /// figures then vary from run to run.
+    #[arg(long)]
+    no_icount: bool,
+    /// Kill a boot after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 900)]
+    timeout: u64,
+    #[command(flatten)]
+    build: BuildArgs,
 }
 
 /// `cargo xtask new` options.
@@ -396,6 +421,7 @@ fn main() -> ExitCode {
         Cmd::Test(args) => test(&ws, &args),
         Cmd::Bench(args) => benchcmd::run(&ws, &args),
         Cmd::New(args) => new_app(&ws, &args).map(|_| true),
+        Cmd::Lab(args) => lab::run(&ws, &args),
         Cmd::Check(args) => check(&ws, &args),
         Cmd::Posix(args) => return posixcmd::run(&ws, &args),
         Cmd::PosixExpected => posixcmd::regenerate(&ws),

@@ -251,6 +251,16 @@ pub const BUSYBOX_CASES: &[(&str, &[&str])] = &[
             "/bin/busybox true; echo $?; /bin/sh -c 'exit 4'; echo $?; /bin/busybox false || echo false $?; /no/such; echo $?",
         ],
     ),
+    // Background jobs: the `wait` builtin sleeps in `rt_sigsuspend` until
+    // `SIGCHLD` (raised when the child's end reaches the parent).
+    (
+        "bb_sh_background_wait",
+        &[
+            "/bin/sh",
+            "-c",
+            "(exit 3) & wait $!; echo status $?; /bin/busybox true & wait; echo all $?",
+        ],
+    ),
 ];
 
 /// The arguments of the C programs (libos-posix/tests/c/Makefile's

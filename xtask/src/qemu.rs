@@ -300,12 +300,17 @@ fn code_and_signal(status: ExitStatus) -> (Option<i32>, Option<i32>) {
 /// Boots QEMU as described, echoing the serial output live and saving it to
 /// `boot.log`. Waits for the guest to power off or the timeout.
 pub fn boot(boot: &Boot) -> Result<Outcome, String> {
+    boot_with_args(boot, boot.args())
+}
+
+/// [`boot`] with QEMU arguments `args` instead of `boot.args()` (for
+/// callers that adjust them).
+pub fn boot_with_args(boot: &Boot, args: Vec<String>) -> Result<Outcome, String> {
     if let Some(dir) = boot.log.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
     let log =
         File::create(&boot.log).map_err(|e| format!("creating {}: {e}", boot.log.display()))?;
-    let args = boot.args();
     let mut cmd = Command::new(QEMU);
     cmd.args(&args).stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(if boot.interactive {
         Stdio::inherit()

@@ -265,8 +265,13 @@ impl Clock for Clk {
         let ticks = u128::from(deadline_ns) * u128::from(self.hz) / 1_000_000_000;
         let tsc = self.tsc0.saturating_add(ticks.min(u128::from(u64::MAX)) as u64);
         while sys::rdtsc() < tsc {
-            if libos_async::Pred::deadline(tsc).sleep().is_err() {
-                let _ = sys::yield_now();
+            match libos_async::Pred::deadline(tsc).sleep() {
+                // A signal arrived (`crate::signal`): the caller decides.
+                Err(abi::Error::Interrupted) => return,
+                Err(_) => {
+                    let _ = sys::yield_now();
+                }
+                Ok(_) => {}
             }
         }
     }

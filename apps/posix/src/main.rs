@@ -53,6 +53,8 @@ mod procs;
 mod redirect;
 #[cfg(target_os = "none")]
 mod run;
+#[cfg(target_os = "none")]
+mod signal;
 
 libos_async::entry!(app_main);
 

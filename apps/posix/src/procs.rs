@@ -26,7 +26,7 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use libos_async::abi::Error;
 use libos_async::{info, sys};
 use libos_posix::linux::SysResult;
-use libos_posix::linux::errno::{EAGAIN, ENOMEM, ENOSYS};
+use libos_posix::linux::errno::{EAGAIN, EINVAL, ENOMEM};
 use libos_posix::proc::{ChildPoll, Forked, ProcHost};
 
 /// The most quota a child gets (64 MiB).
@@ -59,14 +59,17 @@ fn next_core(from: usize) -> usize {
 
 impl ProcHost for Procs {
     fn fork(&mut self, shared: &[(u64, u64)]) -> SysResult<Forked> {
-        // Ranges libos-posix wants shared writable join libos-async's
-        // table (pipe frames are there already): `fork_on` shares them
-        // with `ShareWritable` before the copy-on-write pass.
-        for &(base, end) in shared {
-            match libos_async::shared::share_with_children(base, end.saturating_sub(base)) {
-                Ok(()) | Err(Error::AlreadyMapped) => {}
+        for &(start, len) in shared {
+            // Shared writable with the child (pipes): marked once in
+            // libos-async's table, which `fork_on` shares first
+            // (`ShareWritable`); the marks are inherited.
+            if libos_async::shared::contains(start) {
+                continue;
+            }
+            match libos_async::shared::share_with_children(start, len) {
+                Ok(()) => {}
                 Err(Error::QuotaExceeded) => return Err(EAGAIN),
-                Err(_) => return Err(ENOSYS),
+                Err(_) => return Err(EINVAL),
             }
         }
         let last = LAST_CORE.load(Ordering::Relaxed);

@@ -42,12 +42,18 @@ pub struct Frame {
     pub r8: u64,
     /// Argument 6.
     pub r9: u64,
-    r15: u64,
-    r14: u64,
-    r13: u64,
-    r12: u64,
-    rbp: u64,
-    rbx: u64,
+    #[allow(missing_docs)]
+    pub r15: u64,
+    #[allow(missing_docs)]
+    pub r14: u64,
+    #[allow(missing_docs)]
+    pub r13: u64,
+    #[allow(missing_docs)]
+    pub r12: u64,
+    #[allow(missing_docs)]
+    pub rbp: u64,
+    #[allow(missing_docs)]
+    pub rbx: u64,
     /// The program's `rflags` (from `VcpuPage::redirect_rflags`).
     pub rflags: u64,
     /// Where it resumes (`VcpuPage::redirect_rip`).
@@ -81,6 +87,21 @@ static STATE: Global = Global(UnsafeCell::new(None));
 pub fn install(state: State) {
     // SAFETY: see `Global`: the program has not started, nothing else reads it.
     unsafe { *STATE.0.get() = Some(state) };
+}
+
+/// The state, for the signal upcall (`crate::signal`) and the stub's last
+/// look: only while the system-call handler is not running on this vCPU
+/// (the upcall checks where it interrupted), so this is the only reference.
+pub fn state() -> Option<&'static mut State> {
+    // SAFETY: see above and `Global`.
+    unsafe { (*STATE.0.get()).as_mut() }
+}
+
+/// Where the stub saves the program's [`Frame`]: just below the handler
+/// stack's top (it is entered at the top every time).
+pub fn saved_frame() -> *mut Frame {
+    (HANDLER_STACK.0.get() as u64 + HANDLER_STACK_SIZE as u64
+        - core::mem::size_of::<Frame>() as u64) as *mut Frame
 }
 
 /// Size of the handler stack.
@@ -143,6 +164,11 @@ extern "C" fn syscall_entry() -> ! {
         "mov rdi, rsp",
         "cld",
         "call {handle}",
+        // From here the program's state is the saved frame (`crate::signal`).
+        ".globl posix_tail_start",
+        "posix_tail_start:",
+        "cmp qword ptr [rip + {async_bits}], 0",
+        "jne 3f",
         "pop rax",
         "pop rdi",
         "pop rsi",
@@ -161,11 +187,50 @@ extern "C" fn syscall_entry() -> ! {
         "popfq",
         "mov rsp, [rsp + 8]",
         "jmp rcx",
+        ".globl posix_tail_end",
+        "posix_tail_end:",
+        // A signal arrived after the handler's own look: deliver, look again.
+        "3:",
+        "mov rdi, rsp",
+        "call {late}",
+        "jmp posix_tail_start",
         rsp = const offset_of!(VcpuPage, redirect_rsp),
         rip = const offset_of!(VcpuPage, redirect_rip),
         rflags = const offset_of!(VcpuPage, redirect_rflags),
         handle = sym handle,
+        async_bits = sym crate::signal::ASYNC,
+        late = sym late,
     )
+}
+
+/// The stub's last look at signals (see `crate::signal`).
+extern "C" fn late(frame: &mut Frame) {
+    if let Some(state) = state() {
+        crate::signal::late(state, frame);
+    }
+}
+
+/// The line the runtime logs when the program ends with `status` — the
+/// run's first process only: a forked child's end is its parent's to
+/// report (`wait4`), and a shell's every command would otherwise write a
+/// line to the console.
+pub fn log_exit(state: &State, status: u64) {
+    if crate::procs::IS_CHILD.load(core::sync::atomic::Ordering::Acquire) {
+        return;
+    }
+    let hz = libos_async::info().tsc_hz.max(1);
+    let us = |ticks: u64| u128::from(ticks) * 1_000_000 / u128::from(hz);
+    let now = sys::rdtsc();
+    glue::log_line(&alloc::format!(
+        "posix: pid {} on core {} exit {} (environment status {status:#x}) after {} us ({} us \
+         to load and start, {} us running)",
+        state.process.proc.pid,
+        sys::core_id(),
+        state.process.exit_status().unwrap_or(0),
+        us(now - state.start_tsc),
+        us(state.entered_tsc - state.start_tsc),
+        us(now - state.entered_tsc)
+    ));
 }
 
 /// One system call of the program.
@@ -176,22 +241,14 @@ extern "C" fn handle(frame: &mut Frame) {
         glue::log_line("posix: system call before the process exists");
         sys::exit(127);
     };
+    let nr = frame.rax;
+    if nr == libos_posix::linux::sysno::SYS_RT_SIGRETURN {
+        crate::signal::sigreturn(state, frame);
+    }
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
-    let result = dispatch(&mut state.process, frame.rax, args, &mut state.umem);
+    let result = dispatch(&mut state.process, nr, args, &mut state.umem);
     if let Some(status) = state.process.env_exit_status() {
-        let hz = libos_async::info().tsc_hz.max(1);
-        let us = |ticks: u64| u128::from(ticks) * 1_000_000 / u128::from(hz);
-        let now = sys::rdtsc();
-        glue::log_line(&alloc::format!(
-            "posix: pid {} on core {} exit {} (environment status {status:#x}) after {} us ({} us \
-             to load and start, {} us running)",
-            state.process.proc.pid,
-            sys::core_id(),
-            state.process.exit_status().unwrap_or(0),
-            us(now - state.start_tsc),
-            us(state.entered_tsc - state.start_tsc),
-            us(now - state.entered_tsc)
-        ));
+        log_exit(state, status);
         sys::exit(status);
     }
     if let Some(entry) = state.process.take_exec() {
@@ -204,6 +261,9 @@ extern "C" fn handle(frame: &mut Frame) {
         frame.rsp = sp;
     }
     frame.rax = result as u64;
+    if crate::signal::pending(state, result) {
+        crate::signal::at_syscall_end(state, frame, nr);
+    }
 }
 
 /// Starts the program: `rsp` = its start stack, `rdx` = 0 (no `atexit`
@@ -236,7 +296,7 @@ pub extern "C" fn enter_program(rip: u64, rsp: u64) -> ! {
 }
 
 /// Whether `rip` lies in this runtime's image.
-fn in_runtime(rip: u64) -> bool {
+pub fn in_runtime(rip: u64) -> bool {
     (LINK_BASE..(&raw const __image_end) as u64).contains(&rip)
 }
 

@@ -156,6 +156,9 @@ pub fn run(arg: u64) -> i32 {
         return fail(CANNOT_EXEC, &format!("exception handler refused: {e:?}"));
     }
     redirect::install(State { process, umem, start_tsc, entered_tsc: sys::rdtsc() });
+    if let Some(Err(e)) = redirect::state().map(crate::signal::install) {
+        return fail(CANNOT_EXEC, &format!("signal upcall refused: {e:?}"));
+    }
     if let Err(e) = redirect::register() {
         return fail(CANNOT_EXEC, &format!("system-call redirection refused: {e:?}"));
     }

@@ -15,8 +15,15 @@
 //! on the one executor core; the main task runs under it too.
 //!
 //! Prints one line per policy: `sched-lab: POLICY short p50 .. p99 ..
-//! max .. us, long tasks done at .. us, N tasks in .. us`, then
-//! `sched-lab: done`. Exit 0 iff every task of every run completed.
+//! max .. us, long tasks done at .. us, N tasks in .. us`, and one
+//! machine-readable result line, `lab workload=long-short policy=..
+//! tasks=.. total_us=.. throughput_per_s=.. p50_us=.. p99_us=..
+//! p999_us=.. max_us=.. long_done_us=.. jain_permille=..` (latencies of the short
+//! tasks; `jain_permille`: Jain's fairness index over every task's service
+//! time divided by its time from spawn to completion, in thousandths), then
+//! `sched-lab: done`. `cargo xtask lab` collects the `lab` lines (under
+//! `--icount` two boots must print the same). Exit 0 iff every task of
+//! every run completed.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
@@ -84,6 +91,8 @@ fn busy(us: u64, hz: u64) {
 
 struct Outcome {
     short_us: Vec<u64>,
+    /// Every task's (service µs, µs from spawn to completion).
+    stretch: Vec<(u64, u64)>,
     long_done_us: u64,
     total_us: u64,
     completed: usize,
@@ -116,24 +125,53 @@ async fn run_mix(policy: &str, hz: u64) -> Outcome {
             rdtsc() - spawned
         }));
     }
-    let mut out = Outcome { short_us: Vec::new(), long_done_us: 0, total_us: 0, completed: 0 };
+    let mut out = Outcome {
+        short_us: Vec::new(),
+        stretch: Vec::new(),
+        long_done_us: 0,
+        total_us: 0,
+        completed: 0,
+    };
     for h in shorts {
-        out.short_us.push(us(h.await));
+        let lat = us(h.await);
+        out.short_us.push(lat);
+        out.stretch.push((SHORT_US, lat));
         out.completed += 1;
     }
     for h in longs {
-        out.long_done_us = out.long_done_us.max(us(h.await - t0));
+        let done = us(h.await - t0);
+        out.long_done_us = out.long_done_us.max(done);
+        out.stretch.push((LONG_CHUNKS as u64 * LONG_CHUNK_US, done));
         out.completed += 1;
     }
     out.total_us = us(rdtsc() - t0);
     out
 }
 
-fn percentile(sorted: &[u64], p: usize) -> u64 {
+/// The `p`-per-mille value of `sorted` (nearest rank).
+fn permille(sorted: &[u64], p: usize) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
-    sorted[((sorted.len() * p).div_ceil(100)).clamp(1, sorted.len()) - 1]
+    sorted[((sorted.len() * p).div_ceil(1000)).clamp(1, sorted.len()) - 1]
+}
+
+fn percentile(sorted: &[u64], p: usize) -> u64 {
+    permille(sorted, p * 10)
+}
+
+/// Jain's fairness index of x_i = service_i / elapsed_i, in thousandths
+/// ((sum x)^2 / (n sum x^2); 1000: all tasks slowed down alike). Integer
+/// arithmetic (x in millionths) so that the figure is exact.
+fn jain_permille(stretch: &[(u64, u64)]) -> u64 {
+    let xs: Vec<u128> =
+        stretch.iter().map(|&(s, e)| u128::from(s) * 1_000_000 / u128::from(e.max(1))).collect();
+    let sum: u128 = xs.iter().sum();
+    let sq: u128 = xs.iter().map(|x| x * x).sum();
+    if sq == 0 {
+        return 0;
+    }
+    (sum * sum * 1000 / (xs.len() as u128 * sq)) as u64
 }
 
 async fn main_async(_arg: u64) -> i32 {
@@ -163,6 +201,19 @@ async fn main_async(_arg: u64) -> i32 {
             o.long_done_us,
             o.completed,
             o.total_us,
+        );
+        println!(
+            "lab workload=long-short policy={} tasks={} total_us={} throughput_per_s={} p50_us={} p99_us={} p999_us={} max_us={} long_done_us={} jain_permille={}",
+            name,
+            o.completed,
+            o.total_us,
+            o.completed as u64 * 1_000_000 / o.total_us.max(1),
+            percentile(&o.short_us, 50),
+            percentile(&o.short_us, 99),
+            permille(&o.short_us, 999),
+            o.short_us.last().copied().unwrap_or(0),
+            o.long_done_us,
+            jain_permille(&o.stretch),
         );
         ok &= o.completed == LONG + SHORT;
     }

@@ -73,6 +73,13 @@ const TESTS: &[KernelTest] = &[
         hostile_beside_worker("ud", 0, Some("invalid opcode"))
     }),
     ("env_exception_upcalls_resume_in_user_space", || expect_exit("upcall", 0)),
+    ("sig_post_to_self_mask_take_and_refusals", || expect_exit("sigtest", 0)),
+    ("sig_interrupts_a_busy_vcpu_and_cuts_sleep_short", || expect_exit("sigtest", 1)),
+    ("sig_flood_coalesces_and_holds_no_core_hostage", || expect_exit("sigtest", 2)),
+    ("sig_another_family_is_refused", || hostile_beside_worker("sigtest", 3, None)),
+    ("sig_unwritable_exception_stack_kills_the_target", || {
+        hostile_beside_worker("sigtest", 4, Some("signal upcall"))
+    }),
     ("env_exception_upcalls_resume_through_kernel", || expect_exit("upcall", 1)),
     ("env_unusable_exception_stack_kills", || {
         hostile_beside_worker("bad_exstack", 0, Some("exception stack"))
@@ -245,7 +252,8 @@ const TESTS: &[KernelTest] = &[
     ("vm_alloc_map_racing_unmap_range_from_other_cores_leaks_nothing", || expect_exit("vmtest", 7)),
     // Console input (issue 17): the bounded buffer and the reader capability.
     ("console_input_overflow_drops_and_counts_only", console_input_overflow),
-    ("console_input_only_the_reader_gets_keystrokes", console_input_capability),
+    ("console_input_only_the_reader_gets_keystrokes", || console_input_capability(1)),
+    ("console_input_given_to_a_child_and_back", || console_input_capability(2)),
 ];
 
 /// With nobody reading, typing more than the buffer holds keeps the first
@@ -271,13 +279,14 @@ fn console_input_overflow() -> TestResult {
     check(console::input_counts().0 == 0, || "input left after reading it all".into())
 }
 
-/// The reader (`console_thief` 1) gets exactly what is typed; a thief
-/// beside it (`console_thief` 0, hammering `ConsoleRead`/`ConsoleGive` on
-/// its core) gets nothing and only refusals; when the reader ends nobody
-/// reads the console.
-fn console_input_capability() -> TestResult {
+/// The reader (`console_thief` 1, or 2: the reader's child it hands the
+/// console to) gets exactly what is typed; a thief beside it
+/// (`console_thief` 0, hammering `ConsoleRead`/`ConsoleGive` on its core)
+/// gets nothing and only refusals; when the reader ends nobody reads the
+/// console.
+fn console_input_capability(mode: u64) -> TestResult {
     frames_restored(|| {
-        let reader = spawn("console_thief", 1)?;
+        let reader = spawn("console_thief", mode)?;
         env::terminal::give_at_boot(&reader);
         let thief = spawn("console_thief", 0)?;
         // Let both start, then type.

@@ -135,12 +135,8 @@ fn route_console_input(madt: &acpi::Processors, bsp_apic_id: u32) {
     const COM1_IRQ: u8 = 4;
     super::trap::register(super::trap::vectors::CONSOLE_RX, env::terminal::on_receive);
     let route = kernel::serialin::isa_route(COM1_IRQ, &madt.isa_overrides);
-    match super::ioapic::route(
-        &madt.io_apics,
-        route,
-        super::trap::vectors::CONSOLE_RX,
-        bsp_apic_id,
-    ) {
+    match super::ioapic::route(&madt.io_apics, route, super::trap::vectors::CONSOLE_RX, bsp_apic_id)
+    {
         Ok(()) => log::info!("console input: COM1 IRQ {COM1_IRQ} on GSI {}", route.gsi),
         Err(e) => log::warn!("console input off: {e}"),
     }

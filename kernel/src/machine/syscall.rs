@@ -231,6 +231,9 @@ enum Next {
     /// The frame holds the context to resume now, `rax` included (an
     /// exception frame resumed, a call abandoned).
     Replaced,
+    /// As `Replaced`, then wake-ups (a signal unmasked with bits pending)
+    /// are looked at as for `Return`.
+    Resumed,
 }
 
 /// Every system call but the hot ones of [`syscall_dispatch`]: decode,
@@ -299,6 +302,7 @@ fn complete(frame: &mut TrapFrame, env: Option<Arc<env::Env>>, next: Next) {
             syscall_dispatch(frame);
         }
         Next::Replaced => {}
+        Next::Resumed => look_before_returning(frame, env),
     }
 }
 
@@ -461,6 +465,26 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Next::Return(env::repossess::page_access(env, va, pages, bitmap, clear_dirty))
         }
         Request::RepossessStatus => Next::Return(Ok(env::repossess::status(env))),
+        Request::SignalPost { target, bits } => Next::Return(env::signal::post(env, target, bits)),
+        Request::SignalEntry { entry, cores } => {
+            env.signals.cores.store(cores, Ordering::Release);
+            env.signals.entry.store(entry, Ordering::Release);
+            if entry != 0 {
+                // Bits posted before the entry existed come now.
+                env::signal::unmask(env);
+            }
+            Next::Return(Ok(0))
+        }
+        Request::SignalCtl { op: abi::signal::RESUME, arg } => {
+            match exception_resume(env, frame, arg) {
+                Ok(()) => {
+                    env::signal::unmask(env);
+                    Next::Resumed
+                }
+                Err(e) => Next::Return(Err(e)),
+            }
+        }
+        Request::SignalCtl { op, .. } => Next::Return(env::signal::control(env, op)),
         Request::ConsoleRead { ptr, len } => Next::Return(env::terminal::read(env, ptr, len)),
         Request::ConsoleGive { child } => done(env::terminal::give(env, child)),
     }

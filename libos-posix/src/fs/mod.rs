@@ -35,10 +35,10 @@
 pub mod tar;
 
 use crate::host::Console;
-use crate::tty::Tty;
 use crate::linux::errno::*;
 use crate::linux::*;
 use crate::path;
+use crate::tty::Tty;
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;

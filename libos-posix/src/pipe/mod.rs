@@ -367,11 +367,12 @@ impl<'a> Process<'a> {
 }
 
 /// The signal hook for a write to a pipe with no reader left: Linux sends
-/// `SIGPIPE` to the writer before failing with `EPIPE`. **Not delivered
-/// yet**: signals are the posix-sig work, which replaces this body with its
-/// delivery (default action: terminate). Until then the write only fails
-/// with `EPIPE`, which is what a program ignoring `SIGPIPE` sees.
-pub fn raise_sigpipe(_p: &mut Process<'_>) {}
+/// `SIGPIPE` to the writer before failing with `EPIPE` (delivered at the
+/// call's end: by default it ends the process; ignored or caught, the write
+/// fails with `EPIPE`).
+pub fn raise_sigpipe(p: &mut Process<'_>) {
+    p.signals.raise_kernel(13);
+}
 
 /// Whether `ino` is a pipe end (`ESPIPE` for positioning).
 pub fn is_pipe(p: &Process<'_>, ino: Ino) -> bool {

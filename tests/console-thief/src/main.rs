@@ -15,6 +15,10 @@
 //!   length over the maximum is `InvalidArgument`, that `ConsoleGive` to
 //!   itself or to nobody is refused, then reads until it has
 //!   [`SECRET`]. Exits 0 if it got exactly that, 1 otherwise.
+//! - **2, the giver**: once the reader, forks; the child runs as 1 does,
+//!   the parent hands it the console (`ConsoleGive`), checks that it no
+//!   longer reads it itself, waits for the child's exit (0) and checks the
+//!   console came back to it.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
@@ -35,6 +39,7 @@ fn app_main(arg: u64) -> i32 {
     match arg {
         0 => thief(),
         1 => reader(),
+        2 => giver(),
         _ => 2,
     }
 }
@@ -116,11 +121,18 @@ fn reader() -> i32 {
     let mut bad_tried = false;
     while got.1 < SECRET.len() && sys::rdtsc() < deadline {
         let seen = sys::console_input();
-        if !bad_tried && seen != 0 {
-            // Input is waiting: a bad buffer must not lose it.
-            let r = abi::decode(sys::syscall2(abi::Syscall::ConsoleRead as u64, 0, 8));
-            c.expect_err("ConsoleRead(null) with input waiting", r, Error::BadAddress);
-            bad_tried = true;
+        if !bad_tried {
+            // Once input waits, a bad buffer is refused and loses none of
+            // it (the final comparison says so); before, there is nothing
+            // to copy (0).
+            match abi::decode(sys::syscall2(abi::Syscall::ConsoleRead as u64, 0, 8)) {
+                Err(Error::BadAddress) => bad_tried = true,
+                Ok(0) => {}
+                other => {
+                    c.check(false, format_args!("ConsoleRead(null): {other:?}"));
+                    bad_tried = true;
+                }
+            }
         }
         match sys::console_read(&mut buf) {
             Ok(0) => {
@@ -146,6 +158,33 @@ fn reader() -> i32 {
         &got.0[..got.1] == SECRET,
         format_args!("the reader got {:?}", core::str::from_utf8(&got.0[..got.1])),
     );
+    c.finish()
+}
+
+fn giver() -> i32 {
+    let mut c = Checks::new();
+    let deadline = sys::rdtsc() + info().tsc_hz * 120;
+    while sys::console_read(&mut []).is_err() {
+        if sys::rdtsc() > deadline {
+            c.check(false, format_args!("never became the console reader"));
+            return c.finish();
+        }
+        let _ = sys::yield_now();
+    }
+    let child = match libos_async::fork::fork(0) {
+        Ok(Some(child)) => child,
+        Ok(None) => sys::exit(reader() as u64),
+        Err(e) => {
+            c.check(false, format_args!("fork: {e:?}"));
+            return c.finish();
+        }
+    };
+    c.expect_ok("ConsoleGive to our child", sys::console_give(child));
+    c.expect_err("ConsoleRead after giving", sys::console_read(&mut []), Error::PermissionDenied);
+    c.expect_err("ConsoleGive after giving", sys::console_give(child), Error::PermissionDenied);
+    let status = libos_async::fork::wait(child);
+    c.check(status == Ok(0), format_args!("the child's status: {status:?}"));
+    c.expect_ok("ConsoleRead once the child ended", sys::console_read(&mut []));
     c.finish()
 }
 

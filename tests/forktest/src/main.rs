@@ -26,7 +26,6 @@
 
 extern crate alloc;
 
-
 use libos_async::abi::{self, Error, FrameHolder, PAGE_SIZE, Rights};
 use libos_async::check::{Checks, fail, frames_left, require};
 use libos_async::fork::{fork, wait};

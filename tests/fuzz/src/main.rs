@@ -250,6 +250,17 @@ impl Fuzz {
                     a[2] = self.rights();
                 }
             }
+            // Signals: to anyone (only this environment is of its family;
+            // with no entry the bits just stay pending), entries only
+            // refused or none, resumes only of unreadable frames.
+            Syscall::SignalPost => a[0] = self.rng.below(16),
+            Syscall::SignalEntry => {
+                a[0] = if self.rng.below(2) == 0 { 0 } else { self.kernel_addr() };
+            }
+            Syscall::SignalCtl => {
+                a[0] = self.rng.below(5);
+                a[1] = self.bad_ptr();
+            }
             // Upcall entries only where no code is: a random user address
             // would make this program jump into garbage.
             Syscall::SetSlotHandlers | Syscall::IpcRegister => {

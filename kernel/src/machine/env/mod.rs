@@ -57,6 +57,7 @@
 //! | [`spawn`] | creating an environment from an ELF image in the initrd, its kernel pages |
 //! | [`terminal`] | console input as a capability: the reader, `ConsoleRead`, `ConsoleGive`, the receive interrupt's wake-up |
 //! | [`events`] | the info page, vCPU pages, the event queue and wake-ups |
+//! | [`signal`] | signals between environments: pending bits, entry, mask, who may post |
 //! | [`repossess`] | memory repossession: demands, the repossession list, forced taking in bounded steps, the accessed-bit scan |
 //!
 //! This layer never calls the scheduler: starting a vCPU is
@@ -68,6 +69,7 @@ pub mod child;
 pub mod events;
 pub mod registry;
 pub mod repossess;
+pub mod signal;
 #[allow(unsafe_code, reason = "writes ELF segments and kernel pages into fresh frames")]
 pub mod spawn;
 pub mod terminal;
@@ -331,6 +333,12 @@ pub struct Env {
     /// Who created it with `EnvCreate` (NONE: the kernel did). Only the
     /// creator may use its handle (see `child`).
     pub creator: EnvId,
+    /// The environment the kernel started at the root of its creation
+    /// chain (itself if the kernel started it): who may signal it
+    /// ([`signal`]).
+    pub family: EnvId,
+    /// Its signal bits, entry and mask ([`signal`]).
+    pub signals: signal::Signals,
     /// Its own children: those alive and the unread exit statuses.
     children: Mutex<ChildBook>,
     /// A child not yet started holds one count of `live_vcpus` (so that it

@@ -57,6 +57,12 @@ pub fn terminate(env: &Env, outcome: Outcome) {
     // Console input goes back to whoever gave it (if anyone).
     super::terminal::reader_ended(env);
     match env.outcome.get() {
+        // A child environment's exit is its creator's business (the
+        // status reaches it through `ChildStatus`): logged, not printed,
+        // so that a shell's every fork does not write to the console.
+        Some(Outcome::Exited(code)) if env.creator != EnvId::NONE => {
+            log::info!("env {} ({}) exited with code {}", env.id, env.name, code)
+        }
         Some(Outcome::Exited(code)) => {
             kprintln!("exo: env {} ({}) exited with code {}", env.id, env.name, code)
         }

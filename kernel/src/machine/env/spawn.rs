@@ -96,7 +96,7 @@ pub fn pick_core() -> usize {
 /// first one, or [`abort_start`] ends it.
 pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), SpawnError> {
     let plan = kernel::elf::plan(image).map_err(SpawnError::BadElf)?;
-    let env = new_env(name, arg, super::quota(), EnvId::NONE)
+    let env = new_env(name, arg, super::quota(), EnvId::NONE, EnvId::NONE)
         .map_err(|e| SpawnError::Memory(frame_error(e)))?;
     if let Err(e) = load(&env, image, &plan).and_then(|()| map_kernel_pages(&env)) {
         Reclaim::new(Arc::clone(&env)).run();
@@ -111,7 +111,7 @@ pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), Spa
 /// it has no vCPU and holds one creation count of `live_vcpus` until it
 /// is first started or destroyed.
 pub fn create_child(creator: &Env, quota: u64) -> Result<Arc<Env>, Error> {
-    let env = new_env(&creator.name, 0, quota, creator.id).map_err(frame_error)?;
+    let env = new_env(&creator.name, 0, quota, creator.id, creator.family).map_err(frame_error)?;
     env.live_vcpus.store(1, Ordering::Release);
     env.unstarted.store(true, Ordering::Release);
     if let Err(e) = map_kernel_pages(&env) {
@@ -128,8 +128,11 @@ fn new_env(
     arg: u64,
     quota: u64,
     creator: EnvId,
+    family: EnvId,
 ) -> Result<Arc<Env>, kernel::frames::FrameError> {
     let id = EnvId(NEXT_ID.fetch_add(1, Ordering::Relaxed));
+    // A kernel-started environment is a family of its own.
+    let family = if family.is_none() { id } else { family };
     let pml4 = memory::alloc_frame()?;
     shard(pml4).insert(pml4, id, FrameKind::PageTable);
     Ok(Arc::new(Env {
@@ -170,6 +173,8 @@ fn new_env(
         outcome: Once::new(),
         finished: AtomicBool::new(false),
         creator,
+        family,
+        signals: super::signal::Signals::new(),
         children: Mutex::new(ChildBook::default()),
         unstarted: AtomicBool::new(false),
         kept: AtomicU64::new(0),

@@ -83,10 +83,18 @@ pub fn inject(bytes: &[u8]) -> usize {
     accepted
 }
 
-/// Makes `env` the reader (the boot's `stdin=console`).
+/// Makes `env` the reader (the boot's `stdin=console`), unless it is
+/// already ending.
 pub fn give_at_boot(env: &Arc<Env>) {
     let old = without_interrupts(|| {
         let mut t = TERMINAL.lock();
+        // Under the lock: `terminate` marks an environment dying before it
+        // takes this lock (`reader_ended`), so either it sees the new
+        // reader and clears it, or this sees it dying. A dead reader would
+        // have the interrupt write into its reclaimed info page.
+        if env.is_dying() {
+            return None;
+        }
         t.givers.clear();
         t.reader.replace(env.clone())
     });
@@ -137,19 +145,22 @@ pub fn give(env: &Env, child: EnvId) -> Result<(), Error> {
     let old = without_interrupts(|| {
         let mut t = TERMINAL.lock();
         // Another vCPU of the reader may have given it away meanwhile.
-        if !t.reader.as_ref().is_some_and(|r| r.id == env.id) {
+        if t.reader.as_ref().is_none_or(|r| r.id != env.id) {
             return Err(Error::PermissionDenied);
+        }
+        // Checked under the lock, as in `give_at_boot`.
+        if target.is_dying() {
+            return Err(Error::NoSuchEnv);
         }
         if t.givers.len() == GIVERS_MAX {
             t.givers.remove(0);
         }
         t.givers.push(env.id);
+        // Told under the lock, as the receive interrupt does.
+        handed_over(&target);
         Ok(t.reader.replace(target))
     })?;
     drop(old);
-    if let Some(r) = without_interrupts(|| TERMINAL.lock().reader.clone()) {
-        handed_over(&r);
-    }
     Ok(())
 }
 
@@ -165,7 +176,7 @@ fn handed_over(env: &Env) {
 pub fn reader_ended(env: &Env) {
     let givers = without_interrupts(|| {
         let mut t = TERMINAL.lock();
-        if !t.reader.as_ref().is_some_and(|r| r.id == env.id) {
+        if t.reader.as_ref().is_none_or(|r| r.id != env.id) {
             return None;
         }
         Some((t.reader.take(), core::mem::take(&mut t.givers)))
@@ -177,17 +188,21 @@ pub fn reader_ended(env: &Env) {
         let Some(giver) = lookup(id).filter(|g| !g.is_dying()) else { continue };
         let put = without_interrupts(|| {
             let mut t = TERMINAL.lock();
-            if t.reader.is_some() {
+            if t.reader.is_some() || giver.is_dying() {
                 return false;
             }
+            // Bytes may be waiting that the giver's sleep never saw. Told
+            // under the lock: a reader seen here is not reclaimed yet.
+            handed_over(&giver);
             t.reader = Some(giver.clone());
             t.givers = core::mem::take(&mut givers);
             true
         });
         if put {
-            // Bytes may be waiting that the giver's sleep never saw.
-            handed_over(&giver);
+            return;
         }
-        return;
+        if without_interrupts(|| TERMINAL.lock().reader.is_some()) {
+            return;
+        }
     }
 }

@@ -76,7 +76,7 @@
 //! | [`runq`] | the per-core run queue and incoming lists, starting vCPUs and environments, sleepers, the current vCPU |
 //! | [`clock`] | the slot clock and the scheduling decision within the time vector |
 //! | [`pct`] | directed yield and protected control transfer |
-//! | [`upcall`] | exceptions and slot upcalls delivered to ring 3, `ExceptionResume` |
+//! | [`upcall`] | exceptions, slot and signal upcalls delivered to ring 3, `ExceptionResume` |
 //! | [`switch`] | entering and leaving ring 3, address-space activation, the idle loop |
 
 pub mod clock;
@@ -264,7 +264,8 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
         // waiting: a busy one means "not delivered".
         let handler = env.exception.try_lock().map(|h| *h);
         let delivered = handler.ok_or(0).and_then(|handler| {
-            deliver_upcall(frame, &env, &handler, vector, entry, UpcallStack::ExceptionNoWait)
+            deliver_upcall(frame, &env, &handler, vector, entry, UpcallStack::ExceptionNoWait, 0)
+                .map_err(|(at, _)| at)
         });
         if delivered.is_err() && matches!(upcall, Upcall::Epilogue(_)) {
             // It cannot be told: the abort protocol applies right away.
@@ -272,6 +273,11 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
             RUNQ.with(|rq| rq.clock.abort_now());
             return reschedule(frame, Why::Timer);
         }
+    } else if matches!(next, Next::Resume)
+        && matches!(deliver_signal(frame), SignalDelivery::Killed)
+    {
+        // Its exception stack is gone: it ends like a fatal exception.
+        return reschedule(frame, Why::Event);
     }
     let now = super::cpu::rdtsc();
     match deadline {

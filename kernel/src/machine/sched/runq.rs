@@ -305,9 +305,15 @@ pub(super) fn wake_sleepers(rq: &mut RunQueue, now: u64) -> usize {
         // Clear the owed look before taking it (see `env::wake`): a wake-up
         // after this clear sets the bit again and kicks this core.
         rq.sleeping[i].env.wake_owed.fetch_and(!bit, Ordering::AcqRel);
-        if condition_holds(&rq.sleeping[i]) {
+        let holds = condition_holds(&rq.sleeping[i]);
+        if holds || signal_interrupts(&rq.sleeping[i], bit) {
             let mut v = rq.sleeping.swap_remove(i);
             v.wait = None;
+            if !holds {
+                // Its blocking call ends early (see `abi::signal`); the
+                // upcall follows when it runs.
+                v.context.rax = Error::Interrupted.to_raw();
+            }
             rq.ready.push_front(v);
             woke += 1;
         } else {
@@ -315,6 +321,17 @@ pub(super) fn wake_sleepers(rq: &mut RunQueue, now: u64) -> usize {
         }
     }
     woke
+}
+
+/// Whether a pending signal cuts a sleeper's `SleepOn` short: its
+/// environment could take a signal upcall on this core (`core_bit`). A
+/// blocking `RingEnter` is not cut short (its result, the submissions
+/// consumed, would be lost); the upcall waits for its completions.
+#[inline]
+fn signal_interrupts(v: &Vcpu, core_bit: u64) -> bool {
+    matches!(v.wait, Some(Wait::Predicate(_)))
+        && v.env.signals.deliverable()
+        && v.env.signals.core_mask() & core_bit != 0
 }
 
 #[inline]

@@ -58,7 +58,7 @@ pub(super) fn user_exception(frame: &mut TrapFrame) {
     // handler): the upcall goes on the activation's own IPC stack instead,
     // below the interrupted `rsp`, which no other activation uses.
     let stack = if in_call { UpcallStack::Interrupted } else { UpcallStack::Exception };
-    if let Err(at) = deliver_upcall(frame, &env, &handler, vector, entry, stack) {
+    if let Err((at, _)) = deliver_upcall(frame, &env, &handler, vector, entry, stack, 0) {
         env::terminate(
             &env,
             Outcome::Killed(alloc::format!(
@@ -84,10 +84,11 @@ pub(super) enum UpcallStack {
     ExceptionNoWait,
 }
 
-/// Writes an [`abi::UpcallFrame`] of `frame` (an exception's, or a slot
-/// upcall's with `vector` ≥ 0x100) on `stack` and makes `frame` enter
-/// `entry` with `rsp` = `rdi` = its address. Fails with the address it
-/// could not write.
+/// Writes an [`abi::UpcallFrame`] of `frame` (an exception's, or a slot or
+/// signal upcall's with `vector` ≥ 0x100, whose `error_code` is `code`) on
+/// `stack` and makes `frame` enter `entry` with `rsp` = `rdi` = its
+/// address. Fails with the address it could not write and why
+/// ([`Error::Busy`]: the address-space lock, with `ExceptionNoWait`).
 #[inline]
 pub(super) fn deliver_upcall(
     frame: &mut TrapFrame,
@@ -96,7 +97,8 @@ pub(super) fn deliver_upcall(
     vector: u64,
     entry: u64,
     stack: UpcallStack,
-) -> Result<(), u64> {
+    code: u64,
+) -> Result<(), (u64, Error)> {
     let fault_addr = if vector == abi::vector::PAGE_FAULT {
         x86_64::registers::control::Cr2::read_raw()
     } else {
@@ -112,14 +114,96 @@ pub(super) fn deliver_upcall(
     let base = if nested { frame.rsp.saturating_sub(128) } else { stack_top };
     let at = base.saturating_sub(abi::UPCALL_FRAME_SIZE) & !0xf;
     let lock = if stack == UpcallStack::ExceptionNoWait { Lock::Try } else { Lock::Wait };
-    let error_code = if vector < 32 { frame.error_code } else { 0 };
+    let error_code = if vector < 32 { frame.error_code } else { code };
     env::write_upcall_frame(env, at, lock, [vector, error_code, fault_addr], frame)
-        .map_err(|_| at)?;
+        .map_err(|e| (at, e))?;
     frame.rip = entry;
     frame.rsp = at;
     frame.rdi = at;
     frame.rflags = RFLAGS_USER;
     Ok(())
+}
+
+/// What [`deliver_signal`] did.
+pub(super) enum SignalDelivery {
+    /// Nothing to deliver here (or not now: retried at the next decision).
+    None,
+    /// `frame` now enters the signal entry.
+    Delivered,
+    /// The frame could not be written: the environment was told to end.
+    Killed,
+}
+
+/// Delivers a signal upcall (see `abi::signal`) to the vCPU whose live
+/// registers are in `frame`, if its environment has bits pending, an entry,
+/// upcalls unmasked and this core among its signal cores, and it is not
+/// inside a protected control transfer. Part of a scheduling decision:
+/// never waits for the environment's locks (a busy one puts the delivery
+/// off to this core's next decision).
+pub(super) fn deliver_signal(frame: &mut TrapFrame) -> SignalDelivery {
+    use core::sync::atomic::Ordering;
+    let core = this_cpu().index;
+    let Some(env) = RUNQ
+        .with(|rq| rq.current.as_ref().filter(|v| v.call.is_none()).map(|v| Arc::clone(&v.env)))
+    else {
+        return SignalDelivery::None;
+    };
+    let s = &env.signals;
+    let entry = s.entry.load(Ordering::Acquire);
+    if entry == 0
+        || s.pending.load(Ordering::Acquire) == 0
+        || s.core_mask() & (1 << core) == 0
+        || env.is_dying()
+    {
+        return SignalDelivery::None;
+    }
+    // Take the mask first: only one vCPU delivers, and posts from now on
+    // do not kick (the handler's unmask does).
+    if s.masked.swap(true, Ordering::AcqRel) {
+        return SignalDelivery::None;
+    }
+    let bits = s.pending.swap(0, Ordering::AcqRel);
+    let put_back = |bits: u64| {
+        s.pending.fetch_or(bits, Ordering::AcqRel);
+        s.masked.store(false, Ordering::Release);
+        // A post while it was masked did not kick: look again next time.
+        if s.pending.load(Ordering::Acquire) != 0 {
+            super::kick(core);
+        }
+    };
+    if bits == 0 {
+        put_back(0);
+        return SignalDelivery::None;
+    }
+    let Some(handler) = env.exception.try_lock().map(|h| *h) else {
+        put_back(bits);
+        return SignalDelivery::None;
+    };
+    let rip = frame.rip;
+    match deliver_upcall(
+        frame,
+        &env,
+        &handler,
+        abi::vector::SIGNAL,
+        entry,
+        UpcallStack::ExceptionNoWait,
+        bits,
+    ) {
+        Ok(()) => SignalDelivery::Delivered,
+        Err((_, Error::Busy)) => {
+            put_back(bits);
+            SignalDelivery::None
+        }
+        Err((at, _)) => {
+            env::terminate(
+                &env,
+                Outcome::Killed(alloc::format!(
+                    "signal upcall at rip {rip:#x}, and its exception stack at {at:#x} is not mapped writable"
+                )),
+            );
+            SignalDelivery::Killed
+        }
+    }
 }
 
 /// `ExceptionResume`: loads the user-supplied frame into the trap frame.
