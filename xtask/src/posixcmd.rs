@@ -261,6 +261,9 @@ pub const BUSYBOX_CASES: &[(&str, &[&str])] = &[
             "(exit 3) & wait $!; echo status $?; /bin/busybox true & wait; echo all $?",
         ],
     ),
+    // Pipes between processes (issue 17): each stage its own environment.
+    ("bb_sh_pipe_wc", &["/bin/sh", "-c", "echo hi | wc -c"]),
+    ("bb_sh_pipeline_3", &["/bin/sh", "-c", "seq 1 1000 | grep 7 | wc -l"]),
 ];
 
 /// The arguments of the C programs (libos-posix/tests/c/Makefile's
