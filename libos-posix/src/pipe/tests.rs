@@ -506,3 +506,32 @@ fn corrupt_frame_through_the_calls() {
     assert_eq!(t.write(w, b"ok"), 2, "sane words again: the pipe works");
     assert_eq!(t.read(r, 10).unwrap(), b"ok");
 }
+
+#[test]
+fn fork_counts_the_childs_ends_in_the_parent() {
+    let mut t = P::new();
+    let (r, w) = t.pipe(O_NONBLOCK);
+    // What `fork` does before the child exists: the child's copies count.
+    t.p.pipes.inherit();
+    // The fork failed (at once, as in `proc::fork`): no child holds anything.
+    t.p.pipes.fork_failed();
+    assert_eq!(t.sys(SYS_CLOSE, &[w as u64]), 0);
+    assert_eq!(t.read(r, 8).unwrap(), b"", "end of file: no child's count is left");
+
+    let (r, w) = t.pipe(O_NONBLOCK);
+    t.p.pipes.inherit();
+    assert_eq!(t.sys(SYS_CLOSE, &[w as u64]), 0);
+    assert_eq!(t.read(r, 8), Err(e(EAGAIN)), "the child's write end keeps the pipe open");
+}
+
+#[test]
+fn exit_counts_every_end_out() {
+    let mut t = P::new();
+    let (_r, w) = t.pipe(0);
+    assert_eq!(t.sys(SYS_DUP2, &[w as u64, 9]), 9);
+    let frame = t.p.pipes.ends.values().next().expect("an end").frame.clone();
+    assert_eq!((frame.load(Word::Readers), frame.load(Word::Writers)), (1, 1));
+    assert_eq!(t.sys(SYS_EXIT_GROUP, &[0]), 0);
+    assert_eq!((frame.load(Word::Readers), frame.load(Word::Writers)), (0, 0));
+    assert!(t.p.pipes.ends.is_empty());
+}

@@ -288,6 +288,7 @@ mod calls {
         p: Process<'static>,
         mem: Shared,
         kbd: Kbd,
+        #[allow(dead_code)] // kept alive beside the process that uses it
         host: MockHost,
     }
 
