@@ -248,87 +248,161 @@ impl AddressSpace {
 
     /// The bounded walk behind [`unmap_some`](Self::unmap_some) and
     /// [`leaves_from`](Self::leaves_from): the present leaves in
-    /// `[va, end)`, at most `budget` entries visited (a present leaf, an
-    /// absent table skipped whole, a leaf table's empty entries: one each);
+    /// `[va, end)`, at most `budget` units of work (a present leaf, or a
+    /// table looked into: one each; runs of empty entries are skipped a
+    /// block at a time, so a table costs at most a few hundred reads);
     /// returns where it stopped. Callers hold the address space's lock
     /// (`&self` is enough for `table`'s exclusive access, as in `leaf`).
     fn walk_leaves(
         &self,
-        mut va: u64,
+        va: u64,
         end: u64,
         mut budget: usize,
         leaves: Leaves,
         out: &mut Vec<(u64, FrameNumber)>,
     ) -> u64 {
-        'walk: while va < end && budget > 0 {
-            let idx = indices(va);
-            let mut current = self.pml4;
-            for (level, &i) in idx[..3].iter().enumerate() {
-                let entry = &table(current)[i];
-                if entry.is_unused() {
-                    // Nothing mapped in this entry's span: skip all of it.
-                    let span = 1u64 << (39 - 9 * level);
-                    va = (va & !(span - 1)).saturating_add(span);
-                    budget -= 1;
-                    continue 'walk;
-                }
-                current = FrameNumber::from_addr(entry.addr().as_u64());
-            }
-            for leaf in table(current).iter_mut().skip(idx[3]) {
-                if va >= end || budget == 0 {
-                    break;
-                }
-                if !leaf.is_unused() {
-                    out.push((va, FrameNumber::from_addr(leaf.addr().as_u64())));
-                    if leaves == Leaves::Remove {
-                        leaf.set_unused();
-                    }
-                    budget -= 1;
-                }
-                va += abi::PAGE_SIZE;
-            }
-            // A table's worth of empty entries costs one more.
-            budget = budget.saturating_sub(1);
+        if va >= end || budget == 0 {
+            return va.min(end);
         }
-        va.min(end)
+        walk_table(self.pml4, 3, va, end, &mut budget, leaves, out).min(end)
     }
 
     /// Every page-table frame below the PML4 (the PML4 itself excluded).
+    /// Leaf tables are listed, not walked: only the tables are wanted.
     pub fn table_frames(&self) -> Vec<FrameNumber> {
-        let mut out = Vec::new();
-        self.walk(|_, frame, level| {
-            if level > 0 {
-                out.push(frame);
-            }
-        });
-        out
-    }
-
-    /// Visits every present entry of the user half: `(va, frame, level)`,
-    /// level 0 for leaves, 1..=3 for the tables they hang from.
-    fn walk(&self, mut visit: impl FnMut(u64, FrameNumber, u8)) {
-        fn go(
-            frame: FrameNumber,
-            level: u8,
-            base: u64,
-            limit: usize,
-            visit: &mut dyn FnMut(u64, FrameNumber, u8),
-        ) {
-            for (i, entry) in table(frame).iter().enumerate().take(limit) {
-                if entry.is_unused() {
+        fn go(frame: FrameNumber, level: u8, limit: usize, out: &mut Vec<FrameNumber>) {
+            let entries = RawEntries::of(frame);
+            let mut i = 0;
+            while i < limit {
+                let skip = entries.empty_run(i, limit);
+                if skip > 0 {
+                    i += skip;
                     continue;
                 }
-                let child = FrameNumber::from_addr(entry.addr().as_u64());
-                let va = base | ((i as u64) << (12 + 9 * u64::from(level - 1)));
-                if level == 1 {
-                    visit(va, child, 0);
-                } else {
-                    visit(va, child, level - 1);
-                    go(child, level - 1, va, 512, visit);
+                let entry = entries.get(i);
+                i += 1;
+                if entry == 0 {
+                    continue;
+                }
+                let child = FrameNumber::from_addr(entry & ENTRY_ADDR_MASK);
+                out.push(child);
+                if level > 2 {
+                    go(child, level - 1, 512, out);
                 }
             }
         }
-        go(self.pml4, 4, 0, 256, &mut visit);
+        let mut out = Vec::new();
+        go(self.pml4, 4, 256, &mut out);
+        out
+    }
+}
+
+/// [`AddressSpace::walk_leaves`] in table `frame` of `level` (3: the PML4,
+/// 0: a leaf table), from `va` (inside the table's span) to `end` or the
+/// end of the span; returns where it stopped (the span's end when done).
+/// A table looked into and a present leaf cost one unit of `budget` each.
+fn walk_table(
+    frame: FrameNumber,
+    level: u32,
+    mut va: u64,
+    end: u64,
+    budget: &mut usize,
+    leaves: Leaves,
+    out: &mut Vec<(u64, FrameNumber)>,
+) -> u64 {
+    let shift = 12 + 9 * level;
+    let span = 1u64 << shift;
+    // The PML4's upper half is the kernel's.
+    let limit = if level == 3 { 256 } else { 512 };
+    let entries = RawEntries::of(frame);
+    let mut i = (va >> shift) as usize & 511;
+    *budget = budget.saturating_sub(1);
+    while i < limit && va < end && *budget > 0 {
+        // Runs of empty entries are skipped a block at a time: most tables
+        // of a library OS's sparse layout hold a few entries (a stack top, a
+        // region's first pages), and this walk is what `ShareRange` (fork)
+        // and reclaim (exit) pay per table.
+        let skip = entries.empty_run(i, limit);
+        if skip > 0 {
+            i += skip;
+            va = (va & !(span - 1)) + skip as u64 * span;
+            continue;
+        }
+        let entry = entries.get(i);
+        let next = (va & !(span - 1)) + span;
+        if entry == 0 {
+            // Nothing mapped in this entry's span.
+        } else if level == 0 {
+            out.push((va, FrameNumber::from_addr(entry & ENTRY_ADDR_MASK)));
+            if leaves == Leaves::Remove {
+                entries.clear(i);
+            }
+            *budget -= 1;
+        } else {
+            let child = FrameNumber::from_addr(entry & ENTRY_ADDR_MASK);
+            let stop = walk_table(child, level - 1, va, end, budget, leaves, out);
+            if stop < next && stop < end {
+                // Out of budget inside the child.
+                return stop;
+            }
+        }
+        i += 1;
+        va = next;
+    }
+    va
+}
+
+/// The physical-address bits of a page-table entry.
+const ENTRY_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// A table's 512 entries as raw words, for [`AddressSpace::walk_leaves`]'s
+/// scan (reading a whole block of entries as words is what makes skipping
+/// empty runs cheap). Reached, like [`table`], only under the address
+/// space's lock.
+struct RawEntries(*mut u64);
+
+impl RawEntries {
+    /// Entries at least this far apart are checked as one block first.
+    const BLOCK: usize = 64;
+    /// Then as groups of this many.
+    const GROUP: usize = 8;
+
+    fn of(frame: FrameNumber) -> RawEntries {
+        RawEntries(frame_virt(frame) as *mut u64)
+    }
+
+    /// Entry `i` (`i < 512`).
+    fn get(&self, i: usize) -> u64 {
+        self.or_of(i, 1)
+    }
+
+    /// The bitwise or of the `n` entries from `from` on (all inside the
+    /// table): zero exactly when they are all empty.
+    fn or_of(&self, from: usize, n: usize) -> u64 {
+        assert!(from + n <= 512);
+        // SAFETY: a page-table frame holds 512 8-byte entries, mapped in the
+        // direct map; `from + n <= 512`; the address space's lock (held by
+        // every caller, as for `table`) excludes other writers (the MMU's
+        // accessed/dirty updates are single-word atomic stores).
+        (from..from + n).fold(0, |acc, k| acc | unsafe { self.0.add(k).read() })
+    }
+
+    /// Clears entry `i` (`i < 512`).
+    fn clear(&self, i: usize) {
+        assert!(i < 512);
+        // SAFETY: as `or_of`; the caller holds the lock exclusively.
+        unsafe { self.0.add(i).write(0) }
+    }
+
+    /// How many entries from `i` on can be skipped as empty at once: a whole
+    /// aligned block or group of zero entries below `limit`, else 0.
+    fn empty_run(&self, i: usize, limit: usize) -> usize {
+        for size in [Self::BLOCK, Self::GROUP] {
+            if i.is_multiple_of(size) && i + size <= limit && self.or_of(i, size) == 0 {
+                return size;
+            }
+        }
+        0
     }
 }
 
