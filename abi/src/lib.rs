@@ -778,6 +778,20 @@ pub enum Syscall: u64 {
     /// [`Error::NotOwner`] if `child` is not the caller's child,
     /// [`Error::NoSuchEnv`] if it does not exist (any more) or is ending.
     ConsoleGive = 60,
+    /// `(va)` → the frame mapped at the page holding `va` afterwards.
+    /// **The copy-on-write fault in one call**: ends the caller's
+    /// copy-on-write sharing of that page, which must be mapped
+    /// ([`Error::NotMapped`]) and marked copy-on-write
+    /// ([`PAGE_QUERY_COW`]; otherwise [`Error::InvalidArgument`]). If the
+    /// caller is the frame's only holder the page is made writable in
+    /// place (taken over if its owner let go, as [`Syscall::Protect`]
+    /// does). Otherwise a new frame, charged to the caller, gets a copy of
+    /// the page and replaces it with the mapping's rights plus write, and
+    /// the caller's hold on the old frame ends (if the caller owned it, it
+    /// is let go of as [`Syscall::FrameFree`] does: it lives on for its
+    /// other holders). [`Error::QuotaExceeded`] and [`Error::NoMemory`]
+    /// leave the page as it was.
+    CowBreak = 64,
 }
 }
 

@@ -585,7 +585,8 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         | Syscall::ChildStatus
         | Syscall::ChildDestroy
         | Syscall::FrameCopy
-        | Syscall::PageQuery => Request::Child { call, args: Box::new(args) },
+        | Syscall::PageQuery
+        | Syscall::CowBreak => Request::Child { call, args: Box::new(args) },
         Syscall::RepossessList => {
             check_list(a0, a1)?;
             Request::RepossessList { ptr: a0, len: a1 }

@@ -16,13 +16,13 @@
 //! parent and child see each other's writes there.
 //!
 //! **Copy-on-write faults** (`cow_fixup`, run first by the upcall
-//! dispatcher): a write to a present page the kernel marked
-//! copy-on-write (`PageQuery`): if we are its only holder, `Protect` makes
-//! it writable again (taking it over if its owner let go); otherwise a new
-//! frame gets a copy (`FrameCopy`), replaces the shared one
-//! (`Unmap`+`Map`), and the old one is let go of if it was ours
-//! (`FrameFree` of a shared frame leaves it to the other holders). The
-//! region layer's frame table follows the page.
+//! dispatcher): a write to a present page is handed to `CowBreak`, one
+//! system call that does the whole fix if the kernel marked the page
+//! copy-on-write (and refuses otherwise): if we are its only holder the
+//! page becomes writable again (taken over if its owner let go);
+//! otherwise a new frame gets a copy and replaces the shared one, and the
+//! old one is let go of if it was ours (it lives on for the other
+//! holders). The region layer's frame table follows the page.
 //!
 //! [`wait`] sleeps on the event queue's tail until `ChildStatus` answers.
 //!
@@ -190,42 +190,21 @@ pub(crate) fn cow_fixup(frame: &UpcallFrame) -> bool {
         return false;
     }
     let page = frame.fault_addr & !(PAGE_SIZE - 1);
-    let Ok(q) = sys::page_query(page) else { return false };
-    if q & abi::PAGE_QUERY_COW == 0 {
-        return false;
-    }
-    let rights = Rights(q & Rights::ALL_BITS).union(Rights::WRITE);
-    let holders = (q >> abi::PAGE_QUERY_HOLDERS_SHIFT) & 127;
-    if holders == 1 && sys::protect(page, rights).is_ok() {
-        return true;
-    }
-    match copy_page(page, rights, q & abi::PAGE_QUERY_OWNED != 0) {
-        Ok(()) => true,
+    match sys::cow_break(page) {
+        Ok(now) => {
+            if crate::vm::frame_at(page).is_some() {
+                crate::vm::frames::record(page, now);
+            }
+            true
+        }
+        // Not a copy-on-write page (or not mapped): some other handler's.
+        Err(Error::InvalidArgument | Error::NotMapped) => false,
+        // Changed by another of our vCPUs meanwhile: the access, retried,
+        // faults again if it still must.
+        Err(Error::Busy) => true,
         Err(e) => {
             crate::println!("libos: copy-on-write of {page:#x} failed: {e:?}");
             sys::exit(crate::heap::EXIT_OUT_OF_MEMORY)
         }
     }
-}
-
-fn copy_page(page: u64, rights: Rights, owned: bool) -> Result<(), Error> {
-    let new = sys::frame_alloc(None)?;
-    let old = match sys::frame_copy(new, page) {
-        Ok(old) => old,
-        Err(e) => {
-            let _ = sys::frame_free(new);
-            return Err(e);
-        }
-    };
-    sys::unmap(page)?;
-    sys::map(new, page, rights)?;
-    if owned {
-        // Shared: it stays for the other holders, charged to us until they
-        // let go.
-        let _ = sys::frame_free(old);
-    }
-    if crate::vm::frame_at(page).is_some() {
-        crate::vm::frames::record(page, new);
-    }
-    Ok(())
 }

@@ -539,6 +539,13 @@ pub fn frame_copy(dst: u64, src_va: u64) -> Result<u64, Error> {
     abi::decode(syscall2(Syscall::FrameCopy as u64, dst, src_va))
 }
 
+/// `CowBreak`: ends our copy-on-write sharing of the page at `va` (made
+/// writable in place if we are its only holder, else replaced by a copy);
+/// returns the frame mapped there afterwards.
+pub fn cow_break(va: u64) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::CowBreak as u64, va))
+}
+
 /// `PageQuery`: the packed description of our mapping at `va`.
 pub fn page_query(va: u64) -> Result<u64, Error> {
     abi::decode(syscall1(Syscall::PageQuery as u64, va))

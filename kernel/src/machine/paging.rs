@@ -17,6 +17,7 @@ use super::memory::frame_virt;
 use abi::{Error, Rights};
 use alloc::vec::Vec;
 use kernel::frames::FrameNumber;
+use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{PageTable, PageTableFlags as F};
 
 unsafe extern "C" {
@@ -126,7 +127,19 @@ impl AddressSpace {
         va: u64,
         alloc_table: &mut dyn FnMut() -> Result<FrameNumber, Error>,
     ) -> Result<FrameNumber, Error> {
+        self.tables_to(va, alloc_table).map(|(last, _)| last)
+    }
+
+    /// [`ensure_tables`](Self::ensure_tables), also returning the entry that
+    /// points to the last-level table (whose block summary
+    /// [`map`](Self::map) keeps).
+    fn tables_to(
+        &mut self,
+        va: u64,
+        alloc_table: &mut dyn FnMut() -> Result<FrameNumber, Error>,
+    ) -> Result<(FrameNumber, &'static mut PageTableEntry), Error> {
         let mut current = self.pml4;
+        let mut parent: Option<&'static mut PageTableEntry> = None;
         for &i in &indices(va)[..3] {
             let entry = &mut table(current)[i];
             if entry.is_unused() {
@@ -135,10 +148,14 @@ impl AddressSpace {
                     x86_64::PhysAddr::new(new.addr()),
                     F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
                 );
+                if let Some(parent) = parent {
+                    mark_block(parent, i);
+                }
             }
             current = FrameNumber::from_addr(entry.addr().as_u64());
+            parent = Some(entry);
         }
-        Ok(current)
+        Ok((current, parent.expect("three levels above the leaves")))
     }
 
     /// Maps page `va` to `frame` with `flags`, creating intermediate tables
@@ -150,19 +167,18 @@ impl AddressSpace {
         flags: F,
         alloc_table: &mut dyn FnMut() -> Result<FrameNumber, Error>,
     ) -> Result<(), Error> {
-        let last = self.ensure_tables(va, alloc_table)?;
-        let leaf = &mut table(last)[indices(va)[3]];
+        let (last, parent) = self.tables_to(va, alloc_table)?;
+        let i = indices(va)[3];
+        let leaf = &mut table(last)[i];
         if !leaf.is_unused() {
             return Err(Error::AlreadyMapped);
         }
         leaf.set_addr(x86_64::PhysAddr::new(frame.addr()), flags);
+        mark_block(parent, i);
         Ok(())
     }
 
-    fn leaf(
-        &self,
-        va: u64,
-    ) -> Option<&'static mut x86_64::structures::paging::page_table::PageTableEntry> {
+    fn leaf(&self, va: u64) -> Option<&'static mut PageTableEntry> {
         let idx = indices(va);
         let mut current = self.pml4;
         for &i in &idx[..3] {
@@ -264,17 +280,17 @@ impl AddressSpace {
         if va >= end || budget == 0 {
             return va.min(end);
         }
-        walk_table(self.pml4, 3, va, end, &mut budget, leaves, out).min(end)
+        walk_table(self.pml4, 3, ALL_BLOCKS, va, end, &mut budget, leaves, out).min(end)
     }
 
     /// Every page-table frame below the PML4 (the PML4 itself excluded).
     /// Leaf tables are listed, not walked: only the tables are wanted.
     pub fn table_frames(&self) -> Vec<FrameNumber> {
-        fn go(frame: FrameNumber, level: u8, limit: usize, out: &mut Vec<FrameNumber>) {
+        fn go(frame: FrameNumber, level: u8, limit: usize, blocks: u8, out: &mut Vec<FrameNumber>) {
             let entries = RawEntries::of(frame);
             let mut i = 0;
             while i < limit {
-                let skip = entries.empty_run(i, limit);
+                let skip = entries.empty_run(i, limit, blocks);
                 if skip > 0 {
                     i += skip;
                     continue;
@@ -287,12 +303,12 @@ impl AddressSpace {
                 let child = FrameNumber::from_addr(entry & ENTRY_ADDR_MASK);
                 out.push(child);
                 if level > 2 {
-                    go(child, level - 1, 512, out);
+                    go(child, level - 1, 512, blocks_of(entry), out);
                 }
             }
         }
         let mut out = Vec::new();
-        go(self.pml4, 4, 256, &mut out);
+        go(self.pml4, 4, 256, ALL_BLOCKS, &mut out);
         out
     }
 }
@@ -301,9 +317,11 @@ impl AddressSpace {
 /// 0: a leaf table), from `va` (inside the table's span) to `end` or the
 /// end of the span; returns where it stopped (the span's end when done).
 /// A table looked into and a present leaf cost one unit of `budget` each.
+#[allow(clippy::too_many_arguments)]
 fn walk_table(
     frame: FrameNumber,
     level: u32,
+    blocks: u8,
     mut va: u64,
     end: u64,
     budget: &mut usize,
@@ -322,7 +340,7 @@ fn walk_table(
         // of a library OS's sparse layout hold a few entries (a stack top, a
         // region's first pages), and this walk is what `ShareRange` (fork)
         // and reclaim (exit) pay per table.
-        let skip = entries.empty_run(i, limit);
+        let skip = entries.empty_run(i, limit, blocks);
         if skip > 0 {
             i += skip;
             va = (va & !(span - 1)) + skip as u64 * span;
@@ -340,7 +358,7 @@ fn walk_table(
             *budget -= 1;
         } else {
             let child = FrameNumber::from_addr(entry & ENTRY_ADDR_MASK);
-            let stop = walk_table(child, level - 1, va, end, budget, leaves, out);
+            let stop = walk_table(child, level - 1, blocks_of(entry), va, end, budget, leaves, out);
             if stop < next && stop < end {
                 // Out of budget inside the child.
                 return stop;
@@ -350,6 +368,33 @@ fn walk_table(
         va = next;
     }
     va
+}
+
+/// The block summary a table-pointing entry keeps in its ignored bits 52–59
+/// (ignored by the MMU in entries that point to a table, whatever the
+/// physical-address width): bit `b` is set once any entry of the table's
+/// 64-entry block `b` has been made present ([`AddressSpace::tables_to`] and
+/// [`AddressSpace::map`], the only places an entry becomes present). Never
+/// cleared: a superset, so the walks may skip a block whose bit is clear
+/// without reading it.
+const BLOCKS_SHIFT: u32 = 52;
+
+/// The summary of a table with no pointing entry (the PML4): every block.
+const ALL_BLOCKS: u8 = 0xff;
+
+/// Records in `entry` (pointing to a table) that the table's entry `i` is
+/// present.
+fn mark_block(entry: &mut PageTableEntry, i: usize) {
+    let bit = 1u64 << (BLOCKS_SHIFT as usize + i / RawEntries::BLOCK);
+    let flags = entry.flags();
+    if flags.bits() & bit == 0 {
+        entry.set_flags(F::from_bits_retain(flags.bits() | bit));
+    }
+}
+
+/// The block summary of a table-pointing entry's table.
+fn blocks_of(entry: u64) -> u8 {
+    (entry >> BLOCKS_SHIFT) as u8
 }
 
 /// The physical-address bits of a page-table entry.
@@ -395,8 +440,13 @@ impl RawEntries {
     }
 
     /// How many entries from `i` on can be skipped as empty at once: a whole
-    /// aligned block or group of zero entries below `limit`, else 0.
-    fn empty_run(&self, i: usize, limit: usize) -> usize {
+    /// aligned block that `blocks` (the table's block summary) says was
+    /// never written, or a block or group of zero entries below `limit`;
+    /// else 0.
+    fn empty_run(&self, i: usize, limit: usize, blocks: u8) -> usize {
+        if i.is_multiple_of(Self::BLOCK) && blocks & (1 << (i / Self::BLOCK)) == 0 {
+            return Self::BLOCK;
+        }
         for size in [Self::BLOCK, Self::GROUP] {
             if i.is_multiple_of(size) && i + size <= limit && self.or_of(i, size) == 0 {
                 return size;

@@ -178,7 +178,8 @@ pub fn init_this_cpu() {
 /// Handles the system call in `frame` (called by `syscall_entry`).
 ///
 /// The hot calls are answered here, before decoding and with nothing else
-/// loaded: the ring, the null call, `Protect` (the fault path's call) and
+/// loaded: the ring, the null call, `Protect` and `CowBreak` (the fault
+/// path's calls) and
 /// protected control transfer (their
 /// arguments need no checks of [`kernel::syscall::decode`]'s, and each
 /// handler writes its own `rax` or replaces the frame). Everything else is
@@ -192,6 +193,8 @@ extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
         frame.rax = 0;
     } else if number == Syscall::Protect as u64 {
         protect_hot(frame);
+    } else if number == Syscall::CowBreak as u64 {
+        cow_break_hot(frame);
     } else if number == Syscall::Call as u64 {
         pct_call(frame);
     } else if number == Syscall::Reply as u64 {
@@ -502,6 +505,9 @@ fn child_call(env: &Arc<env::Env>, frame: &mut TrapFrame, call: Syscall, a: [u64
     if call == Syscall::PageQuery {
         return Next::Return(env::page_query(env, a[0]));
     }
+    if call == Syscall::CowBreak {
+        return Next::Return(env::cow_break(env, a[0]));
+    }
     if call == Syscall::ChildStatus {
         return Next::Return(env::child_status(env, a[0]));
     }
@@ -571,6 +577,17 @@ fn protect_hot(frame: &mut TrapFrame) {
     let env = sched::current_env();
     let result = env::protect(&env, frame.rdi, abi::Rights(frame.rsi));
     frame.rax = abi::encode(result.map(|()| 0));
+    look_before_returning(frame, Some(env));
+}
+
+/// `CowBreak`, answered before decoding: the whole copy-on-write fault's
+/// kernel work, on the fault → handler → resume path (`env::cow_break`
+/// makes every check itself).
+#[inline(never)]
+fn cow_break_hot(frame: &mut TrapFrame) {
+    let env = sched::current_env();
+    let result = env::cow_break(&env, frame.rdi);
+    frame.rax = abi::encode(result);
     look_before_returning(frame, Some(env));
 }
 

@@ -233,7 +233,7 @@ impl Fuzz {
                 a[2] = self.bad_ptr();
             }
             Syscall::FrameCopy => a[1] = self.bad_ptr(),
-            Syscall::PageQuery => {}
+            Syscall::PageQuery | Syscall::CowBreak => {}
             Syscall::ChildMap
             | Syscall::ChildUnmap
             | Syscall::ChildSetEntry

@@ -189,6 +189,10 @@ fn generations() -> i32 {
 
 // --- mode 1 -----------------------------------------------------------------
 
+/// How long mode 1's parent and child stay after their work, so that the
+/// kernel's harness, polling from another core, sees the order they end in.
+const HARNESS_SLACK_MS: u64 = 20;
+
 fn parent_exits_first() -> i32 {
     let region = alloc();
     let base = region.base();
@@ -199,6 +203,10 @@ fn parent_exits_first() -> i32 {
         Some(child) => {
             c.check(shared_by(base, 2), format_args!("parent: page not shared by 2"));
             println!("sharetest: parent exits before child {child}");
+            // The kernel's harness looks for our child from another core:
+            // give it time to see the child before we go (a fork is cheap
+            // enough now to end within one of its polls).
+            libos_async::wait_for_ms(HARNESS_SLACK_MS, || false);
             c.finish()
         }
         None => {
@@ -222,6 +230,8 @@ fn parent_exits_first() -> i32 {
             c.check(wrong(base, 0x200) == 0, format_args!("child: its own writes"));
             c.check(query(base) >> 12 == frame, format_args!("child: the frame was copied"));
             println!("sharetest: child done after its parent");
+            // And time to see us alive after our parent went.
+            libos_async::wait_for_ms(HARNESS_SLACK_MS, || false);
             c.finish()
         }
     }

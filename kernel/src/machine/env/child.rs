@@ -450,6 +450,73 @@ pub fn frame_copy(env: &Env, dst: FrameNumber, src_va: u64) -> Result<u64, Error
     Ok(src.raw())
 }
 
+/// `CowBreak`: ends the copy-on-write sharing of the page holding `va`
+/// for `env` in one call (see the ABI): the sole holder's page is made
+/// writable in place, as `Protect` does; otherwise a new frame charged to
+/// `env` gets a copy and replaces the shared one under the address-space
+/// lock, and `env`'s hold on the old one ends. Returns the frame mapped at
+/// the page afterwards.
+pub fn cow_break(env: &Env, va: u64) -> Result<u64, Error> {
+    let page = va & !(abi::PAGE_SIZE - 1);
+    check_va(page)?;
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let (old, flags) = aspace.translate(page).ok_or(Error::NotMapped)?;
+    if !flags.contains(F::BIT_9) {
+        return Err(Error::InvalidArgument);
+    }
+    let rights = rights_of(flags).union(Rights::WRITE);
+    let (holders, owned) =
+        shard(old).get(old).map_or((0, false), |r| (r.holders(), r.owner == env.id && !r.released));
+    if holders == 1 {
+        // Ours alone: no copy. `protect` takes the lock itself and checks
+        // again (another vCPU of ours may have changed the page meanwhile);
+        // if it refuses, the copy below is still right.
+        drop(aspace);
+        if super::bindings::protect(env, page, rights).is_ok() {
+            return Ok(old.raw());
+        }
+        aspace = lock_serving_mailbox(&env.aspace);
+        match aspace.translate(page) {
+            Some((now, f)) if now == old && f.contains(F::BIT_9) => {}
+            _ => return Err(Error::Busy),
+        }
+    }
+    env.charge()?;
+    let new = match memory::alloc_frame() {
+        Ok(f) => f,
+        Err(e) => {
+            env.uncharge();
+            return Err(super::bindings::frame_error(e));
+        }
+    };
+    shard(new).insert(new, env.id, kernel::ownership::FrameKind::Data);
+    env.owned.lock().insert(new);
+    copy_frame(new, old);
+    {
+        // As `map_locked`: the check and the mapping under the new frame's
+        // shard lock (another vCPU of ours may have freed it already: its
+        // number is guessable), the old mapping replaced in the same step.
+        let mut table = shard(new);
+        table.check_map(new, env.id, rights)?;
+        // Neither can fail: the page was mapped a moment ago under this
+        // lock, so its tables exist.
+        aspace.unmap(page).expect("mapped under this lock");
+        aspace
+            .map(page, new, leaf_flags(rights), &mut || Err(Error::NoMemory))
+            .expect("its tables exist");
+        table.add_mapping(new, env.id, page);
+    }
+    tlb::shootdown(&env.tlb_space(), Flush::page(page));
+    let outcome = shard(old).remove_mapping(old, env.id, page);
+    drop(aspace);
+    super::bindings::released(old, outcome);
+    if owned {
+        // Still held by its other sharers, charged to us until they let go.
+        let _ = super::bindings::frame_free(env, old);
+    }
+    Ok(new.raw())
+}
+
 /// `PageQuery`: the mapping at the page holding `va` (see the ABI).
 pub fn page_query(env: &Env, va: u64) -> Result<u64, Error> {
     if !(abi::USER_MIN..abi::USER_MAX).contains(&va) {
