@@ -42,6 +42,7 @@ const TESTS: &[KernelTest] = &[
     ("timer_interrupts_on_every_core", timer_interrupts_on_every_core),
     ("idle_cores_halt", idle_cores_halt),
     ("heap_allocation_concurrent_on_all_cores", heap_concurrent),
+    ("paging_walks_find_every_leaf_in_a_sparse_space", paging_walks_find_every_leaf),
     ("frame_allocator_concurrent_on_all_cores", frames_concurrent),
     ("breakpoint_exception_handled_and_returned_on_every_core", breakpoint_on_every_core),
     ("mailbox_rejects_offline_core", mailbox_rejects_offline_core),
@@ -351,6 +352,87 @@ pub fn run_all(filter: Option<&str>) -> bool {
     }
     kprintln!("{passed} passed, {failed} failed");
     failed == 0
+}
+
+/// The page-table walks behind `ShareRange`, `UnmapRange` and reclaim
+/// (`AddressSpace::{leaves_in, leaves_from, unmap_some, table_frames}`),
+/// which skip empty entries by the block summaries `map` keeps: on a
+/// private address space with pages at every block edge of their tables,
+/// in tables of every level, each walk — whole, or restarted in small
+/// budgets as the system calls do — finds exactly the pages mapped.
+fn paging_walks_find_every_leaf() -> TestResult {
+    use super::paging::{AddressSpace, leaf_flags};
+    let mut tables = Vec::new();
+    let result = (|| {
+        let root = memory::alloc_frame().map_err(|e| format!("alloc: {e:?}"))?;
+        tables.push(root);
+        let mut aspace = AddressSpace::new(root);
+        let data = memory::alloc_frame().map_err(|e| format!("alloc: {e:?}"))?;
+        tables.push(data);
+        let page = abi::PAGE_SIZE;
+        let mut want: Vec<u64> = Vec::new();
+        // Edges of the leaf table's blocks, of a directory's, and pages in
+        // several PML4 entries, the last user page included.
+        for base in [abi::USER_MIN & !0x1f_ffff, 0x40_0000_0000, 0x7f00_0000_0000, 0x7fff_ffe0_0000]
+        {
+            for i in [0u64, 1, 7, 8, 63, 64, 65, 127, 128, 300, 447, 448, 510, 511] {
+                want.push(base + i * page);
+                want.push(base + (i << 9) * page + 3 * page);
+            }
+        }
+        want.retain(|&va| (abi::USER_MIN..abi::USER_MAX).contains(&va) && !abi::in_info_region(va));
+        want.sort_unstable();
+        want.dedup();
+        for &va in &want {
+            aspace
+                .map(va, data, leaf_flags(abi::Rights::READ), &mut || {
+                    let f = memory::alloc_frame().map_err(|_| abi::Error::NoMemory)?;
+                    tables.push(f);
+                    Ok(f)
+                })
+                .map_err(|e| format!("map {va:#x}: {e:?}"))?;
+        }
+        let table_count = tables.len() - 2;
+        let found = |aspace: &AddressSpace, budget: usize| {
+            let mut out = Vec::new();
+            let mut at = abi::USER_MIN;
+            while let Some(next) = aspace.leaves_from(at, budget, &mut out) {
+                at = next;
+            }
+            out.into_iter().map(|(va, _)| va).collect::<Vec<u64>>()
+        };
+        for budget in [1, 2, 5, 256, usize::MAX] {
+            let got = found(&aspace, budget);
+            check(got == want, || {
+                format!("budget {budget}: found {} of {} pages", got.len(), want.len())
+            })?;
+        }
+        let frames = aspace.table_frames();
+        check(frames.len() == table_count, || {
+            format!("table_frames: {} of {table_count} tables", frames.len())
+        })?;
+        // Remove the middle of the space in small steps; the rest stays.
+        let (lo, hi) = (0x40_0000_0000, 0x7f00_0000_0000 + 0x20_0000);
+        let mut removed = Vec::new();
+        let mut at = lo;
+        while at < hi {
+            at = aspace.unmap_some(at, hi, 3, &mut removed);
+        }
+        let removed: Vec<u64> = removed.into_iter().map(|(va, _)| va).collect();
+        let expect: Vec<u64> = want.iter().copied().filter(|va| (lo..hi).contains(va)).collect();
+        check(removed == expect, || {
+            format!("unmap_some: {} of {} pages", removed.len(), expect.len())
+        })?;
+        let rest = found(&aspace, 7);
+        let expect: Vec<u64> = want.iter().copied().filter(|va| !(lo..hi).contains(va)).collect();
+        check(rest == expect, || {
+            format!("after unmap_some: {} of {} pages", rest.len(), expect.len())
+        })
+    })();
+    for f in tables {
+        let _ = memory::free_frame(f);
+    }
+    result
 }
 
 fn check(cond: bool, why: impl FnOnce() -> String) -> TestResult {

@@ -265,8 +265,9 @@ impl AddressSpace {
     /// The bounded walk behind [`unmap_some`](Self::unmap_some) and
     /// [`leaves_from`](Self::leaves_from): the present leaves in
     /// `[va, end)`, at most `budget` units of work (a present leaf, or a
-    /// table looked into: one each; runs of empty entries are skipped a
+    /// leaf table scanned: one each; runs of empty entries are skipped a
     /// block at a time, so a table costs at most a few hundred reads);
+    /// every call with a budget gets past at least one entry;
     /// returns where it stopped. Callers hold the address space's lock
     /// (`&self` is enough for `table`'s exclusive access, as in `leaf`).
     fn walk_leaves(
@@ -316,7 +317,7 @@ impl AddressSpace {
 /// [`AddressSpace::walk_leaves`] in table `frame` of `level` (3: the PML4,
 /// 0: a leaf table), from `va` (inside the table's span) to `end` or the
 /// end of the span; returns where it stopped (the span's end when done).
-/// A table looked into and a present leaf cost one unit of `budget` each.
+/// A present leaf and a leaf table scanned cost one unit of `budget` each.
 #[allow(clippy::too_many_arguments)]
 fn walk_table(
     frame: FrameNumber,
@@ -334,7 +335,6 @@ fn walk_table(
     let limit = if level == 3 { 256 } else { 512 };
     let entries = RawEntries::of(frame);
     let mut i = (va >> shift) as usize & 511;
-    *budget = budget.saturating_sub(1);
     while i < limit && va < end && *budget > 0 {
         // Runs of empty entries are skipped a block at a time: most tables
         // of a library OS's sparse layout hold a few entries (a stack top, a
@@ -366,6 +366,12 @@ fn walk_table(
         }
         i += 1;
         va = next;
+    }
+    if level == 0 {
+        // A leaf table's worth of reads costs one more, paid after the scan
+        // so that every call gets somewhere (the tables above a leaf table
+        // are at most three per leaf table: each was made for one).
+        *budget = budget.saturating_sub(1);
     }
     va
 }

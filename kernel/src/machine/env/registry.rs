@@ -61,7 +61,7 @@ pub fn terminate(env: &Env, outcome: Outcome) {
         // status reaches it through `ChildStatus`): logged, not printed,
         // so that a shell's every fork does not write to the console.
         Some(Outcome::Exited(code)) if env.creator != EnvId::NONE => {
-            log::info!("env {} ({}) exited with code {}", env.id, env.name, code)
+            log::debug!("env {} ({}) exited with code {}", env.id, env.name, code)
         }
         Some(Outcome::Exited(code)) => {
             kprintln!("exo: env {} ({}) exited with code {}", env.id, env.name, code)
