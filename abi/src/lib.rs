@@ -673,6 +673,20 @@ pub enum Syscall: u64 {
     /// dying); the handle errors of [`child`]; [`Error::InvalidArgument`] /
     /// [`Error::Reserved`] for a bad range, as `ShareRange`.
     ShareWritable = 44,
+    /// `(child, quota)` → the child's previous quota. Sets the frame quota
+    /// of a child the caller created (see [`child`]) to `quota` frames (at
+    /// least [`CHILD_QUOTA_MIN`], at most `u32::MAX`): raising it takes the
+    /// difference from the caller's quota ([`Error::QuotaExceeded`] if the
+    /// caller has not that much room); lowering it gives the difference
+    /// back, but never below what the child uses — its charged frames (plus
+    /// frames repossession took) must fit in the new quota and its mappings
+    /// in the new mapping bound, else [`Error::Busy`] and nothing changes.
+    /// The child's [`InfoPage::frame_quota`] follows. A child's quota stays
+    /// charged to its creator as a whole until the child is reclaimed, so a
+    /// quota given and not used comes back at the child's end, or now by
+    /// lowering it. Handle errors as for every child call
+    /// ([`Error::NotOwner`], [`Error::NoSuchEnv`]).
+    ChildQuota = 45,
     /// `(va, pages, rights, out)` → the frame number mapped at `va`.
     /// Allocates `pages` (1 ..= [`ALLOC_MAP_MAX`]) fresh zeroed data frames,
     /// charged to the caller's quota like [`Syscall::FrameAlloc`]'s, and

@@ -584,6 +584,7 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         | Syscall::ChildStart
         | Syscall::ChildStatus
         | Syscall::ChildDestroy
+        | Syscall::ChildQuota
         | Syscall::FrameCopy
         | Syscall::PageQuery => Request::Child { call, args: Box::new(args) },
         Syscall::RepossessList => {

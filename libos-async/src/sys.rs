@@ -528,6 +528,12 @@ pub fn child_status(child: u64) -> Result<u64, Error> {
     abi::decode(syscall1(Syscall::ChildStatus as u64, child))
 }
 
+/// `ChildQuota`: sets the child's frame quota to `quota`, returns the
+/// previous one (see `abi::Syscall::ChildQuota`).
+pub fn child_quota(child: u64, quota: u64) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::ChildQuota as u64, child, quota))
+}
+
 /// `ChildDestroy`.
 pub fn child_destroy(child: u64) -> Result<u64, Error> {
     abi::decode(syscall1(Syscall::ChildDestroy as u64, child))

@@ -211,6 +211,7 @@ const TESTS: &[KernelTest] = &[
     ("fork_one_core_hundred_rounds", || expect_exit("forktest", 1)),
     ("child_hostile_errors_only_parent_unaffected", || expect_exit("forktest", 2)),
     ("child_read_only_page_is_not_copy_on_write", || expect_exit("forktest", 3)),
+    ("child_quota_raise_lower_never_below_use_hostile", || expect_exit("forktest", 4)),
     // Memory shared writable across fork (ShareWritable): `tests/sharetest`.
     ("share_writable_generations_see_each_others_writes_quota_exact", || {
         expect_exit("sharetest", 0)

@@ -587,6 +587,7 @@ fn child_call(env: &Arc<env::Env>, frame: &mut TrapFrame, call: Syscall, a: [u64
             env::child_destroy(&child);
             Next::Return(Ok(0))
         }
+        Syscall::ChildQuota => Next::Return(env::child_quota(env, &child, a[1])),
         _ => Next::Return(Err(Error::InvalidSyscall)),
     }
 }

@@ -233,6 +233,11 @@ impl Fuzz {
                 a[2] = self.bad_ptr();
             }
             Syscall::FrameCopy => a[1] = self.bad_ptr(),
+            // Small quotas: the fuzzer's own stays enough to go on.
+            Syscall::ChildQuota => {
+                a[0] = self.rng.below(64);
+                a[1] = self.rng.below(128);
+            }
             Syscall::PageQuery => {}
             Syscall::ChildMap
             | Syscall::ChildUnmap

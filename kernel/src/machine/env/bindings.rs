@@ -289,7 +289,7 @@ pub(super) fn map_locked(
     // Kernel memory spent on an environment's behalf is bounded by its
     // quota: the reverse map holds at most MAPPINGS_PER_FRAME entries per
     // frame of quota.
-    if env.mappings.load(Ordering::Relaxed) >= env.quota * MAPPINGS_PER_FRAME {
+    if env.mappings.load(Ordering::Relaxed) >= env.quota() * MAPPINGS_PER_FRAME {
         return Err(Error::QuotaExceeded);
     }
     // Intermediate tables first (they may take other shards' locks), then the
@@ -373,7 +373,7 @@ fn alloc_map_frames(
         if (0..n).any(|i| aspace.translate(page(i)).is_some()) {
             return Err(Error::AlreadyMapped);
         }
-        if env.mappings.load(Ordering::Relaxed) + pages > env.quota * MAPPINGS_PER_FRAME {
+        if env.mappings.load(Ordering::Relaxed) + pages > env.quota() * MAPPINGS_PER_FRAME {
             return Err(Error::QuotaExceeded);
         }
         for i in 0..n {
@@ -633,7 +633,7 @@ pub fn initrd_map(env: &Env, va: u64, done: u64, undo: u64) -> Result<InitrdStep
     if undo != 0 {
         return initrd_undo(env, va, done, undo, frame_of);
     }
-    let limit = env.quota * MAPPINGS_PER_FRAME;
+    let limit = env.quota() * MAPPINGS_PER_FRAME;
     let mut aspace = lock_serving_mailbox(&env.aspace);
     if done == 0 {
         let mut found = Vec::new();
