@@ -251,6 +251,8 @@ const TESTS: &[KernelTest] = &[
         })
     }),
     ("vm_alloc_map_racing_unmap_range_from_other_cores_leaks_nothing", || expect_exit("vmtest", 7)),
+    ("vm_map_batch_hostile_entries_all_or_nothing", || expect_exit("vmtest", 8)),
+    ("vm_map_batch_racing_frame_free_from_other_cores", || expect_exit("vmtest", 9)),
     // Console input (issue 17): the bounded buffer and the reader capability.
     ("console_input_overflow_drops_and_counts_only", console_input_overflow),
     ("console_input_only_the_reader_gets_keystrokes", || console_input_capability(1)),

@@ -408,6 +408,7 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         Request::AllocMap { va, pages, rights, out } => {
             Next::Return(env::alloc_map(env, va, u64::from(pages), rights, out).map(u64::from))
         }
+        Request::MapBatch { ptr, count } => Next::Return(env::map_batch(env, ptr, count)),
         Request::Unmap { va } => done(env::unmap(env, va)),
         // Answered by `syscall_dispatch` before decoding (kept for the ring).
         Request::Protect { va, rights } => done(env::protect(env, va, rights)),

@@ -5,10 +5,10 @@ use super::runq::*;
 use crate::machine::env::{self, Env, Lock, Outcome};
 use crate::machine::gdt::{USER_CS, USER_DS};
 use crate::machine::interrupts;
+use crate::machine::mailbox;
 use crate::machine::percpu::this_cpu;
 use crate::machine::trap::{RFLAGS_USER, TrapFrame};
 use abi::Error;
-use crate::machine::mailbox;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
