@@ -26,7 +26,14 @@
 //!    quota is found by search and lies between its frames and its frames
 //!    plus page tables); out-of-range quotas, more than the parent has, a
 //!    sibling that is not the creator, forged and own handles: errors
-//!    only; after the child's end the parent's room is what it was.
+//!    only; after the child's end the parent's room is what it was;
+//! 5. `spawn` from the initrd: `tiny_exit` (exits with argc plus the
+//!    length of its arguments, read from its start stack) returns the
+//!    right status for several argument lists, on this core and another;
+//!    the `hello` app (several segments, `.bss`, the libOS runtime) runs
+//!    and exits 0; the malformed images (`bad_*`), a missing name, a bad
+//!    core, arguments beyond a page and a quota too small are clear
+//!    errors; the parent's room is the same before and after.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
@@ -59,6 +66,7 @@ fn app_main(arg: u64) -> i32 {
         2 => hostile(),
         3 => read_only_stays_read_only(),
         4 => child_quota(),
+        5 => spawn_checks(),
         _ => fail(format_args!("forktest: unknown mode {arg}")),
     }
 }
@@ -403,5 +411,73 @@ fn child_quota() -> i32 {
     c.expect_err("quota of a reclaimed child", sys::child_quota(g, 64), Error::NoSuchEnv);
     let end = frames_left();
     c.check(end == start, format_args!("room at the end {end}, expected {start}"));
+    c.finish()
+}
+
+// --- mode 5 -----------------------------------------------------------------
+
+fn spawn_checks() -> i32 {
+    use libos_async::spawn::{SpawnError, spawn, spawn_with_quota};
+    let mut c = Checks::new();
+    let here = sys::core_id();
+    let other = libos_async::other_cores().next().unwrap_or(here);
+    // Warm-up: maps and indexes the initrd, makes the staging tables.
+    match spawn("tiny_exit", &[], here) {
+        Ok(k) => c.check(wait(k) == Ok(0), format_args!("warm-up status")),
+        Err(e) => fail(format_args!("warm-up spawn: {e:?}")),
+    };
+    let held = || vm::stats().data_frames + vm::stats().table_frames;
+    let (start, held_at_start) = (frames_left(), held());
+    let long = [b'x'; 300];
+    let cases: [(&[&[u8]], usize); 4] = [
+        (&[], here),
+        (&[b"a", b"bb", b"ccc"], here),
+        (&[b"tiny_exit", b"", b"hello world"], other),
+        (&[&long, &long, &long, b"z"], other),
+    ];
+    for (args, core) in cases {
+        let want = args.len() as u64 + args.iter().map(|a| a.len() as u64).sum::<u64>();
+        match spawn("tiny_exit", args, core) {
+            Ok(k) => {
+                let got = wait(k);
+                c.check(got == Ok(want), format_args!("{} args on {core}: {got:?}", args.len()));
+            }
+            Err(e) => {
+                c.check(false, format_args!("spawn {} args: {e:?}", args.len()));
+            }
+        }
+    }
+    let hello = match spawn_with_quota("hello", &[], other, 1024) {
+        Ok(k) => wait(k),
+        Err(e) => Err(Error::Unsupported).inspect_err(|_| println!("spawn hello: {e:?}")),
+    };
+    c.check(hello == Ok(0), format_args!("spawned hello's status {hello:?}"));
+    for bad in ["bad_truncated", "bad_machine", "bad_entry", "bad_overlap"] {
+        let got = spawn(bad, &[], here);
+        c.check(
+            matches!(got, Err(SpawnError::BadImage(_))),
+            format_args!("{bad}: {got:?}, expected a refused image"),
+        );
+    }
+    let got = spawn("no_such_program", &[], here);
+    c.check(got == Err(SpawnError::NotFound), format_args!("missing: {got:?}"));
+    let got = spawn("tiny_exit", &[], abi::MAX_CORES);
+    c.check(got == Err(SpawnError::BadCore), format_args!("bad core: {got:?}"));
+    let huge = [b'y'; 5000];
+    let got = spawn("tiny_exit", &[&huge], here);
+    c.check(got == Err(SpawnError::ArgsTooBig), format_args!("huge args: {got:?}"));
+    let got = spawn_with_quota("tiny_exit", &[], here, abi::CHILD_QUOTA_MIN);
+    c.check(
+        got == Err(SpawnError::Kernel(Error::QuotaExceeded)),
+        format_args!("quota too small: {got:?}"),
+    );
+    // Frames the region layer took meanwhile (stack growth for the large
+    // arguments) are ours, not lost to the children.
+    let grown = held() - held_at_start;
+    let end = frames_left();
+    c.check(
+        end + grown == start,
+        format_args!("room {start} before the spawns, {end} after, {grown} taken by regions"),
+    );
     c.finish()
 }
