@@ -2,7 +2,7 @@
 //! library builds itself (the kernel's own loader is needed only for the
 //! first environment).
 //!
-//! [`spawn`] (or [`spawn_with_quota`]) finds the image in the initrd —
+//! [`spawn`] (or [`spawn_with`]) finds the image in the initrd —
 //! mapped read-only once per environment with `InitrdMap` at
 //! [`INITRD_VA`] and indexed by name on first use — checks it with the
 //! kernel's own loader rules (the same source, `kernel/src/elf.rs`,
@@ -19,7 +19,8 @@
 //!   charge move); pages without file bytes (`.bss`) are fresh zeroed
 //!   frames given directly.
 //! - **the stack**: `abi::STACK_SIZE` at `STACK_TOP - STACK_SIZE`, as the
-//!   kernel's loader maps it; its top page holds the System V start
+//!   kernel's loader maps it (or fewer pages, [`SpawnOptions`]); its top
+//!   page holds the System V start
 //!   layout (`[rsp]` = argc, then argv pointers and NULL, an empty envp,
 //!   an empty auxiliary vector, the strings above).
 //! - **registers**: `rip` the ELF entry, `rsp` as above (16-aligned),
@@ -140,30 +141,56 @@ fn initrd_bytes(len: usize) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(INITRD_VA as *const u8, len) }
 }
 
-/// [`spawn_with_quota`] with [`crate::fork::DEFAULT_CHILD_QUOTA`].
-pub fn spawn(name: &str, args: &[&[u8]], core: usize) -> Result<u64, SpawnError> {
-    spawn_with_quota(name, args, core, crate::fork::DEFAULT_CHILD_QUOTA)
+/// How [`spawn_with`] builds the child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpawnOptions {
+    /// Frames of this environment's quota the child gets (it pays for its
+    /// image, stack and page tables from them; `ChildQuota` changes it
+    /// later).
+    pub quota: u64,
+    /// Stack pages mapped below `STACK_TOP` (at least 1, at most
+    /// `STACK_SIZE / PAGE_SIZE`): a libos-async program needs them all
+    /// (its main stack is not grown on demand); a program that uses only
+    /// the start page needs 1.
+    pub stack_pages: u64,
 }
 
-/// Loads initrd program `name` into a new child with `quota` frames of
-/// this environment's quota (it pays for its image and stack from it; see
-/// `ChildQuota` to change it later), starts it on `core` with `args` and
-/// returns its handle (see the module documentation).
-pub fn spawn_with_quota(
+impl Default for SpawnOptions {
+    fn default() -> Self {
+        SpawnOptions {
+            quota: crate::fork::DEFAULT_CHILD_QUOTA,
+            stack_pages: abi::STACK_SIZE / PAGE_SIZE,
+        }
+    }
+}
+
+/// [`spawn_with`] with the default options (the whole stack, the default
+/// child quota).
+pub fn spawn(name: &str, args: &[&[u8]], core: usize) -> Result<u64, SpawnError> {
+    spawn_with(name, args, core, SpawnOptions::default())
+}
+
+/// Loads initrd program `name` into a new child built as `opts` says,
+/// starts it on `core` with `args` and returns its handle (see the module
+/// documentation).
+pub fn spawn_with(
     name: &str,
     args: &[&[u8]],
     core: usize,
-    quota: u64,
+    opts: SpawnOptions,
 ) -> Result<u64, SpawnError> {
     if core >= abi::MAX_CORES {
         return Err(SpawnError::BadCore);
+    }
+    if opts.stack_pages == 0 || opts.stack_pages > abi::STACK_SIZE / PAGE_SIZE {
+        return Err(SpawnError::Kernel(Error::InvalidArgument));
     }
     let _one = SPAWNING.lock();
     let image = image(name)?;
     let plan = elfplan::plan(image).map_err(|e| SpawnError::BadImage(e.reason()))?;
     let top = start_page(args)?;
-    let child = sys::env_create(quota)?;
-    match build(child, image, &plan, &top, args.len() as u64, core) {
+    let child = sys::env_create(opts.quota)?;
+    match build(child, image, &plan, &top, args.len() as u64, core, opts.stack_pages) {
         Ok(()) => Ok(child),
         Err(e) => {
             let _ = sys::child_destroy(child);
@@ -282,6 +309,7 @@ fn build(
     top: &StartPage,
     argc: u64,
     core: usize,
+    stack_pages: u64,
 ) -> Result<(), Error> {
     for seg in &plan.segments {
         let file_start = seg.copy_to;
@@ -304,8 +332,8 @@ fn build(
         })?;
         give_zero(child, seg.vaddr + filled * PAGE_SIZE, seg.pages - filled, seg.rights)?;
     }
-    let stack_pages = abi::STACK_SIZE / PAGE_SIZE;
-    give_zero(child, abi::STACK_TOP - abi::STACK_SIZE, stack_pages - 1, Rights::RW)?;
+    let below = abi::STACK_TOP - stack_pages * PAGE_SIZE;
+    give_zero(child, below, stack_pages - 1, Rights::RW)?;
     give_filled(child, abi::STACK_TOP - PAGE_SIZE, 1, Rights::RW, |_, page| {
         page.copy_from_slice(&top.bytes);
     })?;

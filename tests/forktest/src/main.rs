@@ -417,7 +417,7 @@ fn child_quota() -> i32 {
 // --- mode 5 -----------------------------------------------------------------
 
 fn spawn_checks() -> i32 {
-    use libos_async::spawn::{SpawnError, spawn, spawn_with_quota};
+    use libos_async::spawn::{SpawnError, SpawnOptions, spawn, spawn_with};
     let mut c = Checks::new();
     let here = sys::core_id();
     let other = libos_async::other_cores().next().unwrap_or(here);
@@ -447,7 +447,12 @@ fn spawn_checks() -> i32 {
             }
         }
     }
-    let hello = match spawn_with_quota("hello", &[], other, 1024) {
+    let hello = match spawn_with(
+        "hello",
+        &[],
+        other,
+        SpawnOptions { quota: 1024, ..SpawnOptions::default() },
+    ) {
         Ok(k) => wait(k),
         Err(e) => Err(Error::Unsupported).inspect_err(|_| println!("spawn hello: {e:?}")),
     };
@@ -463,10 +468,24 @@ fn spawn_checks() -> i32 {
     c.check(got == Err(SpawnError::NotFound), format_args!("missing: {got:?}"));
     let got = spawn("tiny_exit", &[], abi::MAX_CORES);
     c.check(got == Err(SpawnError::BadCore), format_args!("bad core: {got:?}"));
+    let one = SpawnOptions { quota: 64, stack_pages: 1 };
+    let got = spawn_with("tiny_exit", &[b"one page"], other, one).map(wait);
+    c.check(got == Ok(Ok(9)), format_args!("one stack page: {got:?}"));
+    let none = SpawnOptions { quota: 64, stack_pages: 0 };
+    let got = spawn_with("tiny_exit", &[], here, none);
+    c.check(
+        got == Err(SpawnError::Kernel(Error::InvalidArgument)),
+        format_args!("no stack: {got:?}"),
+    );
     let huge = [b'y'; 5000];
     let got = spawn("tiny_exit", &[&huge], here);
     c.check(got == Err(SpawnError::ArgsTooBig), format_args!("huge args: {got:?}"));
-    let got = spawn_with_quota("tiny_exit", &[], here, abi::CHILD_QUOTA_MIN);
+    let got = spawn_with(
+        "tiny_exit",
+        &[],
+        here,
+        SpawnOptions { quota: abi::CHILD_QUOTA_MIN, ..SpawnOptions::default() },
+    );
     c.check(
         got == Err(SpawnError::Kernel(Error::QuotaExceeded)),
         format_args!("quota too small: {got:?}"),
