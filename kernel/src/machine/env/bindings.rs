@@ -145,10 +145,14 @@ pub fn frame_grant(
     grantee: EnvId,
     rights: Rights,
 ) -> Result<Progress, Error> {
-    lookup(grantee).filter(|g| !g.is_dying()).ok_or(Error::NoSuchEnv)?;
+    let target = lookup(grantee).filter(|g| !g.is_dying()).ok_or(Error::NoSuchEnv)?;
     if frame.raw() >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
+    // Before the grant exists: a reclaim that finds the flag clear has no
+    // grant to forget (see `Env::granted_to`).
+    target.granted_to.store(true, Ordering::SeqCst);
+    drop(target);
     shard(frame).grant(frame, owner.id, grantee, rights)?;
     Ok(withdraw_step(frame, grantee))
 }

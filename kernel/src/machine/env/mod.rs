@@ -315,6 +315,11 @@ pub struct Env {
     /// Pages it has mapped (each costs the kernel a reverse-map entry).
     mappings: AtomicU64,
     charged: AtomicU64,
+    /// Some environment granted it a frame (set before the grant is
+    /// recorded, never cleared): its reclaim's pass over every shard
+    /// forgetting grants to it — the whole frame table, whatever its size —
+    /// is skipped when this is still false.
+    pub(super) granted_to: AtomicBool,
     /// The exception entry, if registered.
     pub exception: Mutex<ExceptionHandler>,
     /// Cores that may hold translations of its address space (bit per core):

@@ -162,6 +162,7 @@ fn new_env(
         quota: AtomicU64::new(quota),
         repossess: super::repossess::Repossess::new(),
         mappings: AtomicU64::new(0),
+        granted_to: AtomicBool::new(false),
         charged: AtomicU64::new(1),
         exception: Mutex::new(ExceptionHandler::default()),
         active_cores: AtomicU64::new(0),
