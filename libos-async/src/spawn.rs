@@ -348,3 +348,45 @@ fn build(
     sys::child_start(child, core as u64, &frame)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn word(p: &StartPage, va: u64) -> u64 {
+        let at = (va - (abi::STACK_TOP - PAGE_SIZE)) as usize;
+        u64::from_le_bytes(p.bytes[at..at + 8].try_into().unwrap())
+    }
+
+    fn string(p: &StartPage, va: u64) -> &[u8] {
+        let at = (va - (abi::STACK_TOP - PAGE_SIZE)) as usize;
+        let len = p.bytes[at..].iter().position(|&b| b == 0).unwrap();
+        &p.bytes[at..at + len]
+    }
+
+    #[test]
+    fn start_page_is_the_system_v_layout() {
+        let args: [&[u8]; 3] = [b"prog", b"", b"last arg"];
+        let p = start_page(&args).unwrap();
+        assert_eq!(p.rsp % 16, 0);
+        assert_eq!(p.argv, p.rsp + 8);
+        assert_eq!(word(&p, p.rsp), 3);
+        for (i, a) in args.iter().enumerate() {
+            assert_eq!(string(&p, word(&p, p.argv + 8 * i as u64)), *a);
+        }
+        // argv's NULL, envp's NULL, AT_NULL (0, 0).
+        for k in 3..7 {
+            assert_eq!(word(&p, p.argv + 8 * k), 0, "word {k} after argv");
+        }
+    }
+
+    #[test]
+    fn arguments_beyond_the_page_are_refused() {
+        let big = [b'x'; PAGE_SIZE as usize];
+        assert!(matches!(start_page(&[&big]), Err(SpawnError::ArgsTooBig)));
+        let many = [&b"a"[..]; 300];
+        assert!(matches!(start_page(&many), Err(SpawnError::ArgsTooBig)));
+        let fits = [&b"a"[..]; 100];
+        assert_eq!(word(&start_page(&fits).unwrap(), start_page(&fits).unwrap().rsp), 100);
+    }
+}
