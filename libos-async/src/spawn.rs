@@ -384,7 +384,7 @@ mod tests {
     fn arguments_beyond_the_page_are_refused() {
         let big = [b'x'; PAGE_SIZE as usize];
         assert!(matches!(start_page(&[&big]), Err(SpawnError::ArgsTooBig)));
-        let many = [&b"a"[..]; 300];
+        let many = [&b"a"[..]; 500];
         assert!(matches!(start_page(&many), Err(SpawnError::ArgsTooBig)));
         let fits = [&b"a"[..]; 100];
         assert_eq!(word(&start_page(&fits).unwrap(), start_page(&fits).unwrap().rsp), 100);
