@@ -48,6 +48,7 @@ use crate::sys;
 mod elfplan;
 #[path = "../../kernel/src/initrd.rs"]
 #[allow(dead_code, reason = "the kernel's archive reader, shared source")]
+#[allow(clippy::enum_variant_names, reason = "the kernel's names, shared source")]
 mod tar;
 
 /// Where this library maps the initrd (read-only), once per environment.
