@@ -30,8 +30,9 @@
 //! The child has no exception, IPC or signal entry: a libos-async program
 //! registers its own. Its info page says the creator's name and start
 //! argument 0. [`crate::fork::wait`] reads its exit status. Any failure
-//! destroys the half-built child (frames given to it go with it) and frees
-//! what was not given yet; the result is a [`SpawnError`].
+//! destroys the half-built child (frames given to it go with it) and waits
+//! until it is reclaimed, so the quota is back when [`spawn`] returns, and
+//! frees what was not given yet; the result is a [`SpawnError`].
 //!
 //! One spawn at a time per environment (a lock: the staging window is
 //! shared by its vCPUs).
@@ -194,7 +195,10 @@ pub fn spawn_with(
     match build(child, image, &plan, &top, args.len() as u64, core, opts.stack_pages) {
         Ok(()) => Ok(child),
         Err(e) => {
+            // Destroyed and waited for: its quota (and what it was given)
+            // is back when this returns.
             let _ = sys::child_destroy(child);
+            let _ = crate::fork::wait(child);
             Err(e.into())
         }
     }
