@@ -62,8 +62,6 @@ syscall_entry:
     cmp rcx, gs:[{redirect_end}]
     jae 3f
     mov rsp, gs:[{kernel_stack}]
-    cmp rax, {protect}
-    je 4f
     cmp rax, {ring_enter}
     jne 2f
     // RingEnter first tries `ring_enter_fast` with no trap frame: only the
@@ -122,60 +120,6 @@ syscall_entry:
     mov rdi, rsp
     call {dispatch}
     jmp isr_restore
-4:
-    // Protect (the call a fault handler makes before it resumes) without a
-    // trap frame, like RingEnter's fast path: `protect_fast` does the whole
-    // call; rdx non-zero: something is owed on this core (a wake-up, the
-    // environment dying), so the frame is built with the result in rax and
-    // `syscall_look` decides who runs.
-    push rcx
-    push r11
-    push rdi
-    push rsi
-    push rdx
-    push r8
-    push r9
-    push r10
-    call {protect_fast}
-    test rdx, rdx
-    pop r10
-    pop r9
-    pop r8
-    pop rdx
-    pop rsi
-    pop rdi
-    pop r11
-    pop rcx
-    jnz 5f
-    mov rsp, gs:[{user_rsp}]
-    swapgs
-    sysretq
-5:
-    push {user_ds}
-    push qword ptr gs:[{user_rsp}]
-    push r11
-    push {user_cs}
-    push rcx
-    push 0
-    push {vector}
-    push rax
-    push rbx
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push rbp
-    push r8
-    push r9
-    push r10
-    push r11
-    push r12
-    push r13
-    push r14
-    push r15
-    mov rdi, rsp
-    call {look}
-    jmp isr_restore
 3:
     // Redirected: rip (rcx), rflags (r11) and rsp go to the three words of
     // this core's VcpuPage (pushed through the kernel's mapping of it: rsp
@@ -205,9 +149,6 @@ syscall_entry:
     dispatch = sym syscall_dispatch,
     ring_enter = const Syscall::RingEnter as u64,
     ring_enter_fast = sym ring_enter_fast,
-    protect = const Syscall::Protect as u64,
-    protect_fast = sym protect_fast,
-    look = sym syscall_look,
 );
 
 unsafe extern "C" {
@@ -716,28 +657,6 @@ extern "C" fn ring_enter_fast(to_submit: u64, min_complete: u64) -> FastReturn {
             FastReturn { rax: 0, full: 1 }
         }
     }
-}
-
-/// `Protect` without a trap frame, called by `syscall_entry` with
-/// interrupts masked: the whole call ([`env::protect`] makes the decoder's
-/// checks itself). `full` = 1 when, after it, a wake-up is owed on this
-/// core or the environment is dying: the entry then builds the frame with
-/// the result and [`syscall_look`] decides who runs, as
-/// `look_before_returning` does for the other calls.
-#[unsafe(no_mangle)]
-extern "C" fn protect_fast(va: u64, rights: u64) -> FastReturn {
-    let env = sched::current_env();
-    let result = env::protect(&env, va, abi::Rights(rights));
-    let owed = env.is_dying() || sched::resched_pending();
-    drop(env);
-    FastReturn { rax: abi::encode(result.map(|()| 0)), full: u64::from(owed) }
-}
-
-/// After [`protect_fast`], when something is owed: the frame holds the
-/// call's result; take the scheduling decision a full path would.
-#[unsafe(no_mangle)]
-extern "C" fn syscall_look(frame: &mut TrapFrame) {
-    sched::finish(frame, sched::Why::Event);
 }
 
 /// The rest of a `RingEnter` whose fast path consumed `consumed` entries:
