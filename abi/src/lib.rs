@@ -673,6 +673,20 @@ pub enum Syscall: u64 {
     /// dying); the handle errors of [`child`]; [`Error::InvalidArgument`] /
     /// [`Error::Reserved`] for a bad range, as `ShareRange`.
     ShareWritable = 44,
+    /// `(child, quota)` → the child's previous quota. Sets the frame quota
+    /// of a child the caller created (see [`child`]) to `quota` frames (at
+    /// least [`CHILD_QUOTA_MIN`], at most `u32::MAX`): raising it takes the
+    /// difference from the caller's quota ([`Error::QuotaExceeded`] if the
+    /// caller has not that much room); lowering it gives the difference
+    /// back, but never below what the child uses — its charged frames (plus
+    /// frames repossession took) must fit in the new quota and its mappings
+    /// in the new mapping bound, else [`Error::Busy`] and nothing changes.
+    /// The child's [`InfoPage::frame_quota`] follows. A child's quota stays
+    /// charged to its creator as a whole until the child is reclaimed, so a
+    /// quota given and not used comes back at the child's end, or now by
+    /// lowering it. Handle errors as for every child call
+    /// ([`Error::NotOwner`], [`Error::NoSuchEnv`]).
+    ChildQuota = 45,
     /// `(va, pages, rights, out)` → the frame number mapped at `va`.
     /// Allocates `pages` (1 ..= [`ALLOC_MAP_MAX`]) fresh zeroed data frames,
     /// charged to the caller's quota like [`Syscall::FrameAlloc`]'s, and
@@ -696,6 +710,28 @@ pub enum Syscall: u64 {
     /// `Map`'s), [`Error::NoMemory`], [`Error::BadAddress`] (`out` not
     /// writable), [`Error::AlreadyMapped`] (a page of the range is mapped).
     AllocMap = 46,
+    /// `(entries, count)` → `count`. Maps many pages in one call: `count`
+    /// (1 ..= [`MAP_BATCH_MAX`]) [`MapEntry`]s at `entries` in the caller's
+    /// memory, each `(frame, va, rights)` checked exactly as by
+    /// [`Syscall::Map`] (the frame owned by the caller or granted to it
+    /// with at least `rights`, a copy-on-write shared frame never
+    /// writable, `va` a free user page outside the info region).
+    ///
+    /// **All or nothing**: on any error no page of the batch is mapped
+    /// (pages mapped before the failing entry are unmapped again, with one
+    /// TLB shootdown round) and the error is the first entry's that failed.
+    /// Bounded (at most [`MAP_BATCH_MAX`] entries under one lock of the
+    /// address space), so not restartable. A frame may appear in several
+    /// entries (aliases, as with `Map`); a page may not
+    /// ([`Error::InvalidArgument`]). Errors: [`Error::InvalidArgument`]
+    /// (`count` 0 or above the maximum, a page twice, an entry's `va` not a
+    /// page-aligned user address, an entry's invalid or non-readable
+    /// rights), [`Error::BadAddress`] (the entries not readable),
+    /// [`Error::Reserved`] (an entry's `va` in the info region),
+    /// [`Error::BadFrame`], [`Error::NotOwner`],
+    /// [`Error::PermissionDenied`], [`Error::AlreadyMapped`],
+    /// [`Error::QuotaExceeded`] (mappings or page tables), as `Map`'s.
+    MapBatch = 47,
     /// `(ptr, len)` → 0. Publishes this environment's **repossession list**
     /// (see [`repossess`]): `len` words at 8-aligned `ptr` (at most
     /// [`repossess::LIST_MAX`]), each a frame number, in the order the
@@ -849,6 +885,26 @@ impl ConsoleStream {
         Self::from_value(n)
     }
 }
+/// The most entries one [`Syscall::MapBatch`] takes.
+pub const MAP_BATCH_MAX: u64 = 64;
+
+/// One page of a [`Syscall::MapBatch`]: map `frame` at `va` with `rights`
+/// (a [`Rights`] word).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapEntry {
+    /// The frame number.
+    pub frame: u64,
+    /// The page (page-aligned user address).
+    pub va: u64,
+    /// Its rights ([`Rights`] bits).
+    pub rights: u64,
+}
+
+/// Bytes of one [`MapEntry`].
+pub const MAP_ENTRY_SIZE: u64 = 24;
+const _: () = assert!(core::mem::size_of::<MapEntry>() == MAP_ENTRY_SIZE as usize);
+
 /// The most pages one [`Syscall::AllocMap`] maps.
 pub const ALLOC_MAP_MAX: u64 = 64;
 /// The most pages one [`Syscall::UnmapRange`] takes.

@@ -89,6 +89,14 @@ pub enum Request {
         /// Its rights.
         rights: Rights,
     },
+    /// `MapBatch`: 1 ..= [`abi::MAP_BATCH_MAX`] entries at `ptr` (each
+    /// checked by the handler, which copies them in).
+    MapBatch {
+        /// The entries' address in the caller's memory.
+        ptr: u64,
+        /// How many.
+        count: u32,
+    },
     /// `AllocMap`: 1 ..= [`abi::ALLOC_MAP_MAX`] pages from the user page
     /// `va`, inside the user half and clear of the info region; `rights`
     /// as `Map`'s; `out` non-zero for more than one page.
@@ -584,6 +592,7 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         | Syscall::ChildStart
         | Syscall::ChildStatus
         | Syscall::ChildDestroy
+        | Syscall::ChildQuota
         | Syscall::FrameCopy
         | Syscall::PageQuery
         | Syscall::CowBreak => Request::Child { call, args: Box::new(args) },
@@ -625,6 +634,12 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
             Request::ConsoleRead { ptr: a0, len: a1 }
         }
         Syscall::ConsoleGive => Request::ConsoleGive { child: env_id(a0)? },
+        Syscall::MapBatch => {
+            if a1 == 0 || a1 > abi::MAP_BATCH_MAX {
+                return Err(Error::InvalidArgument);
+            }
+            Request::MapBatch { ptr: a0, count: a1 as u32 }
+        }
         Syscall::AllocMap => {
             check_alloc_map(a0, a1, a3)?;
             Request::AllocMap { va: a0, pages: a1 as u32, rights: check_rights(a2)?, out: a3 }
@@ -723,6 +738,7 @@ impl Request {
             Request::SignalEntry { .. } => Syscall::SignalEntry,
             Request::SignalCtl { .. } => Syscall::SignalCtl,
             Request::AllocMap { .. } => Syscall::AllocMap,
+            Request::MapBatch { .. } => Syscall::MapBatch,
             Request::ConsoleRead { .. } => Syscall::ConsoleRead,
             Request::ConsoleGive { .. } => Syscall::ConsoleGive,
         }
@@ -756,6 +772,7 @@ impl Request {
                 return (Syscall::VcpuStart as u64, [c.word(), entry, stack_top, arg, 0, 0]);
             }
             Request::UnmapRange { va, pages, done } => [va, pages, done],
+            Request::MapBatch { ptr, count } => [ptr, u64::from(count), 0],
             Request::AllocMap { va, pages, rights, out } => {
                 return (Syscall::AllocMap as u64, [va, u64::from(pages), rights.0, out, 0, 0]);
             }
@@ -879,6 +896,9 @@ mod tests {
                     return Some(Error::InvalidArgument);
                 }
                 check_range(va, pages).or_else(|| check_rights(a[2]))
+            }
+            Syscall::MapBatch => {
+                (a[1] == 0 || a[1] > abi::MAP_BATCH_MAX).then_some(Error::InvalidArgument)
             }
             Syscall::SlotAlloc | Syscall::SlotFree => core(a[0]),
             Syscall::SetSlotHandlers => {
@@ -1046,6 +1066,8 @@ mod tests {
             Request::Child { call: Syscall::ShareRange, args: Box::new([1, 2, 3, 4, 5, 6]) },
             Request::AllocMap { va: abi::USER_MIN, pages: 1, rights: Rights::RW, out: 0 },
             Request::ConsoleRead { ptr: 8, len: abi::CONSOLE_READ_MAX },
+            Request::MapBatch { ptr: 0, count: 1 },
+            Request::MapBatch { ptr: u64::MAX, count: abi::MAP_BATCH_MAX as u32 },
             Request::ConsoleGive { child: EnvId(7) },
             Request::AllocMap {
                 va: abi::USER_MAX - abi::ALLOC_MAP_MAX * abi::PAGE_SIZE,

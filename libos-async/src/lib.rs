@@ -47,7 +47,8 @@
 //! [`ring`] (the ring pages the kernel writes), [`heap`] (the allocator's
 //! free lists), [`percore`] (core-local storage's `Sync`),
 //! [`channel::shm`] (shared channel frames and their fault fix-up),
-//! [`vm::frames`] (the frame table's lazily mapped window) and
+//! [`vm::frames`] (the frame table's lazily mapped window), [`spawn`]
+//! (the mapped initrd and the staging window it fills) and
 //! [`rt::task`] (a task's future stored inline in its `Arc`, guarded by
 //! the run state, and its waker vtable); everything else, the rest of the
 //! runtime included, is safe code, and the compiler holds it to that.
@@ -85,6 +86,8 @@ pub mod rng;
 pub mod rt;
 pub mod shared;
 pub mod signal;
+#[allow(unsafe_code, reason = "reads of the mapped initrd; writes into the staging window")]
+pub mod spawn;
 pub mod sqe;
 #[allow(unsafe_code, reason = "the syscall instruction, kernel-page reads, test probes")]
 pub mod sys;

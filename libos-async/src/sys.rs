@@ -215,6 +215,12 @@ pub fn alloc_map_one(va: u64, rights: Rights) -> Result<u64, Error> {
     abi::decode(syscall4(Syscall::AllocMap as u64, va, 1, rights.0, 0))
 }
 
+/// `MapBatch`: maps every entry (1 ..= `abi::MAP_BATCH_MAX`), all or
+/// nothing; returns how many.
+pub fn map_batch(entries: &[abi::MapEntry]) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::MapBatch as u64, entries.as_ptr() as u64, entries.len() as u64))
+}
+
 /// `AllocMap`: `out.len()` fresh zeroed frames (1 ..=
 /// [`abi::ALLOC_MAP_MAX`]) mapped at `va ..` with `rights`, all or nothing;
 /// their numbers land in `out` in page order.
@@ -526,6 +532,12 @@ pub fn child_start(child: u64, core: u64, frame: &UpcallFrame) -> Result<u64, Er
 /// `ChildStatus`: the child's exit status once reclaimed (`Busy` before).
 pub fn child_status(child: u64) -> Result<u64, Error> {
     abi::decode(syscall1(Syscall::ChildStatus as u64, child))
+}
+
+/// `ChildQuota`: sets the child's frame quota to `quota`, returns the
+/// previous one (see `abi::Syscall::ChildQuota`).
+pub fn child_quota(child: u64, quota: u64) -> Result<u64, Error> {
+    abi::decode(syscall2(Syscall::ChildQuota as u64, child, quota))
 }
 
 /// `ChildDestroy`.

@@ -77,6 +77,68 @@ pub fn load_segments(elf: &[u8]) -> Result<Vec<(u64, u64)>, String> {
         .collect()
 }
 
+/// `tiny_exit`: the smallest useful program, for `libos_async::spawn`'s
+/// tests and benchmark — one `PT_LOAD` (R+X) at `0x400000` holding the ELF
+/// header, its program header and 50 bytes of code that exit (`Exit`, 2)
+/// with `argc` plus the total length of the argument strings, read from
+/// the System V start stack (`[rsp]` = argc, `argv` after it, NULL-ended).
+/// Its source (GNU as, Intel syntax):
+///
+/// ```text
+///     mov rdx, [rsp]        ; argc
+///     lea rsi, [rsp + 8]    ; argv
+/// 1:  mov rcx, [rsi]
+///     test rcx, rcx
+///     jz 4f
+/// 2:  movzx eax, byte ptr [rcx]
+///     test al, al
+///     jz 3f
+///     inc rdx
+///     inc rcx
+///     jmp 2b
+/// 3:  add rsi, 8
+///     jmp 1b
+/// 4:  mov rdi, rdx
+///     mov eax, 2
+///     syscall
+///     ud2
+/// ```
+pub fn tiny_exit() -> Vec<u8> {
+    const CODE: [u8; 50] = [
+        0x48, 0x8b, 0x14, 0x24, 0x48, 0x8d, 0x74, 0x24, 0x08, 0x48, 0x8b, 0x0e, 0x48, 0x85, 0xc9,
+        0x74, 0x15, 0x0f, 0xb6, 0x01, 0x84, 0xc0, 0x74, 0x08, 0x48, 0xff, 0xc2, 0x48, 0xff, 0xc1,
+        0xeb, 0xf1, 0x48, 0x83, 0xc6, 0x08, 0xeb, 0xe3, 0x48, 0x89, 0xd7, 0xb8, 0x02, 0x00, 0x00,
+        0x00, 0x0f, 0x05, 0x0f, 0x0b,
+    ];
+    const BASE: u64 = 0x40_0000;
+    let code_at = 64 + 56;
+    let mut e = vec![0u8; code_at + CODE.len()];
+    e[..4].copy_from_slice(b"\x7fELF");
+    e[4] = 2; // ELFCLASS64
+    e[5] = 1; // little-endian
+    e[6] = 1; // EV_CURRENT
+    e[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    e[E_MACHINE..E_MACHINE + 2].copy_from_slice(&0x3eu16.to_le_bytes());
+    e[20..24].copy_from_slice(&1u32.to_le_bytes()); // e_version
+    e[E_ENTRY..E_ENTRY + 8].copy_from_slice(&(BASE + code_at as u64).to_le_bytes());
+    e[E_PHOFF..E_PHOFF + 8].copy_from_slice(&64u64.to_le_bytes());
+    e[52..54].copy_from_slice(&64u16.to_le_bytes()); // e_ehsize
+    e[E_PHENTSIZE..E_PHENTSIZE + 2].copy_from_slice(&56u16.to_le_bytes());
+    e[E_PHNUM..E_PHNUM + 2].copy_from_slice(&1u16.to_le_bytes());
+    let ph = 64;
+    e[ph..ph + 4].copy_from_slice(&PT_LOAD.to_le_bytes());
+    e[ph + 4..ph + 8].copy_from_slice(&5u32.to_le_bytes()); // PF_R | PF_X
+    // p_offset 0; p_vaddr = p_paddr = BASE; p_filesz = p_memsz = the file.
+    e[ph + P_VADDR..ph + P_VADDR + 8].copy_from_slice(&BASE.to_le_bytes());
+    e[ph + 24..ph + 32].copy_from_slice(&BASE.to_le_bytes());
+    let len = e.len() as u64;
+    e[ph + 32..ph + 40].copy_from_slice(&len.to_le_bytes());
+    e[ph + P_MEMSZ..ph + P_MEMSZ + 8].copy_from_slice(&len.to_le_bytes());
+    e[ph + 48..ph + 56].copy_from_slice(&0x1000u64.to_le_bytes()); // p_align
+    e[code_at..].copy_from_slice(&CODE);
+    e
+}
+
 /// The malformed variants of `elf`, as `(name, bytes)`.
 pub fn variants(elf: &[u8]) -> Result<Vec<(&'static str, Vec<u8>)>, String> {
     check_elf64(elf)?;

@@ -31,6 +31,8 @@
 //!   `bad_machine` (`e_machine` = 0x28, ARM), `bad_entry` (`e_entry` =
 //!   0x10) and `bad_overlap` (the second `PT_LOAD`'s `p_vaddr` rewritten to
 //!   the first's);
+//! - `tiny_exit`, a hand-made 170-byte program for `libos_async::spawn`
+//!   (see `badelf::tiny_exit`);
 //! - the prebuilt ELFs given with `--app`, named after their file stem.
 
 use std::io;

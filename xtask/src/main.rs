@@ -532,6 +532,7 @@ fn build_apps(ws: &Workspace) -> Result<Vec<initrd::App>, String> {
         let bad = badelf::variants(&hello.elf).map_err(|e| format!("hello: {e}"))?;
         apps.extend(bad.into_iter().map(|(name, elf)| initrd::App { name: name.to_string(), elf }));
     }
+    apps.push(initrd::App { name: "tiny_exit".to_string(), elf: badelf::tiny_exit() });
     Ok(apps)
 }
 

@@ -13,6 +13,9 @@
 //!   completing — the path Linux measures as SIGSEGV + `mprotect` + return.
 //! * `map_unmap`: `Map` then `Unmap` of one page (the unmap includes its
 //!   TLB shootdown to the other cores running this environment: none here).
+//! * `map_batch_per_page` / `map_single_per_page`: 64 pages mapped by one
+//!   `MapBatch` of 64 entries, or by 64 `Map` calls; one sample is the
+//!   whole batch divided by 64 (the pages are unmapped outside the timing).
 //! * `frame_alloc_free`: `FrameAlloc(ANY)` then `FrameFree`.
 //! * `first_touch_per_page`: the first write to a page of a lazy region
 //!   (`libos_async::vm`), through the page fault, the upcall, the region
@@ -31,7 +34,7 @@
 #![forbid(unsafe_code)]
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use libos_async::abi::{PAGE_SIZE, Rights, UpcallFrame, vector};
+use libos_async::abi::{MapEntry, PAGE_SIZE, Rights, UpcallFrame, vector};
 use libos_async::bench::report;
 use libos_async::check::require;
 use libos_async::layout::SCRATCH_BASE;
@@ -47,6 +50,8 @@ const WARMUP: usize = 32;
 const FAULT_PAGE: u64 = SCRATCH_BASE;
 /// The page the map benchmark maps.
 const MAP_PAGE: u64 = SCRATCH_BASE + 16 * PAGE_SIZE;
+/// The 64 pages the batch benchmarks map.
+const BATCH_BASE: u64 = SCRATCH_BASE + 0x200_0000;
 /// The lazy region the first-touch benchmark writes to.
 const LAZY_BASE: u64 = SCRATCH_BASE + 0x4000_0000;
 /// The redirection handler's stack page (every core's: stride 0).
@@ -164,5 +169,39 @@ fn app_main(arg: u64) -> i32 {
         return 1;
     }
     report("syscall_redirect_roundtrip", &mut samples[..k]);
+
+    // Last: it leaves the frame allocator's state as the others found it.
+    // 64 pages by one MapBatch, then by 64 Maps (page tables made first).
+    const BATCH: usize = libos_async::abi::MAP_BATCH_MAX as usize;
+    let frames: [u64; BATCH] =
+        core::array::from_fn(|_| require("frame_alloc", sys::frame_alloc(None)));
+    let entries: [MapEntry; BATCH] = core::array::from_fn(|i| MapEntry {
+        frame: frames[i],
+        va: BATCH_BASE + i as u64 * PAGE_SIZE,
+        rights: Rights::RW.0,
+    });
+    require("map_batch", sys::map_batch(&entries));
+    require("unmap_range", sys::unmap_range(BATCH_BASE, BATCH as u64));
+    for (name, batch) in [("map_batch_per_page", true), ("map_single_per_page", false)] {
+        for i in 0..n + WARMUP {
+            let start = rdtsc();
+            if batch {
+                require("map_batch", sys::map_batch(&entries));
+            } else {
+                for e in &entries {
+                    require("map", sys::map(e.frame, e.va, Rights::RW));
+                }
+            }
+            let cycles = (rdtsc() - start) / BATCH as u64;
+            require("unmap_range", sys::unmap_range(BATCH_BASE, BATCH as u64));
+            if i >= WARMUP {
+                samples[i - WARMUP] = cycles;
+            }
+        }
+        report(name, &mut samples[..n]);
+    }
+    for f in frames {
+        require("frame_free", sys::frame_free(f));
+    }
     0
 }

@@ -59,6 +59,7 @@
 //! `benches=FRAGMENTS` on the command line (`cargo xtask bench --benches
 //! FRAGMENTS`) runs only the groups whose names contain a fragment
 //! (`-fragment` excludes; as `tests=`): `ipi_mailbox`, `benchsys`, `forkbench`,
+//! `spawnbench`,
 //! `ringbench`, `cpubench`, `rtbench`, `chanbench`, `kv`, `ring_scaling`,
 //! `rt_scaling`,
 //! `isobench_acall`, `isobench_revoke`, `isobench_unmap_range`,
@@ -236,6 +237,7 @@ fn run_ipi_mailbox(n: usize) -> bool {
 fn run_ring3_benchmarks(n: usize, sel: Selection) -> bool {
     sel.run("benchsys", || run_app("benchsys", n))
         && sel.run("forkbench", || run_app("forkbench", n))
+        && sel.run("spawnbench", || run_app("spawnbench", n))
         && sel.run("ringbench", || run_app("ringbench", n))
         && sel.run("cpubench", || run_cpubench(n))
         && sel.run("rtbench", || run_app("rtbench", n))

@@ -212,6 +212,8 @@ const TESTS: &[KernelTest] = &[
     ("fork_one_core_hundred_rounds", || expect_exit("forktest", 1)),
     ("child_hostile_errors_only_parent_unaffected", || expect_exit("forktest", 2)),
     ("child_read_only_page_is_not_copy_on_write", || expect_exit("forktest", 3)),
+    ("child_quota_raise_lower_never_below_use_hostile", || expect_exit("forktest", 4)),
+    ("spawn_from_initrd_args_status_bad_images", || expect_exit("forktest", 5)),
     // Memory shared writable across fork (ShareWritable): `tests/sharetest`.
     ("share_writable_generations_see_each_others_writes_quota_exact", || {
         expect_exit("sharetest", 0)
@@ -251,6 +253,8 @@ const TESTS: &[KernelTest] = &[
         })
     }),
     ("vm_alloc_map_racing_unmap_range_from_other_cores_leaks_nothing", || expect_exit("vmtest", 7)),
+    ("vm_map_batch_hostile_entries_all_or_nothing", || expect_exit("vmtest", 8)),
+    ("vm_map_batch_racing_frame_free_from_other_cores", || expect_exit("vmtest", 9)),
     // Console input (issue 17): the bounded buffer and the reader capability.
     ("console_input_overflow_drops_and_counts_only", console_input_overflow),
     ("console_input_only_the_reader_gets_keystrokes", || console_input_capability(1)),

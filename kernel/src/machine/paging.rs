@@ -462,6 +462,44 @@ impl RawEntries {
     }
 }
 
+/// The frame and flags mapped at user page `va` in the address space loaded
+/// on this core (CR3), read without the address-space lock: the exception
+/// fast path (`sched::upcall::user_exception_fast`), which runs on the core
+/// where the faulting code ran, with interrupts off throughout.
+///
+/// Why no lock is needed there: page-table pages of an address space are
+/// freed only by its teardown, which waits until no vCPU of it runs (the
+/// interrupted vCPU is this core's current one); a leaf's frame is freed
+/// only after a shootdown that every core in the space's `active_cores` has
+/// acknowledged — this core is one (the space is loaded here), and it
+/// serves no flush request until it has returned to ring 3. So a frame this
+/// walk finds stays allocated, and stays this space's, until the caller is
+/// done with it, exactly as for the faulting code's own accesses. An entry
+/// edited meanwhile by another core is read whole (one 8-byte load).
+pub fn translate_loaded_user(va: u64) -> Option<(FrameNumber, F)> {
+    if va >= abi::USER_MAX {
+        return None;
+    }
+    let mut current = FrameNumber::from_addr(current_cr3());
+    for (level, &i) in indices(va).iter().enumerate() {
+        // SAFETY: `current` is CR3's root or a table frame reached from it
+        // (see above: none is freed while this core runs the space), read
+        // through the direct map with one aligned 8-byte load per entry;
+        // `i` < 512.
+        let raw = unsafe { (frame_virt(current) as *const u64).add(i).read_volatile() };
+        let entry_flags = F::from_bits_truncate(raw);
+        if !entry_flags.contains(F::PRESENT) {
+            return None;
+        }
+        let frame = FrameNumber::from_addr(raw & 0x000f_ffff_ffff_f000);
+        if level == 3 {
+            return Some((frame, entry_flags));
+        }
+        current = frame;
+    }
+    None
+}
+
 /// Invalidates this core's TLB entry for page `va`.
 pub fn flush_page(va: u64) {
     x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));

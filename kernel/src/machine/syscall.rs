@@ -352,6 +352,7 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         Request::AllocMap { va, pages, rights, out } => {
             Next::Return(env::alloc_map(env, va, u64::from(pages), rights, out).map(u64::from))
         }
+        Request::MapBatch { ptr, count } => Next::Return(env::map_batch(env, ptr, count)),
         Request::Unmap { va } => done(env::unmap(env, va)),
         // Answered by `syscall_dispatch` before decoding (kept for the ring).
         Request::Protect { va, rights } => done(env::protect(env, va, rights)),
@@ -534,6 +535,7 @@ fn child_call(env: &Arc<env::Env>, frame: &mut TrapFrame, call: Syscall, a: [u64
             env::child_destroy(&child);
             Next::Return(Ok(0))
         }
+        Syscall::ChildQuota => Next::Return(env::child_quota(env, &child, a[1])),
         _ => Next::Return(Err(Error::InvalidSyscall)),
     }
 }

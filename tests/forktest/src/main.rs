@@ -19,7 +19,21 @@
 //! 3. a child writes a page that was read-only before the fork: that fault
 //!    is not copy-on-write, so the library does not resolve it; without a
 //!    handler the child exits 102, which its parent's `wait` reports, and
-//!    the parent's page is unchanged.
+//!    the parent's page is unchanged;
+//! 4. `ChildQuota`: raising a child's quota takes frames of the parent's,
+//!    lowering gives them back (the parent's room probed each time); never
+//!    below what the child uses (frames given to it: the lowest accepted
+//!    quota is found by search and lies between its frames and its frames
+//!    plus page tables); out-of-range quotas, more than the parent has, a
+//!    sibling that is not the creator, forged and own handles: errors
+//!    only; after the child's end the parent's room is what it was;
+//! 5. `spawn` from the initrd: `tiny_exit` (exits with argc plus the
+//!    length of its arguments, read from its start stack) returns the
+//!    right status for several argument lists, on this core and another;
+//!    the `hello` app (several segments, `.bss`, the libOS runtime) runs
+//!    and exits 0; the malformed images (`bad_*`), a missing name, a bad
+//!    core, arguments beyond a page and a quota too small are clear
+//!    errors; the parent's room is the same before and after.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
@@ -51,6 +65,8 @@ fn app_main(arg: u64) -> i32 {
         1 => rounds(),
         2 => hostile(),
         3 => read_only_stays_read_only(),
+        4 => child_quota(),
+        5 => spawn_checks(),
         _ => fail(format_args!("forktest: unknown mode {arg}")),
     }
 }
@@ -251,6 +267,7 @@ fn hostile() -> i32 {
                 c.expect_err(what, sys::child_destroy(h), want);
                 c.expect_err(what, sys::share_range(h, pages[0], pages[0], 1), want);
                 c.expect_err(what, sys::child_status(h), want);
+                c.expect_err(what, sys::child_quota(h, 64), want);
             }
             // A stale handle.
             let g = require("env_create", sys::env_create(abi::CHILD_QUOTA_MIN));
@@ -317,4 +334,174 @@ fn read_only_stays_read_only() -> i32 {
             sys::exit(0)
         }
     }
+}
+
+// --- mode 4 -----------------------------------------------------------------
+
+fn child_quota() -> i32 {
+    const MIN: u64 = abi::CHILD_QUOTA_MIN;
+    const GIVEN: u64 = 40;
+    let mut c = Checks::new();
+    // A first fork makes what every later one reuses (heap, tables): done
+    // before the room is measured.
+    match require("warm-up fork", fork(64)) {
+        Some(k) => c.check(wait(k) == Ok(0), format_args!("warm-up child's status")),
+        None => sys::exit(0),
+    };
+    let start = frames_left();
+    let g = require("env_create", sys::env_create(MIN));
+    c.check(frames_left() == start - MIN, format_args!("creation took {MIN} frames"));
+    c.check(sys::child_quota(g, MIN + 100) == Ok(MIN), format_args!("raise: previous quota"));
+    c.check(frames_left() == start - MIN - 100, format_args!("raise took 100 more frames"));
+    c.check(sys::child_quota(g, MIN) == Ok(MIN + 100), format_args!("lower: previous quota"));
+    c.check(frames_left() == start - MIN, format_args!("lower gave 100 frames back"));
+    // Out of range, overflow, more than the parent has: nothing changes.
+    c.expect_err("quota below the minimum", sys::child_quota(g, MIN - 1), Error::InvalidArgument);
+    c.expect_err("quota 0", sys::child_quota(g, 0), Error::InvalidArgument);
+    c.expect_err("quota u64::MAX", sys::child_quota(g, u64::MAX), Error::InvalidArgument);
+    c.expect_err("quota 2^32", sys::child_quota(g, 1 << 32), Error::InvalidArgument);
+    c.expect_err(
+        "more than the parent has",
+        sys::child_quota(g, MIN + start),
+        Error::QuotaExceeded,
+    );
+    c.check(frames_left() == start - MIN, format_args!("refused calls changed nothing"));
+    // Frames given to the child are in use: the quota cannot go below them.
+    c.expect_ok("raise for the gift", sys::child_quota(g, MIN + GIVEN + 16));
+    let va = SCRATCH_BASE + 0x5000_0000;
+    for i in 0..GIVEN {
+        let f = require("frame_alloc", sys::frame_alloc(None));
+        require(
+            "child_map give",
+            sys::child_map(g, f, va + i * PAGE_SIZE, Rights::RW, abi::CHILD_MAP_GIVE),
+        );
+    }
+    c.expect_err("below what the child uses", sys::child_quota(g, MIN), Error::Busy);
+    // The lowest quota accepted: the search lowers one frame at a time.
+    let mut low = MIN + GIVEN + 16;
+    while low > MIN && sys::child_quota(g, low - 1).is_ok() {
+        low -= 1;
+    }
+    c.check(
+        (GIVEN + 1..=GIVEN + 8).contains(&low),
+        format_args!("lowest quota accepted {low}: {GIVEN} frames given, plus tables"),
+    );
+    c.expect_err("one below the lowest", sys::child_quota(g, low - 1), Error::Busy);
+    c.check(sys::child_quota(g, low) == Ok(low), format_args!("the lowest again"));
+    // A sibling (forked) is not the creator of `g`.
+    match require("fork", fork(64)) {
+        Some(k) => {
+            let status = wait(k);
+            c.check(status == Ok(0), format_args!("sibling's status {status:?}"));
+        }
+        None => {
+            let mut k = Checks::new();
+            k.expect_err("sibling raises g", sys::child_quota(g, 1000), Error::NotOwner);
+            k.expect_err("sibling lowers g", sys::child_quota(g, MIN), Error::NotOwner);
+            let own = u64::from(sys::info().env_id);
+            k.expect_err("own quota", sys::child_quota(own, 1000), Error::NotOwner);
+            sys::exit(if k.failed() == 0 { 0 } else { 1 })
+        }
+    }
+    c.check(sys::child_quota(g, low) == Ok(low), format_args!("sibling changed nothing"));
+    // The child's end gives its whole quota back (the frames given to it
+    // were its charge, not ours, since the gift); measured from after the
+    // sibling's fork, whose own allocations (heap, tables) stay.
+    let before_end = frames_left();
+    c.expect_ok("destroy", sys::child_destroy(g));
+    c.check(wait(g) == Ok(abi::CHILD_KILLED), format_args!("destroyed child's status"));
+    c.expect_err("quota of a reclaimed child", sys::child_quota(g, 64), Error::NoSuchEnv);
+    let end = frames_left();
+    c.check(
+        end == before_end + low,
+        format_args!("room at the end {end}, expected {before_end} + {low}"),
+    );
+    c.finish()
+}
+
+// --- mode 5 -----------------------------------------------------------------
+
+fn spawn_checks() -> i32 {
+    use libos_async::spawn::{SpawnError, SpawnOptions, spawn, spawn_with};
+    let mut c = Checks::new();
+    let here = sys::core_id();
+    let other = libos_async::other_cores().next().unwrap_or(here);
+    // Warm-up: maps and indexes the initrd, makes the staging tables.
+    match spawn("tiny_exit", &[], here) {
+        Ok(k) => c.check(wait(k) == Ok(0), format_args!("warm-up status")),
+        Err(e) => fail(format_args!("warm-up spawn: {e:?}")),
+    };
+    let held = || vm::stats().data_frames + vm::stats().table_frames;
+    let (start, held_at_start) = (frames_left(), held());
+    let long = [b'x'; 300];
+    let cases: [(&[&[u8]], usize); 4] = [
+        (&[], here),
+        (&[b"a", b"bb", b"ccc"], here),
+        (&[b"tiny_exit", b"", b"hello world"], other),
+        (&[&long, &long, &long, b"z"], other),
+    ];
+    for (args, core) in cases {
+        let want = args.len() as u64 + args.iter().map(|a| a.len() as u64).sum::<u64>();
+        match spawn("tiny_exit", args, core) {
+            Ok(k) => {
+                let got = wait(k);
+                c.check(got == Ok(want), format_args!("{} args on {core}: {got:?}", args.len()));
+            }
+            Err(e) => {
+                c.check(false, format_args!("spawn {} args: {e:?}", args.len()));
+            }
+        }
+    }
+    let hello = match spawn_with(
+        "hello",
+        &[],
+        other,
+        SpawnOptions { quota: 1024, ..SpawnOptions::default() },
+    ) {
+        Ok(k) => wait(k),
+        Err(e) => Err(Error::Unsupported).inspect_err(|_| println!("spawn hello: {e:?}")),
+    };
+    c.check(hello == Ok(0), format_args!("spawned hello's status {hello:?}"));
+    for bad in ["bad_truncated", "bad_machine", "bad_entry", "bad_overlap"] {
+        let got = spawn(bad, &[], here);
+        c.check(
+            matches!(got, Err(SpawnError::BadImage(_))),
+            format_args!("{bad}: {got:?}, expected a refused image"),
+        );
+    }
+    let got = spawn("no_such_program", &[], here);
+    c.check(got == Err(SpawnError::NotFound), format_args!("missing: {got:?}"));
+    let got = spawn("tiny_exit", &[], abi::MAX_CORES);
+    c.check(got == Err(SpawnError::BadCore), format_args!("bad core: {got:?}"));
+    let one = SpawnOptions { quota: 64, stack_pages: 1 };
+    let got = spawn_with("tiny_exit", &[b"one page"], other, one).map(wait);
+    c.check(got == Ok(Ok(9)), format_args!("one stack page: {got:?}"));
+    let none = SpawnOptions { quota: 64, stack_pages: 0 };
+    let got = spawn_with("tiny_exit", &[], here, none);
+    c.check(
+        got == Err(SpawnError::Kernel(Error::InvalidArgument)),
+        format_args!("no stack: {got:?}"),
+    );
+    let huge = [b'y'; 5000];
+    let got = spawn("tiny_exit", &[&huge], here);
+    c.check(got == Err(SpawnError::ArgsTooBig), format_args!("huge args: {got:?}"));
+    let got = spawn_with(
+        "tiny_exit",
+        &[],
+        here,
+        SpawnOptions { quota: abi::CHILD_QUOTA_MIN, ..SpawnOptions::default() },
+    );
+    c.check(
+        got == Err(SpawnError::Kernel(Error::QuotaExceeded)),
+        format_args!("quota too small: {got:?}"),
+    );
+    // Frames the region layer took meanwhile (stack growth for the large
+    // arguments) are ours, not lost to the children.
+    let grown = held() - held_at_start;
+    let end = frames_left();
+    c.check(
+        end + grown == start,
+        format_args!("room {start} before the spawns, {end} after, {grown} taken by regions"),
+    );
+    c.finish()
 }

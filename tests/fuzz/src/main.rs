@@ -233,6 +233,16 @@ impl Fuzz {
                 a[2] = self.bad_ptr();
             }
             Syscall::FrameCopy => a[1] = self.bad_ptr(),
+            // Entries from an address that cannot hold them.
+            Syscall::MapBatch => {
+                a[0] = self.bad_ptr();
+                a[1] = self.rng.below(70);
+            }
+            // Small quotas: the fuzzer's own stays enough to go on.
+            Syscall::ChildQuota => {
+                a[0] = self.rng.below(64);
+                a[1] = self.rng.below(128);
+            }
             Syscall::PageQuery | Syscall::CowBreak => {}
             Syscall::ChildMap
             | Syscall::ChildUnmap

@@ -145,10 +145,14 @@ pub fn frame_grant(
     grantee: EnvId,
     rights: Rights,
 ) -> Result<Progress, Error> {
-    lookup(grantee).filter(|g| !g.is_dying()).ok_or(Error::NoSuchEnv)?;
+    let target = lookup(grantee).filter(|g| !g.is_dying()).ok_or(Error::NoSuchEnv)?;
     if frame.raw() >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
+    // Before the grant exists: a reclaim that finds the flag clear has no
+    // grant to forget (see `Env::granted_to`).
+    target.granted_to.store(true, Ordering::SeqCst);
+    drop(target);
     shard(frame).grant(frame, owner.id, grantee, rights)?;
     Ok(withdraw_step(frame, grantee))
 }
@@ -289,7 +293,7 @@ pub(super) fn map_locked(
     // Kernel memory spent on an environment's behalf is bounded by its
     // quota: the reverse map holds at most MAPPINGS_PER_FRAME entries per
     // frame of quota.
-    if env.mappings.load(Ordering::Relaxed) >= env.quota * MAPPINGS_PER_FRAME {
+    if env.mappings.load(Ordering::Relaxed) >= env.quota() * MAPPINGS_PER_FRAME {
         return Err(Error::QuotaExceeded);
     }
     // Intermediate tables first (they may take other shards' locks), then the
@@ -373,7 +377,7 @@ fn alloc_map_frames(
         if (0..n).any(|i| aspace.translate(page(i)).is_some()) {
             return Err(Error::AlreadyMapped);
         }
-        if env.mappings.load(Ordering::Relaxed) + pages > env.quota * MAPPINGS_PER_FRAME {
+        if env.mappings.load(Ordering::Relaxed) + pages > env.quota() * MAPPINGS_PER_FRAME {
             return Err(Error::QuotaExceeded);
         }
         for i in 0..n {
@@ -407,6 +411,107 @@ fn alloc_map_frames(
         return Err(e);
     }
     Ok(frames[0])
+}
+
+/// `MapBatch`: maps the `count` entries at user address `ptr` (see
+/// `abi::Syscall::MapBatch`), all or nothing; returns `count`.
+///
+/// Steps: (1) copy the entries in (a bounded stack buffer) and make
+/// `Map`'s argument checks on each, and the no-page-twice check (nothing
+/// locked, nothing changed); (2) under one lock of the address space:
+/// every page free, the mapping quota for all, the intermediate tables;
+/// then each leaf as `map_locked` does — the frame's shard lock, its
+/// ownership check, the entry, the reverse mapping — so a `FrameFree` or
+/// `FrameRevoke` on another core is ordered before the entry's check
+/// (refused) or after its mapping (which it then removes like any other).
+/// A failure undoes the leaves mapped so far with one shootdown round
+/// (another vCPU may have used them meanwhile) before the lock goes; a
+/// frame released meanwhile by its owner is freed as `unmap` would.
+/// Tables made for pages of a failed batch stay (charged, as `Map`'s do).
+pub fn map_batch(env: &Env, ptr: u64, count: u32) -> Result<u64, Error> {
+    const MAX: usize = abi::MAP_BATCH_MAX as usize;
+    let n = count as usize;
+    if n == 0 || n > MAX {
+        return Err(Error::InvalidArgument);
+    }
+    let mut bytes = [0u8; MAX * abi::MAP_ENTRY_SIZE as usize];
+    let bytes = &mut bytes[..n * abi::MAP_ENTRY_SIZE as usize];
+    super::copy_from_user_into(env, ptr, bytes)?;
+    let mut entries = [(FrameNumber(0), 0u64, Rights(0)); MAX];
+    let entries = &mut entries[..n];
+    for (e, chunk) in entries.iter_mut().zip(bytes.as_chunks::<24>().0) {
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&chunk[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(w)
+        };
+        let (frame, va, rights) = (FrameNumber(word(0)), word(1), Rights(word(2)));
+        check_va(va)?;
+        check_rights(rights)?;
+        if frame.raw() >= memory::FRAME_CAPACITY {
+            return Err(Error::BadFrame);
+        }
+        *e = (frame, va, rights);
+    }
+    // No page twice: sorted by page, neighbours differ (at most 64 entries,
+    // sorted on a copy so the error order stays the caller's).
+    let mut pages = [0u64; MAX];
+    let pages = &mut pages[..n];
+    for (p, e) in pages.iter_mut().zip(entries.iter()) {
+        *p = e.1;
+    }
+    pages.sort_unstable();
+    if pages.windows(2).any(|w| w[0] == w[1]) {
+        return Err(Error::InvalidArgument);
+    }
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    let mut mapped = 0;
+    let result = (|| {
+        if entries.iter().any(|e| aspace.translate(e.1).is_some()) {
+            return Err(Error::AlreadyMapped);
+        }
+        if env.mappings.load(Ordering::Relaxed) + n as u64 > env.quota() * MAPPINGS_PER_FRAME {
+            return Err(Error::QuotaExceeded);
+        }
+        for e in entries.iter() {
+            aspace.ensure_tables(e.1, &mut || alloc_table_frame(env))?;
+        }
+        for &(frame, va, rights) in entries.iter() {
+            let mut table = shard(frame);
+            table.check_map(frame, env.id, rights)?;
+            aspace.map(va, frame, leaf_flags(rights), &mut || Err(Error::NoMemory))?;
+            table.add_mapping(frame, env.id, va);
+            env.mappings.fetch_add(1, Ordering::Relaxed);
+            mapped += 1;
+        }
+        Ok(())
+    })();
+    let Err(e) = result else { return Ok(u64::from(count)) };
+    // Undo: entries first, one shootdown round, then the reverse mappings
+    // (the order `unmap` keeps), frames released meanwhile freed after the
+    // lock.
+    let mut undone = [(FrameNumber(0), 0u64); MAX];
+    let mut k = 0;
+    for &(_, va, _) in &entries[..mapped] {
+        if let Ok(f) = aspace.unmap(va) {
+            undone[k] = (f, va);
+            k += 1;
+        }
+    }
+    if k > 0 {
+        let flush = if k == 1 { Flush::page(undone[0].1) } else { Flush::everything() };
+        tlb::shootdown(&env.tlb_space(), flush);
+    }
+    let mut outcomes = [None; MAX];
+    for (o, &(frame, va)) in outcomes.iter_mut().zip(&undone[..k]) {
+        *o = Some((frame, shard(frame).remove_mapping(frame, env.id, va)));
+        env.mappings.fetch_sub(1, Ordering::Relaxed);
+    }
+    drop(aspace);
+    for (frame, removed) in outcomes[..k].iter().flatten() {
+        released(*frame, *removed);
+    }
+    Err(e)
 }
 
 /// Frees frames [`alloc_map`] allocated and did not map. One that another
@@ -633,7 +738,7 @@ pub fn initrd_map(env: &Env, va: u64, done: u64, undo: u64) -> Result<InitrdStep
     if undo != 0 {
         return initrd_undo(env, va, done, undo, frame_of);
     }
-    let limit = env.quota * MAPPINGS_PER_FRAME;
+    let limit = env.quota() * MAPPINGS_PER_FRAME;
     let mut aspace = lock_serving_mailbox(&env.aspace);
     if done == 0 {
         let mut found = Vec::new();

@@ -85,7 +85,7 @@ fn check_va(va: u64) -> Result<(), Error> {
 }
 
 fn room_for_mapping(child: &Env) -> Result<(), Error> {
-    if child.mappings.load(Ordering::Relaxed) >= child.quota * MAPPINGS_PER_FRAME {
+    if child.mappings.load(Ordering::Relaxed) >= child.quota() * MAPPINGS_PER_FRAME {
         return Err(Error::QuotaExceeded);
     }
     Ok(())
@@ -394,11 +394,14 @@ pub(super) fn child_reclaimed(env: &Env, outcome: &Outcome) {
         return;
     }
     let Some(creator) = lookup(env.creator) else { return };
-    let refund = env.quota.saturating_sub(env.kept.load(Ordering::Acquire));
-    creator.uncharge_n(refund);
     let status = status_word(outcome);
     {
+        // The refund is read under the book's lock, which `child_quota`
+        // holds while it changes the quota of a child it finds live here:
+        // a change is either refunded here or refused there.
         let mut book = creator.children.lock();
+        let refund = env.quota().saturating_sub(env.kept.load(Ordering::Acquire));
+        creator.uncharge_n(refund);
         book.live.retain(|&c| c != env.id);
         if book.exits.len() >= abi::CHILD_EXITS_KEPT {
             book.exits.pop_front();
@@ -406,6 +409,70 @@ pub(super) fn child_reclaimed(env: &Env, outcome: &Outcome) {
         book.exits.push_back((env.id, status));
     }
     post_event(&creator, abi::event::CHILD_EXIT, env.id, [u64::from(env.id), status]);
+}
+
+/// `ChildQuota`: sets `child`'s frame quota to `quota` frames, taking the
+/// difference from `env`'s quota (the child's quota stays charged to `env`
+/// as a whole until the child is reclaimed) or giving it back; returns the
+/// previous quota. Lowering never goes below what the child uses: its
+/// charged frames plus what repossession took must fit, and its mappings
+/// the new mapping bound ([`Error::Busy`] otherwise, nothing changed).
+///
+/// Races: the child's own charges run meanwhile on other cores. Lowering
+/// first *reserves* the difference in the child's own charge count (one
+/// atomic update that fails unless it fits in its quota now), then lowers
+/// the quota, then drops the reservation: at no moment can the child's
+/// charges exceed its quota. Changes are serialized by `env.children`'s
+/// lock, under which the child must still be live (and under which its
+/// reclaim computes the refund, see [`child_reclaimed`]).
+pub fn child_quota(env: &Env, child: &Env, quota: u64) -> Result<u64, Error> {
+    if quota < abi::CHILD_QUOTA_MIN || quota > u64::from(u32::MAX) {
+        return Err(Error::InvalidArgument);
+    }
+    let book = env.children.lock();
+    if !book.live.contains(&child.id) || child.is_dying() {
+        return Err(Error::NoSuchEnv);
+    }
+    let old = child.quota();
+    if quota > old {
+        let more = quota - old;
+        env.charge_n(more)?;
+        child.quota.store(quota, Ordering::Release);
+        info_quota_add(child, more as i64);
+    } else if quota < old {
+        let less = old - quota;
+        child.reserve(less)?;
+        if child.mappings.load(Ordering::Acquire) > quota * MAPPINGS_PER_FRAME {
+            child.uncharge_n(less);
+            return Err(Error::Busy);
+        }
+        child.quota.store(quota, Ordering::Release);
+        child.uncharge_n(less);
+        env.uncharge_n(less);
+        info_quota_add(child, -(less as i64));
+    }
+    drop(book);
+    Ok(old)
+}
+
+/// Moves the quota `child`'s info page shows (`InfoPage::frame_quota`, the
+/// high half of the word it shares with `cores`) by `delta`, within
+/// `0..=u32::MAX`.
+#[allow(
+    deprecated,
+    reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
+)]
+fn info_quota_add(child: &Env, delta: i64) {
+    const WORD: usize = core::mem::offset_of!(abi::InfoPage, cores);
+    const _: () = assert!(core::mem::offset_of!(abi::InfoPage, frame_quota) == WORD + 4);
+    if child.info_frame.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let word = super::info_word(child, WORD as u64);
+    let _ = word.fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+        let q = ((w >> 32) as i64).saturating_add(delta).clamp(0, i64::from(u32::MAX)) as u64;
+        Some(w & 0xffff_ffff | q << 32)
+    });
 }
 
 /// At the start of `env`'s reclaim: its children never started die with

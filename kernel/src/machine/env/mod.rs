@@ -305,14 +305,21 @@ pub struct Env {
     pub ipc: Ipc,
     /// The frame of its info page (kernel-owned; 0 until loaded).
     info_frame: AtomicU64,
-    /// Frame quota (data and page-table frames) at start; repossession
-    /// lowers it ([`repossess::Repossess::quota_cut`], see [`Env::quota_now`]).
-    pub quota: u64,
+    /// Frame quota (data and page-table frames) given to it: at start, then
+    /// as its creator changes it (`ChildQuota`, see [`child::child_quota`]);
+    /// repossession lowers what it may use
+    /// ([`repossess::Repossess::quota_cut`], see [`Env::quota_now`]).
+    quota: AtomicU64,
     /// Its side of memory repossession (debt, quota cut, list).
     pub repossess: repossess::Repossess,
     /// Pages it has mapped (each costs the kernel a reverse-map entry).
     mappings: AtomicU64,
     charged: AtomicU64,
+    /// Some environment granted it a frame (set before the grant is
+    /// recorded, never cleared): its reclaim's pass over every shard
+    /// forgetting grants to it — the whole frame table, whatever its size —
+    /// is skipped when this is still false.
+    pub(super) granted_to: AtomicBool,
     /// The exception entry, if registered.
     pub exception: Mutex<ExceptionHandler>,
     /// Cores that may hold translations of its address space (bit per core):
@@ -385,10 +392,16 @@ impl Env {
             .map_err(|_| Error::QuotaExceeded)
     }
 
-    /// Its frame quota now: the start quota less what repossession took.
+    /// Its frame quota now: the quota given less what repossession took.
     #[inline]
     pub fn quota_now(&self) -> u64 {
-        self.quota.saturating_sub(self.repossess.quota_cut())
+        self.quota().saturating_sub(self.repossess.quota_cut())
+    }
+
+    /// The frame quota given to it (at start, or as its creator changed it).
+    #[inline]
+    pub fn quota(&self) -> u64 {
+        self.quota.load(Ordering::Acquire)
     }
 
     #[inline]
@@ -408,6 +421,22 @@ impl Env {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| Some(c.saturating_sub(n)));
     }
 
+    /// Charges `n` frames if they fit in its quota *now* (less what
+    /// repossession took): the reservation by which `ChildQuota` lowers a
+    /// quota safely. [`Error::Busy`]: the child uses too much.
+    #[allow(
+        deprecated,
+        reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
+    )]
+    fn reserve(&self, n: u64) -> Result<(), Error> {
+        self.charged
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
+                c.checked_add(n).filter(|&t| t <= self.quota_now())
+            })
+            .map(|_| ())
+            .map_err(|_| Error::Busy)
+    }
+
     #[allow(
         deprecated,
         reason = "fetch_update is try_update from Rust 1.99 on; kept for older stables"
@@ -415,7 +444,7 @@ impl Env {
     fn charge_n(&self, n: u64) -> Result<(), Error> {
         self.charged
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |c| {
-                c.checked_add(n).filter(|&t| t <= self.quota)
+                c.checked_add(n).filter(|&t| t <= self.quota())
             })
             .map(|_| ())
             .map_err(|_| Error::QuotaExceeded)

@@ -163,6 +163,12 @@ impl Reclaim {
                 crate::machine::slots::release_env(env.id);
                 self.stage = ReclaimStage::ForgetGrantee(0);
             }
+            // Never granted anything: no shard holds a grant to it (the flag
+            // is set before any grant is recorded), so the pass over the
+            // whole frame table is skipped.
+            ReclaimStage::ForgetGrantee(_) if !env.granted_to.load(Ordering::SeqCst) => {
+                self.stage = ReclaimStage::OwnMappings(abi::USER_MIN);
+            }
             ReclaimStage::ForgetGrantee(first) => {
                 let last = (first + 8).min(SHARDS);
                 for table in &FRAME_TABLE[first..last] {

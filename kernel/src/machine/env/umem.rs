@@ -16,7 +16,7 @@
 
 use super::Env;
 use super::lock_serving_mailbox;
-use crate::machine::memory;
+use crate::machine::{memory, paging};
 use abi::Error;
 use alloc::vec::Vec;
 use kernel::frames::FrameNumber;
@@ -216,6 +216,82 @@ pub fn write_upcall_frame(
     store(20, f.r15);
     drop(aspace);
     Ok(())
+}
+
+/// [`write_upcall_frame`] for the exception fast path: into the address
+/// space loaded on this core, found by [`paging::translate_loaded_user`]
+/// without the address-space lock (see there why none is needed on the
+/// core where the faulting code ran, interrupts off). Only a frame that is
+/// 8-aligned and lies in one page; `None` otherwise or when the page is not
+/// mapped user-writable (the caller takes the ordinary path, which says
+/// why).
+#[inline]
+pub fn write_upcall_frame_loaded(
+    at: u64,
+    head: [u64; 3],
+    f: &crate::machine::trap::TrapFrame,
+) -> Option<()> {
+    use x86_64::structures::paging::PageTableFlags as F;
+    let len = abi::UPCALL_FRAME_SIZE;
+    if !at.is_multiple_of(8) || at % abi::PAGE_SIZE + len > abi::PAGE_SIZE || at < abi::USER_MIN {
+        return None;
+    }
+    let (frame, flags) = paging::translate_loaded_user(at & !(abi::PAGE_SIZE - 1))?;
+    if !flags.contains(F::USER_ACCESSIBLE | F::WRITABLE) {
+        return None;
+    }
+    // SAFETY: `frame` is mapped user-writable in the loaded space and stays
+    // allocated until this core returns to ring 3
+    // (`translate_loaded_user`); `at` is 8-aligned, the frame fits its page.
+    unsafe { store_upcall_frame(frame, at, head, f) };
+    Some(())
+}
+
+/// Stores the upcall frame's 21 words at offset `at % PAGE_SIZE` of
+/// `frame`, each loaded from the trap frame and stored at once (no array
+/// on the stack in between).
+///
+/// # Safety
+/// `frame` is an allocated RAM frame that stays allocated for the call
+/// (user memory: plain data to the kernel), `at` is 8-aligned and
+/// `at % PAGE_SIZE + UPCALL_FRAME_SIZE <= PAGE_SIZE`.
+#[inline(always)]
+unsafe fn store_upcall_frame(
+    frame: FrameNumber,
+    at: u64,
+    head: [u64; 3],
+    f: &crate::machine::trap::TrapFrame,
+) {
+    let dst = memory::phys_to_virt(frame.addr() + at % abi::PAGE_SIZE) as *mut u64;
+    // Each word loaded from the trap frame and stored at once (no array on
+    // the stack in between).
+    let store = |i: usize, w: u64| {
+        // SAFETY: `dst .. dst + UPCALL_FRAME_SIZE` lies inside `frame`
+        // (the caller's contract; `i` < 21), which stays allocated; user
+        // memory is plain data to the kernel (as `USlice::write`'s copy).
+        unsafe { dst.add(i).write(w) }
+    };
+    store(0, head[0]);
+    store(1, head[1]);
+    store(2, head[2]);
+    store(3, f.rip);
+    store(4, f.rsp);
+    store(5, f.rflags);
+    store(6, f.rax);
+    store(7, f.rbx);
+    store(8, f.rcx);
+    store(9, f.rdx);
+    store(10, f.rsi);
+    store(11, f.rdi);
+    store(12, f.rbp);
+    store(13, f.r8);
+    store(14, f.r9);
+    store(15, f.r10);
+    store(16, f.r11);
+    store(17, f.r12);
+    store(18, f.r13);
+    store(19, f.r14);
+    store(20, f.r15);
 }
 
 /// Whether a user copy may wait for the address-space lock.

@@ -293,6 +293,9 @@ pub fn user_trap(frame: &mut TrapFrame) {
     let vector = frame.vector as u8;
     let mut why = Why::Event;
     if vector < 32 {
+        if upcall::user_exception_fast(frame) {
+            return;
+        }
         user_exception(frame);
     } else if interrupts::device_interrupt(vector, true) == Device::Timer {
         why = Why::Timer;

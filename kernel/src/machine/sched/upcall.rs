@@ -5,10 +5,81 @@ use super::runq::*;
 use crate::machine::env::{self, Env, Lock, Outcome};
 use crate::machine::gdt::{USER_CS, USER_DS};
 use crate::machine::interrupts;
+use crate::machine::mailbox;
 use crate::machine::percpu::this_cpu;
 use crate::machine::trap::{RFLAGS_USER, TrapFrame};
 use abi::Error;
 use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
+
+/// The exception fast path: the common case of [`user_exception`] followed
+/// by `finish`, taken when nothing else is owed on this core. It upcalls a
+/// deliverable exception of a vCPU outside a protected control transfer
+/// whose environment is not dying and has an entry, with the frame on this
+/// core's exception stack (nested below the interrupted `rsp` as usual)
+/// inside one user-writable page. It takes no lock but the handler's (tried,
+/// not waited for) and no reference count: the run queue is borrowed once,
+/// the frame is written through [`env::write_upcall_frame_loaded`] (the
+/// loaded address space, no address-space lock). Returns `false` with
+/// nothing changed otherwise: the ordinary path then runs, and gives the
+/// same answer, slower (kills, messages, nested rules stay there).
+///
+/// Skipping `finish` is sound: its own fast path returns at once under the
+/// same conditions, checked here before anything is changed; a wake-up
+/// that arrives meanwhile comes with an IPI, taken when ring 3 resumes.
+#[inline]
+pub(super) fn user_exception_fast(frame: &mut TrapFrame) -> bool {
+    let vector = frame.vector;
+    if !matches!(
+        vector,
+        abi::vector::DIVIDE_ERROR
+            | abi::vector::BREAKPOINT
+            | abi::vector::INVALID_OPCODE
+            | abi::vector::GENERAL_PROTECTION
+            | abi::vector::PAGE_FAULT
+            | abi::vector::X87_FLOATING_POINT
+            | abi::vector::SIMD_FLOATING_POINT
+    ) {
+        return false;
+    }
+    let me = this_cpu().index;
+    if INBOUND[me].incoming_pending.load(Ordering::Acquire)
+        || mailbox::resched_pending()
+        || mailbox::has_work()
+    {
+        return false;
+    }
+    RUNQ.with(|rq| {
+        let Some(v) = rq.current.as_ref() else { return false };
+        if rq.exiting || v.call.is_some() || v.env.is_dying() {
+            return false;
+        }
+        let Some(handler) = v.env.exception.try_lock().map(|h| *h) else { return false };
+        if handler.entry == 0 {
+            return false;
+        }
+        let stack_top = handler.stack_top_for(me);
+        let window = if handler.stride > 0 { handler.stride } else { 1 << 20 };
+        let nested = frame.rsp < stack_top && frame.rsp >= stack_top.saturating_sub(window);
+        let base = if nested { frame.rsp.saturating_sub(128) } else { stack_top };
+        let at = base.saturating_sub(abi::UPCALL_FRAME_SIZE) & !0xf;
+        let fault_addr = if vector == abi::vector::PAGE_FAULT {
+            x86_64::registers::control::Cr2::read_raw()
+        } else {
+            0
+        };
+        if env::write_upcall_frame_loaded(at, [vector, frame.error_code, fault_addr], frame)
+            .is_none()
+        {
+            return false;
+        }
+        frame.rip = handler.entry;
+        frame.rsp = at;
+        frame.rdi = at;
+        frame.rflags = RFLAGS_USER;
+        true
+    })
+}
 
 /// An exception raised in ring 3: upcall to the environment or kill it.
 #[inline]
