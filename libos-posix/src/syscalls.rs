@@ -364,7 +364,7 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
         SYS_LSTAT => sys_stat(p, AT_FDCWD, a[0], a[1], AT_SYMLINK_NOFOLLOW, mem),
         SYS_NEWFSTATAT => sys_stat(p, a[0] as i32, a[1], a[2], a[3] as u32, mem),
         SYS_FSTAT => {
-            let st = p.fs.stat(p.desc(fd)?.borrow().ino);
+            let st = p.fs.stat(p.desc(fd)?.borrow().ino)?;
             mem.write(a[1], &st.encode())?;
             Ok(0)
         }
@@ -660,8 +660,10 @@ fn sys_write(
         }
     }
     let is_file = p.fs.device(ino).is_none();
-    let mut off =
-        if flags & O_APPEND != 0 { p.fs.size(ino) } else { at.map_or(offset, |o| o as u64) };
+    // O_APPEND: each chunk goes at the end as the server (or this tree)
+    // finds it, in the same step as the write.
+    let append = flags & O_APPEND != 0 && is_file;
+    let mut off = at.map_or(offset, |o| o as u64);
     let mut done = 0u64;
     let mut tmp = vec![0u8; (count as usize).min(CHUNK)];
     while done < count {
@@ -672,9 +674,9 @@ fn sys_write(
             }
             break;
         }
-        let n = p.fs.write_at(ino, off, &tmp[..want])?;
+        let (n, end) = p.fs.write(ino, off, append, &tmp[..want])?;
         done += n as u64;
-        off += n as u64;
+        off = end;
         if n < want {
             break;
         }
@@ -824,7 +826,7 @@ fn sys_stat(
         let start = p.at_dir(dirfd, &path)?;
         p.fs.lookup(start, &path, flags & AT_SYMLINK_NOFOLLOW == 0)?
     };
-    mem.write(buf, &p.fs.stat(ino).encode())?;
+    mem.write(buf, &p.fs.stat(ino)?.encode())?;
     Ok(0)
 }
 
@@ -850,7 +852,7 @@ fn sys_getdents64(
             break;
         }
         idx += 1;
-        encode_dirent64(&mut out, ino, idx as i64, t, name);
+        encode_dirent64(&mut out, ino, idx as i64, t, &name);
     }
     mem.write(buf, &out)?;
     f.offset = idx as u64;
@@ -919,7 +921,7 @@ fn sys_readlinkat(
     }
     let path = read_path(mem, path)?;
     let target = match crate::proc::self_exe_link(p, &path) {
-        Some(t) => t,
+        Some(t) => t.to_vec(),
         None => {
             let start = p.at_dir(dirfd, &path)?;
             p.fs.readlink(start, &path)?
