@@ -490,9 +490,15 @@ fn fork(
     // The child's pipe ends are counted in now, before it exists: see
     // `Pipes::inherit`.
     p.pipes.inherit();
+    // Likewise the child's holds on a file server's inodes (its working
+    // directory and one per open description): taken before it exists.
+    let held = p.hold_for_child();
     let forked = p.procs.as_mut().ok_or(ENOSYS)?.fork(&shared);
     if forked.is_err() {
         p.pipes.fork_failed();
+        for ino in held {
+            p.fs.release(ino);
+        }
     }
     match forked? {
         Forked::Parent(pid) => {

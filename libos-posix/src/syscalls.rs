@@ -212,6 +212,29 @@ impl<'a> Process<'a> {
         Ok(Entry { rip: plan.entry, rsp: st.rsp })
     }
 
+    /// With a file server: one more hold on the working directory and on
+    /// the inode of every open description (each once), for a child about
+    /// to inherit them; returns the inodes held. Without one: nothing (the
+    /// child's tree is its own copy).
+    pub(crate) fn hold_for_child(&mut self) -> Vec<Ino> {
+        if !self.fs.is_remote() {
+            return Vec::new();
+        }
+        let mut seen = BTreeSet::new();
+        let mut inos = vec![self.cwd];
+        for fd in self.fds.fds() {
+            if let Ok(d) = self.fds.get(fd)
+                && seen.insert(Rc::as_ptr(d) as usize)
+            {
+                inos.push(d.borrow().ino);
+            }
+        }
+        for &ino in &inos {
+            self.fs.hold(ino);
+        }
+        inos
+    }
+
     pub(crate) fn desc(&self, fd: i32) -> SysResult<Rc<Desc>> {
         self.fds.get(fd).cloned()
     }
@@ -489,6 +512,11 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
                 if let Ok(d) = p.fds.close(fd) {
                     p.release(d);
                 }
+            }
+            if p.fs.is_remote() {
+                // The server's tree outlives us: our working directory's hold goes.
+                let cwd = p.cwd;
+                p.fs.release(cwd);
             }
             Ok(0)
         }

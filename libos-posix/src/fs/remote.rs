@@ -669,3 +669,149 @@ pub enum Arg<'p> {
     /// A byte string (a path).
     B(&'p [u8]),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fs::tar;
+    use crate::mock::MockConsole;
+    use alloc::boxed::Box;
+    use proptest::prelude::*;
+
+    fn tree() -> Fs<'static> {
+        let a = tar::build(&[
+            (b"etc/motd", b'0', 0o644, b"", b"hello\n"),
+            (b"bin/busybox", b'0', 0o755, b"", b"BB"),
+            (b"bin/sh", b'2', 0o777, b"busybox", b""),
+            (b"d/e", b'0', 0o644, b"", b"e"),
+        ]);
+        Fs::from_initrd(Box::leak(a.into_boxed_slice()), MockConsole::default().boxed()).unwrap()
+    }
+
+    fn status(a: &[u8]) -> u64 {
+        u64::from_le_bytes(a[..8].try_into().unwrap())
+    }
+
+    /// A word a hostile request might hold: small inodes, huge values.
+    fn word() -> impl Strategy<Value = u64> {
+        prop_oneof![0u64..40, any::<u64>(), Just(u64::MAX), Just(MAX_FILE), Just(LOCAL as u64)]
+    }
+
+    fn part() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            word().prop_map(|w| w.to_le_bytes().to_vec()),
+            // A length prefix and bytes (often a path).
+            (
+                prop_oneof![
+                    Just(&b"/tmp/x"[..]),
+                    Just(&b"/"[..]),
+                    Just(&b"d"[..]),
+                    Just(&b"/d/e/.."[..]),
+                    Just(&b""[..])
+                ],
+                any::<bool>()
+            )
+                .prop_map(|(p, lie)| {
+                    let mut v = (if lie { p.len() as u64 + 1000 } else { p.len() as u64 })
+                        .to_le_bytes()
+                        .to_vec();
+                    v.extend_from_slice(p);
+                    v
+                }),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ]
+    }
+
+    proptest! {
+        /// Any bytes: an answer with a status, never a panic.
+        #[test]
+        fn garbage_requests_get_an_errno(req in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let mut fs = tree();
+            let a = serve(&mut fs, &req);
+            prop_assert!(a.len() >= 8);
+        }
+
+        /// Well-formed headers with hostile arguments (dead and huge inode
+        /// numbers, lying lengths, devices, holds never taken), many in a
+        /// row on one tree: never a panic, the tree stays usable, and a
+        /// write never grows a file past `MAX_FILE`.
+        #[test]
+        fn hostile_requests_never_hurt_the_server(
+            reqs in proptest::collection::vec((1u8..=21, proptest::collection::vec(part(), 0..6)), 1..40)
+        ) {
+            let mut fs = tree();
+            for (op, parts) in reqs {
+                let mut req = request(Op::from_u8(op).unwrap(), Timespec::default(), 0o022).0;
+                for p in parts {
+                    req.extend_from_slice(&p);
+                }
+                let a = serve(&mut fs, &req);
+                prop_assert!(a.len() >= 8);
+            }
+            let root = fs.root();
+            prop_assert!(fs.lookup(root, b"/bin/busybox", true).is_ok());
+            for i in 0..fs.nodes.len() {
+                if fs.live(i) {
+                    prop_assert!(fs.size(i) <= MAX_FILE);
+                }
+            }
+        }
+
+        /// A client given garbage answers gets errors (or garbage values),
+        /// never a panic, and never a slice outside its own archive.
+        #[test]
+        fn garbage_answers_never_hurt_the_client(answers in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..20)) {
+            struct Liar(Vec<Vec<u8>>);
+            impl Transport for Liar {
+                fn call(&mut self, _req: &[u8]) -> SysResult<Vec<u8>> {
+                    let mut a = self.0.pop().unwrap_or_default();
+                    if a.len() >= 8 && a[0] & 1 == 0 {
+                        a[..8].copy_from_slice(&0u64.to_le_bytes()); // often "success"
+                    }
+                    Ok(a)
+                }
+            }
+            let mut fs = tree();
+            let archive = fs.archive;
+            fs.set_remote(Box::new(Liar(answers)));
+            let root = fs.root();
+            let _ = fs.lookup(root, b"/etc/motd", true);
+            let _ = fs.stat(3);
+            let _ = fs.open(root, b"/tmp/x", O_CREAT | O_RDWR, 0o644);
+            let mut buf = [0u8; 100];
+            let _ = fs.read_at(3, 0, &mut buf);
+            let _ = fs.write(3, 0, true, b"abc");
+            let _ = fs.dirent(root, 0);
+            let _ = fs.readlink(root, b"/bin/sh");
+            let _ = fs.contents(5);
+            if let Some(b) = fs.archive_bytes(4) {
+                let (s, e) = (archive.as_ptr() as usize, archive.as_ptr() as usize + archive.len());
+                prop_assert!(b.as_ptr() as usize >= s && b.as_ptr() as usize + b.len() <= e);
+            }
+        }
+    }
+
+    #[test]
+    fn devices_and_links_are_not_read_by_the_server() {
+        let mut fs = tree();
+        let r = fs.root();
+        for path in [&b"/dev/tty"[..], b"/dev/console", b"/bin/sh"] {
+            let ino = fs.lookup(r, path, false).unwrap();
+            let mut w = request(Op::Read, Timespec::default(), 0);
+            w.u64(ino as u64).u64(0).u64(10);
+            assert_eq!(status(&serve(&mut fs, &w.0)), EINVAL.0 as u64, "{path:?}");
+            let mut w = request(Op::Write, Timespec::default(), 0);
+            w.u64(ino as u64).u64(0).u64(0).bytes(b"x");
+            assert_eq!(status(&serve(&mut fs, &w.0)), EINVAL.0 as u64);
+        }
+        // A release without a hold is refused, not an underflow.
+        let motd = fs.lookup(r, b"/etc/motd", true).unwrap();
+        let mut w = request(Op::Release, Timespec::default(), 0);
+        w.u64(motd as u64);
+        assert_eq!(status(&serve(&mut fs, &w.0)), EBADF.0 as u64);
+        // A write past MAX_FILE is EFBIG.
+        let mut w = request(Op::Write, Timespec::default(), 0);
+        w.u64(motd as u64).u64(MAX_FILE).u64(0).bytes(b"x");
+        assert_eq!(status(&serve(&mut fs, &w.0)), EFBIG.0 as u64);
+    }
+}
