@@ -48,7 +48,7 @@ static LAST_CORE: AtomicUsize = AtomicUsize::new(usize::MAX);
 pub struct Procs;
 
 /// The next core of `user_cores` after `from` (round robin).
-fn next_core(from: usize) -> usize {
+pub fn next_core(from: usize) -> usize {
     let mask = info().user_cores;
     if mask == 0 {
         return sys::core_id();

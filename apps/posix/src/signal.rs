@@ -242,6 +242,7 @@ fn terminate(state: &State, signo: u32) -> ! {
     let child = crate::procs::IS_CHILD.load(core::sync::atomic::Ordering::Acquire);
     let status = libos_posix::proc::env_status_of_signal(child, signo as i32);
     crate::redirect::log_exit(state, status);
+    crate::fsserver::stop();
     sys::exit(status)
 }
 
