@@ -496,9 +496,7 @@ fn fork(
     let forked = p.procs.as_mut().ok_or(ENOSYS)?.fork(&shared);
     if forked.is_err() {
         p.pipes.fork_failed();
-        for ino in held {
-            p.fs.release(ino);
-        }
+        p.unhold_for_child(held);
     }
     match forked? {
         Forked::Parent(pid) => {

@@ -47,8 +47,12 @@ pub struct OpenFile {
     pub ino: Ino,
     /// Access mode and status flags (`O_APPEND`, `O_NONBLOCK`, `O_LARGEFILE`, ...).
     pub flags: u32,
-    /// The file offset (for a directory: the index of the next entry).
+    /// The file offset (for a directory: the index of the next entry);
+    /// unused while `handle` is set.
     pub offset: u64,
+    /// A file server's description of a regular file (its offset is
+    /// there, shared with the processes that inherited it); 0: none.
+    pub handle: u64,
 }
 
 /// A shared description, as the descriptor table holds it.
@@ -123,6 +127,7 @@ impl<'a> Process<'a> {
                 ino: con,
                 flags: O_RDWR | O_LARGEFILE,
                 offset: 0,
+                handle: 0,
             }));
             for _ in 0..2 {
                 fds.insert(d.clone(), false, 0).expect("empty table");
@@ -131,7 +136,7 @@ impl<'a> Process<'a> {
             // so that the glue can tell the two output streams apart.
             let err = fs.anonymous_device(Device::ConsoleErr);
             fs.hold(err);
-            let e = OpenFile { ino: err, flags: O_RDWR | O_LARGEFILE, offset: 0 };
+            let e = OpenFile { ino: err, flags: O_RDWR | O_LARGEFILE, offset: 0, handle: 0 };
             fds.insert(Rc::new(RefCell::new(e)), false, 0).expect("empty table");
         }
         Process {
@@ -216,23 +221,36 @@ impl<'a> Process<'a> {
     /// the inode of every open description (each once), for a child about
     /// to inherit them; returns the inodes held. Without one: nothing (the
     /// child's tree is its own copy).
-    pub(crate) fn hold_for_child(&mut self) -> Vec<Ino> {
+    pub(crate) fn hold_for_child(&mut self) -> Vec<(Ino, u64)> {
         if !self.fs.is_remote() {
             return Vec::new();
         }
         let mut seen = BTreeSet::new();
-        let mut inos = vec![self.cwd];
+        let mut held = vec![(self.cwd, 0)];
         for fd in self.fds.fds() {
             if let Ok(d) = self.fds.get(fd)
                 && seen.insert(Rc::as_ptr(d) as usize)
             {
-                inos.push(d.borrow().ino);
+                let f = d.borrow();
+                held.push((f.ino, f.handle));
             }
         }
-        for &ino in &inos {
-            self.fs.hold(ino);
+        for &(ino, handle) in &held {
+            if handle != 0 {
+                // A refused dup (a peer closed it) shows as EBADF later.
+                let _ = self.fs.desc_dup(handle);
+            } else {
+                self.fs.hold(ino);
+            }
         }
-        inos
+        held
+    }
+
+    /// Gives back what [`Process::hold_for_child`] took (the fork failed).
+    pub(crate) fn unhold_for_child(&mut self, held: Vec<(Ino, u64)>) {
+        for (ino, handle) in held {
+            if handle != 0 { self.fs.desc_close(handle) } else { self.fs.release(ino) }
+        }
     }
 
     pub(crate) fn desc(&self, fd: i32) -> SysResult<Rc<Desc>> {
@@ -241,9 +259,13 @@ impl<'a> Process<'a> {
 
     pub(crate) fn release(&mut self, d: Rc<Desc>) {
         if let Ok(d) = Rc::try_unwrap(d) {
-            let ino = d.into_inner().ino;
-            crate::pipe::released(self, ino);
-            self.fs.release(ino);
+            let f = d.into_inner();
+            if f.handle != 0 {
+                self.fs.desc_close(f.handle);
+                return;
+            }
+            crate::pipe::released(self, f.ino);
+            self.fs.release(f.ino);
         }
     }
 
@@ -614,9 +636,9 @@ fn sys_read(
     mem: &mut dyn UserMemory,
 ) -> SysResult<u64> {
     let d = p.desc(fd)?;
-    let (ino, flags, offset) = {
+    let (ino, flags, offset, handle) = {
         let f = d.borrow();
-        (f.ino, f.flags, f.offset)
+        (f.ino, f.flags, f.offset, f.handle)
     };
     if flags & O_ACCMODE == O_WRONLY || flags & O_ACCMODE == 3 {
         return Err(EBADF);
@@ -641,7 +663,11 @@ fn sys_read(
     let mut tmp = vec![0u8; (count as usize).min(CHUNK)];
     while done < count {
         let want = ((count - done) as usize).min(CHUNK);
-        let n = p.fs.read_at(ino, off, &mut tmp[..want])?;
+        let n = if handle != 0 && at.is_none() {
+            p.fs.desc_read(handle, &mut tmp[..want])?
+        } else {
+            p.fs.read_at(ino, off, &mut tmp[..want])?
+        };
         if let Err(e) = mem.write(buf + done, &tmp[..n]) {
             if done == 0 {
                 return Err(e);
@@ -669,9 +695,9 @@ fn sys_write(
     mem: &mut dyn UserMemory,
 ) -> SysResult<u64> {
     let d = p.desc(fd)?;
-    let (ino, flags, offset) = {
+    let (ino, flags, offset, handle) = {
         let f = d.borrow();
-        (f.ino, f.flags, f.offset)
+        (f.ino, f.flags, f.offset, f.handle)
     };
     if flags & O_ACCMODE == O_RDONLY || flags & O_ACCMODE == 3 {
         return Err(EBADF);
@@ -702,7 +728,11 @@ fn sys_write(
             }
             break;
         }
-        let (n, end) = p.fs.write(ino, off, append, &tmp[..want])?;
+        let (n, end) = if handle != 0 && at.is_none() {
+            p.fs.desc_write(handle, append, &tmp[..want])?
+        } else {
+            p.fs.write(ino, off, append, &tmp[..want])?
+        };
         done += n as u64;
         off = end;
         if n < want {
@@ -761,6 +791,9 @@ fn sys_rwv(
 fn sys_lseek(p: &mut Process<'_>, fd: i32, off: i64, whence: u32) -> SysResult<u64> {
     let d = p.desc(fd)?;
     let mut f = d.borrow_mut();
+    if f.handle != 0 {
+        return p.fs.desc_seek(f.handle, off, whence);
+    }
     match p.fs.device(f.ino) {
         Some(dev) if dev.is_tty() || dev == Device::Pipe => return Err(ESPIPE),
         Some(_) => {
@@ -772,25 +805,10 @@ fn sys_lseek(p: &mut Process<'_>, fd: i32, off: i64, whence: u32) -> SysResult<u
         }
         None => {}
     }
-    let size = p.fs.size(f.ino) as i64;
+    let size = p.fs.size(f.ino);
     let dir = p.fs.is_dir(f.ino);
-    let new = match whence {
-        SEEK_SET => off,
-        SEEK_CUR => (f.offset as i64).checked_add(off).ok_or(EOVERFLOW)?,
-        SEEK_END if !dir => size.checked_add(off).ok_or(EOVERFLOW)?,
-        SEEK_DATA | SEEK_HOLE if !dir => {
-            if off < 0 || off >= size {
-                return Err(ENXIO);
-            }
-            if whence == SEEK_DATA { off } else { size }
-        }
-        _ => return Err(EINVAL),
-    };
-    if new < 0 {
-        return Err(EINVAL);
-    }
-    f.offset = new as u64;
-    Ok(new as u64)
+    f.offset = crate::fs::remote::seek(f.offset, size, dir, off, whence)?;
+    Ok(f.offset)
 }
 
 fn sys_openat(
@@ -808,9 +826,13 @@ fn sys_openat(
         return Err(EMFILE);
     }
     let ino = p.fs.open(start, &path, flags, mode)?;
-    p.fs.hold(ino);
+    // A file server's regular file: a description there (which holds it).
+    let handle = p.fs.desc_open(ino)?.unwrap_or(0);
+    if handle == 0 {
+        p.fs.hold(ino);
+    }
     let keep = (flags & !(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | O_LARGEFILE;
-    let d = Rc::new(RefCell::new(OpenFile { ino, flags: keep, offset: 0 }));
+    let d = Rc::new(RefCell::new(OpenFile { ino, flags: keep, offset: 0, handle }));
     match p.fds.insert(d.clone(), flags & O_CLOEXEC != 0, 0) {
         Ok(fd) => Ok(fd as u64),
         Err(e) => {

@@ -115,7 +115,9 @@ pub fn start(fs: &mut Fs<'static>) -> bool {
             fs.set_remote(alloc::boxed::Box::new(Slots));
             true
         }
-        Ok(None) => serve(fs),
+        Ok(None) => {
+            serve(core::mem::replace(fs, Fs::new(alloc::boxed::Box::new(crate::glue::Con::new()))))
+        }
         Err(e) => {
             crate::glue::log_line(&alloc::format!("posix: no file server (fork: {e:?})"));
             BASE.store(0, Ordering::Relaxed);
@@ -136,7 +138,8 @@ pub fn stop() {
 }
 
 /// The server's loop.
-fn serve(fs: &mut Fs<'static>) -> ! {
+fn serve(fs: Fs<'static>) -> ! {
+    let mut server = remote::Server::new(fs);
     // Nothing of the program's world is ours: no redirection, no signals.
     let mut req = vec![0u8; SLOT_BYTES];
     loop {
@@ -150,9 +153,9 @@ fn serve(fs: &mut Fs<'static>) -> ! {
             let len = usize::try_from(w[2].load(Ordering::SeqCst)).unwrap_or(usize::MAX);
             let answer = if len <= SLOT_BYTES - HEADER {
                 copy_out_words(w, HEADER, &mut req[..len]);
-                remote::serve(fs, &req[..len])
+                server.serve(&req[..len])
             } else {
-                remote::serve(fs, &[]) // EINVAL
+                server.serve(&[]) // EINVAL
             };
             let n = answer.len().min(SLOT_BYTES - HEADER);
             copy_in_words(w, HEADER, &answer[..n]);

@@ -1402,6 +1402,51 @@ impl<'a> Fs<'a> {
         }
     }
 
+    /// In remote mode, an open-file description of the server's regular
+    /// file `ino` (holding it), shared by the processes that inherit it:
+    /// its handle. `None` for anything else (the caller holds `ino` and
+    /// keeps the offset itself).
+    pub fn desc_open(&mut self, ino: Ino) -> SysResult<Option<u64>> {
+        let Route::There(i) = self.route(ino) else { return Ok(None) };
+        match self.client().stat(i, self.now)? {
+            (st, RKind::Plain) if st.mode & S_IFMT == S_IFREG => {}
+            _ => return Ok(None),
+        }
+        self.client().desc_open(i, self.now).map(Some)
+    }
+
+    /// One more reference to description `handle` (a child inherits it).
+    pub fn desc_dup(&mut self, handle: u64) -> SysResult<()> {
+        self.client().desc_op(Op::DescDup, handle, self.now)
+    }
+
+    /// One reference less to description `handle`.
+    pub fn desc_close(&mut self, handle: u64) {
+        // A refused close (a peer closed it for us) leaves nothing to do.
+        let _ = self.client().desc_op(Op::DescClose, handle, self.now);
+    }
+
+    /// Reads at description `handle`'s offset, which advances.
+    pub fn desc_read(&mut self, handle: u64, buf: &mut [u8]) -> SysResult<usize> {
+        self.client().desc_read(handle, buf, self.now)
+    }
+
+    /// Writes at description `handle`'s offset (or its file's end when
+    /// `append`), which advances; the bytes written and the new offset.
+    pub fn desc_write(
+        &mut self,
+        handle: u64,
+        append: bool,
+        data: &[u8],
+    ) -> SysResult<(usize, u64)> {
+        self.client().desc_write(handle, append, data, self.now)
+    }
+
+    /// `lseek` of description `handle`.
+    pub fn desc_seek(&mut self, handle: u64, off: i64, whence: u32) -> SysResult<u64> {
+        self.client().desc_seek(handle, off, whence, self.now)
+    }
+
     /// Whether regular file `ino`'s contents are still the archive's bytes.
     pub fn is_zero_copy(&self, ino: Ino) -> bool {
         match self.route(ino) {

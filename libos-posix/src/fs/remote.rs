@@ -106,6 +106,19 @@ pub enum Op {
     Dirents,
     /// `(ino)` → `(off, len)` in the archive, or `u64::MAX`.
     Archive,
+    /// `(ino)` → a new description of regular file `ino` (its hold, offset 0).
+    DescOpen,
+    /// `(handle)`: one more reference (a child inheriting it).
+    DescDup,
+    /// `(handle)`: one reference less; the last drops the inode's hold.
+    DescClose,
+    /// `(handle, len)` → `bytes`, read at the description's offset, which advances.
+    DescRead,
+    /// `(handle, append, bytes)` → `(n, end)`, written at the offset (or
+    /// the end), which advances.
+    DescWrite,
+    /// `(handle, off, whence)` → the new offset (`lseek`).
+    DescSeek,
 }
 
 impl Op {
@@ -114,6 +127,7 @@ impl Op {
         [
             Lookup, Open, Mkdir, Rmdir, Unlink, Symlink, Link, Rename, Readlink, Access, PathOf,
             Stat, Read, Write, Truncate, SetPerm, SetMtime, Hold, Release, Dirents, Archive,
+            DescOpen, DescDup, DescClose, DescRead, DescWrite, DescSeek,
         ]
         .into_iter()
         .find(|o| *o as u8 == b)
@@ -206,20 +220,74 @@ fn request(op: Op, now: Timespec, umask: u32) -> Writer {
 
 // ---- the server ----
 
-/// Answers one request `req` against `fs` (the server's tree); the answer
-/// is `status` (0 or an errno) followed by the operation's results. Never
-/// panics, whatever `req` holds.
-pub fn serve(fs: &mut Fs<'_>, req: &[u8]) -> Vec<u8> {
-    let mut out = Writer(Vec::new());
-    out.u64(0);
-    match serve_inner(fs, req, &mut out) {
-        Ok(()) => {}
-        Err(e) => {
-            out.0.clear();
-            out.u64(e.0 as u64);
-        }
+/// The most open-file descriptions a server keeps.
+pub const MAX_DESCS: usize = 1 << 16;
+
+/// An open-file description of a regular file, shared by the processes
+/// that inherited it: its offset moves for all of them, as in Linux.
+#[derive(Debug)]
+struct Desc {
+    ino: Ino,
+    offset: u64,
+    refs: u32,
+}
+
+/// A server: the tree and the open-file descriptions of regular files.
+pub struct Server<'a> {
+    /// The tree.
+    pub fs: Fs<'a>,
+    descs: alloc::collections::BTreeMap<u64, Desc>,
+    next: u64,
+}
+
+impl<'a> Server<'a> {
+    /// A server of `fs`.
+    pub fn new(fs: Fs<'a>) -> Self {
+        Server { fs, descs: Default::default(), next: 1 }
     }
-    out.0
+
+    /// Answers one request `req`; the answer is `status` (0 or an errno)
+    /// followed by the operation's results. Never panics, whatever `req`
+    /// holds.
+    pub fn serve(&mut self, req: &[u8]) -> Vec<u8> {
+        let mut out = Writer(Vec::new());
+        out.u64(0);
+        match serve_inner(self, req, &mut out) {
+            Ok(()) => {}
+            Err(e) => {
+                out.0.clear();
+                out.u64(e.0 as u64);
+            }
+        }
+        out.0
+    }
+
+    /// Live descriptions.
+    pub fn descriptions(&self) -> usize {
+        self.descs.len()
+    }
+}
+
+/// `lseek`'s arithmetic (Linux's `generic_file_llseek` on a file of `size`
+/// bytes at `cur`; `dir`: a directory, which only `SEEK_SET`/`SEEK_CUR` move).
+pub fn seek(cur: u64, size: u64, dir: bool, off: i64, whence: u32) -> SysResult<u64> {
+    let size = size as i64;
+    let new = match whence {
+        SEEK_SET => off,
+        SEEK_CUR => (cur as i64).checked_add(off).ok_or(EOVERFLOW)?,
+        SEEK_END if !dir => size.checked_add(off).ok_or(EOVERFLOW)?,
+        SEEK_DATA | SEEK_HOLE if !dir => {
+            if off < 0 || off >= size {
+                return Err(ENXIO);
+            }
+            if whence == SEEK_DATA { off } else { size }
+        }
+        _ => return Err(EINVAL),
+    };
+    if new < 0 {
+        return Err(EINVAL);
+    }
+    Ok(new as u64)
 }
 
 fn kind_of(fs: &Fs<'_>, ino: Ino) -> RKind {
@@ -230,7 +298,8 @@ fn kind_of(fs: &Fs<'_>, ino: Ino) -> RKind {
     }
 }
 
-fn serve_inner(fs: &mut Fs<'_>, req: &[u8], out: &mut Writer) -> SysResult<()> {
+fn serve_inner(srv: &mut Server<'_>, req: &[u8], out: &mut Writer) -> SysResult<()> {
+    let fs = &mut srv.fs;
     let mut r = Reader { b: req };
     let bad = EINVAL;
     let op = r.u64().and_then(|o| u8::try_from(o).ok()).and_then(Op::from_u8).ok_or(bad)?;
@@ -378,6 +447,57 @@ fn serve_inner(fs: &mut Fs<'_>, req: &[u8], out: &mut Writer) -> SysResult<()> {
                 out.u64(ino).u64(u64::from(t)).bytes(&name);
                 index += 1;
             }
+        }
+        Op::DescOpen => {
+            let i = file(fs, r.u64().ok_or(bad)?)?;
+            if srv.descs.len() >= MAX_DESCS || !fs.try_hold(i) {
+                return Err(ENFILE);
+            }
+            let h = srv.next;
+            srv.next += 1;
+            srv.descs.insert(h, Desc { ino: i, offset: 0, refs: 1 });
+            out.u64(h);
+        }
+        Op::DescDup => {
+            let d = srv.descs.get_mut(&r.u64().ok_or(bad)?).ok_or(EBADF)?;
+            d.refs = d.refs.checked_add(1).ok_or(ENFILE)?;
+        }
+        Op::DescClose => {
+            let h = r.u64().ok_or(bad)?;
+            let d = srv.descs.get_mut(&h).ok_or(EBADF)?;
+            d.refs -= 1;
+            if d.refs == 0 {
+                let ino = d.ino;
+                srv.descs.remove(&h);
+                fs.try_release(ino);
+            }
+        }
+        Op::DescRead => {
+            let d = srv.descs.get_mut(&r.u64().ok_or(bad)?).ok_or(EBADF)?;
+            let len = (r.u64().ok_or(bad)?).min(MAX_DATA as u64) as usize;
+            let mut buf = alloc::vec![0u8; len];
+            let n = fs.read_at(d.ino, d.offset, &mut buf)?;
+            d.offset += n as u64;
+            out.bytes(&buf[..n]);
+        }
+        Op::DescWrite => {
+            let d = srv.descs.get_mut(&r.u64().ok_or(bad)?).ok_or(EBADF)?;
+            let append = r.u64().ok_or(bad)? != 0;
+            let data = r.bytes().ok_or(bad)?;
+            let off = if append { fs.size(d.ino) } else { d.offset };
+            if off.checked_add(data.len() as u64).is_none_or(|end| end > MAX_FILE) {
+                return Err(EFBIG);
+            }
+            let n = fs.write_at(d.ino, off, data)?;
+            d.offset = off + n as u64;
+            out.u64(n as u64).u64(d.offset);
+        }
+        Op::DescSeek => {
+            let d = srv.descs.get_mut(&r.u64().ok_or(bad)?).ok_or(EBADF)?;
+            let off = r.u64().ok_or(bad)? as i64;
+            let whence = u32::try_from(r.u64().ok_or(bad)?).map_err(|_| bad)?;
+            d.offset = seek(d.offset, fs.size(d.ino), false, off, whence)?;
+            out.u64(d.offset);
         }
         Op::Archive => {
             let i = live(fs, r.u64().ok_or(bad)?)?;
@@ -661,6 +781,90 @@ impl<'a> Client<'a> {
     }
 }
 
+impl Client<'_> {
+    /// A description of regular file `ino` in the server; its handle.
+    pub fn desc_open(&mut self, ino: Ino, now: Timespec) -> SysResult<u64> {
+        let mut w = request(Op::DescOpen, now, 0);
+        w.u64(ino as u64);
+        let a = self.call(w)?;
+        a.reader().u64().filter(|&h| h != 0).ok_or(EIO)
+    }
+
+    /// `DescDup`/`DescClose`.
+    pub fn desc_op(&mut self, op: Op, handle: u64, now: Timespec) -> SysResult<()> {
+        let mut w = request(op, now, 0);
+        w.u64(handle);
+        self.call(w).map(|_| ())
+    }
+
+    /// Reads at the description's offset (which advances).
+    pub fn desc_read(&mut self, handle: u64, buf: &mut [u8], now: Timespec) -> SysResult<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            let want = (buf.len() - done).min(MAX_DATA);
+            let mut w = request(Op::DescRead, now, 0);
+            w.u64(handle).u64(want as u64);
+            let a = match self.call(w) {
+                Ok(a) => a,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            };
+            let got = a.reader().bytes().filter(|b| b.len() <= want).ok_or(EIO)?;
+            buf[done..done + got.len()].copy_from_slice(got);
+            done += got.len();
+            if got.len() < want {
+                break;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Writes at the description's offset, or at the end when `append`;
+    /// returns the bytes written and the new offset.
+    pub fn desc_write(
+        &mut self,
+        handle: u64,
+        append: bool,
+        data: &[u8],
+        now: Timespec,
+    ) -> SysResult<(usize, u64)> {
+        let mut done = 0;
+        let mut end = 0;
+        loop {
+            let chunk = &data[done..(done + MAX_DATA).min(data.len())];
+            let mut w = request(Op::DescWrite, now, 0);
+            w.u64(handle).u64(append as u64).bytes(chunk);
+            let a = match self.call(w) {
+                Ok(a) => a,
+                Err(e) if done == 0 => return Err(e),
+                Err(_) => break,
+            };
+            let mut r = a.reader();
+            let n = r.u64().filter(|&n| n <= chunk.len() as u64).ok_or(EIO)? as usize;
+            end = r.u64().ok_or(EIO)?;
+            done += n;
+            if n < chunk.len() || done >= data.len() {
+                break;
+            }
+        }
+        Ok((done, end))
+    }
+
+    /// `lseek` of the description.
+    pub fn desc_seek(
+        &mut self,
+        handle: u64,
+        off: i64,
+        whence: u32,
+        now: Timespec,
+    ) -> SysResult<u64> {
+        let mut w = request(Op::DescSeek, now, 0);
+        w.u64(handle).u64(off as u64).u64(u64::from(whence));
+        let a = self.call(w)?;
+        a.reader().u64().ok_or(EIO)
+    }
+}
+
 /// An argument of [`Client::name_op`]/[`Client::bytes_op`].
 #[derive(Clone, Copy, Debug)]
 pub enum Arg<'p> {
@@ -676,7 +880,17 @@ mod tests {
     use crate::fs::tar;
     use crate::mock::MockConsole;
     use alloc::boxed::Box;
+    use alloc::rc::Rc;
+    use core::cell::RefCell;
     use proptest::prelude::*;
+
+    fn serve(fs: &mut Server<'_>, req: &[u8]) -> Vec<u8> {
+        fs.serve(req)
+    }
+
+    fn server() -> Server<'static> {
+        Server::new(tree())
+    }
 
     fn tree() -> Fs<'static> {
         let a = tar::build(&[
@@ -726,7 +940,7 @@ mod tests {
         /// Any bytes: an answer with a status, never a panic.
         #[test]
         fn garbage_requests_get_an_errno(req in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let mut fs = tree();
+            let mut fs = server();
             let a = serve(&mut fs, &req);
             prop_assert!(a.len() >= 8);
         }
@@ -737,9 +951,9 @@ mod tests {
         /// write never grows a file past `MAX_FILE`.
         #[test]
         fn hostile_requests_never_hurt_the_server(
-            reqs in proptest::collection::vec((1u8..=21, proptest::collection::vec(part(), 0..6)), 1..40)
+            reqs in proptest::collection::vec((1u8..=27, proptest::collection::vec(part(), 0..6)), 1..40)
         ) {
-            let mut fs = tree();
+            let mut fs = server();
             for (op, parts) in reqs {
                 let mut req = request(Op::from_u8(op).unwrap(), Timespec::default(), 0o022).0;
                 for p in parts {
@@ -748,11 +962,11 @@ mod tests {
                 let a = serve(&mut fs, &req);
                 prop_assert!(a.len() >= 8);
             }
-            let root = fs.root();
-            prop_assert!(fs.lookup(root, b"/bin/busybox", true).is_ok());
-            for i in 0..fs.nodes.len() {
-                if fs.live(i) {
-                    prop_assert!(fs.size(i) <= MAX_FILE);
+            let root = fs.fs.root();
+            prop_assert!(fs.fs.lookup(root, b"/bin/busybox", true).is_ok());
+            for i in 0..fs.fs.nodes.len() {
+                if fs.fs.live(i) {
+                    prop_assert!(fs.fs.size(i) <= MAX_FILE);
                 }
             }
         }
@@ -791,12 +1005,60 @@ mod tests {
         }
     }
 
+    /// A description shared by two processes (a child inherited it): one
+    /// offset, written in turn; its file held until the last reference.
+    #[test]
+    fn descriptions_share_one_offset() {
+        let srv = Rc::new(RefCell::new(server()));
+        let mut a = Client::new(Box::new(Loop(srv.clone())));
+        let now = Timespec::default();
+        let r = srv.borrow().fs.root();
+        let (f, _) = a.open(r, b"/tmp/log", O_CREAT | O_WRONLY, 0o644, now, 0o022).unwrap();
+        let h = a.desc_open(f, now).unwrap();
+        a.desc_op(Op::DescDup, h, now).unwrap(); // the child's reference
+        assert_eq!(a.desc_write(h, false, b"parent\n", now), Ok((7, 7)));
+        assert_eq!(
+            a.desc_write(h, false, b"child\n", now),
+            Ok((6, 13)),
+            "after the parent's bytes"
+        );
+        assert_eq!(a.desc_seek(h, 0, SEEK_SET, now), Ok(0));
+        let mut buf = [0u8; 32];
+        assert_eq!(a.read(f, 0, &mut buf, now), Ok(13));
+        assert_eq!(&buf[..13], b"parent\nchild\n");
+        a.name_op(Op::Unlink, &[Arg::U(r as u64), Arg::B(b"/tmp/log")], now, 0).unwrap();
+        a.desc_op(Op::DescClose, h, now).unwrap();
+        assert_eq!(
+            a.desc_read(h, &mut buf, now),
+            Ok(13),
+            "unlinked, still open: read from the seek's 0"
+        );
+        let n = srv.borrow().fs.inode_count();
+        a.desc_op(Op::DescClose, h, now).unwrap();
+        assert_eq!(
+            srv.borrow().fs.inode_count(),
+            n - 1,
+            "the unlinked file goes with the last reference"
+        );
+        assert_eq!(a.desc_op(Op::DescClose, h, now), Err(EBADF));
+        assert_eq!(a.desc_read(h, &mut buf, now), Err(EBADF));
+        assert_eq!(srv.borrow().descriptions(), 0);
+    }
+
+    /// A transport straight into a server.
+    struct Loop(Rc<RefCell<Server<'static>>>);
+    impl Transport for Loop {
+        fn call(&mut self, req: &[u8]) -> SysResult<Vec<u8>> {
+            Ok(self.0.borrow_mut().serve(req))
+        }
+    }
+
     #[test]
     fn devices_and_links_are_not_read_by_the_server() {
-        let mut fs = tree();
-        let r = fs.root();
+        let mut fs = server();
+        let r = fs.fs.root();
         for path in [&b"/dev/tty"[..], b"/dev/console", b"/bin/sh"] {
-            let ino = fs.lookup(r, path, false).unwrap();
+            let ino = fs.fs.lookup(r, path, false).unwrap();
             let mut w = request(Op::Read, Timespec::default(), 0);
             w.u64(ino as u64).u64(0).u64(10);
             assert_eq!(status(&serve(&mut fs, &w.0)), EINVAL.0 as u64, "{path:?}");
@@ -805,7 +1067,7 @@ mod tests {
             assert_eq!(status(&serve(&mut fs, &w.0)), EINVAL.0 as u64);
         }
         // A release without a hold is refused, not an underflow.
-        let motd = fs.lookup(r, b"/etc/motd", true).unwrap();
+        let motd = fs.fs.lookup(r, b"/etc/motd", true).unwrap();
         let mut w = request(Op::Release, Timespec::default(), 0);
         w.u64(motd as u64);
         assert_eq!(status(&serve(&mut fs, &w.0)), EBADF.0 as u64);

@@ -418,7 +418,7 @@ pub(crate) fn sys_pipe2(
         let ino = p.fs.anonymous_pipe();
         p.fs.hold(ino);
         p.pipes.ends.insert(ino, End { frame: frame.clone(), side });
-        let f = OpenFile { ino, flags: acc | (flags & O_NONBLOCK), offset: 0 };
+        let f = OpenFile { ino, flags: acc | (flags & O_NONBLOCK), offset: 0, handle: 0 };
         fds[i] = p.fds.insert(Rc::new(RefCell::new(f)), cloexec, 0).expect("two numbers are free");
     }
     let mut out = [0u8; 8];

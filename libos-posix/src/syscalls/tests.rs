@@ -24,11 +24,11 @@ struct T {
 
 /// A file server's tree shared by test processes (the transport is a call).
 #[derive(Clone)]
-struct Direct(Rc<RefCell<Fs<'static>>>);
+struct Direct(Rc<RefCell<crate::fs::remote::Server<'static>>>);
 
 impl crate::fs::remote::Transport for Direct {
     fn call(&mut self, req: &[u8]) -> SysResult<Vec<u8>> {
-        Ok(crate::fs::remote::serve(&mut self.0.borrow_mut(), req))
+        Ok(self.0.borrow_mut().serve(req))
     }
 }
 
@@ -43,9 +43,8 @@ fn archive() -> &'static [u8] {
 
 /// A server's tree of [`archive`].
 fn server() -> Direct {
-    Direct(Rc::new(RefCell::new(
-        Fs::from_initrd(archive(), MockConsole::default().boxed()).unwrap(),
-    )))
+    let fs = Fs::from_initrd(archive(), MockConsole::default().boxed()).unwrap();
+    Direct(Rc::new(RefCell::new(crate::fs::remote::Server::new(fs))))
 }
 
 impl T {
@@ -527,17 +526,17 @@ fn processes_share_a_file_server() {
     assert_eq!(a.sys(SYS_RENAME, &[x, y]), 0);
     assert_eq!(b.stat("/tmp/f", 0), Err(e(ENOENT)));
     assert_eq!(b.stat("/tmp/d/g", 0).map(|s| u64_at(&s, 48)), Ok(9));
-    let n0 = srv.0.borrow().inode_count();
+    let n0 = srv.0.borrow().fs.inode_count();
     assert_eq!(a.sys(SYS_UNLINK, &[y]), 0);
     b.sys(SYS_LSEEK, &[r as u64, 0, SEEK_SET as u64]);
     assert_eq!(b.read(r, 100), Ok(b"from a\nb\n".to_vec()), "held by b's descriptions");
-    assert_eq!(srv.0.borrow().inode_count(), n0);
+    assert_eq!(srv.0.borrow().fs.inode_count(), n0);
     for fd in [r, ap] {
         b.sys(SYS_CLOSE, &[fd as u64]);
     }
-    assert_eq!(srv.0.borrow().inode_count(), n0, "a still holds it");
+    assert_eq!(srv.0.borrow().fs.inode_count(), n0, "a still holds it");
     a.sys(SYS_CLOSE, &[fd as u64]);
-    assert_eq!(srv.0.borrow().inode_count(), n0 - 1, "freed with the last hold");
+    assert_eq!(srv.0.borrow().fs.inode_count(), n0 - 1, "freed with the last hold");
     // Devices named in the server's tree are the client's own.
     let null = b.open("/dev/null", O_WRONLY, 0);
     assert_eq!(b.write(null, b"gone"), 4);
