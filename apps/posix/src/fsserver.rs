@@ -6,7 +6,7 @@
 //! **Start.** The run's first process builds the tree from the initrd,
 //! makes the slot region (`libos_async::shared::alloc`: committed now and
 //! shared writable with every environment forked afterwards, generations
-//! down) and forks the server (`fork_on`, a quarter of its quota, at most
+//! down) and forks the server (`fork_on`, an eighth of its quota, at most
 //! [`SERVER_QUOTA_MAX`] frames, on the next user core). The server keeps
 //! the forked copy of the tree and serves forever; the first process and
 //! every process forked later turn their own copy into a client
@@ -64,8 +64,8 @@ const ANSWER: u64 = 3;
 const WAIT_NS: u64 = 10_000_000;
 /// How long a client waits for a slot or an answer before `EIO`.
 const GIVE_UP_NS: u64 = 10_000_000_000;
-/// The most quota the server gets (128 MiB).
-pub const SERVER_QUOTA_MAX: u64 = 32768;
+/// The most quota the server gets (64 MiB).
+pub const SERVER_QUOTA_MAX: u64 = 16384;
 
 /// The region's base (0: no server), and the server's id; both set before
 /// any fork after the server's, so every process inherits them.
@@ -106,7 +106,7 @@ pub fn start(fs: &mut Fs<'static>) -> bool {
     };
     BASE.store(region.base(), Ordering::Relaxed);
     core::mem::forget(region); // mapped for the environment's life
-    let quota = (u64::from(info().frame_quota) / 4).clamp(1024, SERVER_QUOTA_MAX);
+    let quota = (u64::from(info().frame_quota) / 8).clamp(1024, SERVER_QUOTA_MAX);
     let core = crate::procs::next_core(sys::core_id());
     crate::procs::FORKED.store(true, Ordering::Release);
     match libos_async::fork::fork_on(quota, core) {
@@ -139,6 +139,17 @@ pub fn stop() {
 
 /// The server's loop.
 fn serve(fs: Fs<'static>) -> ! {
+    // The archive's bytes are read through our own mapping of the initrd
+    // (`InitrdMap` frames are not shared by fork).
+    match sys::initrd_map(crate::layout::INITRD_VA) {
+        Ok(_) | Err(libos_async::abi::Error::AlreadyMapped) => {}
+        Err(e) => {
+            crate::glue::log_line(&alloc::format!(
+                "posix: the file server cannot map the initrd: {e:?}"
+            ));
+            sys::exit(1);
+        }
+    }
     let mut server = remote::Server::new(fs);
     // Nothing of the program's world is ours: no redirection, no signals.
     let mut req = vec![0u8; SLOT_BYTES];

@@ -73,12 +73,22 @@ impl Data<'_> {
             Data::Owned(v) => v,
         }
     }
-    fn owned(&mut self) -> &mut Vec<u8> {
+    /// The owned bytes (copied up first if need be), with room for `len`
+    /// bytes; `ENOSPC` when memory for them cannot be had (the heap says
+    /// so instead of failing: a file server must survive a client's
+    /// too-large file).
+    fn owned(&mut self, len: usize) -> SysResult<&mut Vec<u8>> {
         if let Data::Archive(b) = self {
-            *self = Data::Owned(b.to_vec());
+            let mut v = Vec::new();
+            v.try_reserve_exact(b.len().max(len)).map_err(|_| ENOSPC)?;
+            v.extend_from_slice(b);
+            *self = Data::Owned(v);
         }
         match self {
-            Data::Owned(v) => v,
+            Data::Owned(v) => {
+                v.try_reserve(len.saturating_sub(v.len())).map_err(|_| ENOSPC)?;
+                Ok(v)
+            }
             Data::Archive(_) => unreachable!("copied up above"),
         }
     }
@@ -902,7 +912,7 @@ impl<'a> Fs<'a> {
                 if end > isize::MAX as u64 {
                     return Err(EFBIG);
                 }
-                let v = d.owned();
+                let v = d.owned(end as usize)?;
                 if v.len() < end as usize {
                     v.resize(end as usize, 0);
                 }
@@ -933,7 +943,7 @@ impl<'a> Fs<'a> {
                     return Err(EFBIG);
                 }
                 if d.bytes().len() as u64 != len {
-                    d.owned().resize(len as usize, 0);
+                    d.owned(len as usize)?.resize(len as usize, 0);
                 }
                 node.mtime = now;
                 node.ctime = now;

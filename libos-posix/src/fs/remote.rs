@@ -512,6 +512,9 @@ fn serve_inner(srv: &mut Server<'_>, req: &[u8], out: &mut Writer) -> SysResult<
 
 // ---- the client ----
 
+/// One directory entry: `(st_ino, d_type, name)`.
+pub type Dirent = (u64, u8, Vec<u8>);
+
 /// The client's side: the transport and what it caches.
 pub struct Client<'a> {
     t: alloc::boxed::Box<dyn Transport + 'a>,
@@ -519,7 +522,7 @@ pub struct Client<'a> {
     /// that names an inode).
     kinds: alloc::collections::BTreeMap<Ino, RKind>,
     /// The last batch of directory entries: `(dir, first index, entries)`.
-    dirents: Option<(Ino, usize, Vec<(u64, u8, Vec<u8>)>)>,
+    dirents: Option<(Ino, usize, Vec<Dirent>)>,
 }
 
 impl core::fmt::Debug for Client<'_> {
