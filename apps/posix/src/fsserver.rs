@@ -6,8 +6,10 @@
 //! **Start.** The run's first process builds the tree from the initrd,
 //! makes the slot region (`libos_async::shared::alloc`: committed now and
 //! shared writable with every environment forked afterwards, generations
-//! down) and forks the server (`fork_on`, an eighth of its quota, at most
-//! [`SERVER_QUOTA_MAX`] frames, on the next user core). The server keeps
+//! down) and forks the server (`fork_on`, a sixteenth of its quota, at most
+//! [`SERVER_QUOTA_MAX`] frames, on the next user core; its children then
+//! share out the rest, `procs`). Every byte written to the tree lives in
+//! that quota: past it, writes fail with `ENOSPC`. The server keeps
 //! the forked copy of the tree and serves forever; the first process and
 //! every process forked later turn their own copy into a client
 //! (`Fs::set_remote`). When the first process ends, it destroys the server
@@ -71,6 +73,19 @@ pub const SERVER_QUOTA_MAX: u64 = 16384;
 /// any fork after the server's, so every process inherits them.
 static BASE: AtomicU64 = AtomicU64::new(0);
 static SERVER: AtomicU64 = AtomicU64::new(0);
+/// The quota the server got, and from whom.
+static GIVEN: AtomicU64 = AtomicU64::new(0);
+static CREATOR: AtomicU64 = AtomicU64::new(0);
+
+/// The part of this environment's quota that went to the server (0 but
+/// in the first process), for [`crate::procs`] to share out the rest.
+pub fn quota_given() -> u64 {
+    if CREATOR.load(Ordering::Relaxed) == u64::from(info().env_id) {
+        GIVEN.load(Ordering::Relaxed)
+    } else {
+        0
+    }
+}
 
 fn slot_words(i: usize) -> &'static [AtomicU64] {
     let base = BASE.load(Ordering::Relaxed);
@@ -106,12 +121,14 @@ pub fn start(fs: &mut Fs<'static>) -> bool {
     };
     BASE.store(region.base(), Ordering::Relaxed);
     core::mem::forget(region); // mapped for the environment's life
-    let quota = (u64::from(info().frame_quota) / 8).clamp(1024, SERVER_QUOTA_MAX);
+    let quota = (u64::from(info().frame_quota) / 16).clamp(1024, SERVER_QUOTA_MAX);
     let core = crate::procs::next_core(sys::core_id());
     crate::procs::FORKED.store(true, Ordering::Release);
     match libos_async::fork::fork_on(quota, core) {
         Ok(Some(id)) => {
             SERVER.store(id, Ordering::Relaxed);
+            GIVEN.store(quota, Ordering::Relaxed);
+            CREATOR.store(u64::from(info().env_id), Ordering::Relaxed);
             fs.set_remote(alloc::boxed::Box::new(Slots));
             true
         }

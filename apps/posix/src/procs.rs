@@ -74,7 +74,9 @@ impl ProcHost for Procs {
         }
         let last = LAST_CORE.load(Ordering::Relaxed);
         let core = next_core(if last == usize::MAX { sys::core_id() } else { last });
-        let mut quota = (u64::from(info().frame_quota) / 8).clamp(CHILD_QUOTA_MIN, CHILD_QUOTA_MAX);
+        // The first process's quota less what its file server got.
+        let ours = u64::from(info().frame_quota).saturating_sub(crate::fsserver::quota_given());
+        let mut quota = (ours / 8).clamp(CHILD_QUOTA_MIN, CHILD_QUOTA_MAX);
         FORKED.store(true, Ordering::Release);
         loop {
             match libos_async::fork::fork_on(quota, core) {
