@@ -78,7 +78,7 @@ pub const CLONE_CHILD_CLEARTID: u64 = 0x0020_0000;
 /// See [`CLONE_VM`].
 pub const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
 /// `siginfo.si_code` of a `SIGCHLD` for a child's end (`CLD_EXITED`).
-const CLD_EXITED: i32 = 1;
+pub(crate) const CLD_EXITED: i32 = 1;
 
 /// `SIGCHLD`, the exit signal of every accepted `clone`.
 pub const SIGCHLD: u64 = 17;
@@ -254,6 +254,10 @@ pub struct ProcState {
     /// Children that ended, noticed but not yet reported to the signal
     /// layer (`SIGCHLD`).
     pub sigchld_pending: u32,
+    /// Set when the glue has the kernel post `SIGCHLD` at each child's end
+    /// (it then arrives asynchronously, at once, wherever the process is):
+    /// noticing an end here then raises nothing more.
+    pub sigchld_from_kernel: bool,
     /// `set_tid_address`/`CLONE_CHILD_CLEARTID`'s word (kept; one thread,
     /// so nobody waits on it).
     pub clear_child_tid: u64,
@@ -283,7 +287,9 @@ impl Process<'_> {
     pub fn child_exited(&mut self, pid: i32, wstatus: i32) {
         if self.proc.children.contains_key(&pid) {
             self.proc.zombies.insert(pid, wstatus);
-            self.proc.sigchld_pending += 1;
+            if !self.proc.sigchld_from_kernel {
+                self.proc.sigchld_pending += 1;
+            }
         }
     }
 
@@ -575,6 +581,10 @@ fn wait4(
         }
         if options & WNOHANG != 0 {
             return Ok(0);
+        }
+        // A signal cuts the wait short (restarted under SA_RESTART).
+        if p.signals.interrupting() {
+            return Err(crate::signal::ERESTARTSYS);
         }
         match p.procs.as_mut() {
             Some(h) => h.sleep(mark)?,

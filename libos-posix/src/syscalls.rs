@@ -164,6 +164,26 @@ impl<'a> Process<'a> {
         set_cwd(self, ino).map(|_| ())
     }
 
+    /// What the process holds outside its environment goes, as at Linux's
+    /// exit — whether it exits or is killed by a signal or a fault: every
+    /// descriptor is closed (pipe ends are counted out of their shared
+    /// frames, so a peer sees end of file or `EPIPE`; a file server's
+    /// descriptions are closed) and a file server's hold on the working
+    /// directory is dropped. Call it once, just before the environment ends.
+    pub fn close_all(&mut self) {
+        let fds: Vec<i32> = self.fds.fds().collect();
+        for fd in fds {
+            if let Ok(d) = self.fds.close(fd) {
+                self.release(d);
+            }
+        }
+        if self.fs.is_remote() {
+            // The server's tree outlives us: our working directory's hold goes.
+            let cwd = self.cwd;
+            self.fs.release(cwd);
+        }
+    }
+
     /// Gives the process its doors to child environments (`fork`, `wait4`;
     /// without them those calls are `ENOSYS`).
     pub fn set_proc_host(&mut self, host: Box<dyn ProcHost + 'a>) {
@@ -527,19 +547,7 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
         SYS_CLOCK_NANOSLEEP => sys_sleep(p, a[0] as u32, a[1] as u32, a[2], a[3], mem),
         SYS_EXIT | SYS_EXIT_GROUP => {
             p.exit_status = Some(a[0] as i32 & 0xff);
-            // Every descriptor goes, as at Linux's exit: pipe ends are
-            // counted out of their shared frames (end of file, EPIPE).
-            let fds: Vec<i32> = p.fds.fds().collect();
-            for fd in fds {
-                if let Ok(d) = p.fds.close(fd) {
-                    p.release(d);
-                }
-            }
-            if p.fs.is_remote() {
-                // The server's tree outlives us: our working directory's hold goes.
-                let cwd = p.cwd;
-                p.fs.release(cwd);
-            }
+            p.close_all();
             Ok(0)
         }
         SYS_ARCH_PRCTL => match a[0] {

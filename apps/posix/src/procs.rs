@@ -133,5 +133,9 @@ fn child_side() -> i32 {
         glue::log_line(&alloc::format!("posix: forked child cannot redirect: {e:?}"));
         sys::exit(libos_posix::proc::env_status_of_signal(true, 9));
     }
+    if let Err(e) = crate::signal::install_child() {
+        glue::log_line(&alloc::format!("posix: forked child cannot take signals: {e:?}"));
+        sys::exit(libos_posix::proc::env_status_of_signal(true, 9));
+    }
     info().env_id as i32
 }

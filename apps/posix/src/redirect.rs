@@ -328,6 +328,11 @@ fn program_exception(frame: &mut abi::UpcallFrame) -> bool {
     );
     glue::emit(glue::STDERR, line.as_bytes());
     let child = crate::procs::IS_CHILD.load(core::sync::atomic::Ordering::Acquire);
+    // The program's code faulted, not the runtime's (checked above): no
+    // system call is in progress, so the process state is ours to close.
+    if let Some(state) = state() {
+        state.process.close_all();
+    }
     crate::fsserver::stop();
     sys::exit(libos_posix::proc::env_status_of_signal(child, signal))
 }

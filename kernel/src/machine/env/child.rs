@@ -406,6 +406,7 @@ pub(super) fn child_reclaimed(env: &Env, outcome: &Outcome) {
         book.exits.push_back((env.id, status));
     }
     post_event(&creator, abi::event::CHILD_EXIT, env.id, [u64::from(env.id), status]);
+    super::signal::child_ended(&creator);
 }
 
 /// At the start of `env`'s reclaim: its children never started die with
