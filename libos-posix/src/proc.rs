@@ -210,6 +210,19 @@ pub trait ProcHost {
     /// Sleeps until an event arrives after `mark` (a child's end among
     /// them). `EINTR` is the signal layer's to return.
     fn sleep(&mut self, mark: u64) -> SysResult<()>;
+    /// The cores a process may run on (bit per core): the machine's user
+    /// cores.
+    fn cores(&self) -> u64 {
+        1
+    }
+    /// The core this process runs on (it never moves: a vCPU stays on its
+    /// core).
+    fn core(&self) -> usize {
+        0
+    }
+    /// The affinity mask set (never 0): children forked from now on are
+    /// placed on its cores.
+    fn set_affinity(&mut self, _mask: u64) {}
 }
 
 /// Where an `execve`d program goes (the glue's layout).
@@ -258,6 +271,9 @@ pub struct ProcState {
     /// (it then arrives asynchronously, at once, wherever the process is):
     /// noticing an end here then raises nothing more.
     pub sigchld_from_kernel: bool,
+    /// The CPU affinity mask set by `sched_setaffinity` (0: never set, all
+    /// cores); inherited by children.
+    pub affinity: u64,
     /// `set_tid_address`/`CLONE_CHILD_CLEARTID`'s word (kept; one thread,
     /// so nobody waits on it).
     pub clear_child_tid: u64,
@@ -409,6 +425,8 @@ pub fn handles(nr: u64) -> bool {
             | SYS_FCHMOD
             | SYS_FCHMODAT
             | SYS_UTIMENSAT
+            | SYS_SCHED_GETAFFINITY
+            | SYS_SCHED_SETAFFINITY
     )
 }
 
@@ -475,6 +493,9 @@ pub fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory)
             Ok(0)
         }
         SYS_UTIMENSAT => utimensat(p, a[0] as i32, a[1], a[2], a[3] as u32, mem),
+        SYS_SCHED_GETAFFINITY | SYS_SCHED_SETAFFINITY => {
+            affinity(p, nr == SYS_SCHED_SETAFFINITY, a[0] as i32, a[1], a[2], mem)
+        }
         _ => Err(ENOSYS),
     }
 }
@@ -591,6 +612,58 @@ fn wait4(
             None => return Err(ECHILD),
         }
     }
+}
+
+/// The bytes of a CPU mask as Linux copies them (`cpumask_size()` for at
+/// most 64 CPUs).
+const CPUMASK_BYTES: u64 = 8;
+
+/// `sched_getaffinity`/`sched_setaffinity` of this process (pid 0 or its
+/// own). The mask is the process's record, inherited by its children; a
+/// process never moves to another core (its vCPU stays where it was
+/// created: said once on the report line when the mask excludes it), but
+/// the children it forks afterwards are placed on the mask's cores. Other
+/// processes' masks: `EPERM` for a child (not kept here), `ESRCH` for
+/// anyone else. Linux's checks: a length below the mask or not a multiple
+/// of 8 is `EINVAL` for `get`; `set` reads what `len` covers (the rest 0)
+/// and refuses a mask with no online core (`EINVAL`).
+fn affinity(p: &mut Process<'_>, set: bool, pid: i32, len: u64, ptr: u64, mem: &mut dyn UserMemory) -> SysResult<u64> {
+    let (online, here) = match p.procs.as_ref() {
+        Some(h) => (h.cores(), h.core()),
+        None => (1, 0),
+    };
+    if pid < 0 {
+        return Err(EINVAL);
+    }
+    if pid != 0 && pid != p.proc.pid {
+        return Err(if p.proc.children.contains_key(&pid) { EPERM } else { ESRCH });
+    }
+    let current = if p.proc.affinity == 0 { online } else { p.proc.affinity };
+    if !set {
+        if len < CPUMASK_BYTES || !len.is_multiple_of(8) {
+            return Err(EINVAL);
+        }
+        mem.write(ptr, &current.to_le_bytes())?;
+        return Ok(CPUMASK_BYTES);
+    }
+    let mut raw = [0u8; 8];
+    let n = len.min(CPUMASK_BYTES) as usize;
+    mem.read(ptr, &mut raw[..n])?;
+    let mask = u64::from_le_bytes(raw) & online;
+    if mask == 0 {
+        return Err(EINVAL);
+    }
+    if here < 64 && mask & (1 << here) == 0 {
+        p.host.report(&format!(
+            "libos-posix: sched_setaffinity: pid {} stays on core {here} (a vCPU does not move); its children go to the mask's cores",
+            p.proc.pid
+        ));
+    }
+    p.proc.affinity = mask;
+    if let Some(h) = p.procs.as_mut() {
+        h.set_affinity(mask);
+    }
+    Ok(0)
 }
 
 fn setpgid(p: &mut Process<'_>, pid: i32, pgid: i32) -> SysResult<()> {

@@ -410,6 +410,7 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
         SYS_READ => sys_read(p, fd, None, a[1], a[2], mem),
         SYS_WRITE => sys_write(p, fd, None, a[1], a[2], mem),
         SYS_PREAD64 => sys_read(p, fd, Some(a[3] as i64), a[1], a[2], mem),
+        SYS_SENDFILE => sys_sendfile(p, fd, a[1] as i32, a[2], a[3], mem),
         SYS_PWRITE64 => sys_write(p, fd, Some(a[3] as i64), a[1], a[2], mem),
         SYS_READV => sys_rwv(p, fd, a[1], a[2], false, mem),
         SYS_WRITEV => sys_rwv(p, fd, a[1], a[2], true, mem),
@@ -749,6 +750,91 @@ fn sys_write(
     }
     if at.is_none() && is_file {
         d.borrow_mut().offset = off;
+    }
+    Ok(done)
+}
+
+/// A buffer of the runtime's own posing as user memory at [`Bounce::BASE`]
+/// (`sendfile` moves bytes with `read` and `write`'s own code).
+struct Bounce(Vec<u8>);
+
+impl Bounce {
+    /// An address no program memory has (the upper half).
+    const BASE: u64 = 1 << 63;
+    fn range(&self, addr: u64, len: usize) -> SysResult<core::ops::Range<usize>> {
+        let at = addr.checked_sub(Self::BASE).ok_or(EFAULT)? as usize;
+        let end = at.checked_add(len).filter(|&e| e <= self.0.len()).ok_or(EFAULT)?;
+        Ok(at..end)
+    }
+}
+
+impl UserMemory for Bounce {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> SysResult<()> {
+        let r = self.range(addr, buf.len())?;
+        buf.copy_from_slice(&self.0[r]);
+        Ok(())
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) -> SysResult<()> {
+        let r = self.range(addr, data.len())?;
+        self.0[r].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// `sendfile(2)`: `count` bytes from `in_fd` (at `*offp` if `offp` is not
+/// null, which then advances instead of the description's offset) to
+/// `out_fd`, in 64 KiB steps through the runtime's buffer with `read` and
+/// `write`'s semantics (any readable input, any writable output); stops at
+/// end of file or a short write. `EINVAL` for an `O_APPEND` output or a
+/// negative offset, as Linux.
+fn sys_sendfile(
+    p: &mut Process<'_>,
+    out_fd: i32,
+    in_fd: i32,
+    offp: u64,
+    count: u64,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    let count = count.min(0x7fff_f000);
+    if p.desc(out_fd)?.borrow().flags & O_APPEND != 0 {
+        return Err(EINVAL);
+    }
+    p.desc(in_fd)?;
+    let mut off = if offp == 0 {
+        None
+    } else {
+        let mut b = [0u8; 8];
+        mem.read(offp, &mut b)?;
+        Some(i64::from_le_bytes(b))
+    };
+    if off.is_some_and(|o| o < 0) {
+        return Err(EINVAL);
+    }
+    let mut bounce = Bounce(vec![0u8; (count as usize).min(CHUNK)]);
+    let mut done = 0u64;
+    while done < count {
+        let want = (count - done).min(CHUNK as u64);
+        let n = match sys_read(p, in_fd, off, Bounce::BASE, want, &mut bounce) {
+            Ok(n) => n,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        if n == 0 {
+            break;
+        }
+        let w = match sys_write(p, out_fd, None, Bounce::BASE, n, &mut bounce) {
+            Ok(w) => w,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        done += w;
+        off = off.map(|o| o + w as i64);
+        if w < n {
+            break;
+        }
+    }
+    if let (Some(o), true) = (off, offp != 0) {
+        mem.write(offp, &o.to_le_bytes())?;
     }
     Ok(done)
 }

@@ -22,7 +22,7 @@
 use crate::glue;
 use crate::layout;
 use crate::redirect;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use libos_async::abi::Error;
 use libos_async::{info, sys};
 use libos_posix::linux::SysResult;
@@ -47,12 +47,29 @@ static LAST_CORE: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// The kernel's child environments, for libos-posix.
 pub struct Procs;
 
-/// The next core of `user_cores` after `from` (round robin).
+/// The affinity mask children are placed within (`sched_setaffinity`;
+/// all ones: any user core). Inherited by a forked child with its memory.
+static AFFINITY: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The user cores (bit per core).
+fn user_cores() -> u64 {
+    match info().user_cores {
+        0 => 1 << sys::core_id(),
+        m => m,
+    }
+}
+
+/// The next core of `user_cores` (within the affinity mask, if it leaves
+/// any) after `from` (round robin).
 pub fn next_core(from: usize) -> usize {
-    let mask = info().user_cores;
-    if mask == 0 {
+    let all = info().user_cores;
+    if all == 0 {
         return sys::core_id();
     }
+    let mask = match all & AFFINITY.load(Ordering::Relaxed) {
+        0 => all,
+        m => m,
+    };
     let n = (info().cores as usize).clamp(1, 64);
     (1..=n).map(|i| (from + i) % n).find(|c| mask & (1 << c) != 0).unwrap_or(sys::core_id())
 }
@@ -113,6 +130,18 @@ impl ProcHost for Procs {
             let _ = sys::yield_now();
         }
         Ok(())
+    }
+
+    fn cores(&self) -> u64 {
+        user_cores()
+    }
+
+    fn core(&self) -> usize {
+        sys::core_id()
+    }
+
+    fn set_affinity(&mut self, mask: u64) {
+        AFFINITY.store(mask, Ordering::Relaxed);
     }
 }
 

@@ -548,3 +548,39 @@ fn processes_share_a_file_server() {
     let bb = b.p.fs.lookup(0, b"/bin/busybox", true).unwrap();
     assert_eq!(b.p.fs.archive_bytes(bb), Some(&b"BB"[..]));
 }
+
+/// `sendfile` between files (with and without an offset pointer) and to
+/// the console; `sched_{get,set}affinity` of the process itself.
+#[test]
+fn sendfile_and_affinity() {
+    let mut t = T::new();
+    let src = t.open("/etc/motd", O_RDONLY, 0);
+    let dst = t.open("/tmp/copy", O_CREAT | O_WRONLY, 0o644);
+    assert_eq!(t.sys(SYS_SENDFILE, &[dst as u64, src as u64, 0, 5]), 5);
+    assert_eq!(t.sys(SYS_SENDFILE, &[dst as u64, src as u64, 0, 100]), 8, "to end of file");
+    assert_eq!(t.sys(SYS_SENDFILE, &[dst as u64, src as u64, 0, 100]), 0);
+    let off = t.put(&7i64.to_le_bytes());
+    assert_eq!(t.sys(SYS_SENDFILE, &[1, src as u64, off, 100]), 6);
+    assert_eq!(t.con.output(), "world\n");
+    assert_eq!(i64::from_le_bytes(t.get(off, 8).try_into().unwrap()), 13, "*offset advanced");
+    let back = t.open("/tmp/copy", O_RDONLY, 0);
+    assert_eq!(t.read(back, 100), Ok(b"hello, world\n".to_vec()));
+    let app = t.open("/tmp/copy", O_WRONLY | O_APPEND, 0);
+    assert_eq!(t.sys(SYS_SENDFILE, &[app as u64, src as u64, 0, 1]), e(EINVAL));
+    let neg = t.put(&(-1i64).to_le_bytes());
+    assert_eq!(t.sys(SYS_SENDFILE, &[dst as u64, src as u64, neg, 1]), e(EINVAL));
+    assert_eq!(t.sys(SYS_SENDFILE, &[dst as u64, 99, 0, 1]), e(EBADF));
+    // Affinity: without a process host, one core (0).
+    let m = t.buf(8);
+    assert_eq!(t.sys(SYS_SCHED_GETAFFINITY, &[0, 8, m]), 8);
+    assert_eq!(u64_at(&t.get(m, 8), 0), 1);
+    assert_eq!(t.sys(SYS_SCHED_GETAFFINITY, &[0, 4, m]), e(EINVAL));
+    assert_eq!(t.sys(SYS_SCHED_GETAFFINITY, &[0, 12, m]), e(EINVAL));
+    assert_eq!(t.sys(SYS_SCHED_GETAFFINITY, &[4242, 8, m]), e(ESRCH));
+    let two = t.put(&2u64.to_le_bytes());
+    assert_eq!(t.sys(SYS_SCHED_SETAFFINITY, &[0, 8, two]), e(EINVAL), "no online core in it");
+    let all = t.put(&u64::MAX.to_le_bytes());
+    assert_eq!(t.sys(SYS_SCHED_SETAFFINITY, &[1, 8, all]), 0, "its own pid");
+    assert_eq!(t.sys(SYS_SCHED_GETAFFINITY, &[0, 64, m]), 8);
+    assert_eq!(u64_at(&t.get(m, 8), 0), 1, "the online part only");
+}
