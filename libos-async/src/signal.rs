@@ -65,7 +65,11 @@ pub fn resume(frame: &UpcallFrame) -> Error {
 
 /// Rust side of a signal upcall (from the exception dispatcher).
 pub(crate) fn upcall(frame: &mut UpcallFrame) -> ! {
-    if let Some(h) = *HANDLER.read() {
+    // The guard must go before the handler runs: a handler never returns,
+    // so a guard held across it would stay taken for good (and a forked
+    // child, which inherits this memory, could never install its own).
+    let handler = *HANDLER.read();
+    if let Some(h) = handler {
         h(frame);
     }
     let e = resume(frame);

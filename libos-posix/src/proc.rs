@@ -627,7 +627,14 @@ const CPUMASK_BYTES: u64 = 8;
 /// anyone else. Linux's checks: a length below the mask or not a multiple
 /// of 8 is `EINVAL` for `get`; `set` reads what `len` covers (the rest 0)
 /// and refuses a mask with no online core (`EINVAL`).
-fn affinity(p: &mut Process<'_>, set: bool, pid: i32, len: u64, ptr: u64, mem: &mut dyn UserMemory) -> SysResult<u64> {
+fn affinity(
+    p: &mut Process<'_>,
+    set: bool,
+    pid: i32,
+    len: u64,
+    ptr: u64,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
     let (online, here) = match p.procs.as_ref() {
         Some(h) => (h.cores(), h.core()),
         None => (1, 0),
