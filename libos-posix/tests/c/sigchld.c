@@ -49,7 +49,7 @@ int main(void) {
         pid_t g = fork();
         if (g == 0) _exit(5);
         waitpid(g, NULL, 0);
-        usleep(100000);
+        usleep(500000); /* long after its sibling's end */
         write(p[1], "k", 1);
         _exit(6);
     }
