@@ -17,14 +17,14 @@
 //! request.
 //!
 //! **A request.** [`SLOTS`] slots of [`SLOT_BYTES`] each: word 0 the state
-//! (`FREE`, `CLAIMED`, `REQUEST`, `ANSWER`), word 1 the claimer's tag (id
-//! + 1), word 2 the message length, the message from byte 64. A client
-//! claims a free slot (compare-and-swap on the tag word), writes the
+//! (`FREE`, `CLAIMED`, `REQUEST`, `ANSWER`), word 1 the claimer's tag (its
+//! id plus one), word 2 the message length, the message from byte 64. A
+//! client claims a free slot (compare-and-swap of the state), writes the
 //! request, sets `REQUEST`, sends the server an `Acall` and sleeps on "state
 //! is not `REQUEST`" (with a deadline: it checks at most every
 //! [`WAIT_NS`] and gives up with `EIO` after [`GIVE_UP_NS`]). The server
 //! takes its event-queue tail, scans every slot for `REQUEST`, copies the
-//! request into its own memory, answers it (`remote::serve`) into the slot,
+//! request into its own memory, answers it (`remote::Server::serve`) into the slot,
 //! sets `ANSWER` and `Acall`s the tag's environment; then it sleeps until
 //! its event tail moves. A request stored before the tail was read is seen
 //! by the scan; one stored after it comes with an `Acall` that moves the
@@ -119,8 +119,9 @@ pub fn start(fs: &mut Fs<'static>) -> bool {
             return false;
         }
     };
+    // The region stays mapped for the environment's life (a `Region` has
+    // no `Drop`: only `shared::release` would give it back).
     BASE.store(region.base(), Ordering::Relaxed);
-    core::mem::forget(region); // mapped for the environment's life
     let quota = (u64::from(info().frame_quota) / 16).clamp(1024, SERVER_QUOTA_MAX);
     let core = crate::procs::next_core(sys::core_id());
     crate::procs::FORKED.store(true, Ordering::Release);

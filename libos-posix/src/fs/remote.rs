@@ -2,7 +2,7 @@
 //! requests, and the client side that turns [`Fs`] calls into them.
 //!
 //! This module owns the wire format of file-system requests and answers,
-//! the server's validation of every request ([`serve`]), and the client's
+//! the server's validation of every request ([`Server::serve`]), and the client's
 //! caches ([`Client`]). It knows nothing of how bytes travel: the glue
 //! supplies a [`Transport`] (in `apps/posix`: a slot of a shared region, an
 //! `Acall` to the server environment and a sleep on the slot's state word).
