@@ -64,6 +64,8 @@ const ANSWER: u64 = 3;
 
 /// The longest a client sleeps before it looks again.
 const WAIT_NS: u64 = 10_000_000;
+/// The longest a client sleeps when every slot is taken.
+const FULL_NS: u64 = 200_000;
 /// How long a client waits for a slot or an answer before `EIO`.
 const GIVE_UP_NS: u64 = 10_000_000_000;
 /// The most quota the server gets (64 MiB).
@@ -226,7 +228,14 @@ impl Transport for Slots {
                 if sys::rdtsc() > give_up {
                     return Err(EIO);
                 }
-                let _ = sys::yield_now();
+                // All taken: sleep (a slot that frees wakes nobody, so in
+                // short steps) rather than spin — spinners on every core
+                // would starve the server that frees them.
+                let state = &slot_words(i)[0] as *const AtomicU64 as u64;
+                let p = Pred::word_eq(state, FREE).either(Pred::deadline(tsc_after(FULL_NS)));
+                if p.sleep().is_err() {
+                    let _ = sys::yield_now();
+                }
             }
         };
         w[1].store(me, Ordering::SeqCst);
