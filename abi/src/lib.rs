@@ -760,6 +760,14 @@ pub enum Syscall: u64 {
     /// `()` → frames still owed. The debt of the current repossession
     /// demand (0: none). See [`repossess`].
     RepossessStatus = 50,
+    /// `(bits)` → 0. From now on, whenever a child of the caller (an
+    /// environment it made with [`Syscall::EnvCreate`]) ends and is
+    /// reclaimed — the moment [`Syscall::ChildStatus`] starts answering and
+    /// [`event::CHILD_EXIT`] is posted — the kernel also posts `bits` to
+    /// the caller as [`Syscall::SignalPost`] would (see [`signal`]), so a
+    /// parent busy elsewhere learns of the end at once (POSIX `SIGCHLD`).
+    /// `bits` 0 stops it (the default). Never fails.
+    ChildSignal = 51,
     /// `(target, bits)` → 1 if `target` has a signal entry
     /// ([`Syscall::SignalEntry`]) and will get an upcall, 0 if it only
     /// keeps the bits pending. Posts **signal bits** to environment

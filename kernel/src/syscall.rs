@@ -315,6 +315,11 @@ pub enum Request {
     },
     /// `RepossessStatus`.
     RepossessStatus,
+    /// `ChildSignal`: any bits (0: none).
+    ChildSignal {
+        /// The bits posted at each child's end.
+        bits: u64,
+    },
     /// `SignalPost`: `bits` non-zero.
     SignalPost {
         /// Whom.
@@ -608,6 +613,7 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
             Request::PageAccess { va: a0, pages: a1, bitmap: a2, clear_dirty: flag(a3)? }
         }
         Syscall::RepossessStatus => Request::RepossessStatus,
+        Syscall::ChildSignal => Request::ChildSignal { bits: a0 },
         Syscall::SignalPost => {
             let target = env_id(a0)?;
             if a1 == 0 {
@@ -734,6 +740,7 @@ impl Request {
             Request::RepossessList { .. } => Syscall::RepossessList,
             Request::PageAccess { .. } => Syscall::PageAccess,
             Request::RepossessStatus => Syscall::RepossessStatus,
+            Request::ChildSignal { .. } => Syscall::ChildSignal,
             Request::SignalPost { .. } => Syscall::SignalPost,
             Request::SignalEntry { .. } => Syscall::SignalEntry,
             Request::SignalCtl { .. } => Syscall::SignalCtl,
@@ -794,6 +801,7 @@ impl Request {
             Request::Call { target } => [target, 0, 0],
             Request::Acall { target, words: [w0, w1] } => [u64::from(target), w0, w1],
             Request::SignalPost { target, bits } => [u64::from(target), bits, 0],
+            Request::ChildSignal { bits } => [bits, 0, 0],
             Request::SignalEntry { entry, cores } => [entry, cores, 0],
             Request::SignalCtl { op, arg } => [op, arg, 0],
             Request::InitrdMap { va, done, undo } => [va, done, undo],
@@ -936,6 +944,7 @@ mod tests {
                 (a[0] != 0 && !entry_in(a[0])).then_some(Error::InvalidArgument)
             }
             Syscall::SignalCtl => (a[0] > abi::signal::RESUME).then_some(Error::InvalidArgument),
+            Syscall::ChildSignal => None,
             // Calls that came with the decoder: their documented checks.
             Syscall::RepossessList => {
                 if a[1] > abi::repossess::LIST_MAX || !a[0].is_multiple_of(8) {
@@ -1079,6 +1088,8 @@ mod tests {
             Request::SignalEntry { entry: 0, cores: 5 },
             Request::SignalEntry { entry: abi::USER_MIN, cores: 0 },
             Request::SignalCtl { op: abi::signal::RESUME, arg: 9 },
+            Request::ChildSignal { bits: 0 },
+            Request::ChildSignal { bits: 1 << 16 },
         ];
         for request in valid {
             let (n, args) = request.to_registers();

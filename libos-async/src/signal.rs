@@ -23,6 +23,8 @@ const SIGNAL_POST: u64 = 52;
 const SIGNAL_ENTRY: u64 = 53;
 /// `SignalCtl`.
 const SIGNAL_CTL: u64 = 54;
+/// `ChildSignal`.
+const CHILD_SIGNAL: u64 = 51;
 
 /// Installs `handler` and registers the entry with the kernel for the
 /// vCPUs on `cores` (bit per core; 0: all).
@@ -36,6 +38,12 @@ pub fn set_signal_handler(handler: Handler, cores: u64) -> Result<(), Error> {
 /// Posts `bits` to environment `target`: `Ok(true)` if it takes upcalls.
 pub fn post(target: u64, bits: u64) -> Result<bool, Error> {
     abi::decode(sys::syscall2(SIGNAL_POST, target, bits)).map(|v| v == 1)
+}
+
+/// Asks the kernel to post `bits` to this environment whenever one of its
+/// children ends (`abi::Syscall::ChildSignal`; 0: stop).
+pub fn on_child_end(bits: u64) -> Result<(), Error> {
+    abi::decode(sys::syscall1(CHILD_SIGNAL, bits)).map(|_| ())
 }
 
 /// Takes the bits pending for this environment (those no upcall took).
@@ -57,7 +65,11 @@ pub fn resume(frame: &UpcallFrame) -> Error {
 
 /// Rust side of a signal upcall (from the exception dispatcher).
 pub(crate) fn upcall(frame: &mut UpcallFrame) -> ! {
-    if let Some(h) = *HANDLER.read() {
+    // The guard must go before the handler runs: a handler never returns,
+    // so a guard held across it would stay taken for good (and a forked
+    // child, which inherits this memory, could never install its own).
+    let handler = *HANDLER.read();
+    if let Some(h) = handler {
         h(frame);
     }
     let e = resume(frame);

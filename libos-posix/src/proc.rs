@@ -78,7 +78,7 @@ pub const CLONE_CHILD_CLEARTID: u64 = 0x0020_0000;
 /// See [`CLONE_VM`].
 pub const CLONE_CHILD_SETTID: u64 = 0x0100_0000;
 /// `siginfo.si_code` of a `SIGCHLD` for a child's end (`CLD_EXITED`).
-const CLD_EXITED: i32 = 1;
+pub(crate) const CLD_EXITED: i32 = 1;
 
 /// `SIGCHLD`, the exit signal of every accepted `clone`.
 pub const SIGCHLD: u64 = 17;
@@ -210,6 +210,19 @@ pub trait ProcHost {
     /// Sleeps until an event arrives after `mark` (a child's end among
     /// them). `EINTR` is the signal layer's to return.
     fn sleep(&mut self, mark: u64) -> SysResult<()>;
+    /// The cores a process may run on (bit per core): the machine's user
+    /// cores.
+    fn cores(&self) -> u64 {
+        1
+    }
+    /// The core this process runs on (it never moves: a vCPU stays on its
+    /// core).
+    fn core(&self) -> usize {
+        0
+    }
+    /// The affinity mask set (never 0): children forked from now on are
+    /// placed on its cores.
+    fn set_affinity(&mut self, _mask: u64) {}
 }
 
 /// Where an `execve`d program goes (the glue's layout).
@@ -254,6 +267,13 @@ pub struct ProcState {
     /// Children that ended, noticed but not yet reported to the signal
     /// layer (`SIGCHLD`).
     pub sigchld_pending: u32,
+    /// Set when the glue has the kernel post `SIGCHLD` at each child's end
+    /// (it then arrives asynchronously, at once, wherever the process is):
+    /// noticing an end here then raises nothing more.
+    pub sigchld_from_kernel: bool,
+    /// The CPU affinity mask set by `sched_setaffinity` (0: never set, all
+    /// cores); inherited by children.
+    pub affinity: u64,
     /// `set_tid_address`/`CLONE_CHILD_CLEARTID`'s word (kept; one thread,
     /// so nobody waits on it).
     pub clear_child_tid: u64,
@@ -283,7 +303,9 @@ impl Process<'_> {
     pub fn child_exited(&mut self, pid: i32, wstatus: i32) {
         if self.proc.children.contains_key(&pid) {
             self.proc.zombies.insert(pid, wstatus);
-            self.proc.sigchld_pending += 1;
+            if !self.proc.sigchld_from_kernel {
+                self.proc.sigchld_pending += 1;
+            }
         }
     }
 
@@ -403,6 +425,8 @@ pub fn handles(nr: u64) -> bool {
             | SYS_FCHMOD
             | SYS_FCHMODAT
             | SYS_UTIMENSAT
+            | SYS_SCHED_GETAFFINITY
+            | SYS_SCHED_SETAFFINITY
     )
 }
 
@@ -453,22 +477,25 @@ pub fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory)
         SYS_CHMOD => {
             let path = read_path(mem, a[0])?;
             let ino = p.fs.lookup(p.cwd, &path, true)?;
-            p.fs.set_perm(ino, a[1] as u32);
+            p.fs.set_perm(ino, a[1] as u32)?;
             Ok(0)
         }
         SYS_FCHMOD => {
             let ino = p.fds.get(a[0] as i32)?.borrow().ino;
-            p.fs.set_perm(ino, a[1] as u32);
+            p.fs.set_perm(ino, a[1] as u32)?;
             Ok(0)
         }
         SYS_FCHMODAT => {
             let path = read_path(mem, a[1])?;
             let start = p.at_dir(a[0] as i32, &path)?;
             let ino = p.fs.lookup(start, &path, true)?;
-            p.fs.set_perm(ino, a[2] as u32);
+            p.fs.set_perm(ino, a[2] as u32)?;
             Ok(0)
         }
         SYS_UTIMENSAT => utimensat(p, a[0] as i32, a[1], a[2], a[3] as u32, mem),
+        SYS_SCHED_GETAFFINITY | SYS_SCHED_SETAFFINITY => {
+            affinity(p, nr == SYS_SCHED_SETAFFINITY, a[0] as i32, a[1], a[2], mem)
+        }
         _ => Err(ENOSYS),
     }
 }
@@ -490,9 +517,13 @@ fn fork(
     // The child's pipe ends are counted in now, before it exists: see
     // `Pipes::inherit`.
     p.pipes.inherit();
+    // Likewise the child's holds on a file server's inodes (its working
+    // directory and one per open description): taken before it exists.
+    let held = p.hold_for_child();
     let forked = p.procs.as_mut().ok_or(ENOSYS)?.fork(&shared);
     if forked.is_err() {
         p.pipes.fork_failed();
+        p.unhold_for_child(held);
     }
     match forked? {
         Forked::Parent(pid) => {
@@ -572,11 +603,74 @@ fn wait4(
         if options & WNOHANG != 0 {
             return Ok(0);
         }
+        // A signal cuts the wait short (restarted under SA_RESTART).
+        if p.signals.interrupting() {
+            return Err(crate::signal::ERESTARTSYS);
+        }
         match p.procs.as_mut() {
             Some(h) => h.sleep(mark)?,
             None => return Err(ECHILD),
         }
     }
+}
+
+/// The bytes of a CPU mask as Linux copies them (`cpumask_size()` for at
+/// most 64 CPUs).
+const CPUMASK_BYTES: u64 = 8;
+
+/// `sched_getaffinity`/`sched_setaffinity` of this process (pid 0 or its
+/// own). The mask is the process's record, inherited by its children; a
+/// process never moves to another core (its vCPU stays where it was
+/// created: said once on the report line when the mask excludes it), but
+/// the children it forks afterwards are placed on the mask's cores. Other
+/// processes' masks: `EPERM` for a child (not kept here), `ESRCH` for
+/// anyone else. Linux's checks: a length below the mask or not a multiple
+/// of 8 is `EINVAL` for `get`; `set` reads what `len` covers (the rest 0)
+/// and refuses a mask with no online core (`EINVAL`).
+fn affinity(
+    p: &mut Process<'_>,
+    set: bool,
+    pid: i32,
+    len: u64,
+    ptr: u64,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    let (online, here) = match p.procs.as_ref() {
+        Some(h) => (h.cores(), h.core()),
+        None => (1, 0),
+    };
+    if pid < 0 {
+        return Err(EINVAL);
+    }
+    if pid != 0 && pid != p.proc.pid {
+        return Err(if p.proc.children.contains_key(&pid) { EPERM } else { ESRCH });
+    }
+    let current = if p.proc.affinity == 0 { online } else { p.proc.affinity };
+    if !set {
+        if len < CPUMASK_BYTES || !len.is_multiple_of(8) {
+            return Err(EINVAL);
+        }
+        mem.write(ptr, &current.to_le_bytes())?;
+        return Ok(CPUMASK_BYTES);
+    }
+    let mut raw = [0u8; 8];
+    let n = len.min(CPUMASK_BYTES) as usize;
+    mem.read(ptr, &mut raw[..n])?;
+    let mask = u64::from_le_bytes(raw) & online;
+    if mask == 0 {
+        return Err(EINVAL);
+    }
+    if here < 64 && mask & (1 << here) == 0 {
+        p.host.report(&format!(
+            "libos-posix: sched_setaffinity: pid {} stays on core {here} (a vCPU does not move); its children go to the mask's cores",
+            p.proc.pid
+        ));
+    }
+    p.proc.affinity = mask;
+    if let Some(h) = p.procs.as_mut() {
+        h.set_affinity(mask);
+    }
+    Ok(0)
 }
 
 fn setpgid(p: &mut Process<'_>, pid: i32, pgid: i32) -> SysResult<()> {
@@ -663,7 +757,7 @@ fn utimensat(
         }
     };
     if let Some(t) = mtime {
-        p.fs.set_mtime(ino, t);
+        p.fs.set_mtime(ino, t)?;
     }
     Ok(0)
 }
@@ -782,7 +876,9 @@ fn execve(
             path = p.proc.exe.clone();
         }
         let ino = p.fs.lookup(p.cwd, &path, true)?;
-        if p.fs.is_dir(ino) || p.fs.device(ino).is_some() || p.fs.node(ino).perm & 0o111 == 0 {
+        // One question to a file server: a regular file with an execute bit.
+        let st = p.fs.stat(ino)?;
+        if st.mode & S_IFMT != S_IFREG || st.mode & 0o111 == 0 {
             return Err(EACCES);
         }
         let bytes: Cow<'_, [u8]> = match p.fs.archive_bytes(ino) {

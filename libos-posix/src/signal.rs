@@ -545,7 +545,12 @@ impl Signals {
         while bits != 0 {
             let sig = bits.trailing_zeros() + 1;
             bits &= bits - 1;
-            let code = if sig == SIGALRM { SI_KERNEL } else { SI_USER };
+            let code = match sig {
+                SIGALRM => SI_KERNEL,
+                // Posted by the kernel at a child's end (`ChildSignal`).
+                SIGCHLD => crate::proc::CLD_EXITED,
+                _ => SI_USER,
+            };
             self.raise(sig, code, 0);
         }
     }

@@ -47,8 +47,12 @@ pub struct OpenFile {
     pub ino: Ino,
     /// Access mode and status flags (`O_APPEND`, `O_NONBLOCK`, `O_LARGEFILE`, ...).
     pub flags: u32,
-    /// The file offset (for a directory: the index of the next entry).
+    /// The file offset (for a directory: the index of the next entry);
+    /// unused while `handle` is set.
     pub offset: u64,
+    /// A file server's description of a regular file (its offset is
+    /// there, shared with the processes that inherited it); 0: none.
+    pub handle: u64,
 }
 
 /// A shared description, as the descriptor table holds it.
@@ -123,6 +127,7 @@ impl<'a> Process<'a> {
                 ino: con,
                 flags: O_RDWR | O_LARGEFILE,
                 offset: 0,
+                handle: 0,
             }));
             for _ in 0..2 {
                 fds.insert(d.clone(), false, 0).expect("empty table");
@@ -131,7 +136,7 @@ impl<'a> Process<'a> {
             // so that the glue can tell the two output streams apart.
             let err = fs.anonymous_device(Device::ConsoleErr);
             fs.hold(err);
-            let e = OpenFile { ino: err, flags: O_RDWR | O_LARGEFILE, offset: 0 };
+            let e = OpenFile { ino: err, flags: O_RDWR | O_LARGEFILE, offset: 0, handle: 0 };
             fds.insert(Rc::new(RefCell::new(e)), false, 0).expect("empty table");
         }
         Process {
@@ -157,6 +162,26 @@ impl<'a> Process<'a> {
     pub fn chdir(&mut self, path: &[u8]) -> SysResult<()> {
         let ino = self.fs.lookup(self.cwd, path, true)?;
         set_cwd(self, ino).map(|_| ())
+    }
+
+    /// What the process holds outside its environment goes, as at Linux's
+    /// exit — whether it exits or is killed by a signal or a fault: every
+    /// descriptor is closed (pipe ends are counted out of their shared
+    /// frames, so a peer sees end of file or `EPIPE`; a file server's
+    /// descriptions are closed) and a file server's hold on the working
+    /// directory is dropped. Call it once, just before the environment ends.
+    pub fn close_all(&mut self) {
+        let fds: Vec<i32> = self.fds.fds().collect();
+        for fd in fds {
+            if let Ok(d) = self.fds.close(fd) {
+                self.release(d);
+            }
+        }
+        if self.fs.is_remote() {
+            // The server's tree outlives us: our working directory's hold goes.
+            let cwd = self.cwd;
+            self.fs.release(cwd);
+        }
     }
 
     /// Gives the process its doors to child environments (`fork`, `wait4`;
@@ -212,15 +237,55 @@ impl<'a> Process<'a> {
         Ok(Entry { rip: plan.entry, rsp: st.rsp })
     }
 
+    /// With a file server: one more hold on the working directory and on
+    /// the inode of every open description (each once), for a child about
+    /// to inherit them; returns the inodes held. Without one: nothing (the
+    /// child's tree is its own copy).
+    pub(crate) fn hold_for_child(&mut self) -> Vec<(Ino, u64)> {
+        if !self.fs.is_remote() {
+            return Vec::new();
+        }
+        let mut seen = BTreeSet::new();
+        let mut held = vec![(self.cwd, 0)];
+        for fd in self.fds.fds() {
+            if let Ok(d) = self.fds.get(fd)
+                && seen.insert(Rc::as_ptr(d) as usize)
+            {
+                let f = d.borrow();
+                held.push((f.ino, f.handle));
+            }
+        }
+        for &(ino, handle) in &held {
+            if handle != 0 {
+                // A refused dup (a peer closed it) shows as EBADF later.
+                let _ = self.fs.desc_dup(handle);
+            } else {
+                self.fs.hold(ino);
+            }
+        }
+        held
+    }
+
+    /// Gives back what [`Process::hold_for_child`] took (the fork failed).
+    pub(crate) fn unhold_for_child(&mut self, held: Vec<(Ino, u64)>) {
+        for (ino, handle) in held {
+            if handle != 0 { self.fs.desc_close(handle) } else { self.fs.release(ino) }
+        }
+    }
+
     pub(crate) fn desc(&self, fd: i32) -> SysResult<Rc<Desc>> {
         self.fds.get(fd).cloned()
     }
 
     pub(crate) fn release(&mut self, d: Rc<Desc>) {
         if let Ok(d) = Rc::try_unwrap(d) {
-            let ino = d.into_inner().ino;
-            crate::pipe::released(self, ino);
-            self.fs.release(ino);
+            let f = d.into_inner();
+            if f.handle != 0 {
+                self.fs.desc_close(f.handle);
+                return;
+            }
+            crate::pipe::released(self, f.ino);
+            self.fs.release(f.ino);
         }
     }
 
@@ -345,6 +410,7 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
         SYS_READ => sys_read(p, fd, None, a[1], a[2], mem),
         SYS_WRITE => sys_write(p, fd, None, a[1], a[2], mem),
         SYS_PREAD64 => sys_read(p, fd, Some(a[3] as i64), a[1], a[2], mem),
+        SYS_SENDFILE => sys_sendfile(p, fd, a[1] as i32, a[2], a[3], mem),
         SYS_PWRITE64 => sys_write(p, fd, Some(a[3] as i64), a[1], a[2], mem),
         SYS_READV => sys_rwv(p, fd, a[1], a[2], false, mem),
         SYS_WRITEV => sys_rwv(p, fd, a[1], a[2], true, mem),
@@ -364,7 +430,7 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
         SYS_LSTAT => sys_stat(p, AT_FDCWD, a[0], a[1], AT_SYMLINK_NOFOLLOW, mem),
         SYS_NEWFSTATAT => sys_stat(p, a[0] as i32, a[1], a[2], a[3] as u32, mem),
         SYS_FSTAT => {
-            let st = p.fs.stat(p.desc(fd)?.borrow().ino);
+            let st = p.fs.stat(p.desc(fd)?.borrow().ino)?;
             mem.write(a[1], &st.encode())?;
             Ok(0)
         }
@@ -482,14 +548,7 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
         SYS_CLOCK_NANOSLEEP => sys_sleep(p, a[0] as u32, a[1] as u32, a[2], a[3], mem),
         SYS_EXIT | SYS_EXIT_GROUP => {
             p.exit_status = Some(a[0] as i32 & 0xff);
-            // Every descriptor goes, as at Linux's exit: pipe ends are
-            // counted out of their shared frames (end of file, EPIPE).
-            let fds: Vec<i32> = p.fds.fds().collect();
-            for fd in fds {
-                if let Ok(d) = p.fds.close(fd) {
-                    p.release(d);
-                }
-            }
+            p.close_all();
             Ok(0)
         }
         SYS_ARCH_PRCTL => match a[0] {
@@ -586,9 +645,9 @@ fn sys_read(
     mem: &mut dyn UserMemory,
 ) -> SysResult<u64> {
     let d = p.desc(fd)?;
-    let (ino, flags, offset) = {
+    let (ino, flags, offset, handle) = {
         let f = d.borrow();
-        (f.ino, f.flags, f.offset)
+        (f.ino, f.flags, f.offset, f.handle)
     };
     if flags & O_ACCMODE == O_WRONLY || flags & O_ACCMODE == 3 {
         return Err(EBADF);
@@ -613,7 +672,11 @@ fn sys_read(
     let mut tmp = vec![0u8; (count as usize).min(CHUNK)];
     while done < count {
         let want = ((count - done) as usize).min(CHUNK);
-        let n = p.fs.read_at(ino, off, &mut tmp[..want])?;
+        let n = if handle != 0 && at.is_none() {
+            p.fs.desc_read(handle, &mut tmp[..want])?
+        } else {
+            p.fs.read_at(ino, off, &mut tmp[..want])?
+        };
         if let Err(e) = mem.write(buf + done, &tmp[..n]) {
             if done == 0 {
                 return Err(e);
@@ -641,9 +704,9 @@ fn sys_write(
     mem: &mut dyn UserMemory,
 ) -> SysResult<u64> {
     let d = p.desc(fd)?;
-    let (ino, flags, offset) = {
+    let (ino, flags, offset, handle) = {
         let f = d.borrow();
-        (f.ino, f.flags, f.offset)
+        (f.ino, f.flags, f.offset, f.handle)
     };
     if flags & O_ACCMODE == O_RDONLY || flags & O_ACCMODE == 3 {
         return Err(EBADF);
@@ -660,8 +723,10 @@ fn sys_write(
         }
     }
     let is_file = p.fs.device(ino).is_none();
-    let mut off =
-        if flags & O_APPEND != 0 { p.fs.size(ino) } else { at.map_or(offset, |o| o as u64) };
+    // O_APPEND: each chunk goes at the end as the server (or this tree)
+    // finds it, in the same step as the write.
+    let append = flags & O_APPEND != 0 && is_file;
+    let mut off = at.map_or(offset, |o| o as u64);
     let mut done = 0u64;
     let mut tmp = vec![0u8; (count as usize).min(CHUNK)];
     while done < count {
@@ -672,15 +737,104 @@ fn sys_write(
             }
             break;
         }
-        let n = p.fs.write_at(ino, off, &tmp[..want])?;
+        let (n, end) = if handle != 0 && at.is_none() {
+            p.fs.desc_write(handle, append, &tmp[..want])?
+        } else {
+            p.fs.write(ino, off, append, &tmp[..want])?
+        };
         done += n as u64;
-        off += n as u64;
+        off = end;
         if n < want {
             break;
         }
     }
     if at.is_none() && is_file {
         d.borrow_mut().offset = off;
+    }
+    Ok(done)
+}
+
+/// A buffer of the runtime's own posing as user memory at [`Bounce::BASE`]
+/// (`sendfile` moves bytes with `read` and `write`'s own code).
+struct Bounce(Vec<u8>);
+
+impl Bounce {
+    /// An address no program memory has (the upper half).
+    const BASE: u64 = 1 << 63;
+    fn range(&self, addr: u64, len: usize) -> SysResult<core::ops::Range<usize>> {
+        let at = addr.checked_sub(Self::BASE).ok_or(EFAULT)? as usize;
+        let end = at.checked_add(len).filter(|&e| e <= self.0.len()).ok_or(EFAULT)?;
+        Ok(at..end)
+    }
+}
+
+impl UserMemory for Bounce {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> SysResult<()> {
+        let r = self.range(addr, buf.len())?;
+        buf.copy_from_slice(&self.0[r]);
+        Ok(())
+    }
+    fn write(&mut self, addr: u64, data: &[u8]) -> SysResult<()> {
+        let r = self.range(addr, data.len())?;
+        self.0[r].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// `sendfile(2)`: `count` bytes from `in_fd` (at `*offp` if `offp` is not
+/// null, which then advances instead of the description's offset) to
+/// `out_fd`, in 64 KiB steps through the runtime's buffer with `read` and
+/// `write`'s semantics (any readable input, any writable output); stops at
+/// end of file or a short write. `EINVAL` for an `O_APPEND` output or a
+/// negative offset, as Linux.
+fn sys_sendfile(
+    p: &mut Process<'_>,
+    out_fd: i32,
+    in_fd: i32,
+    offp: u64,
+    count: u64,
+    mem: &mut dyn UserMemory,
+) -> SysResult<u64> {
+    let count = count.min(0x7fff_f000);
+    if p.desc(out_fd)?.borrow().flags & O_APPEND != 0 {
+        return Err(EINVAL);
+    }
+    p.desc(in_fd)?;
+    let mut off = if offp == 0 {
+        None
+    } else {
+        let mut b = [0u8; 8];
+        mem.read(offp, &mut b)?;
+        Some(i64::from_le_bytes(b))
+    };
+    if off.is_some_and(|o| o < 0) {
+        return Err(EINVAL);
+    }
+    let mut bounce = Bounce(vec![0u8; (count as usize).min(CHUNK)]);
+    let mut done = 0u64;
+    while done < count {
+        let want = (count - done).min(CHUNK as u64);
+        let n = match sys_read(p, in_fd, off, Bounce::BASE, want, &mut bounce) {
+            Ok(n) => n,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        if n == 0 {
+            break;
+        }
+        let w = match sys_write(p, out_fd, None, Bounce::BASE, n, &mut bounce) {
+            Ok(w) => w,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        done += w;
+        off = off.map(|o| o + w as i64);
+        if w < n {
+            break;
+        }
+    }
+    if let (Some(o), true) = (off, offp != 0) {
+        mem.write(offp, &o.to_le_bytes())?;
     }
     Ok(done)
 }
@@ -731,6 +885,9 @@ fn sys_rwv(
 fn sys_lseek(p: &mut Process<'_>, fd: i32, off: i64, whence: u32) -> SysResult<u64> {
     let d = p.desc(fd)?;
     let mut f = d.borrow_mut();
+    if f.handle != 0 {
+        return p.fs.desc_seek(f.handle, off, whence);
+    }
     match p.fs.device(f.ino) {
         Some(dev) if dev.is_tty() || dev == Device::Pipe => return Err(ESPIPE),
         Some(_) => {
@@ -742,25 +899,10 @@ fn sys_lseek(p: &mut Process<'_>, fd: i32, off: i64, whence: u32) -> SysResult<u
         }
         None => {}
     }
-    let size = p.fs.size(f.ino) as i64;
+    let size = p.fs.size(f.ino);
     let dir = p.fs.is_dir(f.ino);
-    let new = match whence {
-        SEEK_SET => off,
-        SEEK_CUR => (f.offset as i64).checked_add(off).ok_or(EOVERFLOW)?,
-        SEEK_END if !dir => size.checked_add(off).ok_or(EOVERFLOW)?,
-        SEEK_DATA | SEEK_HOLE if !dir => {
-            if off < 0 || off >= size {
-                return Err(ENXIO);
-            }
-            if whence == SEEK_DATA { off } else { size }
-        }
-        _ => return Err(EINVAL),
-    };
-    if new < 0 {
-        return Err(EINVAL);
-    }
-    f.offset = new as u64;
-    Ok(new as u64)
+    f.offset = crate::fs::remote::seek(f.offset, size, dir, off, whence)?;
+    Ok(f.offset)
 }
 
 fn sys_openat(
@@ -778,9 +920,13 @@ fn sys_openat(
         return Err(EMFILE);
     }
     let ino = p.fs.open(start, &path, flags, mode)?;
-    p.fs.hold(ino);
+    // A file server's regular file: a description there (which holds it).
+    let handle = p.fs.desc_open(ino)?.unwrap_or(0);
+    if handle == 0 {
+        p.fs.hold(ino);
+    }
     let keep = (flags & !(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_CLOEXEC)) | O_LARGEFILE;
-    let d = Rc::new(RefCell::new(OpenFile { ino, flags: keep, offset: 0 }));
+    let d = Rc::new(RefCell::new(OpenFile { ino, flags: keep, offset: 0, handle }));
     match p.fds.insert(d.clone(), flags & O_CLOEXEC != 0, 0) {
         Ok(fd) => Ok(fd as u64),
         Err(e) => {
@@ -824,7 +970,7 @@ fn sys_stat(
         let start = p.at_dir(dirfd, &path)?;
         p.fs.lookup(start, &path, flags & AT_SYMLINK_NOFOLLOW == 0)?
     };
-    mem.write(buf, &p.fs.stat(ino).encode())?;
+    mem.write(buf, &p.fs.stat(ino)?.encode())?;
     Ok(0)
 }
 
@@ -850,7 +996,7 @@ fn sys_getdents64(
             break;
         }
         idx += 1;
-        encode_dirent64(&mut out, ino, idx as i64, t, name);
+        encode_dirent64(&mut out, ino, idx as i64, t, &name);
     }
     mem.write(buf, &out)?;
     f.offset = idx as u64;
@@ -919,7 +1065,7 @@ fn sys_readlinkat(
     }
     let path = read_path(mem, path)?;
     let target = match crate::proc::self_exe_link(p, &path) {
-        Some(t) => t,
+        Some(t) => t.to_vec(),
         None => {
             let start = p.at_dir(dirfd, &path)?;
             p.fs.readlink(start, &path)?

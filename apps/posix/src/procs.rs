@@ -22,7 +22,7 @@
 use crate::glue;
 use crate::layout;
 use crate::redirect;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use libos_async::abi::Error;
 use libos_async::{info, sys};
 use libos_posix::linux::SysResult;
@@ -47,12 +47,29 @@ static LAST_CORE: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// The kernel's child environments, for libos-posix.
 pub struct Procs;
 
-/// The next core of `user_cores` after `from` (round robin).
-fn next_core(from: usize) -> usize {
-    let mask = info().user_cores;
-    if mask == 0 {
+/// The affinity mask children are placed within (`sched_setaffinity`;
+/// all ones: any user core). Inherited by a forked child with its memory.
+static AFFINITY: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The user cores (bit per core).
+fn user_cores() -> u64 {
+    match info().user_cores {
+        0 => 1 << sys::core_id(),
+        m => m,
+    }
+}
+
+/// The next core of `user_cores` (within the affinity mask, if it leaves
+/// any) after `from` (round robin).
+pub fn next_core(from: usize) -> usize {
+    let all = info().user_cores;
+    if all == 0 {
         return sys::core_id();
     }
+    let mask = match all & AFFINITY.load(Ordering::Relaxed) {
+        0 => all,
+        m => m,
+    };
     let n = (info().cores as usize).clamp(1, 64);
     (1..=n).map(|i| (from + i) % n).find(|c| mask & (1 << c) != 0).unwrap_or(sys::core_id())
 }
@@ -74,7 +91,9 @@ impl ProcHost for Procs {
         }
         let last = LAST_CORE.load(Ordering::Relaxed);
         let core = next_core(if last == usize::MAX { sys::core_id() } else { last });
-        let mut quota = (u64::from(info().frame_quota) / 8).clamp(CHILD_QUOTA_MIN, CHILD_QUOTA_MAX);
+        // The first process's quota less what its file server got.
+        let ours = u64::from(info().frame_quota).saturating_sub(crate::fsserver::quota_given());
+        let mut quota = (ours / 8).clamp(CHILD_QUOTA_MIN, CHILD_QUOTA_MAX);
         FORKED.store(true, Ordering::Release);
         loop {
             match libos_async::fork::fork_on(quota, core) {
@@ -112,6 +131,18 @@ impl ProcHost for Procs {
         }
         Ok(())
     }
+
+    fn cores(&self) -> u64 {
+        user_cores()
+    }
+
+    fn core(&self) -> usize {
+        sys::core_id()
+    }
+
+    fn set_affinity(&mut self, mask: u64) {
+        AFFINITY.store(mask, Ordering::Relaxed);
+    }
 }
 
 /// The child's side of a fork: what is per environment, set up again.
@@ -129,6 +160,10 @@ fn child_side() -> i32 {
     }
     if let Err(e) = redirect::register() {
         glue::log_line(&alloc::format!("posix: forked child cannot redirect: {e:?}"));
+        sys::exit(libos_posix::proc::env_status_of_signal(true, 9));
+    }
+    if let Err(e) = crate::signal::install_child() {
+        glue::log_line(&alloc::format!("posix: forked child cannot take signals: {e:?}"));
         sys::exit(libos_posix::proc::env_status_of_signal(true, 9));
     }
     info().env_id as i32

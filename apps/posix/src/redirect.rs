@@ -249,6 +249,7 @@ extern "C" fn handle(frame: &mut Frame) {
     let result = dispatch(&mut state.process, nr, args, &mut state.umem);
     if let Some(status) = state.process.env_exit_status() {
         log_exit(state, status);
+        crate::fsserver::stop();
         sys::exit(status);
     }
     if let Some(entry) = state.process.take_exec() {
@@ -327,6 +328,12 @@ fn program_exception(frame: &mut abi::UpcallFrame) -> bool {
     );
     glue::emit(glue::STDERR, line.as_bytes());
     let child = crate::procs::IS_CHILD.load(core::sync::atomic::Ordering::Acquire);
+    // The program's code faulted, not the runtime's (checked above): no
+    // system call is in progress, so the process state is ours to close.
+    if let Some(state) = state() {
+        state.process.close_all();
+    }
+    crate::fsserver::stop();
     sys::exit(libos_posix::proc::env_status_of_signal(child, signal))
 }
 

@@ -24,6 +24,7 @@ const CANNOT_EXEC: i32 = 126;
 /// One line on the program's standard error, then the status to exit with.
 fn fail(status: i32, line: &str) -> i32 {
     glue::emit(STDERR, format!("posix: {line}\n").as_bytes());
+    crate::fsserver::stop();
     status
 }
 
@@ -47,7 +48,7 @@ pub fn run(arg: u64) -> i32 {
     // one can write them.
     let archive: &'static [u8] =
         unsafe { core::slice::from_raw_parts(layout::INITRD_VA as *const u8, size as usize) };
-    let fs = match Fs::from_initrd(archive, Box::new(Con::new())) {
+    let mut fs = match Fs::from_initrd(archive, Box::new(Con::new())) {
         Ok(fs) => fs,
         Err(e) => return fail(NOT_FOUND, &format!("the initrd's tree is malformed: {e:?}")),
     };
@@ -55,7 +56,7 @@ pub fn run(arg: u64) -> i32 {
         request::Request { argv: alloc::vec![b"builtin".to_vec()], ..Default::default() }
     } else {
         match fs.lookup(fs.root(), request::PATH, true).and_then(|i| fs.contents(i)) {
-            Ok(bytes) => match request::parse(bytes) {
+            Ok(bytes) => match request::parse(&bytes) {
                 Ok(r) => r,
                 Err(e) => return fail(NOT_FOUND, &format!("bad run request /etc/exo-run: {e}")),
             },
@@ -103,6 +104,12 @@ pub fn run(arg: u64) -> i32 {
         mmap_lo: layout::MMAP_LO,
         mmap_hi: layout::MMAP_HI,
     };
+    // One tree for the whole run: a server environment owns it from here
+    // (it is forked with our copy and never returns here); without one,
+    // each process keeps its own copy.
+    if builtin.is_none() {
+        crate::fsserver::start(&mut fs);
+    }
     let mut process = Process::new(
         fs,
         lay,

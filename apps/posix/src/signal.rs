@@ -238,10 +238,14 @@ fn upcall_of_regs(r: &Regs) -> UpcallFrame {
 /// Ends the process with a signal's default action: a forked child's
 /// parent sees a death by the signal (`WIFSIGNALED`), the run's first
 /// process ends with the shell's status 128 + signal.
-fn terminate(state: &State, signo: u32) -> ! {
+fn terminate(state: &mut State, signo: u32) -> ! {
     let child = crate::procs::IS_CHILD.load(core::sync::atomic::Ordering::Acquire);
     let status = libos_posix::proc::env_status_of_signal(child, signo as i32);
+    // Its pipe ends and files go as at an exit: its peers see end of file
+    // or EPIPE instead of waiting for a process that is gone.
+    state.process.close_all();
     crate::redirect::log_exit(state, status);
+    crate::fsserver::stop();
     sys::exit(status)
 }
 
@@ -560,5 +564,29 @@ fn ensure_timer() {
 /// host. Before the program starts.
 pub fn install(state: &mut State) -> Result<(), abi::Error> {
     state.process.signals.set_host(alloc::boxed::Box::new(Host { hz: sys::info().tsc_hz.max(1) }));
-    libos_async::signal::set_signal_handler(on_upcall, 1 << sys::core_id())
+    libos_async::signal::set_signal_handler(on_upcall, 1 << sys::core_id())?;
+    state.process.proc.sigchld_from_kernel = sigchld_at_child_end();
+    Ok(())
+}
+
+/// `SIGCHLD` the moment a child ends: the kernel posts its bit when one
+/// of our children is reclaimed (`ChildSignal`), whatever we are doing.
+fn sigchld_at_child_end() -> bool {
+    libos_async::signal::on_child_end(sig::bit(libos_posix::signal::SIGCHLD)).is_ok()
+}
+
+/// The upcall entry again in a forked child (the kernel's signal state is
+/// per environment) for its own core; the parent's alarm, timer vCPU and
+/// signals not yet taken are not the child's (Linux clears a child's
+/// timers and pending signals at fork).
+pub fn install_child() -> Result<(), abi::Error> {
+    ALARM_AT.store(u64::MAX, Ordering::Release);
+    ALARM_EVERY.store(0, Ordering::Release);
+    TIMER_CORE.store(u64::MAX, Ordering::Release);
+    ASYNC.store(0, Ordering::Release);
+    libos_async::signal::set_signal_handler(on_upcall, 1 << sys::core_id())?;
+    if let Some(state) = crate::redirect::state() {
+        state.process.proc.sigchld_from_kernel = sigchld_at_child_end();
+    }
+    Ok(())
 }

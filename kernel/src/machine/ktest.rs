@@ -81,6 +81,7 @@ const TESTS: &[KernelTest] = &[
     ("sig_unwritable_exception_stack_kills_the_target", || {
         hostile_beside_worker("sigtest", 4, Some("signal upcall"))
     }),
+    ("sig_child_signal_posts_at_each_reclaim", || expect_exit("sigtest", 5)),
     ("env_exception_upcalls_resume_through_kernel", || expect_exit("upcall", 1)),
     ("env_unusable_exception_stack_kills", || {
         hostile_beside_worker("bad_exstack", 0, Some("exception stack"))

@@ -470,6 +470,10 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         }
         Request::RepossessStatus => Next::Return(Ok(env::repossess::status(env))),
         Request::SignalPost { target, bits } => Next::Return(env::signal::post(env, target, bits)),
+        Request::ChildSignal { bits } => {
+            env.signals.on_child_end.store(bits, core::sync::atomic::Ordering::Release);
+            Next::Return(Ok(0))
+        }
         Request::SignalEntry { entry, cores } => {
             env.signals.cores.store(cores, Ordering::Release);
             env.signals.entry.store(entry, Ordering::Release);

@@ -449,6 +449,29 @@ impl Stat {
         b[104..120].copy_from_slice(&self.ctime.encode());
         b
     }
+
+    /// The inverse of [`Stat::encode`] (`None` unless `b` is 144 bytes).
+    pub fn decode(b: &[u8]) -> Option<Stat> {
+        let b: &[u8; 144] = b.try_into().ok()?;
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8 bytes"));
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().expect("4 bytes"));
+        let ts = |o: usize| Timespec::decode(b[o..o + 16].try_into().expect("16 bytes"));
+        Some(Stat {
+            dev: u64_at(0),
+            ino: u64_at(8),
+            nlink: u64_at(16),
+            mode: u32_at(24),
+            uid: u32_at(28),
+            gid: u32_at(32),
+            rdev: u64_at(40),
+            size: u64_at(48) as i64,
+            blksize: u64_at(56) as i64,
+            blocks: u64_at(64) as i64,
+            atime: ts(72),
+            mtime: ts(88),
+            ctime: ts(104),
+        })
+    }
 }
 
 /// One `struct linux_dirent64` record as `getdents64` writes it.

@@ -58,6 +58,7 @@ mod tests;
 use crate::fs::{Device, Ino};
 use crate::linux::errno::*;
 use crate::linux::*;
+use crate::signal::{ERESTARTNOHAND, ERESTARTSYS};
 use crate::syscalls::{OpenFile, Process};
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
@@ -418,7 +419,7 @@ pub(crate) fn sys_pipe2(
         let ino = p.fs.anonymous_pipe();
         p.fs.hold(ino);
         p.pipes.ends.insert(ino, End { frame: frame.clone(), side });
-        let f = OpenFile { ino, flags: acc | (flags & O_NONBLOCK), offset: 0 };
+        let f = OpenFile { ino, flags: acc | (flags & O_NONBLOCK), offset: 0, handle: 0 };
         fds[i] = p.fds.insert(Rc::new(RefCell::new(f)), cloexec, 0).expect("two numbers are free");
     }
     let mut out = [0u8; 8];
@@ -500,6 +501,11 @@ fn read_with(
                 if flags & O_NONBLOCK != 0 && !w.retry_soon {
                     return Err(EAGAIN);
                 }
+                // A signal cuts the wait short: restarted under
+                // SA_RESTART, else EINTR (`crate::signal`).
+                if p.signals.interrupting() {
+                    return Err(ERESTARTSYS);
+                }
                 let now = p.clock.monotonic_ns();
                 p.pipes.wait(&*e.frame, w, now);
             }
@@ -561,6 +567,10 @@ fn write_with(
                 Err(Stop::Block(w)) => {
                     if nonblock && !w.retry_soon {
                         return if done == 0 { Err(EAGAIN) } else { Ok(done) };
+                    }
+                    // A signal: what was written counts (Linux's pipe_write).
+                    if p.signals.interrupting() {
+                        return if done == 0 { Err(ERESTARTSYS) } else { Ok(done) };
                     }
                     let now = p.clock.monotonic_ns();
                     p.pipes.wait(&*e.frame, w, now);
@@ -654,8 +664,11 @@ pub(crate) fn sys_poll(
         if ready > 0 || expired || (arm && waits.is_empty() && deadline.is_none()) {
             if ready == 0 && !expired {
                 // Nothing that can ever become ready, no timeout: Linux
-                // sleeps until a signal; without signals that is forever.
-                // Sleep in long steps rather than spin.
+                // sleeps until a signal. Sleep in long steps rather than
+                // spin, looking for one at each.
+                if p.signals.interrupting() {
+                    return Err(ERESTARTNOHAND);
+                }
                 p.clock.sleep_until(now.saturating_add(1_000_000_000));
                 continue;
             }
@@ -673,6 +686,10 @@ pub(crate) fn sys_poll(
                 ne: c.ne,
                 value: c.value,
             }));
+        }
+        // A signal ends the wait (EINTR after a handler, as Linux's poll).
+        if p.signals.interrupting() {
+            return Err(ERESTARTNOHAND);
         }
         p.pipes.host.wait(&words, deadline);
     }

@@ -535,3 +535,20 @@ fn exit_counts_every_end_out() {
     assert_eq!((frame.load(Word::Readers), frame.load(Word::Writers)), (0, 0));
     assert!(t.p.pipes.ends.is_empty());
 }
+
+/// A pending signal cuts blocked pipe calls short: `read` and `poll` with
+/// nothing to do, `write` into a full pipe (what it wrote counts); the
+/// glue then restarts them under `SA_RESTART` or answers `EINTR`.
+#[test]
+fn a_signal_cuts_blocked_pipe_calls_short() {
+    use crate::signal::{ERESTARTNOHAND, ERESTARTSYS};
+    let mut t = P::new();
+    let (r, w) = t.pipe(0);
+    t.p.signals.raise(crate::signal::SIGUSR1, crate::signal::SI_USER, 1);
+    assert_eq!(t.read(r, 10), Err(e(ERESTARTSYS)));
+    assert_eq!(t.poll(&[(r as i32, POLLIN)], -1).0, e(ERESTARTNOHAND));
+    assert_eq!(t.write(w, &vec![1u8; 65536 + 100]), 65536, "the part that fitted");
+    assert_eq!(t.write(w, b"x"), e(ERESTARTSYS));
+    // Data or end of file first: no interruption.
+    assert_eq!(t.read(r, 10).unwrap().len(), 10);
+}

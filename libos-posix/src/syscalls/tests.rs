@@ -22,16 +22,46 @@ struct T {
     next: u64,
 }
 
+/// A file server's tree shared by test processes (the transport is a call).
+#[derive(Clone)]
+struct Direct(Rc<RefCell<crate::fs::remote::Server<'static>>>);
+
+impl crate::fs::remote::Transport for Direct {
+    fn call(&mut self, req: &[u8]) -> SysResult<Vec<u8>> {
+        Ok(self.0.borrow_mut().serve(req))
+    }
+}
+
+fn archive() -> &'static [u8] {
+    let a = tar::build(&[
+        (b"etc/motd", b'0', 0o644, b"", b"hello, world\n"),
+        (b"bin/busybox", b'0', 0o755, b"", b"BB"),
+        (b"bin/sh", b'2', 0o777, b"busybox", b""),
+    ]);
+    Box::leak(a.into_boxed_slice())
+}
+
+/// A server's tree of [`archive`].
+fn server() -> Direct {
+    let fs = Fs::from_initrd(archive(), MockConsole::default().boxed()).unwrap();
+    Direct(Rc::new(RefCell::new(crate::fs::remote::Server::new(fs))))
+}
+
 impl T {
     fn new() -> Self {
-        let a = tar::build(&[
-            (b"etc/motd", b'0', 0o644, b"", b"hello, world\n"),
-            (b"bin/busybox", b'0', 0o755, b"", b"BB"),
-            (b"bin/sh", b'2', 0o777, b"busybox", b""),
-        ]);
-        let a: &'static [u8] = Box::leak(a.into_boxed_slice());
+        Self::with(None)
+    }
+    /// A process whose names live in `server`'s tree.
+    fn client(server: &Direct) -> Self {
+        Self::with(Some(server.clone()))
+    }
+    fn with(server: Option<Direct>) -> Self {
+        let a = archive();
         let con = MockConsole::default();
-        let fs = Fs::from_initrd(a, con.boxed()).unwrap();
+        let mut fs = Fs::from_initrd(a, con.boxed()).unwrap();
+        if let Some(s) = server {
+            fs.set_remote(Box::new(s));
+        }
         let mem = Shared::default();
         mem.0.borrow_mut().ensure(SCRATCH, 0x10000);
         let host = MockHost::default();
@@ -124,7 +154,16 @@ fn hello_on_the_console() {
 
 #[test]
 fn file_io() {
-    let mut t = T::new();
+    file_io_on(T::new());
+}
+
+/// The same through a file server ([`crate::fs::remote`]).
+#[test]
+fn file_io_remote() {
+    file_io_on(T::client(&server()));
+}
+
+fn file_io_on(mut t: T) {
     let fd = t.open("/tmp/f", O_CREAT | O_RDWR | O_EXCL, 0o644);
     assert_eq!(fd, 3);
     assert_eq!(t.open("/tmp/f", O_CREAT | O_RDWR | O_EXCL, 0o644), e(EEXIST));
@@ -222,7 +261,16 @@ fn emfile_and_fd_release() {
 
 #[test]
 fn names_and_directories() {
-    let mut t = T::new();
+    names_and_directories_on(T::new());
+}
+
+/// The same through a file server ([`crate::fs::remote`]).
+#[test]
+fn names_and_directories_remote() {
+    names_and_directories_on(T::client(&server()));
+}
+
+fn names_and_directories_on(mut t: T) {
     let d = t.cstr("/tmp/d");
     assert_eq!(t.sys(SYS_MKDIR, &[d, 0o755]), 0);
     assert_eq!(t.sys(SYS_MKDIR, &[d, 0o755]), e(EEXIST));
@@ -278,7 +326,16 @@ fn names_and_directories() {
 
 #[test]
 fn getdents64_in_small_buffers() {
-    let mut t = T::new();
+    getdents64_in_small_buffers_on(T::new());
+}
+
+/// The same through a file server ([`crate::fs::remote`]).
+#[test]
+fn getdents64_in_small_buffers_remote() {
+    getdents64_in_small_buffers_on(T::client(&server()));
+}
+
+fn getdents64_in_small_buffers_on(mut t: T) {
     for i in 0..20 {
         t.open(&alloc::format!("/tmp/file{i:02}"), O_CREAT | O_WRONLY, 0o644);
     }
@@ -444,4 +501,86 @@ fn load_maps_the_image_and_the_stack() {
     let info = crate::exec::parse_stack(&stack, entry.rsp).unwrap();
     assert_eq!(info.argv, [b"prog".to_vec(), b"arg".to_vec()]);
     assert_eq!(info.aux(AT_PHDR), Some(0x400040));
+}
+
+/// Two processes on one file server see each other's names and bytes at
+/// once; an unlinked file stays readable through a description held in
+/// another process, and goes with its last hold.
+#[test]
+fn processes_share_a_file_server() {
+    let srv = server();
+    let mut a = T::client(&srv);
+    let mut b = T::client(&srv);
+    let fd = a.open("/tmp/f", O_CREAT | O_WRONLY | O_TRUNC, 0o644);
+    assert_eq!(a.write(fd, b"from a\n"), 7);
+    let r = b.open("/tmp/f", O_RDONLY, 0);
+    assert_eq!(b.read(r, 100), Ok(b"from a\n".to_vec()));
+    // O_APPEND from b lands after a's bytes, and a's next write after that
+    // would overwrite (its offset is its own: descriptions are per process).
+    let ap = b.open("/tmp/f", O_WRONLY | O_APPEND, 0);
+    assert_eq!(b.write(ap, b"b\n"), 2);
+    assert_eq!(u64_at(&a.stat("/tmp/f", 0).unwrap(), 48), 9);
+    // Names: mkdir, rename and rm in one, seen by the other.
+    let (d, x, y) = (a.cstr("/tmp/d"), a.cstr("/tmp/f"), a.cstr("/tmp/d/g"));
+    assert_eq!(a.sys(SYS_MKDIR, &[d, 0o755]), 0);
+    assert_eq!(a.sys(SYS_RENAME, &[x, y]), 0);
+    assert_eq!(b.stat("/tmp/f", 0), Err(e(ENOENT)));
+    assert_eq!(b.stat("/tmp/d/g", 0).map(|s| u64_at(&s, 48)), Ok(9));
+    let n0 = srv.0.borrow().fs.inode_count();
+    assert_eq!(a.sys(SYS_UNLINK, &[y]), 0);
+    b.sys(SYS_LSEEK, &[r as u64, 0, SEEK_SET as u64]);
+    assert_eq!(b.read(r, 100), Ok(b"from a\nb\n".to_vec()), "held by b's descriptions");
+    assert_eq!(srv.0.borrow().fs.inode_count(), n0);
+    for fd in [r, ap] {
+        b.sys(SYS_CLOSE, &[fd as u64]);
+    }
+    assert_eq!(srv.0.borrow().fs.inode_count(), n0, "a still holds it");
+    a.sys(SYS_CLOSE, &[fd as u64]);
+    assert_eq!(srv.0.borrow().fs.inode_count(), n0 - 1, "freed with the last hold");
+    // Devices named in the server's tree are the client's own.
+    let null = b.open("/dev/null", O_WRONLY, 0);
+    assert_eq!(b.write(null, b"gone"), 4);
+    let tty = b.open("/dev/tty", O_WRONLY, 0);
+    assert_eq!(b.write(tty, b"mine"), 4);
+    assert_eq!(b.con.output(), "mine");
+    assert_eq!(a.con.output(), "");
+    // execve's zero-copy path: the archive's bytes, from the client's own archive.
+    let bb = b.p.fs.lookup(0, b"/bin/busybox", true).unwrap();
+    assert_eq!(b.p.fs.archive_bytes(bb), Some(&b"BB"[..]));
+}
+
+/// `sendfile` between files (with and without an offset pointer) and to
+/// the console; `sched_{get,set}affinity` of the process itself.
+#[test]
+fn sendfile_and_affinity() {
+    let mut t = T::new();
+    let src = t.open("/etc/motd", O_RDONLY, 0);
+    let dst = t.open("/tmp/copy", O_CREAT | O_WRONLY, 0o644);
+    assert_eq!(t.sys(SYS_SENDFILE, &[dst as u64, src as u64, 0, 5]), 5);
+    assert_eq!(t.sys(SYS_SENDFILE, &[dst as u64, src as u64, 0, 100]), 8, "to end of file");
+    assert_eq!(t.sys(SYS_SENDFILE, &[dst as u64, src as u64, 0, 100]), 0);
+    let off = t.put(&7i64.to_le_bytes());
+    assert_eq!(t.sys(SYS_SENDFILE, &[1, src as u64, off, 100]), 6);
+    assert_eq!(t.con.output(), "world\n");
+    assert_eq!(i64::from_le_bytes(t.get(off, 8).try_into().unwrap()), 13, "*offset advanced");
+    let back = t.open("/tmp/copy", O_RDONLY, 0);
+    assert_eq!(t.read(back, 100), Ok(b"hello, world\n".to_vec()));
+    let app = t.open("/tmp/copy", O_WRONLY | O_APPEND, 0);
+    assert_eq!(t.sys(SYS_SENDFILE, &[app as u64, src as u64, 0, 1]), e(EINVAL));
+    let neg = t.put(&(-1i64).to_le_bytes());
+    assert_eq!(t.sys(SYS_SENDFILE, &[dst as u64, src as u64, neg, 1]), e(EINVAL));
+    assert_eq!(t.sys(SYS_SENDFILE, &[dst as u64, 99, 0, 1]), e(EBADF));
+    // Affinity: without a process host, one core (0).
+    let m = t.buf(8);
+    assert_eq!(t.sys(SYS_SCHED_GETAFFINITY, &[0, 8, m]), 8);
+    assert_eq!(u64_at(&t.get(m, 8), 0), 1);
+    assert_eq!(t.sys(SYS_SCHED_GETAFFINITY, &[0, 4, m]), e(EINVAL));
+    assert_eq!(t.sys(SYS_SCHED_GETAFFINITY, &[0, 12, m]), e(EINVAL));
+    assert_eq!(t.sys(SYS_SCHED_GETAFFINITY, &[4242, 8, m]), e(ESRCH));
+    let two = t.put(&2u64.to_le_bytes());
+    assert_eq!(t.sys(SYS_SCHED_SETAFFINITY, &[0, 8, two]), e(EINVAL), "no online core in it");
+    let all = t.put(&u64::MAX.to_le_bytes());
+    assert_eq!(t.sys(SYS_SCHED_SETAFFINITY, &[1, 8, all]), 0, "its own pid");
+    assert_eq!(t.sys(SYS_SCHED_GETAFFINITY, &[0, 64, m]), 8);
+    assert_eq!(u64_at(&t.get(m, 8), 0), 1, "the online part only");
 }

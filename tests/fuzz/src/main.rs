@@ -318,7 +318,11 @@ impl Fuzz {
                 a[2] = self.kernel_addr();
                 a[3] = self.rng.below(3);
             }
-            Syscall::Null | Syscall::Yield | Syscall::Reply | Syscall::RepossessStatus => {}
+            Syscall::Null
+            | Syscall::Yield
+            | Syscall::Reply
+            | Syscall::RepossessStatus
+            | Syscall::ChildSignal => {}
             // Not the console reader: refused whatever the arguments (and
             // a read would only write the kernel-half or window addresses).
             Syscall::ConsoleRead => {

@@ -17,6 +17,9 @@
 //!   `PermissionDenied`; the worker is untouched.
 //! - arg 4: an entry registered with an unmapped exception stack: the post
 //!   to itself kills it with a reason (never the kernel).
+//! - arg 5: `ChildSignal`: the bits come when a child is reclaimed, not
+//!   before its status can be read, once per child; 0 stops them; bits of
+//!   another kind of post are not mixed in.
 //!
 //! Exits 0 if every check passed.
 
@@ -215,6 +218,44 @@ fn flood(c: &mut Checks) {
     libos_async::println!("sigtest: {n} upcalls for {POSTS} posts");
 }
 
+/// `ChildSignal` (no entry here: the bits accumulate and `TAKE` reads them).
+fn child_signal(c: &mut Checks) {
+    const CHLD: u64 = 1 << 16;
+    let _ = sig::take();
+    require("on_child_end", sig::on_child_end(CHLD));
+    for round in 0..3 {
+        let child = require("env_create", sys::env_create(16));
+        c.check(sig::take() == 0, format_args!("round {round}: bits before the child's end"));
+        require("child_destroy", sys::child_destroy(child));
+        let mut bits = 0;
+        let came = wait_for(|| {
+            bits |= sig::take();
+            bits != 0
+        });
+        // Posted after the status is published: readable at once.
+        let status = sys::child_status(child);
+        c.check(came && bits == CHLD, format_args!("round {round}: bits {bits:#x}"));
+        c.check(status.is_ok(), format_args!("round {round}: status after the bits: {status:?}"));
+    }
+    // Another post keeps its own bits.
+    require("post", sig::post(me(), 2));
+    let child = require("env_create", sys::env_create(16));
+    require("child_destroy", sys::child_destroy(child));
+    let mut bits = 0;
+    wait_for(|| {
+        bits |= sig::take();
+        bits & CHLD != 0
+    });
+    c.check(bits == CHLD | 2, format_args!("mixed posts: {bits:#x}"));
+    // Off: a child's end posts nothing.
+    require("off", sig::on_child_end(0));
+    let child = require("env_create", sys::env_create(16));
+    require("child_destroy", sys::child_destroy(child));
+    c.check(wait_for(|| sys::child_status(child).is_ok()), format_args!("status"));
+    let bits = sig::take();
+    c.check(bits == 0, format_args!("bits with ChildSignal off: {bits:#x}"));
+}
+
 fn app_main(arg: u64) -> i32 {
     let mut c = Checks::new();
     match arg {
@@ -231,6 +272,7 @@ fn app_main(arg: u64) -> i32 {
             let r = sig::post(worker, 1).map(u64::from);
             c.expect_err("another family", r, Error::PermissionDenied);
         }
+        5 => child_signal(&mut c),
         4 => {
             require("entry", sig::set_signal_handler(handler, 0));
             // Exception stacks where nothing is mapped.

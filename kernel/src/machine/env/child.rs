@@ -409,6 +409,7 @@ pub(super) fn child_reclaimed(env: &Env, outcome: &Outcome) {
         book.exits.push_back((env.id, status));
     }
     post_event(&creator, abi::event::CHILD_EXIT, env.id, [u64::from(env.id), status]);
+    super::signal::child_ended(&creator);
 }
 
 /// `ChildQuota`: sets `child`'s frame quota to `quota` frames, taking the

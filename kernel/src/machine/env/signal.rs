@@ -37,6 +37,9 @@ pub struct Signals {
     pub cores: AtomicU64,
     /// Upcalls masked: set by each delivery, cleared by `UNMASK`/`RESUME`.
     pub masked: AtomicBool,
+    /// Bits posted to this environment when one of its children is
+    /// reclaimed (`ChildSignal`; 0: none).
+    pub on_child_end: AtomicU64,
 }
 
 impl Signals {
@@ -47,6 +50,7 @@ impl Signals {
             entry: AtomicU64::new(0),
             cores: AtomicU64::new(0),
             masked: AtomicBool::new(false),
+            on_child_end: AtomicU64::new(0),
         }
     }
 
@@ -87,16 +91,32 @@ pub fn post(from: &Env, target: EnvId, bits: u64) -> Result<u64, Error> {
     if !may_signal(from, &to) {
         return Err(Error::PermissionDenied);
     }
+    Ok(u64::from(post_bits(&to, from.id, bits)))
+}
+
+/// ORs `bits` into `to`'s pending word as a post from `source` (0: the
+/// kernel) and, on the word's transition from 0, interrupts it (or queues
+/// one `SIGNAL` event without an entry). Whether `to` has an entry.
+fn post_bits(to: &Env, source: EnvId, bits: u64) -> bool {
     let before = to.signals.pending.fetch_or(bits, Ordering::AcqRel);
     let has_entry = to.signals.entry.load(Ordering::Acquire) != 0;
     if before == 0 {
         if has_entry {
-            interrupt(&to);
+            interrupt(to);
         } else {
-            post_event(&to, abi::event::SIGNAL, from.id, [bits, 0]);
+            post_event(to, abi::event::SIGNAL, source, [bits, 0]);
         }
     }
-    Ok(u64::from(has_entry))
+    has_entry
+}
+
+/// A child of `creator` was reclaimed: its `ChildSignal` bits, if any,
+/// are posted to it by the kernel (a dying creator gets nothing).
+pub fn child_ended(creator: &Env) {
+    let bits = creator.signals.on_child_end.load(Ordering::Acquire);
+    if bits != 0 && !creator.is_dying() {
+        post_bits(creator, EnvId(0), bits);
+    }
 }
 
 /// Makes the target's vCPUs notice pending bits: sleepers are looked at
