@@ -178,6 +178,9 @@ const TESTS: &[KernelTest] = &[
     ("rt_timers_fire_in_order_and_never_early", || expect_exit("rttest", 2)),
     ("rt_ring_futures_and_dropping_one_in_flight_is_safe", || expect_exit("rttest", 3)),
     ("rt_wait_word_change_ping_pong_across_cores", || expect_exit("rttest", 4)),
+    // A task panic is caught by its joiner; the environment goes on.
+    ("rt_task_panic_is_caught_by_its_joiner", || expect_exit("rttest", 6)),
+    ("rt_task_panic_ends_env_when_the_app_says_so", || expect_exit_code("rttest", 7, 101)),
     // Every shipped run-queue policy and one defined by the app run the
     // same long/short mix to completion (`apps/sched-lab`).
     ("sched_lab_runs_every_policy_and_a_user_policy_to_completion", || expect_exit("sched-lab", 0)),

@@ -17,7 +17,10 @@
 //! - [`exec`]: per-core run queues, [`spawn`], [`spawn_on`], [`block_on`],
 //!   [`yield_now`], cross-core wake-ups, work stealing, the idle sleep on
 //!   a wakeup predicate;
-//! - [`task`]: the task state machine and [`JoinHandle`];
+//! - [`task`]: the task state machine and [`JoinHandle`] (with
+//!   [`JoinHandle::try_join`] and [`JoinHandle::abort`]);
+//! - [`catch`]: a task's panic caught at its [`JoinHandle`] (the executor
+//!   loops run on a poll stack that a panic abandons);
 //! - [`policy`]: the open [`Policy`] trait an application implements (or
 //!   picks: [`Fifo`], [`Lifo`], [`Priority`], [`Stride`], [`Edf`]), the
 //!   [`Task`] a policy holds, per-task data;
@@ -50,6 +53,9 @@
 //! control transfer has no async wrapper (it is synchronous by nature: see
 //! [`crate::cpu::call`]). Tasks are `Send` only (no `spawn_local`).
 
+#[allow(unsafe_code, reason = "the stack switch of caught task panics")]
+pub mod catch;
+#[allow(unsafe_code, reason = "block_on's loop state crosses to the poll stack as raw pointers")]
 pub mod exec;
 pub mod machine;
 pub mod metrics;
@@ -66,6 +72,7 @@ pub mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use catch::{JoinError, panic_ends_env, panics_caught, set_panic_ends_env};
 pub use exec::{
     Budgets, Builder, NoExecutor, PolicyFn, block_on, budgets, current_task, executor_cores,
     policy_name, queued, set_budgets, set_policy, set_stealing, set_task_data, spawn, spawn_on,
@@ -77,7 +84,7 @@ pub use reactor::{
     RingOp, console_write, frame_alloc, frame_free, grant, in_flight, last_reap_tsc, map, nop,
     notify, op, protect, revoke, timer_at, unmap,
 };
-pub use task::JoinHandle;
+pub use task::{JoinHandle, TryJoin};
 pub use time::{Elapsed, Instant, Interval, Sleep, interval, sleep, sleep_until, timeout};
 pub use watch::{wait_notification, wait_word_change};
 
@@ -109,6 +116,9 @@ pub struct RuntimeConfig {
     /// dumps the trace on the console when `main` returns (for
     /// `cargo xtask run --trace`).
     pub trace_records: usize,
+    /// A task's panic ends the environment (exit code 101) instead of
+    /// being caught at its [`JoinHandle`] (see [`catch`]).
+    pub panic_ends_env: bool,
 }
 
 impl RuntimeConfig {
@@ -122,7 +132,15 @@ impl RuntimeConfig {
             budgets: Budgets::DEFAULT,
             slots_per_core: 0,
             trace_records: 0,
+            panic_ends_env: false,
         }
+    }
+
+    /// With `true`, a task's panic ends the environment instead of being
+    /// caught at its [`JoinHandle`].
+    pub const fn panic_ends_env(mut self, on: bool) -> Self {
+        self.panic_ends_env = on;
+        self
     }
 
     /// Only these cores (bit set).
@@ -193,6 +211,7 @@ pub fn run<F: Future<Output = i32>>(config: RuntimeConfig, main: F) -> i32 {
     let usable = crate::usable_cores();
     let cores = (if config.cores == 0 { usable } else { config.cores & usable }) | (1 << here);
     exec::set_stealing(config.stealing);
+    catch::set_panic_ends_env(config.panic_ends_env);
     exec::set_default_policy(config.policy);
     if config.trace_records > 0 {
         trace::enable(config.trace_records);

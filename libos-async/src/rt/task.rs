@@ -41,10 +41,14 @@ use core::cell::UnsafeCell;
 use core::future::Future;
 use core::mem::ManuallyDrop;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use spin::Mutex;
+
+use super::catch::JoinError;
+#[cfg(test)]
+extern crate std;
 
 pub(crate) const IDLE: u8 = 0;
 pub(crate) const SCHEDULED: u8 = 1;
@@ -62,7 +66,14 @@ pub(crate) struct Header {
     pub(crate) priority: u8,
     /// `block_on`'s main future: never migrated to another core.
     pub(crate) pinned: bool,
-    _spare: u8,
+    /// The task ended with an error (it panicked, or was aborted): it is
+    /// `DONE` without an output, and the error waits in [`super::catch`]'s
+    /// table for the [`JoinHandle`]. A panicked task's future is
+    /// abandoned (never dropped, never freed).
+    pub(crate) panicked: AtomicBool,
+    /// [`JoinHandle::abort`] asked for the task to end: the executor
+    /// drops the future instead of polling it.
+    pub(crate) abort: AtomicBool,
     /// The stable task id, 0 until first asked for ([`Header::id`]).
     id: AtomicU64,
     /// The application's word ([`super::policy::Task::data`]).
@@ -71,6 +82,10 @@ pub(crate) struct Header {
     pub(crate) sched: AtomicU64,
     /// TSC when last queued (written only while metrics timing is on).
     pub(crate) queued_at: AtomicU64,
+    /// The waker of the task awaiting the [`JoinHandle`] (in the header,
+    /// not the typed cell, so that a caught panic can wake it knowing
+    /// only the header).
+    pub(crate) joiner: Mutex<Option<Waker>>,
 }
 
 /// Task ids: 1, 2, ... for the environment's lifetime.
@@ -109,12 +124,14 @@ impl Header {
             state: AtomicU8::new(state),
             priority,
             pinned,
-            _spare: 0,
+            panicked: AtomicBool::new(false),
+            abort: AtomicBool::new(false),
             // Given when first asked for: spawning costs no atomic add.
             id: AtomicU64::new(0),
             data: AtomicU64::new(0),
             sched: AtomicU64::new(0),
             queued_at: AtomicU64::new(0),
+            joiner: Mutex::new(None),
         }
     }
 }
@@ -123,6 +140,20 @@ impl Header {
 /// what [`with_current`] reads. Written only by that core's executor.
 static CURRENT: [AtomicPtr<Header>; abi::MAX_CORES] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; abi::MAX_CORES];
+
+/// The header of the task `core` is polling (null between polls).
+#[cfg_attr(not(target_os = "none"), allow(dead_code, reason = "the panic handler's"))]
+pub(crate) fn current_header(core: usize) -> *const Header {
+    CURRENT.get(core).map_or(core::ptr::null(), |c| c.load(Ordering::Relaxed))
+}
+
+/// Forgets `core`'s current task (its poll was abandoned).
+#[cfg_attr(not(target_os = "none"), allow(dead_code, reason = "the panic handler's"))]
+pub(crate) fn clear_current(core: usize) {
+    if let Some(c) = CURRENT.get(core) {
+        c.store(core::ptr::null_mut(), Ordering::Relaxed);
+    }
+}
 
 /// Runs `f` on the header of the task the calling core is polling, if
 /// any (called from inside a task: that task).
@@ -211,8 +242,6 @@ struct Cell<F: Future> {
     header: Header,
     /// See the module documentation for who may touch it when.
     stage: UnsafeCell<Stage<F>>,
-    /// The waker of the task awaiting the [`JoinHandle`].
-    joiner: Mutex<Option<Waker>>,
 }
 
 // SAFETY: `stage` is the only field that is not `Sync` by itself. It is
@@ -262,6 +291,9 @@ where
             // Cannot happen (a DONE task is never queued): nothing to do.
             return Polled::Done;
         };
+        if header.abort.load(Ordering::Relaxed) {
+            return self.abort_now();
+        }
         // SAFETY: the future lives inside the `Arc`'s allocation, which
         // never moves, and is never moved out of it: it stays there until
         // it is dropped in place (replaced by its output below, or with the
@@ -269,7 +301,27 @@ where
         let fut = unsafe { Pin::new_unchecked(fut) };
         let current = &CURRENT[core % abi::MAX_CORES];
         current.store(header as *const Header as *mut Header, Ordering::Relaxed);
+        #[cfg(not(test))]
         let polled = fut.poll(&mut cx);
+        // The host (unwinding) stand-in of the target's caught panics
+        // (`catch`): the same bookkeeping, the task kept alive the same way.
+        #[cfg(test)]
+        let polled = match std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+            fut.poll(&mut cx)
+        })) {
+            Ok(p) => p,
+            Err(payload) => {
+                current.store(core::ptr::null_mut(), Ordering::Relaxed);
+                // SAFETY: `self` is the inside of a live `Arc<Self>` (the
+                // caller's); the count taken is never given back, as on the
+                // target, where the abandoned poll stack keeps one.
+                unsafe { Arc::increment_strong_count(self as *const Self) };
+                let message = super::catch::payload_message(&*payload);
+                let task = super::policy::TaskId(header.id());
+                super::catch::settle(header, super::catch::JoinError::Panicked { task, message });
+                return Polled::Done;
+            }
+        };
         current.store(core::ptr::null_mut(), Ordering::Relaxed);
         match polled {
             Poll::Pending => {
@@ -289,7 +341,7 @@ where
                 // Drops the future in place.
                 *stage = Stage::Finished(value);
                 header.state.store(DONE, Ordering::Release);
-                let joiner = self.joiner.lock().take();
+                let joiner = header.joiner.lock().take();
                 if let Some(w) = joiner {
                     w.wake();
                 }
@@ -304,6 +356,27 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
+    /// Ends an aborted task instead of polling it (we own the RUNNING
+    /// state: see `poll_once`): drops its future in place, stores DONE
+    /// with the error, wakes the joiner.
+    #[cold]
+    #[inline(never)]
+    fn abort_now(&self) -> Polled {
+        // SAFETY: as in `poll_once`, which called us: we own RUNNING, no one
+        // else touches the stage until DONE is stored (by `settle`).
+        let stage = unsafe { &mut *self.stage.get() };
+        // The future's destructor is the task's code: a panic in it is
+        // caught like one in its poll.
+        let core = self.header.home.load(Ordering::Relaxed);
+        let current = &CURRENT[core % abi::MAX_CORES];
+        current.store(&self.header as *const Header as *mut Header, Ordering::Relaxed);
+        *stage = Stage::Taken;
+        current.store(core::ptr::null_mut(), Ordering::Relaxed);
+        let task = super::policy::TaskId(self.header.id());
+        super::catch::settle(&self.header, super::catch::JoinError::Aborted { task });
+        Polled::Done
+    }
+
     /// The vtable of this task's wakers. Every `RawWaker` with it has as
     /// data `Arc::as_ptr` of an `Arc<Self>`, and either owns one strong
     /// count of it (made by `clone_raw`) or is borrowed, for its whole
@@ -431,8 +504,11 @@ impl alloc::task::Wake for MainCell {
 /// The join side of a task, whatever its future.
 trait Join<T>: Send + Sync {
     /// Only ever called by the task's one [`JoinHandle`] (through `&mut`).
-    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<T>;
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>>;
     fn is_finished(&self) -> bool;
+    fn header(&self) -> &Header;
+    /// Asks the task to end ([`JoinHandle::abort`]).
+    fn abort(self: Arc<Self>);
     /// Drops the handle's reference (monomorphic: the task's layout and
     /// destructor are known statically, unlike through `Arc<dyn Join>`).
     fn release(self: Arc<Self>);
@@ -443,10 +519,10 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<F::Output, JoinError>> {
         if self.header.state.load(Ordering::Acquire) != DONE {
             {
-                let mut joiner = self.joiner.lock();
+                let mut joiner = self.header.joiner.lock();
                 match &*joiner {
                     Some(w) if w.will_wake(cx.waker()) => {}
                     _ => *joiner = Some(cx.waker().clone()),
@@ -458,19 +534,41 @@ where
                 return Poll::Pending;
             }
         }
+        if self.header.panicked.load(Ordering::Relaxed) {
+            // Panicked or aborted: the stage is not ours to touch (a
+            // panicked task's future stays where its poll left it).
+            return match super::catch::take_error(&self.header) {
+                Some(e) => Poll::Ready(Err(e)),
+                None => panic!("JoinHandle polled after it returned the error"),
+            };
+        }
         // SAFETY: the state is DONE (Acquire, pairing with the completer's
         // Release store made after its last access to the stage); no
         // executor touches a DONE task's stage again, and only the one
         // JoinHandle, which holds `&mut` while it polls, calls this.
         let stage = unsafe { &mut *self.stage.get() };
         match core::mem::replace(stage, Stage::Taken) {
-            Stage::Finished(v) => Poll::Ready(v),
+            Stage::Finished(v) => Poll::Ready(Ok(v)),
             _ => panic!("JoinHandle polled after it returned the output"),
         }
     }
 
     fn is_finished(&self) -> bool {
         self.header.state.load(Ordering::Acquire) == DONE
+    }
+
+    fn header(&self) -> &Header {
+        &self.header
+    }
+
+    fn abort(self: Arc<Self>) {
+        self.header.abort.store(true, Ordering::Relaxed);
+        // Wake it so that its executor sees the flag (a running task is
+        // re-queued after its poll; a done one ignores this).
+        if self.header.wake_needs_queue() {
+            let home = self.header.home.load(Ordering::Relaxed);
+            super::exec::enqueue(self, home, super::policy::Why::Woken);
+        }
     }
 
     fn release(self: Arc<Self>) {
@@ -480,6 +578,10 @@ where
 
 /// Awaits a spawned task's output. Dropping it detaches the task (it runs
 /// to completion anyway; its output is dropped).
+///
+/// `handle.await` gives the output, and re-raises the task's panic in the
+/// joiner if it panicked (or was aborted); [`JoinHandle::try_join`] gives
+/// `Result<T, JoinError>` instead (see [`catch`](super::catch)).
 pub struct JoinHandle<T> {
     /// `None` only while the handle is dropped.
     task: Option<Arc<dyn Join<T>>>,
@@ -493,22 +595,69 @@ impl<T> JoinHandle<T> {
         }
     }
 
-    /// Whether the task has finished.
+    /// Whether the task has finished (returned, panicked or was aborted).
     pub fn is_finished(&self) -> bool {
         self.task().is_finished()
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> super::TaskId {
+        super::TaskId(self.task().header().id())
+    }
+
+    /// Awaits the task's output, or the [`JoinError`] that ended it.
+    pub fn try_join(self) -> TryJoin<T> {
+        TryJoin(self)
+    }
+
+    /// Polls for the output or the error (what [`TryJoin`] does; for
+    /// hand-written futures over handles, e.g. [`JoinSet`](super::JoinSet)).
+    pub fn poll_result(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
+        self.task().poll_join(cx)
+    }
+
+    /// Asks the task to end: the next time its executor would poll it,
+    /// its future is dropped instead, and the handle gets
+    /// [`JoinError::Aborted`]. A task that finishes first keeps its
+    /// output. The task is woken to make that happen soon, whatever it
+    /// waits for; a poll under way is not interrupted.
+    pub fn abort(&self) {
+        if let Some(t) = &self.task {
+            t.clone().abort();
+        }
     }
 }
 
 impl<T> Future for JoinHandle<T> {
     type Output = T;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        self.task().poll_join(cx)
+        match self.task().poll_join(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(v)) => Poll::Ready(v),
+            Poll::Ready(Err(e)) => panic!("joined {e}"),
+        }
+    }
+}
+
+/// The future of [`JoinHandle::try_join`].
+#[derive(Debug)]
+pub struct TryJoin<T>(JoinHandle<T>);
+
+impl<T> Future for TryJoin<T> {
+    type Output = Result<T, JoinError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // `JoinHandle` is `Unpin` (an `Option<Arc>`), and so is this.
+        self.get_mut().0.poll_result(cx)
     }
 }
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         if let Some(t) = self.task.take() {
+            if t.header().panicked.load(Ordering::Acquire) {
+                // The error nobody will take.
+                let _ = super::catch::take_error(t.header());
+            }
             t.release();
         }
     }
@@ -530,7 +679,6 @@ where
     let cell = Arc::new(Cell {
         header: Header::new(core, priority, SCHEDULED, false),
         stage: UnsafeCell::new(Stage::Running(fut)),
-        joiner: Mutex::new(None),
     });
     (cell.clone(), JoinHandle { task: Some(cell) })
 }

@@ -631,3 +631,106 @@ fn stride_in_the_runtime_shares_by_tickets() {
     // Exact up to the last round (the stop check) under the manual clock.
     assert!((2.9..3.1).contains(&ratio), "3:1 tickets gave {a}:{b}");
 }
+
+#[test]
+fn a_task_panic_is_caught_by_its_joiner_and_the_executor_goes_on() {
+    let _g = setup();
+    let caught_before = panics_caught();
+    let (err, other, after) = block_on(async {
+        let bad = spawn(async {
+            yield_now().await;
+            if crate::rt::current_core() < usize::MAX {
+                panic!("boom {}", 7);
+            }
+            1u32
+        });
+        let good = spawn(async {
+            yield_now().await;
+            yield_now().await;
+            2u32
+        });
+        let err = bad.try_join().await;
+        let other = good.await;
+        // The executor still runs new tasks.
+        let after = spawn(async { 3u32 }).await;
+        (err, other, after)
+    });
+    match err {
+        Err(JoinError::Panicked { message, .. }) => {
+            assert!(message.contains("boom 7"), "{message}")
+        }
+        other => panic!("wanted a caught panic, got {other:?}"),
+    }
+    assert_eq!((other, after), (2, 3));
+    assert_eq!(panics_caught(), caught_before + 1);
+}
+
+#[test]
+fn a_detached_task_panic_leaves_no_error_behind_once_its_handle_is_gone() {
+    let _g = setup();
+    block_on(async {
+        let h = spawn(async { panic!("nobody joins") });
+        while !h.is_finished() {
+            yield_now().await;
+        }
+        drop(h);
+    });
+    assert!(super::catch::errors_pending() == 0);
+}
+
+#[test]
+fn awaiting_a_panicked_task_reraises_in_the_joiner() {
+    let _g = setup();
+    // The joiner is itself a task: its panic is caught too, with the first
+    // task's message inside.
+    let out = block_on(async {
+        let outer = spawn(async {
+            let inner = spawn(async {
+                if crate::rt::current_core() < usize::MAX {
+                    panic!("inner");
+                }
+            });
+            inner.await;
+        });
+        outer.try_join().await
+    });
+    match out {
+        Err(JoinError::Panicked { message, .. }) => {
+            assert!(message.contains("panicked: inner"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn abort_drops_a_waiting_task_and_its_joiner_sees_aborted() {
+    let _g = setup();
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let d = dropped.clone();
+    let (r, done) = block_on(async move {
+        let h = spawn(async move {
+            let _f = Flag(d);
+            core::future::pending::<()>().await;
+            5u32
+        });
+        yield_now().await;
+        h.abort();
+        let r = h.try_join().await;
+        // Aborting a finished task changes nothing.
+        let done = spawn(async { 9u32 });
+        while !done.is_finished() {
+            yield_now().await;
+        }
+        done.abort();
+        (r, done.try_join().await)
+    });
+    assert!(matches!(r, Err(JoinError::Aborted { .. })), "{r:?}");
+    assert!(dropped.load(Ordering::SeqCst), "the aborted future was dropped");
+    assert_eq!(done, Ok(9));
+}

@@ -26,6 +26,15 @@
 //!   ping-pong.
 //! * 5 — out of memory: allocates until the quota runs out; must end with
 //!   exit code 104 (the test expects that code, not 0).
+//! * 6 — a task panic is caught by its joiner: on every executor core
+//!   (the main core's `block_on` loop and the executor vCPUs), 5 rounds of
+//!   a task that panics at some depth after a yield while sibling tasks
+//!   run; each joiner gets `JoinError::Panicked` with the message, the
+//!   siblings finish, and the executors still run new work (1000 tasks)
+//!   afterwards; awaiting a panicked task re-raises in the joiner (itself
+//!   a task, so caught again); `abort` ends a waiting task.
+//! * 7 — `set_panic_ends_env(true)`: a task's panic ends the environment
+//!   with exit code 101 (the test expects that code).
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
@@ -60,6 +69,17 @@ async fn main_async(mode: u64) -> i32 {
         3 => ring_ops(&mut c).await,
         4 => words(&mut c).await,
         5 => out_of_memory().await,
+        6 => panics(&mut c).await,
+        7 => {
+            rt::set_panic_ends_env(true);
+            let h = rt::spawn(async {
+                if rt::current_core() < usize::MAX {
+                    panic!("this one ends the environment");
+                }
+            });
+            let _ = h.try_join().await;
+            c.check(false, format_args!("the environment survived a panic it should not have"));
+        }
         _ => {
             c.check(false, format_args!("unknown mode {mode}"));
         }
@@ -358,4 +378,94 @@ async fn out_of_memory() {
             sys::exit(1);
         }
     }
+}
+
+/// Recurses `depth` frames, then panics (deep enough to use the poll
+/// stack a little).
+#[inline(never)]
+fn deep_panic(depth: u32, tag: u64) -> u64 {
+    if depth == 0 {
+        panic!("deliberate panic {tag}");
+    }
+    let mut buf = [0u64; 16];
+    buf[depth as usize % 16] = tag;
+    core::hint::black_box(&mut buf);
+    deep_panic(depth - 1, tag) + buf[depth as usize % 16]
+}
+
+async fn panics(c: &mut Checks) {
+    let cores = cores();
+    let before = rt::panics_caught();
+    let done = Arc::new(AtomicUsize::new(0));
+    for round in 0..5u64 {
+        let mut bad = Vec::new();
+        let mut good = Vec::new();
+        for (i, &core) in cores.iter().enumerate() {
+            let tag = round * 100 + i as u64;
+            bad.push(rt::spawn_on(core, async move {
+                rt::yield_now().await;
+                deep_panic(8 + round as u32 * 20, tag)
+            }));
+            let done = done.clone();
+            good.push(rt::spawn_on(core, async move {
+                for _ in 0..3 {
+                    rt::yield_now().await;
+                }
+                done.fetch_add(1, SeqCst);
+                tag
+            }));
+        }
+        for (i, h) in bad.into_iter().enumerate() {
+            let tag = round * 100 + i as u64;
+            match h.try_join().await {
+                Err(rt::JoinError::Panicked { message, .. }) => c.check(
+                    message.contains(&alloc::format!("deliberate panic {tag}")),
+                    format_args!("round {round} task {i}: message {message:?}"),
+                ),
+                other => c.check(false, format_args!("round {round} task {i}: {other:?}")),
+            };
+        }
+        for (i, h) in good.into_iter().enumerate() {
+            let tag = round * 100 + i as u64;
+            let got = h.await;
+            c.check(got == tag, format_args!("round {round} sibling {i}: {got}"));
+        }
+    }
+    c.check(
+        done.load(SeqCst) == 5 * cores.len(),
+        format_args!("siblings finished: {}", done.load(SeqCst)),
+    );
+    let caught = rt::panics_caught() - before;
+    c.check(caught == 5 * cores.len() as u64, format_args!("{caught} panics caught"));
+    // Awaiting a panicked task re-raises in the joiner, itself a task.
+    let outer = rt::spawn(async {
+        let inner = rt::spawn(async {
+            if rt::current_core() < usize::MAX {
+                panic!("inner");
+            }
+        });
+        inner.await;
+    });
+    match outer.try_join().await {
+        Err(e) => c.check(
+            e.is_panic() && alloc::format!("{e}").contains("panicked: inner"),
+            format_args!("re-raised: {e}"),
+        ),
+        Ok(()) => c.check(false, format_args!("the outer task did not panic")),
+    };
+    // Abort a task that waits for ever.
+    let waiting = rt::spawn_on(*cores.last().unwrap_or(&0), core::future::pending::<u32>());
+    rt::sleep(Duration::from_millis(2)).await;
+    waiting.abort();
+    let r = waiting.try_join().await;
+    c.check(matches!(&r, Err(e) if e.is_aborted()), format_args!("aborted: {r:?}"));
+    // The executors still run new work, everywhere.
+    let hs: Vec<_> = (0..1000u64)
+        .map(|i| rt::spawn_on(cores[i as usize % cores.len()], async move { i }))
+        .collect();
+    let mut sum = 0;
+    for h in hs {
+        sum += h.await;
+    }
+    c.check(sum == (0..1000u64).sum::<u64>(), format_args!("1000 tasks after the panics: {sum}"));
 }
