@@ -181,6 +181,9 @@ const TESTS: &[KernelTest] = &[
     // A task panic is caught by its joiner; the environment goes on.
     ("rt_task_panic_is_caught_by_its_joiner", || expect_exit("rttest", 6)),
     ("rt_task_panic_ends_env_when_the_app_says_so", || expect_exit_code("rttest", 7, 101)),
+    ("rt_sync_notify_sleeps_and_wakes_across_cores_mpsc_mutex_joinset", || {
+        expect_exit("rttest", 8)
+    }),
     // Every shipped run-queue policy and one defined by the app run the
     // same long/short mix to completion (`apps/sched-lab`).
     ("sched_lab_runs_every_policy_and_a_user_policy_to_completion", || expect_exit("sched-lab", 0)),

@@ -78,23 +78,12 @@ pub enum JoinError {
         /// [`MESSAGE_MAX`] bytes).
         message: String,
     },
-    /// The task was aborted ([`JoinHandle::abort`](super::JoinHandle::abort))
-    /// before it finished.
-    Aborted {
-        /// The task's id.
-        task: TaskId,
-    },
 }
 
 impl JoinError {
     /// Whether the task panicked.
     pub fn is_panic(&self) -> bool {
         matches!(self, JoinError::Panicked { .. })
-    }
-
-    /// Whether the task was aborted.
-    pub fn is_aborted(&self) -> bool {
-        matches!(self, JoinError::Aborted { .. })
     }
 }
 
@@ -104,7 +93,6 @@ impl fmt::Display for JoinError {
             JoinError::Panicked { task, message } => {
                 write!(f, "task {} panicked: {message}", task.0)
             }
-            JoinError::Aborted { task } => write!(f, "task {} was aborted", task.0),
         }
     }
 }
@@ -146,9 +134,7 @@ pub fn panics_caught() -> u64 {
 /// joiner, marks it `DONE` and panicked, wakes the joiner. The task's
 /// stage (its future) is not touched: it stays where it is, for ever.
 pub(crate) fn settle(header: &Header, error: JoinError) {
-    if error.is_panic() {
-        CAUGHT.fetch_add(1, Ordering::Relaxed);
-    }
+    CAUGHT.fetch_add(1, Ordering::Relaxed);
     ERRORS.lock().insert(header as *const Header as usize, error);
     header.panicked.store(true, Ordering::Relaxed);
     // Release: the joiner's Acquire load of DONE sees the error (and it

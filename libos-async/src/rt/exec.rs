@@ -476,7 +476,8 @@ fn run_task(core: usize, task: Task, slow: bool) -> Option<Task> {
     if slow {
         return run_events(core, task);
     }
-    let polled = task.0.poll_once(core);
+    // SAFETY: `core` indexed `CORES` (checked) when the task was popped.
+    let polled = unsafe { task.0.poll_once(core) };
     if polled.finished_poll() {
         return None;
     }
@@ -515,7 +516,8 @@ fn run_events(core: usize, task: Task) -> Option<Task> {
             rq.policy().running(&task, start);
         }
     }
-    let polled = task.0.poll_once(core);
+    // SAFETY: `core` indexed `CORES` (checked) when the task was popped.
+    let polled = unsafe { task.0.poll_once(core) };
     let end = machine::now();
     let cycles = end.saturating_sub(start);
     let how = stop_of(polled);
@@ -874,7 +876,8 @@ fn tick(core: usize, ticks: &mut u64, main: &mut Option<Task>) -> bool {
             }
             // `run_task`'s fast half, written out so that each outcome
             // goes straight on with the loop.
-            let polled = t.0.poll_once(core);
+            // SAFETY: `core` indexed `CORES` (checked) in `pop`.
+            let polled = unsafe { t.0.poll_once(core) };
             if polled.finished_poll() {
                 continue;
             }

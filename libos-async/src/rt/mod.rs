@@ -31,6 +31,8 @@
 //!   [`notify`], [`console_write`], [`frame_alloc`], [`map`], ...);
 //!   [`slots`] is its completion table (generations in `user_data`);
 //! - [`watch`]: [`wait_word_change`] and [`wait_notification`];
+//! - [`sync`]: channels (`mpsc`, `oneshot`, `broadcast`), `Mutex`,
+//!   `RwLock`, [`Notify`], `select_biased!`/`join!`, [`JoinSet`], abort;
 //! - [`time`]: [`Instant`], [`sleep`], [`timeout`], [`interval`], over the
 //!   per-core [`timer::TimerHeap`];
 //! - [`machine`]: the few machine contacts, with host stand-ins so that
@@ -51,7 +53,8 @@
 //! **Not done** (said plainly): the executor does not read the event queue
 //! itself (applications read it with [`crate::cpu::Events`]); protected
 //! control transfer has no async wrapper (it is synchronous by nature: see
-//! [`crate::cpu::call`]). Tasks are `Send` only (no `spawn_local`).
+//! [`crate::cpu::call`]). Tasks are `Send` only (no `spawn_local`: see
+//! [`sync`]).
 
 #[allow(unsafe_code, reason = "the stack switch of caught task panics")]
 pub mod catch;
@@ -62,6 +65,7 @@ pub mod metrics;
 pub mod policy;
 pub mod reactor;
 pub mod slots;
+pub mod sync;
 #[allow(unsafe_code, reason = "a task's future lives inline in its Arc; the waker vtable")]
 pub mod task;
 pub mod time;
@@ -84,6 +88,7 @@ pub use reactor::{
     RingOp, console_write, frame_alloc, frame_free, grant, in_flight, last_reap_tsc, map, nop,
     notify, op, protect, revoke, timer_at, unmap,
 };
+pub use sync::{JoinSet, Notify, spawn_abortable};
 pub use task::{JoinHandle, TryJoin};
 pub use time::{Elapsed, Instant, Interval, Sleep, interval, sleep, sleep_until, timeout};
 pub use watch::{wait_notification, wait_word_change};

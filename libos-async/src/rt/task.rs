@@ -66,14 +66,10 @@ pub(crate) struct Header {
     pub(crate) priority: u8,
     /// `block_on`'s main future: never migrated to another core.
     pub(crate) pinned: bool,
-    /// The task ended with an error (it panicked, or was aborted): it is
-    /// `DONE` without an output, and the error waits in [`super::catch`]'s
-    /// table for the [`JoinHandle`]. A panicked task's future is
-    /// abandoned (never dropped, never freed).
+    /// The task panicked: it is `DONE` without an output, the error waits
+    /// in [`super::catch`]'s table for the [`JoinHandle`], and its future
+    /// is abandoned (never dropped, never freed).
     pub(crate) panicked: AtomicBool,
-    /// [`JoinHandle::abort`] asked for the task to end: the executor
-    /// drops the future instead of polling it.
-    pub(crate) abort: AtomicBool,
     /// The stable task id, 0 until first asked for ([`Header::id`]).
     id: AtomicU64,
     /// The application's word ([`super::policy::Task::data`]).
@@ -125,7 +121,6 @@ impl Header {
             priority,
             pinned,
             panicked: AtomicBool::new(false),
-            abort: AtomicBool::new(false),
             // Given when first asked for: spawning costs no atomic add.
             id: AtomicU64::new(0),
             data: AtomicU64::new(0),
@@ -140,6 +135,17 @@ impl Header {
 /// what [`with_current`] reads. Written only by that core's executor.
 static CURRENT: [AtomicPtr<Header>; abi::MAX_CORES] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; abi::MAX_CORES];
+
+/// `CURRENT[core]`, without a bounds check or mask on the poll path.
+///
+/// # Safety
+/// `core < MAX_CORES`.
+#[inline(always)]
+unsafe fn current_slot(core: usize) -> &'static AtomicPtr<Header> {
+    debug_assert!(core < abi::MAX_CORES);
+    // SAFETY: `core < MAX_CORES` (the caller's promise): in bounds.
+    unsafe { &*CURRENT.as_ptr().add(core) }
+}
 
 /// The header of the task `core` is polling (null between polls).
 #[cfg_attr(not(target_os = "none"), allow(dead_code, reason = "the panic handler's"))]
@@ -198,7 +204,10 @@ pub(crate) trait Runnable: Send + Sync {
     /// queue (state `SCHEDULED`): `RUNNING`, one poll, then `DONE`, `IDLE`,
     /// or — if it was woken meanwhile — `SCHEDULED` again, and then the
     /// caller must queue it on `core` ([`Polled::Requeue`]).
-    fn poll_once(&self, core: usize) -> Polled;
+    ///
+    /// # Safety
+    /// `core < MAX_CORES` (it indexes the current-task table unchecked).
+    unsafe fn poll_once(&self, core: usize) -> Polled;
 }
 
 /// How [`Runnable::poll_once`] ended.
@@ -266,7 +275,7 @@ where
         &self.header
     }
 
-    fn poll_once(&self, core: usize) -> Polled {
+    unsafe fn poll_once(&self, core: usize) -> Polled {
         let header = &self.header;
         header.state.store(RUNNING, Ordering::Relaxed);
         // Whoever moves a task to another core's queue sets its home first
@@ -291,15 +300,13 @@ where
             // Cannot happen (a DONE task is never queued): nothing to do.
             return Polled::Done;
         };
-        if header.abort.load(Ordering::Relaxed) {
-            return self.abort_now();
-        }
         // SAFETY: the future lives inside the `Arc`'s allocation, which
         // never moves, and is never moved out of it: it stays there until
         // it is dropped in place (replaced by its output below, or with the
         // cell).
         let fut = unsafe { Pin::new_unchecked(fut) };
-        let current = &CURRENT[core % abi::MAX_CORES];
+        // SAFETY: `core < MAX_CORES` (our caller's promise).
+        let current = unsafe { current_slot(core) };
         current.store(header as *const Header as *mut Header, Ordering::Relaxed);
         #[cfg(not(test))]
         let polled = fut.poll(&mut cx);
@@ -356,27 +363,6 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    /// Ends an aborted task instead of polling it (we own the RUNNING
-    /// state: see `poll_once`): drops its future in place, stores DONE
-    /// with the error, wakes the joiner.
-    #[cold]
-    #[inline(never)]
-    fn abort_now(&self) -> Polled {
-        // SAFETY: as in `poll_once`, which called us: we own RUNNING, no one
-        // else touches the stage until DONE is stored (by `settle`).
-        let stage = unsafe { &mut *self.stage.get() };
-        // The future's destructor is the task's code: a panic in it is
-        // caught like one in its poll.
-        let core = self.header.home.load(Ordering::Relaxed);
-        let current = &CURRENT[core % abi::MAX_CORES];
-        current.store(&self.header as *const Header as *mut Header, Ordering::Relaxed);
-        *stage = Stage::Taken;
-        current.store(core::ptr::null_mut(), Ordering::Relaxed);
-        let task = super::policy::TaskId(self.header.id());
-        super::catch::settle(&self.header, super::catch::JoinError::Aborted { task });
-        Polled::Done
-    }
-
     /// The vtable of this task's wakers. Every `RawWaker` with it has as
     /// data `Arc::as_ptr` of an `Arc<Self>`, and either owns one strong
     /// count of it (made by `clone_raw`) or is borrowed, for its whole
@@ -482,7 +468,7 @@ impl Runnable for MainCell {
     fn header(&self) -> &Header {
         &self.header
     }
-    fn poll_once(&self, _core: usize) -> Polled {
+    unsafe fn poll_once(&self, _core: usize) -> Polled {
         // The executor hands a popped main task back to `block_on`, which
         // polls the future with `poll_main`.
         Polled::Main
@@ -504,11 +490,12 @@ impl alloc::task::Wake for MainCell {
 /// The join side of a task, whatever its future.
 trait Join<T>: Send + Sync {
     /// Only ever called by the task's one [`JoinHandle`] (through `&mut`).
-    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>>;
+    /// The output, or `None` if the task ended with an error (then in
+    /// `catch`'s table: see [`JoinHandle::take_error`]). Small on purpose:
+    /// the common path moves no `JoinError` around.
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Option<T>>;
     fn is_finished(&self) -> bool;
     fn header(&self) -> &Header;
-    /// Asks the task to end ([`JoinHandle::abort`]).
-    fn abort(self: Arc<Self>);
     /// Drops the handle's reference (monomorphic: the task's layout and
     /// destructor are known statically, unlike through `Arc<dyn Join>`).
     fn release(self: Arc<Self>);
@@ -519,7 +506,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Result<F::Output, JoinError>> {
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
         if self.header.state.load(Ordering::Acquire) != DONE {
             {
                 let mut joiner = self.header.joiner.lock();
@@ -535,12 +522,9 @@ where
             }
         }
         if self.header.panicked.load(Ordering::Relaxed) {
-            // Panicked or aborted: the stage is not ours to touch (a
-            // panicked task's future stays where its poll left it).
-            return match super::catch::take_error(&self.header) {
-                Some(e) => Poll::Ready(Err(e)),
-                None => panic!("JoinHandle polled after it returned the error"),
-            };
+            // Panicked: the stage is not ours to touch (the future stays
+            // where its abandoned poll left it).
+            return Poll::Ready(None);
         }
         // SAFETY: the state is DONE (Acquire, pairing with the completer's
         // Release store made after its last access to the stage); no
@@ -548,7 +532,7 @@ where
         // JoinHandle, which holds `&mut` while it polls, calls this.
         let stage = unsafe { &mut *self.stage.get() };
         match core::mem::replace(stage, Stage::Taken) {
-            Stage::Finished(v) => Poll::Ready(Ok(v)),
+            Stage::Finished(v) => Poll::Ready(Some(v)),
             _ => panic!("JoinHandle polled after it returned the output"),
         }
     }
@@ -561,17 +545,11 @@ where
         &self.header
     }
 
-    fn abort(self: Arc<Self>) {
-        self.header.abort.store(true, Ordering::Relaxed);
-        // Wake it so that its executor sees the flag (a running task is
-        // re-queued after its poll; a done one ignores this).
-        if self.header.wake_needs_queue() {
-            let home = self.header.home.load(Ordering::Relaxed);
-            super::exec::enqueue(self, home, super::policy::Why::Woken);
-        }
-    }
-
     fn release(self: Arc<Self>) {
+        if self.header.panicked.load(Ordering::Acquire) {
+            // The error nobody will take.
+            let _ = super::catch::take_error(&self.header);
+        }
         drop(self);
     }
 }
@@ -580,7 +558,7 @@ where
 /// to completion anyway; its output is dropped).
 ///
 /// `handle.await` gives the output, and re-raises the task's panic in the
-/// joiner if it panicked (or was aborted); [`JoinHandle::try_join`] gives
+/// joiner if it panicked; [`JoinHandle::try_join`] gives
 /// `Result<T, JoinError>` instead (see [`catch`](super::catch)).
 pub struct JoinHandle<T> {
     /// `None` only while the handle is dropped.
@@ -595,7 +573,7 @@ impl<T> JoinHandle<T> {
         }
     }
 
-    /// Whether the task has finished (returned, panicked or was aborted).
+    /// Whether the task has finished (returned or panicked).
     pub fn is_finished(&self) -> bool {
         self.task().is_finished()
     }
@@ -613,17 +591,20 @@ impl<T> JoinHandle<T> {
     /// Polls for the output or the error (what [`TryJoin`] does; for
     /// hand-written futures over handles, e.g. [`JoinSet`](super::JoinSet)).
     pub fn poll_result(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
-        self.task().poll_join(cx)
+        match self.task().poll_join(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(v)) => Poll::Ready(Ok(v)),
+            Poll::Ready(None) => Poll::Ready(Err(self.take_error())),
+        }
     }
 
-    /// Asks the task to end: the next time its executor would poll it,
-    /// its future is dropped instead, and the handle gets
-    /// [`JoinError::Aborted`]. A task that finishes first keeps its
-    /// output. The task is woken to make that happen soon, whatever it
-    /// waits for; a poll under way is not interrupted.
-    pub fn abort(&self) {
-        if let Some(t) = &self.task {
-            t.clone().abort();
+    /// The error that ended the task (once: `poll_join` said there is one).
+    #[cold]
+    #[inline(never)]
+    fn take_error(&self) -> JoinError {
+        match super::catch::take_error(self.task().header()) {
+            Some(e) => e,
+            None => panic!("JoinHandle polled after it returned the error"),
         }
     }
 }
@@ -633,10 +614,17 @@ impl<T> Future for JoinHandle<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         match self.task().poll_join(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(v)) => Poll::Ready(v),
-            Poll::Ready(Err(e)) => panic!("joined {e}"),
+            Poll::Ready(Some(v)) => Poll::Ready(v),
+            Poll::Ready(None) => reraise(self.take_error()),
         }
     }
+}
+
+/// `handle.await` on a task that ended with an error: the joiner panics.
+#[cold]
+#[inline(never)]
+fn reraise(e: JoinError) -> ! {
+    panic!("joined {e}")
 }
 
 /// The future of [`JoinHandle::try_join`].
@@ -654,10 +642,6 @@ impl<T> Future for TryJoin<T> {
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         if let Some(t) = self.task.take() {
-            if t.header().panicked.load(Ordering::Acquire) {
-                // The error nobody will take.
-                let _ = super::catch::take_error(t.header());
-            }
             t.release();
         }
     }
