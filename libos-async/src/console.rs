@@ -122,7 +122,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     crate::sys::exit(101)
 }
 
-/// Prints `backtrace: 0x... 0x...`: the return addresses of the calling
+/// Prints `backtrace [env E core C]: 0x... 0x...`: the return addresses of the calling
 /// stack, newest first, at most 32, found by walking the frame-pointer
 /// chain (every program is built with frame pointers). The walk reads
 /// only 8-aligned words inside regions of [`crate::vm`] (stacks are
@@ -133,7 +133,8 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 #[allow(unsafe_code, reason = "reads the frame-pointer chain")]
 pub fn print_backtrace() {
     let mut w = LineBuf::new(console_sink);
-    let _ = w.write_str("backtrace:");
+    // Tagged with env and core: panics on several cores may interleave.
+    let _ = write!(w, "backtrace [env {} core {}]:", crate::env_id(), crate::core_id());
     let mut rbp: u64;
     // SAFETY: reads the frame pointer register.
     unsafe {
