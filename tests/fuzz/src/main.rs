@@ -234,6 +234,8 @@ impl Fuzz {
             }
             Syscall::FrameCopy => a[1] = self.bad_ptr(),
             Syscall::PageQuery => {}
+            // Any word as the core: a read of a counter, or NoSuchCore.
+            Syscall::QueueDelay => {}
             Syscall::ChildMap
             | Syscall::ChildUnmap
             | Syscall::ChildSetEntry
