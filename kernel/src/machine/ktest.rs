@@ -115,6 +115,10 @@ const TESTS: &[KernelTest] = &[
     ("predicates_wake_on_memory_deadline_notification_and_reject_bad_programs", predicates),
     ("cpu_time_equal_slots_give_equal_shares", cpu::equal_slots_equal_share),
     ("cpu_time_queue_delay_is_runnable_time_not_run", cpu::queue_delay_is_runnable_time_not_run),
+    (
+        "cpu_time_sched_lab_controller_takes_slots_when_queued",
+        cpu::slot_controller_takes_slots_when_queued,
+    ),
     ("cpu_time_slots_in_ratio_1_2_3_give_work_in_ratio", cpu::slot_ratio_is_cpu_ratio),
     ("cpu_time_abort_protocol_stops_and_charges_a_rude_env", cpu::abort_protocol_stops_and_charges),
     ("cpu_slot_prologue_and_epilogue_upcalls_arrive", cpu::slot_upcalls),

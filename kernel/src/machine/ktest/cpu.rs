@@ -204,6 +204,35 @@ pub fn queue_delay_is_runnable_time_not_run() -> TestResult {
     })
 }
 
+/// `sched-lab`'s slot controller (start argument 1) beside its competitor
+/// (start argument 2, spinning in the default round-robin of core 3): it
+/// starts queued about half the time, takes free slots while its queueing
+/// delay is high, and must end queued markedly less while holding slots
+/// (it exits 0 only then); it holds slots on that core while it runs.
+pub fn slot_controller_takes_slots_when_queued() -> TestResult {
+    let core = 3;
+    frames_restored(|| {
+        let rival = spawn_on("sched-lab", 2, core)?;
+        let settled = Deadline::after_ms(super::ENV_TIMEOUT_MS);
+        while vcpu_stat(&rival, core, offset_of!(abi::VcpuPage, run_tsc)) == 0 {
+            if settled.passed() || rival.is_dying() {
+                return Err(String::from("the competitor did not run"));
+            }
+            core::hint::spin_loop();
+        }
+        let lab = spawn_on("sched-lab", 1, core)?;
+        let mut held = 0;
+        while lab.finished().is_none() && !settled.passed() {
+            held = held.max(slots::owned_by(core, lab.id).count_ones());
+            time::halt_for_ms(5);
+        }
+        let got = wait(&lab)?;
+        wait_all(&[rival], &[Outcome::Exited(0)])?;
+        check(got == Outcome::Exited(0), || format!("sched-lab controller: {got:?}"))?;
+        check(held > 0, || String::from("the controller never held a slot"))
+    })
+}
+
 /// k environments with equal slots on one core get equal CPU time.
 pub fn equal_slots_equal_share() -> TestResult {
     let hogs = [(0, 3), (0, 3), (0, 3)];
