@@ -171,6 +171,14 @@ struct LabArgs {
     /// Kill a boot after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 900)]
     timeout: u64,
+    /// After the runs, draw `target/lab/results.txt` as SVG figures
+    /// (`target/lab/plots/`: one per workload and metric, a bar per policy).
+    #[arg(long)]
+    plot: bool,
+    /// Only draw the figures of the existing `target/lab/results.txt` (no
+    /// boot).
+    #[arg(long)]
+    plot_only: bool,
     #[command(flatten)]
     build: BuildArgs,
 }
