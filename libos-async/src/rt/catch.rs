@@ -16,11 +16,11 @@
 //! vCPU's own stack but on a poll stack of its core (a lazily filled
 //! region of [`POLL_STACK_BYTES`] with a guard page, [`crate::vm`]),
 //! entered once by a small assembly switch that saves the callee-saved
-//! registers and the stack pointer on the vCPU stack ([`guarded`]). When a
-//! task panics *inside its poll*, the panic handler ([`on_panic`]) records
+//! registers and the stack pointer on the vCPU stack (`guarded`). When a
+//! task panics *inside its poll*, the panic handler (`on_panic`) records
 //! the message and the task, and switches back to the saved stack pointer:
-//! [`guarded`] returns "panicked" to the loop's owner, which marks the task
-//! done-with-error ([`settle`]), wakes its joiner, takes a fresh poll
+//! `guarded` returns "panicked" to the loop's owner, which marks the task
+//! done-with-error (`settle`), wakes its joiner, takes a fresh poll
 //! stack and enters the loop again. The old poll stack — every frame from
 //! the executor loop down to the panic, the task's future included — is
 //! **never returned to, never reused and never freed**: its memory and the
@@ -53,7 +53,7 @@
 //! **Cost**: one stack switch when an executor loop starts (and after
 //! each caught panic); nothing per poll.
 //!
-//! Under `cargo test` (host, unwinding) the same bookkeeping ([`settle`])
+//! Under `cargo test` (host, unwinding) the same bookkeeping (`settle`)
 //! runs from a `catch_unwind` around each poll (`task::Cell::poll_once`).
 
 use alloc::collections::BTreeMap;
@@ -130,6 +130,10 @@ pub fn panics_caught() -> u64 {
     CAUGHT.load(Ordering::Relaxed)
 }
 
+#[cfg_attr(
+    all(not(test), not(target_os = "none")),
+    allow(dead_code, reason = "called by the target's panic path and the host tests")
+)]
 /// Ends the task of `header` with `error`: stores the error for its
 /// joiner, marks it `DONE` and panicked, wakes the joiner. The task's
 /// stage (its future) is not touched: it stays where it is, for ever.
@@ -174,6 +178,7 @@ pub(crate) fn payload_message(payload: &(dyn core::any::Any + Send)) -> String {
 
 /// How [`guarded`] ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_os = "none"), allow(dead_code, reason = "the host never switches stacks"))]
 pub(crate) enum Exit {
     /// The body returned.
     Returned,
@@ -256,7 +261,7 @@ mod imp {
     /// The stack switch. `rdi` = argument of `body`, `rsi` = `body`,
     /// `rdx` = the new stack's top (16-aligned), `rcx` = where to store
     /// the saved stack pointer. Returns 0 when `body` returned, 1 when
-    /// [`resume`] came back to the saved stack pointer.
+    /// `exo_rt_catch_resume` came back to the saved stack pointer.
     #[unsafe(naked)]
     unsafe extern "C" fn switch(
         _ctx: *mut (),

@@ -18,7 +18,7 @@
 //!   [`yield_now`], cross-core wake-ups, work stealing, the idle sleep on
 //!   a wakeup predicate;
 //! - [`task`]: the task state machine and [`JoinHandle`] (with
-//!   [`JoinHandle::try_join`] and [`JoinHandle::abort`]);
+//!   [`JoinHandle::try_join`]);
 //! - [`catch`]: a task's panic caught at its [`JoinHandle`] (the executor
 //!   loops run on a poll stack that a panic abandons);
 //! - [`policy`]: the open [`Policy`] trait an application implements (or
