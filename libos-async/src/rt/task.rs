@@ -546,10 +546,6 @@ where
     }
 
     fn release(self: Arc<Self>) {
-        if self.header.panicked.load(Ordering::Acquire) {
-            // The error nobody will take.
-            let _ = super::catch::take_error(&self.header);
-        }
         drop(self);
     }
 }
