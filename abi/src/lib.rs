@@ -822,6 +822,18 @@ pub enum Syscall: u64 {
     /// [`Error::NotOwner`] if `child` is not the caller's child,
     /// [`Error::NoSuchEnv`] if it does not exist (any more) or is ending.
     ConsoleGive = 60,
+    /// `(core)` → TSC ticks. The **queueing delay** of `core`: the total
+    /// time that runnable vCPUs — of every environment — waited in that
+    /// core's ready queue before they ran, since boot (monotonic; sample it
+    /// twice for a rate). A vCPU waits there when it was preempted, yielded
+    /// or woke while another ran; sleeping vCPUs are not runnable and do
+    /// not count. An environment's own share, and how many of its waits
+    /// ended, are in its [`VcpuPage::queue_tsc`] and
+    /// [`VcpuPage::queue_waits`] of that core. No capability is needed (the
+    /// figure says how busy a core is, like the public time vectors of
+    /// [`SCHEDULE_VA`]). Errors: [`Error::NoSuchCore`] for a core index not
+    /// below [`MAX_CORES`] (an absent core reads 0).
+    QueueDelay = 61,
     /// `(va)` → the frame mapped at the page holding `va` afterwards.
     /// **The copy-on-write fault in one call**: ends the caller's
     /// copy-on-write sharing of that page, which must be mapped
@@ -1440,6 +1452,12 @@ pub struct VcpuPage {
     pub redirect_rflags: u64,
     /// The program's `rsp` at that `syscall`.
     pub redirect_rsp: u64,
+    /// TSC ticks this environment's vCPU on this core waited runnable in
+    /// the core's ready queue before it ran ([`Syscall::QueueDelay`]).
+    pub queue_tsc: u64,
+    /// How many of those waits ended (the vCPU ran): `queue_tsc /
+    /// queue_waits` is the mean queueing delay.
+    pub queue_waits: u64,
 }
 
 /// The time vectors (the CPU resource), read-only at [`SCHEDULE_VA`].

@@ -196,6 +196,11 @@ pub enum Request {
         /// Its instructions.
         count: u64,
     },
+    /// `QueueDelay`: a core index below [`abi::MAX_CORES`].
+    QueueDelay {
+        /// The core.
+        core: CoreId,
+    },
     /// `SlotAlloc`: a core index below [`abi::MAX_CORES`].
     SlotAlloc {
         /// The core.
@@ -559,6 +564,7 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         Syscall::RingEnter => Request::RingEnter { to_submit: a0, min_complete: a1 },
         Syscall::SleepOn => Request::SleepOn { ptr: a0, count: a1 },
         Syscall::SlotAlloc => Request::SlotAlloc { core: core_index(a0)?, index: a1, count: a2 },
+        Syscall::QueueDelay => Request::QueueDelay { core: core_index(a0)? },
         Syscall::SlotFree => Request::SlotFree { core: core_index(a0)?, mask: a1 },
         Syscall::SetSlotHandlers => {
             if !handler_ok(a0) || !handler_ok(a1) {
@@ -724,6 +730,7 @@ impl Request {
             Request::RingEnter { .. } => Syscall::RingEnter,
             Request::SleepOn { .. } => Syscall::SleepOn,
             Request::SlotAlloc { .. } => Syscall::SlotAlloc,
+            Request::QueueDelay { .. } => Syscall::QueueDelay,
             Request::SlotFree { .. } => Syscall::SlotFree,
             Request::SetSlotHandlers { .. } => Syscall::SetSlotHandlers,
             Request::SetDefaultTime { .. } => Syscall::SetDefaultTime,
@@ -787,6 +794,7 @@ impl Request {
             Request::RingEnter { to_submit, min_complete } => [to_submit, min_complete, 0],
             Request::SleepOn { ptr, count } => [ptr, count, 0],
             Request::SlotAlloc { core: c, index, count } => [c.word(), index, count],
+            Request::QueueDelay { core: c } => [c.word(), 0, 0],
             Request::SlotFree { core: c, mask } => [c.word(), mask, 0],
             Request::SetSlotHandlers { prologue, epilogue } => [prologue, epilogue, 0],
             Request::SetDefaultTime { core: c, on } => [c.word(), u64::from(on), 0],
@@ -908,7 +916,7 @@ mod tests {
             Syscall::MapBatch => {
                 (a[1] == 0 || a[1] > abi::MAP_BATCH_MAX).then_some(Error::InvalidArgument)
             }
-            Syscall::SlotAlloc | Syscall::SlotFree => core(a[0]),
+            Syscall::SlotAlloc | Syscall::SlotFree | Syscall::QueueDelay => core(a[0]),
             Syscall::SetSlotHandlers => {
                 let valid = |e: u64| e == 0 || entry_in(e);
                 (!valid(a[0]) || !valid(a[1])).then_some(Error::InvalidArgument)
@@ -1078,6 +1086,7 @@ mod tests {
             Request::MapBatch { ptr: 0, count: 1 },
             Request::MapBatch { ptr: u64::MAX, count: abi::MAP_BATCH_MAX as u32 },
             Request::ConsoleGive { child: EnvId(7) },
+            Request::QueueDelay { core: CoreId::from_word(3).unwrap() },
             Request::AllocMap {
                 va: abi::USER_MAX - abi::ALLOC_MAP_MAX * abi::PAGE_SIZE,
                 pages: abi::ALLOC_MAP_MAX as u32,

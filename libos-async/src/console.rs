@@ -91,9 +91,16 @@ macro_rules! println {
 /// The panic handler: `panic in env E on core C: msg at file:line`, then
 /// exit code 101 — or 104 ([`crate::heap::EXIT_OUT_OF_MEMORY`]) when an
 /// allocation failed (Rust's allocation-error path panics).
+///
+/// A task's panic inside its poll is first offered to
+/// [`crate::rt::catch`], which hands it to the task's joiner and goes on
+/// (it does not come back here) unless the runtime cannot recover from it.
+/// Either way a `backtrace:` line of return addresses follows the report
+/// ([`print_backtrace`]; `cargo xtask` symbolizes it).
 #[cfg(target_os = "none")]
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
+    crate::rt::catch::on_panic(info);
     let mut w = LineBuf::new(console_sink);
     let _ = write!(
         w,
@@ -107,11 +114,60 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
     let _ = w.write_str("\n");
     w.flush();
+    print_backtrace();
     if crate::heap::out_of_memory() {
         crate::println!("libos: out of memory");
         crate::sys::exit(crate::heap::EXIT_OUT_OF_MEMORY)
     }
     crate::sys::exit(101)
+}
+
+/// Prints `backtrace [env E core C]: 0x... 0x...`: the return addresses of the calling
+/// stack, newest first, at most 32, found by walking the frame-pointer
+/// chain (every program is built with frame pointers). The walk reads
+/// only 8-aligned words inside regions of [`crate::vm`] (stacks are
+/// regions), so a corrupted chain ends it early instead of faulting; it
+/// stops at a return address outside the program's text. `cargo xtask`
+/// resolves the addresses with the program's ELF.
+#[cfg(target_os = "none")]
+#[allow(unsafe_code, reason = "reads the frame-pointer chain")]
+pub fn print_backtrace() {
+    let mut w = LineBuf::new(console_sink);
+    // Tagged with env and core: panics on several cores may interleave.
+    let _ = write!(w, "backtrace [env {} core {}]:", crate::env_id(), crate::core_id());
+    let mut rbp: u64;
+    // SAFETY: reads the frame pointer register.
+    unsafe {
+        core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags))
+    };
+    let text = abi::USER_MIN..crate::redirect::foreign_range().1;
+    let mut span = None::<(u64, u64)>;
+    for _ in 0..32 {
+        if rbp == 0 || !rbp.is_multiple_of(8) {
+            break;
+        }
+        // Both words must lie in one region's mapped part (not its guard).
+        let inside = |(lo, hi): (u64, u64)| rbp >= lo && rbp + 16 <= hi;
+        if !span.is_some_and(inside) {
+            span = crate::vm::try_region_at(rbp).map(|r| (r.base, r.end));
+            if !span.is_some_and(inside) {
+                break;
+            }
+        }
+        // SAFETY: `rbp` is 8-aligned and both words lie inside a region
+        // of this environment (mapped, or filled on first touch).
+        let (next, ret) = unsafe { (*(rbp as *const u64), *((rbp + 8) as *const u64)) };
+        if !text.contains(&ret) {
+            break;
+        }
+        let _ = write!(w, " {ret:#x}");
+        if next <= rbp {
+            break; // stacks grow down: the chain must go up
+        }
+        rbp = next;
+    }
+    let _ = w.write_str("\n");
+    w.flush();
 }
 
 #[cfg(test)]

@@ -40,6 +40,22 @@ pub fn alloc_slots(core: usize, count: u64) -> Result<u64, Error> {
     sys::slot_alloc(core, None, count)
 }
 
+/// The queueing delay of `core` since boot: TSC ticks that runnable
+/// vCPUs of every environment waited there before they ran
+/// ([`abi::Syscall::QueueDelay`]). This environment's own share on the
+/// core it runs on is [`my_queue_delay`].
+pub fn queue_delay(core: usize) -> Result<u64, Error> {
+    sys::queue_delay(core)
+}
+
+/// This vCPU's queueing delay on the core it runs on: (TSC ticks it
+/// waited runnable, waits that ended) since it started
+/// ([`abi::VcpuPage::queue_tsc`], [`abi::VcpuPage::queue_waits`]).
+pub fn my_queue_delay() -> (u64, u64) {
+    let p = sys::vcpu_page();
+    (p.queue_tsc, p.queue_waits)
+}
+
 /// Takes slot `index` of `core`'s time vector.
 pub fn alloc_slot(core: usize, index: u64) -> Result<u64, Error> {
     sys::slot_alloc(core, Some(index), 1)

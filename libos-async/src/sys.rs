@@ -714,6 +714,12 @@ unsafe fn kernel_word(addr: u64) -> u64 {
     word.load(core::sync::atomic::Ordering::Acquire)
 }
 
+/// `QueueDelay`: TSC ticks runnable vCPUs of every environment waited in
+/// `core`'s ready queue since boot (see [`abi::Syscall::QueueDelay`]).
+pub fn queue_delay(core: usize) -> Result<u64, Error> {
+    abi::decode(syscall1(Syscall::QueueDelay as u64, core as u64))
+}
+
 /// A snapshot of this vCPU's [`abi::VcpuPage`] (its run-time statistics on
 /// this core).
 pub fn vcpu_page() -> abi::VcpuPage {

@@ -29,9 +29,113 @@ fn lab_args(args: Vec<String>) -> Vec<String> {
     args.into_iter().map(|a| if a == "shift=0" { "shift=0,sleep=off".into() } else { a }).collect()
 }
 
+/// One `lab workload=W policy=P key=value ...` result line.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabResult {
+    /// The workload.
+    pub workload: String,
+    /// The policy.
+    pub policy: String,
+    /// The numeric fields, in order.
+    pub values: Vec<(String, f64)>,
+}
+
+/// The result lines of a results file (lines without a workload and a
+/// policy, like the controller's, are left out).
+pub fn parse_results(text: &str) -> Vec<LabResult> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("lab "))
+        .filter_map(|rest| {
+            let mut workload = None;
+            let mut policy = None;
+            let mut values = Vec::new();
+            for kv in rest.split_whitespace() {
+                let (k, v) = kv.split_once('=')?;
+                match k {
+                    "workload" => workload = Some(v.to_string()),
+                    "policy" => policy = Some(v.to_string()),
+                    _ => {
+                        if let Ok(x) = v.parse::<f64>() {
+                            values.push((k.to_string(), x));
+                        }
+                    }
+                }
+            }
+            Some(LabResult { workload: workload?, policy: policy?, values })
+        })
+        .collect()
+}
+
+/// The metrics drawn, with their axis text.
+const METRICS: [(&str, &str); 6] = [
+    ("p50_us", "short-task latency p50 (us)"),
+    ("p99_us", "short-task latency p99 (us)"),
+    ("p999_us", "short-task latency p99.9 (us)"),
+    ("throughput_per_s", "tasks per second"),
+    ("long_done_us", "long tasks done at (us)"),
+    ("jain_permille", "Jain's fairness index (thousandths)"),
+];
+
+/// One figure per (workload, metric) present: `(file name, SVG)`.
+pub fn figures(results: &[LabResult]) -> Result<Vec<(String, String)>, String> {
+    let mut workloads: Vec<&str> = Vec::new();
+    for r in results {
+        if !workloads.contains(&r.workload.as_str()) {
+            workloads.push(&r.workload);
+        }
+    }
+    let mut out = Vec::new();
+    for w in workloads {
+        for (metric, desc) in METRICS {
+            let rows: Vec<(String, f64)> = results
+                .iter()
+                .filter(|r| r.workload == w)
+                .filter_map(|r| {
+                    r.values.iter().find(|(k, _)| k == metric).map(|(_, v)| (r.policy.clone(), *v))
+                })
+                .collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let svg =
+                crate::plot::labelled_bars(&format!("sched-lab: {w}, {metric}"), desc, &rows)?;
+            out.push((format!("{w}-{metric}.svg"), svg));
+        }
+    }
+    Ok(out)
+}
+
+/// Draws `target/lab/results.txt` into `target/lab/plots/`.
+fn plot(ws: &Workspace) -> Result<(), String> {
+    let path = ws.target.join("lab").join("results.txt");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("{}: {e} (run `cargo xtask lab` first)", path.display()))?;
+    let figs = figures(&parse_results(&text))?;
+    if figs.is_empty() {
+        return Err(format!("{}: no `lab workload=... policy=...` lines", path.display()));
+    }
+    for p in crate::plot::write(&ws.target.join("lab").join("plots"), &figs)? {
+        println!("xtask: lab figure {}", ws.rel(&p));
+    }
+    Ok(())
+}
+
 /// Runs `cargo xtask lab`; whether every run passed (exit 0, results
 /// present, and all runs identical).
 pub fn run(ws: &Workspace, args: &LabArgs) -> Result<bool, String> {
+    if args.plot_only {
+        plot(ws)?;
+        return Ok(true);
+    }
+    let ok = run_boots(ws, args)?;
+    if args.plot {
+        plot(ws)?;
+    }
+    Ok(ok)
+}
+
+/// The boots of [`run`].
+fn run_boots(ws: &Workspace, args: &LabArgs) -> Result<bool, String> {
     let accel = crate::pick_accel(crate::qemu::AccelChoice::Auto, !args.no_icount)?;
     let built = crate::build(ws, &args.build)?;
     crate::install::ensure_qemu()?;
@@ -97,6 +201,48 @@ mod tests {
     fn icount_idles_in_virtual_time() {
         let a = lab_args(["-smp", "2", "-icount", "shift=0"].map(String::from).into());
         assert_eq!(a.join(" "), "-smp 2 -icount shift=0,sleep=off");
+    }
+
+    #[test]
+    fn results_parse_and_draw_one_bar_per_policy() {
+        let text = "lab workload=long-short policy=fifo tasks=44 p50_us=120 p99_us=900 jain_permille=800\n\
+                    lab workload=long-short policy=lifo tasks=44 p50_us=40 p99_us=2000 jain_permille=700\n\
+                    lab controller window=0 queued_pct=49\n\
+                    lab workload=bursty policy=fifo p50_us=7\n";
+        let r = parse_results(text);
+        assert_eq!(r.len(), 3);
+        assert_eq!(
+            (r[1].policy.as_str(), r[1].values[1].clone()),
+            ("lifo", ("p50_us".into(), 40.0))
+        );
+        let figs = figures(&r).unwrap();
+        let names: Vec<&str> = figs.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "long-short-p50_us.svg",
+                "long-short-p99_us.svg",
+                "long-short-jain_permille.svg",
+                "bursty-p50_us.svg"
+            ]
+        );
+        // Two bars (fifo, lifo), each labelled, with its value.
+        let svg = &figs[0].1;
+        let doc = roxmltree::Document::parse(svg).unwrap();
+        let texts: Vec<String> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text().map(|t| t.trim().to_string()))
+            .collect();
+        for want in ["fifo", "lifo", "120", "40"] {
+            assert!(texts.iter().any(|t| t == want), "{want} in {texts:?}");
+        }
+        let bars = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("rect"))
+            .filter(|n| n.attribute("fill") == Some("#1F77B4"))
+            .count();
+        assert_eq!(bars, 2);
     }
 
     #[test]

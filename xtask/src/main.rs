@@ -52,6 +52,7 @@ mod qemu;
 mod registry;
 mod report;
 mod shcmd;
+mod symbolize;
 mod toolchain;
 mod trace;
 mod workloads;
@@ -170,6 +171,14 @@ struct LabArgs {
     /// Kill a boot after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 900)]
     timeout: u64,
+    /// After the runs, draw `target/lab/results.txt` as SVG figures
+    /// (`target/lab/plots/`: one per workload and metric, a bar per policy).
+    #[arg(long)]
+    plot: bool,
+    /// Only draw the figures of the existing `target/lab/results.txt` (no
+    /// boot).
+    #[arg(long)]
+    plot_only: bool,
     #[command(flatten)]
     build: BuildArgs,
 }
@@ -363,6 +372,12 @@ struct Workspace {
 }
 
 impl Workspace {
+    /// Where the bare-metal programs' ELFs are (each under its binary's
+    /// name, the name the initrd and the kernel's log lines use).
+    fn apps_dir(&self) -> PathBuf {
+        self.target.join(TARGET).join("release")
+    }
+
     /// Finds the workspace from this crate's manifest directory.
     fn locate() -> Self {
         let root = root();
@@ -548,6 +563,16 @@ fn pick_accel(choice: AccelChoice, icount: bool) -> Result<Accel, String> {
     Ok(qemu::resolve(choice))
 }
 
+/// Whether the symbolized backtraces of `log` name `function`.
+fn check_symbolized(log: &str, kernel: &Path, apps: &Path, function: &str) -> Result<(), String> {
+    let lines = symbolize::render(log, kernel, apps);
+    if lines.iter().any(|l| l.contains(function)) {
+        Ok(())
+    } else {
+        Err(format!("no backtrace frame names {function}: {lines:?}"))
+    }
+}
+
 /// `cargo xtask run`.
 fn run(ws: &Workspace, args: RunArgs) -> Result<bool, String> {
     let accel = pick_accel(args.accel, args.icount)?;
@@ -585,6 +610,7 @@ fn run(ws: &Workspace, args: RunArgs) -> Result<bool, String> {
     println!("xtask: booting kernel ({}, smp {})...", accel.as_str(), boot.smp);
     let out = qemu::boot(&boot)?;
     println!("xtask: {}", out.status.describe());
+    symbolize::print_for_log(&boot.log, &built.kernel, &ws.apps_dir());
     println!("xtask: serial log: {}", ws.rel(&boot.log));
     if let Some(name) = &args.trace {
         write_trace(ws, &boot.log, name)?;
@@ -985,6 +1011,18 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
             c.print();
         }
         checks.extend(mine);
+        // rttest 6's deliberate app panics (when it ran): their backtraces
+        // must resolve to the function that panicked.
+        let text = out.lines.join("\n");
+        if text.contains("deliberate panic") {
+            let c = Check::new(
+                cfg.name,
+                format!("app_backtrace_symbolized_{}", cfg.name),
+                check_symbolized(&text, &built.kernel, &ws.apps_dir(), "rttest::deep_panic"),
+            );
+            c.print();
+            checks.push(c);
+        }
     }
 
     println!("xtask: booting panic test kernel (tcg, -cpu default, smp 2)...");
@@ -1010,6 +1048,13 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
     );
     panic.print();
     checks.push(panic);
+    let sym = Check::new(
+        "panic",
+        "kernel_backtrace_symbolized".into(),
+        check_symbolized(&out.lines.join("\n"), &built.kernel, &ws.apps_dir(), "panic_test_inner"),
+    );
+    sym.print();
+    checks.push(sym);
 
     checks.extend(posix_suite(ws, &built.initrd, args.timeout));
     checks.extend(sh_suite(ws, &built.initrd));

@@ -197,6 +197,52 @@ pub fn bars(title: &str, x_desc: &str, pairs: &[Pair]) -> Result<String, String>
     Ok(svg)
 }
 
+/// Horizontal bars on a linear axis from 0, one per `(label, value)`, top
+/// to bottom in order, each labelled with its value (the lab's figures).
+pub fn labelled_bars(title: &str, x_desc: &str, rows: &[(String, f64)]) -> Result<String, String> {
+    let n = rows.len().max(1);
+    let max = rows.iter().map(|r| r.1).fold(0.0, f64::max).max(1.0);
+    let height = 90 + 36 * n as u32;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, height)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(140)
+            .build_cartesian_2d(0f64..max * 1.2, 0f64..n as f64)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(0)
+            .x_desc(x_desc)
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(err)?;
+        let row = |i: usize| (n - 1 - i) as f64;
+        chart
+            .draw_series(rows.iter().enumerate().map(|(i, r)| {
+                Rectangle::new([(0.0, row(i) + 0.2), (r.1, row(i) + 0.8)], OURS.filled())
+            }))
+            .map_err(err)?;
+        let left =
+            ("sans-serif", 13).into_font().color(&BLACK).pos(Pos::new(HPos::Right, VPos::Center));
+        let right =
+            ("sans-serif", 12).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Center));
+        for (i, r) in rows.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(0.0, row(i) + 0.5));
+            root.draw(&Text::new(r.0.clone(), (x - 6, y), left.clone())).map_err(err)?;
+            let (x, y) = chart.backend_coord(&(r.1, row(i) + 0.5));
+            root.draw(&Text::new(format!("{:.0}", r.1), (x + 4, y), right.clone())).map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
 /// The figures `results` allows, for each mode with data: `(file name,
 /// SVG)`.
 pub fn figures(registry: &[Bench], results: &[Entry]) -> Result<Vec<(String, String)>, String> {

@@ -116,6 +116,11 @@ const TESTS: &[KernelTest] = &[
     ("ring_hostile_bytes_beside_worker", || hostile_beside_worker("ringhostile", 0, None)),
     ("predicates_wake_on_memory_deadline_notification_and_reject_bad_programs", predicates),
     ("cpu_time_equal_slots_give_equal_shares", cpu::equal_slots_equal_share),
+    ("cpu_time_queue_delay_is_runnable_time_not_run", cpu::queue_delay_is_runnable_time_not_run),
+    (
+        "cpu_time_sched_lab_controller_takes_slots_when_queued",
+        cpu::slot_controller_takes_slots_when_queued,
+    ),
     ("cpu_time_slots_in_ratio_1_2_3_give_work_in_ratio", cpu::slot_ratio_is_cpu_ratio),
     ("cpu_time_abort_protocol_stops_and_charges_a_rude_env", cpu::abort_protocol_stops_and_charges),
     ("cpu_slot_prologue_and_epilogue_upcalls_arrive", cpu::slot_upcalls),
@@ -180,6 +185,12 @@ const TESTS: &[KernelTest] = &[
     ("rt_timers_fire_in_order_and_never_early", || expect_exit("rttest", 2)),
     ("rt_ring_futures_and_dropping_one_in_flight_is_safe", || expect_exit("rttest", 3)),
     ("rt_wait_word_change_ping_pong_across_cores", || expect_exit("rttest", 4)),
+    // A task panic is caught by its joiner; the environment goes on.
+    ("rt_task_panic_is_caught_by_its_joiner", || expect_exit("rttest", 6)),
+    ("rt_task_panic_ends_env_when_the_app_says_so", || expect_exit_code("rttest", 7, 101)),
+    ("rt_sync_notify_sleeps_and_wakes_across_cores_mpsc_mutex_joinset", || {
+        expect_exit("rttest", 8)
+    }),
     // Every shipped run-queue policy and one defined by the app run the
     // same long/short mix to completion (`apps/sched-lab`).
     ("sched_lab_runs_every_policy_and_a_user_policy_to_completion", || expect_exit("sched-lab", 0)),

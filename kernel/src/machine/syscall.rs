@@ -411,6 +411,7 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             Next::Return(super::slots::alloc(env.id, core, index, count))
         }
         Request::SlotFree { core, mask } => done(super::slots::free(env.id, core, mask)),
+        Request::QueueDelay { core } => Next::Return(Ok(sched::queue_delay(core.index()))),
         Request::SetSlotHandlers { prologue, epilogue } => {
             env.prologue.store(prologue, Ordering::Release);
             env.epilogue.store(epilogue, Ordering::Release);

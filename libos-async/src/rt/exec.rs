@@ -476,7 +476,8 @@ fn run_task(core: usize, task: Task, slow: bool) -> Option<Task> {
     if slow {
         return run_events(core, task);
     }
-    let polled = task.0.poll_once(core);
+    // SAFETY: `core` indexed `CORES` (checked) when the task was popped.
+    let polled = unsafe { task.0.poll_once(core) };
     if polled.finished_poll() {
         return None;
     }
@@ -515,7 +516,8 @@ fn run_events(core: usize, task: Task) -> Option<Task> {
             rq.policy().running(&task, start);
         }
     }
-    let polled = task.0.poll_once(core);
+    // SAFETY: `core` indexed `CORES` (checked) when the task was popped.
+    let polled = unsafe { task.0.poll_once(core) };
     let end = machine::now();
     let cycles = end.saturating_sub(start);
     let how = stop_of(polled);
@@ -874,7 +876,8 @@ fn tick(core: usize, ticks: &mut u64, main: &mut Option<Task>) -> bool {
             }
             // `run_task`'s fast half, written out so that each outcome
             // goes straight on with the loop.
-            let polled = t.0.poll_once(core);
+            // SAFETY: `core` indexed `CORES` (checked) in `pop`.
+            let polled = unsafe { t.0.poll_once(core) };
             if polled.finished_poll() {
                 continue;
             }
@@ -1057,6 +1060,9 @@ pub(crate) fn run_loop(core: usize, mut stop: impl FnMut() -> bool) {
 /// Sets up the executor if there is none yet, so it works without
 /// [`super::run`] too (then only this core has an executor).
 ///
+/// The loop runs on the core's poll stack ([`super::catch`]), so that a
+/// spawned task's panic comes back here and the loop goes on.
+///
 /// # Panics
 /// When called from inside a task or another `block_on` on this core.
 pub fn block_on<F: Future>(fut: F) -> F::Output {
@@ -1070,16 +1076,72 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
     // policy decides when it runs; `tick` hands it back here when popped.
     let main = MainCell::new(core);
     let waker = Waker::from(main.clone());
-    let mut cx = Context::from_waker(&waker);
     let mut fut = pin!(fut);
-    let mut ticks = 0;
     push(core, main.clone(), Why::Spawned);
-    let out = loop {
+    let mut state = BlockOn::<F> {
+        core,
+        main: &*main,
+        waker: &waker,
+        // The pinned future, as a raw pointer: see `BlockOn`.
+        // SAFETY: never moved out of (the body re-pins it in place).
+        fut: unsafe { fut.as_mut().get_unchecked_mut() },
+        out: None,
+    };
+    let ctx = (&raw mut state).cast::<()>();
+    loop {
+        // SAFETY: `block_on_body::<F>` takes a `*mut BlockOn<F>`, which
+        // `ctx` is; it holds only raw pointers to this frame's values, which
+        // outlive the call; this core runs no other loop (`looping`).
+        match unsafe { super::catch::guarded(core, block_on_body::<F>, ctx) } {
+            super::catch::Exit::Returned => break,
+            super::catch::Exit::Panicked => super::catch::settle_caught(core),
+        }
+    }
+    exec.looping.store(false, Ordering::SeqCst);
+    match state.out.take() {
+        Some(v) => v,
+        None => unreachable!("block_on's loop returned without the output"),
+    }
+}
+
+/// `block_on`'s loop state, handed to the poll stack as raw pointers
+/// only: a task's panic abandons the loop's frames, and no reference they
+/// held may be in force when `block_on` enters the loop again
+/// (`super::catch`).
+struct BlockOn<F: Future> {
+    core: usize,
+    main: *const MainCell,
+    waker: *const Waker,
+    /// Pinned: the body re-pins it in place for each poll.
+    fut: *mut F,
+    out: Option<F::Output>,
+}
+
+/// `block_on`'s loop, on the poll stack: returns when the main future is
+/// done (its output in `out`).
+///
+/// # Safety
+/// `ctx` is a `*mut BlockOn<F>` whose pointers are valid for the call.
+unsafe extern "C" fn block_on_body<F: Future>(ctx: *mut ()) {
+    let st = ctx.cast::<BlockOn<F>>();
+    // SAFETY: the caller's promise; plain copies of the fields.
+    let (core, main, waker, fut) = unsafe { ((*st).core, (*st).main, (*st).waker, (*st).fut) };
+    let mut ticks = 0;
+    loop {
         let mut popped = None;
         let did = tick(core, &mut ticks, &mut popped);
         if let Some(task) = popped {
-            if let Some(v) = poll_main(core, &main, task, fut.as_mut(), &mut cx) {
-                break v;
+            // SAFETY: valid for the call (the caller's promise); the
+            // references live only for this poll of the main future, never
+            // across a task's poll; the future is pinned where it is.
+            let polled = unsafe {
+                let mut cx = Context::from_waker(&*waker);
+                poll_main(core, &*main, task, core::pin::Pin::new_unchecked(&mut *fut), &mut cx)
+            };
+            if let Some(v) = polled {
+                // SAFETY: as above.
+                unsafe { (*st).out = Some(v) };
+                return;
             }
             // Its ring submissions go out with the next tick.
             continue;
@@ -1087,9 +1149,7 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
         if !did {
             idle(core);
         }
-    };
-    exec.looping.store(false, Ordering::SeqCst);
-    out
+    }
 }
 
 /// Polls `block_on`'s main future (its task `task`, just popped), with
@@ -1145,11 +1205,43 @@ fn poll_main<F: Future>(
 
 /// The executor loop of a secondary core, forever (the environment ends
 /// when the first vCPU's `main` returns).
+///
+/// The loop runs on the core's poll stack ([`super::catch`]): after a
+/// task's caught panic it starts again on a fresh one.
 pub(crate) fn serve() -> ! {
     let core = ensure_executor();
     CORES[core].looping.store(true, Ordering::SeqCst);
-    run_loop(core, || false);
-    unreachable!("run_loop without a stop condition returned")
+    loop {
+        // SAFETY: `serve_body` ignores its argument; no other loop runs
+        // on this core (`looping`).
+        match unsafe { super::catch::guarded(core, serve_body, core::ptr::null_mut()) } {
+            super::catch::Exit::Returned => {
+                unreachable!("run_loop without a stop condition returned")
+            }
+            super::catch::Exit::Panicked => super::catch::settle_caught(core),
+        }
+    }
+}
+
+/// [`serve`]'s loop, on the poll stack.
+extern "C" fn serve_body(_ctx: *mut ()) {
+    run_loop(machine::current_core(), || false);
+}
+
+/// Whether no run-queue lock is held, waiting a little for each held one
+/// (another core holds a queue lock only briefly; one held by a panicking
+/// poll on this core would stay held for ever). For the panic handler.
+#[cfg_attr(not(target_os = "none"), allow(dead_code, reason = "the panic handler's"))]
+pub(crate) fn queue_locks_free() -> bool {
+    CORES.iter().all(|c| {
+        (0..100_000).any(|_| {
+            let free = !c.queue.is_locked();
+            if !free {
+                core::hint::spin_loop();
+            }
+            free
+        })
+    })
 }
 
 #[cfg(test)]

@@ -17,7 +17,10 @@
 //! - [`exec`]: per-core run queues, [`spawn`], [`spawn_on`], [`block_on`],
 //!   [`yield_now`], cross-core wake-ups, work stealing, the idle sleep on
 //!   a wakeup predicate;
-//! - [`task`]: the task state machine and [`JoinHandle`];
+//! - [`task`]: the task state machine and [`JoinHandle`] (with
+//!   [`JoinHandle::try_join`]);
+//! - [`catch`]: a task's panic caught at its [`JoinHandle`] (the executor
+//!   loops run on a poll stack that a panic abandons);
 //! - [`policy`]: the open [`Policy`] trait an application implements (or
 //!   picks: [`Fifo`], [`Lifo`], [`Priority`], [`Stride`], [`Edf`]), the
 //!   [`Task`] a policy holds, per-task data;
@@ -28,6 +31,8 @@
 //!   [`notify`], [`console_write`], [`frame_alloc`], [`map`], ...);
 //!   [`slots`] is its completion table (generations in `user_data`);
 //! - [`watch`]: [`wait_word_change`] and [`wait_notification`];
+//! - [`sync`]: channels (`mpsc`, `oneshot`, `broadcast`), `Mutex`,
+//!   `RwLock`, [`Notify`], `select_biased!`/`join!`, [`JoinSet`], abort;
 //! - [`time`]: [`Instant`], [`sleep`], [`timeout`], [`interval`], over the
 //!   per-core [`timer::TimerHeap`];
 //! - [`machine`]: the few machine contacts, with host stand-ins so that
@@ -48,14 +53,19 @@
 //! **Not done** (said plainly): the executor does not read the event queue
 //! itself (applications read it with [`crate::cpu::Events`]); protected
 //! control transfer has no async wrapper (it is synchronous by nature: see
-//! [`crate::cpu::call`]). Tasks are `Send` only (no `spawn_local`).
+//! [`crate::cpu::call`]). Tasks are `Send` only (no `spawn_local`: see
+//! [`sync`]).
 
+#[allow(unsafe_code, reason = "the stack switch of caught task panics")]
+pub mod catch;
+#[allow(unsafe_code, reason = "block_on's loop state crosses to the poll stack as raw pointers")]
 pub mod exec;
 pub mod machine;
 pub mod metrics;
 pub mod policy;
 pub mod reactor;
 pub mod slots;
+pub mod sync;
 #[allow(unsafe_code, reason = "a task's future lives inline in its Arc; the waker vtable")]
 pub mod task;
 pub mod time;
@@ -66,6 +76,7 @@ pub mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use catch::{JoinError, panic_ends_env, panics_caught, set_panic_ends_env};
 pub use exec::{
     Budgets, Builder, NoExecutor, PolicyFn, block_on, budgets, current_task, executor_cores,
     policy_name, queued, set_budgets, set_policy, set_stealing, set_task_data, spawn, spawn_on,
@@ -77,7 +88,8 @@ pub use reactor::{
     RingOp, console_write, frame_alloc, frame_free, grant, in_flight, last_reap_tsc, map, nop,
     notify, op, protect, revoke, timer_at, unmap,
 };
-pub use task::JoinHandle;
+pub use sync::{JoinSet, Notify, spawn_abortable};
+pub use task::{JoinHandle, TryJoin};
 pub use time::{Elapsed, Instant, Interval, Sleep, interval, sleep, sleep_until, timeout};
 pub use watch::{wait_notification, wait_word_change};
 
@@ -109,6 +121,9 @@ pub struct RuntimeConfig {
     /// dumps the trace on the console when `main` returns (for
     /// `cargo xtask run --trace`).
     pub trace_records: usize,
+    /// A task's panic ends the environment (exit code 101) instead of
+    /// being caught at its [`JoinHandle`] (see [`catch`]).
+    pub panic_ends_env: bool,
 }
 
 impl RuntimeConfig {
@@ -122,7 +137,15 @@ impl RuntimeConfig {
             budgets: Budgets::DEFAULT,
             slots_per_core: 0,
             trace_records: 0,
+            panic_ends_env: false,
         }
+    }
+
+    /// With `true`, a task's panic ends the environment instead of being
+    /// caught at its [`JoinHandle`].
+    pub const fn panic_ends_env(mut self, on: bool) -> Self {
+        self.panic_ends_env = on;
+        self
     }
 
     /// Only these cores (bit set).
@@ -193,6 +216,7 @@ pub fn run<F: Future<Output = i32>>(config: RuntimeConfig, main: F) -> i32 {
     let usable = crate::usable_cores();
     let cores = (if config.cores == 0 { usable } else { config.cores & usable }) | (1 << here);
     exec::set_stealing(config.stealing);
+    catch::set_panic_ends_env(config.panic_ends_env);
     exec::set_default_policy(config.policy);
     if config.trace_records > 0 {
         trace::enable(config.trace_records);

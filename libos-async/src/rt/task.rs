@@ -41,10 +41,14 @@ use core::cell::UnsafeCell;
 use core::future::Future;
 use core::mem::ManuallyDrop;
 use core::pin::Pin;
-use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use spin::Mutex;
+
+use super::catch::JoinError;
+#[cfg(test)]
+extern crate std;
 
 pub(crate) const IDLE: u8 = 0;
 pub(crate) const SCHEDULED: u8 = 1;
@@ -62,7 +66,10 @@ pub(crate) struct Header {
     pub(crate) priority: u8,
     /// `block_on`'s main future: never migrated to another core.
     pub(crate) pinned: bool,
-    _spare: u8,
+    /// The task panicked: it is `DONE` without an output, the error waits
+    /// in [`super::catch`]'s table for the [`JoinHandle`], and its future
+    /// is abandoned (never dropped, never freed).
+    pub(crate) panicked: AtomicBool,
     /// The stable task id, 0 until first asked for ([`Header::id`]).
     id: AtomicU64,
     /// The application's word ([`super::policy::Task::data`]).
@@ -71,6 +78,10 @@ pub(crate) struct Header {
     pub(crate) sched: AtomicU64,
     /// TSC when last queued (written only while metrics timing is on).
     pub(crate) queued_at: AtomicU64,
+    /// The waker of the task awaiting the [`JoinHandle`] (in the header,
+    /// not the typed cell, so that a caught panic can wake it knowing
+    /// only the header).
+    pub(crate) joiner: Mutex<Option<Waker>>,
 }
 
 /// Task ids: 1, 2, ... for the environment's lifetime.
@@ -109,12 +120,13 @@ impl Header {
             state: AtomicU8::new(state),
             priority,
             pinned,
-            _spare: 0,
+            panicked: AtomicBool::new(false),
             // Given when first asked for: spawning costs no atomic add.
             id: AtomicU64::new(0),
             data: AtomicU64::new(0),
             sched: AtomicU64::new(0),
             queued_at: AtomicU64::new(0),
+            joiner: Mutex::new(None),
         }
     }
 }
@@ -123,6 +135,31 @@ impl Header {
 /// what [`with_current`] reads. Written only by that core's executor.
 static CURRENT: [AtomicPtr<Header>; abi::MAX_CORES] =
     [const { AtomicPtr::new(core::ptr::null_mut()) }; abi::MAX_CORES];
+
+/// `CURRENT[core]`, without a bounds check or mask on the poll path.
+///
+/// # Safety
+/// `core < MAX_CORES`.
+#[inline(always)]
+unsafe fn current_slot(core: usize) -> &'static AtomicPtr<Header> {
+    debug_assert!(core < abi::MAX_CORES);
+    // SAFETY: `core < MAX_CORES` (the caller's promise): in bounds.
+    unsafe { &*CURRENT.as_ptr().add(core) }
+}
+
+/// The header of the task `core` is polling (null between polls).
+#[cfg_attr(not(target_os = "none"), allow(dead_code, reason = "the panic handler's"))]
+pub(crate) fn current_header(core: usize) -> *const Header {
+    CURRENT.get(core).map_or(core::ptr::null(), |c| c.load(Ordering::Relaxed))
+}
+
+/// Forgets `core`'s current task (its poll was abandoned).
+#[cfg_attr(not(target_os = "none"), allow(dead_code, reason = "the panic handler's"))]
+pub(crate) fn clear_current(core: usize) {
+    if let Some(c) = CURRENT.get(core) {
+        c.store(core::ptr::null_mut(), Ordering::Relaxed);
+    }
+}
 
 /// Runs `f` on the header of the task the calling core is polling, if
 /// any (called from inside a task: that task).
@@ -167,7 +204,10 @@ pub(crate) trait Runnable: Send + Sync {
     /// queue (state `SCHEDULED`): `RUNNING`, one poll, then `DONE`, `IDLE`,
     /// or — if it was woken meanwhile — `SCHEDULED` again, and then the
     /// caller must queue it on `core` ([`Polled::Requeue`]).
-    fn poll_once(&self, core: usize) -> Polled;
+    ///
+    /// # Safety
+    /// `core < MAX_CORES` (it indexes the current-task table unchecked).
+    unsafe fn poll_once(&self, core: usize) -> Polled;
 }
 
 /// How [`Runnable::poll_once`] ended.
@@ -211,8 +251,6 @@ struct Cell<F: Future> {
     header: Header,
     /// See the module documentation for who may touch it when.
     stage: UnsafeCell<Stage<F>>,
-    /// The waker of the task awaiting the [`JoinHandle`].
-    joiner: Mutex<Option<Waker>>,
 }
 
 // SAFETY: `stage` is the only field that is not `Sync` by itself. It is
@@ -237,7 +275,7 @@ where
         &self.header
     }
 
-    fn poll_once(&self, core: usize) -> Polled {
+    unsafe fn poll_once(&self, core: usize) -> Polled {
         let header = &self.header;
         header.state.store(RUNNING, Ordering::Relaxed);
         // Whoever moves a task to another core's queue sets its home first
@@ -267,9 +305,30 @@ where
         // it is dropped in place (replaced by its output below, or with the
         // cell).
         let fut = unsafe { Pin::new_unchecked(fut) };
-        let current = &CURRENT[core % abi::MAX_CORES];
+        // SAFETY: `core < MAX_CORES` (our caller's promise).
+        let current = unsafe { current_slot(core) };
         current.store(header as *const Header as *mut Header, Ordering::Relaxed);
+        #[cfg(not(test))]
         let polled = fut.poll(&mut cx);
+        // The host (unwinding) stand-in of the target's caught panics
+        // (`catch`): the same bookkeeping, the task kept alive the same way.
+        #[cfg(test)]
+        let polled = match std::panic::catch_unwind(core::panic::AssertUnwindSafe(|| {
+            fut.poll(&mut cx)
+        })) {
+            Ok(p) => p,
+            Err(payload) => {
+                current.store(core::ptr::null_mut(), Ordering::Relaxed);
+                // SAFETY: `self` is the inside of a live `Arc<Self>` (the
+                // caller's); the count taken is never given back, as on the
+                // target, where the abandoned poll stack keeps one.
+                unsafe { Arc::increment_strong_count(self as *const Self) };
+                let message = super::catch::payload_message(&*payload);
+                let task = super::policy::TaskId(header.id());
+                super::catch::settle(header, super::catch::JoinError::Panicked { task, message });
+                return Polled::Done;
+            }
+        };
         current.store(core::ptr::null_mut(), Ordering::Relaxed);
         match polled {
             Poll::Pending => {
@@ -289,7 +348,7 @@ where
                 // Drops the future in place.
                 *stage = Stage::Finished(value);
                 header.state.store(DONE, Ordering::Release);
-                let joiner = self.joiner.lock().take();
+                let joiner = header.joiner.lock().take();
                 if let Some(w) = joiner {
                     w.wake();
                 }
@@ -409,7 +468,7 @@ impl Runnable for MainCell {
     fn header(&self) -> &Header {
         &self.header
     }
-    fn poll_once(&self, _core: usize) -> Polled {
+    unsafe fn poll_once(&self, _core: usize) -> Polled {
         // The executor hands a popped main task back to `block_on`, which
         // polls the future with `poll_main`.
         Polled::Main
@@ -431,8 +490,12 @@ impl alloc::task::Wake for MainCell {
 /// The join side of a task, whatever its future.
 trait Join<T>: Send + Sync {
     /// Only ever called by the task's one [`JoinHandle`] (through `&mut`).
-    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<T>;
+    /// The output, or `None` if the task ended with an error (then in
+    /// `catch`'s table: see [`JoinHandle::take_error`]). Small on purpose:
+    /// the common path moves no `JoinError` around.
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Option<T>>;
     fn is_finished(&self) -> bool;
+    fn header(&self) -> &Header;
     /// Drops the handle's reference (monomorphic: the task's layout and
     /// destructor are known statically, unlike through `Arc<dyn Join>`).
     fn release(self: Arc<Self>);
@@ -443,10 +506,10 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll_join(&self, cx: &mut Context<'_>) -> Poll<Option<F::Output>> {
         if self.header.state.load(Ordering::Acquire) != DONE {
             {
-                let mut joiner = self.joiner.lock();
+                let mut joiner = self.header.joiner.lock();
                 match &*joiner {
                     Some(w) if w.will_wake(cx.waker()) => {}
                     _ => *joiner = Some(cx.waker().clone()),
@@ -458,19 +521,28 @@ where
                 return Poll::Pending;
             }
         }
+        if self.header.panicked.load(Ordering::Relaxed) {
+            // Panicked: the stage is not ours to touch (the future stays
+            // where its abandoned poll left it).
+            return Poll::Ready(None);
+        }
         // SAFETY: the state is DONE (Acquire, pairing with the completer's
         // Release store made after its last access to the stage); no
         // executor touches a DONE task's stage again, and only the one
         // JoinHandle, which holds `&mut` while it polls, calls this.
         let stage = unsafe { &mut *self.stage.get() };
         match core::mem::replace(stage, Stage::Taken) {
-            Stage::Finished(v) => Poll::Ready(v),
+            Stage::Finished(v) => Poll::Ready(Some(v)),
             _ => panic!("JoinHandle polled after it returned the output"),
         }
     }
 
     fn is_finished(&self) -> bool {
         self.header.state.load(Ordering::Acquire) == DONE
+    }
+
+    fn header(&self) -> &Header {
+        &self.header
     }
 
     fn release(self: Arc<Self>) {
@@ -480,6 +552,10 @@ where
 
 /// Awaits a spawned task's output. Dropping it detaches the task (it runs
 /// to completion anyway; its output is dropped).
+///
+/// `handle.await` gives the output, and re-raises the task's panic in the
+/// joiner if it panicked; [`JoinHandle::try_join`] gives
+/// `Result<T, JoinError>` instead (see [`catch`](super::catch)).
 pub struct JoinHandle<T> {
     /// `None` only while the handle is dropped.
     task: Option<Arc<dyn Join<T>>>,
@@ -493,16 +569,69 @@ impl<T> JoinHandle<T> {
         }
     }
 
-    /// Whether the task has finished.
+    /// Whether the task has finished (returned or panicked).
     pub fn is_finished(&self) -> bool {
         self.task().is_finished()
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> super::TaskId {
+        super::TaskId(self.task().header().id())
+    }
+
+    /// Awaits the task's output, or the [`JoinError`] that ended it.
+    pub fn try_join(self) -> TryJoin<T> {
+        TryJoin(self)
+    }
+
+    /// Polls for the output or the error (what [`TryJoin`] does; for
+    /// hand-written futures over handles, e.g. [`JoinSet`](super::JoinSet)).
+    pub fn poll_result(&mut self, cx: &mut Context<'_>) -> Poll<Result<T, JoinError>> {
+        match self.task().poll_join(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(v)) => Poll::Ready(Ok(v)),
+            Poll::Ready(None) => Poll::Ready(Err(self.take_error())),
+        }
+    }
+
+    /// The error that ended the task (once: `poll_join` said there is one).
+    #[cold]
+    #[inline(never)]
+    fn take_error(&self) -> JoinError {
+        match super::catch::take_error(self.task().header()) {
+            Some(e) => e,
+            None => panic!("JoinHandle polled after it returned the error"),
+        }
     }
 }
 
 impl<T> Future for JoinHandle<T> {
     type Output = T;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        self.task().poll_join(cx)
+        match self.task().poll_join(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(v)) => Poll::Ready(v),
+            Poll::Ready(None) => reraise(self.take_error()),
+        }
+    }
+}
+
+/// `handle.await` on a task that ended with an error: the joiner panics.
+#[cold]
+#[inline(never)]
+fn reraise(e: JoinError) -> ! {
+    panic!("joined {e}")
+}
+
+/// The future of [`JoinHandle::try_join`].
+#[derive(Debug)]
+pub struct TryJoin<T>(JoinHandle<T>);
+
+impl<T> Future for TryJoin<T> {
+    type Output = Result<T, JoinError>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // `JoinHandle` is `Unpin` (an `Option<Arc>`), and so is this.
+        self.get_mut().0.poll_result(cx)
     }
 }
 
@@ -530,7 +659,6 @@ where
     let cell = Arc::new(Cell {
         header: Header::new(core, priority, SCHEDULED, false),
         stage: UnsafeCell::new(Stage::Running(fut)),
-        joiner: Mutex::new(None),
     });
     (cell.clone(), JoinHandle { task: Some(cell) })
 }

@@ -631,3 +631,256 @@ fn stride_in_the_runtime_shares_by_tickets() {
     // Exact up to the last round (the stop check) under the manual clock.
     assert!((2.9..3.1).contains(&ratio), "3:1 tickets gave {a}:{b}");
 }
+
+#[test]
+fn a_task_panic_is_caught_by_its_joiner_and_the_executor_goes_on() {
+    let _g = setup();
+    let caught_before = panics_caught();
+    let (err, other, after) = block_on(async {
+        let bad = spawn(async {
+            yield_now().await;
+            if crate::rt::current_core() < usize::MAX {
+                panic!("boom {}", 7);
+            }
+            1u32
+        });
+        let good = spawn(async {
+            yield_now().await;
+            yield_now().await;
+            2u32
+        });
+        let err = bad.try_join().await;
+        let other = good.await;
+        // The executor still runs new tasks.
+        let after = spawn(async { 3u32 }).await;
+        (err, other, after)
+    });
+    match err {
+        Err(JoinError::Panicked { message, .. }) => {
+            assert!(message.contains("boom 7"), "{message}")
+        }
+        other => panic!("wanted a caught panic, got {other:?}"),
+    }
+    assert_eq!((other, after), (2, 3));
+    assert_eq!(panics_caught(), caught_before + 1);
+}
+
+#[test]
+fn an_unjoined_panic_keeps_exactly_its_error_and_the_executor_goes_on() {
+    let _g = setup();
+    let before = super::catch::errors_pending();
+    let v = block_on(async {
+        let h = spawn(async { panic!("nobody joins") });
+        while !h.is_finished() {
+            yield_now().await;
+        }
+        drop(h);
+        spawn(async { 5u32 }).await
+    });
+    assert_eq!(v, 5);
+    // Documented: the error of a panicked task nobody joins stays (one
+    // entry per such task, next to the leaked task itself).
+    assert_eq!(super::catch::errors_pending(), before + 1);
+}
+
+#[test]
+fn awaiting_a_panicked_task_reraises_in_the_joiner() {
+    let _g = setup();
+    // The joiner is itself a task: its panic is caught too, with the first
+    // task's message inside.
+    let out = block_on(async {
+        let outer = spawn(async {
+            let inner = spawn(async {
+                if crate::rt::current_core() < usize::MAX {
+                    panic!("inner");
+                }
+            });
+            inner.await;
+        });
+        outer.try_join().await
+    });
+    match out {
+        Err(JoinError::Panicked { message, .. }) => {
+            assert!(message.contains("panicked: inner"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn abort_drops_a_waiting_task_and_its_joiner_sees_aborted() {
+    let _g = setup();
+    struct Flag(Arc<AtomicBool>);
+    impl Drop for Flag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let d = dropped.clone();
+    let (r, done) = block_on(async move {
+        let (h, abort) = spawn_abortable(async move {
+            let _f = Flag(d);
+            core::future::pending::<()>().await;
+            5u32
+        });
+        yield_now().await;
+        abort.abort();
+        let r = h.await;
+        // Aborting a finished task changes nothing.
+        let (done, abort) = spawn_abortable(async { 9u32 });
+        while !done.is_finished() {
+            yield_now().await;
+        }
+        abort.abort();
+        (r, done.await)
+    });
+    assert_eq!(r, Err(sync::Aborted));
+    assert!(dropped.load(Ordering::SeqCst), "the aborted future was dropped");
+    assert_eq!(done, Ok(9));
+}
+
+#[test]
+fn mpsc_bounded_keeps_order_and_makes_senders_wait_for_room() {
+    let _g = setup();
+    let got = block_on(async {
+        let (tx, mut rx) = sync::mpsc::channel::<u32>(2);
+        let mut hs = Vec::new();
+        for p in 0..3u32 {
+            let tx = tx.clone();
+            hs.push(spawn(async move {
+                for i in 0..50 {
+                    tx.send(p * 1000 + i).await.unwrap();
+                }
+            }));
+        }
+        drop(tx);
+        let mut got = Vec::new();
+        while let Some(v) = rx.recv().await {
+            got.push(v);
+        }
+        for h in hs {
+            h.await;
+        }
+        got
+    });
+    assert_eq!(got.len(), 150);
+    for p in 0..3u32 {
+        let mine: Vec<u32> = got.iter().copied().filter(|v| v / 1000 == p).collect();
+        assert_eq!(mine, (0..50).map(|i| p * 1000 + i).collect::<Vec<_>>(), "producer {p} order");
+    }
+    // A full channel refuses try_send; a dropped receiver gives values back.
+    let (tx, rx) = sync::mpsc::channel::<u32>(1);
+    assert_eq!(tx.try_send(1), Ok(()));
+    assert_eq!(tx.try_send(2), Err(sync::mpsc::TrySendError::Full(2)));
+    drop(rx);
+    assert_eq!(tx.try_send(3), Err(sync::mpsc::TrySendError::Closed(3)));
+}
+
+#[test]
+fn broadcast_reaches_every_receiver_and_reports_lag() {
+    let _g = setup();
+    let (tx, mut a) = sync::broadcast::channel::<u32>(4);
+    let mut b = tx.subscribe();
+    for i in 0..3 {
+        assert_eq!(tx.send(i), 2);
+    }
+    let (ra, rb) = block_on(async move {
+        let mut ra = Vec::new();
+        for _ in 0..3 {
+            ra.push(a.recv().await.unwrap());
+        }
+        let mut rb = Vec::new();
+        for _ in 0..3 {
+            rb.push(b.recv().await.unwrap());
+        }
+        // b falls behind by 6 with room for 4: it lost 2.
+        for i in 3..9 {
+            tx.send(i);
+        }
+        let lag = b.recv().await;
+        let next = b.recv().await;
+        drop(tx);
+        // a lagged the same way: 2 lost, then the 4 kept, then closed.
+        assert_eq!(a.recv().await, Err(sync::broadcast::RecvError::Lagged(2)));
+        for want in 5..9 {
+            assert_eq!(a.recv().await, Ok(want));
+        }
+        let closed = a.recv().await;
+        (ra, (rb, lag, next, closed))
+    });
+    assert_eq!(ra, [0, 1, 2]);
+    let (rb, lag, next, closed) = rb;
+    assert_eq!(rb, [0, 1, 2]);
+    assert_eq!(lag, Err(sync::broadcast::RecvError::Lagged(2)));
+    assert_eq!(next, Ok(5));
+    assert_eq!(closed, Err(sync::broadcast::RecvError::Closed));
+}
+
+#[test]
+fn notify_mutex_joinset_select_and_join_work_across_cores() {
+    let _g = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = serve(&[1, 2], &stop);
+    let (sum, joined, sel, both) = block_on(async {
+        // Notify from another core wakes a waiter here (a stored permit
+        // if it is not waiting yet).
+        let n = Arc::new(Notify::new());
+        let n2 = n.clone();
+        let waker_task = spawn_on(1, async move { n2.notify_one() });
+        n.notified().await;
+        waker_task.await;
+        // An async Mutex under contention from three cores.
+        let m = Arc::new(sync::Mutex::new(0u64));
+        let hs: Vec<_> = [0usize, 1, 2]
+            .into_iter()
+            .map(|c| {
+                let m = m.clone();
+                spawn_on(c, async move {
+                    for _ in 0..100 {
+                        let mut g = m.lock().await;
+                        let v = *g;
+                        yield_now().await;
+                        *g = v + 1;
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.await;
+        }
+        let sum = *m.lock().await;
+        // A JoinSet, with one task that panics.
+        let mut set = JoinSet::new();
+        for i in 0..5u64 {
+            set.spawn(async move {
+                if i == 3 {
+                    panic!("set member 3");
+                }
+                i
+            });
+        }
+        let mut joined = Vec::new();
+        while let Some(r) = set.join_next().await {
+            joined.push(r.map_err(|e| matches!(e, sync::SetError::Join(ref j) if j.is_panic())));
+        }
+        joined.sort_by_key(|r| match r {
+            Ok(v) => *v,
+            Err(_) => 3,
+        });
+        // select_biased!: the ready branch wins over a pending one.
+        let sel = crate::select_biased! {
+            _ = futures_util::FutureExt::fuse(core::future::pending::<()>()) => 0u32,
+            v = futures_util::FutureExt::fuse(async { 7u32 }) => v,
+        };
+        let both = crate::join!(async { 1u32 }, async { 2u32 });
+        (sum, joined, sel, both)
+    });
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(sum, 300, "no lost update under the async mutex");
+    assert_eq!(joined, [Ok(0), Ok(1), Ok(2), Err(true), Ok(4)]);
+    assert_eq!((sel, both), (7, (1, 2)));
+}

@@ -138,6 +138,12 @@ pub fn region_at(addr: u64) -> Option<Info> {
     REGIONS.read().lookup(addr).map(|(e, _)| info_of(e))
 }
 
+/// [`region_at`] that gives up instead of waiting when the region table
+/// is being changed (for the panic path, which may have interrupted that).
+pub fn try_region_at(addr: u64) -> Option<Info> {
+    REGIONS.try_read()?.lookup(addr).map(|(e, _)| info_of(e))
+}
+
 /// The frame mapped at `va` by the region layer, if any.
 pub fn frame_at(va: u64) -> Option<u64> {
     frames::lookup(va & !(PAGE_SIZE - 1))

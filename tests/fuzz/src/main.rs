@@ -244,6 +244,8 @@ impl Fuzz {
                 a[1] = self.rng.below(128);
             }
             Syscall::PageQuery | Syscall::CowBreak => {}
+            // Any word as the core: a read of a counter, or NoSuchCore.
+            Syscall::QueueDelay => {}
             Syscall::ChildMap
             | Syscall::ChildUnmap
             | Syscall::ChildSetEntry

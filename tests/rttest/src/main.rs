@@ -26,6 +26,22 @@
 //!   ping-pong.
 //! * 5 — out of memory: allocates until the quota runs out; must end with
 //!   exit code 104 (the test expects that code, not 0).
+//! * 6 — a task panic is caught by its joiner: on every executor core
+//!   (the main core's `block_on` loop and the executor vCPUs), 5 rounds of
+//!   a task that panics at some depth after a yield while sibling tasks
+//!   run; each joiner gets `JoinError::Panicked` with the message, the
+//!   siblings finish, and the executors still run new work (1000 tasks)
+//!   afterwards; awaiting a panicked task re-raises in the joiner (itself
+//!   a task, so caught again); an abortable task that waits for ever
+//!   ends when aborted.
+//! * 8 — in-environment sync across cores: a task waiting on a `Notify`
+//!   lets its executor sleep (its core polls almost nothing meanwhile)
+//!   and a `notify_one` from another core wakes it; an `mpsc` with 4
+//!   producers on 4 cores keeps each producer's order; an async `Mutex`
+//!   loses no update under contention from every core; a `JoinSet` and
+//!   `select_biased!`.
+//! * 7 — `set_panic_ends_env(true)`: a task's panic ends the environment
+//!   with exit code 101 (the test expects that code).
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
@@ -60,6 +76,18 @@ async fn main_async(mode: u64) -> i32 {
         3 => ring_ops(&mut c).await,
         4 => words(&mut c).await,
         5 => out_of_memory().await,
+        6 => panics(&mut c).await,
+        8 => sync_prims(&mut c).await,
+        7 => {
+            rt::set_panic_ends_env(true);
+            let h = rt::spawn(async {
+                if rt::current_core() < usize::MAX {
+                    panic!("this one ends the environment");
+                }
+            });
+            let _ = h.try_join().await;
+            c.check(false, format_args!("the environment survived a panic it should not have"));
+        }
         _ => {
             c.check(false, format_args!("unknown mode {mode}"));
         }
@@ -358,4 +386,195 @@ async fn out_of_memory() {
             sys::exit(1);
         }
     }
+}
+
+/// Recurses `depth` frames, then panics (deep enough to use the poll
+/// stack a little).
+#[inline(never)]
+fn deep_panic(depth: u32, tag: u64) -> u64 {
+    if depth == 0 {
+        panic!("deliberate panic {tag}");
+    }
+    let mut buf = [0u64; 16];
+    buf[depth as usize % 16] = tag;
+    core::hint::black_box(&mut buf);
+    deep_panic(depth - 1, tag) + buf[depth as usize % 16]
+}
+
+async fn panics(c: &mut Checks) {
+    let cores = cores();
+    let before = rt::panics_caught();
+    let done = Arc::new(AtomicUsize::new(0));
+    for round in 0..5u64 {
+        let mut bad = Vec::new();
+        let mut good = Vec::new();
+        for (i, &core) in cores.iter().enumerate() {
+            let tag = round * 100 + i as u64;
+            bad.push(rt::spawn_on(core, async move {
+                rt::yield_now().await;
+                deep_panic(8 + round as u32 * 20, tag)
+            }));
+            let done = done.clone();
+            good.push(rt::spawn_on(core, async move {
+                for _ in 0..3 {
+                    rt::yield_now().await;
+                }
+                done.fetch_add(1, SeqCst);
+                tag
+            }));
+        }
+        for (i, h) in bad.into_iter().enumerate() {
+            let tag = round * 100 + i as u64;
+            match h.try_join().await {
+                Err(rt::JoinError::Panicked { message, .. }) => c.check(
+                    message.contains(&alloc::format!("deliberate panic {tag}")),
+                    format_args!("round {round} task {i}: message {message:?}"),
+                ),
+                other => c.check(false, format_args!("round {round} task {i}: {other:?}")),
+            };
+        }
+        for (i, h) in good.into_iter().enumerate() {
+            let tag = round * 100 + i as u64;
+            let got = h.await;
+            c.check(got == tag, format_args!("round {round} sibling {i}: {got}"));
+        }
+    }
+    c.check(
+        done.load(SeqCst) == 5 * cores.len(),
+        format_args!("siblings finished: {}", done.load(SeqCst)),
+    );
+    let caught = rt::panics_caught() - before;
+    c.check(caught == 5 * cores.len() as u64, format_args!("{caught} panics caught"));
+    // Awaiting a panicked task re-raises in the joiner, itself a task.
+    let outer = rt::spawn(async {
+        let inner = rt::spawn(async {
+            if rt::current_core() < usize::MAX {
+                panic!("inner");
+            }
+        });
+        inner.await;
+    });
+    match outer.try_join().await {
+        Err(e) => c.check(
+            e.is_panic() && alloc::format!("{e}").contains("panicked: inner"),
+            format_args!("re-raised: {e}"),
+        ),
+        Ok(()) => c.check(false, format_args!("the outer task did not panic")),
+    };
+    // Abort a task that waits for ever.
+    let (waiting, abort) = rt::spawn_abortable(core::future::pending::<u32>());
+    rt::sleep(Duration::from_millis(2)).await;
+    abort.abort();
+    let r = waiting.await;
+    c.check(r == Err(rt::sync::Aborted), format_args!("aborted: {r:?}"));
+    // The executors still run new work, everywhere.
+    let hs: Vec<_> = (0..1000u64)
+        .map(|i| rt::spawn_on(cores[i as usize % cores.len()], async move { i }))
+        .collect();
+    let mut sum = 0;
+    for h in hs {
+        sum += h.await;
+    }
+    c.check(sum == (0..1000u64).sum::<u64>(), format_args!("1000 tasks after the panics: {sum}"));
+}
+
+async fn sync_prims(c: &mut Checks) {
+    use rt::sync::{Mutex, mpsc};
+    let cores = cores();
+    let here = rt::current_core();
+    let Some(&there) = cores.iter().find(|&&x| x != here) else {
+        c.check(false, format_args!("needs two executor cores"));
+        return;
+    };
+    // A waiter on `there`; the notifier is us, after 30 ms.
+    let n = Arc::new(rt::Notify::new());
+    let woke_at = Arc::new(AtomicU64::new(0));
+    let before = rt::metrics(there).polls;
+    let waiter = {
+        let (n, woke_at) = (n.clone(), woke_at.clone());
+        rt::spawn_on(there, async move {
+            n.notified().await;
+            woke_at.store(Instant::now().tsc(), SeqCst);
+        })
+    };
+    rt::sleep(Duration::from_millis(30)).await;
+    let during = rt::metrics(there).polls - before;
+    let sent = Instant::now().tsc();
+    n.notify_one();
+    waiter.await;
+    let lat_us = rt::time::duration(woke_at.load(SeqCst).saturating_sub(sent)).as_micros();
+    // One poll of the waiter (plus perhaps a steal-check task): no spinning.
+    c.check(during <= 3, format_args!("core {there} polled {during} times while its task waited"));
+    c.check(lat_us < 50_000, format_args!("cross-core notify woke the waiter after {lat_us} us"));
+    // mpsc: 4 producers (one per core, cycling), bounded to 8.
+    let (tx, mut rx) = mpsc::channel::<u64>(8);
+    let hs: Vec<_> = (0..4u64)
+        .map(|p| {
+            let tx = tx.clone();
+            rt::spawn_on(cores[p as usize % cores.len()], async move {
+                for i in 0..500 {
+                    if tx.send(p << 32 | i).await.is_err() {
+                        return false;
+                    }
+                }
+                true
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut next = [0u64; 4];
+    let mut in_order = true;
+    let mut count = 0;
+    while let Some(v) = rx.recv().await {
+        let (p, i) = ((v >> 32) as usize, v & 0xffff_ffff);
+        in_order &= next[p] == i;
+        next[p] = i + 1;
+        count += 1;
+    }
+    let mut sent_all = true;
+    for h in hs {
+        sent_all &= h.await;
+    }
+    c.check(
+        in_order && count == 2000 && sent_all,
+        format_args!("mpsc: {count} values, in order {in_order}"),
+    );
+    // An async Mutex held across awaits, from every core.
+    let m = Arc::new(Mutex::new(0u64));
+    let hs: Vec<_> = cores
+        .iter()
+        .map(|&core| {
+            let m = m.clone();
+            rt::spawn_on(core, async move {
+                for _ in 0..200 {
+                    let mut g = m.lock().await;
+                    let v = *g;
+                    rt::yield_now().await;
+                    *g = v + 1;
+                }
+            })
+        })
+        .collect();
+    for h in hs {
+        h.await;
+    }
+    let total = *m.lock().await;
+    c.check(total == 200 * cores.len() as u64, format_args!("mutex: {total}"));
+    // JoinSet over every core, select_biased! with a timer.
+    let mut set = rt::JoinSet::new();
+    for (i, &core) in cores.iter().enumerate() {
+        let _ = set.spawn_on(core, async move { i as u64 * 10 });
+    }
+    let mut sum = 0;
+    while let Some(r) = set.join_next().await {
+        sum += r.unwrap_or(1_000_000);
+    }
+    let want: u64 = (0..cores.len() as u64).map(|i| i * 10).sum();
+    c.check(sum == want, format_args!("JoinSet sum {sum}, want {want}"));
+    use rt::sync::FutureExt;
+    let picked = libos_async::select_biased! {
+        _ = rt::sleep(Duration::from_secs(5)).fuse() => 0u32,
+        v = async { 7u32 }.fuse() => v,
+    };
+    c.check(picked == 7, format_args!("select_biased picked {picked}"));
 }

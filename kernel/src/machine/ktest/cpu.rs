@@ -145,6 +145,94 @@ fn shares_follow_slots(hogs: &[(u64, u64)], delta: &[Sample]) -> TestResult {
     })
 }
 
+/// Two hogs with 3 slots each on one core (default round-robin off): each
+/// is runnable all the time, so whatever part of the window it did not run
+/// it waited in the ready queue — its `VcpuPage::queue_tsc` grows by the
+/// window less its run time — and the core's queueing delay
+/// (`Syscall::QueueDelay`) grows by the sum of theirs (nothing else runs
+/// there). Boundary waits are charged when they end, hence the tolerance.
+pub fn queue_delay_is_runnable_time_not_run() -> TestResult {
+    let core = 3;
+    frames_restored(|| {
+        let queue = |e: &Env| {
+            (
+                vcpu_stat(e, core, offset_of!(abi::VcpuPage, queue_tsc)),
+                vcpu_stat(e, core, offset_of!(abi::VcpuPage, queue_waits)),
+            )
+        };
+        let envs = [("cpuhog", hog_arg(0, 3)), ("cpuhog", hog_arg(0, 3))]
+            .iter()
+            .map(|&(n, a)| spawn_on(n, a, core))
+            .collect::<Result<Vec<_>, _>>()?;
+        let settled = Deadline::after_ms(super::ENV_TIMEOUT_MS);
+        while !envs.iter().all(|e| {
+            slots::owned_by(core, e.id).count_ones() == 3
+                && e.default_time.load(Ordering::Acquire) & (1 << core) == 0
+                && sample(e, core).work > 0
+        }) {
+            if settled.passed() || envs.iter().any(|e| e.is_dying()) {
+                return Err(String::from("the hogs did not all take their slots"));
+            }
+            core::hint::spin_loop();
+        }
+        let t0 = crate::machine::cpu::rdtsc();
+        let core0 = sched::queue_delay(core);
+        let before: Vec<_> = envs.iter().map(|e| (queue(e), sample(e, core).run)).collect();
+        time::halt_for_ms(WINDOW_MS);
+        let after: Vec<_> = envs.iter().map(|e| (queue(e), sample(e, core).run)).collect();
+        let core_delta = sched::queue_delay(core) - core0;
+        let window = crate::machine::cpu::rdtsc() - t0;
+        let mut sum = 0;
+        let mut report = Vec::new();
+        for (((q0, w0), r0), ((q1, w1), r1)) in before.iter().zip(&after) {
+            let (dq, dw, dr) = (q1 - q0, w1 - w0, r1 - r0);
+            sum += dq;
+            report.push((dq * 100 / window, dr * 100 / window, dw));
+        }
+        crate::machine::console::kprintln!(
+            "  per hog (queued % of window, run % of window, waits ended): {report:?}; core total {} % of window",
+            core_delta * 100 / window
+        );
+        let waits_ok = report.iter().all(|&(_, _, w)| w >= 3);
+        let each_ok = report.iter().all(|&(q, r, _)| (q + r).abs_diff(100) <= 15);
+        let core_ok = core_delta.abs_diff(sum) * 100 <= window * 15;
+        let outcome = wait_all(&envs, &[Outcome::Exited(0), Outcome::Exited(0)]);
+        check(waits_ok, || format!("too few waits ended: {report:?}"))?;
+        check(each_ok, || format!("queued + run is not the window: {report:?}"))?;
+        check(core_ok, || format!("core total {core_delta} vs hogs' sum {sum}"))?;
+        outcome
+    })
+}
+
+/// `sched-lab`'s slot controller (start argument 1) beside its competitor
+/// (start argument 2, spinning in the default round-robin of core 3): it
+/// starts queued about half the time, takes free slots while its queueing
+/// delay is high, and must end queued markedly less while holding slots
+/// (it exits 0 only then); it holds slots on that core while it runs.
+pub fn slot_controller_takes_slots_when_queued() -> TestResult {
+    let core = 3;
+    frames_restored(|| {
+        let rival = spawn_on("sched-lab", 2, core)?;
+        let settled = Deadline::after_ms(super::ENV_TIMEOUT_MS);
+        while vcpu_stat(&rival, core, offset_of!(abi::VcpuPage, run_tsc)) == 0 {
+            if settled.passed() || rival.is_dying() {
+                return Err(String::from("the competitor did not run"));
+            }
+            core::hint::spin_loop();
+        }
+        let lab = spawn_on("sched-lab", 1, core)?;
+        let mut held = 0;
+        while lab.finished().is_none() && !settled.passed() {
+            held = held.max(slots::owned_by(core, lab.id).count_ones());
+            time::halt_for_ms(5);
+        }
+        let got = wait(&lab)?;
+        wait_all(&[rival], &[Outcome::Exited(0)])?;
+        check(got == Outcome::Exited(0), || format!("sched-lab controller: {got:?}"))?;
+        check(held > 0, || String::from("the controller never held a slot"))
+    })
+}
+
 /// k environments with equal slots on one core get equal CPU time.
 pub fn equal_slots_equal_share() -> TestResult {
     let hogs = [(0, 3), (0, 3), (0, 3)];

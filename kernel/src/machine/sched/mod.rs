@@ -136,6 +136,9 @@ pub struct Vcpu {
     /// The callee's vector registers and FS base during a call (stale while
     /// it runs; not meaningful outside a call).
     pub call_ext: UserExt,
+    /// TSC when it joined this core's ready queue (0: not in it, or not
+    /// stamped): what [`runq::load`] charges as its queueing delay.
+    pub ready_since: u64,
 }
 
 impl Vcpu {
@@ -222,7 +225,7 @@ pub fn reschedule(frame: &mut TrapFrame, why: Why) -> Next {
     mailbox::take_resched();
     let now = super::cpu::rdtsc();
     let (next, deadline) = RUNQ.with(|rq| {
-        absorb_incoming(rq);
+        absorb_incoming(rq, now);
         drop_dying(rq, frame, now, core, &mut released);
         let woke = wake_sleepers(rq, now);
         let next = if mailbox::has_work() {

@@ -20,7 +20,7 @@ use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem::offset_of;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 cpu_local! {
     /// This core's vCPUs and time vector.
@@ -144,6 +144,7 @@ pub fn start_vcpu(env: &Arc<Env>, core: CoreId, context: TrapFrame) -> Result<()
         // A new vCPU never sees another context's leftover registers.
         ext: UserExt::initial(),
         call_ext: UserExt::initial(),
+        ready_since: 0,
     });
     inbound.incoming_pending.store(true, Ordering::Release);
     inbound.vcpus.fetch_add(1, Ordering::AcqRel);
@@ -151,10 +152,39 @@ pub fn start_vcpu(env: &Arc<Env>, core: CoreId, context: TrapFrame) -> Result<()
     Ok(())
 }
 
+/// Per core: TSC ticks runnable vCPUs waited in its ready queue before
+/// they ran, since boot (`abi::Syscall::QueueDelay`). Written only by
+/// that core ([`load`]).
+static QUEUE_DELAY: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// `core`'s [`QUEUE_DELAY`] (0 for a core index past the table).
+pub fn queue_delay(core: usize) -> u64 {
+    QUEUE_DELAY.get(core).map_or(0, |w| w.load(Ordering::Relaxed))
+}
+
+/// Charges `v`'s wait in the ready queue, if it was stamped, to `core`
+/// and to its environment's `VcpuPage` there.
+#[inline]
+fn charge_queue_delay(v: &mut Vcpu, core: usize, now: u64) {
+    let since = core::mem::replace(&mut v.ready_since, 0);
+    if since == 0 {
+        return;
+    }
+    let waited = now.saturating_sub(since);
+    if let Some(w) = QUEUE_DELAY.get(core) {
+        w.fetch_add(waited, Ordering::Relaxed);
+    }
+    if let Some(word) = env::vcpu_word(&v.env, core, offset_of!(abi::VcpuPage, queue_tsc) as u64) {
+        word.fetch_add(waited, Ordering::Relaxed);
+    }
+    bump_vcpu_stat(&v.env, core, offset_of!(abi::VcpuPage, queue_waits));
+}
+
 /// Makes `v` current with its live registers in `frame` and its vector
-/// registers and FS base in the CPU.
+/// registers and FS base in the CPU; charges its queueing delay.
 #[inline]
 pub(super) fn load(rq: &mut RunQueue, mut v: Box<Vcpu>, frame: &mut TrapFrame, now: u64) {
+    charge_queue_delay(&mut v, this_cpu().index, now);
     *frame = v.live_context().clone();
     v.live_ext().restore();
     activate(v.running_env());
@@ -177,6 +207,7 @@ pub(super) fn park_current(
         *v.live_context() = frame.clone();
         v.live_ext().save();
         account(&v, core, now.saturating_sub(rq.run_since));
+        v.ready_since = now;
         rq.ready.insert(position.min(rq.ready.len()), v);
     }
 }
@@ -314,6 +345,7 @@ pub(super) fn wake_sleepers(rq: &mut RunQueue, now: u64) -> usize {
                 // upcall follows when it runs.
                 v.context.rax = Error::Interrupted.to_raw();
             }
+            v.ready_since = now;
             rq.ready.push_front(v);
             woke += 1;
         } else {
@@ -413,12 +445,15 @@ pub fn with_current_ring<R>(
 }
 
 #[inline]
-pub(super) fn absorb_incoming(rq: &mut RunQueue) {
+pub(super) fn absorb_incoming(rq: &mut RunQueue, now: u64) {
     let inbound = &INBOUND[this_cpu().index];
     if inbound.incoming_pending.load(Ordering::Acquire) {
         let mut incoming = inbound.incoming.lock();
         inbound.incoming_pending.store(false, Ordering::Release);
-        rq.ready.extend(incoming.drain(..).map(Box::new));
+        rq.ready.extend(incoming.drain(..).map(|mut v| {
+            v.ready_since = now;
+            Box::new(v)
+        }));
     }
 }
 
