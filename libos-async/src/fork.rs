@@ -38,6 +38,13 @@ use crate::{exception, layout, sys};
 /// pages it copies come out of it.
 pub const DEFAULT_CHILD_QUOTA: u64 = 512;
 
+/// Frames [`fork`] leaves us at least (beyond the child's quota), or it
+/// refuses with `QuotaExceeded`: after a fork every writable page of ours is
+/// copy-on-write, and the first writes to them — our stack, our statics —
+/// need frames to copy into. A fork bomb at its quota then gets an error
+/// instead of dying at its next write.
+pub const FORK_HEADROOM: u64 = 16;
+
 /// Saves rbx, rbp, r12..r15, rflags, the return address (as `rip`) and the
 /// stack pointer after the return (as `rsp`) into `*frame`, with `rax` 0;
 /// returns 1. A vCPU started from that frame returns from this call again,
@@ -110,11 +117,25 @@ pub fn fork_on(quota: u64, core: usize) -> Result<Option<u64>, Error> {
         return Ok(None);
     }
     let quota = if quota == 0 { DEFAULT_CHILD_QUOTA } else { quota };
-    let child = sys::env_create(quota)?;
+    // Created with `FORK_HEADROOM` frames more than it gets, which go back
+    // at once: a fork that would leave us less than that refuses now
+    // (`QuotaExceeded`), before our memory turns copy-on-write and our own
+    // next writes need frames to copy into.
+    let child = sys::env_create(quota + FORK_HEADROOM)?;
+    if let Err(e) = sys::child_quota(child, quota) {
+        let _ = sys::child_destroy(child);
+        let _ = wait(child);
+        return Err(e);
+    }
     match build_child(child, core, &frame) {
         Ok(()) => Ok(Some(child)),
         Err(e) => {
+            // Destroyed and waited for, as `spawn` does: its quota (and the
+            // page tables charged to it) is back when this returns, so a
+            // caller that goes on after a failed fork — a fork bomb at its
+            // quota — can still break its own copy-on-write pages.
             let _ = sys::child_destroy(child);
+            let _ = wait(child);
             Err(e)
         }
     }

@@ -46,11 +46,23 @@ impl Peer {
     }
 }
 
+/// How long a ring error waits for a dying peer to show as dead before it
+/// is reported as `Corrupt`. The kernel's reclaim of a dead peer unmaps its
+/// frames from us one at a time, in frame order, and frees the token frame
+/// [`Peer::alive`] reads only when its turn comes: the ring can read a zero
+/// page a moment before the token stops naming the peer. A live peer that
+/// scribbles stays alive, so its corruption is reported after the wait.
+const PEER_DEATH_GRACE_MS: u64 = 500;
+
 /// Turns a ring error into `PeerGone` when the reason is a dead peer (a
 /// peer that closed its end properly and then exited stays `Closed`).
 fn classify(e: ChannelError, peer: &Peer) -> ChannelError {
     match e {
-        ChannelError::Corrupt(_) if !peer.alive() => ChannelError::PeerGone,
+        ChannelError::Corrupt(_)
+            if !peer.alive() || crate::wait_for_ms(PEER_DEATH_GRACE_MS, || !peer.alive()) =>
+        {
+            ChannelError::PeerGone
+        }
         e => e,
     }
 }

@@ -257,6 +257,14 @@ mod imp {
         }
     }
 
+    /// The run queues' lock check, set by the first [`guarded`] call (a
+    /// function pointer, not a call: the panic handler, which every
+    /// program links, must not pull the executors' tables into programs
+    /// that never run one — they made a forked benchmark's image 75 pages
+    /// larger). A panic can be caught only inside `guarded`, so it is set
+    /// whenever it is needed.
+    static LOCKS_FREE: spin::Once<fn() -> bool> = spin::Once::new();
+
     static PENDING: [Mutex<Pending>; MAX_CORES] =
         [const { Mutex::new(Pending { header: 0, len: 0, msg: [0; MESSAGE_MAX] }) }; MAX_CORES];
 
@@ -351,6 +359,7 @@ mod imp {
         body: unsafe extern "C" fn(*mut ()),
         ctx: *mut (),
     ) -> Exit {
+        LOCKS_FREE.call_once(|| crate::rt::exec::queue_locks_free);
         let Some(top) = poll_stack(core) else {
             // SAFETY: the caller's promise.
             unsafe { body(ctx) };
@@ -392,7 +401,7 @@ mod imp {
         }
         // Disarm first: a panic from here on ends the environment.
         RESUME[core].store(0, Ordering::Relaxed);
-        if !crate::rt::exec::queue_locks_free() {
+        if !LOCKS_FREE.get().is_some_and(|locks_free| locks_free()) {
             crate::println!(
                 "libos: task panicked while a run-queue lock was held (in a policy?): not caught"
             );
