@@ -183,37 +183,10 @@ pub fn write_upcall_frame(
     if !flags.contains(F::USER_ACCESSIBLE | F::WRITABLE) {
         return Err(Error::BadAddress);
     }
-    let dst = memory::phys_to_virt(frame.addr() + at % abi::PAGE_SIZE) as *mut u64;
-    // Each word loaded from the trap frame and stored at once (no array on
-    // the stack in between).
-    let store = |i: usize, w: u64| {
-        // SAFETY: `dst .. dst + len` lies inside one frame mapped
-        // user-writable in `env` (checked above, 8-aligned; `i` < 21),
-        // which cannot be freed while the address-space lock is held; user
-        // memory is plain data to the kernel (as `USlice::write`'s copy).
-        unsafe { dst.add(i).write(w) }
-    };
-    store(0, head[0]);
-    store(1, head[1]);
-    store(2, head[2]);
-    store(3, f.rip);
-    store(4, f.rsp);
-    store(5, f.rflags);
-    store(6, f.rax);
-    store(7, f.rbx);
-    store(8, f.rcx);
-    store(9, f.rdx);
-    store(10, f.rsi);
-    store(11, f.rdi);
-    store(12, f.rbp);
-    store(13, f.r8);
-    store(14, f.r9);
-    store(15, f.r10);
-    store(16, f.r11);
-    store(17, f.r12);
-    store(18, f.r13);
-    store(19, f.r14);
-    store(20, f.r15);
+    // SAFETY: `frame` is mapped user-writable in `env` (checked above) and
+    // cannot be freed while the address-space lock is held; `at` is
+    // 8-aligned and the frame fits in its page (checked above).
+    unsafe { store_upcall_frame(frame, at, head, f) };
     drop(aspace);
     Ok(())
 }

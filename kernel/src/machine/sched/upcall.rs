@@ -12,6 +12,21 @@ use abi::Error;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
+/// The exceptions ring 3 may handle itself (delivered as upcalls); the
+/// others end the environment.
+fn deliverable(vector: u64) -> bool {
+    matches!(
+        vector,
+        abi::vector::DIVIDE_ERROR
+            | abi::vector::BREAKPOINT
+            | abi::vector::INVALID_OPCODE
+            | abi::vector::GENERAL_PROTECTION
+            | abi::vector::PAGE_FAULT
+            | abi::vector::X87_FLOATING_POINT
+            | abi::vector::SIMD_FLOATING_POINT
+    )
+}
+
 /// The exception fast path: the common case of [`user_exception`] followed
 /// by `finish`, taken when nothing else is owed on this core. It upcalls a
 /// deliverable exception of a vCPU outside a protected control transfer
@@ -30,16 +45,7 @@ use core::sync::atomic::Ordering;
 #[inline]
 pub(super) fn user_exception_fast(frame: &mut TrapFrame) -> bool {
     let vector = frame.vector;
-    if !matches!(
-        vector,
-        abi::vector::DIVIDE_ERROR
-            | abi::vector::BREAKPOINT
-            | abi::vector::INVALID_OPCODE
-            | abi::vector::GENERAL_PROTECTION
-            | abi::vector::PAGE_FAULT
-            | abi::vector::X87_FLOATING_POINT
-            | abi::vector::SIMD_FLOATING_POINT
-    ) {
+    if !deliverable(vector) {
         return false;
     }
     let me = this_cpu().index;
@@ -91,17 +97,7 @@ pub(super) fn user_exception(frame: &mut TrapFrame) {
         .expect("an entry from ring 3 has a current vCPU");
     let vector = frame.vector;
     let name = interrupts::exception_name(vector);
-    let deliverable = matches!(
-        vector,
-        abi::vector::DIVIDE_ERROR
-            | abi::vector::BREAKPOINT
-            | abi::vector::INVALID_OPCODE
-            | abi::vector::GENERAL_PROTECTION
-            | abi::vector::PAGE_FAULT
-            | abi::vector::X87_FLOATING_POINT
-            | abi::vector::SIMD_FLOATING_POINT
-    );
-    if !deliverable {
+    if !deliverable(vector) {
         env::terminate(
             &env,
             Outcome::Killed(alloc::format!("{name} at rip {:#x} (not deliverable)", frame.rip)),
