@@ -838,7 +838,12 @@ pub enum Syscall: u64 {
     /// **The copy-on-write fault in one call**: ends the caller's
     /// copy-on-write sharing of that page, which must be mapped
     /// ([`Error::NotMapped`]) and marked copy-on-write
-    /// ([`PAGE_QUERY_COW`]; otherwise [`Error::InvalidArgument`]). If the
+    /// ([`PAGE_QUERY_COW`]), or writable already: then there is nothing to
+    /// break (the fault was fixed by another fix-up of the same page — a
+    /// nested upcall on this vCPU, or another vCPU — between the fault and
+    /// this call) and the frame mapped there is returned, unchanged, so
+    /// the access can simply be retried. A read-only page that is not
+    /// copy-on-write is [`Error::InvalidArgument`]. If the
     /// caller is the frame's only holder the page is made writable in
     /// place (taken over if its owner let go, as [`Syscall::Protect`]
     /// does). Otherwise a new frame, charged to the caller, gets a copy of

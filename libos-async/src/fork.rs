@@ -219,6 +219,9 @@ pub(crate) fn cow_fixup(frame: &UpcallFrame) -> bool {
             true
         }
         // Not a copy-on-write page (or not mapped): some other handler's.
+        // (A page made writable meanwhile — by a nested upcall's fix-up of
+        // the same page, or by another vCPU — comes back `Ok`: the kernel
+        // leaves it and the access is retried.)
         Err(Error::InvalidArgument | Error::NotMapped) => false,
         // Changed by another of our vCPUs meanwhile: the access, retried,
         // faults again if it still must.

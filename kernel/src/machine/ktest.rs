@@ -226,6 +226,7 @@ const TESTS: &[KernelTest] = &[
     ("child_read_only_page_is_not_copy_on_write", || expect_exit("forktest", 3)),
     ("child_quota_raise_lower_never_below_use_hostile", || expect_exit("forktest", 4)),
     ("spawn_from_initrd_args_status_bad_images", || expect_exit("forktest", 5)),
+    ("fork_cow_fault_fixed_twice_two_vcpus", || expect_exit("forktest", 6)),
     // Memory shared writable across fork (ShareWritable): `tests/sharetest`.
     ("share_writable_generations_see_each_others_writes_quota_exact", || {
         expect_exit("sharetest", 0)

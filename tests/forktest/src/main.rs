@@ -33,7 +33,16 @@
 //!    the `hello` app (several segments, `.bss`, the libOS runtime) runs
 //!    and exits 0; the malformed images (`bad_*`), a missing name, a bad
 //!    core, arguments beyond a page and a quota too small are clear
-//!    errors; the parent's room is the same before and after.
+//!    errors; the parent's room is the same before and after;
+//! 6. one copy-on-write fault fixed twice: a `CowBreak` of a page that is
+//!    writable already (fixed by an earlier call) returns the frame mapped
+//!    there, unchanged, while a read-only page that is not copy-on-write
+//!    is still refused; then a second vCPU of the parent, on another core,
+//!    writes the same copy-on-write pages as the first after each of 40
+//!    forks, so both fault on one page at once and one fix-up finds it
+//!    fixed by the other (the race a signal upcall whose handler writes
+//!    the faulting page also makes): no fault is left unhandled and every
+//!    page ends with one of the two last writes.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
@@ -67,6 +76,7 @@ fn app_main(arg: u64) -> i32 {
         3 => read_only_stays_read_only(),
         4 => child_quota(),
         5 => spawn_checks(),
+        6 => cow_fixed_twice(),
         _ => fail(format_args!("forktest: unknown mode {arg}")),
     }
 }
@@ -513,5 +523,122 @@ fn spawn_checks() -> i32 {
         end + grown == start,
         format_args!("room {start} before the spawns, {end} after, {grown} taken by regions"),
     );
+    c.finish()
+}
+
+// --- mode 6 -----------------------------------------------------------------
+
+/// Mode 6's pages (mapped directly).
+const RACE: u64 = SCRATCH_BASE + 0x5000_0000;
+const RACE_PAGES: u64 = 16;
+/// Mode 6's forks.
+const RACE_ROUNDS: u64 = 40;
+/// The round the racer vCPU is to write (0: none yet; `u64::MAX`: stop).
+static RACE_ROUND: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+/// The last round the racer finished.
+static RACE_DONE: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// The value vCPU `who` (1 or 2) writes into page `i` in `round`.
+fn race_value(round: u64, who: u64, i: u64) -> u64 {
+    round << 32 | who << 16 | i
+}
+
+fn race_write(round: u64, who: u64) {
+    for i in 0..RACE_PAGES {
+        probe::write(RACE + i * PAGE_SIZE, race_value(round, who, i));
+    }
+}
+
+/// The second vCPU: writes every race page each time a round opens.
+fn racer(_: u64) -> ! {
+    use core::sync::atomic::Ordering::SeqCst;
+    let mut done = 0;
+    loop {
+        let round = RACE_ROUND.load(SeqCst);
+        if round == u64::MAX {
+            sys::vcpu_exit()
+        }
+        if round > done {
+            race_write(round, 2);
+            done = round;
+            RACE_DONE.store(done, SeqCst);
+        }
+        core::hint::spin_loop();
+    }
+}
+
+fn cow_fixed_twice() -> i32 {
+    use core::sync::atomic::Ordering::SeqCst;
+    let mut c = Checks::new();
+    // Part 1: the same break twice, by hand.
+    let page = SCRATCH_BASE + 0x5800_0000;
+    let read_only = page + PAGE_SIZE;
+    require("map_fresh", libos_async::mem::map_fresh(page, 2, Rights::RW));
+    probe::write(page, 1);
+    probe::write(read_only, 2);
+    require("protect", sys::protect(read_only, Rights::READ));
+    match require("fork", fork(0)) {
+        None => loop {
+            // Kept alive (a holder of the shared frames) until destroyed.
+            let _ = Pred::deadline(u64::MAX).sleep();
+        },
+        Some(child) => {
+            let q = sys::page_query(page).unwrap_or(0);
+            c.check(
+                q & abi::PAGE_QUERY_COW != 0 && holders(page) == 2,
+                format_args!("after fork the page is copy-on-write with 2 holders: {q:#x}"),
+            );
+            let first = sys::cow_break(page);
+            let second = sys::cow_break(page);
+            c.check(first.is_ok(), format_args!("the first CowBreak: {first:?}"));
+            c.check(
+                second == first,
+                format_args!(
+                    "a CowBreak of the page writable already: {second:?}, expected {first:?}"
+                ),
+            );
+            let q = sys::page_query(page).unwrap_or(0);
+            c.check(
+                q & abi::PAGE_QUERY_COW == 0 && Rights(q & 7).contains(Rights::WRITE),
+                format_args!("afterwards the page is writable, not copy-on-write: {q:#x}"),
+            );
+            let ro = sys::cow_break(read_only);
+            c.check(
+                ro == Err(Error::InvalidArgument),
+                format_args!("a CowBreak of a read-only page that is not copy-on-write: {ro:?}"),
+            );
+            probe::write(page, 3);
+            c.check(word(page) == 3 && word(read_only) == 2, format_args!("the pages' words"));
+            require("child_destroy", sys::child_destroy(child));
+            let status = wait(child);
+            c.check(status == Ok(abi::CHILD_KILLED), format_args!("destroyed child: {status:?}"));
+        }
+    }
+    // Part 2: two vCPUs of ours fault on the same copy-on-write pages.
+    require("map_fresh", libos_async::mem::map_fresh(RACE, RACE_PAGES, Rights::RW));
+    race_write(0, 1);
+    let Some(core) = libos_async::other_cores().next() else {
+        fail(format_args!("forktest 6: needs a second core"));
+    };
+    require("start_vcpu", libos_async::start_vcpu(core, racer, 0));
+    for round in 1..=RACE_ROUNDS {
+        let Some(child) = require("fork", fork(0)) else { sys::exit(0) };
+        RACE_ROUND.store(round, SeqCst);
+        race_write(round, 1);
+        if !libos_async::wait_for_ms(TEST_WAIT_MS, || RACE_DONE.load(SeqCst) == round) {
+            RACE_ROUND.store(u64::MAX, SeqCst);
+            fail(format_args!("forktest 6: round {round}: the racer did not finish"));
+        }
+        let status = wait(child);
+        c.check(status == Ok(0), format_args!("round {round}: child status {status:?}"));
+    }
+    RACE_ROUND.store(u64::MAX, SeqCst);
+    let torn = (0..RACE_PAGES)
+        .filter(|&i| {
+            let w = word(RACE + i * PAGE_SIZE);
+            w != race_value(RACE_ROUNDS, 1, i) && w != race_value(RACE_ROUNDS, 2, i)
+        })
+        .count();
+    c.check(torn == 0, format_args!("{torn} race pages hold neither last write"));
     c.finish()
 }

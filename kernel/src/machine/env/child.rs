@@ -519,7 +519,8 @@ pub fn frame_copy(env: &Env, dst: FrameNumber, src_va: u64) -> Result<u64, Error
 }
 
 /// `CowBreak`: ends the copy-on-write sharing of the page holding `va`
-/// for `env` in one call (see the ABI): the sole holder's page is made
+/// for `env` in one call (see the ABI; a page writable already is left as
+/// it is, so two fix-ups of one fault both succeed): the sole holder's page is made
 /// writable in place, as `Protect` does; otherwise a new frame charged to
 /// `env` gets a copy and replaces the shared one under the address-space
 /// lock, and `env`'s hold on the old one ends. Returns the frame mapped at
@@ -530,7 +531,15 @@ pub fn cow_break(env: &Env, va: u64) -> Result<u64, Error> {
     let mut aspace = lock_serving_mailbox(&env.aspace);
     let (old, flags) = aspace.translate(page).ok_or(Error::NotMapped)?;
     if !flags.contains(F::BIT_9) {
-        return Err(Error::InvalidArgument);
+        // Writable already: another fix-up of this page got here first (a
+        // nested upcall on this vCPU — a signal upcall whose handler wrote
+        // the page — or another vCPU of ours). Nothing to break; the
+        // faulting access, retried, succeeds.
+        return if flags.contains(F::WRITABLE) {
+            Ok(old.raw())
+        } else {
+            Err(Error::InvalidArgument)
+        };
     }
     let rights = rights_of(flags).union(Rights::WRITE);
     let (holders, owned) =
