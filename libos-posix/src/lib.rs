@@ -29,6 +29,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod chan;
 pub mod exec;
 pub mod fd;
 pub mod fs;

@@ -541,6 +541,8 @@ fn fork(
             // Our copies of the parent's pipe ends (counted in by the
             // parent): wake-ups must reach us.
             p.pipes.join_as_child();
+            // The parent's channel connections stay the parent's.
+            crate::chan::forked_child(p);
             if p.fs_base != 0 {
                 // The FS base is per vCPU: the child's starts at 0.
                 // SetFsBase of a base the parent had set cannot fail; if it

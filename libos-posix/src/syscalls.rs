@@ -78,6 +78,8 @@ pub struct Process<'a> {
     pub(crate) clock: Box<dyn Clock + 'a>,
     /// Its pipe ends ([`crate::pipe`]).
     pub(crate) pipes: crate::pipe::Pipes<'a>,
+    /// Its channel ends ([`crate::chan`]).
+    pub(crate) chans: crate::chan::Chans<'a>,
     pub(crate) host: Box<dyn Host + 'a>,
     pub(crate) procs: Option<Box<dyn ProcHost + 'a>>,
     pub(crate) fs_base: u64,
@@ -148,6 +150,7 @@ impl<'a> Process<'a> {
             memory,
             clock,
             pipes: Default::default(),
+            chans: Default::default(),
             host,
             procs: None,
             fs_base: 0,
@@ -285,6 +288,7 @@ impl<'a> Process<'a> {
                 return;
             }
             crate::pipe::released(self, f.ino);
+            crate::chan::released(self, f.ino);
             self.fs.release(f.ino);
         }
     }
@@ -633,7 +637,7 @@ fn set_cwd(p: &mut Process<'_>, ino: Ino) -> SysResult<u64> {
 /// Whether a description can be positioned (`FMODE_LSEEK`/`FMODE_PREAD`):
 /// not a terminal, not a pipe.
 fn seekable(p: &Process<'_>, ino: Ino) -> bool {
-    !p.fs.device(ino).is_some_and(|d| d.is_tty() || d == Device::Pipe)
+    !p.fs.device(ino).is_some_and(|d| d.is_tty() || matches!(d, Device::Pipe | Device::Chan))
 }
 
 fn sys_read(
@@ -657,6 +661,9 @@ fn sys_read(
     }
     if at.is_none() && crate::pipe::is_pipe(p, ino) {
         return crate::pipe::read(p, ino, flags, buf, count, mem);
+    }
+    if at.is_none() && crate::chan::is_chan(p, ino) {
+        return crate::chan::read(p, ino, flags, buf, count, mem);
     }
     if let Some(off) = at {
         if !seekable(p, ino) {
@@ -713,6 +720,9 @@ fn sys_write(
     }
     if at.is_none() && crate::pipe::is_pipe(p, ino) {
         return crate::pipe::write(p, ino, flags, buf, count, mem);
+    }
+    if at.is_none() && crate::chan::is_chan(p, ino) {
+        return crate::chan::write(p, ino, buf, count, mem);
     }
     if let Some(off) = at {
         if !seekable(p, ino) {
@@ -889,7 +899,9 @@ fn sys_lseek(p: &mut Process<'_>, fd: i32, off: i64, whence: u32) -> SysResult<u
         return p.fs.desc_seek(f.handle, off, whence);
     }
     match p.fs.device(f.ino) {
-        Some(dev) if dev.is_tty() || dev == Device::Pipe => return Err(ESPIPE),
+        Some(dev) if dev.is_tty() || matches!(dev, Device::Pipe | Device::Chan) => {
+            return Err(ESPIPE);
+        }
         Some(_) => {
             if whence > SEEK_END {
                 return Err(EINVAL);
@@ -914,6 +926,9 @@ fn sys_openat(
     mem: &mut dyn UserMemory,
 ) -> SysResult<u64> {
     let path = read_path(mem, path)?;
+    if let Some(name) = crate::chan::name_of(&path) {
+        return crate::chan::open(p, name, flags);
+    }
     let start = p.at_dir(dirfd, &path)?;
     // Linux reserves the descriptor before resolving the name: EMFILE wins.
     if p.fds.fds().count() >= p.fds.limit() {

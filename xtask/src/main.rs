@@ -150,6 +150,14 @@ struct PosixArgs {
     /// Kill the guest after this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 600)]
     timeout: u64,
+    /// Also start the `kv` service (async libOS) in the same boot, so the
+    /// program can open `/dev/chan/kv`.
+    #[arg(long)]
+    kv: bool,
+    /// Also start this initrd application beside the program (the kernel's
+    /// `init=` syntax; may be repeated).
+    #[arg(long = "also", value_name = "APP[:ARG][@CORE]")]
+    also: Vec<String>,
     /// The program (its path in the root) and its arguments.
     #[arg(last = true, required = true, value_name = "PROGRAM [ARGS]")]
     command: Vec<std::ffi::OsString>,

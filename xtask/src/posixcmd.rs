@@ -27,6 +27,12 @@
 //!   cannot be kept: the suite makes it at test time the same way, from an
 //!   extraction of exactly the archive the guest boots.
 //!
+//! - `libos-posix/tests/chan/*.expected`: programs that talk to a service
+//!   of the async library OS through `/dev/chan/NAME` ([`CHAN_CASES`]: the
+//!   service runs in the same boot). There is no Linux counterpart: these
+//!   expected outputs are written by hand from the service's protocol
+//!   (`kv_proto`'s text requests).
+//!
 //! Cases the runtime cannot run yet are listed in [`NOT_YET`]: printed as
 //! `not yet run: NAME (why)` and left out of the count, so that the suite
 //! says plainly what does not work instead of failing on `main`.
@@ -165,7 +171,12 @@ fn run_inner(ws: &Workspace, args: &PosixArgs) -> Result<u8, String> {
     std::fs::write(&initrd, posix::pack(&base, &tree)?)
         .map_err(|e| format!("{}: {e}", initrd.display()))?;
     crate::install::ensure_qemu()?;
-    let b = split_boot(ws, initrd, "run", accel, args.smp, args.icount, args.timeout);
+    let mut b = split_boot(ws, initrd, "run", accel, args.smp, args.icount, args.timeout);
+    let mut also = args.also.clone();
+    if args.kv {
+        also.push(KV_SERVICE.to_string());
+    }
+    start_also(&mut b, &also);
     let end = posix::boot_split(&b, posix::Sink::Forward)?;
     match &end {
         Ending::Exited(_) => {}
@@ -178,6 +189,18 @@ fn run_inner(ws: &Workspace, args: &PosixArgs) -> Result<u8, String> {
         }
     }
     Ok(end.status())
+}
+
+/// The `kv` service (start argument: its service-mode bit, `1 << 62`), as
+/// an `init=` entry.
+pub const KV_SERVICE: &str = "kv:4611686018427387904";
+
+/// Starts `also` (`init=` entries) beside the program of boot `b`.
+fn start_also(b: &mut SplitBoot, also: &[String]) {
+    if !also.is_empty() {
+        // `init=posix` is the command line's last key.
+        b.boot.append = format!("{},{}", b.boot.append, also.join(","));
+    }
 }
 
 /// A split-console boot of `initrd` with its files under `target/`.
@@ -221,6 +244,8 @@ pub struct Case {
     pub argv: Vec<String>,
     /// Where its expected output is kept (`None`: made at test time).
     pub expected: Option<PathBuf>,
+    /// Applications started beside it (`init=` entries: a service).
+    pub also: Vec<String>,
 }
 
 /// The environment every case runs with (the Makefile's).
@@ -324,6 +349,29 @@ pub const BUSYBOX_CASES: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// Cases that drive the `kv` service of the async library OS from a shell
+/// through `/dev/chan/kv` (the service started beside the program):
+/// (name, argv). Two library OSes side by side: busybox `sh` writes text
+/// requests (`kv_proto`) and reads the replies; a pipeline's stages and a
+/// subshell (a forked child, which connects anew) each talk to it.
+pub const CHAN_CASES: &[(&str, &[&str])] = &[(
+    "chan_kv_sh",
+    &[
+        "/bin/sh",
+        "-c",
+        "exec 3<>/dev/chan/kv; echo 'PUT 7 42' >&3; read -r a <&3; echo put: $a; \
+         echo 'GET 7' >&3; read -r a <&3; echo get: $a; \
+         printf 'PUT 8 1\nPUT 9 2\nGET 8\nGET 9\n' >&3; \
+         for i in 1 2 3 4; do read -r a <&3; echo batch: $a; done; \
+         echo 'DEL 7' >&3; read -r a <&3; echo del: $a; echo 'GET 7' >&3; read -r a <&3; echo gone: $a; \
+         echo 'FLY 1' >&3; read -r a <&3; echo bad: $a; \
+         (echo 'GET 9' >&3; read -r a <&3; echo subshell: $a); \
+         seq 10 12 | while read k; do echo \"PUT $k $((k * k))\" >&3; read -r a <&3; done; \
+         for k in 10 11 12; do echo \"GET $k\" >&3; read -r a <&3; echo $k: $a; done | sort -r; \
+         exec 3<&-; cat /dev/chan/nosuch 2>/dev/null || echo no such service $?",
+    ],
+)];
+
 /// The arguments of the C programs (libos-posix/tests/c/Makefile's
 /// `ARGS_name`).
 fn c_args(name: &str) -> &'static [&'static str] {
@@ -344,6 +392,7 @@ pub fn cases(root: &Path) -> Result<Vec<Case>, String> {
             name: format!("c_{name}"),
             argv,
             expected: Some(src.with_extension("expected")),
+            also: Vec::new(),
         });
     }
     for (name, argv) in BUSYBOX_CASES {
@@ -353,6 +402,15 @@ pub fn cases(root: &Path) -> Result<Vec<Case>, String> {
             name: name.to_string(),
             argv: argv.iter().map(|s| s.to_string()).collect(),
             expected,
+            also: Vec::new(),
+        });
+    }
+    for (name, argv) in CHAN_CASES {
+        v.push(Case {
+            name: name.to_string(),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            expected: Some(root.join("libos-posix/tests/chan").join(format!("{name}.expected"))),
+            also: vec![KV_SERVICE.to_string()],
         });
     }
     Ok(v)
@@ -533,7 +591,8 @@ fn run_case(
     };
     let initrd = posix::cache_dir(&ws.target).join("test-initrd.tar");
     std::fs::write(&initrd, posix::pack(base, &tree)?).map_err(|e| e.to_string())?;
-    let b = split_boot(ws, initrd, &case.name, Accel::Tcg, 2, false, timeout);
+    let mut b = split_boot(ws, initrd, &case.name, Accel::Tcg, 2, false, timeout);
+    start_also(&mut b, &case.also);
     let (mut got_out, mut got_err) = (Vec::new(), Vec::new());
     let end = posix::boot_split(&b, posix::Sink::Keep(&mut got_out, &mut got_err))?;
     let log = ws.rel(&b.boot.log);

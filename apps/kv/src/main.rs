@@ -12,6 +12,12 @@
 //! checksum of the pairs it holds in that client's key space, and it
 //! checks that it holds nothing else. Exit 0 iff every client closed
 //! normally and every checksum matches.
+//!
+//! **Service mode** (start argument bit [`SERVICE`], e.g. `init=posix,kv:
+//! 4611686018427387904`; `cargo xtask posix --also kv-service`): serves
+//! any number of clients until the run ends, text requests included
+//! (`kv_proto::text_requests`: what a shell sends through the POSIX
+//! library's `/dev/chan/kv`), and checks no workload.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
@@ -23,6 +29,11 @@ use libos_async::channel::{self, Config, Event, Listener};
 use libos_async::{core_id, env_id, println};
 
 libos_async::entry!(app_main);
+
+/// Start-argument bit: service mode (see the module documentation).
+const SERVICE: u64 = 1 << 62;
+/// How long a service waits for its first client.
+const SERVICE_IDLE_MS: u64 = 24 * 3600 * 1000;
 
 /// Slots of the open-addressing table.
 const SLOTS: usize = 512;
@@ -85,20 +96,47 @@ impl Table {
     }
 }
 
+/// Answers a text request message into `out`; the reply's length. Lines
+/// whose answers no longer fit are not answered.
+fn text(table: &mut Table, msg: &[u8], out: &mut [u8]) -> usize {
+    let mut at = 0;
+    for req in text_requests(msg) {
+        let (op, (status, value)) = match req {
+            Some((op, key, value)) => (op, table.apply(op, key, value)),
+            None => (0, (BAD, 0)),
+        };
+        match text_reply(op, status, value, &mut out[at..]) {
+            Some(n) => at += n,
+            None => break,
+        }
+    }
+    at
+}
+
 fn app_main(arg: u64) -> i32 {
-    let clients = if arg & 0xffff_ffff == 0 { 2 } else { arg & 0xffff_ffff };
-    let bench = arg >> 32 != 0;
+    let service = arg & SERVICE != 0;
+    let clients = match arg & 0xffff_ffff {
+        _ if service => u64::MAX,
+        0 => 2,
+        n => n,
+    };
+    let bench = !service && arg >> 32 != 0;
     let mut first = 0u64;
     let mut table = Table { keys: [0; SLOTS], values: [0; SLOTS], state: [0; SLOTS] };
     let Ok(mut listener) = Listener::new(Config::default()) else {
         println!("kv: cannot listen");
         return 1;
     };
-    println!("kv: env {} serving {clients} clients from core {}", env_id(), core_id());
+    if service {
+        println!("kv: env {} serving as a service from core {}", env_id(), core_id());
+    } else {
+        println!("kv: env {} serving {clients} clients from core {}", env_id(), core_id());
+    }
+    let idle_ms = if service { SERVICE_IDLE_MS } else { 60_000 };
     let mut ids = [0u64; channel::serve::MAX_CONNS * 4];
     let mut n_ids = 0;
     let stats =
-        channel::block_on(channel::serve(&mut listener, clients, 60_000, |ev, out| match ev {
+        channel::block_on(channel::serve(&mut listener, clients, idle_ms, |ev, out| match ev {
             Event::Connected(_, conn) => {
                 if first == 0 {
                     first = libos_async::sys::rdtsc();
@@ -110,6 +148,7 @@ fn app_main(arg: u64) -> i32 {
                 println!("kv: client env {} connected", conn.client().env);
                 None
             }
+            Event::Request(_, msg) if is_text(msg) => Some(text(&mut table, msg, out)),
             Event::Request(_, msg) => {
                 let r = match parse_request(msg) {
                     Some((op, key, value)) => table.apply(op, key, value),
@@ -123,6 +162,10 @@ fn app_main(arg: u64) -> i32 {
                 None
             }
         }));
+    if service {
+        println!("kv: service ends: {} requests from {} clients", stats.requests, stats.accepted);
+        return 0;
+    }
     if bench {
         let cycles = libos_async::sys::rdtsc() - first;
         let name = alloc::format!("kv_op_{clients}_clients");

@@ -42,6 +42,8 @@ extern crate alloc;
 #[cfg(target_os = "none")]
 mod builtin;
 #[cfg(target_os = "none")]
+mod chans;
+#[cfg(target_os = "none")]
 mod fsserver;
 #[cfg(target_os = "none")]
 mod glue;

@@ -119,6 +119,7 @@ pub fn run(arg: u64) -> i32 {
         Box::new(sys_glue),
     );
     process.set_pipe_host(Box::new(crate::pipes::PipeGlue { tsc0: clock_tsc0, hz: info().tsc_hz }));
+    process.set_chan_host(Box::new(crate::chans::ChanGlue::default()));
     if let Err(e) = process.chdir(&cwd) {
         return fail(NOT_FOUND, &format!("cannot enter {:?}: errno {}", cwd, e.0));
     }

@@ -286,11 +286,23 @@ impl Receiver {
     /// executor needed. `Closed` once the sender closed and everything was
     /// delivered, `PeerGone` if it died.
     pub fn recv_blocking(&mut self, buf: &mut [u8]) -> Result<usize, ChannelError> {
+        self.recv_until(buf, u64::MAX)
+    }
+
+    /// [`recv_blocking`](Self::recv_blocking) that gives up at TSC
+    /// `deadline` (`WouldBlock`; the wait's slices are at most
+    /// [`LIVENESS_POLL_MS`] long, so it ends at most that late): for a
+    /// caller that must look at something else now and then (a POSIX
+    /// process's signals).
+    pub fn recv_until(&mut self, buf: &mut [u8], deadline: u64) -> Result<usize, ChannelError> {
         let mut spins = 0;
         let mut dead = false;
         loop {
             match self.try_recv(buf) {
                 Err(ChannelError::WouldBlock) if dead => return Err(ChannelError::PeerGone),
+                Err(ChannelError::WouldBlock) if sys::rdtsc() >= deadline => {
+                    return Err(ChannelError::WouldBlock);
+                }
                 Err(ChannelError::WouldBlock) => {}
                 r => return r,
             }

@@ -115,6 +115,9 @@ pub enum Device {
     /// before the file system sees them; this inode gives the end its
     /// `stat` (a FIFO) and its holders.
     Pipe,
+    /// A channel of the async library OS opened as `/dev/chan/NAME`
+    /// (named nowhere in the tree; [`crate::chan`] moves its bytes).
+    Chan,
 }
 
 impl Device {
@@ -125,6 +128,7 @@ impl Device {
             Device::Tty => makedev(5, 0),
             Device::Console | Device::ConsoleErr => makedev(5, 1),
             Device::Pipe => 0,
+            Device::Chan => makedev(10, 200),
         }
     }
     /// Whether it is a terminal (`TCGETS` works, seeking is `ESPIPE`).
@@ -894,7 +898,7 @@ impl<'a> Fs<'a> {
             Kind::Dev(Device::Tty | Device::Console | Device::ConsoleErr) => {
                 crate::tty::read(&mut self.tty, &mut *self.console, buf)
             }
-            Kind::Dev(Device::Pipe) => Err(EINVAL), // crate::pipe moves pipe bytes
+            Kind::Dev(Device::Pipe | Device::Chan) => Err(EINVAL), // crate::pipe / crate::chan move these bytes
         }
     }
 
@@ -928,7 +932,7 @@ impl<'a> Fs<'a> {
                 let err = *d == Device::ConsoleErr;
                 Ok(crate::tty::write(&self.tty, &mut *self.console, data, err))
             }
-            Kind::Dev(Device::Pipe) => Err(EINVAL), // crate::pipe moves pipe bytes
+            Kind::Dev(Device::Pipe | Device::Chan) => Err(EINVAL), // crate::pipe / crate::chan move these bytes
         }
     }
 

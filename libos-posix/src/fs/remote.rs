@@ -157,6 +157,7 @@ impl RKind {
             RKind::Dev(Device::Console) => 5,
             RKind::Dev(Device::ConsoleErr) => 6,
             RKind::Dev(Device::Pipe) => 7,
+            RKind::Dev(Device::Chan) => 8,
         }
     }
     fn from_code(c: u64) -> Option<RKind> {
@@ -169,6 +170,7 @@ impl RKind {
             5 => RKind::Dev(Device::Console),
             6 => RKind::Dev(Device::ConsoleErr),
             7 => RKind::Dev(Device::Pipe),
+            8 => RKind::Dev(Device::Chan),
             _ => return None,
         })
     }

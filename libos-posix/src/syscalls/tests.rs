@@ -584,3 +584,154 @@ fn sendfile_and_affinity() {
     assert_eq!(t.sys(SYS_SCHED_GETAFFINITY, &[0, 64, m]), 8);
     assert_eq!(u64_at(&t.get(m, 8), 0), 1, "the online part only");
 }
+
+// --- /dev/chan (crate::chan) ----------------------------------------------
+
+/// A channel host with one server, `upper`, answering each message with
+/// its bytes in upper case (and `split` lines as one message each).
+#[derive(Clone, Default)]
+struct MockChans(Rc<RefCell<ChanState>>);
+
+#[derive(Default)]
+struct ChanState {
+    connects: u32,
+    closed: Vec<u64>,
+    forgotten: Vec<u64>,
+    replies: alloc::collections::BTreeMap<u64, alloc::collections::VecDeque<Vec<u8>>>,
+    /// The server has gone.
+    gone: bool,
+}
+
+impl crate::chan::ChanHost for MockChans {
+    fn connect(&mut self, name: &[u8]) -> SysResult<u64> {
+        let mut s = self.0.borrow_mut();
+        if name != b"upper" || s.gone {
+            return Err(ENOENT);
+        }
+        s.connects += 1;
+        let c = u64::from(s.connects);
+        s.replies.insert(c, Default::default());
+        Ok(c)
+    }
+    fn send(&mut self, conn: u64, msg: &[u8]) -> SysResult<()> {
+        let mut s = self.0.borrow_mut();
+        if s.gone {
+            return Err(EPIPE);
+        }
+        let q = s.replies.get_mut(&conn).ok_or(EBADF)?;
+        q.push_back(msg.to_ascii_uppercase());
+        if msg == b"twice" {
+            q.push_back(Vec::new());
+            q.push_back(b"AGAIN".to_vec());
+        }
+        Ok(())
+    }
+    fn recv(&mut self, conn: u64, buf: &mut [u8], _wait_ns: u64) -> SysResult<Option<usize>> {
+        let mut s = self.0.borrow_mut();
+        let gone = s.gone;
+        let q = s.replies.get_mut(&conn).ok_or(EBADF)?;
+        match q.pop_front() {
+            Some(m) => {
+                buf[..m.len()].copy_from_slice(&m);
+                Ok(Some(m.len()))
+            }
+            None if gone => Ok(None),
+            None => Err(EAGAIN),
+        }
+    }
+    fn close(&mut self, conn: u64) {
+        self.0.borrow_mut().closed.push(conn);
+    }
+    fn max_message(&mut self, _: u64) -> usize {
+        8
+    }
+    fn forget(&mut self, conn: u64) {
+        self.0.borrow_mut().forgotten.push(conn);
+    }
+}
+
+fn with_chans() -> (T, MockChans) {
+    let mut t = T::new();
+    let chans = MockChans::default();
+    t.p.set_chan_host(Box::new(chans.clone()));
+    (t, chans)
+}
+
+#[test]
+fn chan_open_errors() {
+    let mut t = T::new();
+    assert_eq!(t.open("/dev/chan/upper", O_RDWR, 0), e(ENODEV), "no channel host");
+    let (mut t, chans) = with_chans();
+    assert_eq!(t.open("/dev/chan/nobody", O_RDWR, 0), e(ENOENT));
+    assert_eq!(t.open("/dev/chan/", O_RDWR, 0), e(EINVAL));
+    assert_eq!(t.open("/dev/chan/a/b", O_RDWR, 0), e(EINVAL));
+    let long = alloc::format!("/dev/chan/{}", "x".repeat(crate::chan::NAME_MAX + 1));
+    assert_eq!(t.open(&long, O_RDWR, 0), e(ENAMETOOLONG));
+    assert_eq!(t.open("/dev/chan/upper", O_RDWR | O_DIRECTORY, 0), e(ENOTDIR));
+    assert_eq!(chans.0.borrow().connects, 0);
+}
+
+#[test]
+fn chan_messages_read_as_a_stream_never_mixed() {
+    let (mut t, chans) = with_chans();
+    let fd = t.open("/dev/chan/upper", O_RDWR, 0);
+    assert!(fd >= 3, "{fd}");
+    assert_eq!(t.write(fd, b"hello"), 5);
+    assert_eq!(t.write(fd, b"abc"), 3);
+    assert_eq!(t.read(fd, 2).unwrap(), b"HE");
+    // The rest of the first message, not the start of the second.
+    assert_eq!(t.read(fd, 10).unwrap(), b"LLO");
+    assert_eq!(t.read(fd, 10).unwrap(), b"ABC");
+    // Empty messages are skipped, never an end of file.
+    assert_eq!(t.write(fd, b"twice"), 5);
+    assert_eq!(t.read(fd, 10).unwrap(), b"TWICE");
+    assert_eq!(t.read(fd, 10).unwrap(), b"AGAIN");
+    // A write longer than a message sends one message's worth.
+    assert_eq!(t.write(fd, b"0123456789"), 8);
+    assert_eq!(t.read(fd, 20).unwrap(), b"01234567");
+    // Not seekable; a character device.
+    assert_eq!(t.sys(SYS_LSEEK, &[fd as u64, 0, 0]), e(ESPIPE));
+    let b = t.buf(144);
+    assert_eq!(t.sys(SYS_FSTAT, &[fd as u64, b]), 0);
+    let mode = u32::from_le_bytes(t.get(b + 24, 4).try_into().unwrap());
+    assert_eq!(mode & S_IFMT, S_IFCHR);
+    // The last close closes the connection; a dup keeps it open.
+    let dup = t.sys(SYS_DUP, &[fd as u64]);
+    assert_eq!(t.sys(SYS_CLOSE, &[fd as u64]), 0);
+    assert!(chans.0.borrow().closed.is_empty());
+    assert_eq!(t.sys(SYS_CLOSE, &[dup as u64]), 0);
+    assert_eq!(chans.0.borrow().closed, [1]);
+}
+
+#[test]
+fn chan_nonblocking_end_of_file_and_broken_server() {
+    let (mut t, chans) = with_chans();
+    let fd = t.open("/dev/chan/upper", O_RDWR | O_NONBLOCK, 0);
+    assert_eq!(t.read(fd, 4), Err(e(EAGAIN)));
+    assert_eq!(t.write(fd, b"last"), 4);
+    chans.0.borrow_mut().gone = true;
+    // What the server sent is still read, then end of file.
+    assert_eq!(t.read(fd, 10).unwrap(), b"LAST");
+    assert_eq!(t.read(fd, 10).unwrap(), b"");
+    assert_eq!(t.read(fd, 10).unwrap(), b"");
+    // Writing to a server that has gone: EPIPE, with SIGPIPE raised.
+    assert_eq!(t.write(fd, b"x"), e(EPIPE));
+    assert!(t.p.signals.interrupting(), "SIGPIPE pending");
+}
+
+#[test]
+fn chan_forked_child_reconnects_on_first_use() {
+    let (mut t, chans) = with_chans();
+    let fd = t.open("/dev/chan/upper", O_RDWR, 0);
+    assert_eq!(t.write(fd, b"parent"), 6);
+    assert_eq!(t.read(fd, 3).unwrap(), b"PAR");
+    crate::chan::forked_child(&mut t.p);
+    assert_eq!(chans.0.borrow().forgotten, [1], "the parent's connection is left alone");
+    // The parent's unread bytes are not the child's; its first use
+    // connects anew.
+    assert_eq!(t.write(fd, b"child"), 5);
+    assert_eq!(chans.0.borrow().connects, 2);
+    assert_eq!(t.read(fd, 10).unwrap(), b"CHILD");
+    assert_eq!(t.sys(SYS_CLOSE, &[fd as u64]), 0);
+    assert_eq!(chans.0.borrow().closed, [2]);
+}
