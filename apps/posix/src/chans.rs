@@ -37,9 +37,17 @@ fn error(e: ChannelError) -> libos_posix::linux::Errno {
 }
 
 impl ChanGlue {
+    fn slot(&mut self, id: u64) -> Option<&mut Option<ClientConn>> {
+        let i = usize::try_from(id).ok()?.checked_sub(1)?;
+        self.conns.get_mut(i)
+    }
+
     fn conn(&mut self, id: u64) -> SysResult<&mut ClientConn> {
-        let i = usize::try_from(id).ok().and_then(|i| i.checked_sub(1)).ok_or(EIO)?;
-        self.conns.get_mut(i).and_then(Option::as_mut).ok_or(EIO)
+        self.slot(id).and_then(Option::as_mut).ok_or(EIO)
+    }
+
+    fn take(&mut self, id: u64) -> Option<ClientConn> {
+        self.slot(id).and_then(Option::take)
     }
 }
 
@@ -82,12 +90,7 @@ impl ChanHost for ChanGlue {
     }
 
     fn close(&mut self, id: u64) {
-        if let Some(c) = usize::try_from(id)
-            .ok()
-            .and_then(|i| i.checked_sub(1))
-            .and_then(|i| self.conns.get_mut(i))
-            .and_then(Option::take)
-        {
+        if let Some(c) = self.take(id) {
             c.close();
         }
     }
@@ -100,10 +103,6 @@ impl ChanHost for ChanGlue {
     fn forget(&mut self, id: u64) {
         // Dropped without `close`: the parent's rings and hello frame are
         // nothing of ours to unmap or free (no end has a `Drop` that would).
-        let _ = usize::try_from(id)
-            .ok()
-            .and_then(|i| i.checked_sub(1))
-            .and_then(|i| self.conns.get_mut(i))
-            .and_then(Option::take);
+        let _ = self.take(id);
     }
 }
