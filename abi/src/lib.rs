@@ -771,13 +771,13 @@ pub enum Syscall: u64 {
     /// `(target, bits)` → 1 if `target` has a signal entry
     /// ([`Syscall::SignalEntry`]) and will get an upcall, 0 if it only
     /// keeps the bits pending. Posts **signal bits** to environment
-    /// `target` (see [`signal`]): ORs the non-zero word `bits` into its
-    /// pending word. Who may signal whom: `target` must be the caller
+    /// `target` (see [`signal`]): ORs the word `bits` into its
+    /// pending word; `bits` 0 is a probe: the checks below only, nothing
+    /// posted (POSIX `kill(pid, 0)`). Who may signal whom: `target` must be the caller
     /// itself or belong to the same *family* — the environments created,
     /// directly or through children, from one environment the kernel
     /// started ([`Syscall::EnvCreate`] chains); an environment started by
-    /// the kernel is a family of its own. Errors:
-    /// [`Error::InvalidArgument`] (`bits` 0), [`Error::NoSuchEnv`] (no
+    /// the kernel is a family of its own. Errors: [`Error::NoSuchEnv`] (no
     /// such environment, or it is ending), [`Error::PermissionDenied`]
     /// (another family).
     SignalPost = 52,

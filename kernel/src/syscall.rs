@@ -325,7 +325,7 @@ pub enum Request {
         /// The bits posted at each child's end.
         bits: u64,
     },
-    /// `SignalPost`: `bits` non-zero.
+    /// `SignalPost` (`bits` 0: a probe).
     SignalPost {
         /// Whom.
         target: EnvId,
@@ -622,9 +622,6 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         Syscall::ChildSignal => Request::ChildSignal { bits: a0 },
         Syscall::SignalPost => {
             let target = env_id(a0)?;
-            if a1 == 0 {
-                return Err(Error::InvalidArgument);
-            }
             Request::SignalPost { target, bits: a1 }
         }
         Syscall::SignalEntry => {
@@ -945,9 +942,7 @@ mod tests {
                     .then_some(Error::InvalidArgument)
             }
             // Signals: their documented checks.
-            Syscall::SignalPost => {
-                env(a[0]).or_else(|| (a[1] == 0).then_some(Error::InvalidArgument))
-            }
+            Syscall::SignalPost => env(a[0]),
             Syscall::SignalEntry => {
                 (a[0] != 0 && !entry_in(a[0])).then_some(Error::InvalidArgument)
             }

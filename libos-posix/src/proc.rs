@@ -223,6 +223,17 @@ pub trait ProcHost {
     /// The affinity mask set (never 0): children forked from now on are
     /// placed on its cores.
     fn set_affinity(&mut self, _mask: u64) {}
+    /// Records in the session's process-group table (shared by every
+    /// process of the run) that process `pid` is in group `pgid`; `pgid` 0:
+    /// the process ended. Without a table: nothing (a group then reaches
+    /// only the caller and its own children).
+    fn publish_group(&mut self, _pid: i32, _pgid: i32) {}
+    /// The processes the session's table puts in group `pgid` (whoever
+    /// wrote them: a hostile process can only add pids, which `kill` may
+    /// reach anyway).
+    fn group_members(&mut self, _pgid: i32) -> Vec<i32> {
+        Vec::new()
+    }
 }
 
 /// Where an `execve`d program goes (the glue's layout).
@@ -319,13 +330,22 @@ impl Process<'_> {
             return Err(EINVAL);
         }
         let pgrp = if target == 0 { self.proc.pgid } else { target.checked_neg().ok_or(ESRCH)? };
-        let members: Vec<i32> = self
+        // Our children in the group, and every other member the session's
+        // table knows (grandchildren, siblings, ...).
+        let mut members: Vec<i32> = self
             .proc
             .children
             .iter()
             .filter(|(_, c)| c.pgid == pgrp)
             .map(|(&pid, _)| pid)
             .collect();
+        if let Some(host) = self.procs.as_mut() {
+            members.extend(host.group_members(pgrp));
+        }
+        let pid = self.proc.pid;
+        members.retain(|&m| m > 0 && m != pid);
+        members.sort_unstable();
+        members.dedup();
         let me = self.proc.pgid == pgrp;
         if !me && members.is_empty() {
             return Err(ESRCH);
@@ -335,7 +355,6 @@ impl Process<'_> {
             delivered |= self.signals.post(pid, sig as u32).is_ok();
         }
         if me && sig != 0 {
-            let pid = self.proc.pid;
             self.signals.raise(sig as u32, crate::signal::SI_USER, pid);
         }
         if delivered { Ok(0) } else { Err(EPERM) }
@@ -462,6 +481,7 @@ pub fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory)
             }
             p.proc.sid = p.proc.pid;
             p.proc.pgid = p.proc.pid;
+            p.publish_group(p.proc.pid, p.proc.pid);
             Ok(p.proc.pid as u64)
         }
         SYS_GETSID => match a[0] as i32 {
@@ -538,6 +558,8 @@ fn fork(
             st.children.clear();
             st.zombies.clear();
             st.sigchld_pending = 0;
+            let (pid, pgid) = (st.pid, st.pgid);
+            p.publish_group(pid, pgid);
             // Our copies of the parent's pipe ends (counted in by the
             // parent): wake-ups must reach us.
             p.pipes.join_as_child();
@@ -694,6 +716,7 @@ fn setpgid(p: &mut Process<'_>, pid: i32, pgid: i32) -> SysResult<()> {
             return Err(EPERM);
         }
         p.proc.pgid = pgid;
+        p.publish_group(me, pgid);
         return Ok(());
     }
     let Some(c) = p.proc.children.get_mut(&target) else { return Err(ESRCH) };
@@ -701,6 +724,7 @@ fn setpgid(p: &mut Process<'_>, pid: i32, pgid: i32) -> SysResult<()> {
         return Err(EPERM);
     }
     c.pgid = pgid;
+    p.publish_group(target, pgid);
     Ok(())
 }
 

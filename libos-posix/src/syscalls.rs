@@ -168,12 +168,15 @@ impl<'a> Process<'a> {
     }
 
     /// What the process holds outside its environment goes, as at Linux's
-    /// exit — whether it exits or is killed by a signal or a fault: every
+    /// exit — whether it exits or is killed by a signal or a fault: its
+    /// entry in the session's process-group table goes, every
     /// descriptor is closed (pipe ends are counted out of their shared
     /// frames, so a peer sees end of file or `EPIPE`; a file server's
     /// descriptions are closed) and a file server's hold on the working
     /// directory is dropped. Call it once, just before the environment ends.
     pub fn close_all(&mut self) {
+        // Out of the session's process-group table.
+        self.publish_group(self.proc.pid, 0);
         let fds: Vec<i32> = self.fds.fds().collect();
         for fd in fds {
             if let Ok(d) = self.fds.close(fd) {
@@ -191,6 +194,14 @@ impl<'a> Process<'a> {
     /// without them those calls are `ENOSYS`).
     pub fn set_proc_host(&mut self, host: Box<dyn ProcHost + 'a>) {
         self.procs = Some(host);
+        self.publish_group(self.proc.pid, self.proc.pgid);
+    }
+
+    /// [`ProcHost::publish_group`], if there is a host.
+    pub(crate) fn publish_group(&mut self, pid: i32, pgid: i32) {
+        if let Some(h) = self.procs.as_mut() {
+            h.publish_group(pid, pgid);
+        }
     }
 
     /// The status passed to `exit`/`exit_group`, once the program has called it.

@@ -22,6 +22,7 @@
 use crate::glue;
 use crate::layout;
 use crate::redirect;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use libos_async::abi::Error;
 use libos_async::{info, sys};
@@ -143,6 +144,102 @@ impl ProcHost for Procs {
     fn set_affinity(&mut self, mask: u64) {
         AFFINITY.store(mask, Ordering::Relaxed);
     }
+
+    fn publish_group(&mut self, pid: i32, pgid: i32) {
+        groups::publish(pid, pgid);
+    }
+
+    fn group_members(&mut self, pgid: i32) -> Vec<i32> {
+        groups::members(pgid)
+    }
+}
+
+/// The session's process-group table: one page of memory shared writable
+/// with every process of the run (`libos_async::shared::alloc` in the first
+/// process, before any fork), an entry per live process, `pid << 32 |
+/// pgid` (0: free). Each process writes its own entry (at start, after
+/// `fork`, at `setpgid`/`setsid`, cleared at exit) and a parent its child's
+/// at `setpgid(child, …)`; `kill(-pgid)` reads every entry. Nothing read
+/// here is trusted beyond what `kill` of a pid could do anyway: the kernel
+/// checks every post (one family). A process ended without its exit path
+/// (destroyed from outside) leaves a stale entry: environment ids are not
+/// reused, so a post to it fails and is ignored.
+mod groups {
+    use alloc::vec::Vec;
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    /// Entries (one page).
+    const ENTRIES: usize = 512;
+    /// The table's base (0: none), inherited by every child with its memory.
+    static BASE: AtomicU64 = AtomicU64::new(0);
+    static FULL_REPORTED: core::sync::atomic::AtomicBool =
+        core::sync::atomic::AtomicBool::new(false);
+
+    /// Makes the table (the first process, before any fork). Without one
+    /// a group reaches only its caller and the caller's children.
+    pub fn create() {
+        match libos_async::shared::alloc("posix-groups", (ENTRIES * 8) as u64) {
+            Ok(r) => BASE.store(r.base(), Ordering::Release),
+            Err(e) => crate::glue::log_line(&alloc::format!(
+                "posix: no process-group table ({e:?}): kill(-pgid) reaches own children only"
+            )),
+        }
+    }
+
+    fn entries() -> Option<&'static [AtomicU64]> {
+        let base = BASE.load(Ordering::Acquire);
+        if base == 0 {
+            return None;
+        }
+        // SAFETY: `BASE` is set only by `create`, to a committed read-write
+        // region of `ENTRIES` words from `shared::alloc` that this
+        // environment and every one forked from it keep mapped for their
+        // whole lives (it is never released). Every access is atomic, here
+        // and in the other processes, so the view is sound whatever they
+        // write.
+        Some(unsafe { core::slice::from_raw_parts(base as *const AtomicU64, ENTRIES) })
+    }
+
+    fn word(pid: i32, pgid: i32) -> u64 {
+        u64::from(pid as u32) << 32 | u64::from(pgid as u32)
+    }
+
+    pub fn publish(pid: i32, pgid: i32) {
+        let Some(t) = entries() else { return };
+        if pid <= 0 {
+            return;
+        }
+        let mine = |w: u64| w >> 32 == u64::from(pid as u32);
+        if let Some(e) = t.iter().find(|e| mine(e.load(Ordering::Acquire))) {
+            e.store(if pgid == 0 { 0 } else { word(pid, pgid) }, Ordering::Release);
+            return;
+        }
+        if pgid == 0 {
+            return;
+        }
+        let claimed = t.iter().any(|e| {
+            e.compare_exchange(0, word(pid, pgid), Ordering::AcqRel, Ordering::Acquire).is_ok()
+        });
+        if !claimed && !FULL_REPORTED.swap(true, Ordering::Relaxed) {
+            crate::glue::log_line("posix: the process-group table is full");
+        }
+    }
+
+    pub fn members(pgid: i32) -> Vec<i32> {
+        let Some(t) = entries() else { return Vec::new() };
+        let want = u64::from(pgid as u32);
+        t.iter()
+            .map(|e| e.load(Ordering::Acquire))
+            .filter(|&w| w != 0 && w & 0xffff_ffff == want)
+            .map(|w| (w >> 32) as u32 as i32)
+            .collect()
+    }
+}
+
+/// Makes the session's process-group table (the first process, before
+/// any fork: the file server's included).
+pub fn create_group_table() {
+    groups::create();
 }
 
 /// The child's side of a fork: what is per environment, set up again.

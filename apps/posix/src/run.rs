@@ -108,6 +108,7 @@ pub fn run(arg: u64) -> i32 {
     // (it is forked with our copy and never returns here); without one,
     // each process keeps its own copy.
     if builtin.is_none() {
+        crate::procs::create_group_table();
         crate::fsserver::start(&mut fs);
     }
     let mut process = Process::new(

@@ -486,14 +486,14 @@ impl SignalHost for Host {
         (left, self.ns(ALARM_EVERY.load(Ordering::Acquire)))
     }
 
-    /// Another process, by its environment id (until the pid table of
-    /// `posix-proc`): `SignalPost`. `kill(pid, 0)` and `kill(-1, …)` cannot
-    /// be answered without that table: `ESRCH`.
+    /// Another process, by its environment id: `SignalPost` (`signo` 0: its
+    /// probe, `kill(pid, 0)`).
     fn post(&mut self, pid: i32, signo: u32) -> SysResult<()> {
-        if pid <= 0 || signo == 0 {
+        if pid <= 0 {
             return Err(ESRCH);
         }
-        match libos_async::signal::post(pid as u64, sig::bit(signo)) {
+        let bits = if signo == 0 { 0 } else { sig::bit(signo) };
+        match libos_async::signal::post(pid as u64, bits) {
             Ok(_) => Ok(()),
             Err(abi::Error::PermissionDenied) => Err(EPERM),
             Err(_) => Err(ESRCH),

@@ -39,6 +39,8 @@ struct KState {
     sleeps: u32,
     /// What a sleep makes happen: (pid, status) ends.
     on_sleep: Vec<(i32, u64)>,
+    /// The session's process-group table (`publish_group`).
+    groups: BTreeMap<i32, i32>,
 }
 
 impl ProcHost for Kernel {
@@ -70,6 +72,63 @@ impl ProcHost for Kernel {
         k.ended.insert(pid, s);
         Ok(())
     }
+    fn publish_group(&mut self, pid: i32, pgid: i32) {
+        let mut k = self.0.borrow_mut();
+        if pgid == 0 {
+            k.groups.remove(&pid);
+        } else {
+            k.groups.insert(pid, pgid);
+        }
+    }
+    fn group_members(&mut self, pgid: i32) -> Vec<i32> {
+        self.0.borrow().groups.iter().filter(|&(_, &g)| g == pgid).map(|(&p, _)| p).collect()
+    }
+}
+
+/// Records the posts to other processes (`kill`).
+#[derive(Clone, Default)]
+struct Posts(Rc<RefCell<Vec<(i32, u32)>>>);
+
+impl crate::signal::SignalHost for Posts {
+    fn take(&mut self) -> u64 {
+        0
+    }
+    fn wait(&mut self) {}
+    fn set_itimer(&mut self, _: u64, _: u64) -> (u64, u64) {
+        (0, 0)
+    }
+    fn get_itimer(&self) -> (u64, u64) {
+        (0, 0)
+    }
+    fn post(&mut self, pid: i32, sig: u32) -> SysResult<()> {
+        self.0.borrow_mut().push((pid, sig));
+        Ok(())
+    }
+}
+
+#[test]
+fn group_kill_reaches_every_member_the_session_table_knows() {
+    let mut t = T::new();
+    let posts = Posts::default();
+    t.p.signals.set_host(Box::new(posts.clone()));
+    assert_eq!(t.k.0.borrow().groups.get(&100), Some(&100), "the process published itself");
+    let child = t.sys(SYS_FORK, &[]);
+    assert_eq!(child, 101);
+    assert_eq!(t.sys(SYS_SETPGID, &[101, 101]), 0);
+    assert_eq!(t.k.0.borrow().groups.get(&101), Some(&101), "the parent wrote its child's entry");
+    // A grandchild in the child's group (written there by the child).
+    t.k.0.borrow_mut().groups.insert(500, 101);
+    assert_eq!(t.sys(SYS_KILL, &[(-101i64) as u64, 15]), 0);
+    assert_eq!(*posts.0.borrow(), [(101, 15), (500, 15)], "each member once, the grandchild too");
+    posts.0.borrow_mut().clear();
+    // A group only the table knows; a probe posts signal 0.
+    t.k.0.borrow_mut().groups.insert(600, 77);
+    assert_eq!(t.sys(SYS_KILL, &[(-77i64) as u64, 0]), 0);
+    assert_eq!(*posts.0.borrow(), [(600, 0)]);
+    assert_eq!(t.sys(SYS_KILL, &[(-78i64) as u64, 15]), ESRCH.to_ret());
+    // Exit clears the entry.
+    t.p.close_all();
+    assert_eq!(t.k.0.borrow().groups.get(&100), None);
 }
 
 struct T {

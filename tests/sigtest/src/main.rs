@@ -5,8 +5,9 @@
 //!   handler is not delivered nested (upcalls are masked) but right after
 //!   `RESUME`; `MASK` holds bits back and `UNMASK` delivers them; without
 //!   an entry the bits accumulate, one `SIGNAL` event per transition, and
-//!   `TAKE` returns them; refusals: bits 0, no such environment, a
-//!   destroyed child; a live child of its own family may be signalled.
+//!   `TAKE` returns them; bits 0 is a probe (no upcall, nothing pending);
+//!   refusals: no such environment, a destroyed child; a live child of its
+//!   own family may be signalled.
 //! - arg 1: a vCPU on another core computing with no system call is
 //!   interrupted promptly; a vCPU asleep in `SleepOn` on a predicate that
 //!   never holds gets `Interrupted`.
@@ -150,8 +151,17 @@ fn self_signals(c: &mut Checks) {
     c.check(BITS.load(SeqCst) & 0b10000 != 0, format_args!("unmask bits"));
     c.expect_err("unknown op", ctl(9), Error::InvalidArgument);
 
+    // A probe: the checks only, nothing posted (no upcall, nothing pending).
+    let before = UPCALLS.load(SeqCst);
+    let r = sig::post(me(), 0);
+    c.check(r == Ok(true), format_args!("probe of itself: {r:?}"));
+    c.check(UPCALLS.load(SeqCst) == before, format_args!("a probe made an upcall"));
+    c.expect_err(
+        "probe of no env",
+        sig::post(u64::from(u32::MAX), 0).map(u64::from),
+        Error::NoSuchEnv,
+    );
     // Refusals.
-    c.expect_err("bits 0", sig::post(me(), 0).map(u64::from), Error::InvalidArgument);
     c.expect_err("no such env", sig::post(u64::from(u32::MAX), 1).map(u64::from), Error::NoSuchEnv);
     c.expect_err("not an id", sig::post(1 << 40, 1).map(u64::from), Error::NoSuchEnv);
     let child = require("env_create", sys::env_create(16));

@@ -91,6 +91,10 @@ pub fn post(from: &Env, target: EnvId, bits: u64) -> Result<u64, Error> {
     if !may_signal(from, &to) {
         return Err(Error::PermissionDenied);
     }
+    if bits == 0 {
+        // A probe (POSIX `kill(pid, 0)`): the checks only, nothing posted.
+        return Ok(u64::from(to.signals.entry.load(Ordering::Acquire) != 0));
+    }
     Ok(u64::from(post_bits(&to, from.id, bits)))
 }
 
