@@ -81,6 +81,12 @@ pub trait Console {
     fn is_terminal(&self) -> bool {
         false
     }
+    /// Whether this process is the one the keyboard's bytes go to now (a
+    /// terminal may be shared by a session whose other processes cannot
+    /// read it): only then is input taken while waiting for something else.
+    fn reads_input(&self) -> bool {
+        self.is_terminal()
+    }
     /// Raw keyboard input: up to `buf.len()` bytes as typed, waiting up to
     /// `timeout_ns` (forever if `None`) for at least one. 0 when the time
     /// is up, or (without a timeout) at the end of input.

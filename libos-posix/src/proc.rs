@@ -234,6 +234,15 @@ pub trait ProcHost {
     fn group_members(&mut self, _pgid: i32) -> Vec<i32> {
         Vec::new()
     }
+    /// The terminal's foreground process group as the whole session sees
+    /// it (`None`: no session-wide record; each process keeps its own).
+    fn foreground(&mut self) -> Option<i32> {
+        None
+    }
+    /// Records the terminal's foreground process group for the session
+    /// (`tcsetpgrp` in any process: a shell's child makes its job the
+    /// foreground, and the shell's `^C` must reach that job).
+    fn set_foreground(&mut self, _pgrp: i32) {}
 }
 
 /// Where an `execve`d program goes (the glue's layout).
@@ -627,6 +636,8 @@ fn wait4(
         if options & WNOHANG != 0 {
             return Ok(0);
         }
+        // ^C typed meanwhile goes to the foreground job now.
+        p.watch_terminal();
         // A signal cuts the wait short (restarted under SA_RESTART).
         if p.signals.interrupting() {
             return Err(crate::signal::ERESTARTSYS);

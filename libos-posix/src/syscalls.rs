@@ -195,6 +195,33 @@ impl<'a> Process<'a> {
     pub fn set_proc_host(&mut self, host: Box<dyn ProcHost + 'a>) {
         self.procs = Some(host);
         self.publish_group(self.proc.pid, self.proc.pgid);
+        // The first process's group starts as the terminal's foreground.
+        let pgrp = self.fs.tty.pgrp;
+        if let Some(h) = self.procs.as_mut()
+            && h.foreground().is_some_and(|g| g <= 0)
+        {
+            h.set_foreground(pgrp);
+        }
+    }
+
+    /// The terminal's foreground process group: the session's record if
+    /// there is one, else this process's own.
+    pub fn foreground_pgrp(&mut self) -> i32 {
+        let own = self.fs.tty.pgrp;
+        self.procs.as_mut().and_then(|h| h.foreground()).filter(|&g| g > 0).unwrap_or(own)
+    }
+
+    /// While blocked in a wait that is not a terminal read (`wait4`,
+    /// `rt_sigsuspend`): takes what was typed meanwhile into the line
+    /// discipline (if this process reads the terminal), so that `^C`, `^\`
+    /// reach the foreground job at once, as a kernel's tty layer does at
+    /// interrupt time. Typed-ahead bytes stay buffered for the next read.
+    pub(crate) fn watch_terminal(&mut self) {
+        let (tty, console) = self.fs.tty_parts();
+        if console.is_terminal() && console.reads_input() {
+            let _ = crate::tty::poll_readable(tty, console);
+            self.deliver_tty_signals();
+        }
     }
 
     /// [`ProcHost::publish_group`], if there is a host.
@@ -617,6 +644,7 @@ fn call(p: &mut Process<'_>, nr: u64, a: [u64; 6], mem: &mut dyn UserMemory) -> 
                 // The mark first: an end after it moves the queue and wakes us.
                 let mark = p.procs.as_ref().map(|h| h.mark());
                 p.raise_sigchld();
+                p.watch_terminal();
                 if p.signals.suspend_wait(mark) {
                     break;
                 }

@@ -641,7 +641,10 @@ pub fn ioctl(
             };
             Ok(0)
         }
-        TIOCGPGRP => write_i32(mem, p.fs.tty.pgrp),
+        TIOCGPGRP => {
+            let pgrp = p.foreground_pgrp();
+            write_i32(mem, pgrp)
+        }
         TIOCSPGRP => {
             let mut b = [0u8; 4];
             mem.read(arg, &mut b)?;
@@ -650,6 +653,9 @@ pub fn ioctl(
                 return Err(EINVAL);
             }
             p.fs.tty.pgrp = pgrp;
+            if let Some(h) = p.procs.as_mut() {
+                h.set_foreground(pgrp);
+            }
             Ok(0)
         }
         TIOCGSID => write_i32(mem, p.session()),
@@ -783,7 +789,10 @@ impl Process<'_> {
 
     /// Hands the terminal's raised signals to [`Process::tty_signal`].
     pub fn deliver_tty_signals(&mut self) {
-        let pgrp = self.fs.tty.pgrp;
+        if !self.fs.tty.has_raised() {
+            return;
+        }
+        let pgrp = self.foreground_pgrp();
         for sig in self.fs.tty.take_signals() {
             self.tty_signal(pgrp, sig);
         }

@@ -306,6 +306,33 @@ pub const EXCHANGES: &[Exchange] = &[
         answer: "echo ba''ck",
         not: Some("got:"),
     },
+    // ^C while a foreground command runs: the child made its own process
+    // group the terminal's foreground (`tcsetpgrp`, recorded for the whole
+    // session), and the shell, blocked in `wait4` but the one reading the
+    // keyboard, takes the key and sends SIGINT to that group. Without it
+    // `sleep 1000` would hold the prompt for 1000 s.
+    Exchange {
+        name: "sh_foreground_command_typed",
+        keys: b"sleep 1000\r",
+        until: "sleep 1000",
+        answer: "",
+        not: None,
+    },
+    Exchange { name: "sh_foreground_command_runs", keys: b"", until: "", answer: "", not: None },
+    Exchange {
+        name: "sh_ctrl_c_interrupts_the_foreground_command",
+        keys: b"\x03",
+        until: PROMPT,
+        answer: "^C",
+        not: None,
+    },
+    Exchange {
+        name: "sh_prompt_works_after_ctrl_c",
+        keys: b"echo alive\r",
+        until: PROMPT,
+        answer: "\r\nalive\r\n",
+        not: None,
+    },
 ];
 
 /// The test, on both local-APIC paths: boots the shell on TCG's default

@@ -24,6 +24,8 @@ use abi::{ConsoleStream, Error, Rights};
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
 use core::cell::RefCell;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use libos_async::Pred;
 use libos_async::abi;
 use libos_async::sys;
 use libos_posix::host::{Clock, Console, Host, Memory, UserMemory};
@@ -289,13 +291,36 @@ pub struct Con {
 impl Con {
     /// The console, a terminal if `ConsoleRead` is ours.
     pub fn new() -> Self {
-        Con { terminal: sys::console_read(&mut []).is_ok() }
+        let terminal = sys::console_read(&mut []).is_ok();
+        READS_KEYBOARD.store(terminal, Ordering::Relaxed);
+        Con { terminal }
     }
+}
+
+/// The console-input counter (`InfoPage::console_input`) as the last look
+/// at the keyboard saw it: a wait that must also wake for typed keys (see
+/// [`terminal_wake`]) sleeps until it moves.
+static CONSOLE_SEEN: AtomicU64 = AtomicU64::new(0);
+/// Whether this environment reads the keyboard (set by [`Con::new`]).
+static READS_KEYBOARD: AtomicBool = AtomicBool::new(false);
+
+/// For waits that are not terminal reads (`wait4`, `rt_sigsuspend`): the
+/// condition "a key was typed since the last look", so that libos-posix
+/// takes `^C` to the foreground job while the shell waits for it. `None`
+/// in a process that does not read the keyboard (a forked child: the
+/// console stays with the first process).
+pub fn terminal_wake() -> Option<Pred> {
+    (READS_KEYBOARD.load(Ordering::Relaxed) && !crate::procs::IS_CHILD.load(Ordering::Relaxed))
+        .then(|| Pred::console_input_ne(CONSOLE_SEEN.load(Ordering::Acquire)))
 }
 
 impl Console for Con {
     fn is_terminal(&self) -> bool {
         self.terminal
+    }
+
+    fn reads_input(&self) -> bool {
+        self.terminal && !crate::procs::IS_CHILD.load(Ordering::Relaxed)
     }
 
     fn read_input(&mut self, buf: &mut [u8], timeout_ns: Option<u64>) -> SysResult<usize> {
@@ -312,6 +337,7 @@ impl Console for Con {
             // The counter first: input arriving after it is read changes it,
             // so the sleep below cannot miss it.
             let seen = sys::console_input();
+            CONSOLE_SEEN.store(seen, Ordering::Release);
             match sys::console_read(&mut buf[..want]) {
                 Ok(0) => {}
                 Ok(n) => return Ok(n as usize),

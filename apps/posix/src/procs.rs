@@ -127,7 +127,12 @@ impl ProcHost for Procs {
     }
 
     fn sleep(&mut self, mark: u64) -> SysResult<()> {
-        if libos_async::Pred::events_ne(mark).sleep().is_err() {
+        let pred = libos_async::Pred::events_ne(mark);
+        let pred = match glue::terminal_wake() {
+            Some(keys) => pred.either(keys),
+            None => pred,
+        };
+        if pred.sleep().is_err() {
             let _ = sys::yield_now();
         }
         Ok(())
@@ -152,12 +157,21 @@ impl ProcHost for Procs {
     fn group_members(&mut self, pgid: i32) -> Vec<i32> {
         groups::members(pgid)
     }
+
+    fn foreground(&mut self) -> Option<i32> {
+        groups::foreground()
+    }
+
+    fn set_foreground(&mut self, pgrp: i32) {
+        groups::set_foreground(pgrp);
+    }
 }
 
 /// The session's process-group table: one page of memory shared writable
 /// with every process of the run (`libos_async::shared::alloc` in the first
-/// process, before any fork), an entry per live process, `pid << 32 |
-/// pgid` (0: free). Each process writes its own entry (at start, after
+/// process, before any fork): word 0 the terminal's foreground process
+/// group (`tcsetpgrp` in any process), then an entry per live process,
+/// `pid << 32 | pgid` (0: free). Each process writes its own entry (at start, after
 /// `fork`, at `setpgid`/`setsid`, cleared at exit) and a parent its child's
 /// at `setpgid(child, …)`; `kill(-pgid)` reads every entry. Nothing read
 /// here is trusted beyond what `kill` of a pid could do anyway: the kernel
@@ -168,8 +182,8 @@ mod groups {
     use alloc::vec::Vec;
     use core::sync::atomic::{AtomicU64, Ordering};
 
-    /// Entries (one page).
-    const ENTRIES: usize = 512;
+    /// Words (one page): the foreground word and 511 entries.
+    const WORDS: usize = 512;
     /// The table's base (0: none), inherited by every child with its memory.
     static BASE: AtomicU64 = AtomicU64::new(0);
     static FULL_REPORTED: core::sync::atomic::AtomicBool =
@@ -178,7 +192,7 @@ mod groups {
     /// Makes the table (the first process, before any fork). Without one
     /// a group reaches only its caller and the caller's children.
     pub fn create() {
-        match libos_async::shared::alloc("posix-groups", (ENTRIES * 8) as u64) {
+        match libos_async::shared::alloc("posix-groups", (WORDS * 8) as u64) {
             Ok(r) => BASE.store(r.base(), Ordering::Release),
             Err(e) => crate::glue::log_line(&alloc::format!(
                 "posix: no process-group table ({e:?}): kill(-pgid) reaches own children only"
@@ -186,18 +200,35 @@ mod groups {
         }
     }
 
+    /// The terminal's foreground group (`None` without a table; `Some(0)`
+    /// before anyone set it).
+    pub fn foreground() -> Option<i32> {
+        words().map(|w| w[0].load(Ordering::Acquire) as u32 as i32)
+    }
+
+    pub fn set_foreground(pgrp: i32) {
+        if let Some(w) = words() {
+            w[0].store(u64::from(pgrp as u32), Ordering::Release);
+        }
+    }
+
+    /// The process entries (after word 0).
     fn entries() -> Option<&'static [AtomicU64]> {
+        words().map(|w| &w[1..])
+    }
+
+    fn words() -> Option<&'static [AtomicU64]> {
         let base = BASE.load(Ordering::Acquire);
         if base == 0 {
             return None;
         }
         // SAFETY: `BASE` is set only by `create`, to a committed read-write
-        // region of `ENTRIES` words from `shared::alloc` that this
+        // region of `WORDS` words from `shared::alloc` that this
         // environment and every one forked from it keep mapped for their
         // whole lives (it is never released). Every access is atomic, here
         // and in the other processes, so the view is sound whatever they
         // write.
-        Some(unsafe { core::slice::from_raw_parts(base as *const AtomicU64, ENTRIES) })
+        Some(unsafe { core::slice::from_raw_parts(base as *const AtomicU64, WORDS) })
     }
 
     fn word(pid: i32, pgid: i32) -> u64 {

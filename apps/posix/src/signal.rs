@@ -452,8 +452,13 @@ impl SignalHost for Host {
         if ASYNC.load(Ordering::Acquire) != 0 {
             return;
         }
-        // As `wait`, or until the event queue moves (a child's end).
+        // As `wait`, or until the event queue moves (a child's end), or a
+        // key is typed (libos-posix takes ^C to the foreground job).
         let pred = Pred::word_ne(ASYNC.as_ptr() as u64, 0).either(Pred::events_ne(events_mark));
+        let pred = match crate::glue::terminal_wake() {
+            Some(keys) => pred.either(keys),
+            None => pred,
+        };
         let at = ALARM_AT.load(Ordering::Acquire);
         let r = if at != u64::MAX && TIMER_CORE.load(Ordering::Acquire) == u64::MAX {
             pred.either(Pred::deadline(at)).sleep()
