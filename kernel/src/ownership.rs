@@ -12,11 +12,18 @@
 //! layer shards the frame space over several tables, each behind its own
 //! lock, so operations on different frames do not contend. Everything here
 //! is a pure function of the table's contents and is tested on the host.
+//!
+//! Frames are a dense numbered space, so a table is an array indexed by
+//! frame number (divided by the table's stride: shard `s` of `n` holds
+//! frames `s`, `s + n`, ..., and no other), in chunks of [`CHUNK`] records allocated when
+//! a frame of theirs is first recorded and freed when their last record
+//! goes (`Records`): finding a record is an index, not a tree search (the
+//! fork and exit paths look up a record per shared page several times).
 
 use crate::frames::FrameNumber;
 use crate::mappingset::MappingSet;
 use abi::{Error, Rights};
-use alloc::collections::BTreeMap;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 /// An environment's id (never 0: [`EnvId::NONE`] means "no environment").
@@ -121,9 +128,10 @@ pub struct FrameRecord {
     pub kind: FrameKind,
     /// Who else may map it.
     pub grants: Vec<Grant>,
-    /// Where it is mapped (owner and grantees): a set, so that adding and
-    /// removing one of many mappings stays O(log n); a single mapping is
-    /// held inline ([`MappingSet`]: no heap trip for the common case).
+    /// Where it is mapped (owner, grantees, sharers): a set, so that adding
+    /// and removing one of many mappings stays O(log n); up to two mappings
+    /// (an owner's and a forked child's) are held inline ([`MappingSet`]:
+    /// no heap trip nor tree search for the common cases).
     pub mappings: MappingSet,
     /// Registered rings using it (the kernel writes into it directly).
     pub pins: u32,
@@ -187,16 +195,132 @@ pub enum ReleaseStep {
     Kept,
 }
 
+/// Records per chunk of a table's array.
+pub const CHUNK: usize = 64;
+
+/// One chunk of [`Records`]: `CHUNK` consecutive records, `used` of them
+/// present.
+#[derive(Debug)]
+struct Chunk {
+    used: u32,
+    slots: Box<[Option<FrameRecord>]>,
+}
+
+/// The records of a table's frames (those equal to `residue` modulo
+/// `stride`), indexed by `frame / stride`: a vector of chunks, each
+/// allocated on its first record and freed with its last, so memory follows
+/// the frames in use (a chunk's worth at most per frame recorded, about the
+/// same per frame as a search tree's nodes when frames are handed out
+/// densely, as the pool does). One emptied chunk is kept as a spare: a
+/// frame allocated and freed over and over at a chunk's edge (a child's page
+/// tables, fork after fork) would otherwise allocate and free a chunk each
+/// time.
+#[derive(Debug)]
+struct Records {
+    /// `log2(stride)`.
+    shift: u32,
+    residue: u64,
+    chunks: Vec<Option<Chunk>>,
+    spare: Option<Chunk>,
+}
+
+impl Records {
+    const fn new(stride: u64, residue: u64) -> Records {
+        Records { shift: stride.trailing_zeros(), residue, chunks: Vec::new(), spare: None }
+    }
+
+    /// The chunk and slot of `frame` (`None` for a frame not of this table,
+    /// or a number too large to index: never recorded).
+    #[inline]
+    fn place(&self, frame: &FrameNumber) -> Option<(usize, usize)> {
+        let raw = frame.raw();
+        if raw & ((1 << self.shift) - 1) != self.residue {
+            return None;
+        }
+        let i = usize::try_from(raw >> self.shift).ok()?;
+        Some((i / CHUNK, i % CHUNK))
+    }
+
+    #[inline]
+    fn get(&self, frame: &FrameNumber) -> Option<&FrameRecord> {
+        let (c, i) = self.place(frame)?;
+        self.chunks.get(c)?.as_ref()?.slots[i].as_ref()
+    }
+
+    #[inline]
+    fn get_mut(&mut self, frame: &FrameNumber) -> Option<&mut FrameRecord> {
+        let (c, i) = self.place(frame)?;
+        self.chunks.get_mut(c)?.as_mut()?.slots[i].as_mut()
+    }
+
+    /// Records `frame` (replacing and returning an earlier record).
+    fn insert(&mut self, frame: FrameNumber, record: FrameRecord) -> Option<FrameRecord> {
+        let (c, i) = self.place(&frame).expect("a frame recorded in its own shard");
+        if self.chunks.len() <= c {
+            self.chunks.resize_with(c + 1, || None);
+        }
+        let spare = &mut self.spare;
+        let chunk = self.chunks[c].get_or_insert_with(|| {
+            spare.take().unwrap_or_else(|| {
+                let mut slots = Vec::with_capacity(CHUNK);
+                slots.resize_with(CHUNK, || None);
+                Chunk { used: 0, slots: slots.into_boxed_slice() }
+            })
+        });
+        let previous = chunk.slots[i].replace(record);
+        if previous.is_none() {
+            chunk.used += 1;
+        }
+        previous
+    }
+
+    fn remove(&mut self, frame: &FrameNumber) -> Option<FrameRecord> {
+        let (c, i) = self.place(frame)?;
+        let slot = self.chunks.get_mut(c)?;
+        let chunk = slot.as_mut()?;
+        let record = chunk.slots[i].take()?;
+        chunk.used -= 1;
+        if chunk.used == 0 {
+            // Every slot is empty: it may serve any other chunk index.
+            let empty = slot.take();
+            if self.spare.is_none() {
+                self.spare = empty;
+            }
+        }
+        Some(record)
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut FrameRecord> {
+        self.chunks.iter_mut().flatten().flat_map(|c| c.slots.iter_mut().flatten())
+    }
+}
+
 /// A shard of the frame ownership table.
-#[derive(Default, Debug)]
+#[derive(Debug)]
 pub struct FrameTable {
-    records: BTreeMap<FrameNumber, FrameRecord>,
+    records: Records,
+}
+
+impl Default for FrameTable {
+    fn default() -> FrameTable {
+        FrameTable::new()
+    }
 }
 
 impl FrameTable {
-    /// An empty table.
+    /// An empty table for every frame.
     pub const fn new() -> FrameTable {
-        FrameTable { records: BTreeMap::new() }
+        FrameTable::shard(1, 0)
+    }
+
+    /// An empty table for the frames equal to `residue` modulo `stride` (a
+    /// power of two: shard `residue` of `stride`): it indexes them by `frame / stride`,
+    /// so its array has no holes for the other shards' frames. Other frames
+    /// are never recorded here (looking one up finds nothing; recording
+    /// one is a kernel bug and panics).
+    pub const fn shard(stride: u64, residue: u64) -> FrameTable {
+        assert!(stride.is_power_of_two() && residue < stride);
+        FrameTable { records: Records::new(stride, residue) }
     }
 
     /// The record of `frame`, if an environment holds it.
@@ -397,8 +521,7 @@ impl FrameTable {
         if r.sharers.is_empty() {
             return Removed::Kept;
         }
-        let range = Mapping { env, va: 0 }..=Mapping { env, va: u64::MAX };
-        if r.mappings.range(range).next().is_none() {
+        if !r.mappings.has_env(env) {
             r.sharers.retain(|s| s.env != env);
         }
         if r.released && r.sharers.is_empty() && r.mappings.is_empty() {
@@ -679,6 +802,48 @@ mod tests {
     const A: EnvId = EnvId(1);
     const B: EnvId = EnvId(2);
     const C: EnvId = EnvId(3);
+
+    #[test]
+    fn a_shard_indexes_only_its_own_frames_and_frees_empty_chunks() {
+        let mut t = FrameTable::shard(64, 5);
+        let mine = |k: u64| FrameNumber(5 + 64 * k);
+        // Not of this shard, or beyond anything indexable: never found.
+        assert!(t.get(FrameNumber(6)).is_none());
+        assert_eq!(t.check_map(FrameNumber(u64::MAX), A, Rights::READ), Err(Error::NotOwner));
+        for k in [0, 1, 63, 64, 1000] {
+            t.insert(mine(k), A, FrameKind::Data);
+        }
+        assert!(t.get(FrameNumber(4)).is_none() && t.get(FrameNumber(6)).is_none());
+        assert_eq!(t.check_map(FrameNumber(6), A, Rights::READ), Err(Error::NotOwner));
+        assert_eq!(t.get(mine(1000)).unwrap().owner, A);
+        let chunks = |t: &FrameTable| t.records.chunks.iter().flatten().count();
+        assert_eq!(chunks(&t), 3, "chunks 0, 1 and 15");
+        assert_eq!(t.free(mine(64), A), Ok(Freed::Now));
+        assert_eq!(chunks(&t), 2, "chunk 1 emptied with its last record");
+        assert!(t.records.spare.is_some(), "kept as the spare");
+        t.insert(mine(640), A, FrameKind::Data);
+        assert!(t.records.spare.is_none(), "the spare serves chunk 10");
+        assert_eq!(t.free(mine(640), A), Ok(Freed::Now));
+        assert_eq!(t.free(mine(0), A), Ok(Freed::Now));
+        assert_eq!(chunks(&t), 2, "chunk 0 still holds frames 1 and 63");
+        assert_eq!(t.get(mine(63)).unwrap().owner, A);
+        t.insert(mine(64), B, FrameKind::PageTable);
+        assert_eq!(t.get(mine(64)).unwrap().kind, FrameKind::PageTable);
+        t.free_page_table(mine(64));
+        assert!(t.get(mine(64)).is_none());
+        // Grants to B are forgotten in every chunk.
+        t.grant(mine(1), A, B, Rights::READ).unwrap();
+        t.grant(mine(1000), A, B, Rights::READ).unwrap();
+        t.forget_grants_to(B);
+        assert!(t.get(mine(1)).unwrap().grants.is_empty());
+        assert!(t.get(mine(1000)).unwrap().grants.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "its own shard")]
+    fn recording_a_frame_in_another_shard_is_a_bug() {
+        FrameTable::shard(64, 5).insert(FrameNumber(6), A, FrameKind::Data);
+    }
 
     fn table() -> FrameTable {
         let mut t = FrameTable::new();

@@ -192,6 +192,27 @@ impl AddressSpace {
         (!leaf.is_unused()).then_some(leaf)
     }
 
+    /// The present leaf entry of page `va`, to read and rewrite its flags
+    /// with one walk (the caller flushes the TLBs after a downgrade).
+    pub fn leaf_mut(&mut self, va: u64) -> Option<Leaf<'_>> {
+        self.leaf(va).map(|entry| Leaf { entry })
+    }
+
+    /// Makes the tables leading to page `va` (as
+    /// [`ensure_tables`](Self::ensure_tables)) and returns its empty leaf
+    /// entry, for [`Vacant::fill`]; `None` if the page is mapped already.
+    /// One walk instead of a `translate`, an `ensure_tables` and a `map`.
+    pub fn vacant(
+        &mut self,
+        va: u64,
+        alloc_table: &mut dyn FnMut() -> Result<FrameNumber, Error>,
+    ) -> Result<Option<Vacant<'_>>, Error> {
+        let (last, parent) = self.tables_to(va, alloc_table)?;
+        let i = indices(va)[3];
+        let leaf = &mut table(last)[i];
+        Ok(leaf.is_unused().then_some(Vacant { leaf, parent, i }))
+    }
+
     /// The frame and flags mapped at page `va`.
     pub fn translate(&self, va: u64) -> Option<(FrameNumber, F)> {
         self.leaf(va).map(|e| (FrameNumber::from_addr(e.addr().as_u64()), e.flags()))
@@ -311,6 +332,41 @@ impl AddressSpace {
         let mut out = Vec::new();
         go(self.pml4, 4, 256, ALL_BLOCKS, &mut out);
         out
+    }
+}
+
+/// A present leaf entry, borrowed from its address space (under its lock).
+pub struct Leaf<'a> {
+    entry: &'a mut PageTableEntry,
+}
+
+impl Leaf<'_> {
+    /// Its flags.
+    pub fn flags(&self) -> F {
+        self.entry.flags()
+    }
+
+    /// Replaces its flags (same frame).
+    pub fn set_flags(&mut self, flags: F) {
+        let addr = self.entry.addr();
+        self.entry.set_addr(addr, flags);
+    }
+}
+
+/// An empty leaf entry whose tables exist ([`AddressSpace::vacant`]),
+/// borrowed from its address space (under its lock).
+pub struct Vacant<'a> {
+    leaf: &'a mut PageTableEntry,
+    /// The entry pointing to the leaf table (its block summary is kept).
+    parent: &'a mut PageTableEntry,
+    i: usize,
+}
+
+impl Vacant<'_> {
+    /// Maps the page to `frame` with `flags`.
+    pub fn fill(self, frame: FrameNumber, flags: F) {
+        self.leaf.set_addr(x86_64::PhysAddr::new(frame.addr()), flags);
+        mark_block(self.parent, self.i);
     }
 }
 

@@ -576,7 +576,8 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64, done: u64) -> Result<RangeSte
         return Err(Error::Reserved);
     }
     let mut aspace = lock_serving_mailbox(&env.aspace);
-    let mut removed = Vec::new();
+    // At most the budget's worth (no regrowth).
+    let mut removed = Vec::with_capacity(RANGE_CHUNK);
     let stop = aspace.unmap_some(va, end, RANGE_CHUNK, &mut removed);
     if !removed.is_empty() {
         tlb::shootdown(&env.tlb_space(), Flush { start: va, pages: (stop - va) / abi::PAGE_SIZE });

@@ -193,7 +193,9 @@ pub fn share_range(
     check_share_range(dst, pages)?;
     let end = src + pages * abi::PAGE_SIZE;
     let mut aspace = lock_serving_mailbox(&env.aspace);
-    let mut leaves = Vec::new();
+    // A walk reports at most its budget of leaves: one allocation, no
+    // regrowth through the kernel heap.
+    let mut leaves = Vec::with_capacity(RANGE_CHUNK);
     let stop = aspace.leaves_in(src, end, RANGE_CHUNK, &mut leaves);
     let mut shared = 0u64;
     let mut protected = false;
@@ -267,20 +269,23 @@ fn share_leaves(
     let mut protected = false;
     for &(va, frame) in leaves {
         let cva = va.wrapping_add(offset);
-        if caspace.translate(cva).is_some() {
-            continue;
-        }
         let fail = |e: Error| -> ShareResult { Err((shared, protected, e)) };
-        let Some((_, flags)) = aspace.translate(va) else { continue };
+        // One walk of each side per page: the child's makes its tables
+        // (charged to it, reclaimed with it) and finds the empty entry, the
+        // caller's reads the flags and write-protects in place.
+        let slot = match caspace.vacant(cva, &mut || alloc_table_frame(child)) {
+            Ok(Some(slot)) => slot,
+            Ok(None) => continue,
+            Err(e) => return fail(e),
+        };
+        let Some(mut leaf) = aspace.leaf_mut(va) else { continue };
+        let flags = leaf.flags();
         // Marked copy-on-write in the caller: a writable share would leave
         // the caller's own next write to copy it away from the child.
         if mode == ShareMode::Writable && flags.contains(F::BIT_9) {
             return fail(Error::Busy);
         }
         if let Err(e) = room_for_mapping(child) {
-            return fail(e);
-        }
-        if let Err(e) = caspace.ensure_tables(cva, &mut || alloc_table_frame(child)) {
             return fail(e);
         }
         let mut table = shard(frame);
@@ -302,16 +307,12 @@ fn share_leaves(
         // never carries it.
         let mark =
             if cow && flags.intersects(F::WRITABLE | F::BIT_9) { F::BIT_9 } else { F::empty() };
-        if let Err(e) =
-            caspace.map(cva, frame, leaf_flags(given.rights) | mark, &mut || Err(Error::NoMemory))
-        {
-            return fail(e);
-        }
+        slot.fill(frame, leaf_flags(given.rights) | mark);
         table.add_mapping(frame, child.id, cva);
         if cow && flags.contains(F::WRITABLE) {
             // The same step as the share: no writable mapping while shared
             // (the TLBs are flushed once for the whole step).
-            let _ = aspace.protect(va, |_, old| Ok((old - F::WRITABLE) | F::BIT_9));
+            leaf.set_flags((flags - F::WRITABLE) | F::BIT_9);
             protected = true;
         }
         drop(table);

@@ -100,8 +100,16 @@ use spin::{Mutex, MutexGuard, Once};
 /// Number of frame-table shards (frame number modulo this).
 pub const SHARDS: usize = 64;
 
-pub(super) static FRAME_TABLE: [Mutex<FrameTable>; SHARDS] =
-    [const { Mutex::new(FrameTable::new()) }; SHARDS];
+/// Shard `i` of the frame table.
+macro_rules! frame_tables {
+    ($($i:literal)*) => { [$(Mutex::new(FrameTable::shard(SHARDS as u64, $i))),*] };
+}
+
+/// The frame table, sharded by frame number modulo [`SHARDS`] (each shard
+/// an array of its own frames' records: `FrameTable::shard`).
+pub(super) static FRAME_TABLE: [Mutex<FrameTable>; SHARDS] = frame_tables!(
+    0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 24 25 26 27 28 29 30 31 32 33 34 35 36 37 38 39 40 41 42 43 44 45 46 47 48 49 50 51 52 53 54 55 56 57 58 59 60 61 62 63
+);
 
 #[inline]
 pub(super) fn shard(frame: FrameNumber) -> MutexGuard<'static, FrameTable> {

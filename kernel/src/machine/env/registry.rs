@@ -181,7 +181,8 @@ impl Reclaim {
                 };
             }
             ReclaimStage::OwnMappings(from) => {
-                let mut leaves = Vec::new();
+                // At most the budget's worth (no regrowth).
+                let mut leaves = Vec::with_capacity(RANGE_CHUNK);
                 let next =
                     lock_serving_mailbox(&env.aspace).leaves_from(from, RANGE_CHUNK, &mut leaves);
                 for (va, frame) in leaves {
