@@ -333,6 +333,39 @@ pub const EXCHANGES: &[Exchange] = &[
         answer: "\r\nalive\r\n",
         not: None,
     },
+    // A forked child reads the terminal: `head` (the shell's foreground
+    // child) asks for the keyboard, the shell (its reader, waiting in
+    // `wait4`) gives it (`ConsoleGive`); the typed line is echoed once by
+    // the child's line discipline and printed by `head`; the keyboard
+    // comes back to the shell when `head` ends.
+    Exchange {
+        name: "sh_child_reads_the_terminal_started",
+        keys: b"head -n 1\r",
+        until: "head -n 1",
+        answer: "",
+        not: None,
+    },
+    Exchange {
+        name: "sh_child_reads_the_terminal_waits",
+        keys: b"",
+        until: "",
+        answer: "",
+        not: None,
+    },
+    Exchange {
+        name: "sh_child_reads_the_terminal",
+        keys: b"typed for head\r",
+        until: PROMPT,
+        answer: "typed for head\r\ntyped for head\r\n",
+        not: Some("not found"),
+    },
+    Exchange {
+        name: "sh_keyboard_back_to_the_shell",
+        keys: b"echo back\r",
+        until: PROMPT,
+        answer: "\r\nback\r\n",
+        not: None,
+    },
 ];
 
 /// The test, on both local-APIC paths: boots the shell on TCG's default

@@ -29,7 +29,7 @@ use libos_async::Pred;
 use libos_async::abi;
 use libos_async::sys;
 use libos_posix::host::{Clock, Console, Host, Memory, UserMemory};
-use libos_posix::linux::errno::{EFAULT, EINVAL, ENOMEM};
+use libos_posix::linux::errno::{EFAULT, EINTR, EINVAL, EIO, ENOMEM};
 use libos_posix::linux::{PAGE_SIZE, PROT_EXEC, PROT_READ, PROT_WRITE, SysResult};
 
 /// Standard output's stream.
@@ -305,13 +305,54 @@ static CONSOLE_SEEN: AtomicU64 = AtomicU64::new(0);
 static READS_KEYBOARD: AtomicBool = AtomicBool::new(false);
 
 /// For waits that are not terminal reads (`wait4`, `rt_sigsuspend`): the
-/// condition "a key was typed since the last look", so that libos-posix
-/// takes `^C` to the foreground job while the shell waits for it. `None`
-/// in a process that does not read the keyboard (a forked child: the
-/// console stays with the first process).
+/// condition "a key was typed since the last look, or a process asks for
+/// the keyboard", so that libos-posix takes `^C` to the foreground job
+/// while the shell waits for it, and a foreground child that reads the
+/// terminal gets the keyboard. Before it, a child's pending ask is
+/// answered: `ConsoleGive` to it (the kernel refuses unless we read the
+/// keyboard now and it is our own child; it comes back to us when that
+/// child ends). `None` in a process that never read the keyboard.
 pub fn terminal_wake() -> Option<Pred> {
-    (READS_KEYBOARD.load(Ordering::Relaxed) && !crate::procs::IS_CHILD.load(Ordering::Relaxed))
-        .then(|| Pred::console_input_ne(CONSOLE_SEEN.load(Ordering::Acquire)))
+    // Only the keyboard's reader now (a child given it, too) waits for keys
+    // and answers asks; the others' waits must not wake on them.
+    if !READS_KEYBOARD.load(Ordering::Relaxed) || sys::console_read(&mut []).is_err() {
+        return None;
+    }
+    if let Some(child) = crate::procs::terminal_asked() {
+        // Given, or not our child to give to: either way the ask is done
+        // (a foreground child asks again while it waits).
+        let _ = sys::console_give(u64::from(child));
+        crate::procs::terminal_answered(child);
+    }
+    let keys = Pred::console_input_ne(CONSOLE_SEEN.load(Ordering::Acquire));
+    Some(match crate::procs::terminal_ask_word() {
+        Some(addr) => keys.either(Pred::word_ne(addr, 0)),
+        None => keys,
+    })
+}
+
+/// How long a foreground child waits between asks for the keyboard.
+const ASK_RETRY_NS: u64 = 10_000_000;
+
+/// A forked child that reads the terminal but is not the keyboard's reader:
+/// waits until it is given the keyboard (`Ok`), as long as its process
+/// group is the terminal's foreground (else `EIO`: a background read, which
+/// Linux stops with `SIGTTIN`); `EINTR` when a signal comes meanwhile.
+fn wait_for_keyboard() -> SysResult<()> {
+    let hz = libos_async::info().tsc_hz;
+    loop {
+        if !crate::procs::in_foreground() {
+            return Err(EIO);
+        }
+        crate::procs::ask_terminal();
+        let at = sys::rdtsc().saturating_add(ASK_RETRY_NS * hz / 1_000_000_000);
+        if let Err(abi::Error::Interrupted) = Pred::deadline(at).sleep() {
+            return Err(EINTR);
+        }
+        if sys::console_read(&mut []).is_ok() {
+            return Ok(());
+        }
+    }
 }
 
 impl Console for Con {
@@ -341,6 +382,12 @@ impl Console for Con {
             match sys::console_read(&mut buf[..want]) {
                 Ok(0) => {}
                 Ok(n) => return Ok(n as usize),
+                // A forked child in the foreground: wait to be given the
+                // keyboard, then read.
+                Err(_) if crate::procs::IS_CHILD.load(Ordering::Relaxed) => {
+                    wait_for_keyboard()?;
+                    continue;
+                }
                 // No longer the reader (given away): as at end of input.
                 Err(_) => return Ok(0),
             }

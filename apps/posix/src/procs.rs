@@ -151,6 +151,9 @@ impl ProcHost for Procs {
     }
 
     fn publish_group(&mut self, pid: i32, pgid: i32) {
+        if pid == info().env_id as i32 {
+            MY_PGID.store(pgid, Ordering::Relaxed);
+        }
         groups::publish(pid, pgid);
     }
 
@@ -170,8 +173,9 @@ impl ProcHost for Procs {
 /// The session's process-group table: one page of memory shared writable
 /// with every process of the run (`libos_async::shared::alloc` in the first
 /// process, before any fork): word 0 the terminal's foreground process
-/// group (`tcsetpgrp` in any process), then an entry per live process,
-/// `pid << 32 | pgid` (0: free). Each process writes its own entry (at start, after
+/// group (`tcsetpgrp` in any process), word 1 the pid of a foreground
+/// process asking for the keyboard (`glue::terminal_wake`), then an entry
+/// per live process, `pid << 32 | pgid` (0: free). Each process writes its own entry (at start, after
 /// `fork`, at `setpgid`/`setsid`, cleared at exit) and a parent its child's
 /// at `setpgid(child, …)`; `kill(-pgid)` reads every entry. Nothing read
 /// here is trusted beyond what `kill` of a pid could do anyway: the kernel
@@ -182,8 +186,10 @@ mod groups {
     use alloc::vec::Vec;
     use core::sync::atomic::{AtomicU64, Ordering};
 
-    /// Words (one page): the foreground word and 511 entries.
+    /// Words (one page): the foreground word, the ask word, 510 entries.
     const WORDS: usize = 512;
+    /// Where the process entries start.
+    const FIRST_ENTRY: usize = 2;
     /// The table's base (0: none), inherited by every child with its memory.
     static BASE: AtomicU64 = AtomicU64::new(0);
     static FULL_REPORTED: core::sync::atomic::AtomicBool =
@@ -212,9 +218,29 @@ mod groups {
         }
     }
 
-    /// The process entries (after word 0).
+    /// The process entries (after the foreground and ask words).
     fn entries() -> Option<&'static [AtomicU64]> {
-        words().map(|w| &w[1..])
+        words().map(|w| &w[FIRST_ENTRY..])
+    }
+
+    pub fn word(i: usize) -> Option<u64> {
+        words().map(|w| w[i].load(Ordering::Acquire))
+    }
+
+    pub fn set_word(i: usize, v: u64) {
+        if let Some(w) = words() {
+            w[i].store(v, Ordering::Release);
+        }
+    }
+
+    pub fn clear_word_if(i: usize, v: u64) {
+        if let Some(w) = words() {
+            let _ = w[i].compare_exchange(v, 0, Ordering::AcqRel, Ordering::Acquire);
+        }
+    }
+
+    pub fn word_addr(i: usize) -> Option<u64> {
+        words().map(|w| w[i].as_ptr() as u64)
     }
 
     fn words() -> Option<&'static [AtomicU64]> {
@@ -231,7 +257,7 @@ mod groups {
         Some(unsafe { core::slice::from_raw_parts(base as *const AtomicU64, WORDS) })
     }
 
-    fn word(pid: i32, pgid: i32) -> u64 {
+    fn entry(pid: i32, pgid: i32) -> u64 {
         u64::from(pid as u32) << 32 | u64::from(pgid as u32)
     }
 
@@ -242,14 +268,14 @@ mod groups {
         }
         let mine = |w: u64| w >> 32 == u64::from(pid as u32);
         if let Some(e) = t.iter().find(|e| mine(e.load(Ordering::Acquire))) {
-            e.store(if pgid == 0 { 0 } else { word(pid, pgid) }, Ordering::Release);
+            e.store(if pgid == 0 { 0 } else { entry(pid, pgid) }, Ordering::Release);
             return;
         }
         if pgid == 0 {
             return;
         }
         let claimed = t.iter().any(|e| {
-            e.compare_exchange(0, word(pid, pgid), Ordering::AcqRel, Ordering::Acquire).is_ok()
+            e.compare_exchange(0, entry(pid, pgid), Ordering::AcqRel, Ordering::Acquire).is_ok()
         });
         if !claimed && !FULL_REPORTED.swap(true, Ordering::Relaxed) {
             crate::glue::log_line("posix: the process-group table is full");
@@ -271,6 +297,35 @@ mod groups {
 /// any fork: the file server's included).
 pub fn create_group_table() {
     groups::create();
+}
+
+/// This process's group, as last published.
+static MY_PGID: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(0);
+
+/// Whether this process's group is the terminal's foreground.
+pub fn in_foreground() -> bool {
+    let me = MY_PGID.load(Ordering::Relaxed);
+    me > 0 && groups::foreground() == Some(me)
+}
+
+/// Asks the keyboard's reader for the keyboard (word 1 of the table).
+pub fn ask_terminal() {
+    groups::set_word(1, u64::from(info().env_id));
+}
+
+/// The process asking for the keyboard, if any.
+pub fn terminal_asked() -> Option<u32> {
+    groups::word(1).filter(|&w| w != 0).map(|w| w as u32)
+}
+
+/// Clears the ask of `pid` (answered, or not ours to answer: it asks again).
+pub fn terminal_answered(pid: u32) {
+    groups::clear_word_if(1, u64::from(pid));
+}
+
+/// The address of the ask word, for a sleep that wakes on an ask.
+pub fn terminal_ask_word() -> Option<u64> {
+    groups::word_addr(1)
 }
 
 /// The child's side of a fork: what is per environment, set up again.
