@@ -243,8 +243,13 @@ impl Memory for Mem {
     /// Lazy: the range becomes an area whose pages get their zeroed frames
     /// when first touched ([`Book::back`]).
     fn map(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()> {
-        self.forget(addr, len);
         let end = addr.saturating_add(len);
+        if crate::redirect::overlaps_runtime(addr, end) {
+            // This runtime's pages are never the program's (as `Map` over
+            // them refused when memory was eager).
+            return Err(ENOMEM);
+        }
+        self.forget(addr, len);
         self.pages.borrow_mut().lazy.insert(addr, Area { end, prot: prot & 7, src: None });
         Ok(())
     }
@@ -262,6 +267,9 @@ impl Memory for Mem {
         let (from, n) = (bytes.as_ptr() as u64, bytes.len() as u64);
         let initrd = layout::INITRD_VA..layout::INITRD_VA + INITRD_LEN.load(Ordering::Relaxed);
         let end = addr.saturating_add(len);
+        if crate::redirect::overlaps_runtime(addr, end) {
+            return Err(ENOMEM);
+        }
         if !(initrd.contains(&from) && from + n <= initrd.end)
             || vaddr < addr
             || vaddr.saturating_add(n) > end

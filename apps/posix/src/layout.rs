@@ -14,7 +14,7 @@
 //!
 //! The program can never unmap or overwrite this runtime: `glue::Mem`
 //! unmaps only pages it mapped for the program, and a `MAP_FIXED` over the
-//! runtime's image fails (`Map` finds the page taken: `ENOMEM`); checked
+//! runtime's image fails (`glue::Mem` refuses it: `ENOMEM`); checked
 //! copies reach only the program's own pages.
 
 /// Lowest address the program may map (Linux's `mmap_min_addr`).

@@ -304,6 +304,11 @@ pub extern "C" fn enter_program(rip: u64, rsp: u64) -> ! {
     )
 }
 
+/// Whether `[start, end)` overlaps this runtime's image.
+pub fn overlaps_runtime(start: u64, end: u64) -> bool {
+    start < (&raw const __image_end) as u64 && end > LINK_BASE
+}
+
 /// Whether `rip` lies in this runtime's image.
 pub fn in_runtime(rip: u64) -> bool {
     (LINK_BASE..(&raw const __image_end) as u64).contains(&rip)
