@@ -36,6 +36,23 @@ pub trait Memory {
     fn unmap(&mut self, addr: u64, len: u64) -> SysResult<()>;
     /// Changes the rights of `[addr, addr+len)`, which is entirely mapped.
     fn protect(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()>;
+    /// Maps `[addr, addr+len)` with `prot`, replacing whatever was mapped
+    /// there, its bytes from `vaddr` on being `bytes` and zero elsewhere
+    /// (an image's segment), if this memory can do so without copying the
+    /// bytes now — for instance lazily, page by page at first touch, from a
+    /// read-only source that outlives every mapping. Returns `false` (and
+    /// changes nothing) when it cannot: the loader then maps and copies.
+    fn map_image(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u32,
+        vaddr: u64,
+        bytes: &[u8],
+    ) -> SysResult<bool> {
+        let _ = (addr, len, prot, vaddr, bytes);
+        Ok(false)
+    }
 }
 
 /// Time. All values are nanoseconds.

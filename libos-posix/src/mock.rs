@@ -46,6 +46,9 @@ impl MockConsole {
 pub struct MockMemory {
     pub pages: BTreeMap<u64, (u32, Vec<u8>)>,
     pub calls: Vec<(&'static str, u64, u64, u32)>,
+    /// Take images without a copy by the loader (`map_image` answers
+    /// `true`, filling the pages itself, as a lazy glue does at first touch).
+    pub image_maps: bool,
 }
 
 impl MockMemory {
@@ -128,6 +131,28 @@ impl Memory for MockMemory {
         }
         Ok(())
     }
+    fn map_image(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u32,
+        vaddr: u64,
+        bytes: &[u8],
+    ) -> SysResult<bool> {
+        if !self.image_maps {
+            return Ok(false);
+        }
+        assert!(addr <= vaddr && vaddr + bytes.len() as u64 <= addr + len);
+        self.calls.push(("map_image", addr, len, prot));
+        for p in (addr..addr + len).step_by(PAGE_SIZE as usize) {
+            self.pages.insert(p, (prot, vec![0; PAGE_SIZE as usize]));
+        }
+        for (i, &b) in bytes.iter().enumerate() {
+            let a = vaddr + i as u64;
+            self.pages.get_mut(&(a & !(PAGE_SIZE - 1))).unwrap().1[(a % PAGE_SIZE) as usize] = b;
+        }
+        Ok(true)
+    }
 }
 
 /// A clock that advances only when slept on.
@@ -197,5 +222,15 @@ impl Memory for Shared {
     }
     fn protect(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()> {
         self.0.borrow_mut().protect(addr, len, prot)
+    }
+    fn map_image(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u32,
+        vaddr: u64,
+        bytes: &[u8],
+    ) -> SysResult<bool> {
+        self.0.borrow_mut().map_image(addr, len, prot, vaddr, bytes)
     }
 }

@@ -257,11 +257,21 @@ impl<'a> Process<'a> {
         let fault = exec::ExecError::Map;
         for s in &plan.segments {
             let (start, end) = (s.page_start(), s.page_end());
+            let bytes = &image[s.offset as usize..(s.offset + s.filesz) as usize];
+            if start >= l.min_addr
+                && end <= l.user_end
+                && self
+                    .memory
+                    .map_image(start, end - start, s.prot(), s.vaddr, bytes)
+                    .map_err(fault)?
+            {
+                self.mm.record(start, end, s.prot());
+                continue;
+            }
             self.mm
                 .map(start, end - start, PROT_READ | PROT_WRITE, true, false, &mut *self.memory)
                 .map_err(fault)?;
-            mem.write(s.vaddr, &image[s.offset as usize..(s.offset + s.filesz) as usize])
-                .map_err(fault)?;
+            mem.write(s.vaddr, bytes).map_err(fault)?;
             self.mm.protect(start, end - start, s.prot(), &mut *self.memory).map_err(fault)?;
         }
         let stack_prot = PROT_READ | PROT_WRITE | if plan.exec_stack { PROT_EXEC } else { 0 };

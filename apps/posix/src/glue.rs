@@ -3,8 +3,8 @@
 //!
 //! | trait | here |
 //! |---|---|
-//! | `Memory` | [`Mem`]: one frame per page (`AllocMap`, 64 pages a call), `Unmap`/`Protect`, `FrameFree`; `PROT_NONE` pages keep their frame (`FrameAlloc`) unmapped |
-//! | `UserMemory` | [`Umem`]: copies checked page by page against the same page record, so a program's pointer can reach only its own mappings with the rights they have, never this runtime's memory |
+//! | `Memory` | [`Mem`]: lazy areas ([`Book`]): a page gets its frame (`AllocMap`, zeroed, or filled from the initrd for an image's segment, then `Protect`ed) at its first touch; `Unmap`/`Protect`/`FrameFree` of backed pages; a backed page made `PROT_NONE` keeps its frame unmapped |
+//! | `UserMemory` | [`Umem`]: copies checked page by page against the same page record (backing lazy pages first), so a program's pointer can reach only its own mappings with the rights they have, never this runtime's memory |
 //! | `Clock` | [`Clk`]: the TSC and the info page's `tsc_hz`; sleeping with a `SleepOn` TSC-deadline predicate |
 //! | `Console` | [`Con`]: [`emit`], stream 1 (stdout) and 2 (stderr) |
 //! | `Host` | [`Sys`]: `SetFsBase`, `rdrand` mixed with the TSC, reports on the kernel console |
@@ -16,13 +16,21 @@
 //! number, which the child does not hold, so `mprotect`ing it accessible
 //! again in the child fails (`ENOMEM`).
 //!
-//! The program runs eagerly mapped: a page is backed when the core maps it
-//! (no lazy faults), so a checked copy never faults.
+//! The program's memory is lazy, as Linux's: `mmap`, `brk`, the stack and
+//! the segments of an image from the initrd (`Memory::map_image`: no copy
+//! at `execve`) are areas; a page is backed at the program's first fault on
+//! it (`redirect::program_exception` → [`Umem::fault_in`], resumed through
+//! the kernel) or when a checked copy reaches it, so a checked copy never
+//! faults. Fewer backed pages make `fork` (`ShareRange`), `execve` and the
+//! end of a process cheaper. A page that cannot get a frame (quota) is a
+//! fault (`SIGSEGV`, where Linux's OOM killer would send `SIGKILL`) or
+//! `ENOMEM` from a system call.
 
 use crate::layout;
 use abi::{ConsoleStream, Error, Rights};
 use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
+use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use libos_async::Pred;
@@ -54,22 +62,55 @@ pub fn log_line(line: &str) {
     let _ = sys::console_write(b"\n");
 }
 
-/// One page of the program: its frame and its `PROT_*` rights (0: mapped
-/// nowhere, the frame kept for a later `mprotect`).
+/// One backed page of the program: its frame and its `PROT_*` rights (0:
+/// mapped nowhere, the frame kept for a later `mprotect`).
 #[derive(Clone, Copy, Debug)]
 pub struct Page {
     frame: u64,
     prot: u32,
 }
 
+/// Where a lazy area's bytes come from: program addresses `lo..hi` hold
+/// the bytes at `from..` of this runtime's read-only initrd mapping (an
+/// image's file contents); every other byte of the area is zero.
+#[derive(Clone, Copy, Debug)]
+struct Src {
+    lo: u64,
+    hi: u64,
+    from: u64,
+}
+
+/// A range mapped for the program whose pages get a frame only when first
+/// touched (a fault of the program, or a checked copy of this runtime).
+#[derive(Clone, Copy, Debug)]
+struct Area {
+    end: u64,
+    prot: u32,
+    src: Option<Src>,
+}
+
+/// The program's memory: pages backed by a frame, and lazy areas (keyed
+/// by their start, never overlapping). A page is mapped for the program if
+/// it is backed, or else lies in a lazy area; a backed page's entry wins
+/// over the area it lies in.
+#[derive(Default)]
+pub struct Book {
+    pages: BTreeMap<u64, Page>,
+    lazy: BTreeMap<u64, Area>,
+}
+
 /// The program's pages, shared by [`Mem`] (which changes them) and
-/// [`Umem`] (which checks copies against them).
-pub type Pages = Rc<RefCell<BTreeMap<u64, Page>>>;
+/// [`Umem`] (which checks copies against them and backs lazy pages).
+pub type Pages = Rc<RefCell<Book>>;
 
 /// A new, empty page record.
 pub fn pages() -> Pages {
-    Rc::new(RefCell::new(BTreeMap::new()))
+    Rc::new(RefCell::new(Book::default()))
 }
+
+/// Bytes of the initrd mapped at `layout::INITRD_VA` (set at start, kept
+/// by a forked child, which maps the initrd again at the same address).
+pub static INITRD_LEN: AtomicU64 = AtomicU64::new(0);
 
 fn rights(prot: u32) -> Option<Rights> {
     if prot & (PROT_READ | PROT_WRITE | PROT_EXEC) == 0 {
@@ -90,6 +131,74 @@ fn nomem(_: Error) -> libos_posix::linux::Errno {
     ENOMEM
 }
 
+impl Book {
+    /// The lazy area holding `va`, if any.
+    fn area_at(&self, va: u64) -> Option<Area> {
+        self.lazy.range(..=va).next_back().map(|(_, a)| *a).filter(|a| a.end > va)
+    }
+
+    /// Cuts `[start, end)` out of the lazy areas; returns the pieces cut
+    /// out (clipped), for a caller that puts them back changed.
+    fn cut(&mut self, start: u64, end: u64) -> Vec<(u64, Area)> {
+        let first = self.lazy.range(..start).next_back().map_or(start, |(&s, _)| s);
+        let hit: Vec<(u64, Area)> = self
+            .lazy
+            .range(first..end)
+            .filter(|(_, a)| a.end > start)
+            .map(|(&s, &a)| (s, a))
+            .collect();
+        let mut out = Vec::with_capacity(hit.len());
+        for (s, a) in hit {
+            self.lazy.remove(&s);
+            if s < start {
+                self.lazy.insert(s, Area { end: start, ..a });
+            }
+            if a.end > end {
+                self.lazy.insert(end, a);
+            }
+            out.push((s.max(start), Area { end: a.end.min(end), ..a }));
+        }
+        out
+    }
+
+    /// The backed pages in `[start, end)`.
+    fn backed(&self, start: u64, end: u64) -> Vec<u64> {
+        self.pages.range(start..end).map(|(&va, _)| va).collect()
+    }
+
+    /// Gives lazy page `va` of `area` its frame (zeroed, or filled from the
+    /// area's source), mapped with the area's rights, and records it.
+    fn back(&mut self, va: u64, area: Area) -> SysResult<()> {
+        let r = rights(area.prot).ok_or(EFAULT)?;
+        let src = area.src.filter(|s| s.lo < va + PAGE_SIZE && s.hi > va);
+        let frame = match src {
+            None => sys::alloc_map_one(va, r).map_err(nomem)?,
+            Some(s) => {
+                let frame = sys::alloc_map_one(va, Rights::RW).map_err(nomem)?;
+                let (a, b) = (s.lo.max(va), s.hi.min(va + PAGE_SIZE));
+                // SAFETY: `va`'s page was just mapped writable for us (and
+                // is the program's, below PROGRAM_END: no object of this
+                // runtime); the source lies in the read-only initrd mapping
+                // (`Mem::map_image` checked it against INITRD_LEN), which
+                // stays mapped for the environment's life.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        (s.from + (a - s.lo)) as *const u8,
+                        a as *mut u8,
+                        (b - a) as usize,
+                    )
+                };
+                if area.prot & PROT_WRITE == 0 {
+                    sys::protect(va, r).map_err(nomem)?;
+                }
+                frame
+            }
+        };
+        self.pages.insert(va, Page { frame, prot: area.prot & 7 });
+        Ok(())
+    }
+}
+
 /// `Memory` over frames and mappings.
 pub struct Mem {
     pub pages: Pages,
@@ -97,8 +206,8 @@ pub struct Mem {
 
 impl Mem {
     fn drop_page(&mut self, va: u64) {
-        let Some(p) = self.pages.borrow_mut().remove(&va) else { return };
-        if p.prot != 0 && crate::procs::FORKED.load(core::sync::atomic::Ordering::Acquire) {
+        let Some(p) = self.pages.borrow_mut().pages.remove(&va) else { return };
+        if p.prot != 0 && crate::procs::FORKED.load(Ordering::Acquire) {
             // After a fork the page may be copy-on-write, or a copy made
             // since: the frame mapped now is the kernel's answer, and it is
             // ours to free only if we own it (a shared frame goes when its
@@ -118,54 +227,72 @@ impl Mem {
         // record came from our parent: then the kernel refuses, NotOwner).
         let _ = sys::frame_free(p.frame);
     }
-}
 
-fn page_range(addr: u64, len: u64) -> impl Iterator<Item = u64> {
-    (addr..addr.saturating_add(len)).step_by(PAGE_SIZE as usize)
+    /// Forgets `[addr, addr+len)`: its backed pages unmapped and freed, its
+    /// lazy areas cut out.
+    fn forget(&mut self, addr: u64, len: u64) {
+        let end = addr.saturating_add(len);
+        let backed = self.pages.borrow().backed(addr, end);
+        for va in backed {
+            self.drop_page(va);
+        }
+        self.pages.borrow_mut().cut(addr, end);
+    }
 }
 
 impl Memory for Mem {
+    /// Lazy: the range becomes an area whose pages get their zeroed frames
+    /// when first touched ([`Book::back`]).
     fn map(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()> {
-        for va in page_range(addr, len) {
-            self.drop_page(va);
-        }
-        let Some(r) = rights(prot) else {
-            // PROT_NONE: frames kept unmapped for a later mprotect.
-            for va in page_range(addr, len) {
-                let frame = sys::frame_alloc(None).map_err(nomem)?;
-                self.pages.borrow_mut().insert(va, Page { frame, prot: 0 });
-            }
-            return Ok(());
-        };
-        // `AllocMap`: up to 64 zeroed frames mapped per call (all or
-        // nothing each; earlier chunks stay, as earlier pages did).
-        let mut frames = [0u64; abi::ALLOC_MAP_MAX as usize];
-        let mut va = addr;
         let end = addr.saturating_add(len);
-        while va < end {
-            let n = ((end - va) / PAGE_SIZE).clamp(1, abi::ALLOC_MAP_MAX) as usize;
-            sys::alloc_map(va, r, &mut frames[..n]).map_err(nomem)?;
-            let mut pages = self.pages.borrow_mut();
-            for (i, &frame) in frames[..n].iter().enumerate() {
-                pages.insert(va + i as u64 * PAGE_SIZE, Page { frame, prot: prot & 7 });
-            }
-            va += n as u64 * PAGE_SIZE;
+        if crate::redirect::overlaps_runtime(addr, end) {
+            // This runtime's pages are never the program's (as `Map` over
+            // them refused when memory was eager).
+            return Err(ENOMEM);
         }
+        self.forget(addr, len);
+        self.pages.borrow_mut().lazy.insert(addr, Area { end, prot: prot & 7, src: None });
         Ok(())
     }
 
-    fn unmap(&mut self, addr: u64, len: u64) -> SysResult<()> {
-        for va in page_range(addr, len) {
-            self.drop_page(va);
+    /// Lazy when `bytes` lie in the initrd mapping (an image from the
+    /// archive): each page is filled from there when first touched.
+    fn map_image(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u32,
+        vaddr: u64,
+        bytes: &[u8],
+    ) -> SysResult<bool> {
+        let (from, n) = (bytes.as_ptr() as u64, bytes.len() as u64);
+        let initrd = layout::INITRD_VA..layout::INITRD_VA + INITRD_LEN.load(Ordering::Relaxed);
+        let end = addr.saturating_add(len);
+        if crate::redirect::overlaps_runtime(addr, end) {
+            return Err(ENOMEM);
         }
+        if !(initrd.contains(&from) && from + n <= initrd.end)
+            || vaddr < addr
+            || vaddr.saturating_add(n) > end
+        {
+            return Ok(false);
+        }
+        self.forget(addr, len);
+        let src = Some(Src { lo: vaddr, hi: vaddr + n, from });
+        self.pages.borrow_mut().lazy.insert(addr, Area { end, prot: prot & 7, src });
+        Ok(true)
+    }
+
+    fn unmap(&mut self, addr: u64, len: u64) -> SysResult<()> {
+        self.forget(addr, len);
         Ok(())
     }
 
     fn protect(&mut self, addr: u64, len: u64, prot: u32) -> SysResult<()> {
-        for va in page_range(addr, len) {
-            let Some(old) = self.pages.borrow().get(&va).copied() else {
-                return Err(ENOMEM);
-            };
+        let end = addr.saturating_add(len);
+        let backed = self.pages.borrow().backed(addr, end);
+        for va in backed {
+            let Some(old) = self.pages.borrow().pages.get(&va).copied() else { continue };
             let result = match (old.prot != 0, rights(prot)) {
                 (true, Some(r)) => sys::protect(va, r),
                 (true, None) => sys::unmap(va),
@@ -173,7 +300,11 @@ impl Memory for Mem {
                 (false, None) => Ok(0),
             };
             result.map_err(nomem)?;
-            self.pages.borrow_mut().insert(va, Page { frame: old.frame, prot: prot & 7 });
+            self.pages.borrow_mut().pages.insert(va, Page { frame: old.frame, prot: prot & 7 });
+        }
+        let mut book = self.pages.borrow_mut();
+        for (s, a) in book.cut(addr, end) {
+            book.lazy.insert(s, Area { prot: prot & 7, ..a });
         }
         Ok(())
     }
@@ -186,8 +317,8 @@ pub struct Umem {
 
 impl Umem {
     /// Whether every page of `[addr, addr+len)` is the program's, with
-    /// `PROT_WRITE` if `write`.
-    fn check(&self, addr: u64, len: usize, write: bool) -> SysResult<()> {
+    /// `PROT_WRITE` if `write`; lazy pages of the range are backed.
+    pub fn check(&self, addr: u64, len: usize, write: bool) -> SysResult<()> {
         if len == 0 {
             return Ok(());
         }
@@ -195,16 +326,46 @@ impl Umem {
         if addr < layout::MIN_ADDR || end > layout::PROGRAM_END {
             return Err(EFAULT);
         }
-        let pages = self.pages.borrow();
+        let ok = |prot: u32| prot != 0 && (!write || prot & PROT_WRITE != 0);
+        let mut book = self.pages.borrow_mut();
         let mut va = addr & !(PAGE_SIZE - 1);
         while va < end {
-            match pages.get(&va) {
-                Some(p) if p.prot != 0 && (!write || p.prot & PROT_WRITE != 0) => {}
-                _ => return Err(EFAULT),
+            match book.pages.get(&va) {
+                Some(p) if ok(p.prot) => {}
+                Some(_) => return Err(EFAULT),
+                None => match book.area_at(va) {
+                    Some(a) if ok(a.prot) => book.back(va, a)?,
+                    _ => return Err(EFAULT),
+                },
             }
             va += PAGE_SIZE;
         }
         Ok(())
+    }
+
+    /// A page fault of the program at `addr` (`write`: a write access,
+    /// `fetch`: an instruction fetch) on a page not present: backs the page
+    /// if it is lazy with the rights the access needs. `false`: a real
+    /// fault (no such mapping, the rights refused, or no frame left).
+    pub fn fault_in(&self, addr: u64, write: bool, fetch: bool) -> bool {
+        if !(layout::MIN_ADDR..layout::PROGRAM_END).contains(&addr) {
+            return false;
+        }
+        let va = addr & !(PAGE_SIZE - 1);
+        let mut book = self.pages.borrow_mut();
+        if book.pages.contains_key(&va) {
+            return false;
+        }
+        match book.area_at(va) {
+            Some(a)
+                if a.prot != 0
+                    && (!write || a.prot & PROT_WRITE != 0)
+                    && (!fetch || a.prot & PROT_EXEC != 0) =>
+            {
+                book.back(va, a).is_ok()
+            }
+            _ => false,
+        }
     }
 }
 
@@ -214,8 +375,9 @@ impl UserMemory for Umem {
         if !buf.is_empty() {
             // SAFETY: every page of the range is mapped readable for the
             // program (checked against the record `Mem` keeps of what it
-            // mapped), lies below PROGRAM_END, so in no object of this
-            // runtime; the program is stopped in the handler while we copy.
+            // mapped, lazy pages backed by the check), lies below
+            // PROGRAM_END, so in no object of this runtime; the program is
+            // stopped in the handler while we copy.
             unsafe {
                 core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len())
             };

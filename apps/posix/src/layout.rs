@@ -14,7 +14,7 @@
 //!
 //! The program can never unmap or overwrite this runtime: `glue::Mem`
 //! unmaps only pages it mapped for the program, and a `MAP_FIXED` over the
-//! runtime's image fails (`Map` finds the page taken: `ENOMEM`); checked
+//! runtime's image fails (`glue::Mem` refuses it: `ENOMEM`); checked
 //! copies reach only the program's own pages.
 
 /// Lowest address the program may map (Linux's `mmap_min_addr`).
@@ -32,8 +32,8 @@ pub const MMAP_LO: u64 = 0x1_0000_0000;
 pub const MMAP_HI: u64 = 0x1f_0000_0000;
 /// Top of the program's stack.
 pub const STACK_TOP: u64 = 0x1f_f000_0000;
-/// The program's stack, mapped at start (frames are taken eagerly: each
-/// counts against the environment's quota).
+/// The program's stack, mapped at start as a lazy area (`glue::Book`): a
+/// page takes a frame from the quota at its first touch.
 pub const STACK_SIZE: u64 = 1 << 20;
 /// Where the initrd is mapped (read-only), above this runtime's image.
 pub const INITRD_VA: u64 = 0x30_0000_0000;

@@ -32,8 +32,8 @@ use libos_posix::proc::{ChildPoll, Forked, ProcHost};
 
 /// The most quota a child gets (64 MiB).
 pub const CHILD_QUOTA_MAX: u64 = 16384;
-/// The least quota a child gets (4 MiB: enough to `execve` busybox, whose
-/// image, stack and first heap pages are mapped eagerly).
+/// The least quota a child gets (4 MiB: room for `execve` of busybox and
+/// the pages it touches; memory is backed at first touch, `glue::Book`).
 pub const CHILD_QUOTA_MIN: u64 = 1024;
 
 /// Set once this environment forked or was forked: its pages may then be

@@ -255,6 +255,14 @@ extern "C" fn handle(frame: &mut Frame) {
     if let Some(entry) = state.process.take_exec() {
         // execve: the old program is gone; the handler stack is abandoned
         // (the next system call starts it afresh).
+        // `enter_program` pushes below the start stack: back that page.
+        if state.umem.check(entry.rsp - 8, 8, true).is_err() {
+            glue::log_line("posix: no frame for the new program's stack");
+            sys::exit(libos_posix::proc::env_status_of_signal(
+                crate::procs::IS_CHILD.load(core::sync::atomic::Ordering::Acquire),
+                9,
+            ));
+        }
         enter_program(entry.rip, entry.rsp);
     }
     if let Some(sp) = state.process.take_child_stack() {
@@ -296,6 +304,11 @@ pub extern "C" fn enter_program(rip: u64, rsp: u64) -> ! {
     )
 }
 
+/// Whether `[start, end)` overlaps this runtime's image.
+pub fn overlaps_runtime(start: u64, end: u64) -> bool {
+    start < (&raw const __image_end) as u64 && end > LINK_BASE
+}
+
 /// Whether `rip` lies in this runtime's image.
 pub fn in_runtime(rip: u64) -> bool {
     (LINK_BASE..(&raw const __image_end) as u64).contains(&rip)
@@ -310,6 +323,18 @@ fn program_exception(frame: &mut abi::UpcallFrame) -> bool {
     use abi::vector;
     if in_runtime(frame.rip) || frame.vector >= vector::SLOT_START {
         return false;
+    }
+    // The first touch of a lazy page (`glue::Book`): back it and retry.
+    if frame.vector == vector::PAGE_FAULT
+        && frame.error_code & abi::pf::PRESENT == 0
+        && let Some(state) = state()
+        && state.umem.fault_in(
+            frame.fault_addr,
+            frame.error_code & abi::pf::WRITE != 0,
+            frame.error_code & abi::pf::FETCH != 0,
+        )
+    {
+        return true;
     }
     let (signal, name) = match frame.vector {
         vector::PAGE_FAULT | vector::GENERAL_PROTECTION => (11, "Segmentation fault"),
@@ -337,7 +362,11 @@ fn program_exception(frame: &mut abi::UpcallFrame) -> bool {
     sys::exit(libos_posix::proc::env_status_of_signal(child, signal))
 }
 
-/// Registers [`program_exception`].
+/// Registers [`program_exception`]. A handled exception of the program
+/// resumes through the kernel (`ExceptionResume`): libos-async's return
+/// in user space writes the return address below the interrupted `rsp`,
+/// into the red zone a Linux program may keep live data in.
 pub fn catch_program_exceptions() -> Result<(), abi::Error> {
+    libos_async::exception::resume_via_kernel(true);
     libos_async::set_exception_handler(program_exception)
 }

@@ -43,6 +43,7 @@ pub fn run(arg: u64) -> i32 {
     if let Err(e) = sys::initrd_map(layout::INITRD_VA) {
         return fail(NOT_FOUND, &format!("cannot map the initrd: {e:?}"));
     }
+    glue::INITRD_LEN.store(size, core::sync::atomic::Ordering::Relaxed);
     // SAFETY: InitrdMap mapped `size` bytes read-only at INITRD_VA (all or
     // nothing, checked above) for the rest of this environment's life; no
     // one can write them.
@@ -158,6 +159,10 @@ pub fn run(arg: u64) -> i32 {
         Ok(e) => e,
         Err(e) => return fail(CANNOT_EXEC, &format!("{shown}: cannot load: {e}")),
     };
+    // `enter_program` pushes below the start stack: back that page.
+    if umem.check(entry.rsp - 8, 8, true).is_err() {
+        return fail(CANNOT_EXEC, &format!("{shown}: cannot load: no memory for its stack"));
+    }
     drop(argv);
     drop(envp);
     drop(req);

@@ -503,6 +503,32 @@ fn load_maps_the_image_and_the_stack() {
     assert_eq!(info.aux(AT_PHDR), Some(0x400040));
 }
 
+/// A memory that takes images without a copy (`map_image`, lazy in the
+/// runtime) gets each segment whole, with its final rights and bytes, and
+/// the loader neither writes nor re-protects them; the stack is mapped as
+/// before and the result is the same program.
+#[test]
+fn load_hands_segments_to_map_image() {
+    let mut t = T::new();
+    t.mem.0.borrow_mut().image_maps = true;
+    let image = crate::exec::tests::tiny_elf(2, None);
+    let mut m = t.mem.clone();
+    let entry =
+        t.p.load(&image, 0, &[b"prog"], &[], &[1; 16], 0x7fff_0000_0000, 0x10000, &mut m).unwrap();
+    assert_eq!(entry.rip, 0x400100);
+    let mm = t.mem.0.borrow();
+    let images: Vec<_> = mm.calls.iter().filter(|c| c.0 == "map_image").collect();
+    assert_eq!(images.len(), 2, "{:?}", mm.calls);
+    assert!(mm.calls.iter().all(|c| c.0 != "protect"), "{:?}", mm.calls);
+    assert_eq!(mm.prot(0x400000), Some(PROT_READ | PROT_EXEC));
+    assert_eq!(mm.prot(0x402000), Some(PROT_READ | PROT_WRITE));
+    assert_eq!(mm.get(0x400000, 4), b"\x7fELF");
+    assert_eq!(mm.get(0x401010, 4), [0; 4], "bss is zero");
+    drop(mm);
+    // The record knows the segments: mprotect over them works, over a hole not.
+    assert_eq!(t.sys(SYS_MPROTECT, &[0x400000, 4096, PROT_READ as u64]), 0);
+}
+
 /// Two processes on one file server see each other's names and bytes at
 /// once; an unlinked file stays readable through a description held in
 /// another process, and goes with its last hold.
