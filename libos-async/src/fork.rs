@@ -24,6 +24,12 @@
 //! old one is let go of if it was ours (it lives on for the other
 //! holders). The region layer's frame table follows the page.
 //!
+//! Ranges marked with [`not_shared_with_children`] are left out of the
+//! sharing: memory every environment maps for itself (the POSIX runtime's
+//! `InitrdMap` of the whole initrd, thousands of pages the kernel would walk
+//! at each fork only to skip them, since initrd frames are nobody's to
+//! share).
+//!
 //! [`wait`] sleeps on the event queue's tail until `ChildStatus` answers.
 //!
 //! The module's `unsafe`: the register capture (naked assembly).
@@ -44,6 +50,47 @@ pub const DEFAULT_CHILD_QUOTA: u64 = 512;
 /// need frames to copy into. A fork bomb at its quota then gets an error
 /// instead of dying at its next write.
 pub const FORK_HEADROOM: u64 = 16;
+
+/// The most ranges [`not_shared_with_children`] marks.
+pub const UNSHARED_MAX: usize = 4;
+
+/// `(base, end)` pairs [`fork`] leaves out of the child; `end == 0`: free.
+static UNSHARED: spin::Mutex<[(u64, u64); UNSHARED_MAX]> = spin::Mutex::new([(0, 0); UNSHARED_MAX]);
+
+/// Leaves `va .. va + bytes` (page-aligned) out of what [`fork`] shares
+/// with the children forked from now on: memory each environment maps for
+/// itself (the child maps its own there after the fork). The child
+/// inherits the mark. [`Error::InvalidArgument`] for a malformed range,
+/// [`Error::QuotaExceeded`] when [`UNSHARED_MAX`] are marked.
+pub fn not_shared_with_children(va: u64, bytes: u64) -> Result<(), Error> {
+    let end = va.checked_add(bytes).ok_or(Error::InvalidArgument)?;
+    if bytes == 0 || !va.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) {
+        return Err(Error::InvalidArgument);
+    }
+    let mut ranges = UNSHARED.lock();
+    let slot = ranges.iter_mut().find(|r| r.1 == 0).ok_or(Error::QuotaExceeded)?;
+    *slot = (va, end);
+    Ok(())
+}
+
+/// `ShareRange` of `[start, end)` into `child` at the same addresses, less
+/// the ranges in `skip` (sorted by base).
+fn share_except(child: u64, start: u64, end: u64, skip: &[(u64, u64)]) -> Result<(), Error> {
+    let mut at = start;
+    for &(b, e) in skip {
+        if e <= at || b >= end {
+            continue;
+        }
+        if b > at {
+            sys::share_range(child, at, at, (b - at) / PAGE_SIZE)?;
+        }
+        at = at.max(e);
+    }
+    if at < end {
+        sys::share_range(child, at, at, (end - at) / PAGE_SIZE)?;
+    }
+    Ok(())
+}
 
 /// Saves rbx, rbp, r12..r15, rflags, the return address (as `rip`) and the
 /// stack pointer after the return (as `rsp`) into `*frame`, with `rax` 0;
@@ -154,9 +201,13 @@ fn build_child(child: u64, core: usize, frame: &UpcallFrame) -> Result<(), Error
         }
     }
     COW_SHARED.store(true, Ordering::Release);
-    sys::share_range(child, low, low, (layout::EXC_STACKS_BASE - low) / PAGE_SIZE)?;
+    // A copy: the lock is not held while its page turns copy-on-write.
+    let mut skip = *UNSHARED.lock();
+    skip.sort_unstable();
+    let skip: &[(u64, u64)] = &skip[skip.iter().position(|r| r.1 != 0).unwrap_or(skip.len())..];
+    share_except(child, low, layout::EXC_STACKS_BASE, skip)?;
     let high = layout::EXC_STACK_TOP;
-    sys::share_range(child, high, high, (abi::INFO_VA - high) / PAGE_SIZE)?;
+    share_except(child, high, abi::INFO_VA, skip)?;
     // A fresh exception stack for the child's core.
     let top = layout::exc_stack_top(core);
     let mut va = top - layout::EXC_STACK_SIZE;

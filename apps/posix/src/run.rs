@@ -44,6 +44,13 @@ pub fn run(arg: u64) -> i32 {
         return fail(NOT_FOUND, &format!("cannot map the initrd: {e:?}"));
     }
     glue::INITRD_LEN.store(size, core::sync::atomic::Ordering::Relaxed);
+    // Every process maps the initrd itself (`procs::child_side`): a fork
+    // need not walk its thousands of pages only to skip them.
+    let page = libos_async::abi::PAGE_SIZE;
+    let pages = size.div_ceil(page) * page;
+    if let Err(e) = libos_async::fork::not_shared_with_children(layout::INITRD_VA, pages) {
+        glue::log_line(&format!("posix: the initrd stays in fork's sharing: {e:?}"));
+    }
     // SAFETY: InitrdMap mapped `size` bytes read-only at INITRD_VA (all or
     // nothing, checked above) for the rest of this environment's life; no
     // one can write them.

@@ -227,6 +227,7 @@ const TESTS: &[KernelTest] = &[
     ("child_quota_raise_lower_never_below_use_hostile", || expect_exit("forktest", 4)),
     ("spawn_from_initrd_args_status_bad_images", || expect_exit("forktest", 5)),
     ("fork_cow_fault_fixed_twice_two_vcpus", || expect_exit("forktest", 6)),
+    ("fork_leaves_unshared_ranges_out", || expect_exit("forktest", 7)),
     // Memory shared writable across fork (ShareWritable): `tests/sharetest`.
     ("share_writable_generations_see_each_others_writes_quota_exact", || {
         expect_exit("sharetest", 0)

@@ -42,7 +42,10 @@
 //!    forks, so both fault on one page at once and one fix-up finds it
 //!    fixed by the other (the race a signal upcall whose handler writes
 //!    the faulting page also makes): no fault is left unhandled and every
-//!    page ends with one of the two last writes.
+//!    page ends with one of the two last writes;
+//! 7. `not_shared_with_children`: a marked range is left out of the fork
+//!    (the child finds nothing mapped there and maps its own), the pages
+//!    on both sides of it are shared as usual, and the parent keeps its own.
 
 #![cfg_attr(target_os = "none", no_std, no_main)]
 #![forbid(unsafe_code)]
@@ -77,6 +80,7 @@ fn app_main(arg: u64) -> i32 {
         4 => child_quota(),
         5 => spawn_checks(),
         6 => cow_fixed_twice(),
+        7 => unshared_range_left_out(),
         _ => fail(format_args!("forktest: unknown mode {arg}")),
     }
 }
@@ -641,4 +645,44 @@ fn cow_fixed_twice() -> i32 {
         .count();
     c.check(torn == 0, format_args!("{torn} race pages hold neither last write"));
     c.finish()
+}
+
+// --- mode 7 -----------------------------------------------------------------
+
+fn unshared_range_left_out() -> i32 {
+    let base = SCRATCH_BASE + 0x6000_0000;
+    // Pages 0..4; 1 and 2 are left out of the fork.
+    require("map_fresh", libos_async::mem::map_fresh(base, 4, Rights::RW));
+    for i in 0..4 {
+        probe::write(base + i * PAGE_SIZE, 70 + i);
+    }
+    require(
+        "not_shared_with_children",
+        libos_async::fork::not_shared_with_children(base + PAGE_SIZE, 2 * PAGE_SIZE),
+    );
+    let bad = libos_async::fork::not_shared_with_children(base + 1, PAGE_SIZE);
+    match require("fork", fork(0)) {
+        None => {
+            let mapped = |i: u64| sys::page_query(base + i * PAGE_SIZE).is_ok();
+            let code = if !mapped(0) || !mapped(3) {
+                1 // the pages around the range must be shared
+            } else if mapped(1) || mapped(2) {
+                2 // the range must not be
+            } else if word(base) != 70 || word(base + 3 * PAGE_SIZE) != 73 {
+                3
+            } else {
+                0
+            };
+            sys::exit(code)
+        }
+        Some(child) => {
+            let mut c = Checks::new();
+            let status = wait(child);
+            c.check(status == Ok(0), format_args!("child's view of the fork: {status:?}"));
+            c.check(bad == Err(Error::InvalidArgument), format_args!("unaligned range: {bad:?}"));
+            let kept = (0..4).all(|i| word(base + i * PAGE_SIZE) == 70 + i);
+            c.check(kept, format_args!("the parent's pages"));
+            c.finish()
+        }
+    }
 }
