@@ -783,6 +783,7 @@ fn check(ws: &Workspace, args: &CheckArgs) -> Result<bool, String> {
         // Its own target directory: `--cfg loom` rebuilds everything.
         for (what, package, filter) in [
             ("loom model of the ring protocol", "kernel", "ring::loom"),
+            ("loom model of the kernel trace ring", "kernel", "trace::loom"),
             ("loom model of the channel protocol", "libos-async", "channel::ring::loom"),
             ("loom model of the pipe ring", "libos-posix", "pipe::loom"),
         ] {
