@@ -89,8 +89,9 @@ pub enum Kind {
     RingSubmit = 10,
     /// Ring timers completed. `env`: whose ring; `arg`: how many.
     RingComplete = 11,
-    /// A TLB shootdown is sent. `env`: whose address space; `arg`: the
-    /// other cores asked (a bit set; 0: this core only).
+    /// A TLB shootdown is sent to other cores (a flush of this core only is
+    /// not recorded). `env`: whose address space; `arg`: the cores asked
+    /// (a bit set).
     Shootdown = 12,
     /// This core carried out another core's shootdown. `env`: whose
     /// address space; `arg`: the requesting core.
