@@ -290,7 +290,8 @@ impl Ring {
     /// writes meanwhile is left for the next call.
     pub fn drain(&self, from: u64, mut f: impl FnMut(Record)) -> Drained {
         let head = self.head.load(Ordering::Acquire);
-        let mut out = Drained { next: from.max(head.saturating_sub(self.capacity())), ..Default::default() };
+        let mut out =
+            Drained { next: from.max(head.saturating_sub(self.capacity())), ..Default::default() };
         out.lost = out.next - from.min(out.next);
         while out.next < head {
             match self.get(out.next) {

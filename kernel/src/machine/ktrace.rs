@@ -39,6 +39,10 @@ static ON: CacheAligned<AtomicBool> = CacheAligned(AtomicBool::new(false));
 /// One ring per possible core, made once.
 static RINGS: Once<Box<[Ring]>> = Once::new();
 
+/// The command line asked for tracing: the end of the run dumps (a test
+/// that made the rings for itself does not fill the log).
+static DUMP_AT_END: AtomicBool = AtomicBool::new(false);
+
 /// Per core: the index its next dump starts at.
 static DUMPED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
@@ -53,6 +57,15 @@ pub fn init(records: usize) -> u64 {
         (0..MAX_CPUS).map(|_| Ring::new(n)).collect()
     });
     rings.first().map_or(0, Ring::capacity)
+}
+
+/// `trace=N` on the command line: makes the rings, turns recording on and
+/// has the end of the run [`dump`] them. Returns the records per core.
+pub fn start_from_cmdline(records: usize) -> u64 {
+    let capacity = init(records);
+    DUMP_AT_END.store(true, Ordering::Relaxed);
+    enable(true);
+    capacity
 }
 
 /// Turns recording on or off (on only once the rings are made).
@@ -100,11 +113,13 @@ fn record_on(kind: Kind, env: u32, arg: u64) {
 /// ktrace end
 /// ```
 ///
-/// Nothing is printed if the rings were never made. Other cores may still
+/// Nothing is printed unless the command line asked for tracing. Other cores may still
 /// be recording when recording stops; a record they are writing is
 /// either complete or left out (the ring's protocol).
 pub fn dump() {
-    let Some(rings) = RINGS.get() else { return };
+    let Some(rings) = RINGS.get().filter(|_| DUMP_AT_END.load(Ordering::Relaxed)) else {
+        return;
+    };
     enable(false);
     let cores = super::percpu::online_cpus().min(MAX_CPUS);
     let cap = rings.first().map_or(0, Ring::capacity);

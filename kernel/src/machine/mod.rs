@@ -102,9 +102,9 @@ pub mod gdt;
 pub mod interrupts;
 #[allow(unsafe_code, reason = "the I/O APIC's registers")]
 pub mod ioapic;
-pub mod ktrace;
 #[allow(unsafe_code, reason = "the breakpoint test executes int3")]
 pub mod ktest;
+pub mod ktrace;
 pub mod mailbox;
 #[allow(unsafe_code, reason = "raw physical memory through the direct map, the heap")]
 pub mod memory;

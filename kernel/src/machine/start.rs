@@ -109,8 +109,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
         percpu::online_cpus(),
     );
     if cmdline.trace > 0 {
-        let records = super::ktrace::init(cmdline.trace as usize);
-        super::ktrace::enable(true);
+        let records = super::ktrace::start_from_cmdline(cmdline.trace as usize);
         kprintln!("exo: kernel trace on, {records} records per core");
     }
     let all_cores = u64::MAX >> (64 - percpu::online_cpus());
