@@ -37,8 +37,8 @@ pub const DEFAULT_QUOTA: u64 = 4096;
 /// The largest quota `quota=` may set (every frame below 4 GiB).
 pub const MAX_QUOTA: u64 = 1 << 20;
 /// The most kernel trace records per core `trace=N` may ask for (24
-/// bytes each: 1.5 MiB per core).
-pub const MAX_TRACE_RECORDS: u32 = 1 << 16;
+/// bytes each from the kernel heap: 384 KiB per core).
+pub const MAX_TRACE_RECORDS: u32 = 1 << 14;
 
 /// What the kernel does once every core is up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,7 +306,7 @@ mod tests {
         assert_eq!(Cmdline::parse("zero_pool=0").zero_pool, 0);
         assert_eq!(Cmdline::parse("zero_pool=5000").zero_pool, 4096);
         assert_eq!(Cmdline::parse("trace=4096").trace, 4096);
-        for bad in ["trace=0", "trace=65537", "trace=x", "trace"] {
+        for bad in ["trace=0", "trace=16385", "trace=x", "trace"] {
             let c = Cmdline::parse(bad);
             assert_eq!((c.trace, c.unknown.len()), (0, 1), "{bad}");
         }

@@ -235,6 +235,20 @@ impl Ring {
         }
     }
 
+    /// A ring of `records` records (at least 1), or `None` if the memory
+    /// cannot be had.
+    pub fn try_new(records: usize) -> Option<Ring> {
+        let n = records.max(1).checked_mul(WORDS)?;
+        let mut words = alloc::vec::Vec::new();
+        words.try_reserve_exact(n).ok()?;
+        words.extend((0..n).map(|_| AtomicU64::new(0)));
+        Some(Ring {
+            head: AtomicU64::new(0),
+            claimed: AtomicU64::new(0),
+            words: words.into_boxed_slice(),
+        })
+    }
+
     /// How many records it holds.
     pub fn capacity(&self) -> u64 {
         (self.words.len() / WORDS) as u64

@@ -196,7 +196,7 @@ pub fn to_chrome(log: &str) -> Result<(Value, usize), String> {
     // Per core: the env whose vCPU slice is open, and the open slot.
     let mut running: BTreeMap<u64, u64> = BTreeMap::new();
     let mut slot: BTreeMap<u64, bool> = BTreeMap::new();
-    let last = kern.iter().map(|e| us(e)).fold(0.0, f64::max);
+    let last = kern.iter().map(&us).fold(0.0, f64::max);
     for e in &kern {
         let (ts, core) = (us(e), e.core);
         name_track(&mut out, KERNEL_PID, core, format!("core {core}"));

@@ -36,7 +36,7 @@ pub use kernel::trace::{STOP_GONE, STOP_PREEMPTED, STOP_SLEEP};
 /// run, read by every hook.
 static ON: CacheAligned<AtomicBool> = CacheAligned(AtomicBool::new(false));
 
-/// One ring per possible core, made once.
+/// One ring per online core, made once.
 static RINGS: Once<Box<[Ring]>> = Once::new();
 
 /// The command line asked for tracing: the end of the run dumps (a test
@@ -49,12 +49,15 @@ static DUMPED: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// The most records per core the command line may ask for (24 bytes each).
 pub const MAX_RECORDS: usize = kernel::cmdline::MAX_TRACE_RECORDS as usize;
 
-/// Makes the rings (`records` per core, clamped to 1..=[`MAX_RECORDS`]) if
-/// they are not made yet, and returns their capacity.
+/// Makes the rings (`records` per online core, clamped to
+/// 1..=[`MAX_RECORDS`]) if they are not made yet, and returns their
+/// capacity: 0 if the kernel heap could not hold them (tracing then
+/// stays off; the heap is not left short, the rings are freed).
 pub fn init(records: usize) -> u64 {
     let rings = RINGS.call_once(|| {
         let n = records.clamp(1, MAX_RECORDS);
-        (0..MAX_CPUS).map(|_| Ring::new(n)).collect()
+        let cores = super::percpu::online_cpus().min(MAX_CPUS);
+        (0..cores).map(|_| Ring::try_new(n)).collect::<Option<Box<[Ring]>>>().unwrap_or_default()
     });
     rings.first().map_or(0, Ring::capacity)
 }
@@ -70,7 +73,7 @@ pub fn start_from_cmdline(records: usize) -> u64 {
 
 /// Turns recording on or off (on only once the rings are made).
 pub fn enable(on: bool) {
-    ON.store(on && RINGS.get().is_some(), Ordering::Release);
+    ON.store(on && RINGS.get().is_some_and(|r| !r.is_empty()), Ordering::Release);
 }
 
 /// Whether the hooks record.

@@ -109,8 +109,10 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
         percpu::online_cpus(),
     );
     if cmdline.trace > 0 {
-        let records = super::ktrace::start_from_cmdline(cmdline.trace as usize);
-        kprintln!("exo: kernel trace on, {records} records per core");
+        match super::ktrace::start_from_cmdline(cmdline.trace as usize) {
+            0 => kprintln!("exo: kernel trace off: no heap for {} records per core", cmdline.trace),
+            records => kprintln!("exo: kernel trace on, {records} records per core"),
+        }
     }
     let all_cores = u64::MAX >> (64 - percpu::online_cpus());
     // Core 0 runs the test and benchmark harnesses; in `run` mode it joins
