@@ -286,7 +286,8 @@ impl VcpuRing {
             Pinned { header: ring.header, sq_slots: &ring.sq_slots, cq_slots: &ring.cq_slots };
         let Submitted { consumed, deferred } =
             ring.state.submit_batch(&mem, max, |_| Outcome::Defer);
-        if consumed > 0 {
+        // The flag first: off, one load and branch (the count is not tested).
+        if super::ktrace::enabled() && consumed > 0 {
             super::ktrace::record(Kind::RingSubmit, ring.env.raw(), u64::from(consumed));
         }
         if deferred
