@@ -36,6 +36,9 @@ pub const DEFAULT_DEMO: [&str; 6] =
 pub const DEFAULT_QUOTA: u64 = 4096;
 /// The largest quota `quota=` may set (every frame below 4 GiB).
 pub const MAX_QUOTA: u64 = 1 << 20;
+/// The most kernel trace records per core `trace=N` may ask for (24
+/// bytes each from the kernel heap: 384 KiB per core).
+pub const MAX_TRACE_RECORDS: u32 = 1 << 14;
 
 /// What the kernel does once every core is up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,6 +123,8 @@ pub struct Cmdline {
     pub benches: Option<String>,
     /// `memrevoke=APP:N:MS`: a repossession demand to make in `run` mode.
     pub memrevoke: Option<MemRevoke>,
+    /// `trace=N`: kernel trace records per core (0: tracing off).
+    pub trace: u32,
     /// Words that were not understood, kept for a warning.
     pub unknown: Vec<String>,
 }
@@ -164,6 +169,7 @@ impl Default for Cmdline {
             benches: None,
             memrevoke: None,
             stdin_console: false,
+            trace: 0,
             unknown: Vec::new(),
         }
     }
@@ -199,6 +205,7 @@ impl Cmdline {
                 "grace_us" => parse_in(value, 1, 1_000_000).map(|v| out.grace_us = v).is_some(),
                 "slots_reserved" => parse_in(value, 0, 63).map(|v| reserved = Some(v)).is_some(),
                 "zero_pool" => parse_in(value, 0, 4096).map(|v| out.zero_pool = v).is_some(),
+                "trace" => parse_in(value, 1, MAX_TRACE_RECORDS).map(|v| out.trace = v).is_some(),
                 "bench_samples" => {
                     parse_in(value, 1, 100_000).map(|v| out.bench_samples = v).is_some()
                 }
@@ -298,6 +305,11 @@ mod tests {
         assert_eq!(c.zero_pool, 4096);
         assert_eq!(Cmdline::parse("zero_pool=0").zero_pool, 0);
         assert_eq!(Cmdline::parse("zero_pool=5000").zero_pool, 4096);
+        assert_eq!(Cmdline::parse("trace=4096").trace, 4096);
+        for bad in ["trace=0", "trace=16385", "trace=x", "trace"] {
+            let c = Cmdline::parse(bad);
+            assert_eq!((c.trace, c.unknown.len()), (0, 1), "{bad}");
+        }
         assert!(c.unknown.is_empty());
         assert_eq!(Cmdline::parse("init=a,,b").init, ["a", "b"]);
         assert_eq!(Cmdline::parse("").init, DEFAULT_DEMO);

@@ -25,6 +25,7 @@
 //! | [`timevec`] | time-slot ownership and the slot picking rule |
 //! | [`slotclock`] | the rules of a core's walk through its time vector (the abort protocol) |
 //! | [`syscall`] | decoding a system call's registers into a typed request |
+//! | [`trace`] | the kernel's per-core trace ring: record format, lock-free single-writer ring, dump lines |
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -48,6 +49,7 @@ pub mod slotclock;
 pub mod stats;
 pub mod syscall;
 pub mod timevec;
+pub mod trace;
 pub mod zeropool;
 
 /// Size of a base page and of a physical frame.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["cpu", "boot", "percpu", "trap", "xstate"],
     &["time", "memory", "console"],
-    &["apic", "paging", "acpi", "gdt", "slots", "ioapic"],
+    &["apic", "paging", "acpi", "gdt", "slots", "ioapic", "ktrace"],
     &["tlb", "panic"],
     &["mailbox", "interrupts"],
     &["env"],

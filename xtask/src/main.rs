@@ -247,10 +247,12 @@ struct RunArgs {
     /// Deterministic time: TCG with `-icount shift=0`.
     #[arg(long)]
     icount: bool,
-    /// Collect the runtime's task-event trace (`rttrace` lines, printed
-    /// by apps run with `RuntimeConfig::trace`) into
-    /// `target/trace/NAME.json` (Chrome/Perfetto format; NAME defaults to
-    /// `run`).
+    /// Trace the run: the kernel records its events (`trace=8192` on the
+    /// command line unless `--append` sets `trace=N` records per core)
+    /// and dumps them at the end (`ktrace` lines); they and the runtime's
+    /// task events (`rttrace` lines, printed by apps run with
+    /// `RuntimeConfig::trace`) go into `target/trace/NAME.json`
+    /// (Chrome/Perfetto format; NAME defaults to `run`).
     #[arg(long, value_name = "NAME", num_args = 0..=1, default_missing_value = "run")]
     trace: Option<String>,
     #[command(flatten)]
@@ -591,6 +593,10 @@ fn run(ws: &Workspace, args: RunArgs) -> Result<bool, String> {
         append.push(' ');
         append.push_str(extra.trim());
     }
+    if args.trace.is_some() && !append.split_whitespace().any(|w| w.starts_with("trace=")) {
+        append.push_str(" trace=");
+        append.push_str(&DEFAULT_TRACE_RECORDS.to_string());
+    }
     for warning in unknown_init_apps(&append, &built.apps) {
         eprintln!("xtask: warning: {warning}");
     }
@@ -626,7 +632,10 @@ fn run(ws: &Workspace, args: RunArgs) -> Result<bool, String> {
     Ok(out.status.is_success())
 }
 
-/// Writes the `rttrace` dumps of serial log `log` to
+/// Kernel trace records per core `run --trace` asks for (24 bytes each).
+const DEFAULT_TRACE_RECORDS: u32 = 8192;
+
+/// Writes the `rttrace` and `ktrace` dumps of serial log `log` to
 /// `target/trace/NAME.json` (see [`trace`]).
 fn write_trace(ws: &Workspace, log: &Path, name: &str) -> Result<(), String> {
     if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
@@ -639,9 +648,11 @@ fn write_trace(ws: &Workspace, log: &Path, name: &str) -> Result<(), String> {
     let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, json.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
     if events == 0 {
-        println!("xtask: no rttrace lines in the log (does the app use RuntimeConfig::trace?)");
+        println!("xtask: no rttrace or ktrace lines in the log");
+    } else if !text.windows(8).any(|w| w == b"rttrace ") {
+        println!("xtask: no rttrace lines (task events need RuntimeConfig::trace in the app)");
     }
-    println!("xtask: {events} task events -> {} (open in ui.perfetto.dev)", ws.rel(&path));
+    println!("xtask: {events} events -> {} (open in ui.perfetto.dev)", ws.rel(&path));
     Ok(())
 }
 
@@ -791,6 +802,7 @@ fn check(ws: &Workspace, args: &CheckArgs) -> Result<bool, String> {
         // Its own target directory: `--cfg loom` rebuilds everything.
         for (what, package, filter) in [
             ("loom model of the ring protocol", "kernel", "ring::loom"),
+            ("loom model of the kernel trace ring", "kernel", "trace::loom"),
             ("loom model of the channel protocol", "libos-async", "channel::ring::loom"),
             ("loom model of the pipe ring", "libos-posix", "pipe::loom"),
         ] {

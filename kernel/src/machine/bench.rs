@@ -168,6 +168,7 @@ pub fn run_all(n: usize, all_cores: u64, filter: Option<&str>) -> ! {
         super::cpu::exit_qemu(false);
     }
     if !sel.has("tlbbench") {
+        super::ktrace::dump();
         kprintln!("bench done");
         super::cpu::exit_qemu(true);
     }

@@ -267,6 +267,7 @@ pub fn device_interrupt(vector: u8, from_user: bool) -> Device {
             apic::end_of_interrupt();
         }
         other => {
+            super::ktrace::record(kernel::trace::Kind::Irq, 0, u64::from(other));
             match trap::handler(other) {
                 Some(handler) => handler(),
                 None => log::warn!("unexpected interrupt vector {other:#x}"),

@@ -124,6 +124,7 @@ const TESTS: &[KernelTest] = &[
     ("cpu_time_slots_in_ratio_1_2_3_give_work_in_ratio", cpu::slot_ratio_is_cpu_ratio),
     ("cpu_time_abort_protocol_stops_and_charges_a_rude_env", cpu::abort_protocol_stops_and_charges),
     ("cpu_slot_prologue_and_epilogue_upcalls_arrive", cpu::slot_upcalls),
+    ("trace_records_exact_slot_switches", cpu::trace_records_exact_slot_switches),
     ("cpu_directed_yield_hands_the_slot_to_the_named_env", cpu::directed_yield),
     ("pct_million_calls_intact_errors_and_faulting_target", || cpu::protected_control_transfer(20)),
     ("pct_async_call_wakes_a_target_on_a_halted_core", cpu::async_call_wakes_halted_core),

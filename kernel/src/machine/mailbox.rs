@@ -151,7 +151,15 @@ pub fn kick(core: usize) {
         && !RESCHED[core].swap(true, Ordering::AcqRel)
     {
         apic::send_ipi(target.apic_id, super::trap::vectors::MAILBOX);
+        traced_ipi(core);
     }
+}
+
+/// Records an IPI to `core` on the mailbox vector, if tracing is on.
+#[inline(always)]
+fn traced_ipi(core: usize) {
+    let vector = u64::from(super::trap::vectors::MAILBOX);
+    super::ktrace::record(kernel::trace::Kind::IpiSend, 0, core as u64 | vector << 32);
 }
 
 /// Whether this core has a reschedule request pending.
@@ -229,6 +237,7 @@ fn push<T>(
         }
     }
     apic::send_ipi(apic_id, super::trap::vectors::MAILBOX);
+    traced_ipi(target);
     Ok(())
 }
 

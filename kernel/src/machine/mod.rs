@@ -19,14 +19,15 @@
 //!  environments   env/ {registry, bindings, umem, spawn, events}
 //!  cross-core     mailbox                  interrupts - - -> sched::user_trap
 //!                 tlb                      panic             (the one back edge)
-//!  devices        apic   paging   acpi   gdt   slots   ioapic
+//!  devices        apic   paging   acpi   gdt   slots   ioapic   ktrace
 //!  clocks, I/O    time   memory   console
 //!  base           cpu    boot     percpu   trap   xstate
 //! ```
 //!
 //! In words, bottom up: `cpu`, `boot`, `percpu`, `trap` and `xstate` import nothing
 //! from `machine`; `time` uses `cpu`, `memory` uses `boot`, `console` uses
-//! `percpu`; `apic`, `paging`, `acpi`, `gdt`, `slots` and `ioapic` use the rows below;
+//! `percpu`; `apic`, `paging`, `acpi`, `gdt`, `slots`, `ioapic` and `ktrace` use the rows below
+//! (every traced layer above calls `ktrace::record`);
 //! `tlb` (it knows an address space only as a `tlb::Space`) and `panic` use
 //! the devices; `mailbox` uses `tlb` (it serves the shootdown inboxes first)
 //! and `interrupts` uses `panic` (NMIs), and neither names a handler above
@@ -67,6 +68,7 @@
 //! | [`ioapic`] | routing a device line (COM1) to a core | I/O APIC registers |
 //! | [`paging`] | environment page tables | page-table memory, CR3 |
 //! | [`slots`] | the time vectors' shared schedule pages | — |
+//! | [`ktrace`] | the per-core kernel trace rings, their on/off flag, the hook and the dump | — |
 //! | [`tlb`] | PCIDs and cross-core TLB shootdown | CR4, the inbox's address-space pointer |
 //! | [`panic`](mod@panic) | panic report, backtrace, failure exit | frame-pointer walk |
 //! | [`interrupts`] | IDT, entry stubs, exception reports, device interrupts | assembly, `lidt` |
@@ -102,6 +104,7 @@ pub mod interrupts;
 pub mod ioapic;
 #[allow(unsafe_code, reason = "the breakpoint test executes int3")]
 pub mod ktest;
+pub mod ktrace;
 pub mod mailbox;
 #[allow(unsafe_code, reason = "raw physical memory through the direct map, the heap")]
 pub mod memory;

@@ -108,6 +108,12 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
         },
         percpu::online_cpus(),
     );
+    if cmdline.trace > 0 {
+        match super::ktrace::start_from_cmdline(cmdline.trace as usize) {
+            0 => kprintln!("exo: kernel trace off: no heap for {} records per core", cmdline.trace),
+            records => kprintln!("exo: kernel trace on, {records} records per core"),
+        }
+    }
     let all_cores = u64::MAX >> (64 - percpu::online_cpus());
     // Core 0 runs the test and benchmark harnesses; in `run` mode it joins
     // the others in running environments once the demo is started.
@@ -120,7 +126,11 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
             }
             run_demo(&cmdline.init, cmdline.console == ConsoleMode::Split, cmdline.stdin_console)
         }
-        Mode::Test => cpu::exit_qemu(ktest::run_all(cmdline.tests.as_deref())),
+        Mode::Test => {
+            let passed = ktest::run_all(cmdline.tests.as_deref());
+            super::ktrace::dump();
+            cpu::exit_qemu(passed)
+        }
         Mode::Bench => {
             bench::run_all(cmdline.bench_samples as usize, all_cores, cmdline.benches.as_deref())
         }

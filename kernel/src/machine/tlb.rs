@@ -249,6 +249,8 @@ pub fn shootdown(space: &Space, flush: Flush) {
     if targets == 0 {
         return;
     }
+    // Only shootdowns that reach other cores (a local flush is not traced).
+    super::ktrace::record(kernel::trace::Kind::Shootdown, space.id.raw(), targets);
     let generation = GENERATIONS[me.index].fetch_add(1, Ordering::Relaxed) + 1;
     for core in bits(targets) {
         let (Some(target), Some(inbox)) = (cpu(core), INBOXES.get(core)) else { continue };
@@ -262,6 +264,11 @@ pub fn shootdown(space: &Space, flush: Flush) {
         slot.request.store(generation, Ordering::Release);
         inbox.pending.fetch_or(1 << me.index, Ordering::AcqRel);
         super::apic::send_ipi(target.apic_id, super::trap::vectors::MAILBOX);
+        super::ktrace::record(
+            kernel::trace::Kind::IpiSend,
+            0,
+            core as u64 | u64::from(super::trap::vectors::MAILBOX) << 32,
+        );
         me.flush_ipis_sent.fetch_add(1, Ordering::Relaxed);
     }
     // A target can be slow (a bounded system call with interrupts off, or
@@ -331,6 +338,7 @@ pub fn serve_flushes() {
             active_cores,
         };
         flush_here(&space, flush);
+        super::ktrace::record(kernel::trace::Kind::ShootdownServed, space.id.raw(), from as u64);
         me.flush_ipis_received.fetch_add(1, Ordering::Relaxed);
         slot.done.store(generation, Ordering::Release);
     }

@@ -25,6 +25,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::frames::FrameNumber;
 use kernel::ownership::EnvId;
 use kernel::ring::{Outcome, RingMemory, RingState, Submitted};
+use kernel::trace::Kind;
 
 /// One vCPU's registered ring: a pointer, so that taking it out of the run
 /// queue for a `RingEnter`'s full path ([`super::sched::with_current_ring`];
@@ -252,6 +253,9 @@ impl VcpuRing {
             }
             execute(env, sqe, timers)
         });
+        if submitted.consumed > 0 {
+            super::ktrace::record(Kind::RingSubmit, ring.env.raw(), u64::from(submitted.consumed));
+        }
         if !ring.timers.is_empty() {
             ring.fire_timers(super::cpu::rdtsc());
         }
@@ -282,6 +286,10 @@ impl VcpuRing {
             Pinned { header: ring.header, sq_slots: &ring.sq_slots, cq_slots: &ring.cq_slots };
         let Submitted { consumed, deferred } =
             ring.state.submit_batch(&mem, max, |_| Outcome::Defer);
+        // The flag first: off, one load and branch (the count is not tested).
+        if super::ktrace::enabled() && consumed > 0 {
+            super::ktrace::record(Kind::RingSubmit, ring.env.raw(), u64::from(consumed));
+        }
         if deferred
             || !ring.timers.is_empty()
             || min_complete != 0 && u64::from(ring.state.pending_completions(&mem)) < min_complete
@@ -334,6 +342,7 @@ impl Registered {
         let mem =
             Pinned { header: self.header, sq_slots: &self.sq_slots, cq_slots: &self.cq_slots };
         let state = &mut self.state;
+        let before = self.timers.len();
         self.timers.retain(|&(deadline, user_data)| {
             if deadline <= now {
                 state.complete(&mem, user_data, Ok(0));
@@ -342,6 +351,8 @@ impl Registered {
                 true
             }
         });
+        let fired = (before - self.timers.len()) as u64;
+        super::ktrace::record(Kind::RingComplete, self.env.raw(), fired);
     }
 }
 

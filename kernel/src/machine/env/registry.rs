@@ -54,6 +54,11 @@ pub fn terminate(env: &Env, outcome: Outcome) {
         return;
     }
     env.dying.store(true, Ordering::Release);
+    let code = match env.outcome.get() {
+        Some(Outcome::Exited(code)) => *code,
+        _ => u64::MAX,
+    };
+    crate::machine::ktrace::record(kernel::trace::Kind::EnvExit, env.id.raw(), code);
     // Console input goes back to whoever gave it (if anyone).
     super::terminal::reader_ended(env);
     match env.outcome.get() {
@@ -229,6 +234,10 @@ impl Reclaim {
                     memory::free_frame(frame).expect("kernel frame was allocated");
                 }
                 env.charged.store(0, Ordering::Release);
+                if env.outcome.get().is_none() {
+                    // Its last vCPU ended without `terminate`: it ends here.
+                    crate::machine::ktrace::record(kernel::trace::Kind::EnvExit, env.id.raw(), 0);
+                }
                 let outcome = env.outcome.call_once(|| Outcome::Exited(0));
                 // A child's status is its creator's business.
                 if *outcome != Outcome::Exited(0) && env.creator.is_none() {
@@ -317,6 +326,7 @@ fn report_init_end(env: &Env) {
     if INIT_REPORTED.swap(true, Ordering::SeqCst) {
         return;
     }
+    crate::machine::ktrace::dump();
     let tag = EXIT_TAG.get().map_or("-", String::as_str);
     match env.outcome.get() {
         Some(Outcome::Exited(code)) => kprintln!("{EXIT_MARKER} tag={tag} status {code}"),
@@ -340,6 +350,7 @@ pub fn check_all_done() {
     if let Some(line) = POWER_OFF_WHEN_DONE.get()
         && without_interrupts(|| ENVS.read().is_empty())
     {
+        crate::machine::ktrace::dump();
         kprintln!("{line}");
         crate::machine::cpu::exit_qemu(!RUN_FAILED.load(Ordering::Acquire));
     }

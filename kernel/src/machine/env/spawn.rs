@@ -103,6 +103,7 @@ pub fn create(name: &str, image: &[u8], arg: u64) -> Result<(Arc<Env>, u64), Spa
         return Err(SpawnError::Memory(e));
     }
     without_interrupts(|| ENVS.write().insert(env.id, Arc::clone(&env)));
+    crate::machine::ktrace::record(kernel::trace::Kind::EnvStart, env.id.raw(), 0);
     Ok((env, plan.entry))
 }
 
@@ -119,6 +120,11 @@ pub fn create_child(creator: &Env, quota: u64) -> Result<Arc<Env>, Error> {
         return Err(e);
     }
     without_interrupts(|| ENVS.write().insert(env.id, Arc::clone(&env)));
+    crate::machine::ktrace::record(
+        kernel::trace::Kind::EnvStart,
+        env.id.raw(),
+        u64::from(creator.id.raw()),
+    );
     Ok(env)
 }
 

@@ -386,3 +386,103 @@ pub fn async_call_wakes_halted_core() -> TestResult {
         })
     })
 }
+
+/// The kernel trace of a known run holds exactly the expected slot
+/// switches. Two plain `cpuhog`s hold 3 slots each on one core and left its
+/// default round-robin, so nothing else may run there: with tracing on for
+/// [`TRACE_WINDOW_MS`], the core's records of kinds `slot`, `run` and
+/// `stop` must be, slot after slot of its time vector in order, `slot i
+/// owner` then — if a hog owns slot i — `run owner` and, at the slot's
+/// end, `stop owner` (preempted); a free slot has no run. Decided by the
+/// slot clock, not by timing, so it holds under plain TCG too.
+pub fn trace_records_exact_slot_switches() -> TestResult {
+    use crate::machine::ktrace;
+    use kernel::trace::{Kind, Record};
+    let core = 2;
+    frames_restored(|| {
+        let envs =
+            [spawn_on("cpuhog", hog_arg(0, 3), core)?, spawn_on("cpuhog", hog_arg(0, 3), core)?];
+        let settled = Deadline::after_ms(super::ENV_TIMEOUT_MS);
+        while !envs.iter().all(|e| {
+            slots::owned_by(core, e.id).count_ones() == 3
+                && e.default_time.load(Ordering::Acquire) & (1 << core) == 0
+                && sample(e, core).work > 0
+        }) {
+            if settled.passed() || envs.iter().any(|e| e.is_dying()) {
+                return Err(String::from("the hogs did not all take their slots"));
+            }
+            core::hint::spin_loop();
+        }
+        let was_on = ktrace::enabled();
+        let capacity = ktrace::init(TRACE_TEST_RECORDS);
+        let ring = ktrace::ring(core).ok_or_else(|| String::from("no trace ring"))?;
+        let from = ring.head();
+        ktrace::enable(true);
+        time::halt_for_ms(TRACE_WINDOW_MS);
+        ktrace::enable(was_on);
+        let mut records: Vec<Record> = Vec::new();
+        let drained = ring.drain(from, |r| records.push(r));
+        // The vector as it was (the hogs hold their slots until they end).
+        let len = slots::len(core);
+        let owners: Vec<u32> = (0..len).map(|i| slots::owner(core, i).raw()).collect();
+        let masks = [slots::owned_by(core, envs[0].id), slots::owned_by(core, envs[1].id)];
+        let outcome = wait_all(&envs, &[Outcome::Exited(0), Outcome::Exited(0)]);
+        check(drained.lost == 0, || {
+            format!("{} of {} records lost (ring of {capacity})", drained.lost, drained.next - from)
+        })?;
+        let hogs: Vec<u32> = envs.iter().map(|e| e.id.raw()).collect();
+        // The switches seen: from the first slot start on, up to the last
+        // (whose slot the window cut short).
+        let seen: Vec<(Kind, u32, u64)> = records
+            .iter()
+            .filter(|r| matches!(r.kind, Kind::SlotStart | Kind::Run | Kind::Stop))
+            .skip_while(|r| r.kind != Kind::SlotStart)
+            .map(|r| (r.kind, r.env, if r.kind == Kind::Run { 0 } else { r.arg }))
+            .collect();
+        let last_start = seen.iter().rposition(|s| s.0 == Kind::SlotStart).unwrap_or(0);
+        let seen = &seen[..last_start];
+        let first = seen.first().map_or(0, |s| s.2 as usize);
+        let slots_seen = seen.iter().filter(|s| s.0 == Kind::SlotStart).count();
+        let mut expected = Vec::new();
+        for k in 0..slots_seen {
+            let index = (first + k) % len.max(1);
+            let owner = owners[index];
+            expected.push((Kind::SlotStart, owner, index as u64));
+            if hogs.contains(&owner) {
+                expected.push((Kind::Run, owner, 0));
+                expected.push((Kind::Stop, owner, ktrace::STOP_PREEMPTED));
+            } else {
+                check(owner == 0, || format!("slot {index} is owned by env {owner}, not a hog"))?;
+            }
+        }
+        crate::machine::console::kprintln!(
+            "  {slots_seen} slots traced ({} records), hogs {hogs:?} own {:#x} and {:#x} of {len}",
+            records.len(),
+            masks[0],
+            masks[1]
+        );
+        // 1 ms slots: a slow TCG host starts fewer than one per ms (27 in
+        // 100 ms seen), never this few.
+        check(slots_seen >= (TRACE_WINDOW_MS / 20) as usize, || {
+            format!("only {slots_seen} slots started in {TRACE_WINDOW_MS} ms")
+        })?;
+        if let Some(k) = seen.iter().zip(&expected).position(|(s, e)| s != e) {
+            return Err(format!(
+                "switch {k} differs: saw {:?}, expected {:?} (around: {:?})",
+                seen[k],
+                expected[k],
+                &seen[k.saturating_sub(3)..(k + 3).min(seen.len())]
+            ));
+        }
+        check(seen.len() == expected.len(), || {
+            format!("{} switches seen, {} expected", seen.len(), expected.len())
+        })?;
+        outcome
+    })
+}
+
+/// Records per core the trace test makes the rings with (when `trace=N`
+/// did not make them already).
+const TRACE_TEST_RECORDS: usize = 8192;
+/// How long the trace test records.
+const TRACE_WINDOW_MS: u64 = 300;

@@ -7,6 +7,7 @@
 use super::runq::*;
 use super::*;
 use crate::machine::env::{self, Env};
+use crate::machine::ktrace;
 use crate::machine::slots;
 use crate::machine::trap::TrapFrame;
 use crate::machine::uring::VcpuRing;
@@ -17,6 +18,7 @@ use core::sync::atomic::Ordering;
 use kernel::ownership::EnvId;
 use kernel::slotclock;
 use kernel::timevec::Candidate;
+use kernel::trace::Kind;
 
 #[inline]
 pub(super) fn slot_tsc() -> (u64, u64) {
@@ -49,6 +51,7 @@ pub(super) fn decide(
             v.owes_yield = false;
         }
         if let Some(index) = d.overrun {
+            ktrace::record(Kind::Overrun, v.env.id.raw(), index as u64);
             charge_overrun(&v.env, core, index);
         }
         if let Some(entry) = d.epilogue {
@@ -61,6 +64,7 @@ pub(super) fn decide(
         park_current(rq, frame, now, core, position);
     }
     if let Some(index) = d.slot_started {
+        ktrace::record(Kind::SlotStart, slots::owner(core, index).raw(), index as u64);
         slots::publish_current(core, index);
     }
     if let Some(v) = d.run.and_then(|i| rq.ready.remove(i)) {

@@ -13,6 +13,7 @@ use abi::Error;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use kernel::ownership::EnvId;
+use kernel::trace::Kind;
 
 /// Another environment running on a vCPU's time (`Call` until `Reply`);
 /// its registers are the vCPU's `call_context`.
@@ -128,6 +129,7 @@ pub fn call(frame: &mut TrapFrame, target: u64) -> Result<(), Error> {
         return Err(e);
     }
     activate(&target);
+    crate::machine::ktrace::record(Kind::PctCall, caller.raw(), u64::from(target.id.raw()));
     RUNQ.with(|rq| {
         let v = rq.current.as_mut().expect("a system call has a current vCPU");
         v.context = frame.clone();
@@ -175,6 +177,10 @@ pub fn reply(frame: &mut TrapFrame) -> Result<(), Error> {
     // The caller's space is loaded: the target's hold can go, and the
     // reference is kept for the next call.
     env::vcpu_dropped(&target);
+    if crate::machine::ktrace::enabled() {
+        let caller = RUNQ.with(|rq| rq.current.as_ref().map_or(0, |v| v.env.id.raw()));
+        crate::machine::ktrace::record(Kind::PctReply, target.id.raw(), u64::from(caller));
+    }
     RUNQ.with(|rq| {
         if let Some(v) = rq.current.as_mut() {
             v.call_cache = Some(target);

@@ -10,6 +10,7 @@ use super::switch::*;
 use super::*;
 use crate::machine::env::{self, Env};
 use crate::machine::gdt::{USER_CS, USER_DS};
+use crate::machine::ktrace;
 use crate::machine::percpu::{CacheAligned, MAX_CPUS, cpu, cpu_local, this_cpu};
 use crate::machine::trap::{RFLAGS_USER, TrapFrame};
 use crate::machine::uring::{FastEntered, PredicateMemory, VcpuRing};
@@ -21,6 +22,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use kernel::trace::Kind;
 
 cpu_local! {
     /// This core's vCPUs and time vector.
@@ -184,6 +186,10 @@ fn charge_queue_delay(v: &mut Vcpu, core: usize, now: u64) {
 /// registers and FS base in the CPU; charges its queueing delay.
 #[inline]
 pub(super) fn load(rq: &mut RunQueue, mut v: Box<Vcpu>, frame: &mut TrapFrame, now: u64) {
+    if ktrace::enabled() {
+        let waited = if v.ready_since == 0 { 0 } else { now.saturating_sub(v.ready_since) };
+        ktrace::record(Kind::Run, v.env.id.raw(), waited);
+    }
     charge_queue_delay(&mut v, this_cpu().index, now);
     *frame = v.live_context().clone();
     v.live_ext().restore();
@@ -204,6 +210,7 @@ pub(super) fn park_current(
     position: usize,
 ) {
     if let Some(mut v) = rq.current.take() {
+        ktrace::record(Kind::Stop, v.env.id.raw(), ktrace::STOP_PREEMPTED);
         *v.live_context() = frame.clone();
         v.live_ext().save();
         account(&v, core, now.saturating_sub(rq.run_since));
@@ -268,6 +275,7 @@ pub(super) fn drop_dying(
     if let Some(v) = rq.current.as_mut() {
         if exiting || v.env.is_dying() {
             let v = rq.current.take().expect("checked");
+            ktrace::record(Kind::Stop, v.env.id.raw(), ktrace::STOP_GONE);
             account(&v, core, now.saturating_sub(rq.run_since));
             release_into(*v, released);
         } else if v.call.as_ref().is_some_and(|a| a.target.is_dying()) {
@@ -387,6 +395,7 @@ pub fn sleep_current(frame: &TrapFrame, wait: Wait) {
     let now = crate::machine::cpu::rdtsc();
     RUNQ.with(|rq| {
         if let Some(mut v) = rq.current.take() {
+            ktrace::record(Kind::Stop, v.env.id.raw(), ktrace::STOP_SLEEP);
             v.context = frame.clone();
             // Never inside a call (`SleepOn` and `RingEnter` refuse it).
             v.live_ext().save();

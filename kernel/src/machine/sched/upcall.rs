@@ -184,6 +184,7 @@ pub(super) fn deliver_upcall(
     let error_code = if vector < 32 { frame.error_code } else { code };
     env::write_upcall_frame(env, at, lock, [vector, error_code, fault_addr], frame)
         .map_err(|e| (at, e))?;
+    crate::machine::ktrace::record(kernel::trace::Kind::Upcall, env.id.raw(), vector);
     frame.rip = entry;
     frame.rsp = at;
     frame.rdi = at;
