@@ -257,7 +257,10 @@ enum Stage<F: Future> {
     Taken,
 }
 
-struct Cell<F: Future> {
+/// `LOCAL`: a [`spawn_local`](super::spawn_local) task (its completion
+/// gives back the home count: see [`new_local_task`]); a constant, so
+/// that ordinary tasks do not test for it.
+struct Cell<F: Future, const LOCAL: bool = false> {
     header: Header,
     /// See the module documentation for who may touch it when.
     stage: UnsafeCell<Stage<F>>,
@@ -269,14 +272,14 @@ struct Cell<F: Future> {
 // documentation), so sharing `&Cell` between cores is sound provided what
 // moves between cores through it may: the future (polled on whatever core
 // pops it) and its output (read by the joiner's core) are both `Send`.
-unsafe impl<F> Sync for Cell<F>
+unsafe impl<F, const LOCAL: bool> Sync for Cell<F, LOCAL>
 where
     F: Future + Send,
     F::Output: Send,
 {
 }
 
-impl<F> Runnable for Cell<F>
+impl<F, const LOCAL: bool> Runnable for Cell<F, LOCAL>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -363,7 +366,7 @@ where
                 if let Some(w) = joiner {
                     w.wake();
                 }
-                if header.pin == PIN_LOCAL {
+                if LOCAL {
                     // SAFETY: the home count `new_local_task` took and
                     // left behind (given back only here, once: a DONE task
                     // is never polled again); our caller's `Arc` keeps the
@@ -378,7 +381,7 @@ where
     }
 }
 
-impl<F> Cell<F>
+impl<F, const LOCAL: bool> Cell<F, LOCAL>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -521,7 +524,7 @@ trait Join<T>: Send + Sync {
     fn release(self: Arc<Self>);
 }
 
-impl<F> Join<F::Output> for Cell<F>
+impl<F, const LOCAL: bool> Join<F::Output> for Cell<F, LOCAL>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -676,7 +679,7 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let cell = Arc::new(Cell {
+    let cell = Arc::new(Cell::<_, false> {
         header: Header::new(core, priority, SCHEDULED, PIN_NONE),
         stage: UnsafeCell::new(Stage::Running(fut)),
     });
@@ -727,7 +730,7 @@ where
     F: Future + 'static,
     F::Output: Send + 'static,
 {
-    let cell = Arc::new(Cell {
+    let cell = Arc::new(Cell::<_, true> {
         header: Header::new(core, priority, SCHEDULED, PIN_LOCAL),
         stage: UnsafeCell::new(Stage::Running(LocalFuture(fut))),
     });
