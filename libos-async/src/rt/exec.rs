@@ -460,10 +460,34 @@ fn pop(core: usize) -> Option<(Task, bool)> {
         let fifo = q.rq.fifo_part();
         (fifo.pick(), fifo.len(), false)
     } else {
-        pop_slow(&mut q)?
+        let (t, n, events) = pop_slow(&mut q)?;
+        exec.len.store(n, Ordering::SeqCst);
+        drop(q);
+        return misplaced_goes_home(core, t?).map(|t| (t, events));
     };
     exec.len.store(n, Ordering::SeqCst);
     Some((t?, events))
+}
+
+/// A task a policy (not the built-in FIFO) picked on `core`: `None` if
+/// it must stay on another core (a local task, `block_on`'s main task)
+/// and goes back there unpolled. Safe code can get it here: a `Task` is
+/// `Send`, so an application's policy may keep one it was given on one
+/// core and hand it out on another (`set_policy` takes any policy
+/// object). The executor of `core` then finds its queue shorter and looks
+/// again (it does not sleep while its length is not 0).
+#[inline]
+fn misplaced_goes_home(core: usize, t: Task) -> Option<Task> {
+    let home = t.0.header().home.load(Ordering::Relaxed);
+    if home == core || !t.stays_home() {
+        if home != core {
+            // A movable task handed over by a policy: it lives here now.
+            t.0.header().home.store(core, Ordering::Relaxed);
+        }
+        return Some(t);
+    }
+    enqueue(t.0, home, Why::Moved);
+    None
 }
 
 /// [`pop`] from a queue with another policy than FIFO, or none.

@@ -1103,3 +1103,85 @@ fn local_tasks_go_through_the_policy_and_a_thief_gets_none_of_them() {
     assert!(order.iter().all(|&(_, c)| c == 0), "{order:?}");
     assert_eq!(stolen_tasks(), 0);
 }
+
+/// Local tasks a [`Stasher`] policy kept aside for a [`Smuggler`].
+static STASH: StdMutex<Vec<Task>> = StdMutex::new(Vec::new());
+
+/// Core 0's policy: puts each newly spawned local task in [`STASH`]
+/// instead of its queue (FIFO otherwise).
+#[derive(Default)]
+struct Stasher(std::collections::VecDeque<Task>);
+
+impl Policy for Stasher {
+    fn enqueue(&mut self, task: Task, why: Why) {
+        if why == Why::Spawned && task.is_local() {
+            STASH.lock().unwrap().push(task);
+        } else {
+            self.0.push_back(task);
+        }
+    }
+    fn pick(&mut self) -> Option<Task> {
+        self.0.pop_front()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Core 1's policy: hands out the stashed tasks of another core first.
+#[derive(Default)]
+struct Smuggler(std::collections::VecDeque<Task>);
+
+impl Policy for Smuggler {
+    fn enqueue(&mut self, task: Task, _why: Why) {
+        self.0.push_back(task);
+    }
+    fn pick(&mut self) -> Option<Task> {
+        STASH.lock().unwrap().pop().or_else(|| self.0.pop_front())
+    }
+    fn len(&self) -> usize {
+        self.0.len() + STASH.lock().unwrap().len()
+    }
+}
+
+#[test]
+fn a_local_task_smuggled_to_another_core_by_a_policy_goes_home_unpolled() {
+    let _g = setup();
+    STASH.lock().unwrap().clear();
+    exec::set_stealing(false);
+    exec::ensure_queue(0);
+    exec::ensure_queue(1);
+    set_policy(0, alloc::boxed::Box::new(Stasher::default())).unwrap();
+    set_policy(1, alloc::boxed::Box::new(Smuggler::default())).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = serve(&[1], &stop);
+    let polled_on = Arc::new(StdMutex::new(Vec::new()));
+    block_on({
+        let polled_on = polled_on.clone();
+        async move {
+            let hs: Vec<_> = (0..10)
+                .map(|_| {
+                    let polled_on = polled_on.clone();
+                    spawn_local(async move {
+                        let _not_send = std::rc::Rc::new(());
+                        polled_on.lock().unwrap().push(current_core());
+                    })
+                })
+                .collect();
+            // Core 1's executor picks (and so meets the stash) only when
+            // its own queue has something: keep feeding it.
+            while !STASH.lock().unwrap().is_empty() {
+                spawn_on(1, async {}).await;
+            }
+            for h in hs {
+                h.await;
+            }
+        }
+    });
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let polled_on = polled_on.lock().unwrap();
+    assert_eq!(*polled_on, [0; 10], "a local task ran off its core");
+}
