@@ -8,7 +8,8 @@
 //! host time) the guest's time is its instruction count, so two boots of
 //! the same build must give byte-identical files: `--runs 2` (or more) boots that many times
 //! and fails unless every run's file equals the first (the determinism
-//! test of the scheduling lab).
+//! test of the scheduling lab). `cargo xtask test` runs the same check
+//! on a small mix ([`determinism`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -127,11 +128,105 @@ pub fn run(ws: &Workspace, args: &LabArgs) -> Result<bool, String> {
         plot(ws)?;
         return Ok(true);
     }
+    if args.determinism {
+        let built = crate::build(ws, &args.build)?;
+        crate::install::ensure_qemu()?;
+        return match determinism(ws, &built, args.timeout) {
+            Ok(()) => {
+                println!("xtask: lab determinism: the two runs' result files are identical");
+                Ok(true)
+            }
+            Err(e) => {
+                println!("xtask: lab determinism FAILED: {e}");
+                Ok(false)
+            }
+        };
+    }
     let ok = run_boots(ws, args)?;
     if args.plot {
         plot(ws)?;
     }
     Ok(ok)
+}
+
+/// One boot of `sched-lab` with start argument `arg` (0: the lab's mix,
+/// 3: the quick one): its status, the `lab` lines as a file's text, and
+/// the serial log.
+fn boot_lab(
+    ws: &Workspace,
+    built: &crate::Artifacts,
+    arg: u64,
+    smp: u32,
+    accel: qemu::Accel,
+    icount: bool,
+    timeout: u64,
+) -> Result<(qemu::Outcome, String, PathBuf), String> {
+    let append = if arg == 0 {
+        "mode=run init=sched-lab".to_string()
+    } else {
+        format!("mode=run init=sched-lab:{arg}")
+    };
+    let boot = Boot {
+        kernel: built.kernel.clone(),
+        initrd: built.initrd.clone(),
+        append,
+        smp,
+        accel,
+        cpu: None,
+        icount,
+        gdb: false,
+        timeout: Some(Duration::from_secs(timeout)),
+        log: ws.log("lab", accel.as_str()),
+        interactive: false,
+    };
+    let out = qemu::boot_with_args(&boot, lab_args(boot.args()))?;
+    let text: String = result_lines(&out.lines).iter().map(|l| format!("{l}\n")).collect();
+    Ok((out, text, boot.log))
+}
+
+/// Compares two runs' result files byte for byte: `Err` lists the lines
+/// that differ (or says which is longer).
+pub fn compare_runs(first: &str, other: &str) -> Result<(), String> {
+    if first.as_bytes() == other.as_bytes() {
+        return Ok(());
+    }
+    let mut why = String::new();
+    for (a, b) in first.lines().zip(other.lines()).filter(|(a, b)| a != b) {
+        why.push_str(&format!("  - {a}\n  + {b}\n"));
+    }
+    let (na, nb) = (first.lines().count(), other.lines().count());
+    if na != nb {
+        why.push_str(&format!("  {na} result lines against {nb}\n"));
+    }
+    if why.is_empty() {
+        why.push_str("  same lines, different bytes (line endings or a trailing newline)\n");
+    }
+    Err(why)
+}
+
+/// The determinism test of `cargo xtask test`: two `-icount` boots of
+/// `sched-lab` with the quick mix (start argument 3; every policy, a
+/// tenth of the lab's tasks) on 2 vCPUs must write byte-identical result
+/// files (`target/lab/test-run-{1,2}.txt`), each with one line per policy.
+pub fn determinism(ws: &Workspace, built: &crate::Artifacts, timeout: u64) -> Result<(), String> {
+    let dir = ws.target.join("lab");
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut texts = Vec::new();
+    for n in 1..=2 {
+        let (out, text, log) = boot_lab(ws, built, 3, 2, qemu::Accel::Tcg, true, timeout)?;
+        let path = dir.join(format!("test-run-{n}.txt"));
+        std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let lines = text.lines().count();
+        if !out.status.is_success() || lines != 5 {
+            return Err(format!(
+                "run {n}: {}, {lines} result lines of 5 (serial log {})",
+                out.status.describe(),
+                ws.rel(&log)
+            ));
+        }
+        texts.push(text);
+    }
+    compare_runs(&texts[0], &texts[1]).map_err(|d| format!("the two runs differ:\n{d}"))
 }
 
 /// The boots of [`run`].
@@ -144,50 +239,33 @@ fn run_boots(ws: &Workspace, args: &LabArgs) -> Result<bool, String> {
     let mut first: Option<(PathBuf, String)> = None;
     let mut ok = true;
     for n in 1..=args.runs.max(1) {
-        let boot = Boot {
-            kernel: built.kernel.clone(),
-            initrd: built.initrd.clone(),
-            append: "mode=run init=sched-lab".into(),
-            smp: args.smp,
-            accel,
-            cpu: None,
-            icount: !args.no_icount,
-            gdb: false,
-            timeout: Some(Duration::from_secs(args.timeout)),
-            log: ws.log("lab", accel.as_str()),
-            interactive: false,
-        };
-        println!("xtask: lab run {n}: booting (smp {}, icount {})...", boot.smp, boot.icount);
-        let out = qemu::boot_with_args(&boot, lab_args(boot.args()))?;
-        let lines = result_lines(&out.lines);
-        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        println!("xtask: lab run {n}: booting (smp {}, icount {})...", args.smp, !args.no_icount);
+        let (out, text, log) =
+            boot_lab(ws, &built, 0, args.smp, accel, !args.no_icount, args.timeout)?;
+        let lines = text.lines().count();
         let path = dir.join(format!("run-{n}.txt"));
         std::fs::write(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
         let results = dir.join("results.txt");
         std::fs::write(&results, &text).map_err(|e| format!("{}: {e}", results.display()))?;
         println!(
-            "xtask: lab run {n}: {}; {} result lines -> {}",
+            "xtask: lab run {n}: {}; {lines} result lines -> {}",
             out.status.describe(),
-            lines.len(),
             ws.rel(&path)
         );
-        if !out.status.is_success() || lines.is_empty() {
-            println!("xtask: lab run {n} FAILED (serial log: {})", ws.rel(&boot.log));
+        if !out.status.is_success() || lines == 0 {
+            println!("xtask: lab run {n} FAILED (serial log: {})", ws.rel(&log));
             ok = false;
             continue;
         }
         match &first {
             None => first = Some((path, text)),
-            Some((p, t)) if *t == text => {
-                println!("xtask: lab run {n}: identical to {}", ws.rel(p));
-            }
-            Some((p, t)) => {
-                ok = false;
-                println!("xtask: lab run {n}: DIFFERS from {}:", ws.rel(p));
-                for (a, b) in t.lines().zip(text.lines()).filter(|(a, b)| a != b) {
-                    println!("  - {a}\n  + {b}");
+            Some((p, t)) => match compare_runs(t, &text) {
+                Ok(()) => println!("xtask: lab run {n}: identical to {}", ws.rel(p)),
+                Err(diff) => {
+                    ok = false;
+                    println!("xtask: lab run {n}: DIFFERS from {}:\n{diff}", ws.rel(p));
                 }
-            }
+            },
         }
     }
     Ok(ok)
@@ -243,6 +321,24 @@ mod tests {
             .filter(|n| n.attribute("fill") == Some("#1F77B4"))
             .count();
         assert_eq!(bars, 2);
+    }
+
+    #[test]
+    fn runs_compare_byte_for_byte() {
+        let a = "lab workload=w policy=fifo total_us=100\nlab workload=w policy=lifo total_us=90\n";
+        assert!(compare_runs(a, a).is_ok());
+        // One figure off by one: named.
+        let b = a.replace("total_us=90", "total_us=91");
+        let d = compare_runs(a, &b).unwrap_err();
+        assert!(d.contains("- lab workload=w policy=lifo total_us=90"), "{d}");
+        assert!(d.contains("+ lab workload=w policy=lifo total_us=91"), "{d}");
+        // A missing line, and a difference in bytes only.
+        assert!(
+            compare_runs(a, a.lines().next().unwrap())
+                .unwrap_err()
+                .contains("2 result lines against 1")
+        );
+        assert!(compare_runs(a, a.trim_end()).is_err());
     }
 
     #[test]

@@ -187,6 +187,11 @@ struct LabArgs {
     /// boot).
     #[arg(long)]
     plot_only: bool,
+    /// Only the determinism check `cargo xtask test` runs: two `-icount`
+    /// boots of the quick mix (start argument 3) must write identical
+    /// `target/lab/test-run-{1,2}.txt`.
+    #[arg(long)]
+    determinism: bool,
     #[command(flatten)]
     build: BuildArgs,
 }
@@ -1075,6 +1080,19 @@ fn test(ws: &Workspace, args: &TestArgs) -> Result<bool, String> {
     );
     sym.print();
     checks.push(sym);
+
+    // Issue 19's determinism test: two -icount boots of sched-lab (a
+    // small mix) write identical result files.
+    println!(
+        "xtask: sched-lab twice under -icount (quick mix, smp 2): results must be identical..."
+    );
+    let lab = Check::new(
+        "lab",
+        "sched_lab_two_icount_runs_write_identical_result_files".into(),
+        lab::determinism(ws, &built, args.timeout),
+    );
+    lab.print();
+    checks.push(lab);
 
     checks.extend(posix_suite(ws, &built.initrd, args.timeout));
     checks.extend(sh_suite(ws, &built.initrd));

@@ -25,6 +25,14 @@
 //! `--icount` two boots must print the same). Exit 0 iff every task of
 //! every run completed.
 //!
+//! **Start arguments 3–6** (tests): 3 runs the same on a small mix
+//! ([`QUICK`]; `cargo xtask test` boots it twice under `--icount` and
+//! compares the `lab` lines byte for byte); 4 [`user_policy_decides`]
+//! (a second policy written here, [`MaxData`], orders `spawn_local`
+//! tasks); 5 [`stride_shares`] (shares within 5 % of tickets, FIFO as the
+//! control); 6 [`edf_deadlines`] (a feasible periodic set: EDF meets every
+//! deadline, FIFO misses some). 5 and 6 measure time: `--icount` only.
+//!
 //! **Start argument 1: a Caladan-style slot controller** ([`controller`]),
 //! in the exokernel's decentralized form: the environment watches its own
 //! queueing delay on its core (how long it waited runnable:
@@ -51,7 +59,10 @@ extern crate alloc;
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
+use alloc::rc::Rc;
 use alloc::vec::Vec;
+use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
 use libos_async::println;
@@ -61,10 +72,21 @@ use libos_async::sys::rdtsc;
 // One executor: the policy alone decides the order.
 libos_async::main!(main_async, RuntimeConfig::new().cores(1).stealing(false));
 
-const LONG: usize = 4;
-const LONG_CHUNKS: usize = 40;
+/// The long/short mix: how many tasks of each kind and how big.
+#[derive(Clone, Copy)]
+struct Mix {
+    long: usize,
+    long_chunks: usize,
+    short: usize,
+}
+
+/// The lab's mix (start argument 0).
+const FULL: Mix = Mix { long: 4, long_chunks: 40, short: 40 };
+/// A small mix with the same shape (start argument 3): what
+/// `cargo xtask test` boots twice to check that `--icount` runs print
+/// identical results.
+const QUICK: Mix = Mix { long: 2, long_chunks: 10, short: 10 };
 const LONG_CHUNK_US: u64 = 200;
-const SHORT: usize = 40;
 const SHORT_US: u64 = 20;
 const GAP_US: u64 = 300;
 const SHORT_DEADLINE_US: u64 = 500;
@@ -117,13 +139,14 @@ struct Outcome {
     completed: usize,
 }
 
-async fn run_mix(policy: &str, hz: u64) -> Outcome {
+async fn run_mix(mix: Mix, policy: &str, hz: u64) -> Outcome {
     let t0 = rdtsc();
     let us = move |c: u64| c * 1_000_000 / hz;
-    let longs: Vec<_> = (0..LONG)
+    let long_chunks = mix.long_chunks;
+    let longs: Vec<_> = (0..mix.long)
         .map(|_| {
             Builder::new().data(1).spawn(async move {
-                for _ in 0..LONG_CHUNKS {
+                for _ in 0..long_chunks {
                     busy(LONG_CHUNK_US, hz);
                     rt::yield_now().await;
                 }
@@ -132,7 +155,7 @@ async fn run_mix(policy: &str, hz: u64) -> Outcome {
         })
         .collect();
     let mut shorts = Vec::new();
-    for _ in 0..SHORT {
+    for _ in 0..mix.short {
         rt::sleep(Duration::from_micros(GAP_US)).await;
         let spawned = rdtsc();
         let data = match policy {
@@ -160,7 +183,7 @@ async fn run_mix(policy: &str, hz: u64) -> Outcome {
     for h in longs {
         let done = us(h.await - t0);
         out.long_done_us = out.long_done_us.max(done);
-        out.stretch.push((LONG_CHUNKS as u64 * LONG_CHUNK_US, done));
+        out.stretch.push((long_chunks as u64 * LONG_CHUNK_US, done));
         out.completed += 1;
     }
     out.total_us = us(rdtsc() - t0);
@@ -265,6 +288,259 @@ fn controller(hz: u64) -> i32 {
     if ok { 0 } else { 1 }
 }
 
+/// Events the [`MaxData`] policy saw (it lives inside the executor).
+static MAXDATA_SPAWNED: AtomicU64 = AtomicU64::new(0);
+static MAXDATA_RUNNING: AtomicU64 = AtomicU64::new(0);
+static MAXDATA_STOPPED: AtomicU64 = AtomicU64::new(0);
+
+/// A second user-defined policy, for start argument 4: the queued task
+/// with the largest data first (ties FIFO); counts the events it is given.
+#[derive(Default)]
+struct MaxData {
+    queue: Vec<Task>,
+}
+
+impl Policy for MaxData {
+    fn name(&self) -> &'static str {
+        "max-data"
+    }
+    fn enqueue(&mut self, task: Task, why: Why) {
+        if why == Why::Spawned {
+            MAXDATA_SPAWNED.fetch_add(1, Ordering::Relaxed);
+        }
+        self.queue.push(task);
+    }
+    fn pick(&mut self) -> Option<Task> {
+        // The first of the largest (max_by_key keeps the last: reversed).
+        let (i, _) = self.queue.iter().enumerate().rev().max_by_key(|(_, t)| t.data())?;
+        Some(self.queue.remove(i))
+    }
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+    fn wants_run_events(&self) -> bool {
+        true
+    }
+    fn running(&mut self, _task: &Task, _now: u64) {
+        MAXDATA_RUNNING.fetch_add(1, Ordering::Relaxed);
+    }
+    fn stopped(&mut self, _task: &Task, _cycles: u64, _how: rt::Stop) {
+        MAXDATA_STOPPED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Start argument 4: a policy defined in this crate decides the order.
+/// Eight local tasks spawned with their data a permutation of 1..=8 (none runs
+/// before all are queued: the main task spawns them without yielding)
+/// must run in decreasing data order, each one's two polls (it yields
+/// once) back to back, since it stays the largest;
+/// the policy must have seen every spawn and a `running`/`stopped` pair
+/// per poll. Exit 0 iff all of that holds.
+async fn user_policy_decides() -> i32 {
+    let core = rt::current_core();
+    if rt::set_policy(core, Box::new(MaxData::default())).is_err() {
+        println!("CHECK FAILED: sched-lab: no executor on core {core}");
+        return 1;
+    }
+    let name = rt::policy_name(core).unwrap_or("none");
+    // Local tasks (`spawn_local`: the log is an `Rc<RefCell<..>>`, not
+    // `Send`) go through the policy like any other.
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let spawned0 = MAXDATA_SPAWNED.load(Ordering::Relaxed);
+    let handles: Vec<_> = [3u64, 8, 1, 6, 2, 7, 5, 4]
+        .into_iter()
+        .map(|d| {
+            let log = log.clone();
+            Builder::new().data(d).spawn_local(async move {
+                log.borrow_mut().push(d);
+                rt::yield_now().await;
+                log.borrow_mut().push(100 + d);
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await;
+    }
+    let got = log.borrow().clone();
+    // The largest data first; a task that yields is still the largest,
+    // so it runs again at once: 8, 108, 7, 107, ...
+    let want: Vec<u64> = (1..=8).rev().flat_map(|d| [d, 100 + d]).collect();
+    let spawned = MAXDATA_SPAWNED.load(Ordering::Relaxed) - spawned0;
+    let (running, stopped) =
+        (MAXDATA_RUNNING.load(Ordering::Relaxed), MAXDATA_STOPPED.load(Ordering::Relaxed));
+    println!(
+        "sched-lab: user policy {name}: order {got:?}, {spawned} spawns, {running} running, {stopped} stopped"
+    );
+    // Each task is polled twice (16 `running`/`stopped` pairs);
+    // `block_on`'s main task goes through the policy too: this poll of it
+    // has had its `running` and not yet its `stopped`.
+    let ok = name == "max-data"
+        && got == want
+        && spawned == 8
+        && running == stopped + 1
+        && stopped >= 16;
+    // Back to FIFO for whatever runs next.
+    let _ = rt::set_policy(core, Box::new(rt::Fifo::new()));
+    if ok {
+        0
+    } else {
+        println!("CHECK FAILED: sched-lab: user policy: want order {want:?}");
+        1
+    }
+}
+
+/// Start argument 5's window.
+const SHARE_WINDOW_MS: u64 = 40;
+/// Its chunk of work per poll.
+const SHARE_CHUNK_US: u64 = 20;
+/// Tickets of its four always-runnable tasks.
+const TICKETS: [u64; 4] = [1, 2, 3, 4];
+
+/// Four always-runnable tasks (a chunk of work, then `yield_now`) for
+/// `SHARE_WINDOW_MS` under `make`'s policy; each one's chunks done.
+async fn share_run(make: MakePolicy, hz: u64) -> [u64; 4] {
+    let core = rt::current_core();
+    let _ = rt::set_policy(core, make());
+    let end = rdtsc() + SHARE_WINDOW_MS * hz / 1000;
+    let hs: Vec<_> = TICKETS
+        .iter()
+        .map(|&t| {
+            Builder::new().data(t).spawn(async move {
+                let mut chunks = 0u64;
+                while rdtsc() < end {
+                    busy(SHARE_CHUNK_US, hz);
+                    chunks += 1;
+                    rt::yield_now().await;
+                }
+                chunks
+            })
+        })
+        .collect();
+    let mut out = [0; 4];
+    for (o, h) in out.iter_mut().zip(hs) {
+        *o = h.await;
+    }
+    let _ = rt::set_policy(core, Box::new(rt::Fifo::new()));
+    out
+}
+
+/// Each task's share of the chunks against its share of the tickets: the
+/// largest relative error, in thousandths.
+fn share_error_permille(chunks: &[u64; 4]) -> u64 {
+    let total: u64 = chunks.iter().sum();
+    let tickets: u64 = TICKETS.iter().sum();
+    chunks
+        .iter()
+        .zip(TICKETS)
+        .map(|(&c, t)| {
+            // |c/total - t/tickets| / (t/tickets), in thousandths.
+            let (got, want) = (c * tickets, t * total);
+            got.abs_diff(want) * 1000 / want.max(1)
+        })
+        .max()
+        .unwrap_or(u64::MAX)
+}
+
+/// Start argument 5: under stride, four always-runnable tasks with 1, 2,
+/// 3 and 4 tickets get shares of the CPU (chunks of equal work done in a
+/// window) within 5 % of their tickets' shares. The same tasks under FIFO
+/// get equal shares, off by far more: the measurement tells the two apart.
+async fn stride_shares(hz: u64) -> i32 {
+    let stride = share_run(|| Box::new(rt::Stride::new()), hz).await;
+    let fifo = share_run(|| Box::new(rt::Fifo::new()), hz).await;
+    let (es, ef) = (share_error_permille(&stride), share_error_permille(&fifo));
+    println!(
+        "sched-lab: stride shares: tickets {TICKETS:?} chunks {stride:?} (worst error {es} permille); fifo chunks {fifo:?} ({ef} permille)"
+    );
+    if es <= 50 && ef > 50 && stride.iter().all(|&c| c > 0) {
+        0
+    } else {
+        println!("CHECK FAILED: sched-lab: stride shares not within 5% of tickets (or fifo was)");
+        1
+    }
+}
+
+/// Start argument 6's task set: (period µs, chunks of `EDF_CHUNK_US`).
+/// Utilization 400/1000 + 2 × 1000/5000 = 0.8.
+const EDF_SET: [(u64, u64); 3] = [(1000, 8), (5000, 20), (5000, 20)];
+const EDF_CHUNK_US: u64 = 50;
+/// How long the set runs.
+const EDF_RUN_US: u64 = 20_000;
+
+/// Runs [`EDF_SET`] as periodic tasks under `make`'s policy for
+/// `EDF_RUN_US`: (jobs, deadlines missed, the largest lateness in µs,
+/// negative: the smallest slack). Each job is released by a timer,
+/// sets its deadline (the next release) as its data, and does its chunks
+/// with a `yield_now` between them (EDF's preemption points). The timer
+/// budget is 1 so that a release is seen after at most one chunk.
+async fn edf_run(make: MakePolicy, hz: u64) -> (u64, u64, i64) {
+    let core = rt::current_core();
+    let _ = rt::set_policy(core, make());
+    let old = rt::budgets(core);
+    rt::set_budgets(core, rt::Budgets { timers: 1, ring: old.ring });
+    let tick = move |us: u64| us * hz / 1_000_000;
+    let t0 = rdtsc() + tick(200);
+    let hs: Vec<_> = EDF_SET
+        .iter()
+        .map(|&(period, chunks)| {
+            rt::spawn(async move {
+                let (mut jobs, mut missed, mut worst) = (0u64, 0u64, i64::MIN);
+                let mut k = 0;
+                loop {
+                    let release = t0 + k * tick(period);
+                    let deadline = release + tick(period);
+                    if deadline > t0 + tick(EDF_RUN_US) {
+                        break;
+                    }
+                    rt::set_task_data(deadline);
+                    rt::sleep_until(rt::Instant(release)).await;
+                    for _ in 0..chunks {
+                        busy(EDF_CHUNK_US, hz);
+                        rt::yield_now().await;
+                    }
+                    let done = rdtsc();
+                    let late = done as i64 - deadline as i64;
+                    worst = worst.max(late);
+                    missed += u64::from(done > deadline);
+                    jobs += 1;
+                    k += 1;
+                }
+                (jobs, missed, worst)
+            })
+        })
+        .collect();
+    let (mut jobs, mut missed, mut worst) = (0, 0, i64::MIN);
+    for h in hs {
+        let (j, m, w) = h.await;
+        jobs += j;
+        missed += m;
+        worst = worst.max(w);
+    }
+    rt::set_budgets(core, old);
+    let _ = rt::set_policy(core, Box::new(rt::Fifo::new()));
+    (jobs, missed, worst * 1_000_000 / hz as i64)
+}
+
+/// Start argument 6: EDF meets every deadline of a feasible periodic set
+/// (utilization 0.8, [`EDF_SET`]); FIFO, on the same set, misses some
+/// (so the set does test the policy). Exit 0 iff both hold.
+async fn edf_deadlines(hz: u64) -> i32 {
+    let (jobs, missed, worst) = edf_run(|| Box::new(rt::Edf::new()), hz).await;
+    let (fjobs, fmissed, fworst) = edf_run(|| Box::new(rt::Fifo::new()), hz).await;
+    println!(
+        "sched-lab: edf: {jobs} jobs, {missed} deadlines missed, worst lateness {worst} us; fifo: {fjobs} jobs, {fmissed} missed, worst lateness {fworst} us"
+    );
+    let want_jobs: u64 = EDF_SET.iter().map(|&(p, _)| EDF_RUN_US / p).sum();
+    if jobs == want_jobs && missed == 0 && fjobs == want_jobs && fmissed > 0 {
+        0
+    } else {
+        println!(
+            "CHECK FAILED: sched-lab: edf missed deadlines of a feasible set (or fifo met all; {want_jobs} jobs expected)"
+        );
+        1
+    }
+}
+
 async fn main_async(arg: u64) -> i32 {
     let hz = libos_async::info().tsc_hz.max(1);
     if arg == 1 {
@@ -279,6 +555,17 @@ async fn main_async(arg: u64) -> i32 {
         }
         return 0;
     }
+    let mix = match arg {
+        0 => FULL,
+        3 => QUICK,
+        4 => return user_policy_decides().await,
+        5 => return stride_shares(hz).await,
+        6 => return edf_deadlines(hz).await,
+        _ => {
+            println!("sched-lab: unknown start argument {arg}");
+            return 2;
+        }
+    };
     let core = rt::current_core();
     let policies: [(&str, MakePolicy); 5] = [
         ("fifo", || Box::new(rt::Fifo::new())),
@@ -293,7 +580,7 @@ async fn main_async(arg: u64) -> i32 {
             println!("CHECK FAILED: sched-lab: no executor on core {core}");
             return 1;
         }
-        let mut o = run_mix(name, hz).await;
+        let mut o = run_mix(mix, name, hz).await;
         o.short_us.sort_unstable();
         println!(
             "sched-lab: {:<11} short p50 {:>6} p99 {:>6} max {:>6} us, long tasks done at {:>6} us, {} tasks in {} us",
@@ -318,7 +605,7 @@ async fn main_async(arg: u64) -> i32 {
             o.long_done_us,
             jain_permille(&o.stretch),
         );
-        ok &= o.completed == LONG + SHORT;
+        ok &= o.completed == mix.long + mix.short;
     }
     let m = rt::metrics(core);
     println!(

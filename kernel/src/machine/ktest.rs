@@ -195,6 +195,13 @@ const TESTS: &[KernelTest] = &[
     // Every shipped run-queue policy and one defined by the app run the
     // same long/short mix to completion (`apps/sched-lab`).
     ("sched_lab_runs_every_policy_and_a_user_policy_to_completion", || expect_exit("sched-lab", 0)),
+    // A policy defined in the app crate (`MaxData`) decides the order of
+    // `spawn_local` tasks and sees every spawn, run and stop.
+    ("rt_user_policy_from_an_app_crate_decides_the_order", || expect_exit("sched-lab", 4)),
+    // These two measure CPU shares and deadlines: `-icount` boots only
+    // (the `cpu_time_` prefix), where guest time is exact.
+    ("cpu_time_rt_stride_shares_within_5_percent_of_tickets", || expect_exit("sched-lab", 5)),
+    ("cpu_time_rt_edf_meets_every_deadline_of_a_feasible_set", || expect_exit("sched-lab", 6)),
     ("rt_out_of_memory_exits_104", || {
         frames_restored(|| {
             let env = spawn("rttest", 5)?;

@@ -396,7 +396,7 @@ mod imp {
         // task, holding a strong count; the poll is still on the stack
         // (we are inside it).
         let h: &Header = unsafe { &*header };
-        if h.pinned {
+        if h.pin == task::PIN_MAIN {
             return; // `block_on`'s main future: its panic ends the program
         }
         // Disarm first: a panic from here on ends the environment.

@@ -356,6 +356,11 @@ pub(crate) fn retire(core: usize) {
     if let Some(mut q) = q {
         let here = machine::current_core();
         while let Some(t) = q.policy().pick() {
+            if t.stays_home() {
+                // A local task cannot move (and cannot be here: no task
+                // ran on this core yet); lost, see `push_elsewhere`.
+                continue;
+            }
             t.0.header().home.store(here, Ordering::Relaxed);
             push(here, t.0, Why::Moved);
         }
@@ -421,10 +426,18 @@ fn push_slow(mut q: MutexGuard<'_, QueueSlot>, core: usize, task: TaskRef, why: 
 /// [`push`] for a core without a run queue: its executor is gone (the
 /// task runs here instead), or it is the calling core, which spawns its
 /// first task before any executor was set up here (it gets a queue).
+///
+/// A task pinned to `core` (a local task) cannot move: it is dropped
+/// here, which loses it (it never runs again; its home count keeps the
+/// future from being dropped on this core). Cannot happen today: only
+/// [`retire`] takes a queue away, before any task ran on that core.
 #[cold]
 #[inline(never)]
 fn push_elsewhere(core: usize, task: TaskRef, why: Why) -> usize {
     let here = machine::current_core();
+    if here != core && task.header().pin == task::PIN_LOCAL {
+        return 0;
+    }
     ensure_queue(here);
     if here != core {
         task.header().home.store(here, Ordering::Relaxed);
@@ -447,10 +460,34 @@ fn pop(core: usize) -> Option<(Task, bool)> {
         let fifo = q.rq.fifo_part();
         (fifo.pick(), fifo.len(), false)
     } else {
-        pop_slow(&mut q)?
+        let (t, n, events) = pop_slow(&mut q)?;
+        exec.len.store(n, Ordering::SeqCst);
+        drop(q);
+        return misplaced_goes_home(core, t?).map(|t| (t, events));
     };
     exec.len.store(n, Ordering::SeqCst);
     Some((t?, events))
+}
+
+/// A task a policy (not the built-in FIFO) picked on `core`: `None` if
+/// it must stay on another core (a local task, `block_on`'s main task)
+/// and goes back there unpolled. Safe code can get it here: a `Task` is
+/// `Send`, so an application's policy may keep one it was given on one
+/// core and hand it out on another (`set_policy` takes any policy
+/// object). The executor of `core` then finds its queue shorter and looks
+/// again (it does not sleep while its length is not 0).
+#[inline]
+fn misplaced_goes_home(core: usize, t: Task) -> Option<Task> {
+    let home = t.0.header().home.load(Ordering::Relaxed);
+    if home == core || !t.stays_home() {
+        if home != core {
+            // A movable task handed over by a policy: it lives here now.
+            t.0.header().home.store(core, Ordering::Relaxed);
+        }
+        return Some(t);
+    }
+    enqueue(t.0, home, Why::Moved);
+    None
 }
 
 /// [`pop`] from a queue with another policy than FIFO, or none.
@@ -652,6 +689,29 @@ where
     handle
 }
 
+/// Spawns a future that need not be `Send` (holds an `Rc`, a `RefCell`
+/// borrow across an `await`, ...) on the calling core, where it stays: it
+/// is polled only by this core's executor (thieves skip it), a waker on
+/// any other core queues it back here (waking this core's executor as for
+/// any task), and its future is dropped here, when it completes. Its
+/// output must be `Send`: the [`JoinHandle`] may be awaited anywhere.
+///
+/// A local task that never completes is never dropped (it stays
+/// allocated until the environment ends; dropping it on whatever core
+/// held its last waker is what must not happen). To stop one early,
+/// make it complete: e.g. wrap it in `futures_util::future::abortable`
+/// before spawning; the abort wakes it and its home core drops it.
+///
+/// Called outside any executor (before [`block_on`] on this core), the
+/// task waits in this core's queue until its executor runs.
+pub fn spawn_local<F>(fut: F) -> JoinHandle<F::Output>
+where
+    F: Future + 'static,
+    F::Output: Send + 'static,
+{
+    Builder::new().spawn_local(fut)
+}
+
 /// Spawns with task attributes: `Builder::new().data(d).priority(p)`
 /// then [`spawn`](Builder::spawn) or [`spawn_on`](Builder::spawn_on).
 #[derive(Clone, Copy, Debug, Default)]
@@ -686,6 +746,24 @@ impl Builder {
         F::Output: Send + 'static,
     {
         spawn_with(self.priority, self.data, fut)
+    }
+
+    /// [`spawn_local`] with these attributes.
+    pub fn spawn_local<F>(self, fut: F) -> JoinHandle<F::Output>
+    where
+        F: Future + 'static,
+        F::Output: Send + 'static,
+    {
+        let core = machine::current_core();
+        let (task, handle) = task::new_local_task(fut, core, self.priority);
+        if self.data != 0 {
+            task.header().data.store(self.data, Ordering::Relaxed);
+        }
+        let len = push(core, task, Why::Spawned);
+        if len >= 2 {
+            notice(core, len);
+        }
+        handle
     }
 
     /// Spawns on `core`'s executor, if there is one.
@@ -789,11 +867,11 @@ fn try_steal(core: usize) -> bool {
         let p = rq.policy();
         let max = p.len().div_ceil(2);
         p.steal(max, &mut loot);
-        // A policy may hand out more than asked, or `block_on`'s main
-        // task (which must stay home): both go back.
+        // A policy may hand out more than asked, or a task that must stay
+        // home (`block_on`'s main task, a local task): they go back.
         let mut i = 0;
         while i < loot.len() {
-            if loot[i].is_main() || i >= max {
+            if loot[i].stays_home() || i >= max {
                 p.enqueue(loot.swap_remove(i), Why::Moved);
             } else {
                 i += 1;

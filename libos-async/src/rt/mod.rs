@@ -14,7 +14,8 @@
 //!
 //! What lives where:
 //!
-//! - [`exec`]: per-core run queues, [`spawn`], [`spawn_on`], [`block_on`],
+//! - [`exec`]: per-core run queues, [`spawn`], [`spawn_on`],
+//!   [`spawn_local`] (a `!Send` future pinned to its core), [`block_on`],
 //!   [`yield_now`], cross-core wake-ups, work stealing, the idle sleep on
 //!   a wakeup predicate;
 //! - [`task`]: the task state machine and [`JoinHandle`] (with
@@ -33,6 +34,8 @@
 //! - [`watch`]: [`wait_word_change`] and [`wait_notification`];
 //! - [`sync`]: channels (`mpsc`, `oneshot`, `broadcast`), `Mutex`,
 //!   `RwLock`, [`Notify`], `select_biased!`/`join!`, [`JoinSet`], abort;
+//! - [`select`](mod@select): a fair select ([`select_fair`],
+//!   [`select_fair_all`]: a random order on each poll);
 //! - [`time`]: [`Instant`], [`sleep`], [`timeout`], [`interval`], over the
 //!   per-core [`timer::TimerHeap`];
 //! - [`machine`]: the few machine contacts, with host stand-ins so that
@@ -53,8 +56,8 @@
 //! **Not done** (said plainly): the executor does not read the event queue
 //! itself (applications read it with [`crate::cpu::Events`]); protected
 //! control transfer has no async wrapper (it is synchronous by nature: see
-//! [`crate::cpu::call`]). Tasks are `Send` only (no `spawn_local`: see
-//! [`sync`]).
+//! [`crate::cpu::call`]). A [`spawn_local`] task that never completes
+//! stays allocated until the environment ends (see there).
 
 #[allow(unsafe_code, reason = "the stack switch of caught task panics")]
 pub mod catch;
@@ -64,6 +67,7 @@ pub mod machine;
 pub mod metrics;
 pub mod policy;
 pub mod reactor;
+pub mod select;
 pub mod slots;
 pub mod sync;
 #[allow(unsafe_code, reason = "a task's future lives inline in its Arc; the waker vtable")]
@@ -79,8 +83,8 @@ mod tests;
 pub use catch::{JoinError, panic_ends_env, panics_caught, set_panic_ends_env};
 pub use exec::{
     Budgets, Builder, NoExecutor, PolicyFn, block_on, budgets, current_task, executor_cores,
-    policy_name, queued, set_budgets, set_policy, set_stealing, set_task_data, spawn, spawn_on,
-    spawn_with_priority, stealing, stolen_tasks, try_spawn_on, yield_now,
+    policy_name, queued, set_budgets, set_policy, set_stealing, set_task_data, spawn, spawn_local,
+    spawn_on, spawn_with_priority, stealing, stolen_tasks, try_spawn_on, yield_now,
 };
 pub use metrics::{ExecMetrics, metrics};
 pub use policy::{Edf, Fifo, Lifo, Policy, Priority, Stop, Stride, Task, TaskId, Why};
@@ -88,6 +92,7 @@ pub use reactor::{
     RingOp, console_write, frame_alloc, frame_free, grant, in_flight, last_reap_tsc, map, nop,
     notify, op, protect, revoke, timer_at, unmap,
 };
+pub use select::{select_fair, select_fair_all};
 pub use sync::{JoinSet, Notify, spawn_abortable};
 pub use task::{JoinHandle, TryJoin};
 pub use time::{Elapsed, Instant, Interval, Sleep, interval, sleep, sleep_until, timeout};

@@ -96,7 +96,22 @@ impl Task {
     /// Whether this is `block_on`'s main future (never migrated).
     #[inline]
     pub fn is_main(&self) -> bool {
-        self.0.header().pinned
+        self.0.header().pin == super::task::PIN_MAIN
+    }
+
+    /// Whether this is a [`spawn_local`](super::spawn_local) task (a
+    /// `!Send` future: never migrated).
+    #[inline]
+    pub fn is_local(&self) -> bool {
+        self.0.header().pin == super::task::PIN_LOCAL
+    }
+
+    /// Whether the task must stay on its core: `block_on`'s main future
+    /// or a local task. A thief given one by [`Policy::steal`] hands it
+    /// back ([`Why::Moved`]).
+    #[inline]
+    pub fn stays_home(&self) -> bool {
+        self.0.header().pin != super::task::PIN_NONE
     }
 
     /// A task with nothing to do (an empty future), with `data` and

@@ -23,11 +23,12 @@
 //! So a task waiting on a [`Notify`] lets its vCPU halt, and a
 //! notification from another core wakes it (`rttest` 8 checks both).
 //!
-//! **Said plainly**: `select!` is [`select_biased!`](crate::select_biased)
-//! (branches are tried in order; `futures-util`'s fair `select!` needs
-//! `std` for its random number); there is no `spawn_local` (tasks must be
-//! `Send`: a task's last reference may be dropped on another core, which
-//! would drop a `!Send` future there); abort is cooperative through
+//! **Said plainly**: the `select!` macro is
+//! [`select_biased!`](crate::select_biased) (branches are tried in order;
+//! `futures-util`'s fair `select!` needs `std` for its random number); a
+//! fair select is a function here, [`super::select_fair`] /
+//! [`super::select_fair_all`] (a random order on each poll), not a macro.
+//! `!Send` futures go to [`super::spawn_local`]. Abort is cooperative through
 //! [`abortable`]: the future is dropped at its next poll, which the abort
 //! causes (it wakes the task), and a poll under way is not interrupted.
 

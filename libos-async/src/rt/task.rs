@@ -56,6 +56,14 @@ pub(crate) const RUNNING: u8 = 2;
 pub(crate) const NOTIFIED: u8 = 3;
 pub(crate) const DONE: u8 = 4;
 
+/// [`Header::pin`]: an ordinary task (may be stolen or moved).
+pub(crate) const PIN_NONE: u8 = 0;
+/// [`Header::pin`]: `block_on`'s main future.
+pub(crate) const PIN_MAIN: u8 = 1;
+/// [`Header::pin`]: a `!Send` future of [`spawn_local`](super::spawn_local),
+/// polled and dropped only on its home core.
+pub(crate) const PIN_LOCAL: u8 = 2;
+
 /// What every task has, whatever its future.
 // `repr(C)`: the four bytes set at spawn side by side (one store).
 #[repr(C)]
@@ -64,8 +72,10 @@ pub(crate) struct Header {
     pub(crate) home: AtomicUsize,
     pub(crate) state: AtomicU8,
     pub(crate) priority: u8,
-    /// `block_on`'s main future: never migrated to another core.
-    pub(crate) pinned: bool,
+    /// [`PIN_NONE`], or why the task never leaves its home core:
+    /// [`PIN_MAIN`] (`block_on`'s main future) or [`PIN_LOCAL`] (a
+    /// [`spawn_local`](super::spawn_local) task).
+    pub(crate) pin: u8,
     /// The task panicked: it is `DONE` without an output, the error waits
     /// in [`super::catch`]'s table for the [`JoinHandle`], and its future
     /// is abandoned (never dropped, never freed).
@@ -114,12 +124,12 @@ impl Header {
         }
     }
 
-    pub(crate) fn new(core: usize, priority: u8, state: u8, pinned: bool) -> Self {
+    pub(crate) fn new(core: usize, priority: u8, state: u8, pin: u8) -> Self {
         Header {
             home: AtomicUsize::new(core),
             state: AtomicU8::new(state),
             priority,
-            pinned,
+            pin,
             panicked: AtomicBool::new(false),
             // Given when first asked for: spawning costs no atomic add.
             id: AtomicU64::new(0),
@@ -247,7 +257,10 @@ enum Stage<F: Future> {
     Taken,
 }
 
-struct Cell<F: Future> {
+/// `LOCAL`: a [`spawn_local`](super::spawn_local) task (its completion
+/// gives back the home count: see [`new_local_task`]); a constant, so
+/// that ordinary tasks do not test for it.
+struct Cell<F: Future, const LOCAL: bool = false> {
     header: Header,
     /// See the module documentation for who may touch it when.
     stage: UnsafeCell<Stage<F>>,
@@ -259,14 +272,14 @@ struct Cell<F: Future> {
 // documentation), so sharing `&Cell` between cores is sound provided what
 // moves between cores through it may: the future (polled on whatever core
 // pops it) and its output (read by the joiner's core) are both `Send`.
-unsafe impl<F> Sync for Cell<F>
+unsafe impl<F, const LOCAL: bool> Sync for Cell<F, LOCAL>
 where
     F: Future + Send,
     F::Output: Send,
 {
 }
 
-impl<F> Runnable for Cell<F>
+impl<F, const LOCAL: bool> Runnable for Cell<F, LOCAL>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -345,12 +358,22 @@ where
                 Polled::Blocked
             }
             Poll::Ready(value) => {
-                // Drops the future in place.
+                // Drops the future in place (on its home core: a local
+                // task is only ever polled there).
                 *stage = Stage::Finished(value);
                 header.state.store(DONE, Ordering::Release);
                 let joiner = header.joiner.lock().take();
                 if let Some(w) = joiner {
                     w.wake();
+                }
+                if LOCAL {
+                    // SAFETY: the home count `new_local_task` took and
+                    // left behind (given back only here, once: a DONE task
+                    // is never polled again); our caller's `Arc` keeps the
+                    // cell alive past this call. From now on the cell
+                    // holds no future, only its (`Send`) output, so its
+                    // last count may go on any core.
+                    unsafe { Arc::decrement_strong_count(self as *const Self) };
                 }
                 Polled::Done
             }
@@ -358,7 +381,7 @@ where
     }
 }
 
-impl<F> Cell<F>
+impl<F, const LOCAL: bool> Cell<F, LOCAL>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -427,7 +450,7 @@ pub(crate) struct MainCell {
 impl MainCell {
     /// A main task on `core`, SCHEDULED (the caller queues it).
     pub(crate) fn new(core: usize) -> Arc<Self> {
-        Arc::new(MainCell { header: Header::new(core, 0, SCHEDULED, true) })
+        Arc::new(MainCell { header: Header::new(core, 0, SCHEDULED, PIN_MAIN) })
     }
 
     /// Polls `fut` as this task, which its executor just popped: the
@@ -501,7 +524,7 @@ trait Join<T>: Send + Sync {
     fn release(self: Arc<Self>);
 }
 
-impl<F> Join<F::Output> for Cell<F>
+impl<F, const LOCAL: bool> Join<F::Output> for Cell<F, LOCAL>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
@@ -656,9 +679,62 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let cell = Arc::new(Cell {
-        header: Header::new(core, priority, SCHEDULED, false),
+    let cell = Arc::new(Cell::<_, false> {
+        header: Header::new(core, priority, SCHEDULED, PIN_NONE),
         stage: UnsafeCell::new(Stage::Running(fut)),
     });
+    (cell.clone(), JoinHandle { task: Some(cell) })
+}
+
+/// A `!Send` future made to pass the `Send` bounds of [`Cell`], for a
+/// [`PIN_LOCAL`] task only.
+///
+/// What makes that sound is where the future is touched, not its type:
+/// a local task's header says [`PIN_LOCAL`], so no executor but its home
+/// core's ever pops it (thieves put it back, its home never changes:
+/// `exec::try_steal`, `exec::push_elsewhere`), and its cell cannot be
+/// freed before the home core's executor dropped the future in place at
+/// completion (the home count of [`new_local_task`]). Its wakers and
+/// join handle, which do go to other cores, touch only the header and
+/// the (`Send`) output.
+pub(crate) struct LocalFuture<F>(F);
+
+// SAFETY: see the type's documentation: the future is polled and dropped
+// only on its home core; other cores only move the `Arc` around.
+unsafe impl<F> Send for LocalFuture<F> {}
+
+impl<F: Future> Future for LocalFuture<F> {
+    type Output = F::Output;
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        // SAFETY: structural pinning of the only field: it is never moved
+        // out of `self` (no method gives it out).
+        unsafe { self.map_unchecked_mut(|s| &mut s.0) }.poll(cx)
+    }
+}
+
+/// [`new_task`] for a `!Send` future pinned to `core`, the calling core
+/// ([`PIN_LOCAL`]). Leaves one strong count behind (the *home count*),
+/// which the home executor gives back when the future completed and was
+/// dropped in place ([`Runnable::poll_once`]): until then no other core
+/// can drop the last reference and with it the future. A local task that
+/// never completes (no waker left, nobody to wake it) therefore stays
+/// allocated until the environment ends, as a `LocalSet` task of tokio
+/// stays until the set is dropped.
+pub(crate) fn new_local_task<F>(
+    fut: F,
+    core: usize,
+    priority: u8,
+) -> (TaskRef, JoinHandle<F::Output>)
+where
+    F: Future + 'static,
+    F::Output: Send + 'static,
+{
+    let cell = Arc::new(Cell::<_, true> {
+        header: Header::new(core, priority, SCHEDULED, PIN_LOCAL),
+        stage: UnsafeCell::new(Stage::Running(LocalFuture(fut))),
+    });
+    // The home count (see above).
+    core::mem::forget(cell.clone());
     (cell.clone(), JoinHandle { task: Some(cell) })
 }

@@ -884,3 +884,304 @@ fn notify_mutex_joinset_select_and_join_work_across_cores() {
     assert_eq!(joined, [Ok(0), Ok(1), Ok(2), Err(true), Ok(4)]);
     assert_eq!((sel, both), (7, (1, 2)));
 }
+
+/// Records the core its value is dropped on.
+struct DropsOn(Arc<StdMutex<Vec<usize>>>);
+
+impl Drop for DropsOn {
+    fn drop(&mut self) {
+        self.0.lock().unwrap().push(current_core());
+    }
+}
+
+#[test]
+fn spawn_local_stays_home_under_stealing_and_wakes_from_other_cores_requeue_it_home() {
+    let _g = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Two idle executors that steal (stealing is on by default).
+    let threads = serve(&[1, 2], &stop);
+    let polled_on = Arc::new(StdMutex::new(Vec::new()));
+    let sent_ran_on = block_on({
+        let polled_on = polled_on.clone();
+        async move {
+            // A !Send future: an Rc shared by the local tasks of this core.
+            let shared = std::rc::Rc::new(core::cell::RefCell::new(0u32));
+            let mut locals = Vec::new();
+            let mut senders = Vec::new();
+            for _ in 0..40 {
+                let (tx, rx) = sync::oneshot::channel::<u32>();
+                senders.push(tx);
+                let shared = shared.clone();
+                let polled_on = polled_on.clone();
+                locals.push(spawn_local(async move {
+                    // Yields keep this core's queue long, so the idle
+                    // cores try to steal from it all along.
+                    for _ in 0..20 {
+                        polled_on.lock().unwrap().push(current_core());
+                        *shared.borrow_mut() += 1;
+                        yield_now().await;
+                    }
+                    // Woken from another core (the sender runs there).
+                    let v = rx.await.unwrap();
+                    polled_on.lock().unwrap().push(current_core());
+                    v
+                }));
+            }
+            // Ordinary tasks beside them: these may be stolen.
+            let plain: Vec<_> = (0..40)
+                .map(|_| {
+                    spawn(async {
+                        std::thread::sleep(Duration::from_micros(200));
+                        yield_now().await;
+                        current_core()
+                    })
+                })
+                .collect();
+            // The wakers: each sender fires from core 1 or 2.
+            let wakers: Vec<_> = senders
+                .into_iter()
+                .enumerate()
+                .map(|(i, tx)| {
+                    spawn_on(1 + i % 2, async move {
+                        let _ = tx.send(i as u32);
+                        current_core()
+                    })
+                })
+                .collect();
+            let mut sum = 0;
+            for h in locals {
+                sum += h.await;
+            }
+            assert_eq!(sum, (0..40).sum::<u32>());
+            assert_eq!(*shared.borrow(), 40 * 20);
+            for h in plain {
+                h.await;
+            }
+            let mut sent_on = Vec::new();
+            for h in wakers {
+                sent_on.push(h.await);
+            }
+            sent_on
+        }
+    });
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let polled_on = polled_on.lock().unwrap();
+    assert_eq!(polled_on.len(), 40 * 21);
+    assert!(polled_on.iter().all(|&c| c == 0), "a local task ran elsewhere: {polled_on:?}");
+    assert!(sent_ran_on.iter().all(|&c| c != 0), "the wakes came from cores 1 and 2");
+    // Stealing was busy meanwhile (with the plain tasks): it skipped the
+    // local ones, not the whole queue.
+    assert!(stolen_tasks() > 0, "nothing was stolen: the test proves nothing");
+}
+
+#[test]
+fn a_local_future_is_dropped_only_on_its_home_core_even_when_its_last_handles_go_elsewhere() {
+    let _g = setup();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = serve(&[1], &stop);
+    let dropped_on = Arc::new(StdMutex::new(Vec::new()));
+    // Parks its waker where the test can take it, then waits for ever
+    // (unless released).
+    struct Park {
+        waker: Arc<StdMutex<Option<core::task::Waker>>>,
+        release: Arc<AtomicBool>,
+    }
+    impl Future for Park {
+        type Output = ();
+        fn poll(
+            self: core::pin::Pin<&mut Self>,
+            cx: &mut core::task::Context<'_>,
+        ) -> core::task::Poll<()> {
+            if self.release.load(Ordering::SeqCst) {
+                return core::task::Poll::Ready(());
+            }
+            *self.waker.lock().unwrap() = Some(cx.waker().clone());
+            core::task::Poll::Pending
+        }
+    }
+    let waker = Arc::new(StdMutex::new(None));
+    let release = Arc::new(AtomicBool::new(false));
+    block_on({
+        let (dropped_on, waker, release) = (dropped_on.clone(), waker.clone(), release.clone());
+        async move {
+            // 1. Completes after a wake from core 1; its handle is dropped
+            //    on core 1 before that.
+            let guard = DropsOn(dropped_on.clone());
+            let rc = std::rc::Rc::new(());
+            let h = spawn_local({
+                let (waker, release) = (waker.clone(), release.clone());
+                async move {
+                    let _keep = (guard, rc);
+                    Park { waker, release }.await;
+                }
+            });
+            while waker.lock().unwrap().is_none() {
+                yield_now().await;
+            }
+            let w = waker.lock().unwrap().take().unwrap();
+            let release2 = release.clone();
+            spawn_on(1, async move {
+                drop(h);
+                release2.store(true, Ordering::SeqCst);
+                w.wake();
+            })
+            .await;
+            // Wait for it to finish here.
+            while dropped_on.lock().unwrap().is_empty() {
+                yield_now().await;
+            }
+            // 2. Never completes: its handle and its only waker are
+            //    dropped on core 1. Its future must not be dropped there.
+            let guard = DropsOn(dropped_on.clone());
+            let parked = Arc::new(StdMutex::new(None));
+            let never = Arc::new(AtomicBool::new(false));
+            let h = spawn_local({
+                let (parked, never) = (parked.clone(), never.clone());
+                async move {
+                    let _keep = (guard, std::rc::Rc::new(()));
+                    Park { waker: parked, release: never }.await;
+                }
+            });
+            while parked.lock().unwrap().is_none() {
+                yield_now().await;
+            }
+            let w = parked.lock().unwrap().take().unwrap();
+            spawn_on(1, async move {
+                drop(h);
+                drop(w);
+            })
+            .await;
+        }
+    });
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    // The first future was dropped once, at home; the second never (it is
+    // kept until the environment ends rather than dropped on core 1).
+    assert_eq!(*dropped_on.lock().unwrap(), [0]);
+}
+
+#[test]
+fn local_tasks_go_through_the_policy_and_a_thief_gets_none_of_them() {
+    let _g = setup();
+    // A policy that hands thieves everything it holds.
+    exec::set_default_policy(Some(|_| alloc::boxed::Box::new(Lifo::new())));
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = serve(&[1, 2], &stop);
+    let order = Arc::new(StdMutex::new(Vec::new()));
+    block_on({
+        let order = order.clone();
+        async move {
+            let hs: Vec<_> = (0..50u32)
+                .map(|i| {
+                    let order = order.clone();
+                    spawn_local(async move {
+                        let not_send = std::rc::Rc::new(i);
+                        for _ in 0..5 {
+                            yield_now().await;
+                            std::thread::sleep(Duration::from_micros(20));
+                        }
+                        order.lock().unwrap().push((*not_send, current_core()));
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.await;
+            }
+        }
+    });
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let order = order.lock().unwrap();
+    assert_eq!(order.len(), 50);
+    assert!(order.iter().all(|&(_, c)| c == 0), "{order:?}");
+    assert_eq!(stolen_tasks(), 0);
+}
+
+/// Local tasks a [`Stasher`] policy kept aside for a [`Smuggler`].
+static STASH: StdMutex<Vec<Task>> = StdMutex::new(Vec::new());
+
+/// Core 0's policy: puts each newly spawned local task in [`STASH`]
+/// instead of its queue (FIFO otherwise).
+#[derive(Default)]
+struct Stasher(std::collections::VecDeque<Task>);
+
+impl Policy for Stasher {
+    fn enqueue(&mut self, task: Task, why: Why) {
+        if why == Why::Spawned && task.is_local() {
+            STASH.lock().unwrap().push(task);
+        } else {
+            self.0.push_back(task);
+        }
+    }
+    fn pick(&mut self) -> Option<Task> {
+        self.0.pop_front()
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Core 1's policy: hands out the stashed tasks of another core first.
+#[derive(Default)]
+struct Smuggler(std::collections::VecDeque<Task>);
+
+impl Policy for Smuggler {
+    fn enqueue(&mut self, task: Task, _why: Why) {
+        self.0.push_back(task);
+    }
+    fn pick(&mut self) -> Option<Task> {
+        STASH.lock().unwrap().pop().or_else(|| self.0.pop_front())
+    }
+    fn len(&self) -> usize {
+        self.0.len() + STASH.lock().unwrap().len()
+    }
+}
+
+#[test]
+fn a_local_task_smuggled_to_another_core_by_a_policy_goes_home_unpolled() {
+    let _g = setup();
+    STASH.lock().unwrap().clear();
+    exec::set_stealing(false);
+    exec::ensure_queue(0);
+    exec::ensure_queue(1);
+    set_policy(0, alloc::boxed::Box::new(Stasher::default())).unwrap();
+    set_policy(1, alloc::boxed::Box::new(Smuggler::default())).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = serve(&[1], &stop);
+    let polled_on = Arc::new(StdMutex::new(Vec::new()));
+    block_on({
+        let polled_on = polled_on.clone();
+        async move {
+            let hs: Vec<_> = (0..10)
+                .map(|_| {
+                    let polled_on = polled_on.clone();
+                    spawn_local(async move {
+                        let _not_send = std::rc::Rc::new(());
+                        polled_on.lock().unwrap().push(current_core());
+                    })
+                })
+                .collect();
+            // Core 1's executor picks (and so meets the stash) only when
+            // its own queue has something: keep feeding it.
+            while !STASH.lock().unwrap().is_empty() {
+                spawn_on(1, async {}).await;
+            }
+            for h in hs {
+                h.await;
+            }
+        }
+    });
+    stop.store(true, Ordering::SeqCst);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let polled_on = polled_on.lock().unwrap();
+    assert_eq!(*polled_on, [0; 10], "a local task ran off its core");
+}
