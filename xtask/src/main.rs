@@ -83,6 +83,11 @@ enum Cmd {
     Build(BuildArgs),
     /// Build, then boot the kernel in QEMU and stream its serial console.
     Run(RunArgs),
+    /// `run --trace`: boot with the kernel's trace rings on and write the
+    /// kernel's and the runtime's events as one Chrome/Perfetto JSON file,
+    /// target/trace/NAME.json (`--trace NAME`; default `run`), which
+    /// ui.perfetto.dev opens.
+    Trace(RunArgs),
     /// Run the host unit tests, then the in-QEMU tests.
     Test(TestArgs),
     /// Run the in-guest benchmarks and record the results.
@@ -448,6 +453,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Build(args) => build(&ws, &args).map(|_| true),
         Cmd::Run(args) => run(&ws, args),
+        Cmd::Trace(mut args) => {
+            args.trace.get_or_insert_with(|| String::from("run"));
+            run(&ws, args)
+        }
         Cmd::Test(args) => test(&ws, &args),
         Cmd::Bench(args) => benchcmd::run(&ws, &args),
         Cmd::New(args) => new_app(&ws, &args).map(|_| true),

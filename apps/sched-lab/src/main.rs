@@ -21,7 +21,19 @@
 //! p999_us=.. max_us=.. long_done_us=.. jain_permille=..` (latencies of the short
 //! tasks; `jain_permille`: Jain's fairness index over every task's service
 //! time divided by its time from spawn to completion, in thousandths), then
-//! `sched-lab: done`. `cargo xtask lab` collects the `lab` lines (under
+//! `sched-lab: done`.
+//!
+//! **Bursty open-loop arrivals** (start argument 0 runs these after the
+//! long/short mix): requests arrive on a fixed schedule whatever the
+//! server does (open loop), in bursts of [`BURST`] at once, at two offered
+//! loads ([`BURSTY_LOADS`], per cent of the one core), one request in
+//! [`BURSTY_BIG_EVERY`] [`BURSTY_BIG`] times the work of the others. A
+//! request's latency is from its arrival to its completion; the schedule
+//! comes from a fixed-seed generator, so `--icount` runs repeat exactly.
+//! Result lines `lab workload=bursty-L policy=..` with the same keys
+//! (`long_done_us`: the big requests' worst latency).
+//!
+//! `cargo xtask lab` collects the `lab` lines (under
 //! `--icount` two boots must print the same). Exit 0 iff every task of
 //! every run completed.
 //!
@@ -389,6 +401,103 @@ async fn user_policy_decides() -> i32 {
     }
 }
 
+/// Requests per burst of the bursty workload.
+const BURST: u64 = 4;
+/// Its offered loads, per cent of the core.
+const BURSTY_LOADS: [u64; 2] = [40, 80];
+/// Its requests per load.
+const BURSTY_REQUESTS: u64 = 120;
+/// A small request's work.
+const BURSTY_US: u64 = 20;
+/// One request in this many is big.
+const BURSTY_BIG_EVERY: u64 = 6;
+/// A big request's work, in small ones.
+const BURSTY_BIG: u64 = 8;
+
+/// The bursty open-loop workload at `load` % (see the module
+/// documentation): small requests' latencies in `short_us`, big ones'
+/// worst in `long_done_us`.
+async fn run_bursty(load: u64, policy: &str, hz: u64) -> Outcome {
+    let us = move |c: u64| c * 1_000_000 / hz;
+    let mean_work = BURSTY_US * (BURSTY_BIG_EVERY - 1 + BURSTY_BIG) / BURSTY_BIG_EVERY;
+    // A burst's requests all arrive at once; bursts are spaced so that the
+    // offered work is `load` % of the time.
+    let gap_us = BURST * mean_work * 100 / load.max(1);
+    let t0 = rdtsc();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut handles = Vec::new();
+    for i in 0..BURSTY_REQUESTS {
+        if i % BURST == 0 {
+            // Each gap drawn from [gap/2, 3 gap/2) (xorshift, fixed seed).
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let jitter = seed % gap_us.max(1);
+            rt::sleep(Duration::from_micros(gap_us / 2 + jitter)).await;
+        }
+        let big = i % BURSTY_BIG_EVERY == BURSTY_BIG_EVERY - 1;
+        let work = if big { BURSTY_US * BURSTY_BIG } else { BURSTY_US };
+        let arrived = rdtsc();
+        let data = match policy {
+            "edf" => arrived + 10 * work * hz / 1_000_000,
+            _ if big => 1,
+            _ => SHORT_MARK,
+        };
+        let h = Builder::new().data(data).spawn(async move {
+            busy(work, hz);
+            rdtsc() - arrived
+        });
+        handles.push((big, work, h));
+    }
+    let mut out = Outcome {
+        short_us: Vec::new(),
+        stretch: Vec::new(),
+        long_done_us: 0,
+        total_us: 0,
+        completed: 0,
+    };
+    for (big, work, h) in handles {
+        let lat = us(h.await);
+        if big {
+            out.long_done_us = out.long_done_us.max(lat);
+        } else {
+            out.short_us.push(lat);
+        }
+        out.stretch.push((work, lat));
+        out.completed += 1;
+    }
+    out.total_us = us(rdtsc() - t0);
+    out
+}
+
+/// Prints a run's human line and its `lab` result line.
+fn report(workload: &str, policy: &str, o: &mut Outcome) {
+    o.short_us.sort_unstable();
+    println!(
+        "sched-lab: {workload:<10} {:<11} short p50 {:>6} p99 {:>6} max {:>6} us, long tasks done at {:>6} us, {} tasks in {} us",
+        policy,
+        percentile(&o.short_us, 50),
+        percentile(&o.short_us, 99),
+        o.short_us.last().copied().unwrap_or(0),
+        o.long_done_us,
+        o.completed,
+        o.total_us,
+    );
+    println!(
+        "lab workload={workload} policy={} tasks={} total_us={} throughput_per_s={} p50_us={} p99_us={} p999_us={} max_us={} long_done_us={} jain_permille={}",
+        policy,
+        o.completed,
+        o.total_us,
+        o.completed as u64 * 1_000_000 / o.total_us.max(1),
+        percentile(&o.short_us, 50),
+        percentile(&o.short_us, 99),
+        permille(&o.short_us, 999),
+        o.short_us.last().copied().unwrap_or(0),
+        o.long_done_us,
+        jain_permille(&o.stretch),
+    );
+}
+
 /// Start argument 5's window.
 const SHARE_WINDOW_MS: u64 = 40;
 /// Its chunk of work per poll.
@@ -581,31 +690,22 @@ async fn main_async(arg: u64) -> i32 {
             return 1;
         }
         let mut o = run_mix(mix, name, hz).await;
-        o.short_us.sort_unstable();
-        println!(
-            "sched-lab: {:<11} short p50 {:>6} p99 {:>6} max {:>6} us, long tasks done at {:>6} us, {} tasks in {} us",
-            name,
-            percentile(&o.short_us, 50),
-            percentile(&o.short_us, 99),
-            o.short_us.last().copied().unwrap_or(0),
-            o.long_done_us,
-            o.completed,
-            o.total_us,
-        );
-        println!(
-            "lab workload=long-short policy={} tasks={} total_us={} throughput_per_s={} p50_us={} p99_us={} p999_us={} max_us={} long_done_us={} jain_permille={}",
-            name,
-            o.completed,
-            o.total_us,
-            o.completed as u64 * 1_000_000 / o.total_us.max(1),
-            percentile(&o.short_us, 50),
-            percentile(&o.short_us, 99),
-            permille(&o.short_us, 999),
-            o.short_us.last().copied().unwrap_or(0),
-            o.long_done_us,
-            jain_permille(&o.stretch),
-        );
+        report("long-short", name, &mut o);
         ok &= o.completed == mix.long + mix.short;
+    }
+    // The bursty open-loop workload, with the full mix only (start
+    // argument 3's determinism check keeps its five lines).
+    if arg == 0 {
+        for load in BURSTY_LOADS {
+            let workload = alloc::format!("bursty-{load}");
+            for (name, make) in policies {
+                let _ = rt::set_policy(core, make());
+                let mut o = run_bursty(load, name, hz).await;
+                report(&workload, name, &mut o);
+                ok &= o.completed == BURSTY_REQUESTS as usize;
+            }
+        }
+        let _ = rt::set_policy(core, Box::new(rt::Fifo::new()));
     }
     let m = rt::metrics(core);
     println!(
