@@ -142,6 +142,7 @@ fn busy(us: u64, hz: u64) {
     }
 }
 
+#[derive(Default)]
 struct Outcome {
     short_us: Vec<u64>,
     /// Every task's (service µs, µs from spawn to completion).
@@ -179,13 +180,7 @@ async fn run_mix(mix: Mix, policy: &str, hz: u64) -> Outcome {
             rdtsc() - spawned
         }));
     }
-    let mut out = Outcome {
-        short_us: Vec::new(),
-        stretch: Vec::new(),
-        long_done_us: 0,
-        total_us: 0,
-        completed: 0,
-    };
+    let mut out = Outcome::default();
     for h in shorts {
         let lat = us(h.await);
         out.short_us.push(lat);
@@ -449,13 +444,7 @@ async fn run_bursty(load: u64, policy: &str, hz: u64) -> Outcome {
         });
         handles.push((big, work, h));
     }
-    let mut out = Outcome {
-        short_us: Vec::new(),
-        stretch: Vec::new(),
-        long_done_us: 0,
-        total_us: 0,
-        completed: 0,
-    };
+    let mut out = Outcome::default();
     for (big, work, h) in handles {
         let lat = us(h.await);
         if big {

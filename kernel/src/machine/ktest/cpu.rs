@@ -164,17 +164,7 @@ pub fn queue_delay_is_runnable_time_not_run() -> TestResult {
             .iter()
             .map(|&(n, a)| spawn_on(n, a, core))
             .collect::<Result<Vec<_>, _>>()?;
-        let settled = Deadline::after_ms(super::ENV_TIMEOUT_MS);
-        while !envs.iter().all(|e| {
-            slots::owned_by(core, e.id).count_ones() == 3
-                && e.default_time.load(Ordering::Acquire) & (1 << core) == 0
-                && sample(e, core).work > 0
-        }) {
-            if settled.passed() || envs.iter().any(|e| e.is_dying()) {
-                return Err(String::from("the hogs did not all take their slots"));
-            }
-            core::hint::spin_loop();
-        }
+        hogs_hold_three_slots(&envs, core)?;
         let t0 = crate::machine::cpu::rdtsc();
         let core0 = sched::queue_delay(core);
         let before: Vec<_> = envs.iter().map(|e| (queue(e), sample(e, core).run)).collect();
@@ -402,17 +392,7 @@ pub fn trace_records_exact_slot_switches() -> TestResult {
     frames_restored(|| {
         let envs =
             [spawn_on("cpuhog", hog_arg(0, 3), core)?, spawn_on("cpuhog", hog_arg(0, 3), core)?];
-        let settled = Deadline::after_ms(super::ENV_TIMEOUT_MS);
-        while !envs.iter().all(|e| {
-            slots::owned_by(core, e.id).count_ones() == 3
-                && e.default_time.load(Ordering::Acquire) & (1 << core) == 0
-                && sample(e, core).work > 0
-        }) {
-            if settled.passed() || envs.iter().any(|e| e.is_dying()) {
-                return Err(String::from("the hogs did not all take their slots"));
-            }
-            core::hint::spin_loop();
-        }
+        hogs_hold_three_slots(&envs, core)?;
         let was_on = ktrace::enabled();
         let capacity = ktrace::init(TRACE_TEST_RECORDS);
         let ring = ktrace::ring(core).ok_or_else(|| String::from("no trace ring"))?;
@@ -486,3 +466,20 @@ pub fn trace_records_exact_slot_switches() -> TestResult {
 const TRACE_TEST_RECORDS: usize = 8192;
 /// How long the trace test records.
 const TRACE_WINDOW_MS: u64 = 300;
+
+/// Waits until every hog of `envs` holds 3 slots of `core`, has left its
+/// default time there and has done some work.
+fn hogs_hold_three_slots(envs: &[Arc<Env>], core: usize) -> Result<(), String> {
+    let settled = Deadline::after_ms(super::ENV_TIMEOUT_MS);
+    while !envs.iter().all(|e| {
+        slots::owned_by(core, e.id).count_ones() == 3
+            && e.default_time.load(Ordering::Acquire) & (1 << core) == 0
+            && sample(e, core).work > 0
+    }) {
+        if settled.passed() || envs.iter().any(|e| e.is_dying()) {
+            return Err(String::from("the hogs did not all take their slots"));
+        }
+        core::hint::spin_loop();
+    }
+    Ok(())
+}
