@@ -193,6 +193,54 @@ mod tests {
     }
 
     #[test]
+    fn select_macro_is_fair_among_ready_branches_and_skips_pending_ones() {
+        let mut wins = [0u32; 3];
+        for _ in 0..9_000 {
+            let a = ready(0usize).fuse();
+            let b = ready(1usize).fuse();
+            let c = ready(2usize).fuse();
+            let won = now(Box::pin(async {
+                crate::select! {
+                    x = a => x,
+                    x = b => x,
+                    x = c => x,
+                }
+            }));
+            wins[won] += 1;
+        }
+        // Binomial(9000, 1/3): 3000 +- 250 is over 5 standard deviations.
+        for (i, &w) in wins.iter().enumerate() {
+            assert!((2750..=3250).contains(&w), "branch {i} won {w} times of 9000: {wins:?}");
+        }
+        // A pending branch never wins; it passes its turn to the next
+        // ready one (as tokio's random start does), so every ready one
+        // still wins often.
+        let mut wins = [0u32; 2];
+        for _ in 0..4_000 {
+            let a = ready(0usize).fuse();
+            let never = pending::<usize>().fuse();
+            let b = ready(1usize).fuse();
+            let won = now(Box::pin(async {
+                crate::select! {
+                    x = a => x,
+                    y = never => y + 100,
+                    x = b => x,
+                }
+            }));
+            wins[won] += 1;
+        }
+        assert!(wins.iter().all(|&w| w >= 1000), "{wins:?}");
+        // One branch: always it.
+        let only = ready(5u8).fuse();
+        assert_eq!(
+            now(Box::pin(async {
+                crate::select! { v = only => v }
+            })),
+            5
+        );
+    }
+
+    #[test]
     fn only_the_ready_branch_wins_and_the_loser_comes_back() {
         for _ in 0..100 {
             match now(select_fair(pending::<u8>(), ready(7u8))) {

@@ -101,6 +101,54 @@ macro_rules! select_biased {
     ($($t:tt)*) => { $crate::rt::sync::__futures_util::select_biased!($($t)*) };
 }
 
+/// A fair `select!`: the branches of [`select_biased!`](crate::select_biased)
+/// (`pattern = future => body,`; each future `FusedFuture + Unpin`, as
+/// there), tried from a random one on, as tokio's `select!` does: each
+/// call picks a rotation of the branch order with
+/// [`random_below`](crate::rt::select::random_below) (the core's own
+/// generator; `futures-util`'s fair `select!` needs `std` for its), so
+/// when all are ready each wins equally often, and no branch that stays
+/// ready is starved by one written before it. A pending branch passes its
+/// turn to the next one. The rotation is chosen once per call (tokio
+/// chooses at every poll); a future that becomes ready first still wins.
+/// `complete` and `default` branches are not supported (use
+/// `select_biased!`).
+#[macro_export]
+macro_rules! select {
+    ($($p:pat = $f:expr => $b:expr),+ $(,)?) => {{
+        let __select_n = 0usize $(+ { let _ = ::core::stringify!($b); 1usize })+;
+        let __select_r = $crate::rt::select::random_below(__select_n);
+        $crate::__select_rotation!(__select_r, 0usize, [], [$((($p) ($f) ($b)))+])
+    }};
+}
+
+/// `select!`'s rotations: `[front] [back]` is the order `back ++ front`;
+/// the arm for rotation `k` runs when the random pick is `k`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __select_rotation {
+    ($r:ident, $k:expr, [$($front:tt)*], []) => {
+        ::core::unreachable!("select!: rotation out of range")
+    };
+    ($r:ident, $k:expr, [$($front:tt)*], [$first:tt $($rest:tt)*]) => {
+        if $r == $k {
+            $crate::__select_branches!([] $first $($rest)* $($front)*)
+        } else {
+            $crate::__select_rotation!($r, $k + 1usize, [$($front)* $first], [$($rest)*])
+        }
+    };
+}
+
+/// `select!`'s branches, in one rotation, as `select_biased!` takes them.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __select_branches {
+    ([$($acc:tt)*]) => { $crate::select_biased! { $($acc)* } };
+    ([$($acc:tt)*] (($p:pat) ($f:expr) ($b:expr)) $($more:tt)*) => {
+        $crate::__select_branches!([$($acc)* $p = $f => $b,] $($more)*)
+    };
+}
+
 /// Polls futures concurrently, returns all their outputs
 /// ([`futures_util::join!`]).
 #[macro_export]
