@@ -227,6 +227,18 @@ impl AddressSpace {
         Ok(frame)
     }
 
+    /// Points the mapping at page `va` to `frame` with `flags` in one store
+    /// of its entry, returning the old frame. Another core walking these
+    /// tables meanwhile (a vCPU of the same environment) sees the old
+    /// mapping or the new one, never a hole: an unmap then a map would let
+    /// it fault on a page that is not present. The caller flushes the TLBs.
+    pub fn replace(&mut self, va: u64, frame: FrameNumber, flags: F) -> Result<FrameNumber, Error> {
+        let leaf = self.leaf(va).ok_or(Error::NotMapped)?;
+        let old = FrameNumber::from_addr(leaf.addr().as_u64());
+        leaf.set_addr(x86_64::PhysAddr::new(frame.addr()), flags);
+        Ok(old)
+    }
+
     /// Replaces the flags of the mapping at `va` with `flags_for(frame,
     /// old_flags)`, which may refuse; returns the old flags.
     pub fn protect(

@@ -576,12 +576,11 @@ pub fn cow_break(env: &Env, va: u64) -> Result<u64, Error> {
         // number is guessable), the old mapping replaced in the same step.
         let mut table = shard(new);
         table.check_map(new, env.id, rights)?;
-        // Neither can fail: the page was mapped a moment ago under this
-        // lock, so its tables exist.
-        aspace.unmap(page).expect("mapped under this lock");
-        aspace
-            .map(page, new, leaf_flags(rights), &mut || Err(Error::NoMemory))
-            .expect("its tables exist");
+        // In one store of the entry: another vCPU of ours walking the
+        // tables now sees the old (read-only) page or the new one, never a
+        // hole it would fault on as not present. Cannot fail: the page was
+        // mapped a moment ago under this lock.
+        aspace.replace(page, new, leaf_flags(rights)).expect("mapped under this lock");
         table.add_mapping(new, env.id, page);
     }
     tlb::shootdown(&env.tlb_space(), Flush::page(page));
