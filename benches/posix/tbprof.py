@@ -35,6 +35,11 @@ inwin = False
 cur_pc = None; n = 0
 trace = re.compile(r'Trace (\d+): (0x[0-9a-f]+) \[[0-9a-f]+/([0-9a-f]+)/')
 total = 0
+# TBPROF_DETAIL=SUBSTRING: also list the translation blocks (by start pc)
+# of the symbols whose name holds SUBSTRING, for addr2line.
+import os
+detail = os.environ.get('TBPROF_DETAIL')
+bypc = collections.Counter()
 with open(log, errors='replace') as fh:
     for line in fh:
         if line.startswith('IN:'):
@@ -58,7 +63,12 @@ with open(log, errors='replace') as fh:
             if pc == end: break
             s = size.get(host, 1)
             cnt[sym(pc)] += s; percpu[cpu] += s; total += s
+            if detail and detail in sym(pc): bypc[pc] += s
 print('total', total)
 print('percpu', dict(percpu))
 for k, v in cnt.most_common(80):
     print('%10d %5.1f%% %s' % (v, 100.0*v/max(total,1), k))
+if detail:
+    print('blocks of', detail)
+    for pc, v in bypc.most_common(60):
+        print('%10d %x' % (v, pc))

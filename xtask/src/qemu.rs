@@ -174,6 +174,11 @@ impl Boot {
         if self.gdb {
             a.extend(["-s".into(), "-S".into()]);
         }
+        // For profiling by hand (e.g. `-d in_asm,exec,nochain -D LOG`, read
+        // by benches/posix/tbprof.py): extra QEMU arguments, split on spaces.
+        if let Ok(extra) = std::env::var("XTASK_QEMU_EXTRA") {
+            a.extend(extra.split_whitespace().map(String::from));
+        }
         a
     }
 }
