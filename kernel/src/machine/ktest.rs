@@ -442,7 +442,7 @@ fn paging_walks_find_every_leaf() -> TestResult {
         let mut removed = Vec::new();
         let mut at = lo;
         while at < hi {
-            at = aspace.unmap_some(at, hi, 3, &mut removed);
+            at = aspace.unmap_some(at, hi, 3, &mut removed).0;
         }
         let removed: Vec<u64> = removed.into_iter().map(|(va, _)| va).collect();
         let expect: Vec<u64> = want.iter().copied().filter(|va| (lo..hi).contains(va)).collect();

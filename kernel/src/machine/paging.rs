@@ -95,6 +95,56 @@ enum Leaves {
     Keep,
 }
 
+/// What an [`AddressSpace::unmap_some`] step did with shared leaf tables.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SharedSpans {
+    /// Pages of the whole shared spans it removed (present entries).
+    pub removed_pages: u64,
+    /// It stopped at a shared span the range covers only in part.
+    pub refused: bool,
+}
+
+/// The mark of a directory entry pointing to a [`SharedLeafTable`] (an
+/// ignored bit of a table-pointing entry; leaf entries use bit 9 for
+/// copy-on-write).
+const SHARED_TABLE: F = F::BIT_11;
+
+/// The span of one leaf table.
+const SPAN_2M: u64 = 512 * abi::PAGE_SIZE;
+
+/// A leaf table the kernel builds once and several address spaces point to
+/// ([`AddressSpace::install_shared`]): read-only pages of frames no
+/// environment owns (the initrd's). Never written after it is built, never
+/// freed.
+pub struct SharedLeafTable {
+    frame: FrameNumber,
+    /// Its block summary (see [`BLOCKS_SHIFT`]).
+    blocks: u8,
+}
+
+impl SharedLeafTable {
+    /// Builds, in `frame` (a zeroed frame the kernel keeps for good), the
+    /// table mapping `count` (at most 512) consecutive frames from `first`
+    /// read-only, with their accessed bits preset (so the MMU never writes
+    /// the table).
+    pub fn build(frame: FrameNumber, first: FrameNumber, count: usize) -> SharedLeafTable {
+        assert!(count <= 512);
+        let entries = table(frame);
+        let flags = leaf_flags(Rights::READ) | F::ACCESSED;
+        let mut blocks = 0u8;
+        for (i, entry) in entries.iter_mut().take(count).enumerate() {
+            entry.set_addr(x86_64::PhysAddr::new(first.addr() + i as u64 * abi::PAGE_SIZE), flags);
+            blocks |= 1 << (i / RawEntries::BLOCK);
+        }
+        SharedLeafTable { frame, blocks }
+    }
+
+    /// The table's frame.
+    pub fn frame(&self) -> FrameNumber {
+        self.frame
+    }
+}
+
 /// One environment's page tables.
 pub struct AddressSpace {
     pml4: FrameNumber,
@@ -138,9 +188,33 @@ impl AddressSpace {
         va: u64,
         alloc_table: &mut dyn FnMut() -> Result<FrameNumber, Error>,
     ) -> Result<(FrameNumber, &'static mut PageTableEntry), Error> {
+        let (directory, parent) = self.directory_of(va, alloc_table)?;
+        let entry = &mut table(directory)[indices(va)[2]];
+        if entry.is_unused() {
+            let new = alloc_table()?;
+            entry.set_addr(
+                x86_64::PhysAddr::new(new.addr()),
+                F::PRESENT | F::WRITABLE | F::USER_ACCESSIBLE,
+            );
+            mark_block(parent, indices(va)[2]);
+        } else if entry.flags().contains(SHARED_TABLE) {
+            // The kernel's shared leaf table: nobody writes in it.
+            return Err(Error::Reserved);
+        }
+        Ok((FrameNumber::from_addr(entry.addr().as_u64()), entry))
+    }
+
+    /// Makes the tables down to the page directory covering `va` (PML4 →
+    /// PDPT → PD), returning the directory's frame and the entry pointing to
+    /// it.
+    fn directory_of(
+        &mut self,
+        va: u64,
+        alloc_table: &mut dyn FnMut() -> Result<FrameNumber, Error>,
+    ) -> Result<(FrameNumber, &'static mut PageTableEntry), Error> {
         let mut current = self.pml4;
         let mut parent: Option<&'static mut PageTableEntry> = None;
-        for &i in &indices(va)[..3] {
+        for &i in &indices(va)[..2] {
             let entry = &mut table(current)[i];
             if entry.is_unused() {
                 let new = alloc_table()?;
@@ -155,7 +229,74 @@ impl AddressSpace {
             current = FrameNumber::from_addr(entry.addr().as_u64());
             parent = Some(entry);
         }
-        Ok((current, parent.expect("three levels above the leaves")))
+        Ok((current, parent.expect("two levels above the directories")))
+    }
+
+    /// Whether the 2 MiB span at `va` (aligned) has no leaf table, shared
+    /// or private: nothing is mapped in it and nothing ever was since its
+    /// table went (a private table stays until the address space ends).
+    pub fn span_is_vacant(&self, va: u64) -> bool {
+        let idx = indices(va);
+        let mut current = self.pml4;
+        for &i in &idx[..2] {
+            let entry = &table(current)[i];
+            if entry.is_unused() {
+                return true;
+            }
+            current = FrameNumber::from_addr(entry.addr().as_u64());
+        }
+        table(current)[idx[2]].is_unused()
+    }
+
+    /// Whether any 2 MiB span meeting `[va, end)` is a shared leaf table's.
+    pub fn shared_in(&self, va: u64, end: u64) -> bool {
+        let mut at = va & !(SPAN_2M - 1);
+        while at < end {
+            let idx = indices(at);
+            let mut current = self.pml4;
+            let mut entry = 0;
+            for &i in &idx[..3] {
+                entry = RawEntries::of(current).get(i);
+                if entry == 0 {
+                    break;
+                }
+                current = FrameNumber::from_addr(entry & ENTRY_ADDR_MASK);
+            }
+            if entry & SHARED_TABLE.bits() != 0 {
+                return true;
+            }
+            at += SPAN_2M;
+        }
+        false
+    }
+
+    /// Points the 2 MiB span at `va` (aligned, [`span_is_vacant`]
+    /// (Self::span_is_vacant)) at `shared`, a leaf table of the kernel's
+    /// that no address space owns and nobody writes after it is built
+    /// ([`SharedLeafTable`]), making the directories above it with
+    /// `alloc_table`. The span is then read-only as a whole: mapping,
+    /// unmapping or protecting one page of it is refused, and only an
+    /// [`unmap_some`](Self::unmap_some) over the whole span removes it.
+    pub fn install_shared(
+        &mut self,
+        va: u64,
+        shared: &SharedLeafTable,
+        alloc_table: &mut dyn FnMut() -> Result<FrameNumber, Error>,
+    ) -> Result<(), Error> {
+        let (directory, parent) = self.directory_of(va, alloc_table)?;
+        let i = indices(va)[2];
+        let entry = &mut table(directory)[i];
+        if !entry.is_unused() {
+            return Err(Error::AlreadyMapped);
+        }
+        // Read-only at the directory too, and accessed already, so the MMU
+        // never writes the entry's accessed bit, nor any bit of the shared
+        // table (its leaves are preset accessed, and never dirty).
+        let flags = F::PRESENT | F::USER_ACCESSIBLE | F::ACCESSED | SHARED_TABLE;
+        entry.set_addr(x86_64::PhysAddr::new(shared.frame.addr()), flags);
+        entry.set_flags(F::from_bits_retain(flags.bits() | u64::from(shared.blocks) << BLOCKS_SHIFT));
+        mark_block(parent, i);
+        Ok(())
     }
 
     /// Maps page `va` to `frame` with `flags`, creating intermediate tables
@@ -178,24 +319,32 @@ impl AddressSpace {
         Ok(())
     }
 
-    fn leaf(&self, va: u64) -> Option<&'static mut PageTableEntry> {
+    /// The present leaf entry of page `va`, to be written: `NotMapped` if
+    /// there is none, `Reserved` if it lies in a shared leaf table (those
+    /// entries are never written, and never borrowed mutably:
+    /// [`translate`](Self::translate) reads them).
+    fn leaf(&self, va: u64) -> Result<&'static mut PageTableEntry, Error> {
         let idx = indices(va);
         let mut current = self.pml4;
         for &i in &idx[..3] {
             let entry = &table(current)[i];
             if entry.is_unused() {
-                return None;
+                return Err(Error::NotMapped);
+            }
+            if entry.flags().contains(SHARED_TABLE) {
+                return Err(Error::Reserved);
             }
             current = FrameNumber::from_addr(entry.addr().as_u64());
         }
         let leaf = &mut table(current)[idx[3]];
-        (!leaf.is_unused()).then_some(leaf)
+        if leaf.is_unused() { Err(Error::NotMapped) } else { Ok(leaf) }
     }
 
     /// The present leaf entry of page `va`, to read and rewrite its flags
-    /// with one walk (the caller flushes the TLBs after a downgrade).
+    /// with one walk (the caller flushes the TLBs after a downgrade); `None`
+    /// also for a page of a shared leaf table.
     pub fn leaf_mut(&mut self, va: u64) -> Option<Leaf<'_>> {
-        self.leaf(va).map(|entry| Leaf { entry })
+        self.leaf(va).ok().map(|entry| Leaf { entry })
     }
 
     /// Makes the tables leading to page `va` (as
@@ -215,13 +364,27 @@ impl AddressSpace {
 
     /// The frame and flags mapped at page `va`.
     pub fn translate(&self, va: u64) -> Option<(FrameNumber, F)> {
-        self.leaf(va).map(|e| (FrameNumber::from_addr(e.addr().as_u64()), e.flags()))
+        let mut current = self.pml4;
+        for (level, &i) in indices(va).iter().enumerate() {
+            // Raw reads: the last table may be a shared one, which is
+            // never borrowed as `&mut`.
+            let raw = RawEntries::of(current).get(i);
+            if raw == 0 {
+                return None;
+            }
+            current = FrameNumber::from_addr(raw & ENTRY_ADDR_MASK);
+            if level == 3 {
+                return Some((current, F::from_bits_truncate(raw)));
+            }
+        }
+        None
     }
 
     /// Removes the mapping of page `va`, returning its frame. The caller
-    /// flushes the TLBs.
+    /// flushes the TLBs. A page of a shared leaf table is `Reserved`: the
+    /// span goes whole ([`unmap_some`](Self::unmap_some)).
     pub fn unmap(&mut self, va: u64) -> Result<FrameNumber, Error> {
-        let leaf = self.leaf(va).ok_or(Error::NotMapped)?;
+        let leaf = self.leaf(va)?;
         let frame = FrameNumber::from_addr(leaf.addr().as_u64());
         leaf.set_unused();
         Ok(frame)
@@ -233,20 +396,24 @@ impl AddressSpace {
     /// mapping or the new one, never a hole: an unmap then a map would let
     /// it fault on a page that is not present. The caller flushes the TLBs.
     pub fn replace(&mut self, va: u64, frame: FrameNumber, flags: F) -> Result<FrameNumber, Error> {
-        let leaf = self.leaf(va).ok_or(Error::NotMapped)?;
+        let leaf = self.leaf(va)?;
         let old = FrameNumber::from_addr(leaf.addr().as_u64());
         leaf.set_addr(x86_64::PhysAddr::new(frame.addr()), flags);
         Ok(old)
     }
 
     /// Replaces the flags of the mapping at `va` with `flags_for(frame,
-    /// old_flags)`, which may refuse; returns the old flags.
+    /// old_flags)`, which may refuse; returns the old flags. A page of a
+    /// shared leaf table is `NotOwner` (its frames are the kernel's).
     pub fn protect(
         &mut self,
         va: u64,
         flags_for: impl FnOnce(FrameNumber, F) -> Result<F, Error>,
     ) -> Result<F, Error> {
-        let leaf = self.leaf(va).ok_or(Error::NotMapped)?;
+        let leaf = self.leaf(va).map_err(|e| match e {
+            Error::Reserved => Error::NotOwner,
+            e => e,
+        })?;
         let old = leaf.flags();
         let new = flags_for(FrameNumber::from_addr(leaf.addr().as_u64()), old)?;
         leaf.set_addr(leaf.addr(), new);
@@ -256,16 +423,21 @@ impl AddressSpace {
     /// Removes the mappings in `[va, end)`, visiting at most `budget` entries
     /// (present leaves, and absent tables, whose whole span is skipped at
     /// the cost of one), and appends each removed `(va, frame)` to `out`.
-    /// Returns where it stopped (`end` when the range is done). The caller
-    /// flushes the TLBs.
+    /// A shared leaf table's span is removed whole (its pages counted in
+    /// [`SharedSpans::removed_pages`], not listed) when the range covers it,
+    /// else the walk stops at it ([`SharedSpans::refused`]). Returns where
+    /// it stopped (`end` when the range is done). The caller flushes the
+    /// TLBs.
     pub fn unmap_some(
         &mut self,
         va: u64,
         end: u64,
         budget: usize,
         out: &mut Vec<(u64, FrameNumber)>,
-    ) -> u64 {
-        self.walk_leaves(va, end, budget, Leaves::Remove, out)
+    ) -> (u64, SharedSpans) {
+        let mut shared = SharedSpans::default();
+        let stop = self.walk_leaves(va, end, budget, Leaves::Remove, out, &mut shared);
+        (stop, shared)
     }
 
     /// The leaf mappings from `va` on, at most `budget` of them (absent
@@ -277,14 +449,16 @@ impl AddressSpace {
         budget: usize,
         out: &mut Vec<(u64, FrameNumber)>,
     ) -> Option<u64> {
-        let stop = self.walk_leaves(va, abi::USER_MAX, budget, Leaves::Keep, out);
+        let mut shared = SharedSpans::default();
+        let stop = self.walk_leaves(va, abi::USER_MAX, budget, Leaves::Keep, out, &mut shared);
         (stop < abi::USER_MAX).then_some(stop)
     }
 
     /// The leaf mappings in `[va, end)`, at most `budget` entries visited
     /// (as [`unmap_some`](Self::unmap_some), without removing them):
     /// appends `(va, frame)` to `out` and returns where it stopped (`end`
-    /// when the range is done).
+    /// when the range is done). These two walks skip the spans of shared
+    /// leaf tables (the kernel's frames: nothing to share or forget).
     pub fn leaves_in(
         &self,
         va: u64,
@@ -292,7 +466,7 @@ impl AddressSpace {
         budget: usize,
         out: &mut Vec<(u64, FrameNumber)>,
     ) -> u64 {
-        self.walk_leaves(va, end, budget, Leaves::Keep, out)
+        self.walk_leaves(va, end, budget, Leaves::Keep, out, &mut SharedSpans::default())
     }
 
     /// The bounded walk behind [`unmap_some`](Self::unmap_some) and
@@ -310,15 +484,17 @@ impl AddressSpace {
         mut budget: usize,
         leaves: Leaves,
         out: &mut Vec<(u64, FrameNumber)>,
+        shared: &mut SharedSpans,
     ) -> u64 {
         if va >= end || budget == 0 {
             return va.min(end);
         }
-        walk_table(self.pml4, 3, ALL_BLOCKS, va, end, &mut budget, leaves, out).min(end)
+        walk_table(self.pml4, 3, ALL_BLOCKS, va, end, &mut budget, leaves, out, shared).min(end)
     }
 
-    /// Every page-table frame below the PML4 (the PML4 itself excluded).
-    /// Leaf tables are listed, not walked: only the tables are wanted.
+    /// Every page-table frame below the PML4 (the PML4 itself excluded),
+    /// shared leaf tables excluded. Leaf tables are listed, not walked: only
+    /// the tables are wanted.
     pub fn table_frames(&self) -> Vec<FrameNumber> {
         fn go(frame: FrameNumber, level: u8, limit: usize, blocks: u8, out: &mut Vec<FrameNumber>) {
             let entries = RawEntries::of(frame);
@@ -332,6 +508,10 @@ impl AddressSpace {
                 let entry = entries.get(i);
                 i += 1;
                 if entry == 0 {
+                    continue;
+                }
+                if level == 2 && entry & SHARED_TABLE.bits() != 0 {
+                    // The kernel's, not this address space's to free.
                     continue;
                 }
                 let child = FrameNumber::from_addr(entry & ENTRY_ADDR_MASK);
@@ -396,6 +576,7 @@ fn walk_table(
     budget: &mut usize,
     leaves: Leaves,
     out: &mut Vec<(u64, FrameNumber)>,
+    shared: &mut SharedSpans,
 ) -> u64 {
     let shift = 12 + 9 * level;
     let span = 1u64 << shift;
@@ -424,9 +605,30 @@ fn walk_table(
                 entries.clear(i);
             }
             *budget -= 1;
+        } else if level == 1 && entry & SHARED_TABLE.bits() != 0 {
+            // A shared leaf table: its frames are the kernel's, so the walks
+            // that report leaves (to share them, to forget them at the end)
+            // skip it; removal takes the whole span or nothing.
+            if leaves == Leaves::Remove {
+                // Whole: the range starts at the span and reaches past its
+                // last present page (the last span of the initrd is empty
+                // at its tail).
+                let leaf_table = RawEntries::of(FrameNumber::from_addr(entry & ENTRY_ADDR_MASK));
+                let extent = (0..512).rev().find(|&k| leaf_table.get(k) != 0).map_or(0, |k| k + 1);
+                let whole = va & (span - 1) == 0 && end - va >= extent as u64 * abi::PAGE_SIZE;
+                if !whole {
+                    shared.refused = true;
+                    return va;
+                }
+                shared.removed_pages +=
+                    (0..extent).filter(|&k| leaf_table.get(k) != 0).count() as u64;
+                entries.clear(i);
+            }
+            *budget -= 1;
         } else {
             let child = FrameNumber::from_addr(entry & ENTRY_ADDR_MASK);
-            let stop = walk_table(child, level - 1, blocks_of(entry), va, end, budget, leaves, out);
+            let stop =
+                walk_table(child, level - 1, blocks_of(entry), va, end, budget, leaves, out, shared);
             if stop < next && stop < end {
                 // Out of budget inside the child.
                 return stop;

@@ -87,6 +87,9 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
 
     if let Some(initrd) = initrd {
         env::set_initrd(initrd);
+        // Its shared leaf tables now, so that the frames they take are the
+        // kernel's from boot on (no environment's `InitrdMap` pays for them).
+        env::build_initrd_tables();
     }
     env::set_quota(cmdline.quota);
     kprintln!("exo: boot ok cores={} apic={}", percpu::online_cpus(), apic::mode_name());

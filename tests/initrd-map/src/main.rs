@@ -6,6 +6,9 @@
 //! Mode 0 (must exit 0):
 //! - the size (`va` 0) is non-zero and the mapping starts with a ustar
 //!   header; two mappings at once show the same bytes;
+//! - at a 2 MiB boundary the mapping is made of the kernel's shared leaf
+//!   tables: unmapping one page of it, or part of a 2 MiB span, and mapping
+//!   a page in the rest of its last span are `Reserved`;
 //! - mapping over a range with one page already mapped is `AlreadyMapped`
 //!   and maps nothing; unaligned, past `USER_MAX` or over the info region
 //!   are refused;
@@ -133,6 +136,16 @@ fn app_main(arg: u64) -> i32 {
     // The header's magic at 257 ("ustar").
     let magic = probe::read(va + 256).to_le_bytes();
     c.check(&magic[1..6] == b"ustar", format_args!("ustar magic: {magic:?}"));
+    // At a 2 MiB boundary the kernel points the spans at its shared leaf
+    // tables: they go whole or not at all, and nothing is mapped in them.
+    c.expect_err("unmap one page of it", sys::unmap(va + PAGE_SIZE), Error::Reserved);
+    c.expect_err("unmap part of a span", sys::unmap_range(va, 1), Error::Reserved);
+    let f = require("frame_alloc", sys::frame_alloc(None));
+    if !pages.is_multiple_of(512) {
+        let tail = va + pages * PAGE_SIZE;
+        c.expect_err("map in the last span's tail", sys::map(f, tail, Rights::RW), Error::Reserved);
+    }
+    c.expect_ok("free the frame", sys::frame_free(f));
     c.expect_err("map again at the same va", sys::initrd_map(va), Error::AlreadyMapped);
     let va2 = va + SLOT;
     c.check(sys::initrd_map(va2) == Ok(size), format_args!("second mapping"));

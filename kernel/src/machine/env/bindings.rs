@@ -10,7 +10,7 @@ use super::events::post_event;
 use super::{Env, shard};
 use super::{MAPPINGS_PER_FRAME, lock_serving_mailbox, lookup};
 use crate::machine::memory;
-use crate::machine::paging::{AddressSpace, leaf_flags, rights_of};
+use crate::machine::paging::{AddressSpace, SharedLeafTable, leaf_flags, rights_of};
 use crate::machine::tlb::{self, Flush};
 use abi::{Error, Rights};
 use alloc::vec::Vec;
@@ -578,8 +578,12 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64, done: u64) -> Result<RangeSte
     let mut aspace = lock_serving_mailbox(&env.aspace);
     // At most the budget's worth (no regrowth).
     let mut removed = Vec::with_capacity(RANGE_CHUNK);
-    let stop = aspace.unmap_some(va, end, RANGE_CHUNK, &mut removed);
-    if !removed.is_empty() {
+    let (stop, shared) = aspace.unmap_some(va, end, RANGE_CHUNK, &mut removed);
+    if shared.refused && stop == va {
+        // Part of a shared span (the initrd's): it goes whole or not at all.
+        return Err(Error::Reserved);
+    }
+    if !removed.is_empty() || shared.removed_pages > 0 {
         tlb::shootdown(&env.tlb_space(), Flush { start: va, pages: (stop - va) / abi::PAGE_SIZE });
     }
     // The records go while the address-space lock is still held (after the
@@ -595,7 +599,7 @@ pub fn unmap_range(env: &Env, va: u64, pages: u64, done: u64) -> Result<RangeSte
     for (frame, outcome) in outcomes {
         released(frame, outcome);
     }
-    let n = removed.len() as u64;
+    let n = removed.len() as u64 + shared.removed_pages;
     env.mappings.fetch_sub(n, Ordering::Relaxed);
     let done = done.saturating_add(n);
     Ok(if stop >= end {
@@ -739,9 +743,17 @@ pub fn initrd_map(env: &Env, va: u64, done: u64, undo: u64) -> Result<InitrdStep
     if undo != 0 {
         return initrd_undo(env, va, done, undo, frame_of);
     }
+    if done == 0 && va.is_multiple_of(LEAF_TABLE_SPAN) {
+        if let Some(step) = initrd_map_shared(env, va, pages, size) {
+            return step;
+        }
+    }
     let limit = env.quota() * MAPPINGS_PER_FRAME;
     let mut aspace = lock_serving_mailbox(&env.aspace);
     if done == 0 {
+        if aspace.shared_in(va, end) {
+            return Err(Error::AlreadyMapped);
+        }
         let mut found = Vec::new();
         let mut at = va;
         while at < end {
@@ -787,6 +799,82 @@ pub fn initrd_map(env: &Env, va: u64, done: u64, undo: u64) -> Result<InitrdStep
         Some(e) if mapped == 0 => return Err(e),
         Some(e) => InitrdStep::More { done: mapped, undo: e as u64 },
     })
+}
+
+/// The initrd's shared leaf tables (one per 2 MiB, the last one partly
+/// empty), built on the first `InitrdMap` at a 2 MiB boundary; `None` if
+/// there is no initrd or the kernel could not get the frames (the calls then
+/// map page by page).
+static INITRD_TABLES: spin::Once<Option<Vec<SharedLeafTable>>> = spin::Once::new();
+
+/// Builds the initrd's shared leaf tables (at boot, once the initrd is
+/// known).
+pub fn build_initrd_tables() {
+    let _ = initrd_tables();
+}
+
+fn initrd_tables() -> Option<&'static [SharedLeafTable]> {
+    INITRD_TABLES
+        .call_once(|| {
+            let (first, size) = super::initrd_frames()?;
+            let pages = size.div_ceil(abi::PAGE_SIZE);
+            let mut tables = Vec::new();
+            for t in 0..pages.div_ceil(512) {
+                let Ok(frame) = memory::alloc_frame() else {
+                    for table in tables {
+                        let _ = memory::free_frame(SharedLeafTable::frame(&table));
+                    }
+                    return None;
+                };
+                let count = (pages - t * 512).min(512) as usize;
+                tables.push(SharedLeafTable::build(frame, FrameNumber(first.raw() + t * 512), count));
+            }
+            Some(tables)
+        })
+        .as_deref()
+}
+
+/// `InitrdMap` at a 2 MiB boundary whose spans hold no page table yet: the
+/// environment's directory entries point to the kernel's shared leaf tables
+/// ([`initrd_tables`]), one store per 2 MiB instead of one per page, and no
+/// leaf for its walks to visit, share or forget. The mapping takes the
+/// whole last span (nothing else can be mapped in its tail) and goes only
+/// whole spans at a time (`Unmap` of one page, `UnmapRange` of part of a
+/// span: `Reserved`). `None`: not possible here, map page by page.
+fn initrd_map_shared(env: &Env, va: u64, pages: u64, size: u64) -> Option<Result<InitrdStep, Error>> {
+    let tables = initrd_tables()?;
+    let span_end = va.checked_add(tables.len() as u64 * LEAF_TABLE_SPAN)?;
+    if span_end > abi::USER_MAX || (va < abi::INFO_VA + abi::INFO_REGION_SIZE && span_end > abi::INFO_VA)
+    {
+        return None;
+    }
+    let spans = (0..tables.len() as u64).map(|t| va + t * LEAF_TABLE_SPAN);
+    let mut aspace = lock_serving_mailbox(&env.aspace);
+    if !spans.clone().all(|at| aspace.span_is_vacant(at)) {
+        // A page table there already: the page-by-page path decides.
+        return None;
+    }
+    let limit = env.quota() * MAPPINGS_PER_FRAME;
+    if env.mappings.load(Ordering::Relaxed).saturating_add(pages) > limit {
+        return Some(Err(Error::QuotaExceeded));
+    }
+    for (n, (at, table)) in spans.zip(tables).enumerate() {
+        if let Err(e) = aspace.install_shared(at, table, &mut || alloc_table_frame(env)) {
+            // All or nothing: the spans installed so far go again (another
+            // vCPU of the caller may have walked them meanwhile: flushed).
+            if n > 0 {
+                let (mut from, mut none) = (va, Vec::new());
+                while from < at {
+                    from = aspace.unmap_some(from, at, RANGE_CHUNK, &mut none).0;
+                }
+                tlb::shootdown(&env.tlb_space(), Flush { start: va, pages: (at - va) / abi::PAGE_SIZE });
+            }
+            return Some(Err(e));
+        }
+    }
+    drop(aspace);
+    env.mappings.fetch_add(pages, Ordering::Relaxed);
+    Some(Ok(InitrdStep::Done(size)))
 }
 
 /// One undo step of a failed [`initrd_map`]: unmaps the initrd pages among
