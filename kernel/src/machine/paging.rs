@@ -270,8 +270,8 @@ impl AddressSpace {
         false
     }
 
-    /// Points the 2 MiB span at `va` (aligned, [`span_is_vacant`]
-    /// (Self::span_is_vacant)) at `shared`, a leaf table of the kernel's
+    /// Points the 2 MiB span at `va` (aligned and
+    /// [vacant](Self::span_is_vacant)) at `shared`, a leaf table of the kernel's
     /// that no address space owns and nobody writes after it is built
     /// ([`SharedLeafTable`]), making the directories above it with
     /// `alloc_table`. The span is then read-only as a whole: mapping,
@@ -294,7 +294,9 @@ impl AddressSpace {
         // table (its leaves are preset accessed, and never dirty).
         let flags = F::PRESENT | F::USER_ACCESSIBLE | F::ACCESSED | SHARED_TABLE;
         entry.set_addr(x86_64::PhysAddr::new(shared.frame.addr()), flags);
-        entry.set_flags(F::from_bits_retain(flags.bits() | u64::from(shared.blocks) << BLOCKS_SHIFT));
+        entry.set_flags(F::from_bits_retain(
+            flags.bits() | u64::from(shared.blocks) << BLOCKS_SHIFT,
+        ));
         mark_block(parent, i);
         Ok(())
     }
@@ -627,8 +629,17 @@ fn walk_table(
             *budget -= 1;
         } else {
             let child = FrameNumber::from_addr(entry & ENTRY_ADDR_MASK);
-            let stop =
-                walk_table(child, level - 1, blocks_of(entry), va, end, budget, leaves, out, shared);
+            let stop = walk_table(
+                child,
+                level - 1,
+                blocks_of(entry),
+                va,
+                end,
+                budget,
+                leaves,
+                out,
+                shared,
+            );
             if stop < next && stop < end {
                 // Out of budget inside the child.
                 return stop;

@@ -743,10 +743,11 @@ pub fn initrd_map(env: &Env, va: u64, done: u64, undo: u64) -> Result<InitrdStep
     if undo != 0 {
         return initrd_undo(env, va, done, undo, frame_of);
     }
-    if done == 0 && va.is_multiple_of(LEAF_TABLE_SPAN) {
-        if let Some(step) = initrd_map_shared(env, va, pages, size) {
-            return step;
-        }
+    if done == 0
+        && va.is_multiple_of(LEAF_TABLE_SPAN)
+        && let Some(step) = initrd_map_shared(env, va, pages, size)
+    {
+        return step;
     }
     let limit = env.quota() * MAPPINGS_PER_FRAME;
     let mut aspace = lock_serving_mailbox(&env.aspace);
@@ -827,7 +828,11 @@ fn initrd_tables() -> Option<&'static [SharedLeafTable]> {
                     return None;
                 };
                 let count = (pages - t * 512).min(512) as usize;
-                tables.push(SharedLeafTable::build(frame, FrameNumber(first.raw() + t * 512), count));
+                tables.push(SharedLeafTable::build(
+                    frame,
+                    FrameNumber(first.raw() + t * 512),
+                    count,
+                ));
             }
             Some(tables)
         })
@@ -841,10 +846,16 @@ fn initrd_tables() -> Option<&'static [SharedLeafTable]> {
 /// whole last span (nothing else can be mapped in its tail) and goes only
 /// whole spans at a time (`Unmap` of one page, `UnmapRange` of part of a
 /// span: `Reserved`). `None`: not possible here, map page by page.
-fn initrd_map_shared(env: &Env, va: u64, pages: u64, size: u64) -> Option<Result<InitrdStep, Error>> {
+fn initrd_map_shared(
+    env: &Env,
+    va: u64,
+    pages: u64,
+    size: u64,
+) -> Option<Result<InitrdStep, Error>> {
     let tables = initrd_tables()?;
     let span_end = va.checked_add(tables.len() as u64 * LEAF_TABLE_SPAN)?;
-    if span_end > abi::USER_MAX || (va < abi::INFO_VA + abi::INFO_REGION_SIZE && span_end > abi::INFO_VA)
+    if span_end > abi::USER_MAX
+        || (va < abi::INFO_VA + abi::INFO_REGION_SIZE && span_end > abi::INFO_VA)
     {
         return None;
     }
@@ -867,7 +878,10 @@ fn initrd_map_shared(env: &Env, va: u64, pages: u64, size: u64) -> Option<Result
                 while from < at {
                     from = aspace.unmap_some(from, at, RANGE_CHUNK, &mut none).0;
                 }
-                tlb::shootdown(&env.tlb_space(), Flush { start: va, pages: (at - va) / abi::PAGE_SIZE });
+                tlb::shootdown(
+                    &env.tlb_space(),
+                    Flush { start: va, pages: (at - va) / abi::PAGE_SIZE },
+                );
             }
             return Some(Err(e));
         }
