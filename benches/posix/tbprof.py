@@ -40,6 +40,9 @@ total = 0
 import os
 detail = os.environ.get('TBPROF_DETAIL')
 bypc = collections.Counter()
+# Calls: executions of a block starting at a symbol's first instruction.
+starts = {a: n for a, n in syms}
+calls = collections.Counter()
 with open(log, errors='replace') as fh:
     for line in fh:
         if line.startswith('IN:'):
@@ -64,10 +67,14 @@ with open(log, errors='replace') as fh:
             s = size.get(host, 1)
             cnt[sym(pc)] += s; percpu[cpu] += s; total += s
             if detail and detail in sym(pc): bypc[pc] += s
+            if pc in starts: calls[starts[pc]] += 1
 print('total', total)
 print('percpu', dict(percpu))
 for k, v in cnt.most_common(80):
     print('%10d %5.1f%% %s' % (v, 100.0*v/max(total,1), k))
+print('calls (blocks entered at a symbol start)')
+for k, v in calls.most_common(60):
+    print('%10d %s' % (v, k))
 if detail:
     print('blocks of', detail)
     for pc, v in bypc.most_common(60):
