@@ -492,13 +492,27 @@ pub enum Syscall: u64 {
     ///
     /// The frames are the kernel's: no environment owns them, any number of
     /// environments may map them, [`Syscall::FrameFree`],
-    /// [`Syscall::FrameGrant`], `FrameAlloc` of them and `Map` of them fail
-    /// (their [`FrameStatus`] is [`FrameHolder::Kernel`]), `Protect` of the
-    /// pages fails with [`Error::NotOwner`]. [`Syscall::Unmap`],
-    /// [`Syscall::UnmapRange`] and the environment's end remove the
-    /// mappings and never free the frames. Each page counts as one mapping
-    /// against the quota, and page-table frames the mapping needs count
-    /// against the frame quota.
+    /// [`Syscall::FrameGrant`], `FrameAlloc` of them and a writable `Map`
+    /// of them fail (their [`FrameStatus`] is [`FrameHolder::Kernel`]),
+    /// `Protect` of the pages fails with [`Error::NotOwner`]. `Map` and
+    /// [`Syscall::MapBatch`] of an initrd frame without [`Rights::WRITE`]
+    /// work anywhere (the archive is everyone's to read: a library OS maps
+    /// an image's read-only pages straight from it), and
+    /// [`Syscall::ShareRange`] gives a child the same read-only page.
+    /// [`Syscall::Unmap`], [`Syscall::UnmapRange`] and the environment's end
+    /// remove the mappings and never free the frames. Each page counts as
+    /// one mapping against the quota, and page-table frames the mapping
+    /// needs count against the frame quota.
+    ///
+    /// At a 2 MiB boundary (when no page table covers those 2 MiB spans
+    /// yet) the environment's page directory points at leaf tables the
+    /// kernel built once at boot and shares with every environment that
+    /// maps the initrd so: one entry per 2 MiB instead of one per page, and
+    /// nothing for `ShareRange` or the environment's end to visit. Such a
+    /// mapping takes its last span whole (mapping a page in its tail is
+    /// [`Error::Reserved`]), and goes only whole spans at a time: `Unmap`
+    /// of one of its pages, or an `UnmapRange` that covers a span only in
+    /// part, is [`Error::Reserved`].
     ///
     /// Restartable, like [`Syscall::UnmapRange`]: the first step checks the
     /// whole range and makes the page tables, then each step maps at most

@@ -235,6 +235,7 @@ pub fn pack(base: &[u8], tree: &Tree) -> Result<Vec<u8>, String> {
         // long-name entry, which the kernel's reader would refuse.
         h.set_path(&name).map_err(|e| err(path, e))?;
         h.set_cksum();
+        crate::initrd::align_elf_data(&mut builder, data).map_err(|e| err(path, e))?;
         builder.append(&h, data).map_err(|e| err(path, e))?;
     }
     builder.into_inner().map_err(|e| format!("packing: {e}"))
@@ -657,14 +658,19 @@ mod tests {
         }
     }
 
-    /// Reads an archive back as (name, type, mode, mtime, link, data).
+    /// Reads an archive back as (name, type, mode, mtime, link, data),
+    /// padding entries left out (an ELF's data checked to start on a page).
     fn entries(bytes: &[u8]) -> Vec<(String, u8, u32, u64, String, Vec<u8>)> {
         let mut a = tar::Archive::new(bytes);
         a.entries()
             .unwrap()
-            .map(|e| {
-                let mut e = e.unwrap();
+            .map(|e| e.unwrap())
+            .filter(|e| e.header().entry_type().as_byte() != crate::initrd::PAD_TYPE)
+            .map(|mut e| {
                 let h = e.header().clone();
+                let elf = e.size() >= 4
+                    && bytes[e.raw_file_position() as usize..].starts_with(b"\x7fELF");
+                assert!(!elf || e.raw_file_position() % 4096 == 0, "an ELF's data on a page");
                 assert_eq!(&h.as_bytes()[257..265], b"ustar\x0000", "plain ustar only");
                 let name = e.path().unwrap().to_string_lossy().into_owned();
                 let link = e

@@ -44,6 +44,7 @@ pub fn run(arg: u64) -> i32 {
         return fail(NOT_FOUND, &format!("cannot map the initrd: {e:?}"));
     }
     glue::INITRD_LEN.store(size, core::sync::atomic::Ordering::Relaxed);
+    glue::note_initrd_frames();
     // Every process maps the initrd itself (`procs::child_side`): a fork
     // need not walk its thousands of pages only to skip them.
     let page = libos_async::abi::PAGE_SIZE;

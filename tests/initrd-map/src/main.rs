@@ -13,8 +13,9 @@
 //!   and maps nothing; unaligned, past `USER_MAX` or over the info region
 //!   are refused;
 //! - the frames: `FrameStatus` says `Kernel`; `FrameFree`, `FrameGrant`,
-//!   `Map` of them are `NotOwner`, `FrameAlloc` of them `FrameUnavailable`;
-//!   `Protect` of a mapped page to writable is refused;
+//!   writable `Map` of them are `NotOwner`, `FrameAlloc` of them
+//!   `FrameUnavailable`; a read-only `Map` of one works and shows the same
+//!   bytes; `Protect` of a mapped page to writable is refused;
 //! - mapping again and again until the mapping quota runs out: the failing
 //!   call leaves nothing of itself mapped; `UnmapRange` removes every
 //!   mapping and counts exactly the pages mapped;
@@ -184,7 +185,13 @@ fn app_main(arg: u64) -> i32 {
         sys::frame_grant(first, env_id(), Rights::READ),
         Error::NotOwner,
     );
-    c.expect_err("map an initrd frame", sys::map(first, va3, Rights::READ), Error::NotOwner);
+    c.expect_err("map an initrd frame writable", sys::map(first, va3, Rights::RW), Error::NotOwner);
+    // Read-only, anywhere: the initrd is everyone's to read.
+    c.expect_ok("map an initrd frame read-only", sys::map(first, va3, Rights::READ));
+    let p = sys::protect(va3, Rights::RW);
+    c.check(p.is_err(), format_args!("protect that page writable: {p:?}"));
+    c.check(probe::read(va3 + 256) == probe::read(va + 256), format_args!("the same bytes"));
+    c.expect_ok("unmap it", sys::unmap(va3));
     c.expect_err("alloc an initrd frame", sys::frame_alloc(Some(first)), Error::FrameUnavailable);
     let p = sys::protect(va, Rights::RW);
     c.check(p.is_err(), format_args!("protect an initrd page writable: {p:?}"));

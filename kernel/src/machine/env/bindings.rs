@@ -300,12 +300,41 @@ pub(super) fn map_locked(
     // leaf under the frame's shard lock, so the check and the mapping are one
     // step that a concurrent free or revoke cannot split.
     aspace.ensure_tables(va, &mut || alloc_table_frame(env))?;
+    if is_initrd_frame(frame) {
+        map_initrd_page(aspace, frame, va, rights)?;
+        env.mappings.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
     let mut table = shard(frame);
     table.check_map(frame, env.id, rights)?;
     aspace.map(va, frame, leaf_flags(rights), &mut || Err(Error::NoMemory))?;
     table.add_mapping(frame, env.id, va);
     env.mappings.fetch_add(1, Ordering::Relaxed);
     Ok(())
+}
+
+/// Whether `frame` holds part of the initrd: the kernel's, immutable, never
+/// in the frame table.
+pub(super) fn is_initrd_frame(frame: FrameNumber) -> bool {
+    super::initrd_frames().is_some_and(|(first, size)| {
+        (first.raw()..first.raw() + size.div_ceil(abi::PAGE_SIZE)).contains(&frame.raw())
+    })
+}
+
+/// Maps initrd page `frame` at `va` (tables made) read-only: every
+/// environment may read the initrd (`InitrdMap`), so a page of it mapped
+/// anywhere without `WRITE` gives nothing new, and needs no record (the
+/// frame is never freed, revoked or repossessed). `WRITE` is `NotOwner`.
+fn map_initrd_page(
+    aspace: &mut AddressSpace,
+    frame: FrameNumber,
+    va: u64,
+    rights: Rights,
+) -> Result<(), Error> {
+    if rights.contains(Rights::WRITE) {
+        return Err(Error::NotOwner);
+    }
+    aspace.map(va, frame, leaf_flags(rights), &mut || Err(Error::NoMemory))
 }
 
 /// `AllocMap`: allocates `pages` zeroed frames for `env` and maps them at
@@ -477,6 +506,12 @@ pub fn map_batch(env: &Env, ptr: u64, count: u32) -> Result<u64, Error> {
             aspace.ensure_tables(e.1, &mut || alloc_table_frame(env))?;
         }
         for &(frame, va, rights) in entries.iter() {
+            if is_initrd_frame(frame) {
+                map_initrd_page(&mut aspace, frame, va, rights)?;
+                env.mappings.fetch_add(1, Ordering::Relaxed);
+                mapped += 1;
+                continue;
+            }
             let mut table = shard(frame);
             table.check_map(frame, env.id, rights)?;
             aspace.map(va, frame, leaf_flags(rights), &mut || Err(Error::NoMemory))?;

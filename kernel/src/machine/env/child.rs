@@ -288,6 +288,15 @@ fn share_leaves(
         if let Err(e) = room_for_mapping(child) {
             return fail(e);
         }
+        if super::bindings::is_initrd_frame(frame) {
+            // The kernel's immutable initrd, which anyone may map read-only
+            // (`Map`): the child gets the same read-only page, and there is
+            // no record to keep.
+            slot.fill(frame, leaf_flags(rights_of(flags - F::WRITABLE)));
+            child.mappings.fetch_add(1, Ordering::Relaxed);
+            shared += 1;
+            continue;
+        }
         let mut table = shard(frame);
         // A ring's frames stay the caller's alone (the kernel writes them).
         if table.get(frame).is_some_and(|r| r.pins > 0) {

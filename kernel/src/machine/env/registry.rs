@@ -191,7 +191,8 @@ impl Reclaim {
                 let next =
                     lock_serving_mailbox(&env.aspace).leaves_from(from, RANGE_CHUNK, &mut leaves);
                 for (va, frame) in leaves {
-                    if !abi::in_info_region(va) {
+                    // Initrd pages have no record to forget.
+                    if !abi::in_info_region(va) && !super::bindings::is_initrd_frame(frame) {
                         forget_mapping(frame, env.id, va);
                     }
                 }
