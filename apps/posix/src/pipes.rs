@@ -28,6 +28,7 @@
 //! that finds the table full cannot be woken: it then never sleeps longer
 //! than [`FALLBACK_NS`] per wait (a bounded poll), said in the log.
 
+use crate::shmcopy;
 use alloc::rc::Rc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use libos_async::vm::Region;
@@ -36,7 +37,6 @@ use libos_posix::linux::SysResult;
 use libos_posix::linux::errno::{ENFILE, ENOMEM};
 use libos_posix::pipe::ring::{Frame, Side};
 use libos_posix::pipe::ring::{HEADER_WORDS, Word};
-use crate::shmcopy;
 use libos_posix::pipe::{CAPACITY, PipeHost, WaitWord};
 
 /// How long a wait with too many words for one predicate sleeps before
