@@ -4,10 +4,10 @@
 //! libos-posix's [`copy_in_words`](libos_posix::pipe::copy_in_words) and
 //! [`copy_out_words`](libos_posix::pipe::copy_out_words) do the same a
 //! 64-bit atomic at a time, without `unsafe`: about 8 instructions a word
-//! in this soft-float build (no vector copy), 1,000 per KiB, which was
-//! most of a pipe's cost (`posix_pipe_64k_per_kib`: 2,544 guest
-//! instructions per KiB, 80 % of it in those two loops). `rep movsq` moves
-//! 8 bytes per iteration, and QEMU counts an iteration as one instruction:
+//! in this soft-float build (no vector copy), ~1,000 guest instructions
+//! per KiB, which was 80 % of a pipe's cost between two processes
+//! (profiled: docs/ARCHITECTURE.md §13a, "Cost"). `rep movsq` moves 8
+//! bytes per iteration, and QEMU counts an iteration as one instruction:
 //! 128 per KiB.
 //!
 //! Other environments may store into the shared side while we copy: the
