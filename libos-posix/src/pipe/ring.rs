@@ -244,6 +244,10 @@ pub fn read(
     })
 }
 
+/// Two pieces `(offset, length)` of a frame's data area (see
+/// [`read_pieces`]).
+pub type Pieces = [(usize, usize); 2];
+
 /// Reads up to `max` bytes without copying them: `sink` is handed the
 /// frame and the bytes waiting as two pieces `(offset, length)` of its
 /// data area (in stream order; the second empty unless the bytes wrap),
@@ -253,7 +257,7 @@ pub fn read(
 pub fn read_pieces(
     f: &dyn Frame,
     max: usize,
-    sink: &mut dyn FnMut(&dyn Frame, [(usize, usize); 2]) -> bool,
+    sink: &mut dyn FnMut(&dyn Frame, Pieces) -> bool,
 ) -> Result<Moved, Stop> {
     lock(f, Word::RLock)?;
     let r = read_locked(f, max, sink);
@@ -264,7 +268,7 @@ pub fn read_pieces(
 fn read_locked(
     f: &dyn Frame,
     max: usize,
-    sink: &mut dyn FnMut(&dyn Frame, [(usize, usize); 2]) -> bool,
+    sink: &mut dyn FnMut(&dyn Frame, Pieces) -> bool,
 ) -> Result<Moved, Stop> {
     let tail = f.load(Word::Tail);
     let mut head = f.load(Word::Head);
