@@ -23,6 +23,28 @@ pub trait UserMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> SysResult<()>;
     /// Copies `data` to user address `addr`.
     fn write(&mut self, addr: u64, data: &[u8]) -> SysResult<()>;
+    /// Calls `f` once with the `len` bytes at user address `addr` (for
+    /// copies straight from the program's memory, as a pipe write's into
+    /// the shared frame), or fails as [`UserMemory::read`] without calling
+    /// it. The default reads them into a buffer first.
+    fn read_with(&self, addr: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> SysResult<()> {
+        let mut buf = alloc::vec![0; len];
+        self.read(addr, &mut buf)?;
+        f(&buf);
+        Ok(())
+    }
+    /// Has `f` fill the `len` bytes at user address `addr` (for copies
+    /// straight into the program's memory, as a pipe read's from the
+    /// shared frame): `f` is called once, with a slice of exactly `len`
+    /// bytes, and must overwrite all of them. Fails as
+    /// [`UserMemory::write`]; `f` may then have been called or not, and
+    /// the program's bytes are unchanged. The default fills a buffer,
+    /// then writes it.
+    fn write_with(&mut self, addr: u64, len: usize, f: &mut dyn FnMut(&mut [u8])) -> SysResult<()> {
+        let mut buf = alloc::vec![0; len];
+        f(&mut buf);
+        self.write(addr, &buf)
+    }
 }
 
 /// The program's address space. Addresses and lengths are page-aligned and

@@ -204,12 +204,53 @@ impl Host for MockHost {
 #[derive(Clone, Default)]
 pub struct Shared(pub Rc<RefCell<MockMemory>>);
 
+impl Shared {
+    /// The page holding all of `[addr, addr+len)` (`len` ≥ 1) with `need`,
+    /// and the range's offset in it: the ranges `read_with`/`write_with`
+    /// hand over in place, as the glue does (others go through a buffer,
+    /// the trait's default).
+    fn in_page(&self, addr: u64, len: usize, need: u32) -> Option<(u64, usize)> {
+        let page = addr & !(PAGE_SIZE - 1);
+        let off = (addr - page) as usize;
+        let ok = len > 0
+            && off + len <= PAGE_SIZE as usize
+            && self.0.borrow().pages.get(&page).is_some_and(|(prot, _)| prot & need == need);
+        ok.then_some((page, off))
+    }
+}
+
 impl UserMemory for Shared {
     fn read(&self, addr: u64, buf: &mut [u8]) -> SysResult<()> {
         self.0.borrow().read(addr, buf)
     }
     fn write(&mut self, addr: u64, data: &[u8]) -> SysResult<()> {
         self.0.borrow_mut().write(addr, data)
+    }
+    fn read_with(&self, addr: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> SysResult<()> {
+        let Some((page, off)) = self.in_page(addr, len, PROT_READ) else {
+            let mut buf = vec![0; len];
+            self.read(addr, &mut buf)?;
+            f(&buf);
+            return Ok(());
+        };
+        // Borrowed while `f` runs: a call back into this memory from `f`
+        // (the glue's program memory is not to be touched then) panics.
+        let m = self.0.borrow();
+        f(&m.pages[&page].1[off..off + len]);
+        Ok(())
+    }
+    fn write_with(&mut self, addr: u64, len: usize, f: &mut dyn FnMut(&mut [u8])) -> SysResult<()> {
+        let Some((page, off)) = self.in_page(addr, len, PROT_WRITE) else {
+            let mut buf = vec![0; len];
+            f(&mut buf);
+            return self.write(addr, &buf);
+        };
+        let mut m = self.0.borrow_mut();
+        let p = &mut m.pages.get_mut(&page).expect("checked").1;
+        // Poisoned first: `f` must overwrite every byte.
+        p[off..off + len].fill(0xa5);
+        f(&mut p[off..off + len]);
+        Ok(())
     }
 }
 

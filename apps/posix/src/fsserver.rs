@@ -39,6 +39,7 @@
 //! slots (others then wait, then `EIO`), and nothing else: it cannot make
 //! the server or another client panic, read out of bounds or loop.
 
+use crate::shmcopy;
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -48,7 +49,6 @@ use libos_posix::fs::Fs;
 use libos_posix::fs::remote::{self, Transport};
 use libos_posix::linux::SysResult;
 use libos_posix::linux::errno::EIO;
-use libos_posix::pipe::{copy_in_words, copy_out_words};
 
 /// Request slots (requests in flight at once, over all processes).
 pub const SLOTS: usize = 8;
@@ -183,13 +183,13 @@ fn serve(fs: Fs<'static>) -> ! {
             let tag = w[1].load(Ordering::SeqCst);
             let len = usize::try_from(w[2].load(Ordering::SeqCst)).unwrap_or(usize::MAX);
             let answer = if len <= SLOT_BYTES - HEADER {
-                copy_out_words(w, HEADER, &mut req[..len]);
+                shmcopy::copy_out(w, HEADER, &mut req[..len]);
                 server.serve(&req[..len])
             } else {
                 server.serve(&[]) // EINVAL
             };
             let n = answer.len().min(SLOT_BYTES - HEADER);
-            copy_in_words(w, HEADER, &answer[..n]);
+            shmcopy::copy_in(w, HEADER, &answer[..n]);
             w[2].store(n as u64, Ordering::SeqCst);
             // Only if the slot is still the request we answered.
             if w[0].compare_exchange(REQUEST, ANSWER, Ordering::SeqCst, Ordering::SeqCst).is_ok()
@@ -239,7 +239,7 @@ impl Transport for Slots {
             }
         };
         w[1].store(me, Ordering::SeqCst);
-        copy_in_words(w, HEADER, req);
+        shmcopy::copy_in(w, HEADER, req);
         w[2].store(req.len() as u64, Ordering::SeqCst);
         w[0].store(REQUEST, Ordering::SeqCst);
         let result = (|| {
@@ -267,7 +267,7 @@ impl Transport for Slots {
                 return Err(EIO);
             }
             let mut out = vec![0u8; len];
-            copy_out_words(w, HEADER, &mut out);
+            shmcopy::copy_out(w, HEADER, &mut out);
             Ok(out)
         })();
         w[1].store(0, Ordering::SeqCst);

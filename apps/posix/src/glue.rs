@@ -519,6 +519,31 @@ impl UserMemory for Umem {
         }
         Ok(())
     }
+
+    fn read_with(&self, addr: u64, len: usize, f: &mut dyn FnMut(&[u8])) -> SysResult<()> {
+        self.check(addr, len, false)?;
+        if len == 0 {
+            f(&[]);
+            return Ok(());
+        }
+        // SAFETY: as in `read`: every page of the range is mapped readable
+        // for the program, below PROGRAM_END (so no object of this
+        // runtime, and in particular not the pipe frame `f` copies into),
+        // and the program is stopped in the handler while `f` runs.
+        f(unsafe { core::slice::from_raw_parts(addr as *const u8, len) });
+        Ok(())
+    }
+
+    fn write_with(&mut self, addr: u64, len: usize, f: &mut dyn FnMut(&mut [u8])) -> SysResult<()> {
+        self.check(addr, len, true)?;
+        if len == 0 {
+            f(&mut []);
+            return Ok(());
+        }
+        // SAFETY: as in `read_with`, and the pages are mapped writable.
+        f(unsafe { core::slice::from_raw_parts_mut(addr as *mut u8, len) });
+        Ok(())
+    }
 }
 
 /// The realtime clock's value at the TSC's start (no RTC is read yet):

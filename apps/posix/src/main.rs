@@ -58,6 +58,8 @@ mod redirect;
 #[cfg(target_os = "none")]
 mod run;
 #[cfg(target_os = "none")]
+mod shmcopy;
+#[cfg(target_os = "none")]
 mod signal;
 
 libos_async::entry!(app_main);

@@ -28,6 +28,7 @@
 //! that finds the table full cannot be woken: it then never sleeps longer
 //! than [`FALLBACK_NS`] per wait (a bounded poll), said in the log.
 
+use crate::shmcopy;
 use alloc::rc::Rc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use libos_async::vm::Region;
@@ -36,7 +37,7 @@ use libos_posix::linux::SysResult;
 use libos_posix::linux::errno::{ENFILE, ENOMEM};
 use libos_posix::pipe::ring::{Frame, Side};
 use libos_posix::pipe::ring::{HEADER_WORDS, Word};
-use libos_posix::pipe::{CAPACITY, PipeHost, WaitWord, copy_in_words, copy_out_words};
+use libos_posix::pipe::{CAPACITY, PipeHost, WaitWord};
 
 /// How long a wait with too many words for one predicate sleeps before
 /// the caller checks again (poll of many pipes: a bounded busy-wait), and
@@ -72,8 +73,9 @@ impl ShmFrame {
         // memory (`shared::alloc` maps every page now), kept mapped until
         // `Drop` releases it after the slices' last use (they are private
         // fields dropped with it). Its contents are only ever accessed as
-        // atomics, here and by the other environments mapping it, so
-        // `AtomicU64` views are sound whatever they write.
+        // atomics by Rust code, here and by the other environments mapping
+        // it (the data area's bulk copies are `shmcopy`'s opaque `rep
+        // movs`), so `AtomicU64` views are sound whatever they write.
         let (header, peers, data) = unsafe {
             (
                 core::slice::from_raw_parts(base as *const AtomicU64, HEADER_WORDS),
@@ -121,10 +123,10 @@ impl Frame for ShmFrame {
             .is_ok()
     }
     fn copy_out(&self, off: usize, buf: &mut [u8]) {
-        copy_out_words(self.data, off, buf)
+        shmcopy::copy_out(self.data, off, buf)
     }
     fn copy_in(&self, off: usize, data: &[u8]) {
-        copy_in_words(self.data, off, data)
+        shmcopy::copy_in(self.data, off, data)
     }
     fn word_addr(&self, w: Word) -> u64 {
         &self.header[w as usize] as *const AtomicU64 as u64

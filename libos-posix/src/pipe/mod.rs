@@ -287,13 +287,11 @@ impl End {
 pub struct Pipes<'a> {
     ends: BTreeMap<Ino, End>,
     host: Box<dyn PipeHost + 'a>,
-    /// A buffer kept between calls (no allocation and zeroing per call).
-    scratch: Vec<u8>,
 }
 
 impl Default for Pipes<'_> {
     fn default() -> Self {
-        Pipes { ends: BTreeMap::new(), host: Box::new(Spin), scratch: Vec::new() }
+        Pipes { ends: BTreeMap::new(), host: Box::new(Spin) }
     }
 }
 
@@ -449,41 +447,23 @@ pub(crate) fn read(
     if count == 0 {
         return Ok(0);
     }
-    let mut scratch = take_scratch(p, count);
-    let r = read_with(p, &e, flags, buf, count, &mut scratch, mem);
-    p.pipes.scratch = scratch;
-    r
-}
-
-/// The kept buffer, at least `min(count, CAPACITY)` bytes long.
-fn take_scratch(p: &mut Process<'_>, count: u64) -> Vec<u8> {
-    let mut s = core::mem::take(&mut p.pipes.scratch);
-    let n = (count as usize).min(CAPACITY);
-    if s.len() < n {
-        s.resize(n, 0);
-    }
-    s
-}
-
-#[allow(clippy::too_many_arguments)]
-fn read_with(
-    p: &mut Process<'_>,
-    e: &End,
-    flags: u32,
-    buf: u64,
-    count: u64,
-    scratch: &mut [u8],
-    mem: &mut dyn crate::host::UserMemory,
-) -> SysResult<u64> {
+    let max = (count as usize).min(CAPACITY);
     loop {
+        // Straight from the frame into the program's buffer
+        // ([`UserMemory::write_with`]): no copy through the runtime.
         let mut fault = None;
-        let r = ring::read(&*e.frame, count as usize, scratch, &mut |bytes| match mem
-            .write(buf, bytes)
-        {
-            Ok(()) => true,
-            Err(err) => {
-                fault = Some(err);
-                false
+        let r = ring::read_pieces(&*e.frame, max, &mut |f, [(o1, n1), (o2, n2)]| {
+            let copied = mem.write_with(buf, n1 + n2, &mut |dst| {
+                let (a, b) = dst.split_at_mut(n1);
+                f.copy_out(o1, a);
+                f.copy_out(o2, b);
+            });
+            match copied {
+                Ok(()) => true,
+                Err(err) => {
+                    fault = Some(err);
+                    false
+                }
             }
         });
         match r {
@@ -523,62 +503,66 @@ pub(crate) fn write(
     mem: &mut dyn crate::host::UserMemory,
 ) -> SysResult<u64> {
     let e = p.pipes.end(ino).ok_or(EBADF)?.clone();
-    if count == 0 {
-        return Ok(0);
-    }
-    let mut chunk = take_scratch(p, count);
-    let r = write_with(p, &e, flags, buf, count, &mut chunk, mem);
-    p.pipes.scratch = chunk;
-    r
-}
-
-#[allow(clippy::too_many_arguments)]
-fn write_with(
-    p: &mut Process<'_>,
-    e: &End,
-    flags: u32,
-    buf: u64,
-    count: u64,
-    chunk: &mut [u8],
-    mem: &mut dyn crate::host::UserMemory,
-) -> SysResult<u64> {
     let atomic = count as usize <= PIPE_BUF;
     let nonblock = flags & O_NONBLOCK != 0;
     let mut done = 0u64;
     while done < count {
-        let want = ((count - done) as usize).min(chunk.len()).min(CAPACITY);
-        if let Err(err) = mem.read(buf + done, &mut chunk[..want]) {
+        let want = ((count - done) as usize).min(CAPACITY);
+        // Straight from the program's buffer into the frame
+        // ([`UserMemory::read_with`]), a chunk of at most the capacity.
+        let mut end = None;
+        let chunk = mem.read_with(buf + done, want, &mut |chunk| {
+            end = write_chunk(p, &e, chunk, atomic, nonblock, &mut done);
+        });
+        if let Err(err) = chunk {
             return if done == 0 { Err(err) } else { Ok(done) };
         }
-        let mut at = 0;
-        while at < want {
-            match ring::write(&*e.frame, &chunk[at..want], atomic) {
-                Ok(m) => {
-                    p.pipes.wake(&*e.frame, m.wake);
-                    at += m.n;
-                    done += m.n as u64;
-                }
-                Err(Stop::Broken) => {
-                    raise_sigpipe(p);
-                    return if done == 0 { Err(EPIPE) } else { Ok(done) };
-                }
-                Err(Stop::Corrupt) => return if done == 0 { Err(EIO) } else { Ok(done) },
-                Err(Stop::Eof) => return Err(EIO), // not a writing outcome
-                Err(Stop::Block(w)) => {
-                    if nonblock && !w.retry_soon {
-                        return if done == 0 { Err(EAGAIN) } else { Ok(done) };
-                    }
-                    // A signal: what was written counts (Linux's pipe_write).
-                    if p.signals.interrupting() {
-                        return if done == 0 { Err(ERESTARTSYS) } else { Ok(done) };
-                    }
-                    let now = p.clock.monotonic_ns();
-                    p.pipes.wait(&*e.frame, w, now);
-                }
-            }
+        if let Some(r) = end {
+            return r;
         }
     }
     Ok(done)
+}
+
+/// Writes all of `chunk`, adding what it wrote to `done`; `Some` result
+/// when the call must end before (`EPIPE`, `EAGAIN`, a signal, ...).
+fn write_chunk(
+    p: &mut Process<'_>,
+    e: &End,
+    chunk: &[u8],
+    atomic: bool,
+    nonblock: bool,
+    done: &mut u64,
+) -> Option<SysResult<u64>> {
+    let partial = |done: u64, err| Some(if done == 0 { Err(err) } else { Ok(done) });
+    let mut at = 0;
+    while at < chunk.len() {
+        match ring::write(&*e.frame, &chunk[at..], atomic) {
+            Ok(m) => {
+                p.pipes.wake(&*e.frame, m.wake);
+                at += m.n;
+                *done += m.n as u64;
+            }
+            Err(Stop::Broken) => {
+                raise_sigpipe(p);
+                return partial(*done, EPIPE);
+            }
+            Err(Stop::Corrupt) => return partial(*done, EIO),
+            Err(Stop::Eof) => return Some(Err(EIO)), // not a writing outcome
+            Err(Stop::Block(w)) => {
+                if nonblock && !w.retry_soon {
+                    return partial(*done, EAGAIN);
+                }
+                // A signal: what was written counts (Linux's pipe_write).
+                if p.signals.interrupting() {
+                    return partial(*done, ERESTARTSYS);
+                }
+                let now = p.clock.monotonic_ns();
+                p.pipes.wait(&*e.frame, w, now);
+            }
+        }
+    }
+    None
 }
 
 /// `ioctl` on a pipe end: `FIONREAD` (bytes waiting); anything else `ENOTTY`.

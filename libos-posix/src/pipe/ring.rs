@@ -236,8 +236,31 @@ pub fn read(
     scratch: &mut [u8],
     sink: &mut dyn FnMut(&[u8]) -> bool,
 ) -> Result<Moved, Stop> {
+    read_pieces(f, max.min(scratch.len()), &mut |f, pieces| {
+        let [(o1, n1), (o2, n2)] = pieces;
+        f.copy_out(o1, &mut scratch[..n1]);
+        f.copy_out(o2, &mut scratch[n1..n1 + n2]);
+        sink(&scratch[..n1 + n2])
+    })
+}
+
+/// Two pieces `(offset, length)` of a frame's data area (see
+/// [`read_pieces`]).
+pub type Pieces = [(usize, usize); 2];
+
+/// Reads up to `max` bytes without copying them: `sink` is handed the
+/// frame and the bytes waiting as two pieces `(offset, length)` of its
+/// data area (in stream order; the second empty unless the bytes wrap),
+/// each within the area and together at most `max` and at least 1 byte
+/// long, for it to copy out with [`Frame::copy_out`]; they are consumed
+/// only if `sink` accepts them.
+pub fn read_pieces(
+    f: &dyn Frame,
+    max: usize,
+    sink: &mut dyn FnMut(&dyn Frame, Pieces) -> bool,
+) -> Result<Moved, Stop> {
     lock(f, Word::RLock)?;
-    let r = read_locked(f, max.min(scratch.len()), scratch, sink);
+    let r = read_locked(f, max, sink);
     f.store(Word::RLock, 0);
     r
 }
@@ -245,8 +268,7 @@ pub fn read(
 fn read_locked(
     f: &dyn Frame,
     max: usize,
-    scratch: &mut [u8],
-    sink: &mut dyn FnMut(&[u8]) -> bool,
+    sink: &mut dyn FnMut(&dyn Frame, Pieces) -> bool,
 ) -> Result<Moved, Stop> {
     let tail = f.load(Word::Tail);
     let mut head = f.load(Word::Head);
@@ -280,9 +302,7 @@ fn read_locked(
     let m = mask(f);
     let off = (tail & m) as usize;
     let first = n.min(capacity(f) - off);
-    f.copy_out(off, &mut scratch[..first]);
-    f.copy_out(0, &mut scratch[first..n]);
-    if !sink(&scratch[..n]) {
+    if !sink(f, [(off, first), (0, n - first)]) {
         return Ok(Moved { n: 0, wake: None });
     }
     f.store(Word::Tail, tail.wrapping_add(n as u64));

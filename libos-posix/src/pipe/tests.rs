@@ -430,6 +430,35 @@ fn epipe_and_positioning() {
 }
 
 #[test]
+fn a_bad_buffer_faults_and_moves_nothing() {
+    let mut t = P::new();
+    let (r, w) = t.pipe(0);
+    assert_eq!(t.sys(SYS_WRITE, &[w as u64, 0x10, 5]), e(EFAULT));
+    assert_eq!(t.write(w, b"hello"), 5);
+    // The bytes stay in the pipe when the reader's buffer faults (Linux).
+    assert_eq!(t.sys(SYS_READ, &[r as u64, 0x10, 5]), e(EFAULT));
+    assert_eq!(t.read(r, 5).unwrap(), b"hello");
+    // In place (within a page) and through a buffer (across pages), with
+    // the ring wrapping: every byte arrives, in order.
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let mut got = Vec::new();
+    let mut sent = 0;
+    for n in [1, 4095, 3000, 40_000, 9, 30_000, 22_895] {
+        assert_eq!(t.write(w, &data[sent..sent + n]), n as i64);
+        sent += n;
+        while got.len() < sent {
+            let n = [1000, 4096, 65_536][got.len() % 3];
+            let b = t.put(&vec![0; n]);
+            let k = t.sys(SYS_READ, &[r as u64, b, n as u64]);
+            assert!(k > 0, "read {k}");
+            got.extend(t.get(b, k as usize));
+        }
+    }
+    assert_eq!(sent, data.len());
+    assert_eq!(got, data);
+}
+
+#[test]
 fn dup_shares_the_end() {
     let mut t = P::new();
     let (r, w) = t.pipe(0);
