@@ -4,16 +4,20 @@
 //! clears IF, TF, DF, AC, NT). It swaps to the kernel GS, parks the user
 //! `rsp` in the per-core area and switches to this core's trap stack.
 //!
-//! `RingEnter` first takes a fast path without a trap frame: the entry
-//! keeps only the registers a call may clobber, calls [`ring_enter_fast`]
-//! (the ring protocol's own answers, in place) and, when that was the whole
-//! call, returns with `sysretq`. Everything else — every other call, and a
-//! `RingEnter` the fast path hands on — pushes what an interrupt from ring 3
-//! would have (`vector` = [`SYSCALL_VECTOR`]) and then every register in the
-//! interrupt path's order, so the frame is the same [`TrapFrame`], and calls
-//! [`syscall_dispatch`]; it leaves through the interrupt path's
+//! `RingEnter` and `Protect` first take a fast path without a trap frame:
+//! the entry keeps only the registers a call may clobber, calls
+//! [`ring_enter_fast`] (the ring protocol's own answers, in place) or
+//! [`protect_fast`] (the whole call) and, when that was the whole call,
+//! returns with `sysretq`. Everything else — every other call, and a call
+//! the fast path hands on — pushes what an interrupt from ring 3 would have
+//! (`vector` = [`SYSCALL_VECTOR`]) and then every register in the interrupt
+//! path's order, so the frame is the same [`TrapFrame`], and calls the
+//! handler `HOT_TABLE` gives for the number (a hot call's own, or
+//! [`dispatch_general`]); it leaves through the interrupt path's
 //! `isr_restore`, so every way back to ring 3 that may switch vCPUs is the
-//! one `iretq` path.
+//! one `iretq` path. (The entry tests two numbers before the frame; the
+//! table, which replaced a second dispatch in Rust after it, pays for the
+//! second test: no call got slower.)
 //!
 //! Past the hot calls, a call goes decode → typed call → handler → one
 //! writer: [`kernel::syscall::decode`] turns the registers into a
@@ -279,7 +283,7 @@ enum Next {
     /// Directed yield: the rest of the slot goes to this environment's
     /// vCPU here; a refusal comes back at once.
     HandOver(EnvId),
-    /// A hot call, whose handler in [`syscall_dispatch`] writes its own
+    /// A hot call, whose handler in `HOT_TABLE` writes its own
     /// result or replaces the frame (not reached: those calls are answered
     /// before decoding).
     Hot,
@@ -291,7 +295,7 @@ enum Next {
     Resumed,
 }
 
-/// Every system call but the hot ones of [`syscall_dispatch`]: decode,
+/// Every system call but the hot ones of `HOT_TABLE`: decode,
 /// handle, then [`complete`].
 ///
 /// **Restartable calls.** A long operation (`FrameRevoke` or a lowering
@@ -381,7 +385,7 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
     };
     match request {
         Request::Null => Next::Return(Ok(0)),
-        // Answered by `syscall_dispatch` before decoding.
+        // Answered from `HOT_TABLE` before decoding.
         Request::RingEnter { .. } | Request::Call { .. } | Request::Reply => Next::Hot,
         Request::ConsoleWrite { ptr, len, stream } => {
             Next::Return(console_write(env, ptr, len, stream as u64))
