@@ -136,13 +136,15 @@ pub fn print_frame(frame: &UpcallFrame) {
     );
 }
 
-/// Rust side of the upcall stub.
+/// Rust side of the upcall stub. The exceptions (vectors below
+/// [`abi::vector::SLOT_START`]) take the short way here; the kernel's own
+/// upcalls, the unhandled end and the resumption through the kernel are
+/// out of line, so that the fault → handler → resume path saves and sets
+/// up no more than it uses.
+#[inline(always)]
 pub(crate) fn dispatch(frame: &mut UpcallFrame) -> ! {
-    if frame.vector == abi::vector::SIGNAL {
-        crate::signal::upcall(frame);
-    }
     if frame.vector >= abi::vector::SLOT_START {
-        crate::cpu::slot_upcall(frame);
+        kernel_upcall(frame);
     }
     let resume = crate::fork::cow_fixup(frame) || crate::vm::fixup(frame) || {
         let handler = *HANDLER.lock();
@@ -152,10 +154,27 @@ pub(crate) fn dispatch(frame: &mut UpcallFrame) -> ! {
                 None => false,
             }
     };
+    if resume && !RESUME_VIA_KERNEL.load(Ordering::Relaxed) {
+        crate::entry::resume_in_user(frame);
+    }
+    resume_or_exit(frame, resume)
+}
+
+/// A signal or a slot upcall.
+#[cold]
+#[inline(never)]
+fn kernel_upcall(frame: &mut UpcallFrame) -> ! {
+    if frame.vector == abi::vector::SIGNAL {
+        crate::signal::upcall(frame);
+    }
+    crate::cpu::slot_upcall(frame)
+}
+
+/// A handled exception resumed through the kernel, or an unhandled one.
+#[cold]
+#[inline(never)]
+fn resume_or_exit(frame: &UpcallFrame, resume: bool) -> ! {
     if resume {
-        if !RESUME_VIA_KERNEL.load(Ordering::Relaxed) {
-            crate::entry::resume_in_user(frame);
-        }
         let e = sys::exception_resume(frame);
         crate::println!("libos: exception_resume failed: {e:?}");
     } else {

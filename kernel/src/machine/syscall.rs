@@ -4,16 +4,20 @@
 //! clears IF, TF, DF, AC, NT). It swaps to the kernel GS, parks the user
 //! `rsp` in the per-core area and switches to this core's trap stack.
 //!
-//! `RingEnter` first takes a fast path without a trap frame: the entry
-//! keeps only the registers a call may clobber, calls [`ring_enter_fast`]
-//! (the ring protocol's own answers, in place) and, when that was the whole
-//! call, returns with `sysretq`. Everything else — every other call, and a
-//! `RingEnter` the fast path hands on — pushes what an interrupt from ring 3
-//! would have (`vector` = [`SYSCALL_VECTOR`]) and then every register in the
-//! interrupt path's order, so the frame is the same [`TrapFrame`], and calls
-//! [`syscall_dispatch`]; it leaves through the interrupt path's
+//! `RingEnter` and `Protect` first take a fast path without a trap frame:
+//! the entry keeps only the registers a call may clobber, calls
+//! [`ring_enter_fast`] (the ring protocol's own answers, in place) or
+//! [`protect_fast`] (the whole call) and, when that was the whole call,
+//! returns with `sysretq`. Everything else — every other call, and a call
+//! the fast path hands on — pushes what an interrupt from ring 3 would have
+//! (`vector` = [`SYSCALL_VECTOR`]) and then every register in the interrupt
+//! path's order, so the frame is the same [`TrapFrame`], and calls the
+//! handler `HOT_TABLE` gives for the number (a hot call's own, or
+//! [`dispatch_general`]); it leaves through the interrupt path's
 //! `isr_restore`, so every way back to ring 3 that may switch vCPUs is the
-//! one `iretq` path.
+//! one `iretq` path. (The entry tests two numbers before the frame; the
+//! table, which replaced a second dispatch in Rust after it, pays for the
+//! second test: no call got slower.)
 //!
 //! Past the hot calls, a call goes decode → typed call → handler → one
 //! writer: [`kernel::syscall::decode`] turns the registers into a
@@ -49,23 +53,7 @@ pub const SYSCALL_VECTOR: u64 = 0x100;
 
 core::arch::global_asm!(
     r#"
-    .section .text.syscall_entry, "ax"
-    .global syscall_entry
-syscall_entry:
-    swapgs
-    mov gs:[{user_rsp}], rsp
-    // System-call redirection: a `syscall` whose return address lies
-    // outside the running environment's library range goes to its handler
-    // (label 3). Disabled, the range is 0..u64::MAX.
-    cmp rcx, gs:[{redirect_start}]
-    jb 3f
-    cmp rcx, gs:[{redirect_end}]
-    jae 3f
-    mov rsp, gs:[{kernel_stack}]
-    cmp rax, {ring_enter}
-    jne 2f
-    // RingEnter first tries `ring_enter_fast` with no trap frame: only the
-    // registers a call may clobber are kept, and it returns with `sysretq`.
+    .macro PUSH_CLOBBERED
     push rcx
     push r11
     push rdi
@@ -74,8 +62,8 @@ syscall_entry:
     push r8
     push r9
     push r10
-    call {ring_enter_fast}
-    test rdx, rdx
+    .endm
+    .macro POP_CLOBBERED
     pop r10
     pop r9
     pop r8
@@ -84,17 +72,10 @@ syscall_entry:
     pop rdi
     pop r11
     pop rcx
-    jnz 1f
-    // rax holds the result, rcx the user rip (canonical: below USER_MAX),
-    // r11 the user rflags.
-    mov rsp, gs:[{user_rsp}]
-    swapgs
-    sysretq
-1:
-    // The full path goes on from where the fast one stopped (the count it
-    // consumed is in `RING_CARRY`).
-    mov eax, {ring_enter}
-2:
+    .endm
+    // What an interrupt from ring 3 pushes, then every register in the
+    // interrupt path's order: a `TrapFrame`, whose address goes in rdi.
+    .macro PUSH_SYSCALL_FRAME
     push {user_ds}
     push qword ptr gs:[{user_rsp}]
     push r11
@@ -118,7 +99,68 @@ syscall_entry:
     push r14
     push r15
     mov rdi, rsp
-    call {dispatch}
+    .endm
+    .section .text.syscall_entry, "ax"
+    .global syscall_entry
+syscall_entry:
+    swapgs
+    mov gs:[{user_rsp}], rsp
+    // System-call redirection: a `syscall` whose return address lies
+    // outside the running environment's library range goes to its handler
+    // (label 3). Disabled, the range is 0..u64::MAX.
+    cmp rcx, gs:[{redirect_start}]
+    jb 3f
+    cmp rcx, gs:[{redirect_end}]
+    jae 3f
+    mov rsp, gs:[{kernel_stack}]
+    cmp rax, {ring_enter}
+    je 5f
+    cmp rax, {protect}
+    je 6f
+2:
+    PUSH_SYSCALL_FRAME
+    // The hot calls' handlers and `dispatch_general` straight from the
+    // table (no second dispatch); numbers past it are general.
+    cmp rax, {table_len}
+    jae 4f
+    call qword ptr [{table} + rax * 8]
+    jmp isr_restore
+4:
+    call {general}
+    jmp isr_restore
+5:
+    // RingEnter first tries `ring_enter_fast` with no trap frame: only the
+    // registers a call may clobber are kept, and it returns with `sysretq`.
+    PUSH_CLOBBERED
+    call {ring_enter_fast}
+    test rdx, rdx
+    POP_CLOBBERED
+    jnz 1f
+    // rax holds the result, rcx the user rip (canonical: below USER_MAX),
+    // r11 the user rflags.
+    mov rsp, gs:[{user_rsp}]
+    swapgs
+    sysretq
+1:
+    // The full path goes on from where the fast one stopped (the count it
+    // consumed is in `RING_CARRY`).
+    mov eax, {ring_enter}
+    jmp 2b
+6:
+    // Protect, the fault path's call, the same way (`protect_fast`: the
+    // whole call; the full path only to look at a wake-up or a death).
+    PUSH_CLOBBERED
+    call {protect_fast}
+    test rdx, rdx
+    POP_CLOBBERED
+    jnz 7f
+    mov rsp, gs:[{user_rsp}]
+    swapgs
+    sysretq
+7:
+    // rax holds the result: a frame, then `protect_finish`.
+    PUSH_SYSCALL_FRAME
+    call {protect_finish}
     jmp isr_restore
 3:
     // Redirected: rip (rcx), rflags (r11) and rsp go to the three words of
@@ -146,9 +188,14 @@ syscall_entry:
     user_ds = const USER_DS as u64,
     user_cs = const super::gdt::USER_CS as u64,
     vector = const SYSCALL_VECTOR,
-    dispatch = sym syscall_dispatch,
+    table = sym HOT_TABLE,
+    table_len = const HOT_TABLE_LEN,
+    general = sym dispatch_general,
     ring_enter = const Syscall::RingEnter as u64,
     ring_enter_fast = sym ring_enter_fast,
+    protect = const Syscall::Protect as u64,
+    protect_fast = sym protect_fast,
+    protect_finish = sym protect_finish,
 );
 
 unsafe extern "C" {
@@ -175,33 +222,42 @@ pub fn init_this_cpu() {
     );
 }
 
-/// Handles the system call in `frame` (called by `syscall_entry`).
-///
-/// The hot calls are answered here, before decoding and with nothing else
-/// loaded: the ring, the null call, `Protect` and `CowBreak` (the fault
-/// path's calls) and
-/// protected control transfer (their
-/// arguments need no checks of [`kernel::syscall::decode`]'s, and each
-/// handler writes its own `rax` or replaces the frame). Everything else is
-/// [`dispatch_general`], out of line.
+/// The calls `syscall_entry` sends straight to their own handler, by number
+/// (`HOT_TABLE_LEN` entries; every other number goes to
+/// [`dispatch_general`]).
+const HOT_TABLE_LEN: usize = Syscall::CowBreak as usize + 1;
+
+/// `syscall_entry`'s table, indexed by call number, after it built the
+/// trap frame: the hot calls — the ring, the null call, `CowBreak` (the
+/// copy-on-write fault's call) and protected control transfer — are
+/// answered before decoding and with nothing else loaded (their arguments
+/// need no checks of [`kernel::syscall::decode`]'s, and each handler writes
+/// its own `rax` or replaces the frame); every other entry is
+/// [`dispatch_general`] (`Protect` never arrives here: the entry answers it
+/// with [`protect_fast`]).
 #[unsafe(no_mangle)]
-extern "C" fn syscall_dispatch(frame: &mut TrapFrame) {
-    let number = frame.rax;
-    if number == Syscall::RingEnter as u64 {
-        ring_enter(frame);
-    } else if number == Syscall::Null as u64 {
-        frame.rax = 0;
-    } else if number == Syscall::Protect as u64 {
-        protect_hot(frame);
-    } else if number == Syscall::CowBreak as u64 {
-        cow_break_hot(frame);
-    } else if number == Syscall::Call as u64 {
-        pct_call(frame);
-    } else if number == Syscall::Reply as u64 {
-        pct_reply(frame);
-    } else {
-        dispatch_general(frame);
+static HOT_TABLE: [extern "C" fn(&mut TrapFrame); HOT_TABLE_LEN] = {
+    let mut table = [dispatch_general as extern "C" fn(&mut TrapFrame); HOT_TABLE_LEN];
+    table[Syscall::Null as usize] = null;
+    table[Syscall::RingEnter as usize] = ring_enter;
+    table[Syscall::CowBreak as usize] = cow_break_hot;
+    table[Syscall::Call as usize] = pct_call;
+    table[Syscall::Reply as usize] = pct_reply;
+    table
+};
+
+/// Handles the system call in `frame` as `syscall_entry` would once it has
+/// built the frame (a hot call [`Next::Hot`] hands back).
+fn syscall_dispatch(frame: &mut TrapFrame) {
+    match HOT_TABLE.get(frame.rax as usize) {
+        Some(handler) => handler(frame),
+        None => dispatch_general(frame),
     }
+}
+
+/// `Null`.
+extern "C" fn null(frame: &mut TrapFrame) {
+    frame.rax = 0;
 }
 
 /// What a handler of [`dispatch_general`] leaves to do: the result and the
@@ -227,7 +283,7 @@ enum Next {
     /// Directed yield: the rest of the slot goes to this environment's
     /// vCPU here; a refusal comes back at once.
     HandOver(EnvId),
-    /// A hot call, whose handler in [`syscall_dispatch`] writes its own
+    /// A hot call, whose handler in `HOT_TABLE` writes its own
     /// result or replaces the frame (not reached: those calls are answered
     /// before decoding).
     Hot,
@@ -239,7 +295,7 @@ enum Next {
     Resumed,
 }
 
-/// Every system call but the hot ones of [`syscall_dispatch`]: decode,
+/// Every system call but the hot ones of `HOT_TABLE`: decode,
 /// handle, then [`complete`].
 ///
 /// **Restartable calls.** A long operation (`FrameRevoke` or a lowering
@@ -250,8 +306,7 @@ enum Next {
 /// end among them — are taken between the steps with the caller's
 /// registers saved as at any other point in ring 3, so no step keeps the
 /// core for long and the work is done on the caller's own time.
-#[inline(never)]
-fn dispatch_general(frame: &mut TrapFrame) {
+extern "C" fn dispatch_general(frame: &mut TrapFrame) {
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
     let (env, next) = match kernel::syscall::decode(frame.rax, args) {
         // An unknown number does nothing: straight back.
@@ -330,7 +385,7 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
     };
     match request {
         Request::Null => Next::Return(Ok(0)),
-        // Answered by `syscall_dispatch` before decoding.
+        // Answered from `HOT_TABLE` before decoding.
         Request::RingEnter { .. } | Request::Call { .. } | Request::Reply => Next::Hot,
         Request::ConsoleWrite { ptr, len, stream } => {
             Next::Return(console_write(env, ptr, len, stream as u64))
@@ -354,7 +409,7 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
         }
         Request::MapBatch { ptr, count } => Next::Return(env::map_batch(env, ptr, count)),
         Request::Unmap { va } => done(env::unmap(env, va)),
-        // Answered by `syscall_dispatch` before decoding (kept for the ring).
+        // Answered by `syscall_entry`'s `protect_fast` (kept for the ring).
         Request::Protect { va, rights } => done(env::protect(env, va, rights)),
         Request::SetExceptionHandler { entry, stack_top, stride } => {
             *env.exception.lock() = env::ExceptionHandler { entry, stack_top, stride };
@@ -574,24 +629,34 @@ fn child_start(env: &env::Env, child: &Arc<env::Env>, core: u64, ptr: u64) -> Re
     Ok(())
 }
 
-/// `Protect`, answered before decoding: the call a library OS's page-fault
-/// handler makes before it resumes (upgrade a page, copy-on-write), on the
-/// fault → handler → resume path. `env::protect` makes the decoder's checks
-/// itself (`va` a user page outside the info region, then `rights`), so the
-/// answers are the same.
-#[inline(never)]
-fn protect_hot(frame: &mut TrapFrame) {
+/// `Protect` from ring 3, called by `syscall_entry` before it builds a trap
+/// frame, with interrupts masked: the call a library OS's page-fault
+/// handler makes before it resumes (upgrade a page), on the fault → handler
+/// → resume path, the whole call (`env::protect` makes the decoder's checks
+/// itself — `va` a user page outside the info region, then `rights` — so
+/// the answers are the same). It asks for the full path (a frame, then
+/// [`protect_finish`]) only when, as `look_before_returning` would, the
+/// caller's environment is dying or a vCPU of this core was woken.
+#[unsafe(no_mangle)]
+extern "C" fn protect_fast(va: u64, rights: u64) -> FastReturn {
     let env = sched::current_env();
-    let result = env::protect(&env, frame.rdi, abi::Rights(frame.rsi));
-    frame.rax = abi::encode(result.map(|()| 0));
-    look_before_returning(frame, Some(env));
+    let result = env::protect(&env, va, abi::Rights(rights));
+    let full = env.is_dying();
+    drop(env);
+    let full = full || sched::resched_pending();
+    FastReturn { rax: abi::encode(result.map(|()| 0)), full: u64::from(full) }
+}
+
+/// The rest of a `Protect` [`protect_fast`] answered (its result in the
+/// frame's `rax`): the switch it asked for.
+extern "C" fn protect_finish(frame: &mut TrapFrame) {
+    sched::finish(frame, sched::Why::Event);
 }
 
 /// `CowBreak`, answered before decoding: the whole copy-on-write fault's
 /// kernel work, on the fault → handler → resume path (`env::cow_break`
 /// makes every check itself).
-#[inline(never)]
-fn cow_break_hot(frame: &mut TrapFrame) {
+extern "C" fn cow_break_hot(frame: &mut TrapFrame) {
     let env = sched::current_env();
     let result = env::cow_break(&env, frame.rdi);
     frame.rax = abi::encode(result);
@@ -599,16 +664,14 @@ fn cow_break_hot(frame: &mut TrapFrame) {
 }
 
 /// `Call`: on success the frame holds the callee's registers.
-#[inline(never)]
-fn pct_call(frame: &mut TrapFrame) {
+extern "C" fn pct_call(frame: &mut TrapFrame) {
     if let Err(e) = sched::call(frame, frame.rdi) {
         frame.rax = e.to_raw();
     }
 }
 
 /// `Reply`: on success the frame holds the caller's registers.
-#[inline(never)]
-fn pct_reply(frame: &mut TrapFrame) {
+extern "C" fn pct_reply(frame: &mut TrapFrame) {
     if let Err(e) = sched::reply(frame) {
         frame.rax = e.to_raw();
     }
@@ -642,8 +705,7 @@ fn ipc_accept(env: &env::Env, who: Accept, allow: bool) -> Result<u64, Error> {
 /// an operation run, the rest goes through [`sched::with_current_ring`],
 /// which takes the ring out of the run queue so that the operation may do
 /// anything the kernel does on this core.
-#[inline(never)]
-fn ring_enter(frame: &mut TrapFrame) {
+extern "C" fn ring_enter(frame: &mut TrapFrame) {
     let carried = RING_CARRY[current_index()].swap(0, Ordering::Relaxed);
     ring_enter_full(frame, carried);
 }
