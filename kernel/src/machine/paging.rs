@@ -330,10 +330,11 @@ impl AddressSpace {
                     continue;
                 }
                 let entry = entries.get(i);
-                i += 1;
                 if entry == 0 {
+                    i += 1 + entries.zeros_after(i, limit);
                     continue;
                 }
+                i += 1;
                 let child = FrameNumber::from_addr(entry & ENTRY_ADDR_MASK);
                 out.push(child);
                 if level > 2 {
@@ -341,7 +342,8 @@ impl AddressSpace {
                 }
             }
         }
-        let mut out = Vec::new();
+        // Room for a small environment's tables without regrowth.
+        let mut out = Vec::with_capacity(32);
         go(self.pml4, 4, 256, ALL_BLOCKS, &mut out);
         out
     }
@@ -415,9 +417,13 @@ fn walk_table(
             continue;
         }
         let entry = entries.get(i);
-        let next = (va & !(span - 1)) + span;
+        let mut next = (va & !(span - 1)) + span;
         if entry == 0 {
-            // Nothing mapped in this entry's span.
+            // Nothing mapped in this entry's span, nor in those of the zero
+            // entries after it in its group (skipped with it).
+            let more = entries.zeros_after(i, limit);
+            i += more;
+            next += more as u64 * span;
         } else if level == 0 {
             out.push((va, FrameNumber::from_addr(entry & ENTRY_ADDR_MASK)));
             if leaves == Leaves::Remove {
@@ -527,6 +533,18 @@ impl RawEntries {
             }
         }
         0
+    }
+
+    /// How many zero entries follow entry `i` (itself zero) up to the end
+    /// of its group (or `limit`): a group holding a few entries then costs
+    /// a load per empty one, not a turn of the walk's loop.
+    fn zeros_after(&self, i: usize, limit: usize) -> usize {
+        let group_end = ((i / Self::GROUP + 1) * Self::GROUP).min(limit);
+        let mut n = 0;
+        while i + 1 + n < group_end && self.get(i + 1 + n) == 0 {
+            n += 1;
+        }
+        n
     }
 }
 

@@ -19,7 +19,7 @@
 //!
 //! May not touch: the scheduler.
 
-use super::bindings::{RANGE_CHUNK, alloc_table_frame, unmap};
+use super::bindings::{LeafBuf, RANGE_CHUNK, alloc_table_frame, unmap};
 use super::events::post_event;
 use super::registry::{terminate, vcpu_dropped};
 use super::spawn::create_child;
@@ -30,7 +30,6 @@ use crate::machine::paging::{AddressSpace, leaf_flags, rights_of};
 use crate::machine::tlb::{self, Flush};
 use abi::{Error, Rights};
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use kernel::frames::FrameNumber;
 use kernel::ownership::{EnvId, ShareMode};
@@ -193,9 +192,7 @@ pub fn share_range(
     check_share_range(dst, pages)?;
     let end = src + pages * abi::PAGE_SIZE;
     let mut aspace = lock_serving_mailbox(&env.aspace);
-    // A walk reports at most its budget of leaves: one allocation, no
-    // regrowth through the kernel heap.
-    let mut leaves = Vec::with_capacity(RANGE_CHUNK);
+    let mut leaves = LeafBuf::new();
     let stop = aspace.leaves_in(src, end, RANGE_CHUNK, &mut leaves);
     let mut shared = 0u64;
     let mut protected = false;
