@@ -519,20 +519,28 @@ impl RawEntries {
         unsafe { self.0.add(i).write(0) }
     }
 
-    /// How many entries from `i` on can be skipped as empty at once: a whole
-    /// aligned block that `blocks` (the table's block summary) says was
-    /// never written, or a block or group of zero entries below `limit`;
-    /// else 0.
+    /// How many entries from `i` on can be skipped as empty at once: the
+    /// run (below `limit`, a multiple of [`Self::BLOCK`]) of aligned blocks
+    /// that `blocks` (the table's block summary) says were never written
+    /// and of aligned groups of zero entries; 0 if none starts at `i`. One
+    /// call skips the whole run (a table of a sparse layout holds a few
+    /// entries: a run is most of it), each block for a bit test and each
+    /// group for a few loads, not a turn of the walk's loop.
     fn empty_run(&self, i: usize, limit: usize, blocks: u8) -> usize {
-        if i.is_multiple_of(Self::BLOCK) && blocks & (1 << (i / Self::BLOCK)) == 0 {
-            return Self::BLOCK;
-        }
-        for size in [Self::BLOCK, Self::GROUP] {
-            if i.is_multiple_of(size) && i + size <= limit && self.or_of(i, size) == 0 {
-                return size;
+        let mut j = i;
+        while j < limit {
+            if j.is_multiple_of(Self::BLOCK) && blocks & (1 << (j / Self::BLOCK)) == 0 {
+                j += Self::BLOCK;
+            } else if j.is_multiple_of(Self::GROUP)
+                && j + Self::GROUP <= limit
+                && self.or_of(j, Self::GROUP) == 0
+            {
+                j += Self::GROUP;
+            } else {
+                break;
             }
         }
-        0
+        j - i
     }
 
     /// How many zero entries follow entry `i` (itself zero) up to the end
