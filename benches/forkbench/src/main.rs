@@ -59,29 +59,12 @@ fn fork_samples(n: usize, samples: &mut [u64; MAX_SAMPLES], mut before: impl FnM
     n
 }
 
-#[inline(never)]
-fn mark_begin() {
-    core::hint::black_box(0x1111u64);
-}
-#[inline(never)]
-fn mark_end() {
-    core::hint::black_box(0x2222u64);
-}
-
 fn app_main(arg: u64) -> i32 {
     let n = if arg == 0 { 200 } else { (arg as usize).min(200) };
     let mut samples = [0u64; MAX_SAMPLES];
 
     let k = fork_samples(n, &mut samples, |_| {});
     report("fork_exit_wait_0_pages", &mut samples[..k]);
-    mark_begin();
-    match require("fork", fork(256)) {
-        Some(child) => {
-            require("wait", wait(child));
-        }
-        None => sys::exit(0),
-    }
-    mark_end();
 
     let chunk = libos_async::mem::MAP_FRESH_MAX_PAGES;
     for c in 0..PAGES / chunk {

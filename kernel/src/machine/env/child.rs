@@ -19,7 +19,7 @@
 //!
 //! May not touch: the scheduler.
 
-use super::bindings::{LeafBuf, RANGE_CHUNK, alloc_table_frame, unmap};
+use super::bindings::{LeafBuf, RANGE_CHUNK, alloc_table_frame, frame_error, unmap};
 use super::events::post_event;
 use super::registry::{terminate, vcpu_dropped};
 use super::spawn::create_child;
@@ -32,7 +32,7 @@ use abi::{Error, Rights};
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use kernel::frames::FrameNumber;
-use kernel::ownership::{EnvId, ShareMode};
+use kernel::ownership::{EnvId, FrameKind, ShareMode};
 use x86_64::structures::paging::PageTableFlags as F;
 
 /// The most children an environment may have alive at once (each also
@@ -103,10 +103,13 @@ pub fn child_map(
     if !rights.is_valid() || !rights.contains(Rights::READ) || flags & !abi::CHILD_MAP_GIVE != 0 {
         return Err(Error::InvalidArgument);
     }
+    let give = flags & abi::CHILD_MAP_GIVE != 0;
+    if give && frame.raw() == abi::ANY_FRAME {
+        return child_map_fresh(child, va, rights);
+    }
     if frame.raw() >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
-    let give = flags & abi::CHILD_MAP_GIVE != 0;
     let mut aspace = lock_serving_mailbox(&child.aspace);
     if child.is_dying() {
         return Err(Error::NoSuchEnv);
@@ -146,6 +149,47 @@ pub fn child_map(
         env.owned.lock().remove(frame);
         env.uncharge();
     }
+    Ok(())
+}
+
+/// `ChildMap` of [`abi::ANY_FRAME`], given: a fresh zeroed frame owned by
+/// and charged to `child`, mapped at `va` with `rights` (a forked child's
+/// exception stack: one call a page instead of `FrameAlloc` + a give).
+/// Under the child's lock, as [`child_map`]: its reclaim sees the frame or
+/// refuses us.
+fn child_map_fresh(child: &Env, va: u64, rights: Rights) -> Result<(), Error> {
+    let mut aspace = lock_serving_mailbox(&child.aspace);
+    if child.is_dying() {
+        return Err(Error::NoSuchEnv);
+    }
+    if aspace.translate(va).is_some() {
+        return Err(Error::AlreadyMapped);
+    }
+    room_for_mapping(child)?;
+    aspace.ensure_tables(va, &mut || alloc_table_frame(child))?;
+    child.charge()?;
+    let frame = match memory::alloc_frame() {
+        Ok(f) => f,
+        Err(e) => {
+            child.uncharge();
+            return Err(frame_error(e));
+        }
+    };
+    let mut table = shard(frame);
+    table.insert(frame, child.id, FrameKind::Data);
+    if let Err(e) = aspace.map(va, frame, leaf_flags(rights), &mut || Err(Error::NoMemory)) {
+        // Not reached (the tables are there, the page was free under this
+        // lock); undone all the same.
+        let _ = table.free(frame, child.id);
+        drop(table);
+        memory::free_frame(frame).expect("allocated just now");
+        child.uncharge();
+        return Err(e);
+    }
+    table.add_mapping(frame, child.id, va);
+    drop(table);
+    child.mappings.fetch_add(1, Ordering::Relaxed);
+    child.owned.lock().insert(frame);
     Ok(())
 }
 
