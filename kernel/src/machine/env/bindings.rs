@@ -555,9 +555,8 @@ pub(super) struct LeafBuf(Vec<(u64, FrameNumber)>);
 
 impl LeafBuf {
     pub(super) fn new() -> LeafBuf {
-        let mut v = SPARE_LEAVES
-            .with(Option::take)
-            .unwrap_or_else(|| Vec::with_capacity(RANGE_CHUNK));
+        let mut v =
+            SPARE_LEAVES.with(Option::take).unwrap_or_else(|| Vec::with_capacity(RANGE_CHUNK));
         v.clear();
         LeafBuf(v)
     }
