@@ -881,7 +881,8 @@ impl Syscall {
         Self::from_value(n)
     }
 }
-
+/// [`Syscall::FrameAlloc`]'s argument for "any frame" (and [`Syscall::ChildMap`]'s,
+/// given: a fresh frame of the child's own).
 /// [`Syscall::FrameAlloc`]'s argument for "any frame".
 pub const ANY_FRAME: u64 = u64::MAX;
 /// The most bytes one [`Syscall::ConsoleWrite`] takes.
