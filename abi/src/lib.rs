@@ -881,9 +881,9 @@ impl Syscall {
         Self::from_value(n)
     }
 }
-/// [`Syscall::FrameAlloc`]'s argument for "any frame" (and [`Syscall::ChildMap`]'s,
-/// given: a fresh frame of the child's own).
-/// [`Syscall::FrameAlloc`]'s argument for "any frame".
+
+/// [`Syscall::FrameAlloc`]'s argument for "any frame" (and
+/// [`Syscall::ChildMap`]'s, given: a fresh frame of the child's own).
 pub const ANY_FRAME: u64 = u64::MAX;
 /// The most bytes one [`Syscall::ConsoleWrite`] takes.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;
