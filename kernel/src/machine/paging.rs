@@ -487,7 +487,7 @@ const ENTRY_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 struct RawEntries(*mut u64);
 
 impl RawEntries {
-    /// Entries at least this far apart are checked as one block first.
+    /// Entries per block (one bit of a table's summary).
     const BLOCK: usize = 64;
     /// Then as groups of this many.
     const GROUP: usize = 8;
