@@ -162,11 +162,12 @@ fn child_map_fresh(child: &Env, va: u64, rights: Rights) -> Result<(), Error> {
     if child.is_dying() {
         return Err(Error::NoSuchEnv);
     }
-    if aspace.translate(va).is_some() {
-        return Err(Error::AlreadyMapped);
-    }
     room_for_mapping(child)?;
-    aspace.ensure_tables(va, &mut || alloc_table_frame(child))?;
+    // The tables first (charged to the child): once the frame is taken
+    // nothing can fail.
+    let Some(slot) = aspace.vacant(va, &mut || alloc_table_frame(child))? else {
+        return Err(Error::AlreadyMapped);
+    };
     child.charge()?;
     let frame = match memory::alloc_frame() {
         Ok(f) => f,
@@ -177,15 +178,7 @@ fn child_map_fresh(child: &Env, va: u64, rights: Rights) -> Result<(), Error> {
     };
     let mut table = shard(frame);
     table.insert(frame, child.id, FrameKind::Data);
-    if let Err(e) = aspace.map(va, frame, leaf_flags(rights), &mut || Err(Error::NoMemory)) {
-        // Not reached (the tables are there, the page was free under this
-        // lock); undone all the same.
-        let _ = table.free(frame, child.id);
-        drop(table);
-        memory::free_frame(frame).expect("allocated just now");
-        child.uncharge();
-        return Err(e);
-    }
+    slot.fill(frame, leaf_flags(rights));
     table.add_mapping(frame, child.id, va);
     drop(table);
     child.mappings.fetch_add(1, Ordering::Relaxed);
