@@ -597,7 +597,9 @@ pub enum Syscall: u64 {
     /// the frame changes owner: it must be a data frame the caller owns,
     /// mapped nowhere, granted to nobody, not shared; the child is charged
     /// for it (its quota, [`Error::QuotaExceeded`]) and the caller
-    /// uncharged; the child maps it with `rights`. Without it, the child
+    /// uncharged; the child maps it with `rights`. `frame` [`ANY_FRAME`]
+    /// with [`CHILD_MAP_GIVE`]: a fresh zeroed frame, owned by and charged
+    /// to the child (none of the caller's). Without it, the child
     /// becomes a copy-on-write holder ([`child`]): `rights` less
     /// [`Rights::WRITE`], within the caller's; a frame nobody shares yet
     /// must be mapped nowhere ([`Error::Busy`]: use
@@ -894,7 +896,8 @@ impl Syscall {
     }
 }
 
-/// [`Syscall::FrameAlloc`]'s argument for "any frame".
+/// [`Syscall::FrameAlloc`]'s argument for "any frame" (and
+/// [`Syscall::ChildMap`]'s, given: a fresh frame of the child's own).
 pub const ANY_FRAME: u64 = u64::MAX;
 /// The most bytes one [`Syscall::ConsoleWrite`] takes.
 pub const CONSOLE_WRITE_MAX: u64 = 4096;

@@ -156,6 +156,7 @@ impl MappingSet {
     }
 
     /// Number of mappings.
+    #[inline]
     pub fn len(&self) -> usize {
         match self {
             MappingSet::Inline { len, .. } => usize::from(*len),
@@ -169,6 +170,7 @@ impl MappingSet {
     }
 
     /// The mappings in order.
+    #[inline]
     pub fn iter(&self) -> Iter<'_> {
         match self {
             MappingSet::Inline { len, items } => Iter::Inline(items[..usize::from(*len)].iter()),
@@ -187,8 +189,29 @@ impl MappingSet {
     }
 
     /// Whether `env` has any mapping here.
+    #[inline]
     pub fn has_env(&self, env: crate::ownership::EnvId) -> bool {
-        self.range(Mapping { env, va: 0 }..=Mapping { env, va: u64::MAX }).next().is_some()
+        match self {
+            // Two compares, not a range iterator (every reclaimed mapping
+            // of a shared frame asks).
+            MappingSet::Inline { len, items } => {
+                items[..usize::from(*len)].iter().any(|m| m.env == env)
+            }
+            MappingSet::Tree(set) => {
+                set.range(Mapping { env, va: 0 }..=Mapping { env, va: u64::MAX }).next().is_some()
+            }
+        }
+    }
+
+    /// Whether any mapping here is not `except` (all of them if `None`).
+    #[inline]
+    pub fn any_but(&self, except: Option<Mapping>) -> bool {
+        match self {
+            MappingSet::Inline { len, items } => {
+                items[..usize::from(*len)].iter().any(|m| Some(*m) != except)
+            }
+            MappingSet::Tree(set) => set.iter().any(|m| Some(*m) != except),
+        }
     }
 }
 
@@ -220,6 +243,9 @@ mod tests {
                 let r = m(2, 0)..=m(2, u64::MAX);
                 prop_assert!(s.range(r.clone()).eq(b.range(r)));
                 prop_assert_eq!(s.has_env(EnvId(2)), b.iter().any(|x| x.env == EnvId(2)));
+                for except in [None, Some(x), Some(m(2, 0))] {
+                    prop_assert_eq!(s.any_but(except), b.iter().any(|y| Some(*y) != except));
+                }
                 // Inline whenever it holds at most one; never a tree of one.
                 let inline = matches!(s, MappingSet::Inline { .. });
                 prop_assert!(inline || s.len() > 1);

@@ -450,7 +450,7 @@ impl FrameTable {
             ShareMode::CopyOnWrite if record.sharers.is_empty() => {
                 let mine = from_va.map(|va| Mapping { env: from, va });
                 if record.grants.iter().any(|g| g.rights.contains(Rights::WRITE))
-                    || record.mappings.iter().any(|m| Some(*m) != mine)
+                    || record.mappings.any_but(mine)
                 {
                     return Err(Error::Busy);
                 }

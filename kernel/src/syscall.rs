@@ -233,12 +233,13 @@ pub enum Request {
     },
     /// The child-environment and sharing calls (`EnvCreate` ..=
     /// `PageQuery`, and `ShareWritable`): every check needs the kernel's state (the handle's
-    /// creator, the frames' holders), so their handlers decode the words.
+    /// creator, the frames' holders), so their handlers decode the words,
+    /// read from the caller's saved registers (not copied here: up to five
+    /// words would not fit the size bound below, and a box per call was a
+    /// kernel-heap round trip on every step of a fork).
     Child {
         /// Which call.
         call: Syscall,
-        /// The six argument words (boxed: see the size bound below).
-        args: Box<[u64; 6]>,
     },
     /// `YieldTo`: `None` if the register cannot name an environment (the
     /// handler answers [`Error::NoSuchEnv`] after its in-call check).
@@ -606,7 +607,7 @@ pub fn decode_args(call: Syscall, args: [u64; 6]) -> Result<Request, Error> {
         | Syscall::ChildQuota
         | Syscall::FrameCopy
         | Syscall::PageQuery
-        | Syscall::CowBreak => Request::Child { call, args: Box::new(args) },
+        | Syscall::CowBreak => Request::Child { call },
         Syscall::RepossessList => {
             check_list(a0, a1)?;
             Request::RepossessList { ptr: a0, len: a1 }
@@ -818,7 +819,7 @@ impl Request {
                     [r.entry, r.stack_top, r.stride, r.lib_start, r.lib_end, 0],
                 );
             }
-            Request::Child { call, ref args } => return (call as u64, **args),
+            Request::Child { call } => return (call as u64, [0; 6]),
             Request::RepossessList { ptr, len } | Request::ConsoleRead { ptr, len } => {
                 [ptr, len, 0]
             }
@@ -1075,7 +1076,7 @@ mod tests {
                     lib_end: abi::USER_MAX,
                 })),
             },
-            Request::Child { call: Syscall::ShareRange, args: Box::new([1, 2, 3, 4, 5, 6]) },
+            Request::Child { call: Syscall::ShareRange },
             Request::AllocMap { va: abi::USER_MIN, pages: 1, rights: Rights::RW, out: 0 },
             Request::ConsoleRead { ptr: 8, len: abi::CONSOLE_READ_MAX },
             Request::MapBatch { ptr: 0, count: 1 },

@@ -212,11 +212,8 @@ fn build_child(child: u64, core: usize, frame: &UpcallFrame) -> Result<(), Error
     let top = layout::exc_stack_top(core);
     let mut va = top - layout::EXC_STACK_SIZE;
     while va < top {
-        let f = sys::frame_alloc(None)?;
-        if let Err(e) = sys::child_map(child, f, va, Rights::RW, abi::CHILD_MAP_GIVE) {
-            let _ = sys::frame_free(f);
-            return Err(e);
-        }
+        // A fresh frame of the child's own (one call a page).
+        sys::child_map(child, abi::ANY_FRAME, va, Rights::RW, abi::CHILD_MAP_GIVE)?;
         va += PAGE_SIZE;
     }
     sys::child_set_entry(

@@ -508,10 +508,11 @@ impl AddressSpace {
                     continue;
                 }
                 let entry = entries.get(i);
-                i += 1;
                 if entry == 0 {
+                    i += 1 + entries.zeros_after(i, limit);
                     continue;
                 }
+                i += 1;
                 if level == 2 && entry & SHARED_TABLE.bits() != 0 {
                     // The kernel's, not this address space's to free.
                     continue;
@@ -523,7 +524,8 @@ impl AddressSpace {
                 }
             }
         }
-        let mut out = Vec::new();
+        // Room for a small environment's tables without regrowth.
+        let mut out = Vec::with_capacity(32);
         go(self.pml4, 4, 256, ALL_BLOCKS, &mut out);
         out
     }
@@ -598,9 +600,13 @@ fn walk_table(
             continue;
         }
         let entry = entries.get(i);
-        let next = (va & !(span - 1)) + span;
+        let mut next = (va & !(span - 1)) + span;
         if entry == 0 {
-            // Nothing mapped in this entry's span.
+            // Nothing mapped in this entry's span, nor in those of the zero
+            // entries after it in its group (skipped with it).
+            let more = entries.zeros_after(i, limit);
+            i += more;
+            next += more as u64 * span;
         } else if level == 0 {
             out.push((va, FrameNumber::from_addr(entry & ENTRY_ADDR_MASK)));
             if leaves == Leaves::Remove {
@@ -694,7 +700,7 @@ const ENTRY_ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 struct RawEntries(*mut u64);
 
 impl RawEntries {
-    /// Entries at least this far apart are checked as one block first.
+    /// Entries per block (one bit of a table's summary).
     const BLOCK: usize = 64;
     /// Then as groups of this many.
     const GROUP: usize = 8;
@@ -726,20 +732,40 @@ impl RawEntries {
         unsafe { self.0.add(i).write(0) }
     }
 
-    /// How many entries from `i` on can be skipped as empty at once: a whole
-    /// aligned block that `blocks` (the table's block summary) says was
-    /// never written, or a block or group of zero entries below `limit`;
-    /// else 0.
+    /// How many entries from `i` on can be skipped as empty at once: the
+    /// run (below `limit`, a multiple of [`Self::BLOCK`]) of aligned blocks
+    /// that `blocks` (the table's block summary) says were never written
+    /// and of aligned groups of zero entries; 0 if none starts at `i`. One
+    /// call skips the whole run (a table of a sparse layout holds a few
+    /// entries: a run is most of it), each block for a bit test and each
+    /// group for a few loads, not a turn of the walk's loop.
     fn empty_run(&self, i: usize, limit: usize, blocks: u8) -> usize {
-        if i.is_multiple_of(Self::BLOCK) && blocks & (1 << (i / Self::BLOCK)) == 0 {
-            return Self::BLOCK;
-        }
-        for size in [Self::BLOCK, Self::GROUP] {
-            if i.is_multiple_of(size) && i + size <= limit && self.or_of(i, size) == 0 {
-                return size;
+        let mut j = i;
+        while j < limit {
+            if j.is_multiple_of(Self::BLOCK) && blocks & (1 << (j / Self::BLOCK)) == 0 {
+                j += Self::BLOCK;
+            } else if j.is_multiple_of(Self::GROUP)
+                && j + Self::GROUP <= limit
+                && self.or_of(j, Self::GROUP) == 0
+            {
+                j += Self::GROUP;
+            } else {
+                break;
             }
         }
-        0
+        j - i
+    }
+
+    /// How many zero entries follow entry `i` (itself zero) up to the end
+    /// of its group (or `limit`): a group holding a few entries then costs
+    /// a load per empty one, not a turn of the walk's loop.
+    fn zeros_after(&self, i: usize, limit: usize) -> usize {
+        let group_end = ((i / Self::GROUP + 1) * Self::GROUP).min(limit);
+        let mut n = 0;
+        while i + 1 + n < group_end && self.get(i + 1 + n) == 0 {
+            n += 1;
+        }
+        n
     }
 }
 

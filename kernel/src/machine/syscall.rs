@@ -516,7 +516,12 @@ fn handle(request: Request, env: &Arc<env::Env>, frame: &mut TrapFrame) -> Next 
             sched::redirect_changed(env);
             Next::Return(Ok(0))
         }
-        Request::Child { call, args } => child_call(env, frame, call, *args),
+        Request::Child { call } => {
+            // The registers as `decode` read them (nothing wrote the frame
+            // since).
+            let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9];
+            child_call(env, frame, call, args)
+        }
         Request::RepossessList { ptr, len } => {
             env::repossess::set_list(env, ptr, len);
             Next::Return(Ok(0))

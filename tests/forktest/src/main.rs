@@ -394,12 +394,35 @@ fn child_quota() -> i32 {
     c.expect_ok("raise for the gift", sys::child_quota(g, MIN + GIVEN + 16));
     let va = SCRATCH_BASE + 0x5000_0000;
     for i in 0..GIVEN {
-        let f = require("frame_alloc", sys::frame_alloc(None));
+        // Every other one a fresh frame of the child's own (`ANY_FRAME`):
+        // charged to it the same way.
+        let f = if i % 2 == 0 {
+            require("frame_alloc", sys::frame_alloc(None))
+        } else {
+            abi::ANY_FRAME
+        };
         require(
             "child_map give",
             sys::child_map(g, f, va + i * PAGE_SIZE, Rights::RW, abi::CHILD_MAP_GIVE),
         );
     }
+    let used = frames_left();
+    c.expect_err(
+        "fresh frame at a mapped page",
+        sys::child_map(g, abi::ANY_FRAME, va, Rights::RW, abi::CHILD_MAP_GIVE),
+        Error::AlreadyMapped,
+    );
+    c.expect_err(
+        "fresh frame without give",
+        sys::child_map(g, abi::ANY_FRAME, va - PAGE_SIZE, Rights::RW, 0),
+        Error::BadFrame,
+    );
+    c.expect_err(
+        "fresh frame, rights without read",
+        sys::child_map(g, abi::ANY_FRAME, va - PAGE_SIZE, Rights::WRITE, abi::CHILD_MAP_GIVE),
+        Error::InvalidArgument,
+    );
+    c.check(frames_left() == used, format_args!("refused fresh maps changed nothing"));
     c.expect_err("below what the child uses", sys::child_quota(g, MIN), Error::Busy);
     // The lowest quota accepted: the search lowers one frame at a time.
     let mut low = MIN + GIVEN + 16;

@@ -19,7 +19,7 @@
 //!
 //! May not touch: the scheduler.
 
-use super::bindings::{RANGE_CHUNK, alloc_table_frame, unmap};
+use super::bindings::{LeafBuf, RANGE_CHUNK, alloc_table_frame, frame_error, unmap};
 use super::events::post_event;
 use super::registry::{terminate, vcpu_dropped};
 use super::spawn::create_child;
@@ -30,10 +30,9 @@ use crate::machine::paging::{AddressSpace, leaf_flags, rights_of};
 use crate::machine::tlb::{self, Flush};
 use abi::{Error, Rights};
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use kernel::frames::FrameNumber;
-use kernel::ownership::{EnvId, ShareMode};
+use kernel::ownership::{EnvId, FrameKind, ShareMode};
 use x86_64::structures::paging::PageTableFlags as F;
 
 /// The most children an environment may have alive at once (each also
@@ -104,10 +103,13 @@ pub fn child_map(
     if !rights.is_valid() || !rights.contains(Rights::READ) || flags & !abi::CHILD_MAP_GIVE != 0 {
         return Err(Error::InvalidArgument);
     }
+    let give = flags & abi::CHILD_MAP_GIVE != 0;
+    if give && frame.raw() == abi::ANY_FRAME {
+        return child_map_fresh(child, va, rights);
+    }
     if frame.raw() >= memory::FRAME_CAPACITY {
         return Err(Error::BadFrame);
     }
-    let give = flags & abi::CHILD_MAP_GIVE != 0;
     let mut aspace = lock_serving_mailbox(&child.aspace);
     if child.is_dying() {
         return Err(Error::NoSuchEnv);
@@ -147,6 +149,40 @@ pub fn child_map(
         env.owned.lock().remove(frame);
         env.uncharge();
     }
+    Ok(())
+}
+
+/// `ChildMap` of [`abi::ANY_FRAME`], given: a fresh zeroed frame owned by
+/// and charged to `child`, mapped at `va` with `rights` (a forked child's
+/// exception stack: one call a page instead of `FrameAlloc` + a give).
+/// Under the child's lock, as [`child_map`]: its reclaim sees the frame or
+/// refuses us.
+fn child_map_fresh(child: &Env, va: u64, rights: Rights) -> Result<(), Error> {
+    let mut aspace = lock_serving_mailbox(&child.aspace);
+    if child.is_dying() {
+        return Err(Error::NoSuchEnv);
+    }
+    room_for_mapping(child)?;
+    // The tables first (charged to the child): once the frame is taken
+    // nothing can fail.
+    let Some(slot) = aspace.vacant(va, &mut || alloc_table_frame(child))? else {
+        return Err(Error::AlreadyMapped);
+    };
+    child.charge()?;
+    let frame = match memory::alloc_frame() {
+        Ok(f) => f,
+        Err(e) => {
+            child.uncharge();
+            return Err(frame_error(e));
+        }
+    };
+    let mut table = shard(frame);
+    table.insert(frame, child.id, FrameKind::Data);
+    slot.fill(frame, leaf_flags(rights));
+    table.add_mapping(frame, child.id, va);
+    drop(table);
+    child.mappings.fetch_add(1, Ordering::Relaxed);
+    child.owned.lock().insert(frame);
     Ok(())
 }
 
@@ -193,9 +229,7 @@ pub fn share_range(
     check_share_range(dst, pages)?;
     let end = src + pages * abi::PAGE_SIZE;
     let mut aspace = lock_serving_mailbox(&env.aspace);
-    // A walk reports at most its budget of leaves: one allocation, no
-    // regrowth through the kernel heap.
-    let mut leaves = Vec::with_capacity(RANGE_CHUNK);
+    let mut leaves = LeafBuf::new();
     let stop = aspace.leaves_in(src, end, RANGE_CHUNK, &mut leaves);
     let mut shared = 0u64;
     let mut protected = false;

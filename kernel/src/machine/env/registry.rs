@@ -7,7 +7,9 @@
 //! May not touch: the scheduler (cores holding a dying environment's vCPUs
 //! are told with [`mailbox::kick`]).
 
-use super::bindings::{LockPolicy, RANGE_CHUNK, UNMAP_CHUNK, forget_mapping, unmap_foreign};
+use super::bindings::{
+    LeafBuf, LockPolicy, RANGE_CHUNK, UNMAP_CHUNK, forget_mapping, unmap_foreign,
+};
 use super::{Env, shard};
 use super::{FRAME_TABLE, Outcome, SHARDS, lock_serving_mailbox};
 use crate::machine::console::kprintln;
@@ -17,7 +19,6 @@ use crate::machine::percpu::{MAX_CPUS, online_cpus};
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
 use kernel::ownership::{EnvId, ReleaseStep};
 use spin::RwLock;
@@ -145,6 +146,10 @@ enum ReclaimStage {
     Finish,
 }
 
+/// Owned frames one reclaim step releases at most (each a record removed
+/// and a frame freed: a few hundred instructions).
+const OWNED_PER_STEP: usize = 16;
+
 impl Reclaim {
     pub(super) fn new(env: Arc<Env>) -> Reclaim {
         Reclaim { env, stage: ReclaimStage::Start }
@@ -186,11 +191,10 @@ impl Reclaim {
                 };
             }
             ReclaimStage::OwnMappings(from) => {
-                // At most the budget's worth (no regrowth).
-                let mut leaves = Vec::with_capacity(RANGE_CHUNK);
+                let mut leaves = LeafBuf::new();
                 let next =
                     lock_serving_mailbox(&env.aspace).leaves_from(from, RANGE_CHUNK, &mut leaves);
-                for (va, frame) in leaves {
+                for &(va, frame) in leaves.iter() {
                     // Initrd pages have no record to forget.
                     if !abi::in_info_region(va) && !super::bindings::is_initrd_frame(frame) {
                         forget_mapping(frame, env.id, va);
@@ -202,26 +206,32 @@ impl Reclaim {
                 };
             }
             ReclaimStage::OwnedFrames => {
-                let Some(frame) = env.owned.lock().pop_first() else {
-                    self.stage = ReclaimStage::Finish;
-                    return true;
-                };
-                // Bound first: the shard lock must not be held across the
-                // shootdown below.
-                let step = shard(frame).release_step(frame, env.id, UNMAP_CHUNK);
-                match step {
-                    Some(ReleaseStep::Released) => {
-                        memory::free_frame(frame).expect("owned frame was allocated");
+                // Up to `OWNED_PER_STEP` frames that need no unmapping of
+                // others' (the common case: a forked child's own stack
+                // pages), or one that does: a step stays bounded either way.
+                for _ in 0..OWNED_PER_STEP {
+                    let Some(frame) = env.owned.lock().pop_first() else {
+                        self.stage = ReclaimStage::Finish;
+                        return true;
+                    };
+                    // Bound first: the shard lock must not be held across
+                    // the shootdown below.
+                    let step = shard(frame).release_step(frame, env.id, UNMAP_CHUNK);
+                    match step {
+                        Some(ReleaseStep::Released) => {
+                            memory::free_frame(frame).expect("owned frame was allocated");
+                        }
+                        Some(ReleaseStep::Unmap(foreign)) => {
+                            unmap_foreign(frame, &foreign, LockPolicy::Wait);
+                            env.owned.lock().insert(frame);
+                            break;
+                        }
+                        // Sharers hold it on; it stays charged to this account.
+                        Some(ReleaseStep::Kept) => {
+                            env.kept.fetch_add(1, Ordering::AcqRel);
+                        }
+                        None => log::error!("env {}: owned frame {frame} not recorded", env.id),
                     }
-                    Some(ReleaseStep::Unmap(foreign)) => {
-                        unmap_foreign(frame, &foreign, LockPolicy::Wait);
-                        env.owned.lock().insert(frame);
-                    }
-                    // Sharers hold it on; it stays charged to this account.
-                    Some(ReleaseStep::Kept) => {
-                        env.kept.fetch_add(1, Ordering::AcqRel);
-                    }
-                    None => log::error!("env {}: owned frame {frame} not recorded", env.id),
                 }
             }
             ReclaimStage::Finish => {
