@@ -109,6 +109,7 @@ extern "C" fn kernel_ap_main() -> ! {
     let me = percpu::init_this_cpu(index, apic.id(), trap_stack_top.as_u64(), idle_stack_top);
     super::apic::install(apic);
     super::tlb::init_this_cpu(index, false);
+    super::env::init_this_cpu();
     log::debug!("core {index} up (APIC id {})", me.apic_id);
     STARTED.fetch_add(1, Ordering::AcqRel);
     super::sched::idle_loop()

@@ -69,6 +69,7 @@ extern "C" fn kernel_bsp_main(start_info_phys: u32) -> ! {
     );
     apic::install(bsp_apic);
     super::tlb::init_this_cpu(0, true);
+    super::env::init_this_cpu();
     log::info!(
         "TSC {} MHz, APIC timer {} MHz, idle tick {} Hz, {} slots of {} us per core, {} MiB free",
         tsc_hz / 1_000_000,

@@ -580,6 +580,17 @@ crate::machine::percpu::cpu_local! {
     static SPARE_LEAVES: Option<Vec<(u64, FrameNumber)>> = None;
 }
 
+/// Gives this core its spare [`LeafBuf`] storage at boot: taken later, its
+/// heap block would show as frames an environment's end did not give back
+/// (the frame-accounting tests compare free frames around a run).
+pub fn init_this_cpu() {
+    SPARE_LEAVES.with(|spare| {
+        if spare.is_none() {
+            *spare = Some(Vec::with_capacity(RANGE_CHUNK));
+        }
+    });
+}
+
 /// A buffer for one bounded walk's `(va, frame)` leaves, [`RANGE_CHUNK`]
 /// of them at most (a walk's budget: no regrowth). The storage is the
 /// core's spare one when it is there, so a step of `ShareRange`,
