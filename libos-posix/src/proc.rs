@@ -359,14 +359,27 @@ impl Process<'_> {
         if !me && members.is_empty() {
             return Err(ESRCH);
         }
+        // The session's table may still name members that just ended (their
+        // entries go as they are reclaimed): those answer ESRCH, and a group
+        // of only such is no group (Linux's ESRCH); EPERM is for a member
+        // that exists but refused.
         let mut delivered = me;
+        let mut refused = false;
         for pid in members {
-            delivered |= self.signals.post(pid, sig as u32).is_ok();
+            match self.signals.post(pid, sig as u32) {
+                Ok(()) => delivered = true,
+                Err(ESRCH) => {}
+                Err(_) => refused = true,
+            }
         }
         if me && sig != 0 {
             self.signals.raise(sig as u32, crate::signal::SI_USER, pid);
         }
-        if delivered { Ok(0) } else { Err(EPERM) }
+        match (delivered, refused) {
+            (true, _) => Ok(0),
+            (false, true) => Err(EPERM),
+            (false, false) => Err(ESRCH),
+        }
     }
 
     /// Notices children that ended ([`Process::poll_children`]) and raises

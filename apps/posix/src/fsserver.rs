@@ -52,8 +52,9 @@ use libos_posix::linux::errno::EIO;
 
 /// Request slots (requests in flight at once, over all processes).
 pub const SLOTS: usize = 8;
-/// Bytes per slot: a 64-byte header and the message.
-pub const SLOT_BYTES: usize = 18 * PAGE_SIZE as usize;
+/// Bytes per slot: a 64-byte header and the message, in whole pages.
+pub const SLOT_BYTES: usize = (HEADER + remote::MAX_MESSAGE).div_ceil(PAGE) * PAGE;
+const PAGE: usize = PAGE_SIZE as usize;
 const HEADER: usize = 64;
 const _: () = assert!(SLOT_BYTES - HEADER >= remote::MAX_MESSAGE);
 

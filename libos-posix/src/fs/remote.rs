@@ -46,8 +46,12 @@ use alloc::vec::Vec;
 
 /// Tag of the client's own (local) inode numbers.
 pub const LOCAL: Ino = 1 << 40;
-/// The most data bytes in one request or answer.
-pub const MAX_DATA: usize = 60 * 1024;
+/// The most data bytes in one request or answer. Its request slots are
+/// shared writable with every process of the run, so each of their pages
+/// costs every `fork` and every process's end (about 500 guest
+/// instructions a page): 16 KiB keeps a slot at 7 pages (18 at 60 KiB)
+/// for a few more round trips on large file reads and writes.
+pub const MAX_DATA: usize = 16 * 1024;
 /// The largest regular file the server keeps (64 MiB).
 pub const MAX_FILE: u64 = 64 << 20;
 /// The largest request or answer, header and data.

@@ -101,6 +101,13 @@ impl crate::signal::SignalHost for Posts {
         (0, 0)
     }
     fn post(&mut self, pid: i32, sig: u32) -> SysResult<()> {
+        // 900..: ended (entries not yet gone from the table); 800..900:
+        // alive but not ours to signal.
+        match pid {
+            900.. => return Err(ESRCH),
+            800..900 => return Err(EPERM),
+            _ => {}
+        }
         self.0.borrow_mut().push((pid, sig));
         Ok(())
     }
@@ -126,6 +133,16 @@ fn group_kill_reaches_every_member_the_session_table_knows() {
     assert_eq!(t.sys(SYS_KILL, &[(-77i64) as u64, 0]), 0);
     assert_eq!(*posts.0.borrow(), [(600, 0)]);
     assert_eq!(t.sys(SYS_KILL, &[(-78i64) as u64, 15]), ESRCH.to_ret());
+    // A group whose members the table still names but which all ended
+    // (seen as a race after a group's last member was reaped) is no group;
+    // one that exists but refuses is EPERM; one delivery is enough.
+    t.k.0.borrow_mut().groups.insert(901, 79);
+    t.k.0.borrow_mut().groups.insert(902, 79);
+    assert_eq!(t.sys(SYS_KILL, &[(-79i64) as u64, 0]), ESRCH.to_ret());
+    t.k.0.borrow_mut().groups.insert(801, 79);
+    assert_eq!(t.sys(SYS_KILL, &[(-79i64) as u64, 15]), EPERM.to_ret());
+    t.k.0.borrow_mut().groups.insert(601, 79);
+    assert_eq!(t.sys(SYS_KILL, &[(-79i64) as u64, 15]), 0);
     // Exit clears the entry.
     t.p.close_all();
     assert_eq!(t.k.0.borrow().groups.get(&100), None);

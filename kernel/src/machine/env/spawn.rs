@@ -195,16 +195,47 @@ pub fn abort_start(env: &Arc<Env>, e: Error) {
     Reclaim::new(Arc::clone(env)).run();
 }
 
+/// The initrd frame holding page `va` of `seg` of `image`, when the
+/// segment is not writable, the page is wholly file bytes, and those bytes
+/// are a whole page of the initrd (the packers put an ELF's data on a page
+/// boundary of the archive).
+fn initrd_page(
+    image: &[u8],
+    seg: &kernel::elf::Segment,
+    va: u64,
+) -> Option<kernel::frames::FrameNumber> {
+    if seg.rights.contains(Rights::WRITE) {
+        return None;
+    }
+    let file_end = seg.copy_to + seg.file_len as u64;
+    if va < seg.copy_to || va + abi::PAGE_SIZE > file_end {
+        return None;
+    }
+    let src = seg.file_offset + (va - seg.copy_to) as usize;
+    let at = image.get(src..src + abi::PAGE_SIZE as usize)?.as_ptr() as u64;
+    let phys = crate::machine::memory::direct_map_phys(at)?;
+    let frame = kernel::frames::FrameNumber::from_addr(phys);
+    (phys.is_multiple_of(abi::PAGE_SIZE) && super::bindings::is_initrd_frame(frame))
+        .then_some(frame)
+}
+
 /// Maps the ELF segments and the stack.
 fn load(env: &Env, image: &[u8], plan: &kernel::elf::LoadPlan) -> Result<(), Error> {
     let mut aspace = env.aspace.lock();
     for seg in &plan.segments {
         for page in 0..seg.pages {
             let va = seg.vaddr + page * abi::PAGE_SIZE;
-            let frame = frame_alloc(env, None)?;
-            // Copy the part of the file that falls into this page.
             let file_start = seg.copy_to;
             let file_end = seg.copy_to + seg.file_len as u64;
+            if let Some(frame) = initrd_page(image, seg, va) {
+                // A read-only page wholly of file bytes on a page of the
+                // initrd: that frame itself, read-only (no copy, no frame of
+                // the environment's; a fork shares it without a record).
+                map_locked(env, &mut aspace, frame, va, seg.rights)?;
+                continue;
+            }
+            let frame = frame_alloc(env, None)?;
+            // Copy the part of the file that falls into this page.
             let lo = va.max(file_start);
             let hi = (va + abi::PAGE_SIZE).min(file_end);
             if lo < hi {
