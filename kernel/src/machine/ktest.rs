@@ -772,10 +772,21 @@ fn wait(env: &Arc<Env>) -> Result<Outcome, String> {
     }
 }
 
+/// How long [`frames_restored`] waits for the reclaims still in flight.
+const RECLAIM_GRACE_MS: u64 = 5_000;
+
 /// Runs `body`, then checks that every frame came back to the pool.
 fn frames_restored(body: impl FnOnce() -> TestResult) -> TestResult {
     let before = memory::free_frames();
     body()?;
+    // The environments the body waited for have ended, but children they
+    // left unstarted are reclaimed after them, on whatever core picks the
+    // work up (the fuzzer leaves some: seen as "6 frames missing" once in
+    // CI): give those a bounded while. A real leak stays missing.
+    let deadline = Deadline::after_ms(RECLAIM_GRACE_MS);
+    while memory::free_frames() != before && !deadline.passed() {
+        core::hint::spin_loop();
+    }
     let after = memory::free_frames();
     check(after == before, || {
         format!("{} frames missing after the environments ended", before as i64 - after as i64)
