@@ -232,37 +232,33 @@ impl AddressSpace {
         Ok((current, parent.expect("two levels above the directories")))
     }
 
+    /// The raw page-directory entry covering `va` (0 when it or a table
+    /// above it is absent), read without borrowing any table.
+    fn directory_entry(&self, va: u64) -> u64 {
+        let mut current = self.pml4;
+        let mut entry = 0;
+        for &i in &indices(va)[..3] {
+            entry = RawEntries::of(current).get(i);
+            if entry == 0 {
+                return 0;
+            }
+            current = FrameNumber::from_addr(entry & ENTRY_ADDR_MASK);
+        }
+        entry
+    }
+
     /// Whether the 2 MiB span at `va` (aligned) has no leaf table, shared
     /// or private: nothing is mapped in it and nothing ever was since its
     /// table went (a private table stays until the address space ends).
     pub fn span_is_vacant(&self, va: u64) -> bool {
-        let idx = indices(va);
-        let mut current = self.pml4;
-        for &i in &idx[..2] {
-            let entry = &table(current)[i];
-            if entry.is_unused() {
-                return true;
-            }
-            current = FrameNumber::from_addr(entry.addr().as_u64());
-        }
-        table(current)[idx[2]].is_unused()
+        self.directory_entry(va) == 0
     }
 
     /// Whether any 2 MiB span meeting `[va, end)` is a shared leaf table's.
     pub fn shared_in(&self, va: u64, end: u64) -> bool {
         let mut at = va & !(SPAN_2M - 1);
         while at < end {
-            let idx = indices(at);
-            let mut current = self.pml4;
-            let mut entry = 0;
-            for &i in &idx[..3] {
-                entry = RawEntries::of(current).get(i);
-                if entry == 0 {
-                    break;
-                }
-                current = FrameNumber::from_addr(entry & ENTRY_ADDR_MASK);
-            }
-            if entry & SHARED_TABLE.bits() != 0 {
+            if self.directory_entry(at) & SHARED_TABLE.bits() != 0 {
                 return true;
             }
             at += SPAN_2M;

@@ -14,7 +14,7 @@ use crate::machine::paging::{AddressSpace, SharedLeafTable, leaf_flags, rights_o
 use crate::machine::tlb::{self, Flush};
 use abi::{Error, Rights};
 use alloc::vec::Vec;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::frames::{FrameError, FrameNumber};
 use kernel::ownership::{EnvId, FrameKind, Freed, Mapping, Removed, UnmapStep};
 
@@ -316,10 +316,16 @@ pub(super) fn map_locked(
 /// Whether `frame` holds part of the initrd: the kernel's, immutable, never
 /// in the frame table.
 pub(super) fn is_initrd_frame(frame: FrameNumber) -> bool {
-    super::initrd_frames().is_some_and(|(first, size)| {
-        (first.raw()..first.raw() + size.div_ceil(abi::PAGE_SIZE)).contains(&frame.raw())
-    })
+    // Read on every `Map`, every shared page and every reclaimed leaf: the
+    // range is kept from boot ([`build_initrd_tables`]), not recomputed.
+    let (first, end) = (INITRD_FIRST.load(Ordering::Relaxed), INITRD_END.load(Ordering::Relaxed));
+    (first..end).contains(&frame.raw())
 }
+
+/// The initrd's frames, `INITRD_FIRST..INITRD_END` (empty without one), set
+/// once at boot.
+static INITRD_FIRST: AtomicU64 = AtomicU64::new(0);
+static INITRD_END: AtomicU64 = AtomicU64::new(0);
 
 /// Maps initrd page `frame` at `va` (tables made) read-only: every
 /// environment may read the initrd (`InitrdMap`), so a page of it mapped
@@ -900,9 +906,13 @@ pub fn initrd_map(env: &Env, va: u64, done: u64, undo: u64) -> Result<InitrdStep
 /// map page by page).
 static INITRD_TABLES: spin::Once<Option<Vec<SharedLeafTable>>> = spin::Once::new();
 
-/// Builds the initrd's shared leaf tables (at boot, once the initrd is
-/// known).
+/// Records the initrd's frame range and builds its shared leaf tables (at
+/// boot, once the initrd is known, before any environment runs).
 pub fn build_initrd_tables() {
+    if let Some((first, size)) = super::initrd_frames() {
+        INITRD_FIRST.store(first.raw(), Ordering::Relaxed);
+        INITRD_END.store(first.raw() + size.div_ceil(abi::PAGE_SIZE), Ordering::Relaxed);
+    }
     let _ = initrd_tables();
 }
 
